@@ -1,0 +1,62 @@
+"""What a health check is asked to do: the validated, immutable check settings.
+
+`CheckSpec` is produced by the director's configuration loader and consumed by
+the check engine (`checks.engine`).  Times are in seconds (floats), counts are
+plain integers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+CheckType = Literal["tcp", "http", "https", "none", "external"]
+
+#: Defaults applied when the configuration leaves a field out.  Chosen so that a
+#: backend killed outright leaves rotation in about interval x fall = 2 s, and a
+#: hung backend in interval x (fall - 1) + timeout = 2 s.
+DEFAULT_INTERVAL = 1.0  # seconds between the starts of two checks
+DEFAULT_TIMEOUT = 1.0  # seconds: hard bound on one whole check
+DEFAULT_RISE = 2  # consecutive successes to go up
+DEFAULT_FALL = 2  # consecutive failures to go down
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """Settings of one health check.
+
+    Attributes:
+        type: ``tcp`` (connect only), ``http``/``https`` (one request, status
+            and optional body regex), ``none`` (always up), ``external`` (run
+            ``command`` without a shell; exit status 0 = up).
+        port: port to check; ``None`` means the real server's own port.
+        interval: seconds between the starts of two consecutive checks.
+        timeout: seconds; a hard bound on the whole check (connect, request,
+            response body, or the external command's run time).
+        rise: consecutive successes that bring a down (or unknown) server up.
+        fall: consecutive failures that take an up (or unknown) server down.
+        method: HTTP method (``http``/``https``).
+        path: HTTP request path, starting with ``/``.
+        host: HTTP ``Host`` header; ``None`` means the real server's address.
+        expect_status: HTTP status codes counted as success.
+        expect_body: a regular expression searched for in the response body
+            (``re.search``); ``None`` skips the body test.
+        verify_tls: verify the server certificate for ``https``.
+        command: argv of an ``external`` check; the engine appends
+            VIP, virtual port, RIP and checked port as four more arguments
+            (ldirectord's external-check convention).
+    """
+
+    type: CheckType = "tcp"
+    port: int | None = None
+    interval: float = DEFAULT_INTERVAL
+    timeout: float = DEFAULT_TIMEOUT
+    rise: int = DEFAULT_RISE
+    fall: int = DEFAULT_FALL
+    method: str = "GET"
+    path: str = "/"
+    host: str | None = None
+    expect_status: frozenset[int] = field(default_factory=lambda: frozenset({200}))
+    expect_body: str | None = None
+    verify_tls: bool = False
+    command: tuple[str, ...] = ()

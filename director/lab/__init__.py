@@ -1,0 +1,1 @@
+"""Namespace labs and the stock-kernel VM runner used by tests, drills and benchmarks."""

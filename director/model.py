@@ -1,0 +1,343 @@
+"""The director's data model: configured virtual services and the kernel's IPVS table.
+
+Two layers, both immutable:
+
+* configuration objects (`Config`, `VirtualService`, `RealServer`,
+  `FallbackServer`, `Persistence`), produced by `director.config`;
+* kernel-table objects (`ServiceKey`, `ServiceAttrs`, `DestKey`, `DestAttrs`,
+  `KernelService`, `KernelDest`), the shape in which `director.ipvs` dumps
+  the IPVS table and in which `director.planner` compares desired and observed
+  state.
+
+Names and numbers follow the kernel's IPVS UAPI (``include/uapi/linux/ip_vs.h``):
+``IP_VS_CONN_F_MASQ`` = 0, ``IP_VS_CONN_F_TUNNEL`` = 2, ``IP_VS_CONN_F_DROUTE``
+= 3, service flags ``IP_VS_SVC_F_PERSISTENT`` = 0x1, ``IP_VS_SVC_F_SCHED1``
+= 0x8 (sh/mh fallback), ``IP_VS_SVC_F_SCHED2`` = 0x10 (sh/mh port).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+from checks.spec import CheckSpec
+
+# --- kernel constants (include/uapi/linux/ip_vs.h) ---------------------------
+
+#: Forwarding method name -> IPVS_DEST_ATTR_FWD_METHOD value.
+FWD_METHODS: Mapping[str, int] = {"nat": 0, "tun": 2, "dr": 3}
+FWD_NAMES: Mapping[int, str] = {0: "nat", 1: "local", 2: "tun", 3: "dr"}
+
+#: Every scheduler the stock kernel ships (net/netfilter/ipvs/ip_vs_*.c).
+SCHEDULERS = frozenset(
+    {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
+)
+
+IP_VS_SVC_F_PERSISTENT = 0x0001
+IP_VS_SVC_F_HASHED = 0x0002  # set by the kernel, never by us
+IP_VS_SVC_F_ONEPACKET = 0x0004
+IP_VS_SVC_F_SCHED1 = 0x0008  # sh-fallback / mh-fallback
+IP_VS_SVC_F_SCHED2 = 0x0010  # sh-port / mh-port
+IP_VS_SVC_F_SCHED3 = 0x0020
+
+#: Scheduler flag name -> (schedulers it applies to, service flag bit).
+SCHEDULER_FLAGS: Mapping[str, tuple[frozenset[str], int]] = {
+    "sh-fallback": (frozenset({"sh"}), IP_VS_SVC_F_SCHED1),
+    "sh-port": (frozenset({"sh"}), IP_VS_SVC_F_SCHED2),
+    "mh-fallback": (frozenset({"mh"}), IP_VS_SVC_F_SCHED1),
+    "mh-port": (frozenset({"mh"}), IP_VS_SVC_F_SCHED2),
+}
+
+#: Flag bits that we own and compare; HASHED and others the kernel sets are ignored.
+MANAGED_SERVICE_FLAGS = (
+    IP_VS_SVC_F_PERSISTENT | IP_VS_SVC_F_ONEPACKET | IP_VS_SVC_F_SCHED1 | IP_VS_SVC_F_SCHED2 | IP_VS_SVC_F_SCHED3
+)
+
+PROTOCOLS: Mapping[str, int] = {
+    "tcp": socket.IPPROTO_TCP,
+    "udp": socket.IPPROTO_UDP,
+    "sctp": socket.IPPROTO_SCTP,
+}
+PROTOCOL_NAMES: Mapping[int, str] = {v: k for k, v in PROTOCOLS.items()}
+
+Family = Literal["inet", "inet6"]
+FAMILIES: Mapping[str, int] = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
+
+
+def canonical_ip(text: str) -> str:
+    """Return the canonical text form of an IPv4/IPv6 address.
+
+    Raises:
+        ValueError: ``text`` is not an IP address.
+    """
+    return str(ipaddress.ip_address(text))
+
+
+def ip_family(address: str) -> int:
+    """``socket.AF_INET`` or ``socket.AF_INET6`` for an address string.
+
+    Raises:
+        ValueError: not an IP address.
+    """
+    return socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+
+
+def host_port(address: str, port: int) -> str:
+    """``10.0.0.1:80`` or ``[2001:db8::1]:80``."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+# --- kernel table -------------------------------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class ServiceKey:
+    """Identity of an IPVS virtual service (the kernel's lookup key).
+
+    Attributes:
+        family: ``socket.AF_INET`` or ``socket.AF_INET6`` (IPVS_SVC_ATTR_AF).
+        protocol: IP protocol number (IPVS_SVC_ATTR_PROTOCOL); 0 for fwmark.
+        address: canonical VIP text; ``""`` for a fwmark service.
+        port: virtual port; 0 for a fwmark service.
+        fwmark: firewall mark (IPVS_SVC_ATTR_FWMARK); 0 for an address service.
+    """
+
+    family: int
+    protocol: int
+    address: str
+    port: int
+    fwmark: int = 0
+
+    def __str__(self) -> str:
+        if self.fwmark:
+            fam = "inet6" if self.family == socket.AF_INET6 else "inet"
+            return f"fwmark {self.fwmark} ({fam})"
+        proto = PROTOCOL_NAMES.get(self.protocol, str(self.protocol))
+        return f"{proto} {host_port(self.address, self.port)}"
+
+
+@dataclass(frozen=True)
+class ServiceAttrs:
+    """The mutable attributes of a virtual service, as the kernel stores them.
+
+    Attributes:
+        scheduler: IPVS_SVC_ATTR_SCHED_NAME, e.g. ``wlc``.
+        flags: IPVS_SVC_ATTR_FLAGS restricted to `MANAGED_SERVICE_FLAGS`.
+        timeout: persistence timeout in seconds (IPVS_SVC_ATTR_TIMEOUT); 0 = none.
+        netmask: IPVS_SVC_ATTR_NETMASK; for IPv4 a dotted mask
+            (``255.255.255.255``), for IPv6 the prefix length as an int.
+        pe_name: persistence engine (IPVS_SVC_ATTR_PE_NAME), ``""`` for none.
+    """
+
+    scheduler: str = "wlc"
+    flags: int = 0
+    timeout: int = 0
+    netmask: str | int = "255.255.255.255"
+    pe_name: str = ""
+
+
+@dataclass(frozen=True, order=True)
+class DestKey:
+    """Identity of a real server inside one virtual service: RIP and port."""
+
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return host_port(self.address, self.port)
+
+
+@dataclass(frozen=True)
+class DestAttrs:
+    """The mutable attributes of a destination (real server) in the kernel.
+
+    Attributes:
+        fwd_method: IPVS_DEST_ATTR_FWD_METHOD (0 nat, 2 tun, 3 dr).
+        weight: IPVS_DEST_ATTR_WEIGHT, 0..65535; 0 = quiescent.
+        u_thresh: IPVS_DEST_ATTR_U_THRESH, upper connection threshold (0 = none).
+        l_thresh: IPVS_DEST_ATTR_L_THRESH, lower connection threshold (0 = none).
+    """
+
+    fwd_method: int = 3
+    weight: int = 1
+    u_thresh: int = 0
+    l_thresh: int = 0
+
+
+@dataclass(frozen=True)
+class KernelDest:
+    """A destination as dumped from the kernel: its attributes and connection counters."""
+
+    attrs: DestAttrs
+    active_conns: int = 0
+    inactive_conns: int = 0
+    persist_conns: int = 0
+
+
+@dataclass(frozen=True)
+class KernelService:
+    """A virtual service as dumped from the kernel, with its destinations."""
+
+    attrs: ServiceAttrs
+    dests: Mapping[DestKey, KernelDest] = field(default_factory=dict)
+
+
+#: The kernel's whole IPVS table (one network namespace).
+KernelTable = Mapping[ServiceKey, KernelService]
+
+
+@dataclass(frozen=True)
+class DesiredService:
+    """A virtual service as it should be in the kernel: attributes and destinations."""
+
+    attrs: ServiceAttrs
+    dests: Mapping[DestKey, DestAttrs] = field(default_factory=dict)
+
+
+#: What the kernel table should hold for the services directord manages.
+DesiredTable = Mapping[ServiceKey, DesiredService]
+
+
+# --- configuration ------------------------------------------------------------
+
+OnFailure = Literal["quiescent", "remove"]
+ForwardingName = Literal["dr", "nat", "tun"]
+
+
+@dataclass(frozen=True)
+class Persistence:
+    """Persistence (ipvsadm ``-p``/``-M``): timeout in seconds and client netmask.
+
+    ``netmask`` is a dotted IPv4 mask for IPv4 services and a prefix length
+    (1..128) for IPv6 services, as the kernel expects.
+    """
+
+    timeout: int
+    netmask: str | int
+
+
+@dataclass(frozen=True)
+class RealServer:
+    """A configured real server (RIP) of one virtual service.
+
+    Attributes:
+        address: canonical RIP text.
+        port: real port (0 for a fwmark service that keeps the packet's port).
+        weight: configured weight 0..65535.
+        forwarding: forwarding method, inherited from the service unless set.
+        upper_threshold / lower_threshold: connection thresholds (0 = none).
+        check: the effective health check (service check merged with overrides).
+        line: line of the entry in its configuration file (1-based), for messages.
+    """
+
+    address: str
+    port: int
+    weight: int = 1
+    forwarding: ForwardingName = "dr"
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+    check: CheckSpec = field(default_factory=CheckSpec)
+    line: int = 0
+
+    @property
+    def key(self) -> DestKey:
+        return DestKey(self.address, self.port)
+
+    def dest_attrs(self, weight: int | None = None) -> DestAttrs:
+        """Kernel attributes for this real server, at ``weight`` (default: configured)."""
+        return DestAttrs(
+            fwd_method=FWD_METHODS[self.forwarding],
+            weight=self.weight if weight is None else weight,
+            u_thresh=self.upper_threshold,
+            l_thresh=self.lower_threshold,
+        )
+
+
+@dataclass(frozen=True)
+class FallbackServer:
+    """The fallback (sorry) server of a service: in the table only while no real server is up."""
+
+    address: str
+    port: int
+    weight: int = 1
+    forwarding: ForwardingName = "dr"
+
+    @property
+    def key(self) -> DestKey:
+        return DestKey(self.address, self.port)
+
+    def dest_attrs(self) -> DestAttrs:
+        return DestAttrs(fwd_method=FWD_METHODS[self.forwarding], weight=self.weight)
+
+
+@dataclass(frozen=True)
+class VirtualService:
+    """A configured virtual service.
+
+    Attributes:
+        name: unique name (defaults to the key's text form), used in logs and status.
+        key: the kernel identity (VIP:port/protocol, or fwmark + family).
+        scheduler: kernel scheduler name (see `SCHEDULERS`).
+        scheduler_flags: e.g. ``{"sh-port"}`` (see `SCHEDULER_FLAGS`).
+        forwarding: default forwarding method of its real servers.
+        persistence: ``None`` or the persistence settings.
+        on_failure: ``quiescent`` (weight 0) or ``remove`` (delete the destination).
+        check: the service-level check (real servers may override it).
+        real_servers: the configured real servers, in file order.
+        fallback: the fallback (sorry) server, or ``None``.
+        line: line of the entry in its configuration file.
+    """
+
+    name: str
+    key: ServiceKey
+    scheduler: str = "wlc"
+    scheduler_flags: frozenset[str] = frozenset()
+    forwarding: ForwardingName = "dr"
+    persistence: Persistence | None = None
+    on_failure: OnFailure = "quiescent"
+    check: CheckSpec = field(default_factory=CheckSpec)
+    real_servers: tuple[RealServer, ...] = ()
+    fallback: FallbackServer | None = None
+    line: int = 0
+
+    def service_attrs(self) -> ServiceAttrs:
+        """The kernel attributes this service should have."""
+        flags = 0
+        for name in self.scheduler_flags:
+            flags |= SCHEDULER_FLAGS[name][1]
+        default_mask: str | int = 128 if self.key.family == socket.AF_INET6 else "255.255.255.255"
+        if self.persistence is not None:
+            return ServiceAttrs(
+                scheduler=self.scheduler,
+                flags=flags | IP_VS_SVC_F_PERSISTENT,
+                timeout=self.persistence.timeout,
+                netmask=self.persistence.netmask,
+            )
+        return ServiceAttrs(scheduler=self.scheduler, flags=flags, timeout=0, netmask=default_mask)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Daemon-wide settings (the ``global`` section). Times in seconds.
+
+    Attributes:
+        reconcile_interval: seconds between two drift-repair dumps of the kernel table.
+        drain_timeout: seconds a removed real server may drain before it is deleted
+            while it still has active connections (UDP destinations always wait this long).
+        control_socket: path of the root-only unix control socket.
+    """
+
+    reconcile_interval: float = 10.0
+    drain_timeout: float = 300.0
+    control_socket: str = "/run/directord/directord.sock"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole validated configuration file."""
+
+    path: str
+    settings: Settings = field(default_factory=Settings)
+    services: tuple[VirtualService, ...] = ()

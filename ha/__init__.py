@@ -1,0 +1,1 @@
+"""Director high availability: heartbeat peer protocol, VIP ownership, announcements."""
