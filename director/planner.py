@@ -1,0 +1,204 @@
+"""Pure reconciliation planning: (desired state, kernel state) -> ordered IPVS operations.
+
+Nothing here performs I/O.  Two steps:
+
+1. `desired_service` turns one configured virtual service, the health of its
+   real servers and the destinations being drained into the kernel entry it
+   should have (`DesiredService`).
+2. `plan_service` / `plan` compare desired entries with the kernel's
+   (`KernelService`, as dumped by `director.ipvs`) and return the operations
+   that close the gap, in an order the kernel accepts:
+
+   * a service is added before its destinations;
+   * an existing service whose attributes differ is edited with ``set`` and
+     its complete attribute set (the kernel replaces every field on edit);
+   * destinations are deleted, then edited (``set`` with the complete entry),
+     then added;
+   * a retired service (one directord managed and no longer configures) is
+     deleted with one ``del_service``: the kernel deletes its destinations
+     with it (``ip_vs_del_service`` -> ``__ip_vs_unlink_dest``), so no
+     destination operation is needed.
+
+Services that are in the kernel but neither desired nor retired are never
+touched: directord shares the table with whatever else programs it.
+
+Complexity is linear in the number of services and destinations involved;
+planning one service costs only that service's destinations, which is what a
+health transition needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterable, Literal, Mapping
+
+from .model import (
+    MANAGED_SERVICE_FLAGS,
+    DesiredService,
+    DesiredTable,
+    DestAttrs,
+    DestKey,
+    KernelService,
+    KernelTable,
+    ServiceAttrs,
+    ServiceKey,
+    VirtualService,
+)
+
+OpKind = Literal["add_service", "set_service", "del_service", "add_dest", "set_dest", "del_dest"]
+
+#: Health states as reported by the check engine.
+HealthState = Literal["unknown", "up", "down"]
+
+
+@dataclass(frozen=True)
+class Op:
+    """One IPVS operation (one generic-netlink command).
+
+    Attributes:
+        kind: ``add_service`` (IPVS_CMD_NEW_SERVICE), ``set_service``
+            (IPVS_CMD_SET_SERVICE), ``del_service`` (IPVS_CMD_DEL_SERVICE),
+            ``add_dest`` (IPVS_CMD_NEW_DEST), ``set_dest`` (IPVS_CMD_SET_DEST),
+            ``del_dest`` (IPVS_CMD_DEL_DEST).
+        service: the virtual service concerned.
+        service_attrs: complete service attributes for add/set_service, else None.
+        dest: the destination for the ``*_dest`` kinds, else None.
+        dest_attrs: complete destination attributes for add/set_dest, else None.
+    """
+
+    kind: OpKind
+    service: ServiceKey
+    service_attrs: ServiceAttrs | None = None
+    dest: DestKey | None = None
+    dest_attrs: DestAttrs | None = None
+
+    def __str__(self) -> str:
+        if self.dest is None:
+            return f"{self.kind} {self.service}"
+        return f"{self.kind} {self.service} -> {self.dest}"
+
+
+def normalize_service_attrs(attrs: ServiceAttrs) -> ServiceAttrs:
+    """Keep only the service flag bits directord manages (drops kernel-set HASHED)."""
+    flags = attrs.flags & MANAGED_SERVICE_FLAGS
+    return attrs if flags == attrs.flags else replace(attrs, flags=flags)
+
+
+def desired_service(
+    service: VirtualService,
+    health: Mapping[DestKey, HealthState],
+    observed: KernelService | None,
+    draining: Iterable[DestKey] = (),
+) -> DesiredService:
+    """The kernel entry one configured virtual service should have right now.
+
+    Args:
+        service: the configured virtual service.
+        health: state of each configured real server (missing = ``unknown``).
+        observed: the service as the kernel holds it, or None when absent.
+        draining: destinations removed from the configuration that are still
+            draining; they are kept at weight 0 with their kernel attributes.
+
+    Rules, per real server:
+
+    * ``up``: present with its configured attributes;
+    * ``down``: present at weight 0 when ``on_failure`` is ``quiescent``,
+      absent when it is ``remove``;
+    * ``unknown`` (no check result yet, e.g. just after a start): left as the
+      kernel has it (present with the kernel's attributes, or absent).  This is
+      what makes a restart against a programmed kernel issue no change.
+
+    The fallback server is present while no real server is up and none is
+    unknown; while some are unknown it is left as the kernel has it.  A
+    fallback that is also a configured real server is handled as the real
+    server alone.
+
+    Returns:
+        DesiredService with the service attributes and destination map.
+    """
+    kernel_dests = observed.dests if observed is not None else {}
+    dests: dict[DestKey, DestAttrs] = {}
+    any_up = False
+    any_unknown = False
+    for rs in service.real_servers:
+        key = rs.key
+        state = health.get(key, "unknown")
+        if state == "up":
+            any_up = True
+            dests[key] = rs.dest_attrs()
+        elif state == "down":
+            if service.on_failure == "quiescent":
+                dests[key] = rs.dest_attrs(weight=0)
+        else:
+            any_unknown = True
+            current = kernel_dests.get(key)
+            if current is not None:
+                dests[key] = current.attrs
+    for key in draining:
+        if key in dests:
+            continue
+        current = kernel_dests.get(key)
+        if current is not None:
+            dests[key] = replace(current.attrs, weight=0)
+    fb = service.fallback
+    if fb is not None and fb.key not in dests:
+        if not any_up and not any_unknown:
+            dests[fb.key] = fb.dest_attrs()
+        elif not any_up and fb.key in kernel_dests:
+            dests[fb.key] = kernel_dests[fb.key].attrs
+    return DesiredService(attrs=service.service_attrs(), dests=dests)
+
+
+def plan_service(key: ServiceKey, desired: DesiredService, observed: KernelService | None) -> list[Op]:
+    """Operations that make one kernel service equal to ``desired``.
+
+    Destinations present in the kernel but not in ``desired`` are deleted.
+    Returns an empty list when nothing differs.
+    """
+    ops: list[Op] = []
+    if observed is None:
+        ops.append(Op("add_service", key, service_attrs=desired.attrs))
+        for dkey in sorted(desired.dests):
+            ops.append(Op("add_dest", key, dest=dkey, dest_attrs=desired.dests[dkey]))
+        return ops
+    if normalize_service_attrs(observed.attrs) != desired.attrs:
+        ops.append(Op("set_service", key, service_attrs=desired.attrs))
+    kernel = observed.dests
+    for dkey in sorted(kernel.keys() - desired.dests.keys()):
+        ops.append(Op("del_dest", key, dest=dkey))
+    adds: list[Op] = []
+    for dkey in sorted(desired.dests):
+        want = desired.dests[dkey]
+        have = kernel.get(dkey)
+        if have is None:
+            adds.append(Op("add_dest", key, dest=dkey, dest_attrs=want))
+        elif have.attrs != want:
+            ops.append(Op("set_dest", key, dest=dkey, dest_attrs=want))
+    ops.extend(adds)
+    return ops
+
+
+def plan(
+    desired: DesiredTable,
+    observed: KernelTable,
+    retired: Iterable[ServiceKey] = (),
+) -> list[Op]:
+    """Operations that bring the kernel table to the desired state.
+
+    Args:
+        desired: every service directord manages, as it should be.
+        observed: the whole kernel table (other services are ignored).
+        retired: services directord managed earlier and no longer configures;
+            deleted when present in the kernel and not desired.
+
+    Returns:
+        Ordered operations (services in sorted key order, then deletions of
+        retired services); empty when the kernel already matches.
+    """
+    ops: list[Op] = []
+    for key in sorted(desired):
+        ops.extend(plan_service(key, desired[key], observed.get(key)))
+    for key in sorted(set(retired)):
+        if key in observed and key not in desired:
+            ops.append(Op("del_service", key))
+    return ops

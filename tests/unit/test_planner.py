@@ -1,0 +1,212 @@
+"""The planner: exact operation lists for given desired and kernel states."""
+
+import socket
+
+from director.model import (
+    IP_VS_SVC_F_HASHED,
+    IP_VS_SVC_F_PERSISTENT,
+    DesiredService,
+    DestAttrs,
+    DestKey,
+    FallbackServer,
+    KernelDest,
+    KernelService,
+    Persistence,
+    RealServer,
+    ServiceAttrs,
+    ServiceKey,
+    VirtualService,
+)
+from director.planner import Op, desired_service, plan, plan_service
+
+WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
+DNS = ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "10.0.0.100", 53)
+OTHER = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.200", 80)
+RS1, RS2, RS3 = DestKey("10.0.0.11", 80), DestKey("10.0.0.12", 80), DestKey("10.0.0.13", 80)
+FB = DestKey("127.0.0.1", 80)
+WRR = ServiceAttrs(scheduler="wrr")
+DR1 = DestAttrs(fwd_method=3, weight=1)
+DR3 = DestAttrs(fwd_method=3, weight=3)
+
+
+def kservice(attrs, dests):
+    return KernelService(attrs=attrs, dests={k: KernelDest(a) for k, a in dests.items()})
+
+
+def vservice(**kw):
+    base = dict(
+        name="web",
+        key=WEB,
+        scheduler="wrr",
+        real_servers=(
+            RealServer("10.0.0.11", 80, weight=3),
+            RealServer("10.0.0.12", 80, weight=1),
+        ),
+    )
+    base.update(kw)
+    return VirtualService(**base)
+
+
+def test_empty_kernel_adds_service_before_its_destinations():
+    desired = {WEB: DesiredService(WRR, {RS2: DR1, RS1: DR3})}
+    assert plan(desired, {}) == [
+        Op("add_service", WEB, service_attrs=WRR),
+        Op("add_dest", WEB, dest=RS1, dest_attrs=DR3),
+        Op("add_dest", WEB, dest=RS2, dest_attrs=DR1),
+    ]
+
+
+def test_matching_kernel_gives_no_operation():
+    desired = {WEB: DesiredService(WRR, {RS1: DR3, RS2: DR1})}
+    observed = {WEB: kservice(WRR, {RS1: DR3, RS2: DR1})}
+    assert plan(desired, observed) == []
+
+
+def test_kernel_set_hashed_flag_is_not_a_difference():
+    desired = {WEB: DesiredService(WRR, {})}
+    observed = {WEB: kservice(ServiceAttrs(scheduler="wrr", flags=IP_VS_SVC_F_HASHED), {})}
+    assert plan(desired, observed) == []
+
+
+def test_weight_change_is_one_set_with_the_complete_entry():
+    thresholds = DestAttrs(fwd_method=0, weight=5, u_thresh=100, l_thresh=50)
+    desired = {WEB: DesiredService(WRR, {RS1: thresholds})}
+    observed = {WEB: kservice(WRR, {RS1: DestAttrs(fwd_method=0, weight=1, u_thresh=100, l_thresh=50)})}
+    assert plan(desired, observed) == [Op("set_dest", WEB, dest=RS1, dest_attrs=thresholds)]
+
+
+def test_scheduler_change_is_a_service_set():
+    lc = ServiceAttrs(scheduler="lc")
+    desired = {WEB: DesiredService(lc, {})}
+    observed = {WEB: kservice(WRR, {})}
+    assert plan(desired, observed) == [Op("set_service", WEB, service_attrs=lc)]
+
+
+def test_deletes_then_sets_then_adds_destinations():
+    desired = {WEB: DesiredService(WRR, {RS1: DR1, RS3: DR1})}
+    observed = {WEB: kservice(WRR, {RS1: DR3, RS2: DR1})}
+    assert plan(desired, observed) == [
+        Op("del_dest", WEB, dest=RS2),
+        Op("set_dest", WEB, dest=RS1, dest_attrs=DR1),
+        Op("add_dest", WEB, dest=RS3, dest_attrs=DR1),
+    ]
+
+
+def test_unmanaged_services_are_never_touched():
+    desired = {WEB: DesiredService(WRR, {})}
+    observed = {WEB: kservice(WRR, {}), OTHER: kservice(WRR, {RS1: DR1})}
+    assert plan(desired, observed) == []
+
+
+def test_retired_service_is_deleted_with_one_operation():
+    observed = {DNS: kservice(WRR, {RS1: DR1, RS2: DR1}), OTHER: kservice(WRR, {})}
+    assert plan({}, observed, retired=[DNS]) == [Op("del_service", DNS)]
+
+
+def test_retired_service_absent_from_kernel_gives_nothing():
+    assert plan({}, {}, retired=[DNS]) == []
+
+
+def test_services_are_planned_in_sorted_order():
+    desired = {WEB: DesiredService(WRR, {}), DNS: DesiredService(WRR, {})}
+    assert [op.service for op in plan(desired, {})] == sorted([WEB, DNS])
+
+
+def test_plan_service_alone_matches_plan():
+    desired = DesiredService(WRR, {RS1: DR1})
+    observed = kservice(WRR, {RS1: DR3})
+    assert plan_service(WEB, desired, observed) == [Op("set_dest", WEB, dest=RS1, dest_attrs=DR1)]
+
+
+# --- desired_service -----------------------------------------------------------
+
+
+def test_up_servers_get_configured_weights():
+    d = desired_service(vservice(), {RS1: "up", RS2: "up"}, None)
+    assert d.dests == {RS1: DR3, RS2: DR1}
+    assert d.attrs == ServiceAttrs(scheduler="wrr", netmask="255.255.255.255")
+
+
+def test_down_server_is_quiescent_by_default():
+    d = desired_service(vservice(), {RS1: "up", RS2: "down"}, None)
+    assert d.dests == {RS1: DR3, RS2: DestAttrs(fwd_method=3, weight=0)}
+
+
+def test_down_server_is_removed_with_on_failure_remove():
+    d = desired_service(vservice(on_failure="remove"), {RS1: "up", RS2: "down"}, None)
+    assert d.dests == {RS1: DR3}
+
+
+def test_unknown_server_keeps_kernel_entry_and_is_not_added():
+    observed = kservice(WRR, {RS1: DestAttrs(fwd_method=3, weight=7)})
+    d = desired_service(vservice(), {}, observed)
+    assert d.dests == {RS1: DestAttrs(fwd_method=3, weight=7)}
+    assert plan_service(WEB, d, observed) == []
+
+
+def test_restart_against_programmed_kernel_then_first_results_change_nothing():
+    observed = kservice(ServiceAttrs(scheduler="wrr", flags=IP_VS_SVC_F_HASHED), {RS1: DR3, RS2: DR1})
+    svc = vservice()
+    assert plan_service(WEB, desired_service(svc, {}, observed), observed) == []
+    assert plan_service(WEB, desired_service(svc, {RS1: "up", RS2: "up"}, observed), observed) == []
+
+
+def test_fallback_added_only_when_every_server_is_down():
+    svc = vservice(fallback=FallbackServer("127.0.0.1", 80))
+    assert FB not in desired_service(svc, {RS1: "up", RS2: "down"}, None).dests
+    all_down = desired_service(svc, {RS1: "down", RS2: "down"}, None)
+    assert all_down.dests[FB] == DR1
+    assert all_down.dests[RS1].weight == 0
+
+
+def test_fallback_removed_when_a_server_comes_back():
+    svc = vservice(fallback=FallbackServer("127.0.0.1", 80))
+    observed = kservice(WRR, {RS1: DestAttrs(weight=0), RS2: DestAttrs(weight=0), FB: DR1})
+    ops = plan_service(WEB, desired_service(svc, {RS1: "up", RS2: "down"}, observed), observed)
+    assert ops == [Op("del_dest", WEB, dest=FB), Op("set_dest", WEB, dest=RS1, dest_attrs=DR3)]
+
+
+def test_fallback_kept_while_states_are_unknown():
+    svc = vservice(fallback=FallbackServer("127.0.0.1", 80))
+    observed = kservice(WRR, {FB: DR1})
+    assert desired_service(svc, {RS1: "down"}, observed).dests == {RS1: DestAttrs(weight=0), FB: DR1}
+    assert desired_service(svc, {RS1: "down"}, None).dests == {RS1: DestAttrs(weight=0)}
+
+
+def test_draining_destination_is_held_at_weight_zero():
+    observed = kservice(WRR, {RS1: DR3, RS3: DestAttrs(fwd_method=0, weight=4)})
+    svc = vservice(real_servers=(RealServer("10.0.0.11", 80, weight=3),))
+    d = desired_service(svc, {RS1: "up"}, observed, draining=[RS3])
+    assert d.dests == {RS1: DR3, RS3: DestAttrs(fwd_method=0, weight=0)}
+    assert plan_service(WEB, d, observed) == [
+        Op("set_dest", WEB, dest=RS3, dest_attrs=DestAttrs(fwd_method=0, weight=0))
+    ]
+    # once the reconciler stops draining it, the destination is deleted
+    assert plan_service(WEB, desired_service(svc, {RS1: "up"}, observed), observed) == [
+        Op("del_dest", WEB, dest=RS3)
+    ]
+
+
+def test_persistence_and_ipv6_attributes():
+    v6 = ServiceKey(socket.AF_INET6, socket.IPPROTO_TCP, "2001:db8::100", 443)
+    svc = VirtualService(name="v6", key=v6, scheduler="sh", scheduler_flags=frozenset({"sh-port"}))
+    assert svc.service_attrs() == ServiceAttrs(scheduler="sh", flags=0x10, timeout=0, netmask=128)
+    persistent = VirtualService(name="p", key=WEB, persistence=Persistence(300, "255.255.255.0"))
+    assert persistent.service_attrs() == ServiceAttrs(
+        scheduler="wlc", flags=IP_VS_SVC_F_PERSISTENT, timeout=300, netmask="255.255.255.0"
+    )
+
+
+def test_large_table_plans_linearly_and_correctly():
+    desired = {}
+    observed = {}
+    for i in range(1000):
+        key = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, f"10.1.{i // 256}.{i % 256}", 80)
+        dests = {DestKey(f"10.2.0.{j}", 80): DR1 for j in range(20)}
+        desired[key] = DesiredService(WRR, dests)
+        observed[key] = kservice(WRR, dests)
+    assert plan(desired, observed) == []
+    first = sorted(desired)[0]
+    changed = dict(desired)
+    changed[first] = DesiredService(WRR, {**desired[first].dests, DestKey("10.2.0.0", 80): DR3})
+    assert plan(changed, observed) == [Op("set_dest", first, dest=DestKey("10.2.0.0", 80), dest_attrs=DR3)]
