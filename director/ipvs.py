@@ -1,0 +1,299 @@
+"""The one module that speaks IPVS generic netlink (through pyroute2's AsyncIPVS).
+
+`KernelIPVS` dumps the table of the current network namespace into the
+model's `KernelTable` shape and applies planner operations, one netlink
+command per operation.  Everything else in directord is kernel-agnostic.
+
+Kernel facts this module relies on (``net/netfilter/ipvs/ip_vs_ctl.c``):
+
+* the service key is (af, protocol, addr, port) or (af, fwmark);
+* IPVS_SVC_ATTR_NETMASK is a be32 that holds a dotted mask for IPv4 and, for
+  IPv6, the prefix length read back in host order; pyroute2 encodes the
+  attribute as an IPv4 address, so an IPv6 prefix is sent as the address
+  whose bytes are the native-order u32 (``128.0.0.0`` on little-endian);
+* IPVS_CMD_SET_DEST replaces every field of the destination, so an edit
+  carries the complete entry (`DestAttrs`);
+* IPVS_SVC_ATTR_FLAGS is a (flags, mask) pair; we send mask 0xffffffff so a
+  cleared bit (e.g. persistence turned off) is cleared in the kernel.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import struct
+from dataclasses import dataclass
+
+from pyroute2 import AsyncIPVS, IPVSDest, IPVSService
+from pyroute2.netlink.exceptions import NetlinkError
+
+from .model import (
+    DestAttrs,
+    DestKey,
+    KernelDest,
+    KernelService,
+    ServiceAttrs,
+    ServiceKey,
+    canonical_ip,
+)
+from .planner import Op
+
+log = logging.getLogger("directord.ipvs")
+
+
+class IPVSError(Exception):
+    """A kernel IPVS request failed.
+
+    Attributes:
+        op: the operation that failed (None for a dump).
+        errno: the kernel's error number (e.g. errno.EINVAL), 0 if unknown.
+    """
+
+    def __init__(self, message: str, op: Op | None = None, code: int = 0):
+        super().__init__(message)
+        self.op = op
+        self.errno = code
+
+
+class IPVSUnavailable(IPVSError):
+    """The kernel has no IPVS generic-netlink family (the ip_vs module is not loaded)."""
+
+
+_HINTS = {
+    errno.EINVAL: "invalid argument (is the real server's address routable from this director?)",
+    errno.ESRCH: "no such service or destination",
+    errno.EEXIST: "already exists",
+    errno.ENOENT: "no such scheduler or entry (is the scheduler module available?)",
+    errno.EPERM: "permission denied (directord needs CAP_NET_ADMIN)",
+}
+
+
+def describe_errno(code: int) -> str:
+    """Human text for a kernel error number, with a hint for the usual IPVS causes."""
+    return _HINTS.get(code, os.strerror(code) if code else "unknown error")
+
+
+def ipv6_prefix_to_netmask(prefix: int) -> str:
+    """Encode an IPv6 persistence prefix as pyroute2's ip4addr netmask (see module doc)."""
+    return socket.inet_ntoa(struct.pack("=I", prefix))
+
+
+def netmask_to_ipv6_prefix(value: str) -> int:
+    """Decode the dumped IPv6 netmask attribute back to a prefix length."""
+    return struct.unpack("=I", socket.inet_aton(value))[0]
+
+
+def service_request(key: ServiceKey, attrs: ServiceAttrs | None = None) -> IPVSService:
+    """pyroute2 service request for ``key`` (and ``attrs`` for add/set)."""
+    fields: dict = {"af": key.family}
+    if key.fwmark:
+        fields["fwmark"] = key.fwmark
+    else:
+        fields.update(protocol=key.protocol, addr=key.address, port=key.port)
+    if attrs is not None:
+        netmask = attrs.netmask
+        if key.family == socket.AF_INET6:
+            netmask = ipv6_prefix_to_netmask(int(netmask))
+        fields.update(
+            sched_name=attrs.scheduler,
+            flags={"flags": attrs.flags, "mask": 0xFFFFFFFF},
+            timeout=attrs.timeout,
+            netmask=netmask,
+        )
+        if attrs.pe_name:
+            fields["pe_name"] = attrs.pe_name
+    else:
+        # a bare key: keep pyroute2's defaults out of the message
+        svc = IPVSService(**fields)
+        for extra in ("timeout", "sched_name", "flags", "netmask"):
+            svc.pop(extra, None)
+        return svc
+    return IPVSService(**fields)
+
+
+def dest_request(key: DestKey, attrs: DestAttrs | None = None) -> IPVSDest:
+    """pyroute2 destination request for ``key`` (complete ``attrs`` for add/set)."""
+    attrs = attrs or DestAttrs()
+    return IPVSDest(
+        addr=key.address,
+        port=key.port,
+        fwd_method=attrs.fwd_method,
+        weight=attrs.weight,
+        u_thresh=attrs.u_thresh,
+        l_thresh=attrs.l_thresh,
+    )
+
+
+def _attr(nla, name: str, default=None):
+    value = nla.get(name)
+    return default if value is None else value
+
+
+def parse_service(msg) -> tuple[ServiceKey, ServiceAttrs]:
+    """Convert one IPVS_CMD_GET_SERVICE dump message to (key, attributes)."""
+    svc = msg.get("IPVS_CMD_ATTR_SERVICE")
+    family = _attr(svc, "IPVS_SVC_ATTR_AF", socket.AF_INET)
+    fwmark = _attr(svc, "IPVS_SVC_ATTR_FWMARK", 0)
+    if fwmark:
+        key = ServiceKey(family, 0, "", 0, fwmark)
+    else:
+        key = ServiceKey(
+            family,
+            _attr(svc, "IPVS_SVC_ATTR_PROTOCOL", 0),
+            canonical_ip(_attr(svc, "IPVS_SVC_ATTR_ADDR")),
+            _attr(svc, "IPVS_SVC_ATTR_PORT", 0),
+        )
+    flags = _attr(svc, "IPVS_SVC_ATTR_FLAGS", None)
+    netmask = _attr(svc, "IPVS_SVC_ATTR_NETMASK", "255.255.255.255")
+    if family == socket.AF_INET6:
+        netmask = netmask_to_ipv6_prefix(netmask)
+    attrs = ServiceAttrs(
+        scheduler=_attr(svc, "IPVS_SVC_ATTR_SCHED_NAME", ""),
+        flags=flags["flags"] if flags is not None else 0,
+        timeout=_attr(svc, "IPVS_SVC_ATTR_TIMEOUT", 0),
+        netmask=netmask,
+        pe_name=_attr(svc, "IPVS_SVC_ATTR_PE_NAME", ""),
+    )
+    return key, attrs
+
+
+def parse_dest(msg) -> tuple[DestKey, KernelDest]:
+    """Convert one IPVS_CMD_GET_DEST dump message to (key, destination with counters)."""
+    d = msg.get("IPVS_CMD_ATTR_DEST")
+    key = DestKey(canonical_ip(_attr(d, "IPVS_DEST_ATTR_ADDR")), _attr(d, "IPVS_DEST_ATTR_PORT", 0))
+    attrs = DestAttrs(
+        fwd_method=_attr(d, "IPVS_DEST_ATTR_FWD_METHOD", 0) & 0x7,
+        weight=_attr(d, "IPVS_DEST_ATTR_WEIGHT", 0),
+        u_thresh=_attr(d, "IPVS_DEST_ATTR_U_THRESH", 0),
+        l_thresh=_attr(d, "IPVS_DEST_ATTR_L_THRESH", 0),
+    )
+    return key, KernelDest(
+        attrs=attrs,
+        active_conns=_attr(d, "IPVS_DEST_ATTR_ACTIVE_CONNS", 0),
+        inactive_conns=_attr(d, "IPVS_DEST_ATTR_INACT_CONNS", 0),
+        persist_conns=_attr(d, "IPVS_DEST_ATTR_PERSIST_CONNS", 0),
+    )
+
+
+@dataclass
+class ApplyResult:
+    """Outcome of applying a list of operations: the ones done and the failures."""
+
+    done: list[Op]
+    failed: list[tuple[Op, IPVSError]]
+
+
+class KernelIPVS:
+    """Async access to the IPVS table of the current network namespace.
+
+    Use as ``async with KernelIPVS() as ipvs:`` or call `open` / `close`.
+
+    Raises:
+        IPVSUnavailable: from `open` when the kernel has no IPVS family.
+    """
+
+    def __init__(self) -> None:
+        self._sock: AsyncIPVS | None = None
+
+    async def open(self) -> None:
+        """Open the generic-netlink socket and resolve the IPVS family id."""
+        if self._sock is not None:
+            return
+        sock = AsyncIPVS()
+        try:
+            await sock.setup_endpoint()
+        except NetlinkError as exc:
+            sock.close()
+            if exc.code in (errno.ENOENT, errno.ENOTSUP):
+                raise IPVSUnavailable(
+                    "ip_vs is not loaded: the kernel has no IPVS netlink family (modprobe ip_vs)",
+                    code=exc.code,
+                ) from None
+            raise IPVSError(f"cannot open IPVS netlink: {describe_errno(exc.code)}", code=exc.code) from None
+        self._sock = sock
+
+    async def close(self) -> None:
+        """Close the socket (idempotent)."""
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def __aenter__(self) -> "KernelIPVS":
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def _require(self) -> AsyncIPVS:
+        if self._sock is None:
+            raise IPVSError("IPVS socket is not open")
+        return self._sock
+
+    async def dump(self) -> dict[ServiceKey, KernelService]:
+        """Dump the whole IPVS table: every service with its destinations and counters.
+
+        Raises:
+            IPVSError: the kernel refused the dump.
+        """
+        sock = self._require()
+        table: dict[ServiceKey, KernelService] = {}
+        try:
+            for msg in await sock.service("dump"):
+                key, attrs = parse_service(msg)
+                dests = {}
+                for dmsg in await sock.dest("dump", service=service_request(key)):
+                    dkey, dest = parse_dest(dmsg)
+                    dests[dkey] = dest
+                table[key] = KernelService(attrs=attrs, dests=dests)
+        except NetlinkError as exc:
+            raise IPVSError(f"IPVS dump failed: {describe_errno(exc.code)}", code=exc.code) from None
+        return table
+
+    async def apply(self, op: Op) -> None:
+        """Send the one netlink command that carries out ``op``.
+
+        Raises:
+            IPVSError: the kernel refused it; the message names the service and
+                destination and the errno's meaning.
+        """
+        sock = self._require()
+        try:
+            if op.kind == "add_service":
+                await sock.service("add", service=service_request(op.service, op.service_attrs))
+            elif op.kind == "set_service":
+                await sock.service("set", service=service_request(op.service, op.service_attrs))
+            elif op.kind == "del_service":
+                await sock.service("del", service=service_request(op.service))
+            elif op.kind in ("add_dest", "set_dest", "del_dest"):
+                assert op.dest is not None
+                command = op.kind.split("_", 1)[0]
+                await sock.dest(command, service=service_request(op.service), dest=dest_request(op.dest, op.dest_attrs))
+            else:  # pragma: no cover - Op.kind is a closed set
+                raise IPVSError(f"unknown operation {op.kind}", op=op)
+        except NetlinkError as exc:
+            raise IPVSError(f"{op}: {describe_errno(exc.code)}", op=op, code=exc.code) from None
+
+    async def apply_all(self, ops: list[Op]) -> ApplyResult:
+        """Apply operations in order; a failure is recorded and the rest still applied.
+
+        Operations on the destinations of a service whose ``add_service`` failed
+        are skipped (recorded as failed with the same error).
+        """
+        result = ApplyResult(done=[], failed=[])
+        broken: dict[ServiceKey, IPVSError] = {}
+        for op in ops:
+            if op.service in broken:
+                result.failed.append((op, broken[op.service]))
+                continue
+            try:
+                await self.apply(op)
+            except IPVSError as exc:
+                result.failed.append((op, exc))
+                if op.kind == "add_service":
+                    broken[op.service] = exc
+            else:
+                result.done.append(op)
+        return result
