@@ -1,0 +1,205 @@
+"""The one interface every health check goes through.
+
+`CheckTarget` names what to check (a real server of a virtual service, with its
+`CheckSpec`), `CheckResult` says how it went, and `run_check` runs one check of
+any type.  `run_check` never raises for a failed or broken check: every error,
+including the time limit ``spec.timeout``, becomes a failed `CheckResult` with a
+short human-readable reason.  Only the cancellation of the calling task itself
+propagates (as `asyncio.CancelledError`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno as _errno
+import os
+import re
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Callable, Hashable
+
+import aiohttp
+
+from checks.external import check_external
+from checks.http import check_http
+from checks.spec import CheckSpec
+from checks.tcp import check_tcp
+
+__all__ = ["CheckTarget", "CheckResult", "run_check", "describe_error", "format_seconds"]
+
+#: Longest reason text kept in a result (characters); longer texts are cut.
+MAX_REASON = 200
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    """One thing to check: a real server as seen through one virtual service.
+
+    Attributes:
+        key: an opaque, hashable identity chosen by the caller (for example
+            ``(ServiceKey, DestKey)``); the engine keys its state by it.
+        name: text for logs, e.g. ``"rs 10.0.0.2:80 of web"``.
+        vip: the virtual service's address (VIP), ``None`` for a fwmark
+            service; only the ``external`` check uses it.
+        vport: the virtual port (0 for a fwmark service); only ``external``
+            uses it.
+        rip: the real server's address (RIP), IPv4 or IPv6 text.
+        rport: the port to check, already resolved by the caller
+            (``spec.port`` or else the real server's port).
+        spec: the check settings.
+    """
+
+    key: Hashable
+    name: str
+    vip: str | None
+    vport: int
+    rip: str
+    rport: int
+    spec: CheckSpec
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check.
+
+    Attributes:
+        ok: ``True`` when the real server passed the check.
+        reason: short human text: ``"HTTP 200"``, ``"HTTP 503"``,
+            ``"connection refused"``, ``"timeout after 1 s"``, ``"exit 1"``...
+        duration: seconds the check took (monotonic clock).
+        at: monotonic time in seconds (`time.monotonic`) at which the check
+            finished.
+    """
+
+    ok: bool
+    reason: str
+    duration: float
+    at: float
+
+
+def format_seconds(seconds: float) -> str:
+    """``1.0`` -> ``"1"``, ``0.25`` -> ``"0.25"``: a duration for reason texts."""
+    return f"{seconds:g}"
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason text for an exception raised while checking.
+
+    TLS errors are named as such; socket errors are named by their errno
+    (``"connection refused"``, ``"no route to host"``), aiohttp protocol errors
+    by what went wrong; anything else by its type and message.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cert_error = exc.certificate_error
+        detail = getattr(cert_error, "verify_message", None) or str(cert_error)
+        return _clip(f"TLS certificate verify failed: {detail}")
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        exc = getattr(exc, "os_error", exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _clip(f"TLS certificate verify failed: {exc.verify_message or exc}")
+    if isinstance(exc, ssl.SSLError):
+        detail = exc.reason.lower().replace("_", " ") if exc.reason else str(exc)
+        return _clip(f"TLS error: {detail}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server closed the connection"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return _clip(f"bad HTTP response: {exc.message}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return _clip(f"bad HTTP body: {exc}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        exc = exc.os_error
+    if isinstance(exc, OSError):
+        code = exc.errno
+        if code == _errno.ECONNREFUSED:
+            return "connection refused"
+        if code == _errno.ECONNRESET:
+            return "connection reset"
+        if code is not None and code in _errno.errorcode:
+            return os.strerror(code).lower()
+        if isinstance(exc, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(exc, ConnectionResetError):
+            return "connection reset"
+        return _clip(str(exc) or type(exc).__name__)
+    if isinstance(exc, re.error):
+        return _clip(f"bad expect_body regex: {exc}")
+    message = str(exc)
+    return _clip(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+async def _check_none(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+    return True, "no check"
+
+
+async def _check_tcp(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+    return await check_tcp(target.rip, target.rport)
+
+
+async def _check_http(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+    if session is None:
+        return False, "no HTTP session"
+    return await check_http(target, session)
+
+
+async def _check_external(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+    return await check_external(target)
+
+
+_DISPATCH = {
+    "none": _check_none,
+    "tcp": _check_tcp,
+    "http": _check_http,
+    "https": _check_http,
+    "external": _check_external,
+}
+
+
+async def run_check(
+    target: CheckTarget,
+    session: aiohttp.ClientSession | None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> CheckResult:
+    """Run one check of ``target`` and return its result; never raises.
+
+    The type comes from ``target.spec.type``: ``none`` (up at once), ``tcp``
+    (`checks.tcp`), ``http``/``https`` (`checks.http`, needs ``session``,
+    normally `checks.http.make_session`'s), ``external`` (`checks.external`).
+    The whole check -- connect, request, response body or command run -- is
+    bounded by ``spec.timeout`` seconds (`asyncio.timeout`); past it the check
+    fails with reason ``"timeout after <timeout> s"``.
+
+    Args:
+        target: what to check.
+        session: the shared aiohttp session for HTTP(S) checks, else unused.
+        clock: monotonic clock in seconds for ``duration`` and ``at``.
+
+    Raises:
+        asyncio.CancelledError: only when the calling task is cancelled.
+    """
+    spec = target.spec
+    start = clock()
+    if spec.type == "none":
+        return CheckResult(True, "no check", 0.0, start)
+    check = _DISPATCH.get(spec.type)
+    try:
+        if check is None:
+            ok, reason = False, f"unknown check type {spec.type!r}"
+        else:
+            async with asyncio.timeout(spec.timeout):
+                ok, reason = await check(target, session)
+    except TimeoutError as exc:
+        if exc.errno is None:  # our own time limit, not a socket's ETIMEDOUT
+            ok, reason = False, f"timeout after {format_seconds(spec.timeout)} s"
+        else:
+            ok, reason = False, describe_error(exc)
+    except Exception as exc:  # noqa: BLE001 - a check never raises: errors are results
+        ok, reason = False, describe_error(exc)
+    end = clock()
+    return CheckResult(ok, reason, end - start, end)

@@ -1,0 +1,139 @@
+"""HTTP and HTTPS checks with aiohttp.
+
+One request per check: ``spec.method`` on ``spec.path`` of the real server
+(``http://RIP:port/path``, IPv6 RIPs in brackets, RFC 3986 section 3.2.2).  The
+real server is up when the status is in ``spec.expect_status`` and, if
+``spec.expect_body`` is set, the regular expression is found (`re.search`) in
+the first 64 KiB of the body.  Without ``expect_body`` the body is not read:
+the check ends with the status line and headers.
+
+All checks share one `aiohttp.ClientSession` (`make_session`) whose connector
+never keeps a connection alive between checks (``force_close``) and has no
+connection limit (a limit would queue one target's check behind another's).
+Redirects are not followed: a 301 is status 301.  Cookies are not kept.  The
+time limit is applied by the caller (`checks.base.run_check`).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+if TYPE_CHECKING:  # pragma: no cover
+    from checks.base import CheckTarget
+
+__all__ = ["check_http", "make_session", "build_url", "MAX_BODY", "USER_AGENT"]
+
+#: Bytes of the response body searched by ``expect_body`` (64 KiB).
+MAX_BODY = 64 * 1024
+
+#: User-Agent sent with every check, so real servers can tell checks apart in logs.
+USER_AGENT = "directord-healthcheck"
+
+
+def make_session() -> aiohttp.ClientSession:
+    """Create the session shared by all HTTP(S) checks; call inside the loop.
+
+    The connector closes every connection after its response
+    (``force_close=True``), has no limit on concurrent connections
+    (``limit=0``), keeps no cookies and ignores proxy environment variables.
+    The caller owns the session and must ``await session.close()``.
+    """
+    connector = aiohttp.TCPConnector(force_close=True, limit=0, limit_per_host=0)
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=None),  # bounded by run_check instead
+        headers={"User-Agent": USER_AGENT},
+        trust_env=False,
+        raise_for_status=False,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def build_url(scheme: str, address: str, port: int, path: str) -> str:
+    """``http://10.0.0.2:80/healthz`` or ``https://[2001:db8::2]:443/``.
+
+    ``path`` should start with ``/``; one is added when it does not.
+    """
+    host = f"[{address}]" if ":" in address else address
+    if not path.startswith("/"):
+        path = "/" + path
+    return f"{scheme}://{host}:{port}{path}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of the body (less at end of body)."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0:
+        chunk = await response.content.read(left)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+async def check_http(target: CheckTarget, session: aiohttp.ClientSession) -> tuple[bool, str]:
+    """Make one HTTP(S) request to ``target`` and judge the response.
+
+    The ``Host`` header is ``spec.host`` when set; otherwise aiohttp's default,
+    the URL's authority: the RIP (IPv6 in brackets) followed by ``:port``
+    unless the port is the scheme's default (RFC 9110 section 7.2).  For
+    ``https`` with ``spec.host`` set, that name is also sent as TLS SNI and
+    checked against the certificate when ``verify_tls`` is true.
+
+    Returns:
+        ``(ok, reason)``: ``(True, "HTTP 200")``, ``(False, "HTTP 503")``,
+        ``(False, "body does not match 'ok'")``.
+
+    Raises:
+        aiohttp.ClientError, OSError, ssl.SSLError: the request failed; the
+            caller turns the error into a failed result.
+        re.error: ``expect_body`` is not a valid regular expression.
+    """
+    spec = target.spec
+    https = spec.type == "https"
+    url = build_url("https" if https else "http", target.rip, target.rport, spec.path)
+    pattern = None if spec.expect_body is None else _compile(spec.expect_body)
+    headers = None
+    server_hostname = None
+    if spec.host is not None:
+        headers = {"Host": spec.host}
+        if https:
+            server_hostname = _host_without_port(spec.host)
+    async with session.request(
+        spec.method,
+        url,
+        headers=headers,
+        allow_redirects=False,
+        ssl=https and spec.verify_tls,
+        server_hostname=server_hostname,
+    ) as response:
+        status = response.status
+        if status not in spec.expect_status:
+            return False, f"HTTP {status}"
+        if pattern is None:
+            return True, f"HTTP {status}"
+        body = await _read_prefix(response, MAX_BODY)
+        if pattern.search(body.decode("utf-8", errors="replace")) is None:
+            return False, f"body does not match {spec.expect_body!r}"
+        return True, f"HTTP {status}"
+
+
+def _host_without_port(host: str) -> str:
+    """``www.example.com:8443`` -> ``www.example.com``; ``[::1]:80`` -> ``::1``."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host

@@ -1,0 +1,572 @@
+"""Health checks against real servers on loopback (tcp, http, https, external)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import os
+import shutil
+import socket
+import ssl
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from checks.base import CheckResult, CheckTarget, describe_error, run_check
+from checks.http import build_url, make_session
+from checks.spec import CheckSpec
+
+# --- helpers ----------------------------------------------------------------
+
+
+def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1", vip: str | None = "192.168.10.100") -> CheckTarget:
+    return CheckTarget(
+        key=("svc", rip, port), name=f"rs {rip}:{port} of test", vip=vip, vport=80, rip=rip, rport=port, spec=spec
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on (bound then released)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 on loopback")
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class HttpServer:
+    """A tiny HTTP/1.1 server on loopback whose behaviour a test controls.
+
+    mode: ``respond`` (status + body), ``hang`` (accept, read nothing, say
+    nothing), ``stall_body`` (send headers and part of the body, then stall).
+    """
+
+    mode: str = "respond"
+    keepalive: bool = False
+    connections: int = 0
+    status: int = 200
+    body: bytes = b"all ok\n"
+    requests: list[Request] = field(default_factory=list)
+    port: int = 0
+    _writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        self.connections += 1
+        try:
+            if self.mode == "hang":
+                await self._release.wait()
+                return
+            while await self._one_request(reader, writer):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        """Serve one request; True when the connection stays open for another."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        method, path, _version = lines[0].split(" ", 2)
+        headers = {}
+        for line in lines[1:]:
+            if line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        self.requests.append(Request(method, path, headers))
+        if self.mode == "stall_body":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\nstart")
+            await writer.drain()
+            await self._release.wait()
+            return False
+        connection = "keep-alive" if self.keepalive else "close"
+        writer.write(
+            f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.body)}\r\n"
+            f"Connection: {connection}\r\n\r\n".encode()
+            + (b"" if method == "HEAD" else self.body)
+        )
+        await writer.drain()
+        return self.keepalive
+
+    def release(self) -> None:
+        self._release.set()
+        for w in self._writers:
+            w.close()
+
+
+@contextlib.asynccontextmanager
+async def serve(server: HttpServer, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None):
+    srv = await asyncio.start_server(server.handle, host, 0, ssl=ssl_context)
+    server.port = srv.sockets[0].getsockname()[1]
+    try:
+        yield server
+    finally:
+        server.release()
+        srv.close()
+        await srv.wait_closed()
+
+
+@pytest.fixture
+async def session():
+    s = make_session()
+    yield s
+    await s.close()
+
+
+# --- self-signed certificate ---------------------------------------------------
+
+
+def _cert_with_cryptography(cert: Path, key: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path) -> ssl.SSLContext:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    try:
+        _cert_with_cryptography(cert, key)
+    except ImportError:
+        if shutil.which("openssl") is None:
+            pytest.skip("neither the cryptography package nor openssl is available")
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "1", "-subj", "/CN=localhost",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+             "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+# --- none / dispatch ------------------------------------------------------------
+
+
+async def test_none_is_up_at_once():
+    result = await run_check(target(CheckSpec(type="none"), 1), None)
+    assert result == CheckResult(True, "no check", 0.0, result.at)
+
+
+async def test_http_without_session_fails_cleanly():
+    result = await run_check(target(CheckSpec(type="http"), 1), None)
+    assert not result.ok and result.reason == "no HTTP session"
+
+
+# --- tcp ----------------------------------------------------------------------
+
+
+async def test_tcp_up():
+    accepted = asyncio.Event()
+
+    async def handle(reader, writer):
+        accepted.set()
+        writer.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv:
+        result = await run_check(target(CheckSpec(type="tcp"), port), None)
+        await asyncio.wait_for(accepted.wait(), 2)
+    assert result.ok, result
+    assert result.reason == "connected"
+    assert 0 <= result.duration < 1.0
+
+
+async def test_tcp_refused():
+    result = await run_check(target(CheckSpec(type="tcp"), free_port()), None)
+    assert not result.ok
+    assert result.reason == "connection refused"
+
+
+@needs_ipv6
+async def test_tcp_ipv6():
+    srv = await asyncio.start_server(lambda r, w: w.close(), "::1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv:
+        up = await run_check(target(CheckSpec(type="tcp"), port, rip="::1"), None)
+    down = await run_check(target(CheckSpec(type="tcp"), free_port("::1"), rip="::1"), None)
+    assert up.ok, up
+    assert not down.ok and down.reason == "connection refused"
+
+
+async def test_tcp_bad_address_is_a_failed_result():
+    result = await run_check(target(CheckSpec(type="tcp"), 80, rip="not-an-ip"), None)
+    assert not result.ok
+    assert "not an IP address" in result.reason
+
+
+async def test_tcp_timeout_on_blackhole_listener():
+    # A listening socket whose accept queue is full stops answering SYNs:
+    # fill a backlog-0 listener so that connects hang, as to a dropped SYN.
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(8):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", port))
+            fillers.append(s)
+        await asyncio.sleep(0.05)
+        t0 = time.monotonic()
+        result = await run_check(target(CheckSpec(type="tcp", timeout=0.3), port), None)
+        elapsed = time.monotonic() - t0
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()
+    assert not result.ok
+    assert result.reason == "timeout after 0.3 s"
+    assert 0.25 <= elapsed < 2.0
+
+
+# --- http ---------------------------------------------------------------------
+
+
+async def test_http_status_match(session):
+    async with serve(HttpServer(status=204, body=b"")) as srv:
+        spec = CheckSpec(type="http", path="/healthz", expect_status=frozenset({200, 204}))
+        result = await run_check(target(spec, srv.port), session)
+    assert result.ok, result
+    assert result.reason == "HTTP 204"
+    assert [r.path for r in srv.requests] == ["/healthz"]
+
+
+async def test_http_status_mismatch(session):
+    async with serve(HttpServer(status=503)) as srv:
+        result = await run_check(target(CheckSpec(type="http"), srv.port), session)
+    assert not result.ok
+    assert result.reason == "HTTP 503"
+
+
+async def test_http_redirect_not_followed(session):
+    async with serve(HttpServer(status=301)) as srv:
+        result = await run_check(target(CheckSpec(type="http"), srv.port), session)
+    assert not result.ok and result.reason == "HTTP 301"
+    assert len(srv.requests) == 1
+
+
+async def test_http_body_regex_match(session):
+    async with serve(HttpServer(body=b'{"status": "ok", "db": "up"}')) as srv:
+        spec = CheckSpec(type="http", expect_body=r'"db":\s*"up"')
+        result = await run_check(target(spec, srv.port), session)
+    assert result.ok, result
+    assert result.reason == "HTTP 200"
+
+
+async def test_http_body_regex_mismatch(session):
+    async with serve(HttpServer(body=b"status: degraded")) as srv:
+        result = await run_check(target(CheckSpec(type="http", expect_body="ok"), srv.port), session)
+    assert not result.ok
+    assert result.reason == "body does not match 'ok'"
+
+
+async def test_http_body_searched_only_in_first_64k(session):
+    async with serve(HttpServer(body=b"x" * (70 * 1024) + b"ok")) as srv:
+        result = await run_check(target(CheckSpec(type="http", expect_body="ok"), srv.port), session)
+    assert not result.ok
+    assert result.reason == "body does not match 'ok'"
+
+
+async def test_http_bad_regex_is_a_failed_result(session):
+    result = await run_check(target(CheckSpec(type="http", expect_body="("), free_port()), session)
+    assert not result.ok
+    assert result.reason.startswith("bad expect_body regex")
+
+
+async def test_http_host_header_default_is_rip_and_port(session):
+    async with serve(HttpServer()) as srv:
+        result = await run_check(target(CheckSpec(type="http"), srv.port), session)
+    assert result.ok, result
+    assert srv.requests[0].headers["host"] == f"127.0.0.1:{srv.port}"
+
+
+async def test_http_host_header_configured(session):
+    async with serve(HttpServer()) as srv:
+        spec = CheckSpec(type="http", host="www.example.com")
+        result = await run_check(target(spec, srv.port), session)
+    assert result.ok, result
+    assert srv.requests[0].headers["host"] == "www.example.com"
+    assert srv.requests[0].headers["user-agent"] == "directord-healthcheck"
+
+
+@needs_ipv6
+async def test_http_ipv6_host_in_brackets(session):
+    async with serve(HttpServer(), host="::1") as srv:
+        result = await run_check(target(CheckSpec(type="http"), srv.port, rip="::1"), session)
+    assert result.ok, result
+    assert srv.requests[0].headers["host"] == f"[::1]:{srv.port}"
+
+
+@pytest.mark.parametrize("method", ["HEAD", "POST", "GET"])
+async def test_http_method(session, method):
+    async with serve(HttpServer()) as srv:
+        result = await run_check(target(CheckSpec(type="http", method=method), srv.port), session)
+    assert result.ok, result
+    assert srv.requests[0].method == method
+
+
+async def test_http_refused(session):
+    result = await run_check(target(CheckSpec(type="http"), free_port()), session)
+    assert not result.ok
+    assert result.reason == "connection refused"
+
+
+async def test_http_no_keepalive_between_checks(session):
+    async with serve(HttpServer(keepalive=True)) as srv:
+        spec = CheckSpec(type="http")
+        for _ in range(3):
+            assert (await run_check(target(spec, srv.port), session)).ok
+    assert len(srv.requests) == 3
+    assert srv.connections == 3
+
+
+async def test_http_hung_server_times_out(session):
+    async with serve(HttpServer(mode="hang")) as srv:
+        t0 = time.monotonic()
+        result = await run_check(target(CheckSpec(type="http", timeout=0.3), srv.port), session)
+        elapsed = time.monotonic() - t0
+    assert not result.ok
+    assert result.reason == "timeout after 0.3 s"
+    assert 0.25 <= elapsed < 1.5
+    assert 0.25 <= result.duration < 1.5
+
+
+async def test_http_stalled_body_times_out(session):
+    async with serve(HttpServer(mode="stall_body")) as srv:
+        spec = CheckSpec(type="http", timeout=0.3, expect_body="never")
+        t0 = time.monotonic()
+        result = await run_check(target(spec, srv.port), session)
+        elapsed = time.monotonic() - t0
+    assert not result.ok
+    assert result.reason == "timeout after 0.3 s"
+    assert 0.25 <= elapsed < 1.5
+
+
+async def test_http_closed_without_response(session):
+    async def slam(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    srv = await asyncio.start_server(slam, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv:
+        result = await run_check(target(CheckSpec(type="http"), port), session)
+    assert not result.ok
+    assert result.reason == "server closed the connection"
+
+
+async def test_https_verify_off_succeeds(session, server_tls):
+    async with serve(HttpServer(), ssl_context=server_tls) as srv:
+        spec = CheckSpec(type="https", verify_tls=False, expect_body="ok")
+        result = await run_check(target(spec, srv.port), session)
+    assert result.ok, result
+    assert result.reason == "HTTP 200"
+    assert len(srv.requests) == 1
+
+
+async def test_https_verify_on_fails_for_self_signed(session, server_tls):
+    async with serve(HttpServer(), ssl_context=server_tls) as srv:
+        spec = CheckSpec(type="https", verify_tls=True)
+        result = await run_check(target(spec, srv.port), session)
+    assert not result.ok
+    assert result.reason == "TLS certificate verify failed: self-signed certificate", result.reason
+    assert srv.requests == []
+
+
+async def test_https_against_plain_http_fails(session):
+    async def plain(reader, writer):
+        await reader.read(1)  # the TLS ClientHello
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(plain, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv:
+        result = await run_check(target(CheckSpec(type="https", timeout=2.0), port), session)
+    assert not result.ok
+    assert result.reason == "TLS error: wrong version number", result.reason
+
+
+def test_build_url():
+    assert build_url("http", "10.0.0.2", 80, "/healthz") == "http://10.0.0.2:80/healthz"
+    assert build_url("https", "2001:db8::2", 443, "ready") == "https://[2001:db8::2]:443/ready"
+
+
+def test_describe_error():
+    assert describe_error(ConnectionRefusedError(111, "x")) == "connection refused"
+    assert describe_error(OSError(113, "x")) == "no route to host"
+    assert describe_error(RuntimeError("boom")) == "RuntimeError: boom"
+    assert len(describe_error(RuntimeError("y" * 1000))) == 200
+
+
+# --- external -------------------------------------------------------------------
+
+
+def script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+async def test_external_exit_0_is_up(tmp_path):
+    cmd = script(tmp_path, "ok.sh", "exit 0\n")
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 8080), None)
+    assert result.ok, result
+    assert result.reason == "exit 0"
+
+
+async def test_external_exit_1_is_down_with_stderr(tmp_path):
+    cmd = script(tmp_path, "fail.sh", "echo first >&2\necho 'backend said no' >&2\nexit 1\n")
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 8080), None)
+    assert not result.ok
+    assert result.reason == "exit 1: backend said no"
+
+
+async def test_external_receives_arguments(tmp_path):
+    out = tmp_path / "args"
+    cmd = script(tmp_path, "args.sh", f'for a in "$@"; do echo "$a"; done > {out}\n')
+    spec = CheckSpec(type="external", command=(str(cmd), "--flag", "two words"))
+    result = await run_check(target(spec, 8080, rip="10.0.0.2"), None)
+    assert result.ok, result
+    assert out.read_text().splitlines() == ["--flag", "two words", "192.168.10.100", "80", "10.0.0.2", "8080"]
+
+
+async def test_external_fwmark_vip_is_empty_argument(tmp_path):
+    out = tmp_path / "args"
+    cmd = script(tmp_path, "args.sh", f'echo "$#:[$1]" > {out}\n')
+    await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 443, vip=None), None)
+    assert out.read_text().strip() == "4:[]"
+
+
+def _gone(pid: int) -> bool:
+    """The process no longer runs (absent, or a zombie waiting for its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_external_timeout_kills_process_group(tmp_path):
+    pidfile, childfile = tmp_path / "pid", tmp_path / "child"
+    cmd = script(tmp_path, "hang.sh", f"echo $$ > {pidfile}\nsleep 30 &\necho $! > {childfile}\nwait\n")
+    t0 = time.monotonic()
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),), timeout=0.5), 80), None)
+    elapsed = time.monotonic() - t0
+    assert not result.ok
+    assert result.reason == "timeout after 0.5 s"
+    assert elapsed < 2.5
+    pid, child = int(pidfile.read_text()), int(childfile.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pid, 0)
+    deadline = time.monotonic() + 3
+    while not _gone(child) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert _gone(child), "the command's own child survived"
+
+
+async def test_external_cancel_kills_process(tmp_path):
+    pidfile = tmp_path / "pid"
+    cmd = script(tmp_path, "hang.sh", f"echo $$ > {pidfile}\nexec sleep 30\n")
+    task = asyncio.create_task(run_check(target(CheckSpec(type="external", command=(str(cmd),), timeout=30), 80), None))
+    deadline = time.monotonic() + 5
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    pid = int(pidfile.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_external_missing_command(tmp_path):
+    missing = str(tmp_path / "no-such-check")
+    result = await run_check(target(CheckSpec(type="external", command=(missing,)), 80), None)
+    assert not result.ok
+    assert result.reason == f"command not found: {missing}"
+
+
+async def test_external_not_executable(tmp_path):
+    path = tmp_path / "plain"
+    path.write_text("exit 0\n")
+    result = await run_check(target(CheckSpec(type="external", command=(str(path),)), 80), None)
+    assert not result.ok
+    assert result.reason == f"command not executable: {path}"
+
+
+async def test_external_killed_by_signal(tmp_path):
+    cmd = script(tmp_path, "segv.sh", "kill -SEGV $$\n")
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)
+    assert not result.ok
+    assert result.reason == "killed by SIGSEGV"
+
+
+async def test_external_without_command():
+    result = await run_check(target(CheckSpec(type="external"), 80), None)
+    assert not result.ok and result.reason == "no command configured"
