@@ -252,6 +252,18 @@ class KernelIPVS:
             raise IPVSError(f"IPVS dump failed: {describe_errno(exc.code)}", code=exc.code) from None
         return table
 
+    async def dump_dests(self, key: ServiceKey) -> dict[DestKey, KernelDest]:
+        """Dump the destinations (with connection counters) of one service.
+
+        Raises:
+            IPVSError: the kernel refused (ESRCH when the service is gone).
+        """
+        sock = self._require()
+        try:
+            return dict(parse_dest(m) for m in await sock.dest("dump", service=service_request(key)))
+        except NetlinkError as exc:
+            raise IPVSError(f"IPVS dump of {key} failed: {describe_errno(exc.code)}", code=exc.code) from None
+
     async def apply(self, op: Op) -> None:
         """Send the one netlink command that carries out ``op``.
 

@@ -38,6 +38,7 @@ from .model import (
     DesiredTable,
     DestAttrs,
     DestKey,
+    KernelDest,
     KernelService,
     KernelTable,
     ServiceAttrs,
@@ -202,3 +203,27 @@ def plan(
         if key in observed and key not in desired:
             ops.append(Op("del_service", key))
     return ops
+
+
+def record_op(table: dict[ServiceKey, KernelService], op: Op) -> None:
+    """Update a cached kernel table in place as if ``op`` had succeeded.
+
+    Lets the reconciler keep an accurate picture of the kernel between dumps
+    without reading it back after each command.  Connection counters of an
+    edited destination are kept; a new destination starts at zero.
+    """
+    current = table.get(op.service)
+    if op.kind == "add_service":
+        table[op.service] = KernelService(attrs=op.service_attrs, dests={})
+    elif op.kind == "set_service" and current is not None:
+        table[op.service] = KernelService(attrs=op.service_attrs, dests=current.dests)
+    elif op.kind == "del_service":
+        table.pop(op.service, None)
+    elif current is not None and op.dest is not None:
+        dests = dict(current.dests)
+        if op.kind == "del_dest":
+            dests.pop(op.dest, None)
+        else:
+            old = dests.get(op.dest)
+            dests[op.dest] = replace(old, attrs=op.dest_attrs) if old is not None else KernelDest(op.dest_attrs)
+        table[op.service] = KernelService(attrs=current.attrs, dests=dests)

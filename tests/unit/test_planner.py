@@ -210,3 +210,17 @@ def test_large_table_plans_linearly_and_correctly():
     changed = dict(desired)
     changed[first] = DesiredService(WRR, {**desired[first].dests, DestKey("10.2.0.0", 80): DR3})
     assert plan(changed, observed) == [Op("set_dest", first, dest=DestKey("10.2.0.0", 80), dest_attrs=DR3)]
+
+
+def test_record_op_keeps_cache_equal_to_what_a_dump_would_show():
+    from director.planner import record_op
+
+    desired = {WEB: DesiredService(WRR, {RS1: DR3, RS2: DR1})}
+    table = {OTHER: kservice(WRR, {RS1: DR1})}
+    for op in plan(desired, table):
+        record_op(table, op)
+    assert plan(desired, table) == []
+    assert table[OTHER] == kservice(WRR, {RS1: DR1})
+    for op in plan({}, table, retired=[WEB]):
+        record_op(table, op)
+    assert set(table) == {OTHER}

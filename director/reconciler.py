@@ -1,0 +1,281 @@
+"""The reconciler: owns the kernel IPVS table for the configured virtual services.
+
+It keeps a cached copy of the kernel table, refreshed by a full dump at start
+and every ``reconcile_interval`` seconds (drift repair), and updated in place
+after each successful command.  Three things make it act:
+
+* a health transition (`on_health`): only the service concerned is planned
+  against the cache, which for a weight change gives one netlink command and
+  no dump;
+* a new configuration (`set_config`, on reload): everything is planned;
+  real servers removed from the configuration are drained (weight 0) and
+  deleted when their ActiveConn reaches 0 or after ``drain_timeout`` seconds
+  (UDP destinations always wait the timeout: the kernel's counters do not
+  say when a datagram flow ends); services removed from the configuration
+  are deleted;
+* the periodic pass: a fresh dump and a full plan.
+
+Kernel errors are logged with the service and real server concerned and
+retried on the next pass; they never stop the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS
+from .model import Config, DestKey, KernelService, ServiceKey, VirtualService
+from .planner import HealthState, Op, desired_service, plan, plan_service, record_op
+
+log = logging.getLogger("directord.reconciler")
+
+#: Seconds between two looks at the connection counters of draining destinations.
+DRAIN_POLL_INTERVAL = 1.0
+
+
+@dataclass
+class Drain:
+    """A real server removed from the configuration, held at weight 0 until drained."""
+
+    deadline: float  # monotonic seconds
+    udp: bool
+
+
+class Reconciler:
+    """Keeps the kernel's IPVS table equal to the configuration and health state.
+
+    Args:
+        kernel: an opened or unopened `KernelIPVS` (opened on `start`).
+        health: callable returning the current health state of (service key,
+            destination key); ``unknown`` when there is no check result yet.
+        clock: monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        kernel: KernelIPVS,
+        health: Callable[[ServiceKey, DestKey], HealthState],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.kernel = kernel
+        self._health = health
+        self._clock = clock
+        self.config: Config | None = None
+        self._services: dict[ServiceKey, VirtualService] = {}
+        self.table: dict[ServiceKey, KernelService] = {}
+        self._table_valid = False
+        self._retired: set[ServiceKey] = set()
+        self._draining: dict[ServiceKey, dict[DestKey, Drain]] = {}
+        self._dirty: set[ServiceKey] = set()
+        self._full_pass = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self.ops_applied = 0
+        self.errors = 0
+        self.last_dump: float | None = None
+
+    # --- inputs ---------------------------------------------------------------
+
+    def set_config(self, config: Config) -> None:
+        """Adopt a (validated) configuration; the next pass applies it.
+
+        Real servers that the previous configuration had and this one drops
+        start draining; services it drops are retired (deleted).
+        """
+        now = self._clock()
+        old = self._services
+        new = {svc.key: svc for svc in config.services}
+        for key, svc in old.items():
+            if key not in new:
+                self._retired.add(key)
+                self._draining.pop(key, None)
+                continue
+            kept = {rs.key for rs in new[key].real_servers}
+            for rs in svc.real_servers:
+                if rs.key not in kept:
+                    self._draining.setdefault(key, {})[rs.key] = Drain(
+                        deadline=now + config.settings.drain_timeout,
+                        udp=key.protocol == socket.IPPROTO_UDP,
+                    )
+                    log.info("rs %s of %s removed from configuration: draining", rs.key, svc.name)
+        for key, drains in list(self._draining.items()):
+            for dkey in [d for d in drains if any(rs.key == d for rs in new[key].real_servers)]:
+                del drains[dkey]  # configured again: no longer draining
+            if not drains:
+                del self._draining[key]
+        self._retired -= new.keys()
+        self.config = config
+        self._services = new
+        self._full_pass.set()
+        self._wake.set()
+
+    def on_health(self, service: ServiceKey, dest: DestKey) -> None:
+        """A real server of ``service`` changed state: plan that service at once."""
+        if service in self._services:
+            self._dirty.add(service)
+            self._wake.set()
+
+    # --- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the reconcile loop (the first pass runs at once)."""
+        self._full_pass.set()
+        self._task = asyncio.create_task(self._run(), name="reconciler")
+
+    async def stop(self) -> None:
+        """Stop the loop; the kernel table is left as it is."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        next_full = 0.0
+        while True:
+            interval = self.config.settings.reconcile_interval if self.config else 10.0
+            now = self._clock()
+            if now >= next_full:
+                self._full_pass.set()
+            if self._full_pass.is_set():
+                self._full_pass.clear()
+                next_full = now + interval
+                await self.full_pass()
+            if self._dirty:
+                await self.service_pass()
+            if self._draining:
+                await self.drain_pass()
+            wait = max(0.0, next_full - self._clock())
+            if self._draining:
+                wait = min(wait, DRAIN_POLL_INTERVAL)
+            self._wake.clear()
+            if self._dirty or self._full_pass.is_set():
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- passes ---------------------------------------------------------------
+
+    async def full_pass(self) -> list[Op]:
+        """Dump the kernel table, plan every managed service and apply the plan."""
+        async with self._lock:
+            try:
+                await self.kernel.open()
+                self.table = await self.kernel.dump()
+            except IPVSUnavailable as exc:
+                self._table_valid = False
+                log.error("%s; retrying in %.0f s", exc, self._interval())
+                return []
+            except IPVSError as exc:
+                self._table_valid = False
+                log.error("cannot read the IPVS table: %s; retrying", exc)
+                return []
+            self._table_valid = True
+            self.last_dump = self._clock()
+            self._dirty.clear()
+            desired = {key: self._desired(svc) for key, svc in self._services.items()}
+            ops = plan(desired, self.table, self._retired)
+            await self._apply(ops)
+            self._retired = {k for k in self._retired if k in self.table}
+            return ops
+
+    async def service_pass(self) -> list[Op]:
+        """Plan and apply only the services marked by health transitions (no dump)."""
+        async with self._lock:
+            if not self._table_valid:
+                return []
+            dirty, self._dirty = self._dirty, set()
+            ops: list[Op] = []
+            for key in sorted(dirty):
+                svc = self._services.get(key)
+                if svc is not None:
+                    ops.extend(plan_service(key, self._desired(svc), self.table.get(key)))
+            await self._apply(ops)
+            return ops
+
+    async def drain_pass(self) -> None:
+        """Finish drains whose ActiveConn reached 0 or whose deadline passed."""
+        async with self._lock:
+            if not self._table_valid:
+                return
+            now = self._clock()
+            finished: list[ServiceKey] = []
+            for key, drains in list(self._draining.items()):
+                try:
+                    counters = await self.kernel.dump_dests(key)
+                except IPVSError as exc:
+                    log.warning("cannot read counters of %s: %s", self._name(key), exc)
+                    continue
+                done = False
+                for dkey, drain in list(drains.items()):
+                    dest = counters.get(dkey)
+                    if dest is None:
+                        reason = "gone from the kernel"
+                    elif now >= drain.deadline:
+                        reason = f"drain timeout, {dest.active_conns} active connections cut"
+                    elif not drain.udp and dest.active_conns == 0:
+                        reason = "no active connection left"
+                    else:
+                        continue
+                    del drains[dkey]
+                    done = True
+                    log.info("rs %s of %s drained (%s): deleting", dkey, self._name(key), reason)
+                if not drains:
+                    del self._draining[key]
+                if done:
+                    finished.append(key)
+            ops: list[Op] = []
+            for key in finished:
+                svc = self._services.get(key)
+                if svc is not None:
+                    ops.extend(plan_service(key, self._desired(svc), self.table.get(key)))
+            await self._apply(ops)
+
+    # --- helpers --------------------------------------------------------------
+
+    def _interval(self) -> float:
+        return self.config.settings.reconcile_interval if self.config else 10.0
+
+    def _name(self, key: ServiceKey) -> str:
+        svc = self._services.get(key)
+        return svc.name if svc is not None else str(key)
+
+    def _desired(self, svc: VirtualService):
+        health = {rs.key: self._health(svc.key, rs.key) for rs in svc.real_servers}
+        return desired_service(svc, health, self.table.get(svc.key), self._draining.get(svc.key, {}).keys())
+
+    async def _apply(self, ops: list[Op]) -> None:
+        if not ops:
+            return
+        result = await self.kernel.apply_all(ops)
+        for op in result.done:
+            record_op(self.table, op)
+            log.info("ipvs %s%s", op, _attrs_text(op))
+        self.ops_applied += len(result.done)
+        for op, exc in result.failed:
+            self.errors += 1
+            log.error("ipvs %s (service %s) failed: %s; retrying on the next pass", op.kind, self._name(op.service), exc)
+
+    def draining(self) -> dict[ServiceKey, set[DestKey]]:
+        """Destinations currently draining, per service."""
+        return {k: set(v) for k, v in self._draining.items()}
+
+
+def _attrs_text(op: Op) -> str:
+    if op.dest_attrs is not None:
+        a = op.dest_attrs
+        return f" weight {a.weight} fwd {a.fwd_method}"
+    if op.service_attrs is not None:
+        return f" scheduler {op.service_attrs.scheduler}"
+    return ""

@@ -1,0 +1,199 @@
+"""Reconciler logic against an in-memory kernel table (the real kernel is tested in tests/kernel)."""
+
+import errno
+import socket
+from dataclasses import replace
+
+from director.ipvs import ApplyResult, IPVSError
+from director.model import (
+    Config,
+    DestAttrs,
+    DestKey,
+    KernelDest,
+    KernelService,
+    RealServer,
+    ServiceAttrs,
+    ServiceKey,
+    Settings,
+    VirtualService,
+)
+from director.planner import Op, record_op
+
+WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
+DNS = ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "10.0.0.100", 53)
+RS1, RS2 = DestKey("10.0.0.11", 80), DestKey("10.0.0.12", 80)
+
+
+class MemoryKernel:
+    """Stands in for KernelIPVS: a dict table, with every command and dump counted."""
+
+    def __init__(self):
+        self.table = {}
+        self.commands = []
+        self.dumps = 0
+        self.fail = {}  # (kind, dest) -> errno
+
+    async def open(self):
+        pass
+
+    async def close(self):
+        pass
+
+    async def dump(self):
+        self.dumps += 1
+        return {k: replace(v, dests=dict(v.dests)) for k, v in self.table.items()}
+
+    async def dump_dests(self, key):
+        return dict(self.table[key].dests)
+
+    async def apply_all(self, ops):
+        result = ApplyResult([], [])
+        for op in ops:
+            code = self.fail.get((op.kind, op.dest))
+            if code:
+                result.failed.append((op, IPVSError(str(op), op=op, code=code)))
+                continue
+            self.commands.append(op)
+            record_op(self.table, op)
+            result.done.append(op)
+        return result
+
+
+def config(real_servers, services_extra=(), drain_timeout=300.0):
+    web = VirtualService(name="web", key=WEB, scheduler="rr", real_servers=tuple(real_servers))
+    return Config(path="test.yaml", settings=Settings(drain_timeout=drain_timeout), services=(web, *services_extra))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def make(kernel, health, clock=None):
+    from director.reconciler import Reconciler
+
+    return Reconciler(kernel, lambda s, d: health.get((s, d), "unknown"), clock=clock or Clock())
+
+
+async def test_first_pass_programs_healthy_servers():
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = make(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80, weight=2), RealServer("10.0.0.12", 80)]))
+    await r.full_pass()
+    assert kernel.table[WEB].dests == {RS1: KernelDest(DestAttrs(3, 2)), RS2: KernelDest(DestAttrs(3, 1))}
+    assert kernel.table[WEB].attrs.scheduler == "rr"
+
+
+async def test_health_transition_sends_one_command_and_no_dump():
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = make(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)]))
+    await r.full_pass()
+    before, dumps = len(kernel.commands), kernel.dumps
+    health[(WEB, RS2)] = "down"
+    r.on_health(WEB, RS2)
+    await r.service_pass()
+    assert kernel.commands[before:] == [
+        Op("set_dest", WEB, dest=RS2, dest_attrs=DestAttrs(3, 0))
+    ]
+    assert kernel.dumps == dumps
+
+
+async def test_second_pass_on_programmed_kernel_changes_nothing():
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up"}
+    cfg = config([RealServer("10.0.0.11", 80)])
+    r = make(kernel, health)
+    r.set_config(cfg)
+    await r.full_pass()
+    n = len(kernel.commands)
+    # a new reconciler (a restarted daemon) with no health yet, then with results
+    r2 = make(kernel, {})
+    r2.set_config(cfg)
+    await r2.full_pass()
+    r3 = make(kernel, health)
+    r3.set_config(cfg)
+    await r3.full_pass()
+    assert len(kernel.commands) == n
+
+
+async def test_drift_is_repaired_on_the_next_full_pass():
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = make(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)]))
+    await r.full_pass()
+    dests = dict(kernel.table[WEB].dests)
+    del dests[RS2]  # as `ipvsadm -d` would
+    kernel.table[WEB] = KernelService(kernel.table[WEB].attrs, dests)
+    await r.full_pass()
+    assert RS2 in kernel.table[WEB].dests
+
+
+async def test_removed_real_server_drains_until_no_active_connection():
+    kernel = MemoryKernel()
+    clock = Clock()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = make(kernel, health, clock)
+    r.set_config(config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)]))
+    await r.full_pass()
+    kernel.table[WEB].dests[RS2] = KernelDest(DestAttrs(3, 1), active_conns=1)
+    r.set_config(config([RealServer("10.0.0.11", 80)]))
+    await r.full_pass()
+    assert kernel.table[WEB].dests[RS2].attrs.weight == 0
+    await r.drain_pass()
+    assert RS2 in kernel.table[WEB].dests  # still one active connection
+    kernel.table[WEB].dests[RS2] = KernelDest(DestAttrs(3, 0), active_conns=0)
+    await r.drain_pass()
+    assert RS2 not in kernel.table[WEB].dests
+    assert r.draining() == {}
+
+
+async def test_drain_timeout_deletes_a_busy_server():
+    kernel = MemoryKernel()
+    clock = Clock()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = make(kernel, health, clock)
+    r.set_config(config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)], drain_timeout=30))
+    await r.full_pass()
+    kernel.table[WEB].dests[RS2] = KernelDest(DestAttrs(3, 1), active_conns=5)
+    r.set_config(config([RealServer("10.0.0.11", 80)], drain_timeout=30))
+    await r.full_pass()
+    clock.now += 29
+    await r.drain_pass()
+    assert RS2 in kernel.table[WEB].dests
+    clock.now += 2
+    await r.drain_pass()
+    assert RS2 not in kernel.table[WEB].dests
+
+
+async def test_service_removed_from_configuration_is_deleted_but_others_untouched():
+    kernel = MemoryKernel()
+    other = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.9.9.9", 80)
+    kernel.table[other] = KernelService(ServiceAttrs(), {})
+    dns = VirtualService(name="dns", key=DNS, real_servers=())
+    r = make(kernel, {})
+    r.set_config(config([], services_extra=(dns,)))
+    await r.full_pass()
+    assert DNS in kernel.table
+    r.set_config(config([]))
+    await r.full_pass()
+    assert DNS not in kernel.table and WEB in kernel.table and other in kernel.table
+
+
+async def test_kernel_error_is_counted_and_retried_on_next_pass():
+    kernel = MemoryKernel()
+    kernel.fail[("add_dest", RS1)] = errno.EINVAL
+    health = {(WEB, RS1): "up"}
+    r = make(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80)]))
+    await r.full_pass()
+    assert r.errors == 1 and RS1 not in kernel.table[WEB].dests
+    kernel.fail.clear()
+    await r.full_pass()
+    assert RS1 in kernel.table[WEB].dests
