@@ -1,0 +1,173 @@
+"""The status view: a JSON-ready document of services, real servers and health, and its table form.
+
+Pure functions.  `build_status` combines the configuration, the kernel table
+(with ActiveConn/InActConn counters) and the health snapshot; `render_status`
+prints it for people.  Times in the document are seconds.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Mapping
+
+from .model import (
+    FWD_NAMES,
+    IP_VS_SVC_F_PERSISTENT,
+    IP_VS_SVC_F_SCHED1,
+    IP_VS_SVC_F_SCHED2,
+    PROTOCOL_NAMES,
+    Config,
+    DestKey,
+    KernelService,
+    ServiceKey,
+)
+
+
+def _service_head(key: ServiceKey, kernel: KernelService | None) -> dict[str, Any]:
+    head: dict[str, Any] = {
+        "key": str(key),
+        "family": "inet6" if key.family == socket.AF_INET6 else "inet",
+        "protocol": PROTOCOL_NAMES.get(key.protocol) if not key.fwmark else None,
+        "address": key.address or None,
+        "port": key.port if not key.fwmark else None,
+        "fwmark": key.fwmark or None,
+        "in_kernel": kernel is not None,
+    }
+    if kernel is not None:
+        a = kernel.attrs
+        head["scheduler"] = a.scheduler
+        flags = []
+        if a.flags & IP_VS_SVC_F_SCHED1:
+            flags.append(f"{a.scheduler}-fallback")
+        if a.flags & IP_VS_SVC_F_SCHED2:
+            flags.append(f"{a.scheduler}-port")
+        head["scheduler_flags"] = flags
+        head["persistence"] = (
+            {"timeout": a.timeout, "netmask": a.netmask} if a.flags & IP_VS_SVC_F_PERSISTENT else None
+        )
+    return head
+
+
+def _dest_doc(key: DestKey, kernel: KernelService | None) -> dict[str, Any]:
+    kd = kernel.dests.get(key) if kernel is not None else None
+    return {
+        "address": key.address,
+        "port": key.port,
+        "weight": kd.attrs.weight if kd else None,
+        "kernel_forwarding": FWD_NAMES.get(kd.attrs.fwd_method) if kd else None,
+        "active_conns": kd.active_conns if kd else None,
+        "inactive_conns": kd.inactive_conns if kd else None,
+    }
+
+
+def build_status(
+    config: Config | None,
+    table: Mapping[ServiceKey, KernelService],
+    health: Mapping[tuple[ServiceKey, DestKey], Any] | None = None,
+    draining: Mapping[ServiceKey, set[DestKey]] | None = None,
+    now: float = 0.0,
+) -> dict[str, Any]:
+    """The status document.
+
+    Args:
+        config: the running configuration, or None (kernel-only view).
+        table: the kernel table just dumped.
+        health: `checks.engine.HealthStatus` per (service, real server).
+        draining: destinations being drained, per service.
+        now: current monotonic time in seconds (for "how long in this state").
+
+    Returns:
+        ``{"daemon": bool, "config": path|None, "services": [...]}``; each
+        service has ``name``, ``key``, scheduler, flags, persistence,
+        ``forwarding`` and ``real_servers``; each real server has
+        ``role`` (``real``, ``fallback``, ``draining``, ``unmanaged``),
+        configured and current weight, health state, seconds in that state,
+        last check result, and the kernel's ActiveConn/InActConn.
+    """
+    health = health or {}
+    draining = draining or {}
+    services: list[dict[str, Any]] = []
+    seen: set[ServiceKey] = set()
+    for svc in config.services if config else ():
+        seen.add(svc.key)
+        kernel = table.get(svc.key)
+        doc = _service_head(svc.key, kernel)
+        doc.update(name=svc.name, forwarding=svc.forwarding, on_failure=svc.on_failure, managed=True)
+        rows = []
+        listed: set[DestKey] = set()
+        for rs in svc.real_servers:
+            listed.add(rs.key)
+            row = _dest_doc(rs.key, kernel)
+            st = health.get((svc.key, rs.key))
+            last = getattr(st, "last_result", None)
+            row.update(
+                role="real",
+                configured_weight=rs.weight,
+                forwarding=rs.forwarding,
+                check=rs.check.type,
+                health=getattr(st, "state", "unknown"),
+                in_state_s=round(now - st.since, 1) if st is not None else None,
+                last_check=last.reason if last is not None else None,
+                last_check_ok=last.ok if last is not None else None,
+            )
+            rows.append(row)
+        if svc.fallback is not None and svc.fallback.key not in listed:
+            listed.add(svc.fallback.key)
+            row = _dest_doc(svc.fallback.key, kernel)
+            row.update(role="fallback", configured_weight=svc.fallback.weight, forwarding=svc.fallback.forwarding)
+            rows.append(row)
+        for dkey in sorted((kernel.dests.keys() if kernel else set()) - listed):
+            row = _dest_doc(dkey, kernel)
+            row["role"] = "draining" if dkey in draining.get(svc.key, set()) else "unmanaged"
+            rows.append(row)
+        doc["real_servers"] = rows
+        services.append(doc)
+    for key in sorted(table.keys() - seen):
+        kernel = table[key]
+        doc = _service_head(key, kernel)
+        doc.update(name=str(key), managed=False)
+        doc["real_servers"] = [dict(_dest_doc(d, kernel), role="unmanaged") for d in sorted(kernel.dests)]
+        services.append(doc)
+    return {"daemon": config is not None, "config": config.path if config else None, "services": services}
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def render_status(doc: Mapping[str, Any]) -> str:
+    """The status document as a human table (one block per virtual service)."""
+    lines = []
+    if doc.get("daemon"):
+        lines.append(f"directord running, configuration {doc.get('config')}")
+    else:
+        lines.append("no directord daemon answering: kernel IPVS table only")
+    for svc in doc["services"]:
+        persist = svc.get("persistence")
+        bits = [svc["key"], f"scheduler {_fmt(svc.get('scheduler'))}"]
+        if svc.get("scheduler_flags"):
+            bits.append("flags " + ",".join(svc["scheduler_flags"]))
+        if svc.get("forwarding"):
+            bits.append(f"forwarding {svc['forwarding']}")
+        if persist:
+            bits.append(f"persistent {persist['timeout']} s mask {persist['netmask']}")
+        if not svc.get("in_kernel", True):
+            bits.append("NOT IN KERNEL")
+        if not svc.get("managed", True):
+            bits.append("(not managed by directord)")
+        lines.append("")
+        lines.append(f"{svc.get('name')}: " + "  ".join(bits))
+        lines.append(
+            f"  {'real server':<28} {'role':<9} {'fwd':<4} {'cfg':>5} {'weight':>6} {'health':<8} "
+            f"{'for':>8} {'active':>6} {'inact':>6}  last check"
+        )
+        for rs in svc["real_servers"]:
+            addr = f"[{rs['address']}]:{rs['port']}" if ":" in rs["address"] else f"{rs['address']}:{rs['port']}"
+            since = rs.get("in_state_s")
+            lines.append(
+                f"  {addr:<28} {rs.get('role', ''):<9} {_fmt(rs.get('forwarding') or rs.get('kernel_forwarding')):<4} "
+                f"{_fmt(rs.get('configured_weight')):>5} {_fmt(rs.get('weight')):>6} {_fmt(rs.get('health')):<8} "
+                f"{(f'{since:.0f}s' if since is not None else '-'):>8} {_fmt(rs.get('active_conns')):>6} "
+                f"{_fmt(rs.get('inactive_conns')):>6}  {_fmt(rs.get('last_check'))}"
+            )
+    return "\n".join(lines)
