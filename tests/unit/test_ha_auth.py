@@ -1,0 +1,298 @@
+"""Tests for ha.auth: authkeys parsing and heartbeat's sha1 / md5 / crc MACs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ha.auth import (
+    AuthKeys,
+    AuthKeysError,
+    AuthMethod,
+    crc32_posix,
+    load_authkeys,
+    parse_authkeys,
+)
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "heartbeat"
+
+
+# --- independent reference implementations (not using ha.auth) ---------------------
+
+
+def ref_hmac(digest: str, key: bytes, data: bytes) -> str:
+    """RFC 2104 HMAC written out with hashlib only."""
+    block = 64
+    if len(key) > block:
+        key = hashlib.new(digest, key).digest()
+    key = key.ljust(block, b"\0")
+    inner = hashlib.new(digest, bytes(k ^ 0x36 for k in key) + data).digest()
+    return hashlib.new(digest, bytes(k ^ 0x5C for k in key) + inner).hexdigest()
+
+
+def ref_crc(data: bytes) -> str:
+    """Bit-at-a-time CRC-32: poly 0x04C11DB7, init 0, MSB first, final XOR, %lx."""
+    reg = 0
+    for byte in data:
+        for bit in range(7, -1, -1):
+            top = (reg >> 31) ^ ((byte >> bit) & 1)
+            reg = (reg << 1) & 0xFFFFFFFF
+            if top:
+                reg ^= 0x04C11DB7
+    return "%x" % (reg ^ 0xFFFFFFFF)
+
+
+# --- the shipped authkeys files ----------------------------------------------------------
+
+
+def test_parse_sample_files():
+    sha1 = parse_authkeys((DATA / "authkeys.sha1").read_bytes(), "authkeys.sha1")
+    assert sha1.send_index == 1
+    assert list(sha1.methods) == [1]
+    assert sha1.methods[1].method == "sha1" and sha1.methods[1].key == b"testkey123"
+
+    md5 = parse_authkeys((DATA / "authkeys.md5").read_text(), "authkeys.md5")
+    assert md5.send_index == 2 and md5.send_method.method == "md5" and md5.send_method.key == b"md5secret"
+
+    crc = parse_authkeys((DATA / "authkeys.crc").read_text(), "authkeys.crc")
+    assert crc.send_index == 3 and crc.send_method.method == "crc" and crc.send_method.key is None
+
+
+def test_comments_blank_lines_whitespace_and_several_keys():
+    text = (
+        "# heartbeat keys\n"
+        "\n"
+        "   \t\n"
+        "  # indented comment\n"
+        "\t1   sha1\tk1\r\n"
+        "auth 2\n"
+        "2 md5 k2\n"
+        "15 crc\n"
+        "0 sha1 k0   \n"
+    )
+    keys = parse_authkeys(text, "/etc/ha.d/authkeys")
+    assert keys.send_index == 2
+    assert sorted(keys.methods) == [0, 1, 2, 15]
+    assert keys.methods[1].key == b"k1"  # CR is whitespace, not part of the key
+    assert keys.methods[0].key == b"k0"
+    assert keys.methods[15].method == "crc"
+    assert keys.path == "/etc/ha.d/authkeys"
+
+
+def test_key_is_raw_bytes_of_its_token():
+    keys = parse_authkeys(b"auth 4\n4 sha1 k\xe9y\xff#x\n", "f")
+    assert keys.methods[4].key == b"k\xe9y\xff#x"
+    data = b"payload"
+    assert keys.methods[4].sign(data) == ref_hmac("sha1", b"k\xe9y\xff#x", data)
+
+
+def test_key_is_not_repr_visible():
+    keys = parse_authkeys("auth 1\n1 sha1 supersecret\n", "f")
+    assert "supersecret" not in repr(keys)
+
+
+# --- errors name the file and the line ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, line, fragment",
+    [
+        ("auth 1\n1 sha2 key\n", 2, "unknown auth method 'sha2'"),
+        ("auth 1\n# c\n1 SHA1 key\n", 3, "unknown auth method 'SHA1'"),
+        ("auth 1\n16 sha1 key\n", 2, "index 16 not in 0..15"),
+        ("auth 1\n1 sha1 key\n99 crc\n", 3, "index 99 not in 0..15"),
+        ("auth 16\n16 crc\n", 1, "auth index 16 not in 0..15"),
+        ("auth 1\n1 sha1\n", 2, "sha1 needs a key"),
+        ("auth 2\n\n2 md5\n", 3, "md5 needs a key"),
+        ("auth 3\n3 crc key\n", 2, "crc takes no key"),
+        ("auth 1\n1 sha1 two words\n", 2, "text after the key"),
+        ("auth 1\n1 sha1 a\n1 md5 b\n", 3, "duplicate index 1 (first on line 2)"),
+        ("auth 1\n1 sha1 a\nauth 1\n", 3, "second 'auth' line (first on line 1)"),
+        ("auth one\n1 sha1 a\n", 1, "invalid auth index 'one'"),
+        ("auth\n1 sha1 a\n", 1, "expected 'auth N'"),
+        ("auth 1 2\n1 sha1 a\n", 1, "expected 'auth N'"),
+        ("auth 1\nsha1 1 a\n", 2, "invalid line"),
+        ("auth 1\n-1 sha1 a\n", 2, "invalid line"),
+        ("auth 1\n1\n", 2, "index 1 has no method"),
+        ("auth 2\n1 sha1 key\n", 1, "'auth 2' names an index with no key line"),
+        ("1 sha1 key\n\nauth 3\n", 3, "'auth 3' names an index with no key line"),
+        ("auth 1\n1 sha1 a\0b\n", 2, "NUL"),
+    ],
+)
+def test_errors_name_file_and_line(text, line, fragment):
+    with pytest.raises(AuthKeysError) as info:
+        parse_authkeys(text, "/etc/ha.d/authkeys")
+    err = info.value
+    assert err.path == "/etc/ha.d/authkeys"
+    assert err.line == line
+    assert str(err).startswith(f"/etc/ha.d/authkeys:{line}: ")
+    assert fragment in str(err)
+
+
+def test_missing_auth_line_names_file():
+    with pytest.raises(AuthKeysError) as info:
+        parse_authkeys("# nothing\n1 sha1 key\n2 crc\n", "keys.txt")
+    assert info.value.path == "keys.txt" and info.value.line is None
+    assert str(info.value).startswith("keys.txt: ")
+    assert "no 'auth N' line" in str(info.value)
+
+
+def test_empty_file_is_an_error():
+    with pytest.raises(AuthKeysError, match="no 'auth N' line"):
+        parse_authkeys("", "empty")
+
+
+def test_auth_line_may_follow_key_lines():
+    keys = parse_authkeys("1 sha1 a\n2 md5 b\nauth 2\n", "f")
+    assert keys.send_index == 2
+
+
+# --- load_authkeys: file permissions ---------------------------------------------------------
+
+
+@pytest.fixture
+def keyfile(tmp_path):
+    path = tmp_path / "authkeys"
+    shutil.copyfile(DATA / "authkeys.sha1", path)
+    return path
+
+
+def test_load_mode_600(keyfile):
+    os.chmod(keyfile, 0o600)
+    keys = load_authkeys(keyfile)
+    assert keys.send_index == 1 and keys.path == str(keyfile)
+    os.chmod(keyfile, 0o400)
+    assert load_authkeys(str(keyfile)).send_method.key == b"testkey123"
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o444])
+def test_load_refuses_group_or_other_readable(keyfile, mode):
+    os.chmod(keyfile, mode)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(keyfile)
+    assert info.value.path == str(keyfile)
+    assert "bad permissions" in str(info.value)
+    assert "600 recommended" in str(info.value)
+    assert f"{mode:03o}" in str(info.value)
+
+
+def test_load_group_writable_only_is_accepted(keyfile):
+    # heartbeat checks read bits only
+    os.chmod(keyfile, 0o620)
+    assert load_authkeys(keyfile).send_index == 1
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(tmp_path / "nope")
+    assert "cannot read" in str(info.value)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_load_reports_line_of_bad_content(tmp_path):
+    path = tmp_path / "authkeys"
+    path.write_text("auth 1\n1 sha1 ok\n2 rot13 x\n")
+    os.chmod(path, 0o600)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(path)
+    assert str(info.value).startswith(f"{path}:3: ")
+
+
+# --- MAC vectors ------------------------------------------------------------------------------------
+
+
+def test_hmac_rfc2202_vectors():
+    data = b"what do ya want for nothing?"
+    sha1 = AuthMethod(1, "sha1", b"Jefe")
+    md5 = AuthMethod(2, "md5", b"Jefe")
+    assert sha1.sign(data) == "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+    assert md5.sign(data) == "750c783e6ab0b503eaa86e310a5db738"
+    # RFC 2202 test case 6: key longer than the block size is hashed first
+    long_key = b"\xaa" * 80
+    big = b"Test Using Larger Than Block-Size Key - Hash Key First"
+    assert AuthMethod(1, "sha1", long_key).sign(big) == "aa4ae5e15272d00e95705637ce8a3b55ed402112"
+    assert AuthMethod(1, "md5", long_key).sign(big) == "6b1ab7fe4bd7bf8f0b62e6ce61b9d0cd"
+
+
+def test_hmac_matches_reference_for_random_inputs():
+    rng = random.Random(1)
+    for _ in range(50):
+        key = bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1, 100)))
+        data = rng.randbytes(rng.randrange(0, 400))
+        assert AuthMethod(0, "sha1", key).sign(data) == ref_hmac("sha1", key, data)
+        assert AuthMethod(0, "md5", key).sign(data) == ref_hmac("md5", key, data)
+
+
+def test_crc_known_vectors():
+    assert crc32_posix(b"123456789") == 0x765E7680  # CRC-32/POSIX check value
+    assert crc32_posix(b"") == 0xFFFFFFFF
+    crc = AuthMethod(3, "crc")
+    assert crc.sign(b"123456789") == "765e7680"
+    assert crc.sign(b"") == "ffffffff"
+
+
+def test_crc_vectors_from_real_heartbeat():
+    # the signed parts of two packets heartbeat signed with 'crc' (start-crc.pcap):
+    # the second MAC has only 7 hex digits: heartbeat prints %lx, unpadded
+    uuid = b"+\r\x93[\xe2cO\xe3\xac\xab\xbaO\xa6Np@"
+    common = (
+        b"12:(0)src=nodea,27:(1)srcuuid=" + uuid + b",%s14:(0)hg=6b0245d4,14:(0)ts=6b024853,"
+        b"28:(0)ld=0.00 0.31 0.50 1/92 27,8:(0)ttl=3,18:(0)auth=3 %s,%%%%%%\n"
+    )
+    init = b"###\n11:(0)t=status,10:(0)st=init,10:(0)dt=1f40,13:(0)protocol=1," + common % (
+        b"8:(0)seq=1,",
+        b"d1d1c941",
+    )
+    up = b"###\n11:(0)t=status,8:(0)st=up,10:(0)dt=1f40,13:(0)protocol=1," + common % (
+        b"8:(0)seq=2,",
+        b"afe3e501",
+    )
+    crc = AuthMethod(3, "crc")
+    assert crc.sign(init) == "f50f6b03" == ref_crc(init)
+    assert crc.sign(up) == "dbb182d" == ref_crc(up)
+
+
+def test_crc_matches_bitwise_reference():
+    rng = random.Random(2)
+    for n in list(range(0, 20)) + [rng.randrange(20, 2000) for _ in range(30)]:
+        data = rng.randbytes(n)
+        assert format(crc32_posix(data), "x") == ref_crc(data)
+
+
+# --- verify ----------------------------------------------------------------------------------------
+
+
+def test_verify():
+    keys = parse_authkeys("auth 1\n1 sha1 s3cret\n2 md5 other\n3 crc\n", "f")
+    data = b"###\nbody%%%\n"
+    idx, mac = keys.sign(data)
+    assert idx == 1 and mac == ref_hmac("sha1", b"s3cret", data)
+    assert keys.verify(1, data, mac)
+    assert keys.verify(1, data, mac.encode())
+    assert keys.verify(2, data, ref_hmac("md5", b"other", data))
+    assert keys.verify(3, data, ref_crc(data))
+    assert not keys.verify(1, data + b"x", mac)
+    assert not keys.verify(1, data, mac.upper())  # heartbeat compares strings exactly
+    assert not keys.verify(1, data, mac[:-1])
+    assert not keys.verify(2, data, mac)
+    assert not keys.verify(4, data, mac)  # unknown index
+    assert not keys.verify(1, data, "é" * 40)
+    assert keys.knows(3) and not keys.knows(4)
+
+
+def test_authmethod_validation():
+    with pytest.raises(ValueError):
+        AuthMethod(16, "crc")
+    with pytest.raises(ValueError):
+        AuthMethod(1, "sha1")
+    with pytest.raises(ValueError):
+        AuthMethod(1, "crc", b"key")
+    with pytest.raises(ValueError):
+        AuthMethod(1, "sha256", b"key")
+    with pytest.raises(ValueError):
+        AuthKeys(send_index=2, methods={1: AuthMethod(1, "crc")})
