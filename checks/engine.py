@@ -1,0 +1,309 @@
+"""The health-check engine: every target checked on its own schedule, on one loop.
+
+Each target gets one asyncio task that runs a check every ``spec.interval``
+seconds, measured start to start (a check that outlasts the interval is
+followed at once by the next).  Checks of different targets never wait for one
+another, so one hung real server cannot delay the verdict on any other; each
+check is itself bounded by ``spec.timeout`` (`checks.base.run_check`).
+
+Results go through rise/fall counting (`apply_result`, pure) and only state
+changes are reported, as `Transition` objects, to a plain callback.  States are
+``"unknown"`` (no result yet), ``"up"`` and ``"down"``.  From ``"unknown"`` the
+first result decides, so a restarted director settles within one check;
+afterwards ``spec.rise`` consecutive successes bring a real server up and
+``spec.fall`` consecutive failures take it down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Awaitable, Callable, Hashable, Literal, Mapping
+
+import aiohttp
+
+from checks.base import CheckResult, CheckTarget, describe_error, run_check
+from checks.http import make_session
+
+__all__ = ["HealthEngine", "HealthStatus", "Transition", "State", "apply_result", "Runner"]
+
+log = logging.getLogger("directord.checks")
+
+State = Literal["unknown", "up", "down"]
+
+#: The check function the engine calls: ``runner(target, session) -> CheckResult``.
+Runner = Callable[[CheckTarget, "aiohttp.ClientSession | None"], Awaitable[CheckResult]]
+
+
+@dataclass(frozen=True)
+class HealthStatus:
+    """Health of one target at one moment (a snapshot; never mutated).
+
+    Attributes:
+        state: ``"unknown"``, ``"up"`` or ``"down"``.
+        since: monotonic time in seconds of the last state change (for
+            ``"unknown"``: when the target was added).
+        last_result: the latest check result, ``None`` before the first.
+        successes: consecutive successful checks up to now (0 after a failure).
+        failures: consecutive failed checks up to now (0 after a success).
+        checks: number of checks completed for this target.
+    """
+
+    state: State
+    since: float
+    last_result: CheckResult | None = None
+    successes: int = 0
+    failures: int = 0
+    checks: int = 0
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A state change of one target, as reported to the engine's callback.
+
+    Attributes:
+        key: the target's key in the mapping given to `HealthEngine.update`
+            (normally equal to `CheckTarget.key`).
+        name: the target's log name (`CheckTarget.name`).
+        old: state before (``"unknown"``, ``"up"`` or ``"down"``).
+        new: state after (``"up"`` or ``"down"``).
+        reason: e.g. ``"HTTP 503 after 2 failures"``, ``"HTTP 200 (first check)"``.
+        result: the check result that caused the change.
+    """
+
+    key: Hashable
+    name: str
+    old: State
+    new: State
+    reason: str
+    result: CheckResult
+
+
+def _count(count: int, one: str, many: str) -> str:
+    return f"{count} {one if count == 1 else many}"
+
+
+def apply_result(
+    status: HealthStatus, result: CheckResult, *, rise: int, fall: int, now: float
+) -> tuple[HealthStatus, str | None]:
+    """Fold one check result into a target's health (pure rise/fall logic).
+
+    Rules: from ``"unknown"`` the result decides at once (up if ok, down if
+    not); from ``"down"``, ``rise`` consecutive successes go up; from ``"up"``,
+    ``fall`` consecutive failures go down.  ``rise``/``fall`` below 1 count
+    as 1.
+
+    Args:
+        status: health before this result.
+        result: the new check result.
+        rise: consecutive successes needed to go from down to up.
+        fall: consecutive failures needed to go from up to down.
+        now: monotonic time in seconds, recorded as ``since`` on a change.
+
+    Returns:
+        ``(new_status, reason)`` where ``reason`` is ``None`` when the state
+        did not change, else the transition's reason text, e.g.
+        ``"HTTP 503 after 2 failures"``.
+    """
+    if result.ok:
+        successes, failures = status.successes + 1, 0
+    else:
+        successes, failures = 0, status.failures + 1
+    state = status.state
+    reason: str | None = None
+    if state == "unknown":
+        state = "up" if result.ok else "down"
+        reason = f"{result.reason} (first check)"
+    elif state == "down" and successes >= max(rise, 1):
+        state = "up"
+        reason = f"{result.reason} after {_count(successes, 'success', 'successes')}"
+    elif state == "up" and failures >= max(fall, 1):
+        state = "down"
+        reason = f"{result.reason} after {_count(failures, 'failure', 'failures')}"
+    new = HealthStatus(
+        state=state,
+        since=now if reason is not None else status.since,
+        last_result=result,
+        successes=successes,
+        failures=failures,
+        checks=status.checks + 1,
+    )
+    return new, reason
+
+
+class _Slot:
+    """Engine-internal record of one target: its target, health and task."""
+
+    __slots__ = ("key", "target", "status", "task")
+
+    def __init__(self, key: Hashable, target: CheckTarget, status: HealthStatus) -> None:
+        self.key = key
+        self.target = target
+        self.status = status
+        self.task: asyncio.Task[None] | None = None
+
+
+class HealthEngine:
+    """Runs the health checks of a changing set of targets and reports transitions.
+
+    Lifecycle: ``await start()``, any number of ``update(targets)`` (before or
+    after start), ``await stop()``.  The engine owns one shared
+    `aiohttp.ClientSession` (`checks.http.make_session`), created by `start`
+    and closed by `stop`.
+
+    Args:
+        on_transition: called on the event loop, synchronously, for every
+            state change; exceptions it raises are logged and ignored.
+        clock: monotonic clock in seconds used for `HealthStatus.since`.
+            Scheduling always uses the event loop's own clock.
+        runner: the check function, `checks.base.run_check` by default;
+            tests inject a fake one.  It should not raise; if it does, the
+            exception is logged and counted as a failed check.
+    """
+
+    def __init__(
+        self,
+        on_transition: Callable[[Transition], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        runner: Runner | None = None,
+    ) -> None:
+        self._on_transition = on_transition
+        self._clock = clock
+        self._runner: Runner = runner if runner is not None else run_check
+        self._slots: dict[Hashable, _Slot] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._running = False
+
+    # --- lifecycle -----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """``True`` between `start` and `stop`."""
+        return self._running
+
+    @property
+    def session(self) -> aiohttp.ClientSession | None:
+        """The shared HTTP session (``None`` before `start`)."""
+        return self._session
+
+    async def start(self) -> None:
+        """Create the HTTP session and start checking every known target.
+
+        Idempotent while running.
+        """
+        if self._running:
+            return
+        self._session = make_session()
+        self._running = True
+        for slot in self._slots.values():
+            self._launch(slot)
+
+    async def stop(self) -> None:
+        """Cancel every check task, wait for all of them, close the HTTP session.
+
+        Target states are kept; a later `start` resumes checking them.
+        """
+        self._running = False
+        tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        for slot in self._slots.values():
+            slot.task = None
+        tasks.extend(self._stopping)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._stopping.clear()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    # --- targets -------------------------------------------------------------
+
+    def update(self, targets: Mapping[Hashable, CheckTarget]) -> None:
+        """Replace the set of checked targets.
+
+        * a new key starts in ``"unknown"`` and is checked at once;
+        * a removed key stops being checked and its state is dropped;
+        * a key whose target is equal to before keeps its task and state;
+        * a key whose target changed (spec, port, addresses, name) restarts
+          its check at once but keeps its state (consecutive counts restart
+          at 0), so a reload does not make it flap.
+
+        Must be called from the event loop's thread; before `start` it only
+        records the targets.
+        """
+        now = self._clock()
+        for key in [k for k in self._slots if k not in targets]:
+            slot = self._slots.pop(key)
+            self._cancel(slot)
+        for key, target in targets.items():
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = _Slot(key, target, HealthStatus(state="unknown", since=now))
+                self._slots[key] = slot
+                self._launch(slot)
+            elif slot.target != target:
+                self._cancel(slot)
+                slot.target = target
+                slot.status = replace(slot.status, successes=0, failures=0)
+                self._launch(slot)
+
+    def status(self) -> dict[Hashable, HealthStatus]:
+        """A snapshot of every target's health, keyed by target key."""
+        return {key: slot.status for key, slot in self._slots.items()}
+
+    def targets(self) -> dict[Hashable, CheckTarget]:
+        """The targets currently checked, keyed by target key."""
+        return {key: slot.target for key, slot in self._slots.items()}
+
+    # --- internals -----------------------------------------------------------
+
+    def _launch(self, slot: _Slot) -> None:
+        if not self._running:
+            return
+        slot.task = asyncio.get_running_loop().create_task(
+            self._run(slot, slot.target), name=f"check {slot.target.name}"
+        )
+
+    def _cancel(self, slot: _Slot) -> None:
+        task, slot.task = slot.task, None
+        if task is not None and not task.done():
+            task.cancel()
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+
+    async def _run(self, slot: _Slot, target: CheckTarget) -> None:
+        """Check ``target`` forever, every ``spec.interval`` s start to start."""
+        loop = asyncio.get_running_loop()
+        interval = target.spec.interval
+        runner = self._runner
+        while True:
+            started = loop.time()
+            try:
+                result = await runner(target, self._session)
+            except Exception as exc:  # noqa: BLE001 - a broken runner must not end checking
+                log.exception("check of %s raised", target.name)
+                result = CheckResult(False, describe_error(exc), loop.time() - started, self._clock())
+            if slot.target is not target:  # replaced meanwhile; its new task reports
+                return
+            self._record(slot, target, result)
+            delay = started + interval - loop.time()
+            await asyncio.sleep(delay if delay > 0 else 0)
+
+    def _record(self, slot: _Slot, target: CheckTarget, result: CheckResult) -> None:
+        old = slot.status
+        spec = target.spec
+        slot.status, reason = apply_result(old, result, rise=spec.rise, fall=spec.fall, now=self._clock())
+        if reason is None:
+            return
+        new_state = slot.status.state
+        log.info("%s %s: %s", target.name, new_state, reason)
+        transition = Transition(slot.key, target.name, old.state, new_state, reason, result)
+        try:
+            self._on_transition(transition)
+        except Exception:  # noqa: BLE001 - a faulty listener must not stop checks
+            log.exception("transition callback failed for %s", target.name)

@@ -1,0 +1,473 @@
+"""The health-check engine: rise/fall logic, scheduling, target updates, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+
+import pytest
+
+from checks.base import CheckResult, CheckTarget
+from checks.engine import HealthEngine, HealthStatus, Transition, apply_result
+from checks.spec import CheckSpec
+
+# --- helpers ----------------------------------------------------------------
+
+
+def target(key: str, spec: CheckSpec | None = None, *, rip: str = "127.0.0.1", port: int = 80) -> CheckTarget:
+    spec = spec or CheckSpec(type="tcp", interval=0.01, timeout=0.5)
+    return CheckTarget(key=key, name=f"rs {rip}:{port} of {key}", vip="192.168.10.100", vport=80,
+                       rip=rip, rport=port, spec=spec)  # fmt: skip
+
+
+def res(ok: bool, reason: str | None = None) -> CheckResult:
+    return CheckResult(ok, reason or ("fake ok" if ok else "fake fail"), 0.0, time.monotonic())
+
+
+async def wait_until(predicate, timeout: float = 5.0, step: float = 0.01) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)
+
+
+class Scripted:
+    """A fake runner: plays a list of outcomes per key, then parks forever."""
+
+    def __init__(self, outcomes: dict[str, list[bool]] | None = None) -> None:
+        self.outcomes = {k: list(v) for k, v in (outcomes or {}).items()}
+        self.calls: dict[str, int] = defaultdict(int)
+        self.starts: dict[str, list[float]] = defaultdict(list)
+
+    def exhausted(self, key: str) -> bool:
+        return not self.outcomes[key]
+
+    async def __call__(self, t: CheckTarget, session) -> CheckResult:
+        self.calls[t.key] += 1
+        self.starts[t.key].append(time.monotonic())
+        seq = self.outcomes.get(t.key)
+        if not seq:
+            await asyncio.Event().wait()
+        return res(seq.pop(0))
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.transitions: list[Transition] = []
+
+    def __call__(self, tr: Transition) -> None:
+        self.transitions.append(tr)
+
+    def summary(self, key: str | None = None) -> list[tuple[str, str, str]]:
+        return [(t.old, t.new, t.reason) for t in self.transitions if key is None or t.key == key]
+
+
+@pytest.fixture
+async def engine_factory():
+    engines: list[HealthEngine] = []
+
+    def make(runner=None, on_transition=None, **kw) -> tuple[HealthEngine, Recorder]:
+        rec = Recorder()
+        eng = HealthEngine(on_transition or rec, runner=runner, **kw)
+        engines.append(eng)
+        return eng, rec
+
+    yield make
+    for eng in engines:
+        await eng.stop()
+
+
+# --- apply_result (pure) ------------------------------------------------------------
+
+
+def fold(outcomes: list[bool], rise: int, fall: int) -> tuple[HealthStatus, list[tuple[str, str]]]:
+    status = HealthStatus(state="unknown", since=0.0)
+    changes = []
+    for i, ok in enumerate(outcomes, 1):
+        old = status.state
+        status, reason = apply_result(status, res(ok), rise=rise, fall=fall, now=float(i))
+        if reason is not None:
+            changes.append((f"{old}->{status.state}@{i}", reason))
+    return status, changes
+
+
+def test_first_result_decides_up():
+    status, changes = fold([True], rise=5, fall=5)
+    assert status.state == "up" and status.since == 1.0
+    assert changes == [("unknown->up@1", "fake ok (first check)")]
+
+
+def test_first_result_decides_down():
+    status, changes = fold([False], rise=5, fall=5)
+    assert status.state == "down"
+    assert changes == [("unknown->down@1", "fake fail (first check)")]
+
+
+def test_fall_counts_consecutive_failures_exactly():
+    status, changes = fold([True, False, False, True, False, False, False], rise=2, fall=3)
+    assert changes == [
+        ("unknown->up@1", "fake ok (first check)"),
+        ("up->down@7", "fake fail after 3 failures"),
+    ]
+    assert (status.failures, status.successes, status.checks, status.since) == (3, 0, 7, 7.0)
+
+
+def test_rise_counts_consecutive_successes_exactly():
+    status, changes = fold([False, True, True, False, True, True, True, True], rise=3, fall=1)
+    assert changes == [
+        ("unknown->down@1", "fake fail (first check)"),
+        ("down->up@7", "fake ok after 3 successes"),
+    ]
+    assert (status.state, status.successes, status.failures, status.checks) == ("up", 4, 0, 8)
+
+
+def test_singular_reason_and_no_change_keeps_since():
+    status, changes = fold([True, True, False], rise=1, fall=1)
+    assert changes[-1] == ("up->down@3", "fake fail after 1 failure")
+    status, reason = apply_result(status, res(False), rise=1, fall=1, now=99.0)
+    assert reason is None and status.since == 3.0 and status.failures == 2
+
+
+def test_rise_fall_below_one_count_as_one():
+    _status, changes = fold([True, False, True], rise=0, fall=0)
+    assert [c[0] for c in changes] == ["unknown->up@1", "up->down@2", "down->up@3"]
+
+
+# --- engine: counting through the real task loop -------------------------------------
+
+
+async def test_engine_reports_exact_transitions(engine_factory):
+    runner = Scripted({"a": [True, False, True, False, False, False, True, True, True]})
+    eng, rec = engine_factory(runner)
+    spec = CheckSpec(interval=0.01, rise=2, fall=2)
+    eng.update({"a": target("a", spec)})
+    await eng.start()
+    await wait_until(lambda: runner.exhausted("a") and eng.status()["a"].checks == 9)
+    assert rec.summary() == [
+        ("unknown", "up", "fake ok (first check)"),
+        ("up", "down", "fake fail after 2 failures"),
+        ("down", "up", "fake ok after 2 successes"),
+    ]
+    st = eng.status()["a"]
+    assert (st.state, st.successes, st.failures, st.checks) == ("up", 3, 0, 9)
+    assert st.last_result is not None and st.last_result.ok
+    assert rec.transitions[0].name == "rs 127.0.0.1:80 of a"
+    assert rec.transitions[1].result.reason == "fake fail"
+
+
+async def test_first_check_is_immediate_and_decides(engine_factory):
+    runner = Scripted({"a": [False]})
+    eng, rec = engine_factory(runner)
+    await eng.start()
+    t0 = time.monotonic()
+    eng.update({"a": target("a", CheckSpec(interval=30, rise=5, fall=5))})
+    await wait_until(lambda: rec.transitions, timeout=2)
+    assert runner.starts["a"][0] - t0 < 1.0  # not after the 30 s interval
+    assert rec.summary() == [("unknown", "down", "fake fail (first check)")]
+
+
+async def test_unknown_before_first_result(engine_factory):
+    runner = Scripted({"a": []})  # parks forever in its first check
+    eng, _rec = engine_factory(runner, clock=lambda: 42.0)
+    eng.update({"a": target("a")})
+    assert eng.status() == {"a": HealthStatus(state="unknown", since=42.0)}
+    await eng.start()
+    await wait_until(lambda: runner.calls["a"] == 1)
+    assert eng.status()["a"].state == "unknown"
+
+
+async def test_transition_logged_at_info(engine_factory, caplog):
+    runner = Scripted({"a": [True, False, False]})
+    eng, rec = engine_factory(runner)
+    caplog.set_level(logging.INFO, logger="directord.checks")
+    eng.update({"a": target("a", CheckSpec(interval=0.01, fall=2))})
+    await eng.start()
+    await wait_until(lambda: len(rec.transitions) == 2)
+    messages = [r.getMessage() for r in caplog.records if r.name == "directord.checks"]
+    assert messages == [
+        "rs 127.0.0.1:80 of a up: fake ok (first check)",
+        "rs 127.0.0.1:80 of a down: fake fail after 2 failures",
+    ]
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "directord.checks")
+
+
+# --- scheduling ------------------------------------------------------------------
+
+
+async def test_interval_is_start_to_start(engine_factory):
+    runner = Scripted({"a": [True] * 4})
+    eng, _ = engine_factory(runner)
+    eng.update({"a": target("a", CheckSpec(interval=0.2))})
+    await eng.start()
+    await wait_until(lambda: runner.calls["a"] >= 4)
+    gaps = [b - a for a, b in zip(runner.starts["a"], runner.starts["a"][1:])]
+    assert all(g >= 0.19 for g in gaps), gaps
+
+
+async def test_slow_check_is_followed_at_once(engine_factory):
+    starts: list[float] = []
+
+    async def slow(t, session):
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.3)
+        return res(True)
+
+    eng, _ = engine_factory(slow)
+    eng.update({"a": target("a", CheckSpec(interval=0.1))})
+    await eng.start()
+    await wait_until(lambda: len(starts) >= 3)
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    # start to start = the check's own 0.3 s, not 0.3 + 0.1 s
+    assert all(0.29 <= g < 0.39 for g in gaps), gaps
+
+
+async def test_hung_target_does_not_delay_others(engine_factory):
+    stuck = asyncio.Event()
+    healthy_ok = True
+    healthy_calls = 0
+
+    async def runner(t, session):
+        nonlocal healthy_calls
+        if t.key.startswith("hung"):
+            stuck.set()
+            await asyncio.Event().wait()  # never answers
+        healthy_calls += 1
+        return res(healthy_ok, "HTTP 200" if healthy_ok else "HTTP 503")
+
+    eng, rec = engine_factory(runner)
+    spec = CheckSpec(interval=0.1, rise=2, fall=2)
+    targets = {f"hung{i}": target(f"hung{i}", spec, port=1000 + i) for i in range(20)}
+    targets["good"] = target("good", spec)
+    eng.update(targets)
+    await eng.start()
+    await wait_until(lambda: stuck.is_set() and healthy_calls >= 5, timeout=5)
+    healthy_ok = False
+    await wait_until(lambda: len(rec.summary("good")) == 2, timeout=5)
+    assert rec.summary("good") == [
+        ("unknown", "up", "HTTP 200 (first check)"),
+        ("up", "down", "HTTP 503 after 2 failures"),
+    ]
+    assert all(eng.status()[f"hung{i}"].checks == 0 for i in range(20))
+
+
+async def test_hung_real_server_does_not_delay_real_checks(engine_factory):
+    """With the real run_check: a server that never answers, and a healthy one."""
+    hung_conns: list[asyncio.StreamWriter] = []
+    release = asyncio.Event()
+    status = {"code": 200}
+
+    async def hang(reader, writer):
+        hung_conns.append(writer)
+        await release.wait()
+        writer.close()
+
+    async def healthy(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(f"HTTP/1.1 {status['code']} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        writer.close()
+
+    hung_srv = await asyncio.start_server(hang, "127.0.0.1", 0)
+    good_srv = await asyncio.start_server(healthy, "127.0.0.1", 0)
+    hung_port = hung_srv.sockets[0].getsockname()[1]
+    good_port = good_srv.sockets[0].getsockname()[1]
+    eng, rec = engine_factory()
+    try:
+        eng.update({
+            "hung": target("hung", CheckSpec(type="http", interval=0.1, timeout=10), port=hung_port),
+            "good": target("good", CheckSpec(type="http", interval=0.1, timeout=1, fall=2), port=good_port),
+        })  # fmt: skip
+        await eng.start()
+        await wait_until(lambda: hung_conns and eng.status()["good"].checks >= 5, timeout=5)
+        status["code"] = 503
+        await wait_until(lambda: len(rec.summary("good")) == 2, timeout=5)
+        assert rec.summary("good") == [
+            ("unknown", "up", "HTTP 200 (first check)"),
+            ("up", "down", "HTTP 503 after 2 failures"),
+        ]
+        assert eng.status()["hung"] == HealthStatus(state="unknown", since=eng.status()["hung"].since)
+    finally:
+        await eng.stop()
+        release.set()
+        for srv in (hung_srv, good_srv):
+            srv.close()
+            await srv.wait_closed()
+
+
+# --- update --------------------------------------------------------------------------
+
+
+async def test_unchanged_target_keeps_task_and_state(engine_factory):
+    runner = Scripted({"a": [True, True]})
+    eng, rec = engine_factory(runner)
+    spec = CheckSpec(interval=0.5)
+    eng.update({"a": target("a", spec)})
+    await eng.start()
+    await wait_until(lambda: runner.calls["a"] == 1 and eng.status()["a"].state == "up")
+    before = eng.status()["a"]
+    eng.update({"a": target("a", CheckSpec(interval=0.5))})  # equal, not identical
+    await asyncio.sleep(0.2)
+    # a restarted task would have checked again at once
+    assert runner.calls["a"] == 1
+    assert eng.status()["a"] == before
+    assert len(rec.transitions) == 1
+
+
+async def test_changed_target_restarts_check_but_keeps_state(engine_factory):
+    calls: dict[str, int] = defaultdict(int)
+
+    async def runner(t, session):
+        calls[t.spec.path] += 1
+        ok = t.spec.path == "/a"
+        return res(ok, "HTTP 200" if ok else "HTTP 503")
+
+    eng, rec = engine_factory(runner)
+    eng.update({"a": target("a", CheckSpec(type="http", path="/a", interval=30, fall=3))})
+    await eng.start()
+    await wait_until(lambda: eng.status()["a"].state == "up")
+    eng.update({"a": target("a", CheckSpec(type="http", path="/b", interval=0.02, fall=3))})
+    assert eng.status()["a"].state == "up"  # no flap on reload
+    await wait_until(lambda: eng.status()["a"].state == "down")
+    assert calls["/a"] == 1  # the old task ended; the new one started at once
+    assert rec.summary() == [
+        ("unknown", "up", "HTTP 200 (first check)"),
+        ("up", "down", "HTTP 503 after 3 failures"),
+    ]
+
+
+async def test_changed_port_restarts_check(engine_factory):
+    runner = Scripted({"a": [True] * 50})
+    eng, _ = engine_factory(runner)
+    eng.update({"a": target("a", CheckSpec(interval=30), port=80)})
+    await eng.start()
+    await wait_until(lambda: runner.calls["a"] == 1)
+    eng.update({"a": target("a", CheckSpec(interval=30), port=8080)})
+    await wait_until(lambda: runner.calls["a"] == 2, timeout=2)  # at once, not in 30 s
+    assert eng.targets()["a"].rport == 8080
+    assert eng.status()["a"].state == "up"
+
+
+async def test_removed_target_stops(engine_factory):
+    runner = Scripted({"a": [True] * 1000, "b": [True] * 1000})
+    eng, _ = engine_factory(runner)
+    eng.update({"a": target("a", CheckSpec(interval=0.02)), "b": target("b", CheckSpec(interval=0.02))})
+    await eng.start()
+    await wait_until(lambda: runner.calls["a"] >= 2 and runner.calls["b"] >= 2)
+    eng.update({"a": target("a", CheckSpec(interval=0.02))})
+    await asyncio.sleep(0)
+    removed_calls = runner.calls["b"]
+    kept_calls = runner.calls["a"]
+    await asyncio.sleep(0.2)
+    assert runner.calls["b"] == removed_calls
+    assert runner.calls["a"] > kept_calls
+    assert set(eng.status()) == {"a"}
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "check rs 127.0.0.1:80 of b"]
+
+
+async def test_readded_target_starts_unknown(engine_factory):
+    runner = Scripted({"a": [True, False]})
+    eng, rec = engine_factory(runner)
+    spec = CheckSpec(interval=0.01, fall=5)
+    eng.update({"a": target("a", spec)})
+    await eng.start()
+    await wait_until(lambda: eng.status()["a"].checks == 1)
+    eng.update({})
+    eng.update({"a": target("a", spec)})
+    await wait_until(lambda: len(rec.transitions) == 2)
+    assert rec.summary() == [
+        ("unknown", "up", "fake ok (first check)"),
+        ("unknown", "down", "fake fail (first check)"),
+    ]
+
+
+# --- robustness and lifecycle ------------------------------------------------------
+
+
+async def test_callback_exception_does_not_stop_engine(engine_factory, caplog):
+    seen: list[Transition] = []
+
+    def bad(tr: Transition) -> None:
+        seen.append(tr)
+        raise RuntimeError("listener broke")
+
+    runner = Scripted({"a": [True, False, False, True, True]})
+    eng, _ = engine_factory(runner, on_transition=bad)
+    eng.update({"a": target("a", CheckSpec(interval=0.01, rise=2, fall=2))})
+    await eng.start()
+    await wait_until(lambda: len(seen) == 3)
+    assert [(t.old, t.new) for t in seen] == [("unknown", "up"), ("up", "down"), ("down", "up")]
+    assert "transition callback failed" in caplog.text
+
+
+async def test_runner_exception_counts_as_failure(engine_factory, caplog):
+    async def broken(t, session):
+        raise ValueError("boom")
+
+    eng, rec = engine_factory(broken)
+    eng.update({"a": target("a", CheckSpec(interval=0.01, fall=2))})
+    await eng.start()
+    await wait_until(lambda: eng.status()["a"].checks >= 3)
+    assert rec.summary() == [("unknown", "down", "ValueError: boom (first check)")]
+
+
+async def test_update_before_start_then_start(engine_factory):
+    runner = Scripted({"a": [True]})
+    eng, rec = engine_factory(runner)
+    eng.update({"a": target("a")})
+    await asyncio.sleep(0.05)
+    assert runner.calls["a"] == 0 and not eng.running
+    await eng.start()
+    assert eng.running
+    await wait_until(lambda: rec.transitions)
+    assert rec.summary() == [("unknown", "up", "fake ok (first check)")]
+
+
+async def test_stop_leaves_no_pending_tasks(engine_factory):
+    parked: list[str] = []
+    cleaned: list[str] = []
+
+    async def runner(t, session):
+        if eng.status()[t.key].checks == 0:
+            return res(True)
+        parked.append(t.key)
+        try:
+            await asyncio.Event().wait()
+        finally:  # slow clean-up on cancel, like reaping a killed command
+            await asyncio.sleep(0.2 if t.key == "c" else 0.01)
+            cleaned.append(t.key)
+        return res(True)
+
+    eng, _ = engine_factory(runner)
+    eng.update({k: target(k, CheckSpec(interval=0.01)) for k in "abc"})
+    await eng.start()
+    session = eng.session
+    assert session is not None and not session.closed
+    await wait_until(lambda: sorted(parked) == ["a", "b", "c"])
+    # b changes (old task cancelled), c goes away (task cancelled): stop must await those too
+    eng.update({"a": target("a", CheckSpec(interval=0.01)), "b": target("b", CheckSpec(interval=0.5))})
+    await eng.stop()
+    assert sorted(cleaned) == sorted(parked)
+    assert not eng.running and eng.session is None and session.closed
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    assert others == []
+    assert set(eng.status()) == {"a", "b"}  # states are kept across stop()
+
+
+async def test_stop_kills_running_external_check(engine_factory, tmp_path):
+    pidfile = tmp_path / "pid"
+    cmd = tmp_path / "hang.sh"
+    cmd.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 30\n")
+    cmd.chmod(0o755)
+    eng, _ = engine_factory()
+    eng.update({"x": target("x", CheckSpec(type="external", command=(str(cmd),), timeout=30))})
+    await eng.start()
+    await wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
+    pid = int(pidfile.read_text())
+    await eng.stop()
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(pid, 0)
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
