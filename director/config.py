@@ -369,8 +369,9 @@ LocatedLoader.add_constructor("tag:yaml.org,2002:seq", LocatedLoader.construct_l
 
 def _load_yaml(text: str, file: str) -> tuple[Any, list[ConfigIssue]]:
     """Parse ``text``; return the located data (or ``None``) and syntax issues."""
-    loader = LocatedLoader(text)
+    loader: LocatedLoader | None = None
     try:
+        loader = LocatedLoader(text)  # the reader checks for unprintable characters here
         return loader.get_single_data(), []
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -389,7 +390,8 @@ def _load_yaml(text: str, file: str) -> tuple[Any, list[ConfigIssue]]:
     except yaml.YAMLError as err:  # pragma: no cover - every PyYAML error above carries a position
         return None, [ConfigIssue(file, 1, 1, "", f"invalid YAML: {err}")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 Path = tuple[Any, ...]
@@ -540,51 +542,50 @@ def _family_name(family: int) -> str:
     return "IPv6" if family == socket.AF_INET6 else "IPv4"
 
 
-def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Iterator[tuple[tuple[str, ...], Path, str]]:
-    """Problems of an effective health check, as ``(fields, sub-path, message)``.
+def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Problems of an effective health check, as ``(fields, message)`` pairs.
 
     ``fields`` names the check keys involved, the first being where the issue is
-    reported; ``sub-path`` goes below the first field (a list index).
-    ``protocol`` is ``tcp``/``udp``/``sctp``, or ``None`` for a fwmark service.
-    Pure function.
+    normally reported.  ``protocol`` is ``tcp``/``udp``/``sctp``, or ``None``
+    for a fwmark service.  Pure function.
     """
     if protocol in ("udp", "sctp") and spec.type not in ("external", "none"):
         name = protocol.upper()
-        yield ("type",), (), (
+        yield ("type",), (
             f"a {name} virtual service allows only check types external and none "
             f"(a {name} health check does not exist yet); the check type is {spec.type}"
         )
     if fwmark and spec.type != "none" and spec.port is None:
-        yield ("port", "type"), (), (
+        yield ("port", "type"), (
             f"a fwmark virtual service needs check.port for a {spec.type} check "
-            "(its real servers have no port of their own); only check type none does without"
+            "(the service has no port of its own); only check type none does without"
         )
     if spec.port is not None and not 1 <= spec.port <= 65535:
-        yield ("port",), (), f"port {spec.port} is out of range 1..65535"
+        yield ("port",), f"port {spec.port} is out of range 1..65535"
     if not spec.interval > 0:
-        yield ("interval",), (), f"interval must be > 0 seconds, got {spec.interval:g}"
+        yield ("interval",), f"interval must be > 0 seconds, got {spec.interval:g}"
     if not spec.timeout > 0:
-        yield ("timeout",), (), f"timeout must be > 0 seconds, got {spec.timeout:g}"
+        yield ("timeout",), f"timeout must be > 0 seconds, got {spec.timeout:g}"
     if spec.rise < 1:
-        yield ("rise",), (), f"rise must be >= 1, got {spec.rise}"
+        yield ("rise",), f"rise must be >= 1, got {spec.rise}"
     if spec.fall < 1:
-        yield ("fall",), (), f"fall must be >= 1, got {spec.fall}"
+        yield ("fall",), f"fall must be >= 1, got {spec.fall}"
     if not _HTTP_TOKEN.fullmatch(spec.method):
-        yield ("method",), (), f"method must be an HTTP method token such as GET or HEAD, got {spec.method!r}"
+        yield ("method",), f"method must be an HTTP method token such as GET or HEAD, got {spec.method!r}"
     if not spec.path.startswith("/"):
-        yield ("path",), (), f"path must start with '/', got {spec.path!r}"
+        yield ("path",), f"path must start with '/', got {spec.path!r}"
     if not spec.expect_status:
-        yield ("expect_status",), (), "expect_status must list at least one status code"
+        yield ("expect_status",), "expect_status must list at least one status code"
     for code in sorted(spec.expect_status):
         if not 100 <= code <= 599:
-            yield ("expect_status",), (), f"status code {code} is out of range 100..599"
+            yield ("expect_status",), f"status code {code} is out of range 100..599"
     if spec.expect_body is not None:
         try:
             re.compile(spec.expect_body)
         except re.error as err:
-            yield ("expect_body",), (), f"expect_body is not a valid regular expression: {err}"
+            yield ("expect_body",), f"expect_body is not a valid regular expression: {err}"
     if spec.type == "external" and (not spec.command or not spec.command[0]):
-        yield ("command", "type"), (), "an external check needs a non-empty command (a list: program and arguments)"
+        yield ("command", "type"), "an external check needs a non-empty command (a list: program and arguments)"
 
 
 def _make_check(fields: dict[str, Any]) -> CheckSpec:
@@ -930,7 +931,9 @@ class _Builder:
     def persistence(self, schema: PersistenceSchema, family: int | None, path: Path) -> Persistence:
         base = path + ("persistence",)
         if not 1 <= schema.timeout <= U32_MAX:
-            self.issue(base + ("timeout",), f"persistence timeout {schema.timeout} is out of range 1..{U32_MAX} seconds")
+            self.issue(
+                base + ("timeout",), f"persistence timeout {schema.timeout} is out of range 1..{U32_MAX} seconds"
+            )
         value = schema.netmask
         netmask: str | int
         if family == socket.AF_INET6:
@@ -966,9 +969,9 @@ class _Builder:
         involve a key the real server sets itself are reported, so that a
         problem of the service-level check is reported once, at the service.
         """
-        for fields, sub, message in check_problems(spec, ctx.protocol, ctx.fwmark):
+        for fields, message in check_problems(spec, ctx.protocol, ctx.fwmark):
             if fields[0] in own or not only_own:
-                self.issue(base + (fields[0],) + sub, message)
+                self.issue(base + (fields[0],), message)
                 continue
             mine = [name for name in fields if name in own]
             if mine:
@@ -1013,11 +1016,13 @@ class _Builder:
         forwarding = schema.forwarding or ctx.forwarding
         port = self.dest_port(schema.port, forwarding, ctx, path + ("port",))
         self.weight(schema.weight, path + ("weight",))
+        thresholds_ok = True
         for name in ("upper_threshold", "lower_threshold"):
             value = getattr(schema, name)
             if not 0 <= value <= U32_MAX:
                 self.issue(path + (name,), f"{value} is out of range 0..{U32_MAX} (0 = no threshold)")
-        if schema.lower_threshold > schema.upper_threshold:
+                thresholds_ok = False
+        if thresholds_ok and schema.lower_threshold > schema.upper_threshold:
             self.issue(
                 path + ("lower_threshold",),
                 f"lower_threshold {schema.lower_threshold} is above upper_threshold {schema.upper_threshold} "
