@@ -193,9 +193,9 @@ class Reconciler:
     async def service_pass(self) -> list[Op]:
         """Plan and apply only the services marked by health transitions (no dump)."""
         async with self._lock:
-            if not self._table_valid:
-                return []
             dirty, self._dirty = self._dirty, set()
+            if not self._table_valid:
+                return []  # the next full pass plans every service anyway
             ops: list[Op] = []
             for key in sorted(dirty):
                 svc = self._services.get(key)

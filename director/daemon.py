@@ -1,0 +1,206 @@
+"""`directord run`: the supervisor that owns every running component.
+
+Components (each with start/stop, all owned here): the health-check engine
+(`checks.engine.HealthEngine`), the reconciler (`director.reconciler`) and
+the control socket (`director.control`).  Signals: SIGTERM/SIGINT stop
+cleanly (the IPVS table is left in place, so a restart changes nothing),
+SIGHUP reloads the configuration (validated first; an invalid file is logged
+and the running configuration stays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import signal
+import time
+from typing import Any
+
+from checks.base import CheckTarget
+from checks.engine import HealthEngine, Transition
+
+from .config import ConfigError, load_config
+from .ipvs import IPVSError, KernelIPVS
+from .model import Config, DestKey, ServiceKey
+from .planner import HealthState
+from .reconciler import Reconciler
+from .status import build_status
+
+log = logging.getLogger("directord")
+
+
+def raise_nofile_limit() -> int:
+    """Raise the open-file soft limit to the hard limit (one socket per check in flight).
+
+    Returns the soft limit in force afterwards.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def check_targets(config: Config) -> dict[tuple[ServiceKey, DestKey], CheckTarget]:
+    """One health-check target per (virtual service, real server) of ``config``."""
+    targets = {}
+    for svc in config.services:
+        for rs in svc.real_servers:
+            key = (svc.key, rs.key)
+            targets[key] = CheckTarget(
+                key=key,
+                name=f"rs {rs.key} of {svc.name}",
+                vip=svc.key.address or None,
+                vport=svc.key.port,
+                rip=rs.address,
+                rport=rs.check.port if rs.check.port is not None else rs.port,
+                spec=rs.check,
+            )
+    return targets
+
+
+class Daemon:
+    """The directord daemon for one configuration file.
+
+    Args:
+        config_path: path of the YAML configuration.
+        control_socket: overrides the configuration's control socket path.
+    """
+
+    def __init__(self, config_path: str, control_socket: str | None = None) -> None:
+        self.config_path = config_path
+        self._control_override = control_socket
+        self.config: Config | None = None
+        self._states: dict[tuple[ServiceKey, DestKey], HealthState] = {}
+        self.kernel = KernelIPVS()
+        self.engine = HealthEngine(self._on_transition)
+        self.reconciler = Reconciler(self.kernel, self._health)
+        self.control = None
+        self._stop = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._started = time.monotonic()
+
+    # --- health -----------------------------------------------------------------
+
+    def _health(self, service: ServiceKey, dest: DestKey) -> HealthState:
+        return self._states.get((service, dest), "unknown")
+
+    def _on_transition(self, t: Transition) -> None:
+        service, dest = t.key
+        self._states[t.key] = t.new
+        self.reconciler.on_health(service, dest)
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT. Returns the process exit status (1: bad configuration)."""
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("invalid configuration, not starting:\n%s", exc)
+            return 1
+        except OSError as exc:
+            log.error("cannot read %s: %s", self.config_path, exc)
+            return 1
+        from .control import ControlServer
+
+        raise_nofile_limit()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self._adopt(config)
+        path = self._control_override or config.settings.control_socket
+        self.control = ControlServer(path, self._handle)
+        try:
+            await self.control.start()
+        except (RuntimeError, OSError) as exc:
+            log.error("control socket %s: %s", path, exc)
+            return 1
+        await self.engine.start()
+        await self.reconciler.start()
+        log.info(
+            "directord started: %d virtual services, %d real servers, control socket %s",
+            len(config.services),
+            sum(len(s.real_servers) for s in config.services),
+            path,
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            log.info("stopping (the IPVS table is left in place)")
+            await self.control.stop()
+            await self.engine.stop()
+            await self.reconciler.stop()
+            await self.kernel.close()
+        return 0
+
+    def _adopt(self, config: Config) -> None:
+        targets = check_targets(config)
+        self._states = {k: v for k, v in self._states.items() if k in targets}
+        self.engine.update(targets)
+        self.reconciler.set_config(config)
+        self.config = config
+
+    async def reload(self) -> bool:
+        """Re-read the configuration file; keep the running one if it is invalid.
+
+        Returns True when the new configuration was adopted.
+        """
+        async with self._reload_lock:
+            log.info("reloading %s", self.config_path)
+            try:
+                config = load_config(self.config_path)
+            except ConfigError as exc:
+                log.error("reload refused, keeping the running configuration:\n%s", exc)
+                return False
+            except OSError as exc:
+                log.error("reload refused, cannot read %s: %s; keeping the running configuration", self.config_path, exc)
+                return False
+            self._adopt(config)
+            log.info("reloaded: %d virtual services", len(config.services))
+            return True
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (as SIGTERM does)."""
+        self._stop.set()
+
+    # --- control ------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        """The status document (`director.status.build_status`) with a fresh kernel dump."""
+        try:
+            await self.kernel.open()
+            table = await self.kernel.dump()
+            kernel_error = None
+        except IPVSError as exc:
+            table, kernel_error = dict(self.reconciler.table), str(exc)
+        doc = build_status(
+            self.config,
+            table,
+            self.engine.status(),
+            self.reconciler.draining(),
+            now=time.monotonic(),
+        )
+        doc.update(
+            pid=os.getpid(),
+            uptime_s=round(time.monotonic() - self._started, 1),
+            ops_applied=self.reconciler.ops_applied,
+            kernel_errors=self.reconciler.errors,
+            kernel_error=kernel_error,
+        )
+        return doc
+
+    async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, "status": await self.status()}
+        if command == "reload":
+            return {"ok": await self.reload()}
+        return {"ok": False, "error": f"unknown command {command!r}"}

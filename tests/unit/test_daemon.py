@@ -1,0 +1,99 @@
+"""The daemon's wiring on the host: config -> health checks -> status over the control socket, reloads.
+
+The host kernel may lack ip_vs; the daemon must then keep running, report the
+kernel error, and still serve status and reloads.  The IPVS side is tested
+on a real kernel in tests/kernel.
+"""
+
+import asyncio
+import os
+import signal
+import socket
+import stat
+import textwrap
+
+from director import control
+from director.daemon import Daemon
+
+
+def write_config(path, body):
+    path.write_text(textwrap.dedent(body))
+
+
+CONFIG = """\
+global:
+  reconcile_interval: 1
+virtual_services:
+  - name: web
+    address: 127.0.0.100
+    port: 80
+    scheduler: {scheduler}
+    forwarding: nat
+    check: {{type: tcp, interval: 0.1, timeout: 0.5, rise: 1, fall: 1}}
+    real_servers:
+      - {{address: 127.0.0.1, port: {up_port}}}
+      - {{address: 127.0.0.1, port: {down_port}}}
+"""
+
+
+async def wait_status(path, predicate, timeout=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = None
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            reply = await asyncio.to_thread(control.request, path, "status", 2.0)
+            last = reply["status"]
+            if predicate(last):
+                return last
+        except OSError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"status never matched; last: {last}")
+
+
+def health_of(doc):
+    return {rs["port"]: rs["health"] for rs in doc["services"][0]["real_servers"]}
+
+
+async def test_daemon_serves_health_and_reloads(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    up_port = listener.getsockname()[1]
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    down_port = probe.getsockname()[1]
+    probe.close()  # nothing listens there: connection refused
+
+    cfg = tmp_path / "directord.yaml"
+    sock_path = str(tmp_path / "run" / "directord.sock")
+    write_config(cfg, CONFIG.format(scheduler="rr", up_port=up_port, down_port=down_port))
+    daemon = Daemon(str(cfg), control_socket=sock_path)
+    task = asyncio.create_task(daemon.run())
+    try:
+        doc = await wait_status(sock_path, lambda d: set(health_of(d).values()) == {"up", "down"})
+        assert health_of(doc) == {up_port: "up", down_port: "down"}
+        assert doc["daemon"] is True and doc["pid"] == os.getpid()
+        assert stat.S_IMODE(os.stat(sock_path).st_mode) == 0o600
+
+        # an invalid file is refused and the running configuration stays
+        cfg.write_text("virtual_services: [ {address: nope} ]\n")
+        assert (await asyncio.to_thread(control.request, sock_path, "reload"))["ok"] is False
+        assert daemon.config.services[0].scheduler == "rr"
+
+        # a valid one is adopted; the unchanged real servers keep their state
+        write_config(cfg, CONFIG.format(scheduler="wlc", up_port=up_port, down_port=down_port))
+        os.kill(os.getpid(), signal.SIGHUP)
+        await wait_status(sock_path, lambda d: daemon.config.services[0].scheduler == "wlc")
+        assert health_of(await wait_status(sock_path, lambda d: True)) == {up_port: "up", down_port: "down"}
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+        listener.close()
+    assert not os.path.exists(sock_path)
+
+
+async def test_daemon_refuses_to_start_on_an_invalid_file(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("virtual_services:\n  - address: 10.0.0.1\n    port: 0\n")
+    assert await Daemon(str(cfg), control_socket=str(tmp_path / "s")).run() == 1
