@@ -500,6 +500,23 @@ def link_exists(ns: str | None, ifname: str) -> bool:
     return call_in_netns(ns, work)
 
 
+def link_mac(ns: str | None, ifname: str) -> str:
+    """The link-layer address of ``ifname`` in ``ns`` (``"aa:bb:cc:dd:ee:ff"``).
+
+    Read over netlink (``IFLA_ADDRESS``): ``/sys/class/net`` shows the
+    namespace that mounted ``/sys``, not the calling thread's.
+
+    Raises:
+        FileNotFoundError: no such interface.
+    """
+
+    def work():
+        with _ipr() as ipr:
+            return ipr.get_links(_index(ipr, ifname))[0].get_attr("IFLA_ADDRESS")
+
+    return call_in_netns(ns, work)
+
+
 def delete_link(ns: str | None, ifname: str, *, missing_ok: bool = True) -> None:
     """Delete a link (a veth takes its peer with it)."""
 
@@ -1238,7 +1255,12 @@ class Lab:
         self, path: str = "/", *, addr: str | None = None, port: int | None = None, timeout: float = 1.0,
         role: str = "client",
     ) -> tuple[int, str]:
-        """HTTP GET from ``role`` (default the client) to ``addr`` (default the VIP); see :func:`http_get`."""
+        """HTTP GET from ``role`` (default the client) to ``addr`` (default the VIP); see :func:`http_get`.
+
+        ``path`` may also be a whole URL (``"http://10.77.0.21:80/x"``), which then wins over ``addr``/``port``.
+        """
+        if "://" in path:
+            return http_get(self.ns(role), path, port or self.http_port, "/", timeout)
         return http_get(self.ns(role), addr or self.vip, port or self.http_port, path, timeout)
 
 

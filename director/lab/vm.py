@@ -434,7 +434,9 @@ def run_in_vm(
     ``console.log`` (vng's verbose console: kernel log). Files the command
     writes under ``out_dir`` (e.g. pytest's ``--junitxml``) are there too.
     ``timeout_s`` (seconds) bounds the whole boot+run on the host; then the
-    vng/QEMU process group is killed. ``memory`` is QEMU's ``-m``,
+    vng/QEMU process group is killed. ``cwd`` is writable in the guest
+    through a throw-away overlay (``--overlay-rwdir``: caches such as
+    ``.pytest_cache`` work there and vanish with the guest). ``memory`` is QEMU's ``-m``,
     ``cpus`` the vCPU count. ``cwd`` defaults to the repository root, ``env``
     adds guest environment variables (see :func:`guest_env`), ``kernel`` is
     a ``vmlinuz`` (default: :func:`ensure_vm_prerequisites`). With ``stream``
@@ -471,7 +473,7 @@ def run_in_vm(
     script.chmod(0o755)
     cmd = [
         vng, "--run", str(vmlinuz), "--disable-kvm", "--memory", memory, "--cpus", str(cpus),
-        "--rwdir", str(out), "--cwd", str(workdir), "--verbose", "--exec", f"bash {shlex.quote(str(script))}",
+        "--overlay-rwdir", str(workdir), "--rwdir", str(out), "--cwd", str(workdir), "--verbose", "--exec", f"bash {shlex.quote(str(script))}",
     ]
     _log(f"booting {vmlinuz.name} (TCG, {cpus} CPUs, {memory}): {shlex.join(argv)}")
     t0 = time.monotonic()
@@ -528,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--memory", default="2G")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR))
+    ap.add_argument("--kernel", default=None, help="vmlinuz to boot (default: ensure the prerequisites and use the cached stock kernel)")
     ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra guest environment variable")
     ap.add_argument("--quiet", action="store_true", help="print the guest's output only after it ends")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ...")
@@ -542,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ap.error(f"--env needs K=V, got {item!r}")
         env[k] = v
     out = Path(args.out) if args.out else REPO_ROOT / "out" / time.strftime("vm-%Y%m%d-%H%M%S")
-    kernel = ensure_vm_prerequisites(args.cache_dir)
+    kernel = Path(args.kernel) if args.kernel else ensure_vm_prerequisites(args.cache_dir)
     return run_in_vm(
         command, out_dir=out, timeout_s=args.timeout, memory=args.memory, cpus=args.cpus, env=env, kernel=kernel,
         stream=not args.quiet,
