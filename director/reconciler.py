@@ -98,6 +98,8 @@ class Reconciler:
                 self._draining.pop(key, None)
                 continue
             kept = {rs.key for rs in new[key].real_servers}
+            if new[key].fallback is not None:
+                kept.add(new[key].fallback.key)
             for rs in svc.real_servers:
                 if rs.key not in kept:
                     self._draining.setdefault(key, {})[rs.key] = Drain(
@@ -106,7 +108,9 @@ class Reconciler:
                     )
                     log.info("rs %s of %s removed from configuration: draining", rs.key, svc.name)
         for key, drains in list(self._draining.items()):
-            for dkey in [d for d in drains if any(rs.key == d for rs in new[key].real_servers)]:
+            svc = new[key]
+            configured = {rs.key for rs in svc.real_servers} | ({svc.fallback.key} if svc.fallback else set())
+            for dkey in [d for d in drains if d in configured]:
                 del drains[dkey]  # configured again: no longer draining
             if not drains:
                 del self._draining[key]

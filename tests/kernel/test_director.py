@@ -1,0 +1,399 @@
+"""`directord run` against real IPVS in a namespace lab (run inside the stock-kernel VM).
+
+The independent witnesses are `ipvsadm -Ln` (the kernel table), HTTP
+requests from the client namespace through the VIP (what users see) and an
+nlmon capture of the director's netlink traffic (what the daemon changed).
+One lab and one daemon serve the module; each test gives the daemon the
+configuration it needs with SIGHUP, as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from director.lab.netns import add_address, socket_in_netns, wait_until
+
+pytestmark = pytest.mark.kernel
+
+# Generous bounds: Python in the TCG guest is 10-25x slower than on a host.
+STARTUP_S = 120.0
+MARGIN_S = 8.0
+INTERVAL, TIMEOUT, RISE, FALL = 1.0, 1.0, 2, 2
+
+
+# --- reading the kernel table with ipvsadm ----------------------------------------
+
+
+def ipvsadm_table(lab) -> dict[str, dict]:
+    """``ipvsadm -Ln`` parsed: "TCP 10.77.0.100:80" -> {"line": header, "dests": {"ip:port": (fwd, weight, active)}}."""
+    out = lab.exec(lab.director, ["ipvsadm", "-Ln"]).stdout
+    table: dict[str, dict] = {}
+    current = None
+    for line in out.splitlines():
+        f = line.split()
+        if f and f[0] in ("TCP", "UDP", "SCTP", "FWM"):
+            current = table.setdefault(f"{f[0]} {f[1]}", {"line": line.strip(), "dests": {}})
+        elif f and f[0] == "->" and current is not None and f[1] != "RemoteAddress:Port":
+            current["dests"][f[1]] = (f[2], int(f[3]), int(f[4]))
+    return table
+
+
+def dests(lab, port=80) -> dict[str, tuple[str, int, int]]:
+    return ipvsadm_table(lab).get(f"TCP {lab.vip}:{port}", {}).get("dests", {})
+
+
+def weight_of(lab, rip: str, port=80) -> int | None:
+    d = dests(lab, port).get(f"{rip}:{port}")
+    return None if d is None else d[1]
+
+
+# --- the daemon -------------------------------------------------------------------
+
+
+class Director:
+    """`directord run` in the lab's director namespace, driven through its config file and signals."""
+
+    def __init__(self, lab, workdir: Path):
+        self.lab = lab
+        self.config = workdir / "directord.yaml"
+        self.socket = str(workdir / "directord.sock")
+        self.log = workdir / "directord.log"
+        self.proc: subprocess.Popen | None = None
+
+    def write(self, text: str) -> None:
+        tmp = self.config.with_suffix(".tmp")
+        tmp.write_text(textwrap.dedent(text))
+        os.replace(tmp, self.config)
+
+    def start(self) -> None:
+        logf = open(self.log, "ab")
+        self.proc = self.lab.popen(
+            "dir1",
+            [sys.executable, "-m", "director.cli", "run", "-c", str(self.config), "--control-socket", self.socket],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+        logf.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=60)
+        self.proc = None
+
+    def reload(self, text: str) -> None:
+        self.write(text)
+        self.proc.send_signal(signal.SIGHUP)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self) -> str:
+        state = "not started" if self.proc is None else f"pid {self.proc.pid}, exit status {self.proc.poll()}"
+        return f"[{state}]\n" + self.log.read_text(errors="replace")[-3000:]
+
+
+def service_yaml(lab, *, scheduler="rr", weights=(1, 1, 1), rs=("rs1", "rs2", "rs3"), extra="", check="",
+                 on_failure="quiescent", reconcile=2, fallback=None) -> str:
+    rs_lines = "\n".join(
+        f"      - {{address: {lab.rip(r)}, port: 80, weight: {w}}}" for r, w in zip(rs, weights)
+    )
+    check = check or (
+        f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {TIMEOUT}, "
+        f"rise: {RISE}, fall: {FALL}}}"
+    )
+    fb = f"    fallback: {{address: {lab.rip(fallback)}, port: 80}}\n" if fallback else ""
+    return (
+        f"global: {{reconcile_interval: {reconcile}, drain_timeout: 120}}\n"
+        f"virtual_services:\n"
+        f"  - name: web\n"
+        f"    address: {lab.vip}\n"
+        f"    port: 80\n"
+        f"    scheduler: {scheduler}\n"
+        f"    on_failure: {on_failure}\n"
+        f"    check: {check}\n"
+        f"{fb}{extra}"
+        f"    real_servers:\n{rs_lines}\n"
+    )
+
+
+def expect(pred, what: str, timeout: float, director: Director | None = None) -> float:
+    """Poll ``pred`` until true; return the seconds it took.  Fails naming ``what``."""
+    start = time.monotonic()
+    try:
+        wait_until(pred, timeout=timeout, interval=0.2, what=what)
+    except Exception as exc:
+        extra = f"\n--- directord log ---\n{director.tail()}" if director else ""
+        raise AssertionError(f"{what}: not within {timeout} s ({exc}){extra}") from None
+    return time.monotonic() - start
+
+
+def all_weights(lab, expected: dict[str, int]):
+    return lambda: all(weight_of(lab, lab.rip(r)) == w for r, w in expected.items()) and len(dests(lab)) == len(expected)
+
+
+def fetch(lab, n: int, timeout=3.0) -> Counter:
+    seen: Counter = Counter()
+    for _ in range(n):
+        try:
+            status, body = lab.get("/", timeout=timeout)
+            seen[body.strip() if status == 200 else f"HTTP {status}"] += 1
+        except OSError as exc:
+            seen[f"error {type(exc).__name__}"] += 1
+    return seen
+
+
+@pytest.fixture(scope="module")
+def director(lab, tmp_path_factory):
+    lab.exec(lab.director, ["ipvsadm", "-C"])
+    d = Director(lab, tmp_path_factory.mktemp("directord"))
+    d.write(service_yaml(lab))
+    d.start()
+    try:
+        expect(all_weights(lab, {"rs1": 1, "rs2": 1, "rs3": 1}), "daemon programs the table", STARTUP_S, d)
+        yield d
+    finally:
+        d.stop()
+        lab.exec(lab.director, ["ipvsadm", "-C"])
+
+
+@pytest.fixture
+def fresh(lab, director):
+    """Every real server serving and in the table at weight 1, rr."""
+    for rs in lab.real_servers:
+        if lab.httpd(rs) is None:
+            lab.start_httpd(rs)
+        else:
+            lab.set_hang(rs, False)
+    director.reload(service_yaml(lab))
+    expect(all_weights(lab, {"rs1": 1, "rs2": 1, "rs3": 1}), "all real servers up", 60, director)
+    assert "rr" in ipvsadm_table(lab)[f"TCP {lab.vip}:80"]["line"]
+    return director
+
+
+# --- scheduling -------------------------------------------------------------------
+
+
+def test_rr_spreads_requests_evenly(lab, fresh):
+    assert fetch(lab, 30) == Counter({"rs1": 10, "rs2": 10, "rs3": 10})
+    assert all(d[0] == "Route" for d in dests(lab).values())
+
+
+def test_wrr_follows_weights(lab, fresh):
+    fresh.reload(service_yaml(lab, scheduler="wrr", weights=(1, 3), rs=("rs1", "rs2")))
+    expect(all_weights(lab, {"rs1": 1, "rs2": 3}), "wrr 1:3 programmed", 60, fresh)
+    seen = fetch(lab, 400)
+    assert seen["rs1"] + seen["rs2"] == 400, seen
+    assert 90 <= seen["rs1"] <= 110 and 290 <= seen["rs2"] <= 310, seen
+
+
+def test_sh_keeps_each_source_on_one_server(lab, fresh):
+    fresh.reload(service_yaml(lab, scheduler="sh"))
+    expect(lambda: " sh" in ipvsadm_table(lab)[f"TCP {lab.vip}:80"]["line"], "sh programmed", 60, fresh)
+    sources = [f"10.77.0.{150 + i}" for i in range(8)]
+    for src in sources:
+        add_address(lab.client, "eth0", f"{src}/24", exist_ok=True)
+    chosen: dict[str, set[str]] = {}
+    for src in sources:
+        for _ in range(4):
+            s = socket_in_netns(lab.client)
+            try:
+                s.settimeout(3)
+                s.bind((src, 0))
+                s.connect((lab.vip, 80))
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                data = b""
+                while chunk := s.recv(4096):
+                    data += chunk
+            finally:
+                s.close()
+            chosen.setdefault(src, set()).add(data.split(b"\r\n\r\n", 1)[1].strip().decode())
+    assert all(len(v) == 1 for v in chosen.values()), chosen
+    assert len(set().union(*chosen.values())) >= 2, chosen
+
+
+# --- health checks ------------------------------------------------------------------
+
+
+def test_killed_real_server_is_quiesced_then_returns(lab, fresh):
+    rip = lab.rip("rs2")
+    lab.stop_httpd("rs2", kill=True)
+    took = expect(lambda: weight_of(lab, rip) == 0, "rs2 quiesced", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
+    assert took <= INTERVAL * FALL + TIMEOUT + MARGIN_S
+    seen = fetch(lab, 12)
+    assert seen == Counter({"rs1": 6, "rs3": 6}), seen
+    lab.start_httpd("rs2")
+    expect(lambda: weight_of(lab, rip) == 1, "rs2 back after rise", INTERVAL * RISE + TIMEOUT + MARGIN_S, fresh)
+
+
+def test_remove_on_failure_deletes_the_destination(lab, fresh):
+    fresh.reload(service_yaml(lab, on_failure="remove"))
+    time.sleep(1)
+    lab.stop_httpd("rs3", kill=True)
+    expect(lambda: f"{lab.rip('rs3')}:80" not in dests(lab), "rs3 removed", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
+
+
+def test_hung_backend_does_not_delay_another_backends_detection(lab, fresh):
+    lab.set_hang("rs1", True)
+    lab.stop_httpd("rs3", kill=True)
+    t_dead = expect(lambda: weight_of(lab, lab.rip("rs3")) == 0, "killed rs3 out", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
+    t_hung = expect(lambda: weight_of(lab, lab.rip("rs1")) == 0, "hung rs1 out", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
+    assert t_dead <= INTERVAL * FALL + TIMEOUT + MARGIN_S
+    assert fetch(lab, 6) == Counter({"rs2": 6})
+    assert t_hung >= 0
+
+
+def test_fallback_server_serves_when_every_real_server_is_down(lab, fresh):
+    fresh.reload(service_yaml(lab, rs=("rs1", "rs2"), weights=(1, 1), fallback="rs3"))
+    expect(all_weights(lab, {"rs1": 1, "rs2": 1}), "two real servers", 60, fresh)
+    lab.stop_httpd("rs1", kill=True)
+    lab.stop_httpd("rs2", kill=True)
+    expect(lambda: weight_of(lab, lab.rip("rs3")) == 1, "fallback added", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
+    assert fetch(lab, 4) == Counter({"rs3": 4})
+    lab.start_httpd("rs1")
+    expect(lambda: weight_of(lab, lab.rip("rs3")) is None, "fallback removed", INTERVAL * RISE + TIMEOUT + MARGIN_S, fresh)
+    assert fetch(lab, 4) == Counter({"rs1": 4})
+
+
+# --- reconciliation -------------------------------------------------------------------
+
+
+def test_manual_delete_is_repaired_on_the_next_pass(lab, fresh):
+    # ipvsadm exits non-zero unless the destination was there and is now deleted (exec checks it);
+    # reading the table back here would race with the 2 s drift-repair pass.
+    lab.exec(lab.director, ["ipvsadm", "-d", "-t", f"{lab.vip}:80", "-r", f"{lab.rip('rs1')}:80"])
+    expect(lambda: weight_of(lab, lab.rip("rs1")) == 1, "rs1 restored by the drift-repair pass", 2 + MARGIN_S, fresh)
+
+
+def test_foreign_service_is_left_alone(lab, fresh):
+    lab.exec(lab.director, ["ipvsadm", "-A", "-t", "10.77.0.200:8080", "-s", "lc"])
+    try:
+        time.sleep(5)  # more than two drift-repair passes
+        assert "TCP 10.77.0.200:8080" in ipvsadm_table(lab)
+    finally:
+        lab.exec(lab.director, ["ipvsadm", "-D", "-t", "10.77.0.200:8080"])
+
+
+def test_invalid_reload_keeps_table_and_valid_reload_applies(lab, fresh):
+    before = ipvsadm_table(lab)
+    fresh.reload("virtual_services:\n  - address: not-an-ip\n    port: 80\n")
+    expect(lambda: "reload refused" in fresh.tail(), "invalid reload refused", 60, fresh)
+    time.sleep(3)
+    assert fresh.alive()
+    assert ipvsadm_table(lab) == before
+    fresh.reload(service_yaml(lab, scheduler="wlc"))
+    expect(lambda: " wlc" in ipvsadm_table(lab)[f"TCP {lab.vip}:80"]["line"], "valid reload applied", 60, fresh)
+
+
+def test_removed_real_server_drains_while_a_connection_is_open(lab, fresh):
+    fresh.reload(service_yaml(lab, scheduler="rr", rs=("rs1",), weights=(1,)))
+    expect(all_weights(lab, {"rs1": 1}), "only rs1", 60, fresh)
+    fresh.reload(service_yaml(lab, scheduler="rr", rs=("rs1", "rs2"), weights=(0, 1)))
+    expect(all_weights(lab, {"rs1": 0, "rs2": 1}), "only rs2 takes new connections", 60, fresh)
+    held = socket_in_netns(lab.client)
+    try:
+        held.settimeout(5)
+        held.connect((lab.vip, 80))  # lands on rs2, the only weighted server
+        expect(lambda: dests(lab)[f"{lab.rip('rs2')}:80"][2] == 1, "ActiveConn 1 on rs2", 30, fresh)
+        fresh.reload(service_yaml(lab, scheduler="rr", rs=("rs1",), weights=(1,)))
+        expect(lambda: weight_of(lab, lab.rip("rs2")) == 0, "rs2 draining at weight 0", 60, fresh)
+        time.sleep(4)  # several drain polls: still there while the connection lives
+        assert weight_of(lab, lab.rip("rs2")) == 0
+    finally:
+        held.close()
+    expect(lambda: weight_of(lab, lab.rip("rs2")) is None, "rs2 deleted once drained", 30, fresh)
+
+
+# --- restart without change --------------------------------------------------------------
+
+IPVS_CHANGE_CMDS = {1, 2, 3, 5, 6, 7}  # NEW/SET/DEL_SERVICE, NEW/SET/DEL_DEST (include/uapi/linux/ip_vs.h)
+IPVS_CMD_GET_SERVICE = 4
+NLM_F_REQUEST = 0x1
+
+
+def ipvs_family_id() -> int:
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+    from pyroute2.netlink.generic.ipvs import ipvsmsg
+
+    s = GenericNetlinkSocket()
+    try:
+        s.bind("IPVS", ipvsmsg)
+        return s.prid
+    finally:
+        s.close()
+
+
+def netlink_requests(pcap: Path, family: int) -> list[int]:
+    """Generic-netlink command numbers of the requests sent to ``family`` in an nlmon capture."""
+    data = pcap.read_bytes()
+    magic = struct.unpack_from("<I", data)[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    offset, cmds = 24, []
+    while offset + 16 <= len(data):
+        incl = struct.unpack_from(endian + "IIII", data, offset)[2]
+        pkt = data[offset + 16 : offset + 16 + incl]
+        offset += 16 + incl
+        # DLT_NETLINK frames carry the netlink message itself; Linux cooked frames put 16 bytes first.
+        for start in (0, 16):
+            if len(pkt) >= start + 20:
+                length, mtype, flags = struct.unpack_from("<IHH", pkt, start)
+                if mtype == family and flags & NLM_F_REQUEST and length >= 20:
+                    cmds.append(pkt[start + 16])
+                    break
+    return cmds
+
+
+def settled(d: Director) -> bool:
+    """The running daemon answers on its control socket and every real server is up."""
+    from director import control
+
+    try:
+        doc = control.request(d.socket, "status", timeout=5)["status"]
+    except (OSError, ValueError, KeyError):
+        return False
+    rows = [rs for svc in doc["services"] for rs in svc["real_servers"] if rs["role"] == "real"]
+    return doc["pid"] == d.proc.pid and len(rows) == 3 and all(rs["health"] == "up" for rs in rows)
+
+
+def test_restart_issues_no_ipvs_change(lab, fresh, tmp_path):
+    family = ipvs_family_id()
+    lab.exec(lab.director, ["ip", "link", "add", "nlmon0", "type", "nlmon"], check=False)
+    lab.exec(lab.director, ["ip", "link", "set", "nlmon0", "up"])
+    pcap = tmp_path / "nlmon.pcap"
+    dump = lab.popen("dir1", ["tcpdump", "-i", "nlmon0", "-U", "-w", str(pcap)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        expect(lambda: pcap.exists() and pcap.stat().st_size >= 24, "tcpdump started", 60)
+        time.sleep(2)
+        before = ipvsadm_table(lab)
+        fresh.stop()
+        dumps_before = netlink_requests(pcap, family).count(IPVS_CMD_GET_SERVICE)
+        assert dumps_before > 0  # the capture sees the daemon's requests
+        fresh.start()
+        # the new daemon has read the table (its dumps are in the capture) and its checks settled
+        expect(
+            lambda: netlink_requests(pcap, family).count(IPVS_CMD_GET_SERVICE) > dumps_before,
+            "restarted daemon dumped the table",
+            STARTUP_S,
+            fresh,
+        )
+        expect(lambda: settled(fresh), "checks of the restarted daemon settled", STARTUP_S, fresh)
+        time.sleep(3)
+        assert ipvsadm_table(lab) == before
+    finally:
+        dump.send_signal(signal.SIGINT)
+        dump.wait(timeout=30)
+        lab.exec(lab.director, ["ip", "link", "del", "nlmon0"], check=False)
+    cmds = netlink_requests(pcap, family)
+    assert IPVS_CMD_GET_SERVICE in cmds
+    assert not [c for c in cmds if c in IPVS_CHANGE_CMDS], cmds
