@@ -877,6 +877,8 @@ class _HttpdProc:
     proc: subprocess.Popen
     argv: list[str]
     log_path: Path
+    normal: bool  # started without --hang/--status
+    hung: bool = False  # hang mode switched on by signal
 
 
 class Lab:
@@ -1189,7 +1191,7 @@ class Lab:
             proc = run_in_netns(
                 self.ns(rs), argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=self._env()
             )
-        self._httpd[rs] = _HttpdProc(proc, argv, log_path)
+        self._httpd[rs] = _HttpdProc(proc, argv, log_path, normal=not hang and status is None)
         if wait:
             self.wait_httpd(rs, port=port)
         return proc
@@ -1250,6 +1252,28 @@ class Lab:
         if h is None or h.proc.poll() is not None:
             raise RuntimeError(f"no httpd running for {rs}")
         h.proc.send_signal(signal.SIGUSR1 if hang else signal.SIGUSR2)
+        h.hung = hang
+
+    def reset_real_servers(self) -> None:
+        """Bring every real server back to normal: switch ports and links up, HTTP servers
+        running, answering 200 and not hanging (restarted where needed).
+
+        For fixtures shared by several tests. Waits for restarted servers (``ready_timeout``).
+        """
+        restarted = []
+        for rs in self.plan.real_servers:
+            node = self.plan.node(rs)
+            for ifname, _bridge in node.links:
+                link_set(self.plan.switch_ns, port_name(rs, ifname), up=True)
+                link_set(node.ns, ifname, up=True)
+            h = self._httpd.get(rs)
+            if h is None or h.proc.poll() is not None or not h.normal:
+                self.start_httpd(rs, wait=False)
+                restarted.append(rs)
+            elif h.hung:
+                self.set_hang(rs, False)
+        for rs in restarted:
+            self.wait_httpd(rs)
 
     def get(
         self, path: str = "/", *, addr: str | None = None, port: int | None = None, timeout: float = 1.0,

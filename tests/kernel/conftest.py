@@ -9,8 +9,10 @@ can be loaded; elsewhere they are skipped, unless ``DIRECTORD_REQUIRE_KERNEL=1``
 Fixtures:
 
 * ``lab``: a DR lab (client, dir1, rs1..rs3, VIP on dir1, httpd on every real
-  server), one per test module; tests must leave the IPVS table empty
-  (``lab.exec(lab.director, ["ipvsadm", "-C"])``).
+  server), one per test module (module-scoped fixtures may build on it). Tests
+  that break real servers restore them with ``lab.reset_real_servers()``
+  (links up, HTTP servers running, answering 200) and leave the IPVS table
+  empty (``lab.exec(lab.director, ["ipvsadm", "-C"])``).
 * ``lab_factory``: ``make(**Lab kwargs) -> Lab`` for labs of other shapes,
   torn down after the test.
 """

@@ -328,6 +328,16 @@ def test_lab_httpd_failure_modes(dr_lab):
     lab.start_httpd("rs1")
     assert lab.get("/", addr=rip) == (200, "rs1\n")
 
+    # reset_real_servers undoes every failure mode
+    lab.start_httpd("rs1", status=500)
+    lab.set_hang("rs2", True)
+    lab.stop_httpd("rs3")
+    lab.port_set("rs3", up=False)
+    lab.reset_real_servers()
+    for rs in lab.real_servers:
+        N.wait_until(lambda: _answers(lab, lab.rip(rs)), 5, what=f"{rs} normal")
+        assert lab.get("/", addr=lab.rip(rs)) == (200, f"{rs}\n")
+
 
 def _times_out(lab, rip) -> bool:
     try:
