@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     vm.set_defaults(func=cmd_lab_vm)
     demo = labsub.add_parser("demo", help="a DR lab on real IPVS: client -> VIP -> three real servers")
     demo.add_argument("--vm", action="store_true", help="boot the stock-kernel VM and run the demo there")
-    demo.add_argument("--requests", type=int, default=30)
+    demo.add_argument("--requests", type=int, default=60, help="requests in the spread test (a multiple of 6)")
     demo.set_defaults(func=cmd_lab_demo)
     return p
 

@@ -1,0 +1,133 @@
+"""The validated HA configuration (the ``ha:`` section of directord's YAML), as immutable data.
+
+Produced by `ha.config`, consumed by the node state machine (`ha.node`), the
+media (`ha.media`) and VIP handling (`ha.vip`, `ha.announce`).  Times are in
+seconds (floats).  Meanings follow heartbeat 3.0.6's ``ha.cf`` and
+``haresources`` (see its ``config.c`` and ``hb_resource.c``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+#: directord's shipped timers: a LAN failover in about a second.
+DEFAULT_KEEPALIVE = 0.2
+DEFAULT_DEADTIME = 1.0
+DEFAULT_WARNTIME = 0.5
+DEFAULT_INITDEAD = 3.0
+#: heartbeat's own defaults (ha.cf), used by ``compat: heartbeat``.
+HEARTBEAT_KEEPALIVE = 1.0
+HEARTBEAT_DEADTIME = 30.0
+UDP_PORT = 694
+
+
+@dataclass(frozen=True)
+class Timers:
+    """Heartbeat timers in seconds.
+
+    Attributes:
+        keepalive: interval between two status messages.
+        warntime: a heartbeat later than this is logged as late.
+        deadtime: a peer silent this long is declared dead (must exceed 2 x keepalive).
+        initdead: deadtime applied before the peer was ever heard (>= deadtime).
+    """
+
+    keepalive: float = DEFAULT_KEEPALIVE
+    warntime: float = DEFAULT_WARNTIME
+    deadtime: float = DEFAULT_DEADTIME
+    initdead: float = DEFAULT_INITDEAD
+
+
+@dataclass(frozen=True)
+class Medium:
+    """One heartbeat medium (ha.cf ``bcast``/``mcast``/``ucast`` line).
+
+    Attributes:
+        kind: ``bcast`` (to the interface's broadcast address), ``mcast``
+            (to ``group``), ``ucast`` (to ``peer``).
+        interface: the interface sent on and bound to (SO_BINDTODEVICE).
+        group: multicast group (mcast only).
+        peer: peer address (ucast only).
+        port: UDP port (mcast may set its own; else the global udpport).
+        ttl: multicast TTL (mcast only; 1..255).
+        loop: multicast loopback (mcast only).
+    """
+
+    kind: Literal["bcast", "mcast", "ucast"]
+    interface: str
+    port: int = UDP_PORT
+    group: str | None = None
+    peer: str | None = None
+    ttl: int = 1
+    loop: bool = False
+
+
+@dataclass(frozen=True)
+class Resource:
+    """An address resource (haresources ``IP/PREFIX/IF`` or IPaddr's arguments).
+
+    Attributes:
+        address: canonical IP text (a VIP, or for NAT the real servers' gateway).
+        prefixlen: prefix length to configure (32 / 128 for a VIP is common).
+        interface: interface that carries it.
+    """
+
+    address: str
+    prefixlen: int
+    interface: str
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefixlen}/{self.interface}"
+
+
+@dataclass(frozen=True)
+class ResourceGroup:
+    """One haresources line: the preferred owner (first column) and its resources."""
+
+    owner: str
+    resources: tuple[Resource, ...]
+
+
+@dataclass(frozen=True)
+class HAConfig:
+    """The whole ``ha:`` section.
+
+    Attributes:
+        node: our node name (default: the host name, as ``uname -n``).
+        nodes: every node of the cluster, ours included (ha.cf ``node``).
+        media: one or more media.
+        udpport: default UDP port (694).
+        authkeys: path of heartbeat's authkeys file (mode 600).
+        timers: keepalive/warntime/deadtime/initdead in seconds.
+        auto_failback: ``True`` (on: nice_failback + failback), ``False``
+            (off: nice_failback only), or ``"legacy"`` (absent in heartbeat's
+            compat profile).
+        groups: resource groups with their preferred owners.
+        ping_nodes: addresses whose reachability counts (heartbeat ``ping``).
+        compat: ``directord`` (fast defaults) or ``heartbeat`` (heartbeat's
+            defaults and rules).
+        state_dir: where the node keeps its uuid and generation counter.
+        announce_repeats / announce_interval: gratuitous ARP/NA bursts after a
+            takeover: ``announce_repeats`` rounds spaced ``announce_interval``
+            seconds apart (> 1 s, the kernel's neighbour locktime).
+        announce_refresh: seconds between periodic re-announcements while
+            active; 0 disables.
+        line: line of the ``ha:`` key in the configuration file.
+    """
+
+    node: str
+    nodes: tuple[str, ...]
+    media: tuple[Medium, ...]
+    authkeys: str
+    udpport: int = UDP_PORT
+    timers: Timers = Timers()
+    auto_failback: bool | Literal["legacy"] = True
+    groups: tuple[ResourceGroup, ...] = ()
+    ping_nodes: tuple[str, ...] = ()
+    compat: Literal["directord", "heartbeat"] = "directord"
+    state_dir: str = "/var/lib/directord"
+    announce_repeats: int = 3
+    announce_interval: float = 1.1
+    announce_refresh: float = 0.0
+    line: int = 0
