@@ -264,8 +264,7 @@ class RootSchema(_Schema):
 
     global_: SettingsSchema | None = Field(default=None, alias="global")
     virtual_services: list[ServiceSchema] | None = None
-    # The ha section is parsed by the ha package; this loader only reserves the
-    # key and accepts any mapping there.
+    # The ha section is checked and converted by ha.config.parse_ha.
     ha: dict[Any, Any] | None = None
 
 
@@ -726,7 +725,13 @@ class _Builder:
                 service = self.service(index, raw)
                 if service is not None:
                     services.append(service)
-        return Config(path=self.file, settings=settings, services=tuple(services))
+        ha = None
+        if isinstance(root.get("ha"), dict):
+            from ha.config import parse_ha  # imported here: ha.config builds on this module
+
+            ha, ha_issues = parse_ha(root, self.file)
+            self.issues.extend(ha_issues)
+        return Config(path=self.file, settings=settings, services=tuple(services), ha=ha)
 
     def settings(self, schema: SettingsSchema) -> Settings:
         base = ("global",)

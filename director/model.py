@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 from checks.spec import CheckSpec
+from ha.model import HAConfig
 
 # --- kernel constants (include/uapi/linux/ip_vs.h) ---------------------------
 
@@ -341,3 +342,4 @@ class Config:
     path: str
     settings: Settings = field(default_factory=Settings)
     services: tuple[VirtualService, ...] = ()
+    ha: HAConfig | None = None

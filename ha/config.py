@@ -1,0 +1,1001 @@
+"""The ``ha:`` section of directord's YAML configuration: validation and conversion to `ha.model.HAConfig`.
+
+`parse_ha` is called by the configuration loader (`director.config`) with the
+located YAML document; it checks the section as a file (types, ranges,
+heartbeat's rules, the authkeys file) and returns its problems as located
+`director.config.ConfigIssue` objects (``FILE:LINE:COL: ha.FIELD: message``),
+all of them at once.  `check_ha_environment` checks what depends on the
+machine (interfaces and their addresses), separately, so that a file can be
+validated on another machine.
+
+The section (the sample ``etc/directord-ha.yaml`` documents it too)::
+
+    ha:
+      node: dir1                  # our node name; default: the host name (uname -n)
+      nodes: [dir1, dir2]         # every node, ours included (ha.cf "node")
+      media:                      # one or more; heartbeat's ha.cf lines or mappings
+        - bcast eth1              # "bcast IF [IF...]"
+        - mcast eth1 239.0.0.1 694 1 0   # "mcast IF GROUP PORT TTL LOOP"
+        - ucast eth1 10.0.1.2     # "ucast IF PEER [PEER...]"
+        - {bcast: eth1}
+        - {mcast: eth1, group: 239.0.0.1, port: 694, ttl: 1, loop: false}
+        - {ucast: eth1, peer: 10.0.1.2}
+      udpport: 694                # bcast/ucast port and mcast's default
+      authkeys: /etc/directord/authkeys   # heartbeat's authkeys file, mode 600
+      keepalive: 0.2              # seconds; or "200ms", "200000us", "0.2s"
+      warntime: 0.5
+      deadtime: 1
+      initdead: 3
+      auto_failback: true         # true/on, false/off, or "legacy"
+      resources:                  # haresources: preferred owner + addresses
+        - owner: dir1
+          addresses: [192.168.10.100/32/eth0, {address: 192.168.10.101, prefix: 32, interface: eth0}]
+        - "dir2 192.168.10.102/32/eth0"   # a haresources line
+      ping_nodes: [192.168.10.1]
+      compat: directord           # or heartbeat
+      state_dir: /var/lib/directord
+      announce_repeats: 3
+      announce_interval: 1.1      # seconds, > 1
+      announce_refresh: 0         # seconds, 0 = off, else > 1
+
+Heartbeat facts used here (heartbeat 3.0.6 sources):
+
+* times (``lib/clplumbing/cl_misc.c``, ``cl_get_msec``): a decimal number of
+  seconds, or with an ``ms`` / ``us`` suffix, rounded to the nearest
+  millisecond.  directord also accepts an ``s`` suffix and YAML numbers.
+* timers (``heartbeat/config.c``, ``init_config``): keepalive 1 s, deadtime
+  30 s; warntime unset -> deadtime / 2; deadtime must exceed 2 x keepalive;
+  initdead unset -> deadtime if deadtime > 10 s, 12 s if deadtime < 6 s,
+  else 2 x deadtime; initdead must be >= deadtime.
+* node names are case-insensitive: heartbeat lowercases them (``add_node``)
+  and so does this parser; our own name must be one of them.
+* ``auto_failback`` (``set_auto_failback``): a boolean, or ``legacy``; absent
+  means ``legacy`` in heartbeat.
+* media: ``bcast`` takes one or more interfaces (one medium each); ``mcast``
+  exactly interface, IPv4 multicast group, port, TTL and loop (0 or 1)
+  (``lib/plugins/HBcomm/mcast.c``); ``ucast`` an interface and peer IPv4
+  address(es) (``ucast.c``).  directord requires peer addresses, not host
+  names, so that no DNS lookup happens while loading.
+* the authkeys file (``heartbeat/auth.c``): see `ha.auth.load_authkeys`;
+  heartbeat refuses to start on any problem there, so loading it is part of
+  the file-level validation.
+* resources (``haresources``; ``IPaddr``/``IPaddr2`` arguments
+  ``IP/PREFIX/IF``): the first column is the preferred owner.  Here every
+  address needs its prefix length and interface (directord does not guess
+  the interface from the routing table); an ``IPaddr::`` or ``IPaddr2::``
+  prefix from a pasted haresources line is accepted.
+
+The two profiles (``compat``):
+
+* ``directord`` (default): keepalive 0.2 s, deadtime 1 s, warntime = deadtime
+  / 2 (0.5 s), initdead = max(3 s, deadtime), auto_failback on: a peer's
+  death on a LAN is detected in about a second.  Also requires warntime <
+  deadtime.
+* ``heartbeat``: heartbeat's own defaults and rules, as listed above, with
+  ``auto_failback`` absent meaning ``legacy``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import os
+import re
+import socket
+import threading
+from typing import Any, Literal
+
+from director.config import ConfigIssue, _describe, _locate, field_path
+from director.model import canonical_ip
+from ha.auth import AuthKeysError, load_authkeys
+from ha.model import (
+    DEFAULT_DEADTIME,
+    DEFAULT_INITDEAD,
+    DEFAULT_KEEPALIVE,
+    DEFAULT_WARNTIME,
+    HEARTBEAT_DEADTIME,
+    HEARTBEAT_KEEPALIVE,
+    UDP_PORT,
+    HAConfig,
+    Medium,
+    Resource,
+    ResourceGroup,
+    Timers,
+)
+
+__all__ = [
+    "KEYS",
+    "parse_ha",
+    "parse_duration",
+    "resolve_timers",
+    "default_node_name",
+    "check_ha_environment",
+]
+
+#: Every key of the ``ha:`` mapping.
+KEYS = (
+    "node",
+    "nodes",
+    "media",
+    "udpport",
+    "authkeys",
+    "keepalive",
+    "warntime",
+    "deadtime",
+    "initdead",
+    "auto_failback",
+    "resources",
+    "ping_nodes",
+    "compat",
+    "state_dir",
+    "announce_repeats",
+    "announce_interval",
+    "announce_refresh",
+)
+
+#: Longest interface name: ``IFNAMSIZ`` is 16 bytes including the NUL (``include/uapi/linux/if.h``).
+MAX_IFNAME = 15
+#: Interval floor for gratuitous ARP / unsolicited NA rounds: the kernel ignores a
+#: neighbour update less than ``locktime`` (default 1 s) after the previous one.
+NEIGH_LOCKTIME = 1.0
+#: heartbeat's initdead rule thresholds (heartbeat/config.c, init_config), seconds.
+_HB_INITDEAD_SAME_ABOVE = 10.0
+_HB_INITDEAD_FIXED_BELOW = 6.0
+_HB_INITDEAD_FIXED = 12.0
+
+_MEDIUM_KINDS = ("bcast", "mcast", "ucast")
+_MEDIUM_KEYS = {
+    "bcast": ("bcast",),
+    "mcast": ("mcast", "group", "port", "ttl", "loop"),
+    "ucast": ("ucast", "peer"),
+}
+_RESOURCE_KEYS = ("owner", "addresses")
+_ADDRESS_KEYS = ("address", "prefix", "interface")
+_RESOURCE_AGENTS = ("IPaddr::", "IPaddr2::")
+_TIME = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|s)?\s*", re.IGNORECASE)
+# heartbeat's cl_str_to_boolean words (lib/clplumbing/cl_misc.c).
+_TRUE_WORDS = ("true", "on", "yes", "y", "1")
+_FALSE_WORDS = ("false", "off", "no", "n", "0")
+
+# The directord profile's warntime default is heartbeat's deadtime / 2 rule.
+assert DEFAULT_WARNTIME == DEFAULT_DEADTIME / 2
+
+Path = tuple[Any, ...]
+Compat = Literal["directord", "heartbeat"]
+
+
+# --- pure helpers --------------------------------------------------------------------------
+
+
+def parse_duration(value: Any) -> float:
+    """A time in seconds from a YAML number or a heartbeat time string, rounded to the millisecond.
+
+    Accepted: integers and floats (seconds), and strings ``N``, ``Ns``, ``Nms``,
+    ``Nus`` where ``N`` is a decimal number with an optional fraction (suffix
+    case-insensitive, blanks allowed around it), as heartbeat's ``cl_get_msec``
+    (``lib/clplumbing/cl_misc.c``) reads them, plus the ``s`` suffix.  Like
+    heartbeat, the result is rounded to the nearest millisecond, halves up
+    (``"499us"`` is 0, ``"501us"`` is 0.001).
+
+    Raises:
+        TypeError: ``value`` is a boolean or neither a number nor a string.
+        ValueError: a string of another form, or an infinite / NaN number.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"expected a number of seconds or a string such as '200ms', got {_describe(value)}")
+    if isinstance(value, str):
+        match = _TIME.fullmatch(value)
+        if match is None:
+            raise ValueError(
+                f"not a time: {value!r}; write seconds (0.5) or a string with a unit: '500ms', '500000us', '0.5s'"
+            )
+        number, unit = float(match.group(1)), (match.group(2) or "s").lower()
+        seconds = number / {"s": 1.0, "ms": 1e3, "us": 1e6}[unit]
+    else:
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"expected a finite number of seconds, got {value!r}")
+    return math.floor(seconds * 1000.0 + 0.5) / 1000.0
+
+
+def resolve_timers(
+    compat: Compat,
+    keepalive: float | None = None,
+    warntime: float | None = None,
+    deadtime: float | None = None,
+    initdead: float | None = None,
+) -> Timers:
+    """Fill the unset timers (``None``) with the profile's defaults; all in seconds.
+
+    ``directord``: keepalive `ha.model.DEFAULT_KEEPALIVE` (0.2), deadtime
+    `DEFAULT_DEADTIME` (1), warntime deadtime / 2 (`DEFAULT_WARNTIME`, 0.5, with
+    the default deadtime), initdead max(`DEFAULT_INITDEAD` (3), deadtime).
+
+    ``heartbeat`` (heartbeat/config.c, ``init_config``): keepalive 1, deadtime
+    30, warntime deadtime / 2, initdead deadtime if deadtime > 10 s, 12 s if
+    deadtime < 6 s, else 2 x deadtime.
+
+    Pure; does not validate (see `parse_ha` for the rules).
+    """
+    if compat == "heartbeat":
+        keepalive = HEARTBEAT_KEEPALIVE if keepalive is None else keepalive
+        deadtime = HEARTBEAT_DEADTIME if deadtime is None else deadtime
+        if initdead is None:
+            if deadtime > _HB_INITDEAD_SAME_ABOVE:
+                initdead = deadtime
+            elif deadtime < _HB_INITDEAD_FIXED_BELOW:
+                initdead = _HB_INITDEAD_FIXED
+            else:
+                initdead = 2 * deadtime
+    else:
+        keepalive = DEFAULT_KEEPALIVE if keepalive is None else keepalive
+        deadtime = DEFAULT_DEADTIME if deadtime is None else deadtime
+        if initdead is None:
+            initdead = max(DEFAULT_INITDEAD, deadtime)
+    if warntime is None:  # heartbeat's rule, in both profiles
+        warntime = deadtime / 2
+    return Timers(keepalive=keepalive, warntime=warntime, deadtime=deadtime, initdead=initdead)
+
+
+def default_node_name() -> str:
+    """Our node name when ``node`` is not given: ``uname -n``, lowercased as heartbeat does."""
+    return os.uname().nodename.lower()
+
+
+def _ifname_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a Linux interface name (``dev_valid_name`` in net/core/dev.c), or ``None``."""
+    if not name:
+        return "an interface name must not be empty"
+    if len(name.encode()) > MAX_IFNAME:
+        return f"interface name {name!r} is longer than {MAX_IFNAME} bytes"
+    if name in (".", "..") or any(c == "/" or c == ":" or c.isspace() for c in name):
+        return f"invalid interface name {name!r} (no '/', ':' or blanks; not '.' or '..')"
+    return None
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+# --- the section parser ------------------------------------------------------------------
+
+
+class _HAParser:
+    """Checks and converts the ``ha:`` mapping of one located document; collects every issue."""
+
+    def __init__(self, root: Any, file: str) -> None:
+        self.root = root
+        self.file = file
+        self.section = root["ha"]
+        self.issues: list[ConfigIssue] = []
+
+    # -- issue and type helpers
+
+    def issue(self, rel: Path, message: str, at_key: bool = False) -> None:
+        path = ("ha",) + rel
+        line, column = _locate(self.root, path, at_key)
+        self.issues.append(ConfigIssue(self.file, line, column, field_path(path), message))
+
+    def unknown_keys(self, mapping: dict, allowed: tuple[str, ...], rel: Path) -> None:
+        for key in mapping:
+            if isinstance(key, str) and key in allowed:
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1) if isinstance(key, str) else []
+            hint = f"; did you mean '{close[0]}'?" if close else f"; valid keys: {', '.join(sorted(allowed))}"
+            self.issue(rel + (key,), f"unknown key '{key}'{hint}", at_key=True)
+
+    def get(self, key: str) -> Any:
+        return self.section.get(key)
+
+    def present(self, key: str) -> bool:
+        return self.section.get(key) is not None
+
+    def string(self, value: Any, rel: Path) -> str | None:
+        if isinstance(value, str):
+            return value
+        self.issue(rel, f"expected a string, got {_describe(value)}")
+        return None
+
+    def integer(self, value: Any, rel: Path, low: int, high: int | None, what: str = "value") -> int | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.issue(rel, f"expected an integer, got {_describe(value)}")
+            return None
+        if high is None and value < low:
+            self.issue(rel, f"must be >= {low}, got {value}")
+            return None
+        if high is not None and not low <= value <= high:
+            self.issue(rel, f"{what} {value} is out of range {low}..{high}")
+            return None
+        return value
+
+    def seq(self, value: Any, rel: Path) -> list | None:
+        if isinstance(value, list):
+            return value
+        self.issue(rel, f"expected a list, got {_describe(value)}")
+        return None
+
+    def time(self, key: str) -> float | None:
+        """The time at ``key`` in seconds (``None`` when absent or invalid, reported)."""
+        value = self.get(key)
+        if value is None:
+            return None
+        try:
+            return parse_duration(value)
+        except (TypeError, ValueError) as err:
+            self.issue((key,), str(err))
+            return None
+
+    def ipv4(self, text: str, rel: Path, what: str) -> str | None:
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            self.issue(rel, f"{what} {text!r} is not an IP address")
+            return None
+        if address.version != 4:
+            self.issue(rel, f"{what} {text} is IPv6; heartbeat's media are IPv4 only")
+            return None
+        return str(address)
+
+    # -- whole section
+
+    def parse(self) -> HAConfig | None:
+        self.unknown_keys(self.section, KEYS, ())
+        compat = self.compat()
+        udpport = UDP_PORT
+        if self.present("udpport"):
+            udpport = self.integer(self.get("udpport"), ("udpport",), 1, 65535, "port") or UDP_PORT
+        nodes = self.nodes()
+        node = self.node(nodes)
+        media = self.media(udpport)
+        authkeys = self.authkeys()
+        timers = self.timers(compat)
+        auto_failback = self.auto_failback(compat)
+        groups = self.resources(nodes)
+        ping_nodes = self.ping_nodes()
+        state_dir = self.state_dir()
+        repeats, interval, refresh = self.announce()
+        if self.issues:
+            return None
+        assert nodes is not None and node is not None and authkeys is not None and timers is not None
+        return HAConfig(
+            node=node,
+            nodes=tuple(nodes),
+            media=tuple(media),
+            authkeys=authkeys,
+            udpport=udpport,
+            timers=timers,
+            auto_failback=auto_failback,
+            groups=tuple(groups),
+            ping_nodes=tuple(ping_nodes),
+            compat=compat,
+            state_dir=state_dir,
+            announce_repeats=repeats,
+            announce_interval=interval,
+            announce_refresh=refresh,
+            line=self.root.key_pos["ha"][0],
+        )
+
+    def compat(self) -> Compat:
+        value = self.get("compat")
+        if value is None:
+            return "directord"
+        if value in ("directord", "heartbeat"):
+            return value
+        self.issue(("compat",), f"expected directord or heartbeat, got {_describe(value)}")
+        return "directord"
+
+    # -- nodes
+
+    def node_name(self, value: Any, rel: Path) -> str | None:
+        name = self.string(value, rel)
+        if name is None:
+            return None
+        if not name or any(c.isspace() for c in name):
+            self.issue(rel, f"a node name must be one word without blanks, got {name!r}")
+            return None
+        return name.lower()
+
+    def nodes(self) -> list[str] | None:
+        value = self.get("nodes")
+        if value is None:
+            self.issue(("nodes",), "missing required key 'nodes' (every node of the cluster, ours included)")
+            return None
+        items = self.seq(value, ("nodes",))
+        if items is None:
+            return None
+        if not items:
+            self.issue(("nodes",), "must list at least one node (ours)")
+            return None
+        names: list[str] = []
+        ok = True
+        for index, item in enumerate(items):
+            name = self.node_name(item, ("nodes", index))
+            if name is None:
+                ok = False
+            elif name in names:
+                self.issue(("nodes", index), f"duplicate node {name!r} (node names are case-insensitive)")
+            else:
+                names.append(name)
+        return names if ok else None
+
+    def node(self, nodes: list[str] | None) -> str | None:
+        explicit = self.present("node")
+        name = self.node_name(self.get("node"), ("node",)) if explicit else default_node_name()
+        if name is None or nodes is None:
+            return name
+        if name not in nodes:
+            if explicit:
+                self.issue(("node",), f"our node name {name!r} is not among the nodes ({', '.join(nodes)})")
+            else:
+                self.issue(
+                    ("nodes",),
+                    f"our node name {name!r} (the host name; set 'node' to choose another) is not among "
+                    f"the nodes ({', '.join(nodes)})",
+                )
+        return name
+
+    # -- media
+
+    def media(self, udpport: int) -> list[Medium]:
+        value = self.get("media")
+        if value is None:
+            self.issue(("media",), "missing required key 'media' (at least one of bcast, mcast, ucast)")
+            return []
+        items = self.seq(value, ("media",))
+        if items is None:
+            return []
+        if not items:
+            self.issue(("media",), "must list at least one medium (bcast, mcast or ucast)")
+            return []
+        media: list[Medium] = []
+        seen: dict[Medium, int] = {}
+        for index, item in enumerate(items):
+            rel = ("media", index)
+            if isinstance(item, str):
+                found = self.medium_line(item, rel, udpport)
+            elif isinstance(item, dict):
+                found = self.medium_mapping(item, rel, udpport)
+            else:
+                self.issue(rel, f"expected a heartbeat medium line such as 'bcast eth1' or a mapping, "
+                                f"got {_describe(item)}")
+                continue
+            for medium in found:
+                if medium in seen:
+                    self.issue(rel, f"duplicate medium {_medium_text(medium)} (same as media[{seen[medium]}])")
+                else:
+                    seen[medium] = index
+                    media.append(medium)
+        return media
+
+    def interface(self, name: str, rel: Path) -> bool:
+        problem = _ifname_problem(name)
+        if problem:
+            self.issue(rel, problem)
+        return problem is None
+
+    def medium_line(self, text: str, rel: Path, udpport: int) -> list[Medium]:
+        """``bcast IF [IF...]``, ``mcast IF GROUP PORT TTL LOOP`` or ``ucast IF PEER [PEER...]``."""
+        tokens = text.split()
+        if not tokens or tokens[0] not in _MEDIUM_KINDS:
+            first = tokens[0] if tokens else ""
+            self.issue(rel, f"unknown medium {first!r}; expected bcast, mcast or ucast")
+            return []
+        kind, args = tokens[0], tokens[1:]
+        if kind == "bcast":
+            if not args:
+                self.issue(rel, "expected 'bcast IF [IF...]': no interface given")
+                return []
+            return [Medium("bcast", name, port=udpport) for name in args if self.interface(name, rel)]
+        if kind == "ucast":
+            if len(args) < 2:
+                self.issue(rel, f"expected 'ucast IF PEER-ADDRESS [PEER-ADDRESS...]', got {text.strip()!r}")
+                return []
+            if not self.interface(args[0], rel):
+                return []
+            peers = [self.ucast_peer(peer, rel) for peer in args[1:]]
+            return [Medium("ucast", args[0], port=udpport, peer=peer) for peer in peers if peer is not None]
+        if len(args) != 5:
+            self.issue(rel, f"expected 'mcast IF GROUP PORT TTL LOOP' (five values), got {text.strip()!r}")
+            return []
+        name, group_text, port_text, ttl_text, loop_text = args
+        ok = self.interface(name, rel)
+        group = self.mcast_group(group_text, rel)
+        port = self.number_token(port_text, rel, "mcast port", 1, 65535)
+        ttl = self.number_token(ttl_text, rel, "mcast TTL", 1, 255)
+        if loop_text not in ("0", "1"):
+            self.issue(rel, f"mcast loop must be 0 or 1, got {loop_text!r}")
+            ok = False
+        if not ok or group is None or port is None or ttl is None:
+            return []
+        return [Medium("mcast", name, port=port, group=group, ttl=ttl, loop=loop_text == "1")]
+
+    def number_token(self, text: str, rel: Path, what: str, low: int, high: int) -> int | None:
+        if not text.isdigit() or not low <= int(text) <= high:
+            self.issue(rel, f"{what} must be an integer {low}..{high}, got {text!r}")
+            return None
+        return int(text)
+
+    def mcast_group(self, text: str, rel: Path) -> str | None:
+        group = self.ipv4(text, rel, "mcast group")
+        if group is not None and not ipaddress.IPv4Address(group).is_multicast:
+            self.issue(rel, f"mcast group {group} is not a multicast address (224.0.0.0/4)")
+            return None
+        return group
+
+    def ucast_peer(self, text: str, rel: Path) -> str | None:
+        peer = self.ipv4(text, rel, "ucast peer")
+        if peer is None:
+            return None
+        address = ipaddress.IPv4Address(peer)
+        if address.is_multicast or address.is_unspecified or peer == "255.255.255.255":
+            self.issue(rel, f"ucast peer {peer} is not a unicast address")
+            return None
+        return peer
+
+    def medium_mapping(self, item: dict, rel: Path, udpport: int) -> list[Medium]:
+        """``{bcast: IF}``, ``{ucast: IF, peer: ADDR}`` or ``{mcast: IF, group, port, ttl, loop}``."""
+        kinds = [kind for kind in _MEDIUM_KINDS if kind in item]
+        if len(kinds) != 1:
+            found = f"{', '.join(kinds)} together" if kinds else "none of them"
+            self.issue(rel, f"a medium mapping names exactly one of bcast, mcast, ucast (its interface); "
+                            f"found {found}")
+            return []
+        kind = kinds[0]
+        self.unknown_keys(item, _MEDIUM_KEYS[kind], rel)
+        name = self.string(item[kind], rel + (kind,))
+        ok = name is not None and self.interface(name, rel + (kind,))
+        if kind == "bcast":
+            return [Medium("bcast", name, port=udpport)] if ok and name is not None else []
+        if kind == "ucast":
+            if item.get("peer") is None:
+                self.issue(rel + ("peer",), "missing required key 'peer' (the peer's IPv4 address)")
+                return []
+            text = self.string(item["peer"], rel + ("peer",))
+            peer = self.ucast_peer(text, rel + ("peer",)) if text is not None else None
+            if not ok or name is None or peer is None:
+                return []
+            return [Medium("ucast", name, port=udpport, peer=peer)]
+        group: str | None = None
+        if item.get("group") is None:
+            self.issue(rel + ("group",), "missing required key 'group' (an IPv4 multicast address)")
+        else:
+            text = self.string(item["group"], rel + ("group",))
+            group = self.mcast_group(text, rel + ("group",)) if text is not None else None
+        port = udpport
+        if item.get("port") is not None:
+            port = self.integer(item["port"], rel + ("port",), 1, 65535, "port")  # type: ignore[assignment]
+        ttl: int | None = 1
+        if item.get("ttl") is not None:
+            ttl = self.integer(item["ttl"], rel + ("ttl",), 1, 255, "TTL")
+        loop = item.get("loop", False)
+        if not isinstance(loop, bool):
+            self.issue(rel + ("loop",), f"expected a boolean (true or false), got {_describe(loop)}")
+            loop = None
+        if not ok or name is None or group is None or port is None or ttl is None or loop is None:
+            return []
+        return [Medium("mcast", name, port=port, group=group, ttl=ttl, loop=loop)]
+
+    # -- authkeys
+
+    def authkeys(self) -> str | None:
+        value = self.get("authkeys")
+        if value is None:
+            self.issue(("authkeys",), "missing required key 'authkeys' (path of heartbeat's authkeys file)")
+            return None
+        text = self.string(value, ("authkeys",))
+        if text is None:
+            return None
+        if not text or "\0" in text:
+            self.issue(("authkeys",), "must be a file path")
+            return None
+        path = text
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(self.file), path)
+        try:
+            load_authkeys(path)
+        except AuthKeysError as err:
+            self.issue(("authkeys",), f"unusable authkeys file: {err}")
+        return path
+
+    # -- timers
+
+    def timers(self, compat: Compat) -> Timers | None:
+        """Explicit timers checked, the others defaulted, then the cross rules.
+
+        A rule is skipped when a timer it involves is itself invalid (already
+        reported), so that every other problem is still reported.
+        """
+        given = {key: self.time(key) for key in ("keepalive", "warntime", "deadtime", "initdead")}
+        invalid = {key for key in given if given[key] is None and self.present(key)}
+        for key in ("keepalive", "warntime"):
+            value = given[key]
+            if value is not None and not value > 0:
+                self.issue((key,), f"must be > 0 seconds, got {self.get(key)!r}")
+                invalid.add(key)
+        for key in ("deadtime", "initdead"):
+            value = given[key]
+            if value is not None and value < 0:
+                self.issue((key,), f"must be >= 0 seconds, got {self.get(key)!r}")
+                invalid.add(key)
+        timers = resolve_timers(compat, **{key: None if key in invalid else value for key, value in given.items()})
+
+        def shown(key: str) -> str:
+            value = _seconds(getattr(timers, key))
+            return value if given[key] is not None else f"{value} (default)"
+
+        def applies(*keys: str) -> bool:
+            return not invalid.intersection(keys)
+
+        ok = not invalid
+        if applies("deadtime", "keepalive") and not timers.deadtime > 2 * timers.keepalive:
+            where = "deadtime" if given["deadtime"] is not None or given["keepalive"] is None else "keepalive"
+            self.issue((where,), f"deadtime {shown('deadtime')} must exceed 2 x keepalive {shown('keepalive')}")
+            ok = False
+        if applies("initdead", "deadtime") and timers.initdead < timers.deadtime:
+            where = "initdead" if given["initdead"] is not None else "deadtime"
+            self.issue((where,), f"initdead {shown('initdead')} must be >= deadtime {shown('deadtime')}")
+            ok = False
+        if compat == "directord" and applies("warntime", "deadtime") and not timers.warntime < timers.deadtime:
+            where = "warntime" if given["warntime"] is not None else "deadtime"
+            self.issue(
+                (where,),
+                f"warntime {shown('warntime')} must be below deadtime {shown('deadtime')} "
+                "(compat heartbeat does not require it)",
+            )
+            ok = False
+        return timers if ok else None
+
+    def auto_failback(self, compat: Compat) -> bool | Literal["legacy"]:
+        value = self.get("auto_failback")
+        if value is None:
+            return "legacy" if compat == "heartbeat" else True
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word == "legacy":
+                return "legacy"
+            if word in _TRUE_WORDS:
+                return True
+            if word in _FALSE_WORDS:
+                return False
+        self.issue(("auto_failback",), f"expected true (on), false (off) or legacy, got {_describe(value)}")
+        return True
+
+    # -- resources
+
+    def resources(self, nodes: list[str] | None) -> list[ResourceGroup]:
+        value = self.get("resources")
+        if value is None:
+            return []
+        items = self.seq(value, ("resources",))
+        if items is None:
+            return []
+        groups: list[ResourceGroup] = []
+        seen: dict[str, str] = {}  # address -> field path of its first definition
+        for index, item in enumerate(items):
+            rel: Path = ("resources", index)
+            if isinstance(item, str):
+                group = self.group_line(item, rel, nodes, seen)
+            elif isinstance(item, dict):
+                group = self.group_mapping(item, rel, nodes, seen)
+            else:
+                self.issue(rel, f"expected a mapping (owner, addresses) or a haresources line, got {_describe(item)}")
+                continue
+            if group is not None:
+                groups.append(group)
+        return groups
+
+    def owner(self, name: str | None, rel: Path, nodes: list[str] | None) -> str | None:
+        if name is None:
+            return None
+        if nodes is not None and name not in nodes:
+            self.issue(rel, f"owner {name!r} is not among the nodes ({', '.join(nodes)})")
+            return None
+        return name
+
+    def register(self, resource: Resource | None, rel: Path, seen: dict[str, str]) -> Resource | None:
+        if resource is None:
+            return None
+        if resource.address in seen:
+            self.issue(rel, f"address {resource.address} is already a resource ({seen[resource.address]})")
+            return None
+        seen[resource.address] = field_path(("ha",) + rel)
+        return resource
+
+    def group_line(self, text: str, rel: Path, nodes: list[str] | None, seen: dict[str, str]) -> ResourceGroup | None:
+        tokens = text.split()
+        if len(tokens) < 2:
+            self.issue(rel, f"expected a haresources line 'OWNER IP/PREFIX/IF [IP/PREFIX/IF...]', got {text!r}")
+            return None
+        owner = self.owner(self.node_name(tokens[0], rel), rel, nodes)
+        resources = [self.register(self.address_text(token, rel), rel, seen) for token in tokens[1:]]
+        if owner is None or any(r is None for r in resources):
+            return None
+        return ResourceGroup(owner, tuple(r for r in resources if r is not None))
+
+    def group_mapping(self, item: dict, rel: Path, nodes: list[str] | None,
+                      seen: dict[str, str]) -> ResourceGroup | None:
+        self.unknown_keys(item, _RESOURCE_KEYS, rel)
+        owner = None
+        if item.get("owner") is None:
+            self.issue(rel + ("owner",), "missing required key 'owner' (the preferred node, haresources' first column)")
+        else:
+            owner = self.owner(self.node_name(item["owner"], rel + ("owner",)), rel + ("owner",), nodes)
+        if item.get("addresses") is None:
+            self.issue(rel + ("addresses",), "missing required key 'addresses' (IP/PREFIX/IF strings or mappings)")
+            return None
+        addresses = self.seq(item["addresses"], rel + ("addresses",))
+        if addresses is None:
+            return None
+        if not addresses:
+            self.issue(rel + ("addresses",), "must list at least one address")
+            return None
+        resources: list[Resource | None] = []
+        for index, entry in enumerate(addresses):
+            where = rel + ("addresses", index)
+            if isinstance(entry, str):
+                resource = self.address_text(entry, where)
+            elif isinstance(entry, dict):
+                resource = self.address_mapping(entry, where)
+            else:
+                self.issue(where, f"expected 'IP/PREFIX/IF' or a mapping (address, prefix, interface), "
+                                  f"got {_describe(entry)}")
+                resource = None
+            resources.append(self.register(resource, where, seen))
+        if owner is None or any(r is None for r in resources):
+            return None
+        return ResourceGroup(owner, tuple(r for r in resources if r is not None))
+
+    def address_text(self, text: str, rel: Path) -> Resource | None:
+        """``IP/PREFIX/IF``, optionally after ``IPaddr::`` or ``IPaddr2::``."""
+        body = text
+        for agent in _RESOURCE_AGENTS:
+            if body.startswith(agent):
+                body = body[len(agent):]
+                break
+        parts = body.split("/")
+        if len(parts) != 3 or not all(parts):
+            self.issue(rel, f"expected IP/PREFIX/IF such as 192.168.10.100/32/eth0, got {text!r}")
+            return None
+        address, prefix, name = parts
+        if not prefix.isdigit():
+            self.issue(rel, f"prefix length {prefix!r} is not a number")
+            return None
+        return self.resource(address, int(prefix), name, rel, rel, rel)
+
+    def address_mapping(self, item: dict, rel: Path) -> Resource | None:
+        self.unknown_keys(item, _ADDRESS_KEYS, rel)
+        for key in _ADDRESS_KEYS:
+            if item.get(key) is None:
+                self.issue(rel + (key,), f"missing required key '{key}'")
+        address = self.string(item["address"], rel + ("address",)) if item.get("address") is not None else None
+        name = self.string(item["interface"], rel + ("interface",)) if item.get("interface") is not None else None
+        prefix = item.get("prefix")
+        if prefix is not None and (isinstance(prefix, bool) or not isinstance(prefix, int)):
+            self.issue(rel + ("prefix",), f"expected an integer, got {_describe(prefix)}")
+            prefix = None
+        if address is None or name is None or prefix is None:
+            if address is not None:  # still judge what is there
+                self.ip(address, rel + ("address",))
+            if name is not None:
+                self.interface(name, rel + ("interface",))
+            return None
+        return self.resource(address, prefix, name, rel + ("address",), rel + ("prefix",), rel + ("interface",))
+
+    def resource(self, text: str, prefix: int, name: str, at_address: Path, at_prefix: Path,
+                 at_interface: Path) -> Resource | None:
+        ok = self.interface(name, at_interface)
+        address = self.ip(text, at_address)
+        if address is None:
+            return None
+        bits = ipaddress.ip_address(address).max_prefixlen
+        if not 1 <= prefix <= bits:
+            self.issue(at_prefix, f"prefix length {prefix} is out of range 1..{bits}")
+            ok = False
+        return Resource(address, prefix, name) if ok else None
+
+    def ip(self, text: str, rel: Path) -> str | None:
+        """Canonical resource address (IPv4 or IPv6, unscoped, not unspecified or multicast)."""
+        try:
+            if "%" in text:
+                raise ValueError(text)
+            address = canonical_ip(text)
+        except ValueError:
+            self.issue(rel, f"not an IP address: {text!r}")
+            return None
+        parsed = ipaddress.ip_address(address)
+        if parsed.is_unspecified or parsed.is_multicast:
+            self.issue(rel, f"{address} cannot be a resource address (unspecified or multicast)")
+            return None
+        return address
+
+    # -- the rest
+
+    def ping_nodes(self) -> list[str]:
+        value = self.get("ping_nodes")
+        if value is None:
+            return []
+        items = self.seq(value, ("ping_nodes",))
+        if items is None:
+            return []
+        found: list[str] = []
+        for index, item in enumerate(items):
+            rel = ("ping_nodes", index)
+            text = self.string(item, rel)
+            if text is None:
+                continue
+            try:
+                if "%" in text:
+                    raise ValueError(text)
+                address = canonical_ip(text)
+            except ValueError:
+                self.issue(rel, f"not an IP address: {text!r} (ping nodes are addresses, not host names)")
+                continue
+            if address in found:
+                self.issue(rel, f"duplicate ping node {address}")
+            else:
+                found.append(address)
+        return found
+
+    def state_dir(self) -> str:
+        default = HAConfig.__dataclass_fields__["state_dir"].default
+        value = self.get("state_dir")
+        if value is None:
+            return default
+        text = self.string(value, ("state_dir",))
+        if text is None:
+            return default
+        if not text.startswith("/") or "\0" in text:
+            self.issue(("state_dir",), f"must be an absolute directory path, got {text!r}")
+        return text
+
+    def announce(self) -> tuple[int, float, float]:
+        fields = HAConfig.__dataclass_fields__
+        repeats: int = fields["announce_repeats"].default
+        interval: float = fields["announce_interval"].default
+        refresh: float = fields["announce_refresh"].default
+        if self.present("announce_repeats"):
+            repeats = self.integer(self.get("announce_repeats"), ("announce_repeats",), 1, None) or repeats
+        value = self.time("announce_interval")
+        if value is not None:
+            if not value > NEIGH_LOCKTIME:
+                self.issue(
+                    ("announce_interval",),
+                    f"must be > {NEIGH_LOCKTIME:g} s (the kernel ignores neighbour updates within its 1 s "
+                    f"locktime), got {_seconds(value)}",
+                )
+            interval = value
+        value = self.time("announce_refresh")
+        if value is not None:
+            if value != 0 and not value > NEIGH_LOCKTIME:
+                self.issue(("announce_refresh",), f"must be 0 (off) or > {NEIGH_LOCKTIME:g} s, got {_seconds(value)}")
+            refresh = value
+        return repeats, interval, refresh
+
+
+def _medium_text(medium: Medium) -> str:
+    if medium.kind == "bcast":
+        return f"bcast {medium.interface}"
+    if medium.kind == "ucast":
+        return f"ucast {medium.interface} {medium.peer}"
+    return f"mcast {medium.interface} {medium.group} {medium.port} {medium.ttl} {int(medium.loop)}"
+
+
+def parse_ha(root: Any, file: str) -> tuple[HAConfig | None, list[ConfigIssue]]:
+    """Validate and convert the ``ha:`` section of a located YAML document.
+
+    Args:
+        root: the whole document as built by `director.config.LocatedLoader` (a
+            `director.config.YamlMap` whose ``"ha"`` value is a mapping).
+        file: path of the configuration file, for messages; a relative
+            ``authkeys`` path is taken relative to its directory.
+
+    Returns:
+        ``(config, issues)``: the `HAConfig` (``None`` when there is any issue)
+        and every problem found, located, with fields ``ha.KEY...``.  File-level
+        checks only (including loading the authkeys file with
+        `ha.auth.load_authkeys`); see `check_ha_environment` for interfaces.
+        The node name defaults to `default_node_name`.
+
+    Raises:
+        TypeError: ``root["ha"]`` is not a mapping (the loader checks that first).
+    """
+    section = root.get("ha") if isinstance(root, dict) else None
+    if not isinstance(section, dict):
+        raise TypeError("parse_ha needs a document whose 'ha' value is a mapping")
+    parser = _HAParser(root, file)
+    config = parser.parse()
+    return config, parser.issues
+
+
+# --- environment check ----------------------------------------------------------------------
+
+
+def _inspect_links(netns: str | None) -> tuple[dict[str, int], dict[int, list[tuple[str, str | None]]]]:
+    """Interface name -> index, and index -> [(IPv4 address, broadcast or None)], via rtnetlink."""
+    from pyroute2 import IPRoute
+
+    kwargs: dict[str, Any] = {"netns": netns, "flags": 0} if netns is not None else {}
+    with IPRoute(**kwargs) as ipr:
+        links = {msg.get("ifname"): msg["index"] for msg in ipr.get_links()}
+        addresses: dict[int, list[tuple[str, str | None]]] = {}
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            addresses.setdefault(msg["index"], []).append((msg.get("address"), msg.get("broadcast")))
+    return links, addresses
+
+
+def _in_thread(netns: str | None) -> tuple[dict[str, int], dict[int, list[tuple[str, str | None]]]]:
+    """`_inspect_links` in a fresh thread: pyroute2's synchronous API must not run on an asyncio loop's thread."""
+    result: list[Any] = []
+    error: list[BaseException] = []
+
+    def runner() -> None:
+        try:
+            result.append(_inspect_links(netns))
+        except BaseException as exc:  # re-raised in the caller
+            error.append(exc)
+
+    thread = threading.Thread(target=runner, name="ha-environment", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def check_ha_environment(ha: HAConfig, *, netns: str | None = None, file: str | None = None) -> list[str]:
+    """Problems of ``ha`` on this machine: interfaces that do not exist or lack the addresses a medium needs.
+
+    Checks, with rtnetlink (pyroute2 ``IPRoute.get_links`` / ``get_addr``) in
+    the current network namespace or in the named one (``ip netns`` name;
+    never created):
+
+    * every interface of a medium or an address resource exists;
+    * a ``bcast`` interface has an IPv4 address with a broadcast address
+      (heartbeat's ``bcast.c`` sends to the interface's broadcast address;
+      ``ip addr add ... brd +`` sets one);
+    * an ``mcast`` interface has an IPv4 address (heartbeat's ``mcast.c``
+      sends from it, ``IP_MULTICAST_IF``).
+
+    Returns:
+        one message per problem, ``[FILE:LINE: ]ha.media: bcast eth1: ...``;
+        ``FILE:LINE`` (``file`` and the ``ha:`` key's line) only when ``file``
+        is given.  ``[]`` when all is well.
+
+    Raises:
+        OSError: the namespace does not exist, or netlink cannot be used.
+    """
+    links, addresses = _in_thread(netns)
+    where = f" (network namespace {netns})" if netns is not None else ""
+    prefix = ""
+    if file is not None:
+        prefix = f"{file}:{ha.line}: " if ha.line else f"{file}: "
+    problems: list[str] = []
+    for medium in ha.media:
+        head = f"{prefix}ha.media: {_medium_text(medium)}: "
+        index = links.get(medium.interface)
+        if index is None:
+            problems.append(f"{head}interface {medium.interface!r} does not exist{where}")
+            continue
+        ipv4 = addresses.get(index, [])
+        if medium.kind == "bcast" and not any(brd and brd != "0.0.0.0" for _, brd in ipv4):
+            problems.append(
+                f"{head}interface {medium.interface!r} has no IPv4 address with a broadcast address{where}; "
+                f"a bcast medium sends to it (add one with 'ip addr add ADDRESS/PREFIX brd + dev "
+                f"{medium.interface}')"
+            )
+        elif medium.kind == "mcast" and not ipv4:
+            problems.append(
+                f"{head}interface {medium.interface!r} has no IPv4 address{where}; "
+                "an mcast medium sends from it"
+            )
+    for group in ha.groups:
+        for resource in group.resources:
+            if resource.interface not in links:
+                problems.append(
+                    f"{prefix}ha.resources: {resource} (owner {group.owner}): interface "
+                    f"{resource.interface!r} does not exist{where}"
+                )
+    return problems
