@@ -251,15 +251,23 @@ def test_yaml_merge_keys_are_not_duplicates():
     assert (check.type, check.path) == ("http", "/override")
 
 
-def test_ha_section_is_accepted_and_ignored():
-    config = parse(
+def test_ha_section_issues_join_the_others():
+    issues = issues_of(
         """
+        global:
+          drain_timeout: -1
         ha:
+          node: a
           nodes: [a, b]
           whatever: {deep: true}
         """
     )
-    assert config.services == ()
+    assert [(i.line, i.field) for i in issues] == [
+        (2, "global.drain_timeout"),
+        (4, "ha.media"),
+        (4, "ha.authkeys"),
+        (6, "ha.whatever"),
+    ]
 
 
 # --- error reporting: format --------------------------------------------------------------
