@@ -176,8 +176,7 @@ class Daemon:
     async def status(self) -> dict[str, Any]:
         """The status document (`director.status.build_status`) with a fresh kernel dump."""
         try:
-            await self.kernel.open()
-            table = await self.kernel.dump()
+            table = await self.reconciler.read_table()
             kernel_error = None
         except IPVSError as exc:
             table, kernel_error = dict(self.reconciler.table), str(exc)

@@ -246,6 +246,16 @@ class Reconciler:
                     ops.extend(plan_service(key, self._desired(svc), self.table.get(key)))
             await self._apply(ops)
 
+    async def read_table(self) -> dict[ServiceKey, KernelService]:
+        """A fresh dump for status readers, serialised with the reconciler's own commands.
+
+        Raises:
+            IPVSError: the kernel table cannot be read.
+        """
+        async with self._lock:
+            await self.kernel.open()
+            return await self.kernel.dump()
+
     # --- helpers --------------------------------------------------------------
 
     def _interval(self) -> float:
