@@ -1,0 +1,2060 @@
+"""The heartbeat 3.0.6-compatible node: liveness, reliable delivery, v1 resource takeover.
+
+Pure logic. No sockets, no clock reads, no sleeps, no randomness that is not
+injected. The driver (the daemon) owns the I/O and calls the entry points;
+each returns a list of *actions* for it to carry out, in order:
+
+* ``start(now)``, once;
+* ``on_packet(data, source, now)`` for every datagram received on any medium;
+* ``on_tick(now)`` at least every 250 ms, and at ``next_deadline()``
+  (keepalives, timeouts and retransmissions happen here);
+* ``acquired(group, ok, now)`` / ``released(group, now)`` after it carried out
+  an `Acquire` / `Release`;
+* ``stop(now)`` for a graceful stop; the driver keeps calling ``on_tick``
+  until it receives `Stopped`.
+
+``now`` is a monotonic time in seconds (float). The ``ts`` field of outgoing
+packets is the wall clock, from the injected ``wallclock`` callable.
+
+Actions: `Send` (the same bytes go out on every medium), `Acquire` /
+`Release` (configure / remove a resource group's addresses; `Acquire` also
+announces them: gratuitous ARP / unsolicited NA), `PeerStatus`, `Log`,
+`Stopped`. The driver must carry out `Acquire` / `Release` of one group in
+the order given and confirm each with `acquired` / `released`.
+
+Protocol sources (facts only, no code): heartbeat 3.0.6
+``heartbeat/heartbeat.c`` (status messages, ``check_for_timeouts``,
+``should_drop_message``, ``reqnodes``/``repnodes``, ``send_ack_if_needed``,
+``is_lost_packet``, ``process_rexmit``, ``nak_rexmit``), ``hb_rexmit.c``
+(retransmission requests), ``hb_resource.c`` (nice_failback,
+``process_resources``, ``req_our_resources``, ``takeover_from_node``,
+``hb_rsc_recover_dead_resources``, ``ask_for_resources``, ``go_standby``,
+``hb_giveup_resources``), ``ha_msg_internal.c`` (trailing fields),
+``lib/req_resource`` and ``rc.d/ip-request*`` (``ip-request-resp``);
+checked against captures of two real heartbeat 3.0.6 daemons.
+
+Behaviour, as heartbeat does it
+-------------------------------
+* Start: three status messages at once (``init``, ``up``, ``up``), then one
+  every keepalive. ``dt`` (hex milliseconds) is deadtime + 2000 ms for the
+  first 5 s, then deadtime; a status goes out at once when it changes.
+  Status ``active`` once the peer answered our ``reqnodes`` (sent to the first
+  live peer every second until answered) or was declared dead.
+* Liveness: a peer silent for the ``dt`` it advertises is dead; before the
+  link is up (every node heard from or dead), ``initdead`` applies. A status
+  later than ``warntime`` is logged as a late heartbeat.
+* Sequence numbers: per peer; a gap schedules one ``NS_rexmit`` per missing
+  seq (decimal ``firstseq``/``lastseq``) after a random 50-250 ms, repeated
+  every 250 ms until the packet arrives; more than 250 missing resets the
+  tracking. ``NS_ackmsg`` every 10th seq (``seq % 10 == trigger``, a random
+  trigger per peer) and when the first gap is filled. Requests for our
+  packets are answered from a history of the last 500 sequenced packets with
+  the identical bytes (at most once per 240 ms per packet, 50 per request),
+  or ``NS_nak_rexmit`` when out of history.
+* Generations: a packet with a lower ``hg`` than the peer's known one is a
+  replay and is dropped; a status with a higher one is a restart (tracking
+  reset); a status with the same one from a peer declared dead is a
+  partition that healed.
+* Resources (haresources v1, ``crm no``): with ``auto_failback`` on / off
+  (nice_failback), ``starting`` at comm up, ``resource rsc_hold=... rtype=full
+  isstable=0|1 [info=...]`` replies; when both nodes start together neither
+  is stable and each takes its *own* groups after a delay (heartbeat's
+  ``RQSTDELAY``, 10 s); a dead peer's groups are taken after
+  ``stonith node=<peer> result=n_stnth`` (or ``unneeded`` when it held
+  nothing); a peer's ``shutdone`` hands over at once; with auto_failback on,
+  the holder of foreign groups hands them back through the ``ask_resources``
+  handshake (``me`` / ``other`` / ``done``, 10 s for the first answer).
+* Graceful stop: status, ``resource rsc_hold=none ... info=shutdown``, release
+  every group, ``shutdone st=dead``, then keepalives for a short while (to
+  answer retransmission requests), then `Stopped`.
+
+Choices where heartbeat's behaviour was unclear or unwanted
+-----------------------------------------------------------
+* Local takeover delay: with ``compat: heartbeat`` the 10 s ``RQSTDELAY``;
+  otherwise 2 x keepalive. Safe in a mixed pair too: when neither node is
+  stable each node only takes its *own* groups, which never overlap, and
+  never a group the peer says it holds.
+* A ``starting`` that arrives before our link is up is kept and answered at
+  comm up (heartbeat drops it, and both nodes then wait for the delay).
+* ``ip-request-resp dest=<self> ipaddr=<first resource> weown=yes ok=OK`` is
+  sent after the driver confirmed the acquisition of a group we took as its
+  preferred owner (heartbeat sends it first, to trigger its own handler;
+  peers ignore it, it is addressed to its sender).
+* Liveness counts every *new sequenced* packet of the peer's current
+  generation (heartbeat counts status messages only); ``NS_*`` packets carry
+  no sequence number, could be replayed, and never count.
+* A retransmitted, older status refreshes liveness but not the peer's status.
+* A status later than deadtime is logged but does not declare the peer dead
+  (heartbeat does, to catch up after its own stall; here a stall of our own
+  process is detected, see below).
+* Stall guard: when an entry point runs more than 0.5 s after the deadline
+  we announced, our process was stalled; peers get that much grace before
+  being judged dead (their queued packets arrive right after), and a CRITICAL
+  log says when our own heartbeats stopped for longer than our ``dt``.
+* Lossy links: once loss is seen (a gap in the peer's stream or a
+  retransmission request for ours), each status is sent three times, spread
+  over the keepalive interval (identical bytes, as heartbeat sends the same
+  packet on every medium), for 60 s after the last sign of loss. This keeps
+  a 1 s deadtime free of false deaths at 40 % loss.
+* Partition healed (a peer declared dead returns with the same generation):
+  heartbeat restarts *both* nodes, which gives every group back to its
+  preferred owner after a long outage. Here the same outcome without the
+  outage: each group stays with / goes back to its preferred owner (the first
+  column of haresources), in every auto_failback mode; the other node
+  releases it. The keeper emits ``Acquire(group, "re-announce after
+  partition")`` at once and again after ``announce_repeats x
+  announce_interval`` (the loser's own announcements may still be in
+  flight). The keeper also re-announces when the peer stops claiming our
+  groups while we hold them (the asymmetric case: our process was stalled
+  and the peer took over). A real heartbeat peer restarts itself as usual;
+  its ``shutdone`` then hands its groups to us, and its restart fails them
+  back (auto_failback on) or not.
+* On a peer's ``shutdone`` heartbeat also runs a standby-acquire of groups it
+  already holds; skipped, the takeover covers it. The peer is reported
+  ``dead`` at once; its statuses of the same generation are ignored for
+  reporting until its deadtime passes or it restarts.
+* Graceful stop waits (at most 30 s) for outstanding driver operations, not
+  for the peer's stability, then releases; if releases are not confirmed in
+  30 s, ``shutdone`` goes out anyway (an error is logged).
+* A failed acquisition is retried every 5 s while the group should be ours.
+* ``legacy`` (auto_failback absent: heartbeat's nice_failback off): no
+  ``starting``/``resource`` messages; at comm up the preferred owner asks the
+  peer for each of its groups with ``ip-request ipaddr=<key>``; the holder
+  releases it and answers ``ip-request-resp dest=<asker> ipaddr=<key>
+  ok=OK``, then the owner takes it (failback always). Heartbeat never takes
+  a group nobody answered for; here the owner takes it after the local
+  takeover delay. Alone, the owner takes its groups at once. Dead peer and
+  ``shutdone``: takeover as above.
+* No acks are sent to ourselves (heartbeat acks its own broadcasts).
+* Only one or two nodes are supported (heartbeat's v1 takeover is two-node).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Literal, Union
+
+from ha.auth import AuthKeys
+from ha.identity import NodeIdentity
+from ha.model import HAConfig, ResourceGroup
+from ha.wire import (
+    BadAuth,
+    MalformedPacket,
+    Message,
+    UnknownAuthIndex,
+    WireError,
+    add_standard_fields,
+    decode_packet,
+    encode_packet,
+    is_noseq_type,
+)
+
+__all__ = [
+    "Send",
+    "Acquire",
+    "Release",
+    "PeerStatus",
+    "Log",
+    "Stopped",
+    "Action",
+    "PeerInfo",
+    "GroupInfo",
+    "NodeSnapshot",
+    "HeartbeatNode",
+    "REANNOUNCE_REASON",
+    "COUNTERS",
+]
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send `payload` (one datagram, already signed) on every medium."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Acquire:
+    """Configure `group`'s addresses here and announce them (gratuitous ARP /
+    unsolicited NA); confirm with `HeartbeatNode.acquired`. Idempotent: a
+    group already present is only announced again (`reason` says why)."""
+
+    group: ResourceGroup
+    reason: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """Remove `group`'s addresses here; confirm with `HeartbeatNode.released`."""
+
+    group: ResourceGroup
+    reason: str
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    """The peer `node` changed state: ``init``, ``up``, ``active`` (as it
+    announces) or ``dead`` (declared dead, or gracefully gone)."""
+
+    node: str
+    status: Literal["init", "up", "active", "dead"]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Log:
+    """A log record; `level` is a `logging` level (``logging.INFO`` ...)."""
+
+    level: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """The graceful stop is complete: the driver may close its media and exit."""
+
+
+Action = Union[Send, Acquire, Release, PeerStatus, Log, Stopped]
+
+#: `Acquire.reason` of the re-announcements made after a partition healed.
+REANNOUNCE_REASON = "re-announce after partition"
+
+#: Keys of `HeartbeatNode.counters` (all start at 0).
+COUNTERS = (
+    "received",  # datagrams given to on_packet
+    "accepted",  # authenticated, well-formed, from a known peer, not a duplicate
+    "malformed",  # not a heartbeat message, or missing/garbled t, src, ts, seq, hg
+    "bad_auth",  # wrong or missing MAC (forged or corrupted)
+    "unknown_auth_index",  # signed with an authkeys index we do not have
+    "unknown_node",  # src is not in the configured nodes
+    "own",  # our own packets coming back (broadcast loop)
+    "name_conflict",  # our node name with another uuid
+    "replay",  # lower generation than known: "attempted replay attack"
+    "duplicate",  # same seq as the last one
+    "old",  # older seq not missing, or stale status
+    "not_for_us",  # addressed to another node
+    "from_dead",  # non-status packet from a peer declared dead
+    "ignored",  # received while not running
+    "lost_packets",  # gaps seen in peers' sequences
+    "rexmit_requests_sent",
+    "rexmit_requests_received",
+    "retransmitted",  # packets resent from history
+    "naks_sent",
+    "naks_received",
+    "acks_sent",
+    "acks_received",
+    "late_heartbeats",
+    "sent",  # datagrams emitted (copies included)
+    "copies_sent",  # redundant status copies on lossy links
+    "stalls",  # entry points running late: our process was stalled
+    "acquire_failures",
+    "partitions_healed",
+    "internal_errors",  # a bug caught at the on_packet boundary
+)
+
+# --- protocol constants (heartbeat 3.0.6) ----------------------------------------------------
+
+_HISTORY = 500  # MAXMSGHIST: sent packets kept for retransmission
+_FLOWCONTROL_LIMIT = _HISTORY // 2  # more missing than this: start over
+_MAX_MISSING = _HISTORY
+_ACK_DIV = 10  # ACK_MSG_DIV
+_REXMIT_MIN = 0.05  # first request after a random 50..250 ms
+_REXMIT_MAX = 0.25  # then every 250 ms (max_rexmit_delay)
+_REXMIT_ACCEPT = 0.24  # a packet is resent at most once per 240 ms
+_MAX_REXMIT_BATCH = 50
+_REQNODES_INTERVAL = 1.0
+_STARTUP_DT_BONUS = 2.0  # hb_add_deadtime(2000) at start ...
+_STARTUP_DT_PERIOD = 5.0  # ... popped after 5 s
+_HB_RQSTDELAY = 10.0  # RQSTDELAY: local takeover when nobody becomes stable
+_STANDBY_FIRST_REPLY = 10.0  # STANDBY_INIT_TO_MS
+_STANDBY_RESOURCES = 3600.0  # HB_STANDBY_RSC_TO_MS
+_AUTOFAILBACK_RETRY = 1.0
+_HOPFUDGE = 1
+
+# --- directord choices -----------------------------------------------------------------------
+
+_STALL_TOLERANCE = 0.5
+_LOSS_MEMORY = 60.0
+_STATUS_COPIES = 3  # status sends per keepalive on a lossy link
+_ACQUIRE_RETRY = 5.0
+_STOP_WAIT = 30.0
+_LOG_INTERVAL = 10.0  # rate limit for logs an attacker can trigger
+
+# resource sets (hb_resource.c): bit 1 = our groups, bit 2 = the peer's groups
+_NONE, _LOCAL, _FOREIGN, _ALL = 0, 1, 2, 3
+_RSC_NAMES = ("none", "local", "foreign", "all")
+
+# resource states (enum hb_rsc_state)
+_R_INIT, _R_STARTING, _R_BOTHSTARTING, _R_RSCRCVD, _R_STABLE, _R_SHUTDOWN = (
+    "init",
+    "starting",
+    "bothstarting",
+    "rscrcvd",
+    "stable",
+    "shutdown",
+)
+# standby states (enum standby)
+_S_NOT, _S_ME, _S_OTHER, _S_DONE = "not", "me", "other", "done"
+
+_DEAD = "dead"
+_REPORTABLE = ("init", "up", "active", "dead")
+
+
+def _default_loadavg() -> str:
+    return "0.00 0.00 0.00 1/1 1"
+
+
+def _rsc_name(bits: int) -> str:
+    return _RSC_NAMES[bits] if 0 <= bits < len(_RSC_NAMES) else "none"
+
+
+def _upd_rsc(full: bool, cur: int, new: int) -> int:
+    """HB_UPD_RSC: a full update replaces, a partial one adds (none clears)."""
+    if full:
+        return new
+    return _NONE if new == _NONE else (new | cur)
+
+
+_HEXDIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _parse_hex(text: str | None) -> int | None:
+    if text is None or not text or len(text) > 16 or not _HEXDIGITS.issuperset(text):
+        return None
+    return int(text, 16)
+
+
+def _parse_dec(text: str | None) -> int | None:
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 19:
+        return None
+    return int(text)
+
+
+# --- introspection ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """What we know of one peer (seconds are monotonic, like ``now``)."""
+
+    name: str
+    status: str
+    generation: int
+    uuid: bytes | None
+    last_seq: int | None
+    missing: tuple[int, ...]
+    dead_time: float
+    last_heard: float | None
+    ack_trigger: int
+    shut_down: bool
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """One resource group: `held` as last confirmed by the driver, `pending`
+    the operations not yet confirmed (``"acquire"`` / ``"release"``)."""
+
+    group: ResourceGroup
+    held: bool
+    pending: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NodeSnapshot:
+    """Our own state: `status` (init/up/active), `resource_state`
+    (heartbeat's init/starting/bothstarting/rscrcvd/stable/shutdown), `holds`
+    (none/local/foreign/all, what we claim on the wire)."""
+
+    node: str
+    status: str
+    generation: int
+    last_seq: int
+    resource_state: str
+    holds: str
+    stopping: bool
+    stopped: bool
+    peers: tuple[PeerInfo, ...]
+    groups: tuple[GroupInfo, ...]
+
+
+# --- internal state --------------------------------------------------------------------------
+
+
+class _Peer:
+    """Everything tracked about one peer (struct node_info + struct seqtrack)."""
+
+    def __init__(self, name: str, dead_time: float, ack_trigger: int, now: float) -> None:
+        self.name = name
+        self.status = "init"  # as heartbeat keeps it (never "dead" on shutdone)
+        self.reported: str | None = None  # last PeerStatus emitted
+        self.uuid: bytes | None = None
+        self.generation = 0
+        self.last_seq: int | None = None
+        self.missing: set[int] = set()
+        self.first_missing: int | None = None
+        self.rexmit_due: dict[int, float] = {}
+        self.acked = 0  # highest of our seqs this peer acknowledged
+        self.ack_trigger = ack_trigger
+        self.dead_time = dead_time  # the dt it advertises, seconds
+        self.last_heard = now  # liveness reference
+        self.last_status: float | None = None  # for late-heartbeat logs
+        self.rmt_lastupdate = 0
+        self.status_seqno = 0
+        self.anypacketsyet = False
+        self.has_resources = False
+        self.shutdone = False
+
+    def reset_seqtrack(self) -> None:
+        self.missing.clear()
+        self.first_missing = None
+        self.rexmit_due.clear()
+        self.last_seq = None
+        self.acked = 0
+
+
+class _Group:
+    def __init__(self, group: ResourceGroup, local: bool) -> None:
+        self.group = group
+        self.local = local
+        self.held = False
+        self.want = False
+        self.ops: deque[str] = deque()
+        self.retry_at: float | None = None
+        self.legacy_deadline: float | None = None
+
+    @property
+    def key(self) -> str | None:
+        """The haresources key: the group's first resource, as heartbeat names it."""
+        return str(self.group.resources[0]) if self.group.resources else None
+
+    @property
+    def target(self) -> bool:
+        return self.ops[-1] == "acquire" if self.ops else self.held
+
+
+class _Batch:
+    def __init__(self, groups: set[int], on_done: Callable[[float], None]) -> None:
+        self.groups = groups
+        self.on_done = on_done
+
+
+# --- the node --------------------------------------------------------------------------------
+
+
+class HeartbeatNode:
+    """One director's heartbeat node (see the module docstring for the protocol).
+
+    Args:
+        config: the validated HA configuration; `config.node` is us, and
+            `config.nodes` holds one or two names (ours included). Times in
+            `config.timers` are seconds.
+        keys: the authkeys (signs what we send, verifies what we receive).
+        identity: our uuid and this process's generation (`ha.identity`).
+        loadavg: returns the ``/proc/loadavg`` line for the ``ld`` field
+            (default: a fixed string; only the first line is used).
+        wallclock: returns seconds since the epoch for the ``ts`` field. The
+            daemon passes ``time.time``; by default ``ts`` is derived from
+            ``now`` (fine for tests: peers only compare it with itself).
+        rng: randomness for the ack trigger and the retransmission-request
+            jitter; by default seeded from the identity (deterministic).
+
+    Raises ``ValueError`` for a configuration this node cannot run: our node
+    not in `nodes`, duplicate or more than two nodes, a group owned by an
+    unknown node, duplicate groups, non-positive timers.
+
+    `counters` (dict, keys in `COUNTERS`) counts packets by fate. Entry
+    points return lists of actions; `on_packet` never raises for any bytes.
+    """
+
+    def __init__(
+        self,
+        config: HAConfig,
+        keys: AuthKeys,
+        identity: NodeIdentity,
+        *,
+        loadavg: Callable[[], str] = _default_loadavg,
+        wallclock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if config.node not in config.nodes:
+            raise ValueError(f"node {config.node!r} is not in the node list {list(config.nodes)}")
+        lowered = [n.lower() for n in config.nodes]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError(f"duplicate node names in {list(config.nodes)}")
+        if len(config.nodes) > 2:
+            raise ValueError("heartbeat's v1 resource takeover supports one or two nodes")
+        if len(set(config.groups)) != len(config.groups):
+            raise ValueError("duplicate resource groups")
+        for g in config.groups:
+            if g.owner.lower() not in lowered:
+                raise ValueError(f"resource group owner {g.owner!r} is not a configured node")
+        t = config.timers
+        for label, value in (
+            ("keepalive", t.keepalive),
+            ("deadtime", t.deadtime),
+            ("warntime", t.warntime),
+            ("initdead", t.initdead),
+        ):
+            if not value > 0:
+                raise ValueError(f"{label} must be positive, not {value!r}")
+        if not isinstance(identity, NodeIdentity):
+            raise ValueError("identity must be a NodeIdentity")
+
+        self.config = config
+        self.node = config.node
+        self._me = config.node.lower()
+        self._keys = keys
+        self.identity = identity
+        self._loadavg = loadavg
+        self._wallclock = wallclock
+        seed = int.from_bytes(identity.uuid, "big") ^ identity.generation
+        self._rng = rng if rng is not None else random.Random(seed)
+
+        self._keepalive = float(t.keepalive)
+        self._deadtime = float(t.deadtime)
+        self._warntime = float(t.warntime)
+        self._initdead = float(t.initdead)
+        self._heartbeat_compat = config.compat == "heartbeat"
+        self._rqst_delay = _HB_RQSTDELAY if self._heartbeat_compat else 2 * self._keepalive
+        self._linger = 2.0 if self._heartbeat_compat else max(4 * self._keepalive, 1.0)
+        self._nice = config.auto_failback != "legacy"
+        self._failback = config.auto_failback is True
+        self._ttl = _HOPFUDGE + len(config.nodes)
+
+        self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
+
+        self._peers: dict[str, _Peer] = {}
+        for name in config.nodes:
+            if name.lower() != self._me:
+                self._peers[name.lower()] = _Peer(name, self._deadtime, self._rng.randrange(_ACK_DIV), 0.0)
+        self._grp = [_Group(g, g.owner.lower() == self._me) for g in config.groups]
+        self._group_index = {g: i for i, g in enumerate(config.groups)}
+
+        # lifecycle
+        self._started = False
+        self._stopped = False
+        self._stop_requested = False
+        self._giveup_started = False
+        self._stop_deadline: float | None = None
+        self._release_deadline: float | None = None
+        self._linger_until: float | None = None
+        self._shutdown_delay_logged = False
+
+        # our heartbeat
+        self._status = "init"
+        self._seq = 0
+        self._history: dict[int, list] = {}  # seq -> [bytes, last rexmit time]
+        self._history_order: deque[int] = deque()
+        self._next_status = 0.0
+        self._dt_bonus_until: float | None = None
+        self._last_status_sent = 0.0
+        self._copies: list[tuple[float, bytes]] = []
+        self._loss_until: float | None = None
+        self._flow_control = True
+
+        # comm
+        self._linksup = False
+        self._comm_up = False
+        self._got_reqnodes_reply = False
+        self._next_reqnodes: float | None = None
+        self._early_starting: set[str] = set()
+
+        # resources (hb_resource.c)
+        self._rstate = _R_INIT
+        self._i_hold = _NONE
+        self._other_holds = _NONE
+        self._other_is_stable = False
+        self._takeover_in_progress = False
+        self._rsc_needs_failback = False
+        self._failback_in_progress = False
+        self._going_standby = _S_NOT
+        self._standby_running: float | None = None
+        self._standby_rsctype = _ALL
+        self._local_takeover_time: float | None = None
+        self._autofailback_at: float | None = None
+        self._reannounce_at: float | None = None
+        self._last_resolution: float | None = None
+        self._batches: list[_Batch] = []
+
+        # per call
+        self._out: list[Action] = []
+        self._deferred: deque[Callable[[], None]] = deque()
+        self._now = 0.0
+        self._due: float | None = None
+        self._log_times: dict[str, tuple[float, int]] = {}
+
+    # ----------------------------------------------------------------- public entry points
+
+    def start(self, now: float) -> list[Action]:
+        """Start heartbeating: three status messages (init, up, up).
+
+        ``RuntimeError`` if called twice."""
+        if self._started:
+            raise RuntimeError("HeartbeatNode.start() called twice")
+        self._started = True
+        self._begin(now)
+        self._log(logging.INFO, f"heartbeat node {self.node} starting, generation {self.identity.generation}")
+        for peer in self._peers.values():
+            peer.last_heard = now  # initdead counts from our start
+        self._dt_bonus_until = now + _STARTUP_DT_PERIOD
+        for g in self._grp:
+            # a fresh process holds nothing: addresses a crashed predecessor
+            # left behind go away (a no-op for the driver when absent)
+            g.ops.append("release")
+            self._out.append(Release(g.group, "start: nothing is ours until the peers agree"))
+        self._send_status()  # "init": the deadtime bump triggers it
+        self._status = "up"
+        self._send_status()
+        self._send_status()
+        self._next_status = now + self._keepalive
+        self._check_comm_isup()
+        return self._finish()
+
+    def on_packet(self, data: bytes, source: str, now: float) -> list[Action]:
+        """Process one received datagram from `source` (an address, for logs).
+
+        Never raises: unusable packets are dropped and counted."""
+        self._begin(now)
+        self.counters["received"] += 1
+        try:
+            if not self._running():
+                self.counters["ignored"] += 1
+            else:
+                self._receive(data, source)
+                self._drain()
+        except Exception as exc:  # a bug must not take the node down
+            self.counters["internal_errors"] += 1
+            self._log(logging.ERROR, f"internal error on a packet from {source}: {type(exc).__name__}: {exc}")
+        return self._finish()
+
+    def on_tick(self, now: float) -> list[Action]:
+        """Run timers: keepalives, timeouts, retransmission requests, delays."""
+        self._begin(now)
+        if self._running():
+            self._timers()
+            self._drain()
+        return self._finish()
+
+    def stop(self, now: float) -> list[Action]:
+        """Start a graceful stop (heartbeat's shutdown sequence).
+
+        Releases every group (`Release` actions), then sends ``shutdone`` and
+        keeps heartbeating briefly; `Stopped` comes from a later ``on_tick``.
+        A second call does nothing."""
+        self._begin(now)
+        if not self._started:
+            self._started = True
+            self._stopped = True
+            self._out.append(Stopped())
+            return self._finish()
+        if self._stop_requested or self._stopped:
+            return self._finish()
+        self._stop_requested = True
+        self._stop_deadline = now + _STOP_WAIT
+        self._log(logging.INFO, "graceful stop requested")
+        self._send_status()
+        self._try_giveup()
+        self._drain()
+        return self._finish()
+
+    def acquired(self, group: ResourceGroup, ok: bool, now: float) -> list[Action]:
+        """The driver carried out an `Acquire` of `group`; `ok` False if it failed."""
+        self._begin(now)
+        idx = self._group_index.get(group)
+        if idx is None or self._stopped:
+            if idx is None:
+                self._log(logging.WARNING, f"acquired() for a group that is not configured: {group}")
+            return self._finish()
+        g = self._grp[idx]
+        if "acquire" in g.ops:
+            if g.ops[0] != "acquire":
+                self._log(logging.WARNING, f"acquisition of {self._gname(g)} confirmed out of order")
+            g.ops.remove("acquire")
+        else:
+            self._log(logging.WARNING, f"unexpected acquisition confirmation for {self._gname(g)}")
+        g.held = bool(ok)
+        if ok:
+            self._log(logging.INFO, f"acquired {self._gname(g)}")
+        else:
+            self.counters["acquire_failures"] += 1
+            self._log(logging.ERROR, f"acquisition of {self._gname(g)} failed")
+            if g.want and not self._stop_requested:
+                g.retry_at = now + _ACQUIRE_RETRY
+        self._op_finished(idx)
+        self._drain()
+        return self._finish()
+
+    def released(self, group: ResourceGroup, now: float) -> list[Action]:
+        """The driver carried out a `Release` of `group`."""
+        self._begin(now)
+        idx = self._group_index.get(group)
+        if idx is None or self._stopped:
+            if idx is None:
+                self._log(logging.WARNING, f"released() for a group that is not configured: {group}")
+            return self._finish()
+        g = self._grp[idx]
+        if "release" in g.ops:
+            if g.ops[0] != "release":
+                self._log(logging.WARNING, f"release of {self._gname(g)} confirmed out of order")
+            g.ops.remove("release")
+        else:
+            self._log(logging.WARNING, f"unexpected release confirmation for {self._gname(g)}")
+        g.held = False
+        self._log(logging.INFO, f"released {self._gname(g)}")
+        self._op_finished(idx)
+        self._drain()
+        return self._finish()
+
+    def next_deadline(self) -> float:
+        """Monotonic time (seconds) of the next timer; ``inf`` when none
+        (not started, or stopped). Call ``on_tick`` then, or earlier."""
+        if not self._running():
+            return float("inf")
+        cands = [self._next_status]
+        cands.extend(due for due, _ in self._copies)
+        if self._dt_bonus_until is not None:
+            cands.append(self._dt_bonus_until)
+        for peer in self._peers.values():
+            if peer.status != _DEAD:
+                cands.append(peer.last_heard + self._dead_limit(peer))
+            cands.extend(peer.rexmit_due.values())
+        for value in (
+            self._next_reqnodes if self._linksup and not self._got_reqnodes_reply else None,
+            self._local_takeover_time if self._rstate == _R_RSCRCVD else None,
+            self._standby_running,
+            self._autofailback_at,
+            self._reannounce_at,
+            self._linger_until,
+            self._stop_deadline if self._stop_requested and not self._giveup_started else None,
+            self._release_deadline,
+        ):
+            if value is not None:
+                cands.append(value)
+        for g in self._grp:
+            if g.retry_at is not None:
+                cands.append(g.retry_at)
+            if g.legacy_deadline is not None:
+                cands.append(g.legacy_deadline)
+        return min(cands)
+
+    def snapshot(self) -> NodeSnapshot:
+        """Our state and our view of the peers and groups, for status reports."""
+        peers = tuple(
+            PeerInfo(
+                name=p.name,
+                status=_DEAD if p.shutdone else p.status,
+                generation=p.generation,
+                uuid=p.uuid,
+                last_seq=p.last_seq,
+                missing=tuple(sorted(p.missing)),
+                dead_time=p.dead_time,
+                last_heard=p.last_heard,
+                ack_trigger=p.ack_trigger,
+                shut_down=p.shutdone,
+            )
+            for p in self._peers.values()
+        )
+        groups = tuple(GroupInfo(g.group, g.held, tuple(g.ops)) for g in self._grp)
+        return NodeSnapshot(
+            node=self.node,
+            status=self._status,
+            generation=self.identity.generation,
+            last_seq=self._seq,
+            resource_state=self._rstate,
+            holds=_rsc_name(self._i_hold),
+            stopping=self._stop_requested,
+            stopped=self._stopped,
+            peers=peers,
+            groups=groups,
+        )
+
+    # ------------------------------------------------------------------ call plumbing
+
+    def _running(self) -> bool:
+        return self._started and not self._stopped
+
+    def _begin(self, now: float) -> None:
+        self._out = []
+        self._now = now
+        if self._running() and self._due is not None:
+            late = now - self._due
+            if late > _STALL_TOLERANCE:
+                self._stalled(late)
+
+    def _finish(self) -> list[Action]:
+        out, self._out = self._out, []
+        # lateness is measured from our last run, so a stall is counted once
+        self._due = max(self.next_deadline(), self._now) if self._running() else None
+        return out
+
+    def _drain(self) -> None:
+        while self._deferred:
+            self._deferred.popleft()()
+
+    def _stalled(self, late: float) -> None:
+        self.counters["stalls"] += 1
+        for peer in self._peers.values():
+            if peer.status != _DEAD:
+                peer.last_heard += late
+        self._log(
+            logging.WARNING,
+            f"timers ran {late:.2f} s late (was this process stalled?): peers get {late:.2f} s of grace",
+        )
+        silent = self._now - self._last_status_sent
+        if silent > self._advertised_dt():
+            self._log(
+                logging.CRITICAL,
+                f"no heartbeat sent for {silent:.2f} s, more than the {self._advertised_dt():.1f} s deadtime we "
+                "advertise: the peer may have declared us dead and taken our groups",
+            )
+
+    def _log(self, level: int, message: str) -> None:
+        self._out.append(Log(level, message))
+
+    def _log_limited(self, key: str, level: int, message: str) -> None:
+        """Log at most once per 10 s per `key` (things an attacker can trigger)."""
+        last = self._log_times.get(key)
+        if last is None or self._now - last[0] >= _LOG_INTERVAL:
+            suppressed = last[1] if last else 0
+            extra = f" ({suppressed} similar messages suppressed)" if suppressed else ""
+            self._log(level, message + extra)
+            self._log_times[key] = (self._now, 0)
+        else:
+            self._log_times[key] = (last[0], last[1] + 1)
+
+    def _report(self, peer: _Peer, status: str, reason: str) -> None:
+        if status not in _REPORTABLE or peer.reported == status:
+            return
+        peer.reported = status
+        self._out.append(PeerStatus(peer.name, status, reason))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _gname(g: _Group) -> str:
+        return f"group {g.key or '(empty)'} (owner {g.group.owner})"
+
+    # ------------------------------------------------------------------------ sending
+
+    def _advertised_dt(self) -> float:
+        if self._dt_bonus_until is not None:
+            return self._deadtime + _STARTUP_DT_BONUS
+        return self._deadtime
+
+    def _ts(self) -> int:
+        if self._wallclock is not None:
+            try:
+                return max(int(self._wallclock()), 1)
+            except Exception:  # the driver's clock must not break sending
+                pass
+        return max(int(self._now), 1)
+
+    def _ld(self) -> str:
+        try:
+            text = str(self._loadavg())
+        except Exception:
+            text = "n/a"
+        text = text.split("\n", 1)[0].replace("\0", "")
+        return text or "n/a"
+
+    def _uuid_of(self, name: str) -> bytes | None:
+        if name.lower() == self._me:
+            return self.identity.uuid
+        peer = self._peers.get(name.lower())
+        return peer.uuid if peer is not None else None
+
+    def _send(self, fields: list[tuple[str, str]]) -> bytes:
+        """Add the trailing fields, sign, emit `Send`, keep sequenced packets in
+        the history and process our own resource messages (heartbeat's loopback)."""
+        msg = Message.from_pairs(fields)
+        mtype = msg.msg_type
+        noseq = is_noseq_type(mtype)
+        dest = msg.get("dest")
+        seq = None
+        if not noseq:
+            self._seq += 1
+            seq = self._seq
+        full = add_standard_fields(
+            msg,
+            src=self.node,
+            srcuuid=self.identity.uuid,
+            hg=self.identity.generation,
+            ts=self._ts(),
+            ttl=self._ttl,
+            seq=seq,
+            ld=None if noseq else self._ld(),
+            destuuid=self._uuid_of(dest) if dest is not None else None,
+        )
+        raw = encode_packet(full, self._keys)
+        if seq is not None:
+            self._history[seq] = [raw, None]
+            self._history_order.append(seq)
+            while len(self._history_order) > _HISTORY:
+                del self._history[self._history_order.popleft()]
+        self._out.append(Send(raw))
+        self.counters["sent"] += 1
+        if mtype in ("resource", "ask_resources", "shutdone"):
+            self._own_message(full)
+        return raw
+
+    def _send_status(self) -> None:
+        fields = [
+            ("t", "status"),
+            ("st", self._status),
+            ("dt", format(int(round(self._advertised_dt() * 1000)), "x")),
+        ]
+        if self._flow_control:
+            fields.append(("protocol", "1"))
+        raw = self._send(fields)
+        self._last_status_sent = self._now
+        if self._loss_until is not None and self._now < self._loss_until:
+            step = self._keepalive / _STATUS_COPIES
+            self._copies = [(self._now + step * k, raw) for k in range(1, _STATUS_COPIES)]
+        else:
+            self._copies = []
+
+    def _loss_seen(self) -> None:
+        if self._loss_until is None or self._now >= self._loss_until:
+            self._log(logging.INFO, "packet loss seen: sending each status several times")
+        self._loss_until = self._now + _LOSS_MEMORY
+
+    # ------------------------------------------------------------------------ timers
+
+    def _timers(self) -> None:
+        now = self._now
+        if self._standby_running is not None and now >= self._standby_running:
+            self._standby_timeout()
+        self._check_for_timeouts()
+        if not self._linksup:
+            self._check_comm_isup()
+        if (
+            self._linksup
+            and not self._got_reqnodes_reply
+            and self._next_reqnodes is not None
+            and now >= self._next_reqnodes
+        ):
+            self._send_reqnodes()
+        if (
+            self._nice
+            and self._rstate == _R_RSCRCVD
+            and self._local_takeover_time is not None
+            and now >= self._local_takeover_time
+        ):
+            self._rstate = _R_STABLE
+            self._req_our_resources(False, "local takeover delay passed: taking our own groups")
+            self._log(logging.INFO, "local resource transition completed")
+            self._send_resources_held(True, None)
+            self._audit_resources()
+        if self._autofailback_at is not None and now >= self._autofailback_at:
+            self._autofailback_at = None
+            self._perform_auto_failback()
+        for idx, g in enumerate(self._grp):
+            if g.legacy_deadline is not None and now >= g.legacy_deadline:
+                g.legacy_deadline = None
+                if not g.target and not self._stop_requested:
+                    self._log(
+                        logging.WARNING,
+                        f"no answer to ip-request for {self._gname(g)}: nobody holds it, taking it",
+                    )
+                    self._start_batch([idx], "acquire", "preferred owner, no answer to ip-request", None)
+            if g.retry_at is not None and now >= g.retry_at:
+                g.retry_at = None
+                if g.want and not g.held and not g.ops and not self._stop_requested:
+                    self._acquire(idx, "retry after a failed acquisition")
+        if self._reannounce_at is not None and now >= self._reannounce_at:
+            self._reannounce_at = None
+            self._reannounce_local()
+        for peer in self._peers.values():
+            due = [s for s, t in peer.rexmit_due.items() if now >= t]
+            for s in sorted(due):
+                if peer.status in ("up", "active"):
+                    self._send(
+                        [("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(s)), ("lastseq", str(s))]
+                    )
+                    self.counters["rexmit_requests_sent"] += 1
+                    peer.rexmit_due[s] = now + _REXMIT_MAX
+                else:
+                    del peer.rexmit_due[s]
+        if self._dt_bonus_until is not None and now >= self._dt_bonus_until:
+            self._dt_bonus_until = None
+            self._send_status()
+        if now >= self._next_status:
+            self._send_status()
+            self._next_status += self._keepalive
+            if self._next_status <= now:
+                self._next_status = now + self._keepalive
+        if self._copies:
+            keep = []
+            for due, raw in self._copies:
+                if now >= due:
+                    self._out.append(Send(raw))
+                    self.counters["sent"] += 1
+                    self.counters["copies_sent"] += 1
+                else:
+                    keep.append((due, raw))
+            self._copies = keep
+        if self._stop_requested and not self._giveup_started:
+            self._try_giveup()
+        if self._release_deadline is not None and now >= self._release_deadline:
+            self._release_deadline = None
+            if self._linger_until is None:
+                self._log(logging.ERROR, f"releases not confirmed within {_STOP_WAIT:.0f} s: sending shutdone anyway")
+                self._batches.clear()
+                self._send_shutdone()
+        if self._linger_until is not None and now >= self._linger_until:
+            self._linger_until = None
+            self._stopped = True
+            self._log(logging.INFO, "heartbeat stopped")
+            self._out.append(Stopped())
+
+    def _dead_limit(self, peer: _Peer) -> float:
+        return self._initdead if not self._linksup else peer.dead_time
+
+    def _check_for_timeouts(self) -> None:
+        for peer in self._peers.values():
+            if peer.status == _DEAD:
+                continue
+            limit = self._dead_limit(peer)
+            silent = self._now - peer.last_heard
+            if silent >= limit:
+                if not self._linksup and not peer.anypacketsyet:
+                    why = f"not heard within initdead ({limit:.1f} s)"
+                else:
+                    why = f"no heartbeat for {silent:.2f} s (deadtime {limit:.1f} s)"
+                self._mark_dead(peer, why)
+
+    def _mark_dead(self, peer: _Peer, why: str) -> None:
+        self._log(logging.WARNING, f"node {peer.name}: is dead: {why}")
+        peer.status = _DEAD
+        self._report(peer, _DEAD, why)
+        self._recover_dead_resources(peer)
+        peer.rmt_lastupdate = 0
+        peer.anypacketsyet = False
+        peer.last_status = None
+        peer.reset_seqtrack()
+
+    # ------------------------------------------------------------------------ receiving
+
+    def _receive(self, data: bytes, source: str) -> None:
+        try:
+            msg = decode_packet(data, self._keys)
+        except UnknownAuthIndex as exc:
+            self.counters["unknown_auth_index"] += 1
+            self._log_limited("auth-index", logging.WARNING, f"packet from {source} dropped: {exc}")
+            return
+        except BadAuth as exc:
+            self.counters["bad_auth"] += 1
+            self._log_limited("bad-auth", logging.WARNING, f"packet from {source} failed authentication: {exc}")
+            return
+        except (MalformedPacket, WireError, TypeError) as exc:
+            self.counters["malformed"] += 1
+            self._log_limited("malformed", logging.WARNING, f"malformed packet from {source}: {exc}")
+            return
+
+        mtype = msg.get("t")
+        src = msg.get("src")
+        ts_text = msg.get("ts")
+        if not mtype or not src or ts_text is None:
+            self.counters["malformed"] += 1
+            self._log_limited("fields", logging.WARNING, f"packet from {source} lacks t, src or ts")
+            return
+        ts = _parse_hex(ts_text)
+        if not ts:
+            self.counters["malformed"] += 1
+            self._log_limited("fields", logging.WARNING, f"packet from {source} has a bad ts {ts_text[:20]!r}")
+            return
+        noseq = is_noseq_type(mtype)
+        seq = 0
+        if not noseq:
+            seq = _parse_hex(msg.get("seq")) or 0
+            if seq <= 0:
+                self.counters["malformed"] += 1
+                self._log_limited("fields", logging.WARNING, f"{mtype} from {src} has no valid seq")
+                return
+        srcuuid = msg.get_binary("srcuuid")
+        if src.lower() == self._me:
+            if srcuuid is not None and srcuuid != self.identity.uuid:
+                self.counters["name_conflict"] += 1
+                self._log_limited(
+                    "name-conflict", logging.ERROR, f"another node ({source}) sends as {src}, our node name"
+                )
+            else:
+                self.counters["own"] += 1
+            return
+        peer = self._peers.get(src.lower())
+        if peer is None:
+            self.counters["unknown_node"] += 1
+            self._log_limited("unknown-node", logging.WARNING, f"packet from unknown node {src!r} ({source})")
+            return
+        gen_text = msg.get("hg")
+        gen = 0 if gen_text is None else _parse_hex(gen_text)
+        if gen is None:
+            self.counters["malformed"] += 1
+            self._log_limited("fields", logging.WARNING, f"{mtype} from {src} has a bad generation")
+            return
+        if srcuuid is not None and len(srcuuid) == 16 and srcuuid != peer.uuid:
+            if peer.uuid is not None:
+                self._log(logging.INFO, f"node {peer.name} has a new uuid")
+            peer.uuid = srcuuid
+        peer.anypacketsyet = True
+
+        if noseq:
+            self._receive_noseq(peer, msg, mtype)
+            return
+
+        is_status = mtype == "status"
+        if peer.status == _DEAD and not is_status and gen <= peer.generation:
+            # a peer declared dead speaks again through its status first
+            self.counters["from_dead"] += 1
+            return
+        verdict, restart, healed = self._sequence(peer, msg, mtype, seq, gen, ts)
+        if verdict != "keep":
+            return
+        self.counters["accepted"] += 1
+        self._dispatch(peer, msg, mtype, seq, ts, restart=restart, healed=healed)
+        if not self._linksup:
+            self._check_comm_isup()
+
+    def _to_us(self, msg: Message) -> bool:
+        destuuid = msg.get_binary("destuuid")
+        if destuuid is not None and len(destuuid) == 16 and any(destuuid):
+            return destuuid == self.identity.uuid
+        dest = msg.get("dest")
+        return dest is None or dest.lower() == self._me
+
+    def _receive_noseq(self, peer: _Peer, msg: Message, mtype: str) -> None:
+        dest = msg.get("dest")
+        if mtype == "NS_nak_rexmit":
+            nseq = _parse_hex(msg.get("firstseq"))
+            if not nseq:
+                self.counters["malformed"] += 1
+                return
+            self.counters["naks_received"] += 1
+            self._log(logging.ERROR, f"irretrievably lost packet: node {peer.name} seq {nseq}")
+            self._is_lost_packet(peer, nseq)
+            return
+        if dest is not None and dest.lower() != self._me:
+            self.counters["not_for_us"] += 1
+            return
+        self.counters["accepted"] += 1
+        if not self._linksup:
+            self._check_comm_isup()
+        if mtype == "NS_rexmit":
+            self.counters["rexmit_requests_received"] += 1
+            self._loss_seen()
+            self._process_rexmit(peer, msg)
+        elif mtype == "NS_ackmsg":
+            self.counters["acks_received"] += 1
+            self._handle_ack(peer, msg)
+
+    def _sequence(
+        self, peer: _Peer, msg: Message, mtype: str, seq: int, gen: int, ts: int
+    ) -> tuple[str, bool, bool]:
+        """should_drop_message: returns (verdict, restarted, healed partition).
+
+        `restarted` means a status with a higher generation than one we knew."""
+        new_gen = healed = False
+        restart = False
+        if gen < peer.generation:
+            self.counters["replay"] += 1
+            self._log_limited(
+                f"replay-{peer.name}",
+                logging.ERROR,
+                f"attempted replay attack from {peer.name}? generation {gen} < {peer.generation}: dropped",
+            )
+            return "drop", False, False
+        if mtype == "status":
+            if gen == peer.generation and gen > 0:
+                if peer.status == _DEAD:
+                    if seq <= peer.status_seqno:
+                        self.counters["old"] += 1
+                        return "drop", False, False
+                    healed = True
+            elif gen > peer.generation:
+                new_gen = True
+                restart = peer.generation > 0
+                if restart:
+                    self._log(logging.INFO, f"heartbeat restart on node {peer.name} (generation {gen})")
+                peer.reset_seqtrack()
+                peer.rmt_lastupdate = 0
+                peer.status_seqno = 0
+                peer.last_status = None
+                peer.has_resources = True
+                peer.shutdone = False
+                self._early_starting.discard(peer.name.lower())
+            peer.generation = gen
+        elif gen > peer.generation and peer.generation > 0:
+            # a restarted peer speaks through its status first (seq 1)
+            self.counters["old"] += 1
+            return "drop", False, False
+
+        to_us = self._to_us(msg)
+        if peer.last_seq is None or seq == peer.last_seq + 1:
+            peer.last_seq = seq
+            self._alive(peer)
+            self._send_ack_if_needed(peer, seq)
+            return self._keep_if(to_us), restart, healed
+        if seq == peer.last_seq:
+            self.counters["duplicate"] += 1
+            return "drop", False, False
+        if seq > peer.last_seq:
+            nlost = seq - (peer.last_seq + 1)
+            self.counters["lost_packets"] += nlost
+            self._loss_seen()
+            self._log_limited(
+                f"lost-{peer.name}",
+                logging.WARNING,
+                f"{nlost} lost packet(s) from {peer.name} [{peer.last_seq}:{seq}]",
+            )
+            if nlost > _FLOWCONTROL_LIMIT:
+                peer.reset_seqtrack()
+                self._log(logging.ERROR, f"lost a lot of packets from {peer.name}: sequence tracking restarted")
+            else:
+                for k in range(peer.last_seq + 1, seq):
+                    if len(peer.missing) >= _MAX_MISSING:
+                        lowest = min(peer.missing)
+                        peer.missing.discard(lowest)
+                        peer.rexmit_due.pop(lowest, None)
+                    peer.missing.add(k)
+                    peer.rexmit_due[k] = self._now + self._rng.uniform(_REXMIT_MIN, _REXMIT_MAX)
+                peer.first_missing = min(peer.missing) if peer.missing else None
+            peer.last_seq = seq
+            self._alive(peer)
+            return self._keep_if(to_us), restart, healed
+        if self._is_lost_packet(peer, seq):
+            self._alive(peer)
+            return self._keep_if(to_us), restart, healed
+        if healed or new_gen:
+            self._send_ack_if_needed(peer, seq)
+            peer.rmt_lastupdate = ts
+            peer.reset_seqtrack()
+            peer.last_seq = seq
+            self._alive(peer)
+            return self._keep_if(to_us), restart, healed
+        self.counters["old"] += 1
+        return "drop", False, False
+
+    def _keep_if(self, to_us: bool) -> str:
+        if to_us:
+            return "keep"
+        self.counters["not_for_us"] += 1
+        return "drop"
+
+    def _alive(self, peer: _Peer) -> None:
+        peer.last_heard = self._now
+
+    def _is_lost_packet(self, peer: _Peer, seq: int) -> bool:
+        if seq not in peer.missing:
+            return False
+        peer.missing.discard(seq)
+        peer.rexmit_due.pop(seq, None)
+        old_first = peer.first_missing
+        if not peer.missing:
+            self._log_limited(f"recovered-{peer.name}", logging.INFO, f"no packets missing from {peer.name}")
+            peer.first_missing = None
+        elif seq == old_first:
+            peer.first_missing = min(peer.missing)
+        if self._flow_control and old_first is not None and seq == old_first:
+            last = peer.last_seq if peer.first_missing is None else peer.first_missing - 1
+            if last is not None:
+                trigger = peer.ack_trigger
+                if last % _ACK_DIV >= trigger:
+                    ack = last // _ACK_DIV * _ACK_DIV + trigger
+                else:
+                    ack = (last // _ACK_DIV - 1) * _ACK_DIV + trigger
+                if ack >= old_first:
+                    self._send_ack_if_needed(peer, ack)
+        return True
+
+    def _send_ack_if_needed(self, peer: _Peer, seq: int) -> None:
+        if not self._flow_control:
+            return
+        if (peer.first_missing is not None and seq > peer.first_missing) or seq % _ACK_DIV != peer.ack_trigger:
+            return
+        self._send([("t", "NS_ackmsg"), ("dest", peer.name), ("ackseq", format(seq, "x"))])
+        self.counters["acks_sent"] += 1
+
+    def _handle_ack(self, peer: _Peer, msg: Message) -> None:
+        ackseq = _parse_hex(msg.get("ackseq"))
+        if ackseq is None or ackseq <= peer.acked:
+            return
+        if ackseq > self._seq:
+            self._log_limited("ack", logging.ERROR, f"ack from {peer.name} for seq {ackseq}, we sent {self._seq}")
+            return
+        peer.acked = ackseq
+
+    def _process_rexmit(self, peer: _Peer, msg: Message) -> None:
+        fseq = _parse_dec(msg.get("firstseq"))
+        lseq = _parse_dec(msg.get("lastseq"))
+        if not fseq or not lseq or fseq > lseq:
+            self._log_limited("rexmit", logging.ERROR, f"invalid retransmission request from {peer.name}")
+            return
+        low = self._history_order[0] if self._history_order else self._seq + 1
+        count = 0
+        seq = fseq
+        while seq <= lseq and count < _MAX_REXMIT_BATCH:
+            if seq <= peer.acked:
+                seq += 1
+                continue
+            if seq > self._seq:
+                self._log_limited("rexmit-high", logging.WARNING, f"{peer.name} asks for seq {seq}, {self._seq} is max")
+                break
+            entry = self._history.get(seq)
+            count += 1
+            if entry is None:
+                reason = "seqno too low" if seq < low else "seqno not found"
+                self._send(
+                    [("t", "NS_nak_rexmit"), ("firstseq", format(seq, "x")), ("dest", peer.name), ("info", reason)]
+                )
+                self.counters["naks_sent"] += 1
+                self._log_limited("nak", logging.ERROR, f"cannot retransmit seq {seq} to {peer.name}: {reason}")
+            elif entry[1] is not None and self._now - entry[1] < _REXMIT_ACCEPT:
+                count -= 1
+            else:
+                entry[1] = self._now
+                self._out.append(Send(entry[0]))
+                self.counters["sent"] += 1
+                self.counters["retransmitted"] += 1
+            seq += 1
+
+    def _dispatch(self, peer: _Peer, msg: Message, mtype: str, seq: int, ts: int, *, restart: bool, healed: bool) -> None:
+        if mtype == "status":
+            self._handle_status(peer, msg, seq, ts, restart)
+            if healed:
+                self._partition_healed(peer)
+        elif mtype == "reqnodes":
+            self._send(
+                [
+                    ("dest", peer.name),
+                    ("t", "repnodes"),
+                    ("nodelist", "".join(f"{n} " for n in self.config.nodes)),
+                    ("delnodelist", " "),
+                ]
+            )
+        elif mtype == "repnodes":
+            self._handle_repnodes(peer, msg)
+        elif mtype == "starting":
+            if not self._comm_up:
+                self._early_starting.add(peer.name.lower())
+            elif self._nice:
+                self._process_starting()
+        elif mtype == "resource":
+            if self._comm_up and self._nice:
+                self._process_resources(msg, from_self=False)
+        elif mtype == "ask_resources":
+            if self._comm_up:
+                self._ask_for_resources(msg, from_self=False)
+        elif mtype == "shutdone":
+            self._peer_shutdone(peer)
+        elif mtype == "stonith":
+            node = msg.get("node")
+            if node is not None and node.lower() == self._me:
+                self._log(
+                    logging.WARNING,
+                    f"{peer.name} declared us dead (stonith result {msg.get('result')}): it may have taken our groups",
+                )
+        elif mtype == "ip-request":
+            if self._comm_up and not self._nice:
+                self._legacy_ip_request(peer, msg.get("ipaddr"))
+        elif mtype == "ip-request-resp":
+            if not self._nice and (msg.get("ok") == "OK"):
+                self._legacy_ip_request_resp(peer, msg.get("ipaddr"))
+
+    def _handle_status(self, peer: _Peer, msg: Message, seq: int, ts: int, restart: bool) -> None:
+        st = msg.get("st")
+        if not st:
+            self._log_limited("status", logging.ERROR, f"status from {peer.name} without st")
+            return
+        if ts < peer.rmt_lastupdate and seq < peer.status_seqno:
+            return
+        if msg.get("protocol") is None and self._flow_control:
+            self._flow_control = False
+            self._log(logging.INFO, f"flow control disabled: {peer.name} sends no protocol version")
+        if peer.last_status is not None:
+            interval = self._now - peer.last_status
+            if interval > self._deadtime:
+                self.counters["late_heartbeats"] += 1
+                self._log(
+                    logging.CRITICAL,
+                    f"Late heartbeat: node {peer.name}: interval {interval * 1000:.0f} ms (> deadtime)",
+                )
+            elif interval > self._warntime:
+                self.counters["late_heartbeats"] += 1
+                self._log(logging.WARNING, f"Late heartbeat: node {peer.name}: interval {interval * 1000:.0f} ms")
+        peer.last_status = self._now
+        if seq < peer.status_seqno:
+            return  # a retransmitted older status: alive, but not news
+        if peer.status != st:
+            self._log(logging.INFO, f"status update for node {peer.name}: status {st}")
+            peer.status = st
+        if not peer.shutdone:
+            self._report(peer, st, "restarted" if restart else "status message")
+        dt = _parse_hex(msg.get("dt"))
+        if dt:
+            peer.dead_time = dt / 1000.0
+        peer.rmt_lastupdate = ts
+        peer.status_seqno = seq
+
+    def _handle_repnodes(self, peer: _Peer, msg: Message) -> None:
+        nodelist = msg.get("nodelist")
+        if nodelist is not None:
+            theirs = {n.lower() for n in nodelist.split()}
+            ours = {n.lower() for n in self.config.nodes}
+            if self._me not in theirs:
+                self._log(logging.ERROR, f"{peer.name}'s node list {nodelist.strip()!r} does not include us")
+            elif theirs != ours:
+                self._log(
+                    logging.WARNING,
+                    f"{peer.name}'s node list {nodelist.strip()!r} differs from ours {' '.join(self.config.nodes)!r}",
+                )
+        if nodelist is not None or msg.get("delnodelist") is not None:
+            self._got_reqnodes_reply = True
+        self._comm_now_up()
+
+    # ---------------------------------------------------------------------- comm state
+
+    def _check_comm_isup(self) -> None:
+        if self._linksup:
+            return
+        if all(p.anypacketsyet or p.status == _DEAD for p in self._peers.values()):
+            self._linksup = True
+            if self._flow_control:
+                self._send_reqnodes()
+            else:
+                self._comm_now_up()
+
+    def _send_reqnodes(self) -> None:
+        if self._got_reqnodes_reply:
+            return
+        dest = next((p for p in self._peers.values() if p.status != _DEAD), None)
+        if dest is None:
+            self._got_reqnodes_reply = True
+            self._comm_now_up()
+            return
+        self._send([("t", "reqnodes"), ("dest", dest.name)])
+        self._next_reqnodes = self._now + _REQNODES_INTERVAL
+
+    def _comm_now_up(self) -> None:
+        if self._comm_up:
+            return
+        self._comm_up = True
+        self._log(logging.INFO, "communication is up: status active")
+        self._status = "active"
+        self._send_status()
+        self._comm_up_resource_action()
+
+    def _comm_up_resource_action(self) -> None:
+        if not self._peers:
+            self._rstate = _R_STABLE
+            self._req_our_resources(True, "single node: taking our groups")
+            return
+        if self._nice:
+            self._send([("t", "starting")])
+            self._rstate = _R_STARTING
+            if self._early_starting:
+                self._early_starting.clear()
+                self._process_starting()
+        else:
+            self._req_our_resources(False, "preferred owner at start")
+
+    # ------------------------------------------------------------------ resource protocol
+
+    def _groups_of(self, bits: int) -> list[int]:
+        return [
+            i
+            for i, g in enumerate(self._grp)
+            if (g.local and bits & _LOCAL) or (not g.local and bits & _FOREIGN)
+        ]
+
+    def _send_resources_held(self, stable: bool, comment: str | None) -> None:
+        if not self._nice:
+            return
+        fields = [
+            ("t", "resource"),
+            ("rsc_hold", _rsc_name(self._i_hold)),
+            ("rtype", "full"),
+            ("isstable", "1" if stable else "0"),
+        ]
+        if comment:
+            fields.append(("info", comment))
+        self._send(fields)
+
+    def _own_message(self, msg: Message) -> None:
+        """Our own resource messages, processed as heartbeat processes its loopback."""
+        mtype = msg.msg_type
+        if mtype == "resource":
+            if self._nice:
+                self._process_resources(msg, from_self=True)
+        elif mtype == "ask_resources":
+            self._ask_for_resources(msg, from_self=True)
+        elif mtype == "shutdone":
+            self._rstate = _R_SHUTDOWN
+            self._i_hold = _NONE
+
+    def _process_starting(self) -> None:
+        if self._rstate in (_R_RSCRCVD, _R_STABLE, _R_SHUTDOWN):
+            pass
+        elif self._rstate == _R_STARTING:
+            self._rstate = _R_BOTHSTARTING
+        else:
+            self._log(logging.ERROR, f"'starting' received in resource state {self._rstate}")
+            return
+        self._other_is_stable = False
+        if self._takeover_in_progress:
+            self._log(logging.WARNING, "'starting' received during a takeover")
+        self._send_resources_held(self._rstate == _R_STABLE, None)
+
+    def _process_resources(self, msg: Message, *, from_self: bool) -> None:
+        hold = msg.get("rsc_hold")
+        if hold is None:
+            self._log(logging.ERROR, "resource message without rsc_hold")
+            return
+        if hold in _RSC_NAMES:
+            n = _RSC_NAMES.index(hold)
+        else:
+            self._log_limited("rsc-hold", logging.ERROR, f"bad rsc_hold {hold[:20]!r}")
+            n = _NONE
+        full = msg.get("rtype") == "full"
+        state = self._rstate
+        newstate = state
+        if state in (_R_BOTHSTARTING, _R_STARTING):
+            newstate = _R_RSCRCVD
+        elif state not in (_R_RSCRCVD, _R_STABLE, _R_SHUTDOWN):
+            self._log(logging.ERROR, f"resource message received in resource state {state}")
+            return
+        if not from_self:
+            before = self._other_holds
+            self._other_holds = _upd_rsc(full, self._other_holds, n)
+            stable = msg.get("isstable")
+            if stable is not None:
+                if stable == "1":
+                    if not self._other_is_stable:
+                        self._log(logging.INFO, "remote resource transition completed")
+                        self._other_is_stable = True
+                        self._send_resources_held(self._rstate == _R_STABLE, None)
+                        self._perform_auto_failback()
+                else:
+                    self._other_is_stable = False
+            if state not in (_R_STABLE, _R_SHUTDOWN) and self._other_is_stable:
+                self._log(logging.INFO, "peer is stable: resource transition completed")
+                self._req_our_resources(False, "preferred owner, peer stable")
+                newstate = _R_STABLE
+                self._send_resources_held(True, None)
+                self._perform_auto_failback()
+            if before & _FOREIGN and not self._other_holds & _FOREIGN and self._i_hold & _LOCAL:
+                # the peer stops claiming our groups while we hold them: it may
+                # have announced them meanwhile (split brain, our stall)
+                if not self._stop_requested and any(g.held and not g.ops for g in self._grp if g.local):
+                    self._log(logging.WARNING, "peer released its claim on our groups: re-announcing them")
+                    self._reannounce_local()
+        else:
+            self._i_hold = _upd_rsc(full, self._i_hold, n)
+            comment = msg.get("info")
+            if comment == "mach_down":
+                self._log(logging.INFO, "takeover of the peer's groups complete")
+                self._takeover_in_progress = False
+                self._i_hold |= _FOREIGN
+                self._rsc_needs_failback = True
+                self._other_is_stable = True
+            elif comment == "shutdown":
+                self._rstate = newstate = _R_SHUTDOWN
+        self._rstate = _R_SHUTDOWN if self._giveup_started else newstate
+        if self._rstate == _R_RSCRCVD and self._local_takeover_time is None:
+            self._local_takeover_time = self._now + self._rqst_delay
+        self._audit_resources()
+        self._shutdown_if_needed()
+
+    def _isstable(self) -> bool:
+        busy = any(g.ops for g in self._grp)
+        return (
+            self._other_is_stable
+            and not self._takeover_in_progress
+            and self._going_standby == _S_NOT
+            and self._standby_running is None
+            and not busy
+            and self._rstate in (_R_STABLE, _R_SHUTDOWN, _R_INIT)
+        )
+
+    def _audit_resources(self) -> None:
+        if not self._nice:
+            return
+        if self._i_hold & _LOCAL and self._other_holds & _FOREIGN:
+            self._log_limited("audit-local", logging.ERROR, "both nodes claim our groups")
+        if self._other_holds & _LOCAL and self._i_hold & _FOREIGN:
+            self._log_limited("audit-foreign", logging.ERROR, "both nodes claim the peer's groups")
+        if self._isstable() and not self._stop_requested and self._rstate != _R_SHUTDOWN and self._peers:
+            if not self._i_hold & _LOCAL and not self._other_holds & _FOREIGN and self._groups_of(_LOCAL):
+                self._log_limited("orphan-local", logging.ERROR, "nobody holds our groups")
+            if not self._other_holds & _LOCAL and not self._i_hold & _FOREIGN and self._groups_of(_FOREIGN):
+                self._log_limited("orphan-foreign", logging.ERROR, "nobody holds the peer's groups")
+
+    def _req_our_resources(self, getthemanyway: bool, reason: str) -> None:
+        if self._stop_requested:
+            return
+        local = self._groups_of(_LOCAL)
+        if not self._nice:
+            self._legacy_req_our_resources(reason)
+            return
+        if (self._other_holds & _FOREIGN or self._i_hold & _LOCAL) and not getthemanyway:
+            if self._going_standby == _S_NOT:
+                self._log(logging.INFO, "local resource acquisition completed (none needed)")
+                return
+        self._i_hold |= _LOCAL
+        newly = [i for i in local if not self._grp[i].target]
+
+        def done(now: float) -> None:
+            for i in newly:
+                g = self._grp[i]
+                if g.held and g.key is not None:
+                    self._send(
+                        [
+                            ("t", "ip-request-resp"),
+                            ("dest", self.node),
+                            ("ipaddr", g.key),
+                            ("weown", "yes"),
+                            ("ok", "OK"),
+                        ]
+                    )
+            if not self._stop_requested:
+                if not local:
+                    self._log(logging.INFO, "no local groups to acquire")
+                self._send_resources_held(True, "req_our_resources()")
+
+        self._start_batch(local, "acquire", reason, done)
+
+    def _takeover_from_node(self, peer: _Peer, why: str) -> None:
+        if self._stop_requested:
+            self._log(logging.INFO, "resource takeover cancelled: shutdown in progress")
+            return
+        self._log(logging.INFO, f"resources being acquired from {peer.name} ({why})")
+        if self._nice:
+            self._i_hold |= _FOREIGN
+            self._other_holds = _NONE
+            self._other_is_stable = True
+            self._takeover_in_progress = True
+        self._req_our_resources(True, f"takeover: {why}")
+        peer.anypacketsyet = True
+        foreign = [i for i, g in enumerate(self._grp) if g.group.owner.lower() == peer.name.lower()]
+
+        def mach_down(now: float) -> None:
+            if self._nice and not self._stop_requested:
+                self._send([("t", "resource"), ("rsc_hold", "foreign"), ("info", "mach_down")])
+
+        self._start_batch(foreign, "acquire", f"takeover from {peer.name}: {why}", mach_down)
+
+    def _recover_dead_resources(self, peer: _Peer) -> None:
+        if self._going_standby != _S_NOT:
+            self._log(logging.INFO, "cancelling the pending standby operation")
+            self._going_standby = _S_NOT
+            self._standby_running = None
+            if not self._other_is_stable and self._i_hold == _ALL:
+                self._other_is_stable = True
+        if self._stop_requested:
+            return
+        self._rsc_needs_failback = True
+        need_stonith = True
+        if peer.anypacketsyet:
+            if self._nice:
+                if self._other_holds == _NONE:
+                    need_stonith = False
+            elif not peer.has_resources:
+                need_stonith = False
+        if need_stonith:
+            self._send([("t", "stonith"), ("node", peer.name), ("result", "n_stnth")])
+            self._log(logging.WARNING, "no STONITH device configured: shared resources are not protected")
+            self._takeover_from_node(peer, "node dead")
+        else:
+            self._log(logging.INFO, f"dead node {peer.name} held no groups")
+            self._send([("t", "stonith"), ("node", peer.name), ("result", "unneeded")])
+            if self._nice:
+                if self._i_hold == _ALL:
+                    self._other_is_stable = True
+                    return
+                if not self._i_hold & _LOCAL:
+                    self._req_our_resources(True, "peer dead")
+                if not self._i_hold & _FOREIGN:
+                    self._takeover_from_node(peer, "node dead")
+            else:
+                self._takeover_from_node(peer, "node dead")
+
+    def _peer_shutdone(self, peer: _Peer) -> None:
+        peer.has_resources = False
+        self._other_is_stable = False
+        self._other_holds = _NONE
+        self._log(logging.INFO, f"received shutdown notice from {peer.name}")
+        peer.shutdone = True
+        self._report(peer, _DEAD, "graceful shutdown")
+        self._takeover_from_node(peer, "peer shut down")
+
+    def _perform_auto_failback(self) -> None:
+        if (
+            self._stop_requested
+            or not self._i_hold & _FOREIGN
+            or not self._rsc_needs_failback
+            or not self._failback
+        ):
+            self._rsc_needs_failback = False
+            self._shutdown_if_needed()
+            return
+        if self._going_standby != _S_NOT or not self._other_is_stable or self._rstate != _R_STABLE:
+            self._log(logging.DEBUG, "auto failback delayed")
+            self._autofailback_at = self._now + _AUTOFAILBACK_RETRY
+            return
+        self._log(logging.INFO, "auto failback: handing the peer's groups back")
+        self._failback_in_progress = True
+        self._standby_rsctype = _FOREIGN
+        self._rsc_needs_failback = False
+        self._send_standby_msg(_S_ME)
+
+    def _send_standby_msg(self, state: str) -> None:
+        self._send([("t", "ask_resources"), ("rsc_hold", _rsc_name(self._standby_rsctype)), ("info", state)])
+
+    def _standby_timeout(self) -> None:
+        self._standby_running = None
+        self._other_is_stable = True
+        self._going_standby = _S_NOT
+        self._log(logging.WARNING, "no reply to the standby request: cancelled")
+        if self._failback_in_progress and self._failback and self._i_hold & _FOREIGN:
+            self._rsc_needs_failback = True
+            self._autofailback_at = self._now + _AUTOFAILBACK_RETRY
+        self._failback_in_progress = False
+        self._shutdown_if_needed()
+
+    def _ask_for_resources(self, msg: Message, *, from_self: bool) -> None:
+        if not self._nice:
+            self._log(logging.INFO, "standby is only implemented with auto_failback on or off")
+            return
+        if self._rstate == _R_SHUTDOWN:
+            return
+        info = msg.get("info")
+        frm = msg.get("src")
+        hold = msg.get("rsc_hold")
+        rtype = _ALL if hold is None else (_RSC_NAMES.index(hold) if hold in _RSC_NAMES else _NONE)
+        if info is None or frm is None:
+            self._log(logging.ERROR, "standby message without info or src")
+            return
+        info = info.lower()
+        orig = self._going_standby
+        ignored = False
+        now = self._now
+        if self._standby_running is not None and now < self._standby_running and info == "me":
+            left = self._standby_running - now
+            self._log(logging.WARNING, f"standby in progress: new request from {frm} ignored ({left:.0f} s left)")
+            return
+        if orig == _S_NOT:
+            if not self._other_is_stable:
+                self._log(logging.WARNING, f"standby message [{info}] from {frm} ignored: the peer is in flux")
+                return
+            if self._rstate != _R_STABLE:
+                self._log(logging.WARNING, f"standby message [{info}] from {frm} ignored: our groups are in flux")
+                return
+            self._standby_rsctype = rtype
+            if info == _S_ME:
+                self._other_is_stable = False
+                self._log(logging.INFO, f"{frm} wants to go standby [{_rsc_name(rtype)}]")
+                if from_self:
+                    self._standby_running = now + _STANDBY_FIRST_REPLY
+                    self._going_standby = _S_ME
+                else:
+                    self._going_standby = _S_OTHER
+                    self._send_standby_msg(_S_OTHER)
+                    self._standby_running = now + _STANDBY_RESOURCES
+            else:
+                ignored = True
+        elif orig == _S_ME:
+            if not from_self:
+                self._standby_rsctype = rtype
+                self._standby_running = now + _STANDBY_RESOURCES
+                if info == _S_OTHER:
+                    self._log(logging.INFO, f"standby: {frm} can take our {_rsc_name(rtype)} groups")
+                    self._go_standby(_S_ME, rtype)
+                else:
+                    ignored = True
+            elif info == _S_DONE:
+                self._log(logging.INFO, f"local standby completed [{_rsc_name(rtype)}]")
+                self._going_standby = _S_DONE
+                self._i_hold &= ~self._standby_rsctype & _ALL
+                self._standby_running = now + _STANDBY_RESOURCES
+            else:
+                ignored = True
+        elif orig == _S_OTHER:
+            self._standby_rsctype = rtype
+            if info == _S_DONE:
+                self._standby_running = now + _STANDBY_RESOURCES
+                if not from_self:
+                    self._log(logging.INFO, f"standby: acquiring [{_rsc_name(rtype)}] groups from {frm}")
+                    self._go_standby(_S_OTHER, self._standby_rsctype)
+                    self._going_standby = _S_DONE
+                else:
+                    ignored = True
+            elif not from_self or info != _S_OTHER:
+                ignored = True
+        elif orig == _S_DONE:
+            self._standby_rsctype = rtype
+            if info == _S_DONE:
+                self._standby_running = None
+                self._going_standby = _S_NOT
+                if from_self:
+                    self._log(logging.INFO, f"standby acquisition done [{_rsc_name(rtype)}]")
+                    rup = {_LOCAL: _FOREIGN, _FOREIGN: _LOCAL, _ALL: _ALL}.get(rtype, _NONE)
+                    self._i_hold |= rup
+                else:
+                    self._log(logging.INFO, f"{frm} completed the standby takeover of {_rsc_name(rtype)} groups")
+                self._failback_in_progress = False
+                self._send_resources_held(True, None)
+                self._going_standby = _S_NOT
+            else:
+                ignored = True
+        if ignored:
+            self._log(logging.ERROR, f"ignored standby message '{info}' from {frm} in standby state {orig}")
+        self._shutdown_if_needed()
+
+    def _go_standby(self, who: str, resourceset: int) -> None:
+        if who == _S_ME:
+            self._other_is_stable = False
+            self._i_hold &= ~resourceset & _ALL
+            self._send_resources_held(False, "standby")
+            op = "release"
+        else:
+            op = "acquire"
+        if resourceset == _FOREIGN:
+            act = _FOREIGN if who == _S_ME else _LOCAL
+        elif resourceset == _LOCAL:
+            act = _LOCAL if who == _S_ME else _FOREIGN
+        elif resourceset == _ALL:
+            act = _ALL
+        else:
+            self._log(logging.ERROR, f"no groups to {op} (standby)")
+            return
+        self._log(logging.INFO, f"{op} {_rsc_name(act)} groups (standby)")
+        peer = next(iter(self._peers.values()), None)
+        reason = (
+            f"failback to the preferred owner {peer.name if peer else '?'}"
+            if op == "release"
+            else "failback handshake: our groups are handed back"
+        )
+
+        def done(now: float) -> None:
+            self._log(logging.INFO, f"{_rsc_name(act)} groups {op} completed (standby)")
+            self._send_standby_msg(_S_DONE)
+
+        self._start_batch(self._groups_of(act), op, reason, done)
+
+    # -------------------------------------------------------------------------- legacy
+
+    def _legacy_req_our_resources(self, reason: str) -> None:
+        # heartbeat counts "active" peers; at comm up the peer answered our
+        # reqnodes but its status may not have arrived yet: alive is enough
+        peer_up = any(p.status != _DEAD and p.anypacketsyet and not p.shutdone for p in self._peers.values())
+        local = self._groups_of(_LOCAL)
+        if peer_up:
+            for i in local:
+                g = self._grp[i]
+                if not g.target and g.key is not None:
+                    self._send([("t", "ip-request"), ("ipaddr", g.key)])
+                    g.legacy_deadline = self._now + self._rqst_delay
+            return
+        newly = [i for i in local if not self._grp[i].target]
+
+        def done(now: float) -> None:
+            for i in newly:
+                g = self._grp[i]
+                if g.held and g.key is not None:
+                    self._send(
+                        [
+                            ("t", "ip-request-resp"),
+                            ("dest", self.node),
+                            ("ipaddr", g.key),
+                            ("weown", "yes"),
+                            ("ok", "OK"),
+                        ]
+                    )
+
+        self._start_batch(local, "acquire", reason, done)
+
+    def _group_by_key(self, key: str | None) -> int | None:
+        if key is None:
+            return None
+        for i, g in enumerate(self._grp):
+            if g.key == key:
+                return i
+        return None
+
+    def _legacy_ip_request(self, peer: _Peer, key: str | None) -> None:
+        idx = self._group_by_key(key)
+        if idx is None:
+            return
+        g = self._grp[idx]
+        if g.group.owner.lower() != peer.name.lower():
+            self._log(logging.WARNING, f"{peer.name} asks for {self._gname(g)}, which it does not own: ignored")
+            return
+        if not g.target or self._stop_requested:
+            return
+
+        def done(now: float) -> None:
+            self._send([("t", "ip-request-resp"), ("dest", peer.name), ("ipaddr", key or ""), ("ok", "OK")])
+
+        self._start_batch([idx], "release", f"{peer.name} asks for its group back (ip-request)", done)
+
+    def _legacy_ip_request_resp(self, peer: _Peer, key: str | None) -> None:
+        idx = self._group_by_key(key)
+        if idx is None or not self._grp[idx].local or self._stop_requested:
+            return
+        self._grp[idx].legacy_deadline = None
+        self._start_batch([idx], "acquire", f"{peer.name} gave our group back (ip-request-resp)", None)
+
+    # ------------------------------------------------------------------ split brain healed
+
+    def _partition_healed(self, peer: _Peer) -> None:
+        self.counters["partitions_healed"] += 1
+        self._log(
+            logging.CRITICAL,
+            f"cluster node {peer.name} returning after partition (same generation {peer.generation}): "
+            "both nodes held groups; each group goes to its preferred owner",
+        )
+        self._log(logging.WARNING, "deadtime may be too small for this network")
+        if self._stop_requested:
+            return
+        self._going_standby = _S_NOT
+        self._standby_running = None
+        self._takeover_in_progress = False
+        self._rsc_needs_failback = False
+        self._failback_in_progress = False
+        self._autofailback_at = None
+        self._other_holds = _LOCAL
+        self._other_is_stable = False
+        self._i_hold = _LOCAL
+        if self._nice and self._rstate != _R_SHUTDOWN:
+            self._rstate = _R_STABLE
+        self._send_resources_held(False, None)
+        foreign = self._groups_of(_FOREIGN)
+        local = self._groups_of(_LOCAL)
+        for i in foreign:
+            self._release(i, f"partition healed: {peer.name} is the preferred owner")
+        for i in local:
+            g = self._grp[i]
+            if g.held and not g.ops:
+                self._acquire(i, REANNOUNCE_REASON, force=True)
+            else:
+                self._acquire(i, "partition healed: we are the preferred owner")
+        self._last_resolution = self._now
+        self._reannounce_at = self._now + max(self.config.announce_repeats, 1) * self.config.announce_interval
+
+        def done(now: float) -> None:
+            self._send_resources_held(True, None)
+
+        self._start_batch(foreign + local, None, "", done)
+
+    def _reannounce_local(self) -> None:
+        if self._stop_requested:
+            return
+        for i in self._groups_of(_LOCAL):
+            g = self._grp[i]
+            if g.held and not g.ops:
+                self._acquire(i, REANNOUNCE_REASON, force=True)
+
+    # --------------------------------------------------------------- driver operations
+
+    def _acquire(self, idx: int, reason: str, *, force: bool = False) -> bool:
+        g = self._grp[idx]
+        g.want = True
+        if g.target and not force:
+            return False
+        g.ops.append("acquire")
+        g.retry_at = None
+        self._out.append(Acquire(g.group, reason))
+        return True
+
+    def _release(self, idx: int, reason: str) -> bool:
+        g = self._grp[idx]
+        g.want = False
+        g.retry_at = None
+        g.legacy_deadline = None
+        if not g.target:
+            return False
+        g.ops.append("release")
+        self._out.append(Release(g.group, reason))
+        return True
+
+    def _start_batch(
+        self, groups: list[int], op: str | None, reason: str, on_done: Callable[[float], None] | None
+    ) -> None:
+        """Emit `op` ("acquire"/"release"/None: just wait) for `groups`; call
+        `on_done(now)` once none of them has an unconfirmed operation (never
+        synchronously: as heartbeat's resource scripts, it completes later)."""
+        for i in groups:
+            if op == "acquire":
+                self._acquire(i, reason)
+            elif op == "release":
+                self._release(i, reason)
+        if on_done is None:
+            return
+        batch = _Batch({i for i in groups if self._grp[i].ops}, on_done)
+        if batch.groups:
+            self._batches.append(batch)
+        else:
+            self._deferred.append(lambda: on_done(self._now))
+
+    def _op_finished(self, idx: int) -> None:
+        if self._grp[idx].ops:
+            return
+        done = []
+        for batch in self._batches:
+            batch.groups.discard(idx)
+            if not batch.groups:
+                done.append(batch)
+        for batch in done:
+            self._batches.remove(batch)
+            self._deferred.append(lambda b=batch: b.on_done(self._now))
+        self._deferred.append(self._shutdown_if_needed)
+
+    # ------------------------------------------------------------------------- shutdown
+
+    def _shutdown_if_needed(self) -> None:
+        if self._stop_requested and not self._giveup_started:
+            self._try_giveup()
+
+    def _try_giveup(self) -> None:
+        if self._giveup_started:
+            return
+        busy = any(g.ops for g in self._grp)
+        if busy and self._stop_deadline is not None and self._now < self._stop_deadline:
+            if not self._shutdown_delay_logged:
+                self._shutdown_delay_logged = True
+                self._log(logging.WARNING, "shutdown delayed until current resource activity finishes")
+            return
+        if busy:
+            self._log(logging.ERROR, f"resource operations not confirmed within {_STOP_WAIT:.0f} s: stopping anyway")
+            for g in self._grp:
+                g.ops.clear()
+            self._batches.clear()
+        self._giveup_started = True
+        self._going_standby = _S_NOT
+        self._standby_running = None
+        self._takeover_in_progress = False
+        self._autofailback_at = None
+        self._reannounce_at = None
+        self._i_hold = _NONE
+        self._rstate = _R_SHUTDOWN
+        self._send_resources_held(False, "shutdown")
+        self._log(logging.INFO, "heartbeat shutdown in progress: giving up all groups")
+        release = [i for i, g in enumerate(self._grp) if g.target or (g.want and not g.held)]
+        for i in release:
+            g = self._grp[i]
+            if not g.target:  # a failed acquisition may have left addresses behind
+                g.want = False
+                g.ops.append("release")
+                self._out.append(Release(g.group, "graceful shutdown"))
+        self._release_deadline = self._now + _STOP_WAIT
+        self._start_batch(release, "release", "graceful shutdown", lambda now: self._send_shutdone())
+
+    def _send_shutdone(self) -> None:
+        if self._linger_until is not None or self._stopped:
+            return
+        self._release_deadline = None
+        self._log(logging.INFO, "all groups released: sending shutdone")
+        self._send([("t", "shutdone"), ("st", "dead")])
+        self._linger_until = self._now + self._linger
