@@ -912,3 +912,243 @@ def test_fuzz_on_packet_never_raises():
         node.on_packet(encode_packet(msg, KEYS), "b", 20.0)
     assert node.counters["malformed"] >= 4 and node.counters["internal_errors"] == 0
     node.on_tick(21.0)
+
+
+# --- interop with the real heartbeat 3.0.6 captures ------------------------------------------------
+
+CAP_VIP = ResourceGroup("nodea", (Resource("10.250.0.100", 24, "eth0"),))
+NODEA_IP, NODEB_IP = "10.250.0.1", "10.250.0.2"
+
+
+class Replay:
+    """Drive one node (as nodea) with nodeb's captured packets at their capture
+    times; tick every 250 ms; confirm Acquire/Release 100 ms after they are asked."""
+
+    def __init__(self, start: float, generation: int, uuid: bytes):
+        self.node = HeartbeatNode(
+            make_config("nodea", timers=HB_TIMERS, compat="heartbeat", groups=(CAP_VIP,)),
+            KEYS,
+            NodeIdentity(uuid, generation),  # the captured nodea's uuid: nodeb addresses it
+            wallclock=lambda: self.now,
+            rng=random.Random(generation),
+        )
+        self.now = start
+        self.out: list[tuple[float, object]] = []
+        self.ops: list[tuple[float, str, ResourceGroup]] = []
+        self.take(self.node.start(start))
+        self.next_tick = start + 0.25
+
+    def take(self, actions):
+        for a in actions:
+            self.out.append((self.now, a))
+            if isinstance(a, Acquire):
+                self.ops.append((self.now + 0.1, "acquired", a.group))
+            elif isinstance(a, Release):
+                self.ops.append((self.now + 0.1, "released", a.group))
+
+    def advance(self, until: float):
+        while True:
+            due_op = min((o for o in self.ops), default=None, key=lambda o: o[0])
+            nxt = min(self.next_tick, due_op[0] if due_op else float("inf"))
+            if nxt > until:
+                break
+            self.now = nxt
+            if due_op and due_op[0] == nxt:
+                self.ops.remove(due_op)
+                if due_op[1] == "acquired":
+                    self.take(self.node.acquired(due_op[2], True, nxt))
+                else:
+                    self.take(self.node.released(due_op[2], nxt))
+            else:
+                self.take(self.node.on_tick(nxt))
+                self.next_tick = nxt + 0.25
+        self.now = until
+
+    def feed(self, pkt):
+        self.advance(pkt.time)
+        self.take(self.node.on_packet(pkt.payload, pkt.src, pkt.time))
+
+    def sent(self, since=0.0):
+        return [(t, decode(a.payload)) for t, a in self.out if isinstance(a, Send) and t >= since]
+
+    def not_status(self, since=0.0, until=float("inf")):
+        return [(t, m) for t, m in self.sent(since) if t < until and m.msg_type not in ("status", "NS_ackmsg")]
+
+
+def brief(m: Message) -> tuple:
+    keep = ("dest", "rsc_hold", "isstable", "info", "ipaddr", "weown", "ok", "node", "result", "nodelist", "delnodelist")
+    return (m.msg_type,) + tuple((k, m.get(k)) for k in keep if m.get(k) is not None)
+
+
+def real_answers(packets, src, since, until):
+    out = []
+    for p in packets:
+        if p.src == src and since <= p.time < until:
+            m = decode(p.payload)
+            if m.msg_type not in ("status", "NS_ackmsg"):
+                out.append((p.time, m))
+    return out
+
+
+def uuid_of(packets, src):
+    return next(decode(p.payload).get_binary("srcuuid") for p in packets if p.src == src)
+
+
+def test_interop_failover_capture_as_nodea():
+    pk = captured("pair-sha1-failover.pcap")
+    uuid_a = uuid_of(pk, NODEA_IP)
+    a_times = [p.time for p in pk if p.src == NODEA_IP]
+    gap = max(range(1, len(a_times)), key=lambda i: a_times[i] - a_times[i - 1])
+    start1, killed, start2 = a_times[0], a_times[gap - 1] + 0.1, a_times[gap]
+    stop_time = [p.time for p in pk if p.src == NODEA_IP and decode(p.payload).get("info") == "shutdown"][-1]
+    b_pkts = [p for p in pk if p.src == NODEB_IP]
+
+    # -- first life of nodea: start after nodeb, both start, nodea takes its VIP
+    r = Replay(start1, 500, uuid_a)
+    for p in b_pkts:
+        if start1 <= p.time < killed:
+            r.feed(p)
+    r.advance(killed)
+    ours = [brief(m) for t, m in r.not_status()]
+    real = [brief(m) for t, m in real_answers(pk, NODEA_IP, start1, killed)]
+    expected = [
+        ("reqnodes", ("dest", "nodeb")),
+        ("repnodes", ("dest", "nodeb"), ("nodelist", "nodea nodeb "), ("delnodelist", " ")),
+        ("starting",),
+        ("resource", ("rsc_hold", "none"), ("isstable", "0")),
+        ("resource", ("rsc_hold", "local"), ("isstable", "1")),
+        ("resource", ("rsc_hold", "local"), ("isstable", "1")),
+        ("ip-request-resp", ("dest", "nodea"), ("ipaddr", "10.250.0.100/24/eth0"), ("weown", "yes"), ("ok", "OK")),
+        ("resource", ("rsc_hold", "local"), ("isstable", "1"), ("info", "req_our_resources()")),
+    ]
+    assert real == expected  # what the real nodea answered
+    # and what we answer: the same messages; only the timer-driven local takeover
+    # may come before nodeb's "stable" (the real daemon's timer fired late)
+    assert sorted(ours) == sorted(expected)
+    assert ours[:5] == expected[:5] and ours.index(expected[6]) < ours.index(expected[7])
+    first = dict((brief(m)[0], t) for t, m in reversed(r.not_status()))
+    real_first = dict((brief(m)[0], t) for t, m in reversed(real_answers(pk, NODEA_IP, start1, killed)))
+    for mtype in ("reqnodes", "repnodes", "starting"):
+        assert abs(first[mtype] - real_first[mtype]) < 0.6, mtype
+    # the local takeover waits RQSTDELAY (10 s) after both nodes started, as the real one did
+    acq = [t for t, a in r.out if isinstance(a, Acquire)]
+    assert len(acq) == 1 and 9.0 < acq[0] - first["starting"] < 10.6
+    assert abs(acq[0] - real_first["ip-request-resp"]) < 0.7
+    # acks: every nodeb seq with seq % 10 == our trigger
+    trigger = r.node.snapshot().peers[0].ack_trigger
+    b_seqs = [int(decode(p.payload)["seq"], 16) for p in b_pkts if start1 <= p.time < killed and b"(0)seq=" in p.payload]
+    acks = [int(m["ackseq"], 16) for t, m in r.sent() if m.msg_type == "NS_ackmsg"]
+    assert acks == [s for s in b_seqs if s % 10 == trigger] and len(acks) >= 3
+    assert all(m["dest"] == "nodeb" and m.get_binary("destuuid") == decode(b_pkts[0].payload).get_binary("srcuuid")
+               for t, m in r.sent() if m.msg_type == "NS_ackmsg")
+    assert r.node.counters["accepted"] > 30
+    assert r.node.counters["bad_auth"] == r.node.counters["malformed"] == r.node.counters["internal_errors"] == 0
+
+    # -- second life: nodea restarts; nodeb holds the VIP and hands it back (auto_failback on)
+    r2 = Replay(start2, 501, uuid_a)
+    for p in b_pkts:
+        if start2 <= p.time < stop_time:
+            r2.feed(p)
+    handback_end = start2 + 10
+    ours = [brief(m) for t, m in r2.not_status(until=handback_end)]
+    real = [brief(m) for t, m in real_answers(pk, NODEA_IP, start2, handback_end)]
+    expected = [
+        ("reqnodes", ("dest", "nodeb")),
+        ("starting",),
+        ("resource", ("rsc_hold", "none"), ("isstable", "0")),
+        ("resource", ("rsc_hold", "none"), ("isstable", "1")),
+        ("ask_resources", ("rsc_hold", "foreign"), ("info", "other")),
+        ("ask_resources", ("rsc_hold", "foreign"), ("info", "done")),
+        ("resource", ("rsc_hold", "local"), ("isstable", "1")),
+        ("resource", ("rsc_hold", "local"), ("isstable", "1")),
+    ]
+    assert sorted(real) == sorted(expected)  # (the real one sent "done" after the next message)
+    assert ours == expected
+    acq = [a for t, a in r2.out if isinstance(a, Acquire)]
+    assert acq == [Acquire(CAP_VIP, "failback handshake: our groups are handed back")]
+
+    # nodeb's SIGTERM: it hands over at once (shutdone), later dies quietly: "unneeded"
+    shut_b = [p.time for p in b_pkts if decode(p.payload).msg_type == "shutdone"][0]
+    r2.advance(stop_time)
+    ours = [(t, brief(m)) for t, m in r2.not_status(since=shut_b - 1)]
+    assert [b for t, b in ours] == [
+        ("resource", ("rsc_hold", "all"), ("isstable", "1"), ("info", "req_our_resources()")),
+        ("resource", ("rsc_hold", "foreign"), ("info", "mach_down")),
+        ("stonith", ("node", "nodeb"), ("result", "unneeded")),
+    ]
+    assert ours[0][0] - shut_b < 0.01
+    real_stonith = [t for t, m in real_answers(pk, NODEA_IP, shut_b, stop_time) if m.msg_type == "stonith"][0]
+    assert abs(ours[2][0] - real_stonith) < 0.7
+    assert PeerStatus("nodeb", "dead", "graceful shutdown") in [a for t, a in r2.out]
+    assert [a.status for t, a in r2.out if isinstance(a, PeerStatus)][-1] == "dead"
+
+    # -- nodea's SIGTERM
+    r2.take(r2.node.stop(stop_time))
+    r2.advance(stop_time + 3)
+    ours = [brief(m) for t, m in r2.not_status(since=stop_time)]
+    real = [brief(m) for t, m in real_answers(pk, NODEA_IP, stop_time, stop_time + 3)]
+    assert ours == real == [
+        ("resource", ("rsc_hold", "none"), ("isstable", "0"), ("info", "shutdown")),
+        ("shutdone",),
+    ]
+    assert Release(CAP_VIP, "graceful shutdown") in [a for t, a in r2.out]
+    assert isinstance(r2.out[-1][1], Stopped) or any(isinstance(a, Stopped) for t, a in r2.out)
+    assert r2.node.counters["internal_errors"] == 0
+
+
+def test_interop_loss_capture_requests_what_the_real_node_requested():
+    pk = captured("pair-sha1-loss-rexmit.pcap")
+    requested = []
+    for p in pk:
+        if p.src == NODEA_IP and b"(0)t=NS_rexmit," in p.payload:
+            m = decode(p.payload)
+            requested.append(int(m["firstseq"]))
+    missed = set(requested)
+    assert len(missed) >= 10
+    # what the real nodea received: nodeb's packets minus the first copy of each seq it asked for
+    fed, dropped = [], set()
+    for p in pk:
+        if p.src != NODEB_IP:
+            continue
+        m = decode(p.payload)
+        seq = m.get("seq")
+        if seq is not None and int(seq, 16) in missed and int(seq, 16) not in dropped:
+            dropped.add(int(seq, 16))
+            continue
+        fed.append(p)
+    assert dropped == missed
+    start = [p.time for p in pk if p.src == NODEA_IP][0]
+    r = Replay(start, 700, uuid_of(pk, NODEA_IP))
+    for p in fed:
+        r.feed(p)
+    r.advance(fed[-1].time + 1)
+    ours = [m for t, m in r.sent() if m.msg_type == "NS_rexmit"]
+    assert {int(m["firstseq"]) for m in ours} == missed
+    for m in ours:
+        assert m["firstseq"] == m["lastseq"] and m["dest"] == "nodeb"
+    assert r.node.counters["lost_packets"] == len(missed)
+    assert all(t >= 0 for t in (r.node.counters["internal_errors"],)) and r.node.counters["internal_errors"] == 0
+    # every retransmission filled its gap: nothing is missing at the end
+    assert all(not p.missing for p in r.node.snapshot().peers)
+
+
+@pytest.mark.parametrize("capture, keys, index, digest, key", [
+    ("start-md5.pcap", MD5_KEYS, 2, "md5", b"md5secret"),
+])
+def test_interop_md5_capture_is_understood(capture, keys, index, digest, key):
+    node = HeartbeatNode(
+        make_config("nodeb", timers=HB_TIMERS, compat="heartbeat"),
+        keys,
+        NodeIdentity(UUIDS["nodeb"], 9),
+        rng=random.Random(1),
+    )
+    pk = captured(capture)
+    out = node.start(pk[0].time)
+    for p in pk:
+        out += node.on_packet(p.payload, p.src, p.time)
+    # everything but nodea's ack to itself (heartbeat acks its own broadcasts)
+    assert node.counters["accepted"] == len(pk) - 1 and node.counters["not_for_us"] == 1
+    assert node.counters["bad_auth"] == 0
+    for a in of_type(out, Send):
+        check_macs(a.payload, key, index, digest)
+    assert any(isinstance(a, PeerStatus) and a.node == "nodea" for a in out)
