@@ -106,9 +106,16 @@ Choices where heartbeat's behaviour was unclear or unwanted
   announce_interval`` (the loser's own announcements may still be in
   flight). The keeper also re-announces when the peer stops claiming our
   groups while we hold them (the asymmetric case: our process was stalled
-  and the peer took over). A real heartbeat peer restarts itself as usual;
-  its ``shutdone`` then hands its groups to us, and its restart fails them
-  back (auto_failback on) or not.
+  and the peer took over). And a node that holds the peer's groups while the
+  peer claims them (``resource`` messages; a one-way partition) releases
+  them: heartbeat only logs "both machines own foreign resources". A real
+  heartbeat peer restarts itself as usual; its ``shutdone`` then hands its
+  groups to us, and its restart fails them back (auto_failback on) or not.
+  Not covered with a real peer: a one-way partition where the real peer
+  holds our group and never sees us "return" (it keeps it, so do we).
+* At start every group gets a `Release` (a no-op when absent): a process
+  that crashed may have left addresses configured that are no longer ours
+  (heartbeat leaves them, a duplicate address with auto_failback off).
 * On a peer's ``shutdone`` heartbeat also runs a standby-acquire of groups it
   already holds; skipped, the takeover covers it. The peer is reported
   ``dead`` at once; its statuses of the same generation are ignored for
@@ -1544,6 +1551,13 @@ class HeartbeatNode:
                 newstate = _R_STABLE
                 self._send_resources_held(True, None)
                 self._perform_auto_failback()
+            if (
+                self._other_holds & _LOCAL
+                and self._i_hold & _FOREIGN
+                and self._going_standby == _S_NOT
+                and not self._stop_requested
+            ):
+                self._yield_foreign_groups()
             if before & _FOREIGN and not self._other_holds & _FOREIGN and self._i_hold & _LOCAL:
                 # the peer stops claiming our groups while we hold them: it may
                 # have announced them meanwhile (split brain, our stall)
@@ -1947,6 +1961,28 @@ class HeartbeatNode:
             self._send_resources_held(True, None)
 
         self._start_batch(foreign + local, None, "", done)
+
+    def _yield_foreign_groups(self) -> None:
+        """The peer claims its own groups while we hold them too (heartbeat only
+        logs "both machines own foreign resources"): its claim comes after a
+        takeover we did not see (one-way partition) or a resolution; the
+        preferred owner keeps its groups, so we let go of ours."""
+        peer = next(iter(self._peers.values()))
+        self._log(
+            logging.ERROR,
+            f"both nodes claim {peer.name}'s groups: {peer.name} is their preferred owner, releasing them",
+        )
+        self._i_hold &= ~_FOREIGN & _ALL
+        self._rsc_needs_failback = False
+        self._autofailback_at = None
+        self._send_resources_held(False, None)
+        foreign = self._groups_of(_FOREIGN)
+
+        def done(now: float) -> None:
+            if not self._stop_requested:
+                self._send_resources_held(True, None)
+
+        self._start_batch(foreign, "release", f"{peer.name} claims its groups: it is their preferred owner", done)
 
     def _reannounce_local(self) -> None:
         if self._stop_requested:

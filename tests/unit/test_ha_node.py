@@ -124,6 +124,7 @@ class SimNode:
     configured: set = field(default_factory=set)  # groups whose addresses are present (driver state)
     started_at: float = 0.0
     stopped: bool = False
+    paused_until: float = 0.0
 
 
 class Sim:
@@ -210,6 +211,11 @@ class Sim:
     def step(self):
         when, _, kind, args = heapq.heappop(self.queue)
         self.now = max(self.now, when)
+        target = args[0] if kind != "start" else None
+        if target in self.nodes and self.nodes[target].paused_until > self.now:
+            # a stalled process: packets wait in its socket, timers do not run
+            self.push(self.nodes[target].paused_until, kind, *args)
+            return
         if kind == "start":
             (name,) = args
             node = self.new_node(name)
@@ -264,6 +270,9 @@ class Sim:
     # -- scenario controls
     def kill(self, name: str):
         self.nodes[name].alive = False
+
+    def pause(self, name: str, seconds: float):
+        self.nodes[name].paused_until = self.now + seconds
 
     def restart(self, name: str, at: float | None = None):
         self.push(self.now if at is None else at, "start", name)
@@ -1152,3 +1161,217 @@ def test_interop_md5_capture_is_understood(capture, keys, index, digest, key):
     for a in of_type(out, Send):
         check_macs(a.payload, key, index, digest)
     assert any(isinstance(a, PeerStatus) and a.node == "nodea" for a in out)
+
+
+# --- timing details, stalls, restarts ---------------------------------------------------------------
+
+
+def test_our_stall_does_not_kill_the_peer_and_the_owner_reannounces():
+    sim = steady_pair()
+    stalled = sim.now
+    sim.pause("nodea", 2.5)  # nodea's process stops for longer than the deadtime
+    sim.run(stalled + 2.4)
+    assert "nodeb" in sim.holders()  # nodeb declared nodea dead and took its VIP
+    sim.run(stalled + 8)
+    a = sim.nodes["nodea"].node
+    assert a.counters["stalls"] == 1
+    alog = logs(sim.actions("nodea", Log, since=stalled))
+    assert "late (was this process stalled?)" in alog and "may have declared us dead" in alog
+    # nodea gave nodeb grace: it never declared nodeb dead
+    assert not [x for x in sim.actions("nodea", PeerStatus, since=stalled) if x.status == "dead"]
+    # nodeb saw nodea come back with the same generation and gave the VIP back;
+    # nodea re-announced once nodeb stopped claiming it
+    assert sim.holders() == {"nodea"}
+    assert [x.reason for x in sim.actions("nodea", Acquire, since=stalled)] == [REANNOUNCE_REASON]
+    assert sim.nodes["nodeb"].node.counters["partitions_healed"] == 1
+
+
+def test_late_heartbeats_are_logged():
+    node = new_node()
+    node.start(0.0)
+    node.on_packet(status_pkt(1, "up", dt=3000), "b", 0.1)
+    out = node.on_packet(status_pkt(2, "up", dt=3000), "b", 0.3)
+    assert "Late heartbeat" not in logs(out)
+    out = node.on_packet(status_pkt(3, "up", dt=3000), "b", 0.9)  # 600 ms > warntime 500 ms
+    assert "Late heartbeat: node nodeb: interval 600 ms" in logs(out)
+    out = node.on_packet(status_pkt(4, "up", dt=3000), "b", 2.0)  # 1100 ms > deadtime, still alive (dt 3 s)
+    assert "(> deadtime)" in logs(out)
+    assert node.counters["late_heartbeats"] == 2
+    assert node.snapshot().peers[0].status == "up"
+
+
+def test_the_peers_advertised_deadtime_applies():
+    node = new_node()
+    node.start(0.0)
+    node.on_packet(status_pkt(1, "up", dt=2500), "b", 0.1)
+    node.on_packet(forge([("dest", "nodea"), ("t", "repnodes"), ("nodelist", "nodea nodeb "), ("delnodelist", " ")], seq=2, dest="nodea"), "b", 0.1)
+    assert node.snapshot().peers[0].dead_time == 2.5
+    assert node.next_deadline() <= 0.2
+    t, dead = 0.1, None
+    while dead is None and t < 5:
+        t = round(t + 0.05, 2)
+        if of_type(node.on_tick(t), PeerStatus):
+            dead = t
+    assert dead == pytest.approx(2.6)  # 2.5 s after the last status, not our 1 s
+
+
+def test_peer_restart_faster_than_deadtime():
+    sim = steady_pair()
+    before = sim.now
+    sim.kill("nodeb")
+    sim.restart("nodeb", at=before + 0.3)  # back before nodea's deadtime expires
+    sim.run(before + 5)
+    a_status = [x for x in sim.actions("nodea", PeerStatus, since=before)]
+    assert [x.status for x in a_status][:1] == ["init"] and a_status[0].reason == "restarted"
+    assert "dead" not in [x.status for x in a_status]
+    assert "heartbeat restart on node nodeb" in logs(sim.actions("nodea", Log, since=before))
+    assert sim.holders() == {"nodea"}
+    assert not sim.actions("nodea", Release, since=before)
+
+
+def test_heartbeat_compat_waits_rqstdelay_on_simultaneous_start():
+    sim = Sim(timers=HB_TIMERS, compat="heartbeat", tick=0.25)
+    sim.add("nodea")
+    sim.add("nodeb")
+    t = sim.run_until(lambda: sim.holders() == {"nodea"}, 30)
+    assert 10.0 <= t < 11.0  # RQSTDELAY, as the captured real daemons
+
+
+def test_driver_that_sleeps_until_next_deadline():
+    """Only ever woken at next_deadline() (or by a packet): no periodic tick."""
+    sim = Sim(tick=1000.0)  # the periodic tick never comes in time
+    orig_handle = sim.handle
+
+    def handle(name, actions):
+        orig_handle(name, actions)
+        sn = sim.nodes[name]
+        nd = sn.node.next_deadline()
+        if nd != float("inf") and getattr(sn, "wake", None) != nd:
+            sn.wake = nd
+            sim.push(nd, "tick-once", name, sn.node)
+
+    sim.handle = handle
+    orig_step = sim.step
+
+    def step():
+        if sim.queue and sim.queue[0][2] == "tick-once":
+            when, _, _, (name, node) = heapq.heappop(sim.queue)
+            sim.now = max(sim.now, when)
+            sn = sim.nodes[name]
+            if sn.node is node and sn.alive and not sn.stopped:
+                handle(name, node.on_tick(sim.now))
+            return
+        orig_step()
+
+    sim.step = step
+    sim.add("nodea")
+    sim.add("nodeb")
+    sim.run(12)
+    assert sim.holders() == {"nodea"}
+    statuses = [t for t, m in sim.messages("nodea", since=6) if m.msg_type == "status"]
+    gaps = [b - a for a, b in zip(statuses, statuses[1:])]
+    assert gaps and max(gaps) == pytest.approx(0.2, abs=1e-6)
+    killed = sim.now
+    sim.kill("nodea")
+    took = sim.run_until(lambda: sim.actions("nodeb", Acquire, since=killed), killed + 3)
+    assert DEFAULT.deadtime - DEFAULT.keepalive < took - killed <= DEFAULT.deadtime + sim.latency + 1e-6
+
+
+def test_failed_acquisition_is_retried():
+    sim = Sim()
+    sim.fail_acquire.add("nodea")
+    sim.add("nodea")
+    sim.add("nodeb")
+    sim.run(3)
+    assert sim.holders() == set()
+    assert "acquisition of group 192.168.50.10/32/eth0 (owner nodea) failed" in logs(sim.actions("nodea", Log))
+    sim.fail_acquire.clear()
+    t = sim.run_until(lambda: sim.holders() == {"nodea"}, 12)
+    assert 5.0 < t < 6.0  # retried 5 s after the failure
+    retries = [a.reason for a in sim.actions("nodea", Acquire)]
+    assert retries[-1] == "retry after a failed acquisition"
+    assert sim.nodes["nodea"].node.counters["acquire_failures"] == 1
+
+
+def test_peer_without_protocol_disables_flow_control():
+    node = new_node()
+    node.start(0.0)
+    trigger = node.snapshot().peers[0].ack_trigger
+    out = []
+    for seq in range(1, 25):
+        out += node.on_packet(status_pkt(seq, "up", protocol=False), "b", 0.01 * seq)
+    assert [m for m in sends(out) if m.msg_type in ("NS_ackmsg", "reqnodes")] == []
+    assert "flow control disabled" in logs(out)
+    statuses = [m for m in sends(node.on_tick(1.0)) if m.msg_type == "status"]
+    assert statuses and all("protocol" not in m for m in statuses)
+    assert node.snapshot().status == "active"  # comm up without reqnodes
+    assert trigger in range(10)
+
+
+def test_shutdone_received_while_stopping_cancels_the_takeover():
+    sim = steady_pair()
+    now = sim.now
+    sim.stop("nodeb")
+    sim.stop("nodea")
+    sim.run(now + 5)
+    assert sim.nodes["nodea"].stopped and sim.nodes["nodeb"].stopped
+    assert not sim.actions("nodeb", Acquire, since=now)
+    assert sim.holders() == set()
+
+
+def test_legacy_failback_through_ip_request():
+    sim = steady_pair(auto_failback="legacy")
+    assert not [m for t, m in sim.messages("nodea") if m.msg_type in ("starting", "resource")]
+    sim.kill("nodea")
+    sim.run(sim.now + 3)
+    assert sim.holders() == {"nodeb"}
+    back = sim.now
+    sim.restart("nodea")
+    sim.run(back + 3)
+    assert sim.holders() == {"nodea"}
+    req = [m for t, m in sim.messages("nodea", since=back) if m.msg_type == "ip-request"]
+    resp = [m for t, m in sim.messages("nodeb", since=back) if m.msg_type == "ip-request-resp"]
+    assert [m["ipaddr"] for m in req] == ["192.168.50.10/32/eth0"]
+    assert [(m["dest"], m["ipaddr"], m["ok"]) for m in resp] == [("nodea", "192.168.50.10/32/eth0", "OK")]
+    rel = sim.timed("nodeb", Release, since=back)[0][0]
+    acq = [t for t, a in sim.timed("nodea", Acquire, since=back)][0]
+    assert rel < acq
+
+
+def test_snapshot_and_counters():
+    sim = steady_pair()
+    snap = sim.nodes["nodea"].node.snapshot()
+    assert (snap.node, snap.status, snap.resource_state, snap.holds) == ("nodea", "active", "stable", "local")
+    assert snap.groups[0].held and snap.groups[0].pending == ()
+    (peer,) = snap.peers
+    assert peer.name == "nodeb" and peer.status == "active" and peer.uuid == UUIDS["nodeb"]
+    assert peer.generation == sim.generations["nodeb"] and not peer.missing and peer.dead_time == 1.0
+    assert set(sim.nodes["nodea"].node.counters) == set(COUNTERS)
+
+
+@pytest.mark.parametrize("holder_before", ["nodea", "nodeb"])
+def test_one_way_partition_then_heal(holder_before):
+    """nodeb's packets stop reaching nodea (nodea still reaches nodeb)."""
+    sim = steady_pair(auto_failback=False)
+    if holder_before == "nodeb":
+        sim.kill("nodea")
+        sim.run(sim.now + 3)
+        sim.restart("nodea")
+        sim.run(sim.now + 5)
+        assert sim.holders() == {"nodeb"}
+    cut = sim.now
+    sim.loss[("nodeb", "nodea")] = 1.0
+    sim.run(cut + 3)
+    # nodea declared nodeb dead and holds its own group; nodeb, which still hears
+    # nodea claim it, lets go of it instead of keeping a duplicate
+    assert sim.holders() == {"nodea"}
+    if holder_before == "nodeb":
+        assert "both nodes claim nodea's groups" in logs(sim.actions("nodeb", Log, since=cut))
+    del sim.loss[("nodeb", "nodea")]
+    healed = sim.now
+    sim.run(healed + 6)
+    assert sim.holders() == {"nodea"}
+    assert [a.reason for a in sim.actions("nodea", Acquire, since=healed)][:1] == [REANNOUNCE_REASON]
+    later = sim.now
+    sim.run(later + 5)
+    assert not sim.actions(None, Acquire, since=later) and not sim.actions(None, Release, since=later)
