@@ -488,9 +488,9 @@ class HeartbeatNode:
         wallclock: Callable[[], float] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        if config.node not in config.nodes:
-            raise ValueError(f"node {config.node!r} is not in the node list {list(config.nodes)}")
         lowered = [n.lower() for n in config.nodes]
+        if config.node.lower() not in lowered:
+            raise ValueError(f"node {config.node!r} is not in the node list {list(config.nodes)}")
         if len(set(lowered)) != len(lowered):
             raise ValueError(f"duplicate node names in {list(config.nodes)}")
         if len(config.nodes) > 2:
