@@ -1327,7 +1327,9 @@ class HeartbeatNode:
                 self.counters["retransmitted"] += 1
             seq += 1
 
-    def _dispatch(self, peer: _Peer, msg: Message, mtype: str, seq: int, ts: int, *, restart: bool, healed: bool) -> None:
+    def _dispatch(
+        self, peer: _Peer, msg: Message, mtype: str, seq: int, ts: int, *, restart: bool, healed: bool
+    ) -> None:
         if mtype == "status":
             self._handle_status(peer, msg, seq, ts, restart)
             if healed:

@@ -772,7 +772,8 @@ def history_node():
 
 
 def rexmit_pkt(first, last, **kw):
-    return forge([("t", "NS_rexmit"), ("dest", "nodea"), ("firstseq", str(first)), ("lastseq", str(last))], dest="nodea", **kw)
+    pairs = [("t", "NS_rexmit"), ("dest", "nodea"), ("firstseq", str(first)), ("lastseq", str(last))]
+    return forge(pairs, dest="nodea", **kw)
 
 
 def test_rexmit_answered_from_history_with_identical_bytes():
@@ -796,7 +797,8 @@ def test_rexmit_answered_from_history_with_identical_bytes():
     out = node.on_packet(rexmit_pkt(1, top), "b", t + 5)
     assert len(of_type(out, Send)) == 50 and {m.msg_type for m in sends(out)} == {"NS_nak_rexmit"}
     # acknowledged packets are not resent; garbage ranges are ignored
-    node.on_packet(forge([("t", "NS_ackmsg"), ("dest", "nodea"), ("ackseq", format(top - 1, "x"))], dest="nodea"), "b", t + 6)
+    ack = forge([("t", "NS_ackmsg"), ("dest", "nodea"), ("ackseq", format(top - 1, "x"))], dest="nodea")
+    node.on_packet(ack, "b", t + 6)
     assert of_type(node.on_packet(rexmit_pkt(top - 1, top - 1), "b", t + 6.5), Send) == []
     assert of_type(node.on_packet(rexmit_pkt(5, 2), "b", t + 7), Send) == []
     assert node.counters["retransmitted"] == 3 + 1 and node.counters["naks_sent"] == 1 + 50
@@ -989,7 +991,8 @@ class Replay:
 
 
 def brief(m: Message) -> tuple:
-    keep = ("dest", "rsc_hold", "isstable", "info", "ipaddr", "weown", "ok", "node", "result", "nodelist", "delnodelist")
+    keep = ("dest", "rsc_hold", "isstable", "info", "ipaddr", "weown", "ok")
+    keep += ("node", "result", "nodelist", "delnodelist")
     return (m.msg_type,) + tuple((k, m.get(k)) for k in keep if m.get(k) is not None)
 
 
@@ -1049,7 +1052,9 @@ def test_interop_failover_capture_as_nodea():
     assert abs(acq[0] - real_first["ip-request-resp"]) < 0.7
     # acks: every nodeb seq with seq % 10 == our trigger
     trigger = r.node.snapshot().peers[0].ack_trigger
-    b_seqs = [int(decode(p.payload)["seq"], 16) for p in b_pkts if start1 <= p.time < killed and b"(0)seq=" in p.payload]
+    b_seqs = [
+        int(decode(p.payload)["seq"], 16) for p in b_pkts if start1 <= p.time < killed and b"(0)seq=" in p.payload
+    ]
     acks = [int(m["ackseq"], 16) for t, m in r.sent() if m.msg_type == "NS_ackmsg"]
     assert acks == [s for s in b_seqs if s % 10 == trigger] and len(acks) >= 3
     assert all(m["dest"] == "nodeb" and m.get_binary("destuuid") == decode(b_pkts[0].payload).get_binary("srcuuid")
@@ -1208,7 +1213,8 @@ def test_the_peers_advertised_deadtime_applies():
     node = new_node()
     node.start(0.0)
     node.on_packet(status_pkt(1, "up", dt=2500), "b", 0.1)
-    node.on_packet(forge([("dest", "nodea"), ("t", "repnodes"), ("nodelist", "nodea nodeb "), ("delnodelist", " ")], seq=2, dest="nodea"), "b", 0.1)
+    repnodes = [("dest", "nodea"), ("t", "repnodes"), ("nodelist", "nodea nodeb "), ("delnodelist", " ")]
+    node.on_packet(forge(repnodes, seq=2, dest="nodea"), "b", 0.1)
     assert node.snapshot().peers[0].dead_time == 2.5
     assert node.next_deadline() <= 0.2
     t, dead = 0.1, None
