@@ -13,12 +13,10 @@ import collections
 import hashlib
 import hmac
 import random
-import struct
-from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
+from hbpcap import DATA, Captured, udp_payloads
 
 from ha.auth import parse_authkeys
 from ha.wire import (
@@ -49,59 +47,7 @@ from ha.wire import (
     with_inner_auth,
 )
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "heartbeat"
 CAPTURES = ["pair-sha1-failover.pcap", "pair-sha1-loss-rexmit.pcap", "start-md5.pcap", "start-crc.pcap"]
-
-
-# --- a tiny pcap reader ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Captured:
-    time: float
-    src: str
-    payload: bytes
-
-
-def udp_payloads(path: Path, port: int = 694) -> list[Captured]:
-    """Payloads of the UDP datagrams to or from `port` in a classic pcap file."""
-    data = path.read_bytes()
-    magic = data[:4]
-    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
-        end = "<"
-    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
-        end = ">"
-    else:
-        raise AssertionError(f"{path}: not a pcap file")
-    frac = 1e9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
-    (linktype,) = struct.unpack(end + "I", data[20:24])
-    assert linktype == 1, "Ethernet captures only"
-    out = []
-    off = 24
-    while off + 16 <= len(data):
-        sec, sub, incl, _orig = struct.unpack(end + "IIII", data[off : off + 16])
-        off += 16
-        frame = data[off : off + incl]
-        off += incl
-        (ethertype,) = struct.unpack("!H", frame[12:14])
-        l3 = 14
-        if ethertype == 0x8100:  # 802.1Q tag
-            (ethertype,) = struct.unpack("!H", frame[16:18])
-            l3 = 18
-        if ethertype != 0x0800:
-            continue
-        ihl = (frame[l3] & 0x0F) * 4
-        proto = frame[l3 + 9]
-        (frag,) = struct.unpack("!H", frame[l3 + 6 : l3 + 8])
-        if proto != 17 or frag & 0x1FFF:
-            continue
-        src = ".".join(str(b) for b in frame[l3 + 12 : l3 + 16])
-        l4 = l3 + ihl
-        sport, dport, ulen = struct.unpack("!HHH", frame[l4 : l4 + 6])
-        if port not in (sport, dport):
-            continue
-        out.append(Captured(sec + sub / frac, src, frame[l4 + 8 : l4 + ulen]))
-    return out
 
 
 @lru_cache(maxsize=None)
