@@ -417,6 +417,9 @@ class _HAParser:
                 self.issue(("nodes", index), f"duplicate node {name!r} (node names are case-insensitive)")
             else:
                 names.append(name)
+        if ok and len(names) > 2:
+            self.issue(("nodes",), f"{len(names)} nodes: directord pairs two directors (heartbeat's v1 resource protocol)")
+            return None
         return names if ok else None
 
     def node(self, nodes: list[str] | None) -> str | None:

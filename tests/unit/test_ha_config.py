@@ -343,6 +343,7 @@ def test_explicit_node_not_among_nodes(keys: str):
         ("[dir1, 7]", 2, "ha.nodes[1]", "expected a string, got integer 7"),
         ("dir1", 2, "ha.nodes", "expected a list, got string 'dir1'"),
         ("[]", 2, "ha.nodes", "at least one node"),
+        ("[dir1, dir2, dir3]", 2, "ha.nodes", "3 nodes: directord pairs two directors"),
     ],
 )
 def test_bad_nodes(keys: str, nodes: str, line: int, field: str, message: str):
