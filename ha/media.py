@@ -1,0 +1,280 @@
+"""Heartbeat media: the UDP sockets a node's packets travel on (bcast, mcast, ucast).
+
+One socket per `ha.model.Medium`, created in the network namespace of the
+calling thread (the daemon's), each used both to send and to receive:
+
+* ``bcast`` (heartbeat ``lib/plugins/HBcomm/bcast.c``): bound to
+  ``('', port)`` with ``SO_BINDTODEVICE`` to the interface, ``SO_BROADCAST``
+  and ``SO_DONTROUTE``; sends to the interface's IPv4 broadcast address
+  (``IFA_BROADCAST``, read over rtnetlink with pyroute2 when the medium
+  opens). An interface without a broadcast address is refused: heartbeat
+  would send to 0.0.0.0 and the nodes would never hear each other.
+* ``mcast`` (``mcast.c``): bound to ``(group, port)`` and to the interface,
+  joined to the group on it (``IP_ADD_MEMBERSHIP`` with an ``ip_mreqn`` naming
+  the ifindex), ``IP_MULTICAST_IF`` / ``IP_MULTICAST_TTL`` /
+  ``IP_MULTICAST_LOOP`` as configured; sends to ``(group, port)``.
+* ``ucast`` (``ucast.c``): bound to ``('', port)`` and to the interface; sends
+  to ``(peer, port)``.
+
+Every socket has ``SO_REUSEADDR`` so that several media may share a port
+(bcast and ucast on one interface, as heartbeat allows). Received datagrams
+of every medium go to one callback, ``on_packet(payload, source)`` with
+``source`` as ``"ADDRESS:PORT"``; our own broadcasts come back too, and the
+node recognises and drops them (``ha.node`` counts them as ``own``). Sending
+never raises: a refusal (link down, no route, buffer full) is logged, at most
+once per medium and errno every 10 seconds, and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import socket
+import struct
+import time
+from typing import Callable, Sequence
+
+from ha.model import Medium
+
+log = logging.getLogger("directord.ha")
+
+__all__ = ["MediumError", "MediumSocket", "Media", "broadcast_address", "open_medium"]
+
+#: Largest datagram read (heartbeat's MAXMSG is 40000 bytes; a UDP datagram can be 65507).
+MAX_DATAGRAM = 65535
+_LOG_INTERVAL = 10.0
+
+
+class MediumError(OSError):
+    """A medium cannot be opened: no such interface, no broadcast address, bind refused.
+
+    ``str(err)`` names the medium (``"bcast eth1: ..."``); ``medium`` holds it.
+    """
+
+    def __init__(self, medium: Medium, reason: str, err: int = errno.EINVAL) -> None:
+        super().__init__(err, f"{describe(medium)}: {reason}")
+        self.medium = medium
+
+
+def describe(medium: Medium) -> str:
+    """The medium as an ha.cf-style line: ``bcast eth1``, ``mcast eth1 239.0.0.1 694``, ``ucast eth0 10.0.0.2``."""
+    if medium.kind == "bcast":
+        return f"bcast {medium.interface}"
+    if medium.kind == "mcast":
+        return f"mcast {medium.interface} {medium.group} {medium.port}"
+    return f"ucast {medium.interface} {medium.peer}"
+
+
+async def broadcast_address(ifname: str) -> str | None:
+    """The first IPv4 broadcast address (``IFA_BROADCAST``) configured on ``ifname``, or None.
+
+    Read with pyroute2's ``AsyncIPRoute`` in the current network namespace.
+
+    Raises:
+        OSError: (``ENODEV``) no such interface here.
+    """
+    from pyroute2 import AsyncIPRoute
+
+    async with AsyncIPRoute() as ipr:
+        idx = await ipr.link_lookup(ifname=ifname)
+        if not idx:
+            raise OSError(errno.ENODEV, f"no such network interface {ifname!r}")
+        for msg in [m async for m in await ipr.get_addr(family=socket.AF_INET, index=idx[0])]:
+            brd = msg.get_attr("IFA_BROADCAST")
+            if brd and brd != "0.0.0.0":
+                return brd
+    return None
+
+
+class MediumSocket:
+    """One open medium: its socket and where it sends.
+
+    Attributes:
+        medium: the configuration.
+        sock: the non-blocking UDP socket (send and receive).
+        destination: ``(address, port)`` datagrams go to.
+        sent / send_errors / received: counters.
+    """
+
+    def __init__(self, medium: Medium, sock: socket.socket, destination: tuple[str, int]) -> None:
+        self.medium = medium
+        self.sock = sock
+        self.destination = destination
+        self.sent = 0
+        self.send_errors = 0
+        self.received = 0
+        self._logged: dict[int, float] = {}
+
+    def send(self, payload: bytes) -> bool:
+        """Send one datagram; False (logged, rate-limited) if the kernel refused it. Never raises."""
+        try:
+            self.sock.sendto(payload, self.destination)
+        except OSError as exc:
+            self.send_errors += 1
+            code = exc.errno or 0
+            now = time.monotonic()
+            if now - self._logged.get(code, -_LOG_INTERVAL) >= _LOG_INTERVAL:
+                self._logged[code] = now
+                log.warning("heartbeat medium %s: sending to %s:%d failed: %s",
+                            describe(self.medium), *self.destination, exc.strerror or exc)
+            return False
+        self.sent += 1
+        return True
+
+    def close(self) -> None:
+        """Close the socket (idempotent)."""
+        self.sock.close()
+
+
+def _ifindex(medium: Medium) -> int:
+    try:
+        return socket.if_nametoindex(medium.interface)
+    except OSError as exc:
+        raise MediumError(medium, f"no such network interface {medium.interface!r}", errno.ENODEV) from exc
+
+
+async def open_medium(medium: Medium) -> MediumSocket:
+    """Open the socket of one medium (see the module notes for the options).
+
+    Raises:
+        MediumError: no such interface, a bcast interface without a broadcast
+            address, an unknown kind, or a socket option / bind refused.
+    """
+    ifindex = _ifindex(medium)
+    if medium.kind == "bcast":
+        try:
+            brd = await broadcast_address(medium.interface)
+        except OSError as exc:
+            raise MediumError(medium, str(exc), exc.errno or errno.ENODEV) from exc
+        if brd is None:
+            raise MediumError(
+                medium,
+                f"interface {medium.interface!r} has no IPv4 address with a broadcast address "
+                f"(add one with 'ip addr add ADDRESS/PREFIX brd + dev {medium.interface}')",
+                errno.EADDRNOTAVAIL,
+            )
+        destination = (brd, medium.port)
+    elif medium.kind == "mcast":
+        if medium.group is None:
+            raise MediumError(medium, "no multicast group")
+        destination = (medium.group, medium.port)
+    elif medium.kind == "ucast":
+        if medium.peer is None:
+            raise MediumError(medium, "no peer address")
+        destination = (medium.peer, medium.port)
+    else:
+        raise MediumError(medium, f"unknown medium kind {medium.kind!r}")
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, medium.interface.encode())
+        if medium.kind == "bcast":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
+            sock.bind(("", medium.port))
+        elif medium.kind == "mcast":
+            group = ipaddress.IPv4Address(medium.group).packed
+            # struct ip_mreqn (include/uapi/linux/in.h): group, local address, ifindex
+            mreqn = group + bytes(4) + struct.pack("@i", ifindex)
+            sock.bind((medium.group, medium.port))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, int(medium.ttl))
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if medium.loop else 0)
+        else:
+            sock.bind(("", medium.port))
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise MediumError(medium, f"cannot set up the socket: {exc.strerror or exc}", exc.errno or errno.EINVAL) from exc
+    return MediumSocket(medium, sock, destination)
+
+
+class Media:
+    """Every medium of a node: one receive path, one send call.
+
+    Args:
+        media: the configured media (at least one).
+        on_packet: called as ``on_packet(payload: bytes, source: str)`` for
+            every datagram received on any medium, from the event loop;
+            ``source`` is ``"ADDRESS:PORT"``. Exceptions it raises are logged.
+
+    Use ``await start()`` (opens all sockets, or none: `MediumError` on the
+    first that fails), ``send(payload)``, ``close()``.
+    """
+
+    def __init__(self, media: Sequence[Medium], on_packet: Callable[[bytes, str], None]) -> None:
+        self.media = tuple(media)
+        self._on_packet = on_packet
+        self.sockets: list[MediumSocket] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Open every medium and start receiving.
+
+        Raises:
+            MediumError: a medium cannot be opened (those already open are closed).
+            RuntimeError: already started.
+        """
+        if self.sockets:
+            raise RuntimeError("media already started")
+        loop = asyncio.get_running_loop()
+        opened: list[MediumSocket] = []
+        try:
+            for medium in self.media:
+                opened.append(await open_medium(medium))
+        except BaseException:
+            for ms in opened:
+                ms.close()
+            raise
+        self._loop = loop
+        self.sockets = opened
+        for ms in opened:
+            loop.add_reader(ms.sock.fileno(), self._readable, ms)
+            log.info("heartbeat medium %s open, sending to %s:%d", describe(ms.medium), *ms.destination)
+
+    def _readable(self, ms: MediumSocket) -> None:
+        for _ in range(64):  # bounded: let the loop run other work under a flood
+            try:
+                data, addr = ms.sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP errors reported on the socket
+                log.debug("heartbeat medium %s: receive error: %s", describe(ms.medium), exc)
+                return
+            ms.received += 1
+            try:
+                self._on_packet(data, f"{addr[0]}:{addr[1]}")
+            except Exception:
+                log.exception("heartbeat packet handler failed")
+
+    def send(self, payload: bytes) -> int:
+        """Send ``payload`` on every medium; returns on how many it went out. Never raises."""
+        return sum(1 for ms in self.sockets if ms.send(payload))
+
+    def close(self) -> None:
+        """Stop receiving and close every socket (idempotent)."""
+        for ms in self.sockets:
+            if self._loop is not None and not self._loop.is_closed():
+                try:
+                    self._loop.remove_reader(ms.sock.fileno())
+                except (ValueError, OSError):
+                    pass
+            ms.close()
+        self.sockets = []
+
+    def stats(self) -> list[dict]:
+        """Per medium: ``{"medium", "destination", "sent", "send_errors", "received"}``."""
+        return [
+            {
+                "medium": describe(ms.medium),
+                "destination": f"{ms.destination[0]}:{ms.destination[1]}",
+                "sent": ms.sent,
+                "send_errors": ms.send_errors,
+                "received": ms.received,
+            }
+            for ms in self.sockets
+        ]

@@ -1,0 +1,188 @@
+"""Tests of ha.media: bcast, mcast and ucast heartbeat media between two network namespaces.
+
+Root only. Each test builds its own namespaces ``<PREFIX>-a`` and
+``<PREFIX>-b`` joined by a veth pair (``a0`` in A, ``b0`` in B) with
+10.214.0.1/24 and 10.214.0.2/24 (broadcast 10.214.0.255), and a second veth
+pair ``c0``/``d0`` whose A end has an address without a broadcast address.
+The media run on an event loop in a thread that entered the namespace (the
+sockets belong to the namespace of the thread that creates them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from director.lab import netns as N
+from ha.config import check_ha_environment
+from ha.media import Media, MediumError, broadcast_address, describe, open_medium
+from ha.model import HAConfig, Medium
+
+PREFIX = f"hmd{os.getpid()}"
+A_ADDR, B_ADDR, BRD = "10.214.0.1", "10.214.0.2", "10.214.0.255"
+GROUP = "239.214.0.1"
+PORT = 694
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def pair():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    a, b = f"{PREFIX}-a", f"{PREFIX}-b"
+    N.cleanup_netns(PREFIX)
+    try:
+        N.create_netns(a)
+        N.create_netns(b)
+    except OSError as err:
+        N.cleanup_netns(PREFIX)
+        pytest.skip(f"cannot create network namespaces: {err}")
+    try:
+        N.add_veth(a, "a0", b, "b0")
+        N.add_veth(a, "c0", b, "d0")
+        _ip("-n", a, "addr", "add", f"{A_ADDR}/24", "brd", "+", "dev", "a0")
+        _ip("-n", b, "addr", "add", f"{B_ADDR}/24", "brd", "+", "dev", "b0")
+        _ip("-n", a, "addr", "add", "10.214.1.1/24", "dev", "c0")  # no broadcast address
+        yield a, b
+    finally:
+        N.cleanup_netns(PREFIX)
+
+
+def run_in(ns: str, coro_fn) -> threading.Thread:
+    """Run ``asyncio.run(coro_fn())`` in a thread inside ``ns``; exceptions land in ``thread.error``."""
+
+    def target() -> None:
+        try:
+            N.call_in_netns(ns, lambda: asyncio.run(coro_fn()))
+        except BaseException as exc:  # reported by the test
+            t.error = exc
+
+    t = threading.Thread(target=target, daemon=True)
+    t.error = None
+    t.start()
+    return t
+
+
+def exchange(a: str, b: str, medium_a: Medium, medium_b: Medium, payload: bytes) -> tuple[list, list, dict]:
+    """A sends ``payload`` (every 50 ms) until B received it; returns (B's packets, A's packets, A's stats)."""
+    got_b: list[tuple[bytes, str]] = []
+    got_a: list[tuple[bytes, str]] = []
+    ready = threading.Event()
+    done = threading.Event()
+    info: dict = {}
+
+    async def receiver() -> None:
+        media = Media([medium_b], lambda data, src: got_b.append((data, src)))
+        await media.start()
+        ready.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(d == payload for d, _ in got_b):
+            await asyncio.sleep(0.02)
+        done.set()
+        media.close()
+
+    async def sender() -> None:
+        assert ready.wait(5)
+        media = Media([medium_a], lambda data, src: got_a.append((data, src)))
+        await media.start()
+        sock = media.sockets[0].sock
+        info["bindtodevice"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16).rstrip(b"\0")
+        info["broadcast"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST)
+        info["dontroute"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE)
+        info["destination"] = media.sockets[0].destination
+        sent = 0
+        while not done.is_set() and sent < 100:
+            sent += media.send(payload)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)
+        info["stats"] = media.stats()
+        media.close()
+
+    rx = run_in(b, receiver)
+    tx = run_in(a, sender)
+    rx.join(15)
+    tx.join(15)
+    assert rx.error is None, rx.error
+    assert tx.error is None, tx.error
+    return got_b, got_a, info
+
+
+def test_bcast_delivers_to_the_broadcast_address(pair):
+    a, b = pair
+    payload = b"###\nbcast test\n%%%\n"
+    got_b, got_a, info = exchange(a, b, Medium("bcast", "a0", PORT), Medium("bcast", "b0", PORT), payload)
+    assert (payload, f"{A_ADDR}:{PORT}") in got_b
+    assert info["destination"] == (BRD, PORT)
+    assert info["bindtodevice"] == b"a0"
+    assert info["broadcast"] == 1 and info["dontroute"] == 1
+    # our own broadcasts come back to us (the node drops them as its own)
+    assert any(d == payload for d, _ in got_a)
+    assert info["stats"][0]["sent"] >= 1 and info["stats"][0]["send_errors"] == 0
+
+
+def test_mcast_delivers_to_the_group(pair):
+    a, b = pair
+    payload = b"mcast test"
+    m_a = Medium("mcast", "a0", 1694, group=GROUP, ttl=1, loop=False)
+    m_b = Medium("mcast", "b0", 1694, group=GROUP, ttl=1, loop=False)
+    got_b, got_a, info = exchange(a, b, m_a, m_b, payload)
+    assert (payload, f"{A_ADDR}:1694") in got_b
+    assert info["destination"] == (GROUP, 1694)
+    assert got_a == []  # loop off: our own multicast does not come back
+
+
+def test_ucast_delivers_to_the_peer(pair):
+    a, b = pair
+    payload = b"ucast test"
+    got_b, _got_a, info = exchange(
+        a, b, Medium("ucast", "a0", PORT, peer=B_ADDR), Medium("ucast", "b0", PORT, peer=A_ADDR), payload
+    )
+    assert (payload, f"{A_ADDR}:{PORT}") in got_b
+    assert info["destination"] == (B_ADDR, PORT)
+    assert info["bindtodevice"] == b"a0"
+
+
+def test_bcast_without_a_broadcast_address_is_refused(pair):
+    a, _b = pair
+    cfg = HAConfig(node="dir1", nodes=("dir1", "dir2"), media=(Medium("bcast", "c0"),), authkeys="/x", line=7)
+    problems = check_ha_environment(cfg, netns=a, file="/etc/directord/directord.yaml")
+    assert len(problems) == 1
+    assert problems[0].startswith("/etc/directord/directord.yaml:7: ha.media: bcast c0: ")
+    assert "broadcast" in problems[0]
+
+    async def try_open() -> tuple[str | None, str | None]:
+        with pytest.raises(MediumError) as err:
+            await open_medium(Medium("bcast", "c0"))
+        assert "bcast c0" in str(err.value) and "broadcast" in str(err.value)
+        with pytest.raises(MediumError, match="no such network interface 'nope0'"):
+            await open_medium(Medium("bcast", "nope0"))
+        return await broadcast_address("c0"), await broadcast_address("a0")
+
+    assert N.call_in_netns(a, lambda: asyncio.run(try_open())) == (None, BRD)
+
+
+def test_send_errors_are_counted_not_raised(pair):
+    a, _b = pair
+
+    async def go() -> dict:
+        media = Media([Medium("ucast", "a0", PORT, peer=B_ADDR)], lambda d, s: None)
+        await media.start()
+        _ip("-n", a, "link", "set", "a0", "down")
+        assert media.send(b"x" * 70000) == 0  # too big for a datagram: refused, logged
+        stats = media.stats()[0]
+        media.close()
+        media.close()  # idempotent
+        return stats
+
+    stats = N.call_in_netns(a, lambda: asyncio.run(go()))
+    assert stats["send_errors"] == 1 and stats["sent"] == 0
+    assert describe(Medium("mcast", "a0", 1694, group=GROUP)) == f"mcast a0 {GROUP} 1694"
