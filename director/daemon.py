@@ -2,15 +2,20 @@
 
 Components (each with start/stop, all owned here): the health-check engine
 (`checks.engine.HealthEngine`), the reconciler (`director.reconciler`) and
-the control socket (`director.control`).  Signals: SIGTERM/SIGINT stop
-cleanly (the IPVS table is left in place, so a restart changes nothing),
-SIGHUP reloads the configuration (validated first; an invalid file is logged
-and the running configuration stays).
+the control socket (`director.control`), and with an ``ha:`` section the
+heartbeat HA service (`ha.service.HAService`, started after the control
+socket, stopped first so the VIP is released gracefully and the peer takes
+over at once).  Signals: SIGTERM/SIGINT stop cleanly (the IPVS table is left
+in place, so a restart changes nothing), SIGHUP reloads the configuration
+(validated first; an invalid file is logged and the running configuration
+stays).  Changes to the ``ha:`` section need a restart: a reload logs them and
+keeps the running HA service.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import resource
@@ -64,6 +69,14 @@ def check_targets(config: Config) -> dict[tuple[ServiceKey, DestKey], CheckTarge
     return targets
 
 
+def _same_ha(old: Config | None, new: Config) -> bool:
+    """True when both configurations have the same ha section (its line in the file aside)."""
+    a, b = (old.ha if old else None), new.ha
+    if a is None or b is None:
+        return a is b
+    return dataclasses.replace(a, line=0) == dataclasses.replace(b, line=0)
+
+
 class Daemon:
     """The directord daemon for one configuration file.
 
@@ -81,6 +94,7 @@ class Daemon:
         self.engine = HealthEngine(self._on_transition)
         self.reconciler = Reconciler(self.kernel, self._health)
         self.control = None
+        self.ha: Any = None  # ha.service.HAService when the configuration has an ha section
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._started = time.monotonic()
@@ -123,6 +137,17 @@ class Daemon:
         except (RuntimeError, OSError) as exc:
             log.error("control socket %s: %s", path, exc)
             return 1
+        if config.ha is not None:
+            from ha.service import HAService, HAStartError
+
+            self.ha = HAService(config.ha, config_file=config.path)
+            try:
+                await self.ha.start()
+            except HAStartError as exc:
+                log.error("%s", exc)
+                await self.ha.stop()
+                await self.control.stop()
+                return 1
         await self.engine.start()
         await self.reconciler.start()
         log.info(
@@ -135,6 +160,8 @@ class Daemon:
             await self._stop.wait()
         finally:
             log.info("stopping (the IPVS table is left in place)")
+            if self.ha is not None:
+                await self.ha.stop()
             await self.control.stop()
             await self.engine.stop()
             await self.reconciler.stop()
@@ -163,6 +190,8 @@ class Daemon:
             except OSError as exc:
                 log.error("reload refused, cannot read %s: %s; keeping the running configuration", self.config_path, exc)
                 return False
+            if self.ha is not None and not _same_ha(self.config, config):
+                log.warning("the ha section changed: HA changes need a restart; the running HA service is kept")
             self._adopt(config)
             log.info("reloaded: %d virtual services", len(config.services))
             return True
@@ -194,6 +223,8 @@ class Daemon:
             kernel_errors=self.reconciler.errors,
             kernel_error=kernel_error,
         )
+        if self.ha is not None:
+            doc["ha"] = self.ha.snapshot()
         return doc
 
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:

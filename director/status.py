@@ -170,4 +170,15 @@ def render_status(doc: Mapping[str, Any]) -> str:
                 f"{(f'{since:.0f}s' if since is not None else '-'):>8} {_fmt(rs.get('active_conns')):>6} "
                 f"{_fmt(rs.get('inactive_conns')):>6}  {_fmt(rs.get('last_check'))}"
             )
+    ha = doc.get("ha")
+    if ha:
+        lines.append("")
+        lines.append(f"HA node {ha.get('node')}: {ha.get('state')}")
+        for peer in ha.get("peers", []):
+            lines.append(f"  peer {peer.get('node')}: {peer.get('status')}")
+        for group in ha.get("groups", []):
+            lines.append(
+                f"  group {' '.join(group.get('resources', []))} (owner {group.get('owner')}): "
+                f"held by {_fmt(group.get('holder'))}"
+            )
     return "\n".join(lines)

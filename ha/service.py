@@ -1,0 +1,411 @@
+"""The HA service: the I/O around the pure heartbeat node (`ha.node.HeartbeatNode`).
+
+`HAService` owns, for one ``ha:`` section:
+
+* the node, fed with ``time.monotonic()`` (``now``, seconds), ``time.time``
+  as its wall clock and ``/proc/loadavg`` for the ``ld`` field;
+* the media (`ha.media.Media`): every received datagram goes to
+  ``node.on_packet``; every `Send` goes out on every medium;
+* a ticker: ``node.on_tick`` at ``node.next_deadline()`` and at least every
+  250 ms (heartbeat checks timeouts every 250 ms, ``heartbeat.c``);
+* one worker per resource group that carries out the node's `Acquire` and
+  `Release` actions of that group in the order given: `Acquire` adds every
+  address (`ha.vip.add_vip`), starts the announcements (`ha.announce.Announcer`:
+  a burst at once, ``announce_repeats`` rounds ``announce_interval`` seconds
+  apart, then one round every ``announce_refresh`` seconds while held when
+  that is > 0) and confirms with ``node.acquired(group, ok, now)``; `Release`
+  cancels the group's announcements, removes its addresses
+  (`ha.vip.remove_vip`) and confirms with ``node.released``. An I/O error is
+  logged and reported as ``acquired(ok=False)`` (the node retries); the
+  addresses already added by a failed acquisition are removed again.
+  Nothing here raises into the daemon after `start`.
+
+`PeerStatus` and `Log` actions are logged on the ``directord.ha`` logger.
+Everything runs on the daemon's event loop, in the daemon's network
+namespace (sockets, addresses and announcements live there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from ha.announce import Announcer
+from ha.auth import AuthKeysError, load_authkeys
+from ha.config import check_ha_environment
+from ha.identity import IdentityError, load_identity
+from ha.media import Media, MediumError
+from ha.model import HAConfig, ResourceGroup
+from ha.node import Acquire, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
+from ha.vip import add_vip, remove_vip
+
+log = logging.getLogger("directord.ha")
+
+__all__ = ["HAStartError", "HAService", "TICK_MAX", "read_loadavg"]
+
+#: Longest interval between two ``on_tick`` calls, seconds (heartbeat's 250 ms timeout checks).
+TICK_MAX = 0.25
+#: Default bound of a graceful stop, seconds (releases, ``shutdone``, the node's linger).
+STOP_TIMEOUT = 15.0
+
+
+class HAStartError(RuntimeError):
+    """The HA service cannot start; the message names the file and the problem(s)."""
+
+
+def read_loadavg(path: str = "/proc/loadavg") -> str:
+    """The first line of ``/proc/loadavg`` (heartbeat's ``ld`` field); a neutral line if unreadable."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.readline().strip() or "0.00 0.00 0.00 1/1 1"
+    except OSError:
+        return "0.00 0.00 0.00 1/1 1"
+
+
+@dataclass
+class _GroupIO:
+    queue: asyncio.Queue
+    worker: asyncio.Task | None = None
+    announcing: asyncio.Task | None = None
+
+
+def _group_name(group: ResourceGroup) -> str:
+    return f"{group.owner}: " + " ".join(str(r) for r in group.resources)
+
+
+class HAService:
+    """Runs heartbeat HA for one ``ha:`` section (see the module docstring).
+
+    Args:
+        config: the validated ``ha:`` section.
+        on_role_change: called as ``on_role_change(group, held)`` after a
+            group was acquired (``held`` True) or released (False) here;
+            exceptions it raises are logged.
+        config_file: the configuration file's path, for error messages.
+        check_environment: run `ha.config.check_ha_environment` in `start`.
+
+    Lifecycle: ``await start()`` once, ``await stop()`` once; `snapshot`
+    at any time.
+    """
+
+    def __init__(
+        self,
+        config: HAConfig,
+        *,
+        on_role_change: Callable[[ResourceGroup, bool], None] | None = None,
+        config_file: str | None = None,
+        check_environment: bool = True,
+    ) -> None:
+        self.config = config
+        self._on_role_change = on_role_change
+        self._file = config_file
+        self._check_environment = check_environment
+        self.node: HeartbeatNode | None = None
+        self.media: Media | None = None
+        self.announcer = Announcer()
+        self._groups: dict[ResourceGroup, _GroupIO] = {}
+        self._ticker: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._started = False
+        self._closed = False
+        self.held: set[ResourceGroup] = set()
+        self.failures = 0
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    def _where(self) -> str:
+        return self._file or "the ha section"
+
+    async def start(self) -> None:
+        """Check the environment, load authkeys and identity, open the media, start heartbeating.
+
+        Raises:
+            HAStartError: the environment check found problems (one line
+                each, prefixed with the file and line of the ``ha:`` key),
+                the authkeys or identity files are unusable, the node
+                refuses the configuration, or a medium cannot be opened.
+            RuntimeError: called twice.
+        """
+        if self._started:
+            raise RuntimeError("HAService.start() called twice")
+        self._started = True
+        cfg = self.config
+        if self._check_environment:
+            try:
+                problems = await asyncio.to_thread(check_ha_environment, cfg, file=self._file)
+            except OSError as exc:
+                raise HAStartError(f"{self._where()}: cannot inspect the network interfaces: {exc}") from exc
+            if problems:
+                raise HAStartError("HA not started, the ha section does not fit this machine:\n" + "\n".join(problems))
+        try:
+            keys = load_authkeys(cfg.authkeys)
+        except AuthKeysError as exc:
+            raise HAStartError(f"{self._where()}: ha.authkeys: {exc}") from exc
+        try:
+            identity = load_identity(cfg.state_dir, cfg.node)
+        except (IdentityError, ValueError) as exc:
+            raise HAStartError(f"{self._where()}: ha.state_dir: {exc}") from exc
+        try:
+            self.node = HeartbeatNode(cfg, keys, identity, loadavg=read_loadavg, wallclock=time.time)
+        except ValueError as exc:
+            raise HAStartError(f"{self._where()}: ha: {exc}") from exc
+        self.media = Media(cfg.media, self._on_packet)
+        try:
+            await self.media.start()
+        except MediumError as exc:
+            raise HAStartError(f"{self._where()}: ha.media: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        for group in cfg.groups:
+            io = _GroupIO(asyncio.Queue())
+            io.worker = loop.create_task(self._group_worker(group, io), name=f"ha-group-{group.owner}")
+            self._groups[group] = io
+        log.info(
+            "HA node %s (generation %d) starting: peers %s, %d resource group(s), keepalive %.3f s, deadtime %.3f s",
+            cfg.node, identity.generation, [n for n in cfg.nodes if n.lower() != cfg.node.lower()],
+            len(cfg.groups), cfg.timers.keepalive, cfg.timers.deadtime,
+        )
+        self._execute(self.node.start(time.monotonic()))
+        self._ticker = loop.create_task(self._tick_loop(), name="ha-ticker")
+
+    async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop gracefully: release every group, tell the peer (``shutdone``), close the media.
+
+        Waits until the node reports `Stopped` or ``timeout`` seconds have
+        passed; after a timeout the addresses this service holds are removed
+        anyway (a dead node must not keep a VIP). Idempotent; never raises.
+        """
+        if not self._started or self._closed:
+            self._closed = True
+            return
+        self._closed = True
+        node = self.node
+        if node is not None and self._ticker is not None and not self._stopped.is_set():
+            self._execute(node.stop(time.monotonic()))
+            try:
+                await asyncio.wait_for(self._stopped.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.error("HA node did not finish its graceful stop in %.1f s; removing its addresses", timeout)
+        tasks = [t for t in (self._ticker,) if t is not None]
+        for io in self._groups.values():
+            tasks.extend(t for t in (io.worker, io.announcing) if t is not None)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for group in list(self.held):
+            await self._remove_addresses(group)
+            self.held.discard(group)
+        if self.media is not None:
+            self.media.close()
+        self.announcer.close()
+        log.info("HA node %s stopped", self.config.node)
+
+    # --- the node's inputs ----------------------------------------------------------
+
+    def _on_packet(self, data: bytes, source: str) -> None:
+        if self.node is None or self._stopped.is_set():
+            return
+        self._execute(self.node.on_packet(data, source, time.monotonic()))
+
+    async def _tick_loop(self) -> None:
+        node = self.node
+        assert node is not None
+        while not self._stopped.is_set():
+            now = time.monotonic()
+            delay = min(node.next_deadline() - now, TICK_MAX)
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
+            try:
+                self._execute(node.on_tick(time.monotonic()))
+            except Exception:  # a bug in the node must not stop the heartbeat loop silently
+                log.exception("HA node tick failed")
+                await asyncio.sleep(TICK_MAX)
+
+    # --- actions ----------------------------------------------------------------------
+
+    def _execute(self, actions: Iterable[Any]) -> None:
+        """Carry out the node's actions in order (Acquire/Release go to their group's worker)."""
+        for action in actions:
+            if isinstance(action, Send):
+                if self.media is not None:
+                    self.media.send(action.payload)
+            elif isinstance(action, Log):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, PeerStatus):
+                log.info("peer %s is %s (%s)", action.node, action.status, action.reason)
+            elif isinstance(action, (Acquire, Release)):
+                io = self._groups.get(action.group)
+                if io is None:
+                    log.error("%s of an unknown group %s", type(action).__name__, action.group)
+                    continue
+                io.queue.put_nowait(action)
+            elif isinstance(action, Stopped):
+                self._stopped.set()
+            else:
+                log.warning("unknown HA action %r", action)
+        # a packet or a confirmation may have moved the next deadline closer
+        self._wake.set()
+
+    async def _group_worker(self, group: ResourceGroup, io: _GroupIO) -> None:
+        while True:
+            action = await io.queue.get()
+            try:
+                if isinstance(action, Acquire):
+                    ok = await self._acquire(group, io, action.reason)
+                    if self.node is not None:
+                        self._execute(self.node.acquired(group, ok, time.monotonic()))
+                    if ok:
+                        self._role_change(group, True)
+                else:
+                    was_held = group in self.held
+                    await self._release(group, io, action.reason)
+                    if self.node is not None:
+                        self._execute(self.node.released(group, time.monotonic()))
+                    if was_held:
+                        self._role_change(group, False)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("HA group %s: handling %s failed", _group_name(group), type(action).__name__)
+
+    def _role_change(self, group: ResourceGroup, held: bool) -> None:
+        if self._on_role_change is None:
+            return
+        try:
+            self._on_role_change(group, held)
+        except Exception:
+            log.exception("role change callback failed")
+
+    async def _acquire(self, group: ResourceGroup, io: _GroupIO, reason: str) -> bool:
+        log.info("acquiring %s (%s)", _group_name(group), reason)
+        added = []
+        try:
+            for resource in group.resources:
+                await add_vip(resource)
+                added.append(resource)
+        except Exception as exc:
+            self.failures += 1
+            log.error("acquiring %s failed at %s: %s: %s", _group_name(group),
+                      group.resources[len(added)], type(exc).__name__, exc)
+            for resource in added:
+                try:
+                    await remove_vip(resource)
+                except Exception as exc2:
+                    log.error("removing %s after the failed acquisition: %s", resource, exc2)
+            return False
+        self.held.add(group)
+        self._cancel_announcements(io)
+        io.announcing = asyncio.get_running_loop().create_task(
+            self._announce(group), name=f"ha-announce-{group.owner}"
+        )
+        return True
+
+    async def _announce(self, group: ResourceGroup) -> None:
+        """Announce every address of ``group`` (in parallel), then refresh while held."""
+        cfg = self.config
+
+        async def one(resource: Any, repeats: int, burst: int) -> None:
+            try:
+                await self.announcer.announce(resource, repeats=repeats, interval=cfg.announce_interval, burst=burst)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("announcing %s failed: %s: %s", resource, type(exc).__name__, exc)
+
+        await asyncio.gather(*(one(r, cfg.announce_repeats, 2) for r in group.resources))
+        if cfg.announce_refresh > 0:
+            while True:
+                await asyncio.sleep(cfg.announce_refresh)
+                await asyncio.gather(*(one(r, 0, 1) for r in group.resources))
+
+    @staticmethod
+    def _cancel_announcements(io: _GroupIO) -> None:
+        if io.announcing is not None and not io.announcing.done():
+            io.announcing.cancel()
+        io.announcing = None
+
+    async def _release(self, group: ResourceGroup, io: _GroupIO, reason: str) -> None:
+        self._cancel_announcements(io)
+        if group in self.held:
+            log.info("releasing %s (%s)", _group_name(group), reason)
+        else:
+            log.debug("releasing %s (%s)", _group_name(group), reason)
+        await self._remove_addresses(group)
+        self.held.discard(group)
+
+    async def _remove_addresses(self, group: ResourceGroup) -> None:
+        for resource in group.resources:
+            try:
+                await remove_vip(resource)
+            except Exception as exc:
+                self.failures += 1
+                log.error("removing %s failed: %s: %s", resource, type(exc).__name__, exc)
+
+    # --- status -------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The HA part of the status document (JSON-ready).
+
+        Returns:
+            ``{"node", "state", "generation", "resource_state", "holds",
+            "stopping", "peers": [{"node", "status", "last_heard_s"}],
+            "groups": [{"owner", "resources", "held", "holder", "pending"}],
+            "media": [...], "counters": {...}}``. ``state`` is our status on
+            the wire (``init``/``up``/``active``, ``stopped`` after a stop,
+            ``starting`` before the node runs). A group's ``holder`` is this
+            node when it holds the group, else the peer when that is alive
+            (as far as this node knows), else None. ``last_heard_s`` is
+            seconds since the peer was last heard.
+        """
+        cfg = self.config
+        if self.node is None:
+            return {
+                "node": cfg.node, "state": "starting", "peers": [],
+                "groups": [
+                    {"owner": g.owner, "resources": [str(r) for r in g.resources], "held": False,
+                     "holder": None, "pending": []}
+                    for g in cfg.groups
+                ],
+            }
+        snap = self.node.snapshot()
+        now = time.monotonic()
+        alive = [p.name for p in snap.peers if p.status != "dead"]
+        peers = [
+            {
+                "node": p.name,
+                "status": p.status,
+                "last_heard_s": round(now - p.last_heard, 3) if p.last_heard is not None and p.uuid else None,
+            }
+            for p in snap.peers
+        ]
+        groups = []
+        for g in snap.groups:
+            holder = snap.node if g.held else (alive[0] if alive else None)
+            groups.append(
+                {
+                    "owner": g.group.owner,
+                    "resources": [str(r) for r in g.group.resources],
+                    "held": g.held,
+                    "holder": holder,
+                    "pending": list(g.pending),
+                }
+            )
+        return {
+            "node": snap.node,
+            "state": "stopped" if snap.stopped else snap.status,
+            "generation": snap.generation,
+            "resource_state": snap.resource_state,
+            "holds": snap.holds,
+            "stopping": snap.stopping,
+            "peers": peers,
+            "groups": groups,
+            "media": self.media.stats() if self.media is not None else [],
+            "counters": dict(self.node.counters),
+        }

@@ -1,0 +1,255 @@
+"""Tests of ha.service: the HA driver with real sockets, addresses and announcements in a namespace.
+
+Root only (except the pure parts). Each test builds its own namespaces
+``<PREFIX>-a`` (the director under test, ``a0`` 10.215.0.1/24 brd +) and
+``<PREFIX>-b`` (the segment's other side, ``b0`` 10.215.0.2/24 brd +) joined by
+a veth pair. The service runs on an event loop in a thread inside A. B plays
+an absent peer: a UDP socket bound there reads what A broadcasts, and an
+``AF_PACKET`` socket there sees A's gratuitous ARP. Packets are decoded with
+ha.wire and the authkeys written by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from director.lab import netns as N
+from director.status import render_status
+from ha.auth import parse_authkeys
+from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
+from ha.service import HAService, HAStartError, read_loadavg
+from ha.wire import decode_packet
+
+PREFIX = f"hsv{os.getpid()}"
+A_ADDR, B_ADDR = "10.215.0.1", "10.215.0.2"
+VIP = "10.215.0.100"
+KEYTEXT = "auth 1\n1 sha1 service-test-key\n"
+FAST = Timers(keepalive=0.1, warntime=0.3, deadtime=0.5, initdead=0.5)
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def pair():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    a, b = f"{PREFIX}-a", f"{PREFIX}-b"
+    N.cleanup_netns(PREFIX)
+    try:
+        N.create_netns(a)
+        N.create_netns(b)
+    except OSError as err:
+        N.cleanup_netns(PREFIX)
+        pytest.skip(f"cannot create network namespaces: {err}")
+    try:
+        N.add_veth(a, "a0", b, "b0")
+        N.add_veth(a, "c0", b, "d0")
+        _ip("-n", a, "addr", "add", f"{A_ADDR}/24", "brd", "+", "dev", "a0")
+        _ip("-n", b, "addr", "add", f"{B_ADDR}/24", "brd", "+", "dev", "b0")
+        _ip("-n", a, "addr", "add", "10.215.1.1/24", "dev", "c0")  # no broadcast address
+        yield a, b
+    finally:
+        N.cleanup_netns(PREFIX)
+
+
+def authkeys(tmp_path: Path, mode: int = 0o600) -> str:
+    path = tmp_path / "authkeys"
+    path.write_text(KEYTEXT)
+    path.chmod(mode)
+    return str(path)
+
+
+def config(tmp_path: Path, *, media=(Medium("bcast", "a0"),), groups=None, mode=0o600, **kw) -> HAConfig:
+    if groups is None:
+        groups = (ResourceGroup("dir1", (Resource(VIP, 32, "a0"),)),)
+    return HAConfig(
+        node="dir1", nodes=("dir1", "dir2"), media=media, authkeys=authkeys(tmp_path, mode), timers=FAST,
+        groups=groups, state_dir=str(tmp_path / "state"), announce_repeats=0, line=3, **kw,
+    )
+
+
+def addresses(ns: str) -> list[str]:
+    return N.list_addresses(ns, "a0")
+
+
+def in_ns(ns: str, coro_fn):
+    return N.call_in_netns(ns, lambda: asyncio.run(coro_fn()))
+
+
+async def wait_for(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_heartbeats(sock: socket.socket, keys) -> list:
+    out = []
+    sock.setblocking(False)
+    while True:
+        try:
+            data, _src = sock.recvfrom(65535)
+        except BlockingIOError:
+            return out
+        out.append(decode_packet(data, keys))
+
+
+# --- pure ----------------------------------------------------------------------------------
+
+
+def test_read_loadavg(tmp_path: Path):
+    f = tmp_path / "loadavg"
+    f.write_text("0.50 0.40 0.30 2/345 6789\n")
+    assert read_loadavg(str(f)) == "0.50 0.40 0.30 2/345 6789"
+    assert read_loadavg(str(tmp_path / "missing")) == "0.00 0.00 0.00 1/1 1"
+    assert len(read_loadavg().split()) == 5
+
+
+def test_render_status_shows_the_ha_entry():
+    doc = {
+        "daemon": True, "config": "/etc/directord/directord.yaml", "services": [],
+        "ha": {
+            "node": "dir1", "state": "active",
+            "peers": [{"node": "dir2", "status": "dead"}],
+            "groups": [{"owner": "dir1", "resources": ["10.0.0.100/32/eth0"], "holder": "dir1"}],
+        },
+    }
+    text = render_status(doc)
+    assert "HA node dir1: active" in text
+    assert "peer dir2: dead" in text
+    assert "group 10.0.0.100/32/eth0 (owner dir1): held by dir1" in text
+
+
+# --- in namespaces -------------------------------------------------------------------------
+
+
+def test_alone_it_takes_its_vip_announces_and_gives_it_back_on_stop(pair, tmp_path: Path):
+    a, b = pair
+    cfg = config(tmp_path)
+    keys = parse_authkeys(KEYTEXT.encode(), "k")
+    listener = N.socket_in_netns(b, socket.AF_INET, socket.SOCK_DGRAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("", 694))
+    capture = N.socket_in_netns(b, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    capture.bind(("b0", 0))
+    capture.settimeout(0.2)
+    a_mac = bytes.fromhex(N.link_mac(a, "a0").replace(":", ""))
+    changes: list = []
+    seen: dict = {}
+
+    async def go() -> None:
+        svc = HAService(cfg, config_file="/etc/d.yaml", on_role_change=lambda g, held: changes.append(held))
+        assert svc.snapshot()["state"] == "starting"
+        await svc.start()
+        try:
+            await wait_for(lambda: VIP in {a.split("/")[0] for a in addresses(a)}, 10, "the VIP")
+            await wait_for(lambda: changes == [True], 5, "the role change")
+            seen["snapshot"] = svc.snapshot()
+        finally:
+            t0 = time.monotonic()
+            await svc.stop()
+            seen["stop_s"] = time.monotonic() - t0
+        seen["after"] = addresses(a)
+        await svc.stop()  # idempotent
+
+    try:
+        in_ns(a, go)
+        packets = read_heartbeats(listener, keys)
+        frames = []
+        while True:
+            try:
+                frames.append(capture.recv(2048))
+            except (socket.timeout, BlockingIOError):
+                break
+    finally:
+        listener.close()
+        capture.close()
+
+    snap = seen["snapshot"]
+    assert snap["node"] == "dir1" and snap["state"] == "active"
+    assert snap["peers"] == [{"node": "dir2", "status": "dead", "last_heard_s": None}]
+    assert snap["groups"][0]["held"] is True and snap["groups"][0]["holder"] == "dir1"
+    assert snap["media"][0]["destination"] == "10.215.0.255:694"
+    assert snap["counters"]["sent"] >= 3
+    assert VIP not in {x.split("/")[0] for x in seen["after"]}
+    assert changes == [True, False]
+    assert seen["stop_s"] < 10
+    types = [m.get("t") for m in packets]
+    assert types[:3] == ["status"] * 3 and [m.get("st") for m in packets[:3]] == ["init", "up", "up"]
+    assert all(m.get("src") == "dir1" for m in packets)
+    assert "shutdone" in types
+    # the gratuitous ARP pair for the VIP from A's MAC (SPA = TPA = VIP)
+    garps = []
+    for f in frames:
+        op, sha, spa, _tha, tpa = struct.unpack("!6x6x2x6xH6s4s6s4s", f[:42])
+        if spa == tpa == socket.inet_aton(VIP):
+            garps.append((op, sha))
+    assert (1, a_mac) in garps and (2, a_mac) in garps
+
+
+def test_refuses_to_start_when_the_environment_does_not_fit(pair, tmp_path: Path):
+    a, _b = pair
+    cfg = config(tmp_path, media=(Medium("bcast", "c0"),))
+
+    async def go() -> str:
+        svc = HAService(cfg, config_file="/etc/directord/directord.yaml")
+        with pytest.raises(HAStartError) as err:
+            await svc.start()
+        await svc.stop()
+        return str(err.value)
+
+    message = in_ns(a, go)
+    assert "/etc/directord/directord.yaml:3: ha.media: bcast c0: " in message
+    assert "broadcast address" in message
+
+
+def test_refuses_a_world_readable_authkeys_file(pair, tmp_path: Path):
+    a, _b = pair
+    cfg = config(tmp_path, mode=0o644)
+
+    async def go() -> str:
+        svc = HAService(cfg, config_file="/etc/d.yaml")
+        with pytest.raises(HAStartError) as err:
+            await svc.start()
+        return str(err.value)
+
+    message = in_ns(a, go)
+    assert message.startswith("/etc/d.yaml: ha.authkeys: ") and "bad permissions 644" in message
+
+
+def test_a_failed_acquisition_is_reported_and_the_service_keeps_running(pair, tmp_path: Path):
+    a, _b = pair
+    # a second address on an interface that does not exist: add_vip fails after the first succeeded
+    groups = (ResourceGroup("dir1", (Resource(VIP, 32, "a0"), Resource("10.215.0.101", 32, "nope0"))),)
+    cfg = config(tmp_path, groups=groups)
+    seen: dict = {}
+
+    async def go() -> None:
+        svc = HAService(cfg, check_environment=False)
+        await svc.start()
+        try:
+            await wait_for(lambda: svc.node.counters["acquire_failures"] >= 1, 10, "a failed acquisition")
+            await asyncio.sleep(0.3)
+            seen["snapshot"] = svc.snapshot()
+            seen["addresses"] = addresses(a)
+            seen["ticking"] = svc._ticker is not None and not svc._ticker.done()
+        finally:
+            await svc.stop()
+
+    in_ns(a, go)
+    snap = seen["snapshot"]
+    assert snap["groups"][0]["held"] is False and snap["state"] == "active"
+    assert VIP not in {x.split("/")[0] for x in seen["addresses"]}  # the partial acquisition was undone
+    assert seen["ticking"]
