@@ -1,0 +1,134 @@
+"""Programming scale: directord's planner + netlink against `ipvsadm -R`, on the same kernel.
+
+Run inside the stock-kernel VM (root, ip_vs):
+
+    directord lab vm -- python bench/program_scale.py [--services 1000] [--dests 20]
+
+Everything happens in a network namespace the benchmark creates (a dummy
+interface routes the RIPs, so the kernel accepts the destinations) and
+deletes.  Prints one table; times are wall-clock seconds, CPU is user+sys
+seconds of this process (directord rows) or of the ipvsadm child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from director.ipvs import KernelIPVS  # noqa: E402
+from director.lab.netns import call_in_netns, create_netns, delete_netns, exec_in_netns  # noqa: E402
+from director.model import DesiredService, DestAttrs, DestKey, ServiceAttrs, ServiceKey  # noqa: E402
+from director.planner import plan  # noqa: E402
+
+NS = "dbench"
+
+
+def vip(i: int) -> str:
+    return f"10.200.{i // 250}.{i % 250 + 1}"
+
+
+def rip(j: int) -> str:
+    return f"10.1.{j // 250}.{j % 250 + 1}"
+
+
+def desired_table(services: int, dests: int) -> dict:
+    attrs = ServiceAttrs(scheduler="wrr")
+    return {
+        ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, vip(i), 80): DesiredService(
+            attrs, {DestKey(rip(j), 80): DestAttrs(fwd_method=3, weight=1) for j in range(dests)}
+        )
+        for i in range(services)
+    }
+
+
+def ipvsadm_rules(services: int, dests: int) -> str:
+    lines = []
+    for i in range(services):
+        lines.append(f"-A -t {vip(i)}:80 -s wrr")
+        lines.extend(f"-a -t {vip(i)}:80 -r {rip(j)}:80 -g -w 1" for j in range(dests))
+    return "\n".join(lines) + "\n"
+
+
+def child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def directord_rows(services: int, dests: int) -> list[tuple[str, float, float, str]]:
+    rows = []
+    desired = desired_table(services, dests)
+    async with KernelIPVS() as k:
+        t0, c0 = time.monotonic(), own_cpu()
+        ops = plan(desired, await k.dump())
+        result = await k.apply_all(ops)
+        rows.append(("directord: empty -> converged", time.monotonic() - t0, own_cpu() - c0,
+                     f"{len(result.done)} commands, {len(result.failed)} failed"))
+        t0, c0 = time.monotonic(), own_cpu()
+        table = await k.dump()
+        idle = plan(desired, table)
+        rows.append(("directord: idle pass (dump + plan)", time.monotonic() - t0, own_cpu() - c0,
+                     f"{len(idle)} commands"))
+        first = sorted(desired)[0]
+        dkey = DestKey(rip(0), 80)
+        changed = dict(desired)
+        changed[first] = DesiredService(desired[first].attrs, {**desired[first].dests, dkey: DestAttrs(3, 5)})
+        t0, c0 = time.monotonic(), own_cpu()
+        ops = plan(changed, table)
+        await k.apply_all(ops)
+        rows.append(("directord: one weight change", time.monotonic() - t0, own_cpu() - c0,
+                     f"{len(ops)} command ({', '.join(op.kind for op in ops)})"))
+    return rows
+
+
+def flush() -> None:
+    exec_in_netns(NS, ["ipvsadm", "-C"])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--services", type=int, default=1000)
+    ap.add_argument("--dests", type=int, default=20)
+    args = ap.parse_args()
+    if not os.path.exists("/proc/net/ip_vs"):
+        print("needs a kernel with ip_vs (run it with: directord lab vm -- python bench/program_scale.py)")
+        return 2
+    delete_netns(NS)
+    create_netns(NS)
+    try:
+        exec_in_netns(NS, ["ip", "link", "add", "d0", "type", "dummy"])
+        exec_in_netns(NS, ["ip", "addr", "add", "10.0.0.1/8", "dev", "d0"])
+        exec_in_netns(NS, ["ip", "link", "set", "d0", "up"])
+        rows = call_in_netns(NS, lambda: asyncio.run(directord_rows(args.services, args.dests)))
+        flush()
+        rules = ipvsadm_rules(args.services, args.dests)
+        t0, c0 = time.monotonic(), child_cpu()
+        exec_in_netns(NS, ["ipvsadm", "-R"], input=rules, timeout=600)
+        rows.append(("ipvsadm -R: empty -> converged", time.monotonic() - t0, child_cpu() - c0,
+                     f"{args.services * (args.dests + 1)} rules"))
+        t0, c0 = time.monotonic(), child_cpu()
+        exec_in_netns(NS, ["ipvsadm", "-e", "-t", f"{vip(0)}:80", "-r", f"{rip(0)}:80", "-g", "-w", "5"])
+        rows.append(("ipvsadm -e: one weight change", time.monotonic() - t0, child_cpu() - c0, "1 process"))
+    finally:
+        delete_netns(NS)
+    print(f"\nIPVS programming, {args.services} virtual services x {args.dests} real servers, kernel {os.uname().release}")
+    print(f"{'what':<38} {'wall s':>9} {'cpu s':>9}  notes")
+    for what, wall, cpu, note in rows:
+        print(f"{what:<38} {wall:>9.3f} {cpu:>9.3f}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
