@@ -380,7 +380,9 @@ exec {HEARTBEAT} -f -l
         return proc.returncode
 
     def _kill_all(self) -> None:
-        for pid in reversed([self._proc.pid, *self._descendants()] if self._proc else []):
+        # heartbeat first: as process 1 of its PID namespace its death takes every process
+        # in it (no respawning of killed children); then whatever is left, unshare last
+        for pid in [*self._descendants(), self._proc.pid] if self._proc else []:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -399,14 +401,18 @@ exec {HEARTBEAT} -f -l
     # -- observation -------------------------------------------------------------------
 
     def log_text(self) -> str:
-        """Heartbeat's log so far (``logfile``), followed by whatever it wrote to stdout/stderr."""
-        parts = []
-        for p in (self.log_path, self.stdout_path):
-            try:
-                parts.append(p.read_text(errors="replace"))
-            except FileNotFoundError:
-                pass
-        return "".join(parts)
+        """Heartbeat's log so far (its ``logfile``; grows only, so offsets into it stay valid)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stdout_text(self) -> str:
+        """What the started processes wrote to stdout/stderr (configuration complaints, ``unshare``)."""
+        try:
+            return self.stdout_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def log_size(self) -> int:
         """Current length of :meth:`log_text` (an offset for :meth:`wait_log`)."""
@@ -427,7 +433,10 @@ exec {HEARTBEAT} -f -l
             if m:
                 return m
             if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"heartbeat {self.node_name} exited ({self._proc.returncode}): {text[-3000:]}")
+                raise RuntimeError(
+                    f"heartbeat {self.node_name} exited ({self._proc.returncode}): "
+                    f"{text[-3000:]}\n{self.stdout_text()[-1000:]}"
+                )
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{pattern!r} not in {self.node_name}'s log within {timeout} s: {text[-3000:]}")
             time.sleep(0.1)

