@@ -333,3 +333,63 @@ def test_mixed_pair_real_heartbeat_and_our_node(net: HeartbeatNet, tmp_path: Pat
 def net_has(net: HeartbeatNet, role: str, addr: str) -> bool:
     """True if ``addr`` is configured in ``role``'s namespace."""
     return any(a.split("/")[0] == addr for a in net.addresses(role))
+
+
+@needs_heartbeat
+@pytest.mark.slow
+def test_mixed_pair_our_node_owns_the_vip(net: HeartbeatNet, tmp_path: Path) -> None:
+    """Roles swapped: directord's node is nodea (preferred owner), real heartbeat
+    is nodeb. Our crash (no goodbye, link down) makes the real node take the
+    VIP; our restart (a new generation) gets it back through the real node's
+    auto_failback handshake, without the real node suspecting a replay or a
+    partition."""
+    group = ResourceGroup("nodea", (Resource(VIP, 24, "eth0"),))
+    b = RealHeartbeat(net.ns("b"), "nodeb", tmp_path / "b", HA_CF, HARESOURCES, authkeys())
+    first = our_node(net, tmp_path, "nodea")
+    a = NodeDriver(net.ns("a"), "eth0", net.broadcast, first)
+    a2: NodeDriver | None = None
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.monotonic()
+        b.start()
+        a.start()
+        b.wait_log(r"Status update for node nodea: status active", timeout=20)
+        wait_for(lambda: net_has(net, "a", VIP), timeout=30, what="VIP on our nodea")
+        timings["VIP on nodea"] = time.monotonic() - t0
+        assert not b.has_address(VIP)
+        a.check()
+
+        # our process dies without a word; the address stays, the link goes down
+        a.close()
+        net.link_set("a", up=False)
+        since = b.log_size()
+        t1 = time.monotonic()
+        wait_for(lambda: b.has_address(VIP), timeout=DEADTIME + 15, what="takeover by the real nodeb")
+        timings["takeover by real node"] = time.monotonic() - t1
+        b.wait_log(r"node nodea: is dead", timeout=1, since=since)
+
+        # restart (a reboot: the stale address is gone): a higher generation, VIP back to us
+        call_in_netns(net.ns("a"), NodeDriver._addresses, group, False)
+        net.link_set("a", up=True)
+        second = our_node(net, tmp_path, "nodea")
+        assert second.identity.generation > first.identity.generation
+        since = b.log_size()
+        t2 = time.monotonic()
+        a2 = NodeDriver(net.ns("a"), "eth0", net.broadcast, second)
+        a2.start()
+        b.wait_log(r"Status update for node nodea: status active", timeout=20, since=since)
+        wait_for(lambda: net_has(net, "a", VIP) and not b.has_address(VIP), timeout=30, what="failback to our nodea")
+        timings["failback to our node"] = time.monotonic() - t2
+        a2.check()
+
+        text = b.log_text()
+        for bad in BAD_SIGNS:
+            assert bad not in text, f"real heartbeat logged {bad!r}"
+        for node in (first, second):
+            assert node.counters["bad_auth"] == 0 and node.counters["malformed"] == 0, node.counters
+        print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
+    finally:
+        a.close()
+        if a2 is not None:
+            a2.close()
+        b.cleanup()
