@@ -17,7 +17,10 @@ import logging
 import os
 import select
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -25,14 +28,16 @@ from pathlib import Path
 
 import pytest
 
-from director.lab.netns import call_in_netns, list_netns, pids_in_netns, socket_in_netns
+from director import control
+from director.lab.netns import call_in_netns, list_netns, pids_in_netns, run_in_netns, socket_in_netns
 from ha.auth import load_authkeys
 from ha.identity import load_identity
 from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
 from ha.node import Acquire, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
 from heartbeat_harness import HeartbeatNet, RealHeartbeat, _own_lines, heartbeat_installed, wait_for
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "heartbeat"
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "tests" / "data" / "heartbeat"
 VIP = "10.250.0.100"
 HARESOURCES = f"nodea {VIP}/24/eth0\n"
 KEEPALIVE, WARNTIME, DEADTIME, INITDEAD = 0.5, 1.0, 2.0, 12.0
@@ -393,3 +398,130 @@ def test_mixed_pair_our_node_owns_the_vip(net: HeartbeatNet, tmp_path: Path) -> 
         if a2 is not None:
             a2.close()
         b.cleanup()
+
+
+# --- directord run against the real daemon ------------------------------------------------------
+
+
+class Directord:
+    """``directord run`` in namespace ``ns`` with only an ``ha:`` section (compat heartbeat),
+    as node ``node``, with the same timers, authkeys and haresources as the real node."""
+
+    def __init__(self, ns: str, node: str, workdir: Path) -> None:
+        self.ns = ns
+        self.dir = workdir
+        self.dir.mkdir(parents=True)
+        keys = self.dir / "authkeys"
+        fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(authkeys())
+        self.socket = str(self.dir / "directord.sock")
+        self.log = self.dir / "directord.log"
+        self.config = self.dir / "directord.yaml"
+        self.config.write_text(
+            f"""ha:
+  node: {node}
+  nodes: [nodea, nodeb]
+  media: [bcast eth0]
+  udpport: 694
+  authkeys: {keys}
+  keepalive: {KEEPALIVE}
+  warntime: {WARNTIME}
+  deadtime: {DEADTIME}
+  initdead: {INITDEAD}
+  auto_failback: true
+  resources: ["{HARESOURCES.strip()}"]
+  compat: heartbeat
+  state_dir: {self.dir / 'state'}
+"""
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        with open(self.log, "ab") as logf:
+            self.proc = run_in_netns(
+                self.ns,
+                [sys.executable, "-m", "director.cli", "run", "-c", str(self.config), "--control-socket", self.socket],
+                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+            )
+
+    def status(self) -> dict:
+        return control.request(self.socket, "status", 5)["status"]
+
+    def peer_status(self) -> str | None:
+        try:
+            peers = self.status()["ha"]["peers"]
+        except Exception:
+            return None
+        return peers[0]["status"] if peers else None
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@needs_heartbeat
+@pytest.mark.slow
+def test_directord_run_paired_with_real_heartbeat(net: HeartbeatNet, tmp_path: Path) -> None:
+    """`directord run` (``compat: heartbeat``) as nodeb, real heartbeat as nodea, the
+    owner of the VIP: each sees the other active, nodea takes its VIP, nodea's crash
+    (SIGKILL + link down) hands it to directord, nodea's restart takes it back
+    (auto_failback), SIGTERM of directord is a shutdown notice to nodea."""
+    a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", HA_CF, HARESOURCES, authkeys())
+    d = Directord(net.ns("b"), "nodeb", tmp_path / "d")
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.monotonic()
+        a.start()
+        d.start()
+        a.wait_log(r"Status update for node nodeb: status active", timeout=20)
+        wait_for(lambda: d.peer_status() == "active", timeout=20, what="directord sees nodea active")
+        timings["both active"] = time.monotonic() - t0
+        wait_for(lambda: a.has_address(VIP), timeout=30, what="VIP on the real nodea")
+        timings["VIP on nodea"] = time.monotonic() - t0
+        assert not net_has(net, "b", VIP), d.tail()
+        assert d.proc is not None and d.proc.poll() is None, d.tail()
+
+        a.stop(graceful=False)
+        net.link_set("a", up=False)
+        t1 = time.monotonic()
+        wait_for(lambda: net_has(net, "b", VIP), timeout=DEADTIME + 10, what="takeover by directord")
+        timings["takeover by directord after crash"] = time.monotonic() - t1
+        assert d.peer_status() == "dead"
+
+        call_in_netns(net.ns("a"), NodeDriver._addresses, ResourceGroup("nodea", (Resource(VIP, 24, "eth0"),)), False)
+        assert not a.has_address(VIP)
+        net.link_set("a", up=True)
+        since = a.log_size()
+        t2 = time.monotonic()
+        a.start()
+        a.wait_log(r"Status update for node nodeb: status active", timeout=20, since=since)
+        wait_for(lambda: a.has_address(VIP) and not net_has(net, "b", VIP), timeout=30, what="failback to nodea")
+        timings["failback to restarted nodea"] = time.monotonic() - t2
+        a.wait_log(r"IPaddr 10\.250\.0\.100/24/eth0 start", timeout=5, since=since)
+        wait_for(lambda: d.peer_status() == "active", timeout=10, what="directord sees nodea active again")
+
+        since = a.log_size()
+        os.kill(d.proc.pid, signal.SIGTERM)
+        assert d.proc.wait(20) == 0, d.tail()
+        a.wait_log(r"Received shutdown notice from 'nodeb'", timeout=10, since=since)
+        assert a.has_address(VIP)
+
+        text = a.log_text()
+        for bad in BAD_SIGNS:
+            assert bad not in text, f"real heartbeat logged {bad!r}"
+        print("timings (s):", {k: round(v, 1) for k, v in timings.items()})
+    except BaseException:
+        print(d.tail())
+        raise
+    finally:
+        d.kill()
+        a.cleanup()
