@@ -253,3 +253,16 @@ def test_a_failed_acquisition_is_reported_and_the_service_keeps_running(pair, tm
     assert snap["groups"][0]["held"] is False and snap["state"] == "active"
     assert VIP not in {x.split("/")[0] for x in seen["addresses"]}  # the partial acquisition was undone
     assert seen["ticking"]
+
+
+def test_reload_compares_the_ha_section_without_its_line(tmp_path: Path):
+    from director.daemon import _same_ha
+    from director.model import Config
+
+    cfg = config(tmp_path)
+    moved = HAConfig(**{**cfg.__dict__, "line": 40})
+    changed = HAConfig(**{**cfg.__dict__, "timers": Timers(keepalive=0.2, warntime=0.5, deadtime=1.0, initdead=3.0)})
+    assert _same_ha(Config(path="a", ha=cfg), Config(path="a", ha=moved))
+    assert not _same_ha(Config(path="a", ha=cfg), Config(path="a", ha=changed))
+    assert not _same_ha(Config(path="a", ha=cfg), Config(path="a"))
+    assert _same_ha(Config(path="a"), Config(path="a"))
