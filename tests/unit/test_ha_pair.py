@@ -266,3 +266,34 @@ def test_vip_follows_the_active_director(lab, tmp_path: Path):
         print("\nHA pair timings (seconds):")
         for name, value in times.items():
             print(f"  {name}: {value:.3f}")
+
+
+def test_refusal_and_reload_of_the_ha_section(lab, tmp_path: Path):
+    keys = tmp_path / "authkeys"
+    keys.write_text("auth 1\n1 sha1 pair-test-secret\n")
+    keys.chmod(0o600)
+    d = Director("dir1", tmp_path, keys)
+    good = d.config.read_text()
+    try:
+        # lo has no broadcast address: the environment check refuses to start, naming the file
+        d.config.write_text(good.replace("media: [bcast eth0]", "media: [bcast lo]"))
+        d.start()
+        assert d.wait() == 1, d.tail()
+        log = d.log.read_text()
+        assert f"{d.config}:1: ha.media: bcast lo: interface 'lo' has no IPv4 address with a broadcast" in log
+
+        # a running daemon keeps its HA service on a reload that changes the ha section
+        d.config.write_text(good)
+        d.start()
+        wait_for(lambda: has_vip("dir1"), 20, "dir1 to take the VIP alone", (d,))
+        d.config.write_text(good.replace(f"keepalive: {KEEPALIVE}", "keepalive: 0.3"))
+        d.signal(signal.SIGHUP)
+        wait_for(lambda: "HA changes need a restart" in d.log.read_text(), 10, "the reload warning", (d,))
+        doc = control.request(d.socket, "status", 5)["status"]
+        assert doc["ha"]["state"] == "active" and doc["ha"]["groups"][0]["holder"] == "dir1"
+        assert doc["ha"]["peers"] == [{"node": "dir2", "status": "dead", "last_heard_s": None}]
+        d.signal(signal.SIGTERM)
+        assert d.wait() == 0, d.tail()
+        assert not has_vip("dir1")
+    finally:
+        d.kill()
