@@ -189,7 +189,8 @@ async def open_medium(medium: Medium) -> MediumSocket:
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise MediumError(medium, f"cannot set up the socket: {exc.strerror or exc}", exc.errno or errno.EINVAL) from exc
+        reason = f"cannot set up the socket: {exc.strerror or exc}"
+        raise MediumError(medium, reason, exc.errno or errno.EINVAL) from exc
     return MediumSocket(medium, sock, destination)
 
 
