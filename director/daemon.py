@@ -190,8 +190,8 @@ class Daemon:
             except OSError as exc:
                 log.error("reload refused, cannot read %s: %s; keeping the running configuration", self.config_path, exc)
                 return False
-            if self.ha is not None and not _same_ha(self.config, config):
-                log.warning("the ha section changed: HA changes need a restart; the running HA service is kept")
+            if not _same_ha(self.config, config):
+                log.warning("the ha section changed: HA changes need a restart; the running HA service (if any) is kept")
             self._adopt(config)
             log.info("reloaded: %d virtual services", len(config.services))
             return True
