@@ -1,8 +1,10 @@
-"""The one module that speaks IPVS generic netlink (through pyroute2's AsyncIPVS).
+"""The one module that speaks IPVS generic netlink.
 
 `KernelIPVS` dumps the table of the current network namespace into the
-model's `KernelTable` shape and applies planner operations, one netlink
-command per operation.  Everything else in directord is kernel-agnostic.
+model's `KernelTable` shape (through `director.ipvs_dump`, a hand-written
+parser: pyroute2's generic one costs tens of seconds of CPU on a large
+table) and applies planner operations through pyroute2's AsyncIPVS, one
+netlink command per operation.  Everything else in directord is kernel-agnostic.
 
 Kernel facts this module relies on (``net/netfilter/ipvs/ip_vs_ctl.c``):
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pyroute2 import AsyncIPVS, IPVSDest, IPVSService
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .ipvs_dump import DumpSocket
 from .model import (
     DestAttrs,
     DestKey,
@@ -177,6 +180,11 @@ def parse_dest(msg) -> tuple[DestKey, KernelDest]:
     )
 
 
+def _dump_error(what: str, exc: IPVSError) -> IPVSError:
+    reason = describe_errno(exc.errno) if exc.errno else str(exc)
+    return IPVSError(f"{what} failed: {reason}", code=exc.errno)
+
+
 @dataclass
 class ApplyResult:
     """Outcome of applying a list of operations: the ones done and the failures."""
@@ -196,6 +204,7 @@ class KernelIPVS:
 
     def __init__(self) -> None:
         self._sock: AsyncIPVS | None = None
+        self._dumper: DumpSocket | None = None
 
     async def open(self) -> None:
         """Open the generic-netlink socket and resolve the IPVS family id."""
@@ -212,6 +221,11 @@ class KernelIPVS:
                     code=exc.code,
                 ) from None
             raise IPVSError(f"cannot open IPVS netlink: {describe_errno(exc.code)}", code=exc.code) from None
+        try:
+            self._dumper = DumpSocket(sock.prid)
+        except OSError as exc:
+            sock.close()
+            raise IPVSError(f"cannot open IPVS netlink: {exc}", code=exc.errno or 0) from None
         self._sock = sock
 
     async def close(self) -> None:
@@ -219,6 +233,9 @@ class KernelIPVS:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._dumper is not None:
+            self._dumper.close()
+            self._dumper = None
 
     async def __aenter__(self) -> "KernelIPVS":
         await self.open()
@@ -232,24 +249,29 @@ class KernelIPVS:
             raise IPVSError("IPVS socket is not open")
         return self._sock
 
+    def _require_dumper(self) -> DumpSocket:
+        if self._dumper is None:
+            raise IPVSError("IPVS socket is not open")
+        return self._dumper
+
     async def dump(self) -> dict[ServiceKey, KernelService]:
         """Dump the whole IPVS table: every service with its destinations and counters.
 
         Raises:
             IPVSError: the kernel refused the dump.
         """
-        sock = self._require()
+        dumper = self._require_dumper()
         table: dict[ServiceKey, KernelService] = {}
         try:
-            for msg in await sock.service("dump"):
-                key, attrs = parse_service(msg)
-                dests = {}
-                for dmsg in await sock.dest("dump", service=service_request(key)):
-                    dkey, dest = parse_dest(dmsg)
-                    dests[dkey] = dest
-                table[key] = KernelService(attrs=attrs, dests=dests)
-        except NetlinkError as exc:
-            raise IPVSError(f"IPVS dump failed: {describe_errno(exc.code)}", code=exc.code) from None
+            services = await dumper.services()
+        except IPVSError as exc:
+            raise _dump_error("IPVS dump", exc) from None
+        for key, attrs in services:
+            try:
+                dests = await dumper.dests(key)
+            except IPVSError as exc:
+                raise _dump_error(f"IPVS dump of {key}", exc) from None
+            table[key] = KernelService(attrs=attrs, dests=dests)
         return table
 
     async def dump_dests(self, key: ServiceKey) -> dict[DestKey, KernelDest]:
@@ -258,11 +280,11 @@ class KernelIPVS:
         Raises:
             IPVSError: the kernel refused (ESRCH when the service is gone).
         """
-        sock = self._require()
+        dumper = self._require_dumper()
         try:
-            return dict(parse_dest(m) for m in await sock.dest("dump", service=service_request(key)))
-        except NetlinkError as exc:
-            raise IPVSError(f"IPVS dump of {key} failed: {describe_errno(exc.code)}", code=exc.code) from None
+            return await dumper.dests(key)
+        except IPVSError as exc:
+            raise _dump_error(f"IPVS dump of {key}", exc) from None
 
     async def apply(self, op: Op) -> None:
         """Send the one netlink command that carries out ``op``.
