@@ -13,7 +13,7 @@ under 6 s (``config.c``).
 from __future__ import annotations
 
 import errno
-import logging
+import re
 import os
 import select
 import shutil
@@ -33,7 +33,7 @@ from director.lab.netns import call_in_netns, list_netns, pids_in_netns, run_in_
 from ha.auth import load_authkeys
 from ha.identity import load_identity
 from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
-from ha.node import Acquire, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
+from ha.node import Acquire, HeartbeatNode, PeerStatus, Release, Send, Stopped
 from heartbeat_harness import HeartbeatNet, RealHeartbeat, _own_lines, heartbeat_installed, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -524,4 +524,41 @@ def test_directord_run_paired_with_real_heartbeat(net: HeartbeatNet, tmp_path: P
         raise
     finally:
         d.kill()
+        a.cleanup()
+
+
+@needs_heartbeat
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables (statistic match) for packet loss")
+def test_mixed_pair_with_loss_towards_the_real_node(net: HeartbeatNet, tmp_path: Path) -> None:
+    """30 % of the heartbeat packets reaching the real node are dropped: it asks
+    our node for retransmissions (``NS_rexmit``), which our node answers from
+    its history; it never declares our node dead, and the start-up takeover
+    still gives nodea its VIP."""
+    a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", HA_CF, HARESOURCES, authkeys())
+    b = NodeDriver(net.ns("b"), "eth0", net.broadcast, our_node(net, tmp_path))
+    try:
+        a.start()
+        b.start()
+        a.wait_log(r"Status update for node nodeb: status active", timeout=20)
+        subprocess.run(
+            ["ip", "netns", "exec", net.ns("a"), "iptables", "-A", "INPUT", "-p", "udp", "--dport", "694",
+             "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP"],
+            check=True, capture_output=True, timeout=30,
+        )
+        wait_for(lambda: a.has_address(VIP), timeout=30, what="VIP on the real nodea over a lossy link")
+        wait_for(lambda: b.node.counters["retransmitted"] >= 1, timeout=30, what="a retransmission to nodea")
+        time.sleep(3 * DEADTIME)
+        assert not net_has(net, "b", VIP)
+        counters = b.node.counters
+        assert counters["rexmit_requests_received"] > 0 and counters["copies_sent"] > 0, counters
+        text = a.log_text()
+        assert "node nodeb: is dead" not in text
+        assert re.search(r"lost packet\(s\) for \[nodeb\]", text)
+        for bad in BAD_SIGNS:
+            assert bad not in text, f"real heartbeat logged {bad!r}"
+        assert not b.peer_reported("nodea", "dead")
+        b.check()
+    finally:
+        b.close()
         a.cleanup()
