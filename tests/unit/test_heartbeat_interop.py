@@ -84,6 +84,24 @@ def net():
 
 
 @needs_heartbeat
+def test_cleanup_of_a_starting_node_leaves_nothing(net: HeartbeatNet, tmp_path: Path) -> None:
+    """cleanup() right after start(): every process of the tree goes, no mount shows on the host."""
+    a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", HA_CF, HARESOURCES, authkeys())
+    a.start()
+    try:
+        wait_for(lambda: len(pids_in_netns(net.ns("a"))) >= 2, timeout=10, what="heartbeat processes")
+        a.wait_log(r"Local status now set to: 'up'", timeout=10)  # after its uuid and generation
+        assert a.running and a.master_pid in pids_in_netns(net.ns("a"))
+        assert str(tmp_path) not in _mounts()
+    finally:
+        a.cleanup()
+    assert not a.running and a.processes() == []
+    assert pids_in_netns(net.ns("a")) == []
+    assert str(tmp_path) not in _mounts()
+    assert (tmp_path / "a" / "varlib" / "hb_uuid").exists()  # the node's state stays for a restart
+
+
+@needs_heartbeat
 @pytest.mark.slow
 def test_two_real_nodes_reach_each_other_and_the_owner_takes_the_vip(net: HeartbeatNet, tmp_path: Path) -> None:
     """Proves the harness: two real daemons hear each other, nodea takes its VIP,
