@@ -37,14 +37,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Sequence
 
 from director.lab.netns import (
     add_bridge,
     call_in_netns,
     create_netns,
     delete_netns,
-    kill_netns_processes,
     link_set,
     list_addresses,
     list_netns,
@@ -453,7 +452,7 @@ exec {HEARTBEAT} -f -l
         return [self._proc.pid, *self._descendants()]
 
 
-def wait_for(pred, timeout: float, interval: float = 0.1, what: str = "condition") -> float:
+def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.1, what: str = "condition") -> float:
     """Poll ``pred()`` until true; returns the seconds it took.
 
     Raises:
@@ -467,11 +466,3 @@ def wait_for(pred, timeout: float, interval: float = 0.1, what: str = "condition
             raise TimeoutError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
 
-
-def kill_everything(namespaces: Iterable[str]) -> None:
-    """Kill every process in the given namespaces (last-resort cleanup; never raises)."""
-    for ns in namespaces:
-        try:
-            kill_netns_processes(ns, grace_s=0.5)
-        except Exception:
-            pass

@@ -2,19 +2,31 @@
 
 The real daemon runs through :mod:`heartbeat_harness` (Debian package
 ``heartbeat``; ``tests/run`` installs it). Tests needing it are skipped when
-it is missing or we are not root. They are slow (marked ``slow``): heartbeat
+it is missing or we are not root. Most are slow (marked ``slow``): heartbeat
 with ``crm no`` waits 10 s (``RQSTDELAY``, ``hb_resource.c``) before a node
 that starts together with its peer takes its resources, and the ``IPaddr``
 resource agent takes a second or two per run. Timers are short (keepalive
 0.5 s, deadtime 2 s); ``initdead`` is 12 s, heartbeat's floor for a deadtime
 under 6 s (``config.c``).
+
+* two real nodes: the harness itself (peers active, VIP, graceful handover,
+  nothing left behind);
+* directord's node (`ha.node.HeartbeatNode` on a minimal threaded driver,
+  `NodeDriver`) paired with a real node, in both roles: start-up takeover,
+  takeover after a crash, auto_failback after a restart, shutdown notice;
+* the same under 30 % loss towards the real node (retransmission requests
+  answered);
+* ``directord run`` with ``compat: heartbeat`` paired with a real node.
+
+The real node's log must never show "authtoken does not match", a replay
+or a partition ("returning after partition").
 """
 
 from __future__ import annotations
 
 import errno
-import re
 import os
+import re
 import select
 import shutil
 import signal
