@@ -109,6 +109,13 @@ def cmd_lab_demo(args: argparse.Namespace) -> int:
     return demo.main(vm=args.vm, requests=args.requests)
 
 
+def cmd_lab_drill(args: argparse.Namespace) -> int:
+    from .lab import drill
+
+    _setup_logging(False)
+    return drill.main(args.scenario, vm=args.vm, as_json=args.json)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="directord", description="IPVS director: virtual services, health checks, HA")
     sub = p.add_subparsers(dest="command", required=True)
@@ -140,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--vm", action="store_true", help="boot the stock-kernel VM and run the demo there")
     demo.add_argument("--requests", type=int, default=60, help="requests in the spread test (a multiple of 6)")
     demo.set_defaults(func=cmd_lab_demo)
+    drill = labsub.add_parser("drill", help="a failover drill: two directors, real IPVS, a steady client")
+    drill.add_argument("scenario", choices=["fail-active"])
+    drill.add_argument("--vm", action="store_true", help="boot the stock-kernel VM and run the drill there")
+    drill.add_argument("--json", action="store_true")
+    drill.set_defaults(func=cmd_lab_drill)
     return p
 
 

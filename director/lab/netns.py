@@ -537,6 +537,8 @@ def _addr_kwargs(cidr: str) -> dict[str, Any]:
     kw: dict[str, Any] = {"address": str(iface.ip), "prefixlen": iface.network.prefixlen}
     if iface.version == 6:
         kw["flags"] = IFA_F_NODAD
+    elif iface.network.prefixlen < 31:
+        kw["broadcast"] = str(iface.network.broadcast_address)  # as `ip addr add ... brd +`
     return kw
 
 
