@@ -232,14 +232,15 @@ def _strerror(code: int) -> str:
 def _attrs(data: memoryview | bytes, off: int, end: int) -> dict[int, tuple[int, int]]:
     """Map attribute type -> (payload start, payload end) for the attributes in data[off:end]."""
     found: dict[int, tuple[int, int]] = {}
+    unpack = _NLATTR.unpack_from
     while off < end:
-        if end - off < _NLATTR.size:
+        if end - off < 4:
             raise _error("truncated netlink attribute")
-        length, kind = _NLATTR.unpack_from(data, off)
-        if length < _NLATTR.size or off + length > end:
+        length, kind = unpack(data, off)
+        if length < 4 or off + length > end:
             raise _error(f"bad netlink attribute length {length}")
-        found[kind & NLA_TYPE_MASK] = (off + _NLATTR.size, off + length)
-        off += _align(length)
+        found[kind & NLA_TYPE_MASK] = (off + 4, off + length)
+        off += (length + 3) & ~3
     return found
 
 
@@ -336,12 +337,70 @@ def parse_service_body(body: memoryview | bytes) -> tuple[ServiceKey, ServiceAtt
     return key, attrs
 
 
+# The attribute sequence ip_vs_genl_fill_dest emits since Linux 5.2 (tunnel
+# attributes added): (type, struct format of the payload + padding, nla_len).
+_DEST_LAYOUT = (
+    (IPVS_DEST_ATTR_ADDR, "16s", 20),
+    (IPVS_DEST_ATTR_PORT, "H2x", 6),
+    (IPVS_DEST_ATTR_FWD_METHOD, "I", 8),
+    (IPVS_DEST_ATTR_WEIGHT, "I", 8),
+    (IPVS_DEST_ATTR_TUN_TYPE, "B3x", 5),
+    (IPVS_DEST_ATTR_TUN_PORT, "H2x", 6),
+    (IPVS_DEST_ATTR_TUN_FLAGS, "H2x", 6),
+    (IPVS_DEST_ATTR_U_THRESH, "I", 8),
+    (IPVS_DEST_ATTR_L_THRESH, "I", 8),
+    (IPVS_DEST_ATTR_ACTIVE_CONNS, "I", 8),
+    (IPVS_DEST_ATTR_INACT_CONNS, "I", 8),
+    (IPVS_DEST_ATTR_PERSIST_CONNS, "I", 8),
+    (IPVS_DEST_ATTR_ADDR_FAMILY, "H2x", 6),
+)
+_DEST_FIXED = struct.Struct("=" + "".join("HH" + fmt for _, fmt, _ in _DEST_LAYOUT))
+_DEST_LENGTHS = tuple(length for _, _, length in _DEST_LAYOUT)
+_DEST_KINDS = tuple(kind for kind, _, _ in _DEST_LAYOUT)
+
+
+def _dest_fixed_layout(data, off: int, end: int) -> tuple[DestKey, KernelDest] | None:
+    """Decode a destination laid out exactly as `_DEST_LAYOUT`, with one unpack; None otherwise.
+
+    The attributes after the fixed part (the statistics) are walked for
+    well-formedness; if any of them is one the model reads, None (the caller
+    then decodes with the general walk, where the last occurrence wins).
+    """
+    if end - off < _DEST_FIXED.size:
+        return None
+    v = _DEST_FIXED.unpack_from(data, off)
+    if v[0::3] != _DEST_LENGTHS or v[1::3] != _DEST_KINDS:
+        return None
+    family = v[38]
+    if family == socket.AF_INET:
+        address = _address_text(family, v[2][:4])
+    elif family == socket.AF_INET6:
+        address = _address_text(family, v[2])
+    else:
+        return None
+    off += _DEST_FIXED.size
+    unpack = _NLATTR.unpack_from
+    while off < end:
+        if end - off < 4:
+            return None
+        length, kind = unpack(data, off)
+        if length < 4 or off + length > end or (kind & NLA_TYPE_MASK) in _DEST_KINDS:
+            return None
+        off += (length + 3) & ~3
+    return DestKey(address, socket.ntohs(v[5])), KernelDest(
+        attrs=DestAttrs(fwd_method=v[8] & 0x7, weight=v[11], u_thresh=v[23], l_thresh=v[26]),
+        active_conns=v[29],
+        inactive_conns=v[32],
+        persist_conns=v[35],
+    )
+
+
 def parse_dest_body(body: memoryview | bytes, family: int) -> tuple[DestKey, KernelDest]:
     """Decode one IPVS_CMD_GET_DEST answer (attributes after the genl header).
 
     Args:
         family: the service's address family, used when the kernel sends no
-            IPVS_DEST_ATTR_ADDR_FAMILY (kernels before 4.3).
+            IPVS_DEST_ATTR_ADDR_FAMILY (older kernels).
 
     Returns:
         the same (DestKey, KernelDest) as `director.ipvs.parse_dest`
@@ -350,20 +409,55 @@ def parse_dest_body(body: memoryview | bytes, family: int) -> tuple[DestKey, Ker
     Raises:
         IPVSError: the message is malformed.
     """
-    data, d = _nested(body, IPVS_CMD_ATTR_DEST)
-    family = _int(data, d, IPVS_DEST_ATTR_ADDR_FAMILY, _U16, family)
-    key = DestKey(_address(data, d, IPVS_DEST_ATTR_ADDR, family), _int(data, d, IPVS_DEST_ATTR_PORT, _BE16))
+    # The hot loop of a large dump (one call per real server): the attributes
+    # are decoded in one walk instead of through the generic `_attrs` map.
+    span = _attrs(body, 0, len(body)).get(IPVS_CMD_ATTR_DEST)
+    if span is None:
+        raise _error(f"IPVS message without attribute {IPVS_CMD_ATTR_DEST}")
+    off, end = span
+    data = body
+    fast = _dest_fixed_layout(data, off, end)
+    if fast is not None:
+        return fast
+    unpack = _NLATTR.unpack_from
+    u32 = _U32.unpack_from
+    values = [0] * 16  # u32 attributes by type: FWD_METHOD .. PERSIST_CONNS
+    port = 0
+    addr_span = None
+    while off < end:
+        if end - off < 4:
+            raise _error("truncated netlink attribute")
+        length, kind = unpack(data, off)
+        if length < 4 or off + length > end:
+            raise _error(f"bad netlink attribute length {length}")
+        kind &= NLA_TYPE_MASK
+        if IPVS_DEST_ATTR_FWD_METHOD <= kind <= IPVS_DEST_ATTR_PERSIST_CONNS:
+            if length < 8:
+                raise _error(f"IPVS attribute {kind} too short")
+            values[kind] = u32(data, off + 4)[0]
+        elif kind == IPVS_DEST_ATTR_ADDR:
+            addr_span = {kind: (off + 4, off + length)}
+        elif kind == IPVS_DEST_ATTR_PORT:
+            if length < 6:
+                raise _error(f"IPVS attribute {kind} too short")
+            port = _BE16.unpack_from(data, off + 4)[0]
+        elif kind == IPVS_DEST_ATTR_ADDR_FAMILY:
+            if length < 6:
+                raise _error(f"IPVS attribute {kind} too short")
+            family = _U16.unpack_from(data, off + 4)[0]
+        off += (length + 3) & ~3
+    key = DestKey(_address(data, addr_span or {}, IPVS_DEST_ATTR_ADDR, family), port)
     attrs = DestAttrs(
-        fwd_method=_int(data, d, IPVS_DEST_ATTR_FWD_METHOD, _U32) & 0x7,
-        weight=_int(data, d, IPVS_DEST_ATTR_WEIGHT, _U32),
-        u_thresh=_int(data, d, IPVS_DEST_ATTR_U_THRESH, _U32),
-        l_thresh=_int(data, d, IPVS_DEST_ATTR_L_THRESH, _U32),
+        fwd_method=values[IPVS_DEST_ATTR_FWD_METHOD] & 0x7,
+        weight=values[IPVS_DEST_ATTR_WEIGHT],
+        u_thresh=values[IPVS_DEST_ATTR_U_THRESH],
+        l_thresh=values[IPVS_DEST_ATTR_L_THRESH],
     )
     return key, KernelDest(
         attrs=attrs,
-        active_conns=_int(data, d, IPVS_DEST_ATTR_ACTIVE_CONNS, _U32),
-        inactive_conns=_int(data, d, IPVS_DEST_ATTR_INACT_CONNS, _U32),
-        persist_conns=_int(data, d, IPVS_DEST_ATTR_PERSIST_CONNS, _U32),
+        active_conns=values[IPVS_DEST_ATTR_ACTIVE_CONNS],
+        inactive_conns=values[IPVS_DEST_ATTR_INACT_CONNS],
+        persist_conns=values[IPVS_DEST_ATTR_PERSIST_CONNS],
     )
 
 

@@ -25,7 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .drive import DirectordProcess, ipvsadm_table
-from .netns import Lab, list_addresses
+from pyroute2 import IPRoute
+
+from .netns import Lab, call_in_netns, list_addresses
+
+IFF_UP = 0x1
 
 KEEPALIVE, DEADTIME = 0.2, 1.0
 #: Allowed client-visible gap on top of the deadtime (seconds): announcement,
@@ -73,9 +77,26 @@ ha:
 """
 
 
+def _link_up(ns: str, ifname: str) -> bool:
+    def work() -> bool:
+        with IPRoute() as ipr:
+            links = ipr.link_lookup(ifname=ifname)
+            return bool(links) and bool(ipr.get_links(links[0])[0]["flags"] & IFF_UP)
+
+    return call_in_netns(ns, work)
+
+
 def holder(lab: Lab) -> str:
-    """Which directors have the VIP configured right now ("dir1", "dir2", "dir1+dir2" or "-")."""
-    held = [d for d in ("dir1", "dir2") if any(a.startswith(lab.vip + "/") for a in list_addresses(lab.ns(d), "eth0"))]
+    """Which directors hold the VIP on the network right now ("dir1", "dir2", "dir1+dir2" or "-").
+
+    A director whose eth0 is down does not count even if the address is still
+    configured there (a failed node: its killed daemon could not remove it).
+    """
+    held = [
+        d
+        for d in ("dir1", "dir2")
+        if _link_up(lab.ns(d), "eth0") and any(a.startswith(lab.vip + "/") for a in list_addresses(lab.ns(d), "eth0"))
+    ]
     return "+".join(held) or "-"
 
 

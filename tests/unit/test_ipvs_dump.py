@@ -398,3 +398,20 @@ async def test_dump_socket_sequences_and_multipart(monkeypatch):
         player.cancel()
         ours.close()
         kernel.close()
+
+
+def test_dest_fixed_layout_fast_path_agrees_with_the_general_walk():
+    """Kernel (>= 5.2) layout takes the one-unpack path; its result equals the attribute walk's."""
+    body = kernel_dest(V6, "fd00::9", 443, fwd=0, weight=7, uth=9, lth=2, active=1, inact=2, persist=3)[4:]
+    end = len(body)
+    fast = d._dest_fixed_layout(body, 4, end)  # after the IPVS_CMD_ATTR_DEST header
+    assert fast == (DestKey("fd00::9", 443), KernelDest(DestAttrs(0, 7, 9, 2), 1, 2, 3))
+    # a repeated weight after the fixed part: the fast path steps aside, the walk takes the last one
+    inner = body[4:] + nla(4, u32(99))
+    dup = nla(2, inner)
+    assert d._dest_fixed_layout(dup, 4, len(dup)) is None
+    assert d.parse_dest_body(dup, V4)[1].attrs.weight == 99
+    # an old kernel without the tunnel attributes: general walk
+    old = nla(2, nla(1, addr16(V4, "10.0.0.5")) + nla(2, be16(80)) + nla(3, u32(3)) + nla(4, u32(1)))
+    assert d._dest_fixed_layout(old, 4, len(old)) is None
+    assert d.parse_dest_body(old, V4) == (DestKey("10.0.0.5", 80), KernelDest(DestAttrs(3, 1)))
