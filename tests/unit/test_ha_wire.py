@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import pytest
 from hbpcap import DATA, Captured, udp_payloads
+from hbpcap import inner_text as ref_inner_text
+from hbpcap import split_packet as ref_split
 
 from ha.auth import parse_authkeys
 from ha.wire import (
@@ -81,41 +83,6 @@ def ref_mac(index: int, data: bytes) -> str:
     if method == "crc":
         return ref_crc(data)
     return hmac.new(key, data, getattr(hashlib, method)).hexdigest()
-
-
-def ref_split(packet: bytes):
-    """-> (signed bytes, [(type, name, raw value)], outer index, outer MAC)."""
-    assert packet.startswith(b"###\n")
-    pos, fields = 4, []
-    while packet[pos : pos + 4] != b"%%%\n":
-        colon = packet.index(b":", pos)
-        n = int(packet[pos:colon])
-        body = packet[colon + 1 : colon + 1 + n]
-        assert packet[colon + 1 + n : colon + 2 + n] == b","
-        pos = colon + 2 + n
-        assert body[:1] == b"(" and body[2:3] == b")"
-        name, _, value = body[3:].partition(b"=")
-        fields.append((int(body[1:2]), name, value))
-    signed, rest = packet[: pos + 4], packet[pos + 4 :]
-    colon = rest.index(b":")
-    n = int(rest[:colon])
-    assert rest[colon + 1 + n :] == b","
-    idx, mac = rest[colon + 1 : colon + 1 + n].split(b" ")
-    return signed, fields, int(idx), mac.decode()
-
-
-def ref_inner_text(fields) -> bytes:
-    out = b""
-    for ftype, name, value in fields:
-        if name == b"auth":
-            continue
-        if ftype == 0:
-            out += name + b"=" + value.replace(b"\n", b"\x13") + b"\n"
-        elif ftype == 1:
-            out += b"(1)" + name + b"=" + base64.b64encode(value) + b"\n"
-        else:
-            raise NotImplementedError(ftype)
-    return out
 
 
 def ref_check(packet: bytes) -> list:
