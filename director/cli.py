@@ -1,8 +1,9 @@
-"""The `directord` command line: run, check, status, lab."""
+"""The `directord` command line: run, check, status; further commands come from `COMMAND_MODULES`."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import asyncio
 import json
 import logging
@@ -10,9 +11,12 @@ import sys
 
 DEFAULT_CONFIG = "/etc/directord/directord.yaml"
 DEFAULT_SOCKET = "/run/directord/directord.sock"
+#: Modules that register further subcommands: each has ``add_commands(subparsers)``.
+COMMAND_MODULES = ("director.lab.cli", "director.realserver", "director.convert")
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """Log to stderr at INFO (DEBUG when ``verbose``); pyroute2 only from WARNING."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -24,7 +28,7 @@ def _setup_logging(verbose: bool) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    _setup_logging(args.verbose)
+    setup_logging(args.verbose)
     return asyncio.run(Daemon(args.config, control_socket=args.control_socket).run())
 
 
@@ -89,33 +93,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_lab_vm(args: argparse.Namespace) -> int:
-    from .lab import vm
-
-    argv = list(args.argv)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
-    if not argv:
-        print("directord lab vm: give a command to run in the guest", file=sys.stderr)
-        return 2
-    vm.ensure_vm_prerequisites()
-    return vm.run_in_vm(argv, out_dir=args.out, timeout_s=args.timeout)
-
-
-def cmd_lab_demo(args: argparse.Namespace) -> int:
-    from .lab import demo
-
-    _setup_logging(False)
-    return demo.main(vm=args.vm, requests=args.requests)
-
-
-def cmd_lab_drill(args: argparse.Namespace) -> int:
-    from .lab import drill
-
-    _setup_logging(False)
-    return drill.main(args.scenario, vm=args.vm, as_json=args.json)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="directord", description="IPVS director: virtual services, health checks, HA")
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,22 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--control-socket")
     status.set_defaults(func=cmd_status)
 
-    lab = sub.add_parser("lab", help="namespace labs and the stock-kernel VM")
-    labsub = lab.add_subparsers(dest="lab_command", required=True)
-    vm = labsub.add_parser("vm", help="run a command inside the stock-kernel VM (installs what it needs)")
-    vm.add_argument("--timeout", type=float, default=3600, help="seconds")
-    vm.add_argument("--out", default=None, help="folder for the guest's logs and exit status")
-    vm.add_argument("argv", nargs=argparse.REMAINDER)
-    vm.set_defaults(func=cmd_lab_vm)
-    demo = labsub.add_parser("demo", help="a DR lab on real IPVS: client -> VIP -> three real servers")
-    demo.add_argument("--vm", action="store_true", help="boot the stock-kernel VM and run the demo there")
-    demo.add_argument("--requests", type=int, default=60, help="requests in the spread test (a multiple of 6)")
-    demo.set_defaults(func=cmd_lab_demo)
-    drill = labsub.add_parser("drill", help="a failover drill: two directors, real IPVS, a steady client")
-    drill.add_argument("scenario", choices=["fail-active"])
-    drill.add_argument("--vm", action="store_true", help="boot the stock-kernel VM and run the drill there")
-    drill.add_argument("--json", action="store_true")
-    drill.set_defaults(func=cmd_lab_drill)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     return p
 
 
