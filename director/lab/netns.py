@@ -49,6 +49,11 @@ T = TypeVar("T")
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000  # include/uapi/linux/sched.h
 IFA_F_NODAD = 0x02  # include/uapi/linux/if_addr.h: skip IPv6 duplicate address detection
+#: Bond of the ``bond`` lab option (pyroute2 names of IFLA_BOND_* attributes):
+#: mode 2 = balance-xor (BOND_MODE_XOR), xmit_hash_policy 1 = layer3+4
+#: (BOND_XMIT_POLICY_LAYER34), both from include/uapi/linux/if_bonding.h;
+#: miimon in milliseconds.
+BOND_OPTIONS = {"bond_mode": 2, "bond_xmit_hash_policy": 1, "bond_miimon": 100}
 
 #: Repository root (holds the ``director`` package), put on PYTHONPATH of lab processes.
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -692,6 +697,9 @@ class Node:
     routes: tuple[tuple[str, str], ...] = ()
     sysctls: tuple[tuple[str, str], ...] = ()
     tunnel: bool = False  # bring up tunl0 (ipip) and put the VIP on it
+    #: ``(bond ifname, (slave ifnames...))``: bonds made of some of ``links``
+    #: (balance-xor, layer3+4 hash, see :data:`BOND_OPTIONS`).
+    bonds: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -718,6 +726,17 @@ class LabPlan:
     directors: tuple[str, ...]
     real_servers: tuple[str, ...]
     client: str = "client"
+    #: the directors' interface on the front subnet: ``eth0``, or ``bond0`` with ``bond``
+    service_if: str = "eth0"
+    #: the directors' heartbeat interface (``eth1`` on bridge ``hb0``), None without ``ha_link``
+    heartbeat_if: str | None = None
+    #: heartbeat-link address of each director (``{"dir1": "10.77.2.10"}``), empty without ``ha_link``
+    hb_addr: Mapping[str, str] = field(default_factory=dict)
+    #: ``(bridge, bridge)`` pairs joined by a veth pair in the switch namespace (leaf switches)
+    bridge_links: tuple[tuple[str, str], ...] = ()
+    #: NAT: the directors' inside interface and the real servers' default gateway
+    inside_if: str | None = None
+    nat_gateway: str | None = None
 
     def node(self, role: str) -> Node:
         """The node of a role; KeyError if there is none."""
@@ -753,6 +772,9 @@ def plan_lab(
     ipv6: bool = False,
     subnet6: str = "fd00:77::/64",
     inside_subnet6: str = "fd00:77:1::/64",
+    ha_link: bool = False,
+    heartbeat_subnet: str = "10.77.2.0/24",
+    bond: bool = False,
 ) -> LabPlan:
     """Plan a lab: namespaces, links, addresses, routes and sysctls (pure).
 
@@ -774,6 +796,19 @@ def plan_lab(
       (decapsulated packets arrive on tunl0 from the client's address);
     * ``nat``: nothing beyond the default route via the director.
 
+    ``ha_link``: a separate heartbeat bridge ``hb0``; each director gets
+    ``eth1`` on it at ``heartbeat_subnet`` ``.10``, ``.11``.. (as sites run
+    heartbeat on a dedicated ``eth1``). NAT directors then use ``eth2`` for
+    the inside subnet, and the real servers' default gateway is the floating
+    inside address ``.254`` (``nat_gateway``), to be held by the active
+    director together with the VIP.
+
+    ``bond``: each director's front uplink is ``bond0``, a balance-xor bond
+    (``xmit_hash_policy`` layer3+4) of ``eth0a`` and ``eth0b``; each leg is
+    a port of its own bridge (``leaf1``, ``leaf2``: two leaf switches), and
+    both leaf bridges are joined to ``br0`` (the service LAN) by a veth pair.
+    Front addresses go on ``bond0``.
+
     Raises:
         ValueError: bad counts, mode or subnets too small.
     """
@@ -787,6 +822,9 @@ def plan_lab(
     inside = ipaddress.ip_network(inside_subnet)
     front6 = ipaddress.ip_network(subnet6)
     inside6 = ipaddress.ip_network(inside_subnet6)
+    hbnet = ipaddress.ip_network(heartbeat_subnet)
+    if hbnet.version != 4 or hbnet.prefixlen > 24:
+        raise ValueError("heartbeat_subnet must be an IPv4 /24 or larger")
     if front.version != 4 or inside.version != 4 or front6.version != 6 or inside6.version != 6:
         raise ValueError("subnet/inside_subnet must be IPv4, subnet6/inside_subnet6 IPv6")
     if front.prefixlen > 24 or inside.prefixlen > 24:
@@ -807,21 +845,35 @@ def plan_lab(
         client_addrs.append(("eth0", f"{addr6['client']}/{plen6}"))
     nodes.append(Node("client", ns("client"), (("eth0", "br0"),), tuple(client_addrs)))
 
+    service_if = "bond0" if bond else "eth0"
+    inside_if = ("eth2" if ha_link else "eth1") if mode == "nat" else None
+    nat_gateway = (_host(inside, 254) if ha_link else _host(inside, 1)) if mode == "nat" else None
+    hb_addr: dict[str, str] = {}
     for i, role in enumerate(dir_roles):
         addr[role] = _host(front, 10 + i)
         if ipv6:
             addr6[role] = _host(front6, 0x10 + i)
-        links = [("eth0", "br0")]
-        a = [("eth0", f"{addr[role]}/{plen}")] + ([("eth0", f"{addr6[role]}/{plen6}")] if ipv6 else [])
+        bonds: tuple[tuple[str, tuple[str, ...]], ...] = ()
+        if bond:
+            links = [("eth0a", "leaf1"), ("eth0b", "leaf2")]
+            bonds = (("bond0", ("eth0a", "eth0b")),)
+        else:
+            links = [("eth0", "br0")]
+        a = [(service_if, f"{addr[role]}/{plen}")] + ([(service_if, f"{addr6[role]}/{plen6}")] if ipv6 else [])
+        if ha_link:
+            hb_addr[role] = _host(hbnet, 10 + i)
+            links.append(("eth1", "hb0"))
+            a.append(("eth1", f"{hb_addr[role]}/{hbnet.prefixlen}"))
         sysctls: list[tuple[str, str]] = []
         if mode == "nat":
-            links.append(("eth1", "br1"))
-            a.append(("eth1", f"{_host(inside, 1 + i)}/{inside.prefixlen}"))
+            assert inside_if is not None
+            links.append((inside_if, "br1"))
+            a.append((inside_if, f"{_host(inside, 1 + i)}/{inside.prefixlen}"))
             sysctls.append(("net.ipv4.ip_forward", "1"))
             if ipv6:
-                a.append(("eth1", f"{_host(inside6, 1 + i)}/{inside6.prefixlen}"))
+                a.append((inside_if, f"{_host(inside6, 1 + i)}/{inside6.prefixlen}"))
                 sysctls.append(("net.ipv6.conf.all.forwarding", "1"))
-        nodes.append(Node(role, ns(role), tuple(links), tuple(a), (), tuple(sysctls)))
+        nodes.append(Node(role, ns(role), tuple(links), tuple(a), (), tuple(sysctls), bonds=bonds))
 
     for i, role in enumerate(rs_roles):
         net4, net6 = (inside, inside6) if mode == "nat" else (front, front6)
@@ -834,7 +886,8 @@ def plan_lab(
         sysctls = []
         tunnel = False
         if mode == "nat":
-            routes.append(("default", _host(inside, 1)))
+            assert nat_gateway is not None
+            routes.append(("default", nat_gateway))
             if ipv6:
                 routes.append(("default6", _host(inside6, 1)))
         else:
@@ -854,11 +907,16 @@ def plan_lab(
         nodes.append(Node(role, ns(role), (("eth0", "br1" if mode == "nat" else "br0"),), tuple(a),
                           tuple(routes), tuple(sysctls), tunnel))
 
+    bridges = ["br0"] + (["br1"] if mode == "nat" else [])
+    if ha_link:
+        bridges.append("hb0")
+    if bond:
+        bridges += ["leaf1", "leaf2"]
     return LabPlan(
         prefix=prefix,
         mode=mode,
         switch_ns=ns("sw"),
-        bridges=("br0", "br1") if mode == "nat" else ("br0",),
+        bridges=tuple(bridges),
         nodes=tuple(nodes),
         vip=vip,
         vip6=vip6,
@@ -868,6 +926,12 @@ def plan_lab(
         prefixlen6=plen6,
         directors=dir_roles,
         real_servers=rs_roles,
+        service_if=service_if,
+        heartbeat_if="eth1" if ha_link else None,
+        hb_addr=hb_addr,
+        bridge_links=(("leaf1", "br0"), ("leaf2", "br0")) if bond else (),
+        inside_if=inside_if,
+        nat_gateway=nat_gateway,
     )
 
 
@@ -921,6 +985,8 @@ class Lab:
         subnet: str = "10.77.0.0/24",
         inside_subnet: str = "10.77.1.0/24",
         ipv6: bool = False,
+        ha_link: bool = False,
+        bond: bool = False,
         vip_on_director: bool = True,
         http_port: int = 80,
         start_httpd: bool = True,
@@ -930,7 +996,7 @@ class Lab:
     ) -> None:
         self.plan = plan_lab(
             prefix, real_servers=real_servers, directors=directors, mode=mode, subnet=subnet,
-            inside_subnet=inside_subnet, ipv6=ipv6,
+            inside_subnet=inside_subnet, ipv6=ipv6, ha_link=ha_link, bond=bond,
         )
         self.prefix = prefix
         self.mode: Mode = mode
@@ -1058,6 +1124,12 @@ class Lab:
 
     def _wire_switch(self) -> None:
         with _ipr() as ipr:
+            for a, b in self.plan.bridge_links:
+                ipr.link("add", ifname=f"{a}-{b}", kind="veth", peer={"ifname": f"{b}-{a}"})
+                for port, bridge in ((f"{a}-{b}", a), (f"{b}-{a}", b)):
+                    idx = _index(ipr, port)
+                    ipr.link("set", index=idx, master=_index(ipr, bridge))
+                    ipr.link("set", index=idx, state="up")
             for node in self.plan.nodes:
                 for ifname, bridge in node.links:
                     port = port_name(node.role, ifname)
@@ -1074,6 +1146,14 @@ class Lab:
                 if not idx:
                     raise FileNotFoundError(errno.ENODEV, "tunl0 missing (is the ipip module loaded?)", node.ns)
                 ipr.link("set", index=idx[0], state="up")
+            for bond, legs in node.bonds:
+                ipr.link("add", ifname=bond, kind="bond", **BOND_OPTIONS)
+                bidx = _index(ipr, bond)
+                for leg in legs:  # a slave must be down while it is enslaved
+                    lidx = _index(ipr, leg)
+                    ipr.link("set", index=lidx, state="down")
+                    ipr.link("set", index=lidx, master=bidx)
+                ipr.link("set", index=bidx, state="up")
             for ifname, _bridge in node.links:
                 ipr.link("set", index=_index(ipr, ifname), state="up")
             for ifname, cidr in node.addresses:
@@ -1111,14 +1191,17 @@ class Lab:
 
     # -- addresses and links ---------------------------------------------------
 
-    def add_vip(self, role: str = "dir1", ifname: str = "eth0") -> None:
-        """Put the VIP (and VIP6) on ``role``'s ``ifname`` as /32 (/128); no-op if present."""
+    def add_vip(self, role: str = "dir1", ifname: str | None = None) -> None:
+        """Put the VIP (and VIP6) on ``role``'s ``ifname`` (default: the service
+        interface, see `LabPlan.service_if`) as /32 (/128); no-op if present."""
+        ifname = ifname or self.plan.service_if
         add_address(self.ns(role), ifname, f"{self.vip}/32", exist_ok=True)
         if self.vip6:
             add_address(self.ns(role), ifname, f"{self.vip6}/128", exist_ok=True)
 
-    def del_vip(self, role: str = "dir1", ifname: str = "eth0") -> None:
-        """Remove the VIP (and VIP6) from ``role``'s ``ifname``; no-op if absent."""
+    def del_vip(self, role: str = "dir1", ifname: str | None = None) -> None:
+        """Remove the VIP (and VIP6) from ``role``'s ``ifname`` (default: the service interface); no-op if absent."""
+        ifname = ifname or self.plan.service_if
         del_address(self.ns(role), ifname, f"{self.vip}/32")
         if self.vip6:
             del_address(self.ns(role), ifname, f"{self.vip6}/128")

@@ -82,10 +82,52 @@ def test_plan_ipv6_and_more_directors():
             ipaddress.ip_interface(cidr)  # all well formed
 
 
+def test_plan_heartbeat_link_gives_directors_eth1_on_their_own_bridge():
+    plan = plan_lab("p", real_servers=2, directors=2, ha_link=True)
+    assert plan.bridges == ("br0", "hb0")
+    assert plan.heartbeat_if == "eth1" and plan.service_if == "eth0"
+    assert plan.hb_addr == {"dir1": "10.77.2.10", "dir2": "10.77.2.11"}
+    d2 = plan.node("dir2")
+    assert d2.links == (("eth0", "br0"), ("eth1", "hb0"))
+    assert ("eth1", "10.77.2.11/24") in d2.addresses
+    # real servers and the client stay off the heartbeat bridge
+    assert all(br != "hb0" for n in plan.nodes if not n.role.startswith("dir") for _, br in n.links)
+    assert plan_lab("p").heartbeat_if is None and plan_lab("p").hb_addr == {}
+
+
+def test_plan_nat_with_heartbeat_link_uses_eth2_inside_and_a_floating_gateway():
+    plan = plan_lab("p", real_servers=1, directors=2, mode="nat", ha_link=True)
+    assert plan.inside_if == "eth2" and plan.nat_gateway == "10.77.1.254"
+    assert plan.node("dir1").links == (("eth0", "br0"), ("eth1", "hb0"), ("eth2", "br1"))
+    assert ("eth2", "10.77.1.2/24") in plan.node("dir2").addresses
+    assert plan.node("rs1").routes == (("default", "10.77.1.254"),)
+    # without the heartbeat link NAT keeps eth1 and dir1's inside address as gateway
+    plain = plan_lab("p", real_servers=1, mode="nat")
+    assert plain.inside_if == "eth1" and plain.nat_gateway == "10.77.1.1"
+
+
+def test_plan_bond_makes_two_legs_on_two_leaf_switches():
+    plan = plan_lab("p", real_servers=1, directors=2, ha_link=True, bond=True)
+    assert plan.service_if == "bond0"
+    assert set(plan.bridges) == {"br0", "hb0", "leaf1", "leaf2"}
+    assert plan.bridge_links == (("leaf1", "br0"), ("leaf2", "br0"))
+    d1 = plan.node("dir1")
+    assert d1.bonds == (("bond0", ("eth0a", "eth0b")),)
+    assert d1.links == (("eth0a", "leaf1"), ("eth0b", "leaf2"), ("eth1", "hb0"))
+    assert ("bond0", "10.77.0.10/24") in d1.addresses
+    assert all(ifname != "eth0a" for ifname, _ in d1.addresses)
+    # only directors are bonded; the others stay on the service LAN itself
+    assert plan.node("client").links == (("eth0", "br0"),) and plan.node("client").bonds == ()
+    for node in plan.nodes:
+        for ifname, _ in node.links:
+            N.port_name(node.role, ifname)  # every switch-side name fits
+    assert N.BOND_OPTIONS["bond_mode"] == 2 and N.BOND_OPTIONS["bond_xmit_hash_policy"] == 1
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"mode": "bgp"}, {"real_servers": 0}, {"real_servers": 71}, {"directors": 0}, {"subnet": "10.77.0.0/25"},
-     {"subnet": "fd00::/64"}],
+     {"subnet": "fd00::/64"}, {"heartbeat_subnet": "10.77.2.0/25"}],
 )
 def test_plan_rejects_bad_parameters(kwargs):
     with pytest.raises(ValueError):
