@@ -1,14 +1,15 @@
 """Two `directord run` processes as a heartbeat pair, in network namespaces: VIP takeover end to end.
 
-Root only. Topology (all namespaces created here, deleted afterwards): a
-switch namespace ``<PREFIX>-sw`` with bridge ``br0``; ``<PREFIX>-dir1``
-(10.216.0.10), ``<PREFIX>-dir2`` (10.216.0.11) and ``<PREFIX>-client``
-(10.216.0.2), each with an ``eth0`` veth plugged into the bridge, addresses
-with broadcast 10.216.0.255. Each director runs ``directord run`` with a
-configuration holding only an ``ha:`` section (no virtual services; without
-ip_vs in the kernel the daemon logs the IPVS error and keeps running):
-bcast on eth0, keepalive 0.2 s, deadtime 1 s, auto_failback on, one
-resource group ``dir1 10.216.0.100/32/eth0``.
+Root only. Topology (`hapair.PairLab`, namespaces created here and deleted
+afterwards): a switch namespace ``<PREFIX>-sw`` with bridge ``br0``;
+``<PREFIX>-dir1`` (10.216.0.10), ``<PREFIX>-dir2`` (10.216.0.11) and
+``<PREFIX>-client`` (10.216.0.2), each with an ``eth0`` veth plugged into
+the bridge, addresses with broadcast 10.216.0.255. Each director runs
+``directord run`` with a configuration holding only an ``ha:`` section (no
+virtual services; without ip_vs in the kernel the daemon logs the IPVS error
+and keeps running): bcast on eth0, keepalive 0.2 s, deadtime 1 s,
+auto_failback on, one resource group ``dir1 10.216.0.100/32/eth0``.
+The faults of the issue's other scenarios are in test_ha_faults.py.
 
 Scenario (one test, phases in order; the measured times are printed):
 
@@ -30,234 +31,115 @@ Scenario (one test, phases in order; the measured times are printed):
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
-import struct
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from director import control
 from director.lab import netns as N
+from hapair import (
+    DEADTIME,
+    KEEPALIVE,
+    Capture,
+    Director,
+    PairLab,
+    VipSampler,
+    is_garp_for,
+    netns_problem,
+    wait_for,
+    write_authkeys,
+)
 
-PREFIX = f"hpr{os.getpid()}"
-SUBNET = "10.216.0"
-ADDR = {"client": f"{SUBNET}.2", "dir1": f"{SUBNET}.10", "dir2": f"{SUBNET}.11"}
-VIP = f"{SUBNET}.100"
-KEEPALIVE, DEADTIME = 0.2, 1.0
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
-def ns(role: str) -> str:
-    return f"{PREFIX}-{role}"
+_problem = netns_problem()
+pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")
 
 
 @pytest.fixture
 def lab():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    N.cleanup_netns(PREFIX)
-    try:
-        N.create_netns(ns("sw"))
-    except OSError as err:
-        N.cleanup_netns(PREFIX)
-        pytest.skip(f"cannot create network namespaces: {err}")
-    try:
-        N.add_bridge(ns("sw"), "br0")
-        for role, addr in ADDR.items():
-            N.create_netns(ns(role))
-            N.add_veth(ns("sw"), role, ns(role), "eth0")
-            N.set_master(ns("sw"), role, "br0")
-            _ip("-n", ns(role), "addr", "add", f"{addr}/24", "brd", "+", "dev", "eth0")
-        yield
-    finally:
-        N.cleanup_netns(PREFIX)
+    with PairLab("hpr") as the_lab:
+        yield the_lab
 
 
-class Director:
-    """One `directord run` in its namespace, with its own configuration, state, socket and log."""
-
-    def __init__(self, role: str, workdir: Path, authkeys: Path) -> None:
-        self.role = role
-        self.dir = workdir / role
-        self.dir.mkdir()
-        self.config = self.dir / "directord.yaml"
-        self.socket = str(self.dir / "directord.sock")
-        self.log = self.dir / "directord.log"
-        self.proc: subprocess.Popen | None = None
-        self.config.write_text(textwrap.dedent(f"""\
-            ha:
-              node: {role}
-              nodes: [dir1, dir2]
-              media: [bcast eth0]
-              authkeys: {authkeys}
-              keepalive: {KEEPALIVE}
-              warntime: 0.5
-              deadtime: {DEADTIME}
-              initdead: 3
-              auto_failback: true
-              resources: ["dir1 {VIP}/32/eth0"]
-              state_dir: {self.dir / 'state'}
-              announce_repeats: 2
-              announce_interval: 1.1
-            """))
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        with open(self.log, "ab") as logf:
-            self.proc = N.run_in_netns(
-                ns(self.role),
-                [sys.executable, "-m", "director.cli", "run", "-c", str(self.config), "--control-socket", self.socket],
-                stdout=logf, stderr=subprocess.STDOUT, env=env,
-            )
-
-    def signal(self, sig: int) -> None:
-        assert self.proc is not None and self.proc.poll() is None, self.tail()
-        # ip netns exec execs the program: the Popen pid is the daemon itself
-        os.kill(self.proc.pid, sig)
-
-    def wait(self, timeout: float = 20) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def tail(self, chars: int = 4000) -> str:
-        try:
-            return f"--- {self.role} log ---\n" + self.log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+def make_pair(lab: PairLab, tmp_path: Path, **kwargs) -> tuple[Director, Director]:
+    keys = write_authkeys(tmp_path / "authkeys")
+    conf = dict(media=["bcast eth0"], resources=[f"dir1 {lab.vip}/32/eth0"], auto_failback=True)
+    conf.update(kwargs)
+    return Director(lab, "dir1", tmp_path, keys, **conf), Director(lab, "dir2", tmp_path, keys, **conf)
 
 
-def has_vip(role: str) -> bool:
-    return any(a.split("/")[0] == VIP for a in N.list_addresses(ns(role), "eth0"))
-
-
-def neighbour_mac(role: str) -> str | None:
-    out = subprocess.run(["ip", "-n", ns(role), "neigh", "show", VIP, "dev", "eth0"],
-                         capture_output=True, text=True, timeout=10).stdout.split()
-    return out[out.index("lladdr") + 1].lower() if "lladdr" in out else None
-
-
-def wait_for(pred, timeout: float, what: str, dirs=()) -> float:
-    """Poll ``pred`` every 20 ms; returns the seconds it took. AssertionError (with logs) on timeout."""
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred():
-            return time.monotonic() - t0
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n" + "\n".join(d.tail() for d in dirs))
-
-
-def garp_senders(capture: socket.socket) -> list[bytes]:
-    """Sender MACs of the gratuitous ARPs for the VIP read so far (SPA == TPA == VIP)."""
-    macs = []
-    while True:
-        try:
-            frame = capture.recv(2048)
-        except (BlockingIOError, socket.timeout):
-            return macs
-        if len(frame) >= 42 and struct.unpack("!H", frame[12:14])[0] == 0x0806:
-            sha, spa, tpa = frame[22:28], frame[28:32], frame[38:42]
-            if spa == tpa == socket.inet_aton(VIP):
-                macs.append(sha)
-
-
-def test_vip_follows_the_active_director(lab, tmp_path: Path):
-    keys = tmp_path / "authkeys"
-    keys.write_text("auth 1\n1 sha1 pair-test-secret\n")
-    keys.chmod(0o600)
-    d1, d2 = Director("dir1", tmp_path, keys), Director("dir2", tmp_path, keys)
+def test_vip_follows_the_active_director(lab: PairLab, tmp_path: Path):
+    d1, d2 = make_pair(lab, tmp_path)
     dirs = (d1, d2)
-    mac1, mac2 = N.link_mac(ns("dir1"), "eth0").lower(), N.link_mac(ns("dir2"), "eth0").lower()
-    capture = N.socket_in_netns(ns("client"), socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-    capture.bind(("eth0", 0))
-    capture.setblocking(False)
-    probe = N.socket_in_netns(ns("client"), socket.AF_INET, socket.SOCK_DGRAM)
+    vip = lab.vip
+    mac1, mac2 = lab.mac("dir1"), lab.mac("dir2")
+    capture = Capture(lab.ns("client"), "eth0", 0x0806)
+    probe = N.socket_in_netns(lab.ns("client"), socket.AF_INET, socket.SOCK_DGRAM)
     times: dict[str, float] = {}
+
+    def garp_senders(since: float) -> set[bytes]:
+        return {f[22:28] for _, f in capture.matching(is_garp_for(vip), since)}
+
     try:
         # 1. both start: the preferred owner takes the VIP
-        started = time.monotonic()
         d1.start()
         d2.start()
-        times["initial acquisition by dir1"] = wait_for(lambda: has_vip("dir1"), 20, "dir1 to take the VIP", dirs)
+        times["initial acquisition by dir1"] = wait_for(lambda: lab.holds("dir1"), 20, "dir1 to take the VIP", dirs)
         time.sleep(1.0)
-        assert not has_vip("dir2"), d2.tail()
-        assert bytes.fromhex(mac1.replace(":", "")) in garp_senders(capture)
-        probe.sendto(b"x", (VIP, 9))  # the client resolves the VIP
-        wait_for(lambda: neighbour_mac("client") == mac1, 5, "the client to resolve the VIP to dir1")
-        doc = control.request(d1.socket, "status", 5)["status"]
-        assert doc["ha"]["node"] == "dir1" and doc["ha"]["groups"][0]["holder"] == "dir1"
-        assert doc["ha"]["peers"][0]["node"] == "dir2" and doc["ha"]["peers"][0]["status"] == "active"
+        assert not lab.holds("dir2"), d2.tail()
+        assert mac1 in garp_senders(0)
+        probe.sendto(b"x", (vip, 9))  # the client resolves the VIP
+        wait_for(lambda: lab.neighbour_mac("client") == mac1, 5, "the client to resolve the VIP to dir1")
+        doc = d1.status()
+        assert doc["node"] == "dir1" and doc["groups"][0]["holder"] == "dir1"
+        assert doc["peers"][0]["node"] == "dir2" and doc["peers"][0]["status"] == "active"
 
-        # 2. crash of dir1 (SIGKILL, link down): dir2 takes over after the deadtime (once the
+        # 2. node failure of dir1 (SIGKILL, link down): dir2 takes over after the deadtime (once the
         #    first 5 s are over: until then a node advertises deadtime + 2 s, as heartbeat does)
-        time.sleep(max(0.0, started + 6.5 - time.monotonic()))
-        d1.signal(signal.SIGKILL)
-        d1.wait()
-        N.link_set(ns("dir1"), "eth0", up=False)
-        t = wait_for(lambda: has_vip("dir2"), DEADTIME + 2, "dir2 to take the VIP after the crash", dirs)
+        d1.past_startup_bonus(1.5)
+        t_fail = time.monotonic()
+        d1.crash()
+        N.link_set(lab.ns("dir1"), "eth0", up=False)
+        t = wait_for(lambda: lab.holds("dir2"), DEADTIME + 2, "dir2 to take the VIP after the crash", dirs)
         times["takeover after SIGKILL + link down"] = t
         assert t >= DEADTIME * 0.5, "dir2 took the VIP before the peer could have been declared dead"
         times["client neighbour entry -> dir2"] = t + wait_for(
-            lambda: neighbour_mac("client") == mac2, 6, "the client's neighbour entry to move to dir2", dirs
+            lambda: lab.neighbour_mac("client") == mac2, 6, "the client's neighbour entry to move to dir2", dirs
         )
-        assert bytes.fromhex(mac2.replace(":", "")) in garp_senders(capture)
+        assert mac2 in garp_senders(t_fail)
 
         # 3. dir1 comes back: the new daemon removes the address its killed predecessor left,
         #    the link comes up, and auto_failback returns the VIP to dir1
-        assert has_vip("dir1")  # left behind by the killed daemon
+        assert lab.holds("dir1")  # left behind by the killed daemon
         d1.start()
-        wait_for(lambda: not has_vip("dir1"), 20, "the restarted dir1 to clear the stale VIP", dirs)
-        N.link_set(ns("dir1"), "eth0", up=True)
-        t0 = time.monotonic()
-        both = 0.0
-        last = t0
-        while time.monotonic() - t0 < 20:
-            on1, on2 = has_vip("dir1"), has_vip("dir2")
-            now = time.monotonic()
-            if on1 and on2:
-                both += now - last
-            last = now
-            if on1 and not on2:
-                break
-            time.sleep(0.02)
-        else:
-            raise AssertionError("the VIP did not fail back to dir1\n" + d1.tail() + d2.tail())
-        times["failback to dir1 after link up"] = time.monotonic() - t0
-        times["VIP on both during failback"] = both
-        assert both <= 0.5, f"VIP on both directors for {both:.3f} s"
-        for _ in range(25):  # and it stays there
-            assert has_vip("dir1") and not has_vip("dir2")
-            time.sleep(0.04)
+        wait_for(lambda: not lab.holds("dir1"), 20, "the restarted dir1 to clear the stale VIP", dirs)
+        N.link_set(lab.ns("dir1"), "eth0", up=True)
+        with VipSampler(lab) as sampler:
+            t0 = time.monotonic()
+            t = sampler.wait(lambda h: h == {"dir1"}, 20, "the VIP to fail back to dir1", dirs, since=t0)
+            times["failback to dir1 after link up"] = t
+            both = sampler.duration(lambda h: len(h) == 2, t0)
+            times["VIP on both during failback"] = both
+            assert both <= 0.5, f"VIP on both directors for {both:.3f} s"
+            t1 = time.monotonic()
+            time.sleep(1.0)  # and it stays there
+            assert sampler.seen(t1) == {frozenset({"dir1"})}
 
         # 4. graceful stop of the active director: the peer takes over at once
-        garp_senders(capture)  # drain
         d1.signal(signal.SIGTERM)
-        t = wait_for(lambda: has_vip("dir2"), 5, "dir2 to take the VIP after SIGTERM of dir1", dirs)
+        t = wait_for(lambda: lab.holds("dir2"), 5, "dir2 to take the VIP after SIGTERM of dir1", dirs)
         times["takeover after SIGTERM"] = t
         assert t < DEADTIME, f"graceful handover took {t:.3f} s: as slow as a death detection"
         assert d1.wait() == 0, d1.tail()
-        assert not has_vip("dir1")
-        doc = control.request(d2.socket, "status", 5)["status"]
-        assert doc["ha"]["groups"][0]["holder"] == "dir2" and doc["ha"]["groups"][0]["held"] is True
-        assert doc["ha"]["peers"][0]["status"] == "dead"
-        wait_for(lambda: neighbour_mac("client") == mac2, 6, "the client's neighbour entry to move to dir2", dirs)
+        assert not lab.holds("dir1")
+        doc = d2.status()
+        assert doc["groups"][0]["holder"] == "dir2" and doc["groups"][0]["held"] is True
+        assert doc["peers"][0]["status"] == "dead"
+        wait_for(lambda: lab.neighbour_mac("client") == mac2, 6, "the client's neighbour entry to move to dir2", dirs)
         d2.signal(signal.SIGTERM)
         assert d2.wait() == 0, d2.tail()
-        assert not has_vip("dir2")
+        assert not lab.holds("dir2")
     finally:
         capture.close()
         probe.close()
@@ -268,15 +150,12 @@ def test_vip_follows_the_active_director(lab, tmp_path: Path):
             print(f"  {name}: {value:.3f}")
 
 
-def test_refusal_and_reload_of_the_ha_section(lab, tmp_path: Path):
-    keys = tmp_path / "authkeys"
-    keys.write_text("auth 1\n1 sha1 pair-test-secret\n")
-    keys.chmod(0o600)
-    d = Director("dir1", tmp_path, keys)
+def test_refusal_and_reload_of_the_ha_section(lab: PairLab, tmp_path: Path):
+    d, _ = make_pair(lab, tmp_path)
     good = d.config.read_text()
     try:
         # lo has no broadcast address: the environment check refuses to start, naming the file
-        d.config.write_text(good.replace("media: [bcast eth0]", "media: [bcast lo]"))
+        d.config.write_text(good.replace('media: ["bcast eth0"]', 'media: ["bcast lo"]'))
         d.start()
         assert d.wait() == 1, d.tail()
         log = d.log.read_text()
@@ -285,15 +164,15 @@ def test_refusal_and_reload_of_the_ha_section(lab, tmp_path: Path):
         # a running daemon keeps its HA service on a reload that changes the ha section
         d.config.write_text(good)
         d.start()
-        wait_for(lambda: has_vip("dir1"), 20, "dir1 to take the VIP alone", (d,))
+        wait_for(lambda: lab.holds("dir1"), 20, "dir1 to take the VIP alone", (d,))
         d.config.write_text(good.replace(f"keepalive: {KEEPALIVE}", "keepalive: 0.3"))
         d.signal(signal.SIGHUP)
         wait_for(lambda: "HA changes need a restart" in d.log.read_text(), 10, "the reload warning", (d,))
-        doc = control.request(d.socket, "status", 5)["status"]
-        assert doc["ha"]["state"] == "active" and doc["ha"]["groups"][0]["holder"] == "dir1"
-        assert doc["ha"]["peers"] == [{"node": "dir2", "status": "dead", "last_heard_s": None}]
+        doc = d.status()
+        assert doc["state"] == "active" and doc["groups"][0]["holder"] == "dir1"
+        assert doc["peers"] == [{"node": "dir2", "status": "dead", "last_heard_s": None}]
         d.signal(signal.SIGTERM)
         assert d.wait() == 0, d.tail()
-        assert not has_vip("dir1")
+        assert not lab.holds("dir1")
     finally:
         d.kill()
