@@ -288,6 +288,18 @@ class Director:
         """The HA part of the daemon's status document (control socket)."""
         return control.request(self.socket, "status", 5)["status"]["ha"]
 
+    def try_status(self) -> dict | None:
+        """`status`, or None while no daemon answers on the control socket (starting, stopped)."""
+        try:
+            return self.status()
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def peer_status(self) -> str | None:
+        """The status (``active``, ``dead``...) this daemon sees of its one peer; None if it does not answer."""
+        doc = self.try_status()
+        return doc["peers"][0]["status"] if doc and doc.get("peers") else None
+
     def status_cli(self) -> dict:
         """``directord status --json`` against this daemon; the whole document."""
         out = subprocess.run(

@@ -29,6 +29,7 @@ Measured times are printed (``pytest -s``).
 from __future__ import annotations
 
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -53,6 +54,8 @@ pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")
 
 #: Margin on top of a protocol deadline (seconds): the CI machine can be loaded.
 MARGIN = 2.0
+#: The announcement schedule of the configurations (hapair.ha_config defaults).
+ANNOUNCE_REPEATS, ANNOUNCE_INTERVAL = 2, 1.1
 ONLY1, ONLY2, BOTH = frozenset({"dir1"}), frozenset({"dir2"}), frozenset({"dir1", "dir2"})
 
 
@@ -74,7 +77,7 @@ def start_pair(lab: PairLab, d1: Director, d2: Director) -> float:
     d1.start()
     d2.start()
     t = wait_for(lambda: lab.holds("dir1"), 20, "dir1 to take the VIP", (d1, d2))
-    wait_for(lambda: all(d.status()["peers"][0]["status"] == "active" for d in (d1, d2)), 10,
+    wait_for(lambda: d1.peer_status() == d2.peer_status() == "active", 10,
              "both daemons to see their peer active", (d1, d2))
     return t
 
@@ -108,7 +111,7 @@ def test_daemon_crash_and_restart(tmp_path: Path):
                               dirs, since=t_start)
                 times["stale VIP dropped after the restart"] = t
                 assert "dir2" in vips.now()
-                wait_for(lambda: d1.status()["peers"][0]["status"] == "active", 10,
+                wait_for(lambda: d1.peer_status() == "active", 10,
                          "the restarted dir1 to see dir2 active", dirs)
                 # dir1 stays standby (auto_failback off): well past its takeover delay and initdead
                 t2 = time.monotonic()
@@ -124,3 +127,84 @@ def test_daemon_crash_and_restart(tmp_path: Path):
             for d in dirs:
                 d.kill()
             report("daemon crash", times)
+
+
+# --- heartbeat cut and heal ------------------------------------------------------------------
+
+
+def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
+    """Split brain on a dedicated heartbeat link; on heal the preferred owner keeps and re-announces.
+
+    auto_failback off, and dir2 holds the VIP before the cut (dir1 was stopped
+    and restarted), so the keeper after the heal is decided by the rule
+    (preferred owner dir1), not by who held the VIP first.
+    """
+    times: dict[str, float] = {}
+    with PairLab("hfh", hb_link=True) as lab:
+        d1, d2 = pair(lab, tmp_path, media=["bcast eth1"], auto_failback=False)
+        dirs = (d1, d2)
+        mac1 = lab.mac("dir1")
+        probe = N.socket_in_netns(lab.ns("client"), socket.AF_INET, socket.SOCK_DGRAM)
+        arp = Capture(lab.ns("client"), "eth0", 0x0806)
+        try:
+            start_pair(lab, d1, d2)
+            # dir2 becomes the holder: graceful stop of dir1, which then comes back as standby
+            d1.signal(signal.SIGTERM)
+            wait_for(lambda: lab.holders() == ONLY2, 5, "dir2 to take the VIP from the stopping dir1", dirs)
+            assert d1.wait() == 0, d1.tail()
+            d1.start()
+            wait_for(lambda: d1.peer_status() == d2.peer_status() == "active", 15, "dir1 back as standby", dirs)
+            d1.past_startup_bonus(0.5)
+            probe.sendto(b"x", (lab.vip, 9))  # the client resolves the VIP (to dir2)
+            wait_for(lambda: lab.neighbour_mac("client") == lab.mac("dir2"), 5, "the client to resolve the VIP")
+            with VipSampler(lab) as vips:
+                assert vips.now() == ONLY2
+                # cut: both become active, both hold the VIP; the service LAN never went down
+                t_cut = time.monotonic()
+                lab.set_heartbeat_link(up=False)
+                times["cut -> VIP on both"] = vips.wait(lambda h: h == BOTH, DEADTIME + MARGIN,
+                                                        "dir1 to take the VIP too", dirs, since=t_cut)
+                wait_for(lambda: d1.peer_status() == d2.peer_status() == "dead",
+                         DEADTIME + MARGIN, "both daemons to declare their peer dead", dirs)
+                assert all(d.status()["state"] == "active" for d in dirs)
+                times["cut -> both see the peer dead"] = time.monotonic() - t_cut
+                # the cut lasts until dir1's takeover announcements are over (a burst, then
+                # announce_repeats rounds announce_interval apart): what comes after the heal is new
+                t_both = t_cut + times["cut -> VIP on both"]
+                assert arp.wait(lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac1, 1, 3, since=t_cut)
+                time.sleep(max(0.0, t_both + ANNOUNCE_REPEATS * ANNOUNCE_INTERVAL + 1.0 - time.monotonic()))
+                assert vips.seen(t_both) == {BOTH}
+
+                # heal: exactly one keeps the VIP, the preferred owner dir1; dir2 releases
+                t_heal = time.monotonic()
+                lab.set_heartbeat_link(up=True)
+                times["heal -> dir1 alone holds the VIP"] = vips.wait(
+                    lambda h: h == ONLY1, 5 + MARGIN, "dir2 to release the VIP after the heal", dirs, since=t_heal)
+                t_released = vips.since(t_heal)[[h for _, h in vips.since(t_heal)].index(ONLY1)][0]
+                assert vips.seen(t_heal) <= {BOTH, ONLY1}, "the VIP was dropped by both"
+                # the keeper re-announces after the loser released (the loser's GARPs may have gone out)
+                after = arp.wait(lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac1, 2, 5 + MARGIN,
+                                 since=t_released)
+                assert len(after) >= 2, f"no re-announcement by dir1 after dir2 released at {t_released:.3f}"
+                times["dir2 released -> dir1 re-announces"] = after[0][0] - t_released
+                assert {decode_arp(f)["op"] for _, f in after} == {1, 2}, "an ARP request and reply pair"
+                senders = {decode_arp(f)["sha"] for _, f in arp.matching(is_garp_for(lab.vip), t_released)}
+                assert senders == {mac1}, "the loser announced after it released the VIP"
+                wait_for(lambda: lab.neighbour_mac("client") == mac1, 5, "the client's entry to move to dir1", dirs)
+                # and it stays so
+                t2 = time.monotonic()
+                wait_for(lambda: d1.peer_status() == d2.peer_status() == "active", 10,
+                         "both daemons to see their peer again", dirs)
+                time.sleep(max(0.0, t2 + 2.0 - time.monotonic()))
+                assert vips.seen(t2) == {ONLY1}, vips.seen(t2)
+            assert lab.neighbour_mac("client") == mac1
+            s1, s2 = d1.status(), d2.status()
+            assert s1["groups"][0]["held"] is True and s2["groups"][0]["held"] is False
+            assert s2["groups"][0]["holder"] == "dir1"
+            assert s1["counters"]["partitions_healed"] + s2["counters"]["partitions_healed"] >= 1
+        finally:
+            probe.close()
+            arp.close()
+            for d in dirs:
+                d.kill()
+            report("heartbeat cut and heal", times)
