@@ -40,11 +40,14 @@ from hapair import (
     DEADTIME,
     Capture,
     Director,
+    HeartbeatTap,
     PairLab,
     VipSampler,
     decode_arp,
     is_garp_for,
     netns_problem,
+    packet_fields,
+    resign,
     wait_for,
     write_authkeys,
 )
@@ -208,3 +211,102 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
             for d in dirs:
                 d.kill()
             report("heartbeat cut and heal", times)
+
+
+# --- forged, replayed and malformed packets ----------------------------------------------------
+
+#: Counters an injected packet may move (ha.node COUNTERS), compared before and after.
+INJECTION_COUNTERS = ("bad_auth", "unknown_auth_index", "malformed", "replay", "old", "duplicate",
+                      "name_conflict", "unknown_node", "internal_errors", "partitions_healed")
+
+
+def _is_status_of(node: str):
+    return lambda _packet, f: f.get("t") == b"status" and f.get("src") == node.encode()
+
+
+def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path: Path):
+    """An intruder on the heartbeat link replays, forges and garbles packets: no role changes, all counted."""
+    times: dict[str, float] = {}
+    with PairLab("hfi", hb_link=True, hb_nodes=("intruder",)) as lab:
+        d1, d2 = pair(lab, tmp_path, media=["bcast eth1"])
+        dirs = (d1, d2)
+        tap = HeartbeatTap(lab.ns("intruder"), lab.hb_broadcast)
+        try:
+            # a status of dir1's previous generation (dir1 alone, killed after its first packets)
+            d1.start()
+            old_gen = tap.receive(_is_status_of("dir1"), 10)
+            d1.crash()
+            tap.close()
+            tap = HeartbeatTap(lab.ns("intruder"), lab.hb_broadcast)  # nothing queued from before
+
+            start_pair(lab, d1, d2)
+            current = tap.receive(_is_status_of("dir1"), 5)
+            cur_fields = packet_fields(current)
+            old_fields = packet_fields(old_gen)
+            assert int(old_fields["hg"], 16) < int(cur_fields["hg"], 16)
+            seq = int(cur_fields["seq"], 16)
+            gen = int(cur_fields["hg"], 16)
+            # dir1 moves on: a few keepalives later `current` is an old sequence number
+            wait_for(lambda: int(packet_fields(
+                tap.receive(_is_status_of("dir1"), 5))["seq"], 16) >= seq + 5, 10, "dir1's seq to advance", dirs)
+
+            wrong = b"not-the-pair-secret"
+            forged = [
+                resign(current, wrong, seq=b"%x" % (seq + 1000)),  # a future seq, wrong key
+                resign(current, wrong, hg=b"%x" % (gen + 1), seq=b"1"),  # a "restart" of dir1, wrong key
+                resign(current, wrong, st=b"dead"),  # dir1 "leaving", wrong key
+                current[:-3] + (b"0" if current[-3:-2] != b"0" else b"1") + current[-2:],  # outer MAC altered
+                current[: current.index(b"%%%\n") + 4],  # no outer MAC at all
+            ]
+            unknown_index = [resign(current, b"pair-test-secret", index=7)]
+            replayed = [current] * 3  # dir1's own earlier packet, same generation
+            replayed_old_gen = [old_gen] * 2  # a packet of dir1's previous generation
+            malformed = [
+                b"garbage",
+                bytes(range(256)),
+                b"\x00" * 64,
+                current[: len(current) // 2],  # truncated inside a field
+                b"###\n9999:(0)t=status,%%%\n",  # a length beyond the packet
+                b">>>\nt=status\nsrc=dir1\n",  # text framing without its end
+            ]
+
+            before = {d.role: d.status()["counters"] for d in dirs}
+            with VipSampler(lab) as vips:
+                t0 = time.monotonic()
+                for batch in (forged, unknown_index, replayed, replayed_old_gen, malformed):
+                    for packet in batch:
+                        tap.send(packet)
+                        time.sleep(0.02)
+
+                def delta(role: str) -> dict[str, int]:
+                    now = {d.role: d for d in dirs}[role].status()["counters"]
+                    return {k: now[k] - before[role][k] for k in INJECTION_COUNTERS}
+
+                want2 = {"bad_auth": len(forged), "unknown_auth_index": 1, "malformed": len(malformed),
+                         "replay": len(replayed_old_gen), "old": len(replayed)}
+                times["injection -> counted by dir2"] = wait_for(
+                    lambda: all(delta("dir2")[k] >= v for k, v in want2.items()), 5,
+                    f"dir2 to count the injected packets {want2}", dirs)
+                time.sleep(1.5)  # roles keep still after the injection
+                t1 = time.monotonic()
+                assert vips.seen(t0) == {ONLY1}, vips.seen(t0)
+            got2 = delta("dir2")
+            assert got2 == dict.fromkeys(INJECTION_COUNTERS, 0) | want2, got2
+            # dir1 hears the same broadcasts; its own replayed packets are its own (same uuid)
+            got1 = delta("dir1")
+            assert got1 == dict.fromkeys(INJECTION_COUNTERS, 0) | {
+                "bad_auth": len(forged), "unknown_auth_index": 1, "malformed": len(malformed)}, got1
+            for d in dirs:
+                doc = d.status_cli()["ha"]  # directord status --json shows the same counters
+                assert doc["state"] == "active" and doc["peers"][0]["status"] == "active", doc
+                assert doc["counters"]["bad_auth"] >= len(forged)
+                assert doc["counters"]["internal_errors"] == 0
+            s1, s2 = d1.status(), d2.status()
+            assert s1["groups"][0]["held"] and not s2["groups"][0]["held"]
+            assert s2["peers"][0]["last_heard_s"] is not None and s2["peers"][0]["last_heard_s"] < DEADTIME
+            assert t1 - t0 > 1.5
+        finally:
+            tap.close()
+            for d in dirs:
+                d.kill()
+            report("forged, replayed and malformed packets", times)
