@@ -1,16 +1,21 @@
-"""`directord lab drill fail-active`: a failover drill on real IPVS in a namespace lab.
+"""`directord lab drill SCENARIO`: a failover drill on real IPVS in the HA pair lab.
 
-Topology: a client, two directors (dir1, dir2) and three real servers (direct
-routing) on one bridge.  Both directors run `directord run` with the same
-virtual service and an ``ha:`` section (dir1 preferred owner of the VIP,
-bcast heartbeats on eth0, directord's fast timers).  A steady client sends
-requests through the VIP (a fresh connection each, short timeouts; start,
-end, result and answering real server recorded); then the active director
-fails as a node does (its daemon SIGKILLed and its link taken down).  The
-drill prints a timeline (fault, VIP seen on dir2, first success after the
-fault), which director held the VIP at each sample, the longest gap between
-successful responses, and the failed requests.  Exit status 0 when the gap
-stays within deadtime + a margin for the slow VM.
+The runner (this module, the I/O) drives a `director.lab.pair.PairLab`: it
+waits until the pair is settled (dir1 holds the VIP, both tables complete),
+starts a steady client (``rate`` requests per second through the VIP, a
+fresh connection each, the scenario's timeout; start, end, result and
+answering real server recorded), a sampler of the VIP holder (read in both
+directors' namespaces) and an ARP capture in the client's namespace
+(gratuitous ARPs for the VIP: the announcements as the network saw them).
+After two seconds of traffic it carries out the scenario's steps (the first
+is the fault), waits for the scenario's end condition, lets the client run
+two more seconds, and collects the daemons' log lines (detection, takeover,
+addresses, health transitions, IPVS changes). The record goes to
+`director.lab.scenarios` for the figures, the timeline and the verdict.
+
+Scenarios, their steps and expectations are declared in
+`director.lab.scenarios.SCENARIOS`; the step actions are `ACTIONS` and the
+wait conditions `CONDITIONS` here.
 """
 
 from __future__ import annotations
@@ -18,94 +23,49 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
-from .drive import DirectordProcess, ipvsadm_table
-from pyroute2 import IPRoute
+from .netns import link_mac, socket_in_netns
+from .pair import PairLab, PairOptions, ipvs_problem, workdir_of
+from .scenarios import (
+    DIRECTORS,
+    ETH_P_ARP,
+    DrillRecord,
+    Event,
+    HolderSample,
+    Sample,
+    Scenario,
+    announce_event,
+    evaluate,
+    log_events,
+    render,
+    scenario,
+    scenario_names,
+    summary,
+)
 
-from .netns import Lab, call_in_netns, list_addresses
-
-IFF_UP = 0x1
-
-KEEPALIVE, DEADTIME = 0.2, 1.0
-#: Allowed client-visible gap on top of the deadtime (seconds): announcement,
-#: neighbour update and the slow emulated VM.
-GAP_MARGIN = 4.0
-
-
-@dataclass
-class Sample:
-    """One client request: start/end (seconds since the drill began), result, answering server."""
-
-    start: float
-    end: float
-    ok: bool
-    result: str
-
-
-def drill_config(lab: Lab, node: str, work: Path) -> str:
-    """The configuration of one director (virtual service + ha section)."""
-    rs = "\n".join(f"      - {{address: {lab.rip(r)}, port: 80}}" for r in lab.real_servers)
-    return f"""\
-global:
-  reconcile_interval: 5
-virtual_services:
-  - name: web
-    address: {lab.vip}
-    port: 80
-    scheduler: rr
-    forwarding: dr
-    check: {{type: http, path: /healthz, interval: 1, timeout: 1}}
-    real_servers:
-{rs}
-ha:
-  node: {node}
-  nodes: [dir1, dir2]
-  media: [bcast eth0]
-  authkeys: {work / 'authkeys'}
-  keepalive: {KEEPALIVE}
-  deadtime: {DEADTIME}
-  auto_failback: true
-  state_dir: {work / node / 'state'}
-  resources:
-    - owner: dir1
-      addresses: [{lab.vip}/32/eth0]
-"""
-
-
-def _link_up(ns: str, ifname: str) -> bool:
-    def work() -> bool:
-        with IPRoute() as ipr:
-            links = ipr.link_lookup(ifname=ifname)
-            return bool(links) and bool(ipr.get_links(links[0])[0]["flags"] & IFF_UP)
-
-    return call_in_netns(ns, work)
-
-
-def holder(lab: Lab) -> str:
-    """Which directors hold the VIP on the network right now ("dir1", "dir2", "dir1+dir2" or "-").
-
-    A director whose eth0 is down does not count even if the address is still
-    configured there (a failed node: its killed daemon could not remove it).
-    """
-    held = [
-        d
-        for d in ("dir1", "dir2")
-        if _link_up(lab.ns(d), "eth0") and any(a.startswith(lab.vip + "/") for a in list_addresses(lab.ns(d), "eth0"))
-    ]
-    return "+".join(held) or "-"
+#: Client traffic before the fault and after the end condition (seconds).
+LEAD_S, TAIL_S = 2.0, 2.0
+#: How long a ``wait`` step or the end condition may take (seconds; the VM is slow).
+WAIT_S = 90.0
+DEFAULT_PREFIX = "ddrill"
 
 
 class SteadyClient(threading.Thread):
-    """Requests through the VIP at ``rate`` per second until stopped; records a `Sample` each."""
+    """Requests through the VIP at ``rate`` per second until ``halt`` is set; one `Sample` each.
 
-    def __init__(self, lab: Lab, t0: float, rate: float = 50.0, timeout: float = 0.5) -> None:
-        super().__init__(daemon=True)
-        self.lab, self.t0, self.period, self.timeout = lab, t0, 1.0 / rate, timeout
+    Requests are sequential: one that waits (a SYN retransmission) delays the next ones.
+    """
+
+    def __init__(self, pair: PairLab, t0: float, rate: float = 50.0, timeout: float = 0.5) -> None:
+        super().__init__(daemon=True, name="drill-client")
+        self.pair, self.t0, self.period, self.timeout = pair, t0, 1.0 / rate, timeout
         self.samples: list[Sample] = []
         self.halt = threading.Event()
 
@@ -114,11 +74,11 @@ class SteadyClient(threading.Thread):
         while not self.halt.is_set():
             start = time.monotonic()
             try:
-                status, body = self.lab.get("/", timeout=self.timeout)
+                status, body = self.pair.lab.get("/", timeout=self.timeout)
                 ok, result = status == 200, body.strip() if status == 200 else f"HTTP {status}"
-            except OSError as exc:
+            except (OSError, ValueError) as exc:
                 ok, result = False, type(exc).__name__
-            self.samples.append(Sample(start - self.t0, time.monotonic() - self.t0, ok, result))
+            self.samples.append(Sample(round(start - self.t0, 4), round(time.monotonic() - self.t0, 4), ok, result))
             next_at += self.period
             delay = next_at - time.monotonic()
             if delay > 0:
@@ -127,121 +87,361 @@ class SteadyClient(threading.Thread):
                 next_at = time.monotonic()
 
 
-def longest_gap(samples: list[Sample], since: float) -> tuple[float, float]:
-    """Longest interval (seconds) between successive successful responses ending after ``since``; and where it starts."""
-    ends = [s.end for s in samples if s.ok]
-    best, at = 0.0, since
-    for a, b in zip(ends, ends[1:]):
-        if b > since and b - a > best:
-            best, at = b - a, a
-    return best, at
+class HolderSampler(threading.Thread):
+    """Samples `PairLab.holders` every ``interval`` seconds (as fast as the machine allows)."""
+
+    def __init__(self, pair: PairLab, t0: float, interval: float = 0.1) -> None:
+        super().__init__(daemon=True, name="drill-holders")
+        self.pair, self.t0, self.interval = pair, t0, interval
+        self.samples: list[HolderSample] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                held = self.pair.holders()
+            except Exception:  # a namespace being changed under us: sample again
+                held = None
+            if held is not None:
+                self.samples.append(HolderSample(round(time.monotonic() - self.t0, 3), held))
+            self.halt.wait(self.interval)
+
+    def latest(self) -> HolderSample | None:
+        """The newest sample, or None."""
+        return self.samples[-1] if self.samples else None
 
 
-def run_fail_active(as_json: bool = False) -> int:
-    """The fail-active drill; returns 0 when the client-visible gap stays within bounds."""
-    out: dict = {"scenario": "fail-active", "timeline": [], "holders": []}
+class ArpWatch(threading.Thread):
+    """Records gratuitous ARPs for the VIP received in the client's namespace (``announce`` events).
 
-    def mark(t0: float, what: str) -> None:
-        out["timeline"].append({"t": round(time.monotonic() - t0, 3), "event": what})
-        if not as_json:
-            print(f"  {time.monotonic() - t0:7.3f} s  {what}", flush=True)
+    A packet socket (``AF_PACKET``, ``ETH_P_ARP``) created in the client's namespace; it sees
+    every copy the flat service LAN delivers (with bonded directors: the one sent on the bond
+    and one per slave).
+    """
 
-    with Lab("ddrill", real_servers=3, directors=2, mode="dr", vip_on_director=False) as lab:
-        work = Path(tempfile.mkdtemp(prefix="directord-drill-"))
-        keys = work / "authkeys"
-        keys.write_text("auth 1\n1 sha1 " + os.urandom(12).hex() + "\n")
-        keys.chmod(0o600)
-        daemons = {}
-        for node in ("dir1", "dir2"):
-            (work / node / "state").mkdir(parents=True)
-            if os.path.exists("/proc/net/ip_vs"):
-                # reschedule DR connections that reuse a client port (see README)
-                lab.sysctl(node, "net.ipv4.vs.conn_reuse_mode", 3)
-            d = DirectordProcess(lab, work / node, role=node)
-            d.write(drill_config(lab, node, work))
-            daemons[node] = d
-        t0 = time.monotonic()
-        if not as_json:
-            print(f"lab: client {lab.addr('client')}, dir1 {lab.addr('dir1')}, dir2 {lab.addr('dir2')}, "
-                  f"VIP {lab.vip}, real servers {', '.join(lab.rips)}; keepalive {KEEPALIVE} s, deadtime {DEADTIME} s")
-        for d in daemons.values():
-            d.start()
-        mark(t0, "both directors started")
-        deadline = time.monotonic() + 240
-        while not (holder(lab) == "dir1" and all(
-            len(ipvsadm_table(lab, n).get(f"TCP {lab.vip}:80", {}).get("dests", {})) == 3 for n in ("dir1", "dir2")
-        )):
-            if time.monotonic() > deadline or not all(d.alive() for d in daemons.values()):
-                print("the pair did not settle:\n" + "\n".join(d.tail() for d in daemons.values()))
-                return 1
-            time.sleep(0.2)
-        mark(t0, "dir1 holds the VIP; both IPVS tables programmed")
-        time.sleep(max(0.0, t0 + 7 - time.monotonic()))  # past the 5 s start-up deadtime bonus
+    def __init__(self, pair: PairLab, t0: float) -> None:
+        super().__init__(daemon=True, name="drill-arp")
+        self.pair, self.t0 = pair, t0
+        self.events: list[Event] = []
+        self.halt = threading.Event()
+        self.macs = {link_mac(pair.lab.ns(d), pair.plan.service_if): d for d in DIRECTORS}
+        self.sock = socket_in_netns(pair.lab.client, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+        self.sock.settimeout(0.2)
 
-        client = SteadyClient(lab, t0)
-        client.start()
-        time.sleep(3)
-        fault_at = time.monotonic() - t0
-        daemons["dir1"].proc.send_signal(signal.SIGKILL)
-        lab.link_set("dir1", up=False)
-        mark(t0, "FAULT: dir1's daemon SIGKILLed and its link down")
-        moved = None
-        watch_until = time.monotonic() + DEADTIME + 20
-        while time.monotonic() < watch_until:
-            h = holder(lab)
-            out["holders"].append({"t": round(time.monotonic() - t0, 3), "holder": h})
-            if moved is None and "dir2" in h:
-                moved = time.monotonic() - t0
-                mark(t0, f"VIP on dir2 ({moved - fault_at:.2f} s after the fault)")
-            ok_after = [s for s in client.samples if s.ok and s.start > (moved or 1e9)]
-            if ok_after:
-                mark(t0, f"first success after the fault, answered by {ok_after[0].result} "
-                         f"({ok_after[0].end - fault_at:.2f} s after the fault)")
-                break
-            time.sleep(0.05)
-        time.sleep(3)
-        client.halt.set()
-        client.join(5)
-        for d in daemons.values():
-            d.stop()
-        samples = client.samples
-        gap, gap_at = longest_gap(samples, fault_at)
-        failed = [s for s in samples if not s.ok]
-        out.update(
-            requests=len(samples),
-            failed=len(failed),
-            failed_results=sorted({s.result for s in failed}),
-            longest_gap_s=round(gap, 3),
-            gap_starts_s=round(gap_at, 3),
-            takeover_s=round(moved - fault_at, 3) if moved else None,
-            bound_s=DEADTIME + GAP_MARGIN,
-        )
-    ok = moved is not None and gap <= DEADTIME + GAP_MARGIN
-    out["ok"] = ok
-    if as_json:
-        print(json.dumps(out, indent=2))
+    def run(self) -> None:
+        try:
+            while not self.halt.is_set():
+                try:
+                    frame = self.sock.recv(2048)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+                ev = announce_event(time.monotonic() - self.t0, frame, self.pair.vip, self.macs)
+                if ev is not None:
+                    self.events.append(ev)
+        finally:
+            self.sock.close()
+
+
+class Drill:
+    """One run of a scenario on a settled pair. Call `run`; it returns the `DrillRecord`.
+
+    Args:
+        pair: the lab (settled or about to be: `run` waits).
+        scn: the scenario.
+        rate: client requests per second.
+        say: progress printer (a line each), or None for silence.
+    """
+
+    def __init__(self, pair: PairLab, scn: Scenario, rate: float = 50.0,
+                 say: Callable[[str], None] | None = None) -> None:
+        self.pair, self.scn, self.rate = pair, scn, rate
+        self.say = say or (lambda _text: None)
+        self.record = DrillRecord(scn.name, victim=scn.victim,
+                                  victim_addr=pair.lab.rip(scn.victim) if scn.victim else None)
+        self.t0 = 0.0
+        self.step_t = 0.0
+        self.log_offsets: dict[str, int] = {}
+
+    # -- helpers used by actions and conditions --------------------------------------------
+
+    def now(self) -> float:
+        """Seconds since t0."""
+        return time.monotonic() - self.t0
+
+    def mark(self, kind: str, text: str) -> None:
+        """Add a drill event now and say it."""
+        t = round(self.now(), 3)
+        self.record.events.append(Event(t, "drill", kind, text))
+        self.say(f"  {t:8.3f} s  {text}")
+
+    def new_log_events(self, node: str) -> list[Event]:
+        """Timeline events in ``node``'s daemon log since the drill started."""
+        try:
+            with open(self.pair.log_path(node), "rb") as f:
+                f.seek(self.log_offsets.get(node, 0))
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return []
+        return log_events(text.splitlines(), node, vip=self.pair.vip, t0_epoch=self.t0_epoch)
+
+    def holder_since(self, since: float) -> tuple[str, ...] | None:
+        """The holder in the newest sample taken after ``since`` (seconds since t0), else None."""
+        h = self.sampler.latest()
+        return h.held if h is not None and h.t > since else None
+
+    def served_since(self, since: float) -> bool:
+        """A request that started after ``since`` succeeded."""
+        return any(s.ok and s.start > since for s in self.client.samples[-200:])
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> DrillRecord:
+        """Settle, run the client, inject the fault, wait for the end, collect. Never raises
+        for drill-level problems (they go into ``record.problems``); re-raises interruptions."""
+        pair, scn, rec = self.pair, self.scn, self.record
+        waited = pair.wait_settled()
+        self.say(f"pair settled ({waited:.1f} s): dir1 holds {pair.vip}, both IPVS tables complete")
+        rec.tables_before = pair.tables()
+        for node in DIRECTORS:
+            try:
+                self.log_offsets[node] = pair.log_path(node).stat().st_size
+            except OSError:
+                self.log_offsets[node] = 0
+        self.t0 = time.monotonic()
+        self.t0_epoch = time.time()
+        self.client = SteadyClient(pair, self.t0, self.rate, scn.client_timeout_s)
+        self.sampler = HolderSampler(pair, self.t0)
+        self.arp = ArpWatch(pair, self.t0)
+        threads = (self.client, self.sampler, self.arp)
+        for t in threads:
+            t.start()
+        self.mark("step", f"client started: {self.rate:g} requests/s, {scn.client_timeout_s:g} s timeout")
+        try:
+            time.sleep(LEAD_S)
+            rec.fault_t = round(self.now(), 3)
+            ok = True
+            for i, (action, arg) in enumerate(scn.steps):
+                if action == "wait":
+                    if not self.wait_for(arg):
+                        rec.problems.append(f"step {i + 1}: {arg} not reached in {WAIT_S:.0f} s")
+                        ok = False
+                        break
+                elif action == "sleep":
+                    time.sleep(float(arg))
+                else:
+                    text = ACTIONS[action](self, arg)
+                    self.mark("fault" if i == 0 else "step", ("FAULT: " if i == 0 else "") + text)
+            if ok:
+                rec.settled = self.wait_for(scn.until)
+                if rec.settled:
+                    self.mark("note", f"end condition reached: {CONDITION_TEXT[scn.until]}")
+                else:
+                    rec.problems.append(f"end condition {scn.until} not reached in {WAIT_S:.0f} s")
+            time.sleep(TAIL_S)
+        finally:
+            for t in threads:
+                t.halt.set()
+            for t in threads:
+                t.join(10)
+        rec.samples = list(self.client.samples)
+        rec.holders = list(self.sampler.samples)
+        rec.events += self.arp.events
+        for node in DIRECTORS:
+            rec.events += self.new_log_events(node)
+        rec.tables_after = pair.tables()
+        return rec
+
+    def wait_for(self, cond: str) -> bool:
+        """Poll condition ``cond`` (a `CONDITIONS` name) until true or `WAIT_S` seconds pass."""
+        since = self.now()
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if CONDITIONS[cond](self, since):
+                return True
+            time.sleep(0.1)
+        return False
+
+
+# --- actions: (drill, argument) -> what was done (timeline text) ---------------------------------
+
+
+def _kill_daemon(d: Drill, arg: tuple[str, str]) -> str:
+    node, sig = arg
+    pid = d.pair.signal_daemon(node, getattr(signal, f"SIG{sig}"))
+    if pid is None:
+        d.record.problems.append(f"{node}'s daemon was not running")
+    return f"SIG{sig} to {node}'s daemon (pid {pid})"
+
+
+def _start_daemon(d: Drill, node: str) -> str:
+    return f"{node}'s daemon started (pid {d.pair.start_daemon(node)})"
+
+
+def _links_down(d: Drill, node: str) -> str:
+    d.pair.node_links(node, up=False)
+    return f"{node}'s links down ({', '.join(i for i, _ in d.pair.plan.node(node).links)})"
+
+
+def _heartbeat(d: Drill, state: str) -> str:
+    d.pair.heartbeat_ports(up=state == "up")
+    return f"heartbeat bridge ports {state} (service LAN untouched)"
+
+
+def _kill_httpd(d: Drill, rs: str) -> str:
+    pid = d.pair.kill_httpd(rs)
+    if pid is None:
+        d.record.problems.append(f"{rs}'s HTTP server was not running")
+    return f"SIGKILL to {rs}'s HTTP server (pid {pid})"
+
+
+def _port(d: Drill, arg: tuple[str, str]) -> str:
+    role, state = arg
+    d.pair.lab.port_set(role, up=state == "up")
+    return f"{role}'s switch port {state}"
+
+
+#: Step actions of `Scenario.steps`.
+ACTIONS: dict[str, Callable[[Drill, Any], str]] = {
+    "kill-daemon": _kill_daemon,
+    "start-daemon": _start_daemon,
+    "links-down": _links_down,
+    "heartbeat": _heartbeat,
+    "kill-httpd": _kill_httpd,
+    "port": _port,
+}
+
+
+# --- conditions: (drill, since) -> bool --------------------------------------------------------
+
+
+def _serves(node: str) -> Callable[[Drill, float], bool]:
+    def cond(d: Drill, since: float) -> bool:
+        h = d.sampler.latest()
+        if h is None or h.t <= since or h.held != (node,):
+            return False
+        return d.served_since(h.t)
+
+    return cond
+
+
+def _victim_event(kind: str) -> Callable[[Drill, float], bool]:
+    def cond(d: Drill, since: float) -> bool:
+        addr = d.record.victim_addr
+        return any(e.kind == kind and e.t >= since and f"{addr}:" in e.text for e in d.new_log_events("dir1"))
+
+    return cond
+
+
+#: Wait conditions of `Scenario.steps` and `Scenario.until`.
+CONDITIONS: dict[str, Callable[[Drill, float], bool]] = {
+    "dir2-holds": lambda d, since: "dir2" in (d.holder_since(since) or ()),
+    "split-brain": lambda d, since: d.holder_since(since) == ("dir1", "dir2"),
+    "dir1-exited": lambda d, since: d.pair.daemon_pid("dir1") is None,
+    "dir1-serves": _serves("dir1"),
+    "dir2-serves": _serves("dir2"),
+    "victim-out": _victim_event("rs-down"),
+    "victim-back": _victim_event("rs-up"),
+}
+CONDITION_TEXT = {
+    "dir2-holds": "dir2 holds the VIP",
+    "split-brain": "both directors hold the VIP",
+    "dir1-exited": "dir1's daemon exited",
+    "dir1-serves": "dir1 alone holds the VIP and a request succeeded since",
+    "dir2-serves": "dir2 alone holds the VIP and a request succeeded since",
+    "victim-out": "the real server is out of rotation on dir1",
+    "victim-back": "the real server is back in rotation on dir1",
+}
+
+
+# --- entry points ----------------------------------------------------------------------------------
+
+
+def run_scenario(pair: PairLab, name: str, *, rate: float = 50.0, say: Callable[[str], None] | None = None) -> dict:
+    """Run scenario ``name`` (or an alias) on ``pair``; returns the report of
+    `director.lab.scenarios.summary` (``report["ok"]``: every expectation held).
+
+    The pair is left as the scenario leaves it (call `PairLab.restore` for the next one).
+
+    Raises:
+        KeyError: unknown scenario; TimeoutError: the pair did not settle before the drill.
+    """
+    scn = scenario(name)
+    record = Drill(pair, scn, rate, say).run()
+    return summary(record, evaluate(scn.expect, record, pair.vip), scn)
+
+
+def run_drill(name: str, *, options: PairOptions, rate: float = 50.0, as_json: bool = False) -> int:
+    """``directord lab drill`` here: on the lab ``lab up`` built with the same prefix (restored
+    afterwards, left up), else on a lab built for the drill and removed afterwards (also on
+    interruption). Prints the report (text or JSON); returns 0 when every expectation held."""
+    scn = scenario(name)
+    say = (lambda _t: None) if as_json else (lambda t: print(t, flush=True))
+    existing = PairLab.exists(options.prefix)
+    if existing:
+        pair = PairLab.attach(options.prefix)
+        say(f"using the lab {options.prefix} (built by `directord lab up`)")
+        pair.restore()
     else:
-        print(f"\nclient: {out['requests']} requests, {out['failed']} failed ({', '.join(out['failed_results']) or '-'})")
-        print(f"longest gap between successful responses: {gap:.2f} s (starting at {gap_at:.2f} s; "
-              f"bound deadtime + {GAP_MARGIN:.0f} s = {DEADTIME + GAP_MARGIN:.0f} s)")
-        print("drill OK" if ok else "DRILL FAILED")
-    return 0 if ok else 1
+        pair = PairLab(options, Path(tempfile.mkdtemp(prefix=f"directord-drill-{options.prefix}-")))
+    try:
+        if not existing:
+            say(f"building the lab {options.prefix}: client, dir1, dir2, {options.real_servers} real servers "
+                f"({options.mode}{', bonded uplinks' if options.bond else ''}), heartbeat on eth1")
+            pair.up()
+        p = pair.plan
+        say(f"client {p.addr['client']}, dir1 {p.addr['dir1']}, dir2 {p.addr['dir2']}, VIP {p.vip} on "
+            f"{p.service_if}, real servers {', '.join(pair.lab.rips)}; heartbeat {p.heartbeat_if} "
+            f"({p.hb_addr['dir1']}, {p.hb_addr['dir2']})")
+        say(f"scenario {scn.name}: {scn.summary}")
+        report = run_scenario(pair, name, rate=rate, say=say)
+        if existing:
+            try:
+                pair.restore()
+            except TimeoutError as e:
+                report["problems"].append(f"restoring the lab afterwards: {e}")
+    finally:
+        if not existing:
+            pair.down()
+    print(json.dumps(report, indent=2) if as_json else "\n" + render(report), flush=True)
+    return 0 if report["ok"] else 1
 
 
-def main(scenario: str, vm: bool = False, as_json: bool = False) -> int:
-    """Entry point of `directord lab drill`; with ``vm`` run inside the stock-kernel VM."""
-    if scenario != "fail-active":
-        print(f"unknown scenario {scenario!r}; available: fail-active")
+def vm_argv(name: str, options: PairOptions, rate: float, as_json: bool) -> list[str]:
+    """The command the guest runs for ``lab drill ... --vm`` (the same drill, without ``--vm``)."""
+    argv = [sys.executable, "-m", "director.cli", "lab", "drill", name, "--rate", f"{rate:g}",
+            "--real-servers", str(options.real_servers), "--mode", options.mode, "--prefix", options.prefix]
+    if options.bond:
+        argv.append("--bond")
+    if as_json:
+        argv.append("--json")
+    return argv
+
+
+def main(name: str, *, vm: bool = False, as_json: bool = False, rate: float = 50.0,
+         options: PairOptions | None = None) -> int:
+    """Entry point of ``directord lab drill``; with ``vm`` the drill runs inside the stock-kernel
+    VM (one boot: build, drill, tear down). Exit status: 0 all expectations held, 1 some
+    failed, 2 cannot run here."""
+    options = options or PairOptions(prefix=DEFAULT_PREFIX)
+    try:
+        scenario(name)
+    except KeyError as e:
+        print(e.args[0], file=sys.stderr)
         return 2
     if vm:
-        import sys
-
         from . import vm as vmrun
 
         vmrun.ensure_vm_prerequisites()
-        argv = [sys.executable, "-m", "director.cli", "lab", "drill", scenario] + (["--json"] if as_json else [])
-        return vmrun.run_in_vm(argv, out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"), timeout_s=1200)
-    if os.geteuid() != 0:
-        print("directord lab drill needs root")
+        return vmrun.run_in_vm(vm_argv(name, options, rate, as_json),
+                               out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"), timeout_s=1800)
+    problem = ipvs_problem()
+    if problem:
+        print(f"directord lab drill: {problem}; run it in the stock-kernel VM with: "
+              f"directord lab drill {name} --vm", file=sys.stderr)
         return 2
-    return run_fail_active(as_json)
+    return run_drill(name, options=options, rate=rate, as_json=as_json)
+
+
+__all__ = ["ACTIONS", "CONDITIONS", "Drill", "run_scenario", "run_drill", "main", "scenario_names", "workdir_of"]

@@ -775,6 +775,7 @@ def plan_lab(
     ha_link: bool = False,
     heartbeat_subnet: str = "10.77.2.0/24",
     bond: bool = False,
+    prepare_real_servers: bool = True,
 ) -> LabPlan:
     """Plan a lab: namespaces, links, addresses, routes and sysctls (pure).
 
@@ -808,6 +809,10 @@ def plan_lab(
     a port of its own bridge (``leaf1``, ``leaf2``: two leaf switches), and
     both leaf bridges are joined to ``br0`` (the service LAN) by a veth pair.
     Front addresses go on ``bond0``.
+
+    ``prepare_real_servers`` false leaves the dr/tun preparation above out of
+    the plan (no VIP, no ARP or rp_filter sysctls on the real servers), for a
+    caller that prepares them with ``directord realserver prep``.
 
     Raises:
         ValueError: bad counts, mode or subnets too small.
@@ -890,7 +895,7 @@ def plan_lab(
             routes.append(("default", nat_gateway))
             if ipv6:
                 routes.append(("default6", _host(inside6, 1)))
-        else:
+        elif prepare_real_servers:
             arp = []
             devs = ("all", "lo", "eth0") if mode == "dr" else ("all", "lo", "eth0", "tunl0")
             for dev in devs:
@@ -987,6 +992,7 @@ class Lab:
         ipv6: bool = False,
         ha_link: bool = False,
         bond: bool = False,
+        prepare_real_servers: bool = True,
         vip_on_director: bool = True,
         http_port: int = 80,
         start_httpd: bool = True,
@@ -997,6 +1003,7 @@ class Lab:
         self.plan = plan_lab(
             prefix, real_servers=real_servers, directors=directors, mode=mode, subnet=subnet,
             inside_subnet=inside_subnet, ipv6=ipv6, ha_link=ha_link, bond=bond,
+            prepare_real_servers=prepare_real_servers,
         )
         self.prefix = prefix
         self.mode: Mode = mode

@@ -1,0 +1,608 @@
+"""The drills of `directord lab drill`: scenarios, their expectations, and the pure evaluation.
+
+Everything here is pure (no sockets, no processes, no clock): the drill
+runner (`director.lab.drill`) records what happened and hands it over as a
+`DrillRecord`; this module turns the record into the figures, the timeline
+and the verdict. Times are seconds since the drill's ``t0`` (the moment the
+steady client started), as floats.
+
+The scenarios and what each must show are declared once, in `SCENARIOS`
+(the runner reads the fault steps, the end condition and the client timeout
+from there; the checks in `evaluate` read the expectations).
+
+Daemon log lines are those of ``directord run`` (``director.cli.setup_logging``:
+``"%(asctime)s %(levelname)s %(name)s: %(message)s"``, asctime as
+``2024-05-01 10:00:00,123`` in local time); the messages classified are those
+of ``ha/service.py`` (``peer X is dead``, ``acquiring``, ``releasing``),
+``ha/vip.py`` (``added``/``removed``), ``checks/engine.py`` (``NAME up|down:``)
+and ``director/reconciler.py`` (``ipvs <op> ...``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+#: HA timers of the lab pair (seconds): directord's fast profile.
+KEEPALIVE, DEADTIME, INITDEAD = 0.2, 1.0, 3.0
+#: Health checks of the lab's virtual service (seconds, counts).
+CHECK_INTERVAL, CHECK_TIMEOUT, CHECK_RISE, CHECK_FALL = 1.0, 1.0, 2, 2
+#: Allowance on top of protocol timers for the slow emulated VM (seconds):
+#: announcement, neighbour update, a process scheduled late.
+MARGIN = 4.0
+#: Grace after a detection event before failures count against it (seconds):
+#: requests already in flight when the table changed.
+GRACE = 0.6
+
+DIRECTORS = ("dir1", "dir2")
+
+
+# --- what the runner records ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One client request: ``start``/``end`` in seconds since t0, ``ok`` (HTTP 200),
+    ``result`` (the answering real server's name, ``"HTTP 503"``, or the exception name)."""
+
+    start: float
+    end: float
+    ok: bool
+    result: str
+
+
+@dataclass(frozen=True)
+class HolderSample:
+    """Who held the VIP at ``t`` (seconds since t0), seen from each director's namespace.
+
+    A director counts when the VIP is configured on its service interface
+    *and* that interface is up (a failed node's leftover address does not
+    reach the network).
+    """
+
+    t: float
+    held: tuple[str, ...]
+
+    @property
+    def holder(self) -> str:
+        """``"dir1"``, ``"dir2"``, ``"dir1+dir2"`` (split brain / stale address) or ``"-"``."""
+        return "+".join(self.held) or "-"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One timeline entry: ``t`` seconds since t0, ``source`` (``drill``, ``client``,
+    ``dir1``, ``dir2``), ``kind`` (see `EVENT_KINDS`), free ``text``."""
+
+    t: float
+    source: str
+    kind: str
+    text: str
+
+
+#: Event kinds: fault/step (drill actions), detect (a peer declared dead),
+#: acquire/release (HA decisions), vip-added/vip-removed (addresses),
+#: announce (a gratuitous ARP for the VIP seen by the client), holder (the
+#: sampled holder changed), rs-down/rs-up (health check transitions), ipvs
+#: (a kernel table change), first-success (first successful request after the
+#: fault), note.
+EVENT_KINDS = ("fault", "step", "detect", "acquire", "release", "vip-added", "vip-removed", "announce", "holder",
+               "rs-down", "rs-up", "ipvs", "first-success", "note")
+
+
+@dataclass
+class DrillRecord:
+    """Everything one drill observed (filled by the runner, read by `evaluate`).
+
+    ``fault_t``: when the fault was injected; ``samples``: client requests;
+    ``holders``: holder samples (both directors); ``events``: timeline
+    entries from the drill, the daemons' logs and the client's ARP capture;
+    ``tables_before``/``tables_after``: each director's IPVS table reduced to
+    ``{service: {dest: (forward, weight)}}`` (see `table_shape`);
+    ``victim``/``victim_addr``: the real server a real-server scenario broke
+    (``"rs2"``) and its RIP;
+    ``settled``: the scenario's end condition was reached in time;
+    ``problems``: runner-side errors (a daemon that did not start...).
+    """
+
+    scenario: str
+    fault_t: float = 0.0
+    samples: list[Sample] = field(default_factory=list)
+    holders: list[HolderSample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    tables_before: dict[str, dict] = field(default_factory=dict)
+    tables_after: dict[str, dict] = field(default_factory=dict)
+    victim: str | None = None
+    victim_addr: str | None = None
+    settled: bool = False
+    problems: list[str] = field(default_factory=list)
+
+
+# --- the scenarios ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What a drill must show (None/False: not checked).
+
+    final_holder: the one director holding the VIP at the end (always
+        checked: exactly one holder).
+    vip_moves_to: a director that must hold the VIP at some point after the fault.
+    max_gap_s: bound on the longest gap between successful responses after
+        the fault (seconds).
+    max_failed: failed requests allowed over the whole drill.
+    no_failure_after: an event kind (``"first-success"``, ``"rs-down"``,
+        ``"rs-up"``): no request that starts `GRACE` seconds after the first
+        such event (after the fault) may fail.
+    split_brain_ok: samples with both directors holding the VIP are
+        tolerated (during the fault); otherwise none may show both.
+    holder_constant: the holder never changes (real-server faults).
+    ipvs_unchanged: every director's table (services, destinations, forwarding
+        method, weights) is the same before and after, and no daemon logged
+        an IPVS change after the fault.
+    victim_out: the broken real server leaves rotation (an ``rs-down``
+        event), and answers no request that starts `GRACE` seconds after it.
+    victim_back: the broken real server is back in rotation (``rs-up``) and
+        answers a request after that.
+    """
+
+    final_holder: str = "dir1"
+    vip_moves_to: str | None = None
+    max_gap_s: float | None = None
+    max_failed: int | None = None
+    no_failure_after: str | None = None
+    split_brain_ok: bool = False
+    holder_constant: bool = False
+    ipvs_unchanged: bool = False
+    victim_out: bool = False
+    victim_back: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One drill.
+
+    ``steps``: the fault, as runner actions in order (each ``(action,
+    argument)``; ``("wait", cond)`` waits for a condition, ``("sleep", s)``
+    sleeps ``s`` seconds); see `director.lab.drill.ACTIONS` and
+    `director.lab.drill.CONDITIONS`. The first step is the fault instant.
+    ``until``: the end condition after the steps (a condition name).
+    ``client_timeout_s``: each request's timeout (seconds).
+    ``victim``: the real server a real-server scenario breaks.
+    """
+
+    name: str
+    summary: str
+    steps: tuple[tuple[str, Any], ...]
+    until: str
+    expect: Expect
+    aliases: tuple[str, ...] = ()
+    client_timeout_s: float = 0.5
+    victim: str | None = None
+
+
+_TAKEOVER = DEADTIME + MARGIN
+
+#: The drills, in the order `directord lab drill --list` shows them.
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "fail-active",
+            "node failure of the active director: its daemon SIGKILLed and all its links down; dir2 takes over",
+            steps=(("kill-daemon", ("dir1", "KILL")), ("links-down", "dir1")),
+            until="dir2-serves",
+            expect=Expect(final_holder="dir2", vip_moves_to="dir2", max_gap_s=_TAKEOVER,
+                          no_failure_after="first-success"),
+            aliases=("kill-active",),
+        ),
+        Scenario(
+            "crash-daemon",
+            "SIGKILL of the active daemon only (links stay up, the VIP stays configured); dir2 takes over; "
+            "then the daemon restarts, drops its stale VIP and takes the VIP back (auto_failback)",
+            steps=(("kill-daemon", ("dir1", "KILL")), ("wait", "dir2-holds"), ("sleep", 1.0),
+                   ("start-daemon", "dir1")),
+            until="dir1-serves",
+            expect=Expect(final_holder="dir1", vip_moves_to="dir2", max_gap_s=_TAKEOVER, split_brain_ok=True),
+        ),
+        Scenario(
+            "stop-active",
+            "graceful stop (SIGTERM) of the active daemon: it releases the VIP and tells its peer; dir2 takes over "
+            "without waiting for the deadtime",
+            steps=(("kill-daemon", ("dir1", "TERM")),),
+            until="dir2-serves",
+            expect=Expect(final_holder="dir2", vip_moves_to="dir2", max_gap_s=MARGIN),
+        ),
+        Scenario(
+            "cut-heartbeat",
+            "the heartbeat bridge's ports go down while the service LAN stays up (split brain: both directors "
+            "hold the VIP), then come back: the preferred owner dir1 keeps the VIP, dir2 lets go",
+            steps=(("heartbeat", "down"), ("wait", "split-brain"), ("sleep", 1.0), ("heartbeat", "up")),
+            until="dir1-serves",
+            expect=Expect(final_holder="dir1", vip_moves_to="dir2", max_gap_s=_TAKEOVER, split_brain_ok=True),
+            aliases=("cut-heartbeat-heal",),
+        ),
+        Scenario(
+            "kill-realserver",
+            "a real server's HTTP server is SIGKILLed: the health check takes it out of rotation (quiescent)",
+            steps=(("kill-httpd", "rs2"),),
+            until="victim-out",
+            expect=Expect(final_holder="dir1", holder_constant=True, victim_out=True, no_failure_after="rs-down",
+                          max_gap_s=CHECK_INTERVAL * CHECK_FALL + CHECK_TIMEOUT + MARGIN),
+            victim="rs2",
+        ),
+        Scenario(
+            "flap-realserver",
+            "a real server's switch port goes down and up twice (2 s each): it leaves rotation and comes back",
+            steps=(("port", ("rs2", "down")), ("sleep", 2.5), ("port", ("rs2", "up")), ("sleep", 2.5),
+                   ("port", ("rs2", "down")), ("sleep", 2.5), ("port", ("rs2", "up"))),
+            until="victim-back",
+            expect=Expect(final_holder="dir1", holder_constant=True, victim_back=True),
+            victim="rs2",
+        ),
+        Scenario(
+            "restart-director",
+            "restart of the active daemon (SIGTERM, then start): the IPVS tables stay as they are and no client "
+            "request fails (requests may wait for a TCP SYN retransmission: 3 s client timeout)",
+            steps=(("kill-daemon", ("dir1", "TERM")), ("wait", "dir1-exited"), ("start-daemon", "dir1")),
+            until="dir1-serves",
+            expect=Expect(final_holder="dir1", max_failed=0, ipvs_unchanged=True),
+            client_timeout_s=3.0,
+        ),
+    )
+}
+
+
+def scenario(name: str) -> Scenario:
+    """The scenario called ``name`` or by one of its aliases.
+
+    Raises:
+        KeyError: unknown name (the message lists the known ones).
+    """
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    for s in SCENARIOS.values():
+        if name in s.aliases:
+            return s
+    raise KeyError(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)}")
+
+
+def scenario_names(with_aliases: bool = True) -> list[str]:
+    """Names accepted on the command line (aliases after the names)."""
+    names = list(SCENARIOS)
+    if with_aliases:
+        names += [a for s in SCENARIOS.values() for a in s.aliases]
+    return names
+
+
+# --- daemon log lines -------------------------------------------------------------------
+
+_LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
+
+
+def parse_log_line(line: str) -> tuple[float, str, str, str] | None:
+    """``(epoch seconds, level, logger, message)`` of a ``directord run`` log line, None otherwise.
+
+    The timestamp is local time with milliseconds (``logging``'s default asctime).
+    """
+    m = _LOG_RE.match(line.rstrip("\n"))
+    if not m:
+        return None
+    when = _dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return when, m.group(2), m.group(3), m.group(4)
+
+
+def classify_message(message: str, vip: str) -> str | None:
+    """The `Event` kind of a daemon log message, None when it is not a timeline event."""
+    if re.match(r"peer \S+ is dead", message):
+        return "detect"
+    if message.startswith("acquiring "):
+        return "acquire"
+    if message.startswith("releasing "):
+        return "release"
+    if message.startswith(f"added {vip}/"):
+        return "vip-added"
+    if message.startswith(f"removed {vip}/"):
+        return "vip-removed"
+    if message.startswith("ipvs "):
+        return "ipvs"
+    m = re.match(r"rs \S+ of .* (up|down): ", message)
+    if m:
+        return "rs-" + m.group(1)
+    return None
+
+
+def log_events(lines: Iterable[str], source: str, *, vip: str, t0_epoch: float, since: float | None = None) -> list[Event]:
+    """Timeline events of one daemon's log ``lines``; ``t0_epoch`` is the drill's t0 as a
+    Unix time (seconds), events before ``since`` (seconds since t0) are left out."""
+    out = []
+    for line in lines:
+        parsed = parse_log_line(line)
+        if parsed is None:
+            continue
+        when, _level, _logger, message = parsed
+        kind = classify_message(message, vip)
+        t = when - t0_epoch
+        if kind is None or (since is not None and t < since):
+            continue
+        out.append(Event(round(t, 3), source, kind, message))
+    return out
+
+
+def holder_events(holders: Sequence[HolderSample]) -> list[Event]:
+    """A ``holder`` event at every change of the sampled holder (the first sample included)."""
+    out, last = [], None
+    for h in holders:
+        if h.holder != last:
+            out.append(Event(h.t, "drill", "holder", f"VIP held by {h.holder}"))
+            last = h.holder
+    return out
+
+
+# --- ARP frames seen by the client -----------------------------------------------------------
+
+ETH_P_ARP = 0x0806  # include/uapi/linux/if_ether.h
+
+
+def parse_arp(frame: bytes) -> tuple[int, str, str, str, str] | None:
+    """``(op, sender MAC, sender IP, target MAC, target IP)`` of an Ethernet/ARP frame for
+    IPv4 over Ethernet (RFC 826 layout after a 14-byte Ethernet header), None otherwise.
+    MACs as ``aa:bb:cc:dd:ee:ff``."""
+    if len(frame) < 42 or int.from_bytes(frame[12:14], "big") != ETH_P_ARP:
+        return None
+    arp = frame[14:42]
+    htype, ptype, hlen, plen, op = int.from_bytes(arp[0:2], "big"), int.from_bytes(arp[2:4], "big"), arp[4], arp[5], int.from_bytes(arp[6:8], "big")
+    if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
+        return None
+    mac = lambda b: ":".join(f"{x:02x}" for x in b)  # noqa: E731
+    ip = lambda b: ".".join(str(x) for x in b)  # noqa: E731
+    return op, mac(arp[8:14]), ip(arp[14:18]), mac(arp[18:24]), ip(arp[24:28])
+
+
+def announce_event(t: float, frame: bytes, vip: str, macs: Mapping[str, str]) -> Event | None:
+    """An ``announce`` event for a gratuitous ARP (sender IP = target IP = ``vip``), naming
+    the director whose MAC sent it (``macs``: MAC -> director); None for any other frame."""
+    arp = parse_arp(frame)
+    if arp is None:
+        return None
+    op, sha, spa, _tha, tpa = arp
+    if spa != vip or tpa != vip:
+        return None
+    who = macs.get(sha, sha)
+    return Event(round(t, 3), "client", "announce", f"gratuitous ARP {'request' if op == 1 else 'reply'} "
+                 f"{vip} is-at {sha} ({who})")
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def longest_gap(samples: Sequence[Sample], since: float) -> tuple[float, float]:
+    """Longest interval (seconds) between successive successful responses (their ends), among
+    those ending after ``since``; returns ``(gap, where it starts)``. ``(0.0, since)`` with fewer
+    than two successes."""
+    ends = sorted(s.end for s in samples if s.ok)
+    best, at = 0.0, since
+    for a, b in zip(ends, ends[1:]):
+        if b > since and b - a > best:
+            best, at = b - a, a
+    return best, at
+
+
+def first_success(samples: Sequence[Sample], after: float) -> Sample | None:
+    """The first successful request that started at or after ``after`` (seconds), or None."""
+    ok = [s for s in samples if s.ok and s.start >= after]
+    return min(ok, key=lambda s: s.start) if ok else None
+
+
+def first_event(events: Sequence[Event], kind: str, after: float, source: str | None = None) -> Event | None:
+    """The earliest event of ``kind`` at or after ``after`` (optionally from ``source``)."""
+    hits = [e for e in events if e.kind == kind and e.t >= after and (source is None or e.source == source)]
+    return min(hits, key=lambda e: e.t) if hits else None
+
+
+def table_shape(table: Mapping[str, Mapping]) -> dict[str, dict[str, tuple[str, int]]]:
+    """``ipvsadm -Ln`` as parsed by `director.lab.drive.parse_ipvsadm_list`, reduced to what a
+    restart must not change: ``{service line: {dest: (forward, weight)}}`` (counters dropped)."""
+    return {
+        svc["line"]: {dest: (d[0], d[1]) for dest, d in svc["dests"].items()}
+        for svc in table.values()
+    }
+
+
+def build_timeline(record: DrillRecord) -> list[Event]:
+    """The drill's timeline: its events, holder changes and the first success after the
+    fault, sorted by time (stable: drill actions before what they caused)."""
+    events = list(record.events) + holder_events(record.holders)
+    fs = first_success(record.samples, record.fault_t)
+    if fs is not None:
+        events.append(Event(fs.end, "client", "first-success",
+                            f"first success after the fault, answered by {fs.result} "
+                            f"({fs.end - record.fault_t:.2f} s after the fault)"))
+    order = {"drill": 0, "dir1": 1, "dir2": 1, "client": 2}
+    return sorted(events, key=lambda e: (e.t, order.get(e.source, 3)))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation's verdict: ``name``, ``ok``, and a human ``detail``."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _after(samples: Sequence[Sample], t: float) -> list[Sample]:
+    return [s for s in samples if s.start >= t]
+
+
+def _rs_events(timeline: Sequence[Event], kind: str, record: DrillRecord, source: str, after: float) -> list[Event]:
+    """Health transitions of ``kind`` seen by ``source`` after ``after`` (of the victim when known)."""
+    return [e for e in timeline if e.kind == kind and e.source == source and e.t >= after
+            and (record.victim_addr is None or f"{record.victim_addr}:" in e.text)]
+
+
+def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
+    """Check ``record`` against ``expect``; one `Check` per expectation that applies.
+
+    Always checked: the runner's problems, the end condition reached, exactly
+    one holder at the end and which, and (unless ``split_brain_ok``) no sample
+    with two holders.
+    """
+    checks: list[Check] = []
+    fault = record.fault_t
+    timeline = build_timeline(record)
+    checks.append(Check("runner", not record.problems, "; ".join(record.problems) or "no problems"))
+    checks.append(Check("settled", record.settled, "end condition reached" if record.settled else "end condition not reached in time"))
+    final = record.holders[-1].holder if record.holders else "-"
+    checks.append(Check("final holder", final == expect.final_holder, f"{final} (expected {expect.final_holder} alone)"))
+    both = [h for h in record.holders if len(h.held) > 1]
+    if not expect.split_brain_ok:
+        checks.append(Check("one holder", not both,
+                            f"two holders at {both[0].t:.2f} s" if both else "never two holders"))
+    after_fault = [h for h in record.holders if h.t >= fault]
+    if expect.vip_moves_to:
+        seen = [h for h in after_fault if expect.vip_moves_to in h.held]
+        checks.append(Check("VIP moved", bool(seen),
+                            f"on {expect.vip_moves_to} {seen[0].t - fault:.2f} s after the fault" if seen
+                            else f"never seen on {expect.vip_moves_to}"))
+    if expect.holder_constant:
+        kinds = sorted({h.holder for h in record.holders})
+        checks.append(Check("holder constant", kinds == [expect.final_holder], "holders seen: " + ", ".join(kinds)))
+    gap, gap_at = longest_gap(record.samples, fault)
+    if expect.max_gap_s is not None:
+        checks.append(Check("longest gap", gap <= expect.max_gap_s,
+                            f"{gap:.2f} s from {gap_at:.2f} s (bound {expect.max_gap_s:.1f} s)"))
+    failed = [s for s in record.samples if not s.ok]
+    if expect.max_failed is not None:
+        checks.append(Check("failed requests", len(failed) <= expect.max_failed,
+                            f"{len(failed)} failed (allowed {expect.max_failed})"))
+    if expect.no_failure_after:
+        if expect.no_failure_after == "first-success":
+            fs = first_success(record.samples, fault)
+            mark = fs.end if fs else None
+        else:
+            evs = _rs_events(timeline, expect.no_failure_after, record, expect.final_holder, fault)
+            mark = evs[0].t + GRACE if evs else None
+        if mark is None:
+            checks.append(Check(f"no failure after {expect.no_failure_after}", False,
+                                f"no {expect.no_failure_after} after the fault"))
+        else:
+            late = [s for s in _after(record.samples, mark) if not s.ok]
+            checks.append(Check(f"no failure after {expect.no_failure_after}", not late,
+                                f"{len(late)} failed after {mark:.2f} s" + (f" (first at {late[0].start:.2f} s: {late[0].result})" if late else "")))
+    if expect.ipvs_unchanged:
+        same = bool(record.tables_before) and record.tables_before == record.tables_after
+        ops = [e for e in timeline if e.kind == "ipvs" and e.t >= fault]
+        checks.append(Check("IPVS unchanged", same and not ops,
+                            ("tables identical" if same else f"tables differ: before {record.tables_before}, after {record.tables_after}")
+                            + (f"; {len(ops)} IPVS change(s) logged, first: {ops[0].source} {ops[0].text}" if ops else "; no IPVS change logged")))
+    victim = record.victim
+    if expect.victim_out:
+        downs = _rs_events(timeline, "rs-down", record, expect.final_holder, fault)
+        ev = downs[0] if downs else None
+        if ev is None:
+            checks.append(Check("victim out", False, f"{victim} never left rotation"))
+        else:
+            answered = [s for s in _after(record.samples, ev.t + GRACE) if s.ok and s.result == victim]
+            checks.append(Check("victim out", not answered,
+                                f"out of rotation {ev.t - fault:.2f} s after the fault; "
+                                f"{len(answered)} answers from {victim} afterwards"))
+    if expect.victim_back:
+        ups = _rs_events(timeline, "rs-up", record, expect.final_holder, fault)
+        last_up = max(ups, key=lambda e: e.t) if ups else None
+        answered = [s for s in _after(record.samples, last_up.t) if s.ok and s.result == victim] if last_up else []
+        checks.append(Check("victim back", bool(answered),
+                            f"back in rotation at {last_up.t:.2f} s; {len(answered)} answers from {victim} afterwards"
+                            if last_up else f"{victim} never came back"))
+    return checks
+
+
+def summary(record: DrillRecord, checks: Sequence[Check], scenario_obj: Scenario) -> dict[str, Any]:
+    """The drill's report as a JSON-ready dict (what ``--json`` prints).
+
+    Keys: scenario, summary, ok, fault_t, figures (requests, failed,
+    failed_results, longest_gap_s, gap_starts_s, detection_s, vip_moved_s,
+    announcements, first_success_s: delays in seconds after the fault, None
+    when it did not happen), timeline, holders, checks, problems.
+    """
+    fault = record.fault_t
+    timeline = build_timeline(record)
+    gap, gap_at = longest_gap(record.samples, fault)
+    failed = [s for s in record.samples if not s.ok]
+
+    def delay(ev: Event | None) -> float | None:
+        return round(ev.t - fault, 3) if ev else None
+
+    moved = None
+    if scenario_obj.expect.vip_moves_to:
+        seen = [h for h in record.holders if h.t >= fault and scenario_obj.expect.vip_moves_to in h.held]
+        moved = round(seen[0].t - fault, 3) if seen else None
+    announces = [e for e in timeline if e.kind == "announce" and e.t >= fault]
+    fs = first_success(record.samples, fault)
+    return {
+        "scenario": scenario_obj.name,
+        "summary": scenario_obj.summary,
+        "ok": all(c.ok for c in checks),
+        "fault_t": round(fault, 3),
+        "figures": {
+            "requests": len(record.samples),
+            "failed": len(failed),
+            "failed_results": sorted({s.result for s in failed}),
+            "longest_gap_s": round(gap, 3),
+            "gap_starts_s": round(gap_at, 3),
+            "detection_s": delay(first_event(timeline, "detect", fault)),
+            "vip_moved_s": moved,
+            "announcements": len(announces),
+            "first_announcement_s": delay(announces[0] if announces else None),
+            "first_success_s": round(fs.end - fault, 3) if fs else None,
+            "client_timeout_s": scenario_obj.client_timeout_s,
+        },
+        "timeline": [asdict(e) for e in timeline],
+        "holders": [{"t": h.t, "holder": h.holder} for h in record.holders],
+        "checks": [asdict(c) for c in checks],
+        "problems": list(record.problems),
+    }
+
+
+def render(report: Mapping[str, Any], *, max_holder_lines: int = 40) -> str:
+    """Human-readable text of a `summary` report: timeline, holder samples (changes and a
+    thinned list), figures and the checks."""
+    f = report["figures"]
+    fault = report["fault_t"]
+    lines = [f"drill {report['scenario']}: {report['summary']}", "", "timeline (seconds since the client started):"]
+    announces = 0
+    for e in report["timeline"]:
+        if e["kind"] == "announce":
+            announces += 1
+            if announces > 6:
+                continue
+        rel = f"(+{e['t'] - fault:.2f})" if e["t"] >= fault else ""
+        lines.append(f"  {e['t']:8.3f} {rel:>9}  {e['source']:<6} {e['kind']:<13} {e['text']}")
+    if announces > 6:
+        lines.append(f"  ... {announces - 6} more announcement frames")
+    holders = report["holders"]
+    if holders:
+        step = max(1, len(holders) // max_holder_lines)
+        shown = [h for i, h in enumerate(holders) if i % step == 0 or i == len(holders) - 1]
+        lines += ["", "VIP holder samples (t: holder): " + ", ".join(f"{h['t']:.1f}: {h['holder']}" for h in shown)]
+
+    def fmt(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} s"
+
+    lines += [
+        "",
+        f"client: {f['requests']} requests ({f['client_timeout_s']} s timeout), {f['failed']} failed"
+        f" ({', '.join(f['failed_results']) or '-'})",
+        f"longest gap between successful responses: {f['longest_gap_s']:.2f} s (from {f['gap_starts_s']:.2f} s)",
+        f"after the fault: detection {fmt(f['detection_s'])}, VIP moved {fmt(f['vip_moved_s'])}, "
+        f"first announcement {fmt(f['first_announcement_s'])} ({f['announcements']} frames), "
+        f"first success {fmt(f['first_success_s'])}",
+        "",
+        "expectations:",
+    ]
+    for c in report["checks"]:
+        lines.append(f"  [{'ok' if c['ok'] else 'FAIL'}] {c['name']}: {c['detail']}")
+    lines.append("drill OK" if report["ok"] else "DRILL FAILED")
+    return "\n".join(lines)

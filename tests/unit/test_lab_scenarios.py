@@ -1,0 +1,326 @@
+"""Host tests of the drill's pure parts: scenario table, log parsing, ARP frames, gap,
+timeline, expectation checks, report rendering, and the pair's generated configuration."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import pytest
+
+from director.config import load_config
+from director.lab import scenarios as S
+from director.lab.netns import plan_lab
+from director.lab.pair import pair_config
+from director.lab.scenarios import DrillRecord, Event, Expect, HolderSample, Sample
+from ha.announce import garp_pair
+
+VIP = "10.77.0.100"
+
+
+def ok(start: float, who: str = "rs1", dur: float = 0.01) -> Sample:
+    return Sample(start, start + dur, True, who)
+
+
+def bad(start: float, why: str = "TimeoutError", dur: float = 0.5) -> Sample:
+    return Sample(start, start + dur, False, why)
+
+
+def holders(*spec: tuple[float, tuple[str, ...]]) -> list[HolderSample]:
+    return [HolderSample(t, h) for t, h in spec]
+
+
+# --- the scenario table ---------------------------------------------------------------------
+
+
+def test_every_scenario_is_declared_with_known_actions_and_conditions():
+    from director.lab.drill import ACTIONS, CONDITIONS, CONDITION_TEXT
+
+    assert set(S.SCENARIOS) >= {"fail-active", "crash-daemon", "stop-active", "cut-heartbeat", "kill-realserver",
+                                "flap-realserver", "restart-director"}
+    for scn in S.SCENARIOS.values():
+        assert scn.steps and scn.steps[0][0] not in ("wait", "sleep"), scn.name  # the first step is the fault
+        for action, _arg in scn.steps:
+            assert action in ACTIONS or action in ("wait", "sleep"), (scn.name, action)
+        for action, arg in scn.steps:
+            if action == "wait":
+                assert arg in CONDITIONS
+        assert scn.until in CONDITIONS and scn.until in CONDITION_TEXT
+        assert scn.expect.final_holder in S.DIRECTORS
+        assert (scn.victim is not None) == (scn.expect.victim_out or scn.expect.victim_back), scn.name
+
+
+def test_scenario_lookup_accepts_aliases():
+    assert S.scenario("kill-active") is S.SCENARIOS["fail-active"]
+    assert S.scenario("restart-director").expect.max_failed == 0
+    assert "kill-active" in S.scenario_names() and "kill-active" not in S.scenario_names(with_aliases=False)
+    with pytest.raises(KeyError, match="fail-active"):
+        S.scenario("reboot-everything")
+
+
+# --- log lines ----------------------------------------------------------------------------------
+
+
+def test_parse_log_line_reads_local_time_with_milliseconds():
+    when = time.mktime((2024, 5, 1, 10, 0, 0, 0, 0, -1)) + 0.123
+    assert S.parse_log_line("2024-05-01 10:00:00,123 INFO ha.service: peer dir1 is dead (deadtime)\n") == (
+        pytest.approx(when), "INFO", "ha.service", "peer dir1 is dead (deadtime)")
+    assert S.parse_log_line("Traceback (most recent call last):") is None
+
+
+@pytest.mark.parametrize(
+    "message, kind",
+    [
+        ("peer dir1 is dead (no heartbeat for 1.0 s)", "detect"),
+        ("peer dir1 is active (status message)", None),
+        ("acquiring dir1: 10.77.0.100/32/eth0 (mach_down)", "acquire"),
+        ("releasing dir1: 10.77.0.100/32/eth0 (shutdown)", "release"),
+        ("added 10.77.0.100/32/eth0", "vip-added"),
+        ("removed 10.77.0.100/32/bond0", "vip-removed"),
+        ("added 10.77.1.254/24/eth2", None),
+        ("ipvs edit-dest weight 0 fwd dr", "ipvs"),
+        ("rs 10.77.0.22:80 of web down: connection refused", "rs-down"),
+        ("rs 10.77.0.22:80 of web up: HTTP 200", "rs-up"),
+        ("HA node dir1 stopped", None),
+    ],
+)
+def test_classify_message(message, kind):
+    assert S.classify_message(message, VIP) == kind
+
+
+def test_log_events_are_relative_to_t0_and_filtered():
+    t0 = time.mktime((2024, 5, 1, 10, 0, 0, 0, 0, -1))
+    lines = [
+        "2024-05-01 09:59:59,000 INFO ha.service: acquiring dir1: x (start)",
+        "2024-05-01 10:00:02,500 INFO ha.service: peer dir1 is dead (x)",
+        "2024-05-01 10:00:02,600 INFO ha.service: heartbeat medium open",
+        "garbage",
+    ]
+    evs = S.log_events(lines, "dir2", vip=VIP, t0_epoch=t0, since=0.0)
+    assert evs == [Event(2.5, "dir2", "detect", "peer dir1 is dead (x)")]
+    assert len(S.log_events(lines, "dir2", vip=VIP, t0_epoch=t0)) == 2
+
+
+# --- ARP ------------------------------------------------------------------------------------------
+
+
+def test_gratuitous_arp_frames_become_announce_events():
+    mac = "02:00:00:00:00:0b"
+    request, reply = garp_pair(mac, VIP)
+    assert S.parse_arp(request) == (1, mac, VIP, "00:00:00:00:00:00", VIP)
+    ev = S.announce_event(3.25, reply, VIP, {mac: "dir2"})
+    assert ev == Event(3.25, "client", "announce", f"gratuitous ARP reply {VIP} is-at {mac} (dir2)")
+    other = S.announce_event(1.0, garp_pair(mac, "10.77.0.10")[0], VIP, {})
+    assert other is None
+    assert S.parse_arp(b"\x00" * 60) is None and S.parse_arp(request[:30]) is None
+
+
+# --- figures ----------------------------------------------------------------------------------------
+
+
+def test_longest_gap_counts_only_gaps_ending_after_since():
+    samples = [ok(0.0), ok(0.1), bad(0.2), ok(5.0), ok(5.1), ok(5.2)]
+    # gaps between ends: 0.01->0.11 (0.1), 0.11->5.01 (4.9)
+    gap, at = S.longest_gap(samples, since=1.0)
+    assert gap == pytest.approx(4.9) and at == pytest.approx(0.11)
+    assert S.longest_gap(samples, since=6.0) == (0.0, 6.0)
+    assert S.longest_gap([ok(1.0)], 0.0) == (0.0, 0.0)
+
+
+def test_table_shape_drops_counters():
+    parsed = {"TCP 10.77.0.100:80": {"line": "TCP  10.77.0.100:80 rr", "dests": {
+        "10.77.0.21:80": ("Route", 1, 5, 7), "10.77.0.22:80": ("Route", 0, 0, 0)}}}
+    assert S.table_shape(parsed) == {"TCP  10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 1),
+                                                               "10.77.0.22:80": ("Route", 0)}}
+
+
+def test_timeline_merges_events_holder_changes_and_first_success():
+    rec = DrillRecord("fail-active", fault_t=2.0,
+                      samples=[ok(1.0), bad(2.05), ok(3.5, "rs3")],
+                      holders=holders((0.5, ("dir1",)), (1.5, ("dir1",)), (3.0, ("dir2",))),
+                      events=[Event(2.0, "drill", "fault", "FAULT"), Event(3.0, "dir2", "detect", "peer dir1 is dead")])
+    tl = S.build_timeline(rec)
+    assert [(e.t, e.kind) for e in tl] == [(0.5, "holder"), (2.0, "fault"), (3.0, "holder"), (3.0, "detect"),
+                                           (3.51, "first-success")]
+    assert "rs3" in tl[-1].text and "1.51 s after the fault" in tl[-1].text
+
+
+# --- expectations -------------------------------------------------------------------------------------
+
+
+def fail_active_record(**kw) -> DrillRecord:
+    base = dict(
+        fault_t=2.0, settled=True,
+        samples=[ok(0.0), ok(1.0), ok(1.9), bad(2.1), bad(2.7), ok(3.4, "rs2"), ok(3.5, "rs3"), ok(4.0)],
+        holders=holders((0.1, ("dir1",)), (2.2, ()), (3.2, ("dir2",)), (4.5, ("dir2",))),
+    )
+    base.update(kw)
+    return DrillRecord("fail-active", **base)
+
+
+def verdict(checks) -> dict[str, bool]:
+    return {c.name: c.ok for c in checks}
+
+
+def test_fail_active_expectations_hold_for_a_clean_takeover():
+    expect = S.SCENARIOS["fail-active"].expect
+    v = verdict(S.evaluate(expect, fail_active_record()))
+    assert v == {"runner": True, "settled": True, "final holder": True, "one holder": True, "VIP moved": True,
+                 "longest gap": True, "no failure after first-success": True}
+
+
+def test_fail_active_expectations_catch_each_failure():
+    expect = S.SCENARIOS["fail-active"].expect
+    # the VIP never moved and both held it at some point
+    v = verdict(S.evaluate(expect, fail_active_record(
+        holders=holders((0.1, ("dir1",)), (3.0, ("dir1", "dir2")), (4.0, ("dir1",))))))
+    assert not v["final holder"] and not v["one holder"]
+    # a failure after the first success following the fault
+    v = verdict(S.evaluate(expect, fail_active_record(
+        samples=[ok(0.0), ok(1.9), ok(3.4), bad(3.6), ok(4.0)])))
+    assert not v["no failure after first-success"]
+    # a gap longer than deadtime + margin
+    v = verdict(S.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(1.95 + S.DEADTIME + S.MARGIN + 0.1)])))
+    assert not v["longest gap"]
+    # the runner's problems and an end condition not reached fail the drill
+    v = verdict(S.evaluate(expect, fail_active_record(problems=["boom"], settled=False)))
+    assert not v["runner"] and not v["settled"]
+
+
+def test_split_brain_is_tolerated_only_where_declared():
+    rec = fail_active_record(holders=holders((0.1, ("dir1",)), (3.0, ("dir1", "dir2")), (5.0, ("dir1",))))
+    cut = S.SCENARIOS["cut-heartbeat"].expect
+    v = verdict(S.evaluate(cut, rec))
+    assert v["final holder"] and v["VIP moved"] and "one holder" not in v
+    stop = S.SCENARIOS["stop-active"].expect
+    assert not verdict(S.evaluate(stop, rec))["one holder"]
+
+
+def test_restart_director_needs_zero_failures_and_an_unchanged_table():
+    expect = S.SCENARIOS["restart-director"].expect
+    table = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 1)}}
+    base = dict(fault_t=2.0, settled=True, samples=[ok(0.0), ok(2.5), ok(3.0)],
+                holders=holders((0.0, ("dir1",)), (2.5, ("dir2",)), (6.0, ("dir1",))),
+                tables_before={"dir1": table, "dir2": table}, tables_after={"dir1": table, "dir2": table})
+    assert all(c.ok for c in S.evaluate(expect, DrillRecord("restart-director", **base)))
+    changed = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 0)}}
+    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "tables_after": {"dir1": changed, "dir2": table}})))
+    assert not v["IPVS unchanged"]
+    logged = [Event(4.0, "dir1", "ipvs", "ipvs edit-dest weight 1 fwd dr")]
+    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "events": logged})))
+    assert not v["IPVS unchanged"]
+    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), bad(2.5)]})))
+    assert not v["failed requests"]
+
+
+def test_kill_realserver_victim_must_leave_rotation_on_the_active_director():
+    expect = S.SCENARIOS["kill-realserver"].expect
+    down = Event(4.0, "dir1", "rs-down", "rs 10.77.0.22:80 of web down: connection refused")
+    base = dict(fault_t=2.0, settled=True, victim="rs2", victim_addr="10.77.0.22",
+                holders=holders((0.0, ("dir1",)), (5.0, ("dir1",))),
+                samples=[ok(0.0, "rs1"), ok(1.0, "rs2"), bad(2.5, "ConnectionRefusedError"), ok(3.0, "rs3"),
+                         ok(4.8, "rs1"), ok(5.0, "rs3")])
+    assert all(c.ok for c in S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **base)))
+    # no rs-down from dir1 (only dir2 saw it): the victim never left the active table
+    v = verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[Event(4.0, "dir2", "rs-down", down.text)], **base)))
+    assert not v["victim out"]
+    # the victim still answered well after it was taken out
+    late = base | {"samples": base["samples"] + [ok(6.0, "rs2")]}
+    assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))["victim out"]
+    # a failure after the detection (plus grace)
+    late = base | {"samples": base["samples"] + [bad(5.5, "ConnectionRefusedError")]}
+    assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))["no failure after rs-down"]
+    # another holder at any time
+    moved = base | {"holders": holders((0.0, ("dir1",)), (3.0, ("dir2",)), (5.0, ("dir1",)))}
+    assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **moved)))["holder constant"]
+
+
+def test_flap_realserver_victim_must_answer_after_its_last_return():
+    expect = S.SCENARIOS["flap-realserver"].expect
+    up = Event(9.0, "dir1", "rs-up", "rs 10.77.0.22:80 of web up: HTTP 200")
+    base = dict(fault_t=2.0, settled=True, victim="rs2", victim_addr="10.77.0.22",
+                holders=holders((0.0, ("dir1",)), (10.0, ("dir1",))))
+    good = DrillRecord("flap-realserver", events=[up], samples=[ok(0.0, "rs2"), ok(9.5, "rs2")], **base)
+    assert all(c.ok for c in S.evaluate(expect, good))
+    silent = DrillRecord("flap-realserver", events=[up], samples=[ok(0.0, "rs2"), ok(9.5, "rs1")], **base)
+    assert not verdict(S.evaluate(expect, silent))["victim back"]
+    never = DrillRecord("flap-realserver", samples=[ok(9.5, "rs2")], **base)
+    assert not verdict(S.evaluate(expect, never))["victim back"]
+
+
+def test_summary_and_render_carry_the_figures_and_the_verdict():
+    scn = S.SCENARIOS["fail-active"]
+    rec = fail_active_record(events=[Event(2.0, "drill", "fault", "FAULT: dir1 down"),
+                                     Event(3.1, "dir2", "detect", "peer dir1 is dead (x)"),
+                                     Event(3.3, "client", "announce", "gratuitous ARP request")])
+    report = S.summary(rec, S.evaluate(scn.expect, rec), scn)
+    f = report["figures"]
+    assert report["ok"] and report["scenario"] == "fail-active"
+    assert f["requests"] == 8 and f["failed"] == 2 and f["failed_results"] == ["TimeoutError"]
+    assert f["detection_s"] == pytest.approx(1.1) and f["vip_moved_s"] == pytest.approx(1.2)
+    assert f["announcements"] == 1 and f["first_announcement_s"] == pytest.approx(1.3)
+    assert f["first_success_s"] == pytest.approx(1.41)
+    text = S.render(report)
+    assert "peer dir1 is dead" in text and "drill OK" in text and "longest gap" in text
+    bad_report = {**report, "ok": False}
+    assert "DRILL FAILED" in S.render(bad_report)
+
+
+# --- the pair's configuration ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode, bond", [("dr", False), ("nat", False), ("tun", True)])
+def test_pair_config_loads_and_describes_the_pair(tmp_path, mode, bond):
+    keys = tmp_path / "authkeys"
+    keys.write_text("auth 1\n1 sha1 secret\n")
+    keys.chmod(0o600)
+    plan = plan_lab("p", directors=2, real_servers=2, mode=mode, ha_link=True, bond=bond)
+    for node in ("dir1", "dir2"):
+        path = tmp_path / f"{node}.yaml"
+        path.write_text(pair_config(plan, node, authkeys=str(keys), state_dir=str(tmp_path / node)))
+        cfg = load_config(str(path))
+        (svc,) = cfg.services
+        assert (svc.key.address, svc.key.port) == (plan.vip, 80)
+        assert svc.forwarding == mode and svc.check.rise == S.CHECK_RISE and svc.check.fall == S.CHECK_FALL
+        assert [str(rs.address) for rs in svc.real_servers] == [plan.addr["rs1"], plan.addr["rs2"]]
+        ha = cfg.ha
+        assert ha.node == node and list(ha.nodes) == ["dir1", "dir2"]
+        assert ha.timers.deadtime == S.DEADTIME and ha.auto_failback is True
+        text = path.read_text()
+        assert "media: [bcast eth1]" in text and "auto_failback: true" in text
+        assert f"{plan.vip}/32/{'bond0' if bond else 'eth0'}" in text
+        assert ("10.77.1.254/24/eth2" in text) == (mode == "nat")
+
+
+def test_pair_config_needs_a_heartbeat_link_and_a_director():
+    from director.lab.pair import pair_config as pc
+
+    with pytest.raises(ValueError):
+        pc(plan_lab("p", directors=2), "dir1", authkeys="/k", state_dir="/s")
+    with pytest.raises(ValueError):
+        pc(plan_lab("p", directors=2, ha_link=True), "rs1", authkeys="/k", state_dir="/s")
+
+
+def test_drill_vm_argv_repeats_the_options_without_vm():
+    from director.lab.drill import vm_argv
+    from director.lab.pair import PairOptions
+
+    argv = vm_argv("fail-active", PairOptions(prefix="x", real_servers=2, mode="tun", bond=True), 25, True)
+    assert argv[1:] == ["-m", "director.cli", "lab", "drill", "fail-active", "--rate", "25", "--real-servers", "2",
+                        "--mode", "tun", "--prefix", "x", "--bond", "--json"]
+    assert "--vm" not in argv
+
+
+def test_lab_cli_parses_the_subcommands():
+    from director.lab.cli import add_commands
+
+    ap = argparse.ArgumentParser()
+    add_commands(ap.add_subparsers(dest="command"))
+    a = ap.parse_args(["lab", "up", "--real-servers", "4", "--mode", "nat", "--bond", "--prefix", "t"])
+    assert (a.real_servers, a.mode, a.bond, a.prefix) == (4, "nat", True, "t")
+    a = ap.parse_args(["lab", "drill", "kill-active", "--rate", "20", "--json", "--vm"])
+    assert (a.scenario, a.rate, a.json, a.vm, a.prefix) == ("kill-active", 20.0, True, True, "ddrill")
+    assert ap.parse_args(["lab", "status", "--json"]).json
+    with pytest.raises(SystemExit):
+        ap.parse_args(["lab", "drill", "reboot-everything"])
