@@ -309,10 +309,30 @@ class Director:
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
+    def node_started_at(self, timeout: float = 20) -> float:
+        """Monotonic time at which the current daemon's heartbeat node started (its log line
+        ``heartbeat node <role> starting``, wall-clock stamped); waits up to ``timeout`` s for it."""
+        found: list[float] = []
+
+        def look() -> bool:
+            text = self.log.read_text(errors="replace")
+            text = text[text.rfind("--- start at "):]
+            for line in text.splitlines():
+                if f"heartbeat node {self.role} starting" in line:
+                    stamp, _, millis = line[:23].partition(",")
+                    wall = time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
+                    found.append(wall - time.time() + time.monotonic())
+                    return True
+            return False
+
+        wait_for(look, timeout, f"{self.role}'s heartbeat node to start", (self,), interval=0.05)
+        return found[0]
+
     def past_startup_bonus(self, margin: float = 1.0) -> None:
-        """Sleep until this daemon advertises its plain deadtime (its first 5 s are over, plus ``margin``)."""
-        assert self.started_at is not None
-        time.sleep(max(0.0, self.started_at + STARTUP_DT_PERIOD + margin - time.monotonic()))
+        """Sleep until this daemon advertises its plain deadtime (the first 5 s of its node are over,
+        plus ``margin``); process start-up under load does not count."""
+        started = self.node_started_at()
+        time.sleep(max(0.0, started + STARTUP_DT_PERIOD + margin - time.monotonic()))
 
     def tail(self, chars: int = 4000) -> str:
         try:

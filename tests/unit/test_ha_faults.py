@@ -44,6 +44,8 @@ from hapair import (
     PairLab,
     VipSampler,
     decode_arp,
+    decode_ipv6_na,
+    is_na_for,
     is_garp_for,
     netns_problem,
     packet_fields,
@@ -310,3 +312,115 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
             for d in dirs:
                 d.kill()
             report("forged, replayed and malformed packets", times)
+
+
+# --- media: mcast and ucast ----------------------------------------------------------------------
+
+MCAST_GROUP = "239.216.0.1"
+
+
+@pytest.mark.parametrize("kind", ["mcast", "ucast"])
+def test_node_failure_takeover_over_each_medium(kind: str, tmp_path: Path):
+    """The pair runs over one mcast or one ucast medium; a node failure of the active is taken over."""
+    times: dict[str, float] = {}
+    with PairLab(f"hm{kind[0]}") as lab:
+        keys = write_authkeys(tmp_path / "authkeys")
+        resources = [f"dir1 {lab.vip}/32/eth0"]
+        if kind == "mcast":
+            media = {r: [f"mcast eth0 {MCAST_GROUP} 694 1 0"] for r in lab.DIRS}
+        else:
+            media = {"dir1": [f"ucast eth0 {lab.addr['dir2']}"], "dir2": [f"ucast eth0 {lab.addr['dir1']}"]}
+        d1, d2 = (Director(lab, r, tmp_path, keys, media=media[r], resources=resources) for r in lab.DIRS)
+        dirs = (d1, d2)
+        mac2 = lab.mac("dir2")
+        arp = Capture(lab.ns("client"), "eth0", 0x0806)
+        try:
+            times["initial acquisition by dir1"] = start_pair(lab, d1, d2)
+            for d in dirs:
+                (stats,) = d.status()["media"]
+                assert stats["medium"].startswith(kind) and stats["received"] > 0 and stats["send_errors"] == 0, stats
+            expected = f"{MCAST_GROUP}:694" if kind == "mcast" else None
+            if expected:
+                assert d1.status()["media"][0]["destination"] == expected
+            else:
+                assert d1.status()["media"][0]["destination"] == f"{lab.addr['dir2']}:694"
+            assert not lab.holds("dir2")
+
+            # node failure of dir1: daemon killed, link down
+            d1.past_startup_bonus(0.5)
+            with VipSampler(lab) as vips:
+                t_fail = time.monotonic()
+                d1.crash()
+                N.link_set(lab.ns("dir1"), "eth0", up=False)
+                # (the dead node's address stays on its downed link: only dir2's side matters)
+                t = vips.wait(lambda h: "dir2" in h, DEADTIME + MARGIN, f"dir2 to take over ({kind})", dirs,
+                              since=t_fail)
+                times["takeover by dir2 after the node failure of dir1"] = t
+                assert t >= DEADTIME * 0.5, "dir2 took over before dir1 could have been declared dead"
+            garps = arp.wait(lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac2, 2, 5, since=t_fail)
+            assert len(garps) >= 2 and {decode_arp(f)["op"] for _, f in garps} == {1, 2}
+            s2 = d2.status()
+            assert s2["peers"][0]["status"] == "dead" and s2["groups"][0]["held"] is True
+        finally:
+            arp.close()
+            for d in dirs:
+                d.kill()
+            report(f"node failure over {kind}", times)
+
+
+# --- IPv6 VIP ---------------------------------------------------------------------------------------
+
+
+def test_ipv6_vip_is_announced_by_unsolicited_na(tmp_path: Path):
+    """An IPv6 VIP moves with the role; each new holder sends unsolicited NAs (RFC 4861 4.4, 7.2.6)."""
+    times: dict[str, float] = {}
+    with PairLab("hf6", ipv6=True) as lab:
+        vip6 = lab.vip6
+        d1, d2 = pair(lab, tmp_path, resources=[f"dir1 {vip6}/128/eth0"])
+        dirs = (d1, d2)
+        mac1, mac2 = lab.mac("dir1"), lab.mac("dir2")
+        cap = Capture(lab.ns("client"), "eth0", 0x86DD)
+        probe = N.socket_in_netns(lab.ns("client"), socket.AF_INET6, socket.SOCK_DGRAM)
+
+        def check_na(frame: bytes, mac: bytes) -> None:
+            na = decode_ipv6_na(frame)
+            assert na["type"] == 136 and na["code"] == 0, na
+            assert (na["O"], na["S"], na["R"]) == (1, 0, 0), na
+            assert na["target"] == vip6 and na["tlla"] == mac and na["src"] == mac, na
+            assert na["hlim"] == 255 and na["daddr"] == "ff02::1", na
+            assert na["dst"] == bytes.fromhex("333300000001"), na
+
+        try:
+            d1.start()
+            d2.start()
+            times["initial acquisition by dir1"] = wait_for(lambda: lab.holds("dir1", vip6), 20,
+                                                            "dir1 to take the IPv6 VIP", dirs)
+            first = cap.wait(is_na_for(vip6), 1, 5)
+            assert first, "no unsolicited NA from dir1"
+            check_na(first[0][1], mac1)
+            probe.sendto(b"x", (vip6, 9))  # the client resolves the VIP (neighbour solicitation)
+            wait_for(lambda: lab.neighbour_mac("client", vip6) == mac1, 5, "the client to resolve the VIP to dir1")
+            wait_for(lambda: d1.peer_status() == d2.peer_status() == "active", 10, "the pair to form", dirs)
+
+            # takeover (graceful stop of dir1): dir2 holds the IPv6 VIP and announces it
+            t0 = time.monotonic()
+            d1.signal(signal.SIGTERM)
+            times["takeover after SIGTERM"] = wait_for(lambda: lab.holds("dir2", vip6), 5,
+                                                       "dir2 to take the IPv6 VIP", dirs)
+            nas = cap.wait(lambda f: is_na_for(vip6)(f) and f[6:12] == mac2, 2, 5, since=t0)
+            assert len(nas) >= 2, "dir2 sends a burst of unsolicited NAs"
+            times["takeover -> first NA"] = nas[0][0] - t0
+            for _, frame in nas:
+                check_na(frame, mac2)
+            assert not cap.matching(lambda f: is_na_for(vip6)(f) and f[6:12] == mac1, nas[0][0]), \
+                "dir1 announced the VIP after it gave it up"
+            wait_for(lambda: lab.neighbour_mac("client", vip6) == mac2, 5, "the client's entry to move to dir2", dirs)
+            times["takeover -> client's entry on dir2"] = time.monotonic() - t0
+            assert d1.wait() == 0, d1.tail()
+            assert not lab.holds("dir1", vip6)
+        finally:
+            cap.close()
+            probe.close()
+            for d in dirs:
+                d.kill()
+            report("IPv6 VIP", times)
