@@ -1,4 +1,4 @@
-"""The `directord` command line: run, check, status; further commands come from `COMMAND_MODULES`."""
+"""The `directord` command line: run, check, status, standby, takeover; more come from `COMMAND_MODULES`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ha_request(args: argparse.Namespace) -> int:
+    from . import control
+
+    path = _socket_path(args)
+    try:
+        reply = control.request(path, args.command, which=args.which)
+    except (OSError, ValueError) as exc:
+        print(f"no directord answering on {path}: {exc}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(reply.get("error", "refused"), file=sys.stderr)
+        return 1
+    print(reply.get("message", "done"))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="directord", description="IPVS director: virtual services, health checks, HA")
     sub = p.add_subparsers(dest="command", required=True)
@@ -112,6 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", help="read the control socket path from this configuration")
     status.add_argument("--control-socket")
     status.set_defaults(func=cmd_status)
+
+    for name, text in (
+        ("standby", "hand the resources to the peer director (heartbeat's hb_standby)"),
+        ("takeover", "take the resources from the peer director (heartbeat's hb_takeover)"),
+    ):
+        ha = sub.add_parser(name, help=text)
+        ha.add_argument("which", nargs="?", default="all", choices=["all", "local", "foreign"],
+                        help="all (default), local (the groups this node owns) or foreign (the peer's)")
+        ha.add_argument("-c", "--config", help="read the control socket path from this configuration")
+        ha.add_argument("--control-socket")
+        ha.set_defaults(func=cmd_ha_request)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)

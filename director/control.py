@@ -1,6 +1,7 @@
 """The local control socket: a root-only unix stream socket speaking one JSON line each way.
 
-Request: one line ``{"command": "status"}`` (or ``"reload"``); response: one
+Request: one line ``{"command": "status"}`` (or ``"reload"``, or
+``{"command": "standby"|"takeover", "which": "all"|"local"|"foreign"}``); response: one
 JSON line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  The
 socket file is created with mode 0600 in a 0700 directory, so only root (the
 daemon's user) can talk to the daemon.
@@ -97,8 +98,8 @@ def _alive(path: str) -> bool:
         s.close()
 
 
-def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
-    """Send one command to a running daemon and return its response (blocking).
+def request(path: str, command: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
+    """Send one command (with extra JSON ``fields``) to a running daemon and return its response (blocking).
 
     Raises:
         ConnectionError / FileNotFoundError / OSError: no daemon answers at ``path``.
@@ -107,7 +108,7 @@ def request(path: str, command: str, timeout: float = 10.0) -> dict[str, Any]:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(json.dumps({"command": command}).encode() + b"\n")
+        s.sendall(json.dumps({"command": command, **fields}).encode() + b"\n")
         chunks = []
         while True:
             chunk = s.recv(65536)

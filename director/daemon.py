@@ -233,4 +233,15 @@ class Daemon:
             return {"ok": True, "status": await self.status()}
         if command == "reload":
             return {"ok": await self.reload()}
+        if command in ("standby", "takeover"):
+            if self.ha is None:
+                return {"ok": False, "error": "this director runs no HA (no ha section)"}
+            from ha.service import AdminRefused
+
+            which = request.get("which", "all")
+            try:
+                message = getattr(self.ha, command)(which if isinstance(which, str) else "")
+            except (AdminRefused, ValueError) as exc:
+                return {"ok": False, "error": f"{command} refused: {exc}"}
+            return {"ok": True, "message": message}
         return {"ok": False, "error": f"unknown command {command!r}"}

@@ -173,12 +173,41 @@ def render_status(doc: Mapping[str, Any]) -> str:
     ha = doc.get("ha")
     if ha:
         lines.append("")
-        lines.append(f"HA node {ha.get('node')}: {ha.get('state')}")
+        held = any(g.get("held") or g.get("holder") == ha.get("node") for g in ha.get("groups", []))
+        role = "active" if held else "standby"
+        if ha.get("state") in ("starting", "stopped"):
+            role = ha.get("state")
+        lines.append(f"HA node {ha.get('node')}: {role} (heartbeat status {ha.get('state')}), "
+                     f"connectivity {_conn_text(ha.get('connectivity'))}")
         for peer in ha.get("peers", []):
-            lines.append(f"  peer {peer.get('node')}: {peer.get('status')}")
+            heard = peer.get("last_heard_s")
+            lines.append(
+                f"  peer {peer.get('node')}: {peer.get('status')}, last heard "
+                f"{f'{heard:.1f} s ago' if heard is not None else 'never'}, "
+                f"connectivity {_conn_text(ha.get('peer_connectivity'))}"
+            )
         for group in ha.get("groups", []):
             lines.append(
                 f"  group {' '.join(group.get('resources', []))} (owner {group.get('owner')}): "
                 f"held by {_fmt(group.get('holder'))}"
             )
+        for medium in ha.get("media", []):
+            lines.append(
+                f"  medium {medium.get('medium')}: link {medium.get('link', '-')}, sent {medium.get('sent')}, "
+                f"received {medium.get('received')}, send errors {medium.get('send_errors')}"
+            )
+        for ping in ha.get("ping_nodes", []):
+            lines.append(
+                f"  ping node {ping.get('address')}: {'reachable' if ping.get('reachable') else 'UNREACHABLE'} "
+                f"({ping.get('answered')}/{ping.get('sent')} answered)"
+            )
     return "\n".join(lines)
+
+
+def _conn_text(conn: dict[str, Any] | None) -> str:
+    if not conn:
+        return "unknown"
+    text = f"link {conn.get('link')}"
+    if conn.get("ping_total"):
+        text += f", ping nodes {conn.get('ping_up')}/{conn.get('ping_total')}"
+    return text

@@ -32,6 +32,11 @@ The section (the sample ``etc/directord-ha.yaml`` documents it too)::
           addresses: [192.168.10.100/32/eth0, {address: 192.168.10.101, prefix: 32, interface: eth0}]
         - "dir2 192.168.10.102/32/eth0"   # a haresources line
       ping_nodes: [192.168.10.1]
+      ping_interval: 1            # seconds between probes of each ping node
+      ping_timeout: 1             # seconds an echo reply may take (<= ping_interval)
+      ping_rise: 2                # answered probes in a row: reachable again
+      ping_fall: 3                # missed probes in a row: unreachable
+      link_monitor: true          # watch the carrier of the resource interfaces
       compat: directord           # or heartbeat
       state_dir: /var/lib/directord
       announce_repeats: 3
@@ -132,6 +137,11 @@ KEYS = (
     "announce_repeats",
     "announce_interval",
     "announce_refresh",
+    "ping_interval",
+    "ping_timeout",
+    "ping_rise",
+    "ping_fall",
+    "link_monitor",
 )
 
 #: Longest interface name: ``IFNAMSIZ`` is 16 bytes including the NUL (``include/uapi/linux/if.h``).
@@ -355,6 +365,7 @@ class _HAParser:
         ping_nodes = self.ping_nodes()
         state_dir = self.state_dir()
         repeats, interval, refresh = self.announce()
+        probing = self.probing()
         if self.issues:
             return None
         assert nodes is not None and node is not None and authkeys is not None and timers is not None
@@ -373,6 +384,7 @@ class _HAParser:
             announce_repeats=repeats,
             announce_interval=interval,
             announce_refresh=refresh,
+            **probing,
             line=self.root.key_pos["ha"][0],
         )
 
@@ -876,6 +888,36 @@ class _HAParser:
                 self.issue(("announce_refresh",), f"must be 0 (off) or > {NEIGH_LOCKTIME:g} s, got {_seconds(value)}")
             refresh = value
         return repeats, interval, refresh
+
+
+    def probing(self) -> dict[str, Any]:
+        """ping_interval, ping_timeout (seconds, > 0, timeout <= interval), ping_rise, ping_fall (>= 1), link_monitor."""
+        fields = HAConfig.__dataclass_fields__
+        out: dict[str, Any] = {}
+        for key in ("ping_interval", "ping_timeout"):
+            value = self.time(key)
+            if value is not None:
+                if not value > 0:
+                    self.issue((key,), f"must be > 0 s, got {_seconds(value)}")
+                else:
+                    out[key] = value
+        interval = out.get("ping_interval", fields["ping_interval"].default)
+        timeout = out.get("ping_timeout", fields["ping_timeout"].default)
+        if timeout > interval and ("ping_timeout" in out or "ping_interval" in out):
+            where = "ping_timeout" if "ping_timeout" in out else "ping_interval"
+            self.issue((where,), f"ping_timeout ({_seconds(timeout)}) must not exceed ping_interval ({_seconds(interval)})")
+        for key in ("ping_rise", "ping_fall"):
+            if self.present(key):
+                value = self.integer(self.get(key), (key,), 1, 100)
+                if value is not None:
+                    out[key] = value
+        if self.present("link_monitor"):
+            value = self.get("link_monitor")
+            if isinstance(value, bool):
+                out["link_monitor"] = value
+            else:
+                self.issue(("link_monitor",), f"expected true or false, got {_describe(value)}")
+        return out
 
 
 def _medium_text(medium: Medium) -> str:

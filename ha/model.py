@@ -113,6 +113,12 @@ class HAConfig:
             seconds apart (> 1 s, the kernel's neighbour locktime).
         announce_refresh: seconds between periodic re-announcements while
             active; 0 disables.
+        ping_interval / ping_timeout: seconds between two ICMP echo probes of
+            each ping node, and how long an answer may take.
+        ping_rise / ping_fall: answered probes in a row that make a ping node
+            reachable again / missed ones that make it unreachable.
+        link_monitor: watch the carrier of the resource interfaces; a node
+            whose resource link is down hands its groups to a live peer.
         line: line of the ``ha:`` key in the configuration file.
     """
 
@@ -130,4 +136,9 @@ class HAConfig:
     announce_repeats: int = 3
     announce_interval: float = 1.1
     announce_refresh: float = 0.0
+    ping_interval: float = 1.0
+    ping_timeout: float = 1.0
+    ping_rise: int = 2
+    ping_fall: int = 3
+    link_monitor: bool = True
     line: int = 0

@@ -145,6 +145,7 @@ from dataclasses import dataclass
 from typing import Callable, Literal, Union
 
 from ha.auth import AuthKeys
+from ha.connectivity import Connectivity
 from ha.identity import NodeIdentity
 from ha.model import HAConfig, ResourceGroup
 from ha.wire import (
@@ -173,6 +174,9 @@ __all__ = [
     "HeartbeatNode",
     "REANNOUNCE_REASON",
     "COUNTERS",
+    "AdminRefused",
+    "CONNECTIVITY_TYPE",
+    "TAKEOVER_TYPE",
 ]
 
 # --- actions ---------------------------------------------------------------------------------
@@ -227,6 +231,20 @@ class Stopped:
 
 
 Action = Union[Send, Acquire, Release, PeerStatus, Log, Stopped]
+
+
+class AdminRefused(ValueError):
+    """`HeartbeatNode.standby` / `takeover` cannot be carried out now; the message says why."""
+
+
+#: Message type of our connectivity reports (ping nodes reachable, resource links up).
+#: Not a heartbeat type: a real heartbeat node passes it to its API clients (none in
+#: a v1 setup) and otherwise ignores it.
+CONNECTIVITY_TYPE = "directord-connectivity"
+#: heartbeat's ``hb_takeover`` cluster message (``rsc_hold=all|local|foreign``, from the
+#: sender's point of view), as its ``hb_takeover`` script sends it; heartbeat 3.0.6
+#: itself does not act on it, a directord peer goes standby for the matching groups.
+TAKEOVER_TYPE = "hb_takeover"
 
 #: `Acquire.reason` of the re-announcements made after a partition healed.
 REANNOUNCE_REASON = "re-announce after partition"
@@ -291,6 +309,9 @@ _STATUS_COPIES = 3  # status sends per keepalive on a lossy link
 _ACQUIRE_RETRY = 5.0
 _STOP_WAIT = 30.0
 _LOG_INTERVAL = 10.0  # rate limit for logs an attacker can trigger
+_CONN_RESEND = 2.0  # our connectivity report is repeated this often (seconds)
+_CONN_HOLDOFF = 2.0  # at least this long between two connectivity-driven handovers
+_CONN_RETRY = 1.0  # a handover that cannot start now is retried after this long
 
 # resource sets (hb_resource.c): bit 1 = our groups, bit 2 = the peer's groups
 _NONE, _LOCAL, _FOREIGN, _ALL = 0, 1, 2, 3
@@ -387,6 +408,9 @@ class NodeSnapshot:
     stopped: bool
     peers: tuple[PeerInfo, ...]
     groups: tuple[GroupInfo, ...]
+    connectivity: Connectivity | None = None
+    peer_connectivity: Connectivity | None = None
+    standby: str = "not"
 
 
 # --- internal state --------------------------------------------------------------------------
@@ -588,6 +612,18 @@ class HeartbeatNode:
         self._last_resolution: float | None = None
         self._batches: list[_Batch] = []
 
+        # connectivity (ping nodes, resource links): ours, the peer's last report
+        self._conn: Connectivity | None = None
+        self._peer_conn: Connectivity | None = None
+        self._conn_next_send: float | None = None
+        self._conn_gave_up = False  # we handed our groups over because of connectivity
+        self._conn_hold_until = 0.0
+        self._conn_retry_at: float | None = None
+        self._conn_worse_since: float | None = None
+        # both nodes see a ping node fail, at times up to one probe interval
+        # apart: a difference must last this long before it moves groups
+        self._conn_settle = 2 * self._keepalive + (config.ping_interval if config.ping_nodes else 0.0)
+
         # per call
         self._out: list[Action] = []
         self._deferred: deque[Callable[[], None]] = deque()
@@ -717,6 +753,83 @@ class HeartbeatNode:
         self._drain()
         return self._finish()
 
+    def set_connectivity(self, conn: Connectivity, now: float) -> list[Action]:
+        """Our connectivity changed (or is reported for the first time).
+
+        The report goes to the peer at once and every 2 s after (a
+        ``directord-connectivity`` message: ``link=up|down ping=UP/TOTAL``).
+        While the peer is alive and reports a better `Connectivity.score`,
+        we hand every group we hold to it (the ``ask_resources`` standby
+        handshake); once ours is as good again, groups we own come back only
+        under the failback rule (auto_failback on), through ``hb_takeover``.
+        A real heartbeat peer sends no reports: then nothing is decided here.
+        """
+        self._begin(now)
+        if self._running():
+            changed = conn != self._conn
+            if changed and self._conn is not None:
+                self._log(logging.WARNING if conn.score < self._conn.score else logging.INFO,
+                          f"connectivity changed: {self._conn} -> {conn}")
+            self._conn = conn
+            if changed and self._comm_up:
+                self._send_connectivity()
+            elif self._conn_next_send is None:
+                self._conn_next_send = now
+            self._connectivity_decide()
+            self._drain()
+        return self._finish()
+
+    def standby(self, now: float, which: str = "all") -> list[Action]:
+        """Hand groups to the peer gracefully (heartbeat's ``hb_standby``).
+
+        Args:
+            now: monotonic seconds.
+            which: ``all``, ``local`` (the groups we are the preferred owner
+                of) or ``foreign`` (the peer's groups we hold).
+
+        Sends ``ask_resources rsc_hold=WHICH info=me``; the peer answers
+        ``other``, we release, it acquires (``hb_resource.c``'s
+        ``ask_for_resources``). The groups stay with the peer until a
+        `takeover`, a failure of the peer, or a restart.
+
+        Raises:
+            AdminRefused: not possible now (legacy mode, no live peer, a
+                transition or another standby in progress, nothing held).
+            ValueError: `which` is not all/local/foreign.
+        """
+        rtype = self._rsc_type(which)
+        refusal = self._standby_refusal(rtype)
+        if refusal:
+            raise AdminRefused(refusal)
+        self._begin(now)
+        self._log(logging.INFO, f"standby requested [{which}]")
+        self._start_standby(rtype)
+        self._drain()
+        return self._finish()
+
+    def takeover(self, now: float, which: str = "all") -> list[Action]:
+        """Ask the peer to hand groups to us (heartbeat's ``hb_takeover``).
+
+        Sends ``hb_takeover rsc_hold=WHICH`` (from our point of view: ``local``
+        = the groups we own). A directord peer answers by going standby for
+        them (`standby`); heartbeat 3.0.6 ignores the message (run
+        ``hb_standby`` on the heartbeat node instead).
+
+        Raises:
+            AdminRefused: not possible now (legacy mode, no live peer, a
+                transition in progress, we already hold those groups).
+            ValueError: `which` is not all/local/foreign.
+        """
+        rtype = self._rsc_type(which)
+        refusal = self._takeover_refusal(rtype)
+        if refusal:
+            raise AdminRefused(refusal)
+        self._begin(now)
+        self._log(logging.INFO, f"takeover requested [{which}]: asking the peer to go standby")
+        self._send([("t", TAKEOVER_TYPE), ("rsc_hold", _rsc_name(rtype))])
+        self._drain()
+        return self._finish()
+
     def next_deadline(self) -> float:
         """Monotonic time (seconds) of the next timer; ``inf`` when none
         (not started, or stopped). Call ``on_tick`` then, or earlier."""
@@ -736,6 +849,8 @@ class HeartbeatNode:
             self._standby_running,
             self._autofailback_at,
             self._reannounce_at,
+            self._conn_next_send,
+            self._conn_retry_at,
             self._linger_until,
             self._stop_deadline if self._stop_requested and not self._giveup_started else None,
             self._release_deadline,
@@ -778,6 +893,9 @@ class HeartbeatNode:
             stopped=self._stopped,
             peers=peers,
             groups=groups,
+            connectivity=self._conn,
+            peer_connectivity=self._peer_conn,
+            standby=self._going_standby,
         )
 
     # ------------------------------------------------------------------ call plumbing
@@ -974,6 +1092,13 @@ class HeartbeatNode:
         if self._reannounce_at is not None and now >= self._reannounce_at:
             self._reannounce_at = None
             self._reannounce_local()
+        if self._conn_next_send is not None and now >= self._conn_next_send:
+            if self._comm_up and self._conn is not None:
+                self._send_connectivity()
+            else:
+                self._conn_next_send = now + _CONN_RESEND
+        if self._conn_retry_at is not None and now >= self._conn_retry_at:
+            self._connectivity_decide()
         for peer in self._peers.values():
             due = [s for s, t in peer.rexmit_due.items() if now >= t]
             for s in sorted(due):
@@ -1037,6 +1162,7 @@ class HeartbeatNode:
         self._log(logging.WARNING, f"node {peer.name}: is dead: {why}")
         peer.status = _DEAD
         self._report(peer, _DEAD, why)
+        self._peer_conn = None
         self._recover_dead_resources(peer)
         peer.rmt_lastupdate = 0
         peer.anypacketsyet = False
@@ -1332,8 +1458,17 @@ class HeartbeatNode:
     ) -> None:
         if mtype == "status":
             self._handle_status(peer, msg, seq, ts, restart)
+            if restart:
+                self._peer_conn = None
+            if (restart or healed) and self._conn is not None:
+                self._conn_next_send = self._now  # it lost our report
             if healed:
                 self._partition_healed(peer)
+        elif mtype == CONNECTIVITY_TYPE:
+            self._peer_connectivity(peer, msg)
+        elif mtype == TAKEOVER_TYPE:
+            if self._comm_up:
+                self._peer_takeover(peer, msg)
         elif mtype == "reqnodes":
             self._send(
                 [
@@ -1453,6 +1588,8 @@ class HeartbeatNode:
         self._log(logging.INFO, "communication is up: status active")
         self._status = "active"
         self._send_status()
+        if self._conn is not None:
+            self._conn_next_send = self._now
         self._comm_up_resource_action()
 
     def _comm_up_resource_action(self) -> None:
@@ -1697,6 +1834,7 @@ class HeartbeatNode:
                 self._takeover_from_node(peer, "node dead")
 
     def _peer_shutdone(self, peer: _Peer) -> None:
+        self._peer_conn = None
         peer.has_resources = False
         self._other_is_stable = False
         self._other_holds = _NONE
@@ -1717,6 +1855,13 @@ class HeartbeatNode:
             return
         if self._going_standby != _S_NOT or not self._other_is_stable or self._rstate != _R_STABLE:
             self._log(logging.DEBUG, "auto failback delayed")
+            self._autofailback_at = self._now + _AUTOFAILBACK_RETRY
+            return
+        if self._conn is not None and self._peer_conn is not None and self._peer_conn.score < self._conn.score:
+            self._log_limited(
+                "failback-connectivity", logging.INFO,
+                f"auto failback delayed: the peer's connectivity ({self._peer_conn}) is worse than ours ({self._conn})",
+            )
             self._autofailback_at = self._now + _AUTOFAILBACK_RETRY
             return
         self._log(logging.INFO, "auto failback: handing the peer's groups back")
@@ -1858,6 +2003,138 @@ class HeartbeatNode:
             self._send_standby_msg(_S_DONE)
 
         self._start_batch(self._groups_of(act), op, reason, done)
+
+    # ------------------------------------------------------ admin requests, connectivity
+
+    @staticmethod
+    def _rsc_type(which: str) -> int:
+        if which not in ("all", "local", "foreign"):
+            raise ValueError(f"expected all, local or foreign, not {which!r}")
+        return _RSC_NAMES.index(which)
+
+    def _live_peer(self) -> _Peer | None:
+        return next((p for p in self._peers.values() if p.status != _DEAD and not p.shutdone), None)
+
+    def _transition_refusal(self) -> str | None:
+        if not self._running() or self._stop_requested:
+            return "the node is stopping"
+        if not self._nice:
+            return "standby and takeover need auto_failback on or off (heartbeat's nice_failback), not legacy"
+        if self._live_peer() is None:
+            return "the peer is not alive"
+        if not self._comm_up or self._rstate != _R_STABLE or any(g.ops for g in self._grp):
+            return "our groups are in transition; try again in a moment"
+        if not self._other_is_stable:
+            return "the peer's groups are in transition; try again in a moment"
+        if self._going_standby != _S_NOT or self._standby_running is not None:
+            return "a standby handover is already in progress"
+        return None
+
+    def _standby_refusal(self, rtype: int) -> str | None:
+        refusal = self._transition_refusal()
+        if refusal is None and not any(self._grp[i].target for i in self._groups_of(rtype)):
+            refusal = f"we hold none of the {_rsc_name(rtype)} groups"
+        return refusal
+
+    def _takeover_refusal(self, rtype: int) -> str | None:
+        refusal = self._transition_refusal()
+        if refusal is None:
+            if all(self._grp[i].target for i in self._groups_of(rtype)):
+                refusal = f"we already hold the {_rsc_name(rtype)} groups"
+        return refusal
+
+    def _start_standby(self, rtype: int) -> None:
+        self._standby_rsctype = rtype
+        self._send_standby_msg(_S_ME)
+
+    def _peer_takeover(self, peer: _Peer, msg: Message) -> None:
+        which = msg.get("rsc_hold") or "all"
+        # the sender's local groups are our foreign ones
+        mine = {"local": _FOREIGN, "foreign": _LOCAL, "all": _ALL}.get(which)
+        if mine is None:
+            self._log_limited("takeover-bad", logging.ERROR, f"hb_takeover from {peer.name} with rsc_hold {which[:20]!r}")
+            return
+        refusal = self._standby_refusal(mine)
+        if refusal:
+            self._log(logging.WARNING, f"{peer.name} asks to take over [{which}]: refused: {refusal}")
+            return
+        self._log(logging.INFO, f"{peer.name} asks to take over [{which}]: going standby [{_rsc_name(mine)}]")
+        self._conn_gave_up = False
+        self._start_standby(mine)
+
+    def _send_connectivity(self) -> None:
+        assert self._conn is not None
+        self._send([("t", CONNECTIVITY_TYPE), *self._conn.to_fields()])
+        self._conn_next_send = self._now + _CONN_RESEND
+
+    def _peer_connectivity(self, peer: _Peer, msg: Message) -> None:
+        try:
+            conn = Connectivity.from_fields(msg.get("link"), msg.get("ping"))
+        except ValueError as exc:
+            self._log_limited(f"conn-{peer.name}", logging.ERROR, f"connectivity report from {peer.name}: {exc}")
+            return
+        first = self._peer_conn is None
+        if conn != self._peer_conn:
+            level = logging.INFO if first else logging.WARNING
+            self._log(level, f"{peer.name} reports {conn}")
+        self._peer_conn = conn
+        if first and self._conn is not None and self._comm_up:
+            self._send_connectivity()  # it may have restarted: it needs ours too
+        self._connectivity_decide()
+
+    def _connectivity_decide(self) -> None:
+        """Hand over when the live peer's connectivity is better; take back when ours recovered."""
+        self._conn_retry_at = None
+        mine, theirs = self._conn, self._peer_conn
+        if mine is None or theirs is None or not self._nice or not self._comm_up or self._stop_requested:
+            return
+        peer = self._live_peer()
+        if peer is None:
+            return
+        if mine.score < theirs.score and any(g.target for g in self._grp):
+            action = "give"
+            if self._conn_worse_since is None:
+                self._conn_worse_since = self._now
+            settled = self._conn_worse_since + self._conn_settle
+            if self._now < settled:
+                self._conn_retry_at = settled
+                return
+        else:
+            self._conn_worse_since = None
+            if self._conn_gave_up and mine.score >= theirs.score:
+                action = "take"
+            else:
+                return
+        if self._now < self._conn_hold_until:
+            self._conn_retry_at = self._conn_hold_until
+            return
+        if action == "give":
+            refusal = self._standby_refusal(_ALL)
+            if refusal:
+                self._log_limited("conn-give", logging.INFO, f"connectivity handover waits: {refusal}")
+                self._conn_retry_at = self._now + _CONN_RETRY
+                return
+            self._log(
+                logging.WARNING,
+                f"our connectivity ({mine}) is worse than {peer.name}'s ({theirs}): handing our groups to it",
+            )
+            self._conn_gave_up = True
+            self._conn_hold_until = self._now + _CONN_HOLDOFF
+            self._start_standby(_ALL)
+            return
+        local = self._groups_of(_LOCAL)
+        if not self._failback or not local or all(self._grp[i].target for i in local):
+            self._conn_gave_up = False  # auto_failback off: the groups stay where they are
+            return
+        refusal = self._takeover_refusal(_LOCAL)
+        if refusal:
+            self._log_limited("conn-take", logging.INFO, f"taking our groups back waits: {refusal}")
+            self._conn_retry_at = self._now + _CONN_RETRY
+            return
+        self._log(logging.INFO, f"our connectivity recovered ({mine}): taking our groups back (auto_failback)")
+        self._conn_gave_up = False
+        self._conn_hold_until = self._now + _CONN_HOLDOFF
+        self._send([("t", TAKEOVER_TYPE), ("rsc_hold", "local")])
 
     # -------------------------------------------------------------------------- legacy
 

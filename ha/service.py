@@ -20,6 +20,11 @@
   addresses already added by a failed acquisition are removed again.
   Nothing here raises into the daemon after `start`.
 
+* connectivity: a `ha.probe.LinkMonitor` on the resource and medium
+  interfaces and, with ping nodes, a `ha.probe.Pinger`; every change gives
+  the node a new `ha.connectivity.Connectivity` (``node.set_connectivity``);
+* admin requests `standby` / `takeover` (``directord standby|takeover``).
+
 `PeerStatus` and `Log` actions are logged on the ``directord.ha`` logger.
 Everything runs on the daemon's event loop, in the daemon's network
 namespace (sockets, addresses and announcements live there).
@@ -36,15 +41,17 @@ from typing import Any, Callable, Iterable
 from ha.announce import Announcer
 from ha.auth import AuthKeysError, load_authkeys
 from ha.config import check_ha_environment
+from ha.connectivity import Connectivity
 from ha.identity import IdentityError, load_identity
 from ha.media import Media, MediumError
 from ha.model import HAConfig, ResourceGroup
-from ha.node import Acquire, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
+from ha.node import Acquire, AdminRefused, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
+from ha.probe import LinkMonitor, Pinger, ProbeError
 from ha.vip import add_vip, remove_vip
 
 log = logging.getLogger("directord.ha")
 
-__all__ = ["HAStartError", "HAService", "TICK_MAX", "read_loadavg"]
+__all__ = ["HAStartError", "HAService", "AdminRefused", "TICK_MAX", "read_loadavg"]
 
 #: Longest interval between two ``on_tick`` calls, seconds (heartbeat's 250 ms timeout checks).
 TICK_MAX = 0.25
@@ -114,6 +121,9 @@ class HAService:
         self._closed = False
         self.held: set[ResourceGroup] = set()
         self.failures = 0
+        self.links: LinkMonitor | None = None
+        self.pinger: Pinger | None = None
+        self._resource_ifaces = sorted({r.interface for g in config.groups for r in g.resources})
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -158,6 +168,11 @@ class HAService:
             await self.media.start()
         except MediumError as exc:
             raise HAStartError(f"{self._where()}: ha.media: {exc}") from exc
+        try:
+            await self._start_probes()
+        except ProbeError as exc:
+            self.media.close()
+            raise HAStartError(f"{self._where()}: ha: {exc}") from exc
         loop = asyncio.get_running_loop()
         for group in cfg.groups:
             io = _GroupIO(asyncio.Queue())
@@ -169,7 +184,71 @@ class HAService:
             len(cfg.groups), cfg.timers.keepalive, cfg.timers.deadtime,
         )
         self._execute(self.node.start(time.monotonic()))
+        self._connectivity_changed()
         self._ticker = loop.create_task(self._tick_loop(), name="ha-ticker")
+
+    async def _start_probes(self) -> None:
+        cfg = self.config
+        watched = set(self._resource_ifaces) | {m.interface for m in cfg.media}
+        if watched:
+            self.links = LinkMonitor(watched, self._connectivity_changed)
+            await self.links.start()
+        if cfg.ping_nodes:
+            self.pinger = Pinger(
+                cfg.ping_nodes,
+                interval=cfg.ping_interval,
+                timeout=cfg.ping_timeout,
+                rise=cfg.ping_rise,
+                fall=cfg.ping_fall,
+                on_change=self._connectivity_changed,
+            )
+            try:
+                await self.pinger.start()
+            except ProbeError:
+                if self.links is not None:
+                    self.links.close()
+                raise
+
+    def connectivity(self) -> Connectivity:
+        """Our `Connectivity` now: carrier of every resource interface (when
+        ``link_monitor`` is on) and the ping nodes reachable."""
+        link_up = True
+        if self.config.link_monitor and self.links is not None:
+            link_up = all(self.links.up(name) for name in self._resource_ifaces)
+        if self.pinger is None:
+            return Connectivity(link_up, 0, 0)
+        return Connectivity(link_up, self.pinger.reachable, len(self.pinger.targets))
+
+    def _connectivity_changed(self) -> None:
+        if self.node is None or self._stopped.is_set() or self._closed:
+            return
+        self._execute(self.node.set_connectivity(self.connectivity(), time.monotonic()))
+
+    # --- admin requests -------------------------------------------------------------
+
+    def standby(self, which: str = "all") -> str:
+        """Hand our groups to the peer (``directord standby``); returns what was done.
+
+        Raises:
+            AdminRefused: not possible now (the message says why).
+            ValueError: `which` is not all/local/foreign.
+        """
+        if self.node is None or self._closed:
+            raise AdminRefused("HA is not running")
+        self._execute(self.node.standby(time.monotonic(), which))
+        return f"standby [{which}] requested: the peer takes the groups over"
+
+    def takeover(self, which: str = "all") -> str:
+        """Ask the peer to hand its groups to us (``directord takeover``); returns what was done.
+
+        Raises:
+            AdminRefused: not possible now (the message says why).
+            ValueError: `which` is not all/local/foreign.
+        """
+        if self.node is None or self._closed:
+            raise AdminRefused("HA is not running")
+        self._execute(self.node.takeover(time.monotonic(), which))
+        return f"takeover [{which}] requested: the peer hands the groups over"
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop gracefully: release every group, tell the peer (``shutdone``), close the media.
@@ -200,6 +279,10 @@ class HAService:
             self.held.discard(group)
         if self.media is not None:
             self.media.close()
+        if self.pinger is not None:
+            self.pinger.close()
+        if self.links is not None:
+            self.links.close()
         self.announcer.close()
         log.info("HA node %s stopped", self.config.node)
 
@@ -357,7 +440,13 @@ class HAService:
             ``{"node", "state", "generation", "resource_state", "holds",
             "stopping", "peers": [{"node", "status", "last_heard_s"}],
             "groups": [{"owner", "resources", "held", "holder", "pending"}],
-            "media": [...], "counters": {...}}``. ``state`` is our status on
+            "media": [{"medium", "destination", "sent", "send_errors",
+            "received", "link"}], "links": {IFNAME: "up"|"down"|"missing"},
+            "connectivity" / "peer_connectivity": {"link", "ping_up",
+            "ping_total"} or None (the peer's: its last report), "ping_nodes":
+            [{"address", "reachable", "sent", "answered"}], "standby":
+            heartbeat's standby state (not/me/other/done), "counters": {...}}``.
+            ``state`` is our status on
             the wire (``init``/``up``/``active``, ``stopped`` after a stop,
             ``starting`` before the node runs). A group's ``holder`` is this
             node when it holds the group, else the peer when that is alive
@@ -376,6 +465,12 @@ class HAService:
             }
         snap = self.node.snapshot()
         now = time.monotonic()
+        links = {} if self.links is None else {
+            name: ("up" if up else "down" if up is False else "missing") for name, up in self.links.state.items()
+        }
+        media = self.media.stats() if self.media is not None else []
+        for entry, medium in zip(media, self.media.sockets if self.media is not None else []):
+            entry["link"] = links.get(medium.medium.interface, "unknown")
         alive = [p.name for p in snap.peers if p.status != "dead"]
         peers = [
             {
@@ -406,6 +501,17 @@ class HAService:
             "stopping": snap.stopping,
             "peers": peers,
             "groups": groups,
-            "media": self.media.stats() if self.media is not None else [],
+            "media": media,
+            "links": dict(links),
+            "connectivity": _conn_doc(snap.connectivity),
+            "peer_connectivity": _conn_doc(snap.peer_connectivity),
+            "ping_nodes": self.pinger.stats() if self.pinger is not None else [],
+            "standby": snap.standby,
             "counters": dict(self.node.counters),
         }
+
+
+def _conn_doc(conn: Connectivity | None) -> dict[str, Any] | None:
+    if conn is None:
+        return None
+    return {"link": "up" if conn.link_up else "down", "ping_up": conn.ping_up, "ping_total": conn.ping_total}

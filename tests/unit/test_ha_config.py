@@ -534,6 +534,19 @@ def test_ping_nodes(keys: str):
     ]
 
 
+def test_probing_settings(keys: str):
+    ha = parse_ha_text(
+        BASE + "ping_nodes: [192.168.10.1, 2001:db8::1]\nping_interval: 500ms\nping_timeout: 0.3\n"
+        "ping_rise: 1\nping_fall: 5\nlink_monitor: false\n",
+        keys,
+    )
+    assert ha.ping_nodes == ("192.168.10.1", "2001:db8::1")
+    assert (ha.ping_interval, ha.ping_timeout, ha.ping_rise, ha.ping_fall, ha.link_monitor) == (0.5, 0.3, 1, 5, False)
+    default = parse_ha_text(BASE, keys)
+    assert (default.ping_interval, default.ping_timeout, default.ping_rise, default.ping_fall) == (1.0, 1.0, 2, 3)
+    assert default.link_monitor is True
+
+
 def test_state_dir_and_announcements(keys: str):
     ha = parse_ha_text(
         BASE + "state_dir: /srv/ha\nannounce_repeats: 5\nannounce_interval: 1500ms\nannounce_refresh: 60\n", keys
@@ -550,6 +563,11 @@ def test_state_dir_and_announcements(keys: str):
         ("announce_interval: 900ms", "ha.announce_interval", "got 0.9 s"),
         ("announce_refresh: 0.5", "ha.announce_refresh", "must be 0 (off) or > 1 s, got 0.5 s"),
         ("compat: pacemaker", "ha.compat", "expected directord or heartbeat, got string 'pacemaker'"),
+        ("ping_interval: 0", "ha.ping_interval", "must be > 0 s"),
+        ("ping_timeout: 2", "ha.ping_timeout", "must not exceed ping_interval (1 s)"),
+        ("ping_rise: 0", "ha.ping_rise", "out of range 1..100"),
+        ("ping_fall: two", "ha.ping_fall", "expected an integer"),
+        ("link_monitor: sometimes", "ha.link_monitor", "expected true or false"),
     ],
 )
 def test_bad_other_values(keys: str, extra: str, field: str, message: str):

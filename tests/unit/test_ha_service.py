@@ -124,12 +124,19 @@ def test_render_status_shows_the_ha_entry():
             "node": "dir1", "state": "active",
             "peers": [{"node": "dir2", "status": "dead"}],
             "groups": [{"owner": "dir1", "resources": ["10.0.0.100/32/eth0"], "holder": "dir1"}],
+            "connectivity": {"link": "up", "ping_up": 0, "ping_total": 1},
+            "media": [{"medium": "bcast eth1", "link": "down", "sent": 7, "received": 0, "send_errors": 2}],
+            "ping_nodes": [{"address": "10.0.0.1", "reachable": False, "sent": 9, "answered": 4}],
         },
     }
     text = render_status(doc)
-    assert "HA node dir1: active" in text
-    assert "peer dir2: dead" in text
+    assert "HA node dir1: active (heartbeat status active), connectivity link up, ping nodes 0/1" in text
+    assert "peer dir2: dead, last heard never, connectivity unknown" in text
     assert "group 10.0.0.100/32/eth0 (owner dir1): held by dir1" in text
+    assert "medium bcast eth1: link down, sent 7, received 0, send errors 2" in text
+    assert "ping node 10.0.0.1: UNREACHABLE (4/9 answered)" in text
+    doc["ha"]["groups"][0]["holder"] = "dir2"
+    assert "HA node dir1: standby" in render_status(doc)
 
 
 # --- in namespaces -------------------------------------------------------------------------

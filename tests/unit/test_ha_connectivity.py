@@ -1,0 +1,115 @@
+"""ICMP echo codec (byte for byte), and the probes (`ha.probe`) in network namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import subprocess
+
+import pytest
+
+from director.lab import netns as N
+from ha.connectivity import decode_echo_reply, encode_echo_request, internet_checksum
+
+
+def test_internet_checksum_rfc1071_example():
+    # RFC 1071 section 3: the sum of 0001 f203 f4f5 f6f7 is ddf2 (one's complement), checksum 220d
+    assert internet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
+    assert internet_checksum(bytes.fromhex("0001f203f4f5f6")) == internet_checksum(bytes.fromhex("0001f203f4f5f600"))
+
+
+def test_echo_request_bytes():
+    packet = encode_echo_request(0x1234, 7, b"abc")
+    assert packet[:2] == b"\x08\x00" and packet[4:8] == b"\x12\x34\x00\x07" and packet[8:] == b"abc"
+    # a correct checksum makes the whole message sum to zero
+    assert internet_checksum(packet) == 0
+    assert encode_echo_request(1, 2, b"", ipv6=True) == bytes.fromhex("8000000000010002")
+    with pytest.raises(ValueError):
+        encode_echo_request(0x10000, 1, b"")
+
+
+def test_echo_reply_decoding():
+    icmp = struct.pack("!BBHHH", 0, 0, 0, 0x1234, 7) + b"payload"
+    ip = bytes([0x45]) + bytes(19)  # a 20-byte IPv4 header
+    assert decode_echo_reply(ip + icmp) == (0x1234, 7, b"payload")
+    options = bytes([0x46]) + bytes(23)  # IHL 6: 24 bytes of header
+    assert decode_echo_reply(options + icmp) == (0x1234, 7, b"payload")
+    assert decode_echo_reply(ip + b"\x08" + icmp[1:]) is None  # a request, not a reply
+    assert decode_echo_reply(ip + icmp[:5]) is None
+    assert decode_echo_reply(b"\x60" + bytes(40)) is None  # not IPv4
+    v6 = struct.pack("!BBHHH", 129, 0, 0, 9, 10) + b"x"
+    assert decode_echo_reply(v6, ipv6=True) == (9, 10, b"x")
+    assert decode_echo_reply(v6, ipv6=False) is None
+    assert decode_echo_reply(b"\x81\x00", ipv6=True) is None
+
+
+# --- probes in namespaces -------------------------------------------------------------------
+
+PREFIX = f"hcn{os.getpid()}"
+
+
+@pytest.fixture
+def link():
+    """Namespaces a (10.218.0.1, fd00:218::1 on eth0) and b (.2, ::2), one veth between them."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    N.cleanup_netns(PREFIX)
+    a, b = f"{PREFIX}-a", f"{PREFIX}-b"
+    try:
+        N.create_netns(a)
+        N.create_netns(b)
+        for ns in (a, b):
+            N.set_sysctls(ns, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
+                               "net.ipv6.conf.all.keep_addr_on_down": "1"})
+        N.add_veth(a, "eth0", b, "eth0")
+        for ns, n in ((a, 1), (b, 2)):
+            N.add_address(ns, "eth0", f"10.218.0.{n}/24")
+            N.add_address(ns, "eth0", f"fd00:218::{n}/64")
+        yield a, b
+    finally:
+        N.cleanup_netns(PREFIX)
+
+
+def run_in(ns: str, coro_factory):
+    return N.call_in_netns(ns, lambda: asyncio.run(coro_factory()))
+
+
+def test_pinger_and_link_monitor(link):
+    a, b = link
+
+    async def scenario():
+        from ha.probe import LinkMonitor, Pinger
+
+        events: list[str] = []
+        links = LinkMonitor(["eth0", "missing0"], lambda: events.append("link"))
+        pinger = Pinger(["10.218.0.2", "fd00:218::2", "10.218.0.99"], interval=0.1, timeout=0.1, rise=2, fall=3,
+                        on_change=lambda: events.append("ping"))
+        await links.start()
+        await pinger.start()
+        try:
+            seen = {"start": dict(links.state)}
+            await asyncio.sleep(1.0)
+            seen["reachable"] = {t: tr.reachable for t, tr in pinger.trackers.items()}
+            subprocess.run(["ip", "-n", b, "link", "set", "dev", "eth0", "down"], check=True)
+            await asyncio.sleep(0.8)
+            seen["down"] = (dict(links.state), pinger.reachable)
+            subprocess.run(["ip", "-n", b, "link", "set", "dev", "eth0", "up"], check=True)
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if links.up("eth0") and pinger.reachable == 2:
+                    break
+            seen["up"] = (dict(links.state), pinger.reachable)
+            seen["events"] = list(events)
+            return seen
+        finally:
+            pinger.close()
+            links.close()
+
+    seen = run_in(a, scenario)
+    assert seen["start"] == {"eth0": True, "missing0": None}
+    assert seen["reachable"] == {"10.218.0.2": True, "fd00:218::2": True, "10.218.0.99": False}
+    assert seen["down"] == ({"eth0": False, "missing0": None}, 0)
+    assert seen["up"] == ({"eth0": True, "missing0": None}, 2)
+    assert seen["events"][0] == "ping"  # 10.218.0.99 never answers: unreachable after 3 probes
+    assert "link" in seen["events"]
