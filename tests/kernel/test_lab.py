@@ -101,3 +101,55 @@ def test_tun_lab_decapsulates_on_real_servers(lab_factory):
     assert conns == 6 and in_pkts > 0 and out_pkts == 0
     listing = lab.exec(lab.director, ["ipvsadm", "-Ln"]).stdout
     assert listing.count("Tunnel") == 2, listing
+
+
+def test_lab_up_status_drill_down_with_bonded_uplinks(tmp_path, capsys):
+    """`directord lab up --bond` persists (state file, processes found again by a later command),
+    `lab status` shows the holder and both IPVS tables, `lab drill` runs on that lab and leaves it
+    up, `lab down` removes everything. The bonded takeover is announced on the bond and on
+    each slave: the client sees every frame of a round three times."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from director.lab.drill import run_drill
+    from director.lab.netns import list_netns
+    from director.lab.pair import PairLab, PairOptions, state_file
+
+    prefix = f"kb{os.getpid()}"
+    cli = [sys.executable, "-m", "director.cli", "lab"]
+    try:
+        up = subprocess.run(cli + ["up", "--bond", "--real-servers", "2", "--prefix", prefix],
+                            capture_output=True, text=True, timeout=600)
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "media: [bcast eth1]" in up.stdout and "10.77.0.100/32/bond0" in up.stdout
+        assert state_file(prefix).exists()
+        st = subprocess.run(cli + ["status", "--json", "--prefix", prefix], capture_output=True, text=True, timeout=300)
+        assert st.returncode == 0, st.stdout + st.stderr
+        doc = json.loads(st.stdout)
+        assert doc["holders"] == ["dir1"]
+        assert all(doc["daemons"][n] for n in ("dir1", "dir2"))
+        for node in ("dir1", "dir2"):
+            assert "10.77.0.100:80" in doc["ipvs"][node] and doc["ipvs"][node].count("Route") == 2
+        assert f"{prefix}-rs2" in doc["namespaces"]
+
+        status = run_drill("fail-active", options=PairOptions(prefix=prefix, real_servers=2, bond=True),
+                           rate=30, as_json=True)
+        report = json.loads(capsys.readouterr().out)
+        assert status == 0, report["checks"]
+        fault = report["fault_t"]
+        garps = [e for e in report["timeline"] if e["kind"] == "announce" and "(dir2)" in e["text"] and e["t"] >= fault]
+        assert garps, report["timeline"]
+        first_round = [e for e in garps if e["t"] - garps[0]["t"] < 0.5]
+        # one gratuitous ARP pair on the bond and one on each slave: at least 3 pairs in the first round
+        # (without the slaves a round is one burst on the bond: fewer than 6 frames)
+        assert len(first_round) >= 6, first_round
+        assert PairLab.exists(prefix)  # the drill used the lab and left it up, restored
+        pair = PairLab.attach(prefix)
+        assert pair.holders() == ("dir1",)
+    finally:
+        down = subprocess.run(cli + ["down", "--prefix", prefix], capture_output=True, text=True, timeout=300)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not state_file(prefix).exists()
+    assert not [n for n in list_netns() if n.startswith(prefix + "-")]
