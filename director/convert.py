@@ -1,5 +1,403 @@
-"""Placeholder: `directord convert` is being written."""
+"""`directord convert`: an ldirectord (+ heartbeat) site as a directord configuration.
+
+Usage::
+
+    directord convert --ldirectord /etc/ha.d/ldirectord.cf \\
+        [--ha-cf /etc/ha.d/ha.cf --haresources /etc/ha.d/haresources --authkeys /etc/ha.d/authkeys] \\
+        [--node NAME] [-o /etc/directord/directord.yaml]
+
+Layers:
+
+* `convert_text` is pure: file texts in, a `Conversion` (YAML text, issues)
+  out, or `ConvertError` with every error; it reads nothing and writes
+  nothing (host names are resolved through the resolver it is given);
+* `convert_files` reads the inputs, converts, then loads the result with
+  the configuration loader (`director.config.parse_config`, which also
+  checks the authkeys file) and only then returns it: output that directord
+  would refuse is an error, never a written file;
+* `write_atomic` writes the output through a temporary file in the same
+  directory and ``rename(2)``, so a reader sees the old file or the whole new
+  one;
+* `cmd_convert` is the command: errors, warnings and notes go to stderr as
+  ``FILE:LINE: DIRECTIVE: message``; exit status 0 when written (warnings
+  allowed), 1 on errors (nothing written).
+
+The ldirectord semantics (defaults, quiescent) are those of ldirectord 4.12's
+code: see `director.convert_ldirectord` and `director.convert_services`;
+heartbeat's in `director.convert_heartbeat`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from director.convert_heartbeat import convert_ha
+from director.convert_issues import ConvertError, Issue, Issues
+from director.convert_ldirectord import LdConfig, Resolver, StaticResolver, SystemResolver, parse_ldirectord
+from director.convert_services import DEFAULTS, ServiceOut, translate_services
+
+__all__ = [
+    "Conversion",
+    "ConvertError",
+    "Issue",
+    "convert_text",
+    "convert_files",
+    "write_atomic",
+    "cmd_convert",
+    "add_commands",
+    "QUIESCENT_NOTE",
+]
+
+#: Written at the top of every converted file.
+QUIESCENT_NOTE = (
+    "quiescent: ldirectord's manual gives 'yes' as the default, its code (set_defaults) uses 'no'. "
+    "This conversion follows the code: a real server found down is removed (on_failure: remove) "
+    "unless quiescent=yes is written, globally or in the virtual (on_failure: quiescent, weight 0)."
+)
 
 
-def add_commands(sub) -> None:
-    """Register the `convert` subcommand(s) on the top-level subparsers ``sub`` (none yet)."""
+@dataclass
+class Conversion:
+    """The result of a conversion.
+
+    Attributes:
+        text: the directord YAML configuration.
+        issues: warnings and notes, in input order per file (ldirectord.cf,
+            ha.cf, haresources).
+    """
+
+    text: str
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "warning"]
+
+    @property
+    def notes(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "note"]
+
+
+# --- global ldirectord directives ------------------------------------------------------------
+
+
+def _global_directives(cfg: LdConfig, issues: Issues) -> list[str]:
+    """Report the global directives with no per-service effect; return header comment lines."""
+    lines: list[str] = []
+    unsupported = {
+        "fallbackcommand": "directord runs no command when a fallback server is switched on or off",
+        "callback": "directord runs no command after reloading its configuration",
+        "emailalert": "e-mail alerts are not supported by directord",
+        "emailalertfreq": "e-mail alerts are not supported by directord",
+        "emailalertstatus": "e-mail alerts are not supported by directord",
+        "emailalertfrom": "e-mail alerts are not supported by directord",
+        "smtp": "e-mail alerts are not supported by directord",
+        "maintenancedir": "directord has no maintenance directory; take a real server out by setting its "
+                          "weight to 0 or removing it from the configuration, then reload",
+    }
+    for name, what in unsupported.items():
+        if cfg.opt(name) is not None:
+            issues.warn(cfg.opt_line(name), name, f"not converted: {what}")
+    if cfg.opt("autoreload") == "yes":
+        issues.warn(cfg.opt_line("autoreload"), "autoreload",
+                    "directord does not watch its file: reload it with SIGHUP (systemctl reload directord)")
+    elif cfg.opt("autoreload") is not None:
+        issues.note(cfg.opt_line("autoreload"), "autoreload", "directord reloads on SIGHUP only, as autoreload=no")
+    if cfg.opt("logfile") is not None:
+        issues.note(cfg.opt_line("logfile"), "logfile", "directord logs to stderr (the journal under systemd)")
+    for key, (value, line) in cfg.globals.items():
+        if key.startswith("execute:"):
+            issues.warn(line, "execute", f"another ldirectord instance ({value}): convert its file separately "
+                                         "(directord runs one configuration per process)")
+    if cfg.opt("fork") is not None:
+        issues.note(cfg.opt_line("fork"), "fork", "directord checks every real server concurrently (as fork=yes)")
+    if cfg.opt("supervised") is not None:
+        issues.note(cfg.opt_line("supervised"), "supervised", "directord run always stays in the foreground")
+    if cfg.opt("readdquiescent") is not None:
+        issues.note(cfg.opt_line("readdquiescent"), "readdquiescent",
+                    "directord repairs its table on every reconcile: a quiescent real server missing from the "
+                    "table is added back at weight 0 (as readdquiescent=yes)")
+    if cfg.opt("checkcount") is not None:
+        issues.note(cfg.opt_line("checkcount"), "checkcount",
+                    "deprecated; ldirectord 4.12 stores it but never uses it; not converted")
+    cleanstop = cfg.opt("cleanstop")
+    if cleanstop == "yes":
+        issues.warn(cfg.opt_line("cleanstop"), "cleanstop", "directord leaves the IPVS table in place when it "
+                                                            "stops (cleanstop=no behaviour)")
+    elif cleanstop == "no":
+        issues.note(cfg.opt_line("cleanstop"), "cleanstop", "directord leaves the IPVS table in place when it "
+                                                            "stops, as cleanstop=no")
+    settings = []
+    for name in ("checkinterval", "checktimeout", "negotiatetimeout", "failurecount", "quiescent"):
+        value = cfg.opt(name)
+        shown = value if value is not None else (f"{DEFAULTS[name]} (default)" if name in DEFAULTS else "unset")
+        if name in ("checktimeout", "negotiatetimeout") and value is None:
+            shown = "unset (defaults: the other timeout, then 5 s / 30 s)"
+        settings.append(f"{name}={shown}")
+    lines.append("ldirectord globals applied to every service: " + ", ".join(settings))
+    lines.append("stop: directord leaves the IPVS table in place when it stops (ldirectord's cleanstop=yes, "
+                 "its default, removed it)")
+    return lines
+
+
+# --- YAML output -----------------------------------------------------------------------------
+
+
+def _comment(text: str, indent: str = "") -> str:
+    """``text`` as YAML comment lines, wrapped at about 100 columns."""
+    words, lines, current = text.split(), [], ""
+    for word in words:
+        if current and len(indent) + 2 + len(current) + 1 + len(word) > 100:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}" if current else word
+    if current:
+        lines.append(current)
+    return "".join(f"{indent}# {line}\n" for line in lines)
+
+
+def _dump(data: Any, indent: str) -> str:
+    text = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)
+    return "".join(f"{indent}{line}\n" if line else "\n" for line in text.splitlines())
+
+
+def _render(sources: list[str], header: list[str], services: list[ServiceOut], ha: dict[str, Any] | None,
+            issues: list[Issue]) -> str:
+    out = ["# directord configuration converted by `directord convert` from:\n"]
+    out += [f"#   {src}\n" for src in sources]
+    out.append("#\n")
+    out.append(_comment(QUIESCENT_NOTE))
+    for line in header:
+        out.append(_comment(line))
+    shown = [i for i in issues if i.severity in ("warning", "note")]
+    if shown:
+        out.append("#\n# What did not convert one to one (warnings: meaning lost; notes: carried over differently):\n")
+        for issue in shown:
+            out.append(_comment(f"{issue.severity}: {issue}"))
+    out.append("\nvirtual_services:")
+    if not services:
+        out.append(" []\n")
+    else:
+        out.append("\n")
+        for service in services:
+            out.append("\n")
+            for text in service.comments:
+                out.append(_comment(text, "  "))
+            out.append(_dump([service.data], "  "))
+    if ha is not None:
+        out.append("\n# heartbeat's ha.cf and haresources (compat heartbeat: heartbeat's timers, units and defaults;\n"
+                   "# a directord node and a heartbeat node can run as a pair during the migration).\n")
+        if "node" not in ha:
+            out.append("# node: not set: each director finds itself by its host name (uname -n), as heartbeat does.\n")
+        out.append(_dump({"ha": ha}, ""))
+    return "".join(out)
+
+
+# --- pure conversion ---------------------------------------------------------------------------
+
+
+def convert_text(
+    ldirectord: str,
+    ldirectord_path: str = "ldirectord.cf",
+    *,
+    ha_cf: str | None = None,
+    ha_cf_path: str = "ha.cf",
+    haresources: str | None = None,
+    haresources_path: str = "haresources",
+    authkeys: str = "/etc/ha.d/authkeys",
+    node: str | None = None,
+    resolver: Resolver | None = None,
+) -> Conversion:
+    """Convert file texts to a directord configuration (pure: no file access).
+
+    Args:
+        ldirectord: ldirectord.cf's text; ``ldirectord_path`` names it in messages.
+        ha_cf: heartbeat's ha.cf text, or ``None`` for no ``ha:`` section.
+        haresources: heartbeat's haresources text (only with ``ha_cf``).
+        authkeys: path of heartbeat's authkeys file, referenced in ``ha.authkeys``.
+        node: our node name for ``ha.node``; ``None`` leaves it out (host name).
+        resolver: host/service name resolution (default `StaticResolver`:
+            literals only, no I/O).
+
+    Returns:
+        a `Conversion` (YAML text with comments, warnings and notes).
+
+    Raises:
+        ConvertError: with every error (``FILE:LINE``) of every input.
+    """
+    ld_issues = Issues(ldirectord_path)
+    cfg = parse_ldirectord(ldirectord, ld_issues, resolver or StaticResolver())
+    services: list[ServiceOut] = []
+    header: list[str] = []
+    if not ld_issues.has_errors:
+        header = _global_directives(cfg, ld_issues)
+        services = translate_services(cfg, ld_issues)
+    all_issues = sorted(ld_issues.items, key=lambda issue: issue.line)
+    ha = None
+    sources = [ldirectord_path]
+    if ha_cf is not None:
+        ha_issues = Issues(ha_cf_path)
+        res_issues = Issues(haresources_path)
+        ha = convert_ha(ha_cf, ha_issues, haresources=haresources, haresources_issues=res_issues,
+                        authkeys=authkeys, node=node)
+        all_issues += sorted(ha_issues.items, key=lambda i: i.line) + sorted(res_issues.items, key=lambda i: i.line)
+        sources.append(ha_cf_path)
+        if haresources is not None:
+            sources.append(haresources_path)
+        sources.append(f"{authkeys} (referenced, not copied)")
+    elif haresources is not None:
+        all_issues.append(Issue("error", haresources_path, 0, "", "haresources needs ha.cf (--ha-cf)"))
+    if any(i.severity == "error" for i in all_issues):
+        errors = [i for i in all_issues if i.severity == "error"]
+        raise ConvertError(errors + [i for i in all_issues if i.severity != "error"])
+    kept = [i for i in all_issues if i.severity != "error"]
+    return Conversion(text=_render(sources, header, services, ha, kept), issues=kept)
+
+
+# --- files -----------------------------------------------------------------------------------
+
+
+def _read(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        raise ConvertError([Issue("error", path, 0, "", f"cannot read the {what}: {message}")]) from None
+
+
+def convert_files(
+    ldirectord: str,
+    *,
+    ha_cf: str | None = None,
+    haresources: str | None = None,
+    authkeys: str | None = None,
+    node: str | None = None,
+    output: str | None = None,
+    resolver: Resolver | None = None,
+) -> Conversion:
+    """Read the input files, convert them and check the result with directord's loader.
+
+    ``authkeys`` defaults to ``authkeys`` next to ha.cf; it is written as an
+    absolute path.  ``output`` (the future file's path) is only used in the
+    loader's messages.  The result is loaded with
+    `director.config.parse_config` (with ``ha.node`` set to the first node
+    when ``node`` is not given, so the check does not depend on this host's
+    name); every problem the loader finds is an error.
+
+    Raises:
+        ConvertError: unreadable input, conversion errors, or a result
+            directord would refuse.
+    """
+    from director.config import ConfigError, parse_config
+
+    ld_text = _read(ldirectord, "ldirectord configuration")
+    ha_text = _read(ha_cf, "heartbeat ha.cf") if ha_cf is not None else None
+    res_text = _read(haresources, "heartbeat haresources") if haresources is not None else None
+    if ha_cf is not None and authkeys is None:
+        authkeys = os.path.join(os.path.dirname(os.path.abspath(ha_cf)), "authkeys")
+    authkeys_abs = os.path.abspath(authkeys) if authkeys is not None else "/etc/ha.d/authkeys"
+    kwargs = dict(ha_cf=ha_text, ha_cf_path=ha_cf or "ha.cf", haresources=res_text,
+                  haresources_path=haresources or "haresources", authkeys=authkeys_abs,
+                  resolver=resolver or SystemResolver())
+    result = convert_text(ld_text, ldirectord, node=node, **kwargs)
+    check_text = result.text
+    if ha_text is not None and node is None:
+        nodes = yaml.safe_load(result.text).get("ha", {}).get("nodes") or []
+        if nodes:
+            check_text = convert_text(ld_text, ldirectord, node=nodes[0], **kwargs).text
+    target = output or "<output>"
+    try:
+        parse_config(check_text, target)
+    except ConfigError as err:
+        raise ConvertError(
+            [Issue("error", issue.file, issue.line, issue.field,
+                   f"the converted configuration is refused by directord: {issue.message}")
+             for issue in err.issues] + result.issues
+        ) from None
+    return result
+
+
+def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``.
+
+    The file gets ``mode`` (default 0644).  On any error the temporary file is
+    removed and ``path`` is left as it was.
+
+    Raises:
+        OSError: the directory is not writable, the disk is full, ...
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".directord-convert-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+# --- command ---------------------------------------------------------------------------------
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """Run ``directord convert``; returns the exit status (0 written, 1 errors: nothing written)."""
+    if (args.haresources or args.authkeys) and not args.ha_cf:
+        print("error: --haresources and --authkeys need --ha-cf", file=sys.stderr)
+        return 1
+    try:
+        result = convert_files(args.ldirectord, ha_cf=args.ha_cf, haresources=args.haresources,
+                               authkeys=args.authkeys, node=args.node, output=args.output)
+    except ConvertError as err:
+        for issue in err.issues:
+            print(f"{issue.severity}: {issue}", file=sys.stderr)
+        count = len(err.errors)
+        print(f"{count} error{'s' if count != 1 else ''}; nothing written", file=sys.stderr)
+        return 1
+    for issue in result.issues:
+        if issue.severity == "warning" or args.verbose:
+            print(f"{issue.severity}: {issue}", file=sys.stderr)
+    if args.output:
+        try:
+            write_atomic(args.output, result.text)
+        except OSError as err:
+            print(f"error: {args.output}: cannot write: {err.strerror or err}", file=sys.stderr)
+            return 1
+        warnings = len(result.warnings)
+        print(f"wrote {args.output} ({warnings} warning{'s' if warnings != 1 else ''}, "
+              f"{len(result.notes)} notes in its header)", file=sys.stderr)
+    else:
+        sys.stdout.write(result.text)
+    return 0
+
+
+def add_commands(sub: "argparse._SubParsersAction") -> None:
+    """Register ``directord convert`` on the top-level subparsers ``sub``."""
+    p = sub.add_parser("convert", help="convert an ldirectord.cf (and heartbeat's ha.cf/haresources) to directord YAML",
+                       description="Convert an ldirectord (+ heartbeat) configuration to directord's YAML. "
+                                   "Errors name FILE:LINE and nothing is written; warnings name what directord "
+                                   "cannot express yet.")
+    p.add_argument("--ldirectord", required=True, metavar="FILE", help="ldirectord.cf to convert")
+    p.add_argument("--ha-cf", metavar="FILE", help="heartbeat's ha.cf: adds the ha section")
+    p.add_argument("--haresources", metavar="FILE", help="heartbeat's haresources: the ha resources (VIPs)")
+    p.add_argument("--authkeys", metavar="FILE",
+                   help="heartbeat's authkeys file, referenced by path (default: authkeys next to ha.cf)")
+    p.add_argument("--node", metavar="NAME", help="write ha.node (default: none, the host name is used)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
+    p.add_argument("-v", "--verbose", action="store_true", help="also print the notes on stderr")
+    p.set_defaults(func=cmd_convert)

@@ -1,0 +1,91 @@
+"""Messages of `directord convert`: errors, warnings and notes tied to a line of an input file.
+
+* an **error** stops the conversion (nothing is written): the input is not
+  valid for the program that reads it (ldirectord, heartbeat), or it holds
+  something directord must be told explicitly;
+* a **warning** names a directive whose meaning directord cannot express yet:
+  the setting is left out (or approximated, as said in the message) and
+  never dropped silently;
+* a **note** says how a directive was carried over when the translation is
+  not one-to-one but keeps its meaning (also written as a comment into the
+  output).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Issue", "ConvertError", "Severity", "Issues"]
+
+Severity = Literal["error", "warning", "note"]
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One message about one input line.
+
+    Attributes:
+        severity: ``error``, ``warning`` or ``note``.
+        file: path of the input file as given.
+        line: 1-based line; 0 when the message concerns the file as a whole.
+        directive: the directive concerned (``quiescent``, ``real``...);
+            ``""`` when none.
+        message: plain words.
+
+    ``str(issue)`` is ``FILE:LINE: DIRECTIVE: MESSAGE`` (``:LINE`` left out
+    for line 0, ``DIRECTIVE: `` when empty).
+    """
+
+    severity: Severity
+    file: str
+    line: int
+    directive: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        what = f"{self.directive}: " if self.directive else ""
+        return f"{where}: {what}{self.message}"
+
+
+class ConvertError(Exception):
+    """The input cannot be converted.
+
+    Attributes:
+        issues: every error found (never empty), in input order, then the
+            warnings and notes gathered so far (for context).
+    """
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = list(issues)
+        super().__init__(str(self))
+
+    @property
+    def errors(self) -> list[Issue]:
+        """The issues of severity ``error``."""
+        return [i for i in self.issues if i.severity == "error"]
+
+    def __str__(self) -> str:
+        return "\n".join(f"error: {i}" for i in self.errors)
+
+
+class Issues:
+    """Collector of issues for one input file (``file`` as given)."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.items: list[Issue] = []
+
+    def error(self, line: int, directive: str, message: str) -> None:
+        self.items.append(Issue("error", self.file, line, directive, message))
+
+    def warn(self, line: int, directive: str, message: str) -> None:
+        self.items.append(Issue("warning", self.file, line, directive, message))
+
+    def note(self, line: int, directive: str, message: str) -> None:
+        self.items.append(Issue("note", self.file, line, directive, message))
+
+    @property
+    def has_errors(self) -> bool:
+        return any(i.severity == "error" for i in self.items)
