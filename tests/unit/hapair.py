@@ -229,14 +229,16 @@ def write_authkeys(path: Path, secret: str = SECRET) -> Path:
 
 
 class Director:
-    """One ``directord run`` in ``lab.ns(role)``; files under ``workdir/role``.
+    """One ``directord run`` in ``lab.ns(role)`` (or in namespace ``netns``); files under ``workdir/role``.
 
     ``config_kwargs`` go to `ha_config` (``media`` and ``resources`` at least);
     ``config`` (a path) can be rewritten before `start`.
     """
 
-    def __init__(self, lab: PairLab, role: str, workdir: Path, authkeys: Path, **config_kwargs) -> None:
-        self.lab = lab
+    def __init__(self, lab: PairLab | None, role: str, workdir: Path, authkeys: Path, *, netns: str | None = None,
+                 **config_kwargs) -> None:
+        assert lab is not None or netns is not None
+        self.netns = netns if netns is not None else lab.ns(role)  # type: ignore[union-attr]
         self.role = role
         self.dir = workdir / role
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -255,7 +257,7 @@ class Director:
             logf.flush()
             self.started_at = time.monotonic()
             self.proc = N.run_in_netns(
-                self.lab.ns(self.role),
+                self.netns,
                 [sys.executable, "-m", "director.cli", "run", "-c", str(self.config), "--control-socket", self.socket],
                 stdout=logf, stderr=subprocess.STDOUT, env=env,
             )
