@@ -41,6 +41,7 @@ from hapair import (
     Capture,
     Director,
     HeartbeatTap,
+    SECRET,
     PairLab,
     VipSampler,
     decode_arp,
@@ -252,6 +253,8 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
             wait_for(lambda: int(packet_fields(
                 tap.receive(_is_status_of("dir1"), 5))["seq"], 16) >= seq + 5, 10, "dir1's seq to advance", dirs)
 
+            # the re-signing is exact: with the pair's key it gives back dir1's very bytes
+            assert resign(current, SECRET.encode()) == current
             wrong = b"not-the-pair-secret"
             forged = [
                 resign(current, wrong, seq=b"%x" % (seq + 1000)),  # a future seq, wrong key
@@ -260,7 +263,7 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
                 current[:-3] + (b"0" if current[-3:-2] != b"0" else b"1") + current[-2:],  # outer MAC altered
                 current[: current.index(b"%%%\n") + 4],  # no outer MAC at all
             ]
-            unknown_index = [resign(current, b"pair-test-secret", index=7)]
+            unknown_index = [resign(current, SECRET.encode(), index=7)]
             replayed = [current] * 3  # dir1's own earlier packet, same generation
             replayed_old_gen = [old_gen] * 2  # a packet of dir1's previous generation
             malformed = [
