@@ -1,0 +1,203 @@
+"""Health-check cost: directord's check engine alone, N real servers checked over HTTP.
+
+Runs on any Linux host with network namespaces (no IPVS needed), as root:
+
+    python bench/check_cost.py [--real-servers 2000] [--interval 1] [--seconds 60] [--type http]
+
+Two namespaces are created (and deleted afterwards): ``<prefix>-srv`` has
+every real-server address (10.220.0.0/16, one ``local`` route) and runs a
+small HTTP server on 0.0.0.0:80 in a child process; ``<prefix>-chk`` routes
+10.220.0.0/16 to it over one veth and runs directord's `checks.engine.HealthEngine` in this process, one HTTP
+check per real server every ``--interval`` seconds (timeout 1 s, a fresh
+connection per check, as the daemon does). After a warm-up of two intervals,
+the CPU time (user + sys) of this process is measured over ``--seconds``
+seconds, with the number of checks completed in that window, and the peak RSS.
+
+Prints a markdown table and writes JSON (``--json PATH``, default
+``out/bench/check_cost.json``). Units: seconds, microseconds of CPU per check,
+MiB of RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from checks.base import CheckTarget  # noqa: E402
+from checks.engine import HealthEngine  # noqa: E402
+from checks.spec import CheckSpec  # noqa: E402
+from director.lab import netns as N  # noqa: E402
+
+NET = ipaddress.ip_network("10.220.0.0/16")
+CHECKER, GATEWAY = "10.221.0.2", "10.221.0.1"
+
+SERVER = r"""
+import asyncio
+RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+async def handle(reader, writer):
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(RESPONSE)
+        await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "0.0.0.0", 80, backlog=4096, reuse_address=True)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def real_server_addresses(n: int) -> list[str]:
+    """The first ``n`` addresses of 10.220.0.0/16 with a last octet of 1..254; n <= 64516."""
+    out = []
+    for host in NET.hosts():
+        if len(out) == n:
+            break
+        if 0 < host.packed[3] < 255:
+            out.append(str(host))
+    return out
+
+
+def build(prefix: str) -> subprocess.Popen:
+    srv, chk = f"{prefix}-srv", f"{prefix}-chk"
+    N.cleanup_netns(prefix)
+    N.create_netns(srv)
+    N.create_netns(chk)
+    N.add_veth(chk, "eth0", srv, "eth0")
+    N.add_address(chk, "eth0", f"{CHECKER}/30")
+    N.add_address(srv, "eth0", f"{GATEWAY}/30")
+    # every real-server address is local to the server namespace (one "local" route,
+    # no 2,000 neighbour entries); the checker routes them through the server's side
+    subprocess.run(["ip", "-n", srv, "route", "add", "local", str(NET), "dev", "lo"], check=True, timeout=10)
+    N.add_route(chk, str(NET), gateway=GATEWAY)
+    N.set_sysctls(srv, {"net.core.somaxconn": "4096"})
+    proc = N.run_in_netns(srv, [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("the HTTP server did not start")
+    return proc
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) RSS of this process in MiB."""
+    cur = peak = 0.0
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    return cur, peak
+
+
+async def measure(addresses: list[str], kind: str, interval: float, seconds: float) -> dict:
+    transitions = []
+    engine = HealthEngine(transitions.append)
+    spec = CheckSpec(type=kind, interval=interval, timeout=1.0, rise=2, fall=2)
+    engine.update({a: CheckTarget(a, f"rs {a}:80", None, 80, a, 80, spec) for a in addresses})
+    rss_before = rss_mib()[0]
+    await engine.start()
+    try:
+        await asyncio.sleep(2 * interval)
+        checks0 = sum(s.checks for s in engine.status().values())
+        cpu0, t0 = cpu_seconds(), time.monotonic()
+        await asyncio.sleep(seconds)
+        cpu1, t1 = cpu_seconds(), time.monotonic()
+        status = engine.status()
+        checks1 = sum(s.checks for s in status.values())
+        up = sum(1 for s in status.values() if s.state == "up")
+        failed = sum(1 for s in status.values() if s.last_result is not None and not s.last_result.ok)
+    finally:
+        await engine.stop()
+    checks = checks1 - checks0
+    cpu = cpu1 - cpu0
+    rss, peak = rss_mib()
+    return {
+        "real_servers": len(addresses),
+        "type": kind,
+        "interval_s": interval,
+        "window_s": round(t1 - t0, 3),
+        "checks": checks,
+        "checks_per_s": round(checks / (t1 - t0), 1),
+        "expected_checks_per_s": round(len(addresses) / interval, 1),
+        "cpu_s": round(cpu, 3),
+        "cpu_per_check_us": round(cpu / checks * 1e6, 1) if checks else None,
+        "cpu_percent_of_one_core": round(cpu / (t1 - t0) * 100, 1),
+        "rss_mib_before_start": round(rss_before, 1),
+        "rss_mib": round(rss, 1),
+        "rss_peak_mib": round(peak, 1),
+        "up": up,
+        "failing_at_end": failed,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--real-servers", type=int, default=2000)
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between two checks of a real server")
+    p.add_argument("--seconds", type=float, default=60.0, help="measurement window, seconds")
+    p.add_argument("--type", choices=["http", "tcp"], default="http")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop implementation")
+    p.add_argument("--json", default="out/bench/check_cost.json")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("check_cost: needs root (network namespaces)", file=sys.stderr)
+        return 2
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    prefix = f"bcc{os.getpid()}"
+    addresses = real_server_addresses(args.real_servers)
+    server = build(prefix)
+    try:
+        def run() -> dict:
+            coro = measure(addresses, args.type, args.interval, args.seconds)
+            if args.loop == "uvloop":
+                import uvloop
+
+                return uvloop.run(coro)
+            return asyncio.run(coro)
+
+        row = N.call_in_netns(f"{prefix}-chk", run)
+        row["loop"] = args.loop
+    finally:
+        server.kill()
+        server.wait(10)
+        N.cleanup_netns(prefix)
+    row.update(date=time.strftime("%Y-%m-%d"), kernel=platform.release(), python=platform.python_version(),
+               command="python bench/check_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print("| system | real servers | check | interval s | checks/s (expected) | CPU % of a core | CPU µs/check "
+          "| RSS MiB (peak) | up at end |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"| directord check engine ({row['loop']}) | {row['real_servers']} | {row['type']} | {row['interval_s']:g} | "
+          f"{row['checks_per_s']} ({row['expected_checks_per_s']}) | {row['cpu_percent_of_one_core']} | "
+          f"{row['cpu_per_check_us']} | {row['rss_mib']} ({row['rss_peak_mib']}) | {row['up']} |")
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(row, indent=2) + "\n")
+    print(f"\nJSON: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
