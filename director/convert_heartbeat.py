@@ -76,13 +76,14 @@ _LOGGING = ("logfile", "debugfile", "logfacility", "use_logd", "conn_logd_time",
             "coredumps", "coreroot", "apiauth")
 
 
-def _seconds(text: str) -> float | None:
+def _seconds(text: str) -> float | int | None:
     """heartbeat's time syntax in seconds (``cl_get_msec``), rounded to the millisecond; ``None`` if invalid."""
     m = _TIME.fullmatch(text.strip())
     if m is None:
         return None
     value = float(m.group(1)) / {"s": 1.0, "ms": 1e3, "us": 1e6}[(m.group(2) or "s").lower()]
-    return round(value * 1000) / 1000
+    seconds = round(value * 1000) / 1000
+    return int(seconds) if seconds == int(seconds) else seconds
 
 
 def _clean(text: str) -> list[tuple[int, str]]:
