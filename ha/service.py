@@ -20,6 +20,10 @@
   addresses already added by a failed acquisition are removed again.
   Nothing here raises into the daemon after `start`.
 
+* an address audit every `AUDIT_INTERVAL` seconds: an address of a group
+  this node holds that went missing (someone ran ``ip addr del``) is added
+  and announced again; an address of ours present while the group is not
+  held here is removed ("VIP present <=> this node holds the group");
 * connectivity: a `ha.probe.LinkMonitor` on the resource and medium
   interfaces and, with ping nodes, a `ha.probe.Pinger`; every change gives
   the node a new `ha.connectivity.Connectivity` (``node.set_connectivity``);
@@ -47,7 +51,7 @@ from ha.media import Media, MediumError
 from ha.model import HAConfig, ResourceGroup
 from ha.node import Acquire, AdminRefused, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
 from ha.probe import LinkMonitor, Pinger, ProbeError
-from ha.vip import add_vip, remove_vip
+from ha.vip import add_vip, has_vip, remove_vip
 
 log = logging.getLogger("directord.ha")
 
@@ -57,6 +61,8 @@ __all__ = ["HAStartError", "HAService", "AdminRefused", "TICK_MAX", "read_loadav
 TICK_MAX = 0.25
 #: Default bound of a graceful stop, seconds (releases, ``shutdone``, the node's linger).
 STOP_TIMEOUT = 15.0
+#: Seconds between two audits of the addresses against the groups held.
+AUDIT_INTERVAL = 1.0
 
 
 class HAStartError(RuntimeError):
@@ -77,6 +83,11 @@ class _GroupIO:
     queue: asyncio.Queue
     worker: asyncio.Task | None = None
     announcing: asyncio.Task | None = None
+    busy: bool = False
+
+
+class _Audit:
+    """A queued address audit of one group (runs in the group's worker, between node actions)."""
 
 
 def _group_name(group: ResourceGroup) -> str:
@@ -115,6 +126,8 @@ class HAService:
         self.announcer = Announcer()
         self._groups: dict[ResourceGroup, _GroupIO] = {}
         self._ticker: asyncio.Task | None = None
+        self._auditor: asyncio.Task | None = None
+        self.repairs = 0
         self._wake = asyncio.Event()
         self._stopped = asyncio.Event()
         self._started = False
@@ -186,6 +199,7 @@ class HAService:
         self._execute(self.node.start(time.monotonic()))
         self._connectivity_changed()
         self._ticker = loop.create_task(self._tick_loop(), name="ha-ticker")
+        self._auditor = loop.create_task(self._audit_loop(), name="ha-audit")
 
     async def _start_probes(self) -> None:
         cfg = self.config
@@ -268,7 +282,7 @@ class HAService:
                 await asyncio.wait_for(self._stopped.wait(), timeout)
             except asyncio.TimeoutError:
                 log.error("HA node did not finish its graceful stop in %.1f s; removing its addresses", timeout)
-        tasks = [t for t in (self._ticker,) if t is not None]
+        tasks = [t for t in (self._ticker, self._auditor) if t is not None]
         for io in self._groups.values():
             tasks.extend(t for t in (io.worker, io.announcing) if t is not None)
         for t in tasks:
@@ -336,11 +350,48 @@ class HAService:
         # a packet or a confirmation may have moved the next deadline closer
         self._wake.set()
 
+    async def _audit_loop(self) -> None:
+        while not self._stopped.is_set():
+            await asyncio.sleep(AUDIT_INTERVAL)
+            node = self.node
+            if node is None or self._closed:
+                continue
+            pending = {g.group for g in node.snapshot().groups if g.pending}
+            for group, io in self._groups.items():
+                if group not in pending and io.queue.empty() and not io.busy:
+                    io.queue.put_nowait(_Audit())
+
+    async def _audit(self, group: ResourceGroup, io: _GroupIO) -> None:
+        """Make the addresses of ``group`` match whether we hold it."""
+        held = group in self.held
+        for resource in group.resources:
+            try:
+                present = await has_vip(resource)
+                if held and not present:
+                    self.repairs += 1
+                    log.warning("%s went missing while we hold %s: adding and announcing it again",
+                                resource, _group_name(group))
+                    await add_vip(resource)
+                    self._cancel_announcements(io)
+                    io.announcing = asyncio.get_running_loop().create_task(
+                        self._announce(group), name=f"ha-announce-{group.owner}"
+                    )
+                elif not held and present:
+                    self.repairs += 1
+                    log.warning("%s is configured but we do not hold %s: removing it", resource, _group_name(group))
+                    await remove_vip(resource)
+            except Exception as exc:
+                log.debug("address audit of %s: %s: %s", resource, type(exc).__name__, exc)
+
     async def _group_worker(self, group: ResourceGroup, io: _GroupIO) -> None:
         while True:
             action = await io.queue.get()
+            io.busy = True
             try:
-                if isinstance(action, Acquire):
+                if isinstance(action, _Audit):
+                    if io.queue.empty() and not self._closed:
+                        await self._audit(group, io)
+                elif isinstance(action, Acquire):
                     ok = await self._acquire(group, io, action.reason)
                     if self.node is not None:
                         self._execute(self.node.acquired(group, ok, time.monotonic()))
@@ -357,6 +408,8 @@ class HAService:
                 raise
             except Exception:
                 log.exception("HA group %s: handling %s failed", _group_name(group), type(action).__name__)
+            finally:
+                io.busy = False
 
     def _role_change(self, group: ResourceGroup, held: bool) -> None:
         if self._on_role_change is None:
@@ -507,7 +560,7 @@ class HAService:
             "peer_connectivity": _conn_doc(snap.peer_connectivity),
             "ping_nodes": self.pinger.stats() if self.pinger is not None else [],
             "standby": snap.standby,
-            "counters": dict(self.node.counters),
+            "counters": dict(self.node.counters, address_repairs=self.repairs),
         }
 
 

@@ -17,7 +17,9 @@ One test, phases in order:
    (auto_failback on);
 4. dir1's service link loses carrier (the switch port goes down) while the
    heartbeat link stays up: dir2 takes the VIP and reports dir1's link down
-   in its status; carrier back: the VIP returns to dir1.
+   in its status; carrier back: the VIP returns to dir1;
+5. the address audit: the VIP deleted by hand on dir1 comes back, the VIP
+   added by hand (with directord's label) on dir2 is removed.
 """
 
 from __future__ import annotations
@@ -126,6 +128,24 @@ def test_standby_takeover_ping_and_carrier(tmp_path: Path):
                 times["carrier back: VIP on dir1"] = sampler.wait(
                     lambda h: h == ONLY1, 10, "the VIP to return to dir1", dirs, since=t5)
                 assert sampler.duration(lambda h: len(h) == 2, t4) <= 0.5
+
+                # 5. the address audit: a VIP deleted by hand on the holder comes back, one of
+                #    ours added by hand on the standby goes away; a foreign one is left alone
+                ip = ["ip", "-n"]
+                subprocess.run(ip + [lab.ns("dir1"), "addr", "del", f"{lab.vip}/32", "dev", "eth0"], check=True)
+                times["VIP deleted by hand: back on dir1"] = sampler.wait(
+                    lambda h: h == ONLY1, 5, "the audit to add the VIP again", dirs, since=time.monotonic())
+                subprocess.run(ip + [lab.ns("dir2"), "addr", "add", f"{lab.vip}/32", "dev", "eth0",
+                                     "label", "eth0:dd"], check=True)
+                t6 = time.monotonic()
+                times["stray VIP on dir2: removed"] = sampler.wait(
+                    lambda h: h == ONLY1, 5, "the audit to remove the stray VIP", dirs, since=t6)
+                assert d1.status()["counters"]["address_repairs"] == 1
+                assert d2.status()["counters"]["address_repairs"] == 1
+                other = "10.217.0.77"
+                subprocess.run(ip + [lab.ns("dir2"), "addr", "add", f"{other}/32", "dev", "eth0"], check=True)
+                time.sleep(2.5)
+                assert lab.holds("dir2", other)
         finally:
             for d in dirs:
                 d.kill()
