@@ -429,6 +429,10 @@ class _Translator:
             seen[(r.address, port)] = r.line
             if r.name:
                 self.issues.note(r.line, directive, f"host name {r.name!r} resolved now to {r.address}")
+            if v.fwmark is None and not r.port and r.forward == "masq":
+                self.issues.warn(r.line, directive, "no port with masq: ldirectord passes port 0 to ipvsadm, "
+                                                    "which keeps it for masquerading (ipvsadm only copies the "
+                                                    f"virtual port when none is written); converted to port {v.port}")
             item: dict[str, Any] = {"address": r.address}
             if v.fwmark is None or port:
                 item["port"] = port

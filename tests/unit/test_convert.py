@@ -189,8 +189,9 @@ def test_real_errors(line, needle):
 
 
 def test_real_without_port_uses_the_virtual_port():
-    s, _ = service("virtual=192.168.6.240:80\n\treal=192.168.6.2 gate\n\treal=192.168.6.3 masq\n")
+    s, issues = service("virtual=192.168.6.240:80\n\treal=192.168.6.2 gate\n\treal=192.168.6.3 masq\n")
     assert [r["port"] for r in s["real_servers"]] == [80, 80]
+    assert "test.cf:3: real: no port with masq" in messages(issues, "warning")
 
 
 def test_gate_keeps_the_virtual_port_but_checks_the_written_one():
