@@ -346,8 +346,8 @@ class _Translator:
                                                              "service; not converted")
         for name in ("login", "passwd", "database", "secret"):
             if v.opt(name) is not None:
-                self.issues.warn(v.opt_line(name), name, "only used by ldirectord's "
-                                                         f"{service} check, which directord does not have; not converted")
+                self.issues.warn(v.opt_line(name), name, f"only used by ldirectord's {service} check, "
+                                                         "which directord does not have; not converted")
         port = v.opt("checkport")
         if port is not None and check["type"] != "none":
             check["port"] = int(port)
@@ -456,8 +456,9 @@ class _Translator:
             known = SERVICE_PORTS.get(self.service_name)
             if (not r.port and v.fwmark is None and "port" not in check and known and known != port
                     and check["type"] not in ("none", "external")):
-                self.issues.note(r.line, directive, f"no port on the real line: ldirectord checks the {self.service_name} "
-                                                    f"port {known} (ld_checkport); so does the conversion")
+                self.issues.note(r.line, directive, "no port on the real line: ldirectord checks the "
+                                                    f"{self.service_name} port {known} (ld_checkport); "
+                                                    "so does the conversion")
                 own["port"] = known
             if v.fwmark is not None and checked and check.get("port") not in (None, checked) \
                     and v.opt("checkport") is None and check["type"] != "none":

@@ -134,7 +134,8 @@ DEBIAN_DOWN: Table = {f"TCP {VIP}:80 rr": {"10.77.0.23:80": (R, 1, 0, 0)}}
 #: Text replacements that put the Debian sample on the lab: its addresses, the receive string
 #: (the lab's servers answer with their name, "rs1"...) and a check timeout the slow guest can
 #: meet (3 s is tight for perl and Python there); every directive stays as shipped.
-DEBIAN_SUBST = (("checktimeout=3", "checktimeout=10"), ("192.168.6.240", VIP), ("192.168.6.2:", "10.77.0.21:"), ("192.168.6.3:", "10.77.0.22:"),
+DEBIAN_SUBST = (("checktimeout=3", "checktimeout=10"), ("192.168.6.240", VIP), ("192.168.6.2:", "10.77.0.21:"),
+                ("192.168.6.3:", "10.77.0.22:"),
                 ("192.168.6.6:", "10.77.0.23:"), ('receive="Test Page"', 'receive="rs"'))
 
 SAMPLES = {
