@@ -31,8 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .netns import link_mac, socket_in_netns
-from .pair import PairLab, PairOptions, ipvs_problem, workdir_of
+from .netns import enter_netns, link_mac, parse_http_response, socket_in_netns
+from .pair import HolderProbe, PairLab, PairOptions, ipvs_problem, workdir_of
 from .scenarios import (
     DIRECTORS,
     ETH_P_ARP,
@@ -70,11 +70,15 @@ class SteadyClient(threading.Thread):
         self.halt = threading.Event()
 
     def run(self) -> None:
+        # This thread lives in the client's namespace until it ends: sockets are made here
+        # directly (no helper thread per request, which the emulated VM cannot afford at 50/s).
+        enter_netns(self.pair.lab.client)
+        vip, port = self.pair.vip, self.pair.options.port
         next_at = time.monotonic()
         while not self.halt.is_set():
             start = time.monotonic()
             try:
-                status, body = self.pair.lab.get("/", timeout=self.timeout)
+                status, body = _get(vip, port, self.timeout)
                 ok, result = status == 200, body.strip() if status == 200 else f"HTTP {status}"
             except (OSError, ValueError) as exc:
                 ok, result = False, type(exc).__name__
@@ -87,6 +91,27 @@ class SteadyClient(threading.Thread):
                 next_at = time.monotonic()
 
 
+def _get(addr: str, port: int, timeout: float) -> tuple[int, str]:
+    """One HTTP/1.0 GET / over a fresh TCP connection from the calling thread's namespace;
+    ``timeout`` (seconds) bounds the whole exchange. Raises OSError/TimeoutError/ValueError."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((addr, port))
+        sock.sendall(f"GET / HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
+        chunks = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete answer in time")
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return parse_http_response(b"".join(chunks))
+
+
 class HolderSampler(threading.Thread):
     """Samples `PairLab.holders` every ``interval`` seconds (as fast as the machine allows)."""
 
@@ -95,16 +120,20 @@ class HolderSampler(threading.Thread):
         self.pair, self.t0, self.interval = pair, t0, interval
         self.samples: list[HolderSample] = []
         self.halt = threading.Event()
+        self.probe = HolderProbe(pair)
 
     def run(self) -> None:
-        while not self.halt.is_set():
-            try:
-                held = self.pair.holders()
-            except Exception:  # a namespace being changed under us: sample again
-                held = None
-            if held is not None:
-                self.samples.append(HolderSample(round(time.monotonic() - self.t0, 3), held))
-            self.halt.wait(self.interval)
+        try:
+            while not self.halt.is_set():
+                try:
+                    held = self.probe.holders()
+                except OSError:  # an interface being changed under us: sample again
+                    held = None
+                if held is not None:
+                    self.samples.append(HolderSample(round(time.monotonic() - self.t0, 3), held))
+                self.halt.wait(self.interval)
+        finally:
+            self.probe.close()
 
     def latest(self) -> HolderSample | None:
         """The newest sample, or None."""
@@ -260,7 +289,7 @@ class Drill:
         while time.monotonic() < deadline:
             if CONDITIONS[cond](self, since):
                 return True
-            time.sleep(0.1)
+            time.sleep(0.2)
         return False
 
 
@@ -334,6 +363,17 @@ def _victim_event(kind: str) -> Callable[[Drill, float], bool]:
     return cond
 
 
+def _victim_back(d: Drill, since: float) -> bool:
+    """The victim answered a request that started a second after ``since`` and its latest
+    health transition on dir1 (if any since the fault) is not ``down``."""
+    victim, addr = d.record.victim, d.record.victim_addr
+    if not any(s.ok and s.result == victim and s.start > since + 1.0 for s in d.client.samples[-200:]):
+        return False
+    moves = [e for e in d.new_log_events("dir1") if e.kind in ("rs-down", "rs-up") and f"{addr}:" in e.text
+             and e.t >= d.record.fault_t]
+    return not moves or moves[-1].kind == "rs-up"
+
+
 #: Wait conditions of `Scenario.steps` and `Scenario.until`.
 CONDITIONS: dict[str, Callable[[Drill, float], bool]] = {
     "dir2-holds": lambda d, since: "dir2" in (d.holder_since(since) or ()),
@@ -342,7 +382,7 @@ CONDITIONS: dict[str, Callable[[Drill, float], bool]] = {
     "dir1-serves": _serves("dir1"),
     "dir2-serves": _serves("dir2"),
     "victim-out": _victim_event("rs-down"),
-    "victim-back": _victim_event("rs-up"),
+    "victim-back": _victim_back,
 }
 CONDITION_TEXT = {
     "dir2-holds": "dir2 holds the VIP",
@@ -351,7 +391,7 @@ CONDITION_TEXT = {
     "dir1-serves": "dir1 alone holds the VIP and a request succeeded since",
     "dir2-serves": "dir2 alone holds the VIP and a request succeeded since",
     "victim-out": "the real server is out of rotation on dir1",
-    "victim-back": "the real server is back in rotation on dir1",
+    "victim-back": "the real server answers again and is not out of rotation on dir1",
 }
 
 

@@ -217,6 +217,18 @@ def _setns(name: str) -> None:
         os.close(fd)
 
 
+def enter_netns(name: str) -> None:
+    """Move the *calling thread* into namespace ``name`` for good (``setns(2)``).
+
+    Only for a dedicated thread that does all its work there and then exits
+    (a drill's client); everything else uses :func:`call_in_netns`.
+
+    Raises:
+        OSError: the namespace does not exist or cannot be entered.
+    """
+    _setns(name)
+
+
 def call_in_netns(ns: str | None, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run ``fn(*args, **kwargs)`` in a new thread that has entered namespace ``ns``.
 

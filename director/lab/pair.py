@@ -23,11 +23,15 @@ again by namespace and command line, so a later command (``status``,
 from __future__ import annotations
 
 import argparse
+import array
+import fcntl
 import importlib
 import json
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -46,6 +50,7 @@ from .netns import (
     netns_exists,
     pids_in_netns,
     port_name,
+    socket_in_netns,
 )
 from .scenarios import (
     CHECK_FALL,
@@ -184,6 +189,62 @@ def _is_httpd(argv: list[str]) -> bool:
     return "director.lab.httpd" in argv
 
 
+SIOCGIFCONF, SIOCGIFFLAGS = 0x8912, 0x8913  # include/uapi/linux/sockios.h
+IFF_RUNNING = 0x40  # operational state up (carrier), include/uapi/linux/if.h
+_IFREQ_SIZE = 40  # struct ifreq on 64-bit Linux: 16-byte name + 24-byte union
+
+
+def parse_ifconf(buf: bytes) -> list[tuple[str, str]]:
+    """``(label, IPv4 address)`` of each ``struct ifreq`` in a ``SIOCGIFCONF`` answer
+    (one entry per IPv4 address, secondary addresses included; the label is the
+    interface name unless the address was given another one)."""
+    out = []
+    for i in range(0, len(buf) - _IFREQ_SIZE + 1, _IFREQ_SIZE):
+        name = buf[i:i + 16].split(b"\0", 1)[0].decode(errors="replace")
+        family = int.from_bytes(buf[i + 16:i + 18], "little")
+        if family == socket.AF_INET:
+            out.append((name, socket.inet_ntoa(buf[i + 20:i + 24])))
+    return out
+
+
+class HolderProbe:
+    """Cheap, repeatable "who holds the VIP" reads: one UDP socket per director, made in its
+    namespace once, queried with ``SIOCGIFCONF`` (IPv4 addresses) and ``SIOCGIFFLAGS``
+    (``IFF_UP`` and ``IFF_RUNNING``) ioctls, which act on the socket's namespace. No thread,
+    process or netlink session per read (the emulated VM is slow at all three). Close it."""
+
+    def __init__(self, pair: "PairLab") -> None:
+        self.vip, self.ifname = pair.vip, pair.plan.service_if
+        self.socks = {node: socket_in_netns(pair.lab.ns(node), socket.AF_INET, socket.SOCK_DGRAM) for node in DIRECTORS}
+
+    def close(self) -> None:
+        """Close the sockets."""
+        for s in self.socks.values():
+            s.close()
+
+    def holds(self, node: str) -> bool:
+        """The VIP is on ``node``'s service interface and that interface is up with carrier."""
+        s = self.socks[node]
+        size = 8192
+        buf = array.array("B", bytes(size))
+        res = fcntl.ioctl(s.fileno(), SIOCGIFCONF, struct.pack("iL", size, buf.buffer_info()[0]))
+        n = struct.unpack("iL", res)[0]
+        entries = parse_ifconf(buf.tobytes()[:n])
+        if not any(ip == self.vip and (label == self.ifname or label.startswith(self.ifname + ":"))
+                   for label, ip in entries):
+            return False
+        try:
+            req = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH", self.ifname.encode(), 0) + bytes(22))
+        except OSError:
+            return False
+        flags = struct.unpack("H", req[16:18])[0]
+        return bool(flags & IFF_UP) and bool(flags & IFF_RUNNING)
+
+    def holders(self) -> tuple[str, ...]:
+        """Directors holding the VIP now (see `holds`)."""
+        return tuple(node for node in DIRECTORS if self.holds(node))
+
+
 def _iface_state(ifname: str, vip: str) -> tuple[bool, bool]:
     """In the calling thread's namespace: (interface up with carrier, VIP configured on it)."""
     from pyroute2 import IPRoute
@@ -285,9 +346,11 @@ class PairLab:
         return self
 
     def _prep_real_servers(self) -> None:
-        argv = [sys.executable, "-m", "director.cli", "realserver", "prep", "--vip", self.vip,
-                "--mode", self.options.mode]
-        procs = {rs: self.lab.popen(rs, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        def argv(rs: str) -> list[str]:
+            return [sys.executable, "-m", "director.cli", "realserver", "prep", "--vip", self.vip,
+                    "--mode", self.options.mode, "--state-file", str(self.workdir / f"{rs}-realserver.json")]
+
+        procs = {rs: self.lab.popen(rs, argv(rs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                  for rs in self.plan.real_servers}
         for rs, p in procs.items():
             out, _ = p.communicate(timeout=300)
@@ -454,8 +517,9 @@ class PairLab:
         with a non-zero weight."""
         if self.holders() != ("dir1",) or not all(self.daemon_pid(n) for n in DIRECTORS):
             return False
+        tables = self.tables()
         for node in DIRECTORS:
-            dests = [d for svc in self.tables()[node].values() for d in svc.values()]
+            dests = [d for svc in tables[node].values() for d in svc.values()]
             if len(dests) != len(self.plan.real_servers) or any(w == 0 for _fwd, w in dests):
                 return False
         return True

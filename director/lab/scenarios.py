@@ -235,9 +235,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "flap-realserver",
-            "a real server's switch port goes down and up twice (2 s each): it leaves rotation and comes back",
-            steps=(("port", ("rs2", "down")), ("sleep", 2.5), ("port", ("rs2", "up")), ("sleep", 2.5),
-                   ("port", ("rs2", "down")), ("sleep", 2.5), ("port", ("rs2", "up"))),
+            "a real server's switch port goes down and up twice (3.5 s each, longer than the checks need to "
+            "notice): it leaves rotation and comes back",
+            steps=(("port", ("rs2", "down")), ("sleep", 3.5), ("port", ("rs2", "up")), ("sleep", 3.5),
+                   ("port", ("rs2", "down")), ("sleep", 3.5), ("port", ("rs2", "up"))),
             until="victim-back",
             expect=Expect(final_holder="dir1", holder_constant=True, victim_back=True),
             victim="rs2",

@@ -324,3 +324,17 @@ def test_lab_cli_parses_the_subcommands():
     assert ap.parse_args(["lab", "status", "--json"]).json
     with pytest.raises(SystemExit):
         ap.parse_args(["lab", "drill", "reboot-everything"])
+
+
+def test_parse_ifconf_lists_ipv4_addresses_with_their_labels():
+    import socket
+    import struct
+
+    from director.lab.pair import parse_ifconf
+
+    def ifreq(name: str, ip: str, family: int = socket.AF_INET) -> bytes:
+        return name.encode().ljust(16, b"\0") + struct.pack("<HH", family, 0) + socket.inet_aton(ip) + bytes(16)
+
+    buf = ifreq("lo", "127.0.0.1") + ifreq("eth0", "10.77.0.11") + ifreq("eth0", VIP) + ifreq("x", "1.2.3.4", 99)
+    assert parse_ifconf(buf) == [("lo", "127.0.0.1"), ("eth0", "10.77.0.11"), ("eth0", VIP)]
+    assert parse_ifconf(buf[:50]) == [("lo", "127.0.0.1")]

@@ -439,3 +439,35 @@ def test_lab_build_failure_cleans_up(monkeypatch):
         with lab:
             pass
     assert not [n for n in N.list_netns() if n.startswith(prefix + "-")]
+
+
+@needs_netns
+def test_pair_topology_heartbeat_bridge_and_holder_probe():
+    """The HA pair's namespaces without IPVS: directors reach each other on the heartbeat
+    bridge, the client does not; the holder probe follows the VIP and the link state."""
+    from director.lab.pair import HolderProbe, PairLab, PairOptions
+
+    pair = PairLab(PairOptions(prefix=f"{PREFIX}-pr", real_servers=1))
+    with pair.lab as lab:
+        ping = lab.exec("dir1", ["ping", "-c", "1", "-W", "2", lab.plan.hb_addr["dir2"]], check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        no = lab.exec("client", ["ping", "-c", "1", "-W", "1", lab.plan.hb_addr["dir2"]], check=False)
+        assert no.returncode != 0
+        probe = HolderProbe(pair)
+        try:
+            assert probe.holders() == ()
+            lab.add_vip("dir2")
+            assert probe.holders() == ("dir2",) and pair.holders() == ("dir2",)
+            lab.add_vip("dir1")
+            assert probe.holders() == ("dir1", "dir2")
+            lab.port_set("dir1", up=False)  # switch port down: dir1 keeps the address, loses carrier
+            wait_until_true(lambda: probe.holders() == ("dir2",))
+            assert pair.holders() == ("dir2",)
+            lab.port_set("dir1", up=True)
+            wait_until_true(lambda: probe.holders() == ("dir1", "dir2"))
+        finally:
+            probe.close()
+
+
+def wait_until_true(pred, timeout: float = 5.0) -> None:
+    N.wait_until(pred, timeout, 0.05)
