@@ -199,9 +199,9 @@ class Drill:
         """Seconds since t0."""
         return time.monotonic() - self.t0
 
-    def mark(self, kind: str, text: str) -> None:
-        """Add a drill event now and say it."""
-        t = round(self.now(), 3)
+    def mark(self, kind: str, text: str, t: float | None = None) -> None:
+        """Add a drill event (at ``t`` seconds since t0, default now) and say it."""
+        t = round(self.now() if t is None else t, 3)
         self.record.events.append(Event(t, "drill", kind, text))
         self.say(f"  {t:8.3f} s  {text}")
 
@@ -260,8 +260,9 @@ class Drill:
                 elif action == "sleep":
                     time.sleep(float(arg))
                 else:
+                    began = rec.fault_t if i == 0 else self.now()  # stamped when the action starts
                     text = ACTIONS[action](self, arg)
-                    self.mark("fault" if i == 0 else "step", ("FAULT: " if i == 0 else "") + text)
+                    self.mark("fault" if i == 0 else "step", ("FAULT: " if i == 0 else "") + text, began)
             if ok:
                 rec.settled = self.wait_for(scn.until)
                 if rec.settled:

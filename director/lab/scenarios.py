@@ -524,7 +524,8 @@ def summary(record: DrillRecord, checks: Sequence[Check], scenario_obj: Scenario
     """The drill's report as a JSON-ready dict (what ``--json`` prints).
 
     Keys: scenario, summary, ok, fault_t, figures (requests, failed,
-    failed_results, longest_gap_s, gap_starts_s, detection_s, vip_moved_s,
+    failed_results, longest_gap_s, gap_starts_s, detection_s, vip_moved_s (first
+    sample showing another non-empty holder than before the fault),
     announcements, first_success_s: delays in seconds after the fault, None
     when it did not happen), timeline, holders, checks, problems.
     """
@@ -536,10 +537,10 @@ def summary(record: DrillRecord, checks: Sequence[Check], scenario_obj: Scenario
     def delay(ev: Event | None) -> float | None:
         return round(ev.t - fault, 3) if ev else None
 
-    moved = None
-    if scenario_obj.expect.vip_moves_to:
-        seen = [h for h in record.holders if h.t >= fault and scenario_obj.expect.vip_moves_to in h.held]
-        moved = round(seen[0].t - fault, 3) if seen else None
+    before = [h for h in record.holders if h.t < fault]
+    was = before[-1].held if before else None
+    changed = [h for h in record.holders if h.t >= fault and was is not None and h.held and h.held != was]
+    moved = round(changed[0].t - fault, 3) if changed else None
     announces = [e for e in timeline if e.kind == "announce" and e.t >= fault]
     fs = first_success(record.samples, fault)
     return {
