@@ -21,7 +21,6 @@ wait conditions `CONDITIONS` here.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .netns import enter_netns, link_mac, parse_http_response, socket_in_netns
-from .pair import HolderProbe, PairLab, PairOptions, ipvs_problem, workdir_of
+from .pair import HolderProbe, PairLab, PairOptions, ipvs_problem
 from .scenarios import (
     DIRECTORS,
     ETH_P_ARP,
@@ -485,4 +484,4 @@ def main(name: str, *, vm: bool = False, as_json: bool = False, rate: float = 50
     return run_drill(name, options=options, rate=rate, as_json=as_json)
 
 
-__all__ = ["ACTIONS", "CONDITIONS", "Drill", "run_scenario", "run_drill", "main", "scenario_names", "workdir_of"]
+__all__ = ["ACTIONS", "CONDITIONS", "Drill", "run_scenario", "run_drill", "main", "scenario_names", "vm_argv"]

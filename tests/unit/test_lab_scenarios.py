@@ -4,7 +4,6 @@ timeline, expectation checks, report rendering, and the pair's generated configu
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import pytest
@@ -13,7 +12,7 @@ from director.config import load_config
 from director.lab import scenarios as S
 from director.lab.netns import plan_lab
 from director.lab.pair import pair_config
-from director.lab.scenarios import DrillRecord, Event, Expect, HolderSample, Sample
+from director.lab.scenarios import DrillRecord, Event, HolderSample, Sample
 from ha.announce import garp_pair
 
 VIP = "10.77.0.100"
