@@ -47,6 +47,8 @@ def parse_tables(plain: str, thresholds: str) -> Table:
     ipvsadm's column order.
     """
     def rows(text: str) -> tuple[dict[str, list[list[str]]], list[str]]:
+        # The destination columns are named on the "-> RemoteAddress:Port" line (plain list) or,
+        # with --thresholds, on the "Prot LocalAddress:Port" line (ipvsadm's print_title).
         services: dict[str, list[list[str]]] = {}
         header: list[str] = []
         current = None
@@ -54,8 +56,10 @@ def parse_tables(plain: str, thresholds: str) -> Table:
             f = line.split()
             if not f:
                 continue
-            if f[0] == "->" and f[1] == "RemoteAddress:Port":
-                header = f[2:]
+            if f[0] == "Prot" and f[1] == "LocalAddress:Port":
+                header = [] if f[2:] == ["Scheduler", "Flags"] else f[2:]
+            elif f[0] == "->" and f[1] == "RemoteAddress:Port":
+                header = f[2:] or header
             elif f[0] in ("TCP", "UDP", "SCTP", "FWM"):
                 current = " ".join(f)
                 services[current] = []
@@ -236,9 +240,9 @@ TCP  10.77.0.100:80 wrr persistent 300 mask 255.255.255.0
 """
     thresholds = """IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn
-  -> RemoteAddress:Port           Forward Weight Uthreshold Lthreshold
+  -> RemoteAddress:Port
 TCP  10.77.0.100:80 wrr persistent 300 mask 255.255.255.0
-  -> 10.77.0.22:80                Route   1      20         10
+  -> 10.77.0.22:80                20         10         0          0
 """
     assert parse_tables(plain, thresholds) == {
         "TCP 10.77.0.100:80 wrr persistent 300 mask 255.255.255.0": {"10.77.0.22:80": ("Route", 1, 20, 10)}}
