@@ -645,3 +645,10 @@ def test_static_resolver_does_no_lookups():
     assert r.host("192.168.6.2", socket.AF_INET6) is None
     assert r.host("localhost", socket.AF_INET) is None
     assert r.port("domain", "udp") == 53
+
+
+def test_fwmark_virtual6():
+    s, _ = service("virtual6=5\n\treal6=[2001:db8::2] gate\n\tservice=http\n")
+    assert (s["fwmark"], s["family"]) == (5, "inet6")
+    assert s["real_servers"] == [{"address": "2001:db8::2", "weight": 1}]
+    assert s["check"]["type"] == "http" and s["check"]["port"] == 80
