@@ -7,7 +7,9 @@ Run inside the stock-kernel VM (root, ip_vs):
 Everything happens in a network namespace the benchmark creates (a dummy
 interface routes the RIPs, so the kernel accepts the destinations) and
 deletes.  Prints one table; times are wall-clock seconds, CPU is user+sys
-seconds of this process (directord rows) or of the ipvsadm child.
+seconds of this process (directord rows) or of the ipvsadm child. The
+keepalived row (Debian's keepalived, checker only, no health checks) is the
+time from its start until ``ipvsadm -Ln`` lists every real server.
 """
 
 from __future__ import annotations
@@ -16,15 +18,18 @@ import argparse
 import asyncio
 import os
 import resource
+import shutil
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from director.ipvs import KernelIPVS  # noqa: E402
-from director.lab.netns import call_in_netns, create_netns, delete_netns, exec_in_netns  # noqa: E402
+from director.lab.netns import call_in_netns, create_netns, delete_netns, exec_in_netns, run_in_netns  # noqa: E402
 from director.model import DesiredService, DestAttrs, DestKey, ServiceAttrs, ServiceKey  # noqa: E402
 from director.planner import plan  # noqa: E402
 
@@ -57,6 +62,50 @@ def ipvsadm_rules(services: int, dests: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def keepalived_conf(services: int, dests: int) -> str:
+    """keepalived.conf with the same table and no health checks (real servers without a checker count as up)."""
+    out = ["global_defs {\n  router_id bench\n}\n"]
+    for i in range(services):
+        out.append(f"virtual_server {vip(i)} 80 {{\n  lb_algo wrr\n  lb_kind DR\n  protocol TCP\n")
+        out.extend(f"  real_server {rip(j)} 80 {{\n    weight 1\n  }}\n" for j in range(dests))
+        out.append("}\n")
+    return "".join(out)
+
+
+def count_dests() -> int:
+    """Real servers in the namespace's IPVS table, read with ipvsadm -Ln (an independent reader)."""
+    out = exec_in_netns(NS, ["ipvsadm", "-Ln"], timeout=600).stdout
+    return sum(1 for line in out.splitlines() if line.lstrip().startswith("->") and "RemoteAddress" not in line)
+
+
+def keepalived_row(services: int, dests: int, workdir: Path) -> tuple[str, float, float, str]:
+    """Start keepalived's checker on an empty table; wall time until ipvsadm -Ln shows every real server."""
+    conf = workdir / "keepalived.conf"
+    conf.write_text(keepalived_conf(services, dests))
+    argv = ["keepalived", "--dont-fork", "--log-console", "--check", "-f", str(conf),
+            "-p", str(workdir / "k.pid"), "-c", str(workdir / "c.pid"), "-r", str(workdir / "v.pid")]
+    want = services * dests
+    t0 = time.monotonic()
+    proc = run_in_netns(NS, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        seen = 0
+        while time.monotonic() - t0 < 900:
+            seen = count_dests()
+            if seen >= want:
+                break
+            time.sleep(0.5)
+        wall = time.monotonic() - t0
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return ("keepalived: empty -> converged", wall, float("nan"),
+            f"{seen}/{want} real servers seen (polled every 0.5 s incl. ipvsadm -Ln)")
+
+
 def child_cpu() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
@@ -67,15 +116,23 @@ def own_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def own_split() -> tuple[float, float]:
+    """(user, sys) CPU seconds of this process; IPVS commands run in the kernel in our context (sys)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
 async def directord_rows(services: int, dests: int) -> list[tuple[str, float, float, str]]:
     rows = []
     desired = desired_table(services, dests)
     async with KernelIPVS() as k:
-        t0, c0 = time.monotonic(), own_cpu()
+        t0, c0, (u0, s0) = time.monotonic(), own_cpu(), own_split()
         ops = plan(desired, await k.dump())
         result = await k.apply_all(ops)
+        u1, s1 = own_split()
         rows.append(("directord: empty -> converged", time.monotonic() - t0, own_cpu() - c0,
-                     f"{len(result.done)} commands, {len(result.failed)} failed"))
+                     f"{len(result.done)} commands, {len(result.failed)} failed; "
+                     f"user {u1 - u0:.2f} s, sys {s1 - s0:.2f} s"))
         t0, c0 = time.monotonic(), own_cpu()
         table = await k.dump()
         idle = plan(desired, table)
@@ -87,9 +144,11 @@ async def directord_rows(services: int, dests: int) -> list[tuple[str, float, fl
         changed[first] = DesiredService(desired[first].attrs, {**desired[first].dests, dkey: DestAttrs(3, 5)})
         t0, c0 = time.monotonic(), own_cpu()
         ops = plan(changed, table)
+        sent = k.commands_sent
         await k.apply_all(ops)
         rows.append(("directord: one weight change", time.monotonic() - t0, own_cpu() - c0,
-                     f"{len(ops)} command ({', '.join(op.kind for op in ops)})"))
+                     f"{len(ops)} planned ({', '.join(op.kind for op in ops)}), "
+                     f"{k.commands_sent - sent} netlink message(s) sent"))
     return rows
 
 
@@ -115,12 +174,21 @@ def main() -> int:
         flush()
         rules = ipvsadm_rules(args.services, args.dests)
         t0, c0 = time.monotonic(), child_cpu()
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         exec_in_netns(NS, ["ipvsadm", "-R"], input=rules, timeout=600)
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         rows.append(("ipvsadm -R: empty -> converged", time.monotonic() - t0, child_cpu() - c0,
-                     f"{args.services * (args.dests + 1)} rules"))
+                     f"{args.services * (args.dests + 1)} rules; user {r1.ru_utime - r0.ru_utime:.2f} s, "
+                     f"sys {r1.ru_stime - r0.ru_stime:.2f} s"))
         t0, c0 = time.monotonic(), child_cpu()
         exec_in_netns(NS, ["ipvsadm", "-e", "-t", f"{vip(0)}:80", "-r", f"{rip(0)}:80", "-g", "-w", "5"])
         rows.append(("ipvsadm -e: one weight change", time.monotonic() - t0, child_cpu() - c0, "1 process"))
+        if shutil.which("keepalived"):
+            flush()
+            with tempfile.TemporaryDirectory() as tmp:
+                rows.append(keepalived_row(args.services, args.dests, Path(tmp)))
+        else:
+            rows.append(("keepalived: not installed", float("nan"), float("nan"), "apt-get install keepalived"))
     finally:
         delete_netns(NS)
     print(f"\nIPVS programming, {args.services} virtual services x {args.dests} real servers, kernel {os.uname().release}")

@@ -3,16 +3,19 @@
 `KernelIPVS` dumps the table of the current network namespace into the
 model's `KernelTable` shape (through `director.ipvs_dump`, a hand-written
 parser: pyroute2's generic one costs tens of seconds of CPU on a large
-table) and applies planner operations through pyroute2's AsyncIPVS, one
-netlink command per operation.  Everything else in directord is kernel-agnostic.
+table) and applies planner operations as one netlink command each, encoded
+by `director.ipvs_command` and sent in batches (pyroute2's AsyncIPVS
+resolves the IPVS family id; its one-request-at-a-time path cost minutes on
+a large table).  Everything else in directord is kernel-agnostic.
 
 Kernel facts this module relies on (``net/netfilter/ipvs/ip_vs_ctl.c``):
 
 * the service key is (af, protocol, addr, port) or (af, fwmark);
 * IPVS_SVC_ATTR_NETMASK is a be32 that holds a dotted mask for IPv4 and, for
-  IPv6, the prefix length read back in host order; pyroute2 encodes the
-  attribute as an IPv4 address, so an IPv6 prefix is sent as the address
-  whose bytes are the native-order u32 (``128.0.0.0`` on little-endian);
+  IPv6, the prefix length read back in host order; pyroute2 decodes the
+  attribute as an IPv4 address, so a dumped IPv6 prefix arrives as the
+  address whose bytes are the native-order u32 (``128.0.0.0`` on
+  little-endian);
 * IPVS_CMD_SET_DEST replaces every field of the destination, so an edit
   carries the complete entry (`DestAttrs`);
 * IPVS_SVC_ATTR_FLAGS is a (flags, mask) pair; we send mask 0xffffffff so a
@@ -28,9 +31,10 @@ import socket
 import struct
 from dataclasses import dataclass
 
-from pyroute2 import AsyncIPVS, IPVSDest, IPVSService
+from pyroute2 import AsyncIPVS
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .ipvs_command import CommandSocket, encode_op
 from .ipvs_dump import DumpSocket
 from .model import (
     DestAttrs,
@@ -78,55 +82,9 @@ def describe_errno(code: int) -> str:
     return _HINTS.get(code, os.strerror(code) if code else "unknown error")
 
 
-def ipv6_prefix_to_netmask(prefix: int) -> str:
-    """Encode an IPv6 persistence prefix as pyroute2's ip4addr netmask (see module doc)."""
-    return socket.inet_ntoa(struct.pack("=I", prefix))
-
-
 def netmask_to_ipv6_prefix(value: str) -> int:
     """Decode the dumped IPv6 netmask attribute back to a prefix length."""
     return struct.unpack("=I", socket.inet_aton(value))[0]
-
-
-def service_request(key: ServiceKey, attrs: ServiceAttrs | None = None) -> IPVSService:
-    """pyroute2 service request for ``key`` (and ``attrs`` for add/set)."""
-    fields: dict = {"af": key.family}
-    if key.fwmark:
-        fields["fwmark"] = key.fwmark
-    else:
-        fields.update(protocol=key.protocol, addr=key.address, port=key.port)
-    if attrs is not None:
-        netmask = attrs.netmask
-        if key.family == socket.AF_INET6:
-            netmask = ipv6_prefix_to_netmask(int(netmask))
-        fields.update(
-            sched_name=attrs.scheduler,
-            flags={"flags": attrs.flags, "mask": 0xFFFFFFFF},
-            timeout=attrs.timeout,
-            netmask=netmask,
-        )
-        if attrs.pe_name:
-            fields["pe_name"] = attrs.pe_name
-    else:
-        # a bare key: keep pyroute2's defaults out of the message
-        svc = IPVSService(**fields)
-        for extra in ("timeout", "sched_name", "flags", "netmask"):
-            svc.pop(extra, None)
-        return svc
-    return IPVSService(**fields)
-
-
-def dest_request(key: DestKey, attrs: DestAttrs | None = None) -> IPVSDest:
-    """pyroute2 destination request for ``key`` (complete ``attrs`` for add/set)."""
-    attrs = attrs or DestAttrs()
-    return IPVSDest(
-        addr=key.address,
-        port=key.port,
-        fwd_method=attrs.fwd_method,
-        weight=attrs.weight,
-        u_thresh=attrs.u_thresh,
-        l_thresh=attrs.l_thresh,
-    )
 
 
 def _attr(nla, name: str, default=None):
@@ -205,6 +163,7 @@ class KernelIPVS:
     def __init__(self) -> None:
         self._sock: AsyncIPVS | None = None
         self._dumper: DumpSocket | None = None
+        self._commands: CommandSocket | None = None
 
     async def open(self) -> None:
         """Open the generic-netlink socket and resolve the IPVS family id."""
@@ -223,7 +182,11 @@ class KernelIPVS:
             raise IPVSError(f"cannot open IPVS netlink: {describe_errno(exc.code)}", code=exc.code) from None
         try:
             self._dumper = DumpSocket(sock.prid)
+            self._commands = CommandSocket(sock.prid)
         except OSError as exc:
+            if self._dumper is not None:
+                self._dumper.close()
+                self._dumper = None
             sock.close()
             raise IPVSError(f"cannot open IPVS netlink: {exc}", code=exc.errno or 0) from None
         self._sock = sock
@@ -236,6 +199,14 @@ class KernelIPVS:
         if self._dumper is not None:
             self._dumper.close()
             self._dumper = None
+        if self._commands is not None:
+            self._commands.close()
+            self._commands = None
+
+    @property
+    def commands_sent(self) -> int:
+        """IPVS commands (netlink messages) sent through this object since `open`."""
+        return self._commands.sent if self._commands is not None else 0
 
     async def __aenter__(self) -> "KernelIPVS":
         await self.open()
@@ -287,47 +258,56 @@ class KernelIPVS:
             raise _dump_error(f"IPVS dump of {key}", exc) from None
 
     async def apply(self, op: Op) -> None:
-        """Send the one netlink command that carries out ``op``.
+        """Send the one netlink command that carries out ``op`` and wait for its answer.
 
         Raises:
             IPVSError: the kernel refused it; the message names the service and
                 destination and the errno's meaning.
         """
-        sock = self._require()
-        try:
-            if op.kind == "add_service":
-                await sock.service("add", service=service_request(op.service, op.service_attrs))
-            elif op.kind == "set_service":
-                await sock.service("set", service=service_request(op.service, op.service_attrs))
-            elif op.kind == "del_service":
-                await sock.service("del", service=service_request(op.service))
-            elif op.kind in ("add_dest", "set_dest", "del_dest"):
-                assert op.dest is not None
-                command = op.kind.split("_", 1)[0]
-                await sock.dest(command, service=service_request(op.service), dest=dest_request(op.dest, op.dest_attrs))
-            else:  # pragma: no cover - Op.kind is a closed set
-                raise IPVSError(f"unknown operation {op.kind}", op=op)
-        except NetlinkError as exc:
-            raise IPVSError(f"{op}: {describe_errno(exc.code)}", op=op, code=exc.code) from None
+        result = await self.apply_all([op])
+        if result.failed:
+            raise result.failed[0][1]
 
     async def apply_all(self, ops: list[Op]) -> ApplyResult:
-        """Apply operations in order; a failure is recorded and the rest still applied.
+        """Apply operations in order, in batches; a failure is recorded and the rest still applied.
 
-        Operations on the destinations of a service whose ``add_service`` failed
-        are skipped (recorded as failed with the same error).
+        Operations on the destinations of a service whose ``add_service``
+        failed are recorded as failed with the same error.
+
+        Raises:
+            IPVSError: the socket is not open or failed (then nothing is
+                known of the operations not yet acknowledged).
         """
+        if self._commands is None:
+            raise IPVSError("IPVS socket is not open")
         result = ApplyResult(done=[], failed=[])
-        broken: dict[ServiceKey, IPVSError] = {}
-        for op in ops:
-            if op.service in broken:
-                result.failed.append((op, broken[op.service]))
-                continue
+        messages: list[bytes] = []
+        sent_ops: list[Op] = []
+        bad: dict[int, IPVSError] = {}
+        for i, op in enumerate(ops):
             try:
-                await self.apply(op)
-            except IPVSError as exc:
-                result.failed.append((op, exc))
-                if op.kind == "add_service":
-                    broken[op.service] = exc
-            else:
+                messages.append(encode_op(self._commands.family_id, 0, op))
+                sent_ops.append(op)
+            except ValueError as exc:
+                bad[i] = IPVSError(f"{op}: {exc}", op=op, code=errno.EINVAL)
+        try:
+            codes = await self._commands.run(messages)
+        except OSError as exc:
+            raise IPVSError(f"IPVS command I/O failed: {exc}", code=exc.errno or 0) from None
+        answers = iter(zip(sent_ops, codes))
+        broken: dict[ServiceKey, IPVSError] = {}
+        for i, op in enumerate(ops):
+            error = bad.get(i)
+            if error is None:
+                _, code = next(answers)
+                if code:
+                    error = IPVSError(f"{op}: {describe_errno(code)}", op=op, code=code)
+            if error is None and op.service not in broken:
                 result.done.append(op)
+                continue
+            if op.service in broken and op.kind != "add_service":
+                error = broken[op.service]
+            result.failed.append((op, error))
+            if op.kind == "add_service":
+                broken[op.service] = error
         return result
