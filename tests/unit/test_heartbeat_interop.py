@@ -592,3 +592,60 @@ def test_mixed_pair_with_loss_towards_the_real_node(net: HeartbeatNet, tmp_path:
     finally:
         b.close()
         a.cleanup()
+
+
+@needs_heartbeat
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("iptables") is None, reason="needs iptables to cut the heartbeat")
+def test_mixed_pair_heartbeat_cut_and_heal(net: HeartbeatNet, tmp_path: Path) -> None:
+    """Heartbeat cut while the LAN stays up (UDP 694 dropped both ways in nodeb's namespace):
+    both take the VIP; after the heal exactly one keeps it, and keeps it. The real node may
+    restart itself on "returning after partition" (heartbeat's own rule); directord stays up."""
+    a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", HA_CF, HARESOURCES, authkeys())
+    d = Directord(net.ns("b"), "nodeb", tmp_path / "d")
+    rules = [["INPUT", "-p", "udp", "--dport", "694", "-j", "DROP"],
+             ["OUTPUT", "-p", "udp", "--dport", "694", "-j", "DROP"]]
+
+    def iptables(op: str) -> None:
+        for rule in rules:
+            subprocess.run(["ip", "netns", "exec", net.ns("b"), "iptables", op, *rule],
+                           check=True, capture_output=True, timeout=30)
+
+    def holders() -> set[str]:
+        return {n for n, held in (("nodea", a.has_address(VIP)), ("nodeb", net_has(net, "b", VIP))) if held}
+
+    timings: dict[str, float] = {}
+    try:
+        a.start()
+        d.start()
+        a.wait_log(r"Status update for node nodeb: status active", timeout=20)
+        wait_for(lambda: holders() == {"nodea"}, timeout=30, what="VIP on the real nodea")
+
+        t0 = time.monotonic()
+        iptables("-A")
+        wait_for(lambda: holders() == {"nodea", "nodeb"}, timeout=DEADTIME + 15, what="both hold the VIP (cut)")
+        timings["both active after the cut"] = time.monotonic() - t0
+        assert d.peer_status() == "dead"
+
+        t1 = time.monotonic()
+        iptables("-D")
+        wait_for(lambda: len(holders()) == 1, timeout=90, what="one holder after the heal")
+        timings["one holder after the heal"] = time.monotonic() - t1
+        keeper = holders()
+        t2 = time.monotonic()
+        while time.monotonic() - t2 < 3 * DEADTIME:  # and it stays that way
+            assert len(holders()) <= 1, holders()
+            time.sleep(0.1)
+        assert len(holders()) == 1
+        assert d.proc is not None and d.proc.poll() is None, d.tail()
+        text = a.log_text()
+        for bad in ("authtoken does not match", "replay"):
+            assert bad not in text, f"real heartbeat logged {bad!r}"
+        print("keeper:", keeper, "timings (s):", {k: round(v, 1) for k, v in timings.items()})
+    except BaseException:
+        print(d.tail())
+        print(a.log_text()[-3000:])
+        raise
+    finally:
+        d.kill()
+        a.cleanup()
