@@ -1,0 +1,620 @@
+"""Shared pieces of the failover and detection benchmarks: configuration generators for
+directord and the incumbents (keepalived, heartbeat + IPaddr, ldirectord), result
+aggregation, and the runners that start them inside network namespaces.
+
+Pure part (unit-tested): `master_down_interval`, `keepalived_conf`, `ldirectord_cf`,
+`heartbeat_ha_cf`, `heartbeat_haresources`, `directord_conf`, `parse_proc_ip_vs`,
+`dest_out`, `last_error_end`, `stats`, `markdown_table`. Times are seconds (floats).
+
+I/O part: `SteadyClient` (requests through the VIP from the client namespace),
+`TableWatch` (polls the kernel's IPVS table of a namespace), `Daemon` (a daemon
+started with ``ip netns exec`` and killed by namespace + command line), and the
+``farm`` mode of this file (``python bench/incumbents.py farm ...``): many real servers'
+HTTP listeners in one namespace, each address switchable at run time between serving,
+stopped (connection refused) and hung (accepts, never answers).
+
+Protocol facts used: the VRRP master-down interval is ``3 x advert_int + skew`` with
+``skew = (256 - priority) / 256 x advert_int`` (RFC 5798 section 6.1; RFC 3768 has the
+same formula with whole seconds); ``/proc/net/ip_vs`` prints addresses and ports in
+hexadecimal, one ``-> ADDR:PORT Fwd Weight ActiveConn InActConn`` line per real server
+(net/netfilter/ipvs/ip_vs_ctl.c, ``ip_vs_info_seq_show``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from director.lab.scenarios import Sample, longest_gap  # noqa: E402
+
+__all__ = ["Sample", "longest_gap"]
+
+#: Binaries of the incumbents (Debian 12 packages).
+KEEPALIVED = "/usr/sbin/keepalived"
+LDIRECTORD = "/usr/sbin/ldirectord"
+HEARTBEAT = "/usr/libexec/heartbeat/heartbeat"
+
+
+# --- pure: timers and configurations ---------------------------------------------------------
+
+
+def master_down_interval(advert_int: float, priority: int) -> float:
+    """VRRP backup's master-down interval in seconds: ``3 * advert_int + (256 - priority) / 256 * advert_int``
+    (RFC 5798 section 6.1). ``priority`` is the backup's (1..254).
+
+    Raises:
+        ValueError: priority outside 1..254 or advert_int <= 0.
+    """
+    if not 1 <= priority <= 254:
+        raise ValueError(f"VRRP backup priority must be 1..254, got {priority}")
+    if advert_int <= 0:
+        raise ValueError(f"advert_int must be > 0 seconds, got {advert_int}")
+    return 3 * advert_int + (256 - priority) / 256 * advert_int
+
+
+@dataclass(frozen=True)
+class Service:
+    """The virtual service every system is given: ``vip``:``port`` TCP, round robin,
+    ``forwarding`` ``"dr"`` or ``"nat"``, real servers ``rips`` (all on ``port``), health
+    check ``GET /healthz`` expecting 200."""
+
+    vip: str
+    port: int
+    rips: tuple[str, ...]
+    forwarding: str = "dr"
+    path: str = "/healthz"
+
+
+_KA_KIND = {"dr": "DR", "nat": "NAT", "tun": "TUN"}
+_LD_KIND = {"dr": "gate", "nat": "masq", "tun": "ipip"}
+
+
+def keepalived_conf(
+    *,
+    router_id: str,
+    vrrp: Mapping[str, object] | None = None,
+    service: Service | None = None,
+    delay_loop: float | None = None,
+    connect_timeout: float | None = None,
+    retry: int | None = None,
+    delay_before_retry: float | None = None,
+) -> str:
+    """keepalived.conf text (keepalived 2.2 syntax; pure).
+
+    ``vrrp``: None for no VRRP, else a mapping with ``state`` (``MASTER``/``BACKUP``),
+    ``interface``, ``vrid``, ``priority``, ``advert_int`` (seconds; below 1 selects VRRP
+    version 3, which allows centisecond intervals), ``vip`` and optional ``prefixlen``
+    (default 32). ``service``: the virtual_server with one ``HTTP_GET`` checker per real
+    server (``status_code 200`` on ``service.path``); a checker setting left None is
+    omitted (keepalived's default applies: delay_loop 60, connect_timeout 5, retry 1,
+    delay_before_retry 1).
+    """
+    out = [f"global_defs {{\n  router_id {router_id}\n  vrrp_garp_master_delay 1\n}}\n"]
+    if vrrp is not None:
+        adv = float(vrrp["advert_int"])  # type: ignore[arg-type]
+        version = 3 if adv < 1 else 2
+        out.append(
+            f"vrrp_instance VI_{vrrp['vrid']} {{\n"
+            f"  state {vrrp['state']}\n"
+            f"  interface {vrrp['interface']}\n"
+            f"  virtual_router_id {vrrp['vrid']}\n"
+            f"  priority {vrrp['priority']}\n"
+            f"  advert_int {adv:g}\n"
+            f"  version {version}\n"
+            f"  virtual_ipaddress {{\n    {vrrp['vip']}/{vrrp.get('prefixlen', 32)} dev {vrrp['interface']}\n  }}\n"
+            "}\n"
+        )
+    if service is not None:
+        lines = [f"virtual_server {service.vip} {service.port} {{"]
+        if delay_loop is not None:
+            lines.append(f"  delay_loop {delay_loop:g}")
+        lines += ["  lb_algo rr", f"  lb_kind {_KA_KIND[service.forwarding]}", "  protocol TCP"]
+        for rip in service.rips:
+            lines += [f"  real_server {rip} {service.port} {{", "    weight 1", "    HTTP_GET {",
+                      f"      url {{\n        path {service.path}\n        status_code 200\n      }}"]
+            if connect_timeout is not None:
+                lines.append(f"      connect_timeout {connect_timeout:g}")
+            if retry is not None:
+                lines.append(f"      retry {retry}")
+            if delay_before_retry is not None:
+                lines.append(f"      delay_before_retry {delay_before_retry:g}")
+            lines += ["    }", "  }"]
+        lines.append("}")
+        out.append("\n".join(lines) + "\n")
+    return "".join(out)
+
+
+def ldirectord_cf(service: Service, *, checkinterval: float | None = None, checktimeout: float | None = None,
+                  quiescent: bool = False) -> str:
+    """ldirectord.cf text (ldirectord 4.12 syntax; pure): one virtual service, an HTTP
+    ``negotiate`` check of ``service.path`` expecting the text ``ok``. Timers left None are
+    omitted (ldirectord's defaults: checkinterval 10, checktimeout 5, negotiatetimeout 30,
+    failurecount 1). ``quiescent`` no: a failed real server is removed from the table."""
+    g = []
+    if checkinterval is not None:
+        g.append(f"checkinterval={checkinterval:g}")
+    if checktimeout is not None:
+        g.append(f"checktimeout={checktimeout:g}")
+    g += [f"quiescent={'yes' if quiescent else 'no'}", "autoreload=no", "logfile=\"local0\""]
+    v = [f"virtual={service.vip}:{service.port}"]
+    v += [f"\treal={rip}:{service.port} {_LD_KIND[service.forwarding]}" for rip in service.rips]
+    v += ["\tservice=http", "\tscheduler=rr", "\tprotocol=tcp", "\tchecktype=negotiate",
+          f"\trequest=\"{service.path.lstrip('/')}\"", "\treceive=\"ok\""]
+    return "\n".join(g + v) + "\n"
+
+
+def heartbeat_ha_cf(nodes: Sequence[str], bcast_if: str, *, keepalive: float | None = None,
+                    deadtime: float | None = None, warntime: float | None = None,
+                    initdead: float | None = None) -> str:
+    """ha.cf text for heartbeat 3.0.6 (pure): ``bcast`` medium on ``bcast_if``, auto_failback
+    on, no CRM (haresources mode). Timers in seconds; None omits the line (heartbeat's
+    defaults, ``heartbeat/config.c``: keepalive 1 s, deadtime 30 s, warntime deadtime / 2).
+    Sub-second values are written in milliseconds (``200ms``)."""
+
+    def t(v: float) -> str:
+        return f"{int(round(v * 1000))}ms" if v != int(v) else f"{int(v)}"
+
+    lines = []
+    for key, val in (("keepalive", keepalive), ("warntime", warntime), ("deadtime", deadtime), ("initdead", initdead)):
+        if val is not None:
+            lines.append(f"{key} {t(val)}")
+    lines += ["udpport 694", f"bcast {bcast_if}", "auto_failback on", *(f"node {n}" for n in nodes), "crm no"]
+    return "\n".join(lines) + "\n"
+
+
+def heartbeat_haresources(owner: str, vip: str, prefixlen: int, ifname: str) -> str:
+    """haresources line giving ``owner`` the VIP through resource-agents' ``IPaddr`` (pure)."""
+    return f"{owner} IPaddr::{vip}/{prefixlen}/{ifname}\n"
+
+
+def directord_conf(service: Service, *, check: Mapping[str, float] | None = None,
+                   ha: Mapping[str, object] | None = None) -> str:
+    """``directord run`` YAML (the format of etc/directord.yaml; pure).
+
+    ``check``: extra keys of the HTTP check (``interval``, ``timeout``, ``rise``, ``fall``);
+    omitted keys take directord's defaults (interval 1 s, timeout 1 s, rise 2, fall 2).
+    ``ha``: None for a single director, else a mapping with ``node``, ``nodes``,
+    ``media`` (list of heartbeat-syntax media lines), ``authkeys`` (path), ``state_dir``,
+    ``owner``, ``address`` (``VIP/len/ifname``) and optional timers ``keepalive``,
+    ``deadtime``, ``warntime``, ``initdead`` (seconds; omitted ones take directord's
+    defaults).
+    """
+    chk = "{type: http, path: " + service.path + "".join(f", {k}: {v:g}" for k, v in (check or {}).items()) + "}"
+    rs = "\n".join(f"      - {{address: {r}, port: {service.port}}}" for r in service.rips)
+    text = f"""\
+global:
+  reconcile_interval: 10
+virtual_services:
+  - name: web
+    address: {service.vip}
+    port: {service.port}
+    scheduler: rr
+    forwarding: {service.forwarding}
+    check: {chk}
+    real_servers:
+{rs}
+"""
+    if ha is not None:
+        timers = "".join(f"  {k}: {float(ha[k]):g}\n" for k in ("keepalive", "warntime", "deadtime", "initdead") if k in ha)
+        text += f"""\
+ha:
+  node: {ha['node']}
+  nodes: [{", ".join(ha['nodes'])}]
+  media: [{", ".join(ha['media'])}]
+  authkeys: {ha['authkeys']}
+{timers}  auto_failback: true
+  state_dir: {ha['state_dir']}
+  resources:
+    - owner: {ha['owner']}
+      addresses: [{ha['address']}]
+"""
+    return text
+
+
+# --- pure: kernel table and results -------------------------------------------------------------
+
+
+def _hexaddr(h: str) -> str:
+    addr, port = h.rsplit(":", 1)
+    ip = socket.inet_ntoa(int(addr, 16).to_bytes(4, "big")) if len(addr) == 8 else addr
+    return f"{ip}:{int(port, 16)}"
+
+
+def parse_proc_ip_vs(text: str) -> dict[str, dict[str, int]]:
+    """``/proc/net/ip_vs`` -> ``{"VIP:PORT": {"RIP:PORT": weight}}`` (IPv4 TCP/UDP services;
+    fwmark and IPv6 services are skipped). Pure.
+
+    Example line pair: ``TCP  0A4E0064:0050 rr`` then ``  -> 0A4E010B:0050      Masq    1      0          0``.
+    """
+    out: dict[str, dict[str, int]] = {}
+    cur: dict[str, int] | None = None
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] in ("TCP", "UDP", "SCTP") and len(parts) >= 2:
+            if len(parts[1].rsplit(":", 1)[0]) == 8:
+                cur = out.setdefault(_hexaddr(parts[1]), {})
+            else:
+                cur = None
+        elif parts[0] == "FWM":
+            cur = None
+        elif parts[0] == "->" and cur is not None and len(parts) >= 4 and parts[1] != "RemoteAddress:Port":
+            try:
+                cur[_hexaddr(parts[1])] = int(parts[3])
+            except ValueError:
+                continue
+    return out
+
+
+def dest_out(table: Mapping[str, Mapping[str, int]], service: str, dest: str) -> bool:
+    """True when ``dest`` (``"RIP:PORT"``) is out of ``service``'s rotation: absent, or weight 0.
+    A missing service counts as out too (nothing is sent to it)."""
+    w = table.get(service, {}).get(dest)
+    return w is None or w == 0
+
+
+def last_error_end(samples: Sequence[Sample], since: float) -> float | None:
+    """End time of the last failed request that started at or after ``since`` (None: none failed)."""
+    ends = [s.end for s in samples if not s.ok and s.start >= since]
+    return max(ends) if ends else None
+
+
+def stats(values: Iterable[float | None]) -> dict[str, float | int | None]:
+    """``{"n", "median", "max", "min", "missing"}`` of the numeric values (None counts as missing,
+    e.g. a repetition that never reached its end condition). Pure."""
+    vals = [float(v) for v in values if v is not None]
+    missing = sum(1 for v in values if v is None) if isinstance(values, (list, tuple)) else 0
+    if not vals:
+        return {"n": 0, "median": None, "max": None, "min": None, "missing": missing}
+    return {"n": len(vals), "median": statistics.median(vals), "max": max(vals), "min": min(vals), "missing": missing}
+
+
+def fmt_s(v: float | None) -> str:
+    """Seconds with two decimals, ``-`` for None."""
+    return "-" if v is None else f"{v:.2f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A GitHub markdown table (pure); cells are str()-ed, ``|`` escaped."""
+    def cell(x: object) -> str:
+        return str(x).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# --- I/O: client, table watch, daemons ---------------------------------------------------------
+
+
+def _setns(ns: str) -> None:
+    from director.lab.netns import enter_netns
+
+    enter_netns(ns)
+
+
+def _get(addr: str, port: int, timeout: float) -> int:
+    """One HTTP/1.0 GET / on a fresh connection; returns the status. Raises OSError/ValueError."""
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect((addr, port))
+        s.sendall(f"GET / HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no complete answer")
+            s.settimeout(left)
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    line = data.split(b"\r\n", 1)[0].split()
+    if len(line) < 2 or not line[1].isdigit():
+        raise ValueError("not HTTP")
+    return int(line[1])
+
+
+class SteadyClient(threading.Thread):
+    """Requests ``GET /`` to ``addr:port`` from namespace ``ns`` at ``rate`` per second (fresh TCP
+    connection each, whole-exchange ``timeout`` in seconds), until `stop`. One `Sample` per request,
+    times in seconds of ``time.monotonic()`` minus ``t0``. Sequential: a slow request delays the next."""
+
+    def __init__(self, ns: str, addr: str, port: int, *, t0: float, rate: float = 100.0, timeout: float = 0.25) -> None:
+        super().__init__(daemon=True, name="bench-client")
+        self.ns, self.addr, self.port, self.t0 = ns, addr, port, t0
+        self.period, self.timeout = 1.0 / rate, timeout
+        self.samples: list[Sample] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        _setns(self.ns)
+        next_at = time.monotonic()
+        while not self.halt.is_set():
+            start = time.monotonic()
+            try:
+                status = _get(self.addr, self.port, self.timeout)
+                ok, res = status == 200, str(status)
+            except (OSError, ValueError) as e:
+                ok, res = False, type(e).__name__
+            self.samples.append(Sample(start - self.t0, time.monotonic() - self.t0, ok, res))
+            next_at += self.period
+            d = next_at - time.monotonic()
+            if d > 0:
+                self.halt.wait(d)
+            else:
+                next_at = time.monotonic()
+
+    def stop(self) -> list[Sample]:
+        """Stop and join; returns the samples."""
+        self.halt.set()
+        self.join(10)
+        return self.samples
+
+    def since(self, t: float) -> list[Sample]:
+        """Samples that started at or after ``t`` (seconds since t0)."""
+        return [s for s in list(self.samples) if s.start >= t]
+
+
+def read_table(ns: str) -> dict[str, dict[str, int]]:
+    """The IPVS table of namespace ``ns`` (`parse_proc_ip_vs` of ``/proc/net/ip_vs`` read by a thread
+    inside it); {} when IPVS is absent."""
+    from director.lab.netns import call_in_netns
+
+    def rd() -> str:
+        try:
+            return Path("/proc/thread-self/net/ip_vs").read_text()
+        except OSError:
+            return ""
+
+    return parse_proc_ip_vs(call_in_netns(ns, rd))
+
+
+class TableWatch(threading.Thread):
+    """Reads namespace ``ns``'s IPVS table every ``interval`` seconds from one thread living there;
+    records the first time (``time.monotonic()`` minus ``t0``) ``dest`` of ``service`` is out
+    (`dest_out`) after `arm` was called. Stop with `stop`."""
+
+    def __init__(self, ns: str, *, t0: float, interval: float = 0.02) -> None:
+        super().__init__(daemon=True, name="bench-table")
+        self.ns, self.t0, self.interval = ns, t0, interval
+        self.halt = threading.Event()
+        self.latest: dict[str, dict[str, int]] = {}
+        self._want: tuple[str, str] | None = None
+        self.out_at: float | None = None
+
+    def arm(self, service: str, dest: str) -> None:
+        """Start looking for ``dest`` of ``service`` going out."""
+        self.out_at = None
+        self._want = (service, dest)
+
+    def run(self) -> None:
+        _setns(self.ns)
+        while not self.halt.is_set():
+            try:
+                txt = Path("/proc/thread-self/net/ip_vs").read_text()
+            except OSError:
+                txt = ""
+            now = time.monotonic() - self.t0
+            self.latest = parse_proc_ip_vs(txt)
+            w = self._want
+            if w is not None and self.out_at is None and dest_out(self.latest, *w):
+                self.out_at = now
+            self.halt.wait(self.interval)
+
+    def stop(self) -> None:
+        """Stop and join."""
+        self.halt.set()
+        self.join(5)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+class Daemon:
+    """A long-lived program in namespace ``ns`` (``ip netns exec``), output to ``log``.
+    Its processes are found again by namespace and by ``marker`` (a string of their command line,
+    e.g. the configuration path), so forked children (keepalived's VRRP and checker
+    processes) are signalled too."""
+
+    def __init__(self, ns: str, argv: Sequence[str], log: Path, marker: str, env: Mapping[str, str] | None = None) -> None:
+        self.ns, self.argv, self.log, self.marker = ns, list(argv), Path(log), marker
+        self.env = dict(env) if env is not None else None
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start it (returns at once)."""
+        from director.lab.netns import run_in_netns
+
+        with open(self.log, "ab") as f:
+            self.proc = run_in_netns(self.ns, self.argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                     start_new_session=True, env=self.env)
+
+    def pids(self) -> list[int]:
+        """PIDs of its processes (namespace and marker match), parents first."""
+        from director.lab.netns import pids_in_netns
+
+        return sorted(p for p in pids_in_netns(self.ns) if p != os.getpid() and self.marker in " ".join(_cmdline(p)))
+
+    def signal(self, sig: int, *, all_processes: bool = True) -> list[int]:
+        """Send ``sig`` to every process of it (or only the first, the parent); returns the pids signalled."""
+        pids = self.pids()
+        if not all_processes:
+            pids = pids[:1]
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        return pids
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, then SIGKILL whatever is left after ``timeout`` seconds; reaps the Popen."""
+        self.signal(signal.SIGTERM, all_processes=False)
+        deadline = time.monotonic() + timeout
+        while self.pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.signal(signal.SIGKILL)
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+    def running(self) -> bool:
+        """True when at least one of its processes exists."""
+        return bool(self.pids())
+
+
+def keepalived_argv(conf: Path, workdir: Path, name: str, *, vrrp_only: bool = False, check_only: bool = False) -> list[str]:
+    """``keepalived --dont-fork --log-console`` with this instance's own pid files under ``workdir``."""
+    argv = [KEEPALIVED, "--dont-fork", "--log-console", "--log-detail", "-f", str(conf),
+            "-p", str(workdir / f"{name}.pid"), "-c", str(workdir / f"{name}-checkers.pid"),
+            "-r", str(workdir / f"{name}-vrrp.pid")]
+    if vrrp_only:
+        argv.append("--vrrp")
+    if check_only:
+        argv.append("--check")
+    return argv
+
+
+def directord_argv(conf: Path, sock: Path) -> list[str]:
+    """``python -m director.cli run -c CONF --control-socket SOCK``."""
+    return [sys.executable, "-m", "director.cli", "run", "-c", str(conf), "--control-socket", str(sock)]
+
+
+def repo_env() -> dict[str, str]:
+    """The environment with the repository on PYTHONPATH and unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def wait_until(pred, timeout: float, interval: float = 0.1, what: str = "condition") -> float:
+    """Poll ``pred()`` until true; returns the seconds waited. Raises TimeoutError after ``timeout`` seconds."""
+    t0 = time.monotonic()
+    while not pred():
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{what} not reached within {timeout:.0f} s")
+        time.sleep(interval)
+    return time.monotonic() - t0
+
+
+def write_json(path: Path, doc: object) -> None:
+    """Write ``doc`` as indented JSON (parent folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+# --- the farm: many real servers' listeners in one namespace ----------------------------------
+
+FARM_CONTROL_PORT = 9999
+
+
+async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
+    servers: dict[str, asyncio.base_events.Server] = {}
+    mode = {a: ("hang" if a in hung else "serve") for a in addrs}
+    held: list[asyncio.StreamWriter] = []
+
+    def handler(addr: str):
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            except Exception:
+                writer.close()
+                return
+            if mode[addr] == "hang":
+                held.append(writer)
+                return
+            body = b"ok\n"
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+            try:
+                await writer.drain()
+            finally:
+                writer.close()
+        return handle
+
+    async def listen(a: str) -> None:
+        servers[a] = await asyncio.start_server(handler(a), a, port, reuse_address=True, backlog=128)
+
+    for a in addrs:
+        await listen(a)
+
+    loop = asyncio.get_running_loop()
+
+    class Control(asyncio.DatagramProtocol):
+        def connection_made(self, transport):  # noqa: D401
+            self.t = transport
+
+        def datagram_received(self, data: bytes, peer) -> None:
+            words = data.decode(errors="replace").split()
+            if len(words) == 2 and words[1] in mode:
+                cmd, a = words
+                if cmd == "stop" and a in servers:
+                    servers.pop(a).close()
+                elif cmd == "start" and a not in servers:
+                    mode[a] = "serve"
+                    loop.create_task(listen(a))
+                elif cmd in ("hang", "serve"):
+                    mode[a] = cmd
+            self.t.sendto(b"done", peer)
+
+    await loop.create_datagram_endpoint(Control, local_addr=("127.0.0.1", FARM_CONTROL_PORT))
+    print(f"listening {len(addrs)}", flush=True)
+    await asyncio.Event().wait()
+
+
+def farm_command(ns: str, cmd: str, addr: str, timeout: float = 5.0) -> None:
+    """Tell the farm in namespace ``ns`` to ``stop``/``start``/``hang``/``serve`` ``addr``; waits for
+    its acknowledgement. Raises TimeoutError without one."""
+    from director.lab.netns import socket_in_netns
+
+    s = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.settimeout(timeout)
+        s.sendto(f"{cmd} {addr}".encode(), ("127.0.0.1", FARM_CONTROL_PORT))
+        s.recvfrom(64)
+    finally:
+        s.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``farm --port P [--hang ADDR ...] ADDR ...``: serve the listeners until killed."""
+    ap = argparse.ArgumentParser(prog="incumbents.py")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("farm")
+    f.add_argument("--port", type=int, default=80)
+    f.add_argument("--hang", action="append", default=[])
+    f.add_argument("addrs", nargs="+")
+    a = ap.parse_args(argv)
+    asyncio.run(_farm(a.addrs, a.port, set(a.hang)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
