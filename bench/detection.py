@@ -105,8 +105,11 @@ class Topo:
         for i in range(self.n):
             add_address(self.farm, "eth0", f"{rip(i)}/24")
         add_route(self.farm, "0.0.0.0/0", gateway="10.78.1.1")
-        set_sysctls(self.dir, {"net.ipv4.ip_forward": 1, "net.ipv4.vs.conn_reuse_mode": 3,
-                               "net.ipv4.vs.expire_nodest_conn": 1})
+        set_sysctls(self.dir, {"net.ipv4.ip_forward": 1})
+        try:
+            set_sysctls(self.dir, {"net.ipv4.vs.conn_reuse_mode": 3, "net.ipv4.vs.expire_nodest_conn": 1})
+        except FileNotFoundError:
+            log("no ip_vs here: nothing will reach the table")
 
     def start_farm(self, workdir: Path, hung: list[str]) -> None:
         self.stop_farm()
@@ -240,6 +243,12 @@ def render(results: list[dict]) -> str:
     return inc.markdown_table(headers, rows)
 
 
+def set_out(path: Path) -> None:
+    """Where results and configurations go (default ``out/bench``)."""
+    global OUT
+    OUT = path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -251,8 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--client-timeout", type=float, default=0.25)
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for a table change")
-    ap.add_argument("--json", default=str(OUT / "detection.json"))
+    ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"),
+                    help="results folder (JSON and configurations); in the VM give one under `lab vm --out`, "
+                         "the guest's other folders are thrown away")
     a = ap.parse_args(argv)
+    set_out(Path(a.out_dir))
+    a.json = str(OUT / "detection.json")
+    if os.environ.get("DIRECTORD_IN_VM") == "1" and a.out_dir == str(inc.REPO / "out" / "bench"):
+        log("warning: results under the checkout vanish with the guest; pass --out-dir inside `lab vm --out`")
     if a.backends <= a.repeat:
         ap.error("--backends must exceed --repeat (each repetition stops a different backend)")
     if not os.path.exists("/proc/net/ip_vs"):

@@ -308,6 +308,12 @@ def render(results: list[dict], faults: list[str]) -> str:
     return inc.markdown_table(headers, rows)
 
 
+def set_out(path: Path) -> None:
+    """Where results and configurations go (default ``out/bench``)."""
+    global OUT
+    OUT = path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -317,8 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client-timeout", type=float, default=0.25, help="seconds per request")
     ap.add_argument("--settle-timeout", type=float, default=240.0)
     ap.add_argument("--recover-timeout", type=float, default=150.0)
-    ap.add_argument("--json", default=str(OUT / "failover_gap.json"))
+    ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"),
+                    help="results folder (JSON and configurations); in the VM give one under `lab vm --out`, "
+                         "the guest's other folders are thrown away")
     a = ap.parse_args(argv)
+    set_out(Path(a.out_dir))
+    a.json = str(OUT / "failover_gap.json")
+    if os.environ.get("DIRECTORD_IN_VM") == "1" and a.out_dir == str(inc.REPO / "out" / "bench"):
+        log("warning: results under the checkout vanish with the guest; pass --out-dir inside `lab vm --out`")
     if not os.path.exists("/proc/net/ip_vs"):
         subprocess.run(["modprobe", "ip_vs"], check=False)
     b = Bench(f"fg{os.getpid() % 100000}", a.rate, a.client_timeout)
@@ -328,7 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         b.lab.build()
         for node in ("dir1", "dir2"):
-            b.lab.sysctl(node, "net.ipv4.vs.conn_reuse_mode", 3)
+            try:  # reschedule DR connections that reuse a client port (net/netfilter/ipvs: conn_reuse_mode)
+                b.lab.sysctl(node, "net.ipv4.vs.conn_reuse_mode", 3)
+            except FileNotFoundError:
+                log("no ip_vs here: the client will not be served")
         for name in a.systems:
             log(f"system {name}")
             try:

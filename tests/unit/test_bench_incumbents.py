@@ -1,0 +1,129 @@
+"""Pure parts of bench/incumbents.py: configuration generators for the incumbents and
+directord, the /proc/net/ip_vs parser and the result aggregation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import incumbents as inc  # noqa: E402
+from director.lab.scenarios import Sample  # noqa: E402
+
+SVC = inc.Service("10.78.0.100", 80, ("10.78.1.11", "10.78.1.12"), "nat")
+
+
+def test_master_down_interval_rfc5798():
+    # 3 x advert_int + (256 - priority) / 256 x advert_int
+    assert inc.master_down_interval(1.0, 100) == pytest.approx(3.609375)
+    assert inc.master_down_interval(0.2, 100) == pytest.approx(0.721875)
+    assert inc.master_down_interval(1.0, 254) == pytest.approx(3 + 2 / 256)
+    with pytest.raises(ValueError):
+        inc.master_down_interval(1.0, 255)
+    with pytest.raises(ValueError):
+        inc.master_down_interval(0, 100)
+
+
+def test_keepalived_conf_vrrp_version_follows_advert_int():
+    vrrp = {"state": "BACKUP", "interface": "eth0", "vrid": 51, "priority": 100, "advert_int": 0.2, "vip": "10.77.0.100"}
+    text = inc.keepalived_conf(router_id="dir2", vrrp=vrrp)
+    assert "advert_int 0.2\n" in text and "version 3\n" in text
+    assert "10.77.0.100/32 dev eth0" in text and "virtual_server" not in text
+    text1 = inc.keepalived_conf(router_id="dir2", vrrp={**vrrp, "advert_int": 1})
+    assert "version 2\n" in text1 and "advert_int 1\n" in text1
+    assert text.count("{") == text.count("}")
+
+
+def test_keepalived_conf_checker_defaults_omitted_and_tuned_written():
+    default = inc.keepalived_conf(router_id="d", service=SVC)
+    assert "lb_kind NAT" in default and default.count("HTTP_GET") == 2
+    for key in ("delay_loop", "connect_timeout", "retry", "delay_before_retry"):
+        assert key not in default
+    tuned = inc.keepalived_conf(router_id="d", service=SVC, delay_loop=1, connect_timeout=1, retry=1,
+                                delay_before_retry=0.5)
+    assert "delay_loop 1\n" in tuned and tuned.count("delay_before_retry 0.5") == 2
+    assert "real_server 10.78.1.12 80 {" in tuned
+    assert tuned.count("{") == tuned.count("}")
+
+
+def test_ldirectord_cf():
+    default = inc.ldirectord_cf(SVC)
+    assert "checkinterval" not in default and "checktimeout" not in default
+    assert "\treal=10.78.1.11:80 masq\n" in default and "virtual=10.78.0.100:80\n" in default
+    assert 'request="healthz"' in default and "quiescent=no" in default
+    tuned = inc.ldirectord_cf(inc.Service("10.77.0.100", 80, ("10.77.0.21",), "dr"), checkinterval=1, checktimeout=1)
+    assert tuned.startswith("checkinterval=1\nchecktimeout=1\n")
+    assert "real=10.77.0.21:80 gate" in tuned
+
+
+def test_heartbeat_files():
+    cf = inc.heartbeat_ha_cf(["dir1", "dir2"], "eth1", keepalive=0.2, deadtime=1, initdead=12)
+    assert cf.splitlines()[:3] == ["keepalive 200ms", "deadtime 1", "initdead 12"]
+    assert "bcast eth1" in cf and "node dir1" in cf and "node dir2" in cf and "auto_failback on" in cf
+    defaults = inc.heartbeat_ha_cf(["a", "b"], "eth1")
+    assert "keepalive" not in defaults and "deadtime" not in defaults
+    assert inc.heartbeat_haresources("dir1", "10.77.0.100", 32, "eth0") == "dir1 IPaddr::10.77.0.100/32/eth0\n"
+
+
+def test_directord_conf_loads(tmp_path):
+    from director.config import load_config  # the project's loader
+
+    keys = tmp_path / "authkeys"
+    keys.write_text("auth 1\n1 sha1 abc\n")
+    keys.chmod(0o600)
+    single = tmp_path / "single.yaml"
+    single.write_text(inc.directord_conf(SVC, check={"interval": 2}))
+    cfg = load_config(str(single))
+    assert cfg is not None
+    ha = tmp_path / "ha.yaml"
+    text = inc.directord_conf(SVC, ha={"node": "dir1", "nodes": ["dir1", "dir2"], "media": ["bcast eth1"],
+                                       "authkeys": str(keys), "state_dir": str(tmp_path / "st"), "owner": "dir1",
+                                       "address": "10.78.0.100/32/eth0", "keepalive": 1, "deadtime": 3.61})
+    assert "deadtime: 3.61\n" in text and "keepalive: 1\n" in text and "warntime" not in text
+    ha.write_text(text)
+    assert load_config(str(ha)) is not None
+
+
+PROC_IP_VS = """\
+IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
+TCP  0A4E0064:0050 rr
+  -> 0A4E010B:0050      Masq    1      0          3
+  -> 0A4E010C:0050      Masq    0      0          0
+FWM  00000001 wlc
+  -> 0A4E010D:0050      Route   1      0          0
+TCP  [fd00:0077:0000:0000:0000:0000:0000:0064]:0050 rr
+  -> [fd00:0077:0000:0000:0000:0000:0000:0015]:0050      Route   1      0          0
+"""
+
+
+def test_parse_proc_ip_vs_and_dest_out():
+    t = inc.parse_proc_ip_vs(PROC_IP_VS)
+    assert t == {"10.78.0.100:80": {"10.78.1.11:80": 1, "10.78.1.12:80": 0}}
+    assert not inc.dest_out(t, "10.78.0.100:80", "10.78.1.11:80")
+    assert inc.dest_out(t, "10.78.0.100:80", "10.78.1.12:80")  # weight 0
+    assert inc.dest_out(t, "10.78.0.100:80", "10.78.1.13:80")  # removed
+    assert inc.dest_out({}, "10.78.0.100:80", "10.78.1.11:80")
+    assert inc.parse_proc_ip_vs("") == {}
+
+
+def test_last_error_end_and_gap():
+    samples = [Sample(0.0, 0.01, True, "200"), Sample(1.0, 1.25, False, "TimeoutError"),
+               Sample(1.3, 1.31, False, "ConnectionRefusedError"), Sample(2.0, 2.01, True, "200"),
+               Sample(0.5, 0.6, False, "x")]
+    assert inc.last_error_end(samples, 0.9) == pytest.approx(1.31)
+    assert inc.last_error_end(samples, 1.5) is None
+    gap, at = inc.longest_gap(samples, 0.9)
+    assert gap == pytest.approx(2.0) and at == pytest.approx(0.01)
+
+
+def test_stats_and_table():
+    st = inc.stats([1.0, 3.0, None, 2.0])
+    assert st == {"n": 3, "median": 2.0, "max": 3.0, "min": 1.0, "missing": 1}
+    assert inc.stats([None])["median"] is None
+    md = inc.markdown_table(["a", "b|c"], [[1, inc.fmt_s(None)], ["x", inc.fmt_s(1.234)]])
+    assert md.splitlines() == ["| a | b\\|c |", "|---|---|", "| 1 | - |", "| x | 1.23 |"]
