@@ -246,7 +246,8 @@ def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeo
         waited = b.settle(settle_timeout)
         log(f"{name}: settled in {waited:.1f} s")
         for fault in faults:
-            reps = []
+            reps: list[dict] = []
+            result["faults"][fault] = {"repetitions": reps, "gap": inc.stats([])}
             for i in range(repeat):
                 t_fault = b.now()
                 if fault == "node":
@@ -269,6 +270,7 @@ def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeo
                 rep = {"gap_s": round(gap, 3) if ok else None, "first_success_s": round(first.end - t_fault, 3) if first else None,
                        "failed_requests": failed, "requests": sum(1 for s in samples if s.start >= t_fault)}
                 reps.append(rep)
+                result["faults"][fault]["gap"] = inc.stats([r["gap_s"] for r in reps])
                 log(f"{name} {fault} #{i + 1}: gap {inc.fmt_s(rep['gap_s'])} s, {failed} failed")
                 # bring dir1 back as after a reboot
                 if fault == "node":
@@ -280,10 +282,10 @@ def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeo
                 try:
                     b.settle(settle_timeout)
                 except TimeoutError as e:
-                    result["problems"].append(f"fail-back after {fault} #{i + 1}: {e}")
-                    raise
-            st = inc.stats([r["gap_s"] for r in reps])
-            result["faults"][fault] = {"repetitions": reps, "gap": st}
+                    raise TimeoutError(f"fail-back after {fault} #{i + 1}: {e}") from e
+    except Exception as e:  # keep the repetitions done so far
+        result["problems"].append(f"{type(e).__name__}: {e}")
+        log(f"{name} failed: {type(e).__name__}: {e}")
     finally:
         b.client.stop()
         result["client_rate"] = round(len(b.client.samples) / max(b.client.samples[-1].end - b.client.samples[0].start, 1e-9), 1) if b.client.samples else 0

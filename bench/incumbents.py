@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import json
 import os
 import signal
@@ -370,8 +371,10 @@ class SteadyClient(threading.Thread):
         return self.samples
 
     def since(self, t: float) -> list[Sample]:
-        """Samples that started at or after ``t`` (seconds since t0)."""
-        return [s for s in list(self.samples) if s.start >= t]
+        """Samples that started at or after ``t`` (seconds since t0); samples are appended in start order."""
+        n = len(self.samples)
+        i = bisect.bisect_left(self.samples, t, 0, n, key=lambda s: s.start)
+        return self.samples[i:n]
 
 
 def read_table(ns: str) -> dict[str, dict[str, int]]:
