@@ -11,7 +11,10 @@ each returns a list of *actions* for it to carry out, in order:
 * ``acquired(group, ok, now)`` / ``released(group, now)`` after it carried out
   an `Acquire` / `Release`;
 * ``stop(now)`` for a graceful stop; the driver keeps calling ``on_tick``
-  until it receives `Stopped`.
+  until it receives `Stopped`;
+* ``set_connectivity(conn, now)`` whenever the probes (ping nodes, carrier of
+  the resource links) change; ``standby(now, which)`` / ``takeover(now,
+  which)`` for the admin commands (`AdminRefused` when not possible now).
 
 ``now`` is a monotonic time in seconds (float). The ``ts`` field of outgoing
 packets is the wall clock, from the injected ``wallclock`` callable.
@@ -134,6 +137,17 @@ Choices where heartbeat's behaviour was unclear or unwanted
   ``shutdone``: takeover as above.
 * No acks are sent to ourselves (heartbeat acks its own broadcasts).
 * Only one or two nodes are supported (heartbeat's v1 takeover is two-node).
+* Connectivity (ipfail's idea without ipfail's API messages): each node
+  sends ``directord-connectivity link=up|down ping=UP/TOTAL`` on change and
+  every 2 s; while the peer is alive and its report has been better for
+  2 x keepalive (+ ping_interval with ping nodes, as both sides probe at
+  different moments), the worse node goes standby for everything it holds;
+  once its report is as good again it sends ``hb_takeover rsc_hold=local``
+  if auto_failback is on. Two connectivity handovers are at least 2 s apart.
+  The holder of the peer's groups delays auto failback while the returning
+  owner reports worse connectivity.
+* ``hb_takeover`` (heartbeat's script message; heartbeat 3.0.6 ignores it):
+  a directord node receiving it goes standby for the matching groups.
 """
 
 from __future__ import annotations
