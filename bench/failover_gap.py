@@ -52,11 +52,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 
 import incumbents as inc  # noqa: E402
-from director.lab.netns import Lab, del_address, exec_in_netns, link_set, list_addresses, netns_exists  # noqa: E402
+from director.lab.netns import Lab, del_address, exec_in_netns, link_set, list_addresses  # noqa: E402
 
 OUT = inc.REPO / "out" / "bench"
 BACKUP_PRIORITY, MASTER_PRIORITY = 100, 150
 VRID = 51
+#: Seconds after its start before dir1 is failed (see run_system).
+DT_BUMP_S = 6.0
 
 SYSTEMS = ("directord", "directord-eq1", "directord-eq02", "keepalived-1", "keepalived-0.2", "heartbeat", "heartbeat-0.2")
 
@@ -71,6 +73,21 @@ DIRECTORD_TIMERS = {
 }
 KEEPALIVED_ADVERT = {"keepalived-1": 1.0, "keepalived-0.2": 0.2}
 HEARTBEAT_TIMERS = {"heartbeat": {}, "heartbeat-0.2": {"keepalive": 0.2, "deadtime": 1.0, "initdead": 12.0}}
+
+
+def initdead(system: str) -> float:
+    """Seconds after start during which the HA node still waits for its peer with the longer
+    ``initdead`` timer instead of deadtime (ha/config.py rules; heartbeat/config.c for heartbeat);
+    0 for keepalived. The first fault comes only after it has passed on the survivor."""
+    if system in DIRECTORD_TIMERS:
+        return max(3.0, DIRECTORD_TIMERS[system].get("deadtime", 1.0))
+    if system in HEARTBEAT_TIMERS:
+        t = HEARTBEAT_TIMERS[system]
+        if "initdead" in t:
+            return t["initdead"]
+        dead = t.get("deadtime", 30.0)
+        return dead if dead > 10 else (12.0 if dead < 6 else 2 * dead)
+    return 0.0
 
 
 def log(msg: str) -> None:
@@ -98,6 +115,9 @@ class Bench:
         self.rate, self.client_timeout = rate, client_timeout
         self.t0 = time.monotonic()
         self.client: inc.SteadyClient | None = None
+        #: without IPVS (a kernel lacking ip_vs): each director serves HTTP itself on the VIP,
+        #: keepalived gets no virtual_server and heartbeat no table; checks the HA mechanics only
+        self.no_ipvs = False
 
     @property
     def vip(self) -> str:
@@ -180,7 +200,7 @@ class KeepalivedSys(DirectordSys):
                 router_id=node,
                 vrrp={"state": state, "interface": "eth0", "vrid": VRID, "priority": prio, "advert_int": adv,
                       "vip": b.vip},
-                service=b.service()))
+                service=None if b.no_ipvs else b.service()))
             self.d[node] = inc.Daemon(b.lab.ns(node), inc.keepalived_argv(conf, workdir / node, "ka"),
                                       workdir / node / "keepalived.log", str(conf))
 
@@ -198,7 +218,8 @@ class HeartbeatSys(DirectordSys):
         rules = f"-A -t {b.vip}:80 -s rr\n" + "".join(f"-a -t {b.vip}:80 -r {r}:80 -g -w 1\n" for r in b.lab.rips)
         (workdir / "ipvsadm.rules").write_text(rules)
         for node in ("dir1", "dir2"):
-            exec_in_netns(b.lab.ns(node), ["ipvsadm", "-R"], input=rules)
+            if not b.no_ipvs:
+                exec_in_netns(b.lab.ns(node), ["ipvsadm", "-R"], input=rules)
 
     def start(self, node: str) -> None:
         self.hb[node].start()
@@ -243,12 +264,17 @@ def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeo
             sysobj.start(node)
             if node == "dir1":
                 time.sleep(0.5)
+        started = dir1_started = time.monotonic()
         waited = b.settle(settle_timeout)
         log(f"{name}: settled in {waited:.1f} s")
+        time.sleep(max(0.0, initdead(name) + 1.0 - (time.monotonic() - started)))
         for fault in faults:
             reps: list[dict] = []
             result["faults"][fault] = {"repetitions": reps, "gap": inc.stats([])}
             for i in range(repeat):
+                # a (re)started heartbeat-protocol node advertises deadtime + 2 s for its first 5 s
+                # (heartbeat.c; ha/node.py): fault it only once that is over, as in steady service
+                time.sleep(max(0.0, DT_BUMP_S - (time.monotonic() - dir1_started)))
                 t_fault = b.now()
                 if fault == "node":
                     b.node_links("dir1", False)
@@ -279,6 +305,7 @@ def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeo
                 else:
                     sysobj.wait_stopped("dir1")
                 sysobj.start("dir1")
+                dir1_started = time.monotonic()
                 try:
                     b.settle(settle_timeout)
                 except TimeoutError as e:
@@ -345,7 +372,12 @@ def main(argv: list[str] | None = None) -> int:
             try:  # reschedule DR connections that reuse a client port (net/netfilter/ipvs: conn_reuse_mode)
                 b.lab.sysctl(node, "net.ipv4.vs.conn_reuse_mode", 3)
             except FileNotFoundError:
-                log("no ip_vs here: the client will not be served")
+                log("no ip_vs here: the directors serve HTTP themselves (HA mechanics only; not a measurement)")
+                b.no_ipvs = True
+        if b.no_ipvs:
+            for node in ("dir1", "dir2"):
+                b.lab.popen(node, [sys.executable, "-m", "director.lab.httpd", "--name", node, "--bind", "0.0.0.0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for name in a.systems:
             log(f"system {name}")
             try:
