@@ -142,7 +142,8 @@ def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path) -> in
     if system.startswith("ldirectord"):
         conf = workdir / "ldirectord.cf"
         tuned = system.endswith("tuned")
-        conf.write_text(inc.ldirectord_cf(service, checkinterval=1 if tuned else None, checktimeout=1 if tuned else None))
+        conf.write_text(inc.ldirectord_cf(service, checkinterval=1 if tuned else None, checktimeout=1 if tuned else None,
+                                          logfile=str(workdir / "ldirectord-own.log")))
         return inc.Daemon(t.dir, [inc.LDIRECTORD, "-d", str(conf), "start"], workdir / "ldirectord.log", str(conf))
     conf = workdir / "keepalived.conf"
     if system.endswith("tuned"):

@@ -142,17 +142,20 @@ def keepalived_conf(
 
 
 def ldirectord_cf(service: Service, *, checkinterval: float | None = None, checktimeout: float | None = None,
-                  quiescent: bool = False) -> str:
+                  quiescent: bool = False, logfile: str | None = None) -> str:
     """ldirectord.cf text (ldirectord 4.12 syntax; pure): one virtual service, an HTTP
     ``negotiate`` check of ``service.path`` expecting the text ``ok``. Timers left None are
     omitted (ldirectord's defaults: checkinterval 10, checktimeout 5, negotiatetimeout 30,
-    failurecount 1). ``quiescent`` no: a failed real server is removed from the table."""
+    failurecount 1). ``quiescent`` no: a failed real server is removed from the table. ``logfile``: a
+    file path (None: ldirectord's default)."""
     g = []
     if checkinterval is not None:
         g.append(f"checkinterval={checkinterval:g}")
     if checktimeout is not None:
         g.append(f"checktimeout={checktimeout:g}")
-    g += [f"quiescent={'yes' if quiescent else 'no'}", "autoreload=no", "logfile=\"local0\""]
+    g += [f"quiescent={'yes' if quiescent else 'no'}", "autoreload=no"]
+    if logfile:
+        g.append(f'logfile="{logfile}"')
     v = [f"virtual={service.vip}:{service.port}"]
     v += [f"\treal={rip}:{service.port} {_LD_KIND[service.forwarding]}" for rip in service.rips]
     v += ["\tservice=http", "\tscheduler=rr", "\tprotocol=tcp", "\tchecktype=negotiate",
