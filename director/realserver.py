@@ -498,22 +498,55 @@ def plan_persist(
 
 
 class Backend(Protocol):
-    """The I/O :func:`apply` and :func:`revert` need (:class:`KernelBackend` on a host)."""
+    """The I/O :func:`apply` and :func:`revert` need (:class:`KernelBackend` on a host).
 
-    def read_sysctl(self, key: str) -> str | None: ...
-    def write_sysctl(self, key: str, value: str) -> None: ...
-    def load_module(self, name: str) -> None: ...
-    def link_exists(self, name: str) -> bool: ...
-    def create_tunnel(self, name: str) -> None: ...
-    def delete_link(self, name: str) -> None: ...
-    def link_is_up(self, name: str) -> bool: ...
-    def set_link(self, name: str, up: bool) -> None: ...
-    def add_address(self, ifname: str, cidr: str, label: str | None) -> bool: ...
-    def remove_address(self, ifname: str, cidr: str, label: str | None) -> bool: ...
-    def read_file(self, path: str) -> str | None: ...
-    def write_file(self, path: str, text: str | None) -> None: ...
-    def read_link(self, path: str) -> str | None: ...
-    def write_link(self, path: str, target: str | None) -> None: ...
+    Sysctl keys are ``/proc/sys``-relative paths, values text without the
+    newline; ``read_*`` return None for what does not exist; ``add_address``
+    / ``remove_address`` return False when there was nothing to do. Any
+    method may raise OSError / ``pyroute2.NetlinkError`` / RealServerError.
+    """
+
+    def read_sysctl(self, key: str) -> str | None:
+        """The value of ``key``, None if it does not exist."""
+
+    def write_sysctl(self, key: str, value: str) -> None:
+        """Write ``value`` to ``key``."""
+
+    def load_module(self, name: str) -> None:
+        """Load kernel module ``name`` (no-op when loaded)."""
+
+    def link_exists(self, name: str) -> bool:
+        """True if link ``name`` exists."""
+
+    def create_tunnel(self, name: str) -> None:
+        """Create IP-in-IP device ``name``."""
+
+    def delete_link(self, name: str) -> None:
+        """Delete link ``name``."""
+
+    def link_is_up(self, name: str) -> bool:
+        """True if link ``name`` is administratively up."""
+
+    def set_link(self, name: str, up: bool) -> None:
+        """Set link ``name`` up or down."""
+
+    def add_address(self, ifname: str, cidr: str, label: str | None) -> bool:
+        """Add ``cidr`` to ``ifname`` with directord's mark; False if present already."""
+
+    def remove_address(self, ifname: str, cidr: str, label: str | None) -> bool:
+        """Remove our ``cidr`` from ``ifname``; False if absent or not ours."""
+
+    def read_file(self, path: str) -> str | None:
+        """Content of ``path``, None if absent."""
+
+    def write_file(self, path: str, text: str | None) -> None:
+        """Replace ``path`` with ``text`` (None: remove it)."""
+
+    def read_link(self, path: str) -> str | None:
+        """Target of symbolic link ``path``, None if absent."""
+
+    def write_link(self, path: str, target: str | None) -> None:
+        """Make ``path`` a symbolic link to ``target`` (None: remove it)."""
 
 
 class ApplyError(RealServerError):
@@ -871,7 +904,7 @@ def gather(request: Request | None = None) -> HostState:
     return HostState(tuple(links), tuple(addrs), sysctls, gws, ipip, _kernel_has_ifa_proto())
 
 
-class KernelBackend:
+class KernelBackend:  # method docstrings: see Backend
     """:class:`Backend` on the running kernel, in the calling thread's network namespace.
 
     Sysctls through ``/proc/sys``; links through pyroute2; addresses through
@@ -1071,6 +1104,9 @@ def prep(
     if dry_run:
         for c in changes:
             out(f"would {c.describe() if c.kind != 'sysctl' else 'set ' + c.describe()}")
+            if c.kind == "file":
+                for line in (c.value or "").splitlines():
+                    out(f"    | {line}")
         for i in checks_failed:
             out(f"check failed: {i.what}: {i.detail}")
         out(f"dry run: {len(changes)} change(s) planned, nothing done")
@@ -1239,16 +1275,19 @@ def _add_request_args(p: argparse.ArgumentParser, *, required_mode_default: bool
 
 
 def cmd_prep(args: argparse.Namespace) -> int:
+    """``directord realserver prep`` (see :func:`prep`)."""
     request = _request_from_args(args)
     root = (args.persist_root or "/") if args.persist else None
     return prep(request, state_file=args.state_file or default_state_file(), dry_run=args.dry_run, persist_root=root)
 
 
 def cmd_undo(args: argparse.Namespace) -> int:
+    """``directord realserver undo`` (see :func:`undo`)."""
     return undo(state_file=args.state_file or default_state_file(), dry_run=args.dry_run)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    """``directord realserver status``: the request given, else the one recorded by prep (see :func:`status`)."""
     request = _request_from_args(args)
     if not args.vip and not args.director:
         try:
@@ -1262,8 +1301,6 @@ def cmd_status(args: argparse.Namespace) -> int:
         recorded = Request.from_json(doc["request"])
         request = Request(recorded.vips, args.mode or recorded.mode,
                           request.interfaces or recorded.interfaces, recorded.director)
-    elif args.mode is None:
-        request = Request(request.vips, "dr", request.interfaces, request.director)
     return status(request, as_json=args.json)
 
 

@@ -727,6 +727,10 @@ def test_nat_checks_the_default_route_via_the_director(ns, tmp_path):
 def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     state = str(tmp_path / "rs.json")
     root = tmp_path / "root"
+    r = run(ns, "prep", "--vip", V4, "--state-file", state, "--persist", "--persist-root", str(root), "--dry-run",
+            check_rc=0)
+    assert "    | net.ipv4.conf.all.arp_ignore = 1" in r.stdout and "dry run: 13 change(s)" in r.stdout
+    assert not root.exists() and not os.path.exists(state)
     r = run(ns, "prep", "--vip", V4, "--state-file", state, "--persist", "--persist-root", str(root), check_rc=0)
     conf_file = root / "etc/sysctl.d/60-directord-realserver.conf"
     env_file = root / "etc/default/directord-realserver"
