@@ -6,7 +6,7 @@ namespace: the real ldirectord (Debian package ``ldirectord`` 4.12, run as
 original file; the table is read with ``ipvsadm -Ln`` (and ``--thresholds``)
 once it equals the table the file describes (written out by hand below),
 then rs1 and rs2 stop serving and the table is read again (removal, weight 0,
-fallback server). ldirectord is stopped, the table flushed (``ipvsadm -C``),
+fallback server), and once more after they serve again. ldirectord is stopped, the table flushed (``ipvsadm -C``),
 the real servers restored, and ``directord run`` does the same on the
 converted file. Both tools must produce the same two tables, equal to the
 hand-written ones.
@@ -205,6 +205,8 @@ def test_converted_file_programs_the_same_table_as_ldirectord(lab, clean_table, 
         ld_up = converge(lab, expected_up, f"ldirectord {sample}, all real servers up", log)
         stop_backends(lab)
         ld_down = converge(lab, expected_down, f"ldirectord {sample}, rs1 and rs2 down", log)
+        lab.reset_real_servers()
+        ld_back = converge(lab, expected_up, f"ldirectord {sample}, rs1 and rs2 back", log)
     finally:
         stop_process(proc)
     lab.exec(lab.director, ["ipvsadm", "-C"])
@@ -222,11 +224,14 @@ def test_converted_file_programs_the_same_table_as_ldirectord(lab, clean_table, 
         dd_up = converge(lab, expected_up, f"directord {sample}, all real servers up", d.log)
         stop_backends(lab)
         dd_down = converge(lab, expected_down, f"directord {sample}, rs1 and rs2 down", d.log)
+        lab.reset_real_servers()
+        dd_back = converge(lab, expected_up, f"directord {sample}, rs1 and rs2 back", d.log)
     finally:
         d.stop()
 
     assert dd_up == ld_up
     assert dd_down == ld_down
+    assert dd_back == ld_back == ld_up  # the fallback leaves, weights come back
     assert ld_up != ld_down  # the down phase changed something: the comparison is not vacuous
     assert all(ld_up.values()) and ld_up  # every service has destinations
 
