@@ -243,11 +243,18 @@ class CommandSocket:
                         data = await asyncio.wait_for(loop.sock_recv(self._sock, 1 << 20), ACK_TIMEOUT)
                     except asyncio.TimeoutError:
                         raise OSError(f"no acknowledgement for {len(pending)} IPVS command(s) in {ACK_TIMEOUT:g} s")
-                    if not data:
-                        raise OSError("IPVS netlink socket closed")
-                    for seq, code in parse_acks(data).items():
-                        if seq in pending:
-                            pending.discard(seq)
-                            answers[seq] = code
+                    while True:  # each ack is its own datagram: drain what is queued without the loop
+                        if not data:
+                            raise OSError("IPVS netlink socket closed")
+                        for seq, code in parse_acks(data).items():
+                            if seq in pending:
+                                pending.discard(seq)
+                                answers[seq] = code
+                        if not pending:
+                            break
+                        try:
+                            data = self._sock.recv(1 << 20)
+                        except (BlockingIOError, InterruptedError):
+                            break
                 results.extend(answers[s] for s in seqs)
             return results
