@@ -167,8 +167,7 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
     if hung:
         cases.append(("hung", hung + 1, [rip(hung)], False))
     for case, n, hung_addrs, with_client in cases:
-        workdir = base / case
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = inc.local_dir(f"{system}-{case}")  # the control socket needs a local file system
         service = inc.Service(VIP, PORT, tuple(rip(i) for i in range(n)), "nat")
         t.start_farm(workdir, hung_addrs)
         exec_in_netns(t.dir, ["ipvsadm", "-C"], check=False)
@@ -217,6 +216,7 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
                 time.sleep(0.5)
         except Exception as e:
             res["problems"].append(f"{case}: {type(e).__name__}: {e}")
+            log(f"{system} {case} failed: {type(e).__name__}: {e}")
         finally:
             if client is not None:
                 client.stop()
@@ -224,6 +224,8 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
             watch.stop()
             d.stop(10)
             exec_in_netns(t.dir, ["ipvsadm", "-C"], check=False)
+            inc.copy_files(workdir, base / case)
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
         res[case] = {"backends": n, "hung": hung_addrs, "repetitions": reps,
                      "table": inc.stats([r["table_s"] for r in reps]),
                      "client": inc.stats([r.get("client_s") for r in reps]) if with_client else None}

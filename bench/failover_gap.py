@@ -252,9 +252,26 @@ def make_system(b: Bench, name: str, workdir: Path):
 
 def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeout: float,
                recover_timeout: float) -> dict:
-    workdir = OUT / "failover_gap" / name
-    if workdir.exists():
+    keep = OUT / "failover_gap" / name
+    if keep.exists():
+        subprocess.run(["rm", "-rf", str(keep)], check=False)
+    workdir = inc.local_dir(name)  # sockets and heartbeat's bind mounts need a local file system
+    try:
+        return _run_system(b, name, faults, repeat, settle_timeout, recover_timeout, workdir)
+    finally:
+        ha_d = [str(p) for p in workdir.glob("*/etc_ha.d")]
+        for d in ha_d:  # keep only the three files heartbeat was given, not the copy of /etc/ha.d
+            for f in ("ha.cf", "haresources"):
+                src = Path(d) / f
+                if src.exists():
+                    (Path(d).parent / f).write_text(src.read_text())
+        subprocess.run(["rm", "-rf", *ha_d, *(str(p) for p in workdir.glob("*/varlib"))], check=False)
+        inc.copy_files(workdir, keep)
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
+
+
+def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeout: float,
+                recover_timeout: float, workdir: Path) -> dict:
     sysobj = make_system(b, name, workdir)
     result: dict = {"system": name, "detection": detection_time(name), "faults": {}, "problems": []}
     b.client = inc.SteadyClient(b.lab.ns("client"), b.vip, 80, t0=b.t0, rate=b.rate, timeout=b.client_timeout)

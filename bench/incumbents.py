@@ -530,6 +530,35 @@ def wait_until(pred, timeout: float, interval: float = 0.1, what: str = "conditi
     return time.monotonic() - t0
 
 
+def local_dir(tag: str) -> Path:
+    """A fresh folder on a local file system for sockets, state and pid files (the results folder
+    may be a 9p share in the VM, where binding a UNIX socket fails with ENXIO)."""
+    import tempfile
+
+    return Path(tempfile.mkdtemp(prefix=f"bench-{tag}-"))  # not /run: heartbeat's start script mounts a tmpfs there
+
+
+def copy_files(src: Path, dst: Path) -> None:
+    """Copy the regular files under ``src`` (configurations, logs) to ``dst``, keeping the layout;
+    sockets, device files and unreadable files are skipped."""
+    import shutil
+    import stat
+
+    for p in sorted(src.rglob("*")):
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue
+        t = dst / p.relative_to(src)
+        try:
+            t.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, t)
+        except OSError:
+            continue
+
+
 def write_json(path: Path, doc: object) -> None:
     """Write ``doc`` as indented JSON (parent folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
