@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import subprocess
 import sys
 import time
@@ -156,11 +157,16 @@ def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path) -> in
                       str(conf))
 
 
+#: Check interval per system (seconds): the range of the random delay before each stop.
+INTERVAL_S = {"directord": 1.0, "ldirectord": 10.0, "ldirectord-tuned": 1.0, "keepalived": 60.0, "keepalived-tuned": 1.0}
+
+
 def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate: float, client_timeout: float,
             timeout: float) -> dict:
     """Run one system: ``repeat`` stops with a client (``backends`` backends), then (``hung`` > 0)
     ``repeat`` stops among ``hung`` healthy backends plus one hung backend. Returns its record."""
     res: dict = {"system": system, "settings": settings(system), "problems": []}
+    phase_s = INTERVAL_S[system]
     base = OUT / "detection" / system
     subprocess.run(["rm", "-rf", str(base)], check=False)
     cases = [("plain", backends, [], True)]
@@ -195,7 +201,9 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
             for i in range(repeat):
                 victim = rip(i)
                 watch.arm(svc, f"{victim}:{PORT}")
-                time.sleep(0.05)
+                # a random phase against the check cycle (otherwise each repetition's fixed length
+                # can lock the stop to one point of a long interval)
+                time.sleep(0.05 + random.uniform(0.0, phase_s))
                 t_stop = time.monotonic() - t0
                 inc.farm_command(t.farm, "stop", victim)
                 try:
