@@ -205,6 +205,14 @@ class KeepalivedSys(DirectordSys):
                                       workdir / node / "keepalived.log", str(conf))
 
 
+    def start(self, node: str) -> None:
+        # a killed instance's pid files may name zombies not yet reaped (keepalived then refuses
+        # to start: "daemon is already running"); a rebooted node would not have them either
+        for f in (self.dir / node).glob("ka*.pid"):
+            f.unlink(missing_ok=True)
+        self.d[node].start()
+
+
 class HeartbeatSys(DirectordSys):
     def __init__(self, b: Bench, name: str, workdir: Path) -> None:  # noqa: D107
         from heartbeat_harness import RealHeartbeat
