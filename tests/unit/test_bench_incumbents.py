@@ -127,3 +127,22 @@ def test_stats_and_table():
     assert inc.stats([None])["median"] is None
     md = inc.markdown_table(["a", "b|c"], [[1, inc.fmt_s(None)], ["x", inc.fmt_s(1.234)]])
     assert md.splitlines() == ["| a | b\\|c |", "|---|---|", "| 1 | - |", "| x | 1.23 |"]
+
+
+def test_copy_files_keeps_layout_and_skips_sockets(tmp_path):
+    import socket as _socket
+
+    src = inc.local_dir("test")
+    try:
+        (src / "dir1").mkdir()
+        (src / "dir1" / "keepalived.conf").write_text("global_defs {}\n")
+        s = _socket.socket(_socket.AF_UNIX)
+        s.bind(str(src / "dir1" / "ctl.sock"))
+        inc.copy_files(src, tmp_path / "keep")
+        s.close()
+        assert (tmp_path / "keep" / "dir1" / "keepalived.conf").read_text() == "global_defs {}\n"
+        assert not (tmp_path / "keep" / "dir1" / "ctl.sock").exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(src)
