@@ -250,6 +250,7 @@ class Drill:
             time.sleep(LEAD_S)
             rec.fault_t = round(self.now(), 3)
             ok = True
+            immediate = True  # still in the fault's first actions (before any wait or sleep)
             for i, (action, arg) in enumerate(scn.steps):
                 if action == "wait":
                     if not self.wait_for(arg):
@@ -262,6 +263,10 @@ class Drill:
                     began = rec.fault_t if i == 0 else self.now()  # stamped when the action starts
                     text = ACTIONS[action](self, arg)
                     self.mark("fault" if i == 0 else "step", ("FAULT: " if i == 0 else "") + text, began)
+                    if immediate:
+                        rec.fault_end_t = round(self.now(), 3)
+                if action in ("wait", "sleep"):
+                    immediate = False
             if ok:
                 rec.settled = self.wait_for(scn.until)
                 if rec.settled:

@@ -96,7 +96,10 @@ EVENT_KINDS = ("fault", "step", "detect", "acquire", "release", "vip-added", "vi
 class DrillRecord:
     """Everything one drill observed (filled by the runner, read by `evaluate`).
 
-    ``fault_t``: when the fault was injected; ``samples``: client requests;
+    ``fault_t``: when the fault was injected; ``fault_end_t``: when its
+    immediate actions (those before the first wait or sleep) were all done,
+    e.g. the links of a killed node down as well (None: same as ``fault_t``);
+    ``samples``: client requests;
     ``holders``: holder samples (both directors); ``events``: timeline
     entries from the drill, the daemons' logs and the client's ARP capture;
     ``tables_before``/``tables_after``: each director's IPVS table reduced to
@@ -109,6 +112,7 @@ class DrillRecord:
 
     scenario: str
     fault_t: float = 0.0
+    fault_end_t: float | None = None
     samples: list[Sample] = field(default_factory=list)
     holders: list[HolderSample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -391,6 +395,14 @@ def longest_gap(samples: Sequence[Sample], since: float) -> tuple[float, float]:
     return best, at
 
 
+def fault_complete(record: DrillRecord) -> float:
+    """When the fault was fully in place (seconds on the drill's clock): ``fault_end_t``, or
+    ``fault_t`` when the runner did not record it. A request that starts before then may
+    still be served the old way (a killed daemon's node keeps forwarding until its links go
+    down), so it says nothing about the recovery."""
+    return record.fault_t if record.fault_end_t is None else max(record.fault_t, record.fault_end_t)
+
+
 def first_success(samples: Sequence[Sample], after: float) -> Sample | None:
     """The first successful request that started at or after ``after`` (seconds), or None."""
     ok = [s for s in samples if s.ok and s.start >= after]
@@ -416,7 +428,7 @@ def build_timeline(record: DrillRecord) -> list[Event]:
     """The drill's timeline: its events, holder changes and the first success after the
     fault, sorted by time (stable: drill actions before what they caused)."""
     events = list(record.events) + holder_events(record.holders)
-    fs = first_success(record.samples, record.fault_t)
+    fs = first_success(record.samples, fault_complete(record))
     if fs is not None:
         events.append(Event(fs.end, "client", "first-success",
                             f"first success after the fault, answered by {fs.result} "
@@ -481,7 +493,7 @@ def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
                             f"{len(failed)} failed (allowed {expect.max_failed})"))
     if expect.no_failure_after:
         if expect.no_failure_after == "first-success":
-            fs = first_success(record.samples, fault)
+            fs = first_success(record.samples, fault_complete(record))
             mark = fs.end if fs else None
         else:
             evs = _rs_events(timeline, expect.no_failure_after, record, expect.final_holder, fault)
@@ -523,7 +535,7 @@ def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
 def summary(record: DrillRecord, checks: Sequence[Check], scenario_obj: Scenario) -> dict[str, Any]:
     """The drill's report as a JSON-ready dict (what ``--json`` prints).
 
-    Keys: scenario, summary, ok, fault_t, figures (requests, failed,
+    Keys: scenario, summary, ok, fault_t, fault_end_t, figures (requests, failed,
     failed_results, longest_gap_s, gap_starts_s, detection_s, vip_moved_s (first
     sample showing another non-empty holder than before the fault),
     announcements, first_success_s: delays in seconds after the fault, None
@@ -542,12 +554,13 @@ def summary(record: DrillRecord, checks: Sequence[Check], scenario_obj: Scenario
     changed = [h for h in record.holders if h.t >= fault and was is not None and h.held and h.held != was]
     moved = round(changed[0].t - fault, 3) if changed else None
     announces = [e for e in timeline if e.kind == "announce" and e.t >= fault]
-    fs = first_success(record.samples, fault)
+    fs = first_success(record.samples, fault_complete(record))
     return {
         "scenario": scenario_obj.name,
         "summary": scenario_obj.summary,
         "ok": all(c.ok for c in checks),
         "fault_t": round(fault, 3),
+        "fault_end_t": round(fault_complete(record), 3),
         "figures": {
             "requests": len(record.samples),
             "failed": len(failed),

@@ -187,6 +187,20 @@ def test_fail_active_expectations_catch_each_failure():
     assert not v["runner"] and not v["settled"]
 
 
+def test_first_success_counts_from_when_the_fault_is_complete():
+    # The daemon is killed at 2.0 s but the node's links go down only at 2.3 s: a request
+    # started in between is still served by the old holder's IPVS; the in-flight and later
+    # requests then time out until dir2 announces. Those are not failures after recovery.
+    expect = S.SCENARIOS["fail-active"].expect
+    samples = [ok(0.0), ok(1.9), ok(2.1), bad(2.2), bad(2.35), ok(3.4, "rs2"), ok(3.5)]
+    v = verdict(S.evaluate(expect, fail_active_record(samples=samples, fault_end_t=2.3)))
+    assert v["no failure after first-success"]
+    # counted from the kill alone, the 2.1 s success would wrongly mark the recovery
+    assert not verdict(S.evaluate(expect, fail_active_record(samples=samples)))["no failure after first-success"]
+    rep = S.summary(fail_active_record(samples=samples, fault_end_t=2.3), [], S.SCENARIOS["fail-active"])
+    assert rep["fault_end_t"] == 2.3 and rep["figures"]["first_success_s"] == pytest.approx(1.41)
+
+
 def test_split_brain_is_tolerated_only_where_declared():
     rec = fail_active_record(holders=holders((0.1, ("dir1",)), (3.0, ("dir1", "dir2")), (5.0, ("dir1",))))
     cut = S.SCENARIOS["cut-heartbeat"].expect
