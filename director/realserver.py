@@ -927,7 +927,10 @@ class KernelBackend:  # method docstrings: see Backend
     def load_module(self, name: str) -> None:
         if os.path.isdir(f"/sys/module/{name}"):
             return
-        r = subprocess.run(["modprobe", name], capture_output=True, text=True)
+        try:
+            r = subprocess.run(["modprobe", name], capture_output=True, text=True)
+        except OSError as e:  # no modprobe (kmod) on this host
+            r = subprocess.CompletedProcess(["modprobe", name], 1, "", f"modprobe: {e.strerror}")
         if r.returncode != 0:
             detail = r.stderr.strip() or f"modprobe exited {r.returncode}"
             if name == "ipip":
