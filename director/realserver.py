@@ -43,7 +43,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
@@ -369,7 +369,7 @@ def plan(request: Request, state: HostState) -> Plan:
                 errors.append(KERNEL_LACKS_IPIP)
                 items.append(Item(f"{rsysctl.TUNNEL} (ipip)", False, "the kernel has no ipip module"))
             else:
-                items.append(Item(f"module ipip", False, "", Change("module", "ipip")))
+                items.append(Item("module ipip", False, "", Change("module", "ipip")))
                 items.append(Item(f"{rsysctl.TUNNEL} (ipip)", False, "missing", Change("tunnel", rsysctl.TUNNEL)))
         if tunnel is None or not tunnel.up:
             items.append(Item(f"{rsysctl.TUNNEL} up", False, "down" if tunnel else "", Change("link_up", rsysctl.TUNNEL)))

@@ -49,6 +49,8 @@ import struct
 import threading
 from typing import Any, Callable, Iterable, NamedTuple, TypeVar
 
+from .connectivity import internet_checksum
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -252,13 +254,7 @@ def icmpv6_checksum(src: str | bytes, dst: str | bytes, payload: bytes) -> int:
         ValueError: an address is not IPv6.
     """
     pseudo = _ipv6(src) + _ipv6(dst) + struct.pack("!I3xB", len(payload), IPPROTO_ICMPV6)
-    data = pseudo + payload
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    return internet_checksum(pseudo + payload)
 
 
 def na_frame(mac: bytes | str, vip6: str, *, src: str | None = None) -> bytes:

@@ -25,7 +25,6 @@ import ipaddress
 import os
 import socket
 import struct
-import threading
 import time
 
 import pytest
@@ -51,6 +50,7 @@ from ha.announce import (
 )
 from ha.model import Resource
 from ha.vip import add_vip
+from hapair import Capture  # frames received (not sent) on an interface of a namespace
 
 PREFIX = f"han{os.getpid()}"
 MAC = "02:11:22:33:44:55"
@@ -319,50 +319,6 @@ def pair():
         yield Pair(a, b)
     finally:
         N.cleanup_netns(PREFIX)
-
-
-class Capture:
-    """Frames received (not sent) on an interface of a namespace, collected by a thread."""
-
-    def __init__(self, ns: str, ifname: str, ethertype: int = ETH_P_ALL) -> None:
-        self.sock = N.socket_in_netns(ns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
-        self.sock.bind((ifname, ethertype))
-        self.sock.settimeout(0.05)
-        self.frames: list[tuple[float, bytes]] = []
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, addr = self.sock.recvfrom(65535)
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            if addr[2] == 4:  # PACKET_OUTGOING: B's own traffic
-                continue
-            with self._lock:
-                self.frames.append((time.monotonic(), data))
-
-    def matching(self, pred) -> list[tuple[float, bytes]]:
-        with self._lock:
-            return [(t, f) for t, f in self.frames if pred(f)]
-
-    def wait(self, pred, count: int, timeout: float = 3.0) -> list[tuple[float, bytes]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = self.matching(pred)
-            if len(got) >= count or time.monotonic() > deadline:
-                return got
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._t.join(2)
-        self.sock.close()
 
 
 def is_garp_for(vip: str):

@@ -7,7 +7,7 @@ Two `HeartbeatNode`s wired by the discrete-event simulator of
 from __future__ import annotations
 
 import pytest
-from test_ha_node import VIP, Sim, decode, steady_pair
+from test_ha_node import Sim, decode, steady_pair
 
 from ha.connectivity import Connectivity
 from ha.node import CONNECTIVITY_TYPE, TAKEOVER_TYPE, AdminRefused, Release

@@ -10,10 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import subprocess
 import sys
-import threading
-import time
 
 import pytest
 

@@ -9,7 +9,6 @@ independent readers: pyroute2 for addresses, ``/proc/sys`` for sysctls.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import shutil
