@@ -54,10 +54,10 @@ from .ipvs_dump import (
     IPVS_SVC_ATTR_PE_NAME,
     IPVS_SVC_ATTR_SCHED_NAME,
     IPVS_SVC_ATTR_TIMEOUT,
-    NETLINK_GENERIC,
     NLM_F_REQUEST,
     NLMSG_ERROR,
     _attr,
+    open_generic_netlink,
     service_key_attrs,
 )
 from .model import DestAttrs, DestKey, ServiceAttrs, ServiceKey
@@ -172,6 +172,19 @@ def parse_acks(data: bytes) -> dict[int, int]:
     return out
 
 
+def _command_socket_options(sock: socket.socket) -> None:
+    """Room for every acknowledgement of a batch (root may exceed rmem_max), and
+    NETLINK_CAP_ACK so that error acks do not echo the whole request."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 1 << 21)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+    try:
+        sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+    except OSError:
+        pass  # older kernels echo the request in error acks: only bigger
+
+
 class CommandSocket:
     """A NETLINK_GENERIC socket that runs IPVS commands in batches on the asyncio loop.
 
@@ -188,21 +201,7 @@ class CommandSocket:
     def __init__(self, family_id: int, batch: int = BATCH) -> None:
         self.family_id = family_id
         self.batch = max(1, batch)
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-        try:
-            try:  # room for every ack of a batch (root may exceed rmem_max)
-                self._sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, 1 << 21)
-            except OSError:
-                self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
-            try:
-                self._sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
-            except OSError:
-                pass  # older kernels echo the request in error acks: only bigger
-            self._sock.bind((0, 0))
-            self._sock.setblocking(False)
-        except OSError:
-            self._sock.close()
-            raise
+        self._sock = open_generic_netlink(_command_socket_options)
         self._seq = 0
         self._lock = asyncio.Lock()
         #: netlink messages sent so far (for tests and benchmarks).

@@ -41,6 +41,7 @@ import ipaddress
 import socket
 import struct
 from functools import lru_cache
+from typing import Callable
 
 from .model import DestAttrs, DestKey, KernelDest, ServiceAttrs, ServiceKey
 
@@ -464,6 +465,26 @@ def parse_dest_body(body: memoryview | bytes, family: int) -> tuple[DestKey, Ker
 # --- I/O --------------------------------------------------------------------------------------
 
 
+def open_generic_netlink(configure: Callable[[socket.socket], None] | None = None) -> socket.socket:
+    """A non-blocking NETLINK_GENERIC socket bound (port id chosen by the kernel) in the
+    calling thread's network namespace. ``configure(sock)`` runs before the bind, for
+    socket options.
+
+    Raises:
+        OSError: the socket cannot be created, configured or bound (it is closed).
+    """
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+    try:
+        if configure is not None:
+            configure(sock)
+        sock.bind((0, 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 class DumpSocket:
     """A plain non-blocking NETLINK_GENERIC socket that runs IPVS dumps on the asyncio loop.
 
@@ -485,14 +506,8 @@ class DumpSocket:
 
     def __init__(self, family_id: int, rcvbuf: int = 1 << 20) -> None:
         self.family_id = family_id
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-            self._sock.bind((0, 0))
-            self._sock.setblocking(False)
-        except OSError:
-            self._sock.close()
-            raise
+        self._sock = open_generic_netlink(
+            lambda sock: sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf))
         self._seq = 0
         self._lock = asyncio.Lock()
 
