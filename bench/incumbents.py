@@ -574,6 +574,7 @@ async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
     servers: dict[str, asyncio.base_events.Server] = {}
     mode = {a: ("hang" if a in hung else "serve") for a in addrs}
     held: list[asyncio.StreamWriter] = []
+    requests = [0]  # HTTP requests received (headers read), all listeners
 
     def handler(addr: str):
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -582,6 +583,7 @@ async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
             except Exception:
                 writer.close()
                 return
+            requests[0] += 1
             if mode[addr] == "hang":
                 held.append(writer)
                 return
@@ -608,6 +610,9 @@ async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
 
         def datagram_received(self, data: bytes, peer) -> None:
             words = data.decode(errors="replace").split()
+            if words == ["count"]:
+                self.t.sendto(str(requests[0]).encode(), peer)
+                return
             if len(words) == 2 and words[1] in mode:
                 cmd, a = words
                 if cmd == "stop" and a in servers:
@@ -624,18 +629,28 @@ async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
     await asyncio.Event().wait()
 
 
-def farm_command(ns: str, cmd: str, addr: str, timeout: float = 5.0) -> None:
-    """Tell the farm in namespace ``ns`` to ``stop``/``start``/``hang``/``serve`` ``addr``; waits for
-    its acknowledgement. Raises TimeoutError without one."""
+def _farm_request(ns: str, text: str, timeout: float) -> bytes:
     from director.lab.netns import socket_in_netns
 
     s = socket_in_netns(ns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.settimeout(timeout)
-        s.sendto(f"{cmd} {addr}".encode(), ("127.0.0.1", FARM_CONTROL_PORT))
-        s.recvfrom(64)
+        s.sendto(text.encode(), ("127.0.0.1", FARM_CONTROL_PORT))
+        return s.recvfrom(64)[0]
     finally:
         s.close()
+
+
+def farm_command(ns: str, cmd: str, addr: str, timeout: float = 5.0) -> None:
+    """Tell the farm in namespace ``ns`` to ``stop``/``start``/``hang``/``serve`` ``addr``; waits for
+    its acknowledgement. Raises TimeoutError without one."""
+    _farm_request(ns, f"{cmd} {addr}", timeout)
+
+
+def farm_requests(ns: str, timeout: float = 5.0) -> int:
+    """HTTP requests the farm in namespace ``ns`` has received so far (every listener; a health
+    check is one). Raises TimeoutError without an answer."""
+    return int(_farm_request(ns, "count", timeout))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

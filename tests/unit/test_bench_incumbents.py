@@ -3,6 +3,7 @@ directord, the /proc/net/ip_vs parser and the result aggregation."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -146,3 +147,59 @@ def test_copy_files_keeps_layout_and_skips_sockets(tmp_path):
         import shutil
 
         shutil.rmtree(src)
+
+
+def test_proc_stat_cpu_counts_user_sys_and_reaped_children():
+    import check_cpu
+
+    # proc(5): pid (comm) state ppid ... utime(14) stime(15) cutime(16) cstime(17); a comm with
+    # spaces and a parenthesis must not shift the fields
+    fields = ["S"] + ["0"] * 10 + ["300", "100", "50", "50"] + ["20", "0"]
+    line = "1234 (python3 (x) y) " + " ".join(fields) + "\n"
+    assert check_cpu.proc_cpu_seconds(line) == pytest.approx(500 / check_cpu.CLK_TCK)
+    me = check_cpu.cpu_of([os.getpid(), 999999999])
+    assert list(me) == [os.getpid()] and me[os.getpid()] > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespace)")
+def test_farm_counts_the_requests_it_receives():
+    import socket
+    import subprocess
+    import time
+
+    from director.lab import netns as N
+
+    ns = f"bfarm{os.getpid()}"
+    N.cleanup_netns(ns)
+    N.create_netns(ns)
+    proc = None
+    try:
+        N.exec_in_netns(ns, ["ip", "link", "set", "lo", "up"])
+        N.add_address(ns, "lo", "10.79.0.1/32")
+        proc = N.run_in_netns(ns, [sys.executable, inc.__file__, "farm", "--port", "8080", "10.79.0.1"],
+                              stdout=subprocess.PIPE, text=True, env=inc.repo_env())
+        assert proc.stdout.readline().startswith("listening")
+        assert inc.farm_requests(ns) == 0
+
+        def get() -> bytes:
+            s = N.socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.settimeout(5)
+                s.connect(("10.79.0.1", 8080))
+                s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                return s.recv(1024)
+            finally:
+                s.close()
+
+        for _ in range(3):
+            assert get().startswith(b"HTTP/1.0 200")
+        s = N.socket_in_netns(ns, socket.AF_INET, socket.SOCK_STREAM)  # a connection without a request
+        s.connect(("10.79.0.1", 8080))
+        s.close()
+        time.sleep(0.2)
+        assert inc.farm_requests(ns) == 3
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(5)
+        N.cleanup_netns(ns)
