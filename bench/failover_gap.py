@@ -20,6 +20,11 @@ up, daemon started, and the bench waits until dir1 holds the VIP again (fail-bac
 the client is served. A steady client (``--rate`` requests/s, fresh TCP connection each,
 ``--client-timeout`` seconds per request) runs from the client namespace throughout; the
 gap is the longest interval between the ends of two successful responses around the fault.
+The client is open-loop (a request starts every 1/rate s whatever the earlier ones are
+doing), so the gap is resolved to one period (10 ms), not to one client timeout. Each fault
+comes after a random delay of up to 1 s (a random phase against the heartbeat or VRRP
+advertisement schedule); ``fault_at`` in the JSON is its wall-clock time, to read beside
+the daemons' logs.
 
 Systems (``--systems``): ``directord`` (shipped defaults: keepalive 0.2 s, deadtime 1 s;
 HTTP checks at defaults), ``directord-eq1`` (keepalive 1 s, deadtime 3.61 s = keepalived's
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -226,7 +232,8 @@ class HeartbeatSys(DirectordSys):
         rules = f"-A -t {b.vip}:80 -s rr\n" + "".join(f"-a -t {b.vip}:80 -r {r}:80 -g -w 1\n" for r in b.lab.rips)
         (workdir / "ipvsadm.rules").write_text(rules)
         for node in ("dir1", "dir2"):
-            if not b.no_ipvs:
+            if not b.no_ipvs:  # an earlier system's table may still be there (directord leaves it)
+                exec_in_netns(b.lab.ns(node), ["ipvsadm", "-C"])
                 exec_in_netns(b.lab.ns(node), ["ipvsadm", "-R"], input=rules)
 
     def start(self, node: str) -> None:
@@ -301,7 +308,10 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 # a (re)started heartbeat-protocol node advertises deadtime + 2 s for its first 5 s
                 # (heartbeat.c; ha/node.py): fault it only once that is over, as in steady service
                 time.sleep(max(0.0, DT_BUMP_S - (time.monotonic() - dir1_started)))
-                t_fault = b.now()
+                # a random phase against the heartbeat/advertisement schedule (up to 1 s, the
+                # longest interval here), so the repetitions do not all fault at one point of it
+                time.sleep(random.uniform(0.0, 1.0))
+                t_fault, fault_wall = b.now(), time.time()
                 if fault == "node":
                     b.node_links("dir1", False)
                     sysobj.kill("dir1")
@@ -319,7 +329,8 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 gap, _at = inc.longest_gap(samples, t_fault)
                 first = next((s for s in samples if s.ok and s.start >= t_fault), None)
                 failed = sum(1 for s in samples if not s.ok and s.start >= t_fault)
-                rep = {"gap_s": round(gap, 3) if ok else None, "first_success_s": round(first.end - t_fault, 3) if first else None,
+                rep = {"fault_at": time.strftime("%H:%M:%S", time.localtime(fault_wall)) + f".{int(fault_wall % 1 * 1000):03d}",
+                       "gap_s": round(gap, 3) if ok else None, "first_success_s": round(first.end - t_fault, 3) if first else None,
                        "failed_requests": failed, "requests": sum(1 for s in samples if s.start >= t_fault)}
                 reps.append(rep)
                 result["faults"][fault]["gap"] = inc.stats([r["gap_s"] for r in reps])

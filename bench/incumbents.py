@@ -314,23 +314,15 @@ def _setns(ns: str) -> None:
     enter_netns(ns)
 
 
-def _get(addr: str, port: int, timeout: float) -> int:
-    """One HTTP/1.0 GET / on a fresh connection; returns the status. Raises OSError/ValueError."""
-    deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect((addr, port))
-        s.sendall(f"GET / HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
-        data = b""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no complete answer")
-            s.settimeout(left)
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
+async def _get(addr: str, port: int) -> int:
+    """One HTTP/1.0 GET / on a fresh connection; returns the status. Raises OSError/ValueError
+    (the caller bounds the time)."""
+    reader, writer = await asyncio.open_connection(addr, port)
+    try:
+        writer.write(f"GET / HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n".encode())
+        data = await reader.read()  # HTTP/1.0 with Connection: close: the answer ends at EOF
+    finally:
+        writer.close()
     line = data.split(b"\r\n", 1)[0].split()
     if len(line) < 2 or not line[1].isdigit():
         raise ValueError("not HTTP")
@@ -340,7 +332,11 @@ def _get(addr: str, port: int, timeout: float) -> int:
 class SteadyClient(threading.Thread):
     """Requests ``GET /`` to ``addr:port`` from namespace ``ns`` at ``rate`` per second (fresh TCP
     connection each, whole-exchange ``timeout`` in seconds), until `stop`. One `Sample` per request,
-    times in seconds of ``time.monotonic()`` minus ``t0``. Sequential: a slow request delays the next."""
+    times in seconds of ``time.monotonic()`` minus ``t0``, kept in start order.
+
+    Open loop: each request starts on its own schedule (every ``1 / rate`` s) whether or not the
+    earlier ones have finished, so a request timing out does not hold the next back and the
+    first success after an outage is seen within one period (not one timeout)."""
 
     def __init__(self, ns: str, addr: str, port: int, *, t0: float, rate: float = 100.0, timeout: float = 0.25) -> None:
         super().__init__(daemon=True, name="bench-client")
@@ -348,24 +344,40 @@ class SteadyClient(threading.Thread):
         self.period, self.timeout = 1.0 / rate, timeout
         self.samples: list[Sample] = []
         self.halt = threading.Event()
+        self._lock = threading.Lock()
 
     def run(self) -> None:
         _setns(self.ns)
-        next_at = time.monotonic()
+        asyncio.run(self._main())
+
+    async def _one(self) -> None:
+        start = time.monotonic()
+        try:
+            status = await asyncio.wait_for(_get(self.addr, self.port), self.timeout)
+            ok, res = status == 200, str(status)
+        except (OSError, ValueError, asyncio.TimeoutError) as e:
+            ok, res = False, type(e).__name__
+        sample = Sample(start - self.t0, time.monotonic() - self.t0, ok, res)
+        with self._lock:
+            bisect.insort(self.samples, sample, key=lambda s: s.start)
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        tasks: set[asyncio.Task] = set()
+        next_at = loop.time()
         while not self.halt.is_set():
-            start = time.monotonic()
-            try:
-                status = _get(self.addr, self.port, self.timeout)
-                ok, res = status == 200, str(status)
-            except (OSError, ValueError) as e:
-                ok, res = False, type(e).__name__
-            self.samples.append(Sample(start - self.t0, time.monotonic() - self.t0, ok, res))
+            t = loop.create_task(self._one())
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
             next_at += self.period
-            d = next_at - time.monotonic()
+            d = next_at - loop.time()
             if d > 0:
-                self.halt.wait(d)
+                await asyncio.sleep(d)
             else:
-                next_at = time.monotonic()
+                next_at = loop.time()
+                await asyncio.sleep(0)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.timeout + 1.0)
 
     def stop(self) -> list[Sample]:
         """Stop and join; returns the samples."""
@@ -374,10 +386,10 @@ class SteadyClient(threading.Thread):
         return self.samples
 
     def since(self, t: float) -> list[Sample]:
-        """Samples that started at or after ``t`` (seconds since t0); samples are appended in start order."""
-        n = len(self.samples)
-        i = bisect.bisect_left(self.samples, t, 0, n, key=lambda s: s.start)
-        return self.samples[i:n]
+        """Finished samples that started at or after ``t`` (seconds since t0), in start order."""
+        with self._lock:
+            i = bisect.bisect_left(self.samples, t, key=lambda s: s.start)
+            return self.samples[i:]
 
 
 def read_table(ns: str) -> dict[str, dict[str, int]]:

@@ -561,8 +561,10 @@ class Announcer:
 
     # -- rounds --
 
-    def _round(self, legs: list[str], vip: str) -> int:
-        """One round on every leg: an ARP pair (IPv4) or an NA (IPv6). Returns frames sent."""
+    def _round(self, legs: list[str], vip: str, *, skip_first: bool = False) -> int:
+        """One round: an ARP pair (IPv4) or an NA (IPv6) on every leg, with the MAC of
+        ``legs[0]`` (the VIP's own interface); ``skip_first``: not on ``legs[0]`` itself (it
+        already had this round). Returns frames sent."""
         ip = ipaddress.ip_address(vip)
         mac = self.mac_of(legs[0])
         for leg in legs[1:]:
@@ -573,11 +575,12 @@ class Announcer:
         sent = 0
         if ip.version == 4:
             request, reply = garp_pair(mac, str(ip))
-            for leg in legs:
+            for leg in legs[1:] if skip_first else legs:
                 sent += self._send(leg, request)
                 sent += self._send(leg, reply)
         else:
-            sent += self._send(legs[0], unsolicited_na(mac, str(ip)), icmp6=True)
+            if not skip_first:
+                sent += self._send(legs[0], unsolicited_na(mac, str(ip)), icmp6=True)
             if len(legs) > 1:
                 frame = na_frame(mac, str(ip))
                 for leg in legs[1:]:
@@ -610,9 +613,12 @@ class Announcer:
 
         Sends ``burst`` rounds at once, then ``repeats`` rounds ``interval``
         seconds apart (see :func:`announce_schedule`), sleeping with
-        ``asyncio.sleep`` in between; the legs (bond slaves) are looked up
-        once at the start. Cancellable at any sleep (``CancelledError``
-        propagates; rounds already sent stay sent).
+        ``asyncio.sleep`` in between. The first round goes out on the
+        interface itself before anything else; then the legs (bond slaves)
+        are looked up once (a netlink dump) and get that first round too, so
+        every leg sees every round and the first frames never wait for the
+        lookup. Cancellable at any sleep (``CancelledError`` propagates;
+        rounds already sent stay sent).
 
         Returns:
             Frames sent (2 per leg per round for IPv4, 1 for IPv6).
@@ -623,12 +629,14 @@ class Announcer:
         """
         offsets = announce_schedule(repeats, interval, burst)
         vip = str(ipaddress.ip_address(resource.address))
-        legs = await interfaces_for_async(resource.interface)
         loop = asyncio.get_running_loop()
         start = loop.time()
-        sent = 0
+        sent = self._round([resource.interface], vip)  # at once, on the VIP's interface
+        legs = await interfaces_for_async(resource.interface)  # the interface first, then its slaves
         try:
-            for offset in offsets:
+            if len(legs) > 1:
+                sent += self._round(legs, vip, skip_first=True)  # the first round on the bond's slaves
+            for offset in offsets[1:]:
                 delay = start + offset - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
