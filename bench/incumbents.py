@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -575,6 +576,52 @@ def write_json(path: Path, doc: object) -> None:
     """Write ``doc`` as indented JSON (parent folders created)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+# --- a node failure: every link down in one system call -----------------------------------------
+
+RTM_NEWLINK = 16
+_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
+_IFF_UP = 0x1
+
+
+def setlink_batch(indexes: Sequence[int], *, up: bool, seq: int = 1) -> bytes:
+    """RTM_NEWLINK messages (rtnetlink(7): nlmsghdr + ifinfomsg with ``ifi_change`` IFF_UP)
+    setting each interface index administratively up or down, back to back in one datagram,
+    so the kernel applies them in one ``sendmsg`` (pure; sequence numbers from ``seq``)."""
+    out = b""
+    for i, index in enumerate(indexes):
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, _IFF_UP if up else 0, _IFF_UP)
+        out += struct.pack("=IHHII", 16 + len(body), RTM_NEWLINK, _NLM_F_REQUEST | _NLM_F_ACK, seq + i, 0) + body
+    return out
+
+
+def links_at_once(ns: str, names: Sequence[str], *, up: bool) -> None:
+    """Set links ``names`` of namespace ``ns`` up or down in one datagram (see `setlink_batch`):
+    a node failure takes its service and heartbeat links at the same instant, not one
+    library call apart. Raises OSError (a name unknown, or the kernel's error ack)."""
+    from director.lab.netns import call_in_netns
+
+    def work() -> None:
+        indexes = [socket.if_nametoindex(n) for n in names]
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as s:
+            s.bind((0, 0))
+            s.settimeout(5)
+            s.send(setlink_batch(indexes, up=up))
+            acked = 0
+            while acked < len(indexes):
+                data = s.recv(65536)
+                off = 0
+                while off + 16 <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, off)
+                    if kind == 2:  # NLMSG_ERROR: an ack (error 0) or a failure
+                        err = struct.unpack_from("=i", data, off + 16)[0]
+                        if err:
+                            raise OSError(-err, f"set link {'up' if up else 'down'}: {os.strerror(-err)}")
+                        acked += 1
+                    off += (length + 3) & ~3
+
+    call_in_netns(ns, work)
 
 
 # --- the farm: many real servers' listeners in one namespace ----------------------------------

@@ -203,3 +203,55 @@ def test_farm_counts_the_requests_it_receives():
             proc.kill()
             proc.wait(5)
         N.cleanup_netns(ns)
+
+
+def test_setlink_batch_bytes():
+    msg = inc.setlink_batch([7, 9], up=False, seq=5)
+    # nlmsghdr: len 32, RTM_NEWLINK (16), NLM_F_REQUEST|NLM_F_ACK, seq, pid 0;
+    # ifinfomsg: AF_UNSPEC, pad, type 0, index, flags 0 (down), change IFF_UP
+    one = (bytes.fromhex("20000000" "1000" "0500" "05000000" "00000000")
+           + bytes.fromhex("00" "00" "0000" "07000000" "00000000" "01000000"))
+    two = (bytes.fromhex("20000000" "1000" "0500" "06000000" "00000000")
+           + bytes.fromhex("00" "00" "0000" "09000000" "00000000" "01000000"))
+    assert msg == one + two
+    up = inc.setlink_batch([3], up=True)
+    assert up[16 + 8:16 + 12] == bytes.fromhex("01000000")  # ifi_flags IFF_UP
+    # pyroute2's own parser reads the same message
+    from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+    m = ifinfmsg(one)
+    m.decode()
+    assert m["header"]["type"] == 16 and m["index"] == 7 and m["change"] == 1 and m["flags"] == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespace)")
+def test_links_at_once_takes_both_links_down_and_up():
+    import subprocess
+
+    from director.lab import netns as N
+
+    pre = f"blink{os.getpid()}"
+    a, b = f"{pre}-a", f"{pre}-b"
+    N.cleanup_netns(pre)
+    try:
+        N.create_netns(a)
+        N.create_netns(b)
+        N.add_veth(a, "eth0", b, "eth0")
+        N.add_veth(a, "eth1", b, "eth1")
+        for n in ("eth0", "eth1"):
+            N.link_set(a, n, up=True)
+
+        def up(name: str) -> bool:  # administratively up: IFF_UP among the link's flags
+            out = subprocess.run(["ip", "-n", a, "-o", "link", "show", name], capture_output=True, text=True,
+                                 check=True).stdout
+            return "UP" in out.split("<", 1)[1].split(">", 1)[0].split(",")
+
+        assert up("eth0") and up("eth1")
+        inc.links_at_once(a, ("eth0", "eth1"), up=False)
+        assert not up("eth0") and not up("eth1")
+        inc.links_at_once(a, ("eth0", "eth1"), up=True)
+        assert up("eth0") and up("eth1")
+        with pytest.raises(OSError):
+            inc.links_at_once(a, ("nope0",), up=False)
+    finally:
+        N.cleanup_netns(pre)
