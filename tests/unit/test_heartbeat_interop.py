@@ -53,12 +53,14 @@ DATA = REPO / "tests" / "data" / "heartbeat"
 VIP = "10.250.0.100"
 HARESOURCES = f"nodea {VIP}/24/eth0\n"
 KEEPALIVE, WARNTIME, DEADTIME, INITDEAD = 0.5, 1.0, 2.0, 12.0
-HA_CF = f"""\
+def ha_cf(deadtime: float = DEADTIME, warntime: float = WARNTIME, initdead: float = INITDEAD) -> str:
+    """The real node's ha.cf (timers in seconds)."""
+    return f"""\
 logfile /nonexistent/replaced-by-the-harness
 keepalive {int(KEEPALIVE * 1000)}ms
-warntime {WARNTIME:g}
-deadtime {DEADTIME:g}
-initdead {INITDEAD:g}
+warntime {warntime:g}
+deadtime {deadtime:g}
+initdead {initdead:g}
 udpport 694
 bcast eth0
 auto_failback on
@@ -66,6 +68,12 @@ node nodea
 node nodeb
 crm no
 """
+
+
+HA_CF = ha_cf()
+#: The lossy-link test's timers: 30 % loss makes four keepalives in a row go missing
+#: (deadtime 2 s) about once a minute, so its deadtime spans 16 keepalives (0.3^16 ~ 4e-9).
+LOSSY_DEADTIME, LOSSY_WARNTIME, LOSSY_INITDEAD = 8.0, 4.0, 16.0
 #: What a real node logs when it dislikes what its peer sends (heartbeat.c).
 BAD_SIGNS = ("authtoken does not match", "replay", "returning after partition")
 
@@ -277,7 +285,8 @@ class NodeDriver:
         self.sock.close()
 
 
-def our_node(net: HeartbeatNet, tmp_path: Path, name: str = "nodeb") -> HeartbeatNode:
+def our_node(net: HeartbeatNet, tmp_path: Path, name: str = "nodeb", *, deadtime: float = DEADTIME,
+             warntime: float = WARNTIME, initdead: float = INITDEAD) -> HeartbeatNode:
     keys = tmp_path / "authkeys"
     fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -287,7 +296,7 @@ def our_node(net: HeartbeatNet, tmp_path: Path, name: str = "nodeb") -> Heartbea
         nodes=("nodea", "nodeb"),
         media=(Medium(kind="bcast", interface="eth0"),),
         authkeys=str(keys),
-        timers=Timers(keepalive=KEEPALIVE, warntime=WARNTIME, deadtime=DEADTIME, initdead=INITDEAD),
+        timers=Timers(keepalive=KEEPALIVE, warntime=warntime, deadtime=deadtime, initdead=initdead),
         auto_failback=True,
         groups=(ResourceGroup("nodea", (Resource(VIP, 24, "eth0"),)),),
         compat="heartbeat",
@@ -564,9 +573,11 @@ def test_mixed_pair_with_loss_towards_the_real_node(net: HeartbeatNet, tmp_path:
     """30 % of the heartbeat packets reaching the real node are dropped: it asks
     our node for retransmissions (``NS_rexmit``), which our node answers from
     its history; it never declares our node dead, and the start-up takeover
-    still gives nodea its VIP."""
-    a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", HA_CF, HARESOURCES, authkeys())
-    b = NodeDriver(net.ns("b"), "eth0", net.broadcast, our_node(net, tmp_path))
+    still gives nodea its VIP. Both run a deadtime of 16 keepalives here (see
+    `LOSSY_DEADTIME`), so only the retransmission path is under test, not luck."""
+    timers = dict(deadtime=LOSSY_DEADTIME, warntime=LOSSY_WARNTIME, initdead=LOSSY_INITDEAD)
+    a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", ha_cf(**timers), HARESOURCES, authkeys())
+    b = NodeDriver(net.ns("b"), "eth0", net.broadcast, our_node(net, tmp_path, **timers))
     try:
         a.start()
         b.start()
@@ -578,7 +589,7 @@ def test_mixed_pair_with_loss_towards_the_real_node(net: HeartbeatNet, tmp_path:
         )
         wait_for(lambda: a.has_address(VIP), timeout=30, what="VIP on the real nodea over a lossy link")
         wait_for(lambda: b.node.counters["retransmitted"] >= 1, timeout=30, what="a retransmission to nodea")
-        time.sleep(3 * DEADTIME)
+        time.sleep(3 * DEADTIME)  # 12 keepalives more under loss
         assert not net_has(net, "b", VIP)
         counters = b.node.counters
         assert counters["rexmit_requests_received"] > 0 and counters["copies_sent"] > 0, counters
