@@ -600,6 +600,7 @@ def links_at_once(ns: str, names: Sequence[str], *, up: bool) -> None:
     """Set links ``names`` of namespace ``ns`` up or down in one datagram (see `setlink_batch`):
     a node failure takes its service and heartbeat links at the same instant, not one
     library call apart. Raises OSError (a name unknown, or the kernel's error ack)."""
+    from director.ipvs_command import parse_acks
     from director.lab.netns import call_in_netns
 
     def work() -> None:
@@ -608,18 +609,12 @@ def links_at_once(ns: str, names: Sequence[str], *, up: bool) -> None:
             s.bind((0, 0))
             s.settimeout(5)
             s.send(setlink_batch(indexes, up=up))
-            acked = 0
-            while acked < len(indexes):
-                data = s.recv(65536)
-                off = 0
-                while off + 16 <= len(data):
-                    length, kind = struct.unpack_from("=IH", data, off)
-                    if kind == 2:  # NLMSG_ERROR: an ack (error 0) or a failure
-                        err = struct.unpack_from("=i", data, off + 16)[0]
-                        if err:
-                            raise OSError(-err, f"set link {'up' if up else 'down'}: {os.strerror(-err)}")
-                        acked += 1
-                    off += (length + 3) & ~3
+            acks: dict[int, int] = {}
+            while len(acks) < len(indexes):
+                acks.update(parse_acks(s.recv(65536)))
+            for err in acks.values():
+                if err:
+                    raise OSError(err, f"set link {'up' if up else 'down'}: {os.strerror(err)}")
 
     call_in_netns(ns, work)
 
