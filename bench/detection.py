@@ -24,7 +24,7 @@ never answers from the start, among 50 healthy ones; time until another backend'
 shows in the table (no client).
 
 Systems (``--systems``): ``directord`` (HTTP check at its defaults: interval 1 s,
-timeout 1 s, rise 2, fall 2), ``ldirectord`` (defaults: checkinterval 10,
+retry_interval 0.5 s, timeout 1 s, rise 2, fall 2), ``ldirectord`` (defaults: checkinterval 10,
 checktimeout 5, failurecount 1, negotiate check), ``ldirectord-tuned`` (checkinterval 1,
 checktimeout 1), ``keepalived`` (HTTP_GET at defaults: delay_loop 60, connect_timeout 5,
 retry 1, delay_before_retry 1), ``keepalived-tuned`` (delay_loop 1, connect_timeout 1,
@@ -72,7 +72,7 @@ def rip(i: int) -> str:
 def settings(system: str) -> str:
     """The check settings of ``system`` in words (for the table)."""
     return {
-        "directord": "interval 1, timeout 1, fall 2 (defaults)",
+        "directord": "interval 1, retry_interval 0.5, timeout 1, fall 2 (defaults)",
         "ldirectord": "checkinterval 10, checktimeout 5 (defaults)",
         "ldirectord-tuned": "checkinterval 1, checktimeout 1",
         "keepalived": "delay_loop 60, connect_timeout 5, retry 1, delay_before_retry 1 (defaults)",

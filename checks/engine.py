@@ -2,7 +2,10 @@
 
 Each target gets one asyncio task that runs a check every ``spec.interval``
 seconds, measured start to start (a check that outlasts the interval is
-followed at once by the next).  Checks of different targets never wait for one
+followed at once by the next).  While a state change is pending (a failure
+while up, a success while down, rise/fall still counting) the next check
+starts ``min(spec.retry_interval, spec.interval)`` seconds after the last
+one started (`next_delay`).  Checks of different targets never wait for one
 another, so one hung real server cannot delay the verdict on any other; each
 check is itself bounded by ``spec.timeout`` (`checks.base.run_check`).
 
@@ -27,7 +30,7 @@ import aiohttp
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
 from checks.http import make_session
 
-__all__ = ["HealthEngine", "HealthStatus", "Transition", "State", "apply_result", "Runner"]
+__all__ = ["HealthEngine", "HealthStatus", "Transition", "State", "apply_result", "pending", "next_delay", "Runner"]
 
 log = logging.getLogger("directord.checks")
 
@@ -131,6 +134,21 @@ def apply_result(
         checks=status.checks + 1,
     )
     return new, reason
+
+
+def pending(status: HealthStatus) -> bool:
+    """True while a state change is being counted: the latest result disagrees with the state
+    (``"up"`` with failures, ``"down"`` with successes).  Pure."""
+    return (status.state == "up" and status.failures > 0) or (status.state == "down" and status.successes > 0)
+
+
+def next_delay(status: HealthStatus, interval: float, retry_interval: float) -> float:
+    """Seconds from the start of the latest check to the start of the next one (pure).
+
+    ``min(retry_interval, interval)`` while a state change is pending (`pending`),
+    else ``interval``.  Both arguments are seconds.
+    """
+    return min(retry_interval, interval) if pending(status) else interval
 
 
 class _Slot:
@@ -277,9 +295,10 @@ class HealthEngine:
             task.add_done_callback(self._stopping.discard)
 
     async def _run(self, slot: _Slot, target: CheckTarget) -> None:
-        """Check ``target`` forever, every ``spec.interval`` s start to start."""
+        """Check ``target`` forever, start to start every ``spec.interval`` s (``spec.retry_interval``
+        s while a state change is pending)."""
         loop = asyncio.get_running_loop()
-        interval = target.spec.interval
+        interval, retry_interval = target.spec.interval, target.spec.retry_interval
         runner = self._runner
         while True:
             started = loop.time()
@@ -291,7 +310,7 @@ class HealthEngine:
             if slot.target is not target:  # replaced meanwhile; its new task reports
                 return
             self._record(slot, target, result)
-            delay = started + interval - loop.time()
+            delay = started + next_delay(slot.status, interval, retry_interval) - loop.time()
             await asyncio.sleep(delay if delay > 0 else 0)
 
     def _record(self, slot: _Slot, target: CheckTarget, result: CheckResult) -> None:

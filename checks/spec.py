@@ -13,9 +13,12 @@ from typing import Literal
 CheckType = Literal["tcp", "http", "https", "none", "external"]
 
 #: Defaults applied when the configuration leaves a field out.  Chosen so that a
-#: backend killed outright leaves rotation in about interval x fall = 2 s, and a
-#: hung backend in interval x (fall - 1) + timeout = 2 s.
+#: backend killed outright leaves rotation at most interval + (fall - 1) x
+#: retry_interval = 1.5 s after it dies, and a hung backend at most
+#: (fall - 1) x max(retry_interval, timeout) + timeout = 2 s after its first
+#: failing check starts.
 DEFAULT_INTERVAL = 1.0  # seconds between the starts of two checks
+DEFAULT_RETRY_INTERVAL = 0.5  # seconds between check starts while a state change is pending
 DEFAULT_TIMEOUT = 1.0  # seconds: hard bound on one whole check
 DEFAULT_RISE = 2  # consecutive successes to go up
 DEFAULT_FALL = 2  # consecutive failures to go down
@@ -31,6 +34,14 @@ class CheckSpec:
             ``command`` without a shell; exit status 0 = up).
         port: port to check; ``None`` means the real server's own port.
         interval: seconds between the starts of two consecutive checks.
+        retry_interval: seconds between the starts of two checks while a
+            state change is pending: the latest result disagrees with the
+            state (a failure while up, a success while down) and rise/fall
+            is still counting.  The engine uses ``min(retry_interval,
+            interval)``.  keepalived's ``delay_before_retry`` and HAProxy's
+            ``fastinter`` play the same part: a dead server is confirmed
+            without waiting whole intervals, a steady one is checked at
+            ``interval``.
         timeout: seconds; a hard bound on the whole check (connect, request,
             response body, or the external command's run time).
         rise: consecutive successes that bring a down (or unknown) server up.
@@ -50,6 +61,7 @@ class CheckSpec:
     type: CheckType = "tcp"
     port: int | None = None
     interval: float = DEFAULT_INTERVAL
+    retry_interval: float = DEFAULT_RETRY_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
     rise: int = DEFAULT_RISE
     fall: int = DEFAULT_FALL

@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from checks.spec import (
     DEFAULT_FALL,
     DEFAULT_INTERVAL,
+    DEFAULT_RETRY_INTERVAL,
     DEFAULT_RISE,
     DEFAULT_TIMEOUT,
     CheckSpec,
@@ -186,6 +187,7 @@ class CheckSchema(_Schema):
     type: CheckType = "tcp"
     port: int | None = None
     interval: float = DEFAULT_INTERVAL
+    retry_interval: float = DEFAULT_RETRY_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
     rise: int = DEFAULT_RISE
     fall: int = DEFAULT_FALL
@@ -563,6 +565,8 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
         yield ("port",), f"port {spec.port} is out of range 1..65535"
     if not spec.interval > 0:
         yield ("interval",), f"interval must be > 0 seconds, got {spec.interval:g}"
+    if not spec.retry_interval > 0:
+        yield ("retry_interval",), f"retry_interval must be > 0 seconds, got {spec.retry_interval:g}"
     if not spec.timeout > 0:
         yield ("timeout",), f"timeout must be > 0 seconds, got {spec.timeout:g}"
     if spec.rise < 1:
@@ -594,7 +598,7 @@ def _make_check(fields: dict[str, Any]) -> CheckSpec:
         values["expect_status"] = frozenset(values["expect_status"])
     if "command" in values:
         values["command"] = tuple(values["command"])
-    for name in ("interval", "timeout"):
+    for name in ("interval", "retry_interval", "timeout"):
         if name in values:
             values[name] = float(values[name])
     return CheckSpec(**values)

@@ -8,7 +8,10 @@ its code (``ld_setup``, ``_check_real``, ``check_http``, ``check_connect``,
 
 * checks run every ``checkinterval`` seconds (global; a virtual's own value
   only counts with ``fork=yes``), bring a real server up after one success
-  (``rise: 1``) and down after ``failurecount`` failures (``fall``);
+  (``rise: 1``) and down after ``failurecount`` failures (``fall``), each
+  ``checkinterval`` apart (so with ``fall`` above 1 the converted check sets
+  ``retry_interval`` to the interval: directord's shorter default would
+  confirm a failure sooner than ldirectord does);
 * ``checktimeout`` bounds connect and external checks, ``negotiatetimeout``
   the negotiate (HTTP/HTTPS) checks; each defaults to the other, then to 5 s
   and 30 s;
@@ -367,7 +370,9 @@ class _Translator:
         check["interval"] = self.interval(v)
         check["rise"] = 1
         check["fall"] = fall
-        order = ("type", "port", "interval", "timeout", "rise", "fall", "method", "path", "host", "expect_status",
+        if fall > 1:
+            check["retry_interval"] = check["interval"]
+        order = ("type", "port", "interval", "retry_interval", "timeout", "rise", "fall", "method", "path", "host", "expect_status",
                  "expect_body", "verify_tls", "command")
         return {k: check[k] for k in order if k in check}, http
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from checks.base import CheckResult, CheckTarget
-from checks.engine import HealthEngine, HealthStatus, Transition, apply_result
+from checks.engine import HealthEngine, HealthStatus, Transition, apply_result, next_delay, pending
 from checks.spec import CheckSpec
 
 # --- helpers ----------------------------------------------------------------
@@ -206,6 +206,40 @@ async def test_interval_is_start_to_start(engine_factory):
     await wait_until(lambda: runner.calls["a"] >= 4)
     gaps = [b - a for a, b in zip(runner.starts["a"], runner.starts["a"][1:])]
     assert all(g >= 0.19 for g in gaps), gaps
+
+
+@pytest.mark.parametrize(
+    ("state", "successes", "failures", "delay"),
+    [
+        ("unknown", 0, 0, 1.0),
+        ("up", 3, 0, 1.0),  # steady
+        ("up", 0, 1, 0.25),  # a failure while up: fall is counting
+        ("down", 0, 4, 1.0),  # steady
+        ("down", 1, 0, 0.25),  # a success while down: rise is counting
+    ],
+)
+def test_next_delay_is_the_retry_interval_only_while_a_change_is_pending(state, successes, failures, delay):
+    status = HealthStatus(state, 0.0, successes=successes, failures=failures)
+    assert pending(status) is (delay == 0.25)
+    assert next_delay(status, 1.0, 0.25) == delay
+    assert next_delay(status, 0.1, 0.25) == 0.1  # never longer than the interval
+
+
+async def test_retry_interval_while_rise_or_fall_counts(engine_factory):
+    # up, 3 failures (fall 3) -> down, one more failure, 2 successes (rise 2) -> up, one more
+    outcomes = [True, False, False, False, False, True, True, True]
+    runner = Scripted({"a": list(outcomes)})
+    eng, rec = engine_factory(runner)
+    eng.update({"a": target("a", CheckSpec(interval=0.3, retry_interval=0.05, rise=2, fall=3))})
+    await eng.start()
+    await wait_until(lambda: runner.calls["a"] >= len(outcomes))
+    gaps = [b - a for a, b in zip(runner.starts["a"], runner.starts["a"][1:])]
+    kinds = ["retry" if g < 0.2 else "interval" for g in gaps]
+    # after: up(first) | 1st, 2nd failure (pending) | 3rd -> down | failure while down | 1st success (pending)
+    # | 2nd -> up
+    assert kinds == ["interval", "retry", "retry", "interval", "interval", "retry", "interval"], gaps
+    assert all(g >= 0.29 for g, k in zip(gaps, kinds) if k == "interval"), gaps
+    assert [t.new for t in rec.transitions] == ["up", "down", "up"]
 
 
 async def test_slow_check_is_followed_at_once(engine_factory):

@@ -57,7 +57,7 @@ def test_sample_service_keys_and_names(sample):
     assert web.key == ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "192.168.10.100", 80)
     assert dns.key == ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "192.168.10.100", 53)
     assert fw.key == ServiceKey(socket.AF_INET, 0, "", 0, fwmark=10)
-    assert [s.line for s in sample.services] == [11, 46, 60]
+    assert [s.line for s in sample.services] == [11, 47, 61]
 
 
 def test_sample_web_service(sample):
@@ -68,8 +68,8 @@ def test_sample_web_service(sample):
     assert web.on_failure == "quiescent"
     assert web.fallback == FallbackServer("127.0.0.1", 80, weight=1, forwarding="dr")
     first, second = web.real_servers
-    assert (first.address, first.port, first.weight, first.line) == ("192.168.10.11", 80, 3, 35)
-    assert (second.upper_threshold, second.lower_threshold, second.line) == (500, 400, 38)
+    assert (first.address, first.port, first.weight, first.line) == ("192.168.10.11", 80, 3, 36)
+    assert (second.upper_threshold, second.lower_threshold, second.line) == (500, 400, 39)
     # forwarding inherited from the service
     assert first.forwarding == second.forwarding == "dr"
 
@@ -169,6 +169,39 @@ def test_times_accept_ints_and_floats():
     check = config.services[0].check
     assert (check.interval, check.timeout) == (2.0, 0.25)
     assert isinstance(check.interval, float)
+
+
+def test_retry_interval_defaults_and_merges():
+    config = parse(
+        """
+        virtual_services:
+          - address: 10.0.0.1
+            port: 80
+            check: {retry_interval: 0.2}
+            real_servers:
+              - {address: 10.0.0.2}
+              - {address: 10.0.0.3, check: {retry_interval: 1}}
+        """
+    )
+    svc = config.services[0]
+    assert svc.check.retry_interval == 0.2
+    assert [rs.check.retry_interval for rs in svc.real_servers] == [0.2, 1.0]
+    assert isinstance(svc.real_servers[1].check.retry_interval, float)
+    assert parse("virtual_services: [{address: 10.0.0.1, port: 80}]").services[0].check.retry_interval == 0.5
+
+
+def test_retry_interval_must_be_positive():
+    issue = only_issue(
+        """
+        virtual_services:
+          - address: 10.0.0.1
+            port: 80
+            check:
+              retry_interval: 0
+        """
+    )
+    assert (issue.line, issue.field) == (5, "virtual_services[0].check.retry_interval")
+    assert "retry_interval must be > 0 seconds, got 0" in issue.message
 
 
 def test_real_server_forwarding_overrides_service():

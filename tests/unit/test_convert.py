@@ -314,11 +314,13 @@ def test_login_and_password_are_reported_without_their_values():
 def test_failurecount_and_checkinterval():
     s, _ = service("checkinterval=3\nfailurecount=4\n" + WEB)
     assert s["check"]["interval"] == 3 and s["check"]["fall"] == 4
+    assert s["check"]["retry_interval"] == 3  # ldirectord re-checks a failing server at checkinterval
     s, issues = service("checkinterval=3\n" + WEB + "\tcheckinterval=7\n\tfailurecount=2\n")
     assert s["check"]["interval"] == 3 and s["check"]["fall"] == 2  # fork=no: ldirectord ignores it
     assert "ignores a virtual's checkinterval" in messages(issues, "note")
     s, _ = service("checkinterval=3\nfork=yes\n" + WEB + "\tcheckinterval=7\n")
     assert s["check"]["interval"] == 7
+    assert "retry_interval" not in s["check"]  # failurecount 1: no second failure to wait for
 
 
 # --- service attributes -------------------------------------------------------------------
