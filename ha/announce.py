@@ -601,6 +601,20 @@ class Announcer:
         ipaddress.ip_address(vip)
         return self._round(interfaces_for(ifname), vip)
 
+    def first_round(self, resource: Any) -> int:
+        """The first announcement round of ``resource`` (address, interface) on its own
+        interface, now, without awaiting anything: what a takeover sends before any other
+        work. Pass ``first_sent=True`` to :meth:`announce` afterwards.
+
+        Returns:
+            Frames sent (2 for IPv4: request and reply; 1 for IPv6).
+
+        Raises:
+            NoSuchInterface: the interface does not exist here.
+            ValueError: bad address, or a non-Ethernet interface.
+        """
+        return self._round([resource.interface], str(ipaddress.ip_address(resource.address)))
+
     async def announce(
         self,
         resource: Any,
@@ -608,6 +622,7 @@ class Announcer:
         repeats: int = DEFAULT_REPEATS,
         interval: float = DEFAULT_INTERVAL,
         burst: int = DEFAULT_BURST,
+        first_sent: bool = False,
     ) -> int:
         """Announce ``resource`` (an :class:`ha.model.Resource`: address, interface) after a takeover.
 
@@ -617,7 +632,9 @@ class Announcer:
         interface itself before anything else; then the legs (bond slaves)
         are looked up once (a netlink dump) and get that first round too, so
         every leg sees every round and the first frames never wait for the
-        lookup. Cancellable at any sleep (``CancelledError`` propagates;
+        lookup. ``first_sent``: that first round on the interface was sent
+        already (:meth:`first_round`); the slaves still get it here.
+        Cancellable at any sleep (``CancelledError`` propagates;
         rounds already sent stay sent).
 
         Returns:
@@ -631,7 +648,7 @@ class Announcer:
         vip = str(ipaddress.ip_address(resource.address))
         loop = asyncio.get_running_loop()
         start = loop.time()
-        sent = self._round([resource.interface], vip)  # at once, on the VIP's interface
+        sent = 0 if first_sent else self._round([resource.interface], vip)  # at once, on the VIP's interface
         legs = await interfaces_for_async(resource.interface)  # the interface first, then its slaves
         try:
             if len(legs) > 1:

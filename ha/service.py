@@ -438,24 +438,37 @@ class HAService:
             return False
         self.held.add(group)
         self._cancel_announcements(io)
+        # the first round at once, before any bookkeeping: the clients' ARP caches decide
+        # when traffic comes here; the task sends the rest (and the bond slaves' first round)
+        first_sent = True
+        for resource in group.resources:
+            try:
+                self.announcer.first_round(resource)
+            except Exception as exc:
+                first_sent = False
+                log.warning("announcing %s failed: %s: %s", resource, type(exc).__name__, exc)
         io.announcing = asyncio.get_running_loop().create_task(
-            self._announce(group), name=f"ha-announce-{group.owner}"
+            self._announce(group, first_sent=first_sent), name=f"ha-announce-{group.owner}"
         )
         return True
 
-    async def _announce(self, group: ResourceGroup) -> None:
-        """Announce every address of ``group`` (in parallel), then refresh while held."""
+    async def _announce(self, group: ResourceGroup, *, first_sent: bool = False) -> None:
+        """Announce every address of ``group`` (in parallel), then refresh while held.
+
+        ``first_sent``: the first round on each address's own interface has been sent
+        already (`Announcer.first_round`)."""
         cfg = self.config
 
-        async def one(resource: Any, repeats: int, burst: int) -> None:
+        async def one(resource: Any, repeats: int, burst: int, first: bool = False) -> None:
             try:
-                await self.announcer.announce(resource, repeats=repeats, interval=cfg.announce_interval, burst=burst)
+                await self.announcer.announce(resource, repeats=repeats, interval=cfg.announce_interval, burst=burst,
+                                              first_sent=first)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("announcing %s failed: %s: %s", resource, type(exc).__name__, exc)
 
-        await asyncio.gather(*(one(r, cfg.announce_repeats, 2) for r in group.resources))
+        await asyncio.gather(*(one(r, cfg.announce_repeats, 2, first_sent) for r in group.resources))
         if cfg.announce_refresh > 0:
             while True:
                 await asyncio.sleep(cfg.announce_refresh)

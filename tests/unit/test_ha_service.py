@@ -155,9 +155,21 @@ def test_alone_it_takes_its_vip_announces_and_gives_it_back_on_stop(pair, tmp_pa
     a_mac = bytes.fromhex(N.link_mac(a, "a0").replace(":", ""))
     changes: list = []
     seen: dict = {}
+    events: list[str] = []
+
+    def role_change(group, held) -> None:
+        changes.append(held)
+        events.append(f"role {held}")
 
     async def go() -> None:
-        svc = HAService(cfg, config_file="/etc/d.yaml", on_role_change=lambda g, held: changes.append(held))
+        svc = HAService(cfg, config_file="/etc/d.yaml", on_role_change=role_change)
+        first_round = svc.announcer._round
+
+        def traced_round(*args, **kwargs):
+            events.append("announce round")
+            return first_round(*args, **kwargs)
+
+        svc.announcer._round = traced_round
         assert svc.snapshot()["state"] == "starting"
         await svc.start()
         try:
@@ -192,6 +204,9 @@ def test_alone_it_takes_its_vip_announces_and_gives_it_back_on_stop(pair, tmp_pa
     assert snap["counters"]["sent"] >= 3
     assert VIP not in {x.split("/")[0] for x in seen["after"]}
     assert changes == [True, False]
+    # the first gratuitous ARP round leaves before the node's bookkeeping after the acquisition;
+    # the burst's second round follows (announce_repeats 0, no refresh), no round twice
+    assert events == ["announce round", "role True", "announce round", "role False"], events
     assert seen["stop_s"] < 10
     types = [m.get("t") for m in packets]
     assert types[:3] == ["status"] * 3 and [m.get("st") for m in packets[:3]] == ["init", "up", "up"]
