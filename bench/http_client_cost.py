@@ -1,0 +1,172 @@
+"""What one HTTP health check costs in CPU, layer by layer: directord's HTTP check (aiohttp)
+against the floor a bare asyncio protocol sets on the same event loop and kernel.
+
+Runs anywhere (loopback only, no root):
+
+    python bench/http_client_cost.py [--requests 3000] [--concurrency 20] [--runs 3]
+
+A server process on 127.0.0.1 answers every request with a short ``200`` and closes. In
+this process, for each client and each event loop (asyncio, and uvloop when installed):
+``--requests`` requests, ``--concurrency`` at a time, a fresh connection each, after a
+warm-up of 200; the CPU time (user + sys) of this process per request, median of
+``--runs`` runs. Clients:
+
+* ``directord check_http``: `checks.http.check_http` with the daemon's shared session
+  (`checks.http.make_session`), through `checks.base.run_check` as the engine calls it;
+* ``bare protocol``: an `asyncio.Protocol` that connects, writes one fixed request, reads
+  up to the end of the headers and closes; no HTTP library. It is the floor, not a
+  candidate: it handles no chunking, redirects, TLS or body limits.
+
+The difference between the two rows is the HTTP client library's share of a check. Prints
+a markdown table; ``--json PATH`` writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from checks.base import CheckTarget, run_check  # noqa: E402
+from checks.http import make_session  # noqa: E402
+from checks.spec import CheckSpec  # noqa: E402
+
+SERVER = r"""
+import asyncio, sys
+RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
+async def handle(reader, writer):
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(RESPONSE)
+        await writer.drain()
+    except Exception:
+        pass
+    finally:
+        writer.close()
+async def main():
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096, reuse_address=True)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+asyncio.run(main())
+"""
+
+WARMUP = 200
+
+
+class _Bare(asyncio.Protocol):
+    """Connect, send one request, resolve with the status code at the end of the headers."""
+
+    def __init__(self, request: bytes, done: asyncio.Future) -> None:
+        self.request, self.done, self.buf = request, done, b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if b"\r\n\r\n" in self.buf and not self.done.done():
+            self.done.set_result(int(self.buf[9:12]))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("closed before the headers ended"))
+
+
+async def _run(client: str, port: int, requests: int, concurrency: int) -> float:
+    """CPU microseconds per request over ``requests`` requests (after the warm-up)."""
+    loop = asyncio.get_running_loop()
+    session = make_session()
+    target = CheckTarget("k", "bench", "127.0.0.1", port, "127.0.0.1", port,
+                         CheckSpec(type="http", timeout=2.0))
+    request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bench\r\nConnection: close\r\n\r\n".encode()
+
+    async def one() -> None:
+        if client == "check_http":
+            result = await run_check(target, session)
+            if not result.ok:
+                raise RuntimeError(f"check failed: {result.reason}")
+        else:
+            done = loop.create_future()
+            await loop.create_connection(lambda: _Bare(request, done), "127.0.0.1", port)
+            if await asyncio.wait_for(done, 2.0) != 200:
+                raise RuntimeError("bad status")
+
+    sem = asyncio.Semaphore(concurrency)
+
+    async def limited() -> None:
+        async with sem:
+            await one()
+
+    try:
+        await asyncio.gather(*(limited() for _ in range(WARMUP)))
+        cpu0 = time.process_time()
+        await asyncio.gather(*(limited() for _ in range(requests)))
+        return (time.process_time() - cpu0) / requests * 1e6
+    finally:
+        await session.close()
+
+
+def measure(client: str, loop_kind: str, port: int, requests: int, concurrency: int) -> float:
+    """One run on a fresh event loop of ``loop_kind``; CPU µs per request."""
+    coro = _run(client, port, requests, concurrency)
+    if loop_kind == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--concurrency", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args(argv)
+    loops = ["asyncio"]
+    try:
+        import uvloop  # noqa: F401
+
+        loops.append("uvloop")
+    except ImportError:
+        print("(uvloop not installed: asyncio rows only)", file=sys.stderr)
+    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    rows = []
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        for loop_kind in loops:
+            for client in ("check_http", "bare"):
+                runs = [measure(client, loop_kind, port, a.requests, a.concurrency) for _ in range(a.runs)]
+                rows.append({"client": client, "loop": loop_kind, "cpu_us_per_request": round(statistics.median(runs)),
+                             "runs": [round(r) for r in runs]})
+    finally:
+        server.terminate()
+        server.wait(10)
+    names = {"check_http": "directord check_http (aiohttp)", "bare": "bare asyncio protocol (floor)"}
+    print(f"HTTP check CPU per request, loopback, {a.requests} requests, {a.concurrency} at a time, "
+          f"median of {a.runs} runs\n")
+    print("| client | event loop | CPU µs/request | runs |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print(f"| {names[r['client']]} | {r['loop']} | {r['cpu_us_per_request']} | "
+              f"{', '.join(map(str, r['runs']))} |")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps({"benchmark": "http_client_cost", "requests": a.requests,
+                                            "concurrency": a.concurrency, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
