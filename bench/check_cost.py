@@ -42,7 +42,10 @@ from director.lab import netns as N  # noqa: E402
 NET = ipaddress.ip_network("10.220.0.0/16")
 CHECKER, GATEWAY = "10.221.0.2", "10.221.0.1"
 
-SERVER = r"""
+def server_script(host: str, port: int) -> str:
+    """Python source of a small HTTP server on ``host``:``port`` (0: any free port) that answers
+    every request with a short ``200`` and closes; it prints its port once listening."""
+    return r"""
 import asyncio
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
 async def handle(reader, writer):
@@ -55,12 +58,12 @@ async def handle(reader, writer):
     finally:
         writer.close()
 async def main():
-    server = await asyncio.start_server(handle, "0.0.0.0", 80, backlog=4096, reuse_address=True)
-    print("ready", flush=True)
+    server = await asyncio.start_server(handle, %r, %d, backlog=4096, reuse_address=True)
+    print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
 asyncio.run(main())
-"""
+""" % (host, port)
 
 
 def real_server_addresses(n: int) -> list[str]:
@@ -87,9 +90,9 @@ def build(prefix: str) -> subprocess.Popen:
     subprocess.run(["ip", "-n", srv, "route", "add", "local", str(NET), "dev", "lo"], check=True, timeout=10)
     N.add_route(chk, str(NET), gateway=GATEWAY)
     N.set_sysctls(srv, {"net.core.somaxconn": "4096"})
-    proc = N.run_in_netns(srv, [sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    proc = N.run_in_netns(srv, [sys.executable, "-c", server_script("0.0.0.0", 80)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
-    if proc.stdout.readline().strip() != "ready":
+    if proc.stdout.readline().strip() != "80":
         raise RuntimeError("the HTTP server did not start")
     return proc
 

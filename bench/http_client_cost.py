@@ -32,31 +32,13 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from check_cost import server_script  # noqa: E402
 from checks.base import CheckTarget, run_check  # noqa: E402
 from checks.http import make_session  # noqa: E402
 from checks.spec import CheckSpec  # noqa: E402
-
-SERVER = r"""
-import asyncio, sys
-RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
-async def handle(reader, writer):
-    try:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(RESPONSE)
-        await writer.drain()
-    except Exception:
-        pass
-    finally:
-        writer.close()
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096, reuse_address=True)
-    print(server.sockets[0].getsockname()[1], flush=True)
-    async with server:
-        await server.serve_forever()
-asyncio.run(main())
-"""
 
 WARMUP = 200
 
@@ -140,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         loops.append("uvloop")
     except ImportError:
         print("(uvloop not installed: asyncio rows only)", file=sys.stderr)
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-c", server_script("127.0.0.1", 0)], stdout=subprocess.PIPE, text=True)
     rows = []
     try:
         assert server.stdout is not None

@@ -372,8 +372,8 @@ class _Translator:
         check["fall"] = fall
         if fall > 1:
             check["retry_interval"] = check["interval"]
-        order = ("type", "port", "interval", "retry_interval", "timeout", "rise", "fall", "method", "path", "host", "expect_status",
-                 "expect_body", "verify_tls", "command")
+        order = ("type", "port", "interval", "retry_interval", "timeout", "rise", "fall", "method", "path", "host",
+                 "expect_status", "expect_body", "verify_tls", "command")
         return {k: check[k] for k in order if k in check}, http
 
     # -- fallback and real servers
