@@ -372,10 +372,7 @@ class HAService:
                     log.warning("%s went missing while we hold %s: adding and announcing it again",
                                 resource, _group_name(group))
                     await add_vip(resource)
-                    self._cancel_announcements(io)
-                    io.announcing = asyncio.get_running_loop().create_task(
-                        self._announce(group), name=f"ha-announce-{group.owner}"
-                    )
+                    self._start_announcing(group, io)
                 elif not held and present:
                     self.repairs += 1
                     log.warning("%s is configured but we do not hold %s: removing it", resource, _group_name(group))
@@ -437,26 +434,30 @@ class HAService:
                     log.error("removing %s after the failed acquisition: %s", resource, exc2)
             return False
         self.held.add(group)
+        self._start_announcing(group, io)
+        return True
+
+    def _start_announcing(self, group: ResourceGroup, io: _GroupIO) -> None:
+        """Replace ``group``'s announcements: the first round on each address's interface at
+        once, before any bookkeeping (the clients' ARP caches decide when traffic comes
+        here), then a task for the rest (and the bond slaves' first round)."""
         self._cancel_announcements(io)
-        # the first round at once, before any bookkeeping: the clients' ARP caches decide
-        # when traffic comes here; the task sends the rest (and the bond slaves' first round)
-        first_sent = True
+        first_sent = set()
         for resource in group.resources:
             try:
                 self.announcer.first_round(resource)
+                first_sent.add(resource)
             except Exception as exc:
-                first_sent = False
                 log.warning("announcing %s failed: %s: %s", resource, type(exc).__name__, exc)
         io.announcing = asyncio.get_running_loop().create_task(
-            self._announce(group, first_sent=first_sent), name=f"ha-announce-{group.owner}"
+            self._announce(group, first_sent=frozenset(first_sent)), name=f"ha-announce-{group.owner}"
         )
-        return True
 
-    async def _announce(self, group: ResourceGroup, *, first_sent: bool = False) -> None:
+    async def _announce(self, group: ResourceGroup, *, first_sent: frozenset = frozenset()) -> None:
         """Announce every address of ``group`` (in parallel), then refresh while held.
 
-        ``first_sent``: the first round on each address's own interface has been sent
-        already (`Announcer.first_round`)."""
+        ``first_sent``: the resources whose first round on their own interface has been
+        sent already (`Announcer.first_round`)."""
         cfg = self.config
 
         async def one(resource: Any, repeats: int, burst: int, first: bool = False) -> None:
@@ -468,7 +469,7 @@ class HAService:
             except Exception as exc:
                 log.warning("announcing %s failed: %s: %s", resource, type(exc).__name__, exc)
 
-        await asyncio.gather(*(one(r, cfg.announce_repeats, 2, first_sent) for r in group.resources))
+        await asyncio.gather(*(one(r, cfg.announce_repeats, 2, r in first_sent) for r in group.resources))
         if cfg.announce_refresh > 0:
             while True:
                 await asyncio.sleep(cfg.announce_refresh)
