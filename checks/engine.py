@@ -179,6 +179,8 @@ class HealthEngine:
         runner: the check function, `checks.base.run_check` by default;
             tests inject a fake one.  It should not raise; if it does, the
             exception is logged and counted as a failed check.
+        log_transitions: log every state change at INFO (``"NAME up: REASON"``);
+            the checker child (`checks.process`) leaves that to the director.
     """
 
     def __init__(
@@ -187,8 +189,10 @@ class HealthEngine:
         *,
         clock: Callable[[], float] = time.monotonic,
         runner: Runner | None = None,
+        log_transitions: bool = True,
     ) -> None:
         self._on_transition = on_transition
+        self._log_transitions = log_transitions
         self._clock = clock
         self._runner: Runner = runner if runner is not None else run_check
         self._slots: dict[Hashable, _Slot] = {}
@@ -274,6 +278,10 @@ class HealthEngine:
         """A snapshot of every target's health, keyed by target key."""
         return {key: slot.status for key, slot in self._slots.items()}
 
+    async def snapshot(self) -> dict[Hashable, HealthStatus]:
+        """`status`, awaitable: the interface `checks.process.CheckerProcess` shares."""
+        return self.status()
+
     def targets(self) -> dict[Hashable, CheckTarget]:
         """The targets currently checked, keyed by target key."""
         return {key: slot.target for key, slot in self._slots.items()}
@@ -320,7 +328,8 @@ class HealthEngine:
         if reason is None:
             return
         new_state = slot.status.state
-        log.info("%s %s: %s", target.name, new_state, reason)
+        if self._log_transitions:
+            log.info("%s %s: %s", target.name, new_state, reason)
         transition = Transition(slot.key, target.name, old.state, new_state, reason, result)
         try:
             self._on_transition(transition)

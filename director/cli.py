@@ -15,11 +15,15 @@ DEFAULT_SOCKET = "/run/directord/directord.sock"
 COMMAND_MODULES = ("director.lab.cli", "director.realserver", "director.convert")
 
 
+#: Log line format; the checker child uses the same (`checks.process.LOG_FORMAT`).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def setup_logging(verbose: bool) -> None:
     """Log to stderr at INFO (DEBUG when ``verbose``); pyroute2 only from WARNING."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
     logging.getLogger("pyroute2").setLevel(logging.WARNING)

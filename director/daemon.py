@@ -1,7 +1,8 @@
 """`directord run`: the supervisor that owns every running component.
 
-Components (each with start/stop, all owned here): the health-check engine
-(`checks.engine.HealthEngine`), the reconciler (`director.reconciler`) and
+Components (each with start/stop, all owned here): the health checks, run by
+the check engine in a checker child process (`checks.process.CheckerProcess`,
+so thousands of checks a second never delay the heartbeat), the reconciler (`director.reconciler`) and
 the control socket (`director.control`), and with an ``ha:`` section the
 heartbeat HA service (`ha.service.HAService`, started after the control
 socket, stopped first so the VIP is released gracefully and the peer takes
@@ -24,7 +25,8 @@ import time
 from typing import Any
 
 from checks.base import CheckTarget
-from checks.engine import HealthEngine, Transition
+from checks.engine import Transition
+from checks.process import CheckerProcess
 
 from .config import ConfigError, load_config
 from .ipvs import IPVSError, KernelIPVS
@@ -91,7 +93,7 @@ class Daemon:
         self.config: Config | None = None
         self._states: dict[tuple[ServiceKey, DestKey], HealthState] = {}
         self.kernel = KernelIPVS()
-        self.engine = HealthEngine(self._on_transition)
+        self.engine = CheckerProcess(self._on_transition)
         self.reconciler = Reconciler(self.kernel, self._health)
         self.control = None
         self.ha: Any = None  # ha.service.HAService when the configuration has an ha section
@@ -148,7 +150,14 @@ class Daemon:
                 await self.ha.stop()
                 await self.control.stop()
                 return 1
-        await self.engine.start()
+        try:
+            await self.engine.start()
+        except OSError as exc:
+            log.error("cannot start the checker process: %s", exc)
+            if self.ha is not None:
+                await self.ha.stop()
+            await self.control.stop()
+            return 1
         await self.reconciler.start()
         log.info(
             "directord started: %d virtual services, %d real servers, control socket %s",
@@ -212,12 +221,14 @@ class Daemon:
         doc = build_status(
             self.config,
             table,
-            self.engine.status(),
+            await self.engine.snapshot(),
             self.reconciler.draining(),
             now=time.monotonic(),
         )
         doc.update(
             pid=os.getpid(),
+            checker_pid=self.engine.pid,
+            checker_restarts=self.engine.restarts,
             uptime_s=round(time.monotonic() - self._started, 1),
             ops_applied=self.reconciler.ops_applied,
             kernel_errors=self.reconciler.errors,

@@ -1,0 +1,417 @@
+"""The checker process: the health-check engine in a child process of its own.
+
+keepalived runs its checks in a checker child, apart from its VRRP child, and
+heartbeat runs ldirectord apart from its own heartbeat processes; directord
+does the same for the same reason: thousands of checks a second keep an event
+loop busy, and the director's own loop must stay free for the peer heartbeat
+(keepalive every 0.2 s, deadtime 1 s), the reconciler and the control socket.
+On the host, 2,000 HTTP checks a second delayed a 0.2 s timer on the same loop
+by up to 0.35 s (`bench/check_cost.py`); in its own process the check load
+delays nothing in the director's loop.
+
+`CheckerProcess` (director side) has the interface of `checks.engine.HealthEngine`
+(``start``, ``update``, ``targets``, ``snapshot``, ``stop``, transitions to a
+callback) and runs the engine in ``python -m checks.process FD``, the child
+side (`child_main`), on uvloop when it is installed (asyncio otherwise).
+
+Wire between the two: a Unix stream socket pair, frames of a 4-byte
+big-endian length followed by a pickle (`encode_frame`, `read_frame`); both
+ends are this same code, started by the director itself, so the pickles are
+trusted.  Director -> checker: ``("update", {id: CheckTarget})``,
+``("snapshot", request_id)``, ``("stop",)``.  Checker -> director:
+``("transition", Transition)``, ``("snapshot", request_id, {id: HealthStatus})``.
+Target keys cross as small integers (the director keeps the map), so the child
+needs nothing of the director's model.
+
+Failure handling: the child exits when its socket reaches end of file (the
+director died) and, as a backstop, gets SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``).  It ignores SIGINT and SIGTERM: the director decides
+when it stops.  When the child dies while the director runs, the director logs
+it, starts a new one after `RESTART_DELAY` seconds and sends it the targets
+again; the real servers keep their last state until the new checker's first
+results (its first result per real server decides, as after a director
+restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Hashable, Mapping
+
+from checks.base import CheckTarget
+from checks.engine import HealthEngine, HealthStatus, Transition
+
+__all__ = ["CheckerProcess", "encode_frame", "read_frame", "child_main", "LOG_FORMAT", "RESTART_DELAY", "MAX_FRAME"]
+
+log = logging.getLogger("directord.checks")
+
+#: Log line format of the checker child: the director's (`director.cli.LOG_FORMAT`; checks
+#: does not import the director, a test keeps the two equal).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Seconds between the death of a checker child and the start of the next one.
+RESTART_DELAY = 1.0
+
+#: Largest frame accepted, bytes (a status snapshot of 100,000 real servers fits).
+MAX_FRAME = 256 * 1024 * 1024
+
+_LENGTH = struct.Struct(">I")
+
+
+class FrameError(Exception):
+    """A frame that is too long or does not unpickle."""
+
+
+def encode_frame(message: tuple) -> bytes:
+    """One frame: 4-byte big-endian length, then ``pickle.dumps(message)`` (highest protocol).
+
+    Raises:
+        FrameError: the pickle is longer than `MAX_FRAME` bytes.
+    """
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    if len(body) > MAX_FRAME:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME}")
+    return _LENGTH.pack(len(body)) + body
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple:
+    """Read one frame written by `encode_frame` and return its message.
+
+    Raises:
+        asyncio.IncompleteReadError: end of file (at a frame boundary: ``partial`` is empty).
+        FrameError: a length above `MAX_FRAME`, or a body that does not unpickle to a tuple.
+    """
+    (length,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
+    if length > MAX_FRAME:
+        raise FrameError(f"frame length {length} exceeds {MAX_FRAME}")
+    body = await reader.readexactly(length)
+    try:
+        message = pickle.loads(body)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad frame
+        raise FrameError(f"frame does not unpickle: {exc}") from exc
+    if not isinstance(message, tuple) or not message:
+        raise FrameError(f"frame is not a message tuple: {type(message).__name__}")
+    return message
+
+
+class CheckerProcess:
+    """The health-check engine run in a child process; the director's side of it.
+
+    Same lifecycle as `checks.engine.HealthEngine`: ``await start()``, any number
+    of ``update(targets)`` (before or after start), ``await snapshot()``,
+    ``await stop()``.
+
+    Args:
+        on_transition: called on the director's loop, synchronously, for every
+            state change reported by the checker (with the caller's own target
+            keys); exceptions it raises are logged and ignored.  Each transition
+            is also logged here (``"NAME up: REASON"``, logger ``directord.checks``).
+        python: interpreter for the child, ``sys.executable`` by default.
+        restart_delay: seconds before a dead child is replaced (`RESTART_DELAY`).
+    """
+
+    def __init__(
+        self,
+        on_transition: Callable[[Transition], None],
+        *,
+        python: str | None = None,
+        restart_delay: float = RESTART_DELAY,
+    ) -> None:
+        self._on_transition = on_transition
+        self._python = python or sys.executable
+        self._restart_delay = restart_delay
+        self._targets: dict[Hashable, CheckTarget] = {}
+        self._ids: dict[Hashable, int] = {}
+        self._keys: dict[int, Hashable] = {}
+        self._next_id = 0
+        self._known: dict[Hashable, HealthStatus] = {}  # from transitions: the fallback snapshot
+        self._proc: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._requests: dict[int, asyncio.Future[dict[int, HealthStatus]]] = {}
+        self._request_id = 0
+        self._connected = asyncio.Event()
+        self._running = False
+        self.restarts = 0
+        """Number of checker children started after the first (each after a death)."""
+
+    # --- lifecycle -----------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """``True`` between `start` and `stop`."""
+        return self._running
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the current checker child, ``None`` when there is none."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    async def start(self) -> None:
+        """Start the checker child and send it the known targets; returns once it runs.
+
+        Idempotent while running.
+
+        Raises:
+            OSError: the child could not be started.
+        """
+        if self._running:
+            return
+        self._running = True
+        try:
+            reader = await self._spawn()
+        except BaseException:
+            self._running = False
+            raise
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(reader), name="checker process")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Ask the child to stop, wait up to ``timeout`` seconds, then kill it.
+
+        Target states are kept; a later `start` resumes checking them.
+        """
+        self._running = False
+        supervisor, self._supervisor = self._supervisor, None
+        proc, writer = self._proc, self._writer
+        if writer is not None:
+            try:
+                writer.write(encode_frame(("stop",)))
+                await asyncio.wait_for(writer.drain(), timeout)
+            except (OSError, asyncio.TimeoutError, RuntimeError):
+                pass
+        if proc is not None and proc.returncode is None:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("checker process %d did not stop in %g s; killing it", proc.pid, timeout)
+                proc.kill()
+                await proc.wait()
+        if supervisor is not None:
+            supervisor.cancel()
+            await asyncio.gather(supervisor, return_exceptions=True)
+        self._disconnect()
+
+    # --- targets -------------------------------------------------------------
+
+    def update(self, targets: Mapping[Hashable, CheckTarget]) -> None:
+        """Replace the set of checked targets (the rules of `HealthEngine.update`).
+
+        Keys removed here lose their state; the rest is the checker's business.
+        Before `start` (or while the child is being replaced) it only records
+        the targets; they are sent when the child starts.
+        """
+        self._targets = dict(targets)
+        for key in [k for k in self._ids if k not in self._targets]:
+            del self._keys[self._ids.pop(key)]
+            self._known.pop(key, None)
+        for key in self._targets:
+            if key not in self._ids:
+                self._ids[key] = self._next_id
+                self._keys[self._next_id] = key
+                self._next_id += 1
+        self._send_targets()
+
+    def targets(self) -> dict[Hashable, CheckTarget]:
+        """The targets currently checked, keyed by target key."""
+        return dict(self._targets)
+
+    async def snapshot(self, timeout: float = 5.0) -> dict[Hashable, HealthStatus]:
+        """Every target's health, keyed by target key, as the checker has it now.
+
+        When the checker does not answer within ``timeout`` seconds (it is
+        being restarted, or stuck), the answer is built from the transitions
+        seen so far: state and ``since`` right, counters 0.
+        """
+        writer = self._writer
+        if writer is not None:
+            self._request_id += 1
+            request_id = self._request_id
+            future: asyncio.Future[dict[int, HealthStatus]] = asyncio.get_running_loop().create_future()
+            self._requests[request_id] = future
+            try:
+                writer.write(encode_frame(("snapshot", request_id)))
+                by_id = await asyncio.wait_for(future, timeout)
+                return {self._keys[i]: status for i, status in by_id.items() if i in self._keys}
+            except (OSError, RuntimeError, asyncio.TimeoutError, ConnectionError):
+                pass
+            finally:
+                self._requests.pop(request_id, None)
+        return self._fallback_snapshot()
+
+    def _fallback_snapshot(self) -> dict[Hashable, HealthStatus]:
+        now = time.monotonic()
+        return {key: self._known.get(key, HealthStatus(state="unknown", since=now)) for key in self._targets}
+
+    # --- child ---------------------------------------------------------------
+
+    async def _spawn(self) -> asyncio.StreamReader:
+        """Start one child, connect to it, send it the targets; return the reader of its frames."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        # the child imports `checks` from where this process did, installed or not
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self._python, "-m", "checks.process", str(theirs.fileno()), str(os.getpid()), str(level),
+                pass_fds=(theirs.fileno(),),
+                stdin=asyncio.subprocess.DEVNULL,
+                env=env,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        reader, self._writer = await asyncio.open_connection(sock=ours, limit=2**20)
+        log.info("checker process %d started", self._proc.pid)
+        self._send_targets()
+        return reader
+
+    def _send_targets(self) -> None:
+        if self._writer is None:
+            return
+        by_id = {self._ids[key]: dataclasses.replace(target, key=self._ids[key]) for key, target in self._targets.items()}
+        try:
+            self._writer.write(encode_frame(("update", by_id)))
+        except (OSError, RuntimeError) as exc:
+            log.warning("checker process: cannot send the targets: %s", exc)
+
+    def _disconnect(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()
+        for future in self._requests.values():
+            if not future.done():
+                future.set_exception(ConnectionError("checker process gone"))
+        self._requests.clear()
+
+    async def _supervise(self, reader: asyncio.StreamReader) -> None:
+        """Read the child's frames; when it dies while running, start another one."""
+        while True:
+            await self._read(reader)
+            proc = self._proc
+            self._disconnect()
+            status = await proc.wait() if proc is not None else None
+            if not self._running:
+                return
+            log.error("checker process %s exited (status %s); starting another in %g s",
+                      proc.pid if proc else "?", status, self._restart_delay)
+            while True:
+                await asyncio.sleep(self._restart_delay)
+                try:
+                    reader = await self._spawn()
+                    self.restarts += 1
+                    break
+                except OSError as exc:
+                    log.error("checker process cannot start: %s; retrying in %g s", exc, self._restart_delay)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        """Dispatch the child's frames until end of file or a bad frame."""
+        while True:
+            try:
+                message = await read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                return
+            except FrameError as exc:
+                log.error("checker process sent a bad frame (%s); dropping it", exc)
+                if self._proc is not None and self._proc.returncode is None:
+                    self._proc.kill()
+                return
+            kind = message[0]
+            if kind == "transition":
+                self._transition(message[1])
+            elif kind == "snapshot":
+                future = self._requests.get(message[1])
+                if future is not None and not future.done():
+                    future.set_result(message[2])
+
+    def _transition(self, t: Transition) -> None:
+        key = self._keys.get(t.key)
+        if key is None:  # a target removed meanwhile
+            return
+        t = dataclasses.replace(t, key=key)
+        log.info("%s %s: %s", t.name, t.new, t.reason)
+        self._known[key] = HealthStatus(state=t.new, since=time.monotonic(), last_result=t.result)
+        try:
+            self._on_transition(t)
+        except Exception:  # noqa: BLE001 - a faulty listener must not stop the checker
+            log.exception("transition callback failed for %s", t.name)
+
+
+# --- the child ---------------------------------------------------------------
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1 (linux/prctl.h)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before the prctl
+        os._exit(0)
+
+
+async def _serve(sock: socket.socket) -> None:
+    """The checker child's loop: run an engine, answer the director's frames until stop or EOF."""
+    reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
+
+    def send(message: tuple) -> None:
+        if not writer.is_closing():
+            writer.write(encode_frame(message))
+
+    engine = HealthEngine(lambda t: send(("transition", t)), log_transitions=False)
+    await engine.start()
+    try:
+        while True:
+            try:
+                message = await read_frame(reader)
+            except (asyncio.IncompleteReadError, ConnectionError, OSError):
+                return  # the director is gone
+            kind = message[0]
+            if kind == "update":
+                engine.update(message[1])
+            elif kind == "snapshot":
+                send(("snapshot", message[1], engine.status()))
+            elif kind == "stop":
+                return
+    finally:
+        await engine.stop()
+        writer.close()
+
+
+def child_main(argv: list[str]) -> int:
+    """Entry point of ``python -m checks.process FD PARENT_PID LOG_LEVEL``: serve the engine on
+    the inherited socket ``FD`` (see the module docstring).  Returns the exit status."""
+    fd, parent, level = int(argv[0]), int(argv[1]), argv[2] if len(argv) > 2 else "INFO"
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # the open-file limit comes from the director, which raised it before starting us
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=LOG_FORMAT, stream=sys.stderr)
+    sock = socket.socket(fileno=fd)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(sock))
+    else:
+        uvloop.run(_serve(sock))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))

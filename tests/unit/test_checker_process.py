@@ -1,0 +1,232 @@
+"""The checker process: the frame codec, and a real checker child on loopback (TCP checks)."""
+
+import asyncio
+import logging
+import os
+import pickle
+import signal
+import socket
+import struct
+
+import pytest
+
+from checks.base import CheckTarget
+from checks.engine import HealthEngine
+from checks.process import MAX_FRAME, CheckerProcess, FrameError, LOG_FORMAT, encode_frame, read_frame
+from checks.spec import CheckSpec
+from director.cli import LOG_FORMAT as DIRECTOR_LOG_FORMAT
+
+FAST = CheckSpec(type="tcp", interval=0.1, retry_interval=0.1, timeout=0.5, rise=1, fall=1)
+
+
+# --- frames ------------------------------------------------------------------------
+
+
+def reader_of(data: bytes, eof: bool = True) -> asyncio.StreamReader:
+    reader = asyncio.StreamReader()
+    reader.feed_data(data)
+    if eof:
+        reader.feed_eof()
+    return reader
+
+
+def test_frame_is_a_big_endian_length_then_the_pickle():
+    message = ("snapshot", 7)
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    assert encode_frame(message) == struct.pack(">I", len(body)) + body
+
+
+async def test_frames_round_trip_back_to_back():
+    target = CheckTarget(3, "rs 10.0.0.2:80 of web", "10.0.0.1", 80, "10.0.0.2", 80, FAST)
+    reader = reader_of(encode_frame(("update", {3: target})) + encode_frame(("stop",)))
+    assert await read_frame(reader) == ("update", {3: target})
+    assert await read_frame(reader) == ("stop",)
+    with pytest.raises(asyncio.IncompleteReadError) as err:
+        await read_frame(reader)
+    assert err.value.partial == b""
+
+
+async def test_bad_frames_raise_frame_error():
+    with pytest.raises(FrameError, match="exceeds"):
+        await read_frame(reader_of(struct.pack(">I", MAX_FRAME + 1)))
+    with pytest.raises(FrameError, match="does not unpickle"):
+        await read_frame(reader_of(struct.pack(">I", 3) + b"xyz"))
+    body = pickle.dumps([1, 2])
+    with pytest.raises(FrameError, match="not a message tuple: list"):
+        await read_frame(reader_of(struct.pack(">I", len(body)) + body))
+    with pytest.raises(asyncio.IncompleteReadError):  # cut inside the body
+        await read_frame(reader_of(struct.pack(">I", 10) + b"abc"))
+
+
+def test_log_format_is_the_directors():
+    assert LOG_FORMAT == DIRECTOR_LOG_FORMAT
+
+
+async def test_engine_snapshot_is_its_status_and_logging_can_be_left_to_the_caller(caplog):
+    async def ok(target, session):
+        from checks.base import CheckResult
+
+        return CheckResult(True, "fine", 0.0, 0.0)
+
+    seen = []
+    engine = HealthEngine(seen.append, runner=ok, log_transitions=False)
+    engine.update({"a": CheckTarget("a", "rs a", None, 0, "127.0.0.1", 1, FAST)})
+    caplog.set_level(logging.INFO, logger="directord.checks")
+    await engine.start()
+    try:
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        assert [t.new for t in seen] == ["up"]
+        assert await engine.snapshot() == engine.status()
+        assert "rs a up" not in caplog.text
+    finally:
+        await engine.stop()
+
+
+# --- a real child --------------------------------------------------------------------
+
+
+@pytest.fixture
+def ports():
+    """(listening port, refused port) on 127.0.0.1."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    refused = probe.getsockname()[1]
+    probe.close()
+    yield listener.getsockname()[1], refused
+    listener.close()
+
+
+def targets_for(up_port: int, down_port: int) -> dict:
+    # the director's keys are tuples of its own model; any hashable crosses the wire as an id
+    return {
+        ("web", "up"): CheckTarget(("web", "up"), "rs up of web", "127.0.0.100", 80, "127.0.0.1", up_port, FAST),
+        ("web", "down"): CheckTarget(("web", "down"), "rs down of web", "127.0.0.100", 80, "127.0.0.1", down_port, FAST),
+    }
+
+
+async def wait_for(predicate, timeout=15.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is dead too
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_child_checks_and_reports_with_the_callers_keys(ports, caplog):
+    up_port, down_port = ports
+    seen = []
+    caplog.set_level(logging.INFO, logger="directord.checks")
+    checker = CheckerProcess(seen.append)
+    checker.update(targets_for(up_port, down_port))  # before start: sent when the child runs
+    await checker.start()
+    try:
+        pid = checker.pid
+        assert pid is not None and pid != os.getpid()
+        await wait_for(lambda: len(seen) == 2)
+        assert {t.key: t.new for t in seen} == {("web", "up"): "up", ("web", "down"): "down"}
+        assert {t.key: t.reason for t in seen}[("web", "down")] == "connection refused (first check)"
+        # logged once, by the director's side, in the engine's words
+        assert caplog.text.count("rs up of web up: connected (first check)") == 1
+
+        snap = await checker.snapshot()
+        assert {k: s.state for k, s in snap.items()} == {("web", "up"): "up", ("web", "down"): "down"}
+        assert all(s.checks >= 1 for s in snap.values())
+
+        # a removed key is no longer checked nor reported
+        checker.update({k: t for k, t in targets_for(up_port, down_port).items() if k == ("web", "up")})
+        snap = await checker.snapshot()
+        assert list(snap) == [("web", "up")]
+        assert checker.targets() == {("web", "up"): targets_for(up_port, down_port)[("web", "up")]}
+    finally:
+        await checker.stop()
+    assert checker.pid is None
+    await wait_for(lambda: not alive(pid), timeout=5)
+
+
+async def test_a_dead_child_is_replaced_and_gets_the_targets_again(ports, caplog):
+    up_port, down_port = ports
+    seen = []
+    checker = CheckerProcess(seen.append, restart_delay=0.1)
+    checker.update(targets_for(up_port, down_port))
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 2)
+        first = checker.pid
+        os.kill(first, signal.SIGKILL)
+        await wait_for(lambda: checker.restarts == 1 and checker.pid not in (None, first))
+        # the new child starts from "unknown": its first results are reported again
+        await wait_for(lambda: len(seen) == 4)
+        assert {t.key: t.new for t in seen[2:]} == {("web", "up"): "up", ("web", "down"): "down"}
+        assert "exited (status -9); starting another" in caplog.text
+        snap = await checker.snapshot()
+        assert {k: s.state for k, s in snap.items()} == {("web", "up"): "up", ("web", "down"): "down"}
+    finally:
+        await checker.stop()
+
+
+async def test_snapshot_falls_back_to_the_transitions_when_the_child_is_gone(ports):
+    up_port, down_port = ports
+    seen = []
+    checker = CheckerProcess(seen.append, restart_delay=30)
+    checker.update(targets_for(up_port, down_port))
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 2)
+        pid = checker.pid
+        os.kill(pid, signal.SIGKILL)
+        await wait_for(lambda: checker.pid is None)
+        snap = await checker.snapshot(timeout=1)
+        assert {k: s.state for k, s in snap.items()} == {("web", "up"): "up", ("web", "down"): "down"}
+        assert all(s.checks == 0 and s.last_result is not None for s in snap.values())
+    finally:
+        await checker.stop()
+
+
+async def test_child_exits_when_the_director_goes_away(ports):
+    up_port, down_port = ports
+    checker = CheckerProcess(lambda t: None)
+    checker.update(targets_for(up_port, down_port))
+    await checker.start()
+    pid = checker.pid
+    try:
+        # the director's end of the socket closes without a stop frame (as when it is killed)
+        checker._writer.transport.abort()
+        await wait_for(lambda: not alive(pid), timeout=10)
+    finally:
+        await checker.stop()
+
+
+async def test_child_ignores_sigterm_and_sigint(ports):
+    up_port, down_port = ports
+    checker = CheckerProcess(lambda t: None, restart_delay=0.1)
+    checker.update(targets_for(up_port, down_port))
+    await checker.start()
+    try:
+        pid = checker.pid
+        await asyncio.sleep(0.3)  # past the child's start-up, its handlers are set
+        await checker.snapshot()
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        await asyncio.sleep(0.5)
+        assert alive(pid) and checker.pid == pid and checker.restarts == 0
+    finally:
+        await checker.stop()
+    await wait_for(lambda: not alive(pid), timeout=5)
