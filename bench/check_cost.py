@@ -3,15 +3,28 @@
 Runs on any Linux host with network namespaces (no IPVS needed), as root:
 
     python bench/check_cost.py [--real-servers 2000] [--interval 1] [--seconds 60] [--type http]
+                               [--where process|engine] [--loop asyncio|uvloop]
 
 Two namespaces are created (and deleted afterwards): ``<prefix>-srv`` has
 every real-server address (10.220.0.0/16, one ``local`` route) and runs a
 small HTTP server on 0.0.0.0:80 in a child process; ``<prefix>-chk`` routes
-10.220.0.0/16 to it over one veth and runs directord's `checks.engine.HealthEngine` in this process, one HTTP
+10.220.0.0/16 to it over one veth and runs directord's checks there, one HTTP
 check per real server every ``--interval`` seconds (timeout 1 s, a fresh
-connection per check, as the daemon does). After a warm-up of two intervals,
-the CPU time (user + sys) of this process is measured over ``--seconds``
-seconds, with the number of checks completed in that window, and the peak RSS.
+connection per check, as the daemon does), in one of two ways:
+
+* ``--where process`` (default, as ``directord run`` does): a
+  `checks.process.CheckerProcess`, the engine in a checker child process (on
+  uvloop when installed); this process plays the director;
+* ``--where engine``: `checks.engine.HealthEngine` on this process's own loop
+  (``--loop`` picks asyncio or uvloop), as the director ran checks before the
+  checker process.
+
+After a warm-up of two intervals, the CPU time (user + sys) of this process and
+of the checker child is measured over ``--seconds`` seconds, with the number of
+checks completed in that window, and the RSS of both. Throughout, a timer on the
+director's loop sleeps 0.2 s (the heartbeat keepalive) over and over; its lateness
+(median, 99th percentile, max, milliseconds) is how much the checks delay the
+director's own work.
 
 Prints a markdown table and writes JSON (``--json PATH``, default
 ``out/bench/check_cost.json``). Units: seconds, microseconds of CPU per check,
@@ -36,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from checks.base import CheckTarget  # noqa: E402
 from checks.engine import HealthEngine  # noqa: E402
+from checks.process import CheckerProcess  # noqa: E402
 from checks.spec import CheckSpec  # noqa: E402
 from director.lab import netns as N  # noqa: E402
 
@@ -97,15 +111,24 @@ def build(prefix: str) -> subprocess.Popen:
     return proc
 
 
-def cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+KEEPALIVE = 0.2  # seconds: the lag probe's timer, the shipped heartbeat keepalive
 
 
-def rss_mib() -> tuple[float, float]:
-    """(current, peak) RSS of this process in MiB."""
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + sys CPU seconds of this process, or of process ``pid`` (``/proc/PID/stat``)."""
+    if pid is None:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int | str = "self") -> tuple[float, float]:
+    """(current, peak) RSS of this process (or of ``pid``) in MiB."""
     cur = peak = 0.0
-    with open("/proc/self/status") as fh:
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 cur = int(line.split()[1]) / 1024
@@ -114,29 +137,54 @@ def rss_mib() -> tuple[float, float]:
     return cur, peak
 
 
-async def measure(addresses: list[str], kind: str, interval: float, seconds: float) -> dict:
+async def lag_probe(lags: list[float]) -> None:
+    """Sleep `KEEPALIVE` seconds over and over; append each wake-up's lateness (seconds) to ``lags``."""
+    loop = asyncio.get_running_loop()
+    while True:
+        t = loop.time()
+        await asyncio.sleep(KEEPALIVE)
+        lags.append(loop.time() - t - KEEPALIVE)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+async def measure(addresses: list[str], kind: str, interval: float, seconds: float, where: str) -> dict:
     transitions = []
-    engine = HealthEngine(transitions.append)
+    checker = CheckerProcess(transitions.append) if where == "process" else HealthEngine(transitions.append)
     spec = CheckSpec(type=kind, interval=interval, timeout=1.0, rise=2, fall=2)
-    engine.update({a: CheckTarget(a, f"rs {a}:80", None, 80, a, 80, spec) for a in addresses})
+    checker.update({a: CheckTarget(a, f"rs {a}:80", None, 80, a, 80, spec) for a in addresses})
     rss_before = rss_mib()[0]
-    await engine.start()
+    await checker.start()
+    child = checker.pid if where == "process" else None
+    lags: list[float] = []
+    probe = asyncio.get_running_loop().create_task(lag_probe(lags))
     try:
         await asyncio.sleep(2 * interval)
-        checks0 = sum(s.checks for s in engine.status().values())
-        cpu0, t0 = cpu_seconds(), time.monotonic()
+        checks0 = sum(s.checks for s in (await checker.snapshot()).values())
+        del lags[:]
+        cpu0, child0, t0 = cpu_seconds(), cpu_seconds(child) if child else 0.0, time.monotonic()
         await asyncio.sleep(seconds)
-        cpu1, t1 = cpu_seconds(), time.monotonic()
-        status = engine.status()
+        cpu1, child1, t1 = cpu_seconds(), cpu_seconds(child) if child else 0.0, time.monotonic()
+        window_lags = list(lags)
+        status = await checker.snapshot()
         checks1 = sum(s.checks for s in status.values())
         up = sum(1 for s in status.values() if s.state == "up")
         failed = sum(1 for s in status.values() if s.last_result is not None and not s.last_result.ok)
+        rss, peak = rss_mib()
+        child_rss = child_peak = None
+        if child:
+            child_rss, child_peak = rss_mib(child)
+            rss, peak = rss + child_rss, peak + child_peak
     finally:
-        await engine.stop()
+        probe.cancel()
+        await checker.stop()
     checks = checks1 - checks0
-    cpu = cpu1 - cpu0
-    rss, peak = rss_mib()
+    cpu = (cpu1 - cpu0) + (child1 - child0)
     return {
+        "where": where,
         "real_servers": len(addresses),
         "type": kind,
         "interval_s": interval,
@@ -147,9 +195,16 @@ async def measure(addresses: list[str], kind: str, interval: float, seconds: flo
         "cpu_s": round(cpu, 3),
         "cpu_per_check_us": round(cpu / checks * 1e6, 1) if checks else None,
         "cpu_percent_of_one_core": round(cpu / (t1 - t0) * 100, 1),
+        "checker_cpu_percent_of_one_core": round((child1 - child0) / (t1 - t0) * 100, 1) if child else None,
+        "director_loop_lag_ms": {"median": round(percentile(window_lags, 0.5) * 1e3, 1),
+                                 "p99": round(percentile(window_lags, 0.99) * 1e3, 1),
+                                 "max": round(max(window_lags, default=float("nan")) * 1e3, 1),
+                                 "samples": len(window_lags)},
         "rss_mib_before_start": round(rss_before, 1),
         "rss_mib": round(rss, 1),
         "rss_peak_mib": round(peak, 1),
+        "checker_rss_mib": round(child_rss, 1) if child_rss is not None else None,
+        "checker_rss_peak_mib": round(child_peak, 1) if child_peak is not None else None,
         "up": up,
         "failing_at_end": failed,
     }
@@ -161,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between two checks of a real server")
     p.add_argument("--seconds", type=float, default=60.0, help="measurement window, seconds")
     p.add_argument("--type", choices=["http", "tcp"], default="http")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio", help="event loop implementation")
+    p.add_argument("--where", choices=["process", "engine"], default="process",
+                   help="checker child process (as directord run) or the engine on this process's loop")
+    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+                   help="this process's event loop (the checker child runs uvloop when installed)")
     p.add_argument("--json", default="out/bench/check_cost.json")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -174,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     server = build(prefix)
     try:
         def run() -> dict:
-            coro = measure(addresses, args.type, args.interval, args.seconds)
+            coro = measure(addresses, args.type, args.interval, args.seconds, args.where)
             if args.loop == "uvloop":
                 import uvloop
 
@@ -189,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         N.cleanup_netns(prefix)
     row.update(date=time.strftime("%Y-%m-%d"), kernel=platform.release(), python=platform.python_version(),
                command="python bench/check_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    lag = row["director_loop_lag_ms"]
+    system = ("directord checker process" if args.where == "process"
+              else f"directord check engine on the director's loop ({args.loop})")
     print("| system | real servers | check | interval s | checks/s (expected) | CPU % of a core | CPU µs/check "
-          "| RSS MiB (peak) | up at end |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| directord check engine ({row['loop']}) | {row['real_servers']} | {row['type']} | {row['interval_s']:g} | "
+          "| RSS MiB (peak) | up at end | director loop lag ms (median / p99 / max) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| {system} | {row['real_servers']} | {row['type']} | {row['interval_s']:g} | "
           f"{row['checks_per_s']} ({row['expected_checks_per_s']}) | {row['cpu_percent_of_one_core']} | "
-          f"{row['cpu_per_check_us']} | {row['rss_mib']} ({row['rss_peak_mib']}) | {row['up']} |")
+          f"{row['cpu_per_check_us']} | {row['rss_mib']} ({row['rss_peak_mib']}) | {row['up']} | "
+          f"{lag['median']} / {lag['p99']} / {lag['max']} |")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2) + "\n")

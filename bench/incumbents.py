@@ -452,11 +452,19 @@ def _cmdline(pid: int) -> list[str]:
         return []
 
 
+def _ppid(pid: int) -> int | None:
+    """Parent pid of ``pid`` (field 4 of ``/proc/PID/stat``, proc(5)); ``None`` when it is gone."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class Daemon:
     """A long-lived program in namespace ``ns`` (``ip netns exec``), output to ``log``.
     Its processes are found again by namespace and by ``marker`` (a string of their command line,
-    e.g. the configuration path), so forked children (keepalived's VRRP and checker
-    processes) are signalled too."""
+    e.g. the configuration path), with their descendants, so forked children (keepalived's VRRP
+    and checker processes, directord's checker process) are measured and signalled too."""
 
     def __init__(self, ns: str, argv: Sequence[str], log: Path, marker: str, env: Mapping[str, str] | None = None) -> None:
         self.ns, self.argv, self.log, self.marker = ns, list(argv), Path(log), marker
@@ -472,10 +480,18 @@ class Daemon:
                                      start_new_session=True, env=self.env)
 
     def pids(self) -> list[int]:
-        """PIDs of its processes (namespace and marker match), parents first."""
+        """PIDs of its processes (namespace and marker match, and their descendants), sorted."""
         from director.lab.netns import pids_in_netns
 
-        return sorted(p for p in pids_in_netns(self.ns) if p != os.getpid() and self.marker in " ".join(_cmdline(p)))
+        candidates = [p for p in pids_in_netns(self.ns) if p != os.getpid()]
+        found = {p for p in candidates if self.marker in " ".join(_cmdline(p))}
+        parents = {p: _ppid(p) for p in candidates if p not in found}
+        grew = True
+        while grew:
+            new = {p for p, pp in parents.items() if pp in found and p not in found}
+            found |= new
+            grew = bool(new)
+        return sorted(found)
 
     def signal(self, sig: int, *, all_processes: bool = True) -> list[int]:
         """Send ``sig`` to every process of it (or only the first, the parent); returns the pids signalled."""
