@@ -12,7 +12,8 @@ delays nothing in the director's loop.
 `CheckerProcess` (director side) has the interface of `checks.engine.HealthEngine`
 (``start``, ``update``, ``targets``, ``snapshot``, ``stop``, transitions to a
 callback) and runs the engine in ``python -m checks.process FD``, the child
-side (`child_main`), on uvloop when it is installed (asyncio otherwise).
+side (`child_main`), on uvloop when it is installed (asyncio otherwise, or when
+the environment variable ``DIRECTORD_CHECKER_LOOP`` is ``asyncio``).
 
 Wire between the two: a Unix stream socket pair, frames of a 4-byte
 big-endian length followed by a pickle (`encode_frame`, `read_frame`); both
@@ -25,8 +26,8 @@ needs nothing of the director's model.
 
 Failure handling: the child exits when its socket reaches end of file (the
 director died) and, as a backstop, gets SIGKILL when its parent dies
-(``PR_SET_PDEATHSIG``).  It ignores SIGINT and SIGTERM: the director decides
-when it stops.  When the child dies while the director runs, the director logs
+(``PR_SET_PDEATHSIG``).  It ignores SIGINT and SIGTERM (a terminal's Ctrl-C or
+systemd's stop reach the whole group): the director decides when it stops.  When the child dies while the director runs, the director logs
 it, starts a new one after `RESTART_DELAY` seconds and sends it the targets
 again; the real servers keep their last state until the new checker's first
 results (its first result per real server decides, as after a director
@@ -51,13 +52,18 @@ from typing import Any, Callable, Hashable, Mapping
 from checks.base import CheckTarget
 from checks.engine import HealthEngine, HealthStatus, Transition
 
-__all__ = ["CheckerProcess", "encode_frame", "read_frame", "child_main", "LOG_FORMAT", "RESTART_DELAY", "MAX_FRAME"]
+__all__ = ["CheckerProcess", "encode_frame", "read_frame", "child_main", "LOG_FORMAT", "LOOP_ENV", "RESTART_DELAY",
+           "MAX_FRAME"]
 
 log = logging.getLogger("directord.checks")
 
 #: Log line format of the checker child: the director's (`director.cli.LOG_FORMAT`; checks
 #: does not import the director, a test keeps the two equal).
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+#: Environment variable choosing the checker child's event loop: ``uvloop`` (the default,
+#: when installed) or ``asyncio``.
+LOOP_ENV = "DIRECTORD_CHECKER_LOOP"
 
 #: Seconds between the death of a checker child and the start of the next one.
 RESTART_DELAY = 1.0
@@ -353,6 +359,10 @@ class CheckerProcess:
 # --- the child ---------------------------------------------------------------
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """Signal handler that does nothing (SIGINT/SIGTERM in the checker child)."""
+
+
 def _die_with_parent(parent: int) -> None:
     """SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux)."""
     try:
@@ -399,17 +409,22 @@ def child_main(argv: list[str]) -> int:
     the inherited socket ``FD`` (see the module docstring).  Returns the exit status."""
     fd, parent, level = int(argv[0]), int(argv[1]), argv[2] if len(argv) > 2 else "INFO"
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # ignored by a handler that does nothing, not SIG_IGN: an ignored disposition would be
+    # inherited by the commands of external checks across exec, a handler is not
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _ignore)
     # the open-file limit comes from the director, which raised it before starting us
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format=LOG_FORMAT, stream=sys.stderr)
     sock = socket.socket(fileno=fd)
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(_serve(sock))
-    else:
-        uvloop.run(_serve(sock))
+    if os.environ.get(LOOP_ENV, "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(_serve(sock))
+            return 0
+    asyncio.run(_serve(sock))
     return 0
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from checks.base import CheckTarget
 from checks.engine import HealthEngine
-from checks.process import MAX_FRAME, CheckerProcess, FrameError, LOG_FORMAT, encode_frame, read_frame
+from checks.process import LOG_FORMAT, LOOP_ENV, MAX_FRAME, CheckerProcess, FrameError, encode_frame, read_frame
 from checks.spec import CheckSpec
 from director.cli import LOG_FORMAT as DIRECTOR_LOG_FORMAT
 
@@ -230,3 +230,27 @@ async def test_child_ignores_sigterm_and_sigint(ports):
     finally:
         await checker.stop()
     await wait_for(lambda: not alive(pid), timeout=5)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_external_checks_run_in_the_child_with_default_signal_dispositions(tmp_path, monkeypatch, loop):
+    # the child ignores SIGTERM itself; its external check commands must not inherit that
+    # (uvloop's spawn resets every disposition; asyncio's keeps an ignored one)
+    monkeypatch.setenv(LOOP_ENV, loop)
+    script = tmp_path / "check.sh"
+    script.write_text("#!/bin/sh\nkill -TERM $$\nexit 0\n")
+    script.chmod(0o755)
+    spec = CheckSpec(type="external", interval=0.2, timeout=2.0, rise=1, fall=1, command=(str(script),))
+    ok_spec = CheckSpec(type="external", interval=0.2, timeout=2.0, rise=1, fall=1, command=("/bin/true",))
+    seen = []
+    checker = CheckerProcess(seen.append)
+    checker.update({
+        "term": CheckTarget("term", "rs term", "10.0.0.1", 80, "10.0.0.2", 80, spec),
+        "true": CheckTarget("true", "rs true", "10.0.0.1", 80, "10.0.0.3", 80, ok_spec),
+    })
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 2)
+        assert {t.key: t.new for t in seen} == {"term": "down", "true": "up"}
+    finally:
+        await checker.stop()
