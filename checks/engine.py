@@ -9,6 +9,14 @@ one started (`next_delay`).  Checks of different targets never wait for one
 another, so one hung real server cannot delay the verdict on any other; each
 check is itself bounded by ``spec.timeout`` (`checks.base.run_check`).
 
+Targets that start together (all of them at `HealthEngine.start`, the new or
+changed ones of one `HealthEngine.update`) do not all check at the same
+instant: their first checks are spread evenly over one interval
+(`spread_offsets`), and the start-to-start schedule keeps them apart
+afterwards.  A director with 200 real servers thus starts a check every 5 ms
+instead of 200 at once every second: a burst that size keeps a slow CPU busy
+for longer than the check timeout and fails the checks at its tail.
+
 Results go through rise/fall counting (`apply_result`, pure) and only state
 changes are reported, as `Transition` objects, to a plain callback.  States are
 ``"unknown"`` (no result yet), ``"up"`` and ``"down"``.  From ``"unknown"`` the
@@ -30,7 +38,8 @@ import aiohttp
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
 from checks.http import make_session
 
-__all__ = ["HealthEngine", "HealthStatus", "Transition", "State", "apply_result", "pending", "next_delay", "Runner"]
+__all__ = ["HealthEngine", "HealthStatus", "Transition", "State", "apply_result", "pending", "next_delay",
+           "spread_offsets", "Runner"]
 
 log = logging.getLogger("directord.checks")
 
@@ -151,6 +160,19 @@ def next_delay(status: HealthStatus, interval: float, retry_interval: float) -> 
     return min(retry_interval, interval) if pending(status) else interval
 
 
+def spread_offsets(intervals: list[float]) -> list[float]:
+    """Delays (seconds) before the first checks of targets that start together (pure).
+
+    Target ``i`` of ``n`` waits ``intervals[i] * i / n`` seconds: the first one
+    checks at once, the rest follow evenly over their interval, so the
+    start-to-start schedule never bunches them (HAProxy spreads its first
+    checks the same way).  ``intervals`` are the targets' ``spec.interval``
+    in seconds, in launch order.
+    """
+    n = len(intervals)
+    return [interval * i / n for i, interval in enumerate(intervals)]
+
+
 class _Slot:
     """Engine-internal record of one target: its target, health and task."""
 
@@ -221,8 +243,7 @@ class HealthEngine:
             return
         self._session = make_session()
         self._running = True
-        for slot in self._slots.values():
-            self._launch(slot)
+        self._launch_spread(list(self._slots.values()))
 
     async def stop(self) -> None:
         """Cancel every check task, wait for all of them, close the HTTP session.
@@ -248,11 +269,14 @@ class HealthEngine:
     def update(self, targets: Mapping[Hashable, CheckTarget]) -> None:
         """Replace the set of checked targets.
 
-        * a new key starts in ``"unknown"`` and is checked at once;
+        * a new key starts in ``"unknown"`` and is checked within one interval
+          (at once when it is the only one; the first checks of the keys
+          added or changed by one call are spread over their interval,
+          `spread_offsets`);
         * a removed key stops being checked and its state is dropped;
         * a key whose target is equal to before keeps its task and state;
         * a key whose target changed (spec, port, addresses, name) restarts
-          its check at once but keeps its state (consecutive counts restart
+          its check (spread with the new ones) but keeps its state (consecutive counts restart
           at 0), so a reload does not make it flap.
 
         Must be called from the event loop's thread; before `start` it only
@@ -262,17 +286,19 @@ class HealthEngine:
         for key in [k for k in self._slots if k not in targets]:
             slot = self._slots.pop(key)
             self._cancel(slot)
+        launch = []
         for key, target in targets.items():
             slot = self._slots.get(key)
             if slot is None:
                 slot = _Slot(key, target, HealthStatus(state="unknown", since=now))
                 self._slots[key] = slot
-                self._launch(slot)
+                launch.append(slot)
             elif slot.target != target:
                 self._cancel(slot)
                 slot.target = target
                 slot.status = replace(slot.status, successes=0, failures=0)
-                self._launch(slot)
+                launch.append(slot)
+        self._launch_spread(launch)
 
     def status(self) -> dict[Hashable, HealthStatus]:
         """A snapshot of every target's health, keyed by target key."""
@@ -288,12 +314,14 @@ class HealthEngine:
 
     # --- internals -----------------------------------------------------------
 
-    def _launch(self, slot: _Slot) -> None:
+    def _launch_spread(self, slots: list[_Slot]) -> None:
+        """Start the check tasks of ``slots``, their first checks spread over one interval."""
         if not self._running:
             return
-        slot.task = asyncio.get_running_loop().create_task(
-            self._run(slot, slot.target), name=f"check {slot.target.name}"
-        )
+        loop = asyncio.get_running_loop()
+        offsets = spread_offsets([slot.target.spec.interval for slot in slots])
+        for slot, offset in zip(slots, offsets):
+            slot.task = loop.create_task(self._run(slot, slot.target, offset), name=f"check {slot.target.name}")
 
     def _cancel(self, slot: _Slot) -> None:
         task, slot.task = slot.task, None
@@ -302,10 +330,12 @@ class HealthEngine:
             self._stopping.add(task)
             task.add_done_callback(self._stopping.discard)
 
-    async def _run(self, slot: _Slot, target: CheckTarget) -> None:
-        """Check ``target`` forever, start to start every ``spec.interval`` s (``spec.retry_interval``
-        s while a state change is pending)."""
+    async def _run(self, slot: _Slot, target: CheckTarget, first_delay: float = 0.0) -> None:
+        """After ``first_delay`` seconds, check ``target`` forever, start to start every
+        ``spec.interval`` s (``spec.retry_interval`` s while a state change is pending)."""
         loop = asyncio.get_running_loop()
+        if first_delay > 0:
+            await asyncio.sleep(first_delay)
         interval, retry_interval = target.spec.interval, target.spec.retry_interval
         runner = self._runner
         while True:

@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from checks.base import CheckResult, CheckTarget
-from checks.engine import HealthEngine, HealthStatus, Transition, apply_result, next_delay, pending
+from checks.engine import HealthEngine, HealthStatus, Transition, apply_result, next_delay, pending, spread_offsets
 from checks.spec import CheckSpec
 
 # --- helpers ----------------------------------------------------------------
@@ -206,6 +206,36 @@ async def test_interval_is_start_to_start(engine_factory):
     await wait_until(lambda: runner.calls["a"] >= 4)
     gaps = [b - a for a, b in zip(runner.starts["a"], runner.starts["a"][1:])]
     assert all(g >= 0.19 for g in gaps), gaps
+
+
+def test_spread_offsets_share_out_one_interval():
+    assert spread_offsets([]) == []
+    assert spread_offsets([1.0]) == [0.0]
+    assert spread_offsets([1.0] * 4) == [0.0, 0.25, 0.5, 0.75]
+    assert spread_offsets([2.0, 1.0]) == [0.0, 0.5]  # each within its own interval
+
+
+async def test_targets_that_start_together_are_spread_over_the_interval(engine_factory):
+    runner = Scripted({k: [True] * 3 for k in "abcd"})
+    eng, _ = engine_factory(runner)
+    eng.update({k: target(k, CheckSpec(interval=0.4)) for k in "abcd"})
+    t0 = time.monotonic()
+    await eng.start()
+    await wait_until(lambda: all(runner.calls[k] >= 2 for k in "abcd"))
+    firsts = [runner.starts[k][0] - t0 for k in "abcd"]
+    assert firsts[0] < 0.05, firsts
+    gaps = [b - a for a, b in zip(firsts, firsts[1:])]
+    assert all(0.07 <= g <= 0.2 for g in gaps), firsts  # 0.1 s apart, not all at once
+    # the start-to-start schedule keeps them apart
+    seconds = [runner.starts[k][1] - t0 for k in "abcd"]
+    assert all(0.07 <= b - a for a, b in zip(seconds, seconds[1:])), seconds
+
+    # one target added later is checked at once
+    runner.outcomes["e"] = [True]
+    t1 = time.monotonic()
+    eng.update({k: target(k, CheckSpec(interval=0.4)) for k in "abcde"})
+    await wait_until(lambda: runner.calls["e"] >= 1)
+    assert runner.starts["e"][0] - t1 < 0.05
 
 
 @pytest.mark.parametrize(
