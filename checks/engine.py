@@ -21,6 +21,11 @@ while no single burst is large (200 real servers every second: 10 checks every
 check timeout and fails the checks at its tail).  A check that outlasts its
 interval is followed at once by the next, which starts a new grid.
 
+When the checks due need more CPU than the checker has, fewer start at once
+(`checks.admission`): checks wait for a slot before they start, so a
+starved checker checks each real server less often instead of timing out
+checks that would have passed.
+
 Results go through rise/fall counting (`apply_result`, pure) and only state
 changes are reported, as `Transition` objects, to a plain callback.  States are
 ``"unknown"`` (no result yet), ``"up"`` and ``"down"``.  From ``"unknown"`` the
@@ -39,6 +44,7 @@ from typing import Awaitable, Callable, Hashable, Literal, Mapping
 
 import aiohttp
 
+from checks.admission import MAX_LIMIT, PROBE_INTERVAL, Gate, next_limit
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
 from checks.http import make_session
 
@@ -234,6 +240,9 @@ class HealthEngine:
         self._stopping: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._running = False
+        self._gate = Gate()
+        self._probe_task: asyncio.Task[None] | None = None
+        self._overloaded = False
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -256,6 +265,7 @@ class HealthEngine:
             return
         self._session = make_session()
         self._running = True
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe(), name="check admission probe")
         self._launch_spread(list(self._slots.values()))
 
     async def stop(self) -> None:
@@ -265,6 +275,9 @@ class HealthEngine:
         """
         self._running = False
         tasks = [slot.task for slot in self._slots.values() if slot.task is not None]
+        if self._probe_task is not None:
+            tasks.append(self._probe_task)
+            self._probe_task = None
         for slot in self._slots.values():
             slot.task = None
         tasks.extend(self._stopping)
@@ -355,12 +368,15 @@ class HealthEngine:
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            await self._gate.acquire()
             started = loop.time()
             try:
                 result = await runner(target, self._session)
             except Exception as exc:  # noqa: BLE001 - a broken runner must not end checking
                 log.exception("check of %s raised", target.name)
                 result = CheckResult(False, describe_error(exc), loop.time() - started, self._clock())
+            finally:
+                self._gate.release()
             if slot.target is not target:  # replaced meanwhile; its new task reports
                 return
             self._record(slot, target, result)
@@ -368,6 +384,34 @@ class HealthEngine:
             now = loop.time()
             if due < now:  # outlasted its interval: the next check at once, on a new grid
                 due = now
+
+    @property
+    def check_limit(self) -> int | None:
+        """The cap on checks in flight while the checker is short of CPU, ``None`` when there is none
+        (`checks.admission`)."""
+        return self._gate.limit if self._gate.limit < MAX_LIMIT else None
+
+    async def _probe(self) -> None:
+        """Every `PROBE_INTERVAL` s, measure how late the loop wakes and adapt the cap on checks in
+        flight (`checks.admission.next_limit`); log when the cap starts and stops binding."""
+        loop = asyncio.get_running_loop()
+        gate = self._gate
+        while True:
+            t = loop.time()
+            await asyncio.sleep(PROBE_INTERVAL)
+            lag = loop.time() - t - PROBE_INTERVAL
+            limit = next_limit(gate.limit, gate.in_flight, lag)
+            if limit < MAX_LIMIT and not self._overloaded:
+                self._overloaded = True
+                log.warning(
+                    "checks are falling behind (event loop %.0f ms late, %d checks in flight): at most %d "
+                    "at a time until they catch up; real servers are checked less often meanwhile",
+                    lag * 1e3, gate.in_flight, limit,
+                )
+            elif limit == MAX_LIMIT and self._overloaded:
+                self._overloaded = False
+                log.warning("checks caught up: no limit on checks in flight")
+            gate.set_limit(limit)
 
     def _record(self, slot: _Slot, target: CheckTarget, result: CheckResult) -> None:
         old = slot.status
