@@ -14,7 +14,8 @@ the end every real server flaps.  Measured on a host with the checker held to
 The cure is to start fewer checks, not to let them fail: `Gate` caps the
 checks in flight, and `next_limit` adapts the cap to the lateness of the
 event loop (additive increase while the loop is on time, multiplicative
-decrease when it is late, as TCP congestion control does).  Checks beyond
+decrease when it is late, as TCP congestion control does; from a small cap at
+start, `START_LIMIT`).  Checks beyond
 the cap wait for a slot *before* they start, so their timeout has not begun;
 under overload each real server is simply checked less often, and a check's
 verdict stays about the real server.  The engine (`checks.engine`) probes the
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-__all__ = ["Gate", "next_limit", "PROBE_INTERVAL", "OVERLOAD_LAG", "MIN_LIMIT", "MAX_LIMIT"]
+__all__ = ["Gate", "next_limit", "PROBE_INTERVAL", "OVERLOAD_LAG", "MIN_LIMIT", "MAX_LIMIT", "START_LIMIT"]
 
 #: Seconds between two probes of the event loop's lateness.
 PROBE_INTERVAL = 0.05
@@ -41,6 +42,10 @@ MIN_LIMIT = 4
 #: The cap when the loop is on time (effectively none: each check is one socket).
 MAX_LIMIT = 65536
 
+#: The cap when the engine starts: it doubles every on-time probe (65,536 within 0.6 s), so a
+#: start with thousands of real servers cannot swamp a slow checker before the first probe.
+START_LIMIT = 32
+
 
 def next_limit(limit: int, in_flight: int, lag: float) -> int:
     """The cap on checks in flight after one probe (pure).
@@ -52,14 +57,14 @@ def next_limit(limit: int, in_flight: int, lag: float) -> int:
 
     Returns:
         When ``lag`` exceeds `OVERLOAD_LAG`: half of ``min(limit, in_flight)``
-        (never below `MIN_LIMIT`).  Otherwise the cap grows by a quarter (at
-        least 4) up to `MAX_LIMIT`; a cap above twice what is in flight jumps
-        straight back to `MAX_LIMIT`, since it no longer binds.
+        (never below `MIN_LIMIT`).  Otherwise, up to `MAX_LIMIT`: twice the cap
+        while it does not bind (less than half of it in flight), else a quarter
+        more (at least 4).  Like TCP's slow start and congestion avoidance.
     """
     if lag > OVERLOAD_LAG:
         return max(MIN_LIMIT, min(limit, in_flight) // 2)
-    if limit > 2 * in_flight:
-        return MAX_LIMIT
+    if 2 * in_flight < limit:
+        return min(MAX_LIMIT, 2 * limit)
     return min(MAX_LIMIT, limit + max(4, limit // 4))
 
 

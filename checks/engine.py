@@ -44,7 +44,7 @@ from typing import Awaitable, Callable, Hashable, Literal, Mapping
 
 import aiohttp
 
-from checks.admission import MAX_LIMIT, PROBE_INTERVAL, Gate, next_limit
+from checks.admission import MAX_LIMIT, OVERLOAD_LAG, PROBE_INTERVAL, START_LIMIT, Gate, next_limit
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
 from checks.http import make_session
 
@@ -240,7 +240,7 @@ class HealthEngine:
         self._stopping: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._running = False
-        self._gate = Gate()
+        self._gate = Gate(START_LIMIT)
         self._probe_task: asyncio.Task[None] | None = None
         self._overloaded = False
 
@@ -265,6 +265,8 @@ class HealthEngine:
             return
         self._session = make_session()
         self._running = True
+        self._gate.set_limit(START_LIMIT)
+        self._overloaded = False
         self._probe_task = asyncio.get_running_loop().create_task(self._probe(), name="check admission probe")
         self._launch_spread(list(self._slots.values()))
 
@@ -401,7 +403,7 @@ class HealthEngine:
             await asyncio.sleep(PROBE_INTERVAL)
             lag = loop.time() - t - PROBE_INTERVAL
             limit = next_limit(gate.limit, gate.in_flight, lag)
-            if limit < MAX_LIMIT and not self._overloaded:
+            if lag > OVERLOAD_LAG and not self._overloaded:
                 self._overloaded = True
                 log.warning(
                     "checks are falling behind (event loop %.0f ms late, %d checks in flight): at most %d "

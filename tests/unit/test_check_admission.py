@@ -1,0 +1,116 @@
+"""Admission control of checks: the AIMD cap (pure), the gate, and the engine under CPU starvation."""
+
+import asyncio
+import time
+
+import pytest
+
+from checks.admission import MAX_LIMIT, MIN_LIMIT, OVERLOAD_LAG, Gate, next_limit
+from checks.base import CheckResult, CheckTarget
+from checks.engine import HealthEngine
+from checks.spec import CheckSpec
+
+# --- next_limit -------------------------------------------------------------------------
+
+
+def test_a_late_loop_halves_what_is_in_flight():
+    assert next_limit(MAX_LIMIT, 200, OVERLOAD_LAG + 0.01) == 100
+    assert next_limit(40, 200, 0.5) == 20  # the cap, not the backlog, when the cap binds
+    assert next_limit(8, 3, 1.0) == MIN_LIMIT  # never below the floor
+
+
+def test_an_on_time_loop_grows_the_cap_back():
+    assert next_limit(40, 40, 0.0) == 50  # binding: a quarter more
+    assert next_limit(8, 8, OVERLOAD_LAG) == 12  # at least 4; the threshold itself is on time
+    assert next_limit(100, 20, 0.0) == 200  # not binding: doubles
+    assert next_limit(40000, 0, 0.0) == MAX_LIMIT
+    assert next_limit(MAX_LIMIT, 0, 0.0) == MAX_LIMIT
+
+
+# --- Gate ---------------------------------------------------------------------------------
+
+
+async def test_gate_queues_in_order_and_follows_its_limit():
+    gate = Gate(limit=2)
+    order = []
+
+    async def worker(name):
+        await gate.acquire()
+        order.append(name)
+
+    await gate.acquire()
+    await gate.acquire()
+    tasks = [asyncio.create_task(worker(n)) for n in "abc"]
+    await asyncio.sleep(0)
+    assert order == [] and gate.waiting == 3 and gate.in_flight == 2
+    gate.release()
+    await asyncio.sleep(0)
+    assert order == ["a"] and gate.in_flight == 2
+    gate.set_limit(4)  # a higher limit lets waiters in at once
+    await asyncio.sleep(0)
+    assert order == ["a", "b", "c"] and gate.in_flight == 4 and gate.waiting == 0
+    await asyncio.gather(*tasks)
+    gate.set_limit(1)  # a lower one stops nothing in flight
+    assert gate.in_flight == 4
+
+
+async def test_a_cancelled_waiter_keeps_no_slot():
+    gate = Gate(limit=1)
+    await gate.acquire()
+    waiter = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert gate.waiting == 0
+    # handed a slot and cancelled in the same step: the slot comes back
+    waiter = asyncio.create_task(gate.acquire())
+    await asyncio.sleep(0)
+    gate.release()  # hands the slot to the waiter
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert gate.in_flight == 0
+    await gate.acquire()
+    assert gate.in_flight == 1
+
+
+# --- the engine short of CPU ------------------------------------------------------------------
+
+
+async def test_a_starved_engine_checks_less_often_instead_of_failing():
+    """Each check burns 4 ms of CPU (blocking the loop) and then waits 50 ms for its "response",
+    which it must get within the timeout measured from its start, as a real check would.
+    200 targets every 0.2 s ask for 4 s of CPU per second: without admission control the loop
+    falls behind, responses come late and checks time out; with it, none fails."""
+    timeout = 0.4
+    failures = []
+
+    async def starving_runner(target, session):
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        t = time.perf_counter()
+        while time.perf_counter() - t < 0.004:
+            pass
+        await asyncio.sleep(0.05)
+        took = loop.time() - start
+        ok = took <= timeout
+        if not ok:
+            failures.append(took)
+        return CheckResult(ok, "ok" if ok else f"late {took:.2f}", took, time.monotonic())
+
+    spec = CheckSpec(type="tcp", interval=0.2, retry_interval=0.2, timeout=timeout, rise=1, fall=1)
+    engine = HealthEngine(lambda t: None, runner=starving_runner, log_transitions=False)
+    engine.update({i: CheckTarget(i, f"rs {i}", None, 0, "127.0.0.1", 1, spec) for i in range(200)})
+    await engine.start()
+    try:
+        await asyncio.sleep(3.0)
+        limited = engine.check_limit
+        status = engine.status()
+    finally:
+        await engine.stop()
+    checks = sum(s.checks for s in status.values())
+    assert len(failures) <= 0.01 * checks, (len(failures), checks)
+    assert checks > 200  # everybody was checked, at a rate the CPU allows
+    assert limited is not None and limited < 200  # because the cap binds
+    assert all(s.state == "up" for s in status.values() if s.checks)
