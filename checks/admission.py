@@ -34,7 +34,7 @@ __all__ = ["Gate", "next_limit", "PROBE_INTERVAL", "OVERLOAD_LAG", "MIN_LIMIT", 
 PROBE_INTERVAL = 0.05
 
 #: Lateness of the probe (seconds) from which the loop counts as overloaded.
-OVERLOAD_LAG = 0.05
+OVERLOAD_LAG = 0.1
 
 #: The cap never goes below this many checks in flight.
 MIN_LIMIT = 4
