@@ -368,8 +368,7 @@ class HealthEngine:
         runner = self._runner
         while True:
             delay = due - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await asyncio.sleep(delay if delay > 0 else 0)  # always yields, even when late
             await self._gate.acquire()
             started = loop.time()
             try:
