@@ -1,6 +1,7 @@
 """The checker process: the frame codec, and a real checker child on loopback (TCP checks)."""
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
@@ -130,6 +131,24 @@ def alive(pid: int) -> bool:
         return False
 
 
+BOTH = {("web", "up"): "up", ("web", "down"): "down"}
+
+
+@contextlib.asynccontextmanager
+async def settled_checker(ports, **kwargs):
+    """A started `CheckerProcess` on `targets_for` both ports, once both first results are in;
+    yields ``(checker, transitions seen)`` and stops it afterwards."""
+    seen = []
+    checker = CheckerProcess(seen.append, **kwargs)
+    checker.update(targets_for(*ports))
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 2)
+        yield checker, seen
+    finally:
+        await checker.stop()
+
+
 async def test_child_checks_and_reports_with_the_callers_keys(ports, caplog):
     up_port, down_port = ports
     seen = []
@@ -162,42 +181,25 @@ async def test_child_checks_and_reports_with_the_callers_keys(ports, caplog):
 
 
 async def test_a_dead_child_is_replaced_and_gets_the_targets_again(ports, caplog):
-    up_port, down_port = ports
-    seen = []
-    checker = CheckerProcess(seen.append, restart_delay=0.1)
-    checker.update(targets_for(up_port, down_port))
-    await checker.start()
-    try:
-        await wait_for(lambda: len(seen) == 2)
+    async with settled_checker(ports, restart_delay=0.1) as (checker, seen):
         first = checker.pid
         os.kill(first, signal.SIGKILL)
         await wait_for(lambda: checker.restarts == 1 and checker.pid not in (None, first))
         # the new child starts from "unknown": its first results are reported again
         await wait_for(lambda: len(seen) == 4)
-        assert {t.key: t.new for t in seen[2:]} == {("web", "up"): "up", ("web", "down"): "down"}
+        assert {t.key: t.new for t in seen[2:]} == BOTH
         assert "exited (status -9); starting another" in caplog.text
         snap = await checker.snapshot()
-        assert {k: s.state for k, s in snap.items()} == {("web", "up"): "up", ("web", "down"): "down"}
-    finally:
-        await checker.stop()
+        assert {k: s.state for k, s in snap.items()} == BOTH
 
 
 async def test_snapshot_falls_back_to_the_transitions_when_the_child_is_gone(ports):
-    up_port, down_port = ports
-    seen = []
-    checker = CheckerProcess(seen.append, restart_delay=30)
-    checker.update(targets_for(up_port, down_port))
-    await checker.start()
-    try:
-        await wait_for(lambda: len(seen) == 2)
-        pid = checker.pid
-        os.kill(pid, signal.SIGKILL)
+    async with settled_checker(ports, restart_delay=30) as (checker, seen):
+        os.kill(checker.pid, signal.SIGKILL)
         await wait_for(lambda: checker.pid is None)
         snap = await checker.snapshot(timeout=1)
-        assert {k: s.state for k, s in snap.items()} == {("web", "up"): "up", ("web", "down"): "down"}
+        assert {k: s.state for k, s in snap.items()} == BOTH
         assert all(s.checks == 0 and s.last_result is not None for s in snap.values())
-    finally:
-        await checker.stop()
 
 
 async def test_child_exits_when_the_director_goes_away(ports):
