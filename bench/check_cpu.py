@@ -10,8 +10,8 @@ forwarding), with ``--real-servers`` backends served by one process in ``farm`` 
 the HTTP requests it receives. Each system in turn runs in ``dir`` with one virtual
 service holding every backend and an HTTP check of each every second:
 
-* ``directord``: ``directord run`` (check interval 1 s, timeout 1 s; a fresh connection
-  per check);
+* ``directord``: ``directord run`` and its checker child process (check interval 1 s,
+  timeout 1 s; a fresh connection per check);
 * ``keepalived``: ``keepalived --check`` (the checker process and its parent), HTTP_GET with
   delay_loop 1, connect_timeout 1;
 * ``ldirectord``: ``ldirectord`` with checkinterval 1, checktimeout 1 (negotiate check of the
