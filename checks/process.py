@@ -5,9 +5,9 @@ heartbeat runs ldirectord apart from its own heartbeat processes; directord
 does the same for the same reason: thousands of checks a second keep an event
 loop busy, and the director's own loop must stay free for the peer heartbeat
 (keepalive every 0.2 s, deadtime 1 s), the reconciler and the control socket.
-On the host, 2,000 HTTP checks a second delayed a 0.2 s timer on the same loop
-by up to 0.35 s (`bench/check_cost.py`); in its own process the check load
-delays nothing in the director's loop.
+In the emulated test VM, 200 HTTP checks a second made a 0.2 s timer on the
+same loop wake up to 0.8 s late (`bench/check_cost.py`, docs/benchmarks.md);
+with the checks in their own process it woke at most 48 ms late.
 
 `CheckerProcess` (director side) has the interface of `checks.engine.HealthEngine`
 (``start``, ``update``, ``targets``, ``snapshot``, ``stop``, transitions to a
