@@ -20,7 +20,8 @@ big-endian length followed by a pickle (`encode_frame`, `read_frame`); both
 ends are this same code, started by the director itself, so the pickles are
 trusted.  Director -> checker: ``("update", {id: CheckTarget})``,
 ``("snapshot", request_id)``, ``("stop",)``.  Checker -> director:
-``("transition", Transition)``, ``("snapshot", request_id, {id: HealthStatus})``.
+``("ready",)`` once its engine runs, ``("transition", Transition)``,
+``("snapshot", request_id, {id: HealthStatus})``.
 Target keys cross as small integers (the director keeps the map), so the child
 needs nothing of the director's model.
 
@@ -146,7 +147,7 @@ class CheckerProcess:
         self._supervisor: asyncio.Task[None] | None = None
         self._requests: dict[int, asyncio.Future[dict[int, HealthStatus]]] = {}
         self._request_id = 0
-        self._connected = asyncio.Event()
+        self._ready = False  # the current child has started its engine (its "ready" frame)
         self._running = False
         self.restarts = 0
         """Number of checker children started after the first (each after a death)."""
@@ -231,15 +232,18 @@ class CheckerProcess:
         """The targets currently checked, keyed by target key."""
         return dict(self._targets)
 
-    async def snapshot(self, timeout: float = 5.0) -> dict[Hashable, HealthStatus]:
+    async def snapshot(self, timeout: float = 2.0) -> dict[Hashable, HealthStatus]:
         """Every target's health, keyed by target key, as the checker has it now.
 
-        When the checker does not answer within ``timeout`` seconds (it is
-        being restarted, or stuck), the answer is built from the transitions
-        seen so far: state and ``since`` right, counters 0.
+        While the checker is not ready (still starting: importing takes seconds
+        on a slow machine, or being replaced) or when it does not answer within
+        ``timeout`` seconds (stuck), the answer is built at once from the
+        transitions seen so far: state and ``since`` right, counters 0.
         """
         writer = self._writer
-        if writer is not None:
+        if not self._targets:
+            return {}
+        if writer is not None and self._ready:
             self._request_id += 1
             request_id = self._request_id
             future: asyncio.Future[dict[int, HealthStatus]] = asyncio.get_running_loop().create_future()
@@ -295,6 +299,7 @@ class CheckerProcess:
             log.warning("checker process: cannot send the targets: %s", exc)
 
     def _disconnect(self) -> None:
+        self._ready = False
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
@@ -338,6 +343,8 @@ class CheckerProcess:
             kind = message[0]
             if kind == "transition":
                 self._transition(message[1])
+            elif kind == "ready":
+                self._ready = True
             elif kind == "snapshot":
                 future = self._requests.get(message[1])
                 if future is not None and not future.done():
@@ -386,6 +393,7 @@ async def _serve(sock: socket.socket) -> None:
 
     engine = HealthEngine(lambda t: send(("transition", t)), log_transitions=False)
     await engine.start()
+    send(("ready",))
     try:
         while True:
             try:

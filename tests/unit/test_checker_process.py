@@ -8,6 +8,8 @@ import pickle
 import signal
 import socket
 import struct
+import sys
+import time
 
 import pytest
 
@@ -256,3 +258,26 @@ async def test_external_checks_run_in_the_child_with_default_signal_dispositions
         assert {t.key: t.new for t in seen} == {"term": "down", "true": "up"}
     finally:
         await checker.stop()
+
+
+async def test_snapshot_does_not_wait_for_a_slow_starting_child(ports, tmp_path):
+    # in the emulated test VM the child needs seconds to import aiohttp; `directord status`
+    # must not wait for it
+    slow = tmp_path / "slow-python"
+    slow.write_text(f"#!/bin/sh\nsleep 3\nexec {sys.executable} \"$@\"\n")
+    slow.chmod(0o755)
+    seen = []
+    checker = CheckerProcess(seen.append, python=str(slow))
+    checker.update(targets_for(*ports))
+    await checker.start()
+    try:
+        t = time.monotonic()
+        snap = await checker.snapshot()
+        assert time.monotonic() - t < 0.5
+        assert {k: s.state for k, s in snap.items()} == {k: "unknown" for k in BOTH}
+        await wait_for(lambda: len(seen) == 2)
+        snap = await checker.snapshot()  # ready now: the child's own counters
+        assert {k: s.state for k, s in snap.items()} == BOTH and all(s.checks >= 1 for s in snap.values())
+    finally:
+        await checker.stop()
+    assert await CheckerProcess(seen.append).snapshot() == {}  # nothing to check: nothing to ask
