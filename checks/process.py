@@ -165,7 +165,9 @@ class CheckerProcess:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     async def start(self) -> None:
-        """Start the checker child and send it the known targets; returns once it runs.
+        """Start the checker child and send it the known targets; returns once the process
+        exists (its engine runs once it has imported its modules, which takes seconds on a slow
+        machine; `snapshot` answers from the transitions until then).
 
         Idempotent while running.
 
@@ -185,7 +187,8 @@ class CheckerProcess:
     async def stop(self, timeout: float = 5.0) -> None:
         """Ask the child to stop, wait up to ``timeout`` seconds, then kill it.
 
-        Target states are kept; a later `start` resumes checking them.
+        The targets are kept; a later `start` checks them again in a new child,
+        whose first result per target decides (the child's counters die with it).
         """
         self._running = False
         supervisor, self._supervisor = self._supervisor, None
