@@ -2,11 +2,11 @@
 
 Components (each with start/stop, all owned here): the health checks, run by
 the check engine in a checker child process (`checks.process.CheckerProcess`,
-so thousands of checks a second never delay the heartbeat), the reconciler (`director.reconciler`) and
-the control socket (`director.control`), and with an ``ha:`` section the
-heartbeat HA service (`ha.service.HAService`, started after the control
-socket, stopped first so the VIP is released gracefully and the peer takes
-over at once).  Signals: SIGTERM/SIGINT stop cleanly (the IPVS table is left
+so thousands of checks a second never delay the heartbeat), the reconciler
+(`director.reconciler`) and the control socket (`director.control`), and
+with an ``ha:`` section the heartbeat HA service (`ha.service.HAService`,
+started after the control socket, stopped first so the VIP is released
+gracefully and the peer takes over at once).  Signals: SIGTERM/SIGINT stop cleanly (the IPVS table is left
 in place, so a restart changes nothing), SIGHUP reloads the configuration
 (validated first; an invalid file is logged and the running configuration
 stays).  Changes to the ``ha:`` section need a restart: a reload logs them and
