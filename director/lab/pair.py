@@ -473,7 +473,15 @@ class PairLab:
 
     def restore(self, *, timeout: float = 300.0) -> None:
         """Undo any drill's fault: every link and switch port up, both daemons and every HTTP
-        server running, then wait until `settled` (``timeout`` seconds)."""
+        server running, then wait until `settled` (``timeout`` seconds).
+
+        A daemon still stopping when this starts (a drill that sent SIGTERM ends as soon as the
+        peer serves; the daemon then stops its checker process and exits) is started again once
+        it has exited, while waiting.
+
+        Raises:
+            TimeoutError: not settled within ``timeout`` seconds (the daemons' log tails are in the message).
+        """
         for node in self.plan.nodes:
             for ifname, _bridge in node.links:
                 link_set(self.plan.switch_ns, port_name(node.role, ifname), up=True)
@@ -481,10 +489,19 @@ class PairLab:
         for rs in self.plan.real_servers:
             if self.httpd_pid(rs) is None:
                 self.lab.start_httpd(rs, wait=False)
-        for node in DIRECTORS:
-            if self.daemon_pid(node) is None:
-                self.start_daemon(node)
-        self.wait_settled(timeout)
+        start = time.monotonic()
+        started: dict[str, float] = {}
+        while True:
+            for node in DIRECTORS:
+                # a daemon just started may not show yet: give it a minute before starting another
+                if self.daemon_pid(node) is None and time.monotonic() - started.get(node, -1e9) > 60.0:
+                    self.start_daemon(node)
+                    started[node] = time.monotonic()
+            if self.settled():
+                return
+            if time.monotonic() - start > timeout:
+                raise self._not_settled(timeout)
+            time.sleep(0.5)
 
     # -- observation -------------------------------------------------------------------------
 
@@ -533,10 +550,13 @@ class PairLab:
         start = time.monotonic()
         while not self.settled():
             if time.monotonic() - start > timeout:
-                raise TimeoutError(f"the pair did not settle in {timeout:.0f} s (holders {self.holders()}):\n"
-                                   + "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in DIRECTORS))
+                raise self._not_settled(timeout)
             time.sleep(0.5)
         return time.monotonic() - start
+
+    def _not_settled(self, timeout: float) -> TimeoutError:
+        return TimeoutError(f"the pair did not settle in {timeout:.0f} s (holders {self.holders()}):\n"
+                            + "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in DIRECTORS))
 
     def log_tail(self, node: str, chars: int = 2500) -> str:
         """The end of ``node``'s daemon log."""
