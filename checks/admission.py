@@ -76,6 +76,15 @@ class Gate:
         self.limit = limit
         self.in_flight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._busy: asyncio.Future[None] | None = None  # resolved by the next acquire
+
+    async def wait_busy(self) -> None:
+        """Return at once when a check is in flight or waiting, else at the next `acquire`."""
+        if self.in_flight or self._waiters:
+            return
+        if self._busy is None or self._busy.done():
+            self._busy = asyncio.get_running_loop().create_future()
+        await self._busy
 
     @property
     def waiting(self) -> int:
@@ -88,6 +97,10 @@ class Gate:
         Raises:
             asyncio.CancelledError: cancelled while waiting (no slot is kept).
         """
+        if self._busy is not None:
+            if not self._busy.done():
+                self._busy.set_result(None)
+            self._busy = None
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
             return

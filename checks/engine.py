@@ -394,10 +394,13 @@ class HealthEngine:
 
     async def _probe(self) -> None:
         """Every `PROBE_INTERVAL` s, measure how late the loop wakes and adapt the cap on checks in
-        flight (`checks.admission.next_limit`); log when the cap starts and stops binding."""
+        flight (`checks.admission.next_limit`); log when the cap starts and stops binding.  While
+        no check is in flight and there is no cap, it sleeps until the next check starts."""
         loop = asyncio.get_running_loop()
         gate = self._gate
         while True:
+            if gate.limit == MAX_LIMIT:
+                await gate.wait_busy()
             t = loop.time()
             await asyncio.sleep(PROBE_INTERVAL)
             lag = loop.time() - t - PROBE_INTERVAL

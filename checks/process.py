@@ -28,11 +28,12 @@ needs nothing of the director's model.
 Failure handling: the child exits when its socket reaches end of file (the
 director died) and, as a backstop, gets SIGKILL when its parent dies
 (``PR_SET_PDEATHSIG``).  It ignores SIGINT and SIGTERM (a terminal's Ctrl-C or
-systemd's stop reach the whole group): the director decides when it stops.  When the child dies while the director runs, the director logs
-it, starts a new one after `RESTART_DELAY` seconds and sends it the targets
-again; the real servers keep their last state until the new checker's first
+systemd's stop reach the whole group): the director decides when it stops.
+When the child dies while the director runs, the director logs it, starts a
+new one after `RESTART_DELAY` seconds and sends it the targets again; the real servers keep their last state until the new checker's first
 results (its first result per real server decides, as after a director
-restart).
+restart).  No child runs while there is nothing to check: the first targets
+start it.
 """
 
 from __future__ import annotations
@@ -165,18 +166,23 @@ class CheckerProcess:
         return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
 
     async def start(self) -> None:
-        """Start the checker child and send it the known targets; returns once the process
-        exists (its engine runs once it has imported its modules, which takes seconds on a slow
-        machine; `snapshot` answers from the transitions until then).
+        """Start checking: start the checker child and send it the targets; returns once the
+        process exists (its engine runs once it has imported its modules, which takes seconds on
+        a slow machine; `snapshot` answers from the transitions until then).
 
-        Idempotent while running.
+        With no targets yet (a director with only an ``ha`` section) no child is
+        started: the first `update` with targets starts it (an interpreter costs
+        about 40 MB).  Idempotent while running.
 
         Raises:
-            OSError: the child could not be started.
+            OSError: the child could not be started (a child started later by
+                `update` is retried every ``restart_delay`` seconds instead).
         """
         if self._running:
             return
         self._running = True
+        if not self._targets:
+            return
         try:
             reader = await self._spawn()
         except BaseException:
@@ -209,6 +215,9 @@ class CheckerProcess:
         if supervisor is not None:
             supervisor.cancel()
             await asyncio.gather(supervisor, return_exceptions=True)
+        if self._proc is not proc and self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()  # started by a supervisor cancelled while it connected
+            await self._proc.wait()
         self._disconnect()
 
     # --- targets -------------------------------------------------------------
@@ -218,7 +227,9 @@ class CheckerProcess:
 
         Keys removed here lose their state; the rest is the checker's business.
         Before `start` (or while the child is being replaced) it only records
-        the targets; they are sent when the child starts.
+        the targets; they are sent when the child starts.  After a `start`
+        that had no targets, the first targets start the child (in a task:
+        this method does not wait for it).
         """
         self._targets = dict(targets)
         for key in [k for k in self._ids if k not in self._targets]:
@@ -229,6 +240,8 @@ class CheckerProcess:
                 self._ids[key] = self._next_id
                 self._keys[self._next_id] = key
                 self._next_id += 1
+        if self._running and self._supervisor is None and self._targets:
+            self._supervisor = asyncio.get_running_loop().create_task(self._supervise(None), name="checker process")
         self._send_targets()
 
     def targets(self) -> dict[Hashable, CheckTarget]:
@@ -311,8 +324,13 @@ class CheckerProcess:
                 future.set_exception(ConnectionError("checker process gone"))
         self._requests.clear()
 
-    async def _supervise(self, reader: asyncio.StreamReader) -> None:
-        """Read the child's frames; when it dies while running, start another one."""
+    async def _supervise(self, reader: asyncio.StreamReader | None) -> None:
+        """Read the child's frames; when it dies while running, start another one.
+
+        ``reader`` is ``None`` when no child runs yet: one is started first.
+        """
+        if reader is None:
+            reader = await self._spawn_until_started()
         while True:
             await self._read(reader)
             proc = self._proc
@@ -322,14 +340,18 @@ class CheckerProcess:
                 return
             log.error("checker process %s exited (status %s); starting another in %g s",
                       proc.pid if proc else "?", status, self._restart_delay)
-            while True:
+            await asyncio.sleep(self._restart_delay)
+            reader = await self._spawn_until_started()
+            self.restarts += 1
+
+    async def _spawn_until_started(self) -> asyncio.StreamReader:
+        """`_spawn`, again every ``restart_delay`` seconds while it raises OSError."""
+        while True:
+            try:
+                return await self._spawn()
+            except OSError as exc:
+                log.error("checker process cannot start: %s; retrying in %g s", exc, self._restart_delay)
                 await asyncio.sleep(self._restart_delay)
-                try:
-                    reader = await self._spawn()
-                    self.restarts += 1
-                    break
-                except OSError as exc:
-                    log.error("checker process cannot start: %s; retrying in %g s", exc, self._restart_delay)
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         """Dispatch the child's frames until end of file or a bad frame."""

@@ -75,6 +75,47 @@ async def test_a_cancelled_waiter_keeps_no_slot():
     assert gate.in_flight == 1
 
 
+async def test_wait_busy_returns_at_the_next_acquire():
+    gate = Gate()
+    waiter = asyncio.create_task(gate.wait_busy())
+    await asyncio.sleep(0.05)
+    assert not waiter.done()  # idle: nothing to wake for
+    await gate.acquire()
+    await asyncio.sleep(0)
+    assert waiter.done()
+    await asyncio.wait_for(gate.wait_busy(), 0.1)  # a check in flight: at once
+    gate.release()
+    waiter = asyncio.create_task(gate.wait_busy())
+    await asyncio.sleep(0)
+    waiter.cancel()  # a cancelled wait leaves the gate usable
+    await asyncio.gather(waiter, return_exceptions=True)
+    again = asyncio.create_task(gate.wait_busy())
+    await asyncio.sleep(0)
+    await gate.acquire()
+    await asyncio.wait_for(again, 0.1)
+
+
+async def test_an_idle_engine_stops_probing_the_loop(monkeypatch):
+    import checks.engine
+
+    probes = []
+    real = checks.engine.next_limit
+    monkeypatch.setattr(checks.engine, "next_limit", lambda *a: probes.append(a) or real(*a))
+    engine = HealthEngine(lambda t: None, log_transitions=False)
+    await engine.start()
+    try:
+        for _ in range(100):  # the cap grows from its start value to no cap, then the probe rests
+            if engine.check_limit is None:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.check_limit is None
+        before = len(probes)
+        await asyncio.sleep(0.5)
+        assert len(probes) == before
+    finally:
+        await engine.stop()
+
+
 # --- the engine short of CPU ------------------------------------------------------------------
 
 

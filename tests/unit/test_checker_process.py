@@ -281,3 +281,23 @@ async def test_snapshot_does_not_wait_for_a_slow_starting_child(ports, tmp_path)
     finally:
         await checker.stop()
     assert await CheckerProcess(seen.append).snapshot() == {}  # nothing to check: nothing to ask
+
+
+async def test_no_child_until_there_is_something_to_check(ports):
+    # a director with only an ha section must not pay for a second interpreter
+    seen = []
+    checker = CheckerProcess(seen.append)
+    await checker.start()
+    try:
+        checker.update({})
+        await asyncio.sleep(0.3)
+        assert checker.running and checker.pid is None
+        checker.update(targets_for(*ports))  # the first targets start the child
+        await wait_for(lambda: checker.pid is not None)
+        await wait_for(lambda: len(seen) == 2)
+        assert {t.key: t.new for t in seen} == BOTH
+        pid = checker.pid
+    finally:
+        await checker.stop()
+    assert checker.pid is None
+    await wait_for(lambda: not alive(pid), timeout=5)
