@@ -175,6 +175,8 @@ def test_alone_it_takes_its_vip_announces_and_gives_it_back_on_stop(pair, tmp_pa
         try:
             await wait_for(lambda: VIP in {a.split("/")[0] for a in addresses(a)}, 10, "the VIP")
             await wait_for(lambda: changes == [True], 5, "the role change")
+            # the burst's second round follows the slave lookup (a netlink dump): not cancelled by the stop
+            await wait_for(lambda: events.count("announce round") >= 2, 5, "the second round")
             seen["snapshot"] = svc.snapshot()
         finally:
             t0 = time.monotonic()
