@@ -30,10 +30,10 @@ director died) and, as a backstop, gets SIGKILL when its parent dies
 (``PR_SET_PDEATHSIG``).  It ignores SIGINT and SIGTERM (a terminal's Ctrl-C or
 systemd's stop reach the whole group): the director decides when it stops.
 When the child dies while the director runs, the director logs it, starts a
-new one after `RESTART_DELAY` seconds and sends it the targets again; the real servers keep their last state until the new checker's first
-results (its first result per real server decides, as after a director
-restart).  No child runs while there is nothing to check: the first targets
-start it.
+new one after `RESTART_DELAY` seconds and sends it the targets again; the
+real servers keep their last state until the new checker's first results
+(its first result per real server decides, as after a director restart).
+No child runs while there is nothing to check: the first targets start it.
 """
 
 from __future__ import annotations

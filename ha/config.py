@@ -74,8 +74,8 @@ The two profiles (``compat``):
 
 * ``directord`` (default): keepalive 0.2 s, deadtime 0.8 s, warntime =
   deadtime / 2 (0.4 s), initdead = max(3 s, deadtime), auto_failback on: a
-  peer's death on a LAN is detected in under a second.  Also requires warntime <
-  deadtime.
+  peer's death on a LAN is detected in under a second.  Also requires
+  warntime < deadtime.
 * ``heartbeat``: heartbeat's own defaults and rules, as listed above, with
   ``auto_failback`` absent meaning ``legacy``.
 """
