@@ -306,7 +306,9 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
             assert got1 == dict.fromkeys(INJECTION_COUNTERS, 0) | {
                 "bad_auth": len(forged), "unknown_auth_index": 1, "malformed": len(malformed)}, got1
             for d in dirs:
-                doc = d.status_cli()["ha"]  # directord status --json shows the same counters
+                whole = d.status_cli()
+                assert whole["checker_pid"] is None  # only an ha section: no checker child
+                doc = whole["ha"]  # directord status --json shows the same counters
                 assert doc["state"] == "active" and doc["peers"][0]["status"] == "active", doc
                 assert doc["counters"]["bad_auth"] >= len(forged)
                 assert doc["counters"]["internal_errors"] == 0
