@@ -30,7 +30,7 @@ health transition needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable, Literal, Mapping
+from typing import Iterable, Iterator, Literal, Mapping
 
 from .model import (
     MANAGED_SERVICE_FLAGS,
@@ -179,6 +179,10 @@ def plan_service(key: ServiceKey, desired: DesiredService, observed: KernelServi
     return ops
 
 
+#: Services planned between two yields to the event loop in a full pass (`plan_chunks`).
+PLAN_CHUNK = 64
+
+
 def plan(
     desired: DesiredTable,
     observed: KernelTable,
@@ -196,13 +200,37 @@ def plan(
         Ordered operations (services in sorted key order, then deletions of
         retired services); empty when the kernel already matches.
     """
-    ops: list[Op] = []
-    for key in sorted(desired):
-        ops.extend(plan_service(key, desired[key], observed.get(key)))
-    for key in sorted(set(retired)):
-        if key in observed and key not in desired:
-            ops.append(Op("del_service", key))
-    return ops
+    return [op for part in plan_chunks(desired, observed, retired) for op in part]
+
+
+def plan_chunks(
+    desired: DesiredTable,
+    observed: KernelTable,
+    retired: Iterable[ServiceKey] = (),
+    chunk: int = PLAN_CHUNK,
+) -> Iterator[list[Op]]:
+    """`plan` in parts: the operations of at most ``chunk`` services at a time
+    (in sorted key order), then the deletions of retired services; joined,
+    the parts are exactly `plan`'s list.  A caller on an event loop yields
+    between parts, so planning a table of thousands of services never holds
+    the loop (and the heartbeat on it) for the whole table.
+
+    ``retired`` is read once, before the first part.
+
+    Raises:
+        ValueError: ``chunk`` < 1.
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    deletions = [Op("del_service", key) for key in sorted(set(retired)) if key in observed and key not in desired]
+    keys = sorted(desired)
+    for start in range(0, len(keys), chunk):
+        ops: list[Op] = []
+        for key in keys[start:start + chunk]:
+            ops.extend(plan_service(key, desired[key], observed.get(key)))
+        yield ops
+    if deletions:
+        yield deletions
 
 
 def record_op(table: dict[ServiceKey, KernelService], op: Op) -> None:

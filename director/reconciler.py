@@ -30,7 +30,7 @@ from typing import Callable
 
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS
 from .model import Config, DestKey, KernelService, ServiceKey, VirtualService
-from .planner import HealthState, Op, desired_service, plan, plan_service, record_op
+from .planner import PLAN_CHUNK, HealthState, Op, desired_service, plan_chunks, plan_service, record_op
 
 log = logging.getLogger("directord.reconciler")
 
@@ -188,8 +188,17 @@ class Reconciler:
             self._table_valid = True
             self.last_dump = self._clock()
             self._dirty.clear()
-            desired = {key: self._desired(svc) for key, svc in self._services.items()}
-            ops = plan(desired, self.table, self._retired)
+            # in parts, yielding between them: on a slow machine a table of thousands of
+            # real servers takes long enough to delay the heartbeat on this loop
+            desired = {}
+            for i, (key, svc) in enumerate(list(self._services.items()), start=1):
+                desired[key] = self._desired(svc)
+                if i % PLAN_CHUNK == 0:
+                    await asyncio.sleep(0)
+            ops: list[Op] = []
+            for part in plan_chunks(desired, self.table, self._retired):
+                ops.extend(part)
+                await asyncio.sleep(0)
             await self._apply(ops)
             self._retired = {k for k in self._retired if k in self.table}
             return ops

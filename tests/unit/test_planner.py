@@ -17,7 +17,9 @@ from director.model import (
     ServiceKey,
     VirtualService,
 )
-from director.planner import Op, desired_service, plan, plan_service
+import pytest
+
+from director.planner import Op, desired_service, plan, plan_chunks, plan_service
 
 WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
 DNS = ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "10.0.0.100", 53)
@@ -116,6 +118,23 @@ def test_plan_service_alone_matches_plan():
     desired = DesiredService(WRR, {RS1: DR1})
     observed = kservice(WRR, {RS1: DR3})
     assert plan_service(WEB, desired, observed) == [Op("set_dest", WEB, dest=RS1, dest_attrs=DR1)]
+
+
+def test_plan_chunks_joined_are_the_plan():
+    desired, observed = {}, {}
+    for i in range(10):
+        key = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i)
+        desired[key] = DesiredService(WRR, {RS1: DR1, RS2: DR3})
+        if i % 3:
+            observed[key] = kservice(WRR, {RS1: DR3})
+    observed[DNS] = kservice(WRR, {})
+    retired = [DNS, OTHER]
+    parts = list(plan_chunks(desired, observed, retired, chunk=4))
+    assert [op for part in parts for op in part] == plan(desired, observed, retired)
+    assert len(parts) == 4  # services 4 + 4 + 2, then the deletion
+    assert {op.service for op in parts[0]} == set(sorted(desired)[:4]) and parts[-1] == [Op("del_service", DNS)]
+    with pytest.raises(ValueError, match="chunk"):
+        next(plan_chunks(desired, observed, chunk=0))
 
 
 # --- desired_service -----------------------------------------------------------

@@ -1,5 +1,6 @@
 """Reconciler logic against an in-memory kernel table (the real kernel is tested in tests/kernel)."""
 
+import asyncio
 import errno
 import socket
 from dataclasses import replace
@@ -17,7 +18,7 @@ from director.model import (
     Settings,
     VirtualService,
 )
-from director.planner import Op, record_op
+from director.planner import PLAN_CHUNK, Op, record_op
 
 WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
 DNS = ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "10.0.0.100", 53)
@@ -197,3 +198,33 @@ async def test_kernel_error_is_counted_and_retried_on_next_pass():
     kernel.fail.clear()
     await r.full_pass()
     assert RS1 in kernel.table[WEB].dests
+
+
+async def test_a_full_pass_of_a_large_table_lets_the_loop_run_between_parts():
+    # the heartbeat shares the director's loop: planning thousands of services must not hold it
+    services = tuple(
+        VirtualService(name=f"s{i}", key=ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i),
+                       scheduler="rr", real_servers=(RealServer("10.0.0.11", 80),))
+        for i in range(5 * PLAN_CHUNK)
+    )
+    kernel = MemoryKernel()  # never suspends: every yield seen below is the reconciler's own
+    r = make(kernel, {(svc.key, RS1): "up" for svc in services})
+    r.set_config(Config(path="test.yaml", settings=Settings(), services=services))
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    before = ticks
+    await r.full_pass()
+    during = ticks - before
+    stop = True
+    await task
+    assert during >= 5  # at least once per part of PLAN_CHUNK services
+    assert len(kernel.table) == 5 * PLAN_CHUNK and all(s.dests for s in kernel.table.values())
