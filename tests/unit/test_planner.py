@@ -2,6 +2,8 @@
 
 import socket
 
+import pytest
+
 from director.model import (
     IP_VS_SVC_F_HASHED,
     IP_VS_SVC_F_PERSISTENT,
@@ -17,8 +19,6 @@ from director.model import (
     ServiceKey,
     VirtualService,
 )
-import pytest
-
 from director.planner import Op, desired_service, plan, plan_chunks, plan_service
 
 WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
