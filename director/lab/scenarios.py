@@ -86,10 +86,10 @@ class Event:
 #: acquire/release (HA decisions), vip-added/vip-removed (addresses),
 #: announce (a gratuitous ARP for the VIP seen by the client), holder (the
 #: sampled holder changed), rs-down/rs-up (health check transitions), ipvs
-#: (a kernel table change), first-success (first successful request after the
-#: fault), note.
+#: (a kernel table change), failed (a run of failed client requests),
+#: first-success (first successful request after the fault), note.
 EVENT_KINDS = ("fault", "step", "detect", "acquire", "release", "vip-added", "vip-removed", "announce", "holder",
-               "rs-down", "rs-up", "ipvs", "first-success", "note")
+               "rs-down", "rs-up", "ipvs", "failed", "first-success", "note")
 
 
 @dataclass
@@ -424,10 +424,39 @@ def table_shape(table: Mapping[str, Mapping]) -> dict[str, dict[str, tuple[str, 
     }
 
 
+def failure_events(samples: Sequence[Sample]) -> list[Event]:
+    """One ``failed`` event per run of consecutive failed requests (in the client's order), at
+    the first one's start: how many, the span of their starts and ends (seconds since t0), and
+    their results with counts, e.g. ``"1 request failed (started 46.702, ended 46.710):
+    ConnectionResetError"``."""
+    runs: list[list[Sample]] = []
+    prev_ok = True
+    for s in samples:
+        if not s.ok:
+            if prev_ok:
+                runs.append([])
+            runs[-1].append(s)
+        prev_ok = s.ok
+    events = []
+    for run in runs:
+        counts: dict[str, int] = {}
+        for s in run:
+            counts[s.result] = counts.get(s.result, 0) + 1
+        results = ", ".join(r if n == 1 else f"{r} x{n}" for r, n in counts.items())
+        if len(run) == 1:
+            text = f"1 request failed (started {run[0].start:.3f}, ended {run[0].end:.3f}): {results}"
+        else:
+            text = (f"{len(run)} requests failed (started {run[0].start:.3f} to {run[-1].start:.3f}, "
+                    f"last ended {run[-1].end:.3f}): {results}")
+        events.append(Event(run[0].start, "client", "failed", text))
+    return events
+
+
 def build_timeline(record: DrillRecord) -> list[Event]:
-    """The drill's timeline: its events, holder changes and the first success after the
-    fault, sorted by time (stable: drill actions before what they caused)."""
-    events = list(record.events) + holder_events(record.holders)
+    """The drill's timeline: its events, holder changes, runs of failed requests
+    (`failure_events`) and the first success after the fault, sorted by time (stable:
+    drill actions before what they caused)."""
+    events = list(record.events) + holder_events(record.holders) + failure_events(record.samples)
     fs = first_success(record.samples, fault_complete(record))
     if fs is not None:
         events.append(Event(fs.end, "client", "first-success",

@@ -140,9 +140,20 @@ def test_timeline_merges_events_holder_changes_and_first_success():
                       holders=holders((0.5, ("dir1",)), (1.5, ("dir1",)), (3.0, ("dir2",))),
                       events=[Event(2.0, "drill", "fault", "FAULT"), Event(3.0, "dir2", "detect", "peer dir1 is dead")])
     tl = S.build_timeline(rec)
-    assert [(e.t, e.kind) for e in tl] == [(0.5, "holder"), (2.0, "fault"), (3.0, "holder"), (3.0, "detect"),
-                                           (3.51, "first-success")]
+    assert [(e.t, e.kind) for e in tl] == [(0.5, "holder"), (2.0, "fault"), (2.05, "failed"), (3.0, "holder"),
+                                           (3.0, "detect"), (3.51, "first-success")]
     assert "rs3" in tl[-1].text and "1.51 s after the fault" in tl[-1].text
+
+
+def test_failure_events_group_runs_of_failed_requests():
+    samples = [ok(1.0), bad(2.0), bad(2.5, "ConnectionRefusedError", dur=0.01), bad(2.6), ok(3.0),
+               bad(40.0, "ConnectionResetError", dur=0.012), ok(40.1)]
+    assert [(e.t, e.source, e.kind, e.text) for e in S.failure_events(samples)] == [
+        (2.0, "client", "failed", "3 requests failed (started 2.000 to 2.600, last ended 3.100): "
+                                  "TimeoutError x2, ConnectionRefusedError"),
+        (40.0, "client", "failed", "1 request failed (started 40.000, ended 40.012): ConnectionResetError"),
+    ]
+    assert S.failure_events([ok(1.0), ok(2.0)]) == []
 
 
 # --- expectations -------------------------------------------------------------------------------------
