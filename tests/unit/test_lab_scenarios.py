@@ -52,7 +52,7 @@ def test_every_scenario_is_declared_with_known_actions_and_conditions():
 
 def test_scenario_lookup_accepts_aliases():
     assert S.scenario("kill-active") is S.SCENARIOS["fail-active"]
-    assert S.scenario("restart-director").expect.max_failed == 0
+    assert S.scenario("restart-director").expect.resets_only_at_moves
     assert "kill-active" in S.scenario_names() and "kill-active" not in S.scenario_names(with_aliases=False)
     with pytest.raises(KeyError, match="fail-active"):
         S.scenario("reboot-everything")
@@ -221,20 +221,54 @@ def test_split_brain_is_tolerated_only_where_declared():
     assert not verdict(S.evaluate(stop, rec))["one holder"]
 
 
-def test_restart_director_needs_zero_failures_and_an_unchanged_table():
+#: A restart's two VIP moves as the daemons log them: dir1 -> dir2 at 2.2 s, dir2 -> dir1 at 36.2 s.
+MOVES = [Event(2.23, "dir1", "vip-removed", "removed 10.77.0.100/32/eth0"),
+         Event(2.29, "dir2", "vip-added", "added 10.77.0.100/32/eth0"),
+         Event(36.24, "dir2", "vip-removed", "removed 10.77.0.100/32/eth0"),
+         Event(36.33, "dir1", "vip-added", "added 10.77.0.100/32/eth0")]
+
+
+def test_vip_moves_pair_a_removal_with_the_other_directors_next_addition():
+    stray = Event(10.0, "dir2", "vip-added", "added 10.77.0.100/32/eth0")  # no removal before it
+    assert S.vip_moves([stray, *MOVES]) == [(2.23, 2.29), (36.24, 36.33)]
+    assert S.vip_moves([Event(1.0, "dir1", "vip-removed", "x"), Event(2.0, "dir1", "vip-added", "x")]) == []
+
+
+def test_only_a_reset_in_flight_at_a_move_is_explained():
+    moves = [(2.23, 2.29), (36.24, 36.33)]
+    reset = lambda start, dur=0.2: bad(start, "ConnectionResetError", dur)  # noqa: E731
+    assert S.failures_outside_moves([ok(1.0), reset(2.2), ok(2.5), reset(36.3)], moves) == []
+    # the same requests far from a move, or failing another way, are not explained
+    assert S.failures_outside_moves([reset(20.0)], moves) == [reset(20.0)]
+    assert S.failures_outside_moves([bad(2.2)], moves) == [bad(2.2)]
+    # one request per move: a second reset at the same move is not explained
+    assert S.failures_outside_moves([reset(2.0), reset(2.3)], moves) == [reset(2.3)]
+    # the slack: a request ending 0.4 s before the removal counts, one ending 0.6 s before does not
+    assert S.failures_outside_moves([reset(1.63, 0.2)], moves) == []
+    assert S.failures_outside_moves([reset(1.43, 0.2)], moves) == [reset(1.43, 0.2)]
+
+
+def test_restart_director_allows_only_resets_at_moves_and_needs_an_unchanged_table():
     expect = S.SCENARIOS["restart-director"].expect
     table = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 1)}}
-    base = dict(fault_t=2.0, settled=True, samples=[ok(0.0), ok(2.5), ok(3.0)],
-                holders=holders((0.0, ("dir1",)), (2.5, ("dir2",)), (6.0, ("dir1",))),
+    base = dict(fault_t=2.0, settled=True, samples=[ok(0.0), ok(2.5), ok(3.0)], events=list(MOVES),
+                holders=holders((0.0, ("dir1",)), (2.5, ("dir2",)), (37.0, ("dir1",))),
                 tables_before={"dir1": table, "dir2": table}, tables_after={"dir1": table, "dir2": table})
     assert all(c.ok for c in S.evaluate(expect, DrillRecord("restart-director", **base)))
     changed = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 0)}}
     v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "tables_after": {"dir1": changed, "dir2": table}})))
     assert not v["IPVS unchanged"]
-    logged = [Event(4.0, "dir1", "ipvs", "ipvs edit-dest weight 1 fwd dr")]
+    logged = [*MOVES, Event(4.0, "dir1", "ipvs", "ipvs edit-dest weight 1 fwd dr")]
     v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "events": logged})))
     assert not v["IPVS unchanged"]
+    reset_at_move = bad(36.3, "ConnectionResetError", 0.21)
+    check = {c.name: c for c in S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_at_move]}))}
+    assert check["failed requests"].ok, check["failed requests"].detail
+    assert "each a reset of a request in flight at a move" in check["failed requests"].detail
     v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), bad(2.5)]})))
+    assert not v["failed requests"]
+    reset_elsewhere = bad(20.0, "ConnectionResetError", 0.01)
+    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_elsewhere]})))
     assert not v["failed requests"]
 
 
