@@ -26,7 +26,7 @@ comes after a random delay of up to 1 s (a random phase against the heartbeat or
 advertisement schedule); ``fault_at`` in the JSON is its wall-clock time, to read beside
 the daemons' logs.
 
-Systems (``--systems``): ``directord`` (shipped defaults: keepalive 0.2 s, deadtime 1 s;
+Systems (``--systems``): ``directord`` (shipped defaults: keepalive 0.2 s, deadtime 0.8 s;
 HTTP checks at defaults), ``directord-eq1`` (keepalive 1 s, deadtime 3.61 s = keepalived's
 master-down interval at advert_int 1 and backup priority 100), ``directord-eq02``
 (keepalive 0.2 s, deadtime 0.72 s = the same at advert_int 0.2), ``keepalived-1``
@@ -59,6 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"
 
 import incumbents as inc  # noqa: E402
 from director.lab.netns import Lab, del_address, exec_in_netns, list_addresses  # noqa: E402
+from ha.model import DEFAULT_DEADTIME, DEFAULT_INITDEAD, DEFAULT_KEEPALIVE  # noqa: E402
 
 OUT = inc.REPO / "out" / "bench"
 BACKUP_PRIORITY, MASTER_PRIORITY = 100, 150
@@ -86,7 +87,7 @@ def initdead(system: str) -> float:
     ``initdead`` timer instead of deadtime (ha/config.py rules; heartbeat/config.c for heartbeat);
     0 for keepalived. The first fault comes only after it has passed on the survivor."""
     if system in DIRECTORD_TIMERS:
-        return max(3.0, DIRECTORD_TIMERS[system].get("deadtime", 1.0))
+        return max(DEFAULT_INITDEAD, DIRECTORD_TIMERS[system].get("deadtime", DEFAULT_DEADTIME))
     if system in HEARTBEAT_TIMERS:
         t = HEARTBEAT_TIMERS[system]
         if "initdead" in t:
@@ -104,7 +105,7 @@ def detection_time(system: str) -> str:
     """The configured failure-detection time of ``system`` in words (for the table)."""
     if system in DIRECTORD_TIMERS:
         t = DIRECTORD_TIMERS[system]
-        return f"keepalive {t.get('keepalive', 0.2):g} s, deadtime {t.get('deadtime', 1.0):g} s"
+        return f"keepalive {t.get('keepalive', DEFAULT_KEEPALIVE):g} s, deadtime {t.get('deadtime', DEFAULT_DEADTIME):g} s"
     if system in KEEPALIVED_ADVERT:
         a = KEEPALIVED_ADVERT[system]
         return f"advert_int {a:g} s, master down {inc.master_down_interval(a, BACKUP_PRIORITY):.2f} s"

@@ -4,7 +4,7 @@ keepalived runs its checks in a checker child, apart from its VRRP child, and
 heartbeat runs ldirectord apart from its own heartbeat processes; directord
 does the same for the same reason: thousands of checks a second keep an event
 loop busy, and the director's own loop must stay free for the peer heartbeat
-(keepalive every 0.2 s, deadtime 1 s), the reconciler and the control socket.
+(keepalive every 0.2 s, deadtime 0.8 s), the reconciler and the control socket.
 In the emulated test VM, 200 HTTP checks a second made a 0.2 s timer on the
 same loop wake up to 0.8 s late (`bench/check_cost.py`, docs/benchmarks.md);
 with the checks in their own process it woke at most 48 ms late.

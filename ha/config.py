@@ -23,8 +23,8 @@ The section (the sample ``etc/directord-ha.yaml`` documents it too)::
       udpport: 694                # bcast/ucast port and mcast's default
       authkeys: /etc/directord/authkeys   # heartbeat's authkeys file, mode 600
       keepalive: 0.2              # seconds; or "200ms", "200000us", "0.2s"
-      warntime: 0.5
-      deadtime: 1
+      warntime: 0.4
+      deadtime: 0.8
       initdead: 3
       auto_failback: true         # true/on, false/off, or "legacy"
       resources:                  # haresources: preferred owner + addresses
@@ -72,10 +72,10 @@ Heartbeat facts used here (heartbeat 3.0.6 sources):
 
 The two profiles (``compat``):
 
-* ``directord`` (default): keepalive 0.2 s, deadtime 1 s, warntime = deadtime
-  / 2 (0.5 s), initdead = max(3 s, deadtime), auto_failback on: a peer's
-  death on a LAN is detected in about a second.  Also requires warntime <
-  deadtime.
+* ``directord`` (default): keepalive 0.2 s, deadtime 0.8 s, warntime =
+  deadtime / 2 (0.4 s), initdead = max(3 s, deadtime), auto_failback on: a
+  peer's death on a LAN is detected in under a second.  Also requires
+  warntime < deadtime.
 * ``heartbeat``: heartbeat's own defaults and rules, as listed above, with
   ``auto_failback`` absent meaning ``legacy``.
 """
@@ -219,7 +219,7 @@ def resolve_timers(
     """Fill the unset timers (``None``) with the profile's defaults; all in seconds.
 
     ``directord``: keepalive `ha.model.DEFAULT_KEEPALIVE` (0.2), deadtime
-    `DEFAULT_DEADTIME` (1), warntime deadtime / 2 (`DEFAULT_WARNTIME`, 0.5, with
+    `DEFAULT_DEADTIME` (0.8), warntime deadtime / 2 (`DEFAULT_WARNTIME`, 0.4, with
     the default deadtime), initdead max(`DEFAULT_INITDEAD` (3), deadtime).
 
     ``heartbeat`` (heartbeat/config.c, ``init_config``): keepalive 1, deadtime

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-#: directord's shipped timers: a LAN failover in about a second.
+#: directord's shipped timers: a LAN failover in under a second (a peer silent for four
+#: keepalives is dead; keepalived's VRRP waits three advertisements plus a skew).
 DEFAULT_KEEPALIVE = 0.2
-DEFAULT_DEADTIME = 1.0
-DEFAULT_WARNTIME = 0.5
+DEFAULT_DEADTIME = 0.8
+DEFAULT_WARNTIME = 0.4
 DEFAULT_INITDEAD = 3.0
 #: heartbeat's own defaults (ha.cf), used by ``compat: heartbeat``.
 HEARTBEAT_KEEPALIVE = 1.0

@@ -25,8 +25,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
-#: HA timers of the lab pair (seconds): directord's fast profile.
-KEEPALIVE, DEADTIME, INITDEAD = 0.2, 1.0, 3.0
+from ha.model import DEFAULT_DEADTIME, DEFAULT_INITDEAD, DEFAULT_KEEPALIVE
+
+#: HA timers of the lab pair (seconds): directord's shipped defaults (0.2, 0.8, 3).
+KEEPALIVE, DEADTIME, INITDEAD = DEFAULT_KEEPALIVE, DEFAULT_DEADTIME, DEFAULT_INITDEAD
 #: Health checks of the lab's virtual service (seconds, counts).
 CHECK_INTERVAL, CHECK_TIMEOUT, CHECK_RISE, CHECK_FALL = 1.0, 1.0, 2, 2
 #: Allowance on top of protocol timers for the slow emulated VM (seconds):

@@ -49,13 +49,14 @@ from typing import Callable, Iterable, Sequence
 
 from director import control
 from director.lab import netns as N
+from ha.model import DEFAULT_DEADTIME, DEFAULT_INITDEAD, DEFAULT_KEEPALIVE, DEFAULT_WARNTIME
 from hbpcap import inner_text, split_packet
 
 REPO = Path(__file__).resolve().parents[2]
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4  # linux/if_packet.h: a frame this host sent
 #: Default heartbeat timers of the pair (seconds): the shipped directord defaults.
-KEEPALIVE, WARNTIME, DEADTIME, INITDEAD = 0.2, 0.5, 1.0, 3.0
+KEEPALIVE, WARNTIME, DEADTIME, INITDEAD = DEFAULT_KEEPALIVE, DEFAULT_WARNTIME, DEFAULT_DEADTIME, DEFAULT_INITDEAD
 #: A node advertises deadtime + 2 s for its first 5 s (heartbeat's hb_add_deadtime).
 STARTUP_DT_PERIOD = 5.0
 SECRET = "pair-test-secret"

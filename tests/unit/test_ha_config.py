@@ -87,7 +87,7 @@ def test_sample_file(tmp_path: Path, keys: str):
         media=(Medium("bcast", "eth1"), Medium("ucast", "eth0", peer="192.168.10.3")),
         authkeys=keys,
         udpport=694,
-        timers=Timers(keepalive=0.2, warntime=0.5, deadtime=1.0, initdead=3.0),
+        timers=Timers(keepalive=0.2, warntime=0.4, deadtime=0.8, initdead=3.0),
         auto_failback=True,
         groups=(ResourceGroup("dir1", (Resource("192.168.10.100", 32, "eth0"),)),),
         ping_nodes=("192.168.10.1",),
@@ -177,7 +177,7 @@ def test_directord_defaults(keys: str):
     assert ha == HAConfig(
         node="dir1", nodes=("dir1", "dir2"), media=(Medium("bcast", "eth1"),), authkeys=keys, line=1
     )
-    assert ha.timers == Timers(keepalive=0.2, warntime=0.5, deadtime=1.0, initdead=3.0)
+    assert ha.timers == Timers(keepalive=0.2, warntime=0.4, deadtime=0.8, initdead=3.0)
     assert ha.auto_failback is True and ha.compat == "directord" and ha.udpport == 694
     assert (ha.groups, ha.ping_nodes, ha.state_dir) == ((), (), "/var/lib/directord")
     assert (ha.announce_repeats, ha.announce_interval, ha.announce_refresh) == (3, 1.1, 0.0)
@@ -261,7 +261,7 @@ def test_deadtime_must_exceed_twice_keepalive(keys: str):
 def test_keepalive_against_default_deadtime_is_reported_at_keepalive(keys: str):
     issue = only(BASE + "keepalive: 0.5\n", keys)
     assert (issue.line, issue.field) == (6, "ha.keepalive")
-    assert issue.message == "deadtime 1 s (default) must exceed 2 x keepalive 0.5 s"
+    assert issue.message == "deadtime 0.8 s (default) must exceed 2 x keepalive 0.5 s"
 
 
 def test_heartbeat_profile_applies_the_same_rule(keys: str):
@@ -271,7 +271,7 @@ def test_heartbeat_profile_applies_the_same_rule(keys: str):
 
 
 def test_initdead_below_deadtime(keys: str):
-    for extra in ("initdead: 0.9\n", "compat: heartbeat\ninitdead: 20\n"):
+    for extra in ("initdead: 0.7\n", "compat: heartbeat\ninitdead: 20\n"):
         issue = only(BASE + extra, keys)
         assert issue.field == "ha.initdead"
         assert "must be >= deadtime" in issue.message
@@ -280,7 +280,7 @@ def test_initdead_below_deadtime(keys: str):
 def test_warntime_below_deadtime_only_in_directord_profile(keys: str):
     issue = only(BASE + "warntime: 1\n", keys)
     assert issue.field == "ha.warntime"
-    assert issue.message.startswith("warntime 1 s must be below deadtime 1 s (default)")
+    assert issue.message.startswith("warntime 1 s must be below deadtime 0.8 s (default)")
     ha = parse_ha_text(BASE + "compat: heartbeat\nwarntime: 40\n", keys)
     assert ha.timers.warntime == 40.0
 

@@ -6,7 +6,7 @@ Root only; this host's kernel (no IPVS: the configurations hold only an
 the directors' ``eth0``), and for the heartbeat-link tests the directors'
 ``eth1`` on a separate heartbeat bridge ``hb0`` (10.216.1.0/24, ``media:
 bcast eth1``, as sites run heartbeat on a dedicated link). Timers are the
-shipped defaults: keepalive 0.2 s, deadtime 1 s, initdead 3 s.
+shipped defaults: keepalive 0.2 s, deadtime 0.8 s, initdead 3 s.
 
 The faults, as the HA design defines them:
 

@@ -434,7 +434,7 @@ def test_start_sends_init_up_up_with_standard_fields():
     for i, m in enumerate(msgs, start=1):
         assert m.names == ["t", "st", "dt", "protocol", "src", "srcuuid", "seq", "hg", "ts", "ld", "ttl", "auth"]
         assert m["t"] == "status" and m["protocol"] == "1" and m["src"] == "nodea"
-        assert m["dt"] == format(1000 + 2000, "x")  # deadtime + 2000 ms for the first 5 s
+        assert m["dt"] == format(800 + 2000, "x")  # deadtime + 2000 ms for the first 5 s
         assert m["seq"] == format(i, "x") and m["hg"] == format(300, "x")
         assert m["ts"] == format(1_700_000_000, "x") and m["ttl"] == "3"
         assert m["ld"] == "0.42 0.40 0.30 2/99 123"
@@ -454,11 +454,11 @@ def test_keepalive_and_dt_after_five_seconds():
         for m in sends(node.on_tick(t)):
             seen.append((t, m.msg_type, m.get("dt")))
     statuses = [(t, dt) for t, mt, dt in seen if mt == "status"]
-    # every keepalive (0.2 s), dt 3000 ms then deadtime once 5 s have passed (sent at once)
-    assert statuses[0] == (0.2, "bb8")
-    assert all(dt == "bb8" for t, dt in statuses if t < 5.0)
-    assert [(t, dt) for t, dt in statuses if t >= 5.0][0] == (5.0, "3e8")  # sent at once
-    assert all(dt == "3e8" for t, dt in statuses if t >= 5.0)
+    # every keepalive (0.2 s), dt 2800 ms then deadtime once 5 s have passed (sent at once)
+    assert statuses[0] == (0.2, "af0")  # 2800 ms
+    assert all(dt == "af0" for t, dt in statuses if t < 5.0)
+    assert [(t, dt) for t, dt in statuses if t >= 5.0][0] == (5.0, "320")  # 800 ms, sent at once
+    assert all(dt == "320" for t, dt in statuses if t >= 5.0)
     assert 0 < node.next_deadline() - 6.0 <= 0.2
 
 
@@ -667,12 +667,16 @@ def test_split_brain_then_heal(auto_failback, holder_before):
 # --- lossy links, retransmissions ----------------------------------------------------------------
 
 
-def test_forty_percent_loss_no_false_death_and_identical_retransmissions():
-    sim = Sim(seed=3)
-    sim.loss = {("nodea", "nodeb"): 0.4, ("nodeb", "nodea"): 0.4}
+@pytest.mark.parametrize("timers, loss", [
+    (DEFAULT, 0.3),  # the shipped 0.2 s keepalive / 0.8 s deadtime
+    (Timers(keepalive=0.2, warntime=0.5, deadtime=1.0, initdead=3.0), 0.4),
+])
+def test_heavy_loss_no_false_death_and_identical_retransmissions(timers, loss):
+    sim = Sim(seed=3, timers=timers)
+    sim.loss = {("nodea", "nodeb"): loss, ("nodeb", "nodea"): loss}
     sim.add("nodea")
     sim.add("nodeb")
-    sim.run(600.0)  # ten minutes at the default 0.2 s keepalive / 1 s deadtime
+    sim.run(600.0)  # ten minutes
     for name in ("nodea", "nodeb"):
         assert not [a for a in sim.actions(name, PeerStatus) if a.status == "dead"]
         c = sim.nodes[name].node.counters
@@ -1355,7 +1359,7 @@ def test_snapshot_and_counters():
     assert snap.groups[0].held and snap.groups[0].pending == ()
     (peer,) = snap.peers
     assert peer.name == "nodeb" and peer.status == "active" and peer.uuid == UUIDS["nodeb"]
-    assert peer.generation == sim.generations["nodeb"] and not peer.missing and peer.dead_time == 1.0
+    assert peer.generation == sim.generations["nodeb"] and not peer.missing and peer.dead_time == 0.8
     assert set(sim.nodes["nodea"].node.counters) == set(COUNTERS)
 
 

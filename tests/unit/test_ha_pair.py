@@ -7,7 +7,7 @@ afterwards): a switch namespace ``<PREFIX>-sw`` with bridge ``br0``;
 the bridge, addresses with broadcast 10.216.0.255. Each director runs
 ``directord run`` with a configuration holding only an ``ha:`` section (no
 virtual services; without ip_vs in the kernel the daemon logs the IPVS error
-and keeps running): bcast on eth0, keepalive 0.2 s, deadtime 1 s,
+and keeps running): bcast on eth0, keepalive 0.2 s, deadtime 0.8 s,
 auto_failback on, one resource group ``dir1 10.216.0.100/32/eth0``.
 The faults of the issue's other scenarios are in test_ha_faults.py.
 
