@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -460,6 +460,14 @@ def _ppid(pid: int) -> int | None:
         return None
 
 
+def process_roots(pids: Sequence[int], ppid_of: Callable[[int], int | None]) -> list[int]:
+    """The processes of ``pids`` whose parent is not among them (a daemon, not its forked
+    children), in the order given. Not "the lowest pid": pids wrap around, and a child can
+    get a lower one than its parent."""
+    members = set(pids)
+    return [p for p in pids if ppid_of(p) not in members]
+
+
 class Daemon:
     """A long-lived program in namespace ``ns`` (``ip netns exec``), output to ``log``.
     Its processes are found again by namespace and by ``marker`` (a string of their command line,
@@ -494,10 +502,11 @@ class Daemon:
         return sorted(found)
 
     def signal(self, sig: int, *, all_processes: bool = True) -> list[int]:
-        """Send ``sig`` to every process of it (or only the first, the parent); returns the pids signalled."""
+        """Send ``sig`` to every process of it (or only to the parent: `process_roots`); returns the
+        pids signalled."""
         pids = self.pids()
         if not all_processes:
-            pids = pids[:1]
+            pids = process_roots(pids, _ppid)
         for p in pids:
             try:
                 os.kill(p, sig)

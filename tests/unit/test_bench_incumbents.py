@@ -255,3 +255,13 @@ def test_links_at_once_takes_both_links_down_and_up():
             inc.links_at_once(a, ("nope0",), up=False)
     finally:
         N.cleanup_netns(pre)
+
+
+def test_process_roots_finds_the_parent_after_pid_wraparound():
+    # directord 32710 forked its checker after the pid counter wrapped: the child has pid 535
+    parents = {32710: 1, 535: 32710, 1227: 32710}
+    assert inc.process_roots(sorted(parents), parents.get) == [32710]
+    # keepalived: parent, VRRP and checker children; two unrelated daemons are both roots
+    assert inc.process_roots([100, 101, 102], {100: 1, 101: 100, 102: 100}.get) == [100]
+    assert inc.process_roots([7, 9], {7: 1, 9: 1}.get) == [7, 9]
+    assert inc.process_roots([5], lambda _pid: None) == [5]  # gone meanwhile: still signalled
