@@ -191,7 +191,8 @@ class CheckerProcess:
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise(reader), name="checker process")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Ask the child to stop, wait up to ``timeout`` seconds, then kill it.
+        """Ask the child to stop, wait up to ``timeout`` seconds, then kill it; a child that
+        has not said ``ready`` yet (still importing) is killed at once.
 
         The targets are kept; a later `start` checks them again in a new child,
         whose first result per target decides (the child's counters die with it).
@@ -205,7 +206,10 @@ class CheckerProcess:
                 await asyncio.wait_for(writer.drain(), timeout)
             except (OSError, asyncio.TimeoutError, RuntimeError):
                 pass
-        if proc is not None and proc.returncode is None:
+        if proc is not None and proc.returncode is None and not self._ready:
+            proc.kill()  # still starting (importing: seconds on a slow machine), nothing to finish
+            await proc.wait()
+        elif proc is not None and proc.returncode is None:
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
             except asyncio.TimeoutError:

@@ -283,6 +283,24 @@ async def test_snapshot_does_not_wait_for_a_slow_starting_child(ports, tmp_path)
     assert await CheckerProcess(seen.append).snapshot() == {}  # nothing to check: nothing to ask
 
 
+async def test_a_child_still_starting_is_killed_at_once_on_stop(ports, tmp_path, caplog):
+    # a quick restart in the emulated VM stopped the daemon while its child was still importing:
+    # the stop waited for the import, then for the 5 s timeout, and logged a warning
+    slow = tmp_path / "slow-python"
+    slow.write_text(f"#!/bin/sh\nsleep 20\nexec {sys.executable} \"$@\"\n")
+    slow.chmod(0o755)
+    checker = CheckerProcess(lambda _t: None, python=str(slow))
+    checker.update(targets_for(*ports))
+    await checker.start()
+    await wait_for(lambda: checker.pid is not None)
+    pid = checker.pid
+    t = time.monotonic()
+    await checker.stop(timeout=30)
+    assert time.monotonic() - t < 10  # not the 20 s start-up, nor the timeout
+    assert not os.path.exists(f"/proc/{pid}")  # killed and reaped
+    assert "did not stop" not in caplog.text
+
+
 async def test_no_child_until_there_is_something_to_check(ports):
     # a director with only an ha section must not pay for a second interpreter
     seen = []
