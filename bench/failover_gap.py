@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 
 import incumbents as inc  # noqa: E402
+from director import control  # noqa: E402
 from director.lab.netns import Lab, del_address, exec_in_netns, list_addresses  # noqa: E402
 from ha.model import DEFAULT_DEADTIME, DEFAULT_INITDEAD, DEFAULT_KEEPALIVE  # noqa: E402
 
@@ -180,6 +181,17 @@ class DirectordSys:
     def start(self, node: str) -> None:
         self.d[node].start()
 
+    def checked(self, node: str) -> bool:
+        """The daemon's health checks run: its status shows a check result for every real server.
+        Its checker child needs seconds to start in the emulated VM; a fault before then would
+        meet a director busy importing, which keepalived's checker (C, forked) never is."""
+        try:
+            doc = control.request(str(self.dir / node / "ctl.sock"), "status", timeout=5.0)["status"]
+        except (OSError, ValueError, KeyError):
+            return False
+        rows = [r for svc in doc.get("services", []) for r in svc.get("real_servers", []) if r.get("role") == "real"]
+        return all(r.get("last_check") is not None for r in rows)
+
     def kill(self, node: str) -> None:
         self.d[node].signal(signal.SIGKILL)
 
@@ -212,6 +224,9 @@ class KeepalivedSys(DirectordSys):
                                       workdir / node / "keepalived.log", str(conf))
 
 
+    def checked(self, node: str) -> bool:
+        return True  # its checker is forked C, running as soon as the VRRP instance is
+
     def start(self, node: str) -> None:
         # a killed instance's pid files may name zombies not yet reaped (keepalived then refuses
         # to start: "daemon is already running"); a rebooted node would not have them either
@@ -239,6 +254,9 @@ class HeartbeatSys(DirectordSys):
 
     def start(self, node: str) -> None:
         self.hb[node].start()
+
+    def checked(self, node: str) -> bool:
+        return True  # no health checks: heartbeat moves only the VIP
 
     def kill(self, node: str) -> None:
         self.hb[node].stop(graceful=False)
@@ -299,6 +317,8 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 time.sleep(0.5)
         started = time.monotonic()
         waited = b.settle(settle_timeout)
+        inc.wait_until(lambda: sysobj.checked("dir1") and sysobj.checked("dir2"), settle_timeout, 0.5,
+                       "health checks running on both directors")
         dir1_started = time.monotonic()  # its HA node runs by now (process start-up is slow in the VM)
         log(f"{name}: settled in {waited:.1f} s")
         time.sleep(max(0.0, initdead(name) + 1.0 - (time.monotonic() - started)))
@@ -345,6 +365,7 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 sysobj.start("dir1")
                 try:
                     b.settle(settle_timeout)
+                    inc.wait_until(lambda: sysobj.checked("dir1"), settle_timeout, 0.5, "dir1's health checks running")
                 except TimeoutError as e:
                     raise TimeoutError(f"fail-back after {fault} #{i + 1}: {e}") from e
                 dir1_started = time.monotonic()
