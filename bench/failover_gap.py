@@ -223,7 +223,6 @@ class KeepalivedSys(DirectordSys):
             self.d[node] = inc.Daemon(b.lab.ns(node), inc.keepalived_argv(conf, workdir / node, "ka"),
                                       workdir / node / "keepalived.log", str(conf))
 
-
     def checked(self, node: str) -> bool:
         return True  # its checker is forked C, running as soon as the VRRP instance is
 
