@@ -55,6 +55,7 @@ from checks.spec import (
     CheckSpec,
     CheckType,
 )
+from director.ipvs_sync import IFNAME_MAX
 from director.model import (
     FAMILIES,
     PROTOCOLS,
@@ -69,6 +70,7 @@ from director.model import (
     RealServer,
     ServiceKey,
     Settings,
+    SyncSettings,
     VirtualService,
     canonical_ip,
     host_port,
@@ -253,12 +255,20 @@ class ServiceSchema(_Schema):
     fallback: FallbackSchema | None = None
 
 
+class SyncDaemonSchema(_Schema):
+    """The ``global.sync_daemon:`` mapping (IPVS connection synchronisation)."""
+
+    interface: str
+    syncid: int = 0
+
+
 class SettingsSchema(_Schema):
     """The ``global:`` mapping.  Times are seconds."""
 
     reconcile_interval: float = Settings.reconcile_interval
     drain_timeout: float = Settings.drain_timeout
     control_socket: str = Settings.control_socket
+    sync_daemon: SyncDaemonSchema | None = None
 
 
 class RootSchema(_Schema):
@@ -520,6 +530,13 @@ def _pydantic_message(schema: type[BaseModel] | None, err: Any) -> str:
 # --- semantic checks and conversion to the model ---------------------------------------
 
 
+def _valid_ifname(name: str) -> bool:
+    """What the kernel's ``dev_valid_name`` accepts (net/core/dev.c), within `IFNAME_MAX` bytes."""
+    raw = name.encode()
+    return (0 < len(raw) <= IFNAME_MAX and name not in (".", "..")
+            and not any(c in "/:" or c.isspace() or c == "\0" for c in name))
+
+
 def _parse_ip(text: str) -> str:
     """Canonical address text; raises ValueError for non-addresses and scoped IPv6 addresses."""
     if "%" in text:
@@ -755,7 +772,20 @@ class _Builder:
             reconcile_interval=float(schema.reconcile_interval),
             drain_timeout=float(schema.drain_timeout),
             control_socket=sock,
+            sync_daemon=self.sync_daemon(schema.sync_daemon),
         )
+
+    def sync_daemon(self, schema: SyncDaemonSchema | None) -> SyncSettings | None:
+        if schema is None:
+            return None
+        base = ("global", "sync_daemon")
+        name = schema.interface
+        if not _valid_ifname(name):
+            self.issue(base + ("interface",), f"not an interface name: {name!r} (1-{IFNAME_MAX} bytes, no '/', ':', "
+                                              "whitespace, not '.' or '..')")
+        if not 0 <= schema.syncid <= 255:
+            self.issue(base + ("syncid",), f"must be 0-255, got {schema.syncid}")
+        return SyncSettings(interface=name, syncid=schema.syncid)
 
     # -- virtual services
 

@@ -233,6 +233,8 @@ class Daemon:
             ops_applied=self.reconciler.ops_applied,
             kernel_errors=self.reconciler.errors,
             kernel_error=kernel_error,
+            sync_daemons=None if self.reconciler.sync_daemons is None
+            else [str(d) for d in self.reconciler.sync_daemons],
         )
         if self.ha is not None:
             doc["ha"] = self.ha.snapshot()

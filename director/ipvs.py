@@ -36,6 +36,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from .ipvs_command import CommandSocket, encode_op
 from .ipvs_dump import DumpSocket
+from .ipvs_sync import SyncDaemon, SyncOp, daemon_dump_request, encode_sync_op, parse_daemon_body
 from .model import (
     DestAttrs,
     DestKey,
@@ -74,6 +75,16 @@ _HINTS = {
     errno.EEXIST: "already exists",
     errno.ENOENT: "no such scheduler or entry (is the scheduler module available?)",
     errno.EPERM: "permission denied (directord needs CAP_NET_ADMIN)",
+}
+
+
+#: Kernel answers to sync daemon commands (ip_vs_genl_new_daemon / start_sync_thread).
+_SYNC_HINTS = {
+    errno.ENODEV: "no such interface in this namespace",
+    errno.EEXIST: "a daemon of that state already runs",
+    errno.ESRCH: "no daemon of that state runs",
+    errno.EINVAL: "invalid argument (IPVS refuses synchronisation while a service has real servers of the "
+                  "other address family)",
 }
 
 
@@ -311,3 +322,43 @@ class KernelIPVS:
             if op.kind == "add_service":
                 broken[op.service] = error
         return result
+
+    async def sync_daemons(self) -> list[SyncDaemon]:
+        """The IPVS sync daemons running in this namespace (IPVS_CMD_GET_DAEMON), as
+        `director.ipvs_sync.parse_daemon_body` decodes them: none, a master, a backup or both.
+
+        Raises:
+            IPVSError: the kernel refused the dump, or its answer is malformed.
+        """
+        dumper = self._require_dumper()
+        try:
+            bodies = await dumper.bodies(lambda seq: daemon_dump_request(dumper.family_id, seq))
+            return [parse_daemon_body(b) for b in bodies]
+        except IPVSError as exc:
+            raise _dump_error("IPVS sync daemon dump", exc) from None
+
+    async def apply_sync(self, ops: list[SyncOp]) -> list[tuple[SyncOp, IPVSError]]:
+        """Start and stop sync daemons, one netlink command each, in order; returns the
+        operations the kernel refused with their errors (the others were carried out).
+
+        Raises:
+            IPVSError: the socket is not open or failed.
+        """
+        if self._commands is None:
+            raise IPVSError("IPVS socket is not open")
+        failed: list[tuple[SyncOp, IPVSError]] = []
+        sent: list[SyncOp] = []
+        messages: list[bytes] = []
+        for op in ops:
+            try:
+                messages.append(encode_sync_op(self._commands.family_id, 0, op))
+                sent.append(op)
+            except ValueError as exc:
+                failed.append((op, IPVSError(f"{op}: {exc}", code=errno.EINVAL)))
+        try:
+            codes = await self._commands.run(messages)
+        except OSError as exc:
+            raise IPVSError(f"IPVS command I/O failed: {exc}", code=exc.errno or 0) from None
+        failed.extend((op, IPVSError(f"{op}: {_SYNC_HINTS.get(code) or describe_errno(code)}", code=code))
+                      for op, code in zip(sent, codes) if code)
+        return failed

@@ -543,6 +543,15 @@ class DumpSocket:
         bodies = await self._dump(lambda seq: service_dump_request(self.family_id, seq))
         return [parse_service_body(b) for b in bodies]
 
+    async def bodies(self, request_for_seq: Callable[[int], bytes]) -> list[memoryview]:
+        """The answer messages (attributes after the genl header) of the dump that
+        ``request_for_seq(seq)`` asks for; other modules decode them.
+
+        Raises:
+            IPVSError: the kernel refused the dump, or its answer is malformed.
+        """
+        return await self._dump(request_for_seq)
+
     async def dests(self, key: ServiceKey) -> dict[DestKey, KernelDest]:
         """The destinations of one service, as `parse_dest_body` decodes them.
 

@@ -320,6 +320,16 @@ class VirtualService:
 
 
 @dataclass(frozen=True)
+class SyncSettings:
+    """IPVS connection synchronisation (``global.sync_daemon``): the kernel's master and
+    backup sync daemons run on every director, multicasting on ``interface`` (a name in
+    the director's namespace) with ``syncid`` 0-255 (`director.ipvs_sync`)."""
+
+    interface: str
+    syncid: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Daemon-wide settings (the ``global`` section). Times in seconds.
 
@@ -328,11 +338,14 @@ class Settings:
         drain_timeout: seconds a removed real server may drain before it is deleted
             while it still has active connections (UDP destinations always wait this long).
         control_socket: path of the root-only unix control socket.
+        sync_daemon: connection synchronisation, or None (directord leaves the kernel's
+            sync daemons alone).
     """
 
     reconcile_interval: float = 10.0
     drain_timeout: float = 300.0
     control_socket: str = "/run/directord/directord.sock"
+    sync_daemon: SyncSettings | None = None
 
 
 @dataclass(frozen=True)

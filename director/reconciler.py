@@ -15,6 +15,11 @@ after each successful command.  Three things make it act:
   are deleted;
 * the periodic pass: a fresh dump and a full plan.
 
+Each full pass also keeps the kernel's IPVS sync daemons as ``global.sync_daemon``
+says (`director.ipvs_sync.plan_sync`): master and backup on its interface, started
+again if someone stopped them; when a reload removes the setting, the daemons
+are stopped once and then left alone.
+
 Kernel errors are logged with the service and real server concerned and
 retried on the next pass; they never stop the loop.
 """
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS
+from .ipvs_sync import SyncDaemon, plan_sync, sync_daemons_for
 from .model import Config, DestKey, KernelService, ServiceKey, VirtualService
 from .planner import PLAN_CHUNK, HealthState, Op, desired_service, plan_chunks, plan_service, record_op
 
@@ -80,6 +86,9 @@ class Reconciler:
         self.ops_applied = 0
         self.errors = 0
         self.last_dump: float | None = None
+        #: sync daemons seen at the last full pass (None: not read, or not managed)
+        self.sync_daemons: list[SyncDaemon] | None = None
+        self._sync_managed = False
 
     # --- inputs ---------------------------------------------------------------
 
@@ -201,7 +210,41 @@ class Reconciler:
                 await asyncio.sleep(0)
             await self._apply(ops)
             self._retired = {k for k in self._retired if k in self.table}
+            await self.sync_pass()
             return ops
+
+    async def sync_pass(self) -> None:
+        """Start or stop the kernel's sync daemons as the configuration says; errors are
+        logged and retried on the next full pass."""
+        sync = self.config.settings.sync_daemon if self.config else None
+        if sync is None and not self._sync_managed:
+            self.sync_daemons = None
+            return
+        desired = list(sync_daemons_for(sync.interface, sync.syncid)) if sync is not None else []
+        try:
+            running = await self.kernel.sync_daemons()
+            ops = plan_sync(desired, running)
+            failed = await self.kernel.apply_sync(ops) if ops else []
+        except IPVSError as exc:
+            self.errors += 1
+            log.error("cannot manage the IPVS sync daemons: %s; retrying", exc)
+            return
+        refused = {id(op) for op, _ in failed}
+        now = {d.state: d for d in running}
+        for op in ops:
+            if id(op) in refused:
+                continue
+            log.info("IPVS: %s", op)
+            if op.kind == "start":
+                now[op.daemon.state] = op.daemon
+            else:
+                now.pop(op.daemon.state, None)
+        for _, exc in failed:
+            self.errors += 1
+            log.error("IPVS: cannot %s; retrying", exc)
+        if not failed:
+            self._sync_managed = sync is not None
+        self.sync_daemons = sorted(now.values())
 
     async def service_pass(self) -> list[Op]:
         """Plan and apply only the services marked by health transitions (no dump)."""

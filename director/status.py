@@ -170,6 +170,9 @@ def render_status(doc: Mapping[str, Any]) -> str:
                 f"{(f'{since:.0f}s' if since is not None else '-'):>8} {_fmt(rs.get('active_conns')):>6} "
                 f"{_fmt(rs.get('inactive_conns')):>6}  {_fmt(rs.get('last_check'))}"
             )
+    if doc.get("sync_daemons") is not None:
+        lines.append("")
+        lines.append("connection synchronisation: " + (", ".join(doc["sync_daemons"]) or "no sync daemon running"))
     ha = doc.get("ha")
     if ha:
         lines.append("")

@@ -57,7 +57,7 @@ def test_sample_service_keys_and_names(sample):
     assert web.key == ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "192.168.10.100", 80)
     assert dns.key == ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "192.168.10.100", 53)
     assert fw.key == ServiceKey(socket.AF_INET, 0, "", 0, fwmark=10)
-    assert [s.line for s in sample.services] == [11, 47, 61]
+    assert [s.line for s in sample.services] == [14, 50, 64]
 
 
 def test_sample_web_service(sample):
@@ -68,8 +68,8 @@ def test_sample_web_service(sample):
     assert web.on_failure == "quiescent"
     assert web.fallback == FallbackServer("127.0.0.1", 80, weight=1, forwarding="dr")
     first, second = web.real_servers
-    assert (first.address, first.port, first.weight, first.line) == ("192.168.10.11", 80, 3, 36)
-    assert (second.upper_threshold, second.lower_threshold, second.line) == (500, 400, 39)
+    assert (first.address, first.port, first.weight, first.line) == ("192.168.10.11", 80, 3, 39)
+    assert (second.upper_threshold, second.lower_threshold, second.line) == (500, 400, 42)
     # forwarding inherited from the service
     assert first.forwarding == second.forwarding == "dr"
 

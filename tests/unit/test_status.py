@@ -65,3 +65,13 @@ def test_kernel_only_status_without_daemon():
     assert svc["real_servers"][0]["kernel_forwarding"] == "nat"
     assert svc["real_servers"][0]["active_conns"] == 2
     assert render_status(doc).startswith("no directord daemon answering")
+
+
+def test_sync_daemons_are_shown_when_managed():
+    doc = build_status(None, {})
+    assert "connection synchronisation" not in render_status(doc)  # not managed: no line
+    doc["sync_daemons"] = []
+    assert "connection synchronisation: no sync daemon running" in render_status(doc)
+    doc["sync_daemons"] = ["backup sync daemon (interface eth1, syncid 0)", "master sync daemon (interface eth1, syncid 0)"]
+    assert ("connection synchronisation: backup sync daemon (interface eth1, syncid 0), "
+            "master sync daemon (interface eth1, syncid 0)") in render_status(doc)

@@ -1,0 +1,172 @@
+"""IPVS connection synchronisation: the kernel's sync daemons, encoded, decoded and planned (pure).
+
+A director that runs the *master* sync daemon multicasts the state of its
+IPVS connections (UDP, group 224.0.0.81 port 8848 by default, on one
+interface); one that runs the *backup* daemon joins that group and creates the
+same connection entries in its own table. After a VIP move the new active
+director then forwards an established connection to the real server that
+already serves it, instead of answering its next segment with a TCP reset.
+The kernel runs both daemons at once on one director ("master & backup
+support at a time" in ``net/netfilter/ipvs/ip_vs_sync.c``), so directord
+starts both on both directors and never switches them on a role change: the
+active one's master has connections to send, the standby's has none.
+
+Wire format (``include/uapi/linux/ip_vs.h``; the kernel side is
+``ip_vs_genl_new_daemon``, ``ip_vs_genl_del_daemon`` and
+``ip_vs_genl_dump_daemons`` in ``net/netfilter/ipvs/ip_vs_ctl.c``):
+
+* commands IPVS_CMD_NEW_DAEMON 9, DEL_DAEMON 10, GET_DAEMON 11 (a dump);
+* one nested attribute IPVS_CMD_ATTR_DAEMON (3) holding IPVS_DAEMON_ATTR_STATE
+  (1, u32: IP_VS_STATE_MASTER 1 or IP_VS_STATE_BACKUP 2), MCAST_IFN (2, the
+  interface name, NUL-terminated, at most 15 bytes) and SYNC_ID (3, u32);
+  NEW needs all three, DEL only the state. The multicast group, port, TTL and
+  maximum message length keep the kernel's defaults (the payload fits the
+  interface's MTU).
+
+The kernel answers NEW for a state already running with EEXIST, DEL for one
+not running with ESRCH, and NEW with ENODEV for an interface it does not have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+from .ipvs_dump import (
+    _GENLHDR,
+    _NLMSGHDR,
+    _U32,
+    GENL_VERSION,
+    NLM_F_REQUEST,
+    _attr,
+    _error,
+    _int,
+    _nested,
+    _request,
+    _text,
+)
+from .ipvs_command import NLM_F_ACK
+
+__all__ = [
+    "IFNAME_MAX",
+    "SyncDaemon",
+    "SyncOp",
+    "STATES",
+    "daemon_dump_request",
+    "encode_sync_op",
+    "parse_daemon_body",
+    "plan_sync",
+    "sync_daemons_for",
+]
+
+IPVS_CMD_NEW_DAEMON = 9
+IPVS_CMD_DEL_DAEMON = 10
+IPVS_CMD_GET_DAEMON = 11
+IPVS_CMD_ATTR_DAEMON = 3
+IPVS_DAEMON_ATTR_STATE = 1
+IPVS_DAEMON_ATTR_MCAST_IFN = 2
+IPVS_DAEMON_ATTR_SYNC_ID = 3
+
+SyncState = Literal["master", "backup"]
+#: ``IP_VS_STATE_MASTER`` and ``IP_VS_STATE_BACKUP`` (include/uapi/linux/ip_vs.h).
+STATES: dict[str, int] = {"master": 1, "backup": 2}
+_STATE_NAMES = {v: k for k, v in STATES.items()}
+#: Longest interface name the kernel takes (``IP_VS_IFNAME_MAXLEN`` 16 with its NUL).
+IFNAME_MAX = 15
+
+
+@dataclass(frozen=True, order=True)
+class SyncDaemon:
+    """One running (or wanted) sync daemon: ``state`` ``"master"``/``"backup"``, the
+    multicast ``interface`` name and the ``syncid`` (0-255) that tells the pairs of one
+    network apart (a backup ignores messages of another syncid)."""
+
+    state: SyncState
+    interface: str
+    syncid: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.state} sync daemon (interface {self.interface}, syncid {self.syncid})"
+
+
+@dataclass(frozen=True)
+class SyncOp:
+    """Start ``daemon`` (``kind`` ``"start"``) or stop the daemon of ``daemon.state``
+    (``"stop"``; the interface and syncid are those it ran with)."""
+
+    kind: Literal["start", "stop"]
+    daemon: SyncDaemon
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.daemon}"
+
+
+def sync_daemons_for(interface: str, syncid: int) -> tuple[SyncDaemon, SyncDaemon]:
+    """The two daemons directord runs on every director: master and backup on ``interface``."""
+    return SyncDaemon("master", interface, syncid), SyncDaemon("backup", interface, syncid)
+
+
+def plan_sync(desired: Sequence[SyncDaemon] | None, running: Sequence[SyncDaemon]) -> list[SyncOp]:
+    """Operations that turn the ``running`` daemons into the ``desired`` ones.
+
+    ``desired`` None means "not managed": nothing is planned, whatever runs.
+    Per state: a daemon that runs with another interface or syncid is stopped
+    and started again (the kernel cannot change a running one); one that is
+    not desired is stopped; a desired one that does not run is started. Stops
+    come first.
+    """
+    if desired is None:
+        return []
+    want = {d.state: d for d in desired}
+    have = {d.state: d for d in running}
+    stops = [SyncOp("stop", have[s]) for s in STATES if s in have and want.get(s) != have[s]]
+    starts = [SyncOp("start", want[s]) for s in STATES if s in want and want[s] != have.get(s)]
+    return stops + starts
+
+
+def encode_sync_op(family_id: int, seq: int, op: SyncOp) -> bytes:
+    """The netlink message (``NLM_F_REQUEST | NLM_F_ACK``) that carries out ``op``.
+
+    Raises:
+        ValueError: an unknown state, an interface name that is empty, longer
+            than `IFNAME_MAX` bytes or holds a NUL, or a syncid outside 0-255.
+    """
+    d = op.daemon
+    if d.state not in STATES:
+        raise ValueError(f"unknown sync daemon state {d.state!r}")
+    inner = _attr(IPVS_DAEMON_ATTR_STATE, _U32.pack(STATES[d.state]))
+    if op.kind == "start":
+        name = d.interface.encode()
+        if not name or len(name) > IFNAME_MAX or b"\0" in name:
+            raise ValueError(f"bad interface name {d.interface!r} (1-{IFNAME_MAX} bytes)")
+        if not 0 <= d.syncid <= 255:
+            raise ValueError(f"syncid must be 0-255, got {d.syncid}")
+        inner += _attr(IPVS_DAEMON_ATTR_MCAST_IFN, name + b"\0") + _attr(IPVS_DAEMON_ATTR_SYNC_ID, _U32.pack(d.syncid))
+        cmd = IPVS_CMD_NEW_DAEMON
+    elif op.kind == "stop":
+        cmd = IPVS_CMD_DEL_DAEMON
+    else:
+        raise ValueError(f"unknown sync daemon operation {op.kind!r}")
+    attrs = _attr(IPVS_CMD_ATTR_DAEMON, inner)  # nested, without NLA_F_NESTED, as the other requests
+    length = _NLMSGHDR.size + _GENLHDR.size + len(attrs)
+    return (_NLMSGHDR.pack(length, family_id, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
+            + _GENLHDR.pack(cmd, GENL_VERSION, 0) + attrs)
+
+
+def daemon_dump_request(family_id: int, seq: int) -> bytes:
+    """The IPVS_CMD_GET_DAEMON dump request: one answer message per running daemon."""
+    return _request(family_id, seq, IPVS_CMD_GET_DAEMON)
+
+
+def parse_daemon_body(body: memoryview | bytes) -> SyncDaemon:
+    """Decode one answer of the daemon dump (its attributes, after the genl header).
+
+    Raises:
+        IPVSError: the message lacks the daemon attribute or holds an unknown state.
+    """
+    data, attrs = _nested(body, IPVS_CMD_ATTR_DAEMON)
+    state = _int(data, attrs, IPVS_DAEMON_ATTR_STATE, _U32)
+    if state not in _STATE_NAMES:
+        raise _error(f"IPVS sync daemon with unknown state {state}")
+    return SyncDaemon(_STATE_NAMES[state], _text(data, attrs, IPVS_DAEMON_ATTR_MCAST_IFN),  # type: ignore[arg-type]
+                      _int(data, attrs, IPVS_DAEMON_ATTR_SYNC_ID, _U32))
