@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from director.lab.netns import socket_in_netns
+from director.lab.netns import socket_in_netns, wait_until
 from director.lab.pair import PairLab, PairOptions
 
 pytestmark = pytest.mark.kernel
@@ -41,14 +41,6 @@ def pair(_ipvs_problem, tmp_path_factory):
         yield the_pair
     finally:
         the_pair.down()
-
-
-def wait_until(pred, timeout: float = WAIT, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s: {what}")
-        time.sleep(0.2)
 
 
 def daemons(pair: PairLab, node: str) -> str:
@@ -83,12 +75,12 @@ def request_across_a_vip_move(pair: PairLab, expect_synced: bool) -> bytes | Exc
         sock.sendall(b"Host: sync-test\r\n")  # the third packet in: the kernel syncs the entry now
         local = "%s:%d" % sock.getsockname()
         if expect_synced:
-            wait_until(lambda: local in connections(pair, "dir2"), 15.0, f"{local} in dir2's ipvsadm -Lnc")
+            wait_until(lambda: local in connections(pair, "dir2"), 15.0, 0.2, f"{local} in dir2's ipvsadm -Lnc")
         else:
             time.sleep(3.0)  # longer than the kernel's sync flush time (2 s)
             assert local not in connections(pair, "dir2")
         assert pair.signal_daemon("dir1", signal.SIGTERM) is not None
-        wait_until(lambda: pair.holders() == ("dir2",), WAIT, "dir2 alone holds the VIP")
+        wait_until(lambda: pair.holders() == ("dir2",), WAIT, 0.2, "dir2 alone holds the VIP")
         try:
             sock.sendall(b"\r\n")
             answer = b""
@@ -113,7 +105,7 @@ def test_sync_daemons_keep_a_connection_across_a_vip_move(pair):
         for state in ("master", "backup"):
             wait_until(lambda: re.search(rf"{state} sync daemon \(mcast={iface}, syncid={SYNCID}\b",
                                          daemons(pair, node)),
-                       WAIT, f"{state} sync daemon in {node}'s ipvsadm -L --daemon")
+                       WAIT, 0.2, f"{state} sync daemon in {node}'s ipvsadm -L --daemon")
 
     got = request_across_a_vip_move(pair, expect_synced=True)
     assert isinstance(got, bytes) and got.startswith(b"HTTP/1.") and b" 200 " in got.split(b"\r\n", 1)[0], got
@@ -121,4 +113,4 @@ def test_sync_daemons_keep_a_connection_across_a_vip_move(pair):
     pair.restore()  # dir1 back; it read the configuration with sync_daemon again
     reload_both(pair, sync=False)
     for node in ("dir1", "dir2"):
-        wait_until(lambda: "sync daemon" not in daemons(pair, node), WAIT, f"no sync daemon in {node}")
+        wait_until(lambda: "sync daemon" not in daemons(pair, node), WAIT, 0.2, f"no sync daemon in {node}")
