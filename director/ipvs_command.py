@@ -40,7 +40,6 @@ from typing import Sequence
 from .ipvs_dump import (
     _NLMSGHDR,
     _U32,
-    GENL_VERSION,
     IPVS_CMD_ATTR_DEST,
     IPVS_CMD_ATTR_SERVICE,
     IPVS_DEST_ATTR_ADDR,
@@ -57,6 +56,7 @@ from .ipvs_dump import (
     NLM_F_REQUEST,
     NLMSG_ERROR,
     _attr,
+    _request,
     open_generic_netlink,
     service_key_attrs,
 )
@@ -82,7 +82,6 @@ ACK_TIMEOUT = 30.0
 _SOL_NETLINK = 270
 _NETLINK_CAP_ACK = 10  # error acks without the echoed request (linux/netlink.h)
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-_GENLHDR = struct.Struct("=BBH")
 _BE16 = struct.Struct(">H")
 _FLAGS = struct.Struct("=II")
 _ERRHDR = struct.Struct("=i")
@@ -149,10 +148,7 @@ def encode_op(family_id: int, seq: int, op: Op) -> bytes:
             )
     except OSError as exc:  # inet_pton / inet_aton
         raise ValueError(f"{op}: {exc}") from None
-    length = _NLMSGHDR.size + _GENLHDR.size + len(attrs)
-    return _NLMSGHDR.pack(length, family_id, NLM_F_REQUEST | NLM_F_ACK, seq, 0) + _GENLHDR.pack(
-        cmd, GENL_VERSION, 0
-    ) + attrs
+    return _request(family_id, seq, cmd, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
 
 
 def parse_acks(data: bytes) -> dict[int, int]:

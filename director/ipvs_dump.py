@@ -119,10 +119,12 @@ def _attr(kind: int, payload: bytes) -> bytes:
     return _NLATTR.pack(length, kind) + payload + b"\0" * (_align(length) - length)
 
 
-def _request(family_id: int, seq: int, cmd: int, attrs: bytes = b"") -> bytes:
+def _request(family_id: int, seq: int, cmd: int, attrs: bytes = b"", flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> bytes:
+    """One IPVS generic-netlink message: nlmsghdr (``flags``, a dump request by default),
+    genlmsghdr (``cmd``, version `GENL_VERSION`), then ``attrs``."""
     length = _HDRLEN + len(attrs)
     return (
-        _NLMSGHDR.pack(length, family_id, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+        _NLMSGHDR.pack(length, family_id, flags, seq, 0)
         + _GENLHDR.pack(cmd, GENL_VERSION, 0)
         + attrs
     )

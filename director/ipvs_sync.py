@@ -33,10 +33,7 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 from .ipvs_dump import (
-    _GENLHDR,
-    _NLMSGHDR,
     _U32,
-    GENL_VERSION,
     NLM_F_REQUEST,
     _attr,
     _error,
@@ -148,9 +145,7 @@ def encode_sync_op(family_id: int, seq: int, op: SyncOp) -> bytes:
     else:
         raise ValueError(f"unknown sync daemon operation {op.kind!r}")
     attrs = _attr(IPVS_CMD_ATTR_DAEMON, inner)  # nested, without NLA_F_NESTED, as the other requests
-    length = _NLMSGHDR.size + _GENLHDR.size + len(attrs)
-    return (_NLMSGHDR.pack(length, family_id, NLM_F_REQUEST | NLM_F_ACK, seq, 0)
-            + _GENLHDR.pack(cmd, GENL_VERSION, 0) + attrs)
+    return _request(family_id, seq, cmd, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
 
 
 def daemon_dump_request(family_id: int, seq: int) -> bytes:
