@@ -55,7 +55,7 @@ from checks.spec import (
     CheckSpec,
     CheckType,
 )
-from director.ipvs_sync import IFNAME_MAX
+from director.ipvs_sync import IFNAME_MAX, valid_ifname
 from director.model import (
     FAMILIES,
     PROTOCOLS,
@@ -530,13 +530,6 @@ def _pydantic_message(schema: type[BaseModel] | None, err: Any) -> str:
 # --- semantic checks and conversion to the model ---------------------------------------
 
 
-def _valid_ifname(name: str) -> bool:
-    """What the kernel's ``dev_valid_name`` accepts (net/core/dev.c), within `IFNAME_MAX` bytes."""
-    raw = name.encode()
-    return (0 < len(raw) <= IFNAME_MAX and name not in (".", "..")
-            and not any(c in "/:" or c.isspace() or c == "\0" for c in name))
-
-
 def _parse_ip(text: str) -> str:
     """Canonical address text; raises ValueError for non-addresses and scoped IPv6 addresses."""
     if "%" in text:
@@ -780,7 +773,7 @@ class _Builder:
             return None
         base = ("global", "sync_daemon")
         name = schema.interface
-        if not _valid_ifname(name):
+        if not valid_ifname(name):
             self.issue(base + ("interface",), f"not an interface name: {name!r} (1-{IFNAME_MAX} bytes, no '/', ':', "
                                               "whitespace, not '.' or '..')")
         if not 0 <= schema.syncid <= 255:

@@ -54,6 +54,7 @@ __all__ = [
     "parse_daemon_body",
     "plan_sync",
     "sync_daemons_for",
+    "valid_ifname",
 ]
 
 IPVS_CMD_NEW_DAEMON = 9
@@ -98,6 +99,13 @@ class SyncOp:
         return f"{self.kind} {self.daemon}"
 
 
+def valid_ifname(name: str) -> bool:
+    """What the kernel's ``dev_valid_name`` accepts (net/core/dev.c), within `IFNAME_MAX`
+    bytes: not empty, not ``.`` or ``..``, no ``/``, ``:``, whitespace or NUL."""
+    return (0 < len(name.encode()) <= IFNAME_MAX and name not in (".", "..")
+            and not any(c in "/:\0" or c.isspace() for c in name))
+
+
 def sync_daemons_for(interface: str, syncid: int) -> tuple[SyncDaemon, SyncDaemon]:
     """The two daemons directord runs on every director: master and backup on ``interface``."""
     return SyncDaemon("master", interface, syncid), SyncDaemon("backup", interface, syncid)
@@ -125,20 +133,20 @@ def encode_sync_op(family_id: int, seq: int, op: SyncOp) -> bytes:
     """The netlink message (``NLM_F_REQUEST | NLM_F_ACK``) that carries out ``op``.
 
     Raises:
-        ValueError: an unknown state, an interface name that is empty, longer
-            than `IFNAME_MAX` bytes or holds a NUL, or a syncid outside 0-255.
+        ValueError: an unknown state, an interface name the kernel would refuse
+            (`valid_ifname`), or a syncid outside 0-255.
     """
     d = op.daemon
     if d.state not in STATES:
         raise ValueError(f"unknown sync daemon state {d.state!r}")
     inner = _attr(IPVS_DAEMON_ATTR_STATE, _U32.pack(STATES[d.state]))
     if op.kind == "start":
-        name = d.interface.encode()
-        if not name or len(name) > IFNAME_MAX or b"\0" in name:
-            raise ValueError(f"bad interface name {d.interface!r} (1-{IFNAME_MAX} bytes)")
+        if not valid_ifname(d.interface):
+            raise ValueError(f"not an interface name the kernel takes: {d.interface!r}")
         if not 0 <= d.syncid <= 255:
             raise ValueError(f"syncid must be 0-255, got {d.syncid}")
-        inner += _attr(IPVS_DAEMON_ATTR_MCAST_IFN, name + b"\0") + _attr(IPVS_DAEMON_ATTR_SYNC_ID, _U32.pack(d.syncid))
+        inner += (_attr(IPVS_DAEMON_ATTR_MCAST_IFN, d.interface.encode() + b"\0")
+                  + _attr(IPVS_DAEMON_ATTR_SYNC_ID, _U32.pack(d.syncid)))
         cmd = IPVS_CMD_NEW_DAEMON
     elif op.kind == "stop":
         cmd = IPVS_CMD_DEL_DAEMON
