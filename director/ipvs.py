@@ -337,28 +337,29 @@ class KernelIPVS:
         except IPVSError as exc:
             raise _dump_error("IPVS sync daemon dump", exc) from None
 
-    async def apply_sync(self, ops: list[SyncOp]) -> list[tuple[SyncOp, IPVSError]]:
-        """Start and stop sync daemons, one netlink command each, in order; returns the
-        operations the kernel refused with their errors (the others were carried out).
+    async def apply_sync(self, ops: list[SyncOp]) -> list[tuple[SyncOp, IPVSError | None]]:
+        """Start and stop sync daemons, one netlink command each, in order; returns every
+        operation with None when the kernel carried it out, else its error.
 
         Raises:
             IPVSError: the socket is not open or failed.
         """
         if self._commands is None:
             raise IPVSError("IPVS socket is not open")
-        failed: list[tuple[SyncOp, IPVSError]] = []
-        sent: list[SyncOp] = []
+        results: dict[int, IPVSError | None] = {}
         messages: list[bytes] = []
-        for op in ops:
+        for i, op in enumerate(ops):
             try:
                 messages.append(encode_sync_op(self._commands.family_id, 0, op))
-                sent.append(op)
+                results[i] = None
             except ValueError as exc:
-                failed.append((op, IPVSError(f"{op}: {exc}", code=errno.EINVAL)))
+                results[i] = IPVSError(f"{op}: {exc}", code=errno.EINVAL)
         try:
             codes = await self._commands.run(messages)
         except OSError as exc:
             raise IPVSError(f"IPVS command I/O failed: {exc}", code=exc.errno or 0) from None
-        failed.extend((op, IPVSError(f"{op}: {_SYNC_HINTS.get(code) or describe_errno(code)}", code=code))
-                      for op, code in zip(sent, codes) if code)
-        return failed
+        sent = [i for i, error in results.items() if error is None]
+        for i, code in zip(sent, codes):
+            if code:
+                results[i] = IPVSError(f"{ops[i]}: {_SYNC_HINTS.get(code) or describe_errno(code)}", code=code)
+        return [(op, results[i]) for i, op in enumerate(ops)]

@@ -224,25 +224,23 @@ class Reconciler:
         try:
             running = await self.kernel.sync_daemons()
             ops = plan_sync(desired, running)
-            failed = await self.kernel.apply_sync(ops) if ops else []
+            results = await self.kernel.apply_sync(ops) if ops else []
         except IPVSError as exc:
             self.errors += 1
             log.error("cannot manage the IPVS sync daemons: %s; retrying", exc)
             return
-        refused = {id(op) for op, _ in failed}
         now = {d.state: d for d in running}
-        for op in ops:
-            if id(op) in refused:
+        for op, error in results:
+            if error is not None:
+                self.errors += 1
+                log.error("IPVS: cannot %s; retrying", error)
                 continue
             log.info("IPVS: %s", op)
             if op.kind == "start":
                 now[op.daemon.state] = op.daemon
             else:
-                now.pop(op.daemon.state, None)
-        for _, exc in failed:
-            self.errors += 1
-            log.error("IPVS: cannot %s; retrying", exc)
-        if not failed:
+                del now[op.daemon.state]  # plan_sync stops only daemons that run
+        if all(error is None for _, error in results):
             self._sync_managed = sync is not None
         self.sync_daemons = sorted(now.values())
 

@@ -136,18 +136,19 @@ class SyncKernel:
         return list(self.running.values())
 
     async def apply_sync(self, ops):
-        failed = []
+        results = []
         for op in ops:
             code = self.refuse.get(op.daemon.interface) if op.kind == "start" else None
             if code:
-                failed.append((op, IPVSError(f"{op}: refused", code=code)))
+                results.append((op, IPVSError(f"{op}: refused", code=code)))
                 continue
             self.commands.append(op)
             if op.kind == "start":
                 self.running[op.daemon.state] = op.daemon
             else:
                 del self.running[op.daemon.state]
-        return failed
+            results.append((op, None))
+        return results
 
 
 def reconciler(kernel):
