@@ -837,8 +837,40 @@ def test_replayed_old_generation_is_dropped_and_counted():
     # a replayed packet of the current generation is an old duplicate
     node.on_packet(status_pkt(2, "up", hg=201), "b", 0.04)
     node.on_packet(status_pkt(1, "init", hg=201), "b", 0.05)
-    assert node.counters["old"] + node.counters["duplicate"] >= 1
+    # seq 1 < last seq 2 and not awaited as missing: "old", not "duplicate" (that is seq == last seq)
+    assert node.counters["old"] == 1 and node.counters["duplicate"] == 0
     assert node.snapshot().peers[0].status == "up"
+
+
+def test_replayed_status_does_not_bring_a_dead_peer_back():
+    """A status of a dead peer's current generation counts only if it is newer than its last status.
+
+    heartbeat 3.0.6 should_drop_message: for a node marked dead, a status of the same
+    generation with seq <= the last status seq is an old packet, dropped; otherwise the
+    node returns after a partition."""
+    node = new_node()
+    node.start(0.0)
+    recorded = [status_pkt(seq, "up", dt=1000) for seq in (1, 2, 3)]
+    for i, pkt in enumerate(recorded):
+        node.on_packet(pkt, "b", 0.1 * (i + 1))
+    assert node.snapshot().peers[0].status == "up"
+    t, died = 0.3, None
+    while died is None and t < 3.0:
+        t = round(t + 0.05, 2)
+        died = next((a for a in of_type(node.on_tick(t), PeerStatus) if a.status == "dead"), None)
+    assert died is not None and node.snapshot().peers[0].status == "dead"
+    old_before = node.counters["old"]
+    # an attacker replays the dead peer's recorded (authentic) status packets, newest first
+    for i, pkt in enumerate(reversed(recorded)):
+        out = node.on_packet(pkt, "b", t + 0.1 * (i + 1))
+        assert not of_type(out, PeerStatus) and not of_type(out, Acquire) and not of_type(out, Release)
+        assert node.snapshot().peers[0].status == "dead"
+    assert node.counters["old"] - old_before == len(recorded)
+    assert node.counters["partitions_healed"] == 0 and node.counters["accepted"] == len(recorded)
+    # the peer's next, genuinely new status brings it back (a healed partition)
+    out = node.on_packet(status_pkt(4, "up", dt=1000), "b", t + 1.0)
+    assert [a.status for a in of_type(out, PeerStatus)] == ["up"]
+    assert node.snapshot().peers[0].status == "up" and node.counters["partitions_healed"] == 1
 
 
 def test_forged_and_foreign_packets_are_dropped_and_counted():
