@@ -46,22 +46,28 @@ import hashlib
 import hmac
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
+
+from ha.readfile import ReadFileError, read_regular_file
 
 __all__ = [
+    "MAX_AUTHKEYS_BYTES",
     "MAX_AUTH_INDEX",
     "METHODS",
+    "AuthKeys",
     "AuthKeysError",
     "AuthMethod",
-    "AuthKeys",
     "crc32_posix",
-    "parse_authkeys",
     "load_authkeys",
+    "parse_authkeys",
 ]
 
 #: Highest valid index (heartbeat ``MAXAUTH`` is 16).
 MAX_AUTH_INDEX = 15
+
+#: Largest authkeys file accepted, in bytes: 16 lines of a long key fit many times over.
+MAX_AUTHKEYS_BYTES = 64 * 1024
 
 #: Method name -> whether it needs a key.
 METHODS: Mapping[str, bool] = {"sha1": True, "md5": True, "crc": False}
@@ -277,26 +283,45 @@ def parse_authkeys(text: str | bytes, path: str = "<authkeys>") -> AuthKeys:
     return AuthKeys(send_index=send_index, methods=dict(sorted(methods.items())), path=path)
 
 
+def _authkeys_problem(info: os.stat_result) -> str | None:
+    """Why an authkeys file with this ``fstat`` result must not be trusted, or ``None``.
+
+    Heartbeat (``heartbeat/auth.c``) refuses a keyfile readable by group or
+    others; like sshd's ``StrictModes`` this also refuses one writable (or
+    executable) by them, since whoever can write it can replace the key, and
+    one owned by anybody but root or the daemon's effective user.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        access = [word for bits, word in ((0o044, "readable"), (0o022, "writable"), (0o011, "executable"))
+                  if mode & bits]
+        why = " (whoever can write it can replace the key)" if mode & 0o022 else ""
+        return f"bad permissions {mode:03o}: {' and '.join(access)} by group or others{why}; mode 600 recommended"
+    euid = os.geteuid()
+    if info.st_uid not in (0, euid):
+        owners = "root" if euid == 0 else f"root or uid {euid} (this process)"
+        return f"bad owner: uid {info.st_uid}; it must be owned by {owners}"
+    return None
+
+
 def load_authkeys(path: str | os.PathLike[str]) -> AuthKeys:
     """Read and parse an authkeys file (see `parse_authkeys`).
 
-    Like heartbeat (``auth.c``), refuses a file readable by group or others:
-    raises `AuthKeysError` ("bad permissions ..., mode 600 recommended"). Also
-    raises `AuthKeysError` when the file cannot be read (the ``OSError`` is
-    chained).
+    The file must be a regular file of at most `MAX_AUTHKEYS_BYTES` bytes
+    (`ha.readfile.read_regular_file`: a FIFO or a device is refused, not
+    waited on or read forever), with no permission bit for group or others
+    (heartbeat's ``auth.c`` refuses group/other-readable files; writable ones
+    are refused too, as sshd's ``StrictModes`` does) and owned by root or the
+    effective user.
+
+    Raises:
+        AuthKeysError: the file cannot be read, is not a regular file, is too
+            large, has bad permissions or owner (mode and owner are named),
+            or its content is invalid.
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as fh:
-            mode = os.fstat(fh.fileno()).st_mode
-            if mode & (stat.S_IRGRP | stat.S_IROTH):
-                raise AuthKeysError(
-                    name,
-                    None,
-                    f"bad permissions {stat.S_IMODE(mode):03o}: readable by group or others; "
-                    "mode 600 recommended",
-                )
-            data = fh.read()
-    except OSError as exc:
-        raise AuthKeysError(name, None, f"cannot read: {exc.strerror or exc}") from exc
+        data = read_regular_file(name, MAX_AUTHKEYS_BYTES, check=_authkeys_problem)
+    except ReadFileError as exc:
+        raise AuthKeysError(name, None, exc.reason) from exc.__cause__
     return parse_authkeys(data, name)

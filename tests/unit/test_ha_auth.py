@@ -259,7 +259,7 @@ def test_crc_vectors_from_real_heartbeat():
 
 def test_crc_matches_bitwise_reference():
     rng = random.Random(2)
-    for n in list(range(0, 20)) + [rng.randrange(20, 2000) for _ in range(30)]:
+    for n in list(range(20)) + [rng.randrange(20, 2000) for _ in range(30)]:
         data = rng.randbytes(n)
         assert format(crc32_posix(data), "x") == ref_crc(data)
 
