@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from ha.auth import (
+    MAX_AUTHKEYS_BYTES,
     AuthKeys,
     AuthKeysError,
     AuthMethod,
@@ -181,10 +182,61 @@ def test_load_refuses_group_or_other_readable(keyfile, mode):
     assert f"{mode:03o}" in str(info.value)
 
 
-def test_load_group_writable_only_is_accepted(keyfile):
-    # heartbeat checks read bits only
-    os.chmod(keyfile, 0o620)
+@pytest.mark.parametrize(
+    "mode, access",
+    [
+        (0o620, "writable by group or others (whoever can write it can replace the key)"),
+        (0o602, "writable by group or others (whoever can write it can replace the key)"),
+        (0o622, "writable by group or others (whoever can write it can replace the key)"),
+        (0o611, "executable by group or others"),
+        (0o666, "readable and writable by group or others (whoever can write it can replace the key)"),
+    ],
+)
+def test_load_refuses_group_or_other_writable(keyfile, mode, access):
+    # heartbeat checks the read bits only; whoever can write the file can replace the key (sshd StrictModes)
+    os.chmod(keyfile, mode)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(keyfile)
+    assert str(info.value) == f"{keyfile}: bad permissions {mode:03o}: {access}; mode 600 recommended"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_load_refuses_file_of_another_owner(keyfile):
+    os.chmod(keyfile, 0o600)
+    os.chown(keyfile, 1001, 1001)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(keyfile)
+    assert str(info.value) == f"{keyfile}: bad owner: uid 1001; it must be owned by root"
+
+
+def test_load_accepts_own_file(keyfile):
+    os.chmod(keyfile, 0o600)
+    assert os.stat(keyfile).st_uid == os.geteuid()
     assert load_authkeys(keyfile).send_index == 1
+
+
+def test_load_refuses_fifo_without_blocking(tmp_path):
+    # A FIFO with no writer would block open() forever; it is refused at once.
+    path = tmp_path / "authkeys"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(path)
+    assert str(info.value) == f"{path}: not a regular file but a FIFO (named pipe)"
+
+
+def test_load_refuses_device():
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys("/dev/zero")
+    assert str(info.value) == "/dev/zero: not a regular file but a character device"
+
+
+def test_load_refuses_oversize_file(tmp_path):
+    path = tmp_path / "authkeys"
+    path.write_bytes(b"auth 1\n1 sha1 key\n" + b"#" * MAX_AUTHKEYS_BYTES)
+    os.chmod(path, 0o600)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(path)
+    assert "too large" in str(info.value) and "the limit is 64 KiB" in str(info.value)
 
 
 def test_load_missing_file(tmp_path):
