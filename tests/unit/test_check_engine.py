@@ -7,6 +7,7 @@ import logging
 import os
 import time
 from collections import defaultdict
+from itertools import pairwise
 
 import pytest
 
@@ -199,13 +200,24 @@ async def test_transition_logged_at_info(engine_factory, caplog):
 
 
 async def test_interval_is_start_to_start(engine_factory):
-    runner = Scripted({"a": [True] * 4})
-    eng, _ = engine_factory(runner)
-    eng.update({"a": target("a", CheckSpec(interval=0.2))})
+    """Each check takes 0.2 s; with interval 0.4 s checks start 0.4 s apart, not 0.4 + 0.2 s."""
+    starts: list[float] = []
+    ends: list[float] = []
+
+    async def takes_a_while(t, session):
+        starts.append(time.monotonic())
+        await asyncio.sleep(0.2)
+        ends.append(time.monotonic())
+        return res(True)
+
+    eng, _ = engine_factory(takes_a_while)
+    eng.update({"a": target("a", CheckSpec(interval=0.4))})
     await eng.start()
-    await wait_until(lambda: runner.calls["a"] >= 4)
-    gaps = [b - a for a, b in zip(runner.starts["a"], runner.starts["a"][1:])]
-    assert all(g >= 0.19 for g in gaps), gaps
+    await wait_until(lambda: len(starts) >= 4)
+    assert all(e - s >= 0.19 for s, e in zip(starts, ends)), (starts, ends)  # the checks really took time
+    gaps = [b - a for a, b in pairwise(starts)]
+    # start to start = the interval (0.4 s); end to start would give 0.6 s
+    assert all(0.39 <= g < 0.5 for g in gaps), gaps
 
 
 def test_spread_offsets_share_out_one_interval():
@@ -339,21 +351,33 @@ async def test_hung_real_server_does_not_delay_real_checks(engine_factory):
     good_srv = await asyncio.start_server(healthy, "127.0.0.1", 0)
     hung_port = hung_srv.sockets[0].getsockname()[1]
     good_port = good_srv.sockets[0].getsockname()[1]
+    hung_timeout = 12.0  # seconds: far beyond the healthy server's whole detection
     eng, rec = engine_factory()
     try:
         eng.update({
-            "hung": target("hung", CheckSpec(type="http", interval=0.1, timeout=10), port=hung_port),
+            "hung": target("hung", CheckSpec(type="http", interval=0.1, timeout=hung_timeout), port=hung_port),
             "good": target("good", CheckSpec(type="http", interval=0.1, timeout=1, fall=2), port=good_port),
         })  # fmt: skip
+        t0 = time.monotonic()
         await eng.start()
-        await wait_until(lambda: hung_conns and eng.status()["good"].checks >= 5, timeout=5)
+        # the healthy server is checked again and again while the hung check is in flight
+        await wait_until(lambda: hung_conns and eng.status()["good"].checks >= 5, timeout=hung_timeout)
         status["code"] = 503
-        await wait_until(lambda: len(rec.summary("good")) == 2, timeout=5)
+        failing_since = time.monotonic()
+        await wait_until(lambda: len(rec.summary("good")) == 2, timeout=hung_timeout)
+        detected = time.monotonic()
         assert rec.summary("good") == [
             ("unknown", "up", "HTTP 200 (first check)"),
             ("up", "down", "HTTP 503 after 2 failures"),
         ]
+        # down-detection took about interval * fall (0.2 s), not a wait behind the hung check:
+        # a checker that ran one check at a time could not have finished before hung_timeout
+        assert detected - failing_since < 3.0, detected - failing_since
+        assert detected - t0 < hung_timeout / 3, detected - t0
+        # the hung check is still in flight: one connection, never answered, never retried
+        assert len(hung_conns) == 1
         assert eng.status()["hung"] == HealthStatus(state="unknown", since=eng.status()["hung"].since)
+        assert eng.status()["hung"].checks == 0
     finally:
         await eng.stop()
         release.set()
