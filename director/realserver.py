@@ -48,6 +48,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
 
+from ha.durable import make_directories, remove_file, replace_symlink, write_file_atomic
+
 from . import realserver_sysctl as rsysctl
 
 Mode = Literal["dr", "tun", "nat"]
@@ -813,19 +815,22 @@ def load_state(path: str) -> dict | None:
 
 
 def save_state(path: str, doc: Mapping | None) -> None:
-    """Write ``doc`` to ``path`` atomically (creating the folder); None removes the file."""
+    """Write ``doc`` to ``path`` (mode 0644, creating the folder); None removes the file.
+
+    Atomic and durable (`ha.durable.write_file_atomic`: the file and its
+    folder are fsync'ed), so that ``undo`` finds the whole state after a
+    power cut, and a removal is durable too.
+
+    Raises:
+        OSError: the file cannot be written (or is not a regular file:
+            `ha.durable.NotRegularFileError`).
+    """
     if doc is None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        remove_file(path)
         return
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(doc, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    make_directories(os.path.dirname(os.path.abspath(path)))
+    write_file_atomic(path, text.encode(), 0o644)
 
 
 # --- the kernel ------------------------------------------------------------------------------
@@ -910,7 +915,7 @@ class KernelBackend:  # method docstrings: see Backend
     Sysctls through ``/proc/sys``; links through pyroute2; addresses through
     :func:`ha.vip.add_vip` / :func:`ha.vip.remove_vip` (label / ``IFA_PROTO``
     marking, ``IFA_F_NODAD`` for IPv6); modules with ``modprobe``; files
-    written atomically.
+    and links written atomically and durably (`ha.durable`).
     """
 
     def read_sysctl(self, key: str) -> str | None:
@@ -1006,17 +1011,10 @@ class KernelBackend:  # method docstrings: see Backend
 
     def write_file(self, path: str, text: str | None) -> None:
         if text is None:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+            remove_file(path)
             return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        make_directories(os.path.dirname(os.path.abspath(path)))
+        write_file_atomic(path, text.encode(), 0o644)
 
     def read_link(self, path: str) -> str | None:
         try:
@@ -1025,11 +1023,11 @@ class KernelBackend:  # method docstrings: see Backend
             return None
 
     def write_link(self, path: str, target: str | None) -> None:
-        if os.path.lexists(path):
-            os.unlink(path)
-        if target is not None:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.symlink(target, path)
+        if target is None:
+            remove_file(path)
+            return
+        make_directories(os.path.dirname(os.path.abspath(path)))
+        replace_symlink(path, target)
 
 
 # --- the commands --------------------------------------------------------------------------------

@@ -460,6 +460,103 @@ def test_prep_rolls_back_and_removes_its_fresh_state_file(tmp_path, capsys):
     assert not os.path.exists(state)
 
 
+def _record_durability(monkeypatch) -> list[tuple[str, str]]:
+    """Record ``("fsync", <path of the fd>)`` and ``("replace", <target>)`` in call order."""
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", os.fspath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def _assert_durable_replace(events: list[tuple[str, str]], path: Path) -> None:
+    """The data was fsync'ed under a temporary name next to ``path``, renamed to ``path``, then the folder synced."""
+    i = events.index(("replace", str(path)))
+    data_syncs = [e for e in events[:i] if e[0] == "fsync" and Path(e[1]).parent == path.parent and e[1] != str(path)]
+    assert data_syncs, events
+    assert ("fsync", str(path.parent)) in events[i + 1:], events
+
+
+def test_state_file_is_written_durably(tmp_path, monkeypatch):
+    state = tmp_path / "var" / "rs.json"
+    doc = {"version": 1, "applied": [{"kind": "sysctl", "key": "k", "value": "1", "old": "0"}]}
+    events = _record_durability(monkeypatch)
+    R.save_state(str(state), doc)
+    _assert_durable_replace(events, state)
+    # the folder made for it is synced into its parent too
+    assert ("fsync", str(tmp_path)) in events
+    assert R.load_state(str(state)) == doc
+    assert (state.stat().st_mode & 0o777) == 0o644
+    events.clear()
+    R.save_state(str(state), None)
+    assert not state.exists() and events == [("fsync", str(state.parent))]
+    assert os.listdir(state.parent) == []
+
+
+def test_persist_files_and_link_are_written_durably(tmp_path, monkeypatch):
+    b = R.KernelBackend()
+    conf_file = tmp_path / "etc" / "sysctl.d" / "60-x.conf"
+    link = tmp_path / "etc" / "wants" / "x.service"
+    events = _record_durability(monkeypatch)
+    b.write_file(str(conf_file), "net.ipv4.conf.all.arp_ignore = 1\n")
+    _assert_durable_replace(events, conf_file)
+    assert b.read_file(str(conf_file)) == "net.ipv4.conf.all.arp_ignore = 1\n"
+    assert (conf_file.stat().st_mode & 0o777) == 0o644
+    events.clear()
+    b.write_link(str(link), "../x.service")
+    assert ("fsync", str(link.parent)) in events and b.read_link(str(link)) == "../x.service"
+    b.write_link(str(link), "../y.service")  # replaced in one rename: never missing
+    assert b.read_link(str(link)) == "../y.service"
+    events.clear()
+    b.write_file(str(conf_file), None)
+    b.write_link(str(link), None)
+    assert not conf_file.exists() and not os.path.lexists(link)
+    assert events == [("fsync", str(conf_file.parent)), ("fsync", str(link.parent))]
+    assert os.listdir(conf_file.parent) == [] and os.listdir(link.parent) == []
+
+
+def test_a_failed_state_write_keeps_the_old_state_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    state = tmp_path / "rs.json"
+    old = {"version": 1, "applied": []}
+    R.save_state(str(state), old)
+
+    def disk_full(src, dst) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        R.save_state(str(state), {"version": 1, "applied": [{"kind": "sysctl"}]})
+    monkeypatch.undo()
+    assert R.load_state(str(state)) == old
+    assert os.listdir(tmp_path) == ["rs.json"]
+
+
+def test_state_file_that_is_not_a_regular_file_is_refused(tmp_path, capsys):
+    real = tmp_path / "elsewhere.json"
+    real.write_text("precious\n")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    for path in (link, fifo):
+        with pytest.raises(OSError, match="not a regular file"):
+            R.save_state(str(path), {"version": 1, "applied": []})
+    assert link.is_symlink() and fifo.is_fifo() and real.read_text() == "precious\n"
+    with pytest.raises(OSError, match="not a regular file"):
+        R.KernelBackend().write_file(str(link), "x\n")
+    assert real.read_text() == "precious\n"
+    assert sorted(os.listdir(tmp_path)) == ["elsewhere.json", "fifo.json", "link.json"]
+
+
 def test_status_exit_codes(capsys):
     assert R.status(req(V4), host=host(), out=print) == 1
     out = capsys.readouterr().out
