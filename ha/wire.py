@@ -55,6 +55,7 @@ __all__ = [
     "FT_COMPRESS",
     "FT_UNCOMPRESS",
     "MAX_DEPTH",
+    "MAX_FIELDS",
     "MAX_PACKET_SIZE",
     "FRAMING_NETSTRING",
     "FRAMING_TEXT",
@@ -93,6 +94,10 @@ _KNOWN_TYPES = frozenset(range(6))
 MAX_DEPTH = 16
 #: Largest datagram accepted by the decoder (bytes); nothing larger fits in UDP.
 MAX_PACKET_SIZE = 65535
+#: Most fields in one message, and most elements in one list field. Heartbeat's
+#: own messages carry fewer than 40 (``cl_msg.c`` grows its field array without a
+#: bound); the cap keeps the cost of parsing an authentic packet bounded.
+MAX_FIELDS = 256
 #: Message types with this prefix carry no ``seq`` and no ``ld`` (``NOSEQ_PREFIX``).
 NOSEQ_PREFIX = "NS_"
 
@@ -622,6 +627,8 @@ def _unpack_list(value: bytes, name: str) -> tuple[str, ...]:
     items = []
     pos, end = 0, len(value)
     while pos < end:
+        if len(items) >= MAX_FIELDS:
+            raise _Bad(f"list field {name!r} has more than {MAX_FIELDS} elements")
         start, stop, pos = _peel(value, pos, end, f"list field {name!r}")
         if stop == start:
             raise _Bad(f"list field {name!r} has an empty element")
@@ -660,6 +667,8 @@ def _parse_ns_message(data: bytes, pos: int, end: int, depth: int) -> tuple[Mess
             return Message(fields), pos + 4
         if pos >= end:
             raise _Bad("message ends without '%%%\\n'")
+        if len(fields) >= MAX_FIELDS:
+            raise _Bad(f"message has more than {MAX_FIELDS} fields")
         start, stop, pos = _peel(data, pos, end, f"field #{len(fields) + 1}")
         fields.append(_parse_ns_field(data, start, stop, depth))
 
@@ -705,6 +714,8 @@ def _parse_text_message(data: bytes, depth: int) -> tuple[Message, int]:
             return Message(fields), pos + 4
         if pos >= end:
             raise _Bad("text message ends without '<<<\\n'")
+        if len(fields) >= MAX_FIELDS:
+            raise _Bad(f"message has more than {MAX_FIELDS} fields")
         nl = data.find(b"\n", pos)
         if nl < 0:
             raise _Bad(f"line at offset {pos} has no newline")
@@ -834,29 +845,107 @@ def verify_inner_auth(msg: Message, keys: AuthKeys) -> int:
     return index
 
 
-def decode_packet(data: bytes, keys: AuthKeys, *, check_inner_auth: bool = False) -> Message:
-    """Parse and authenticate one datagram, as a heartbeat 3.0.6 receiver does.
+def _outer_mac(data: bytes) -> tuple[int, int, str]:
+    """Locate the outer MAC of a netstring datagram without parsing its fields.
 
-    Netstring framing: the outer MAC is required and checked with the method
-    of its index (``is_auth_netstring``); with `check_inner_auth` the inner
-    ``auth`` field is checked too (real heartbeat does not). Text framing: the
-    inner ``auth`` field is required and checked (``isauthentic``).
+    The MAC is the last netstring of the datagram and follows the top-level
+    ``%%%\\n``; its token is printable ASCII without newline, so the last
+    ``%%%\\n`` in the datagram is the end of what it covers. Returns (length
+    of the signed bytes, index, MAC). Raises `MalformedPacket` (no end marker,
+    a trailer that is not ``<len>:<idx> <mac>,``) or `BadAuth` (no trailer).
+    """
+    cut = data.rfind(_NS_END)
+    if cut < 0:
+        raise MalformedPacket("netstring packet without its '%%%\\n' end marker")
+    signed = cut + len(_NS_END)
+    if signed == len(data):
+        raise BadAuth("netstring packet has no outer MAC")
+    try:
+        start, stop, after = _peel(data, signed, len(data), "outer MAC")
+        if after != len(data):
+            raise _Bad(f"{len(data) - after} bytes after the outer MAC")
+        index, mac = _parse_outer_auth(data[start:stop])
+    except _Bad as exc:
+        raise MalformedPacket(str(exc)) from None
+    return signed, index, mac
+
+
+def _text_signed(data: bytes) -> tuple[bytes, int, str]:
+    """The bytes the inner MAC of a text datagram covers, read from its raw lines.
+
+    A text datagram is ``>>>\\n``, one line per field, ``<<<\\n`` and an
+    optional NUL; the inner MAC covers every line but the ``auth`` one, in the
+    text form heartbeat renders (``msg2string_buf``), which is what a
+    heartbeat sender put on the wire. Returns (signed bytes, index, MAC).
+    Raises `MalformedPacket` (framing) or `BadAuth` (no, several or an
+    unparsable ``auth`` line).
+    """
+    cut = data.rfind(_TXT_END)
+    if cut < len(_TXT_START):
+        raise MalformedPacket("text message ends without '<<<\\n'")
+    if data[cut + 4 :] not in (b"", b"\0"):
+        raise MalformedPacket(f"{len(data) - cut - 4} bytes after '<<<\\n'")
+    body = data[4:cut]
+    if body.count(b"\n") > MAX_FIELDS:
+        raise MalformedPacket(f"message has more than {MAX_FIELDS} fields")
+    lines = body.split(b"\n")
+    if lines[-1] != b"":
+        raise MalformedPacket("text packet: last line before '<<<\\n' has no newline")
+    auths = [i for i, line in enumerate(lines) if line.startswith(b"auth=")]
+    if not auths:
+        raise BadAuth("message has no inner 'auth' field")
+    if len(auths) > 1:
+        raise BadAuth(f"message has {len(auths)} 'auth' fields")
+    value = lines.pop(auths[0])[5:]
+    idx, sep, mac = value.partition(b" ")
+    if not sep or not idx.isdigit() or len(idx) > 3 or not mac or not all(0x21 <= c <= 0x7E for c in mac):
+        raise BadAuth(f"inner 'auth' field {value[:40]!r} is not '<index> <hex>'")
+    return b"\n".join(lines), int(idx), mac.decode("ascii")
+
+
+def _check_mac(keys: AuthKeys, index: int, signed: bytes, mac: str, what: str) -> None:
+    if index > MAX_AUTH_INDEX or not keys.knows(index):
+        raise UnknownAuthIndex(index, f"{what} uses index {index}, not configured in {keys.path}")
+    if not keys.verify(index, signed, mac):
+        raise BadAuth(f"{what} (index {index}) does not match: forged or corrupted packet")
+
+
+def decode_packet(data: bytes, keys: AuthKeys, *, check_inner_auth: bool = False) -> Message:
+    """Authenticate, then parse one datagram, as a heartbeat 3.0.6 receiver does.
+
+    The MAC is checked over the raw bytes *before* any field is parsed, so a
+    forged or garbled datagram costs one scan and one MAC, never a parse
+    (heartbeat checks before it trusts: ``heartbeat.c`` ``isauthentic``).
+
+    Netstring framing: the outer MAC (the last netstring, after the top-level
+    ``%%%\\n``) is required and checked with the method of its index
+    (``is_auth_netstring``); then the whole datagram is parsed strictly; with
+    `check_inner_auth` the inner ``auth`` field is checked too (real
+    heartbeat does not). Text framing: the inner ``auth`` line is required and
+    checked over the other raw lines (what heartbeat's ``msg2string`` sent),
+    then the datagram is parsed and checked again as ``isauthentic`` does.
 
     Returns the `Message` (its ``auth`` field included). Raises
     `MalformedPacket`, `UnknownAuthIndex` (index not in `keys`) or `BadAuth`
-    (missing or wrong MAC): only `WireError` subclasses for any bytes.
+    (missing or wrong MAC): only `WireError` subclasses for any bytes
+    (``TypeError`` if `data` is not bytes-like).
     """
-    packet = parse_packet(data)
-    if packet.framing == FRAMING_TEXT:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_PACKET_SIZE:
+        raise MalformedPacket(f"{len(data)} bytes is larger than any UDP datagram")
+    if data[:4] == _NS_START:
+        signed, index, mac = _outer_mac(data)
+        _check_mac(keys, index, data[:signed], mac, "outer MAC")
+        packet = parse_packet(data)
+        if check_inner_auth:
+            verify_inner_auth(packet.message, keys)
+        return packet.message
+    if data[:4] == _TXT_START:
+        text, index, mac = _text_signed(data)
+        _check_mac(keys, index, text, mac, "inner MAC")
+        packet = parse_packet(data)
         verify_inner_auth(packet.message, keys)
         return packet.message
-    index, mac = packet.auth_index, packet.auth_mac
-    if index is None or mac is None:
-        raise BadAuth("netstring packet has no outer MAC")
-    if index > MAX_AUTH_INDEX or not keys.knows(index):
-        raise UnknownAuthIndex(index, f"packet signed with index {index}, not configured in {keys.path}")
-    if not keys.verify(index, packet.signed, mac):
-        raise BadAuth(f"outer MAC (index {index}) does not match: forged or corrupted packet")
-    if check_inner_auth:
-        verify_inner_auth(packet.message, keys)
-    return packet.message
+    raise MalformedPacket(f"neither '###\\n' nor '>>>\\n' at the start: {data[:8]!r}")

@@ -29,6 +29,7 @@ from ha.wire import (
     FT_STRUCT,
     FT_UNCOMPRESS,
     MAX_DEPTH,
+    MAX_FIELDS,
     BadAuth,
     Field,
     MalformedPacket,
@@ -775,3 +776,76 @@ def test_fuzz_random_messages_round_trip_and_mutate():
                 mutated = bytearray(raw)
                 mutated[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
                 assert assert_only_wire_errors(bytes(mutated), k) is None
+
+
+# --- authenticate before parsing -------------------------------------------------------------------
+
+
+def _count_parses(monkeypatch) -> list[bytes]:
+    """Record every datagram that reaches the field parser (ha.wire._parse)."""
+    import ha.wire as wire
+
+    seen: list[bytes] = []
+    real = wire._parse
+
+    def spy(data: bytes):
+        seen.append(data)
+        return real(data)
+
+    monkeypatch.setattr(wire, "_parse", spy)
+    return seen
+
+
+@pytest.mark.parametrize("method", ["sha1", "md5", "crc"])
+def test_forged_packets_are_rejected_before_any_field_is_parsed(monkeypatch, method):
+    """A datagram whose MAC does not verify never reaches the parser, whatever it holds."""
+    k = keys(method)
+    good = encode_packet(Message.from_pairs([("t", "status"), ("src", "dir1"), ("st", "up")]), k)
+    many = b"###\n" + b"8:(0)a=bc," * 6000 + b"%%%\n"  # 60 KB of fields
+    forged_ns = [
+        many + good[good.rindex(b"%%%\n") + 4 :],  # a real MAC that covers other bytes
+        many + b"42:1 " + b"0" * 40 + b",",  # a made-up MAC
+        many,  # no MAC at all
+        good.replace(b"st=up", b"st=uq"),  # one byte changed
+        b"###\n99999:(0)t=status,%%%\n5:1 00,",  # garbage under a wrong MAC
+    ]
+    text_fields = b"".join(b"f%d=v\n" % i for i in range(200))
+    forged_text = [
+        b">>>\n" + text_fields + b"auth=1 " + b"0" * 40 + b"\n<<<\n\0",
+        b">>>\n" + b"a=b\n" * 16000 + b"auth=1 " + b"0" * 40 + b"\n<<<\n",  # over MAX_FIELDS
+        b">>>\n" + text_fields + b"<<<\n",  # no auth line
+    ]
+    seen = _count_parses(monkeypatch)
+    for raw in forged_ns + forged_text:
+        with pytest.raises(WireError):
+            decode_packet(raw, k)
+    assert seen == []
+    assert decode_packet(good, k).get("st") == "up"
+    assert seen == [good]
+
+
+def test_wrong_mac_is_bad_auth_even_when_the_body_is_garbage():
+    """The MAC decides first: a garbled body under a wrong MAC is a forgery, not a parse error."""
+    with pytest.raises(BadAuth, match="does not match"):
+        decode_packet(b"###\n99999:(0)t=status,%%%\n42:1 " + b"0" * 40 + b",", keys("sha1"))
+    with pytest.raises(BadAuth, match="no outer MAC"):
+        decode_packet(b"###\n9999:(0)t=status,%%%\n", keys("sha1"))
+    with pytest.raises(MalformedPacket, match="end marker"):
+        decode_packet(b"###\n5:(0)t=x,", keys("sha1"))
+    with pytest.raises(MalformedPacket, match="after the outer MAC"):
+        decode_packet(b"###\n%%%\n4:1 00,x", keys("sha1"))
+
+
+def test_field_and_list_counts_are_bounded():
+    k = keys("sha1")
+    at_cap = Message.from_pairs([(f"f{i}", "v") for i in range(MAX_FIELDS - 1)] + [("t", "x")])
+    assert len(decode_packet(encode_packet(at_cap, k, inner_auth=False), k)) == MAX_FIELDS
+    over = Message.from_pairs([(f"f{i}", "v") for i in range(MAX_FIELDS)] + [("t", "x")])
+    with pytest.raises(MalformedPacket, match=f"more than {MAX_FIELDS} fields"):
+        decode_packet(encode_packet(over, k, inner_auth=False), k)
+    with pytest.raises(MalformedPacket, match=f"more than {MAX_FIELDS} fields"):
+        decode_packet(to_text(with_inner_auth(over, k)) + b"\0", k)
+    items = tuple(f"i{i}" for i in range(MAX_FIELDS + 1))
+    with pytest.raises(MalformedPacket, match=f"more than {MAX_FIELDS} elements"):
+        decode_packet(encode_packet(Message.from_pairs([("t", "x"), ("l", items)]), k), k)
+    assert decode_packet(encode_packet(Message.from_pairs([("t", "x"), ("l", items[:-1])]), k), k).get_list("l")
