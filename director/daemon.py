@@ -11,12 +11,19 @@ in place, so a restart changes nothing), SIGHUP reloads the configuration
 (validated first; an invalid file is logged and the running configuration
 stays).  Changes to the ``ha:`` section need a restart: a reload logs them and
 keeps the running HA service.
+
+A reload reads, parses and validates the file in a worker thread
+(`load_prepared`), never on the event loop that sends the heartbeats: a file
+of thousands of real servers takes seconds to validate, longer than the
+deadtime.  Whatever that raises (including RecursionError or MemoryError on a
+hostile file) ends as one logged error and the running configuration stays.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import resource
@@ -33,7 +40,7 @@ from .ipvs import IPVSError, KernelIPVS
 from .model import Config, DestKey, ServiceKey
 from .planner import HealthState
 from .reconciler import Reconciler
-from .status import build_status
+from .status import build_status, printable
 
 log = logging.getLogger("directord")
 
@@ -61,7 +68,7 @@ def check_targets(config: Config) -> dict[tuple[ServiceKey, DestKey], CheckTarge
             key = (svc.key, rs.key)
             targets[key] = CheckTarget(
                 key=key,
-                name=f"rs {rs.key} of {svc.name}",
+                name=f"rs {rs.key} of {printable(svc.name)}",
                 vip=svc.key.address or None,
                 vport=svc.key.port,
                 rip=rs.address,
@@ -69,6 +76,51 @@ def check_targets(config: Config) -> dict[tuple[ServiceKey, DestKey], CheckTarge
                 spec=rs.check,
             )
     return targets
+
+
+Targets = dict[tuple[ServiceKey, DestKey], CheckTarget]
+
+
+def load_prepared(path: str) -> tuple[Config, Targets]:
+    """Load and validate the configuration at ``path`` and build its check targets.
+
+    Blocking and CPU-bound (seconds for thousands of real servers): the daemon
+    runs it in a worker thread, so it touches no daemon state.  The cyclic
+    garbage collector is paused meanwhile and the objects built are then
+    frozen (`gc.freeze`): a collection holds the interpreter lock for as long
+    as it takes to traverse every object, about 0.1 s for 5,000 real servers,
+    and it would otherwise run in this thread at random points of the parse,
+    or later on the event loop when it first collects the new configuration.
+
+    Raises:
+        ConfigError: the file cannot be read or is invalid (`load_config`).
+        Exception: anything else a hostile file provokes (RecursionError,
+            MemoryError); the caller logs it and keeps its configuration.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        config = load_config(path)
+        return config, check_targets(config)
+    finally:
+        gc.freeze()  # O(1): the survivors (the new configuration) are never traversed again
+        if enabled:
+            gc.enable()
+
+
+#: At most this many problems of an invalid file are logged (a hostile file can have millions).
+MAX_LOGGED_ISSUES = 50
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why loading failed, for the log: the first `MAX_LOGGED_ISSUES` problems of an invalid file."""
+    if isinstance(exc, ConfigError):
+        shown = "\n".join(str(issue) for issue in exc.issues[:MAX_LOGGED_ISSUES])
+        more = len(exc.issues) - MAX_LOGGED_ISSUES
+        return f"\n{shown}" + (f"\n... and {more} more problems (directord check lists them all)" if more > 0 else "")
+    if isinstance(exc, OSError):
+        return f"cannot read the file: {exc.strerror or exc}"
+    return f"cannot load the file: {type(exc).__name__}: {exc}"
 
 
 def _same_ha(old: Config | None, new: Config) -> bool:
@@ -99,6 +151,7 @@ class Daemon:
         self.ha: Any = None  # ha.service.HAService when the configuration has an ha section
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()  # SIGHUP reloads in flight (kept referenced)
         self._started = time.monotonic()
 
     # --- health -----------------------------------------------------------------
@@ -116,12 +169,9 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT. Returns the process exit status (1: bad configuration)."""
         try:
-            config = load_config(self.config_path)
-        except ConfigError as exc:
-            log.error("invalid configuration, not starting:\n%s", exc)
-            return 1
-        except OSError as exc:
-            log.error("cannot read %s: %s", self.config_path, exc)
+            config, targets = await asyncio.to_thread(load_prepared, self.config_path)
+        except Exception as exc:  # a hostile file must give one clear error, not a traceback
+            log.error("invalid configuration %s, not starting: %s", self.config_path, _load_failure(exc))
             return 1
         from .control import ControlServer
 
@@ -130,8 +180,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        self._adopt(config)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        self._adopt(config, targets)
         path = self._control_override or config.settings.control_socket
         self.control = ControlServer(path, self._handle)
         try:
@@ -177,8 +227,7 @@ class Daemon:
             await self.kernel.close()
         return 0
 
-    def _adopt(self, config: Config) -> None:
-        targets = check_targets(config)
+    def _adopt(self, config: Config, targets: Targets) -> None:
         self._states = {k: v for k, v in self._states.items() if k in targets}
         self.engine.update(targets)
         self.reconciler.set_config(config)
@@ -192,18 +241,29 @@ class Daemon:
         async with self._reload_lock:
             log.info("reloading %s", self.config_path)
             try:
-                config = load_config(self.config_path)
-            except ConfigError as exc:
-                log.error("reload refused, keeping the running configuration:\n%s", exc)
-                return False
-            except OSError as exc:
-                log.error("reload refused, cannot read %s: %s; keeping the running configuration", self.config_path, exc)
+                # off the loop: parsing and validating a large file takes longer than the deadtime
+                config, targets = await asyncio.to_thread(load_prepared, self.config_path)
+            except Exception as exc:  # RecursionError, MemoryError...: logged, never raised to the loop
+                log.error("reload of %s refused, keeping the running configuration: %s",
+                          self.config_path, _load_failure(exc))
                 return False
             if not _same_ha(self.config, config):
                 log.warning("the ha section changed: HA changes need a restart; the running HA service (if any) is kept")
-            self._adopt(config)
+            self._adopt(config, targets)
             log.info("reloaded: %d virtual services", len(config.services))
             return True
+
+    def _reload_on_signal(self) -> None:
+        """SIGHUP: reload in a task that is kept referenced and whose outcome is always retrieved."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reload_done)
+
+    def _reload_done(self, task: asyncio.Task[bool]) -> None:
+        self._reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("reload of %s failed", self.config_path, exc_info=exc)
 
     def stop(self) -> None:
         """Ask the daemon to stop (as SIGTERM does)."""

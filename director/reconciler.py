@@ -37,6 +37,7 @@ from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS
 from .ipvs_sync import SyncDaemon, plan_sync, sync_daemons_for
 from .model import Config, DestKey, KernelService, ServiceKey, VirtualService
 from .planner import PLAN_CHUNK, HealthState, Op, desired_service, plan_chunks, plan_service, record_op
+from .status import printable
 
 log = logging.getLogger("directord.reconciler")
 
@@ -115,7 +116,7 @@ class Reconciler:
                         deadline=now + config.settings.drain_timeout,
                         udp=key.protocol == socket.IPPROTO_UDP,
                     )
-                    log.info("rs %s of %s removed from configuration: draining", rs.key, svc.name)
+                    log.info("rs %s of %s removed from configuration: draining", rs.key, printable(svc.name))
         for key, drains in list(self._draining.items()):
             svc = new[key]
             configured = {rs.key for rs in svc.real_servers} | ({svc.fallback.key} if svc.fallback else set())
@@ -313,7 +314,7 @@ class Reconciler:
 
     def _name(self, key: ServiceKey) -> str:
         svc = self._services.get(key)
-        return svc.name if svc is not None else str(key)
+        return printable(svc.name) if svc is not None else str(key)
 
     def _desired(self, svc: VirtualService):
         health = {rs.key: self._health(svc.key, rs.key) for rs in svc.real_servers}

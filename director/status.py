@@ -2,7 +2,8 @@
 
 Pure functions.  `build_status` combines the configuration, the kernel table
 (with ActiveConn/InActConn counters) and the health snapshot; `render_status`
-prints it for people.  Times in the document are seconds.
+prints it for people, with every control character in a name or reason
+escaped (`printable`).  Times in the document are seconds.
 """
 
 from __future__ import annotations
@@ -21,6 +22,21 @@ from .model import (
     KernelService,
     ServiceKey,
 )
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with every non-printable character escaped, for terminals and log lines.
+
+    Control characters (ESC, NUL, newline, DEL...), format characters (such as
+    the bidirectional overrides) and separators other than the space become
+    Python-style escapes (``\\x1b``, ``\\n``, ``\\u202e``), so a name from a
+    configuration file or a peer's packet can neither move the cursor, recolour
+    the terminal nor forge a line of its own.  Printable text is returned as it is.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 def _service_head(key: ServiceKey, kernel: KernelService | None) -> dict[str, Any]:
@@ -136,7 +152,11 @@ def _fmt(value: Any) -> str:
 
 
 def render_status(doc: Mapping[str, Any]) -> str:
-    """The status document as a human table (one block per virtual service)."""
+    """The status document as a human table (one block per virtual service).
+
+    Every line is passed through `printable`: names, node names and check
+    reasons with control characters in them are shown escaped.
+    """
     lines = []
     if doc.get("daemon"):
         lines.append(f"directord running, configuration {doc.get('config')}")
@@ -204,7 +224,7 @@ def render_status(doc: Mapping[str, Any]) -> str:
                 f"  ping node {ping.get('address')}: {'reachable' if ping.get('reachable') else 'UNREACHABLE'} "
                 f"({ping.get('answered')}/{ping.get('sent')} answered)"
             )
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)
 
 
 def _conn_text(conn: dict[str, Any] | None) -> str:

@@ -1,0 +1,85 @@
+"""A reload of a large configuration never holds the event loop that sends the heartbeats.
+
+The daemon runs on this test's loop (as `directord run` does); a 10 ms timer
+task measures how late the loop wakes it while the daemon re-reads a file of
+5,000 real servers.  The HA peer declares a node dead after the deadtime (0.8 s
+shipped), so the loop must stay responsive during the whole reload.
+"""
+
+import asyncio
+import logging
+
+from director import control
+from director.daemon import Daemon
+
+#: Worst timer lateness (seconds) allowed during a reload: a functional margin far below
+#: the shipped deadtime of 0.8 s, not a benchmark.
+MAX_LATENESS = 0.2
+
+
+def big_config(socket_path: str, n_services: int = 50, per_service: int = 100) -> str:
+    """A valid configuration of ``n_services`` x ``per_service`` real servers (loopback
+    addresses, check type none: nothing is sent anywhere)."""
+    lines = ["global:", "  reconcile_interval: 3600", f"  control_socket: {socket_path}", "virtual_services:"]
+    for s in range(n_services):
+        lines += [
+            f"  - name: svc{s}",
+            f"    address: 127.1.{s // 250}.{s % 250 + 1}",
+            "    port: 80",
+            "    scheduler: wrr",
+            "    forwarding: nat",
+            "    check: {type: none}",
+            "    real_servers:",
+        ]
+        for r in range(per_service):
+            i = s * per_service + r
+            lines.append(f"      - {{address: 127.2.{i // 250}.{i % 250 + 1}, port: 8080, weight: 2}}")
+    return "\n".join(lines) + "\n"
+
+
+async def worst_lateness(stop: asyncio.Event, period: float = 0.01) -> float:
+    """Run a periodic ``period``-second timer until ``stop``; return its worst lateness in seconds."""
+    loop = asyncio.get_running_loop()
+    worst = 0.0
+    while not stop.is_set():
+        due = loop.time() + period
+        await asyncio.sleep(period)
+        worst = max(worst, loop.time() - due)
+    return worst
+
+
+async def wait_answering(path: str, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            if (await asyncio.to_thread(control.request, path, "status", 5.0)).get("ok"):
+                return
+        except OSError:
+            pass
+        assert loop.time() < deadline, "the daemon never answered"
+        await asyncio.sleep(0.05)
+
+
+async def test_reload_of_5000_real_servers_keeps_the_loop_responsive(tmp_path):
+    sock = str(tmp_path / "run" / "directord.sock")
+    cfg = tmp_path / "directord.yaml"
+    cfg.write_text(big_config(sock, n_services=1, per_service=2))
+    daemon = Daemon(str(cfg))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_answering(sock)
+        cfg.write_text(big_config(sock))
+        stop = asyncio.Event()
+        timer = asyncio.create_task(worst_lateness(stop))
+        await asyncio.sleep(0.05)
+        adopted = await daemon.reload()
+        await asyncio.sleep(0.05)
+        stop.set()
+        lateness = await timer
+        assert adopted is True
+        assert sum(len(s.real_servers) for s in daemon.config.services) == 5000
+        assert lateness < MAX_LATENESS, f"the loop was held {lateness:.3f} s during the reload"
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 20) == 0
