@@ -5,6 +5,10 @@ Request: one line ``{"command": "status"}`` (or ``"reload"``, or
 JSON line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  The
 socket file is created with mode 0600 in a 0700 directory, so only root (the
 daemon's user) can talk to the daemon.
+
+The daemon replaces only a stale socket at its path (never a regular file,
+directory, symlink or FIFO), and at stop removes the socket only while it is
+still the one it bound (same device and inode).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import stat
 from typing import Any, Awaitable, Callable
 
 log = logging.getLogger("directord.control")
@@ -27,43 +32,71 @@ class ControlServer:
 
     Args:
         path: socket path; a stale socket file left by a dead daemon is replaced,
-            a live one (another daemon answering) makes `start` raise.
+            a live one (another daemon answering) makes `start` raise, and so
+            does anything that is not a socket (left untouched).
         handler: coroutine taking the request dict and returning the response dict.
 
     Raises:
-        RuntimeError: from `start`, when another daemon already serves ``path``.
+        RuntimeError: from `start`, when another daemon already serves ``path``
+            or ``path`` is something other than a socket.
     """
 
     def __init__(self, path: str, handler: Handler) -> None:
         self.path = path
         self._handler = handler
         self._server: asyncio.base_events.Server | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
 
     async def start(self) -> None:
-        """Bind the socket (mode 0600) and start serving."""
+        """Bind the socket (mode 0600) and start serving.
+
+        Raises:
+            RuntimeError: ``path`` is not a socket (a regular file, directory,
+                symlink, FIFO...: it is left as it is), or another daemon answers there.
+            OSError: the directory cannot be made or the socket cannot be bound.
+        """
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        if os.path.exists(self.path):
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISSOCK(st.st_mode):
+                raise RuntimeError(
+                    f"{self.path} exists and is {_kind(st.st_mode)}, not a socket: refusing to replace it "
+                    "(remove it or choose another global.control_socket)"
+                )
             if _alive(self.path):
                 raise RuntimeError(f"another directord is already serving {self.path}")
-            os.unlink(self.path)
+            os.unlink(self.path)  # a stale socket left by a daemon that died
         old = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_REQUEST)
         finally:
             os.umask(old)
+        st = os.lstat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
         os.chmod(self.path, 0o600)
 
     async def stop(self) -> None:
-        """Stop serving and remove the socket file."""
+        """Stop serving and remove the socket file, if it is still the socket bound by `start`.
+
+        Whatever replaced it meanwhile (another daemon's socket, a file) is left alone.
+        """
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
+            identity, self._identity = self._identity, None
             try:
-                os.unlink(self.path)
+                st = os.lstat(self.path)
             except FileNotFoundError:
-                pass
+                return
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == identity:
+                os.unlink(self.path)
+            else:
+                log.warning("%s is no longer the socket this daemon bound: left in place", self.path)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -84,6 +117,21 @@ class ControlServer:
             pass
         finally:
             writer.close()
+
+
+def _kind(mode: int) -> str:
+    """What a file of ``mode`` is, for messages."""
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
 
 
 def _alive(path: str) -> bool:
