@@ -570,3 +570,103 @@ async def test_external_killed_by_signal(tmp_path):
 async def test_external_without_command():
     result = await run_check(target(CheckSpec(type="external"), 80), None)
     assert not result.ok and result.reason == "no command configured"
+
+
+# --- external: file descriptors, background processes, output (asyncio and uvloop) -------
+
+
+def run_on(loop: str, coro):
+    """Run ``coro`` to completion on a fresh event loop of kind ``loop`` (``asyncio`` or ``uvloop``)."""
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
+
+LOOPS = pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+
+
+async def _wait_gone(pid: int, limit: float = 5.0) -> bool:
+    deadline = time.monotonic() + limit
+    while not _gone(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return _gone(pid)
+
+
+@LOOPS
+def test_external_command_gets_no_fd_but_stdin_stdout_stderr(tmp_path, loop):
+    # an inheritable descriptor of the checker (its socket to the director is one) must not reach
+    # the command: a background process of the command would keep it open
+    out = tmp_path / "fds"
+    cmd = script(tmp_path, "fds.sh", f"ls -l /proc/$$/fd/ > {out}\nreadlink /proc/$$/fd/0 >> {out}\nexit 0\n")
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        inode = os.fstat(w).st_ino
+        result = run_on(loop, run_check(target(CheckSpec(type="external", command=(str(cmd),), timeout=5), 80), None))
+    finally:
+        os.close(r)
+        os.close(w)
+    assert result.ok, result
+    listing = out.read_text()
+    assert f"pipe:[{inode}]" not in listing, listing
+    assert listing.splitlines()[-1] == "/dev/null"  # stdin
+
+
+@LOOPS
+def test_external_verdict_is_the_commands_exit_not_its_background_child(tmp_path, loop):
+    # the background child keeps the command's stderr open: its exit must decide, not end of file
+    childfile = tmp_path / "child"
+    cmd = script(tmp_path, "bg.sh", f"sleep 30 &\necho $! > {childfile}\necho 'left a child' >&2\nexit 3\n")
+
+    async def main():
+        result = await run_check(target(CheckSpec(type="external", command=(str(cmd),), timeout=5), 80), None)
+        return result, await _wait_gone(int(childfile.read_text()))
+
+    result, gone = run_on(loop, main())
+    assert not result.ok and result.reason == "exit 3: left a child"
+    assert gone, "the background child of an exited command survived its check"
+
+
+@LOOPS
+def test_external_exit_0_with_a_background_child_is_up(tmp_path, loop):
+    childfile = tmp_path / "child"
+    cmd = script(tmp_path, "bg.sh", f"sleep 30 &\necho $! > {childfile}\nexit 0\n")
+
+    async def main():
+        result = await run_check(target(CheckSpec(type="external", command=(str(cmd),), timeout=5), 80), None)
+        return result, await _wait_gone(int(childfile.read_text()))
+
+    result, gone = run_on(loop, main())
+    assert result.ok and result.reason == "exit 0", result
+    assert gone
+
+
+@LOOPS
+def test_external_stderr_read_is_bounded(tmp_path, loop):
+    # past MAX_OUTPUT (1 MiB) the pipe is no longer read: a command writing without end is not
+    # followed (memory, CPU) and ends at the time limit with its whole group
+    pidfile = tmp_path / "pid"
+    cmd = script(tmp_path, "flood.sh", f"echo $$ > {pidfile}\nhead -c 4194304 /dev/zero >&2\nexit 0\n")
+
+    async def main():
+        result = await run_check(target(CheckSpec(type="external", command=(str(cmd),), timeout=2), 80), None)
+        return result, await _wait_gone(int(pidfile.read_text()))
+
+    result, gone = run_on(loop, main())
+    assert not result.ok and result.reason == "timeout after 2 s", result
+    assert gone
+
+
+@LOOPS
+def test_external_endless_stderr_ends_at_the_time_limit(tmp_path, loop):
+    pidfile = tmp_path / "pid"
+    cmd = script(tmp_path, "yes.sh", f"echo $$ > {pidfile}\ntrap '' TERM INT HUP\nyes 'no backend' >&2\n")
+
+    async def main():
+        result = await run_check(target(CheckSpec(type="external", command=(str(cmd),), timeout=0.5), 80), None)
+        return result, await _wait_gone(int(pidfile.read_text()))
+
+    result, gone = run_on(loop, main())
+    assert not result.ok and result.reason == "timeout after 0.5 s", result
+    assert gone
