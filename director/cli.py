@@ -66,15 +66,28 @@ def _socket_path(args: argparse.Namespace) -> str:
     return DEFAULT_SOCKET
 
 
+def _permission_text(path: str) -> str:
+    """The error for a control socket that refused us with EACCES/EPERM."""
+    return (
+        f"permission denied on {path}: the control socket and its directory are open to the daemon's "
+        "user only (root); run this command as root"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from . import control
     from .status import build_status, render_status
 
     doc = None
+    path = _socket_path(args)
     try:
-        reply = control.request(_socket_path(args), "status")
+        reply = control.request(path, "status")
         if reply.get("ok"):
             doc = reply["status"]
+    except PermissionError:
+        # a daemon may well be running: the kernel table alone would say "no daemon" wrongly
+        print(_permission_text(path), file=sys.stderr)
+        return 1
     except (OSError, ValueError):
         doc = None
     if doc is None:
@@ -103,6 +116,9 @@ def cmd_ha_request(args: argparse.Namespace) -> int:
     path = _socket_path(args)
     try:
         reply = control.request(path, args.command, which=args.which)
+    except PermissionError:
+        print(_permission_text(path), file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"no directord answering on {path}: {exc}", file=sys.stderr)
         return 1
