@@ -3,8 +3,12 @@
 One request per check: ``spec.method`` on ``spec.path`` of the real server
 (``http://RIP:port/path``, IPv6 RIPs in brackets, RFC 3986 section 3.2.2).  The
 real server is up when the status is in ``spec.expect_status`` and, if
-``spec.expect_body`` is set, the regular expression is found (`re.search`) in
-the first 64 KiB of the body.  Without ``expect_body`` the body is not read:
+``spec.expect_body`` is set, the regular expression is found in the first
+64 KiB of the body.  ``expect_body`` is matched with RE2 (google-re2), whose
+time is linear in the body's length whatever the pattern: a pattern that
+backtracks catastrophically in Python's `re` cannot hold the checker.  RE2 has
+no backreferences nor lookaround; a pattern it cannot compile fails the check
+(``"bad expect_body regex: ..."``) without a request.  Without ``expect_body`` the body is not read:
 the check ends with the status line and headers.
 
 All checks share one `aiohttp.ClientSession` (`make_session`) whose connector
@@ -17,15 +21,15 @@ time limit is applied by the caller (`checks.base.run_check`).
 from __future__ import annotations
 
 import functools
-import re
 from typing import TYPE_CHECKING
 
 import aiohttp
+import re2
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
 
-__all__ = ["check_http", "make_session", "build_url", "MAX_BODY", "USER_AGENT"]
+__all__ = ["check_http", "make_session", "build_url", "compile_body_pattern", "MAX_BODY", "USER_AGENT"]
 
 #: Bytes of the response body searched by ``expect_body`` (64 KiB).
 MAX_BODY = 64 * 1024
@@ -65,9 +69,29 @@ def build_url(scheme: str, address: str, port: int, path: str) -> str:
     return f"{scheme}://{host}:{port}{path}"
 
 
+def _re2_options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is reported in the check's reason, not on stderr
+    return options
+
+
+_OPTIONS = _re2_options()
+
+
 @functools.lru_cache(maxsize=1024)
-def _compile(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def compile_body_pattern(pattern: str) -> re2._Regexp | str:
+    """Compile an ``expect_body`` pattern with RE2; results are cached.
+
+    Returns:
+        The compiled pattern, or, when RE2 cannot compile it (a syntax error,
+        a backreference, a lookaround, a pattern past RE2's memory budget), the
+        text of RE2's error.
+    """
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else exc
+        return detail.decode("utf-8", errors="replace") if isinstance(detail, bytes) else str(detail)
 
 
 async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -94,17 +118,19 @@ async def check_http(target: CheckTarget, session: aiohttp.ClientSession) -> tup
 
     Returns:
         ``(ok, reason)``: ``(True, "HTTP 200")``, ``(False, "HTTP 503")``,
-        ``(False, "body does not match 'ok'")``.
+        ``(False, "body does not match 'ok'")``, ``(False, "bad expect_body regex:
+        missing ): (")`` (RE2 cannot compile the pattern: no request is made).
 
     Raises:
         aiohttp.ClientError, OSError, ssl.SSLError: the request failed; the
             caller turns the error into a failed result.
-        re.error: ``expect_body`` is not a valid regular expression.
     """
     spec = target.spec
     https = spec.type == "https"
     url = build_url("https" if https else "http", target.rip, target.rport, spec.path)
-    pattern = None if spec.expect_body is None else _compile(spec.expect_body)
+    pattern = None if spec.expect_body is None else compile_body_pattern(spec.expect_body)
+    if isinstance(pattern, str):
+        return False, f"bad expect_body regex: {pattern}"
     headers = None
     server_hostname = None
     if spec.host is not None:

@@ -12,6 +12,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -670,3 +671,53 @@ def test_external_endless_stderr_ends_at_the_time_limit(tmp_path, loop):
     result, gone = run_on(loop, main())
     assert not result.ok and result.reason == "timeout after 0.5 s", result
     assert gone
+
+
+# --- http: expect_body with RE2 ---------------------------------------------------------
+
+_BACKTRACK_CHECK = """
+import asyncio, sys
+from checks.base import CheckTarget, run_check
+from checks.http import make_session
+from checks.spec import CheckSpec
+
+async def main():
+    session = make_session()
+    spec = CheckSpec(type="http", expect_body="(a+)+$", timeout=5)
+    target = CheckTarget("k", "rs", None, 80, "127.0.0.1", int(sys.argv[1]), spec)
+    try:
+        result = await run_check(target, session)
+    finally:
+        await session.close()
+    print(result.ok, result.reason)
+
+asyncio.run(main())
+"""
+
+
+async def test_http_backtracking_body_regex_returns_promptly(session):
+    # with Python's re, (a+)+$ against a 64 KiB run of "a" ending in "b" backtracks for ever,
+    # holding the loop (and every other check) past every timeout; RE2 is linear in the body
+    async with serve(HttpServer(body=b"a" * (64 * 1024 - 1) + b"b")) as srv:
+        # in a child of its own, so that the old behaviour cannot hang the test run
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _BACKTRACK_CHECK, str(srv.port), stdout=subprocess.PIPE
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            pytest.fail("the check did not return in 30 s")
+    assert out.decode().strip() == "False body does not match '(a+)+$'"
+
+
+async def test_http_body_regex_re2_cannot_compile_is_a_failed_result_without_request(session):
+    # RE2 has no lookaround nor backreferences: such a pattern fails the check, clearly
+    async with serve(HttpServer(body=b"ok")) as srv:
+        result = await run_check(target(CheckSpec(type="http", expect_body="(?=ok)"), srv.port), session)
+        backref = await run_check(target(CheckSpec(type="http", expect_body=r"(o)\1"), srv.port), session)
+    assert not result.ok
+    assert result.reason == "bad expect_body regex: invalid perl operator: (?="
+    assert not backref.ok and backref.reason.startswith("bad expect_body regex: invalid escape sequence")
+    assert srv.requests == []
