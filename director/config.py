@@ -38,11 +38,13 @@ import ipaddress
 import os
 import re
 import socket
+import stat
 import typing
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import re2
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -62,8 +64,8 @@ from director.model import (
     SCHEDULER_FLAGS,
     SCHEDULERS,
     Config,
-    Family,
     FallbackServer,
+    Family,
     ForwardingName,
     OnFailure,
     Persistence,
@@ -76,24 +78,47 @@ from director.model import (
     host_port,
     ip_family,
 )
+from ha.readfile import ReadFileError, file_kind, read_regular_file
 
 __all__ = [
-    "ConfigIssue",
+    "MAX_CONFIG_BYTES",
+    "MAX_YAML_DEPTH",
+    "MAX_YAML_NODES",
+    "CheckSchema",
     "ConfigError",
+    "ConfigIssue",
+    "FallbackSchema",
+    "LocatedLoader",
+    "PersistenceSchema",
+    "RealServerSchema",
+    "RootSchema",
+    "ServiceSchema",
+    "SettingsSchema",
+    "format_issues",
     "load_config",
     "parse_config",
-    "format_issues",
-    "LocatedLoader",
-    "RootSchema",
-    "SettingsSchema",
-    "ServiceSchema",
-    "RealServerSchema",
-    "FallbackSchema",
-    "PersistenceSchema",
-    "CheckSchema",
 ]
 
 U32_MAX = 0xFFFFFFFF
+#: Largest configuration file accepted, in bytes (8 MiB: thousands of real servers fit many times over).
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+#: Deepest nesting of YAML mappings and sequences accepted (the format itself needs 6).
+MAX_YAML_DEPTH = 32
+#: Most YAML values (scalars, mappings, sequences) in one document, counting what an alias
+#: refers to at each use, so that a few aliases cannot multiply the work of validation.
+MAX_YAML_NODES = 2_000_000
+#: Longest quoted value shown in a message, in characters (longer ones end with ``...``).
+MAX_QUOTED = 60
+#: Bounds of a health check's times in seconds and of its counts (keepalived's and
+#: ldirectord's users set intervals of seconds and timeouts of a few seconds).
+CHECK_INTERVAL_RANGE = (0.05, 3600.0)
+CHECK_TIMEOUT_RANGE = (0.01, 3600.0)
+CHECK_COUNT_RANGE = (1, 1000)
+#: Longest ``expect_body`` pattern, in characters.
+MAX_EXPECT_BODY = 4096
+#: Bounds of ``global.reconcile_interval`` and ``global.drain_timeout``, seconds.
+RECONCILE_INTERVAL_RANGE = (0.1, 3600.0)
+DRAIN_TIMEOUT_RANGE = (0.0, 86400.0)
 #: Default persistence timeout in seconds when ``persistence:`` omits it (ipvsadm's default).
 DEFAULT_PERSISTENCE_TIMEOUT = 300
 #: Longest unix socket path: ``sizeof(sun_path)`` is 108 bytes including the NUL (unix(7)).
@@ -103,6 +128,37 @@ _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 # --- issues ---------------------------------------------------------------------
+
+
+def _escape(text: str) -> str:
+    """``text`` with every non-printable character (ESC, NUL, newline...) written as a Python escape."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def quote(value: Any, limit: int = MAX_QUOTED) -> str:
+    """A value quoted for a message: ``repr`` of its first ``limit`` characters, ``...`` after when cut.
+
+    A string is quoted; another value (a number...) is its ``repr``, cut alike.
+
+    Control characters come out escaped (``'\\x1b'``), so a message is always
+    one printable line, and a 50 MB scalar costs 60 characters.
+    """
+    if not isinstance(value, str):
+        return _bounded(repr(value), limit)
+    if len(value) > limit:
+        return repr(value[:limit]) + "..."
+    return repr(value)
+
+
+def _bounded(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (``...`` appended) and escaped (see `_escape`)."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return _escape(text)
+
+
 
 
 @dataclass(frozen=True)
@@ -128,6 +184,11 @@ class ConfigIssue:
     column: int
     field: str
     message: str
+
+    def __post_init__(self) -> None:
+        # Whatever a message quotes, an issue stays one printable line of bounded length.
+        object.__setattr__(self, "field", _bounded(self.field, 200))
+        object.__setattr__(self, "message", _bounded(self.message, 1000))
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
@@ -303,7 +364,7 @@ class YamlMap(dict):
             for every key written twice in this mapping (the first one is kept).
     """
 
-    __slots__ = ("pos", "key_pos", "value_pos", "duplicates")
+    __slots__ = ("duplicates", "key_pos", "pos", "value_pos")
 
     def __init__(self, pos: Position) -> None:
         super().__init__()
@@ -316,7 +377,7 @@ class YamlMap(dict):
 class YamlSeq(list):
     """A constructed YAML sequence that knows where it and each item are (``pos``, ``item_pos``)."""
 
-    __slots__ = ("pos", "item_pos")
+    __slots__ = ("item_pos", "pos")
 
     def __init__(self, pos: Position, item_pos: list[Position]) -> None:
         super().__init__()
@@ -333,6 +394,58 @@ class LocatedLoader(yaml.SafeLoader):
     """
 
     _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._expanded = 0
+        self._sizes: dict[int, int] = {}
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        """PyYAML's composer, bounded: nesting up to `MAX_YAML_DEPTH`, at most `MAX_YAML_NODES` values.
+
+        An alias counts as many values as the node it refers to; an alias to
+        a node that contains it (a recursive structure) is refused.
+        """
+        mark = self.peek_event().start_mark
+        alias = self.check_event(yaml.AliasEvent)
+        if not alias:
+            if self._depth >= MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels of mappings and lists", mark
+                )
+            self._depth += 1
+        before = self._expanded
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            if not alias:
+                self._depth -= 1
+        if alias:
+            size = self._sizes.get(id(node))
+            if size is None:
+                raise yaml.composer.ComposerError(
+                    None, None, "an alias refers to a node that contains it (recursive structure)", mark
+                )
+            self._expanded += size
+        else:
+            self._expanded += 1
+            self._sizes[id(node)] = self._expanded - before
+        if self._expanded > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"more than {MAX_YAML_NODES} values (what an alias refers to counts at each use)", mark
+            )
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's constructor; a value it cannot build (an integer of over 4300 digits...) is a located error."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError) as err:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {_escape(str(err)[:120])}",
+                node.start_mark,
+            ) from None
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> YamlMap:
         if not isinstance(node, yaml.MappingNode):
@@ -464,10 +577,7 @@ def _describe(value: Any) -> str:
     kind = _yaml_kind(value)
     if value is None or isinstance(value, (dict, list)):
         return kind
-    text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{kind} {text}"
+    return f"{kind} {quote(value, 40) if isinstance(value, str) else _bounded(repr(value), 40)}"
 
 
 # --- pydantic errors as located issues ------------------------------------------------------
@@ -516,8 +626,8 @@ def _pydantic_message(schema: type[BaseModel] | None, err: Any) -> str:
         allowed = _schema_keys(schema, rel[:-1]) if schema is not None else []
         close = difflib.get_close_matches(str(key), allowed, n=1)
         if close:
-            return f"unknown key '{key}'; did you mean '{close[0]}'?"
-        return f"unknown key '{key}'" + (f"; valid keys: {', '.join(allowed)}" if allowed else "")
+            return f"unknown key {quote(str(key))}; did you mean '{close[0]}'?"
+        return f"unknown key {quote(str(key))}" + (f"; valid keys: {', '.join(allowed)}" if allowed else "")
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {_describe(value)}"
     if kind == "literal_error":
@@ -573,32 +683,55 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
         )
     if spec.port is not None and not 1 <= spec.port <= 65535:
         yield ("port",), f"port {spec.port} is out of range 1..65535"
-    if not spec.interval > 0:
-        yield ("interval",), f"interval must be > 0 seconds, got {spec.interval:g}"
-    if not spec.retry_interval > 0:
-        yield ("retry_interval",), f"retry_interval must be > 0 seconds, got {spec.retry_interval:g}"
-    if not spec.timeout > 0:
-        yield ("timeout",), f"timeout must be > 0 seconds, got {spec.timeout:g}"
-    if spec.rise < 1:
-        yield ("rise",), f"rise must be >= 1, got {spec.rise}"
-    if spec.fall < 1:
-        yield ("fall",), f"fall must be >= 1, got {spec.fall}"
+    for name, (low, high) in (("interval", CHECK_INTERVAL_RANGE), ("retry_interval", CHECK_INTERVAL_RANGE),
+                              ("timeout", CHECK_TIMEOUT_RANGE)):
+        value = getattr(spec, name)
+        if not low <= value <= high:
+            yield (name,), f"{name} must be {low:g}..{high:g} seconds, got {value:g}"
+    for name in ("rise", "fall"):
+        value = getattr(spec, name)
+        if not CHECK_COUNT_RANGE[0] <= value <= CHECK_COUNT_RANGE[1]:
+            yield (name,), f"{name} must be {CHECK_COUNT_RANGE[0]}..{CHECK_COUNT_RANGE[1]}, got {quote(value)}"
     if not _HTTP_TOKEN.fullmatch(spec.method):
-        yield ("method",), f"method must be an HTTP method token such as GET or HEAD, got {spec.method!r}"
+        yield ("method",), f"method must be an HTTP method token such as GET or HEAD, got {quote(spec.method)}"
     if not spec.path.startswith("/"):
-        yield ("path",), f"path must start with '/', got {spec.path!r}"
+        yield ("path",), f"path must start with '/', got {quote(spec.path)}"
     if not spec.expect_status:
         yield ("expect_status",), "expect_status must list at least one status code"
     for code in sorted(spec.expect_status):
         if not 100 <= code <= 599:
             yield ("expect_status",), f"status code {code} is out of range 100..599"
     if spec.expect_body is not None:
-        try:
-            re.compile(spec.expect_body)
-        except re.error as err:
-            yield ("expect_body",), f"expect_body is not a valid regular expression: {err}"
+        problem = re2_problem(spec.expect_body)
+        if problem is not None:
+            yield ("expect_body",), f"expect_body {problem}"
     if spec.type == "external" and (not spec.command or not spec.command[0]):
         yield ("command", "type"), "an external check needs a non-empty command (a list: program and arguments)"
+
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # the reason is in the exception; RE2 would also print it on stderr
+
+
+def re2_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be matched by the HTTP checker, or ``None`` when it can.
+
+    The checker searches the body with RE2 (google-re2), in time linear in the
+    body, so the pattern must be RE2 syntax (https://github.com/google/re2/wiki/Syntax):
+    no backreferences (``\\1``), no lookahead or lookbehind (``(?=``, ``(?!``,
+    ``(?<=``, ``(?<!``), no possessive or atomic groups.  At most
+    `MAX_EXPECT_BODY` characters.  Pure function; used by the loader and by
+    ``directord convert`` for ldirectord's ``receive=``.
+    """
+    if len(pattern) > MAX_EXPECT_BODY:
+        return f"is {len(pattern)} characters long; at most {MAX_EXPECT_BODY}"
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as err:
+        reason = err.args[0].decode("utf-8", "replace") if err.args and isinstance(err.args[0], bytes) else str(err)
+        return (f"is not a regular expression the checker can use: {_bounded(reason, 120)} (it is matched "
+                "with RE2 syntax: no backreferences, no lookahead or lookbehind)")
+    return None
 
 
 def _make_check(fields: dict[str, Any]) -> CheckSpec:
@@ -626,6 +759,24 @@ class _ServiceContext:
     forwarding: ForwardingName
     check_fields: dict[str, Any]  # keys set in the service's check mapping
     check_ok: bool  # False when that mapping is invalid: its merged checks are not judged
+
+
+def _socket_path_problem(path: str) -> str | None:
+    """Why the daemon must not bind its control socket at ``path``, or ``None``.
+
+    The daemon replaces a stale socket there and removes it when it stops, so
+    anything else already at that path (a regular file, a directory, a
+    symbolic link...) would be destroyed: it is refused.  A path that does
+    not exist, or cannot be examined, is fine here (binding reports the rest).
+    """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if stat.S_ISSOCK(info.st_mode):
+        return None
+    return (f"{quote(path, MAX_UNIX_PATH_BYTES)} exists and is a {file_kind(info.st_mode)}, not a socket; the daemon would replace "
+            "and later delete it: choose another path or remove it")
 
 
 class _Builder:
@@ -707,7 +858,7 @@ class _Builder:
                 self.issues.append(
                     ConfigIssue(
                         self.file, line, column, field_path(path + (key,)),
-                        f"duplicate key '{key}' (first defined on line {first_line})",
+                        f"duplicate key {quote(str(key))} (first defined on line {first_line})",
                     )
                 )
             for key, value in node.items():
@@ -741,7 +892,9 @@ class _Builder:
                     services.append(service)
         ha = None
         if isinstance(root.get("ha"), dict):
-            from ha.config import parse_ha  # imported here: ha.config builds on this module
+            from ha.config import (
+                parse_ha,  # imported here: ha.config builds on this module
+            )
 
             ha, ha_issues = parse_ha(root, self.file)
             self.issues.extend(ha_issues)
@@ -749,18 +902,23 @@ class _Builder:
 
     def settings(self, schema: SettingsSchema) -> Settings:
         base = ("global",)
-        if not schema.reconcile_interval > 0:
-            self.issue(base + ("reconcile_interval",), f"must be > 0 seconds, got {schema.reconcile_interval:g}")
-        if not schema.drain_timeout >= 0:
-            self.issue(base + ("drain_timeout",), f"must be >= 0 seconds, got {schema.drain_timeout:g}")
+        for name, (low, high) in (("reconcile_interval", RECONCILE_INTERVAL_RANGE),
+                                  ("drain_timeout", DRAIN_TIMEOUT_RANGE)):
+            value = getattr(schema, name)
+            if not low <= value <= high:
+                self.issue(base + (name,), f"must be {low:g}..{high:g} seconds, got {value:g}")
         sock = schema.control_socket
         if not sock.startswith("/"):
-            self.issue(base + ("control_socket",), f"must be an absolute path, got {sock!r}")
+            self.issue(base + ("control_socket",), f"must be an absolute path, got {quote(sock)}")
         elif "\0" in sock or len(os.fsencode(sock)) > MAX_UNIX_PATH_BYTES:
             self.issue(
                 base + ("control_socket",),
                 f"a unix socket path must be at most {MAX_UNIX_PATH_BYTES} bytes without NUL characters",
             )
+        else:
+            problem = _socket_path_problem(sock)
+            if problem is not None:
+                self.issue(base + ("control_socket",), problem)
         return Settings(
             reconcile_interval=float(schema.reconcile_interval),
             drain_timeout=float(schema.drain_timeout),
@@ -774,7 +932,7 @@ class _Builder:
         base = ("global", "sync_daemon")
         name = schema.interface
         if not valid_ifname(name):
-            self.issue(base + ("interface",), f"not an interface name: {name!r} (1-{IFNAME_MAX} bytes, no '/', ':', "
+            self.issue(base + ("interface",), f"not an interface name: {quote(name)} (1-{IFNAME_MAX} bytes, no '/', ':', "
                                               "whitespace, not '.' or '..')")
         if not 0 <= schema.syncid <= 255:
             self.issue(base + ("syncid",), f"must be 0-255, got {schema.syncid}")
@@ -815,7 +973,7 @@ class _Builder:
         if schema.scheduler not in SCHEDULERS:
             self.issue(
                 path + ("scheduler",),
-                f"unknown scheduler {schema.scheduler!r}; valid schedulers: {', '.join(sorted(SCHEDULERS))}",
+                f"unknown scheduler {quote(schema.scheduler)}; valid schedulers: {', '.join(sorted(SCHEDULERS))}",
             )
         self.scheduler_flags(schema, path)
         persistence = self.persistence(persistence_schema, family, path) if persistence_schema else None
@@ -889,7 +1047,7 @@ class _Builder:
                                                      and self.service_keys[key] != line):
                 self.issue(
                     path + ("name",),
-                    f"duplicate virtual service name {name!r} (first used on line {self.service_names[name]})",
+                    f"duplicate virtual service name {quote(name)} (first used on line {self.service_names[name]})",
                 )
             else:
                 self.service_names[name] = line
@@ -940,7 +1098,7 @@ class _Builder:
         try:
             address = _parse_ip(text)
         except ValueError:
-            self.issue(path, f"not an IP address: {text!r}")
+            self.issue(path, f"not an IP address: {quote(text)}")
             return None, None
         return address, ip_family(address)
 
@@ -949,15 +1107,15 @@ class _Builder:
             where = path + ("scheduler_flags", index)
             if flag not in SCHEDULER_FLAGS:
                 self.issue(
-                    where, f"unknown scheduler flag {flag!r}; valid flags: {', '.join(sorted(SCHEDULER_FLAGS))}"
+                    where, f"unknown scheduler flag {quote(flag)}; valid flags: {', '.join(sorted(SCHEDULER_FLAGS))}"
                 )
                 continue
             schedulers = SCHEDULER_FLAGS[flag][0]
             if schema.scheduler not in schedulers:
                 self.issue(
                     where,
-                    f"scheduler flag {flag!r} is only valid with scheduler {', '.join(sorted(schedulers))}, "
-                    f"not {schema.scheduler!r}",
+                    f"scheduler flag {quote(flag)} is only valid with scheduler {', '.join(sorted(schedulers))}, "
+                    f"not {quote(schema.scheduler)}",
                 )
 
     def persistence(self, schema: PersistenceSchema, family: int | None, path: Path) -> Persistence:
@@ -1124,15 +1282,19 @@ def parse_config(text: str, path: str = "<string>") -> Config:
 def load_config(path: str) -> Config:
     """Read, parse and validate the YAML configuration file at ``path`` (UTF-8).
 
+    The file must be a regular file (a symbolic link to one is fine) of at
+    most `MAX_CONFIG_BYTES` bytes: a FIFO, a device or a directory is refused
+    without being read (`ha.readfile.read_regular_file`).
+
     Raises:
-        ConfigError: the file cannot be read (one issue with line 0), is not
-            UTF-8, or is invalid (see `parse_config`).
+        ConfigError: the file cannot be read, is not a regular file or is too
+            large (one issue with line 0), is not UTF-8, or is invalid (see
+            `parse_config`).
     """
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as err:
-        raise ConfigError([ConfigIssue(path, 0, 0, "", f"cannot read the file: {err.strerror or err}")]) from None
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)
+    except ReadFileError as err:
+        raise ConfigError([ConfigIssue(path, 0, 0, "", err.reason)]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:

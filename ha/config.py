@@ -22,10 +22,10 @@ The section (the sample ``etc/directord-ha.yaml`` documents it too)::
         - {ucast: eth1, peer: 10.0.1.2}
       udpport: 694                # bcast/ucast port and mcast's default
       authkeys: /etc/directord/authkeys   # heartbeat's authkeys file, mode 600
-      keepalive: 0.2              # seconds; or "200ms", "200000us", "0.2s"
-      warntime: 0.4
-      deadtime: 0.8
-      initdead: 3
+      keepalive: 0.2              # seconds (0.01..60); or "200ms", "200000us", "0.2s"
+      warntime: 0.4               # 0.01..3600
+      deadtime: 0.8               # 0.01..3600
+      initdead: 3                 # 0..86400
       auto_failback: true         # true/on, false/off, or "legacy"
       resources:                  # haresources: preferred owner + addresses
         - owner: dir1
@@ -91,7 +91,7 @@ import socket
 import threading
 from typing import Any, Literal
 
-from director.config import ConfigIssue, _describe, _locate, field_path
+from director.config import ConfigIssue, _describe, _locate, field_path, quote
 from director.model import canonical_ip
 from ha.auth import AuthKeysError, load_authkeys
 from ha.model import (
@@ -111,11 +111,11 @@ from ha.model import (
 
 __all__ = [
     "KEYS",
-    "parse_ha",
-    "parse_duration",
-    "resolve_timers",
-    "default_node_name",
     "check_ha_environment",
+    "default_node_name",
+    "parse_duration",
+    "parse_ha",
+    "resolve_timers",
 ]
 
 #: Every key of the ``ha:`` mapping.
@@ -153,6 +153,23 @@ NEIGH_LOCKTIME = 1.0
 _HB_INITDEAD_SAME_ABOVE = 10.0
 _HB_INITDEAD_FIXED_BELOW = 6.0
 _HB_INITDEAD_FIXED = 12.0
+#: Accepted range of each timer, in seconds.  Heartbeat reads times in milliseconds
+#: (``cl_get_msec``), so 10 ms is the finest keepalive; its documented values are a
+#: keepalive of seconds, a deadtime of tens of seconds and an initdead of minutes.
+TIMER_RANGES: dict[str, tuple[float, float]] = {
+    "keepalive": (0.01, 60.0),
+    "warntime": (0.01, 3600.0),
+    "deadtime": (0.01, 3600.0),
+    "initdead": (0.0, 86400.0),
+}
+#: Accepted range of ping_interval and ping_timeout, in seconds.
+PING_TIME_RANGE = (0.01, 3600.0)
+#: Largest announce_interval and announce_refresh, in seconds, and most announce_repeats.
+MAX_ANNOUNCE_INTERVAL = 3600.0
+MAX_ANNOUNCE_REFRESH = 86400.0
+MAX_ANNOUNCE_REPEATS = 100
+#: Longest time string read by `parse_duration`, in characters.
+_MAX_TIME_TEXT = 32
 
 _MEDIUM_KINDS = ("bcast", "mcast", "ucast")
 _MEDIUM_KEYS = {
@@ -190,22 +207,23 @@ def parse_duration(value: Any) -> float:
 
     Raises:
         TypeError: ``value`` is a boolean or neither a number nor a string.
-        ValueError: a string of another form, or an infinite / NaN number.
+        ValueError: a string of another form or longer than 32 characters, or
+            an infinite / NaN number or one too large to count milliseconds of.
     """
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError(f"expected a number of seconds or a string such as '200ms', got {_describe(value)}")
     if isinstance(value, str):
-        match = _TIME.fullmatch(value)
+        match = _TIME.fullmatch(value) if len(value) <= _MAX_TIME_TEXT else None
         if match is None:
             raise ValueError(
-                f"not a time: {value!r}; write seconds (0.5) or a string with a unit: '500ms', '500000us', '0.5s'"
+                f"not a time: {quote(value)}; write seconds (0.5) or a string with a unit: '500ms', '500000us', '0.5s'"
             )
         number, unit = float(match.group(1)), (match.group(2) or "s").lower()
         seconds = number / {"s": 1.0, "ms": 1e3, "us": 1e6}[unit]
     else:
         seconds = float(value)
-        if not math.isfinite(seconds):
-            raise ValueError(f"expected a finite number of seconds, got {value!r}")
+    if not math.isfinite(seconds * 1000.0):
+        raise ValueError(f"expected a finite number of seconds, got {quote(value)}")
     return math.floor(seconds * 1000.0 + 0.5) / 1000.0
 
 
@@ -258,9 +276,9 @@ def _ifname_problem(name: str) -> str | None:
     if not name:
         return "an interface name must not be empty"
     if len(name.encode()) > MAX_IFNAME:
-        return f"interface name {name!r} is longer than {MAX_IFNAME} bytes"
+        return f"interface name {quote(name)} is longer than {MAX_IFNAME} bytes"
     if name in (".", "..") or any(c == "/" or c == ":" or c.isspace() for c in name):
-        return f"invalid interface name {name!r} (no '/', ':' or blanks; not '.' or '..')"
+        return f"invalid interface name {quote(name)} (no '/', ':' or blanks; not '.' or '..')"
     return None
 
 
@@ -340,7 +358,7 @@ class _HAParser:
         try:
             address = ipaddress.ip_address(text)
         except ValueError:
-            self.issue(rel, f"{what} {text!r} is not an IP address")
+            self.issue(rel, f"{what} {quote(text)} is not an IP address")
             return None
         if address.version != 4:
             self.issue(rel, f"{what} {text} is IPv6; heartbeat's media are IPv4 only")
@@ -404,7 +422,7 @@ class _HAParser:
         if name is None:
             return None
         if not name or any(c.isspace() for c in name):
-            self.issue(rel, f"a node name must be one word without blanks, got {name!r}")
+            self.issue(rel, f"a node name must be one word without blanks, got {quote(name)}")
             return None
         return name.lower()
 
@@ -426,7 +444,7 @@ class _HAParser:
             if name is None:
                 ok = False
             elif name in names:
-                self.issue(("nodes", index), f"duplicate node {name!r} (node names are case-insensitive)")
+                self.issue(("nodes", index), f"duplicate node {quote(name)} (node names are case-insensitive)")
             else:
                 names.append(name)
         if ok and len(names) > 2:
@@ -441,11 +459,11 @@ class _HAParser:
             return name
         if name not in nodes:
             if explicit:
-                self.issue(("node",), f"our node name {name!r} is not among the nodes ({', '.join(nodes)})")
+                self.issue(("node",), f"our node name {quote(name)} is not among the nodes ({', '.join(nodes)})")
             else:
                 self.issue(
                     ("nodes",),
-                    f"our node name {name!r} (the host name; set 'node' to choose another) is not among "
+                    f"our node name {quote(name)} (the host name; set 'node' to choose another) is not among "
                     f"the nodes ({', '.join(nodes)})",
                 )
         return name
@@ -494,7 +512,7 @@ class _HAParser:
         tokens = text.split()
         if not tokens or tokens[0] not in _MEDIUM_KINDS:
             first = tokens[0] if tokens else ""
-            self.issue(rel, f"unknown medium {first!r}; expected bcast, mcast or ucast")
+            self.issue(rel, f"unknown medium {quote(first)}; expected bcast, mcast or ucast")
             return []
         kind, args = tokens[0], tokens[1:]
         if kind == "bcast":
@@ -504,14 +522,14 @@ class _HAParser:
             return [Medium("bcast", name, port=udpport) for name in args if self.interface(name, rel)]
         if kind == "ucast":
             if len(args) < 2:
-                self.issue(rel, f"expected 'ucast IF PEER-ADDRESS [PEER-ADDRESS...]', got {text.strip()!r}")
+                self.issue(rel, f"expected 'ucast IF PEER-ADDRESS [PEER-ADDRESS...]', got {quote(text.strip())}")
                 return []
             if not self.interface(args[0], rel):
                 return []
             peers = [self.ucast_peer(peer, rel) for peer in args[1:]]
             return [Medium("ucast", args[0], port=udpport, peer=peer) for peer in peers if peer is not None]
         if len(args) != 5:
-            self.issue(rel, f"expected 'mcast IF GROUP PORT TTL LOOP' (five values), got {text.strip()!r}")
+            self.issue(rel, f"expected 'mcast IF GROUP PORT TTL LOOP' (five values), got {quote(text.strip())}")
             return []
         name, group_text, port_text, ttl_text, loop_text = args
         ok = self.interface(name, rel)
@@ -519,7 +537,7 @@ class _HAParser:
         port = self.number_token(port_text, rel, "mcast port", 1, 65535)
         ttl = self.number_token(ttl_text, rel, "mcast TTL", 1, 255)
         if loop_text not in ("0", "1"):
-            self.issue(rel, f"mcast loop must be 0 or 1, got {loop_text!r}")
+            self.issue(rel, f"mcast loop must be 0 or 1, got {quote(loop_text)}")
             ok = False
         if not ok or group is None or port is None or ttl is None:
             return []
@@ -527,7 +545,7 @@ class _HAParser:
 
     def number_token(self, text: str, rel: Path, what: str, low: int, high: int) -> int | None:
         if not text.isdigit() or not low <= int(text) <= high:
-            self.issue(rel, f"{what} must be an integer {low}..{high}, got {text!r}")
+            self.issue(rel, f"{what} must be an integer {low}..{high}, got {quote(text)}")
             return None
         return int(text)
 
@@ -623,15 +641,10 @@ class _HAParser:
         """
         given = {key: self.time(key) for key in ("keepalive", "warntime", "deadtime", "initdead")}
         invalid = {key for key in given if given[key] is None and self.present(key)}
-        for key in ("keepalive", "warntime"):
+        for key, (low, high) in TIMER_RANGES.items():
             value = given[key]
-            if value is not None and not value > 0:
-                self.issue((key,), f"must be > 0 seconds, got {self.get(key)!r}")
-                invalid.add(key)
-        for key in ("deadtime", "initdead"):
-            value = given[key]
-            if value is not None and value < 0:
-                self.issue((key,), f"must be >= 0 seconds, got {self.get(key)!r}")
+            if value is not None and not low <= value <= high:
+                self.issue((key,), f"must be {low:g}..{high:g} seconds, got {quote(self.get(key))}")
                 invalid.add(key)
         timers = resolve_timers(compat, **{key: None if key in invalid else value for key, value in given.items()})
 
@@ -706,7 +719,7 @@ class _HAParser:
         if name is None:
             return None
         if nodes is not None and name not in nodes:
-            self.issue(rel, f"owner {name!r} is not among the nodes ({', '.join(nodes)})")
+            self.issue(rel, f"owner {quote(name)} is not among the nodes ({', '.join(nodes)})")
             return None
         return name
 
@@ -722,7 +735,7 @@ class _HAParser:
     def group_line(self, text: str, rel: Path, nodes: list[str] | None, seen: dict[str, str]) -> ResourceGroup | None:
         tokens = text.split()
         if len(tokens) < 2:
-            self.issue(rel, f"expected a haresources line 'OWNER IP/PREFIX/IF [IP/PREFIX/IF...]', got {text!r}")
+            self.issue(rel, f"expected a haresources line 'OWNER IP/PREFIX/IF [IP/PREFIX/IF...]', got {quote(text)}")
             return None
         owner = self.owner(self.node_name(tokens[0], rel), rel, nodes)
         resources = [self.register(self.address_text(token, rel), rel, seen) for token in tokens[1:]]
@@ -772,11 +785,11 @@ class _HAParser:
                 break
         parts = body.split("/")
         if len(parts) != 3 or not all(parts):
-            self.issue(rel, f"expected IP/PREFIX/IF such as 192.168.10.100/32/eth0, got {text!r}")
+            self.issue(rel, f"expected IP/PREFIX/IF such as 192.168.10.100/32/eth0, got {quote(text)}")
             return None
         address, prefix, name = parts
         if not prefix.isdigit():
-            self.issue(rel, f"prefix length {prefix!r} is not a number")
+            self.issue(rel, f"prefix length {quote(prefix)} is not a number")
             return None
         return self.resource(address, int(prefix), name, rel, rel, rel)
 
@@ -818,7 +831,7 @@ class _HAParser:
                 raise ValueError(text)
             address = canonical_ip(text)
         except ValueError:
-            self.issue(rel, f"not an IP address: {text!r}")
+            self.issue(rel, f"not an IP address: {quote(text)}")
             return None
         parsed = ipaddress.ip_address(address)
         if parsed.is_unspecified or parsed.is_multicast:
@@ -846,7 +859,7 @@ class _HAParser:
                     raise ValueError(text)
                 address = canonical_ip(text)
             except ValueError:
-                self.issue(rel, f"not an IP address: {text!r} (ping nodes are addresses, not host names)")
+                self.issue(rel, f"not an IP address: {quote(text)} (ping nodes are addresses, not host names)")
                 continue
             if address in found:
                 self.issue(rel, f"duplicate ping node {address}")
@@ -863,7 +876,7 @@ class _HAParser:
         if text is None:
             return default
         if not text.startswith("/") or "\0" in text:
-            self.issue(("state_dir",), f"must be an absolute directory path, got {text!r}")
+            self.issue(("state_dir",), f"must be an absolute directory path, got {quote(text)}")
         return text
 
     def announce(self) -> tuple[int, float, float]:
@@ -872,10 +885,13 @@ class _HAParser:
         interval: float = fields["announce_interval"].default
         refresh: float = fields["announce_refresh"].default
         if self.present("announce_repeats"):
-            repeats = self.integer(self.get("announce_repeats"), ("announce_repeats",), 1, None) or repeats
+            repeats = self.integer(self.get("announce_repeats"), ("announce_repeats",), 1, MAX_ANNOUNCE_REPEATS,
+                                   "announce_repeats") or repeats
         value = self.time("announce_interval")
         if value is not None:
-            if not value > NEIGH_LOCKTIME:
+            if value > MAX_ANNOUNCE_INTERVAL:
+                self.issue(("announce_interval",), f"must be at most {MAX_ANNOUNCE_INTERVAL:g} s, got {_seconds(value)}")
+            elif not value > NEIGH_LOCKTIME:
                 self.issue(
                     ("announce_interval",),
                     f"must be > {NEIGH_LOCKTIME:g} s (the kernel ignores neighbour updates within its 1 s "
@@ -884,7 +900,9 @@ class _HAParser:
             interval = value
         value = self.time("announce_refresh")
         if value is not None:
-            if value != 0 and not value > NEIGH_LOCKTIME:
+            if value > MAX_ANNOUNCE_REFRESH:
+                self.issue(("announce_refresh",), f"must be at most {MAX_ANNOUNCE_REFRESH:g} s, got {_seconds(value)}")
+            elif value != 0 and not value > NEIGH_LOCKTIME:
                 self.issue(("announce_refresh",), f"must be 0 (off) or > {NEIGH_LOCKTIME:g} s, got {_seconds(value)}")
             refresh = value
         return repeats, interval, refresh
@@ -897,8 +915,8 @@ class _HAParser:
         for key in ("ping_interval", "ping_timeout"):
             value = self.time(key)
             if value is not None:
-                if not value > 0:
-                    self.issue((key,), f"must be > 0 s, got {_seconds(value)}")
+                if not PING_TIME_RANGE[0] <= value <= PING_TIME_RANGE[1]:
+                    self.issue((key,), f"must be {PING_TIME_RANGE[0]:g}..{PING_TIME_RANGE[1]:g} s, got {_seconds(value)}")
                 else:
                     out[key] = value
         interval = out.get("ping_interval", fields["ping_interval"].default)
@@ -1022,18 +1040,18 @@ def check_ha_environment(ha: HAConfig, *, netns: str | None = None, file: str | 
         head = f"{prefix}ha.media: {_medium_text(medium)}: "
         index = links.get(medium.interface)
         if index is None:
-            problems.append(f"{head}interface {medium.interface!r} does not exist{where}")
+            problems.append(f"{head}interface {quote(medium.interface)} does not exist{where}")
             continue
         ipv4 = addresses.get(index, [])
         if medium.kind == "bcast" and not any(brd and brd != "0.0.0.0" for _, brd in ipv4):
             problems.append(
-                f"{head}interface {medium.interface!r} has no IPv4 address with a broadcast address{where}; "
+                f"{head}interface {quote(medium.interface)} has no IPv4 address with a broadcast address{where}; "
                 f"a bcast medium sends to it (add one with 'ip addr add ADDRESS/PREFIX brd + dev "
                 f"{medium.interface}')"
             )
         elif medium.kind == "mcast" and not ipv4:
             problems.append(
-                f"{head}interface {medium.interface!r} has no IPv4 address{where}; "
+                f"{head}interface {quote(medium.interface)} has no IPv4 address{where}; "
                 "an mcast medium sends from it"
             )
     for group in ha.groups:
@@ -1041,6 +1059,6 @@ def check_ha_environment(ha: HAConfig, *, netns: str | None = None, file: str | 
             if resource.interface not in links:
                 problems.append(
                     f"{prefix}ha.resources: {resource} (owner {group.owner}): interface "
-                    f"{resource.interface!r} does not exist{where}"
+                    f"{quote(resource.interface)} does not exist{where}"
                 )
     return problems

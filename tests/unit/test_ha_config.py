@@ -288,12 +288,18 @@ def test_warntime_below_deadtime_only_in_directord_profile(keys: str):
 @pytest.mark.parametrize(
     "extra, field, message",
     [
-        ("keepalive: 0", "ha.keepalive", "must be > 0 seconds, got 0"),
-        ("keepalive: 499us", "ha.keepalive", "must be > 0 seconds, got '499us'"),
-        ("warntime: -1", "ha.warntime", "must be > 0 seconds, got -1"),
-        ("deadtime: -2", "ha.deadtime", "must be >= 0 seconds, got -2"),
+        ("keepalive: 0", "ha.keepalive", "must be 0.01..60 seconds, got 0"),
+        ("keepalive: 499us", "ha.keepalive", "must be 0.01..60 seconds, got '499us'"),
+        ("warntime: -1", "ha.warntime", "must be 0.01..3600 seconds, got -1"),
+        ("deadtime: -2", "ha.deadtime", "must be 0.01..3600 seconds, got -2"),
         ("initdead: 1 minute", "ha.initdead", "not a time: '1 minute'"),
         ("deadtime: true", "ha.deadtime", "expected a number of seconds or a string such as '200ms', got boolean"),
+        ("keepalive: 61", "ha.keepalive", "must be 0.01..60 seconds, got 61"),
+        ("warntime: 3601", "ha.warntime", "must be 0.01..3600 seconds, got 3601"),
+        ("deadtime: 1.0e+308", "ha.deadtime", "expected a finite number of seconds, got 1e+308"),
+        ("deadtime: '1e308'", "ha.deadtime", "not a time: '1e308'"),
+        ("deadtime: '" + "9" * 400 + "'", "ha.deadtime", "not a time: '" + "9" * 60 + "'..."),
+        ("initdead: 86401", "ha.initdead", "must be 0..86400 seconds, got 86401"),
     ],
 )
 def test_bad_timer_values(keys: str, extra: str, field: str, message: str):
@@ -558,16 +564,21 @@ def test_state_dir_and_announcements(keys: str):
     "extra, field, message",
     [
         ("state_dir: var/lib", "ha.state_dir", "must be an absolute directory path, got 'var/lib'"),
-        ("announce_repeats: 0", "ha.announce_repeats", "must be >= 1, got 0"),
+        ("announce_repeats: 0", "ha.announce_repeats", "announce_repeats 0 is out of range 1..100"),
         ("announce_interval: 1", "ha.announce_interval", "must be > 1 s (the kernel ignores"),
         ("announce_interval: 900ms", "ha.announce_interval", "got 0.9 s"),
         ("announce_refresh: 0.5", "ha.announce_refresh", "must be 0 (off) or > 1 s, got 0.5 s"),
         ("compat: pacemaker", "ha.compat", "expected directord or heartbeat, got string 'pacemaker'"),
-        ("ping_interval: 0", "ha.ping_interval", "must be > 0 s"),
+        ("ping_interval: 0", "ha.ping_interval", "must be 0.01..3600 s, got 0 s"),
         ("ping_timeout: 2", "ha.ping_timeout", "must not exceed ping_interval (1 s)"),
         ("ping_rise: 0", "ha.ping_rise", "out of range 1..100"),
         ("ping_fall: two", "ha.ping_fall", "expected an integer"),
         ("link_monitor: sometimes", "ha.link_monitor", "expected true or false"),
+        ("announce_repeats: 1000000000", "ha.announce_repeats", "announce_repeats 1000000000 is out of range 1..100"),
+        ("announce_interval: 3601", "ha.announce_interval", "must be at most 3600 s, got 3601 s"),
+        ("announce_refresh: 86401", "ha.announce_refresh", "must be at most 86400 s, got 86401 s"),
+        ("ping_interval: 3601", "ha.ping_interval", "must be 0.01..3600 s, got 3601 s"),
+        ("ping_timeout: 1.0e-300", "ha.ping_timeout", "must be 0.01..3600 s, got 0 s"),
     ],
 )
 def test_bad_other_values(keys: str, extra: str, field: str, message: str):

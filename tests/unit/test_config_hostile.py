@@ -1,0 +1,315 @@
+"""The configuration file as hostile input: special files, sizes, nesting, aliases, huge values, bounds.
+
+Each case is refused with a located error (``FILE[:LINE:COL]: FIELD: message``)
+instead of blocking, exhausting memory, crashing or echoing megabytes, and
+``directord check`` prints it without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from director.config import (
+    MAX_CONFIG_BYTES,
+    MAX_YAML_DEPTH,
+    ConfigError,
+    ConfigIssue,
+    load_config,
+    parse_config,
+)
+
+SERVICE = """
+virtual_services:
+  - address: 10.0.0.1
+    port: 80
+    check:
+      type: http
+      {key}: {value}
+    real_servers:
+      - address: 10.0.1.1
+"""
+
+
+def issues_of(text: str, path: str = "t.yaml") -> list[ConfigIssue]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(textwrap.dedent(text), path)
+    return info.value.issues
+
+
+def only(text: str) -> ConfigIssue:
+    issues = issues_of(text)
+    assert len(issues) == 1, "\n".join(map(str, issues))
+    return issues[0]
+
+
+def load_issue(path: str | Path) -> ConfigIssue:
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path))
+    (issue,) = info.value.issues
+    return issue
+
+
+def run_check(path: str | Path) -> subprocess.CompletedProcess[str]:
+    """``directord check -c PATH`` in a child process (a refusal must not wait: 20 s deadline)."""
+    return subprocess.run(
+        [sys.executable, "-c", "import sys; from director.cli import main; sys.exit(main(sys.argv[1:]))",
+         "check", "-c", str(path)],
+        capture_output=True, text=True, timeout=20, check=False,
+    )
+
+
+# --- special files and sizes --------------------------------------------------------------------
+
+
+def test_fifo_is_refused_without_blocking(tmp_path: Path):
+    path = tmp_path / "directord.yaml"
+    os.mkfifo(path)
+    issue = load_issue(path)
+    assert str(issue) == f"{path}: not a regular file but a FIFO (named pipe)"
+
+
+def test_device_is_refused_without_reading():
+    assert str(load_issue("/dev/zero")) == "/dev/zero: not a regular file but a character device"
+
+
+def test_directory_is_refused(tmp_path: Path):
+    assert str(load_issue(tmp_path)) == f"{tmp_path}: not a regular file but a directory"
+
+
+def test_oversize_file_is_refused(tmp_path: Path):
+    path = tmp_path / "big.yaml"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
+    assert str(load_issue(path)) == f"{path}: too large: {MAX_CONFIG_BYTES + 1} bytes, the limit is 8 MiB"
+
+
+def test_symlink_to_regular_file_is_read(tmp_path: Path):
+    real = tmp_path / "real.yaml"
+    real.write_text("virtual_services: []\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(real)
+    assert load_config(str(link)).services == ()
+
+
+# --- nesting, aliases, scalars the YAML library cannot build --------------------------------------
+
+
+@pytest.mark.parametrize("style", ["block", "flow"])
+def test_deep_nesting_is_a_located_error(style: str):
+    if style == "flow":
+        text = "ha: " + "[" * 1000 + "]" * 1000 + "\n"
+    else:
+        text = "".join("  " * level + f"k{level}:\n" for level in range(1000)) + "  " * 1000 + "x: 1\n"
+    (issue,) = issues_of(text)
+    assert issue.message == f"invalid YAML: nesting deeper than {MAX_YAML_DEPTH} levels of mappings and lists"
+    assert issue.line >= 1 and issue.field == ""
+
+
+def test_nesting_at_the_limit_is_accepted_by_the_loader():
+    # 32 levels parse; the value is then refused by the schema, not by the loader.
+    text = "ha: " + "[" * (MAX_YAML_DEPTH - 1) + "]" * (MAX_YAML_DEPTH - 1) + "\n"
+    (issue,) = issues_of(text)
+    assert not issue.message.startswith("invalid YAML")
+
+
+def test_alias_bomb_is_refused():
+    # Nine levels of ten aliases each stand for 10**9 values.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 10):
+        ref = f"*a{level - 1}"
+        lines.append(f"a{level}: &a{level} [{', '.join([ref] * 10)}]")
+    (issue,) = issues_of("\n".join(lines) + "\n")
+    assert issue.message.startswith("invalid YAML: more than 2000000 values")
+
+
+def test_recursive_alias_is_refused():
+    (issue,) = issues_of("ha: &loop [*loop]\n")
+    assert issue.message == "invalid YAML: an alias refers to a node that contains it (recursive structure)"
+    assert (issue.line, issue.column) == (1, 12)
+
+
+def test_huge_integer_is_a_located_error():
+    (issue,) = issues_of("virtual_services:\n  - address: 10.0.0.1\n    port: " + "1" * 5000 + "\n")
+    assert (issue.line, issue.column) == (3, 11)
+    assert issue.message.startswith("invalid YAML: cannot read this int value: Exceeds the limit")
+
+
+# --- quoted values in messages --------------------------------------------------------------------
+
+
+def test_huge_scalar_is_cut_in_the_message():
+    text = f"virtual_services:\n  - address: {'A' * 1_000_000}\n    port: 80\n"
+    (issue,) = issues_of(text)
+    assert issue.message == f"not an IP address: '{'A' * 60}'..."
+
+
+def test_huge_unknown_key_is_cut_in_the_message():
+    (issue,) = issues_of(f"global:\n  ? {'k' * 100_000}\n  : 1\n")
+    assert len(str(issue)) < 400
+    assert f"unknown key '{'k' * 60}'..." in issue.message
+
+
+def test_control_characters_are_escaped():
+    (issue,) = issues_of('virtual_services:\n  - address: "1.2.3.4\\e[2J\\0\\nX"\n    port: 80\n')
+    assert issue.message == r"not an IP address: '1.2.3.4\x1b[2J\x00\nX'"
+    assert str(issue).isprintable()
+
+
+def test_check_prints_one_line_for_a_huge_scalar(tmp_path: Path):
+    path = tmp_path / "directord.yaml"
+    path.write_text(f"virtual_services:\n  - address: 10.0.0.1\n    port: 80\n    scheduler: {'s' * 1_000_000}\n")
+    result = run_check(path)
+    assert result.returncode == 1
+    assert len(result.stderr) < 1000 and "Traceback" not in result.stderr
+
+
+# --- directord check prints one clear line, no traceback -----------------------------------------------
+
+
+def _fifo(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "fifo.yaml"
+    os.mkfifo(path)
+    return path, "not a regular file but a FIFO (named pipe)"
+
+
+def _deep(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "deep.yaml"
+    path.write_text("ha: " + "[" * 1000 + "]" * 1000 + "\n")
+    return path, f"invalid YAML: nesting deeper than {MAX_YAML_DEPTH} levels"
+
+
+def _oversize(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "big.yaml"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_CONFIG_BYTES + 1)
+    return path, "too large"
+
+
+def _zero(tmp_path: Path) -> tuple[Path, str]:
+    return Path("/dev/zero"), "not a regular file but a character device"
+
+
+@pytest.mark.parametrize("make", [_fifo, _deep, _oversize, _zero], ids=["fifo", "deep", "oversize", "dev-zero"])
+def test_check_command_reports_one_line(tmp_path: Path, make):
+    path, reason = make(tmp_path)
+    result = run_check(path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 2, result.stderr  # the issue, then the count
+    assert lines[0].startswith(f"{path}") and reason in lines[0]
+
+
+# --- control_socket -----------------------------------------------------------------------------------
+
+
+def control_socket_doc(path: str) -> str:
+    return f"global:\n  control_socket: {path}\n"
+
+
+def test_control_socket_over_a_regular_file_is_refused(tmp_path: Path):
+    victim = tmp_path / "important"
+    victim.write_text("keep me\n")
+    (issue,) = issues_of(control_socket_doc(str(victim)), "d.yaml")
+    assert str(issue) == (
+        f"d.yaml:2:19: global.control_socket: '{victim}' exists and is a regular file, not a socket; "
+        "the daemon would replace and later delete it: choose another path or remove it"
+    )
+    assert victim.read_text() == "keep me\n"
+
+
+def test_control_socket_over_a_directory_or_symlink_is_refused(tmp_path: Path):
+    (issue,) = issues_of(control_socket_doc(str(tmp_path)))
+    assert "exists and is a directory, not a socket" in issue.message
+    link = tmp_path / "link"
+    link.symlink_to("/nonexistent")
+    (issue,) = issues_of(control_socket_doc(str(link)))
+    assert "exists and is a symbolic link, not a socket" in issue.message
+
+
+def test_control_socket_absent_or_a_socket_is_accepted(tmp_path: Path):
+    absent = tmp_path / "absent.sock"
+    assert parse_config(control_socket_doc(str(absent))).settings.control_socket == str(absent)
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(path))
+        assert parse_config(control_socket_doc(str(path))).settings.control_socket == str(path)
+
+
+# --- bounds of times and counts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("interval", "1.0e+308", "interval must be 0.05..3600 seconds, got 1e+308"),
+        ("interval", "1.0e-300", "interval must be 0.05..3600 seconds, got 1e-300"),
+        ("interval", "0.01", "interval must be 0.05..3600 seconds, got 0.01"),
+        ("interval", "3601", "interval must be 0.05..3600 seconds, got 3601"),
+        ("retry_interval", "1.0e-300", "retry_interval must be 0.05..3600 seconds, got 1e-300"),
+        ("timeout", "86400", "timeout must be 0.01..3600 seconds, got 86400"),
+        ("timeout", "0.001", "timeout must be 0.01..3600 seconds, got 0.001"),
+        ("rise", "1001", "rise must be 1..1000, got 1001"),
+        ("fall", "100000000000000000000", "fall must be 1..1000, got 100000000000000000000"),
+        ("interval", ".nan", "expected a finite number, got number nan"),
+        ("timeout", ".inf", "expected a finite number, got number inf"),
+    ],
+)
+def test_check_times_and_counts_are_bounded(key: str, value: str, message: str):
+    issue = only(SERVICE.format(key=key, value=value))
+    assert issue.field == f"virtual_services[0].check.{key}"
+    assert issue.message == message
+
+
+@pytest.mark.parametrize("key, value", [("interval", "0.05"), ("interval", 3600), ("timeout", "0.01"),
+                                        ("rise", 1000), ("fall", 1)])
+def test_check_bounds_are_inclusive(key: str, value: object):
+    config = parse_config(textwrap.dedent(SERVICE.format(key=key, value=value)))
+    assert float(getattr(config.services[0].check, key)) == float(value)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("reconcile_interval", "1.0e+308", "must be 0.1..3600 seconds, got 1e+308"),
+        ("reconcile_interval", "1.0e-300", "must be 0.1..3600 seconds, got 1e-300"),
+        ("drain_timeout", "1.0e+308", "must be 0..86400 seconds, got 1e+308"),
+    ],
+)
+def test_global_times_are_bounded(key: str, value: str, message: str):
+    issue = only(f"global:\n  {key}: {value}\n")
+    assert (issue.field, issue.message) == (f"global.{key}", message)
+
+
+# --- expect_body: RE2 syntax ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pattern, reason",
+    [
+        (r"'(a)\1'", r"invalid escape sequence: \1"),
+        ("'ok(?=!)'", "invalid perl operator: (?="),
+        ("'(?<!not )ok'", "invalid perl operator: (?<!"),
+    ],
+)
+def test_expect_body_must_be_re2(pattern: str, reason: str):
+    issue = only(SERVICE.format(key="expect_body", value=pattern))
+    assert issue.field == "virtual_services[0].check.expect_body"
+    assert issue.message == (
+        f"expect_body is not a regular expression the checker can use: {reason} "
+        "(it is matched with RE2 syntax: no backreferences, no lookahead or lookbehind)"
+    )
+
+
+def test_expect_body_re2_accepted_and_too_long_refused():
+    config = parse_config(textwrap.dedent(SERVICE.format(key="expect_body", value=r"'(?i)<title>\s*OK\d+'")))
+    assert config.services[0].check.expect_body == r"(?i)<title>\s*OK\d+"
+    issue = only(SERVICE.format(key="expect_body", value="'" + "a" * 5000 + "'"))
+    assert issue.message == "expect_body is 5000 characters long; at most 4096"
