@@ -19,8 +19,20 @@ Files, in ``state_dir`` (created if missing, mode 0755):
 * ``<node>.hb_generation``: the last generation handed out, as decimal text
   and a newline.
 
+* ``<node>.lock``: held with ``flock(2)`` (exclusive) for the whole life of
+  the HA service, by `lock_node`, and holding the holder's pid as decimal
+  text. Two processes on one configuration would share a uuid: each would
+  take the other's packets for its own, both would go active and the peer
+  would see the generation jump back and forth ("attempted replay attack").
+  The second one is refused instead (`NodeLockedError`). The file is never
+  removed (removing a lock file races with a process about to lock it); a
+  lock dies with its process, so a crash never leaves a stale lock.
+
 The node name is part of the file names so that two instances sharing one
 state directory (a lab host running both nodes) never share a uuid.
+
+Every write is `ha.durable.write_file_atomic` (temporary file, fsync,
+rename, fsync of the directory).
 
 The first generation of a new state directory is the wall-clock time in
 seconds plus one, as heartbeat does when it finds no previous generation: a
@@ -30,16 +42,27 @@ higher than the one its peer remembers (as long as the clock is sane).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
+import stat
 import time
 import uuid as uuidlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Self
 
-__all__ = ["IdentityError", "NodeIdentity", "load_identity", "uuid_path", "generation_path"]
+from ha.durable import make_directories, write_file_atomic
+
+__all__ = [
+    "IdentityError", "NodeIdentity", "NodeLock", "NodeLockedError", "generation_path", "load_identity",
+    "lock_node", "lock_path", "uuid_path",
+]
 
 UUID_SUFFIX = ".hb_uuid"
 GENERATION_SUFFIX = ".hb_generation"
+LOCK_SUFFIX = ".lock"
+#: Bound of every identity file read, bytes (they hold 16 bytes or a number).
+_MAX_FILE = 4096
 _MAX_GENERATION = 2**63 - 1
 
 
@@ -100,42 +123,24 @@ def generation_path(state_dir: str | os.PathLike[str], node: str) -> str:
     return os.path.join(os.fspath(state_dir), node + GENERATION_SUFFIX)
 
 
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def lock_path(state_dir: str | os.PathLike[str], node: str) -> str:
+    """Path of `node`'s lock file in `state_dir` (see `lock_node`)."""
+    _check_node(node)
+    return os.path.join(os.fspath(state_dir), node + LOCK_SUFFIX)
 
 
 def _write_atomic(path: str, data: bytes, mode: int) -> None:
-    """Write `data` to `path` durably: temp file, fsync, rename, fsync dir."""
-    directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    """Write `data` to `path` durably (`ha.durable.write_file_atomic`); IdentityError on failure."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(directory)
+        write_file_atomic(path, data, mode)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise IdentityError(path, f"cannot write: {exc.strerror or exc}") from exc
 
 
 def _read(path: str) -> bytes | None:
     try:
         with open(path, "rb") as fh:
-            return fh.read(4096)
+            return fh.read(_MAX_FILE)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -194,13 +199,120 @@ def load_identity(
     """
     upath = uuid_path(state_dir, node)
     gpath = generation_path(state_dir, node)
-    directory = os.fspath(state_dir)
+    _ensure_state_dir(os.fspath(state_dir))
+    node_uuid = _load_uuid(upath, new_uuid)
+    generation = _next_generation(gpath, clock)
+    return NodeIdentity(uuid=node_uuid, generation=generation)
+
+
+def _ensure_state_dir(directory: str) -> None:
     try:
-        os.makedirs(directory, mode=0o755, exist_ok=True)
+        make_directories(directory, 0o755)
     except OSError as exc:
         raise IdentityError(directory, f"cannot create the state directory: {exc.strerror or exc}") from exc
     if not os.path.isdir(directory):
         raise IdentityError(directory, "is not a directory")
-    node_uuid = _load_uuid(upath, new_uuid)
-    generation = _next_generation(gpath, clock)
-    return NodeIdentity(uuid=node_uuid, generation=generation)
+
+
+class NodeLockedError(IdentityError):
+    """Another process holds the node's lock: it runs HA as the same node on this state directory.
+
+    ``str(err)`` is ``"<lock file>: <reason>"`` and names the holder's pid
+    when the lock file holds one; `pid` is that pid or None.
+    """
+
+    def __init__(self, path: str, node: str, pid: int | None) -> None:
+        self.pid = pid
+        holder = f"process {pid}" if pid is not None else "another process (pid unknown)"
+        super().__init__(
+            path, f"node {node!r} is already running here: {holder} holds this lock; "
+            "two daemons with one node name and state directory would share a uuid"
+        )
+
+
+class NodeLock:
+    """An exclusive ``flock(2)`` on a node's lock file, made by `lock_node`.
+
+    `path` is the lock file. `release` (idempotent; also run by ``with``
+    and when the object is collected) empties the file and drops the lock.
+    """
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        """True until `release`."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Drop the lock (``LOCK_UN``, so also when a forked child shares the descriptor) and close the file."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
+
+
+def _holder_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and len(text) <= 10 and int(text) > 0 else None
+
+
+def lock_node(state_dir: str | os.PathLike[str], node: str) -> NodeLock:
+    """Take `node`'s lock in `state_dir` (``<node>.lock``), without waiting.
+
+    Creates `state_dir` (0755) and the lock file (0644) when missing, takes
+    ``flock(LOCK_EX | LOCK_NB)`` on it and writes our pid into it. The lock
+    lasts until `NodeLock.release` or the end of the process; the file
+    descriptor is close-on-exec, so programs we start never inherit it.
+
+    Returns a held `NodeLock`. Raises `NodeLockedError` (naming the lock
+    file and the holder's pid) when another process holds the lock,
+    `IdentityError` when the lock file cannot be opened or locked (a
+    symlink, a directory, no permission, ...), ``ValueError`` for a node
+    name that cannot be part of a file name.
+    """
+    path = lock_path(state_dir, node)
+    _ensure_state_dir(os.fspath(state_dir))
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
+    except OSError as exc:
+        reason = "is a symbolic link; refusing to use it" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+        raise IdentityError(path, f"cannot open the lock file: {reason}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IdentityError(path, "the lock file is not a regular file")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NodeLockedError(path, node, _holder_pid(fd)) from None
+        except OSError as exc:
+            raise IdentityError(path, f"cannot lock: {exc.strerror or exc}") from exc
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+        except OSError as exc:
+            raise IdentityError(path, f"cannot write the pid: {exc.strerror or exc}") from exc
+    except BaseException:
+        os.close(fd)
+        raise
+    return NodeLock(path, fd)

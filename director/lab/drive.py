@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from ha.durable import write_file_atomic
+
 from .netns import Lab
 
 
@@ -59,10 +61,8 @@ class DirectordProcess:
         self.proc: subprocess.Popen | None = None
 
     def write(self, text: str) -> None:
-        """Replace the configuration file atomically (``text`` is dedented)."""
-        tmp = self.config.with_suffix(".tmp")
-        tmp.write_text(textwrap.dedent(text))
-        os.replace(tmp, self.config)
+        """Replace the configuration file atomically and durably (``text`` is dedented; mode 0644)."""
+        write_file_atomic(self.config, textwrap.dedent(text).encode(), 0o644)
 
     def start(self) -> None:
         """Start the daemon (its stdout/stderr append to `log`)."""

@@ -39,6 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ha.durable import write_file_atomic
+
 from .netns import (
     Lab,
     LabPlan,
@@ -328,11 +330,11 @@ class PairLab:
             if self.use_prep_cmd:
                 self._prep_real_servers()
             keys = self.workdir / "authkeys"
-            keys.write_text("auth 1\n1 sha1 " + os.urandom(12).hex() + "\n")
-            keys.chmod(0o600)
+            # 0600 from the start: the key is never readable by others, not even briefly
+            write_file_atomic(keys, ("auth 1\n1 sha1 " + os.urandom(12).hex() + "\n").encode(), 0o600)
             for node in DIRECTORS:
                 (self.workdir / node / "state").mkdir(parents=True, exist_ok=True)
-                self.config_path(node).write_text(self.config_text(node))
+                write_file_atomic(self.config_path(node), self.config_text(node).encode(), 0o644)
                 # reschedule DR connections that reuse a client port (net/netfilter/ipvs: conn_reuse_mode)
                 self.lab.sysctl(node, "net.ipv4.vs.conn_reuse_mode", 3)
             for node in DIRECTORS:
@@ -362,9 +364,7 @@ class PairLab:
         STATE_ROOT.mkdir(parents=True, exist_ok=True)
         doc = {"options": asdict(self.options), "workdir": str(self.workdir), "created": time.time(),
                "realserver_prep": self.use_prep_cmd}
-        tmp = state_file(self.prefix).with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        os.replace(tmp, state_file(self.prefix))
+        write_file_atomic(state_file(self.prefix), (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
 
     @classmethod
     def attach(cls, prefix: str) -> "PairLab":

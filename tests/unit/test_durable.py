@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import stat
@@ -194,3 +195,31 @@ def test_replace_symlink_renames_a_new_link_over_the_old(tmp_path: Path, monkeyp
     with pytest.raises(FileExistsError, match="regular file, not a symbolic link"):
         replace_symlink(regular, "../x.service")
     assert regular.read_text() == "keep" and sorted(os.listdir(link.parent)) == ["regular", "x.service"]
+
+
+# --- the lab's files ----------------------------------------------------------------------------
+
+
+def test_lab_configuration_and_state_files_are_written_durably(tmp_path: Path, monkeypatch):
+    from director.lab import pair
+    from director.lab.drive import DirectordProcess
+
+    proc = DirectordProcess(None, tmp_path / "work")  # type: ignore[arg-type]  # write() needs no lab
+    events = _record_syncs(monkeypatch)
+    proc.write("""
+        global:
+          checktimeout: 5
+    """)
+    assert proc.config.read_text() == "\nglobal:\n  checktimeout: 5\n"
+    assert stat.S_IMODE(proc.config.stat().st_mode) == 0o644
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"] and events[2] == ("fsync", str(proc.config.parent))
+    assert sorted(os.listdir(proc.config.parent)) == ["directord.yaml"]
+
+    monkeypatch.setattr(pair, "STATE_ROOT", tmp_path / "run")
+    lab = pair.PairLab(pair.PairOptions(prefix="dur"), workdir=tmp_path / "pair")
+    events.clear()
+    lab.save_state()
+    state = tmp_path / "run" / "dur.json"
+    assert json.loads(state.read_text())["workdir"] == str(tmp_path / "pair")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"] and events[2] == ("fsync", str(state.parent))
+    assert os.listdir(state.parent) == ["dur.json"]
