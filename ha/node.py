@@ -189,6 +189,7 @@ __all__ = [
     "HeartbeatNode",
     "REANNOUNCE_REASON",
     "COUNTERS",
+    "MAX_REJECT_SOURCES",
     "AdminRefused",
     "CONNECTIVITY_TYPE",
     "TAKEOVER_TYPE",
@@ -280,7 +281,8 @@ COUNTERS = (
     "not_for_us",  # addressed to another node
     "from_dead",  # non-status packet from a peer declared dead
     "ignored",  # received while not running
-    "lost_packets",  # gaps seen in peers' sequences
+    "lost_packets",  # peers' packets still missing when their retransmission is first asked for
+    "reordered",  # peers' packets that arrived late, before a retransmission was asked for
     "rexmit_requests_sent",
     "rexmit_requests_received",
     "retransmitted",  # packets resent from history
@@ -298,6 +300,9 @@ COUNTERS = (
 )
 
 # --- protocol constants (heartbeat 3.0.6) ----------------------------------------------------
+
+#: Source addresses kept in the per-source account of rejected datagrams.
+MAX_REJECT_SOURCES = 32
 
 _HISTORY = 500  # MAXMSGHIST: sent packets kept for retransmission
 _FLOWCONTROL_LIMIT = _HISTORY // 2  # more missing than this: start over
@@ -444,6 +449,7 @@ class _Peer:
         self.missing: set[int] = set()
         self.first_missing: int | None = None
         self.rexmit_due: dict[int, float] = {}
+        self.requested: set[int] = set()  # missing seqs whose retransmission was asked for
         self.acked = 0  # highest of our seqs this peer acknowledged
         self.ack_trigger = ack_trigger
         self.dead_time = dead_time  # the dt it advertises, seconds
@@ -459,6 +465,7 @@ class _Peer:
         self.missing.clear()
         self.first_missing = None
         self.rexmit_due.clear()
+        self.requested.clear()
         self.last_seq = None
         self.acked = 0
 
@@ -573,6 +580,8 @@ class HeartbeatNode:
         self._ttl = _HOPFUDGE + len(config.nodes)
 
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
+        #: source address -> {"packets", per-reason counts, "last"}: see `rejected_sources`
+        self.rejected_by_source: dict[str, dict[str, float]] = {}
 
         self._peers: dict[str, _Peer] = {}
         for name in config.nodes:
@@ -1118,6 +1127,14 @@ class HeartbeatNode:
             due = [s for s, t in peer.rexmit_due.items() if now >= t]
             for s in sorted(due):
                 if peer.status in ("up", "active"):
+                    if s not in peer.requested:  # past the reorder window: lost
+                        peer.requested.add(s)
+                        self.counters["lost_packets"] += 1
+                        self._loss_seen()
+                        self._log_limited(
+                            f"lost-{peer.name}", logging.WARNING,
+                            f"lost packet(s) from {peer.name} (seq {s}): asking for retransmission",
+                        )
                     self._send(
                         [("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(s)), ("lastseq", str(s))]
                     )
@@ -1190,15 +1207,15 @@ class HeartbeatNode:
         try:
             msg = decode_packet(data, self._keys)
         except UnknownAuthIndex as exc:
-            self.counters["unknown_auth_index"] += 1
+            self._reject(source, "unknown_auth_index")
             self._log_limited("auth-index", logging.WARNING, f"packet from {source} dropped: {exc}")
             return
         except BadAuth as exc:
-            self.counters["bad_auth"] += 1
+            self._reject(source, "bad_auth")
             self._log_limited("bad-auth", logging.WARNING, f"packet from {source} failed authentication: {exc}")
             return
         except (MalformedPacket, WireError, TypeError) as exc:
-            self.counters["malformed"] += 1
+            self._reject(source, "malformed")
             self._log_limited("malformed", logging.WARNING, f"malformed packet from {source}: {exc}")
             return
 
@@ -1206,7 +1223,7 @@ class HeartbeatNode:
         src = msg.get("src")
         ts_text = msg.get("ts")
         if not mtype or not src or ts_text is None:
-            self.counters["malformed"] += 1
+            self._reject(source, "malformed")
             self._log_limited("fields", logging.WARNING, f"packet from {source} lacks t, src or ts")
             return
         ts = _parse_hex(ts_text)
@@ -1225,7 +1242,7 @@ class HeartbeatNode:
         srcuuid = msg.get_binary("srcuuid")
         if src.lower() == self._me:
             if srcuuid is not None and srcuuid != self.identity.uuid:
-                self.counters["name_conflict"] += 1
+                self._reject(source, "name_conflict")
                 self._log_limited(
                     "name-conflict", logging.ERROR, f"another node ({source}) sends as {src}, our node name"
                 )
@@ -1234,7 +1251,7 @@ class HeartbeatNode:
             return
         peer = self._peers.get(src.lower())
         if peer is None:
-            self.counters["unknown_node"] += 1
+            self._reject(source, "unknown_node")
             self._log_limited("unknown-node", logging.WARNING, f"packet from unknown node {src!r} ({source})")
             return
         gen_text = msg.get("hg")
@@ -1250,7 +1267,7 @@ class HeartbeatNode:
         peer.anypacketsyet = True
 
         if noseq:
-            self._receive_noseq(peer, msg, mtype)
+            self._receive_noseq(peer, msg, mtype, gen)
             return
 
         is_status = mtype == "status"
@@ -1266,6 +1283,39 @@ class HeartbeatNode:
         if not self._linksup:
             self._check_comm_isup()
 
+    def _reject(self, source: str, reason: str) -> None:
+        """Count a datagram dropped before it reached a peer, in total and per source address."""
+        self.counters[reason] += 1
+        address = source.rpartition(":")[0] or source
+        entry = self.rejected_by_source.get(address)
+        if entry is None:
+            if len(self.rejected_by_source) >= MAX_REJECT_SOURCES:
+                # keep the busiest sources: the quietest one makes room
+                quietest = min(self.rejected_by_source, key=lambda a: self.rejected_by_source[a]["packets"])
+                del self.rejected_by_source[quietest]
+            entry = self.rejected_by_source[address] = {"packets": 0, "last": 0.0}
+        entry["packets"] += 1
+        entry[reason] = entry.get(reason, 0) + 1
+        entry["last"] = self._now
+
+    def rejected_sources(self, now: float) -> list[dict]:
+        """Datagrams dropped before reaching a peer, per source address, busiest first.
+
+        Returns ``[{"address": str, "packets": int, "<reason>": int, ...,
+        "last_s": float}]``, at most `MAX_REJECT_SOURCES` entries; reasons are
+        the counters ``bad_auth``, ``unknown_auth_index``, ``malformed``,
+        ``unknown_node``, ``name_conflict``; ``last_s`` is the seconds since the
+        last one (`now` is monotonic seconds).
+        """
+        rows = []
+        for address, entry in self.rejected_by_source.items():
+            row: dict = {"address": address}
+            row.update((k, v) for k, v in entry.items() if k != "last")
+            row["last_s"] = round(max(0.0, now - float(entry["last"])), 3)
+            rows.append(row)
+        rows.sort(key=lambda r: (-r["packets"], r["address"]))
+        return rows
+
     def _to_us(self, msg: Message) -> bool:
         destuuid = msg.get_binary("destuuid")
         if destuuid is not None and len(destuuid) == 16 and any(destuuid):
@@ -1273,8 +1323,16 @@ class HeartbeatNode:
         dest = msg.get("dest")
         return dest is None or dest.lower() == self._me
 
-    def _receive_noseq(self, peer: _Peer, msg: Message, mtype: str) -> None:
+    def _receive_noseq(self, peer: _Peer, msg: Message, mtype: str, gen: int) -> None:
         dest = msg.get("dest")
+        if gen < peer.generation:
+            # no seq to check, but the generation still tells a replay of an old run
+            self.counters["replay"] += 1
+            self._log_limited(
+                f"replay-{peer.name}", logging.ERROR,
+                f"attempted replay attack from {peer.name}? {mtype} of generation {gen} < {peer.generation}: dropped",
+            )
+            return
         if mtype == "NS_nak_rexmit":
             nseq = _parse_hex(msg.get("firstseq"))
             if not nseq:
@@ -1287,6 +1345,14 @@ class HeartbeatNode:
         if dest is not None and dest.lower() != self._me:
             self.counters["not_for_us"] += 1
             return
+        if mtype == "NS_ackmsg":
+            ackseq = _parse_hex(msg.get("ackseq"))
+            if ackseq is None:
+                self.counters["malformed"] += 1
+                return
+            if ackseq <= peer.acked:  # a replayed or overtaken ack: nothing new
+                self.counters["old"] += 1
+                return
         self.counters["accepted"] += 1
         if not self._linksup:
             self._check_comm_isup()
@@ -1349,15 +1415,14 @@ class HeartbeatNode:
             self.counters["duplicate"] += 1
             return "drop", False, False
         if seq > peer.last_seq:
+            # a gap: the missing packets may only be late (heartbeat 3.0.6 sometimes
+            # sends seq N+1 just before N). They count as lost, and the loss makes us
+            # send copies of our status, only if still missing when their first
+            # retransmission request is due (50..250 ms later, see _timers).
             nlost = seq - (peer.last_seq + 1)
-            self.counters["lost_packets"] += nlost
-            self._loss_seen()
-            self._log_limited(
-                f"lost-{peer.name}",
-                logging.WARNING,
-                f"{nlost} lost packet(s) from {peer.name} [{peer.last_seq}:{seq}]",
-            )
             if nlost > _FLOWCONTROL_LIMIT:
+                self.counters["lost_packets"] += nlost
+                self._loss_seen()
                 peer.reset_seqtrack()
                 self._log(logging.ERROR, f"lost a lot of packets from {peer.name}: sequence tracking restarted")
             else:
@@ -1366,6 +1431,7 @@ class HeartbeatNode:
                         lowest = min(peer.missing)
                         peer.missing.discard(lowest)
                         peer.rexmit_due.pop(lowest, None)
+                        peer.requested.discard(lowest)
                     peer.missing.add(k)
                     peer.rexmit_due[k] = self._now + self._rng.uniform(_REXMIT_MIN, _REXMIT_MAX)
                 peer.first_missing = min(peer.missing) if peer.missing else None
@@ -1399,6 +1465,10 @@ class HeartbeatNode:
             return False
         peer.missing.discard(seq)
         peer.rexmit_due.pop(seq, None)
+        if seq in peer.requested:
+            peer.requested.discard(seq)
+        else:
+            self.counters["reordered"] += 1
         old_first = peer.first_missing
         if not peer.missing:
             self._log_limited(f"recovered-{peer.name}", logging.INFO, f"no packets missing from {peer.name}")
@@ -2007,11 +2077,15 @@ class HeartbeatNode:
             return
         self._log(logging.INFO, f"{op} {_rsc_name(act)} groups (standby)")
         peer = next(iter(self._peers.values()), None)
-        reason = (
-            f"failback to the preferred owner {peer.name if peer else '?'}"
-            if op == "release"
-            else "failback handshake: our groups are handed back"
-        )
+        if op == "release":
+            reason = f"standby: handing {_rsc_name(act)} groups to {peer.name if peer else '?'}"
+            if self._failback_in_progress:
+                reason = f"failback to the preferred owner {peer.name if peer else '?'}"
+        elif resourceset == _FOREIGN:
+            # the peer hands back what is foreign to it: ours (auto_failback, or its hb_standby foreign)
+            reason = "failback handshake: our groups are handed back"
+        else:
+            reason = f"the peer {peer.name if peer else '?'} went standby ({_rsc_name(resourceset)}): taking its groups"
 
         def done(now: float) -> None:
             self._log(logging.INFO, f"{_rsc_name(act)} groups {op} completed (standby)")
