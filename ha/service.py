@@ -46,7 +46,7 @@ from ha.announce import Announcer
 from ha.auth import AuthKeysError, load_authkeys
 from ha.config import check_ha_environment
 from ha.connectivity import Connectivity
-from ha.identity import IdentityError, load_identity
+from ha.identity import IdentityError, NodeLock, load_identity, lock_node
 from ha.media import Media, MediumError
 from ha.model import HAConfig, ResourceGroup
 from ha.node import Acquire, AdminRefused, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
@@ -136,6 +136,7 @@ class HAService:
         self.failures = 0
         self.links: LinkMonitor | None = None
         self.pinger: Pinger | None = None
+        self._node_lock: NodeLock | None = None  # one process per node and state_dir (ha.identity.lock_node)
         self._resource_ifaces = sorted({r.interface for g in config.groups for r in g.resources})
 
     # --- lifecycle ----------------------------------------------------------------
@@ -149,7 +150,8 @@ class HAService:
         Raises:
             HAStartError: the environment check found problems (one line
                 each, prefixed with the file and line of the ``ha:`` key),
-                the authkeys or identity files are unusable, the node
+                the authkeys or identity files are unusable, another
+                process runs this node on this state_dir (its lock file), the node
                 refuses the configuration, or a medium cannot be opened.
             RuntimeError: called twice.
         """
@@ -169,6 +171,7 @@ class HAService:
         except AuthKeysError as exc:
             raise HAStartError(f"{self._where()}: ha.authkeys: {exc}") from exc
         try:
+            self._node_lock = lock_node(cfg.state_dir, cfg.node)
             identity = load_identity(cfg.state_dir, cfg.node)
         except (IdentityError, ValueError) as exc:
             raise HAStartError(f"{self._where()}: ha.state_dir: {exc}") from exc
@@ -298,6 +301,8 @@ class HAService:
         if self.links is not None:
             self.links.close()
         self.announcer.close()
+        if self._node_lock is not None:
+            self._node_lock.release()
         log.info("HA node %s stopped", self.config.node)
 
     # --- the node's inputs ----------------------------------------------------------
