@@ -44,6 +44,16 @@ __all__ = ["MediumError", "MediumSocket", "Media", "broadcast_address", "open_me
 
 #: Largest datagram read (heartbeat's MAXMSG is 40000 bytes; a UDP datagram can be 65507).
 MAX_DATAGRAM = 65535
+#: Most datagrams handled per wake-up of a medium's reader.
+RECEIVE_BATCH = 64
+#: Time budget of one wake-up of a medium's reader (seconds): past it the reader
+#: returns to the event loop, so timers (keepalives, deadtime) and sends run on
+#: time under a flood; what is left in the socket is read at the next wake-up.
+RECEIVE_BUDGET = 0.005
+#: Receive buffer asked of the kernel per socket (bytes; SO_RCVBUFFORCE as root,
+#: else SO_RCVBUF within net.core.rmem_max): a burst of forged datagrams is
+#: absorbed instead of pushing the peer's keepalives out of a full queue.
+RECEIVE_BUFFER = 1 << 20
 _LOG_INTERVAL = 10.0
 
 
@@ -96,6 +106,8 @@ class MediumSocket:
         sock: the non-blocking UDP socket (send and receive).
         destination: ``(address, port)`` datagrams go to.
         sent / send_errors / received: counters.
+        budget_exhausted: wake-ups that stopped reading at `RECEIVE_BUDGET`
+            with datagrams possibly left in the socket (a flood).
     """
 
     def __init__(self, medium: Medium, sock: socket.socket, destination: tuple[str, int]) -> None:
@@ -105,6 +117,7 @@ class MediumSocket:
         self.sent = 0
         self.send_errors = 0
         self.received = 0
+        self.budget_exhausted = 0
         self._logged: dict[int, float] = {}
 
     def send(self, payload: bytes) -> bool:
@@ -133,6 +146,18 @@ def _ifindex(medium: Medium) -> int:
         return socket.if_nametoindex(medium.interface)
     except OSError as exc:
         raise MediumError(medium, f"no such network interface {medium.interface!r}", errno.ENODEV) from exc
+
+
+def _grow_receive_buffer(sock: socket.socket) -> None:
+    """Ask for `RECEIVE_BUFFER` bytes of receive buffer; a refusal keeps the default."""
+    force = getattr(socket, "SO_RCVBUFFORCE", 33)  # asm-generic/socket.h
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, RECEIVE_BUFFER)
+    except OSError:  # not CAP_NET_ADMIN: capped by net.core.rmem_max
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except OSError:
+            pass
 
 
 async def open_medium(medium: Medium) -> MediumSocket:
@@ -170,6 +195,7 @@ async def open_medium(medium: Medium) -> MediumSocket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _grow_receive_buffer(sock)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, medium.interface.encode())
         if medium.kind == "bcast":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -238,7 +264,12 @@ class Media:
             log.info("heartbeat medium %s open, sending to %s:%d", describe(ms.medium), *ms.destination)
 
     def _readable(self, ms: MediumSocket) -> None:
-        for _ in range(64):  # bounded: let the loop run other work under a flood
+        # bounded in count and time: under a flood the loop still runs timers
+        deadline = time.monotonic() + RECEIVE_BUDGET
+        for _ in range(RECEIVE_BATCH):
+            if time.monotonic() >= deadline:
+                ms.budget_exhausted += 1
+                return
             try:
                 data, addr = ms.sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -268,7 +299,7 @@ class Media:
         self.sockets = []
 
     def stats(self) -> list[dict]:
-        """Per medium: ``{"medium", "destination", "sent", "send_errors", "received"}``."""
+        """Per medium: ``{"medium", "destination", "sent", "send_errors", "received", "budget_exhausted"}``."""
         return [
             {
                 "medium": describe(ms.medium),
@@ -276,6 +307,7 @@ class Media:
                 "sent": ms.sent,
                 "send_errors": ms.send_errors,
                 "received": ms.received,
+                "budget_exhausted": ms.budget_exhausted,
             }
             for ms in self.sockets
         ]

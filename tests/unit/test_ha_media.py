@@ -14,6 +14,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -186,3 +187,63 @@ def test_send_errors_are_counted_not_raised(pair):
     stats = N.call_in_netns(a, lambda: asyncio.run(go()))
     assert stats["send_errors"] == 1 and stats["sent"] == 0
     assert describe(Medium("mcast", "a0", 1694, group=GROUP)) == f"mcast a0 {GROUP} 1694"
+
+
+def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair):
+    """Under a flood of datagrams that each cost the handler 3 ms, a 20 ms timer
+    on the same loop still runs on time: the reader stops at its time budget
+    (64 datagrams a wake-up would hold the loop ~190 ms). The receive buffer is
+    grown so a burst does not push a peer's keepalive out."""
+    from ha.media import RECEIVE_BUDGET, RECEIVE_BUFFER
+
+    a, b = pair
+    info: dict = {}
+
+    def costly(data: bytes, src: str) -> None:
+        end = time.perf_counter() + 0.003
+        while time.perf_counter() < end:
+            pass
+
+    async def receiver() -> None:
+        media = Media([Medium("bcast", "b0", port=PORT)], costly)
+        await media.start()
+        info["rcvbuf"] = media.sockets[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        loop = asyncio.get_running_loop()
+        late = []
+        info["ready"] = True
+        t_end = loop.time() + 2.0
+        while loop.time() < t_end:
+            due = loop.time() + 0.02
+            await asyncio.sleep(0.02)
+            late.append(loop.time() - due)
+        info["late"] = late
+        info["stats"] = media.stats()
+        media.close()
+
+    flooder = (  # a separate process, so it takes nothing from the receiver's interpreter
+        "import socket, sys, time\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n"
+        "end = time.monotonic() + float(sys.argv[1]); n = 0\n"
+        "while time.monotonic() < end and n < 500000:\n"
+        "    try:\n"
+        "        s.sendto(b'###\\n' + b'x' * 200, (sys.argv[2], int(sys.argv[3]))); n += 1\n"
+        "    except OSError:\n"
+        "        time.sleep(0.001)\n"
+        "print(n)\n"
+    )
+    rx = run_in(b, receiver)
+    deadline = time.monotonic() + 5
+    while not info.get("ready") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tx = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-I", "-c", flooder, "2.5", BRD, str(PORT)],
+                        capture_output=True, text=True, timeout=30)
+    info["sent"] = tx.stdout.strip()
+    rx.join(20)
+    assert rx.error is None, rx.error
+    stats = info["stats"][0]
+    assert stats["received"] > 100 and stats["budget_exhausted"] > 10, (stats, info.get("sent"))
+    worst = max(info["late"])
+    print(f"flood: {info.get('sent')} sent, {stats['received']} handled, worst timer lateness {worst * 1000:.1f} ms")
+    assert worst < 0.1, f"a 20 ms timer ran {worst * 1000:.0f} ms late (budget {RECEIVE_BUDGET * 1000:.0f} ms)"
+    assert info["rcvbuf"] >= RECEIVE_BUFFER
