@@ -11,8 +11,9 @@ with the checks in their own process it woke at most 48 ms late.
 
 `CheckerProcess` (director side) has the interface of `checks.engine.HealthEngine`
 (``start``, ``update``, ``targets``, ``snapshot``, ``stop``, transitions to a
-callback) and runs the engine in ``python -m checks.process FD``, the child
-side (`child_main`), on uvloop when it is installed (asyncio otherwise, or when
+callback) and runs the engine in a child interpreter started isolated
+(``python -I``, from ``/``, importing only the director's own `checks`
+package), the child side (`child_main`), on uvloop when it is installed (asyncio otherwise, or when
 the environment variable ``DIRECTORD_CHECKER_LOOP`` is ``asyncio``).
 
 Wire between the two: a Unix stream socket pair, frames of a 4-byte
@@ -27,10 +28,12 @@ needs nothing of the director's model.
 
 Failure handling: the child exits when its socket reaches end of file (the
 director died) and, as a backstop, gets SIGKILL when its parent dies
-(``PR_SET_PDEATHSIG``).  It ignores SIGINT and SIGTERM (a terminal's Ctrl-C or
-systemd's stop reach the whole group): the director decides when it stops.
-When the child dies while the director runs, the director logs it, starts a
-new one after `RESTART_DELAY` seconds and sends it the targets again; the
+(``PR_SET_PDEATHSIG``).  It leads a session of its own and ignores SIGINT and
+SIGTERM (systemd's stop reaches the whole cgroup): the director decides when it
+stops.  When the child dies while the director runs -- seen by its exit, not
+only by end of file on the socket -- the director logs it, kills what is left
+in the child's session (its external checks' processes), starts a new one
+after `RESTART_DELAY` seconds and sends it the targets again; the
 real servers keep their last state until the new checker's first results
 (its first result per real server decides, as after a director restart).
 No child runs while there is nothing to check: the first targets start it.
@@ -49,13 +52,14 @@ import struct
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Hashable, Mapping
+from typing import Callable, Hashable, Mapping
 
 from checks.base import CheckTarget
 from checks.engine import HealthEngine, HealthStatus, Transition
+from checks.external import become_subreaper, reap_orphans
 
 __all__ = ["CheckerProcess", "encode_frame", "read_frame", "child_main", "LOG_FORMAT", "LOOP_ENV", "RESTART_DELAY",
-           "MAX_FRAME"]
+           "MAX_FRAME", "EXIT_GRACE"]
 
 log = logging.getLogger("directord.checks")
 
@@ -72,6 +76,23 @@ RESTART_DELAY = 1.0
 
 #: Largest frame accepted, bytes (a status snapshot of 100,000 real servers fits).
 MAX_FRAME = 256 * 1024 * 1024
+
+#: Seconds a checker child has to exit after its socket reached end of file, before SIGKILL.
+EXIT_GRACE = 5.0
+
+#: Seconds between two sweeps of the checker child for processes its external checks left
+#: behind outside their process group (`checks.external.reap_orphans`).
+ORPHAN_SWEEP = 0.5
+
+#: Most seconds the checker child spends at exit killing what its external checks left behind.
+FINAL_SWEEP = 2.0
+
+#: The child's entry point, run with ``python -I -c``: ``argv[1]`` is the directory holding
+#: the director's own `checks` package, the rest goes to `child_main`.
+_BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from checks.process import child_main; sys.exit(child_main(sys.argv[2:]))"
+)
 
 _LENGTH = struct.Struct(">I")
 
@@ -222,6 +243,9 @@ class CheckerProcess:
         if self._proc is not proc and self._proc is not None and self._proc.returncode is None:
             self._proc.kill()  # started by a supervisor cancelled while it connected
             await self._proc.wait()
+        for child in {proc, self._proc} - {None}:
+            assert child is not None
+            _kill_session(child.pid)
         self._disconnect()
 
     # --- targets -------------------------------------------------------------
@@ -285,19 +309,25 @@ class CheckerProcess:
     # --- child ---------------------------------------------------------------
 
     async def _spawn(self) -> asyncio.StreamReader:
-        """Start one child, connect to it, send it the targets; return the reader of its frames."""
+        """Start one child, connect to it, send it the targets; return the reader of its frames.
+
+        The interpreter runs isolated (``-I``: no current directory, script
+        directory, ``PYTHON*`` variables or user site-packages on the module
+        path) from ``/``, and imports `checks` from the directory this process
+        imported it from (`_BOOTSTRAP`): a ``checks`` package in the working
+        directory is never imported.  The child leads a session of its own,
+        which the processes of its external checks share (see `_kill_session`).
+        """
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        # the child imports `checks` from where this process did, installed or not
         root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self._python, "-m", "checks.process", str(theirs.fileno()), str(os.getpid()), str(level),
+                self._python, "-I", "-c", _BOOTSTRAP, root, str(theirs.fileno()), str(os.getpid()), str(level),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
-                env=env,
+                cwd="/",
+                start_new_session=True,
             )
         except BaseException:
             ours.close()
@@ -331,22 +361,48 @@ class CheckerProcess:
     async def _supervise(self, reader: asyncio.StreamReader | None) -> None:
         """Read the child's frames; when it dies while running, start another one.
 
-        ``reader`` is ``None`` when no child runs yet: one is started first.
+        The child's death is seen by its exit (the process's return code), not
+        only by end of file on the socket, which a process the child left
+        behind could hold open.  ``reader`` is ``None`` when no child runs yet:
+        one is started first.
         """
         if reader is None:
             reader = await self._spawn_until_started()
         while True:
-            await self._read(reader)
             proc = self._proc
+            assert proc is not None
+            status = await self._read_until_exit(reader, proc)
             self._disconnect()
-            status = await proc.wait() if proc is not None else None
+            _kill_session(proc.pid)
             if not self._running:
                 return
             log.error("checker process %s exited (status %s); starting another in %g s",
-                      proc.pid if proc else "?", status, self._restart_delay)
+                      proc.pid, status, self._restart_delay)
             await asyncio.sleep(self._restart_delay)
             reader = await self._spawn_until_started()
             self.restarts += 1
+
+    async def _read_until_exit(self, reader: asyncio.StreamReader, proc: asyncio.subprocess.Process) -> int:
+        """Dispatch the child's frames until it exits; return its return code.
+
+        After end of file (or a bad frame) the child gets `EXIT_GRACE` seconds to
+        exit, then SIGKILL.
+        """
+        frames = asyncio.ensure_future(self._read(reader))
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            await asyncio.wait((frames, exited), return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(exited), EXIT_GRACE)
+                except TimeoutError:
+                    log.warning("checker process %d closed its socket but did not exit; killing it", proc.pid)
+                    proc.kill()
+            return await exited
+        finally:
+            for task in (frames, exited):
+                task.cancel()
+            await asyncio.gather(frames, exited, return_exceptions=True)
 
     async def _spawn_until_started(self) -> asyncio.StreamReader:
         """`_spawn`, again every ``restart_delay`` seconds while it raises OSError."""
@@ -392,6 +448,34 @@ class CheckerProcess:
             log.exception("transition callback failed for %s", t.name)
 
 
+def _kill_session(sid: int) -> int:
+    """SIGKILL every process left in session ``sid``: a dead checker child's external checks
+    and what they started (the child leads that session; see `CheckerProcess._spawn`).
+
+    Reads ``/proc/PID/stat`` (proc(5)); never raises.  Returns the number of processes signalled.
+    """
+    count = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read(4096).rsplit(b")", 1)[1].split()
+            if int(fields[3]) != sid:  # state, ppid, pgrp, session
+                continue
+            os.kill(int(entry), signal.SIGKILL)
+            count += 1
+        except (OSError, IndexError, ValueError):
+            continue
+    if count:
+        log.warning("killed %d process(es) left behind by checker process %d", count, sid)
+    return count
+
+
 # --- the child ---------------------------------------------------------------
 
 
@@ -412,8 +496,26 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
-async def _serve(sock: socket.socket) -> None:
-    """The checker child's loop: run an engine, answer the director's frames until stop or EOF."""
+async def _sweep_orphans(interval: float) -> None:
+    """Every ``interval`` seconds, kill what external checks left behind (`reap_orphans`)."""
+    while True:
+        await asyncio.sleep(interval)
+        reap_orphans()
+
+
+async def _final_sweep(limit: float) -> None:
+    """At exit: `reap_orphans` until none is left or ``limit`` seconds have passed."""
+    deadline = time.monotonic() + limit
+    while reap_orphans() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+async def _serve(sock: socket.socket, subreaper: bool = False) -> None:
+    """The checker child's loop: run an engine, answer the director's frames until stop or EOF.
+
+    With ``subreaper`` (this process is a child subreaper), processes left
+    behind by external checks are killed every `ORPHAN_SWEEP` seconds and at exit.
+    """
     reader, writer = await asyncio.open_connection(sock=sock, limit=2**20)
 
     def send(message: tuple) -> None:
@@ -422,6 +524,7 @@ async def _serve(sock: socket.socket) -> None:
 
     engine = HealthEngine(lambda t: send(("transition", t)), log_transitions=False)
     await engine.start()
+    sweeper = asyncio.ensure_future(_sweep_orphans(ORPHAN_SWEEP)) if subreaper else None
     send(("ready",))
     try:
         while True:
@@ -438,12 +541,18 @@ async def _serve(sock: socket.socket) -> None:
                 return
     finally:
         await engine.stop()
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            await _final_sweep(FINAL_SWEEP)
         writer.close()
 
 
 def child_main(argv: list[str]) -> int:
-    """Entry point of ``python -m checks.process FD PARENT_PID LOG_LEVEL``: serve the engine on
-    the inherited socket ``FD`` (see the module docstring).  Returns the exit status."""
+    """Entry point of the checker child, ``FD PARENT_PID LOG_LEVEL`` (`_BOOTSTRAP`, or
+    ``python -m checks.process``): serve the engine on the inherited socket ``FD`` (see the
+    module docstring).  The child is a subreaper of what its external checks leave behind
+    (`checks.external.reap_orphans`).  Returns the exit status."""
     fd, parent, level = int(argv[0]), int(argv[1]), argv[2] if len(argv) > 2 else "INFO"
     _die_with_parent(parent)
     # ignored by a handler that does nothing, not SIG_IGN: an ignored disposition would be
@@ -452,16 +561,19 @@ def child_main(argv: list[str]) -> int:
         signal.signal(sig, _ignore)
     # the open-file limit comes from the director, which raised it before starting us
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format=LOG_FORMAT, stream=sys.stderr)
+    # inherited on purpose, but no command of an external check may inherit it in turn
+    os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)
+    subreaper = become_subreaper()
     if os.environ.get(LOOP_ENV, "uvloop") != "asyncio":
         try:
             import uvloop
         except ImportError:
             pass
         else:
-            uvloop.run(_serve(sock))
+            uvloop.run(_serve(sock, subreaper))
             return 0
-    asyncio.run(_serve(sock))
+    asyncio.run(_serve(sock, subreaper))
     return 0
 
 

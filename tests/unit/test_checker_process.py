@@ -220,13 +220,13 @@ async def test_child_exits_when_the_director_goes_away(ports):
 
 async def test_child_ignores_sigterm_and_sigint(ports):
     up_port, down_port = ports
-    checker = CheckerProcess(lambda t: None, restart_delay=0.1)
+    seen = []
+    checker = CheckerProcess(seen.append, restart_delay=0.1)
     checker.update(targets_for(up_port, down_port))
     await checker.start()
     try:
         pid = checker.pid
-        await asyncio.sleep(0.3)  # past the child's start-up, its handlers are set
-        await checker.snapshot()
+        await wait_for(lambda: len(seen) == 2)  # past the child's start-up (slow on a busy machine)
         os.kill(pid, signal.SIGTERM)
         os.kill(pid, signal.SIGINT)
         await asyncio.sleep(0.5)
@@ -319,3 +319,22 @@ async def test_no_child_until_there_is_something_to_check(ports):
         await checker.stop()
     assert checker.pid is None
     await wait_for(lambda: not alive(pid), timeout=5)
+
+
+async def test_child_never_imports_a_checks_package_from_the_working_directory(ports, tmp_path, monkeypatch):
+    # the director runs as root; a `checks` package in its working directory must not be run by
+    # the checker child (``python -m`` would put the working directory first on the module path)
+    evil = tmp_path / "cwd" / "checks"
+    evil.mkdir(parents=True)
+    marker = tmp_path / "marker"
+    payload = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
+    (evil / "__init__.py").write_text(payload)
+    (evil / "process.py").write_text(payload)
+    monkeypatch.chdir(evil.parent)
+    monkeypatch.setenv("PYTHONPATH", str(evil.parent))
+    try:
+        async with settled_checker(ports) as (checker, seen):
+            assert {t.key: t.new for t in seen} == BOTH  # checks still run
+            assert os.readlink(f"/proc/{checker.pid}/cwd") == "/"
+    finally:
+        assert not marker.exists(), f"imported from the working directory: {marker.read_text()}"
