@@ -29,7 +29,7 @@ import os
 import resource
 import signal
 import time
-from typing import Any
+from typing import Any, Collection, Iterable, Mapping
 
 from checks.base import CheckTarget
 from checks.engine import Transition
@@ -60,12 +60,24 @@ def raise_nofile_limit() -> int:
     return soft
 
 
-def check_targets(config: Config) -> dict[tuple[ServiceKey, DestKey], CheckTarget]:
-    """One health-check target per (virtual service, real server) of ``config``."""
+TargetKey = tuple[ServiceKey, DestKey]
+Targets = dict[TargetKey, CheckTarget]
+
+
+def check_targets(config: Config, known: Mapping[TargetKey, TargetKey] | None = None) -> Targets:
+    """One health-check target per (virtual service, real server) of ``config``.
+
+    ``known`` maps the keys of the running targets to themselves: a key equal
+    to one of them is replaced by that very object, so that adopting the new
+    targets on the event loop finds every unchanged one by identity (a lookup
+    of an equal but distinct key compares the dataclasses field by field).
+    """
+    known = known or {}
     targets = {}
     for svc in config.services:
         for rs in svc.real_servers:
             key = (svc.key, rs.key)
+            key = known.get(key, key)
             targets[key] = CheckTarget(
                 key=key,
                 name=f"rs {rs.key} of {printable(svc.name)}",
@@ -78,11 +90,26 @@ def check_targets(config: Config) -> dict[tuple[ServiceKey, DestKey], CheckTarge
     return targets
 
 
-Targets = dict[tuple[ServiceKey, DestKey], CheckTarget]
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A configuration loaded off the event loop, ready to adopt.
+
+    Attributes:
+        config: the validated configuration.
+        targets: its check targets (`check_targets`).
+        gone: keys of ``previous`` (see `load_prepared`) that ``targets`` lacks.
+    """
+
+    config: Config
+    targets: Targets
+    gone: list[TargetKey]
 
 
-def load_prepared(path: str) -> tuple[Config, Targets]:
+def load_prepared(path: str, running: Collection[TargetKey] = (), previous: Iterable[TargetKey] = ()) -> Prepared:
     """Load and validate the configuration at ``path`` and build its check targets.
+
+    ``running``: keys of the targets checked now (reused, see `check_targets`);
+    ``previous``: keys the daemon holds health state for, to work out which go.
 
     Blocking and CPU-bound (seconds for thousands of real servers): the daemon
     runs it in a worker thread, so it touches no daemon state.  The cyclic
@@ -101,7 +128,8 @@ def load_prepared(path: str) -> tuple[Config, Targets]:
     gc.disable()
     try:
         config = load_config(path)
-        return config, check_targets(config)
+        targets = check_targets(config, {key: key for key in running})
+        return Prepared(config, targets, [key for key in previous if key not in targets])
     finally:
         gc.freeze()  # O(1): the survivors (the new configuration) are never traversed again
         if enabled:
@@ -169,7 +197,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT. Returns the process exit status (1: bad configuration)."""
         try:
-            config, targets = await asyncio.to_thread(load_prepared, self.config_path)
+            prepared = await asyncio.to_thread(load_prepared, self.config_path)
         except Exception as exc:  # a hostile file must give one clear error, not a traceback
             log.error("invalid configuration %s, not starting: %s", self.config_path, _load_failure(exc))
             return 1
@@ -181,7 +209,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
-        self._adopt(config, targets)
+        config = prepared.config
+        await self._adopt(prepared)
         path = self._control_override or config.settings.control_socket
         self.control = ControlServer(path, self._handle)
         try:
@@ -227,11 +256,12 @@ class Daemon:
             await self.kernel.close()
         return 0
 
-    def _adopt(self, config: Config, targets: Targets) -> None:
-        self._states = {k: v for k, v in self._states.items() if k in targets}
-        self.engine.update(targets)
-        self.reconciler.set_config(config)
-        self.config = config
+    async def _adopt(self, prepared: Prepared) -> None:
+        for key in prepared.gone:
+            self._states.pop(key, None)
+        self.engine.update(prepared.targets)
+        await self.reconciler.adopt_config(prepared.config)
+        self.config = prepared.config
 
     async def reload(self) -> bool:
         """Re-read the configuration file; keep the running one if it is invalid.
@@ -242,15 +272,17 @@ class Daemon:
             log.info("reloading %s", self.config_path)
             try:
                 # off the loop: parsing and validating a large file takes longer than the deadtime
-                config, targets = await asyncio.to_thread(load_prepared, self.config_path)
+                prepared = await asyncio.to_thread(
+                    load_prepared, self.config_path, self.engine.targets().keys(), list(self._states)
+                )
             except Exception as exc:  # RecursionError, MemoryError...: logged, never raised to the loop
                 log.error("reload of %s refused, keeping the running configuration: %s",
                           self.config_path, _load_failure(exc))
                 return False
-            if not _same_ha(self.config, config):
+            if not _same_ha(self.config, prepared.config):
                 log.warning("the ha section changed: HA changes need a restart; the running HA service (if any) is kept")
-            self._adopt(config, targets)
-            log.info("reloaded: %d virtual services", len(config.services))
+            await self._adopt(prepared)
+            log.info("reloaded: %d virtual services", len(prepared.config.services))
             return True
 
     def _reload_on_signal(self) -> None:

@@ -31,7 +31,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS
 from .ipvs_sync import SyncDaemon, plan_sync, sync_daemons_for
@@ -43,6 +43,8 @@ log = logging.getLogger("directord.reconciler")
 
 #: Seconds between two looks at the connection counters of draining destinations.
 DRAIN_POLL_INTERVAL = 1.0
+#: Real servers compared between two yields to the event loop when a configuration is adopted.
+ADOPT_CHUNK = 2000
 
 
 @dataclass
@@ -97,38 +99,81 @@ class Reconciler:
         """Adopt a (validated) configuration; the next pass applies it.
 
         Real servers that the previous configuration had and this one drops
-        start draining; services it drops are retired (deleted).
+        start draining; services it drops are retired (deleted).  Runs at once,
+        in one go: the daemon uses `adopt_config`, which yields to the loop.
         """
+        for _ in self._config_steps(config):
+            pass
+
+    async def adopt_config(self, config: Config) -> None:
+        """`set_config` in parts of `ADOPT_CHUNK` real servers, yielding to the event loop between them.
+
+        Comparing a configuration of 100,000 real servers with the previous one
+        takes longer than the HA deadtime; the heartbeat runs on the same loop.
+        The reconciler's lock is held meanwhile, so no pass sees a half-adopted
+        configuration; the new one is committed at once at the end.
+        """
+        async with self._lock:
+            for _ in self._config_steps(config):
+                await asyncio.sleep(0)
+
+    def _config_steps(self, config: Config) -> Iterator[None]:
+        """Work out drains and retired services for ``config``, yielding every `ADOPT_CHUNK`
+        real servers; the reconciler's state changes only after the last step."""
         now = self._clock()
         old = self._services
-        new = {svc.key: svc for svc in config.services}
+        work = 0
+        new: dict[ServiceKey, VirtualService] = {}
+        for svc in config.services:
+            new[svc.key] = svc
+            work += 1
+            if work >= ADOPT_CHUNK:
+                work = 0
+                yield
+        draining = {key: dict(drains) for key, drains in self._draining.items()}
+        retired = set(self._retired)
+        started: list[tuple[DestKey, str]] = []
         for key, svc in old.items():
             if key not in new:
-                self._retired.add(key)
-                self._draining.pop(key, None)
+                retired.add(key)
+                draining.pop(key, None)
                 continue
             kept = {rs.key for rs in new[key].real_servers}
             if new[key].fallback is not None:
                 kept.add(new[key].fallback.key)
             for rs in svc.real_servers:
-                if rs.key not in kept:
-                    self._draining.setdefault(key, {})[rs.key] = Drain(
+                dkey = rs.key
+                if dkey not in kept:
+                    draining.setdefault(key, {})[dkey] = Drain(
                         deadline=now + config.settings.drain_timeout,
                         udp=key.protocol == socket.IPPROTO_UDP,
                     )
-                    log.info("rs %s of %s removed from configuration: draining", rs.key, printable(svc.name))
-        for key, drains in list(self._draining.items()):
+                    started.append((dkey, svc.name))
+            work += len(kept) + len(svc.real_servers) + 1
+            if work >= ADOPT_CHUNK:
+                work = 0
+                yield
+        for key, drains in list(draining.items()):
             svc = new[key]
             configured = {rs.key for rs in svc.real_servers} | ({svc.fallback.key} if svc.fallback else set())
             for dkey in [d for d in drains if d in configured]:
                 del drains[dkey]  # configured again: no longer draining
             if not drains:
-                del self._draining[key]
-        self._retired -= new.keys()
+                del draining[key]
+            work += len(configured) + 1
+            if work >= ADOPT_CHUNK:
+                work = 0
+                yield
+        retired -= new.keys()
+        # commit: nothing below yields
+        self._draining = draining
+        self._retired = retired
         self.config = config
         self._services = new
         self._full_pass.set()
         self._wake.set()
+        for dkey, name in started:
+            log.info("rs %s of %s removed from configuration: draining", dkey, printable(name))
 
     def on_health(self, service: ServiceKey, dest: DestKey) -> None:
         """A real server of ``service`` changed state: plan that service at once."""

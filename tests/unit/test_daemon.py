@@ -6,6 +6,8 @@ on a real kernel in tests/kernel.
 """
 
 import asyncio
+import gc
+import logging
 import os
 import signal
 import socket
@@ -97,3 +99,46 @@ async def test_daemon_refuses_to_start_on_an_invalid_file(tmp_path):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("virtual_services:\n  - address: 10.0.0.1\n    port: 0\n")
     assert await Daemon(str(cfg), control_socket=str(tmp_path / "s")).run() == 1
+
+
+async def test_a_reload_that_raises_anything_is_one_logged_error(tmp_path, monkeypatch, caplog):
+    """RecursionError or MemoryError from loading (a hostile file) ends as one logged error on
+    SIGHUP and on the control socket: the running configuration stays, the daemon keeps serving."""
+    from director import daemon as daemon_module
+
+    cfg = tmp_path / "directord.yaml"
+    sock_path = str(tmp_path / "run" / "directord.sock")
+    write_config(cfg, CONFIG.format(scheduler="rr", up_port=1, down_port=2).replace("type: tcp", "type: none"))
+    daemon = Daemon(str(cfg), control_socket=sock_path)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_status(sock_path, lambda d: True)
+        running = daemon.config
+        real_load = daemon_module.load_config
+        for exc in (RecursionError("maximum recursion depth exceeded"), MemoryError()):
+            def hostile(path, exc=exc):
+                real_load(path)
+                raise exc
+
+            monkeypatch.setattr(daemon_module, "load_config", hostile)
+            caplog.clear()
+            with caplog.at_level(logging.INFO):
+                os.kill(os.getpid(), signal.SIGHUP)
+                for _ in range(200):
+                    await asyncio.sleep(0.02)
+                    if any("refused" in r.getMessage() for r in caplog.records):
+                        break
+                assert (await asyncio.to_thread(control.request, sock_path, "reload"))["ok"] is False
+                gc.collect()  # an unretrieved task exception is reported when the task is collected
+                await asyncio.sleep(0.05)
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR and not r.name.startswith("directord.")]
+            errors += [r for r in caplog.records if r.name == "directord.control"]  # a request that failed
+            assert len(errors) == 2, [r.getMessage() for r in errors]  # one per reload asked for
+            for record in errors:
+                assert record.name == "directord" and type(exc).__name__ in record.getMessage()
+                assert "keeping the running configuration" in record.getMessage()
+            assert daemon.config is running
+        (await wait_status(sock_path, lambda d: d["daemon"]))
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 10) == 0
