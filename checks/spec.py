@@ -31,7 +31,7 @@ class CheckSpec:
     Attributes:
         type: ``tcp`` (connect only), ``http``/``https`` (one request, status
             and optional body regex), ``none`` (always up), ``external`` (run
-            ``command`` without a shell; exit status 0 = up).
+            ``command`` without a shell; its own exit status 0 = up).
         port: port to check; ``None`` means the real server's own port.
         interval: seconds between the starts of two consecutive checks.
         retry_interval: seconds between the starts of two checks while a
@@ -50,8 +50,10 @@ class CheckSpec:
         path: HTTP request path, starting with ``/``.
         host: HTTP ``Host`` header; ``None`` means the real server's address.
         expect_status: HTTP status codes counted as success.
-        expect_body: a regular expression searched for in the response body
-            (``re.search``); ``None`` skips the body test.
+        expect_body: a regular expression searched for in the first 64 KiB of
+            the response body, with RE2 syntax and linear-time matching
+            (google-re2; no backreferences nor lookaround); ``None`` skips the
+            body test.
         verify_tls: verify the server certificate for ``https``.
         command: argv of an ``external`` check; the engine appends
             VIP, virtual port, RIP and checked port as four more arguments
