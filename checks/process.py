@@ -373,11 +373,12 @@ class CheckerProcess:
             assert proc is not None
             status = await self._read_until_exit(reader, proc)
             self._disconnect()
+            if self._running:
+                log.error("checker process %s exited (status %s); starting another in %g s",
+                          proc.pid, status, self._restart_delay)
             _kill_session(proc.pid)
             if not self._running:
                 return
-            log.error("checker process %s exited (status %s); starting another in %g s",
-                      proc.pid, status, self._restart_delay)
             await asyncio.sleep(self._restart_delay)
             reader = await self._spawn_until_started()
             self.restarts += 1
