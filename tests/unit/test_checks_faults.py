@@ -132,21 +132,22 @@ async def test_killed_checker_is_noticed_and_replaced_although_its_socket_stays_
     caplog.set_level(logging.INFO, logger="directord.checks")
     seen = []
     checker = CheckerProcess(seen.append, python=str(wrapper), restart_delay=0.1)
-    checker.update({"background": targets["background"]})
+    checker.update({name: targets[name] for name in ("background", "stubborn")})
     await checker.start()
     try:
-        await wait_for(lambda: len(seen) == 1)
+        await wait_for(lambda: len(seen) == 2)
         first = checker.pid
         assert first is not None
+        await wait_for(lambda: any(alive(p) for p in recorded(pids)))  # a stubborn check runs
         os.kill(first, signal.SIGKILL)
+        left = recorded(pids) | recorded(holder)
         await wait_for(lambda: checker.restarts == 1 and checker.pid not in (None, first))
         assert f"checker process {first} exited (status -9); starting another" in caplog.text
-        # the new child checks again: its first result is reported again
-        await wait_for(lambda: len(seen) == 2)
-        assert [t.new for t in seen] == ["up", "up"]
-        # what the dead child's session held (the socket holder, the commands' processes) is killed
-        first_holder = int(holder.read_text().split()[0])
-        await wait_for(lambda: not alive(first_holder), timeout=5)
+        # the new child checks again: its first results are reported again
+        await wait_for(lambda: len(seen) == 4)
+        assert {t.key: t.new for t in seen[2:]} == {"background": "up", "stubborn": "down"}
+        # what the dead child's session held (the socket holder, its running commands) is killed
+        await wait_for(lambda: not any(alive(p) for p in left), timeout=5)
     finally:
         await checker.stop()
     await wait_for(lambda: not any(alive(p) for p in recorded(pids) | recorded(holder)), timeout=5)
