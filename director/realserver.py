@@ -49,6 +49,7 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
 
 from ha.durable import make_directories, remove_file, replace_symlink, write_file_atomic
+from ha.readfile import ReadFileError, read_regular_file
 
 from . import realserver_sysctl as rsysctl
 
@@ -56,6 +57,10 @@ Mode = Literal["dr", "tun", "nat"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 STATE_DIR = "/var/lib/directord"
+#: Largest state file read, bytes (a record is ~100 bytes; prep writes a few dozen).
+MAX_STATE_BYTES = 16 << 20
+#: Largest ``--persist`` file read back (sysctl.d file, EnvironmentFile, unit), bytes.
+MAX_PERSIST_FILE_BYTES = 1 << 20
 SYSCTL_CONF = "etc/sysctl.d/60-directord-realserver.conf"
 ENV_FILE = "etc/default/directord-realserver"
 UNIT_NAME = "directord-realserver.service"
@@ -539,7 +544,11 @@ class Backend(Protocol):
         """Remove our ``cidr`` from ``ifname``; False if absent or not ours."""
 
     def read_file(self, path: str) -> str | None:
-        """Content of ``path``, None if absent."""
+        """Content of ``path``, None if absent.
+
+        Raises:
+            RealServerError: not a regular file, too large, not UTF-8 (message names the path).
+        """
 
     def write_file(self, path: str, text: str | None) -> None:
         """Replace ``path`` with ``text`` (None: remove it)."""
@@ -796,19 +805,40 @@ def default_state_file() -> str:
     return os.path.join(STATE_DIR, f"realserver-{name}.json" if name else "realserver.json")
 
 
+def _read_text(path: str, limit: int) -> str | None:
+    """The UTF-8 text of the regular file ``path`` (at most ``limit`` bytes), None if it does not exist.
+
+    Raises:
+        ReadFileError: not a regular file (a FIFO does not block), too large, unreadable.
+        UnicodeDecodeError: not UTF-8.
+    """
+    try:
+        data = read_regular_file(path, limit)
+    except ReadFileError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return None
+        raise
+    return data.decode("utf-8")
+
+
 def load_state(path: str) -> dict | None:
     """The state document at ``path``, None if there is none.
+
+    The file must be a regular file of at most :data:`MAX_STATE_BYTES` bytes
+    (a FIFO or a device there is an error, not a hang).
 
     Raises:
         RealServerError: unreadable or not a state document.
     """
     try:
-        with open(path) as f:
-            doc = json.load(f)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise RealServerError(f"state file {path}: {_explain(exc)}") from None
+        text = _read_text(path, MAX_STATE_BYTES)
+        if text is None:
+            return None
+        doc = json.loads(text)
+    except ReadFileError as exc:
+        raise RealServerError(f"state file {path}: {exc.reason}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+        raise RealServerError(f"state file {path}: not JSON: {_explain(exc)}") from None
     if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("applied"), list):
         raise RealServerError(f"state file {path}: not a directord realserver state (version 1)")
     return doc
@@ -1004,10 +1034,11 @@ class KernelBackend:  # method docstrings: see Backend
 
     def read_file(self, path: str) -> str | None:
         try:
-            with open(path) as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
+            return _read_text(path, MAX_PERSIST_FILE_BYTES)
+        except ReadFileError as exc:
+            raise RealServerError(str(exc)) from None
+        except ValueError as exc:
+            raise RealServerError(f"{path}: not UTF-8 text: {exc}") from None
 
     def write_file(self, path: str, text: str | None) -> None:
         if text is None:
@@ -1089,12 +1120,16 @@ def prep(
     items = list(p.items)
     if persist_root is not None:
         paths = PersistPaths.under(persist_root)
-        existing = {
-            paths.sysctl_conf: backend.read_file(paths.sysctl_conf),
-            paths.env_file: backend.read_file(paths.env_file),
-            paths.unit_file: backend.read_file(paths.unit_file),
-            paths.unit_link: backend.read_link(paths.unit_link),
-        }
+        try:
+            existing = {
+                paths.sysctl_conf: backend.read_file(paths.sysctl_conf),
+                paths.env_file: backend.read_file(paths.env_file),
+                paths.unit_file: backend.read_file(paths.unit_file),
+                paths.unit_link: backend.read_link(paths.unit_link),
+            }
+        except RealServerError as exc:
+            _err(f"{exc}; nothing changed")
+            return 1
         sf = None if state_file == default_state_file() else state_file
         try:
             items += plan_persist(p, paths, existing, sf)

@@ -32,7 +32,8 @@ The node name is part of the file names so that two instances sharing one
 state directory (a lab host running both nodes) never share a uuid.
 
 Every write is `ha.durable.write_file_atomic` (temporary file, fsync,
-rename, fsync of the directory).
+rename, fsync of the directory); every read is `ha.readfile.read_regular_file`
+(regular files only, at most 4096 bytes).
 
 The first generation of a new state directory is the wall-clock time in
 seconds plus one, as heartbeat does when it finds no previous generation: a
@@ -52,6 +53,7 @@ from dataclasses import dataclass
 from typing import Callable, Self
 
 from ha.durable import make_directories, write_file_atomic
+from ha.readfile import ReadFileError, read_regular_file
 
 __all__ = [
     "IdentityError", "NodeIdentity", "NodeLock", "NodeLockedError", "generation_path", "load_identity",
@@ -138,13 +140,13 @@ def _write_atomic(path: str, data: bytes, mode: int) -> None:
 
 
 def _read(path: str) -> bytes | None:
+    """The regular file `path` (at most `_MAX_FILE` bytes; a FIFO does not block), None if absent."""
     try:
-        with open(path, "rb") as fh:
-            return fh.read(_MAX_FILE)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise IdentityError(path, f"cannot read: {exc.strerror or exc}") from exc
+        return read_regular_file(path, _MAX_FILE)
+    except ReadFileError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return None
+        raise IdentityError(path, exc.reason) from exc
 
 
 def _load_uuid(path: str, new_uuid: Callable[[], bytes]) -> bytes:

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from ha.identity import (
     load_identity,
     lock_node,
     lock_path,
+    uuid_path,
 )
 from ha.model import HAConfig, Medium, Timers
 from ha.service import HAService, HAStartError
@@ -189,3 +191,38 @@ def test_a_second_service_on_one_node_is_refused_and_stop_releases_the_lock(netn
     assert seen["released"] == ""
     # started twice in all: the generation grew once per started service, not for the refused one
     assert load_identity(cfg.state_dir, "dir1").generation == int(seen["generation"]) + 2
+
+
+# --- reading the identity files ----------------------------------------------------------------
+
+
+def test_identity_files_that_are_not_regular_are_errors_not_hangs(tmp_path: Path):
+    state = tmp_path / "state"
+    load_identity(state, "dir1")
+    uuid_file = Path(uuid_path(state, "dir1"))
+    uuid_file.unlink()
+    os.mkfifo(uuid_file)
+    box: list = []
+
+    def load() -> None:
+        try:
+            box.append(load_identity(state, "dir1"))
+        except Exception as exc:  # noqa: BLE001  # the test inspects it
+            box.append(exc)
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(10)
+    if t.is_alive():  # blocked in open(): unblock it, then fail
+        os.close(os.open(uuid_file, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(10)
+        pytest.fail("load_identity blocked on a FIFO uuid file")
+    err = box[0]
+    assert isinstance(err, IdentityError) and err.path == str(uuid_file) and "FIFO" in str(err)
+    uuid_file.unlink()
+    uuid_file.write_bytes(b"u" * 16)
+    gen_file = Path(generation_path(state, "dir1"))
+    gen_file.write_text("1" * 5000)
+    with pytest.raises(IdentityError, match="too large") as info:
+        load_identity(state, "dir1")
+    assert info.value.path == str(gen_file)

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -555,6 +556,64 @@ def test_state_file_that_is_not_a_regular_file_is_refused(tmp_path, capsys):
         R.KernelBackend().write_file(str(link), "x\n")
     assert real.read_text() == "precious\n"
     assert sorted(os.listdir(tmp_path)) == ["elsewhere.json", "fifo.json", "link.json"]
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "director.cli", "realserver", *args], capture_output=True, text=True, timeout=20,
+        cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False,
+    )
+
+
+def test_a_fifo_or_huge_or_deep_state_file_is_an_error_not_a_hang(tmp_path):
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    for command in ("status", "undo"):
+        r = _cli(command, "--state-file", str(fifo), cwd=tmp_path)  # blocked in open() before
+        assert r.returncode == 1 and f"state file {fifo}: not a regular file but a FIFO" in r.stderr, r
+        assert "Traceback" not in r.stderr
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as f:
+        f.truncate(R.MAX_STATE_BYTES + 1)
+    with pytest.raises(R.RealServerError, match="too large"):
+        R.load_state(str(huge))
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(R.RealServerError, match=f"state file {deep}: not JSON"):
+        R.load_state(str(deep))  # a RecursionError escaped before
+
+
+def _outcome_within(fn, fifo: Path, seconds: float = 10.0):
+    """``fn()``'s result or exception; fails if it is still blocked after ``seconds`` (then unblocks it
+    by opening ``fifo`` for writing, so no thread is left behind)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except Exception as exc:  # noqa: BLE001  # the test inspects it
+            box.append(exc)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(seconds)
+        pytest.fail(f"still blocked after {seconds} s on the FIFO {fifo}")
+    return box[0]
+
+
+def test_persist_files_that_are_not_regular_are_refused_by_name(tmp_path):
+    fifo = tmp_path / "60-directord-realserver.conf"
+    os.mkfifo(fifo)
+    err = _outcome_within(lambda: R.KernelBackend().read_file(str(fifo)), fifo)  # blocked in open() before
+    assert isinstance(err, R.RealServerError) and "not a regular file but a FIFO" in str(err)
+    assert str(fifo) in str(err)
+    assert R.KernelBackend().read_file(str(tmp_path / "missing")) is None
+    (tmp_path / "latin1").write_bytes(b"caf\xe9\n")
+    with pytest.raises(R.RealServerError, match="not UTF-8"):
+        R.KernelBackend().read_file(str(tmp_path / "latin1"))
 
 
 def test_status_exit_codes(capsys):
