@@ -54,6 +54,8 @@ RECEIVE_BUDGET = 0.005
 #: else SO_RCVBUF within net.core.rmem_max): a burst of forged datagrams is
 #: absorbed instead of pushing the peer's keepalives out of a full queue.
 RECEIVE_BUFFER = 1 << 20
+#: Most peer sources (address and port) given a receive socket of their own, per medium.
+MAX_PEER_SOURCES = 8
 _LOG_INTERVAL = 10.0
 
 
@@ -118,6 +120,8 @@ class MediumSocket:
         self.send_errors = 0
         self.received = 0
         self.budget_exhausted = 0
+        #: (address, port) of an authenticated peer -> the socket connected to it
+        self.peer_socks: dict[tuple[str, int], socket.socket] = {}
         self._logged: dict[int, float] = {}
 
     def send(self, payload: bytes) -> bool:
@@ -137,8 +141,11 @@ class MediumSocket:
         return True
 
     def close(self) -> None:
-        """Close the socket (idempotent)."""
+        """Close the socket and the peer sockets (idempotent)."""
         self.sock.close()
+        for ps in self.peer_socks.values():
+            ps.close()
+        self.peer_socks.clear()
 
 
 def _ifindex(medium: Medium) -> int:
@@ -192,6 +199,21 @@ async def open_medium(medium: Medium) -> MediumSocket:
     else:
         raise MediumError(medium, f"unknown medium kind {medium.kind!r}")
 
+    sock = _bound_socket(medium, ifindex, destination[0])
+    return MediumSocket(medium, sock, destination)
+
+
+def _bound_socket(medium: Medium, ifindex: int, broadcast: str, peer: tuple[str, int] | None = None) -> socket.socket:
+    """The medium's UDP socket, bound and set up; with `peer`, connected to it.
+
+    A bcast socket connected to a peer is bound to the `broadcast` address, not
+    the wildcard: ``connect`` would otherwise bind it to the route's source
+    address, and the kernel delivers a broadcast only to sockets whose local
+    address is the wildcard or the broadcast address (``__udp_is_mcast_sock``).
+
+    Raises:
+        MediumError: a socket option, bind or connect refused.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -200,7 +222,7 @@ async def open_medium(medium: Medium) -> MediumSocket:
         if medium.kind == "bcast":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
-            sock.bind(("", medium.port))
+            sock.bind(("" if peer is None else broadcast, medium.port))
         elif medium.kind == "mcast":
             group = ipaddress.IPv4Address(medium.group).packed
             # struct ip_mreqn (include/uapi/linux/in.h): group, local address, ifindex
@@ -212,12 +234,14 @@ async def open_medium(medium: Medium) -> MediumSocket:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if medium.loop else 0)
         else:
             sock.bind(("", medium.port))
+        if peer is not None:
+            sock.connect(peer)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
         reason = f"cannot set up the socket: {exc.strerror or exc}"
         raise MediumError(medium, reason, exc.errno or errno.EINVAL) from exc
-    return MediumSocket(medium, sock, destination)
+    return sock
 
 
 class Media:
@@ -260,10 +284,44 @@ class Media:
         self._loop = loop
         self.sockets = opened
         for ms in opened:
-            loop.add_reader(ms.sock.fileno(), self._readable, ms)
+            loop.add_reader(ms.sock.fileno(), self._readable, ms, ms.sock, True)
             log.info("heartbeat medium %s open, sending to %s:%d", describe(ms.medium), *ms.destination)
 
-    def _readable(self, ms: MediumSocket) -> None:
+    def learn_peer(self, source: str) -> None:
+        """Give the authenticated peer at `source` (``"ADDRESS:PORT"``) a receive queue of its own.
+
+        On every medium, a second socket with the same options and binding is
+        connected to the peer's address and port: the kernel delivers the
+        peer's datagrams to it (a connected UDP socket is the better match for
+        unicast, and one more receiver of a broadcast or multicast), so a flood
+        from any other source fills the medium's socket, not this one, and the
+        peer's keepalives are never dropped behind it. Copies of the peer's
+        broadcasts that reach the medium's own socket are then skipped. At most
+        `MAX_PEER_SOURCES` per medium (a restarted heartbeat peer sends from a
+        new port); a socket that cannot be opened is logged and skipped.
+        """
+        address, _, port_text = source.rpartition(":")
+        try:
+            peer = (str(ipaddress.IPv4Address(address)), int(port_text))
+        except ValueError:
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        for ms in self.sockets:
+            if peer in ms.peer_socks or len(ms.peer_socks) >= MAX_PEER_SOURCES:
+                continue
+            try:
+                sock = _bound_socket(ms.medium, _ifindex(ms.medium), ms.destination[0], peer)
+            except MediumError as exc:
+                log.warning("heartbeat medium %s: no receive socket of its own for peer %s:%d: %s",
+                            describe(ms.medium), *peer, exc)
+                continue
+            ms.peer_socks[peer] = sock
+            loop.add_reader(sock.fileno(), self._readable, ms, sock, False)
+            log.info("heartbeat medium %s: peer %s:%d has a receive socket of its own", describe(ms.medium), *peer)
+
+    def _readable(self, ms: MediumSocket, sock: socket.socket, shared: bool) -> None:
         # bounded in count and time: under a flood the loop still runs timers
         deadline = time.monotonic() + RECEIVE_BUDGET
         for _ in range(RECEIVE_BATCH):
@@ -271,12 +329,14 @@ class Media:
                 ms.budget_exhausted += 1
                 return
             try:
-                data, addr = ms.sock.recvfrom(MAX_DATAGRAM)
+                data, addr = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 log.debug("heartbeat medium %s: receive error: %s", describe(ms.medium), exc)
                 return
+            if shared and addr in ms.peer_socks:
+                continue  # a broadcast copy: the peer's own socket has it
             ms.received += 1
             try:
                 self._on_packet(data, f"{addr[0]}:{addr[1]}")
@@ -291,15 +351,16 @@ class Media:
         """Stop receiving and close every socket (idempotent)."""
         for ms in self.sockets:
             if self._loop is not None and not self._loop.is_closed():
-                try:
-                    self._loop.remove_reader(ms.sock.fileno())
-                except (ValueError, OSError):
-                    pass
+                for sock in (ms.sock, *ms.peer_socks.values()):
+                    try:
+                        self._loop.remove_reader(sock.fileno())
+                    except (ValueError, OSError):
+                        pass
             ms.close()
         self.sockets = []
 
     def stats(self) -> list[dict]:
-        """Per medium: ``{"medium", "destination", "sent", "send_errors", "received", "budget_exhausted"}``."""
+        """Per medium: ``{"medium", "destination", "sent", "send_errors", "received", "budget_exhausted", "peer_sources"}``."""
         return [
             {
                 "medium": describe(ms.medium),
@@ -308,6 +369,7 @@ class Media:
                 "send_errors": ms.send_errors,
                 "received": ms.received,
                 "budget_exhausted": ms.budget_exhausted,
+                "peer_sources": [f"{a}:{p}" for a, p in ms.peer_socks],
             }
             for ms in self.sockets
         ]

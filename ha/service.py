@@ -308,9 +308,13 @@ class HAService:
     # --- the node's inputs ----------------------------------------------------------
 
     def _on_packet(self, data: bytes, source: str) -> None:
-        if self.node is None or self._stopped.is_set():
+        node = self.node
+        if node is None or self._stopped.is_set():
             return
-        self._execute(self.node.on_packet(data, source, time.monotonic()))
+        accepted = node.counters["accepted"]
+        self._execute(node.on_packet(data, source, time.monotonic()))
+        if node.counters["accepted"] > accepted and self.media is not None:
+            self.media.learn_peer(source)  # authentic and new: the peer's own receive queue
 
     async def _tick_loop(self) -> None:
         node = self.node
@@ -517,7 +521,9 @@ class HAService:
             "connectivity" / "peer_connectivity": {"link", "ping_up",
             "ping_total"} or None (the peer's: its last report), "ping_nodes":
             [{"address", "reachable", "sent", "answered"}], "standby":
-            heartbeat's standby state (not/me/other/done), "counters": {...}}``.
+            heartbeat's standby state (not/me/other/done), "counters": {...},
+            "rejected_sources": datagrams dropped before reaching a peer, per
+            source address (`HeartbeatNode.rejected_sources`)}``.
             ``state`` is our status on
             the wire (``init``/``up``/``active``, ``stopped`` after a stop,
             ``starting`` before the node runs). A group's ``holder`` is this
@@ -580,6 +586,7 @@ class HAService:
             "ping_nodes": self.pinger.stats() if self.pinger is not None else [],
             "standby": snap.standby,
             "counters": dict(self.node.counters, address_repairs=self.repairs),
+            "rejected_sources": self.node.rejected_sources(time.monotonic()),
         }
 
 

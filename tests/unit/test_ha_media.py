@@ -247,3 +247,40 @@ def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair):
     print(f"flood: {info.get('sent')} sent, {stats['received']} handled, worst timer lateness {worst * 1000:.1f} ms")
     assert worst < 0.1, f"a 20 ms timer ran {worst * 1000:.0f} ms late (budget {RECEIVE_BUDGET * 1000:.0f} ms)"
     assert info["rcvbuf"] >= RECEIVE_BUFFER
+
+
+def test_a_learned_peer_has_a_receive_queue_of_its_own(pair):
+    """After `learn_peer`, the peer's broadcasts come once, through a socket connected
+    to it, and a queue filled by another sender does not hold them back."""
+    a, b = pair
+    got: list[tuple[bytes, str]] = []
+    info: dict = {}
+
+    async def receiver() -> None:
+        media = Media([Medium("bcast", "b0", port=PORT)], lambda data, src: got.append((data, src)))
+        await media.start()
+        media.sockets[0].sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # easy to fill
+        peer = N.socket_in_netns(a, socket.AF_INET, socket.SOCK_DGRAM)
+        other = N.socket_in_netns(a, socket.AF_INET, socket.SOCK_DGRAM)
+        for s in (peer, other):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        peer.bind((A_ADDR, 6940))
+        media.learn_peer(f"{A_ADDR}:6940")
+        info["stats"] = media.stats()
+        for i in range(200):  # fill the medium's own queue while the loop is not reading
+            other.sendto(b"flood %d" % i, (BRD, PORT))
+        for i in range(5):
+            peer.sendto(b"peer %d" % i, (BRD, PORT))
+        await asyncio.sleep(0.5)
+        media.close()
+        peer.close()
+        other.close()
+
+    rx = run_in(b, receiver)
+    rx.join(15)
+    assert rx.error is None, rx.error
+    assert info["stats"][0]["peer_sources"] == [f"{A_ADDR}:6940"]
+    from_peer = [d for d, src in got if src == f"{A_ADDR}:6940"]
+    assert from_peer == [b"peer %d" % i for i in range(5)]  # all, once each, in order
+    flood = [d for d, src in got if d.startswith(b"flood")]
+    assert 0 < len(flood) < 200  # the small queue did overflow: the peer's were not behind it
