@@ -40,19 +40,27 @@ import yaml
 
 from director.convert_heartbeat import convert_ha
 from director.convert_issues import ConvertError, Issue, Issues
-from director.convert_ldirectord import LdConfig, Resolver, StaticResolver, SystemResolver, parse_ldirectord
+from director.convert_ldirectord import (
+    LdConfig,
+    Resolver,
+    StaticResolver,
+    SystemResolver,
+    parse_ldirectord,
+)
 from director.convert_services import DEFAULTS, ServiceOut, translate_services
+from ha.readfile import ReadFileError, read_regular_file
 
 __all__ = [
+    "MAX_INPUT_BYTES",
+    "QUIESCENT_NOTE",
     "Conversion",
     "ConvertError",
     "Issue",
-    "convert_text",
-    "convert_files",
-    "write_atomic",
-    "cmd_convert",
     "add_commands",
-    "QUIESCENT_NOTE",
+    "cmd_convert",
+    "convert_files",
+    "convert_text",
+    "write_atomic",
 ]
 
 #: Written at the top of every converted file.
@@ -265,13 +273,29 @@ def convert_text(
 # --- files -----------------------------------------------------------------------------------
 
 
+#: Largest ldirectord.cf, ha.cf or haresources accepted, in bytes.
+MAX_INPUT_BYTES = 1024 * 1024
+
+
 def _read(path: str, what: str) -> str:
+    """The text of one input file: a regular file of at most `MAX_INPUT_BYTES` bytes, UTF-8.
+
+    Raises:
+        ConvertError: one error naming ``path``: it cannot be read, is not a
+            regular file (a FIFO is refused, not waited on), is too large, or
+            is not UTF-8 (with the line).
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError) as err:
-        message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-        raise ConvertError([Issue("error", path, 0, "", f"cannot read the {what}: {message}")]) from None
+        raw = read_regular_file(path, MAX_INPUT_BYTES)
+    except ReadFileError as err:
+        raise ConvertError([Issue("error", path, 0, "", f"cannot use the {what}: {err.reason}")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConvertError(
+            [Issue("error", path, line, "", f"the {what} is not valid UTF-8 (byte 0x{raw[err.start]:02x})")]
+        ) from None
 
 
 def convert_files(
@@ -386,7 +410,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: "argparse._SubParsersAction") -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``directord convert`` on the top-level subparsers ``sub``."""
     p = sub.add_parser("convert", help="convert an ldirectord.cf (and heartbeat's ha.cf/haresources) to directord YAML",
                        description="Convert an ldirectord (+ heartbeat) configuration to directord's YAML. "

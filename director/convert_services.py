@@ -38,6 +38,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from director.config import quote, re2_problem
 from director.convert_issues import Issues
 from director.convert_ldirectord import (
     FORWARD_NAMES,
@@ -50,7 +51,7 @@ from director.convert_ldirectord import (
 )
 from director.model import SCHEDULERS
 
-__all__ = ["ServiceOut", "translate_services", "HTTP_SUCCESS", "DEFAULTS"]
+__all__ = ["DEFAULTS", "HTTP_SUCCESS", "ServiceOut", "translate_services"]
 
 #: ldirectord's defaults (``set_defaults``; timeouts in seconds).
 DEFAULTS = {
@@ -250,6 +251,20 @@ class _Translator:
                              f"checkinterval ({self.g('checkinterval')} s) is used, as ldirectord does")
         return int(self.g("checkinterval"))
 
+    def receive_usable(self, receive: str, line: int, directive: str) -> bool:
+        """Whether ldirectord's ``receive`` pattern (a Perl regular expression) can be the ``expect_body``.
+
+        directord's checker matches with RE2 (`director.config.re2_problem`);
+        a pattern RE2 cannot compile (backreferences, lookaround...) is left
+        out with a warning: the check then tests the status only.
+        """
+        problem = re2_problem(receive)
+        if problem is None:
+            return True
+        self.issues.warn(line, directive, f"the receive pattern {quote(receive)} {problem}; left out: the HTTP "
+                                          "check tests the status only")
+        return False
+
     def check(self, v: LdVirtual, out: ServiceOut) -> tuple[dict[str, Any], bool]:
         """The service's ``check`` mapping; second value: whether per-real request/receive apply (HTTP)."""
         checktype = v.opt("checktype") or "negotiate"
@@ -295,7 +310,7 @@ class _Translator:
                     check["host"] = host
                 check["expect_status"] = HTTP_SUCCESS
                 receive = v.opt("receive")
-                if receive:
+                if receive and self.receive_usable(receive, v.opt_line("receive"), "receive"):
                     check["expect_body"] = receive
                 if service == "https":
                     check["verify_tls"] = False
@@ -477,7 +492,8 @@ class _Translator:
                                                             f"checks the real server itself with path {path!r}")
                         request = path
                     own["path"] = request
-                    own["expect_body"] = r.receive if r.receive else None
+                    usable = r.receive and self.receive_usable(r.receive, r.line, directive)
+                    own["expect_body"] = r.receive if usable else None
                 else:
                     self.issues.warn(r.line, directive, "the per-real request/receive pair is only used by checks "
                                                         "directord does not run for this service; not converted")

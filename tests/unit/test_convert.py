@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -19,7 +21,14 @@ import yaml
 
 from director.cli import main as cli_main
 from director.config import load_config, parse_config
-from director.convert import QUIESCENT_NOTE, ConvertError, convert_files, convert_text, write_atomic
+from director.convert import (
+    MAX_INPUT_BYTES,
+    QUIESCENT_NOTE,
+    ConvertError,
+    convert_files,
+    convert_text,
+    write_atomic,
+)
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ldirectord"
 
@@ -654,3 +663,87 @@ def test_fwmark_virtual6():
     assert (s["fwmark"], s["family"]) == (5, "inet6")
     assert s["real_servers"] == [{"address": "2001:db8::2", "weight": 1}]
     assert s["check"]["type"] == "http" and s["check"]["port"] == 80
+
+
+# --- hostile input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("pattern, reason", [
+    (r"(ok)\1", r"invalid escape sequence: \1"),
+    ("alive(?!-not)", "invalid perl operator: (?!"),
+])
+def test_receive_re2_cannot_match_is_left_out_with_a_warning(pattern, reason):
+    s, issues = service(WEB + "\tservice=http\n" + f'\treceive="{pattern}"\n')
+    assert "expect_body" not in s["check"]
+    warning = messages(issues, "warning")
+    assert f"test.cf:4: receive: the receive pattern {pattern!r} is not a regular expression the checker can use: " \
+           f"{reason} (it is matched with RE2 syntax" in warning
+    assert "left out: the HTTP check tests the status only" in warning
+
+
+def test_per_real_receive_re2_cannot_match_is_left_out_with_a_warning():
+    s, issues = service('virtual=192.168.6.240:80\n\treal=192.168.6.9:80 gate 2 "ready.html", "(?<=x)ready"\n')
+    assert s["real_servers"][0]["check"] == {"path": "/ready.html", "expect_body": None}
+    assert "test.cf:2: real: the receive pattern '(?<=x)ready' is not a regular expression" in messages(issues)
+
+
+def test_receive_in_re2_syntax_is_kept():
+    s, issues = service(WEB + '\treceive="^OK [0-9]+\\s*$"\n')
+    assert s["check"]["expect_body"] == "^OK [0-9]+\\s*$" and not messages(issues, "warning")
+
+
+def test_converted_file_with_a_perl_only_receive_loads(tmp_path):
+    cf = tmp_path / "l.cf"
+    cf.write_text(WEB + '\tservice=http\n\treceive="(a)\\1"\n')
+    assert "expect_body" not in convert_files(str(cf)).text
+
+
+def _fifo(tmp_path):
+    path = tmp_path / "ldirectord.cf"
+    os.mkfifo(path)
+    return str(path), "not a regular file but a FIFO (named pipe)"
+
+
+def _zero(tmp_path):
+    return "/dev/zero", "not a regular file but a character device"
+
+
+def _oversize(tmp_path):
+    path = tmp_path / "big.cf"
+    with open(path, "wb") as handle:
+        handle.truncate(MAX_INPUT_BYTES + 1)
+    return str(path), f"too large: {MAX_INPUT_BYTES + 1} bytes, the limit is 1 MiB"
+
+
+@pytest.mark.parametrize("make", [_fifo, _zero, _oversize], ids=["fifo", "dev-zero", "oversize"])
+def test_input_that_is_not_a_small_regular_file_is_one_error(tmp_path, make):
+    path, reason = make(tmp_path)
+    with pytest.raises(ConvertError) as info:
+        convert_files(path)
+    assert str(info.value) == f"error: {path}: cannot use the ldirectord configuration: {reason}"
+    with pytest.raises(ConvertError) as info:
+        convert_files(str(DATA / "lab-sites.cf"), ha_cf=path)
+    assert str(info.value) == f"error: {path}: cannot use the heartbeat ha.cf: {reason}"
+
+
+@pytest.mark.parametrize("make", [_fifo, _zero, _oversize], ids=["fifo", "dev-zero", "oversize"])
+def test_cli_prints_one_line_for_unusable_input(tmp_path, make):
+    path, reason = make(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; from director.cli import main; sys.exit(main(sys.argv[1:]))",
+         "convert", "--ldirectord", path],
+        capture_output=True, text=True, timeout=20, check=False,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [f"error: {path}: cannot use the ldirectord configuration: {reason}",
+                                          "1 error; nothing written"]
+
+
+@pytest.mark.parametrize("mode", [0o622, 0o602, 0o611])
+def test_authkeys_writable_by_others_is_refused(tmp_path, mode):
+    keys = tmp_path / "authkeys"
+    shutil.copy(DATA / "authkeys", keys)
+    os.chmod(keys, mode)
+    with pytest.raises(ConvertError) as info:
+        convert_files(str(DATA / "debian-example.cf"), ha_cf=str(DATA / "ha.cf"), authkeys=str(keys))
+    assert f"unusable authkeys file: {keys}: bad permissions {mode:03o}" in str(info.value)
