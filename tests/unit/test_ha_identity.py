@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -226,3 +227,37 @@ def test_identity_files_that_are_not_regular_are_errors_not_hangs(tmp_path: Path
     with pytest.raises(IdentityError, match="too large") as info:
         load_identity(state, "dir1")
     assert info.value.path == str(gen_file)
+
+
+def test_a_second_daemon_on_the_same_configuration_exits_naming_the_lock(netns: str, tmp_path: Path):
+    """Two ``directord run`` with one configuration, only the control socket differs (defect scenario)."""
+    from hapair import Director, write_authkeys
+
+    keys = write_authkeys(tmp_path / "authkeys")
+    kw = {"media": ["ucast lo 127.0.0.2"], "resources": [], "keepalive": 0.1, "warntime": 0.3, "deadtime": 0.5,
+          "initdead": 0.5}
+    first = Director(None, "dir1", tmp_path, keys, netns=netns, **kw)
+    second = Director(None, "dir1", tmp_path, keys, netns=netns, **kw)
+    second.socket = str(tmp_path / "second.sock")
+    lock_file = tmp_path / "dir1" / "state" / "dir1.lock"
+    try:
+        first.start()
+        deadline = 20.0
+        while (first.try_status() or {}).get("state") in (None, "starting"):
+            assert first.running() and deadline > 0, first.tail()
+            time.sleep(0.1)
+            deadline -= 0.1
+        generation = Path(generation_path(tmp_path / "dir1" / "state", "dir1")).read_text()
+        assert first.proc is not None
+        second.start()
+        assert second.wait(20) == 1, second.tail()
+        log = first.tail(20000)
+        assert f"{lock_file}: node 'dir1' is already running here: process {first.proc.pid} holds this lock" in log
+        assert first.running() and first.try_status() is not None
+        assert Path(generation_path(tmp_path / "dir1" / "state", "dir1")).read_text() == generation
+        first.signal(signal.SIGTERM)
+        assert first.wait(20) == 0, first.tail()
+        assert lock_file.read_text() == ""
+    finally:
+        first.kill()
+        second.kill()
