@@ -31,6 +31,7 @@ import ipaddress
 import re
 from typing import Any
 
+from director.config import quote
 from director.convert_issues import Issues
 
 __all__ = ["convert_ha"]
@@ -122,12 +123,12 @@ def _parse_ha_cf(text: str, issues: Issues) -> dict[str, Any]:
         elif directive in ("keepalive", "warntime", "deadtime", "initdead"):
             seconds = _seconds(value)
             if seconds is None:
-                issues.error(line, directive, f"not a time: {value!r} (seconds, or a number with ms or us)")
+                issues.error(line, directive, f"not a time: {quote(value)} (seconds, or a number with ms or us)")
                 continue
             timers[directive] = seconds
         elif directive == "udpport":
             if not value.isdigit() or not 1 <= int(value) <= 65535:
-                issues.error(line, directive, f"not a port number: {value!r}")
+                issues.error(line, directive, f"not a port number: {quote(value)}")
                 continue
             ha["udpport"] = int(value)
         elif directive == "auto_failback":
@@ -139,11 +140,11 @@ def _parse_ha_cf(text: str, issues: Issues) -> dict[str, Any]:
             elif word in _FALSE:
                 ha["auto_failback"] = False
             else:
-                issues.error(line, directive, f"expected on, off or legacy, got {value!r}")
+                issues.error(line, directive, f"expected on, off or legacy, got {quote(value)}")
         elif directive == "nice_failback":
             word = value.lower()
             if word not in _TRUE + _FALSE:
-                issues.error(line, directive, f"expected on or off, got {value!r}")
+                issues.error(line, directive, f"expected on or off, got {quote(value)}")
             elif "auto_failback" not in ha:
                 ha["auto_failback"] = False if word in _TRUE else "legacy"
                 issues.note(line, directive, "the old spelling of auto_failback "
@@ -153,13 +154,13 @@ def _parse_ha_cf(text: str, issues: Issues) -> dict[str, Any]:
                 try:
                     pings.append(str(ipaddress.ip_address(address)))
                 except ValueError:
-                    issues.error(line, directive, f"ping node {address!r} is not an IP address "
+                    issues.error(line, directive, f"ping node {quote(address)} is not an IP address "
                                                   "(directord takes addresses, so that loading does no DNS lookup)")
         elif directive == "respawn":
             if value.split()[-1:] and value.split()[-1].endswith("/ipfail"):
                 issues.note(line, directive, "ipfail: directord's node acts on the ping nodes itself, as ipfail does")
             else:
-                issues.warn(line, directive, f"directord does not start other programs ({value!r}); not converted")
+                issues.warn(line, directive, f"directord does not start other programs ({quote(value)}); not converted")
         elif directive in ("crm", "pacemaker"):
             if value.lower() in _TRUE + ("respawn",):
                 issues.warn(line, directive, "resources managed by a CRM (pacemaker) are not converted: directord "
@@ -235,7 +236,7 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
                     issues.warn(line, "haresources", f"{resource}: directord only moves addresses; this "
                                                      "resource is not converted")
                 else:
-                    issues.error(line, "haresources", f"{resource}: {parts[0]!r} is not an IP address")
+                    issues.error(line, "haresources", f"{resource}: {quote(parts[0])} is not an IP address")
                 continue
             if len(parts) < 3 or not parts[1] or not parts[2]:
                 issues.error(line, "haresources",
@@ -243,7 +244,7 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
                              f"table, directord needs them written, e.g. {address}/24/eth0")
                 continue
             if not parts[1].isdigit():
-                issues.error(line, "haresources", f"{resource}: prefix length {parts[1]!r} is not a number")
+                issues.error(line, "haresources", f"{resource}: prefix length {quote(parts[1])} is not a number")
                 continue
             if len(parts) > 3 or "::" in args:
                 issues.note(line, "haresources", f"{resource}: broadcast address and further arguments left to "

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["Issue", "ConvertError", "Severity", "Issues"]
+__all__ = ["ConvertError", "Issue", "Issues", "Severity"]
 
 Severity = Literal["error", "warning", "note"]
 
@@ -34,7 +34,8 @@ class Issue:
         message: plain words.
 
     ``str(issue)`` is ``FILE:LINE: DIRECTIVE: MESSAGE`` (``:LINE`` left out
-    for line 0, ``DIRECTIVE: `` when empty).
+    for line 0, ``DIRECTIVE: `` when empty).  The message is cut to 1000
+    characters and its control characters (ESC, NUL, newline) are escaped.
     """
 
     severity: Severity
@@ -42,6 +43,13 @@ class Issue:
     line: int
     directive: str
     message: str
+
+    def __post_init__(self) -> None:
+        # One printable line of bounded length, whatever the input file held.
+        message = self.message if len(self.message) <= 1000 else self.message[:1000] + "..."
+        if not message.isprintable():
+            message = "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+        object.__setattr__(self, "message", message)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file

@@ -32,20 +32,21 @@ import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from director.config import quote
 from director.convert_issues import Issues
 
 __all__ = [
+    "FORWARD_NAMES",
+    "SERVICE_PORTS",
+    "LdConfig",
+    "LdFallback",
+    "LdReal",
+    "LdVirtual",
     "Resolver",
     "StaticResolver",
     "SystemResolver",
-    "LdReal",
-    "LdFallback",
-    "LdVirtual",
-    "LdConfig",
     "parse_ldirectord",
-    "SERVICE_PORTS",
     "port_to_service",
-    "FORWARD_NAMES",
 ]
 
 #: ldirectord's service name -> port table (``ld_service_to_port``); the reverse is
@@ -313,7 +314,7 @@ class _Parser:
             g["supervised"] = ("yes", line)
             return
         if value is None:
-            self.error(line, name, f"unknown command {text!r}")
+            self.error(line, name, f"unknown command {quote(text)}")
             return
         if name in _G_POSITIVE:
             number = _positive(value)
@@ -341,7 +342,7 @@ class _Parser:
         elif name in ("callback", "logfile"):
             q = re.fullmatch(r'"(.*)"', value)
             if q is None:
-                self.error(line, name, f"unknown command {text!r} (the value must be in double quotes)")
+                self.error(line, name, f"unknown command {quote(text)} (the value must be in double quotes)")
                 return
             g[name] = (q.group(1), line)
         elif name == "execute":
@@ -363,7 +364,7 @@ class _Parser:
                 return
             g[name] = (value, line)
         else:
-            self.error(line, name, f"unknown command {text!r}")
+            self.error(line, name, f"unknown command {quote(text)}")
 
     def email(self, value: str, line: int, store: dict) -> None:
         addr = re.sub(r'^"([^"]*)"$', r"\1", value)
@@ -376,7 +377,7 @@ class _Parser:
         words = re.split(r"\s*,\s*", value)
         for word in words:
             if word not in _EMAIL_STATUS:
-                self.error(line, "emailalertstatus", f"invalid email alert status at: {word!r}")
+                self.error(line, "emailalertstatus", f"invalid email alert status at: {quote(word)}")
                 return False
         if "none" in words and len(words) > 1:
             self.error(line, "emailalertstatus", "\"none\" cannot be combined with another status")
@@ -403,7 +404,7 @@ class _Parser:
         elif mm := re.match(r"\[([0-9A-Fa-f:]+)\]:([0-9A-Za-z-_]+)", vattr):
             ip_port = (mm.group(1), mm.group(2))
         else:
-            self.error(line, "virtual", f"invalid address for virtual server: {vattr!r}")
+            self.error(line, "virtual", f"invalid address for virtual server: {quote(vattr)}")
             ok = False
         protocol = "fwm" if fwmark is not None else "tcp"
         if ip_port is not None and ip_port[1] in ("53", "domain"):
@@ -457,13 +458,13 @@ class _Parser:
         host, port_text = ip_port
         address = self.resolver.host(host, v.family)
         if address is None:
-            self.error(v.line, "virtual", f"invalid address for virtual service: cannot resolve {host!r}")
+            self.error(v.line, "virtual", f"invalid address for virtual service: cannot resolve {quote(host)}")
             return
         if address != host.strip("[]"):
             v.host_name = host
         port = self.port(port_text, v.protocol)
         if port is None or not 1 <= port <= 65535:
-            self.error(v.line, "virtual", f"invalid port for virtual service: {port_text!r}")
+            self.error(v.line, "virtual", f"invalid port for virtual service: {quote(port_text)}")
             return
         v.address, v.port = address, port
 
@@ -476,7 +477,7 @@ class _Parser:
     def virtual_option(self, v: LdVirtual, cmd: str, line: int) -> None:
         m = re.match(r"([a-z0-9_-]+)\s*=\s*(.*)", cmd)
         if m is None:
-            self.error(line, cmd.split("=")[0].strip(), f"unknown command {cmd!r}")
+            self.error(line, cmd.split("=")[0].strip(), f"unknown command {quote(cmd)}")
             return
         name, value = m.group(1), m.group(2)
         opts = v.options
@@ -487,7 +488,7 @@ class _Parser:
         if name in _V_QUOTED:
             q = re.match(r'"(.*)"', value)
             if q is None:
-                self.error(line, name, f"unknown command {cmd!r} (the value must be in double quotes)")
+                self.error(line, name, f"unknown command {quote(cmd)} (the value must be in double quotes)")
             elif not q.group(1):
                 self.error(line, name, _V_QUOTED[name])
             elif name == "request" and not q.group(1).startswith("/"):
@@ -615,7 +616,7 @@ class _Parser:
             v.comments.append(value)
             store(value)
         else:
-            self.error(line, name, f"unknown command {cmd!r}")
+            self.error(line, name, f"unknown command {quote(cmd)}")
 
     # -- real and fallback servers
 
@@ -624,7 +625,7 @@ class _Parser:
         address = self.resolver.host(name, family)
         if address is None:
             fam = "IPv6" if family == socket.AF_INET6 else "IPv4"
-            self.error(line, directive, f"invalid {fam} address or unresolvable host name for {what}: {text!r}")
+            self.error(line, directive, f"invalid {fam} address or unresolvable host name for {what}: {quote(text)}")
         return address
 
     def fallback(self, text: str, line: int, v: LdVirtual | None, family: int, protocol: str) -> LdFallback | None:
@@ -638,7 +639,7 @@ class _Parser:
         port_text = pm.group(2) if pm else None
         server = parse_line[: pm.start()] if pm else parse_line
         if not server:
-            self.error(line, directive, f"invalid fallback server: {text!r}")
+            self.error(line, directive, f"invalid fallback server: {quote(text)}")
             return None
         if fwd and fwd not in FORWARD_NAMES:
             self.error(line, directive, "forward method must be gate, masq or ipip")
@@ -652,7 +653,7 @@ class _Parser:
         else:
             port = self.port(port_text, protocol)
             if port is None:
-                self.error(line, directive, f"invalid port for fallback server: {port_text!r}")
+                self.error(line, directive, f"invalid port for fallback server: {quote(port_text)}")
                 return None
         return LdFallback(address=address, port=port, forward=fwd or "gate", line=line,
                           name=server if address != server.strip("[]") else "")
@@ -715,7 +716,7 @@ class _Parser:
         if um := re.search(r"\s+u:(\d+)(.*)", rest):
             high, rest = int(um.group(1)), um.group(2)
         if re.search(r"\S", rest):
-            self.error(line, directive, f"invalid real server line, around {rest.strip()!r}")
+            self.error(line, directive, f"invalid real server line, around {quote(rest.strip())}")
             return None
         return forward, weight, request, receive, low, high
 

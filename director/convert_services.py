@@ -114,7 +114,7 @@ class _Translator:
             name = name.strip()
             if name in self.names:
                 self.issues.note(v.opt_line("servicename"), "servicename",
-                                 f"name {name!r} is already used by another virtual; the service gets a numbered name")
+                                 f"name {quote(name)} is already used by another virtual; the service gets a numbered name")
                 k = 2
                 while f"{name} ({k})" in self.names:
                     k += 1
@@ -129,12 +129,12 @@ class _Translator:
             d["port"] = v.port
             d["protocol"] = v.protocol
             if v.host_name:
-                self.issues.note(v.line, "virtual", f"host name {v.host_name!r} resolved now to {v.address} "
+                self.issues.note(v.line, "virtual", f"host name {quote(v.host_name)} resolved now to {v.address} "
                                                     "(ldirectord resolves it at each start)")
         scheduler = v.opt("scheduler") or DEFAULTS["scheduler"]
         if scheduler not in SCHEDULERS:
             self.issues.error(v.opt_line("scheduler"), "scheduler",
-                              f"unknown scheduler {scheduler!r} (ipvsadm would refuse it); "
+                              f"unknown scheduler {quote(scheduler)} (ipvsadm would refuse it); "
                               f"known: {', '.join(sorted(SCHEDULERS))}")
         d["scheduler"] = scheduler
         flags = self.sched_flags(v, scheduler)
@@ -175,7 +175,7 @@ class _Translator:
             if word in ("sh-fallback", "sh-port", "mh-fallback", "mh-port") and word.startswith(scheduler + "-"):
                 flags.append(word)
             else:
-                self.issues.warn(line, "schedflags", f"scheduler flag {word!r} with scheduler {scheduler} "
+                self.issues.warn(line, "schedflags", f"scheduler flag {quote(word)} with scheduler {scheduler} "
                                                      "is not supported by directord; left out")
         return flags
 
@@ -409,7 +409,7 @@ class _Translator:
         port = fb.port if fb.port is not None else v.port
         method = FORWARD_NAMES[fb.forward]
         if fb.name:
-            self.issues.note(fb.line, "fallback", f"host name {fb.name!r} resolved now to {fb.address}")
+            self.issues.note(fb.line, "fallback", f"host name {quote(fb.name)} resolved now to {fb.address}")
         if v.fwmark is None and method in ("dr", "tun") and port != v.port:
             self.issues.note(fb.line, "fallback", f"with {fb.forward} the kernel keeps the virtual port {v.port} "
                                                   f"(ipvsadm replaces {port}); converted to port {v.port}")
@@ -448,7 +448,7 @@ class _Translator:
                 continue
             seen[(r.address, port)] = r.line
             if r.name:
-                self.issues.note(r.line, directive, f"host name {r.name!r} resolved now to {r.address}")
+                self.issues.note(r.line, directive, f"host name {quote(r.name)} resolved now to {r.address}")
             if v.fwmark is None and not r.port and r.forward == "masq":
                 self.issues.warn(r.line, directive, "no port with masq: ldirectord passes port 0 to ipvsadm, "
                                                     "which keeps it for masquerading (ipvsadm only copies the "
@@ -488,8 +488,8 @@ class _Translator:
                     request = r.request or "/"
                     if "://" in request:
                         path = "/" + request.split("://", 1)[1].partition("/")[2]
-                        self.issues.warn(r.line, directive, f"the request {request!r} is a whole URL; directord "
-                                                            f"checks the real server itself with path {path!r}")
+                        self.issues.warn(r.line, directive, f"the request {quote(request)} is a whole URL; directord "
+                                                            f"checks the real server itself with path {quote(path)}")
                         request = path
                     own["path"] = request
                     usable = r.receive and self.receive_usable(r.receive, r.line, directive)

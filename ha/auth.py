@@ -210,6 +210,11 @@ class AuthKeys:
 # --- parsing ---------------------------------------------------------------------
 
 
+def _quoted(text: str) -> str:
+    """``repr`` of ``text`` cut to 60 characters (``...`` after): a message quotes, it does not echo a file."""
+    return repr(text[:60]) + "..." if len(text) > 60 else repr(text)
+
+
 def _parse_index(token: bytes) -> int | None:
     if not token.isdigit() or len(token) > 3:
         return None
@@ -245,10 +250,10 @@ def parse_authkeys(text: str | bytes, path: str = "<authkeys>") -> AuthKeys:
         shown = raw.strip().decode("utf-8", "replace")
         if tokens[0] == b"auth":
             if len(tokens) != 2:
-                raise AuthKeysError(path, lineno, f"expected 'auth N', got {shown!r}")
+                raise AuthKeysError(path, lineno, f"expected 'auth N', got {_quoted(shown)}")
             idx = _parse_index(tokens[1])
             if idx is None:
-                raise AuthKeysError(path, lineno, f"invalid auth index {tokens[1].decode('utf-8', 'replace')!r}")
+                raise AuthKeysError(path, lineno, f"invalid auth index {_quoted(tokens[1].decode('utf-8', 'replace'))}")
             if idx > MAX_AUTH_INDEX:
                 raise AuthKeysError(path, lineno, f"auth index {idx} not in 0..{MAX_AUTH_INDEX}")
             if send_index is not None:
@@ -257,14 +262,14 @@ def parse_authkeys(text: str | bytes, path: str = "<authkeys>") -> AuthKeys:
             continue
         idx = _parse_index(tokens[0])
         if idx is None:
-            raise AuthKeysError(path, lineno, f"invalid line {shown!r}: expected 'auth N' or 'N method [key]'")
+            raise AuthKeysError(path, lineno, f"invalid line {_quoted(shown)}: expected 'auth N' or 'N method [key]'")
         if idx > MAX_AUTH_INDEX:
             raise AuthKeysError(path, lineno, f"index {idx} not in 0..{MAX_AUTH_INDEX}")
         if len(tokens) < 2:
             raise AuthKeysError(path, lineno, f"index {idx} has no method")
         method = tokens[1].decode("utf-8", "replace")
         if method not in METHODS:
-            raise AuthKeysError(path, lineno, f"unknown auth method {method!r} (known: sha1, md5, crc)")
+            raise AuthKeysError(path, lineno, f"unknown auth method {_quoted(method)} (known: sha1, md5, crc)")
         needs_key = METHODS[method]
         if needs_key and len(tokens) < 3:
             raise AuthKeysError(path, lineno, f"auth method {method} needs a key")

@@ -747,3 +747,10 @@ def test_authkeys_writable_by_others_is_refused(tmp_path, mode):
     with pytest.raises(ConvertError) as info:
         convert_files(str(DATA / "debian-example.cf"), ha_cf=str(DATA / "ha.cf"), authkeys=str(keys))
     assert f"unusable authkeys file: {keys}: bad permissions {mode:03o}" in str(info.value)
+
+
+def test_messages_quote_at_most_60_characters_and_escape_control_characters():
+    (error,) = errors_of("virtual=192.168.6.240:80\n\tfrobnicate=" + "x" * 100_000 + "\n")
+    assert error == "test.cf:2: frobnicate: unknown command '" + "frobnicate=" + "x" * 49 + "'..."
+    (error,) = errors_of("virtual=192.168.6.240:80\n\tfrob=\x1b[2J\x00\n")
+    assert error == r"test.cf:2: frob: unknown command 'frob=\x1b[2J\x00'"

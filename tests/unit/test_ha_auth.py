@@ -348,3 +348,9 @@ def test_authmethod_validation():
         AuthMethod(1, "sha256", b"key")
     with pytest.raises(ValueError):
         AuthKeys(send_index=2, methods={1: AuthMethod(1, "crc")})
+
+
+def test_messages_quote_at_most_60_characters():
+    with pytest.raises(AuthKeysError) as info:
+        parse_authkeys("auth 1\n1 sha1 k\n" + "x" * 50_000 + "\n", "f")
+    assert str(info.value) == "f:3: invalid line '" + "x" * 60 + "'...: expected 'auth N' or 'N method [key]'"

@@ -473,6 +473,8 @@ def write_keys(tmp_path: Path, text: str, mode: int = 0o600) -> str:
     [
         ("auth 1\n1 sha1 k\n", 0o640, "", "bad permissions 640: readable by group or others"),
         ("auth 1\n1 sha1 k\n", 0o604, "", "bad permissions 604: readable by group or others"),
+        ("auth 1\n1 sha1 k\n", 0o602, "", "bad permissions 602: writable by group or others"),
+        ("auth 1\n1 sha1 k\n", 0o611, "", "bad permissions 611: executable by group or others"),
         ("auth 2\n1 sha1 k\n", 0o600, ":1", "'auth 2' names an index with no key line"),
         ("auth 1\n# the key\n1 sha1\n", 0o600, ":3", "auth method sha1 needs a key"),
         ("auth 1\n1 rot13 k\n", 0o600, ":2", "unknown auth method 'rot13'"),
@@ -492,6 +494,13 @@ def test_authkeys_missing_file(tmp_path: Path):
     issue = only(BASE, str(tmp_path / "nope"))
     assert issue.field == "ha.authkeys"
     assert issue.message == f"unusable authkeys file: {tmp_path / 'nope'}: cannot read: No such file or directory"
+
+
+def test_authkeys_fifo_is_a_located_error(tmp_path: Path):
+    path = tmp_path / "ak"
+    os.mkfifo(path, 0o600)
+    issue = only(BASE, str(path))
+    assert str(issue) == f"t.yaml:5:13: ha.authkeys: unusable authkeys file: {path}: not a regular file but a FIFO (named pipe)"
 
 
 @pytest.mark.parametrize("name", ["authkeys.md5", "authkeys.crc"])
