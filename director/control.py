@@ -111,12 +111,18 @@ class ControlServer:
             except Exception as exc:  # a handler bug must not kill the daemon
                 log.exception("control request failed")
                 response = {"ok": False, "error": str(exc)}
-            writer.write(json.dumps(response).encode() + b"\n")
+            # encoded in a worker thread: a status of thousands of real servers is megabytes of JSON
+            writer.write(await asyncio.to_thread(_encode, response))
             await writer.drain()
         except (asyncio.TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
             writer.close()
+
+
+def _encode(response: dict[str, Any]) -> bytes:
+    """One response line: compact JSON and a newline."""
+    return json.dumps(response).encode() + b"\n"
 
 
 def _kind(mode: int) -> str:

@@ -304,18 +304,19 @@ class Daemon:
     # --- control ------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
-        """The status document (`director.status.build_status`) with a fresh kernel dump."""
+        """The status document (`director.status.build_status`, built off the event loop) with a
+        fresh kernel dump."""
         try:
             table = await self.reconciler.read_table()
             kernel_error = None
         except IPVSError as exc:
             table, kernel_error = dict(self.reconciler.table), str(exc)
-        doc = build_status(
-            self.config,
-            table,
-            await self.engine.snapshot(),
-            self.reconciler.draining(),
-            now=time.monotonic(),
+        health = await self.engine.snapshot()
+        # built in a worker thread: for thousands of real servers this takes longer than a
+        # keepalive; its inputs are this daemon's own copies (the cached table's entries are
+        # replaced, never changed, by the reconciler)
+        doc = await asyncio.to_thread(
+            build_status, self.config, table, health, self.reconciler.draining(), now=time.monotonic()
         )
         doc.update(
             pid=os.getpid(),

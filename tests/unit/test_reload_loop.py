@@ -7,7 +7,6 @@ shipped), so the loop must stay responsive during the whole reload.
 """
 
 import asyncio
-import logging
 
 from director import control
 from director.daemon import Daemon
@@ -84,3 +83,44 @@ async def test_reload_of_5000_real_servers_keeps_the_loop_responsive(tmp_path):
     finally:
         daemon.stop()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_status_is_built_and_encoded_off_the_loop(tmp_path, monkeypatch):
+    """The status document is built and encoded as JSON in a worker thread: on the loop a
+    request for 20,000 real servers held it 0.65 s here (its health snapshot, which still
+    crosses the loop, about 0.2 s)."""
+    import json
+    import threading
+    import types
+
+    from director import daemon as daemon_module
+
+    threads: dict[str, set[int]] = {"build": set(), "encode": set()}
+    real_build = daemon_module.build_status
+
+    def build_status(*args, **kwargs):
+        threads["build"].add(threading.get_ident())
+        return real_build(*args, **kwargs)
+
+    def dumps(obj, *args, **kwargs):
+        if isinstance(obj, dict) and "status" in obj:
+            threads["encode"].add(threading.get_ident())
+        return json.dumps(obj, *args, **kwargs)
+
+    monkeypatch.setattr(daemon_module, "build_status", build_status)
+    monkeypatch.setattr(control, "json", types.SimpleNamespace(dumps=dumps, loads=json.loads))
+    sock = str(tmp_path / "run" / "directord.sock")
+    cfg = tmp_path / "directord.yaml"
+    cfg.write_text(big_config(sock, n_services=2, per_service=3))
+    daemon = Daemon(str(cfg))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_answering(sock)
+        reply = await asyncio.to_thread(control.request, sock, "status", 10.0)
+        assert sum(len(s["real_servers"]) for s in reply["status"]["services"]) == 6
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 20) == 0
+    loop_thread = threading.get_ident()
+    assert threads["build"] and loop_thread not in threads["build"]
+    assert threads["encode"] and loop_thread not in threads["encode"]
