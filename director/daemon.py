@@ -113,11 +113,15 @@ def load_prepared(path: str, running: Collection[TargetKey] = (), previous: Iter
 
     Blocking and CPU-bound (seconds for thousands of real servers): the daemon
     runs it in a worker thread, so it touches no daemon state.  The cyclic
-    garbage collector is paused meanwhile and the objects built are then
-    frozen (`gc.freeze`): a collection holds the interpreter lock for as long
-    as it takes to traverse every object, about 0.1 s for 5,000 real servers,
-    and it would otherwise run in this thread at random points of the parse,
-    or later on the event loop when it first collects the new configuration.
+    garbage collector is paused meanwhile and every object alive at the end
+    (the new configuration among them) is then frozen (`gc.freeze`): a
+    collection holds the interpreter lock for as long as it takes to traverse
+    every object, about 0.1 s for 5,000 real servers, and it would otherwise
+    run in this thread at random points of the parse, or later on the event
+    loop when it first collects the new configuration.  The price: cyclic
+    garbage pending at that moment is never collected (reloads are rare; the
+    configuration's objects themselves are acyclic and freed by reference
+    counting when replaced).
 
     Raises:
         ConfigError: the file cannot be read or is invalid (`load_config`).

@@ -46,7 +46,8 @@ def test_printable_escapes_control_and_format_characters_only():
 def test_status_text_escapes_hostile_names_and_reasons():
     svc = VirtualService(name=HOSTILE, key=WEB, scheduler="rr", real_servers=(RealServer("10.0.0.11", 80),))
     table = {WEB: KernelService(ServiceAttrs("rr"), {RS1: KernelDest(DestAttrs(1, 1))})}
-    health = {(WEB, RS1): HealthStatus("up", since=1.0, last_result=CheckResult(True, "HTTP 200\x1b]0;pwned\x07", 0.01, 1.0))}
+    result = CheckResult(True, "HTTP 200\x1b]0;pwned\x07", 0.01, 1.0)
+    health = {(WEB, RS1): HealthStatus("up", since=1.0, last_result=result)}
     doc = build_status(Config(path="/etc/d\nyaml", services=(svc,)), table, health, now=2.0)
     doc["ha"] = {
         "node": "dir1\x1b[1m",
@@ -72,7 +73,8 @@ def test_reconciler_logs_escape_service_names(caplog):
     reconciler = Reconciler(KernelIPVS(), lambda service, dest: "up")
     reconciler.set_config(Config(path="a.yaml", services=(old,)))
     with caplog.at_level(logging.INFO, logger="directord.reconciler"):
-        reconciler.set_config(Config(path="a.yaml", services=(VirtualService(name=HOSTILE, key=WEB, real_servers=(rs1,)),)))
+        new = VirtualService(name=HOSTILE, key=WEB, real_servers=(rs1,))
+        reconciler.set_config(Config(path="a.yaml", services=(new,)))
     (record,) = [r for r in caplog.records if "draining" in r.getMessage()]
     message = record.getMessage()
     assert control_characters(message) == set()
