@@ -112,6 +112,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_ha_request(args: argparse.Namespace) -> int:
     from . import control
+    from .status import printable
 
     path = _socket_path(args)
     try:
@@ -123,9 +124,9 @@ def cmd_ha_request(args: argparse.Namespace) -> int:
         print(f"no directord answering on {path}: {exc}", file=sys.stderr)
         return 1
     if not reply.get("ok"):
-        print(reply.get("error", "refused"), file=sys.stderr)
+        print(printable(reply.get("error", "refused")), file=sys.stderr)  # may name nodes from a peer's packets
         return 1
-    print(reply.get("message", "done"))
+    print(printable(reply.get("message", "done")))
     return 0
 
 

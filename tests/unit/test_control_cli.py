@@ -64,3 +64,39 @@ def test_a_refused_user_is_told_permission_denied(tmp_path, argv):
     assert rc == 1, err
     assert f"permission denied on {path}" in err and "as root" in err
     assert "no daemon" not in err and "no directord" not in err
+
+
+@pytest.mark.parametrize("reply, stream", [
+    ({"ok": True, "message": "standby: groups handed to dir2\x1b[2J\nforged line"}, "out"),
+    ({"ok": False, "error": "standby refused: peer dir2\x00\x1b]0;x\x07 is dead"}, "err"),
+])
+def test_standby_answer_is_printed_escaped(tmp_path, capsys, reply, stream):
+    """A node name with control characters in the daemon's answer does not reach the terminal raw."""
+    import json
+    import threading
+
+    path = str(tmp_path / "directord.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+    listener.settimeout(10)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        rc = cli.main(["standby", "--control-socket", path])
+    finally:
+        server.join(10)
+        listener.close()
+    out, err = capsys.readouterr()
+    text = out if stream == "out" else err
+    assert rc == (0 if reply["ok"] else 1)
+    assert text.count("\n") == 1 and text.endswith("\n")
+    assert {ch for ch in text[:-1] if not ch.isprintable()} == set()
+    assert "\\x1b" in text
