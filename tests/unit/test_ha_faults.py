@@ -266,6 +266,8 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
                 resign(current, wrong, st=b"dead"),  # dir1 "leaving", wrong key
                 current[:-3] + (b"0" if current[-3:-2] != b"0" else b"1") + current[-2:],  # outer MAC altered
                 current[: current.index(b"%%%\n") + 4],  # no outer MAC at all
+                # a length beyond the packet and no MAC: refused for the MAC before any parse
+                b"###\n9999:(0)t=status,%%%\n",
             ]
             unknown_index = [resign(current, SECRET.encode(), index=7)]
             replayed = [current] * 3  # dir1's own earlier packet, same generation
@@ -275,7 +277,6 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
                 bytes(range(256)),
                 b"\x00" * 64,
                 current[: len(current) // 2],  # truncated inside a field
-                b"###\n9999:(0)t=status,%%%\n",  # a length beyond the packet
                 b">>>\nt=status\nsrc=dir1\n",  # text framing without its end
             ]
 
