@@ -313,3 +313,11 @@ def test_expect_body_re2_accepted_and_too_long_refused():
     assert config.services[0].check.expect_body == r"(?i)<title>\s*OK\d+"
     issue = only(SERVICE.format(key="expect_body", value="'" + "a" * 5000 + "'"))
     assert issue.message == "expect_body is 5000 characters long; at most 4096"
+
+
+def test_invalid_timestamp_is_a_located_error():
+    # PyYAML resolves 2001-99-99 as a timestamp and its constructor raises ValueError.
+    (issue,) = issues_of("ha:\n  state_dir: 2001-99-99\n")
+    assert (issue.line, issue.column) == (2, 14)
+    assert issue.message == "invalid YAML: cannot read this timestamp value: month must be in 1..12"
+
