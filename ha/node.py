@@ -147,8 +147,10 @@ Choices where heartbeat's behaviour was unclear or unwanted
   if auto_failback is on. Two connectivity handovers are at least 2 s apart.
   The holder of the peer's groups delays auto failback while the returning
   owner reports worse connectivity.
-* ``hb_takeover`` (heartbeat's script message; heartbeat 3.0.6 ignores it):
-  a directord node receiving it goes standby for the matching groups.
+* ``hb_takeover`` (heartbeat's script message): a directord node receiving
+  it goes standby for the matching groups. A heartbeat 3.0.6 node hands the
+  message to its ``rc.d/hb_takeover`` script, which in Debian's package runs
+  its standby for them: it follows too.
 """
 
 from __future__ import annotations
@@ -258,8 +260,8 @@ class AdminRefused(ValueError):
 #: a v1 setup) and otherwise ignores it.
 CONNECTIVITY_TYPE = "directord-connectivity"
 #: heartbeat's ``hb_takeover`` cluster message (``rsc_hold=all|local|foreign``, from the
-#: sender's point of view), as its ``hb_takeover`` script sends it; heartbeat 3.0.6
-#: itself does not act on it, a directord peer goes standby for the matching groups.
+#: sender's point of view), as its ``hb_takeover`` script sends it; a directord peer goes
+#: standby for the matching groups, a heartbeat 3.0.6 peer through its ``rc.d/hb_takeover``.
 TAKEOVER_TYPE = "hb_takeover"
 
 #: `Acquire.reason` of the re-announcements made after a partition healed.
@@ -836,8 +838,8 @@ class HeartbeatNode:
 
         Sends ``hb_takeover rsc_hold=WHICH`` (from our point of view: ``local``
         = the groups we own). A directord peer answers by going standby for
-        them (`standby`); heartbeat 3.0.6 ignores the message (run
-        ``hb_standby`` on the heartbeat node instead).
+        them (`standby`); a heartbeat 3.0.6 peer runs its ``rc.d/hb_takeover``
+        script, which in Debian's package goes standby for them as well.
 
         Raises:
             AdminRefused: not possible now (legacy mode, no live peer, a
