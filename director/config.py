@@ -18,6 +18,15 @@ reports all of them at once:
    scheduler flags, address families, forwarding methods, duplicates) and the
    merging of service-level and real-server-level ``check`` mappings.
 
+The file is hostile input until validated: it must be a regular file of at
+most `MAX_CONFIG_BYTES` (read with `ha.readfile.read_regular_file`, so a FIFO
+or a device is refused, not waited on or read forever), nested at most
+`MAX_YAML_DEPTH` levels, with at most `MAX_YAML_NODES` values counting what
+each alias stands for; every time and count has a range (``CHECK_*_RANGE``,
+``RECONCILE_INTERVAL_RANGE``, ``DRAIN_TIMEOUT_RANGE``); ``expect_body`` must
+be RE2 syntax (`re2_problem`); and messages quote at most `MAX_QUOTED`
+characters of a value, control characters escaped (`quote`).
+
 Problems are `ConfigIssue` objects (file, 1-based line and column, dotted field
 path such as ``virtual_services[0].real_servers[1].weight``, message) carried
 by one `ConfigError`.
@@ -97,6 +106,8 @@ __all__ = [
     "format_issues",
     "load_config",
     "parse_config",
+    "quote",
+    "re2_problem",
 ]
 
 U32_MAX = 0xFFFFFFFF
