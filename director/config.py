@@ -127,6 +127,14 @@ CHECK_TIMEOUT_RANGE = (0.01, 3600.0)
 CHECK_COUNT_RANGE = (1, 1000)
 #: Longest ``expect_body`` pattern, in characters.
 MAX_EXPECT_BODY = 4096
+#: Longest HTTP method token, check path (a request line of 8 KiB is the usual server
+#: limit) and Host header value (a DNS name is at most 253 characters, plus a port), characters.
+MAX_METHOD = 32
+MAX_CHECK_PATH = 8192
+MAX_CHECK_HOST = 260
+#: Most items of an external check's command, and longest item, in characters.
+MAX_COMMAND_ARGS = 256
+MAX_COMMAND_ARG = 4096
 #: Bounds of ``global.reconcile_interval`` and ``global.drain_timeout``, seconds.
 RECONCILE_INTERVAL_RANGE = (0.1, 3600.0)
 DRAIN_TIMEOUT_RANGE = (0.0, 86400.0)
@@ -703,21 +711,32 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
         value = getattr(spec, name)
         if not CHECK_COUNT_RANGE[0] <= value <= CHECK_COUNT_RANGE[1]:
             yield (name,), f"{name} must be {CHECK_COUNT_RANGE[0]}..{CHECK_COUNT_RANGE[1]}, got {quote(value)}"
-    if not _HTTP_TOKEN.fullmatch(spec.method):
-        yield ("method",), f"method must be an HTTP method token such as GET or HEAD, got {quote(spec.method)}"
+    if len(spec.method) > MAX_METHOD or not _HTTP_TOKEN.fullmatch(spec.method):
+        yield ("method",), (f"method must be an HTTP method token such as GET or HEAD (at most {MAX_METHOD} "
+                            f"characters), got {quote(spec.method)}")
     if not spec.path.startswith("/"):
         yield ("path",), f"path must start with '/', got {quote(spec.path)}"
+    elif len(spec.path) > MAX_CHECK_PATH:
+        yield ("path",), f"path is {len(spec.path)} characters long; at most {MAX_CHECK_PATH}"
+    if spec.host is not None and len(spec.host) > MAX_CHECK_HOST:
+        yield ("host",), f"host is {len(spec.host)} characters long; at most {MAX_CHECK_HOST}"
     if not spec.expect_status:
         yield ("expect_status",), "expect_status must list at least one status code"
-    for code in sorted(spec.expect_status):
-        if not 100 <= code <= 599:
-            yield ("expect_status",), f"status code {code} is out of range 100..599"
+    bad_codes = sorted(code for code in spec.expect_status if not 100 <= code <= 599)
+    if bad_codes:
+        more = f" (and {len(bad_codes) - 1} more)" if len(bad_codes) > 1 else ""
+        yield ("expect_status",), f"status code {quote(bad_codes[0])} is out of range 100..599{more}"
     if spec.expect_body is not None:
         problem = re2_problem(spec.expect_body)
         if problem is not None:
             yield ("expect_body",), f"expect_body {problem}"
     if spec.type == "external" and (not spec.command or not spec.command[0]):
         yield ("command", "type"), "an external check needs a non-empty command (a list: program and arguments)"
+    if len(spec.command) > MAX_COMMAND_ARGS:
+        yield ("command",), f"command has {len(spec.command)} items; at most {MAX_COMMAND_ARGS}"
+    longest = max((len(arg) for arg in spec.command), default=0)
+    if longest > MAX_COMMAND_ARG:
+        yield ("command",), f"a command argument is {longest} characters long; at most {MAX_COMMAND_ARG}"
 
 
 _RE2_OPTIONS = re2.Options()

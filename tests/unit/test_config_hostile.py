@@ -321,3 +321,36 @@ def test_invalid_timestamp_is_a_located_error():
     assert (issue.line, issue.column) == (2, 14)
     assert issue.message == "invalid YAML: cannot read this timestamp value: month must be in 1..12"
 
+
+
+def test_many_bad_status_codes_are_one_issue():
+    codes = ", ".join(str(code) for code in range(1000, 11000))
+    issue = only(SERVICE.format(key="expect_status", value=f"[200, {codes}]"))
+    assert issue.message == "status code 1000 is out of range 100..599 (and 9999 more)"
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("path", "/" + "p" * 9000, "path is 9001 characters long; at most 8192"),
+        ("host", "h" * 300, "host is 300 characters long; at most 260"),
+        ("method", "G" * 40, "method must be an HTTP method token such as GET or HEAD (at most 32 characters), got '"
+                             + "G" * 40 + "'"),
+    ],
+)
+def test_http_check_strings_are_bounded(key: str, value: str, message: str):
+    issue = only(SERVICE.format(key=key, value=value))
+    assert (issue.field, issue.message) == (f"virtual_services[0].check.{key}", message)
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [
+        (["/bin/true"] + ["a"] * 300, "command has 301 items; at most 256"),
+        (["/bin/true", "a" * 5000], "a command argument is 5000 characters long; at most 4096"),
+    ],
+)
+def test_external_command_is_bounded(command: list[str], message: str):
+    text = SERVICE.replace("type: http", "type: external").format(key="command", value=command)
+    issue = only(text)
+    assert (issue.field, issue.message) == ("virtual_services[0].check.command", message)
