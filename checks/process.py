@@ -101,6 +101,12 @@ class FrameError(Exception):
     """A frame that is too long or does not unpickle."""
 
 
+def _encode_targets(targets: Mapping[Hashable, CheckTarget], ids: Mapping[Hashable, int]) -> bytes:
+    """The ``update`` frame: every target keyed (and with its ``key``) by its small integer id."""
+    by_id = {ids[key]: dataclasses.replace(target, key=ids[key]) for key, target in targets.items()}
+    return encode_frame(("update", by_id))
+
+
 def encode_frame(message: tuple) -> bytes:
     """One frame: 4-byte big-endian length, then ``pickle.dumps(message)`` (highest protocol).
 
@@ -169,6 +175,8 @@ class CheckerProcess:
         self._supervisor: asyncio.Task[None] | None = None
         self._requests: dict[int, asyncio.Future[dict[int, HealthStatus]]] = {}
         self._request_id = 0
+        self._send_seq = 0  # updates sent to the child; a frame encoded for an older one is dropped
+        self._sends: set[asyncio.Task] = set()
         self._ready = False  # the current child has started its engine (its "ready" frame)
         self._running = False
         self.restarts = 0
@@ -219,6 +227,10 @@ class CheckerProcess:
         whose first result per target decides (the child's counters die with it).
         """
         self._running = False
+        self._send_seq += 1  # a targets frame still being encoded is not sent after "stop"
+        for task in list(self._sends):
+            task.cancel()
+        await asyncio.gather(*self._sends, return_exceptions=True)
         supervisor, self._supervisor = self._supervisor, None
         proc, writer = self._proc, self._writer
         if writer is not None:
@@ -340,11 +352,30 @@ class CheckerProcess:
         return reader
 
     def _send_targets(self) -> None:
+        """Send the targets to the child, encoded off the event loop.
+
+        Copying and pickling every target takes seconds for the largest table a
+        configuration may hold, longer than the HA deadtime: it runs in a worker
+        thread, and only the write is done on the loop. Frames go out in the order
+        of the updates; a frame overtaken by a newer update is not sent (each
+        frame holds the whole set).
+        """
         if self._writer is None:
             return
-        by_id = {self._ids[key]: dataclasses.replace(target, key=self._ids[key]) for key, target in self._targets.items()}
+        self._send_seq += 1
+        seq = self._send_seq
+        targets, ids = dict(self._targets), dict(self._ids)
+        task = asyncio.get_running_loop().create_task(self._send_encoded(seq, targets, ids), name="checker targets")
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+    async def _send_encoded(self, seq: int, targets: dict[Hashable, CheckTarget], ids: dict[Hashable, int]) -> None:
+        frame = await asyncio.to_thread(_encode_targets, targets, ids)
+        writer = self._writer
+        if seq != self._send_seq or writer is None:
+            return
         try:
-            self._writer.write(encode_frame(("update", by_id)))
+            writer.write(frame)
         except (OSError, RuntimeError) as exc:
             log.warning("checker process: cannot send the targets: %s", exc)
 
