@@ -118,6 +118,8 @@ MAX_YAML_DEPTH = 32
 #: Most YAML values (scalars, mappings, sequences) in one document, counting what an alias
 #: refers to at each use, so that a few aliases cannot multiply the work of validation.
 MAX_YAML_NODES = 2_000_000
+#: Most issues one `ConfigError` lists; the rest are counted in a last issue.
+MAX_ISSUES = 100
 #: Longest quoted value shown in a message, in characters (longer ones end with ``...``).
 MAX_QUOTED = 60
 #: Bounds of a health check's times in seconds and of its counts (keepalived's and
@@ -220,12 +222,18 @@ class ConfigError(Exception):
     """A configuration file is invalid.
 
     Attributes:
-        issues: every problem found, sorted by position in the file (never
-            empty).  ``str(error)`` lists them, one per line.
+        issues: the problems found, sorted by position in the file (never
+            empty): the first `MAX_ISSUES`, then, when there were more, one
+            issue without position saying how many were left out.
+            ``str(error)`` lists them, one per line.
     """
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
-        self.issues: list[ConfigIssue] = list(issues)
+        kept = list(issues[:MAX_ISSUES])
+        if len(issues) > MAX_ISSUES:
+            rest = len(issues) - MAX_ISSUES
+            kept.append(ConfigIssue(kept[0].file, 0, 0, "", f"{rest} more problem{'s' if rest != 1 else ''} not listed"))
+        self.issues: list[ConfigIssue] = kept
         super().__init__(str(self))
 
     def __str__(self) -> str:

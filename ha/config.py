@@ -168,6 +168,11 @@ PING_TIME_RANGE = (0.01, 3600.0)
 MAX_ANNOUNCE_INTERVAL = 3600.0
 MAX_ANNOUNCE_REFRESH = 86400.0
 MAX_ANNOUNCE_REPEATS = 100
+#: Most media lines (each opens sockets), ping nodes (each probed every ping_interval)
+#: and resource addresses (each added and announced on takeover) in the section.
+MAX_MEDIA = 64
+MAX_PING_NODES = 64
+MAX_RESOURCE_ADDRESSES = 1024
 #: Longest time string read by `parse_duration`, in characters.
 _MAX_TIME_TEXT = 32
 
@@ -481,6 +486,9 @@ class _HAParser:
         if not items:
             self.issue(("media",), "must list at least one medium (bcast, mcast or ucast)")
             return []
+        if len(items) > MAX_MEDIA:
+            self.issue(("media",), f"{len(items)} media; at most {MAX_MEDIA}")
+            return []
         media: list[Medium] = []
         seen: dict[Medium, int] = {}
         for index, item in enumerate(items):
@@ -700,6 +708,9 @@ class _HAParser:
         items = self.seq(value, ("resources",))
         if items is None:
             return []
+        if len(items) > MAX_RESOURCE_ADDRESSES:
+            self.issue(("resources",), f"{len(items)} resource groups; at most {MAX_RESOURCE_ADDRESSES} addresses in all")
+            return []
         groups: list[ResourceGroup] = []
         seen: dict[str, str] = {}  # address -> field path of its first definition
         for index, item in enumerate(items):
@@ -713,6 +724,9 @@ class _HAParser:
                 continue
             if group is not None:
                 groups.append(group)
+            if len(seen) > MAX_RESOURCE_ADDRESSES:
+                self.issue(("resources",), f"more than {MAX_RESOURCE_ADDRESSES} resource addresses")
+                return []
         return groups
 
     def owner(self, name: str | None, rel: Path, nodes: list[str] | None) -> str | None:
@@ -847,6 +861,9 @@ class _HAParser:
             return []
         items = self.seq(value, ("ping_nodes",))
         if items is None:
+            return []
+        if len(items) > MAX_PING_NODES:
+            self.issue(("ping_nodes",), f"{len(items)} ping nodes; at most {MAX_PING_NODES}")
             return []
         found: list[str] = []
         for index, item in enumerate(items):

@@ -354,3 +354,11 @@ def test_external_command_is_bounded(command: list[str], message: str):
     text = SERVICE.replace("type: http", "type: external").format(key="command", value=command)
     issue = only(text)
     assert (issue.field, issue.message) == ("virtual_services[0].check.command", message)
+
+
+def test_issues_are_capped_at_one_hundred_and_counted():
+    text = "virtual_services:\n" + "".join(f"  - {{address: 10.0.0.1, port: {70000 + i}}}\n" for i in range(500))
+    issues = issues_of(text)
+    assert len(issues) == 101
+    assert all(issue.message.startswith("port 7") for issue in issues[:100])
+    assert str(issues[100]) == "t.yaml: 400 more problems not listed"

@@ -588,11 +588,22 @@ def test_state_dir_and_announcements(keys: str):
         ("announce_refresh: 86401", "ha.announce_refresh", "must be at most 86400 s, got 86401 s"),
         ("ping_interval: 3601", "ha.ping_interval", "must be 0.01..3600 s, got 3601 s"),
         ("ping_timeout: 1.0e-300", "ha.ping_timeout", "must be 0.01..3600 s, got 0 s"),
+        ("ping_nodes: [" + ", ".join(["10.0.0.1"] * 65) + "]", "ha.ping_nodes", "65 ping nodes; at most 64"),
+        ("resources: [" + ", ".join(["dir1 10.0.0.1/32/eth0"] * 1025) + "]", "ha.resources",
+         "1025 resource groups; at most 1024 addresses in all"),
+        ("resources: ['dir1 " + " ".join(f"10.0.{i // 256}.{i % 256}/32/eth0" for i in range(1025)) + "']",
+         "ha.resources", "more than 1024 resource addresses"),
     ],
 )
 def test_bad_other_values(keys: str, extra: str, field: str, message: str):
     issue = only(BASE + extra + "\n", keys)
     assert issue.field == field and message in issue.message
+
+
+def test_media_are_bounded(keys: str):
+    media = "media: [" + ", ".join(f"bcast eth{i}" for i in range(65)) + "]"
+    issue = only(BASE.replace("media: [bcast eth1]", media), keys)
+    assert (issue.field, issue.message) == ("ha.media", "65 media; at most 64")
 
 
 # --- resources -----------------------------------------------------------------------------
