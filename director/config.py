@@ -226,6 +226,8 @@ class ConfigError(Exception):
             empty): the first `MAX_ISSUES`, then, when there were more, one
             issue without position saying how many were left out.
             ``str(error)`` lists them, one per line.
+        total: how many problems were found (``len(issues)`` unless some
+            were left out).
     """
 
     def __init__(self, issues: list[ConfigIssue]) -> None:
@@ -234,6 +236,7 @@ class ConfigError(Exception):
             rest = len(issues) - MAX_ISSUES
             kept.append(ConfigIssue(kept[0].file, 0, 0, "", f"{rest} more problem{'s' if rest != 1 else ''} not listed"))
         self.issues: list[ConfigIssue] = kept
+        self.total = len(issues)
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -248,7 +251,7 @@ def format_issues(err: ConfigError) -> str:
         /etc/directord/directord.yaml:14:11: virtual_services[0].port: port 70000 is out of range 1..65535
         /etc/directord/directord.yaml: 1 error
     """
-    count = len(err.issues)
+    count = err.total
     file = err.issues[0].file if err.issues else "configuration"
     noun = "error" if count == 1 else "errors"
     return f"{err}\n{file}: {count} {noun}"

@@ -21,6 +21,7 @@ from director.config import (
     MAX_YAML_DEPTH,
     ConfigError,
     ConfigIssue,
+    format_issues,
     load_config,
     parse_config,
 )
@@ -362,3 +363,7 @@ def test_issues_are_capped_at_one_hundred_and_counted():
     assert len(issues) == 101
     assert all(issue.message.startswith("port 7") for issue in issues[:100])
     assert str(issues[100]) == "t.yaml: 400 more problems not listed"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.yaml")
+    assert info.value.total == 500
+    assert format_issues(info.value).endswith("\nt.yaml: 400 more problems not listed\nt.yaml: 500 errors")
