@@ -219,6 +219,15 @@ def render_status(doc: Mapping[str, Any]) -> str:
                 f"  medium {medium.get('medium')}: link {medium.get('link', '-')}, sent {medium.get('sent')}, "
                 f"received {medium.get('received')}, send errors {medium.get('send_errors')}"
             )
+        rejected = ha.get("rejected_sources", [])
+        for source in rejected[:5]:  # the busiest; --json has them all
+            reasons = ", ".join(f"{k} {v}" for k, v in source.items() if k not in ("address", "packets", "last_s"))
+            lines.append(
+                f"  rejected from {source.get('address')}: {source.get('packets')} datagrams ({reasons}), "
+                f"last {source.get('last_s')} s ago"
+            )
+        if len(rejected) > 5:
+            lines.append(f"  rejected from {len(rejected) - 5} more source(s): see --json")
         for ping in ha.get("ping_nodes", []):
             lines.append(
                 f"  ping node {ping.get('address')}: {'reachable' if ping.get('reachable') else 'UNREACHABLE'} "

@@ -135,6 +135,14 @@ def test_render_status_shows_the_ha_entry():
     assert "group 10.0.0.100/32/eth0 (owner dir1): held by dir1" in text
     assert "medium bcast eth1: link down, sent 7, received 0, send errors 2" in text
     assert "ping node 10.0.0.1: UNREACHABLE (4/9 answered)" in text
+    assert "rejected from" not in text
+    doc["ha"]["rejected_sources"] = [
+        {"address": f"10.0.0.{i}", "packets": 100 - i, "bad_auth": 100 - i, "last_s": 0.5} for i in range(7)]
+    doc["ha"]["rejected_sources"][0]["malformed"] = 3
+    text = render_status(doc)
+    assert "rejected from 10.0.0.0: 100 datagrams (bad_auth 100, malformed 3), last 0.5 s ago" in text
+    assert "rejected from 10.0.0.4: 96 datagrams" in text and "10.0.0.5" not in text
+    assert "rejected from 2 more source(s): see --json" in text
     doc["ha"]["groups"][0]["holder"] = "dir2"
     assert "HA node dir1: standby" in render_status(doc)
 
