@@ -46,6 +46,7 @@ import hashlib
 import hmac
 import os
 import stat
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -91,23 +92,8 @@ class AuthKeysError(ValueError):
 
 # --- CRC-32 as heartbeat's crc plugin computes it ------------------------------
 
-_CRC_POLY = 0x04C11DB7
-
-
-def _make_crc_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        reg = byte << 24
-        for _ in range(8):
-            if reg & 0x80000000:
-                reg = ((reg << 1) ^ _CRC_POLY) & 0xFFFFFFFF
-            else:
-                reg = (reg << 1) & 0xFFFFFFFF
-        table.append(reg)
-    return tuple(table)
-
-
-_CRC_TABLE = _make_crc_table()
+#: Each byte with its bits in reverse order.
+_REVERSED_BITS = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
 
 
 def crc32_posix(data: bytes) -> int:
@@ -115,12 +101,15 @@ def crc32_posix(data: bytes) -> int:
 
     Returns the 32-bit value as an int (``crc32_posix(b"123456789") ==
     0x765E7680``). Source: heartbeat ``lib/plugins/HBauth/crc.c``.
+
+    Computed with zlib's (reflected) CRC-32, which runs in C: the same
+    polynomial over the bytes with their bits reversed, started from a zero
+    register (zlib's start value 0xFFFFFFFF is XORed with its own), gives this
+    CRC with its 32 bits reversed. A forged 64 KB datagram costs microseconds,
+    not the 15 ms of a byte loop in Python.
     """
-    reg = 0
-    table = _CRC_TABLE
-    for byte in data:
-        reg = ((reg << 8) & 0xFFFFFFFF) ^ table[(reg >> 24) ^ byte]
-    return reg ^ 0xFFFFFFFF
+    reflected = zlib.crc32(bytes(data).translate(_REVERSED_BITS), 0xFFFFFFFF)
+    return int(f"{reflected:032b}"[::-1], 2)
 
 
 # --- methods and key sets --------------------------------------------------------
