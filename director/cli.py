@@ -43,7 +43,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        print(f"{args.config}: {len(exc.issues)} error(s)", file=sys.stderr)
+        print(f"{args.config}: {exc.total} error(s)", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"{args.config}: {exc.strerror or exc}", file=sys.stderr)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +47,7 @@ from director.convert_ldirectord import (
     parse_ldirectord,
 )
 from director.convert_services import DEFAULTS, ServiceOut, translate_services
+from ha.durable import write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
 
 __all__ = [
@@ -351,29 +351,15 @@ def convert_files(
 
 
 def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and ``os.replace``.
+    """Write ``text`` (UTF-8) to ``path`` atomically and durably (`ha.durable.write_file_atomic`).
 
-    The file gets ``mode`` (default 0644).  On any error the temporary file is
-    removed and ``path`` is left as it was.
+    The file gets ``mode`` (default 0644).  On any error ``path`` is left as it was.
 
     Raises:
-        OSError: the directory is not writable, the disk is full, ...
+        OSError: the directory is not writable, the disk is full, a symlink,
+            directory or FIFO is at ``path``, ...
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".directord-convert-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_file_atomic(path, text.encode("utf-8"), mode)
 
 
 # --- command ---------------------------------------------------------------------------------

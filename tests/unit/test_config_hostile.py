@@ -367,3 +367,17 @@ def test_issues_are_capped_at_one_hundred_and_counted():
         parse_config(text, "t.yaml")
     assert info.value.total == 500
     assert format_issues(info.value).endswith("\nt.yaml: 400 more problems not listed\nt.yaml: 500 errors")
+
+
+def test_check_command_counts_every_problem(tmp_path):
+    """`directord check` prints the number of problems found, not of those listed."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "many.yaml"
+    path.write_text("virtual_services:\n" + "".join(
+        f"  - {{address: 10.0.0.1, port: {70000 + i}}}\n" for i in range(500)))
+    run = subprocess.run([sys.executable, "-m", "director.cli", "check", "-c", str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == f"{path}: 500 error(s)", run.stderr[-500:]

@@ -754,3 +754,26 @@ def test_messages_quote_at_most_60_characters_and_escape_control_characters():
     assert error == "test.cf:2: frobnicate: unknown command '" + "frobnicate=" + "x" * 49 + "'..."
     (error,) = errors_of("virtual=192.168.6.240:80\n\tfrob=\x1b[2J\x00\n")
     assert error == r"test.cf:2: frob: unknown command 'frob=\x1b[2J\x00'"
+
+
+def test_write_atomic_syncs_the_directory_and_refuses_a_symlink(tmp_path, monkeypatch):
+    """The converted file is durable (its directory is synced after the rename) and never
+    written through a symlink planted at the output path."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    out = tmp_path / "out.yaml"
+    write_atomic(str(out), "x: 1\n")
+    assert out.read_text() == "x: 1\n" and str(tmp_path) in synced
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(victim)
+    with pytest.raises(OSError):
+        write_atomic(str(link), "x: 2\n")
+    assert victim.read_text() == "keep\n"
