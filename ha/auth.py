@@ -251,7 +251,9 @@ def parse_authkeys(text: str | bytes, path: str = "<authkeys>") -> AuthKeys:
             continue
         idx = _parse_index(tokens[0])
         if idx is None:
-            raise AuthKeysError(path, lineno, f"invalid line {_quoted(shown)}: expected 'auth N' or 'N method [key]'")
+            # only the first word: the rest of a malformed line may be a key
+            first = tokens[0].decode("utf-8", "replace")
+            raise AuthKeysError(path, lineno, f"invalid line starting {_quoted(first)}: expected 'auth N' or 'N method [key]'")
         if idx > MAX_AUTH_INDEX:
             raise AuthKeysError(path, lineno, f"index {idx} not in 0..{MAX_AUTH_INDEX}")
         if len(tokens) < 2:

@@ -353,4 +353,13 @@ def test_authmethod_validation():
 def test_messages_quote_at_most_60_characters():
     with pytest.raises(AuthKeysError) as info:
         parse_authkeys("auth 1\n1 sha1 k\n" + "x" * 50_000 + "\n", "f")
-    assert str(info.value) == "f:3: invalid line '" + "x" * 60 + "'...: expected 'auth N' or 'N method [key]'"
+    assert str(info.value) == "f:3: invalid line starting '" + "x" * 60 + "'...: expected 'auth N' or 'N method [key]'"
+
+
+def test_a_malformed_line_never_shows_its_key():
+    """A line missing its index ('sha1 SECRET') is refused naming its first word only."""
+    with pytest.raises(AuthKeysError) as info:
+        parse_authkeys("auth 1
+sha1 topsecret-key
+", "f")
+    assert "topsecret" not in str(info.value) and "'sha1'" in str(info.value)
