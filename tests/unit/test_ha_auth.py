@@ -359,7 +359,5 @@ def test_messages_quote_at_most_60_characters():
 def test_a_malformed_line_never_shows_its_key():
     """A line missing its index ('sha1 SECRET') is refused naming its first word only."""
     with pytest.raises(AuthKeysError) as info:
-        parse_authkeys("auth 1
-sha1 topsecret-key
-", "f")
+        parse_authkeys("auth 1\nsha1 topsecret-key\n", "f")
     assert "topsecret" not in str(info.value) and "'sha1'" in str(info.value)
