@@ -36,6 +36,8 @@ from director.config import quote
 from director.convert_issues import Issues
 
 __all__ = [
+    "MAX_REAL_RANGE",
+    "MAX_REALS",
     "FORWARD_NAMES",
     "SERVICE_PORTS",
     "LdConfig",
@@ -57,6 +59,11 @@ SERVICE_PORTS: dict[str, int] = {
     "radius": 1812, "http_proxy": 3128, "mysql": 3306, "sip": 5060, "pgsql": 5432,
 }
 _PORT_SERVICES = {port: name for name, port in SERVICE_PORTS.items()}
+
+#: Most addresses one ``real=A->B:PORT`` range may expand to (ldirectord expands any range).
+MAX_REAL_RANGE = 4096
+#: Most real servers converted from one file, ranges expanded.
+MAX_REALS = 100_000
 
 #: Every value of ``service=`` ldirectord accepts.
 SERVICES = frozenset(SERVICE_PORTS) | {"none", "simpletcp"}
@@ -267,6 +274,7 @@ class _Parser:
         self.issues = issues
         self.resolver = resolver
         self.config = LdConfig()
+        self.reals = 0  # real servers read so far, ranges expanded (at most MAX_REALS)
 
     def error(self, line: int, directive: str, message: str) -> None:
         self.issues.error(line, directive, message)
@@ -688,7 +696,15 @@ class _Parser:
             if a > b:
                 self.error(line, directive, f"invalid range {ip1}->{ip2}: the first address must not be above the last")
                 return
+            if b - a + 1 > MAX_REAL_RANGE:
+                self.error(line, directive, f"range {ip1}->{ip2} has {b - a + 1} addresses; at most "
+                           f"{MAX_REAL_RANGE} are converted (list larger sets as several ranges)")
+                return
             addresses = [str(ipaddress.IPv4Address(x)) for x in range(a, b + 1)]
+        if self.reals + len(addresses) > MAX_REALS:
+            self.error(line, directive, f"more than {MAX_REALS} real servers in the file: not converted")
+            return
+        self.reals += len(addresses)
         for address in addresses:
             forward, weight, request, receive, low, high = parsed
             v.reals.append(LdReal(address=address, port=port, forward=forward, weight=weight, line=line,

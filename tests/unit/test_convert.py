@@ -191,10 +191,21 @@ def test_real_range_weight_thresholds_and_request_receive():
     ("real=192.168.6.2:80 gate 1 junk", "invalid real server line"),
     ("real=192.168.6.2:80 gate 1 l:300 u:200", "lower threshold above the upper"),
     ("real=192.168.6.2:99999 gate", "invalid port"),
+    # a range of the whole address space was expanded in memory until the host ran out of it
+    ("real=0.0.0.1->255.255.255.255:80 gate", "has 4294967295 addresses; at most 4096 are converted"),
 ])
 def test_real_errors(line, needle):
     errs = errors_of(f"virtual=192.168.6.240:80\n\t{line}\n")
     assert any(needle in e and e.startswith("test.cf:2:") for e in errs), errs
+
+
+def test_real_servers_of_a_file_are_bounded():
+    from director.convert_ldirectord import MAX_REALS
+
+    lines = "".join(f"\treal=10.{i // 256}.{i % 256}.0->10.{i // 256}.{i % 256}.255:80 gate\n"
+                    for i in range(MAX_REALS // 256 + 1))
+    errs = errors_of(f"virtual=192.168.6.240:80\n{lines}")
+    assert any(f"more than {MAX_REALS} real servers in the file" in e for e in errs), errs[:3]
 
 
 def test_real_without_port_uses_the_virtual_port():
