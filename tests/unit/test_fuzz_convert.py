@@ -123,10 +123,11 @@ TOKENS = st.sampled_from(["virtual=", "real=", "=", ":", "->", "[", "]", "gate",
 @st.composite
 def mutated(draw, text: str) -> str:
     lines = text.split("\n")
+    rng = draw(st.randoms(use_true_random=True))  # uniform line choice (integers() favours the first)
     for _ in range(draw(st.integers(1, 5))):
         if not lines:
             lines = [""]
-        pos = draw(st.integers(0, len(lines) - 1))
+        pos = rng.randrange(len(lines))
         action = draw(st.sampled_from(["drop", "duplicate", "move", "token", "text", "cut"]))
         if action == "drop":
             del lines[pos]

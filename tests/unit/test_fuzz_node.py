@@ -27,7 +27,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from fuzzprofile import FUZZ
+from fuzzprofile import fuzz_settings
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -298,7 +298,7 @@ def accepted_type(data: bytes) -> str | None:
         return None
 
 
-@FUZZ
+@fuzz_settings(1.5)  # one example is a whole run of a node: a few more of them
 @given(
     st.sampled_from([True, False, "legacy"]),
     st.sampled_from(["directord", "heartbeat"]),
