@@ -17,9 +17,9 @@ same real servers (HTTP checks every ``--check-interval`` s), so the health chec
 Throughout the run, all bounded in time:
 
 * flaps: every ``--flap-every`` seconds one real server (in turn) is hung (its HTTP server
-  stops answering: SIGUSR1 to `director.lab.httpd`) until dir1's kernel table, read with
-  ``ipvsadm -Ln`` in dir1's namespace, shows it out of ``web`` (weight 0 or gone), then
-  released (SIGUSR2) until the table shows it back with its weight. Each time is checked
+  stops answering: SIGUSR1 to `director.lab.httpd`) until dir1's kernel table, read from
+  ``/proc/net/ip_vs`` (what ``ipvsadm -Ln`` prints) every 0.1 s by a thread in dir1's
+  namespace, shows it out of ``web`` (weight 0 or gone), then released (SIGUSR2) until the table shows it back with its weight. Each time is checked
   against a bound from the check settings (`detection_bounds`);
 * reloads: every ``--reload-every`` seconds both configurations are rewritten atomically
   (alternately: ``web``'s last real server at weight 2 and a virtual service
@@ -74,6 +74,8 @@ MAX_SERVICES = 200
 MAX_FLOOD_RATE = 20000
 #: Seconds a reload may take until the daemon logs its verdict.
 RELOAD_WAIT_S = 60.0
+#: Seconds between two reads of dir1's IPVS table.
+TABLE_POLL_S = 0.1
 #: How many status counters are kept per sample (the rest is cut off).
 MAX_COUNTERS = 300
 #: Status counters shown in the table (deltas over the run), by name fragment.
@@ -233,14 +235,41 @@ def takeover_episodes(samples: Sequence[tuple[float, Sequence[str]]]) -> tuple[i
     return count, round(total, 3)
 
 
-def table_state(table: Mapping[str, Any], service: str, dest: str) -> int | None:
-    """Weight of ``dest`` in ``service`` of a `director.lab.drive.parse_ipvsadm_list` table, None
-    when absent (pure)."""
-    entry = table.get(service)
-    if not entry:
-        return None
-    d = entry.get("dests", {}).get(dest)
-    return None if d is None else int(d[1])
+def parse_proc_ip_vs(text: str) -> dict[str, dict[str, int]]:
+    """``/proc/net/ip_vs`` text as ``{"VIP:PORT": {"RIP:PORT": weight}}`` (IPv4 TCP and UDP
+    services; fwmark and IPv6 services are left out) (pure). The kernel prints addresses and
+    ports in hex (net/netfilter/ipvs/ip_vs_ctl.c, ``ip_vs_info_seq_show``):
+    ``TCP  0A4D0064:0050 rr`` then ``  -> 0A4D0015:0050      Route   1      0          0``."""
+    out: dict[str, dict[str, int]] = {}
+    current: dict[str, int] | None = None
+
+    def addr(token: str) -> str | None:
+        host, _, port = token.partition(":")
+        if len(host) != 8 or not port:
+            return None
+        try:
+            return f"{socket.inet_ntoa(bytes.fromhex(host))}:{int(port, 16)}"
+        except ValueError:
+            return None
+
+    for line in text.splitlines()[:100000]:
+        f = line.split()
+        if len(f) >= 2 and f[0] in ("TCP", "UDP"):
+            key = addr(f[1])
+            current = out.setdefault(key, {}) if key else None
+        elif len(f) >= 4 and f[0] == "->" and current is not None:
+            dest = addr(f[1])
+            if dest and f[3].isdigit():
+                current[dest] = int(f[3])
+        elif f and f[0] in ("FWM", "TCP", "UDP", "SCTP"):
+            current = None
+    return out
+
+
+def table_state(table: Mapping[str, Mapping[str, int]], service: str, dest: str) -> int | None:
+    """Weight of ``dest`` (``"RIP:PORT"``) in ``service`` (``"VIP:PORT"``) of a `parse_proc_ip_vs`
+    table, None when absent (pure)."""
+    return table.get(service, {}).get(dest)
 
 
 @dataclass
@@ -319,7 +348,7 @@ def render(summary: Mapping[str, Any]) -> str:
         ("false takeovers", f"{summary['false_takeovers']} ({summary['false_takeover_s']:.1f} s in all)"),
         ("VIP on nobody", f"{summary['vip_nobody_s']:.1f} s"),
         ("daemon restarts / checker restarts", f"{summary['daemon_restarts']} / {summary['checker_restarts']}"),
-        ("table poll (ipvsadm -Ln in dir1), median", f"{_s(summary['poll_p50_s'])} s"),
+        ("table read (/proc/net/ip_vs in dir1) every", f"{TABLE_POLL_S:g} s, read time median {_s(summary['poll_p50_s'])} s"),
     ]
     parts = [markdown_table(["soak", "value"], run_rows)]
     rows = []
@@ -546,6 +575,8 @@ class Soak:
         self.flaps: list[dict[str, Any]] = []
         self.reloads: list[dict[str, Any]] = []
         self.polls: list[float] = []
+        self.table: tuple[float, dict[str, dict[str, int]]] = (0.0, {})
+        self.table_stop = threading.Event()
         self.daemon_pids: dict[str, set[int]] = {"dir1": set(), "dir2": set()}
         self.variant = 0
         self.flooder: subprocess.Popen | None = None
@@ -626,6 +657,26 @@ class Soak:
 
     # -- threads ---------------------------------------------------------------------------------
 
+    def table_loop(self) -> None:
+        """Reads dir1's IPVS table (``/proc/net/ip_vs``, the table ``ipvsadm -Ln`` prints) every
+        `TABLE_POLL_S` seconds from one thread that lives in dir1's namespace (no process per read:
+        process start is about 100x slower in the emulated VM); keeps ``(read start, table)``."""
+        from director.lab.netns import enter_netns
+
+        enter_netns(self.pair.lab.ns("dir1"))
+        while not self.table_stop.is_set():
+            q = time.monotonic()
+            try:
+                text = _read("/proc/thread-self/net/ip_vs", 4 << 20)
+            except OSError:
+                text = ""
+            tab = parse_proc_ip_vs(text)
+            with self.lock:
+                self.table = (q, tab)
+                self.polls.append(time.monotonic() - q)
+                del self.polls[:-10000]
+            self.table_stop.wait(TABLE_POLL_S)
+
     def holder_loop(self) -> None:
         from director.lab.pair import HolderProbe
 
@@ -666,6 +717,8 @@ class Soak:
             try:
                 doc = request(str(self.pair.socket_path(node)), "status", timeout=10.0).get("status") or {}
                 row[node] = flatten_counters({k: v for k, v in doc.items() if k != "services"})
+                ha = doc.get("ha") if isinstance(doc.get("ha"), dict) else {}
+                row[f"{node}_ha_state"] = str(ha.get("state"))[:40]
             except (OSError, ValueError) as exc:
                 row[node] = {"error": 1}
                 log(f"status of {node}: {exc}")
@@ -728,19 +781,21 @@ class Soak:
         within ``timeout`` seconds."""
         start = time.monotonic()
         while time.monotonic() - start < timeout and not self.stop.is_set():
-            q = time.monotonic()
-            w = table_state(self.pair.ipvs_table("dir1"), service, dest)
-            self.polls.append(time.monotonic() - q)
-            if (w is None or w == 0) if want_out else (w is not None and w > 0):
-                # the read happened between q and now: count the poll's start, so never an overstatement
-                return round(q - start, 3)
+            with self.lock:
+                q, tab = self.table
+            if q >= start:
+                w = table_state(tab, service, dest)
+                if (w is None or w == 0) if want_out else (w is not None and w > 0):
+                    # the read started at q: count that, so never an overstatement
+                    return round(q - start, 3)
+            time.sleep(0.05)
         return None
 
     def flap(self, i: int, bounds: tuple[float, float]) -> None:
         p = self.pair
         rs = p.plan.real_servers[i % len(p.plan.real_servers)]
         dest = f"{p.plan.addr[rs]}:{p.options.port}"
-        service = f"TCP {p.vip}:{p.options.port}"
+        service = f"{p.vip}:{p.options.port}"
         rec: dict[str, Any] = {"t": self.now(), "rs": rs}
         p.lab.set_hang(rs, True)
         try:
@@ -769,7 +824,7 @@ class Soak:
         self.t0 = time.monotonic()
         self.start_flood(duration + 30)
         threads = [threading.Thread(target=fn, name=fn.__name__, daemon=True)
-                   for fn in (self.holder_loop, self.sample_loop, self.reload_loop)]
+                   for fn in (self.table_loop, self.holder_loop, self.sample_loop, self.reload_loop)]
         for th in threads:
             th.start()
         i = 0
@@ -789,12 +844,21 @@ class Soak:
         end = self.now()
         self.sample_once()
         self.stop.set()
+        self.table_stop.set()
         for th in threads:
             th.join(timeout=RELOAD_WAIT_S + 10)
         return self.summary(end, bounds, timing)
 
     def close(self) -> None:
         self.stop.set()
+        self.table_stop.set()
+        for node in ("dir1", "dir2"):  # the daemons' logs vanish with the lab: keep their last 4 MiB
+            try:
+                with open(self.pair.log_path(node), "rb") as f:
+                    f.seek(max(0, f.seek(0, os.SEEK_END) - (4 << 20)))
+                    (Path(self.a.out_dir) / f"{node}-directord.log").write_bytes(f.read())
+            except OSError as exc:
+                log(f"log of {node} not kept: {exc}")
         if self.flooder is not None and self.flooder.poll() is None:
             self.flooder.terminate()
             try:

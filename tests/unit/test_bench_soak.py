@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import soak
 
 from director.config import load_config
-from director.lab.drive import parse_ipvsadm_list
 from director.lab.netns import plan_lab
 from director.lab.pair import pair_config
 from ha.auth import parse_authkeys
@@ -112,23 +111,30 @@ def test_takeover_episodes_count_runs_where_dir2_holds_the_vip():
     assert soak.takeover_episodes([]) == (0, 0.0)
 
 
-IPVSADM = """IP Virtual Server version 1.2.1 (size=4096)
+PROC_IP_VS = """IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port Scheduler Flags
-  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
-TCP  10.77.0.100:80 rr
-  -> 10.77.0.21:80                Route   1      0          3
-  -> 10.77.0.22:80                Route   0      0          0
-TCP  10.77.0.121:80 rr
-  -> 10.77.0.21:80                Route   1      0          0
+  -> RemoteAddress:Port Forward Weight ActiveConn InActConn
+TCP  0A4D0064:0050 rr
+  -> 0A4D0015:0050      Route   1      0          3
+  -> 0A4D0016:0050      Route   0      0          0
+FWM  00000001 rr
+  -> 0A4D0017:0050      Route   1      0          0
+TCP  0A4D0079:1F90 rr
+  -> 0A4D0015:1F90      Route   3      0          0
+UDP  0A4D00ZZ:0035 rr
+  -> 0A4D0015:0035      Route   1      0          0
 """
 
 
-def test_table_state_reads_the_weight_of_a_real_server():
-    tab = parse_ipvsadm_list(IPVSADM)
-    assert soak.table_state(tab, "TCP 10.77.0.100:80", "10.77.0.21:80") == 1
-    assert soak.table_state(tab, "TCP 10.77.0.100:80", "10.77.0.22:80") == 0
-    assert soak.table_state(tab, "TCP 10.77.0.100:80", "10.77.0.23:80") is None
-    assert soak.table_state(tab, "TCP 10.77.0.200:80", "10.77.0.21:80") is None
+def test_proc_ip_vs_parsing_and_table_state():
+    tab = soak.parse_proc_ip_vs(PROC_IP_VS)
+    assert tab == {"10.77.0.100:80": {"10.77.0.21:80": 1, "10.77.0.22:80": 0},
+                   "10.77.0.121:8080": {"10.77.0.21:8080": 3}}
+    assert soak.table_state(tab, "10.77.0.100:80", "10.77.0.21:80") == 1
+    assert soak.table_state(tab, "10.77.0.100:80", "10.77.0.22:80") == 0
+    assert soak.table_state(tab, "10.77.0.100:80", "10.77.0.23:80") is None
+    assert soak.table_state(tab, "10.77.0.200:80", "10.77.0.21:80") is None
+    assert soak.parse_proc_ip_vs("") == {}
 
 
 def test_flap_summary_counts_unseen_flaps_as_exceeded():
