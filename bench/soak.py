@@ -74,6 +74,8 @@ MAX_SERVICES = 200
 MAX_FLOOD_RATE = 20000
 #: Seconds a reload may take until the daemon logs its verdict.
 RELOAD_WAIT_S = 60.0
+#: Seconds between two writes of the results so far (soak.json, soak.md) during the run.
+PARTIAL_EVERY_S = 300.0
 #: Seconds between two reads of dir1's IPVS table.
 TABLE_POLL_S = 0.1
 #: How many status counters are kept per sample (the rest is cut off).
@@ -579,6 +581,7 @@ class Soak:
         self.table_stop = threading.Event()
         self.daemon_pids: dict[str, set[int]] = {"dir1": set(), "dir2": set()}
         self.variant = 0
+        self.bounds = (0.0, 0.0)
         self.flooder: subprocess.Popen | None = None
         self.flood_log = Path(a.out_dir) / "flood.log"
         self.vip_prefix = ".".join(self.pair.vip.split(".")[:3])
@@ -693,8 +696,16 @@ class Soak:
             probe.close()
 
     def sample_loop(self) -> None:
+        next_partial = PARTIAL_EVERY_S
         while True:
             self.sample_once()
+            if self.now() >= next_partial:  # results so far, in case the run is cut short
+                next_partial += PARTIAL_EVERY_S
+                try:
+                    summary = self.summary(self.now(), self.bounds, CheckTiming())
+                    self.write(summary, render(summary))
+                except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as exc:  # the run goes on
+                    log(f"partial results not written: {type(exc).__name__}: {exc}")
             if self.stop.wait(self.a.sample_every):
                 return
 
@@ -815,7 +826,7 @@ class Soak:
     def run(self) -> dict[str, Any]:
         a = self.a
         timing = CheckTiming()
-        bounds = detection_bounds(timing, a.margin)
+        bounds = self.bounds = detection_bounds(timing, a.margin)
         duration = a.minutes * 60.0
         log(f"bringing up the pair ({a.real_servers} real servers, {1 + a.services} virtual services)")
         self.up()
@@ -885,7 +896,7 @@ class Soak:
             if not h:
                 nobody += t2 - t1
         ft_count, ft_s = takeover_episodes(holders)
-        first = next((c for c in counters if c["t"] >= warmup), counters[0] if counters else {"t": 0})
+        first = counters[0] if counters else {"t": 0}  # counters: over the whole run
         nodes = ("dir1", "dir2")
         deltas = counter_deltas({n: first.get(n, {}) for n in nodes},
                                 {n: counters[-1].get(n, {}) for n in nodes}) if counters else {}
@@ -911,12 +922,18 @@ class Soak:
         }
 
     def write(self, summary: dict[str, Any], table: str) -> None:
+        """Write ``soak.json``, ``soak-samples.csv`` and ``soak.md`` (each atomically, fsynced)."""
+        from ha.durable import write_file_atomic
+
         out = Path(self.a.out_dir)
-        doc = {"summary": summary, "flaps": self.flaps, "reloads": self.reloads, "holders": self.holders,
-               "samples": {s.role: s.points for s in self.series.values()}, "counters": self.counters}
-        (out / "soak.json").write_text(json.dumps(doc, indent=1) + "\n")
-        (out / "soak-samples.csv").write_text(samples_csv(self.series.values()))
-        (out / "soak.md").write_text(table + "\n")
+        with self.lock:
+            series = [ProcSeries(s.role, list(s.points)) for s in self.series.values()]
+            doc = {"summary": summary, "flaps": list(self.flaps), "reloads": list(self.reloads),
+                   "holders": list(self.holders), "samples": {s.role: s.points for s in series},
+                   "counters": list(self.counters)}
+        write_file_atomic(out / "soak.json", (json.dumps(doc, indent=1) + "\n").encode())
+        write_file_atomic(out / "soak-samples.csv", samples_csv(series).encode())
+        write_file_atomic(out / "soak.md", (table + "\n").encode())
 
 
 def samples_csv(series: Iterable[ProcSeries]) -> str:
