@@ -341,8 +341,10 @@ async def test_child_never_imports_a_checks_package_from_the_working_directory(p
 
 
 async def test_a_large_update_is_encoded_off_the_loop(ports):
-    """Sending 60,000 targets to the child (copy and pickle: ~0.9 s here, seconds in a slow VM)
-    does not hold the event loop, which also carries the heartbeat; the child gets them all."""
+    """Sending 60,000 targets to the child (copy and pickle: ~0.9 s of CPU here, seconds in a
+    slow VM) does not hold the event loop, which also carries the heartbeat: `update` returns
+    after the bookkeeping (measured in CPU time of the loop's thread, which a loaded machine
+    does not inflate) and the child gets them all."""
     up_port, _ = ports
     slow = CheckSpec(type="tcp", interval=3600.0, timeout=1.0)  # first checks spread over an hour
     checker = CheckerProcess(lambda t: None)
@@ -352,28 +354,15 @@ async def test_a_large_update_is_encoded_off_the_loop(ports):
         await wait_for(lambda: checker._ready, timeout=30)
         many = {("web", i): CheckTarget(("web", i), f"rs {i}", "127.0.0.100", 80, "127.0.0.1", up_port, slow)
                 for i in range(60_000)}
-        loop = asyncio.get_running_loop()
-        late: list[float] = []
-
-        async def ticker() -> None:
-            while True:
-                due = loop.time() + 0.01
-                await asyncio.sleep(0.01)
-                late.append(loop.time() - due)
-
-        tick = asyncio.create_task(ticker())
-        await asyncio.sleep(0.05)
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         checker.update(many)
-        held = time.perf_counter() - t0
+        held = time.thread_time() - t0
         for _ in range(300):
-            snap = await checker.snapshot(timeout=5)
-            if len(snap) == len(many):  # the child has them
+            if len(await checker.snapshot(timeout=5)) == len(many):  # the child has them
                 break
             await asyncio.sleep(0.1)
-        tick.cancel()
         assert len(await checker.snapshot(timeout=5)) == len(many)
-        assert held < 0.3, f"update() held the loop {held:.2f} s"
-        assert max(late) < 0.5, f"a 10 ms timer ran {max(late):.2f} s late"
+        print(f"update() of {len(many)} targets: {held:.3f} s of CPU on the loop")
+        assert held < 0.15, f"update() held the loop {held:.2f} s of CPU"
     finally:
         await checker.stop()

@@ -190,25 +190,38 @@ def test_send_errors_are_counted_not_raised(pair):
 
 
 def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair):
-    """Under a flood of datagrams that each cost the handler 3 ms, a 20 ms timer
-    on the same loop still runs on time: the reader stops at its time budget
-    (64 datagrams a wake-up would hold the loop ~190 ms). The receive buffer is
-    grown so a burst does not push a peer's keepalive out."""
+    """Under a flood of datagrams that each cost the handler 3 ms of CPU, one wake-up of
+    the reader stops at its time budget (5 ms), where 64 datagrams a wake-up held the loop
+    ~190 ms; so a 20 ms timer on the same loop runs on time. The wake-ups are measured in
+    CPU time of the loop's thread, which a loaded machine does not inflate; the timer's
+    lateness (wall clock) is printed. The receive buffer is grown so a burst does not push
+    a peer's keepalive out."""
     from ha.media import RECEIVE_BUDGET, RECEIVE_BUFFER
 
     a, b = pair
     info: dict = {}
 
     def costly(data: bytes, src: str) -> None:
-        end = time.perf_counter() + 0.003
-        while time.perf_counter() < end:
+        end = time.thread_time() + 0.003
+        while time.thread_time() < end:
             pass
 
     async def receiver() -> None:
         media = Media([Medium("bcast", "b0", port=PORT)], costly)
         await media.start()
         info["rcvbuf"] = media.sockets[0].sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        wakeups: list[float] = []
+        readable = media._readable
+
+        def timed(*args) -> None:  # CPU time of one wake-up of the reader
+            t0 = time.thread_time()
+            readable(*args)
+            wakeups.append(time.thread_time() - t0)
+
         loop = asyncio.get_running_loop()
+        sock = media.sockets[0].sock
+        loop.remove_reader(sock.fileno())
+        loop.add_reader(sock.fileno(), timed, media.sockets[0], sock, True)
         late = []
         info["ready"] = True
         t_end = loop.time() + 2.0
@@ -217,6 +230,7 @@ def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair):
             await asyncio.sleep(0.02)
             late.append(loop.time() - due)
         info["late"] = late
+        info["wakeups"] = wakeups
         info["stats"] = media.stats()
         media.close()
 
@@ -243,9 +257,10 @@ def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair):
     assert rx.error is None, rx.error
     stats = info["stats"][0]
     assert stats["received"] > 100 and stats["budget_exhausted"] > 10, (stats, info.get("sent"))
-    worst = max(info["late"])
-    print(f"flood: {info.get('sent')} sent, {stats['received']} handled, worst timer lateness {worst * 1000:.1f} ms")
-    assert worst < 0.1, f"a 20 ms timer ran {worst * 1000:.0f} ms late (budget {RECEIVE_BUDGET * 1000:.0f} ms)"
+    held = max(info["wakeups"])
+    print(f"flood: {info.get('sent')} sent, {stats['received']} handled, longest wake-up {held * 1000:.1f} ms CPU, "
+          f"worst timer lateness {max(info['late']) * 1000:.1f} ms")
+    assert held < 10 * RECEIVE_BUDGET, f"one wake-up held the loop {held * 1000:.0f} ms of CPU"
     assert info["rcvbuf"] >= RECEIVE_BUFFER
 
 
