@@ -12,9 +12,9 @@ from director import control
 from director.daemon import Daemon
 
 #: Worst timer lateness (seconds) allowed during a reload: a functional margin well below
-#: the shipped deadtime of 0.8 s, not a benchmark.  Loading on the loop held it 1.8 s here;
+#: the shipped deadtime of 0.8 s (and the node's stall warning), not a benchmark.  Loading on the loop held it 1.8 s here;
 #: off the loop the worst is handing the targets to the checker process (about 0.05 s).
-MAX_LATENESS = 0.3
+MAX_LATENESS = 0.5
 
 
 def big_config(socket_path: str, n_services: int = 50, per_service: int = 100) -> str:
