@@ -83,7 +83,7 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
             seq = int(packet_fields(current)["seq"], 16)
             wrong = b"not-the-pair-secret"
             many_text = b">>>\n" + b"".join(b"f%d=v\n" % i for i in range(4000)) + b"auth=1 " + b"0" * 40 + b"\n<<<\n"
-            many_ns = b"###\n" + b"8:(0)a=bc," * 6000 + b"%%%\n42:1 " + b"0" * 40 + b","
+            many_ns = b"###\n" + b"7:(0)a=bc," * 6000 + b"%%%\n42:1 " + b"0" * 40 + b","
             packets = [
                 resign(current, wrong, seq=b"%x" % (seq + 1000)),
                 resign(current, wrong, st=b"dead"),

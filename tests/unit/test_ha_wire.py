@@ -520,7 +520,7 @@ def ns(body: bytes) -> bytes:
         (ns(b"(0)"), "'(<type>)'"),
         (ns(b"(0)abcd"), "no '='"),
         (ns(b"(0)=bcd"), "empty field name"),
-        (b"08:(0)a=bc,", "leading zero"),
+        (b"07:(0)a=bc,", "leading zero"),
         (b"8:(0)a=bc;", "not closed by ','"),
         (b"99:(0)a=bc,", "runs past the end"),
         (b"1234567:(0)a=bc,", "too many digits"),
@@ -801,7 +801,7 @@ def test_forged_packets_are_rejected_before_any_field_is_parsed(monkeypatch, met
     """A datagram whose MAC does not verify never reaches the parser, whatever it holds."""
     k = keys(method)
     good = encode_packet(Message.from_pairs([("t", "status"), ("src", "dir1"), ("st", "up")]), k)
-    many = b"###\n" + b"8:(0)a=bc," * 6000 + b"%%%\n"  # 60 KB of fields
+    many = b"###\n" + b"7:(0)a=bc," * 6000 + b"%%%\n"  # 60 KB of fields
     forged_ns = [
         many + good[good.rindex(b"%%%\n") + 4 :],  # a real MAC that covers other bytes
         many + b"42:1 " + b"0" * 40 + b",",  # a made-up MAC
