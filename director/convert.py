@@ -158,9 +158,25 @@ def _global_directives(cfg: LdConfig, issues: Issues) -> list[str]:
 # --- YAML output -----------------------------------------------------------------------------
 
 
+def _yaml_printable(text: str) -> str:
+    """``text`` with every character YAML may not carry (YAML 1.1 "printable": control
+    characters but tab and line breaks, surrogates, U+FFFE/U+FFFF) written as ``\\xNN`` /
+    ``\\uNNNN``: input text copied into a comment must not make the output unreadable."""
+    out = []
+    for ch in text:
+        c = ord(ch)
+        if c in (0x9, 0xA, 0xD, 0x85) or 0x20 <= c <= 0x7E or 0xA0 <= c <= 0xD7FF or 0xE000 <= c <= 0xFFFD \
+                or c >= 0x10000:
+            out.append(ch)
+        else:
+            out.append(f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}")
+    return "".join(out)
+
+
 def _comment(text: str, indent: str = "") -> str:
-    """``text`` as YAML comment lines, wrapped at about 100 columns."""
-    words, lines, current = text.split(), [], ""
+    """``text`` as YAML comment lines, wrapped at about 100 columns; characters YAML may not
+    carry are escaped (`_yaml_printable`)."""
+    words, lines, current = _yaml_printable(text).split(), [], ""
     for word in words:
         if current and len(indent) + 2 + len(current) + 1 + len(word) > 100:
             lines.append(current)
@@ -180,7 +196,7 @@ def _dump(data: Any, indent: str) -> str:
 def _render(sources: list[str], header: list[str], services: list[ServiceOut], ha: dict[str, Any] | None,
             issues: list[Issue]) -> str:
     out = ["# directord configuration converted by `directord convert` from:\n"]
-    out += [f"#   {src}\n" for src in sources]
+    out += [f"#   {_yaml_printable(src).splitlines()[0] if src else src}\n" for src in sources]
     out.append("#\n")
     out.append(_comment(QUIESCENT_NOTE))
     for line in header:
