@@ -27,7 +27,6 @@ from pathlib import Path
 import pytest
 
 from hapair import (
-    SECRET,
     HeartbeatTap,
     PairLab,
     VipSampler,
