@@ -280,7 +280,7 @@ class Daemon:
                     load_prepared, self.config_path, self.engine.targets().keys(), list(self._states)
                 )
             except Exception as exc:  # RecursionError, MemoryError...: logged, never raised to the loop
-                log.error("reload of %s refused, keeping the running configuration: %s",
+                log.error("reload refused (%s), keeping the running configuration: %s",
                           self.config_path, _load_failure(exc))
                 return False
             if not _same_ha(self.config, prepared.config):

@@ -193,10 +193,12 @@ def test_hung_backend_does_not_delay_another_backends_detection(lab, fresh):
     timeout (10 s); a killed one is out long before that, so a checker that ran its
     checks one after another behind the hung one would fail here."""
     hung_timeout = 10.0
+    reloads = fresh.log.read_text(errors="replace").count("reloaded:")
     fresh.reload(service_yaml(lab, check=(
         f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {hung_timeout}, "
         f"rise: {RISE}, fall: 1}}")))
-    time.sleep(2 * INTERVAL)  # the new checks run
+    expect(lambda: fresh.log.read_text(errors="replace").count("reloaded:") > reloads, "the reload", 60, fresh)
+    time.sleep(3 * INTERVAL)  # the new checks run
     t0 = time.monotonic()
     lab.set_hang("rs1", True)
     lab.stop_httpd("rs3", kill=True)

@@ -126,7 +126,7 @@ async def test_a_reload_that_raises_anything_is_one_logged_error(tmp_path, monke
                 os.kill(os.getpid(), signal.SIGHUP)
                 for _ in range(200):
                     await asyncio.sleep(0.02)
-                    if any("refused" in r.getMessage() for r in caplog.records):
+                    if any("reload refused" in r.getMessage() for r in caplog.records):
                         break
                 assert (await asyncio.to_thread(control.request, sock_path, "reload"))["ok"] is False
                 gc.collect()  # an unretrieved task exception is reported when the task is collected
