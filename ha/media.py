@@ -28,6 +28,7 @@ once per medium and errno every 10 seconds, and counted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import ipaddress
 import logging
@@ -56,6 +57,8 @@ RECEIVE_BUDGET = 0.005
 RECEIVE_BUFFER = 1 << 20
 #: Most peer sources (address and port) given a receive socket of their own, per medium.
 MAX_PEER_SOURCES = 8
+#: Datagrams from learned peers remembered per medium to deliver each broadcast once.
+RECENT_PEER_DATAGRAMS = 512
 _LOG_INTERVAL = 10.0
 
 
@@ -122,6 +125,8 @@ class MediumSocket:
         self.budget_exhausted = 0
         #: (address, port) of an authenticated peer -> the socket connected to it
         self.peer_socks: dict[tuple[str, int], socket.socket] = {}
+        self._recent: collections.deque[int] = collections.deque()
+        self._recent_set: set[int] = set()
         self._logged: dict[int, float] = {}
 
     def send(self, payload: bytes) -> bool:
@@ -139,6 +144,25 @@ class MediumSocket:
             return False
         self.sent += 1
         return True
+
+    def seen_before(self, data: bytes) -> bool:
+        """True if the same datagram from a learned peer was delivered lately (one of the last
+        `RECENT_PEER_DATAGRAMS`), else remember it and return False.
+
+        A peer's broadcast reaches both the medium's shared socket and the peer's own one;
+        whichever is read first delivers it. Comparing contents, not the socket, also
+        delivers the datagrams that were already queued on the shared socket when the
+        peer's own socket was opened (none lost at that moment). Identical copies a peer
+        sends on purpose (heartbeat's repeated statuses) are duplicates to the node anyway.
+        """
+        digest = hash(data)
+        if digest in self._recent_set:
+            return True
+        self._recent.append(digest)
+        self._recent_set.add(digest)
+        if len(self._recent) > RECENT_PEER_DATAGRAMS:
+            self._recent_set.discard(self._recent.popleft())
+        return False
 
     def close(self) -> None:
         """Close the socket and the peer sockets (idempotent)."""
@@ -295,8 +319,8 @@ class Media:
         peer's datagrams to it (a connected UDP socket is the better match for
         unicast, and one more receiver of a broadcast or multicast), so a flood
         from any other source fills the medium's socket, not this one, and the
-        peer's keepalives are never dropped behind it. Copies of the peer's
-        broadcasts that reach the medium's own socket are then skipped. At most
+        peer's keepalives are never dropped behind it. Each of the peer's
+        broadcasts reaches both sockets and is delivered once (`MediumSocket.seen_before`). At most
         `MAX_PEER_SOURCES` per medium (a restarted heartbeat peer sends from a
         new port); a socket that cannot be opened is logged and skipped.
         """
@@ -335,8 +359,8 @@ class Media:
             except OSError as exc:  # e.g. ICMP errors reported on the socket
                 log.debug("heartbeat medium %s: receive error: %s", describe(ms.medium), exc)
                 return
-            if shared and addr in ms.peer_socks:
-                continue  # a broadcast copy: the peer's own socket has it
+            if addr in ms.peer_socks and ms.seen_before(data):
+                continue  # the other copy of a broadcast, which the peer's own socket or the shared one had
             ms.received += 1
             try:
                 self._on_packet(data, f"{addr[0]}:{addr[1]}")

@@ -299,3 +299,32 @@ def test_a_learned_peer_has_a_receive_queue_of_its_own(pair):
     assert from_peer == [b"peer %d" % i for i in range(5)]  # all, once each, in order
     flood = [d for d, src in got if d.startswith(b"flood")]
     assert 0 < len(flood) < 200  # the small queue did overflow: the peer's were not behind it
+
+
+def test_a_peer_learned_with_datagrams_queued_loses_none_and_duplicates_none(pair):
+    """Datagrams of the peer already queued on the shared socket when its own socket opens
+    are delivered, and each broadcast that reaches both sockets is delivered once."""
+    a, b = pair
+    got: list[tuple[bytes, str]] = []
+
+    async def receiver() -> None:
+        media = Media([Medium("bcast", "b0", port=PORT)], lambda data, src: got.append((data, src)))
+        await media.start()  # the loop reads nothing before the first await below
+        peer = N.socket_in_netns(a, socket.AF_INET, socket.SOCK_DGRAM)
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        peer.bind((A_ADDR, 6941))
+        for i in range(3):
+            peer.sendto(b"queued %d" % i, (BRD, PORT))
+        time.sleep(0.2)  # they are in the shared socket's queue
+        media.learn_peer(f"{A_ADDR}:6941")
+        for i in range(3):
+            peer.sendto(b"after %d" % i, (BRD, PORT))
+        await asyncio.sleep(0.5)
+        media.close()
+        peer.close()
+
+    rx = run_in(b, receiver)
+    rx.join(15)
+    assert rx.error is None, rx.error
+    from_peer = sorted(d for d, src in got if src == f"{A_ADDR}:6941")
+    assert from_peer == sorted([b"queued %d" % i for i in range(3)] + [b"after %d" % i for i in range(3)])
