@@ -148,7 +148,7 @@ def _load_failure(exc: BaseException) -> str:
     """Why loading failed, for the log: the first `MAX_LOGGED_ISSUES` problems of an invalid file."""
     if isinstance(exc, ConfigError):
         shown = "\n".join(str(issue) for issue in exc.issues[:MAX_LOGGED_ISSUES])
-        more = len(exc.issues) - MAX_LOGGED_ISSUES
+        more = exc.total - MAX_LOGGED_ISSUES  # every problem found, listed in exc.issues or not
         return f"\n{shown}" + (f"\n... and {more} more problems (directord check lists them all)" if more > 0 else "")
     if isinstance(exc, OSError):
         return f"cannot read the file: {exc.strerror or exc}"
