@@ -101,6 +101,24 @@ def _create_temp(directory: str, base: str, mode: int) -> tuple[int, str]:
     raise FileExistsError(errno.EEXIST, f"no free temporary name after {_TEMP_ATTEMPTS} attempts", directory)
 
 
+def _discard(tmp: str) -> None:
+    """Remove a temporary file left by a failed write (already gone is fine)."""
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def _rename_into_place(tmp: str, path: str, directory: str) -> None:
+    """Rename `tmp` over `path` (removing `tmp` if that fails), then ``fsync`` `directory`."""
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(tmp)
+        raise
+    fsync_directory(directory)
+
+
 def write_file_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Replace (or create) the regular file `path` with `data`, atomically and durably.
 
@@ -139,14 +157,10 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o6
         finally:
             os.close(fd)
         _check_target(path)
-        os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        _discard(tmp)
         raise
-    fsync_directory(directory)
+    _rename_into_place(tmp, path, directory)
 
 
 def make_directories(path: str | os.PathLike[str], mode: int = 0o755) -> None:
@@ -225,12 +239,4 @@ def replace_symlink(path: str | os.PathLike[str], target: str) -> None:
             continue
     else:
         raise FileExistsError(errno.EEXIST, f"no free temporary name after {_TEMP_ATTEMPTS} attempts", directory)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_directory(directory)
+    _rename_into_place(tmp, path, directory)
