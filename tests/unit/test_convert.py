@@ -770,17 +770,12 @@ def test_messages_quote_at_most_60_characters_and_escape_control_characters():
 def test_write_atomic_syncs_the_directory_and_refuses_a_symlink(tmp_path, monkeypatch):
     """The converted file is durable (its directory is synced after the rename) and never
     written through a symlink planted at the output path."""
-    synced: list[str] = []
-    real_fsync = os.fsync
+    from test_durable import record_syncs
 
-    def spy(fd):
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        return real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", spy)
+    events = record_syncs(monkeypatch)
     out = tmp_path / "out.yaml"
     write_atomic(str(out), "x: 1\n")
-    assert out.read_text() == "x: 1\n" and str(tmp_path) in synced
+    assert out.read_text() == "x: 1\n" and ("fsync", str(tmp_path)) in events
     victim = tmp_path / "victim"
     victim.write_text("keep\n")
     link = tmp_path / "link.yaml"

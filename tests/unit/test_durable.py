@@ -20,7 +20,7 @@ from ha.durable import (
 )
 
 
-def _record_syncs(monkeypatch) -> list[tuple[str, str]]:
+def record_syncs(monkeypatch) -> list[tuple[str, str]]:
     """Record ``("fsync", <path of the fd>)`` and ``("replace", <target>)`` in call order."""
     events: list[tuple[str, str]] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -41,7 +41,7 @@ def _record_syncs(monkeypatch) -> list[tuple[str, str]]:
 def test_file_then_rename_then_directory_are_synced(tmp_path: Path, monkeypatch):
     target = tmp_path / "state.json"
     target.write_text("old\n")
-    events = _record_syncs(monkeypatch)
+    events = record_syncs(monkeypatch)
     write_file_atomic(target, b"new\n")
     assert [e[0] for e in events] == ["fsync", "replace", "fsync"], events
     synced_file = Path(events[0][1])
@@ -158,7 +158,7 @@ def test_refuses_to_replace_what_is_not_a_regular_file(tmp_path: Path):
 
 def test_make_directories_syncs_each_parent_it_changes(tmp_path: Path, monkeypatch):
     (tmp_path / "a").mkdir()
-    events = _record_syncs(monkeypatch)
+    events = record_syncs(monkeypatch)
     make_directories(tmp_path / "a" / "b" / "c")
     assert (tmp_path / "a" / "b" / "c").is_dir()
     assert events == [("fsync", str(tmp_path / "a")), ("fsync", str(tmp_path / "a" / "b"))]
@@ -172,7 +172,7 @@ def test_make_directories_syncs_each_parent_it_changes(tmp_path: Path, monkeypat
 
 def test_remove_file_syncs_the_directory(tmp_path: Path, monkeypatch):
     (tmp_path / "f").write_text("x")
-    events = _record_syncs(monkeypatch)
+    events = record_syncs(monkeypatch)
     assert remove_file(tmp_path / "f") is True
     assert events == [("fsync", str(tmp_path))] and os.listdir(tmp_path) == []
     assert remove_file(tmp_path / "f") is False
@@ -184,7 +184,7 @@ def test_remove_file_syncs_the_directory(tmp_path: Path, monkeypatch):
 def test_replace_symlink_renames_a_new_link_over_the_old(tmp_path: Path, monkeypatch):
     link = tmp_path / "wants" / "x.service"
     link.parent.mkdir()
-    events = _record_syncs(monkeypatch)
+    events = record_syncs(monkeypatch)
     replace_symlink(link, "../x.service")
     assert os.readlink(link) == "../x.service"
     assert events == [("replace", str(link)), ("fsync", str(link.parent))]
@@ -205,7 +205,7 @@ def test_lab_configuration_and_state_files_are_written_durably(tmp_path: Path, m
     from director.lab.drive import DirectordProcess
 
     proc = DirectordProcess(None, tmp_path / "work")  # type: ignore[arg-type]  # write() needs no lab
-    events = _record_syncs(monkeypatch)
+    events = record_syncs(monkeypatch)
     proc.write("""
         global:
           checktimeout: 5

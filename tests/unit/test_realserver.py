@@ -24,6 +24,8 @@ from director import realserver_sysctl as S
 from director.lab import netns as N
 from ha.vip import ADDR_PROTO, IFA_F_NODAD
 
+from test_durable import record_syncs
+
 REPO = Path(__file__).resolve().parents[2]
 V4, V4B, V6 = "10.214.0.100", "10.214.0.101", "fd00:214::100"
 
@@ -461,24 +463,6 @@ def test_prep_rolls_back_and_removes_its_fresh_state_file(tmp_path, capsys):
     assert not os.path.exists(state)
 
 
-def _record_durability(monkeypatch) -> list[tuple[str, str]]:
-    """Record ``("fsync", <path of the fd>)`` and ``("replace", <target>)`` in call order."""
-    events: list[tuple[str, str]] = []
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fsync(fd: int) -> None:
-        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-        real_fsync(fd)
-
-    def replace(src, dst) -> None:
-        events.append(("replace", os.fspath(dst)))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "replace", replace)
-    return events
-
-
 def _assert_durable_replace(events: list[tuple[str, str]], path: Path) -> None:
     """The data was fsync'ed under a temporary name next to ``path``, renamed to ``path``, then the folder synced."""
     i = events.index(("replace", str(path)))
@@ -490,7 +474,7 @@ def _assert_durable_replace(events: list[tuple[str, str]], path: Path) -> None:
 def test_state_file_is_written_durably(tmp_path, monkeypatch):
     state = tmp_path / "var" / "rs.json"
     doc = {"version": 1, "applied": [{"kind": "sysctl", "key": "k", "value": "1", "old": "0"}]}
-    events = _record_durability(monkeypatch)
+    events = record_syncs(monkeypatch)
     R.save_state(str(state), doc)
     _assert_durable_replace(events, state)
     # the folder made for it is synced into its parent too
@@ -507,7 +491,7 @@ def test_persist_files_and_link_are_written_durably(tmp_path, monkeypatch):
     b = R.KernelBackend()
     conf_file = tmp_path / "etc" / "sysctl.d" / "60-x.conf"
     link = tmp_path / "etc" / "wants" / "x.service"
-    events = _record_durability(monkeypatch)
+    events = record_syncs(monkeypatch)
     b.write_file(str(conf_file), "net.ipv4.conf.all.arp_ignore = 1\n")
     _assert_durable_replace(events, conf_file)
     assert b.read_file(str(conf_file)) == "net.ipv4.conf.all.arp_ignore = 1\n"
