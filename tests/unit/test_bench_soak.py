@@ -182,6 +182,10 @@ def test_render_prints_every_figure():
     assert "| dir1 | 100 | 110 | 110 | 120.0 | 10 | 10 | 10 | 1% | 1 |" in text
     assert "| dir2-checker | - |" in text
     assert "| ha.bad_auth | 100 | 90 |" in text
+    late = _summary()
+    late["lateness"] = {"dir1": soak.loop_lateness("timers ran 0.64 s late\n")}
+    assert ("| dir1: HA timers late / checker behind | 1 times (max 0.64 s) / 0 times (max 0.00 s) |"
+            in soak.render(late))
     assert not soak.verdict_ok(_summary())
     ok = _summary()
     ok["flaps"] = soak.flap_summary([{"out": 2.5, "back": 1.25}], (8.0, 7.5))
@@ -212,7 +216,8 @@ def test_soak_config_loads_and_alternates(tmp_path: Path, variant: int):
     base = pair_config(plan, "dir1", authkeys=str(keys), state_dir=str(tmp_path / "state"))
     rips = [plan.addr[r] for r in plan.real_servers]
     text = soak.soak_config(base, vip=plan.vip, vip_prefix="10.77.0", rips=rips, port=80, services=5,
-                            check_interval=0.5, variant=variant)
+                            check_interval=0.5, variant=variant,
+                            ha_timers={"keepalive": 0.5, "deadtime": 4, "initdead": 8})
     path = tmp_path / "directord.yaml"
     path.write_text(text)
     cfg = load_config(str(path))
@@ -223,9 +228,24 @@ def test_soak_config_loads_and_alternates(tmp_path: Path, variant: int):
     assert [rs.weight for rs in web.real_servers] == ([1, 1, 2] if variant else [1, 1, 1])
     assert cfg.services[1].check.interval == 0.5
     assert cfg.ha is not None and cfg.ha.node == "dir1"
+    assert (cfg.ha.timers.keepalive, cfg.ha.timers.deadtime, cfg.ha.timers.initdead) == (0.5, 4.0, 8.0)
     with pytest.raises(ValueError):
         soak.soak_config("global: {}\n", vip=plan.vip, vip_prefix="10.77.0", rips=rips, port=80, services=1,
                          check_interval=1, variant=0)
+    with pytest.raises(ValueError, match="warntime"):
+        soak.soak_config(base, vip=plan.vip, vip_prefix="10.77.0", rips=rips, port=80, services=1,
+                         check_interval=1, variant=0, ha_timers={"warntime": 1})
+
+
+def test_loop_lateness_reads_both_loops_warnings():
+    text = ("2026-12-06 05:31:57,772 WARNING directord.ha: timers ran 0.64 s late (was this process stalled?): "
+            "peers get 0.64 s of grace\n"
+            "x WARNING directord.ha: timers ran 1.16 s late (was this process stalled?)\n"
+            "y WARNING directord.checks: checks are falling behind (event loop 874 ms late, 1 checks in flight)\n")
+    assert soak.loop_lateness(text) == {"ha_stalls": 2, "ha_stall_max_s": 1.16, "checker_behind": 1,
+                                        "checker_late_max_s": 0.874}
+    assert soak.loop_lateness("") == {"ha_stalls": 0, "ha_stall_max_s": 0.0, "checker_behind": 0,
+                                      "checker_late_max_s": 0.0}
 
 
 def test_forged_datagrams_are_refused_by_the_pair():
@@ -258,3 +278,6 @@ def test_options_are_bounded():
         soak.parse_args(["--minutes", "0"])
     a = soak.parse_args(["--minutes", "5", "--out-dir", "/tmp/x"])
     assert a.minutes == 5 and a.flap_every == 5.0 and a.reload_every == 60.0 and a.flood_rate == 2000.0
+    assert (a.keepalive, a.deadtime) == (soak.SOAK_KEEPALIVE, soak.SOAK_DEADTIME)
+    with pytest.raises(SystemExit):
+        soak.parse_args(["--keepalive", "1", "--deadtime", "1.5"])
