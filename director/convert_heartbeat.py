@@ -33,6 +33,7 @@ from typing import Any
 
 from director.config import quote
 from director.convert_issues import Issues
+from ha.config import heartbeat_msec
 
 __all__ = ["convert_ha"]
 
@@ -82,9 +83,8 @@ def _seconds(text: str) -> float | int | None:
     m = _TIME.fullmatch(text.strip())
     if m is None:
         return None
-    value = float(m.group(1)) / {"s": 1.0, "ms": 1e3, "us": 1e6}[(m.group(2) or "s").lower()]
-    seconds = round(value * 1000) / 1000
-    return int(seconds) if seconds == int(seconds) else seconds
+    msec = heartbeat_msec(m.group(1), m.group(2) or "s")
+    return msec // 1000 if msec % 1000 == 0 else msec / 1000
 
 
 def _clean(text: str) -> list[tuple[int, str]]:

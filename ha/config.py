@@ -200,15 +200,41 @@ Compat = Literal["directord", "heartbeat"]
 # --- pure helpers --------------------------------------------------------------------------
 
 
+#: ``cl_get_msec``'s ``(multiplier, divisor)`` per unit (heartbeat ``lib/clplumbing/cl_misc.c``).
+_MSEC_SCALE = {"s": (1000.0, 1.0), "ms": (1.0, 1.0), "us": (1.0, 1000.0)}
+
+
+def heartbeat_msec(number: str, unit: str) -> int:
+    """Milliseconds of the heartbeat time ``number`` + ``unit`` (pure), computed as heartbeat's
+    ``cl_get_msec`` (``lib/clplumbing/cl_misc.c``) does: the number as a double, times the
+    unit's multiplier (1000 for seconds, 1 otherwise), divided by its divisor (1000 for ``us``,
+    1 otherwise), plus 0.5, truncated.  So halves round up: ``"2500us"`` is 3 ms,
+    ``"500.5ms"`` 501 ms, and, as heartbeat's own comment says, ``"499us"`` is 0 and ``"501us"``
+    is 1.
+
+    ``number``: digits with an optional fraction (``"1"``, ``"0.5"``, ``".5"``); ``unit``:
+    ``s``, ``ms`` or ``us`` in any case.
+
+    Raises:
+        ValueError: ``number`` is not a decimal number, or ``unit`` is another word.
+        OverflowError: the value is too large to count milliseconds of.
+    """
+    multiplier, divisor = _MSEC_SCALE[unit.lower()] if unit.lower() in _MSEC_SCALE else (0.0, 0.0)
+    if not divisor:
+        raise ValueError(f"not a heartbeat time unit: {quote(unit)}")
+    return int(float(number) * multiplier / divisor + 0.5)
+
+
 def parse_duration(value: Any) -> float:
     """A time in seconds from a YAML number or a heartbeat time string, rounded to the millisecond.
 
     Accepted: integers and floats (seconds), and strings ``N``, ``Ns``, ``Nms``,
     ``Nus`` where ``N`` is a decimal number with an optional fraction (suffix
     case-insensitive, blanks allowed around it), as heartbeat's ``cl_get_msec``
-    (``lib/clplumbing/cl_misc.c``) reads them, plus the ``s`` suffix.  Like
-    heartbeat, the result is rounded to the nearest millisecond, halves up
-    (``"499us"`` is 0, ``"501us"`` is 0.001).
+    (``lib/clplumbing/cl_misc.c``) reads them, plus the ``s`` suffix.  A
+    string is counted in milliseconds exactly as heartbeat does
+    (`heartbeat_msec`); a number is rounded to the nearest millisecond,
+    halves up.
 
     Raises:
         TypeError: ``value`` is a boolean or neither a number nor a string.
@@ -223,8 +249,7 @@ def parse_duration(value: Any) -> float:
             raise ValueError(
                 f"not a time: {quote(value)}; write seconds (0.5) or a string with a unit: '500ms', '500000us', '0.5s'"
             )
-        number, unit = float(match.group(1)), (match.group(2) or "s").lower()
-        seconds = number / {"s": 1.0, "ms": 1e3, "us": 1e6}[unit]
+        return heartbeat_msec(match.group(1), match.group(2) or "s") / 1000.0
     else:
         seconds = float(value)
     if not math.isfinite(seconds * 1000.0):

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ha.config import parse_duration
+
 from director.cli import main as cli_main
 from director.config import load_config, parse_config
 from director.convert import (
@@ -564,6 +566,14 @@ def test_ha_defaults_left_to_the_heartbeat_profile():
 def test_ha_cf_directives(line, key, value):
     ha, _ = ha_of(HA + line + "\n")
     assert ha[key] == value
+
+
+@pytest.mark.parametrize("text", ["2500us", "500us", "500.5ms", "1.0005", "499us", "501us", "0.25", "1500 ms"])
+def test_ha_cf_times_read_as_the_loader_reads_them(text):
+    """convert and the loader count heartbeat times the same way (`ha.config.heartbeat_msec`);
+    they disagreed on halves: ``2500us`` was 0.002 s here and 0.003 s in the loader."""
+    ha, _ = ha_of(HA.replace("deadtime 10", "deadtime 10\nwarntime " + text))
+    assert ha["warntime"] == parse_duration(text)
 
 
 @pytest.mark.parametrize("line,severity", [

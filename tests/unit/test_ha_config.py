@@ -18,7 +18,7 @@ import pytest
 
 import ha.config as hc
 from director.config import ConfigError, ConfigIssue, load_config, parse_config
-from ha.config import check_ha_environment, parse_duration, resolve_timers
+from ha.config import check_ha_environment, heartbeat_msec, parse_duration, resolve_timers
 from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +230,29 @@ def test_compat_heartbeat_takes_the_capture_timers(keys: str):
 )
 def test_parse_duration(value, seconds):
     assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize(
+    "number, unit, msec",
+    [
+        # heartbeat's own examples (lib/clplumbing/cl_misc.c, the comment above cl_get_msec)
+        ("1", "s", 1000), ("1000", "ms", 1000), ("1000000", "us", 1000), ("0.1", "s", 100), ("100", "ms", 100),
+        ("100000", "us", 100), ("0.001", "s", 1), ("1", "ms", 1), ("1000", "us", 1), ("499", "us", 0),
+        ("501", "us", 1),
+        # its rule: the number as a double, times the multiplier, divided by the divisor, plus 0.5,
+        # truncated to a long; so halves go up, in double arithmetic
+        ("2500", "us", 3), ("500", "us", 1), ("500.5", "ms", 501), ("1.0005", "s", 1001), ("2.5", "MS", 3),
+        (".5", "s", 500), ("500.4", "us", 1), ("0.4999", "ms", 0),
+    ],
+)
+def test_heartbeat_msec_follows_cl_get_msec(number, unit, msec):
+    assert heartbeat_msec(number, unit) == msec
+    assert parse_duration(f"{number}{unit}") == msec / 1000
+
+
+def test_heartbeat_msec_rejects_other_units():
+    with pytest.raises(ValueError):
+        heartbeat_msec("1", "min")
 
 
 @pytest.mark.parametrize("value", ["", "-1", "1min", "ms", "1 2", "1e3", "0x10"])
