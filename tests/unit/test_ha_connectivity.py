@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
 import subprocess
+import time
 
 import pytest
 
@@ -113,3 +115,37 @@ def test_pinger_and_link_monitor(link):
     assert seen["up"] == ({"eth0": True, "missing0": None}, 2)
     assert seen["events"][0] == "ping"  # 10.218.0.99 never answers: unreachable after 3 probes
     assert "link" in seen["events"]
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_link_polls_leave_no_memory_behind():
+    """A director polls its links ten times a second for months: a poll must leave nothing
+    behind. Polled with pyroute2's "get" (which asks for an acknowledgement), each poll left
+    the kernel's acknowledgement queued for good: +1.6 KiB of RSS per poll here, and both
+    directors of the hour-long soak grew by 50 MB an hour."""
+    from ha.probe import LinkMonitor
+
+    async def scenario() -> tuple[int, int]:
+        links = LinkMonitor(["lo"], lambda: None, interval=0.0001)
+        await links.start()
+        try:
+            while links.polls < 500:  # warm-up: allocator pools, pyroute2's caches
+                await asyncio.sleep(0.01)
+            gc.collect()
+            before, start = _rss_kib(), links.polls
+            deadline = time.monotonic() + 60
+            while links.polls < start + 4000 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            gc.collect()
+            assert links.state == {"lo": True}
+            return links.polls - start, _rss_kib() - before
+        finally:
+            links.close()
+
+    polls, grown_kib = asyncio.run(scenario())
+    assert polls >= 4000, f"only {polls} polls in 60 s"
+    assert grown_kib < 2048, f"RSS grew {grown_kib} KiB over {polls} polls"
