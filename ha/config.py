@@ -202,6 +202,7 @@ Compat = Literal["directord", "heartbeat"]
 
 #: ``cl_get_msec``'s ``(multiplier, divisor)`` per unit (heartbeat ``lib/clplumbing/cl_misc.c``).
 _MSEC_SCALE = {"s": (1000.0, 1.0), "ms": (1.0, 1.0), "us": (1.0, 1000.0)}
+_DECIMAL = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 
 
 def heartbeat_msec(number: str, unit: str) -> int:
@@ -219,9 +220,12 @@ def heartbeat_msec(number: str, unit: str) -> int:
         ValueError: ``number`` is not a decimal number, or ``unit`` is another word.
         OverflowError: the value is too large to count milliseconds of.
     """
-    multiplier, divisor = _MSEC_SCALE[unit.lower()] if unit.lower() in _MSEC_SCALE else (0.0, 0.0)
-    if not divisor:
+    scale = _MSEC_SCALE.get(unit.lower())
+    if scale is None:
         raise ValueError(f"not a heartbeat time unit: {quote(unit)}")
+    if _DECIMAL.fullmatch(number) is None:
+        raise ValueError(f"not a decimal number: {quote(number)}")
+    multiplier, divisor = scale
     return int(float(number) * multiplier / divisor + 0.5)
 
 

@@ -250,9 +250,11 @@ def test_heartbeat_msec_follows_cl_get_msec(number, unit, msec):
     assert parse_duration(f"{number}{unit}") == msec / 1000
 
 
-def test_heartbeat_msec_rejects_other_units():
+@pytest.mark.parametrize("number, unit", [("1", "min"), ("inf", "s"), ("nan", "ms"), ("1e3", "us"), (" 1", "s"),
+                                          ("-1", "s"), ("", "s")])
+def test_heartbeat_msec_rejects_other_forms(number, unit):
     with pytest.raises(ValueError):
-        heartbeat_msec("1", "min")
+        heartbeat_msec(number, unit)
 
 
 @pytest.mark.parametrize("value", ["", "-1", "1min", "ms", "1 2", "1e3", "0x10"])
