@@ -28,18 +28,16 @@ during the migration.  The authkeys file is referenced, not copied.
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Any
 
 from director.config import quote
 from director.convert_issues import Issues
-from ha.config import heartbeat_msec
+from ha.config import FALSE_WORDS as _FALSE
+from ha.config import TRUE_WORDS as _TRUE
+from ha.config import heartbeat_time_msec
 
 __all__ = ["convert_ha"]
 
-_TIME = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|s)?", re.IGNORECASE)
-_TRUE = ("true", "on", "yes", "y", "1")
-_FALSE = ("false", "off", "no", "n", "0")
 
 #: Directives heartbeat accepts that the ha section has no counterpart for, with what they do.
 _UNSUPPORTED = {
@@ -79,11 +77,12 @@ _LOGGING = ("logfile", "debugfile", "logfacility", "use_logd", "conn_logd_time",
 
 
 def _seconds(text: str) -> float | int | None:
-    """heartbeat's time syntax in seconds (``cl_get_msec``), rounded to the millisecond; ``None`` if invalid."""
-    m = _TIME.fullmatch(text.strip())
-    if m is None:
+    """heartbeat's time syntax in seconds (``cl_get_msec``, `heartbeat_time_msec`), rounded to the
+    millisecond; ``None`` if invalid."""
+    try:
+        msec = heartbeat_time_msec(text)
+    except ValueError:
         return None
-    msec = heartbeat_msec(m.group(1), m.group(2) or "s")
     return msec // 1000 if msec % 1000 == 0 else msec / 1000
 
 

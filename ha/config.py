@@ -113,9 +113,13 @@ __all__ = [
     "KEYS",
     "check_ha_environment",
     "default_node_name",
+    "heartbeat_msec",
+    "heartbeat_time_msec",
     "parse_duration",
     "parse_ha",
     "resolve_timers",
+    "TRUE_WORDS",
+    "FALSE_WORDS",
 ]
 
 #: Every key of the ``ha:`` mapping.
@@ -186,9 +190,10 @@ _RESOURCE_KEYS = ("owner", "addresses")
 _ADDRESS_KEYS = ("address", "prefix", "interface")
 _RESOURCE_AGENTS = ("IPaddr::", "IPaddr2::")
 _TIME = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|us|s)?\s*", re.IGNORECASE)
-# heartbeat's cl_str_to_boolean words (lib/clplumbing/cl_misc.c).
-_TRUE_WORDS = ("true", "on", "yes", "y", "1")
-_FALSE_WORDS = ("false", "off", "no", "n", "0")
+#: The words heartbeat's ``cl_str_to_boolean`` reads as true and as false, in lower case
+#: (``lib/clplumbing/cl_misc.c``); ha.cf and the ha section read booleans so.
+TRUE_WORDS = ("true", "on", "yes", "y", "1")
+FALSE_WORDS = ("false", "off", "no", "n", "0")
 
 # The directord profile's warntime default is heartbeat's deadtime / 2 rule.
 assert DEFAULT_WARNTIME == DEFAULT_DEADTIME / 2
@@ -229,6 +234,21 @@ def heartbeat_msec(number: str, unit: str) -> int:
     return int(float(number) * multiplier / divisor + 0.5)
 
 
+def heartbeat_time_msec(text: str) -> int:
+    """Milliseconds of a heartbeat time string (pure): ``N``, ``Ns``, ``Nms`` or ``Nus``, ``N`` a
+    decimal number with an optional fraction, the suffix in any case, blanks allowed around it
+    and around the whole; no suffix means seconds (as ha.cf's ``keepalive 2``).  Counted as
+    heartbeat's ``cl_get_msec`` counts (`heartbeat_msec`).
+
+    Raises:
+        ValueError: ``text`` has another form or is longer than 32 characters.
+    """
+    match = _TIME.fullmatch(text) if len(text) <= _MAX_TIME_TEXT else None
+    if match is None:
+        raise ValueError(f"not a time: {quote(text)}")
+    return heartbeat_msec(match.group(1), match.group(2) or "s")
+
+
 def parse_duration(value: Any) -> float:
     """A time in seconds from a YAML number or a heartbeat time string, rounded to the millisecond.
 
@@ -248,12 +268,12 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError(f"expected a number of seconds or a string such as '200ms', got {_describe(value)}")
     if isinstance(value, str):
-        match = _TIME.fullmatch(value) if len(value) <= _MAX_TIME_TEXT else None
-        if match is None:
+        try:
+            return heartbeat_time_msec(value) / 1000.0
+        except ValueError:
             raise ValueError(
                 f"not a time: {quote(value)}; write seconds (0.5) or a string with a unit: '500ms', '500000us', '0.5s'"
-            )
-        return heartbeat_msec(match.group(1), match.group(2) or "s") / 1000.0
+            ) from None
     else:
         seconds = float(value)
     if not math.isfinite(seconds * 1000.0):
@@ -721,9 +741,9 @@ class _HAParser:
             word = value.strip().lower()
             if word == "legacy":
                 return "legacy"
-            if word in _TRUE_WORDS:
+            if word in TRUE_WORDS:
                 return True
-            if word in _FALSE_WORDS:
+            if word in FALSE_WORDS:
                 return False
         self.issue(("auto_failback",), f"expected true (on), false (off) or legacy, got {_describe(value)}")
         return True

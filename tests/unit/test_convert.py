@@ -594,6 +594,8 @@ def test_ha_cf_unsupported_directives_are_reported(line, severity):
 
 @pytest.mark.parametrize("ha_cf,needle", [
     (HA + "deadtime soon\n", "ha.cf:6: deadtime: not a time"),
+    # 400 digits: heartbeat's arithmetic overflows; the converter raised OverflowError
+    (HA + "deadtime " + "9" * 400 + "\n", "ha.cf:6: deadtime: not a time"),
     (HA + "frobnicate yes\n", "ha.cf:6: frobnicate: unknown directive"),
     (HA + "ping router.example.com\n", "ha.cf:6: ping: ping node"),
     ("bcast eth1\n", "ha.cf: node: no node directive"),
