@@ -24,13 +24,18 @@ touched: directord shares the table with whatever else programs it.
 
 Complexity is linear in the number of services and destinations involved;
 planning one service costs only that service's destinations, which is what a
-health transition needs.
+health transition needs.  For a caller on an event loop each step also comes
+in parts of about `PLAN_BUDGET` destinations (`desired_service_steps`,
+`plan_service_parts`, `plan_chunks`), so that a table of thousands of services,
+or one service of tens of thousands of real servers, never holds the loop (and
+the heartbeat on it) for long: 100,000 destinations take about a second here.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, replace
-from typing import Iterable, Iterator, Literal, Mapping
+from typing import Generator, Iterable, Iterator, Literal, Mapping, TypeVar
 
 from .model import (
     MANAGED_SERVICE_FLAGS,
@@ -45,6 +50,12 @@ from .model import (
     ServiceKey,
     VirtualService,
 )
+
+#: Destinations (real servers) planned between two yields to the event loop: about 10 ms
+#: of CPU here, 0.2 s in the emulated test VM.
+PLAN_BUDGET = 1000
+
+_T = TypeVar("_T")
 
 OpKind = Literal["add_service", "set_service", "del_service", "add_dest", "set_dest", "del_dest"]
 
@@ -116,25 +127,61 @@ def desired_service(
 
     Returns:
         DesiredService with the service attributes and destination map.
+
+    `desired_service_steps` computes the same in steps.
     """
+    return run_steps(desired_service_steps(service, health, observed, draining, chunk=sys.maxsize))
+
+
+def run_steps(steps: Generator[None, None, _T]) -> _T:
+    """Drive a computation in steps (`desired_service_steps`) to its end at once; its result."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def desired_service_steps(
+    service: VirtualService,
+    health: Mapping[DestKey, HealthState],
+    observed: KernelService | None,
+    draining: Iterable[DestKey] = (),
+    chunk: int = PLAN_BUDGET,
+) -> Generator[None, None, DesiredService]:
+    """`desired_service` in steps, for a caller on an event loop: a generator that yields
+    (``None``) between two parts of ``chunk`` real servers and returns the `DesiredService` (the
+    ``value`` of its StopIteration; `run_steps` drives it to the end).  ``health`` and
+    ``draining`` are read as the steps go: the caller must not change them in between.
+
+    Raises:
+        ValueError: ``chunk`` < 1 (at the first step).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     kernel_dests = observed.dests if observed is not None else {}
     dests: dict[DestKey, DestAttrs] = {}
     any_up = False
     any_unknown = False
-    for rs in service.real_servers:
-        key = rs.key
-        state = health.get(key, "unknown")
-        if state == "up":
-            any_up = True
-            dests[key] = rs.dest_attrs()
-        elif state == "down":
-            if service.on_failure == "quiescent":
-                dests[key] = rs.dest_attrs(weight=0)
-        else:
-            any_unknown = True
-            current = kernel_dests.get(key)
-            if current is not None:
-                dests[key] = current.attrs
+    servers = service.real_servers
+    quiescent = service.on_failure == "quiescent"
+    for start in range(0, len(servers), chunk):
+        if start:
+            yield
+        for rs in servers[start:start + chunk]:
+            key = rs.key
+            state = health.get(key, "unknown")
+            if state == "up":
+                any_up = True
+                dests[key] = rs.dest_attrs()
+            elif state == "down":
+                if quiescent:
+                    dests[key] = rs.dest_attrs(weight=0)
+            else:
+                any_unknown = True
+                current = kernel_dests.get(key)
+                if current is not None:
+                    dests[key] = current.attrs
     for key in draining:
         if key in dests:
             continue
@@ -154,33 +201,60 @@ def plan_service(key: ServiceKey, desired: DesiredService, observed: KernelServi
     """Operations that make one kernel service equal to ``desired``.
 
     Destinations present in the kernel but not in ``desired`` are deleted.
-    Returns an empty list when nothing differs.
+    Returns an empty list when nothing differs.  `plan_service_parts` gives the
+    same list in parts.
     """
+    return [op for part in plan_service_parts(key, desired, observed, chunk=sys.maxsize) for op in part]
+
+
+def plan_service_parts(
+    key: ServiceKey, desired: DesiredService, observed: KernelService | None, chunk: int = PLAN_BUDGET
+) -> Iterator[list[Op]]:
+    """`plan_service` in parts, for a caller on an event loop: parts of at most ``chunk``
+    destinations compared (the kernel's to delete, then the desired ones; the additions all
+    come in the last part, after the edits; some parts may be empty); joined, the parts are
+    exactly `plan_service`'s list.
+
+    Raises:
+        ValueError: ``chunk`` < 1 (at the first part).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    wanted = desired.dests
     ops: list[Op] = []
     if observed is None:
         ops.append(Op("add_service", key, service_attrs=desired.attrs))
-        for dkey in sorted(desired.dests):
-            ops.append(Op("add_dest", key, dest=dkey, dest_attrs=desired.dests[dkey]))
-        return ops
+        keys = sorted(wanted)
+        for start in range(0, len(keys), chunk):
+            if start:
+                yield ops
+                ops = []
+            ops.extend(Op("add_dest", key, dest=dkey, dest_attrs=wanted[dkey]) for dkey in keys[start:start + chunk])
+        yield ops
+        return
     if normalize_service_attrs(observed.attrs) != desired.attrs:
         ops.append(Op("set_service", key, service_attrs=desired.attrs))
     kernel = observed.dests
-    for dkey in sorted(kernel.keys() - desired.dests.keys()):
-        ops.append(Op("del_dest", key, dest=dkey))
-    adds: list[Op] = []
-    for dkey in sorted(desired.dests):
-        want = desired.dests[dkey]
-        have = kernel.get(dkey)
-        if have is None:
-            adds.append(Op("add_dest", key, dest=dkey, dest_attrs=want))
-        elif have.attrs != want:
-            ops.append(Op("set_dest", key, dest=dkey, dest_attrs=want))
+    gone = sorted(kernel.keys() - wanted.keys())
+    for start in range(0, len(gone), chunk):
+        ops.extend(Op("del_dest", key, dest=dkey) for dkey in gone[start:start + chunk])
+        yield ops
+        ops = []
+    adds: list[Op] = []  # after the edits
+    keys = sorted(wanted)
+    for start in range(0, len(keys), chunk):
+        if start:
+            yield ops
+            ops = []
+        for dkey in keys[start:start + chunk]:
+            want = wanted[dkey]
+            have = kernel.get(dkey)
+            if have is None:
+                adds.append(Op("add_dest", key, dest=dkey, dest_attrs=want))
+            elif have.attrs != want:
+                ops.append(Op("set_dest", key, dest=dkey, dest_attrs=want))
     ops.extend(adds)
-    return ops
-
-
-#: Services planned between two yields to the event loop in a full pass (`plan_chunks`).
-PLAN_CHUNK = 64
+    yield ops
 
 
 def plan(
@@ -207,13 +281,13 @@ def plan_chunks(
     desired: DesiredTable,
     observed: KernelTable,
     retired: Iterable[ServiceKey] = (),
-    chunk: int = PLAN_CHUNK,
+    chunk: int = PLAN_BUDGET,
 ) -> Iterator[list[Op]]:
-    """`plan` in parts: the operations of at most ``chunk`` services at a time
-    (in sorted key order), then the deletions of retired services; joined,
-    the parts are exactly `plan`'s list.  A caller on an event loop yields
-    between parts, so planning a table of thousands of services never holds
-    the loop (and the heartbeat on it) for the whole table.
+    """`plan` in parts of about ``chunk`` destinations compared each (services in sorted key
+    order; a service that alone has more is cut into `plan_service_parts`), then the
+    deletions of retired services; joined, the parts are exactly `plan`'s list.  A caller on
+    an event loop yields between parts, so planning a large table never holds the loop (and
+    the heartbeat on it) for the whole table.
 
     ``retired`` is read once, before the first part.
 
@@ -223,11 +297,24 @@ def plan_chunks(
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     deletions = [Op("del_service", key) for key in sorted(set(retired)) if key in observed and key not in desired]
-    keys = sorted(desired)
-    for start in range(0, len(keys), chunk):
-        ops: list[Op] = []
-        for key in keys[start:start + chunk]:
-            ops.extend(plan_service(key, desired[key], observed.get(key)))
+    ops: list[Op] = []
+    work = 0
+    for key in sorted(desired):
+        want, have = desired[key], observed.get(key)
+        cost = 1 + len(want.dests) + (len(have.dests) if have is not None else 0)
+        if cost <= chunk:
+            ops.extend(plan_service(key, want, have))
+            work += cost
+            if work >= chunk:
+                yield ops
+                ops, work = [], 0
+            continue
+        for part in plan_service_parts(key, want, have, chunk):
+            ops.extend(part)
+            yield ops
+            ops = []
+        work = 0
+    if ops:
         yield ops
     if deletions:
         yield deletions

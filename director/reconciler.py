@@ -35,8 +35,18 @@ from typing import Callable, Iterator
 
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS
 from .ipvs_sync import SyncDaemon, plan_sync, sync_daemons_for
-from .model import Config, DestKey, KernelService, ServiceKey, VirtualService
-from .planner import PLAN_CHUNK, HealthState, Op, desired_service, plan_chunks, plan_service, record_op
+from .model import Config, DesiredService, DestKey, KernelService, ServiceKey, VirtualService
+from .planner import (
+    PLAN_BUDGET,
+    HealthState,
+    Op,
+    desired_service,
+    desired_service_steps,
+    plan_chunks,
+    plan_service,
+    plan_service_parts,
+    record_op,
+)
 from .status import printable
 
 log = logging.getLogger("directord.reconciler")
@@ -45,6 +55,19 @@ log = logging.getLogger("directord.reconciler")
 DRAIN_POLL_INTERVAL = 1.0
 #: Real servers compared between two yields to the event loop when a configuration is adopted.
 ADOPT_CHUNK = 2000
+
+
+class _Pacer:
+    """Yields to the event loop once every `PLAN_BUDGET` units of planning work (real servers)."""
+
+    def __init__(self) -> None:
+        self.work = 0
+
+    async def spent(self, units: int) -> None:
+        self.work += units
+        if self.work >= PLAN_BUDGET:
+            self.work = 0
+            await asyncio.sleep(0)
 
 
 @dataclass
@@ -246,10 +269,9 @@ class Reconciler:
             # in parts, yielding between them: on a slow machine a table of thousands of
             # real servers takes long enough to delay the heartbeat on this loop
             desired = {}
-            for i, (key, svc) in enumerate(list(self._services.items()), start=1):
-                desired[key] = self._desired(svc)
-                if i % PLAN_CHUNK == 0:
-                    await asyncio.sleep(0)
+            pacer = _Pacer()
+            for key, svc in list(self._services.items()):
+                desired[key] = await self._desired_paced(svc, pacer)
             ops: list[Op] = []
             for part in plan_chunks(desired, self.table, self._retired):
                 ops.extend(part)
@@ -297,10 +319,11 @@ class Reconciler:
             if not self._table_valid:
                 return []  # the next full pass plans every service anyway
             ops: list[Op] = []
+            pacer = _Pacer()
             for key in sorted(dirty):
                 svc = self._services.get(key)
                 if svc is not None:
-                    ops.extend(plan_service(key, self._desired(svc), self.table.get(key)))
+                    ops.extend(await self._plan_paced(svc, pacer))
             await self._apply(ops)
             return ops
 
@@ -336,10 +359,11 @@ class Reconciler:
                 if done:
                     finished.append(key)
             ops: list[Op] = []
+            pacer = _Pacer()
             for key in finished:
                 svc = self._services.get(key)
                 if svc is not None:
-                    ops.extend(plan_service(key, self._desired(svc), self.table.get(key)))
+                    ops.extend(await self._plan_paced(svc, pacer))
             await self._apply(ops)
 
     async def read_table(self) -> dict[ServiceKey, KernelService]:
@@ -361,9 +385,45 @@ class Reconciler:
         svc = self._services.get(key)
         return printable(svc.name) if svc is not None else str(key)
 
-    def _desired(self, svc: VirtualService):
+    def _desired(self, svc: VirtualService) -> DesiredService:
         health = {rs.key: self._health(svc.key, rs.key) for rs in svc.real_servers}
         return desired_service(svc, health, self.table.get(svc.key), self._draining.get(svc.key, {}).keys())
+
+    async def _desired_paced(self, svc: VirtualService, pacer: _Pacer) -> DesiredService:
+        """`_desired`, yielding to the event loop every `PLAN_BUDGET` real servers (``pacer``
+        counts across services; one service of 100,000 alone takes about a second here)."""
+        if len(svc.real_servers) <= PLAN_BUDGET:
+            desired = self._desired(svc)
+            await pacer.spent(len(svc.real_servers) + 1)
+            return desired
+        health: dict[DestKey, HealthState] = {}
+        for count, rs in enumerate(svc.real_servers, 1):
+            health[rs.key] = self._health(svc.key, rs.key)
+            if count % PLAN_BUDGET == 0:
+                await asyncio.sleep(0)
+        draining = tuple(self._draining.get(svc.key, {}))
+        steps = desired_service_steps(svc, health, self.table.get(svc.key), draining, PLAN_BUDGET)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            await asyncio.sleep(0)
+
+    async def _plan_paced(self, svc: VirtualService, pacer: _Pacer) -> list[Op]:
+        """`plan_service` of ``svc`` against the cached table, yielding to the event loop every
+        `PLAN_BUDGET` real servers (``pacer`` counts across services)."""
+        desired = await self._desired_paced(svc, pacer)
+        observed = self.table.get(svc.key)
+        cost = len(desired.dests) + (len(observed.dests) if observed is not None else 0)
+        if cost <= PLAN_BUDGET:
+            await pacer.spent(cost)
+            return plan_service(svc.key, desired, observed)
+        ops: list[Op] = []
+        for part in plan_service_parts(svc.key, desired, observed, PLAN_BUDGET):
+            ops.extend(part)
+            await asyncio.sleep(0)
+        return ops
 
     async def _apply(self, ops: list[Op]) -> None:
         if not ops:

@@ -20,7 +20,16 @@ from director.model import (
     ServiceKey,
     VirtualService,
 )
-from director.planner import Op, desired_service, plan, plan_chunks, plan_service
+from director.planner import (
+    Op,
+    desired_service,
+    desired_service_steps,
+    plan,
+    plan_chunks,
+    plan_service,
+    plan_service_parts,
+    run_steps,
+)
 
 WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
 DNS = ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "10.0.0.100", 53)
@@ -130,12 +139,79 @@ def test_plan_chunks_joined_are_the_plan():
             observed[key] = kservice(WRR, {RS1: DR3})
     observed[DNS] = kservice(WRR, {})
     retired = [DNS, OTHER]
-    parts = list(plan_chunks(desired, observed, retired, chunk=4))
-    assert [op for part in parts for op in part] == plan(desired, observed, retired)
-    assert len(parts) == 4  # services 4 + 4 + 2, then the deletion
-    assert {op.service for op in parts[0]} == set(sorted(desired)[:4]) and parts[-1] == [Op("del_service", DNS)]
+    for chunk in (1, 2, 3, 4, 7, 100):
+        parts = list(plan_chunks(desired, observed, retired, chunk=chunk))
+        assert [op for part in parts for op in part] == plan(desired, observed, retired), chunk
     with pytest.raises(ValueError, match="chunk"):
         next(plan_chunks(desired, observed, chunk=0))
+
+
+def test_plan_chunks_cut_after_a_budget_of_destinations():
+    # each service costs 1 + its 2 desired destinations (none in the kernel): a part ends when
+    # the work reaches the chunk, so with chunk 4 every part holds two services
+    desired = {ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i):
+               DesiredService(WRR, {RS1: DR1, RS2: DR3}) for i in range(10)}
+    parts = list(plan_chunks(desired, {DNS: kservice(WRR, {})}, [DNS], chunk=4))
+    assert len(parts) == 6  # 5 x 2 services, then the deletion
+    assert [{op.service for op in part} for part in parts[:5]] == [set(sorted(desired)[i:i + 2]) for i in range(0, 10, 2)]
+    assert parts[-1] == [Op("del_service", DNS)]
+
+
+def big_service_states():
+    """A service of 10 desired destinations against a kernel entry holding 5 of them (3 with
+    other attributes) and 3 others: 3 deletions, 3 edits, 5 additions, a service edit."""
+    dests = [DestKey(f"10.0.1.{i}", 80) for i in range(1, 14)]
+    desired = DesiredService(WRR, {d: DR1 for d in dests[:10]})
+    kernel = {d: (DR3 if i < 3 else DR1) for i, d in enumerate(dests[:5])} | {d: DR1 for d in dests[10:]}
+    return desired, kservice(ServiceAttrs(scheduler="rr"), kernel)
+
+
+def test_plan_service_parts_joined_are_plan_service():
+    desired, observed = big_service_states()
+    whole = plan_service(WEB, desired, observed)
+    assert [op.kind for op in whole] == ["set_service"] + ["del_dest"] * 3 + ["set_dest"] * 3 + ["add_dest"] * 5
+    for chunk in range(1, 16):
+        for have in (observed, None):
+            parts = list(plan_service_parts(WEB, desired, have, chunk))
+            assert [op for part in parts for op in part] == plan_service(WEB, desired, have), (chunk, have)
+    # a part after every 3 destinations compared (3 deleted, then 10 desired), then the rest
+    assert len(list(plan_service_parts(WEB, desired, observed, 3))) == 13 // 3 + 1
+    assert len(list(plan_service_parts(WEB, desired, None, 3))) == 10 // 3 + 1
+    with pytest.raises(ValueError, match="chunk"):
+        next(plan_service_parts(WEB, desired, observed, 0))
+
+
+def test_plan_chunks_cut_a_service_larger_than_the_budget():
+    desired, observed = big_service_states()
+    small = DesiredService(WRR, {RS1: DR1})
+    table = {WEB: desired, OTHER: small}
+    parts = list(plan_chunks(table, {WEB: observed}, chunk=4))
+    assert [op for part in parts for op in part] == plan(table, {WEB: observed})
+    # WEB (first in key order) compares 13 destinations: a part after every 4 and one for the
+    # rest (the additions all come in its last); then one part for OTHER
+    assert len(parts) == (13 // 4 + 1) + 1
+    assert [op.service for op in parts[-1]] == [OTHER, OTHER]
+
+
+def test_desired_service_steps_end_in_desired_service():
+    servers = tuple(RealServer(f"10.0.1.{i}", 80, weight=i) for i in range(1, 6))
+    svc = vservice(real_servers=servers)
+    health = {rs.key: ("up" if i % 2 else "down") for i, rs in enumerate(servers)}
+    observed = kservice(WRR, {servers[0].key: DR3})
+    steps = desired_service_steps(svc, health, observed, (), chunk=2)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            result = done.value
+            break
+        pauses += 1
+    assert pauses == 2  # after the 2nd and the 4th real server
+    assert result == desired_service(svc, health, observed) == run_steps(
+        desired_service_steps(svc, health, observed, (), chunk=1))
+    with pytest.raises(ValueError, match="chunk"):
+        next(desired_service_steps(svc, health, observed, (), chunk=0))
 
 
 # --- desired_service -----------------------------------------------------------

@@ -18,7 +18,7 @@ from director.model import (
     Settings,
     VirtualService,
 )
-from director.planner import PLAN_CHUNK, Op, record_op
+from director.planner import PLAN_BUDGET, Op, record_op
 
 WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
 DNS = ServiceKey(socket.AF_INET, socket.IPPROTO_UDP, "10.0.0.100", 53)
@@ -205,7 +205,7 @@ async def test_a_full_pass_of_a_large_table_lets_the_loop_run_between_parts():
     services = tuple(
         VirtualService(name=f"s{i}", key=ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i),
                        scheduler="rr", real_servers=(RealServer("10.0.0.11", 80),))
-        for i in range(5 * PLAN_CHUNK)
+        for i in range(5 * PLAN_BUDGET)
     )
     kernel = MemoryKernel()  # never suspends: every yield seen below is the reconciler's own
     r = make(kernel, {(svc.key, RS1): "up" for svc in services})
@@ -226,5 +226,46 @@ async def test_a_full_pass_of_a_large_table_lets_the_loop_run_between_parts():
     during = ticks - before
     stop = True
     await task
-    assert during >= 5  # at least once per part of PLAN_CHUNK services
-    assert len(kernel.table) == 5 * PLAN_CHUNK and all(s.dests for s in kernel.table.values())
+    assert during >= 5  # at least once per PLAN_BUDGET real servers
+    assert len(kernel.table) == 5 * PLAN_BUDGET and all(s.dests for s in kernel.table.values())
+
+
+async def test_one_service_larger_than_the_budget_lets_the_loop_run_inside_it():
+    """A single virtual service of 5 x `PLAN_BUDGET` real servers (one of 100,000 takes about a
+    second to plan here): the full pass and a health transition's service pass both let the
+    loop run several times inside that one service (the first version yielded between
+    services only)."""
+    servers = [RealServer(f"10.{1 + i // 62500}.{i // 250 % 250}.{i % 250 + 1}", 80) for i in range(5 * PLAN_BUDGET)]
+    health = {(WEB, rs.key): "up" for rs in servers}
+    kernel = MemoryKernel()  # never suspends: every yield seen below is the reconciler's own
+    r = make(kernel, health)
+    r.set_config(config(servers))
+    ticks = 0
+    stop = False
+
+    async def ticker():
+        nonlocal ticks
+        while not stop:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    try:
+        before = ticks
+        await r.full_pass()
+        during_full = ticks - before
+        assert len(kernel.table[WEB].dests) == len(servers)
+        for rs in servers[::2]:
+            health[(WEB, rs.key)] = "down"
+        r.on_health(WEB, servers[0].key)
+        before = ticks
+        ops = await r.service_pass()
+        during_service = ticks - before
+    finally:
+        stop = True
+        await task
+    assert during_full >= 5, f"the loop ran {during_full} times during the full pass"
+    assert during_service >= 5, f"the loop ran {during_service} times during the service pass"
+    assert [op.kind for op in ops] == ["set_dest"] * len(servers[::2])
+    assert sum(d.attrs.weight == 0 for d in kernel.table[WEB].dests.values()) == len(servers[::2])
