@@ -503,56 +503,6 @@ def soak_config(base: str, *, vip: str, vip_prefix: str, rips: Sequence[str], po
     return head + "virtual_services:\n" + text + "ha:\n" + ha
 
 
-# --- flood (runs in its own namespace, as `soak.py flood ...`) ---------------------------------
-
-
-def flood_main(argv: Sequence[str]) -> int:
-    """``soak.py flood --packets FILE --dest ADDR --rate N --seconds S``: send the datagrams of
-    FILE (a JSON list of hex strings) in turn to ADDR:694 at about N per second for S seconds,
-    printing ``sent <n>`` every 10 s and at the end."""
-    ap = argparse.ArgumentParser(prog="soak.py flood")
-    ap.add_argument("--packets", required=True)
-    ap.add_argument("--dest", required=True)
-    ap.add_argument("--rate", type=float, required=True)
-    ap.add_argument("--seconds", type=float, required=True)
-    ap.add_argument("--nice", type=int, default=FLOOD_NICE)
-    a = ap.parse_args(argv)
-    bounded_option(a.rate, 1, MAX_FLOOD_RATE, "flood-rate")
-    os.nice(max(0, min(19, a.nice)))
-    bounded_option(a.seconds, 1, MAX_MINUTES * 60 + 3600, "seconds")
-    with open(a.packets, "rb") as f:
-        packets = [bytes.fromhex(h) for h in json.loads(f.read(64 << 20))[:1000]]
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-    dest = (a.dest, HB_PORT)
-    slot = 0.02  # seconds: one burst per slot
-    per_slot = max(1, round(a.rate * slot))
-    start = time.monotonic()
-    end = start + a.seconds
-    next_slot, next_report, sent, errors = start, start + 10, 0, 0
-    while True:
-        now = time.monotonic()
-        if now >= end:
-            break
-        for _ in range(per_slot):
-            try:
-                s.sendto(packets[sent % len(packets)], dest)
-                sent += 1
-            except OSError:
-                errors += 1
-        next_slot += slot
-        if next_slot < now - 1.0:  # more than a second behind: do not try to catch up
-            next_slot = now
-        if now >= next_report:
-            print(f"sent {sent} errors {errors}", flush=True)
-            next_report = now + 10
-        delay = next_slot - time.monotonic()
-        if delay > 0:
-            time.sleep(min(delay, end - time.monotonic()) if end > time.monotonic() else 0)
-    print(f"sent {sent} errors {errors}", flush=True)
-    return 0
-
-
 def last_sent(text: str) -> int:
     """The count of the last ``sent <n>`` line of the flooder's output; 0 when none (pure)."""
     n = 0
@@ -694,10 +644,13 @@ class Soak:
         set_master(sw, "flood-hb", "hb0")
         link_set(sw, "flood-hb", up=True)
         add_address(ns, "eth0", f"{self.hb_net()}.200/24")
+        from director.lab import flood
+
         pk = Path(self.a.out_dir) / "flood-packets.json"
-        pk.write_text(json.dumps([d.hex() for d in forged_datagrams()]))
-        argv = [sys.executable, "-I", str(Path(__file__).resolve()), "flood", "--packets", str(pk),
-                "--dest", f"{self.hb_net()}.255", "--rate", str(self.a.flood_rate), "--seconds", str(seconds)]
+        flood.write_packets(pk, forged_datagrams())
+        argv = [sys.executable, "-I", flood.__file__, "--packets", str(pk), "--dest", f"{self.hb_net()}.255",
+                "--port", str(HB_PORT), "--rate", str(self.a.flood_rate), "--seconds", str(seconds),
+                "--nice", str(FLOOD_NICE)]
         from director.lab.netns import run_in_netns
 
         with open(self.flood_log, "ab") as f:
@@ -1051,8 +1004,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["flood"]:
-        return flood_main(argv[1:])
     a = parse_args(argv)
     from director.lab.pair import ipvs_problem
 

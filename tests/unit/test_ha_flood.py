@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from director.lab import flood as flood_module
 from hapair import (
     HeartbeatTap,
     PairLab,
@@ -43,23 +44,6 @@ pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")
 #: Seconds of flood.
 FLOOD_SECONDS = 6.0
 
-_FLOODER = r"""
-import socket, sys, time
-packets = open(sys.argv[1], "rb").read().split(b"\n--cut--\n")
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-dest = (sys.argv[2], 694)
-end = time.monotonic() + float(sys.argv[3])
-n = 0
-while time.monotonic() < end and n < 2_000_000:
-    try:
-        s.sendto(packets[n % len(packets)], dest)
-        n += 1
-    except OSError:
-        time.sleep(0.0005)
-print(n)
-"""
 
 _BUSY = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
 
@@ -93,10 +77,8 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
                 current,  # authentic replays: parsed, then dropped by sequence
                 old_gen,
             ]
-            assert all(b"\n--cut--\n" not in p for p in packets)
-            batch = tmp_path / "packets"
-            batch.write_bytes(b"\n--cut--\n".join(packets))
-            (tmp_path / "flood.py").write_text(_FLOODER)
+            batch = tmp_path / "packets.json"
+            flood_module.write_packets(batch, packets)
             d1.past_startup_bonus()
             d2.past_startup_bonus()
             before = {d.role: d.status()["counters"] for d in dirs}
@@ -107,13 +89,14 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
                         ["ip", "netns", "exec", lab.ns(role), sys.executable, "-I", "-c", _BUSY,
                          str(FLOOD_SECONDS + 1)]))
                 flood = subprocess.run(
-                    ["ip", "netns", "exec", lab.ns("intruder"), sys.executable, "-I", str(tmp_path / "flood.py"),
-                     str(batch), lab.hb_broadcast, str(FLOOD_SECONDS)],
+                    ["ip", "netns", "exec", lab.ns("intruder"), sys.executable, "-I", flood_module.__file__,
+                     "--packets", str(batch), "--dest", lab.hb_broadcast, "--seconds", str(FLOOD_SECONDS),
+                     "--max", "2000000"],
                     capture_output=True, text=True, timeout=FLOOD_SECONDS + 30)
                 assert flood.returncode == 0, flood.stderr
                 time.sleep(1.0)  # roles keep still after the flood too
                 assert vips.seen(t0) == {ONLY1}, vips.seen(t0)
-            sent = int(flood.stdout)
+            sent = int(flood.stdout.split()[-3])  # the last "sent N errors M"
             after = {d.role: d.status() for d in dirs}
             for d in dirs:
                 doc = after[d.role]

@@ -20,6 +20,7 @@ import time
 
 import pytest
 
+from director.lab import flood as flood_module
 from director.lab import netns as N
 from ha.config import check_ha_environment
 from ha.media import Media, MediumError, broadcast_address, describe, open_medium
@@ -189,7 +190,7 @@ def test_send_errors_are_counted_not_raised(pair):
     assert describe(Medium("mcast", "a0", 1694, group=GROUP)) == f"mcast a0 {GROUP} 1694"
 
 
-def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair):
+def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair, tmp_path):
     """Under a flood of datagrams that each cost the handler 3 ms of CPU, one wake-up of
     the reader stops at its time budget (5 ms), where 64 datagrams a wake-up held the loop
     ~190 ms; so a 20 ms timer on the same loop runs on time. The wake-ups are measured in
@@ -234,25 +235,17 @@ def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair):
         info["stats"] = media.stats()
         media.close()
 
-    flooder = (  # a separate process, so it takes nothing from the receiver's interpreter
-        "import socket, sys, time\n"
-        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-        "s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n"
-        "end = time.monotonic() + float(sys.argv[1]); n = 0\n"
-        "while time.monotonic() < end and n < 500000:\n"
-        "    try:\n"
-        "        s.sendto(b'###\\n' + b'x' * 200, (sys.argv[2], int(sys.argv[3]))); n += 1\n"
-        "    except OSError:\n"
-        "        time.sleep(0.001)\n"
-        "print(n)\n"
-    )
+    packets = tmp_path / "packets.json"
+    flood_module.write_packets(packets, [b"###\n" + b"x" * 200])
     rx = run_in(b, receiver)
     deadline = time.monotonic() + 5
     while not info.get("ready") and time.monotonic() < deadline:
         time.sleep(0.01)
-    tx = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-I", "-c", flooder, "2.5", BRD, str(PORT)],
+    # a separate process, so it takes nothing from the receiver's interpreter
+    tx = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-I", flood_module.__file__, "--packets",
+                         str(packets), "--dest", BRD, "--port", str(PORT), "--seconds", "2.5", "--max", "500000"],
                         capture_output=True, text=True, timeout=30)
-    info["sent"] = tx.stdout.strip()
+    info["sent"] = tx.stdout.split()[-3] if tx.stdout.strip() else tx.stderr  # the last "sent N errors M"
     rx.join(20)
     assert rx.error is None, rx.error
     stats = info["stats"][0]
