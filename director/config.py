@@ -66,9 +66,9 @@ from checks.spec import (
     CheckSpec,
     CheckType,
 )
-from director.ipvs_sync import IFNAME_MAX, valid_ifname
 from director.model import (
     FAMILIES,
+    IFNAME_MAX,
     PROTOCOLS,
     SCHEDULER_FLAGS,
     SCHEDULERS,
@@ -86,6 +86,7 @@ from director.model import (
     canonical_ip,
     host_port,
     ip_family,
+    valid_ifname,
 )
 from ha.readfile import ReadFileError, file_kind, read_regular_file
 

@@ -43,9 +43,9 @@ from .ipvs_dump import (
     _text,
 )
 from .ipvs_command import NLM_F_ACK
+from .model import valid_ifname
 
 __all__ = [
-    "IFNAME_MAX",
     "SyncDaemon",
     "SyncOp",
     "STATES",
@@ -54,7 +54,6 @@ __all__ = [
     "parse_daemon_body",
     "plan_sync",
     "sync_daemons_for",
-    "valid_ifname",
 ]
 
 IPVS_CMD_NEW_DAEMON = 9
@@ -69,8 +68,6 @@ SyncState = Literal["master", "backup"]
 #: ``IP_VS_STATE_MASTER`` and ``IP_VS_STATE_BACKUP`` (include/uapi/linux/ip_vs.h).
 STATES: dict[str, int] = {"master": 1, "backup": 2}
 _STATE_NAMES = {v: k for k, v in STATES.items()}
-#: Longest interface name the kernel takes (``IP_VS_IFNAME_MAXLEN`` 16 with its NUL).
-IFNAME_MAX = 15
 
 
 @dataclass(frozen=True, order=True)
@@ -97,13 +94,6 @@ class SyncOp:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.daemon}"
-
-
-def valid_ifname(name: str) -> bool:
-    """What the kernel's ``dev_valid_name`` accepts (net/core/dev.c), within `IFNAME_MAX`
-    bytes: not empty, not ``.`` or ``..``, no ``/``, ``:``, whitespace or NUL."""
-    return (0 < len(name.encode()) <= IFNAME_MAX and name not in (".", "..")
-            and not any(c in "/:\0" or c.isspace() for c in name))
 
 
 def sync_daemons_for(interface: str, syncid: int) -> tuple[SyncDaemon, SyncDaemon]:

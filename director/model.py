@@ -90,6 +90,20 @@ def host_port(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
+#: Longest interface name the kernel takes, in bytes: ``IFNAMSIZ`` (16, ``include/uapi/linux/if.h``)
+#: less its NUL; IPVS's ``IP_VS_IFNAME_MAXLEN`` for a sync daemon's interface is the same 16.
+IFNAME_MAX = 15
+
+
+def valid_ifname(name: str) -> bool:
+    """Whether ``name`` can name a network interface of the director (e.g. the interface of
+    ``global.sync_daemon``): what the kernel's ``dev_valid_name`` accepts (net/core/dev.c),
+    within `IFNAME_MAX` bytes: not empty, not ``.`` or ``..``, no ``/``, ``:``, whitespace
+    or NUL."""
+    return (0 < len(name.encode()) <= IFNAME_MAX and name not in (".", "..")
+            and not any(c in "/:\0" or c.isspace() for c in name))
+
+
 # --- kernel table -------------------------------------------------------------
 
 
@@ -323,7 +337,7 @@ class VirtualService:
 class SyncSettings:
     """IPVS connection synchronisation (``global.sync_daemon``): the kernel's master and
     backup sync daemons run on every director, multicasting on ``interface`` (a name in
-    the director's namespace) with ``syncid`` 0-255 (`director.ipvs_sync`)."""
+    the director's namespace, `valid_ifname`) with ``syncid`` 0-255 (`director.ipvs_sync`)."""
 
     interface: str
     syncid: int = 0
