@@ -625,7 +625,7 @@ def links_at_once(ns: str, names: Sequence[str], *, up: bool) -> None:
     """Set links ``names`` of namespace ``ns`` up or down in one datagram (see `setlink_batch`):
     a node failure takes its service and heartbeat links at the same instant, not one
     library call apart. Raises OSError (a name unknown, or the kernel's error ack)."""
-    from director.ipvs_command import parse_acks
+    from director.ipvs.netlink import parse_acks
     from director.lab.netns import call_in_netns
 
     def work() -> None:

@@ -337,7 +337,7 @@ class VirtualService:
 class SyncSettings:
     """IPVS connection synchronisation (``global.sync_daemon``): the kernel's master and
     backup sync daemons run on every director, multicasting on ``interface`` (a name in
-    the director's namespace, `valid_ifname`) with ``syncid`` 0-255 (`director.ipvs_sync`)."""
+    the director's namespace, `valid_ifname`) with ``syncid`` 0-255 (`director.ipvs.sync`)."""
 
     interface: str
     syncid: int = 0

@@ -16,7 +16,7 @@ after each successful command.  Three things make it act:
 * the periodic pass: a fresh dump and a full plan.
 
 Each full pass also keeps the kernel's IPVS sync daemons as ``global.sync_daemon``
-says (`director.ipvs_sync.plan_sync`): master and backup on its interface, started
+says (`director.ipvs.sync.plan_sync`): master and backup on its interface, started
 again if someone stopped them; when a reload removes the setting, the daemons
 are stopped once and then left alone.
 
@@ -33,8 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS
-from .ipvs_sync import SyncDaemon, plan_sync, sync_daemons_for
+from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS, SyncDaemon, plan_sync, sync_daemons_for
 from .model import Config, DesiredService, DestKey, KernelService, ServiceKey, VirtualService
 from .planner import (
     PLAN_BUDGET,

@@ -8,7 +8,8 @@ import struct
 import pytest
 from pyroute2.ipvs import ipvs as pyroute2_ipvs
 
-from director.ipvs_command import COMMANDS, encode_op, parse_acks
+from director.ipvs.codec import COMMANDS, encode_op
+from director.ipvs.netlink import parse_acks
 from director.model import DestAttrs, DestKey, ServiceAttrs, ServiceKey
 from director.planner import Op
 

@@ -1,4 +1,5 @@
-"""director.ipvs_dump: byte-exact dump requests, parsing of kernel answers, equivalence with pyroute2."""
+"""IPVS dumps (director.ipvs.codec, .netlink, .transport): byte-exact dump requests, parsing of kernel
+answers, equivalence with pyroute2."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ import struct
 import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
-from director import ipvs_dump as d
-from director.ipvs import IPVSError, parse_dest, parse_service
-from director.model import DestAttrs, DestKey, KernelDest, ServiceAttrs, ServiceKey
+from director.ipvs import IPVSError, codec, netlink, transport, uapi
+from director.model import DestAttrs, DestKey, KernelDest, ServiceAttrs, ServiceKey, canonical_ip
 
 FAMILY = 0x20  # an IPVS family id as the controller might assign it
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
@@ -52,7 +52,7 @@ def stats(width) -> bytes:
     return b"".join(nla(i, width(1000 * i)) for i in range(1, 11))
 
 
-def nlmsg(mtype: int, payload: bytes, seq: int, flags: int = d.NLM_F_MULTI, pid: int = 4242) -> bytes:
+def nlmsg(mtype: int, payload: bytes, seq: int, flags: int = uapi.NLM_F_MULTI, pid: int = 4242) -> bytes:
     length = 16 + len(payload)
     return struct.pack("=IHHII", length, mtype, flags, seq, pid) + payload + b"\0" * ((-length) % 4)
 
@@ -88,19 +88,19 @@ def kernel_dest(family, addr, port=80, fwd=3, weight=1, uth=0, lth=0, active=0, 
 
 
 def done(seq: int, code: int = 0) -> bytes:
-    return nlmsg(d.NLMSG_DONE, struct.pack("=i", code), seq)
+    return nlmsg(uapi.NLMSG_DONE, struct.pack("=i", code), seq)
 
 
 def error(seq: int, code: int) -> bytes:
     # nlmsgerr: int error + the offending request's header
-    return nlmsg(d.NLMSG_ERROR, struct.pack("=i", -code) + struct.pack("=IHHII", 20, FAMILY, 0x301, seq, 0), seq, 0)
+    return nlmsg(uapi.NLMSG_ERROR, struct.pack("=i", -code) + struct.pack("=IHHII", 20, FAMILY, 0x301, seq, 0), seq, 0)
 
 
 def answer_bodies(*datagrams: bytes, seq: int) -> list:
     bodies, finished = [], False
     for data in datagrams:
         assert not finished
-        more, finished = d.split_answer(data, FAMILY, seq)
+        more, finished = netlink.split_answer(data, FAMILY, seq)
         bodies += more
     assert finished
     return bodies
@@ -114,7 +114,7 @@ def test_service_dump_request_bytes():
         "14000000" "2000" "0103" "07000000" "00000000"  # nlmsghdr: len 20, type, REQUEST|DUMP, seq 7, pid 0
         "04" "01" "0000"  # genlmsghdr: IPVS_CMD_GET_SERVICE, version 1
     )
-    assert d.service_dump_request(FAMILY, 7) == expected
+    assert codec.service_dump_request(FAMILY, 7) == expected
 
 
 def test_dest_dump_request_bytes_ipv4():
@@ -127,7 +127,7 @@ def test_dest_dump_request_bytes_ipv4():
         "1400" "0300" "0a000001" "000000000000000000000000"  # ADDR (union nf_inet_addr)
         "0600" "0400" "0050" "0000"  # PORT 80, be16
     )
-    assert d.dest_dump_request(FAMILY, 9, ServiceKey(V4, TCP, "10.0.0.1", 80)) == expected
+    assert codec.dest_dump_request(FAMILY, 9, ServiceKey(V4, TCP, "10.0.0.1", 80)) == expected
 
 
 def test_dest_dump_request_bytes_ipv6_and_fwmark():
@@ -139,14 +139,14 @@ def test_dest_dump_request_bytes_ipv6_and_fwmark():
         "1400" "0300" "20010db8000000000000000000000001"
         "0600" "0400" "0035" "0000"  # 53
     )
-    assert d.dest_dump_request(FAMILY, 1, ServiceKey(V6, UDP, "2001:db8::1", 53)) == expected_v6
+    assert codec.dest_dump_request(FAMILY, 1, ServiceKey(V6, UDP, "2001:db8::1", 53)) == expected_v6
     expected_fwmark = bytes.fromhex(
         "28000000" "2000" "0103" "02000000" "00000000" "08010000"
         "1400" "0100"
         "0600" "0100" "0a00" "0000"
         "0800" "0500" "2a000000"  # FWMARK 42
     )
-    assert d.dest_dump_request(FAMILY, 2, ServiceKey(V6, 0, "", 0, 42)) == expected_fwmark
+    assert codec.dest_dump_request(FAMILY, 2, ServiceKey(V6, 0, "", 0, 42)) == expected_fwmark
 
 
 # --- answers ----------------------------------------------------------------------------------
@@ -158,7 +158,7 @@ def test_parse_ipv4_services_multipart_with_done():
                                netmask=socket.inet_aton("255.255.255.0")), 5)
     second = nlmsg(FAMILY, kernel_service(V4, fwmark=7, sched="sh", flags=0x2 | 0x8 | 0x10), 5) + done(5)
     bodies = answer_bodies(first, second, seq=5)
-    assert [d.parse_service_body(b) for b in bodies] == [
+    assert [codec.parse_service_body(b) for b in bodies] == [
         (ServiceKey(V4, TCP, "10.0.0.1", 80), ServiceAttrs("wrr", 0x2, 0, "255.255.255.255", "")),
         (ServiceKey(V4, UDP, "10.0.0.2", 53), ServiceAttrs("wlc", 0x3, 300, "255.255.255.0", "")),
         (ServiceKey(V4, 0, "", 0, 7), ServiceAttrs("sh", 0x1A, 0, "255.255.255.255", "")),
@@ -168,7 +168,7 @@ def test_parse_ipv4_services_multipart_with_done():
 def test_parse_ipv6_service_netmask_prefix_and_pe():
     body = kernel_service(V6, addr="2001:db8:0:0::10", port=443, flags=0x3, timeout=600,
                           netmask=struct.pack("=I", 64), pe="sip", nested=True)
-    key, attrs = d.parse_service_body(body[4:])  # after the genl header
+    key, attrs = codec.parse_service_body(body[4:])  # after the genl header
     assert key == ServiceKey(V6, TCP, "2001:db8::10", 443)
     assert attrs == ServiceAttrs("wlc", 0x3, 600, 64, "sip")
 
@@ -181,11 +181,11 @@ def test_parse_dests_ipv4_ipv6_and_old_kernel_without_family():
         + done(3)
     )
     bodies = answer_bodies(data, seq=3)
-    assert d.parse_dest_body(bodies[0], V4) == (
+    assert codec.parse_dest_body(bodies[0], V4) == (
         DestKey("10.1.0.1", 8080), KernelDest(DestAttrs(0, 0, 100, 10), 3, 4, 5))
-    assert d.parse_dest_body(bodies[1], V4) == (DestKey("2001:db8::5", 80), KernelDest(DestAttrs(2, 65535, 0, 0)))
+    assert codec.parse_dest_body(bodies[1], V4) == (DestKey("2001:db8::5", 80), KernelDest(DestAttrs(2, 65535, 0, 0)))
     old = kernel_dest(V6, "2001:db8::7", with_family=False)
-    assert d.parse_dest_body(old[4:], V6) == (DestKey("2001:db8::7", 80), KernelDest(DestAttrs(3, 1, 0, 0)))
+    assert codec.parse_dest_body(old[4:], V6) == (DestKey("2001:db8::7", 80), KernelDest(DestAttrs(3, 1, 0, 0)))
 
 
 def test_foreign_sequence_and_type_are_skipped():
@@ -195,10 +195,10 @@ def test_foreign_sequence_and_type_are_skipped():
         + nlmsg(FAMILY, kernel_service(V4, addr="10.0.0.3"), 4)
         + done(99)
     )
-    bodies, finished = d.split_answer(data, FAMILY, 4)
+    bodies, finished = netlink.split_answer(data, FAMILY, 4)
     assert not finished
-    assert [d.parse_service_body(b)[0].address for b in bodies] == ["10.0.0.3"]
-    assert d.split_answer(done(4), FAMILY, 4) == ([], True)
+    assert [codec.parse_service_body(b)[0].address for b in bodies] == ["10.0.0.3"]
+    assert netlink.split_answer(done(4), FAMILY, 4) == ([], True)
 
 
 def test_empty_dump_is_just_done():
@@ -207,15 +207,15 @@ def test_empty_dump_is_just_done():
 
 def test_nlmsg_error_raises_with_errno():
     with pytest.raises(IPVSError) as info:
-        d.split_answer(error(6, errno.EPERM), FAMILY, 6)
+        netlink.split_answer(error(6, errno.EPERM), FAMILY, 6)
     assert info.value.errno == errno.EPERM
     with pytest.raises(IPVSError) as info:
-        d.split_answer(nlmsg(FAMILY, kernel_service(V4), 6) + done(6, -errno.EMSGSIZE), FAMILY, 6)
+        netlink.split_answer(nlmsg(FAMILY, kernel_service(V4), 6) + done(6, -errno.EMSGSIZE), FAMILY, 6)
     assert info.value.errno == errno.EMSGSIZE
 
 
 def test_ack_ends_the_answer():
-    assert d.split_answer(error(6, 0), FAMILY, 6) == ([], True)
+    assert netlink.split_answer(error(6, 0), FAMILY, 6) == ([], True)
 
 
 @pytest.mark.parametrize(
@@ -225,26 +225,27 @@ def test_ack_ends_the_answer():
         struct.pack("=IHHII", 8, FAMILY, 2, 1, 0),  # length below the header size
         struct.pack("=IHHII", 400, FAMILY, 2, 1, 0) + b"\0" * 8,  # length past the datagram
         nlmsg(FAMILY, b"\x01\x01", 1),  # no room for the genl header
-        nlmsg(d.NLMSG_ERROR, b"", 1),  # error without its code
+        nlmsg(uapi.NLMSG_ERROR, b"", 1),  # error without its code
     ],
 )
 def test_garbled_datagram_raises_ipvs_error(data):
     with pytest.raises(IPVSError):
-        d.split_answer(data, FAMILY, 1)
+        netlink.split_answer(data, FAMILY, 1)
 
 
 @pytest.mark.parametrize(
     "body, parse",
     [
-        (genl(1, b""), lambda b: d.parse_service_body(b)),  # no IPVS_CMD_ATTR_SERVICE
-        (genl(1, nla(1, nla(1, u16(V4)) + nla(2, u16(TCP)))), lambda b: d.parse_service_body(b)),  # no address
-        (genl(1, nla(1, nla(1, u16(V6)) + nla(3, bytes(4)))), lambda b: d.parse_service_body(b)),  # short v6 addr
-        (genl(1, nla(1, nla(1, u16(V4)) + nla(5, b"\x01"))), lambda b: d.parse_service_body(b)),  # short fwmark
-        (genl(1, nla(1, nla(1, u16(V4)) + nla(5, u32(1)) + nla(7, u32(1)))), lambda b: d.parse_service_body(b)),
-        (genl(1, nla(1, nla(1, u16(V4)) + nla(5, u32(1)) + nla(6, b"\xff\xfe\0"))), lambda b: d.parse_service_body(b)),
-        (genl(5, nla(2, nla(1, bytes(16)) + nla(11, u16(99)))), lambda b: d.parse_dest_body(b, V4)),  # bad family
-        (genl(5, nla(2, nla(2, be16(80)))), lambda b: d.parse_dest_body(b, V4)),  # no address
-        (genl(5, b"\x08\x00\x02\x00\x00"), lambda b: d.parse_dest_body(b, V4)),  # attribute past the end
+        (genl(1, b""), lambda b: codec.parse_service_body(b)),  # no IPVS_CMD_ATTR_SERVICE
+        (genl(1, nla(1, nla(1, u16(V4)) + nla(2, u16(TCP)))), lambda b: codec.parse_service_body(b)),  # no address
+        (genl(1, nla(1, nla(1, u16(V6)) + nla(3, bytes(4)))), lambda b: codec.parse_service_body(b)),  # short v6 addr
+        (genl(1, nla(1, nla(1, u16(V4)) + nla(5, b"\x01"))), lambda b: codec.parse_service_body(b)),  # short fwmark
+        (genl(1, nla(1, nla(1, u16(V4)) + nla(5, u32(1)) + nla(7, u32(1)))), lambda b: codec.parse_service_body(b)),
+        (genl(1, nla(1, nla(1, u16(V4)) + nla(5, u32(1)) + nla(6, b"\xff\xfe\0"))),
+         lambda b: codec.parse_service_body(b)),
+        (genl(5, nla(2, nla(1, bytes(16)) + nla(11, u16(99)))), lambda b: codec.parse_dest_body(b, V4)),  # bad family
+        (genl(5, nla(2, nla(2, be16(80)))), lambda b: codec.parse_dest_body(b, V4)),  # no address
+        (genl(5, b"\x08\x00\x02\x00\x00"), lambda b: codec.parse_dest_body(b, V4)),  # attribute past the end
     ],
 )
 def test_malformed_message_raises_ipvs_error(body, parse):
@@ -265,10 +266,10 @@ def test_truncations_and_bit_flips_raise_only_ipvs_error():
     outcomes = {"ok": 0, "error": 0}
     for case in cases:
         try:
-            bodies, _ = d.split_answer(case, FAMILY, 1)
+            bodies, _ = netlink.split_answer(case, FAMILY, 1)
             for body in bodies:
-                d.parse_service_body(body)
-                d.parse_dest_body(body, V4)
+                codec.parse_service_body(body)
+                codec.parse_dest_body(body, V4)
         except IPVSError:
             outcomes["error"] += 1
         else:
@@ -277,6 +278,66 @@ def test_truncations_and_bit_flips_raise_only_ipvs_error():
 
 
 # --- equivalence with pyroute2's parser ---------------------------------------------------------
+#
+# parse_service / parse_dest turn a message decoded by pyroute2's IPVS message class (an
+# independent decoder) into the model's shapes; the hand-written decoders must agree with them.
+
+
+def netmask_to_ipv6_prefix(value: str) -> int:
+    """pyroute2 decodes IPVS_SVC_ATTR_NETMASK as an IPv4 address: for IPv6 the kernel's
+    host-order prefix length arrives as the address of its bytes (``128.0.0.0`` on little-endian)."""
+    return struct.unpack("=I", socket.inet_aton(value))[0]
+
+
+def _nla(nla, name: str, default=None):
+    value = nla.get(name)
+    return default if value is None else value
+
+
+def parse_service(msg) -> tuple[ServiceKey, ServiceAttrs]:
+    """(key, attributes) of one IPVS_CMD_GET_SERVICE message decoded by pyroute2."""
+    svc = msg.get("IPVS_CMD_ATTR_SERVICE")
+    family = _nla(svc, "IPVS_SVC_ATTR_AF", socket.AF_INET)
+    fwmark = _nla(svc, "IPVS_SVC_ATTR_FWMARK", 0)
+    if fwmark:
+        key = ServiceKey(family, 0, "", 0, fwmark)
+    else:
+        key = ServiceKey(
+            family,
+            _nla(svc, "IPVS_SVC_ATTR_PROTOCOL", 0),
+            canonical_ip(_nla(svc, "IPVS_SVC_ATTR_ADDR")),
+            _nla(svc, "IPVS_SVC_ATTR_PORT", 0),
+        )
+    flags = _nla(svc, "IPVS_SVC_ATTR_FLAGS", None)
+    netmask = _nla(svc, "IPVS_SVC_ATTR_NETMASK", "255.255.255.255")
+    if family == socket.AF_INET6:
+        netmask = netmask_to_ipv6_prefix(netmask)
+    attrs = ServiceAttrs(
+        scheduler=_nla(svc, "IPVS_SVC_ATTR_SCHED_NAME", ""),
+        flags=flags["flags"] if flags is not None else 0,
+        timeout=_nla(svc, "IPVS_SVC_ATTR_TIMEOUT", 0),
+        netmask=netmask,
+        pe_name=_nla(svc, "IPVS_SVC_ATTR_PE_NAME", ""),
+    )
+    return key, attrs
+
+
+def parse_dest(msg) -> tuple[DestKey, KernelDest]:
+    """(key, destination with counters) of one IPVS_CMD_GET_DEST message decoded by pyroute2."""
+    d = msg.get("IPVS_CMD_ATTR_DEST")
+    key = DestKey(canonical_ip(_nla(d, "IPVS_DEST_ATTR_ADDR")), _nla(d, "IPVS_DEST_ATTR_PORT", 0))
+    attrs = DestAttrs(
+        fwd_method=_nla(d, "IPVS_DEST_ATTR_FWD_METHOD", 0) & 0x7,
+        weight=_nla(d, "IPVS_DEST_ATTR_WEIGHT", 0),
+        u_thresh=_nla(d, "IPVS_DEST_ATTR_U_THRESH", 0),
+        l_thresh=_nla(d, "IPVS_DEST_ATTR_L_THRESH", 0),
+    )
+    return key, KernelDest(
+        attrs=attrs,
+        active_conns=_nla(d, "IPVS_DEST_ATTR_ACTIVE_CONNS", 0),
+        inactive_conns=_nla(d, "IPVS_DEST_ATTR_INACT_CONNS", 0),
+        persist_conns=_nla(d, "IPVS_DEST_ATTR_PERSIST_CONNS", 0),
+    )
 
 
 def pyroute2_encoded(attrs_name: str, attrs: list, cmd: int) -> tuple[bytes, ipvsmsg]:
@@ -285,7 +346,7 @@ def pyroute2_encoded(attrs_name: str, attrs: list, cmd: int) -> tuple[bytes, ipv
     msg["version"] = 1
     msg["attrs"] = [(attrs_name, {"attrs": attrs})]
     msg["header"]["type"] = FAMILY
-    msg["header"]["flags"] = d.NLM_F_MULTI
+    msg["header"]["flags"] = uapi.NLM_F_MULTI
     msg["header"]["sequence_number"] = 11
     msg.encode()
     decoded = ipvsmsg(msg.data)
@@ -327,9 +388,9 @@ DESTS = [
 @pytest.mark.parametrize("attrs", SERVICES)
 def test_service_parse_matches_pyroute2(attrs):
     data, decoded = pyroute2_encoded("IPVS_CMD_ATTR_SERVICE", attrs, 1)
-    bodies, _ = d.split_answer(data, FAMILY, 11)
+    bodies, _ = netlink.split_answer(data, FAMILY, 11)
     assert len(bodies) == 1
-    mine = d.parse_service_body(bodies[0])
+    mine = codec.parse_service_body(bodies[0])
     assert mine == parse_service(decoded)
     assert mine[0].family == attrs[0][1]
 
@@ -337,19 +398,19 @@ def test_service_parse_matches_pyroute2(attrs):
 @pytest.mark.parametrize("attrs", DESTS)
 def test_dest_parse_matches_pyroute2(attrs):
     data, decoded = pyroute2_encoded("IPVS_CMD_ATTR_DEST", attrs, 5)
-    bodies, _ = d.split_answer(data, FAMILY, 11)
+    bodies, _ = netlink.split_answer(data, FAMILY, 11)
     assert len(bodies) == 1
-    assert d.parse_dest_body(bodies[0], V4) == parse_dest(decoded)
+    assert codec.parse_dest_body(bodies[0], V4) == parse_dest(decoded)
 
 
 def test_kernel_layout_matches_pyroute2():
     """The hand-built kernel layout (16-byte IPv4 address, stats, nested bit) decodes the same in both."""
     for body, parse_mine, parse_theirs in [
         (kernel_service(V4, addr="10.0.0.1", flags=0x3, timeout=60, netmask=socket.inet_aton("255.255.255.0")),
-         d.parse_service_body, parse_service),
+         codec.parse_service_body, parse_service),
         (kernel_service(V6, addr="2001:db8::1", netmask=struct.pack("=I", 96), pe="sip"),
-         d.parse_service_body, parse_service),
-        (kernel_dest(V4, "10.1.0.1", fwd=3, weight=4, active=9), lambda b: d.parse_dest_body(b, V4), parse_dest),
+         codec.parse_service_body, parse_service),
+        (kernel_dest(V4, "10.1.0.1", fwd=3, weight=4, active=9), lambda b: codec.parse_dest_body(b, V4), parse_dest),
     ]:
         theirs = ipvsmsg(nlmsg(FAMILY, body, 1))
         theirs.decode()
@@ -360,7 +421,7 @@ def test_kernel_layout_matches_pyroute2():
 
 
 async def test_dump_socket_sequences_and_multipart(monkeypatch):
-    dumper = d.DumpSocket(FAMILY)
+    dumper = transport.DumpSocket(FAMILY)
     dumper.close()
     ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     ours.setblocking(False)
@@ -371,16 +432,16 @@ async def test_dump_socket_sequences_and_multipart(monkeypatch):
 
     async def play_kernel():
         request = await loop.sock_recv(kernel, 65536)
-        assert request == d.service_dump_request(FAMILY, 1)
+        assert request == codec.service_dump_request(FAMILY, 1)
         await loop.sock_sendall(kernel, nlmsg(FAMILY, kernel_service(V4, addr="10.0.0.1"), 1))
         await loop.sock_sendall(kernel, done(1))
         request = await loop.sock_recv(kernel, 65536)
-        assert request == d.dest_dump_request(FAMILY, 2, key)
+        assert request == codec.dest_dump_request(FAMILY, 2, key)
         await loop.sock_sendall(kernel, nlmsg(FAMILY, kernel_dest(V4, "10.9.9.9"), 1))  # stale: seq 1
         await loop.sock_sendall(kernel, nlmsg(FAMILY, kernel_dest(V4, "10.1.0.1", weight=2), 2))
         await loop.sock_sendall(kernel, nlmsg(FAMILY, kernel_dest(V4, "10.1.0.2", weight=3), 2) + done(2))
         request = await loop.sock_recv(kernel, 65536)
-        assert request == d.dest_dump_request(FAMILY, 3, key)
+        assert request == codec.dest_dump_request(FAMILY, 3, key)
         await loop.sock_sendall(kernel, error(3, errno.ESRCH))
 
     player = asyncio.create_task(play_kernel())
@@ -404,14 +465,14 @@ def test_dest_fixed_layout_fast_path_agrees_with_the_general_walk():
     """Kernel (>= 5.2) layout takes the one-unpack path; its result equals the attribute walk's."""
     body = kernel_dest(V6, "fd00::9", 443, fwd=0, weight=7, uth=9, lth=2, active=1, inact=2, persist=3)[4:]
     end = len(body)
-    fast = d._dest_fixed_layout(body, 4, end)  # after the IPVS_CMD_ATTR_DEST header
+    fast = codec.parse_dest_fixed_layout(body, 4, end)  # after the IPVS_CMD_ATTR_DEST header
     assert fast == (DestKey("fd00::9", 443), KernelDest(DestAttrs(0, 7, 9, 2), 1, 2, 3))
     # a repeated weight after the fixed part: the fast path steps aside, the walk takes the last one
     inner = body[4:] + nla(4, u32(99))
     dup = nla(2, inner)
-    assert d._dest_fixed_layout(dup, 4, len(dup)) is None
-    assert d.parse_dest_body(dup, V4)[1].attrs.weight == 99
+    assert codec.parse_dest_fixed_layout(dup, 4, len(dup)) is None
+    assert codec.parse_dest_body(dup, V4)[1].attrs.weight == 99
     # an old kernel without the tunnel attributes: general walk
     old = nla(2, nla(1, addr16(V4, "10.0.0.5")) + nla(2, be16(80)) + nla(3, u32(3)) + nla(4, u32(1)))
-    assert d._dest_fixed_layout(old, 4, len(old)) is None
-    assert d.parse_dest_body(old, V4) == (DestKey("10.0.0.5", 80), KernelDest(DestAttrs(3, 1)))
+    assert codec.parse_dest_fixed_layout(old, 4, len(old)) is None
+    assert codec.parse_dest_body(old, V4) == (DestKey("10.0.0.5", 80), KernelDest(DestAttrs(3, 1)))

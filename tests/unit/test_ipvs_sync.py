@@ -9,7 +9,7 @@ import pytest
 
 from director.config import ConfigError, format_issues, parse_config
 from director.ipvs import IPVSError
-from director.ipvs_sync import (
+from director.ipvs.sync import (
     SyncDaemon,
     SyncOp,
     daemon_dump_request,

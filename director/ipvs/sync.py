@@ -32,18 +32,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from .ipvs_dump import (
-    _U32,
-    NLM_F_REQUEST,
-    _attr,
-    _error,
-    _int,
-    _nested,
-    _request,
-    _text,
+from director.model import valid_ifname
+
+from .errors import IPVSError
+from .netlink import (
+    U32,
+    genlmsg,
+    nla_get_int,
+    nla_get_string,
+    nla_parse_nested,
+    nla_put,
+    nla_put_string,
+    nla_put_u32,
 )
-from .ipvs_command import NLM_F_ACK
-from .model import valid_ifname
+from .uapi import (
+    IP_VS_STATE_BACKUP,
+    IP_VS_STATE_MASTER,
+    IPVS_CMD_ATTR_DAEMON,
+    IPVS_CMD_DEL_DAEMON,
+    IPVS_CMD_GET_DAEMON,
+    IPVS_CMD_NEW_DAEMON,
+    IPVS_DAEMON_ATTR_MCAST_IFN,
+    IPVS_DAEMON_ATTR_STATE,
+    IPVS_DAEMON_ATTR_SYNC_ID,
+    IPVS_GENL_VERSION,
+    NLM_F_ACK,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+)
 
 __all__ = [
     "SyncDaemon",
@@ -56,17 +72,9 @@ __all__ = [
     "sync_daemons_for",
 ]
 
-IPVS_CMD_NEW_DAEMON = 9
-IPVS_CMD_DEL_DAEMON = 10
-IPVS_CMD_GET_DAEMON = 11
-IPVS_CMD_ATTR_DAEMON = 3
-IPVS_DAEMON_ATTR_STATE = 1
-IPVS_DAEMON_ATTR_MCAST_IFN = 2
-IPVS_DAEMON_ATTR_SYNC_ID = 3
-
 SyncState = Literal["master", "backup"]
 #: ``IP_VS_STATE_MASTER`` and ``IP_VS_STATE_BACKUP`` (include/uapi/linux/ip_vs.h).
-STATES: dict[str, int] = {"master": 1, "backup": 2}
+STATES: dict[str, int] = {"master": IP_VS_STATE_MASTER, "backup": IP_VS_STATE_BACKUP}
 _STATE_NAMES = {v: k for k, v in STATES.items()}
 
 
@@ -129,26 +137,26 @@ def encode_sync_op(family_id: int, seq: int, op: SyncOp) -> bytes:
     d = op.daemon
     if d.state not in STATES:
         raise ValueError(f"unknown sync daemon state {d.state!r}")
-    inner = _attr(IPVS_DAEMON_ATTR_STATE, _U32.pack(STATES[d.state]))
+    inner = nla_put_u32(IPVS_DAEMON_ATTR_STATE, STATES[d.state])
     if op.kind == "start":
         if not valid_ifname(d.interface):
             raise ValueError(f"not an interface name the kernel takes: {d.interface!r}")
         if not 0 <= d.syncid <= 255:
             raise ValueError(f"syncid must be 0-255, got {d.syncid}")
-        inner += (_attr(IPVS_DAEMON_ATTR_MCAST_IFN, d.interface.encode() + b"\0")
-                  + _attr(IPVS_DAEMON_ATTR_SYNC_ID, _U32.pack(d.syncid)))
+        inner += (nla_put_string(IPVS_DAEMON_ATTR_MCAST_IFN, d.interface)
+                  + nla_put_u32(IPVS_DAEMON_ATTR_SYNC_ID, d.syncid))
         cmd = IPVS_CMD_NEW_DAEMON
     elif op.kind == "stop":
         cmd = IPVS_CMD_DEL_DAEMON
     else:
         raise ValueError(f"unknown sync daemon operation {op.kind!r}")
-    attrs = _attr(IPVS_CMD_ATTR_DAEMON, inner)  # nested, without NLA_F_NESTED, as the other requests
-    return _request(family_id, seq, cmd, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
+    attrs = nla_put(IPVS_CMD_ATTR_DAEMON, inner)  # nested, without NLA_F_NESTED, as the other requests
+    return genlmsg(family_id, seq, cmd, IPVS_GENL_VERSION, attrs, flags=NLM_F_REQUEST | NLM_F_ACK)
 
 
 def daemon_dump_request(family_id: int, seq: int) -> bytes:
     """The IPVS_CMD_GET_DAEMON dump request: one answer message per running daemon."""
-    return _request(family_id, seq, IPVS_CMD_GET_DAEMON)
+    return genlmsg(family_id, seq, IPVS_CMD_GET_DAEMON, IPVS_GENL_VERSION, flags=NLM_F_REQUEST | NLM_F_DUMP)
 
 
 def parse_daemon_body(body: memoryview | bytes) -> SyncDaemon:
@@ -157,9 +165,9 @@ def parse_daemon_body(body: memoryview | bytes) -> SyncDaemon:
     Raises:
         IPVSError: the message lacks the daemon attribute or holds an unknown state.
     """
-    data, attrs = _nested(body, IPVS_CMD_ATTR_DAEMON)
-    state = _int(data, attrs, IPVS_DAEMON_ATTR_STATE, _U32)
+    attrs = nla_parse_nested(body, IPVS_CMD_ATTR_DAEMON)
+    state = nla_get_int(body, attrs, IPVS_DAEMON_ATTR_STATE, U32)
     if state not in _STATE_NAMES:
-        raise _error(f"IPVS sync daemon with unknown state {state}")
-    return SyncDaemon(_STATE_NAMES[state], _text(data, attrs, IPVS_DAEMON_ATTR_MCAST_IFN),  # type: ignore[arg-type]
-                      _int(data, attrs, IPVS_DAEMON_ATTR_SYNC_ID, _U32))
+        raise IPVSError(f"IPVS sync daemon with unknown state {state}")
+    return SyncDaemon(_STATE_NAMES[state], nla_get_string(body, attrs, IPVS_DAEMON_ATTR_MCAST_IFN),  # type: ignore[arg-type]
+                      nla_get_int(body, attrs, IPVS_DAEMON_ATTR_SYNC_ID, U32))

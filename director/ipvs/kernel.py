@@ -1,73 +1,38 @@
-"""The one module that speaks IPVS generic netlink.
+"""`KernelIPVS`: the IPVS table of the current network namespace, for the rest of directord.
 
-`KernelIPVS` dumps the table of the current network namespace into the
-model's `KernelTable` shape (through `director.ipvs_dump`, a hand-written
-parser: pyroute2's generic one costs tens of seconds of CPU on a large
-table) and applies planner operations as one netlink command each, encoded
-by `director.ipvs_command` and sent in batches (pyroute2's AsyncIPVS
-resolves the IPVS family id; its one-request-at-a-time path cost minutes on
-a large table).  Everything else in directord is kernel-agnostic.
+It dumps the table into the model's `KernelTable` shape (`DumpSocket` and
+the decoders of `director.ipvs.codec`: pyroute2's generic parser costs tens
+of seconds of CPU on a large table), applies planner operations as one
+netlink command each, sent in batches (`CommandSocket`), and keeps the
+kernel's sync daemons (`director.ipvs.sync`). The IPVS family id is asked of
+the generic-netlink controller (`resolve_family`). Everything else in
+directord is kernel-agnostic.
 
 Kernel facts this module relies on (``net/netfilter/ipvs/ip_vs_ctl.c``):
 
 * the service key is (af, protocol, addr, port) or (af, fwmark);
-* IPVS_SVC_ATTR_NETMASK is a be32 that holds a dotted mask for IPv4 and, for
-  IPv6, the prefix length read back in host order; pyroute2 decodes the
-  attribute as an IPv4 address, so a dumped IPv6 prefix arrives as the
-  address whose bytes are the native-order u32 (``128.0.0.0`` on
-  little-endian);
 * IPVS_CMD_SET_DEST replaces every field of the destination, so an edit
   carries the complete entry (`DestAttrs`);
 * IPVS_SVC_ATTR_FLAGS is a (flags, mask) pair; we send mask 0xffffffff so a
-  cleared bit (e.g. persistence turned off) is cleared in the kernel.
+  cleared bit (e.g. persistence turned off) is cleared in the kernel;
+* the IPVS generic-netlink family exists only while ip_vs is loaded: the
+  lookup of ``IPVS`` fails with ENOENT otherwise.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import socket
-import struct
 from dataclasses import dataclass
 
-from pyroute2 import AsyncIPVS
-from pyroute2.netlink.exceptions import NetlinkError
+from director.model import DestKey, KernelDest, KernelService, ServiceKey
+from director.planner import Op
 
-from .ipvs_command import CommandSocket, encode_op
-from .ipvs_dump import DumpSocket
-from .ipvs_sync import SyncDaemon, SyncOp, daemon_dump_request, encode_sync_op, parse_daemon_body
-from .model import (
-    DestAttrs,
-    DestKey,
-    KernelDest,
-    KernelService,
-    ServiceAttrs,
-    ServiceKey,
-    canonical_ip,
-)
-from .planner import Op
-
-log = logging.getLogger("directord.ipvs")
-
-
-class IPVSError(Exception):
-    """A kernel IPVS request failed.
-
-    Attributes:
-        op: the operation that failed (None for a dump).
-        errno: the kernel's error number (e.g. errno.EINVAL), 0 if unknown.
-    """
-
-    def __init__(self, message: str, op: Op | None = None, code: int = 0):
-        super().__init__(message)
-        self.op = op
-        self.errno = code
-
-
-class IPVSUnavailable(IPVSError):
-    """The kernel has no IPVS generic-netlink family (the ip_vs module is not loaded)."""
-
+from .codec import encode_op
+from .errors import IPVSError, IPVSUnavailable
+from .sync import SyncDaemon, SyncOp, daemon_dump_request, encode_sync_op, parse_daemon_body
+from .transport import CommandSocket, DumpSocket, resolve_family
+from .uapi import IPVS_GENL_NAME
 
 _HINTS = {
     errno.EINVAL: "invalid argument (is the real server's address routable from this director?)",
@@ -93,62 +58,6 @@ def describe_errno(code: int) -> str:
     return _HINTS.get(code, os.strerror(code) if code else "unknown error")
 
 
-def netmask_to_ipv6_prefix(value: str) -> int:
-    """Decode the dumped IPv6 netmask attribute back to a prefix length."""
-    return struct.unpack("=I", socket.inet_aton(value))[0]
-
-
-def _attr(nla, name: str, default=None):
-    value = nla.get(name)
-    return default if value is None else value
-
-
-def parse_service(msg) -> tuple[ServiceKey, ServiceAttrs]:
-    """Convert one IPVS_CMD_GET_SERVICE dump message to (key, attributes)."""
-    svc = msg.get("IPVS_CMD_ATTR_SERVICE")
-    family = _attr(svc, "IPVS_SVC_ATTR_AF", socket.AF_INET)
-    fwmark = _attr(svc, "IPVS_SVC_ATTR_FWMARK", 0)
-    if fwmark:
-        key = ServiceKey(family, 0, "", 0, fwmark)
-    else:
-        key = ServiceKey(
-            family,
-            _attr(svc, "IPVS_SVC_ATTR_PROTOCOL", 0),
-            canonical_ip(_attr(svc, "IPVS_SVC_ATTR_ADDR")),
-            _attr(svc, "IPVS_SVC_ATTR_PORT", 0),
-        )
-    flags = _attr(svc, "IPVS_SVC_ATTR_FLAGS", None)
-    netmask = _attr(svc, "IPVS_SVC_ATTR_NETMASK", "255.255.255.255")
-    if family == socket.AF_INET6:
-        netmask = netmask_to_ipv6_prefix(netmask)
-    attrs = ServiceAttrs(
-        scheduler=_attr(svc, "IPVS_SVC_ATTR_SCHED_NAME", ""),
-        flags=flags["flags"] if flags is not None else 0,
-        timeout=_attr(svc, "IPVS_SVC_ATTR_TIMEOUT", 0),
-        netmask=netmask,
-        pe_name=_attr(svc, "IPVS_SVC_ATTR_PE_NAME", ""),
-    )
-    return key, attrs
-
-
-def parse_dest(msg) -> tuple[DestKey, KernelDest]:
-    """Convert one IPVS_CMD_GET_DEST dump message to (key, destination with counters)."""
-    d = msg.get("IPVS_CMD_ATTR_DEST")
-    key = DestKey(canonical_ip(_attr(d, "IPVS_DEST_ATTR_ADDR")), _attr(d, "IPVS_DEST_ATTR_PORT", 0))
-    attrs = DestAttrs(
-        fwd_method=_attr(d, "IPVS_DEST_ATTR_FWD_METHOD", 0) & 0x7,
-        weight=_attr(d, "IPVS_DEST_ATTR_WEIGHT", 0),
-        u_thresh=_attr(d, "IPVS_DEST_ATTR_U_THRESH", 0),
-        l_thresh=_attr(d, "IPVS_DEST_ATTR_L_THRESH", 0),
-    )
-    return key, KernelDest(
-        attrs=attrs,
-        active_conns=_attr(d, "IPVS_DEST_ATTR_ACTIVE_CONNS", 0),
-        inactive_conns=_attr(d, "IPVS_DEST_ATTR_INACT_CONNS", 0),
-        persist_conns=_attr(d, "IPVS_DEST_ATTR_PERSIST_CONNS", 0),
-    )
-
-
 def _dump_error(what: str, exc: IPVSError) -> IPVSError:
     reason = describe_errno(exc.errno) if exc.errno else str(exc)
     return IPVSError(f"{what} failed: {reason}", code=exc.errno)
@@ -172,41 +81,40 @@ class KernelIPVS:
     """
 
     def __init__(self) -> None:
-        self._sock: AsyncIPVS | None = None
         self._dumper: DumpSocket | None = None
         self._commands: CommandSocket | None = None
 
     async def open(self) -> None:
-        """Open the generic-netlink socket and resolve the IPVS family id."""
-        if self._sock is not None:
+        """Resolve the IPVS family id and open the dump and command sockets (idempotent).
+
+        Raises:
+            IPVSUnavailable: the kernel has no IPVS family (ip_vs not loaded).
+            IPVSError: the lookup or a socket failed.
+        """
+        if self._dumper is not None:
             return
-        sock = AsyncIPVS()
         try:
-            await sock.setup_endpoint()
-        except NetlinkError as exc:
-            sock.close()
-            if exc.code in (errno.ENOENT, errno.ENOTSUP):
+            family_id = await resolve_family(IPVS_GENL_NAME)
+        except IPVSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTSUP):
                 raise IPVSUnavailable(
                     "ip_vs is not loaded: the kernel has no IPVS netlink family (modprobe ip_vs)",
-                    code=exc.code,
+                    code=exc.errno,
                 ) from None
-            raise IPVSError(f"cannot open IPVS netlink: {describe_errno(exc.code)}", code=exc.code) from None
+            reason = describe_errno(exc.errno) if exc.errno else str(exc)
+            raise IPVSError(f"cannot open IPVS netlink: {reason}", code=exc.errno) from None
+        dumper: DumpSocket | None = None
         try:
-            self._dumper = DumpSocket(sock.prid)
-            self._commands = CommandSocket(sock.prid)
+            dumper = DumpSocket(family_id)
+            commands = CommandSocket(family_id)
         except OSError as exc:
-            if self._dumper is not None:
-                self._dumper.close()
-                self._dumper = None
-            sock.close()
+            if dumper is not None:
+                dumper.close()
             raise IPVSError(f"cannot open IPVS netlink: {exc}", code=exc.errno or 0) from None
-        self._sock = sock
+        self._dumper, self._commands = dumper, commands
 
     async def close(self) -> None:
-        """Close the socket (idempotent)."""
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        """Close the sockets (idempotent)."""
         if self._dumper is not None:
             self._dumper.close()
             self._dumper = None
@@ -225,11 +133,6 @@ class KernelIPVS:
 
     async def __aexit__(self, *exc) -> None:
         await self.close()
-
-    def _require(self) -> AsyncIPVS:
-        if self._sock is None:
-            raise IPVSError("IPVS socket is not open")
-        return self._sock
 
     def _require_dumper(self) -> DumpSocket:
         if self._dumper is None:
@@ -325,7 +228,7 @@ class KernelIPVS:
 
     async def sync_daemons(self) -> list[SyncDaemon]:
         """The IPVS sync daemons running in this namespace (IPVS_CMD_GET_DAEMON), as
-        `director.ipvs_sync.parse_daemon_body` decodes them: none, a master, a backup or both.
+        `director.ipvs.sync.parse_daemon_body` decodes them: none, a master, a backup or both.
 
         Raises:
             IPVSError: the kernel refused the dump, or its answer is malformed.
