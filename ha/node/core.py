@@ -35,6 +35,15 @@ from ha.node.api import (
     Send,
     Stopped,
 )
+from ha.node.delivery import (
+    ACK_DIV,
+    Fill,
+    Generation,
+    PeerStream,
+    SendHistory,
+    check_generation,
+)
+from ha.node.membership import DEAD, Membership, Peer
 from ha.wire import (
     BadAuth,
     MalformedPacket,
@@ -50,14 +59,6 @@ from ha.wire import (
 __all__ = ["HeartbeatNode"]
 
 # --- protocol constants (heartbeat 3.0.6) ----------------------------------------------------
-_HISTORY = 500  # MAXMSGHIST: sent packets kept for retransmission
-_FLOWCONTROL_LIMIT = _HISTORY // 2  # more missing than this: start over
-_MAX_MISSING = _HISTORY
-_ACK_DIV = 10  # ACK_MSG_DIV
-_REXMIT_MIN = 0.05  # first request after a random 50..250 ms
-_REXMIT_MAX = 0.25  # then every 250 ms (max_rexmit_delay)
-_REXMIT_ACCEPT = 0.24  # a packet is resent at most once per 240 ms
-_MAX_REXMIT_BATCH = 50
 _REQNODES_INTERVAL = 1.0
 _STARTUP_DT_BONUS = 2.0  # hb_add_deadtime(2000) at start ...
 _STARTUP_DT_PERIOD = 5.0  # ... popped after 5 s
@@ -95,8 +96,6 @@ _R_INIT, _R_STARTING, _R_BOTHSTARTING, _R_RSCRCVD, _R_STABLE, _R_SHUTDOWN = (
 # standby states (enum standby)
 _S_NOT, _S_ME, _S_OTHER, _S_DONE = "not", "me", "other", "done"
 
-_DEAD = "dead"
-_REPORTABLE = ("init", "up", "active", "dead")
 
 
 def _default_loadavg() -> str:
@@ -130,40 +129,6 @@ def _parse_dec(text: str | None) -> int | None:
 
 
 # --- internal state --------------------------------------------------------------------------
-
-
-class _Peer:
-    """Everything tracked about one peer (struct node_info + struct seqtrack)."""
-
-    def __init__(self, name: str, dead_time: float, ack_trigger: int, now: float) -> None:
-        self.name = name
-        self.status = "init"  # as heartbeat keeps it (never "dead" on shutdone)
-        self.reported: str | None = None  # last PeerStatus emitted
-        self.uuid: bytes | None = None
-        self.generation = 0
-        self.last_seq: int | None = None
-        self.missing: set[int] = set()
-        self.first_missing: int | None = None
-        self.rexmit_due: dict[int, float] = {}
-        self.requested: set[int] = set()  # missing seqs whose retransmission was asked for
-        self.acked = 0  # highest of our seqs this peer acknowledged
-        self.ack_trigger = ack_trigger
-        self.dead_time = dead_time  # the dt it advertises, seconds
-        self.last_heard = now  # liveness reference
-        self.last_status: float | None = None  # for late-heartbeat logs
-        self.rmt_lastupdate = 0
-        self.status_seqno = 0
-        self.anypacketsyet = False
-        self.has_resources = False
-        self.shutdone = False
-
-    def reset_seqtrack(self) -> None:
-        self.missing.clear()
-        self.first_missing = None
-        self.rexmit_due.clear()
-        self.requested.clear()
-        self.last_seq = None
-        self.acked = 0
 
 
 class _Group:
@@ -266,8 +231,6 @@ class HeartbeatNode:
 
         self._keepalive = float(t.keepalive)
         self._deadtime = float(t.deadtime)
-        self._warntime = float(t.warntime)
-        self._initdead = float(t.initdead)
         self._heartbeat_compat = config.compat == "heartbeat"
         self._rqst_delay = _HB_RQSTDELAY if self._heartbeat_compat else 2 * self._keepalive
         self._linger = 2.0 if self._heartbeat_compat else max(4 * self._keepalive, 1.0)
@@ -279,10 +242,12 @@ class HeartbeatNode:
         #: source address -> {"packets", per-reason counts, "last"}: see `rejected_sources`
         self.rejected_by_source: dict[str, dict[str, float]] = {}
 
-        self._peers: dict[str, _Peer] = {}
-        for name in config.nodes:
-            if name.lower() != self._me:
-                self._peers[name.lower()] = _Peer(name, self._deadtime, self._rng.randrange(_ACK_DIV), 0.0)
+        others = [name for name in config.nodes if name.lower() != self._me]
+        self._members = Membership(
+            others, deadtime=self._deadtime, warntime=float(t.warntime), initdead=float(t.initdead)
+        )
+        # the peers' packet streams, by Peer.key
+        self._streams = {name.lower(): PeerStream(self._rng.randrange(ACK_DIV)) for name in others}
         self._grp = [_Group(g, g.owner.lower() == self._me) for g in config.groups]
         self._group_index = {g: i for i, g in enumerate(config.groups)}
 
@@ -298,9 +263,7 @@ class HeartbeatNode:
 
         # our heartbeat
         self._status = "init"
-        self._seq = 0
-        self._history: dict[int, list] = {}  # seq -> [bytes, last rexmit time]
-        self._history_order: deque[int] = deque()
+        self._history = SendHistory()
         self._next_status = 0.0
         self._dt_bonus_until: float | None = None
         self._last_status_sent = 0.0
@@ -309,7 +272,6 @@ class HeartbeatNode:
         self._flow_control = True
 
         # comm
-        self._linksup = False
         self._comm_up = False
         self._got_reqnodes_reply = False
         self._next_reqnodes: float | None = None
@@ -362,8 +324,7 @@ class HeartbeatNode:
         self._started = True
         self._begin(now)
         self._log(logging.INFO, f"heartbeat node {self.node} starting, generation {self.identity.generation}")
-        for peer in self._peers.values():
-            peer.last_heard = now  # initdead counts from our start
+        self._members.start(now)  # initdead counts from our start
         self._dt_bonus_until = now + _STARTUP_DT_PERIOD
         for g in self._grp:
             # a fresh process holds nothing: addresses a crashed predecessor
@@ -559,12 +520,11 @@ class HeartbeatNode:
         cands.extend(due for due, _ in self._copies)
         if self._dt_bonus_until is not None:
             cands.append(self._dt_bonus_until)
-        for peer in self._peers.values():
-            if peer.status != _DEAD:
-                cands.append(peer.last_heard + self._dead_limit(peer))
-            cands.extend(peer.rexmit_due.values())
+        cands.extend(self._members.deadlines())
+        for stream in self._streams.values():
+            cands.extend(stream.deadlines())
         for value in (
-            self._next_reqnodes if self._linksup and not self._got_reqnodes_reply else None,
+            self._next_reqnodes if self._members.linksup and not self._got_reqnodes_reply else None,
             self._local_takeover_time if self._rstate == _R_RSCRCVD else None,
             self._standby_running,
             self._autofailback_at,
@@ -589,24 +549,24 @@ class HeartbeatNode:
         peers = tuple(
             PeerInfo(
                 name=p.name,
-                status=_DEAD if p.shutdone else p.status,
-                generation=p.generation,
+                status=DEAD if p.shutdone else p.status,
+                generation=s.generation,
                 uuid=p.uuid,
-                last_seq=p.last_seq,
-                missing=tuple(sorted(p.missing)),
+                last_seq=s.last_seq,
+                missing=tuple(sorted(s.missing)),
                 dead_time=p.dead_time,
                 last_heard=p.last_heard,
-                ack_trigger=p.ack_trigger,
+                ack_trigger=s.ack_trigger,
                 shut_down=p.shutdone,
             )
-            for p in self._peers.values()
+            for p, s in ((p, self._streams[p.key]) for p in self._members.peers.values())
         )
         groups = tuple(GroupInfo(g.group, g.held, tuple(g.ops)) for g in self._grp)
         return NodeSnapshot(
             node=self.node,
             status=self._status,
             generation=self.identity.generation,
-            last_seq=self._seq,
+            last_seq=self._history.last_seq,
             resource_state=self._rstate,
             holds=_rsc_name(self._i_hold),
             stopping=self._stop_requested,
@@ -643,9 +603,7 @@ class HeartbeatNode:
 
     def _stalled(self, late: float) -> None:
         self.counters["stalls"] += 1
-        for peer in self._peers.values():
-            if peer.status != _DEAD:
-                peer.last_heard += late
+        self._members.give_grace(late)
         self._log(
             logging.WARNING,
             f"timers ran {late:.2f} s late (was this process stalled?): peers get {late:.2f} s of grace",
@@ -672,10 +630,9 @@ class HeartbeatNode:
         else:
             self._log_times[key] = (last[0], last[1] + 1)
 
-    def _report(self, peer: _Peer, status: str, reason: str) -> None:
-        if status not in _REPORTABLE or peer.reported == status:
+    def _report(self, peer: Peer, status: str, reason: str) -> None:
+        if not peer.should_report(status):
             return
-        peer.reported = status
         self._out.append(PeerStatus(peer.name, status, reason))  # type: ignore[arg-type]
 
     @staticmethod
@@ -708,7 +665,7 @@ class HeartbeatNode:
     def _uuid_of(self, name: str) -> bytes | None:
         if name.lower() == self._me:
             return self.identity.uuid
-        peer = self._peers.get(name.lower())
+        peer = self._members.get(name)
         return peer.uuid if peer is not None else None
 
     def _send(self, fields: list[tuple[str, str]]) -> bytes:
@@ -720,8 +677,7 @@ class HeartbeatNode:
         dest = msg.get("dest")
         seq = None
         if not noseq:
-            self._seq += 1
-            seq = self._seq
+            seq = self._history.next_seq()
         full = add_standard_fields(
             msg,
             src=self.node,
@@ -735,10 +691,7 @@ class HeartbeatNode:
         )
         raw = encode_packet(full, self._keys)
         if seq is not None:
-            self._history[seq] = [raw, None]
-            self._history_order.append(seq)
-            while len(self._history_order) > _HISTORY:
-                del self._history[self._history_order.popleft()]
+            self._history.record(seq, raw)
         self._out.append(Send(raw))
         self.counters["sent"] += 1
         if mtype in ("resource", "ask_resources", "shutdone"):
@@ -773,10 +726,10 @@ class HeartbeatNode:
         if self._standby_running is not None and now >= self._standby_running:
             self._standby_timeout()
         self._check_for_timeouts()
-        if not self._linksup:
+        if not self._members.linksup:
             self._check_comm_isup()
         if (
-            self._linksup
+            self._members.linksup
             and not self._got_reqnodes_reply
             and self._next_reqnodes is not None
             and now >= self._next_reqnodes
@@ -819,12 +772,11 @@ class HeartbeatNode:
                 self._conn_next_send = now + _CONN_RESEND
         if self._conn_retry_at is not None and now >= self._conn_retry_at:
             self._connectivity_decide()
-        for peer in self._peers.values():
-            due = [s for s, t in peer.rexmit_due.items() if now >= t]
-            for s in sorted(due):
+        for peer in self._members.peers.values():
+            stream = self._streams[peer.key]
+            for s in stream.due_requests(now):
                 if peer.status in ("up", "active"):
-                    if s not in peer.requested:  # past the reorder window: lost
-                        peer.requested.add(s)
+                    if stream.ask(s, now):  # past the reorder window: lost
                         self.counters["lost_packets"] += 1
                         self._loss_seen()
                         self._log_limited(
@@ -835,9 +787,8 @@ class HeartbeatNode:
                         [("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(s)), ("lastseq", str(s))]
                     )
                     self.counters["rexmit_requests_sent"] += 1
-                    peer.rexmit_due[s] = now + _REXMIT_MAX
                 else:
-                    del peer.rexmit_due[s]
+                    stream.cancel_request(s)
         if self._dt_bonus_until is not None and now >= self._dt_bonus_until:
             self._dt_bonus_until = None
             self._send_status()
@@ -870,32 +821,18 @@ class HeartbeatNode:
             self._log(logging.INFO, "heartbeat stopped")
             self._out.append(Stopped())
 
-    def _dead_limit(self, peer: _Peer) -> float:
-        return self._initdead if not self._linksup else peer.dead_time
-
     def _check_for_timeouts(self) -> None:
-        for peer in self._peers.values():
-            if peer.status == _DEAD:
-                continue
-            limit = self._dead_limit(peer)
-            silent = self._now - peer.last_heard
-            if silent >= limit:
-                if not self._linksup and not peer.anypacketsyet:
-                    why = f"not heard within initdead ({limit:.1f} s)"
-                else:
-                    why = f"no heartbeat for {silent:.2f} s (deadtime {limit:.1f} s)"
-                self._mark_dead(peer, why)
+        for peer, why in self._members.timed_out(self._now):
+            self._mark_dead(peer, why)
 
-    def _mark_dead(self, peer: _Peer, why: str) -> None:
+    def _mark_dead(self, peer: Peer, why: str) -> None:
         self._log(logging.WARNING, f"node {peer.name}: is dead: {why}")
-        peer.status = _DEAD
-        self._report(peer, _DEAD, why)
+        peer.declare_dead()
+        self._report(peer, DEAD, why)
         self._peer_conn = None
         self._recover_dead_resources(peer)
-        peer.rmt_lastupdate = 0
-        peer.anypacketsyet = False
-        peer.last_status = None
-        peer.reset_seqtrack()
+        peer.forget()
+        self._streams[peer.key].reset()
 
     # ------------------------------------------------------------------------ receiving
 
@@ -945,7 +882,7 @@ class HeartbeatNode:
             else:
                 self.counters["own"] += 1
             return
-        peer = self._peers.get(src.lower())
+        peer = self._members.get(src)
         if peer is None:
             self._reject(source, "unknown_node")
             self._log_limited("unknown-node", logging.WARNING, f"packet from unknown node {src!r} ({source})")
@@ -967,7 +904,7 @@ class HeartbeatNode:
             return
 
         is_status = mtype == "status"
-        if peer.status == _DEAD and not is_status and gen <= peer.generation:
+        if peer.dead and not is_status and gen <= self._streams[peer.key].generation:
             # a peer declared dead speaks again through its status first
             self.counters["from_dead"] += 1
             return
@@ -976,7 +913,7 @@ class HeartbeatNode:
             return
         self.counters["accepted"] += 1
         self._dispatch(peer, msg, mtype, seq, ts, restart=restart, healed=healed)
-        if not self._linksup:
+        if not self._members.linksup:
             self._check_comm_isup()
 
     def _reject(self, source: str, reason: str) -> None:
@@ -1019,14 +956,16 @@ class HeartbeatNode:
         dest = msg.get("dest")
         return dest is None or dest.lower() == self._me
 
-    def _receive_noseq(self, peer: _Peer, msg: Message, mtype: str, gen: int) -> None:
+    def _receive_noseq(self, peer: Peer, msg: Message, mtype: str, gen: int) -> None:
         dest = msg.get("dest")
-        if gen < peer.generation:
+        stream = self._streams[peer.key]
+        if check_generation(stream.generation, gen, status=False) == Generation.REPLAY:
             # no seq to check, but the generation still tells a replay of an old run
             self.counters["replay"] += 1
             self._log_limited(
                 f"replay-{peer.name}", logging.ERROR,
-                f"attempted replay attack from {peer.name}? {mtype} of generation {gen} < {peer.generation}: dropped",
+                f"attempted replay attack from {peer.name}? {mtype} of generation {gen} < {stream.generation}: "
+                "dropped",
             )
             return
         if mtype == "NS_nak_rexmit":
@@ -1036,7 +975,7 @@ class HeartbeatNode:
                 return
             self.counters["naks_received"] += 1
             self._log(logging.ERROR, f"irretrievably lost packet: node {peer.name} seq {nseq}")
-            self._is_lost_packet(peer, nseq)
+            self._filled(peer, stream.fill(nseq, self._flow_control))
             return
         if dest is not None and dest.lower() != self._me:
             self.counters["not_for_us"] += 1
@@ -1046,11 +985,11 @@ class HeartbeatNode:
             if ackseq is None:
                 self.counters["malformed"] += 1
                 return
-            if ackseq <= peer.acked:  # a replayed or overtaken ack: nothing new
+            if ackseq <= stream.acked:  # a replayed or overtaken ack: nothing new
                 self.counters["old"] += 1
                 return
         self.counters["accepted"] += 1
-        if not self._linksup:
+        if not self._members.linksup:
             self._check_comm_isup()
         if mtype == "NS_rexmit":
             self.counters["rexmit_requests_received"] += 1
@@ -1061,91 +1000,58 @@ class HeartbeatNode:
             self._handle_ack(peer, msg)
 
     def _sequence(
-        self, peer: _Peer, msg: Message, mtype: str, seq: int, gen: int, ts: int
+        self, peer: Peer, msg: Message, mtype: str, seq: int, gen: int, ts: int
     ) -> tuple[str, bool, bool]:
         """should_drop_message: returns (verdict, restarted, healed partition).
 
         `restarted` means a status with a higher generation than one we knew."""
-        new_gen = healed = False
-        restart = False
-        if gen < peer.generation:
+        stream = self._streams[peer.key]
+        is_status = mtype == "status"
+        verdict = check_generation(
+            stream.generation, gen, status=is_status, peer_dead=peer.dead, seq=seq,
+            status_seqno=peer.status_seqno,
+        )
+        if verdict == Generation.REPLAY:
             self.counters["replay"] += 1
             self._log_limited(
                 f"replay-{peer.name}",
                 logging.ERROR,
-                f"attempted replay attack from {peer.name}? generation {gen} < {peer.generation}: dropped",
+                f"attempted replay attack from {peer.name}? generation {gen} < {stream.generation}: dropped",
             )
             return "drop", False, False
-        if mtype == "status":
-            if gen == peer.generation and gen > 0:
-                if peer.status == _DEAD:
-                    if seq <= peer.status_seqno:
-                        self.counters["old"] += 1
-                        return "drop", False, False
-                    healed = True
-            elif gen > peer.generation:
-                new_gen = True
-                restart = peer.generation > 0
-                if restart:
-                    self._log(logging.INFO, f"heartbeat restart on node {peer.name} (generation {gen})")
-                peer.reset_seqtrack()
-                peer.rmt_lastupdate = 0
-                peer.status_seqno = 0
-                peer.last_status = None
-                peer.has_resources = True
-                peer.shutdone = False
-                self._early_starting.discard(peer.name.lower())
-            peer.generation = gen
-        elif gen > peer.generation and peer.generation > 0:
-            # a restarted peer speaks through its status first (seq 1)
+        if verdict in (Generation.STALE, Generation.EARLY):
+            # EARLY: a restarted peer speaks through its status first (seq 1)
             self.counters["old"] += 1
             return "drop", False, False
+        healed = verdict == Generation.HEALED
+        new_gen = verdict in (Generation.FIRST, Generation.RESTART)
+        restart = verdict == Generation.RESTART
+        if new_gen:
+            if restart:
+                self._log(logging.INFO, f"heartbeat restart on node {peer.name} (generation {gen})")
+            stream.reset()
+            peer.restarted()
+            self._early_starting.discard(peer.key)
+        if is_status:
+            stream.generation = gen
 
         to_us = self._to_us(msg)
-        if peer.last_seq is None or seq == peer.last_seq + 1:
-            peer.last_seq = seq
-            self._alive(peer)
-            self._send_ack_if_needed(peer, seq)
-            return self._keep_if(to_us), restart, healed
-        if seq == peer.last_seq:
-            self.counters["duplicate"] += 1
+        arrival = stream.arrive(seq, self._now, self._rng, resync=healed or new_gen, flow_control=self._flow_control)
+        if not arrival.keep:
+            self.counters[arrival.kind] += 1  # "duplicate" or "old"
             return "drop", False, False
-        if seq > peer.last_seq:
-            # a gap: the missing packets may only be late (heartbeat 3.0.6 sometimes
-            # sends seq N+1 just before N). They count as lost, and the loss makes us
-            # send copies of our status, only if still missing when their first
-            # retransmission request is due (50..250 ms later, see _timers).
-            nlost = seq - (peer.last_seq + 1)
-            if nlost > _FLOWCONTROL_LIMIT:
-                self.counters["lost_packets"] += nlost
-                self._loss_seen()
-                peer.reset_seqtrack()
-                self._log(logging.ERROR, f"lost a lot of packets from {peer.name}: sequence tracking restarted")
-            else:
-                for k in range(peer.last_seq + 1, seq):
-                    if len(peer.missing) >= _MAX_MISSING:
-                        lowest = min(peer.missing)
-                        peer.missing.discard(lowest)
-                        peer.rexmit_due.pop(lowest, None)
-                        peer.requested.discard(lowest)
-                    peer.missing.add(k)
-                    peer.rexmit_due[k] = self._now + self._rng.uniform(_REXMIT_MIN, _REXMIT_MAX)
-                peer.first_missing = min(peer.missing) if peer.missing else None
-            peer.last_seq = seq
-            self._alive(peer)
-            return self._keep_if(to_us), restart, healed
-        if self._is_lost_packet(peer, seq):
-            self._alive(peer)
-            return self._keep_if(to_us), restart, healed
-        if healed or new_gen:
-            self._send_ack_if_needed(peer, seq)
+        if arrival.lost:
+            self.counters["lost_packets"] += arrival.lost
+            self._loss_seen()
+            self._log(logging.ERROR, f"lost a lot of packets from {peer.name}: sequence tracking restarted")
+        if arrival.fill is not None:
+            self._filled(peer, arrival.fill)
+        if arrival.kind == "resync":
             peer.rmt_lastupdate = ts
-            peer.reset_seqtrack()
-            peer.last_seq = seq
-            self._alive(peer)
-            return self._keep_if(to_us), restart, healed
-        self.counters["old"] += 1
-        return "drop", False, False
+        self._alive(peer)
+        if arrival.ack is not None:
+            self._send_ack(peer, arrival.ack)
+        return self._keep_if(to_us), restart, healed
 
     def _keep_if(self, to_us: bool) -> str:
         if to_us:
@@ -1153,89 +1059,61 @@ class HeartbeatNode:
         self.counters["not_for_us"] += 1
         return "drop"
 
-    def _alive(self, peer: _Peer) -> None:
-        peer.last_heard = self._now
+    def _alive(self, peer: Peer) -> None:
+        peer.heard(self._now)
 
-    def _is_lost_packet(self, peer: _Peer, seq: int) -> bool:
-        if seq not in peer.missing:
-            return False
-        peer.missing.discard(seq)
-        peer.rexmit_due.pop(seq, None)
-        if seq in peer.requested:
-            peer.requested.discard(seq)
-        else:
+    def _filled(self, peer: Peer, fill: Fill | None) -> None:
+        """A missing packet of `peer` arrived or was given up (`PeerStream.fill`)."""
+        if fill is None:
+            return
+        if not fill.requested:
             self.counters["reordered"] += 1
-        old_first = peer.first_missing
-        if not peer.missing:
+        if fill.recovered:
             self._log_limited(f"recovered-{peer.name}", logging.INFO, f"no packets missing from {peer.name}")
-            peer.first_missing = None
-        elif seq == old_first:
-            peer.first_missing = min(peer.missing)
-        if self._flow_control and old_first is not None and seq == old_first:
-            last = peer.last_seq if peer.first_missing is None else peer.first_missing - 1
-            if last is not None:
-                trigger = peer.ack_trigger
-                if last % _ACK_DIV >= trigger:
-                    ack = last // _ACK_DIV * _ACK_DIV + trigger
-                else:
-                    ack = (last // _ACK_DIV - 1) * _ACK_DIV + trigger
-                if ack >= old_first:
-                    self._send_ack_if_needed(peer, ack)
-        return True
+        if fill.ack is not None:
+            self._send_ack(peer, fill.ack)
 
-    def _send_ack_if_needed(self, peer: _Peer, seq: int) -> None:
-        if not self._flow_control:
-            return
-        if (peer.first_missing is not None and seq > peer.first_missing) or seq % _ACK_DIV != peer.ack_trigger:
-            return
+    def _send_ack(self, peer: Peer, seq: int) -> None:
         self._send([("t", "NS_ackmsg"), ("dest", peer.name), ("ackseq", format(seq, "x"))])
         self.counters["acks_sent"] += 1
 
-    def _handle_ack(self, peer: _Peer, msg: Message) -> None:
+    def _handle_ack(self, peer: Peer, msg: Message) -> None:
         ackseq = _parse_hex(msg.get("ackseq"))
-        if ackseq is None or ackseq <= peer.acked:
+        if ackseq is None:
             return
-        if ackseq > self._seq:
-            self._log_limited("ack", logging.ERROR, f"ack from {peer.name} for seq {ackseq}, we sent {self._seq}")
-            return
-        peer.acked = ackseq
+        sent = self._history.last_seq
+        if not self._streams[peer.key].acknowledge(ackseq, sent):
+            self._log_limited("ack", logging.ERROR, f"ack from {peer.name} for seq {ackseq}, we sent {sent}")
 
-    def _process_rexmit(self, peer: _Peer, msg: Message) -> None:
+    def _process_rexmit(self, peer: Peer, msg: Message) -> None:
         fseq = _parse_dec(msg.get("firstseq"))
         lseq = _parse_dec(msg.get("lastseq"))
         if not fseq or not lseq or fseq > lseq:
             self._log_limited("rexmit", logging.ERROR, f"invalid retransmission request from {peer.name}")
             return
-        low = self._history_order[0] if self._history_order else self._seq + 1
-        count = 0
-        seq = fseq
-        while seq <= lseq and count < _MAX_REXMIT_BATCH:
-            if seq <= peer.acked:
-                seq += 1
-                continue
-            if seq > self._seq:
-                self._log_limited("rexmit-high", logging.WARNING, f"{peer.name} asks for seq {seq}, {self._seq} is max")
-                break
-            entry = self._history.get(seq)
-            count += 1
-            if entry is None:
-                reason = "seqno too low" if seq < low else "seqno not found"
+        answer = self._history.answer(fseq, lseq, self._streams[peer.key].acked, self._now)
+        for item in answer.answers:
+            if item.payload is None:
                 self._send(
-                    [("t", "NS_nak_rexmit"), ("firstseq", format(seq, "x")), ("dest", peer.name), ("info", reason)]
+                    [("t", "NS_nak_rexmit"), ("firstseq", format(item.seq, "x")), ("dest", peer.name),
+                     ("info", item.reason)]
                 )
                 self.counters["naks_sent"] += 1
-                self._log_limited("nak", logging.ERROR, f"cannot retransmit seq {seq} to {peer.name}: {reason}")
-            elif entry[1] is not None and self._now - entry[1] < _REXMIT_ACCEPT:
-                count -= 1
+                self._log_limited(
+                    "nak", logging.ERROR, f"cannot retransmit seq {item.seq} to {peer.name}: {item.reason}"
+                )
             else:
-                entry[1] = self._now
-                self._out.append(Send(entry[0]))
+                self._out.append(Send(item.payload))
                 self.counters["sent"] += 1
                 self.counters["retransmitted"] += 1
-            seq += 1
+        if answer.beyond is not None:
+            sent = self._history.last_seq
+            self._log_limited(
+                "rexmit-high", logging.WARNING, f"{peer.name} asks for seq {answer.beyond}, {sent} is max"
+            )
 
     def _dispatch(
-        self, peer: _Peer, msg: Message, mtype: str, seq: int, ts: int, *, restart: bool, healed: bool
+        self, peer: Peer, msg: Message, mtype: str, seq: int, ts: int, *, restart: bool, healed: bool
     ) -> None:
         if mtype == "status":
             self._handle_status(peer, msg, seq, ts, restart)
@@ -1288,42 +1166,34 @@ class HeartbeatNode:
             if not self._nice and (msg.get("ok") == "OK"):
                 self._legacy_ip_request_resp(peer, msg.get("ipaddr"))
 
-    def _handle_status(self, peer: _Peer, msg: Message, seq: int, ts: int, restart: bool) -> None:
+    def _handle_status(self, peer: Peer, msg: Message, seq: int, ts: int, restart: bool) -> None:
         st = msg.get("st")
         if not st:
             self._log_limited("status", logging.ERROR, f"status from {peer.name} without st")
             return
-        if ts < peer.rmt_lastupdate and seq < peer.status_seqno:
+        if peer.stale_status(seq, ts):
             return
         if msg.get("protocol") is None and self._flow_control:
             self._flow_control = False
             self._log(logging.INFO, f"flow control disabled: {peer.name} sends no protocol version")
-        if peer.last_status is not None:
-            interval = self._now - peer.last_status
-            if interval > self._deadtime:
-                self.counters["late_heartbeats"] += 1
+        late = self._members.status_arrived(peer, self._now)
+        if late is not None:
+            self.counters["late_heartbeats"] += 1
+            if late.beyond_deadtime:
                 self._log(
                     logging.CRITICAL,
-                    f"Late heartbeat: node {peer.name}: interval {interval * 1000:.0f} ms (> deadtime)",
+                    f"Late heartbeat: node {peer.name}: interval {late.interval * 1000:.0f} ms (> deadtime)",
                 )
-            elif interval > self._warntime:
-                self.counters["late_heartbeats"] += 1
-                self._log(logging.WARNING, f"Late heartbeat: node {peer.name}: interval {interval * 1000:.0f} ms")
-        peer.last_status = self._now
+            else:
+                self._log(logging.WARNING, f"Late heartbeat: node {peer.name}: interval {late.interval * 1000:.0f} ms")
         if seq < peer.status_seqno:
             return  # a retransmitted older status: alive, but not news
-        if peer.status != st:
+        if peer.take_status(st, seq, ts, _parse_hex(msg.get("dt"))):
             self._log(logging.INFO, f"status update for node {peer.name}: status {st}")
-            peer.status = st
         if not peer.shutdone:
             self._report(peer, st, "restarted" if restart else "status message")
-        dt = _parse_hex(msg.get("dt"))
-        if dt:
-            peer.dead_time = dt / 1000.0
-        peer.rmt_lastupdate = ts
-        peer.status_seqno = seq
 
-    def _handle_repnodes(self, peer: _Peer, msg: Message) -> None:
+    def _handle_repnodes(self, peer: Peer, msg: Message) -> None:
         nodelist = msg.get("nodelist")
         if nodelist is not None:
             theirs = {n.lower() for n in nodelist.split()}
@@ -1342,10 +1212,9 @@ class HeartbeatNode:
     # ---------------------------------------------------------------------- comm state
 
     def _check_comm_isup(self) -> None:
-        if self._linksup:
+        if self._members.linksup:
             return
-        if all(p.anypacketsyet or p.status == _DEAD for p in self._peers.values()):
-            self._linksup = True
+        if self._members.links_up():
             if self._flow_control:
                 self._send_reqnodes()
             else:
@@ -1354,7 +1223,7 @@ class HeartbeatNode:
     def _send_reqnodes(self) -> None:
         if self._got_reqnodes_reply:
             return
-        dest = next((p for p in self._peers.values() if p.status != _DEAD), None)
+        dest = self._members.first_alive()
         if dest is None:
             self._got_reqnodes_reply = True
             self._comm_now_up()
@@ -1374,7 +1243,7 @@ class HeartbeatNode:
         self._comm_up_resource_action()
 
     def _comm_up_resource_action(self) -> None:
-        if not self._peers:
+        if not self._members.peers:
             self._rstate = _R_STABLE
             self._req_our_resources(True, "single node: taking our groups")
             return
@@ -1519,7 +1388,7 @@ class HeartbeatNode:
             self._log_limited("audit-local", logging.ERROR, "both nodes claim our groups")
         if self._other_holds & _LOCAL and self._i_hold & _FOREIGN:
             self._log_limited("audit-foreign", logging.ERROR, "both nodes claim the peer's groups")
-        if self._isstable() and not self._stop_requested and self._rstate != _R_SHUTDOWN and self._peers:
+        if self._isstable() and not self._stop_requested and self._rstate != _R_SHUTDOWN and self._members.peers:
             if not self._i_hold & _LOCAL and not self._other_holds & _FOREIGN and self._groups_of(_LOCAL):
                 self._log_limited("orphan-local", logging.ERROR, "nobody holds our groups")
             if not self._other_holds & _LOCAL and not self._i_hold & _FOREIGN and self._groups_of(_FOREIGN):
@@ -1559,7 +1428,7 @@ class HeartbeatNode:
 
         self._start_batch(local, "acquire", reason, done)
 
-    def _takeover_from_node(self, peer: _Peer, why: str) -> None:
+    def _takeover_from_node(self, peer: Peer, why: str) -> None:
         if self._stop_requested:
             self._log(logging.INFO, "resource takeover cancelled: shutdown in progress")
             return
@@ -1579,7 +1448,7 @@ class HeartbeatNode:
 
         self._start_batch(foreign, "acquire", f"takeover from {peer.name}: {why}", mach_down)
 
-    def _recover_dead_resources(self, peer: _Peer) -> None:
+    def _recover_dead_resources(self, peer: Peer) -> None:
         if self._going_standby != _S_NOT:
             self._log(logging.INFO, "cancelling the pending standby operation")
             self._going_standby = _S_NOT
@@ -1614,14 +1483,14 @@ class HeartbeatNode:
             else:
                 self._takeover_from_node(peer, "node dead")
 
-    def _peer_shutdone(self, peer: _Peer) -> None:
+    def _peer_shutdone(self, peer: Peer) -> None:
         self._peer_conn = None
         peer.has_resources = False
         self._other_is_stable = False
         self._other_holds = _NONE
         self._log(logging.INFO, f"received shutdown notice from {peer.name}")
         peer.shutdone = True
-        self._report(peer, _DEAD, "graceful shutdown")
+        self._report(peer, DEAD, "graceful shutdown")
         self._takeover_from_node(peer, "peer shut down")
 
     def _perform_auto_failback(self) -> None:
@@ -1772,7 +1641,7 @@ class HeartbeatNode:
             self._log(logging.ERROR, f"no groups to {op} (standby)")
             return
         self._log(logging.INFO, f"{op} {_rsc_name(act)} groups (standby)")
-        peer = next(iter(self._peers.values()), None)
+        peer = next(iter(self._members.peers.values()), None)
         if op == "release":
             reason = f"standby: handing {_rsc_name(act)} groups to {peer.name if peer else '?'}"
             if self._failback_in_progress:
@@ -1797,8 +1666,8 @@ class HeartbeatNode:
             raise ValueError(f"expected all, local or foreign, not {which!r}")
         return _RSC_NAMES.index(which)
 
-    def _live_peer(self) -> _Peer | None:
-        return next((p for p in self._peers.values() if p.status != _DEAD and not p.shutdone), None)
+    def _live_peer(self) -> Peer | None:
+        return self._members.live_peer()
 
     def _transition_refusal(self) -> str | None:
         if not self._running() or self._stop_requested:
@@ -1832,7 +1701,7 @@ class HeartbeatNode:
         self._standby_rsctype = rtype
         self._send_standby_msg(_S_ME)
 
-    def _peer_takeover(self, peer: _Peer, msg: Message) -> None:
+    def _peer_takeover(self, peer: Peer, msg: Message) -> None:
         which = msg.get("rsc_hold") or "all"
         # the sender's local groups are our foreign ones
         mine = {"local": _FOREIGN, "foreign": _LOCAL, "all": _ALL}.get(which)
@@ -1852,7 +1721,7 @@ class HeartbeatNode:
         self._send([("t", CONNECTIVITY_TYPE), *self._conn.to_fields()])
         self._conn_next_send = self._now + _CONN_RESEND
 
-    def _peer_connectivity(self, peer: _Peer, msg: Message) -> None:
+    def _peer_connectivity(self, peer: Peer, msg: Message) -> None:
         try:
             conn = Connectivity.from_fields(msg.get("link"), msg.get("ping"))
         except ValueError as exc:
@@ -1926,7 +1795,7 @@ class HeartbeatNode:
     def _legacy_req_our_resources(self, reason: str) -> None:
         # heartbeat counts "active" peers; at comm up the peer answered our
         # reqnodes but its status may not have arrived yet: alive is enough
-        peer_up = any(p.status != _DEAD and p.anypacketsyet and not p.shutdone for p in self._peers.values())
+        peer_up = self._members.any_heard_alive()
         local = self._groups_of(_LOCAL)
         if peer_up:
             for i in local:
@@ -1961,7 +1830,7 @@ class HeartbeatNode:
                 return i
         return None
 
-    def _legacy_ip_request(self, peer: _Peer, key: str | None) -> None:
+    def _legacy_ip_request(self, peer: Peer, key: str | None) -> None:
         idx = self._group_by_key(key)
         if idx is None:
             return
@@ -1977,7 +1846,7 @@ class HeartbeatNode:
 
         self._start_batch([idx], "release", f"{peer.name} asks for its group back (ip-request)", done)
 
-    def _legacy_ip_request_resp(self, peer: _Peer, key: str | None) -> None:
+    def _legacy_ip_request_resp(self, peer: Peer, key: str | None) -> None:
         idx = self._group_by_key(key)
         if idx is None or not self._grp[idx].local or self._stop_requested:
             return
@@ -1986,11 +1855,12 @@ class HeartbeatNode:
 
     # ------------------------------------------------------------------ split brain healed
 
-    def _partition_healed(self, peer: _Peer) -> None:
+    def _partition_healed(self, peer: Peer) -> None:
         self.counters["partitions_healed"] += 1
+        generation = self._streams[peer.key].generation
         self._log(
             logging.CRITICAL,
-            f"cluster node {peer.name} returning after partition (same generation {peer.generation}): "
+            f"cluster node {peer.name} returning after partition (same generation {generation}): "
             "both nodes held groups; each group goes to its preferred owner",
         )
         self._log(logging.WARNING, "deadtime may be too small for this network")
@@ -2031,7 +1901,7 @@ class HeartbeatNode:
         logs "both machines own foreign resources"): its claim comes after a
         takeover we did not see (one-way partition) or a resolution; the
         preferred owner keeps its groups, so we let go of ours."""
-        peer = next(iter(self._peers.values()))
+        peer = next(iter(self._members.peers.values()))
         self._log(
             logging.ERROR,
             f"both nodes claim {peer.name}'s groups: {peer.name} is their preferred owner, releasing them",
