@@ -326,7 +326,7 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
             result["faults"][fault] = {"repetitions": reps, "gap": inc.stats([])}
             for i in range(repeat):
                 # a (re)started heartbeat-protocol node advertises deadtime + 2 s for its first 5 s
-                # (heartbeat.c; ha/node.py): fault it only once that is over, as in steady service
+                # (heartbeat.c; ha/node/core.py): fault it only once that is over, as in steady service
                 time.sleep(max(0.0, DT_BUMP_S - (time.monotonic() - dir1_started)))
                 # a random phase against the heartbeat/advertisement schedule (up to 1 s, the
                 # longest interval here), so the repetitions do not all fault at one point of it

@@ -151,6 +151,26 @@ Choices where heartbeat's behaviour was unclear or unwanted
   it goes standby for the matching groups. A heartbeat 3.0.6 node hands the
   message to its ``rc.d/hb_takeover`` script, which in Debian's package runs
   its standby for them: it follows too.
+
+Layout
+------
+Dependencies point one way, from the node down to its parts; each part is pure
+and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
+
+* `ha.node.api`: the vocabulary (actions, `AdminRefused`, message types,
+  `COUNTERS`, snapshot types);
+* `ha.node.delivery`: reliable delivery (sequence numbers, the send history,
+  retransmission requests and answers, acks, the reorder window, generation
+  checks);
+* `ha.node.membership`: the peers' liveness (deadtime, warntime, initdead,
+  late heartbeats, stall grace, dead and alive);
+* `ha.node.groups`: the resource groups, the resource sets and the driver
+  operations (`Acquire` / `Release` and their confirmations);
+* `ha.node.legacy`: ``auto_failback: legacy`` (``ip-request``);
+* `ha.node.resources`: the v1 resource protocol (nice_failback, takeover,
+  standby and the failback handshake, split brain healed, the graceful stop);
+* `ha.node.core`: `HeartbeatNode`, composing them: entry points, sending,
+  the receive path, comm state, admin requests and connectivity handovers.
 """
 
 from ha.node.api import (
