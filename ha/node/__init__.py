@@ -169,8 +169,10 @@ and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
 * `ha.node.legacy`: ``auto_failback: legacy`` (``ip-request``);
 * `ha.node.resources`: the v1 resource protocol (nice_failback, takeover,
   standby and the failback handshake, split brain healed, the graceful stop);
+* `ha.node.handover`: connectivity reports and the handovers they decide,
+  ``hb_takeover`` requests;
 * `ha.node.core`: `HeartbeatNode`, composing them: entry points, sending,
-  the receive path, comm state, admin requests and connectivity handovers.
+  the receive path, comm state.
 """
 
 from ha.node.api import (

@@ -2,14 +2,14 @@
 
 The protocol and the choices made are described in the package docstring (`ha.node`).
 Reliable delivery is `ha.node.delivery`, liveness `ha.node.membership`, the resource
-protocol `ha.node.resources` (with `ha.node.groups` and `ha.node.legacy`). This
-module keeps the entry points, the call plumbing (actions, logs, the stall guard),
-sending (signing, status copies on lossy links), the receive path (authentication,
-validation, dispatch), the comm state (``reqnodes``), the admin requests and the
-connectivity-driven handovers, and turns the parts' decisions into actions.
+protocol `ha.node.resources` (with `ha.node.groups` and `ha.node.legacy`), the
+connectivity handovers and ``hb_takeover`` requests `ha.node.handover`. This module
+keeps the entry points, the call plumbing (actions, logs, the stall guard), sending
+(signing, status copies on lossy links), the receive path (authentication,
+validation, dispatch) and the comm state (``reqnodes``), and turns the parts'
+decisions into actions.
 
-Over 800 lines: the receive path and the connectivity handovers are still here;
-they are the next parts to split out (see the package docstring's layout).
+Over 800 lines: the receive path is still here; it is the next part to split out.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from ha.node.delivery import (
     SendHistory,
     check_generation,
 )
-from ha.node.groups import ALL, FOREIGN, LOCAL, rsc_name, rsc_type
+from ha.node.groups import rsc_name, rsc_type
+from ha.node.handover import ConnectivityHandover
 from ha.node.membership import DEAD, Membership, Peer
 from ha.node.resources import ResourceProtocol
 from ha.wire import (
@@ -75,9 +76,6 @@ _STALL_TOLERANCE = 0.5
 _LOSS_MEMORY = 60.0
 _STATUS_COPIES = 3  # status sends per keepalive on a lossy link
 _LOG_INTERVAL = 10.0  # rate limit for logs an attacker can trigger
-_CONN_RESEND = 2.0  # our connectivity report is repeated this often (seconds)
-_CONN_HOLDOFF = 2.0  # at least this long between two connectivity-driven handovers
-_CONN_RETRY = 1.0  # a handover that cannot start now is retried after this long
 
 
 def _default_loadavg() -> str:
@@ -186,7 +184,10 @@ class HeartbeatNode:
         )
         # the peers' packet streams, by Peer.key
         self._streams = {name.lower(): PeerStream(self._rng.randrange(ACK_DIV)) for name in others}
-        self._rsc = ResourceProtocol(config, self._members, _Host(self))
+        host = _Host(self)
+        self._rsc = ResourceProtocol(config, self._members, host)
+        # connectivity (ping nodes, resource links) and hb_takeover requests
+        self._handover = ConnectivityHandover(config, self._members, self._rsc, host)
 
         # lifecycle
         self._started = False
@@ -207,18 +208,6 @@ class HeartbeatNode:
         self._comm_up = False
         self._got_reqnodes_reply = False
         self._next_reqnodes: float | None = None
-
-        # connectivity (ping nodes, resource links): ours, the peer's last report
-        self._conn: Connectivity | None = None
-        self._peer_conn: Connectivity | None = None
-        self._conn_next_send: float | None = None
-        self._conn_gave_up = False  # we handed our groups over because of connectivity
-        self._conn_hold_until = 0.0
-        self._conn_retry_at: float | None = None
-        self._conn_worse_since: float | None = None
-        # both nodes see a ping node fail, at times up to one probe interval
-        # apart: a difference must last this long before it moves groups
-        self._conn_settle = 2 * self._keepalive + (config.ping_interval if config.ping_nodes else 0.0)
 
         # per call
         self._out: list[Action] = []
@@ -326,16 +315,7 @@ class HeartbeatNode:
         """
         self._begin(now)
         if self._running():
-            changed = conn != self._conn
-            if changed and self._conn is not None:
-                self._log(logging.WARNING if conn.score < self._conn.score else logging.INFO,
-                          f"connectivity changed: {self._conn} -> {conn}")
-            self._conn = conn
-            if changed and self._comm_up:
-                self._send_connectivity()
-            elif self._conn_next_send is None:
-                self._conn_next_send = now
-            self._connectivity_decide()
+            self._handover.set_ours(conn, comm_up=self._comm_up)
             self._drain()
         return self._finish()
 
@@ -403,10 +383,9 @@ class HeartbeatNode:
         for stream in self._streams.values():
             cands.extend(stream.deadlines())
         cands.extend(self._rsc.deadlines())
+        cands.extend(self._handover.deadlines())
         for value in (
             self._next_reqnodes if self._members.linksup and not self._got_reqnodes_reply else None,
-            self._conn_next_send,
-            self._conn_retry_at,
             self._linger_until,
         ):
             if value is not None:
@@ -441,8 +420,8 @@ class HeartbeatNode:
             stopped=self._stopped,
             peers=peers,
             groups=self._rsc.table.infos(),
-            connectivity=self._conn,
-            peer_connectivity=self._peer_conn,
+            connectivity=self._handover.ours,
+            peer_connectivity=self._handover.theirs,
             standby=self._rsc.going_standby,
         )
 
@@ -600,13 +579,7 @@ class HeartbeatNode:
         ):
             self._send_reqnodes()
         self._rsc.timers(now)
-        if self._conn_next_send is not None and now >= self._conn_next_send:
-            if self._comm_up and self._conn is not None:
-                self._send_connectivity()
-            else:
-                self._conn_next_send = now + _CONN_RESEND
-        if self._conn_retry_at is not None and now >= self._conn_retry_at:
-            self._connectivity_decide()
+        self._handover.timers(now, comm_up=self._comm_up)
         for peer in self._members.peers.values():
             stream = self._streams[peer.key]
             for s in stream.due_requests(now):
@@ -657,7 +630,7 @@ class HeartbeatNode:
         self._log(logging.WARNING, f"node {peer.name}: is dead: {why}")
         peer.declare_dead()
         self._report(peer, DEAD, why)
-        self._peer_conn = None
+        self._handover.peer_lost()
         self._rsc.recover_dead_resources(peer)
         peer.forget()
         self._streams[peer.key].reset()
@@ -946,16 +919,16 @@ class HeartbeatNode:
         if mtype == "status":
             self._handle_status(peer, msg, seq, ts, restart)
             if restart:
-                self._peer_conn = None
-            if (restart or healed) and self._conn is not None:
-                self._conn_next_send = self._now  # it lost our report
+                self._handover.peer_lost()
+            if restart or healed:
+                self._handover.resend_soon()  # it lost our report
             if healed:
                 self._rsc.partition_healed(peer, self._streams[peer.key].generation)
         elif mtype == CONNECTIVITY_TYPE:
-            self._peer_connectivity(peer, msg)
+            self._handover.peer_report(peer, msg, comm_up=self._comm_up)
         elif mtype == TAKEOVER_TYPE:
             if self._comm_up:
-                self._peer_takeover(peer, msg)
+                self._handover.peer_takeover(peer, msg, comm_up=self._comm_up)
         elif mtype == "reqnodes":
             self._send(
                 [
@@ -976,7 +949,7 @@ class HeartbeatNode:
             if self._comm_up:
                 self._rsc.ask_for_resources(msg, from_self=False)
         elif mtype == "shutdone":
-            self._peer_conn = None
+            self._handover.peer_lost()
             self._rsc.peer_shutdone(peer)
         elif mtype == "stonith":
             node = msg.get("node")
@@ -1064,111 +1037,8 @@ class HeartbeatNode:
         self._log(logging.INFO, "communication is up: status active")
         self._status = "active"
         self._send_status()
-        if self._conn is not None:
-            self._conn_next_send = self._now
+        self._handover.resend_soon()
         self._rsc.comm_up()
-
-    # ------------------------------------------------------ admin requests, connectivity
-
-    def _live_peer(self) -> Peer | None:
-        return self._members.live_peer()
-
-    def _standby_refusal(self, rtype: int) -> str | None:
-        return self._rsc.standby_refusal(rtype, running=self._running(), comm_up=self._comm_up)
-
-    def _takeover_refusal(self, rtype: int) -> str | None:
-        return self._rsc.takeover_refusal(rtype, running=self._running(), comm_up=self._comm_up)
-
-    def _peer_takeover(self, peer: Peer, msg: Message) -> None:
-        which = msg.get("rsc_hold") or "all"
-        # the sender's local groups are our foreign ones
-        mine = {"local": FOREIGN, "foreign": LOCAL, "all": ALL}.get(which)
-        if mine is None:
-            self._log_limited(
-                "takeover-bad", logging.ERROR, f"hb_takeover from {peer.name} with rsc_hold {which[:20]!r}"
-            )
-            return
-        refusal = self._standby_refusal(mine)
-        if refusal:
-            self._log(logging.WARNING, f"{peer.name} asks to take over [{which}]: refused: {refusal}")
-            return
-        self._log(logging.INFO, f"{peer.name} asks to take over [{which}]: going standby [{rsc_name(mine)}]")
-        self._conn_gave_up = False
-        self._rsc.start_standby(mine)
-
-    def _send_connectivity(self) -> None:
-        assert self._conn is not None
-        self._send([("t", CONNECTIVITY_TYPE), *self._conn.to_fields()])
-        self._conn_next_send = self._now + _CONN_RESEND
-
-    def _peer_connectivity(self, peer: Peer, msg: Message) -> None:
-        try:
-            conn = Connectivity.from_fields(msg.get("link"), msg.get("ping"))
-        except ValueError as exc:
-            self._log_limited(f"conn-{peer.name}", logging.ERROR, f"connectivity report from {peer.name}: {exc}")
-            return
-        first = self._peer_conn is None
-        if conn != self._peer_conn:
-            level = logging.INFO if first else logging.WARNING
-            self._log(level, f"{peer.name} reports {conn}")
-        self._peer_conn = conn
-        if first and self._conn is not None and self._comm_up:
-            self._send_connectivity()  # it may have restarted: it needs ours too
-        self._connectivity_decide()
-
-    def _connectivity_decide(self) -> None:
-        """Hand over when the live peer's connectivity is better; take back when ours recovered."""
-        self._conn_retry_at = None
-        mine, theirs = self._conn, self._peer_conn
-        if mine is None or theirs is None or not self._rsc.nice or not self._comm_up or self._rsc.stop_requested:
-            return
-        peer = self._live_peer()
-        if peer is None:
-            return
-        if mine.score < theirs.score and any(g.target for g in self._rsc.groups):
-            action = "give"
-            if self._conn_worse_since is None:
-                self._conn_worse_since = self._now
-            settled = self._conn_worse_since + self._conn_settle
-            if self._now < settled:
-                self._conn_retry_at = settled
-                return
-        else:
-            self._conn_worse_since = None
-            if self._conn_gave_up and mine.score >= theirs.score:
-                action = "take"
-            else:
-                return
-        if self._now < self._conn_hold_until:
-            self._conn_retry_at = self._conn_hold_until
-            return
-        if action == "give":
-            refusal = self._standby_refusal(ALL)
-            if refusal:
-                self._log_limited("conn-give", logging.INFO, f"connectivity handover waits: {refusal}")
-                self._conn_retry_at = self._now + _CONN_RETRY
-                return
-            self._log(
-                logging.WARNING,
-                f"our connectivity ({mine}) is worse than {peer.name}'s ({theirs}): handing our groups to it",
-            )
-            self._conn_gave_up = True
-            self._conn_hold_until = self._now + _CONN_HOLDOFF
-            self._rsc.start_standby(ALL)
-            return
-        local = self._rsc.table.groups_of(LOCAL)
-        if not self._rsc.failback or not local or all(self._rsc.groups[i].target for i in local):
-            self._conn_gave_up = False  # auto_failback off: the groups stay where they are
-            return
-        refusal = self._takeover_refusal(LOCAL)
-        if refusal:
-            self._log_limited("conn-take", logging.INFO, f"taking our groups back waits: {refusal}")
-            self._conn_retry_at = self._now + _CONN_RETRY
-            return
-        self._log(logging.INFO, f"our connectivity recovered ({mine}): taking our groups back (auto_failback)")
-        self._conn_gave_up = False
-        self._conn_hold_until = self._now + _CONN_HOLDOFF
-        self._send([("t", TAKEOVER_TYPE), ("rsc_hold", "local")])
 
     # ------------------------------------------------------------------------- shutdown
 
@@ -1215,7 +1085,7 @@ class _Host:
         self._node._report(peer, status, reason)
 
     def connectivity(self) -> tuple[Connectivity | None, Connectivity | None]:
-        return self._node._conn, self._node._peer_conn
+        return self._node._handover.ours, self._node._handover.theirs
 
     def send_shutdone(self) -> bool:
         return self._node._send_shutdone()
