@@ -159,6 +159,8 @@ and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
 
 * `ha.node.api`: the vocabulary (actions, `AdminRefused`, message types,
   `COUNTERS`, snapshot types);
+* `ha.node.inbound`: admission of datagrams (signature, required fields, own
+  packets, unknown senders) and the per-source account of rejected ones;
 * `ha.node.delivery`: reliable delivery (sequence numbers, the send history,
   retransmission requests and answers, acks, the reorder window, generation
   checks);
@@ -172,7 +174,7 @@ and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
 * `ha.node.handover`: connectivity reports and the handovers they decide,
   ``hb_takeover`` requests;
 * `ha.node.core`: `HeartbeatNode`, composing them: entry points, sending,
-  the receive path, comm state.
+  sequencing and dispatch of admitted messages, comm state.
 """
 
 from ha.node.api import (
