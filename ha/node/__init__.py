@@ -154,13 +154,18 @@ Choices where heartbeat's behaviour was unclear or unwanted
 
 Layout
 ------
-Dependencies point one way, from the node down to its parts; each part is pure
+Dependencies point one way, from the node down to its parts (no part imports
+`ha.node.core`; among the parts: handover -> resources -> legacy -> groups,
+outbound -> delivery, and membership and api below them). Each part is pure
 and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
 
 * `ha.node.api`: the vocabulary (actions, `AdminRefused`, message types,
   `COUNTERS`, snapshot types);
 * `ha.node.inbound`: admission of datagrams (signature, required fields, own
   packets, unknown senders) and the per-source account of rejected ones;
+* `ha.node.outbound`: our messages (trailing fields, signing, the send
+  history) and our status (``dt`` with its startup bonus, keepalives, copies
+  on a lossy link);
 * `ha.node.delivery`: reliable delivery (sequence numbers, the send history,
   retransmission requests and answers, acks, the reorder window, generation
   checks);
@@ -173,8 +178,8 @@ and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
   standby and the failback handshake, split brain healed, the graceful stop);
 * `ha.node.handover`: connectivity reports and the handovers they decide,
   ``hb_takeover`` requests;
-* `ha.node.core`: `HeartbeatNode`, composing them: entry points, sending,
-  sequencing and dispatch of admitted messages, comm state.
+* `ha.node.core`: `HeartbeatNode`, composing them: entry points, sequencing
+  and dispatch of admitted messages, comm state.
 """
 
 from ha.node.api import (

@@ -1,18 +1,19 @@
 """`HeartbeatNode`: the heartbeat 3.0.6 node composed of its parts.
 
 The protocol and the choices made are described in the package docstring (`ha.node`).
-Admission of datagrams is `ha.node.inbound`, reliable delivery `ha.node.delivery`,
-liveness `ha.node.membership`, the resource protocol `ha.node.resources` (with
+Admission of datagrams is `ha.node.inbound`, our messages and status
+`ha.node.outbound`, reliable delivery `ha.node.delivery`, liveness
+`ha.node.membership`, the resource protocol `ha.node.resources` (with
 `ha.node.groups` and `ha.node.legacy`), the connectivity handovers and
 ``hb_takeover`` requests `ha.node.handover`. This module keeps the entry points,
-the call plumbing (actions, logs, the stall guard), sending (signing, status copies
-on lossy links), the receive path after admission (sequencing, dispatch) and the
-comm state (``reqnodes``), and turns the parts' decisions into actions.
+the call plumbing (actions, logs, the stall guard), the receive path after
+admission (sequencing, dispatch) and the comm state (``reqnodes``), and turns the
+parts' decisions into actions.
 
-About 1,000 lines, over the ~800 aimed at: the entry points carry the node's
+About 900 lines, over the ~800 aimed at: the entry points carry the node's
 documented interface, and the receive path after admission (``_sequence``,
 ``_receive_noseq``, ``_dispatch``) still lives here; it is the next part to move
-(to `ha.node.delivery` and a dispatch module) once the node's tests pin it down.
+(into `ha.node.delivery` and a dispatch module).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from ha.node.delivery import (
     Fill,
     Generation,
     PeerStream,
-    SendHistory,
     check_generation,
 )
 from ha.node.groups import rsc_name, rsc_type
@@ -58,12 +58,10 @@ from ha.node.inbound import (
     parse_hex,
 )
 from ha.node.membership import DEAD, Membership, Peer
+from ha.node.outbound import Outbound
 from ha.node.resources import ResourceProtocol
 from ha.wire import (
     Message,
-    add_standard_fields,
-    encode_packet,
-    is_noseq_type,
 )
 
 __all__ = ["HeartbeatNode"]
@@ -71,15 +69,10 @@ __all__ = ["HeartbeatNode"]
 # --- protocol constants (heartbeat 3.0.6) ----------------------------------------------------
 
 _REQNODES_INTERVAL = 1.0
-_STARTUP_DT_BONUS = 2.0  # hb_add_deadtime(2000) at start ...
-_STARTUP_DT_PERIOD = 5.0  # ... popped after 5 s
-_HOPFUDGE = 1
 
 # --- directord choices -----------------------------------------------------------------------
 
 _STALL_TOLERANCE = 0.5
-_LOSS_MEMORY = 60.0
-_STATUS_COPIES = 3  # status sends per keepalive on a lossy link
 _LOG_INTERVAL = 10.0  # rate limit for logs an attacker can trigger
 
 
@@ -154,15 +147,12 @@ class HeartbeatNode:
         self._me = config.node.lower()
         self._keys = keys
         self.identity = identity
-        self._loadavg = loadavg
-        self._wallclock = wallclock
         seed = int.from_bytes(identity.uuid, "big") ^ identity.generation
         self._rng = rng if rng is not None else random.Random(seed)
 
         self._keepalive = float(t.keepalive)
         self._deadtime = float(t.deadtime)
         self._linger = 2.0 if config.compat == "heartbeat" else max(4 * self._keepalive, 1.0)
-        self._ttl = _HOPFUDGE + len(config.nodes)
 
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self._rejects = RejectLedger()
@@ -185,15 +175,11 @@ class HeartbeatNode:
         self._stopped = False
         self._linger_until: float | None = None
 
-        # our heartbeat
-        self._status = "init"
-        self._history = SendHistory()
-        self._next_status = 0.0
-        self._dt_bonus_until: float | None = None
-        self._last_status_sent = 0.0
-        self._copies: list[tuple[float, bytes]] = []
-        self._loss_until: float | None = None
-        self._flow_control = True
+        # our heartbeat: messages, status, history
+        self._outbound = Outbound(
+            config, keys, identity, self._members, host, loadavg=loadavg, wallclock=wallclock
+        )
+        self._history = self._outbound.history
 
         # comm
         self._comm_up = False
@@ -219,13 +205,8 @@ class HeartbeatNode:
         self._begin(now)
         self._log(logging.INFO, f"heartbeat node {self.node} starting, generation {self.identity.generation}")
         self._members.start(now)  # initdead counts from our start
-        self._dt_bonus_until = now + _STARTUP_DT_PERIOD
         self._rsc.table.release_all_at_start()
-        self._send_status()  # "init": the deadtime bump triggers it
-        self._status = "up"
-        self._send_status()
-        self._send_status()
-        self._next_status = now + self._keepalive
+        self._outbound.start(now)
         self._check_comm_isup()
         return self._finish()
 
@@ -270,7 +251,7 @@ class HeartbeatNode:
             return self._finish()
         self._rsc.begin_stop(now)
         self._log(logging.INFO, "graceful stop requested")
-        self._send_status()
+        self._outbound.send_status()
         self._rsc.try_giveup()
         self._drain()
         return self._finish()
@@ -357,7 +338,7 @@ class HeartbeatNode:
             raise AdminRefused(refusal)
         self._begin(now)
         self._log(logging.INFO, f"takeover requested [{which}]: asking the peer to go standby")
-        self._send([("t", TAKEOVER_TYPE), ("rsc_hold", rsc_name(rtype))])
+        self._outbound.send([("t", TAKEOVER_TYPE), ("rsc_hold", rsc_name(rtype))])
         self._drain()
         return self._finish()
 
@@ -366,10 +347,7 @@ class HeartbeatNode:
         (not started, or stopped). Call ``on_tick`` then, or earlier."""
         if not self._running():
             return float("inf")
-        cands = [self._next_status]
-        cands.extend(due for due, _ in self._copies)
-        if self._dt_bonus_until is not None:
-            cands.append(self._dt_bonus_until)
+        cands = self._outbound.deadlines()
         cands.extend(self._members.deadlines())
         for stream in self._streams.values():
             cands.extend(stream.deadlines())
@@ -402,7 +380,7 @@ class HeartbeatNode:
         )
         return NodeSnapshot(
             node=self.node,
-            status=self._status,
+            status=self._outbound.status,
             generation=self.identity.generation,
             last_seq=self._history.last_seq,
             resource_state=self._rsc.rstate,
@@ -446,11 +424,12 @@ class HeartbeatNode:
             logging.WARNING,
             f"timers ran {late:.2f} s late (was this process stalled?): peers get {late:.2f} s of grace",
         )
-        silent = self._now - self._last_status_sent
-        if silent > self._advertised_dt():
+        silent = self._outbound.silent_for(self._now)
+        advertised = self._outbound.advertised_dt()
+        if silent > advertised:
             self._log(
                 logging.CRITICAL,
-                f"no heartbeat sent for {silent:.2f} s, more than the {self._advertised_dt():.1f} s deadtime we "
+                f"no heartbeat sent for {silent:.2f} s, more than the {advertised:.1f} s deadtime we "
                 "advertise: the peer may have declared us dead and taken our groups",
             )
 
@@ -472,87 +451,6 @@ class HeartbeatNode:
         if not peer.should_report(status):
             return
         self._out.append(PeerStatus(peer.name, status, reason))  # type: ignore[arg-type]
-
-
-    # ------------------------------------------------------------------------ sending
-
-    def _advertised_dt(self) -> float:
-        if self._dt_bonus_until is not None:
-            return self._deadtime + _STARTUP_DT_BONUS
-        return self._deadtime
-
-    def _ts(self) -> int:
-        if self._wallclock is not None:
-            try:
-                return max(int(self._wallclock()), 1)
-            except Exception:  # the driver's clock must not break sending
-                pass
-        return max(int(self._now), 1)
-
-    def _ld(self) -> str:
-        try:
-            text = str(self._loadavg())
-        except Exception:
-            text = "n/a"
-        text = text.split("\n", 1)[0].replace("\0", "")
-        return text or "n/a"
-
-    def _uuid_of(self, name: str) -> bytes | None:
-        if name.lower() == self._me:
-            return self.identity.uuid
-        peer = self._members.get(name)
-        return peer.uuid if peer is not None else None
-
-    def _send(self, fields: list[tuple[str, str]]) -> bytes:
-        """Add the trailing fields, sign, emit `Send`, keep sequenced packets in
-        the history and process our own resource messages (heartbeat's loopback)."""
-        msg = Message.from_pairs(fields)
-        mtype = msg.msg_type
-        noseq = is_noseq_type(mtype)
-        dest = msg.get("dest")
-        seq = None
-        if not noseq:
-            seq = self._history.next_seq()
-        full = add_standard_fields(
-            msg,
-            src=self.node,
-            srcuuid=self.identity.uuid,
-            hg=self.identity.generation,
-            ts=self._ts(),
-            ttl=self._ttl,
-            seq=seq,
-            ld=None if noseq else self._ld(),
-            destuuid=self._uuid_of(dest) if dest is not None else None,
-        )
-        raw = encode_packet(full, self._keys)
-        if seq is not None:
-            self._history.record(seq, raw)
-        self._out.append(Send(raw))
-        self.counters["sent"] += 1
-        if mtype in ("resource", "ask_resources", "shutdone"):
-            self._rsc.own_message(full)
-        return raw
-
-    def _send_status(self) -> None:
-        fields = [
-            ("t", "status"),
-            ("st", self._status),
-            ("dt", format(int(round(self._advertised_dt() * 1000)), "x")),
-        ]
-        if self._flow_control:
-            fields.append(("protocol", "1"))
-        raw = self._send(fields)
-        self._last_status_sent = self._now
-        if self._loss_until is not None and self._now < self._loss_until:
-            step = self._keepalive / _STATUS_COPIES
-            self._copies = [(self._now + step * k, raw) for k in range(1, _STATUS_COPIES)]
-        else:
-            self._copies = []
-
-    def _loss_seen(self) -> None:
-        if self._loss_until is None or self._now >= self._loss_until:
-            self._log(logging.INFO, "packet loss seen: sending each status several times")
-        self._loss_until = self._now + _LOSS_MEMORY
 
     # ------------------------------------------------------------------------ timers
 
@@ -577,35 +475,18 @@ class HeartbeatNode:
                 if peer.status in ("up", "active"):
                     if stream.ask(s, now):  # past the reorder window: lost
                         self.counters["lost_packets"] += 1
-                        self._loss_seen()
+                        self._outbound.loss_seen()
                         self._log_limited(
                             f"lost-{peer.name}", logging.WARNING,
                             f"lost packet(s) from {peer.name} (seq {s}): asking for retransmission",
                         )
-                    self._send(
+                    self._outbound.send(
                         [("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(s)), ("lastseq", str(s))]
                     )
                     self.counters["rexmit_requests_sent"] += 1
                 else:
                     stream.cancel_request(s)
-        if self._dt_bonus_until is not None and now >= self._dt_bonus_until:
-            self._dt_bonus_until = None
-            self._send_status()
-        if now >= self._next_status:
-            self._send_status()
-            self._next_status += self._keepalive
-            if self._next_status <= now:
-                self._next_status = now + self._keepalive
-        if self._copies:
-            keep = []
-            for due, raw in self._copies:
-                if now >= due:
-                    self._out.append(Send(raw))
-                    self.counters["sent"] += 1
-                    self.counters["copies_sent"] += 1
-                else:
-                    keep.append((due, raw))
-            self._copies = keep
+        self._outbound.timers(now)
         self._rsc.stop_timers(now, stopping=self._linger_until is not None)
         if self._linger_until is not None and now >= self._linger_until:
             self._linger_until = None
@@ -699,7 +580,7 @@ class HeartbeatNode:
                 return
             self.counters["naks_received"] += 1
             self._log(logging.ERROR, f"irretrievably lost packet: node {peer.name} seq {nseq}")
-            self._filled(peer, stream.fill(nseq, self._flow_control))
+            self._filled(peer, stream.fill(nseq, self._outbound.flow_control))
             return
         if dest is not None and dest.lower() != self._me:
             self.counters["not_for_us"] += 1
@@ -717,7 +598,7 @@ class HeartbeatNode:
             self._check_comm_isup()
         if mtype == "NS_rexmit":
             self.counters["rexmit_requests_received"] += 1
-            self._loss_seen()
+            self._outbound.loss_seen()
             self._process_rexmit(peer, msg)
         elif mtype == "NS_ackmsg":
             self.counters["acks_received"] += 1
@@ -760,13 +641,15 @@ class HeartbeatNode:
             stream.generation = gen
 
         to_us = addressed_to(msg, self._me, self.identity.uuid)
-        arrival = stream.arrive(seq, self._now, self._rng, resync=healed or new_gen, flow_control=self._flow_control)
+        arrival = stream.arrive(
+            seq, self._now, self._rng, resync=healed or new_gen, flow_control=self._outbound.flow_control
+        )
         if not arrival.keep:
             self.counters[arrival.kind] += 1  # "duplicate" or "old"
             return "drop", False, False
         if arrival.lost:
             self.counters["lost_packets"] += arrival.lost
-            self._loss_seen()
+            self._outbound.loss_seen()
             self._log(logging.ERROR, f"lost a lot of packets from {peer.name}: sequence tracking restarted")
         if arrival.fill is not None:
             self._filled(peer, arrival.fill)
@@ -798,7 +681,7 @@ class HeartbeatNode:
             self._send_ack(peer, fill.ack)
 
     def _send_ack(self, peer: Peer, seq: int) -> None:
-        self._send([("t", "NS_ackmsg"), ("dest", peer.name), ("ackseq", format(seq, "x"))])
+        self._outbound.send([("t", "NS_ackmsg"), ("dest", peer.name), ("ackseq", format(seq, "x"))])
         self.counters["acks_sent"] += 1
 
     def _handle_ack(self, peer: Peer, msg: Message) -> None:
@@ -818,7 +701,7 @@ class HeartbeatNode:
         answer = self._history.answer(fseq, lseq, self._streams[peer.key].acked, self._now)
         for item in answer.answers:
             if item.payload is None:
-                self._send(
+                self._outbound.send(
                     [("t", "NS_nak_rexmit"), ("firstseq", format(item.seq, "x")), ("dest", peer.name),
                      ("info", item.reason)]
                 )
@@ -853,7 +736,7 @@ class HeartbeatNode:
             if self._comm_up:
                 self._handover.peer_takeover(peer, msg, comm_up=self._comm_up)
         elif mtype == "reqnodes":
-            self._send(
+            self._outbound.send(
                 [
                     ("dest", peer.name),
                     ("t", "repnodes"),
@@ -895,8 +778,8 @@ class HeartbeatNode:
             return
         if peer.stale_status(seq, ts):
             return
-        if msg.get("protocol") is None and self._flow_control:
-            self._flow_control = False
+        if msg.get("protocol") is None and self._outbound.flow_control:
+            self._outbound.flow_control = False
             self._log(logging.INFO, f"flow control disabled: {peer.name} sends no protocol version")
         late = self._members.status_arrived(peer, self._now)
         if late is not None:
@@ -937,7 +820,7 @@ class HeartbeatNode:
         if self._members.linksup:
             return
         if self._members.links_up():
-            if self._flow_control:
+            if self._outbound.flow_control:
                 self._send_reqnodes()
             else:
                 self._comm_now_up()
@@ -950,7 +833,7 @@ class HeartbeatNode:
             self._got_reqnodes_reply = True
             self._comm_now_up()
             return
-        self._send([("t", "reqnodes"), ("dest", dest.name)])
+        self._outbound.send([("t", "reqnodes"), ("dest", dest.name)])
         self._next_reqnodes = self._now + _REQNODES_INTERVAL
 
     def _comm_now_up(self) -> None:
@@ -958,8 +841,8 @@ class HeartbeatNode:
             return
         self._comm_up = True
         self._log(logging.INFO, "communication is up: status active")
-        self._status = "active"
-        self._send_status()
+        self._outbound.status = "active"
+        self._outbound.send_status()
         self._handover.resend_soon()
         self._rsc.comm_up()
 
@@ -971,13 +854,14 @@ class HeartbeatNode:
         if self._linger_until is not None or self._stopped:
             return False
         self._log(logging.INFO, "all groups released: sending shutdone")
-        self._send([("t", "shutdone"), ("st", "dead")])
+        self._outbound.send([("t", "shutdone"), ("st", "dead")])
         self._linger_until = self._now + self._linger
         return True
 
 
 class _Host:
-    """The node as its resource protocol sees it (`ha.node.resources.ResourceHost`)."""
+    """The node as its parts see it: `ha.node.resources.ResourceHost`,
+    `ha.node.handover.HandoverHost`, `ha.node.outbound.OutboundHost`."""
 
     def __init__(self, node: HeartbeatNode) -> None:
         self._node = node
@@ -987,7 +871,7 @@ class _Host:
         return self._node._now
 
     def send(self, fields: list[tuple[str, str]]) -> None:
-        self._node._send(fields)
+        self._node._outbound.send(fields)
 
     def emit(self, action: Action) -> None:
         self._node._out.append(action)
@@ -1009,6 +893,9 @@ class _Host:
 
     def connectivity(self) -> tuple[Connectivity | None, Connectivity | None]:
         return self._node._handover.ours, self._node._handover.theirs
+
+    def loopback(self, msg: Message) -> None:
+        self._node._rsc.own_message(msg)
 
     def send_shutdone(self) -> bool:
         return self._node._send_shutdone()
