@@ -154,10 +154,10 @@ Choices where heartbeat's behaviour was unclear or unwanted
 
 Layout
 ------
-Dependencies point one way, from the node down to its parts (no part imports
-`ha.node.core`; among the parts: handover -> resources -> legacy -> groups,
-outbound -> delivery, and membership and api below them). Each part is pure
-and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
+Dependencies point one way, from the node down to its parts: no part imports
+`ha.node.core`; among the parts, handover -> resources -> legacy -> groups and
+receiver -> outbound -> delivery, with membership, inbound and api below them.
+Each part is pure and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
 
 * `ha.node.api`: the vocabulary (actions, `AdminRefused`, message types,
   `COUNTERS`, snapshot types);
@@ -166,9 +166,10 @@ and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
 * `ha.node.outbound`: our messages (trailing fields, signing, the send
   history) and our status (``dt`` with its startup bonus, keepalives, copies
   on a lossy link);
-* `ha.node.delivery`: reliable delivery (sequence numbers, the send history,
-  retransmission requests and answers, acks, the reorder window, generation
-  checks);
+* `ha.node.delivery`: reliable delivery's data (sequence numbers, the send
+  history, a peer's stream with its reorder window and acks, generation checks);
+* `ha.node.receiver`: reliable delivery driven: the checks of each received
+  message, acks, retransmission requests and answers;
 * `ha.node.membership`: the peers' liveness (deadtime, warntime, initdead,
   late heartbeats, stall grace, dead and alive);
 * `ha.node.groups`: the resource groups, the resource sets and the driver
@@ -178,8 +179,8 @@ and has its own unit tests (``tests/unit/test_ha_node_<part>.py``).
   standby and the failback handshake, split brain healed, the graceful stop);
 * `ha.node.handover`: connectivity reports and the handovers they decide,
   ``hb_takeover`` requests;
-* `ha.node.core`: `HeartbeatNode`, composing them: entry points, sequencing
-  and dispatch of admitted messages, comm state.
+* `ha.node.core`: `HeartbeatNode`, composing them: entry points, dispatch of
+  accepted messages, comm state.
 """
 
 from ha.node.api import (

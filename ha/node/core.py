@@ -2,18 +2,14 @@
 
 The protocol and the choices made are described in the package docstring (`ha.node`).
 Admission of datagrams is `ha.node.inbound`, our messages and status
-`ha.node.outbound`, reliable delivery `ha.node.delivery`, liveness
+`ha.node.outbound`, the sequencing of received messages, acks and
+retransmissions `ha.node.receiver` (on `ha.node.delivery`), liveness
 `ha.node.membership`, the resource protocol `ha.node.resources` (with
 `ha.node.groups` and `ha.node.legacy`), the connectivity handovers and
 ``hb_takeover`` requests `ha.node.handover`. This module keeps the entry points,
-the call plumbing (actions, logs, the stall guard), the receive path after
-admission (sequencing, dispatch) and the comm state (``reqnodes``), and turns the
-parts' decisions into actions.
-
-About 900 lines, over the ~800 aimed at: the entry points carry the node's
-documented interface, and the receive path after admission (``_sequence``,
-``_receive_noseq``, ``_dispatch``) still lives here; it is the next part to move
-(into `ha.node.delivery` and a dispatch module).
+the call plumbing (actions, logs, the stall guard), the dispatch of accepted
+messages and the comm state (``reqnodes``), and implements the small host
+interface through which the parts emit actions.
 """
 
 from __future__ import annotations
@@ -37,28 +33,19 @@ from ha.node.api import (
     NodeSnapshot,
     PeerInfo,
     PeerStatus,
-    Send,
     Stopped,
-)
-from ha.node.delivery import (
-    ACK_DIV,
-    Fill,
-    Generation,
-    PeerStream,
-    check_generation,
 )
 from ha.node.groups import rsc_name, rsc_type
 from ha.node.handover import ConnectivityHandover
 from ha.node.inbound import (
     Dropped,
     RejectLedger,
-    addressed_to,
     admit,
-    parse_dec,
     parse_hex,
 )
 from ha.node.membership import DEAD, Membership, Peer
 from ha.node.outbound import Outbound
+from ha.node.receiver import Receiver
 from ha.node.resources import ResourceProtocol
 from ha.wire import (
     Message,
@@ -163,8 +150,6 @@ class HeartbeatNode:
         self._members = Membership(
             others, deadtime=self._deadtime, warntime=float(t.warntime), initdead=float(t.initdead)
         )
-        # the peers' packet streams, by Peer.key
-        self._streams = {name.lower(): PeerStream(self._rng.randrange(ACK_DIV)) for name in others}
         host = _Host(self)
         self._rsc = ResourceProtocol(config, self._members, host)
         # connectivity (ping nodes, resource links) and hb_takeover requests
@@ -180,6 +165,8 @@ class HeartbeatNode:
             config, keys, identity, self._members, host, loadavg=loadavg, wallclock=wallclock
         )
         self._history = self._outbound.history
+        # the peers' packet streams: sequencing, acks, retransmissions
+        self._receiver = Receiver(identity, self._me, self._members, self._outbound, host, self._rng)
 
         # comm
         self._comm_up = False
@@ -349,8 +336,7 @@ class HeartbeatNode:
             return float("inf")
         cands = self._outbound.deadlines()
         cands.extend(self._members.deadlines())
-        for stream in self._streams.values():
-            cands.extend(stream.deadlines())
+        cands.extend(self._receiver.deadlines())
         cands.extend(self._rsc.deadlines())
         cands.extend(self._handover.deadlines())
         for value in (
@@ -376,7 +362,7 @@ class HeartbeatNode:
                 ack_trigger=s.ack_trigger,
                 shut_down=p.shutdone,
             )
-            for p, s in ((p, self._streams[p.key]) for p in self._members.peers.values())
+            for p, s in ((p, self._receiver.streams[p.key]) for p in self._members.peers.values())
         )
         return NodeSnapshot(
             node=self.node,
@@ -469,23 +455,7 @@ class HeartbeatNode:
             self._send_reqnodes()
         self._rsc.timers(now)
         self._handover.timers(now, comm_up=self._comm_up)
-        for peer in self._members.peers.values():
-            stream = self._streams[peer.key]
-            for s in stream.due_requests(now):
-                if peer.status in ("up", "active"):
-                    if stream.ask(s, now):  # past the reorder window: lost
-                        self.counters["lost_packets"] += 1
-                        self._outbound.loss_seen()
-                        self._log_limited(
-                            f"lost-{peer.name}", logging.WARNING,
-                            f"lost packet(s) from {peer.name} (seq {s}): asking for retransmission",
-                        )
-                    self._outbound.send(
-                        [("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(s)), ("lastseq", str(s))]
-                    )
-                    self.counters["rexmit_requests_sent"] += 1
-                else:
-                    stream.cancel_request(s)
+        self._receiver.request_retransmissions(now)
         self._outbound.timers(now)
         self._rsc.stop_timers(now, stopping=self._linger_until is not None)
         if self._linger_until is not None and now >= self._linger_until:
@@ -505,7 +475,7 @@ class HeartbeatNode:
         self._handover.peer_lost()
         self._rsc.recover_dead_resources(peer)
         peer.forget()
-        self._streams[peer.key].reset()
+        self._receiver.forget(peer)
 
     # ------------------------------------------------------------------------ receiving
 
@@ -529,19 +499,23 @@ class HeartbeatNode:
         peer.anypacketsyet = True
 
         if inbound.noseq:
-            self._receive_noseq(peer, msg, mtype, gen)
+            if self._receiver.accept_noseq(peer, msg, mtype, gen):
+                if not self._members.linksup:
+                    self._check_comm_isup()
+                self._receiver.handle_noseq(peer, msg, mtype)
             return
 
-        is_status = mtype == "status"
-        if peer.dead and not is_status and gen <= self._streams[peer.key].generation:
+        if mtype != "status" and self._receiver.from_dead(peer, gen):
             # a peer declared dead speaks again through its status first
             self.counters["from_dead"] += 1
             return
-        verdict, restart, healed = self._sequence(peer, msg, mtype, seq, gen, ts)
-        if verdict != "keep":
+        result = self._receiver.sequence(peer, msg, mtype, seq, gen, ts)
+        if result.new_gen:
+            self._rsc.early_starting.discard(peer.key)
+        if not result.keep:
             return
         self.counters["accepted"] += 1
-        self._dispatch(peer, msg, mtype, seq, ts, restart=restart, healed=healed)
+        self._dispatch(peer, msg, mtype, seq, ts, restart=result.restart, healed=result.healed)
         if not self._members.linksup:
             self._check_comm_isup()
 
@@ -561,164 +535,6 @@ class HeartbeatNode:
         """
         return self._rejects.rows(now)
 
-    def _receive_noseq(self, peer: Peer, msg: Message, mtype: str, gen: int) -> None:
-        dest = msg.get("dest")
-        stream = self._streams[peer.key]
-        if check_generation(stream.generation, gen, status=False) == Generation.REPLAY:
-            # no seq to check, but the generation still tells a replay of an old run
-            self.counters["replay"] += 1
-            self._log_limited(
-                f"replay-{peer.name}", logging.ERROR,
-                f"attempted replay attack from {peer.name}? {mtype} of generation {gen} < {stream.generation}: "
-                "dropped",
-            )
-            return
-        if mtype == "NS_nak_rexmit":
-            nseq = parse_hex(msg.get("firstseq"))
-            if not nseq:
-                self.counters["malformed"] += 1
-                return
-            self.counters["naks_received"] += 1
-            self._log(logging.ERROR, f"irretrievably lost packet: node {peer.name} seq {nseq}")
-            self._filled(peer, stream.fill(nseq, self._outbound.flow_control))
-            return
-        if dest is not None and dest.lower() != self._me:
-            self.counters["not_for_us"] += 1
-            return
-        if mtype == "NS_ackmsg":
-            ackseq = parse_hex(msg.get("ackseq"))
-            if ackseq is None:
-                self.counters["malformed"] += 1
-                return
-            if ackseq <= stream.acked:  # a replayed or overtaken ack: nothing new
-                self.counters["old"] += 1
-                return
-        self.counters["accepted"] += 1
-        if not self._members.linksup:
-            self._check_comm_isup()
-        if mtype == "NS_rexmit":
-            self.counters["rexmit_requests_received"] += 1
-            self._outbound.loss_seen()
-            self._process_rexmit(peer, msg)
-        elif mtype == "NS_ackmsg":
-            self.counters["acks_received"] += 1
-            self._handle_ack(peer, msg)
-
-    def _sequence(
-        self, peer: Peer, msg: Message, mtype: str, seq: int, gen: int, ts: int
-    ) -> tuple[str, bool, bool]:
-        """should_drop_message: returns (verdict, restarted, healed partition).
-
-        `restarted` means a status with a higher generation than one we knew."""
-        stream = self._streams[peer.key]
-        is_status = mtype == "status"
-        verdict = check_generation(
-            stream.generation, gen, status=is_status, peer_dead=peer.dead, seq=seq,
-            status_seqno=peer.status_seqno,
-        )
-        if verdict == Generation.REPLAY:
-            self.counters["replay"] += 1
-            self._log_limited(
-                f"replay-{peer.name}",
-                logging.ERROR,
-                f"attempted replay attack from {peer.name}? generation {gen} < {stream.generation}: dropped",
-            )
-            return "drop", False, False
-        if verdict in (Generation.STALE, Generation.EARLY):
-            # EARLY: a restarted peer speaks through its status first (seq 1)
-            self.counters["old"] += 1
-            return "drop", False, False
-        healed = verdict == Generation.HEALED
-        new_gen = verdict in (Generation.FIRST, Generation.RESTART)
-        restart = verdict == Generation.RESTART
-        if new_gen:
-            if restart:
-                self._log(logging.INFO, f"heartbeat restart on node {peer.name} (generation {gen})")
-            stream.reset()
-            peer.restarted()
-            self._rsc.early_starting.discard(peer.key)
-        if is_status:
-            stream.generation = gen
-
-        to_us = addressed_to(msg, self._me, self.identity.uuid)
-        arrival = stream.arrive(
-            seq, self._now, self._rng, resync=healed or new_gen, flow_control=self._outbound.flow_control
-        )
-        if not arrival.keep:
-            self.counters[arrival.kind] += 1  # "duplicate" or "old"
-            return "drop", False, False
-        if arrival.lost:
-            self.counters["lost_packets"] += arrival.lost
-            self._outbound.loss_seen()
-            self._log(logging.ERROR, f"lost a lot of packets from {peer.name}: sequence tracking restarted")
-        if arrival.fill is not None:
-            self._filled(peer, arrival.fill)
-        if arrival.kind == "resync":
-            peer.rmt_lastupdate = ts
-        self._alive(peer)
-        if arrival.ack is not None:
-            self._send_ack(peer, arrival.ack)
-        return self._keep_if(to_us), restart, healed
-
-    def _keep_if(self, to_us: bool) -> str:
-        if to_us:
-            return "keep"
-        self.counters["not_for_us"] += 1
-        return "drop"
-
-    def _alive(self, peer: Peer) -> None:
-        peer.heard(self._now)
-
-    def _filled(self, peer: Peer, fill: Fill | None) -> None:
-        """A missing packet of `peer` arrived or was given up (`PeerStream.fill`)."""
-        if fill is None:
-            return
-        if not fill.requested:
-            self.counters["reordered"] += 1
-        if fill.recovered:
-            self._log_limited(f"recovered-{peer.name}", logging.INFO, f"no packets missing from {peer.name}")
-        if fill.ack is not None:
-            self._send_ack(peer, fill.ack)
-
-    def _send_ack(self, peer: Peer, seq: int) -> None:
-        self._outbound.send([("t", "NS_ackmsg"), ("dest", peer.name), ("ackseq", format(seq, "x"))])
-        self.counters["acks_sent"] += 1
-
-    def _handle_ack(self, peer: Peer, msg: Message) -> None:
-        ackseq = parse_hex(msg.get("ackseq"))
-        if ackseq is None:
-            return
-        sent = self._history.last_seq
-        if not self._streams[peer.key].acknowledge(ackseq, sent):
-            self._log_limited("ack", logging.ERROR, f"ack from {peer.name} for seq {ackseq}, we sent {sent}")
-
-    def _process_rexmit(self, peer: Peer, msg: Message) -> None:
-        fseq = parse_dec(msg.get("firstseq"))
-        lseq = parse_dec(msg.get("lastseq"))
-        if not fseq or not lseq or fseq > lseq:
-            self._log_limited("rexmit", logging.ERROR, f"invalid retransmission request from {peer.name}")
-            return
-        answer = self._history.answer(fseq, lseq, self._streams[peer.key].acked, self._now)
-        for item in answer.answers:
-            if item.payload is None:
-                self._outbound.send(
-                    [("t", "NS_nak_rexmit"), ("firstseq", format(item.seq, "x")), ("dest", peer.name),
-                     ("info", item.reason)]
-                )
-                self.counters["naks_sent"] += 1
-                self._log_limited(
-                    "nak", logging.ERROR, f"cannot retransmit seq {item.seq} to {peer.name}: {item.reason}"
-                )
-            else:
-                self._out.append(Send(item.payload))
-                self.counters["sent"] += 1
-                self.counters["retransmitted"] += 1
-        if answer.beyond is not None:
-            sent = self._history.last_seq
-            self._log_limited(
-                "rexmit-high", logging.WARNING, f"{peer.name} asks for seq {answer.beyond}, {sent} is max"
-            )
-
     def _dispatch(
         self, peer: Peer, msg: Message, mtype: str, seq: int, ts: int, *, restart: bool, healed: bool
     ) -> None:
@@ -729,7 +545,7 @@ class HeartbeatNode:
             if restart or healed:
                 self._handover.resend_soon()  # it lost our report
             if healed:
-                self._rsc.partition_healed(peer, self._streams[peer.key].generation)
+                self._rsc.partition_healed(peer, self._receiver.streams[peer.key].generation)
         elif mtype == CONNECTIVITY_TYPE:
             self._handover.peer_report(peer, msg, comm_up=self._comm_up)
         elif mtype == TAKEOVER_TYPE:
@@ -861,7 +677,8 @@ class HeartbeatNode:
 
 class _Host:
     """The node as its parts see it: `ha.node.resources.ResourceHost`,
-    `ha.node.handover.HandoverHost`, `ha.node.outbound.OutboundHost`."""
+    `ha.node.handover.HandoverHost`, `ha.node.outbound.OutboundHost`,
+    `ha.node.receiver.ReceiverHost`."""
 
     def __init__(self, node: HeartbeatNode) -> None:
         self._node = node
@@ -885,8 +702,8 @@ class _Host:
     def defer(self, fn: Callable[[], None]) -> None:
         self._node._deferred.append(fn)
 
-    def count(self, counter: str) -> None:
-        self._node.counters[counter] += 1
+    def count(self, counter: str, n: int = 1) -> None:
+        self._node.counters[counter] += n
 
     def report(self, peer: Peer, status: str, reason: str) -> None:
         self._node._report(peer, status, reason)
