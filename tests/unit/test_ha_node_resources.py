@@ -72,7 +72,7 @@ class Host:
         self.rsc.own_message(Message.from_pairs([("t", "shutdone"), ("st", "dead"), ("src", "nodea")]))
         return True
 
-    # helpers
+    # reading what was sent
     def types(self) -> list[str]:
         return [dict(f)["t"] for f in self.sent]
 
