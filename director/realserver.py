@@ -894,7 +894,7 @@ def gather(request: Request | None = None) -> HostState:
         RealServerError: netlink refused.
     """
     from pyroute2 import IPRoute, NetlinkError
-    from ha.vip import _kernel_has_ifa_proto
+    from ha.vip import kernel_has_ifa_proto
 
     try:
         with IPRoute() as ipr:
@@ -936,7 +936,7 @@ def gather(request: Request | None = None) -> HostState:
         ipip = "tunnel"
     elif request is not None and request.mode == "tun" and _ipip_available():
         ipip = "module"
-    return HostState(tuple(links), tuple(addrs), sysctls, gws, ipip, _kernel_has_ifa_proto())
+    return HostState(tuple(links), tuple(addrs), sysctls, gws, ipip, kernel_has_ifa_proto())
 
 
 class KernelBackend:  # method docstrings: see Backend

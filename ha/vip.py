@@ -48,6 +48,7 @@ __all__ = [
     "add_vip",
     "remove_vip",
     "has_vip",
+    "kernel_has_ifa_proto",
 ]
 
 #: include/uapi/linux/if_addr.h: skip IPv6 duplicate address detection.
@@ -60,13 +61,14 @@ LABEL_TAG = "dd"
 MAX_LABEL_LEN = 15
 
 
-def _kernel_has_ifa_proto(release: str | None = None) -> bool:
-    """True if the running kernel (``uname -r``) keeps ``IFA_PROTO`` (Linux 5.18 and later)."""
+def kernel_has_ifa_proto(release: str | None = None) -> bool:
+    """True if the kernel of ``release`` (default: the running one, ``uname -r``) keeps an
+    address's ``IFA_PROTO`` (Linux 5.18 and later); an unreadable release counts as true."""
     m = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
     return m is None or (int(m[1]), int(m[2])) >= (5, 18)
 
 
-_HAS_IFA_PROTO = _kernel_has_ifa_proto()
+_HAS_IFA_PROTO = kernel_has_ifa_proto()
 
 
 def vip_label(ifname: str, tag: str = LABEL_TAG) -> str:

@@ -23,7 +23,7 @@ from ha.vip import (
     ADDR_PROTO,
     IFA_F_NODAD,
     NoSuchInterface,
-    _kernel_has_ifa_proto,
+    kernel_has_ifa_proto,
     add_vip,
     has_vip,
     remove_vip,
@@ -54,10 +54,10 @@ def test_vip_label():
 
 
 def test_kernel_version_gate_for_ifa_proto():
-    assert _kernel_has_ifa_proto("5.18.0")
-    assert _kernel_has_ifa_proto("6.1.0-18-amd64")
-    assert not _kernel_has_ifa_proto("5.10.0-28-amd64")
-    assert not _kernel_has_ifa_proto("4.19.0")
+    assert kernel_has_ifa_proto("5.18.0")
+    assert kernel_has_ifa_proto("6.1.0-18-amd64")
+    assert not kernel_has_ifa_proto("5.10.0-28-amd64")
+    assert not kernel_has_ifa_proto("4.19.0")
 
 
 # --- namespace tests -------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def test_ipv6_nodad_usable_at_once_and_idempotent(ns):
 
 @needs_netns
 def test_ipv6_address_not_ours_is_left_alone(ns):
-    if not _kernel_has_ifa_proto():
+    if not kernel_has_ifa_proto():
         pytest.skip("kernel older than 5.18 keeps no IFA_PROTO")
     r = Resource(VIP6, 128, "a0")
     N.add_address(ns, "a0", f"{VIP6}/128")  # by hand, no protocol mark
