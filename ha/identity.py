@@ -49,10 +49,10 @@ import os
 import stat
 import time
 import uuid as uuidlib
-from dataclasses import dataclass
 from typing import Callable, Self
 
 from ha.durable import make_directories, write_file_atomic
+from ha.model import MAX_GENERATION, NodeIdentity
 from ha.readfile import ReadFileError, read_regular_file
 
 __all__ = [
@@ -65,7 +65,6 @@ GENERATION_SUFFIX = ".hb_generation"
 LOCK_SUFFIX = ".lock"
 #: Bound of every identity file read, bytes (they hold 16 bytes or a number).
 _MAX_FILE = 4096
-_MAX_GENERATION = 2**63 - 1
 
 
 class IdentityError(Exception):
@@ -78,34 +77,6 @@ class IdentityError(Exception):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
-
-
-@dataclass(frozen=True)
-class NodeIdentity:
-    """Who this process is on the wire.
-
-    Attributes:
-        uuid: 16 raw bytes (the ``srcuuid`` field), never all zero.
-        generation: positive int (the ``hg`` field, sent in hex), larger on
-            every start of the process.
-
-    Raises ``ValueError`` on a uuid that is not 16 bytes or is all zero, or a
-    generation that is not a positive int.
-    """
-
-    uuid: bytes
-    generation: int
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.uuid, (bytes, bytearray)) or len(self.uuid) != 16:
-            raise ValueError("uuid must be 16 bytes")
-        if not any(self.uuid):
-            raise ValueError("uuid must not be all zero (heartbeat treats it as no uuid)")
-        object.__setattr__(self, "uuid", bytes(self.uuid))
-        if isinstance(self.generation, bool) or not isinstance(self.generation, int):
-            raise ValueError("generation must be an int")
-        if not 0 < self.generation <= _MAX_GENERATION:
-            raise ValueError(f"generation {self.generation} out of range 1..{_MAX_GENERATION}")
 
 
 def _check_node(node: str) -> None:
@@ -174,7 +145,7 @@ def _next_generation(path: str, clock: Callable[[], float]) -> int:
             raise IdentityError(path, f"does not hold a generation number: {text[:40]!r}")
         previous = int(text)
     generation = previous + 1
-    if generation > _MAX_GENERATION:
+    if generation > MAX_GENERATION:
         raise IdentityError(path, f"generation {previous} cannot be incremented")
     _write_atomic(path, b"%d\n" % generation, 0o644)
     return generation

@@ -143,3 +143,35 @@ class HAConfig:
     ping_fall: int = 3
     link_monitor: bool = True
     line: int = 0
+
+
+#: Largest generation (``hg``) accepted: the largest signed 64-bit integer.
+MAX_GENERATION = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who this process is on the wire.
+
+    Attributes:
+        uuid: 16 raw bytes (the ``srcuuid`` field), never all zero.
+        generation: positive int (the ``hg`` field, sent in hex), larger on
+            every start of the process.
+
+    Raises ``ValueError`` on a uuid that is not 16 bytes or is all zero, or a
+    generation that is not a positive int.
+    """
+
+    uuid: bytes
+    generation: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.uuid, (bytes, bytearray)) or len(self.uuid) != 16:
+            raise ValueError("uuid must be 16 bytes")
+        if not any(self.uuid):
+            raise ValueError("uuid must not be all zero (heartbeat treats it as no uuid)")
+        object.__setattr__(self, "uuid", bytes(self.uuid))
+        if isinstance(self.generation, bool) or not isinstance(self.generation, int):
+            raise ValueError("generation must be an int")
+        if not 0 < self.generation <= MAX_GENERATION:
+            raise ValueError(f"generation {self.generation} out of range 1..{MAX_GENERATION}")

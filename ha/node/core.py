@@ -21,7 +21,7 @@ from typing import Callable
 
 from ha.auth import AuthKeys
 from ha.connectivity import Connectivity
-from ha.identity import NodeIdentity
+from ha.model import NodeIdentity
 from ha.model import HAConfig, ResourceGroup
 from ha.node.api import (
     CONNECTIVITY_TYPE,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ha.auth import AuthKeys
-from ha.identity import NodeIdentity
+from ha.model import NodeIdentity
 from ha.model import HAConfig
 from ha.node.api import Action, Send
 from ha.node.delivery import SendHistory

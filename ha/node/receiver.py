@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from typing import Protocol
 
-from ha.identity import NodeIdentity
+from ha.model import NodeIdentity
 from ha.node.api import Action, Send
 from ha.node.delivery import ACK_DIV, Fill, Generation, PeerStream, check_generation
 from ha.node.inbound import addressed_to, parse_dec, parse_hex

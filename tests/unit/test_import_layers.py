@@ -1,0 +1,47 @@
+"""The import contracts of pyproject.toml ([tool.importlinter]), checked with import-linter:
+dependencies point one way (checks <- ha <- director), the heartbeat node and the planner are
+pure, the IPVS layer imports downwards only. docs/architecture.md explains the rules."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("director", "ha", "checks")
+
+pytest.importorskip("importlinter")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter on the packages under ``root`` with ``root``'s pyproject.toml."""
+    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(root)})
+
+
+def test_the_import_contracts_are_kept():
+    out = lint_imports(ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "5 kept, 0 broken" in out.stdout, out.stdout
+
+
+@pytest.mark.parametrize("module,line,contract", [
+    ("ha/wire.py", "import director.config", "ha does not import director"),
+    ("checks/spec.py", "import ha.auth", "checks imports neither ha nor director"),
+    ("ha/node/core.py", "import ha.vip", "the heartbeat node is pure"),
+    ("director/ipvs/codec.py", "import director.ipvs.kernel", "the IPVS layer imports downwards only"),
+])
+def test_a_reverse_import_breaks_a_contract(tmp_path, module, line, contract):
+    for package in PACKAGES:
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{line}  # a deliberate reverse import\n")
+    out = lint_imports(tmp_path)
+    assert out.returncode != 0
+    assert f"{contract}" in out.stdout and "BROKEN" in out.stdout, out.stdout
