@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import detection as det  # noqa: E402
 import incumbents as inc  # noqa: E402
+
 from director.lab.netns import exec_in_netns  # noqa: E402
 
 #: System name here -> the configuration detection.make_daemon writes for it.

@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import incumbents as inc  # noqa: E402
+
 from director.lab.netns import (  # noqa: E402
     add_address,
     add_route,

@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
 
 import incumbents as inc  # noqa: E402
+
 from director import control  # noqa: E402
 from director.lab.netns import Lab, del_address, exec_in_netns, list_addresses  # noqa: E402
 from ha.model import DEFAULT_DEADTIME, DEFAULT_INITDEAD, DEFAULT_KEEPALIVE  # noqa: E402

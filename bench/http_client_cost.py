@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from check_cost import server_script  # noqa: E402
+
 from checks.base import CheckTarget, run_check  # noqa: E402
 from checks.http import make_session  # noqa: E402
 from checks.spec import CheckSpec  # noqa: E402

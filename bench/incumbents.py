@@ -35,9 +35,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -356,7 +356,7 @@ class SteadyClient(threading.Thread):
         try:
             status = await asyncio.wait_for(_get(self.addr, self.port), self.timeout)
             ok, res = status == 200, str(status)
-        except (OSError, ValueError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError, ValueError) as e:
             ok, res = False, type(e).__name__
         sample = Sample(start - self.t0, time.monotonic() - self.t0, ok, res)
         with self._lock:

@@ -16,8 +16,8 @@ import os
 import re
 import ssl
 import time
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Callable, Hashable
 
 import aiohttp
 

@@ -39,8 +39,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
-from typing import Awaitable, Callable, Hashable, Literal, Mapping
+from typing import Literal
 
 import aiohttp
 

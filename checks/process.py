@@ -54,8 +54,8 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
-from typing import Callable, Hashable, Mapping
 
 from checks.base import CheckTarget
 from checks.engine import HealthEngine, HealthStatus, Transition
@@ -245,7 +245,7 @@ class CheckerProcess:
             try:
                 writer.write(encode_frame(("stop",)))
                 await asyncio.wait_for(writer.drain(), timeout)
-            except (OSError, asyncio.TimeoutError, RuntimeError):
+            except (TimeoutError, OSError, RuntimeError):
                 pass
         if proc is not None and proc.returncode is None and not self._ready:
             proc.kill()  # still starting (importing: seconds on a slow machine), nothing to finish
@@ -253,7 +253,7 @@ class CheckerProcess:
         elif proc is not None and proc.returncode is None:
             try:
                 await asyncio.wait_for(proc.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("checker process %d did not stop in %g s; killing it", proc.pid, timeout)
                 proc.kill()
                 await proc.wait()
@@ -315,7 +315,7 @@ class CheckerProcess:
             try:
                 writer.write(encode_frame(("snapshot", request_id)))
                 return await asyncio.wait_for(future, timeout)
-            except (OSError, RuntimeError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, OSError, RuntimeError, ConnectionError):
                 pass
             finally:
                 self._requests.pop(request_id, None)

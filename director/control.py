@@ -19,7 +19,8 @@ import logging
 import os
 import socket
 import stat
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("directord.control")
 
@@ -114,7 +115,7 @@ class ControlServer:
             # encoded in a worker thread: a status of thousands of real servers is megabytes of JSON
             writer.write(await asyncio.to_thread(_encode, response))
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+        except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass
         finally:
             writer.close()

@@ -29,7 +29,8 @@ import os
 import resource
 import signal
 import time
-from typing import Any, Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
 
 from checks.base import CheckTarget
 from checks.engine import Transition

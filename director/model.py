@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal
 
 from checks.spec import CheckSpec
 from ha.model import HAConfig

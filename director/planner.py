@@ -34,8 +34,9 @@ the heartbeat on it) for long: 100,000 destinations take about a second here.
 from __future__ import annotations
 
 import sys
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Generator, Iterable, Iterator, Literal, Mapping, TypeVar
+from typing import Literal, TypeVar
 
 from .model import (
     MANAGED_SERVICE_FLAGS,

@@ -43,10 +43,11 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Literal, Mapping, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from ha.durable import make_directories, remove_file, replace_symlink, write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
@@ -136,7 +137,7 @@ class Request:
         }
 
     @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> "Request":
+    def from_json(cls, doc: Mapping[str, Any]) -> Request:
         """Inverse of :meth:`to_json`.
 
         Raises:
@@ -431,7 +432,7 @@ class PersistPaths:
     unit_link: str
 
     @classmethod
-    def under(cls, root: str = "/") -> "PersistPaths":
+    def under(cls, root: str = "/") -> PersistPaths:
         """The standard paths below ``root`` (``"/"`` on a real host)."""
         r = Path(root)
         return cls(str(r / SYSCTL_CONF), str(r / ENV_FILE), str(r / UNIT_FILE), str(r / UNIT_LINK))
@@ -894,6 +895,7 @@ def gather(request: Request | None = None) -> HostState:
         RealServerError: netlink refused.
     """
     from pyroute2 import IPRoute, NetlinkError
+
     from ha.vip import kernel_has_ifa_proto
 
     try:
@@ -1340,7 +1342,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(request, as_json=args.json)
 
 
-def add_commands(sub: "argparse._SubParsersAction") -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``directord realserver prep|undo|status`` on the top-level subparsers ``sub``."""
     rs = sub.add_parser("realserver", help="prepare this host as a real server (VIP, ARP and rp_filter sysctls)")
     rssub = rs.add_subparsers(dest="realserver_command", required=True)

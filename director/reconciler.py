@@ -30,8 +30,8 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS, SyncDaemon, plan_sync, sync_daemons_for
 from .model import Config, DesiredService, DestKey, KernelService, ServiceKey, VirtualService
@@ -243,7 +243,7 @@ class Reconciler:
                 continue
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # --- passes ---------------------------------------------------------------

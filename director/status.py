@@ -9,7 +9,8 @@ escaped (`printable`).  Times in the document are seconds.
 from __future__ import annotations
 
 import socket
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .model import (
     FWD_NAMES,

@@ -47,7 +47,8 @@ import logging
 import socket
 import struct
 import threading
-from typing import Any, Callable, Iterable, NamedTuple, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, TypeVar
 
 from .connectivity import internet_checksum
 
@@ -445,7 +446,7 @@ class Announcer:
         self._packet: dict[str, socket.socket] = {}
         self._icmp6: dict[str, tuple[socket.socket, int]] = {}
 
-    def __enter__(self) -> "Announcer":
+    def __enter__(self) -> Announcer:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -76,7 +76,7 @@ class Connectivity:
         return [("link", "up" if self.link_up else "down"), ("ping", f"{self.ping_up}/{self.ping_total}")]
 
     @classmethod
-    def from_fields(cls, link: str | None, ping: str | None) -> "Connectivity":
+    def from_fields(cls, link: str | None, ping: str | None) -> Connectivity:
         """Parse the fields of `to_fields`.
 
         Raises:

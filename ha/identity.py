@@ -49,7 +49,8 @@ import os
 import stat
 import time
 import uuid as uuidlib
-from typing import Callable, Self
+from collections.abc import Callable
+from typing import Self
 
 from ha.durable import make_directories, write_file_atomic
 from ha.model import MAX_GENERATION, NodeIdentity

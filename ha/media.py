@@ -35,7 +35,7 @@ import logging
 import socket
 import struct
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ha.model import Medium
 

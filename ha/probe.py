@@ -22,7 +22,7 @@ import logging
 import os
 import socket
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from ha.connectivity import PingTracker, decode_echo_reply, encode_echo_request
 

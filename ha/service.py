@@ -39,8 +39,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ha.announce import Announcer
 from ha.auth import AuthKeysError, load_authkeys
@@ -283,7 +284,7 @@ class HAService:
             self._execute(node.stop(time.monotonic()))
             try:
                 await asyncio.wait_for(self._stopped.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error("HA node did not finish its graceful stop in %.1f s; removing its addresses", timeout)
         tasks = [t for t in (self._ticker, self._auditor) if t is not None]
         for io in self._groups.values():
@@ -326,7 +327,7 @@ class HAService:
                 self._wake.clear()
                 try:
                     await asyncio.wait_for(self._wake.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             try:
                 self._execute(node.on_tick(time.monotonic()))

@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
+from typing import Union
 
 from ha.auth import MAX_AUTH_INDEX, AuthKeys
 

@@ -127,7 +127,7 @@ class KernelIPVS:
         """IPVS commands (netlink messages) sent through this object since `open`."""
         return self._commands.sent if self._commands is not None else 0
 
-    async def __aenter__(self) -> "KernelIPVS":
+    async def __aenter__(self) -> KernelIPVS:
         await self.open()
         return self
 

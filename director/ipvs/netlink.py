@@ -29,7 +29,7 @@ from __future__ import annotations
 import errno as errno_names
 import os
 import struct
-from typing import Iterator
+from collections.abc import Iterator
 
 from .errors import IPVSError
 from .uapi import (

@@ -29,8 +29,9 @@ not running with ESRCH, and NEW with ENODEV for an interface it does not have.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 from director.model import valid_ifname
 

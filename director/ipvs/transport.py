@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from director.model import DestKey, KernelDest, ServiceAttrs, ServiceKey
 
@@ -91,7 +91,7 @@ async def resolve_family(name: str, timeout: float = LOOKUP_TIMEOUT) -> int:
                 return parse_family_id(bodies[0], name)
             if done:
                 raise IPVSError(f"generic netlink controller acknowledged the lookup of {name!r} without an answer")
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise IPVSError(f"no answer to the lookup of generic netlink family {name!r} in {timeout:g} s") from None
     except OSError as exc:
         raise IPVSError(f"generic netlink family lookup failed: {exc}", code=exc.errno or 0) from None
@@ -247,7 +247,7 @@ class CommandSocket:
                 while pending:
                     try:
                         data = await asyncio.wait_for(loop.sock_recv(self._sock, 1 << 20), ACK_TIMEOUT)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         raise OSError(f"no acknowledgement for {len(pending)} IPVS command(s) in {ACK_TIMEOUT:g} s")
                     while True:  # each ack is its own datagram: drain what is queued without the loop
                         if not data:

@@ -137,7 +137,7 @@ def _lab_options(p: argparse.ArgumentParser, default_prefix: str, shape: bool = 
                        help="each director's service uplink is a balance-xor bond of two legs on two leaf switches")
 
 
-def add_commands(sub: "argparse._SubParsersAction") -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``directord lab ...`` on the top-level subparsers ``sub``."""
     lab = sub.add_parser("lab", help="namespace labs: an HA pair of directors, failover drills, the stock-kernel VM")
     labsub = lab.add_subparsers(dest="lab_command", required=True)

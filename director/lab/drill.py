@@ -27,8 +27,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .netns import enter_netns, link_mac, parse_http_response, socket_in_netns
 from .pair import HolderProbe, PairLab, PairOptions, ipvs_problem
@@ -161,7 +162,7 @@ class ArpWatch(threading.Thread):
             while not self.halt.is_set():
                 try:
                     frame = self.sock.recv(2048)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     return

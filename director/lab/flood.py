@@ -24,7 +24,7 @@ import os
 import socket
 import sys
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["flood", "main", "load_packets", "write_packets", "MAX_RATE", "MAX_SECONDS", "MAX_PACKETS"]
 

@@ -95,7 +95,7 @@ def parse_request_line(head: bytes) -> tuple[str, str] | None:
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    server: "_Server"
+    server: _Server
 
     def handle(self) -> None:
         sock: socket.socket = self.request

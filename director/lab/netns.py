@@ -38,9 +38,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ def http_get(
             if not data:
                 break
             chunks.append(data)
-    except socket.timeout as e:  # socket.timeout is TimeoutError on 3.10+, keep the message useful
+    except TimeoutError as e:  # socket.timeout is TimeoutError on 3.10+, keep the message useful
         raise TimeoutError(f"http_get {addr}:{port}{path}: timed out after {timeout} s") from e
     finally:
         sock.close()
@@ -1103,7 +1104,7 @@ class Lab:
 
     # -- life cycle ------------------------------------------------------------
 
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         try:
             return self.build()
         except BaseException:
@@ -1113,7 +1114,7 @@ class Lab:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def build(self) -> "Lab":
+    def build(self) -> Lab:
         """Create everything (see the class doc); returns self."""
         plan = self.plan
         removed = cleanup_netns(self.prefix)

@@ -215,7 +215,7 @@ class HolderProbe:
     (``IFF_UP`` and ``IFF_RUNNING``) ioctls, which act on the socket's namespace. No thread,
     process or netlink session per read (the emulated VM is slow at all three). Close it."""
 
-    def __init__(self, pair: "PairLab") -> None:
+    def __init__(self, pair: PairLab) -> None:
         self.vip, self.ifname = pair.vip, pair.plan.service_if
         self.socks = {node: socket_in_netns(pair.lab.ns(node), socket.AF_INET, socket.SOCK_DGRAM) for node in DIRECTORS}
 
@@ -313,7 +313,7 @@ class PairLab:
 
     # -- life cycle ----------------------------------------------------------------------
 
-    def up(self, *, wait: bool = True, timeout: float = 300.0) -> "PairLab":
+    def up(self, *, wait: bool = True, timeout: float = 300.0) -> PairLab:
         """Build the namespaces, prepare and start the real servers, write the configurations,
         start both daemons and (with ``wait``) wait until `settled` (``timeout`` seconds).
 
@@ -367,7 +367,7 @@ class PairLab:
         write_file_atomic(state_file(self.prefix), (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
 
     @classmethod
-    def attach(cls, prefix: str) -> "PairLab":
+    def attach(cls, prefix: str) -> PairLab:
         """The lab ``lab up`` built with this prefix.
 
         Raises:

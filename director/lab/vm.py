@@ -36,8 +36,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 #: apt packages the runner needs on the host (qemu, busybox for virtme's
 #: initramfs, kmod for depmod/modprobe, the tools kernel tests use).

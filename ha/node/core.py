@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import random
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from ha.auth import AuthKeys
 from ha.connectivity import Connectivity
-from ha.model import NodeIdentity
-from ha.model import HAConfig, ResourceGroup
+from ha.model import HAConfig, NodeIdentity, ResourceGroup
 from ha.node.api import (
     CONNECTIVITY_TYPE,
     COUNTERS,

@@ -21,8 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ha.auth import AuthKeys
-from ha.model import NodeIdentity
-from ha.model import HAConfig
+from ha.model import HAConfig, NodeIdentity
 from ha.node.api import Action, Send
 from ha.node.delivery import SendHistory
 from ha.node.membership import Membership

@@ -30,10 +30,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 
-from director.lab import netns as N  # noqa: E402
-from ha.announce import Announcer, interfaces_for  # noqa: E402
-from ha.model import Resource  # noqa: E402
-from ha.vip import add_vip  # noqa: E402
 from hapair import (  # noqa: E402
     Capture,
     Director,
@@ -44,6 +40,11 @@ from hapair import (  # noqa: E402
     wait_for,
     write_authkeys,
 )
+
+from director.lab import netns as N  # noqa: E402
+from ha.announce import Announcer, interfaces_for  # noqa: E402
+from ha.model import Resource  # noqa: E402
+from ha.vip import add_vip  # noqa: E402
 
 pytestmark = pytest.mark.kernel
 

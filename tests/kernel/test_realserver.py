@@ -131,7 +131,7 @@ def arp_responders(ns: str, ifname: str, sender_ip: str, target_ip: str, wait_s:
                 s.settimeout(0.1)
                 try:
                     data = s.recv(2048)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 if len(data) < 42 or data[12:14] != b"\x08\x06":
                     continue

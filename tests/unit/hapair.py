@@ -44,13 +44,14 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+
+from hbpcap import inner_text, split_packet
 
 from director import control
 from director.lab import netns as N
 from ha.model import DEFAULT_DEADTIME, DEFAULT_INITDEAD, DEFAULT_KEEPALIVE, DEFAULT_WARNTIME
-from hbpcap import inner_text, split_packet
 
 REPO = Path(__file__).resolve().parents[2]
 ETH_P_ALL = 0x0003
@@ -76,7 +77,7 @@ def netns_problem() -> str | None:
     return None
 
 
-def wait_for(pred: Callable[[], object], timeout: float, what: str, dirs: Iterable["Director"] = (),
+def wait_for(pred: Callable[[], object], timeout: float, what: str, dirs: Iterable[Director] = (),
              interval: float = 0.02) -> float:
     """Poll ``pred`` every ``interval`` s until it is true; returns the seconds it took.
 
@@ -92,7 +93,7 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, dirs: Iterab
         time.sleep(interval)
 
 
-def tails(dirs: Iterable["Director"]) -> str:
+def tails(dirs: Iterable[Director]) -> str:
     return "\n".join(d.tail() for d in dirs)
 
 
@@ -131,7 +132,7 @@ class PairLab:
     def ns(self, role: str) -> str:
         return f"{self.prefix}-{role}"
 
-    def __enter__(self) -> "PairLab":
+    def __enter__(self) -> PairLab:
         N.cleanup_netns(self.prefix)
         try:
             self._build()
@@ -361,7 +362,7 @@ class VipSampler:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> "VipSampler":
+    def __enter__(self) -> VipSampler:
         self._thread.start()
         return self
 
@@ -441,7 +442,7 @@ class Capture:
         while not self._stop.is_set():
             try:
                 data, addr = self.sock.recvfrom(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -469,7 +470,7 @@ class Capture:
         self._thread.join(2)
         self.sock.close()
 
-    def __enter__(self) -> "Capture":
+    def __enter__(self) -> Capture:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -585,7 +586,7 @@ class HeartbeatTap:
         while time.monotonic() < deadline:
             try:
                 data, _ = self.sock.recvfrom(65535)
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             try:
                 fields = packet_fields(data)

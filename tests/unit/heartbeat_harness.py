@@ -36,8 +36,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from director.lab.netns import (
     add_bridge,
@@ -129,7 +129,7 @@ class HeartbeatNet:
         """The subnet's broadcast address."""
         return str(self.network.broadcast_address)
 
-    def __enter__(self) -> "HeartbeatNet":
+    def __enter__(self) -> HeartbeatNet:
         try:
             return self.build()
         except BaseException:
@@ -139,7 +139,7 @@ class HeartbeatNet:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def build(self) -> "HeartbeatNet":
+    def build(self) -> HeartbeatNet:
         """Create the switch namespace, its bridge, and the node namespaces; returns self."""
         remove_stale_namespaces()
         self._built = True

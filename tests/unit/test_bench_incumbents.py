@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import incumbents as inc  # noqa: E402
+
 from director.lab.scenarios import Sample  # noqa: E402
 
 SVC = inc.Service("10.78.0.100", 80, ("10.78.1.11", "10.78.1.12"), "nat")

@@ -19,8 +19,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ha.config import parse_duration
-
 from director.cli import main as cli_main
 from director.config import load_config, parse_config
 from director.convert import (
@@ -31,6 +29,7 @@ from director.convert import (
     convert_text,
     write_atomic,
 )
+from ha.config import parse_duration
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ldirectord"
 

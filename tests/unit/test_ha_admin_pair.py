@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hapair import REPO, Director, PairLab, VipSampler, netns_problem, wait_for, write_authkeys
 
 from director.lab import netns as N
-from hapair import REPO, Director, PairLab, VipSampler, netns_problem, wait_for, write_authkeys
 
 _problem = netns_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")

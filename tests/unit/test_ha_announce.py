@@ -28,6 +28,7 @@ import struct
 import time
 
 import pytest
+from hapair import Capture  # frames received (not sent) on an interface of a namespace
 
 import ha.announce as A
 from director.lab import netns as N
@@ -50,7 +51,6 @@ from ha.announce import (
 )
 from ha.model import Resource
 from ha.vip import add_vip
-from hapair import Capture  # frames received (not sent) on an interface of a namespace
 
 PREFIX = f"han{os.getpid()}"
 MAC = "02:11:22:33:44:55"

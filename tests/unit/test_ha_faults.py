@@ -34,26 +34,26 @@ import time
 from pathlib import Path
 
 import pytest
-
-from director.lab import netns as N
 from hapair import (
     DEADTIME,
+    SECRET,
     Capture,
     Director,
     HeartbeatTap,
-    SECRET,
     PairLab,
     VipSampler,
     decode_arp,
     decode_ipv6_na,
-    is_na_for,
     is_garp_for,
+    is_na_for,
     netns_problem,
     packet_fields,
     resign,
     wait_for,
     write_authkeys,
 )
+
+from director.lab import netns as N
 
 _problem = netns_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")

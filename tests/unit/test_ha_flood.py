@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from director.lab import flood as flood_module
 from hapair import (
     HeartbeatTap,
     PairLab,
@@ -37,6 +35,8 @@ from hapair import (
     wait_for,
 )
 from test_ha_faults import ONLY1, pair, start_pair
+
+from director.lab import flood as flood_module
 
 _problem = netns_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from hbpcap import DATA, check_macs, udp_payloads
 
 from ha.auth import parse_authkeys
 from ha.identity import IdentityError, NodeIdentity, generation_path, load_identity, uuid_path
@@ -41,8 +42,6 @@ from ha.node import (
     Stopped,
 )
 from ha.wire import Message, add_standard_fields, decode_packet, encode_packet
-
-from hbpcap import DATA, check_macs, udp_payloads
 
 KEY = b"testkey123"
 KEYS = parse_authkeys((DATA / "authkeys.sha1").read_bytes(), "authkeys.sha1")

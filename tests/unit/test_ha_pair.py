@@ -37,8 +37,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from director.lab import netns as N
 from hapair import (
     DEADTIME,
     KEEPALIVE,
@@ -51,6 +49,8 @@ from hapair import (
     wait_for,
     write_authkeys,
 )
+
+from director.lab import netns as N
 
 _problem = netns_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")

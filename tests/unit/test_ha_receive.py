@@ -14,10 +14,10 @@ peer would (``test_ha_node.forge``).
 
 from __future__ import annotations
 
+from test_ha_node import KEYS, OTHER_KEYS, forge, new_node, status_pkt, steady_pair
+
 from ha.node import MAX_REJECT_SOURCES, Acquire, Log, Send
 from ha.wire import decode_packet
-
-from test_ha_node import KEYS, OTHER_KEYS, forge, new_node, status_pkt, steady_pair
 
 
 def _sent_types(actions) -> list[str]:

@@ -200,7 +200,7 @@ def test_alone_it_takes_its_vip_announces_and_gives_it_back_on_stop(pair, tmp_pa
         while True:
             try:
                 frames.append(capture.recv(2048))
-            except (socket.timeout, BlockingIOError):
+            except (TimeoutError, BlockingIOError):
                 break
     finally:
         listener.close()

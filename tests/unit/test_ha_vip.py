@@ -23,9 +23,9 @@ from ha.vip import (
     ADDR_PROTO,
     IFA_F_NODAD,
     NoSuchInterface,
-    kernel_has_ifa_proto,
     add_vip,
     has_vip,
+    kernel_has_ifa_proto,
     remove_vip,
     vip_label,
 )

@@ -13,7 +13,7 @@ import collections
 import hashlib
 import hmac
 import random
-from functools import lru_cache
+from functools import cache
 
 import pytest
 from hbpcap import DATA, Captured, udp_payloads
@@ -53,12 +53,12 @@ from ha.wire import (
 CAPTURES = ["pair-sha1-failover.pcap", "pair-sha1-loss-rexmit.pcap", "start-md5.pcap", "start-crc.pcap"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def packets(name: str) -> tuple[Captured, ...]:
     return tuple(udp_payloads(DATA / name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def keys(name: str):
     return parse_authkeys((DATA / f"authkeys.{name}").read_bytes(), f"authkeys.{name}")
 

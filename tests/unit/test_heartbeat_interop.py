@@ -39,6 +39,7 @@ from collections import deque
 from pathlib import Path
 
 import pytest
+from heartbeat_harness import HeartbeatNet, RealHeartbeat, _own_lines, heartbeat_installed, wait_for
 
 from director import control
 from director.lab.netns import call_in_netns, list_netns, pids_in_netns, run_in_netns, socket_in_netns
@@ -46,7 +47,6 @@ from ha.auth import load_authkeys
 from ha.identity import load_identity
 from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
 from ha.node import Acquire, HeartbeatNode, PeerStatus, Release, Send, Stopped
-from heartbeat_harness import HeartbeatNet, RealHeartbeat, _own_lines, heartbeat_installed, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "heartbeat"

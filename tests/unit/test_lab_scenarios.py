@@ -34,7 +34,7 @@ def holders(*spec: tuple[float, tuple[str, ...]]) -> list[HolderSample]:
 
 
 def test_every_scenario_is_declared_with_known_actions_and_conditions():
-    from director.lab.drill import ACTIONS, CONDITIONS, CONDITION_TEXT
+    from director.lab.drill import ACTIONS, CONDITION_TEXT, CONDITIONS
 
     assert set(S.SCENARIOS) >= {"fail-active", "crash-daemon", "stop-active", "cut-heartbeat", "kill-realserver",
                                 "flap-realserver", "restart-director"}

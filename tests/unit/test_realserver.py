@@ -18,13 +18,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_durable import record_syncs
 
 from director import realserver as R
 from director import realserver_sysctl as S
 from director.lab import netns as N
 from ha.vip import ADDR_PROTO, IFA_F_NODAD
-
-from test_durable import record_syncs
 
 REPO = Path(__file__).resolve().parents[2]
 V4, V4B, V6 = "10.214.0.100", "10.214.0.101", "fd00:214::100"

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from hapair import Director, PairLab, VipSampler, netns_problem, wait_for, write_authkeys
 from test_reload_loop import big_config
 
