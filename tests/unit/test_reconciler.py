@@ -200,16 +200,9 @@ async def test_kernel_error_is_counted_and_retried_on_next_pass():
     assert RS1 in kernel.table[WEB].dests
 
 
-async def test_a_full_pass_of_a_large_table_lets_the_loop_run_between_parts():
-    # the heartbeat shares the director's loop: planning thousands of services must not hold it
-    services = tuple(
-        VirtualService(name=f"s{i}", key=ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i),
-                       scheduler="rr", real_servers=(RealServer("10.0.0.11", 80),))
-        for i in range(5 * PLAN_BUDGET)
-    )
-    kernel = MemoryKernel()  # never suspends: every yield seen below is the reconciler's own
-    r = make(kernel, {(svc.key, RS1): "up" for svc in services})
-    r.set_config(Config(path="test.yaml", settings=Settings(), services=services))
+async def loop_turns(work):
+    """Await the coroutine ``work`` while a task counts its own turns on the event loop; return
+    ``(work's result, turns taken while it ran)``: how often ``work`` let the loop run."""
     ticks = 0
     stop = False
 
@@ -222,10 +215,25 @@ async def test_a_full_pass_of_a_large_table_lets_the_loop_run_between_parts():
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0)
     before = ticks
-    await r.full_pass()
-    during = ticks - before
-    stop = True
-    await task
+    try:
+        result = await work
+    finally:
+        stop = True
+        await task
+    return result, ticks - before
+
+
+async def test_a_full_pass_of_a_large_table_lets_the_loop_run_between_parts():
+    # the heartbeat shares the director's loop: planning thousands of services must not hold it
+    services = tuple(
+        VirtualService(name=f"s{i}", key=ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i),
+                       scheduler="rr", real_servers=(RealServer("10.0.0.11", 80),))
+        for i in range(5 * PLAN_BUDGET)
+    )
+    kernel = MemoryKernel()  # never suspends: every yield seen below is the reconciler's own
+    r = make(kernel, {(svc.key, RS1): "up" for svc in services})
+    r.set_config(Config(path="test.yaml", settings=Settings(), services=services))
+    _, during = await loop_turns(r.full_pass())
     assert during >= 5  # at least once per PLAN_BUDGET real servers
     assert len(kernel.table) == 5 * PLAN_BUDGET and all(s.dests for s in kernel.table.values())
 
@@ -240,31 +248,12 @@ async def test_one_service_larger_than_the_budget_lets_the_loop_run_inside_it():
     kernel = MemoryKernel()  # never suspends: every yield seen below is the reconciler's own
     r = make(kernel, health)
     r.set_config(config(servers))
-    ticks = 0
-    stop = False
-
-    async def ticker():
-        nonlocal ticks
-        while not stop:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    try:
-        before = ticks
-        await r.full_pass()
-        during_full = ticks - before
-        assert len(kernel.table[WEB].dests) == len(servers)
-        for rs in servers[::2]:
-            health[(WEB, rs.key)] = "down"
-        r.on_health(WEB, servers[0].key)
-        before = ticks
-        ops = await r.service_pass()
-        during_service = ticks - before
-    finally:
-        stop = True
-        await task
+    _, during_full = await loop_turns(r.full_pass())
+    assert len(kernel.table[WEB].dests) == len(servers)
+    for rs in servers[::2]:
+        health[(WEB, rs.key)] = "down"
+    r.on_health(WEB, servers[0].key)
+    ops, during_service = await loop_turns(r.service_pass())
     assert during_full >= 5, f"the loop ran {during_full} times during the full pass"
     assert during_service >= 5, f"the loop ran {during_service} times during the service pass"
     assert [op.kind for op in ops] == ["set_dest"] * len(servers[::2])
