@@ -104,7 +104,7 @@ def flood(
                 except OSError:
                     errors += 1
                     time.sleep(0.0005)
-                if rate is None and (sent & 255) == 0 and clock() >= end:
+                if rate is None and (sent & 255) == 0 and clock() >= min(end, next_report):
                     break
             if report is not None and now >= next_report:
                 report(sent, errors)

@@ -81,3 +81,22 @@ def test_the_command_line_runs_isolated_and_reports(tmp_path):
         assert bad.returncode == 2 and "none" in bad.stderr
     finally:
         rx.close()
+
+
+def test_reports_come_every_10_seconds_at_full_speed_too():
+    # a clock that advances 1 s a reading: 25 s of flood at full speed must report at 10 and 20 s
+    # (the first version reported only at the end when no rate was given)
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 1.0
+        return now[0]
+
+    reports: list[tuple[int, int]] = []
+    rx = receiver()
+    try:
+        sent, _ = flood.flood([b"r"], rx.getsockname(), seconds=25, clock=clock,
+                              report=lambda s, e: reports.append((s, e)))
+    finally:
+        rx.close()
+    assert len(reports) == 2 and 0 < reports[0][0] < reports[1][0] < sent, (reports, sent)
