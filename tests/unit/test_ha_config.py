@@ -528,7 +528,9 @@ def test_authkeys_fifo_is_a_located_error(tmp_path: Path):
     path = tmp_path / "ak"
     os.mkfifo(path, 0o600)
     issue = only(BASE, str(path))
-    assert str(issue) == f"t.yaml:5:13: ha.authkeys: unusable authkeys file: {path}: not a regular file but a FIFO (named pipe)"
+    assert str(issue) == (
+        f"t.yaml:5:13: ha.authkeys: unusable authkeys file: {path}: not a regular file but a FIFO (named pipe)"
+    )
 
 
 @pytest.mark.parametrize("name", ["authkeys.md5", "authkeys.crc"])
