@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, TypeVar
 
 from .connectivity import internet_checksum
+from .model import NEIGH_LOCKTIME
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ ARP_FRAME_LEN = 42  # 14 Ethernet + 28 ARP
 NA_LEN = 32  # 24 NA + 8 target link-layer address option
 NA_FRAME_LEN = 14 + 40 + NA_LEN
 
-#: Linux's default neighbour ``locktime`` in seconds (``net.ipv4.neigh.default.locktime``, 100 jiffies).
-NEIGH_LOCKTIME = 1.0
 #: Defaults matching the ``ha:`` section (``announce_repeats``, ``announce_interval``).
 DEFAULT_REPEATS = 3
 DEFAULT_INTERVAL = 1.1

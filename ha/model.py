@@ -1,6 +1,6 @@
 """The validated HA configuration (the ``ha:`` section of directord's YAML), as immutable data.
 
-Produced by `ha.config`, consumed by the node state machine (`ha.node`), the
+Produced by `director.config.ha`, consumed by the node state machine (`ha.node`), the
 media (`ha.media`) and VIP handling (`ha.vip`, `ha.announce`).  Times are in
 seconds (floats).  Meanings follow heartbeat 3.0.6's ``ha.cf`` and
 ``haresources`` (see its ``config.c`` and ``hb_resource.c``).
@@ -21,6 +21,10 @@ DEFAULT_INITDEAD = 3.0
 HEARTBEAT_KEEPALIVE = 1.0
 HEARTBEAT_DEADTIME = 30.0
 UDP_PORT = 694
+#: Linux's default neighbour ``locktime`` in seconds (``net.ipv4.neigh.default.locktime``, 100
+#: jiffies): the kernel ignores a neighbour update less than this after the previous one, so
+#: gratuitous ARP / unsolicited NA rounds must be further apart.
+NEIGH_LOCKTIME = 1.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,15 @@ class Medium:
     peer: str | None = None
     ttl: int = 1
     loop: bool = False
+
+    def as_ha_cf(self) -> str:
+        """The medium as its ha.cf line: ``bcast IF``, ``ucast IF PEER`` or ``mcast IF GROUP PORT TTL LOOP``
+        (heartbeat's ``lib/plugins/HBcomm/{bcast,ucast,mcast}.c`` read these)."""
+        if self.kind == "bcast":
+            return f"bcast {self.interface}"
+        if self.kind == "ucast":
+            return f"ucast {self.interface} {self.peer}"
+        return f"mcast {self.interface} {self.group} {self.port} {self.ttl} {int(self.loop)}"
 
 
 @dataclass(frozen=True)

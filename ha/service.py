@@ -45,8 +45,8 @@ from typing import Any
 
 from ha.announce import Announcer
 from ha.auth import AuthKeysError, load_authkeys
-from ha.config import check_ha_environment
 from ha.connectivity import Connectivity
+from ha.environment import check_ha_environment
 from ha.identity import IdentityError, NodeLock, load_identity, lock_node
 from ha.media import Media, MediumError
 from ha.model import HAConfig, ResourceGroup
@@ -104,7 +104,7 @@ class HAService:
             group was acquired (``held`` True) or released (False) here;
             exceptions it raises are logged.
         config_file: the configuration file's path, for error messages.
-        check_environment: run `ha.config.check_ha_environment` in `start`.
+        check_environment: run `ha.environment.check_ha_environment` in `start`.
 
     Lifecycle: ``await start()`` once, ``await stop()`` once; `snapshot`
     at any time.

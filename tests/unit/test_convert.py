@@ -29,7 +29,7 @@ from director.convert import (
     convert_text,
     write_atomic,
 )
-from ha.config import parse_duration
+from director.config.ha import parse_duration
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ldirectord"
 

@@ -1,4 +1,5 @@
-"""Tests of ha.config: the ``ha:`` section of the YAML configuration and the environment check.
+"""Tests of the ``ha:`` section of the YAML configuration (`director.config.ha`), heartbeat's rules
+(`ha.config`) and the environment check (`ha.environment`).
 
 The section is parsed through `director.config.parse_config` / `load_config`,
 so locations and field paths are those a user sees.  Authkeys files are made
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-import ha.config as hc
+import director.config.ha as section
 from director.config import ConfigError, ConfigIssue, load_config, parse_config
-from ha.config import check_ha_environment, heartbeat_msec, parse_duration, resolve_timers
+from director.config.ha import parse_duration
+from ha.config import default_node_name, heartbeat_msec, resolve_timers
+from ha.environment import check_ha_environment
 from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -347,13 +350,13 @@ def test_node_names_are_case_insensitive(keys: str):
 
 
 def test_node_defaults_to_the_host_name(keys: str, monkeypatch):
-    assert hc.default_node_name() == os.uname().nodename.lower()
-    monkeypatch.setattr(hc, "default_node_name", lambda: "dir2")
+    assert default_node_name() == os.uname().nodename.lower()
+    monkeypatch.setattr(section, "default_node_name", lambda: "dir2")
     assert parse_ha_text(BASE.replace("node: dir1\n", ""), keys).node == "dir2"
 
 
 def test_host_name_not_among_nodes(keys: str, monkeypatch):
-    monkeypatch.setattr(hc, "default_node_name", lambda: "lb7")
+    monkeypatch.setattr(section, "default_node_name", lambda: "lb7")
     issue = only(BASE.replace("node: dir1\n", ""), keys)
     assert str(issue) == (
         "t.yaml:2:10: ha.nodes: our node name 'lb7' (the host name; set 'node' to choose another) "
@@ -525,7 +528,9 @@ def test_authkeys_fifo_is_a_located_error(tmp_path: Path):
     path = tmp_path / "ak"
     os.mkfifo(path, 0o600)
     issue = only(BASE, str(path))
-    assert str(issue) == f"t.yaml:5:13: ha.authkeys: unusable authkeys file: {path}: not a regular file but a FIFO (named pipe)"
+    assert str(issue) == (
+        f"t.yaml:5:13: ha.authkeys: unusable authkeys file: {path}: not a regular file but a FIFO (named pipe)"
+    )
 
 
 @pytest.mark.parametrize("name", ["authkeys.md5", "authkeys.crc"])

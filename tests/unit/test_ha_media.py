@@ -22,7 +22,7 @@ import pytest
 
 from director.lab import flood as flood_module
 from director.lab import netns as N
-from ha.config import check_ha_environment
+from ha.environment import check_ha_environment
 from ha.media import Media, MediumError, broadcast_address, describe, open_medium
 from ha.model import HAConfig, Medium
 

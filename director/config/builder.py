@@ -1,70 +1,52 @@
-"""Configuration loader: a YAML file in, a validated `director.model.Config` out.
+"""Semantic checks of a located configuration document and its conversion to `director.model.Config`.
 
-The format is defined by the sample ``etc/directord.yaml``.  Loading runs in
-three stages, and every problem found in any stage is collected, so one run
-reports all of them at once:
+`build_config` validates the structure of each part with the pydantic models of
+`director.config.schema` (each sub-mapping on its own, so that a type error in one does not hide
+the problems of the others), then the ranges and cross-field rules (fwmark vs address services,
+scheduler flags, address families, forwarding methods, duplicates), merges service-level and
+real-server-level ``check`` mappings, and hands the ``ha:`` section to
+`director.config.ha.parse_ha`.  Every problem is collected as a located `ConfigIssue`.
 
-1. **Located YAML loading** (`LocatedLoader`): PyYAML's safe loader, extended
-   so that duplicate keys are reported (PyYAML would keep the last one
-   silently) and every constructed mapping and sequence remembers the line
-   and column of itself, of each key and of each value.
-2. **Schema validation** with pydantic v2 models (`RootSchema` and friends):
-   unknown keys are errors, types are strict (a string is not an integer, a
-   boolean is not an integer; integers are accepted where a number of seconds
-   is expected).  Each pydantic error location is mapped back to the YAML node
-   it came from.
-3. **Semantic checks and conversion** to the frozen dataclasses of
-   `director.model`: ranges, cross-field rules (fwmark vs address services,
-   scheduler flags, address families, forwarding methods, duplicates) and the
-   merging of service-level and real-server-level ``check`` mappings.
+Kernel facts behind some rules: the kernel rejects a destination whose lower connection threshold
+is above its upper one (``ip_vs_add_dest`` in ``net/netfilter/ipvs/ip_vs_ctl.c`` returns
+ERANGE); a destination of another address family than its service is only allowed with
+tunnelling; with direct routing and tunnelling the packet's port is not rewritten, which is why
+ipvsadm forces the real port of such destinations to the virtual port for non-fwmark services.
 
-The file is hostile input until validated: it must be a regular file of at
-most `MAX_CONFIG_BYTES` (read with `ha.readfile.read_regular_file`, so a FIFO
-or a device is refused, not waited on or read forever), nested at most
-`MAX_YAML_DEPTH` levels, with at most `MAX_YAML_NODES` values counting what
-each alias stands for; every time and count has a range (``CHECK_*_RANGE``,
-``RECONCILE_INTERVAL_RANGE``, ``DRAIN_TIMEOUT_RANGE``); ``expect_body`` must
-be RE2 syntax (`re2_problem`); and messages quote at most `MAX_QUOTED`
-characters of a value, control characters escaped (`quote`).
-
-Problems are `ConfigIssue` objects (file, 1-based line and column, dotted field
-path such as ``virtual_services[0].real_servers[1].weight``, message) carried
-by one `ConfigError`.
-
-Kernel facts behind some rules: the kernel rejects a destination whose lower
-connection threshold is above its upper one (``ip_vs_add_dest`` in
-``net/netfilter/ipvs/ip_vs_ctl.c`` returns ERANGE); a destination of another
-address family than its service is only allowed with tunnelling; with direct
-routing and tunnelling the packet's port is not rewritten, which is why
-ipvsadm forces the real port of such destinations to the virtual port for
-non-fwmark services.
+Why this module is near 700 lines: one `_Builder` walks the whole document and must see all of it
+(duplicate services, names and real servers are found across sections); its helpers are one per
+section of the format.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
 import socket
 import stat
-import typing
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import re2
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
-from checks.spec import (
-    DEFAULT_FALL,
-    DEFAULT_INTERVAL,
-    DEFAULT_RETRY_INTERVAL,
-    DEFAULT_RISE,
-    DEFAULT_TIMEOUT,
-    CheckSpec,
-    CheckType,
+from checks.spec import CheckSpec
+from director.config.ha import parse_ha
+from director.config.issues import ConfigIssue, bounded, describe, quote
+from director.config.located import Path, YamlMap, YamlSeq, field_path, locate
+from director.config.schema import (
+    LIST_OR_NULL,
+    CheckSchema,
+    FallbackSchema,
+    PersistenceSchema,
+    RealServerSchema,
+    RootSchema,
+    ServiceSchema,
+    SettingsSchema,
+    SyncDaemonSchema,
+    pydantic_message,
 )
 from director.model import (
     FAMILIES,
@@ -74,9 +56,7 @@ from director.model import (
     SCHEDULERS,
     Config,
     FallbackServer,
-    Family,
     ForwardingName,
-    OnFailure,
     Persistence,
     RealServer,
     ServiceKey,
@@ -88,41 +68,21 @@ from director.model import (
     ip_family,
     valid_ifname,
 )
-from ha.readfile import ReadFileError, file_kind, read_regular_file
+from ha.readfile import file_kind
 
 __all__ = [
-    "MAX_CONFIG_BYTES",
-    "MAX_YAML_DEPTH",
-    "MAX_YAML_NODES",
-    "CheckSchema",
-    "ConfigError",
-    "ConfigIssue",
-    "FallbackSchema",
-    "LocatedLoader",
-    "PersistenceSchema",
-    "RealServerSchema",
-    "RootSchema",
-    "ServiceSchema",
-    "SettingsSchema",
-    "format_issues",
-    "load_config",
-    "parse_config",
-    "quote",
+    "CHECK_COUNT_RANGE",
+    "CHECK_INTERVAL_RANGE",
+    "CHECK_TIMEOUT_RANGE",
+    "DRAIN_TIMEOUT_RANGE",
+    "MAX_EXPECT_BODY",
+    "RECONCILE_INTERVAL_RANGE",
+    "build_config",
+    "check_problems",
     "re2_problem",
 ]
 
 U32_MAX = 0xFFFFFFFF
-#: Largest configuration file accepted, in bytes (8 MiB: thousands of real servers fit many times over).
-MAX_CONFIG_BYTES = 8 * 1024 * 1024
-#: Deepest nesting of YAML mappings and sequences accepted (the format itself needs 6).
-MAX_YAML_DEPTH = 32
-#: Most YAML values (scalars, mappings, sequences) in one document, counting what an alias
-#: refers to at each use, so that a few aliases cannot multiply the work of validation.
-MAX_YAML_NODES = 2_000_000
-#: Most issues one `ConfigError` lists; the rest are counted in a last issue.
-MAX_ISSUES = 100
-#: Longest quoted value shown in a message, in characters (longer ones end with ``...``).
-MAX_QUOTED = 60
 #: Bounds of a health check's times in seconds and of its counts (keepalived's and
 #: ldirectord's users set intervals of seconds and timeouts of a few seconds).
 CHECK_INTERVAL_RANGE = (0.05, 3600.0)
@@ -141,531 +101,10 @@ MAX_COMMAND_ARG = 4096
 #: Bounds of ``global.reconcile_interval`` and ``global.drain_timeout``, seconds.
 RECONCILE_INTERVAL_RANGE = (0.1, 3600.0)
 DRAIN_TIMEOUT_RANGE = (0.0, 86400.0)
-#: Default persistence timeout in seconds when ``persistence:`` omits it (ipvsadm's default).
-DEFAULT_PERSISTENCE_TIMEOUT = 300
 #: Longest unix socket path: ``sizeof(sun_path)`` is 108 bytes including the NUL (unix(7)).
 MAX_UNIX_PATH_BYTES = 107
 #: An HTTP method is a token (RFC 9110 section 9.1, token syntax in section 5.6.2).
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-# --- issues ---------------------------------------------------------------------
-
-
-def _escape(text: str) -> str:
-    """``text`` with every non-printable character (ESC, NUL, newline...) written as a Python escape."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def quote(value: Any, limit: int = MAX_QUOTED) -> str:
-    """A value quoted for a message: ``repr`` of its first ``limit`` characters, ``...`` after when cut.
-
-    A string is quoted; another value (a number...) is its ``repr``, cut alike.
-
-    Control characters come out escaped (``'\\x1b'``), so a message is always
-    one printable line, and a 50 MB scalar costs 60 characters.
-    """
-    if not isinstance(value, str):
-        return _bounded(repr(value), limit)
-    if len(value) > limit:
-        return repr(value[:limit]) + "..."
-    return repr(value)
-
-
-def _bounded(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters (``...`` appended) and escaped (see `_escape`)."""
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return _escape(text)
-
-
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem found in a configuration file.
-
-    Attributes:
-        file: path of the configuration file, as given to the loader.
-        line: 1-based line of the offending YAML node; 0 when the problem has
-            no position (the file could not be read).
-        column: 1-based column of that node; 0 when ``line`` is 0.
-        field: dotted path of the offending value, e.g.
-            ``virtual_services[0].real_servers[1].weight``; ``""`` for problems
-            of the file as a whole (YAML syntax, empty file).
-        message: what is wrong, in plain words.
-
-    ``str(issue)`` is ``FILE:LINE:COL: FIELD: MESSAGE``; the ``FIELD: `` part is
-    left out when ``field`` is empty, and ``:LINE:COL`` when ``line`` is 0.
-    """
-
-    file: str
-    line: int
-    column: int
-    field: str
-    message: str
-
-    def __post_init__(self) -> None:
-        # Whatever a message quotes, an issue stays one printable line of bounded length.
-        object.__setattr__(self, "field", _bounded(self.field, 200))
-        object.__setattr__(self, "message", _bounded(self.message, 1000))
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
-        if self.field:
-            return f"{where}: {self.field}: {self.message}"
-        return f"{where}: {self.message}"
-
-
-class ConfigError(Exception):
-    """A configuration file is invalid.
-
-    Attributes:
-        issues: the problems found, sorted by position in the file (never
-            empty): the first `MAX_ISSUES`, then, when there were more, one
-            issue without position saying how many were left out.
-            ``str(error)`` lists them, one per line.
-        total: how many problems were found (``len(issues)`` unless some
-            were left out).
-    """
-
-    def __init__(self, issues: list[ConfigIssue]) -> None:
-        kept = list(issues[:MAX_ISSUES])
-        if len(issues) > MAX_ISSUES:
-            rest = len(issues) - MAX_ISSUES
-            kept.append(ConfigIssue(kept[0].file, 0, 0, "", f"{rest} more problem{'s' if rest != 1 else ''} not listed"))
-        self.issues: list[ConfigIssue] = kept
-        self.total = len(issues)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return "\n".join(str(issue) for issue in self.issues)
-
-
-def format_issues(err: ConfigError) -> str:
-    """Human-readable report for ``directord check``: one issue per line, then a count line.
-
-    Example::
-
-        /etc/directord/directord.yaml:14:11: virtual_services[0].port: port 70000 is out of range 1..65535
-        /etc/directord/directord.yaml: 1 error
-    """
-    count = err.total
-    file = err.issues[0].file if err.issues else "configuration"
-    noun = "error" if count == 1 else "errors"
-    return f"{err}\n{file}: {count} {noun}"
-
-
-# --- pydantic schema --------------------------------------------------------------
-
-ProtocolName = Literal["tcp", "udp", "sctp"]
-assert set(typing.get_args(ProtocolName)) == set(PROTOCOLS)
-
-
-class _Schema(BaseModel):
-    """Base of the schema models: unknown keys are errors, types are strict, no inf/nan."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-
-
-class CheckSchema(_Schema):
-    """A ``check:`` mapping (service level or real-server override).
-
-    Only the keys actually present take part in merging (service keys, then the
-    real server's keys on top, then the `CheckSpec` defaults); the defaults
-    below document the result.  Times are seconds.
-    """
-
-    type: CheckType = "tcp"
-    port: int | None = None
-    interval: float = DEFAULT_INTERVAL
-    retry_interval: float = DEFAULT_RETRY_INTERVAL
-    timeout: float = DEFAULT_TIMEOUT
-    rise: int = DEFAULT_RISE
-    fall: int = DEFAULT_FALL
-    method: str = "GET"
-    path: str = "/"
-    host: str | None = None
-    expect_status: list[int] = Field(default_factory=lambda: [200])
-    expect_body: str | None = None
-    verify_tls: bool = False
-    command: list[str] = Field(default_factory=list)
-
-
-class PersistenceSchema(_Schema):
-    """A ``persistence:`` mapping.
-
-    ``timeout`` is in seconds.  ``netmask`` is a dotted IPv4 mask (IPv4
-    services) or a prefix length (IPv6 services); its type depends on the
-    service's family, so it is checked after schema validation.  Default:
-    ``255.255.255.255`` / ``128``.
-    """
-
-    timeout: int = DEFAULT_PERSISTENCE_TIMEOUT
-    netmask: Any = None
-
-
-class FallbackSchema(_Schema):
-    """A ``fallback:`` mapping (sorry server).  Port, weight and forwarding default from the service."""
-
-    address: str
-    port: int | None = None
-    weight: int = 1
-    forwarding: ForwardingName | None = None
-
-
-class RealServerSchema(_Schema):
-    """One entry of ``real_servers:``.  ``port`` defaults to the virtual port (0 for fwmark services)."""
-
-    address: str
-    port: int | None = None
-    weight: int = 1
-    forwarding: ForwardingName | None = None
-    upper_threshold: int = 0
-    lower_threshold: int = 0
-    check: CheckSchema | None = None
-
-
-class ServiceSchema(_Schema):
-    """One entry of ``virtual_services:``: ``address`` + ``port`` (+ ``protocol``) or ``fwmark`` (+ ``family``)."""
-
-    name: str | None = None
-    address: str | None = None
-    port: int | None = None
-    protocol: ProtocolName | None = None
-    fwmark: int | None = None
-    family: Family | None = None
-    scheduler: str = "wlc"
-    scheduler_flags: list[str] = Field(default_factory=list)
-    forwarding: ForwardingName = "dr"
-    persistence: PersistenceSchema | None = None
-    on_failure: OnFailure = "quiescent"
-    check: CheckSchema | None = None
-    real_servers: list[RealServerSchema] | None = None
-    fallback: FallbackSchema | None = None
-
-
-class SyncDaemonSchema(_Schema):
-    """The ``global.sync_daemon:`` mapping (IPVS connection synchronisation)."""
-
-    interface: str
-    syncid: int = 0
-
-
-class SettingsSchema(_Schema):
-    """The ``global:`` mapping.  Times are seconds."""
-
-    reconcile_interval: float = Settings.reconcile_interval
-    drain_timeout: float = Settings.drain_timeout
-    control_socket: str = Settings.control_socket
-    sync_daemon: SyncDaemonSchema | None = None
-
-
-class RootSchema(_Schema):
-    """The whole file.  Every section is optional."""
-
-    global_: SettingsSchema | None = Field(default=None, alias="global")
-    virtual_services: list[ServiceSchema] | None = None
-    # The ha section is checked and converted by ha.config.parse_ha.
-    ha: dict[Any, Any] | None = None
-
-
-_LIST_OR_NULL: TypeAdapter[list[Any] | None] = TypeAdapter(list[Any] | None)
-
-
-# --- located YAML loading ------------------------------------------------------------
-
-#: (line, column), both 1-based.
-Position = tuple[int, int]
-
-
-def _position(mark: yaml.Mark) -> Position:
-    return (mark.line + 1, mark.column + 1)
-
-
-class YamlMap(dict):
-    """A constructed YAML mapping that knows where it, its keys and its values are.
-
-    Attributes:
-        pos: position of the mapping itself.
-        key_pos / value_pos: position of each key / of each key's value.
-        duplicates: ``(key, position of the repeated key, position of the first)``
-            for every key written twice in this mapping (the first one is kept).
-    """
-
-    __slots__ = ("duplicates", "key_pos", "pos", "value_pos")
-
-    def __init__(self, pos: Position) -> None:
-        super().__init__()
-        self.pos = pos
-        self.key_pos: dict[Any, Position] = {}
-        self.value_pos: dict[Any, Position] = {}
-        self.duplicates: list[tuple[Any, Position, Position]] = []
-
-
-class YamlSeq(list):
-    """A constructed YAML sequence that knows where it and each item are (``pos``, ``item_pos``)."""
-
-    __slots__ = ("item_pos", "pos")
-
-    def __init__(self, pos: Position, item_pos: list[Position]) -> None:
-        super().__init__()
-        self.pos = pos
-        self.item_pos = item_pos
-
-
-class LocatedLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that builds `YamlMap`/`YamlSeq` and records duplicate keys.
-
-    Duplicate keys are not raised (so that all problems can be reported at
-    once) but stored in `YamlMap.duplicates`; keys brought in by a ``<<`` merge
-    may be overridden as YAML intends and are not duplicates.
-    """
-
-    _MERGE_TAG = "tag:yaml.org,2002:merge"
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self._expanded = 0
-        self._sizes: dict[int, int] = {}
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        """PyYAML's composer, bounded: nesting up to `MAX_YAML_DEPTH`, at most `MAX_YAML_NODES` values.
-
-        An alias counts as many values as the node it refers to; an alias to
-        a node that contains it (a recursive structure) is refused.
-        """
-        mark = self.peek_event().start_mark
-        alias = self.check_event(yaml.AliasEvent)
-        if not alias:
-            if self._depth >= MAX_YAML_DEPTH:
-                raise yaml.composer.ComposerError(
-                    None, None, f"nesting deeper than {MAX_YAML_DEPTH} levels of mappings and lists", mark
-                )
-            self._depth += 1
-        before = self._expanded
-        try:
-            node = super().compose_node(parent, index)
-        finally:
-            if not alias:
-                self._depth -= 1
-        if alias:
-            size = self._sizes.get(id(node))
-            if size is None:
-                raise yaml.composer.ComposerError(
-                    None, None, "an alias refers to a node that contains it (recursive structure)", mark
-                )
-            self._expanded += size
-        else:
-            self._expanded += 1
-            self._sizes[id(node)] = self._expanded - before
-        if self._expanded > MAX_YAML_NODES:
-            raise yaml.composer.ComposerError(
-                None, None, f"more than {MAX_YAML_NODES} values (what an alias refers to counts at each use)", mark
-            )
-        return node
-
-    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
-        """PyYAML's constructor; a value it cannot build (an integer of over 4300 digits...) is a located error."""
-        try:
-            return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError) as err:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {_escape(str(err)[:120])}",
-                node.start_mark,
-            ) from None
-
-    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> YamlMap:
-        if not isinstance(node, yaml.MappingNode):
-            raise yaml.constructor.ConstructorError(
-                None, None, f"expected a mapping node, but found {node.id}", node.start_mark
-            )
-        data = YamlMap(_position(node.start_mark))
-        self._fill_mapping(data, node, deep)
-        return data
-
-    def _fill_mapping(self, data: YamlMap, node: yaml.MappingNode, deep: bool) -> None:
-        own_keys = {id(key) for key, _ in node.value if key.tag != self._MERGE_TAG}
-        self.flatten_mapping(node)  # resolves "<<" merges: merged pairs first, own pairs last
-        first_seen: dict[Any, Position] = {}
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if not isinstance(key, Hashable):
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark, "found unhashable key", key_node.start_mark
-                )
-            key_pos = _position(key_node.start_mark)
-            if id(key_node) in own_keys:
-                if key in first_seen:
-                    data.duplicates.append((key, key_pos, first_seen[key]))
-                    continue
-                first_seen[key] = key_pos
-            data[key] = self.construct_object(value_node, deep=deep)
-            data.key_pos[key] = key_pos
-            data.value_pos[key] = _position(value_node.start_mark)
-
-    def construct_located_map(self, node: yaml.MappingNode) -> Iterator[YamlMap]:
-        data = YamlMap(_position(node.start_mark))
-        yield data
-        self._fill_mapping(data, node, deep=False)
-
-    def construct_located_seq(self, node: yaml.SequenceNode) -> Iterator[YamlSeq]:
-        data = YamlSeq(_position(node.start_mark), [_position(item.start_mark) for item in node.value])
-        yield data
-        data.extend(self.construct_sequence(node))
-
-
-LocatedLoader.add_constructor("tag:yaml.org,2002:map", LocatedLoader.construct_located_map)
-LocatedLoader.add_constructor("tag:yaml.org,2002:seq", LocatedLoader.construct_located_seq)
-
-
-def _load_yaml(text: str, file: str) -> tuple[Any, list[ConfigIssue]]:
-    """Parse ``text``; return the located data (or ``None``) and syntax issues."""
-    loader: LocatedLoader | None = None
-    try:
-        loader = LocatedLoader(text)  # the reader checks for unprintable characters here
-        return loader.get_single_data(), []
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line, column = _position(mark) if mark is not None else (1, 1)
-        message = f"invalid YAML: {err.problem or err.context}"
-        if err.context and err.problem:
-            where = f" started on line {err.context_mark.line + 1}" if err.context_mark is not None else ""
-            message += f" ({err.context}{where})"
-        return None, [ConfigIssue(file, line, column, "", message)]
-    except yaml.reader.ReaderError as err:
-        before = text[: err.position]
-        line = before.count("\n") + 1
-        column = err.position - (before.rfind("\n") + 1) + 1
-        char = err.character if isinstance(err.character, int) else ord(err.character)
-        return None, [ConfigIssue(file, line, column, "", f"invalid YAML: unacceptable character U+{char:04X}")]
-    except yaml.YAMLError as err:  # pragma: no cover - every PyYAML error above carries a position
-        return None, [ConfigIssue(file, 1, 1, "", f"invalid YAML: {err}")]
-    finally:
-        if loader is not None:
-            loader.dispose()
-
-
-Path = tuple[Any, ...]
-
-
-def field_path(path: Path) -> str:
-    """``("virtual_services", 0, "port")`` -> ``virtual_services[0].port``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int) and not isinstance(part, bool):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def _locate(root: Any, path: Path, at_key: bool = False) -> Position:
-    """Position of the value at ``path`` in located data.
-
-    Where the path leaves the data (a missing key), the position of the deepest
-    existing mapping or sequence is returned.  With ``at_key``, the position of
-    the last key itself rather than of its value.
-    """
-    node = root
-    pos: Position = getattr(root, "pos", (1, 1))
-    for index, part in enumerate(path):
-        last = index == len(path) - 1
-        if isinstance(node, YamlMap) and isinstance(part, Hashable) and part in node:
-            pos = node.key_pos[part] if (last and at_key) else node.value_pos[part]
-            node = node[part]
-        elif isinstance(node, YamlSeq) and isinstance(part, int) and 0 <= part < len(node):
-            pos = node.item_pos[part]
-            node = node[part]
-        else:
-            break
-    return pos
-
-
-def _yaml_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "mapping"
-    if isinstance(value, list):
-        return "list"
-    return type(value).__name__
-
-
-def _describe(value: Any) -> str:
-    """``string '80'``, ``boolean True``, ``mapping``: a short description of a YAML value."""
-    kind = _yaml_kind(value)
-    if value is None or isinstance(value, (dict, list)):
-        return kind
-    return f"{kind} {quote(value, 40) if isinstance(value, str) else _bounded(repr(value), 40)}"
-
-
-# --- pydantic errors as located issues ------------------------------------------------------
-
-_EXPECTED = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "string_type": "a string",
-    "bool_type": "a boolean (true or false)",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
-
-
-def _find_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _find_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _schema_keys(schema: type[BaseModel], rel: Path) -> list[str]:
-    """The keys allowed in the mapping at relative path ``rel`` inside ``schema``."""
-    model: type[BaseModel] | None = schema
-    for part in rel:
-        if isinstance(part, int) or model is None:
-            continue
-        fields = {info.alias or name: info for name, info in model.model_fields.items()}
-        model = _find_model(fields[part].annotation) if part in fields else None
-    if model is None:
-        return []
-    return sorted(info.alias or name for name, info in model.model_fields.items())
-
-
-def _pydantic_message(schema: type[BaseModel] | None, err: Any) -> str:
-    kind, rel, value = err["type"], tuple(err["loc"]), err.get("input")
-    if kind == "missing":
-        return f"missing required key '{rel[-1]}'"
-    if kind == "extra_forbidden":
-        key = rel[-1]
-        allowed = _schema_keys(schema, rel[:-1]) if schema is not None else []
-        close = difflib.get_close_matches(str(key), allowed, n=1)
-        if close:
-            return f"unknown key {quote(str(key))}; did you mean '{close[0]}'?"
-        return f"unknown key {quote(str(key))}" + (f"; valid keys: {', '.join(allowed)}" if allowed else "")
-    if kind in _EXPECTED:
-        return f"expected {_EXPECTED[kind]}, got {_describe(value)}"
-    if kind == "literal_error":
-        return f"expected one of {err['ctx']['expected']}, got {_describe(value)}"
-    if kind == "finite_number":
-        return f"expected a finite number, got {_describe(value)}"
-    return err["msg"]
 
 
 # --- semantic checks and conversion to the model ---------------------------------------
@@ -771,7 +210,7 @@ def re2_problem(pattern: str) -> str | None:
         re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as err:
         reason = err.args[0].decode("utf-8", "replace") if err.args and isinstance(err.args[0], bytes) else str(err)
-        return (f"is not a regular expression the checker can use: {_bounded(reason, 120)} (it is matched "
+        return (f"is not a regular expression the checker can use: {bounded(reason, 120)} (it is matched "
                 "with RE2 syntax: no backreferences, no lookahead or lookbehind)")
     return None
 
@@ -817,8 +256,8 @@ def _socket_path_problem(path: str) -> str | None:
         return None
     if stat.S_ISSOCK(info.st_mode):
         return None
-    return (f"{quote(path, MAX_UNIX_PATH_BYTES)} exists and is a {file_kind(info.st_mode)}, not a socket; the daemon would replace "
-            "and later delete it: choose another path or remove it")
+    return (f"{quote(path, MAX_UNIX_PATH_BYTES)} exists and is a {file_kind(info.st_mode)}, not a socket; "
+            "the daemon would replace and later delete it: choose another path or remove it")
 
 
 class _Builder:
@@ -834,11 +273,11 @@ class _Builder:
     # -- issue helpers
 
     def issue(self, path: Path, message: str, at_key: bool = False) -> None:
-        line, column = _locate(self.root, path, at_key)
+        line, column = locate(self.root, path, at_key)
         self.issues.append(ConfigIssue(self.file, line, column, field_path(path), message))
 
     def line_of(self, path: Path) -> int:
-        return _locate(self.root, path)[0]
+        return locate(self.root, path)[0]
 
     def validate(self, schema: type[BaseModel], value: Any, path: Path, drop: tuple[str, ...] = ()) -> Any:
         """Validate the mapping ``value`` with ``schema``, keys in ``drop`` left out.
@@ -877,7 +316,7 @@ class _Builder:
 
     def validate_list(self, value: Any, path: Path) -> bool:
         try:
-            _LIST_OR_NULL.validate_python(value, strict=True)
+            LIST_OR_NULL.validate_python(value, strict=True)
             return True
         except ValidationError as err:
             self._report_pydantic(None, err, path)
@@ -886,7 +325,7 @@ class _Builder:
     def _report_pydantic(self, schema: type[BaseModel] | None, err: ValidationError, path: Path) -> None:
         for error in err.errors(include_url=False):
             full = path + tuple(error["loc"])
-            self.issue(full, _pydantic_message(schema, error), at_key=error["type"] == "extra_forbidden")
+            self.issue(full, pydantic_message(schema, error), at_key=error["type"] == "extra_forbidden")
 
     # -- whole file
 
@@ -919,7 +358,7 @@ class _Builder:
             )
             return None
         if not isinstance(root, dict):
-            self.issue((), f"the top level must be a mapping (global, virtual_services, ha), got {_describe(root)}")
+            self.issue((), f"the top level must be a mapping (global, virtual_services, ha), got {describe(root)}")
             return None
         self.duplicate_keys(root, (), set())
         self.validate(RootSchema, root, (), drop=("global", "virtual_services"))
@@ -934,10 +373,6 @@ class _Builder:
                     services.append(service)
         ha = None
         if isinstance(root.get("ha"), dict):
-            from ha.config import (
-                parse_ha,  # imported here: ha.config builds on this module
-            )
-
             ha, ha_issues = parse_ha(root, self.file)
             self.issues.extend(ha_issues)
         return Config(path=self.file, settings=settings, services=tuple(services), ha=ha)
@@ -974,8 +409,8 @@ class _Builder:
         base = ("global", "sync_daemon")
         name = schema.interface
         if not valid_ifname(name):
-            self.issue(base + ("interface",), f"not an interface name: {quote(name)} (1-{IFNAME_MAX} bytes, no '/', ':', "
-                                              "whitespace, not '.' or '..')")
+            self.issue(base + ("interface",), f"not an interface name: {quote(name)} (1-{IFNAME_MAX} bytes, "
+                                              "no '/', ':', whitespace, not '.' or '..')")
         if not 0 <= schema.syncid <= 255:
             self.issue(base + ("syncid",), f"must be 0-255, got {schema.syncid}")
         return SyncSettings(interface=name, syncid=schema.syncid)
@@ -1174,7 +609,7 @@ class _Builder:
                 if isinstance(value, bool) or not isinstance(value, int):
                     self.issue(
                         base + ("netmask",),
-                        f"an IPv6 service takes a prefix length 1..128 as netmask, got {_describe(value)}",
+                        f"an IPv6 service takes a prefix length 1..128 as netmask, got {describe(value)}",
                     )
                 elif not 1 <= value <= 128:
                     self.issue(base + ("netmask",), f"prefix length {value} is out of range 1..128")
@@ -1187,7 +622,7 @@ class _Builder:
                 if mask is None:
                     self.issue(
                         base + ("netmask",),
-                        f"an IPv4 service takes a dotted netmask such as 255.255.255.0, got {_describe(value)}",
+                        f"an IPv4 service takes a dotted netmask such as 255.255.255.0, got {describe(value)}",
                     )
                 else:
                     netmask = mask
@@ -1297,53 +732,21 @@ class _Builder:
         return FallbackServer(address=address, port=port, weight=schema.weight, forwarding=forwarding)
 
 
-# --- entry points --------------------------------------------------------------------------
 
+def build_config(root: Any, file: str) -> tuple[Config | None, list[ConfigIssue]]:
+    """Check and convert a located document (as `director.config.located.load_yaml` returns it).
 
-def parse_config(text: str, path: str = "<string>") -> Config:
-    """Parse and validate configuration ``text``; ``path`` is used in messages and `Config.path`.
+    Args:
+        root: the loaded document: a `YamlMap` for a well-formed file, ``None`` for an empty one,
+            any other value for a file whose top level is not a mapping.
+        file: path of the configuration file, for messages (a relative ``ha.authkeys`` path is
+            taken relative to its directory).
 
     Returns:
-        the validated `Config` (frozen, hashable dataclasses; services and real
-        servers in file order).
-
-    Raises:
-        ConfigError: with every problem found (YAML syntax, duplicate keys,
-            unknown keys, wrong types, out-of-range values, rule violations).
+        ``(config, issues)``: the `Config` and every problem found, located, in the order found
+        (the caller sorts them).  When ``issues`` is not empty the ``config`` must not be used;
+        it is ``None`` when the document is not a mapping.  Never raises for bad input.
     """
-    data, issues = _load_yaml(text, path)
-    if issues:
-        raise ConfigError(issues)
-    builder = _Builder(path, data)
+    builder = _Builder(file, root)
     config = builder.build()
-    if builder.issues or config is None:
-        raise ConfigError(sorted(builder.issues, key=lambda issue: (issue.line, issue.column)))
-    return config
-
-
-def load_config(path: str) -> Config:
-    """Read, parse and validate the YAML configuration file at ``path`` (UTF-8).
-
-    The file must be a regular file (a symbolic link to one is fine) of at
-    most `MAX_CONFIG_BYTES` bytes: a FIFO, a device or a directory is refused
-    without being read (`ha.readfile.read_regular_file`).
-
-    Raises:
-        ConfigError: the file cannot be read, is not a regular file or is too
-            large (one issue with line 0), is not UTF-8, or is invalid (see
-            `parse_config`).
-    """
-    try:
-        raw = read_regular_file(path, MAX_CONFIG_BYTES)
-    except ReadFileError as err:
-        raise ConfigError([ConfigIssue(path, 0, 0, "", err.reason)]) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        before = raw[: err.start]
-        line = before.count(b"\n") + 1
-        column = err.start - (before.rfind(b"\n") + 1) + 1
-        raise ConfigError(
-            [ConfigIssue(path, line, column, "", f"not valid UTF-8 (byte 0x{raw[err.start]:02x})")]
-        ) from None
-    return parse_config(text, path)
+    return config, builder.issues
