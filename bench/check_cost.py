@@ -59,7 +59,7 @@ CHECKER, GATEWAY = "10.221.0.2", "10.221.0.1"
 def server_script(host: str, port: int) -> str:
     """Python source of a small HTTP server on ``host``:``port`` (0: any free port) that answers
     every request with a short ``200`` and closes; it prints its port once listening."""
-    return r"""
+    return rf"""
 import asyncio
 RESPONSE = b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"
 async def handle(reader, writer):
@@ -72,12 +72,12 @@ async def handle(reader, writer):
     finally:
         writer.close()
 async def main():
-    server = await asyncio.start_server(handle, %r, %d, backlog=4096, reuse_address=True)
+    server = await asyncio.start_server(handle, {host!r}, {port:d}, backlog=4096, reuse_address=True)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
 asyncio.run(main())
-""" % (host, port)
+"""
 
 
 def real_server_addresses(n: int) -> list[str]:

@@ -144,7 +144,8 @@ def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path) -> in
     if system.startswith("ldirectord"):
         conf = workdir / "ldirectord.cf"
         tuned = system.endswith("tuned")
-        conf.write_text(inc.ldirectord_cf(service, checkinterval=1 if tuned else None, checktimeout=1 if tuned else None,
+        conf.write_text(inc.ldirectord_cf(service, checkinterval=1 if tuned else None,
+                                          checktimeout=1 if tuned else None,
                                           logfile=str(workdir / "ldirectord-own.log")))
         return inc.Daemon(t.dir, [inc.LDIRECTORD, "-d", str(conf), "start"], workdir / "ldirectord.log", str(conf))
     conf = workdir / "keepalived.conf"
@@ -159,7 +160,8 @@ def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path) -> in
 
 
 #: Check interval per system (seconds): the range of the random delay before each stop.
-INTERVAL_S = {"directord": 1.0, "ldirectord": 10.0, "ldirectord-tuned": 1.0, "keepalived": 60.0, "keepalived-tuned": 1.0}
+INTERVAL_S = {"directord": 1.0, "ldirectord": 10.0, "ldirectord-tuned": 1.0,
+              "keepalived": 60.0, "keepalived-tuned": 1.0}
 
 
 def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate: float, client_timeout: float,
@@ -189,7 +191,7 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
             svc = f"{VIP}:{PORT}"
             healthy = [f"{rip(i)}:{PORT}" for i in range(n) if rip(i) not in hung_addrs]
 
-            def ready() -> bool:
+            def ready(watch=watch, svc=svc, healthy=healthy) -> bool:
                 tab = watch.latest.get(svc, {})
                 return all(tab.get(h, 0) > 0 for h in healthy)
 
@@ -208,7 +210,8 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
                 t_stop = time.monotonic() - t0
                 inc.farm_command(t.farm, "stop", victim)
                 try:
-                    inc.wait_until(lambda: watch.out_at is not None, timeout, 0.05, f"{victim} out of the table")
+                    inc.wait_until(lambda watch=watch: watch.out_at is not None, timeout, 0.05,
+                                   f"{victim} out of the table")
                 except TimeoutError as e:
                     res["problems"].append(f"{case} #{i + 1}: {e}")
                     reps.append({"victim": victim, "table_s": None, "client_s": None})
@@ -229,7 +232,9 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
         finally:
             if client is not None:
                 client.stop()
-                res[f"{case}_client_rate"] = round(len(client.samples) / max(client.samples[-1].end - client.samples[0].start, 1e-9), 1) if client.samples else 0
+                res[f"{case}_client_rate"] = (
+                    round(len(client.samples) / max(client.samples[-1].end - client.samples[0].start, 1e-9), 1)
+                    if client.samples else 0)
             watch.stop()
             d.stop(10)
             exec_in_netns(t.dir, ["ipvsadm", "-C"], check=False)

@@ -69,7 +69,8 @@ VRID = 51
 #: Seconds after dir1 holds the VIP (its HA node surely running) before it is failed (see run_system).
 DT_BUMP_S = 6.0
 
-SYSTEMS = ("directord", "directord-eq1", "directord-eq02", "keepalived-1", "keepalived-0.2", "heartbeat", "heartbeat-0.2")
+SYSTEMS = ("directord", "directord-eq1", "directord-eq02", "keepalived-1", "keepalived-0.2",
+           "heartbeat", "heartbeat-0.2")
 
 #: Timers per system (seconds). Directord rows: ha section; keepalived: advert_int;
 #: heartbeat: ha.cf (None: heartbeat's default).
@@ -107,7 +108,8 @@ def detection_time(system: str) -> str:
     """The configured failure-detection time of ``system`` in words (for the table)."""
     if system in DIRECTORD_TIMERS:
         t = DIRECTORD_TIMERS[system]
-        return f"keepalive {t.get('keepalive', DEFAULT_KEEPALIVE):g} s, deadtime {t.get('deadtime', DEFAULT_DEADTIME):g} s"
+        return (f"keepalive {t.get('keepalive', DEFAULT_KEEPALIVE):g} s, "
+                f"deadtime {t.get('deadtime', DEFAULT_DEADTIME):g} s")
     if system in KEEPALIVED_ADVERT:
         a = KEEPALIVED_ADVERT[system]
         return f"advert_int {a:g} s, master down {inc.master_down_interval(a, BACKUP_PRIORITY):.2f} s"
@@ -243,7 +245,8 @@ class HeartbeatSys(DirectordSys):
         keys = "auth 1\n1 sha1 " + os.urandom(12).hex() + "\n"
         ha_cf = inc.heartbeat_ha_cf(["dir1", "dir2"], "eth1", **HEARTBEAT_TIMERS[name])
         hares = inc.heartbeat_haresources("dir1", b.vip, 32, "eth0")
-        self.hb = {node: RealHeartbeat(b.lab.ns(node), node, workdir / node, ha_cf, hares, keys) for node in ("dir1", "dir2")}
+        self.hb = {node: RealHeartbeat(b.lab.ns(node), node, workdir / node, ha_cf, hares, keys)
+                   for node in ("dir1", "dir2")}
         # the same virtual service on both directors, loaded once (heartbeat moves only the VIP)
         rules = f"-A -t {b.vip}:80 -s rr\n" + "".join(f"-a -t {b.vip}:80 -r {r}:80 -g -w 1\n" for r in b.lab.rips)
         (workdir / "ipvsadm.rules").write_text(rules)
@@ -339,8 +342,8 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 else:
                     sysobj.graceful("dir1")
                 try:
-                    inc.wait_until(lambda: b.served(t_fault + 0.01, 0.5) and b.holds("dir2"), recover_timeout, 0.1,
-                                   "dir2 serving")
+                    inc.wait_until(lambda t_fault=t_fault: b.served(t_fault + 0.01, 0.5) and b.holds("dir2"),
+                                   recover_timeout, 0.1, "dir2 serving")
                     time.sleep(1.5)
                     ok = True
                 except TimeoutError as e:
@@ -350,8 +353,10 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 gap, _at = inc.longest_gap(samples, t_fault)
                 first = next((s for s in samples if s.ok and s.start >= t_fault), None)
                 failed = sum(1 for s in samples if not s.ok and s.start >= t_fault)
-                rep = {"fault_at": time.strftime("%H:%M:%S", time.localtime(fault_wall)) + f".{int(fault_wall % 1 * 1000):03d}",
-                       "gap_s": round(gap, 3) if ok else None, "first_success_s": round(first.end - t_fault, 3) if first else None,
+                rep = {"fault_at": (time.strftime("%H:%M:%S", time.localtime(fault_wall))
+                                    + f".{int(fault_wall % 1 * 1000):03d}"),
+                       "gap_s": round(gap, 3) if ok else None,
+                       "first_success_s": round(first.end - t_fault, 3) if first else None,
                        "failed_requests": failed, "requests": sum(1 for s in samples if s.start >= t_fault)}
                 reps.append(rep)
                 result["faults"][fault]["gap"] = inc.stats([r["gap_s"] for r in reps])
@@ -374,7 +379,9 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
         log(f"{name} failed: {type(e).__name__}: {e}")
     finally:
         b.client.stop()
-        result["client_rate"] = round(len(b.client.samples) / max(b.client.samples[-1].end - b.client.samples[0].start, 1e-9), 1) if b.client.samples else 0
+        result["client_rate"] = (
+            round(len(b.client.samples) / max(b.client.samples[-1].end - b.client.samples[0].start, 1e-9), 1)
+            if b.client.samples else 0)
         sysobj.close()
         for node in ("dir1", "dir2"):
             del_address(b.lab.ns(node), "eth0", f"{b.vip}/32")

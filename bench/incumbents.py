@@ -216,7 +216,8 @@ virtual_services:
 {rs}
 """
     if ha is not None:
-        timers = "".join(f"  {k}: {float(ha[k]):g}\n" for k in ("keepalive", "warntime", "deadtime", "initdead") if k in ha)
+        timers = "".join(f"  {k}: {float(ha[k]):g}\n"
+                         for k in ("keepalive", "warntime", "deadtime", "initdead") if k in ha)
         text += f"""\
 ha:
   node: {ha['node']}
@@ -474,7 +475,8 @@ class Daemon:
     e.g. the configuration path), with their descendants, so forked children (keepalived's VRRP
     and checker processes, directord's checker process) are measured and signalled too."""
 
-    def __init__(self, ns: str, argv: Sequence[str], log: Path, marker: str, env: Mapping[str, str] | None = None) -> None:
+    def __init__(self, ns: str, argv: Sequence[str], log: Path, marker: str,
+                 env: Mapping[str, str] | None = None) -> None:
         self.ns, self.argv, self.log, self.marker = ns, list(argv), Path(log), marker
         self.env = dict(env) if env is not None else None
         self.proc: subprocess.Popen | None = None
@@ -533,7 +535,8 @@ class Daemon:
         return bool(self.pids())
 
 
-def keepalived_argv(conf: Path, workdir: Path, name: str, *, vrrp_only: bool = False, check_only: bool = False) -> list[str]:
+def keepalived_argv(conf: Path, workdir: Path, name: str, *, vrrp_only: bool = False,
+                    check_only: bool = False) -> list[str]:
     """``keepalived --dont-fork --log-console`` with this instance's own pid files under ``workdir``."""
     argv = [KEEPALIVED, "--dont-fork", "--log-console", "--log-detail", "-f", str(conf),
             "-p", str(workdir / f"{name}.pid"), "-c", str(workdir / f"{name}-checkers.pid"),

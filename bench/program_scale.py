@@ -191,7 +191,8 @@ def main() -> int:
             rows.append(("keepalived: not installed", float("nan"), float("nan"), "apt-get install keepalived"))
     finally:
         delete_netns(NS)
-    print(f"\nIPVS programming, {args.services} virtual services x {args.dests} real servers, kernel {os.uname().release}")
+    print(f"\nIPVS programming, {args.services} virtual services x {args.dests} real servers, "
+          f"kernel {os.uname().release}")
     print(f"{'what':<38} {'wall s':>9} {'cpu s':>9}  notes")
     for what, wall, cpu, note in rows:
         print(f"{what:<38} {wall:>9.3f} {cpu:>9.3f}  {note}")

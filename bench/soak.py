@@ -19,8 +19,9 @@ Throughout the run, all bounded in time:
 * flaps: every ``--flap-every`` seconds one real server (in turn) is hung (its HTTP server
   stops answering: SIGUSR1 to `director.lab.httpd`) until dir1's kernel table, read from
   ``/proc/net/ip_vs`` (what ``ipvsadm -Ln`` prints) every 0.1 s by a thread in dir1's
-  namespace, shows it out of ``web`` (weight 0 or gone), then released (SIGUSR2) until the table shows it back with its weight. Each time is checked
-  against a bound from the check settings (`detection_bounds`);
+  namespace, shows it out of ``web`` (weight 0 or gone), then released (SIGUSR2) until the
+  table shows it back with its weight. Each time is checked against a bound from the check
+  settings (`detection_bounds`);
 * reloads: every ``--reload-every`` seconds both configurations are rewritten atomically
   (alternately: ``web``'s last real server at weight 2 and a virtual service
   ``reload-extra`` added; back to the original) and both daemons get SIGHUP; a reload counts
@@ -374,7 +375,8 @@ def render(summary: Mapping[str, Any]) -> str:
         ("false takeovers", f"{summary['false_takeovers']} ({summary['false_takeover_s']:.1f} s in all)"),
         ("VIP on nobody", f"{summary['vip_nobody_s']:.1f} s"),
         ("daemon restarts / checker restarts", f"{summary['daemon_restarts']} / {summary['checker_restarts']}"),
-        ("table read (/proc/net/ip_vs in dir1) every", f"{TABLE_POLL_S:g} s, read time median {_s(summary['poll_p50_s'])} s"),
+        ("table read (/proc/net/ip_vs in dir1) every",
+         f"{TABLE_POLL_S:g} s, read time median {_s(summary['poll_p50_s'])} s"),
     ]
     for node, late in sorted(summary.get("lateness", {}).items()):
         run_rows.append((f"{node}: HA timers late / checker behind",

@@ -181,7 +181,8 @@ class CheckerProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._supervisor: asyncio.Task[None] | None = None
         # snapshot requests in flight: the future and the statuses received so far, by key
-        self._requests: dict[int, tuple[asyncio.Future[dict[Hashable, HealthStatus]], dict[Hashable, HealthStatus]]] = {}
+        self._requests: dict[int, tuple[asyncio.Future[dict[Hashable, HealthStatus]],
+                                        dict[Hashable, HealthStatus]]] = {}
         self._request_id = 0
         self._send_seq = 0  # updates sent to the child; a frame encoded for an older one is dropped
         self._sends: set[asyncio.Task] = set()

@@ -302,7 +302,8 @@ class Daemon:
                           self.config_path, _load_failure(exc))
                 return False
             if not _same_ha(self.config, prepared.config):
-                log.warning("the ha section changed: HA changes need a restart; the running HA service (if any) is kept")
+                log.warning("the ha section changed: HA changes need a restart; "
+                            "the running HA service (if any) is kept")
             await self._adopt(prepared)
             log.info("reloaded: %d virtual services", len(prepared.config.services))
             return True

@@ -434,7 +434,8 @@ class Reconciler:
         self.ops_applied += len(result.done)
         for op, exc in result.failed:
             self.errors += 1
-            log.error("ipvs %s (service %s) failed: %s; retrying on the next pass", op.kind, self._name(op.service), exc)
+            log.error("ipvs %s (service %s) failed: %s; retrying on the next pass",
+                      op.kind, self._name(op.service), exc)
 
     def draining(self) -> dict[ServiceKey, set[DestKey]]:
         """Destinations currently draining, per service."""

@@ -253,7 +253,8 @@ def parse_authkeys(text: str | bytes, path: str = "<authkeys>") -> AuthKeys:
         if idx is None:
             # only the first word: the rest of a malformed line may be a key
             first = tokens[0].decode("utf-8", "replace")
-            raise AuthKeysError(path, lineno, f"invalid line starting {_quoted(first)}: expected 'auth N' or 'N method [key]'")
+            raise AuthKeysError(path, lineno,
+                                f"invalid line starting {_quoted(first)}: expected 'auth N' or 'N method [key]'")
         if idx > MAX_AUTH_INDEX:
             raise AuthKeysError(path, lineno, f"index {idx} not in 0..{MAX_AUTH_INDEX}")
         if len(tokens) < 2:

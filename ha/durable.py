@@ -229,7 +229,8 @@ def replace_symlink(path: str | os.PathLike[str], target: str) -> None:
         pass
     else:
         if not stat.S_ISLNK(st.st_mode):
-            raise FileExistsError(errno.EEXIST, f"is {_kind(st.st_mode)}, not a symbolic link; refusing to replace it", path)
+            raise FileExistsError(errno.EEXIST, f"is {_kind(st.st_mode)}, not a symbolic link; refusing to replace it",
+                                  path)
     for _ in range(_TEMP_ATTEMPTS):
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
         try:

@@ -384,7 +384,8 @@ class Media:
         self.sockets = []
 
     def stats(self) -> list[dict]:
-        """Per medium: ``{"medium", "destination", "sent", "send_errors", "received", "budget_exhausted", "peer_sources"}``."""
+        """Per medium: ``{"medium", "destination", "sent", "send_errors", "received", "budget_exhausted",
+        "peer_sources"}``."""
         return [
             {
                 "medium": describe(ms.medium),

@@ -248,7 +248,9 @@ class CommandSocket:
                     try:
                         data = await asyncio.wait_for(loop.sock_recv(self._sock, 1 << 20), ACK_TIMEOUT)
                     except TimeoutError:
-                        raise OSError(f"no acknowledgement for {len(pending)} IPVS command(s) in {ACK_TIMEOUT:g} s")
+                        raise OSError(
+                            f"no acknowledgement for {len(pending)} IPVS command(s) in {ACK_TIMEOUT:g} s"
+                        ) from None
                     while True:  # each ack is its own datagram: drain what is queued without the loop
                         if not data:
                             raise OSError("IPVS netlink socket closed")

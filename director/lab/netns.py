@@ -1318,7 +1318,8 @@ class Lab:
             if tcp_connectable(self.ns(rs), self.addr(rs), port, timeout=0.5):
                 return
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"httpd of {rs} not accepting on {self.addr(rs)}:{port}: {self._tail(h.log_path) if h else ''}")
+                raise TimeoutError(f"httpd of {rs} not accepting on {self.addr(rs)}:{port}: "
+                                   f"{self._tail(h.log_path) if h else ''}")
             time.sleep(0.1)
 
     @staticmethod

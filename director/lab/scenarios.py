@@ -334,7 +334,8 @@ def classify_message(message: str, vip: str) -> str | None:
     return None
 
 
-def log_events(lines: Iterable[str], source: str, *, vip: str, t0_epoch: float, since: float | None = None) -> list[Event]:
+def log_events(lines: Iterable[str], source: str, *, vip: str, t0_epoch: float,
+               since: float | None = None) -> list[Event]:
     """Timeline events of one daemon's log ``lines``; ``t0_epoch`` is the drill's t0 as a
     Unix time (seconds), events before ``since`` (seconds since t0) are left out."""
     out = []
@@ -373,7 +374,8 @@ def parse_arp(frame: bytes) -> tuple[int, str, str, str, str] | None:
     if len(frame) < 42 or int.from_bytes(frame[12:14], "big") != ETH_P_ARP:
         return None
     arp = frame[14:42]
-    htype, ptype, hlen, plen, op = int.from_bytes(arp[0:2], "big"), int.from_bytes(arp[2:4], "big"), arp[4], arp[5], int.from_bytes(arp[6:8], "big")
+    htype, ptype, hlen, plen, op = (int.from_bytes(arp[0:2], "big"), int.from_bytes(arp[2:4], "big"), arp[4], arp[5],
+                                    int.from_bytes(arp[6:8], "big"))
     if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
         return None
     mac = lambda b: ":".join(f"{x:02x}" for x in b)  # noqa: E731
@@ -541,9 +543,11 @@ def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
     fault = record.fault_t
     timeline = build_timeline(record)
     checks.append(Check("runner", not record.problems, "; ".join(record.problems) or "no problems"))
-    checks.append(Check("settled", record.settled, "end condition reached" if record.settled else "end condition not reached in time"))
+    checks.append(Check("settled", record.settled,
+                        "end condition reached" if record.settled else "end condition not reached in time"))
     final = record.holders[-1].holder if record.holders else "-"
-    checks.append(Check("final holder", final == expect.final_holder, f"{final} (expected {expect.final_holder} alone)"))
+    checks.append(Check("final holder", final == expect.final_holder,
+                        f"{final} (expected {expect.final_holder} alone)"))
     both = [h for h in record.holders if len(h.held) > 1]
     if not expect.split_brain_ok:
         checks.append(Check("one holder", not both,
@@ -585,13 +589,16 @@ def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
         else:
             late = [s for s in _after(record.samples, mark) if not s.ok]
             checks.append(Check(f"no failure after {expect.no_failure_after}", not late,
-                                f"{len(late)} failed after {mark:.2f} s" + (f" (first at {late[0].start:.2f} s: {late[0].result})" if late else "")))
+                                f"{len(late)} failed after {mark:.2f} s"
+                                + (f" (first at {late[0].start:.2f} s: {late[0].result})" if late else "")))
     if expect.ipvs_unchanged:
         same = bool(record.tables_before) and record.tables_before == record.tables_after
         ops = [e for e in timeline if e.kind == "ipvs" and e.t >= fault]
         checks.append(Check("IPVS unchanged", same and not ops,
-                            ("tables identical" if same else f"tables differ: before {record.tables_before}, after {record.tables_after}")
-                            + (f"; {len(ops)} IPVS change(s) logged, first: {ops[0].source} {ops[0].text}" if ops else "; no IPVS change logged")))
+                            ("tables identical" if same
+                             else f"tables differ: before {record.tables_before}, after {record.tables_after}")
+                            + (f"; {len(ops)} IPVS change(s) logged, first: {ops[0].source} {ops[0].text}" if ops
+                               else "; no IPVS change logged")))
     victim = record.victim
     if expect.victim_out:
         downs = _rs_events(timeline, "rs-down", record, expect.final_holder, fault)

@@ -8,7 +8,7 @@ Shared by every part of `ha.node` and by its drivers (`ha.service`); re-exported
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from ha.connectivity import Connectivity
 from ha.model import ResourceGroup
@@ -84,7 +84,7 @@ class Stopped:
     """The graceful stop is complete: the driver may close its media and exit."""
 
 
-Action = Union[Send, Acquire, Release, PeerStatus, Log, Stopped]
+Action = Send | Acquire | Release | PeerStatus | Log | Stopped
 
 
 class AdminRefused(ValueError):

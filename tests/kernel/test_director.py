@@ -83,7 +83,8 @@ def expect(pred, what: str, timeout: float, director: Director | None = None) ->
 
 
 def all_weights(lab, expected: dict[str, int]):
-    return lambda: all(weight_of(lab, lab.rip(r)) == w for r, w in expected.items()) and len(dests(lab)) == len(expected)
+    return lambda: (all(weight_of(lab, lab.rip(r)) == w for r, w in expected.items())
+                    and len(dests(lab)) == len(expected))
 
 
 def fetch(lab, n: int, timeout=3.0) -> Counter:
@@ -220,7 +221,8 @@ def test_fallback_server_serves_when_every_real_server_is_down(lab, fresh):
     expect(lambda: weight_of(lab, lab.rip("rs3")) == 1, "fallback added", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
     assert fetch(lab, 4) == Counter({"rs3": 4})
     lab.start_httpd("rs1")
-    expect(lambda: weight_of(lab, lab.rip("rs3")) is None, "fallback removed", INTERVAL * RISE + TIMEOUT + MARGIN_S, fresh)
+    expect(lambda: weight_of(lab, lab.rip("rs3")) is None, "fallback removed", INTERVAL * RISE + TIMEOUT + MARGIN_S,
+           fresh)
     assert fetch(lab, 4) == Counter({"rs1": 4})
 
 
@@ -329,7 +331,8 @@ def test_restart_issues_no_ipvs_change(lab, fresh, tmp_path):
     lab.exec(lab.director, ["ip", "link", "add", "nlmon0", "type", "nlmon"], check=False)
     lab.exec(lab.director, ["ip", "link", "set", "nlmon0", "up"])
     pcap = tmp_path / "nlmon.pcap"
-    dump = lab.popen("dir1", ["tcpdump", "-i", "nlmon0", "-U", "-w", str(pcap)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dump = lab.popen("dir1", ["tcpdump", "-i", "nlmon0", "-U", "-w", str(pcap)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         expect(lambda: pcap.exists() and pcap.stat().st_size >= 24, "tcpdump started", 60)
         time.sleep(2)

@@ -72,7 +72,8 @@ def request_across_a_vip_move(pair: PairLab, expect_synced: bool) -> bytes | Exc
         sock.connect((pair.vip, 80))
         sock.sendall(b"GET / HTTP/1.0\r\n")
         sock.sendall(b"Host: sync-test\r\n")  # the third packet in: the kernel syncs the entry now
-        local = "%s:%d" % sock.getsockname()
+        host, port = sock.getsockname()
+        local = f"{host}:{port:d}"
         if expect_synced:
             wait_until(lambda: local in connections(pair, "dir2"), 15.0, 0.2, f"{local} in dir2's ipvsadm -Lnc")
         else:
@@ -102,8 +103,8 @@ def test_sync_daemons_keep_a_connection_across_a_vip_move(pair):
     iface = re.escape(pair.plan.heartbeat_if)
     for node in ("dir1", "dir2"):
         for state in ("master", "backup"):
-            wait_until(lambda: re.search(rf"{state} sync daemon \(mcast={iface}, syncid={SYNCID}\b",
-                                         daemons(pair, node)),
+            pattern = rf"{state} sync daemon \(mcast={iface}, syncid={SYNCID}\b"
+            wait_until(lambda pattern=pattern, node=node: re.search(pattern, daemons(pair, node)),
                        WAIT, 0.2, f"{state} sync daemon in {node}'s ipvsadm -L --daemon")
 
     got = request_across_a_vip_move(pair, expect_synced=True)
@@ -112,4 +113,4 @@ def test_sync_daemons_keep_a_connection_across_a_vip_move(pair):
     pair.restore()  # dir1 back; it read the configuration with sync_daemon again
     reload_both(pair, sync=False)
     for node in ("dir1", "dir2"):
-        wait_until(lambda: "sync daemon" not in daemons(pair, node), WAIT, 0.2, f"no sync daemon in {node}")
+        wait_until(lambda node=node: "sync daemon" not in daemons(pair, node), WAIT, 0.2, f"no sync daemon in {node}")

@@ -30,7 +30,8 @@ def test_master_down_interval_rfc5798():
 
 
 def test_keepalived_conf_vrrp_version_follows_advert_int():
-    vrrp = {"state": "BACKUP", "interface": "eth0", "vrid": 51, "priority": 100, "advert_int": 0.2, "vip": "10.77.0.100"}
+    vrrp = {"state": "BACKUP", "interface": "eth0", "vrid": 51, "priority": 100, "advert_int": 0.2,
+            "vip": "10.77.0.100"}
     text = inc.keepalived_conf(router_id="dir2", vrrp=vrrp)
     assert "advert_int 0.2\n" in text and "version 3\n" in text
     assert "10.77.0.100/32 dev eth0" in text and "virtual_server" not in text

@@ -110,7 +110,8 @@ def targets_for(up_port: int, down_port: int) -> dict:
     # the director's keys are tuples of its own model; any hashable crosses the wire as an id
     return {
         ("web", "up"): CheckTarget(("web", "up"), "rs up of web", "127.0.0.100", 80, "127.0.0.1", up_port, FAST),
-        ("web", "down"): CheckTarget(("web", "down"), "rs down of web", "127.0.0.100", 80, "127.0.0.1", down_port, FAST),
+        ("web", "down"): CheckTarget(("web", "down"), "rs down of web", "127.0.0.100", 80, "127.0.0.1", down_port,
+                                     FAST),
     }
 
 

@@ -694,7 +694,7 @@ def test_heavy_loss_no_false_death_and_identical_retransmissions(timers, loss):
             first_sent.setdefault((n, seq), p)
             sent_at.setdefault((n, t), []).append((seq, p))
     answered = 0
-    for t, src, dst, p in sim.delivered:
+    for t, _src, dst, p in sim.delivered:
         if b"(0)t=NS_rexmit," not in p:
             continue
         m = decode(p)

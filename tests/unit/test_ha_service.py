@@ -33,6 +33,7 @@ A_ADDR, B_ADDR = "10.215.0.1", "10.215.0.2"
 VIP = "10.215.0.100"
 KEYTEXT = "auth 1\n1 sha1 service-test-key\n"
 FAST = Timers(keepalive=0.1, warntime=0.3, deadtime=0.5, initdead=0.5)
+MEDIA = (Medium("bcast", "a0"),)  # the default media of config()
 
 
 def _ip(*args: str) -> None:
@@ -69,7 +70,7 @@ def authkeys(tmp_path: Path, mode: int = 0o600) -> str:
     return str(path)
 
 
-def config(tmp_path: Path, *, media=(Medium("bcast", "a0"),), groups=None, mode=0o600, **kw) -> HAConfig:
+def config(tmp_path: Path, *, media=MEDIA, groups=None, mode=0o600, **kw) -> HAConfig:
     if groups is None:
         groups = (ResourceGroup("dir1", (Resource(VIP, 32, "a0"),)),)
     return HAConfig(

@@ -191,7 +191,8 @@ def test_fail_active_expectations_catch_each_failure():
         samples=[ok(0.0), ok(1.9), ok(3.4), bad(3.6), ok(4.0)])))
     assert not v["no failure after first-success"]
     # a gap longer than deadtime + margin
-    v = verdict(S.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(1.95 + S.DEADTIME + S.MARGIN + 0.1)])))
+    v = verdict(S.evaluate(expect, fail_active_record(
+        samples=[ok(0.0), ok(1.9), ok(1.95 + S.DEADTIME + S.MARGIN + 0.1)])))
     assert not v["longest gap"]
     # the runner's problems and an end condition not reached fail the drill
     v = verdict(S.evaluate(expect, fail_active_record(problems=["boom"], settled=False)))
@@ -256,13 +257,15 @@ def test_restart_director_allows_only_resets_at_moves_and_needs_an_unchanged_tab
                 tables_before={"dir1": table, "dir2": table}, tables_after={"dir1": table, "dir2": table})
     assert all(c.ok for c in S.evaluate(expect, DrillRecord("restart-director", **base)))
     changed = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 0)}}
-    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "tables_after": {"dir1": changed, "dir2": table}})))
+    v = verdict(S.evaluate(expect, DrillRecord("restart-director",
+                                               **{**base, "tables_after": {"dir1": changed, "dir2": table}})))
     assert not v["IPVS unchanged"]
     logged = [*MOVES, Event(4.0, "dir1", "ipvs", "ipvs edit-dest weight 1 fwd dr")]
     v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "events": logged})))
     assert not v["IPVS unchanged"]
     reset_at_move = bad(36.3, "ConnectionResetError", 0.21)
-    check = {c.name: c for c in S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_at_move]}))}
+    check = {c.name: c for c in S.evaluate(expect, DrillRecord("restart-director",
+                                                               **{**base, "samples": [ok(0.0), reset_at_move]}))}
     assert check["failed requests"].ok, check["failed requests"].detail
     assert "each a reset of a request in flight at a move" in check["failed requests"].detail
     v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), bad(2.5)]})))
@@ -281,14 +284,16 @@ def test_kill_realserver_victim_must_leave_rotation_on_the_active_director():
                          ok(4.8, "rs1"), ok(5.0, "rs3")])
     assert all(c.ok for c in S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **base)))
     # no rs-down from dir1 (only dir2 saw it): the victim never left the active table
-    v = verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[Event(4.0, "dir2", "rs-down", down.text)], **base)))
+    v = verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[Event(4.0, "dir2", "rs-down", down.text)],
+                                               **base)))
     assert not v["victim out"]
     # the victim still answered well after it was taken out
     late = base | {"samples": base["samples"] + [ok(6.0, "rs2")]}
     assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))["victim out"]
     # a failure after the detection (plus grace)
     late = base | {"samples": base["samples"] + [bad(5.5, "ConnectionRefusedError")]}
-    assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))["no failure after rs-down"]
+    v = verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))
+    assert not v["no failure after rs-down"]
     # another holder at any time
     moved = base | {"holders": holders((0.0, ("dir1",)), (3.0, ("dir2",)), (5.0, ("dir1",)))}
     assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **moved)))["holder constant"]

@@ -374,7 +374,7 @@ def test_lab_httpd_failure_modes(dr_lab):
     lab.port_set("rs3", up=False)
     lab.reset_real_servers()
     for rs in lab.real_servers:
-        N.wait_until(lambda: _answers(lab, lab.rip(rs)), 5, what=f"{rs} normal")
+        N.wait_until(lambda rs=rs: _answers(lab, lab.rip(rs)), 5, what=f"{rs} normal")
         assert lab.get("/", addr=lab.rip(rs)) == (200, f"{rs}\n")
 
 

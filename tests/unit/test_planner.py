@@ -153,7 +153,8 @@ def test_plan_chunks_cut_after_a_budget_of_destinations():
                DesiredService(WRR, {RS1: DR1, RS2: DR3}) for i in range(10)}
     parts = list(plan_chunks(desired, {DNS: kservice(WRR, {})}, [DNS], chunk=4))
     assert len(parts) == 6  # 5 x 2 services, then the deletion
-    assert [{op.service for op in part} for part in parts[:5]] == [set(sorted(desired)[i:i + 2]) for i in range(0, 10, 2)]
+    assert ([{op.service for op in part} for part in parts[:5]]
+            == [set(sorted(desired)[i:i + 2]) for i in range(0, 10, 2)])
     assert parts[-1] == [Op("del_service", DNS)]
 
 

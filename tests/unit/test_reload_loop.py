@@ -14,8 +14,9 @@ from director import control
 from director.daemon import Daemon
 
 #: Worst timer lateness (seconds) allowed during a reload: a functional margin well below
-#: the shipped deadtime of 0.8 s (and the node's stall warning), not a benchmark.  Loading on the loop held it 1.8 s here;
-#: off the loop the worst is handing the targets to the checker process (about 0.05 s).
+#: the shipped deadtime of 0.8 s (and the node's stall warning), not a benchmark.  Loading on
+#: the loop held it 1.8 s here; off the loop the worst is handing the targets to the checker
+#: process (about 0.05 s).
 MAX_LATENESS = 0.5
 
 
