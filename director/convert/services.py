@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from director.config import quote, re2_problem
-from director.convert_issues import Issues
-from director.convert_ldirectord import (
+from director.convert.issues import Issues
+from director.convert.ldirectord import (
     FORWARD_NAMES,
     SERVICE_PORTS,
     LdConfig,
@@ -511,6 +511,6 @@ def translate_services(cfg: LdConfig, issues: Issues) -> list[ServiceOut]:
 
     Warnings, notes and errors (things directord refuses, such as an unknown
     scheduler) are added to ``issues``; the global directives are not looked
-    at here except for their effect on services (see `director.convert`).
+    at here except for their effect on services (see `director.convert.driver`).
     """
     return _Translator(cfg, issues).run()

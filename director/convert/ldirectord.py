@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from director.config import quote
-from director.convert_issues import Issues
+from director.convert.issues import Issues
 
 __all__ = [
     "MAX_REAL_RANGE",

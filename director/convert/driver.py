@@ -23,8 +23,8 @@ Layers:
   allowed), 1 on errors (nothing written).
 
 The ldirectord semantics (defaults, quiescent) are those of ldirectord 4.12's
-code: see `director.convert_ldirectord` and `director.convert_services`;
-heartbeat's in `director.convert_heartbeat`.
+code: see `director.convert.ldirectord` and `director.convert.services`;
+heartbeat's in `director.convert.heartbeat`.
 """
 
 from __future__ import annotations
@@ -37,16 +37,16 @@ from typing import Any
 
 import yaml
 
-from director.convert_heartbeat import convert_ha
-from director.convert_issues import ConvertError, Issue, Issues
-from director.convert_ldirectord import (
+from director.convert.heartbeat import convert_ha
+from director.convert.issues import ConvertError, Issue, Issues
+from director.convert.ldirectord import (
     LdConfig,
     Resolver,
     StaticResolver,
     SystemResolver,
     parse_ldirectord,
 )
-from director.convert_services import DEFAULTS, ServiceOut, translate_services
+from director.convert.services import DEFAULTS, ServiceOut, translate_services
 from ha.durable import write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
 
