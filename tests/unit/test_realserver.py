@@ -1,4 +1,4 @@
-"""Tests of `directord realserver prep|undo|status` (director.realserver, director.realserver_sysctl).
+"""Tests of `directord realserver prep|undo|status` (director.realserver, director.realserver.sysctl).
 
 The first part drives the pure planner, the apply/rollback logic (through an
 in-memory backend) and the persistence texts without any I/O. The second part
@@ -21,7 +21,7 @@ import pytest
 from test_durable import record_syncs
 
 from director import realserver as R
-from director import realserver_sysctl as S
+from director.realserver import sysctl as S
 from director.lab import netns as N
 from ha.vip import ADDR_PROTO, IFA_F_NODAD
 

@@ -2,7 +2,7 @@
 
 What each forwarding method needs on the real server (LVS documentation,
 "LVS-DR" and "LVS-Tun"; the sysctls are the table of
-:mod:`director.realserver_sysctl`):
+:mod:`director.realserver.sysctl`):
 
 * ``dr``: the director forwards frames unchanged to the real server's MAC, so
   the real server must accept packets for the VIP: each VIP on ``lo`` as
@@ -52,7 +52,7 @@ from typing import Any, Literal, Protocol
 from ha.durable import make_directories, remove_file, replace_symlink, write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
 
-from . import realserver_sysctl as rsysctl
+from . import sysctl as rsysctl
 
 Mode = Literal["dr", "tun", "nat"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -70,7 +70,7 @@ UNIT_LINK = f"etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
 #: The variable of :data:`ENV_FILE` the unit's ``ExecStart`` expands.
 ENV_VAR = "DIRECTORD_REALSERVER_ARGS"
 #: The unit as shipped in the repository's ``etc/`` (this module's copy is used when that file is absent).
-UNIT_SOURCE = Path(__file__).resolve().parents[1] / "etc" / UNIT_NAME
+UNIT_SOURCE = Path(__file__).resolve().parents[2] / "etc" / UNIT_NAME
 
 IFF_LOOPBACK = 0x8  # include/uapi/linux/if.h
 IFF_NOARP = 0x80
