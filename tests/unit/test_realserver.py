@@ -21,8 +21,8 @@ import pytest
 from test_durable import record_syncs
 
 from director import realserver as R
-from director.realserver import sysctl as S
 from director.lab import netns as N
+from director.realserver import sysctl as S
 from ha.vip import ADDR_PROTO, IFA_F_NODAD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ def parse_command_line(argv):
 
 def test_cli_collects_repeated_and_listed_vips():
     a = parse(["prep", "--vip", V4, V4B, "--vip", V6, "--interface", "eth0", "--interface", "eth1"])
-    assert R._request_from_args(a) == req(V4, V4B, V6, interfaces=("eth0", "eth1"))
+    assert R.request_from_args(a) == req(V4, V4B, V6, interfaces=("eth0", "eth1"))
     assert a.func is R.cmd_prep and not a.dry_run and not a.persist
 
 
@@ -652,7 +652,7 @@ def test_persist_items_and_texts():
     argv = unit_argv(items[2].change.value, items[1].change.value)
     assert argv[0].endswith("directord")
     a = parse_command_line(argv)
-    assert a.func is R.cmd_prep and R._request_from_args(a) == r and a.state_file == "/tmp/x/state.json"
+    assert a.func is R.cmd_prep and R.request_from_args(a) == r and a.state_file == "/tmp/x/state.json"
     existing = {i.change.target: i.change.value for i in items}
     again = R.plan_persist(p, paths, existing, "/tmp/x/state.json")
     assert all(i.present and i.change is None for i in again)
@@ -829,7 +829,7 @@ def test_bad_input_changes_nothing(ns, tmp_path):
 
 
 def _ipip_here() -> bool:
-    return R._ipip_available()  # /sys/module/ipip, or modprobe (when installed) can load it
+    return R.ipip_available()  # /sys/module/ipip, or modprobe (when installed) can load it
 
 
 @needs_root
@@ -888,7 +888,7 @@ def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     assert unit.read_text() == (REPO / "etc/directord-realserver.service").read_text()
     assert os.readlink(link) == "../directord-realserver.service" and link.resolve() == unit.resolve()
     a = parse_command_line(unit_argv(unit.read_text(), env_file.read_text()))
-    assert a.func is R.cmd_prep and R._request_from_args(a) == req(V4) and a.state_file == state
+    assert a.func is R.cmd_prep and R.request_from_args(a) == req(V4) and a.state_file == state
     r = run(ns, "prep", "--vip", V4, "--state-file", state, "--persist", "--persist-root", str(root), check_rc=0)
     assert "nothing to change" in r.stdout
     run(ns, "undo", "--state-file", state, check_rc=0)
