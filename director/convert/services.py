@@ -114,7 +114,8 @@ class _Translator:
             name = name.strip()
             if name in self.names:
                 self.issues.note(v.opt_line("servicename"), "servicename",
-                                 f"name {quote(name)} is already used by another virtual; the service gets a numbered name")
+                                 f"name {quote(name)} is already used by another virtual; "
+                                 "the service gets a numbered name")
                 k = 2
                 while f"{name} ({k})" in self.names:
                     k += 1

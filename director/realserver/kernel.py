@@ -83,7 +83,8 @@ def gather(request: Request | None = None) -> HostState:
                 name = msg.get_attr("IFLA_IFNAME")
                 flags = msg["flags"]
                 names[msg["index"]] = name
-                links.append(Link(name, msg["index"], bool(flags & 1), bool(flags & IFF_LOOPBACK), bool(flags & IFF_NOARP)))
+                links.append(Link(name, msg["index"], bool(flags & 1), bool(flags & IFF_LOOPBACK),
+                                  bool(flags & IFF_NOARP)))
             addrs = []
             for msg in ipr.get_addr():
                 text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")

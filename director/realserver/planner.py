@@ -104,7 +104,8 @@ def plan(request: Request, state: HostState) -> Plan:
                 items.append(Item("module ipip", False, "", Change("module", "ipip")))
                 items.append(Item(f"{rsysctl.TUNNEL} (ipip)", False, "missing", Change("tunnel", rsysctl.TUNNEL)))
         if tunnel is None or not tunnel.up:
-            items.append(Item(f"{rsysctl.TUNNEL} up", False, "down" if tunnel else "", Change("link_up", rsysctl.TUNNEL)))
+            items.append(Item(f"{rsysctl.TUNNEL} up", False, "down" if tunnel else "",
+                              Change("link_up", rsysctl.TUNNEL)))
         else:
             items.append(Item(f"{rsysctl.TUNNEL} up", True, "up"))
 

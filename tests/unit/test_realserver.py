@@ -602,7 +602,8 @@ def test_persist_files_that_are_not_regular_are_refused_by_name(tmp_path):
 def test_status_exit_codes(capsys):
     assert R.status(req(V4), host=host(), out=print) == 1
     out = capsys.readouterr().out
-    assert "missing  net.ipv4.conf.all.arp_ignore = 0, want 1" in out and out.rstrip().endswith("not ready: dr real server")
+    assert "missing  net.ipv4.conf.all.arp_ignore = 0, want 1" in out
+    assert out.rstrip().endswith("not ready: dr real server")
     done = conf(**{f"{d}__arp_ignore": "1" for d in ("all", "lo", "eth0", "eth1")},
                 **{f"{d}__arp_announce": "2" for d in ("all", "lo", "eth0", "eth1")})
     assert R.status(req(V4), host=host(done, [R.Address("lo", V4, 32, "lo:dd")]), out=print) == 0
@@ -644,10 +645,11 @@ def test_persist_items_and_texts():
     items = R.plan_persist(p, paths, {}, "/tmp/x/state.json")
     assert [i.change.kind for i in items] == ["file", "file", "file", "symlink"]
     assert items[3].change.value == "../directord-realserver.service"
-    sysctl_lines = [l for l in items[0].change.value.splitlines() if not l.startswith("#")]
+    sysctl_lines = [line for line in items[0].change.value.splitlines() if not line.startswith("#")]
     assert sysctl_lines == [
         "net.ipv4.conf.all.arp_ignore = 1", "net.ipv4.conf.lo.arp_ignore = 1", "net.ipv4.conf.eth0.arp_ignore = 2",
-        "net.ipv4.conf.all.arp_announce = 2", "net.ipv4.conf.lo.arp_announce = 2", "net.ipv4.conf.eth0.arp_announce = 2",
+        "net.ipv4.conf.all.arp_announce = 2", "net.ipv4.conf.lo.arp_announce = 2",
+        "net.ipv4.conf.eth0.arp_announce = 2",
     ]
     argv = unit_argv(items[2].change.value, items[1].change.value)
     assert argv[0].endswith("directord")
@@ -876,7 +878,7 @@ def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     assert f"write {conf_file}" in r.stdout
     settings = dict(
         (k.strip(), v.strip()) for k, v in
-        (l.split("=") for l in conf_file.read_text().splitlines() if l and not l.startswith("#"))
+        (line.split("=") for line in conf_file.read_text().splitlines() if line and not line.startswith("#"))
     )
     assert settings == {
         **{f"net.ipv4.conf.{d}.arp_ignore": "1" for d in ("all", "lo", "eth1", "eth0")},
