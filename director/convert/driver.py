@@ -37,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from director.config import ConfigError, parse_config
 from director.convert.heartbeat import convert_ha
 from director.convert.issues import ConvertError, Issue, Issues
 from director.convert.ldirectord import (
@@ -337,8 +338,6 @@ def convert_files(
         ConvertError: unreadable input, conversion errors, or a result
             directord would refuse.
     """
-    from director.config import ConfigError, parse_config
-
     ld_text = _read(ldirectord, "ldirectord configuration")
     ha_text = _read(ha_cf, "heartbeat ha.cf") if ha_cf is not None else None
     res_text = _read(haresources, "heartbeat haresources") if haresources is not None else None
