@@ -87,10 +87,12 @@ class Conversion:
 
     @property
     def warnings(self) -> list[Issue]:
+        """The issues of severity ``warning`` (meaning lost), in order."""
         return [i for i in self.issues if i.severity == "warning"]
 
     @property
     def notes(self) -> list[Issue]:
+        """The issues of severity ``note`` (carried over differently), in order."""
         return [i for i in self.issues if i.severity == "note"]
 
 
