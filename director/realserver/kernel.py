@@ -119,8 +119,8 @@ def gather(request: Request | None = None) -> HostState:
     return HostState(tuple(links), tuple(addrs), sysctls, gws, ipip, kernel_has_ifa_proto())
 
 
-class KernelBackend:  # method docstrings: see Backend
-    """:class:`Backend` on the running kernel, in the calling thread's network namespace.
+class KernelBackend:  # method docstrings: see director.realserver.changes.Backend
+    """:class:`~director.realserver.changes.Backend` on the running kernel, in the calling thread's network namespace.
 
     Sysctls through ``/proc/sys``; links through pyroute2; addresses through
     :func:`ha.vip.add_vip` / :func:`ha.vip.remove_vip` (label / ``IFA_PROTO``

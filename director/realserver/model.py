@@ -20,9 +20,12 @@ from typing import Any, Literal
 
 from . import sysctl as rsysctl
 
+#: A forwarding method of the director: direct routing, IP-in-IP tunnel, NAT.
 Mode = Literal["dr", "tun", "nat"]
+#: A VIP or director address.
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+#: Why tun cannot work here (planner errors, `KernelBackend` failures).
 KERNEL_LACKS_IPIP = (
     "tun mode needs IP-in-IP decapsulation (the ipip module and its tunl0 device), "
     "but this kernel has no ipip module (modprobe ipip fails); use dr or nat here, "
