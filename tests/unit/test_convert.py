@@ -201,7 +201,7 @@ def test_real_errors(line, needle):
 
 
 def test_real_servers_of_a_file_are_bounded():
-    from director.convert_ldirectord import MAX_REALS
+    from director.convert.ldirectord import MAX_REALS
 
     lines = "".join(f"\treal=10.{i // 256}.{i % 256}.0->10.{i // 256}.{i % 256}.255:80 gate\n"
                     for i in range(MAX_REALS // 256 + 1))
@@ -671,7 +671,7 @@ def test_write_atomic_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatc
 
 
 def test_static_resolver_does_no_lookups():
-    from director.convert_ldirectord import StaticResolver
+    from director.convert.ldirectord import StaticResolver
 
     r = StaticResolver()
     assert r.host("192.168.6.2", socket.AF_INET) == "192.168.6.2"

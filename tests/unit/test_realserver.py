@@ -1,4 +1,4 @@
-"""Tests of `directord realserver prep|undo|status` (director.realserver, director.realserver_sysctl).
+"""Tests of `directord realserver prep|undo|status` (director.realserver, director.realserver.sysctl).
 
 The first part drives the pure planner, the apply/rollback logic (through an
 in-memory backend) and the persistence texts without any I/O. The second part
@@ -21,8 +21,8 @@ import pytest
 from test_durable import record_syncs
 
 from director import realserver as R
-from director import realserver_sysctl as S
 from director.lab import netns as N
+from director.realserver import sysctl as S
 from ha.vip import ADDR_PROTO, IFA_F_NODAD
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,7 +120,7 @@ def parse_command_line(argv):
 
 def test_cli_collects_repeated_and_listed_vips():
     a = parse(["prep", "--vip", V4, V4B, "--vip", V6, "--interface", "eth0", "--interface", "eth1"])
-    assert R._request_from_args(a) == req(V4, V4B, V6, interfaces=("eth0", "eth1"))
+    assert R.request_from_args(a) == req(V4, V4B, V6, interfaces=("eth0", "eth1"))
     assert a.func is R.cmd_prep and not a.dry_run and not a.persist
 
 
@@ -602,7 +602,8 @@ def test_persist_files_that_are_not_regular_are_refused_by_name(tmp_path):
 def test_status_exit_codes(capsys):
     assert R.status(req(V4), host=host(), out=print) == 1
     out = capsys.readouterr().out
-    assert "missing  net.ipv4.conf.all.arp_ignore = 0, want 1" in out and out.rstrip().endswith("not ready: dr real server")
+    assert "missing  net.ipv4.conf.all.arp_ignore = 0, want 1" in out
+    assert out.rstrip().endswith("not ready: dr real server")
     done = conf(**{f"{d}__arp_ignore": "1" for d in ("all", "lo", "eth0", "eth1")},
                 **{f"{d}__arp_announce": "2" for d in ("all", "lo", "eth0", "eth1")})
     assert R.status(req(V4), host=host(done, [R.Address("lo", V4, 32, "lo:dd")]), out=print) == 0
@@ -644,15 +645,16 @@ def test_persist_items_and_texts():
     items = R.plan_persist(p, paths, {}, "/tmp/x/state.json")
     assert [i.change.kind for i in items] == ["file", "file", "file", "symlink"]
     assert items[3].change.value == "../directord-realserver.service"
-    sysctl_lines = [l for l in items[0].change.value.splitlines() if not l.startswith("#")]
+    sysctl_lines = [line for line in items[0].change.value.splitlines() if not line.startswith("#")]
     assert sysctl_lines == [
         "net.ipv4.conf.all.arp_ignore = 1", "net.ipv4.conf.lo.arp_ignore = 1", "net.ipv4.conf.eth0.arp_ignore = 2",
-        "net.ipv4.conf.all.arp_announce = 2", "net.ipv4.conf.lo.arp_announce = 2", "net.ipv4.conf.eth0.arp_announce = 2",
+        "net.ipv4.conf.all.arp_announce = 2", "net.ipv4.conf.lo.arp_announce = 2",
+        "net.ipv4.conf.eth0.arp_announce = 2",
     ]
     argv = unit_argv(items[2].change.value, items[1].change.value)
     assert argv[0].endswith("directord")
     a = parse_command_line(argv)
-    assert a.func is R.cmd_prep and R._request_from_args(a) == r and a.state_file == "/tmp/x/state.json"
+    assert a.func is R.cmd_prep and R.request_from_args(a) == r and a.state_file == "/tmp/x/state.json"
     existing = {i.change.target: i.change.value for i in items}
     again = R.plan_persist(p, paths, existing, "/tmp/x/state.json")
     assert all(i.present and i.change is None for i in again)
@@ -829,7 +831,7 @@ def test_bad_input_changes_nothing(ns, tmp_path):
 
 
 def _ipip_here() -> bool:
-    return R._ipip_available()  # /sys/module/ipip, or modprobe (when installed) can load it
+    return R.ipip_available()  # /sys/module/ipip, or modprobe (when installed) can load it
 
 
 @needs_root
@@ -876,7 +878,7 @@ def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     assert f"write {conf_file}" in r.stdout
     settings = dict(
         (k.strip(), v.strip()) for k, v in
-        (l.split("=") for l in conf_file.read_text().splitlines() if l and not l.startswith("#"))
+        (line.split("=") for line in conf_file.read_text().splitlines() if line and not line.startswith("#"))
     )
     assert settings == {
         **{f"net.ipv4.conf.{d}.arp_ignore": "1" for d in ("all", "lo", "eth1", "eth0")},
@@ -888,7 +890,7 @@ def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     assert unit.read_text() == (REPO / "etc/directord-realserver.service").read_text()
     assert os.readlink(link) == "../directord-realserver.service" and link.resolve() == unit.resolve()
     a = parse_command_line(unit_argv(unit.read_text(), env_file.read_text()))
-    assert a.func is R.cmd_prep and R._request_from_args(a) == req(V4) and a.state_file == state
+    assert a.func is R.cmd_prep and R.request_from_args(a) == req(V4) and a.state_file == state
     r = run(ns, "prep", "--vip", V4, "--state-file", state, "--persist", "--persist-root", str(root), check_rc=0)
     assert "nothing to change" in r.stdout
     run(ns, "undo", "--state-file", state, check_rc=0)

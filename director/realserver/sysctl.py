@@ -1,7 +1,7 @@
 """The sysctl settings a real server needs, as one declarative table (pure data, no I/O).
 
 Every setting `directord realserver` manages is a row of :data:`TABLE`; the
-planner in :mod:`director.realserver` only walks this table. Values are the
+planner in :mod:`director.realserver.planner` only walks this table. Values are the
 integers of ``/proc/sys/net/ipv4/conf/<dev>/<name>``; the semantics are those
 of the kernel's ``Documentation/networking/ip-sysctl.rst``:
 

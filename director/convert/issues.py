@@ -86,14 +86,18 @@ class Issues:
         self.items: list[Issue] = []
 
     def error(self, line: int, directive: str, message: str) -> None:
+        """Add an error at ``line`` (1-based; 0: the file as a whole) about ``directive``."""
         self.items.append(Issue("error", self.file, line, directive, message))
 
     def warn(self, line: int, directive: str, message: str) -> None:
+        """Add a warning at ``line`` (1-based; 0: the file as a whole) about ``directive``."""
         self.items.append(Issue("warning", self.file, line, directive, message))
 
     def note(self, line: int, directive: str, message: str) -> None:
+        """Add a note at ``line`` (1-based; 0: the file as a whole) about ``directive``."""
         self.items.append(Issue("note", self.file, line, directive, message))
 
     @property
     def has_errors(self) -> bool:
+        """True once an error was added."""
         return any(i.severity == "error" for i in self.items)

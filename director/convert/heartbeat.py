@@ -31,7 +31,7 @@ import ipaddress
 from typing import Any
 
 from director.config import quote
-from director.convert_issues import Issues
+from director.convert.issues import Issues
 from ha.config import FALSE_WORDS as _FALSE
 from ha.config import TRUE_WORDS as _TRUE
 from ha.config import heartbeat_time_msec

@@ -23,8 +23,8 @@ Layers:
   allowed), 1 on errors (nothing written).
 
 The ldirectord semantics (defaults, quiescent) are those of ldirectord 4.12's
-code: see `director.convert_ldirectord` and `director.convert_services`;
-heartbeat's in `director.convert_heartbeat`.
+code: see `director.convert.ldirectord` and `director.convert.services`;
+heartbeat's in `director.convert.heartbeat`.
 """
 
 from __future__ import annotations
@@ -37,16 +37,17 @@ from typing import Any
 
 import yaml
 
-from director.convert_heartbeat import convert_ha
-from director.convert_issues import ConvertError, Issue, Issues
-from director.convert_ldirectord import (
+from director.config import ConfigError, parse_config
+from director.convert.heartbeat import convert_ha
+from director.convert.issues import ConvertError, Issue, Issues
+from director.convert.ldirectord import (
     LdConfig,
     Resolver,
     StaticResolver,
     SystemResolver,
     parse_ldirectord,
 )
-from director.convert_services import DEFAULTS, ServiceOut, translate_services
+from director.convert.services import DEFAULTS, ServiceOut, translate_services
 from ha.durable import write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
 
@@ -86,10 +87,12 @@ class Conversion:
 
     @property
     def warnings(self) -> list[Issue]:
+        """The issues of severity ``warning`` (meaning lost), in order."""
         return [i for i in self.issues if i.severity == "warning"]
 
     @property
     def notes(self) -> list[Issue]:
+        """The issues of severity ``note`` (carried over differently), in order."""
         return [i for i in self.issues if i.severity == "note"]
 
 
@@ -337,8 +340,6 @@ def convert_files(
         ConvertError: unreadable input, conversion errors, or a result
             directord would refuse.
     """
-    from director.config import ConfigError, parse_config
-
     ld_text = _read(ldirectord, "ldirectord configuration")
     ha_text = _read(ha_cf, "heartbeat ha.cf") if ha_cf is not None else None
     res_text = _read(haresources, "heartbeat haresources") if haresources is not None else None

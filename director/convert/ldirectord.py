@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from director.config import quote
-from director.convert_issues import Issues
+from director.convert.issues import Issues
 
 __all__ = [
     "MAX_REAL_RANGE",
@@ -216,10 +216,12 @@ class LdConfig:
     global_fallback: dict[int, dict[str, LdFallback]] = field(default_factory=dict)
 
     def opt(self, name: str) -> str | None:
+        """The value of global directive ``name`` as written, or ``None`` when absent."""
         found = self.globals.get(name)
         return found[0] if found else None
 
     def opt_line(self, name: str) -> int:
+        """The line of global directive ``name``, or 0 when absent."""
         found = self.globals.get(name)
         return found[1] if found else 0
 

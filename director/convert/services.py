@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from director.config import quote, re2_problem
-from director.convert_issues import Issues
-from director.convert_ldirectord import (
+from director.convert.issues import Issues
+from director.convert.ldirectord import (
     FORWARD_NAMES,
     SERVICE_PORTS,
     LdConfig,
@@ -114,7 +114,8 @@ class _Translator:
             name = name.strip()
             if name in self.names:
                 self.issues.note(v.opt_line("servicename"), "servicename",
-                                 f"name {quote(name)} is already used by another virtual; the service gets a numbered name")
+                                 f"name {quote(name)} is already used by another virtual; "
+                                 "the service gets a numbered name")
                 k = 2
                 while f"{name} ({k})" in self.names:
                     k += 1
@@ -511,6 +512,6 @@ def translate_services(cfg: LdConfig, issues: Issues) -> list[ServiceOut]:
 
     Warnings, notes and errors (things directord refuses, such as an unknown
     scheduler) are added to ``issues``; the global directives are not looked
-    at here except for their effect on services (see `director.convert`).
+    at here except for their effect on services (see `director.convert.driver`).
     """
     return _Translator(cfg, issues).run()
