@@ -87,7 +87,7 @@ HEARTBEAT_TIMERS = {"heartbeat": {}, "heartbeat-0.2": {"keepalive": 0.2, "deadti
 
 def initdead(system: str) -> float:
     """Seconds after start during which the HA node still waits for its peer with the longer
-    ``initdead`` timer instead of deadtime (ha/config.py rules; heartbeat/config.c for heartbeat);
+    ``initdead`` timer instead of deadtime (ha.config.resolve_timers; heartbeat/config.c for heartbeat);
     0 for keepalived. The first fault comes only after it has passed on the survivor."""
     if system in DIRECTORD_TIMERS:
         return max(DEFAULT_INITDEAD, DIRECTORD_TIMERS[system].get("deadtime", DEFAULT_DEADTIME))

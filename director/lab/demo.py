@@ -32,6 +32,8 @@ def demo_config(lab: Lab) -> str:
     rs = "\n".join(
         f"      - {{address: {lab.rip(r)}, port: 80, weight: {w}}}" for r, w in zip(lab.real_servers, (1, 2, 3))
     )
+    check = (f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {TIMEOUT}, "
+             f"rise: {RISE}, fall: {FALL}}}")
     return f"""\
 global:
   reconcile_interval: 5
@@ -41,7 +43,7 @@ virtual_services:
     port: 80
     scheduler: wrr
     forwarding: dr
-    check: {{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {TIMEOUT}, rise: {RISE}, fall: {FALL}}}
+    check: {check}
     real_servers:
 {rs}
 """
@@ -118,7 +120,8 @@ def run_demo(requests: int = 60) -> int:
             _say("rs2 never left rotation")
         else:
             bound = INTERVAL * FALL + TIMEOUT
-            _say(f"rs2 quiesced (weight 0) {out_at:.2f} s after the kill (bound interval x fall + timeout = {bound:.0f} s)")
+            _say(f"rs2 quiesced (weight 0) {out_at:.2f} s after the kill "
+                 f"(bound interval x fall + timeout = {bound:.0f} s)")
             _say(f"client: {len(results)} requests, {len(failed)} failed"
                  + (f", last failure at {max(failed):.2f} s" if failed else ""))
             late = [t for t in failed if t > out_at + 0.5]

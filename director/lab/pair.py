@@ -124,6 +124,8 @@ def pair_config(plan: LabPlan, node: str, *, authkeys: str, state_dir: str, port
     if node not in plan.directors:
         raise ValueError(f"{node!r} is not a director of the plan")
     rs = "\n".join(f"      - {{address: {plan.addr[r]}, port: {port}}}" for r in plan.real_servers)
+    check = (f"{{type: http, path: /healthz, interval: {CHECK_INTERVAL:g}, timeout: {CHECK_TIMEOUT:g}, "
+             f"rise: {CHECK_RISE}, fall: {CHECK_FALL}}}")
     addresses = [f"{plan.vip}/32/{plan.service_if}"]
     if plan.mode == "nat" and plan.nat_gateway and plan.inside_if:
         inside_len = next(c.split("/")[1] for i, c in plan.node("dir1").addresses if i == plan.inside_if)
@@ -138,7 +140,7 @@ virtual_services:
     port: {port}
     scheduler: rr
     forwarding: {FORWARDING[plan.mode]}
-    check: {{type: http, path: /healthz, interval: {CHECK_INTERVAL:g}, timeout: {CHECK_TIMEOUT:g}, rise: {CHECK_RISE}, fall: {CHECK_FALL}}}
+    check: {check}
     real_servers:
 {rs}
 ha:

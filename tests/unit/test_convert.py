@@ -21,6 +21,7 @@ import yaml
 
 from director.cli import main as cli_main
 from director.config import load_config, parse_config
+from director.config.ha import parse_duration
 from director.convert import (
     MAX_INPUT_BYTES,
     QUIESCENT_NOTE,
@@ -29,7 +30,6 @@ from director.convert import (
     convert_text,
     write_atomic,
 )
-from director.config.ha import parse_duration
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ldirectord"
 
