@@ -156,10 +156,12 @@ class CheckerProcess:
     Args:
         on_transition: called on the director's loop, synchronously, for every
             state change reported by the checker (with the caller's own target
-            keys); exceptions it raises are logged and ignored.  Each transition
-            is also logged here (``"NAME up: REASON"``, logger ``directord.checks``).
+            keys); exceptions it raises are logged and ignored.  With ``log_transitions``
+            each transition is also logged here (``"NAME up: REASON"``, logger
+            ``directord.checks``); the daemon logs them as events instead.
         python: interpreter for the child, ``sys.executable`` by default.
         restart_delay: seconds before a dead child is replaced (`RESTART_DELAY`).
+        log_transitions: log each transition here (see ``on_transition``).
     """
 
     def __init__(
@@ -168,8 +170,10 @@ class CheckerProcess:
         *,
         python: str | None = None,
         restart_delay: float = RESTART_DELAY,
+        log_transitions: bool = True,
     ) -> None:
         self._on_transition = on_transition
+        self._log_transitions = log_transitions
         self._python = python or sys.executable
         self._restart_delay = restart_delay
         self._targets: dict[Hashable, CheckTarget] = {}
@@ -493,7 +497,8 @@ class CheckerProcess:
         if key is None:  # a target removed meanwhile
             return
         t = dataclasses.replace(t, key=key)
-        log.info("%s %s: %s", t.name, t.new, t.reason)
+        if self._log_transitions:
+            log.info("%s %s: %s", t.name, t.new, t.reason)
         self._known[key] = HealthStatus(state=t.new, since=time.monotonic(), last_result=t.result)
         try:
             self._on_transition(t)

@@ -1,4 +1,5 @@
-"""The `directord` command line: run, check, status, standby, takeover; more come from `COMMAND_MODULES`."""
+"""The `directord` command line: run, check, status, events, standby, takeover; more come from
+`COMMAND_MODULES`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import importlib
 import json
 import logging
 import sys
+
+from .events import JSONFormatter
 
 DEFAULT_CONFIG = "/etc/directord/directord.yaml"
 DEFAULT_SOCKET = "/run/directord/directord.sock"
@@ -19,20 +22,25 @@ COMMAND_MODULES = ("director.lab.cli", "director.realserver", "director.convert"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def setup_logging(verbose: bool) -> None:
-    """Log to stderr at INFO (DEBUG when ``verbose``); pyroute2 only from WARNING."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format=LOG_FORMAT,
-        stream=sys.stderr,
-    )
+def setup_logging(verbose: bool, log_format: str = "text") -> None:
+    """Log to stderr at INFO (DEBUG when ``verbose``); pyroute2 only from WARNING.
+
+    ``log_format``: ``text`` (`LOG_FORMAT`) or ``json`` (one JSON object per line,
+    `director.events.JSONFormatter`: events carry their kind and fields).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.log_format)
     return asyncio.run(Daemon(args.config, control_socket=args.control_socket).run())
 
 
@@ -130,6 +138,45 @@ def cmd_ha_request(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """``directord events``: the daemon's events, one per line (``--json``: its JSON objects)."""
+    import datetime
+
+    from . import control
+    from .status import printable
+
+    path = _socket_path(args)
+    fields: dict[str, object] = {"recent": args.recent, "follow": not args.no_follow}
+    if args.kind:
+        fields["kinds"] = args.kind
+    try:
+        lines = control.stream(path, **fields)
+        answer = next(lines, None)
+        if answer is None or not answer.get("ok"):
+            error = "no answer" if answer is None else answer.get("error", "refused")
+            print(printable(f"{path}: {error}"), file=sys.stderr)
+            return 1
+        for item in lines:
+            if args.json:
+                print(json.dumps(item, sort_keys=True), flush=True)
+                continue
+            if item.get("kind") == "stream.dropped":
+                print(f"... {item.get('dropped')} events dropped so far (this reader was too slow)", flush=True)
+                continue
+            when = datetime.datetime.fromtimestamp(item.get("at", 0)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+            print(printable(f"{when} {item.get('level', '')} {item.get('kind', '')}: {item.get('message', '')}"),
+                  flush=True)
+    except PermissionError:
+        print(_permission_text(path), file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"no directord answering on {path}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="directord", description="IPVS director: virtual services, health checks, HA")
     sub = p.add_subparsers(dest="command", required=True)
@@ -138,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     run.add_argument("--control-socket", help="override global.control_socket")
     run.add_argument("-v", "--verbose", action="store_true")
+    run.add_argument("--log-format", choices=["text", "json"], default="text",
+                     help="text lines (default) or one JSON object per line, events with their kind and fields")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate a configuration file and print every error")
@@ -149,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-c", "--config", help="read the control socket path from this configuration")
     status.add_argument("--control-socket")
     status.set_defaults(func=cmd_status)
+
+    events = sub.add_parser("events", help="the daemon's events (health, weights, IPVS, HA, reloads) as they happen")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.add_argument("--recent", type=int, default=0, metavar="N",
+                        help="start with the last N events the daemon kept (at most 1000)")
+    events.add_argument("--no-follow", action="store_true", help="print the recent events and exit")
+    events.add_argument("--kind", action="append", metavar="KIND", help="only events of this kind (repeatable)")
+    events.add_argument("-c", "--config", help="read the control socket path from this configuration")
+    events.add_argument("--control-socket")
+    events.set_defaults(func=cmd_events)
 
     for name, text in (
         ("standby", "hand the resources to the peer director (heartbeat's hb_standby)"),

@@ -2,9 +2,19 @@
 
 Request: one line ``{"command": "status"}`` (or ``"reload"``, or
 ``{"command": "standby"|"takeover", "which": "all"|"local"|"foreign"}``); response: one
-JSON line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  The
-socket file is created with mode 0600 in a 0700 directory, so only root (the
-daemon's user) can talk to the daemon.
+JSON line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+
+The one streaming request, ``{"command": "events", "recent": N, "follow": true|false,
+"kinds": [KIND, ...]}`` (every field optional: 0, true, every kind), answers ``{"ok": true}``,
+then the last ``N`` events kept by the daemon (at most `director.events.DEFAULT_HISTORY`) and,
+with ``follow``, every new one, one JSON line each (`director.events.to_json`), until the client
+hangs up or the daemon stops. A client that reads too slowly loses the oldest events waiting
+for it (at most `STREAM_QUEUE` wait); a line ``{"kind": "stream.dropped", "dropped": N}`` says
+how many were lost so far. A client that takes more than `STREAM_STALL` seconds to accept a line
+is cut off.
+
+The socket file is created with mode 0600 in a 0700 directory, so only root (the daemon's
+user) can talk to the daemon.
 
 The daemon replaces only a stale socket at its path (never a regular file,
 directory, symlink or FIFO), and at stop removes the socket only while it is
@@ -19,13 +29,23 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+from .events import DEFAULT_HISTORY, EventBus, Subscription, to_json
 
 log = logging.getLogger("directord.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST = 64 * 1024  # bytes
+#: Events that may wait for one streaming client before its oldest are dropped.
+STREAM_QUEUE = 10_000
+#: Seconds a streaming client may take to accept one more line before it is cut off.
+STREAM_STALL = 30.0
+#: Most event kinds one streaming request may name.
+MAX_STREAM_KINDS = 64
+#: Longest line a client of the event stream accepts, in bytes.
+MAX_STREAM_LINE = 1024 * 1024
 
 
 class ControlServer:
@@ -36,15 +56,18 @@ class ControlServer:
             a live one (another daemon answering) makes `start` raise, and so
             does anything that is not a socket (left untouched).
         handler: coroutine taking the request dict and returning the response dict.
+        events: the daemon's event bus, for ``events`` requests (refused without one).
 
     Raises:
         RuntimeError: from `start`, when another daemon already serves ``path``
             or ``path`` is something other than a socket.
     """
 
-    def __init__(self, path: str, handler: Handler) -> None:
+    def __init__(self, path: str, handler: Handler, events: EventBus | None = None) -> None:
         self.path = path
         self._handler = handler
+        self._events = events
+        self._streams: set[Subscription] = set()
         self._server: asyncio.base_events.Server | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket we bound
 
@@ -85,6 +108,8 @@ class ControlServer:
 
         Whatever replaced it meanwhile (another daemon's socket, a file) is left alone.
         """
+        for subscription in list(self._streams):
+            subscription.close()  # ends every event stream: its connection closes
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -106,6 +131,9 @@ class ControlServer:
                 request = json.loads(line)
                 if not isinstance(request, dict):
                     raise ValueError("request is not a JSON object")
+                if request.get("command") == "events":
+                    await self._stream(request, writer)
+                    return
                 response = await self._handler(request)
             except (ValueError, KeyError) as exc:
                 response = {"ok": False, "error": f"bad request: {exc}"}
@@ -119,6 +147,61 @@ class ControlServer:
             pass
         finally:
             writer.close()
+
+
+    async def _stream(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        """Serve an ``events`` request (see the module docstring) until the client or the daemon
+        stops; connection errors and a stalled client end it quietly.
+
+        Raises:
+            ValueError: the request's fields are wrong (nothing has been written yet).
+        """
+        if self._events is None:
+            raise ValueError("this daemon has no event stream")
+        recent, follow, kinds = stream_request(request)
+        subscription = self._events.subscribe(maxsize=STREAM_QUEUE, kinds=kinds, replay=recent)
+        self._streams.add(subscription)
+        reported = 0
+        try:
+            writer.write(_encode({"ok": True}))
+            while True:
+                envelope = subscription.get_nowait() if not follow else await subscription.get()
+                if envelope is None:
+                    break
+                if subscription.dropped != reported:
+                    reported = subscription.dropped
+                    writer.write(_encode({"kind": "stream.dropped", "dropped": reported}))
+                writer.write(_encode(to_json(envelope)))
+                await asyncio.wait_for(writer.drain(), STREAM_STALL)
+            await asyncio.wait_for(writer.drain(), STREAM_STALL)
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._streams.discard(subscription)
+            subscription.close()
+
+
+def stream_request(request: dict[str, Any]) -> tuple[int, bool, frozenset[str] | None]:
+    """``(recent, follow, kinds)`` of an ``events`` request (pure): ``recent`` an integer
+    0..`DEFAULT_HISTORY` (default 0), ``follow`` a boolean (default true), ``kinds`` a list of at
+    most `MAX_STREAM_KINDS` strings (default: every kind, ``None``).
+
+    Raises:
+        ValueError: a field of another type or out of range.
+    """
+    recent = request.get("recent", 0)
+    if isinstance(recent, bool) or not isinstance(recent, int) or not 0 <= recent <= DEFAULT_HISTORY:
+        raise ValueError(f"recent must be an integer 0..{DEFAULT_HISTORY}")
+    follow = request.get("follow", True)
+    if not isinstance(follow, bool):
+        raise ValueError("follow must be true or false")
+    kinds = request.get("kinds")
+    if kinds is None:
+        return recent, follow, None
+    if (not isinstance(kinds, list) or len(kinds) > MAX_STREAM_KINDS
+            or not all(isinstance(kind, str) and len(kind) <= 64 for kind in kinds)):
+        raise ValueError(f"kinds must be a list of at most {MAX_STREAM_KINDS} event kinds")
+    return recent, follow, frozenset(kinds)
 
 
 def _encode(response: dict[str, Any]) -> bytes:
@@ -173,3 +256,26 @@ def request(path: str, command: str, timeout: float = 10.0, **fields: Any) -> di
             if chunk.endswith(b"\n"):
                 break
     return json.loads(b"".join(chunks))
+
+
+def stream(path: str, timeout: float | None = None, **fields: Any) -> Iterator[dict[str, Any]]:
+    """Send an ``events`` request (with JSON ``fields``: ``recent``, ``follow``, ``kinds``) to a
+    running daemon and yield each JSON line it sends, the ``{"ok": ...}`` answer first (blocking;
+    ``timeout``: seconds to wait for each line, ``None`` for ever).
+
+    Raises:
+        ConnectionError / FileNotFoundError / OSError: no daemon answers at ``path``.
+        ValueError: a line is not JSON, or is longer than `MAX_STREAM_LINE` bytes.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps({"command": "events", **fields}).encode() + b"\n")
+        with s.makefile("rb") as lines:
+            while True:
+                line = lines.readline(MAX_STREAM_LINE + 1)
+                if not line:
+                    return
+                if len(line) > MAX_STREAM_LINE:
+                    raise ValueError(f"a line of the event stream is longer than {MAX_STREAM_LINE} bytes")
+                yield json.loads(line)

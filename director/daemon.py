@@ -37,6 +37,7 @@ from checks.engine import Transition
 from checks.process import CheckerProcess
 
 from .config import ConfigError, load_config
+from .events import EventBus, HealthChanged, ReloadAccepted, ReloadRefused, log_event
 from .ipvs import IPVSError, KernelIPVS
 from .model import Config, DestKey, ServiceKey
 from .planner import HealthState
@@ -194,9 +195,11 @@ class Daemon:
         self._control_override = control_socket
         self.config: Config | None = None
         self._states: dict[tuple[ServiceKey, DestKey], HealthState] = {}
+        #: Every state change of this daemon as a typed event (`director.events`); it logs them.
+        self.events = EventBus(log=log_event)
         self.kernel = KernelIPVS()
-        self.engine = CheckerProcess(self._on_transition)
-        self.reconciler = Reconciler(self.kernel, self._health)
+        self.engine = CheckerProcess(self._on_transition, log_transitions=False)  # logged as events
+        self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish)
         self.control = None
         self.ha: Any = None  # ha.service.HAService when the configuration has an ha section
         self._stop = asyncio.Event()
@@ -212,6 +215,8 @@ class Daemon:
     def _on_transition(self, t: Transition) -> None:
         service, dest = t.key
         self._states[t.key] = t.new
+        self.events.publish(HealthChanged(t.name, self.reconciler.service_name(service), str(dest), t.old, t.new,
+                                          t.reason))
         self.reconciler.on_health(service, dest)
 
     # --- lifecycle ----------------------------------------------------------------
@@ -234,7 +239,7 @@ class Daemon:
         config = prepared.config
         await self._adopt(prepared)
         path = self._control_override or config.settings.control_socket
-        self.control = ControlServer(path, self._handle)
+        self.control = ControlServer(path, self._handle, self.events)
         try:
             await self.control.start()
         except (RuntimeError, OSError) as exc:
@@ -243,7 +248,7 @@ class Daemon:
         if config.ha is not None:
             from ha.service import HAService, HAStartError
 
-            self.ha = HAService(config.ha, config_file=config.path)
+            self.ha = HAService(config.ha, config_file=config.path, on_event=self.events.publish)
             try:
                 await self.ha.start()
             except HAStartError as exc:
@@ -298,14 +303,13 @@ class Daemon:
                     load_prepared, self.config_path, self.engine.targets().keys(), list(self._states)
                 )
             except Exception as exc:  # RecursionError, MemoryError...: logged, never raised to the loop
-                log.error("reload refused (%s), keeping the running configuration: %s",
-                          self.config_path, _load_failure(exc))
+                self.events.publish(ReloadRefused(self.config_path, _load_failure(exc)))
                 return False
             if not _same_ha(self.config, prepared.config):
                 log.warning("the ha section changed: HA changes need a restart; "
                             "the running HA service (if any) is kept")
             await self._adopt(prepared)
-            log.info("reloaded: %d virtual services", len(prepared.config.services))
+            self.events.publish(ReloadAccepted(self.config_path, len(prepared.config.services)))
             return True
 
     def _reload_on_signal(self) -> None:

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from .events import IPVSApplied, IPVSFailed
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS, SyncDaemon, plan_sync, sync_daemons_for
 from .model import Config, DesiredService, DestKey, KernelService, ServiceKey, VirtualService
 from .planner import (
@@ -85,6 +86,9 @@ class Reconciler:
         health: callable returning the current health state of (service key,
             destination key); ``unknown`` when there is no check result yet.
         clock: monotonic clock in seconds (injectable for tests).
+        on_event: where each IPVS operation goes as an event (`director.events.IPVSApplied`,
+            `IPVSFailed`): the daemon's `EventBus.publish`, which logs it; without one, each
+            is logged.
     """
 
     def __init__(
@@ -93,8 +97,10 @@ class Reconciler:
         health: Callable[[ServiceKey, DestKey], HealthState],
         *,
         clock: Callable[[], float] = time.monotonic,
+        on_event: Callable[[IPVSApplied | IPVSFailed], object] | None = None,
     ) -> None:
         self.kernel = kernel
+        self._on_event = on_event
         self._health = health
         self._clock = clock
         self.config: Config | None = None
@@ -337,7 +343,7 @@ class Reconciler:
                 try:
                     counters = await self.kernel.dump_dests(key)
                 except IPVSError as exc:
-                    log.warning("cannot read counters of %s: %s", self._name(key), exc)
+                    log.warning("cannot read counters of %s: %s", self.service_name(key), exc)
                     continue
                 done = False
                 for dkey, drain in list(drains.items()):
@@ -352,7 +358,7 @@ class Reconciler:
                         continue
                     del drains[dkey]
                     done = True
-                    log.info("rs %s of %s drained (%s): deleting", dkey, self._name(key), reason)
+                    log.info("rs %s of %s drained (%s): deleting", dkey, self.service_name(key), reason)
                 if not drains:
                     del self._draining[key]
                 if done:
@@ -380,7 +386,8 @@ class Reconciler:
     def _interval(self) -> float:
         return self.config.settings.reconcile_interval if self.config else 10.0
 
-    def _name(self, key: ServiceKey) -> str:
+    def service_name(self, key: ServiceKey) -> str:
+        """The configured name of the service ``key`` (printable), or the key as text when unknown."""
         svc = self._services.get(key)
         return printable(svc.name) if svc is not None else str(key)
 
@@ -430,22 +437,30 @@ class Reconciler:
         result = await self.kernel.apply_all(ops)
         for op in result.done:
             record_op(self.table, op)
-            log.info("ipvs %s%s", op, _attrs_text(op))
+            self._emit(_applied(op, self.service_name(op.service)))
         self.ops_applied += len(result.done)
         for op, exc in result.failed:
             self.errors += 1
-            log.error("ipvs %s (service %s) failed: %s; retrying on the next pass",
-                      op.kind, self._name(op.service), exc)
+            self._emit(IPVSFailed(op.kind, self.service_name(op.service), str(exc)))
+
+    def _emit(self, event: IPVSApplied | IPVSFailed) -> None:
+        if self._on_event is None:
+            logging.getLogger(event.logger).log(event.level, "%s", event)
+        else:
+            self._on_event(event)
 
     def draining(self) -> dict[ServiceKey, set[DestKey]]:
         """Destinations currently draining, per service."""
         return {k: set(v) for k, v in self._draining.items()}
 
 
-def _attrs_text(op: Op) -> str:
-    if op.dest_attrs is not None:
-        a = op.dest_attrs
-        return f" weight {a.weight} fwd {a.fwd_method}"
-    if op.service_attrs is not None:
-        return f" scheduler {op.service_attrs.scheduler}"
-    return ""
+def _applied(op: Op, name: str) -> IPVSApplied:
+    """The event of ``op`` done on the service named ``name``."""
+    dest, service = op.dest_attrs, op.service_attrs
+    return IPVSApplied(
+        op.kind, name, str(op.service),
+        real_server=None if op.dest is None else str(op.dest),
+        weight=None if dest is None else dest.weight,
+        forwarding=None if dest is None else str(dest.fwd_method),
+        scheduler=None if dest is not None or service is None else service.scheduler,
+    )

@@ -29,7 +29,9 @@
   the node a new `ha.connectivity.Connectivity` (``node.set_connectivity``);
 * admin requests `standby` / `takeover` (``directord standby|takeover``).
 
-`PeerStatus` and `Log` actions are logged on the ``directord.ha`` logger.
+`Log` actions are logged on the ``directord.ha`` logger; what the service does (peer
+changes, acquisitions, releases, addresses, announcement failures) goes out as typed events
+(`ha.events`) to the ``on_event`` sink, which logs them.
 Everything runs on the daemon's event loop, in the daemon's network
 namespace (sockets, addresses and announcements live there).
 """
@@ -47,6 +49,21 @@ from ha.announce import Announcer
 from ha.auth import AuthKeysError, load_authkeys
 from ha.connectivity import Connectivity
 from ha.environment import check_ha_environment
+from ha.events import (
+    AddressRemoved,
+    AddressRepaired,
+    AnnounceFailed,
+    AnnouncementSent,
+    GroupAcquired,
+    GroupAcquireFailed,
+    GroupAcquiring,
+    GroupReleased,
+    GroupReleasing,
+    HAEvent,
+    HAEventSink,
+    PeerChanged,
+    group_text,
+)
 from ha.identity import IdentityError, NodeLock, load_identity, lock_node
 from ha.media import Media, MediumError
 from ha.model import HAConfig, ResourceGroup
@@ -91,10 +108,6 @@ class _Audit:
     """A queued address audit of one group (runs in the group's worker, between node actions)."""
 
 
-def _group_name(group: ResourceGroup) -> str:
-    return f"{group.owner}: " + " ".join(str(r) for r in group.resources)
-
-
 class HAService:
     """Runs heartbeat HA for one ``ha:`` section (see the module docstring).
 
@@ -105,6 +118,11 @@ class HAService:
             exceptions it raises are logged.
         config_file: the configuration file's path, for error messages.
         check_environment: run `ha.environment.check_ha_environment` in `start`.
+        on_event: where the service's events go (`ha.events`: peer changes, acquisitions,
+            releases, addresses added and removed, announcement failures), on the event
+            loop's thread; it logs them (the daemon's `director.events.EventBus` does). Without
+            one, each event is logged on the ``directord.ha`` logger. Exceptions it raises are
+            logged.
 
     Lifecycle: ``await start()`` once, ``await stop()`` once; `snapshot`
     at any time.
@@ -117,8 +135,10 @@ class HAService:
         on_role_change: Callable[[ResourceGroup, bool], None] | None = None,
         config_file: str | None = None,
         check_environment: bool = True,
+        on_event: HAEventSink | None = None,
     ) -> None:
         self.config = config
+        self._on_event = on_event
         self._on_role_change = on_role_change
         self._file = config_file
         self._check_environment = check_environment
@@ -141,6 +161,16 @@ class HAService:
         self._resource_ifaces = sorted({r.interface for g in config.groups for r in g.resources})
 
     # --- lifecycle ----------------------------------------------------------------
+
+    def _emit(self, event: HAEvent) -> None:
+        """Hand ``event`` to the sink, or log it when there is none."""
+        if self._on_event is None:
+            logging.getLogger(event.logger).log(event.level, "%s", event)
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            log.exception("event sink failed on %s", event.kind)
 
     def _where(self) -> str:
         return self._file or "the ha section"
@@ -346,7 +376,7 @@ class HAService:
             elif isinstance(action, Log):
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, PeerStatus):
-                log.info("peer %s is %s (%s)", action.node, action.status, action.reason)
+                self._emit(PeerChanged(action.node, action.status, action.reason))
             elif isinstance(action, (Acquire, Release)):
                 io = self._groups.get(action.group)
                 if io is None:
@@ -379,14 +409,13 @@ class HAService:
                 present = await has_vip(resource)
                 if held and not present:
                     self.repairs += 1
-                    log.warning("%s went missing while we hold %s: adding and announcing it again",
-                                resource, _group_name(group))
-                    await add_vip(resource)
+                    self._emit(AddressRepaired(str(resource), group_text(group), "added"))
+                    await add_vip(resource, on_event=self._emit)
                     self._start_announcing(group, io)
                 elif not held and present:
                     self.repairs += 1
-                    log.warning("%s is configured but we do not hold %s: removing it", resource, _group_name(group))
-                    await remove_vip(resource)
+                    self._emit(AddressRepaired(str(resource), group_text(group), "removed"))
+                    await remove_vip(resource, on_event=self._emit)
             except Exception as exc:
                 log.debug("address audit of %s: %s: %s", resource, type(exc).__name__, exc)
 
@@ -414,7 +443,7 @@ class HAService:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("HA group %s: handling %s failed", _group_name(group), type(action).__name__)
+                log.exception("HA group %s: handling %s failed", group_text(group), type(action).__name__)
             finally:
                 io.busy = False
 
@@ -427,24 +456,25 @@ class HAService:
             log.exception("role change callback failed")
 
     async def _acquire(self, group: ResourceGroup, io: _GroupIO, reason: str) -> bool:
-        log.info("acquiring %s (%s)", _group_name(group), reason)
+        self._emit(GroupAcquiring(group_text(group), reason))
         added = []
         try:
             for resource in group.resources:
-                await add_vip(resource)
+                await add_vip(resource, on_event=self._emit)
                 added.append(resource)
         except Exception as exc:
             self.failures += 1
-            log.error("acquiring %s failed at %s: %s: %s", _group_name(group),
-                      group.resources[len(added)], type(exc).__name__, exc)
+            self._emit(GroupAcquireFailed(group_text(group), str(group.resources[len(added)]),
+                                          f"{type(exc).__name__}: {exc}"))
             for resource in added:
                 try:
-                    await remove_vip(resource)
+                    await remove_vip(resource, on_event=self._emit)
                 except Exception as exc2:
-                    log.error("removing %s after the failed acquisition: %s", resource, exc2)
+                    self._emit(AddressRemoved(str(resource), f"{type(exc2).__name__}: {exc2}"))
             return False
         self.held.add(group)
         self._start_announcing(group, io)
+        self._emit(GroupAcquired(group_text(group)))
         return True
 
     def _start_announcing(self, group: ResourceGroup, io: _GroupIO) -> None:
@@ -458,7 +488,9 @@ class HAService:
                 self.announcer.first_round(resource)
                 first_sent.add(resource)
             except Exception as exc:
-                log.warning("announcing %s failed: %s: %s", resource, type(exc).__name__, exc)
+                self._emit(AnnounceFailed(str(resource), f"{type(exc).__name__}: {exc}"))
+        for resource in (r for r in group.resources if r in first_sent):  # after every first round is out
+            self._emit(AnnouncementSent(str(resource), "first"))
         io.announcing = asyncio.get_running_loop().create_task(
             self._announce(group, first_sent=frozenset(first_sent)), name=f"ha-announce-{group.owner}"
         )
@@ -477,7 +509,9 @@ class HAService:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("announcing %s failed: %s: %s", resource, type(exc).__name__, exc)
+                self._emit(AnnounceFailed(str(resource), f"{type(exc).__name__}: {exc}"))
+            else:
+                self._emit(AnnouncementSent(str(resource), "repeats" if repeats else "refresh"))
 
         await asyncio.gather(*(one(r, cfg.announce_repeats, 2, r in first_sent) for r in group.resources))
         if cfg.announce_refresh > 0:
@@ -493,20 +527,20 @@ class HAService:
 
     async def _release(self, group: ResourceGroup, io: _GroupIO, reason: str) -> None:
         self._cancel_announcements(io)
-        if group in self.held:
-            log.info("releasing %s (%s)", _group_name(group), reason)
-        else:
-            log.debug("releasing %s (%s)", _group_name(group), reason)
+        held = group in self.held
+        self._emit(GroupReleasing(group_text(group), reason, held=held))
         await self._remove_addresses(group)
         self.held.discard(group)
+        if held:
+            self._emit(GroupReleased(group_text(group)))
 
     async def _remove_addresses(self, group: ResourceGroup) -> None:
         for resource in group.resources:
             try:
-                await remove_vip(resource)
+                await remove_vip(resource, on_event=self._emit)
             except Exception as exc:
                 self.failures += 1
-                log.error("removing %s failed: %s: %s", resource, type(exc).__name__, exc)
+                self._emit(AddressRemoved(str(resource), f"{type(exc).__name__}: {exc}"))
 
     # --- status -------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ import socket
 from typing import Any
 
 from ha.announce import NoSuchInterface
+from ha.events import AddressAdded, AddressRemoved, HAEventSink
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,21 @@ async def _find(ipr: Any, index: int, iface: ipaddress.IPv4Interface | ipaddress
     return [m async for m in await ipr.get_addr(family=family, index=index) if _matches(m, iface)]
 
 
-async def add_vip(resource: Any, *, label: str | None = None) -> bool:
+def _added_or_removed(event: AddressAdded | AddressRemoved, on_event: HAEventSink | None) -> None:
+    """Report a change of the address table: to ``on_event`` when given, else in the log."""
+    if on_event is None:
+        log.info("%s", event)
+    else:
+        on_event(event)
+
+
+async def add_vip(resource: Any, *, label: str | None = None, on_event: HAEventSink | None = None) -> bool:
     """Configure ``resource`` (address, prefixlen, interface) on its interface.
 
     IPv4: labelled ``label`` (default :func:`vip_label`); IPv6: ``IFA_F_NODAD``;
     both marked with ``IFA_PROTO`` = :data:`ADDR_PROTO`.
+    ``on_event`` receives an `ha.events.AddressAdded` when the address is added now;
+    without it, that is logged.
 
     Returns:
         True if added now; False if the address was already there (a no-op).
@@ -170,12 +181,14 @@ async def add_vip(resource: Any, *, label: str | None = None) -> bool:
             if not any(_ours(m, iface.version, lab) for m in present):
                 log.warning("%s is already configured by someone else; it will not be removed on release", resource)
             return False
-    log.info("added %s", resource)
+    _added_or_removed(AddressAdded(str(resource)), on_event)
     return True
 
 
-async def remove_vip(resource: Any, *, label: str | None = None) -> bool:
+async def remove_vip(resource: Any, *, label: str | None = None, on_event: HAEventSink | None = None) -> bool:
     """Remove ``resource`` from its interface if it is ours (see the module notes).
+    ``on_event`` receives an `ha.events.AddressRemoved` when it is removed; without it,
+    that is logged.
 
     Returns:
         True if removed; False if absent, or present but not ours (left alone).
@@ -205,7 +218,7 @@ async def remove_vip(resource: Any, *, label: str | None = None) -> bool:
             if e.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
                 return False
             raise
-    log.info("removed %s", resource)
+    _added_or_removed(AddressRemoved(str(resource)), on_event)
     return True
 
 

@@ -430,12 +430,13 @@ class PairLab:
         return self._find(rs, _is_httpd)
 
     def start_daemon(self, node: str) -> int:
-        """Start ``directord run`` in ``node`` (own session; output appended to `log_path`); returns its pid."""
+        """Start ``directord run --log-format json`` in ``node`` (own session; output appended to
+        `log_path`: the drill reads events from it); returns its pid."""
         with open(self.log_path(node), "ab") as logf:
             p = self.lab.popen(
                 node,
                 [sys.executable, "-m", "director.cli", "run", "-c", str(self.config_path(node)),
-                 "--control-socket", str(self.socket_path(node))],
+                 "--control-socket", str(self.socket_path(node)), "--log-format", "json"],
                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
             )
         return p.pid

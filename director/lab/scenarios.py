@@ -10,18 +10,17 @@ The scenarios and what each must show are declared once, in `SCENARIOS`
 (the runner reads the fault steps, the end condition and the client timeout
 from there; the checks in `evaluate` read the expectations).
 
-Daemon log lines are those of ``directord run`` (``director.cli.setup_logging``:
-``"%(asctime)s %(levelname)s %(name)s: %(message)s"``, asctime as
-``2024-05-01 10:00:00,123`` in local time); the messages classified are those
-of ``ha/service.py`` (``peer X is dead``, ``acquiring``, ``releasing``),
-``ha/vip.py`` (``added``/``removed``), ``checks/engine.py`` (``NAME up|down:``)
-and ``director/reconciler.py`` (``ipvs <op> ...``).
+The lab runs ``directord run --log-format json``: one JSON object per log line
+(`director.events.JSONFormatter`), an event's with its ``kind`` and fields. The timeline is
+built from the events' kinds and fields (`classify_event`), never from their text: a peer
+declared dead (``ha.peer``), HA decisions (``ha.acquiring``, ``ha.releasing``), the VIP added or
+removed (``ha.address_added``, ``ha.address_removed``), IPVS operations (``ipvs.applied``) and
+health transitions (``check.health``). Rewording a log message changes no verdict.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import re
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -297,58 +296,66 @@ def scenario_names(with_aliases: bool = True) -> list[str]:
     return names
 
 
-# --- daemon log lines -------------------------------------------------------------------
+# --- daemon log lines (JSON, one event or record each) ---------------------------------------
 
-_LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) ([\w.]+): (.*)$")
+#: Longest log line read, in characters (a longer one is not an event of ours).
+MAX_LOG_LINE = 64 * 1024
 
 
-def parse_log_line(line: str) -> tuple[float, str, str, str] | None:
-    """``(epoch seconds, level, logger, message)`` of a ``directord run`` log line, None otherwise.
-
-    The timestamp is local time with milliseconds (``logging``'s default asctime).
-    """
-    m = _LOG_RE.match(line.rstrip("\n"))
-    if not m:
+def parse_log_line(line: str) -> dict[str, Any] | None:
+    """The JSON object of a ``directord run --log-format json`` line (``at`` in Unix seconds,
+    ``level``, ``logger``, ``message``, and for an event ``kind`` and its fields); ``None`` for
+    anything else (a traceback line, the checker child's text lines, a cut line)."""
+    if len(line) > MAX_LOG_LINE or not line.startswith("{"):
         return None
-    when = _dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    return when, m.group(2), m.group(3), m.group(4)
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("at"), (int, float)):
+        return None
+    return record
 
 
-def classify_message(message: str, vip: str) -> str | None:
-    """The `Event` kind of a daemon log message, None when it is not a timeline event."""
-    if re.match(r"peer \S+ is dead", message):
-        return "detect"
-    if message.startswith("acquiring "):
+def classify_event(record: dict[str, Any], vip: str) -> str | None:
+    """The timeline kind of a daemon log record, by its event ``kind`` and fields; ``None`` when
+    it is not a timeline event (a plain log line, another event kind, another address)."""
+    kind = record.get("kind")
+    if kind == "ha.peer":
+        return "detect" if record.get("status") == "dead" else None
+    if kind == "ha.acquiring":
         return "acquire"
-    if message.startswith("releasing "):
+    if kind == "ha.releasing":
         return "release"
-    if message.startswith(f"added {vip}/"):
-        return "vip-added"
-    if message.startswith(f"removed {vip}/"):
-        return "vip-removed"
-    if message.startswith("ipvs "):
+    if kind in ("ha.address_added", "ha.address_removed"):
+        address = record.get("address")
+        if not isinstance(address, str) or not address.startswith(f"{vip}/"):
+            return None
+        if kind == "ha.address_added":
+            return "vip-added"
+        return "vip-removed" if record.get("error") is None else None
+    if kind == "ipvs.applied":
         return "ipvs"
-    m = re.match(r"rs \S+ of .* (up|down): ", message)
-    if m:
-        return "rs-" + m.group(1)
+    if kind == "check.health" and record.get("new") in ("up", "down"):
+        return "rs-" + record["new"]
     return None
 
 
 def log_events(lines: Iterable[str], source: str, *, vip: str, t0_epoch: float,
                since: float | None = None) -> list[Event]:
-    """Timeline events of one daemon's log ``lines``; ``t0_epoch`` is the drill's t0 as a
-    Unix time (seconds), events before ``since`` (seconds since t0) are left out."""
+    """Timeline events of one daemon's JSON log ``lines``; ``t0_epoch`` is the drill's t0 as a
+    Unix time (seconds), events before ``since`` (seconds since t0) are left out. An event's
+    text is its log message."""
     out = []
     for line in lines:
-        parsed = parse_log_line(line)
-        if parsed is None:
+        record = parse_log_line(line)
+        if record is None:
             continue
-        when, _level, _logger, message = parsed
-        kind = classify_message(message, vip)
-        t = when - t0_epoch
+        kind = classify_event(record, vip)
+        t = record["at"] - t0_epoch
         if kind is None or (since is not None and t < since):
             continue
-        out.append(Event(round(t, 3), source, kind, message))
+        out.append(Event(round(t, 3), source, kind, str(record.get("message", ""))))
     return out
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from director import control
 from director.lab.drive import DirectordProcess as Director
 from director.lab.drive import ipvsadm_table
 from director.lab.netns import add_address, socket_in_netns, wait_until
@@ -176,6 +177,14 @@ def test_killed_real_server_is_quiesced_then_returns(lab, fresh):
     lab.stop_httpd("rs2", kill=True)
     took = expect(lambda: weight_of(lab, rip) == 0, "rs2 quiesced", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
     assert took <= INTERVAL * FALL + TIMEOUT + MARGIN_S
+    # the daemon's event stream tells the same story, in order: the health transition, then the
+    # set_dest to weight 0 that ipvsadm shows (read as `directord events --json --recent` reads it)
+    events = [e for e in control.stream(fresh.socket, timeout=30, recent=1000, follow=False) if "kind" in e]
+    down = [e["seq"] for e in events if e["kind"] == "check.health" and e["real_server"] == f"{rip}:80"
+            and e["new"] == "down" and e["service"] == "web"]
+    quiesced = [e["seq"] for e in events if e["kind"] == "ipvs.applied" and e["op"] == "set_dest"
+                and e["real_server"] == f"{rip}:80" and e["weight"] == 0]
+    assert down and quiesced and down[-1] < quiesced[-1], events[-10:]
     seen = fetch(lab, 12)
     assert seen == Counter({"rs1": 6, "rs3": 6}), seen
     lab.start_httpd("rs2")

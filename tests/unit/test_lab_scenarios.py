@@ -4,7 +4,7 @@ timeline, expectation checks, report rendering, and the pair's generated configu
 from __future__ import annotations
 
 import argparse
-import time
+import json
 
 import pytest
 
@@ -61,39 +61,52 @@ def test_scenario_lookup_accepts_aliases():
 # --- log lines ----------------------------------------------------------------------------------
 
 
-def test_parse_log_line_reads_local_time_with_milliseconds():
-    when = time.mktime((2024, 5, 1, 10, 0, 0, 0, 0, -1)) + 0.123
-    assert S.parse_log_line("2024-05-01 10:00:00,123 INFO ha.service: peer dir1 is dead (deadtime)\n") == (
-        pytest.approx(when), "INFO", "ha.service", "peer dir1 is dead (deadtime)")
-    assert S.parse_log_line("Traceback (most recent call last):") is None
+def ev(kind, at=1_714_557_600.0, **fields):
+    """A JSON log line of an event, as `director.events.JSONFormatter` writes it."""
+    return json.dumps({"at": at, "level": "INFO", "logger": "directord.ha", "message": fields.pop("message", "m"),
+                       "seq": 1, "kind": kind, **fields})
+
+
+def test_parse_log_line_reads_json_records_only():
+    line = ev("ha.peer", node="dir1", status="dead", reason="deadtime")
+    assert S.parse_log_line(line + "\n")["node"] == "dir1"
+    for other in ("Traceback (most recent call last):", "2024-05-01 10:00:00,123 INFO directord.checks: x",
+                  "{\"at\": \"soon\"}", "{cut", "[1, 2]", "{" + "x" * 70_000):
+        assert S.parse_log_line(other) is None
 
 
 @pytest.mark.parametrize(
-    "message, kind",
+    "kind, fields, timeline",
     [
-        ("peer dir1 is dead (no heartbeat for 1.0 s)", "detect"),
-        ("peer dir1 is active (status message)", None),
-        ("acquiring dir1: 10.77.0.100/32/eth0 (mach_down)", "acquire"),
-        ("releasing dir1: 10.77.0.100/32/eth0 (shutdown)", "release"),
-        ("added 10.77.0.100/32/eth0", "vip-added"),
-        ("removed 10.77.0.100/32/bond0", "vip-removed"),
-        ("added 10.77.1.254/24/eth2", None),
-        ("ipvs edit-dest weight 0 fwd dr", "ipvs"),
-        ("rs 10.77.0.22:80 of web down: connection refused", "rs-down"),
-        ("rs 10.77.0.22:80 of web up: HTTP 200", "rs-up"),
-        ("HA node dir1 stopped", None),
+        ("ha.peer", {"node": "dir1", "status": "dead"}, "detect"),
+        ("ha.peer", {"node": "dir1", "status": "active"}, None),
+        ("ha.acquiring", {"group": "dir1: 10.77.0.100/32/eth0"}, "acquire"),
+        ("ha.releasing", {"group": "dir1: 10.77.0.100/32/eth0"}, "release"),
+        ("ha.address_added", {"address": "10.77.0.100/32/eth0"}, "vip-added"),
+        ("ha.address_removed", {"address": "10.77.0.100/32/bond0", "error": None}, "vip-removed"),
+        ("ha.address_removed", {"address": "10.77.0.100/32/eth0", "error": "EPERM"}, None),
+        ("ha.address_added", {"address": "10.77.1.254/24/eth2"}, None),
+        ("ha.address_added", {"address": "10.77.0.1000/32/eth0"}, None),
+        ("ipvs.applied", {"op": "set_dest", "weight": 0}, "ipvs"),
+        ("check.health", {"new": "down"}, "rs-down"),
+        ("check.health", {"new": "up"}, "rs-up"),
+        ("config.reloaded", {}, None),
+        (None, {}, None),
     ],
 )
-def test_classify_message(message, kind):
-    assert S.classify_message(message, VIP) == kind
+def test_classify_event_goes_by_kind_and_fields(kind, fields, timeline):
+    record = {"at": 0.0, "message": "reworded at will", **fields}
+    if kind is not None:
+        record["kind"] = kind
+    assert S.classify_event(record, VIP) == timeline
 
 
 def test_log_events_are_relative_to_t0_and_filtered():
-    t0 = time.mktime((2024, 5, 1, 10, 0, 0, 0, 0, -1))
+    t0 = 1_714_557_600.0
     lines = [
-        "2024-05-01 09:59:59,000 INFO ha.service: acquiring dir1: x (start)",
-        "2024-05-01 10:00:02,500 INFO ha.service: peer dir1 is dead (x)",
-        "2024-05-01 10:00:02,600 INFO ha.service: heartbeat medium open",
+        ev("ha.acquiring", at=t0 - 1, group="dir1: x", reason="start", message="acquiring dir1: x (start)"),
+        ev("ha.peer", at=t0 + 2.5, node="dir1", status="dead", reason="x", message="peer dir1 is dead (x)"),
+        json.dumps({"at": t0 + 2.6, "level": "INFO", "logger": "directord.ha", "message": "heartbeat medium open"}),
         "garbage",
     ]
     evs = S.log_events(lines, "dir2", vip=VIP, t0_epoch=t0, since=0.0)
