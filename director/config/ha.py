@@ -93,7 +93,7 @@ from typing import Any, Literal
 
 from director.config.issues import ConfigIssue, describe, quote
 from director.config.located import Path, field_path, locate
-from director.model import IFNAME_MAX, canonical_ip
+from director.model import IFNAME_MAX, canonical_ip, valid_ifname
 from ha.auth import AuthKeysError, load_authkeys
 from ha.config import (
     FALSE_WORDS,
@@ -226,8 +226,8 @@ def _ifname_problem(name: str) -> str | None:
         return "an interface name must not be empty"
     if len(name.encode()) > IFNAME_MAX:
         return f"interface name {quote(name)} is longer than {IFNAME_MAX} bytes"
-    if name in (".", "..") or any(c == "/" or c == ":" or c.isspace() for c in name):
-        return f"invalid interface name {quote(name)} (no '/', ':' or blanks; not '.' or '..')"
+    if not valid_ifname(name):  # the kernel's rule, one copy (director.model)
+        return f"invalid interface name {quote(name)} (no '/', ':', blanks or NUL; not '.' or '..')"
     return None
 
 

@@ -444,6 +444,8 @@ def test_media_lines_and_mappings(keys: str):
         ("serial /dev/ttyS0", "ha.media[0]", "unknown medium 'serial'; expected bcast, mcast or ucast"),
         ("bcast eth0:1", "ha.media[0]", "invalid interface name 'eth0:1'"),
         ("bcast abcdefghijklmnop", "ha.media[0]", "longer than 15 bytes"),
+        # dev_valid_name refuses a NUL as the sync daemon's interface rule (director.model.valid_ifname) does
+        ("\"bcast eth\\0\"", "ha.media[0]", "invalid interface name 'eth\\x00'"),
         ("mcast eth1 239.0.0.1 694 1", "ha.media[0]", "five values"),
         ("mcast eth1 10.0.0.1 694 1 0", "ha.media[0]", "mcast group 10.0.0.1 is not a multicast address"),
         ("mcast eth1 ff02::1 694 1 0", "ha.media[0]", "IPv6; heartbeat's media are IPv4 only"),
