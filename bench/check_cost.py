@@ -56,6 +56,7 @@ from director.lab import netns as N  # noqa: E402
 NET = ipaddress.ip_network("10.220.0.0/16")
 CHECKER, GATEWAY = "10.221.0.2", "10.221.0.1"
 
+
 def server_script(host: str, port: int) -> str:
     """Python source of a small HTTP server on ``host``:``port`` (0: any free port) that answers
     every request with a short ``200`` and closes; it prints its port once listening."""
@@ -196,10 +197,12 @@ async def measure(addresses: list[str], kind: str, interval: float, seconds: flo
         "cpu_per_check_us": round(cpu / checks * 1e6, 1) if checks else None,
         "cpu_percent_of_one_core": round(cpu / (t1 - t0) * 100, 1),
         "checker_cpu_percent_of_one_core": round((child1 - child0) / (t1 - t0) * 100, 1) if child else None,
-        "director_loop_lag_ms": {"median": round(percentile(window_lags, 0.5) * 1e3, 1),
-                                 "p99": round(percentile(window_lags, 0.99) * 1e3, 1),
-                                 "max": round(max(window_lags, default=float("nan")) * 1e3, 1),
-                                 "samples": len(window_lags)},
+        "director_loop_lag_ms": {
+            "median": round(percentile(window_lags, 0.5) * 1e3, 1),
+            "p99": round(percentile(window_lags, 0.99) * 1e3, 1),
+            "max": round(max(window_lags, default=float("nan")) * 1e3, 1),
+            "samples": len(window_lags),
+        },
         "rss_mib_before_start": round(rss_before, 1),
         "rss_mib": round(rss, 1),
         "rss_peak_mib": round(peak, 1),
@@ -216,10 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between two checks of a real server")
     p.add_argument("--seconds", type=float, default=60.0, help="measurement window, seconds")
     p.add_argument("--type", choices=["http", "tcp"], default="http")
-    p.add_argument("--where", choices=["process", "engine"], default="process",
-                   help="checker child process (as directord run) or the engine on this process's loop")
-    p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio",
-                   help="this process's event loop (the checker child runs uvloop when installed)")
+    p.add_argument(
+        "--where",
+        choices=["process", "engine"],
+        default="process",
+        help="checker child process (as directord run) or the engine on this process's loop",
+    )
+    p.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop"],
+        default="asyncio",
+        help="this process's event loop (the checker child runs uvloop when installed)",
+    )
     p.add_argument("--json", default="out/bench/check_cost.json")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
@@ -231,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     addresses = real_server_addresses(args.real_servers)
     server = build(prefix)
     try:
+
         def run() -> dict:
             coro = measure(addresses, args.type, args.interval, args.seconds, args.where)
             if args.loop == "uvloop":
@@ -245,18 +257,29 @@ def main(argv: list[str] | None = None) -> int:
         server.kill()
         server.wait(10)
         N.cleanup_netns(prefix)
-    row.update(date=time.strftime("%Y-%m-%d"), kernel=platform.release(), python=platform.python_version(),
-               command="python bench/check_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]))
+    row.update(
+        date=time.strftime("%Y-%m-%d"),
+        kernel=platform.release(),
+        python=platform.python_version(),
+        command="python bench/check_cost.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    )
     lag = row["director_loop_lag_ms"]
-    system = ("directord checker process" if args.where == "process"
-              else f"directord check engine on the director's loop ({args.loop})")
-    print("| system | real servers | check | interval s | checks/s (expected) | CPU % of a core | CPU µs/check "
-          "| RSS MiB (peak) | up at end | director loop lag ms (median / p99 / max) |")
+    system = (
+        "directord checker process"
+        if args.where == "process"
+        else f"directord check engine on the director's loop ({args.loop})"
+    )
+    print(
+        "| system | real servers | check | interval s | checks/s (expected) | CPU % of a core | CPU µs/check "
+        "| RSS MiB (peak) | up at end | director loop lag ms (median / p99 / max) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {system} | {row['real_servers']} | {row['type']} | {row['interval_s']:g} | "
-          f"{row['checks_per_s']} ({row['expected_checks_per_s']}) | {row['cpu_percent_of_one_core']} | "
-          f"{row['cpu_per_check_us']} | {row['rss_mib']} ({row['rss_peak_mib']}) | {row['up']} | "
-          f"{lag['median']} / {lag['p99']} / {lag['max']} |")
+    print(
+        f"| {system} | {row['real_servers']} | {row['type']} | {row['interval_s']:g} | "
+        f"{row['checks_per_s']} ({row['expected_checks_per_s']}) | {row['cpu_percent_of_one_core']} | "
+        f"{row['cpu_per_check_us']} | {row['rss_mib']} ({row['rss_peak_mib']}) | {row['up']} | "
+        f"{lag['median']} / {lag['p99']} / {lag['max']} |"
+    )
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2) + "\n")

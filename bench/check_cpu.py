@@ -106,8 +106,12 @@ def measure(t: det.Topo, system: str, n: int, seconds: float, warmup: float, tim
         d.start()
         svc = f"{det.VIP}:{det.PORT}"
         want = [f"{det.rip(i)}:{det.PORT}" for i in range(n)]
-        waited = inc.wait_until(lambda: all(watch.latest.get(svc, {}).get(h, 0) > 0 for h in want), timeout, 0.5,
-                                f"{system}: every backend in the table")
+        waited = inc.wait_until(
+            lambda: all(watch.latest.get(svc, {}).get(h, 0) > 0 for h in want),
+            timeout,
+            0.5,
+            f"{system}: every backend in the table",
+        )
         log(f"{system}: {n} backends in the table after {waited:.1f} s")
         watch.stop()  # nothing of the bench's own polling during the window
         time.sleep(warmup)
@@ -122,17 +126,19 @@ def measure(t: det.Topo, system: str, n: int, seconds: float, warmup: float, tim
         cpu = sum(cpu1[p] - cpu0[p] for p in cpu0 if p in cpu1)
         checks = req1 - req0
         window = t1 - t0
-        res.update({
-            "processes": len(pids),
-            "window_s": round(window, 2),
-            "checks": checks,
-            "checks_per_s": round(checks / window, 1),
-            "expected_checks_per_s": float(n),
-            "cpu_s": round(cpu, 2),
-            "cpu_percent_of_one_core": round(cpu / window * 100, 1),
-            "cpu_per_check_us": round(cpu / checks * 1e6) if checks else None,
-            "rss_mib": round(rss, 1),
-        })
+        res.update(
+            {
+                "processes": len(pids),
+                "window_s": round(window, 2),
+                "checks": checks,
+                "checks_per_s": round(checks / window, 1),
+                "expected_checks_per_s": float(n),
+                "cpu_s": round(cpu, 2),
+                "cpu_percent_of_one_core": round(cpu / window * 100, 1),
+                "cpu_per_check_us": round(cpu / checks * 1e6) if checks else None,
+                "rss_mib": round(rss, 1),
+            }
+        )
         log(f"{system}: {res['checks_per_s']} checks/s, {res['cpu_per_check_us']} µs/check, {res['rss_mib']} MiB")
     except Exception as e:
         res["problems"].append(f"{type(e).__name__}: {e}")
@@ -149,12 +155,29 @@ def measure(t: det.Topo, system: str, n: int, seconds: float, warmup: float, tim
 
 def render(rows: list[dict]) -> str:
     """Markdown table of the rows."""
-    headers = ["system", "check settings", "real servers", "checks/s (expected)", "CPU % of a core",
-               "CPU µs/check", "RSS MiB", "problems"]
-    body = [[r["system"], r["settings"], r["real_servers"],
-             f"{r.get('checks_per_s', '-')} ({r.get('expected_checks_per_s', '-')})",
-             r.get("cpu_percent_of_one_core", "-"), r.get("cpu_per_check_us", "-"), r.get("rss_mib", "-"),
-             "; ".join(r["problems"]) or "-"] for r in rows]
+    headers = [
+        "system",
+        "check settings",
+        "real servers",
+        "checks/s (expected)",
+        "CPU % of a core",
+        "CPU µs/check",
+        "RSS MiB",
+        "problems",
+    ]
+    body = [
+        [
+            r["system"],
+            r["settings"],
+            r["real_servers"],
+            f"{r.get('checks_per_s', '-')} ({r.get('expected_checks_per_s', '-')})",
+            r.get("cpu_percent_of_one_core", "-"),
+            r.get("cpu_per_check_us", "-"),
+            r.get("rss_mib", "-"),
+            "; ".join(r["problems"]) or "-",
+        ]
+        for r in rows
+    ]
     return inc.markdown_table(headers, body)
 
 
@@ -185,9 +208,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure(t, system, args.real_servers, args.seconds, args.warmup, args.timeout, out))
     finally:
         t.close()
-    doc = {"date": time.strftime("%Y-%m-%d"), "kernel": platform.release(),
-           "command": "python bench/check_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "results": rows}
+    doc = {
+        "date": time.strftime("%Y-%m-%d"),
+        "kernel": platform.release(),
+        "command": "python bench/check_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "results": rows,
+    }
     inc.write_json(out / "check_cpu.json", doc)
     print(render(rows))
     print(f"\nJSON: {out / 'check_cpu.json'}")

@@ -139,33 +139,51 @@ def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path) -> in
     if system == "directord":
         conf = workdir / "directord.yaml"
         conf.write_text(inc.directord_conf(service))
-        return inc.Daemon(t.dir, inc.directord_argv(conf, workdir / "ctl.sock"), workdir / "directord.log", str(conf),
-                          env=inc.repo_env())
+        return inc.Daemon(
+            t.dir,
+            inc.directord_argv(conf, workdir / "ctl.sock"),
+            workdir / "directord.log",
+            str(conf),
+            env=inc.repo_env(),
+        )
     if system.startswith("ldirectord"):
         conf = workdir / "ldirectord.cf"
         tuned = system.endswith("tuned")
-        conf.write_text(inc.ldirectord_cf(service, checkinterval=1 if tuned else None,
-                                          checktimeout=1 if tuned else None,
-                                          logfile=str(workdir / "ldirectord-own.log")))
+        conf.write_text(
+            inc.ldirectord_cf(
+                service,
+                checkinterval=1 if tuned else None,
+                checktimeout=1 if tuned else None,
+                logfile=str(workdir / "ldirectord-own.log"),
+            )
+        )
         return inc.Daemon(t.dir, [inc.LDIRECTORD, "-d", str(conf), "start"], workdir / "ldirectord.log", str(conf))
     conf = workdir / "keepalived.conf"
     if system.endswith("tuned"):
-        text = inc.keepalived_conf(router_id="dir", service=service, delay_loop=1, connect_timeout=1, retry=1,
-                                   delay_before_retry=0.5)
+        text = inc.keepalived_conf(
+            router_id="dir", service=service, delay_loop=1, connect_timeout=1, retry=1, delay_before_retry=0.5
+        )
     else:
         text = inc.keepalived_conf(router_id="dir", service=service)
     conf.write_text(text)
-    return inc.Daemon(t.dir, inc.keepalived_argv(conf, workdir, "ka", check_only=True), workdir / "keepalived.log",
-                      str(conf))
+    return inc.Daemon(
+        t.dir, inc.keepalived_argv(conf, workdir, "ka", check_only=True), workdir / "keepalived.log", str(conf)
+    )
 
 
 #: Check interval per system (seconds): the range of the random delay before each stop.
-INTERVAL_S = {"directord": 1.0, "ldirectord": 10.0, "ldirectord-tuned": 1.0,
-              "keepalived": 60.0, "keepalived-tuned": 1.0}
+INTERVAL_S = {
+    "directord": 1.0,
+    "ldirectord": 10.0,
+    "ldirectord-tuned": 1.0,
+    "keepalived": 60.0,
+    "keepalived-tuned": 1.0,
+}
 
 
-def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate: float, client_timeout: float,
-            timeout: float) -> dict:
+def measure(
+    t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate: float, client_timeout: float, timeout: float
+) -> dict:
     """Run one system: ``repeat`` stops with a client (``backends`` backends), then (``hung`` > 0)
     ``repeat`` stops among ``hung`` healthy backends plus one hung backend. Returns its record."""
     res: dict = {"system": system, "settings": settings(system), "problems": []}
@@ -210,8 +228,9 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
                 t_stop = time.monotonic() - t0
                 inc.farm_command(t.farm, "stop", victim)
                 try:
-                    inc.wait_until(lambda watch=watch: watch.out_at is not None, timeout, 0.05,
-                                   f"{victim} out of the table")
+                    inc.wait_until(
+                        lambda watch=watch: watch.out_at is not None, timeout, 0.05, f"{victim} out of the table"
+                    )
                 except TimeoutError as e:
                     res["problems"].append(f"{case} #{i + 1}: {e}")
                     reps.append({"victim": victim, "table_s": None, "client_s": None})
@@ -234,29 +253,56 @@ def measure(t: Topo, system: str, *, backends: int, repeat: int, hung: int, rate
                 client.stop()
                 res[f"{case}_client_rate"] = (
                     round(len(client.samples) / max(client.samples[-1].end - client.samples[0].start, 1e-9), 1)
-                    if client.samples else 0)
+                    if client.samples
+                    else 0
+                )
             watch.stop()
             d.stop(10)
             exec_in_netns(t.dir, ["ipvsadm", "-C"], check=False)
             inc.copy_files(workdir, base / case)
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        res[case] = {"backends": n, "hung": hung_addrs, "repetitions": reps,
-                     "table": inc.stats([r["table_s"] for r in reps]),
-                     "client": inc.stats([r.get("client_s") for r in reps]) if with_client else None}
+        res[case] = {
+            "backends": n,
+            "hung": hung_addrs,
+            "repetitions": reps,
+            "table": inc.stats([r["table_s"] for r in reps]),
+            "client": inc.stats([r.get("client_s") for r in reps]) if with_client else None,
+        }
     return res
 
 
 def render(results: list[dict]) -> str:
     """Markdown table: table/client times (median / max, seconds) and the hung case."""
-    headers = ["system", "check settings", "out of table median (s)", "max (s)", "client errors end median (s)",
-               "max (s)", "n", "with 1 hung of 51: out of table median (s)", "max (s)", "n"]
+    headers = [
+        "system",
+        "check settings",
+        "out of table median (s)",
+        "max (s)",
+        "client errors end median (s)",
+        "max (s)",
+        "n",
+        "with 1 hung of 51: out of table median (s)",
+        "max (s)",
+        "n",
+    ]
     rows = []
     for r in results:
         p, h = r.get("plain") or {}, r.get("hung") or {}
         pt, pc, ht = p.get("table") or {}, p.get("client") or {}, h.get("table") or {}
-        rows.append([r["system"], r["settings"], inc.fmt_s(pt.get("median")), inc.fmt_s(pt.get("max")),
-                     inc.fmt_s(pc.get("median")), inc.fmt_s(pc.get("max")), pt.get("n", 0),
-                     inc.fmt_s(ht.get("median")), inc.fmt_s(ht.get("max")), ht.get("n", 0) if h else "-"])
+        rows.append(
+            [
+                r["system"],
+                r["settings"],
+                inc.fmt_s(pt.get("median")),
+                inc.fmt_s(pt.get("max")),
+                inc.fmt_s(pc.get("median")),
+                inc.fmt_s(pc.get("max")),
+                pt.get("n", 0),
+                inc.fmt_s(ht.get("median")),
+                inc.fmt_s(ht.get("max")),
+                ht.get("n", 0) if h else "-",
+            ]
+        )
     return inc.markdown_table(headers, rows)
 
 
@@ -272,14 +318,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     ap.add_argument("--backends", type=int, default=8, help="backends in the plain case (> repeat)")
     ap.add_argument("--hung-backends", type=int, default=50, help="healthy backends beside the hung one; 0 skips")
-    ap.add_argument("--hung-systems", nargs="+", default=None, choices=SYSTEMS,
-                    help="systems that also run the hung case (default: all selected)")
+    ap.add_argument(
+        "--hung-systems",
+        nargs="+",
+        default=None,
+        choices=SYSTEMS,
+        help="systems that also run the hung case (default: all selected)",
+    )
     ap.add_argument("--rate", type=float, default=100.0)
     ap.add_argument("--client-timeout", type=float, default=0.25)
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for a table change")
-    ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"),
-                    help="results folder (JSON and configurations); in the VM give one under `lab vm --out`, "
-                         "the guest's other folders are thrown away")
+    ap.add_argument(
+        "--out-dir",
+        default=str(inc.REPO / "out" / "bench"),
+        help="results folder (JSON and configurations); in the VM give one under `lab vm --out`, "
+        "the guest's other folders are thrown away",
+    )
     a = ap.parse_args(argv)
     set_out(Path(a.out_dir))
     a.json = str(OUT / "detection.json")
@@ -297,14 +351,28 @@ def main(argv: list[str] | None = None) -> int:
         for s in a.systems:
             log(f"system {s}")
             hung = a.hung_backends if (a.hung_systems is None or s in a.hung_systems) else 0
-            results.append(measure(t, s, backends=a.backends, repeat=a.repeat, hung=hung, rate=a.rate,
-                                   client_timeout=a.client_timeout, timeout=a.timeout))
-            inc.write_json(Path(a.json), {"benchmark": "detection", "kernel": kernel, "repeat": a.repeat,
-                                          "rate": a.rate, "results": results})
+            results.append(
+                measure(
+                    t,
+                    s,
+                    backends=a.backends,
+                    repeat=a.repeat,
+                    hung=hung,
+                    rate=a.rate,
+                    client_timeout=a.client_timeout,
+                    timeout=a.timeout,
+                )
+            )
+            inc.write_json(
+                Path(a.json),
+                {"benchmark": "detection", "kernel": kernel, "repeat": a.repeat, "rate": a.rate, "results": results},
+            )
     finally:
         t.close()
-    print(f"Real-server failure detection (kernel {kernel}, {a.repeat} repetitions, NAT, "
-          f"{a.backends} backends, client {a.rate:g} req/s)\n")
+    print(
+        f"Real-server failure detection (kernel {kernel}, {a.repeat} repetitions, NAT, "
+        f"{a.backends} backends, client {a.rate:g} req/s)\n"
+    )
     print(render(results))
     for r in results:
         for p in r["problems"]:

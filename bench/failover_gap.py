@@ -69,17 +69,30 @@ VRID = 51
 #: Seconds after dir1 holds the VIP (its HA node surely running) before it is failed (see run_system).
 DT_BUMP_S = 6.0
 
-SYSTEMS = ("directord", "directord-eq1", "directord-eq02", "keepalived-1", "keepalived-0.2",
-           "heartbeat", "heartbeat-0.2")
+SYSTEMS = (
+    "directord",
+    "directord-eq1",
+    "directord-eq02",
+    "keepalived-1",
+    "keepalived-0.2",
+    "heartbeat",
+    "heartbeat-0.2",
+)
 
 #: Timers per system (seconds). Directord rows: ha section; keepalived: advert_int;
 #: heartbeat: ha.cf (None: heartbeat's default).
 DIRECTORD_TIMERS = {
     "directord": {},
-    "directord-eq1": {"keepalive": 1.0, "warntime": 2.0,
-                      "deadtime": round(inc.master_down_interval(1.0, BACKUP_PRIORITY), 2)},
-    "directord-eq02": {"keepalive": 0.2, "warntime": 0.5,
-                       "deadtime": round(inc.master_down_interval(0.2, BACKUP_PRIORITY), 2)},
+    "directord-eq1": {
+        "keepalive": 1.0,
+        "warntime": 2.0,
+        "deadtime": round(inc.master_down_interval(1.0, BACKUP_PRIORITY), 2),
+    },
+    "directord-eq02": {
+        "keepalive": 0.2,
+        "warntime": 0.5,
+        "deadtime": round(inc.master_down_interval(0.2, BACKUP_PRIORITY), 2),
+    },
 }
 KEEPALIVED_ADVERT = {"keepalived-1": 1.0, "keepalived-0.2": 0.2}
 HEARTBEAT_TIMERS = {"heartbeat": {}, "heartbeat-0.2": {"keepalive": 0.2, "deadtime": 1.0, "initdead": 12.0}}
@@ -108,8 +121,9 @@ def detection_time(system: str) -> str:
     """The configured failure-detection time of ``system`` in words (for the table)."""
     if system in DIRECTORD_TIMERS:
         t = DIRECTORD_TIMERS[system]
-        return (f"keepalive {t.get('keepalive', DEFAULT_KEEPALIVE):g} s, "
-                f"deadtime {t.get('deadtime', DEFAULT_DEADTIME):g} s")
+        return (
+            f"keepalive {t.get('keepalive', DEFAULT_KEEPALIVE):g} s, deadtime {t.get('deadtime', DEFAULT_DEADTIME):g} s"
+        )
     if system in KEEPALIVED_ADVERT:
         a = KEEPALIVED_ADVERT[system]
         return f"advert_int {a:g} s, master down {inc.master_down_interval(a, BACKUP_PRIORITY):.2f} s"
@@ -121,8 +135,9 @@ class Bench:
     """One lab, one system at a time."""
 
     def __init__(self, prefix: str, rate: float, client_timeout: float) -> None:
-        self.lab = Lab(prefix, real_servers=2, directors=2, mode="dr", ha_link=True, vip_on_director=False,
-                       ready_timeout=180.0)
+        self.lab = Lab(
+            prefix, real_servers=2, directors=2, mode="dr", ha_link=True, vip_on_director=False, ready_timeout=180.0
+        )
         self.rate, self.client_timeout = rate, client_timeout
         self.t0 = time.monotonic()
         self.client: inc.SteadyClient | None = None
@@ -155,8 +170,12 @@ class Bench:
 
     def settle(self, timeout: float) -> float:
         start = self.now()
-        inc.wait_until(lambda: self.holds("dir1") and not self.holds("dir2") and self.served(start), timeout,
-                       0.2, "dir1 holding the VIP alone and serving")
+        inc.wait_until(
+            lambda: self.holds("dir1") and not self.holds("dir2") and self.served(start),
+            timeout,
+            0.2,
+            "dir1 holding the VIP alone and serving",
+        )
         return self.now() - start
 
     def node_links(self, node: str, up: bool) -> None:
@@ -174,12 +193,24 @@ class DirectordSys:
         for node in ("dir1", "dir2"):
             (workdir / node).mkdir(parents=True, exist_ok=True)
             conf = workdir / node / "directord.yaml"
-            ha = {"node": node, "nodes": ["dir1", "dir2"], "media": ["bcast eth1"], "authkeys": str(keys),
-                  "state_dir": str(workdir / node / "state"), "owner": "dir1",
-                  "address": f"{b.vip}/32/eth0", **DIRECTORD_TIMERS[name]}
+            ha = {
+                "node": node,
+                "nodes": ["dir1", "dir2"],
+                "media": ["bcast eth1"],
+                "authkeys": str(keys),
+                "state_dir": str(workdir / node / "state"),
+                "owner": "dir1",
+                "address": f"{b.vip}/32/eth0",
+                **DIRECTORD_TIMERS[name],
+            }
             conf.write_text(inc.directord_conf(b.service(), ha=ha))
-            self.d[node] = inc.Daemon(b.lab.ns(node), inc.directord_argv(conf, workdir / node / "ctl.sock"),
-                                      workdir / node / "directord.log", str(conf), env=inc.repo_env())
+            self.d[node] = inc.Daemon(
+                b.lab.ns(node),
+                inc.directord_argv(conf, workdir / node / "ctl.sock"),
+                workdir / node / "directord.log",
+                str(conf),
+                env=inc.repo_env(),
+            )
 
     def start(self, node: str) -> None:
         self.d[node].start()
@@ -218,13 +249,26 @@ class KeepalivedSys(DirectordSys):
         for node, state, prio in (("dir1", "MASTER", MASTER_PRIORITY), ("dir2", "BACKUP", BACKUP_PRIORITY)):
             (workdir / node).mkdir(parents=True, exist_ok=True)
             conf = workdir / node / "keepalived.conf"
-            conf.write_text(inc.keepalived_conf(
-                router_id=node,
-                vrrp={"state": state, "interface": "eth0", "vrid": VRID, "priority": prio, "advert_int": adv,
-                      "vip": b.vip},
-                service=None if b.no_ipvs else b.service()))
-            self.d[node] = inc.Daemon(b.lab.ns(node), inc.keepalived_argv(conf, workdir / node, "ka"),
-                                      workdir / node / "keepalived.log", str(conf))
+            conf.write_text(
+                inc.keepalived_conf(
+                    router_id=node,
+                    vrrp={
+                        "state": state,
+                        "interface": "eth0",
+                        "vrid": VRID,
+                        "priority": prio,
+                        "advert_int": adv,
+                        "vip": b.vip,
+                    },
+                    service=None if b.no_ipvs else b.service(),
+                )
+            )
+            self.d[node] = inc.Daemon(
+                b.lab.ns(node),
+                inc.keepalived_argv(conf, workdir / node, "ka"),
+                workdir / node / "keepalived.log",
+                str(conf),
+            )
 
     def checked(self, node: str) -> bool:
         return True  # its checker is forked C, running as soon as the VRRP instance is
@@ -245,8 +289,9 @@ class HeartbeatSys(DirectordSys):
         keys = "auth 1\n1 sha1 " + os.urandom(12).hex() + "\n"
         ha_cf = inc.heartbeat_ha_cf(["dir1", "dir2"], "eth1", **HEARTBEAT_TIMERS[name])
         hares = inc.heartbeat_haresources("dir1", b.vip, 32, "eth0")
-        self.hb = {node: RealHeartbeat(b.lab.ns(node), node, workdir / node, ha_cf, hares, keys)
-                   for node in ("dir1", "dir2")}
+        self.hb = {
+            node: RealHeartbeat(b.lab.ns(node), node, workdir / node, ha_cf, hares, keys) for node in ("dir1", "dir2")
+        }
         # the same virtual service on both directors, loaded once (heartbeat moves only the VIP)
         rules = f"-A -t {b.vip}:80 -s rr\n" + "".join(f"-a -t {b.vip}:80 -r {r}:80 -g -w 1\n" for r in b.lab.rips)
         (workdir / "ipvsadm.rules").write_text(rules)
@@ -287,8 +332,9 @@ def make_system(b: Bench, name: str, workdir: Path):
     return HeartbeatSys(b, name, workdir)
 
 
-def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeout: float,
-               recover_timeout: float) -> dict:
+def run_system(
+    b: Bench, name: str, faults: list[str], repeat: int, settle_timeout: float, recover_timeout: float
+) -> dict:
     keep = OUT / "failover_gap" / name
     if keep.exists():
         subprocess.run(["rm", "-rf", str(keep)], check=False)
@@ -307,8 +353,9 @@ def run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeo
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 
-def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_timeout: float,
-                recover_timeout: float, workdir: Path) -> dict:
+def _run_system(
+    b: Bench, name: str, faults: list[str], repeat: int, settle_timeout: float, recover_timeout: float, workdir: Path
+) -> dict:
     sysobj = make_system(b, name, workdir)
     result: dict = {"system": name, "detection": detection_time(name), "faults": {}, "problems": []}
     b.client = inc.SteadyClient(b.lab.ns("client"), b.vip, 80, t0=b.t0, rate=b.rate, timeout=b.client_timeout)
@@ -320,8 +367,12 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 time.sleep(0.5)
         started = time.monotonic()
         waited = b.settle(settle_timeout)
-        inc.wait_until(lambda: sysobj.checked("dir1") and sysobj.checked("dir2"), settle_timeout, 0.5,
-                       "health checks running on both directors")
+        inc.wait_until(
+            lambda: sysobj.checked("dir1") and sysobj.checked("dir2"),
+            settle_timeout,
+            0.5,
+            "health checks running on both directors",
+        )
         dir1_started = time.monotonic()  # its HA node runs by now (process start-up is slow in the VM)
         log(f"{name}: settled in {waited:.1f} s")
         time.sleep(max(0.0, initdead(name) + 1.0 - (time.monotonic() - started)))
@@ -342,8 +393,12 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 else:
                     sysobj.graceful("dir1")
                 try:
-                    inc.wait_until(lambda t_fault=t_fault: b.served(t_fault + 0.01, 0.5) and b.holds("dir2"),
-                                   recover_timeout, 0.1, "dir2 serving")
+                    inc.wait_until(
+                        lambda t_fault=t_fault: b.served(t_fault + 0.01, 0.5) and b.holds("dir2"),
+                        recover_timeout,
+                        0.1,
+                        "dir2 serving",
+                    )
                     time.sleep(1.5)
                     ok = True
                 except TimeoutError as e:
@@ -353,11 +408,15 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
                 gap, _at = inc.longest_gap(samples, t_fault)
                 first = next((s for s in samples if s.ok and s.start >= t_fault), None)
                 failed = sum(1 for s in samples if not s.ok and s.start >= t_fault)
-                rep = {"fault_at": (time.strftime("%H:%M:%S", time.localtime(fault_wall))
-                                    + f".{int(fault_wall % 1 * 1000):03d}"),
-                       "gap_s": round(gap, 3) if ok else None,
-                       "first_success_s": round(first.end - t_fault, 3) if first else None,
-                       "failed_requests": failed, "requests": sum(1 for s in samples if s.start >= t_fault)}
+                rep = {
+                    "fault_at": (
+                        time.strftime("%H:%M:%S", time.localtime(fault_wall)) + f".{int(fault_wall % 1 * 1000):03d}"
+                    ),
+                    "gap_s": round(gap, 3) if ok else None,
+                    "first_success_s": round(first.end - t_fault, 3) if first else None,
+                    "failed_requests": failed,
+                    "requests": sum(1 for s in samples if s.start >= t_fault),
+                }
                 reps.append(rep)
                 result["faults"][fault]["gap"] = inc.stats([r["gap_s"] for r in reps])
                 log(f"{name} {fault} #{i + 1}: gap {inc.fmt_s(rep['gap_s'])} s, {failed} failed")
@@ -381,7 +440,9 @@ def _run_system(b: Bench, name: str, faults: list[str], repeat: int, settle_time
         b.client.stop()
         result["client_rate"] = (
             round(len(b.client.samples) / max(b.client.samples[-1].end - b.client.samples[0].start, 1e-9), 1)
-            if b.client.samples else 0)
+            if b.client.samples
+            else 0
+        )
         sysobj.close()
         for node in ("dir1", "dir2"):
             del_address(b.lab.ns(node), "eth0", f"{b.vip}/32")
@@ -418,9 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--client-timeout", type=float, default=0.25, help="seconds per request")
     ap.add_argument("--settle-timeout", type=float, default=240.0)
     ap.add_argument("--recover-timeout", type=float, default=150.0)
-    ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"),
-                    help="results folder (JSON and configurations); in the VM give one under `lab vm --out`, "
-                         "the guest's other folders are thrown away")
+    ap.add_argument(
+        "--out-dir",
+        default=str(inc.REPO / "out" / "bench"),
+        help="results folder (JSON and configurations); in the VM give one under `lab vm --out`, "
+        "the guest's other folders are thrown away",
+    )
     a = ap.parse_args(argv)
     set_out(Path(a.out_dir))
     a.json = str(OUT / "failover_gap.json")
@@ -442,23 +506,44 @@ def main(argv: list[str] | None = None) -> int:
                 b.no_ipvs = True
         if b.no_ipvs:
             for node in ("dir1", "dir2"):
-                b.lab.popen(node, [sys.executable, "-m", "director.lab.httpd", "--name", node, "--bind", "0.0.0.0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                b.lab.popen(
+                    node,
+                    [sys.executable, "-m", "director.lab.httpd", "--name", node, "--bind", "0.0.0.0"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
         for name in a.systems:
             log(f"system {name}")
             try:
                 results.append(run_system(b, name, a.faults, a.repeat, a.settle_timeout, a.recover_timeout))
             except Exception as e:  # keep the other systems' numbers
                 log(f"{name} failed: {type(e).__name__}: {e}")
-                results.append({"system": name, "detection": detection_time(name), "faults": {},
-                                "problems": [f"{type(e).__name__}: {e}"]})
-            inc.write_json(Path(a.json), {"benchmark": "failover_gap", "kernel": kernel, "started": started,
-                                          "repeat": a.repeat, "rate": a.rate, "client_timeout_s": a.client_timeout,
-                                          "results": results})
+                results.append(
+                    {
+                        "system": name,
+                        "detection": detection_time(name),
+                        "faults": {},
+                        "problems": [f"{type(e).__name__}: {e}"],
+                    }
+                )
+            inc.write_json(
+                Path(a.json),
+                {
+                    "benchmark": "failover_gap",
+                    "kernel": kernel,
+                    "started": started,
+                    "repeat": a.repeat,
+                    "rate": a.rate,
+                    "client_timeout_s": a.client_timeout,
+                    "results": results,
+                },
+            )
     finally:
         b.lab.close()
-    print(f"Failover gap (kernel {kernel}, {a.repeat} repetitions, client {a.rate:g} req/s, "
-          f"timeout {a.client_timeout:g} s)\n")
+    print(
+        f"Failover gap (kernel {kernel}, {a.repeat} repetitions, client {a.rate:g} req/s, "
+        f"timeout {a.client_timeout:g} s)\n"
+    )
     print(render(results, a.faults))
     for r in results:
         for p in r.get("problems", []):

@@ -69,8 +69,7 @@ async def _run(client: str, port: int, requests: int, concurrency: int) -> float
     """CPU microseconds per request over ``requests`` requests (after the warm-up)."""
     loop = asyncio.get_running_loop()
     session = make_session()
-    target = CheckTarget("k", "bench", "127.0.0.1", port, "127.0.0.1", port,
-                         CheckSpec(type="http", timeout=2.0))
+    target = CheckTarget("k", "bench", "127.0.0.1", port, "127.0.0.1", port, CheckSpec(type="http", timeout=2.0))
     request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bench\r\nConnection: close\r\n\r\n".encode()
 
     async def one() -> None:
@@ -131,23 +130,35 @@ def main(argv: list[str] | None = None) -> int:
         for loop_kind in loops:
             for client in ("check_http", "bare"):
                 runs = [measure(client, loop_kind, port, a.requests, a.concurrency) for _ in range(a.runs)]
-                rows.append({"client": client, "loop": loop_kind, "cpu_us_per_request": round(statistics.median(runs)),
-                             "runs": [round(r) for r in runs]})
+                rows.append(
+                    {
+                        "client": client,
+                        "loop": loop_kind,
+                        "cpu_us_per_request": round(statistics.median(runs)),
+                        "runs": [round(r) for r in runs],
+                    }
+                )
     finally:
         server.terminate()
         server.wait(10)
     names = {"check_http": "directord check_http (aiohttp)", "bare": "bare asyncio protocol (floor)"}
-    print(f"HTTP check CPU per request, loopback, {a.requests} requests, {a.concurrency} at a time, "
-          f"median of {a.runs} runs\n")
+    print(
+        f"HTTP check CPU per request, loopback, {a.requests} requests, {a.concurrency} at a time, "
+        f"median of {a.runs} runs\n"
+    )
     print("| client | event loop | CPU µs/request | runs |")
     print("|---|---|---|---|")
     for r in rows:
-        print(f"| {names[r['client']]} | {r['loop']} | {r['cpu_us_per_request']} | "
-              f"{', '.join(map(str, r['runs']))} |")
+        print(f"| {names[r['client']]} | {r['loop']} | {r['cpu_us_per_request']} | {', '.join(map(str, r['runs']))} |")
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps({"benchmark": "http_client_cost", "requests": a.requests,
-                                            "concurrency": a.concurrency, "rows": rows}, indent=2) + "\n")
+        Path(a.json).write_text(
+            json.dumps(
+                {"benchmark": "http_client_cost", "requests": a.requests, "concurrency": a.concurrency, "rows": rows},
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

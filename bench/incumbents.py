@@ -128,8 +128,12 @@ def keepalived_conf(
             lines.append(f"  delay_loop {delay_loop:g}")
         lines += ["  lb_algo rr", f"  lb_kind {_KA_KIND[service.forwarding]}", "  protocol TCP"]
         for rip in service.rips:
-            lines += [f"  real_server {rip} {service.port} {{", "    weight 1", "    HTTP_GET {",
-                      f"      url {{\n        path {service.path}\n        status_code 200\n      }}"]
+            lines += [
+                f"  real_server {rip} {service.port} {{",
+                "    weight 1",
+                "    HTTP_GET {",
+                f"      url {{\n        path {service.path}\n        status_code 200\n      }}",
+            ]
             if connect_timeout is not None:
                 lines.append(f"      connect_timeout {connect_timeout:g}")
             if retry is not None:
@@ -142,8 +146,14 @@ def keepalived_conf(
     return "".join(out)
 
 
-def ldirectord_cf(service: Service, *, checkinterval: float | None = None, checktimeout: float | None = None,
-                  quiescent: bool = False, logfile: str | None = None) -> str:
+def ldirectord_cf(
+    service: Service,
+    *,
+    checkinterval: float | None = None,
+    checktimeout: float | None = None,
+    quiescent: bool = False,
+    logfile: str | None = None,
+) -> str:
     """ldirectord.cf text (ldirectord 4.12 syntax; pure): one virtual service, an HTTP
     ``negotiate`` check of ``service.path`` expecting the text ``ok``. Timers left None are
     omitted (ldirectord's defaults: checkinterval 10, checktimeout 5, negotiatetimeout 30,
@@ -159,14 +169,26 @@ def ldirectord_cf(service: Service, *, checkinterval: float | None = None, check
         g.append(f'logfile="{logfile}"')
     v = [f"virtual={service.vip}:{service.port}"]
     v += [f"\treal={rip}:{service.port} {_LD_KIND[service.forwarding]}" for rip in service.rips]
-    v += ["\tservice=http", "\tscheduler=rr", "\tprotocol=tcp", "\tchecktype=negotiate",
-          f"\trequest=\"{service.path.lstrip('/')}\"", "\treceive=\"ok\""]
+    v += [
+        "\tservice=http",
+        "\tscheduler=rr",
+        "\tprotocol=tcp",
+        "\tchecktype=negotiate",
+        f'\trequest="{service.path.lstrip("/")}"',
+        '\treceive="ok"',
+    ]
     return "\n".join(g + v) + "\n"
 
 
-def heartbeat_ha_cf(nodes: Sequence[str], bcast_if: str, *, keepalive: float | None = None,
-                    deadtime: float | None = None, warntime: float | None = None,
-                    initdead: float | None = None) -> str:
+def heartbeat_ha_cf(
+    nodes: Sequence[str],
+    bcast_if: str,
+    *,
+    keepalive: float | None = None,
+    deadtime: float | None = None,
+    warntime: float | None = None,
+    initdead: float | None = None,
+) -> str:
     """ha.cf text for heartbeat 3.0.6 (pure): ``bcast`` medium on ``bcast_if``, auto_failback
     on, no CRM (haresources mode). Timers in seconds; None omits the line (heartbeat's
     defaults, ``heartbeat/config.c``: keepalive 1 s, deadtime 30 s, warntime deadtime / 2).
@@ -188,8 +210,9 @@ def heartbeat_haresources(owner: str, vip: str, prefixlen: int, ifname: str) -> 
     return f"{owner} IPaddr::{vip}/{prefixlen}/{ifname}\n"
 
 
-def directord_conf(service: Service, *, check: Mapping[str, float] | None = None,
-                   ha: Mapping[str, object] | None = None) -> str:
+def directord_conf(
+    service: Service, *, check: Mapping[str, float] | None = None, ha: Mapping[str, object] | None = None
+) -> str:
     """``directord run`` YAML (the format of etc/directord.yaml; pure).
 
     ``check``: extra keys of the HTTP check (``interval``, ``timeout``, ``rise``, ``fall``);
@@ -216,19 +239,20 @@ virtual_services:
 {rs}
 """
     if ha is not None:
-        timers = "".join(f"  {k}: {float(ha[k]):g}\n"
-                         for k in ("keepalive", "warntime", "deadtime", "initdead") if k in ha)
+        timers = "".join(
+            f"  {k}: {float(ha[k]):g}\n" for k in ("keepalive", "warntime", "deadtime", "initdead") if k in ha
+        )
         text += f"""\
 ha:
-  node: {ha['node']}
-  nodes: [{", ".join(ha['nodes'])}]
-  media: [{", ".join(ha['media'])}]
-  authkeys: {ha['authkeys']}
+  node: {ha["node"]}
+  nodes: [{", ".join(ha["nodes"])}]
+  media: [{", ".join(ha["media"])}]
+  authkeys: {ha["authkeys"]}
 {timers}  auto_failback: true
-  state_dir: {ha['state_dir']}
+  state_dir: {ha["state_dir"]}
   resources:
-    - owner: {ha['owner']}
-      addresses: [{ha['address']}]
+    - owner: {ha["owner"]}
+      addresses: [{ha["address"]}]
 """
     return text
 
@@ -299,6 +323,7 @@ def fmt_s(v: float | None) -> str:
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub markdown table (pure); cells are str()-ed, ``|`` escaped."""
+
     def cell(x: object) -> str:
         return str(x).replace("|", "\\|")
 
@@ -475,8 +500,9 @@ class Daemon:
     e.g. the configuration path), with their descendants, so forked children (keepalived's VRRP
     and checker processes, directord's checker process) are measured and signalled too."""
 
-    def __init__(self, ns: str, argv: Sequence[str], log: Path, marker: str,
-                 env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, ns: str, argv: Sequence[str], log: Path, marker: str, env: Mapping[str, str] | None = None
+    ) -> None:
         self.ns, self.argv, self.log, self.marker = ns, list(argv), Path(log), marker
         self.env = dict(env) if env is not None else None
         self.proc: subprocess.Popen | None = None
@@ -486,8 +512,15 @@ class Daemon:
         from director.lab.netns import run_in_netns
 
         with open(self.log, "ab") as f:
-            self.proc = run_in_netns(self.ns, self.argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                     start_new_session=True, env=self.env)
+            self.proc = run_in_netns(
+                self.ns,
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=self.env,
+            )
 
     def pids(self) -> list[int]:
         """PIDs of its processes (namespace and marker match, and their descendants), sorted."""
@@ -535,12 +568,24 @@ class Daemon:
         return bool(self.pids())
 
 
-def keepalived_argv(conf: Path, workdir: Path, name: str, *, vrrp_only: bool = False,
-                    check_only: bool = False) -> list[str]:
+def keepalived_argv(
+    conf: Path, workdir: Path, name: str, *, vrrp_only: bool = False, check_only: bool = False
+) -> list[str]:
     """``keepalived --dont-fork --log-console`` with this instance's own pid files under ``workdir``."""
-    argv = [KEEPALIVED, "--dont-fork", "--log-console", "--log-detail", "-f", str(conf),
-            "-p", str(workdir / f"{name}.pid"), "-c", str(workdir / f"{name}-checkers.pid"),
-            "-r", str(workdir / f"{name}-vrrp.pid")]
+    argv = [
+        KEEPALIVED,
+        "--dont-fork",
+        "--log-console",
+        "--log-detail",
+        "-f",
+        str(conf),
+        "-p",
+        str(workdir / f"{name}.pid"),
+        "-c",
+        str(workdir / f"{name}-checkers.pid"),
+        "-r",
+        str(workdir / f"{name}-vrrp.pid"),
+    ]
     if vrrp_only:
         argv.append("--vrrp")
     if check_only:
@@ -670,12 +715,15 @@ async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
                 held.append(writer)
                 return
             body = b"ok\n"
-            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
-                         b"Connection: close\r\n\r\n%s" % (len(body), body))
+            writer.write(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n%s" % (len(body), body)
+            )
             try:
                 await writer.drain()
             finally:
                 writer.close()
+
         return handle
 
     async def listen(a: str) -> None:

@@ -82,8 +82,20 @@ def keepalived_row(services: int, dests: int, workdir: Path) -> tuple[str, float
     """Start keepalived's checker on an empty table; wall time until ipvsadm -Ln shows every real server."""
     conf = workdir / "keepalived.conf"
     conf.write_text(keepalived_conf(services, dests))
-    argv = ["keepalived", "--dont-fork", "--log-console", "--check", "-f", str(conf),
-            "-p", str(workdir / "k.pid"), "-c", str(workdir / "c.pid"), "-r", str(workdir / "v.pid")]
+    argv = [
+        "keepalived",
+        "--dont-fork",
+        "--log-console",
+        "--check",
+        "-f",
+        str(conf),
+        "-p",
+        str(workdir / "k.pid"),
+        "-c",
+        str(workdir / "c.pid"),
+        "-r",
+        str(workdir / "v.pid"),
+    ]
     want = services * dests
     t0 = time.monotonic()
     proc = run_in_netns(NS, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -102,8 +114,12 @@ def keepalived_row(services: int, dests: int, workdir: Path) -> tuple[str, float
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    return ("keepalived: empty -> converged", wall, float("nan"),
-            f"{seen}/{want} real servers seen (polled every 0.5 s incl. ipvsadm -Ln)")
+    return (
+        "keepalived: empty -> converged",
+        wall,
+        float("nan"),
+        f"{seen}/{want} real servers seen (polled every 0.5 s incl. ipvsadm -Ln)",
+    )
 
 
 def child_cpu() -> float:
@@ -130,14 +146,20 @@ async def directord_rows(services: int, dests: int) -> list[tuple[str, float, fl
         ops = plan(desired, await k.dump())
         result = await k.apply_all(ops)
         u1, s1 = own_split()
-        rows.append(("directord: empty -> converged", time.monotonic() - t0, own_cpu() - c0,
-                     f"{len(result.done)} commands, {len(result.failed)} failed; "
-                     f"user {u1 - u0:.2f} s, sys {s1 - s0:.2f} s"))
+        rows.append(
+            (
+                "directord: empty -> converged",
+                time.monotonic() - t0,
+                own_cpu() - c0,
+                f"{len(result.done)} commands, {len(result.failed)} failed; user {u1 - u0:.2f} s, sys {s1 - s0:.2f} s",
+            )
+        )
         t0, c0 = time.monotonic(), own_cpu()
         table = await k.dump()
         idle = plan(desired, table)
-        rows.append(("directord: idle pass (dump + plan)", time.monotonic() - t0, own_cpu() - c0,
-                     f"{len(idle)} commands"))
+        rows.append(
+            ("directord: idle pass (dump + plan)", time.monotonic() - t0, own_cpu() - c0, f"{len(idle)} commands")
+        )
         first = sorted(desired)[0]
         dkey = DestKey(rip(0), 80)
         changed = dict(desired)
@@ -146,9 +168,15 @@ async def directord_rows(services: int, dests: int) -> list[tuple[str, float, fl
         ops = plan(changed, table)
         sent = k.commands_sent
         await k.apply_all(ops)
-        rows.append(("directord: one weight change", time.monotonic() - t0, own_cpu() - c0,
-                     f"{len(ops)} planned ({', '.join(op.kind for op in ops)}), "
-                     f"{k.commands_sent - sent} netlink message(s) sent"))
+        rows.append(
+            (
+                "directord: one weight change",
+                time.monotonic() - t0,
+                own_cpu() - c0,
+                f"{len(ops)} planned ({', '.join(op.kind for op in ops)}), "
+                f"{k.commands_sent - sent} netlink message(s) sent",
+            )
+        )
     return rows
 
 
@@ -177,9 +205,15 @@ def main() -> int:
         r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         exec_in_netns(NS, ["ipvsadm", "-R"], input=rules, timeout=600)
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        rows.append(("ipvsadm -R: empty -> converged", time.monotonic() - t0, child_cpu() - c0,
-                     f"{args.services * (args.dests + 1)} rules; user {r1.ru_utime - r0.ru_utime:.2f} s, "
-                     f"sys {r1.ru_stime - r0.ru_stime:.2f} s"))
+        rows.append(
+            (
+                "ipvsadm -R: empty -> converged",
+                time.monotonic() - t0,
+                child_cpu() - c0,
+                f"{args.services * (args.dests + 1)} rules; user {r1.ru_utime - r0.ru_utime:.2f} s, "
+                f"sys {r1.ru_stime - r0.ru_stime:.2f} s",
+            )
+        )
         t0, c0 = time.monotonic(), child_cpu()
         exec_in_netns(NS, ["ipvsadm", "-e", "-t", f"{vip(0)}:80", "-r", f"{rip(0)}:80", "-g", "-w", "5"])
         rows.append(("ipvsadm -e: one weight change", time.monotonic() - t0, child_cpu() - c0, "1 process"))
@@ -191,8 +225,9 @@ def main() -> int:
             rows.append(("keepalived: not installed", float("nan"), float("nan"), "apt-get install keepalived"))
     finally:
         delete_netns(NS)
-    print(f"\nIPVS programming, {args.services} virtual services x {args.dests} real servers, "
-          f"kernel {os.uname().release}")
+    print(
+        f"\nIPVS programming, {args.services} virtual services x {args.dests} real servers, kernel {os.uname().release}"
+    )
     print(f"{'what':<38} {'wall s':>9} {'cpu s':>9}  notes")
     for what, wall, cpu, note in rows:
         print(f"{what:<38} {wall:>9.3f} {cpu:>9.3f}  {note}")

@@ -43,12 +43,21 @@ def datagrams(method: str) -> dict[str, bytes]:
     other = parse_authkeys(KEYS[method].replace("bench-secret", "other-secret"), "other")
     status = add_standard_fields(
         Message.from_pairs([("t", "status"), ("st", "active"), ("dt", "320"), ("protocol", "1")]),
-        src="dir1", srcuuid=bytes(range(16)), seq=7, hg=0x6B0245D4, ts=0x6B024853,
-        ld="0.00 0.01 0.05 1/90 100", ttl=3)
+        src="dir1",
+        srcuuid=bytes(range(16)),
+        seq=7,
+        hg=0x6B0245D4,
+        ts=0x6B024853,
+        ld="0.00 0.01 0.05 1/90 100",
+        ttl=3,
+    )
     many_ns = b"###\n" + b"7:(0)a=bc," * 6000 + b"%%%\n"
     return {
-        "text, 4,000 fields": b">>>\n" + b"".join(b"f%d=v\n" % i for i in range(4000))
-        + b"auth=1 " + b"0" * 40 + b"\n<<<\n\0",
+        "text, 4,000 fields": b">>>\n"
+        + b"".join(b"f%d=v\n" % i for i in range(4000))
+        + b"auth=1 "
+        + b"0" * 40
+        + b"\n<<<\n\0",
         "netstring, wrong MAC": many_ns + b"42:1 " + b"0" * 40 + b",",
         "netstring, no MAC": many_ns,
         "small forged status": encode_packet(status, other),
@@ -80,8 +89,9 @@ def main() -> int:
     for method in KEYS:
         for name, data in datagrams(method).items():
             us, outcome = cost(data, method, args.repeat)
-            rows.append({"datagram": name, "bytes": len(data), "method": method, "us": round(us, 1),
-                         "outcome": outcome})
+            rows.append(
+                {"datagram": name, "bytes": len(data), "method": method, "us": round(us, 1), "outcome": outcome}
+            )
     print("| datagram | bytes | method | CPU per datagram (µs) | outcome |")
     print("|---|---|---|---|---|")
     for r in rows:

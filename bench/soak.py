@@ -91,8 +91,17 @@ TABLE_POLL_S = 0.25
 #: How many status counters are kept per sample (the rest is cut off).
 MAX_COUNTERS = 300
 #: Status counters shown in the table (deltas over the run), by name fragment.
-COUNTER_HINTS = ("malformed", "bad_auth", "rejected", "budget", "dropped", "late", "stalls", "restarts",
-                 "kernel_errors")
+COUNTER_HINTS = (
+    "malformed",
+    "bad_auth",
+    "rejected",
+    "budget",
+    "dropped",
+    "late",
+    "stalls",
+    "restarts",
+    "kernel_errors",
+)
 
 
 def log(msg: str) -> None:
@@ -307,8 +316,12 @@ def summarise_series(s: ProcSeries, warmup_s: float) -> dict[str, Any]:
         "role": s.role,
         "samples": len(s.points),
         "pids": sorted({p[4] for p in s.points}),
-        "rss_start_kib": after[0][1], "rss_end_kib": after[-1][1], "rss_max_kib": max(p[1] for p in after),
-        "fds_start": after[0][2], "fds_end": after[-1][2], "fds_max": max(p[2] for p in after),
+        "rss_start_kib": after[0][1],
+        "rss_end_kib": after[-1][1],
+        "rss_max_kib": max(p[1] for p in after),
+        "fds_start": after[0][2],
+        "fds_end": after[-1][2],
+        "fds_max": max(p[2] for p in after),
         "rss_slope_kib_per_h": _round(slope_per_hour((p[0], p[1]) for p in after)),
         "fds_slope_per_h": _round(slope_per_hour((p[0], p[2]) for p in after)),
         "cpu_share": None if cpu is None else round(cpu, 3),
@@ -326,8 +339,11 @@ def flap_summary(flaps: Sequence[Mapping[str, Any]], bounds: tuple[float, float]
     for key, bound in zip(("out", "back"), bounds):
         seen = [f[key] for f in flaps if f.get(key) is not None]
         res[key] = {
-            "n": len(seen), "bound": bound,
-            "p50": percentile(seen, 50), "p95": percentile(seen, 95), "max": max(seen) if seen else None,
+            "n": len(seen),
+            "bound": bound,
+            "p50": percentile(seen, 50),
+            "p95": percentile(seen, 95),
+            "max": max(seen) if seen else None,
             "exceeded": sum(1 for f in flaps if f.get(key) is None or f[key] > bound),
         }
     return res
@@ -343,12 +359,17 @@ def loop_lateness(log_text: str) -> dict[str, float]:
     are falling behind (event loop N ms late" of `checks.engine`) and ``checker_late_max_s``."""
     ha = [float(m.group(1)) for m in _HA_STALL.finditer(log_text)]
     ck = [int(m.group(1)) / 1000 for m in _CHECKS_BEHIND.finditer(log_text)]
-    return {"ha_stalls": len(ha), "ha_stall_max_s": max(ha, default=0.0),
-            "checker_behind": len(ck), "checker_late_max_s": max(ck, default=0.0)}
+    return {
+        "ha_stalls": len(ha),
+        "ha_stall_max_s": max(ha, default=0.0),
+        "checker_behind": len(ck),
+        "checker_late_max_s": max(ck, default=0.0),
+    }
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub markdown table (pure); cells are str()-ed, ``|`` escaped."""
+
     def cell(x: object) -> str:
         return "-" if x is None else str(x).replace("|", "\\|")
 
@@ -366,22 +387,40 @@ def render(summary: Mapping[str, Any]) -> str:
     f = summary["flaps"]
     run_rows = [
         ("duration", f"{summary['duration_s'] / 60:.1f} min (warm-up {summary['warmup_s']:.0f} s)"),
-        ("checks per second per director", (f"{summary['checks_per_s']:g} ({summary['services']} virtual services x "
-                                            f"{summary['real_servers']} real servers)")),
+        (
+            "checks per second per director",
+            (
+                f"{summary['checks_per_s']:g} ({summary['services']} virtual services x "
+                f"{summary['real_servers']} real servers)"
+            ),
+        ),
         ("flaps", f"{f['flaps']}"),
         ("reloads ok / failed", f"{summary['reloads_ok']} / {summary['reloads_failed']}"),
-        ("flood datagrams sent", (f"{summary['flood_sent']} (asked {summary['flood_rate']:g}/s, "
-                                  f"achieved {summary['flood_achieved_rate']:.0f}/s)")),
+        (
+            "flood datagrams sent",
+            (
+                f"{summary['flood_sent']} (asked {summary['flood_rate']:g}/s, "
+                f"achieved {summary['flood_achieved_rate']:.0f}/s)"
+            ),
+        ),
         ("false takeovers", f"{summary['false_takeovers']} ({summary['false_takeover_s']:.1f} s in all)"),
         ("VIP on nobody", f"{summary['vip_nobody_s']:.1f} s"),
         ("daemon restarts / checker restarts", f"{summary['daemon_restarts']} / {summary['checker_restarts']}"),
-        ("table read (/proc/net/ip_vs in dir1) every",
-         f"{TABLE_POLL_S:g} s, read time median {_s(summary['poll_p50_s'])} s"),
+        (
+            "table read (/proc/net/ip_vs in dir1) every",
+            f"{TABLE_POLL_S:g} s, read time median {_s(summary['poll_p50_s'])} s",
+        ),
     ]
     for node, late in sorted(summary.get("lateness", {}).items()):
-        run_rows.append((f"{node}: HA timers late / checker behind",
-                         (f"{late['ha_stalls']} times (max {late['ha_stall_max_s']:.2f} s) / "
-                          f"{late['checker_behind']} times (max {late['checker_late_max_s']:.2f} s)")))
+        run_rows.append(
+            (
+                f"{node}: HA timers late / checker behind",
+                (
+                    f"{late['ha_stalls']} times (max {late['ha_stall_max_s']:.2f} s) / "
+                    f"{late['checker_behind']} times (max {late['checker_late_max_s']:.2f} s)"
+                ),
+            )
+        )
     parts = [markdown_table(["soak", "value"], run_rows)]
     rows = []
     for key, what in (("out", "out of the table"), ("back", "back in the table")):
@@ -393,19 +432,53 @@ def render(summary: Mapping[str, Any]) -> str:
         if not p.get("samples"):
             prow.append([p["role"]] + ["-"] * 9)
             continue
-        prow.append([p["role"], p["rss_start_kib"], p["rss_end_kib"], p["rss_max_kib"], p["rss_slope_kib_per_h"],
-                     p["fds_start"], p["fds_end"], p["fds_max"],
-                     "-" if p["cpu_share"] is None else f"{p['cpu_share'] * 100:.0f}%", len(p["pids"])])
-    parts.append(markdown_table(["process", "RSS start KiB", "RSS end", "RSS max", "RSS slope KiB/h", "fds start",
-                                 "fds end", "fds max", "CPU (one core)", "pids"], prow))
+        prow.append(
+            [
+                p["role"],
+                p["rss_start_kib"],
+                p["rss_end_kib"],
+                p["rss_max_kib"],
+                p["rss_slope_kib_per_h"],
+                p["fds_start"],
+                p["fds_end"],
+                p["fds_max"],
+                "-" if p["cpu_share"] is None else f"{p['cpu_share'] * 100:.0f}%",
+                len(p["pids"]),
+            ]
+        )
+    parts.append(
+        markdown_table(
+            [
+                "process",
+                "RSS start KiB",
+                "RSS end",
+                "RSS max",
+                "RSS slope KiB/h",
+                "fds start",
+                "fds end",
+                "fds max",
+                "CPU (one core)",
+                "pids",
+            ],
+            prow,
+        )
+    )
     if summary.get("counters"):
-        parts.append(markdown_table(["status counter (delta over the run)", "dir1", "dir2"],
-                                    [[k, v.get("dir1"), v.get("dir2")] for k, v in summary["counters"].items()]))
+        parts.append(
+            markdown_table(
+                ["status counter (delta over the run)", "dir1", "dir2"],
+                [[k, v.get("dir1"), v.get("dir2")] for k, v in summary["counters"].items()],
+            )
+        )
     return "\n\n".join(parts)
 
 
-def counter_deltas(first: Mapping[str, Mapping[str, float]], last: Mapping[str, Mapping[str, float]],
-                   hints: Sequence[str] = COUNTER_HINTS, limit: int = 40) -> dict[str, dict[str, float]]:
+def counter_deltas(
+    first: Mapping[str, Mapping[str, float]],
+    last: Mapping[str, Mapping[str, float]],
+    hints: Sequence[str] = COUNTER_HINTS,
+    limit: int = 40,
+) -> dict[str, dict[str, float]]:
     """``{counter: {node: last - first}}`` for counters whose name holds one of ``hints`` and
     that moved on some node (pure); at most ``limit`` counters, sorted by name."""
     out: dict[str, dict[str, float]] = {}
@@ -433,10 +506,19 @@ def forged_datagrams(seed: int = 7, count: int = 64) -> list[bytes]:
     for i in range(count):
         kind = i % 6
         src = ("dir1", "dir2")[i % 2]
-        msg = Message.from_pairs([("t", "status"), ("st", "active"), ("dt", "7d0"), ("protocol", "1"),
-                                  ("info", "forged")])
-        msg = add_standard_fields(msg, src=src, srcuuid=rng.randbytes(16), hg=rng.randrange(1, 1 << 30),
-                                  ts=1_800_000_000 + i, ttl=3, seq=rng.randrange(1, 1 << 20), ld="0.00 0.00 0.00 1/1 1")
+        msg = Message.from_pairs(
+            [("t", "status"), ("st", "active"), ("dt", "7d0"), ("protocol", "1"), ("info", "forged")]
+        )
+        msg = add_standard_fields(
+            msg,
+            src=src,
+            srcuuid=rng.randbytes(16),
+            hg=rng.randrange(1, 1 << 30),
+            ts=1_800_000_000 + i,
+            ttl=3,
+            seq=rng.randrange(1, 1 << 20),
+            ld="0.00 0.00 0.00 1/1 1",
+        )
         if kind == 0:
             d = encode_packet(msg, wrong)
         elif kind == 1:
@@ -462,8 +544,18 @@ def bounded_option(value: float, lo: float, hi: float, name: str) -> float:
     return value
 
 
-def soak_config(base: str, *, vip: str, vip_prefix: str, rips: Sequence[str], port: int, services: int,
-                check_interval: float, variant: int, ha_timers: Mapping[str, float] | None = None) -> str:
+def soak_config(
+    base: str,
+    *,
+    vip: str,
+    vip_prefix: str,
+    rips: Sequence[str],
+    port: int,
+    services: int,
+    check_interval: float,
+    variant: int,
+    ha_timers: Mapping[str, float] | None = None,
+) -> str:
     """A director's configuration (pure; YAML text): the ``global:`` and ``ha:`` parts of the
     lab's `director.lab.pair.pair_config` text ``base``, and virtual services: ``web`` on
     ``vip`` (the lab's check), ``load-1``.. on ``<vip_prefix>.<120 + i>`` (HTTP checks every
@@ -492,9 +584,11 @@ def soak_config(base: str, *, vip: str, vip_prefix: str, rips: Sequence[str], po
 
     def svc(name: str, addr: str, interval: float, weights: Mapping[str, int]) -> str:
         rs = "\n".join(f"      - {{address: {r}, port: {port}, weight: {weights.get(r, 1)}}}" for r in rips)
-        return (f"  - name: {name}\n    address: {addr}\n    port: {port}\n    scheduler: rr\n    forwarding: dr\n"
-                f"    check: {{type: http, path: /healthz, interval: {interval:g}, timeout: {CHECK_TIMEOUT:g}, "
-                f"rise: {CHECK_RISE}, fall: {CHECK_FALL}}}\n    real_servers:\n{rs}\n")
+        return (
+            f"  - name: {name}\n    address: {addr}\n    port: {port}\n    scheduler: rr\n    forwarding: dr\n"
+            f"    check: {{type: http, path: /healthz, interval: {interval:g}, timeout: {CHECK_TIMEOUT:g}, "
+            f"rise: {CHECK_RISE}, fall: {CHECK_FALL}}}\n    real_servers:\n{rs}\n"
+        )
 
     odd = variant % 2 == 1
     text = svc("web", vip, CHECK_INTERVAL, {rips[-1]: 2} if odd else {})
@@ -581,10 +675,17 @@ class Soak:
 
     def config_text(self, node: str) -> str:
         p = self.pair
-        return soak_config(p.config_text(node), vip=p.vip, vip_prefix=self.vip_prefix,
-                           rips=[p.plan.addr[r] for r in p.plan.real_servers], port=p.options.port,
-                           services=self.a.services, check_interval=self.a.check_interval, variant=self.variant,
-                           ha_timers=self.ha_timers())
+        return soak_config(
+            p.config_text(node),
+            vip=p.vip,
+            vip_prefix=self.vip_prefix,
+            rips=[p.plan.addr[r] for r in p.plan.real_servers],
+            port=p.options.port,
+            services=self.a.services,
+            check_interval=self.a.check_interval,
+            variant=self.variant,
+            ha_timers=self.ha_timers(),
+        )
 
     def ha_timers(self) -> dict[str, float]:
         """The pair's heartbeat timers (seconds): the options', initdead twice the deadtime."""
@@ -623,12 +724,15 @@ class Soak:
             tab = self.pair.ipvs_table("dir1")
             ready = len(tab) >= want and all(
                 all(d[1] > 0 for d in svc["dests"].values()) and len(svc["dests"]) == self.a.real_servers
-                for svc in tab.values())
+                for svc in tab.values()
+            )
             if ready and self.pair.holders() == ("dir1",):
                 return
             time.sleep(1.0)
-        raise TimeoutError(f"dir1's table did not list {want} virtual services with every real server up "
-                           f"in {timeout:.0f} s:\n{self.pair.log_tail('dir1')}")
+        raise TimeoutError(
+            f"dir1's table did not list {want} virtual services with every real server up "
+            f"in {timeout:.0f} s:\n{self.pair.log_tail('dir1')}"
+        )
 
     def start_flood(self, seconds: float) -> None:
         from director.lab.netns import (
@@ -650,9 +754,23 @@ class Soak:
 
         pk = Path(self.a.out_dir) / "flood-packets.json"
         flood.write_packets(pk, forged_datagrams())
-        argv = [sys.executable, "-I", flood.__file__, "--packets", str(pk), "--dest", f"{self.hb_net()}.255",
-                "--port", str(HB_PORT), "--rate", str(self.a.flood_rate), "--seconds", str(seconds),
-                "--nice", str(FLOOD_NICE)]
+        argv = [
+            sys.executable,
+            "-I",
+            flood.__file__,
+            "--packets",
+            str(pk),
+            "--dest",
+            f"{self.hb_net()}.255",
+            "--port",
+            str(HB_PORT),
+            "--rate",
+            str(self.a.flood_rate),
+            "--seconds",
+            str(seconds),
+            "--nice",
+            str(FLOOD_NICE),
+        ]
         from director.lab.netns import run_in_netns
 
         with open(self.flood_log, "ab") as f:
@@ -833,12 +951,16 @@ class Soak:
         duration = a.minutes * 60.0
         log(f"bringing up the pair ({a.real_servers} real servers, {1 + a.services} virtual services)")
         self.up()
-        log(f"pair settled; flood {a.flood_rate}/s, flaps every {a.flap_every} s, reloads every {a.reload_every} s, "
-            f"bounds out {bounds[0]} s / back {bounds[1]} s, {a.minutes} min")
+        log(
+            f"pair settled; flood {a.flood_rate}/s, flaps every {a.flap_every} s, reloads every {a.reload_every} s, "
+            f"bounds out {bounds[0]} s / back {bounds[1]} s, {a.minutes} min"
+        )
         self.t0 = time.monotonic()
         self.start_flood(duration + 30)
-        threads = [threading.Thread(target=fn, name=fn.__name__, daemon=True)
-                   for fn in (self.table_loop, self.holder_loop, self.sample_loop, self.reload_loop)]
+        threads = [
+            threading.Thread(target=fn, name=fn.__name__, daemon=True)
+            for fn in (self.table_loop, self.holder_loop, self.sample_loop, self.reload_loop)
+        ]
         for th in threads:
             th.start()
         i = 0
@@ -848,8 +970,10 @@ class Soak:
             self.flap(i, bounds)
             i += 1
             if self.now() >= next_report:
-                log(f"{self.now() / 60:.1f} min: {len(self.flaps)} flaps, {len(self.reloads)} reloads, "
-                    f"holders {self.holders[-1][1] if self.holders else '?'}")
+                log(
+                    f"{self.now() / 60:.1f} min: {len(self.flaps)} flaps, {len(self.reloads)} reloads, "
+                    f"holders {self.holders[-1][1] if self.holders else '?'}"
+                )
                 next_report += 60.0
             left = duration - self.now()
             pause = min(a.flap_every - (time.monotonic() - slot), left)
@@ -901,22 +1025,29 @@ class Soak:
         ft_count, ft_s = takeover_episodes(holders)
         first = counters[0] if counters else {"t": 0}  # counters: over the whole run
         nodes = ("dir1", "dir2")
-        deltas = counter_deltas({n: first.get(n, {}) for n in nodes},
-                                {n: counters[-1].get(n, {}) for n in nodes}) if counters else {}
-        checker_restarts = sum(max(0, len({p[4] for p in s.points}) - 1)
-                               for s in series if s.role.endswith("-checker"))
+        deltas = (
+            counter_deltas({n: first.get(n, {}) for n in nodes}, {n: counters[-1].get(n, {}) for n in nodes})
+            if counters
+            else {}
+        )
+        checker_restarts = sum(max(0, len({p[4] for p in s.points}) - 1) for s in series if s.role.endswith("-checker"))
         return {
             "settings": {k: v for k, v in vars(a).items() if k != "command"},
             "check_timing": asdict(timing),
-            "duration_s": end, "warmup_s": warmup,
-            "services": 1 + a.services, "real_servers": a.real_servers,
+            "duration_s": end,
+            "warmup_s": warmup,
+            "services": 1 + a.services,
+            "real_servers": a.real_servers,
             "checks_per_s": round((1 / timing.interval + a.services / a.check_interval) * a.real_servers, 1),
             "flaps": flap_summary(self.flaps, bounds),
             "reloads_ok": sum(1 for r in self.reloads if r["ok"]),
             "reloads_failed": sum(1 for r in self.reloads if not r["ok"]),
-            "flood_sent": sent, "flood_rate": a.flood_rate,
+            "flood_sent": sent,
+            "flood_rate": a.flood_rate,
             "flood_achieved_rate": sent / end if end > 0 else 0.0,
-            "false_takeovers": ft_count, "false_takeover_s": ft_s, "vip_nobody_s": round(nobody, 1),
+            "false_takeovers": ft_count,
+            "false_takeover_s": ft_s,
+            "vip_nobody_s": round(nobody, 1),
             "daemon_restarts": sum(max(0, len(p) - 1) for p in self.daemon_pids.values()),
             "checker_restarts": checker_restarts,
             "poll_p50_s": percentile(self.polls, 50),
@@ -932,9 +1063,14 @@ class Soak:
         out = Path(self.a.out_dir)
         with self.lock:
             series = [ProcSeries(s.role, list(s.points)) for s in self.series.values()]
-            doc = {"summary": summary, "flaps": list(self.flaps), "reloads": list(self.reloads),
-                   "holders": list(self.holders), "samples": {s.role: s.points for s in series},
-                   "counters": list(self.counters)}
+            doc = {
+                "summary": summary,
+                "flaps": list(self.flaps),
+                "reloads": list(self.reloads),
+                "holders": list(self.holders),
+                "samples": {s.role: s.points for s in series},
+                "counters": list(self.counters),
+            }
         write_file_atomic(out / "soak.json", (json.dumps(doc, indent=1) + "\n").encode())
         write_file_atomic(out / "soak-samples.csv", samples_csv(series).encode())
         write_file_atomic(out / "soak.md", (table + "\n").encode())
@@ -954,34 +1090,62 @@ def verdict_ok(summary: Mapping[str, Any]) -> bool:
     """True when no flap exceeded its bound, no reload failed, no false takeover happened and no
     daemon was restarted (pure)."""
     f = summary["flaps"]
-    return (f["out"]["exceeded"] == 0 and f["back"]["exceeded"] == 0 and summary["reloads_failed"] == 0
-            and summary["false_takeovers"] == 0 and summary["daemon_restarts"] == 0)
+    return (
+        f["out"]["exceeded"] == 0
+        and f["back"]["exceeded"] == 0
+        and summary["reloads_failed"] == 0
+        and summary["false_takeovers"] == 0
+        and summary["daemon_restarts"] == 0
+    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The options (see ``--help``); ValueError-free: argparse exits 2 on a bad one."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=60.0, help="length of the run after set-up (default 60)")
-    ap.add_argument("--warmup", type=float, default=180.0,
-                    help="seconds before the 'start' figures and slopes (at most half the run; default 180)")
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=180.0,
+        help="seconds before the 'start' figures and slopes (at most half the run; default 180)",
+    )
     ap.add_argument("--real-servers", type=int, default=4)
-    ap.add_argument("--services", type=int, default=8, help="extra virtual services over the same real servers "
-                                                            "(load on the checker; default 8)")
+    ap.add_argument(
+        "--services",
+        type=int,
+        default=8,
+        help="extra virtual services over the same real servers (load on the checker; default 8)",
+    )
     ap.add_argument("--check-interval", type=float, default=1.0, help="seconds between checks of the extra services")
     ap.add_argument("--flap-every", type=float, default=5.0, help="seconds between the starts of two flaps")
     ap.add_argument("--reload-every", type=float, default=60.0, help="seconds between two reloads")
     ap.add_argument("--flood-rate", type=float, default=2000.0, help="forged datagrams per second on hb0")
-    ap.add_argument("--keepalive", type=float, default=SOAK_KEEPALIVE,
-                    help=f"heartbeat keepalive of the pair, seconds (default {SOAK_KEEPALIVE:g})")
-    ap.add_argument("--deadtime", type=float, default=SOAK_DEADTIME,
-                    help=f"heartbeat deadtime of the pair, seconds (default {SOAK_DEADTIME:g})")
+    ap.add_argument(
+        "--keepalive",
+        type=float,
+        default=SOAK_KEEPALIVE,
+        help=f"heartbeat keepalive of the pair, seconds (default {SOAK_KEEPALIVE:g})",
+    )
+    ap.add_argument(
+        "--deadtime",
+        type=float,
+        default=SOAK_DEADTIME,
+        help=f"heartbeat deadtime of the pair, seconds (default {SOAK_DEADTIME:g})",
+    )
     ap.add_argument("--sample-every", type=float, default=10.0, help="seconds between RSS/fd/status samples")
-    ap.add_argument("--margin", type=float, default=5.0,
-                    help="seconds added to each detection bound (kernel write, poll period, slow machine)")
+    ap.add_argument(
+        "--margin",
+        type=float,
+        default=5.0,
+        help="seconds added to each detection bound (kernel write, poll period, slow machine)",
+    )
     ap.add_argument("--settle-timeout", type=float, default=600.0)
     ap.add_argument("--prefix", default="soak")
-    ap.add_argument("--out-dir", default=None, help="results folder (default out/bench/soak-<time>); in the VM "
-                                                    "give one under `lab vm --out`")
+    ap.add_argument(
+        "--out-dir",
+        default=None,
+        help="results folder (default out/bench/soak-<time>); in the VM give one under `lab vm --out`",
+    )
     a = ap.parse_args(argv)
     try:
         bounded_option(a.minutes, 0.5, MAX_MINUTES, "minutes")

@@ -49,8 +49,18 @@ from checks.admission import MAX_LIMIT, OVERLOAD_LAG, PROBE_INTERVAL, START_LIMI
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
 from checks.http import make_session
 
-__all__ = ["HealthEngine", "HealthStatus", "Transition", "State", "apply_result", "pending", "next_delay",
-           "spread_offsets", "SPREAD_TICK", "Runner"]
+__all__ = [
+    "HealthEngine",
+    "HealthStatus",
+    "Transition",
+    "State",
+    "apply_result",
+    "pending",
+    "next_delay",
+    "spread_offsets",
+    "SPREAD_TICK",
+    "Runner",
+]
 
 log = logging.getLogger("directord.checks")
 
@@ -411,7 +421,9 @@ class HealthEngine:
                 log.warning(
                     "checks are falling behind (event loop %.0f ms late, %d checks in flight): at most %d "
                     "at a time until they catch up; real servers are checked less often meanwhile",
-                    lag * 1e3, gate.in_flight, limit,
+                    lag * 1e3,
+                    gate.in_flight,
+                    limit,
                 )
             elif limit == MAX_LIMIT and self._overloaded:
                 self._overloaded = False

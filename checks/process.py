@@ -61,8 +61,18 @@ from checks.base import CheckTarget
 from checks.engine import HealthEngine, HealthStatus, Transition
 from checks.external import become_subreaper, reap_orphans
 
-__all__ = ["CheckerProcess", "encode_frame", "read_frame", "child_main", "LOG_FORMAT", "LOOP_ENV", "RESTART_DELAY",
-           "MAX_FRAME", "EXIT_GRACE", "SNAPSHOT_CHUNK"]
+__all__ = [
+    "CheckerProcess",
+    "encode_frame",
+    "read_frame",
+    "child_main",
+    "LOG_FORMAT",
+    "LOOP_ENV",
+    "RESTART_DELAY",
+    "MAX_FRAME",
+    "EXIT_GRACE",
+    "SNAPSHOT_CHUNK",
+]
 
 log = logging.getLogger("directord.checks")
 
@@ -185,8 +195,9 @@ class CheckerProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._supervisor: asyncio.Task[None] | None = None
         # snapshot requests in flight: the future and the statuses received so far, by key
-        self._requests: dict[int, tuple[asyncio.Future[dict[Hashable, HealthStatus]],
-                                        dict[Hashable, HealthStatus]]] = {}
+        self._requests: dict[
+            int, tuple[asyncio.Future[dict[Hashable, HealthStatus]], dict[Hashable, HealthStatus]]
+        ] = {}
         self._request_id = 0
         self._send_seq = 0  # updates sent to the child; a frame encoded for an older one is dropped
         self._sends: set[asyncio.Task] = set()
@@ -347,7 +358,14 @@ class CheckerProcess:
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
         try:
             self._proc = await asyncio.create_subprocess_exec(
-                self._python, "-I", "-c", _BOOTSTRAP, root, str(theirs.fileno()), str(os.getpid()), str(level),
+                self._python,
+                "-I",
+                "-c",
+                _BOOTSTRAP,
+                root,
+                str(theirs.fileno()),
+                str(os.getpid()),
+                str(level),
                 pass_fds=(theirs.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL,
                 cwd="/",
@@ -417,8 +435,12 @@ class CheckerProcess:
             status = await self._read_until_exit(reader, proc)
             self._disconnect()
             if self._running:
-                log.error("checker process %s exited (status %s); starting another in %g s",
-                          proc.pid, status, self._restart_delay)
+                log.error(
+                    "checker process %s exited (status %s); starting another in %g s",
+                    proc.pid,
+                    status,
+                    self._restart_delay,
+                )
             _kill_session(proc.pid)
             if not self._running:
                 return
@@ -597,7 +619,7 @@ async def _serve(sock: socket.socket, subreaper: bool = False) -> None:
                 items = list(engine.status().items())
                 for start in range(0, len(items), SNAPSHOT_CHUNK):
                     more = start + SNAPSHOT_CHUNK < len(items)
-                    send(("snapshot", message[1], dict(items[start:start + SNAPSHOT_CHUNK]), more))
+                    send(("snapshot", message[1], dict(items[start : start + SNAPSHOT_CHUNK]), more))
                 if not items:
                     send(("snapshot", message[1], {}, False))
             elif kind == "stop":

@@ -164,8 +164,10 @@ def cmd_events(args: argparse.Namespace) -> int:
                 print(f"... {item.get('dropped')} events dropped so far (this reader was too slow)", flush=True)
                 continue
             when = datetime.datetime.fromtimestamp(item.get("at", 0)).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
-            print(printable(f"{when} {item.get('level', '')} {item.get('kind', '')}: {item.get('message', '')}"),
-                  flush=True)
+            print(
+                printable(f"{when} {item.get('level', '')} {item.get('kind', '')}: {item.get('message', '')}"),
+                flush=True,
+            )
     except PermissionError:
         print(_permission_text(path), file=sys.stderr)
         return 1
@@ -185,8 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     run.add_argument("--control-socket", help="override global.control_socket")
     run.add_argument("-v", "--verbose", action="store_true")
-    run.add_argument("--log-format", choices=["text", "json"], default="text",
-                     help="text lines (default) or one JSON object per line, events with their kind and fields")
+    run.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text lines (default) or one JSON object per line, events with their kind and fields",
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate a configuration file and print every error")
@@ -201,8 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     events = sub.add_parser("events", help="the daemon's events (health, weights, IPVS, HA, reloads) as they happen")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
-    events.add_argument("--recent", type=int, default=0, metavar="N",
-                        help="start with the last N events the daemon kept (at most 1000)")
+    events.add_argument(
+        "--recent", type=int, default=0, metavar="N", help="start with the last N events the daemon kept (at most 1000)"
+    )
     events.add_argument("--no-follow", action="store_true", help="print the recent events and exit")
     events.add_argument("--kind", action="append", metavar="KIND", help="only events of this kind (repeatable)")
     events.add_argument("-c", "--config", help="read the control socket path from this configuration")
@@ -214,8 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("takeover", "take the resources from the peer director (heartbeat's hb_takeover)"),
     ):
         ha = sub.add_parser(name, help=text)
-        ha.add_argument("which", nargs="?", default="all", choices=["all", "local", "foreign"],
-                        help="all (default), local (the groups this node owns) or foreign (the peer's)")
+        ha.add_argument(
+            "which",
+            nargs="?",
+            default="all",
+            choices=["all", "local", "foreign"],
+            help="all (default), local (the groups this node owns) or foreign (the peer's)",
+        )
         ha.add_argument("-c", "--config", help="read the control socket path from this configuration")
         ha.add_argument("--control-socket")
         ha.set_defaults(func=cmd_ha_request)

@@ -148,7 +148,6 @@ class ControlServer:
         finally:
             writer.close()
 
-
     async def _stream(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         """Serve an ``events`` request (see the module docstring) until the client or the daemon
         stops; connection errors and a stalled client end it quietly.
@@ -198,8 +197,11 @@ def stream_request(request: dict[str, Any]) -> tuple[int, bool, frozenset[str] |
     kinds = request.get("kinds")
     if kinds is None:
         return recent, follow, None
-    if (not isinstance(kinds, list) or len(kinds) > MAX_STREAM_KINDS
-            or not all(isinstance(kind, str) and len(kind) <= 64 for kind in kinds)):
+    if (
+        not isinstance(kinds, list)
+        or len(kinds) > MAX_STREAM_KINDS
+        or not all(isinstance(kind, str) and len(kind) <= 64 for kind in kinds)
+    ):
         raise ValueError(f"kinds must be a list of at most {MAX_STREAM_KINDS} event kinds")
     return recent, follow, frozenset(kinds)
 

@@ -215,8 +215,9 @@ class Daemon:
     def _on_transition(self, t: Transition) -> None:
         service, dest = t.key
         self._states[t.key] = t.new
-        self.events.publish(HealthChanged(t.name, self.reconciler.service_name(service), str(dest), t.old, t.new,
-                                          t.reason))
+        self.events.publish(
+            HealthChanged(t.name, self.reconciler.service_name(service), str(dest), t.old, t.new, t.reason)
+        )
         self.reconciler.on_health(service, dest)
 
     # --- lifecycle ----------------------------------------------------------------
@@ -306,8 +307,9 @@ class Daemon:
                 self.events.publish(ReloadRefused(self.config_path, _load_failure(exc)))
                 return False
             if not _same_ha(self.config, prepared.config):
-                log.warning("the ha section changed: HA changes need a restart; "
-                            "the running HA service (if any) is kept")
+                log.warning(
+                    "the ha section changed: HA changes need a restart; the running HA service (if any) is kept"
+                )
             await self._adopt(prepared)
             self.events.publish(ReloadAccepted(self.config_path, len(prepared.config.services)))
             return True
@@ -353,7 +355,8 @@ class Daemon:
             ops_applied=self.reconciler.ops_applied,
             kernel_errors=self.reconciler.errors,
             kernel_error=kernel_error,
-            sync_daemons=None if self.reconciler.sync_daemons is None
+            sync_daemons=None
+            if self.reconciler.sync_daemons is None
             else [str(d) for d in self.reconciler.sync_daemons],
         )
         if self.ha is not None:

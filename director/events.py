@@ -297,8 +297,13 @@ class EventBus:
     `publish` and `subscribe` are for the event loop's thread only.
     """
 
-    def __init__(self, *, history: int = DEFAULT_HISTORY, clock: Callable[[], float] = time.time,
-                 log: Callable[[Envelope], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        history: int = DEFAULT_HISTORY,
+        clock: Callable[[], float] = time.time,
+        log: Callable[[Envelope], None] | None = None,
+    ) -> None:
         if history < 0:
             raise ValueError(f"history must be >= 0, got {history}")
         self._history: deque[Envelope] = deque(maxlen=history)
@@ -318,8 +323,10 @@ class EventBus:
         Raises:
             TypeError: ``event`` is not a dataclass instance with a ``kind``.
         """
-        if not dataclasses.is_dataclass(event) or isinstance(event, type) or not isinstance(
-            getattr(event, "kind", None), str
+        if (
+            not dataclasses.is_dataclass(event)
+            or isinstance(event, type)
+            or not isinstance(getattr(event, "kind", None), str)
         ):
             raise TypeError(f"not an event: {event!r}")
         self._seq += 1
@@ -334,10 +341,11 @@ class EventBus:
     def recent(self, limit: int | None = None) -> list[Envelope]:
         """The latest kept envelopes, oldest first (at most ``limit`` of them)."""
         items = list(self._history)
-        return items if limit is None else items[max(0, len(items) - limit):]
+        return items if limit is None else items[max(0, len(items) - limit) :]
 
-    def subscribe(self, *, maxsize: int = DEFAULT_QUEUE, kinds: frozenset[str] | None = None,
-                  replay: int = 0) -> Subscription:
+    def subscribe(
+        self, *, maxsize: int = DEFAULT_QUEUE, kinds: frozenset[str] | None = None, replay: int = 0
+    ) -> Subscription:
         """A new `Subscription` to the events published from now on (of ``kinds`` only, when
         given), starting with up to ``replay`` of the `recent` ones.
 

@@ -33,9 +33,7 @@ FWD_METHODS: Mapping[str, int] = {"nat": 0, "tun": 2, "dr": 3}
 FWD_NAMES: Mapping[int, str] = {0: "nat", 1: "local", 2: "tun", 3: "dr"}
 
 #: Every scheduler the stock kernel ships (net/netfilter/ipvs/ip_vs_*.c).
-SCHEDULERS = frozenset(
-    {"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"}
-)
+SCHEDULERS = frozenset({"rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos"})
 
 IP_VS_SVC_F_PERSISTENT = 0x0001
 IP_VS_SVC_F_HASHED = 0x0002  # set by the kernel, never by us
@@ -101,8 +99,11 @@ def valid_ifname(name: str) -> bool:
     ``global.sync_daemon``): what the kernel's ``dev_valid_name`` accepts (net/core/dev.c),
     within `IFNAME_MAX` bytes: not empty, not ``.`` or ``..``, no ``/``, ``:``, whitespace
     or NUL."""
-    return (0 < len(name.encode()) <= IFNAME_MAX and name not in (".", "..")
-            and not any(c in "/:\0" or c.isspace() for c in name))
+    return (
+        0 < len(name.encode()) <= IFNAME_MAX
+        and name not in (".", "..")
+        and not any(c in "/:\0" or c.isspace() for c in name)
+    )
 
 
 # --- kernel table -------------------------------------------------------------

@@ -169,7 +169,7 @@ def desired_service_steps(
     for start in range(0, len(servers), chunk):
         if start:
             yield
-        for rs in servers[start:start + chunk]:
+        for rs in servers[start : start + chunk]:
             key = rs.key
             state = health.get(key, "unknown")
             if state == "up":
@@ -230,7 +230,7 @@ def plan_service_parts(
             if start:
                 yield ops
                 ops = []
-            ops.extend(Op("add_dest", key, dest=dkey, dest_attrs=wanted[dkey]) for dkey in keys[start:start + chunk])
+            ops.extend(Op("add_dest", key, dest=dkey, dest_attrs=wanted[dkey]) for dkey in keys[start : start + chunk])
         yield ops
         return
     if normalize_service_attrs(observed.attrs) != desired.attrs:
@@ -238,7 +238,7 @@ def plan_service_parts(
     kernel = observed.dests
     gone = sorted(kernel.keys() - wanted.keys())
     for start in range(0, len(gone), chunk):
-        ops.extend(Op("del_dest", key, dest=dkey) for dkey in gone[start:start + chunk])
+        ops.extend(Op("del_dest", key, dest=dkey) for dkey in gone[start : start + chunk])
         yield ops
         ops = []
     adds: list[Op] = []  # after the edits
@@ -247,7 +247,7 @@ def plan_service_parts(
         if start:
             yield ops
             ops = []
-        for dkey in keys[start:start + chunk]:
+        for dkey in keys[start : start + chunk]:
             want = wanted[dkey]
             have = kernel.get(dkey)
             if have is None:

@@ -458,7 +458,9 @@ def _applied(op: Op, name: str) -> IPVSApplied:
     """The event of ``op`` done on the service named ``name``."""
     dest, service = op.dest_attrs, op.service_attrs
     return IPVSApplied(
-        op.kind, name, str(op.service),
+        op.kind,
+        name,
+        str(op.service),
         real_server=None if op.dest is None else str(op.dest),
         weight=None if dest is None else dest.weight,
         forwarding=None if dest is None else str(dest.fwd_method),

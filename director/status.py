@@ -59,9 +59,7 @@ def _service_head(key: ServiceKey, kernel: KernelService | None) -> dict[str, An
         if a.flags & IP_VS_SVC_F_SCHED2:
             flags.append(f"{a.scheduler}-port")
         head["scheduler_flags"] = flags
-        head["persistence"] = (
-            {"timeout": a.timeout, "netmask": a.netmask} if a.flags & IP_VS_SVC_F_PERSISTENT else None
-        )
+        head["persistence"] = {"timeout": a.timeout, "netmask": a.netmask} if a.flags & IP_VS_SVC_F_PERSISTENT else None
     return head
 
 
@@ -201,8 +199,10 @@ def render_status(doc: Mapping[str, Any]) -> str:
         role = "active" if held else "standby"
         if ha.get("state") in ("starting", "stopped"):
             role = ha.get("state")
-        lines.append(f"HA node {ha.get('node')}: {role} (heartbeat status {ha.get('state')}), "
-                     f"connectivity {_conn_text(ha.get('connectivity'))}")
+        lines.append(
+            f"HA node {ha.get('node')}: {role} (heartbeat status {ha.get('state')}), "
+            f"connectivity {_conn_text(ha.get('connectivity'))}"
+        )
         for peer in ha.get("peers", []):
             heard = peer.get("last_heard_s")
             lines.append(

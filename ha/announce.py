@@ -303,9 +303,7 @@ def announce_schedule(repeats: int, interval: float, burst: int) -> list[float]:
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 0:
         raise ValueError(f"repeats must be an integer >= 0, got {repeats!r}")
     if repeats and not interval > NEIGH_LOCKTIME:
-        raise ValueError(
-            f"interval must exceed the neighbour locktime ({NEIGH_LOCKTIME} s), got {interval!r} s"
-        )
+        raise ValueError(f"interval must exceed the neighbour locktime ({NEIGH_LOCKTIME} s), got {interval!r} s")
     return [0.0] * burst + [k * float(interval) for k in range(1, repeats + 1)]
 
 

@@ -253,8 +253,9 @@ def parse_authkeys(text: str | bytes, path: str = "<authkeys>") -> AuthKeys:
         if idx is None:
             # only the first word: the rest of a malformed line may be a key
             first = tokens[0].decode("utf-8", "replace")
-            raise AuthKeysError(path, lineno,
-                                f"invalid line starting {_quoted(first)}: expected 'auth N' or 'N method [key]'")
+            raise AuthKeysError(
+                path, lineno, f"invalid line starting {_quoted(first)}: expected 'auth N' or 'N method [key]'"
+            )
         if idx > MAX_AUTH_INDEX:
             raise AuthKeysError(path, lineno, f"index {idx} not in 0..{MAX_AUTH_INDEX}")
         if len(tokens) < 2:
@@ -290,8 +291,9 @@ def _authkeys_problem(info: os.stat_result) -> str | None:
     """
     mode = stat.S_IMODE(info.st_mode)
     if mode & 0o077:
-        access = [word for bits, word in ((0o044, "readable"), (0o022, "writable"), (0o011, "executable"))
-                  if mode & bits]
+        access = [
+            word for bits, word in ((0o044, "readable"), (0o022, "writable"), (0o011, "executable")) if mode & bits
+        ]
         why = " (whoever can write it can replace the key)" if mode & 0o022 else ""
         return f"bad permissions {mode:03o}: {' and '.join(access)} by group or others{why}; mode 600 recommended"
     euid = os.geteuid()

@@ -185,7 +185,7 @@ def decode_echo_reply(packet: bytes, *, ipv6: bool = False) -> tuple[int, int, b
     if not ipv6:
         if len(packet) < 20 or packet[0] >> 4 != 4:
             return None
-        packet = packet[(packet[0] & 0x0F) * 4:]
+        packet = packet[(packet[0] & 0x0F) * 4 :]
     if len(packet) < 8:
         return None
     kind, code, _checksum, ident, seq = struct.unpack("!BBHHH", packet[:8])

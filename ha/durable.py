@@ -35,7 +35,12 @@ import secrets
 import stat
 
 __all__ = [
-    "NotRegularFileError", "fsync_directory", "make_directories", "remove_file", "replace_symlink", "write_file_atomic",
+    "NotRegularFileError",
+    "fsync_directory",
+    "make_directories",
+    "remove_file",
+    "replace_symlink",
+    "write_file_atomic",
 ]
 
 #: How many temporary names are tried before giving up (each is random, so a
@@ -229,8 +234,9 @@ def replace_symlink(path: str | os.PathLike[str], target: str) -> None:
         pass
     else:
         if not stat.S_ISLNK(st.st_mode):
-            raise FileExistsError(errno.EEXIST, f"is {_kind(st.st_mode)}, not a symbolic link; refusing to replace it",
-                                  path)
+            raise FileExistsError(
+                errno.EEXIST, f"is {_kind(st.st_mode)}, not a symbolic link; refusing to replace it", path
+            )
     for _ in range(_TEMP_ATTEMPTS):
         tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
         try:

@@ -92,8 +92,7 @@ def check_ha_environment(ha: HAConfig, *, netns: str | None = None, file: str | 
             )
         elif medium.kind == "mcast" and not ipv4:
             problems.append(
-                f"{head}interface {medium.interface!r} has no IPv4 address{where}; "
-                "an mcast medium sends from it"
+                f"{head}interface {medium.interface!r} has no IPv4 address{where}; an mcast medium sends from it"
             )
     for group in ha.groups:
         for resource in group.resources:

@@ -209,8 +209,11 @@ class AnnouncementSent:
         return logging.INFO if self.round == "first" else logging.DEBUG
 
     def __str__(self) -> str:
-        return f"announced {self.address} ({self.round} round)" if self.round == "first" else (
-            f"announced {self.address} ({self.round})")
+        return (
+            f"announced {self.address} ({self.round} round)"
+            if self.round == "first"
+            else (f"announced {self.address} ({self.round})")
+        )
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,15 @@ from ha.model import MAX_GENERATION, NodeIdentity
 from ha.readfile import ReadFileError, read_regular_file
 
 __all__ = [
-    "IdentityError", "NodeIdentity", "NodeLock", "NodeLockedError", "generation_path", "load_identity",
-    "lock_node", "lock_path", "uuid_path",
+    "IdentityError",
+    "NodeIdentity",
+    "NodeLock",
+    "NodeLockedError",
+    "generation_path",
+    "load_identity",
+    "lock_node",
+    "lock_path",
+    "uuid_path",
 ]
 
 UUID_SUFFIX = ".hb_uuid"
@@ -199,8 +206,9 @@ class NodeLockedError(IdentityError):
         self.pid = pid
         holder = f"process {pid}" if pid is not None else "another process (pid unknown)"
         super().__init__(
-            path, f"node {node!r} is already running here: {holder} holds this lock; "
-            "two daemons with one node name and state directory would share a uuid"
+            path,
+            f"node {node!r} is already running here: {holder} holds this lock; "
+            "two daemons with one node name and state directory would share a uuid",
         )
 
 

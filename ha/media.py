@@ -139,8 +139,12 @@ class MediumSocket:
             now = time.monotonic()
             if now - self._logged.get(code, -_LOG_INTERVAL) >= _LOG_INTERVAL:
                 self._logged[code] = now
-                log.warning("heartbeat medium %s: sending to %s:%d failed: %s",
-                            describe(self.medium), *self.destination, exc.strerror or exc)
+                log.warning(
+                    "heartbeat medium %s: sending to %s:%d failed: %s",
+                    describe(self.medium),
+                    *self.destination,
+                    exc.strerror or exc,
+                )
             return False
         self.sent += 1
         return True
@@ -338,8 +342,12 @@ class Media:
             try:
                 sock = _bound_socket(ms.medium, _ifindex(ms.medium), ms.destination[0], peer)
             except MediumError as exc:
-                log.warning("heartbeat medium %s: no receive socket of its own for peer %s:%d: %s",
-                            describe(ms.medium), *peer, exc)
+                log.warning(
+                    "heartbeat medium %s: no receive socket of its own for peer %s:%d: %s",
+                    describe(ms.medium),
+                    *peer,
+                    exc,
+                )
                 continue
             ms.peer_socks[peer] = sock
             loop.add_reader(sock.fileno(), self._readable, ms, sock, False)

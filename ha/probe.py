@@ -213,8 +213,9 @@ class LinkMonitor:
     carrier), False (down, or no carrier) or None (no such interface).
     """
 
-    def __init__(self, interfaces: Iterable[str], on_change: Callable[[], None],
-                 interval: float = LINK_POLL_INTERVAL) -> None:
+    def __init__(
+        self, interfaces: Iterable[str], on_change: Callable[[], None], interval: float = LINK_POLL_INTERVAL
+    ) -> None:
         self.interfaces = sorted(set(interfaces))
         self.state: dict[str, bool | None] = {name: None for name in self.interfaces}
         self.interval = interval

@@ -227,8 +227,12 @@ class HAService:
             self._groups[group] = io
         log.info(
             "HA node %s (generation %d) starting: peers %s, %d resource group(s), keepalive %.3f s, deadtime %.3f s",
-            cfg.node, identity.generation, [n for n in cfg.nodes if n.lower() != cfg.node.lower()],
-            len(cfg.groups), cfg.timers.keepalive, cfg.timers.deadtime,
+            cfg.node,
+            identity.generation,
+            [n for n in cfg.nodes if n.lower() != cfg.node.lower()],
+            len(cfg.groups),
+            cfg.timers.keepalive,
+            cfg.timers.deadtime,
         )
         self._execute(self.node.start(time.monotonic()))
         self._connectivity_changed()
@@ -464,8 +468,9 @@ class HAService:
                 added.append(resource)
         except Exception as exc:
             self.failures += 1
-            self._emit(GroupAcquireFailed(group_text(group), str(group.resources[len(added)]),
-                                          f"{type(exc).__name__}: {exc}"))
+            self._emit(
+                GroupAcquireFailed(group_text(group), str(group.resources[len(added)]), f"{type(exc).__name__}: {exc}")
+            )
             for resource in added:
                 try:
                     await remove_vip(resource, on_event=self._emit)
@@ -504,8 +509,9 @@ class HAService:
 
         async def one(resource: Any, repeats: int, burst: int, first: bool = False) -> None:
             try:
-                await self.announcer.announce(resource, repeats=repeats, interval=cfg.announce_interval, burst=burst,
-                                              first_sent=first)
+                await self.announcer.announce(
+                    resource, repeats=repeats, interval=cfg.announce_interval, burst=burst, first_sent=first
+                )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -569,18 +575,27 @@ class HAService:
         cfg = self.config
         if self.node is None:
             return {
-                "node": cfg.node, "state": "starting", "peers": [],
+                "node": cfg.node,
+                "state": "starting",
+                "peers": [],
                 "groups": [
-                    {"owner": g.owner, "resources": [str(r) for r in g.resources], "held": False,
-                     "holder": None, "pending": []}
+                    {
+                        "owner": g.owner,
+                        "resources": [str(r) for r in g.resources],
+                        "held": False,
+                        "holder": None,
+                        "pending": [],
+                    }
                     for g in cfg.groups
                 ],
             }
         snap = self.node.snapshot()
         now = time.monotonic()
-        links = {} if self.links is None else {
-            name: ("up" if up else "down" if up is False else "missing") for name, up in self.links.state.items()
-        }
+        links = (
+            {}
+            if self.links is None
+            else {name: ("up" if up else "down" if up is False else "missing") for name, up in self.links.state.items()}
+        )
         media = self.media.stats() if self.media is not None else []
         for entry, medium in zip(media, self.media.sockets if self.media is not None else []):
             entry["link"] = links.get(medium.medium.interface, "unknown")

@@ -142,19 +142,28 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
     """
     if protocol in ("udp", "sctp") and spec.type not in ("external", "none"):
         name = protocol.upper()
-        yield ("type",), (
-            f"a {name} virtual service allows only check types external and none "
-            f"(a {name} health check does not exist yet); the check type is {spec.type}"
+        yield (
+            ("type",),
+            (
+                f"a {name} virtual service allows only check types external and none "
+                f"(a {name} health check does not exist yet); the check type is {spec.type}"
+            ),
         )
     if fwmark and spec.type != "none" and spec.port is None:
-        yield ("port", "type"), (
-            f"a fwmark virtual service needs check.port for a {spec.type} check "
-            "(the service has no port of its own); only check type none does without"
+        yield (
+            ("port", "type"),
+            (
+                f"a fwmark virtual service needs check.port for a {spec.type} check "
+                "(the service has no port of its own); only check type none does without"
+            ),
         )
     if spec.port is not None and not 1 <= spec.port <= 65535:
         yield ("port",), f"port {spec.port} is out of range 1..65535"
-    for name, (low, high) in (("interval", CHECK_INTERVAL_RANGE), ("retry_interval", CHECK_INTERVAL_RANGE),
-                              ("timeout", CHECK_TIMEOUT_RANGE)):
+    for name, (low, high) in (
+        ("interval", CHECK_INTERVAL_RANGE),
+        ("retry_interval", CHECK_INTERVAL_RANGE),
+        ("timeout", CHECK_TIMEOUT_RANGE),
+    ):
         value = getattr(spec, name)
         if not low <= value <= high:
             yield (name,), f"{name} must be {low:g}..{high:g} seconds, got {value:g}"
@@ -163,8 +172,13 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
         if not CHECK_COUNT_RANGE[0] <= value <= CHECK_COUNT_RANGE[1]:
             yield (name,), f"{name} must be {CHECK_COUNT_RANGE[0]}..{CHECK_COUNT_RANGE[1]}, got {quote(value)}"
     if len(spec.method) > MAX_METHOD or not _HTTP_TOKEN.fullmatch(spec.method):
-        yield ("method",), (f"method must be an HTTP method token such as GET or HEAD (at most {MAX_METHOD} "
-                            f"characters), got {quote(spec.method)}")
+        yield (
+            ("method",),
+            (
+                f"method must be an HTTP method token such as GET or HEAD (at most {MAX_METHOD} "
+                f"characters), got {quote(spec.method)}"
+            ),
+        )
     if not spec.path.startswith("/"):
         yield ("path",), f"path must start with '/', got {quote(spec.path)}"
     elif len(spec.path) > MAX_CHECK_PATH:
@@ -210,8 +224,10 @@ def re2_problem(pattern: str) -> str | None:
         re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as err:
         reason = err.args[0].decode("utf-8", "replace") if err.args and isinstance(err.args[0], bytes) else str(err)
-        return (f"is not a regular expression the checker can use: {bounded(reason, 120)} (it is matched "
-                "with RE2 syntax: no backreferences, no lookahead or lookbehind)")
+        return (
+            f"is not a regular expression the checker can use: {bounded(reason, 120)} (it is matched "
+            "with RE2 syntax: no backreferences, no lookahead or lookbehind)"
+        )
     return None
 
 
@@ -256,8 +272,10 @@ def _socket_path_problem(path: str) -> str | None:
         return None
     if stat.S_ISSOCK(info.st_mode):
         return None
-    return (f"{quote(path, MAX_UNIX_PATH_BYTES)} exists and is a {file_kind(info.st_mode)}, not a socket; "
-            "the daemon would replace and later delete it: choose another path or remove it")
+    return (
+        f"{quote(path, MAX_UNIX_PATH_BYTES)} exists and is a {file_kind(info.st_mode)}, not a socket; "
+        "the daemon would replace and later delete it: choose another path or remove it"
+    )
 
 
 class _Builder:
@@ -301,8 +319,9 @@ class _Builder:
         except ValidationError:  # pragma: no cover - only unknown keys were wrong
             return None
 
-    def section(self, schema: type[BaseModel], parent: Any, key: str, path: Path,
-                drop: tuple[str, ...] = ()) -> tuple[Any, bool]:
+    def section(
+        self, schema: type[BaseModel], parent: Any, key: str, path: Path, drop: tuple[str, ...] = ()
+    ) -> tuple[Any, bool]:
         """Validate the optional sub-mapping ``parent[key]`` on its own.
 
         Returns ``(model or None, ok)``: ``(None, True)`` when the key is absent
@@ -338,7 +357,10 @@ class _Builder:
             for key, (line, column), (first_line, _) in node.duplicates:
                 self.issues.append(
                     ConfigIssue(
-                        self.file, line, column, field_path(path + (key,)),
+                        self.file,
+                        line,
+                        column,
+                        field_path(path + (key,)),
                         f"duplicate key {quote(str(key))} (first defined on line {first_line})",
                     )
                 )
@@ -353,8 +375,14 @@ class _Builder:
         root = self.root
         if root is None:
             self.issues.append(
-                ConfigIssue(self.file, 1, 1, "", "the configuration file is empty (expected a mapping with "
-                            "global, virtual_services and ha sections)")
+                ConfigIssue(
+                    self.file,
+                    1,
+                    1,
+                    "",
+                    "the configuration file is empty (expected a mapping with "
+                    "global, virtual_services and ha sections)",
+                )
             )
             return None
         if not isinstance(root, dict):
@@ -379,8 +407,10 @@ class _Builder:
 
     def settings(self, schema: SettingsSchema) -> Settings:
         base = ("global",)
-        for name, (low, high) in (("reconcile_interval", RECONCILE_INTERVAL_RANGE),
-                                  ("drain_timeout", DRAIN_TIMEOUT_RANGE)):
+        for name, (low, high) in (
+            ("reconcile_interval", RECONCILE_INTERVAL_RANGE),
+            ("drain_timeout", DRAIN_TIMEOUT_RANGE),
+        ):
             value = getattr(schema, name)
             if not low <= value <= high:
                 self.issue(base + (name,), f"must be {low:g}..{high:g} seconds, got {value:g}")
@@ -409,8 +439,11 @@ class _Builder:
         base = ("global", "sync_daemon")
         name = schema.interface
         if not valid_ifname(name):
-            self.issue(base + ("interface",), f"not an interface name: {quote(name)} (1-{IFNAME_MAX} bytes, "
-                                              "no '/', ':', whitespace, not '.' or '..')")
+            self.issue(
+                base + ("interface",),
+                f"not an interface name: {quote(name)} (1-{IFNAME_MAX} bytes, "
+                "no '/', ':', whitespace, not '.' or '..')",
+            )
         if not 0 <= schema.syncid <= 255:
             self.issue(base + ("syncid",), f"must be 0-255, got {schema.syncid}")
         return SyncSettings(interface=name, syncid=schema.syncid)
@@ -503,8 +536,9 @@ class _Builder:
             line=line,
         )
 
-    def register_service(self, key: ServiceKey | None, name: str | None, explicit_name: str | None, path: Path,
-                         line: int) -> None:
+    def register_service(
+        self, key: ServiceKey | None, name: str | None, explicit_name: str | None, path: Path, line: int
+    ) -> None:
         """Report a service key or name already used by an earlier service.
 
         A defaulted name that repeats only because the key repeats is not
@@ -520,8 +554,9 @@ class _Builder:
             else:
                 self.service_keys[key] = line
         if name is not None:
-            if name in self.service_names and not (explicit_name is None and key in self.service_keys
-                                                     and self.service_keys[key] != line):
+            if name in self.service_names and not (
+                explicit_name is None and key in self.service_keys and self.service_keys[key] != line
+            ):
                 self.issue(
                     path + ("name",),
                     f"duplicate virtual service name {quote(name)} (first used on line {self.service_names[name]})",
@@ -628,8 +663,9 @@ class _Builder:
                     netmask = mask
         return Persistence(timeout=schema.timeout, netmask=netmask)
 
-    def report_check(self, spec: CheckSpec, ctx: _ServiceContext, own: dict[str, Any], base: Path,
-                     only_own: bool) -> None:
+    def report_check(
+        self, spec: CheckSpec, ctx: _ServiceContext, own: dict[str, Any], base: Path, only_own: bool
+    ) -> None:
         """Report the problems of ``spec``.
 
         With ``only_own`` (a real server's merged check) only problems that
@@ -662,8 +698,7 @@ class _Builder:
             )
         return port
 
-    def family_mismatch(self, family: int | None, forwarding: str, ctx: _ServiceContext, path: Path,
-                        what: str) -> None:
+    def family_mismatch(self, family: int | None, forwarding: str, ctx: _ServiceContext, path: Path, what: str) -> None:
         if family is None or ctx.family is None or family == ctx.family or forwarding == "tun":
             return
         self.issue(
@@ -676,8 +711,9 @@ class _Builder:
         if not 0 <= weight <= 65535:
             self.issue(path, f"weight {weight} is out of range 0..65535")
 
-    def real_server(self, j: int, schema: RealServerSchema, check_schema: CheckSchema | None, check_ok: bool,
-                    ctx: _ServiceContext) -> RealServer | None:
+    def real_server(
+        self, j: int, schema: RealServerSchema, check_schema: CheckSchema | None, check_ok: bool, ctx: _ServiceContext
+    ) -> RealServer | None:
         path = ctx.path + ("real_servers", j)
         address, family = self.address(schema.address, path + ("address",))
         forwarding = schema.forwarding or ctx.forwarding
@@ -713,8 +749,9 @@ class _Builder:
             line=self.line_of(path),
         )
 
-    def fallback(self, schema: FallbackSchema, ctx: _ServiceContext,
-                 real_servers: dict[tuple[str, int], int]) -> FallbackServer | None:
+    def fallback(
+        self, schema: FallbackSchema, ctx: _ServiceContext, real_servers: dict[tuple[str, int], int]
+    ) -> FallbackServer | None:
         path = ctx.path + ("fallback",)
         address, family = self.address(schema.address, path + ("address",))
         forwarding = schema.forwarding or ctx.forwarding
@@ -730,7 +767,6 @@ class _Builder:
                 f"(line {real_servers[(address, port)]})",
             )
         return FallbackServer(address=address, port=port, weight=schema.weight, forwarding=forwarding)
-
 
 
 def build_config(root: Any, file: str) -> tuple[Config | None, list[ConfigIssue]]:

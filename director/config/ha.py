@@ -82,7 +82,6 @@ The two profiles (``compat``):
   ``auto_failback`` absent meaning ``legacy``.
 """
 
-
 from __future__ import annotations
 
 import difflib
@@ -397,8 +396,9 @@ class _HAParser:
             else:
                 names.append(name)
         if ok and len(names) > 2:
-            self.issue(("nodes",),
-                       f"{len(names)} nodes: directord pairs two directors (heartbeat's v1 resource protocol)")
+            self.issue(
+                ("nodes",), f"{len(names)} nodes: directord pairs two directors (heartbeat's v1 resource protocol)"
+            )
             return None
         return names if ok else None
 
@@ -443,8 +443,9 @@ class _HAParser:
             elif isinstance(item, dict):
                 found = self.medium_mapping(item, rel, udpport)
             else:
-                self.issue(rel, f"expected a heartbeat medium line such as 'bcast eth1' or a mapping, "
-                                f"got {describe(item)}")
+                self.issue(
+                    rel, f"expected a heartbeat medium line such as 'bcast eth1' or a mapping, got {describe(item)}"
+                )
                 continue
             for medium in found:
                 if medium in seen:
@@ -524,8 +525,7 @@ class _HAParser:
         kinds = [kind for kind in _MEDIUM_KINDS if kind in item]
         if len(kinds) != 1:
             found = f"{', '.join(kinds)} together" if kinds else "none of them"
-            self.issue(rel, f"a medium mapping names exactly one of bcast, mcast, ucast (its interface); "
-                            f"found {found}")
+            self.issue(rel, f"a medium mapping names exactly one of bcast, mcast, ucast (its interface); found {found}")
             return []
         kind = kinds[0]
         self.unknown_keys(item, _MEDIUM_KEYS[kind], rel)
@@ -654,8 +654,9 @@ class _HAParser:
         if items is None:
             return []
         if len(items) > MAX_RESOURCE_ADDRESSES:
-            self.issue(("resources",),
-                       f"{len(items)} resource groups; at most {MAX_RESOURCE_ADDRESSES} addresses in all")
+            self.issue(
+                ("resources",), f"{len(items)} resource groups; at most {MAX_RESOURCE_ADDRESSES} addresses in all"
+            )
             return []
         groups: list[ResourceGroup] = []
         seen: dict[str, str] = {}  # address -> field path of its first definition
@@ -703,8 +704,9 @@ class _HAParser:
             return None
         return ResourceGroup(owner, tuple(r for r in resources if r is not None))
 
-    def group_mapping(self, item: dict, rel: Path, nodes: list[str] | None,
-                      seen: dict[str, str]) -> ResourceGroup | None:
+    def group_mapping(
+        self, item: dict, rel: Path, nodes: list[str] | None, seen: dict[str, str]
+    ) -> ResourceGroup | None:
         self.unknown_keys(item, _RESOURCE_KEYS, rel)
         owner = None
         if item.get("owner") is None:
@@ -728,8 +730,9 @@ class _HAParser:
             elif isinstance(entry, dict):
                 resource = self.address_mapping(entry, where)
             else:
-                self.issue(where, f"expected 'IP/PREFIX/IF' or a mapping (address, prefix, interface), "
-                                  f"got {describe(entry)}")
+                self.issue(
+                    where, f"expected 'IP/PREFIX/IF' or a mapping (address, prefix, interface), got {describe(entry)}"
+                )
                 resource = None
             resources.append(self.register(resource, where, seen))
         if owner is None or any(r is None for r in resources):
@@ -741,7 +744,7 @@ class _HAParser:
         body = text
         for agent in _RESOURCE_AGENTS:
             if body.startswith(agent):
-                body = body[len(agent):]
+                body = body[len(agent) :]
                 break
         parts = body.split("/")
         if len(parts) != 3 or not all(parts):
@@ -772,8 +775,9 @@ class _HAParser:
             return None
         return self.resource(address, prefix, name, rel + ("address",), rel + ("prefix",), rel + ("interface",))
 
-    def resource(self, text: str, prefix: int, name: str, at_address: Path, at_prefix: Path,
-                 at_interface: Path) -> Resource | None:
+    def resource(
+        self, text: str, prefix: int, name: str, at_address: Path, at_prefix: Path, at_interface: Path
+    ) -> Resource | None:
         ok = self.interface(name, at_interface)
         address = self.ip(text, at_address)
         if address is None:
@@ -848,13 +852,18 @@ class _HAParser:
         interval: float = fields["announce_interval"].default
         refresh: float = fields["announce_refresh"].default
         if self.present("announce_repeats"):
-            repeats = self.integer(self.get("announce_repeats"), ("announce_repeats",), 1, MAX_ANNOUNCE_REPEATS,
-                                   "announce_repeats") or repeats
+            repeats = (
+                self.integer(
+                    self.get("announce_repeats"), ("announce_repeats",), 1, MAX_ANNOUNCE_REPEATS, "announce_repeats"
+                )
+                or repeats
+            )
         value = self.time("announce_interval")
         if value is not None:
             if value > MAX_ANNOUNCE_INTERVAL:
-                self.issue(("announce_interval",),
-                           f"must be at most {MAX_ANNOUNCE_INTERVAL:g} s, got {_seconds(value)}")
+                self.issue(
+                    ("announce_interval",), f"must be at most {MAX_ANNOUNCE_INTERVAL:g} s, got {_seconds(value)}"
+                )
             elif not value > NEIGH_LOCKTIME:
                 self.issue(
                     ("announce_interval",),
@@ -870,7 +879,6 @@ class _HAParser:
                 self.issue(("announce_refresh",), f"must be 0 (off) or > {NEIGH_LOCKTIME:g} s, got {_seconds(value)}")
             refresh = value
         return repeats, interval, refresh
-
 
     def probing(self) -> dict[str, Any]:
         """ping_interval, ping_timeout (seconds, > 0, timeout <= interval), ping_rise, ping_fall (>= 1),
@@ -889,8 +897,9 @@ class _HAParser:
         timeout = out.get("ping_timeout", fields["ping_timeout"].default)
         if timeout > interval and ("ping_timeout" in out or "ping_interval" in out):
             where = "ping_timeout" if "ping_timeout" in out else "ping_interval"
-            self.issue((where,),
-                       f"ping_timeout ({_seconds(timeout)}) must not exceed ping_interval ({_seconds(interval)})")
+            self.issue(
+                (where,), f"ping_timeout ({_seconds(timeout)}) must not exceed ping_interval ({_seconds(interval)})"
+            )
         for key in ("ping_rise", "ping_fall"):
             if self.present(key):
                 value = self.integer(self.get(key), (key,), 1, 100)

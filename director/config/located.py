@@ -132,7 +132,9 @@ class LocatedLoader(yaml.SafeLoader):
             return super().construct_object(node, deep=deep)
         except (ValueError, OverflowError) as err:
             raise yaml.constructor.ConstructorError(
-                None, None, f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {escape(str(err)[:120])}",
+                None,
+                None,
+                f"cannot read this {node.tag.rsplit(':', 1)[-1]} value: {escape(str(err)[:120])}",
                 node.start_mark,
             ) from None
 
@@ -248,4 +250,3 @@ def locate(root: Any, path: Path, at_key: bool = False) -> Position:
         else:
             break
     return pos
-

@@ -219,5 +219,3 @@ def pydantic_message(schema: type[BaseModel] | None, err: Any) -> str:
     if kind == "finite_number":
         return f"expected a finite number, got {describe(value)}"
     return err["msg"]
-
-

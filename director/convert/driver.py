@@ -111,40 +111,59 @@ def _global_directives(cfg: LdConfig, issues: Issues) -> list[str]:
         "emailalertfrom": "e-mail alerts are not supported by directord",
         "smtp": "e-mail alerts are not supported by directord",
         "maintenancedir": "directord has no maintenance directory; take a real server out by setting its "
-                          "weight to 0 or removing it from the configuration, then reload",
+        "weight to 0 or removing it from the configuration, then reload",
     }
     for name, what in unsupported.items():
         if cfg.opt(name) is not None:
             issues.warn(cfg.opt_line(name), name, f"not converted: {what}")
     if cfg.opt("autoreload") == "yes":
-        issues.warn(cfg.opt_line("autoreload"), "autoreload",
-                    "directord does not watch its file: reload it with SIGHUP (systemctl reload directord)")
+        issues.warn(
+            cfg.opt_line("autoreload"),
+            "autoreload",
+            "directord does not watch its file: reload it with SIGHUP (systemctl reload directord)",
+        )
     elif cfg.opt("autoreload") is not None:
         issues.note(cfg.opt_line("autoreload"), "autoreload", "directord reloads on SIGHUP only, as autoreload=no")
     if cfg.opt("logfile") is not None:
         issues.note(cfg.opt_line("logfile"), "logfile", "directord logs to stderr (the journal under systemd)")
     for key, (value, line) in cfg.globals.items():
         if key.startswith("execute:"):
-            issues.warn(line, "execute", f"another ldirectord instance ({value}): convert its file separately "
-                                         "(directord runs one configuration per process)")
+            issues.warn(
+                line,
+                "execute",
+                f"another ldirectord instance ({value}): convert its file separately "
+                "(directord runs one configuration per process)",
+            )
     if cfg.opt("fork") is not None:
         issues.note(cfg.opt_line("fork"), "fork", "directord checks every real server concurrently (as fork=yes)")
     if cfg.opt("supervised") is not None:
         issues.note(cfg.opt_line("supervised"), "supervised", "directord run always stays in the foreground")
     if cfg.opt("readdquiescent") is not None:
-        issues.note(cfg.opt_line("readdquiescent"), "readdquiescent",
-                    "directord repairs its table on every reconcile: a quiescent real server missing from the "
-                    "table is added back at weight 0 (as readdquiescent=yes)")
+        issues.note(
+            cfg.opt_line("readdquiescent"),
+            "readdquiescent",
+            "directord repairs its table on every reconcile: a quiescent real server missing from the "
+            "table is added back at weight 0 (as readdquiescent=yes)",
+        )
     if cfg.opt("checkcount") is not None:
-        issues.note(cfg.opt_line("checkcount"), "checkcount",
-                    "deprecated; ldirectord 4.12 stores it but never uses it; not converted")
+        issues.note(
+            cfg.opt_line("checkcount"),
+            "checkcount",
+            "deprecated; ldirectord 4.12 stores it but never uses it; not converted",
+        )
     cleanstop = cfg.opt("cleanstop")
     if cleanstop == "yes":
-        issues.warn(cfg.opt_line("cleanstop"), "cleanstop", "directord leaves the IPVS table in place when it "
-                                                            "stops (cleanstop=no behaviour)")
+        issues.warn(
+            cfg.opt_line("cleanstop"),
+            "cleanstop",
+            "directord leaves the IPVS table in place when it stops (cleanstop=no behaviour)",
+        )
     elif cleanstop == "no":
-        issues.note(cfg.opt_line("cleanstop"), "cleanstop", "directord leaves the IPVS table in place when it "
-                                                            "stops, as cleanstop=no")
+        issues.note(
+            cfg.opt_line("cleanstop"),
+            "cleanstop",
+            "directord leaves the IPVS table in place when it stops, as cleanstop=no",
+        )
     settings = []
     for name in ("checkinterval", "checktimeout", "negotiatetimeout", "failurecount", "quiescent"):
         value = cfg.opt(name)
@@ -153,8 +172,10 @@ def _global_directives(cfg: LdConfig, issues: Issues) -> list[str]:
             shown = "unset (defaults: the other timeout, then 5 s / 30 s)"
         settings.append(f"{name}={shown}")
     lines.append("ldirectord globals applied to every service: " + ", ".join(settings))
-    lines.append("stop: directord leaves the IPVS table in place when it stops (ldirectord's cleanstop=yes, "
-                 "its default, removed it)")
+    lines.append(
+        "stop: directord leaves the IPVS table in place when it stops (ldirectord's cleanstop=yes, "
+        "its default, removed it)"
+    )
     return lines
 
 
@@ -168,8 +189,13 @@ def _yaml_printable(text: str) -> str:
     out = []
     for ch in text:
         c = ord(ch)
-        if c in (0x9, 0xA, 0xD, 0x85) or 0x20 <= c <= 0x7E or 0xA0 <= c <= 0xD7FF or 0xE000 <= c <= 0xFFFD \
-                or c >= 0x10000:
+        if (
+            c in (0x9, 0xA, 0xD, 0x85)
+            or 0x20 <= c <= 0x7E
+            or 0xA0 <= c <= 0xD7FF
+            or 0xE000 <= c <= 0xFFFD
+            or c >= 0x10000
+        ):
             out.append(ch)
         else:
             out.append(f"\\x{c:02x}" if c <= 0xFF else f"\\u{c:04x}")
@@ -196,8 +222,9 @@ def _dump(data: Any, indent: str) -> str:
     return "".join(f"{indent}{line}\n" if line else "\n" for line in text.splitlines())
 
 
-def _render(sources: list[str], header: list[str], services: list[ServiceOut], ha: dict[str, Any] | None,
-            issues: list[Issue]) -> str:
+def _render(
+    sources: list[str], header: list[str], services: list[ServiceOut], ha: dict[str, Any] | None, issues: list[Issue]
+) -> str:
     out = ["# directord configuration converted by `directord convert` from:\n"]
     out += [f"#   {_yaml_printable(src).splitlines()[0] if src else src}\n" for src in sources]
     out.append("#\n")
@@ -220,8 +247,10 @@ def _render(sources: list[str], header: list[str], services: list[ServiceOut], h
                 out.append(_comment(text, "  "))
             out.append(_dump([service.data], "  "))
     if ha is not None:
-        out.append("\n# heartbeat's ha.cf and haresources (compat heartbeat: heartbeat's timers, units and defaults;\n"
-                   "# a directord node and a heartbeat node can run as a pair during the migration).\n")
+        out.append(
+            "\n# heartbeat's ha.cf and haresources (compat heartbeat: heartbeat's timers, units and defaults;\n"
+            "# a directord node and a heartbeat node can run as a pair during the migration).\n"
+        )
         if "node" not in ha:
             out.append("# node: not set: each director finds itself by its host name (uname -n), as heartbeat does.\n")
         out.append(_dump({"ha": ha}, ""))
@@ -273,8 +302,9 @@ def convert_text(
     if ha_cf is not None:
         ha_issues = Issues(ha_cf_path)
         res_issues = Issues(haresources_path)
-        ha = convert_ha(ha_cf, ha_issues, haresources=haresources, haresources_issues=res_issues,
-                        authkeys=authkeys, node=node)
+        ha = convert_ha(
+            ha_cf, ha_issues, haresources=haresources, haresources_issues=res_issues, authkeys=authkeys, node=node
+        )
         all_issues += sorted(ha_issues.items, key=lambda i: i.line) + sorted(res_issues.items, key=lambda i: i.line)
         sources.append(ha_cf_path)
         if haresources is not None:
@@ -346,9 +376,14 @@ def convert_files(
     if ha_cf is not None and authkeys is None:
         authkeys = os.path.join(os.path.dirname(os.path.abspath(ha_cf)), "authkeys")
     authkeys_abs = os.path.abspath(authkeys) if authkeys is not None else "/etc/ha.d/authkeys"
-    kwargs = dict(ha_cf=ha_text, ha_cf_path=ha_cf or "ha.cf", haresources=res_text,
-                  haresources_path=haresources or "haresources", authkeys=authkeys_abs,
-                  resolver=resolver or SystemResolver())
+    kwargs = dict(
+        ha_cf=ha_text,
+        ha_cf_path=ha_cf or "ha.cf",
+        haresources=res_text,
+        haresources_path=haresources or "haresources",
+        authkeys=authkeys_abs,
+        resolver=resolver or SystemResolver(),
+    )
     result = convert_text(ld_text, ldirectord, node=node, **kwargs)
     check_text = result.text
     if ha_text is not None and node is None:
@@ -360,9 +395,17 @@ def convert_files(
         parse_config(check_text, target)
     except ConfigError as err:
         raise ConvertError(
-            [Issue("error", issue.file, issue.line, issue.field,
-                   f"the converted configuration is refused by directord: {issue.message}")
-             for issue in err.issues] + result.issues
+            [
+                Issue(
+                    "error",
+                    issue.file,
+                    issue.line,
+                    issue.field,
+                    f"the converted configuration is refused by directord: {issue.message}",
+                )
+                for issue in err.issues
+            ]
+            + result.issues
         ) from None
     return result
 
@@ -388,8 +431,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
         print("error: --haresources and --authkeys need --ha-cf", file=sys.stderr)
         return 1
     try:
-        result = convert_files(args.ldirectord, ha_cf=args.ha_cf, haresources=args.haresources,
-                               authkeys=args.authkeys, node=args.node, output=args.output)
+        result = convert_files(
+            args.ldirectord,
+            ha_cf=args.ha_cf,
+            haresources=args.haresources,
+            authkeys=args.authkeys,
+            node=args.node,
+            output=args.output,
+        )
     except ConvertError as err:
         for issue in err.issues:
             print(f"{issue.severity}: {issue}", file=sys.stderr)
@@ -406,8 +455,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
             print(f"error: {args.output}: cannot write: {err.strerror or err}", file=sys.stderr)
             return 1
         warnings = len(result.warnings)
-        print(f"wrote {args.output} ({warnings} warning{'s' if warnings != 1 else ''}, "
-              f"{len(result.notes)} notes in its header)", file=sys.stderr)
+        print(
+            f"wrote {args.output} ({warnings} warning{'s' if warnings != 1 else ''}, "
+            f"{len(result.notes)} notes in its header)",
+            file=sys.stderr,
+        )
     else:
         sys.stdout.write(result.text)
     return 0
@@ -415,15 +467,21 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``directord convert`` on the top-level subparsers ``sub``."""
-    p = sub.add_parser("convert", help="convert an ldirectord.cf (and heartbeat's ha.cf/haresources) to directord YAML",
-                       description="Convert an ldirectord (+ heartbeat) configuration to directord's YAML. "
-                                   "Errors name FILE:LINE and nothing is written; warnings name what directord "
-                                   "cannot express yet.")
+    p = sub.add_parser(
+        "convert",
+        help="convert an ldirectord.cf (and heartbeat's ha.cf/haresources) to directord YAML",
+        description="Convert an ldirectord (+ heartbeat) configuration to directord's YAML. "
+        "Errors name FILE:LINE and nothing is written; warnings name what directord "
+        "cannot express yet.",
+    )
     p.add_argument("--ldirectord", required=True, metavar="FILE", help="ldirectord.cf to convert")
     p.add_argument("--ha-cf", metavar="FILE", help="heartbeat's ha.cf: adds the ha section")
     p.add_argument("--haresources", metavar="FILE", help="heartbeat's haresources: the ha resources (VIPs)")
-    p.add_argument("--authkeys", metavar="FILE",
-                   help="heartbeat's authkeys file, referenced by path (default: authkeys next to ha.cf)")
+    p.add_argument(
+        "--authkeys",
+        metavar="FILE",
+        help="heartbeat's authkeys file, referenced by path (default: authkeys next to ha.cf)",
+    )
     p.add_argument("--node", metavar="NAME", help="write ha.node (default: none, the host name is used)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the notes on stderr")

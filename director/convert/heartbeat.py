@@ -72,8 +72,18 @@ _UNSUPPORTED = {
     "enable_config_writes": "CRM settings",
 }
 #: Directives about heartbeat's own logging and process management: directord logs to stderr/journal.
-_LOGGING = ("logfile", "debugfile", "logfacility", "use_logd", "conn_logd_time", "debug", "log_badpack",
-            "coredumps", "coreroot", "apiauth")
+_LOGGING = (
+    "logfile",
+    "debugfile",
+    "logfacility",
+    "use_logd",
+    "conn_logd_time",
+    "debug",
+    "log_badpack",
+    "coredumps",
+    "coreroot",
+    "apiauth",
+)
 
 
 def _seconds(text: str) -> float | int | None:
@@ -146,15 +156,22 @@ def _parse_ha_cf(text: str, issues: Issues) -> dict[str, Any]:
                 issues.error(line, directive, f"expected on or off, got {quote(value)}")
             elif "auto_failback" not in ha:
                 ha["auto_failback"] = False if word in _TRUE else "legacy"
-                issues.note(line, directive, "the old spelling of auto_failback "
-                                             f"{'off' if word in _TRUE else 'legacy'}; converted so")
+                issues.note(
+                    line,
+                    directive,
+                    f"the old spelling of auto_failback {'off' if word in _TRUE else 'legacy'}; converted so",
+                )
         elif directive == "ping":
             for address in value.split():
                 try:
                     pings.append(str(ipaddress.ip_address(address)))
                 except ValueError:
-                    issues.error(line, directive, f"ping node {quote(address)} is not an IP address "
-                                                  "(directord takes addresses, so that loading does no DNS lookup)")
+                    issues.error(
+                        line,
+                        directive,
+                        f"ping node {quote(address)} is not an IP address "
+                        "(directord takes addresses, so that loading does no DNS lookup)",
+                    )
         elif directive == "respawn":
             if value.split()[-1:] and value.split()[-1].endswith("/ipfail"):
                 issues.note(line, directive, "ipfail: directord's node acts on the ping nodes itself, as ipfail does")
@@ -162,8 +179,12 @@ def _parse_ha_cf(text: str, issues: Issues) -> dict[str, Any]:
                 issues.warn(line, directive, f"directord does not start other programs ({quote(value)}); not converted")
         elif directive in ("crm", "pacemaker"):
             if value.lower() in _TRUE + ("respawn",):
-                issues.warn(line, directive, "resources managed by a CRM (pacemaker) are not converted: directord "
-                                             "implements heartbeat's v1 resource manager (haresources)")
+                issues.warn(
+                    line,
+                    directive,
+                    "resources managed by a CRM (pacemaker) are not converted: directord "
+                    "implements heartbeat's v1 resource manager (haresources)",
+                )
             else:
                 issues.note(line, directive, "v1 resource management (haresources), as directord does")
         elif directive in _LOGGING:
@@ -171,7 +192,7 @@ def _parse_ha_cf(text: str, issues: Issues) -> dict[str, Any]:
         elif directive in _UNSUPPORTED:
             issues.warn(line, directive, f"not supported by directord: {_UNSUPPORTED[directive]}; not converted")
         else:
-            issues.error(line, directive, "unknown directive (heartbeat refuses it: \"Illegal directive\")")
+            issues.error(line, directive, 'unknown directive (heartbeat refuses it: "Illegal directive")')
     if not nodes:
         issues.error(0, "node", "no node directive: the ha section needs every node of the cluster")
     if not media:
@@ -218,36 +239,55 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
                     agent, args = "IPaddr", resource
             if agent not in ("IPaddr", "IPaddr2", "IPv6addr"):
                 if agent == "ldirectord":
-                    issues.note(line, "haresources", f"{resource}: directord itself replaces ldirectord "
-                                                     "(its virtual services are the ones converted above)")
+                    issues.note(
+                        line,
+                        "haresources",
+                        f"{resource}: directord itself replaces ldirectord "
+                        "(its virtual services are the ones converted above)",
+                    )
                 elif agent == "LVSSyncDaemonSwap":
-                    issues.warn(line, "haresources", f"{resource}: the IPVS connection sync daemon is not "
-                                                     "managed by directord; not converted")
+                    issues.warn(
+                        line,
+                        "haresources",
+                        f"{resource}: the IPVS connection sync daemon is not managed by directord; not converted",
+                    )
                 else:
-                    issues.warn(line, "haresources", f"{resource}: directord only moves addresses; this "
-                                                     "resource is not converted")
+                    issues.warn(
+                        line,
+                        "haresources",
+                        f"{resource}: directord only moves addresses; this resource is not converted",
+                    )
                 continue
             parts = args.split("::")[0].split("/") if agent != "IPv6addr" else args.split("/")
             try:
                 address = str(ipaddress.ip_address(parts[0]))
             except ValueError:
                 if agent == "IPaddr" and not sep:
-                    issues.warn(line, "haresources", f"{resource}: directord only moves addresses; this "
-                                                     "resource is not converted")
+                    issues.warn(
+                        line,
+                        "haresources",
+                        f"{resource}: directord only moves addresses; this resource is not converted",
+                    )
                 else:
                     issues.error(line, "haresources", f"{resource}: {quote(parts[0])} is not an IP address")
                 continue
             if len(parts) < 3 or not parts[1] or not parts[2]:
-                issues.error(line, "haresources",
-                             f"{resource}: no prefix length and interface: heartbeat guesses them from the routing "
-                             f"table, directord needs them written, e.g. {address}/24/eth0")
+                issues.error(
+                    line,
+                    "haresources",
+                    f"{resource}: no prefix length and interface: heartbeat guesses them from the routing "
+                    f"table, directord needs them written, e.g. {address}/24/eth0",
+                )
                 continue
             if not parts[1].isdigit():
                 issues.error(line, "haresources", f"{resource}: prefix length {quote(parts[1])} is not a number")
                 continue
             if len(parts) > 3 or "::" in args:
-                issues.note(line, "haresources", f"{resource}: broadcast address and further arguments left to "
-                                                 "the kernel's defaults")
+                issues.note(
+                    line,
+                    "haresources",
+                    f"{resource}: broadcast address and further arguments left to the kernel's defaults",
+                )
             addresses.append(f"{address}/{parts[1]}/{parts[2]}")
         if addresses:
             groups.append({"owner": owner.lower(), "addresses": addresses})
@@ -256,8 +296,15 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
     return groups
 
 
-def convert_ha(ha_cf: str, ha_cf_issues: Issues, *, haresources: str | None = None,
-               haresources_issues: Issues | None = None, authkeys: str, node: str | None = None) -> dict[str, Any]:
+def convert_ha(
+    ha_cf: str,
+    ha_cf_issues: Issues,
+    *,
+    haresources: str | None = None,
+    haresources_issues: Issues | None = None,
+    authkeys: str,
+    node: str | None = None,
+) -> dict[str, Any]:
     """The ``ha:`` mapping for heartbeat's ha.cf (and haresources).
 
     Args:

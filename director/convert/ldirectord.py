@@ -54,9 +54,25 @@ __all__ = [
 #: ldirectord's service name -> port table (``ld_service_to_port``); the reverse is
 #: ``ld_port_to_service``, used when ``service`` is not given.
 SERVICE_PORTS: dict[str, int] = {
-    "ftp": 21, "smtp": 25, "dns": 53, "http": 80, "pop": 110, "nntp": 119, "imap": 143, "ldap": 389,
-    "https": 443, "submission": 587, "ldaps": 636, "imaps": 993, "pops": 995, "oracle": 1521,
-    "radius": 1812, "http_proxy": 3128, "mysql": 3306, "sip": 5060, "pgsql": 5432,
+    "ftp": 21,
+    "smtp": 25,
+    "dns": 53,
+    "http": 80,
+    "pop": 110,
+    "nntp": 119,
+    "imap": 143,
+    "ldap": 389,
+    "https": 443,
+    "submission": 587,
+    "ldaps": 636,
+    "imaps": 993,
+    "pops": 995,
+    "oracle": 1521,
+    "radius": 1812,
+    "http_proxy": 3128,
+    "mysql": 3306,
+    "sip": 5060,
+    "pgsql": 5432,
 }
 _PORT_SERVICES = {port: name for name, port in SERVICE_PORTS.items()}
 
@@ -74,10 +90,29 @@ FORWARD_NAMES = {"gate": "dr", "masq": "nat", "ipip": "tun"}
 
 #: Port names of /etc/services that ldirectord files commonly use (IANA service names).
 _WELL_KNOWN_PORTS: dict[str, int] = {
-    "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53, "http": 80, "www": 80, "pop3": 110,
-    "nntp": 119, "imap2": 143, "imap": 143, "ldap": 389, "https": 443, "submission": 587, "ldaps": 636,
-    "imaps": 993, "pop3s": 995, "mysql": 3306, "postgresql": 5432, "sip": 5060, "radius": 1812,
-    "http-alt": 8080, "webcache": 8080,
+    "ftp": 21,
+    "ssh": 22,
+    "telnet": 23,
+    "smtp": 25,
+    "domain": 53,
+    "http": 80,
+    "www": 80,
+    "pop3": 110,
+    "nntp": 119,
+    "imap2": 143,
+    "imap": 143,
+    "ldap": 389,
+    "https": 443,
+    "submission": 587,
+    "ldaps": 636,
+    "imaps": 993,
+    "pop3s": 995,
+    "mysql": 3306,
+    "postgresql": 5432,
+    "sip": 5060,
+    "radius": 1812,
+    "http-alt": 8080,
+    "webcache": 8080,
 }
 
 
@@ -294,8 +329,13 @@ class _Parser:
                 i += 1
                 virtual, i = self.virtual_block(m, lineno, i)
                 if virtual is not None:
-                    ident = (virtual.protocol, virtual.family if virtual.fwmark else 0, virtual.address,
-                             virtual.port, virtual.fwmark)
+                    ident = (
+                        virtual.protocol,
+                        virtual.family if virtual.fwmark else 0,
+                        virtual.address,
+                        virtual.port,
+                        virtual.fwmark,
+                    )
                     if ident in seen:
                         self.error(lineno, "virtual", f"duplicate virtual server (first defined on line {seen[ident]})")
                     else:
@@ -317,8 +357,11 @@ class _Parser:
         value_m = re.match(r"[a-z0-9]+\s*=\s*(.*)", text)
         value = value_m.group(1) if value_m else None
         if name in ("timeout", "connecttimeout"):
-            self.error(line, name, f"{name} is deprecated in favour of checktimeout and negotiatetimeout "
-                                   "(ldirectord refuses it)")
+            self.error(
+                line,
+                name,
+                f"{name} is deprecated in favour of checktimeout and negotiatetimeout (ldirectord refuses it)",
+            )
             return
         if name == "supervised" and value is None and re.fullmatch(r"supervised\s*", text):
             g["supervised"] = ("yes", line)
@@ -390,7 +433,7 @@ class _Parser:
                 self.error(line, "emailalertstatus", f"invalid email alert status at: {quote(word)}")
                 return False
         if "none" in words and len(words) > 1:
-            self.error(line, "emailalertstatus", "\"none\" cannot be combined with another status")
+            self.error(line, "emailalertstatus", '"none" cannot be combined with another status')
             return False
         return True
 
@@ -419,8 +462,15 @@ class _Parser:
         protocol = "fwm" if fwmark is not None else "tcp"
         if ip_port is not None and ip_port[1] in ("53", "domain"):
             protocol = "udp"
-        v = LdVirtual(line=line, family=family, address=None, port=0, fwmark=fwmark, protocol=protocol,
-                      header=self.lines[line - 1].strip())
+        v = LdVirtual(
+            line=line,
+            family=family,
+            address=None,
+            port=0,
+            fwmark=fwmark,
+            protocol=protocol,
+            header=self.lines[line - 1].strip(),
+        )
         real_todo: list[tuple[str, int]] = []
         fallback_todo: tuple[str, int] | None = None
         n = len(self.lines)
@@ -513,8 +563,12 @@ class _Parser:
             elif wm and wm.group(1) in CHECKTYPES:
                 store(wm.group(1))
             else:
-                self.error(line, name, 'checktype must be "connect", "negotiate", "on", "off", "ping", "external", '
-                                       '"external-perl" or a positive number')
+                self.error(
+                    line,
+                    name,
+                    'checktype must be "connect", "negotiate", "on", "off", "ping", "external", '
+                    '"external-perl" or a positive number',
+                )
         elif name in ("checkcommand", "fallbackcommand"):
             q = re.match(r'"(.*)"', value)
             text = q.group(1) if q else value
@@ -665,8 +719,13 @@ class _Parser:
             if port is None:
                 self.error(line, directive, f"invalid port for fallback server: {quote(port_text)}")
                 return None
-        return LdFallback(address=address, port=port, forward=fwd or "gate", line=line,
-                          name=server if address != server.strip("[]") else "")
+        return LdFallback(
+            address=address,
+            port=port,
+            forward=fwd or "gate",
+            line=line,
+            name=server if address != server.strip("[]") else "",
+        )
 
     def real(self, v: LdVirtual, text: str, line: int) -> None:
         """ldirectord's ``_ld_read_config_real_resolve``, ``add_real_server_range`` and ``add_real_server``."""
@@ -699,8 +758,12 @@ class _Parser:
                 self.error(line, directive, f"invalid range {ip1}->{ip2}: the first address must not be above the last")
                 return
             if b - a + 1 > MAX_REAL_RANGE:
-                self.error(line, directive, f"range {ip1}->{ip2} has {b - a + 1} addresses; at most "
-                           f"{MAX_REAL_RANGE} are converted (list larger sets as several ranges)")
+                self.error(
+                    line,
+                    directive,
+                    f"range {ip1}->{ip2} has {b - a + 1} addresses; at most "
+                    f"{MAX_REAL_RANGE} are converted (list larger sets as several ranges)",
+                )
                 return
             addresses = [str(ipaddress.IPv4Address(x)) for x in range(a, b + 1)]
         if self.reals + len(addresses) > MAX_REALS:
@@ -709,9 +772,20 @@ class _Parser:
         self.reals += len(addresses)
         for address in addresses:
             forward, weight, request, receive, low, high = parsed
-            v.reals.append(LdReal(address=address, port=port, forward=forward, weight=weight, line=line,
-                                  request=request, receive=receive, l_threshold=low, u_threshold=high,
-                                  name=first if last is None and address != first.strip("[]") else ""))
+            v.reals.append(
+                LdReal(
+                    address=address,
+                    port=port,
+                    forward=forward,
+                    weight=weight,
+                    line=line,
+                    request=request,
+                    receive=receive,
+                    l_threshold=low,
+                    u_threshold=high,
+                    name=first if last is None and address != first.strip("[]") else "",
+                )
+            )
 
     def real_flags(self, flags: str, line: int, directive: str):
         """``gate|masq|ipip [WEIGHT] ["REQUEST", "RECEIVE"] [l:N] [u:N]`` as ``add_real_server`` reads it."""

@@ -113,9 +113,11 @@ class _Translator:
         if name is not None and name.strip():
             name = name.strip()
             if name in self.names:
-                self.issues.note(v.opt_line("servicename"), "servicename",
-                                 f"name {quote(name)} is already used by another virtual; "
-                                 "the service gets a numbered name")
+                self.issues.note(
+                    v.opt_line("servicename"),
+                    "servicename",
+                    f"name {quote(name)} is already used by another virtual; the service gets a numbered name",
+                )
                 k = 2
                 while f"{name} ({k})" in self.names:
                     k += 1
@@ -130,20 +132,28 @@ class _Translator:
             d["port"] = v.port
             d["protocol"] = v.protocol
             if v.host_name:
-                self.issues.note(v.line, "virtual", f"host name {quote(v.host_name)} resolved now to {v.address} "
-                                                    "(ldirectord resolves it at each start)")
+                self.issues.note(
+                    v.line,
+                    "virtual",
+                    f"host name {quote(v.host_name)} resolved now to {v.address} "
+                    "(ldirectord resolves it at each start)",
+                )
         scheduler = v.opt("scheduler") or DEFAULTS["scheduler"]
         if scheduler not in SCHEDULERS:
-            self.issues.error(v.opt_line("scheduler"), "scheduler",
-                              f"unknown scheduler {quote(scheduler)} (ipvsadm would refuse it); "
-                              f"known: {', '.join(sorted(SCHEDULERS))}")
+            self.issues.error(
+                v.opt_line("scheduler"),
+                "scheduler",
+                f"unknown scheduler {quote(scheduler)} (ipvsadm would refuse it); "
+                f"known: {', '.join(sorted(SCHEDULERS))}",
+            )
         d["scheduler"] = scheduler
         flags = self.sched_flags(v, scheduler)
         if flags:
             d["scheduler_flags"] = flags
         forwards = Counter(FORWARD_NAMES[r.forward] for r in v.reals)
-        forwarding = forwards.most_common(1)[0][0] if forwards else (
-            FORWARD_NAMES[v.fallback.forward] if v.fallback else "dr")
+        forwarding = (
+            forwards.most_common(1)[0][0] if forwards else (FORWARD_NAMES[v.fallback.forward] if v.fallback else "dr")
+        )
         d["forwarding"] = forwarding
         persistence = self.persistence(v)
         if persistence is not None:
@@ -151,8 +161,11 @@ class _Translator:
         quiescent = v.opt("quiescent") or self.g("quiescent")
         d["on_failure"] = "quiescent" if quiescent == "yes" else "remove"
         if v.opt("ops") == "yes":
-            self.issues.warn(v.opt_line("ops"), "ops", "one-packet scheduling is not supported by directord yet; "
-                                                        "the service is converted without it")
+            self.issues.warn(
+                v.opt_line("ops"),
+                "ops",
+                "one-packet scheduling is not supported by directord yet; the service is converted without it",
+            )
         self.virtual_only_directives(v)
         check, per_real = self.check(v, out)
         d["check"] = check
@@ -176,8 +189,11 @@ class _Translator:
             if word in ("sh-fallback", "sh-port", "mh-fallback", "mh-port") and word.startswith(scheduler + "-"):
                 flags.append(word)
             else:
-                self.issues.warn(line, "schedflags", f"scheduler flag {quote(word)} with scheduler {scheduler} "
-                                                     "is not supported by directord; left out")
+                self.issues.warn(
+                    line,
+                    "schedflags",
+                    f"scheduler flag {quote(word)} with scheduler {scheduler} is not supported by directord; left out",
+                )
         return flags
 
     def persistence(self, v: LdVirtual) -> dict[str, Any] | None:
@@ -185,12 +201,18 @@ class _Translator:
         netmask = v.opt("netmask")
         if timeout is None:
             if netmask is not None:
-                self.issues.note(v.opt_line("netmask"), "netmask",
-                                 "netmask without persistent has no effect in ldirectord; not converted")
+                self.issues.note(
+                    v.opt_line("netmask"),
+                    "netmask",
+                    "netmask without persistent has no effect in ldirectord; not converted",
+                )
             return None
         if int(timeout) == 0:
-            self.issues.error(v.opt_line("persistent"), "persistent",
-                              "persistent=0: ipvsadm refuses a persistence timeout of 0 seconds")
+            self.issues.error(
+                v.opt_line("persistent"),
+                "persistent",
+                "persistent=0: ipvsadm refuses a persistence timeout of 0 seconds",
+            )
             return None
         out: dict[str, Any] = {"timeout": int(timeout)}
         if netmask is not None:
@@ -211,35 +233,59 @@ class _Translator:
         if v.opt("cleanstop") is not None:
             self.cleanstop_issue(v.opt_line("cleanstop"), v.opt("cleanstop"))
         if v.opt("load") is not None:
-            self.issues.note(v.opt_line("load"), "load", "ldirectord 4.12 stores this value but never uses it; "
-                                                         "not converted")
+            self.issues.note(
+                v.opt_line("load"), "load", "ldirectord 4.12 stores this value but never uses it; not converted"
+            )
         if v.opt("checkcount") is not None:
-            self.issues.note(v.opt_line("checkcount"), "checkcount",
-                             "deprecated; ldirectord 4.12 stores it but never uses it; not converted "
-                             "(failurecount is converted to check.fall)")
+            self.issues.note(
+                v.opt_line("checkcount"),
+                "checkcount",
+                "deprecated; ldirectord 4.12 stores it but never uses it; not converted "
+                "(failurecount is converted to check.fall)",
+            )
 
     def cleanstop_issue(self, line: int, value: str | None) -> None:
         if value == "yes":
-            self.issues.warn(line, "cleanstop", "directord leaves the IPVS table in place when it stops "
-                                                "(cleanstop=no behaviour); cleanstop=yes is not converted")
+            self.issues.warn(
+                line,
+                "cleanstop",
+                "directord leaves the IPVS table in place when it stops "
+                "(cleanstop=no behaviour); cleanstop=yes is not converted",
+            )
         else:
-            self.issues.note(line, "cleanstop", "directord leaves the IPVS table in place when it stops, "
-                                                "as cleanstop=no does")
+            self.issues.note(
+                line, "cleanstop", "directord leaves the IPVS table in place when it stops, as cleanstop=no does"
+            )
 
     # -- health check
 
     def timeouts(self, v: LdVirtual) -> tuple[int, int]:
         """(checktimeout, negotiatetimeout) in seconds, as ``ld_setup`` settles them."""
+
         def first(*values):
             for value in values:
                 if value is not None:
                     return int(value)
             return None
 
-        checktimeout = first(v.opt("checktimeout"), v.opt("negotiatetimeout"), self.cfg.opt("checktimeout"),
-                             self.cfg.opt("negotiatetimeout")) or DEFAULTS["checktimeout"]
-        negotiate = first(v.opt("negotiatetimeout"), v.opt("checktimeout"), self.cfg.opt("negotiatetimeout"),
-                          self.cfg.opt("checktimeout")) or DEFAULTS["negotiatetimeout"]
+        checktimeout = (
+            first(
+                v.opt("checktimeout"),
+                v.opt("negotiatetimeout"),
+                self.cfg.opt("checktimeout"),
+                self.cfg.opt("negotiatetimeout"),
+            )
+            or DEFAULTS["checktimeout"]
+        )
+        negotiate = (
+            first(
+                v.opt("negotiatetimeout"),
+                v.opt("checktimeout"),
+                self.cfg.opt("negotiatetimeout"),
+                self.cfg.opt("checktimeout"),
+            )
+            or DEFAULTS["negotiatetimeout"]
+        )
         return checktimeout, negotiate
 
     def interval(self, v: LdVirtual) -> int:
@@ -247,9 +293,12 @@ class _Translator:
         if own is not None:
             if self.g("fork") == "yes":
                 return int(own)
-            self.issues.note(v.opt_line("checkinterval"), "checkinterval",
-                             "ldirectord ignores a virtual's checkinterval when fork=no; the global "
-                             f"checkinterval ({self.g('checkinterval')} s) is used, as ldirectord does")
+            self.issues.note(
+                v.opt_line("checkinterval"),
+                "checkinterval",
+                "ldirectord ignores a virtual's checkinterval when fork=no; the global "
+                f"checkinterval ({self.g('checkinterval')} s) is used, as ldirectord does",
+            )
         return int(self.g("checkinterval"))
 
     def receive_usable(self, receive: str, line: int, directive: str) -> bool:
@@ -262,8 +311,11 @@ class _Translator:
         problem = re2_problem(receive)
         if problem is None:
             return True
-        self.issues.warn(line, directive, f"the receive pattern {quote(receive)} {problem}; left out: the HTTP "
-                                          "check tests the status only")
+        self.issues.warn(
+            line,
+            directive,
+            f"the receive pattern {quote(receive)} {problem}; left out: the HTTP check tests the status only",
+        )
         return False
 
     def check(self, v: LdVirtual, out: ServiceOut) -> tuple[dict[str, Any], bool]:
@@ -287,17 +339,26 @@ class _Translator:
         def tcp_instead(line: int, directive: str, what: str, timeout: int) -> None:
             if udp:
                 check["type"] = "none"
-                self.issues.warn(line, directive, f"{what} has no directord counterpart for UDP yet; the real "
-                                                  "servers are not checked (check type none)")
+                self.issues.warn(
+                    line,
+                    directive,
+                    f"{what} has no directord counterpart for UDP yet; the real "
+                    "servers are not checked (check type none)",
+                )
             else:
                 check["type"] = "tcp"
                 check["timeout"] = timeout
-                self.issues.warn(line, directive, f"{what} has no directord counterpart yet; "
-                                                  "converted to a TCP connect check")
+                self.issues.warn(
+                    line, directive, f"{what} has no directord counterpart yet; converted to a TCP connect check"
+                )
 
         if checktype.isdigit():
-            self.issues.warn(ct_line, "checktype", f"checktype={checktype} (connect checks with a negotiate check "
-                                                   "every N times): directord runs the negotiate check every time")
+            self.issues.warn(
+                ct_line,
+                "checktype",
+                f"checktype={checktype} (connect checks with a negotiate check "
+                "every N times): directord runs the negotiate check every time",
+            )
             checktype = "negotiate"
         if checktype == "negotiate":
             if service in ("http", "https"):
@@ -315,15 +376,18 @@ class _Translator:
                     check["expect_body"] = receive
                 if service == "https":
                     check["verify_tls"] = False
-                out.comments.append(f"{service} check: any 2xx answer counts, as for ldirectord (LWP); "
-                                    "ldirectord's LWP also follows redirects, directord does not")
+                out.comments.append(
+                    f"{service} check: any 2xx answer counts, as for ldirectord (LWP); "
+                    "ldirectord's LWP also follows redirects, directord does not"
+                )
             elif service == "none":
                 check["type"] = "none"
                 out.comments.append("service none: ldirectord's negotiate check always succeeds (check_none)")
             else:
                 how = "explicit" if explicit_service else f"from port {v.port}" if v.fwmark is None else ""
-                tcp_instead(svc_line, "service", f"the {service} negotiate check ({how})".replace(" ()", ""),
-                            negotiatetimeout)
+                tcp_instead(
+                    svc_line, "service", f"the {service} negotiate check ({how})".replace(" ()", ""), negotiatetimeout
+                )
         elif checktype == "connect":
             if udp:
                 tcp_instead(ct_line, "checktype", "checktype=connect on UDP (an ICMP ping in ldirectord)", checktimeout)
@@ -338,35 +402,51 @@ class _Translator:
             check["command"] = [command]
             check["timeout"] = checktimeout
             if any(c.isspace() for c in command):
-                self.issues.warn(v.opt_line("checkcommand"), "checkcommand",
-                                 "ldirectord executes the whole value as one program name (no shell, no "
-                                 "arguments); kept as one program name")
-            out.comments.append("external check: directord passes VIP, virtual port, real server and checked "
-                                "port, ldirectord the real server's own port as the fourth argument")
+                self.issues.warn(
+                    v.opt_line("checkcommand"),
+                    "checkcommand",
+                    "ldirectord executes the whole value as one program name (no shell, no "
+                    "arguments); kept as one program name",
+                )
+            out.comments.append(
+                "external check: directord passes VIP, virtual port, real server and checked "
+                "port, ldirectord the real server's own port as the fourth argument"
+            )
         elif checktype == "external-perl":
             command = v.opt("checkcommand") or "/bin/true"
             check["type"] = "external"
             check["command"] = ["/usr/bin/perl", command]
             check["timeout"] = checktimeout
-            self.issues.warn(ct_line, "checktype", "external-perl runs inside ldirectord; converted to an external "
-                                                   f"check running /usr/bin/perl {command}")
+            self.issues.warn(
+                ct_line,
+                "checktype",
+                f"external-perl runs inside ldirectord; converted to an external check running /usr/bin/perl {command}",
+            )
         elif checktype == "on":
             check["type"] = "none"
         elif checktype == "off":
             check["type"] = "external"
             check["command"] = ["/bin/false"]
             check["timeout"] = checktimeout
-            out.comments.append("checktype=off: ldirectord never brings a real server up (the fallback server "
-                                "serves); an always failing check does the same")
+            out.comments.append(
+                "checktype=off: ldirectord never brings a real server up (the fallback server "
+                "serves); an always failing check does the same"
+            )
         if not http:
             for name in ("request", "receive", "httpmethod", "virtualhost"):
                 if v.opt(name) is not None:
-                    self.issues.warn(v.opt_line(name), name, "only used by checks directord does not run for this "
-                                                             "service; not converted")
+                    self.issues.warn(
+                        v.opt_line(name),
+                        name,
+                        "only used by checks directord does not run for this service; not converted",
+                    )
         for name in ("login", "passwd", "database", "secret"):
             if v.opt(name) is not None:
-                self.issues.warn(v.opt_line(name), name, f"only used by ldirectord's {service} check, "
-                                                         "which directord does not have; not converted")
+                self.issues.warn(
+                    v.opt_line(name),
+                    name,
+                    f"only used by ldirectord's {service} check, which directord does not have; not converted",
+                )
         port = v.opt("checkport")
         if port is not None and check["type"] != "none":
             check["port"] = int(port)
@@ -380,16 +460,33 @@ class _Translator:
             elif known is not None:
                 check["port"] = known
             else:
-                self.issues.error(v.line, "checkport",
-                                  "fwmark virtual with real servers without port and no checkport: "
-                                  "say which port to check with checkport=")
+                self.issues.error(
+                    v.line,
+                    "checkport",
+                    "fwmark virtual with real servers without port and no checkport: "
+                    "say which port to check with checkport=",
+                )
         check["interval"] = self.interval(v)
         check["rise"] = 1
         check["fall"] = fall
         if fall > 1:
             check["retry_interval"] = check["interval"]
-        order = ("type", "port", "interval", "retry_interval", "timeout", "rise", "fall", "method", "path", "host",
-                 "expect_status", "expect_body", "verify_tls", "command")
+        order = (
+            "type",
+            "port",
+            "interval",
+            "retry_interval",
+            "timeout",
+            "rise",
+            "fall",
+            "method",
+            "path",
+            "host",
+            "expect_status",
+            "expect_body",
+            "verify_tls",
+            "command",
+        )
         return {k: check[k] for k in order if k in check}, http
 
     # -- fallback and real servers
@@ -402,9 +499,13 @@ class _Translator:
                 return None
             if v.fwmark is not None:
                 line = self.cfg.opt_line("fallback6" if v.family == socket.AF_INET6 else "fallback")
-                self.issues.warn(line, "fallback", f"ldirectord does not apply the global fallback to the fwmark "
-                                                   f"virtual of line {v.line} (its lookup is per protocol tcp/udp); "
-                                                   "not converted for it")
+                self.issues.warn(
+                    line,
+                    "fallback",
+                    f"ldirectord does not apply the global fallback to the fwmark "
+                    f"virtual of line {v.line} (its lookup is per protocol tcp/udp); "
+                    "not converted for it",
+                )
                 return None
             fb = found[v.protocol]
         port = fb.port if fb.port is not None else v.port
@@ -412,12 +513,20 @@ class _Translator:
         if fb.name:
             self.issues.note(fb.line, "fallback", f"host name {quote(fb.name)} resolved now to {fb.address}")
         if v.fwmark is None and method in ("dr", "tun") and port != v.port:
-            self.issues.note(fb.line, "fallback", f"with {fb.forward} the kernel keeps the virtual port {v.port} "
-                                                  f"(ipvsadm replaces {port}); converted to port {v.port}")
+            self.issues.note(
+                fb.line,
+                "fallback",
+                f"with {fb.forward} the kernel keeps the virtual port {v.port} "
+                f"(ipvsadm replaces {port}); converted to port {v.port}",
+            )
             port = v.port
         if any(r.address == fb.address and self.real_port(v, r) == port for r in v.reals):
-            self.issues.warn(fb.line, "fallback", f"the fallback server {fb.address}:{port} is also a real server "
-                                                  "of this virtual; directord treats it as the real server only")
+            self.issues.warn(
+                fb.line,
+                "fallback",
+                f"the fallback server {fb.address}:{port} is also a real server "
+                "of this virtual; directord treats it as the real server only",
+            )
             return None
         out: dict[str, Any] = {"address": fb.address}
         if port or v.fwmark is None:
@@ -435,25 +544,34 @@ class _Translator:
             return v.port
         return r.port
 
-    def reals(self, v: LdVirtual, forwarding: str, http: bool, check: dict[str, Any],
-              fallback: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def reals(
+        self, v: LdVirtual, forwarding: str, http: bool, check: dict[str, Any], fallback: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         seen: dict[tuple[str, int], int] = {}
         directive = "real6" if v.family == socket.AF_INET6 else "real"
         for r in v.reals:
             port = self.real_port(v, r)
             if (r.address, port) in seen:
-                self.issues.warn(r.line, directive, f"real server {r.address}:{port} is already defined on line "
-                                                    f"{seen[(r.address, port)]}; ldirectord's second ipvsadm -a "
-                                                    "fails, so it is left out")
+                self.issues.warn(
+                    r.line,
+                    directive,
+                    f"real server {r.address}:{port} is already defined on line "
+                    f"{seen[(r.address, port)]}; ldirectord's second ipvsadm -a "
+                    "fails, so it is left out",
+                )
                 continue
             seen[(r.address, port)] = r.line
             if r.name:
                 self.issues.note(r.line, directive, f"host name {quote(r.name)} resolved now to {r.address}")
             if v.fwmark is None and not r.port and r.forward == "masq":
-                self.issues.warn(r.line, directive, "no port with masq: ldirectord passes port 0 to ipvsadm, "
-                                                    "which keeps it for masquerading (ipvsadm only copies the "
-                                                    f"virtual port when none is written); converted to port {v.port}")
+                self.issues.warn(
+                    r.line,
+                    directive,
+                    "no port with masq: ldirectord passes port 0 to ipvsadm, "
+                    "which keeps it for masquerading (ipvsadm only copies the "
+                    f"virtual port when none is written); converted to port {v.port}",
+                )
             item: dict[str, Any] = {"address": r.address}
             if v.fwmark is None or port:
                 item["port"] = port
@@ -463,47 +581,79 @@ class _Translator:
                 item["forwarding"] = method
             if r.u_threshold or r.l_threshold:
                 if r.l_threshold > r.u_threshold:
-                    self.issues.error(r.line, directive, f"l:{r.l_threshold} is above u:{r.u_threshold} "
-                                                         "(the kernel refuses a lower threshold above the upper)")
+                    self.issues.error(
+                        r.line,
+                        directive,
+                        f"l:{r.l_threshold} is above u:{r.u_threshold} "
+                        "(the kernel refuses a lower threshold above the upper)",
+                    )
                 item["upper_threshold"] = r.u_threshold
                 item["lower_threshold"] = r.l_threshold
             own: dict[str, Any] = {}
             checked = r.port if r.port else None
             if v.fwmark is None and r.port and port != r.port:
-                self.issues.note(r.line, directive, f"with {r.forward} the kernel keeps the virtual port {v.port}; "
-                                                    f"the check still goes to port {r.port}, as ldirectord's does")
+                self.issues.note(
+                    r.line,
+                    directive,
+                    f"with {r.forward} the kernel keeps the virtual port {v.port}; "
+                    f"the check still goes to port {r.port}, as ldirectord's does",
+                )
             if checked and "port" not in check and check["type"] not in ("none", "external") and checked != port:
                 own["port"] = checked
             known = SERVICE_PORTS.get(self.service_name)
-            if (not r.port and v.fwmark is None and "port" not in check and known and known != port
-                    and check["type"] not in ("none", "external")):
-                self.issues.note(r.line, directive, "no port on the real line: ldirectord checks the "
-                                                    f"{self.service_name} port {known} (ld_checkport); "
-                                                    "so does the conversion")
+            if (
+                not r.port
+                and v.fwmark is None
+                and "port" not in check
+                and known
+                and known != port
+                and check["type"] not in ("none", "external")
+            ):
+                self.issues.note(
+                    r.line,
+                    directive,
+                    "no port on the real line: ldirectord checks the "
+                    f"{self.service_name} port {known} (ld_checkport); "
+                    "so does the conversion",
+                )
                 own["port"] = known
-            if v.fwmark is not None and checked and check.get("port") not in (None, checked) \
-                    and v.opt("checkport") is None and check["type"] != "none":
+            if (
+                v.fwmark is not None
+                and checked
+                and check.get("port") not in (None, checked)
+                and v.opt("checkport") is None
+                and check["type"] != "none"
+            ):
                 own["port"] = checked
             if r.request is not None or r.receive is not None:
                 if http:
                     request = r.request or "/"
                     if "://" in request:
                         path = "/" + request.split("://", 1)[1].partition("/")[2]
-                        self.issues.warn(r.line, directive, f"the request {quote(request)} is a whole URL; directord "
-                                                            f"checks the real server itself with path {quote(path)}")
+                        self.issues.warn(
+                            r.line,
+                            directive,
+                            f"the request {quote(request)} is a whole URL; directord "
+                            f"checks the real server itself with path {quote(path)}",
+                        )
                         request = path
                     own["path"] = request
                     usable = r.receive and self.receive_usable(r.receive, r.line, directive)
                     own["expect_body"] = r.receive if usable else None
                 else:
-                    self.issues.warn(r.line, directive, "the per-real request/receive pair is only used by checks "
-                                                        "directord does not run for this service; not converted")
+                    self.issues.warn(
+                        r.line,
+                        directive,
+                        "the per-real request/receive pair is only used by checks "
+                        "directord does not run for this service; not converted",
+                    )
             if own:
                 item["check"] = own
             out.append(item)
         if not out:
-            self.issues.note(v.line, "virtual", "no real server: the virtual service is created empty, "
-                                                "as ldirectord does")
+            self.issues.note(
+                v.line, "virtual", "no real server: the virtual service is created empty, as ldirectord does"
+            )
         return out
 
 

@@ -112,8 +112,9 @@ COMMANDS = {
 }
 
 
-def _ipvs_request(family_id: int, seq: int, cmd: int, attrs: bytes = b"",
-                 flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> bytes:
+def _ipvs_request(
+    family_id: int, seq: int, cmd: int, attrs: bytes = b"", flags: int = NLM_F_REQUEST | NLM_F_DUMP
+) -> bytes:
     """One IPVS generic-netlink message: command ``cmd``, version ``IPVS_GENL_VERSION``,
     ``attrs`` (encoded attributes), ``flags`` (a dump request by default)."""
     return genlmsg(family_id, seq, cmd, IPVS_GENL_VERSION, attrs, flags=flags)
@@ -141,8 +142,12 @@ def _service_key_inner(key: ServiceKey) -> bytes:
     if key.fwmark:
         return inner + nla_put_u32(IPVS_SVC_ATTR_FWMARK, key.fwmark)
     addr = socket.inet_pton(key.family, key.address).ljust(16, b"\0")
-    return (inner + nla_put_u16(IPVS_SVC_ATTR_PROTOCOL, key.protocol)
-            + nla_put(IPVS_SVC_ATTR_ADDR, addr) + nla_put_be16(IPVS_SVC_ATTR_PORT, key.port))
+    return (
+        inner
+        + nla_put_u16(IPVS_SVC_ATTR_PROTOCOL, key.protocol)
+        + nla_put(IPVS_SVC_ATTR_ADDR, addr)
+        + nla_put_be16(IPVS_SVC_ATTR_PORT, key.port)
+    )
 
 
 def service_dump_request(family_id: int, seq: int) -> bytes:
@@ -183,8 +188,9 @@ def _service_attrs(key: ServiceKey, attrs: ServiceAttrs | None) -> bytes:
 
 
 def _dest_attrs(family: int, key: DestKey, attrs: DestAttrs | None) -> bytes:
-    inner = (nla_put(IPVS_DEST_ATTR_ADDR, socket.inet_pton(family, key.address).ljust(16, b"\0"))
-             + nla_put_be16(IPVS_DEST_ATTR_PORT, key.port))
+    inner = nla_put(IPVS_DEST_ATTR_ADDR, socket.inet_pton(family, key.address).ljust(16, b"\0")) + nla_put_be16(
+        IPVS_DEST_ATTR_PORT, key.port
+    )
     if attrs is not None:
         inner += (
             nla_put_u32(IPVS_DEST_ATTR_FWD_METHOD, attrs.fwd_method)
@@ -242,7 +248,7 @@ def _address(data, spans, kind: int, family: int) -> str:
     need = 16 if family == socket.AF_INET6 else 4
     if family not in (socket.AF_INET, socket.AF_INET6) or span[1] - span[0] < need:
         raise IPVSError(f"IPVS address attribute {kind} does not fit family {family}")
-    return _address_text(family, bytes(data[span[0]:span[0] + need]))
+    return _address_text(family, bytes(data[span[0] : span[0] + need]))
 
 
 def parse_service_body(body: memoryview | bytes) -> tuple[ServiceKey, ServiceAttrs]:
@@ -272,7 +278,7 @@ def parse_service_body(body: memoryview | bytes) -> tuple[ServiceKey, ServiceAtt
     span = svc.get(IPVS_SVC_ATTR_NETMASK)
     if span is not None and span[1] - span[0] < 4:
         raise IPVSError("IPVS netmask attribute too short")
-    raw_mask = bytes(data[span[0]:span[0] + 4]) if span is not None else b"\xff\xff\xff\xff"
+    raw_mask = bytes(data[span[0] : span[0] + 4]) if span is not None else b"\xff\xff\xff\xff"
     netmask: str | int
     if family == socket.AF_INET6:
         netmask = U32.unpack(raw_mask)[0]

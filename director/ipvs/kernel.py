@@ -49,7 +49,7 @@ _SYNC_HINTS = {
     errno.EEXIST: "a daemon of that state already runs",
     errno.ESRCH: "no daemon of that state runs",
     errno.EINVAL: "invalid argument (IPVS refuses synchronisation while a service has real servers of the "
-                  "other address family)",
+    "other address family)",
 }
 
 

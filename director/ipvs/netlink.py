@@ -103,8 +103,11 @@ def genlmsg(family_id: int, seq: int, cmd: int, version: int, attrs: bytes = b""
     """One generic-netlink message: nlmsghdr (type ``family_id``, ``flags``, ``seq``, port
     id 0: the kernel fills in the sender's), genlmsghdr (``cmd``, ``version``), then
     ``attrs`` (already encoded, e.g. by `nla_put`)."""
-    return (NLMSGHDR.pack(GENLMSG_ATTRS_OFFSET + len(attrs), family_id, flags, seq, 0)
-            + GENLMSGHDR.pack(cmd, version, 0) + attrs)
+    return (
+        NLMSGHDR.pack(GENLMSG_ATTRS_OFFSET + len(attrs), family_id, flags, seq, 0)
+        + GENLMSGHDR.pack(cmd, version, 0)
+        + attrs
+    )
 
 
 def with_seq(message: bytes, seq: int) -> bytes:
@@ -148,8 +151,9 @@ def nla_parse_nested(body: memoryview | bytes, kind: int) -> dict[int, tuple[int
     return nla_parse(body, span[0], span[1])
 
 
-def nla_get_int(data: memoryview | bytes, spans: dict[int, tuple[int, int]], kind: int, fmt: struct.Struct,
-                default: int = 0) -> int:
+def nla_get_int(
+    data: memoryview | bytes, spans: dict[int, tuple[int, int]], kind: int, fmt: struct.Struct, default: int = 0
+) -> int:
     """The integer of attribute ``kind`` read with ``fmt`` (e.g. `U32`), ``default`` when absent.
 
     Raises:
@@ -172,7 +176,7 @@ def nla_get_string(data: memoryview | bytes, spans: dict[int, tuple[int, int]], 
     span = spans.get(kind)
     if span is None:
         return ""
-    raw = bytes(data[span[0]:span[1]])
+    raw = bytes(data[span[0] : span[1]])
     try:
         return raw.split(b"\0", 1)[0].decode("ascii")
     except UnicodeDecodeError:
@@ -247,7 +251,7 @@ def split_answer(data: bytes, family_id: int, seq: int) -> tuple[list[memoryview
         if mtype == family_id:
             if length < GENLMSG_ATTRS_OFFSET:
                 raise IPVSError("truncated generic netlink header")
-            bodies.append(view[off + GENLMSG_ATTRS_OFFSET:off + length])
+            bodies.append(view[off + GENLMSG_ATTRS_OFFSET : off + length])
     return bodies, False
 
 
@@ -273,8 +277,14 @@ def parse_acks(data: bytes) -> dict[int, int]:
 
 def getfamily_request(name: str, seq: int) -> bytes:
     """The ``CTRL_CMD_GETFAMILY`` request (``NLM_F_REQUEST``) for the family ``name``, e.g. ``"IPVS"``."""
-    return genlmsg(GENL_ID_CTRL, seq, CTRL_CMD_GETFAMILY, CTRL_REQUEST_VERSION,
-                   nla_put_string(CTRL_ATTR_FAMILY_NAME, name), flags=NLM_F_REQUEST)
+    return genlmsg(
+        GENL_ID_CTRL,
+        seq,
+        CTRL_CMD_GETFAMILY,
+        CTRL_REQUEST_VERSION,
+        nla_put_string(CTRL_ATTR_FAMILY_NAME, name),
+        flags=NLM_F_REQUEST,
+    )
 
 
 def parse_family_id(body: memoryview | bytes, name: str) -> int:

@@ -144,8 +144,9 @@ def encode_sync_op(family_id: int, seq: int, op: SyncOp) -> bytes:
             raise ValueError(f"not an interface name the kernel takes: {d.interface!r}")
         if not 0 <= d.syncid <= 255:
             raise ValueError(f"syncid must be 0-255, got {d.syncid}")
-        inner += (nla_put_string(IPVS_DAEMON_ATTR_MCAST_IFN, d.interface)
-                  + nla_put_u32(IPVS_DAEMON_ATTR_SYNC_ID, d.syncid))
+        inner += nla_put_string(IPVS_DAEMON_ATTR_MCAST_IFN, d.interface) + nla_put_u32(
+            IPVS_DAEMON_ATTR_SYNC_ID, d.syncid
+        )
         cmd = IPVS_CMD_NEW_DAEMON
     elif op.kind == "stop":
         cmd = IPVS_CMD_DEL_DAEMON
@@ -170,5 +171,8 @@ def parse_daemon_body(body: memoryview | bytes) -> SyncDaemon:
     state = nla_get_int(body, attrs, IPVS_DAEMON_ATTR_STATE, U32)
     if state not in _STATE_NAMES:
         raise IPVSError(f"IPVS sync daemon with unknown state {state}")
-    return SyncDaemon(_STATE_NAMES[state], nla_get_string(body, attrs, IPVS_DAEMON_ATTR_MCAST_IFN),  # type: ignore[arg-type]
-                      nla_get_int(body, attrs, IPVS_DAEMON_ATTR_SYNC_ID, U32))
+    return SyncDaemon(
+        _STATE_NAMES[state],
+        nla_get_string(body, attrs, IPVS_DAEMON_ATTR_MCAST_IFN),  # type: ignore[arg-type]
+        nla_get_int(body, attrs, IPVS_DAEMON_ATTR_SYNC_ID, U32),
+    )

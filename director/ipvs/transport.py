@@ -119,8 +119,7 @@ class DumpSocket:
 
     def __init__(self, family_id: int, rcvbuf: int = 1 << 20) -> None:
         self.family_id = family_id
-        self._sock = open_generic_netlink(
-            lambda sock: sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf))
+        self._sock = open_generic_netlink(lambda sock: sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf))
         self._seq = 0
         self._lock = asyncio.Lock()
 
@@ -233,7 +232,7 @@ class CommandSocket:
             loop = asyncio.get_running_loop()
             results: list[int] = []
             for start in range(0, len(messages), self.batch):
-                chunk = messages[start:start + self.batch]
+                chunk = messages[start : start + self.batch]
                 seqs = []
                 parts = []
                 for msg in chunk:

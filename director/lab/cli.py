@@ -48,9 +48,11 @@ def _no_ipvs(command: str) -> int | None:
 
     problem = ipvs_problem()
     if problem:
-        print(f"directord lab {command}: {problem}. A lab cannot outlive the stock-kernel VM's single command, "
-              "so on this machine run a whole drill there instead: directord lab drill fail-active --vm",
-              file=sys.stderr)
+        print(
+            f"directord lab {command}: {problem}. A lab cannot outlive the stock-kernel VM's single command, "
+            "so on this machine run a whole drill there instead: directord lab drill fail-active --vm",
+            file=sys.stderr,
+        )
         return 2
     return None
 
@@ -61,39 +63,51 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
 
     setup_logging(False)
     if args.vm:
-        print("directord lab up: a lab built in the VM would vanish when the VM powers off after its one "
-              "command; use `directord lab drill SCENARIO --vm` (build, drill and tear down in one boot) or "
-              "`directord lab vm -- directord lab up ...` followed by your commands in the same guest command",
-              file=sys.stderr)
+        print(
+            "directord lab up: a lab built in the VM would vanish when the VM powers off after its one "
+            "command; use `directord lab drill SCENARIO --vm` (build, drill and tear down in one boot) or "
+            "`directord lab vm -- directord lab up ...` followed by your commands in the same guest command",
+            file=sys.stderr,
+        )
         return 2
     rc = _no_ipvs("up")
     if rc is not None:
         return rc
     if PairLab.exists(args.prefix):
-        print(f"directord lab up: the lab {args.prefix} exists ({state_file(args.prefix)}); "
-              f"`directord lab down --prefix {args.prefix}` first", file=sys.stderr)
+        print(
+            f"directord lab up: the lab {args.prefix} exists ({state_file(args.prefix)}); "
+            f"`directord lab down --prefix {args.prefix}` first",
+            file=sys.stderr,
+        )
         return 1
     pair = PairLab(_options(args))
     p = pair.plan
-    print(f"building the lab {args.prefix}: client, dir1, dir2, {args.real_servers} real servers ({args.mode}"
-          f"{', bonded uplinks' if args.bond else ''}), heartbeat bridge on eth1", flush=True)
+    print(
+        f"building the lab {args.prefix}: client, dir1, dir2, {args.real_servers} real servers ({args.mode}"
+        f"{', bonded uplinks' if args.bond else ''}), heartbeat bridge on eth1",
+        flush=True,
+    )
     try:
         pair.up(timeout=args.timeout)
     except (TimeoutError, RuntimeError, OSError) as e:
         print(f"directord lab up: {e}", file=sys.stderr)
         return 1
-    print(f"client {p.addr['client']}; dir1 {p.addr['dir1']}, dir2 {p.addr['dir2']} (service interface "
-          f"{p.service_if}, heartbeat {p.heartbeat_if} {p.hb_addr['dir1']}/{p.hb_addr['dir2']}); VIP {p.vip}; "
-          f"real servers {', '.join(pair.lab.rips)}"
-          f"{' prepared with directord realserver prep' if pair.use_prep_cmd else ''}")
+    print(
+        f"client {p.addr['client']}; dir1 {p.addr['dir1']}, dir2 {p.addr['dir2']} (service interface "
+        f"{p.service_if}, heartbeat {p.heartbeat_if} {p.hb_addr['dir1']}/{p.hb_addr['dir2']}); VIP {p.vip}; "
+        f"real servers {', '.join(pair.lab.rips)}"
+        f"{' prepared with directord realserver prep' if pair.use_prep_cmd else ''}"
+    )
     for node in ("dir1", "dir2"):
         print(f"\n--- {pair.config_path(node)} (directord run in {pair.lab.ns(node)}, log {pair.log_path(node)})")
         print(pair.config_text(node), end="")
-    print(f"\nthe lab is up: dir1 holds the VIP. Try:\n"
-          f"  ip netns exec {pair.lab.client} curl -s http://{p.vip}/\n"
-          f"  directord lab status --prefix {args.prefix}\n"
-          f"  directord lab drill fail-active --prefix {args.prefix}\n"
-          f"  directord lab down --prefix {args.prefix}")
+    print(
+        f"\nthe lab is up: dir1 holds the VIP. Try:\n"
+        f"  ip netns exec {pair.lab.client} curl -s http://{p.vip}/\n"
+        f"  directord lab status --prefix {args.prefix}\n"
+        f"  directord lab drill fail-active --prefix {args.prefix}\n"
+        f"  directord lab down --prefix {args.prefix}"
+    )
     return 0
 
 
@@ -133,8 +147,11 @@ def _lab_options(p: argparse.ArgumentParser, default_prefix: str, shape: bool = 
     if shape:
         p.add_argument("--real-servers", type=int, default=3, metavar="N", help="real servers (default 3)")
         p.add_argument("--mode", choices=["dr", "nat", "tun"], default="dr", help="forwarding method (default dr)")
-        p.add_argument("--bond", action="store_true",
-                       help="each director's service uplink is a balance-xor bond of two legs on two leaf switches")
+        p.add_argument(
+            "--bond",
+            action="store_true",
+            help="each director's service uplink is a balance-xor bond of two legs on two leaf switches",
+        )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -162,10 +179,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         for s in SCENARIOS.values()
     )
     drill = labsub.add_parser(
-        "drill", help="a failover drill: two directors, real IPVS, a steady client, one fault",
-        epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "drill",
+        help="a failover drill: two directors, real IPVS, a steady client, one fault",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Runs on the lab `lab up` built with the same --prefix (and leaves it up), or builds a lab "
-                    "for the drill and removes it afterwards. Exit status 0 when every expectation held.",
+        "for the drill and removes it afterwards. Exit status 0 when every expectation held.",
     )
     drill.add_argument("scenario", choices=scenario_names(), metavar="SCENARIO", help=", ".join(SCENARIOS))
     drill.add_argument("--rate", type=float, default=50.0, help="client requests per second (default 50)")

@@ -32,8 +32,10 @@ def demo_config(lab: Lab) -> str:
     rs = "\n".join(
         f"      - {{address: {lab.rip(r)}, port: 80, weight: {w}}}" for r, w in zip(lab.real_servers, (1, 2, 3))
     )
-    check = (f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {TIMEOUT}, "
-             f"rise: {RISE}, fall: {FALL}}}")
+    check = (
+        f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {TIMEOUT}, "
+        f"rise: {RISE}, fall: {FALL}}}"
+    )
     return f"""\
 global:
   reconcile_interval: 5
@@ -74,8 +76,10 @@ def run_demo(requests: int = 60) -> int:
         work = Path(tempfile.mkdtemp(prefix="directord-demo-"))
         d = DirectordProcess(lab, work)
         d.write(demo_config(lab))
-        _say(f"lab: client {lab.addr('client')}, director {lab.dip} holding VIP {lab.vip}, "
-             f"real servers {', '.join(lab.rips)} (direct routing)")
+        _say(
+            f"lab: client {lab.addr('client')}, director {lab.dip} holding VIP {lab.vip}, "
+            f"real servers {', '.join(lab.rips)} (direct routing)"
+        )
         _say("configuration:\n" + demo_config(lab))
         d.start()
         want = {lab.rip(r): w for r, w in zip(lab.real_servers, (1, 2, 3))}
@@ -90,8 +94,10 @@ def run_demo(requests: int = 60) -> int:
         for _ in range(requests):
             status, body = lab.get("/", timeout=3.0)
             seen[body.strip() if status == 200 else f"HTTP {status}"] += 1
-        _say(f"{requests} requests from the client through {lab.vip}:80 (wrr 1:2:3): "
-             + ", ".join(f"{k} {v}" for k, v in sorted(seen.items())))
+        _say(
+            f"{requests} requests from the client through {lab.vip}:80 (wrr 1:2:3): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
+        )
         expected = {r: requests * w // 6 for r, w in zip(lab.real_servers, (1, 2, 3))}
         if dict(seen) != expected:
             failures.append(f"wrr split {dict(seen)} != {expected}")
@@ -120,10 +126,14 @@ def run_demo(requests: int = 60) -> int:
             _say("rs2 never left rotation")
         else:
             bound = INTERVAL * FALL + TIMEOUT
-            _say(f"rs2 quiesced (weight 0) {out_at:.2f} s after the kill "
-                 f"(bound interval x fall + timeout = {bound:.0f} s)")
-            _say(f"client: {len(results)} requests, {len(failed)} failed"
-                 + (f", last failure at {max(failed):.2f} s" if failed else ""))
+            _say(
+                f"rs2 quiesced (weight 0) {out_at:.2f} s after the kill "
+                f"(bound interval x fall + timeout = {bound:.0f} s)"
+            )
+            _say(
+                f"client: {len(results)} requests, {len(failed)} failed"
+                + (f", last failure at {max(failed):.2f} s" if failed else "")
+            )
             late = [t for t in failed if t > out_at + 0.5]
             if late:
                 failures.append(f"requests still failing after rs2 left rotation: {late}")

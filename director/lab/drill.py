@@ -183,12 +183,14 @@ class Drill:
         say: progress printer (a line each), or None for silence.
     """
 
-    def __init__(self, pair: PairLab, scn: Scenario, rate: float = 50.0,
-                 say: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, pair: PairLab, scn: Scenario, rate: float = 50.0, say: Callable[[str], None] | None = None
+    ) -> None:
         self.pair, self.scn, self.rate = pair, scn, rate
         self.say = say or (lambda _text: None)
-        self.record = DrillRecord(scn.name, victim=scn.victim,
-                                  victim_addr=pair.lab.rip(scn.victim) if scn.victim else None)
+        self.record = DrillRecord(
+            scn.name, victim=scn.victim, victim_addr=pair.lab.rip(scn.victim) if scn.victim else None
+        )
         self.t0 = 0.0
         self.step_t = 0.0
         self.log_offsets: dict[str, int] = {}
@@ -375,8 +377,11 @@ def _victim_back(d: Drill, since: float) -> bool:
     victim, addr = d.record.victim, d.record.victim_addr
     if not any(s.ok and s.result == victim and s.start > since + 1.0 for s in d.client.samples[-200:]):
         return False
-    moves = [e for e in d.new_log_events("dir1") if e.kind in ("rs-down", "rs-up") and f"{addr}:" in e.text
-             and e.t >= d.record.fault_t]
+    moves = [
+        e
+        for e in d.new_log_events("dir1")
+        if e.kind in ("rs-down", "rs-up") and f"{addr}:" in e.text and e.t >= d.record.fault_t
+    ]
     return not moves or moves[-1].kind == "rs-up"
 
 
@@ -433,13 +438,17 @@ def run_drill(name: str, *, options: PairOptions, rate: float = 50.0, as_json: b
         pair = PairLab(options, Path(tempfile.mkdtemp(prefix=f"directord-drill-{options.prefix}-")))
     try:
         if not existing:
-            say(f"building the lab {options.prefix}: client, dir1, dir2, {options.real_servers} real servers "
-                f"({options.mode}{', bonded uplinks' if options.bond else ''}), heartbeat on eth1")
+            say(
+                f"building the lab {options.prefix}: client, dir1, dir2, {options.real_servers} real servers "
+                f"({options.mode}{', bonded uplinks' if options.bond else ''}), heartbeat on eth1"
+            )
             pair.up()
         p = pair.plan
-        say(f"client {p.addr['client']}, dir1 {p.addr['dir1']}, dir2 {p.addr['dir2']}, VIP {p.vip} on "
+        say(
+            f"client {p.addr['client']}, dir1 {p.addr['dir1']}, dir2 {p.addr['dir2']}, VIP {p.vip} on "
             f"{p.service_if}, real servers {', '.join(pair.lab.rips)}; heartbeat {p.heartbeat_if} "
-            f"({p.hb_addr['dir1']}, {p.hb_addr['dir2']})")
+            f"({p.hb_addr['dir1']}, {p.hb_addr['dir2']})"
+        )
         say(f"scenario {scn.name}: {scn.summary}")
         report = run_scenario(pair, name, rate=rate, say=say)
         if existing:
@@ -456,8 +465,22 @@ def run_drill(name: str, *, options: PairOptions, rate: float = 50.0, as_json: b
 
 def vm_argv(name: str, options: PairOptions, rate: float, as_json: bool) -> list[str]:
     """The command the guest runs for ``lab drill ... --vm`` (the same drill, without ``--vm``)."""
-    argv = [sys.executable, "-m", "director.cli", "lab", "drill", name, "--rate", f"{rate:g}",
-            "--real-servers", str(options.real_servers), "--mode", options.mode, "--prefix", options.prefix]
+    argv = [
+        sys.executable,
+        "-m",
+        "director.cli",
+        "lab",
+        "drill",
+        name,
+        "--rate",
+        f"{rate:g}",
+        "--real-servers",
+        str(options.real_servers),
+        "--mode",
+        options.mode,
+        "--prefix",
+        options.prefix,
+    ]
     if options.bond:
         argv.append("--bond")
     if as_json:
@@ -465,8 +488,9 @@ def vm_argv(name: str, options: PairOptions, rate: float, as_json: bool) -> list
     return argv
 
 
-def main(name: str, *, vm: bool = False, as_json: bool = False, rate: float = 50.0,
-         options: PairOptions | None = None) -> int:
+def main(
+    name: str, *, vm: bool = False, as_json: bool = False, rate: float = 50.0, options: PairOptions | None = None
+) -> int:
     """Entry point of ``directord lab drill``; with ``vm`` the drill runs inside the stock-kernel
     VM (one boot: build, drill, tear down). Exit status: 0 all expectations held, 1 some
     failed, 2 cannot run here."""
@@ -480,12 +504,17 @@ def main(name: str, *, vm: bool = False, as_json: bool = False, rate: float = 50
         from . import vm as vmrun
 
         vmrun.ensure_vm_prerequisites()
-        return vmrun.run_in_vm(vm_argv(name, options, rate, as_json),
-                               out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"), timeout_s=1800)
+        return vmrun.run_in_vm(
+            vm_argv(name, options, rate, as_json),
+            out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"),
+            timeout_s=1800,
+        )
     problem = ipvs_problem()
     if problem:
-        print(f"directord lab drill: {problem}; run it in the stock-kernel VM with: "
-              f"directord lab drill {name} --vm", file=sys.stderr)
+        print(
+            f"directord lab drill: {problem}; run it in the stock-kernel VM with: directord lab drill {name} --vm",
+            file=sys.stderr,
+        )
         return 2
     return run_drill(name, options=options, rate=rate, as_json=as_json)
 

@@ -922,8 +922,17 @@ def plan_lab(
                 tunnel = True
                 a.append(("tunl0", f"{vip}/32"))
                 sysctls += [(f"net.ipv4.conf.{dev}.rp_filter", "0") for dev in ("all", "default", "eth0", "tunl0")]
-        nodes.append(Node(role, ns(role), (("eth0", "br1" if mode == "nat" else "br0"),), tuple(a),
-                          tuple(routes), tuple(sysctls), tunnel))
+        nodes.append(
+            Node(
+                role,
+                ns(role),
+                (("eth0", "br1" if mode == "nat" else "br0"),),
+                tuple(a),
+                tuple(routes),
+                tuple(sysctls),
+                tunnel,
+            )
+        )
 
     bridges = ["br0"] + (["br1"] if mode == "nat" else [])
     if ha_link:
@@ -1014,8 +1023,15 @@ class Lab:
         python: str | None = None,
     ) -> None:
         self.plan = plan_lab(
-            prefix, real_servers=real_servers, directors=directors, mode=mode, subnet=subnet,
-            inside_subnet=inside_subnet, ipv6=ipv6, ha_link=ha_link, bond=bond,
+            prefix,
+            real_servers=real_servers,
+            directors=directors,
+            mode=mode,
+            subnet=subnet,
+            inside_subnet=inside_subnet,
+            ipv6=ipv6,
+            ha_link=ha_link,
+            bond=bond,
             prepare_real_servers=prepare_real_servers,
         )
         self.prefix = prefix
@@ -1262,14 +1278,24 @@ class Lab:
         return p
 
     def exec(
-        self, role: str, argv: Sequence[str], *, input: str | None = None, check: bool = True,
+        self,
+        role: str,
+        argv: Sequence[str],
+        *,
+        input: str | None = None,
+        check: bool = True,
         timeout: float | None = 60.0,
     ) -> subprocess.CompletedProcess:
         """Run a short command in a node to completion (see :func:`exec_in_netns`)."""
         return exec_in_netns(self.ns(role), argv, input=input, check=check, timeout=timeout)
 
     def start_httpd(
-        self, rs: str, *, hang: bool = False, status: int | None = None, port: int | None = None,
+        self,
+        rs: str,
+        *,
+        hang: bool = False,
+        status: int | None = None,
+        port: int | None = None,
         wait: bool = True,
     ) -> subprocess.Popen:
         """(Re)start the HTTP server of real server ``rs`` (``"rs1"``).
@@ -1318,8 +1344,9 @@ class Lab:
             if tcp_connectable(self.ns(rs), self.addr(rs), port, timeout=0.5):
                 return
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"httpd of {rs} not accepting on {self.addr(rs)}:{port}: "
-                                   f"{self._tail(h.log_path) if h else ''}")
+                raise TimeoutError(
+                    f"httpd of {rs} not accepting on {self.addr(rs)}:{port}: {self._tail(h.log_path) if h else ''}"
+                )
             time.sleep(0.1)
 
     @staticmethod
@@ -1382,7 +1409,12 @@ class Lab:
             self.wait_httpd(rs)
 
     def get(
-        self, path: str = "/", *, addr: str | None = None, port: int | None = None, timeout: float = 1.0,
+        self,
+        path: str = "/",
+        *,
+        addr: str | None = None,
+        port: int | None = None,
+        timeout: float = 1.0,
         role: str = "client",
     ) -> tuple[int, str]:
         """HTTP GET from ``role`` (default the client) to ``addr`` (default the VIP); see :func:`http_get`.

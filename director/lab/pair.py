@@ -124,8 +124,10 @@ def pair_config(plan: LabPlan, node: str, *, authkeys: str, state_dir: str, port
     if node not in plan.directors:
         raise ValueError(f"{node!r} is not a director of the plan")
     rs = "\n".join(f"      - {{address: {plan.addr[r]}, port: {port}}}" for r in plan.real_servers)
-    check = (f"{{type: http, path: /healthz, interval: {CHECK_INTERVAL:g}, timeout: {CHECK_TIMEOUT:g}, "
-             f"rise: {CHECK_RISE}, fall: {CHECK_FALL}}}")
+    check = (
+        f"{{type: http, path: /healthz, interval: {CHECK_INTERVAL:g}, timeout: {CHECK_TIMEOUT:g}, "
+        f"rise: {CHECK_RISE}, fall: {CHECK_FALL}}}"
+    )
     addresses = [f"{plan.vip}/32/{plan.service_if}"]
     if plan.mode == "nat" and plan.nat_gateway and plan.inside_if:
         inside_len = next(c.split("/")[1] for i, c in plan.node("dir1").addresses if i == plan.inside_if)
@@ -204,10 +206,10 @@ def parse_ifconf(buf: bytes) -> list[tuple[str, str]]:
     interface name unless the address was given another one)."""
     out = []
     for i in range(0, len(buf) - _IFREQ_SIZE + 1, _IFREQ_SIZE):
-        name = buf[i:i + 16].split(b"\0", 1)[0].decode(errors="replace")
-        family = int.from_bytes(buf[i + 16:i + 18], "little")
+        name = buf[i : i + 16].split(b"\0", 1)[0].decode(errors="replace")
+        family = int.from_bytes(buf[i + 16 : i + 18], "little")
         if family == socket.AF_INET:
-            out.append((name, socket.inet_ntoa(buf[i + 20:i + 24])))
+            out.append((name, socket.inet_ntoa(buf[i + 20 : i + 24])))
     return out
 
 
@@ -234,8 +236,9 @@ class HolderProbe:
         res = fcntl.ioctl(s.fileno(), SIOCGIFCONF, struct.pack("iL", size, buf.buffer_info()[0]))
         n = struct.unpack("iL", res)[0]
         entries = parse_ifconf(buf.tobytes()[:n])
-        if not any(ip == self.vip and (label == self.ifname or label.startswith(self.ifname + ":"))
-                   for label, ip in entries):
+        if not any(
+            ip == self.vip and (label == self.ifname or label.startswith(self.ifname + ":")) for label, ip in entries
+        ):
             return False
         try:
             req = fcntl.ioctl(s.fileno(), SIOCGIFFLAGS, struct.pack("16sH", self.ifname.encode(), 0) + bytes(22))
@@ -278,9 +281,17 @@ class PairLab:
         self.workdir = Path(workdir) if workdir else workdir_of(options.prefix)
         self.use_prep_cmd = options.mode in ("dr", "tun") and realserver_prep_available()
         self.lab = Lab(
-            options.prefix, real_servers=options.real_servers, directors=2, mode=options.mode, ha_link=True,
-            bond=options.bond, prepare_real_servers=not self.use_prep_cmd, vip_on_director=False,
-            http_port=options.port, log_dir=self.workdir / "logs", ready_timeout=120.0,
+            options.prefix,
+            real_servers=options.real_servers,
+            directors=2,
+            mode=options.mode,
+            ha_link=True,
+            bond=options.bond,
+            prepare_real_servers=not self.use_prep_cmd,
+            vip_on_director=False,
+            http_port=options.port,
+            log_dir=self.workdir / "logs",
+            ready_timeout=120.0,
         )
         self.plan = self.lab.plan
 
@@ -310,8 +321,13 @@ class PairLab:
 
     def config_text(self, node: str) -> str:
         """The generated configuration of ``node`` (see `pair_config`)."""
-        return pair_config(self.plan, node, authkeys=str(self.workdir / "authkeys"),
-                           state_dir=str(self.workdir / node / "state"), port=self.options.port)
+        return pair_config(
+            self.plan,
+            node,
+            authkeys=str(self.workdir / "authkeys"),
+            state_dir=str(self.workdir / node / "state"),
+            port=self.options.port,
+        )
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -351,11 +367,24 @@ class PairLab:
 
     def _prep_real_servers(self) -> None:
         def argv(rs: str) -> list[str]:
-            return [sys.executable, "-m", "director.cli", "realserver", "prep", "--vip", self.vip,
-                    "--mode", self.options.mode, "--state-file", str(self.workdir / f"{rs}-realserver.json")]
+            return [
+                sys.executable,
+                "-m",
+                "director.cli",
+                "realserver",
+                "prep",
+                "--vip",
+                self.vip,
+                "--mode",
+                self.options.mode,
+                "--state-file",
+                str(self.workdir / f"{rs}-realserver.json"),
+            ]
 
-        procs = {rs: self.lab.popen(rs, argv(rs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for rs in self.plan.real_servers}
+        procs = {
+            rs: self.lab.popen(rs, argv(rs), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for rs in self.plan.real_servers
+        }
         for rs, p in procs.items():
             out, _ = p.communicate(timeout=300)
             if p.returncode != 0:
@@ -364,8 +393,12 @@ class PairLab:
     def save_state(self) -> None:
         """Write the state file (options, workdir, build time)."""
         STATE_ROOT.mkdir(parents=True, exist_ok=True)
-        doc = {"options": asdict(self.options), "workdir": str(self.workdir), "created": time.time(),
-               "realserver_prep": self.use_prep_cmd}
+        doc = {
+            "options": asdict(self.options),
+            "workdir": str(self.workdir),
+            "created": time.time(),
+            "realserver_prep": self.use_prep_cmd,
+        }
         write_file_atomic(state_file(self.prefix), (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
 
     @classmethod
@@ -435,9 +468,22 @@ class PairLab:
         with open(self.log_path(node), "ab") as logf:
             p = self.lab.popen(
                 node,
-                [sys.executable, "-m", "director.cli", "run", "-c", str(self.config_path(node)),
-                 "--control-socket", str(self.socket_path(node)), "--log-format", "json"],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "director.cli",
+                    "run",
+                    "-c",
+                    str(self.config_path(node)),
+                    "--control-socket",
+                    str(self.socket_path(node)),
+                    "--log-format",
+                    "json",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         return p.pid
 
@@ -558,8 +604,10 @@ class PairLab:
         return time.monotonic() - start
 
     def _not_settled(self, timeout: float) -> TimeoutError:
-        return TimeoutError(f"the pair did not settle in {timeout:.0f} s (holders {self.holders()}):\n"
-                            + "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in DIRECTORS))
+        return TimeoutError(
+            f"the pair did not settle in {timeout:.0f} s (holders {self.holders()}):\n"
+            + "\n".join(f"--- {n}\n{self.log_tail(n)}" for n in DIRECTORS)
+        )
 
     def log_tail(self, node: str, chars: int = 2500) -> str:
         """The end of ``node``'s daemon log."""
@@ -571,8 +619,16 @@ class PairLab:
     def status(self) -> dict[str, Any]:
         """What exists now: ``{"prefix", "options", "workdir", "namespaces": {name: [(pid, argv)]},
         "holders", "daemons": {node: pid}, "ha": {node: ha status or error}, "ipvs": {node: ipvsadm -Ln}}``."""
-        doc: dict[str, Any] = {"prefix": self.prefix, "options": asdict(self.options), "workdir": str(self.workdir),
-                               "vip": self.vip, "namespaces": {}, "daemons": {}, "ha": {}, "ipvs": {}}
+        doc: dict[str, Any] = {
+            "prefix": self.prefix,
+            "options": asdict(self.options),
+            "workdir": str(self.workdir),
+            "vip": self.vip,
+            "namespaces": {},
+            "daemons": {},
+            "ha": {},
+            "ipvs": {},
+        }
         for name in list_netns():
             if name.startswith(self.prefix + "-"):
                 doc["namespaces"][name] = [(pid, " ".join(_cmdline(pid))) for pid in sorted(pids_in_netns(name))]
@@ -600,8 +656,10 @@ class PairLab:
 def render_status(doc: dict[str, Any]) -> str:
     """Text of `PairLab.status` for ``directord lab status``."""
     o = doc["options"]
-    lines = [f"lab {doc['prefix']}: {o['mode']} forwarding, {o['real_servers']} real servers"
-             f"{', bonded uplinks' if o['bond'] else ''}; VIP {doc['vip']}; files in {doc['workdir']}"]
+    lines = [
+        f"lab {doc['prefix']}: {o['mode']} forwarding, {o['real_servers']} real servers"
+        f"{', bonded uplinks' if o['bond'] else ''}; VIP {doc['vip']}; files in {doc['workdir']}"
+    ]
     if not doc["namespaces"]:
         lines.append("no namespaces exist (run `directord lab up`)")
         return "\n".join(lines)

@@ -94,8 +94,23 @@ class Event:
 #: sampled holder changed), rs-down/rs-up (health check transitions), ipvs
 #: (a kernel table change), failed (a run of failed client requests),
 #: first-success (first successful request after the fault), note.
-EVENT_KINDS = ("fault", "step", "detect", "acquire", "release", "vip-added", "vip-removed", "announce", "holder",
-               "rs-down", "rs-up", "ipvs", "failed", "first-success", "note")
+EVENT_KINDS = (
+    "fault",
+    "step",
+    "detect",
+    "acquire",
+    "release",
+    "vip-added",
+    "vip-removed",
+    "announce",
+    "holder",
+    "rs-down",
+    "rs-up",
+    "ipvs",
+    "failed",
+    "first-success",
+    "note",
+)
 
 
 @dataclass
@@ -211,16 +226,16 @@ SCENARIOS: dict[str, Scenario] = {
             "node failure of the active director: its daemon SIGKILLed and all its links down; dir2 takes over",
             steps=(("kill-daemon", ("dir1", "KILL")), ("links-down", "dir1")),
             until="dir2-serves",
-            expect=Expect(final_holder="dir2", vip_moves_to="dir2", max_gap_s=_TAKEOVER,
-                          no_failure_after="first-success"),
+            expect=Expect(
+                final_holder="dir2", vip_moves_to="dir2", max_gap_s=_TAKEOVER, no_failure_after="first-success"
+            ),
             aliases=("kill-active",),
         ),
         Scenario(
             "crash-daemon",
             "SIGKILL of the active daemon only (links stay up, the VIP stays configured); dir2 takes over; "
             "then the daemon restarts, drops its stale VIP and takes the VIP back (auto_failback)",
-            steps=(("kill-daemon", ("dir1", "KILL")), ("wait", "dir2-holds"), ("sleep", 1.0),
-                   ("start-daemon", "dir1")),
+            steps=(("kill-daemon", ("dir1", "KILL")), ("wait", "dir2-holds"), ("sleep", 1.0), ("start-daemon", "dir1")),
             until="dir1-serves",
             expect=Expect(final_holder="dir1", vip_moves_to="dir2", max_gap_s=_TAKEOVER, split_brain_ok=True),
         ),
@@ -246,16 +261,28 @@ SCENARIOS: dict[str, Scenario] = {
             "a real server's HTTP server is SIGKILLed: the health check takes it out of rotation (quiescent)",
             steps=(("kill-httpd", "rs2"),),
             until="victim-out",
-            expect=Expect(final_holder="dir1", holder_constant=True, victim_out=True, no_failure_after="rs-down",
-                          max_gap_s=CHECK_INTERVAL * CHECK_FALL + CHECK_TIMEOUT + MARGIN),
+            expect=Expect(
+                final_holder="dir1",
+                holder_constant=True,
+                victim_out=True,
+                no_failure_after="rs-down",
+                max_gap_s=CHECK_INTERVAL * CHECK_FALL + CHECK_TIMEOUT + MARGIN,
+            ),
             victim="rs2",
         ),
         Scenario(
             "flap-realserver",
             "a real server's switch port goes down and up twice (3.5 s each, longer than the checks need to "
             "notice): it leaves rotation and comes back",
-            steps=(("port", ("rs2", "down")), ("sleep", 3.5), ("port", ("rs2", "up")), ("sleep", 3.5),
-                   ("port", ("rs2", "down")), ("sleep", 3.5), ("port", ("rs2", "up"))),
+            steps=(
+                ("port", ("rs2", "down")),
+                ("sleep", 3.5),
+                ("port", ("rs2", "up")),
+                ("sleep", 3.5),
+                ("port", ("rs2", "down")),
+                ("sleep", 3.5),
+                ("port", ("rs2", "up")),
+            ),
             until="victim-back",
             expect=Expect(final_holder="dir1", holder_constant=True, victim_back=True),
             victim="rs2",
@@ -341,8 +368,9 @@ def classify_event(record: dict[str, Any], vip: str) -> str | None:
     return None
 
 
-def log_events(lines: Iterable[str], source: str, *, vip: str, t0_epoch: float,
-               since: float | None = None) -> list[Event]:
+def log_events(
+    lines: Iterable[str], source: str, *, vip: str, t0_epoch: float, since: float | None = None
+) -> list[Event]:
     """Timeline events of one daemon's JSON log ``lines``; ``t0_epoch`` is the drill's t0 as a
     Unix time (seconds), events before ``since`` (seconds since t0) are left out. An event's
     text is its log message."""
@@ -381,8 +409,13 @@ def parse_arp(frame: bytes) -> tuple[int, str, str, str, str] | None:
     if len(frame) < 42 or int.from_bytes(frame[12:14], "big") != ETH_P_ARP:
         return None
     arp = frame[14:42]
-    htype, ptype, hlen, plen, op = (int.from_bytes(arp[0:2], "big"), int.from_bytes(arp[2:4], "big"), arp[4], arp[5],
-                                    int.from_bytes(arp[6:8], "big"))
+    htype, ptype, hlen, plen, op = (
+        int.from_bytes(arp[0:2], "big"),
+        int.from_bytes(arp[2:4], "big"),
+        arp[4],
+        arp[5],
+        int.from_bytes(arp[6:8], "big"),
+    )
     if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
         return None
     mac = lambda b: ":".join(f"{x:02x}" for x in b)  # noqa: E731
@@ -400,8 +433,12 @@ def announce_event(t: float, frame: bytes, vip: str, macs: Mapping[str, str]) ->
     if spa != vip or tpa != vip:
         return None
     who = macs.get(sha, sha)
-    return Event(round(t, 3), "client", "announce", f"gratuitous ARP {'request' if op == 1 else 'reply'} "
-                 f"{vip} is-at {sha} ({who})")
+    return Event(
+        round(t, 3),
+        "client",
+        "announce",
+        f"gratuitous ARP {'request' if op == 1 else 'reply'} {vip} is-at {sha} ({who})",
+    )
 
 
 # --- figures --------------------------------------------------------------------------------
@@ -442,10 +479,7 @@ def first_event(events: Sequence[Event], kind: str, after: float, source: str | 
 def table_shape(table: Mapping[str, Mapping]) -> dict[str, dict[str, tuple[str, int]]]:
     """``ipvsadm -Ln`` as parsed by `director.lab.drive.parse_ipvsadm_list`, reduced to what a
     restart must not change: ``{service line: {dest: (forward, weight)}}`` (counters dropped)."""
-    return {
-        svc["line"]: {dest: (d[0], d[1]) for dest, d in svc["dests"].items()}
-        for svc in table.values()
-    }
+    return {svc["line"]: {dest: (d[0], d[1]) for dest, d in svc["dests"].items()} for svc in table.values()}
 
 
 def failure_events(samples: Sequence[Sample]) -> list[Event]:
@@ -470,8 +504,10 @@ def failure_events(samples: Sequence[Sample]) -> list[Event]:
         if len(run) == 1:
             text = f"1 request failed (started {run[0].start:.3f}, ended {run[0].end:.3f}): {results}"
         else:
-            text = (f"{len(run)} requests failed (started {run[0].start:.3f} to {run[-1].start:.3f}, "
-                    f"last ended {run[-1].end:.3f}): {results}")
+            text = (
+                f"{len(run)} requests failed (started {run[0].start:.3f} to {run[-1].start:.3f}, "
+                f"last ended {run[-1].end:.3f}): {results}"
+            )
         events.append(Event(run[0].start, "client", "failed", text))
     return events
 
@@ -483,9 +519,15 @@ def build_timeline(record: DrillRecord) -> list[Event]:
     events = list(record.events) + holder_events(record.holders) + failure_events(record.samples)
     fs = first_success(record.samples, fault_complete(record))
     if fs is not None:
-        events.append(Event(fs.end, "client", "first-success",
-                            f"first success after the fault, answered by {fs.result} "
-                            f"({fs.end - record.fault_t:.2f} s after the fault)"))
+        events.append(
+            Event(
+                fs.end,
+                "client",
+                "first-success",
+                f"first success after the fault, answered by {fs.result} "
+                f"({fs.end - record.fault_t:.2f} s after the fault)",
+            )
+        )
     order = {"drill": 0, "dir1": 1, "dir2": 1, "client": 2}
     return sorted(events, key=lambda e: (e.t, order.get(e.source, 3)))
 
@@ -506,7 +548,7 @@ def vip_moves(timeline: Sequence[Event]) -> list[tuple[float, float]]:
     for i, ev in enumerate(timeline):
         if ev.kind != "vip-removed":
             continue
-        added = next((e for e in timeline[i + 1:] if e.kind == "vip-added" and e.source != ev.source), None)
+        added = next((e for e in timeline[i + 1 :] if e.kind == "vip-added" and e.source != ev.source), None)
         if added is not None:
             moves.append((ev.t, added.t))
     return moves
@@ -520,8 +562,14 @@ def failures_outside_moves(samples: Sequence[Sample], moves: Sequence[tuple[floa
     for s in samples:
         if s.ok:
             continue
-        hit = next((i for i, (removed, added) in enumerate(moves) if i not in used
-                    and s.start <= added + MOVE_SLACK and s.end >= removed - MOVE_SLACK), None)
+        hit = next(
+            (
+                i
+                for i, (removed, added) in enumerate(moves)
+                if i not in used and s.start <= added + MOVE_SLACK and s.end >= removed - MOVE_SLACK
+            ),
+            None,
+        )
         if s.result == "ConnectionResetError" and hit is not None:
             used.add(hit)
         else:
@@ -535,8 +583,14 @@ def _after(samples: Sequence[Sample], t: float) -> list[Sample]:
 
 def _rs_events(timeline: Sequence[Event], kind: str, record: DrillRecord, source: str, after: float) -> list[Event]:
     """Health transitions of ``kind`` seen by ``source`` after ``after`` (of the victim when known)."""
-    return [e for e in timeline if e.kind == kind and e.source == source and e.t >= after
-            and (record.victim_addr is None or f"{record.victim_addr}:" in e.text)]
+    return [
+        e
+        for e in timeline
+        if e.kind == kind
+        and e.source == source
+        and e.t >= after
+        and (record.victim_addr is None or f"{record.victim_addr}:" in e.text)
+    ]
 
 
 def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
@@ -550,39 +604,70 @@ def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
     fault = record.fault_t
     timeline = build_timeline(record)
     checks.append(Check("runner", not record.problems, "; ".join(record.problems) or "no problems"))
-    checks.append(Check("settled", record.settled,
-                        "end condition reached" if record.settled else "end condition not reached in time"))
+    checks.append(
+        Check(
+            "settled",
+            record.settled,
+            "end condition reached" if record.settled else "end condition not reached in time",
+        )
+    )
     final = record.holders[-1].holder if record.holders else "-"
-    checks.append(Check("final holder", final == expect.final_holder,
-                        f"{final} (expected {expect.final_holder} alone)"))
+    checks.append(
+        Check("final holder", final == expect.final_holder, f"{final} (expected {expect.final_holder} alone)")
+    )
     both = [h for h in record.holders if len(h.held) > 1]
     if not expect.split_brain_ok:
-        checks.append(Check("one holder", not both,
-                            f"two holders at {both[0].t:.2f} s" if both else "never two holders"))
+        checks.append(
+            Check("one holder", not both, f"two holders at {both[0].t:.2f} s" if both else "never two holders")
+        )
     after_fault = [h for h in record.holders if h.t >= fault]
     if expect.vip_moves_to:
         seen = [h for h in after_fault if expect.vip_moves_to in h.held]
-        checks.append(Check("VIP moved", bool(seen),
-                            f"on {expect.vip_moves_to} {seen[0].t - fault:.2f} s after the fault" if seen
-                            else f"never seen on {expect.vip_moves_to}"))
+        checks.append(
+            Check(
+                "VIP moved",
+                bool(seen),
+                f"on {expect.vip_moves_to} {seen[0].t - fault:.2f} s after the fault"
+                if seen
+                else f"never seen on {expect.vip_moves_to}",
+            )
+        )
     if expect.holder_constant:
         kinds = sorted({h.holder for h in record.holders})
         checks.append(Check("holder constant", kinds == [expect.final_holder], "holders seen: " + ", ".join(kinds)))
     gap, gap_at = longest_gap(record.samples, fault)
     if expect.max_gap_s is not None:
-        checks.append(Check("longest gap", gap <= expect.max_gap_s,
-                            f"{gap:.2f} s from {gap_at:.2f} s (bound {expect.max_gap_s:.1f} s)"))
+        checks.append(
+            Check(
+                "longest gap",
+                gap <= expect.max_gap_s,
+                f"{gap:.2f} s from {gap_at:.2f} s (bound {expect.max_gap_s:.1f} s)",
+            )
+        )
     failed = [s for s in record.samples if not s.ok]
     if expect.max_failed is not None:
-        checks.append(Check("failed requests", len(failed) <= expect.max_failed,
-                            f"{len(failed)} failed (allowed {expect.max_failed})"))
+        checks.append(
+            Check(
+                "failed requests",
+                len(failed) <= expect.max_failed,
+                f"{len(failed)} failed (allowed {expect.max_failed})",
+            )
+        )
     if expect.resets_only_at_moves:
         moves = vip_moves(timeline)
         odd = failures_outside_moves(record.samples, moves)
-        checks.append(Check("failed requests", not odd,
-                            f"{len(failed)} failed over {len(moves)} VIP move(s)"
-                            + (f"; {len(odd)} not a reset at a move, first at {odd[0].start:.2f} s: {odd[0].result}"
-                               if odd else (", each a reset of a request in flight at a move" if failed else ""))))
+        checks.append(
+            Check(
+                "failed requests",
+                not odd,
+                f"{len(failed)} failed over {len(moves)} VIP move(s)"
+                + (
+                    f"; {len(odd)} not a reset at a move, first at {odd[0].start:.2f} s: {odd[0].result}"
+                    if odd
+                    else (", each a reset of a request in flight at a move" if failed else "")
+                ),
+            )
+        )
     if expect.no_failure_after:
         if expect.no_failure_after == "first-success":
             fs = first_success(record.samples, fault_complete(record))
@@ -591,21 +676,42 @@ def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
             evs = _rs_events(timeline, expect.no_failure_after, record, expect.final_holder, fault)
             mark = evs[0].t + GRACE if evs else None
         if mark is None:
-            checks.append(Check(f"no failure after {expect.no_failure_after}", False,
-                                f"no {expect.no_failure_after} after the fault"))
+            checks.append(
+                Check(
+                    f"no failure after {expect.no_failure_after}",
+                    False,
+                    f"no {expect.no_failure_after} after the fault",
+                )
+            )
         else:
             late = [s for s in _after(record.samples, mark) if not s.ok]
-            checks.append(Check(f"no failure after {expect.no_failure_after}", not late,
-                                f"{len(late)} failed after {mark:.2f} s"
-                                + (f" (first at {late[0].start:.2f} s: {late[0].result})" if late else "")))
+            checks.append(
+                Check(
+                    f"no failure after {expect.no_failure_after}",
+                    not late,
+                    f"{len(late)} failed after {mark:.2f} s"
+                    + (f" (first at {late[0].start:.2f} s: {late[0].result})" if late else ""),
+                )
+            )
     if expect.ipvs_unchanged:
         same = bool(record.tables_before) and record.tables_before == record.tables_after
         ops = [e for e in timeline if e.kind == "ipvs" and e.t >= fault]
-        checks.append(Check("IPVS unchanged", same and not ops,
-                            ("tables identical" if same
-                             else f"tables differ: before {record.tables_before}, after {record.tables_after}")
-                            + (f"; {len(ops)} IPVS change(s) logged, first: {ops[0].source} {ops[0].text}" if ops
-                               else "; no IPVS change logged")))
+        checks.append(
+            Check(
+                "IPVS unchanged",
+                same and not ops,
+                (
+                    "tables identical"
+                    if same
+                    else f"tables differ: before {record.tables_before}, after {record.tables_after}"
+                )
+                + (
+                    f"; {len(ops)} IPVS change(s) logged, first: {ops[0].source} {ops[0].text}"
+                    if ops
+                    else "; no IPVS change logged"
+                ),
+            )
+        )
     victim = record.victim
     if expect.victim_out:
         downs = _rs_events(timeline, "rs-down", record, expect.final_holder, fault)
@@ -614,16 +720,27 @@ def evaluate(expect: Expect, record: DrillRecord, vip: str = "") -> list[Check]:
             checks.append(Check("victim out", False, f"{victim} never left rotation"))
         else:
             answered = [s for s in _after(record.samples, ev.t + GRACE) if s.ok and s.result == victim]
-            checks.append(Check("victim out", not answered,
-                                f"out of rotation {ev.t - fault:.2f} s after the fault; "
-                                f"{len(answered)} answers from {victim} afterwards"))
+            checks.append(
+                Check(
+                    "victim out",
+                    not answered,
+                    f"out of rotation {ev.t - fault:.2f} s after the fault; "
+                    f"{len(answered)} answers from {victim} afterwards",
+                )
+            )
     if expect.victim_back:
         ups = _rs_events(timeline, "rs-up", record, expect.final_holder, fault)
         last_up = max(ups, key=lambda e: e.t) if ups else None
         answered = [s for s in _after(record.samples, last_up.t) if s.ok and s.result == victim] if last_up else []
-        checks.append(Check("victim back", bool(answered),
-                            f"back in rotation at {last_up.t:.2f} s; {len(answered)} answers from {victim} afterwards"
-                            if last_up else f"{victim} never came back"))
+        checks.append(
+            Check(
+                "victim back",
+                bool(answered),
+                f"back in rotation at {last_up.t:.2f} s; {len(answered)} answers from {victim} afterwards"
+                if last_up
+                else f"{victim} never came back",
+            )
+        )
     return checks
 
 

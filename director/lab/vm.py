@@ -47,8 +47,10 @@ APT_PACKAGES = ("qemu-system-x86", "busybox-static", "kmod", "ipvsadm", "tcpdump
 #: Schedulers: every net/netfilter/ipvs/ip_vs_<name>.c of the stock kernel.
 GUEST_MODULES = (
     "ip_vs",
-    *(f"ip_vs_{s}" for s in ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh",
-                             "twos")),
+    *(
+        f"ip_vs_{s}"
+        for s in ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "fo", "ovf", "mh", "twos")
+    ),
     "ipip",
     "bonding",
     "nlmon",
@@ -168,6 +170,7 @@ def resolve_kernel_package() -> str | None:
     Runs ``apt-get update`` once (as root) when apt knows no candidate.
     Returns None when it cannot be resolved (no lists, offline, not root).
     """
+
     def depends() -> str | None:
         r = _run(["apt-cache", "depends", KERNEL_META_PACKAGE], capture_output=True)
         return parse_kernel_package(r.stdout) if r.returncode == 0 else None
@@ -318,9 +321,8 @@ def guest_script(
         f"OUT={out}",
         'exec 3>>"$OUT/guest.log"',
         'echo "guest: kernel $(uname -r)" >&3',
-        f"if ! modprobe -a {mods} 2>>\"$OUT/modules.log\"; then",
-        (f"  for m in {mods}; do modprobe \"$m\" 2>>\"$OUT/modules.log\""
-         " || echo \"guest: module $m unavailable\" >&3; done"),
+        f'if ! modprobe -a {mods} 2>>"$OUT/modules.log"; then',
+        (f'  for m in {mods}; do modprobe "$m" 2>>"$OUT/modules.log" || echo "guest: module $m unavailable" >&3; done'),
         "fi",
     ]
     for k, v in env.items():
@@ -328,8 +330,10 @@ def guest_script(
             raise ValueError(f"invalid environment variable name {k!r}")
         lines.append(f"export {k}={shlex.quote(str(v))}")
     lines += [
-        (f"cd {shlex.quote(str(cwd))} || {{ echo 'guest: cannot cd to {cwd}' >&3; "
-         f"echo 126 >\"$OUT/status.tmp\"; mv \"$OUT/status.tmp\" \"$OUT/status\"; exit 0; }}"),
+        (
+            f"cd {shlex.quote(str(cwd))} || {{ echo 'guest: cannot cd to {cwd}' >&3; "
+            f'echo 126 >"$OUT/status.tmp"; mv "$OUT/status.tmp" "$OUT/status"; exit 0; }}'
+        ),
         'echo "guest: running $(date +%s)" >&3',
         f'{shlex.join(argv)} </dev/null >"$OUT/stdout.log" 2>"$OUT/stderr.log"',
         "rc=$?",
@@ -475,16 +479,34 @@ def run_in_vm(
     script.write_text(guest_script(argv, out_dir=out, cwd=workdir, env=guest_env(extra=env), modules=modules))
     script.chmod(0o755)
     cmd = [
-        vng, "--run", str(vmlinuz), "--disable-kvm", "--memory", memory, "--cpus", str(cpus),
-        "--overlay-rwdir", str(workdir), "--rwdir", str(out), "--cwd", str(workdir), "--verbose",
-        "--exec", f"bash {shlex.quote(str(script))}",
+        vng,
+        "--run",
+        str(vmlinuz),
+        "--disable-kvm",
+        "--memory",
+        memory,
+        "--cpus",
+        str(cpus),
+        "--overlay-rwdir",
+        str(workdir),
+        "--rwdir",
+        str(out),
+        "--cwd",
+        str(workdir),
+        "--verbose",
+        "--exec",
+        f"bash {shlex.quote(str(script))}",
     ]
     _log(f"booting {vmlinuz.name} (TCG, {cpus} CPUs, {memory}): {shlex.join(argv)}")
     t0 = time.monotonic()
     timed_out = False
     with open(out / "console.log", "wb") as console:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, cwd=str(workdir),
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            cwd=str(workdir),
             start_new_session=True,
         )
         tails = [_Tail(out / "stdout.log", sys.stdout), _Tail(out / "stderr.log", sys.stderr)] if stream else []
@@ -515,8 +537,10 @@ def run_in_vm(
             rc = STATUS_NO_RESULT
         _log(f"guest command exited {rc} ({elapsed:.0f} s including boot)")
         return rc
-    _log(f"guest wrote no exit status ({'timed out' if timed_out else 'crashed or never started'}, "
-         f"{elapsed:.0f} s); console tail:")
+    _log(
+        f"guest wrote no exit status ({'timed out' if timed_out else 'crashed or never started'}, "
+        f"{elapsed:.0f} s); console tail:"
+    )
     print(_console_tail(out / "console.log"), file=sys.stderr, flush=True)
     return STATUS_TIMEOUT if timed_out else STATUS_NO_RESULT
 
@@ -535,8 +559,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--memory", default="2G")
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR))
-    ap.add_argument("--kernel", default=None,
-                    help="vmlinuz to boot (default: ensure the prerequisites and use the cached stock kernel)")
+    ap.add_argument(
+        "--kernel",
+        default=None,
+        help="vmlinuz to boot (default: ensure the prerequisites and use the cached stock kernel)",
+    )
     ap.add_argument("--env", action="append", default=[], metavar="K=V", help="extra guest environment variable")
     ap.add_argument("--quiet", action="store_true", help="print the guest's output only after it ends")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ...")
@@ -553,7 +580,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else REPO_ROOT / "out" / time.strftime("vm-%Y%m%d-%H%M%S")
     kernel = Path(args.kernel) if args.kernel else ensure_vm_prerequisites(args.cache_dir)
     return run_in_vm(
-        command, out_dir=out, timeout_s=args.timeout, memory=args.memory, cpus=args.cpus, env=env, kernel=kernel,
+        command,
+        out_dir=out,
+        timeout_s=args.timeout,
+        memory=args.memory,
+        cpus=args.cpus,
+        env=env,
+        kernel=kernel,
         stream=not args.quiet,
     )
 

@@ -240,9 +240,7 @@ def apply(
                     on_record(left)
                 except Exception as jexc:
                     errs.append(f"state file: {explain_error(jexc)}")
-            raise ApplyError(
-                f"{change.describe()}: {explain_error(exc)}", change, undone, left, errs
-            ) from exc
+            raise ApplyError(f"{change.describe()}: {explain_error(exc)}", change, undone, left, errs) from exc
         if report is not None:
             report(change, rec)
     return done

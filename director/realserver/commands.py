@@ -136,13 +136,16 @@ def prep(
         if not records and previous is None:
             save_state(state_file, None)
             return
-        save_state(state_file, {
-            "version": 1,
-            "netns": current_netns_name(),
-            "request": request.to_json(),
-            "persist_root": persist_root,
-            "applied": merge_records(base, records),
-        })
+        save_state(
+            state_file,
+            {
+                "version": 1,
+                "netns": current_netns_name(),
+                "request": request.to_json(),
+                "persist_root": persist_root,
+                "applied": merge_records(base, records),
+            },
+        )
 
     def report(change: Change, rec: dict | None) -> None:
         if rec is None:
@@ -231,13 +234,18 @@ def status(
         _err(str(exc))
         return 1
     if as_json:
-        out(json.dumps({
-            "ready": p.ready,
-            "request": request.to_json(),
-            "items": [{"what": i.what, "present": i.present, "detail": i.detail} for i in p.items],
-            "errors": list(p.errors),
-            "notes": list(p.notes),
-        }, indent=2))
+        out(
+            json.dumps(
+                {
+                    "ready": p.ready,
+                    "request": request.to_json(),
+                    "items": [{"what": i.what, "present": i.present, "detail": i.detail} for i in p.items],
+                    "errors": list(p.errors),
+                    "notes": list(p.notes),
+                },
+                indent=2,
+            )
+        )
     else:
         for line in _status_lines(p.items):
             out(line)
@@ -267,17 +275,36 @@ def _ip_arg(text: str) -> IPAddress:
 
 
 def _add_request_args(p: argparse.ArgumentParser, *, required_mode_default: bool) -> None:
-    p.add_argument("--vip", action="extend", nargs="+", type=_vip_arg, metavar="VIP",
-                   help="virtual IP address served by this real server (repeatable; IPv4 or IPv6)")
-    p.add_argument("--mode", choices=("dr", "tun", "nat"), default="dr" if required_mode_default else None,
-                   help="forwarding method of the director (default dr)")
-    p.add_argument("--interface", action="extend", nargs="+", metavar="IF",
-                   help="set the ARP sysctls on these interfaces only (default: every interface that hears ARP)")
-    p.add_argument("--director", type=_ip_arg, metavar="DIP",
-                   help="nat: the director's address, expected as the default gateway")
-    p.add_argument("--state-file", metavar="PATH",
-                   help="where prep records what it changed, for undo "
-                        "(default /var/lib/directord/realserver.json, realserver-<netns>.json in a namespace)")
+    p.add_argument(
+        "--vip",
+        action="extend",
+        nargs="+",
+        type=_vip_arg,
+        metavar="VIP",
+        help="virtual IP address served by this real server (repeatable; IPv4 or IPv6)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("dr", "tun", "nat"),
+        default="dr" if required_mode_default else None,
+        help="forwarding method of the director (default dr)",
+    )
+    p.add_argument(
+        "--interface",
+        action="extend",
+        nargs="+",
+        metavar="IF",
+        help="set the ARP sysctls on these interfaces only (default: every interface that hears ARP)",
+    )
+    p.add_argument(
+        "--director", type=_ip_arg, metavar="DIP", help="nat: the director's address, expected as the default gateway"
+    )
+    p.add_argument(
+        "--state-file",
+        metavar="PATH",
+        help="where prep records what it changed, for undo "
+        "(default /var/lib/directord/realserver.json, realserver-<netns>.json in a namespace)",
+    )
 
 
 def cmd_prep(args: argparse.Namespace) -> int:
@@ -305,8 +332,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             _err("give --vip (and --mode), or run prep first")
             return 1
         recorded = Request.from_json(doc["request"])
-        request = Request(recorded.vips, args.mode or recorded.mode,
-                          request.interfaces or recorded.interfaces, recorded.director)
+        request = Request(
+            recorded.vips, args.mode or recorded.mode, request.interfaces or recorded.interfaces, recorded.director
+        )
     return status(request, as_json=args.json)
 
 
@@ -318,8 +346,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = rssub.add_parser("prep", help="configure the VIPs and sysctls a real server needs (idempotent)")
     _add_request_args(p, required_mode_default=True)
     p.add_argument("--dry-run", action="store_true", help="print every change, change nothing")
-    p.add_argument("--persist", action="store_true",
-                   help=f"also write /{SYSCTL_CONF}, /{ENV_FILE} and install and enable {UNIT_NAME}")
+    p.add_argument(
+        "--persist",
+        action="store_true",
+        help=f"also write /{SYSCTL_CONF}, /{ENV_FILE} and install and enable {UNIT_NAME}",
+    )
     p.add_argument("--persist-root", metavar="DIR", help="write the --persist files below DIR instead of /")
     p.set_defaults(func=cmd_prep)
 

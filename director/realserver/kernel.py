@@ -83,17 +83,23 @@ def gather(request: Request | None = None) -> HostState:
                 name = msg.get_attr("IFLA_IFNAME")
                 flags = msg["flags"]
                 names[msg["index"]] = name
-                links.append(Link(name, msg["index"], bool(flags & 1), bool(flags & IFF_LOOPBACK),
-                                  bool(flags & IFF_NOARP)))
+                links.append(
+                    Link(name, msg["index"], bool(flags & 1), bool(flags & IFF_LOOPBACK), bool(flags & IFF_NOARP))
+                )
             addrs = []
             for msg in ipr.get_addr():
                 text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
                 if text is None:
                     continue
-                addrs.append(Address(
-                    names.get(msg["index"], str(msg["index"])), text, msg["prefixlen"],
-                    msg.get_attr("IFA_LABEL"), msg.get_attr("IFA_PROTO") or 0,
-                ))
+                addrs.append(
+                    Address(
+                        names.get(msg["index"], str(msg["index"])),
+                        text,
+                        msg["prefixlen"],
+                        msg.get_attr("IFA_LABEL"),
+                        msg.get_attr("IFA_PROTO") or 0,
+                    )
+                )
             gws: dict[int, str | None] = {4: None, 6: None}
             for family, version in ((socket.AF_INET, 4), (socket.AF_INET6, 6)):
                 for r in ipr.get_routes(family=family, table=254):

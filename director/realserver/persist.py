@@ -59,8 +59,7 @@ def sysctl_conf_text(p: Plan) -> str:
     """The sysctl.d file making ``p``'s sysctls permanent: each managed key with
     the value it will have after ``prep`` (the current one if acceptable)."""
     lines = [
-        "# Written by `directord realserver prep --persist` (LVS real server, forwarding method "
-        f"{p.request.mode}).",
+        f"# Written by `directord realserver prep --persist` (LVS real server, forwarding method {p.request.mode}).",
         "# Removed by `directord realserver undo`.",
     ]
     for item in p.items:

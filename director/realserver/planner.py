@@ -82,10 +82,13 @@ def plan(request: Request, state: HostState) -> Plan:
             gw = state.default_gateways.get(request.director.version)
             ok = gw is not None and ipaddress.ip_address(gw) == request.director
             where = "no default route" if gw is None else f"default route via {gw}"
-            items.append(Item(
-                f"IPv{request.director.version} default route via the director {request.director}", ok,
-                where + ("" if ok else " (replies would bypass the director)"),
-            ))
+            items.append(
+                Item(
+                    f"IPv{request.director.version} default route via the director {request.director}",
+                    ok,
+                    where + ("" if ok else " (replies would bypass the director)"),
+                )
+            )
         return Plan(request, tuple(items), tuple(errors), tuple(notes))
 
     if not request.vips:
@@ -104,8 +107,9 @@ def plan(request: Request, state: HostState) -> Plan:
                 items.append(Item("module ipip", False, "", Change("module", "ipip")))
                 items.append(Item(f"{rsysctl.TUNNEL} (ipip)", False, "missing", Change("tunnel", rsysctl.TUNNEL)))
         if tunnel is None or not tunnel.up:
-            items.append(Item(f"{rsysctl.TUNNEL} up", False, "down" if tunnel else "",
-                              Change("link_up", rsysctl.TUNNEL)))
+            items.append(
+                Item(f"{rsysctl.TUNNEL} up", False, "down" if tunnel else "", Change("link_up", rsysctl.TUNNEL))
+            )
         else:
             items.append(Item(f"{rsysctl.TUNNEL} up", True, "up"))
 
@@ -117,8 +121,9 @@ def plan(request: Request, state: HostState) -> Plan:
                 items.append(Item(shown, True, f"= {now}", sysctl=(key, str(now))))
             else:
                 detail = f"= {'absent' if now is None else now}, want {rule.want}: {rule.why}"
-                items.append(Item(shown, False, detail, Change("sysctl", key, str(rule.want), now),
-                                  sysctl=(key, str(rule.want))))
+                items.append(
+                    Item(shown, False, detail, Change("sysctl", key, str(rule.want), now), sysctl=(key, str(rule.want)))
+                )
 
     ifaces = {lk.name: lk for lk in state.links}
     for vip in request.vips:

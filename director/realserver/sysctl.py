@@ -63,15 +63,27 @@ class SysctlRule:
 
 TABLE: tuple[SysctlRule, ...] = (
     SysctlRule(
-        "arp_ignore", 1, frozenset({1, 2}), frozenset({"dr", "tun"}), ("all", "lo", ARP_INTERFACES),
+        "arp_ignore",
+        1,
+        frozenset({1, 2}),
+        frozenset({"dr", "tun"}),
+        ("all", "lo", ARP_INTERFACES),
         "answer ARP only for addresses of the receiving interface (not the VIP)",
     ),
     SysctlRule(
-        "arp_announce", 2, frozenset({2}), frozenset({"dr", "tun"}), ("all", "lo", ARP_INTERFACES),
+        "arp_announce",
+        2,
+        frozenset({2}),
+        frozenset({"dr", "tun"}),
+        ("all", "lo", ARP_INTERFACES),
         "never use the VIP as the sender address of ARP requests",
     ),
     SysctlRule(
-        "rp_filter", 0, frozenset({0, 2}), frozenset({"tun"}), ("all", TUNNEL),
+        "rp_filter",
+        0,
+        frozenset({0, 2}),
+        frozenset({"tun"}),
+        ("all", TUNNEL),
         "accept decapsulated packets on tunl0 from clients routed elsewhere",
     ),
 )
@@ -115,7 +127,7 @@ def wanted(mode: str, arp_interfaces: list[str] | tuple[str, ...]) -> list[tuple
         if mode not in rule.modes:
             continue
         for dev in rule.devices:
-            for d in (arp_interfaces if dev == ARP_INTERFACES else (dev,)):
+            for d in arp_interfaces if dev == ARP_INTERFACES else (dev,):
                 key = conf_key(d, rule.name)
                 if key not in seen:
                     seen.add(key)

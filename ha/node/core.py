@@ -160,9 +160,7 @@ class HeartbeatNode:
         self._linger_until: float | None = None
 
         # our heartbeat: messages, status, history
-        self._outbound = Outbound(
-            config, keys, identity, self._members, host, loadavg=loadavg, wallclock=wallclock
-        )
+        self._outbound = Outbound(config, keys, identity, self._members, host, loadavg=loadavg, wallclock=wallclock)
         self._history = self._outbound.history
         # the peers' packet streams: sequencing, acks, retransmissions
         self._receiver = Receiver(identity, self._me, self._members, self._outbound, host, self._rng)

@@ -138,11 +138,7 @@ class GroupTable:
 
     def groups_of(self, bits: int) -> list[int]:
         """Indexes of the resource set `bits` (`LOCAL`: ours, `FOREIGN`: the peer's)."""
-        return [
-            i
-            for i, g in enumerate(self.groups)
-            if (g.local and bits & LOCAL) or (not g.local and bits & FOREIGN)
-        ]
+        return [i for i, g in enumerate(self.groups) if (g.local and bits & LOCAL) or (not g.local and bits & FOREIGN)]
 
     def by_key(self, key: str | None) -> int | None:
         """Index of the group whose key (first resource) is `key`, or None."""

@@ -75,9 +75,7 @@ class ConnectivityHandover:
     `gave_up`: we handed our groups over because of connectivity.
     """
 
-    def __init__(
-        self, config: HAConfig, members: Membership, resources: ResourceProtocol, host: HandoverHost
-    ) -> None:
+    def __init__(self, config: HAConfig, members: Membership, resources: ResourceProtocol, host: HandoverHost) -> None:
         self._members = members
         self._rsc = resources
         self._host = host
@@ -101,8 +99,10 @@ class ConnectivityHandover:
         """Our connectivity is `conn` (changed or first known): report it, decide."""
         changed = conn != self.ours
         if changed and self.ours is not None:
-            self._host.log(logging.WARNING if conn.score < self.ours.score else logging.INFO,
-                           f"connectivity changed: {self.ours} -> {conn}")
+            self._host.log(
+                logging.WARNING if conn.score < self.ours.score else logging.INFO,
+                f"connectivity changed: {self.ours} -> {conn}",
+            )
         self.ours = conn
         if changed and comm_up:
             self._send_report()

@@ -125,9 +125,9 @@ class Receiver:
             # no seq to check, but the generation still tells a replay of an old run
             self._host.count("replay")
             self._host.log_limited(
-                f"replay-{peer.name}", logging.ERROR,
-                f"attempted replay attack from {peer.name}? {mtype} of generation {gen} < {stream.generation}: "
-                "dropped",
+                f"replay-{peer.name}",
+                logging.ERROR,
+                f"attempted replay attack from {peer.name}? {mtype} of generation {gen} < {stream.generation}: dropped",
             )
             return False
         if mtype == "NS_nak_rexmit":
@@ -167,9 +167,7 @@ class Receiver:
                 return
             sent = self._outbound.history.last_seq
             if not self.streams[peer.key].acknowledge(ackseq, sent):
-                self._host.log_limited(
-                    "ack", logging.ERROR, f"ack from {peer.name} for seq {ackseq}, we sent {sent}"
-                )
+                self._host.log_limited("ack", logging.ERROR, f"ack from {peer.name} for seq {ackseq}, we sent {sent}")
 
     # ------------------------------------------------------------------ sequenced messages
 
@@ -180,7 +178,11 @@ class Receiver:
         stream = self.streams[peer.key]
         is_status = mtype == "status"
         verdict = check_generation(
-            stream.generation, gen, status=is_status, peer_dead=peer.dead, seq=seq,
+            stream.generation,
+            gen,
+            status=is_status,
+            peer_dead=peer.dead,
+            seq=seq,
             status_seqno=peer.status_seqno,
         )
         if verdict == Generation.REPLAY:
@@ -243,7 +245,8 @@ class Receiver:
                         self._host.count("lost_packets")
                         self._outbound.loss_seen()
                         self._host.log_limited(
-                            f"lost-{peer.name}", logging.WARNING,
+                            f"lost-{peer.name}",
+                            logging.WARNING,
                             f"lost packet(s) from {peer.name} (seq {s}): asking for retransmission",
                         )
                     self._outbound.send(
@@ -280,8 +283,12 @@ class Receiver:
         for item in answer.answers:
             if item.payload is None:
                 self._outbound.send(
-                    [("t", "NS_nak_rexmit"), ("firstseq", format(item.seq, "x")), ("dest", peer.name),
-                     ("info", item.reason)]
+                    [
+                        ("t", "NS_nak_rexmit"),
+                        ("firstseq", format(item.seq, "x")),
+                        ("dest", peer.name),
+                        ("info", item.reason),
+                    ]
                 )
                 self._host.count("naks_sent")
                 self._host.log_limited(
@@ -293,6 +300,7 @@ class Receiver:
                 self._host.count("retransmitted")
         if answer.beyond is not None:
             self._host.log_limited(
-                "rexmit-high", logging.WARNING,
+                "rexmit-high",
+                logging.WARNING,
                 f"{peer.name} asks for seq {answer.beyond}, {history.last_seq} is max",
             )

@@ -525,12 +525,7 @@ class ResourceProtocol:
         self._takeover_from_node(peer, "peer shut down")
 
     def _perform_auto_failback(self) -> None:
-        if (
-            self.stop_requested
-            or not self.i_hold & FOREIGN
-            or not self.rsc_needs_failback
-            or not self.failback
-        ):
+        if self.stop_requested or not self.i_hold & FOREIGN or not self.rsc_needs_failback or not self.failback:
             self.rsc_needs_failback = False
             self._shutdown_if_needed()
             return
@@ -541,7 +536,8 @@ class ResourceProtocol:
         conn, peer_conn = self._host.connectivity()
         if conn is not None and peer_conn is not None and peer_conn.score < conn.score:
             self._host.log_limited(
-                "failback-connectivity", logging.INFO,
+                "failback-connectivity",
+                logging.INFO,
                 f"auto failback delayed: the peer's connectivity ({peer_conn}) is worse than ours ({conn})",
             )
             self.autofailback_at = self._host.now + _AUTOFAILBACK_RETRY

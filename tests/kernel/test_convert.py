@@ -46,6 +46,7 @@ def parse_tables(plain: str, thresholds: str) -> Table:
     Columns are found by their header names, so the parser does not depend on
     ipvsadm's column order.
     """
+
     def rows(text: str) -> tuple[dict[str, list[list[str]]], list[str]]:
         # The destination columns are named on the "-> RemoteAddress:Port" line (plain list) or,
         # with --thresholds, on the "Prot LocalAddress:Port" line (ipvsadm's print_title).
@@ -101,8 +102,9 @@ def converge(lab, expected: Table, what: str, log: Path | None = None) -> Table:
                 return table
         time.sleep(1)
     tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
-    raise AssertionError(f"{what}: table never equalled the expected one\n got:      {table}\n"
-                         f" expected: {expected}\n--- log ---\n{tail}")
+    raise AssertionError(
+        f"{what}: table never equalled the expected one\n got:      {table}\n expected: {expected}\n--- log ---\n{tail}"
+    )
 
 
 # --- the samples -----------------------------------------------------------------------------
@@ -112,10 +114,11 @@ VIP = "10.77.0.100"
 
 LAB_UP: Table = {
     f"TCP {VIP}:80 wrr persistent 300 mask 255.255.255.0": {
-        "10.77.0.21:80": (R, 3, 0, 0), "10.77.0.22:80": (R, 1, 20, 10)},
+        "10.77.0.21:80": (R, 3, 0, 0),
+        "10.77.0.22:80": (R, 1, 20, 10),
+    },
     f"TCP {VIP}:8080 lc": {"10.77.0.21:80": (M, 2, 0, 0), "10.77.0.22:80": (M, 1, 0, 0)},
-    "FWM 1 sh (sh-port)": {"10.77.0.21:0": (R, 1, 0, 0), "10.77.0.22:0": (R, 1, 0, 0),
-                           "10.77.0.23:0": (R, 1, 0, 0)},
+    "FWM 1 sh (sh-port)": {"10.77.0.21:0": (R, 1, 0, 0), "10.77.0.22:0": (R, 1, 0, 0), "10.77.0.23:0": (R, 1, 0, 0)},
     f"UDP {VIP}:53 rr": {"10.77.0.21:53": (R, 1, 0, 0), "10.77.0.22:53": (R, 2, 0, 0)},
     f"TCP {VIP}:81 wlc": {"10.77.0.21:81": (T, 1, 0, 0), "10.77.0.22:81": (T, 1, 0, 0)},
     f"TCP {VIP}:82 wrr": {"10.77.0.23:82": (R, 1, 0, 0)},
@@ -130,17 +133,21 @@ LAB_DOWN: Table = {
     f"TCP {VIP}:82 wrr": {"10.77.0.23:82": (R, 1, 0, 0)},
 }
 DEBIAN_UP: Table = {
-    f"TCP {VIP}:80 rr": {"10.77.0.21:80": (R, 1, 0, 0), "10.77.0.22:80": (R, 1, 0, 0),
-                         "10.77.0.23:80": (R, 1, 0, 0)},
+    f"TCP {VIP}:80 rr": {"10.77.0.21:80": (R, 1, 0, 0), "10.77.0.22:80": (R, 1, 0, 0), "10.77.0.23:80": (R, 1, 0, 0)},
 }
 DEBIAN_DOWN: Table = {f"TCP {VIP}:80 rr": {"10.77.0.23:80": (R, 1, 0, 0)}}
 
 #: Text replacements that put the Debian sample on the lab: its addresses, the receive string
 #: (the lab's servers answer with their name, "rs1"...) and a check timeout the slow guest can
 #: meet (3 s is tight for perl and Python there); every directive stays as shipped.
-DEBIAN_SUBST = (("checktimeout=3", "checktimeout=10"), ("192.168.6.240", VIP), ("192.168.6.2:", "10.77.0.21:"),
-                ("192.168.6.3:", "10.77.0.22:"),
-                ("192.168.6.6:", "10.77.0.23:"), ('receive="Test Page"', 'receive="rs"'))
+DEBIAN_SUBST = (
+    ("checktimeout=3", "checktimeout=10"),
+    ("192.168.6.240", VIP),
+    ("192.168.6.2:", "10.77.0.21:"),
+    ("192.168.6.3:", "10.77.0.22:"),
+    ("192.168.6.6:", "10.77.0.23:"),
+    ('receive="Test Page"', 'receive="rs"'),
+)
 
 SAMPLES = {
     "lab-sites.cf": ((), LAB_UP, LAB_DOWN),
@@ -250,4 +257,5 @@ TCP  10.77.0.100:80 wrr persistent 300 mask 255.255.255.0
   -> 10.77.0.22:80                20         10         0          0
 """
     assert parse_tables(plain, thresholds) == {
-        "TCP 10.77.0.100:80 wrr persistent 300 mask 255.255.255.0": {"10.77.0.22:80": ("Route", 1, 20, 10)}}
+        "TCP 10.77.0.100:80 wrr persistent 300 mask 255.255.255.0": {"10.77.0.22:80": ("Route", 1, 20, 10)}
+    }

@@ -48,11 +48,19 @@ def weight_of(lab, rip: str, port=80) -> int | None:
     return None if d is None else d[1]
 
 
-def service_yaml(lab, *, scheduler="rr", weights=(1, 1, 1), rs=("rs1", "rs2", "rs3"), extra="", check="",
-                 on_failure="quiescent", reconcile=2, fallback=None) -> str:
-    rs_lines = "\n".join(
-        f"      - {{address: {lab.rip(r)}, port: 80, weight: {w}}}" for r, w in zip(rs, weights)
-    )
+def service_yaml(
+    lab,
+    *,
+    scheduler="rr",
+    weights=(1, 1, 1),
+    rs=("rs1", "rs2", "rs3"),
+    extra="",
+    check="",
+    on_failure="quiescent",
+    reconcile=2,
+    fallback=None,
+) -> str:
+    rs_lines = "\n".join(f"      - {{address: {lab.rip(r)}, port: 80, weight: {w}}}" for r, w in zip(rs, weights))
     check = check or (
         f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {TIMEOUT}, "
         f"rise: {RISE}, fall: {FALL}}}"
@@ -84,8 +92,9 @@ def expect(pred, what: str, timeout: float, director: Director | None = None) ->
 
 
 def all_weights(lab, expected: dict[str, int]):
-    return lambda: (all(weight_of(lab, lab.rip(r)) == w for r, w in expected.items())
-                    and len(dests(lab)) == len(expected))
+    return lambda: (
+        all(weight_of(lab, lab.rip(r)) == w for r, w in expected.items()) and len(dests(lab)) == len(expected)
+    )
 
 
 def fetch(lab, n: int, timeout=3.0) -> Counter:
@@ -180,10 +189,22 @@ def test_killed_real_server_is_quiesced_then_returns(lab, fresh):
     # the daemon's event stream tells the same story, in order: the health transition, then the
     # set_dest to weight 0 that ipvsadm shows (read as `directord events --json --recent` reads it)
     events = [e for e in control.stream(fresh.socket, timeout=30, recent=1000, follow=False) if "kind" in e]
-    down = [e["seq"] for e in events if e["kind"] == "check.health" and e["real_server"] == f"{rip}:80"
-            and e["new"] == "down" and e["service"] == "web"]
-    quiesced = [e["seq"] for e in events if e["kind"] == "ipvs.applied" and e["op"] == "set_dest"
-                and e["real_server"] == f"{rip}:80" and e["weight"] == 0]
+    down = [
+        e["seq"]
+        for e in events
+        if e["kind"] == "check.health"
+        and e["real_server"] == f"{rip}:80"
+        and e["new"] == "down"
+        and e["service"] == "web"
+    ]
+    quiesced = [
+        e["seq"]
+        for e in events
+        if e["kind"] == "ipvs.applied"
+        and e["op"] == "set_dest"
+        and e["real_server"] == f"{rip}:80"
+        and e["weight"] == 0
+    ]
     assert down and quiesced and down[-1] < quiesced[-1], events[-10:]
     seen = fetch(lab, 12)
     assert seen == Counter({"rs1": 6, "rs3": 6}), seen
@@ -204,9 +225,15 @@ def test_hung_backend_does_not_delay_another_backends_detection(lab, fresh):
     checks one after another behind the hung one would fail here."""
     hung_timeout = 10.0
     reloads = fresh.log.read_text(errors="replace").count("reloaded:")
-    fresh.reload(service_yaml(lab, check=(
-        f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {hung_timeout}, "
-        f"rise: {RISE}, fall: 1}}")))
+    fresh.reload(
+        service_yaml(
+            lab,
+            check=(
+                f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {hung_timeout}, "
+                f"rise: {RISE}, fall: 1}}"
+            ),
+        )
+    )
     expect(lambda: fresh.log.read_text(errors="replace").count("reloaded:") > reloads, "the reload", 60, fresh)
     time.sleep(3 * INTERVAL)  # the new checks run
     t0 = time.monotonic()
@@ -230,8 +257,9 @@ def test_fallback_server_serves_when_every_real_server_is_down(lab, fresh):
     expect(lambda: weight_of(lab, lab.rip("rs3")) == 1, "fallback added", INTERVAL * FALL + TIMEOUT + MARGIN_S, fresh)
     assert fetch(lab, 4) == Counter({"rs3": 4})
     lab.start_httpd("rs1")
-    expect(lambda: weight_of(lab, lab.rip("rs3")) is None, "fallback removed", INTERVAL * RISE + TIMEOUT + MARGIN_S,
-           fresh)
+    expect(
+        lambda: weight_of(lab, lab.rip("rs3")) is None, "fallback removed", INTERVAL * RISE + TIMEOUT + MARGIN_S, fresh
+    )
     assert fetch(lab, 4) == Counter({"rs1": 4})
 
 
@@ -340,8 +368,9 @@ def test_restart_issues_no_ipvs_change(lab, fresh, tmp_path):
     lab.exec(lab.director, ["ip", "link", "add", "nlmon0", "type", "nlmon"], check=False)
     lab.exec(lab.director, ["ip", "link", "set", "nlmon0", "up"])
     pcap = tmp_path / "nlmon.pcap"
-    dump = lab.popen("dir1", ["tcpdump", "-i", "nlmon0", "-U", "-w", str(pcap)],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dump = lab.popen(
+        "dir1", ["tcpdump", "-i", "nlmon0", "-U", "-w", str(pcap)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         expect(lambda: pcap.exists() and pcap.stat().st_size >= 24, "tcpdump started", 60)
         time.sleep(2)

@@ -101,7 +101,8 @@ def drill(pair: PairLab, name: str, watch: bool = False) -> tuple[dict, DestWatc
     print(render(report))
     failed = [c for c in report["checks"] if not c["ok"]]
     assert report["ok"], f"{failed}\n{render(report)}\n{json.dumps(report['figures'])}\n" + "\n".join(
-        f"--- {n}\n{pair.log_tail(n)}" for n in ("dir1", "dir2"))
+        f"--- {n}\n{pair.log_tail(n)}" for n in ("dir1", "dir2")
+    )
     return report, watcher
 
 

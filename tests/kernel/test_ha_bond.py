@@ -156,8 +156,16 @@ def test_directord_takes_a_vip_on_a_bond_and_announces_it_on_each_leg(bond, tmp_
     group, IPv4 and IPv6 VIPs on bond0, and both legs hear the announcements."""
     a, b, bond_mac = bond
     keys = write_authkeys(tmp_path / "authkeys")
-    d = Director(None, "dir1", tmp_path, keys, netns=a, media=["bcast bond0"],
-                 resources=[f"dir1 {VIP}/32/bond0 {VIP6}/128/bond0"], announce_repeats=1)
+    d = Director(
+        None,
+        "dir1",
+        tmp_path,
+        keys,
+        netns=a,
+        media=["bcast bond0"],
+        resources=[f"dir1 {VIP}/32/bond0 {VIP6}/128/bond0"],
+        announce_repeats=1,
+    )
     caps = {peer: Capture(b, peer) for peer in LEGS.values()}
     try:
         since = time.monotonic()

@@ -120,8 +120,12 @@ def test_lab_up_status_drill_down_with_bonded_uplinks(tmp_path, capsys):
     prefix = f"kb{os.getpid()}"
     cli = [sys.executable, "-m", "director.cli", "lab"]
     try:
-        up = subprocess.run(cli + ["up", "--bond", "--real-servers", "2", "--prefix", prefix],
-                            capture_output=True, text=True, timeout=600)
+        up = subprocess.run(
+            cli + ["up", "--bond", "--real-servers", "2", "--prefix", prefix],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert up.returncode == 0, up.stdout + up.stderr
         assert "media: [bcast eth1]" in up.stdout and "10.77.0.100/32/bond0" in up.stdout
         assert state_file(prefix).exists()
@@ -134,8 +138,9 @@ def test_lab_up_status_drill_down_with_bonded_uplinks(tmp_path, capsys):
             assert "10.77.0.100:80" in doc["ipvs"][node] and doc["ipvs"][node].count("Route") == 2
         assert f"{prefix}-rs2" in doc["namespaces"]
 
-        status = run_drill("fail-active", options=PairOptions(prefix=prefix, real_servers=2, bond=True),
-                           rate=30, as_json=True)
+        status = run_drill(
+            "fail-active", options=PairOptions(prefix=prefix, real_servers=2, bond=True), rate=30, as_json=True
+        )
         report = json.loads(capsys.readouterr().out)
         from director.lab.scenarios import render
 

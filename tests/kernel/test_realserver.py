@@ -58,7 +58,10 @@ def realserver(lab: Lab, rs: str, *argv: str, rc: int = 0) -> subprocess.Complet
     """Run ``directord realserver ...`` inside real server ``rs``; assert its exit status."""
     r = subprocess.run(
         ["ip", "netns", "exec", lab.ns(rs), sys.executable, "-m", "director.cli", "realserver", *argv],
-        capture_output=True, text=True, timeout=300, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     assert r.returncode == rc, f"{argv}: exit {r.returncode}\n{r.stdout}\n{r.stderr}"
     return r

@@ -54,8 +54,9 @@ def reload_both(pair: PairLab, sync: bool) -> None:
     for node in ("dir1", "dir2"):
         text = pair.config_text(node)
         if sync:
-            text = text.replace("global:\n", f"global:\n  sync_daemon: {{interface: {pair.plan.heartbeat_if}, "
-                                             f"syncid: {SYNCID}}}\n", 1)
+            text = text.replace(
+                "global:\n", f"global:\n  sync_daemon: {{interface: {pair.plan.heartbeat_if}, syncid: {SYNCID}}}\n", 1
+            )
             assert "sync_daemon" in text
         pair.config_path(node).write_text(text)
         assert pair.signal_daemon(node, signal.SIGHUP) is not None
@@ -104,8 +105,12 @@ def test_sync_daemons_keep_a_connection_across_a_vip_move(pair):
     for node in ("dir1", "dir2"):
         for state in ("master", "backup"):
             pattern = rf"{state} sync daemon \(mcast={iface}, syncid={SYNCID}\b"
-            wait_until(lambda pattern=pattern, node=node: re.search(pattern, daemons(pair, node)),
-                       WAIT, 0.2, f"{state} sync daemon in {node}'s ipvsadm -L --daemon")
+            wait_until(
+                lambda pattern=pattern, node=node: re.search(pattern, daemons(pair, node)),
+                WAIT,
+                0.2,
+                f"{state} sync daemon in {node}'s ipvsadm -L --daemon",
+            )
 
     got = request_across_a_vip_move(pair, expect_synced=True)
     assert isinstance(got, bytes) and got.startswith(b"HTTP/1.") and b" 200 " in got.split(b"\r\n", 1)[0], got

@@ -77,8 +77,9 @@ def netns_problem() -> str | None:
     return None
 
 
-def wait_for(pred: Callable[[], object], timeout: float, what: str, dirs: Iterable[Director] = (),
-             interval: float = 0.02) -> float:
+def wait_for(
+    pred: Callable[[], object], timeout: float, what: str, dirs: Iterable[Director] = (), interval: float = 0.02
+) -> float:
     """Poll ``pred`` every ``interval`` s until it is true; returns the seconds it took.
 
     Raises:
@@ -112,8 +113,17 @@ class PairLab:
 
     DIRS = ("dir1", "dir2")
 
-    def __init__(self, tag: str, *, hb_link: bool = False, hb_nodes: Sequence[str] = (), ipv6: bool = False,
-                 subnet: str = "10.216.0", hb_subnet: str = "10.216.1", subnet6: str = "fd00:216::") -> None:
+    def __init__(
+        self,
+        tag: str,
+        *,
+        hb_link: bool = False,
+        hb_nodes: Sequence[str] = (),
+        ipv6: bool = False,
+        subnet: str = "10.216.0",
+        hb_subnet: str = "10.216.1",
+        subnet6: str = "fd00:216::",
+    ) -> None:
         assert hb_link or not hb_nodes
         self.prefix = f"{tag}{os.getpid()}"
         self.hb_link = hb_link
@@ -152,8 +162,12 @@ class PairLab:
     def _plug(self, role: str, ifname: str, bridge: str, port: str, cidr: str, cidr6: str | None = None) -> None:
         N.add_veth(self.ns("sw"), port, self.ns(role), ifname)
         N.set_master(self.ns("sw"), port, bridge)
-        subprocess.run(["ip", "-n", self.ns(role), "addr", "add", cidr, "brd", "+", "dev", ifname],
-                       check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            ["ip", "-n", self.ns(role), "addr", "add", cidr, "brd", "+", "dev", ifname],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
         if cidr6:
             N.add_address(self.ns(role), ifname, cidr6)
 
@@ -194,15 +208,30 @@ class PairLab:
 
     def neighbour_mac(self, role: str, address: str | None = None) -> bytes | None:
         """The link-layer address ``role`` maps ``address`` (default: the VIP) to, or None."""
-        out = subprocess.run(["ip", "-n", self.ns(role), "neigh", "show", address or self.vip, "dev", "eth0"],
-                             capture_output=True, text=True, timeout=10).stdout.split()
+        out = subprocess.run(
+            ["ip", "-n", self.ns(role), "neigh", "show", address or self.vip, "dev", "eth0"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split()
         return bytes.fromhex(out[out.index("lladdr") + 1].replace(":", "")) if "lladdr" in out else None
 
 
-def ha_config(role: str, *, media: Sequence[str], resources: Sequence[str], authkeys: Path, state_dir: Path,
-              auto_failback: bool | str = True, keepalive: float = KEEPALIVE, warntime: float = WARNTIME,
-              deadtime: float = DEADTIME, initdead: float = INITDEAD, announce_repeats: int = 2,
-              announce_interval: float = 1.1) -> str:
+def ha_config(
+    role: str,
+    *,
+    media: Sequence[str],
+    resources: Sequence[str],
+    authkeys: Path,
+    state_dir: Path,
+    auto_failback: bool | str = True,
+    keepalive: float = KEEPALIVE,
+    warntime: float = WARNTIME,
+    deadtime: float = DEADTIME,
+    initdead: float = INITDEAD,
+    announce_repeats: int = 2,
+    announce_interval: float = 1.1,
+) -> str:
     """The YAML of a configuration with only an ``ha:`` section for node ``role`` of dir1/dir2."""
     failback = auto_failback if isinstance(auto_failback, str) else str(auto_failback).lower()
     return textwrap.dedent(f"""\
@@ -237,8 +266,16 @@ class Director:
     ``config`` (a path) can be rewritten before `start`.
     """
 
-    def __init__(self, lab: PairLab | None, role: str, workdir: Path, authkeys: Path, *, netns: str | None = None,
-                 **config_kwargs) -> None:
+    def __init__(
+        self,
+        lab: PairLab | None,
+        role: str,
+        workdir: Path,
+        authkeys: Path,
+        *,
+        netns: str | None = None,
+        **config_kwargs,
+    ) -> None:
         assert lab is not None or netns is not None
         self.netns = netns if netns is not None else lab.ns(role)  # type: ignore[union-attr]
         self.role = role
@@ -261,7 +298,9 @@ class Director:
             self.proc = N.run_in_netns(
                 self.netns,
                 [sys.executable, "-m", "director.cli", "run", "-c", str(self.config), "--control-socket", self.socket],
-                stdout=logf, stderr=subprocess.STDOUT, env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         return self.started_at
 
@@ -308,7 +347,10 @@ class Director:
         """``directord status --json`` against this daemon; the whole document."""
         out = subprocess.run(
             [sys.executable, "-m", "director.cli", "status", "--json", "--control-socket", self.socket],
-            capture_output=True, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
         )
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
@@ -320,7 +362,7 @@ class Director:
 
         def look() -> bool:
             text = self.log.read_text(errors="replace")
-            text = text[text.rfind("--- start at "):]
+            text = text[text.rfind("--- start at ") :]
             for line in text.splitlines():
                 if f"heartbeat node {self.role} starting" in line:
                     stamp, _, millis = line[:23].partition(",")
@@ -392,8 +434,14 @@ class VipSampler:
         wait_for(lambda: self.since(t0), 5, "a VIP sample")
         return self.since(t0)[-1][1]
 
-    def wait(self, pred: Callable[[frozenset[str]], bool], timeout: float, what: str,
-             dirs: Iterable[Director] = (), since: float | None = None) -> float:
+    def wait(
+        self,
+        pred: Callable[[frozenset[str]], bool],
+        timeout: float,
+        what: str,
+        dirs: Iterable[Director] = (),
+        since: float | None = None,
+    ) -> float:
         """Seconds from ``since`` (default: now) to the first sample after it with ``pred(holders)`` true."""
         t0 = time.monotonic() if since is None else since
         found: list[float] = []
@@ -455,8 +503,9 @@ class Capture:
         with self._lock:
             return [(t, f) for t, f in self.frames if t >= since and pred(f)]
 
-    def wait(self, pred: Callable[[bytes], bool], count: int = 1, timeout: float = 5.0,
-             since: float = 0.0) -> list[tuple[float, bytes]]:
+    def wait(
+        self, pred: Callable[[bytes], bool], count: int = 1, timeout: float = 5.0, since: float = 0.0
+    ) -> list[tuple[float, bytes]]:
         """The matching frames once there are ``count`` (or whatever came by ``timeout`` s)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -486,8 +535,15 @@ def decode_arp(frame: bytes) -> dict:
     htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
     assert (htype, ptype, hlen, plen) == (1, 0x0800, 6, 4)
     sha, spa, tha, tpa = struct.unpack("!6s4s6s4s", frame[22:42])
-    return {"dst": frame[:6], "src": frame[6:12], "op": op, "sha": sha, "spa": socket.inet_ntoa(spa),
-            "tha": tha, "tpa": socket.inet_ntoa(tpa)}
+    return {
+        "dst": frame[:6],
+        "src": frame[6:12],
+        "op": op,
+        "sha": sha,
+        "spa": socket.inet_ntoa(spa),
+        "tha": tha,
+        "tpa": socket.inet_ntoa(tpa),
+    }
 
 
 def is_garp_for(vip: str) -> Callable[[bytes], bool]:
@@ -506,7 +562,7 @@ def decode_ipv6_na(frame: bytes) -> dict:
     assert len(frame) >= 54 + 24 and frame[12:14] == b"\x86\xdd"
     vtf, plen, nxt, hlim = struct.unpack("!IHBB", frame[14:22])
     assert vtf >> 28 == 6 and nxt == 58
-    payload = frame[54:54 + plen]
+    payload = frame[54 : 54 + plen]
     icmp_type, code, _csum, word = struct.unpack("!BBHI", payload[:8])
     tlla = None
     rest = payload[24:]
@@ -515,21 +571,27 @@ def decode_ipv6_na(frame: bytes) -> dict:
         assert olen > 0, "option of length 0"
         if otype == 2:
             tlla = rest[2:8]
-        rest = rest[olen * 8:]
+        rest = rest[olen * 8 :]
     return {
-        "dst": frame[:6], "src": frame[6:12], "hlim": hlim,
+        "dst": frame[:6],
+        "src": frame[6:12],
+        "hlim": hlim,
         "saddr": socket.inet_ntop(socket.AF_INET6, frame[22:38]),
         "daddr": socket.inet_ntop(socket.AF_INET6, frame[38:54]),
-        "type": icmp_type, "code": code, "R": word >> 31, "S": (word >> 30) & 1, "O": (word >> 29) & 1,
-        "target": socket.inet_ntop(socket.AF_INET6, payload[8:24]), "tlla": tlla,
+        "type": icmp_type,
+        "code": code,
+        "R": word >> 31,
+        "S": (word >> 30) & 1,
+        "O": (word >> 29) & 1,
+        "target": socket.inet_ntop(socket.AF_INET6, payload[8:24]),
+        "tlla": tlla,
     }
 
 
 def is_na_for(vip6: str) -> Callable[[bytes], bool]:
     """Predicate: an ICMPv6 type 136 (no extension headers) whose target is ``vip6``."""
     packed = ipaddress.IPv6Address(vip6).packed
-    return lambda f: (len(f) >= 78 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136
-                      and f[62:78] == packed)
+    return lambda f: len(f) >= 78 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136 and f[62:78] == packed
 
 
 # --- heartbeat packets (heartbeat 3.0.6 netstring framing), via hbpcap ----------------------

@@ -270,9 +270,7 @@ class RealHeartbeat:
             f.write(authkeys if authkeys.endswith("\n") else authkeys + "\n")
         os.chmod(keys, 0o600)
         script = self.workdir / "start.sh"
-        mkdirs = "\n".join(
-            f"mkdir -p {d} && chown hacluster:haclient {d} && chmod 750 {d}" for d in RUN_DIRS
-        )
+        mkdirs = "\n".join(f"mkdir -p {d} && chown hacluster:haclient {d} && chmod 750 {d}" for d in RUN_DIRS)
         script.write_text(
             f"""#!/bin/sh
 set -e
@@ -311,8 +309,17 @@ exec {HEARTBEAT} -f -l
         with open(self.stdout_path, "ab") as out:
             self._proc = subprocess.Popen(
                 [
-                    "ip", "netns", "exec", self.ns,
-                    "unshare", "-m", "-u", "-p", "-f", "--mount-proc", "--kill-child",
+                    "ip",
+                    "netns",
+                    "exec",
+                    self.ns,
+                    "unshare",
+                    "-m",
+                    "-u",
+                    "-p",
+                    "-f",
+                    "--mount-proc",
+                    "--kill-child",
                     str(self.workdir / "start.sh"),
                 ],
                 stdin=subprocess.DEVNULL,
@@ -465,4 +472,3 @@ def wait_for(pred: Callable[[], bool], timeout: float, interval: float = 0.1, wh
         if time.monotonic() - t0 >= timeout:
             raise TimeoutError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
-

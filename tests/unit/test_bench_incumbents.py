@@ -30,8 +30,14 @@ def test_master_down_interval_rfc5798():
 
 
 def test_keepalived_conf_vrrp_version_follows_advert_int():
-    vrrp = {"state": "BACKUP", "interface": "eth0", "vrid": 51, "priority": 100, "advert_int": 0.2,
-            "vip": "10.77.0.100"}
+    vrrp = {
+        "state": "BACKUP",
+        "interface": "eth0",
+        "vrid": 51,
+        "priority": 100,
+        "advert_int": 0.2,
+        "vip": "10.77.0.100",
+    }
     text = inc.keepalived_conf(router_id="dir2", vrrp=vrrp)
     assert "advert_int 0.2\n" in text and "version 3\n" in text
     assert "10.77.0.100/32 dev eth0" in text and "virtual_server" not in text
@@ -45,8 +51,9 @@ def test_keepalived_conf_checker_defaults_omitted_and_tuned_written():
     assert "lb_kind NAT" in default and default.count("HTTP_GET") == 2
     for key in ("delay_loop", "connect_timeout", "retry", "delay_before_retry"):
         assert key not in default
-    tuned = inc.keepalived_conf(router_id="d", service=SVC, delay_loop=1, connect_timeout=1, retry=1,
-                                delay_before_retry=0.5)
+    tuned = inc.keepalived_conf(
+        router_id="d", service=SVC, delay_loop=1, connect_timeout=1, retry=1, delay_before_retry=0.5
+    )
     assert "delay_loop 1\n" in tuned and tuned.count("delay_before_retry 0.5") == 2
     assert "real_server 10.78.1.12 80 {" in tuned
     assert tuned.count("{") == tuned.count("}")
@@ -82,9 +89,20 @@ def test_directord_conf_loads(tmp_path):
     cfg = load_config(str(single))
     assert cfg is not None
     ha = tmp_path / "ha.yaml"
-    text = inc.directord_conf(SVC, ha={"node": "dir1", "nodes": ["dir1", "dir2"], "media": ["bcast eth1"],
-                                       "authkeys": str(keys), "state_dir": str(tmp_path / "st"), "owner": "dir1",
-                                       "address": "10.78.0.100/32/eth0", "keepalive": 1, "deadtime": 3.61})
+    text = inc.directord_conf(
+        SVC,
+        ha={
+            "node": "dir1",
+            "nodes": ["dir1", "dir2"],
+            "media": ["bcast eth1"],
+            "authkeys": str(keys),
+            "state_dir": str(tmp_path / "st"),
+            "owner": "dir1",
+            "address": "10.78.0.100/32/eth0",
+            "keepalive": 1,
+            "deadtime": 3.61,
+        },
+    )
     assert "deadtime: 3.61\n" in text and "keepalive: 1\n" in text and "warntime" not in text
     ha.write_text(text)
     assert load_config(str(ha)) is not None
@@ -115,9 +133,13 @@ def test_parse_proc_ip_vs_and_dest_out():
 
 
 def test_last_error_end_and_gap():
-    samples = [Sample(0.0, 0.01, True, "200"), Sample(1.0, 1.25, False, "TimeoutError"),
-               Sample(1.3, 1.31, False, "ConnectionRefusedError"), Sample(2.0, 2.01, True, "200"),
-               Sample(0.5, 0.6, False, "x")]
+    samples = [
+        Sample(0.0, 0.01, True, "200"),
+        Sample(1.0, 1.25, False, "TimeoutError"),
+        Sample(1.3, 1.31, False, "ConnectionRefusedError"),
+        Sample(2.0, 2.01, True, "200"),
+        Sample(0.5, 0.6, False, "x"),
+    ]
     assert inc.last_error_end(samples, 0.9) == pytest.approx(1.31)
     assert inc.last_error_end(samples, 1.5) is None
     gap, at = inc.longest_gap(samples, 0.9)
@@ -178,8 +200,13 @@ def test_farm_counts_the_requests_it_receives():
     try:
         N.exec_in_netns(ns, ["ip", "link", "set", "lo", "up"])
         N.add_address(ns, "lo", "10.79.0.1/32")
-        proc = N.run_in_netns(ns, [sys.executable, inc.__file__, "farm", "--port", "8080", "10.79.0.1"],
-                              stdout=subprocess.PIPE, text=True, env=inc.repo_env())
+        proc = N.run_in_netns(
+            ns,
+            [sys.executable, inc.__file__, "farm", "--port", "8080", "10.79.0.1"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=inc.repo_env(),
+        )
         assert proc.stdout.readline().startswith("listening")
         assert inc.farm_requests(ns) == 0
 
@@ -211,13 +238,17 @@ def test_setlink_batch_bytes():
     msg = inc.setlink_batch([7, 9], up=False, seq=5)
     # nlmsghdr: len 32, RTM_NEWLINK (16), NLM_F_REQUEST|NLM_F_ACK, seq, pid 0;
     # ifinfomsg: AF_UNSPEC, pad, type 0, index, flags 0 (down), change IFF_UP
+    # fmt: off
     one = (bytes.fromhex("20000000" "1000" "0500" "05000000" "00000000")
            + bytes.fromhex("00" "00" "0000" "07000000" "00000000" "01000000"))
+    # fmt: on
+    # fmt: off
     two = (bytes.fromhex("20000000" "1000" "0500" "06000000" "00000000")
            + bytes.fromhex("00" "00" "0000" "09000000" "00000000" "01000000"))
+    # fmt: on
     assert msg == one + two
     up = inc.setlink_batch([3], up=True)
-    assert up[16 + 8:16 + 12] == bytes.fromhex("01000000")  # ifi_flags IFF_UP
+    assert up[16 + 8 : 16 + 12] == bytes.fromhex("01000000")  # ifi_flags IFF_UP
     # pyroute2's own parser reads the same message
     from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
@@ -244,8 +275,9 @@ def test_links_at_once_takes_both_links_down_and_up():
             N.link_set(a, n, up=True)
 
         def up(name: str) -> bool:  # administratively up: IFF_UP among the link's flags
-            out = subprocess.run(["ip", "-n", a, "-o", "link", "show", name], capture_output=True, text=True,
-                                 check=True).stdout
+            out = subprocess.run(
+                ["ip", "-n", a, "-o", "link", "show", name], capture_output=True, text=True, check=True
+            ).stdout
             return "UP" in out.split("<", 1)[1].split(">", 1)[0].split(",")
 
         assert up("eth0") and up("eth1")

@@ -86,8 +86,7 @@ def test_live_process_sample_reads_this_process():
 
 
 def test_flatten_counters_keeps_numbers_and_is_bounded():
-    doc = {"pid": 7, "ha": {"state": "active", "media": [{"received": 3, "bad_auth": 2}], "up": True},
-           "none": None}
+    doc = {"pid": 7, "ha": {"state": "active", "media": [{"received": 3, "bad_auth": 2}], "up": True}, "none": None}
     assert soak.flatten_counters(doc) == {"pid": 7, "ha.media.0.received": 3, "ha.media.0.bad_auth": 2}
     big = {f"k{i}": i for i in range(1000)}
     assert len(soak.flatten_counters(big)) == soak.MAX_COUNTERS
@@ -104,8 +103,15 @@ def test_counter_deltas_keep_the_moving_hinted_counters():
 
 
 def test_takeover_episodes_count_runs_where_dir2_holds_the_vip():
-    samples = [(0.0, ("dir1",)), (1.0, ("dir1", "dir2")), (2.0, ("dir2",)), (3.0, ("dir1",)),
-               (4.0, ()), (5.0, ("dir2",)), (6.5, ("dir2",))]
+    samples = [
+        (0.0, ("dir1",)),
+        (1.0, ("dir1", "dir2")),
+        (2.0, ("dir2",)),
+        (3.0, ("dir1",)),
+        (4.0, ()),
+        (5.0, ("dir2",)),
+        (6.5, ("dir2",)),
+    ]
     assert soak.takeover_episodes(samples) == (2, 3.5)
     assert soak.takeover_episodes([(0.0, ("dir1",)), (9.0, ("dir1",))]) == (0, 0.0)
     assert soak.takeover_episodes([]) == (0, 0.0)
@@ -128,8 +134,10 @@ UDP  0A4D00ZZ:0035 rr
 
 def test_proc_ip_vs_parsing_and_table_state():
     tab = soak.parse_proc_ip_vs(PROC_IP_VS)
-    assert tab == {"10.77.0.100:80": {"10.77.0.21:80": 1, "10.77.0.22:80": 0},
-                   "10.77.0.121:8080": {"10.77.0.21:8080": 3}}
+    assert tab == {
+        "10.77.0.100:80": {"10.77.0.21:80": 1, "10.77.0.22:80": 0},
+        "10.77.0.121:8080": {"10.77.0.21:8080": 3},
+    }
     assert soak.table_state(tab, "10.77.0.100:80", "10.77.0.21:80") == 1
     assert soak.table_state(tab, "10.77.0.100:80", "10.77.0.22:80") == 0
     assert soak.table_state(tab, "10.77.0.100:80", "10.77.0.23:80") is None
@@ -160,14 +168,27 @@ def test_summarise_series_starts_after_the_warm_up():
 
 def _summary() -> dict:
     return {
-        "duration_s": 300.0, "warmup_s": 150.0, "services": 9, "real_servers": 4, "checks_per_s": 36.0,
+        "duration_s": 300.0,
+        "warmup_s": 150.0,
+        "services": 9,
+        "real_servers": 4,
+        "checks_per_s": 36.0,
         "flaps": soak.flap_summary([{"out": 2.5, "back": 1.25}, {"out": 9.5, "back": 1.0}], (8.0, 7.5)),
-        "reloads_ok": 4, "reloads_failed": 1, "flood_sent": 12345, "flood_rate": 2000.0,
-        "flood_achieved_rate": 41.15, "false_takeovers": 0, "false_takeover_s": 0.0, "vip_nobody_s": 0.0,
-        "daemon_restarts": 0, "checker_restarts": 0, "poll_p50_s": 0.2,
-        "processes": [soak.summarise_series(soak.ProcSeries("dir1", [(0.0, 100, 10, 0.0, 5),
-                                                                    (300.0, 110, 10, 3.0, 5)]), 0.0),
-                      {"role": "dir2-checker", "samples": 0}],
+        "reloads_ok": 4,
+        "reloads_failed": 1,
+        "flood_sent": 12345,
+        "flood_rate": 2000.0,
+        "flood_achieved_rate": 41.15,
+        "false_takeovers": 0,
+        "false_takeover_s": 0.0,
+        "vip_nobody_s": 0.0,
+        "daemon_restarts": 0,
+        "checker_restarts": 0,
+        "poll_p50_s": 0.2,
+        "processes": [
+            soak.summarise_series(soak.ProcSeries("dir1", [(0.0, 100, 10, 0.0, 5), (300.0, 110, 10, 3.0, 5)]), 0.0),
+            {"role": "dir2-checker", "samples": 0},
+        ],
         "counters": {"ha.bad_auth": {"dir1": 100, "dir2": 90}},
     }
 
@@ -184,8 +205,9 @@ def test_render_prints_every_figure():
     assert "| ha.bad_auth | 100 | 90 |" in text
     late = _summary()
     late["lateness"] = {"dir1": soak.loop_lateness("timers ran 0.64 s late\n")}
-    assert ("| dir1: HA timers late / checker behind | 1 times (max 0.64 s) / 0 times (max 0.00 s) |"
-            in soak.render(late))
+    assert "| dir1: HA timers late / checker behind | 1 times (max 0.64 s) / 0 times (max 0.00 s) |" in soak.render(
+        late
+    )
     assert not soak.verdict_ok(_summary())
     ok = _summary()
     ok["flaps"] = soak.flap_summary([{"out": 2.5, "back": 1.25}], (8.0, 7.5))
@@ -194,10 +216,14 @@ def test_render_prints_every_figure():
 
 
 def test_samples_csv_has_one_row_per_sample():
-    csv_text = soak.samples_csv([soak.ProcSeries("dir1", [(10.0, 100, 9, 1.234, 5)]),
-                                 soak.ProcSeries("dir1-checker", [(0.0, 50, 7, 0.5, 6)])])
-    assert csv_text.splitlines() == ["t_s,process,pid,rss_kib,fds,cpu_s", "0.0,dir1-checker,6,50,7,0.5",
-                                     "10.0,dir1,5,100,9,1.23"]
+    csv_text = soak.samples_csv(
+        [soak.ProcSeries("dir1", [(10.0, 100, 9, 1.234, 5)]), soak.ProcSeries("dir1-checker", [(0.0, 50, 7, 0.5, 6)])]
+    )
+    assert csv_text.splitlines() == [
+        "t_s,process,pid,rss_kib,fds,cpu_s",
+        "0.0,dir1-checker,6,50,7,0.5",
+        "10.0,dir1,5,100,9,1.23",
+    ]
 
 
 def test_last_sent_reads_the_flooder_output():
@@ -215,9 +241,17 @@ def test_soak_config_loads_and_alternates(tmp_path: Path, variant: int):
     (tmp_path / "state").mkdir()
     base = pair_config(plan, "dir1", authkeys=str(keys), state_dir=str(tmp_path / "state"))
     rips = [plan.addr[r] for r in plan.real_servers]
-    text = soak.soak_config(base, vip=plan.vip, vip_prefix="10.77.0", rips=rips, port=80, services=5,
-                            check_interval=0.5, variant=variant,
-                            ha_timers={"keepalive": 0.5, "deadtime": 4, "initdead": 8})
+    text = soak.soak_config(
+        base,
+        vip=plan.vip,
+        vip_prefix="10.77.0",
+        rips=rips,
+        port=80,
+        services=5,
+        check_interval=0.5,
+        variant=variant,
+        ha_timers={"keepalive": 0.5, "deadtime": 4, "initdead": 8},
+    )
     path = tmp_path / "directord.yaml"
     path.write_text(text)
     cfg = load_config(str(path))
@@ -230,22 +264,49 @@ def test_soak_config_loads_and_alternates(tmp_path: Path, variant: int):
     assert cfg.ha is not None and cfg.ha.node == "dir1"
     assert (cfg.ha.timers.keepalive, cfg.ha.timers.deadtime, cfg.ha.timers.initdead) == (0.5, 4.0, 8.0)
     with pytest.raises(ValueError):
-        soak.soak_config("global: {}\n", vip=plan.vip, vip_prefix="10.77.0", rips=rips, port=80, services=1,
-                         check_interval=1, variant=0)
+        soak.soak_config(
+            "global: {}\n",
+            vip=plan.vip,
+            vip_prefix="10.77.0",
+            rips=rips,
+            port=80,
+            services=1,
+            check_interval=1,
+            variant=0,
+        )
     with pytest.raises(ValueError, match="warntime"):
-        soak.soak_config(base, vip=plan.vip, vip_prefix="10.77.0", rips=rips, port=80, services=1,
-                         check_interval=1, variant=0, ha_timers={"warntime": 1})
+        soak.soak_config(
+            base,
+            vip=plan.vip,
+            vip_prefix="10.77.0",
+            rips=rips,
+            port=80,
+            services=1,
+            check_interval=1,
+            variant=0,
+            ha_timers={"warntime": 1},
+        )
 
 
 def test_loop_lateness_reads_both_loops_warnings():
-    text = ("2026-12-06 05:31:57,772 WARNING directord.ha: timers ran 0.64 s late (was this process stalled?): "
-            "peers get 0.64 s of grace\n"
-            "x WARNING directord.ha: timers ran 1.16 s late (was this process stalled?)\n"
-            "y WARNING directord.checks: checks are falling behind (event loop 874 ms late, 1 checks in flight)\n")
-    assert soak.loop_lateness(text) == {"ha_stalls": 2, "ha_stall_max_s": 1.16, "checker_behind": 1,
-                                        "checker_late_max_s": 0.874}
-    assert soak.loop_lateness("") == {"ha_stalls": 0, "ha_stall_max_s": 0.0, "checker_behind": 0,
-                                      "checker_late_max_s": 0.0}
+    text = (
+        "2026-12-06 05:31:57,772 WARNING directord.ha: timers ran 0.64 s late (was this process stalled?): "
+        "peers get 0.64 s of grace\n"
+        "x WARNING directord.ha: timers ran 1.16 s late (was this process stalled?)\n"
+        "y WARNING directord.checks: checks are falling behind (event loop 874 ms late, 1 checks in flight)\n"
+    )
+    assert soak.loop_lateness(text) == {
+        "ha_stalls": 2,
+        "ha_stall_max_s": 1.16,
+        "checker_behind": 1,
+        "checker_late_max_s": 0.874,
+    }
+    assert soak.loop_lateness("") == {
+        "ha_stalls": 0,
+        "ha_stall_max_s": 0.0,
+        "checker_behind": 0,
+        "checker_late_max_s": 0.0,
+    }
 
 
 def test_forged_datagrams_are_refused_by_the_pair():

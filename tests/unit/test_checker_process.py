@@ -110,8 +110,9 @@ def targets_for(up_port: int, down_port: int) -> dict:
     # the director's keys are tuples of its own model; any hashable crosses the wire as an id
     return {
         ("web", "up"): CheckTarget(("web", "up"), "rs up of web", "127.0.0.100", 80, "127.0.0.1", up_port, FAST),
-        ("web", "down"): CheckTarget(("web", "down"), "rs down of web", "127.0.0.100", 80, "127.0.0.1", down_port,
-                                     FAST),
+        ("web", "down"): CheckTarget(
+            ("web", "down"), "rs down of web", "127.0.0.100", 80, "127.0.0.1", down_port, FAST
+        ),
     }
 
 
@@ -250,10 +251,12 @@ async def test_external_checks_run_in_the_child_with_default_signal_dispositions
     ok_spec = CheckSpec(type="external", interval=0.2, timeout=2.0, rise=1, fall=1, command=("/bin/true",))
     seen = []
     checker = CheckerProcess(seen.append)
-    checker.update({
-        "term": CheckTarget("term", "rs term", "10.0.0.1", 80, "10.0.0.2", 80, spec),
-        "true": CheckTarget("true", "rs true", "10.0.0.1", 80, "10.0.0.3", 80, ok_spec),
-    })
+    checker.update(
+        {
+            "term": CheckTarget("term", "rs term", "10.0.0.1", 80, "10.0.0.2", 80, spec),
+            "true": CheckTarget("true", "rs true", "10.0.0.1", 80, "10.0.0.3", 80, ok_spec),
+        }
+    )
     await checker.start()
     try:
         await wait_for(lambda: len(seen) == 2)
@@ -266,7 +269,7 @@ async def test_snapshot_does_not_wait_for_a_slow_starting_child(ports, tmp_path)
     # in the emulated test VM the child needs seconds to import aiohttp; `directord status`
     # must not wait for it
     slow = tmp_path / "slow-python"
-    slow.write_text(f"#!/bin/sh\nsleep 3\nexec {sys.executable} \"$@\"\n")
+    slow.write_text(f'#!/bin/sh\nsleep 3\nexec {sys.executable} "$@"\n')
     slow.chmod(0o755)
     seen = []
     checker = CheckerProcess(seen.append, python=str(slow))
@@ -289,7 +292,7 @@ async def test_a_child_still_starting_is_killed_at_once_on_stop(ports, tmp_path,
     # a quick restart in the emulated VM stopped the daemon while its child was still importing:
     # the stop waited for the import, then for the 5 s timeout, and logged a warning
     slow = tmp_path / "slow-python"
-    slow.write_text(f"#!/bin/sh\nsleep 20\nexec {sys.executable} \"$@\"\n")
+    slow.write_text(f'#!/bin/sh\nsleep 20\nexec {sys.executable} "$@"\n')
     slow.chmod(0o755)
     checker = CheckerProcess(lambda _t: None, python=str(slow))
     checker.update(targets_for(*ports))
@@ -354,8 +357,10 @@ async def test_a_large_update_is_encoded_off_the_loop(ports):
     await checker.start()
     try:
         await wait_for(lambda: checker._ready, timeout=30)
-        many = {("web", i): CheckTarget(("web", i), f"rs {i}", "127.0.0.100", 80, "127.0.0.1", up_port, slow)
-                for i in range(60_000)}
+        many = {
+            ("web", i): CheckTarget(("web", i), f"rs {i}", "127.0.0.100", 80, "127.0.0.1", up_port, slow)
+            for i in range(60_000)
+        }
         t0 = time.thread_time()
         checker.update(many)
         held = time.thread_time() - t0
@@ -379,8 +384,10 @@ async def test_a_large_snapshot_is_decoded_a_frame_at_a_time(ports):
     in one step, against 0.15 s or more for one frame of all. The snapshot is whole."""
     up_port, _ = ports
     slow = CheckSpec(type="tcp", interval=3600.0, timeout=1.0)  # first checks spread over an hour
-    many = {("web", i): CheckTarget(("web", i), f"rs {i}", "127.0.0.100", 80, "127.0.0.1", up_port, slow)
-            for i in range(100_000)}
+    many = {
+        ("web", i): CheckTarget(("web", i), f"rs {i}", "127.0.0.100", 80, "127.0.0.1", up_port, slow)
+        for i in range(100_000)
+    }
     checker = CheckerProcess(lambda t: None)
     checker.update(many)
     await checker.start()

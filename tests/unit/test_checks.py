@@ -111,8 +111,7 @@ class HttpServer:
             return False
         connection = "keep-alive" if self.keepalive else "close"
         writer.write(
-            f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.body)}\r\n"
-            f"Connection: {connection}\r\n\r\n".encode()
+            f"HTTP/1.1 {self.status} X\r\nContent-Length: {len(self.body)}\r\nConnection: {connection}\r\n\r\n".encode()
             + (b"" if method == "HEAD" else self.body)
         )
         await writer.drain()
@@ -164,9 +163,7 @@ def _cert_with_cryptography(cert: Path, key: Path) -> None:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
             critical=False,
         )
         .sign(private, hashes.SHA256())

@@ -78,9 +78,15 @@ def abusive_targets(tmp_path: Path) -> tuple[dict, Path]:
     }
     targets = {
         name: CheckTarget(
-            name, f"rs {name}", "10.0.0.1", 80, "10.0.0.2", 80,
-            CheckSpec(type="external", interval=0.3, retry_interval=0.3, timeout=0.5, rise=1, fall=1,
-                      command=(str(cmd),)),
+            name,
+            f"rs {name}",
+            "10.0.0.1",
+            80,
+            "10.0.0.2",
+            80,
+            CheckSpec(
+                type="external", interval=0.3, retry_interval=0.3, timeout=0.5, rise=1, fall=1, command=(str(cmd),)
+            ),
         )  # fmt: skip
         for name, cmd in commands.items()
     }
@@ -127,7 +133,7 @@ async def test_killed_checker_is_noticed_and_replaced_although_its_socket_stays_
     # behind (here its interpreter's wrapper starts it): end of file never comes; the death of
     # the child must still be seen, logged and answered with a new child
     holder = tmp_path / "holder"
-    wrapper = script(tmp_path / "python", f"sleep 60 &\necho $! >> {holder}\nexec {sys.executable} \"$@\"\n")
+    wrapper = script(tmp_path / "python", f'sleep 60 &\necho $! >> {holder}\nexec {sys.executable} "$@"\n')
     targets, pids = abusive_targets(tmp_path)
     caplog.set_level(logging.INFO, logger="directord.checks")
     seen = []

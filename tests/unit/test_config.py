@@ -77,16 +77,30 @@ def test_sample_web_service(sample):
 def test_sample_merged_checks(sample):
     web = sample.services[0]
     service_check = CheckSpec(
-        type="http", path="/healthz", host="www.example.com", expect_status=frozenset({200, 204}),
-        expect_body="ok", interval=1.0, timeout=1.0, rise=2, fall=2,
+        type="http",
+        path="/healthz",
+        host="www.example.com",
+        expect_status=frozenset({200, 204}),
+        expect_body="ok",
+        interval=1.0,
+        timeout=1.0,
+        rise=2,
+        fall=2,
     )
     assert web.check == service_check
     first, second = web.real_servers
     assert first.check == service_check
     # the real server overrides only the path; everything else comes from the service
     assert second.check == CheckSpec(
-        type="http", path="/ready", host="www.example.com", expect_status=frozenset({200, 204}),
-        expect_body="ok", interval=1.0, timeout=1.0, rise=2, fall=2,
+        type="http",
+        path="/ready",
+        host="www.example.com",
+        expect_status=frozenset({200, 204}),
+        expect_body="ok",
+        interval=1.0,
+        timeout=1.0,
+        rise=2,
+        fall=2,
     )
 
 

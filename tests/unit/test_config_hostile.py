@@ -60,9 +60,18 @@ def load_issue(path: str | Path) -> ConfigIssue:
 def run_check(path: str | Path) -> subprocess.CompletedProcess[str]:
     """``directord check -c PATH`` in a child process (a refusal must not wait: 20 s deadline)."""
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from director.cli import main; sys.exit(main(sys.argv[1:]))",
-         "check", "-c", str(path)],
-        capture_output=True, text=True, timeout=20, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from director.cli import main; sys.exit(main(sys.argv[1:]))",
+            "check",
+            "-c",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
     )
 
 
@@ -269,8 +278,9 @@ def test_check_times_and_counts_are_bounded(key: str, value: str, message: str):
     assert issue.message == message
 
 
-@pytest.mark.parametrize("key, value", [("interval", "0.05"), ("interval", 3600), ("timeout", "0.01"),
-                                        ("rise", 1000), ("fall", 1)])
+@pytest.mark.parametrize(
+    "key, value", [("interval", "0.05"), ("interval", 3600), ("timeout", "0.01"), ("rise", 1000), ("fall", 1)]
+)
 def test_check_bounds_are_inclusive(key: str, value: object):
     config = parse_config(textwrap.dedent(SERVICE.format(key=key, value=value)))
     assert float(getattr(config.services[0].check, key)) == float(value)
@@ -323,7 +333,6 @@ def test_invalid_timestamp_is_a_located_error():
     assert issue.message == "invalid YAML: cannot read this timestamp value: month must be in 1..12"
 
 
-
 def test_many_bad_status_codes_are_one_issue():
     codes = ", ".join(str(code) for code in range(1000, 11000))
     issue = only(SERVICE.format(key="expect_status", value=f"[200, {codes}]"))
@@ -335,8 +344,11 @@ def test_many_bad_status_codes_are_one_issue():
     [
         ("path", "/" + "p" * 9000, "path is 9001 characters long; at most 8192"),
         ("host", "h" * 300, "host is 300 characters long; at most 260"),
-        ("method", "G" * 40, "method must be an HTTP method token such as GET or HEAD (at most 32 characters), got '"
-                             + "G" * 40 + "'"),
+        (
+            "method",
+            "G" * 40,
+            "method must be an HTTP method token such as GET or HEAD (at most 32 characters), got '" + "G" * 40 + "'",
+        ),
     ],
 )
 def test_http_check_strings_are_bounded(key: str, value: str, message: str):
@@ -375,9 +387,11 @@ def test_check_command_counts_every_problem(tmp_path):
     import sys
 
     path = tmp_path / "many.yaml"
-    path.write_text("virtual_services:\n" + "".join(
-        f"  - {{address: 10.0.0.1, port: {70000 + i}}}\n" for i in range(500)))
-    run = subprocess.run([sys.executable, "-m", "director.cli", "check", "-c", str(path)],
-                         capture_output=True, text=True, timeout=60)
+    path.write_text(
+        "virtual_services:\n" + "".join(f"  - {{address: 10.0.0.1, port: {70000 + i}}}\n" for i in range(500))
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "director.cli", "check", "-c", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1] == f"{path}: 500 error(s)", run.stderr[-500:]

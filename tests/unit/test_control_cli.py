@@ -66,10 +66,13 @@ def test_a_refused_user_is_told_permission_denied(tmp_path, argv):
     assert "no daemon" not in err and "no directord" not in err
 
 
-@pytest.mark.parametrize("reply, stream", [
-    ({"ok": True, "message": "standby: groups handed to dir2\x1b[2J\nforged line"}, "out"),
-    ({"ok": False, "error": "standby refused: peer dir2\x00\x1b]0;x\x07 is dead"}, "err"),
-])
+@pytest.mark.parametrize(
+    "reply, stream",
+    [
+        ({"ok": True, "message": "standby: groups handed to dir2\x1b[2J\nforged line"}, "out"),
+        ({"ok": False, "error": "standby refused: peer dir2\x00\x1b]0;x\x07 is dead"}, "err"),
+    ],
+)
 def test_standby_answer_is_printed_escaped(tmp_path, capsys, reply, stream):
     """A node name with control characters in the daemon's answer does not reach the terminal raw."""
     import json

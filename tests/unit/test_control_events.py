@@ -49,7 +49,11 @@ async def test_a_stream_replays_recent_events_then_follows(served):
     bus.publish(PeerChanged("dir2", "dead", "no keepalive for 0.8 s"))
     line = await next_line(reader)
     assert (line["seq"], line["kind"], line["node"], line["message"]) == (
-        4, "ha.peer", "dir2", "peer dir2 is dead (no keepalive for 0.8 s)")
+        4,
+        "ha.peer",
+        "dir2",
+        "peer dir2 is dead (no keepalive for 0.8 s)",
+    )
     writer.close()
 
 
@@ -97,8 +101,18 @@ async def test_a_slow_reader_loses_its_oldest_events_and_is_told(served, monkeyp
     writer.close()
 
 
-@pytest.mark.parametrize("fields", [{"recent": -1}, {"recent": 1001}, {"recent": "5"}, {"follow": "yes"},
-                                    {"kinds": "ha.peer"}, {"kinds": [1]}, {"kinds": ["k"] * 65}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"recent": -1},
+        {"recent": 1001},
+        {"recent": "5"},
+        {"follow": "yes"},
+        {"kinds": "ha.peer"},
+        {"kinds": [1]},
+        {"kinds": ["k"] * 65},
+    ],
+)
 async def test_a_bad_stream_request_is_refused_with_one_line(served, fields):
     server, bus = served
     reader, writer = await open_stream(server.path, **fields)
@@ -127,7 +141,8 @@ async def test_the_blocking_client_reads_what_directord_events_prints(served):
     lines = await asyncio.to_thread(lambda: list(control.stream(server.path, timeout=10, recent=1, follow=False)))
     assert lines[0] == {"ok": True}
     assert [(item["kind"], item["message"]) for item in lines[1:]] == [
-        ("ha.address_added", "added 192.168.10.100/32/eth0")]
+        ("ha.address_added", "added 192.168.10.100/32/eth0")
+    ]
 
 
 def test_stream_request_defaults():

@@ -110,8 +110,10 @@ def test_virtual_service_name_port():
 
 
 def test_virtual_host_name_needs_a_resolver():
-    assert any("unresolvable host name" in e or "cannot resolve" in e
-               for e in errors_of("virtual=www.example.com:80\n\treal=192.168.6.2:80 gate\n"))
+    assert any(
+        "unresolvable host name" in e or "cannot resolve" in e
+        for e in errors_of("virtual=www.example.com:80\n\treal=192.168.6.2:80 gate\n")
+    )
 
     class Fake:
         def host(self, name, family):
@@ -132,13 +134,16 @@ def test_virtual6_and_real6():
     assert s["persistence"] == {"timeout": 60, "netmask": 64}
 
 
-@pytest.mark.parametrize("text,needle", [
-    ("virtual=[2001:db8::1]:80\n\treal=192.168.6.2:80 gate\n", "virtual6"),
-    ("virtual=192.168.6.240:80\n\treal6=[2001:db8::2]:80 gate\n", 'use "real"'),
-    ("virtual6=[2001:db8::1]:80\n\treal=[2001:db8::2]:80 gate\n", 'use "real6"'),
-    ("virtual6=[2001:db8::1]:80\n\treal6=[2001:db8::2]->[2001:db8::4]:80 gate\n", "IPv6"),
-    ("virtual=!!\n", "invalid address for virtual server"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("virtual=[2001:db8::1]:80\n\treal=192.168.6.2:80 gate\n", "virtual6"),
+        ("virtual=192.168.6.240:80\n\treal6=[2001:db8::2]:80 gate\n", 'use "real"'),
+        ("virtual6=[2001:db8::1]:80\n\treal=[2001:db8::2]:80 gate\n", 'use "real6"'),
+        ("virtual6=[2001:db8::1]:80\n\treal6=[2001:db8::2]->[2001:db8::4]:80 gate\n", "IPv6"),
+        ("virtual=!!\n", "invalid address for virtual server"),
+    ],
+)
 def test_virtual_and_real_family_errors(text, needle):
     errs = errors_of(text)
     assert any(needle in e for e in errs), errs
@@ -175,8 +180,8 @@ def test_duplicate_virtual_is_an_error():
 
 def test_real_range_weight_thresholds_and_request_receive():
     s, _ = service(
-        'virtual=192.168.6.240:80\n'
-        '\treal=192.168.6.2->192.168.6.4:80 gate 5\n'
+        "virtual=192.168.6.240:80\n"
+        "\treal=192.168.6.2->192.168.6.4:80 gate 5\n"
         '\treal=192.168.6.9:80 gate 2 "ready.html", "ready" l:100 u:200\n'
     )
     rs = s["real_servers"]
@@ -186,15 +191,18 @@ def test_real_range_weight_thresholds_and_request_receive():
     assert rs[3]["check"] == {"path": "/ready.html", "expect_body": "ready"}
 
 
-@pytest.mark.parametrize("line,needle", [
-    ("real=192.168.6.4->192.168.6.2:80 gate", "first address must not be above"),
-    ("real=192.168.6.2:80 route", "forward method must be gate, masq or ipip"),
-    ("real=192.168.6.2:80 gate 1 junk", "invalid real server line"),
-    ("real=192.168.6.2:80 gate 1 l:300 u:200", "lower threshold above the upper"),
-    ("real=192.168.6.2:99999 gate", "invalid port"),
-    # a range of the whole address space was expanded in memory until the host ran out of it
-    ("real=0.0.0.1->255.255.255.255:80 gate", "has 4294967295 addresses; at most 4096 are converted"),
-])
+@pytest.mark.parametrize(
+    "line,needle",
+    [
+        ("real=192.168.6.4->192.168.6.2:80 gate", "first address must not be above"),
+        ("real=192.168.6.2:80 route", "forward method must be gate, masq or ipip"),
+        ("real=192.168.6.2:80 gate 1 junk", "invalid real server line"),
+        ("real=192.168.6.2:80 gate 1 l:300 u:200", "lower threshold above the upper"),
+        ("real=192.168.6.2:99999 gate", "invalid port"),
+        # a range of the whole address space was expanded in memory until the host ran out of it
+        ("real=0.0.0.1->255.255.255.255:80 gate", "has 4294967295 addresses; at most 4096 are converted"),
+    ],
+)
 def test_real_errors(line, needle):
     errs = errors_of(f"virtual=192.168.6.240:80\n\t{line}\n")
     assert any(needle in e and e.startswith("test.cf:2:") for e in errs), errs
@@ -203,8 +211,9 @@ def test_real_errors(line, needle):
 def test_real_servers_of_a_file_are_bounded():
     from director.convert.ldirectord import MAX_REALS
 
-    lines = "".join(f"\treal=10.{i // 256}.{i % 256}.0->10.{i // 256}.{i % 256}.255:80 gate\n"
-                    for i in range(MAX_REALS // 256 + 1))
+    lines = "".join(
+        f"\treal=10.{i // 256}.{i % 256}.0->10.{i // 256}.{i % 256}.255:80 gate\n" for i in range(MAX_REALS // 256 + 1)
+    )
     errs = errors_of(f"virtual=192.168.6.240:80\n{lines}")
     assert any(f"more than {MAX_REALS} real servers in the file" in e for e in errs), errs[:3]
 
@@ -223,8 +232,10 @@ def test_gate_keeps_the_virtual_port_but_checks_the_written_one():
 
 
 def test_masq_port_change_and_per_real_forwarding():
-    s, _ = service("virtual=192.168.6.240:80\n\treal=192.168.6.2:8080 masq\n\treal=192.168.6.3:8080 masq\n"
-                   "\treal=192.168.6.4:80 ipip\n")
+    s, _ = service(
+        "virtual=192.168.6.240:80\n\treal=192.168.6.2:8080 masq\n\treal=192.168.6.3:8080 masq\n"
+        "\treal=192.168.6.4:80 ipip\n"
+    )
     assert s["forwarding"] == "nat"
     assert s["real_servers"][0] == {"address": "192.168.6.2", "port": 8080, "weight": 1}
     assert s["real_servers"][2]["forwarding"] == "tun"
@@ -253,15 +264,18 @@ def test_timeouts_default_to_each_other():
     assert s["check"]["timeout"] == 5  # both unset: 5 s for checktimeout
 
 
-@pytest.mark.parametrize("checktype,kind,warns", [
-    ("negotiate", "http", False),
-    ("on", "none", False),
-    ("off", "external", False),
-    ("external", "external", False),
-    ("external-perl", "external", True),
-    ("ping", "tcp", True),
-    ("3", "http", True),
-])
+@pytest.mark.parametrize(
+    "checktype,kind,warns",
+    [
+        ("negotiate", "http", False),
+        ("on", "none", False),
+        ("off", "external", False),
+        ("external", "external", False),
+        ("external-perl", "external", True),
+        ("ping", "tcp", True),
+        ("3", "http", True),
+    ],
+)
 def test_checktypes(checktype, kind, warns):
     s, issues = service(WEB + f"\tchecktype={checktype}\n")
     assert s["check"]["type"] == kind
@@ -273,7 +287,7 @@ def test_checktypes(checktype, kind, warns):
 
 
 def test_external_checkcommand():
-    s, _ = service(WEB + "\tchecktype=external\n\tcheckcommand=\"/usr/local/bin/check\"\n\tchecktimeout=3\n")
+    s, _ = service(WEB + '\tchecktype=external\n\tcheckcommand="/usr/local/bin/check"\n\tchecktimeout=3\n')
     assert s["check"]["command"] == ["/usr/local/bin/check"] and s["check"]["timeout"] == 3
 
 
@@ -283,8 +297,26 @@ def test_connect_on_udp_has_no_counterpart():
     assert "test.cf:3: checktype" in messages(issues, "warning")
 
 
-@pytest.mark.parametrize("svc", ["ftp", "smtp", "pop", "pops", "imap", "imaps", "ldap", "nntp", "mysql", "pgsql",
-                                 "oracle", "sip", "simpletcp", "submission", "http_proxy"])
+@pytest.mark.parametrize(
+    "svc",
+    [
+        "ftp",
+        "smtp",
+        "pop",
+        "pops",
+        "imap",
+        "imaps",
+        "ldap",
+        "nntp",
+        "mysql",
+        "pgsql",
+        "oracle",
+        "sip",
+        "simpletcp",
+        "submission",
+        "http_proxy",
+    ],
+)
 def test_services_without_counterpart_become_tcp_connect(svc):
     s, issues = service(WEB + f"\tservice={svc}\n")
     assert s["check"]["type"] == "tcp"
@@ -292,28 +324,38 @@ def test_services_without_counterpart_become_tcp_connect(svc):
 
 
 def test_http_directives():
-    s, issues = service(WEB + '\trequest="status/ok"\n\treceive="alive|ok"\n\thttpmethod=head\n'
-                              '\tvirtualhost="www.example.com"\n\tcheckport=8080\n')
+    s, issues = service(
+        WEB + '\trequest="status/ok"\n\treceive="alive|ok"\n\thttpmethod=head\n'
+        '\tvirtualhost="www.example.com"\n\tcheckport=8080\n'
+    )
     c = s["check"]
     assert (c["path"], c["expect_body"], c["method"], c["host"], c["port"]) == (
-        "/status/ok", "alive|ok", "HEAD", "www.example.com", 8080)
+        "/status/ok",
+        "alive|ok",
+        "HEAD",
+        "www.example.com",
+        8080,
+    )
     assert not messages(issues, "warning")
 
 
-@pytest.mark.parametrize("line,needle", [
-    ("request=index.html", "double quotes"),
-    ('receive=""', "invalid receive string"),
-    ("httpmethod=POST", "GET or HEAD"),
-    ("checkport=70000", "1..65535"),
-    ("checktype=sometimes", "checktype must be"),
-    ("checktimeout=0", "invalid check timeout"),
-    ("failurecount=x", "invalid failure count"),
-    ("service=gopher", "service must be"),
-    ("scheduler=WRR", "lowercase"),
-    ("quiescent=maybe", "'yes' or 'no'"),
-    ("connecttimeout=3", "deprecated"),
-    ("frobnicate=1", "unknown command"),
-])
+@pytest.mark.parametrize(
+    "line,needle",
+    [
+        ("request=index.html", "double quotes"),
+        ('receive=""', "invalid receive string"),
+        ("httpmethod=POST", "GET or HEAD"),
+        ("checkport=70000", "1..65535"),
+        ("checktype=sometimes", "checktype must be"),
+        ("checktimeout=0", "invalid check timeout"),
+        ("failurecount=x", "invalid failure count"),
+        ("service=gopher", "service must be"),
+        ("scheduler=WRR", "lowercase"),
+        ("quiescent=maybe", "'yes' or 'no'"),
+        ("connecttimeout=3", "deprecated"),
+        ("frobnicate=1", "unknown command"),
+    ],
+)
 def test_virtual_directive_errors_name_file_and_line(line, needle):
     errs = errors_of(WEB + f"\t{line}\n")
     assert any(e.startswith("test.cf:3:") and needle in e for e in errs), errs
@@ -374,9 +416,13 @@ def test_quiescent_global_and_per_virtual():
 
 
 def test_servicename_comment_and_ops():
-    data, issues = conv(WEB + "\tservicename=Web Site\n\tcomment=the shop\n"
-                        + WEB.replace(":80", ":81") + "\tservicename=Web Site\n"
-                        + "virtual=192.168.6.240:53\n\treal=192.168.6.2:53 gate\n\tops=yes\n")
+    data, issues = conv(
+        WEB
+        + "\tservicename=Web Site\n\tcomment=the shop\n"
+        + WEB.replace(":80", ":81")
+        + "\tservicename=Web Site\n"
+        + "virtual=192.168.6.240:53\n\treal=192.168.6.2:53 gate\n\tops=yes\n"
+    )
     names = [s.get("name") for s in data["virtual_services"]]
     assert names == ["Web Site", "Web Site (2)", None]
     assert "# the shop" in convert_text(WEB + "\tcomment=the shop\n", "t.cf").text
@@ -404,33 +450,38 @@ def test_global_fallback_does_not_apply_to_fwmark():
 def test_fallback6_and_wrong_family():
     s, _ = service("fallback6=[::1]:80\n" + "virtual6=[2001:db8::1]:80\n\treal6=[2001:db8::2]:80 gate\n")
     assert s["fallback"]["address"] == "::1"
-    assert any('use "fallback6"' in e for e in errors_of(
-        "virtual6=[2001:db8::1]:80\n\treal6=[2001:db8::2]:80 gate\n\tfallback=127.0.0.1:80\n"))
+    assert any(
+        'use "fallback6"' in e
+        for e in errors_of("virtual6=[2001:db8::1]:80\n\treal6=[2001:db8::2]:80 gate\n\tfallback=127.0.0.1:80\n")
+    )
 
 
 # --- global directives --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("line,severity", [
-    ("autoreload=yes", "warning"),
-    ("autoreload=no", "note"),
-    ("callback=\"/bin/true\"", "warning"),
-    ("logfile=\"local0\"", "note"),
-    ("execute=other.cf", "warning"),
-    ("fork=yes", "note"),
-    ("supervised=yes", "note"),
-    ("readdquiescent=yes", "note"),
-    ("emailalert=\"root@example.com\"", "warning"),
-    ("emailalertfreq=60", "warning"),
-    ("emailalertstatus=starting,running", "warning"),
-    ("emailalertfrom=ld@example.com", "warning"),
-    ("smtp=mail.example.com", "warning"),
-    ("cleanstop=yes", "warning"),
-    ("cleanstop=no", "note"),
-    ("maintenancedir=/var/lib/maint", "warning"),
-    ("fallbackcommand=/usr/local/bin/x", "warning"),
-    ("checkcount=3", "note"),
-])
+@pytest.mark.parametrize(
+    "line,severity",
+    [
+        ("autoreload=yes", "warning"),
+        ("autoreload=no", "note"),
+        ('callback="/bin/true"', "warning"),
+        ('logfile="local0"', "note"),
+        ("execute=other.cf", "warning"),
+        ("fork=yes", "note"),
+        ("supervised=yes", "note"),
+        ("readdquiescent=yes", "note"),
+        ('emailalert="root@example.com"', "warning"),
+        ("emailalertfreq=60", "warning"),
+        ("emailalertstatus=starting,running", "warning"),
+        ("emailalertfrom=ld@example.com", "warning"),
+        ("smtp=mail.example.com", "warning"),
+        ("cleanstop=yes", "warning"),
+        ("cleanstop=no", "note"),
+        ("maintenancedir=/var/lib/maint", "warning"),
+        ("fallbackcommand=/usr/local/bin/x", "warning"),
+        ("checkcount=3", "note"),
+    ],
+)
 def test_global_directives_are_never_dropped_silently(line, severity):
     _, issues = conv(line + "\n" + WEB)
     name = line.split("=")[0]
@@ -438,25 +489,30 @@ def test_global_directives_are_never_dropped_silently(line, severity):
     assert found and found[0].severity == severity, messages(issues)
 
 
-@pytest.mark.parametrize("line,needle", [
-    ("timeout=5", "deprecated"),
-    ("connecttimeout=5", "deprecated"),
-    ("checkinterval=0", "invalid check interval"),
-    ("quiescent=on", "'yes' or 'no'"),
-    ("emailalertstatus=sometimes", "invalid email alert status"),
-    ("bogus=1", "unknown command"),
-    ("  checkinterval=3", "unknown command"),
-])
+@pytest.mark.parametrize(
+    "line,needle",
+    [
+        ("timeout=5", "deprecated"),
+        ("connecttimeout=5", "deprecated"),
+        ("checkinterval=0", "invalid check interval"),
+        ("quiescent=on", "'yes' or 'no'"),
+        ("emailalertstatus=sometimes", "invalid email alert status"),
+        ("bogus=1", "unknown command"),
+        ("  checkinterval=3", "unknown command"),
+    ],
+)
 def test_global_errors(line, needle):
     errs = errors_of(WEB + "\n" + line + "\n")
     assert any(e.startswith("test.cf:4:") and needle in e for e in errs), errs
 
 
 def test_block_rules_comments_tabs_and_blank_lines():
-    s, _ = service("virtual=192.168.6.240:80\n"
-                   "    # a comment line\n"
-                   "\treal=192.168.6.2:80 gate   # a trailing comment\n"
-                   "        scheduler=rr\n")
+    s, _ = service(
+        "virtual=192.168.6.240:80\n"
+        "    # a comment line\n"
+        "\treal=192.168.6.2:80 gate   # a trailing comment\n"
+        "        scheduler=rr\n"
+    )
     assert s["scheduler"] == "rr" and len(s["real_servers"]) == 1
     # a blank line ends the block; an indented line after it is a global line, unknown to ldirectord
     errs = errors_of("virtual=192.168.6.240:80\n\treal=192.168.6.2:80 gate\n\n\tscheduler=rr\n")
@@ -485,9 +541,30 @@ def test_every_directive_sample_reports_each_unconverted_directive():
     result = convert_files(str(DATA / "every-directive.cf"))
     warned = {(i.line, i.directive) for i in result.issues}
     lines = (DATA / "every-directive.cf").read_text().splitlines()
-    for name in ("fallbackcommand", "callback", "emailalert", "emailalertfreq", "emailalertstatus", "emailalertfrom",
-                 "smtp", "maintenancedir", "autoreload", "execute", "monitorfile", "ops", "login", "passwd",
-                 "database", "secret", "load", "logfile", "fork", "supervised", "readdquiescent", "checkcount"):
+    for name in (
+        "fallbackcommand",
+        "callback",
+        "emailalert",
+        "emailalertfreq",
+        "emailalertstatus",
+        "emailalertfrom",
+        "smtp",
+        "maintenancedir",
+        "autoreload",
+        "execute",
+        "monitorfile",
+        "ops",
+        "login",
+        "passwd",
+        "database",
+        "secret",
+        "load",
+        "logfile",
+        "fork",
+        "supervised",
+        "readdquiescent",
+        "checkcount",
+    ):
         where = [n for n, line in enumerate(lines, 1) if line.strip().startswith(name + "=")]
         assert where, name
         assert any((n, name) in warned for n in where), name
@@ -515,8 +592,12 @@ def authkeys(tmp_path):
 
 
 def test_ha_section_from_ha_cf_and_haresources(authkeys, tmp_path):
-    result = convert_files(str(DATA / "debian-example.cf"), ha_cf=str(DATA / "ha.cf"),
-                           haresources=str(DATA / "haresources"), authkeys=authkeys)
+    result = convert_files(
+        str(DATA / "debian-example.cf"),
+        ha_cf=str(DATA / "ha.cf"),
+        haresources=str(DATA / "haresources"),
+        authkeys=authkeys,
+    )
     ha = yaml.safe_load(result.text)["ha"]
     assert ha["nodes"] == ["dir1", "dir2"] and "node" not in ha
     assert ha["media"] == ["bcast eth1", "ucast eth0 192.168.6.12"]
@@ -530,9 +611,16 @@ def test_ha_section_from_ha_cf_and_haresources(authkeys, tmp_path):
     assert "haresources:2: haresources: ldirectord::ldirectord.cf: directord itself replaces ldirectord" in text
     assert "ha.cf:15: respawn: ipfail" in text
     out = tmp_path / "d.yaml"
-    write_atomic(str(out), convert_files(str(DATA / "debian-example.cf"), ha_cf=str(DATA / "ha.cf"),
-                                         haresources=str(DATA / "haresources"), authkeys=authkeys,
-                                         node="dir2").text)
+    write_atomic(
+        str(out),
+        convert_files(
+            str(DATA / "debian-example.cf"),
+            ha_cf=str(DATA / "ha.cf"),
+            haresources=str(DATA / "haresources"),
+            authkeys=authkeys,
+            node="dir2",
+        ).text,
+    )
     config = load_config(str(out))
     assert config.ha is not None and config.ha.node == "dir2" and config.ha.compat == "heartbeat"
     assert config.ha.timers.deadtime == 5 and config.ha.auto_failback is True
@@ -548,20 +636,22 @@ def ha_of(ha_cf: str, haresources: str | None = None):
 
 def test_ha_defaults_left_to_the_heartbeat_profile():
     ha, _ = ha_of("bcast eth1\nnode a b\n")
-    assert ha == {"nodes": ["a", "b"], "media": ["bcast eth1"], "authkeys": "/etc/ha.d/authkeys",
-                  "compat": "heartbeat"}
+    assert ha == {"nodes": ["a", "b"], "media": ["bcast eth1"], "authkeys": "/etc/ha.d/authkeys", "compat": "heartbeat"}
 
 
-@pytest.mark.parametrize("line,key,value", [
-    ("auto_failback off", "auto_failback", False),
-    ("auto_failback legacy", "auto_failback", "legacy"),
-    ("nice_failback on", "auto_failback", False),
-    ("warntime 2500ms", "warntime", 2.5),
-    ("initdead 30", "initdead", 30),
-    ("udpport 695", "udpport", 695),
-    ("mcast eth1 239.0.0.1 694 1 0", "media", ["bcast eth1", "mcast eth1 239.0.0.1 694 1 0"]),
-    ("ping 192.168.6.1 192.168.6.2", "ping_nodes", ["192.168.6.1", "192.168.6.2"]),
-])
+@pytest.mark.parametrize(
+    "line,key,value",
+    [
+        ("auto_failback off", "auto_failback", False),
+        ("auto_failback legacy", "auto_failback", "legacy"),
+        ("nice_failback on", "auto_failback", False),
+        ("warntime 2500ms", "warntime", 2.5),
+        ("initdead 30", "initdead", 30),
+        ("udpport 695", "udpport", 695),
+        ("mcast eth1 239.0.0.1 694 1 0", "media", ["bcast eth1", "mcast eth1 239.0.0.1 694 1 0"]),
+        ("ping 192.168.6.1 192.168.6.2", "ping_nodes", ["192.168.6.1", "192.168.6.2"]),
+    ],
+)
 def test_ha_cf_directives(line, key, value):
     ha, _ = ha_of(HA + line + "\n")
     assert ha[key] == value
@@ -575,30 +665,36 @@ def test_ha_cf_times_read_as_the_loader_reads_them(text):
     assert ha["warntime"] == parse_duration(text)
 
 
-@pytest.mark.parametrize("line,severity", [
-    ("serial /dev/ttyS0", "warning"),
-    ("baud 19200", "warning"),
-    ("deadping 20", "warning"),
-    ("stonith_host * null dir1", "warning"),
-    ("respawn hacluster /usr/lib/heartbeat/dopd", "warning"),
-    ("crm yes", "warning"),
-    ("debugfile /var/log/ha-debug", "note"),
-    ("use_logd yes", "note"),
-])
+@pytest.mark.parametrize(
+    "line,severity",
+    [
+        ("serial /dev/ttyS0", "warning"),
+        ("baud 19200", "warning"),
+        ("deadping 20", "warning"),
+        ("stonith_host * null dir1", "warning"),
+        ("respawn hacluster /usr/lib/heartbeat/dopd", "warning"),
+        ("crm yes", "warning"),
+        ("debugfile /var/log/ha-debug", "note"),
+        ("use_logd yes", "note"),
+    ],
+)
 def test_ha_cf_unsupported_directives_are_reported(line, severity):
     _, issues = ha_of(HA + line + "\n")
     found = [i for i in issues if i.file == "ha.cf" and i.line == 6]
     assert found and found[0].severity == severity
 
 
-@pytest.mark.parametrize("ha_cf,needle", [
-    (HA + "deadtime soon\n", "ha.cf:6: deadtime: not a time"),
-    # 400 digits: heartbeat's arithmetic overflows; the converter raised OverflowError
-    (HA + "deadtime " + "9" * 400 + "\n", "ha.cf:6: deadtime: not a time"),
-    (HA + "frobnicate yes\n", "ha.cf:6: frobnicate: unknown directive"),
-    (HA + "ping router.example.com\n", "ha.cf:6: ping: ping node"),
-    ("bcast eth1\n", "ha.cf: node: no node directive"),
-])
+@pytest.mark.parametrize(
+    "ha_cf,needle",
+    [
+        (HA + "deadtime soon\n", "ha.cf:6: deadtime: not a time"),
+        # 400 digits: heartbeat's arithmetic overflows; the converter raised OverflowError
+        (HA + "deadtime " + "9" * 400 + "\n", "ha.cf:6: deadtime: not a time"),
+        (HA + "frobnicate yes\n", "ha.cf:6: frobnicate: unknown directive"),
+        (HA + "ping router.example.com\n", "ha.cf:6: ping: ping node"),
+        ("bcast eth1\n", "ha.cf: node: no node directive"),
+    ],
+)
 def test_ha_cf_errors(ha_cf, needle):
     with pytest.raises(ConvertError) as info:
         ha_of(ha_cf)
@@ -606,8 +702,11 @@ def test_ha_cf_errors(ha_cf, needle):
 
 
 def test_haresources_forms():
-    ha, issues = ha_of(HA, "a 192.168.6.240/24/eth0 IPaddr2::192.168.6.241/24/eth0/192.168.6.255 \\\n"
-                           "  httpd\nb IPv6addr::2001:db8::10/64/eth0\n")
+    ha, issues = ha_of(
+        HA,
+        "a 192.168.6.240/24/eth0 IPaddr2::192.168.6.241/24/eth0/192.168.6.255 \\\n"
+        "  httpd\nb IPv6addr::2001:db8::10/64/eth0\n",
+    )
     assert ha["resources"] == [
         {"owner": "a", "addresses": ["192.168.6.240/24/eth0", "192.168.6.241/24/eth0"]},
         {"owner": "b", "addresses": ["2001:db8::10/64/eth0"]},
@@ -690,16 +789,21 @@ def test_fwmark_virtual6():
 # --- hostile input ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("pattern, reason", [
-    (r"(ok)\1", r"invalid escape sequence: \1"),
-    ("alive(?!-not)", "invalid perl operator: (?!"),
-])
+@pytest.mark.parametrize(
+    "pattern, reason",
+    [
+        (r"(ok)\1", r"invalid escape sequence: \1"),
+        ("alive(?!-not)", "invalid perl operator: (?!"),
+    ],
+)
 def test_receive_re2_cannot_match_is_left_out_with_a_warning(pattern, reason):
     s, issues = service(WEB + "\tservice=http\n" + f'\treceive="{pattern}"\n')
     assert "expect_body" not in s["check"]
     warning = messages(issues, "warning")
-    assert f"test.cf:4: receive: the receive pattern {pattern!r} is not a regular expression the checker can use: " \
-           f"{reason} (it is matched with RE2 syntax" in warning
+    assert (
+        f"test.cf:4: receive: the receive pattern {pattern!r} is not a regular expression the checker can use: "
+        f"{reason} (it is matched with RE2 syntax" in warning
+    )
     assert "left out: the HTTP check tests the status only" in warning
 
 
@@ -752,13 +856,24 @@ def test_input_that_is_not_a_small_regular_file_is_one_error(tmp_path, make):
 def test_cli_prints_one_line_for_unusable_input(tmp_path, make):
     path, reason = make(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-c", "import sys; from director.cli import main; sys.exit(main(sys.argv[1:]))",
-         "convert", "--ldirectord", path],
-        capture_output=True, text=True, timeout=20, check=False,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from director.cli import main; sys.exit(main(sys.argv[1:]))",
+            "convert",
+            "--ldirectord",
+            path,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
     )
     assert result.returncode == 1 and result.stdout == ""
-    assert result.stderr.splitlines() == [f"error: {path}: cannot use the ldirectord configuration: {reason}",
-                                          "1 error; nothing written"]
+    assert result.stderr.splitlines() == [
+        f"error: {path}: cannot use the ldirectord configuration: {reason}",
+        "1 error; nothing written",
+    ]
 
 
 @pytest.mark.parametrize("mode", [0o622, 0o602, 0o611])

@@ -116,6 +116,7 @@ async def test_a_reload_that_raises_anything_is_one_logged_error(tmp_path, monke
         running = daemon.config
         real_load = daemon_module.load_config
         for exc in (RecursionError("maximum recursion depth exceeded"), MemoryError()):
+
             def hostile(path, exc=exc):
                 real_load(path)
                 raise exc

@@ -56,47 +56,118 @@ def ticking_clock(start: float = 1_700_000_000.0, step: float = 0.5):
 # --- event types ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("event, kind, level, text", [
-    (PeerChanged("dir2", "dead", "no keepalive for 0.8 s"), "ha.peer", logging.INFO,
-     "peer dir2 is dead (no keepalive for 0.8 s)"),
-    (GroupAcquiring(GROUP, "peer dir2 is dead"), "ha.acquiring", logging.INFO,
-     f"acquiring {GROUP} (peer dir2 is dead)"),
-    (GroupAcquired(GROUP), "ha.acquired", logging.INFO, f"acquired {GROUP}"),
-    (GroupAcquireFailed(GROUP, "192.168.10.100/32/eth0", "OSError: no such device"), "ha.acquire_failed",
-     logging.ERROR, f"acquiring {GROUP} failed at 192.168.10.100/32/eth0: OSError: no such device"),
-    (GroupReleasing(GROUP, "standby"), "ha.releasing", logging.INFO, f"releasing {GROUP} (standby)"),
-    (GroupReleasing(GROUP, "start-up", held=False), "ha.releasing", logging.DEBUG, f"releasing {GROUP} (start-up)"),
-    (GroupReleased(GROUP), "ha.released", logging.INFO, f"released {GROUP}"),
-    (AddressAdded("192.168.10.100/32/eth0"), "ha.address_added", logging.INFO, "added 192.168.10.100/32/eth0"),
-    (AddressRemoved("192.168.10.100/32/eth0"), "ha.address_removed", logging.INFO,
-     "removed 192.168.10.100/32/eth0"),
-    (AddressRemoved("192.168.10.100/32/eth0", "EPERM"), "ha.address_removed", logging.ERROR,
-     "removing 192.168.10.100/32/eth0 failed: EPERM"),
-    (AddressRepaired("192.168.10.100/32/eth0", GROUP, "added"), "ha.address_repaired", logging.WARNING,
-     f"192.168.10.100/32/eth0 went missing while we hold {GROUP}: adding and announcing it again"),
-    (AddressRepaired("192.168.10.100/32/eth0", GROUP, "removed"), "ha.address_repaired", logging.WARNING,
-     f"192.168.10.100/32/eth0 is configured but we do not hold {GROUP}: removing it"),
-    (AnnouncementSent("192.168.10.100/32/eth0", "first"), "ha.announced", logging.INFO,
-     "announced 192.168.10.100/32/eth0 (first round)"),
-    (AnnouncementSent("192.168.10.100/32/eth0", "refresh"), "ha.announced", logging.DEBUG,
-     "announced 192.168.10.100/32/eth0 (refresh)"),
-    (AnnounceFailed("192.168.10.100/32/eth0", "OSError: ENETDOWN"), "ha.announce_failed", logging.WARNING,
-     "announcing 192.168.10.100/32/eth0 failed: OSError: ENETDOWN"),
-    (HealthChanged("rs 10.0.0.2:80 of web", "web", "10.0.0.2:80", "up", "down", "HTTP 503 after 2 failures"),
-     "check.health", logging.INFO, "rs 10.0.0.2:80 of web down: HTTP 503 after 2 failures"),
-    (IPVSApplied("set_dest", "web", "TCP 192.168.10.100:80", "10.0.0.2:80", weight=0, forwarding="dr"),
-     "ipvs.applied", logging.INFO, "ipvs set_dest TCP 192.168.10.100:80 -> 10.0.0.2:80 weight 0 fwd dr"),
-    (IPVSApplied("add_service", "web", "TCP 192.168.10.100:80", scheduler="wlc"), "ipvs.applied", logging.INFO,
-     "ipvs add_service TCP 192.168.10.100:80 scheduler wlc"),
-    (IPVSApplied("del_dest", "web", "TCP 192.168.10.100:80", "10.0.0.2:80"), "ipvs.applied", logging.INFO,
-     "ipvs del_dest TCP 192.168.10.100:80 -> 10.0.0.2:80"),
-    (IPVSFailed("add-dest 10.0.0.2:80", "web", "ENOENT"), "ipvs.failed", logging.ERROR,
-     "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass"),
-    (ReloadAccepted("/etc/directord/directord.yaml", 3), "config.reloaded", logging.INFO,
-     "reloaded: 3 virtual services"),
-    (ReloadRefused("/etc/directord/directord.yaml", "t.yaml:3:1: port: ..."), "config.refused", logging.ERROR,
-     "reload refused (/etc/directord/directord.yaml), keeping the running configuration: t.yaml:3:1: port: ..."),
-])
+@pytest.mark.parametrize(
+    "event, kind, level, text",
+    [
+        (
+            PeerChanged("dir2", "dead", "no keepalive for 0.8 s"),
+            "ha.peer",
+            logging.INFO,
+            "peer dir2 is dead (no keepalive for 0.8 s)",
+        ),
+        (
+            GroupAcquiring(GROUP, "peer dir2 is dead"),
+            "ha.acquiring",
+            logging.INFO,
+            f"acquiring {GROUP} (peer dir2 is dead)",
+        ),
+        (GroupAcquired(GROUP), "ha.acquired", logging.INFO, f"acquired {GROUP}"),
+        (
+            GroupAcquireFailed(GROUP, "192.168.10.100/32/eth0", "OSError: no such device"),
+            "ha.acquire_failed",
+            logging.ERROR,
+            f"acquiring {GROUP} failed at 192.168.10.100/32/eth0: OSError: no such device",
+        ),
+        (GroupReleasing(GROUP, "standby"), "ha.releasing", logging.INFO, f"releasing {GROUP} (standby)"),
+        (GroupReleasing(GROUP, "start-up", held=False), "ha.releasing", logging.DEBUG, f"releasing {GROUP} (start-up)"),
+        (GroupReleased(GROUP), "ha.released", logging.INFO, f"released {GROUP}"),
+        (AddressAdded("192.168.10.100/32/eth0"), "ha.address_added", logging.INFO, "added 192.168.10.100/32/eth0"),
+        (
+            AddressRemoved("192.168.10.100/32/eth0"),
+            "ha.address_removed",
+            logging.INFO,
+            "removed 192.168.10.100/32/eth0",
+        ),
+        (
+            AddressRemoved("192.168.10.100/32/eth0", "EPERM"),
+            "ha.address_removed",
+            logging.ERROR,
+            "removing 192.168.10.100/32/eth0 failed: EPERM",
+        ),
+        (
+            AddressRepaired("192.168.10.100/32/eth0", GROUP, "added"),
+            "ha.address_repaired",
+            logging.WARNING,
+            f"192.168.10.100/32/eth0 went missing while we hold {GROUP}: adding and announcing it again",
+        ),
+        (
+            AddressRepaired("192.168.10.100/32/eth0", GROUP, "removed"),
+            "ha.address_repaired",
+            logging.WARNING,
+            f"192.168.10.100/32/eth0 is configured but we do not hold {GROUP}: removing it",
+        ),
+        (
+            AnnouncementSent("192.168.10.100/32/eth0", "first"),
+            "ha.announced",
+            logging.INFO,
+            "announced 192.168.10.100/32/eth0 (first round)",
+        ),
+        (
+            AnnouncementSent("192.168.10.100/32/eth0", "refresh"),
+            "ha.announced",
+            logging.DEBUG,
+            "announced 192.168.10.100/32/eth0 (refresh)",
+        ),
+        (
+            AnnounceFailed("192.168.10.100/32/eth0", "OSError: ENETDOWN"),
+            "ha.announce_failed",
+            logging.WARNING,
+            "announcing 192.168.10.100/32/eth0 failed: OSError: ENETDOWN",
+        ),
+        (
+            HealthChanged("rs 10.0.0.2:80 of web", "web", "10.0.0.2:80", "up", "down", "HTTP 503 after 2 failures"),
+            "check.health",
+            logging.INFO,
+            "rs 10.0.0.2:80 of web down: HTTP 503 after 2 failures",
+        ),
+        (
+            IPVSApplied("set_dest", "web", "TCP 192.168.10.100:80", "10.0.0.2:80", weight=0, forwarding="dr"),
+            "ipvs.applied",
+            logging.INFO,
+            "ipvs set_dest TCP 192.168.10.100:80 -> 10.0.0.2:80 weight 0 fwd dr",
+        ),
+        (
+            IPVSApplied("add_service", "web", "TCP 192.168.10.100:80", scheduler="wlc"),
+            "ipvs.applied",
+            logging.INFO,
+            "ipvs add_service TCP 192.168.10.100:80 scheduler wlc",
+        ),
+        (
+            IPVSApplied("del_dest", "web", "TCP 192.168.10.100:80", "10.0.0.2:80"),
+            "ipvs.applied",
+            logging.INFO,
+            "ipvs del_dest TCP 192.168.10.100:80 -> 10.0.0.2:80",
+        ),
+        (
+            IPVSFailed("add-dest 10.0.0.2:80", "web", "ENOENT"),
+            "ipvs.failed",
+            logging.ERROR,
+            "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass",
+        ),
+        (
+            ReloadAccepted("/etc/directord/directord.yaml", 3),
+            "config.reloaded",
+            logging.INFO,
+            "reloaded: 3 virtual services",
+        ),
+        (
+            ReloadRefused("/etc/directord/directord.yaml", "t.yaml:3:1: port: ..."),
+            "config.refused",
+            logging.ERROR,
+            "reload refused (/etc/directord/directord.yaml), keeping the running configuration: t.yaml:3:1: port: ...",
+        ),
+    ],
+)
 def test_an_event_has_its_kind_level_and_log_line(event, kind, level, text):
     assert (event.kind, event.level, str(event)) == (kind, level, text)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -226,8 +297,11 @@ def test_the_bus_logs_each_event_on_its_logger_at_its_level(caplog):
         ("directord.ha", logging.DEBUG, f"releasing {GROUP} (start-up)"),
         ("directord.ha", logging.INFO, "peer dir2 is up (first keepalive)"),
         ("ha.vip", logging.INFO, "added 192.168.10.100/32/eth0"),
-        ("directord.reconciler", logging.ERROR,
-         "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass"),
+        (
+            "directord.reconciler",
+            logging.ERROR,
+            "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass",
+        ),
     ]
     assert sub.pending() == 4
 
@@ -265,6 +339,9 @@ def test_the_json_log_format_carries_an_events_kind_and_fields():
     event, plain = (json.loads(line) for line in stream.getvalue().splitlines())
     assert event["kind"] == "ha.peer" and event["seq"] == 3
     assert (event["logger"], event["level"], event["message"]) == (
-        "directord.ha", "INFO", "peer dir2 is dead (no keepalive for 0.8 s)")
+        "directord.ha",
+        "INFO",
+        "peer dir2 is dead (no keepalive for 0.8 s)",
+    )
     assert (event["node"], event["status"], event["reason"]) == ("dir2", "dead", "no keepalive for 0.8 s")
     assert plain.keys() == {"at", "level", "logger", "message"} and plain["message"] == "a plain line"

@@ -79,8 +79,11 @@ def virtuals(draw, index: int) -> tuple[str, int]:
     return "\n".join(lines), len(hosts)
 
 
-GLOBALS = st.lists(st.sampled_from(["checktimeout=5", "checkinterval=2", "quiescent=yes", "autoreload=no", "fork=no"]),
-                   max_size=3, unique=True)
+GLOBALS = st.lists(
+    st.sampled_from(["checktimeout=5", "checkinterval=2", "quiescent=yes", "autoreload=no", "fork=no"]),
+    max_size=3,
+    unique=True,
+)
 
 
 @st.composite
@@ -115,9 +118,38 @@ def ha_files(draw) -> tuple[str, str]:
 
 # --- mutations --------------------------------------------------------------------------------------
 
-TOKENS = st.sampled_from(["virtual=", "real=", "=", ":", "->", "[", "]", "gate", "masq", "ipip", "\t", " ",
-                          "\\", '"', "#", "65536", "-1", "0", "999999999999999999999", "::", "node", "bcast",
-                          "IPaddr::", "/", "ms", "on", "off", "yes"])
+TOKENS = st.sampled_from(
+    [
+        "virtual=",
+        "real=",
+        "=",
+        ":",
+        "->",
+        "[",
+        "]",
+        "gate",
+        "masq",
+        "ipip",
+        "\t",
+        " ",
+        "\\",
+        '"',
+        "#",
+        "65536",
+        "-1",
+        "0",
+        "999999999999999999999",
+        "::",
+        "node",
+        "bcast",
+        "IPaddr::",
+        "/",
+        "ms",
+        "on",
+        "off",
+        "yes",
+    ]
+)
 
 
 @st.composite
@@ -161,8 +193,16 @@ def authkeys(tmp_path_factory) -> str:
 def convert(ld: str, ha_cf: str | None, haresources: str | None, authkeys: str) -> Conversion | ConvertError:
     """The conversion, or the ConvertError after checking that every error is located."""
     try:
-        return convert_text(ld, "ldirectord.cf", ha_cf=ha_cf, ha_cf_path="ha.cf", haresources=haresources,
-                            haresources_path="haresources", authkeys=authkeys, node="dir1" if ha_cf else None)
+        return convert_text(
+            ld,
+            "ldirectord.cf",
+            ha_cf=ha_cf,
+            ha_cf_path="ha.cf",
+            haresources=haresources,
+            haresources_path="haresources",
+            authkeys=authkeys,
+            node="dir1" if ha_cf else None,
+        )
     except ConvertError as err:
         assert err.errors, "ConvertError without errors"
         for issue in err.issues:

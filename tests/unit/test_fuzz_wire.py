@@ -54,8 +54,28 @@ ALL_KEYS = st.sampled_from([SHA1, MD5, CRC])
 # --- generated messages -------------------------------------------------------------------------
 
 #: Field names heartbeat's messages use (ha_msg.h F_*), plus generated ones.
-KNOWN_NAMES = ("t", "st", "src", "srcuuid", "dest", "destuuid", "seq", "hg", "ts", "ld", "ttl", "dt",
-               "protocol", "firstseq", "lastseq", "ackseq", "rsc_hold", "rtype", "info", "nodelist")
+KNOWN_NAMES = (
+    "t",
+    "st",
+    "src",
+    "srcuuid",
+    "dest",
+    "destuuid",
+    "seq",
+    "hg",
+    "ts",
+    "ld",
+    "ttl",
+    "dt",
+    "protocol",
+    "firstseq",
+    "lastseq",
+    "ackseq",
+    "rsc_hold",
+    "rtype",
+    "info",
+    "nodelist",
+)
 # a name: non-empty, no '=', newline or NUL (heartbeat's rule); 'auth' is the inner MAC's own field
 _NAME_CHARS = st.characters(exclude_categories=("Cs",), exclude_characters="=\n\0")
 NAMES = st.one_of(st.sampled_from(KNOWN_NAMES), st.text(_NAME_CHARS, min_size=1, max_size=12)).filter(

@@ -51,7 +51,10 @@ PROBING = """\
 def cli(d: Director, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "director.cli", *args, "--control-socket", d.socket],
-        capture_output=True, text=True, timeout=30, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
 
 
@@ -71,8 +74,12 @@ def test_standby_takeover_ping_and_carrier(tmp_path: Path):
             d2.start()
             wait_for(lambda: lab.holds("dir1"), 20, "dir1 to take the VIP", dirs)
             both_reports = {"link": "up", "ping_up": 1, "ping_total": 1}
-            wait_for(lambda: all(d.status()["peer_connectivity"] == both_reports for d in dirs), 10,
-                     "both to see the other's connectivity report", dirs)
+            wait_for(
+                lambda: all(d.status()["peer_connectivity"] == both_reports for d in dirs),
+                10,
+                "both to see the other's connectivity report",
+                dirs,
+            )
             doc = d1.status()
             assert doc["connectivity"] == both_reports and doc["links"] == {"eth0": "up", "eth1": "up"}
             assert [m["link"] for m in doc["media"]] == ["up"]
@@ -85,34 +92,44 @@ def test_standby_takeover_ping_and_carrier(tmp_path: Path):
                 t0 = time.monotonic()
                 out = cli(d1, "standby")
                 assert out.returncode == 0 and "standby [all] requested" in out.stdout, out.stderr
-                times["standby: VIP on dir2"] = sampler.wait(lambda h: h == ONLY2, 5, "dir2 to hold the VIP", dirs,
-                                                             since=t0)
+                times["standby: VIP on dir2"] = sampler.wait(
+                    lambda h: h == ONLY2, 5, "dir2 to hold the VIP", dirs, since=t0
+                )
                 out = cli(d1, "standby")
                 assert out.returncode == 1 and "standby refused: we hold none of the all groups" in out.stderr
                 assert "HA node dir1: standby" in cli(d1, "status").stdout
                 t1 = time.monotonic()
                 out = cli(d1, "takeover")
                 assert out.returncode == 0, out.stderr
-                times["takeover: VIP on dir1"] = sampler.wait(lambda h: h == ONLY1, 5, "dir1 to take the VIP back",
-                                                              dirs, since=t1)
+                times["takeover: VIP on dir1"] = sampler.wait(
+                    lambda h: h == ONLY1, 5, "dir1 to take the VIP back", dirs, since=t1
+                )
                 assert sampler.duration(lambda h: len(h) == 2, t0) <= 0.5
 
                 # 3. ping node lost by dir1 only, then back
                 time.sleep(0.5)
                 t2 = time.monotonic()
-                subprocess.run(["ip", "-n", lab.ns("client"), "route", "add", "blackhole", f"{lab.addr['dir1']}/32"],
-                               check=True, timeout=10)
+                subprocess.run(
+                    ["ip", "-n", lab.ns("client"), "route", "add", "blackhole", f"{lab.addr['dir1']}/32"],
+                    check=True,
+                    timeout=10,
+                )
                 times["ping node lost: VIP on dir2"] = sampler.wait(
-                    lambda h: h == ONLY2, 8, "dir2 to take the VIP when dir1 loses its ping node", dirs, since=t2)
+                    lambda h: h == ONLY2, 8, "dir2 to take the VIP when dir1 loses its ping node", dirs, since=t2
+                )
                 st = d1.status()
                 assert st["connectivity"]["ping_up"] == 0 and not st["ping_nodes"][0]["reachable"]
                 time.sleep(1.0)
                 assert sampler.now() == ONLY2  # no flapping while dir1 is worse
                 t3 = time.monotonic()
-                subprocess.run(["ip", "-n", lab.ns("client"), "route", "del", "blackhole", f"{lab.addr['dir1']}/32"],
-                               check=True, timeout=10)
+                subprocess.run(
+                    ["ip", "-n", lab.ns("client"), "route", "del", "blackhole", f"{lab.addr['dir1']}/32"],
+                    check=True,
+                    timeout=10,
+                )
                 times["ping node back: VIP on dir1"] = sampler.wait(
-                    lambda h: h == ONLY1, 10, "the VIP to return to dir1", dirs, since=t3)
+                    lambda h: h == ONLY1, 10, "the VIP to return to dir1", dirs, since=t3
+                )
                 assert sampler.duration(lambda h: len(h) == 2, t2) <= 0.5
 
                 # 4. carrier loss on dir1's service link (heartbeat link up)
@@ -120,13 +137,15 @@ def test_standby_takeover_ping_and_carrier(tmp_path: Path):
                 t4 = time.monotonic()
                 N.link_set(lab.ns("sw"), "dir1", up=False)
                 times["carrier lost: VIP on dir2"] = sampler.wait(
-                    lambda h: h == ONLY2, 8, "dir2 to take the VIP when dir1's link goes down", dirs, since=t4)
+                    lambda h: h == ONLY2, 8, "dir2 to take the VIP when dir1's link goes down", dirs, since=t4
+                )
                 assert d2.status()["peer_connectivity"]["link"] == "down"
                 assert d1.status()["links"]["eth0"] == "down"
                 t5 = time.monotonic()
                 N.link_set(lab.ns("sw"), "dir1", up=True)
                 times["carrier back: VIP on dir1"] = sampler.wait(
-                    lambda h: h == ONLY1, 10, "the VIP to return to dir1", dirs, since=t5)
+                    lambda h: h == ONLY1, 10, "the VIP to return to dir1", dirs, since=t5
+                )
                 assert sampler.duration(lambda h: len(h) == 2, t4) <= 0.5
 
                 # 5. the address audit: a VIP deleted by hand on the holder comes back, one of
@@ -134,12 +153,15 @@ def test_standby_takeover_ping_and_carrier(tmp_path: Path):
                 ip = ["ip", "-n"]
                 subprocess.run(ip + [lab.ns("dir1"), "addr", "del", f"{lab.vip}/32", "dev", "eth0"], check=True)
                 times["VIP deleted by hand: back on dir1"] = sampler.wait(
-                    lambda h: h == ONLY1, 5, "the audit to add the VIP again", dirs, since=time.monotonic())
-                subprocess.run(ip + [lab.ns("dir2"), "addr", "add", f"{lab.vip}/32", "dev", "eth0",
-                                     "label", "eth0:dd"], check=True)
+                    lambda h: h == ONLY1, 5, "the audit to add the VIP again", dirs, since=time.monotonic()
+                )
+                subprocess.run(
+                    ip + [lab.ns("dir2"), "addr", "add", f"{lab.vip}/32", "dev", "eth0", "label", "eth0:dd"], check=True
+                )
                 t6 = time.monotonic()
                 times["stray VIP on dir2: removed"] = sampler.wait(
-                    lambda h: h == ONLY1, 5, "the audit to remove the stray VIP", dirs, since=t6)
+                    lambda h: h == ONLY1, 5, "the audit to remove the stray VIP", dirs, since=t6
+                )
                 assert d1.status()["counters"]["address_repairs"] == 1
                 assert d2.status()["counters"]["address_repairs"] == 1
                 other = "10.217.0.77"

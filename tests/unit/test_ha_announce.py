@@ -71,8 +71,17 @@ def decode_arp(frame: bytes) -> dict:
     htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
     sha, spa, tha, tpa = struct.unpack("!6s4s6s4s", frame[22:42])
     return {
-        "dst": dst, "src": src, "type": ethertype, "htype": htype, "ptype": ptype, "hlen": hlen,
-        "plen": plen, "op": op, "sha": sha, "spa": socket.inet_ntop(socket.AF_INET, spa), "tha": tha,
+        "dst": dst,
+        "src": src,
+        "type": ethertype,
+        "htype": htype,
+        "ptype": ptype,
+        "hlen": hlen,
+        "plen": plen,
+        "op": op,
+        "sha": sha,
+        "spa": socket.inet_ntop(socket.AF_INET, spa),
+        "tha": tha,
         "tpa": socket.inet_ntop(socket.AF_INET, tpa),
     }
 
@@ -89,8 +98,15 @@ def decode_na(payload: bytes) -> dict:
         options.append((otype, olen, rest[2 : olen * 8]))
         rest = rest[olen * 8 :]
     return {
-        "type": icmp_type, "code": code, "checksum": csum, "R": word >> 31, "S": (word >> 30) & 1,
-        "O": (word >> 29) & 1, "reserved": word & 0x1FFFFFFF, "target": target, "options": options,
+        "type": icmp_type,
+        "code": code,
+        "checksum": csum,
+        "R": word >> 31,
+        "S": (word >> 30) & 1,
+        "O": (word >> 29) & 1,
+        "reserved": word & 0x1FFFFFFF,
+        "target": target,
+        "options": options,
     }
 
 
@@ -99,17 +115,27 @@ def decode_ipv6_frame(frame: bytes) -> dict:
     dst, src, ethertype = struct.unpack("!6s6sH", frame[:14])
     vtf, plen, nxt, hlim = struct.unpack("!IHBB", frame[14:22])
     return {
-        "dst": dst, "src": src, "type": ethertype, "version": vtf >> 28, "plen": plen, "next": nxt,
-        "hlim": hlim, "saddr": socket.inet_ntop(socket.AF_INET6, frame[22:38]),
-        "daddr": socket.inet_ntop(socket.AF_INET6, frame[38:54]), "payload": frame[54 : 54 + plen],
+        "dst": dst,
+        "src": src,
+        "type": ethertype,
+        "version": vtf >> 28,
+        "plen": plen,
+        "next": nxt,
+        "hlim": hlim,
+        "saddr": socket.inet_ntop(socket.AF_INET6, frame[22:38]),
+        "daddr": socket.inet_ntop(socket.AF_INET6, frame[38:54]),
+        "payload": frame[54 : 54 + plen],
     }
 
 
 def ref_checksum(src: str, dst: str, payload: bytes) -> int:
     """ICMPv6 checksum by another route: the one's complement sum is the value mod 0xffff."""
     pseudo = (
-        ipaddress.IPv6Address(src).packed + ipaddress.IPv6Address(dst).packed
-        + len(payload).to_bytes(4, "big") + bytes(3) + bytes([58])
+        ipaddress.IPv6Address(src).packed
+        + ipaddress.IPv6Address(dst).packed
+        + len(payload).to_bytes(4, "big")
+        + bytes(3)
+        + bytes([58])
     )
     data = pseudo + payload + (b"\x00" if len(payload) % 2 else b"")
     big = int.from_bytes(data, "big")
@@ -123,21 +149,25 @@ def ref_checksum(src: str, dst: str, payload: bytes) -> int:
 
 
 def test_garp_request_bytes():
+    # fmt: off
     expected = bytes.fromhex(
         "ffffffffffff" "021122334455" "0806"  # broadcast, our MAC, ARP
         "0001" "0800" "06" "04" "0001"  # Ethernet, IPv4, hlen, plen, request
         "021122334455" "0ad50064"  # SHA, SPA = VIP
         "000000000000" "0ad50064"  # THA = 0, TPA = VIP
     )
+    # fmt: on
     assert arp_frame(ARPOP_REQUEST, MACB, VIP) == expected
     assert len(expected) == A.ARP_FRAME_LEN == 42
 
 
 def test_garp_reply_bytes():
+    # fmt: off
     expected = bytes.fromhex(
         "ffffffffffff" "021122334455" "0806" "0001" "0800" "06" "04" "0002"
         "021122334455" "0ad50064" "021122334455" "0ad50064"  # THA = own MAC
     )
+    # fmt: on
     assert arp_frame(ARPOP_REPLY, MACB, VIP) == expected
 
 
@@ -174,11 +204,13 @@ def test_mac_parsing():
 
 
 def test_unsolicited_na_bytes():
+    # fmt: off
     expected = bytes.fromhex(
         "88" "00" "0000" "20000000"  # type 136, code 0, checksum 0, R=0 S=0 O=1
         "fd000213000000000000000000000100"  # target = VIP6
         "02" "01" "021122334455"  # target link-layer address option, 8 octets
     )
+    # fmt: on
     na = unsolicited_na(MACB, VIP6)
     assert na == expected and len(na) == A.NA_LEN == 32
     d = decode_na(na)
@@ -204,8 +236,9 @@ def test_icmpv6_checksum_against_independent_computation():
         payload[2:4] = c.to_bytes(2, "big")
         assert icmpv6_checksum(src, dst, bytes(payload)) == 0
     # addresses as packed bytes too
-    assert icmpv6_checksum(ipaddress.IPv6Address(VIP6).packed, b"\xff\x02" + bytes(13) + b"\x01",
-                           unsolicited_na(MACB, VIP6)) == icmpv6_checksum(VIP6, "ff02::1", unsolicited_na(MACB, VIP6))
+    assert icmpv6_checksum(
+        ipaddress.IPv6Address(VIP6).packed, b"\xff\x02" + bytes(13) + b"\x01", unsolicited_na(MACB, VIP6)
+    ) == icmpv6_checksum(VIP6, "ff02::1", unsolicited_na(MACB, VIP6))
 
 
 def test_icmpv6_checksum_matches_a_kernel_computed_one():
@@ -328,8 +361,7 @@ def is_garp_for(vip: str):
 
 def is_na_for(vip6: str):
     packed = ipaddress.IPv6Address(vip6).packed
-    return lambda f: (len(f) >= 86 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136
-                      and f[62:78] == packed)
+    return lambda f: len(f) >= 86 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136 and f[62:78] == packed
 
 
 def neighbour_lladdr(ns: str, dst: str) -> str | None:
@@ -496,6 +528,7 @@ def test_every_leg_gets_the_announcement_with_the_first_legs_mac(pair, monkeypat
 def test_announce_follows_the_schedule(pair):
     cap = Capture(pair.b, "b0", 0x0806)
     try:
+
         async def main():
             with Announcer() as an:
                 return await an.announce(Resource(VIP, 32, "a0"), repeats=1, interval=1.05, burst=2)
@@ -517,11 +550,10 @@ def test_announce_follows_the_schedule(pair):
 def test_announce_is_cancellable(pair):
     cap = Capture(pair.b, "b0", 0x0806)
     try:
+
         async def main():
             with Announcer() as an:
-                task = asyncio.create_task(
-                    an.announce(Resource(VIP, 32, "a0"), repeats=5, interval=1.1, burst=1)
-                )
+                task = asyncio.create_task(an.announce(Resource(VIP, 32, "a0"), repeats=5, interval=1.1, burst=1))
                 await asyncio.sleep(0.3)
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):

@@ -65,17 +65,7 @@ def test_parse_sample_files():
 
 
 def test_comments_blank_lines_whitespace_and_several_keys():
-    text = (
-        "# heartbeat keys\n"
-        "\n"
-        "   \t\n"
-        "  # indented comment\n"
-        "\t1   sha1\tk1\r\n"
-        "auth 2\n"
-        "2 md5 k2\n"
-        "15 crc\n"
-        "0 sha1 k0   \n"
-    )
+    text = "# heartbeat keys\n\n   \t\n  # indented comment\n\t1   sha1\tk1\r\nauth 2\n2 md5 k2\n15 crc\n0 sha1 k0   \n"
     keys = parse_authkeys(text, "/etc/ha.d/authkeys")
     assert keys.send_index == 2
     assert sorted(keys.methods) == [0, 1, 2, 15]

@@ -177,9 +177,7 @@ def test_error_fixture_reports_everything_at_once():
 
 def test_directord_defaults(keys: str):
     ha = parse_ha_text(BASE, keys)
-    assert ha == HAConfig(
-        node="dir1", nodes=("dir1", "dir2"), media=(Medium("bcast", "eth1"),), authkeys=keys, line=1
-    )
+    assert ha == HAConfig(node="dir1", nodes=("dir1", "dir2"), media=(Medium("bcast", "eth1"),), authkeys=keys, line=1)
     assert ha.timers == Timers(keepalive=0.2, warntime=0.4, deadtime=0.8, initdead=3.0)
     assert ha.auto_failback is True and ha.compat == "directord" and ha.udpport == 694
     assert (ha.groups, ha.ping_nodes, ha.state_dir) == ((), (), "/var/lib/directord")
@@ -226,9 +224,23 @@ def test_compat_heartbeat_takes_the_capture_timers(keys: str):
 @pytest.mark.parametrize(
     "value, seconds",
     [
-        (1, 1.0), (0.2, 0.2), ("1", 1.0), ("0.1", 0.1), (".5", 0.5), ("1.", 1.0), ("200ms", 0.2),
-        ("200 ms", 0.2), ("2MS", 0.002), ("100000us", 0.1), ("0.5s", 0.5), (" 3 ", 3.0),
-        ("499us", 0.0), ("501us", 0.001), ("1.0004", 1.0), ("1.0005", 1.001), (-1, -1.0),
+        (1, 1.0),
+        (0.2, 0.2),
+        ("1", 1.0),
+        ("0.1", 0.1),
+        (".5", 0.5),
+        ("1.", 1.0),
+        ("200ms", 0.2),
+        ("200 ms", 0.2),
+        ("2MS", 0.002),
+        ("100000us", 0.1),
+        ("0.5s", 0.5),
+        (" 3 ", 3.0),
+        ("499us", 0.0),
+        ("501us", 0.001),
+        ("1.0004", 1.0),
+        ("1.0005", 1.001),
+        (-1, -1.0),
     ],
 )
 def test_parse_duration(value, seconds):
@@ -239,13 +251,27 @@ def test_parse_duration(value, seconds):
     "number, unit, msec",
     [
         # heartbeat's own examples (lib/clplumbing/cl_misc.c, the comment above cl_get_msec)
-        ("1", "s", 1000), ("1000", "ms", 1000), ("1000000", "us", 1000), ("0.1", "s", 100), ("100", "ms", 100),
-        ("100000", "us", 100), ("0.001", "s", 1), ("1", "ms", 1), ("1000", "us", 1), ("499", "us", 0),
+        ("1", "s", 1000),
+        ("1000", "ms", 1000),
+        ("1000000", "us", 1000),
+        ("0.1", "s", 100),
+        ("100", "ms", 100),
+        ("100000", "us", 100),
+        ("0.001", "s", 1),
+        ("1", "ms", 1),
+        ("1000", "us", 1),
+        ("499", "us", 0),
         ("501", "us", 1),
         # its rule: the number as a double, times the multiplier, divided by the divisor, plus 0.5,
         # truncated to a long; so halves go up, in double arithmetic
-        ("2500", "us", 3), ("500", "us", 1), ("500.5", "ms", 501), ("1.0005", "s", 1001), ("2.5", "MS", 3),
-        (".5", "s", 500), ("500.4", "us", 1), ("0.4999", "ms", 0),
+        ("2500", "us", 3),
+        ("500", "us", 1),
+        ("500.5", "ms", 501),
+        ("1.0005", "s", 1001),
+        ("2.5", "MS", 3),
+        (".5", "s", 500),
+        ("500.4", "us", 1),
+        ("0.4999", "ms", 0),
     ],
 )
 def test_heartbeat_msec_follows_cl_get_msec(number, unit, msec):
@@ -253,8 +279,9 @@ def test_heartbeat_msec_follows_cl_get_msec(number, unit, msec):
     assert parse_duration(f"{number}{unit}") == msec / 1000
 
 
-@pytest.mark.parametrize("number, unit", [("1", "min"), ("inf", "s"), ("nan", "ms"), ("1e3", "us"), (" 1", "s"),
-                                          ("-1", "s"), ("", "s")])
+@pytest.mark.parametrize(
+    "number, unit", [("1", "min"), ("inf", "s"), ("nan", "ms"), ("1e3", "us"), (" 1", "s"), ("-1", "s"), ("", "s")]
+)
 def test_heartbeat_msec_rejects_other_forms(number, unit):
     with pytest.raises(ValueError):
         heartbeat_msec(number, unit)
@@ -445,7 +472,7 @@ def test_media_lines_and_mappings(keys: str):
         ("bcast eth0:1", "ha.media[0]", "invalid interface name 'eth0:1'"),
         ("bcast abcdefghijklmnop", "ha.media[0]", "longer than 15 bytes"),
         # dev_valid_name refuses a NUL as the sync daemon's interface rule (director.model.valid_ifname) does
-        ("\"bcast eth\\0\"", "ha.media[0]", "invalid interface name 'eth\\x00'"),
+        ('"bcast eth\\0"', "ha.media[0]", "invalid interface name 'eth\\x00'"),
         ("mcast eth1 239.0.0.1 694 1", "ha.media[0]", "five values"),
         ("mcast eth1 10.0.0.1 694 1 0", "ha.media[0]", "mcast group 10.0.0.1 is not a multicast address"),
         ("mcast eth1 ff02::1 694 1 0", "ha.media[0]", "IPv6; heartbeat's media are IPv4 only"),
@@ -557,8 +584,16 @@ def test_authkeys_must_be_a_string():
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("on", True), ("off", False), ("true", True), ("no", False), ("legacy", "legacy"), ("'on'", True),
-     ("'Off'", False), ("'LEGACY'", "legacy")],
+    [
+        ("on", True),
+        ("off", False),
+        ("true", True),
+        ("no", False),
+        ("legacy", "legacy"),
+        ("'on'", True),
+        ("'Off'", False),
+        ("'LEGACY'", "legacy"),
+    ],
 )
 def test_auto_failback_values(keys: str, value: str, expected):
     assert parse_ha_text(BASE + f"auto_failback: {value}\n", keys).auto_failback == expected
@@ -621,10 +656,16 @@ def test_state_dir_and_announcements(keys: str):
         ("ping_interval: 3601", "ha.ping_interval", "must be 0.01..3600 s, got 3601 s"),
         ("ping_timeout: 1.0e-300", "ha.ping_timeout", "must be 0.01..3600 s, got 0 s"),
         ("ping_nodes: [" + ", ".join(["10.0.0.1"] * 65) + "]", "ha.ping_nodes", "65 ping nodes; at most 64"),
-        ("resources: [" + ", ".join(["dir1 10.0.0.1/32/eth0"] * 1025) + "]", "ha.resources",
-         "1025 resource groups; at most 1024 addresses in all"),
-        ("resources: ['dir1 " + " ".join(f"10.0.{i // 256}.{i % 256}/32/eth0" for i in range(1025)) + "']",
-         "ha.resources", "more than 1024 resource addresses"),
+        (
+            "resources: [" + ", ".join(["dir1 10.0.0.1/32/eth0"] * 1025) + "]",
+            "ha.resources",
+            "1025 resource groups; at most 1024 addresses in all",
+        ),
+        (
+            "resources: ['dir1 " + " ".join(f"10.0.{i // 256}.{i % 256}/32/eth0" for i in range(1025)) + "']",
+            "ha.resources",
+            "more than 1024 resource addresses",
+        ),
     ],
 )
 def test_bad_other_values(keys: str, extra: str, field: str, message: str):
@@ -677,36 +718,60 @@ resources:
 @pytest.mark.parametrize(
     "resources, found",
     [
-        ("[{owner: dir9, addresses: [10.0.0.1/32/eth0]}]",
-         [("ha.resources[0].owner", "owner 'dir9' is not among the nodes (dir1, dir2)")]),
+        (
+            "[{owner: dir9, addresses: [10.0.0.1/32/eth0]}]",
+            [("ha.resources[0].owner", "owner 'dir9' is not among the nodes (dir1, dir2)")],
+        ),
         ("[dir9 10.0.0.1/32/eth0]", [("ha.resources[0]", "owner 'dir9' is not among the nodes (dir1, dir2)")]),
         ("[dir1]", [("ha.resources[0]", "expected a haresources line 'OWNER IP/PREFIX/IF")]),
-        ("[{owner: dir1, addresses: [10.0.0.1/33/eth0]}]",
-         [("ha.resources[0].addresses[0]", "prefix length 33 is out of range 1..32")]),
-        ("[{owner: dir1, addresses: ['2001:db8::1/129/eth0']}]",
-         [("ha.resources[0].addresses[0]", "prefix length 129 is out of range 1..128")]),
-        ("[{owner: dir1, addresses: [10.0.0.1/32]}]",
-         [("ha.resources[0].addresses[0]", "expected IP/PREFIX/IF such as 192.168.10.100/32/eth0")]),
-        ("[{owner: dir1, addresses: [10.0.0.1/24/eth0/10.0.0.255]}]",
-         [("ha.resources[0].addresses[0]", "expected IP/PREFIX/IF")]),
-        ("[{owner: dir1, addresses: [10.0.0.1/x/eth0]}]",
-         [("ha.resources[0].addresses[0]", "prefix length 'x' is not a number")]),
+        (
+            "[{owner: dir1, addresses: [10.0.0.1/33/eth0]}]",
+            [("ha.resources[0].addresses[0]", "prefix length 33 is out of range 1..32")],
+        ),
+        (
+            "[{owner: dir1, addresses: ['2001:db8::1/129/eth0']}]",
+            [("ha.resources[0].addresses[0]", "prefix length 129 is out of range 1..128")],
+        ),
+        (
+            "[{owner: dir1, addresses: [10.0.0.1/32]}]",
+            [("ha.resources[0].addresses[0]", "expected IP/PREFIX/IF such as 192.168.10.100/32/eth0")],
+        ),
+        (
+            "[{owner: dir1, addresses: [10.0.0.1/24/eth0/10.0.0.255]}]",
+            [("ha.resources[0].addresses[0]", "expected IP/PREFIX/IF")],
+        ),
+        (
+            "[{owner: dir1, addresses: [10.0.0.1/x/eth0]}]",
+            [("ha.resources[0].addresses[0]", "prefix length 'x' is not a number")],
+        ),
         ("[{owner: dir1, addresses: [vip/32/eth0]}]", [("ha.resources[0].addresses[0]", "not an IP address: 'vip'")]),
-        ("[{owner: dir1, addresses: [224.0.0.5/32/eth0]}]",
-         [("ha.resources[0].addresses[0]", "cannot be a resource address")]),
-        ("[{owner: dir1, addresses: [10.0.0.1/32/eth:0]}]",
-         [("ha.resources[0].addresses[0]", "invalid interface name 'eth:0'")]),
+        (
+            "[{owner: dir1, addresses: [224.0.0.5/32/eth0]}]",
+            [("ha.resources[0].addresses[0]", "cannot be a resource address")],
+        ),
+        (
+            "[{owner: dir1, addresses: [10.0.0.1/32/eth:0]}]",
+            [("ha.resources[0].addresses[0]", "invalid interface name 'eth:0'")],
+        ),
         ("[{owner: dir1, addresses: []}]", [("ha.resources[0].addresses", "must list at least one address")]),
         ("[{owner: dir1}]", [("ha.resources[0].addresses", "missing required key 'addresses'")]),
         ("[{addresses: [10.0.0.1/32/eth0]}]", [("ha.resources[0].owner", "missing required key 'owner'")]),
-        ("[{owner: dir1, addresses: [10.0.0.1/32/eth0], score: 5}]",
-         [("ha.resources[0].score", "unknown key 'score'")]),
-        ("[{owner: dir1, addresses: [{address: x, prefix: '24'}]}]",
-         [("ha.resources[0].addresses[0].interface", "missing required key 'interface'"),
-          ("ha.resources[0].addresses[0].address", "not an IP address: 'x'"),
-          ("ha.resources[0].addresses[0].prefix", "expected an integer, got string '24'")]),
-        ("[{owner: dir1, addresses: [10.0.0.1/32/eth0]}, dir2 10.0.0.1/24/eth1]",
-         [("ha.resources[1]", "address 10.0.0.1 is already a resource (ha.resources[0].addresses[0])")]),
+        (
+            "[{owner: dir1, addresses: [10.0.0.1/32/eth0], score: 5}]",
+            [("ha.resources[0].score", "unknown key 'score'")],
+        ),
+        (
+            "[{owner: dir1, addresses: [{address: x, prefix: '24'}]}]",
+            [
+                ("ha.resources[0].addresses[0].interface", "missing required key 'interface'"),
+                ("ha.resources[0].addresses[0].address", "not an IP address: 'x'"),
+                ("ha.resources[0].addresses[0].prefix", "expected an integer, got string '24'"),
+            ],
+        ),
+        (
+            "[{owner: dir1, addresses: [10.0.0.1/32/eth0]}, dir2 10.0.0.1/24/eth1]",
+            [("ha.resources[1]", "address 10.0.0.1 is already a resource (ha.resources[0].addresses[0])")],
+        ),
         ("[7]", [("ha.resources[0]", "expected a mapping (owner, addresses) or a haresources line")]),
         ("{owner: dir1}", [("ha.resources", "expected a list, got mapping")]),
     ],

@@ -62,8 +62,14 @@ def link():
         N.create_netns(a)
         N.create_netns(b)
         for ns in (a, b):
-            N.set_sysctls(ns, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
-                               "net.ipv6.conf.all.keep_addr_on_down": "1"})
+            N.set_sysctls(
+                ns,
+                {
+                    "net.ipv6.conf.all.accept_dad": "0",
+                    "net.ipv6.conf.default.accept_dad": "0",
+                    "net.ipv6.conf.all.keep_addr_on_down": "1",
+                },
+            )
         N.add_veth(a, "eth0", b, "eth0")
         for ns, n in ((a, 1), (b, 2)):
             N.add_address(ns, "eth0", f"10.218.0.{n}/24")
@@ -85,8 +91,14 @@ def test_pinger_and_link_monitor(link):
 
         events: list[str] = []
         links = LinkMonitor(["eth0", "missing0"], lambda: events.append("link"))
-        pinger = Pinger(["10.218.0.2", "fd00:218::2", "10.218.0.99"], interval=0.1, timeout=0.1, rise=2, fall=3,
-                        on_change=lambda: events.append("ping"))
+        pinger = Pinger(
+            ["10.218.0.2", "fd00:218::2", "10.218.0.99"],
+            interval=0.1,
+            timeout=0.1,
+            rise=2,
+            fall=3,
+            on_change=lambda: events.append("ping"),
+        )
         await links.start()
         await pinger.start()
         try:

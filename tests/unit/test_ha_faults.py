@@ -83,8 +83,9 @@ def start_pair(lab: PairLab, d1: Director, d2: Director) -> float:
     d1.start()
     d2.start()
     t = wait_for(lambda: lab.holds("dir1"), 20, "dir1 to take the VIP", (d1, d2))
-    wait_for(lambda: d1.peer_status() == d2.peer_status() == "active", 10,
-             "both daemons to see their peer active", (d1, d2))
+    wait_for(
+        lambda: d1.peer_status() == d2.peer_status() == "active", 10, "both daemons to see their peer active", (d1, d2)
+    )
     return t
 
 
@@ -113,16 +114,16 @@ def test_daemon_crash_and_restart(tmp_path: Path):
                 assert d2.status()["peers"][0]["status"] == "dead"
 
                 t_start = d1.start()
-                t = vips.wait(lambda h: "dir1" not in h, 15, "the restarted dir1 to drop its stale VIP", dirs,
-                              since=t_start)
+                t = vips.wait(
+                    lambda h: "dir1" not in h, 15, "the restarted dir1 to drop its stale VIP", dirs, since=t_start
+                )
                 times["stale VIP dropped after the restart (process start)"] = t
                 # at once: within moments of the node's start (process start-up under load aside)
                 t_node = d1.node_started_at()
                 times["stale VIP dropped after the restart (node start)"] = t_start + t - t_node
                 assert t_start + t - t_node < 1.5, f"the stale VIP stayed {t_start + t - t_node:.3f} s"
                 assert "dir2" in vips.now()
-                wait_for(lambda: d1.peer_status() == "active", 10,
-                         "the restarted dir1 to see dir2 active", dirs)
+                wait_for(lambda: d1.peer_status() == "active", 10, "the restarted dir1 to see dir2 active", dirs)
                 # dir1 stays standby (auto_failback off): well past its takeover delay and initdead
                 t2 = time.monotonic()
                 time.sleep(3.0)
@@ -172,10 +173,15 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
                 # cut: both become active, both hold the VIP; the service LAN never went down
                 t_cut = time.monotonic()
                 lab.set_heartbeat_link(up=False)
-                times["cut -> VIP on both"] = vips.wait(lambda h: h == BOTH, DEADTIME + MARGIN,
-                                                        "dir1 to take the VIP too", dirs, since=t_cut)
-                wait_for(lambda: d1.peer_status() == d2.peer_status() == "dead",
-                         DEADTIME + MARGIN, "both daemons to declare their peer dead", dirs)
+                times["cut -> VIP on both"] = vips.wait(
+                    lambda h: h == BOTH, DEADTIME + MARGIN, "dir1 to take the VIP too", dirs, since=t_cut
+                )
+                wait_for(
+                    lambda: d1.peer_status() == d2.peer_status() == "dead",
+                    DEADTIME + MARGIN,
+                    "both daemons to declare their peer dead",
+                    dirs,
+                )
                 assert all(d.status()["state"] == "active" for d in dirs)
                 times["cut -> both see the peer dead"] = time.monotonic() - t_cut
                 # the cut lasts until dir1's takeover announcements are over (a burst, then
@@ -189,12 +195,14 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
                 t_heal = time.monotonic()
                 lab.set_heartbeat_link(up=True)
                 times["heal -> dir1 alone holds the VIP"] = vips.wait(
-                    lambda h: h == ONLY1, 5 + MARGIN, "dir2 to release the VIP after the heal", dirs, since=t_heal)
+                    lambda h: h == ONLY1, 5 + MARGIN, "dir2 to release the VIP after the heal", dirs, since=t_heal
+                )
                 t_released = vips.since(t_heal)[[h for _, h in vips.since(t_heal)].index(ONLY1)][0]
                 assert vips.seen(t_heal) <= {BOTH, ONLY1}, "the VIP was dropped by both"
                 # the keeper re-announces after the loser released (the loser's GARPs may have gone out)
-                after = arp.wait(lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac1, 2, 5 + MARGIN,
-                                 since=t_released)
+                after = arp.wait(
+                    lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac1, 2, 5 + MARGIN, since=t_released
+                )
                 assert len(after) >= 2, f"no re-announcement by dir1 after dir2 released at {t_released:.3f}"
                 times["dir2 released -> dir1 re-announces"] = after[0][0] - t_released
                 assert {decode_arp(f)["op"] for _, f in after} == {1, 2}, "an ARP request and reply pair"
@@ -203,8 +211,12 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
                 wait_for(lambda: lab.neighbour_mac("client") == mac1, 5, "the client's entry to move to dir1", dirs)
                 # and it stays so
                 t2 = time.monotonic()
-                wait_for(lambda: d1.peer_status() == d2.peer_status() == "active", 10,
-                         "both daemons to see their peer again", dirs)
+                wait_for(
+                    lambda: d1.peer_status() == d2.peer_status() == "active",
+                    10,
+                    "both daemons to see their peer again",
+                    dirs,
+                )
                 time.sleep(max(0.0, t2 + 2.0 - time.monotonic()))
                 assert vips.seen(t2) == {ONLY1}, vips.seen(t2)
             assert lab.neighbour_mac("client") == mac1
@@ -223,8 +235,18 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
 # --- forged, replayed and malformed packets ----------------------------------------------------
 
 #: Counters an injected packet may move (ha.node COUNTERS), compared before and after.
-INJECTION_COUNTERS = ("bad_auth", "unknown_auth_index", "malformed", "replay", "old", "duplicate",
-                      "name_conflict", "unknown_node", "internal_errors", "partitions_healed")
+INJECTION_COUNTERS = (
+    "bad_auth",
+    "unknown_auth_index",
+    "malformed",
+    "replay",
+    "old",
+    "duplicate",
+    "name_conflict",
+    "unknown_node",
+    "internal_errors",
+    "partitions_healed",
+)
 
 
 def _is_status_of(node: str):
@@ -254,8 +276,12 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
             seq = int(cur_fields["seq"], 16)
             gen = int(cur_fields["hg"], 16)
             # dir1 moves on: a few keepalives later `current` is an old sequence number
-            wait_for(lambda: int(packet_fields(
-                tap.receive(_is_status_of("dir1"), 5))["seq"], 16) >= seq + 5, 10, "dir1's seq to advance", dirs)
+            wait_for(
+                lambda: int(packet_fields(tap.receive(_is_status_of("dir1"), 5))["seq"], 16) >= seq + 5,
+                10,
+                "dir1's seq to advance",
+                dirs,
+            )
 
             # the re-signing is exact: with the pair's key it gives back dir1's very bytes
             assert resign(current, SECRET.encode()) == current
@@ -292,11 +318,19 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
                     now = {d.role: d for d in dirs}[role].status()["counters"]
                     return {k: now[k] - before[role][k] for k in INJECTION_COUNTERS}
 
-                want2 = {"bad_auth": len(forged), "unknown_auth_index": 1, "malformed": len(malformed),
-                         "replay": len(replayed_old_gen), "old": len(replayed)}
+                want2 = {
+                    "bad_auth": len(forged),
+                    "unknown_auth_index": 1,
+                    "malformed": len(malformed),
+                    "replay": len(replayed_old_gen),
+                    "old": len(replayed),
+                }
                 times["injection -> counted by dir2"] = wait_for(
-                    lambda: all(delta("dir2")[k] >= v for k, v in want2.items()), 5,
-                    f"dir2 to count the injected packets {want2}", dirs)
+                    lambda: all(delta("dir2")[k] >= v for k, v in want2.items()),
+                    5,
+                    f"dir2 to count the injected packets {want2}",
+                    dirs,
+                )
                 time.sleep(1.5)  # roles keep still after the injection
                 t1 = time.monotonic()
                 assert vips.seen(t0) == {ONLY1}, vips.seen(t0)
@@ -305,7 +339,10 @@ def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path:
             # dir1 hears the same broadcasts; its own replayed packets are its own (same uuid)
             got1 = delta("dir1")
             assert got1 == dict.fromkeys(INJECTION_COUNTERS, 0) | {
-                "bad_auth": len(forged), "unknown_auth_index": 1, "malformed": len(malformed)}, got1
+                "bad_auth": len(forged),
+                "unknown_auth_index": 1,
+                "malformed": len(malformed),
+            }, got1
             for d in dirs:
                 whole = d.status_cli()
                 assert whole["checker_pid"] is None  # only an ha section: no checker child
@@ -363,8 +400,9 @@ def test_node_failure_takeover_over_each_medium(kind: str, tmp_path: Path):
                 d1.crash()
                 N.link_set(lab.ns("dir1"), "eth0", up=False)
                 # (the dead node's address stays on its downed link: only dir2's side matters)
-                t = vips.wait(lambda h: "dir2" in h, DEADTIME + MARGIN, f"dir2 to take over ({kind})", dirs,
-                              since=t_fail)
+                t = vips.wait(
+                    lambda h: "dir2" in h, DEADTIME + MARGIN, f"dir2 to take over ({kind})", dirs, since=t_fail
+                )
                 times["takeover by dir2 after the node failure of dir1"] = t
                 assert t >= DEADTIME * 0.5, "dir2 took over before dir1 could have been declared dead"
             garps = arp.wait(lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac2, 2, 5, since=t_fail)
@@ -403,8 +441,9 @@ def test_ipv6_vip_is_announced_by_unsolicited_na(tmp_path: Path):
         try:
             d1.start()
             d2.start()
-            times["initial acquisition by dir1"] = wait_for(lambda: lab.holds("dir1", vip6), 20,
-                                                            "dir1 to take the IPv6 VIP", dirs)
+            times["initial acquisition by dir1"] = wait_for(
+                lambda: lab.holds("dir1", vip6), 20, "dir1 to take the IPv6 VIP", dirs
+            )
             first = cap.wait(is_na_for(vip6), 1, 5)
             assert first, "no unsolicited NA from dir1"
             check_na(first[0][1], mac1)
@@ -415,15 +454,17 @@ def test_ipv6_vip_is_announced_by_unsolicited_na(tmp_path: Path):
             # takeover (graceful stop of dir1): dir2 holds the IPv6 VIP and announces it
             t0 = time.monotonic()
             d1.signal(signal.SIGTERM)
-            times["takeover after SIGTERM"] = wait_for(lambda: lab.holds("dir2", vip6), 5,
-                                                       "dir2 to take the IPv6 VIP", dirs)
+            times["takeover after SIGTERM"] = wait_for(
+                lambda: lab.holds("dir2", vip6), 5, "dir2 to take the IPv6 VIP", dirs
+            )
             nas = cap.wait(lambda f: is_na_for(vip6)(f) and f[6:12] == mac2, 2, 5, since=t0)
             assert len(nas) >= 2, "dir2 sends a burst of unsolicited NAs"
             times["takeover -> first NA"] = nas[0][0] - t0
             for _, frame in nas:
                 check_na(frame, mac2)
-            assert not cap.matching(lambda f: is_na_for(vip6)(f) and f[6:12] == mac1, nas[0][0]), \
+            assert not cap.matching(lambda f: is_na_for(vip6)(f) and f[6:12] == mac1, nas[0][0]), (
                 "dir1 announced the VIP after it gave it up"
+            )
             wait_for(lambda: lab.neighbour_mac("client", vip6) == mac2, 5, "the client's entry to move to dir2", dirs)
             times["takeover -> client's entry on dir2"] = time.monotonic() - t0
             assert d1.wait() == 0, d1.tail()

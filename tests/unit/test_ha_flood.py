@@ -85,14 +85,43 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
             with VipSampler(lab) as vips:
                 t0 = time.monotonic()
                 for role in ("dir1", "dir2"):  # a busy director: the checker at its CPU cap
-                    procs.append(subprocess.Popen(
-                        ["ip", "netns", "exec", lab.ns(role), sys.executable, "-I", "-c", _BUSY,
-                         str(FLOOD_SECONDS + 1)]))
+                    procs.append(
+                        subprocess.Popen(
+                            [
+                                "ip",
+                                "netns",
+                                "exec",
+                                lab.ns(role),
+                                sys.executable,
+                                "-I",
+                                "-c",
+                                _BUSY,
+                                str(FLOOD_SECONDS + 1),
+                            ]
+                        )
+                    )
                 flood = subprocess.run(
-                    ["ip", "netns", "exec", lab.ns("intruder"), sys.executable, "-I", flood_module.__file__,
-                     "--packets", str(batch), "--dest", lab.hb_broadcast, "--seconds", str(FLOOD_SECONDS),
-                     "--max", "2000000"],
-                    capture_output=True, text=True, timeout=FLOOD_SECONDS + 30)
+                    [
+                        "ip",
+                        "netns",
+                        "exec",
+                        lab.ns("intruder"),
+                        sys.executable,
+                        "-I",
+                        flood_module.__file__,
+                        "--packets",
+                        str(batch),
+                        "--dest",
+                        lab.hb_broadcast,
+                        "--seconds",
+                        str(FLOOD_SECONDS),
+                        "--max",
+                        "2000000",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=FLOOD_SECONDS + 30,
+                )
                 assert flood.returncode == 0, flood.stderr
                 time.sleep(1.0)  # roles keep still after the flood too
                 assert vips.seen(t0) == {ONLY1}, vips.seen(t0)
@@ -103,9 +132,11 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
                 c = doc["counters"]
                 delta = {k: c[k] - before[d.role][k] for k in c}
                 rejected = delta["bad_auth"] + delta["malformed"]
-                print(f"\n{d.role}: flood sent {sent}, rejected {rejected}, replays {delta['replay']}, "
-                      f"old/dup {delta['old'] + delta['duplicate']}, late heartbeats {delta['late_heartbeats']}, "
-                      f"media {doc['media']}")
+                print(
+                    f"\n{d.role}: flood sent {sent}, rejected {rejected}, replays {delta['replay']}, "
+                    f"old/dup {delta['old'] + delta['duplicate']}, late heartbeats {delta['late_heartbeats']}, "
+                    f"media {doc['media']}"
+                )
                 assert rejected > 2000, (sent, delta)
                 log_text = d.tail(200_000)
                 assert "(> deadtime)" not in log_text and " is dead" not in log_text, log_text[-3000:]
@@ -114,8 +145,12 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
                 top = doc["rejected_sources"][0]
                 assert top["address"] == lab.hb_addr["intruder"] and top["packets"] >= rejected, doc["rejected_sources"]
             assert after["dir1"]["groups"][0]["held"] and not after["dir2"]["groups"][0]["held"]
-            wait_for(lambda: all(d.status()["peers"][0]["last_heard_s"] < 0.5 for d in dirs), 5,
-                     "both to hear the peer within a keepalive or two", dirs)
+            wait_for(
+                lambda: all(d.status()["peers"][0]["last_heard_s"] < 0.5 for d in dirs),
+                5,
+                "both to hear the peer within a keepalive or two",
+                dirs,
+            )
         finally:
             for p in procs:
                 p.kill()

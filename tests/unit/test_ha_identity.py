@@ -45,7 +45,10 @@ def _holder(state: Path, node: str, cwd: Path) -> subprocess.Popen:
     """A second process holding ``node``'s lock until its stdin closes (or it is killed)."""
     proc = subprocess.Popen(
         [sys.executable, "-I", "-c", HOLDER, str(state), node],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -153,9 +156,15 @@ def _config(tmp_path: Path) -> HAConfig:
     keys.write_text("auth 1\n1 sha1 identity-test-key\n")
     keys.chmod(0o600)
     return HAConfig(
-        node="dir1", nodes=("dir1", "dir2"), media=(Medium("ucast", "lo", peer="127.0.0.2"),),
-        authkeys=str(keys), timers=Timers(keepalive=0.1, warntime=0.3, deadtime=0.5, initdead=0.5),
-        groups=(), state_dir=str(tmp_path / "state"), announce_repeats=0, line=3,
+        node="dir1",
+        nodes=("dir1", "dir2"),
+        media=(Medium("ucast", "lo", peer="127.0.0.2"),),
+        authkeys=str(keys),
+        timers=Timers(keepalive=0.1, warntime=0.3, deadtime=0.5, initdead=0.5),
+        groups=(),
+        state_dir=str(tmp_path / "state"),
+        announce_repeats=0,
+        line=3,
     )
 
 
@@ -234,8 +243,14 @@ def test_a_second_daemon_on_the_same_configuration_exits_naming_the_lock(netns: 
     from hapair import Director, write_authkeys
 
     keys = write_authkeys(tmp_path / "authkeys")
-    kw = {"media": ["ucast lo 127.0.0.2"], "resources": [], "keepalive": 0.1, "warntime": 0.3, "deadtime": 0.5,
-          "initdead": 0.5}
+    kw = {
+        "media": ["ucast lo 127.0.0.2"],
+        "resources": [],
+        "keepalive": 0.1,
+        "warntime": 0.3,
+        "deadtime": 0.5,
+        "initdead": 0.5,
+    }
     first = Director(None, "dir1", tmp_path, keys, netns=netns, **kw)
     second = Director(None, "dir1", tmp_path, keys, netns=netns, **kw)
     second.socket = str(tmp_path / "second.sock")

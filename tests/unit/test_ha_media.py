@@ -242,17 +242,40 @@ def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair, tmp_path):
     while not info.get("ready") and time.monotonic() < deadline:
         time.sleep(0.01)
     # a separate process, so it takes nothing from the receiver's interpreter
-    tx = subprocess.run(["ip", "netns", "exec", a, sys.executable, "-I", flood_module.__file__, "--packets",
-                         str(packets), "--dest", BRD, "--port", str(PORT), "--seconds", "2.5", "--max", "500000"],
-                        capture_output=True, text=True, timeout=30)
+    tx = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            a,
+            sys.executable,
+            "-I",
+            flood_module.__file__,
+            "--packets",
+            str(packets),
+            "--dest",
+            BRD,
+            "--port",
+            str(PORT),
+            "--seconds",
+            "2.5",
+            "--max",
+            "500000",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     info["sent"] = tx.stdout.split()[-3] if tx.stdout.strip() else tx.stderr  # the last "sent N errors M"
     rx.join(20)
     assert rx.error is None, rx.error
     stats = info["stats"][0]
     assert stats["received"] > 100 and stats["budget_exhausted"] > 10, (stats, info.get("sent"))
     held = max(info["wakeups"])
-    print(f"flood: {info.get('sent')} sent, {stats['received']} handled, longest wake-up {held * 1000:.1f} ms CPU, "
-          f"worst timer lateness {max(info['late']) * 1000:.1f} ms")
+    print(
+        f"flood: {info.get('sent')} sent, {stats['received']} handled, longest wake-up {held * 1000:.1f} ms CPU, "
+        f"worst timer lateness {max(info['late']) * 1000:.1f} ms"
+    )
     assert held < 10 * RECEIVE_BUDGET, f"one wake-up held the loop {held * 1000:.0f} ms of CPU"
     assert info["rcvbuf"] >= RECEIVE_BUFFER
 

@@ -666,10 +666,13 @@ def test_split_brain_then_heal(auto_failback, holder_before):
 # --- lossy links, retransmissions ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("timers, loss", [
-    (DEFAULT, 0.3),  # the shipped 0.2 s keepalive / 0.8 s deadtime
-    (Timers(keepalive=0.2, warntime=0.5, deadtime=1.0, initdead=3.0), 0.4),
-])
+@pytest.mark.parametrize(
+    "timers, loss",
+    [
+        (DEFAULT, 0.3),  # the shipped 0.2 s keepalive / 0.8 s deadtime
+        (Timers(keepalive=0.2, warntime=0.5, deadtime=1.0, initdead=3.0), 0.4),
+    ],
+)
 def test_heavy_loss_no_false_death_and_identical_retransmissions(timers, loss):
     sim = Sim(seed=3, timers=timers)
     sim.loss = {("nodea", "nodeb"): loss, ("nodeb", "nodea"): loss}
@@ -1092,8 +1095,11 @@ def test_interop_failover_capture_as_nodea():
     ]
     acks = [int(m["ackseq"], 16) for t, m in r.sent() if m.msg_type == "NS_ackmsg"]
     assert acks == [s for s in b_seqs if s % 10 == trigger] and len(acks) >= 3
-    assert all(m["dest"] == "nodeb" and m.get_binary("destuuid") == decode(b_pkts[0].payload).get_binary("srcuuid")
-               for t, m in r.sent() if m.msg_type == "NS_ackmsg")
+    assert all(
+        m["dest"] == "nodeb" and m.get_binary("destuuid") == decode(b_pkts[0].payload).get_binary("srcuuid")
+        for t, m in r.sent()
+        if m.msg_type == "NS_ackmsg"
+    )
     assert r.node.counters["accepted"] > 30
     assert r.node.counters["bad_auth"] == r.node.counters["malformed"] == r.node.counters["internal_errors"] == 0
 
@@ -1140,10 +1146,14 @@ def test_interop_failover_capture_as_nodea():
     r2.advance(stop_time + 3)
     ours = [brief(m) for t, m in r2.not_status(since=stop_time)]
     real = [brief(m) for t, m in real_answers(pk, NODEA_IP, stop_time, stop_time + 3)]
-    assert ours == real == [
-        ("resource", ("rsc_hold", "none"), ("isstable", "0"), ("info", "shutdown")),
-        ("shutdone",),
-    ]
+    assert (
+        ours
+        == real
+        == [
+            ("resource", ("rsc_hold", "none"), ("isstable", "0"), ("info", "shutdown")),
+            ("shutdone",),
+        ]
+    )
     assert Release(CAP_VIP, "graceful shutdown") in [a for t, a in r2.out]
     assert isinstance(r2.out[-1][1], Stopped) or any(isinstance(a, Stopped) for t, a in r2.out)
     assert r2.node.counters["internal_errors"] == 0
@@ -1185,9 +1195,12 @@ def test_interop_loss_capture_requests_what_the_real_node_requested():
     assert all(not p.missing for p in r.node.snapshot().peers)
 
 
-@pytest.mark.parametrize("capture, keys, index, digest, key", [
-    ("start-md5.pcap", MD5_KEYS, 2, "md5", b"md5secret"),
-])
+@pytest.mark.parametrize(
+    "capture, keys, index, digest, key",
+    [
+        ("start-md5.pcap", MD5_KEYS, 2, "md5", b"md5secret"),
+    ],
+)
 def test_interop_md5_capture_is_understood(capture, keys, index, digest, key):
     node = HeartbeatNode(
         make_config("nodeb", timers=HB_TIMERS, compat="heartbeat"),

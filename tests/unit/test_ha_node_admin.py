@@ -92,8 +92,9 @@ def test_refusals_say_why(request_, setup, reason):
     with pytest.raises(AdminRefused, match=reason):
         getattr(node, request_)(sim.now)
     sim.run(sim.now + 1)
-    assert not [p for t, n, p in sim.sent[sent_before:]
-                if n == name and decode(p).msg_type in ("ask_resources", TAKEOVER_TYPE)]
+    assert not [
+        p for t, n, p in sim.sent[sent_before:] if n == name and decode(p).msg_type in ("ask_resources", TAKEOVER_TYPE)
+    ]
     with pytest.raises(ValueError):
         node.standby(sim.now, "everything")
 

@@ -123,9 +123,7 @@ def test_an_empty_history_refuses_nothing_it_never_sent():
     ],
 )
 def test_check_generation(known, gen, status, dead, seq, status_seqno, verdict):
-    assert (
-        check_generation(known, gen, status=status, peer_dead=dead, seq=seq, status_seqno=status_seqno) == verdict
-    )
+    assert check_generation(known, gen, status=status, peer_dead=dead, seq=seq, status_seqno=status_seqno) == verdict
 
 
 # --- receiving: gaps, the reorder window, acks -----------------------------------------------

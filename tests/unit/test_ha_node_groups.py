@@ -55,8 +55,9 @@ class Host:
 
 
 def table(groups=(VIP_A, VIP_A2, VIP_B)) -> tuple[GroupTable, Host, list[str]]:
-    config = HAConfig(node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a",
-                      groups=tuple(groups))
+    config = HAConfig(
+        node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a", groups=tuple(groups)
+    )
     host = Host()
     settled: list[str] = []
     return GroupTable(config, host, lambda: settled.append("settled")), host, settled
@@ -64,7 +65,12 @@ def table(groups=(VIP_A, VIP_A2, VIP_B)) -> tuple[GroupTable, Host, list[str]]:
 
 def test_resource_sets():
     assert [rsc_name(b) for b in (NONE, LOCAL, FOREIGN, ALL, 7, -1)] == [
-        "none", "local", "foreign", "all", "none", "none",
+        "none",
+        "local",
+        "foreign",
+        "all",
+        "none",
+        "none",
     ]
     assert [rsc_type(w) for w in ("all", "local", "foreign")] == [ALL, LOCAL, FOREIGN]
     with pytest.raises(ValueError, match="expected all, local or foreign"):

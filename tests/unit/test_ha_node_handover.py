@@ -80,9 +80,14 @@ class Host:
 
 def setup(*, auto_failback=True, ping_nodes=()):
     config = HAConfig(
-        node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a",
-        timers=Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0), auto_failback=auto_failback,
-        groups=(VIP_A, VIP_B), ping_nodes=ping_nodes,
+        node="nodea",
+        nodes=("nodea", "nodeb"),
+        media=(Medium("bcast", "eth0"),),
+        authkeys="a",
+        timers=Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0),
+        auto_failback=auto_failback,
+        groups=(VIP_A, VIP_B),
+        ping_nodes=ping_nodes,
     )
     members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
     host = Host()
@@ -98,8 +103,9 @@ def stable(rsc: ResourceProtocol, host: Host, peer) -> None:
     peer.anypacketsyet = True
     rsc.comm_up()
     rsc.process_resources(
-        Message.from_pairs([("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1"),
-                            ("src", "nodeb")]),
+        Message.from_pairs(
+            [("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1"), ("src", "nodeb")]
+        ),
         from_self=False,
     )
     host.confirm_all()
@@ -145,8 +151,9 @@ def test_resend_soon_and_peer_lost():
 
 def test_peer_reports():
     handover, _, host, peer = setup()
-    handover.peer_report(peer, Message.from_pairs([("t", "directord-connectivity"), ("link", "sideways")]),
-                         comm_up=True)
+    handover.peer_report(
+        peer, Message.from_pairs([("t", "directord-connectivity"), ("link", "sideways")]), comm_up=True
+    )
     assert host.logs[-1][0] == logging.ERROR and handover.theirs is None
     handover.set_ours(GOOD, comm_up=False)
     handover.peer_report(peer, report(2), comm_up=True)
@@ -172,13 +179,21 @@ def test_worse_connectivity_hands_our_groups_over_after_the_settle_time_and_back
     assert any("handing our groups to it" in m for _, m in host.logs)
 
     # the standby completes: the peer holds everything
-    rsc.ask_for_resources(Message.from_pairs([("t", "ask_resources"), ("rsc_hold", "all"), ("info", "other"),
-                                              ("src", "nodeb")]), from_self=False)
+    rsc.ask_for_resources(
+        Message.from_pairs([("t", "ask_resources"), ("rsc_hold", "all"), ("info", "other"), ("src", "nodeb")]),
+        from_self=False,
+    )
     host.confirm_all()
-    rsc.ask_for_resources(Message.from_pairs([("t", "ask_resources"), ("rsc_hold", "all"), ("info", "done"),
-                                              ("src", "nodeb")]), from_self=False)
-    rsc.process_resources(Message.from_pairs([("t", "resource"), ("rsc_hold", "all"), ("rtype", "full"),
-                                              ("isstable", "1"), ("src", "nodeb")]), from_self=False)
+    rsc.ask_for_resources(
+        Message.from_pairs([("t", "ask_resources"), ("rsc_hold", "all"), ("info", "done"), ("src", "nodeb")]),
+        from_self=False,
+    )
+    rsc.process_resources(
+        Message.from_pairs(
+            [("t", "resource"), ("rsc_hold", "all"), ("rtype", "full"), ("isstable", "1"), ("src", "nodeb")]
+        ),
+        from_self=False,
+    )
     assert not any(g.target for g in rsc.groups)
 
     # ours recovers: within the holdoff the take-back waits, then hb_takeover local

@@ -26,8 +26,15 @@ UUID_A, UUID_B = bytes(range(1, 17)), bytes(range(101, 117))
 
 def packet(pairs, *, src="nodeb", seq=5, hg=3, ts=1_700_000_000, keys=KEYS, uuid=UUID_B, destuuid=None) -> bytes:
     msg = add_standard_fields(
-        Message.from_pairs(pairs), src=src, srcuuid=uuid, hg=hg, ts=ts, ttl=3, seq=seq,
-        ld=None if seq is None else "0.00", destuuid=destuuid,
+        Message.from_pairs(pairs),
+        src=src,
+        srcuuid=uuid,
+        hg=hg,
+        ts=ts,
+        ttl=3,
+        seq=seq,
+        ld=None if seq is None else "0.00",
+        destuuid=destuuid,
     )
     return encode_packet(msg, keys)
 
@@ -46,7 +53,12 @@ def test_a_peers_message_is_admitted():
     verdict = check(packet([("t", "status"), ("st", "up")], src="NodeB"))
     assert isinstance(verdict, Inbound)
     assert (verdict.mtype, verdict.src, verdict.peer_key, verdict.seq, verdict.gen, verdict.noseq) == (
-        "status", "NodeB", "nodeb", 5, 3, False,
+        "status",
+        "NodeB",
+        "nodeb",
+        5,
+        3,
+        False,
     )
     assert verdict.ts == 1_700_000_000 and verdict.srcuuid == UUID_B
     ack = check(packet([("t", "NS_ackmsg"), ("dest", "nodea"), ("ackseq", "a")], seq=None))
@@ -56,21 +68,28 @@ def test_a_peers_message_is_admitted():
 def test_signature_failures_are_counted_per_source():
     forged = check(packet([("t", "status")], keys=WRONG))
     assert isinstance(forged, Dropped) and (forged.counter, forged.per_source, forged.log_key, forged.level) == (
-        "bad_auth", True, "bad-auth", logging.WARNING,
+        "bad_auth",
+        True,
+        "bad-auth",
+        logging.WARNING,
     )
     assert forged.message.startswith("packet from 10.0.0.2:694 failed authentication")
     unknown = check(packet([("t", "status")], keys=OTHER_INDEX))
     assert isinstance(unknown, Dropped) and (unknown.counter, unknown.per_source) == ("unknown_auth_index", True)
     garbage = check(b"garbage")
     assert isinstance(garbage, Dropped) and (garbage.counter, garbage.per_source, garbage.log_key) == (
-        "malformed", True, "malformed",
+        "malformed",
+        True,
+        "malformed",
     )
 
 
 def test_missing_or_bad_fields():
     bad_ts = check(packet([("t", "status")], ts=0))
     assert isinstance(bad_ts, Dropped) and (bad_ts.counter, bad_ts.per_source, bad_ts.log_key) == (
-        "malformed", False, "fields",
+        "malformed",
+        False,
+        "fields",
     )
     no_seq = Message.from_pairs([("t", "status"), ("src", "nodeb"), ("ts", "10"), ("hg", "1")])
     verdict = check(encode_packet(no_seq, KEYS))
@@ -90,7 +109,9 @@ def test_own_packets_name_conflicts_and_strangers():
     assert check(packet([("t", "status")], src="nodea", uuid=UUID_A)) == Dropped("own")
     conflict = check(packet([("t", "status")], src="nodea", uuid=UUID_B))
     assert isinstance(conflict, Dropped) and (conflict.counter, conflict.per_source, conflict.level) == (
-        "name_conflict", True, logging.ERROR,
+        "name_conflict",
+        True,
+        logging.ERROR,
     )
     stranger = check(packet([("t", "status")], src="mallory"))
     assert isinstance(stranger, Dropped) and stranger.counter == "unknown_node" and "'mallory'" in stranger.message

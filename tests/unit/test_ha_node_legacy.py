@@ -48,8 +48,14 @@ class Host:
 
 
 def setup(delay: float = 2.0):
-    config = HAConfig(node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a",
-                      auto_failback="legacy", groups=(VIP_A, VIP_B))
+    config = HAConfig(
+        node="nodea",
+        nodes=("nodea", "nodeb"),
+        media=(Medium("bcast", "eth0"),),
+        authkeys="a",
+        auto_failback="legacy",
+        groups=(VIP_A, VIP_B),
+    )
     host = Host()
     table = GroupTable(config, host, lambda: None)
     members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)

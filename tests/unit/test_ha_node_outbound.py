@@ -53,8 +53,9 @@ class Host:
 
 
 def setup(*, wallclock=None, loadavg=lambda: "0.10 0.20 0.30 1/99 42\nsecond line"):
-    config = HAConfig(node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a",
-                      timers=TIMERS)
+    config = HAConfig(
+        node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a", timers=TIMERS
+    )
     members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
     members.peers["nodeb"].uuid = UUID_B
     host = Host()
@@ -71,7 +72,10 @@ def test_start_sends_init_up_up_with_the_startup_bonus():
     assert [m.get("seq") for m in sent] == ["1", "2", "3"] and all(m.get("protocol") == "1" for m in sent)
     first = sent[0]
     assert (first.get("src"), first.get_binary("srcuuid"), first.get("hg"), first.get("ttl")) == (
-        "nodea", UUID_A, "7", "3",
+        "nodea",
+        UUID_A,
+        "7",
+        "3",
     )
     assert first.get("ld") == "0.10 0.20 0.30 1/99 42" and first.get("ts") == format(1000, "x")
     assert out.next_status == host.now + 1.0 and out.history.last_seq == 3 and host.counts["sent"] == 3

@@ -51,8 +51,13 @@ class Host:
 
 
 def setup(seed: int = 1):
-    config = HAConfig(node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a",
-                      timers=Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0))
+    config = HAConfig(
+        node="nodea",
+        nodes=("nodea", "nodeb"),
+        media=(Medium("bcast", "eth0"),),
+        authkeys="a",
+        timers=Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0),
+    )
     members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
     host = Host()
     identity = NodeIdentity(UUID_A, 9)
@@ -118,7 +123,8 @@ def test_gaps_are_asked_for_once_out_of_the_reorder_window():
     receiver.request_retransmissions(host.now)
     requests = [m for m in host.sent() if m.get("t") == "NS_rexmit"]
     assert [(m.get("firstseq"), m.get("lastseq"), m.get("dest")) for m in requests] == [
-        ("2", "2", "nodeb"), ("3", "3", "nodeb"),
+        ("2", "2", "nodeb"),
+        ("3", "3", "nodeb"),
     ]
     assert host.counts["lost_packets"] == 2 and out.loss_until is not None
     assert receiver.deadlines() == [host.now + REXMIT_INTERVAL] * 2

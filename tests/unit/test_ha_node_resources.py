@@ -86,8 +86,14 @@ class Host:
 
 def setup(*, auto_failback=True, compat="directord"):
     config = HAConfig(
-        node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a",
-        timers=TIMERS, auto_failback=auto_failback, groups=(VIP_A, VIP_B), compat=compat,
+        node="nodea",
+        nodes=("nodea", "nodeb"),
+        media=(Medium("bcast", "eth0"),),
+        authkeys="a",
+        timers=TIMERS,
+        auto_failback=auto_failback,
+        groups=(VIP_A, VIP_B),
+        compat=compat,
     )
     members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
     host = Host()
@@ -115,8 +121,9 @@ def stable_holding_ours(rsc: ResourceProtocol, host: Host, peer) -> None:
     """Both nodes came up; the peer is stable; we hold our own group."""
     peer.anypacketsyet = True
     rsc.comm_up()
-    rsc.process_resources(peer_msg(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")),
-                          from_self=False)
+    rsc.process_resources(
+        peer_msg(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")), from_self=False
+    )
     confirm_all(rsc, host)
     host.sent.clear()
 
@@ -139,8 +146,9 @@ def test_both_starting_each_takes_its_own_groups_after_the_delay():
     rsc.peer_starting(peer, comm_up=True)
     assert rsc.rstate == "rscrcvd" and host.last("resource")["isstable"] == "0"
     assert rsc.local_takeover_time == host.now + rsc.rqst_delay
-    rsc.process_resources(peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "0")),
-                          from_self=False)
+    rsc.process_resources(
+        peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "0")), from_self=False
+    )
     assert host.actions == [] and rsc.deadlines() == [host.now + rsc.rqst_delay]
     host.now += rsc.rqst_delay
     rsc.timers(host.now)
@@ -150,7 +158,11 @@ def test_both_starting_each_takes_its_own_groups_after_the_delay():
     resp = host.last("ip-request-resp")
     assert (resp["dest"], resp["weown"], resp["ok"]) == ("nodea", "yes", "OK")
     assert host.last("resource") == {
-        "t": "resource", "rsc_hold": "local", "rtype": "full", "isstable": "1", "info": "req_our_resources()",
+        "t": "resource",
+        "rsc_hold": "local",
+        "rtype": "full",
+        "isstable": "1",
+        "info": "req_our_resources()",
     }
 
 
@@ -187,20 +199,19 @@ def test_dead_peer_takeover_then_failback_handshake():
     host.sent.clear()
     rsc.process_starting()
     assert not rsc.other_is_stable
-    rsc.process_resources(peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
-                          from_self=False)
+    rsc.process_resources(
+        peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")), from_self=False
+    )
     assert host.last("ask_resources") == {"t": "ask_resources", "rsc_hold": "foreign", "info": "me"}
     assert rsc.going_standby == "me" and rsc.failback_in_progress
     assert rsc.standby_refusal(ALL, running=True, comm_up=True) == (
         "the peer's groups are in transition; try again in a moment"
     )
-    rsc.ask_for_resources(peer_msg(("t", "ask_resources"), ("rsc_hold", "foreign"), ("info", "other")),
-                          from_self=False)
+    rsc.ask_for_resources(peer_msg(("t", "ask_resources"), ("rsc_hold", "foreign"), ("info", "other")), from_self=False)
     assert host.actions == [Release(VIP_B, "failback to the preferred owner nodeb")]
     confirm_all(rsc, host)
     assert host.last("ask_resources")["info"] == "done" and rsc.going_standby == "done"
-    rsc.ask_for_resources(peer_msg(("t", "ask_resources"), ("rsc_hold", "foreign"), ("info", "done")),
-                          from_self=False)
+    rsc.ask_for_resources(peer_msg(("t", "ask_resources"), ("rsc_hold", "foreign"), ("info", "done")), from_self=False)
     assert rsc.going_standby == "not" and rsc.standby_running is None and not rsc.failback_in_progress
     assert rsc.i_hold == LOCAL and host.last("resource")["isstable"] == "1"
 
@@ -214,8 +225,9 @@ def test_auto_failback_waits_while_the_peer_has_worse_connectivity():
     confirm_all(rsc, host)
     host.conn = (Connectivity(True, 1, 1), Connectivity(True, 0, 1))
     rsc.process_starting()
-    rsc.process_resources(peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
-                          from_self=False)
+    rsc.process_resources(
+        peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")), from_self=False
+    )
     assert "ask_resources" not in host.types() and rsc.autofailback_at == host.now + 1.0
     host.conn = (None, None)
     host.now += 1.0
@@ -226,8 +238,9 @@ def test_auto_failback_waits_while_the_peer_has_worse_connectivity():
 def test_a_dead_peer_that_held_nothing_needs_no_stonith():
     rsc, host, peer = setup()
     stable_holding_ours(rsc, host, peer)
-    rsc.process_resources(peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
-                          from_self=False)
+    rsc.process_resources(
+        peer_msg(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")), from_self=False
+    )
     peer.declare_dead()
     rsc.recover_dead_resources(peer)
     host.drain()
@@ -317,8 +330,9 @@ def test_the_peer_claiming_its_groups_makes_us_release_them():
     host.drain()
     confirm_all(rsc, host)
     peer.status = "active"
-    rsc.process_resources(peer_msg(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")),
-                          from_self=False)
+    rsc.process_resources(
+        peer_msg(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")), from_self=False
+    )
     assert Release(VIP_B, "nodeb claims its groups: it is their preferred owner") in host.actions
     assert not rsc.i_hold & FOREIGN
 
@@ -330,7 +344,11 @@ def test_graceful_stop_releases_everything_then_shutdone():
     rsc.try_giveup()
     assert rsc.giveup_started and rsc.rstate == "shutdown" and rsc.i_hold == NONE
     assert host.last("resource") == {
-        "t": "resource", "rsc_hold": "none", "rtype": "full", "isstable": "0", "info": "shutdown",
+        "t": "resource",
+        "rsc_hold": "none",
+        "rtype": "full",
+        "isstable": "0",
+        "info": "shutdown",
     }
     assert host.actions == [Release(VIP_A, "graceful shutdown")]
     assert rsc.release_deadline == host.now + STOP_WAIT
@@ -342,8 +360,9 @@ def test_graceful_stop_waits_for_operations_then_gives_up_on_them():
     rsc, host, peer = setup()
     peer.anypacketsyet = True
     rsc.comm_up()
-    rsc.process_resources(peer_msg(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")),
-                          from_self=False)
+    rsc.process_resources(
+        peer_msg(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")), from_self=False
+    )
     assert rsc.table.busy()
     rsc.begin_stop(host.now)
     rsc.try_giveup()
@@ -370,8 +389,14 @@ def test_no_takeover_while_stopping():
 
 @pytest.mark.parametrize("auto_failback", [True, False])
 def test_a_single_node_takes_its_groups_at_comm_up(auto_failback):
-    config = HAConfig(node="nodea", nodes=("nodea",), media=(Medium("bcast", "eth0"),), authkeys="a",
-                      auto_failback=auto_failback, groups=(VIP_A,))
+    config = HAConfig(
+        node="nodea",
+        nodes=("nodea",),
+        media=(Medium("bcast", "eth0"),),
+        authkeys="a",
+        auto_failback=auto_failback,
+        groups=(VIP_A,),
+    )
     host = Host()
     rsc = ResourceProtocol(config, Membership([], deadtime=6.0, warntime=3.0, initdead=12.0), host)
     host.rsc = rsc

@@ -74,8 +74,16 @@ def config(tmp_path: Path, *, media=MEDIA, groups=None, mode=0o600, **kw) -> HAC
     if groups is None:
         groups = (ResourceGroup("dir1", (Resource(VIP, 32, "a0"),)),)
     return HAConfig(
-        node="dir1", nodes=("dir1", "dir2"), media=media, authkeys=authkeys(tmp_path, mode), timers=FAST,
-        groups=groups, state_dir=str(tmp_path / "state"), announce_repeats=0, line=3, **kw,
+        node="dir1",
+        nodes=("dir1", "dir2"),
+        media=media,
+        authkeys=authkeys(tmp_path, mode),
+        timers=FAST,
+        groups=groups,
+        state_dir=str(tmp_path / "state"),
+        announce_repeats=0,
+        line=3,
+        **kw,
     )
 
 
@@ -120,9 +128,12 @@ def test_read_loadavg(tmp_path: Path):
 
 def test_render_status_shows_the_ha_entry():
     doc = {
-        "daemon": True, "config": "/etc/directord/directord.yaml", "services": [],
+        "daemon": True,
+        "config": "/etc/directord/directord.yaml",
+        "services": [],
         "ha": {
-            "node": "dir1", "state": "active",
+            "node": "dir1",
+            "state": "active",
             "peers": [{"node": "dir2", "status": "dead"}],
             "groups": [{"owner": "dir1", "resources": ["10.0.0.100/32/eth0"], "holder": "dir1"}],
             "connectivity": {"link": "up", "ping_up": 0, "ping_total": 1},
@@ -138,7 +149,8 @@ def test_render_status_shows_the_ha_entry():
     assert "ping node 10.0.0.1: UNREACHABLE (4/9 answered)" in text
     assert "rejected from" not in text
     doc["ha"]["rejected_sources"] = [
-        {"address": f"10.0.0.{i}", "packets": 100 - i, "bad_auth": 100 - i, "last_s": 0.5} for i in range(7)]
+        {"address": f"10.0.0.{i}", "packets": 100 - i, "bad_auth": 100 - i, "last_s": 0.5} for i in range(7)
+    ]
     doc["ha"]["rejected_sources"][0]["malformed"] = 3
     text = render_status(doc)
     assert "rejected from 10.0.0.0: 100 datagrams (bad_auth 100, malformed 3), last 0.5 s ago" in text

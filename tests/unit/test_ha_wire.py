@@ -459,12 +459,7 @@ def test_struct_and_list_netstring_layout():
     child = Message().add("k", "v").add("n", ("x", "yz"))
     msg = Message().add("t", "crmd").add("payload", child).add("l", ["abc", "defg"])
     body = to_netstring(msg)
-    assert body == (
-        b"###\n9:(0)t=crmd,"
-        b"46:(2)payload=###\n6:(0)k=v,14:(3)n=1:x,2:yz,,%%%\n,"
-        b"18:(3)l=3:abc,4:defg,,"
-        b"%%%\n"
-    )
+    assert body == (b"###\n9:(0)t=crmd,46:(2)payload=###\n6:(0)k=v,14:(3)n=1:x,2:yz,,%%%\n,18:(3)l=3:abc,4:defg,,%%%\n")
     assert needs_netstring(msg)
     raw = encode_packet(msg, keys("sha1"))
     assert b"(0)auth=" not in raw  # heartbeat adds no inner MAC to messages with structs
@@ -485,9 +480,7 @@ def test_struct_text_form_uses_depth_symbols():
     msg = Message().add("t", "x").add("s", child)
     text = to_text(msg)
     # depth 0 struct: newlines -> 0x14; depth 1 struct inside it: 0x15; string newline: 0x13
-    assert text == (
-        b">>>\nt=x\n(2)s=>>>\x14c=line\x13break\x14(2)gc=>>>\x15g=1\x15<<<\x15\x14<<<\x14\n<<<\n"
-    )
+    assert text == (b">>>\nt=x\n(2)s=>>>\x14c=line\x13break\x14(2)gc=>>>\x15g=1\x15<<<\x15\x14<<<\x14\n<<<\n")
     assert parse_packet(text).message == msg
     bad_child = Message().add("c", "has \x14 inside")
     with pytest.raises(ValueError):
@@ -581,7 +574,14 @@ def test_not_a_packet():
 def test_standard_fields_order_and_formats():
     msg = Message.from_pairs([("t", "reqnodes"), ("dest", "nodea")])
     full = add_standard_fields(
-        msg, src="nodeb", srcuuid=b"u" * 16, seq=0x2A, hg=255, ts=1700000000, ld="1.0 2.0 3.0 1/2 3\nrest", ttl=3,
+        msg,
+        src="nodeb",
+        srcuuid=b"u" * 16,
+        seq=0x2A,
+        hg=255,
+        ts=1700000000,
+        ld="1.0 2.0 3.0 1/2 3\nrest",
+        ttl=3,
         destuuid=b"d" * 16,
     )
     assert full.names == ["t", "dest", "destuuid", "src", "srcuuid", "seq", "hg", "ts", "ld", "ttl"]

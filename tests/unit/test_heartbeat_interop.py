@@ -53,6 +53,8 @@ DATA = REPO / "tests" / "data" / "heartbeat"
 VIP = "10.250.0.100"
 HARESOURCES = f"nodea {VIP}/24/eth0\n"
 KEEPALIVE, WARNTIME, DEADTIME, INITDEAD = 0.5, 1.0, 2.0, 12.0
+
+
 def ha_cf(deadtime: float = DEADTIME, warntime: float = WARNTIME, initdead: float = INITDEAD) -> str:
     """The real node's ha.cf (timers in seconds)."""
     return f"""\
@@ -152,8 +154,9 @@ def test_two_real_nodes_reach_each_other_and_the_owner_takes_the_vip(net: Heartb
 
         pids = b.processes()
         assert b.stop(graceful=False) is not None
-        assert not any(os.path.exists(f"/proc/{p}") and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"
-                       for p in pids)
+        assert not any(
+            os.path.exists(f"/proc/{p}") and Path(f"/proc/{p}/stat").read_text().split()[2] != "Z" for p in pids
+        )
         assert pids_in_netns(net.ns("a")) == [] and pids_in_netns(net.ns("b")) == []
         assert b.has_address(VIP)  # a SIGKILL leaves the address configured, as after a crash
     finally:
@@ -285,8 +288,15 @@ class NodeDriver:
         self.sock.close()
 
 
-def our_node(net: HeartbeatNet, tmp_path: Path, name: str = "nodeb", *, deadtime: float = DEADTIME,
-             warntime: float = WARNTIME, initdead: float = INITDEAD) -> HeartbeatNode:
+def our_node(
+    net: HeartbeatNet,
+    tmp_path: Path,
+    name: str = "nodeb",
+    *,
+    deadtime: float = DEADTIME,
+    warntime: float = WARNTIME,
+    initdead: float = INITDEAD,
+) -> HeartbeatNode:
     keys = tmp_path / "authkeys"
     fd = os.open(keys, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -471,7 +481,7 @@ class Directord:
   auto_failback: true
   resources: ["{HARESOURCES.strip()}"]
   compat: heartbeat
-  state_dir: {self.dir / 'state'}
+  state_dir: {self.dir / "state"}
 """
         )
         self.proc: subprocess.Popen | None = None
@@ -482,7 +492,10 @@ class Directord:
             self.proc = run_in_netns(
                 self.ns,
                 [sys.executable, "-m", "director.cli", "run", "-c", str(self.config), "--control-socket", self.socket],
-                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
 
     def status(self) -> dict:
@@ -583,9 +596,30 @@ def test_mixed_pair_with_loss_towards_the_real_node(net: HeartbeatNet, tmp_path:
         b.start()
         a.wait_log(r"Status update for node nodeb: status active", timeout=20)
         subprocess.run(
-            ["ip", "netns", "exec", net.ns("a"), "iptables", "-A", "INPUT", "-p", "udp", "--dport", "694",
-             "-m", "statistic", "--mode", "random", "--probability", "0.3", "-j", "DROP"],
-            check=True, capture_output=True, timeout=30,
+            [
+                "ip",
+                "netns",
+                "exec",
+                net.ns("a"),
+                "iptables",
+                "-A",
+                "INPUT",
+                "-p",
+                "udp",
+                "--dport",
+                "694",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.3",
+                "-j",
+                "DROP",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
         )
         wait_for(lambda: a.has_address(VIP), timeout=30, what="VIP on the real nodea over a lossy link")
         wait_for(lambda: b.node.counters["retransmitted"] >= 1, timeout=30, what="a retransmission to nodea")
@@ -614,13 +648,16 @@ def test_mixed_pair_heartbeat_cut_and_heal(net: HeartbeatNet, tmp_path: Path) ->
     restart itself on "returning after partition" (heartbeat's own rule); directord stays up."""
     a = RealHeartbeat(net.ns("a"), "nodea", tmp_path / "a", HA_CF, HARESOURCES, authkeys())
     d = Directord(net.ns("b"), "nodeb", tmp_path / "d")
-    rules = [["INPUT", "-p", "udp", "--dport", "694", "-j", "DROP"],
-             ["OUTPUT", "-p", "udp", "--dport", "694", "-j", "DROP"]]
+    rules = [
+        ["INPUT", "-p", "udp", "--dport", "694", "-j", "DROP"],
+        ["OUTPUT", "-p", "udp", "--dport", "694", "-j", "DROP"],
+    ]
 
     def iptables(op: str) -> None:
         for rule in rules:
-            subprocess.run(["ip", "netns", "exec", net.ns("b"), "iptables", op, *rule],
-                           check=True, capture_output=True, timeout=30)
+            subprocess.run(
+                ["ip", "netns", "exec", net.ns("b"), "iptables", op, *rule], check=True, capture_output=True, timeout=30
+            )
 
     def holders() -> set[str]:
         return {n for n, held in (("nodea", a.has_address(VIP)), ("nodeb", net_has(net, "b", VIP))) if held}

@@ -20,8 +20,14 @@ PACKAGES = ("director", "ha", "checks")
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     """import-linter on the packages under ``root`` with ``root``'s pyproject.toml."""
     code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
-    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(root)})
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(root)},
+    )
 
 
 def test_the_import_contracts_are_kept():
@@ -30,16 +36,19 @@ def test_the_import_contracts_are_kept():
     assert "9 kept, 0 broken" in out.stdout, out.stdout
 
 
-@pytest.mark.parametrize("module,line,contract", [
-    ("ha/wire.py", "import director.config", "ha does not import director"),
-    ("checks/spec.py", "import ha.auth", "checks imports neither ha nor director"),
-    ("ha/node/core.py", "import ha.vip", "the heartbeat node is pure"),
-    ("director/ipvs/codec.py", "import director.ipvs.kernel", "the IPVS layer imports downwards only"),
-    ("director/config/issues.py", "import director.config.ha", "the configuration loader imports downwards only"),
-    ("director/reconciler.py", "import director.lab.pair", "the daemon imports none of the tools"),
-    ("director/realserver/model.py", "import director.realserver.kernel", "realserver imports downwards only"),
-    ("director/convert/issues.py", "import director.convert.driver", "directord convert imports downwards only"),
-])
+@pytest.mark.parametrize(
+    "module,line,contract",
+    [
+        ("ha/wire.py", "import director.config", "ha does not import director"),
+        ("checks/spec.py", "import ha.auth", "checks imports neither ha nor director"),
+        ("ha/node/core.py", "import ha.vip", "the heartbeat node is pure"),
+        ("director/ipvs/codec.py", "import director.ipvs.kernel", "the IPVS layer imports downwards only"),
+        ("director/config/issues.py", "import director.config.ha", "the configuration loader imports downwards only"),
+        ("director/reconciler.py", "import director.lab.pair", "the daemon imports none of the tools"),
+        ("director/realserver/model.py", "import director.realserver.kernel", "realserver imports downwards only"),
+        ("director/convert/issues.py", "import director.convert.driver", "directord convert imports downwards only"),
+    ],
+)
 def test_a_reverse_import_breaks_a_contract(tmp_path, module, line, contract):
     for package in PACKAGES:
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))

@@ -19,6 +19,7 @@ KEY = ServiceKey(V4, TCP, "10.0.0.1", 80)
 ATTRS = ServiceAttrs(scheduler="wrr", flags=1, timeout=300, netmask="255.255.255.0")
 
 # IPVS_CMD_NEW_SERVICE for 10.0.0.1:80/tcp wrr persistent 300 s netmask /24, family id 30, seq 7:
+# fmt: off
 ADD_SERVICE = (
     "68000000" "1e00" "0500" "07000000" "00000000"  # nlmsghdr: len 104, type 30, REQUEST|ACK, seq 7, pid 0
     "01" "01" "0000"  # genlmsghdr: IPVS_CMD_NEW_SERVICE, version 1
@@ -32,7 +33,9 @@ ADD_SERVICE = (
     "0800" "0800" "2c010000"  # TIMEOUT 300
     "0800" "0900" "ffffff00"  # NETMASK 255.255.255.0 (be32)
 )
+# fmt: on
 # IPVS_CMD_DEL_DEST 10.1.0.2:80 of that service, seq 9: the key of each, nothing else
+# fmt: off
 DEL_DEST = (
     "64000000" "1e00" "0500" "09000000" "00000000"
     "07" "01" "0000"
@@ -40,6 +43,7 @@ DEL_DEST = (
     "1400" "0300" "0a000001" + "00" * 12 + "0600" "0400" "0050" "0000"
     "2000" "0200" "1400" "0100" "0a010002" + "00" * 12 + "0600" "0200" "0050" "0000"
 )
+# fmt: on
 
 
 def test_add_service_bytes():
@@ -64,14 +68,31 @@ def nla(msg, name):
 @pytest.mark.parametrize(
     "key, attrs, expect",
     [
-        (KEY, ATTRS, {"IPVS_SVC_ATTR_ADDR": "10.0.0.1", "IPVS_SVC_ATTR_PORT": 80, "IPVS_SVC_ATTR_PROTOCOL": TCP,
-                      "IPVS_SVC_ATTR_NETMASK": "255.255.255.0"}),
-        (ServiceKey(V6, socket.IPPROTO_UDP, "2001:db8::1", 53), ServiceAttrs("sh", 0, 0, 64),
-         {"IPVS_SVC_ATTR_ADDR": "2001:db8::1", "IPVS_SVC_ATTR_PORT": 53,
-          # the prefix length in host order, read by pyroute2 as an IPv4 address
-          "IPVS_SVC_ATTR_NETMASK": socket.inet_ntoa(struct.pack("=I", 64))}),
-        (ServiceKey(V4, 0, "", 0, fwmark=7), ServiceAttrs("rr", 0, 0, "255.255.255.255", pe_name="sip"),
-         {"IPVS_SVC_ATTR_FWMARK": 7, "IPVS_SVC_ATTR_PE_NAME": "sip"}),
+        (
+            KEY,
+            ATTRS,
+            {
+                "IPVS_SVC_ATTR_ADDR": "10.0.0.1",
+                "IPVS_SVC_ATTR_PORT": 80,
+                "IPVS_SVC_ATTR_PROTOCOL": TCP,
+                "IPVS_SVC_ATTR_NETMASK": "255.255.255.0",
+            },
+        ),
+        (
+            ServiceKey(V6, socket.IPPROTO_UDP, "2001:db8::1", 53),
+            ServiceAttrs("sh", 0, 0, 64),
+            {
+                "IPVS_SVC_ATTR_ADDR": "2001:db8::1",
+                "IPVS_SVC_ATTR_PORT": 53,
+                # the prefix length in host order, read by pyroute2 as an IPv4 address
+                "IPVS_SVC_ATTR_NETMASK": socket.inet_ntoa(struct.pack("=I", 64)),
+            },
+        ),
+        (
+            ServiceKey(V4, 0, "", 0, fwmark=7),
+            ServiceAttrs("rr", 0, 0, "255.255.255.255", pe_name="sip"),
+            {"IPVS_SVC_ATTR_FWMARK": 7, "IPVS_SVC_ATTR_PE_NAME": "sip"},
+        ),
     ],
 )
 def test_service_commands_decode_with_pyroute2(key, attrs, expect):

@@ -61,8 +61,20 @@ def genl(cmd: int, attrs: bytes) -> bytes:
     return struct.pack("=BBH", cmd, 1, 0) + attrs
 
 
-def kernel_service(family, *, protocol=TCP, addr="10.0.0.1", port=80, fwmark=0, sched="wlc", flags=0x2,
-                   timeout=0, netmask=b"\xff\xff\xff\xff", pe=None, nested=False) -> bytes:
+def kernel_service(
+    family,
+    *,
+    protocol=TCP,
+    addr="10.0.0.1",
+    port=80,
+    fwmark=0,
+    sched="wlc",
+    flags=0x2,
+    timeout=0,
+    netmask=b"\xff\xff\xff\xff",
+    pe=None,
+    nested=False,
+) -> bytes:
     inner = nla(1, u16(family))
     if fwmark:
         inner += nla(5, u32(fwmark))
@@ -76,8 +88,9 @@ def kernel_service(family, *, protocol=TCP, addr="10.0.0.1", port=80, fwmark=0, 
     return genl(1, nla(1, inner, nested=nested))
 
 
-def kernel_dest(family, addr, port=80, fwd=3, weight=1, uth=0, lth=0, active=0, inact=0, persist=0,
-                with_family=True) -> bytes:
+def kernel_dest(
+    family, addr, port=80, fwd=3, weight=1, uth=0, lth=0, active=0, inact=0, persist=0, with_family=True
+) -> bytes:
     inner = nla(1, addr16(family, addr)) + nla(2, be16(port)) + nla(3, u32(fwd)) + nla(4, u32(weight))
     inner += nla(13, b"\0") + nla(14, be16(0)) + nla(15, u16(0))
     inner += nla(5, u32(uth)) + nla(6, u32(lth)) + nla(7, u32(active)) + nla(8, u32(inact)) + nla(9, u32(persist))
@@ -110,14 +123,17 @@ def answer_bodies(*datagrams: bytes, seq: int) -> list:
 
 
 def test_service_dump_request_bytes():
+    # fmt: off
     expected = bytes.fromhex(
         "14000000" "2000" "0103" "07000000" "00000000"  # nlmsghdr: len 20, type, REQUEST|DUMP, seq 7, pid 0
         "04" "01" "0000"  # genlmsghdr: IPVS_CMD_GET_SERVICE, version 1
     )
+    # fmt: on
     assert codec.service_dump_request(FAMILY, 7) == expected
 
 
 def test_dest_dump_request_bytes_ipv4():
+    # fmt: off
     expected = bytes.fromhex(
         "44000000" "2000" "0103" "09000000" "00000000"
         "08" "01" "0000"  # IPVS_CMD_GET_DEST
@@ -127,10 +143,12 @@ def test_dest_dump_request_bytes_ipv4():
         "1400" "0300" "0a000001" "000000000000000000000000"  # ADDR (union nf_inet_addr)
         "0600" "0400" "0050" "0000"  # PORT 80, be16
     )
+    # fmt: on
     assert codec.dest_dump_request(FAMILY, 9, ServiceKey(V4, TCP, "10.0.0.1", 80)) == expected
 
 
 def test_dest_dump_request_bytes_ipv6_and_fwmark():
+    # fmt: off
     expected_v6 = bytes.fromhex(
         "44000000" "2000" "0103" "01000000" "00000000" "08010000"
         "3000" "0100"
@@ -139,13 +157,16 @@ def test_dest_dump_request_bytes_ipv6_and_fwmark():
         "1400" "0300" "20010db8000000000000000000000001"
         "0600" "0400" "0035" "0000"  # 53
     )
+    # fmt: on
     assert codec.dest_dump_request(FAMILY, 1, ServiceKey(V6, UDP, "2001:db8::1", 53)) == expected_v6
+    # fmt: off
     expected_fwmark = bytes.fromhex(
         "28000000" "2000" "0103" "02000000" "00000000" "08010000"
         "1400" "0100"
         "0600" "0100" "0a00" "0000"
         "0800" "0500" "2a000000"  # FWMARK 42
     )
+    # fmt: on
     assert codec.dest_dump_request(FAMILY, 2, ServiceKey(V6, 0, "", 0, 42)) == expected_fwmark
 
 
@@ -154,8 +175,18 @@ def test_dest_dump_request_bytes_ipv6_and_fwmark():
 
 def test_parse_ipv4_services_multipart_with_done():
     first = nlmsg(FAMILY, kernel_service(V4, addr="10.0.0.1", port=80, sched="wrr"), 5) + nlmsg(
-        FAMILY, kernel_service(V4, protocol=UDP, addr="10.0.0.2", port=53, flags=0x3, timeout=300,
-                               netmask=socket.inet_aton("255.255.255.0")), 5)
+        FAMILY,
+        kernel_service(
+            V4,
+            protocol=UDP,
+            addr="10.0.0.2",
+            port=53,
+            flags=0x3,
+            timeout=300,
+            netmask=socket.inet_aton("255.255.255.0"),
+        ),
+        5,
+    )
     second = nlmsg(FAMILY, kernel_service(V4, fwmark=7, sched="sh", flags=0x2 | 0x8 | 0x10), 5) + done(5)
     bodies = answer_bodies(first, second, seq=5)
     assert [codec.parse_service_body(b) for b in bodies] == [
@@ -166,8 +197,16 @@ def test_parse_ipv4_services_multipart_with_done():
 
 
 def test_parse_ipv6_service_netmask_prefix_and_pe():
-    body = kernel_service(V6, addr="2001:db8:0:0::10", port=443, flags=0x3, timeout=600,
-                          netmask=struct.pack("=I", 64), pe="sip", nested=True)
+    body = kernel_service(
+        V6,
+        addr="2001:db8:0:0::10",
+        port=443,
+        flags=0x3,
+        timeout=600,
+        netmask=struct.pack("=I", 64),
+        pe="sip",
+        nested=True,
+    )
     key, attrs = codec.parse_service_body(body[4:])  # after the genl header
     assert key == ServiceKey(V6, TCP, "2001:db8::10", 443)
     assert attrs == ServiceAttrs("wlc", 0x3, 600, 64, "sip")
@@ -175,14 +214,19 @@ def test_parse_ipv6_service_netmask_prefix_and_pe():
 
 def test_parse_dests_ipv4_ipv6_and_old_kernel_without_family():
     data = (
-        nlmsg(FAMILY, kernel_dest(V4, "10.1.0.1", 8080, fwd=0x100 | 0, weight=0, uth=100, lth=10,
-                                  active=3, inact=4, persist=5), 3)
+        nlmsg(
+            FAMILY,
+            kernel_dest(V4, "10.1.0.1", 8080, fwd=0x100 | 0, weight=0, uth=100, lth=10, active=3, inact=4, persist=5),
+            3,
+        )
         + nlmsg(FAMILY, kernel_dest(V6, "2001:db8::0:5", 80, fwd=2, weight=65535), 3)
         + done(3)
     )
     bodies = answer_bodies(data, seq=3)
     assert codec.parse_dest_body(bodies[0], V4) == (
-        DestKey("10.1.0.1", 8080), KernelDest(DestAttrs(0, 0, 100, 10), 3, 4, 5))
+        DestKey("10.1.0.1", 8080),
+        KernelDest(DestAttrs(0, 0, 100, 10), 3, 4, 5),
+    )
     assert codec.parse_dest_body(bodies[1], V4) == (DestKey("2001:db8::5", 80), KernelDest(DestAttrs(2, 65535, 0, 0)))
     old = kernel_dest(V6, "2001:db8::7", with_family=False)
     assert codec.parse_dest_body(old[4:], V6) == (DestKey("2001:db8::7", 80), KernelDest(DestAttrs(3, 1, 0, 0)))
@@ -241,8 +285,10 @@ def test_garbled_datagram_raises_ipvs_error(data):
         (genl(1, nla(1, nla(1, u16(V6)) + nla(3, bytes(4)))), lambda b: codec.parse_service_body(b)),  # short v6 addr
         (genl(1, nla(1, nla(1, u16(V4)) + nla(5, b"\x01"))), lambda b: codec.parse_service_body(b)),  # short fwmark
         (genl(1, nla(1, nla(1, u16(V4)) + nla(5, u32(1)) + nla(7, u32(1)))), lambda b: codec.parse_service_body(b)),
-        (genl(1, nla(1, nla(1, u16(V4)) + nla(5, u32(1)) + nla(6, b"\xff\xfe\0"))),
-         lambda b: codec.parse_service_body(b)),
+        (
+            genl(1, nla(1, nla(1, u16(V4)) + nla(5, u32(1)) + nla(6, b"\xff\xfe\0"))),
+            lambda b: codec.parse_service_body(b),
+        ),
         (genl(5, nla(2, nla(1, bytes(16)) + nla(11, u16(99)))), lambda b: codec.parse_dest_body(b, V4)),  # bad family
         (genl(5, nla(2, nla(2, be16(80)))), lambda b: codec.parse_dest_body(b, V4)),  # no address
         (genl(5, b"\x08\x00\x02\x00\x00"), lambda b: codec.parse_dest_body(b, V4)),  # attribute past the end
@@ -254,8 +300,11 @@ def test_malformed_message_raises_ipvs_error(body, parse):
 
 
 def test_truncations_and_bit_flips_raise_only_ipvs_error():
-    data = (nlmsg(FAMILY, kernel_service(V6, addr="2001:db8::1", pe="sip"), 1)
-            + nlmsg(FAMILY, kernel_dest(V4, "10.1.0.1"), 1) + done(1))
+    data = (
+        nlmsg(FAMILY, kernel_service(V6, addr="2001:db8::1", pe="sip"), 1)
+        + nlmsg(FAMILY, kernel_dest(V4, "10.1.0.1"), 1)
+        + done(1)
+    )
     rng = random.Random(1)
     cases = [data[:n] for n in range(len(data))]
     for _ in range(3000):
@@ -355,33 +404,75 @@ def pyroute2_encoded(attrs_name: str, attrs: list, cmd: int) -> tuple[bytes, ipv
 
 
 SERVICES = [
-    [("IPVS_SVC_ATTR_AF", V4), ("IPVS_SVC_ATTR_PROTOCOL", TCP), ("IPVS_SVC_ATTR_ADDR", "192.168.7.1"),
-     ("IPVS_SVC_ATTR_PORT", 80), ("IPVS_SVC_ATTR_SCHED_NAME", "wrr"),
-     ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x2, "mask": 0xFFFFFFFF}), ("IPVS_SVC_ATTR_TIMEOUT", 0),
-     ("IPVS_SVC_ATTR_NETMASK", "255.255.255.255")],
-    [("IPVS_SVC_ATTR_AF", V4), ("IPVS_SVC_ATTR_PROTOCOL", UDP), ("IPVS_SVC_ATTR_ADDR", "10.0.0.2"),
-     ("IPVS_SVC_ATTR_PORT", 53), ("IPVS_SVC_ATTR_SCHED_NAME", "sh"),
-     ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x3 | 0x8, "mask": 0xFFFFFFFF}), ("IPVS_SVC_ATTR_TIMEOUT", 900),
-     ("IPVS_SVC_ATTR_NETMASK", "255.255.0.0"), ("IPVS_SVC_ATTR_PE_NAME", "sip")],
-    [("IPVS_SVC_ATTR_AF", V6), ("IPVS_SVC_ATTR_PROTOCOL", TCP), ("IPVS_SVC_ATTR_ADDR", "2001:db8::a:0:1"),
-     ("IPVS_SVC_ATTR_PORT", 443), ("IPVS_SVC_ATTR_SCHED_NAME", "wlc"),
-     ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x3, "mask": 0xFFFFFFFF}), ("IPVS_SVC_ATTR_TIMEOUT", 300),
-     ("IPVS_SVC_ATTR_NETMASK", socket.inet_ntoa(struct.pack("=I", 48)))],
-    [("IPVS_SVC_ATTR_AF", V6), ("IPVS_SVC_ATTR_FWMARK", 77), ("IPVS_SVC_ATTR_SCHED_NAME", "rr"),
-     ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x2, "mask": 0xFFFFFFFF}), ("IPVS_SVC_ATTR_TIMEOUT", 0),
-     ("IPVS_SVC_ATTR_NETMASK", socket.inet_ntoa(struct.pack("=I", 128)))],
+    [
+        ("IPVS_SVC_ATTR_AF", V4),
+        ("IPVS_SVC_ATTR_PROTOCOL", TCP),
+        ("IPVS_SVC_ATTR_ADDR", "192.168.7.1"),
+        ("IPVS_SVC_ATTR_PORT", 80),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "wrr"),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x2, "mask": 0xFFFFFFFF}),
+        ("IPVS_SVC_ATTR_TIMEOUT", 0),
+        ("IPVS_SVC_ATTR_NETMASK", "255.255.255.255"),
+    ],
+    [
+        ("IPVS_SVC_ATTR_AF", V4),
+        ("IPVS_SVC_ATTR_PROTOCOL", UDP),
+        ("IPVS_SVC_ATTR_ADDR", "10.0.0.2"),
+        ("IPVS_SVC_ATTR_PORT", 53),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "sh"),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x3 | 0x8, "mask": 0xFFFFFFFF}),
+        ("IPVS_SVC_ATTR_TIMEOUT", 900),
+        ("IPVS_SVC_ATTR_NETMASK", "255.255.0.0"),
+        ("IPVS_SVC_ATTR_PE_NAME", "sip"),
+    ],
+    [
+        ("IPVS_SVC_ATTR_AF", V6),
+        ("IPVS_SVC_ATTR_PROTOCOL", TCP),
+        ("IPVS_SVC_ATTR_ADDR", "2001:db8::a:0:1"),
+        ("IPVS_SVC_ATTR_PORT", 443),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "wlc"),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x3, "mask": 0xFFFFFFFF}),
+        ("IPVS_SVC_ATTR_TIMEOUT", 300),
+        ("IPVS_SVC_ATTR_NETMASK", socket.inet_ntoa(struct.pack("=I", 48))),
+    ],
+    [
+        ("IPVS_SVC_ATTR_AF", V6),
+        ("IPVS_SVC_ATTR_FWMARK", 77),
+        ("IPVS_SVC_ATTR_SCHED_NAME", "rr"),
+        ("IPVS_SVC_ATTR_FLAGS", {"flags": 0x2, "mask": 0xFFFFFFFF}),
+        ("IPVS_SVC_ATTR_TIMEOUT", 0),
+        ("IPVS_SVC_ATTR_NETMASK", socket.inet_ntoa(struct.pack("=I", 128))),
+    ],
     [("IPVS_SVC_ATTR_AF", V4), ("IPVS_SVC_ATTR_FWMARK", 1)],  # defaults for everything else
 ]
 
 DESTS = [
-    [("IPVS_DEST_ATTR_ADDR_FAMILY", V4), ("IPVS_DEST_ATTR_ADDR", "10.1.2.3"), ("IPVS_DEST_ATTR_PORT", 8080),
-     ("IPVS_DEST_ATTR_FWD_METHOD", 0), ("IPVS_DEST_ATTR_WEIGHT", 0), ("IPVS_DEST_ATTR_U_THRESH", 50),
-     ("IPVS_DEST_ATTR_L_THRESH", 5), ("IPVS_DEST_ATTR_ACTIVE_CONNS", 1), ("IPVS_DEST_ATTR_INACT_CONNS", 2),
-     ("IPVS_DEST_ATTR_PERSIST_CONNS", 3)],
-    [("IPVS_DEST_ATTR_ADDR_FAMILY", V6), ("IPVS_DEST_ATTR_ADDR", "fd00::1:2"), ("IPVS_DEST_ATTR_PORT", 80),
-     ("IPVS_DEST_ATTR_FWD_METHOD", 0x10 | 3), ("IPVS_DEST_ATTR_WEIGHT", 65535)],
-    [("IPVS_DEST_ATTR_ADDR_FAMILY", V4), ("IPVS_DEST_ATTR_ADDR", "172.16.0.9"), ("IPVS_DEST_ATTR_PORT", 0),
-     ("IPVS_DEST_ATTR_FWD_METHOD", 2), ("IPVS_DEST_ATTR_WEIGHT", 7)],
+    [
+        ("IPVS_DEST_ATTR_ADDR_FAMILY", V4),
+        ("IPVS_DEST_ATTR_ADDR", "10.1.2.3"),
+        ("IPVS_DEST_ATTR_PORT", 8080),
+        ("IPVS_DEST_ATTR_FWD_METHOD", 0),
+        ("IPVS_DEST_ATTR_WEIGHT", 0),
+        ("IPVS_DEST_ATTR_U_THRESH", 50),
+        ("IPVS_DEST_ATTR_L_THRESH", 5),
+        ("IPVS_DEST_ATTR_ACTIVE_CONNS", 1),
+        ("IPVS_DEST_ATTR_INACT_CONNS", 2),
+        ("IPVS_DEST_ATTR_PERSIST_CONNS", 3),
+    ],
+    [
+        ("IPVS_DEST_ATTR_ADDR_FAMILY", V6),
+        ("IPVS_DEST_ATTR_ADDR", "fd00::1:2"),
+        ("IPVS_DEST_ATTR_PORT", 80),
+        ("IPVS_DEST_ATTR_FWD_METHOD", 0x10 | 3),
+        ("IPVS_DEST_ATTR_WEIGHT", 65535),
+    ],
+    [
+        ("IPVS_DEST_ATTR_ADDR_FAMILY", V4),
+        ("IPVS_DEST_ATTR_ADDR", "172.16.0.9"),
+        ("IPVS_DEST_ATTR_PORT", 0),
+        ("IPVS_DEST_ATTR_FWD_METHOD", 2),
+        ("IPVS_DEST_ATTR_WEIGHT", 7),
+    ],
 ]
 
 
@@ -406,10 +497,16 @@ def test_dest_parse_matches_pyroute2(attrs):
 def test_kernel_layout_matches_pyroute2():
     """The hand-built kernel layout (16-byte IPv4 address, stats, nested bit) decodes the same in both."""
     for body, parse_mine, parse_theirs in [
-        (kernel_service(V4, addr="10.0.0.1", flags=0x3, timeout=60, netmask=socket.inet_aton("255.255.255.0")),
-         codec.parse_service_body, parse_service),
-        (kernel_service(V6, addr="2001:db8::1", netmask=struct.pack("=I", 96), pe="sip"),
-         codec.parse_service_body, parse_service),
+        (
+            kernel_service(V4, addr="10.0.0.1", flags=0x3, timeout=60, netmask=socket.inet_aton("255.255.255.0")),
+            codec.parse_service_body,
+            parse_service,
+        ),
+        (
+            kernel_service(V6, addr="2001:db8::1", netmask=struct.pack("=I", 96), pe="sip"),
+            codec.parse_service_body,
+            parse_service,
+        ),
         (kernel_dest(V4, "10.1.0.1", fwd=3, weight=4, active=9), lambda b: codec.parse_dest_body(b, V4), parse_dest),
     ]:
         theirs = ipvsmsg(nlmsg(FAMILY, body, 1))

@@ -32,26 +32,42 @@ def ack(seq: int, code: int) -> bytes:
 
 
 def test_attributes_are_padded_to_four_bytes_and_strings_end_in_nul():
+    # fmt: off
     assert netlink.nla_put(7, b"") == bytes.fromhex("0400" "0700")
+    # fmt: on
+    # fmt: off
     assert netlink.nla_put(7, b"\x01") == bytes.fromhex("0500" "0700" "01000000")
+    # fmt: on
+    # fmt: off
     assert netlink.nla_put_u16(1, 10) == bytes.fromhex("0600" "0100" "0a00" "0000")
+    # fmt: on
+    # fmt: off
     assert netlink.nla_put_be16(4, 80) == bytes.fromhex("0600" "0400" "0050" "0000")
+    # fmt: on
+    # fmt: off
     assert netlink.nla_put_u32(8, 300) == bytes.fromhex("0800" "0800" "2c010000")
+    # fmt: on
+    # fmt: off
     assert netlink.nla_put_string(6, "wrr") == bytes.fromhex("0800" "0600" "77727200")
+    # fmt: on
 
 
 def test_generic_netlink_message_and_sequence_replacement():
     msg = netlink.genlmsg(0x1E, 7, 4, 1, netlink.nla_put_u32(5, 42), flags=0x301)
+    # fmt: off
     assert msg == bytes.fromhex("1c000000" "1e00" "0103" "07000000" "00000000" "04010000" "0800" "0500" "2a000000")
+    # fmt: on
     assert netlink.with_seq(msg, 0x01020304) == msg[:8] + bytes.fromhex("04030201") + msg[12:]
 
 
 def test_getfamily_request_bytes():
+    # fmt: off
     assert netlink.getfamily_request("IPVS", 1) == bytes.fromhex(
         "20000000" "1000" "0100" "01000000" "00000000"  # nlmsghdr: len 32, GENL_ID_CTRL, NLM_F_REQUEST, seq 1
         "03" "01" "0000"  # genlmsghdr: CTRL_CMD_GETFAMILY, version 1
         "0900" "0200" "4950565300" "000000"  # CTRL_ATTR_FAMILY_NAME "IPVS\0", padded
     )
+    # fmt: on
 
 
 # --- reading attributes ---------------------------------------------------------------------------
@@ -67,14 +83,17 @@ def test_attribute_types_lose_the_nested_and_byte_order_bits_and_the_last_one_wi
     assert netlink.nla_get_string(data, inner, 9) == "" and netlink.nla_get_int(data, inner, 9, netlink.U32, 5) == 5
 
 
-@pytest.mark.parametrize("read", [
-    lambda: netlink.nla_parse(b"\x08\x00\x01\x00\x00", 0, 5),  # attribute past the end
-    lambda: netlink.nla_parse(b"\x02\x00\x01\x00", 0, 4),  # length below the header
-    lambda: netlink.nla_parse(b"\x08\x00", 0, 2),  # truncated header
-    lambda: netlink.nla_parse_nested(nla(1, b""), 2),  # no such attribute
-    lambda: netlink.nla_get_int(nla(1, b"\x01"), {1: (4, 5)}, 1, netlink.U32),  # too short
-    lambda: netlink.nla_get_string(nla(1, b"\xff\0"), {1: (4, 6)}, 1),  # not ASCII
-])
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda: netlink.nla_parse(b"\x08\x00\x01\x00\x00", 0, 5),  # attribute past the end
+        lambda: netlink.nla_parse(b"\x02\x00\x01\x00", 0, 4),  # length below the header
+        lambda: netlink.nla_parse(b"\x08\x00", 0, 2),  # truncated header
+        lambda: netlink.nla_parse_nested(nla(1, b""), 2),  # no such attribute
+        lambda: netlink.nla_get_int(nla(1, b"\x01"), {1: (4, 5)}, 1, netlink.U32),  # too short
+        lambda: netlink.nla_get_string(nla(1, b"\xff\0"), {1: (4, 6)}, 1),  # not ASCII
+    ],
+)
 def test_malformed_attributes_raise_ipvs_error(read):
     with pytest.raises(IPVSError):
         read()
@@ -99,8 +118,13 @@ def test_acks_before_a_truncated_message_are_kept():
 
 
 def test_lookup_answer_id_error_and_mismatch():
-    body = (nla(2, b"IPVS\0") + nla(1, struct.pack("=H", 0x1E)) + nla(3, struct.pack("=I", 1))
-            + nla(5, struct.pack("=I", 12)) + nla(6 | 0x8000, nla(1, nla(1, struct.pack("=I", 1)))))
+    body = (
+        nla(2, b"IPVS\0")
+        + nla(1, struct.pack("=H", 0x1E))
+        + nla(3, struct.pack("=I", 1))
+        + nla(5, struct.pack("=I", 12))
+        + nla(6 | 0x8000, nla(1, nla(1, struct.pack("=I", 1))))
+    )
     answer = nlmsg(0x10, bytes([1, 2, 0, 0]) + body, 1)  # CTRL_CMD_NEWFAMILY
     bodies, done = netlink.split_answer(answer, uapi.GENL_ID_CTRL, 1)
     assert not done and netlink.parse_family_id(bodies[0], "IPVS") == 0x1E
@@ -123,11 +147,14 @@ async def test_resolve_family_asks_the_controller():
     assert info.value.errno == errno.ENOENT
 
 
-@pytest.mark.parametrize("code, kind, text", [
-    (errno.ENOENT, IPVSUnavailable, "ip_vs is not loaded"),
-    (errno.EPERM, IPVSError, "cannot open IPVS netlink: permission denied"),
-    (0, IPVSError, "cannot open IPVS netlink: no answer"),
-])
+@pytest.mark.parametrize(
+    "code, kind, text",
+    [
+        (errno.ENOENT, IPVSUnavailable, "ip_vs is not loaded"),
+        (errno.EPERM, IPVSError, "cannot open IPVS netlink: permission denied"),
+        (0, IPVSError, "cannot open IPVS netlink: no answer"),
+    ],
+)
 async def test_open_reports_a_failed_lookup(monkeypatch, code, kind, text):
     async def refused(name):
         assert name == "IPVS"

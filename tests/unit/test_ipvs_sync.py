@@ -37,7 +37,9 @@ def test_start_is_new_daemon_with_state_interface_and_syncid():
     got = encode_sync_op(FAMILY, 9, SyncOp("start", MASTER))
     inner = (
         struct.pack("=HHI", 8, 1, 1)  # IPVS_DAEMON_ATTR_STATE = IP_VS_STATE_MASTER
-        + struct.pack("=HH", 9, 2) + b"eth1\0" + b"\0\0\0"  # IPVS_DAEMON_ATTR_MCAST_IFN, NUL-terminated
+        + struct.pack("=HH", 9, 2)
+        + b"eth1\0"
+        + b"\0\0\0"  # IPVS_DAEMON_ATTR_MCAST_IFN, NUL-terminated
         + struct.pack("=HHI", 8, 3, 7)  # IPVS_DAEMON_ATTR_SYNC_ID
     )
     attrs = struct.pack("=HH", 4 + len(inner), 3) + inner  # IPVS_CMD_ATTR_DAEMON
@@ -56,13 +58,16 @@ def test_dump_request_is_get_daemon_with_nlm_f_dump():
     assert daemon_dump_request(FAMILY, 5) == struct.pack("=IHHII", 20, FAMILY, 0x1 | 0x300, 5, 0) + bytes([11, 1, 0, 0])
 
 
-@pytest.mark.parametrize("daemon", [
-    SyncDaemon("master", "", 0),
-    SyncDaemon("master", "a-very-long-name0", 0),  # 17 bytes: the kernel takes 15
-    SyncDaemon("master", "eth\0", 0),
-    SyncDaemon("master", "eth1", 256),
-    SyncDaemon("both", "eth1", 0),  # type: ignore[arg-type]
-])
+@pytest.mark.parametrize(
+    "daemon",
+    [
+        SyncDaemon("master", "", 0),
+        SyncDaemon("master", "a-very-long-name0", 0),  # 17 bytes: the kernel takes 15
+        SyncDaemon("master", "eth\0", 0),
+        SyncDaemon("master", "eth1", 256),
+        SyncDaemon("both", "eth1", 0),  # type: ignore[arg-type]
+    ],
+)
 def test_start_refuses_what_the_kernel_would(daemon):
     with pytest.raises(ValueError):
         encode_sync_op(FAMILY, 1, SyncOp("start", daemon))
@@ -71,9 +76,15 @@ def test_start_refuses_what_the_kernel_would(daemon):
 def test_dumped_daemon_is_decoded_with_the_attributes_the_kernel_adds():
     # ip_vs_genl_fill_daemon also sends SYNC_MAXLEN (u16), MCAST_PORT (u16), MCAST_TTL (u8)
     # and MCAST_GROUP (be32): they are skipped
-    inner = (nla(1, struct.pack("=I", 2)) + nla(2, b"hb0\0") + nla(3, struct.pack("=I", 200))
-             + nla(4, struct.pack("=H", 1472)) + nla(5, bytes([224, 0, 0, 81]))
-             + nla(7, struct.pack("=H", 8848)) + nla(8, b"\x01"))
+    inner = (
+        nla(1, struct.pack("=I", 2))
+        + nla(2, b"hb0\0")
+        + nla(3, struct.pack("=I", 200))
+        + nla(4, struct.pack("=H", 1472))
+        + nla(5, bytes([224, 0, 0, 81]))
+        + nla(7, struct.pack("=H", 8848))
+        + nla(8, b"\x01")
+    )
     assert parse_daemon_body(nla(3 | 0x8000, inner)) == SyncDaemon("backup", "hb0", 200)
 
 
@@ -103,7 +114,11 @@ def test_a_daemon_with_another_syncid_or_interface_is_restarted_stops_first():
     old = SyncDaemon("backup", "eth1", 1)
     other_if = SyncDaemon("master", "eth2", 7)
     assert plan_sync(sync_daemons_for("eth1", 7), [old, other_if]) == [
-        SyncOp("stop", other_if), SyncOp("stop", old), SyncOp("start", MASTER), SyncOp("start", BACKUP)]
+        SyncOp("stop", other_if),
+        SyncOp("stop", old),
+        SyncOp("start", MASTER),
+        SyncOp("start", BACKUP),
+    ]
 
 
 def test_nothing_desired_stops_what_runs():

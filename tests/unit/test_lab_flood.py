@@ -70,14 +70,45 @@ def test_the_command_line_runs_isolated_and_reports(tmp_path):
     flood.write_packets(path, [b"one", b"two"])
     try:
         out = subprocess.run(
-            [sys.executable, "-I", flood.__file__, "--packets", str(path), "--dest", "127.0.0.1",
-             "--port", str(rx.getsockname()[1]), "--seconds", "5", "--max", "5"],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+            [
+                sys.executable,
+                "-I",
+                flood.__file__,
+                "--packets",
+                str(path),
+                "--dest",
+                "127.0.0.1",
+                "--port",
+                str(rx.getsockname()[1]),
+                "--seconds",
+                "5",
+                "--max",
+                "5",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=tmp_path,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.split() == ["sent", "5", "errors", "0"]
         assert drain(rx) == [b"one", b"two", b"one", b"two", b"one"]
-        bad = subprocess.run([sys.executable, "-I", flood.__file__, "--packets", str(tmp_path / "none"),
-                              "--dest", "127.0.0.1", "--seconds", "1"], capture_output=True, text=True, timeout=30)
+        bad = subprocess.run(
+            [
+                sys.executable,
+                "-I",
+                flood.__file__,
+                "--packets",
+                str(tmp_path / "none"),
+                "--dest",
+                "127.0.0.1",
+                "--seconds",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert bad.returncode == 2 and "none" in bad.stderr
     finally:
         rx.close()
@@ -95,8 +126,9 @@ def test_reports_come_every_10_seconds_at_full_speed_too():
     reports: list[tuple[int, int]] = []
     rx = receiver()
     try:
-        sent, _ = flood.flood([b"r"], rx.getsockname(), seconds=25, clock=clock,
-                              report=lambda s, e: reports.append((s, e)))
+        sent, _ = flood.flood(
+            [b"r"], rx.getsockname(), seconds=25, clock=clock, report=lambda s, e: reports.append((s, e))
+        )
     finally:
         rx.close()
     assert len(reports) == 2 and 0 < reports[0][0] < reports[1][0] < sent, (reports, sent)

@@ -36,8 +36,15 @@ def holders(*spec: tuple[float, tuple[str, ...]]) -> list[HolderSample]:
 def test_every_scenario_is_declared_with_known_actions_and_conditions():
     from director.lab.drill import ACTIONS, CONDITION_TEXT, CONDITIONS
 
-    assert set(S.SCENARIOS) >= {"fail-active", "crash-daemon", "stop-active", "cut-heartbeat", "kill-realserver",
-                                "flap-realserver", "restart-director"}
+    assert set(S.SCENARIOS) >= {
+        "fail-active",
+        "crash-daemon",
+        "stop-active",
+        "cut-heartbeat",
+        "kill-realserver",
+        "flap-realserver",
+        "restart-director",
+    }
     for scn in S.SCENARIOS.values():
         assert scn.steps and scn.steps[0][0] not in ("wait", "sleep"), scn.name  # the first step is the fault
         for action, _arg in scn.steps:
@@ -63,15 +70,30 @@ def test_scenario_lookup_accepts_aliases():
 
 def ev(kind, at=1_714_557_600.0, **fields):
     """A JSON log line of an event, as `director.events.JSONFormatter` writes it."""
-    return json.dumps({"at": at, "level": "INFO", "logger": "directord.ha", "message": fields.pop("message", "m"),
-                       "seq": 1, "kind": kind, **fields})
+    return json.dumps(
+        {
+            "at": at,
+            "level": "INFO",
+            "logger": "directord.ha",
+            "message": fields.pop("message", "m"),
+            "seq": 1,
+            "kind": kind,
+            **fields,
+        }
+    )
 
 
 def test_parse_log_line_reads_json_records_only():
     line = ev("ha.peer", node="dir1", status="dead", reason="deadtime")
     assert S.parse_log_line(line + "\n")["node"] == "dir1"
-    for other in ("Traceback (most recent call last):", "2024-05-01 10:00:00,123 INFO directord.checks: x",
-                  "{\"at\": \"soon\"}", "{cut", "[1, 2]", "{" + "x" * 70_000):
+    for other in (
+        "Traceback (most recent call last):",
+        "2024-05-01 10:00:00,123 INFO directord.checks: x",
+        '{"at": "soon"}',
+        "{cut",
+        "[1, 2]",
+        "{" + "x" * 70_000,
+    ):
         assert S.parse_log_line(other) is None
 
 
@@ -141,29 +163,54 @@ def test_longest_gap_counts_only_gaps_ending_after_since():
 
 
 def test_table_shape_drops_counters():
-    parsed = {"TCP 10.77.0.100:80": {"line": "TCP  10.77.0.100:80 rr", "dests": {
-        "10.77.0.21:80": ("Route", 1, 5, 7), "10.77.0.22:80": ("Route", 0, 0, 0)}}}
-    assert S.table_shape(parsed) == {"TCP  10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 1),
-                                                               "10.77.0.22:80": ("Route", 0)}}
+    parsed = {
+        "TCP 10.77.0.100:80": {
+            "line": "TCP  10.77.0.100:80 rr",
+            "dests": {"10.77.0.21:80": ("Route", 1, 5, 7), "10.77.0.22:80": ("Route", 0, 0, 0)},
+        }
+    }
+    assert S.table_shape(parsed) == {
+        "TCP  10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 1), "10.77.0.22:80": ("Route", 0)}
+    }
 
 
 def test_timeline_merges_events_holder_changes_and_first_success():
-    rec = DrillRecord("fail-active", fault_t=2.0,
-                      samples=[ok(1.0), bad(2.05), ok(3.5, "rs3")],
-                      holders=holders((0.5, ("dir1",)), (1.5, ("dir1",)), (3.0, ("dir2",))),
-                      events=[Event(2.0, "drill", "fault", "FAULT"), Event(3.0, "dir2", "detect", "peer dir1 is dead")])
+    rec = DrillRecord(
+        "fail-active",
+        fault_t=2.0,
+        samples=[ok(1.0), bad(2.05), ok(3.5, "rs3")],
+        holders=holders((0.5, ("dir1",)), (1.5, ("dir1",)), (3.0, ("dir2",))),
+        events=[Event(2.0, "drill", "fault", "FAULT"), Event(3.0, "dir2", "detect", "peer dir1 is dead")],
+    )
     tl = S.build_timeline(rec)
-    assert [(e.t, e.kind) for e in tl] == [(0.5, "holder"), (2.0, "fault"), (2.05, "failed"), (3.0, "holder"),
-                                           (3.0, "detect"), (3.51, "first-success")]
+    assert [(e.t, e.kind) for e in tl] == [
+        (0.5, "holder"),
+        (2.0, "fault"),
+        (2.05, "failed"),
+        (3.0, "holder"),
+        (3.0, "detect"),
+        (3.51, "first-success"),
+    ]
     assert "rs3" in tl[-1].text and "1.51 s after the fault" in tl[-1].text
 
 
 def test_failure_events_group_runs_of_failed_requests():
-    samples = [ok(1.0), bad(2.0), bad(2.5, "ConnectionRefusedError", dur=0.01), bad(2.6), ok(3.0),
-               bad(40.0, "ConnectionResetError", dur=0.012), ok(40.1)]
+    samples = [
+        ok(1.0),
+        bad(2.0),
+        bad(2.5, "ConnectionRefusedError", dur=0.01),
+        bad(2.6),
+        ok(3.0),
+        bad(40.0, "ConnectionResetError", dur=0.012),
+        ok(40.1),
+    ]
     assert [(e.t, e.source, e.kind, e.text) for e in S.failure_events(samples)] == [
-        (2.0, "client", "failed", "3 requests failed (started 2.000 to 2.600, last ended 3.100): "
-                                  "TimeoutError x2, ConnectionRefusedError"),
+        (
+            2.0,
+            "client",
+            "failed",
+            "3 requests failed (started 2.000 to 2.600, last ended 3.100): TimeoutError x2, ConnectionRefusedError",
+        ),
         (40.0, "client", "failed", "1 request failed (started 40.000, ended 40.012): ConnectionResetError"),
     ]
     assert S.failure_events([ok(1.0), ok(2.0)]) == []
@@ -174,7 +221,8 @@ def test_failure_events_group_runs_of_failed_requests():
 
 def fail_active_record(**kw) -> DrillRecord:
     base = dict(
-        fault_t=2.0, settled=True,
+        fault_t=2.0,
+        settled=True,
         samples=[ok(0.0), ok(1.0), ok(1.9), bad(2.1), bad(2.7), ok(3.4, "rs2"), ok(3.5, "rs3"), ok(4.0)],
         holders=holders((0.1, ("dir1",)), (2.2, ()), (3.2, ("dir2",)), (4.5, ("dir2",))),
     )
@@ -189,23 +237,33 @@ def verdict(checks) -> dict[str, bool]:
 def test_fail_active_expectations_hold_for_a_clean_takeover():
     expect = S.SCENARIOS["fail-active"].expect
     v = verdict(S.evaluate(expect, fail_active_record()))
-    assert v == {"runner": True, "settled": True, "final holder": True, "one holder": True, "VIP moved": True,
-                 "longest gap": True, "no failure after first-success": True}
+    assert v == {
+        "runner": True,
+        "settled": True,
+        "final holder": True,
+        "one holder": True,
+        "VIP moved": True,
+        "longest gap": True,
+        "no failure after first-success": True,
+    }
 
 
 def test_fail_active_expectations_catch_each_failure():
     expect = S.SCENARIOS["fail-active"].expect
     # the VIP never moved and both held it at some point
-    v = verdict(S.evaluate(expect, fail_active_record(
-        holders=holders((0.1, ("dir1",)), (3.0, ("dir1", "dir2")), (4.0, ("dir1",))))))
+    v = verdict(
+        S.evaluate(
+            expect, fail_active_record(holders=holders((0.1, ("dir1",)), (3.0, ("dir1", "dir2")), (4.0, ("dir1",))))
+        )
+    )
     assert not v["final holder"] and not v["one holder"]
     # a failure after the first success following the fault
-    v = verdict(S.evaluate(expect, fail_active_record(
-        samples=[ok(0.0), ok(1.9), ok(3.4), bad(3.6), ok(4.0)])))
+    v = verdict(S.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(3.4), bad(3.6), ok(4.0)])))
     assert not v["no failure after first-success"]
     # a gap longer than deadtime + margin
-    v = verdict(S.evaluate(expect, fail_active_record(
-        samples=[ok(0.0), ok(1.9), ok(1.95 + S.DEADTIME + S.MARGIN + 0.1)])))
+    v = verdict(
+        S.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(1.95 + S.DEADTIME + S.MARGIN + 0.1)]))
+    )
     assert not v["longest gap"]
     # the runner's problems and an end condition not reached fail the drill
     v = verdict(S.evaluate(expect, fail_active_record(problems=["boom"], settled=False)))
@@ -236,10 +294,12 @@ def test_split_brain_is_tolerated_only_where_declared():
 
 
 #: A restart's two VIP moves as the daemons log them: dir1 -> dir2 at 2.2 s, dir2 -> dir1 at 36.2 s.
-MOVES = [Event(2.23, "dir1", "vip-removed", "removed 10.77.0.100/32/eth0"),
-         Event(2.29, "dir2", "vip-added", "added 10.77.0.100/32/eth0"),
-         Event(36.24, "dir2", "vip-removed", "removed 10.77.0.100/32/eth0"),
-         Event(36.33, "dir1", "vip-added", "added 10.77.0.100/32/eth0")]
+MOVES = [
+    Event(2.23, "dir1", "vip-removed", "removed 10.77.0.100/32/eth0"),
+    Event(2.29, "dir2", "vip-added", "added 10.77.0.100/32/eth0"),
+    Event(36.24, "dir2", "vip-removed", "removed 10.77.0.100/32/eth0"),
+    Event(36.33, "dir1", "vip-added", "added 10.77.0.100/32/eth0"),
+]
 
 
 def test_vip_moves_pair_a_removal_with_the_other_directors_next_addition():
@@ -265,20 +325,31 @@ def test_only_a_reset_in_flight_at_a_move_is_explained():
 def test_restart_director_allows_only_resets_at_moves_and_needs_an_unchanged_table():
     expect = S.SCENARIOS["restart-director"].expect
     table = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 1)}}
-    base = dict(fault_t=2.0, settled=True, samples=[ok(0.0), ok(2.5), ok(3.0)], events=list(MOVES),
-                holders=holders((0.0, ("dir1",)), (2.5, ("dir2",)), (37.0, ("dir1",))),
-                tables_before={"dir1": table, "dir2": table}, tables_after={"dir1": table, "dir2": table})
+    base = dict(
+        fault_t=2.0,
+        settled=True,
+        samples=[ok(0.0), ok(2.5), ok(3.0)],
+        events=list(MOVES),
+        holders=holders((0.0, ("dir1",)), (2.5, ("dir2",)), (37.0, ("dir1",))),
+        tables_before={"dir1": table, "dir2": table},
+        tables_after={"dir1": table, "dir2": table},
+    )
     assert all(c.ok for c in S.evaluate(expect, DrillRecord("restart-director", **base)))
     changed = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 0)}}
-    v = verdict(S.evaluate(expect, DrillRecord("restart-director",
-                                               **{**base, "tables_after": {"dir1": changed, "dir2": table}})))
+    v = verdict(
+        S.evaluate(
+            expect, DrillRecord("restart-director", **{**base, "tables_after": {"dir1": changed, "dir2": table}})
+        )
+    )
     assert not v["IPVS unchanged"]
     logged = [*MOVES, Event(4.0, "dir1", "ipvs", "ipvs edit-dest weight 1 fwd dr")]
     v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "events": logged})))
     assert not v["IPVS unchanged"]
     reset_at_move = bad(36.3, "ConnectionResetError", 0.21)
-    check = {c.name: c for c in S.evaluate(expect, DrillRecord("restart-director",
-                                                               **{**base, "samples": [ok(0.0), reset_at_move]}))}
+    check = {
+        c.name: c
+        for c in S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_at_move]}))
+    }
     assert check["failed requests"].ok, check["failed requests"].detail
     assert "each a reset of a request in flight at a move" in check["failed requests"].detail
     v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), bad(2.5)]})))
@@ -291,14 +362,26 @@ def test_restart_director_allows_only_resets_at_moves_and_needs_an_unchanged_tab
 def test_kill_realserver_victim_must_leave_rotation_on_the_active_director():
     expect = S.SCENARIOS["kill-realserver"].expect
     down = Event(4.0, "dir1", "rs-down", "rs 10.77.0.22:80 of web down: connection refused")
-    base = dict(fault_t=2.0, settled=True, victim="rs2", victim_addr="10.77.0.22",
-                holders=holders((0.0, ("dir1",)), (5.0, ("dir1",))),
-                samples=[ok(0.0, "rs1"), ok(1.0, "rs2"), bad(2.5, "ConnectionRefusedError"), ok(3.0, "rs3"),
-                         ok(4.8, "rs1"), ok(5.0, "rs3")])
+    base = dict(
+        fault_t=2.0,
+        settled=True,
+        victim="rs2",
+        victim_addr="10.77.0.22",
+        holders=holders((0.0, ("dir1",)), (5.0, ("dir1",))),
+        samples=[
+            ok(0.0, "rs1"),
+            ok(1.0, "rs2"),
+            bad(2.5, "ConnectionRefusedError"),
+            ok(3.0, "rs3"),
+            ok(4.8, "rs1"),
+            ok(5.0, "rs3"),
+        ],
+    )
     assert all(c.ok for c in S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **base)))
     # no rs-down from dir1 (only dir2 saw it): the victim never left the active table
-    v = verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[Event(4.0, "dir2", "rs-down", down.text)],
-                                               **base)))
+    v = verdict(
+        S.evaluate(expect, DrillRecord("kill-realserver", events=[Event(4.0, "dir2", "rs-down", down.text)], **base))
+    )
     assert not v["victim out"]
     # the victim still answered well after it was taken out
     late = base | {"samples": base["samples"] + [ok(6.0, "rs2")]}
@@ -315,8 +398,13 @@ def test_kill_realserver_victim_must_leave_rotation_on_the_active_director():
 def test_flap_realserver_victim_must_answer_after_its_last_return():
     expect = S.SCENARIOS["flap-realserver"].expect
     up = Event(9.0, "dir1", "rs-up", "rs 10.77.0.22:80 of web up: HTTP 200")
-    base = dict(fault_t=2.0, settled=True, victim="rs2", victim_addr="10.77.0.22",
-                holders=holders((0.0, ("dir1",)), (10.0, ("dir1",))))
+    base = dict(
+        fault_t=2.0,
+        settled=True,
+        victim="rs2",
+        victim_addr="10.77.0.22",
+        holders=holders((0.0, ("dir1",)), (10.0, ("dir1",))),
+    )
     good = DrillRecord("flap-realserver", events=[up], samples=[ok(0.0, "rs2"), ok(9.5, "rs2")], **base)
     assert all(c.ok for c in S.evaluate(expect, good))
     silent = DrillRecord("flap-realserver", events=[up], samples=[ok(0.0, "rs2"), ok(9.5, "rs1")], **base)
@@ -327,9 +415,13 @@ def test_flap_realserver_victim_must_answer_after_its_last_return():
 
 def test_summary_and_render_carry_the_figures_and_the_verdict():
     scn = S.SCENARIOS["fail-active"]
-    rec = fail_active_record(events=[Event(2.0, "drill", "fault", "FAULT: dir1 down"),
-                                     Event(3.1, "dir2", "detect", "peer dir1 is dead (x)"),
-                                     Event(3.3, "client", "announce", "gratuitous ARP request")])
+    rec = fail_active_record(
+        events=[
+            Event(2.0, "drill", "fault", "FAULT: dir1 down"),
+            Event(3.1, "dir2", "detect", "peer dir1 is dead (x)"),
+            Event(3.3, "client", "announce", "gratuitous ARP request"),
+        ]
+    )
     report = S.summary(rec, S.evaluate(scn.expect, rec), scn)
     f = report["figures"]
     assert report["ok"] and report["scenario"] == "fail-active"
@@ -383,8 +475,23 @@ def test_drill_vm_argv_repeats_the_options_without_vm():
     from director.lab.pair import PairOptions
 
     argv = vm_argv("fail-active", PairOptions(prefix="x", real_servers=2, mode="tun", bond=True), 25, True)
-    assert argv[1:] == ["-m", "director.cli", "lab", "drill", "fail-active", "--rate", "25", "--real-servers", "2",
-                        "--mode", "tun", "--prefix", "x", "--bond", "--json"]
+    assert argv[1:] == [
+        "-m",
+        "director.cli",
+        "lab",
+        "drill",
+        "fail-active",
+        "--rate",
+        "25",
+        "--real-servers",
+        "2",
+        "--mode",
+        "tun",
+        "--prefix",
+        "x",
+        "--bond",
+        "--json",
+    ]
     assert "--vm" not in argv
 
 

@@ -27,8 +27,13 @@ PREFIX = f"tn{os.getpid()}"
 def test_plan_dr_addresses_and_real_server_preparation():
     plan = plan_lab("p", real_servers=3)
     assert plan.vip == "10.77.0.100"
-    assert plan.addr == {"client": "10.77.0.2", "dir1": "10.77.0.10", "rs1": "10.77.0.21", "rs2": "10.77.0.22",
-                         "rs3": "10.77.0.23"}
+    assert plan.addr == {
+        "client": "10.77.0.2",
+        "dir1": "10.77.0.10",
+        "rs1": "10.77.0.21",
+        "rs2": "10.77.0.22",
+        "rs3": "10.77.0.23",
+    }
     assert plan.switch_ns == "p-sw" and plan.bridges == ("br0",)
     assert [n.ns for n in plan.nodes] == ["p-client", "p-dir1", "p-rs1", "p-rs2", "p-rs3"]
     rs2 = plan.node("rs2")
@@ -123,8 +128,15 @@ def test_plan_bond_makes_two_legs_on_two_leaf_switches():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"mode": "bgp"}, {"real_servers": 0}, {"real_servers": 71}, {"directors": 0}, {"subnet": "10.77.0.0/25"},
-     {"subnet": "fd00::/64"}, {"heartbeat_subnet": "10.77.2.0/25"}],
+    [
+        {"mode": "bgp"},
+        {"real_servers": 0},
+        {"real_servers": 71},
+        {"directors": 0},
+        {"subnet": "10.77.0.0/25"},
+        {"subnet": "fd00::/64"},
+        {"heartbeat_subnet": "10.77.2.0/25"},
+    ],
 )
 def test_plan_rejects_bad_parameters(kwargs):
     with pytest.raises(ValueError):

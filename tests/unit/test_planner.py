@@ -149,12 +149,17 @@ def test_plan_chunks_joined_are_the_plan():
 def test_plan_chunks_cut_after_a_budget_of_destinations():
     # each service costs 1 + its 2 desired destinations (none in the kernel): a part ends when
     # the work reaches the chunk, so with chunk 4 every part holds two services
-    desired = {ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i):
-               DesiredService(WRR, {RS1: DR1, RS2: DR3}) for i in range(10)}
+    desired = {
+        ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i): DesiredService(
+            WRR, {RS1: DR1, RS2: DR3}
+        )
+        for i in range(10)
+    }
     parts = list(plan_chunks(desired, {DNS: kservice(WRR, {})}, [DNS], chunk=4))
     assert len(parts) == 6  # 5 x 2 services, then the deletion
-    assert ([{op.service for op in part} for part in parts[:5]]
-            == [set(sorted(desired)[i:i + 2]) for i in range(0, 10, 2)])
+    assert [{op.service for op in part} for part in parts[:5]] == [
+        set(sorted(desired)[i : i + 2]) for i in range(0, 10, 2)
+    ]
     assert parts[-1] == [Op("del_service", DNS)]
 
 
@@ -209,8 +214,11 @@ def test_desired_service_steps_end_in_desired_service():
             break
         pauses += 1
     assert pauses == 2  # after the 2nd and the 4th real server
-    assert result == desired_service(svc, health, observed) == run_steps(
-        desired_service_steps(svc, health, observed, (), chunk=1))
+    assert (
+        result
+        == desired_service(svc, health, observed)
+        == run_steps(desired_service_steps(svc, health, observed, (), chunk=1))
+    )
     with pytest.raises(ValueError, match="chunk"):
         next(desired_service_steps(svc, health, observed, (), chunk=0))
 
@@ -279,9 +287,7 @@ def test_draining_destination_is_held_at_weight_zero():
         Op("set_dest", WEB, dest=RS3, dest_attrs=DestAttrs(fwd_method=0, weight=0))
     ]
     # once the reconciler stops draining it, the destination is deleted
-    assert plan_service(WEB, desired_service(svc, {RS1: "up"}, observed), observed) == [
-        Op("del_dest", WEB, dest=RS3)
-    ]
+    assert plan_service(WEB, desired_service(svc, {RS1: "up"}, observed), observed) == [Op("del_dest", WEB, dest=RS3)]
 
 
 def test_persistence_and_ipv6_attributes():

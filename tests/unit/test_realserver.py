@@ -31,7 +31,9 @@ V4, V4B, V6 = "10.214.0.100", "10.214.0.101", "fd00:214::100"
 
 def req(*vips, mode="dr", interfaces=(), director=None) -> R.Request:
     return R.Request(
-        tuple(ipaddress.ip_address(v) for v in vips), mode, tuple(interfaces),
+        tuple(ipaddress.ip_address(v) for v in vips),
+        mode,
+        tuple(interfaces),
         None if director is None else ipaddress.ip_address(director),
     )
 
@@ -58,8 +60,9 @@ def conf(**values: str) -> dict[str, str]:
 
 
 def host(sysctls=None, addresses=(), links=LINKS, gateways=None, ipip="absent") -> R.HostState:
-    return R.HostState(links, tuple(addresses), sysctls if sysctls is not None else conf(),
-                       gateways or {4: None, 6: None}, ipip)
+    return R.HostState(
+        links, tuple(addresses), sysctls if sysctls is not None else conf(), gateways or {4: None, 6: None}, ipip
+    )
 
 
 def keys_of(changes, kind="sysctl"):
@@ -72,9 +75,14 @@ def keys_of(changes, kind="sysctl"):
 def test_table_rows_per_mode():
     dr = [k for k, _ in S.wanted("dr", ["eth0", "eth1"])]
     assert dr == [
-        "net/ipv4/conf/all/arp_ignore", "net/ipv4/conf/lo/arp_ignore", "net/ipv4/conf/eth0/arp_ignore",
-        "net/ipv4/conf/eth1/arp_ignore", "net/ipv4/conf/all/arp_announce", "net/ipv4/conf/lo/arp_announce",
-        "net/ipv4/conf/eth0/arp_announce", "net/ipv4/conf/eth1/arp_announce",
+        "net/ipv4/conf/all/arp_ignore",
+        "net/ipv4/conf/lo/arp_ignore",
+        "net/ipv4/conf/eth0/arp_ignore",
+        "net/ipv4/conf/eth1/arp_ignore",
+        "net/ipv4/conf/all/arp_announce",
+        "net/ipv4/conf/lo/arp_announce",
+        "net/ipv4/conf/eth0/arp_announce",
+        "net/ipv4/conf/eth1/arp_announce",
     ]
     tun = [k for k, _ in S.wanted("tun", ["eth0"])]
     assert tun[-2:] == ["net/ipv4/conf/all/rp_filter", "net/ipv4/conf/tunl0/rp_filter"]
@@ -149,8 +157,10 @@ def test_dr_plan_sets_arp_sysctls_before_adding_the_vips():
 
 
 def test_prepared_host_needs_nothing():
-    done = conf(**{f"{d}__arp_ignore": "1" for d in ("all", "lo", "eth0", "eth1")},
-                **{f"{d}__arp_announce": "2" for d in ("all", "lo", "eth0", "eth1")})
+    done = conf(
+        **{f"{d}__arp_ignore": "1" for d in ("all", "lo", "eth0", "eth1")},
+        **{f"{d}__arp_announce": "2" for d in ("all", "lo", "eth0", "eth1")},
+    )
     addrs = [R.Address("lo", V4, 32, "lo:dd", ADDR_PROTO), R.Address("lo", V6, 128, None, ADDR_PROTO)]
     p = R.plan(req(V4, V6), host(done, addrs))
     assert p.ready and p.changes == []
@@ -398,8 +408,13 @@ def test_apply_skips_what_is_already_done():
     b = FakeBackend()
     b.addresses[("lo", f"{V4}/32")] = "lo:dd"
     b.sysctls["net/ipv4/conf/all/arp_ignore"] = "1"
-    recs = R.apply([R.Change("sysctl", "net/ipv4/conf/all/arp_ignore", "1", "0"),
-                    R.Change("address", "lo", f"{V4}/32", None, "lo:dd")], b)
+    recs = R.apply(
+        [
+            R.Change("sysctl", "net/ipv4/conf/all/arp_ignore", "1", "0"),
+            R.Change("address", "lo", f"{V4}/32", None, "lo:dd"),
+        ],
+        b,
+    )
     assert recs == []
 
 
@@ -418,11 +433,15 @@ def test_tun_apply_on_the_fake_kernel_and_back():
 
 
 def test_merge_keeps_the_first_old_value():
-    first = [{"kind": "sysctl", "key": "k", "value": "1", "old": "0"},
-             {"kind": "address", "ifname": "lo", "cidr": f"{V4}/32", "label": "lo:dd"}]
-    second = [{"kind": "sysctl", "key": "k", "value": "2", "old": "1"},
-              {"kind": "address", "ifname": "lo", "cidr": f"{V4}/32", "label": "lo:dd"},
-              {"kind": "address", "ifname": "lo", "cidr": f"{V4B}/32", "label": "lo:dd"}]
+    first = [
+        {"kind": "sysctl", "key": "k", "value": "1", "old": "0"},
+        {"kind": "address", "ifname": "lo", "cidr": f"{V4}/32", "label": "lo:dd"},
+    ]
+    second = [
+        {"kind": "sysctl", "key": "k", "value": "2", "old": "1"},
+        {"kind": "address", "ifname": "lo", "cidr": f"{V4}/32", "label": "lo:dd"},
+        {"kind": "address", "ifname": "lo", "cidr": f"{V4B}/32", "label": "lo:dd"},
+    ]
     merged = R.merge_records(first, second)
     assert merged[0] == {"kind": "sysctl", "key": "k", "value": "2", "old": "0"}
     assert [r.get("cidr") for r in merged[1:]] == [f"{V4}/32", f"{V4B}/32"]
@@ -467,7 +486,7 @@ def _assert_durable_replace(events: list[tuple[str, str]], path: Path) -> None:
     i = events.index(("replace", str(path)))
     data_syncs = [e for e in events[:i] if e[0] == "fsync" and Path(e[1]).parent == path.parent and e[1] != str(path)]
     assert data_syncs, events
-    assert ("fsync", str(path.parent)) in events[i + 1:], events
+    assert ("fsync", str(path.parent)) in events[i + 1 :], events
 
 
 def test_state_file_is_written_durably(tmp_path, monkeypatch):
@@ -543,8 +562,13 @@ def test_state_file_that_is_not_a_regular_file_is_refused(tmp_path, capsys):
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "director.cli", "realserver", *args], capture_output=True, text=True, timeout=20,
-        cwd=cwd, env=dict(os.environ, PYTHONPATH=str(REPO)), check=False,
+        [sys.executable, "-m", "director.cli", "realserver", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=cwd,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=False,
     )
 
 
@@ -604,8 +628,10 @@ def test_status_exit_codes(capsys):
     out = capsys.readouterr().out
     assert "missing  net.ipv4.conf.all.arp_ignore = 0, want 1" in out
     assert out.rstrip().endswith("not ready: dr real server")
-    done = conf(**{f"{d}__arp_ignore": "1" for d in ("all", "lo", "eth0", "eth1")},
-                **{f"{d}__arp_announce": "2" for d in ("all", "lo", "eth0", "eth1")})
+    done = conf(
+        **{f"{d}__arp_ignore": "1" for d in ("all", "lo", "eth0", "eth1")},
+        **{f"{d}__arp_announce": "2" for d in ("all", "lo", "eth0", "eth1")},
+    )
     assert R.status(req(V4), host=host(done, [R.Address("lo", V4, 32, "lo:dd")]), out=print) == 0
     assert R.status(req(V4), as_json=True, host=host(), out=print) == 1
     import json
@@ -647,8 +673,11 @@ def test_persist_items_and_texts():
     assert items[3].change.value == "../directord-realserver.service"
     sysctl_lines = [line for line in items[0].change.value.splitlines() if not line.startswith("#")]
     assert sysctl_lines == [
-        "net.ipv4.conf.all.arp_ignore = 1", "net.ipv4.conf.lo.arp_ignore = 1", "net.ipv4.conf.eth0.arp_ignore = 2",
-        "net.ipv4.conf.all.arp_announce = 2", "net.ipv4.conf.lo.arp_announce = 2",
+        "net.ipv4.conf.all.arp_ignore = 1",
+        "net.ipv4.conf.lo.arp_ignore = 1",
+        "net.ipv4.conf.eth0.arp_ignore = 2",
+        "net.ipv4.conf.all.arp_announce = 2",
+        "net.ipv4.conf.lo.arp_announce = 2",
         "net.ipv4.conf.eth0.arp_announce = 2",
     ]
     argv = unit_argv(items[2].change.value, items[1].change.value)
@@ -675,7 +704,10 @@ def run(ns: str, *argv: str, check_rc: int | None = None, pre: tuple[str, ...] =
     env = dict(os.environ, PYTHONPATH=str(REPO))
     r = subprocess.run(
         ["ip", "netns", "exec", ns, *pre, sys.executable, "-m", "director.cli", "realserver", *argv],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     if check_rc is not None:
         assert r.returncode == check_rc, r.stdout + r.stderr
@@ -692,8 +724,14 @@ def snapshot(ns: str) -> tuple[list, dict]:
         with IPRoute() as ipr:
             names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in ipr.get_links()}
             addrs = sorted(
-                (names[a["index"]], a.get_attr("IFA_ADDRESS"), a["prefixlen"], a.get_attr("IFA_LABEL"),
-                 a.get_attr("IFA_PROTO")) for a in ipr.get_addr()
+                (
+                    names[a["index"]],
+                    a.get_attr("IFA_ADDRESS"),
+                    a["prefixlen"],
+                    a.get_attr("IFA_LABEL"),
+                    a.get_attr("IFA_PROTO"),
+                )
+                for a in ipr.get_addr()
             )
         values = {}
         for fam in ("ipv4", "ipv6"):
@@ -772,9 +810,12 @@ def test_dry_run_prints_every_change_and_changes_nothing(ns, tmp_path):
     r = run(ns, "prep", "--vip", V4, "--interface", "eth0", "--state-file", state, "--dry-run", check_rc=0)
     lines = r.stdout.strip().splitlines()
     assert lines[:-1] == [
-        "would set net.ipv4.conf.all.arp_ignore = 1 (now 0)", "would set net.ipv4.conf.lo.arp_ignore = 1 (now 0)",
-        "would set net.ipv4.conf.eth0.arp_ignore = 1 (now 0)", "would set net.ipv4.conf.all.arp_announce = 2 (now 0)",
-        "would set net.ipv4.conf.lo.arp_announce = 2 (now 0)", "would set net.ipv4.conf.eth0.arp_announce = 2 (now 0)",
+        "would set net.ipv4.conf.all.arp_ignore = 1 (now 0)",
+        "would set net.ipv4.conf.lo.arp_ignore = 1 (now 0)",
+        "would set net.ipv4.conf.eth0.arp_ignore = 1 (now 0)",
+        "would set net.ipv4.conf.all.arp_announce = 2 (now 0)",
+        "would set net.ipv4.conf.lo.arp_announce = 2 (now 0)",
+        "would set net.ipv4.conf.eth0.arp_announce = 2 (now 0)",
         f"would add {V4}/32 to lo label lo:dd",
     ]
     assert snapshot(ns) == before and not os.path.exists(state)
@@ -866,8 +907,19 @@ def test_nat_checks_the_default_route_via_the_director(ns, tmp_path):
 def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     state = str(tmp_path / "rs.json")
     root = tmp_path / "root"
-    r = run(ns, "prep", "--vip", V4, "--state-file", state, "--persist", "--persist-root", str(root), "--dry-run",
-            check_rc=0)
+    r = run(
+        ns,
+        "prep",
+        "--vip",
+        V4,
+        "--state-file",
+        state,
+        "--persist",
+        "--persist-root",
+        str(root),
+        "--dry-run",
+        check_rc=0,
+    )
     assert "    | net.ipv4.conf.all.arp_ignore = 1" in r.stdout and "dry run: 13 change(s)" in r.stdout
     assert not root.exists() and not os.path.exists(state)
     r = run(ns, "prep", "--vip", V4, "--state-file", state, "--persist", "--persist-root", str(root), check_rc=0)
@@ -877,8 +929,10 @@ def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     link = root / "etc/systemd/system/multi-user.target.wants/directord-realserver.service"
     assert f"write {conf_file}" in r.stdout
     settings = dict(
-        (k.strip(), v.strip()) for k, v in
-        (line.split("=") for line in conf_file.read_text().splitlines() if line and not line.startswith("#"))
+        (k.strip(), v.strip())
+        for k, v in (
+            line.split("=") for line in conf_file.read_text().splitlines() if line and not line.startswith("#")
+        )
     )
     assert settings == {
         **{f"net.ipv4.conf.{d}.arp_ignore": "1" for d in ("all", "lo", "eth1", "eth0")},
@@ -900,8 +954,18 @@ def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
 @needs_root
 def test_default_state_file_names_the_namespace(ns):
     r = subprocess.run(
-        ["ip", "netns", "exec", ns, sys.executable, "-c",
-         "from director.realserver import default_state_file; print(default_state_file())"],
-        capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), check=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            "from director.realserver import default_state_file; print(default_state_file())",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        check=True,
     )
     assert r.stdout.strip() == f"/var/lib/directord/realserver-{ns}.json"

@@ -99,9 +99,7 @@ async def test_health_transition_sends_one_command_and_no_dump():
     health[(WEB, RS2)] = "down"
     r.on_health(WEB, RS2)
     await r.service_pass()
-    assert kernel.commands[before:] == [
-        Op("set_dest", WEB, dest=RS2, dest_attrs=DestAttrs(3, 0))
-    ]
+    assert kernel.commands[before:] == [Op("set_dest", WEB, dest=RS2, dest_attrs=DestAttrs(3, 0))]
     assert kernel.dumps == dumps
 
 
@@ -226,8 +224,12 @@ async def loop_turns(work):
 async def test_a_full_pass_of_a_large_table_lets_the_loop_run_between_parts():
     # the heartbeat shares the director's loop: planning thousands of services must not hold it
     services = tuple(
-        VirtualService(name=f"s{i}", key=ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i),
-                       scheduler="rr", real_servers=(RealServer("10.0.0.11", 80),))
+        VirtualService(
+            name=f"s{i}",
+            key=ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 1000 + i),
+            scheduler="rr",
+            real_servers=(RealServer("10.0.0.11", 80),),
+        )
         for i in range(5 * PLAN_BUDGET)
     )
     kernel = MemoryKernel()  # never suspends: every yield seen below is the reconciler's own

@@ -31,8 +31,9 @@ async def test_adopt_config_yields_between_parts_and_matches_set_config(monkeypa
     monkeypatch.setattr(R, "ADOPT_CHUNK", 50)
     old = Config(path="a.yaml", settings=Settings(drain_timeout=30), services=tuple(services(8, 100)))
     # the new file drops two real servers of svc1 and the whole of svc7
-    new = Config(path="a.yaml", settings=Settings(drain_timeout=30),
-                 services=tuple(services(7, 100, skip={(1, 3), (1, 4)})))
+    new = Config(
+        path="a.yaml", settings=Settings(drain_timeout=30), services=tuple(services(7, 100, skip={(1, 3), (1, 4)}))
+    )
 
     expected = R.Reconciler(KernelIPVS(), lambda s, d: "up", clock=lambda: 5.0)
     expected.set_config(old)

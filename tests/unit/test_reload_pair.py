@@ -38,8 +38,12 @@ def test_reload_of_5000_real_servers_keeps_the_pair_steady(tmp_path: Path):
             d1.start()
             d2.start()
             wait_for(lambda: lab.holds("dir1"), 20, "dir1 to take the VIP", dirs)
-            wait_for(lambda: d1.peer_status() == d2.peer_status() == "active", 10,
-                     "both daemons to see their peer active", dirs)
+            wait_for(
+                lambda: d1.peer_status() == d2.peer_status() == "active",
+                10,
+                "both daemons to see their peer active",
+                dirs,
+            )
             d1.past_startup_bonus(0.5)
             d2.past_startup_bonus(0.5)
             d1.config.write_text(d1.config.read_text() + big_config(d1.socket))  # the ha section unchanged

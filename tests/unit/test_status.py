@@ -72,7 +72,11 @@ def test_sync_daemons_are_shown_when_managed():
     assert "connection synchronisation" not in render_status(doc)  # not managed: no line
     doc["sync_daemons"] = []
     assert "connection synchronisation: no sync daemon running" in render_status(doc)
-    doc["sync_daemons"] = ["backup sync daemon (interface eth1, syncid 0)",
-                           "master sync daemon (interface eth1, syncid 0)"]
-    assert ("connection synchronisation: backup sync daemon (interface eth1, syncid 0), "
-            "master sync daemon (interface eth1, syncid 0)") in render_status(doc)
+    doc["sync_daemons"] = [
+        "backup sync daemon (interface eth1, syncid 0)",
+        "master sync daemon (interface eth1, syncid 0)",
+    ]
+    assert (
+        "connection synchronisation: backup sync daemon (interface eth1, syncid 0), "
+        "master sync daemon (interface eth1, syncid 0)"
+    ) in render_status(doc)
