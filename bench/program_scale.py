@@ -30,8 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from director.ipvs import KernelIPVS  # noqa: E402
 from director.lab.netns import call_in_netns, create_netns, delete_netns, exec_in_netns, run_in_netns  # noqa: E402
-from director.model import DesiredService, DestAttrs, DestKey, ServiceAttrs, ServiceKey  # noqa: E402
-from director.planner import plan  # noqa: E402
+from director.model import (  # noqa: E402
+    DesiredService,
+    DestAttrs,
+    DestKey,
+    RealServer,
+    ServiceAttrs,
+    ServiceKey,
+    VirtualService,
+)
+from director.planner import desired_service, plan, plan_service, record_op  # noqa: E402
 
 NS = "dbench"
 
@@ -52,6 +60,12 @@ def desired_table(services: int, dests: int) -> dict:
         )
         for i in range(services)
     }
+
+
+def configured_service(key: ServiceKey, dests: int) -> VirtualService:
+    """The configured virtual service behind ``key`` in `desired_table` (wrr, DR, weight 1, quiescent)."""
+    reals = tuple(RealServer(rip(j), 80) for j in range(dests))
+    return VirtualService(name=f"{key.address}:80", key=key, scheduler="wrr", real_servers=reals)
 
 
 def ipvsadm_rules(services: int, dests: int) -> str:
@@ -160,21 +174,26 @@ async def directord_rows(services: int, dests: int) -> list[tuple[str, float, fl
         rows.append(
             ("directord: idle pass (dump + plan)", time.monotonic() - t0, own_cpu() - c0, f"{len(idle)} commands")
         )
+        # One health change, as the daemon handles it (director.reconciler.Reconciler.service_pass):
+        # the changed service alone is planned from its configuration and health against the cached
+        # table (desired_service + plan_service), and its operations are sent; no dump.
         first = sorted(desired)[0]
-        dkey = DestKey(rip(0), 80)
-        changed = dict(desired)
-        changed[first] = DesiredService(desired[first].attrs, {**desired[first].dests, dkey: DestAttrs(3, 5)})
+        svc = configured_service(first, dests)
+        health = {rs.key: "up" for rs in svc.real_servers}
+        health[DestKey(rip(0), 80)] = "down"  # quiescent: weight 0
         t0, c0 = time.monotonic(), own_cpu()
-        ops = plan(changed, table)
+        ops = plan_service(first, desired_service(svc, health, table.get(first)), table.get(first))
         sent = k.commands_sent
-        await k.apply_all(ops)
+        result = await k.apply_all(ops)
+        for op in result.done:
+            record_op(table, op)
         rows.append(
             (
-                "directord: one weight change",
+                "directord: one health change",
                 time.monotonic() - t0,
                 own_cpu() - c0,
                 f"{len(ops)} planned ({', '.join(op.kind for op in ops)}), "
-                f"{k.commands_sent - sent} netlink message(s) sent",
+                f"{k.commands_sent - sent} netlink message(s) sent; the one service planned, as the daemon does",
             )
         )
     return rows
