@@ -11,7 +11,8 @@ with ``follow``, every new one, one JSON line each (`director.events.to_json`), 
 hangs up or the daemon stops. A client that reads too slowly loses the oldest events waiting
 for it (at most `STREAM_QUEUE` wait); a line ``{"kind": "stream.dropped", "dropped": N}`` says
 how many were lost so far. A client that takes more than `STREAM_STALL` seconds to accept a line
-is cut off.
+is cut off. At most `MAX_STREAMS` streams are served at once; one more is refused with
+``{"ok": false, "error": ...}``.
 
 The socket file is created with mode 0600 in a 0700 directory, so only root (the daemon's
 user) can talk to the daemon.
@@ -42,6 +43,8 @@ MAX_REQUEST = 64 * 1024  # bytes
 STREAM_QUEUE = 10_000
 #: Seconds a streaming client may take to accept one more line before it is cut off.
 STREAM_STALL = 30.0
+#: Event streams served at once; one more is refused (each may hold `STREAM_QUEUE` events).
+MAX_STREAMS = 16
 #: Most event kinds one streaming request may name.
 MAX_STREAM_KINDS = 64
 #: Longest line a client of the event stream accepts, in bytes.
@@ -158,6 +161,8 @@ class ControlServer:
         if self._events is None:
             raise ValueError("this daemon has no event stream")
         recent, follow, kinds = stream_request(request)
+        if len(self._streams) >= MAX_STREAMS:
+            raise ValueError(f"too many event streams: {MAX_STREAMS} are open; close one and retry")
         subscription = self._events.subscribe(maxsize=STREAM_QUEUE, kinds=kinds, replay=recent)
         self._streams.add(subscription)
         reported = 0

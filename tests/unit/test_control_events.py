@@ -123,6 +123,34 @@ async def test_a_bad_stream_request_is_refused_with_one_line(served, fields):
     writer.close()
 
 
+async def test_one_stream_more_than_max_streams_is_refused_and_a_closed_one_frees_its_place(served):
+    server, bus = served
+    open_ = []
+    for _ in range(control.MAX_STREAMS):
+        reader, writer = await open_stream(server.path)
+        assert await next_line(reader) == {"ok": True}
+        open_.append((reader, writer))
+    reader, writer = await open_stream(server.path)
+    answer = await next_line(reader)
+    assert answer["ok"] is False and "too many event streams" in answer["error"]
+    assert bus.subscribers == control.MAX_STREAMS
+    writer.close()
+    # the streams served keep receiving
+    bus.publish(AddressAdded("a"))
+    assert (await next_line(open_[0][0]))["address"] == "a"
+    # one hangs up: its place is free again
+    open_[0][1].close()
+    for _ in range(100):
+        if bus.subscribers < control.MAX_STREAMS:
+            break
+        bus.publish(AddressAdded("tick"))  # the stream notices the hang-up when it writes
+        await asyncio.sleep(0.05)
+    reader, writer = await open_stream(server.path)
+    assert await next_line(reader) == {"ok": True}
+    for _, w in open_[1:] + [(reader, writer)]:
+        w.close()
+
+
 async def test_a_daemon_without_an_event_bus_refuses_streams(tmp_path):
     server = ControlServer(str(tmp_path / "ctl.sock"), unused_handler)
     await server.start()
