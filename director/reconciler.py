@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ha.events import emit
+
 from .events import IPVSApplied, IPVSFailed
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS, SyncDaemon, plan_sync, sync_daemons_for
 from .model import Config, DesiredService, DestKey, KernelService, ServiceKey, VirtualService
@@ -444,10 +446,8 @@ class Reconciler:
             self._emit(IPVSFailed(op.kind, self.service_name(op.service), str(exc)))
 
     def _emit(self, event: IPVSApplied | IPVSFailed) -> None:
-        if self._on_event is None:
-            logging.getLogger(event.logger).log(event.level, "%s", event)
-        else:
-            self._on_event(event)
+        """Hand ``event`` to the sink (`ha.events.emit`: logged when there is none)."""
+        emit(self._on_event, event)
 
     def draining(self) -> dict[ServiceKey, set[DestKey]]:
         """Destinations currently draining, per service."""

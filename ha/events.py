@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 from ha.model import ResourceGroup
 
@@ -39,7 +39,9 @@ __all__ = [
     "GroupReleasing",
     "HAEvent",
     "HAEventSink",
+    "LoggedEvent",
     "PeerChanged",
+    "emit",
     "group_text",
 ]
 
@@ -260,3 +262,33 @@ HA_EVENTS: tuple[type, ...] = (
 #: Where `ha.service.HAService` sends its events: called on the event loop's thread, must not
 #: block or raise.
 HAEventSink = Callable[[HAEvent], None]
+
+
+class LoggedEvent(Protocol):
+    """What `emit` needs of an event (every event of `ha.events` and `director.events`)."""
+
+    kind: ClassVar[str]
+    logger: ClassVar[str]
+
+    @property
+    def level(self) -> int: ...
+
+    def __str__(self) -> str: ...
+
+
+def emit(sink: Callable[[Any], object] | None, event: LoggedEvent) -> None:
+    """Hand ``event`` to ``sink``, the one way every producer (`ha.service.HAService`,
+    `ha.vip`, `director.reconciler.Reconciler`) reports a state change.
+
+    Without a sink (a producer used alone, e.g. by ``directord realserver`` or a test), the
+    event's log line is written instead: ``str(event)`` on the logger ``event.logger`` at
+    ``event.level``. A sink that raises is logged there with its traceback and the error goes
+    no further: a consumer's bug must not stop a takeover or an IPVS pass half-way.
+    """
+    if sink is None:
+        logging.getLogger(event.logger).log(event.level, "%s", event)
+        return
+    try:
+        sink(event)
+    except Exception:
+        logging.getLogger(event.logger).exception("event sink failed on %s", event.kind)

@@ -62,6 +62,7 @@ from ha.events import (
     HAEvent,
     HAEventSink,
     PeerChanged,
+    emit,
     group_text,
 )
 from ha.identity import IdentityError, NodeLock, load_identity, lock_node
@@ -163,14 +164,8 @@ class HAService:
     # --- lifecycle ----------------------------------------------------------------
 
     def _emit(self, event: HAEvent) -> None:
-        """Hand ``event`` to the sink, or log it when there is none."""
-        if self._on_event is None:
-            logging.getLogger(event.logger).log(event.level, "%s", event)
-            return
-        try:
-            self._on_event(event)
-        except Exception:
-            log.exception("event sink failed on %s", event.kind)
+        """Hand ``event`` to the sink (`ha.events.emit`: logged when there is none)."""
+        emit(self._on_event, event)
 
     def _where(self) -> str:
         return self._file or "the ha section"

@@ -35,7 +35,7 @@ import socket
 from typing import Any
 
 from ha.announce import NoSuchInterface
-from ha.events import AddressAdded, AddressRemoved, HAEventSink
+from ha.events import AddressAdded, AddressRemoved, HAEventSink, emit
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +134,6 @@ async def _find(ipr: Any, index: int, iface: ipaddress.IPv4Interface | ipaddress
     return [m async for m in await ipr.get_addr(family=family, index=index) if _matches(m, iface)]
 
 
-def _added_or_removed(event: AddressAdded | AddressRemoved, on_event: HAEventSink | None) -> None:
-    """Report a change of the address table: to ``on_event`` when given, else in the log."""
-    if on_event is None:
-        log.info("%s", event)
-    else:
-        on_event(event)
-
-
 async def add_vip(resource: Any, *, label: str | None = None, on_event: HAEventSink | None = None) -> bool:
     """Configure ``resource`` (address, prefixlen, interface) on its interface.
 
@@ -181,7 +173,7 @@ async def add_vip(resource: Any, *, label: str | None = None, on_event: HAEventS
             if not any(_ours(m, iface.version, lab) for m in present):
                 log.warning("%s is already configured by someone else; it will not be removed on release", resource)
             return False
-    _added_or_removed(AddressAdded(str(resource)), on_event)
+    emit(on_event, AddressAdded(str(resource)))
     return True
 
 
@@ -218,7 +210,7 @@ async def remove_vip(resource: Any, *, label: str | None = None, on_event: HAEve
             if e.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
                 return False
             raise
-    _added_or_removed(AddressRemoved(str(resource)), on_event)
+    emit(on_event, AddressRemoved(str(resource)))
     return True
 
 

@@ -36,6 +36,7 @@ from ha.events import (
     GroupReleased,
     GroupReleasing,
     PeerChanged,
+    emit,
     group_text,
 )
 from ha.model import Resource, ResourceGroup
@@ -345,3 +346,24 @@ def test_the_json_log_format_carries_an_events_kind_and_fields():
     )
     assert (event["node"], event["status"], event["reason"]) == ("dir2", "dead", "no keepalive for 0.8 s")
     assert plain.keys() == {"at", "level", "logger", "message"} and plain["message"] == "a plain line"
+
+
+def test_emit_without_a_sink_writes_the_events_log_line(caplog):
+    with caplog.at_level(logging.DEBUG):
+        emit(None, AddressAdded("192.168.10.100/32/eth0"))
+    (record,) = [r for r in caplog.records if r.name == AddressAdded.logger]
+    assert (record.levelno, record.getMessage()) == (AddressAdded.level, str(AddressAdded("192.168.10.100/32/eth0")))
+
+
+def test_emit_hands_the_event_to_the_sink_and_a_failing_sink_goes_no_further(caplog):
+    got = []
+    emit(got.append, PeerChanged("dir2", "up", "first keepalive"))
+    assert got == [PeerChanged("dir2", "up", "first keepalive")]
+
+    def broken(event):
+        raise RuntimeError("consumer bug")
+
+    with caplog.at_level(logging.ERROR):
+        emit(broken, IPVSFailed("add_dest", "web", "EEXIST"))  # does not raise
+    (record,) = [r for r in caplog.records if r.name == IPVSFailed.logger]
+    assert "event sink failed on ipvs.failed" in record.getMessage() and record.exc_info
