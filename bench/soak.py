@@ -25,7 +25,8 @@ Throughout the run, all bounded in time:
 * reloads: every ``--reload-every`` seconds both configurations are rewritten atomically
   (alternately: ``web``'s last real server at weight 2 and a virtual service
   ``reload-extra`` added; back to the original) and both daemons get SIGHUP; a reload counts
-  as ok when the daemon logs ``reloaded:`` within 60 s;
+  as ok when the daemon logs a ``config.reloaded`` event within 60 s (its JSON log,
+  ``--log-format json``), as failed on a ``config.refused`` event;
 * flood: a namespace ``<prefix>-flood`` on the heartbeat bridge sends forged and malformed
   datagrams to the heartbeat broadcast address, UDP 694, at ``--flood-rate`` per second
   (`forged_datagrams`: statuses signed with a wrong key, garbage, truncated and 60 KB
@@ -349,15 +350,35 @@ def flap_summary(flaps: Sequence[Mapping[str, Any]], bounds: tuple[float, float]
     return res
 
 
-_HA_STALL = re.compile(r"timers ran (\d+(?:\.\d+)?) s late")
 _CHECKS_BEHIND = re.compile(r"checks are falling behind \(event loop (\d+) ms late")
 
 
+def log_records(log_text: str) -> list[dict[str, Any]]:
+    """The JSON records of a daemon's log (``directord run --log-format json``, one object per
+    line; `director.lab.scenarios.parse_log_line`), in order; other lines are skipped (pure)."""
+    from director.lab.scenarios import parse_log_line
+
+    return [r for r in map(parse_log_line, log_text.splitlines()) if r is not None]
+
+
+def reload_verdict(log_text: str) -> str | None:
+    """A reload's outcome from the daemon's log since its SIGHUP (pure): ``"ok"`` at a
+    ``config.reloaded`` event, ``"failed: MESSAGE"`` at a ``config.refused`` event (the first of
+    either), ``None`` while there is neither."""
+    for record in log_records(log_text):
+        if record.get("kind") == "config.reloaded":
+            return "ok"
+        if record.get("kind") == "config.refused":
+            return "failed: " + str(record.get("message", ""))[-300:]
+    return None
+
+
 def loop_lateness(log_text: str) -> dict[str, float]:
-    """How late each event loop of a daemon ran, from its log (pure): ``ha_stalls`` (lines
-    "timers ran X s late" of `ha.node`), ``ha_stall_max_s``, ``checker_behind`` (lines "checks
-    are falling behind (event loop N ms late" of `checks.engine`) and ``checker_late_max_s``."""
-    ha = [float(m.group(1)) for m in _HA_STALL.finditer(log_text)]
+    """How late each event loop of a daemon ran, from its log (pure): ``ha_stalls`` (the
+    ``ha.timers_late`` events, `ha.events.TimersLate`), ``ha_stall_max_s`` (their largest
+    ``late``), ``checker_behind`` (lines "checks are falling behind (event loop N ms late" of
+    `checks.engine`: the checker child logs text, not events) and ``checker_late_max_s``."""
+    ha = [float(r["late"]) for r in log_records(log_text) if r.get("kind") == "ha.timers_late"]
     ck = [int(m.group(1)) / 1000 for m in _CHECKS_BEHIND.finditer(log_text)]
     return {
         "ha_stalls": len(ha),
@@ -880,11 +901,9 @@ class Soak:
             for node in DIRECTORS:
                 if node in verdict:
                     continue
-                text = self._log_since(node, offsets[node])
-                if "reloaded:" in text:
-                    verdict[node] = "ok"
-                elif "reload of" in text:
-                    verdict[node] = "failed: " + next(ln for ln in text.splitlines() if "reload of" in ln)[-300:]
+                outcome = reload_verdict(self._log_since(node, offsets[node]))
+                if outcome is not None:
+                    verdict[node] = outcome
             time.sleep(0.5)
         ok = all(verdict.get(n) == "ok" for n in DIRECTORS)
         rec = {"t": t, "variant": self.variant, "ok": ok, "verdict": verdict, "s": round(self.now() - t, 2)}

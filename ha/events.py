@@ -41,6 +41,7 @@ __all__ = [
     "HAEventSink",
     "LoggedEvent",
     "PeerChanged",
+    "TimersLate",
     "emit",
     "group_text",
 ]
@@ -232,6 +233,21 @@ class AnnounceFailed:
         return f"announcing {self.address} failed: {self.error}"
 
 
+@dataclass(frozen=True)
+class TimersLate:
+    """The heartbeat node's timers ran ``late`` seconds after they were due: this process was
+    stalled (`ha.node.TimersLate`). The peers were given as much grace; a stall longer than
+    the deadtime may still have let the peer take over."""
+
+    kind: ClassVar[str] = "ha.timers_late"
+    logger: ClassVar[str] = "directord.ha"
+    level: ClassVar[int] = logging.WARNING
+    late: float
+
+    def __str__(self) -> str:
+        return f"timers ran {self.late:.2f} s late (was this process stalled?): peers get {self.late:.2f} s of grace"
+
+
 HAEvent = (
     PeerChanged
     | GroupAcquiring
@@ -244,6 +260,7 @@ HAEvent = (
     | AddressRepaired
     | AnnouncementSent
     | AnnounceFailed
+    | TimersLate
 )
 #: Every HA event class, for consumers that list or decode the kinds.
 HA_EVENTS: tuple[type, ...] = (
@@ -258,6 +275,7 @@ HA_EVENTS: tuple[type, ...] = (
     AddressRepaired,
     AnnouncementSent,
     AnnounceFailed,
+    TimersLate,
 )
 #: Where `ha.service.HAService` sends its events: called on the event loop's thread, must not
 #: block or raise.

@@ -62,6 +62,7 @@ from ha.events import (
     HAEvent,
     HAEventSink,
     PeerChanged,
+    TimersLate,
     emit,
     group_text,
 )
@@ -69,6 +70,7 @@ from ha.identity import IdentityError, NodeLock, load_identity, lock_node
 from ha.media import Media, MediumError
 from ha.model import HAConfig, ResourceGroup
 from ha.node import Acquire, AdminRefused, HeartbeatNode, Log, PeerStatus, Release, Send, Stopped
+from ha.node import TimersLate as NodeTimersLate
 from ha.probe import LinkMonitor, Pinger, ProbeError
 from ha.vip import add_vip, has_vip, remove_vip
 
@@ -376,6 +378,8 @@ class HAService:
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, PeerStatus):
                 self._emit(PeerChanged(action.node, action.status, action.reason))
+            elif isinstance(action, NodeTimersLate):
+                self._emit(TimersLate(action.late))
             elif isinstance(action, (Acquire, Release)):
                 io = self._groups.get(action.group)
                 if io is None:

@@ -200,6 +200,7 @@ from ha.node.api import (
     Release,
     Send,
     Stopped,
+    TimersLate,
 )
 from ha.node.core import HeartbeatNode
 
@@ -209,6 +210,7 @@ __all__ = [
     "Release",
     "PeerStatus",
     "Log",
+    "TimersLate",
     "Stopped",
     "Action",
     "PeerInfo",

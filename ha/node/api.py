@@ -19,6 +19,7 @@ __all__ = [
     "Release",
     "PeerStatus",
     "Log",
+    "TimersLate",
     "Stopped",
     "Action",
     "PeerInfo",
@@ -80,11 +81,20 @@ class Log:
 
 
 @dataclass(frozen=True)
+class TimersLate:
+    """The node's timers ran ``late`` seconds after they were due (the process was stalled:
+    swapped out, stopped, a blocked event loop); the peers got as much grace before they can
+    be declared dead. The driver reports it (`ha.events.TimersLate`)."""
+
+    late: float
+
+
+@dataclass(frozen=True)
 class Stopped:
     """The graceful stop is complete: the driver may close its media and exit."""
 
 
-Action = Send | Acquire | Release | PeerStatus | Log | Stopped
+Action = Send | Acquire | Release | PeerStatus | Log | TimersLate | Stopped
 
 
 class AdminRefused(ValueError):

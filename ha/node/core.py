@@ -33,6 +33,7 @@ from ha.node.api import (
     PeerInfo,
     PeerStatus,
     Stopped,
+    TimersLate,
 )
 from ha.node.groups import rsc_name, rsc_type
 from ha.node.handover import ConnectivityHandover
@@ -403,10 +404,7 @@ class HeartbeatNode:
     def _stalled(self, late: float) -> None:
         self.counters["stalls"] += 1
         self._members.give_grace(late)
-        self._log(
-            logging.WARNING,
-            f"timers ran {late:.2f} s late (was this process stalled?): peers get {late:.2f} s of grace",
-        )
+        self._out.append(TimersLate(late))
         silent = self._outbound.silent_for(self._now)
         advertised = self._outbound.advertised_dt()
         if silent > advertised:

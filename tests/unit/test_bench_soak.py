@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def test_render_prints_every_figure():
     assert "| dir2-checker | - |" in text
     assert "| ha.bad_auth | 100 | 90 |" in text
     late = _summary()
-    late["lateness"] = {"dir1": soak.loop_lateness("timers ran 0.64 s late\n")}
+    late["lateness"] = {"dir1": soak.loop_lateness(json_line(kind="ha.timers_late", late=0.64, message="-"))}
     assert "| dir1: HA timers late / checker behind | 1 times (max 0.64 s) / 0 times (max 0.00 s) |" in soak.render(
         late
     )
@@ -288,12 +289,24 @@ def test_soak_config_loads_and_alternates(tmp_path: Path, variant: int):
         )
 
 
-def test_loop_lateness_reads_both_loops_warnings():
+def json_line(**record) -> str:
+    """One line of ``directord run --log-format json``."""
+    return json.dumps({"at": 1_765_000_000.0, "level": "INFO", "logger": "directord", **record}) + "\n"
+
+
+def test_loop_lateness_reads_the_timers_late_events_and_the_checkers_warnings():
     text = (
-        "2026-12-06 05:31:57,772 WARNING directord.ha: timers ran 0.64 s late (was this process stalled?): "
-        "peers get 0.64 s of grace\n"
-        "x WARNING directord.ha: timers ran 1.16 s late (was this process stalled?)\n"
-        "y WARNING directord.checks: checks are falling behind (event loop 874 ms late, 1 checks in flight)\n"
+        json_line(
+            kind="ha.timers_late",
+            level="WARNING",
+            logger="directord.ha",
+            late=0.6444,
+            message="timers ran 0.64 s late (was this process stalled?): peers get 0.64 s of grace",
+        )
+        + json_line(kind="ha.timers_late", late=1.16, message="reworded: the text is not read")
+        # the same words outside an event count for nothing
+        + json_line(message="timers ran 9.99 s late")
+        + "y WARNING directord.checks: checks are falling behind (event loop 874 ms late, 1 checks in flight)\n"
     )
     assert soak.loop_lateness(text) == {
         "ha_stalls": 2,
@@ -342,3 +355,14 @@ def test_options_are_bounded():
     assert (a.keepalive, a.deadtime) == (soak.SOAK_KEEPALIVE, soak.SOAK_DEADTIME)
     with pytest.raises(SystemExit):
         soak.parse_args(["--keepalive", "1", "--deadtime", "1.5"])
+
+
+def test_reload_verdict_comes_from_the_reload_events():
+    accepted = json_line(kind="config.reloaded", path="/x.yaml", services=3, message="reloaded: 3 virtual services")
+    refused = json_line(
+        kind="config.refused", level="ERROR", path="/x.yaml", error="x.yaml:3:1: port: ...", message="reload refused"
+    )
+    assert soak.reload_verdict(json_line(message="reloading /x.yaml") + accepted) == "ok"
+    assert soak.reload_verdict(refused + accepted) == "failed: reload refused"
+    # no event yet: no verdict, whatever the text says
+    assert soak.reload_verdict(json_line(message="reloaded: 3 virtual services") + "reload of /x.yaml failed\n") is None

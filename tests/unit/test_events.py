@@ -36,6 +36,7 @@ from ha.events import (
     GroupReleased,
     GroupReleasing,
     PeerChanged,
+    TimersLate,
     emit,
     group_text,
 )
@@ -154,6 +155,12 @@ def ticking_clock(start: float = 1_700_000_000.0, step: float = 0.5):
             "ipvs.failed",
             logging.ERROR,
             "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass",
+        ),
+        (
+            TimersLate(0.6444),
+            "ha.timers_late",
+            logging.WARNING,
+            "timers ran 0.64 s late (was this process stalled?): peers get 0.64 s of grace",
         ),
         (
             ReloadAccepted("/etc/directord/directord.yaml", 3),

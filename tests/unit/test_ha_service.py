@@ -311,3 +311,24 @@ def test_reload_compares_the_ha_section_without_its_line(tmp_path: Path):
     assert not _same_ha(Config(path="a", ha=cfg), Config(path="a", ha=changed))
     assert not _same_ha(Config(path="a", ha=cfg), Config(path="a"))
     assert _same_ha(Config(path="a"), Config(path="a"))
+
+
+def test_a_stalled_event_loop_is_reported_as_a_timers_late_event(pair, tmp_path: Path):
+    a, _b = pair
+    cfg = config(tmp_path)
+    events: list = []
+
+    async def go() -> None:
+        svc = HAService(cfg, check_environment=False, on_event=events.append)
+        await svc.start()
+        try:
+            await asyncio.sleep(0.3)
+            time.sleep(1.5)  # the whole process stops, as a stall does: no timer can run
+            await wait_for(lambda: any(e.kind == "ha.timers_late" for e in events), 5, "a timers-late event")
+        finally:
+            await svc.stop()
+
+    in_ns(a, go)
+    (late,) = [e for e in events if e.kind == "ha.timers_late"]
+    assert 1.0 < late.late < 3.0
+    assert str(late).startswith(f"timers ran {late.late:.2f} s late")
