@@ -37,7 +37,7 @@ from checks.engine import Transition
 from checks.process import CheckerProcess
 
 from .config import ConfigError, load_config
-from .events import EventBus, HealthChanged, ReloadAccepted, ReloadRefused, log_event
+from .events import EventBus, HealthChanged, ReloadAccepted, ReloadRefused, log_event, to_json
 from .ipvs import IPVSError, KernelIPVS
 from .model import Config, DestKey, ServiceKey
 from .planner import HealthState
@@ -106,6 +106,9 @@ class Prepared:
     targets: Targets
     gone: list[TargetKey]
 
+
+#: Events in a status document (``recent_events``; ``directord events --recent N`` gives more).
+STATUS_EVENTS = 10
 
 #: The oldest generation's threshold while a file is parsed (`gc.set_threshold`): so high that no
 #: full collection runs (it would traverse the configuration built so far).
@@ -334,7 +337,8 @@ class Daemon:
 
     async def status(self) -> dict[str, Any]:
         """The status document (`director.status.build_status`, built off the event loop) with a
-        fresh kernel dump."""
+        fresh kernel dump, and the last `STATUS_EVENTS` events (``recent_events``, oldest first,
+        `director.events.to_json` objects)."""
         try:
             table = await self.reconciler.read_table()
             kernel_error = None
@@ -361,6 +365,7 @@ class Daemon:
         )
         if self.ha is not None:
             doc["ha"] = self.ha.snapshot()
+        doc["recent_events"] = [to_json(envelope) for envelope in self.events.recent(STATUS_EVENTS)]
         return doc
 
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ escaped (`printable`).  Times in the document are seconds.
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -234,6 +235,14 @@ def render_status(doc: Mapping[str, Any]) -> str:
                 f"  ping node {ping.get('address')}: {'reachable' if ping.get('reachable') else 'UNREACHABLE'} "
                 f"({ping.get('answered')}/{ping.get('sent')} answered)"
             )
+    recent = doc.get("recent_events")
+    if recent:
+        lines.append("")
+        lines.append("recent events (directord events --recent N for more):")
+        for event in recent:
+            at = event.get("at")
+            when = time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else "-"
+            lines.append(f"  {when} {_fmt(event.get('kind'))}: {_fmt(event.get('message'))}")
     return "\n".join(printable(line) for line in lines)
 
 

@@ -206,6 +206,9 @@ def test_killed_real_server_is_quiesced_then_returns(lab, fresh):
         and e["weight"] == 0
     ]
     assert down and quiesced and down[-1] < quiesced[-1], events[-10:]
+    # `directord status` shows the latest of them
+    recent = control.request(fresh.socket, "status", timeout=30)["status"]["recent_events"]
+    assert quiesced[-1] in [e["seq"] for e in recent], recent
     seen = fetch(lab, 12)
     assert seen == Counter({"rs1": 6, "rs3": 6}), seen
     lab.start_httpd("rs2")

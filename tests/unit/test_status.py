@@ -1,9 +1,11 @@
 """The status document and its table form."""
 
 import socket
+import time
 
 from checks.base import CheckResult
 from checks.engine import HealthStatus
+from director.events import EventBus, HealthChanged, to_json
 from director.model import (
     Config,
     DestAttrs,
@@ -17,6 +19,7 @@ from director.model import (
     VirtualService,
 )
 from director.status import build_status, render_status
+from ha.events import PeerChanged
 
 WEB = ServiceKey(socket.AF_INET, socket.IPPROTO_TCP, "10.0.0.100", 80)
 OTHER = ServiceKey(socket.AF_INET6, socket.IPPROTO_UDP, "2001:db8::1", 53)
@@ -80,3 +83,21 @@ def test_sync_daemons_are_shown_when_managed():
         "connection synchronisation: backup sync daemon (interface eth1, syncid 0), "
         "master sync daemon (interface eth1, syncid 0)"
     ) in render_status(doc)
+
+
+def test_recent_events_are_shown_oldest_first_with_their_time_kind_and_line():
+    bus = EventBus(clock=lambda: 1_765_000_000.0)
+    down = HealthChanged("web 10.0.0.2:80", "web", "10.0.0.2:80", "up", "down", "connection refused")
+    bus.publish(down)
+    bus.publish(PeerChanged("dir2", "dead", "no keepalive for 0.8 s"))
+    doc = build_status(None, {})
+    doc["recent_events"] = [to_json(e) for e in bus.recent(10)]
+    text = render_status(doc).splitlines()
+    at = time.strftime("%H:%M:%S", time.localtime(1_765_000_000.0))
+    start = text.index("recent events (directord events --recent N for more):")
+    assert text[start + 1 : start + 3] == [
+        f"  {at} check.health: {down}",
+        f"  {at} ha.peer: peer dir2 is dead (no keepalive for 0.8 s)",
+    ]
+    del doc["recent_events"]
+    assert "recent events" not in render_status(doc)
