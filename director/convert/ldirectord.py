@@ -22,6 +22,11 @@ manual where the two disagree:
   forwarding of a fallback ``gate``.
 * host and service names are resolved through a `Resolver`, so that the
   parsing itself does no I/O.
+
+Why this module is over 800 lines: `_Parser` follows ldirectord's ``read_config`` directive by
+directive (about 50 global and virtual directives, each with its own syntax, default and
+error), so that each rule can be checked against the Perl source side by side; split, a
+directive's syntax and its rule would sit in different files.
 """
 
 from __future__ import annotations
