@@ -350,9 +350,6 @@ def flap_summary(flaps: Sequence[Mapping[str, Any]], bounds: tuple[float, float]
     return res
 
 
-_CHECKS_BEHIND = re.compile(r"checks are falling behind \(event loop (\d+) ms late")
-
-
 def log_records(log_text: str) -> list[dict[str, Any]]:
     """The JSON records of a daemon's log (``directord run --log-format json``, one object per
     line; `director.lab.scenarios.parse_log_line`), in order; other lines are skipped (pure)."""
@@ -376,10 +373,11 @@ def reload_verdict(log_text: str) -> str | None:
 def loop_lateness(log_text: str) -> dict[str, float]:
     """How late each event loop of a daemon ran, from its log (pure): ``ha_stalls`` (the
     ``ha.timers_late`` events, `ha.events.TimersLate`), ``ha_stall_max_s`` (their largest
-    ``late``), ``checker_behind`` (lines "checks are falling behind (event loop N ms late" of
-    `checks.engine`: the checker child logs text, not events) and ``checker_late_max_s``."""
-    ha = [float(r["late"]) for r in log_records(log_text) if r.get("kind") == "ha.timers_late"]
-    ck = [int(m.group(1)) / 1000 for m in _CHECKS_BEHIND.finditer(log_text)]
+    ``late``), ``checker_behind`` (the ``check.behind`` events, `director.events.CheckerBehind`)
+    and ``checker_late_max_s`` (their largest ``late``)."""
+    records = log_records(log_text)
+    ha = [float(r["late"]) for r in records if r.get("kind") == "ha.timers_late"]
+    ck = [float(r["late"]) for r in records if r.get("kind") == "check.behind"]
     return {
         "ha_stalls": len(ha),
         "ha_stall_max_s": max(ha, default=0.0),

@@ -52,6 +52,7 @@ from checks.http import make_session
 __all__ = [
     "HealthEngine",
     "HealthStatus",
+    "Load",
     "Transition",
     "State",
     "apply_result",
@@ -90,6 +91,34 @@ class HealthStatus:
     successes: int = 0
     failures: int = 0
     checks: int = 0
+
+
+@dataclass(frozen=True)
+class Load:
+    """The engine started or stopped holding checks back because its event loop runs late
+    (`checks.admission`), as reported to the engine's ``on_load`` callback.
+
+    Attributes:
+        behind: True when the cap on checks in flight starts binding (the loop woke more than
+            `checks.admission.OVERLOAD_LAG` late), False once there is no cap again.
+        late: how late the probe of the loop woke, seconds.
+        in_flight: checks in flight at that probe.
+        limit: the cap on checks in flight from now on; ``None`` when there is none.
+    """
+
+    behind: bool
+    late: float
+    in_flight: int
+    limit: int | None
+
+    def __str__(self) -> str:
+        if self.behind:
+            return (
+                f"checks are falling behind (event loop {self.late * 1e3:.0f} ms late, {self.in_flight} checks in "
+                f"flight): at most {self.limit} at a time until they catch up; real servers are checked less often "
+                "meanwhile"
+            )
+        return "checks caught up: no limit on checks in flight"
 
 
 @dataclass(frozen=True)
@@ -233,6 +262,8 @@ class HealthEngine:
             exception is logged and counted as a failed check.
         log_transitions: log every state change at INFO (``"NAME up: REASON"``);
             the checker child (`checks.process`) leaves that to the director.
+        on_load: called with a `Load` when the cap on checks in flight starts or stops
+            binding; without it, the `Load` is logged as a warning instead.
     """
 
     def __init__(
@@ -242,8 +273,10 @@ class HealthEngine:
         clock: Callable[[], float] = time.monotonic,
         runner: Runner | None = None,
         log_transitions: bool = True,
+        on_load: Callable[[Load], None] | None = None,
     ) -> None:
         self._on_transition = on_transition
+        self._on_load = on_load
         self._log_transitions = log_transitions
         self._clock = clock
         self._runner: Runner = runner if runner is not None else run_check
@@ -418,17 +451,20 @@ class HealthEngine:
             limit = next_limit(gate.limit, gate.in_flight, lag)
             if lag > OVERLOAD_LAG and not self._overloaded:
                 self._overloaded = True
-                log.warning(
-                    "checks are falling behind (event loop %.0f ms late, %d checks in flight): at most %d "
-                    "at a time until they catch up; real servers are checked less often meanwhile",
-                    lag * 1e3,
-                    gate.in_flight,
-                    limit,
-                )
+                self._report_load(Load(True, lag, gate.in_flight, limit))
             elif limit == MAX_LIMIT and self._overloaded:
                 self._overloaded = False
-                log.warning("checks caught up: no limit on checks in flight")
+                self._report_load(Load(False, lag, gate.in_flight, None))
             gate.set_limit(limit)
+
+    def _report_load(self, load: Load) -> None:
+        if self._on_load is None:
+            log.warning("%s", load)
+            return
+        try:
+            self._on_load(load)
+        except Exception:  # noqa: BLE001 - a faulty listener must not stop checks
+            log.exception("load callback failed")
 
     def _record(self, slot: _Slot, target: CheckTarget, result: CheckResult) -> None:
         old = slot.status

@@ -21,7 +21,8 @@ big-endian length followed by a pickle (`encode_frame`, `read_frame`); both
 ends are this same code, started by the director itself, so the pickles are
 trusted.  Director -> checker: ``("update", {id: CheckTarget})``,
 ``("snapshot", request_id)``, ``("stop",)``.  Checker -> director:
-``("ready",)`` once its engine runs, ``("transition", Transition)``,
+``("ready",)`` once its engine runs, ``("transition", Transition)``, ``("load", Load)`` when
+the cap on checks in flight starts or stops binding (`checks.engine.Load`),
 ``("snapshot", request_id, {id: HealthStatus}, more)``: a snapshot crosses in
 frames of at most `SNAPSHOT_CHUNK` targets, ``more`` true on all but the last,
 so that the director decodes it a frame at a time and its loop runs between two
@@ -58,7 +59,7 @@ from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 from checks.base import CheckTarget
-from checks.engine import HealthEngine, HealthStatus, Transition
+from checks.engine import HealthEngine, HealthStatus, Load, Transition
 from checks.external import become_subreaper, reap_orphans
 
 __all__ = [
@@ -172,6 +173,8 @@ class CheckerProcess:
         python: interpreter for the child, ``sys.executable`` by default.
         restart_delay: seconds before a dead child is replaced (`RESTART_DELAY`).
         log_transitions: log each transition here (see ``on_transition``).
+        on_load: called on the director's loop with the child's `checks.engine.Load` reports
+            (its event loop fell behind, or caught up); without it they are logged here.
     """
 
     def __init__(
@@ -181,8 +184,10 @@ class CheckerProcess:
         python: str | None = None,
         restart_delay: float = RESTART_DELAY,
         log_transitions: bool = True,
+        on_load: Callable[[Load], None] | None = None,
     ) -> None:
         self._on_transition = on_transition
+        self._on_load = on_load
         self._log_transitions = log_transitions
         self._python = python or sys.executable
         self._restart_delay = restart_delay
@@ -500,6 +505,8 @@ class CheckerProcess:
                 self._ready = True
             elif kind == "snapshot":
                 self._snapshot_part(message[1], message[2], message[3])
+            elif kind == "load":
+                self._load(message[1])
             await asyncio.sleep(0)
 
     def _snapshot_part(self, request_id: int, part: dict[int, HealthStatus], more: bool) -> None:
@@ -513,6 +520,15 @@ class CheckerProcess:
         collected.update((keys[i], status) for i, status in part.items() if i in keys)
         if not more:
             future.set_result(collected)
+
+    def _load(self, load: Load) -> None:
+        if self._on_load is None:
+            log.warning("%s", load)
+            return
+        try:
+            self._on_load(load)
+        except Exception:  # noqa: BLE001 - a faulty listener must not stop the checker
+            log.exception("load callback failed")
 
     def _transition(self, t: Transition) -> None:
         key = self._keys.get(t.key)
@@ -602,7 +618,9 @@ async def _serve(sock: socket.socket, subreaper: bool = False) -> None:
         if not writer.is_closing():
             writer.write(encode_frame(message))
 
-    engine = HealthEngine(lambda t: send(("transition", t)), log_transitions=False)
+    engine = HealthEngine(
+        lambda t: send(("transition", t)), log_transitions=False, on_load=lambda load: send(("load", load))
+    )
     await engine.start()
     sweeper = asyncio.ensure_future(_sweep_orphans(ORPHAN_SWEEP)) if subreaper else None
     send(("ready",))

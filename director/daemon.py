@@ -33,12 +33,21 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from checks.base import CheckTarget
-from checks.engine import Transition
+from checks.engine import Load, Transition
 from checks.process import CheckerProcess
 
 from .config import ConfigError, load_config
 from .control import ControlServer
-from .events import EventBus, HealthChanged, ReloadAccepted, ReloadRefused, log_event, to_json
+from .events import (
+    CheckerBehind,
+    CheckerCaughtUp,
+    EventBus,
+    HealthChanged,
+    ReloadAccepted,
+    ReloadRefused,
+    log_event,
+    to_json,
+)
 from .ipvs import IPVSError, KernelIPVS
 from .model import Config, DestKey, ServiceKey
 from .planner import HealthState
@@ -205,7 +214,9 @@ class Daemon:
         #: Every state change of this daemon as a typed event (`director.events`); it logs them.
         self.events = EventBus(log=log_event)
         self.kernel = KernelIPVS()
-        self.engine = CheckerProcess(self._on_transition, log_transitions=False)  # logged as events
+        self.engine = CheckerProcess(  # transitions and load reports are logged as events
+            self._on_transition, log_transitions=False, on_load=self._on_load
+        )
         self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish)
         self.control: ControlServer | None = None
         self.ha: HAService | None = None  # when the configuration has an ha section
@@ -218,6 +229,13 @@ class Daemon:
 
     def _health(self, service: ServiceKey, dest: DestKey) -> HealthState:
         return self._states.get((service, dest), "unknown")
+
+    def _on_load(self, load: Load) -> None:
+        """The checker fell behind or caught up: published as an event."""
+        if load.behind:
+            self.events.publish(CheckerBehind(load.late, load.in_flight, load.limit or 0))
+        else:
+            self.events.publish(CheckerCaughtUp())
 
     def _on_transition(self, t: Transition) -> None:
         service, dest = t.key

@@ -34,6 +34,8 @@ __all__ = [
     "Envelope",
     "Event",
     "EventBus",
+    "CheckerBehind",
+    "CheckerCaughtUp",
     "HealthChanged",
     "JSONFormatter",
     "IPVSApplied",
@@ -84,6 +86,39 @@ class HealthChanged:
 
     def __str__(self) -> str:
         return f"{self.name} {self.new}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class CheckerBehind:
+    """The checker's event loop woke ``late`` seconds late with ``in_flight`` checks in flight:
+    it now runs at most ``limit`` at a time, so real servers are checked less often until it
+    catches up (`checks.engine.Load`, `checks.admission`)."""
+
+    kind: ClassVar[str] = "check.behind"
+    logger: ClassVar[str] = "directord.checks"
+    level: ClassVar[int] = logging.WARNING
+    late: float
+    in_flight: int
+    limit: int
+
+    def __str__(self) -> str:
+        return (
+            f"checks are falling behind (event loop {self.late * 1e3:.0f} ms late, {self.in_flight} checks in "
+            f"flight): at most {self.limit} at a time until they catch up; real servers are checked less often "
+            "meanwhile"
+        )
+
+
+@dataclass(frozen=True)
+class CheckerCaughtUp:
+    """The checker caught up after `CheckerBehind`: no cap on checks in flight any more."""
+
+    kind: ClassVar[str] = "check.caught_up"
+    logger: ClassVar[str] = "directord.checks"
+    level: ClassVar[int] = logging.WARNING
+
+    def __str__(self) -> str:
+        return "checks caught up: no limit on checks in flight"
 
 
 @dataclass(frozen=True)

@@ -306,7 +306,8 @@ def test_loop_lateness_reads_the_timers_late_events_and_the_checkers_warnings():
         + json_line(kind="ha.timers_late", late=1.16, message="reworded: the text is not read")
         # the same words outside an event count for nothing
         + json_line(message="timers ran 9.99 s late")
-        + "y WARNING directord.checks: checks are falling behind (event loop 874 ms late, 1 checks in flight)\n"
+        + json_line(kind="check.behind", late=0.874, in_flight=1, limit=4, message="checks are falling behind")
+        + "y WARNING directord.checks: checks are falling behind (event loop 999 ms late, 1 checks in flight)\n"
     )
     assert soak.loop_lateness(text) == {
         "ha_stalls": 2,

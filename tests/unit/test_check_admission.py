@@ -1,6 +1,7 @@
 """Admission control of checks: the AIMD cap (pure), the gate, and the engine under CPU starvation."""
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -155,3 +156,37 @@ async def test_a_starved_engine_checks_less_often_instead_of_failing():
     assert checks > 200  # everybody was checked, at a rate the CPU allows
     assert limited is not None and limited < 200  # because the cap binds
     assert all(s.state == "up" for s in status.values() if s.checks)
+
+
+async def test_the_engine_reports_falling_behind_and_catching_up_to_on_load(caplog):
+    """A check that blocks the loop for 0.3 s makes the next probe wake late: the engine reports
+    a `Load` that is behind (with the cap it sets), then one that has caught up once the cap has
+    grown back; with an ``on_load`` callback nothing is logged."""
+    blocked = []
+
+    async def blocking_runner(target, session):
+        if not blocked:
+            blocked.append(True)
+            time.sleep(0.3)  # the whole loop stops, as a CPU-starved checker's does
+        await asyncio.sleep(0.05)
+        return CheckResult(True, "ok", 0.05, time.monotonic())
+
+    loads = []
+    spec = CheckSpec(type="tcp", interval=0.1, retry_interval=0.1, timeout=1, rise=1, fall=1)
+    engine = HealthEngine(lambda t: None, runner=blocking_runner, log_transitions=False, on_load=loads.append)
+    engine.update({i: CheckTarget(i, f"rs {i}", None, 0, "127.0.0.1", 1, spec) for i in range(4)})
+    caplog.set_level(logging.WARNING, logger="directord.checks")
+    await engine.start()
+    try:
+        for _ in range(100):
+            if len(loads) >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await engine.stop()
+    behind, caught_up = loads[:2]
+    assert behind.behind and 0.2 < behind.late < 1.0 and behind.limit is not None and behind.limit >= MIN_LIMIT
+    assert str(behind).startswith(f"checks are falling behind (event loop {behind.late * 1e3:.0f} ms late")
+    assert not caught_up.behind and caught_up.limit is None
+    assert str(caught_up) == "checks caught up: no limit on checks in flight"
+    assert "falling behind" not in caplog.text

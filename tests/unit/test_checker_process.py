@@ -422,3 +422,29 @@ async def test_a_large_snapshot_is_decoded_a_frame_at_a_time(ports):
         assert longest < 0.05, f"reading the snapshot held the loop {longest:.3f} s of CPU at once"
     finally:
         await checker.stop()
+
+
+async def test_a_stopped_child_reports_falling_behind_then_catching_up_to_on_load(ports):
+    """SIGSTOP freezes the child for 0.5 s while HTTP checks wait on a server that never answers
+    (always one in flight, so the engine's probe of its loop runs): once it runs again it reports
+    through a ``load`` frame that it fell behind, then that it caught up."""
+    silent_port, _ = ports  # accepts connections, never answers
+    spec = CheckSpec(type="http", interval=0.2, retry_interval=0.2, timeout=2, rise=1, fall=1)
+    targets = {i: CheckTarget(i, f"rs {i}", "127.0.0.100", 80, "127.0.0.1", silent_port, spec) for i in range(3)}
+    loads = []
+    checker = CheckerProcess(lambda t: None, on_load=loads.append)
+    checker.update(targets)
+    await checker.start()
+    try:
+        await wait_for(lambda: checker._ready)
+        await asyncio.sleep(1.0)  # the cap has grown from its start value to none
+        assert loads == []
+        os.kill(checker.pid, signal.SIGSTOP)
+        await asyncio.sleep(0.5)
+        os.kill(checker.pid, signal.SIGCONT)
+        await wait_for(lambda: len(loads) >= 2, timeout=20)
+    finally:
+        await checker.stop()
+    behind, caught_up = loads[:2]
+    assert behind.behind and behind.late > 0.3 and behind.in_flight >= 1
+    assert not caught_up.behind

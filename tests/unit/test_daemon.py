@@ -143,3 +143,40 @@ async def test_a_reload_that_raises_anything_is_one_logged_error(tmp_path, monke
     finally:
         daemon.stop()
         assert await asyncio.wait_for(task, 10) == 0
+
+
+async def test_a_checker_falling_behind_and_catching_up_are_events_in_status(tmp_path):
+    """The checker child stopped for 0.5 s (SIGSTOP) while HTTP checks wait on a server that
+    never answers: the daemon publishes check.behind, then check.caught_up, and status shows them."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    port = silent.getsockname()[1]
+    cfg = tmp_path / "directord.yaml"
+    sock_path = str(tmp_path / "run" / "directord.sock")
+    body = CONFIG.format(scheduler="rr", up_port=port, down_port=port).replace(
+        "check: {type: tcp, interval: 0.1, timeout: 0.5, rise: 1, fall: 1}",
+        "check: {type: http, interval: 0.2, timeout: 2, rise: 1, fall: 1}",
+    )
+    body = body.replace(f"      - {{address: 127.0.0.1, port: {port}}}\n", "", 1)  # one real server
+    write_config(cfg, body)
+    daemon = Daemon(str(cfg), control_socket=sock_path)
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_status(sock_path, lambda d: d.get("checker_pid"))
+        await asyncio.sleep(1.5)  # checks in flight; the checker's cap has grown to none
+        os.kill(daemon.engine.pid, signal.SIGSTOP)
+        await asyncio.sleep(0.5)
+        os.kill(daemon.engine.pid, signal.SIGCONT)
+        doc = await wait_status(
+            sock_path, lambda d: "check.caught_up" in [e["kind"] for e in d["recent_events"]], timeout=20
+        )
+        kinds = [e["kind"] for e in doc["recent_events"]]
+        assert kinds.index("check.behind") < kinds.index("check.caught_up"), kinds
+        (behind,) = [e for e in doc["recent_events"] if e["kind"] == "check.behind"]
+        assert behind["late"] > 0.3 and behind["in_flight"] >= 1 and behind["limit"] >= 1
+        assert behind["message"].startswith("checks are falling behind (event loop")
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 20)
+        silent.close()

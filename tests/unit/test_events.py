@@ -12,6 +12,8 @@ import logging
 import pytest
 
 from director.events import (
+    CheckerBehind,
+    CheckerCaughtUp,
     Envelope,
     EventBus,
     HealthChanged,
@@ -155,6 +157,19 @@ def ticking_clock(start: float = 1_700_000_000.0, step: float = 0.5):
             "ipvs.failed",
             logging.ERROR,
             "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass",
+        ),
+        (
+            CheckerBehind(0.8744, 12, 6),
+            "check.behind",
+            logging.WARNING,
+            "checks are falling behind (event loop 874 ms late, 12 checks in flight): at most 6 at a time until "
+            "they catch up; real servers are checked less often meanwhile",
+        ),
+        (
+            CheckerCaughtUp(),
+            "check.caught_up",
+            logging.WARNING,
+            "checks caught up: no limit on checks in flight",
         ),
         (
             TimersLate(0.6444),
@@ -374,3 +389,10 @@ def test_emit_hands_the_event_to_the_sink_and_a_failing_sink_goes_no_further(cap
         emit(broken, IPVSFailed("add_dest", "web", "EEXIST"))  # does not raise
     (record,) = [r for r in caplog.records if r.name == IPVSFailed.logger]
     assert "event sink failed on ipvs.failed" in record.getMessage() and record.exc_info
+
+
+def test_a_checker_event_says_what_the_engines_load_report_says():
+    from checks.engine import Load
+
+    assert str(CheckerBehind(0.25, 3, 4)) == str(Load(True, 0.25, 3, 4))
+    assert str(CheckerCaughtUp()) == str(Load(False, 0.01, 0, None))
