@@ -57,6 +57,7 @@ __all__ = [
     "State",
     "apply_result",
     "pending",
+    "report_load",
     "next_delay",
     "spread_offsets",
     "SPREAD_TICK",
@@ -119,6 +120,18 @@ class Load:
                 "meanwhile"
             )
         return "checks caught up: no limit on checks in flight"
+
+
+def report_load(on_load: Callable[[Load], None] | None, load: Load) -> None:
+    """Hand ``load`` to ``on_load``; without one, log it as a warning. An exception of
+    ``on_load`` is logged and goes no further (checking must go on)."""
+    if on_load is None:
+        log.warning("%s", load)
+        return
+    try:
+        on_load(load)
+    except Exception:  # noqa: BLE001 - a faulty listener must not stop checks
+        log.exception("load callback failed")
 
 
 @dataclass(frozen=True)
@@ -451,20 +464,11 @@ class HealthEngine:
             limit = next_limit(gate.limit, gate.in_flight, lag)
             if lag > OVERLOAD_LAG and not self._overloaded:
                 self._overloaded = True
-                self._report_load(Load(True, lag, gate.in_flight, limit))
+                report_load(self._on_load, Load(True, lag, gate.in_flight, limit))
             elif limit == MAX_LIMIT and self._overloaded:
                 self._overloaded = False
-                self._report_load(Load(False, lag, gate.in_flight, None))
+                report_load(self._on_load, Load(False, lag, gate.in_flight, None))
             gate.set_limit(limit)
-
-    def _report_load(self, load: Load) -> None:
-        if self._on_load is None:
-            log.warning("%s", load)
-            return
-        try:
-            self._on_load(load)
-        except Exception:  # noqa: BLE001 - a faulty listener must not stop checks
-            log.exception("load callback failed")
 
     def _record(self, slot: _Slot, target: CheckTarget, result: CheckResult) -> None:
         old = slot.status

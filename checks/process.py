@@ -59,7 +59,7 @@ from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 from checks.base import CheckTarget
-from checks.engine import HealthEngine, HealthStatus, Load, Transition
+from checks.engine import HealthEngine, HealthStatus, Load, Transition, report_load
 from checks.external import become_subreaper, reap_orphans
 
 __all__ = [
@@ -506,7 +506,7 @@ class CheckerProcess:
             elif kind == "snapshot":
                 self._snapshot_part(message[1], message[2], message[3])
             elif kind == "load":
-                self._load(message[1])
+                report_load(self._on_load, message[1])
             await asyncio.sleep(0)
 
     def _snapshot_part(self, request_id: int, part: dict[int, HealthStatus], more: bool) -> None:
@@ -520,15 +520,6 @@ class CheckerProcess:
         collected.update((keys[i], status) for i, status in part.items() if i in keys)
         if not more:
             future.set_result(collected)
-
-    def _load(self, load: Load) -> None:
-        if self._on_load is None:
-            log.warning("%s", load)
-            return
-        try:
-            self._on_load(load)
-        except Exception:  # noqa: BLE001 - a faulty listener must not stop the checker
-            log.exception("load callback failed")
 
     def _transition(self, t: Transition) -> None:
         key = self._keys.get(t.key)

@@ -26,7 +26,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
+
+from ha.events import LoggedEvent
 
 __all__ = [
     "DEFAULT_HISTORY",
@@ -53,16 +55,9 @@ DEFAULT_HISTORY = 1000
 DEFAULT_QUEUE = 10_000
 
 
-class Event(Protocol):
-    """What the bus needs of an event: a dataclass instance with these."""
-
-    kind: ClassVar[str]
-    logger: ClassVar[str]
-
-    @property
-    def level(self) -> int: ...
-
-    def __str__(self) -> str: ...
+#: What the bus needs of an event (a frozen dataclass with ``kind``, ``logger``, ``level`` and its
+#: log line as ``str``): the protocol every producer's events meet, `ha.events.LoggedEvent`.
+Event = LoggedEvent
 
 
 # --- the director's own events ------------------------------------------------------------
