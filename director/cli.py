@@ -23,7 +23,8 @@ class Subcommands(Protocol):
     """What an ``add_commands`` of `COMMAND_MODULES` uses of the object
     ``ArgumentParser.add_subparsers()`` returns: ``add_parser`` makes a subcommand's parser."""
 
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A new subcommand ``name``; ``kwargs`` as for `argparse.ArgumentParser` (and ``help``)."""
 
 
 #: Log line format; the checker child uses the same (`checks.process.LOG_FORMAT`).
