@@ -9,6 +9,7 @@ import importlib
 import json
 import logging
 import sys
+from typing import Any, Protocol
 
 from .events import JSONFormatter
 
@@ -16,6 +17,14 @@ DEFAULT_CONFIG = "/etc/directord/directord.yaml"
 DEFAULT_SOCKET = "/run/directord/directord.sock"
 #: Modules that register further subcommands: each has ``add_commands(subparsers)``.
 COMMAND_MODULES = ("director.lab.cli", "director.realserver", "director.convert")
+
+
+class Subcommands(Protocol):
+    """What an ``add_commands`` of `COMMAND_MODULES` uses of the object
+    ``ArgumentParser.add_subparsers()`` returns: ``add_parser`` makes a subcommand's parser."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        """A new subcommand ``name``; ``kwargs`` as for `argparse.ArgumentParser` (and ``help``)."""
 
 
 #: Log line format; the checker child uses the same (`checks.process.LOG_FORMAT`).

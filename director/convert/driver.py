@@ -33,7 +33,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -50,6 +50,9 @@ from director.convert.ldirectord import (
 from director.convert.services import DEFAULTS, ServiceOut, translate_services
 from ha.durable import write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from director.cli import Subcommands
 
 __all__ = [
     "MAX_INPUT_BYTES",
@@ -465,7 +468,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Register ``directord convert`` on the top-level subparsers ``sub``."""
     p = sub.add_parser(
         "convert",

@@ -12,8 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from .scenarios import SCENARIOS, scenario_names
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..cli import Subcommands
 
 
 def cmd_lab_vm(args: argparse.Namespace) -> int:
@@ -154,7 +158,7 @@ def _lab_options(p: argparse.ArgumentParser, default_prefix: str, shape: bool = 
         )
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Register ``directord lab ...`` on the top-level subparsers ``sub``."""
     lab = sub.add_parser("lab", help="namespace labs: an HA pair of directors, failover drills, the stock-kernel VM")
     labsub = lab.add_subparsers(dest="lab_command", required=True)

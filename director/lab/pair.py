@@ -22,10 +22,8 @@ again by namespace and command line, so a later command (``status``,
 
 from __future__ import annotations
 
-import argparse
 import array
 import fcntl
-import importlib
 import json
 import os
 import shutil
@@ -162,21 +160,13 @@ ha:
 
 
 def realserver_prep_available() -> bool:
-    """True when ``directord realserver prep`` exists (its module registers a ``prep`` subcommand)."""
+    """True when ``directord realserver prep`` exists: the `director.realserver` package imports
+    (its kernel layer needs pyroute2) and offers the command's entry point, `cmd_prep`."""
     try:
-        mod = importlib.import_module("director.realserver")
+        from director.realserver import cmd_prep  # noqa: F401
     except ImportError:
         return False
-    ap = argparse.ArgumentParser(add_help=False)
-    sub = ap.add_subparsers()
-    try:
-        mod.add_commands(sub)
-    except Exception:
-        return False
-    rs = sub.choices.get("realserver")
-    if rs is None:
-        return False
-    return any(isinstance(a, argparse._SubParsersAction) and "prep" in a.choices for a in rs._actions)
+    return True
 
 
 def _cmdline(pid: int) -> list[str]:

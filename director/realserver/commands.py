@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from . import sysctl as rsysctl
 from .changes import ApplyError, Backend, apply, describe_record, merge_records, revert
@@ -27,6 +28,9 @@ from .model import Change, HostState, IPAddress, Item, RealServerError, Request,
 from .persist import ENV_FILE, SYSCTL_CONF, UNIT_NAME, PersistPaths, plan_persist
 from .planner import plan
 from .statefile import current_netns_name, default_state_file, load_state, save_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..cli import Subcommands
 
 
 def _out(line: str) -> None:
@@ -338,7 +342,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(request, as_json=args.json)
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: Subcommands) -> None:
     """Register ``directord realserver prep|undo|status`` on the top-level subparsers ``sub``."""
     rs = sub.add_parser("realserver", help="prepare this host as a real server (VIP, ARP and rp_filter sysctls)")
     rssub = rs.add_subparsers(dest="realserver_command", required=True)

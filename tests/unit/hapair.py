@@ -6,7 +6,17 @@ netlink, frames are captured with ``AF_PACKET`` sockets and decoded with
 ``struct``, heartbeat packets are taken apart and signed again with
 `hbpcap` (an implementation independent of ``ha.wire``).
 
-* `PairLab`: a switch namespace ``<prefix>-sw`` with bridge ``br0`` (the
+`PairNet` is not `director.lab.pair.PairLab` (``directord lab up``), on
+purpose: the lab builds a whole load-balancing site (real servers with their
+HTTP servers, IPVS on the directors, a bond, a state file that outlives the
+process) and needs ``ip_vs``, while these tests need only the heartbeat
+pair's network, with what the lab does not offer: nodes that only sit on the
+heartbeat link (``hb_nodes``, an intruder), IPv6 on the service LAN, subnets
+of their own (tests may run side by side) and daemons with ``ha:``-only
+configurations whose timers and media each test chooses. Building on the lab
+would make every test pay for its real servers and IPVS.
+
+* `PairNet`: a switch namespace ``<prefix>-sw`` with bridge ``br0`` (the
   service LAN) and the nodes ``client`` (.2), ``dir1`` (.10), ``dir2``
   (.11), each with ``eth0`` plugged into ``br0`` (IPv4 ``<subnet>.N/24`` with
   a broadcast address; ``fd00:216::N/64`` as well with ``ipv6``). With
@@ -98,8 +108,9 @@ def tails(dirs: Iterable[Director]) -> str:
     return "\n".join(d.tail() for d in dirs)
 
 
-class PairLab:
-    """The namespaces of a pair test (see the module docstring); a context manager.
+class PairNet:
+    """The namespaces and bridges of a pair test, nothing else: no daemons, no IPVS, no real
+    servers (see the module docstring); a context manager.
 
     Args:
         tag: short namespace prefix tag; the prefix is ``<tag><pid>``.
@@ -142,7 +153,7 @@ class PairLab:
     def ns(self, role: str) -> str:
         return f"{self.prefix}-{role}"
 
-    def __enter__(self) -> PairLab:
+    def __enter__(self) -> PairNet:
         N.cleanup_netns(self.prefix)
         try:
             self._build()
@@ -268,7 +279,7 @@ class Director:
 
     def __init__(
         self,
-        lab: PairLab | None,
+        lab: PairNet | None,
         role: str,
         workdir: Path,
         authkeys: Path,
@@ -394,7 +405,7 @@ class VipSampler:
     context manager (the thread stops at exit).
     """
 
-    def __init__(self, lab: PairLab, address: str | None = None, interval: float = 0.02) -> None:
+    def __init__(self, lab: PairNet, address: str | None = None, interval: float = 0.02) -> None:
         self.lab = lab
         self.address = address or lab.vip
         self.interval = interval

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import textwrap
 from pathlib import Path
@@ -168,6 +169,20 @@ def test_defaults():
     (rs,) = svc.real_servers
     assert (rs.port, rs.weight, rs.forwarding, rs.check) == (80, 1, "dr", CheckSpec())
     assert svc.fallback == FallbackServer("10.0.0.9", 80, weight=1, forwarding="dr")
+
+
+def test_the_check_schema_defaults_are_the_check_spec_defaults():
+    # the loader passes on only the check keys a file gives and CheckSpec fills in the rest,
+    # so CheckSchema's defaults only document the result: they must say what CheckSpec does
+    from director.config import CheckSchema
+
+    documented = CheckSchema().model_dump()
+    spec = CheckSpec()
+    assert documented.keys() == {f.name for f in dataclasses.fields(CheckSpec)}
+    for name, value in documented.items():
+        want = getattr(spec, name)
+        want = sorted(want) if isinstance(want, frozenset) else list(want) if isinstance(want, tuple) else want
+        assert value == want, name
 
 
 def test_times_accept_ints_and_floats():

@@ -1,6 +1,6 @@
 """Two `directord run` daemons: `directord standby` / `takeover`, ping-node loss and carrier loss.
 
-Root only; a `hapair.PairLab` with a separate heartbeat link (media ``bcast
+Root only; a `hapair.PairNet` with a separate heartbeat link (media ``bcast
 eth1`` on bridge ``hb0``), the VIP on the service LAN (``eth0`` on ``br0``)
 and the client namespace as the ping node. Probing is fast here (ping every
 0.2 s, 3 missed = unreachable, 2 answered = reachable again).
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hapair import REPO, Director, PairLab, VipSampler, netns_problem, wait_for, write_authkeys
+from hapair import REPO, Director, PairNet, VipSampler, netns_problem, wait_for, write_authkeys
 
 from director.lab import netns as N
 
@@ -60,7 +60,7 @@ def cli(d: Director, *args: str) -> subprocess.CompletedProcess:
 
 def test_standby_takeover_ping_and_carrier(tmp_path: Path):
     times: dict[str, float] = {}
-    with PairLab("hadm", hb_link=True, subnet="10.217.0", hb_subnet="10.217.1") as lab:
+    with PairNet("hadm", hb_link=True, subnet="10.217.0", hb_subnet="10.217.1") as lab:
         keys = write_authkeys(tmp_path / "authkeys")
         conf = dict(media=["bcast eth1"], resources=[f"dir1 {lab.vip}/32/eth0"])
         d1 = Director(lab, "dir1", tmp_path, keys, **conf)

@@ -1,7 +1,7 @@
 """Faults of a directord heartbeat pair, end to end: two `directord run` daemons in namespaces.
 
 Root only; this host's kernel (no IPVS: the configurations hold only an
-``ha:`` section). Topologies are `hapair.PairLab`s: ``client``, ``dir1``,
+``ha:`` section). Topologies are `hapair.PairNet`s: ``client``, ``dir1``,
 ``dir2`` on the service bridge ``br0`` (10.216.0.0/24, VIP 10.216.0.100 on
 the directors' ``eth0``), and for the heartbeat-link tests the directors'
 ``eth1`` on a separate heartbeat bridge ``hb0`` (10.216.1.0/24, ``media:
@@ -40,7 +40,7 @@ from hapair import (
     Capture,
     Director,
     HeartbeatTap,
-    PairLab,
+    PairNet,
     VipSampler,
     decode_arp,
     decode_ipv6_na,
@@ -71,14 +71,14 @@ def report(title: str, times: dict[str, float]) -> None:
         print(f"  {name}: {value:.3f}")
 
 
-def pair(lab: PairLab, tmp_path: Path, **conf) -> tuple[Director, Director]:
+def pair(lab: PairNet, tmp_path: Path, **conf) -> tuple[Director, Director]:
     keys = write_authkeys(tmp_path / "authkeys")
     conf.setdefault("media", ["bcast eth0"])
     conf.setdefault("resources", [f"dir1 {lab.vip}/32/eth0"])
     return Director(lab, "dir1", tmp_path, keys, **conf), Director(lab, "dir2", tmp_path, keys, **conf)
 
 
-def start_pair(lab: PairLab, d1: Director, d2: Director) -> float:
+def start_pair(lab: PairNet, d1: Director, d2: Director) -> float:
     """Start both; wait until dir1 (the preferred owner) holds the VIP and both see each other active."""
     d1.start()
     d2.start()
@@ -95,7 +95,7 @@ def start_pair(lab: PairLab, d1: Director, d2: Director) -> float:
 def test_daemon_crash_and_restart(tmp_path: Path):
     """SIGKILL of the active daemon alone: takeover, two holders until the restart, then one."""
     times: dict[str, float] = {}
-    with PairLab("hfc") as lab:
+    with PairNet("hfc") as lab:
         d1, d2 = pair(lab, tmp_path, auto_failback=False)
         dirs = (d1, d2)
         try:
@@ -151,7 +151,7 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
     (preferred owner dir1), not by who held the VIP first.
     """
     times: dict[str, float] = {}
-    with PairLab("hfh", hb_link=True) as lab:
+    with PairNet("hfh", hb_link=True) as lab:
         d1, d2 = pair(lab, tmp_path, media=["bcast eth1"], auto_failback=False)
         dirs = (d1, d2)
         mac1 = lab.mac("dir1")
@@ -256,7 +256,7 @@ def _is_status_of(node: str):
 def test_forged_replayed_and_malformed_packets_are_dropped_and_counted(tmp_path: Path):
     """An intruder on the heartbeat link replays, forges and garbles packets: no role changes, all counted."""
     times: dict[str, float] = {}
-    with PairLab("hfi", hb_link=True, hb_nodes=("intruder",)) as lab:
+    with PairNet("hfi", hb_link=True, hb_nodes=("intruder",)) as lab:
         d1, d2 = pair(lab, tmp_path, media=["bcast eth1"])
         dirs = (d1, d2)
         tap = HeartbeatTap(lab.ns("intruder"), lab.hb_broadcast)
@@ -370,7 +370,7 @@ MCAST_GROUP = "239.216.0.1"
 def test_node_failure_takeover_over_each_medium(kind: str, tmp_path: Path):
     """The pair runs over one mcast or one ucast medium; a node failure of the active is taken over."""
     times: dict[str, float] = {}
-    with PairLab(f"hm{kind[0]}") as lab:
+    with PairNet(f"hm{kind[0]}") as lab:
         keys = write_authkeys(tmp_path / "authkeys")
         resources = [f"dir1 {lab.vip}/32/eth0"]
         if kind == "mcast":
@@ -422,7 +422,7 @@ def test_node_failure_takeover_over_each_medium(kind: str, tmp_path: Path):
 def test_ipv6_vip_is_announced_by_unsolicited_na(tmp_path: Path):
     """An IPv6 VIP moves with the role; each new holder sends unsolicited NAs (RFC 4861 4.4, 7.2.6)."""
     times: dict[str, float] = {}
-    with PairLab("hf6", ipv6=True) as lab:
+    with PairNet("hf6", ipv6=True) as lab:
         vip6 = lab.vip6
         d1, d2 = pair(lab, tmp_path, resources=[f"dir1 {vip6}/128/eth0"])
         dirs = (d1, d2)

@@ -1,6 +1,6 @@
 """A heartbeat pair under a flood of hostile datagrams: keepalives on time, no owner change.
 
-Root only; two `directord run` daemons in namespaces (`hapair.PairLab`), the
+Root only; two `directord run` daemons in namespaces (`hapair.PairNet`), the
 pair's heartbeats on a dedicated link (``bcast eth1`` on bridge ``hb0``) and
 an intruder namespace on that link. While a CPU load runs on each director
 (a busy process, as a busy health checker would be), the intruder sends, as
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 from hapair import (
     HeartbeatTap,
-    PairLab,
+    PairNet,
     VipSampler,
     netns_problem,
     packet_fields,
@@ -49,7 +49,7 @@ _BUSY = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\
 
 
 def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
-    with PairLab("hfl", hb_link=True, hb_nodes=("intruder",)) as lab:
+    with PairNet("hfl", hb_link=True, hb_nodes=("intruder",)) as lab:
         d1, d2 = pair(lab, tmp_path, media=["bcast eth1"])
         dirs = (d1, d2)
         tap = HeartbeatTap(lab.ns("intruder"), lab.hb_broadcast)

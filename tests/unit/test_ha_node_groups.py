@@ -4,11 +4,11 @@ resource groups (Acquire / Release, confirmations, batches), without a node."""
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
 
 import pytest
+from nodefakes import VIP_A, VIP_B, FakeHost, config
 
-from ha.model import HAConfig, Medium, Resource, ResourceGroup
+from ha.model import Resource, ResourceGroup
 from ha.node.api import Acquire, GroupInfo, Release
 from ha.node.groups import (
     ACQUIRE_RETRY,
@@ -21,46 +21,14 @@ from ha.node.groups import (
     rsc_type,
 )
 
-VIP_A = ResourceGroup("nodea", (Resource("192.168.50.10", 32, "eth0"),))
 VIP_A2 = ResourceGroup("nodea", (Resource("192.168.50.11", 32, "eth0"),))
-VIP_B = ResourceGroup("nodeb", (Resource("192.168.50.20", 32, "eth0"),))
 OTHER = ResourceGroup("nodeb", (Resource("192.168.50.99", 32, "eth0"),))
 
 
-class Host:
-    """A `DriverHost` that records what the table emits."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.actions: list = []
-        self.logs: list[tuple[int, str]] = []
-        self.deferred: deque = deque()
-        self.counts: Counter[str] = Counter()
-
-    def emit(self, action) -> None:
-        self.actions.append(action)
-
-    def log(self, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def defer(self, fn) -> None:
-        self.deferred.append(fn)
-
-    def count(self, counter: str) -> None:
-        self.counts[counter] += 1
-
-    def drain(self) -> None:
-        while self.deferred:
-            self.deferred.popleft()()
-
-
-def table(groups=(VIP_A, VIP_A2, VIP_B)) -> tuple[GroupTable, Host, list[str]]:
-    config = HAConfig(
-        node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a", groups=tuple(groups)
-    )
-    host = Host()
+def table(groups=(VIP_A, VIP_A2, VIP_B)) -> tuple[GroupTable, FakeHost, list[str]]:
+    host = FakeHost(0.0)
     settled: list[str] = []
-    return GroupTable(config, host, lambda: settled.append("settled")), host, settled
+    return GroupTable(config(groups=tuple(groups)), host, lambda: settled.append("settled")), host, settled
 
 
 def test_resource_sets():

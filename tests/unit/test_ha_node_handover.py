@@ -4,112 +4,27 @@ and hb_takeover requests, driven directly (a real ResourceProtocol on a fake hos
 from __future__ import annotations
 
 import logging
-from collections import deque
+
+from nodefakes import TIMERS, VIP_A, VIP_B, FakeHost, config, confirm_all, membership, stable_holding_ours
 
 from ha.connectivity import Connectivity
-from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
-from ha.node.api import Acquire
 from ha.node.handover import CONN_HOLDOFF, CONN_RESEND, CONN_RETRY, ConnectivityHandover
-from ha.node.membership import Membership
 from ha.node.resources import ResourceProtocol
 from ha.wire import Message
 
-VIP_A = ResourceGroup("nodea", (Resource("192.168.50.10", 32, "eth0"),))
-VIP_B = ResourceGroup("nodeb", (Resource("192.168.50.20", 32, "eth0"),))
 GOOD = Connectivity(True, 2, 2)
 WORSE = Connectivity(True, 1, 2)
 
 
-class Host:
-    """The node as the parts see it: records messages, actions and logs;
-    our own resource messages come back as the node's loopback does."""
-
-    def __init__(self) -> None:
-        self.now = 10.0
-        self.sent: list[dict[str, str]] = []
-        self.actions: list = []
-        self.logs: list[tuple[int, str]] = []
-        self.deferred: deque = deque()
-        self.rsc: ResourceProtocol | None = None
-        self.handover: ConnectivityHandover | None = None
-
-    def send(self, fields: list[tuple[str, str]]) -> None:
-        self.sent.append(dict(fields))
-        if fields[0][1] in ("resource", "ask_resources") and self.rsc is not None:
-            self.rsc.own_message(Message.from_pairs([*fields, ("src", "nodea")]))
-
-    def emit(self, action) -> None:
-        self.actions.append(action)
-
-    def log(self, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def log_limited(self, key: str, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def defer(self, fn) -> None:
-        self.deferred.append(fn)
-
-    def count(self, counter: str) -> None:
-        pass
-
-    def report(self, peer, status: str, reason: str) -> None:
-        pass
-
-    def connectivity(self):
-        assert self.handover is not None
-        return self.handover.ours, self.handover.theirs
-
-    def send_shutdone(self) -> bool:
-        return True
-
-    def types(self) -> list[str]:
-        return [m["t"] for m in self.sent]
-
-    def confirm_all(self) -> None:
-        assert self.rsc is not None
-        for action in self.actions:
-            if isinstance(action, Acquire):
-                self.rsc.table.confirm_acquired(action.group, True, self.now, retry=True)
-            else:
-                self.rsc.table.confirm_released(action.group)
-            while self.deferred:
-                self.deferred.popleft()()
-        self.actions.clear()
-
-
 def setup(*, auto_failback=True, ping_nodes=()):
-    config = HAConfig(
-        node="nodea",
-        nodes=("nodea", "nodeb"),
-        media=(Medium("bcast", "eth0"),),
-        authkeys="a",
-        timers=Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0),
-        auto_failback=auto_failback,
-        groups=(VIP_A, VIP_B),
-        ping_nodes=ping_nodes,
-    )
-    members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
-    host = Host()
-    rsc = ResourceProtocol(config, members, host)
-    handover = ConnectivityHandover(config, members, rsc, host)
+    conf = config(timers=TIMERS, auto_failback=auto_failback, groups=(VIP_A, VIP_B), ping_nodes=ping_nodes)
+    members = membership()
+    host = FakeHost(10.0)
+    rsc = ResourceProtocol(conf, members, host)
+    handover = ConnectivityHandover(conf, members, rsc, host)
     host.rsc, host.handover = rsc, handover
     peer = members.peers["nodeb"]
     return handover, rsc, host, peer
-
-
-def stable(rsc: ResourceProtocol, host: Host, peer) -> None:
-    """Both nodes up, the peer stable, we hold our own group."""
-    peer.anypacketsyet = True
-    rsc.comm_up()
-    rsc.process_resources(
-        Message.from_pairs(
-            [("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1"), ("src", "nodeb")]
-        ),
-        from_self=False,
-    )
-    host.confirm_all()
-    host.sent.clear()
 
 
 def report(up: int) -> Message:
@@ -166,7 +81,7 @@ def test_peer_reports():
 
 def test_worse_connectivity_hands_our_groups_over_after_the_settle_time_and_back():
     handover, rsc, host, peer = setup()
-    stable(rsc, host, peer)
+    stable_holding_ours(rsc, host, peer)
     handover.set_ours(GOOD, comm_up=True)
     handover.peer_report(peer, report(2), comm_up=True)
     host.sent.clear()
@@ -183,7 +98,7 @@ def test_worse_connectivity_hands_our_groups_over_after_the_settle_time_and_back
         Message.from_pairs([("t", "ask_resources"), ("rsc_hold", "all"), ("info", "other"), ("src", "nodeb")]),
         from_self=False,
     )
-    host.confirm_all()
+    confirm_all(rsc, host)
     rsc.ask_for_resources(
         Message.from_pairs([("t", "ask_resources"), ("rsc_hold", "all"), ("info", "done"), ("src", "nodeb")]),
         from_self=False,
@@ -206,7 +121,7 @@ def test_worse_connectivity_hands_our_groups_over_after_the_settle_time_and_back
 
 def test_with_auto_failback_off_our_groups_stay_with_the_peer():
     handover, rsc, host, peer = setup(auto_failback=False)
-    stable(rsc, host, peer)
+    stable_holding_ours(rsc, host, peer)
     handover.gave_up = True
     for g in rsc.groups:
         g.held = False
@@ -217,7 +132,7 @@ def test_with_auto_failback_off_our_groups_stay_with_the_peer():
 
 def test_a_handover_that_cannot_start_is_retried():
     handover, rsc, host, peer = setup()
-    stable(rsc, host, peer)
+    stable_holding_ours(rsc, host, peer)
     rsc.other_is_stable = False  # the peer's groups are in transition
     handover.ours, handover.theirs = WORSE, GOOD
     handover.worse_since = host.now - handover.settle
@@ -228,7 +143,7 @@ def test_a_handover_that_cannot_start_is_retried():
 
 def test_nothing_is_decided_without_both_reports_a_live_peer_or_comm():
     handover, rsc, host, peer = setup()
-    stable(rsc, host, peer)
+    stable_holding_ours(rsc, host, peer)
     handover.ours = WORSE
     handover.decide(comm_up=True)
     handover.theirs = GOOD
@@ -240,7 +155,7 @@ def test_nothing_is_decided_without_both_reports_a_live_peer_or_comm():
 
 def test_hb_takeover_requests():
     handover, rsc, host, peer = setup()
-    stable(rsc, host, peer)
+    stable_holding_ours(rsc, host, peer)
     handover.peer_takeover(peer, Message.from_pairs([("t", "hb_takeover"), ("rsc_hold", "mine")]), comm_up=True)
     assert host.logs[-1][0] == logging.ERROR
     # "local" from the peer's point of view: its groups, which we do not hold

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 
+from nodefakes import KEYS, UUID_A, UUID_B
+
 from ha.auth import parse_authkeys
 from ha.node.inbound import (
     Dropped,
@@ -18,10 +20,8 @@ from ha.node.inbound import (
 )
 from ha.wire import Message, add_standard_fields, encode_packet
 
-KEYS = parse_authkeys(b"auth 1\n1 sha1 clusterkey\n", "authkeys")
 WRONG = parse_authkeys(b"auth 1\n1 sha1 guessed\n", "wrong")
 OTHER_INDEX = parse_authkeys(b"auth 2\n2 sha1 clusterkey\n", "other-index")
-UUID_A, UUID_B = bytes(range(1, 17)), bytes(range(101, 117))
 
 
 def packet(pairs, *, src="nodeb", seq=5, hg=3, ts=1_700_000_000, keys=KEYS, uuid=UUID_B, destuuid=None) -> bytes:

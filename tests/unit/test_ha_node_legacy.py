@@ -4,61 +4,21 @@ off), the ip-request / ip-request-resp exchange, without a node."""
 from __future__ import annotations
 
 import logging
-from collections import deque
 
-from ha.model import HAConfig, Medium, Resource, ResourceGroup
+from nodefakes import VIP_A, VIP_B, FakeHost, config, membership
+
 from ha.node.api import Acquire, Release
 from ha.node.groups import GroupTable
 from ha.node.legacy import LegacyFailback
 from ha.node.membership import Membership
 
-VIP_A = ResourceGroup("nodea", (Resource("192.168.50.10", 32, "eth0"),))
-VIP_B = ResourceGroup("nodeb", (Resource("192.168.50.20", 32, "eth0"),))
 KEY_A, KEY_B = str(VIP_A.resources[0]), str(VIP_B.resources[0])
 
 
-class Host:
-    """A `LegacyHost` recording messages, actions and logs."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.sent: list[dict[str, str]] = []
-        self.actions: list = []
-        self.logs: list[tuple[int, str]] = []
-        self.deferred: deque = deque()
-
-    def send(self, fields: list[tuple[str, str]]) -> None:
-        self.sent.append(dict(fields))
-
-    def emit(self, action) -> None:
-        self.actions.append(action)
-
-    def log(self, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def defer(self, fn) -> None:
-        self.deferred.append(fn)
-
-    def count(self, counter: str) -> None:
-        pass
-
-    def drain(self) -> None:
-        while self.deferred:
-            self.deferred.popleft()()
-
-
 def setup(delay: float = 2.0):
-    config = HAConfig(
-        node="nodea",
-        nodes=("nodea", "nodeb"),
-        media=(Medium("bcast", "eth0"),),
-        authkeys="a",
-        auto_failback="legacy",
-        groups=(VIP_A, VIP_B),
-    )
-    host = Host()
-    table = GroupTable(config, host, lambda: None)
-    members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
+    host = FakeHost(50.0)
+    table = GroupTable(config(auto_failback="legacy", groups=(VIP_A, VIP_B)), host, lambda: None)
+    members = membership()
     return LegacyFailback("nodea", table, members, host, delay), table, host, members.peers["nodeb"]
 
 

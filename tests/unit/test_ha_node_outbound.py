@@ -5,13 +5,10 @@ the startup bonus, keepalive schedule, copies on a lossy link), without a node."
 from __future__ import annotations
 
 import logging
-from collections import Counter
 
-from ha.auth import parse_authkeys
+from nodefakes import KEYS, TIMERS, UUID_A, UUID_B, FakeHost, config, membership
+
 from ha.identity import NodeIdentity
-from ha.model import HAConfig, Medium, Timers
-from ha.node.api import Send
-from ha.node.membership import Membership
 from ha.node.outbound import (
     LOSS_MEMORY,
     STARTUP_DT_BONUS,
@@ -19,54 +16,22 @@ from ha.node.outbound import (
     STATUS_COPIES,
     Outbound,
 )
-from ha.wire import Message, decode_packet
-
-KEYS = parse_authkeys(b"auth 1\n1 sha1 clusterkey\n", "authkeys")
-UUID_A, UUID_B = bytes(range(1, 17)), bytes(range(101, 117))
-TIMERS = Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0)
-
-
-class Host:
-    """An `OutboundHost` recording what is sent."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.actions: list = []
-        self.logs: list[tuple[int, str]] = []
-        self.counts: Counter[str] = Counter()
-        self.looped: list[Message] = []
-
-    def emit(self, action) -> None:
-        self.actions.append(action)
-
-    def log(self, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def count(self, counter: str) -> None:
-        self.counts[counter] += 1
-
-    def loopback(self, msg: Message) -> None:
-        self.looped.append(msg)
-
-    def sent(self) -> list[Message]:
-        return [decode_packet(a.payload, KEYS) for a in self.actions if isinstance(a, Send)]
 
 
 def setup(*, wallclock=None, loadavg=lambda: "0.10 0.20 0.30 1/99 42\nsecond line"):
-    config = HAConfig(
-        node="nodea", nodes=("nodea", "nodeb"), media=(Medium("bcast", "eth0"),), authkeys="a", timers=TIMERS
-    )
-    members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
+    members = membership()
     members.peers["nodeb"].uuid = UUID_B
-    host = Host()
-    out = Outbound(config, KEYS, NodeIdentity(UUID_A, 7), members, host, loadavg=loadavg, wallclock=wallclock)
+    host = FakeHost(1000.0)
+    out = Outbound(
+        config(timers=TIMERS), KEYS, NodeIdentity(UUID_A, 7), members, host, loadavg=loadavg, wallclock=wallclock
+    )
     return out, host
 
 
 def test_start_sends_init_up_up_with_the_startup_bonus():
     out, host = setup()
     out.start(host.now)
-    sent = host.sent()
+    sent = host.packets()
     assert [(m.get("t"), m.get("st")) for m in sent] == [("status", "init"), ("status", "up"), ("status", "up")]
     assert {m.get("dt") for m in sent} == {format(int((6.0 + STARTUP_DT_BONUS) * 1000), "x")}
     assert [m.get("seq") for m in sent] == ["1", "2", "3"] and all(m.get("protocol") == "1" for m in sent)
@@ -88,10 +53,10 @@ def test_the_bonus_ends_with_a_status_and_keepalives_follow():
     host.actions.clear()
     host.now += 1.0
     out.timers(host.now)
-    assert [m.get("dt") for m in host.sent()] == [format(8000, "x")]
+    assert [m.get("dt") for m in host.packets()] == [format(8000, "x")]
     host.now += STARTUP_DT_PERIOD - 1.0
     out.timers(host.now)  # the bonus ends: a status at once, then the keepalive one
-    assert [m.get("dt") for m in host.sent()][-2:] == [format(6000, "x"), format(6000, "x")]
+    assert [m.get("dt") for m in host.packets()][-2:] == [format(6000, "x"), format(6000, "x")]
     assert out.advertised_dt() == 6.0 and out.silent_for(host.now + 0.5) == 0.5
     host.now += 10.0  # late: the schedule restarts from now
     out.timers(host.now)
@@ -102,7 +67,7 @@ def test_sequenced_and_noseq_messages_and_the_history():
     out, host = setup()
     raw = out.send([("t", "repnodes"), ("dest", "nodeb"), ("nodelist", "nodea nodeb ")])
     ack = out.send([("t", "NS_ackmsg"), ("dest", "nodeb"), ("ackseq", "a")])
-    rep, nak = host.sent()
+    rep, nak = host.packets()
     assert rep.get("seq") == "1" and rep.get_binary("destuuid") == UUID_B and rep.get("ld") is not None
     assert nak.get("seq") is None and nak.get("ld") is None
     assert out.history.last_seq == 1 and len(out.history) == 1
@@ -141,15 +106,15 @@ def test_the_clocks_and_the_load_average_never_break_sending():
 
     out, host = setup(wallclock=broken, loadavg=broken)
     out.send([("t", "starting")])
-    msg = host.sent()[0]
+    msg = host.packets()[0]
     assert msg.get("ts") == format(1000, "x") and msg.get("ld") == "n/a"
     out2, host2 = setup(wallclock=lambda: 1_700_000_000.7)
     out2.send([("t", "starting")])
-    assert host2.sent()[0].get("ts") == format(1_700_000_000, "x")
+    assert host2.packets()[0].get("ts") == format(1_700_000_000, "x")
 
 
 def test_without_flow_control_no_protocol_field():
     out, host = setup()
     out.flow_control = False
     out.send_status()
-    assert host.sent()[0].get("protocol") is None
+    assert host.packets()[0].get("protocol") is None

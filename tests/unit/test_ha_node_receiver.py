@@ -6,62 +6,21 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import Counter
 
-from ha.auth import parse_authkeys
+from nodefakes import KEYS, TIMERS, UUID_A, FakeHost, config, membership
+
 from ha.identity import NodeIdentity
-from ha.model import HAConfig, Medium, Timers
-from ha.node.api import Send
 from ha.node.delivery import REXMIT_INTERVAL
-from ha.node.membership import Membership
 from ha.node.outbound import Outbound
 from ha.node.receiver import Receiver, Sequenced
-from ha.wire import Message, decode_packet
-
-KEYS = parse_authkeys(b"auth 1\n1 sha1 clusterkey\n", "authkeys")
-UUID_A, UUID_B = bytes(range(1, 17)), bytes(range(101, 117))
-
-
-class Host:
-    """The node as the receiver and the outbound side see it."""
-
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.actions: list = []
-        self.logs: list[tuple[int, str]] = []
-        self.counts: Counter[str] = Counter()
-
-    def emit(self, action) -> None:
-        self.actions.append(action)
-
-    def log(self, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def log_limited(self, key: str, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def count(self, counter: str, n: int = 1) -> None:
-        self.counts[counter] += n
-
-    def loopback(self, msg: Message) -> None:
-        pass
-
-    def sent(self) -> list[Message]:
-        return [decode_packet(a.payload, KEYS) for a in self.actions if isinstance(a, Send)]
+from ha.wire import Message
 
 
 def setup(seed: int = 1):
-    config = HAConfig(
-        node="nodea",
-        nodes=("nodea", "nodeb"),
-        media=(Medium("bcast", "eth0"),),
-        authkeys="a",
-        timers=Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0),
-    )
-    members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
-    host = Host()
+    members = membership()
+    host = FakeHost(50.0)
     identity = NodeIdentity(UUID_A, 9)
-    out = Outbound(config, KEYS, identity, members, host, loadavg=lambda: "0.00", wallclock=None)
+    out = Outbound(config(timers=TIMERS), KEYS, identity, members, host, loadavg=lambda: "0.00", wallclock=None)
     receiver = Receiver(identity, "nodea", members, out, host, random.Random(seed))
     return receiver, out, host, members.peers["nodeb"]
 
@@ -121,7 +80,7 @@ def test_gaps_are_asked_for_once_out_of_the_reorder_window():
     assert receiver.streams["nodeb"].missing == {2, 3} and host.counts["lost_packets"] == 0
     host.now += REXMIT_INTERVAL
     receiver.request_retransmissions(host.now)
-    requests = [m for m in host.sent() if m.get("t") == "NS_rexmit"]
+    requests = [m for m in host.packets() if m.get("t") == "NS_rexmit"]
     assert [(m.get("firstseq"), m.get("lastseq"), m.get("dest")) for m in requests] == [
         ("2", "2", "nodeb"),
         ("3", "3", "nodeb"),
@@ -150,7 +109,7 @@ def test_acks_follow_the_trigger_digit():
     receiver.sequence(peer, STATUS, "status", 1, 5, 100)
     for seq in range(2, 22):
         receiver.sequence(peer, STATUS, "status", seq, 5, 100)
-    acks = [int(m.get("ackseq"), 16) for m in host.sent() if m.get("t") == "NS_ackmsg"]
+    acks = [int(m.get("ackseq"), 16) for m in host.packets() if m.get("t") == "NS_ackmsg"]
     assert acks == [s for s in range(1, 22) if s % 10 == trigger] and host.counts["acks_sent"] == len(acks)
 
 
@@ -196,7 +155,7 @@ def test_requests_beyond_the_history_are_refused():
     host.actions.clear()
     request = msg(("t", "NS_rexmit"), ("dest", "nodea"), ("firstseq", "3"), ("lastseq", "4"))
     receiver.handle_noseq(peer, request, "NS_rexmit")
-    naks = [m for m in host.sent() if m.get("t") == "NS_nak_rexmit"]
+    naks = [m for m in host.packets() if m.get("t") == "NS_nak_rexmit"]
     assert [(m.get("firstseq"), m.get("info")) for m in naks] == [("3", "seqno too low")]
     assert host.counts["naks_sent"] == 1 and host.counts["retransmitted"] == 1
     receiver.handle_noseq(peer, msg(("t", "NS_rexmit"), ("firstseq", "x")), "NS_rexmit")

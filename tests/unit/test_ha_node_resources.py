@@ -5,127 +5,29 @@ healed, the graceful stop's releases), driven directly through a fake host."""
 from __future__ import annotations
 
 import logging
-from collections import Counter, deque
 
 import pytest
+from nodefakes import (
+    TIMERS,
+    VIP_A,
+    VIP_B,
+    FakeHost,
+    config,
+    confirm_all,
+    membership,
+    peer_msg,
+    resource_protocol,
+    stable_holding_ours,
+)
 
 from ha.connectivity import Connectivity
-from ha.model import HAConfig, Medium, Resource, ResourceGroup, Timers
 from ha.node.api import REANNOUNCE_REASON, Acquire, Release
 from ha.node.groups import ALL, FOREIGN, LOCAL, NONE
-from ha.node.membership import Membership
 from ha.node.resources import HB_RQSTDELAY, STOP_WAIT, ResourceProtocol, upd_rsc
-from ha.wire import Message
-
-VIP_A = ResourceGroup("nodea", (Resource("192.168.50.10", 32, "eth0"),))
-VIP_B = ResourceGroup("nodeb", (Resource("192.168.50.20", 32, "eth0"),))
-TIMERS = Timers(keepalive=1.0, warntime=3.0, deadtime=6.0, initdead=12.0)
-
-
-class Host:
-    """A `ResourceHost` recording what the protocol does; our own resource
-    messages come back to it as the node's loopback does."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sent: list[list[tuple[str, str]]] = []
-        self.actions: list = []
-        self.logs: list[tuple[int, str]] = []
-        self.deferred: deque = deque()
-        self.counts: Counter[str] = Counter()
-        self.reports: list[tuple[str, str, str]] = []
-        self.conn: tuple = (None, None)
-        self.shutdones = 0
-        self.rsc: ResourceProtocol | None = None
-
-    def send(self, fields: list[tuple[str, str]]) -> None:
-        self.sent.append(list(fields))
-        if fields[0][1] in ("resource", "ask_resources") and self.rsc is not None:
-            self.rsc.own_message(Message.from_pairs([*fields, ("src", "nodea")]))
-
-    def emit(self, action) -> None:
-        self.actions.append(action)
-
-    def log(self, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def log_limited(self, key: str, level: int, message: str) -> None:
-        self.logs.append((level, message))
-
-    def defer(self, fn) -> None:
-        self.deferred.append(fn)
-
-    def count(self, counter: str) -> None:
-        self.counts[counter] += 1
-
-    def report(self, peer, status: str, reason: str) -> None:
-        self.reports.append((peer.name, status, reason))
-
-    def connectivity(self):
-        return self.conn
-
-    def send_shutdone(self) -> bool:
-        if self.shutdones:
-            return False
-        self.shutdones += 1
-        assert self.rsc is not None
-        self.rsc.own_message(Message.from_pairs([("t", "shutdone"), ("st", "dead"), ("src", "nodea")]))
-        return True
-
-    # reading what was sent
-    def types(self) -> list[str]:
-        return [dict(f)["t"] for f in self.sent]
-
-    def last(self, mtype: str) -> dict[str, str]:
-        return next(dict(f) for f in reversed(self.sent) if dict(f)["t"] == mtype)
-
-    def drain(self) -> None:
-        while self.deferred:
-            self.deferred.popleft()()
 
 
 def setup(*, auto_failback=True, compat="directord"):
-    config = HAConfig(
-        node="nodea",
-        nodes=("nodea", "nodeb"),
-        media=(Medium("bcast", "eth0"),),
-        authkeys="a",
-        timers=TIMERS,
-        auto_failback=auto_failback,
-        groups=(VIP_A, VIP_B),
-        compat=compat,
-    )
-    members = Membership(["nodeb"], deadtime=6.0, warntime=3.0, initdead=12.0)
-    host = Host()
-    rsc = ResourceProtocol(config, members, host)
-    host.rsc = rsc
-    return rsc, host, members.peers["nodeb"]
-
-
-def peer_msg(*pairs: tuple[str, str]) -> Message:
-    return Message.from_pairs([*pairs, ("src", "nodeb")])
-
-
-def confirm_all(rsc: ResourceProtocol, host: Host, ok: bool = True) -> None:
-    """Confirm every operation the driver was given, in order."""
-    for action in host.actions:
-        if isinstance(action, Acquire):
-            rsc.table.confirm_acquired(action.group, ok, host.now, retry=not rsc.stop_requested)
-        else:
-            rsc.table.confirm_released(action.group)
-        host.drain()
-    host.actions.clear()
-
-
-def stable_holding_ours(rsc: ResourceProtocol, host: Host, peer) -> None:
-    """Both nodes came up; the peer is stable; we hold our own group."""
-    peer.anypacketsyet = True
-    rsc.comm_up()
-    rsc.process_resources(
-        peer_msg(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")), from_self=False
-    )
-    confirm_all(rsc, host)
-    host.sent.clear()
+    return resource_protocol(100.0, auto_failback=auto_failback, compat=compat)
 
 
 def test_upd_rsc():
@@ -389,16 +291,8 @@ def test_no_takeover_while_stopping():
 
 @pytest.mark.parametrize("auto_failback", [True, False])
 def test_a_single_node_takes_its_groups_at_comm_up(auto_failback):
-    config = HAConfig(
-        node="nodea",
-        nodes=("nodea",),
-        media=(Medium("bcast", "eth0"),),
-        authkeys="a",
-        auto_failback=auto_failback,
-        groups=(VIP_A,),
-    )
-    host = Host()
-    rsc = ResourceProtocol(config, Membership([], deadtime=6.0, warntime=3.0, initdead=12.0), host)
+    host = FakeHost(100.0)
+    rsc = ResourceProtocol(config(nodes=("nodea",), auto_failback=auto_failback, groups=(VIP_A,)), membership(()), host)
     host.rsc = rsc
     rsc.comm_up()
     assert rsc.rstate == "stable" and host.actions == [Acquire(VIP_A, "single node: taking our groups")]

@@ -1,6 +1,6 @@
 """Two `directord run` processes as a heartbeat pair, in network namespaces: VIP takeover end to end.
 
-Root only. Topology (`hapair.PairLab`, namespaces created here and deleted
+Root only. Topology (`hapair.PairNet`, namespaces created here and deleted
 afterwards): a switch namespace ``<PREFIX>-sw`` with bridge ``br0``;
 ``<PREFIX>-dir1`` (10.216.0.10), ``<PREFIX>-dir2`` (10.216.0.11) and
 ``<PREFIX>-client`` (10.216.0.2), each with an ``eth0`` veth plugged into
@@ -42,7 +42,7 @@ from hapair import (
     KEEPALIVE,
     Capture,
     Director,
-    PairLab,
+    PairNet,
     VipSampler,
     is_garp_for,
     netns_problem,
@@ -58,18 +58,18 @@ pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")
 
 @pytest.fixture
 def lab():
-    with PairLab("hpr") as the_lab:
+    with PairNet("hpr") as the_lab:
         yield the_lab
 
 
-def make_pair(lab: PairLab, tmp_path: Path, **kwargs) -> tuple[Director, Director]:
+def make_pair(lab: PairNet, tmp_path: Path, **kwargs) -> tuple[Director, Director]:
     keys = write_authkeys(tmp_path / "authkeys")
     conf = dict(media=["bcast eth0"], resources=[f"dir1 {lab.vip}/32/eth0"], auto_failback=True)
     conf.update(kwargs)
     return Director(lab, "dir1", tmp_path, keys, **conf), Director(lab, "dir2", tmp_path, keys, **conf)
 
 
-def test_vip_follows_the_active_director(lab: PairLab, tmp_path: Path):
+def test_vip_follows_the_active_director(lab: PairNet, tmp_path: Path):
     d1, d2 = make_pair(lab, tmp_path)
     dirs = (d1, d2)
     vip = lab.vip
@@ -150,7 +150,7 @@ def test_vip_follows_the_active_director(lab: PairLab, tmp_path: Path):
             print(f"  {name}: {value:.3f}")
 
 
-def test_refusal_and_reload_of_the_ha_section(lab: PairLab, tmp_path: Path):
+def test_refusal_and_reload_of_the_ha_section(lab: PairNet, tmp_path: Path):
     d, _ = make_pair(lab, tmp_path)
     good = d.config.read_text()
     try:

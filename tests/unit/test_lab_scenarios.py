@@ -509,6 +509,20 @@ def test_lab_cli_parses_the_subcommands():
         ap.parse_args(["lab", "drill", "reboot-everything"])
 
 
+def test_realserver_prep_is_available_when_the_realserver_package_imports(monkeypatch):
+    import sys
+
+    from director.cli import build_parser
+    from director.lab.pair import realserver_prep_available
+    from director.realserver import cmd_prep
+
+    # the function the lab looks for is what `directord realserver prep` runs
+    assert build_parser().parse_args(["realserver", "prep", "--vip", "10.0.0.1"]).func is cmd_prep
+    assert realserver_prep_available()
+    monkeypatch.setitem(sys.modules, "director.realserver", None)  # the package fails to import
+    assert not realserver_prep_available()
+
+
 def test_parse_ifconf_lists_ipv4_addresses_with_their_labels():
     import socket
     import struct

@@ -1,6 +1,6 @@
 """A reload of a large configuration during a heartbeat pair's steady state changes no ownership.
 
-Root only; two `directord run` daemons in network namespaces (`hapair.PairLab`,
+Root only; two `directord run` daemons in network namespaces (`hapair.PairNet`,
 shipped timers: keepalive 0.2 s, deadtime 0.8 s).  Both get a file of 5,000
 real servers (check type none: nothing is sent) and a SIGHUP; parsing it takes
 seconds, and were it done on the loop that sends the heartbeats, the standby
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hapair import Director, PairLab, VipSampler, netns_problem, wait_for, write_authkeys
+from hapair import Director, PairNet, VipSampler, netns_problem, wait_for, write_authkeys
 from test_reload_loop import big_config
 
 _problem = netns_problem()
@@ -29,7 +29,7 @@ def reloaded(d: Director, since: int) -> bool:
 
 
 def test_reload_of_5000_real_servers_keeps_the_pair_steady(tmp_path: Path):
-    with PairLab("rlp") as lab:
+    with PairNet("rlp") as lab:
         keys = write_authkeys(tmp_path / "authkeys")
         conf = {"media": ["bcast eth0"], "resources": [f"dir1 {lab.vip}/32/eth0"]}
         d1, d2 = Director(lab, "dir1", tmp_path, keys, **conf), Director(lab, "dir2", tmp_path, keys, **conf)
