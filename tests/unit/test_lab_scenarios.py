@@ -564,6 +564,29 @@ def test_drill_vm_argv_repeats_the_options_without_vm():
     assert "--vm" not in argv
 
 
+def test_vm_prerequisites_install_the_lab_packages_on_the_host(monkeypatch):
+    """The guest runs with the host's site-packages: the lab's Python packages (the ``lab``
+    extra of pyproject.toml) are pip-installed on the host when missing."""
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from director.lab import vm
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    assert sorted(vm.GUEST_PYTHON_PACKAGES.values()) == sorted(extras["lab"])
+    assert "directord[lab]" in extras["vm"] and "directord[lab]" in extras["test"]
+    assert vm.missing_python_packages() == []  # installed with the test extra
+    assert vm.missing_python_packages({"scapy": "scapy>=2.5", "no_such_module_0": "nosuch>=1"}) == ["nosuch>=1"]
+    calls = []
+    monkeypatch.setattr(vm, "_run", lambda argv, **kw: calls.append((list(argv), kw.get("check"))))
+    vm.ensure_python_packages()
+    assert calls == []
+    vm.ensure_python_packages({"scapy": "scapy>=2.5", "no_such_module_0": "nosuch>=1"})
+    assert calls == [([sys.executable, "-m", "pip", "install", "-q", "nosuch>=1"], True)]
+
+
 def test_lab_cli_parses_the_subcommands():
     from director.lab.cli import add_commands
 
