@@ -219,6 +219,36 @@ def test_announce_events_from_a_pcap_capture(tmp_path):
     ]
 
 
+def test_announce_events_of_heartbeats_own_takeover_capture():
+    """The gratuitous ARPs of two real heartbeat 3.0.6 nodes (tests/data/heartbeat, the failover
+    capture: nodea takes VIP 10.250.0.100, is killed, nodeb takes over), read with scapy as the
+    drill reads its capture: heartbeat's send_arp alternates requests and replies 0.25 s apart,
+    ten pairs per takeover."""
+    import itertools
+    from pathlib import Path
+
+    from scapy.layers.l2 import Ether  # noqa: F401 - registers the Ethernet link type for rdpcap
+    from scapy.utils import rdpcap
+
+    pcap = rdpcap(str(Path(__file__).resolve().parents[1] / "data" / "heartbeat" / "pair-sha1-failover.pcap"))
+    t0 = float(pcap[0].time)
+    frames = [(float(p.time) - t0, bytes(p)) for p in pcap]
+    macs = {"d6:e5:64:b6:ab:d9": "nodea", "42:d3:9c:7d:26:a5": "nodeb"}
+    events = S.announce_events(frames, "10.250.0.100", macs)
+    assert len(frames) == 358 and len(events) == 40
+    runs = [(who, list(run)) for who, run in itertools.groupby(events, key=lambda e: e.text.rsplit(" ", 1)[1])]
+    assert [(who, len(run)) for who, run in runs] == [("(nodea)", 20), ("(nodeb)", 20)]
+    for who, run in runs:
+        mac = {f"({name})": m for m, name in macs.items()}[who]
+        assert [e.text for e in run] == [
+            f"gratuitous ARP {op} 10.250.0.100 is-at {mac} {who}" for op in ["request", "reply"] * 10
+        ]
+        assert all(e.source == "client" and e.kind == "announce" for e in run)
+        assert all(0.2 < b.t - a.t < 0.3 for a, b in zip(run, run[1:]))
+    assert runs[1][1][0].t - runs[0][1][-1].t > 6  # nodeb's takeover: after heartbeat's deadtime
+    assert S.announce_events(frames, "10.250.0.1", macs) == []  # the nodes' own addresses: no announcement
+
+
 # --- figures ----------------------------------------------------------------------------------------
 
 
