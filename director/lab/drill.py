@@ -41,7 +41,7 @@ from .scenarios import (
     HolderSample,
     Sample,
     Scenario,
-    announce_event,
+    announce_events,
     evaluate,
     log_events,
     render,
@@ -141,17 +141,21 @@ class HolderSampler(threading.Thread):
 
 
 class ArpWatch(threading.Thread):
-    """Records gratuitous ARPs for the VIP received in the client's namespace (``announce`` events).
+    """Captures the ARP frames received in the client's namespace; `events` turns the gratuitous
+    ARPs for the VIP among them into ``announce`` events.
 
     A packet socket (``AF_PACKET``, ``ETH_P_ARP``) created in the client's namespace; it sees
     every copy the flat service LAN delivers (with bonded directors: the one sent on the bond
-    and one per slave).
+    and one per slave). The thread only stamps and keeps the frames (``frames``: ``(seconds
+    since t0, frame bytes)``); they are decoded (`director.lab.scenarios.announce_events`,
+    scapy) once the drill is over, so decoding takes no time from the client and the sampler
+    while the drill runs.
     """
 
     def __init__(self, pair: PairLab, t0: float) -> None:
         super().__init__(daemon=True, name="drill-arp")
         self.pair, self.t0 = pair, t0
-        self.events: list[Event] = []
+        self.frames: list[tuple[float, bytes]] = []
         self.halt = threading.Event()
         self.macs = {link_mac(pair.lab.ns(d), pair.plan.service_if): d for d in DIRECTORS}
         self.sock = socket_in_netns(pair.lab.client, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
@@ -166,11 +170,13 @@ class ArpWatch(threading.Thread):
                     continue
                 except OSError:
                     return
-                ev = announce_event(time.monotonic() - self.t0, frame, self.pair.vip, self.macs)
-                if ev is not None:
-                    self.events.append(ev)
+                self.frames.append((time.monotonic() - self.t0, frame))
         finally:
             self.sock.close()
+
+    def events(self) -> list[Event]:
+        """The ``announce`` events of the frames captured so far (in capture order)."""
+        return announce_events(list(self.frames), self.pair.vip, self.macs)
 
 
 class Drill:
@@ -284,7 +290,7 @@ class Drill:
                 t.join(10)
         rec.samples = list(self.client.samples)
         rec.holders = list(self.sampler.samples)
-        rec.events += self.arp.events
+        rec.events += self.arp.events()
         for node in DIRECTORS:
             rec.events += self.new_log_events(node)
         rec.tables_after = pair.tables()
@@ -509,6 +515,15 @@ def main(
             out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"),
             timeout_s=1800,
         )
+    from .vm import missing_python_packages
+
+    missing = missing_python_packages()
+    if missing:
+        print(
+            f"directord lab drill: it decodes its captures with {', '.join(missing)}: pip install 'directord[lab]'",
+            file=sys.stderr,
+        )
+        return 2
     problem = ipvs_problem()
     if problem:
         print(

@@ -16,6 +16,10 @@ built from the events' kinds and fields (`classify_event`), never from their tex
 declared dead (``ha.peer``), HA decisions (``ha.acquiring``, ``ha.releasing``), the VIP added or
 removed (``ha.address_added``, ``ha.address_removed``), IPVS operations (``ipvs.applied``) and
 health transitions (``check.health``). Rewording a log message changes no verdict.
+
+The gratuitous ARPs the client captured become ``announce`` events (`announce_events`),
+decoded with scapy after the drill: the decoder imports it when first called, so importing
+this module (as `directord`'s command line does for every subcommand) does not load it.
 """
 
 from __future__ import annotations
@@ -404,28 +408,29 @@ ETH_P_ARP = 0x0806  # include/uapi/linux/if_ether.h
 
 def parse_arp(frame: bytes) -> tuple[int, str, str, str, str] | None:
     """``(op, sender MAC, sender IP, target MAC, target IP)`` of an Ethernet/ARP frame for
-    IPv4 over Ethernet (RFC 826 layout after a 14-byte Ethernet header), None otherwise.
-    MACs as ``aa:bb:cc:dd:ee:ff``."""
-    if len(frame) < 42 or int.from_bytes(frame[12:14], "big") != ETH_P_ARP:
+    IPv4 over Ethernet (RFC 826: hardware type 1, protocol 0x0800, lengths 6 and 4), None for
+    any other or a truncated frame. MACs as ``aa:bb:cc:dd:ee:ff``.
+
+    Decoded with scapy, imported here on the first call: the lab's tools decode captures
+    after the fact, and nothing the daemon imports loads scapy.
+    """
+    from scapy.layers.l2 import ARP, Ether
+
+    if len(frame) < 14:  # no whole Ethernet header: scapy would raise
         return None
-    arp = frame[14:42]
-    htype, ptype, hlen, plen, op = (
-        int.from_bytes(arp[0:2], "big"),
-        int.from_bytes(arp[2:4], "big"),
-        arp[4],
-        arp[5],
-        int.from_bytes(arp[6:8], "big"),
-    )
-    if htype != 1 or ptype != 0x0800 or hlen != 6 or plen != 4:
+    pkt = Ether(frame)
+    if ARP not in pkt:  # another EtherType, or an ARP header cut short (scapy leaves it raw)
         return None
-    mac = lambda b: ":".join(f"{x:02x}" for x in b)  # noqa: E731
-    ip = lambda b: ".".join(str(x) for x in b)  # noqa: E731
-    return op, mac(arp[8:14]), ip(arp[14:18]), mac(arp[18:24]), ip(arp[24:28])
+    arp = pkt[ARP]
+    if (arp.hwtype, arp.ptype, arp.hwlen, arp.plen) != (1, 0x0800, 6, 4):
+        return None
+    return arp.op, arp.hwsrc, arp.psrc, arp.hwdst, arp.pdst
 
 
 def announce_event(t: float, frame: bytes, vip: str, macs: Mapping[str, str]) -> Event | None:
-    """An ``announce`` event for a gratuitous ARP (sender IP = target IP = ``vip``), naming
-    the director whose MAC sent it (``macs``: MAC -> director); None for any other frame."""
+    """An ``announce`` event for a gratuitous ARP (sender IP = target IP = ``vip``, RFC 5227
+    section 3), naming the director whose MAC sent it (``macs``: MAC -> director); None for any
+    other frame."""
     arp = parse_arp(frame)
     if arp is None:
         return None
@@ -439,6 +444,17 @@ def announce_event(t: float, frame: bytes, vip: str, macs: Mapping[str, str]) ->
         "announce",
         f"gratuitous ARP {'request' if op == 1 else 'reply'} {vip} is-at {sha} ({who})",
     )
+
+
+def announce_events(frames: Iterable[tuple[float, bytes]], vip: str, macs: Mapping[str, str]) -> list[Event]:
+    """The `announce_event` of each ``(t, frame)`` captured (``t`` seconds since t0), in the
+    capture's order, frames that are no gratuitous ARP for ``vip`` left out."""
+    out = []
+    for t, frame in frames:
+        ev = announce_event(t, frame, vip, macs)
+        if ev is not None:
+            out.append(ev)
+    return out
 
 
 # --- figures --------------------------------------------------------------------------------

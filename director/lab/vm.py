@@ -140,6 +140,32 @@ def ensure_vng() -> str:
     return vng
 
 
+#: Python packages the guest's lab needs, as ``{import name: pip requirement}`` (the ``lab``
+#: extra of pyproject.toml). The guest sees this interpreter's site-packages read-only and has
+#: no network, so they are installed on the host before the boot.
+GUEST_PYTHON_PACKAGES = {"scapy": "scapy>=2.5"}
+
+
+def missing_python_packages(packages: Mapping[str, str] = GUEST_PYTHON_PACKAGES) -> list[str]:
+    """The pip requirements of ``packages`` whose module this interpreter cannot find (nothing imported)."""
+    import importlib.util
+
+    return [req for name, req in packages.items() if importlib.util.find_spec(name) is None]
+
+
+def ensure_python_packages(packages: Mapping[str, str] = GUEST_PYTHON_PACKAGES) -> None:
+    """Install the missing ones of ``packages`` with this interpreter's pip.
+
+    Raises:
+        subprocess.CalledProcessError: pip failed.
+    """
+    missing = missing_python_packages(packages)
+    if not missing:
+        return
+    _log(f"installing with pip: {' '.join(missing)}")
+    _run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True, stdout=sys.stderr)
+
+
 def parse_kernel_package(apt_cache_depends_output: str) -> str | None:
     """The versioned image package in ``apt-cache depends linux-image-amd64`` output.
 
@@ -254,7 +280,8 @@ def ensure_vm_prerequisites(cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR) ->
 
     Idempotent and quick (about 1 s: one dpkg-query, one apt-cache) when all
     is present. Otherwise installs the apt packages of :data:`APT_PACKAGES`,
-    virtme-ng (pip), and the stock kernel (see :func:`ensure_kernel`).
+    virtme-ng and the lab's Python packages (:data:`GUEST_PYTHON_PACKAGES`, pip), and the
+    stock kernel (see :func:`ensure_kernel`).
     Logs what it does to stderr.
 
     Raises:
@@ -263,6 +290,7 @@ def ensure_vm_prerequisites(cache_dir: str | os.PathLike = DEFAULT_CACHE_DIR) ->
     """
     ensure_apt_packages()
     ensure_vng()
+    ensure_python_packages()
     return ensure_kernel(cache_dir)
 
 

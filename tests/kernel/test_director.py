@@ -335,15 +335,18 @@ def ipvs_family_id() -> int:
 
 
 def netlink_requests(pcap: Path, family: int) -> list[int]:
-    """Generic-netlink command numbers of the requests sent to ``family`` in an nlmon capture."""
-    data = pcap.read_bytes()
-    magic = struct.unpack_from("<I", data)[0]
-    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
-    offset, cmds = 24, []
-    while offset + 16 <= len(data):
-        incl = struct.unpack_from(endian + "IIII", data, offset)[2]
-        pkt = data[offset + 16 : offset + 16 + incl]
-        offset += 16 + incl
+    """Generic-netlink command numbers of the requests sent to ``family`` in an nlmon capture.
+
+    The records are read with scapy's pcap reader (tcpdump may still be writing: a record cut
+    short at the end is read as far as it goes); the netlink header (``struct nlmsghdr``, host
+    order) is taken apart here, scapy having no generic-netlink layer.
+    """
+    from scapy.utils import RawPcapReader
+
+    with RawPcapReader(str(pcap)) as reader:
+        records = [data for data, _meta in reader]
+    cmds = []
+    for pkt in records:
         # DLT_NETLINK frames carry the netlink message itself; Linux cooked frames put 16 bytes first.
         for start in (0, 16):
             if len(pkt) >= start + 20:

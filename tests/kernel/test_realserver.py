@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from scapy.layers.l2 import ARP, Ether
 
 from director.lab.drive import DirectordProcess, ipvsadm_table
 from director.lab.netns import Lab, call_in_netns, link_mac, set_sysctl, wait_until
@@ -136,11 +137,9 @@ def arp_responders(ns: str, ifname: str, sender_ip: str, target_ip: str, wait_s:
                     data = s.recv(2048)
                 except TimeoutError:
                     continue
-                if len(data) < 42 or data[12:14] != b"\x08\x06":
-                    continue
-                op = struct.unpack("!H", data[20:22])[0]
-                if op == 2 and data[28:32] == socket.inet_aton(target_ip):
-                    seen.add(":".join(f"{b:02x}" for b in data[22:28]))
+                reply = Ether(data) if len(data) >= 14 else None  # decoded with scapy
+                if reply is not None and ARP in reply and reply[ARP].op == 2 and reply[ARP].psrc == target_ip:
+                    seen.add(reply[ARP].hwsrc)
             return seen
         finally:
             s.close()

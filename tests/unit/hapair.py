@@ -3,7 +3,7 @@
 Root only; everything lives in network namespaces made here and deleted
 afterwards. Nothing here uses the ``ha`` package: addresses are read with
 netlink, frames are captured with ``AF_PACKET`` sockets and decoded with
-``struct``, heartbeat packets are taken apart and signed again with
+scapy, heartbeat packets are taken apart and signed again with
 `hbpcap` (an implementation independent of ``ha.wire``).
 
 `PairNet` is not `director.lab.pair.PairLab` (``directord lab up``), on
@@ -41,6 +41,7 @@ Times are seconds (``time.monotonic()``) unless said otherwise.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -48,7 +49,6 @@ import json
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
@@ -58,6 +58,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from hbpcap import inner_text, split_packet
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.l2 import ARP, Ether
 
 from director import control
 from director.lab import netns as N
@@ -537,30 +539,82 @@ class Capture:
         self.close()
 
 
-# --- frame decoders (RFC 826 ARP, RFC 8200 IPv6, RFC 4861 NA), independent of ha.announce ---------
+# --- frame decoders (RFC 826 ARP, RFC 8200 IPv6, RFC 4861 NA): scapy, independent of ha.announce ---
+
+
+def _mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+@functools.lru_cache(maxsize=4096)
+def _arp_fields(frame: bytes) -> dict | None:
+    """`decode_arp`'s dict, or None for a frame that is no Ethernet/ARP for IPv4 (memoized: the
+    predicates see every captured frame at each poll of `Capture.wait`)."""
+    if len(frame) < 14:
+        return None
+    pkt = Ether(frame)
+    if pkt.type != 0x0806 or ARP not in pkt:
+        return None
+    arp = pkt[ARP]
+    if (arp.hwtype, arp.ptype, arp.hwlen, arp.plen) != (1, 0x0800, 6, 4):
+        return None
+    return {
+        "dst": _mac_bytes(pkt.dst),
+        "src": _mac_bytes(pkt.src),
+        "op": arp.op,
+        "sha": _mac_bytes(arp.hwsrc),
+        "spa": arp.psrc,
+        "tha": _mac_bytes(arp.hwdst),
+        "tpa": arp.pdst,
+    }
 
 
 def decode_arp(frame: bytes) -> dict:
-    """Ethernet + ARP: ``{"dst", "src", "op", "sha", "spa", "tha", "tpa"}`` (MACs as bytes, IPs as text)."""
-    assert len(frame) >= 42 and frame[12:14] == b"\x08\x06"
-    htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
-    assert (htype, ptype, hlen, plen) == (1, 0x0800, 6, 4)
-    sha, spa, tha, tpa = struct.unpack("!6s4s6s4s", frame[22:42])
-    return {
-        "dst": frame[:6],
-        "src": frame[6:12],
-        "op": op,
-        "sha": sha,
-        "spa": socket.inet_ntoa(spa),
-        "tha": tha,
-        "tpa": socket.inet_ntoa(tpa),
-    }
+    """Ethernet + ARP: ``{"dst", "src", "op", "sha", "spa", "tha", "tpa"}`` (MACs as bytes, IPs as text).
+
+    AssertionError on a frame that is not ARP for IPv4 over Ethernet.
+    """
+    fields = _arp_fields(frame)
+    assert fields is not None, f"not an Ethernet/ARP frame for IPv4: {frame[:42].hex()}"
+    return dict(fields)
 
 
 def is_garp_for(vip: str) -> Callable[[bytes], bool]:
     """Predicate: an ARP frame with SPA == TPA == ``vip`` (a gratuitous ARP, RFC 5227 section 3)."""
-    packed = socket.inet_aton(vip)
-    return lambda f: len(f) >= 42 and f[12:14] == b"\x08\x06" and f[28:32] == packed and f[38:42] == packed
+
+    def pred(frame: bytes) -> bool:
+        fields = _arp_fields(frame)
+        return fields is not None and fields["spa"] == fields["tpa"] == vip
+
+    return pred
+
+
+@functools.lru_cache(maxsize=4096)
+def _na_fields(frame: bytes) -> dict | None:
+    """`decode_ipv6_na`'s dict, or None for a frame that is no Ethernet/IPv6/NA (memoized)."""
+    if len(frame) < 14:
+        return None
+    pkt = Ether(frame)
+    if pkt.type != 0x86DD or not isinstance(pkt.payload, IPv6):
+        return None
+    ip = pkt[IPv6]
+    if ip.nh != 58 or not isinstance(ip.payload, ICMPv6ND_NA):  # no extension headers
+        return None
+    na = ip.payload
+    return {
+        "dst": _mac_bytes(pkt.dst),
+        "src": _mac_bytes(pkt.src),
+        "hlim": ip.hlim,
+        "saddr": ip.src,
+        "daddr": ip.dst,
+        "type": na.type,
+        "code": na.code,
+        "R": na.R,
+        "S": na.S,
+        "O": na.O,
+        "target": na.tgt,
+        "tlla": _mac_bytes(na[ICMPv6NDOptDstLLAddr].lladdr) if ICMPv6NDOptDstLLAddr in na else None,
+    }
 
 
 def decode_ipv6_na(frame: bytes) -> dict:
@@ -570,39 +624,20 @@ def decode_ipv6_na(frame: bytes) -> dict:
     "O", "target", "tlla"}``; ``tlla`` is the target link-layer address
     option's (type 2) MAC or None. AssertionError on a frame that is not one.
     """
-    assert len(frame) >= 54 + 24 and frame[12:14] == b"\x86\xdd"
-    vtf, plen, nxt, hlim = struct.unpack("!IHBB", frame[14:22])
-    assert vtf >> 28 == 6 and nxt == 58
-    payload = frame[54 : 54 + plen]
-    icmp_type, code, _csum, word = struct.unpack("!BBHI", payload[:8])
-    tlla = None
-    rest = payload[24:]
-    while len(rest) >= 8:
-        otype, olen = rest[0], rest[1]
-        assert olen > 0, "option of length 0"
-        if otype == 2:
-            tlla = rest[2:8]
-        rest = rest[olen * 8 :]
-    return {
-        "dst": frame[:6],
-        "src": frame[6:12],
-        "hlim": hlim,
-        "saddr": socket.inet_ntop(socket.AF_INET6, frame[22:38]),
-        "daddr": socket.inet_ntop(socket.AF_INET6, frame[38:54]),
-        "type": icmp_type,
-        "code": code,
-        "R": word >> 31,
-        "S": (word >> 30) & 1,
-        "O": (word >> 29) & 1,
-        "target": socket.inet_ntop(socket.AF_INET6, payload[8:24]),
-        "tlla": tlla,
-    }
+    fields = _na_fields(frame)
+    assert fields is not None, f"not an Ethernet/IPv6/ICMPv6 NA frame: {frame[:86].hex()}"
+    return dict(fields)
 
 
 def is_na_for(vip6: str) -> Callable[[bytes], bool]:
-    """Predicate: an ICMPv6 type 136 (no extension headers) whose target is ``vip6``."""
-    packed = ipaddress.IPv6Address(vip6).packed
-    return lambda f: len(f) >= 78 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136 and f[62:78] == packed
+    """Predicate: an ICMPv6 Neighbor Advertisement (no extension headers) whose target is ``vip6``."""
+    want = ipaddress.IPv6Address(vip6)
+
+    def pred(frame: bytes) -> bool:
+        fields = _na_fields(frame)
+        return fields is not None and ipaddress.IPv6Address(fields["target"]) == want
+
+    return pred
 
 
 # --- heartbeat packets (heartbeat 3.0.6 netstring framing), via hbpcap ----------------------

@@ -1,8 +1,10 @@
-"""Test helpers for heartbeat traffic: a tiny pcap reader and an independent MAC check.
+"""Test helpers for heartbeat traffic: the UDP payloads of a capture and an independent MAC check.
 
-Nothing here uses ha.wire or ha.auth: the netstring walker, the inner-auth
-text and the MACs are computed from scratch (hmac / hashlib), so tests can
-check what the project's codec produces against a second implementation.
+Nothing here uses ha.wire or ha.auth: captures are read and their frames
+decoded with scapy (Ethernet / IPv4 / UDP), the netstring walker, the
+inner-auth text and the MACs are computed from scratch (hmac / hashlib), so
+tests can check what the project's codec produces against a second
+implementation.
 """
 
 from __future__ import annotations
@@ -10,9 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import struct
 from dataclasses import dataclass
 from pathlib import Path
+
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether  # also registers the Ethernet link type for the pcap reader
+from scapy.utils import PcapReader
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "heartbeat"
 
@@ -27,44 +32,20 @@ class Captured:
 
 
 def udp_payloads(path: Path, port: int = 694) -> list[Captured]:
-    """Payloads of the UDP datagrams to or from `port` in a classic pcap file
-    (Ethernet link type; IPv4; 802.1Q tags skipped; fragments ignored)."""
-    data = path.read_bytes()
-    magic = data[:4]
-    if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1"):
-        end = "<"
-    elif magic in (b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
-        end = ">"
-    else:
-        raise AssertionError(f"{path}: not a pcap file")
-    frac = 1e9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
-    (linktype,) = struct.unpack(end + "I", data[20:24])
-    assert linktype == 1, "Ethernet captures only"
+    """Payloads of the UDP datagrams to or from `port` in a pcap or pcapng file (Ethernet link
+    type; IPv4, 802.1Q tags passed over; fragments ignored), decoded with scapy, in file order.
+    The payload is the UDP length's worth (Ethernet padding dropped)."""
     out = []
-    off = 24
-    while off + 16 <= len(data):
-        sec, sub, incl, _orig = struct.unpack(end + "IIII", data[off : off + 16])
-        off += 16
-        frame = data[off : off + incl]
-        off += incl
-        (ethertype,) = struct.unpack("!H", frame[12:14])
-        l3 = 14
-        if ethertype == 0x8100:
-            (ethertype,) = struct.unpack("!H", frame[16:18])
-            l3 = 18
-        if ethertype != 0x0800:
-            continue
-        ihl = (frame[l3] & 0x0F) * 4
-        proto = frame[l3 + 9]
-        (frag,) = struct.unpack("!H", frame[l3 + 6 : l3 + 8])
-        if proto != 17 or frag & 0x1FFF:
-            continue
-        src = ".".join(str(b) for b in frame[l3 + 12 : l3 + 16])
-        l4 = l3 + ihl
-        sport, dport, ulen = struct.unpack("!HHH", frame[l4 : l4 + 6])
-        if port not in (sport, dport):
-            continue
-        out.append(Captured(sec + sub / frac, src, frame[l4 + 8 : l4 + ulen]))
+    with PcapReader(str(path)) as reader:
+        for pkt in reader:
+            assert isinstance(pkt, Ether), f"{path}: Ethernet captures only"
+            if IP not in pkt:
+                continue
+            ip = pkt[IP]
+            udp = ip.payload
+            if ip.frag or not isinstance(udp, UDP) or port not in (udp.sport, udp.dport):
+                continue
+            out.append(Captured(float(pkt.time), ip.src, bytes(udp.payload)[: udp.len - 8]))
     return out
 
 

@@ -1,9 +1,10 @@
 """Tests of ha.announce: gratuitous ARP and unsolicited NA, byte for byte and on the wire.
 
-Pure tests compare the frames with hand-written bytes and with a decoder
-written here (struct, not ha.announce), and the ICMPv6 checksum with an
-independent computation (the whole buffer read as one big integer modulo
-0xffff, since 2**16 == 1 mod 0xffff) and with a checksum the kernel computed.
+Pure tests compare the frames with hand-written bytes and with scapy's
+decoding (an implementation independent of ha.announce), and the ICMPv6
+checksum with two independent computations (the whole buffer read as one big
+integer modulo 0xffff, since 2**16 == 1 mod 0xffff; scapy's) and with a
+checksum the kernel computed. Captured frames are decoded with scapy too.
 
 Wire tests need root and network namespaces. Each builds two namespaces of
 its own, ``<PREFIX>-a`` and ``<PREFIX>-b``, joined by a veth pair (``a0`` in
@@ -24,11 +25,16 @@ import asyncio
 import ipaddress
 import os
 import socket
-import struct
 import time
 
 import pytest
-from hapair import Capture  # frames received (not sent) on an interface of a namespace
+from hapair import (
+    Capture,  # frames received (not sent) on an interface of a namespace
+    is_garp_for,  # predicates on captured frames, decoding with scapy
+    is_na_for,
+)
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, in6_chksum
+from scapy.layers.l2 import ARP, Ether
 
 import ha.announce as A
 from director.lab import netns as N
@@ -58,74 +64,40 @@ MACB = bytes.fromhex("021122334455")
 VIP = "10.213.0.100"
 VIP6 = "fd00:213::100"
 WRONG_MAC = "02:00:00:00:00:99"
-ETH_P_ALL = 0x0003
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+ALL_NODES_MAC = "33:33:00:00:00:01"  # ff02::1 over Ethernet (RFC 2464 section 7)
 
 
-# --- independent decoders ------------------------------------------------------------------
+# --- independent decoding (scapy) ---------------------------------------------------------
 
 
-def decode_arp(frame: bytes) -> dict:
-    """Ethernet + ARP (RFC 826) into a dict, written independently of ha.announce."""
-    assert len(frame) >= 42
-    dst, src, ethertype = struct.unpack("!6s6sH", frame[:14])
-    htype, ptype, hlen, plen, op = struct.unpack("!HHBBH", frame[14:22])
-    sha, spa, tha, tpa = struct.unpack("!6s4s6s4s", frame[22:42])
-    return {
-        "dst": dst,
-        "src": src,
-        "type": ethertype,
-        "htype": htype,
-        "ptype": ptype,
-        "hlen": hlen,
-        "plen": plen,
-        "op": op,
-        "sha": sha,
-        "spa": socket.inet_ntop(socket.AF_INET, spa),
-        "tha": tha,
-        "tpa": socket.inet_ntop(socket.AF_INET, tpa),
-    }
+def arp_of(frame: bytes) -> Ether:
+    """``frame`` decoded by scapy; asserts Ethernet + ARP for IPv4 over Ethernet (RFC 826)."""
+    pkt = Ether(frame)
+    assert pkt.type == 0x0806 and ARP in pkt, pkt.summary()
+    arp = pkt[ARP]
+    assert (arp.hwtype, arp.ptype, arp.hwlen, arp.plen) == (1, 0x0800, 6, 4), arp.summary()
+    return pkt
 
 
-def decode_na(payload: bytes) -> dict:
-    """An ICMPv6 Neighbor Advertisement (RFC 4861 4.4) with its options."""
-    icmp_type, code, csum, word = struct.unpack("!BBHI", payload[:8])
-    target = socket.inet_ntop(socket.AF_INET6, payload[8:24])
-    options = []
-    rest = payload[24:]
-    while rest:
-        otype, olen = rest[0], rest[1]
-        assert olen > 0
-        options.append((otype, olen, rest[2 : olen * 8]))
-        rest = rest[olen * 8 :]
-    return {
-        "type": icmp_type,
-        "code": code,
-        "checksum": csum,
-        "R": word >> 31,
-        "S": (word >> 30) & 1,
-        "O": (word >> 29) & 1,
-        "reserved": word & 0x1FFFFFFF,
-        "target": target,
-        "options": options,
-    }
+def na_of(frame: bytes) -> Ether:
+    """``frame`` decoded by scapy; asserts Ethernet + IPv6 (no extension header) + an ICMPv6
+    Neighbor Advertisement (RFC 4861 section 4.4) carrying exactly one option, the target
+    link-layer address (type 2, scapy's ``ICMPv6NDOptDstLLAddr``), and nothing after it."""
+    pkt = Ether(frame)
+    assert pkt.type == 0x86DD and isinstance(pkt.payload, IPv6), pkt.summary()
+    assert pkt[IPv6].nh == 58 and isinstance(pkt[IPv6].payload, ICMPv6ND_NA), pkt.summary()
+    opt = pkt[ICMPv6ND_NA].payload
+    assert isinstance(opt, ICMPv6NDOptDstLLAddr) and not opt.payload, pkt.summary()
+    return pkt
 
 
-def decode_ipv6_frame(frame: bytes) -> dict:
-    """Ethernet + IPv6 fixed header (RFC 8200 section 3)."""
-    dst, src, ethertype = struct.unpack("!6s6sH", frame[:14])
-    vtf, plen, nxt, hlim = struct.unpack("!IHBB", frame[14:22])
-    return {
-        "dst": dst,
-        "src": src,
-        "type": ethertype,
-        "version": vtf >> 28,
-        "plen": plen,
-        "next": nxt,
-        "hlim": hlim,
-        "saddr": socket.inet_ntop(socket.AF_INET6, frame[22:38]),
-        "daddr": socket.inet_ntop(socket.AF_INET6, frame[38:54]),
-        "payload": frame[54 : 54 + plen],
-    }
+def scapy_checksum(pkt: Ether) -> int:
+    """The checksum scapy computes for the NA of ``pkt`` (RFC 4443 section 2.3, over the IPv6
+    pseudo-header): the frame rebuilt with the checksum left for scapy to fill in."""
+    again = pkt.copy()
+    del again[ICMPv6ND_NA].cksum
+    return Ether(bytes(again))[ICMPv6ND_NA].cksum
 
 
 def ref_checksum(src: str, dst: str, payload: bytes) -> int:
@@ -173,18 +145,18 @@ def test_garp_reply_bytes():
 
 def test_garp_pair_decodes_as_gratuitous():
     request, reply = garp_pair(MAC, VIP)  # text MAC accepted
-    for frame, op, tha in ((request, 1, bytes(6)), (reply, 2, MACB)):
-        d = decode_arp(frame)
-        assert len(frame) == 42
-        assert d["dst"] == b"\xff" * 6 and d["src"] == MACB and d["type"] == 0x0806
-        assert (d["htype"], d["ptype"], d["hlen"], d["plen"]) == (1, 0x0800, 6, 4)
-        assert d["op"] == op and d["sha"] == MACB and d["tha"] == tha
-        assert d["spa"] == d["tpa"] == VIP
+    for frame, op, tha in ((request, 1, "00:00:00:00:00:00"), (reply, 2, MAC)):
+        pkt = arp_of(frame)  # EtherType, hardware and protocol types and lengths checked there
+        assert len(frame) == 42 and not pkt[ARP].payload  # nothing after the ARP header
+        assert pkt.dst == BROADCAST and pkt.src == MAC
+        arp = pkt[ARP]
+        assert arp.op == op and arp.hwsrc == MAC and arp.hwdst == tha
+        assert arp.psrc == arp.pdst == VIP
 
 
 def test_arp_frame_target_override_and_errors():
-    d = decode_arp(arp_frame(ARPOP_REQUEST, MACB, VIP, target_mac="ff:ff:ff:ff:ff:ff"))
-    assert d["tha"] == b"\xff" * 6 and d["op"] == 1
+    arp = arp_of(arp_frame(ARPOP_REQUEST, MACB, VIP, target_mac="ff:ff:ff:ff:ff:ff"))[ARP]
+    assert arp.hwdst == BROADCAST and arp.op == 1 and arp.hwsrc == MAC
     with pytest.raises(ValueError):
         arp_frame(3, MACB, VIP)
     with pytest.raises(ValueError):
@@ -213,10 +185,12 @@ def test_unsolicited_na_bytes():
     # fmt: on
     na = unsolicited_na(MACB, VIP6)
     assert na == expected and len(na) == A.NA_LEN == 32
-    d = decode_na(na)
-    assert (d["type"], d["code"], d["R"], d["S"], d["O"], d["reserved"]) == (136, 0, 0, 0, 1, 0)
-    assert d["target"] == VIP6
-    assert d["options"] == [(2, 1, MACB)]
+    d = ICMPv6ND_NA(na)
+    assert (d.type, d.code, d.cksum, d.R, d.S, d.O, d.res) == (136, 0, 0, 0, 0, 1, 0)
+    assert d.tgt == VIP6
+    opt = d.payload  # exactly one option: the target link-layer address
+    assert isinstance(opt, ICMPv6NDOptDstLLAddr) and not opt.payload
+    assert (opt.type, opt.len, opt.lladdr) == (2, 1, MAC)
     with pytest.raises(ValueError):
         unsolicited_na(MACB, VIP)
 
@@ -232,6 +206,7 @@ def test_icmpv6_checksum_against_independent_computation():
         dst = "ff02::1" if n % 2 else str(ipaddress.IPv6Address(rnd.getrandbits(128)))
         c = icmpv6_checksum(src, dst, bytes(payload))
         assert c == ref_checksum(src, dst, bytes(payload)), (src, dst, payload.hex())
+        assert c == in6_chksum(58, IPv6(src=src, dst=dst), bytes(payload)), (src, dst, payload.hex())
         # with the checksum in place, the packet sums to zero
         payload[2:4] = c.to_bytes(2, "big")
         assert icmpv6_checksum(src, dst, bytes(payload)) == 0
@@ -245,21 +220,29 @@ def test_icmpv6_checksum_matches_a_kernel_computed_one():
     # An NA sent by this module on a raw ICMPv6 socket and captured on the wire:
     # source fd00:213::100, to ff02::1, MAC 42:40:c0:ba:6a:88; the kernel wrote 0xe8f4.
     assert icmpv6_checksum(VIP6, "ff02::1", unsolicited_na("42:40:c0:ba:6a:88", VIP6)) == 0xE8F4
+    assert scapy_checksum(na_of(na_frame("42:40:c0:ba:6a:88", VIP6))) == 0xE8F4
 
 
 def test_na_frame_is_a_complete_valid_packet():
     frame = na_frame(MAC, VIP6)
     assert len(frame) == A.NA_FRAME_LEN == 86
-    d = decode_ipv6_frame(frame)
-    assert d["dst"] == bytes.fromhex("333300000001") and d["src"] == MACB and d["type"] == 0x86DD
-    assert (d["version"], d["plen"], d["next"], d["hlim"]) == (6, 32, 58, 255)
-    assert frame[14:18] == b"\x60\x00\x00\x00"  # traffic class and flow label 0
-    assert d["saddr"] == VIP6 and d["daddr"] == "ff02::1"
-    na = d["payload"]
-    assert ref_checksum(VIP6, "ff02::1", na) == 0  # checksum filled in and right
+    pkt = na_of(frame)  # Ethernet / IPv6 / NA / one option, nothing else
+    assert pkt.dst == ALL_NODES_MAC and pkt.src == MAC
+    ip = pkt[IPv6]
+    assert (ip.version, ip.tc, ip.fl, ip.plen, ip.nh, ip.hlim) == (6, 0, 0, 32, 58, 255)
+    assert ip.src == VIP6 and ip.dst == "ff02::1"
+    na = frame[54:]
+    assert bytes(ip.payload) == na
+    na_pkt = pkt[ICMPv6ND_NA]
+    assert (na_pkt.type, na_pkt.code, na_pkt.R, na_pkt.S, na_pkt.O, na_pkt.res) == (136, 0, 0, 0, 1, 0)
+    assert na_pkt.tgt == VIP6 and na_pkt[ICMPv6NDOptDstLLAddr].lladdr == MAC
+    # checksum filled in and right: scapy computes the same, the independent sum is 0
+    assert na_pkt.cksum == scapy_checksum(pkt) != 0
+    assert ref_checksum(VIP6, "ff02::1", na) == 0
     zeroed = na[:2] + b"\x00\x00" + na[4:]
     assert zeroed == unsolicited_na(MACB, VIP6)
-    assert decode_ipv6_frame(na_frame(MAC, VIP6, src="fe80::1"))["saddr"] == "fe80::1"
+    other = na_of(na_frame(MAC, VIP6, src="fe80::1"))
+    assert other[IPv6].src == "fe80::1" and other[ICMPv6ND_NA].cksum == scapy_checksum(other)
 
 
 # --- pure: schedule and legs ----------------------------------------------------------------
@@ -354,16 +337,6 @@ def pair():
         N.cleanup_netns(PREFIX)
 
 
-def is_garp_for(vip: str):
-    packed = socket.inet_aton(vip)
-    return lambda f: len(f) >= 42 and f[12:14] == b"\x08\x06" and f[28:32] == packed and f[38:42] == packed
-
-
-def is_na_for(vip6: str):
-    packed = ipaddress.IPv6Address(vip6).packed
-    return lambda f: len(f) >= 86 and f[12:14] == b"\x86\xdd" and f[20] == 58 and f[54] == 136 and f[62:78] == packed
-
-
 def neighbour_lladdr(ns: str, dst: str) -> str | None:
     """B's neighbour table entry for ``dst``: its link-layer address, or None."""
 
@@ -416,13 +389,13 @@ def test_garp_pair_reaches_the_peer_and_overrides_its_stale_entry(pair):
     finally:
         cap.close()
     assert len(frames) == 2
-    decoded = sorted((decode_arp(f) for f in frames), key=lambda d: d["op"])
-    mac_a = parse_mac(pair.mac_a)
-    assert [d["op"] for d in decoded] == [1, 2]
-    for d in decoded:
-        assert d["dst"] == b"\xff" * 6 and d["src"] == mac_a and d["sha"] == mac_a
-        assert d["spa"] == d["tpa"] == VIP
-    assert decoded[0]["tha"] == bytes(6) and decoded[1]["tha"] == mac_a
+    decoded = sorted((arp_of(f) for f in frames), key=lambda p: p[ARP].op)
+    mac_a = pair.mac_a
+    assert [p[ARP].op for p in decoded] == [1, 2]
+    for p in decoded:
+        assert p.dst == BROADCAST and p.src == mac_a and p[ARP].hwsrc == mac_a
+        assert p[ARP].psrc == p[ARP].pdst == VIP
+    assert decoded[0][ARP].hwdst == "00:00:00:00:00:00" and decoded[1][ARP].hwdst == mac_a
     assert wait_neighbour(pair.b, VIP, pair.mac_a) == pair.mac_a
 
 
@@ -462,17 +435,18 @@ def test_unsolicited_na_reaches_the_peer_with_hop_limit_255(pair):
     finally:
         cap.close()
     assert len(frames) == 1
-    d = decode_ipv6_frame(frames[0])
-    mac_a = parse_mac(pair.mac_a)
-    assert d["dst"] == bytes.fromhex("333300000001") and d["src"] == mac_a
-    assert d["hlim"] == 255 and d["next"] == 58 and d["daddr"] == "ff02::1"
-    na = decode_na(d["payload"])
-    assert (na["type"], na["code"], na["R"], na["S"], na["O"]) == (136, 0, 0, 0, 1)
-    assert na["target"] == VIP6 and na["options"] == [(2, 1, mac_a)]
-    # the kernel filled in the checksum; ours and the independent one agree with it
-    zeroed = d["payload"][:2] + b"\x00\x00" + d["payload"][4:]
-    assert icmpv6_checksum(d["saddr"], d["daddr"], zeroed) == na["checksum"]
-    assert ref_checksum(d["saddr"], d["daddr"], d["payload"]) == 0
+    pkt = na_of(frames[0])  # Ethernet / IPv6 / NA / one option, nothing else
+    mac_a = pair.mac_a
+    ip, na = pkt[IPv6], pkt[ICMPv6ND_NA]
+    assert pkt.dst == ALL_NODES_MAC and pkt.src == mac_a
+    assert ip.hlim == 255 and ip.nh == 58 and ip.dst == "ff02::1"
+    assert (na.type, na.code, na.R, na.S, na.O) == (136, 0, 0, 0, 1)
+    assert na.tgt == VIP6 and (na[ICMPv6NDOptDstLLAddr].type, na[ICMPv6NDOptDstLLAddr].lladdr) == (2, mac_a)
+    # the kernel filled in the checksum; ours, scapy's and the independent one agree with it
+    payload = bytes(ip.payload)
+    zeroed = payload[:2] + b"\x00\x00" + payload[4:]
+    assert icmpv6_checksum(ip.src, ip.dst, zeroed) == na.cksum == scapy_checksum(pkt)
+    assert ref_checksum(ip.src, ip.dst, payload) == 0
     assert wait_neighbour(pair.b, VIP6, pair.mac_a) == pair.mac_a
 
 
@@ -510,18 +484,20 @@ def test_every_leg_gets_the_announcement_with_the_first_legs_mac(pair, monkeypat
     finally:
         for c in caps.values():
             c.close()
-    mac_a = parse_mac(pair.mac_a)
-    assert mac_a != parse_mac(mac_a1)
+    mac_a = pair.mac_a
+    assert parse_mac(mac_a) != parse_mac(mac_a1)
     for leg in ("b0", "b1"):
-        assert sorted(decode_arp(f)["op"] for f in garps[leg]) == [1, 2]
-        assert all(decode_arp(f)["sha"] == mac_a and decode_arp(f)["src"] == mac_a for f in garps[leg])
+        assert sorted(arp_of(f)[ARP].op for f in garps[leg]) == [1, 2]
+        assert all(arp_of(f)[ARP].hwsrc == mac_a and arp_of(f).src == mac_a for f in garps[leg])
         assert len(nas[leg]) == 1
-        d = decode_ipv6_frame(nas[leg][0])
-        assert d["hlim"] == 255 and d["src"] == mac_a
-        assert decode_na(d["payload"])["options"] == [(2, 1, mac_a)]
-        assert ref_checksum(d["saddr"], d["daddr"], d["payload"]) == 0
+        pkt = na_of(nas[leg][0])  # exactly one option, checked there
+        assert pkt[IPv6].hlim == 255 and pkt.src == mac_a
+        assert (pkt[ICMPv6NDOptDstLLAddr].type, pkt[ICMPv6NDOptDstLLAddr].len) == (2, 1)
+        assert pkt[ICMPv6NDOptDstLLAddr].lladdr == mac_a
+        assert pkt[ICMPv6ND_NA].cksum == scapy_checksum(pkt)
+        assert ref_checksum(pkt[IPv6].src, pkt[IPv6].dst, bytes(pkt[IPv6].payload)) == 0
     # the second leg carries the hand-built frame, sourced from the VIP itself
-    assert decode_ipv6_frame(nas["b1"][0])["saddr"] == VIP6
+    assert na_of(nas["b1"][0])[IPv6].src == VIP6
 
 
 @needs_netns
@@ -539,7 +515,7 @@ def test_announce_follows_the_schedule(pair):
         cap.close()
     assert len(got) == 6
     times = [t for t, _ in got]
-    ops = [decode_arp(f)["op"] for _, f in got]
+    ops = [arp_of(f)[ARP].op for _, f in got]
     assert ops == [1, 2, 1, 2, 1, 2]
     # burst of two pairs together, the repeat about 1.05 s later (wide margins)
     assert times[3] - times[0] < 0.5
@@ -600,7 +576,7 @@ def test_socket_reopened_after_the_interface_is_recreated(pair):
             frames = [f for _, f in cap.wait(is_garp_for(VIP), 2)]
         finally:
             cap.close()
-        assert [decode_arp(f)["sha"] for f in frames] == [parse_mac(mac)] * 2
+        assert [arp_of(f)[ARP].hwsrc for f in frames] == [mac] * 2
     finally:
         an.close()
 

@@ -187,7 +187,7 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
                 # the cut lasts until dir1's takeover announcements are over (a burst, then
                 # announce_repeats rounds announce_interval apart): what comes after the heal is new
                 t_both = t_cut + times["cut -> VIP on both"]
-                assert arp.wait(lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac1, 1, 3, since=t_cut)
+                assert arp.wait(lambda f: is_garp_for(lab.vip)(f) and decode_arp(f)["sha"] == mac1, 1, 3, since=t_cut)
                 time.sleep(max(0.0, t_both + ANNOUNCE_REPEATS * ANNOUNCE_INTERVAL + 1.0 - time.monotonic()))
                 assert vips.seen(t_both) == {BOTH}
 
@@ -201,7 +201,7 @@ def test_heartbeat_cut_and_heal_leaves_the_preferred_owner(tmp_path: Path):
                 assert vips.seen(t_heal) <= {BOTH, ONLY1}, "the VIP was dropped by both"
                 # the keeper re-announces after the loser released (the loser's GARPs may have gone out)
                 after = arp.wait(
-                    lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac1, 2, 5 + MARGIN, since=t_released
+                    lambda f: is_garp_for(lab.vip)(f) and decode_arp(f)["sha"] == mac1, 2, 5 + MARGIN, since=t_released
                 )
                 assert len(after) >= 2, f"no re-announcement by dir1 after dir2 released at {t_released:.3f}"
                 times["dir2 released -> dir1 re-announces"] = after[0][0] - t_released
@@ -405,7 +405,7 @@ def test_node_failure_takeover_over_each_medium(kind: str, tmp_path: Path):
                 )
                 times["takeover by dir2 after the node failure of dir1"] = t
                 assert t >= DEADTIME * 0.5, "dir2 took over before dir1 could have been declared dead"
-            garps = arp.wait(lambda f: is_garp_for(lab.vip)(f) and f[22:28] == mac2, 2, 5, since=t_fail)
+            garps = arp.wait(lambda f: is_garp_for(lab.vip)(f) and decode_arp(f)["sha"] == mac2, 2, 5, since=t_fail)
             assert len(garps) >= 2 and {decode_arp(f)["op"] for _, f in garps} == {1, 2}
             s2 = d2.status()
             assert s2["peers"][0]["status"] == "dead" and s2["groups"][0]["held"] is True
@@ -457,12 +457,12 @@ def test_ipv6_vip_is_announced_by_unsolicited_na(tmp_path: Path):
             times["takeover after SIGTERM"] = wait_for(
                 lambda: lab.holds("dir2", vip6), 5, "dir2 to take the IPv6 VIP", dirs
             )
-            nas = cap.wait(lambda f: is_na_for(vip6)(f) and f[6:12] == mac2, 2, 5, since=t0)
+            nas = cap.wait(lambda f: is_na_for(vip6)(f) and decode_ipv6_na(f)["src"] == mac2, 2, 5, since=t0)
             assert len(nas) >= 2, "dir2 sends a burst of unsolicited NAs"
             times["takeover -> first NA"] = nas[0][0] - t0
             for _, frame in nas:
                 check_na(frame, mac2)
-            assert not cap.matching(lambda f: is_na_for(vip6)(f) and f[6:12] == mac1, nas[0][0]), (
+            assert not cap.matching(lambda f: is_na_for(vip6)(f) and decode_ipv6_na(f)["src"] == mac1, nas[0][0]), (
                 "dir1 announced the VIP after it gave it up"
             )
             wait_for(lambda: lab.neighbour_mac("client", vip6) == mac2, 5, "the client's entry to move to dir2", dirs)

@@ -44,6 +44,7 @@ from hapair import (
     Director,
     PairNet,
     VipSampler,
+    decode_arp,
     is_garp_for,
     netns_problem,
     wait_for,
@@ -79,7 +80,7 @@ def test_vip_follows_the_active_director(lab: PairNet, tmp_path: Path):
     times: dict[str, float] = {}
 
     def garp_senders(since: float) -> set[bytes]:
-        return {f[22:28] for _, f in capture.matching(is_garp_for(vip), since)}
+        return {decode_arp(f)["sha"] for _, f in capture.matching(is_garp_for(vip), since)}
 
     try:
         # 1. both start: the preferred owner takes the VIP

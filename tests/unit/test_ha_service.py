@@ -5,8 +5,8 @@ Root only (except the pure parts). Each test builds its own namespaces
 ``<PREFIX>-b`` (the segment's other side, ``b0`` 10.215.0.2/24 brd +) joined by
 a veth pair. The service runs on an event loop in a thread inside A. B plays
 an absent peer: a UDP socket bound there reads what A broadcasts, and an
-``AF_PACKET`` socket there sees A's gratuitous ARP. Packets are decoded with
-ha.wire and the authkeys written by the test.
+``AF_PACKET`` socket there sees A's gratuitous ARP. Heartbeat packets are decoded
+with ha.wire and the authkeys written by the test, the ARP frames with scapy.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from scapy.layers.l2 import ARP, Ether
 
 from director.lab import netns as N
 from director.status import render_status
@@ -173,7 +173,7 @@ def test_alone_it_takes_its_vip_announces_and_gives_it_back_on_stop(pair, tmp_pa
     capture = N.socket_in_netns(b, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
     capture.bind(("b0", 0))
     capture.settimeout(0.2)
-    a_mac = bytes.fromhex(N.link_mac(a, "a0").replace(":", ""))
+    a_mac = N.link_mac(a, "a0")
     changes: list = []
     seen: dict = {}
     events: list[str] = []
@@ -238,9 +238,9 @@ def test_alone_it_takes_its_vip_announces_and_gives_it_back_on_stop(pair, tmp_pa
     # the gratuitous ARP pair for the VIP from A's MAC (SPA = TPA = VIP)
     garps = []
     for f in frames:
-        op, sha, spa, _tha, tpa = struct.unpack("!6x6x2x6xH6s4s6s4s", f[:42])
-        if spa == tpa == socket.inet_aton(VIP):
-            garps.append((op, sha))
+        pkt = Ether(f)
+        if ARP in pkt and pkt[ARP].psrc == pkt[ARP].pdst == VIP:
+            garps.append((pkt[ARP].op, pkt[ARP].hwsrc))
     assert (1, a_mac) in garps and (2, a_mac) in garps
 
 

@@ -1,9 +1,9 @@
 """Tests for ha.wire against real heartbeat 3.0.6 captures.
 
-The captures (tests/data/heartbeat) are read with a small pcap reader written
-here (Ethernet / IPv4 / UDP, stdlib only). MACs of what we encode are checked
-with an independent netstring walker and hmac / hashlib / a bitwise CRC in
-this file, not with ha.auth or ha.wire.
+The captures (tests/data/heartbeat) are read and their frames decoded with
+scapy (Ethernet / IPv4 / UDP, `hbpcap.udp_payloads`). MACs of what we encode
+are checked with an independent netstring walker and hmac / hashlib / a
+bitwise CRC in this file, not with ha.auth or ha.wire.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ import pytest
 from hbpcap import DATA, Captured, udp_payloads
 from hbpcap import inner_text as ref_inner_text
 from hbpcap import split_packet as ref_split
+from scapy.layers.inet import IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Dot1Q, Ether
+from scapy.utils import rdpcap, wrpcap
 
 from ha.auth import parse_authkeys
 from ha.wire import (
@@ -122,6 +126,58 @@ def test_capture_inventory():
         "ip-request-resp": 1,
     }
     assert counts["pair-sha1-loss-rexmit.pcap"]["NS_rexmit"] == 45
+
+
+@pytest.mark.parametrize("name", CAPTURES)
+def test_capture_frames_are_heartbeat_over_udp_694(name):
+    """Every frame of the captures, decoded with scapy: Ethernet / IPv4 / UDP broadcast to port
+    694 (heartbeat's ``udpport``; IANA's ha-cluster) from a node's address, not fragmented,
+    carrying a netstring packet that the project's decoder reads, and `udp_payloads` yields the
+    same payloads; or, in the failover capture, the gratuitous ARPs of the VIP's takeover."""
+    frames = rdpcap(str(DATA / name))
+    udp_frames = [pkt for pkt in frames if IP in pkt]
+    others = [pkt for pkt in frames if IP not in pkt]
+    assert all(ARP in pkt and pkt[ARP].psrc == pkt[ARP].pdst == "10.250.0.100" for pkt in others)
+    assert len(others) == (40 if name == "pair-sha1-failover.pcap" else 0)
+    assert len(udp_frames) == len(packets(name))
+    for pkt, captured in zip(udp_frames, packets(name)):
+        assert isinstance(pkt, Ether) and isinstance(pkt.payload, IP), pkt.summary()
+        ip, udp = pkt[IP], pkt[IP].payload
+        assert isinstance(udp, UDP) and udp.dport == 694, pkt.summary()
+        assert (pkt.dst, ip.dst) == ("ff:ff:ff:ff:ff:ff", "10.250.0.255")
+        assert ip.frag == 0 and not ip.flags.MF and ip.src in ("10.250.0.1", "10.250.0.2")
+        payload = bytes(udp.payload)[: udp.len - 8]
+        assert payload.startswith(b"###\n") and payload.endswith(b",")
+        assert (captured.src, captured.payload, captured.time) == (ip.src, payload, float(pkt.time))
+        assert parse_packet(payload).framing == "netstring"
+
+
+def test_udp_payloads_keeps_unfragmented_ipv4_udp_on_the_port_only(tmp_path):
+    body = b"###\n11:(0)t=status,%%%\n"
+    mac = "02:00:00:00:00:01"
+    frames = [
+        Ether(src=mac) / IP(src="10.0.0.1", dst="10.0.0.255") / UDP(sport=694, dport=694) / body,
+        Ether(src=mac) / Dot1Q(vlan=7) / IP(src="10.0.0.2") / UDP(sport=40000, dport=694) / body,  # tagged
+        Ether(src=mac) / IP(src="10.0.0.3") / UDP(sport=694, dport=9) / b"x",  # from the port
+        Ether(src=mac) / IP(src="10.0.0.4") / UDP(sport=9, dport=9) / body,  # another port
+        Ether(src=mac) / IP(src="10.0.0.5", frag=3) / UDP(sport=694, dport=694) / body,  # a later fragment
+        Ether(src=mac) / IPv6(src="fd00::1") / UDP(sport=694, dport=694) / body,  # IPv4 only
+        Ether(src=mac) / IP(src="10.0.0.6") / UDP(sport=694, dport=694) / b"ab",  # padded to 60 bytes
+    ]
+    padded = []
+    for i, f in enumerate(frames):
+        pkt = Ether(bytes(f) + bytes(max(0, 60 - len(f))))  # the 60-byte minimum on the wire
+        pkt.time = 1000 + i / 4
+        padded.append(pkt)
+    path = tmp_path / "mixed.pcap"
+    wrpcap(str(path), padded)
+    assert udp_payloads(path) == [
+        Captured(1000.0, "10.0.0.1", body),
+        Captured(1000.25, "10.0.0.2", body),
+        Captured(1000.5, "10.0.0.3", b"x"),
+        Captured(1001.5, "10.0.0.6", b"ab"),
+    ]
+    assert [(c.src, c.payload) for c in udp_payloads(path, port=9)] == [("10.0.0.3", b"x"), ("10.0.0.4", body)]
 
 
 @pytest.mark.parametrize(

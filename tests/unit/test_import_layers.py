@@ -58,3 +58,42 @@ def test_a_reverse_import_breaks_a_contract(tmp_path, module, line, contract):
     out = lint_imports(tmp_path)
     assert out.returncode != 0
     assert f"{contract}" in out.stdout and "BROKEN" in out.stdout, out.stdout
+
+
+# --- scapy stays out of the daemon ------------------------------------------------------------
+
+
+def modules_loaded_by(code: str) -> set[str]:
+    """Top-level package names in ``sys.modules`` after running ``code`` in a fresh interpreter
+    (this checkout first on the path)."""
+    probe = code + "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import director.daemon, ha.service",
+        # `directord run`: the console script builds the whole parser (the lab's subcommands too)
+        "from director.cli import build_parser\nbuild_parser().parse_args(['run', '-c', 'x.yaml'])",
+    ],
+)
+def test_the_daemon_does_not_load_scapy(code):
+    loaded = modules_loaded_by(code)
+    assert "director" in loaded and "ha" in loaded
+    assert "scapy" not in loaded
+
+
+def test_the_lab_loads_scapy_only_to_decode_a_frame():
+    # the probe sees scapy once it is loaded: the lab's decoder imports it on its first call
+    assert "scapy" not in modules_loaded_by("import director.lab.scenarios, director.lab.drill")
+    assert "scapy" in modules_loaded_by("from director.lab.scenarios import parse_arp\nparse_arp(bytes(60))")

@@ -143,11 +143,110 @@ def test_gratuitous_arp_frames_become_announce_events():
     mac = "02:00:00:00:00:0b"
     request, reply = garp_pair(mac, VIP)
     assert S.parse_arp(request) == (1, mac, VIP, "00:00:00:00:00:00", VIP)
+    assert S.parse_arp(reply) == (2, mac, VIP, mac, VIP)
     ev = S.announce_event(3.25, reply, VIP, {mac: "dir2"})
     assert ev == Event(3.25, "client", "announce", f"gratuitous ARP reply {VIP} is-at {mac} (dir2)")
+    ev = S.announce_event(1.0004, request, VIP, {})  # an unknown sender is named by its MAC
+    assert ev == Event(1.0, "client", "announce", f"gratuitous ARP request {VIP} is-at {mac} ({mac})")
     other = S.announce_event(1.0, garp_pair(mac, "10.77.0.10")[0], VIP, {})
     assert other is None
-    assert S.parse_arp(b"\x00" * 60) is None and S.parse_arp(request[:30]) is None
+
+
+def test_parse_arp_refuses_what_is_not_ipv4_over_ethernet_arp():
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import ARP, Ether
+
+    request = garp_pair("02:00:00:00:00:0b", VIP)[0]
+    assert S.parse_arp(b"\x00" * 60) is None  # an 802.3 length, no EtherType
+    assert S.parse_arp(request[:30]) is None and S.parse_arp(request[:41]) is None  # cut short
+    assert S.parse_arp(request[:12]) is None and S.parse_arp(b"") is None
+    assert S.parse_arp(bytes(Ether() / IP(dst=VIP) / UDP(dport=694))) is None
+    assert S.parse_arp(request[:12] + b"\x08\x00" + request[14:]) is None  # ARP bytes, IPv4 EtherType
+    # RFC 826 with another hardware or protocol type
+    assert S.parse_arp(request[:14] + b"\x00\x06" + request[16:]) is None
+    assert S.parse_arp(bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(ptype=0x86DD, plen=16))) is None
+    # a frame with trailing padding (the 60-byte minimum on the wire) still decodes
+    assert S.parse_arp(request + bytes(18)) == S.parse_arp(request)
+
+
+def test_announce_events_from_a_pcap_capture(tmp_path):
+    """The drill's ARP capture as tcpdump would have written it: a pcap file (made with scapy),
+    read back with scapy, its times made relative to t0, turned into announce events."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.utils import rdpcap, wrpcap
+
+    mac1, mac2 = "02:00:00:00:00:0a", "02:00:00:00:00:0b"
+    t0 = 1_714_557_600.0
+    frames = [
+        (t0 + 1.0, garp_pair(mac1, VIP)[0]),
+        (t0 + 1.5, bytes(Ether(src=mac1) / ARP(op=1, hwsrc=mac1, psrc="10.77.0.10", pdst="10.77.0.2"))),  # a query
+        (t0 + 2.0, bytes(Ether(src=mac2) / IP(src="10.77.0.11", dst=VIP) / UDP(sport=694, dport=694))),
+        (t0 + 4.25, garp_pair(mac2, VIP)[0]),
+        (t0 + 4.2504, garp_pair(mac2, VIP)[1] + bytes(18)),  # padded to the 60-byte minimum
+        (t0 + 5.0, garp_pair(mac2, "10.77.0.11")[0]),  # gratuitous, another address
+        (t0 + 6.0, garp_pair(mac2, VIP)[1][:40]),  # cut short
+    ]
+    packets = []
+    for t, frame in frames:
+        pkt = Ether(frame)
+        pkt.time = t
+        packets.append(pkt)
+    path = tmp_path / "arp.pcap"
+    wrpcap(str(path), packets)
+
+    captured = [(float(p.time) - t0, bytes(p)) for p in rdpcap(str(path))]
+    assert [f for _, f in captured] == [f for _, f in frames]
+    events = S.announce_events(captured, VIP, {mac1: "dir1", mac2: "dir2"})
+    assert events == [
+        Event(1.0, "client", "announce", f"gratuitous ARP request {VIP} is-at {mac1} (dir1)"),
+        Event(4.25, "client", "announce", f"gratuitous ARP request {VIP} is-at {mac2} (dir2)"),
+        Event(4.25, "client", "announce", f"gratuitous ARP reply {VIP} is-at {mac2} (dir2)"),
+    ]
+    # on the timeline: after the fault, in time order, the capture's order kept at equal times
+    rec = DrillRecord(
+        "fail-active",
+        fault_t=2.0,
+        events=[Event(2.0, "drill", "fault", "FAULT"), *events, Event(4.1, "dir2", "acquire", "acquiring")],
+    )
+    tl = [(e.t, e.kind, e.text.split(" ")[2] if e.kind == "announce" else "") for e in S.build_timeline(rec)]
+    assert tl == [
+        (1.0, "announce", "request"),
+        (2.0, "fault", ""),
+        (4.1, "acquire", ""),
+        (4.25, "announce", "request"),
+        (4.25, "announce", "reply"),
+    ]
+
+
+def test_announce_events_of_heartbeats_own_takeover_capture():
+    """The gratuitous ARPs of two real heartbeat 3.0.6 nodes (tests/data/heartbeat, the failover
+    capture: nodea takes VIP 10.250.0.100, is killed, nodeb takes over), read with scapy as the
+    drill reads its capture: heartbeat's send_arp alternates requests and replies 0.25 s apart,
+    ten pairs per takeover."""
+    import itertools
+    from pathlib import Path
+
+    from scapy.layers.l2 import Ether  # noqa: F401 - registers the Ethernet link type for rdpcap
+    from scapy.utils import rdpcap
+
+    pcap = rdpcap(str(Path(__file__).resolve().parents[1] / "data" / "heartbeat" / "pair-sha1-failover.pcap"))
+    t0 = float(pcap[0].time)
+    frames = [(float(p.time) - t0, bytes(p)) for p in pcap]
+    macs = {"d6:e5:64:b6:ab:d9": "nodea", "42:d3:9c:7d:26:a5": "nodeb"}
+    events = S.announce_events(frames, "10.250.0.100", macs)
+    assert len(frames) == 358 and len(events) == 40
+    runs = [(who, list(run)) for who, run in itertools.groupby(events, key=lambda e: e.text.rsplit(" ", 1)[1])]
+    assert [(who, len(run)) for who, run in runs] == [("(nodea)", 20), ("(nodeb)", 20)]
+    for who, run in runs:
+        mac = {f"({name})": m for m, name in macs.items()}[who]
+        assert [e.text for e in run] == [
+            f"gratuitous ARP {op} 10.250.0.100 is-at {mac} {who}" for op in ["request", "reply"] * 10
+        ]
+        assert all(e.source == "client" and e.kind == "announce" for e in run)
+        assert all(0.2 < b.t - a.t < 0.3 for a, b in zip(run, run[1:]))
+    assert runs[1][1][0].t - runs[0][1][-1].t > 6  # nodeb's takeover: after heartbeat's deadtime
+    assert S.announce_events(frames, "10.250.0.1", macs) == []  # the nodes' own addresses: no announcement
 
 
 # --- figures ----------------------------------------------------------------------------------------
@@ -493,6 +592,29 @@ def test_drill_vm_argv_repeats_the_options_without_vm():
         "--json",
     ]
     assert "--vm" not in argv
+
+
+def test_vm_prerequisites_install_the_lab_packages_on_the_host(monkeypatch):
+    """The guest runs with the host's site-packages: the lab's Python packages (the ``lab``
+    extra of pyproject.toml) are pip-installed on the host when missing."""
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    from director.lab import vm
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    extras = pyproject["project"]["optional-dependencies"]
+    assert sorted(vm.GUEST_PYTHON_PACKAGES.values()) == sorted(extras["lab"])
+    assert "directord[lab]" in extras["vm"] and "directord[lab]" in extras["test"]
+    assert vm.missing_python_packages() == []  # installed with the test extra
+    assert vm.missing_python_packages({"scapy": "scapy>=2.5", "no_such_module_0": "nosuch>=1"}) == ["nosuch>=1"]
+    calls = []
+    monkeypatch.setattr(vm, "_run", lambda argv, **kw: calls.append((list(argv), kw.get("check"))))
+    vm.ensure_python_packages()
+    assert calls == []
+    vm.ensure_python_packages({"scapy": "scapy>=2.5", "no_such_module_0": "nosuch>=1"})
+    assert calls == [([sys.executable, "-m", "pip", "install", "-q", "nosuch>=1"], True)]
 
 
 def test_lab_cli_parses_the_subcommands():
