@@ -21,7 +21,13 @@ again if someone stopped them; when a reload removes the setting, the daemons
 are stopped once and then left alone.
 
 Kernel errors are logged with the service and real server concerned and
-retried on the next pass; they never stop the loop.
+retried on the next pass; they never stop the loop.  A kernel table that cannot
+be read (ip_vs not loaded, a refused dump) and a sync daemon the kernel refuses
+are conditions, not events: each is logged when it starts, when it changes and
+when it ends, not again at every pass while it lasts (`directord status` shows
+the current kernel error).  ip_vs missing is an error only while the configuration
+needs it (virtual services or a sync daemon): a director with neither (HA only)
+logs it once, at INFO.
 """
 
 from __future__ import annotations
@@ -122,6 +128,11 @@ class Reconciler:
         #: sync daemons seen at the last full pass (None: not read, or not managed)
         self.sync_daemons: list[SyncDaemon] | None = None
         self._sync_managed = False
+        #: the kernel table's condition last logged: (error text, whether the configuration needs
+        #: IPVS), or None while the table can be read
+        self._table_trouble: tuple[str, bool] | None = None
+        #: the sync daemon errors of the last full pass (logged as errors when they first appear)
+        self._sync_trouble: frozenset[str] = frozenset()
 
     # --- inputs ---------------------------------------------------------------
 
@@ -262,14 +273,13 @@ class Reconciler:
             try:
                 await self.kernel.open()
                 self.table = await self.kernel.dump()
-            except IPVSUnavailable as exc:
-                self._table_valid = False
-                log.error("%s; retrying in %.0f s", exc, self._interval())
-                return []
             except IPVSError as exc:
                 self._table_valid = False
-                log.error("cannot read the IPVS table: %s; retrying", exc)
+                self._table_unreadable(exc)
                 return []
+            if self._table_trouble is not None:
+                log.info("the IPVS table can be read again (it could not: %s)", self._table_trouble[0])
+                self._table_trouble = None
             self._table_valid = True
             self.last_dump = self._clock()
             self._dirty.clear()
@@ -288,27 +298,50 @@ class Reconciler:
             await self.sync_pass()
             return ops
 
+    def _table_unreadable(self, exc: IPVSError) -> None:
+        """Log that the kernel table cannot be read (``exc``), once per condition.
+
+        An error when the configuration needs IPVS (virtual services or a sync daemon), INFO
+        when it needs none (a director for HA only: ip_vs missing changes nothing); logged
+        again only when the error or that need changes, at DEBUG on the passes between.
+        """
+        text = str(exc) if isinstance(exc, IPVSUnavailable) else f"cannot read the IPVS table: {exc}"
+        needed = bool(self._services) or (self.config is not None and self.config.settings.sync_daemon is not None)
+        trouble = (text, needed)
+        if trouble == self._table_trouble:
+            log.debug("%s; still retrying", text)
+            return
+        self._table_trouble = trouble
+        if needed:
+            log.error(
+                "%s; retrying every %.0f s (logged again when this changes or is repaired)", text, self._interval()
+            )
+        else:
+            log.info("%s; nothing to program (no virtual service, no sync daemon configured)", text)
+
     async def sync_pass(self) -> None:
         """Start or stop the kernel's sync daemons as the configuration says; errors are
         logged and retried on the next full pass."""
         sync = self.config.settings.sync_daemon if self.config else None
         if sync is None and not self._sync_managed:
             self.sync_daemons = None
+            self._sync_trouble = frozenset()  # nothing is asked of the kernel any more
             return
         desired = list(sync_daemons_for(sync.interface, sync.syncid)) if sync is not None else []
+        troubles: list[str] = []
         try:
             running = await self.kernel.sync_daemons()
             ops = plan_sync(desired, running)
             results = await self.kernel.apply_sync(ops) if ops else []
         except IPVSError as exc:
             self.errors += 1
-            log.error("cannot manage the IPVS sync daemons: %s; retrying", exc)
+            self._sync_troubles([f"cannot manage the IPVS sync daemons: {exc}"])
             return
         now = {d.state: d for d in running}
         for op, error in results:
             if error is not None:
                 self.errors += 1
-                log.error("IPVS: cannot %s; retrying", error)
+                troubles.append(f"IPVS: cannot {error}")
                 continue
             log.info("IPVS: %s", op)
             if op.kind == "start":
@@ -318,6 +351,19 @@ class Reconciler:
         if all(error is None for _, error in results):
             self._sync_managed = sync is not None
         self.sync_daemons = sorted(now.values())
+        self._sync_troubles(troubles)
+
+    def _sync_troubles(self, troubles: list[str]) -> None:
+        """Log this pass's sync daemon errors: an error the previous pass did not have at ERROR,
+        one it had at DEBUG (retried each full pass, not logged each time), and their end at INFO."""
+        for text in troubles:
+            if text in self._sync_trouble:
+                log.debug("%s; still retrying", text)
+            else:
+                log.error("%s; retrying every %.0f s (logged again when this changes)", text, self._interval())
+        if self._sync_trouble and not troubles:
+            log.info("IPVS sync daemons: as configured again")
+        self._sync_trouble = frozenset(troubles)
 
     async def service_pass(self) -> list[Op]:
         """Plan and apply only the services marked by health transitions (no dump)."""
