@@ -2,7 +2,10 @@
 
 Request: one line ``{"command": "status"}`` (or ``"reload"``, or
 ``{"command": "standby"|"takeover", "which": "all"|"local"|"foreign"}``); response: one
-JSON line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+JSON line, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.  A ``reload`` is
+answered once the file is loaded and adopted or refused (`director.daemon.Daemon.reload_report`):
+``{"ok": true, "services": N, ...}``, or ``{"ok": false, "error": "...", "errors": N}`` with the
+file's problems one per line (``FILE:LINE:COL: FIELD: MESSAGE``).
 
 The one streaming request, ``{"command": "events", "recent": N, "follow": true|false,
 "kinds": [KIND, ...]}`` (every field optional: 0, true, every kind), answers ``{"ok": true}``,
@@ -243,25 +246,40 @@ def _alive(path: str) -> bool:
         s.close()
 
 
+class NoAnswer(ConnectionError):
+    """A daemon accepted the connection but gave no answer: it closed the connection or stopped
+    first, or took longer than the timeout. What came of the request is not known."""
+
+
 def request(path: str, command: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:
-    """Send one command (with extra JSON ``fields``) to a running daemon and return its response (blocking).
+    """Send one command (with extra JSON ``fields``) to a running daemon and return its response
+    (blocking; ``timeout``: seconds each socket operation may wait, the answer's too).
 
     Raises:
-        ConnectionError / FileNotFoundError / OSError: no daemon answers at ``path``.
+        NoAnswer: connected, but no answer came (see `NoAnswer`).
+        PermissionError: the socket refused this user.
+        ConnectionError / FileNotFoundError / OSError: no daemon answers at ``path`` (nothing was asked).
         ValueError: the answer is not JSON.
     """
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(json.dumps({"command": command, **fields}).encode() + b"\n")
         chunks = []
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            if chunk.endswith(b"\n"):
-                break
+        try:
+            s.sendall(json.dumps({"command": command, **fields}).encode() + b"\n")
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                if chunk.endswith(b"\n"):
+                    break
+        except TimeoutError:
+            raise NoAnswer(f"no answer within {timeout:g} s") from None
+        except OSError as exc:
+            raise NoAnswer(f"the connection failed before the answer: {exc.strerror or exc}") from None
+    if not chunks:
+        raise NoAnswer("the daemon closed the connection without answering")
     return json.loads(b"".join(chunks))
 
 

@@ -10,7 +10,9 @@ gracefully and the peer takes over at once).  Signals: SIGTERM/SIGINT stop clean
 in place, so a restart changes nothing), SIGHUP reloads the configuration
 (validated first; an invalid file is logged and the running configuration
 stays).  Changes to the ``ha:`` section need a restart: a reload logs them and
-keeps the running HA service.
+keeps the running HA service.  ``directord reload`` asks for a reload over the
+control socket and gets its outcome (`Daemon.reload_report`); loads never overlap,
+however many SIGHUPs and requests arrive at once.
 
 A reload reads, parses and validates the file in a worker thread
 (`load_prepared`), never on the event loop that sends the heartbeats: a file
@@ -37,6 +39,7 @@ from checks.engine import Load, Transition
 from checks.process import CheckerProcess
 
 from .config import ConfigError, load_config
+from .config.issues import MAX_ISSUES, bounded, escape
 from .control import ControlServer
 from .events import (
     CheckerBehind,
@@ -177,6 +180,9 @@ def load_prepared(path: str, running: Collection[TargetKey] = (), previous: Iter
 
 #: At most this many problems of an invalid file are logged (a hostile file can have millions).
 MAX_LOGGED_ISSUES = 50
+#: Longest ``error`` of a refused reload's answer (`refusal_text`), in characters: its problems
+#: (each at most about 1,200 characters, `director.config.ConfigIssue`) are kept whole while they fit.
+MAX_REFUSAL_TEXT = 16_000
 
 
 def _load_failure(exc: BaseException) -> str:
@@ -188,6 +194,32 @@ def _load_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError):
         return f"cannot read the file: {exc.strerror or exc}"
     return f"cannot load the file: {type(exc).__name__}: {exc}"
+
+
+def refusal_text(path: str, exc: BaseException) -> str:
+    """Why loading ``path`` failed, as ``directord check`` prints it, for a ``reload`` answer.
+
+    For an invalid file (`ConfigError`): one ``FILE:LINE:COL: FIELD: MESSAGE`` line per problem,
+    the first `MAX_LOGGED_ISSUES` that fit in `MAX_REFUSAL_TEXT` characters, a line counting the
+    ones left out, then ``FILE: N error(s)``.  Otherwise (unreadable file, RecursionError or
+    MemoryError on a hostile file) one line ``PATH: cannot ...: REASON``, bounded and escaped.
+    """
+    if not isinstance(exc, ConfigError):
+        return f"{escape(path)}: {bounded(_load_failure(exc), 1000)}"
+    lines: list[str] = []
+    size = 0
+    for issue in exc.issues[: min(MAX_LOGGED_ISSUES, MAX_ISSUES)]:  # the problems themselves (see ConfigError)
+        line = str(issue)
+        if lines and size + len(line) + 1 > MAX_REFUSAL_TEXT:
+            break
+        lines.append(line[:MAX_REFUSAL_TEXT])
+        size += len(line) + 1
+    more = exc.total - len(lines)
+    if more > 0:
+        lines.append(f"... and {more} more problem{'s' if more != 1 else ''} (directord check lists them all)")
+    file = exc.issues[0].file if exc.issues else escape(path)
+    lines.append(f"{file}: {exc.total} error{'s' if exc.total != 1 else ''}")
+    return "\n".join(lines)
 
 
 def _same_ha(old: Config | None, new: Config) -> bool:
@@ -222,7 +254,10 @@ class Daemon:
         self.ha: HAService | None = None  # when the configuration has an ha section
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
-        self._reloads: set[asyncio.Task[bool]] = set()  # SIGHUP reloads in flight (kept referenced)
+        self._reloads: set[asyncio.Task[dict[str, Any]]] = set()  # reloads in flight (kept referenced)
+        self._queued_reload: asyncio.Task[dict[str, Any]] | None = None  # the next load, not started yet
+        #: how the last reload went (``None`` before the first): the ``reload`` answer and ``at`` (Unix time)
+        self.last_reload: dict[str, Any] | None = None
         self._started = time.monotonic()
 
     # --- health -----------------------------------------------------------------
@@ -318,35 +353,91 @@ class Daemon:
         self.config = prepared.config
 
     async def reload(self) -> bool:
-        """Re-read the configuration file; keep the running one if it is invalid.
+        """Re-read the configuration file; keep the running one if it is invalid (`reload_report`).
 
         Returns True when the new configuration was adopted.
         """
+        return bool((await self.reload_report())["ok"])
+
+    async def reload_report(self) -> dict[str, Any]:
+        """Re-read the configuration file as `reload` does and say how it went: the answer to a
+        control ``reload`` request.
+
+        Loads never overlap, whatever asks for them (SIGHUP, control requests, at once or not):
+        a request made while a load runs waits for the next load, which it shares with every
+        request made meanwhile, so each answer is that of a load that read the file after the
+        request was made, and a burst of requests costs at most two loads.
+
+        Returns:
+            adopted: ``{"ok": True, "path": PATH, "services": N, "real_servers": N, "seconds": S,
+            "warnings": [TEXT, ...]}`` (``seconds``: how long the load took; ``warnings``: what
+            the reload could not apply, e.g. a changed ``ha`` section);
+            refused, the running configuration kept: ``{"ok": False, "path": PATH, "error": TEXT,
+            "errors": N}``, ``TEXT`` from `refusal_text`, ``N`` the problems found (1 when the
+            file could not be read at all).
+        """
+        return await asyncio.shield(self._queue_reload())
+
+    def _queue_reload(self) -> asyncio.Task[dict[str, Any]]:
+        """The load a reload asked for now gets: the one queued and not started yet, or a new one."""
+        task = self._queued_reload
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self._reload_when_free(), name="reload")
+            self._queued_reload = task
+            self._reloads.add(task)
+            task.add_done_callback(self._reload_done)
+        return task
+
+    async def _reload_when_free(self) -> dict[str, Any]:
+        """Wait for the load in progress, if any, then load (`reload_report`)."""
         async with self._reload_lock:
-            log.info("reloading %s", self.config_path)
-            try:
-                # off the loop: parsing and validating a large file takes longer than the deadtime
-                prepared = await asyncio.to_thread(
-                    load_prepared, self.config_path, self.engine.targets().keys(), list(self._states)
-                )
-            except Exception as exc:  # RecursionError, MemoryError...: logged, never raised to the loop
-                self.events.publish(ReloadRefused(self.config_path, _load_failure(exc)))
-                return False
-            if not _same_ha(self.config, prepared.config):
-                log.warning(
-                    "the ha section changed: HA changes need a restart; the running HA service (if any) is kept"
-                )
-            await self._adopt(prepared)
-            self.events.publish(ReloadAccepted(self.config_path, len(prepared.config.services)))
-            return True
+            self._queued_reload = None  # from now on a request waits for the load after this one
+            report = await self._load_and_adopt()
+            self.last_reload = {**report, "at": time.time()}
+            return report
+
+    async def _load_and_adopt(self) -> dict[str, Any]:
+        """One load of the file and, when it is valid, its adoption (`reload_report`'s answer)."""
+        log.info("reloading %s", self.config_path)
+        started = time.monotonic()
+        try:
+            # off the loop: parsing and validating a large file takes longer than the deadtime
+            prepared = await asyncio.to_thread(
+                load_prepared, self.config_path, self.engine.targets().keys(), list(self._states)
+            )
+        except Exception as exc:  # RecursionError, MemoryError...: logged, never raised to the loop
+            self.events.publish(ReloadRefused(self.config_path, _load_failure(exc)))
+            errors = exc.total if isinstance(exc, ConfigError) else 1
+            return {
+                "ok": False,
+                "path": self.config_path,
+                "error": refusal_text(self.config_path, exc),
+                "errors": errors,
+            }
+        warnings = []
+        if not _same_ha(self.config, prepared.config):
+            warnings.append(
+                "the ha section changed: HA changes need a restart; the running HA service (if any) is kept"
+            )
+            log.warning("%s", warnings[-1])
+        await self._adopt(prepared)
+        config = prepared.config
+        self.events.publish(ReloadAccepted(self.config_path, len(config.services)))
+        return {
+            "ok": True,
+            "path": self.config_path,
+            "services": len(config.services),
+            "real_servers": sum(len(s.real_servers) for s in config.services),
+            "seconds": round(time.monotonic() - started, 3),
+            "warnings": warnings,
+        }
 
     def _reload_on_signal(self) -> None:
-        """SIGHUP: reload in a task that is kept referenced and whose outcome is always retrieved."""
-        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
-        self._reloads.add(task)
-        task.add_done_callback(self._reload_done)
+        """SIGHUP: reload (`reload_report`) in a task that is kept referenced and whose outcome is
+        always retrieved."""
+        self._queue_reload()
 
-    def _reload_done(self, task: asyncio.Task[bool]) -> None:
+    def _reload_done(self, task: asyncio.Task[dict[str, Any]]) -> None:
         self._reloads.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
@@ -385,6 +476,7 @@ class Daemon:
             sync_daemons=None
             if self.reconciler.sync_daemons is None
             else [str(d) for d in self.reconciler.sync_daemons],
+            last_reload=self.last_reload,
         )
         if self.ha is not None:
             doc["ha"] = self.ha.snapshot()
@@ -396,7 +488,7 @@ class Daemon:
         if command == "status":
             return {"ok": True, "status": await self.status()}
         if command == "reload":
-            return {"ok": await self.reload()}
+            return await self.reload_report()
         if command in ("standby", "takeover"):
             if self.ha is None:
                 return {"ok": False, "error": "this director runs no HA (no ha section)"}

@@ -160,6 +160,17 @@ def render_status(doc: Mapping[str, Any]) -> str:
     lines = []
     if doc.get("daemon"):
         lines.append(f"directord running, configuration {doc.get('config')}")
+        reload = doc.get("last_reload")
+        if reload:
+            at = reload.get("at")
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else "-"
+            if reload.get("ok"):
+                lines.append(f"last reload {when}: adopted, {_fmt(reload.get('services'))} virtual services")
+            else:
+                lines.append(
+                    f"last reload {when}: REFUSED ({_fmt(reload.get('errors'))} problems), the running "
+                    "configuration is kept (directord check lists them)"
+                )
     else:
         lines.append("no directord daemon answering: kernel IPVS table only")
     for svc in doc["services"]:
