@@ -1,5 +1,5 @@
-"""The `directord` command line: run, check, status, events, standby, takeover; more come from
-`COMMAND_MODULES`."""
+"""The `directord` command line: run, check, reload, status, events, standby, takeover; more come
+from `COMMAND_MODULES`."""
 
 from __future__ import annotations
 
@@ -71,6 +71,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _socket_path(args: argparse.Namespace) -> str:
+    """The control socket to ask: ``--control-socket``, else ``global.control_socket`` of ``-c FILE``,
+    else `DEFAULT_SOCKET`.
+
+    A file that does not validate (the one ``reload`` is about to be refused, say) still gives its
+    ``global.control_socket`` when the YAML can be read (`_raw_control_socket`).
+    """
     if args.control_socket:
         return args.control_socket
     if args.config:
@@ -79,8 +85,27 @@ def _socket_path(args: argparse.Namespace) -> str:
         try:
             return load_config(args.config).settings.control_socket
         except Exception:
-            pass
+            return _raw_control_socket(args.config) or DEFAULT_SOCKET
     return DEFAULT_SOCKET
+
+
+def _raw_control_socket(path: str) -> str | None:
+    """``global.control_socket`` of the YAML file at ``path`` without validating anything else,
+    or ``None`` when the file cannot be read as the daemon reads it (a regular file of at most
+    `director.config.MAX_CONFIG_BYTES`, bounded YAML: `director.config.located.load_yaml`), or
+    has no such string."""
+    from ha.readfile import read_regular_file
+
+    from .config import MAX_CONFIG_BYTES
+    from .config.located import load_yaml
+
+    try:
+        root, _ = load_yaml(read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8"), path)
+    except Exception:  # unreadable, not UTF-8...: the caller tries the default socket
+        return None
+    settings = root.get("global") if isinstance(root, dict) else None
+    value = settings.get("control_socket") if isinstance(settings, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _permission_text(path: str) -> str:
@@ -147,6 +172,74 @@ def cmd_ha_request(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit statuses of ``directord reload``: the file was adopted; it was refused (the daemon runs
+#: the previous configuration); no daemon could be asked (none listening, or permission denied);
+#: the daemon was asked but did not answer in time or stopped (the outcome is not known).
+RELOAD_ADOPTED, RELOAD_REFUSED, RELOAD_NOT_ASKED, RELOAD_NO_ANSWER = 0, 1, 2, 3
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """``directord reload``: ask the running daemon to reload its configuration file and wait for
+    the outcome. Returns one of ``RELOAD_*``: 0 adopted, 1 refused (the located problems on
+    stderr), 2 no daemon could be asked, 3 asked but no answer (see `RELOAD_ADOPTED`)."""
+    from . import control
+    from .status import printable
+
+    path = _socket_path(args)
+    try:
+        reply = control.request(path, "reload", timeout=args.timeout)
+    except PermissionError:
+        print(_permission_text(path), file=sys.stderr)
+        return RELOAD_NOT_ASKED
+    except control.NoAnswer as exc:
+        print(
+            f"directord on {path} took the reload request but gave no answer ({exc}): the reload may have "
+            "happened or not (directord status shows the last reload)",
+            file=sys.stderr,
+        )
+        return RELOAD_NO_ANSWER
+    except ValueError as exc:
+        print(f"directord on {path} gave an answer that is not JSON: {exc}", file=sys.stderr)
+        return RELOAD_NO_ANSWER
+    except OSError as exc:
+        print(f"no directord answering on {path}: {exc.strerror or exc}; nothing was reloaded", file=sys.stderr)
+        return RELOAD_NOT_ASKED
+    daemon_file = reply.get("path")
+    if args.config and isinstance(daemon_file, str) and not _same_file(args.config, daemon_file):
+        print(
+            printable(f"note: the daemon reloads its own file {daemon_file}, not {args.config}"),
+            file=sys.stderr,
+        )
+    if not reply.get("ok"):
+        error = reply.get("error") or "refused (the daemon's log says why)"
+        for line in str(error).splitlines():
+            print(printable(line), file=sys.stderr)
+        print("reload refused: the daemon keeps its running configuration", file=sys.stderr)
+        return RELOAD_REFUSED
+    for warning in reply.get("warnings") or ():
+        print(printable(f"warning: {warning}"), file=sys.stderr)
+    if "services" in reply:
+        print(
+            printable(
+                f"reloaded {daemon_file}: {reply.get('services')} virtual services, "
+                f"{reply.get('real_servers')} real servers ({reply.get('seconds')} s)"
+            )
+        )
+    else:
+        print("reloaded")
+    return RELOAD_ADOPTED
+
+
+def _same_file(a: str, b: str) -> bool:
+    """True when paths ``a`` and ``b`` name the same file (or the same path, when either is missing)."""
+    import os
+
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     """``directord events``: the daemon's events, one per line (``--json``: its JSON objects)."""
     import datetime
@@ -188,6 +281,21 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Seconds ``directord reload`` waits for the daemon's answer by default.
+RELOAD_TIMEOUT = 300.0
+
+
+def _positive_seconds(text: str) -> float:
+    """A command-line number of seconds, > 0 and finite. Raises `argparse.ArgumentTypeError`."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="directord", description="IPVS director: virtual services, health checks, HA")
     sub = p.add_subparsers(dest="command", required=True)
@@ -207,6 +315,23 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a configuration file and print every error")
     check.add_argument("-c", "--config", default=DEFAULT_CONFIG)
     check.set_defaults(func=cmd_check)
+
+    reload = sub.add_parser(
+        "reload",
+        help="make the running daemon reload its configuration file and wait for the outcome",
+        description="Exit status: 0 adopted; 1 refused (the problems are printed, the daemon keeps its running "
+        "configuration); 2 no daemon could be asked; 3 the daemon was asked but did not answer (outcome unknown).",
+    )
+    reload.add_argument("-c", "--config", help="read the control socket path from this configuration")
+    reload.add_argument("--control-socket")
+    reload.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=RELOAD_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for the answer (default {RELOAD_TIMEOUT:g}; large files take seconds)",
+    )
+    reload.set_defaults(func=cmd_reload)
 
     status = sub.add_parser("status", help="virtual services, real servers, health and connections")
     status.add_argument("--json", action="store_true", help="machine-readable output")
