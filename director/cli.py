@@ -296,8 +296,44 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def version() -> str:
+    """directord's version: from the installed distribution's metadata, else (a source tree that
+    was never installed) from the ``pyproject.toml`` beside the ``director`` package, else
+    ``"unknown"``."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("directord")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    import os
+    import tomllib
+
+    pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
+    try:
+        with open(pyproject, "rb") as f:
+            project = tomllib.load(f).get("project", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return "unknown"
+    if project.get("name") == "directord" and isinstance(project.get("version"), str):
+        return f"{project['version']} (source tree)"
+    return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: print ``directord X.Y.Z`` and exit 0 (the version is looked up only then)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"directord {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="directord", description="IPVS director: virtual services, health checks, HA")
+    p.add_argument("--version", action=_VersionAction, help="print directord's version and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the daemon in the foreground (logs to stderr)")

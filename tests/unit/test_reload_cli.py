@@ -1,10 +1,11 @@
-"""`directord reload` against a real daemon (its control socket in tmp_path).
+"""`directord reload` against a real daemon (its control socket in tmp_path), `directord --version`.
 
 The command runs as a subprocess (``python -m director.cli``), as systemd's ``ExecReload=`` runs it;
 the daemon runs on the test's event loop.
 """
 
 import asyncio
+import importlib.metadata
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 from test_daemon import wait_status, write_config
 
 import director
+from director import cli
 from director import daemon as daemon_module
 from director.config import ConfigError, ConfigIssue
 from director.daemon import MAX_REFUSAL_TEXT, Daemon, refusal_text
@@ -203,3 +205,22 @@ def test_the_refusal_text_is_bounded_and_counts_what_it_leaves_out():
     assert len(text) <= MAX_REFUSAL_TEXT + 200
     assert text.splitlines()[-1] == "d.yaml: 40 errors" and "more problems" in text
     assert refusal_text("d.yaml", MemoryError()) == "d.yaml: cannot load the file: MemoryError: "
+
+
+async def test_version_is_the_distribution_s():
+    rc, out, _ = await directord("--version")
+    assert rc == 0 and out == f"directord {importlib.metadata.version('directord')}\n"
+
+
+def test_version_without_metadata_comes_from_the_source_tree(monkeypatch, capsys):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    import tomllib
+
+    expected = tomllib.loads(Path(SOURCE_TREE, "pyproject.toml").read_text())["project"]["version"]
+    assert capsys.readouterr().out == f"directord {expected} (source tree)\n"
