@@ -167,9 +167,10 @@ def render_status(doc: Mapping[str, Any]) -> str:
             if reload.get("ok"):
                 lines.append(f"last reload {when}: adopted, {_fmt(reload.get('services'))} virtual services")
             else:
+                errors = reload.get("errors")
                 lines.append(
-                    f"last reload {when}: REFUSED ({_fmt(reload.get('errors'))} problems), the running "
-                    "configuration is kept (directord check lists them)"
+                    f"last reload {when}: REFUSED ({_fmt(errors)} problem{'' if errors == 1 else 's'}), "
+                    "the running configuration is kept (directord check lists them)"
                 )
     else:
         lines.append("no directord daemon answering: kernel IPVS table only")

@@ -91,6 +91,8 @@ async def test_a_valid_file_is_adopted_and_the_command_exits_0(running):
     doc = await wait_status(sock, lambda d: True)
     assert doc["services"][0]["name"] == "web-new"
     assert doc["last_reload"]["ok"] is True and doc["last_reload"]["services"] == 1
+    rc, out, err = await directord("status", "--control-socket", sock)
+    assert rc == 0 and "adopted, 1 virtual services" in out, err
 
 
 async def test_an_invalid_file_is_refused_with_its_located_errors_and_exit_1(running):
@@ -106,6 +108,9 @@ async def test_an_invalid_file_is_refused_with_its_located_errors_and_exit_1(run
     doc = await wait_status(sock, lambda d: True)
     assert doc["services"][0]["name"] == "web"  # the running configuration is still served
     assert doc["last_reload"]["ok"] is False and doc["last_reload"]["errors"] == 1
+    rc, out, err = await directord("status", "--control-socket", sock)
+    assert rc == 0, err
+    assert "REFUSED (1 problem), the running configuration is kept" in out
 
 
 async def test_no_daemon_is_exit_2(tmp_path):
