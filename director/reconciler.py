@@ -122,6 +122,7 @@ class Reconciler:
         #: sync daemons seen at the last full pass (None: not read, or not managed)
         self.sync_daemons: list[SyncDaemon] | None = None
         self._sync_managed = False
+        self._first_pass = asyncio.Event()  # set once the first full pass ran (see first_pass)
 
     # --- inputs ---------------------------------------------------------------
 
@@ -218,6 +219,11 @@ class Reconciler:
         self._full_pass.set()
         self._task = asyncio.create_task(self._run(), name="reconciler")
 
+    async def first_pass(self) -> None:
+        """Return once the loop's first full pass ran (applied, or failed and logged: a
+        kernel without ip_vs is retried later, not waited for)."""
+        await self._first_pass.wait()
+
     async def stop(self) -> None:
         """Stop the loop; the kernel table is left as it is."""
         if self._task is not None:
@@ -239,6 +245,7 @@ class Reconciler:
                 self._full_pass.clear()
                 next_full = now + interval
                 await self.full_pass()
+                self._first_pass.set()
             if self._dirty:
                 await self.service_pass()
             if self._draining:
