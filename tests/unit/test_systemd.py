@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -440,3 +441,71 @@ def test_systemd_analyze_verify(tmp_path, name):
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True, timeout=60)
     ours = [line for line in (r.stdout + r.stderr).splitlines() if str(unit) in line]
     assert r.returncode == 0 and not ours, r.stdout + r.stderr
+
+
+MDWE_RUN = """\
+import asyncio, ctypes, os, socket, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN (linux/prctl.h)
+    sys.exit(77)
+from director import control
+from director.daemon import Daemon
+
+async def main(cfg, sock):
+    daemon = Daemon(cfg, control_socket=sock)
+    task = asyncio.create_task(daemon.run())
+    health = None
+    for _ in range(200):
+        try:
+            doc = (await asyncio.to_thread(control.request, sock, "status", 2.0))["status"]
+            health = sorted(rs["health"] for svc in doc["services"] for rs in svc["real_servers"])
+            if health == ["up", "up"]:
+                break
+        except OSError:
+            pass
+        await asyncio.sleep(0.05)
+    daemon.stop()
+    print(health, await task)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_the_daemon_runs_with_memory_deny_write_execute(tmp_path):
+    """MemoryDenyWriteExecute=yes holds: the daemon, its checker child (uvloop) and an external
+    check run with the kernel's equivalent, PR_SET_MDWE (Linux 6.3+; no writable and executable
+    memory, no mapping made executable later), inherited by the children."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    cfg = tmp_path / "directord.yaml"
+    cfg.write_text(
+        textwrap.dedent(CONFIG.format(up_port=listener.getsockname()[1], down_port=1))
+        .replace("      - {address: 127.0.0.1, port: 1}\n", "")
+        .replace("virtual_services:\n", "virtual_services:\n" + EXTERNAL_SERVICE)
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("NOTIFY_SOCKET", None)
+    r = subprocess.run(
+        [sys.executable, "-c", MDWE_RUN, str(cfg), str(tmp_path / "s.sock")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    listener.close()
+    if r.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE")
+    assert r.returncode == 0 and r.stdout.strip() == "['up', 'up'] 0", r.stdout + r.stderr
+
+
+EXTERNAL_SERVICE = """\
+  - name: ext
+    address: 127.0.0.101
+    port: 80
+    scheduler: rr
+    forwarding: nat
+    check: {type: external, command: ["/bin/sh", "-c", "exit 0"], interval: 0.2, timeout: 1}
+    real_servers:
+      - {address: 127.0.0.1, port: 81}
+"""
