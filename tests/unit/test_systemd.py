@@ -509,3 +509,68 @@ EXTERNAL_SERVICE = """\
     real_servers:
       - {address: 127.0.0.1, port: 81}
 """
+
+
+HA_SECTION = """\
+ha:
+  node: dir1
+  nodes: [dir1, dir2]
+  media: [bcast lo]
+  authkeys: {authkeys}
+  resources:
+    - owner: dir1
+      addresses: [127.0.0.100/32/lo]
+"""
+
+
+class FakeHAService:
+    """Stands in for ha.service.HAService (the real one needs a network namespace): its start
+    takes a while, and its node reports a fixed state."""
+
+    started_at: float | None = None
+
+    def __init__(self, config, *, config_file=None, on_event=None):
+        self.node = None
+
+    async def start(self):
+        await asyncio.sleep(0.5)
+        peer = type("Peer", (), {"name": "dir2", "status": "dead"})
+        snapshot = type("Snapshot", (), {"status": "active", "holds": "all", "peers": (peer,)})
+        self.node = type("Node", (), {"snapshot": staticmethod(lambda: snapshot)})
+        FakeHAService.started_at = time.monotonic()
+
+    async def stop(self):
+        pass
+
+    def snapshot(self):
+        return {"node": "dir1", "state": "active", "peers": [], "groups": []}
+
+
+async def test_ready_waits_for_the_ha_service(tmp_path, notify_dir, monkeypatch):
+    import ha.service
+
+    monkeypatch.setattr(ha.service, "HAService", FakeHAService)
+    keys = tmp_path / "authkeys"
+    keys.write_text("auth 1\n1 sha1 test-key\n")
+    keys.chmod(0o600)
+    cfg = tmp_path / "directord.yaml"
+    body = CONFIG.format(up_port=1, down_port=2).replace("type: tcp", "type: none")
+    cfg.write_text(textwrap.dedent(body) + HA_SECTION.format(authkeys=keys))
+    receiver = Receiver(str(notify_dir / "notify"))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_dir / "notify"))
+    daemon = Daemon(str(cfg), control_socket=str(tmp_path / "run" / "directord.sock"))
+    task = asyncio.create_task(daemon.run())
+    try:
+        ready_at, ready = await receiver.wait_for("READY", "1")
+        assert FakeHAService.started_at is not None and FakeHAService.started_at <= ready_at
+        assert ready["STATUS"].endswith(", HA active, holding all, peer dir2 dead"), ready
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+    receiver.close()
+
+
+def test_status_line_of_an_ha_service_not_started_yet(tmp_path):
+    daemon = Daemon(str(tmp_path / "unused.yaml"))
+    daemon.ha = FakeHAService(None)
+    assert daemon._status_line() == "0 virtual services, 0/0 real servers up, HA starting"
