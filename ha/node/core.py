@@ -519,7 +519,7 @@ class HeartbeatNode:
         self.counters[reason] += 1
         self._rejects.add(source, reason, self._now)
 
-    def rejected_sources(self, now: float) -> list[dict]:
+    def rejected_sources(self, now: float) -> list[dict[str, str | float]]:
         """Datagrams dropped before reaching a peer, per source address, busiest first.
 
         Returns ``[{"address": str, "packets": int, "<reason>": int, ...,
