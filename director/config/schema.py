@@ -13,6 +13,7 @@ import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import ErrorDetails
 
 from checks.spec import (
     DEFAULT_FALL,
@@ -197,7 +198,7 @@ def _schema_keys(schema: type[BaseModel], rel: Path) -> list[str]:
     return sorted(info.alias or name for name, info in model.model_fields.items())
 
 
-def pydantic_message(schema: type[BaseModel] | None, err: Any) -> str:
+def pydantic_message(schema: type[BaseModel] | None, err: ErrorDetails) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) in plain words: a missing key, an
     unknown key with the closest valid one (``did you mean``) or the valid keys of ``schema`` at that
     place, or the expected type and a short description of the value found (`describe`).
