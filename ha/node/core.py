@@ -431,7 +431,7 @@ class HeartbeatNode:
     def _report(self, peer: Peer, status: str, reason: str) -> None:
         if not peer.should_report(status):
             return
-        self._out.append(PeerStatus(peer.name, status, reason))  # type: ignore[arg-type]
+        self._out.append(PeerStatus(peer.name, status, reason))
 
     # ------------------------------------------------------------------------ timers
 
