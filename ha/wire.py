@@ -332,7 +332,7 @@ class Message:
     def get_list(self, name: str) -> tuple[str, ...] | None:
         """Value of the first field called `name` if it is a list, else None."""
         f = self.field(name)
-        return cast(tuple[str, ...], f.value) if f is not None and f.type == FT_LIST else None
+        return cast("tuple[str, ...]", f.value) if f is not None and f.type == FT_LIST else None
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -403,7 +403,7 @@ def to_netstring(msg: Message) -> bytes:
         elif f.type in (FT_STRUCT, FT_UNCOMPRESS):
             value = to_netstring(cast(Message, f.value))
         else:
-            value = _pack_list(cast(tuple[str, ...], f.value))
+            value = _pack_list(cast("tuple[str, ...]", f.value))
         parts.append(_netstring(b"(%d)%s=%s" % (f.type, f.name.encode(_ENC, _ERRS), value)))
     parts.append(_NS_END)
     return b"".join(parts)
@@ -430,7 +430,7 @@ def _render_text(msg: Message, depth: int, head: bool) -> bytes:
                 raise ValueError(f"struct field {f.name!r} contains byte {sym!r}, reserved at depth {depth}")
             value = child.replace(b"\n", sym)
         elif f.type == FT_LIST:
-            value = _pack_list(cast(tuple[str, ...], f.value))
+            value = _pack_list(cast("tuple[str, ...]", f.value))
         else:
             raise ValueError(f"field {f.name!r} of type {f.type} has no text form")
         parts.append(b"%s%s=%s\n" % (prefix, name, value))
