@@ -36,6 +36,12 @@ field written as ``[(type)]name=value\\n`` (text form, no ``>>>``/``<<<``).
 Heartbeat adds it unless the message holds a struct or compressed field.
 A real peer checks only the outer MAC of a netstring packet, and only the
 inner one of a text packet.
+
+Why this module is over 800 lines: the two framings share one message model, one table of
+field types with their size and count bounds, and the MAC rules (what the outer MAC covers, how
+heartbeat's text framing escapes); each framing is tested against the other and against real
+captures through the same `decode_packet` / `encode_packet`. Split, those shared rules would
+be imported back and forth between the parts.
 """
 
 from __future__ import annotations
