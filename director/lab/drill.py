@@ -42,13 +42,11 @@ from .scenarios import (
     Sample,
     Scenario,
     announce_events,
-    evaluate,
     log_events,
-    render,
     scenario,
     scenario_names,
-    summary,
 )
+from .verdict import evaluate, render, summary
 
 #: Client traffic before the fault and after the end condition (seconds).
 LEAD_S, TAIL_S = 2.0, 2.0
@@ -417,7 +415,7 @@ CONDITION_TEXT = {
 
 def run_scenario(pair: PairLab, name: str, *, rate: float = 50.0, say: Callable[[str], None] | None = None) -> dict:
     """Run scenario ``name`` (or an alias) on ``pair``; returns the report of
-    `director.lab.scenarios.summary` (``report["ok"]``: every expectation held).
+    `director.lab.verdict.summary` (``report["ok"]``: every expectation held).
 
     The pair is left as the scenario leaves it (call `PairLab.restore` for the next one).
 
