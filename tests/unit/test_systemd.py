@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -297,14 +298,15 @@ async def test_watchdog_fed_from_the_loop_and_starved_by_a_blocked_loop(tmp_path
         await receiver.wait_for("WATCHDOG", "1", count=6)
         times = [t for t, _ in receiver.with_field("WATCHDOG")]
         gaps = [b - a for a, b in zip(times, times[1:])]
-        assert all(0.1 < gap < 0.35 for gap in gaps), gaps
+        # every WATCHDOG_USEC/2 (a loop timer may be late on a busy machine; the arrival times
+        # also carry the receiving thread's own delays)
+        assert all(0.1 < gap < 1.0 for gap in gaps) and 0.18 < statistics.median(gaps) < 0.3, gaps
 
         # the loop blocked for 1.5 s (a blocking call on it): nothing is fed meanwhile
         fed = len(receiver.with_field("WATCHDOG"))
         blocked_from = time.monotonic()
         time.sleep(1.5)
         blocked_until = time.monotonic()
-        assert len(receiver.with_field("WATCHDOG")) == fed
         await receiver.wait_for("WATCHDOG", "1", count=fed + 3)  # fed again once the loop runs
         times = [t for t, _ in receiver.with_field("WATCHDOG")]
         assert not [t for t in times if blocked_from + 0.05 < t < blocked_until]
