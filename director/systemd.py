@@ -196,6 +196,7 @@ class Notifier:
         self._seen: object = None
         self._refreshed = 0.0
         self._reloads = 0
+        self._stopping = False
         self.sent = 0  # datagrams sent
         self.watchdog_sent = 0  # of which WATCHDOG=1
 
@@ -258,13 +259,17 @@ class Notifier:
         return True
 
     def ready(self, status: str | None = None) -> None:
-        """``READY=1`` (with ``STATUS=``): start-up is complete, or the last reload in flight ended."""
+        """``READY=1`` (with ``STATUS=``): start-up is complete, or the last reload in flight ended.
+        Not sent once `stopping` was (a reload that ends while the daemon stops)."""
+        if self._stopping:
+            return
         if status is not None:
             self._last_status = _status(status)
         self.send(ready_message(status))
 
     def stopping(self, status: str = "stopping") -> None:
         """``STOPPING=1``; status updates stop (the watchdog goes on until `close`)."""
+        self._stopping = True
         self._cancel("status")
         self.send(stopping_message(status))
 

@@ -576,3 +576,26 @@ def test_status_line_of_an_ha_service_not_started_yet(tmp_path):
     daemon = Daemon(str(tmp_path / "unused.yaml"))
     daemon.ha = FakeHAService(None)
     assert daemon._status_line() == "0 virtual services, 0/0 real servers up, HA starting"
+
+
+async def test_a_reload_ending_after_stopping_sends_no_ready(notify_dir):
+    receiver = Receiver(str(notify_dir / "notify"))
+    notifier = systemd.Notifier(str(notify_dir / "notify"))
+
+    async def reload():
+        notifier.stopping()
+        return True
+
+    assert await notifier.reloading(reload) is True
+    await receiver.wait_for("STOPPING", "1")
+    await asyncio.sleep(0.1)
+    assert [m for _, m in receiver.messages] == [
+        {
+            "RELOADING": "1",
+            "MONOTONIC_USEC": receiver.messages[0][1]["MONOTONIC_USEC"],
+            "STATUS": "reloading the configuration",
+        },
+        {"STOPPING": "1", "STATUS": "stopping"},
+    ]
+    notifier.close()
+    receiver.close()
