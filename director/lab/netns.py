@@ -10,12 +10,13 @@ it, never changes namespace. Sockets keep the namespace they were created in,
 so a socket made in such a thread can be used from any thread afterwards.
 
 Links, addresses and routes go through pyroute2's netlink API (``IPRoute``
-opened inside the worker thread), not ``ip`` subprocesses: starting processes
-is the slowest thing in the test VM. Sysctls are plain writes to
-``/proc/sys`` from a thread inside the namespace (``/proc/sys/net`` resolves
-against the namespace of the reading/writing thread). Long-lived programs
-(daemons, HTTP servers) are started with ``ip netns exec`` because a process,
-unlike a thread, must be started in the namespace.
+from :mod:`ha.rtnl`, opened inside the worker thread), not ``ip``
+subprocesses: starting processes is the slowest thing in the test VM.
+Sysctls are plain writes to ``/proc/sys`` (:mod:`director.sysctl`) from a
+thread inside the namespace (``/proc/sys/net`` resolves against the
+namespace of the reading/writing thread). Long-lived programs (daemons, HTTP
+servers) are started with ``ip netns exec`` because a process, unlike a
+thread, must be started in the namespace.
 
 The :class:`Lab` builds the classic director topology: a "switch" namespace
 holding a bridge, and namespaces ``client``, ``dir1`` (the director) and
@@ -36,12 +37,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+
+from director.sysctl import proc_path, read_sysctl, write_sysctl
+from ha.rtnl import in_thread, iproute, netlink_error, netns_create, netns_remove
 
 log = logging.getLogger(__name__)
 
@@ -88,21 +91,19 @@ def netns_exists(name: str) -> bool:
 def create_netns(name: str, *, exist_ok: bool = False, lo_up: bool = True) -> None:
     """Create the named network namespace and bring its ``lo`` up.
 
-    Uses ``pyroute2.netns.create`` (the same ``/run/netns`` bind-mount scheme
+    Uses ``pyroute2.netns.create`` (`ha.rtnl.netns_create`; the same ``/run/netns`` bind-mount scheme
     as ``ip netns add``, so ``ip netns exec`` sees it).
 
     Raises:
         FileExistsError: it exists and ``exist_ok`` is false.
         OSError: the kernel refused (not root, no namespace support).
     """
-    from pyroute2 import netns as _pr_netns
-
     path = netns_path(name)
     if os.path.exists(path):
         if not exist_ok:
             raise FileExistsError(errno.EEXIST, "network namespace exists", name)
     else:
-        _pr_netns.create(name)
+        netns_create(name)
     if lo_up:
         link_set(name, "lo", up=True)
 
@@ -174,8 +175,6 @@ def delete_netns(name: str, *, kill: bool = True, missing_ok: bool = True) -> No
     Raises:
         FileNotFoundError: it does not exist and ``missing_ok`` is false.
     """
-    from pyroute2 import netns as _pr_netns
-
     path = netns_path(name)
     if not os.path.exists(path):
         if missing_ok:
@@ -183,7 +182,7 @@ def delete_netns(name: str, *, kill: bool = True, missing_ok: bool = True) -> No
         raise FileNotFoundError(errno.ENOENT, "no such network namespace", name)
     if kill:
         kill_netns_processes(name)
-    _pr_netns.remove(name)
+    netns_remove(name)
 
 
 def cleanup_netns(prefix: str) -> list[str]:
@@ -242,23 +241,13 @@ def call_in_netns(ns: str | None, fn: Callable[..., T], *args: Any, **kwargs: An
     Raises:
         OSError: the namespace does not exist or cannot be entered.
     """
-    result: list[Any] = []
-    error: list[BaseException] = []
 
-    def runner() -> None:
-        try:
-            if ns is not None:
-                _setns(ns)
-            result.append(fn(*args, **kwargs))
-        except BaseException as e:  # re-raised in the caller
-            error.append(e)
+    def runner() -> T:
+        if ns is not None:
+            _setns(ns)
+        return fn(*args, **kwargs)
 
-    t = threading.Thread(target=runner, name=f"netns-{ns}", daemon=True)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
+    return in_thread(runner, name=f"netns-{ns}")
 
 
 def socket_in_netns(
@@ -428,9 +417,7 @@ def exec_in_netns(
 
 
 def _ipr():
-    from pyroute2 import IPRoute
-
-    return IPRoute()
+    return iproute()
 
 
 def _index(ipr, ifname: str) -> int:
@@ -569,13 +556,12 @@ def add_address(ns: str | None, ifname: str, cidr: str, *, exist_ok: bool = Fals
     Raises:
         pyroute2.NetlinkError: code 17 (EEXIST) if present and not ``exist_ok``.
     """
-    from pyroute2 import NetlinkError
 
     def work():
         with _ipr() as ipr:
             try:
                 ipr.addr("add", index=_index(ipr, ifname), **_addr_kwargs(cidr))
-            except NetlinkError as e:
+            except netlink_error() as e:
                 if not (exist_ok and e.code == errno.EEXIST):
                     raise
 
@@ -588,7 +574,6 @@ def del_address(ns: str | None, ifname: str, cidr: str, *, missing_ok: bool = Tr
     Raises:
         pyroute2.NetlinkError: code 99 (EADDRNOTAVAIL) if absent and not ``missing_ok``.
     """
-    from pyroute2 import NetlinkError
 
     def work():
         with _ipr() as ipr:
@@ -596,7 +581,7 @@ def del_address(ns: str | None, ifname: str, cidr: str, *, missing_ok: bool = Tr
             kw.pop("flags", None)
             try:
                 ipr.addr("del", index=_index(ipr, ifname), **kw)
-            except NetlinkError as e:
+            except netlink_error() as e:
                 if not (missing_ok and e.code == errno.EADDRNOTAVAIL):
                     raise
 
@@ -639,20 +624,26 @@ def add_route(
     call_in_netns(ns, work)
 
 
+def _sysctl_key(key: str) -> str:
+    """The path form (`director.sysctl`) of a key as the lab takes it (see `sysctl_path`)."""
+    rel = key if "/" in key else key.replace(".", "/")
+    rel = rel.lstrip("/")
+    if rel.startswith("proc/sys/"):
+        rel = rel[len("proc/sys/") :]
+    return rel
+
+
 def sysctl_path(key: str) -> str:
     """``/proc/sys`` path of a sysctl key.
 
     ``"net.ipv4.conf.eth0.arp_ignore"`` -> ``/proc/sys/net/ipv4/conf/eth0/arp_ignore``;
     a key containing ``/`` is taken as a path below ``/proc/sys`` as is (needed
     for interface names with dots, such as ``eth0.100``).
+
+    Raises:
+        ValueError: a ``..`` component (`director.sysctl.proc_path`).
     """
-    rel = key if "/" in key else key.replace(".", "/")
-    rel = rel.lstrip("/")
-    if rel.startswith("proc/sys/"):
-        rel = rel[len("proc/sys/") :]
-    if ".." in rel.split("/"):
-        raise ValueError(f"invalid sysctl key {key!r}")
-    return "/proc/sys/" + rel
+    return proc_path(_sysctl_key(key))
 
 
 def set_sysctls(ns: str | None, values: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> None:
@@ -665,8 +656,7 @@ def set_sysctls(ns: str | None, values: Mapping[str, Any] | Iterable[tuple[str, 
 
     def work():
         for key, value in items:
-            with open(sysctl_path(key), "w") as f:
-                f.write(f"{value}\n")
+            write_sysctl(_sysctl_key(key), value)
 
     call_in_netns(ns, work)
 
@@ -680,8 +670,7 @@ def get_sysctl(ns: str | None, key: str) -> str:
     """Read one sysctl inside ``ns`` (stripped text)."""
 
     def work():
-        with open(sysctl_path(key)) as f:
-            return f.read().strip()
+        return read_sysctl(_sysctl_key(key))
 
     return call_in_netns(ns, work)
 

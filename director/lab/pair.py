@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ha.durable import write_file_atomic
+from ha.rtnl import iproute
 
 from .netns import (
     Lab,
@@ -244,9 +245,7 @@ class HolderProbe:
 
 def _iface_state(ifname: str, vip: str) -> tuple[bool, bool]:
     """In the calling thread's namespace: (interface up with carrier, VIP configured on it)."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
+    with iproute() as ipr:
         idx = ipr.link_lookup(ifname=ifname)
         if not idx:
             return False, False
