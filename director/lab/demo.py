@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from .drive import DirectordProcess, ipvsadm_table
-from .netns import Lab
+from .site import Lab
 
 INTERVAL, TIMEOUT, RISE, FALL = 1.0, 1.0, 2, 2
 

@@ -1,6 +1,6 @@
 """The HA pair lab behind `directord lab up|down|status|drill`.
 
-Topology (see `director.lab.netns.plan_lab` with ``directors=2, ha_link=True``):
+Topology (see `director.lab.topology.plan_lab` with ``directors=2, ha_link=True``):
 a client, two directors ``dir1``/``dir2`` and N real servers on the service
 bridge ``br0``; a separate heartbeat bridge ``hb0`` joins the directors'
 ``eth1`` (HA medium ``bcast eth1``); with ``bond`` each director's service
@@ -40,19 +40,7 @@ from typing import Any
 from ha.durable import write_file_atomic
 from ha.rtnl import iproute
 
-from .netns import (
-    Lab,
-    LabPlan,
-    Mode,
-    call_in_netns,
-    cleanup_netns,
-    link_set,
-    list_netns,
-    netns_exists,
-    pids_in_netns,
-    port_name,
-    socket_in_netns,
-)
+from .netns import call_in_netns, cleanup_netns, link_set, list_netns, netns_exists, pids_in_netns, socket_in_netns
 from .scenarios import (
     CHECK_FALL,
     CHECK_INTERVAL,
@@ -64,6 +52,8 @@ from .scenarios import (
     KEEPALIVE,
     table_shape,
 )
+from .site import Lab
+from .topology import LabPlan, Mode, port_name
 
 STATE_ROOT = Path("/run/directord-lab")
 IFF_UP = 0x1  # include/uapi/linux/if.h
