@@ -40,6 +40,8 @@ from typing import Any
 from ha.durable import write_file_atomic
 from ha.rtnl import iproute
 
+from ..control import request
+from .drive import parse_ipvsadm_list
 from .netns import call_in_netns, cleanup_netns, link_set, list_netns, netns_exists, pids_in_netns, socket_in_netns
 from .scenarios import (
     CHECK_FALL,
@@ -548,8 +550,6 @@ class PairLab:
 
     def ipvs_table(self, node: str) -> dict[str, dict]:
         """``ipvsadm -Ln`` of ``node`` parsed (`director.lab.drive.parse_ipvsadm_list`); {} on error."""
-        from .drive import parse_ipvsadm_list
-
         r = self.lab.exec(node, ["ipvsadm", "-Ln"], check=False)
         return parse_ipvsadm_list(r.stdout) if r.returncode == 0 else {}
 
@@ -622,8 +622,6 @@ class PairLab:
         return doc
 
     def _ha_status(self, node: str) -> Any:
-        from ..control import request
-
         if not self.socket_path(node).exists():
             return "no control socket"
         try:
