@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import vm as vmrun
 from .netns import enter_netns, link_mac, parse_http_response, socket_in_netns
 from .pair import HolderProbe, PairLab, PairOptions, ipvs_problem
 from .scenarios import (
@@ -505,17 +506,13 @@ def main(
         print(e.args[0], file=sys.stderr)
         return 2
     if vm:
-        from . import vm as vmrun
-
         vmrun.ensure_vm_prerequisites()
         return vmrun.run_in_vm(
             vm_argv(name, options, rate, as_json),
             out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"),
             timeout_s=1800,
         )
-    from .vm import missing_python_packages
-
-    missing = missing_python_packages()
+    missing = vmrun.missing_python_packages()
     if missing:
         print(
             f"directord lab drill: it decodes its captures with {', '.join(missing)}: pip install 'directord[lab]'",

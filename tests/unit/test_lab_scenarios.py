@@ -11,9 +11,9 @@ import pytest
 from director.config import load_config
 from director.lab import scenarios as S
 from director.lab import verdict as V
-from director.lab.netns import plan_lab
 from director.lab.pair import pair_config
 from director.lab.scenarios import DrillRecord, Event, HolderSample, Sample
+from director.lab.topology import plan_lab
 from ha.announce import garp_pair
 
 VIP = "10.77.0.100"
