@@ -221,8 +221,15 @@ class Reconciler:
 
     async def first_pass(self) -> None:
         """Return once the loop's first full pass ran (applied, or failed and logged: a
-        kernel without ip_vs is retried later, not waited for)."""
-        await self._first_pass.wait()
+        kernel without ip_vs is retried later, not waited for), or once the loop has ended
+        (stopped, or died of a bug: the caller must not wait forever)."""
+        if self._task is None:
+            return
+        waiter = asyncio.ensure_future(self._first_pass.wait())
+        try:
+            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
 
     async def stop(self) -> None:
         """Stop the loop; the kernel table is left as it is."""
