@@ -5,7 +5,7 @@ Run inside the stock-kernel VM (root, ip_vs), one guest boot for every system:
 
     directord lab vm -- python bench/failover_gap.py [--repeat 5] [--systems NAME ...] [--faults node graceful]
 
-Lab (director.lab.netns.Lab): a client, directors ``dir1``/``dir2`` and two real servers on
+Lab (director.lab.site.Lab): a client, directors ``dir1``/``dir2`` and two real servers on
 one bridge (DR forwarding, lab HTTP servers), plus a heartbeat bridge joining the
 directors' ``eth1``. dir1 is the preferred holder of the VIP in every system.
 
@@ -60,7 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"
 import incumbents as inc  # noqa: E402
 
 from director import control  # noqa: E402
-from director.lab.netns import Lab, del_address, exec_in_netns, list_addresses  # noqa: E402
+from director.lab.netns import del_address, exec_in_netns, list_addresses  # noqa: E402
+from director.lab.site import Lab
 from ha.model import DEFAULT_DEADTIME, DEFAULT_INITDEAD, DEFAULT_KEEPALIVE  # noqa: E402
 
 OUT = inc.REPO / "out" / "bench"

@@ -56,6 +56,7 @@ from .model import Config, DestKey, ServiceKey
 from .planner import HealthState
 from .reconciler import Reconciler
 from .status import build_status, printable
+from .systemd import Notifier, status_line
 
 if TYPE_CHECKING:
     from ha.service import HAService
@@ -259,6 +260,9 @@ class Daemon:
         #: how the last reload went (``None`` before the first): the ``reload`` answer and ``at`` (Unix time)
         self.last_reload: dict[str, Any] | None = None
         self._started = time.monotonic()
+        #: The service manager's notifications and watchdog (`director.systemd`; set up by `run`
+        #: from the environment: a no-op outside a ``Type=notify`` unit).
+        self.systemd = Notifier(None)
 
     # --- health -----------------------------------------------------------------
 
@@ -283,7 +287,22 @@ class Daemon:
     # --- lifecycle ----------------------------------------------------------------
 
     async def run(self) -> int:
-        """Run until SIGTERM/SIGINT. Returns the process exit status (1: bad configuration)."""
+        """Run until SIGTERM/SIGINT. Returns the process exit status (1: bad configuration).
+
+        Under systemd (sd_notify(3), systemd.service(5) ``Type=notify``): the
+        watchdog is fed from the event loop from the start; ``READY=1`` is sent
+        once the control socket answers, the HA service (if any) started and the
+        reconciler's first pass ran; ``STATUS=`` follows the state (at most once
+        a second); ``STOPPING=1`` when stopping begins.
+        """
+        self.systemd = Notifier.from_environ()
+        self.systemd.start_watchdog()
+        try:
+            return await self._run()
+        finally:
+            self.systemd.close()
+
+    async def _run(self) -> int:
         try:
             prepared = await asyncio.to_thread(load_prepared, self.config_path)
         except Exception as exc:  # a hostile file must give one clear error, not a traceback
@@ -327,16 +346,20 @@ class Daemon:
             await self.control.stop()
             return 1
         await self.reconciler.start()
+        await self.reconciler.first_pass()
         log.info(
             "directord started: %d virtual services, %d real servers, control socket %s",
             len(config.services),
             sum(len(s.real_servers) for s in config.services),
             path,
         )
+        self.systemd.ready(self._status_line())
+        self.systemd.start_status(self._status_line, lambda: self.events.published)
         try:
             await self._stop.wait()
         finally:
             log.info("stopping (the IPVS table is left in place)")
+            self.systemd.stopping()
             if self.ha is not None:
                 await self.ha.stop()
             await self.control.stop()
@@ -433,9 +456,11 @@ class Daemon:
         }
 
     def _reload_on_signal(self) -> None:
-        """SIGHUP: reload (`reload_report`) in a task that is kept referenced and whose outcome is
-        always retrieved."""
-        self._queue_reload()
+        """SIGHUP: reload (`reload_report`, between the service manager's ``RELOADING=1`` and
+        ``READY=1``) in a task that is kept referenced and whose outcome is always retrieved."""
+        task = asyncio.get_running_loop().create_task(self.systemd.reloading(self.reload_report), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reload_done)
 
     def _reload_done(self, task: asyncio.Task[dict[str, Any]]) -> None:
         self._reloads.discard(task)
@@ -446,6 +471,22 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop (as SIGTERM does)."""
         self._stop.set()
+
+    def _status_line(self) -> str:
+        """The one-line state for the service manager (`director.systemd.status_line`)."""
+        config = self.config
+        total = sum(len(s.real_servers) for s in config.services) if config is not None else 0
+        up = sum(1 for state in self._states.values() if state == "up")
+        ha = None
+        if self.ha is not None:
+            node = self.ha.node
+            if node is None:
+                ha = "starting"
+            else:
+                snap = node.snapshot()
+                ha = f"{snap.status}, holding {snap.holds}"
+                ha += "".join(f", peer {peer.name} {peer.status}" for peer in snap.peers)
+        return status_line(len(config.services) if config is not None else 0, up, total, ha)
 
     # --- control ------------------------------------------------------------------
 
@@ -488,7 +529,7 @@ class Daemon:
         if command == "status":
             return {"ok": True, "status": await self.status()}
         if command == "reload":
-            return await self.reload_report()
+            return await self.systemd.reloading(self.reload_report)
         if command in ("standby", "takeover"):
             if self.ha is None:
                 return {"ok": False, "error": "this director runs no HA (no ha section)"}

@@ -36,7 +36,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 from .model import (
     MANAGED_SERVICE_FLAGS,
@@ -140,7 +140,8 @@ def run_steps(steps: Generator[None, None, _T]) -> _T:
         try:
             next(steps)
         except StopIteration as done:
-            return done.value
+            result: _T = done.value  # the generator's return value, of its declared type
+            return result
 
 
 def desired_service_steps(
@@ -329,10 +330,11 @@ def record_op(table: dict[ServiceKey, KernelService], op: Op) -> None:
     edited destination are kept; a new destination starts at zero.
     """
     current = table.get(op.service)
+    # add/set operations carry complete attributes (`Op`); the casts state that, they check nothing
     if op.kind == "add_service":
-        table[op.service] = KernelService(attrs=op.service_attrs, dests={})
+        table[op.service] = KernelService(attrs=cast(ServiceAttrs, op.service_attrs), dests={})
     elif op.kind == "set_service" and current is not None:
-        table[op.service] = KernelService(attrs=op.service_attrs, dests=current.dests)
+        table[op.service] = KernelService(attrs=cast(ServiceAttrs, op.service_attrs), dests=current.dests)
     elif op.kind == "del_service":
         table.pop(op.service, None)
     elif current is not None and op.dest is not None:
@@ -341,5 +343,6 @@ def record_op(table: dict[ServiceKey, KernelService], op: Op) -> None:
             dests.pop(op.dest, None)
         else:
             old = dests.get(op.dest)
-            dests[op.dest] = replace(old, attrs=op.dest_attrs) if old is not None else KernelDest(op.dest_attrs)
+            attrs = cast(DestAttrs, op.dest_attrs)
+            dests[op.dest] = replace(old, attrs=attrs) if old is not None else KernelDest(attrs)
         table[op.service] = KernelService(attrs=current.attrs, dests=dests)

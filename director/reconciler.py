@@ -133,6 +133,7 @@ class Reconciler:
         self._table_trouble: tuple[str, bool] | None = None
         #: the sync daemon errors of the last full pass (logged as errors when they first appear)
         self._sync_trouble: frozenset[str] = frozenset()
+        self._first_pass = asyncio.Event()  # set once the first full pass ran (see first_pass)
 
     # --- inputs ---------------------------------------------------------------
 
@@ -229,6 +230,18 @@ class Reconciler:
         self._full_pass.set()
         self._task = asyncio.create_task(self._run(), name="reconciler")
 
+    async def first_pass(self) -> None:
+        """Return once the loop's first full pass ran (applied, or failed and logged: a
+        kernel without ip_vs is retried later, not waited for), or once the loop has ended
+        (stopped, or died of a bug: the caller must not wait forever)."""
+        if self._task is None:
+            return
+        waiter = asyncio.ensure_future(self._first_pass.wait())
+        try:
+            await asyncio.wait({waiter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+
     async def stop(self) -> None:
         """Stop the loop; the kernel table is left as it is."""
         if self._task is not None:
@@ -250,6 +263,7 @@ class Reconciler:
                 self._full_pass.clear()
                 next_full = now + interval
                 await self.full_pass()
+                self._first_pass.set()
             if self._dirty:
                 await self.service_pass()
             if self._draining:

@@ -46,16 +46,14 @@ import ipaddress
 import logging
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, TypeVar
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from .connectivity import internet_checksum
 from .model import NEIGH_LOCKTIME
+from .rtnl import async_iproute, in_thread, iproute
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 __all__ = [
     "ETH_P_ARP",
@@ -354,34 +352,8 @@ def _link_of(msg: Any) -> Link:
 
 
 def _dump_links() -> list[Link]:
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
+    with iproute() as ipr:
         return [_link_of(m) for m in ipr.get_links()]
-
-
-def _in_thread(fn: Callable[[], T]) -> T:
-    """Run ``fn`` in a fresh thread and return its result.
-
-    A new thread starts in the network namespace of the thread creating it,
-    and has no running event loop (pyroute2's synchronous classes refuse to
-    run on a thread whose loop is running).
-    """
-    box: list[Any] = []
-
-    def run() -> None:
-        try:
-            box.append((True, fn()))
-        except BaseException as e:  # re-raised in the caller
-            box.append((False, e))
-
-    t = threading.Thread(target=run, name="announce-netlink", daemon=True)
-    t.start()
-    t.join()
-    ok, value = box[0]
-    if not ok:
-        raise value
-    return value
 
 
 def interfaces_for(ifname: str) -> list[str]:
@@ -397,7 +369,7 @@ def interfaces_for(ifname: str) -> list[str]:
     Raises:
         NoSuchInterface: no such interface here.
     """
-    return announce_legs(_in_thread(_dump_links), ifname)
+    return announce_legs(in_thread(_dump_links, name="announce-netlink"), ifname)
 
 
 async def interfaces_for_async(ifname: str) -> list[str]:
@@ -406,9 +378,7 @@ async def interfaces_for_async(ifname: str) -> list[str]:
     Raises:
         NoSuchInterface: no such interface here.
     """
-    from pyroute2 import AsyncIPRoute
-
-    async with AsyncIPRoute() as ipr:
+    async with async_iproute() as ipr:
         links = [_link_of(m) async for m in await ipr.get_links()]
     return announce_legs(links, ifname)
 

@@ -3,50 +3,27 @@ and of the address resources exist, and do they have the IPv4 addresses a medium
 
 Kept apart from parsing (`director.config.ha`) so that a file can be validated on another
 machine; `ha.service.HAService` runs `check_ha_environment` when it starts.  I/O: rtnetlink
-through pyroute2, in a thread of its own.
+through pyroute2 (`ha.rtnl`), in a thread of its own.
 """
 
 from __future__ import annotations
 
 import socket
-import threading
-from typing import Any
 
 from ha.model import HAConfig
+from ha.rtnl import in_thread, iproute
 
 __all__ = ["check_ha_environment"]
 
 
 def _inspect_links(netns: str | None) -> tuple[dict[str, int], dict[int, list[tuple[str, str | None]]]]:
     """Interface name -> index, and index -> [(IPv4 address, broadcast or None)], via rtnetlink."""
-    from pyroute2 import IPRoute
-
-    kwargs: dict[str, Any] = {"netns": netns, "flags": 0} if netns is not None else {}
-    with IPRoute(**kwargs) as ipr:
+    with iproute(netns) as ipr:
         links = {msg.get("ifname"): msg["index"] for msg in ipr.get_links()}
         addresses: dict[int, list[tuple[str, str | None]]] = {}
         for msg in ipr.get_addr(family=socket.AF_INET):
             addresses.setdefault(msg["index"], []).append((msg.get("address"), msg.get("broadcast")))
     return links, addresses
-
-
-def _in_thread(netns: str | None) -> tuple[dict[str, int], dict[int, list[tuple[str, str | None]]]]:
-    """`_inspect_links` in a fresh thread: pyroute2's synchronous API must not run on an asyncio loop's thread."""
-    result: list[Any] = []
-    error: list[BaseException] = []
-
-    def runner() -> None:
-        try:
-            result.append(_inspect_links(netns))
-        except BaseException as exc:  # re-raised in the caller
-            error.append(exc)
-
-    thread = threading.Thread(target=runner, name="ha-environment", daemon=True)
-    thread.start()
-    thread.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 def check_ha_environment(ha: HAConfig, *, netns: str | None = None, file: str | None = None) -> list[str]:
@@ -71,7 +48,8 @@ def check_ha_environment(ha: HAConfig, *, netns: str | None = None, file: str | 
     Raises:
         OSError: the namespace does not exist, or netlink cannot be used.
     """
-    links, addresses = _in_thread(netns)
+    # in a thread of its own: pyroute2's synchronous API must not run on an asyncio loop's thread
+    links, addresses = in_thread(lambda: _inspect_links(netns), name="ha-environment")
     where = f" (network namespace {netns})" if netns is not None else ""
     prefix = ""
     if file is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import ClassVar, Protocol, TypeVar
 
 from ha.model import ResourceGroup
 
@@ -294,7 +294,10 @@ class LoggedEvent(Protocol):
     def __str__(self) -> str: ...
 
 
-def emit(sink: Callable[[Any], object] | None, event: LoggedEvent) -> None:
+_Event = TypeVar("_Event", bound=LoggedEvent)
+
+
+def emit(sink: Callable[[_Event], object] | None, event: _Event) -> None:
     """Hand ``event`` to ``sink``, the one way every producer (`ha.service.HAService`,
     `ha.vip`, `director.reconciler.Reconciler`) reports a state change.
 

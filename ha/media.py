@@ -38,6 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ha.model import Medium
+from ha.rtnl import async_iproute
 
 log = logging.getLogger("directord.ha")
 
@@ -85,14 +86,12 @@ def describe(medium: Medium) -> str:
 async def broadcast_address(ifname: str) -> str | None:
     """The first IPv4 broadcast address (``IFA_BROADCAST``) configured on ``ifname``, or None.
 
-    Read with pyroute2's ``AsyncIPRoute`` in the current network namespace.
+    Read with pyroute2's ``AsyncIPRoute`` (`ha.rtnl`) in the current network namespace.
 
     Raises:
         OSError: (``ENODEV``) no such interface here.
     """
-    from pyroute2 import AsyncIPRoute
-
-    async with AsyncIPRoute() as ipr:
+    async with async_iproute() as ipr:
         idx = await ipr.link_lookup(ifname=ifname)
         if not idx:
             raise OSError(errno.ENODEV, f"no such network interface {ifname!r}")

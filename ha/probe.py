@@ -6,7 +6,7 @@
   success, through `ha.connectivity.PingTracker` (rise/fall).
 * `LinkMonitor` polls the carrier state of named interfaces over rtnetlink
   every `LINK_POLL_INTERVAL` seconds (``IFLA_CARRIER`` and ``IFF_UP``, via
-  pyroute2), as bonding's ``miimon`` does.
+  pyroute2, `ha.rtnl`), as bonding's ``miimon`` does.
 
 Both run on the daemon's event loop in the daemon's network namespace and call
 ``on_change()`` (no arguments) after a state changed. Neither raises after
@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from ha.connectivity import PingTracker, decode_echo_reply, encode_echo_request
+from ha.rtnl import NLM_F_REQUEST, RTM_GETLINK, async_iproute, netlink_error
 
 log = logging.getLogger("directord.ha")
 
@@ -234,10 +235,8 @@ class LinkMonitor:
         Raises:
             ProbeError: rtnetlink cannot be opened.
         """
-        from pyroute2 import AsyncIPRoute
-
         try:
-            self._ipr = AsyncIPRoute()
+            self._ipr = async_iproute()
             await self._poll(notify=False)
         except Exception as exc:
             self.close()
@@ -271,10 +270,6 @@ class LinkMonitor:
                 log.exception("link state callback failed")
 
     async def _poll(self, notify: bool = True) -> None:
-        from pyroute2.netlink import NLM_F_REQUEST
-        from pyroute2.netlink.exceptions import NetlinkError
-        from pyroute2.netlink.rtnl import RTM_GETLINK
-
         assert self._ipr is not None
         for name in self.interfaces:
             try:
@@ -283,7 +278,7 @@ class LinkMonitor:
                 # stays in the socket's catch-all queue for good (pyroute2 0.9: about 1.6 KiB of
                 # RSS per poll, 50 MB an hour at 10 polls a second). An error still comes back.
                 reply = await self._ipr.link((RTM_GETLINK, NLM_F_REQUEST), ifname=name)
-            except NetlinkError as exc:
+            except netlink_error() as exc:
                 if exc.code != errno.ENODEV:
                     raise
                 self._set(name, None, notify)

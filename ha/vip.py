@@ -1,7 +1,7 @@
 """Adding and removing a VIP (an address resource) on the director, over netlink.
 
 What heartbeat's ``IPaddr``/``IPaddr2`` resource agents do with ``ifconfig``
-/ ``ip addr``, done with pyroute2's ``AsyncIPRoute`` in the network namespace
+/ ``ip addr``, done with pyroute2's ``AsyncIPRoute`` (`ha.rtnl`) in the network namespace
 of the calling thread (the daemon runs inside the director's namespace).
 Announcing the VIP afterwards is :mod:`ha.announce`'s job.
 
@@ -36,6 +36,7 @@ from typing import Any
 
 from ha.announce import NoSuchInterface
 from ha.events import AddressAdded, AddressRemoved, HAEventSink, emit
+from ha.rtnl import async_iproute, netlink_error
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,6 @@ async def add_vip(resource: Any, *, label: str | None = None, on_event: HAEventS
         ValueError: bad address, prefix length or label.
         pyroute2.NetlinkError: any other kernel refusal.
     """
-    from pyroute2 import AsyncIPRoute, NetlinkError
-
     iface = _parse(resource)
     kw: dict[str, Any] = {"address": str(iface.ip), "prefixlen": iface.network.prefixlen, "proto": ADDR_PROTO}
     lab = _label_for(resource, label) if iface.version == 4 else ""
@@ -162,11 +161,11 @@ async def add_vip(resource: Any, *, label: str | None = None, on_event: HAEventS
         kw["label"] = lab
     else:
         kw["flags"] = IFA_F_NODAD
-    async with AsyncIPRoute() as ipr:
+    async with async_iproute() as ipr:
         index = _index(resource.interface)
         try:
             await ipr.addr("add", index=index, **kw)
-        except NetlinkError as e:
+        except netlink_error() as e:
             if e.code != errno.EEXIST:
                 raise
             present = await _find(ipr, index, iface)
@@ -190,11 +189,9 @@ async def remove_vip(resource: Any, *, label: str | None = None, on_event: HAEve
         ValueError: bad address, prefix length or label.
         pyroute2.NetlinkError: any other kernel refusal.
     """
-    from pyroute2 import AsyncIPRoute, NetlinkError
-
     iface = _parse(resource)
     kw: dict[str, Any] = {"address": str(iface.ip), "prefixlen": iface.network.prefixlen}
-    async with AsyncIPRoute() as ipr:
+    async with async_iproute() as ipr:
         index = _index(resource.interface)
         if iface.version == 4:
             kw["label"] = _label_for(resource, label)  # the kernel deletes only a label match
@@ -206,7 +203,7 @@ async def remove_vip(resource: Any, *, label: str | None = None, on_event: HAEve
                 return False
         try:
             await ipr.addr("del", index=index, **kw)
-        except NetlinkError as e:
+        except netlink_error() as e:
             if e.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ESRCH):
                 return False
             raise
@@ -221,10 +218,8 @@ async def has_vip(resource: Any, *, label: str | None = None) -> bool:
         NoSuchInterface: the interface does not exist in this namespace.
         ValueError: bad address, prefix length or label.
     """
-    from pyroute2 import AsyncIPRoute
-
     iface = _parse(resource)
     lab = _label_for(resource, label) if iface.version == 4 else ""
-    async with AsyncIPRoute() as ipr:
+    async with async_iproute() as ipr:
         index = _index(resource.interface)
         return any(_ours(m, iface.version, lab) for m in await _find(ipr, index, iface))

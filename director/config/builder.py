@@ -568,6 +568,7 @@ class _Builder:
         """The service's `ServiceKey` and address family (``None`` where invalid)."""
         if schema.name is not None and not schema.name.strip():
             self.issue(path + ("name",), "must not be empty")
+        family: int | None
         if schema.fwmark is not None:
             for name in ("address", "port", "protocol"):
                 if getattr(schema, name) is not None:
@@ -584,7 +585,7 @@ class _Builder:
             return ServiceKey(int(family), 0, "", 0, schema.fwmark), family
 
         address: str | None = None
-        family: int | None = None
+        family = None
         if schema.address is None:
             self.issue(path + ("address",), "missing required key 'address' (or 'fwmark' for a fwmark service)")
         else:
@@ -601,10 +602,10 @@ class _Builder:
                 path + ("family",),
                 f"family {schema.family} does not match the {_family_name(family)} address {address}",
             )
-        if address is None or family is None or not port_ok:
+        if address is None or family is None or not port_ok or schema.port is None:  # port_ok: a port is there
             return None, family
         protocol = PROTOCOLS[schema.protocol or "tcp"]
-        return ServiceKey(int(family), int(protocol), address, schema.port), family  # type: ignore[arg-type]
+        return ServiceKey(int(family), int(protocol), address, schema.port), family
 
     def address(self, text: str, path: Path) -> tuple[str | None, int | None]:
         try:

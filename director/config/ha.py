@@ -88,7 +88,7 @@ import difflib
 import ipaddress
 import math
 import os
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from director.config.issues import ConfigIssue, describe, quote
 from director.config.located import Path, field_path, locate
@@ -253,7 +253,7 @@ class _HAParser:
         line, column = locate(self.root, path, at_key)
         self.issues.append(ConfigIssue(self.file, line, column, field_path(path), message))
 
-    def unknown_keys(self, mapping: dict, allowed: tuple[str, ...], rel: Path) -> None:
+    def unknown_keys(self, mapping: dict[Any, Any], allowed: tuple[str, ...], rel: Path) -> None:
         for key in mapping:
             if isinstance(key, str) and key in allowed:
                 continue
@@ -274,7 +274,7 @@ class _HAParser:
         return None
 
     def integer(self, value: Any, rel: Path, low: int, high: int | None, what: str = "value") -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not isinstance(value, int) or isinstance(value, bool):
             self.issue(rel, f"expected an integer, got {describe(value)}")
             return None
         if high is None and value < low:
@@ -285,7 +285,7 @@ class _HAParser:
             return None
         return value
 
-    def seq(self, value: Any, rel: Path) -> list | None:
+    def seq(self, value: Any, rel: Path) -> list[Any] | None:
         if isinstance(value, list):
             return value
         self.issue(rel, f"expected a list, got {describe(value)}")
@@ -359,7 +359,7 @@ class _HAParser:
         if value is None:
             return "directord"
         if value in ("directord", "heartbeat"):
-            return value
+            return cast(Compat, value)  # one of the two names (just checked)
         self.issue(("compat",), f"expected directord or heartbeat, got {describe(value)}")
         return "directord"
 
@@ -520,7 +520,7 @@ class _HAParser:
             return None
         return peer
 
-    def medium_mapping(self, item: dict, rel: Path, udpport: int) -> list[Medium]:
+    def medium_mapping(self, item: dict[Any, Any], rel: Path, udpport: int) -> list[Medium]:
         """``{bcast: IF}``, ``{ucast: IF, peer: ADDR}`` or ``{mcast: IF, group, port, ttl, loop}``."""
         kinds = [kind for kind in _MEDIUM_KINDS if kind in item]
         if len(kinds) != 1:
@@ -548,9 +548,9 @@ class _HAParser:
         else:
             text = self.string(item["group"], rel + ("group",))
             group = self.mcast_group(text, rel + ("group",)) if text is not None else None
-        port = udpport
+        port: int | None = udpport
         if item.get("port") is not None:
-            port = self.integer(item["port"], rel + ("port",), 1, 65535, "port")  # type: ignore[assignment]
+            port = self.integer(item["port"], rel + ("port",), 1, 65535, "port")
         ttl: int | None = 1
         if item.get("ttl") is not None:
             ttl = self.integer(item["ttl"], rel + ("ttl",), 1, 255, "TTL")
@@ -705,7 +705,7 @@ class _HAParser:
         return ResourceGroup(owner, tuple(r for r in resources if r is not None))
 
     def group_mapping(
-        self, item: dict, rel: Path, nodes: list[str] | None, seen: dict[str, str]
+        self, item: dict[Any, Any], rel: Path, nodes: list[str] | None, seen: dict[str, str]
     ) -> ResourceGroup | None:
         self.unknown_keys(item, _RESOURCE_KEYS, rel)
         owner = None
@@ -756,7 +756,7 @@ class _HAParser:
             return None
         return self.resource(address, int(prefix), name, rel, rel, rel)
 
-    def address_mapping(self, item: dict, rel: Path) -> Resource | None:
+    def address_mapping(self, item: dict[Any, Any], rel: Path) -> Resource | None:
         self.unknown_keys(item, _ADDRESS_KEYS, rel)
         for key in _ADDRESS_KEYS:
             if item.get(key) is None:
@@ -835,7 +835,7 @@ class _HAParser:
         return found
 
     def state_dir(self) -> str:
-        default = HAConfig.__dataclass_fields__["state_dir"].default
+        default = cast(str, HAConfig.__dataclass_fields__["state_dir"].default)
         value = self.get("state_dir")
         if value is None:
             return default
@@ -848,9 +848,10 @@ class _HAParser:
 
     def announce(self) -> tuple[int, float, float]:
         fields = HAConfig.__dataclass_fields__
-        repeats: int = fields["announce_repeats"].default
-        interval: float = fields["announce_interval"].default
-        refresh: float = fields["announce_refresh"].default
+        # the fields' defaults (the casts state their types: a dataclass Field's default is untyped)
+        repeats = cast(int, fields["announce_repeats"].default)
+        interval = cast(float, fields["announce_interval"].default)
+        refresh = cast(float, fields["announce_refresh"].default)
         if self.present("announce_repeats"):
             repeats = (
                 self.integer(

@@ -43,7 +43,7 @@ def _position(mark: yaml.Mark) -> Position:
     return (mark.line + 1, mark.column + 1)
 
 
-class YamlMap(dict):
+class YamlMap(dict[Any, Any]):
     """A constructed YAML mapping that knows where it, its keys and its values are.
 
     Attributes:
@@ -63,7 +63,7 @@ class YamlMap(dict):
         self.duplicates: list[tuple[Any, Position, Position]] = []
 
 
-class YamlSeq(list):
+class YamlSeq(list[Any]):
     """A constructed YAML sequence that knows where it and each item are (``pos``, ``item_pos``)."""
 
     __slots__ = ("item_pos", "pos")
@@ -96,7 +96,8 @@ class LocatedLoader(yaml.SafeLoader):
         An alias counts as many values as the node it refers to; an alias to
         a node that contains it (a recursive structure) is refused.
         """
-        mark = self.peek_event().start_mark
+        # the PyYAML stubs leave the parser's peek_event untyped; this pure-Python parser's marks are yaml.Mark
+        mark: yaml.Mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
         alias = self.check_event(yaml.AliasEvent)
         if not alias:
             if self._depth >= MAX_YAML_DEPTH:
@@ -140,8 +141,10 @@ class LocatedLoader(yaml.SafeLoader):
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> YamlMap:
         if not isinstance(node, yaml.MappingNode):
+            # every node class PyYAML builds (scalar, sequence, mapping) has an id; the stubs' Node has none
+            kind = node.id  # type: ignore[attr-defined]
             raise yaml.constructor.ConstructorError(
-                None, None, f"expected a mapping node, but found {node.id}", node.start_mark
+                None, None, f"expected a mapping node, but found {kind}", node.start_mark
             )
         data = YamlMap(_position(node.start_mark))
         self._fill_mapping(data, node, deep)

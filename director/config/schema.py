@@ -13,15 +13,9 @@ import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic_core import ErrorDetails
 
-from checks.spec import (
-    DEFAULT_FALL,
-    DEFAULT_INTERVAL,
-    DEFAULT_RETRY_INTERVAL,
-    DEFAULT_RISE,
-    DEFAULT_TIMEOUT,
-    CheckType,
-)
+from checks.spec import CheckSpec, CheckType
 from director.config.issues import describe, quote
 from director.config.located import Path
 from director.model import PROTOCOLS, Family, ForwardingName, OnFailure, Settings
@@ -54,28 +48,33 @@ class _Schema(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+#: A check with every default (`checks.spec.CheckSpec`): the source of `CheckSchema`'s defaults.
+_SPEC = CheckSpec()
+
+
 class CheckSchema(_Schema):
     """A ``check:`` mapping (service level or real-server override).
 
     Only the keys actually present take part in merging (service keys, then the
     real server's keys on top, then the `CheckSpec` defaults); the defaults
-    below document the result.  Times are seconds.
+    below are `CheckSpec`'s own (`_SPEC`), so they document the result and cannot
+    drift from it.  Times are seconds.
     """
 
-    type: CheckType = "tcp"
-    port: int | None = None
-    interval: float = DEFAULT_INTERVAL
-    retry_interval: float = DEFAULT_RETRY_INTERVAL
-    timeout: float = DEFAULT_TIMEOUT
-    rise: int = DEFAULT_RISE
-    fall: int = DEFAULT_FALL
-    method: str = "GET"
-    path: str = "/"
-    host: str | None = None
-    expect_status: list[int] = Field(default_factory=lambda: [200])
-    expect_body: str | None = None
-    verify_tls: bool = False
-    command: list[str] = Field(default_factory=list)
+    type: CheckType = _SPEC.type
+    port: int | None = _SPEC.port
+    interval: float = _SPEC.interval
+    retry_interval: float = _SPEC.retry_interval
+    timeout: float = _SPEC.timeout
+    rise: int = _SPEC.rise
+    fall: int = _SPEC.fall
+    method: str = _SPEC.method
+    path: str = _SPEC.path
+    host: str | None = _SPEC.host
+    expect_status: list[int] = Field(default_factory=lambda: sorted(_SPEC.expect_status))
+    expect_body: str | None = _SPEC.expect_body
+    verify_tls: bool = _SPEC.verify_tls
+    command: list[str] = Field(default_factory=lambda: list(_SPEC.command))
 
 
 class PersistenceSchema(_Schema):
@@ -197,7 +196,7 @@ def _schema_keys(schema: type[BaseModel], rel: Path) -> list[str]:
     return sorted(info.alias or name for name, info in model.model_fields.items())
 
 
-def pydantic_message(schema: type[BaseModel] | None, err: Any) -> str:
+def pydantic_message(schema: type[BaseModel] | None, err: ErrorDetails) -> str:
     """One pydantic error (an item of ``ValidationError.errors()``) in plain words: a missing key, an
     unknown key with the closest valid one (``did you mean``) or the valid keys of ``schema`` at that
     place, or the expected type and a short description of the value found (`describe`).

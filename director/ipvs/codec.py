@@ -241,7 +241,7 @@ def _address_text(family: int, raw: bytes) -> str:
     return str(ipaddress.IPv4Address(raw[:4]))
 
 
-def _address(data, spans, kind: int, family: int) -> str:
+def _address(data: memoryview | bytes, spans: dict[int, tuple[int, int]], kind: int, family: int) -> str:
     span = spans.get(kind)
     if span is None:
         raise IPVSError(f"IPVS message without address attribute {kind}")

@@ -164,7 +164,8 @@ def nla_get_int(
         return default
     if span[1] - span[0] < fmt.size:
         raise IPVSError(f"IPVS attribute {kind} too short")
-    return fmt.unpack_from(data, span[0])[0]
+    value: int = fmt.unpack_from(data, span[0])[0]  # fmt is one integer field (U16, U32, ...)
+    return value
 
 
 def nla_get_string(data: memoryview | bytes, spans: dict[int, tuple[int, int]], kind: int) -> str:

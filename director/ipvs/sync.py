@@ -75,7 +75,7 @@ __all__ = [
 
 SyncState = Literal["master", "backup"]
 #: ``IP_VS_STATE_MASTER`` and ``IP_VS_STATE_BACKUP`` (include/uapi/linux/ip_vs.h).
-STATES: dict[str, int] = {"master": IP_VS_STATE_MASTER, "backup": IP_VS_STATE_BACKUP}
+STATES: dict[SyncState, int] = {"master": IP_VS_STATE_MASTER, "backup": IP_VS_STATE_BACKUP}
 _STATE_NAMES = {v: k for k, v in STATES.items()}
 
 
@@ -173,6 +173,6 @@ def parse_daemon_body(body: memoryview | bytes) -> SyncDaemon:
         raise IPVSError(f"IPVS sync daemon with unknown state {state}")
     return SyncDaemon(
         _STATE_NAMES[state],
-        nla_get_string(body, attrs, IPVS_DAEMON_ATTR_MCAST_IFN),  # type: ignore[arg-type]
+        nla_get_string(body, attrs, IPVS_DAEMON_ATTR_MCAST_IFN),
         nla_get_int(body, attrs, IPVS_DAEMON_ATTR_SYNC_ID, U32),
     )

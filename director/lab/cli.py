@@ -5,6 +5,9 @@ need root and ``ip_vs`` and say so otherwise. A lab built inside the VM
 cannot outlive the VM's single command, so ``--vm`` belongs to ``lab drill``
 (and ``lab demo``): build the lab, run the scenario and tear it down in one
 boot. ``lab vm -- CMD`` runs any command in that VM.
+
+`directord` builds its parser from this module for every subcommand, ``run`` included, so the
+command functions import the lab's modules when they run (start-up time, not import cycles).
 """
 
 from __future__ import annotations

@@ -21,8 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from .. import control
+from ..status import render_status
+from . import vm as vmrun
 from .drive import DirectordProcess, ipvsadm_table
-from .netns import Lab
+from .site import Lab
 
 INTERVAL, TIMEOUT, RISE, FALL = 1.0, 1.0, 2, 2
 
@@ -143,9 +146,6 @@ def run_demo(requests: int = 60) -> int:
         if back is None:
             failures.append("rs2 did not come back")
 
-        from .. import control
-        from ..status import render_status
-
         try:
             _say("\ndirectord status:\n" + render_status(control.request(d.socket, "status")["status"]))
         except (OSError, ValueError, KeyError) as exc:
@@ -161,8 +161,6 @@ def run_demo(requests: int = 60) -> int:
 def main(vm: bool = False, requests: int = 60) -> int:
     """Entry point of `directord lab demo`; with ``vm`` run it inside the stock-kernel VM."""
     if vm:
-        from . import vm as vmrun
-
         vmrun.ensure_vm_prerequisites()
         out = tempfile.mkdtemp(prefix="directord-demo-vm-")
         return vmrun.run_in_vm(

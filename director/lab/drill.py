@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import vm as vmrun
 from .netns import enter_netns, link_mac, parse_http_response, socket_in_netns
 from .pair import HolderProbe, PairLab, PairOptions, ipvs_problem
 from .scenarios import (
@@ -42,13 +43,11 @@ from .scenarios import (
     Sample,
     Scenario,
     announce_events,
-    evaluate,
     log_events,
-    render,
     scenario,
     scenario_names,
-    summary,
 )
+from .verdict import evaluate, render, summary
 
 #: Client traffic before the fault and after the end condition (seconds).
 LEAD_S, TAIL_S = 2.0, 2.0
@@ -417,7 +416,7 @@ CONDITION_TEXT = {
 
 def run_scenario(pair: PairLab, name: str, *, rate: float = 50.0, say: Callable[[str], None] | None = None) -> dict:
     """Run scenario ``name`` (or an alias) on ``pair``; returns the report of
-    `director.lab.scenarios.summary` (``report["ok"]``: every expectation held).
+    `director.lab.verdict.summary` (``report["ok"]``: every expectation held).
 
     The pair is left as the scenario leaves it (call `PairLab.restore` for the next one).
 
@@ -507,17 +506,13 @@ def main(
         print(e.args[0], file=sys.stderr)
         return 2
     if vm:
-        from . import vm as vmrun
-
         vmrun.ensure_vm_prerequisites()
         return vmrun.run_in_vm(
             vm_argv(name, options, rate, as_json),
             out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"),
             timeout_s=1800,
         )
-    from .vm import missing_python_packages
-
-    missing = missing_python_packages()
+    missing = vmrun.missing_python_packages()
     if missing:
         print(
             f"directord lab drill: it decodes its captures with {', '.join(missing)}: pip install 'directord[lab]'",

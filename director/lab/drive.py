@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ha.durable import write_file_atomic
 
-from .netns import Lab
+from .site import Lab
 
 
 def parse_ipvsadm_list(text: str) -> dict[str, dict]:

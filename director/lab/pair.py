@@ -1,6 +1,6 @@
 """The HA pair lab behind `directord lab up|down|status|drill`.
 
-Topology (see `director.lab.netns.plan_lab` with ``directors=2, ha_link=True``):
+Topology (see `director.lab.topology.plan_lab` with ``directors=2, ha_link=True``):
 a client, two directors ``dir1``/``dir2`` and N real servers on the service
 bridge ``br0``; a separate heartbeat bridge ``hb0`` joins the directors'
 ``eth1`` (HA medium ``bcast eth1``); with ``bond`` each director's service
@@ -38,20 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from ha.durable import write_file_atomic
+from ha.rtnl import iproute
 
-from .netns import (
-    Lab,
-    LabPlan,
-    Mode,
-    call_in_netns,
-    cleanup_netns,
-    link_set,
-    list_netns,
-    netns_exists,
-    pids_in_netns,
-    port_name,
-    socket_in_netns,
-)
+from ..control import request
+from .drive import parse_ipvsadm_list
+from .netns import call_in_netns, cleanup_netns, link_set, list_netns, netns_exists, pids_in_netns, socket_in_netns
 from .scenarios import (
     CHECK_FALL,
     CHECK_INTERVAL,
@@ -63,6 +54,8 @@ from .scenarios import (
     KEEPALIVE,
     table_shape,
 )
+from .site import Lab
+from .topology import LabPlan, Mode, port_name
 
 STATE_ROOT = Path("/run/directord-lab")
 IFF_UP = 0x1  # include/uapi/linux/if.h
@@ -244,9 +237,7 @@ class HolderProbe:
 
 def _iface_state(ifname: str, vip: str) -> tuple[bool, bool]:
     """In the calling thread's namespace: (interface up with carrier, VIP configured on it)."""
-    from pyroute2 import IPRoute
-
-    with IPRoute() as ipr:
+    with iproute() as ipr:
         idx = ipr.link_lookup(ifname=ifname)
         if not idx:
             return False, False
@@ -559,8 +550,6 @@ class PairLab:
 
     def ipvs_table(self, node: str) -> dict[str, dict]:
         """``ipvsadm -Ln`` of ``node`` parsed (`director.lab.drive.parse_ipvsadm_list`); {} on error."""
-        from .drive import parse_ipvsadm_list
-
         r = self.lab.exec(node, ["ipvsadm", "-Ln"], check=False)
         return parse_ipvsadm_list(r.stdout) if r.returncode == 0 else {}
 
@@ -633,8 +622,6 @@ class PairLab:
         return doc
 
     def _ha_status(self, node: str) -> Any:
-        from ..control import request
-
         if not self.socket_path(node).exists():
             return "no control socket"
         try:

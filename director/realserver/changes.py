@@ -15,6 +15,8 @@ import errno
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
+from director.sysctl import PROC_SYS
+
 from . import sysctl as rsysctl
 from .model import Change, RealServerError, explain_error
 
@@ -120,7 +122,7 @@ def apply_one(change: Change, backend: Backend) -> dict | None:
     if k == "sysctl":
         old = backend.read_sysctl(change.target)
         if old is None:
-            raise FileNotFoundError(errno.ENOENT, "no such sysctl", "/proc/sys/" + change.target)
+            raise FileNotFoundError(errno.ENOENT, "no such sysctl", f"{PROC_SYS}/{change.target}")
         if old == change.value:
             return None
         backend.write_sysctl(change.target, change.value or "")

@@ -5,10 +5,10 @@ and routes through rtnetlink (pyroute2), sysctls through ``/proc/sys``
 (which resolves per network namespace), VIP addresses through
 :mod:`ha.vip` (directord's mark: IPv4 label ``<ifname>:dd``, IPv6
 ``IFA_PROTO``), kernel modules with ``modprobe``, the ``--persist`` files
-atomically and durably (:mod:`ha.durable`). pyroute2 is imported by the
-functions that use it, as everywhere in directord: every ``directord``
-command loads this package (``director.cli.COMMAND_MODULES``), most of
-them without touching netlink.
+atomically and durably (:mod:`ha.durable`). rtnetlink sockets come from
+:mod:`ha.rtnl` (which imports pyroute2 on first use: every ``directord``
+command loads this package, ``director.cli.COMMAND_MODULES``, most of
+them without touching netlink), ``/proc/sys`` paths from :mod:`director.sysctl`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,10 @@ import subprocess
 from types import SimpleNamespace
 from typing import Literal
 
+from director.sysctl import proc_path, read_sysctl, write_sysctl
 from ha.durable import make_directories, remove_file, replace_symlink, write_file_atomic
 from ha.readfile import ReadFileError
+from ha.rtnl import iproute, netlink_error
 from ha.vip import NoSuchInterface, add_vip, kernel_has_ifa_proto, remove_vip
 
 from . import sysctl as rsysctl
@@ -36,12 +38,6 @@ MAX_PERSIST_FILE_BYTES = 1 << 20
 
 IFF_LOOPBACK = 0x8  # include/uapi/linux/if.h
 IFF_NOARP = 0x80
-
-
-def _proc_path(key: str) -> str:
-    if ".." in key.split("/"):
-        raise ValueError(f"invalid sysctl key {key!r}")
-    return "/proc/sys/" + key
 
 
 def ipip_available() -> bool:
@@ -73,10 +69,8 @@ def gather(request: Request | None = None) -> HostState:
     Raises:
         RealServerError: netlink refused.
     """
-    from pyroute2 import IPRoute, NetlinkError
-
     try:
-        with IPRoute() as ipr:
+        with iproute() as ipr:
             links = []
             names = {}
             for msg in ipr.get_links():
@@ -106,15 +100,14 @@ def gather(request: Request | None = None) -> HostState:
                     if r["dst_len"] == 0 and r.get_attr("RTA_GATEWAY"):
                         gws[version] = r.get_attr("RTA_GATEWAY")
                         break
-    except NetlinkError as exc:
+    except netlink_error() as exc:
         raise RealServerError(f"reading links and addresses: {explain_error(exc)}") from None
     sysctls: dict[str, str] = {}
-    base = "/proc/sys/net/ipv4/conf"
-    for dev in os.listdir(base):
+    for dev in os.listdir(proc_path("net/ipv4/conf")):
         for name in rsysctl.names():
             try:
-                with open(os.path.join(base, dev, name)) as f:
-                    sysctls[rsysctl.conf_key(dev, name)] = f.read().strip()
+                key = rsysctl.conf_key(dev, name)
+                sysctls[key] = read_sysctl(key)
             except (OSError, ValueError):
                 pass
     ipip: Literal["tunnel", "module", "absent"] = "absent"
@@ -136,14 +129,12 @@ class KernelBackend:  # method docstrings: see director.realserver.changes.Backe
 
     def read_sysctl(self, key: str) -> str | None:
         try:
-            with open(_proc_path(key)) as f:
-                return f.read().strip()
+            return read_sysctl(key)
         except FileNotFoundError:
             return None
 
     def write_sysctl(self, key: str, value: str) -> None:
-        with open(_proc_path(key), "w") as f:
-            f.write(f"{value}\n")
+        write_sysctl(key, value)
 
     def load_module(self, name: str) -> None:
         if os.path.isdir(f"/sys/module/{name}"):
@@ -159,9 +150,7 @@ class KernelBackend:  # method docstrings: see director.realserver.changes.Backe
             raise RealServerError(f"modprobe {name}: {detail}")
 
     def _ipr(self):
-        from pyroute2 import IPRoute
-
-        return IPRoute()
+        return iproute()
 
     def _index(self, ipr, name: str) -> int:
         idx = ipr.link_lookup(ifname=name)
@@ -174,12 +163,10 @@ class KernelBackend:  # method docstrings: see director.realserver.changes.Backe
             return bool(ipr.link_lookup(ifname=name))
 
     def create_tunnel(self, name: str) -> None:
-        from pyroute2 import NetlinkError
-
         with self._ipr() as ipr:
             try:
                 ipr.link("add", ifname=name, kind="ipip")
-            except NetlinkError as exc:
+            except netlink_error() as exc:
                 if exc.code == errno.EOPNOTSUPP:
                     raise RealServerError(KERNEL_LACKS_IPIP) from None
                 raise

@@ -183,44 +183,8 @@ Each part is pure and has its own unit tests (``tests/unit/test_ha_node_<part>.p
   accepted messages, comm state.
 """
 
-from ha.node.api import (
-    CONNECTIVITY_TYPE,
-    COUNTERS,
-    MAX_REJECT_SOURCES,
-    REANNOUNCE_REASON,
-    TAKEOVER_TYPE,
-    Acquire,
-    Action,
-    AdminRefused,
-    GroupInfo,
-    Log,
-    NodeSnapshot,
-    PeerInfo,
-    PeerStatus,
-    Release,
-    Send,
-    Stopped,
-    TimersLate,
-)
+from ha.node import api
+from ha.node.api import *  # noqa: F403 - the vocabulary: api's public names (its __all__) are this package's
 from ha.node.core import HeartbeatNode
 
-__all__ = [
-    "Send",
-    "Acquire",
-    "Release",
-    "PeerStatus",
-    "Log",
-    "TimersLate",
-    "Stopped",
-    "Action",
-    "PeerInfo",
-    "GroupInfo",
-    "NodeSnapshot",
-    "HeartbeatNode",
-    "REANNOUNCE_REASON",
-    "COUNTERS",
-    "MAX_REJECT_SOURCES",
-    "AdminRefused",
-    "CONNECTIVITY_TYPE",
-    "TAKEOVER_TYPE",
-]
+__all__ = [*api.__all__, "HeartbeatNode"]

@@ -62,13 +62,17 @@ class Release:
     reason: str
 
 
+#: The peer statuses the node reports (`PeerStatus.status`).
+ReportedStatus = Literal["init", "up", "active", "dead"]
+
+
 @dataclass(frozen=True)
 class PeerStatus:
     """The peer `node` changed state: ``init``, ``up``, ``active`` (as it
     announces) or ``dead`` (declared dead, or gracefully gone)."""
 
     node: str
-    status: Literal["init", "up", "active", "dead"]
+    status: ReportedStatus
     reason: str
 
 

@@ -431,7 +431,7 @@ class HeartbeatNode:
     def _report(self, peer: Peer, status: str, reason: str) -> None:
         if not peer.should_report(status):
             return
-        self._out.append(PeerStatus(peer.name, status, reason))  # type: ignore[arg-type]
+        self._out.append(PeerStatus(peer.name, status, reason))
 
     # ------------------------------------------------------------------------ timers
 
@@ -519,7 +519,7 @@ class HeartbeatNode:
         self.counters[reason] += 1
         self._rejects.add(source, reason, self._now)
 
-    def rejected_sources(self, now: float) -> list[dict]:
+    def rejected_sources(self, now: float) -> list[dict[str, str | float]]:
         """Datagrams dropped before reaching a peer, per source address, busiest first.
 
         Returns ``[{"address": str, "packets": int, "<reason>": int, ...,

@@ -81,6 +81,16 @@ class RexmitAnswer:
     beyond: int | None = None
 
 
+class _Sent:
+    """A packet of the history: the signed datagram and when it was last resent (monotonic), if ever."""
+
+    __slots__ = ("payload", "resent")
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
+        self.resent: float | None = None
+
+
 class SendHistory:
     """Our sequence numbers and the last `size` sequenced packets, as sent.
 
@@ -91,7 +101,7 @@ class SendHistory:
     def __init__(self, size: int = HISTORY_SIZE) -> None:
         self.size = size
         self.last_seq = 0
-        self._packets: dict[int, list] = {}  # seq -> [bytes, time of the last resend or None]
+        self._packets: dict[int, _Sent] = {}
         self._order: deque[int] = deque()
 
     def next_seq(self) -> int:
@@ -102,7 +112,7 @@ class SendHistory:
     def record(self, seq: int, payload: bytes) -> None:
         """Keep `payload` (the signed datagram) for retransmission; the oldest
         packet beyond `size` is forgotten."""
-        self._packets[seq] = [payload, None]
+        self._packets[seq] = _Sent(payload)
         self._order.append(seq)
         while len(self._order) > self.size:
             del self._packets[self._order.popleft()]
@@ -139,11 +149,11 @@ class SendHistory:
             count += 1
             if entry is None:
                 answers.append(Retransmission(seq, None, "seqno too low" if seq < low else "seqno not found"))
-            elif entry[1] is not None and now - entry[1] < REXMIT_ACCEPT:
+            elif entry.resent is not None and now - entry.resent < REXMIT_ACCEPT:
                 count -= 1
             else:
-                entry[1] = now
-                answers.append(Retransmission(seq, entry[0]))
+                entry.resent = now
+                answers.append(Retransmission(seq, entry.payload))
             seq += 1
         return RexmitAnswer(tuple(answers), beyond)
 

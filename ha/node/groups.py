@@ -281,12 +281,16 @@ class GroupTable:
     def _op_finished(self, idx: int) -> None:
         if self.groups[idx].ops:
             return
-        done = []
+        done: list[_Batch] = []
         for batch in self._batches:
             batch.groups.discard(idx)
             if not batch.groups:
                 done.append(batch)
         for batch in done:
             self._batches.remove(batch)
-            self._host.defer(lambda b=batch: b.on_done(self._host.now))
+            self._host.defer(self._done_call(batch))
         self._host.defer(self._on_settled)
+
+    def _done_call(self, batch: _Batch) -> Callable[[], None]:
+        """``batch.on_done(now)``, as a call to defer (`now` read when it runs)."""
+        return lambda: batch.on_done(self._host.now)

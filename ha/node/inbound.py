@@ -176,14 +176,13 @@ class RejectLedger:
         entry[reason] = entry.get(reason, 0) + 1
         entry["last"] = now
 
-    def rows(self, now: float) -> list[dict]:
+    def rows(self, now: float) -> list[dict[str, str | float]]:
         """``[{"address", "packets", "<reason>"..., "last_s"}]``, busiest first
         (``last_s``: seconds since the last one, at monotonic `now`)."""
-        rows = []
-        for address, entry in self.entries.items():
-            row: dict = {"address": address}
+        rows: list[dict[str, str | float]] = []
+        for address, entry in sorted(self.entries.items(), key=lambda item: (-item[1]["packets"], item[0])):
+            row: dict[str, str | float] = {"address": address}
             row.update((k, v) for k, v in entry.items() if k != "last")
             row["last_s"] = round(max(0.0, now - float(entry["last"])), 3)
             rows.append(row)
-        rows.sort(key=lambda r: (-r["packets"], r["address"]))
         return rows

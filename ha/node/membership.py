@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeGuard
+
+from ha.node.api import ReportedStatus
 
 __all__ = ["DEAD", "REPORTABLE", "LateHeartbeat", "Membership", "Peer"]
 
 #: The status of a peer we declared dead (heartbeat's DEADSTATUS).
 DEAD = "dead"
 #: Peer statuses the node reports (`ha.node.api.PeerStatus`); others are kept but not reported.
-REPORTABLE = ("init", "up", "active", "dead")
+REPORTABLE: tuple[ReportedStatus, ...] = ("init", "up", "active", "dead")
 
 
 class Peer:
@@ -80,7 +83,7 @@ class Peer:
         self.anypacketsyet = False
         self.last_status = None
 
-    def should_report(self, status: str) -> bool:
+    def should_report(self, status: str) -> TypeGuard[ReportedStatus]:
         """Whether `status` is news for the driver (`REPORTABLE`, not the last
         one reported); if so it becomes the last one reported."""
         if status not in REPORTABLE or self.reported == status:

@@ -22,6 +22,11 @@ Protocol sources (facts only): heartbeat 3.0.6 ``heartbeat/hb_resource.c``
 ``req_our_resources``, ``takeover_from_node``, ``hb_rsc_recover_dead_resources``,
 ``ask_for_resources``, ``go_standby``, ``hb_giveup_resources``, ``RQSTDELAY``,
 ``STANDBY_INIT_TO_MS``, ``HB_STANDBY_RSC_TO_MS``).
+
+Why this module is about 800 lines: it is one state machine, heartbeat's ``hb_resource.c``,
+whose failback modes, standby handshake, takeover and split-brain rules read and change the
+same per-group state; the groups and driver operations already live apart (`ha.node.groups`,
+`ha.node.legacy`, `ha.node.handover`).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from director.lab.netns import Lab
+from director.lab.site import Lab
 
 KERNEL_DIR = Path(__file__).parent
 _counter = itertools.count(1)

@@ -21,7 +21,8 @@ import pytest
 
 from director.lab.drill import run_scenario
 from director.lab.pair import PairLab, PairOptions
-from director.lab.scenarios import DEADTIME, MARGIN, SCENARIOS, render
+from director.lab.scenarios import DEADTIME, MARGIN, SCENARIOS
+from director.lab.verdict import render
 
 pytestmark = pytest.mark.kernel
 

@@ -142,7 +142,7 @@ def test_lab_up_status_drill_down_with_bonded_uplinks(tmp_path, capsys):
             "fail-active", options=PairOptions(prefix=prefix, real_servers=2, bond=True), rate=30, as_json=True
         )
         report = json.loads(capsys.readouterr().out)
-        from director.lab.scenarios import render
+        from director.lab.verdict import render
 
         print(render(report))
         verdicts = {c["name"]: c for c in report["checks"]}

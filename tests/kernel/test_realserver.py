@@ -27,7 +27,8 @@ import pytest
 from scapy.layers.l2 import ARP, Ether
 
 from director.lab.drive import DirectordProcess, ipvsadm_table
-from director.lab.netns import Lab, call_in_netns, link_mac, set_sysctl, wait_until
+from director.lab.netns import call_in_netns, link_mac, set_sysctl, wait_until
+from director.lab.site import Lab
 
 pytestmark = pytest.mark.kernel
 

@@ -13,8 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import soak
 
 from director.config import load_config
-from director.lab.netns import plan_lab
 from director.lab.pair import pair_config
+from director.lab.topology import plan_lab
 from ha.auth import parse_authkeys
 from ha.wire import (
     BadAuth,

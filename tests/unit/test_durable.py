@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import json
 import os
@@ -223,3 +224,28 @@ def test_lab_configuration_and_state_files_are_written_durably(tmp_path: Path, m
     assert json.loads(state.read_text())["workdir"] == str(tmp_path / "pair")
     assert [e[0] for e in events] == ["fsync", "replace", "fsync"] and events[2] == ("fsync", str(state.parent))
     assert os.listdir(state.parent) == ["dur.json"]
+
+
+def _calls_outside(owner: str, names: set[str]) -> list[str]:
+    """``path:line: os.<name>`` of every call of ``os.<name>`` in director/, ha/ and checks/ but ``owner``."""
+    root = Path(__file__).resolve().parents[2]
+    found = []
+    for package in ("director", "ha", "checks"):
+        for path in sorted((root / package).rglob("*.py")):
+            rel = path.relative_to(root).as_posix()
+            if rel == owner:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), rel)):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and isinstance(node.func.value, ast.Name)
+                    and node.func.value.id == "os"
+                    and node.func.attr in names
+                ):
+                    found.append(f"{rel}:{node.lineno}: os.{node.func.attr}")
+    return found
+
+
+def test_ha_durable_is_the_only_module_that_syncs_or_renames_files():
+    assert _calls_outside("ha/durable.py", {"fsync", "fdatasync", "replace", "rename", "renames"}) == []

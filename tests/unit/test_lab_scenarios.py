@@ -10,9 +10,10 @@ import pytest
 
 from director.config import load_config
 from director.lab import scenarios as S
-from director.lab.netns import plan_lab
+from director.lab import verdict as V
 from director.lab.pair import pair_config
 from director.lab.scenarios import DrillRecord, Event, HolderSample, Sample
+from director.lab.topology import plan_lab
 from ha.announce import garp_pair
 
 VIP = "10.77.0.100"
@@ -335,7 +336,7 @@ def verdict(checks) -> dict[str, bool]:
 
 def test_fail_active_expectations_hold_for_a_clean_takeover():
     expect = S.SCENARIOS["fail-active"].expect
-    v = verdict(S.evaluate(expect, fail_active_record()))
+    v = verdict(V.evaluate(expect, fail_active_record()))
     assert v == {
         "runner": True,
         "settled": True,
@@ -351,21 +352,21 @@ def test_fail_active_expectations_catch_each_failure():
     expect = S.SCENARIOS["fail-active"].expect
     # the VIP never moved and both held it at some point
     v = verdict(
-        S.evaluate(
+        V.evaluate(
             expect, fail_active_record(holders=holders((0.1, ("dir1",)), (3.0, ("dir1", "dir2")), (4.0, ("dir1",))))
         )
     )
     assert not v["final holder"] and not v["one holder"]
     # a failure after the first success following the fault
-    v = verdict(S.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(3.4), bad(3.6), ok(4.0)])))
+    v = verdict(V.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(3.4), bad(3.6), ok(4.0)])))
     assert not v["no failure after first-success"]
     # a gap longer than deadtime + margin
     v = verdict(
-        S.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(1.95 + S.DEADTIME + S.MARGIN + 0.1)]))
+        V.evaluate(expect, fail_active_record(samples=[ok(0.0), ok(1.9), ok(1.95 + S.DEADTIME + S.MARGIN + 0.1)]))
     )
     assert not v["longest gap"]
     # the runner's problems and an end condition not reached fail the drill
-    v = verdict(S.evaluate(expect, fail_active_record(problems=["boom"], settled=False)))
+    v = verdict(V.evaluate(expect, fail_active_record(problems=["boom"], settled=False)))
     assert not v["runner"] and not v["settled"]
 
 
@@ -375,21 +376,21 @@ def test_first_success_counts_from_when_the_fault_is_complete():
     # requests then time out until dir2 announces. Those are not failures after recovery.
     expect = S.SCENARIOS["fail-active"].expect
     samples = [ok(0.0), ok(1.9), ok(2.1), bad(2.2), bad(2.35), ok(3.4, "rs2"), ok(3.5)]
-    v = verdict(S.evaluate(expect, fail_active_record(samples=samples, fault_end_t=2.3)))
+    v = verdict(V.evaluate(expect, fail_active_record(samples=samples, fault_end_t=2.3)))
     assert v["no failure after first-success"]
     # counted from the kill alone, the 2.1 s success would wrongly mark the recovery
-    assert not verdict(S.evaluate(expect, fail_active_record(samples=samples)))["no failure after first-success"]
-    rep = S.summary(fail_active_record(samples=samples, fault_end_t=2.3), [], S.SCENARIOS["fail-active"])
+    assert not verdict(V.evaluate(expect, fail_active_record(samples=samples)))["no failure after first-success"]
+    rep = V.summary(fail_active_record(samples=samples, fault_end_t=2.3), [], S.SCENARIOS["fail-active"])
     assert rep["fault_end_t"] == 2.3 and rep["figures"]["first_success_s"] == pytest.approx(1.41)
 
 
 def test_split_brain_is_tolerated_only_where_declared():
     rec = fail_active_record(holders=holders((0.1, ("dir1",)), (3.0, ("dir1", "dir2")), (5.0, ("dir1",))))
     cut = S.SCENARIOS["cut-heartbeat"].expect
-    v = verdict(S.evaluate(cut, rec))
+    v = verdict(V.evaluate(cut, rec))
     assert v["final holder"] and v["VIP moved"] and "one holder" not in v
     stop = S.SCENARIOS["stop-active"].expect
-    assert not verdict(S.evaluate(stop, rec))["one holder"]
+    assert not verdict(V.evaluate(stop, rec))["one holder"]
 
 
 #: A restart's two VIP moves as the daemons log them: dir1 -> dir2 at 2.2 s, dir2 -> dir1 at 36.2 s.
@@ -403,22 +404,22 @@ MOVES = [
 
 def test_vip_moves_pair_a_removal_with_the_other_directors_next_addition():
     stray = Event(10.0, "dir2", "vip-added", "added 10.77.0.100/32/eth0")  # no removal before it
-    assert S.vip_moves([stray, *MOVES]) == [(2.23, 2.29), (36.24, 36.33)]
-    assert S.vip_moves([Event(1.0, "dir1", "vip-removed", "x"), Event(2.0, "dir1", "vip-added", "x")]) == []
+    assert V.vip_moves([stray, *MOVES]) == [(2.23, 2.29), (36.24, 36.33)]
+    assert V.vip_moves([Event(1.0, "dir1", "vip-removed", "x"), Event(2.0, "dir1", "vip-added", "x")]) == []
 
 
 def test_only_a_reset_in_flight_at_a_move_is_explained():
     moves = [(2.23, 2.29), (36.24, 36.33)]
     reset = lambda start, dur=0.2: bad(start, "ConnectionResetError", dur)  # noqa: E731
-    assert S.failures_outside_moves([ok(1.0), reset(2.2), ok(2.5), reset(36.3)], moves) == []
+    assert V.failures_outside_moves([ok(1.0), reset(2.2), ok(2.5), reset(36.3)], moves) == []
     # the same requests far from a move, or failing another way, are not explained
-    assert S.failures_outside_moves([reset(20.0)], moves) == [reset(20.0)]
-    assert S.failures_outside_moves([bad(2.2)], moves) == [bad(2.2)]
+    assert V.failures_outside_moves([reset(20.0)], moves) == [reset(20.0)]
+    assert V.failures_outside_moves([bad(2.2)], moves) == [bad(2.2)]
     # one request per move: a second reset at the same move is not explained
-    assert S.failures_outside_moves([reset(2.0), reset(2.3)], moves) == [reset(2.3)]
+    assert V.failures_outside_moves([reset(2.0), reset(2.3)], moves) == [reset(2.3)]
     # the slack: a request ending 0.4 s before the removal counts, one ending 0.6 s before does not
-    assert S.failures_outside_moves([reset(1.63, 0.2)], moves) == []
-    assert S.failures_outside_moves([reset(1.43, 0.2)], moves) == [reset(1.43, 0.2)]
+    assert V.failures_outside_moves([reset(1.63, 0.2)], moves) == []
+    assert V.failures_outside_moves([reset(1.43, 0.2)], moves) == [reset(1.43, 0.2)]
 
 
 def test_restart_director_allows_only_resets_at_moves_and_needs_an_unchanged_table():
@@ -433,28 +434,28 @@ def test_restart_director_allows_only_resets_at_moves_and_needs_an_unchanged_tab
         tables_before={"dir1": table, "dir2": table},
         tables_after={"dir1": table, "dir2": table},
     )
-    assert all(c.ok for c in S.evaluate(expect, DrillRecord("restart-director", **base)))
+    assert all(c.ok for c in V.evaluate(expect, DrillRecord("restart-director", **base)))
     changed = {"TCP 10.77.0.100:80 rr": {"10.77.0.21:80": ("Route", 0)}}
     v = verdict(
-        S.evaluate(
+        V.evaluate(
             expect, DrillRecord("restart-director", **{**base, "tables_after": {"dir1": changed, "dir2": table}})
         )
     )
     assert not v["IPVS unchanged"]
     logged = [*MOVES, Event(4.0, "dir1", "ipvs", "ipvs edit-dest weight 1 fwd dr")]
-    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "events": logged})))
+    v = verdict(V.evaluate(expect, DrillRecord("restart-director", **{**base, "events": logged})))
     assert not v["IPVS unchanged"]
     reset_at_move = bad(36.3, "ConnectionResetError", 0.21)
     check = {
         c.name: c
-        for c in S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_at_move]}))
+        for c in V.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_at_move]}))
     }
     assert check["failed requests"].ok, check["failed requests"].detail
     assert "each a reset of a request in flight at a move" in check["failed requests"].detail
-    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), bad(2.5)]})))
+    v = verdict(V.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), bad(2.5)]})))
     assert not v["failed requests"]
     reset_elsewhere = bad(20.0, "ConnectionResetError", 0.01)
-    v = verdict(S.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_elsewhere]})))
+    v = verdict(V.evaluate(expect, DrillRecord("restart-director", **{**base, "samples": [ok(0.0), reset_elsewhere]})))
     assert not v["failed requests"]
 
 
@@ -476,22 +477,22 @@ def test_kill_realserver_victim_must_leave_rotation_on_the_active_director():
             ok(5.0, "rs3"),
         ],
     )
-    assert all(c.ok for c in S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **base)))
+    assert all(c.ok for c in V.evaluate(expect, DrillRecord("kill-realserver", events=[down], **base)))
     # no rs-down from dir1 (only dir2 saw it): the victim never left the active table
     v = verdict(
-        S.evaluate(expect, DrillRecord("kill-realserver", events=[Event(4.0, "dir2", "rs-down", down.text)], **base))
+        V.evaluate(expect, DrillRecord("kill-realserver", events=[Event(4.0, "dir2", "rs-down", down.text)], **base))
     )
     assert not v["victim out"]
     # the victim still answered well after it was taken out
     late = base | {"samples": base["samples"] + [ok(6.0, "rs2")]}
-    assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))["victim out"]
+    assert not verdict(V.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))["victim out"]
     # a failure after the detection (plus grace)
     late = base | {"samples": base["samples"] + [bad(5.5, "ConnectionRefusedError")]}
-    v = verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))
+    v = verdict(V.evaluate(expect, DrillRecord("kill-realserver", events=[down], **late)))
     assert not v["no failure after rs-down"]
     # another holder at any time
     moved = base | {"holders": holders((0.0, ("dir1",)), (3.0, ("dir2",)), (5.0, ("dir1",)))}
-    assert not verdict(S.evaluate(expect, DrillRecord("kill-realserver", events=[down], **moved)))["holder constant"]
+    assert not verdict(V.evaluate(expect, DrillRecord("kill-realserver", events=[down], **moved)))["holder constant"]
 
 
 def test_flap_realserver_victim_must_answer_after_its_last_return():
@@ -505,11 +506,11 @@ def test_flap_realserver_victim_must_answer_after_its_last_return():
         holders=holders((0.0, ("dir1",)), (10.0, ("dir1",))),
     )
     good = DrillRecord("flap-realserver", events=[up], samples=[ok(0.0, "rs2"), ok(9.5, "rs2")], **base)
-    assert all(c.ok for c in S.evaluate(expect, good))
+    assert all(c.ok for c in V.evaluate(expect, good))
     silent = DrillRecord("flap-realserver", events=[up], samples=[ok(0.0, "rs2"), ok(9.5, "rs1")], **base)
-    assert not verdict(S.evaluate(expect, silent))["victim back"]
+    assert not verdict(V.evaluate(expect, silent))["victim back"]
     never = DrillRecord("flap-realserver", samples=[ok(9.5, "rs2")], **base)
-    assert not verdict(S.evaluate(expect, never))["victim back"]
+    assert not verdict(V.evaluate(expect, never))["victim back"]
 
 
 def test_summary_and_render_carry_the_figures_and_the_verdict():
@@ -521,17 +522,17 @@ def test_summary_and_render_carry_the_figures_and_the_verdict():
             Event(3.3, "client", "announce", "gratuitous ARP request"),
         ]
     )
-    report = S.summary(rec, S.evaluate(scn.expect, rec), scn)
+    report = V.summary(rec, V.evaluate(scn.expect, rec), scn)
     f = report["figures"]
     assert report["ok"] and report["scenario"] == "fail-active"
     assert f["requests"] == 8 and f["failed"] == 2 and f["failed_results"] == ["TimeoutError"]
     assert f["detection_s"] == pytest.approx(1.1) and f["vip_moved_s"] == pytest.approx(1.2)
     assert f["announcements"] == 1 and f["first_announcement_s"] == pytest.approx(1.3)
     assert f["first_success_s"] == pytest.approx(1.41)
-    text = S.render(report)
+    text = V.render(report)
     assert "peer dir1 is dead" in text and "drill OK" in text and "longest gap" in text
     bad_report = {**report, "ok": False}
-    assert "DRILL FAILED" in S.render(bad_report)
+    assert "DRILL FAILED" in V.render(bad_report)
 
 
 # --- the pair's configuration ------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ import sys
 import pytest
 
 from director.lab import netns as N
+from director.lab import topology as T
 from director.lab.httpd import ServerState, build_response, parse_request_line
-from director.lab.netns import Lab, plan_lab
+from director.lab.site import BOND_OPTIONS, Lab
+from director.lab.topology import plan_lab
 
 PREFIX = f"tn{os.getpid()}"
 
@@ -122,8 +124,8 @@ def test_plan_bond_makes_two_legs_on_two_leaf_switches():
     assert plan.node("client").links == (("eth0", "br0"),) and plan.node("client").bonds == ()
     for node in plan.nodes:
         for ifname, _ in node.links:
-            N.port_name(node.role, ifname)  # every switch-side name fits
-    assert N.BOND_OPTIONS["bond_mode"] == 2 and N.BOND_OPTIONS["bond_xmit_hash_policy"] == 1
+            T.port_name(node.role, ifname)  # every switch-side name fits
+    assert BOND_OPTIONS["bond_mode"] == 2 and BOND_OPTIONS["bond_xmit_hash_policy"] == 1
 
 
 @pytest.mark.parametrize(
@@ -144,10 +146,10 @@ def test_plan_rejects_bad_parameters(kwargs):
 
 
 def test_port_names_fit_ifnamsiz():
-    assert N.port_name("rs1", "eth0") == "rs1"
-    assert N.port_name("dir1", "eth1") == "dir1-eth1"
+    assert T.port_name("rs1", "eth0") == "rs1"
+    assert T.port_name("dir1", "eth1") == "dir1-eth1"
     with pytest.raises(ValueError):
-        N.port_name("averyveryverylongrole", "eth0")
+        T.port_name("averyveryverylongrole", "eth0")
 
 
 def test_sysctl_path():

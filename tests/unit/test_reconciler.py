@@ -5,6 +5,8 @@ import errno
 import socket
 from dataclasses import replace
 
+import pytest
+
 from director.ipvs import ApplyResult, IPVSError
 from director.model import (
     Config,
@@ -260,3 +262,26 @@ async def test_one_service_larger_than_the_budget_lets_the_loop_run_inside_it():
     assert during_service >= 5, f"the loop ran {during_service} times during the service pass"
     assert [op.kind for op in ops] == ["set_dest"] * len(servers[::2])
     assert sum(d.attrs.weight == 0 for d in kernel.table[WEB].dests.values()) == len(servers[::2])
+
+
+async def test_first_pass_returns_after_the_first_full_pass_and_when_the_loop_dies():
+    kernel = MemoryKernel()
+    r = make(kernel, {(WEB, RS1): "up"})
+    r.set_config(config([RealServer("10.0.0.11", 80)]))
+    await r.start()
+    try:
+        await asyncio.wait_for(r.first_pass(), 5)
+        assert kernel.dumps >= 1 and WEB in kernel.table
+    finally:
+        await r.stop()
+
+    class BrokenKernel(MemoryKernel):
+        async def dump(self):
+            raise RuntimeError("a bug, not a kernel error")
+
+    broken = make(BrokenKernel(), {})
+    broken.set_config(config([RealServer("10.0.0.11", 80)]))
+    await broken.start()
+    await asyncio.wait_for(broken.first_pass(), 5)  # the loop died: no wait forever
+    with pytest.raises(RuntimeError):
+        await broken.stop()  # stop hands the loop's death on
