@@ -203,6 +203,14 @@ def cmd_reload(args: argparse.Namespace) -> int:
         return RELOAD_NO_ANSWER
     except OSError as exc:
         print(f"no directord answering on {path}: {exc.strerror or exc}; nothing was reloaded", file=sys.stderr)
+        if args.config and not args.control_socket and _raw_control_socket(args.config) is None:
+            print(
+                printable(
+                    f"({args.config} could not be read as YAML, so the socket is the default one; "
+                    "directord check -c FILE says why; --control-socket PATH names the socket)"
+                ),
+                file=sys.stderr,
+            )
         return RELOAD_NOT_ASKED
     daemon_file = reply.get("path")
     if args.config and isinstance(daemon_file, str) and not _same_file(args.config, daemon_file):

@@ -123,6 +123,16 @@ async def test_no_daemon_is_exit_2(tmp_path):
     assert rc == 2 and "no directord answering" in err
 
 
+def test_a_file_whose_yaml_is_broken_says_the_default_socket_was_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "DEFAULT_SOCKET", str(tmp_path / "default.sock"))  # never the host's daemon
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("global: [\n")  # not YAML: its control_socket cannot be read
+    assert cli.main(["reload", "-c", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert f"no directord answering on {tmp_path / 'default.sock'}" in err
+    assert "could not be read as YAML, so the socket is the default one" in err
+
+
 def silent_server(path: str, hang: bool) -> threading.Thread:
     """Accept one connection on ``path``, read the request, then hang up (``hang`` false) or
     keep the connection open 5 s without answering."""
