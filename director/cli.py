@@ -1,5 +1,9 @@
 """The `directord` command line: run, check, reload, status, events, standby, takeover; more come
-from `COMMAND_MODULES`."""
+from `COMMAND_MODULES`.
+
+Each command function imports what it needs when it runs (start-up time, not import cycles):
+`directord status` or `check` should not pay for the daemon's modules, nor `run` for the tools'.
+"""
 
 from __future__ import annotations
 
