@@ -131,6 +131,32 @@ RemainAfterExit=yes
 EnvironmentFile=/etc/default/directord-realserver
 ExecStart=/usr/local/bin/directord realserver prep $DIRECTORD_REALSERVER_ARGS
 
+# Sandboxing (systemd.exec(5)), as far as prep allows: it writes sysctls under /proc/sys
+# (so no ProtectKernelTunables=), may load ipip for --mode tun with modprobe (so no
+# ProtectKernelModules=, and CAP_SYS_MODULE), adds addresses and tunl0 over rtnetlink
+# (CAP_NET_ADMIN) and records what it changed in /var/lib/directord. No PrivateTmp=: it
+# uses no /tmp, and this unit runs before the ordering PrivateTmp= adds.
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_MODULE
+NoNewPrivileges=yes
+StateDirectory=directord
+ProtectSystem=strict
+ProtectHome=yes
+PrivateDevices=yes
+PrivateMounts=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service @module
+SystemCallErrorNumber=EPERM
+
 [Install]
 WantedBy=multi-user.target
 """

@@ -299,8 +299,10 @@ async def test_watchdog_fed_from_the_loop_and_starved_by_a_blocked_loop(tmp_path
         times = [t for t, _ in receiver.with_field("WATCHDOG")]
         gaps = [b - a for a, b in zip(times, times[1:])]
         # every WATCHDOG_USEC/2 (a loop timer may be late on a busy machine; the arrival times
-        # also carry the receiving thread's own delays)
-        assert all(0.1 < gap < 1.0 for gap in gaps) and 0.18 < statistics.median(gaps) < 0.3, gaps
+        # also carry the receiving thread's own delays, which shorten the gap after a late one:
+        # so no lower bound per gap, the period is judged on the median and the mean)
+        mean = (times[-1] - times[0]) / (len(times) - 1)
+        assert max(gaps) < 1.0 and 0.18 < statistics.median(gaps) < 0.3 and 0.15 < mean < 0.35, gaps
 
         # the loop blocked for 1.5 s (a blocking call on it): nothing is fed meanwhile
         fed = len(receiver.with_field("WATCHDOG"))
