@@ -433,15 +433,16 @@ class Reconciler:
                     ops.extend(await self._plan_paced(svc, pacer))
             await self._apply(ops)
 
-    async def read_table(self) -> dict[ServiceKey, KernelService]:
-        """A fresh dump for status readers, serialised with the reconciler's own commands.
+    async def read_table(self, *, stats: bool = False) -> dict[ServiceKey, KernelService]:
+        """A fresh dump for status readers, serialised with the reconciler's own commands;
+        with ``stats``, with the kernel's traffic counters (`KernelIPVS.dump`).
 
         Raises:
             IPVSError: the kernel table cannot be read.
         """
         async with self._lock:
             await self.kernel.open()
-            return await self.kernel.dump()
+            return await (self.kernel.dump(stats=True) if stats else self.kernel.dump())
 
     # --- helpers --------------------------------------------------------------
 
