@@ -16,6 +16,7 @@ import os
 import socket
 
 import pytest
+from netnsprobe import netns_problem, netns_skip
 
 from director.lab import netns as N
 from ha.model import Resource
@@ -63,20 +64,8 @@ def test_kernel_version_gate_for_ifa_proto():
 # --- namespace tests -------------------------------------------------------------------------
 
 
-def _netns_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    name = f"{PREFIX}-probe"
-    try:
-        N.create_netns(name)
-        N.delete_netns(name)
-    except Exception as e:
-        return f"cannot create network namespaces: {e}"
-    return None
-
-
-_problem = _netns_problem()
-needs_netns = pytest.mark.skipif(_problem is not None, reason=_problem or "")
+_problem = netns_problem(PREFIX)
+needs_netns = netns_skip(_problem)
 
 
 @pytest.fixture
