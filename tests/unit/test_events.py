@@ -326,7 +326,7 @@ def test_the_bus_logs_each_event_on_its_logger_at_its_level(caplog):
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
         ("directord.ha", logging.DEBUG, f"releasing {GROUP} (start-up)"),
         ("directord.ha", logging.INFO, "peer dir2 is up (first keepalive)"),
-        ("ha.vip", logging.INFO, "added 192.168.10.100/32/eth0"),
+        ("directord.ha", logging.INFO, "added 192.168.10.100/32/eth0"),
         (
             "directord.reconciler",
             logging.ERROR,

@@ -131,7 +131,7 @@ def test_ipv4_address_without_our_label_is_left_alone(ns, caplog):
     assert run(ns, has_vip(r)) is False
     assert run(ns, remove_vip(r)) is False
     assert f"{VIP}/32" in addrs(ns)
-    with caplog.at_level(logging.WARNING, logger="ha.vip"):
+    with caplog.at_level(logging.WARNING, logger="directord.ha"):
         assert run(ns, add_vip(r)) is False
     assert "will not be removed" in caplog.text
     assert run(ns, remove_vip(r)) is False
