@@ -1,4 +1,4 @@
-"""The `directord` command line: run, check, reload, status, events, standby, takeover; more come
+"""The `directord` command line: run, check, reload, status, events, rs, standby, takeover; more come
 from `COMMAND_MODULES`.
 
 Each command function imports what it needs when it runs (start-up time, not import cycles):
@@ -209,6 +209,31 @@ def cmd_ha_request(args: argparse.Namespace) -> int:
         return 1
     if not reply.get("ok"):
         print(printable(reply.get("error", "refused")), file=sys.stderr)  # may name nodes from a peer's packets
+        return 1
+    print(printable(reply.get("message", "done")))
+    return 0
+
+
+def cmd_rs(args: argparse.Namespace) -> int:
+    """``directord rs enable|drain|disable SERVICE REAL_SERVER``: the operator's state of one real
+    server, applied and kept by the running daemon. Exit 0 done, 1 refused (why on stderr),
+    2 no daemon could be asked."""
+    from . import control
+    from .status import printable
+
+    path = _socket_path(args)
+    try:
+        reply = control.request(
+            path, "rs", action=args.action, service=args.service, real_server=args.real_server, reason=args.reason
+        )
+    except PermissionError:
+        print(_permission_text(path), file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"no directord answering on {path}: {exc}; nothing changed", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(printable(reply.get("error", "refused")), file=sys.stderr)
         return 1
     print(printable(reply.get("message", "done")))
     return 0
@@ -429,6 +454,20 @@ def build_parser() -> argparse.ArgumentParser:
         ha.add_argument("-c", "--config", help="read the control socket path from this configuration")
         ha.add_argument("--control-socket")
         ha.set_defaults(func=cmd_ha_request)
+
+    rs = sub.add_parser(
+        "rs",
+        help="take a real server out for maintenance or bring it back (kept across restarts)",
+        description="enable: follow its health checks again; drain: weight 0, no new connections, its "
+        "connections go on; disable: out of the IPVS table. The state is kept in global.state_dir.",
+    )
+    rs.add_argument("action", choices=["enable", "drain", "disable"])
+    rs.add_argument("service", help="the virtual service's name")
+    rs.add_argument("real_server", help="ADDRESS:PORT ([ADDRESS]:PORT for IPv6)")
+    rs.add_argument("--reason", default="", help="why (shown in status, the page and the event)")
+    rs.add_argument("-c", "--config", help="read the control socket path from this configuration")
+    rs.add_argument("--control-socket")
+    rs.set_defaults(func=cmd_rs)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)

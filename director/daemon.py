@@ -38,10 +38,12 @@ from checks.base import CheckTarget
 from checks.engine import Load, Transition
 from checks.process import CheckerProcess
 
+from .admin import ADMIN_FILE, AdminStateError, AdminStore
 from .config import ConfigError, load_config
 from .config.issues import MAX_ISSUES, bounded, escape
 from .control import ControlServer
 from .events import (
+    AdminChanged,
     CheckerBehind,
     CheckerCaughtUp,
     EventBus,
@@ -52,14 +54,18 @@ from .events import (
     to_json,
 )
 from .ipvs import IPVSError, KernelIPVS
-from .model import Config, DestKey, ServiceKey
-from .planner import HealthState
+from .model import Config, DestKey, ServiceKey, VirtualService, canonical_ip
+from .planner import AdminState, HealthState
 from .reconciler import Reconciler
 from .status import build_status, printable
 from .systemd import Notifier, status_line
+from .web.tally import EventTally
 
 if TYPE_CHECKING:
     from ha.service import HAService
+
+    from .web.metrics import Scrape
+    from .web.server import HTTPServer
 
 log = logging.getLogger("directord")
 
@@ -244,15 +250,20 @@ class Daemon:
         self._control_override = control_socket
         self.config: Config | None = None
         self._states: dict[tuple[ServiceKey, DestKey], HealthState] = {}
-        #: Every state change of this daemon as a typed event (`director.events`); it logs them.
-        self.events = EventBus(log=log_event)
+        #: Counts of the published events, for the metrics (`director.web.tally`).
+        self.tally = EventTally()
+        #: Every state change of this daemon as a typed event (`director.events`); it logs and counts them.
+        self.events = EventBus(log=self._log_event)
         self.kernel = KernelIPVS()
         self.engine = CheckerProcess(  # transitions and load reports are logged as events
             self._on_transition, log_transitions=False, on_load=self._on_load
         )
-        self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish)
+        #: The operator's real-server states (`director.admin`), read from the state directory at start.
+        self.admin = AdminStore(None)
+        self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish, admin=self._admin_for)
         self.control: ControlServer | None = None
         self.ha: HAService | None = None  # when the configuration has an ha section
+        self.http: HTTPServer | None = None  # when the configuration has a global.http section
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[dict[str, Any]]] = set()  # reloads in flight (kept referenced)
@@ -260,14 +271,27 @@ class Daemon:
         #: how the last reload went (``None`` before the first): the ``reload`` answer and ``at`` (Unix time)
         self.last_reload: dict[str, Any] | None = None
         self._started = time.monotonic()
+        self._started_wall = time.time()
         #: The service manager's notifications and watchdog (`director.systemd`; set up by `run`
         #: from the environment: a no-op outside a ``Type=notify`` unit).
         self.systemd = Notifier(None)
+
+    def _log_event(self, envelope: Any) -> None:
+        """The bus's first stop for every envelope: the log, then the metrics' tally."""
+        log_event(envelope)
+        self.tally.add(envelope)
 
     # --- health -----------------------------------------------------------------
 
     def _health(self, service: ServiceKey, dest: DestKey) -> HealthState:
         return self._states.get((service, dest), "unknown")
+
+    def _admin_for(self, svc: VirtualService) -> dict[DestKey, AdminState]:
+        """The real servers of ``svc`` an operator drained or disabled (for the reconciler)."""
+        states = self.admin.for_service(svc.name)
+        if not states:
+            return {}
+        return {rs.key: states[name] for rs in svc.real_servers if (name := str(rs.key)) in states}
 
     def _on_load(self, load: Load) -> None:
         """The checker fell behind or caught up: published as an event."""
@@ -309,6 +333,13 @@ class Daemon:
             log.error("invalid configuration %s, not starting: %s", self.config_path, _load_failure(exc))
             return 1
         raise_nofile_limit()
+        admin = AdminStore(os.path.join(prepared.config.settings.state_dir, ADMIN_FILE))
+        try:
+            await asyncio.to_thread(admin.load)
+        except AdminStateError as exc:
+            log.error("cannot read the operator's real-server states, not starting: %s (fix or remove it)", exc)
+            return 1
+        self.admin = admin
 
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -345,6 +376,8 @@ class Daemon:
                 await self.ha.stop()
             await self.control.stop()
             return 1
+        if config.settings.http is not None:
+            await self._start_http(config)
         await self.reconciler.start()
         await self.reconciler.first_pass()
         log.info(
@@ -362,11 +395,65 @@ class Daemon:
             self.systemd.stopping()
             if self.ha is not None:
                 await self.ha.stop()
+            if self.http is not None:
+                await self.http.stop()
             await self.control.stop()
             await self.engine.stop()
             await self.reconciler.stop()
             await self.kernel.close()
         return 0
+
+    async def _start_http(self, config: Config) -> None:
+        """Start the metrics listener of ``global.http``; a failure is logged and the daemon runs
+        on without it (balancing matters more than its metrics; ``up`` tells Prometheus)."""
+        settings = config.settings.http
+        assert settings is not None
+        # imported here, not at the top, for start-up time only: aiohttp's server and
+        # prometheus-client are not needed by a director without a global.http section
+        from .web.server import HTTPServer
+
+        server = HTTPServer(settings, self.metrics_scrape, self.status)
+        try:
+            await server.start()
+        except OSError as exc:
+            log.error("cannot listen for metrics on %s: %s; running without them", settings.listen, exc)
+            return
+        self.http = server
+
+    async def metrics_scrape(self) -> Scrape:
+        """What one metrics scrape reads (`director.web.metrics.Scrape`): a fresh dump of the IPVS
+        table with the kernel's counters (the cached table, marked unreadable, when the dump
+        fails), the checker's snapshot, the HA state, and copies of the event counts."""
+        from checks import engine
+
+        from .version import version
+        from .web.metrics import DaemonFacts, Scrape
+
+        try:
+            table = await self.reconciler.read_table(stats=True)
+            readable = True
+        except IPVSError:
+            table, readable = dict(self.reconciler.table), False
+        health = await self.engine.snapshot()
+        return Scrape(
+            config=self.config,
+            table=table,
+            health=health,
+            draining=self.reconciler.draining(),
+            ha=self.ha.snapshot() if self.ha is not None else None,
+            tally=self.tally.copy(),
+            daemon=DaemonFacts(
+                version=version(),
+                started_at=self._started_wall,
+                ops_applied=self.reconciler.ops_applied,
+                kernel_errors=self.reconciler.errors,
+                table_readable=readable,
+                checker_restarts=self.engine.restarts,
+                checker_running=self.engine.pid is not None,
+            ),
+            check_buckets=tuple(getattr(engine, "CHECK_DURATION_BUCKETS", ())),
+            admin=self.admin.entries(),
+        )
 
     async def _adopt(self, prepared: Prepared) -> None:
         for key in prepared.gone:
@@ -443,6 +530,14 @@ class Daemon:
                 "the ha section changed: HA changes need a restart; the running HA service (if any) is kept"
             )
             log.warning("%s", warnings[-1])
+        old_dir = self.config.settings.state_dir if self.config is not None else None
+        if old_dir is not None and old_dir != prepared.config.settings.state_dir:
+            warnings.append("global.state_dir changed: the daemon keeps using the one it started with until a restart")
+            log.warning("%s", warnings[-1])
+        http_warning = self._http_change(prepared.config)
+        if http_warning is not None:
+            warnings.append(http_warning)
+            log.warning("%s", warnings[-1])
         await self._adopt(prepared)
         config = prepared.config
         self.events.publish(ReloadAccepted(self.config_path, len(config.services)))
@@ -454,6 +549,19 @@ class Daemon:
             "seconds": round(time.monotonic() - started, 3),
             "warnings": warnings,
         }
+
+    def _http_change(self, new: Config) -> str | None:
+        """Apply what a reload changed in ``global.http`` that can be applied at once (the token);
+        the warning to give when something else changed (the listener needs a restart)."""
+        old = self.config.settings.http if self.config is not None else None
+        now = new.settings.http
+        if old == now:
+            return None
+        if old is not None and now is not None and (old.host, old.port) == (now.host, now.port):
+            if self.http is not None:
+                self.http.set_token(now.token)
+            return None
+        return "global.http changed: the metrics listener changes at the next restart; the running one is kept"
 
     def _reload_on_signal(self) -> None:
         """SIGHUP: reload (`reload_report`, between the service manager's ``RELOADING=1`` and
@@ -490,10 +598,10 @@ class Daemon:
 
     # --- control ------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
+    async def status(self, events: int = STATUS_EVENTS) -> dict[str, Any]:
         """The status document (`director.status.build_status`, built off the event loop) with a
-        fresh kernel dump, and the last `STATUS_EVENTS` events (``recent_events``, oldest first,
-        `director.events.to_json` objects)."""
+        fresh kernel dump, and the last ``events`` events (``recent_events``, oldest first,
+        `director.events.to_json` objects; `STATUS_EVENTS` by default)."""
         try:
             table = await self.reconciler.read_table()
             kernel_error = None
@@ -504,7 +612,13 @@ class Daemon:
         # keepalive; its inputs are this daemon's own copies (the cached table's entries are
         # replaced, never changed, by the reconciler)
         doc = await asyncio.to_thread(
-            build_status, self.config, table, health, self.reconciler.draining(), now=time.monotonic()
+            build_status,
+            self.config,
+            table,
+            health,
+            self.reconciler.draining(),
+            now=time.monotonic(),
+            admin=self.admin.entries(),
         )
         doc.update(
             pid=os.getpid(),
@@ -521,7 +635,7 @@ class Daemon:
         )
         if self.ha is not None:
             doc["ha"] = self.ha.snapshot()
-        doc["recent_events"] = [to_json(envelope) for envelope in self.events.recent(STATUS_EVENTS)]
+        doc["recent_events"] = [to_json(envelope) for envelope in self.events.recent(events)]
         return doc
 
     async def _handle(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -530,6 +644,8 @@ class Daemon:
             return {"ok": True, "status": await self.status()}
         if command == "reload":
             return await self.systemd.reloading(self.reload_report)
+        if command == "rs":
+            return await self._rs_admin(request)
         if command in ("standby", "takeover"):
             if self.ha is None:
                 return {"ok": False, "error": "this director runs no HA (no ha section)"}
@@ -542,3 +658,51 @@ class Daemon:
                 return {"ok": False, "error": f"{command} refused: {exc}"}
             return {"ok": True, "message": message}
         return {"ok": False, "error": f"unknown command {command!r}"}
+
+    async def _rs_admin(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control ``rs`` request (``directord rs enable|drain|disable``): ``action``,
+        ``service`` (a configured virtual service's name), ``real_server`` (``ADDRESS:PORT``
+        of one of its real servers), ``reason``. The new state is written to the state file
+        before it is applied; a state that cannot be written is not applied."""
+        action, service, real_server = request.get("action"), request.get("service"), request.get("real_server")
+        reason = request.get("reason") or ""
+        state = {"enable": "enabled", "drain": "drain", "disable": "disabled"}.get(str(action))
+        if (
+            state is None
+            or not isinstance(service, str)
+            or not isinstance(real_server, str)
+            or not isinstance(reason, str)
+        ):
+            return {"ok": False, "error": "rs needs action enable|drain|disable, service, real_server (ADDRESS:PORT)"}
+        config = self.config
+        svc = next((s for s in config.services if s.name == service), None) if config is not None else None
+        if svc is None:
+            return {"ok": False, "error": f"no virtual service named {printable(service)!r}"}
+        rs = next((r for r in svc.real_servers if str(r.key) == _canonical_rs(real_server)), None)
+        if rs is None:
+            known = ", ".join(str(r.key) for r in svc.real_servers[:10])
+            return {"ok": False, "error": f"{printable(real_server)} is not a real server of {svc.name} ({known})"}
+        try:
+            new = self.admin.changed(svc.name, str(rs.key), state, reason, time.time())
+            await asyncio.to_thread(new.save)
+        except AdminStateError as exc:
+            return {"ok": False, "error": str(exc)}
+        except OSError as exc:
+            return {"ok": False, "error": f"cannot write {new.path}: {exc.strerror or exc}; nothing changed"}
+        self.admin = new
+        entry = new.get(svc.name, str(rs.key))
+        self.events.publish(AdminChanged(svc.name, str(rs.key), state, entry.reason if entry else ""))
+        self.reconciler.on_health(svc.key, rs.key)
+        return {"ok": True, "message": f"rs {rs.key} of {svc.name}: {state}"}
+
+
+def _canonical_rs(text: str) -> str:
+    """``ADDRESS:PORT`` with the address in canonical form (``[v6]:port`` for IPv6); the text
+    itself when it is not one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        return text
+    try:
+        return str(DestKey(canonical_ip(host.strip("[]")), int(port)))
+    except ValueError:
+        return text

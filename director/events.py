@@ -2,7 +2,7 @@
 
 Producers hand events to `EventBus.publish`: the HA service (`ha.events`), the health checks
 (`HealthChanged`, from `checks.engine.Transition`), the reconciler (`IPVSApplied`,
-`IPVSFailed`) and the daemon (`ReloadAccepted`, `ReloadRefused`). The bus stamps
+`IPVSFailed`) and the daemon (`ReloadAccepted`, `ReloadRefused`, `AdminChanged`). The bus stamps
 each with a sequence number and the wall-clock time (`Envelope`), keeps the last ones
 (`EventBus.recent`) and gives every subscriber its own bounded queue (`Subscription`): a slow
 consumer loses its oldest events, counted, and never slows the producers or the others.
@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from ha.events import LoggedEvent
 
 __all__ = [
+    "AdminChanged",
     "DEFAULT_HISTORY",
     "DEFAULT_QUEUE",
     "Envelope",
@@ -172,6 +173,25 @@ class IPVSFailed:
             f"ipvs {self.op} (service {self.service}) failed: {self.error}; retrying on the next pass "
             "(logged again when the error changes or the command is accepted)"
         )
+
+
+@dataclass(frozen=True)
+class AdminChanged:
+    """An operator put ``real_server`` (``ADDRESS:PORT``) of ``service`` in ``state``
+    (``enabled``, ``drain``, ``disabled``: `director.planner.AdminState`) for ``reason``
+    (``directord rs``)."""
+
+    kind: ClassVar[str] = "rs.admin"
+    logger: ClassVar[str] = "directord"
+    level: ClassVar[int] = logging.WARNING
+    service: str
+    real_server: str
+    state: str
+    reason: str
+
+    def __str__(self) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"rs {self.real_server} of {self.service}: {self.state} by the operator{why}"
 
 
 @dataclass(frozen=True)

@@ -421,6 +421,8 @@ class Settings:
         sync_daemon: connection synchronisation, or None (directord leaves the kernel's
             sync daemons alone).
         http: the metrics and status page listener, or None (no HTTP listener).
+        state_dir: directory of the daemon's own state (the operator's real-server states,
+            ``admin.json``); systemd's ``StateDirectory=directord``.
     """
 
     reconcile_interval: float = 10.0
@@ -428,6 +430,7 @@ class Settings:
     control_socket: str = "/run/directord/directord.sock"
     sync_daemon: SyncSettings | None = None
     http: HTTPSettings | None = None
+    state_dir: str = "/var/lib/directord"
 
 
 @dataclass(frozen=True)

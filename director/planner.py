@@ -62,6 +62,12 @@ OpKind = Literal["add_service", "set_service", "del_service", "add_dest", "set_d
 
 #: Health states as reported by the check engine.
 HealthState = Literal["unknown", "up", "down"]
+#: An operator's state for a real server (``directord rs enable|drain|disable``):
+#: ``enabled`` follows its health; ``drain`` keeps it at weight 0 (no new connections, its
+#: connections go on: HAProxy's ``drain``); ``disabled`` takes it out of the table
+#: (HAProxy's ``maint``).
+AdminState = Literal["enabled", "drain", "disabled"]
+ADMIN_STATES: tuple[AdminState, ...] = ("enabled", "drain", "disabled")
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ def desired_service(
     health: Mapping[DestKey, HealthState],
     observed: KernelService | None,
     draining: Iterable[DestKey] = (),
+    admin: Mapping[DestKey, AdminState] | None = None,
 ) -> DesiredService:
     """The kernel entry one configured virtual service should have right now.
 
@@ -111,8 +118,11 @@ def desired_service(
         observed: the service as the kernel holds it, or None when absent.
         draining: destinations removed from the configuration that are still
             draining; they are kept at weight 0 with their kernel attributes.
+        admin: the operator's state of real servers (missing = ``enabled``), which
+            comes before their health: ``drain``: present at weight 0; ``disabled``:
+            absent. Neither counts as up (for the fallback server).
 
-    Rules, per real server:
+    Rules, per enabled real server:
 
     * ``up``: present with its configured attributes;
     * ``down``: present at weight 0 when ``on_failure`` is ``quiescent``,
@@ -131,7 +141,7 @@ def desired_service(
 
     `desired_service_steps` computes the same in steps.
     """
-    return run_steps(desired_service_steps(service, health, observed, draining, chunk=sys.maxsize))
+    return run_steps(desired_service_steps(service, health, observed, draining, chunk=sys.maxsize, admin=admin))
 
 
 def run_steps(steps: Generator[None, None, _T]) -> _T:
@@ -150,6 +160,7 @@ def desired_service_steps(
     observed: KernelService | None,
     draining: Iterable[DestKey] = (),
     chunk: int = PLAN_BUDGET,
+    admin: Mapping[DestKey, AdminState] | None = None,
 ) -> Generator[None, None, DesiredService]:
     """`desired_service` in steps, for a caller on an event loop: a generator that yields
     (``None``) between two parts of ``chunk`` real servers and returns the `DesiredService` (the
@@ -172,6 +183,12 @@ def desired_service_steps(
             yield
         for rs in servers[start : start + chunk]:
             key = rs.key
+            operator = admin.get(key, "enabled") if admin else "enabled"
+            if operator == "drain":
+                dests[key] = rs.dest_attrs(weight=0)
+                continue
+            if operator == "disabled":
+                continue
             state = health.get(key, "unknown")
             if state == "up":
                 any_up = True

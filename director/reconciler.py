@@ -39,7 +39,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Collection, Hashable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -50,6 +50,7 @@ from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS, SyncDaemon, plan_sync,
 from .model import Config, DesiredService, DestKey, KernelService, ServiceKey, VirtualService
 from .planner import (
     PLAN_BUDGET,
+    AdminState,
     HealthState,
     Op,
     OpKind,
@@ -138,6 +139,9 @@ class Reconciler:
         on_event: where each IPVS operation goes as an event (`director.events.IPVSApplied`,
             `IPVSFailed`): the daemon's `EventBus.publish`, which logs it; without one, each
             is logged.
+        admin: callable returning, for a configured virtual service, the operator's state of
+            its real servers that are not ``enabled`` (`director.planner.AdminState`, by
+            destination key); after a change, call `on_health` for that real server.
     """
 
     def __init__(
@@ -147,10 +151,12 @@ class Reconciler:
         *,
         clock: Callable[[], float] = time.monotonic,
         on_event: Callable[[IPVSApplied | IPVSFailed], object] | None = None,
+        admin: Callable[[VirtualService], Mapping[DestKey, AdminState]] | None = None,
     ) -> None:
         self.kernel = kernel
         self._on_event = on_event
         self._health = health
+        self._admin = admin
         self._clock = clock
         self.config: Config | None = None
         self._services: dict[ServiceKey, VirtualService] = {}
@@ -501,9 +507,15 @@ class Reconciler:
         svc = self._services.get(key)
         return printable(svc.name) if svc is not None else str(key)
 
+    def _admin_of(self, svc: VirtualService) -> Mapping[DestKey, AdminState]:
+        """The real servers of ``svc`` an operator drained or disabled."""
+        return {} if self._admin is None else self._admin(svc)
+
     def _desired(self, svc: VirtualService) -> DesiredService:
         health = {rs.key: self._health(svc.key, rs.key) for rs in svc.real_servers}
-        return desired_service(svc, health, self.table.get(svc.key), self._draining.get(svc.key, {}).keys())
+        return desired_service(
+            svc, health, self.table.get(svc.key), self._draining.get(svc.key, {}).keys(), self._admin_of(svc)
+        )
 
     async def _desired_paced(self, svc: VirtualService, pacer: _Pacer) -> DesiredService:
         """`_desired`, yielding to the event loop every `PLAN_BUDGET` real servers (``pacer``
@@ -518,7 +530,9 @@ class Reconciler:
             if count % PLAN_BUDGET == 0:
                 await asyncio.sleep(0)
         draining = tuple(self._draining.get(svc.key, {}))
-        steps = desired_service_steps(svc, health, self.table.get(svc.key), draining, PLAN_BUDGET)
+        steps = desired_service_steps(
+            svc, health, self.table.get(svc.key), draining, PLAN_BUDGET, admin=self._admin_of(svc)
+        )
         while True:
             try:
                 next(steps)

@@ -82,6 +82,7 @@ def build_status(
     health: Mapping[tuple[ServiceKey, DestKey], Any] | None = None,
     draining: Mapping[ServiceKey, set[DestKey]] | None = None,
     now: float = 0.0,
+    admin: Mapping[tuple[str, str], Any] | None = None,
 ) -> dict[str, Any]:
     """The status document.
 
@@ -91,6 +92,8 @@ def build_status(
         health: `checks.engine.HealthStatus` per (service, real server).
         draining: destinations being drained, per service.
         now: current monotonic time in seconds (for "how long in this state").
+        admin: the operator's drained or disabled real servers, by (service name,
+            ``ADDRESS:PORT``): `director.admin.AdminEntry` (``state``, ``reason``, ``since``).
 
     Returns:
         ``{"daemon": bool, "config": path|None, "services": [...]}``; each
@@ -98,10 +101,13 @@ def build_status(
         ``forwarding`` and ``real_servers``; each real server has
         ``role`` (``real``, ``fallback``, ``draining``, ``unmanaged``),
         configured and current weight, health state, seconds in that state,
-        last check result, and the kernel's ActiveConn/InActConn.
+        last check result, the kernel's ActiveConn/InActConn, and the operator's state
+        (``admin``: ``enabled``, ``drain``, ``disabled``; ``admin_reason``, ``admin_since``
+        Unix time, for the latter two).
     """
     health = health or {}
     draining = draining or {}
+    admin = admin or {}
     services: list[dict[str, Any]] = []
     seen: set[ServiceKey] = set()
     for svc in config.services if config else ():
@@ -126,6 +132,10 @@ def build_status(
                 last_check=last.reason if last is not None else None,
                 last_check_ok=last.ok if last is not None else None,
             )
+            entry = admin.get((svc.name, str(rs.key)))
+            row["admin"] = entry.state if entry is not None else "enabled"
+            if entry is not None:
+                row.update(admin_reason=entry.reason, admin_since=entry.since)
             rows.append(row)
         if svc.fallback is not None and svc.fallback.key not in listed:
             listed.add(svc.fallback.key)
@@ -196,9 +206,12 @@ def render_status(doc: Mapping[str, Any]) -> str:
         for rs in svc["real_servers"]:
             addr = f"[{rs['address']}]:{rs['port']}" if ":" in rs["address"] else f"{rs['address']}:{rs['port']}"
             since = rs.get("in_state_s")
+            health = rs.get("health")
+            if rs.get("admin") in ("drain", "disabled"):
+                health = f"{_fmt(health)}/{rs['admin']}"
             lines.append(
                 f"  {addr:<28} {rs.get('role', ''):<9} {_fmt(rs.get('forwarding') or rs.get('kernel_forwarding')):<4} "
-                f"{_fmt(rs.get('configured_weight')):>5} {_fmt(rs.get('weight')):>6} {_fmt(rs.get('health')):<8} "
+                f"{_fmt(rs.get('configured_weight')):>5} {_fmt(rs.get('weight')):>6} {_fmt(health):<8} "
                 f"{(f'{since:.0f}s' if since is not None else '-'):>8} {_fmt(rs.get('active_conns')):>6} "
                 f"{_fmt(rs.get('inactive_conns')):>6}  {_fmt(rs.get('last_check'))}"
             )

@@ -453,7 +453,10 @@ class _Builder:
             problem = _socket_path_problem(sock)
             if problem is not None:
                 self.issue(base + ("control_socket",), problem)
+        if not schema.state_dir.startswith("/") or "\0" in schema.state_dir:
+            self.issue(base + ("state_dir",), f"must be an absolute path, got {quote(schema.state_dir)}")
         return Settings(
+            state_dir=schema.state_dir,
             reconcile_interval=float(schema.reconcile_interval),
             drain_timeout=float(schema.drain_timeout),
             control_socket=sock,

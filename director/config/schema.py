@@ -163,6 +163,7 @@ class SettingsSchema(_Schema):
     control_socket: str = Settings.control_socket
     sync_daemon: SyncDaemonSchema | None = None
     http: HTTPSchema | None = None
+    state_dir: str = Settings.state_dir
 
 
 class RootSchema(_Schema):

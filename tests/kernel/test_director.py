@@ -404,6 +404,33 @@ def test_restart_issues_no_ipvs_change(lab, fresh, tmp_path):
     assert not [c for c in cmds if c in IPVS_CHANGE_CMDS], cmds
 
 
+def test_operator_drain_and_disable_reach_the_kernel_and_outlive_a_restart(lab, fresh):
+    """``directord rs`` (its control request): drain puts rs2 at weight 0, disable takes it out
+    of the table, a restarted daemon keeps it out, enable brings it back (ipvsadm reads it)."""
+    rip = f"{lab.rip('rs2')}:80"
+
+    def rs(action: str) -> None:
+        reply = control.request(fresh.socket, "rs", action=action, service="web", real_server=rip, reason="test")
+        assert reply["ok"], reply
+
+    try:
+        rs("drain")
+        expect(all_weights(lab, {"rs1": 1, "rs2": 0, "rs3": 1}), "rs2 drained to weight 0", 30, fresh)
+        rs("disable")
+        expect(lambda: set(dests(lab)) == {f"{lab.rip(r)}:80" for r in ("rs1", "rs3")}, "rs2 out", 30, fresh)
+        fresh.stop()
+        fresh.start()
+        expect(lambda: settled(fresh), "checks of the restarted daemon settled", STARTUP_S, fresh)
+        time.sleep(3)  # a reconcile pass (2 s) and more: rs2 stays out, the others in
+        assert set(dests(lab)) == {f"{lab.rip(r)}:80" for r in ("rs1", "rs3")}, dests(lab)
+        status = control.request(fresh.socket, "status")["status"]
+        row = next(r for r in status["services"][0]["real_servers"] if r["address"] == lab.rip("rs2"))
+        assert (row["admin"], row["admin_reason"]) == ("disabled", "test")
+    finally:
+        rs("enable")
+    expect(all_weights(lab, {"rs1": 1, "rs2": 1, "rs3": 1}), "rs2 back in", 30, fresh)
+
+
 # --- forwarding methods ------------------------------------------------------------------
 
 FORWARD_WORD = {"dr": "Route", "nat": "Masq", "tun": "Tunnel"}

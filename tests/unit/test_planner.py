@@ -369,3 +369,38 @@ def test_record_op_keeps_cache_equal_to_what_a_dump_would_show():
     for op in plan({}, table, retired=[WEB]):
         record_op(table, op)
     assert set(table) == {OTHER}
+
+
+# --- the operator's state (directord rs drain|disable|enable) ------------------------------
+
+
+@pytest.mark.parametrize("on_failure", ["quiescent", "remove"])
+@pytest.mark.parametrize("health", ["up", "down", "unknown"])
+def test_drain_is_weight_0_and_disabled_is_absent_whatever_the_health(on_failure, health):
+    observed = kservice(WRR, {RS1: DR3, RS2: DR1})
+    svc = vservice(on_failure=on_failure)
+    d = desired_service(svc, {RS1: health, RS2: "up"}, observed, admin={RS1: "drain"})
+    assert d.dests[RS1] == DestAttrs(fwd_method=3, weight=0) and d.dests[RS2] == DR1
+    d = desired_service(svc, {RS1: health, RS2: "up"}, observed, admin={RS1: "disabled"})
+    assert RS1 not in d.dests and d.dests[RS2] == DR1
+    ops = plan_service(WEB, d, observed)
+    assert [(op.kind, op.dest) for op in ops] == [("del_dest", RS1)]
+
+
+def test_enabled_follows_health_and_neither_drained_nor_disabled_counts_as_up():
+    svc = vservice(fallback=FallbackServer("127.0.0.1", 80))
+    d = desired_service(svc, {RS1: "up", RS2: "down"}, None, admin={RS1: "enabled"})
+    assert d.dests == {RS1: DR3, RS2: DestAttrs(fwd_method=3, weight=0)}
+    d = desired_service(svc, {RS1: "up", RS2: "down"}, None, admin={RS1: "drain"})
+    assert FB in d.dests  # no real server up: the fallback serves new connections
+    d = desired_service(svc, {RS1: "up", RS2: "up"}, None, admin={RS1: "disabled", RS2: "drain"})
+    assert set(d.dests) == {RS2, FB}
+
+
+def test_admin_in_steps_equals_at_once():
+    svc = vservice(real_servers=tuple(RealServer(f"10.0.1.{i}", 80) for i in range(1, 40)))
+    admin = {DestKey(f"10.0.1.{i}", 80): ("drain" if i % 3 else "disabled") for i in range(1, 40, 2)}
+    health = {rs.key: "up" for rs in svc.real_servers}
+    at_once = desired_service(svc, health, None, admin=admin)
+    stepped = run_steps(desired_service_steps(svc, health, None, chunk=7, admin=admin))
+    assert stepped == at_once and len(at_once.dests) == 39 - sum(1 for s in admin.values() if s == "disabled")
