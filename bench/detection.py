@@ -31,7 +31,9 @@ retry 1, delay_before_retry 1), ``keepalived-tuned`` (delay_loop 1, connect_time
 retry 1, delay_before_retry 0.5).
 
 Output: a markdown table on stdout, ``out/bench/detection.json`` and each system's
-configuration under ``out/bench/detection/<system>/``.
+configuration under ``out/bench/detection/<system>/``. Exit status 2, before any namespace
+is made, when a chosen system's incumbent (ldirectord, keepalived) is not installed
+(`incumbents.missing_incumbents`).
 """
 
 from __future__ import annotations
@@ -335,6 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         "the guest's other folders are thrown away",
     )
     a = ap.parse_args(argv)
+    missing = inc.missing_incumbents(a.systems)
+    if missing:  # refused before the namespaces are built, not found out by a table timeout
+        for line in missing:
+            log(f"cannot run: {line}")
+        return 2
     set_out(Path(a.out_dir))
     a.json = str(OUT / "detection.json")
     if os.environ.get("DIRECTORD_IN_VM") == "1" and a.out_dir == str(inc.REPO / "out" / "bench"):

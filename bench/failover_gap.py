@@ -38,7 +38,10 @@ heartbeat rows both directors' IPVS tables are loaded once with ``ipvsadm`` befo
 
 Output: a markdown table on stdout, ``out/bench/failover_gap.json`` (every repetition's
 gap, first success after the fault, failed requests) and each system's generated
-configuration under ``out/bench/failover_gap/<system>/``.
+configuration under ``out/bench/failover_gap/<system>/``. Exit status 2, before any lab is
+built, when a chosen system's incumbent is not installed (`incumbents.missing_incumbents`:
+keepalived for ``keepalived-*``, heartbeat for ``heartbeat*``; the message names the
+program and the Debian package).
 """
 
 from __future__ import annotations
@@ -487,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         "the guest's other folders are thrown away",
     )
     a = ap.parse_args(argv)
+    missing = inc.missing_incumbents(a.systems)
+    if missing:  # refused before the lab is built, not found out by a settle timeout per system
+        for line in missing:
+            log(f"cannot run: {line}")
+        return 2
     set_out(Path(a.out_dir))
     a.json = str(OUT / "failover_gap.json")
     if os.environ.get("DIRECTORD_IN_VM") == "1" and a.out_dir == str(inc.REPO / "out" / "bench"):

@@ -5,6 +5,8 @@ aggregation, and the runners that start them inside network namespaces.
 Pure part (unit-tested): `master_down_interval`, `keepalived_conf`, `ldirectord_cf`,
 `heartbeat_ha_cf`, `heartbeat_haresources`, `directord_conf`, `parse_proc_ip_vs`,
 `dest_out`, `last_error_end`, `stats`, `markdown_table`. Times are seconds (floats).
+`missing_incumbents` (unit-tested; reads file modes only) says which incumbent programs a
+benchmark's systems need that are not installed, before any lab is built.
 
 I/O part: `SteadyClient` (requests through the VIP from the client namespace),
 `TableWatch` (polls the kernel's IPVS table of a namespace), `Daemon` (a daemon
@@ -51,6 +53,39 @@ __all__ = ["Sample", "longest_gap"]
 KEEPALIVED = "/usr/sbin/keepalived"
 LDIRECTORD = "/usr/sbin/ldirectord"
 HEARTBEAT = "/usr/libexec/heartbeat/heartbeat"
+#: heartbeat's haresources wrapper of the ``IPaddr`` resource agent (package heartbeat).
+HEARTBEAT_IPADDR = "/etc/ha.d/resource.d/IPaddr"
+
+#: What each incumbent needs installed: ``(executable path, Debian package)`` pairs, the files
+#: the benchmarks run. A benchmark system runs the incumbent its name starts with
+#: (``keepalived-1``, ``keepalived-tuned``, ``heartbeat-0.2``, ``ldirectord-tuned``).
+INCUMBENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "keepalived": ((KEEPALIVED, "keepalived"),),
+    "ldirectord": ((LDIRECTORD, "ldirectord"),),
+    "heartbeat": ((HEARTBEAT, "heartbeat"), (HEARTBEAT_IPADDR, "heartbeat")),
+}
+
+
+def missing_incumbents(
+    systems: Iterable[str], *, needs: Mapping[str, Sequence[tuple[str, str]]] | None = None
+) -> list[str]:
+    """Why the benchmark systems ``systems`` cannot run here: one line per missing program (not
+    an executable file), naming it, the systems that need it and the Debian package to install;
+    ``[]`` when nothing is missing. A system that runs no incumbent (``directord``, ...) needs
+    nothing. ``needs``: `INCUMBENTS` (read at call time) unless given. Reads only file modes.
+    """
+    needs = INCUMBENTS if needs is None else needs
+    wanted: dict[tuple[str, str], list[str]] = {}
+    for system in systems:
+        for incumbent, files in needs.items():
+            if system == incumbent or system.startswith(incumbent + "-"):
+                for file in files:
+                    wanted.setdefault(file, []).append(system)
+    return [
+        f"{path} is not installed (needed by {', '.join(users)}): apt-get install {package}"
+        for (path, package), users in wanted.items()
+        if not (os.path.isfile(path) and os.access(path, os.X_OK))
+    ]
 
 
 # --- pure: timers and configurations ---------------------------------------------------------

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import resource
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import incumbents as inc  # noqa: E402
 
 from director.ipvs import KernelIPVS  # noqa: E402
 from director.lab.netns import call_in_netns, create_netns, delete_netns, exec_in_netns, run_in_netns  # noqa: E402
@@ -97,7 +99,7 @@ def keepalived_row(services: int, dests: int, workdir: Path) -> tuple[str, float
     conf = workdir / "keepalived.conf"
     conf.write_text(keepalived_conf(services, dests))
     argv = [
-        "keepalived",
+        inc.KEEPALIVED,
         "--dont-fork",
         "--log-console",
         "--check",
@@ -236,12 +238,13 @@ def main() -> int:
         t0, c0 = time.monotonic(), child_cpu()
         exec_in_netns(NS, ["ipvsadm", "-e", "-t", f"{vip(0)}:80", "-r", f"{rip(0)}:80", "-g", "-w", "5"])
         rows.append(("ipvsadm -e: one weight change", time.monotonic() - t0, child_cpu() - c0, "1 process"))
-        if shutil.which("keepalived"):
+        missing = inc.missing_incumbents(["keepalived"])
+        if not missing:
             flush()
             with tempfile.TemporaryDirectory() as tmp:
                 rows.append(keepalived_row(args.services, args.dests, Path(tmp)))
         else:
-            rows.append(("keepalived: not installed", float("nan"), float("nan"), "apt-get install keepalived"))
+            rows.append(("keepalived: not installed", float("nan"), float("nan"), "; ".join(missing)))
     finally:
         delete_netns(NS)
     print(

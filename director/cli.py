@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import json
 import logging
+import os
 import sys
 from typing import Any, Protocol
 
@@ -33,19 +34,56 @@ class Subcommands(Protocol):
 
 #: Log line format; the checker child uses the same (`checks.process.LOG_FORMAT`).
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The text format when stderr goes to the journal, which stamps each line itself.
+JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
+#: syslog priority of each logging level (``sd-daemon.h``: ``SD_CRIT`` 2, ``SD_ERR`` 3,
+#: ``SD_WARNING`` 4, ``SD_INFO`` 6, ``SD_DEBUG`` 7), sent to journald as a ``<N>`` line prefix.
+SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
+
+
+def journal_stream(stream: Any = None, environ: Any = None) -> bool:
+    """True when ``stream`` (stderr by default) is connected to the journal: systemd sets
+    ``$JOURNAL_STREAM`` to ``DEVICE:INODE`` of the stream it gives a service (systemd.exec(5)),
+    and a process whose stderr was redirected elsewhere sees other numbers. Never raises."""
+    stream = sys.stderr if stream is None else stream
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    try:
+        device, inode = (int(part) for part in value.split(":"))
+        info = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):
+        return False
+    return (info.st_dev, info.st_ino) == (device, inode)
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>`` (the record's syslog priority, `SYSLOG_PRIORITY`) before the line ``inner`` writes:
+    journald stores the line at that priority and strips the prefix (sd-daemon(3))."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = max((lv for lv in SYSLOG_PRIORITY if lv <= record.levelno), default=logging.DEBUG)
+        return f"<{SYSLOG_PRIORITY[level]}>{self.inner.format(record)}"
 
 
 def setup_logging(verbose: bool, log_format: str = "text") -> None:
     """Log to stderr at INFO (DEBUG when ``verbose``); pyroute2 only from WARNING.
 
     ``log_format``: ``text`` (`LOG_FORMAT`) or ``json`` (one JSON object per line,
-    `director.events.JSONFormatter`: events carry their kind and fields).
+    `director.events.JSONFormatter`: events carry their kind and fields). When stderr is the
+    journal (`journal_stream`: under systemd), each line starts with its syslog priority
+    (`JournalFormatter`) and the text format leaves the time to the journal (`JOURNAL_FORMAT`).
     """
     handler = logging.StreamHandler(sys.stderr)
+    journal = journal_stream(sys.stderr)
+    formatter: logging.Formatter
     if log_format == "json":
-        handler.setFormatter(JSONFormatter())
+        formatter = JSONFormatter()
     else:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        formatter = logging.Formatter(JOURNAL_FORMAT if journal else LOG_FORMAT)
+    handler.setFormatter(JournalFormatter(formatter) if journal else formatter)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
 
@@ -308,30 +346,6 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def version() -> str:
-    """directord's version: from the installed distribution's metadata, else (a source tree that
-    was never installed) from the ``pyproject.toml`` beside the ``director`` package, else
-    ``"unknown"``."""
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version("directord")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    import os
-    import tomllib
-
-    pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyproject.toml")
-    try:
-        with open(pyproject, "rb") as f:
-            project = tomllib.load(f).get("project", {})
-    except (OSError, tomllib.TOMLDecodeError):
-        return "unknown"
-    if project.get("name") == "directord" and isinstance(project.get("version"), str):
-        return f"{project['version']} (source tree)"
-    return "unknown"
-
-
 class _VersionAction(argparse.Action):
     """``--version``: print ``directord X.Y.Z`` and exit 0 (the version is looked up only then)."""
 
@@ -339,6 +353,8 @@ class _VersionAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        from director.version import version  # only now: importlib.metadata costs every command start-up time
+
         print(f"directord {version()}")
         parser.exit()
 

@@ -149,17 +149,29 @@ class IPVSApplied:
 @dataclass(frozen=True)
 class IPVSFailed:
     """The kernel refused the IPVS operation ``op`` on ``service`` with ``error``; the next
-    reconcile pass retries it."""
+    reconcile pass retries it. ``repeated``: it refused the same command with the same error the
+    last time it was sent too (a lasting condition, e.g. a scheduler whose module is missing):
+    published as every refusal is, logged at DEBUG, not again at ERROR at every pass."""
 
     kind: ClassVar[str] = "ipvs.failed"
     logger: ClassVar[str] = "directord.reconciler"
-    level: ClassVar[int] = logging.ERROR
     op: str
     service: str
     error: str
+    repeated: bool = False
+
+    @property
+    def level(self) -> int:
+        """ERROR for a new refusal (or a new error), DEBUG for a repeated one."""
+        return logging.DEBUG if self.repeated else logging.ERROR
 
     def __str__(self) -> str:
-        return f"ipvs {self.op} (service {self.service}) failed: {self.error}; retrying on the next pass"
+        if self.repeated:
+            return f"ipvs {self.op} (service {self.service}) still failing: {self.error}"
+        return (
+            f"ipvs {self.op} (service {self.service}) failed: {self.error}; retrying on the next pass "
+            "(logged again when the error changes or the command is accepted)"
+        )
 
 
 @dataclass(frozen=True)

@@ -184,21 +184,52 @@ class DestAttrs:
 
 
 @dataclass(frozen=True)
+class IPVSStats:
+    """The kernel's traffic counters of a virtual service or a destination (``struct
+    ip_vs_kstats``, dumped as IPVS_SVC_ATTR_STATS64 / IPVS_DEST_ATTR_STATS64), named as the
+    kernel names them.
+
+    Attributes:
+        conns: connections scheduled since the entry was created.
+        inpkts, outpkts: packets in (client to real server) and out, since then.
+        inbytes, outbytes: bytes in and out, since then.
+        cps: connections per second, the kernel estimator's current rate.
+        inpps, outpps: packets per second in and out (current rates).
+        inbps, outbps: bytes per second in and out (current rates).
+    """
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+    cps: int = 0
+    inpps: int = 0
+    outpps: int = 0
+    inbps: int = 0
+    outbps: int = 0
+
+
+@dataclass(frozen=True)
 class KernelDest:
-    """A destination as dumped from the kernel: its attributes and connection counters."""
+    """A destination as dumped from the kernel: its attributes, connection counters and, when
+    the dump asked for them, its traffic counters (``stats``; None otherwise)."""
 
     attrs: DestAttrs
     active_conns: int = 0
     inactive_conns: int = 0
     persist_conns: int = 0
+    stats: IPVSStats | None = None
 
 
 @dataclass(frozen=True)
 class KernelService:
-    """A virtual service as dumped from the kernel, with its destinations."""
+    """A virtual service as dumped from the kernel, with its destinations and, when the dump
+    asked for them, its traffic counters (``stats``; None otherwise)."""
 
     attrs: ServiceAttrs
     dests: Mapping[DestKey, KernelDest] = field(default_factory=dict)
+    stats: IPVSStats | None = None
 
 
 #: The kernel's whole IPVS table (one network namespace).
@@ -345,6 +376,39 @@ class SyncSettings:
     syncid: int = 0
 
 
+#: Default address and port of the HTTP listener (``global.http.listen``).
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 9199
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    """The HTTP listener for metrics and the status page (``global.http``).
+
+    Attributes:
+        host: the IP address to listen on (a literal: no name lookup), e.g. ``127.0.0.1``, ``::``.
+        port: TCP port, 1-65535.
+        token: the bearer token every request must carry (``Authorization: Bearer TOKEN``),
+            read from ``token_file``; None: no token asked (allowed on loopback only).
+        token_file: where ``token`` was read from, or None.
+    """
+
+    host: str = DEFAULT_HTTP_HOST
+    port: int = DEFAULT_HTTP_PORT
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+
+    @property
+    def loopback(self) -> bool:
+        """True when only this host can connect (``127.0.0.0/8`` or ``::1``)."""
+        return ipaddress.ip_address(self.host).is_loopback
+
+    @property
+    def listen(self) -> str:
+        """``HOST:PORT`` (``[HOST]:PORT`` for IPv6), as in the file."""
+        return host_port(self.host, self.port)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Daemon-wide settings (the ``global`` section). Times in seconds.
@@ -356,12 +420,14 @@ class Settings:
         control_socket: path of the root-only unix control socket.
         sync_daemon: connection synchronisation, or None (directord leaves the kernel's
             sync daemons alone).
+        http: the metrics and status page listener, or None (no HTTP listener).
     """
 
     reconcile_interval: float = 10.0
     drain_timeout: float = 300.0
     control_socket: str = "/run/directord/directord.sock"
     sync_daemon: SyncSettings | None = None
+    http: HTTPSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,15 @@ are stopped once and then left alone.
 
 Kernel errors are logged with the service and real server concerned and
 retried on the next pass; they never stop the loop.  A kernel table that cannot
-be read (ip_vs not loaded, a refused dump) and a sync daemon the kernel refuses
+be read (ip_vs not loaded, a refused dump), a sync daemon the kernel refuses and
+a command the kernel refuses pass after pass (a scheduler whose module is missing)
 are conditions, not events: each is logged when it starts, when it changes and
-when it ends, not again at every pass while it lasts (`directord status` shows
-the current kernel error).  ip_vs missing is an error only while the configuration
-needs it (virtual services or a sync daemon): a director with neither (HA only)
-logs it once, at INFO.
+when it ends, not again at every pass while it lasts (`_Conditions`; `directord
+status` shows the current kernel error).  A refused command is still an
+``ipvs.failed`` event each time (the machine record: counted and streamed), its
+repeats marked ``repeated`` and logged at DEBUG.  ip_vs missing is an error only
+while the configuration needs it (virtual services or a sync daemon): a director
+with neither (HA only) logs it once, at INFO.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from ha.events import emit
 
@@ -48,6 +52,7 @@ from .planner import (
     PLAN_BUDGET,
     HealthState,
     Op,
+    OpKind,
     desired_service,
     desired_service_steps,
     plan_chunks,
@@ -63,6 +68,42 @@ log = logging.getLogger("directord.reconciler")
 DRAIN_POLL_INTERVAL = 1.0
 #: Real servers compared between two yields to the event loop when a configuration is adopted.
 ADOPT_CHUNK = 2000
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+#: What a refused command is about: (operation kind, service, destination or None).
+_Target = tuple[OpKind, ServiceKey, DestKey | None]
+
+
+class _Conditions(Generic[_K, _V]):
+    """Lasting kernel conditions by key, each with the value it was last logged with (its error
+    text; never None): a condition is logged when it starts, when its value changes and when it
+    ends, not again at every pass while it lasts. This says which line is due; the caller
+    writes it, in the words of its own condition."""
+
+    def __init__(self) -> None:
+        #: the conditions that hold, as last logged
+        self.now: dict[_K, _V] = {}
+
+    def holds(self, key: _K, value: _V) -> bool:
+        """Condition ``key`` holds, with ``value``: True when that is news to log (it did not
+        hold, or held with another value), False when it was logged so already."""
+        news = key not in self.now or self.now[key] != value
+        self.now[key] = value
+        return news
+
+    def ends(self, key: _K) -> _V | None:
+        """Condition ``key`` does not hold: the value it held until now (its end is to be
+        logged), or None when it did not hold."""
+        return self.now.pop(key, None)
+
+    def only(self, keys: Collection[_K]) -> dict[_K, _V]:
+        """Only the conditions in ``keys`` may still hold: the others end; returns them with the
+        values they held (their ends are to be logged)."""
+        ended = {key: value for key, value in self.now.items() if key not in keys}
+        for key in ended:
+            del self.now[key]
+        return ended
 
 
 class _Pacer:
@@ -128,11 +169,13 @@ class Reconciler:
         #: sync daemons seen at the last full pass (None: not read, or not managed)
         self.sync_daemons: list[SyncDaemon] | None = None
         self._sync_managed = False
-        #: the kernel table's condition last logged: (error text, whether the configuration needs
-        #: IPVS), or None while the table can be read
-        self._table_trouble: tuple[str, bool] | None = None
-        #: the sync daemon errors of the last full pass (logged as errors when they first appear)
-        self._sync_trouble: frozenset[str] = frozenset()
+        #: the kernel table's condition (key ``"dump"``) as last logged: (error text, whether the
+        #: configuration needs IPVS); none while the table can be read
+        self._table_trouble: _Conditions[str, tuple[str, bool]] = _Conditions()
+        #: the sync daemon errors of the last full pass (by their text)
+        self._sync_trouble: _Conditions[str, str] = _Conditions()
+        #: the commands the kernel refused the last time they were sent, with its error text
+        self._refused: _Conditions[_Target, str] = _Conditions()
         self._first_pass = asyncio.Event()  # set once the first full pass ran (see first_pass)
 
     # --- inputs ---------------------------------------------------------------
@@ -291,9 +334,9 @@ class Reconciler:
                 self._table_valid = False
                 self._table_unreadable(exc)
                 return []
-            if self._table_trouble is not None:
-                log.info("the IPVS table can be read again (it could not: %s)", self._table_trouble[0])
-                self._table_trouble = None
+            trouble = self._table_trouble.ends("dump")
+            if trouble is not None:
+                log.info("the IPVS table can be read again (it could not: %s)", trouble[0])
             self._table_valid = True
             self.last_dump = self._clock()
             self._dirty.clear()
@@ -307,7 +350,14 @@ class Reconciler:
             for part in plan_chunks(desired, self.table, self._retired):
                 ops.extend(part)
                 await asyncio.sleep(0)
-            await self._apply(ops)
+            refused = await self._apply(ops)
+            # a command refused before and not planned now (the configuration or the table
+            # changed) is no longer refused: that condition ends too
+            for (kind, key, dest), error in self._refused.only(refused).items():
+                op = Op(kind, key, dest=dest)
+                log.info(
+                    "ipvs %s (service %s) is no longer sent (it was refused: %s)", op, self.service_name(key), error
+                )
             self._retired = {k for k in self._retired if k in self.table}
             await self.sync_pass()
             return ops
@@ -321,11 +371,9 @@ class Reconciler:
         """
         text = str(exc) if isinstance(exc, IPVSUnavailable) else f"cannot read the IPVS table: {exc}"
         needed = bool(self._services) or (self.config is not None and self.config.settings.sync_daemon is not None)
-        trouble = (text, needed)
-        if trouble == self._table_trouble:
+        if not self._table_trouble.holds("dump", (text, needed)):
             log.debug("%s; still retrying", text)
             return
-        self._table_trouble = trouble
         if needed:
             log.error(
                 "%s; retrying every %.0f s (logged again when this changes or is repaired)", text, self._interval()
@@ -339,7 +387,7 @@ class Reconciler:
         sync = self.config.settings.sync_daemon if self.config else None
         if sync is None and not self._sync_managed:
             self.sync_daemons = None
-            self._sync_trouble = frozenset()  # nothing is asked of the kernel any more
+            self._sync_trouble.only(())  # nothing is asked of the kernel any more
             return
         desired = list(sync_daemons_for(sync.interface, sync.syncid)) if sync is not None else []
         troubles: list[str] = []
@@ -371,13 +419,12 @@ class Reconciler:
         """Log this pass's sync daemon errors: an error the previous pass did not have at ERROR,
         one it had at DEBUG (retried each full pass, not logged each time), and their end at INFO."""
         for text in troubles:
-            if text in self._sync_trouble:
-                log.debug("%s; still retrying", text)
-            else:
+            if self._sync_trouble.holds(text, text):
                 log.error("%s; retrying every %.0f s (logged again when this changes)", text, self._interval())
-        if self._sync_trouble and not troubles:
+            else:
+                log.debug("%s; still retrying", text)
+        if self._sync_trouble.only(troubles) and not troubles:
             log.info("IPVS sync daemons: as configured again")
-        self._sync_trouble = frozenset(troubles)
 
     async def service_pass(self) -> list[Op]:
         """Plan and apply only the services marked by health transitions (no dump)."""
@@ -433,15 +480,16 @@ class Reconciler:
                     ops.extend(await self._plan_paced(svc, pacer))
             await self._apply(ops)
 
-    async def read_table(self) -> dict[ServiceKey, KernelService]:
-        """A fresh dump for status readers, serialised with the reconciler's own commands.
+    async def read_table(self, *, stats: bool = False) -> dict[ServiceKey, KernelService]:
+        """A fresh dump for status readers, serialised with the reconciler's own commands;
+        with ``stats``, with the kernel's traffic counters (`KernelIPVS.dump`).
 
         Raises:
             IPVSError: the kernel table cannot be read.
         """
         async with self._lock:
             await self.kernel.open()
-            return await self.kernel.dump()
+            return await (self.kernel.dump(stats=True) if stats else self.kernel.dump())
 
     # --- helpers --------------------------------------------------------------
 
@@ -493,17 +541,30 @@ class Reconciler:
             await asyncio.sleep(0)
         return ops
 
-    async def _apply(self, ops: list[Op]) -> None:
+    async def _apply(self, ops: list[Op]) -> set[_Target]:
+        """Send ``ops``; each done is recorded in the cached table and published (`IPVSApplied`),
+        each refused is counted in `errors` and published (`IPVSFailed`, ``repeated`` when the
+        kernel refused it so the last time: logged at DEBUG). A refused command accepted now is
+        logged once. Returns the refused ones' targets (kind, service, destination)."""
+        refused: set[_Target] = set()
         if not ops:
-            return
+            return refused
         result = await self.kernel.apply_all(ops)
         for op in result.done:
             record_op(self.table, op)
-            self._emit(_applied(op, self.service_name(op.service)))
+            name = self.service_name(op.service)
+            self._emit(_applied(op, name))
+            error = self._refused.ends((op.kind, op.service, op.dest))
+            if error is not None:
+                log.info("ipvs %s (service %s) accepted (it was refused: %s)", op, name, error)
         self.ops_applied += len(result.done)
         for op, exc in result.failed:
             self.errors += 1
-            self._emit(IPVSFailed(op.kind, self.service_name(op.service), str(exc)))
+            target = (op.kind, op.service, op.dest)
+            refused.add(target)
+            news = self._refused.holds(target, str(exc))
+            self._emit(IPVSFailed(op.kind, self.service_name(op.service), str(exc), repeated=not news))
+        return refused
 
     def _emit(self, event: IPVSApplied | IPVSFailed) -> None:
         """Hand ``event`` to the sink (`ha.events.emit`: logged when there is none)."""

@@ -53,7 +53,7 @@ from .connectivity import internet_checksum
 from .model import NEIGH_LOCKTIME
 from .rtnl import async_iproute, in_thread, iproute
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("directord.ha")
 
 __all__ = [
     "ETH_P_ARP",

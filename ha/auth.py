@@ -45,12 +45,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import stat
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ha.readfile import ReadFileError, read_regular_file
+from ha.readfile import ReadFileError, read_regular_file, secret_file_problem
 
 __all__ = [
     "MAX_AUTHKEYS_BYTES",
@@ -285,22 +284,10 @@ def _authkeys_problem(info: os.stat_result) -> str | None:
     """Why an authkeys file with this ``fstat`` result must not be trusted, or ``None``.
 
     Heartbeat (``heartbeat/auth.c``) refuses a keyfile readable by group or
-    others; like sshd's ``StrictModes`` this also refuses one writable (or
-    executable) by them, since whoever can write it can replace the key, and
-    one owned by anybody but root or the daemon's effective user.
+    others; `ha.readfile.secret_file_problem` also refuses one writable (or
+    executable) by them, and one owned by anybody but root or this process's user.
     """
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
-        access = [
-            word for bits, word in ((0o044, "readable"), (0o022, "writable"), (0o011, "executable")) if mode & bits
-        ]
-        why = " (whoever can write it can replace the key)" if mode & 0o022 else ""
-        return f"bad permissions {mode:03o}: {' and '.join(access)} by group or others{why}; mode 600 recommended"
-    euid = os.geteuid()
-    if info.st_uid not in (0, euid):
-        owners = "root" if euid == 0 else f"root or uid {euid} (this process)"
-        return f"bad owner: uid {info.st_uid}; it must be owned by {owners}"
-    return None
+    return secret_file_problem(info)
 
 
 def load_authkeys(path: str | os.PathLike[str]) -> AuthKeys:

@@ -149,7 +149,7 @@ class AddressAdded:
     """``address`` (``ADDRESS/PREFIX/IF``) was added here, marked as directord's."""
 
     kind: ClassVar[str] = "ha.address_added"
-    logger: ClassVar[str] = "ha.vip"
+    logger: ClassVar[str] = "directord.ha"
     level: ClassVar[int] = logging.INFO
     address: str
 
@@ -162,7 +162,7 @@ class AddressRemoved:
     """``address`` was removed here; ``error`` says why it could not be, if it could not."""
 
     kind: ClassVar[str] = "ha.address_removed"
-    logger: ClassVar[str] = "ha.vip"
+    logger: ClassVar[str] = "directord.ha"
     address: str
     error: str | None = None
 

@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 
-__all__ = ["ReadFileError", "file_kind", "read_regular_file"]
+__all__ = ["ReadFileError", "file_kind", "read_regular_file", "secret_file_problem"]
 
 #: Bytes asked of the kernel per ``read`` call.
 _CHUNK = 1 << 16
@@ -115,3 +115,26 @@ def read_regular_file(
         raise ReadFileError(name, f"cannot read: {err.strerror or err}") from err
     finally:
         os.close(fd)
+
+
+def secret_file_problem(info: os.stat_result) -> str | None:
+    """Why a file holding a secret (a key, a token) with this ``fstat`` result must not be
+    trusted, or ``None``: for `read_regular_file`'s ``check``.
+
+    Refused: any permission for group or others (heartbeat's ``heartbeat/auth.c`` refuses an
+    authkeys file readable by them; like sshd's ``StrictModes`` this also refuses one
+    writable or executable by them, since whoever can write it can replace the secret), and
+    an owner other than root or this process's effective user.
+    """
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        access = [
+            word for bits, word in ((0o044, "readable"), (0o022, "writable"), (0o011, "executable")) if mode & bits
+        ]
+        why = " (whoever can write it can replace the key)" if mode & 0o022 else ""
+        return f"bad permissions {mode:03o}: {' and '.join(access)} by group or others{why}; mode 600 recommended"
+    euid = os.geteuid()
+    if info.st_uid not in (0, euid):
+        owners = "root" if euid == 0 else f"root or uid {euid} (this process)"
+        return f"bad owner: uid {info.st_uid}; it must be owned by {owners}"
+    return None

@@ -38,7 +38,7 @@ from ha.announce import NoSuchInterface
 from ha.events import AddressAdded, AddressRemoved, HAEventSink, emit
 from ha.rtnl import async_iproute, netlink_error
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("directord.ha")
 
 __all__ = [
     "ADDR_PROTO",

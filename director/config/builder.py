@@ -40,6 +40,7 @@ from director.config.schema import (
     LIST_OR_NULL,
     CheckSchema,
     FallbackSchema,
+    HTTPSchema,
     PersistenceSchema,
     RealServerSchema,
     RootSchema,
@@ -57,6 +58,7 @@ from director.model import (
     Config,
     FallbackServer,
     ForwardingName,
+    HTTPSettings,
     Persistence,
     RealServer,
     ServiceKey,
@@ -68,7 +70,7 @@ from director.model import (
     ip_family,
     valid_ifname,
 )
-from ha.readfile import file_kind
+from ha.readfile import ReadFileError, file_kind, read_regular_file, secret_file_problem
 
 __all__ = [
     "CHECK_COUNT_RANGE",
@@ -105,6 +107,13 @@ DRAIN_TIMEOUT_RANGE = (0.0, 86400.0)
 MAX_UNIX_PATH_BYTES = 107
 #: An HTTP method is a token (RFC 9110 section 9.1, token syntax in section 5.6.2).
 _HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Largest token file accepted, bytes.
+MAX_TOKEN_FILE = 4096
+#: Characters of a file's path quoted in a message (a path is worth more than a scalar).
+MAX_PATH_QUOTED = 512
+#: A bearer token: RFC 6750 section 2.1's b64token, at least 16 characters (a guessable
+#: token protects nothing).
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,}=*")
 
 
 # --- semantic checks and conversion to the model ---------------------------------------
@@ -256,6 +265,24 @@ class _ServiceContext:
     forwarding: ForwardingName
     check_fields: dict[str, Any]  # keys set in the service's check mapping
     check_ok: bool  # False when that mapping is invalid: its merged checks are not judged
+
+
+def _split_listen(text: str) -> tuple[str | None, int | None]:
+    """``("127.0.0.1", 9199)`` from ``"127.0.0.1:9199"`` (``"[::1]:9199"`` for IPv6), the
+    address canonical; ``(None, None)`` when ``text`` is not an IP literal and a port 1-65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return None, None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            return None, None
+    elif ":" in host:
+        return None, None
+    try:
+        return _parse_ip(host), int(port)
+    except ValueError:
+        return None, None
 
 
 def _socket_path_problem(path: str) -> str | None:
@@ -431,7 +458,52 @@ class _Builder:
             drain_timeout=float(schema.drain_timeout),
             control_socket=sock,
             sync_daemon=self.sync_daemon(schema.sync_daemon),
+            http=self.http(schema.http),
         )
+
+    def http(self, schema: HTTPSchema | None) -> HTTPSettings | None:
+        """``global.http``: the listen address (an IP literal and a port), and the token read
+        from ``token_file``, which is required unless the address is loopback."""
+        if schema is None:
+            return None
+        base = ("global", "http")
+        host, port = _split_listen(schema.listen)
+        if host is None or port is None:
+            self.issue(
+                base + ("listen",),
+                f"not ADDRESS:PORT (an IP address, [ADDRESS] for IPv6, and a port 1-65535): {quote(schema.listen)}",
+            )
+            return None
+        token = None
+        if schema.token_file is not None:
+            token = self.token(schema.token_file, base + ("token_file",))
+        elif not ipaddress.ip_address(host).is_loopback:
+            self.issue(
+                base + ("listen",),
+                f"{host_port(host, port)} is not a loopback address: anyone who can reach it could read the "
+                "director's state, so a token_file is required",
+            )
+        return HTTPSettings(host=host, port=port, token=token, token_file=schema.token_file)
+
+    def token(self, path: str, where: Path) -> str | None:
+        """The bearer token in the file at ``path`` (one line; surrounding whitespace ignored)."""
+        if not path.startswith("/"):
+            self.issue(where, f"must be an absolute path, got {quote(path)}")
+            return None
+        try:
+            data = read_regular_file(path, MAX_TOKEN_FILE, secret_file_problem)
+        except ReadFileError as exc:
+            self.issue(where, f"{quote(path, MAX_PATH_QUOTED)}: {exc.reason}")
+            return None
+        token = data.decode("ascii", "replace").strip()
+        if not _BEARER_TOKEN.fullmatch(token):
+            self.issue(
+                where,
+                f"{quote(path, MAX_PATH_QUOTED)} must hold one token of at least 16 characters from "
+                "A-Z a-z 0-9 - . _ ~ + / (e.g. the output of 'openssl rand -hex 32')",
+            )
+            return None
+        return token
 
     def sync_daemon(self, schema: SyncDaemonSchema | None) -> SyncSettings | None:
         if schema is None:

@@ -18,13 +18,23 @@ from pydantic_core import ErrorDetails
 from checks.spec import CheckSpec, CheckType
 from director.config.issues import describe, quote
 from director.config.located import Path
-from director.model import PROTOCOLS, Family, ForwardingName, OnFailure, Settings
+from director.model import (
+    DEFAULT_HTTP_HOST,
+    DEFAULT_HTTP_PORT,
+    PROTOCOLS,
+    Family,
+    ForwardingName,
+    OnFailure,
+    Settings,
+    host_port,
+)
 
 __all__ = [
     "DEFAULT_PERSISTENCE_TIMEOUT",
     "LIST_OR_NULL",
     "CheckSchema",
     "FallbackSchema",
+    "HTTPSchema",
     "PersistenceSchema",
     "RealServerSchema",
     "RootSchema",
@@ -137,6 +147,14 @@ class SyncDaemonSchema(_Schema):
     syncid: int = 0
 
 
+class HTTPSchema(_Schema):
+    """The ``global.http:`` mapping (metrics and the status page).  ``listen`` is
+    ``ADDRESS:PORT`` (``[ADDRESS]:PORT`` for IPv6); ``token_file``, an absolute path."""
+
+    listen: str = host_port(DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT)
+    token_file: str | None = None
+
+
 class SettingsSchema(_Schema):
     """The ``global:`` mapping.  Times are seconds."""
 
@@ -144,6 +162,7 @@ class SettingsSchema(_Schema):
     drain_timeout: float = Settings.drain_timeout
     control_socket: str = Settings.control_socket
     sync_daemon: SyncDaemonSchema | None = None
+    http: HTTPSchema | None = None
 
 
 class RootSchema(_Schema):

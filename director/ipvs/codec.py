@@ -36,7 +36,7 @@ import socket
 import struct
 from functools import lru_cache
 
-from director.model import DestAttrs, DestKey, KernelDest, ServiceAttrs, ServiceKey
+from director.model import DestAttrs, DestKey, IPVSStats, KernelDest, ServiceAttrs, ServiceKey
 from director.planner import Op
 
 from .errors import IPVSError
@@ -45,6 +45,7 @@ from .netlink import (
     NLATTR,
     U16,
     U32,
+    U64,
     genlmsg,
     nla_get_int,
     nla_get_string,
@@ -76,12 +77,16 @@ from .uapi import (
     IPVS_DEST_ATTR_L_THRESH,
     IPVS_DEST_ATTR_PERSIST_CONNS,
     IPVS_DEST_ATTR_PORT,
+    IPVS_DEST_ATTR_STATS,
+    IPVS_DEST_ATTR_STATS64,
     IPVS_DEST_ATTR_TUN_FLAGS,
     IPVS_DEST_ATTR_TUN_PORT,
     IPVS_DEST_ATTR_TUN_TYPE,
     IPVS_DEST_ATTR_U_THRESH,
     IPVS_DEST_ATTR_WEIGHT,
     IPVS_GENL_VERSION,
+    IPVS_STATS_ATTR_CONNS,
+    IPVS_STATS_ATTR_OUTBPS,
     IPVS_SVC_ATTR_ADDR,
     IPVS_SVC_ATTR_AF,
     IPVS_SVC_ATTR_FLAGS,
@@ -91,6 +96,8 @@ from .uapi import (
     IPVS_SVC_ATTR_PORT,
     IPVS_SVC_ATTR_PROTOCOL,
     IPVS_SVC_ATTR_SCHED_NAME,
+    IPVS_SVC_ATTR_STATS,
+    IPVS_SVC_ATTR_STATS64,
     IPVS_SVC_ATTR_TIMEOUT,
     NLA_TYPE_MASK,
     NLM_F_ACK,
@@ -425,3 +432,53 @@ def parse_dest_body(body: memoryview | bytes, family: int) -> tuple[DestKey, Ker
         inactive_conns=values[IPVS_DEST_ATTR_INACT_CONNS],
         persist_conns=values[IPVS_DEST_ATTR_PERSIST_CONNS],
     )
+
+
+# --- traffic counters -----------------------------------------------------------------------
+
+#: `IPVSStats` field of each IPVS_STATS_ATTR_* number, CONNS (1) .. OUTBPS (10).
+_STATS_FIELDS = ("conns", "inpkts", "outpkts", "inbytes", "outbytes", "cps", "inpps", "outpps", "inbps", "outbps")
+assert len(_STATS_FIELDS) == IPVS_STATS_ATTR_OUTBPS - IPVS_STATS_ATTR_CONNS + 1
+
+
+def _stats(data: memoryview | bytes, top: int, stats64: int, stats32: int) -> IPVSStats:
+    """The counters nested in attribute ``stats64`` (every value a u64) or, when absent,
+    ``stats32`` (values u32 or u64 by their length) of the top-level attribute ``top``;
+    all 0 when the message has neither. Unknown and PAD attributes are skipped."""
+    outer = nla_parse_nested(data, top)
+    span = outer.get(stats64) or outer.get(stats32)
+    if span is None:
+        return IPVSStats()
+    values: dict[str, int] = {}
+    for kind, (start, end) in nla_parse(data, span[0], span[1]).items():
+        if not IPVS_STATS_ATTR_CONNS <= kind <= IPVS_STATS_ATTR_OUTBPS:
+            continue
+        size = end - start
+        if size >= 8:
+            values[_STATS_FIELDS[kind - 1]] = U64.unpack_from(data, start)[0]
+        elif size >= 4:
+            values[_STATS_FIELDS[kind - 1]] = U32.unpack_from(data, start)[0]
+        else:
+            raise IPVSError(f"IPVS statistics attribute {kind} too short")
+    return IPVSStats(**values)
+
+
+def parse_service_stats(body: memoryview | bytes) -> IPVSStats:
+    """The traffic counters of one IPVS_CMD_GET_SERVICE answer (attributes after the genl
+    header): IPVS_SVC_ATTR_STATS64 (``ip_vs_genl_fill_stats64``, every value a u64), else
+    the older IPVS_SVC_ATTR_STATS; all 0 when neither is there.
+
+    Raises:
+        IPVSError: the message is malformed.
+    """
+    return _stats(body, IPVS_CMD_ATTR_SERVICE, IPVS_SVC_ATTR_STATS64, IPVS_SVC_ATTR_STATS)
+
+
+def parse_dest_stats(body: memoryview | bytes) -> IPVSStats:
+    """The traffic counters of one IPVS_CMD_GET_DEST answer: IPVS_DEST_ATTR_STATS64, else
+    IPVS_DEST_ATTR_STATS, as `parse_service_stats` reads them.
+
+    Raises:
+        IPVSError: the message is malformed.
+    """
+    return _stats(body, IPVS_CMD_ATTR_DEST, IPVS_DEST_ATTR_STATS64, IPVS_DEST_ATTR_STATS)

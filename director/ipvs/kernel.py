@@ -139,8 +139,10 @@ class KernelIPVS:
             raise IPVSError("IPVS socket is not open")
         return self._dumper
 
-    async def dump(self) -> dict[ServiceKey, KernelService]:
-        """Dump the whole IPVS table: every service with its destinations and counters.
+    async def dump(self, *, stats: bool = False) -> dict[ServiceKey, KernelService]:
+        """Dump the whole IPVS table: every service with its destinations and connection
+        counters; with ``stats``, also the traffic counters of each (`director.model.IPVSStats`,
+        ``stats`` of `KernelService` and `KernelDest`; None without).
 
         Raises:
             IPVSError: the kernel refused the dump.
@@ -148,15 +150,18 @@ class KernelIPVS:
         dumper = self._require_dumper()
         table: dict[ServiceKey, KernelService] = {}
         try:
-            services = await dumper.services()
+            if stats:
+                services = await dumper.services_with_stats()
+            else:
+                services = [(key, attrs, None) for key, attrs in await dumper.services()]
         except IPVSError as exc:
             raise _dump_error("IPVS dump", exc) from None
-        for key, attrs in services:
+        for key, attrs, svc_stats in services:
             try:
-                dests = await dumper.dests(key)
+                dests = await dumper.dests(key, stats=stats)
             except IPVSError as exc:
                 raise _dump_error(f"IPVS dump of {key}", exc) from None
-            table[key] = KernelService(attrs=attrs, dests=dests)
+            table[key] = KernelService(attrs=attrs, dests=dests, stats=svc_stats)
         return table
 
     async def dump_dests(self, key: ServiceKey) -> dict[DestKey, KernelDest]:

@@ -53,6 +53,7 @@ NLATTR = struct.Struct("=HH")
 U16 = struct.Struct("=H")
 BE16 = struct.Struct(">H")
 U32 = struct.Struct("=I")
+U64 = struct.Struct("=Q")
 S32 = struct.Struct("=i")
 NLMSG_HDRLEN = NLMSGHDR.size  # 16
 GENL_HDRLEN = GENLMSGHDR.size  # 4

@@ -23,10 +23,18 @@ import asyncio
 import errno
 import socket
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
-from director.model import DestKey, KernelDest, ServiceAttrs, ServiceKey
+from director.model import DestKey, IPVSStats, KernelDest, ServiceAttrs, ServiceKey
 
-from .codec import dest_dump_request, parse_dest_body, parse_service_body, service_dump_request
+from .codec import (
+    dest_dump_request,
+    parse_dest_body,
+    parse_dest_stats,
+    parse_service_body,
+    parse_service_stats,
+    service_dump_request,
+)
 from .errors import IPVSError
 from .netlink import getfamily_request, parse_acks, parse_family_id, split_answer, with_seq
 from .uapi import GENL_ID_CTRL, NETLINK_CAP_ACK, NETLINK_GENERIC, SOL_NETLINK
@@ -162,8 +170,18 @@ class DumpSocket:
         bodies = await self.bodies(lambda seq: service_dump_request(self.family_id, seq))
         return [parse_service_body(b) for b in bodies]
 
-    async def dests(self, key: ServiceKey) -> dict[DestKey, KernelDest]:
-        """The destinations of one service, as `parse_dest_body` decodes them.
+    async def services_with_stats(self) -> list[tuple[ServiceKey, ServiceAttrs, IPVSStats]]:
+        """Every virtual service with its traffic counters (`parse_service_stats`).
+
+        Raises:
+            IPVSError: the kernel refused the dump, or its answer is malformed.
+        """
+        bodies = await self.bodies(lambda seq: service_dump_request(self.family_id, seq))
+        return [(*parse_service_body(b), parse_service_stats(b)) for b in bodies]
+
+    async def dests(self, key: ServiceKey, *, stats: bool = False) -> dict[DestKey, KernelDest]:
+        """The destinations of one service, as `parse_dest_body` decodes them; with ``stats``,
+        each with its traffic counters (`parse_dest_stats`).
 
         Raises:
             IPVSError: the kernel refused (errno ESRCH when the service is
@@ -175,7 +193,13 @@ class DumpSocket:
         except (ValueError, OSError) as exc:
             raise IPVSError(f"cannot name service {key}: {exc}", code=errno.EINVAL) from None
         bodies = await self.bodies(lambda seq: with_seq(request, seq))
-        return dict(parse_dest_body(b, key.family) for b in bodies)
+        if not stats:
+            return dict(parse_dest_body(b, key.family) for b in bodies)
+        dests: dict[DestKey, KernelDest] = {}
+        for b in bodies:
+            dkey, dest = parse_dest_body(b, key.family)
+            dests[dkey] = replace(dest, stats=parse_dest_stats(b))
+        return dests
 
 
 def _command_socket_options(sock: socket.socket) -> None:

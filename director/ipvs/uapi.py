@@ -105,6 +105,22 @@ IPVS_DAEMON_ATTR_STATE = 1  # u32: IP_VS_STATE_MASTER or IP_VS_STATE_BACKUP
 IPVS_DAEMON_ATTR_MCAST_IFN = 2  # NUL-terminated interface name
 IPVS_DAEMON_ATTR_SYNC_ID = 3  # u32
 
+# Inside IPVS_SVC_ATTR_STATS64 / IPVS_DEST_ATTR_STATS64 every value is a u64
+# (``ip_vs_genl_fill_stats64``); inside the older IPVS_*_ATTR_STATS the counts of
+# connections and packets and the rates are u32, the byte counts u64
+# (``ip_vs_genl_fill_stats``). Rates are per second, from the kernel's estimator.
+IPVS_STATS_ATTR_CONNS = 1  # connections scheduled
+IPVS_STATS_ATTR_INPKTS = 2  # incoming packets
+IPVS_STATS_ATTR_OUTPKTS = 3  # outgoing packets
+IPVS_STATS_ATTR_INBYTES = 4  # incoming bytes
+IPVS_STATS_ATTR_OUTBYTES = 5  # outgoing bytes
+IPVS_STATS_ATTR_CPS = 6  # current connection rate
+IPVS_STATS_ATTR_INPPS = 7  # current incoming packet rate
+IPVS_STATS_ATTR_OUTPPS = 8  # current outgoing packet rate
+IPVS_STATS_ATTR_INBPS = 9  # current incoming byte rate
+IPVS_STATS_ATTR_OUTBPS = 10  # current outgoing byte rate
+IPVS_STATS_ATTR_PAD = 11  # alignment padding of the u64 attributes
+
 #: Forwarding method bits of IPVS_DEST_ATTR_FWD_METHOD (the rest are other connection flags).
 IP_VS_CONN_F_FWD_MASK = 0x0007
 

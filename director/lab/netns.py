@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from director.sysctl import proc_path, read_sysctl, write_sysctl
 from ha.rtnl import in_thread, iproute, netlink_error, netns_create, netns_remove
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("directord.lab")
 
 T = TypeVar("T")
 

@@ -39,7 +39,7 @@ from .netns import (
 )
 from .topology import Mode, Node, plan_lab, port_name
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("directord.lab")
 
 #: Bond of the ``bond`` lab option (pyroute2 names of IFLA_BOND_* attributes):
 #: mode 2 = balance-xor (BOND_MODE_XOR), xmit_hash_policy 1 = layer3+4

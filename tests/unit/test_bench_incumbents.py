@@ -299,3 +299,65 @@ def test_process_roots_finds_the_parent_after_pid_wraparound():
     assert inc.process_roots([100, 101, 102], {100: 1, 101: 100, 102: 100}.get) == [100]
     assert inc.process_roots([7, 9], {7: 1, 9: 1}.get) == [7, 9]
     assert inc.process_roots([5], lambda _pid: None) == [5]  # gone meanwhile: still signalled
+
+
+def test_missing_incumbents_names_each_missing_program_and_its_package(tmp_path):
+    ka = tmp_path / "keepalived"  # absent
+    hb = tmp_path / "heartbeat"
+    hb.write_text("#!/bin/sh\n")
+    hb.chmod(0o755)
+    ipaddr = tmp_path / "IPaddr"
+    ipaddr.write_text("#!/bin/sh\n")
+    ipaddr.chmod(0o644)  # there, but not executable (not even for root)
+    (tmp_path / "ldirectord").mkdir()  # a folder is no program
+    needs = {
+        "keepalived": ((str(ka), "keepalived"),),
+        "heartbeat": ((str(hb), "heartbeat"), (str(ipaddr), "heartbeat")),
+        "ldirectord": ((str(tmp_path / "ldirectord"), "ldirectord"),),
+    }
+    assert inc.missing_incumbents(["directord", "directord-eq1"], needs=needs) == []
+    assert inc.missing_incumbents(["keepalived-1", "directord", "keepalived-0.2", "heartbeat"], needs=needs) == [
+        f"{ka} is not installed (needed by keepalived-1, keepalived-0.2): apt-get install keepalived",
+        f"{ipaddr} is not installed (needed by heartbeat): apt-get install heartbeat",
+    ]
+    assert inc.missing_incumbents(["ldirectord-tuned"], needs=needs) == [
+        f"{tmp_path / 'ldirectord'} is not installed (needed by ldirectord-tuned): apt-get install ldirectord"
+    ]
+    ipaddr.chmod(0o755)
+    assert inc.missing_incumbents(["heartbeat-0.2", "heartbeat"], needs=needs) == []
+
+
+def test_every_incumbent_system_of_the_benchmarks_needs_its_program(tmp_path):
+    import detection
+    import failover_gap
+
+    nowhere = {name: ((str(tmp_path / name), name),) for name in inc.INCUMBENTS}
+    for system in (*failover_gap.SYSTEMS, *detection.SYSTEMS):
+        missing = inc.missing_incumbents([system], needs=nowhere)
+        if system.startswith("directord"):
+            assert missing == []
+        else:
+            (line,) = missing
+            assert line.endswith(f"apt-get install {system.split('-')[0]}")
+    assert [p for p, _ in inc.INCUMBENTS["heartbeat"]] == [inc.HEARTBEAT, inc.HEARTBEAT_IPADDR]
+
+
+@pytest.mark.parametrize("script, builder", [("failover_gap", "Bench"), ("detection", "Topo")])
+def test_a_benchmark_refuses_a_missing_incumbent_before_building_anything(
+    script, builder, tmp_path, monkeypatch, capsys
+):
+    import importlib
+
+    mod = importlib.import_module(script)
+    system = "keepalived-1" if script == "failover_gap" else "keepalived-tuned"
+
+    def build(*args, **kwargs):
+        raise AssertionError("the lab was built although keepalived is missing")
+
+    monkeypatch.setattr(mod, builder, build)
+    monkeypatch.setattr(mod, "OUT", mod.OUT)  # restored after the test
+    monkeypatch.setitem(inc.INCUMBENTS, "keepalived", ((str(tmp_path / "keepalived"), "keepalived"),))
+    assert mod.main(["--systems", "directord", system, "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'keepalived'} is not installed (needed by {system}): apt-get install keepalived" in err
+    assert not (tmp_path / "out").exists()

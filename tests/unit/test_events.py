@@ -156,7 +156,14 @@ def ticking_clock(start: float = 1_700_000_000.0, step: float = 0.5):
             IPVSFailed("add-dest 10.0.0.2:80", "web", "ENOENT"),
             "ipvs.failed",
             logging.ERROR,
-            "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass",
+            "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass "
+            "(logged again when the error changes or the command is accepted)",
+        ),
+        (
+            IPVSFailed("add-dest 10.0.0.2:80", "web", "ENOENT", repeated=True),
+            "ipvs.failed",
+            logging.DEBUG,
+            "ipvs add-dest 10.0.0.2:80 (service web) still failing: ENOENT",
         ),
         (
             CheckerBehind(0.8744, 12, 6),
@@ -319,11 +326,12 @@ def test_the_bus_logs_each_event_on_its_logger_at_its_level(caplog):
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
         ("directord.ha", logging.DEBUG, f"releasing {GROUP} (start-up)"),
         ("directord.ha", logging.INFO, "peer dir2 is up (first keepalive)"),
-        ("ha.vip", logging.INFO, "added 192.168.10.100/32/eth0"),
+        ("directord.ha", logging.INFO, "added 192.168.10.100/32/eth0"),
         (
             "directord.reconciler",
             logging.ERROR,
-            "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass",
+            "ipvs add-dest 10.0.0.2:80 (service web) failed: ENOENT; retrying on the next pass "
+            "(logged again when the error changes or the command is accepted)",
         ),
     ]
     assert sub.pending() == 4

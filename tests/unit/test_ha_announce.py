@@ -33,6 +33,7 @@ from hapair import (
     is_garp_for,  # predicates on captured frames, decoding with scapy
     is_na_for,
 )
+from netnsprobe import netns_problem, netns_skip
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6NDOptDstLLAddr, IPv6, in6_chksum
 from scapy.layers.l2 import ARP, Ether
 
@@ -288,20 +289,8 @@ def test_announce_legs():
 # --- wire tests (root, namespaces) ------------------------------------------------------
 
 
-def _netns_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    name = f"{PREFIX}-probe"
-    try:
-        N.create_netns(name)
-        N.delete_netns(name)
-    except Exception as e:
-        return f"cannot create network namespaces: {e}"
-    return None
-
-
-_problem = _netns_problem()
-needs_netns = pytest.mark.skipif(_problem is not None, reason=_problem or "")
+_problem = netns_problem(PREFIX)
+needs_netns = netns_skip(_problem)
 
 
 class Pair:

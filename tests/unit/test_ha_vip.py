@@ -16,6 +16,7 @@ import os
 import socket
 
 import pytest
+from netnsprobe import netns_problem, netns_skip
 
 from director.lab import netns as N
 from ha.model import Resource
@@ -63,20 +64,8 @@ def test_kernel_version_gate_for_ifa_proto():
 # --- namespace tests -------------------------------------------------------------------------
 
 
-def _netns_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    name = f"{PREFIX}-probe"
-    try:
-        N.create_netns(name)
-        N.delete_netns(name)
-    except Exception as e:
-        return f"cannot create network namespaces: {e}"
-    return None
-
-
-_problem = _netns_problem()
-needs_netns = pytest.mark.skipif(_problem is not None, reason=_problem or "")
+_problem = netns_problem(PREFIX)
+needs_netns = netns_skip(_problem)
 
 
 @pytest.fixture
@@ -142,7 +131,7 @@ def test_ipv4_address_without_our_label_is_left_alone(ns, caplog):
     assert run(ns, has_vip(r)) is False
     assert run(ns, remove_vip(r)) is False
     assert f"{VIP}/32" in addrs(ns)
-    with caplog.at_level(logging.WARNING, logger="ha.vip"):
+    with caplog.at_level(logging.WARNING, logger="directord.ha"):
         assert run(ns, add_vip(r)) is False
     assert "will not be removed" in caplog.text
     assert run(ns, remove_vip(r)) is False

@@ -13,7 +13,7 @@ import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
 from director.ipvs import IPVSError, codec, netlink, transport, uapi
-from director.model import DestAttrs, DestKey, KernelDest, ServiceAttrs, ServiceKey, canonical_ip
+from director.model import DestAttrs, DestKey, IPVSStats, KernelDest, ServiceAttrs, ServiceKey, canonical_ip
 
 FAMILY = 0x20  # an IPVS family id as the controller might assign it
 TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
@@ -573,3 +573,59 @@ def test_dest_fixed_layout_fast_path_agrees_with_the_general_walk():
     old = nla(2, nla(1, addr16(V4, "10.0.0.5")) + nla(2, be16(80)) + nla(3, u32(3)) + nla(4, u32(1)))
     assert codec.parse_dest_fixed_layout(old, 4, len(old)) is None
     assert codec.parse_dest_body(old, V4) == (DestKey("10.0.0.5", 80), KernelDest(DestAttrs(3, 1)))
+
+
+# --- traffic counters (IPVS_*_ATTR_STATS64, IPVS_*_ATTR_STATS) -------------------------------
+
+
+def _stats_nest(values: dict[int, bytes]) -> bytes:
+    return b"".join(nla(kind, payload) for kind, payload in values.items())
+
+
+def test_dest_stats_prefer_stats64_and_decode_every_counter():
+    # STATS64 carries u64s (here above 2**32, which the 32-bit STATS cannot hold) and a PAD
+    # attribute, as nla_put_u64_64bit emits on some architectures; STATS has other values.
+    big = 1 << 33
+    inner = nla(1, addr16(V4, "10.0.0.9")) + nla(2, be16(80)) + nla(11, u16(V4))
+    inner += nla(10, stats(u32), nested=True)
+    inner += nla(12, nla(11, b"") + _stats_nest({i: u64(big + i) for i in range(1, 11)}), nested=True)
+    body = genl(5, nla(2, inner))[4:]
+    assert codec.parse_dest_stats(body) == IPVSStats(*(big + i for i in range(1, 11)))
+
+
+def test_service_stats_fall_back_to_32_bit_stats_with_u64_byte_counts():
+    # ip_vs_genl_fill_stats: conns/pkts/rates u32, inbytes/outbytes u64
+    widths = {1: u32, 2: u32, 3: u32, 4: u64, 5: u64, 6: u32, 7: u32, 8: u32, 9: u32, 10: u32}
+    inner = nla(1, u16(V4)) + nla(2, u16(TCP)) + nla(3, addr16(V4, "10.0.0.1")) + nla(4, be16(80))
+    inner += nla(10, _stats_nest({i: w(7 * i) for i, w in widths.items()}), nested=True)
+    body = genl(1, nla(1, inner))[4:]
+    assert codec.parse_service_stats(body) == IPVSStats(*(7 * i for i in range(1, 11)))
+
+
+def test_stats_absent_are_zero_and_unknown_kinds_skipped():
+    inner = nla(1, u16(V4)) + nla(2, u16(TCP)) + nla(3, addr16(V4, "10.0.0.1")) + nla(4, be16(80))
+    assert codec.parse_service_stats(genl(1, nla(1, inner))[4:]) == IPVSStats()
+    inner += nla(12, nla(1, u64(5)) + nla(40, u64(9)), nested=True)
+    assert codec.parse_service_stats(genl(1, nla(1, inner))[4:]) == IPVSStats(conns=5)
+
+
+@pytest.mark.parametrize("payload", [b"\x01\x02", b""])
+def test_truncated_stats_value_is_an_ipvs_error(payload):
+    inner = nla(1, addr16(V4, "10.0.0.9")) + nla(2, be16(80)) + nla(12, nla(2, payload), nested=True)
+    with pytest.raises(IPVSError, match="too short"):
+        codec.parse_dest_stats(genl(5, nla(2, inner))[4:])
+
+
+def test_stats_match_pyroute2_decoding_of_the_fixture_messages():
+    """The fixture messages (both STATS and STATS64 present) decode as pyroute2 decodes
+    IPVS_*_ATTR_STATS64."""
+    for body, attr, stats_attr, parse in (
+        (kernel_service(V4), "IPVS_CMD_ATTR_SERVICE", "IPVS_SVC_ATTR_STATS64", codec.parse_service_stats),
+        (kernel_dest(V4, "10.0.0.2"), "IPVS_CMD_ATTR_DEST", "IPVS_DEST_ATTR_STATS64", codec.parse_dest_stats),
+    ):
+        msg = ipvsmsg(struct.pack("=IHHII", 16 + len(body), FAMILY, 0, 1, 0) + body)
+        msg.decode()
+        st = msg.get_attr(attr).get_attr(stats_attr)
+        expected = IPVSStats(**{name: st.get_attr("IPVS_STATS_ATTR_" + name.upper()) for name in codec._STATS_FIELDS})
+        assert expected.conns == 1000  # the fixture's values, so the comparison is not of zeros
+        assert parse(body[4:]) == expected

@@ -13,6 +13,7 @@ import socket
 import sys
 
 import pytest
+from netnsprobe import netns_problem, netns_skip
 
 from director.lab import netns as N
 from director.lab import topology as T
@@ -184,20 +185,33 @@ def test_httpd_responses():
 # --- namespaces (root) ------------------------------------------------------------------
 
 
-def _netns_problem() -> str | None:
+_problem = netns_problem(PREFIX)
+needs_netns = netns_skip(_problem)
+
+
+def test_the_probe_makes_and_removes_one_namespace_and_reports_a_refusal():
+    """The shared probe (tests/unit/netnsprobe.py) with stand-ins for the layer that makes
+    namespaces: a refusal is a skip reason, never an error of the test module."""
+    done: list[tuple[str, str]] = []
+
+    def refuse(name: str) -> None:
+        done.append(("create", name))
+        raise PermissionError(1, "Operation not permitted")
+
+    def remove(name: str) -> None:
+        done.append(("remove", name))
+
     if os.geteuid() != 0:
-        return "needs root"
-    name = f"{PREFIX}-probe"
-    try:
-        N.create_netns(name)
-        N.delete_netns(name)
-    except Exception as e:  # no namespace support here
-        return f"cannot create network namespaces: {e}"
-    return None
-
-
-_problem = _netns_problem()
-needs_netns = pytest.mark.skipif(_problem is not None, reason=_problem or "")
+        assert netns_problem("x", create=refuse, remove=remove) == "needs root" and done == []
+        return
+    assert netns_problem("x", create=lambda n: done.append(("create", n)), remove=remove) is None
+    assert done == [("create", "x-probe"), ("remove", "x-probe")]
+    done.clear()
+    assert netns_problem("x", create=refuse, remove=remove) == (
+        "cannot create network namespaces: [Errno 1] Operation not permitted"
+    )
+    assert done == [("create", "x-probe")]
+    assert netns_skip("why").kwargs["reason"] == "why" and netns_skip(None).args == (False,)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 import asyncio
 import errno
+import logging
 import socket
 from dataclasses import replace
 
@@ -54,7 +55,7 @@ class MemoryKernel:
         for op in ops:
             code = self.fail.get((op.kind, op.dest))
             if code:
-                result.failed.append((op, IPVSError(str(op), op=op, code=code)))
+                result.failed.append((op, IPVSError(f"{op}: {errno.errorcode[code]}", op=op, code=code)))
                 continue
             self.commands.append(op)
             record_op(self.table, op)
@@ -198,6 +199,94 @@ async def test_kernel_error_is_counted_and_retried_on_next_pass():
     kernel.fail.clear()
     await r.full_pass()
     assert RS1 in kernel.table[WEB].dests
+
+
+def reconciler_records(caplog, level):
+    return [r.getMessage() for r in caplog.records if r.name == "directord.reconciler" and r.levelno == level]
+
+
+async def test_a_refused_command_is_logged_once_until_its_error_changes_or_it_is_accepted(caplog):
+    """A command the kernel refuses pass after pass (here: a scheduler whose module is missing)
+    is one ERROR line, not one per pass; one more when the error changes; one INFO line when it is
+    accepted. Each refusal is still an ``ipvs.failed`` event on the bus (the machine record), the
+    repeats marked ``repeated`` and logged at DEBUG."""
+    from director.events import EventBus, IPVSFailed, log_event
+    from director.reconciler import Reconciler
+
+    kernel = MemoryKernel()
+    kernel.fail[("add_service", None)] = errno.ENOENT  # ip_vs_<scheduler> cannot be loaded
+    bus = EventBus(log=log_event)
+    failed = bus.subscribe(kinds=frozenset({IPVSFailed.kind}))
+    r = Reconciler(kernel, lambda s, d: "up", clock=Clock(), on_event=bus.publish)
+    r.set_config(config([]))
+    with caplog.at_level(logging.DEBUG, logger="directord.reconciler"):
+        for _ in range(5):
+            await r.full_pass()
+        assert r.errors == 5 and failed.pending() == 5
+        assert [e.event.repeated for e in iter(failed.get_nowait, None)] == [False, True, True, True, True]
+        (error,) = reconciler_records(caplog, logging.ERROR)
+        assert "add_service (service web) failed: add_service" in error and "ENOENT" in error
+        assert len([m for m in reconciler_records(caplog, logging.DEBUG) if "still failing" in m]) == 4
+        kernel.fail[("add_service", None)] = errno.EINVAL  # another error: logged again
+        for _ in range(3):
+            await r.full_pass()
+        assert (
+            len(reconciler_records(caplog, logging.ERROR)) == 2
+            and "EINVAL" in reconciler_records(caplog, logging.ERROR)[1]
+        )
+        kernel.fail.clear()
+        for _ in range(3):
+            await r.full_pass()
+    assert WEB in kernel.table and r.errors == 8 and failed.pending() == 3
+    accepted = [m for m in reconciler_records(caplog, logging.INFO) if "accepted (it was refused" in m]
+    assert len(accepted) == 1 and "EINVAL" in accepted[0]
+    assert len(reconciler_records(caplog, logging.ERROR)) == 2
+
+
+async def test_a_refused_command_no_longer_planned_ends_its_condition(caplog):
+    """Without an event sink (each event logged as it comes): a refused real server that a reload
+    removes from the configuration is not sent any more, and that ends its condition, once; the
+    next refusal of it is news again."""
+    kernel = MemoryKernel()
+    kernel.fail[("add_dest", RS2)] = errno.EINVAL
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = make(kernel, health)
+    both = config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)])
+    r.set_config(both)
+    with caplog.at_level(logging.DEBUG, logger="directord.reconciler"):
+        for _ in range(3):
+            await r.full_pass()
+        assert len(reconciler_records(caplog, logging.ERROR)) == 1
+        r.set_config(config([RealServer("10.0.0.11", 80)]))
+        for _ in range(3):
+            await r.full_pass()
+        ended = [m for m in reconciler_records(caplog, logging.INFO) if "no longer sent" in m]
+        assert len(ended) == 1 and "add_dest" in ended[0] and "10.0.0.12" in ended[0] and "EINVAL" in ended[0]
+        r.set_config(both)
+        await r.full_pass()
+    assert len(reconciler_records(caplog, logging.ERROR)) == 2
+
+
+async def test_a_refused_command_in_a_health_pass_counts_as_the_same_condition(caplog):
+    """Refused at one health transition's service pass, then again at each following one: one
+    ERROR line; accepted at the next: one INFO line."""
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up"}
+    r = make(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80)]))
+    await r.full_pass()
+    kernel.fail[("set_dest", RS1)] = errno.ENOMEM
+    health[(WEB, RS1)] = "down"
+    with caplog.at_level(logging.DEBUG, logger="directord.reconciler"):
+        for _ in range(3):
+            r.on_health(WEB, RS1)
+            await r.service_pass()
+        assert len(reconciler_records(caplog, logging.ERROR)) == 1 and r.errors == 3
+        kernel.fail.clear()
+        r.on_health(WEB, RS1)
+        await r.service_pass()
+    assert kernel.table[WEB].dests[RS1].attrs.weight == 0
+    assert len([m for m in reconciler_records(caplog, logging.INFO) if "accepted (it was refused" in m]) == 1
 
 
 async def loop_turns(work):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pyroute2
 import pytest
+from netnsprobe import netns_problem, netns_skip
 from pyroute2.netlink import NLM_F_REQUEST
 from pyroute2.netlink.rtnl import RTM_GETLINK
 
@@ -89,22 +90,10 @@ def test_the_asynchronous_socket_reads_the_links():
     assert "lo" in asyncio.run(main())
 
 
-def _netns_problem() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root"
-    name = f"{PREFIX}-probe"
-    try:
-        rtnl.netns_create(name)
-        rtnl.netns_remove(name)
-    except Exception as e:  # no namespace support here
-        return f"cannot create network namespaces: {e}"
-    return None
+needs_netns = netns_skip(netns_problem(PREFIX, create=rtnl.netns_create, remove=rtnl.netns_remove))
 
 
-_problem = _netns_problem()
-
-
-@pytest.mark.skipif(_problem is not None, reason=_problem or "")
+@needs_netns
 def test_a_socket_in_a_named_namespace_sees_that_namespace_only():
     name = f"{PREFIX}-a"
     rtnl.netns_create(name)
