@@ -70,12 +70,18 @@ class CheckResult:
         duration: seconds the check took (monotonic clock).
         at: monotonic time in seconds (`time.monotonic`) at which the check
             finished.
+        timed_out: ``True`` when the check failed because it reached its own time
+            limit ``spec.timeout`` (`run_check`; reason ``"timeout after <timeout> s"``);
+            ``False`` for every other result, among them a socket's own ``ETIMEDOUT``
+            ("connection timed out"), which is an error the real server's network
+            reported, not the check's limit.  Never ``True`` with ``ok``.
     """
 
     ok: bool
     reason: str
     duration: float
     at: float
+    timed_out: bool = False
 
 
 def format_seconds(seconds: float) -> str:
@@ -173,7 +179,7 @@ async def run_check(
     normally `checks.http.make_session`'s), ``external`` (`checks.external`).
     The whole check -- connect, request, response body or command run -- is
     bounded by ``spec.timeout`` seconds (`asyncio.timeout`); past it the check
-    fails with reason ``"timeout after <timeout> s"``.
+    fails with reason ``"timeout after <timeout> s"`` and `CheckResult.timed_out` set.
 
     Args:
         target: what to check.
@@ -188,18 +194,21 @@ async def run_check(
     if spec.type == "none":
         return CheckResult(True, "no check", 0.0, start)
     check = _DISPATCH.get(spec.type)
+    limit = asyncio.timeout(spec.timeout)
+    timed_out = False
     try:
         if check is None:
             ok, reason = False, f"unknown check type {spec.type!r}"
         else:
-            async with asyncio.timeout(spec.timeout):
+            async with limit:
                 ok, reason = await check(target, session)
     except TimeoutError as exc:
-        if exc.errno is None:  # our own time limit, not a socket's ETIMEDOUT
-            ok, reason = False, f"timeout after {format_seconds(spec.timeout)} s"
+        # our own time limit fired (not a socket's ETIMEDOUT, nor a TimeoutError of the check's)
+        if limit.expired():
+            ok, reason, timed_out = False, f"timeout after {format_seconds(spec.timeout)} s", True
         else:
             ok, reason = False, describe_error(exc)
     except Exception as exc:  # noqa: BLE001 - a check never raises: errors are results
         ok, reason = False, describe_error(exc)
     end = clock()
-    return CheckResult(ok, reason, end - start, end)
+    return CheckResult(ok, reason, end - start, end, timed_out)

@@ -32,6 +32,12 @@ changes are reported, as `Transition` objects, to a plain callback.  States are
 first result decides, so a restarted director settles within one check;
 afterwards ``spec.rise`` consecutive successes bring a real server up and
 ``spec.fall`` consecutive failures take it down.
+
+Each `HealthStatus` also counts, since its target was added, the checks that
+passed, failed and timed out and their durations as a histogram over the bounds
+`CHECK_DURATION_BUCKETS` (seconds), for a metrics endpoint: counters and
+histogram in Prometheus's sense, folded in by `apply_result` at the cost of one
+`bisect` and the status it builds anyway.
 """
 
 from __future__ import annotations
@@ -39,8 +45,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
+from operator import add
 from typing import Literal
 
 import aiohttp
@@ -50,6 +58,7 @@ from checks.base import CheckResult, CheckTarget, describe_error, run_check
 from checks.http import make_session
 
 __all__ = [
+    "CHECK_DURATION_BUCKETS",
     "HealthEngine",
     "HealthStatus",
     "Load",
@@ -71,6 +80,25 @@ State = Literal["unknown", "up", "down"]
 #: The check function the engine calls: ``runner(target, session) -> CheckResult``.
 Runner = Callable[[CheckTarget, "aiohttp.ClientSession | None"], Awaitable[CheckResult]]
 
+#: Upper bounds, seconds, ascending, of the buckets of the check-duration histogram
+#: (`HealthStatus.duration_buckets`, one count per bound; a check of exactly a bound's duration
+#: is counted in it, Prometheus's ``le``).  The +Inf bucket is `HealthStatus.checks`.  A check
+#: lasts at most about its ``spec.timeout`` (1 s by default): the bounds from 1 s on hold the checks
+#: that reached their time limit.
+CHECK_DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+#: `HealthStatus.duration_buckets` before the first check: one 0 per bound (one shared tuple).
+_NO_DURATIONS: tuple[int, ...] = (0,) * len(CHECK_DURATION_BUCKETS)
+
+#: ``_BUCKET_STEPS[i]``: what one check whose duration falls in bucket ``i`` (``bisect_left`` of its
+#: duration in `CHECK_DURATION_BUCKETS`) adds to the cumulative counts: 0 below bound ``i``, 1 from
+#: it on; ``i == len(CHECK_DURATION_BUCKETS)`` (longer than the last bound) adds nothing.
+_BUCKET_STEPS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(int(j >= i) for j in range(len(CHECK_DURATION_BUCKETS))) for i in range(len(CHECK_DURATION_BUCKETS) + 1)
+)
+
 
 @dataclass(frozen=True)
 class HealthStatus:
@@ -84,6 +112,26 @@ class HealthStatus:
         successes: consecutive successful checks up to now (0 after a failure).
         failures: consecutive failed checks up to now (0 after a success).
         checks: number of checks completed for this target.
+        passed_checks: checks that passed (`CheckResult.ok`).
+        failed_checks: checks that failed other than by their time limit (refused, HTTP 503,
+            exit 1, a socket's own ``ETIMEDOUT``...).
+        timed_out_checks: checks that failed because they reached their time limit
+            ``spec.timeout`` (`CheckResult.timed_out`).
+        duration_sum: seconds, the sum of the durations (`CheckResult.duration`) of all
+            ``checks`` checks.
+        duration_buckets: the check-duration histogram: a tuple of
+            ``len(CHECK_DURATION_BUCKETS)`` ints, item ``i`` the number of checks that took at most
+            ``CHECK_DURATION_BUCKETS[i]`` seconds (cumulative, as Prometheus's ``le`` buckets:
+            non-decreasing, each at most ``checks``); the +Inf bucket is ``checks``.
+
+    ``checks``, ``passed_checks``, ``failed_checks``, ``timed_out_checks``, ``duration_sum`` and
+    ``duration_buckets`` are cumulative since the target was added to the engine: kept when its
+    settings change (`HealthEngine.update`), started again from 0 by a new engine (a new checker
+    child, a restarted director), as Prometheus counters that reset.  ``passed_checks +
+    failed_checks + timed_out_checks == checks``.  A status built without them (the director's
+    fallback while its checker child is away, `checks.process.CheckerProcess.snapshot`) carries
+    zeros: ``checks == 0`` with a ``last_result`` tells such a status apart, as the engine's own
+    statuses have ``checks >= 1`` once there is a result.
     """
 
     state: State
@@ -92,6 +140,11 @@ class HealthStatus:
     successes: int = 0
     failures: int = 0
     checks: int = 0
+    passed_checks: int = 0
+    failed_checks: int = 0
+    timed_out_checks: int = 0
+    duration_sum: float = 0.0
+    duration_buckets: tuple[int, ...] = _NO_DURATIONS
 
 
 @dataclass(frozen=True)
@@ -168,7 +221,11 @@ def apply_result(
     Rules: from ``"unknown"`` the result decides at once (up if ok, down if
     not); from ``"down"``, ``rise`` consecutive successes go up; from ``"up"``,
     ``fall`` consecutive failures go down.  ``rise``/``fall`` below 1 count
-    as 1.
+    as 1.  The counters of checks and the duration histogram (`HealthStatus`) count ``result``:
+    ``passed_checks`` when it is ok, else ``timed_out_checks`` when it reached its time limit
+    (`CheckResult.timed_out`), else ``failed_checks``; its ``duration`` (seconds) is added to
+    ``duration_sum`` and to every bucket of `CHECK_DURATION_BUCKETS` whose bound it does not
+    exceed.
 
     Args:
         status: health before this result.
@@ -182,10 +239,20 @@ def apply_result(
         did not change, else the transition's reason text, e.g.
         ``"HTTP 503 after 2 failures"``.
     """
+    passed, failed, timed_out = status.passed_checks, status.failed_checks, status.timed_out_checks
     if result.ok:
         successes, failures = status.successes + 1, 0
+        passed += 1
     else:
         successes, failures = 0, status.failures + 1
+        if result.timed_out:
+            timed_out += 1
+        else:
+            failed += 1
+    buckets = status.duration_buckets or _NO_DURATIONS
+    bucket = bisect_left(CHECK_DURATION_BUCKETS, result.duration)
+    if bucket < len(CHECK_DURATION_BUCKETS):  # else only the +Inf bucket (checks) counts it
+        buckets = tuple(map(add, buckets, _BUCKET_STEPS[bucket]))
     state = status.state
     reason: str | None = None
     if state == "unknown":
@@ -204,6 +271,11 @@ def apply_result(
         successes=successes,
         failures=failures,
         checks=status.checks + 1,
+        passed_checks=passed,
+        failed_checks=failed,
+        timed_out_checks=timed_out,
+        duration_sum=status.duration_sum + result.duration,
+        duration_buckets=buckets,
     )
     return new, reason
 
@@ -362,7 +434,8 @@ class HealthEngine:
         * a key whose target is equal to before keeps its task and state;
         * a key whose target changed (spec, port, addresses, name) restarts
           its check (spread with the new ones) but keeps its state (consecutive counts restart
-          at 0), so a reload does not make it flap.
+          at 0), so a reload does not make it flap; its cumulative counters and duration
+          histogram (`HealthStatus`) go on.
 
         Must be called from the event loop's thread; before `start` it only
         records the targets.

@@ -323,7 +323,7 @@ class CheckerProcess:
         While the checker is not ready (still starting: importing takes seconds
         on a slow machine, or being replaced) or when it does not answer within
         ``timeout`` seconds (stuck), the answer is built at once from the
-        transitions seen so far: state and ``since`` right, counters 0.
+        transitions seen so far (`_fallback_snapshot`): state and ``since`` right, counters 0.
         """
         writer = self._writer
         if not self._targets:
@@ -343,6 +343,15 @@ class CheckerProcess:
         return self._fallback_snapshot()
 
     def _fallback_snapshot(self) -> dict[Hashable, HealthStatus]:
+        """Every target's health as the transitions seen so far tell it, keyed by target key, for
+        when the checker cannot answer: ``state``, ``since`` (monotonic seconds, when the
+        transition arrived here) and ``last_result`` (the result that caused it) of the latest
+        transition, ``"unknown"`` since now without one.  Everything the checker counts is 0:
+        ``successes``, ``failures``, ``checks``, ``passed_checks``, ``failed_checks``,
+        ``timed_out_checks``, ``duration_sum`` and every count of ``duration_buckets`` (still one
+        per bound of `checks.engine.CHECK_DURATION_BUCKETS`).  A reader of the cumulative
+        counters tells these zeros from a counter reset by ``checks == 0`` with a ``last_result``.
+        """
         now = time.monotonic()
         return {key: self._known.get(key, HealthStatus(state="unknown", since=now)) for key in self._targets}
 

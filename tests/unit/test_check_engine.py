@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import time
 from collections import defaultdict
 from itertools import pairwise
@@ -12,7 +13,16 @@ from itertools import pairwise
 import pytest
 
 from checks.base import CheckResult, CheckTarget
-from checks.engine import HealthEngine, HealthStatus, Transition, apply_result, next_delay, pending, spread_offsets
+from checks.engine import (
+    CHECK_DURATION_BUCKETS,
+    HealthEngine,
+    HealthStatus,
+    Transition,
+    apply_result,
+    next_delay,
+    pending,
+    spread_offsets,
+)
 from checks.spec import CheckSpec
 
 # --- helpers ----------------------------------------------------------------
@@ -136,6 +146,65 @@ def test_singular_reason_and_no_change_keeps_since():
 def test_rise_fall_below_one_count_as_one():
     _status, changes = fold([True, False, True], rise=0, fall=0)
     assert [c[0] for c in changes] == ["unknown->up@1", "up->down@2", "down->up@3"]
+
+
+# --- cumulative counters and the duration histogram (apply_result, pure) ------------------------
+
+
+def timed(ok: bool, duration: float, *, timed_out: bool = False) -> CheckResult:
+    return CheckResult(ok, "fake ok" if ok else "fake fail", duration, 0.0, timed_out)
+
+
+def test_check_duration_bounds_are_seconds_ascending():
+    assert CHECK_DURATION_BUCKETS == (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+    assert list(CHECK_DURATION_BUCKETS) == sorted(set(CHECK_DURATION_BUCKETS))
+
+
+def test_a_new_status_counts_nothing_in_every_bucket():
+    status = HealthStatus(state="unknown", since=0.0)
+    assert (status.passed_checks, status.failed_checks, status.timed_out_checks, status.duration_sum) == (0, 0, 0, 0.0)
+    assert status.duration_buckets == (0,) * len(CHECK_DURATION_BUCKETS)
+
+
+def test_counters_and_duration_histogram_after_known_results():
+    """Passed, failed (not by the time limit) and timed-out checks are counted apart and sum to
+    ``checks``; the histogram is cumulative (Prometheus ``le``): a duration equal to a bound
+    (0.5, 1, 10 s) counts in that bound's bucket, one past the last bound (12 s) only in +Inf
+    (``checks``).  The durations are binary fractions, so their sum is exact."""
+    sequence = [
+        timed(True, 2**-10),  # 0.0009765625 s: every bucket
+        timed(True, 0.5),  # exactly the bound 0.5
+        timed(False, 0.03125),  # a refusal, say: from the bound 0.05 on
+        timed(False, 2.0, timed_out=True),  # from 2.5 on
+        timed(False, 12.0, timed_out=True),  # past 10 s: +Inf only
+        timed(True, 1.0),  # exactly the bound 1
+        timed(False, 10.0),  # exactly the last bound
+    ]
+    status = HealthStatus(state="unknown", since=0.0)
+    for i, result in enumerate(sequence, 1):
+        status, _ = apply_result(status, result, rise=1, fall=1, now=float(i))
+    assert (status.checks, status.passed_checks, status.failed_checks, status.timed_out_checks) == (7, 3, 2, 2)
+    assert status.duration_sum == 25.5322265625
+    #                                0.001 .0025 .005 .01 .025 .05 .1 .25 .5  1 2.5  5 10
+    assert status.duration_buckets == (1, 1, 1, 1, 1, 2, 2, 2, 3, 4, 5, 5, 6)
+    # rise/fall counting is unchanged by it
+    assert (status.state, status.successes, status.failures, status.since) == ("down", 0, 1, 7.0)
+
+
+def test_a_status_built_without_buckets_still_folds_into_every_bucket():
+    """A status built with ``duration_buckets=()`` (by hand, an older caller) starts from zeros."""
+    status, _ = apply_result(
+        HealthStatus(state="up", since=0.0, duration_buckets=()), timed(True, 0.02), rise=1, fall=1, now=1.0
+    )
+    assert status.duration_buckets == (0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1)
+    assert (status.checks, status.passed_checks, status.duration_sum) == (1, 1, 0.02)
+
+
+def test_an_ok_result_is_passed_whatever_its_timed_out_says():
+    status, _ = apply_result(
+        HealthStatus(state="up", since=0.0), timed(True, 0.0, timed_out=True), rise=1, fall=1, now=1.0
+    )
+    assert (status.passed_checks, status.failed_checks, status.timed_out_checks) == (1, 0, 0)
 
 
 # --- engine: counting through the real task loop -------------------------------------
@@ -425,6 +494,9 @@ async def test_changed_target_restarts_check_but_keeps_state(engine_factory):
         ("unknown", "up", "HTTP 200 (first check)"),
         ("up", "down", "HTTP 503 after 3 failures"),
     ]
+    status = eng.status()["a"]  # the cumulative counters went on across the change
+    assert status.passed_checks == 1 and status.failed_checks == status.checks - 1 >= 3
+    assert status.duration_buckets[0] == status.checks  # the fake checks take 0 s
 
 
 async def test_changed_port_restarts_check(engine_factory):
@@ -470,6 +542,53 @@ async def test_readded_target_starts_unknown(engine_factory):
         ("unknown", "up", "fake ok (first check)"),
         ("unknown", "down", "fake fail (first check)"),
     ]
+    status = eng.status()["a"]  # its counters started again from 0
+    assert (status.checks, status.passed_checks, status.failed_checks) == (1, 0, 1)
+
+
+async def test_real_checks_count_passed_failed_and_timed_out(engine_factory):
+    """The default runner against 127.0.0.1: a listener that accepts (TCP passes), a closed port
+    (TCP refused: failed, not timed out) and an HTTP server that never answers (its check reaches
+    its 0.2 s time limit: timed out, and its durations land past the 0.1 s bound)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)  # never accepts: the kernel completes handshakes, nobody answers
+    silent_port = listener.getsockname()[1]
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    refused_port = probe.getsockname()[1]
+    probe.close()
+    tcp = CheckSpec(type="tcp", interval=0.2, retry_interval=0.2, timeout=0.5, rise=1, fall=1)
+    http = CheckSpec(type="http", interval=0.2, retry_interval=0.2, timeout=0.2, rise=1, fall=1)
+    eng, rec = engine_factory()
+    eng.update(
+        {
+            "up": target("up", tcp, port=silent_port),
+            "refused": target("refused", tcp, port=refused_port),
+            "hung": target("hung", http, port=silent_port),
+        }
+    )
+    try:
+        await eng.start()
+        await wait_until(lambda: all(s.checks >= 2 for s in eng.status().values()), timeout=10)
+        status = eng.status()
+    finally:
+        await eng.stop()
+        listener.close()
+    up, refused, hung = status["up"], status["refused"], status["hung"]
+    assert (up.passed_checks, up.failed_checks, up.timed_out_checks) == (up.checks, 0, 0)
+    assert (refused.passed_checks, refused.failed_checks, refused.timed_out_checks) == (0, refused.checks, 0)
+    assert (hung.passed_checks, hung.failed_checks, hung.timed_out_checks) == (0, 0, hung.checks)
+    assert hung.last_result is not None and hung.last_result.timed_out
+    assert [t.result.timed_out for t in rec.transitions if t.key == "hung"] == [True]
+    below = CHECK_DURATION_BUCKETS.index(0.1) + 1
+    assert hung.duration_buckets[:below] == (0,) * below  # each took its 0.2 s...
+    assert hung.duration_buckets[CHECK_DURATION_BUCKETS.index(2.5)] == hung.checks  # ...and not seconds
+    assert 0.19 * hung.checks <= hung.duration_sum < 5.0 * hung.checks
+    for s in status.values():
+        assert s.passed_checks + s.failed_checks + s.timed_out_checks == s.checks
+        assert len(s.duration_buckets) == len(CHECK_DURATION_BUCKETS)
+        assert list(s.duration_buckets) == sorted(s.duration_buckets) and s.duration_buckets[-1] <= s.checks
 
 
 # --- robustness and lifecycle ------------------------------------------------------

@@ -14,9 +14,18 @@ import time
 
 import pytest
 
-from checks.base import CheckTarget
-from checks.engine import HealthEngine
-from checks.process import LOG_FORMAT, LOOP_ENV, MAX_FRAME, CheckerProcess, FrameError, encode_frame, read_frame
+from checks.base import CheckResult, CheckTarget
+from checks.engine import CHECK_DURATION_BUCKETS, HealthEngine, HealthStatus
+from checks.process import (
+    LOG_FORMAT,
+    LOOP_ENV,
+    MAX_FRAME,
+    SNAPSHOT_CHUNK,
+    CheckerProcess,
+    FrameError,
+    encode_frame,
+    read_frame,
+)
 from checks.spec import CheckSpec
 from director.cli import LOG_FORMAT as DIRECTOR_LOG_FORMAT
 
@@ -205,6 +214,80 @@ async def test_snapshot_falls_back_to_the_transitions_when_the_child_is_gone(por
         snap = await checker.snapshot(timeout=1)
         assert {k: s.state for k, s in snap.items()} == BOTH
         assert all(s.checks == 0 and s.last_result is not None for s in snap.values())
+        # the fallback counts nothing, in the same shape
+        zeros = (0, 0, 0, 0.0, (0,) * len(CHECK_DURATION_BUCKETS))
+        assert all(
+            (s.passed_checks, s.failed_checks, s.timed_out_checks, s.duration_sum, s.duration_buckets) == zeros
+            for s in snap.values()
+        )
+
+
+async def test_check_counters_and_durations_cross_from_the_child(ports):
+    """The cumulative counters and the duration histogram of each status survive the snapshot's
+    trip from the checker child, as does `CheckResult.timed_out` in transitions: TCP to the
+    listener passes, TCP to the closed port fails, HTTP to the listener (which never answers)
+    reaches its 0.2 s time limit."""
+    up_port, down_port = ports
+    http = CheckSpec(type="http", interval=0.2, retry_interval=0.2, timeout=0.2, rise=1, fall=1)
+    hung = ("web", "hung")
+    targets = targets_for(up_port, down_port)
+    targets[hung] = CheckTarget(hung, "rs hung", "127.0.0.100", 80, "127.0.0.1", up_port, http)
+    seen = []
+    checker = CheckerProcess(seen.append)
+    checker.update(targets)
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 3)
+        for _ in range(100):
+            snap = await checker.snapshot(timeout=5)
+            if all(s.checks >= 2 for s in snap.values()):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await checker.stop()
+    assert {t.key: t.result.timed_out for t in seen} == {("web", "up"): False, ("web", "down"): False, hung: True}
+    up, down, slow = snap[("web", "up")], snap[("web", "down")], snap[hung]
+    assert up.checks >= 2 and (up.passed_checks, up.failed_checks, up.timed_out_checks) == (up.checks, 0, 0)
+    assert down.checks >= 2 and (down.passed_checks, down.failed_checks, down.timed_out_checks) == (0, down.checks, 0)
+    assert slow.checks >= 2 and (slow.passed_checks, slow.failed_checks, slow.timed_out_checks) == (0, 0, slow.checks)
+    below = CHECK_DURATION_BUCKETS.index(0.1) + 1
+    assert slow.duration_buckets[:below] == (0,) * below
+    assert slow.duration_buckets[CHECK_DURATION_BUCKETS.index(2.5)] == slow.checks
+    assert 0.15 * slow.checks <= slow.duration_sum < 5.0 * slow.checks
+    for s in snap.values():
+        assert len(s.duration_buckets) == len(CHECK_DURATION_BUCKETS)
+        assert list(s.duration_buckets) == sorted(s.duration_buckets) and s.duration_buckets[-1] <= s.checks
+    assert up.duration_sum > 0 and down.duration_sum > 0
+
+
+def busy_status(i: int) -> HealthStatus:
+    """A status after a year of checks every second (counters in the tens of millions)."""
+    year = 365 * 86400
+    result = CheckResult(False, "timeout after 2 s", 2.0004 + i * 1e-7, 1e7 + i, True)
+    return HealthStatus(
+        "down",
+        since=1e7 + i,
+        last_result=result,
+        failures=3,
+        checks=year + i,
+        passed_checks=year - 3000 + i,
+        failed_checks=2000,
+        timed_out_checks=1000,
+        duration_sum=year * 0.0021 + i * 1e-3,
+        duration_buckets=tuple(year // 20 * k + i for k in range(1, len(CHECK_DURATION_BUCKETS) + 1)),
+    )
+
+
+def test_a_snapshot_of_100000_busy_statuses_fits_the_frames():
+    """Every counter in use costs a status at most ~200 bytes in a snapshot frame (`SNAPSHOT_CHUNK`
+    statuses, about 50 KB): 100,000 would fit in one frame of `MAX_FRAME` many times over."""
+    part = {i: busy_status(i) for i in range(SNAPSHOT_CHUNK)}
+    frame = encode_frame(("snapshot", 1, part, True))
+    per_status = len(frame) / SNAPSHOT_CHUNK
+    print(f"{per_status:.0f} bytes per busy status in a frame of {SNAPSHOT_CHUNK}")
+    assert per_status < 256
+    assert per_status * 100_000 < MAX_FRAME / 8
+    assert pickle.loads(frame[4:])[2] == part
 
 
 async def test_child_exits_when_the_director_goes_away(ports):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import errno
 import ipaddress
 import os
 import shutil
@@ -227,12 +228,27 @@ async def test_tcp_up():
     assert result.ok, result
     assert result.reason == "connected"
     assert 0 <= result.duration < 1.0
+    assert not result.timed_out
 
 
 async def test_tcp_refused():
     result = await run_check(target(CheckSpec(type="tcp"), free_port()), None)
     assert not result.ok
     assert result.reason == "connection refused"
+    assert not result.timed_out  # a failure, not the time limit
+
+
+async def test_a_sockets_own_etimedout_is_a_failure_not_the_time_limit(monkeypatch):
+    """``timed_out`` marks the check's own time limit: a connect that the kernel gave up on
+    (``ETIMEDOUT``, after its SYN retries) is an error of the real server's network."""
+
+    async def syn_retries_exhausted(address: str, port: int) -> tuple[bool, str]:
+        raise TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+
+    monkeypatch.setattr("checks.base.check_tcp", syn_retries_exhausted)
+    result = await run_check(target(CheckSpec(type="tcp", timeout=5), 80), None)
+    assert not result.ok and not result.timed_out
+    assert result.reason == "connection timed out"
 
 
 @needs_ipv6
@@ -277,6 +293,7 @@ async def test_tcp_timeout_on_blackhole_listener():
         listener.close()
     assert not result.ok
     assert result.reason == "timeout after 0.3 s"
+    assert result.timed_out
     assert 0.25 <= elapsed < 2.0
 
 
@@ -370,6 +387,7 @@ async def test_http_refused(session):
     result = await run_check(target(CheckSpec(type="http"), free_port()), session)
     assert not result.ok
     assert result.reason == "connection refused"
+    assert not result.timed_out
 
 
 async def test_http_no_keepalive_between_checks(session):
@@ -388,6 +406,7 @@ async def test_http_hung_server_times_out(session):
         elapsed = time.monotonic() - t0
     assert not result.ok
     assert result.reason == "timeout after 0.3 s"
+    assert result.timed_out
     assert 0.25 <= elapsed < 1.5
     assert 0.25 <= result.duration < 1.5
 
@@ -400,6 +419,7 @@ async def test_http_stalled_body_times_out(session):
         elapsed = time.monotonic() - t0
     assert not result.ok
     assert result.reason == "timeout after 0.3 s"
+    assert result.timed_out
     assert 0.25 <= elapsed < 1.5
 
 
@@ -483,6 +503,7 @@ async def test_external_exit_1_is_down_with_stderr(tmp_path):
     result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 8080), None)
     assert not result.ok
     assert result.reason == "exit 1: backend said no"
+    assert not result.timed_out
 
 
 async def test_external_receives_arguments(tmp_path):
@@ -518,6 +539,7 @@ async def test_external_timeout_kills_process_group(tmp_path):
     elapsed = time.monotonic() - t0
     assert not result.ok
     assert result.reason == "timeout after 0.5 s"
+    assert result.timed_out
     assert elapsed < 2.5
     pid, child = int(pidfile.read_text()), int(childfile.read_text())
     with pytest.raises(ProcessLookupError):  # killed and reaped
