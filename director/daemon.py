@@ -35,7 +35,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from checks.base import CheckTarget
-from checks.engine import Load, Transition
+from checks.engine import CHECK_DURATION_BUCKETS, Load, Transition
 from checks.process import CheckerProcess
 
 from .admin import ADMIN_FILE, AdminStateError, AdminStore
@@ -424,8 +424,6 @@ class Daemon:
         """What one metrics scrape reads (`director.web.metrics.Scrape`): a fresh dump of the IPVS
         table with the kernel's counters (the cached table, marked unreadable, when the dump
         fails), the checker's snapshot, the HA state, and copies of the event counts."""
-        from checks import engine
-
         from .version import version
         from .web.metrics import DaemonFacts, Scrape
 
@@ -451,7 +449,7 @@ class Daemon:
                 checker_restarts=self.engine.restarts,
                 checker_running=self.engine.pid is not None,
             ),
-            check_buckets=tuple(getattr(engine, "CHECK_DURATION_BUCKETS", ())),
+            check_buckets=CHECK_DURATION_BUCKETS,
             admin=self.admin.entries(),
         )
 

@@ -5,6 +5,7 @@ that changes the token, and a listen address in use."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -112,8 +113,17 @@ async def test_a_scrape_shows_the_daemon_its_real_server_and_the_kernel_view(tmp
         readable = m["directord_ipvs_table_readable"][0][1]
         assert readable == (1 if os.path.exists("/proc/net/ip_vs") else 0)
         assert m["directord_events_total"]  # at least the health change
-        status, _, text = await get(url.replace("/metrics", "/"))
-        assert status == 200 and "/metrics" in text
+        status, headers, text = await get(url.replace("/metrics", "/"))
+        assert status == 200 and "<title>directord</title>" in text and 'href="metrics"' in text
+        assert (
+            "script-src 'self'" in headers["Content-Security-Policy"] and headers["X-Content-Type-Options"] == "nosniff"
+        )
+        status, headers, text = await get(url.replace("/metrics", "/page.js"))
+        assert status == 200 and headers["Content-Type"].startswith("text/javascript") and "api/status" in text
+        status, headers, text = await get(url.replace("/metrics", "/api/status"))
+        assert status == 200 and headers["Content-Type"] == "application/json"
+        doc = json.loads(text)
+        assert doc["services"][0]["name"] == "web" and isinstance(doc["recent_events"], list)
         status, _, _ = await get(url, method="POST")
         assert status == 405
         assert (await get(url.replace("/metrics", "/nothing")))[0] == 404
@@ -130,12 +140,15 @@ async def test_token_is_required_and_a_reload_swaps_it(tmp_path, backend):
         assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
         assert (await get(url, OTHER))[0] == 401
         assert (await get(url, TOKEN))[0] == 200
+        assert (await get(url.replace("/metrics", "/")))[0] == 200  # the page's files hold no data
+        assert (await get(url.replace("/metrics", "/api/status")))[0] == 401
+        assert (await get(url.replace("/metrics", "/api/status"), TOKEN))[0] == 200
         (tmp_path / "token").write_text(OTHER + "\n")
         report = await daemon.reload_report()
         assert report["ok"] and report["warnings"] == [], report
         assert (await get(url, TOKEN))[0] == 401
         assert (await get(url, OTHER))[0] == 200
-        assert daemon.http is not None and daemon.http.refused == 3
+        assert daemon.http is not None and daemon.http.refused == 4
     finally:
         await stop_daemon(daemon, task)
 
