@@ -358,7 +358,9 @@ def _real_server(
     durations = out.histogram(
         "directord_check_duration_seconds", "how long the real server's health checks took", BACKEND_LABELS
     )
-    if status is None:
+    if status is None or (status.checks == 0 and getattr(status, "last_result", None) is not None):
+        # no status, or the director's fallback built from transitions while the checker does
+        # not answer: its counters are zeros, which Prometheus would read as a reset
         return
     passed = getattr(status, "passed_checks", None)
     if passed is not None:

@@ -43,9 +43,10 @@ RS1, RS2, FB, OLD = (
 BUCKETS = (0.01, 0.1, 1.0)
 
 
-def status(state, checks=0, passed=0, failed=0, timed_out=0, buckets=(), total=0.0):
+def status(state, checks=0, passed=0, failed=0, timed_out=0, buckets=(), total=0.0, last_result=None):
     return SimpleNamespace(
         state=state,
+        last_result=last_result,
         checks=checks,
         passed_checks=passed,
         failed_checks=failed,
@@ -237,3 +238,14 @@ def test_readme_lists_every_metric():
 @pytest.mark.parametrize("name", ["directord_ipvs_connections", "directord_check_results"])
 def test_counters_are_written_with_total(name):
     assert f"\n{name}_total{{" in render_metrics(scrape()).decode()
+
+
+def test_a_fallback_status_gives_no_check_counter_samples():
+    """While the checker does not answer, the director's statuses come from transitions with
+    zero counters (``checks`` 0 and a last result): no sample, rather than a counter reset."""
+    fallback = status("up", last_result=SimpleNamespace(ok=True, reason="HTTP 200"))
+    m = samples(scrape(health={(WEB, RS1): fallback}))
+    rs1 = dict(WEB_LABELS, remote_address="10.0.0.11", remote_port="80")
+    assert not [ls for ls, _ in m.get("directord_check_results_total", []) if ls["remote_address"] == "10.0.0.11"]
+    assert "directord_check_duration_seconds_count" not in m
+    assert value(m, "directord_real_server_health", state="up", **rs1) == 1
