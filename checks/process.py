@@ -61,9 +61,11 @@ from pathlib import Path
 from checks.base import CheckTarget
 from checks.engine import HealthEngine, HealthStatus, Load, Transition, report_load
 from checks.external import become_subreaper, reap_orphans
+from checks.logs import LOG_FORMAT, journal_stream, text_formatter
 
 __all__ = [
     "CheckerProcess",
+    "child_log_handler",
     "encode_frame",
     "read_frame",
     "child_main",
@@ -77,9 +79,6 @@ __all__ = [
 
 log = logging.getLogger("directord.checks")
 
-#: Log line format of the checker child: the director's (`director.cli.LOG_FORMAT`; checks
-#: does not import the director, a test keeps the two equal).
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: Environment variable choosing the checker child's event loop: ``uvloop`` (the default,
 #: when installed) or ``asyncio``.
@@ -651,6 +650,14 @@ async def _serve(sock: socket.socket, subreaper: bool = False) -> None:
         writer.close()
 
 
+def child_log_handler() -> logging.Handler:
+    """The checker child's log handler: to stderr (the director's), in the director's text
+    format (`checks.logs.text_formatter`), with journald's priorities when stderr is the journal."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(text_formatter(journal_stream(sys.stderr)))
+    return handler
+
+
 def child_main(argv: list[str]) -> int:
     """Entry point of the checker child, ``FD PARENT_PID LOG_LEVEL`` (`_BOOTSTRAP`, or
     ``python -m checks.process``): serve the engine on the inherited socket ``FD`` (see the
@@ -663,7 +670,7 @@ def child_main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _ignore)
     # the open-file limit comes from the director, which raised it before starting us
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=LOG_FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[child_log_handler()])
     # inherited on purpose, but no command of an external check may inherit it in turn
     os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)

@@ -12,9 +12,11 @@ import asyncio
 import importlib
 import json
 import logging
-import os
 import sys
 from typing import Any, Protocol
+
+from checks.logs import LOG_FORMAT as LOG_FORMAT  # the checker child's too (tests compare)
+from checks.logs import JournalFormatter, journal_stream, text_formatter
 
 from .events import JSONFormatter
 
@@ -32,58 +34,21 @@ class Subcommands(Protocol):
         """A new subcommand ``name``; ``kwargs`` as for `argparse.ArgumentParser` (and ``help``)."""
 
 
-#: Log line format; the checker child uses the same (`checks.process.LOG_FORMAT`).
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-#: The text format when stderr goes to the journal, which stamps each line itself.
-JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
-#: syslog priority of each logging level (``sd-daemon.h``: ``SD_CRIT`` 2, ``SD_ERR`` 3,
-#: ``SD_WARNING`` 4, ``SD_INFO`` 6, ``SD_DEBUG`` 7), sent to journald as a ``<N>`` line prefix.
-SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
-
-
-def journal_stream(stream: Any = None, environ: Any = None) -> bool:
-    """True when ``stream`` (stderr by default) is connected to the journal: systemd sets
-    ``$JOURNAL_STREAM`` to ``DEVICE:INODE`` of the stream it gives a service (systemd.exec(5)),
-    and a process whose stderr was redirected elsewhere sees other numbers. Never raises."""
-    stream = sys.stderr if stream is None else stream
-    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
-    try:
-        device, inode = (int(part) for part in value.split(":"))
-        info = os.fstat(stream.fileno())
-    except (ValueError, OSError, AttributeError):
-        return False
-    return (info.st_dev, info.st_ino) == (device, inode)
-
-
-class JournalFormatter(logging.Formatter):
-    """``<N>`` (the record's syslog priority, `SYSLOG_PRIORITY`) before the line ``inner`` writes:
-    journald stores the line at that priority and strips the prefix (sd-daemon(3))."""
-
-    def __init__(self, inner: logging.Formatter) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def format(self, record: logging.LogRecord) -> str:
-        level = max((lv for lv in SYSLOG_PRIORITY if lv <= record.levelno), default=logging.DEBUG)
-        return f"<{SYSLOG_PRIORITY[level]}>{self.inner.format(record)}"
-
-
 def setup_logging(verbose: bool, log_format: str = "text") -> None:
     """Log to stderr at INFO (DEBUG when ``verbose``); pyroute2 only from WARNING.
 
-    ``log_format``: ``text`` (`LOG_FORMAT`) or ``json`` (one JSON object per line,
+    ``log_format``: ``text`` (`checks.logs.LOG_FORMAT`) or ``json`` (one JSON object per line,
     `director.events.JSONFormatter`: events carry their kind and fields). When stderr is the
-    journal (`journal_stream`: under systemd), each line starts with its syslog priority
-    (`JournalFormatter`) and the text format leaves the time to the journal (`JOURNAL_FORMAT`).
+    journal (`checks.logs.journal_stream`: under systemd), each line starts with its syslog
+    priority and the text format leaves the time to the journal (`checks.logs`; the checker
+    child does the same).
     """
     handler = logging.StreamHandler(sys.stderr)
     journal = journal_stream(sys.stderr)
-    formatter: logging.Formatter
     if log_format == "json":
-        formatter = JSONFormatter()
+        handler.setFormatter(JournalFormatter(JSONFormatter()) if journal else JSONFormatter())
     else:
-        formatter = logging.Formatter(JOURNAL_FORMAT if journal else LOG_FORMAT)
-    handler.setFormatter(JournalFormatter(formatter) if journal else formatter)
+        handler.setFormatter(text_formatter(journal))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
     logging.getLogger("pyroute2").setLevel(logging.WARNING)
 
@@ -236,6 +201,34 @@ def cmd_rs(args: argparse.Namespace) -> int:
         print(printable(reply.get("error", "refused")), file=sys.stderr)
         return 1
     print(printable(reply.get("message", "done")))
+    return 0
+
+
+_MANUAL_EXTRA = "the manual extra is not installed: pip install 'directord[manual]' ({})"
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """``directord completion bash|zsh``: the completion script of every command and option,
+    generated from this parser by shtab (e.g. ``directord completion bash >
+    /etc/bash_completion.d/directord``)."""
+    try:
+        import shtab  # an optional extra (manual), imported only here
+    except ImportError as exc:
+        print(_MANUAL_EXTRA.format(exc), file=sys.stderr)
+        return 1
+    print(shtab.complete(build_parser(), args.shell))
+    return 0
+
+
+def cmd_manpage(args: argparse.Namespace) -> int:
+    """``directord manpage``: the manual page (troff) of every command, generated from this
+    parser by argparse-manpage (``directord manpage > /usr/local/share/man/man1/directord.1``)."""
+    try:
+        from argparse_manpage.manpage import Manpage  # an optional extra (manual), imported only here
+    except ImportError as exc:
+        print(_MANUAL_EXTRA.format(exc), file=sys.stderr)
+        return 1
+    print(str(Manpage(build_parser())))
     return 0
 
 
@@ -468,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("-c", "--config", help="read the control socket path from this configuration")
     rs.add_argument("--control-socket")
     rs.set_defaults(func=cmd_rs)
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh) for directord")
+    completion.add_argument("shell", choices=["bash", "zsh"])
+    completion.set_defaults(func=cmd_completion)
+    manpage = sub.add_parser("manpage", help="print directord's manual page (troff; man -l - reads it)")
+    manpage.set_defaults(func=cmd_manpage)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)

@@ -72,7 +72,20 @@ async def test_bad_frames_raise_frame_error():
 
 
 def test_log_format_is_the_directors():
-    assert LOG_FORMAT == DIRECTOR_LOG_FORMAT
+    assert LOG_FORMAT is DIRECTOR_LOG_FORMAT  # one definition, checks.logs
+
+
+def test_the_child_logs_with_journald_priorities_when_stderr_is_the_journal(tmp_path, monkeypatch):
+    from checks.process import child_log_handler
+
+    record = logging.LogRecord("directord.checks", logging.WARNING, __file__, 1, "killed %d", (3,), None)
+    with open(tmp_path / "err", "w") as f:
+        info = os.fstat(f.fileno())
+        monkeypatch.setattr(sys, "stderr", f)
+        monkeypatch.setenv("JOURNAL_STREAM", f"{info.st_dev}:{info.st_ino}")
+        assert child_log_handler().format(record) == "<4>WARNING directord.checks: killed 3"
+        monkeypatch.delenv("JOURNAL_STREAM")
+        assert child_log_handler().format(record).endswith(" WARNING directord.checks: killed 3")
 
 
 async def test_engine_snapshot_is_its_status_and_logging_can_be_left_to_the_caller(caplog):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from director.cli import LOG_FORMAT, JournalFormatter, journal_stream
+from checks.logs import LOG_FORMAT, JournalFormatter, journal_stream
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("director", "ha", "checks")
