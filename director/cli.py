@@ -204,6 +204,23 @@ def cmd_rs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_units(args: argparse.Namespace) -> int:
+    """``directord install-units``: the shipped units with this directord's path (`director.units`)."""
+    from . import units
+
+    command = units.installed_command()
+    names = [units.DAEMON_UNIT] + ([units.REALSERVER_UNIT] if args.realserver else [])
+    try:
+        written = units.install_units(args.dest, command, names)
+    except (OSError, ValueError) as exc:
+        print(f"cannot write the units into {args.dest}: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path} (ExecStart: {command})")
+    print("now: systemctl daemon-reload")
+    return 0
+
+
 _MANUAL_EXTRA = "the manual extra is not installed: pip install 'directord[manual]' ({})"
 
 
@@ -462,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--control-socket")
     rs.set_defaults(func=cmd_rs)
 
+    units = sub.add_parser(
+        "install-units",
+        help="write directord.service naming this directord's own path (a venv's too)",
+        description="Write the systemd unit of the daemon (and with --realserver the real server's) into "
+        "DEST with ExecStart= naming the directord this command runs from; then systemctl daemon-reload.",
+    )
+    units.add_argument("--dest", default="/etc/systemd/system", help="directory (default /etc/systemd/system)")
+    units.add_argument("--realserver", action="store_true", help="also directord-realserver.service")
+    units.set_defaults(func=cmd_install_units)
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh) for directord")
     completion.add_argument("shell", choices=["bash", "zsh"])
     completion.set_defaults(func=cmd_completion)

@@ -3,8 +3,9 @@
 A sysctl.d file with the managed sysctls, an ``EnvironmentFile`` holding the
 ``prep`` arguments, and the oneshot unit ``directord-realserver.service``
 (enabled by a ``multi-user.target.wants`` link) that runs the same ``prep``
-early at boot. :func:`plan_persist` turns them into plan items (pure, apart
-from :func:`unit_text` reading the shipped unit); the changes are applied and
+early at boot, its ``ExecStart=`` naming the ``directord`` that ran ``prep`` (a venv's
+too). :func:`plan_persist` turns them into plan items (pure, apart from
+:func:`unit_text` finding that command); the changes are applied and
 undone like the others (:mod:`director.realserver.changes`).
 """
 
@@ -14,6 +15,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from director import units
 
 from . import sysctl as rsysctl
 from .model import Change, Item, Plan, Request
@@ -25,8 +28,8 @@ UNIT_FILE = f"etc/systemd/system/{UNIT_NAME}"
 UNIT_LINK = f"etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
 #: The variable of :data:`ENV_FILE` the unit's ``ExecStart`` expands.
 ENV_VAR = "DIRECTORD_REALSERVER_ARGS"
-#: The unit as shipped in the repository's ``etc/`` (this module's copy is used when that file is absent).
-UNIT_SOURCE = Path(__file__).resolve().parents[2] / "etc" / UNIT_NAME
+#: The unit as shipped (`director.units` holds the text).
+UNIT_FALLBACK = units.UNITS[UNIT_NAME]
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,15 @@ class PersistPaths:
         return cls(str(r / SYSCTL_CONF), str(r / ENV_FILE), str(r / UNIT_FILE), str(r / UNIT_LINK))
 
 
-def unit_text() -> str:
-    """The systemd unit shipped as ``etc/directord-realserver.service`` (this module's copy if the file is absent)."""
-    try:
-        return UNIT_SOURCE.read_text()
-    except OSError:
-        return UNIT_FALLBACK
+def unit_text(command: str | None = None) -> str:
+    """The systemd unit shipped as ``etc/directord-realserver.service`` (`director.units`), with
+    ``command`` (the ``directord`` this process runs from: `director.units.installed_command`)
+    in its ``ExecStart=``.
+
+    Raises:
+        ValueError: a command a unit file cannot carry (`director.units.render`).
+    """
+    return units.render(UNIT_NAME, units.installed_command() if command is None else command)
 
 
 def sysctl_conf_text(p: Plan) -> str:
@@ -108,55 +114,3 @@ def plan_persist(
         else:
             items.append(Item(path, False, "missing" if now is None else "differs", Change(kind, path, content, now)))
     return items
-
-
-#: Copy of etc/directord-realserver.service, used when that file is not installed.
-UNIT_FALLBACK = """\
-[Unit]
-Description=directord: prepare this host as an LVS real server (VIPs, ARP and rp_filter sysctls)
-Documentation=man:ipvsadm(8)
-# Before the network comes up, so the host never answers ARP for a VIP it holds.
-DefaultDependencies=no
-After=systemd-sysctl.service systemd-modules-load.service local-fs.target
-Before=network-pre.target shutdown.target
-Wants=network-pre.target
-Conflicts=shutdown.target
-ConditionPathExists=/etc/default/directord-realserver
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-# DIRECTORD_REALSERVER_ARGS holds the prep arguments ("--vip VIP ... --mode dr"),
-# written by `directord realserver prep --persist`.
-EnvironmentFile=/etc/default/directord-realserver
-ExecStart=/usr/local/bin/directord realserver prep $DIRECTORD_REALSERVER_ARGS
-
-# Sandboxing (systemd.exec(5)), as far as prep allows: it writes sysctls under /proc/sys
-# (so no ProtectKernelTunables=), may load ipip for --mode tun with modprobe (so no
-# ProtectKernelModules=, and CAP_SYS_MODULE), adds addresses and tunl0 over rtnetlink
-# (CAP_NET_ADMIN) and records what it changed in /var/lib/directord. No PrivateTmp=: it
-# uses no /tmp, and this unit runs before the ordering PrivateTmp= adds.
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_SYS_MODULE
-NoNewPrivileges=yes
-StateDirectory=directord
-ProtectSystem=strict
-ProtectHome=yes
-PrivateDevices=yes
-PrivateMounts=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-RestrictNamespaces=yes
-RestrictRealtime=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-SystemCallArchitectures=native
-SystemCallFilter=@system-service @module
-SystemCallErrorNumber=EPERM
-
-[Install]
-WantedBy=multi-user.target
-"""

@@ -645,7 +645,7 @@ def test_status_exit_codes(capsys):
 
 def test_shipped_unit_is_the_modules_copy_and_runs_prep():
     shipped = (REPO / "etc" / "directord-realserver.service").read_text()
-    assert shipped == R.UNIT_FALLBACK == R.unit_text()
+    assert shipped == R.UNIT_FALLBACK == R.unit_text("/usr/local/bin/directord")
     assert "Type=oneshot" in shipped and "RemainAfterExit=yes" in shipped
     assert "EnvironmentFile=/etc/default/directord-realserver" in shipped
     exec_start = next(line for line in shipped.splitlines() if line.startswith("ExecStart="))
