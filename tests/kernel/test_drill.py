@@ -189,9 +189,27 @@ def test_cut_heartbeat_split_brain_heals_to_one_owner(pair):
     assert report["holders"][-1]["holder"] == "dir1"
 
 
+def scrape_when(pair: PairLab, node: str, ready: Callable[[Samples], bool], timeout: float = 120.0) -> Samples:
+    """``node``'s metrics once ``ready`` holds for them (a restored daemon may still be running
+    its first checks: its real servers are then "unknown")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = pair.metrics(node)
+        if ready(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(1.0)
+
+
 def test_kill_realserver_leaves_rotation(pair):
     scrapes: dict[str, Samples] = {}
-    report, watch = drill(pair, "kill-realserver", watch=True, before=lambda: scrapes.update(dir1=pair.metrics("dir1")))
+
+    def all_up(samples: Samples) -> bool:
+        health = samples.get("directord_real_server_health", [])
+        return sum(v for ls, v in health if ls["state"] == "up") == len(pair.plan.real_servers)
+
+    report, watch = drill(
+        pair, "kill-realserver", watch=True, before=lambda: scrapes.update(dir1=scrape_when(pair, "dir1", all_up))
+    )
     assert any(e["kind"] == "rs-down" and e["source"] == "dir1" for e in report["timeline"])
     # dir1's metrics after the drill: rs2 went down (one transition), the virtual service's
     # connection counter rose with the client's requests and equals the kernel's own figure

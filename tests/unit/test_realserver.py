@@ -941,7 +941,14 @@ def test_persist_writes_sysctl_d_env_file_and_enables_the_unit(ns, tmp_path):
     # the values the file holds are the ones the kernel has now
     for key, value in settings.items():
         assert N.get_sysctl(ns, key) == value
-    assert unit.read_text() == (REPO / "etc/directord-realserver.service").read_text()
+    # the shipped unit, naming the directord that ran prep (here: this interpreter's console script)
+    from director import units
+
+    command = units.installed_command(argv0="-m")
+    assert unit.read_text() == (REPO / "etc/directord-realserver.service").read_text().replace(
+        units.SHIPPED_COMMAND, command
+    )
+    assert f"ExecStart={command} realserver prep" in unit.read_text()
     assert os.readlink(link) == "../directord-realserver.service" and link.resolve() == unit.resolve()
     a = parse_command_line(unit_argv(unit.read_text(), env_file.read_text()))
     assert a.func is R.cmd_prep and R.request_from_args(a) == req(V4) and a.state_file == state
