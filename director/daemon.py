@@ -260,6 +260,7 @@ class Daemon:
         )
         #: The operator's real-server states (`director.admin`), read from the state directory at start.
         self.admin = AdminStore(None)
+        self._admin_lock = asyncio.Lock()
         self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish, admin=self._admin_for)
         self.control: ControlServer | None = None
         self.ha: HAService | None = None  # when the configuration has an ha section
@@ -424,6 +425,7 @@ class Daemon:
         """What one metrics scrape reads (`director.web.metrics.Scrape`): a fresh dump of the IPVS
         table with the kernel's counters (the cached table, marked unreadable, when the dump
         fails), the checker's snapshot, the HA state, and copies of the event counts."""
+        # imported here with the listener (`_start_http`): only a director with global.http scrapes
         from .version import version
         from .web.metrics import DaemonFacts, Scrape
 
@@ -680,14 +682,15 @@ class Daemon:
         if rs is None:
             known = ", ".join(str(r.key) for r in svc.real_servers[:10])
             return {"ok": False, "error": f"{printable(real_server)} is not a real server of {svc.name} ({known})"}
-        try:
-            new = self.admin.changed(svc.name, str(rs.key), state, reason, time.time())
-            await asyncio.to_thread(new.save)
-        except AdminStateError as exc:
-            return {"ok": False, "error": str(exc)}
-        except OSError as exc:
-            return {"ok": False, "error": f"cannot write {new.path}: {exc.strerror or exc}; nothing changed"}
-        self.admin = new
+        async with self._admin_lock:  # one change at a time: each builds on the one before
+            try:
+                new = self.admin.changed(svc.name, str(rs.key), state, reason, time.time())
+                await asyncio.to_thread(new.save)
+            except AdminStateError as exc:
+                return {"ok": False, "error": str(exc)}
+            except OSError as exc:
+                return {"ok": False, "error": f"cannot write {new.path}: {exc.strerror or exc}; nothing changed"}
+            self.admin = new
         entry = new.get(svc.name, str(rs.key))
         self.events.publish(AdminChanged(svc.name, str(rs.key), state, entry.reason if entry else ""))
         self.reconciler.on_health(svc.key, rs.key)

@@ -206,3 +206,35 @@ async def test_an_unwritable_state_changes_nothing_and_a_bad_state_file_stops_th
     finally:
         daemon.stop()
         assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_concurrent_changes_are_applied_one_after_the_other(tmp_path, monkeypatch):
+    """Two rs requests at once, each saving slowly: both changes are kept (the second builds on
+    the first), in memory and in the file."""
+    cfg, sock, state = tmp_path / "d.yaml", str(tmp_path / "d.sock"), tmp_path / "state"
+    write_config(cfg, CONFIG.format(socket=sock, state=state))
+    real_save = AdminStore.save
+
+    def slow_save(self):
+        import time
+
+        time.sleep(0.3)
+        real_save(self)
+
+    monkeypatch.setattr(AdminStore, "save", slow_save)
+    daemon = Daemon(str(cfg))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_status(sock, lambda d: True, timeout=30)
+        replies = await asyncio.gather(
+            daemon._rs_admin({"action": "drain", "service": "web", "real_server": "127.0.0.1:8001"}),
+            daemon._rs_admin({"action": "disable", "service": "web", "real_server": "127.0.0.1:8002"}),
+        )
+        assert all(r["ok"] for r in replies), replies
+        assert daemon.admin.for_service("web") == {"127.0.0.1:8001": "drain", "127.0.0.1:8002": "disabled"}
+        back = AdminStore(str(state / ADMIN_FILE))
+        back.load()
+        assert back.for_service("web") == {"127.0.0.1:8001": "drain", "127.0.0.1:8002": "disabled"}
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 20) == 0
