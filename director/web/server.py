@@ -20,7 +20,8 @@ framed or its scripts from being replaced (``Content-Security-Policy``, ``nosnif
 
 A scrape dumps the IPVS table with its counters and asks the checker for its snapshot, which
 takes seconds for tens of thousands of real servers on a slow machine: scrapes that arrive
-while one is being built share its result (`_Shared`), so a burst of them costs one dump;
+while one is being built share its result (`_Shared`), so a burst of them costs one dump
+(and so do the pages' ``/api/status`` polls, each kind on its own);
 the text is written in a worker thread, off the loop that sends the heartbeats.
 """
 
@@ -131,6 +132,7 @@ class HTTPServer:
         files = resources.files("director.web") / "static"
         self._static = {path: (files.joinpath(name).read_bytes(), kind) for path, (name, kind) in STATIC.items()}
         self._shared = _Shared(self._metrics_text)
+        self._shared_status = _Shared(self._status_json)
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self.scrapes = 0  # /metrics answers sent
@@ -216,10 +218,13 @@ class HTTPServer:
     async def _api_status(self, request: web.Request) -> web.StreamResponse:
         if self._status is None:
             raise web.HTTPNotFound()
+        body = await self._shared_status.get()
+        return web.Response(body=body, headers={"Content-Type": "application/json"})
+
+    async def _status_json(self) -> bytes:
+        assert self._status is not None
         doc = await self._status(PAGE_EVENTS)
-        return web.Response(
-            body=json.dumps(doc, separators=(",", ":")).encode(), headers={"Content-Type": "application/json"}
-        )
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         body = await self._shared.get()

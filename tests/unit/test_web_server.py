@@ -224,3 +224,28 @@ async def test_idle_connections_are_capped_and_the_listener_recovers():
         for _, w in idle:
             w.close()
         await server.stop()
+
+
+async def test_concurrent_status_polls_share_one_document():
+    from test_metrics import scrape
+
+    calls = 0
+
+    async def fast_scrape():
+        return scrape()
+
+    async def slow_status(events: int) -> dict:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.3)
+        return {"services": [], "recent_events": [], "events_asked": events}
+
+    port = free_port()
+    server = HTTPServer(HTTPSettings("127.0.0.1", port), fast_scrape, slow_status)
+    await server.start()
+    try:
+        results = await asyncio.gather(*(get(f"http://127.0.0.1:{port}/api/status") for _ in range(6)))
+        assert [r[0] for r in results] == [200] * 6 and calls == 1
+        assert json.loads(results[0][2])["events_asked"] == 30
+    finally:
+        await server.stop()
