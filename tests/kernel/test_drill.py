@@ -16,7 +16,6 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 
 import pytest
 
@@ -88,15 +87,10 @@ class DestWatch(threading.Thread):
         return [state for state, _run in itertools.groupby(seq)]
 
 
-def drill(
-    pair: PairLab, name: str, watch: bool = False, before: Callable[[], None] | None = None
-) -> tuple[dict, DestWatch | None]:
+def drill(pair: PairLab, name: str, watch: bool = False) -> tuple[dict, DestWatch | None]:
     """Restore the pair and run scenario ``name``; with ``watch``, dir1's IPVS table is read
-    with ipvsadm throughout (from the restored, settled pair to the end of the drill);
-    ``before`` runs on the restored pair, just before the scenario."""
+    with ipvsadm throughout (from the restored, settled pair to the end of the drill)."""
     pair.restore()
-    if before is not None:
-        before()
     watcher = DestWatch(pair) if watch else None
     if watcher is not None:
         watcher.start()
@@ -113,61 +107,14 @@ def drill(
     return report, watcher
 
 
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-
-
-def metric(samples: Samples, name: str, **labels: str) -> float:
-    """The one sample of ``name`` whose labels include ``labels``."""
-    found = [v for ls, v in samples.get(name, []) if all(ls.get(k) == w for k, w in labels.items())]
-    assert len(found) == 1, (name, labels, samples.get(name))
-    return found[0]
-
-
-def held(samples: Samples) -> float:
-    """``directord_ha_group_held`` of the pair's one resource group."""
-    (value,) = [v for _ls, v in samples["directord_ha_group_held"]]
-    return value
-
-
-def ipvsadm_conns(pair: PairLab, node: str) -> dict[str, int]:
-    """Connections scheduled (``Conns``) per line of ``ipvsadm -Ln --stats --exact`` in ``node``:
-    ``{"TCP VIP:PORT": n, "RIP:PORT": n}``: the kernel's counters read by ipvsadm."""
-    out = pair.lab.exec(node, ["ipvsadm", "-Ln", "--stats", "--exact"]).stdout
-    conns = {}
-    for line in out.splitlines():
-        f = line.split()
-        if len(f) >= 3 and f[0] in ("TCP", "UDP", "SCTP") and f[2].isdigit():
-            conns[f"{f[0]} {f[1]}"] = int(f[2])
-        elif len(f) >= 3 and f[0] == "->" and f[2].isdigit():
-            conns[f[1]] = int(f[2])
-    return conns
-
-
 def test_fail_active_moves_the_vip_to_dir2_within_deadtime_plus_margin(pair):
-    scrapes: dict[str, Samples] = {}
-    report, _ = drill(
-        pair, "fail-active", before=lambda: scrapes.update(dir1=pair.metrics("dir1"), dir2=pair.metrics("dir2"))
-    )
+    report, _ = drill(pair, "fail-active")
     f = report["figures"]
     assert f["detection_s"] is not None and f["vip_moved_s"] is not None
     assert f["longest_gap_s"] <= DEADTIME + MARGIN
     assert f["announcements"] >= 2  # the gratuitous ARP pair reached the client
     assert f["requests"] > 50
     assert report["holders"][-1]["holder"] == "dir2"
-    # the role change in each director's metrics: dir1 held the VIP, dir2 did not; dir2 took
-    # it over (dir1 is down now), and gave it back at the failback of the next restore
-    assert held(scrapes["dir1"]) == 1 and held(scrapes["dir2"]) == 0
-    after = pair.metrics("dir2")
-    assert held(after) == 1 and metric(after, "directord_ha_peer_up", peer="dir1") == 0
-    assert metric(after, "directord_ha_takeovers_total") >= metric(scrapes["dir2"], "directord_ha_takeovers_total") + 1
-    assert metric(after, "directord_ha_state", state="active") == 1
-    pair.restore()
-    back = {node: pair.metrics(node) for node in ("dir1", "dir2")}
-    assert held(back["dir1"]) == 1 and held(back["dir2"]) == 0
-    assert (
-        metric(back["dir2"], "directord_ha_releases_total")
-        >= metric(scrapes["dir2"], "directord_ha_releases_total") + 1
-    )
 
 
 def test_crash_daemon_stale_vip_is_dropped_and_one_holder_remains(pair):
@@ -189,49 +136,9 @@ def test_cut_heartbeat_split_brain_heals_to_one_owner(pair):
     assert report["holders"][-1]["holder"] == "dir1"
 
 
-def scrape_when(pair: PairLab, node: str, ready: Callable[[Samples], bool], timeout: float = 120.0) -> Samples:
-    """``node``'s metrics once ``ready`` holds for them (a restored daemon may still be running
-    its first checks: its real servers are then "unknown")."""
-    deadline = time.monotonic() + timeout
-    while True:
-        samples = pair.metrics(node)
-        if ready(samples) or time.monotonic() > deadline:
-            return samples
-        time.sleep(1.0)
-
-
 def test_kill_realserver_leaves_rotation(pair):
-    scrapes: dict[str, Samples] = {}
-
-    def all_up(samples: Samples) -> bool:
-        health = samples.get("directord_real_server_health", [])
-        return sum(v for ls, v in health if ls["state"] == "up") == len(pair.plan.real_servers)
-
-    report, watch = drill(
-        pair, "kill-realserver", watch=True, before=lambda: scrapes.update(dir1=scrape_when(pair, "dir1", all_up))
-    )
+    report, watch = drill(pair, "kill-realserver", watch=True)
     assert any(e["kind"] == "rs-down" and e["source"] == "dir1" for e in report["timeline"])
-    # dir1's metrics after the drill: rs2 went down (one transition), the virtual service's
-    # connection counter rose with the client's requests and equals the kernel's own figure
-    # as ipvsadm reads it (nothing goes through the VIP between the two reads)
-    before, after = scrapes["dir1"], pair.metrics("dir1")
-    conns = ipvsadm_conns(pair, "dir1")
-    rs2 = {"remote_address": pair.lab.rip("rs2"), "service": "web"}
-    assert metric(before, "directord_real_server_health", state="up", **rs2) == 1
-    assert metric(after, "directord_real_server_health", state="down", **rs2) == 1
-    down = "directord_real_server_transitions_total"
-    assert metric(after, down, state="down", **rs2) == metric(before, down, state="down", **rs2) + 1
-    vip = {"local_address": pair.vip, "proto": "TCP", "service": "web"}
-    served = report["figures"]["requests"] - report["figures"]["failed"]
-    rose = metric(after, "directord_ipvs_connections_total", **vip) - metric(
-        before, "directord_ipvs_connections_total", **vip
-    )
-    assert rose >= served > 50, (rose, report["figures"])
-    assert metric(after, "directord_ipvs_connections_total", **vip) == conns[f"TCP {pair.vip}:{pair.options.port}"]
-    for rs in pair.plan.real_servers:
-        rip = f"{pair.lab.rip(rs)}:{pair.options.port}"
-        labels = {"remote_address": pair.lab.rip(rs), "service": "web"}
-        assert metric(after, "directord_ipvs_backend_connections_total", **labels) == conns[rip], rs
     # the kernel's table, read with ipvsadm: rs2 was in rotation, then quiesced (weight 0) or
     # removed, and stays out while its HTTP server is dead; the other real servers stay in
     assert watch.states("rs2") == ["in", "out"], watch.samples
