@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -166,33 +166,31 @@ def _backend_labels(service: list[str], dest: DestKey) -> list[str]:
     return [local_address, local_port, dest.address, str(dest.port), proto, mark, name]
 
 
+_F = TypeVar("_F", GaugeMetricFamily, CounterMetricFamily, HistogramMetricFamily)
+
+
 class _Families:
     """The metric families of one scrape, created on first use, in order of creation."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Metric] = {}
 
-    def gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    def _family(self, kind: type[_F], name: str, doc: str, labels: Iterable[str]) -> _F:
         family = self._by_name.get(name)
         if family is None:
-            family = self._by_name[name] = GaugeMetricFamily(name, doc, labels=list(labels))
-        assert isinstance(family, GaugeMetricFamily)
+            family = self._by_name[name] = kind(name, doc, labels=list(labels))
+        assert isinstance(family, kind)
         return family
+
+    def gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+        return self._family(GaugeMetricFamily, name, doc, labels)
 
     def counter(self, name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
         """``name`` without ``_total`` (prometheus-client adds it)."""
-        family = self._by_name.get(name)
-        if family is None:
-            family = self._by_name[name] = CounterMetricFamily(name, doc, labels=list(labels))
-        assert isinstance(family, CounterMetricFamily)
-        return family
+        return self._family(CounterMetricFamily, name, doc, labels)
 
     def histogram(self, name: str, doc: str, labels: Iterable[str] = ()) -> HistogramMetricFamily:
-        family = self._by_name.get(name)
-        if family is None:
-            family = self._by_name[name] = HistogramMetricFamily(name, doc, labels=list(labels))
-        assert isinstance(family, HistogramMetricFamily)
-        return family
+        return self._family(HistogramMetricFamily, name, doc, labels)
 
     def all(self) -> list[Metric]:
         return list(self._by_name.values())

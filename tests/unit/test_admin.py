@@ -8,10 +8,10 @@ import asyncio
 import json
 import os
 import stat
-import sys
 
 import pytest
 from test_daemon import wait_status, write_config
+from test_reload_cli import directord
 
 from director import admin as admin_module
 from director.admin import ADMIN_FILE, AdminEntry, AdminStateError, AdminStore, decode
@@ -108,22 +108,6 @@ virtual_services:
       - {{address: 127.0.0.1, port: 8001}}
       - {{address: 127.0.0.1, port: 8002}}
 """
-
-
-async def directord(*argv: str) -> tuple[int, str, str]:
-    from test_reload_cli import SOURCE_TREE
-
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "director.cli",
-        *argv,
-        env={**os.environ, "PYTHONPATH": SOURCE_TREE},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode(), err.decode()
 
 
 def rows(doc) -> dict[str, dict]:

@@ -7,16 +7,14 @@ are kept under ``out/status-page/``."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 from browser import Browser, chromium_problem
 from hapair import REPO, Director, PairNet, netns_problem, wait_for, write_authkeys
+from test_ha_admin_pair import cli
 
 from director.lab import netns as N
 
@@ -65,16 +63,6 @@ class Backend:
         self.stopped.set()
         self.thread.join(5)
         self.sock.close()
-
-
-def cli(d: Director, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "director.cli", *args, "--control-socket", d.socket],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-    )
 
 
 CELL = "document.querySelector('tr[data-real-server=\"127.0.0.1:80\"] td[data-health]')?.dataset.health"
