@@ -10,9 +10,11 @@ Routes:
 
 Served by aiohttp on the event loop of the daemon. Read-only: GET and HEAD only, no request
 body (``client_max_size`` 1 KiB), request line and headers bounded by aiohttp's parser
-(8 KiB each), at most `MAX_CONNECTIONS` connections at once, idle keep-alive connections
-closed after `KEEPALIVE_TIMEOUT` seconds. When the configuration gives a token (required on any address but loopback,
-`director.config`), ``/metrics`` and ``/api/`` require ``Authorization: Bearer TOKEN``
+(8 KiB each; such malformed requests are counted, not logged), at most `MAX_CONNECTIONS`
+connections at once and `MAX_PER_CLIENT` from one address, idle connections (before their
+first request too) closed after `KEEPALIVE_TIMEOUT` seconds. When the configuration gives a
+token (required on any address but loopback, `director.config`), ``/metrics`` and ``/api/``
+require ``Authorization: Bearer TOKEN``
 (RFC 6750; Prometheus' ``authorization: {credentials_file: ...}``; the page sends the
 token it was opened with as ``#token=...``), compared in constant time; others get 401 with
 ``WWW-Authenticate: Bearer``. Every answer carries headers that keep the page from being
@@ -36,6 +38,8 @@ from importlib import resources
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_server import Server
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.registry import Collector
 
@@ -55,6 +59,9 @@ SHUTDOWN_TIMEOUT = 2.0
 #: Most connections open at once (a scraper or two and a few pages); more are closed at once,
 #: so idle or slow clients cannot pile up sockets in the daemon.
 MAX_CONNECTIONS = 64
+#: Most connections open at once from one client address: one client (a slowloris opening
+#: connections that never finish a request) cannot take all `MAX_CONNECTIONS`.
+MAX_PER_CLIENT = 8
 #: Events the page's status document carries.
 PAGE_EVENTS = 30
 #: The page's files (`director/web/static/`) and their content types.
@@ -88,11 +95,51 @@ def render_metrics(scrape: Scrape) -> bytes:
     return generate_latest(_Families(scrape))
 
 
-class _Closer(asyncio.Protocol):
-    """A connection over `MAX_CONNECTIONS`: closed as soon as it is made."""
+def _peer_host(transport: asyncio.BaseTransport | None) -> str | None:
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    return peer[0] if isinstance(peer, tuple) and peer else None
+
+
+class _Gate(asyncio.Protocol):
+    """Admits a new connection or closes it at once: at most `MAX_CONNECTIONS` open, at most
+    `MAX_PER_CLIENT` of them from one address. An admitted one is handed to aiohttp's handler
+    (``transport.set_protocol``) before any byte is read."""
+
+    def __init__(self, server: HTTPServer, handlers: Server) -> None:
+        self._server = server
+        self._handlers = handlers
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.close()
+        open_now = self._handlers.connections
+        host = _peer_host(transport)
+        if len(open_now) >= MAX_CONNECTIONS or (
+            host is not None and sum(1 for h in open_now if _peer_host(h.transport) == host) >= MAX_PER_CLIENT
+        ):
+            self._server.turned_away += 1
+            transport.close()
+            return
+        handler = self._handlers()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+
+
+class _ClientErrors(logging.Filter):
+    """Drops aiohttp's report of a request the client got wrong (a header too long, not HTTP, an
+    unparsable line: `aiohttp.http_exceptions.HttpProcessingError`), which aiohttp logs with a
+    traceback at ERROR: anyone who can connect could fill the log with them (and format every
+    traceback on the loop that sends the heartbeats). They are counted (``count``) instead.
+    Errors of the server's own code still pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and not isinstance(exc, web.HTTPException):
+            self.count += 1
+            return False
+        return True
 
 
 class _Shared:
@@ -137,7 +184,14 @@ class HTTPServer:
         self._listener: asyncio.Server | None = None
         self.scrapes = 0  # /metrics answers sent
         self.refused = 0  # requests refused for a missing or wrong token
-        self.turned_away = 0  # connections closed at once: MAX_CONNECTIONS were open
+        self.turned_away = 0  # connections closed at once: MAX_CONNECTIONS open, or MAX_PER_CLIENT from its address
+        self._client_errors = _ClientErrors()
+        self._server_log = logging.getLogger("directord.web.server")
+
+    @property
+    def bad_requests(self) -> int:
+        """Requests refused as malformed (aiohttp's 400: a line or header too long, not HTTP), not logged."""
+        return self._client_errors.count
 
     def set_token(self, token: str | None) -> None:
         """Require ``token`` from now on (None: no token)."""
@@ -158,24 +212,26 @@ class HTTPServer:
             OSError: the address cannot be bound (in use, not on this host, no permission).
         """
         runner = web.AppRunner(
-            self._app(), access_log=None, keepalive_timeout=KEEPALIVE_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT
+            self._app(),
+            access_log=None,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            logger=self._server_log,
         )
         await runner.setup()
+        self._server_log.addFilter(self._client_errors)
         handlers = runner.server
         assert handlers is not None
 
         def protocol() -> asyncio.BaseProtocol:
-            # at most MAX_CONNECTIONS at once: one more is closed as soon as it is accepted
-            if len(handlers.connections) >= MAX_CONNECTIONS:
-                self.turned_away += 1
-                return _Closer()
-            return handlers()
+            return _Gate(self, handlers)
 
         try:
             self._listener = await asyncio.get_running_loop().create_server(
                 protocol, self.settings.host, self.settings.port, reuse_address=True
             )
         except BaseException:
+            self._server_log.removeFilter(self._client_errors)
             await runner.cleanup()
             raise
         self._runner = runner
@@ -189,6 +245,7 @@ class HTTPServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            self._server_log.removeFilter(self._client_errors)
 
     @web.middleware
     async def _guard(
@@ -200,7 +257,10 @@ class HTTPServer:
         if token is not None and request.path not in STATIC:
             given = request.headers.get("Authorization", "")
             scheme, _, credentials = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+            # the header's bytes as they came (aiohttp decodes them with surrogateescape): a value
+            # that is not UTF-8 is a wrong token, not an error of the server
+            offered = credentials.strip().encode("utf-8", "surrogateescape")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(offered, token.encode()):
                 self.refused += 1
                 raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="directord"', **SECURITY_HEADERS})
         try:

@@ -195,8 +195,20 @@ async def test_concurrent_scrapes_share_one_collection():
         await server.stop()
 
 
-async def test_idle_connections_are_capped_and_the_listener_recovers():
+async def raw(port: int, data: bytes, source: str = "127.0.0.1") -> bytes:
+    """Send ``data`` on a new connection from ``source``; what the server answers before closing."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+
+
+async def test_idle_connections_are_capped_per_client_and_in_all_and_the_listener_recovers():
     from test_metrics import scrape
+
+    from director.web.server import MAX_CONNECTIONS, MAX_PER_CLIENT
 
     async def fast_scrape():
         return scrape()
@@ -206,15 +218,24 @@ async def test_idle_connections_are_capped_and_the_listener_recovers():
     await server.start()
     idle = []
     try:
-        from director.web.server import MAX_CONNECTIONS
-
-        for _ in range(MAX_CONNECTIONS):
-            idle.append(await asyncio.open_connection("127.0.0.1", port))
+        # one client opening connections that never send a request takes only its own share
+        for _ in range(MAX_PER_CLIENT):
+            idle.append(await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.1", 0)))
         await asyncio.sleep(0.2)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once
-        writer.close()
+        assert await raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") == b""  # closed at once
         assert server.turned_away == 1
+        assert (await raw(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "127.0.0.2"))[
+            :15
+        ] == b"HTTP/1.1 200 OK"
+        # many clients together are held to MAX_CONNECTIONS
+        source = 3
+        while len(idle) < MAX_CONNECTIONS:
+            for _ in range(min(MAX_PER_CLIENT, MAX_CONNECTIONS - len(idle))):
+                idle.append(await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.0.{source}", 0)))
+            source += 1
+        await asyncio.sleep(0.2)
+        assert await raw(port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", f"127.0.0.{source}") == b""
+        assert server.turned_away == 2
         for _, w in idle:
             w.close()
         idle.clear()
@@ -223,6 +244,31 @@ async def test_idle_connections_are_capped_and_the_listener_recovers():
     finally:
         for _, w in idle:
             w.close()
+        await server.stop()
+
+
+async def test_a_token_that_is_not_utf8_and_malformed_requests_are_refused_without_a_logged_traceback(caplog):
+    from test_metrics import scrape
+
+    async def fast_scrape():
+        return scrape()
+
+    port = free_port()
+    server = HTTPServer(HTTPSettings("127.0.0.1", port, token="secret"), fast_scrape)
+    await server.start()
+    caplog.set_level(logging.DEBUG)
+    try:
+        answer = await raw(
+            port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer \xff\xfe\r\n\r\n"
+        )
+        assert answer.startswith(b"HTTP/1.1 401 "), answer[:40]
+        for _ in range(20):
+            answer = await raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX: " + b"a" * 20000 + b"\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.0 400 ") or answer.startswith(b"HTTP/1.1 400 "), answer[:40]
+        assert server.refused == 1 and server.bad_requests == 20
+        errors = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+        assert errors == [], [r.getMessage() for r in errors]
+    finally:
         await server.stop()
 
 
