@@ -32,7 +32,8 @@ The file is hostile input until validated: it must be a regular file of at
 most `MAX_CONFIG_BYTES` (read with `ha.readfile.read_regular_file`, so a FIFO
 or a device is refused, not waited on or read forever), nested at most
 `MAX_YAML_DEPTH` levels, with at most `MAX_YAML_NODES` values counting what
-each alias stands for; every time and count has a range (``CHECK_*_RANGE``,
+each alias stands for, `MAX_SERVICES` virtual services and `MAX_REAL_SERVERS`
+real servers; every time and count has a range (``CHECK_*_RANGE``,
 ``RECONCILE_INTERVAL_RANGE``, ``DRAIN_TIMEOUT_RANGE``); ``expect_body`` must
 be RE2 syntax (`re2_problem`); and messages quote at most `MAX_QUOTED`
 characters of a value, control characters escaped (`quote`).
@@ -58,6 +59,8 @@ from director.config.builder import (
     CHECK_TIMEOUT_RANGE,
     DRAIN_TIMEOUT_RANGE,
     MAX_EXPECT_BODY,
+    MAX_REAL_SERVERS,
+    MAX_SERVICES,
     RECONCILE_INTERVAL_RANGE,
     build_config,
     check_problems,
@@ -86,6 +89,8 @@ __all__ = [
     "MAX_EXPECT_BODY",
     "MAX_ISSUES",
     "MAX_QUOTED",
+    "MAX_REAL_SERVERS",
+    "MAX_SERVICES",
     "MAX_YAML_DEPTH",
     "MAX_YAML_NODES",
     "RECONCILE_INTERVAL_RANGE",

@@ -78,6 +78,8 @@ __all__ = [
     "CHECK_TIMEOUT_RANGE",
     "DRAIN_TIMEOUT_RANGE",
     "MAX_EXPECT_BODY",
+    "MAX_REAL_SERVERS",
+    "MAX_SERVICES",
     "RECONCILE_INTERVAL_RANGE",
     "build_config",
     "check_problems",
@@ -85,6 +87,14 @@ __all__ = [
 ]
 
 U32_MAX = 0xFFFFFFFF
+#: Most virtual services, and most real servers of all of them together, in one file: four
+#: times the largest table measured (1,000 services of 20 real servers, docs/benchmarks.md).
+#: A reload of a file at these bounds keeps the loop that sends the heartbeats responsive
+#: (tests/unit/test_reload_loop.py); far beyond them, the work that must run on that loop
+#: (adopting the new targets, the one full garbage collection of a load) would not (a file
+#: of 50,000 real servers held it about 1 s, past the shipped deadtime of 0.8 s).
+MAX_SERVICES = 5_000
+MAX_REAL_SERVERS = 20_000
 #: Bounds of a health check's times in seconds and of its counts (keepalived's and
 #: ldirectord's users set intervals of seconds and timeouts of a few seconds).
 CHECK_INTERVAL_RANGE = (0.05, 3600.0)
@@ -421,7 +431,11 @@ class _Builder:
         settings = self.settings(settings_schema) if settings_schema is not None else Settings()
         services: list[VirtualService] = []
         raw_services = root.get("virtual_services")
-        if self.validate_list(raw_services, ("virtual_services",)) and raw_services:
+        if (
+            self.validate_list(raw_services, ("virtual_services",))
+            and raw_services
+            and self.within_bounds(raw_services)
+        ):
             for index, raw in enumerate(raw_services):
                 service = self.service(index, raw)
                 if service is not None:
@@ -431,6 +445,27 @@ class _Builder:
             ha, ha_issues = parse_ha(root, self.file)
             self.issues.extend(ha_issues)
         return Config(path=self.file, settings=settings, services=tuple(services), ha=ha)
+
+    def within_bounds(self, raw_services: list[Any]) -> bool:
+        """False (with an issue) when the file has more than `MAX_SERVICES` virtual services or
+        `MAX_REAL_SERVERS` real servers: then none is built (a hostile file is refused fast)."""
+        if len(raw_services) > MAX_SERVICES:
+            self.issue(
+                ("virtual_services",), f"at most {MAX_SERVICES} virtual services in one file, got {len(raw_services)}"
+            )
+            return False
+        total = sum(
+            len(raw["real_servers"])
+            for raw in raw_services
+            if isinstance(raw, dict) and isinstance(raw.get("real_servers"), list)
+        )
+        if total > MAX_REAL_SERVERS:
+            self.issue(
+                ("virtual_services",),
+                f"at most {MAX_REAL_SERVERS} real servers in one file (all services together), got {total}",
+            )
+            return False
+        return True
 
     def settings(self, schema: SettingsSchema) -> Settings:
         base = ("global",)

@@ -127,6 +127,20 @@ class LocatedLoader(yaml.SafeLoader):
             )
         return node
 
+    def get_single_data(self) -> Any:
+        """PyYAML's, but the composed node tree is taken apart a piece at a time once the data
+        is built (`release_nodes`): dropped at once, the tree of a large file (millions of nodes
+        with their marks) is freed in one C call that holds the interpreter lock, and with it the
+        daemon's loop, for up to 0.5 s."""
+        node = self.get_single_node()
+        if node is None:
+            return None
+        try:
+            return self.construct_document(node)
+        finally:
+            self._sizes.clear()
+            release_nodes(node)
+
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """PyYAML's constructor; a value it cannot build (an integer of over 4300 digits...) is a located error."""
         try:
@@ -179,6 +193,32 @@ class LocatedLoader(yaml.SafeLoader):
         data = YamlSeq(_position(node.start_mark), [_position(item.start_mark) for item in node.value])
         yield data
         data.extend(self.construct_sequence(node))
+
+
+#: Items moved out of a node's list per step of `release_nodes`.
+_RELEASE_CHUNK = 1024
+
+
+def release_nodes(root: yaml.Node) -> None:
+    """Take the YAML node tree under ``root`` apart from the leaves up, a few nodes per step, so
+    that no single step frees more than `_RELEASE_CHUNK` objects: a thread doing this lets the
+    others run (the interpreter switches between bytecodes, not inside one deallocation).
+    Nodes reached twice (aliases) are simply found empty the second time."""
+    stack: list[Any] = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, yaml.Node):
+            value = item.value
+            if isinstance(value, list):
+                item.value = []
+                stack.append(value)
+        elif isinstance(item, list):
+            if item:
+                stack.append(item)  # the rest of it, after this chunk
+                stack.extend(item[-_RELEASE_CHUNK:])
+                del item[-_RELEASE_CHUNK:]
+        elif isinstance(item, tuple):  # a mapping node's (key, value) pair
+            stack.extend(item)
 
 
 LocatedLoader.add_constructor("tag:yaml.org,2002:map", LocatedLoader.construct_located_map)

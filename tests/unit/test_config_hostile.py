@@ -145,6 +145,85 @@ def test_recursive_alias_is_refused():
     assert (issue.line, issue.column) == (1, 12)
 
 
+def test_more_real_servers_or_services_than_the_bounds_are_one_located_error():
+    from director.config import MAX_REAL_SERVERS, MAX_SERVICES
+
+    # an alias repeats a list of 1,000 real servers: the file stays small, the count is the expanded one
+    rs = ", ".join(f"{{address: 10.1.{i // 250}.{i % 250 + 1}}}" for i in range(1000))
+    services = [f"  - {{address: 10.0.{n // 250}.{n % 250 + 1}, port: 80, real_servers: *rs}}" for n in range(1, 21)]
+    text = f"rs: &rs [{rs}]\nvirtual_services:\n  - {{address: 10.0.0.1, port: 80, real_servers: *rs}}\n"
+    over = "\n".join(services) + "\n"
+    (issue,) = [i for i in issues_of(text + over) if i.field == "virtual_services"]
+    assert issue.message == f"at most {MAX_REAL_SERVERS} real servers in one file (all services together), got 21000"
+    assert (issue.line, issue.column) == (3, 3)
+    assert not [i for i in issues_of(text + "\n".join(services[:-1]) + "\n") if i.field == "virtual_services"]
+    many = "virtual_services:\n" + "  - {address: 10.0.0.1, port: 80}\n" * (MAX_SERVICES + 1)
+    (issue,) = issues_of(many)
+    assert issue.message == f"at most {MAX_SERVICES} virtual services in one file, got {MAX_SERVICES + 1}"
+
+
+def test_the_node_tree_is_freed_a_piece_at_a_time():
+    """Dropped at once, a tree of a million nodes is freed in one C call holding the interpreter
+    lock (a thread waiting for it waits that long); `release_nodes` frees it in small steps."""
+    import functools
+    import threading
+    import time
+
+    import yaml
+
+    from director.config.located import LocatedLoader, release_nodes
+
+    def tree() -> yaml.Node:
+        mark = yaml.Mark("t", 0, 0, 0, None, None)
+        pairs = [
+            (yaml.ScalarNode("tag:yaml.org,2002:str", f"k{i}", mark, mark), yaml.ScalarNode("t", "1", mark, mark))
+            for i in range(200_000)
+        ]
+        items = [yaml.ScalarNode("t", "1", mark, mark) for _ in range(600_000)]
+        return yaml.SequenceNode(
+            "t", [yaml.MappingNode("t", pairs, mark, mark), yaml.SequenceNode("t", items, mark, mark)], mark, mark
+        )
+
+    def worst_wait(free) -> float:
+        done = threading.Event()
+        worst = 0.0
+
+        def probe() -> None:
+            nonlocal worst
+            while not done.is_set():
+                start = time.perf_counter()
+                time.sleep(0.001)
+                worst = max(worst, time.perf_counter() - start)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        time.sleep(0.01)
+        free()
+        done.set()
+        thread.join()
+        return worst
+
+    holder = [tree()]
+    at_once = worst_wait(holder.clear)
+    roots = [tree(), tree()]
+    # the better of two runs: a busy machine may preempt the probing thread itself
+    stepwise = min(worst_wait(functools.partial(release_nodes, root)) for root in roots)
+    assert all(root.value == [] for root in roots)
+    assert at_once > 3 * stepwise and stepwise < 0.05, (at_once, stepwise)
+
+    # the loader releases the tree it composed once the data is built
+    released = []
+
+    class Spy(LocatedLoader):
+        def construct_document(self, node):
+            released.append(node)
+            return super().construct_document(node)
+
+    loader = Spy("a: [1, 2]\nb: {c: 3}\n")
+    assert loader.get_single_data() == {"a": [1, 2], "b": {"c": 3}}
+    assert released[0].value == []
+
+
 def test_huge_integer_is_a_located_error():
     (issue,) = issues_of("virtual_services:\n  - address: 10.0.0.1\n    port: " + "1" * 5000 + "\n")
     assert (issue.line, issue.column) == (3, 11)
