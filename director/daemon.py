@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 from checks.base import CheckTarget
 from checks.engine import CHECK_DURATION_BUCKETS, Load, Transition
 from checks.process import CheckerProcess
+from ha.durable import make_directories
+from ha.identity import IdentityError, NodeLock, lock_file
 
 from .admin import ADMIN_FILE, AdminStateError, AdminStore
 from .config import ConfigError, load_config
@@ -185,6 +187,42 @@ def load_prepared(path: str, running: Collection[TargetKey] = (), previous: Iter
         gc.set_threshold(*thresholds)
 
 
+#: The lock file in ``global.state_dir`` that one daemon holds while it runs (`lock_state_dir`);
+#: ``{net}`` is the inode of its network namespace (one IPVS table per namespace: the lab's and
+#: the tests' directors, each in its namespace, may share a state directory).
+INSTANCE_LOCK = "directord.net{net}.lock"
+
+
+class InstanceLockedError(IdentityError):
+    """Another daemon runs on this state directory (``str(err)`` names the lock file and its pid)."""
+
+    def __init__(self, path: str, pid: int | None) -> None:
+        holder = f"process {pid}" if pid is not None else "another process (pid unknown)"
+        super().__init__(
+            path,
+            f"another directord runs on this state directory in this network namespace: {holder} holds "
+            "this lock; two daemons would program one IPVS table and overwrite each other's admin.json",
+        )
+
+
+def lock_state_dir(state_dir: str) -> NodeLock:
+    """Take the daemon's lock, ``STATE_DIR/directord.netINODE.lock`` (`INSTANCE_LOCK`: INODE is
+    the network namespace's; ``flock(2)``, exclusive, not waiting), creating ``state_dir`` (0700)
+    when missing.
+
+    Raises:
+        InstanceLockedError: another daemon holds it.
+        IdentityError: the directory or the lock file cannot be made or locked (a symlink in
+            place, not a directory, no permission).
+    """
+    try:
+        make_directories(state_dir, 0o700)
+    except OSError as exc:
+        raise IdentityError(state_dir, f"cannot create the state directory: {exc.strerror or exc}") from exc
+    path = os.path.join(state_dir, INSTANCE_LOCK.format(net=os.stat("/proc/self/ns/net").st_ino))
+    return lock_file(path, lambda pid: InstanceLockedError(path, pid))
+
+
 #: At most this many problems of an invalid file are logged (a hostile file can have millions).
 MAX_LOGGED_ISSUES = 50
 #: Longest ``error`` of a refused reload's answer (`refusal_text`), in characters: its problems
@@ -260,6 +298,7 @@ class Daemon:
         )
         #: The operator's real-server states (`director.admin`), read from the state directory at start.
         self.admin = AdminStore(None)
+        self._instance_lock: NodeLock | None = None  # on STATE_DIR/directord.lock while running
         self._admin_lock = asyncio.Lock()
         self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish, admin=self._admin_for)
         self.control: ControlServer | None = None
@@ -326,6 +365,9 @@ class Daemon:
             return await self._run()
         finally:
             self.systemd.close()
+            lock, self._instance_lock = self._instance_lock, None
+            if lock is not None:
+                lock.release()
 
     async def _run(self) -> int:
         try:
@@ -334,7 +376,13 @@ class Daemon:
             log.error("invalid configuration %s, not starting: %s", self.config_path, _load_failure(exc))
             return 1
         raise_nofile_limit()
-        admin = AdminStore(os.path.join(prepared.config.settings.state_dir, ADMIN_FILE))
+        state_dir = prepared.config.settings.state_dir
+        try:
+            self._instance_lock = await asyncio.to_thread(lock_state_dir, state_dir)
+        except IdentityError as exc:
+            log.error("not starting: %s", exc)
+            return 1
+        admin = AdminStore(os.path.join(state_dir, ADMIN_FILE))
         try:
             await asyncio.to_thread(admin.load)
         except AdminStateError as exc:

@@ -63,6 +63,7 @@ __all__ = [
     "NodeLockedError",
     "generation_path",
     "load_identity",
+    "lock_file",
     "lock_node",
     "lock_path",
     "uuid_path",
@@ -275,6 +276,17 @@ def lock_node(state_dir: str | os.PathLike[str], node: str) -> NodeLock:
     """
     path = lock_path(state_dir, node)
     _ensure_state_dir(os.fspath(state_dir))
+    return lock_file(path, lambda pid: NodeLockedError(path, node, pid))
+
+
+def lock_file(path: str, busy: Callable[[int | None], IdentityError]) -> NodeLock:
+    """Take an exclusive ``flock(2)`` on the lock file `path` (created 0644 in an existing
+    directory), without waiting, and write our pid into it.
+
+    Returns a held `NodeLock`. Raises ``busy(pid of the holder or None)`` when another process
+    holds it; `IdentityError` when it cannot be opened or locked (a symbolic link, a directory,
+    no permission, ...).
+    """
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY, 0o644)
     except OSError as exc:
@@ -286,7 +298,7 @@ def lock_node(state_dir: str | os.PathLike[str], node: str) -> NodeLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise NodeLockedError(path, node, _holder_pid(fd)) from None
+            raise busy(_holder_pid(fd)) from None
         except OSError as exc:
             raise IdentityError(path, f"cannot lock: {exc.strerror or exc}") from exc
         try:

@@ -101,6 +101,37 @@ async def test_daemon_refuses_to_start_on_an_invalid_file(tmp_path):
     assert await Daemon(str(cfg), control_socket=str(tmp_path / "s")).run() == 1
 
 
+async def test_a_second_daemon_on_the_same_configuration_is_refused(tmp_path, caplog):
+    """Only the control socket differs: the second would program the same IPVS table and keep its
+    own copy of admin.json. It is refused, naming the lock and the first one's pid; once the first
+    stopped, a daemon starts again."""
+    cfg = tmp_path / "directord.yaml"
+    state = tmp_path / "state"
+    text = CONFIG.format(scheduler="rr", up_port=1, down_port=2)
+    write_config(cfg, text.replace("global:\n", f"global:\n  state_dir: {state}\n", 1))
+    first = Daemon(str(cfg), control_socket=str(tmp_path / "a.sock"))
+    task = asyncio.create_task(first.run())
+    try:
+        await wait_status(str(tmp_path / "a.sock"), lambda d: True)
+        caplog.set_level(logging.ERROR)
+        assert await Daemon(str(cfg), control_socket=str(tmp_path / "b.sock")).run() == 1
+        (lock,) = state.glob("directord.net*.lock")
+        assert (
+            f"{lock}: another directord runs on this state directory in this network namespace: "
+            f"process {os.getpid()} holds this lock" in caplog.text
+        )
+        assert not (tmp_path / "b.sock").exists()
+        await wait_status(str(tmp_path / "a.sock"), lambda d: True)  # the first runs on
+    finally:
+        first.stop()
+        assert await asyncio.wait_for(task, 10) == 0
+    again = Daemon(str(cfg), control_socket=str(tmp_path / "b.sock"))
+    task = asyncio.create_task(again.run())
+    await wait_status(str(tmp_path / "b.sock"), lambda d: True)
+    again.stop()
+    assert await asyncio.wait_for(task, 10) == 0
+
+
 async def test_a_reload_that_raises_anything_is_one_logged_error(tmp_path, monkeypatch, caplog):
     """RecursionError or MemoryError from loading (a hostile file) ends as one logged error on
     SIGHUP and on the control socket: the running configuration stays, the daemon keeps serving."""

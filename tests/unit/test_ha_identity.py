@@ -267,7 +267,12 @@ def test_a_second_daemon_on_the_same_configuration_exits_naming_the_lock(netns: 
         second.start()
         assert second.wait(20) == 1, second.tail()
         log = first.tail(20000)
-        assert f"{lock_file}: node 'dir1' is already running here: process {first.proc.pid} holds this lock" in log
+        # refused by the daemon's own lock (global.state_dir, this network namespace) before the
+        # HA node's lock (lock_node, tested above) is reached
+        assert (
+            "another directord runs on this state directory in this network namespace: "
+            f"process {first.proc.pid} holds this lock" in log
+        )
         assert first.running() and first.try_status() is not None
         assert Path(generation_path(tmp_path / "dir1" / "state", "dir1")).read_text() == generation
         first.signal(signal.SIGTERM)
