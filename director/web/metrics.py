@@ -43,6 +43,7 @@ from director.model import (
     host_port,
 )
 from director.planner import ADMIN_STATES
+from director.status import printable
 from director.web.tally import EventTally
 
 __all__ = ["CHECK_OUTCOMES", "HA_REJECT_REASONS", "DaemonFacts", "Scrape", "families"]
@@ -155,10 +156,12 @@ class Scrape:
 
 
 def _service_labels(key: ServiceKey, name: str) -> list[str]:
+    # the name escaped (`printable`): a label value is shown raw by curl in a terminal and by
+    # tools that read the text, so an ESC, a NUL or a bidi override in it must not reach them
     if key.fwmark:
-        return ["", "0", "FWM", str(key.fwmark), name]
+        return ["", "0", "FWM", str(key.fwmark), printable(name)]
     proto = PROTOCOL_NAMES.get(key.protocol, str(key.protocol)).upper()
-    return [key.address, str(key.port), proto, "", name]
+    return [key.address, str(key.port), proto, "", printable(name)]
 
 
 def _backend_labels(service: list[str], dest: DestKey) -> list[str]:
@@ -432,9 +435,10 @@ def _ha(out: _Families, s: Scrape) -> None:
     up = out.gauge("directord_ha_peer_up", "1 while the peer is alive (heard within the deadtime)", ["peer"])
     heard = out.gauge("directord_ha_peer_last_heard_seconds", "seconds since the peer was last heard", ["peer"])
     for peer in ha.get("peers", ()):
-        up.add_metric([str(peer.get("node"))], 0 if peer.get("status") == "dead" else 1)
+        node = printable(peer.get("node"))
+        up.add_metric([node], 0 if peer.get("status") == "dead" else 1)
         if peer.get("last_heard_s") is not None:
-            heard.add_metric([str(peer.get("node"))], peer["last_heard_s"])
+            heard.add_metric([node], peer["last_heard_s"])
     out.counter("directord_ha_takeovers", "resource groups this director acquired").add_metric(
         [], t.events["ha.acquired"]
     )

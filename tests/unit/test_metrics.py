@@ -249,3 +249,17 @@ def test_a_fallback_status_gives_no_check_counter_samples():
     assert not [ls for ls, _ in m.get("directord_check_results_total", []) if ls["remote_address"] == "10.0.0.11"]
     assert "directord_check_duration_seconds_count" not in m
     assert value(m, "directord_real_server_health", state="up", **rs1) == 1
+
+
+def test_names_with_control_and_bidi_characters_are_escaped_in_labels():
+    hostile = "we\x1b[31mb\u202e\x00\n<b>"
+    web = VirtualService(name=hostile, key=WEB, real_servers=(RealServer("10.0.0.11", 80, weight=3),))
+    ha = scrape().ha
+    s = scrape(
+        config=Config("d.yaml", services=(web,)), ha={**ha, "peers": [{"node": "dir\x1b]2\u202e", "status": "up"}]}
+    )
+    text = render_metrics(s).decode()
+    assert not [ch for ch in text if ch != "\n" and not ch.isprintable()], "a raw control or format character"
+    found = samples(s)
+    assert value(found, "directord_virtual_service_in_kernel", service="we\\x1b[31mb\\u202e\\x00\\n<b>") == 1
+    assert value(found, "directord_ha_peer_up", peer="dir\\x1b]2\\u202e") == 1
