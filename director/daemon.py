@@ -705,7 +705,7 @@ class Daemon:
             except (AdminRefused, ValueError) as exc:
                 return {"ok": False, "error": f"{command} refused: {exc}"}
             return {"ok": True, "message": message}
-        return {"ok": False, "error": f"unknown command {command!r}"}
+        return {"ok": False, "error": f"unknown command '{_shown(command)}'"}
 
     async def _rs_admin(self, request: dict[str, Any]) -> dict[str, Any]:
         """The control ``rs`` request (``directord rs enable|drain|disable``): ``action``,
@@ -725,11 +725,14 @@ class Daemon:
         config = self.config
         svc = next((s for s in config.services if s.name == service), None) if config is not None else None
         if svc is None:
-            return {"ok": False, "error": f"no virtual service named {printable(service)!r}"}
+            return {"ok": False, "error": f"no virtual service named '{_shown(service)}'"}
         rs = next((r for r in svc.real_servers if str(r.key) == _canonical_rs(real_server)), None)
         if rs is None:
             known = ", ".join(str(r.key) for r in svc.real_servers[:10])
-            return {"ok": False, "error": f"{printable(real_server)} is not a real server of {svc.name} ({known})"}
+            return {
+                "ok": False,
+                "error": f"{_shown(real_server)} is not a real server of {printable(svc.name)} ({known})",
+            }
         async with self._admin_lock:  # one change at a time: each builds on the one before
             try:
                 new = self.admin.changed(svc.name, str(rs.key), state, reason, time.time())
@@ -742,7 +745,16 @@ class Daemon:
         entry = new.get(svc.name, str(rs.key))
         self.events.publish(AdminChanged(svc.name, str(rs.key), state, entry.reason if entry else ""))
         self.reconciler.on_health(svc.key, rs.key)
-        return {"ok": True, "message": f"rs {rs.key} of {svc.name}: {state}"}
+        return {"ok": True, "message": f"rs {rs.key} of {printable(svc.name)}: {state}"}
+
+
+#: Characters of a value from a control request echoed in its error.
+MAX_SHOWN = 200
+
+
+def _shown(value: object) -> str:
+    """A value from a control request, for an error: at most `MAX_SHOWN` characters, escaped."""
+    return bounded(str(value), MAX_SHOWN)
 
 
 def _canonical_rs(text: str) -> str:

@@ -14,6 +14,7 @@ from test_daemon import wait_status, write_config
 from test_reload_cli import directord
 
 from director import admin as admin_module
+from director import control
 from director.admin import ADMIN_FILE, AdminEntry, AdminStateError, AdminStore, decode
 from director.daemon import Daemon
 
@@ -219,6 +220,28 @@ async def test_concurrent_changes_are_applied_one_after_the_other(tmp_path, monk
         back = AdminStore(str(state / ADMIN_FILE))
         back.load()
         assert back.for_service("web") == {"127.0.0.1:8001": "drain", "127.0.0.1:8002": "disabled"}
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
+async def test_hostile_values_in_an_rs_request_are_cut_and_escaped_in_its_error(tmp_path):
+    cfg, sock, state = tmp_path / "d.yaml", str(tmp_path / "d.sock"), tmp_path / "state"
+    write_config(cfg, CONFIG.format(socket=sock, state=state))
+    daemon = Daemon(str(cfg))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await wait_status(sock, lambda d: True, timeout=30)
+        hostile = "x\x1b[2J\u202e" * 2000  # 32 KB of JSON: under the request limit (64 KiB)
+        for fields in (
+            {"service": hostile, "real_server": "127.0.0.1:8001"},
+            {"service": "web", "real_server": hostile},
+        ):
+            reply = await asyncio.to_thread(control.request, sock, "rs", 5.0, action="drain", **fields)
+            assert reply["ok"] is False and len(reply["error"]) < 1500, len(reply["error"])
+            assert "\x1b" not in reply["error"] and "\u202e" not in reply["error"] and "x\\x1b[2J" in reply["error"]
+        reply = await asyncio.to_thread(control.request, sock, hostile, 5.0)
+        assert reply["ok"] is False and len(reply["error"]) < 1500 and "\x1b" not in reply["error"]
     finally:
         daemon.stop()
         assert await asyncio.wait_for(task, 20) == 0
