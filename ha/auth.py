@@ -49,7 +49,7 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ha.readfile import ReadFileError, read_regular_file, secret_file_problem
+from ha.readfile import ReadFileError, read_regular_file, secret_file_problem, secret_path_problem
 
 __all__ = [
     "MAX_AUTHKEYS_BYTES",
@@ -298,16 +298,20 @@ def load_authkeys(path: str | os.PathLike[str]) -> AuthKeys:
     waited on or read forever), with no permission bit for group or others
     (heartbeat's ``auth.c`` refuses group/other-readable files; writable ones
     are refused too, as sshd's ``StrictModes`` does) and owned by root or the
-    effective user.
+    effective user, in directories that only root (or that user) can write
+    (`ha.readfile.secret_path_problem`).
 
     Raises:
         AuthKeysError: the file cannot be read, is not a regular file, is too
-            large, has bad permissions or owner (mode and owner are named),
+            large, has bad permissions or owner (mode and owner are named) or lies
+            in a directory others can write,
             or its content is invalid.
     """
     name = os.fspath(path)
     try:
-        data = read_regular_file(name, MAX_AUTHKEYS_BYTES, check=_authkeys_problem)
+        data = read_regular_file(
+            name, MAX_AUTHKEYS_BYTES, check=lambda info: _authkeys_problem(info) or secret_path_problem(name)
+        )
     except ReadFileError as exc:
         raise AuthKeysError(name, None, exc.reason) from exc.__cause__
     return parse_authkeys(data, name)

@@ -18,7 +18,7 @@ import os
 import stat
 from collections.abc import Callable
 
-__all__ = ["ReadFileError", "file_kind", "read_regular_file", "secret_file_problem"]
+__all__ = ["ReadFileError", "file_kind", "read_regular_file", "secret_file_problem", "secret_path_problem"]
 
 #: Bytes asked of the kernel per ``read`` call.
 _CHUNK = 1 << 16
@@ -137,4 +137,40 @@ def secret_file_problem(info: os.stat_result) -> str | None:
     if info.st_uid not in (0, euid):
         owners = "root" if euid == 0 else f"root or uid {euid} (this process)"
         return f"bad owner: uid {info.st_uid}; it must be owned by {owners}"
+    return None
+
+
+def secret_path_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the directories leading to a file holding a secret must not be trusted, or ``None``:
+    the checks of sshd's ``StrictModes`` on the directories above the file.
+
+    Every directory above ``path``, and above the file a symbolic link leads to, up to ``/``,
+    must be owned by root or this process's effective user and must not be writable by group
+    or others unless its sticky bit is set (``/tmp``): whoever can write such a directory can
+    rename the file away and put their own in its place. A directory that cannot be examined
+    is left to the reading of the file itself to report.
+    """
+    name = os.path.abspath(os.fspath(path))
+    euid = os.geteuid()
+    seen: set[str] = set()
+    for start in (os.path.dirname(name), os.path.dirname(os.path.realpath(name))):
+        directory = os.path.realpath(start)
+        while directory not in seen:
+            seen.add(directory)
+            try:
+                info = os.stat(directory)
+            except OSError:
+                return None
+            mode = stat.S_IMODE(info.st_mode)
+            if info.st_uid not in (0, euid):
+                return f"directory {directory} is owned by uid {info.st_uid}, not root: its owner can replace the file"
+            if mode & 0o022 and not mode & stat.S_ISVTX:
+                return (
+                    f"directory {directory} has mode {mode:03o}: writable by group or others, who can "
+                    "replace the file; make it 755 or stricter"
+                )
+            parent = os.path.dirname(directory)
+            if parent == directory:
+                break
+            directory = parent
     return None

@@ -70,7 +70,7 @@ from director.model import (
     ip_family,
     valid_ifname,
 )
-from ha.readfile import ReadFileError, file_kind, read_regular_file, secret_file_problem
+from ha.readfile import ReadFileError, file_kind, read_regular_file, secret_file_problem, secret_path_problem
 
 __all__ = [
     "CHECK_COUNT_RANGE",
@@ -529,7 +529,9 @@ class _Builder:
             self.issue(where, f"must be an absolute path, got {quote(path)}")
             return None
         try:
-            data = read_regular_file(path, MAX_TOKEN_FILE, secret_file_problem)
+            data = read_regular_file(
+                path, MAX_TOKEN_FILE, lambda info: secret_file_problem(info) or secret_path_problem(path)
+            )
         except ReadFileError as exc:
             self.issue(where, f"{quote(path, MAX_PATH_QUOTED)}: {exc.reason}")
             return None

@@ -86,6 +86,15 @@ def test_bad_token_files_are_located(tmp_path, text, mode, words):
     assert words in issue.message and path in issue.message
 
 
+def test_a_token_file_in_a_directory_others_can_write_is_refused(tmp_path):
+    (tmp_path / "d").mkdir()
+    path = token_file(tmp_path / "d")
+    os.chmod(tmp_path / "d", 0o775)
+    issue = only_issue(f"global:\n  http:\n    token_file: {path}\n")
+    assert issue.field == "global.http.token_file"
+    assert f"directory {tmp_path / 'd'} has mode 775: writable by group or others" in issue.message
+
+
 def test_token_file_must_be_an_absolute_path_to_a_regular_file(tmp_path):
     issue = only_issue("global:\n  http:\n    token_file: token\n")
     assert "absolute path" in issue.message

@@ -351,3 +351,36 @@ def test_a_malformed_line_never_shows_its_key():
     with pytest.raises(AuthKeysError) as info:
         parse_authkeys("auth 1\nsha1 topsecret-key\n", "f")
     assert "topsecret" not in str(info.value) and "'sha1'" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_load_refuses_a_file_in_a_directory_others_can_write(tmp_path):
+    """sshd's StrictModes: whoever can write a directory above the file can put their own key in
+    its place. Group/other-writable without the sticky bit, or another owner, is refused, also for
+    the directory a symbolic link leads to; a sticky one (/tmp) is fine."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    keyfile = shared / "authkeys"
+    shutil.copyfile(DATA / "authkeys.sha1", keyfile)
+    os.chmod(keyfile, 0o600)
+    os.chmod(shared, 0o777)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(keyfile)
+    assert str(info.value) == (
+        f"{keyfile}: directory {shared} has mode 777: writable by group or others, who can replace the file; "
+        "make it 755 or stricter"
+    )
+    link = tmp_path / "link"
+    link.symlink_to(keyfile)
+    with pytest.raises(AuthKeysError, match=f"directory {shared} has mode 777"):
+        load_authkeys(link)
+    os.chmod(shared, 0o1777)
+    assert load_authkeys(keyfile).send_index == 1
+    os.chmod(shared, 0o755)
+    os.chown(shared, 1001, 1001)
+    with pytest.raises(AuthKeysError) as info:
+        load_authkeys(keyfile)
+    assert (
+        str(info.value)
+        == f"{keyfile}: directory {shared} is owned by uid 1001, not root: its owner can replace the file"
+    )
