@@ -1,8 +1,8 @@
 """A reload of a large configuration during a heartbeat pair's steady state changes no ownership.
 
 Root only; two `directord run` daemons in network namespaces (`hapair.PairNet`,
-shipped timers: keepalive 0.2 s, deadtime 0.8 s).  Both get a file of 5,000
-real servers (check type none: nothing is sent) and a SIGHUP; parsing it takes
+shipped timers: keepalive 0.2 s, deadtime 0.8 s).  The active one gets a file of as many
+real servers as `check` accepts (check type none: nothing is sent) and a SIGHUP; parsing it takes
 seconds, and were it done on the loop that sends the heartbeats, the standby
 would declare the active director dead and both would hold the VIP.
 """
@@ -17,6 +17,8 @@ import pytest
 from hapair import Director, PairNet, VipSampler, netns_problem, wait_for, write_authkeys
 from test_reload_loop import big_config
 
+from director.config import MAX_REAL_SERVERS
+
 _problem = netns_problem()
 pytestmark = [pytest.mark.skipif(_problem is not None, reason=_problem or ""), pytest.mark.slow]
 
@@ -24,11 +26,11 @@ ONLY1 = frozenset({"dir1"})
 
 
 def reloaded(d: Director, since: int) -> bool:
-    """True once ``d``'s log after offset ``since`` says the 50 services were adopted."""
-    return "reloaded: 50 virtual services" in d.log.read_text(errors="replace")[since:]
+    """True once ``d``'s log after offset ``since`` says the 80 services were adopted."""
+    return "reloaded: 80 virtual services" in d.log.read_text(errors="replace")[since:]
 
 
-def test_reload_of_5000_real_servers_keeps_the_pair_steady(tmp_path: Path):
+def test_reload_of_the_largest_file_check_accepts_keeps_the_pair_steady(tmp_path: Path):
     with PairNet("rlp") as lab:
         keys = write_authkeys(tmp_path / "authkeys")
         conf = {"media": ["bcast eth0"], "resources": [f"dir1 {lab.vip}/32/eth0"]}
@@ -46,7 +48,9 @@ def test_reload_of_5000_real_servers_keeps_the_pair_steady(tmp_path: Path):
             )
             d1.past_startup_bonus(0.5)
             d2.past_startup_bonus(0.5)
-            d1.config.write_text(d1.config.read_text() + big_config(d1.socket))  # the ha section unchanged
+            d1.config.write_text(
+                d1.config.read_text() + big_config(d1.socket, 80, MAX_REAL_SERVERS // 80)
+            )  # ha unchanged
             mark = len(d1.log.read_text(errors="replace"))
             with VipSampler(lab) as vips:
                 t0 = time.monotonic()
