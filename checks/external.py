@@ -34,6 +34,7 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -282,22 +283,27 @@ def _children() -> set[int]:
     return pids
 
 
-def reap_orphans() -> int:
+def reap_orphans(spare: Iterable[int] | None = None) -> int:
     """Kill and reap the processes this process adopted as a subreaper (`become_subreaper`).
 
-    Every child of this process that is not a running external check command
-    (`running_commands`) is a descendant of a command whose parent died: it
-    gets ``SIGKILL`` (its process group too when it leads one, as a daemon
-    that called ``setsid`` does) and is reaped if it has exited.  Its own
-    children are adopted in turn and handled by the next call.  Only for a
-    process that starts no children other than external check commands (the
-    checker child).  Never blocks.
+    Every child of this process that is not in ``spare`` (by default the
+    running external check commands, `running_commands`) is a descendant of a
+    process whose parent died: it gets ``SIGKILL`` (its process group too when
+    it leads one, as a daemon that called ``setsid`` does) and is reaped if it
+    has exited.  Its own children are adopted in turn and handled by the next
+    call.  Only for a process whose only children are the ones in ``spare``:
+    the checker child (its external check commands) and the director of
+    ``directord run`` (its checker child, `checks.process.CheckerProcess`).
+    Never blocks.
+
+    Args:
+        spare: process ids of this process's own children, left alone.
 
     Returns:
         The number of processes signalled or reaped.
     """
     count = 0
-    for pid in _children() - _running:
+    for pid in _children() - (_running if spare is None else set(spare)):
         # an unreaped child of ours: its pid (and a group it leads) cannot be reused meanwhile
         with contextlib.suppress(OSError):
             if os.getpgid(pid) == pid:

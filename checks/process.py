@@ -40,6 +40,11 @@ in the child's session (its external checks' processes), starts a new one
 after `RESTART_DELAY` seconds and sends it the targets again; the
 real servers keep their last state until the new checker's first results
 (its first result per real server decides, as after a director restart).
+A process of an external check that left the child's session (a daemon,
+``setsid``) and was still alive when the child died is re-parented to init
+and escapes that kill, unless the director is itself a child subreaper
+(``adopt_orphans``, which ``directord run`` sets): it then adopts such
+processes, kills them at once and sweeps for more every `ORPHAN_SWEEP` seconds.
 No child runs while there is nothing to check: the first targets start it.
 """
 
@@ -175,6 +180,11 @@ class CheckerProcess:
         log_transitions: log each transition here (see ``on_transition``).
         on_load: called on the director's loop with the child's `checks.engine.Load` reports
             (its event loop fell behind, or caught up); without it they are logged here.
+        adopt_orphans: make this process a child subreaper (``PR_SET_CHILD_SUBREAPER``) at
+            `start` and kill what it adopts: the processes external checks left behind when a
+            checker child died (`checks.external.reap_orphans`).  Only for a process that starts
+            no other children (the director of ``directord run``): every child but the checker
+            child gets ``SIGKILL``.
     """
 
     def __init__(
@@ -185,8 +195,12 @@ class CheckerProcess:
         restart_delay: float = RESTART_DELAY,
         log_transitions: bool = True,
         on_load: Callable[[Load], None] | None = None,
+        adopt_orphans: bool = False,
     ) -> None:
         self._on_transition = on_transition
+        self._adopt_orphans = adopt_orphans
+        self._orphan_sweeper: asyncio.Task[None] | None = None
+        self._spawning = False  # a child is being started: its pid is not known yet
         self._on_load = on_load
         self._log_transitions = log_transitions
         self._python = python or sys.executable
@@ -239,6 +253,10 @@ class CheckerProcess:
         if self._running:
             return
         self._running = True
+        if self._adopt_orphans and self._orphan_sweeper is None and become_subreaper():
+            self._orphan_sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_orphans(), name="checker orphan sweep"
+            )
         if not self._targets:
             return
         try:
@@ -287,6 +305,11 @@ class CheckerProcess:
         for child in {proc, self._proc} - {None}:
             assert child is not None
             _kill_session(child.pid)
+        sweeper, self._orphan_sweeper = self._orphan_sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            await self._kill_adopted(FINAL_SWEEP)
         self._disconnect()
 
     # --- targets -------------------------------------------------------------
@@ -370,6 +393,7 @@ class CheckerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         root = str(Path(__file__).resolve().parent.parent)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        self._spawning = True  # forked before its pid is known: no orphan sweep meanwhile
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 self._python,
@@ -389,6 +413,7 @@ class CheckerProcess:
             ours.close()
             raise
         finally:
+            self._spawning = False
             theirs.close()
         reader, self._writer = await asyncio.open_connection(sock=ours, limit=2**20)
         log.info("checker process %d started", self._proc.pid)
@@ -456,6 +481,8 @@ class CheckerProcess:
                     self._restart_delay,
                 )
             _kill_session(proc.pid)
+            if self._orphan_sweeper is not None:
+                await self._kill_adopted(FINAL_SWEEP)
             if not self._running:
                 return
             await asyncio.sleep(self._restart_delay)
@@ -483,6 +510,30 @@ class CheckerProcess:
             for task in (frames, exited):
                 task.cancel()
             await asyncio.gather(frames, exited, return_exceptions=True)
+
+    def _own_children(self) -> set[int]:
+        return set() if self._proc is None else {self._proc.pid}
+
+    async def _kill_adopted(self, limit: float) -> None:
+        """Kill what this process adopted (`adopt_orphans`) until none is left or ``limit``
+        seconds have passed; log how many."""
+        deadline = time.monotonic() + limit
+        count = 0
+        while not self._spawning:
+            killed = reap_orphans(self._own_children())
+            count += killed
+            if not killed or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        if count:
+            log.warning("killed %d process(es) left behind by external checks outside the checker's session", count)
+
+    async def _sweep_orphans(self) -> None:
+        """Every `ORPHAN_SWEEP` seconds, kill what this process adopted (`adopt_orphans`)."""
+        while True:
+            await asyncio.sleep(ORPHAN_SWEEP)
+            if not self._spawning:
+                await self._kill_adopted(0.0)
 
     async def _spawn_until_started(self) -> asyncio.StreamReader:
         """`_spawn`, again every ``restart_delay`` seconds while it raises OSError."""

@@ -157,3 +157,66 @@ async def test_killed_checker_is_noticed_and_replaced_although_its_socket_stays_
     finally:
         await checker.stop()
     await wait_for(lambda: not any(alive(p) for p in recorded(pids) | recorded(holder)), timeout=5)
+
+
+DAEMON_CONFIG = """\
+global:
+  reconcile_interval: 5
+virtual_services:
+  - name: chain
+    address: 127.0.0.100
+    port: 80
+    forwarding: nat
+    check: {{type: external, command: [{command}, "6"], interval: 60, timeout: 5, rise: 1, fall: 1}}
+    real_servers:
+      - {{address: 127.0.0.1, port: 8001}}
+"""
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as fh:
+            found.update(int(p) for p in fh.read().split())
+    return found
+
+
+async def test_daemons_of_a_killed_checker_are_killed_by_the_director(tmp_path):
+    # an external check that daemonises a chain of processes, each in a session of its own (out
+    # of the checker's session, which the director kills when the checker dies): the checker
+    # sweeps one link of the chain every half second; when it is SIGKILLed meanwhile, the rest of
+    # the chain is re-parented, to init unless the director of `directord run` adopts it
+    pids = tmp_path / "pids"
+    chain = script(
+        tmp_path / "chain.sh",
+        f'echo $$ >> {pids}\nif [ "$1" -gt 0 ]; then setsid {tmp_path}/chain.sh $(($1 - 1)) </dev/null >/dev/null 2>&1 & fi\n'
+        f'if [ "$1" = 6 ]; then sleep 0.1; exit 0; fi\nexec sleep 60\n',
+    )
+    cfg = tmp_path / "directord.yaml"
+    cfg.write_text(DAEMON_CONFIG.format(command=chain))
+    log = tmp_path / "daemon.log"
+    source = str(Path(__file__).resolve().parents[2])
+    with open(log, "wb") as out:
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "director.cli", "run", "-c", str(cfg), "--control-socket", str(tmp_path / "sock"),
+            env={**os.environ, "PYTHONPATH": source}, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        await wait_for(lambda: len(recorded(pids)) == 7, timeout=30)  # the whole chain runs
+        (checker,) = children(daemon.pid)
+        before = recorded(pids)
+        os.kill(checker, signal.SIGKILL)
+        await wait_for(lambda: "exited (status -9)" in log.read_text(), timeout=10)
+        # what the dead checker left is gone long before the chain's 60 s (the checker alone
+        # would have needed 7 sweeps), without a zombie left in the director
+        await wait_for(lambda: not any(alive(p) for p in before), timeout=5)
+        await wait_for(lambda: len(recorded(pids)) == 14, timeout=10)  # the new checker checks again
+        assert children(daemon.pid) - before == children(daemon.pid) and len(children(daemon.pid)) == 1
+        assert "left behind by external checks outside the checker's session" in log.read_text()
+    finally:
+        daemon.terminate()
+        await asyncio.wait_for(daemon.wait(), 15)
+        for pid in recorded(pids):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not any(alive(p) for p in recorded(pids)), "left running after the daemon stopped"
