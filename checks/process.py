@@ -105,7 +105,12 @@ EXIT_GRACE = 5.0
 
 #: Seconds between two sweeps of the checker child for processes its external checks left
 #: behind outside their process group (`checks.external.reap_orphans`).
-ORPHAN_SWEEP = 0.5
+ORPHAN_SWEEP = 0.1
+
+#: Seconds between two sweeps while the last one found something: a killed process's children
+#: are adopted at once and are the next sweep's, so a chain or a tree of daemons (a fork bomb
+#: that calls ``setsid``) loses a generation every few milliseconds, faster than it can grow.
+ORPHAN_CHASE = 0.005
 
 #: Most seconds the checker child spends at exit killing what its external checks left behind.
 FINAL_SWEEP = 2.0
@@ -524,7 +529,7 @@ class CheckerProcess:
             count += killed
             if not killed or time.monotonic() >= deadline:
                 break
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(ORPHAN_CHASE)
         if count:
             log.warning("killed %d process(es) left behind by external checks outside the checker's session", count)
 
@@ -533,7 +538,7 @@ class CheckerProcess:
         while True:
             await asyncio.sleep(ORPHAN_SWEEP)
             if not self._spawning:
-                await self._kill_adopted(0.0)
+                await self._kill_adopted(FINAL_SWEEP)
 
     async def _spawn_until_started(self) -> asyncio.StreamReader:
         """`_spawn`, again every ``restart_delay`` seconds while it raises OSError."""
@@ -644,10 +649,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _sweep_orphans(interval: float) -> None:
-    """Every ``interval`` seconds, kill what external checks left behind (`reap_orphans`)."""
+    """Every ``interval`` seconds, kill what external checks left behind (`reap_orphans`); while
+    a sweep finds some, sweep again after `ORPHAN_CHASE` seconds."""
     while True:
         await asyncio.sleep(interval)
-        reap_orphans()
+        while reap_orphans():
+            await asyncio.sleep(ORPHAN_CHASE)
 
 
 async def _final_sweep(limit: float) -> None:

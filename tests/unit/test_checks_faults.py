@@ -183,14 +183,16 @@ def children(pid: int) -> set[int]:
 
 async def test_daemons_of_a_killed_checker_are_killed_by_the_director(tmp_path):
     # an external check that daemonises a chain of processes, each in a session of its own (out
-    # of the checker's session, which the director kills when the checker dies): the checker
-    # sweeps one link of the chain every half second; when it is SIGKILLed meanwhile, the rest of
-    # the chain is re-parented, to init unless the director of `directord run` adopts it
+    # of the checker's session, which the director kills when the checker dies), and exits 3 s
+    # later: the checker would adopt and kill the chain then; SIGKILLed before, the chain is
+    # re-parented when the command is killed, to init unless the director of `directord run`
+    # adopts it
     pids = tmp_path / "pids"
     chain = script(
         tmp_path / "chain.sh",
-        f'echo $$ >> {pids}\nif [ "$1" -gt 0 ]; then setsid {tmp_path}/chain.sh $(($1 - 1)) </dev/null >/dev/null 2>&1 & fi\n'
-        f'if [ "$1" = 6 ]; then sleep 0.1; exit 0; fi\nexec sleep 60\n',
+        f"echo $$ >> {pids}\n"
+        f'if [ "$1" -gt 0 ]; then setsid {tmp_path}/chain.sh $(($1 - 1)) </dev/null >/dev/null 2>&1 & fi\n'
+        'if [ "$1" = 6 ]; then sleep 3; exit 0; fi\nexec sleep 60\n',
     )
     cfg = tmp_path / "directord.yaml"
     cfg.write_text(DAEMON_CONFIG.format(command=chain))
@@ -207,8 +209,8 @@ async def test_daemons_of_a_killed_checker_are_killed_by_the_director(tmp_path):
         before = recorded(pids)
         os.kill(checker, signal.SIGKILL)
         await wait_for(lambda: "exited (status -9)" in log.read_text(), timeout=10)
-        # what the dead checker left is gone long before the chain's 60 s (the checker alone
-        # would have needed 7 sweeps), without a zombie left in the director
+        # what the dead checker left is gone long before the chain's 60 s, without a zombie left
+        # in the director
         await wait_for(lambda: not any(alive(p) for p in before), timeout=5)
         await wait_for(lambda: len(recorded(pids)) == 14, timeout=10)  # the new checker checks again
         assert children(daemon.pid) - before == children(daemon.pid) and len(children(daemon.pid)) == 1
@@ -220,3 +222,37 @@ async def test_daemons_of_a_killed_checker_are_killed_by_the_director(tmp_path):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert not any(alive(p) for p in recorded(pids)), "left running after the daemon stopped"
+
+
+async def test_a_daemonising_fork_bomb_is_cut_down_before_it_grows(tmp_path):
+    # a binary tree of daemons, each in a session of its own, each starting its two children
+    # 50 ms after it starts: 511 processes if nothing stops it; the checker kills each adopted
+    # generation as it appears, long before the tree is grown
+    pids = tmp_path / "pids"
+    tree = script(
+        tmp_path / "tree.sh",
+        f"echo $$ >> {pids}\n"
+        'if [ "$1" -gt 0 ]; then\n'
+        "  sleep 0.05\n"
+        f"  setsid {tmp_path}/tree.sh $(($1 - 1)) x </dev/null >/dev/null 2>&1 &\n"
+        f"  setsid {tmp_path}/tree.sh $(($1 - 1)) x </dev/null >/dev/null 2>&1 &\n"
+        "fi\n"
+        'if [ "$2" = top ]; then sleep 0.06; exit 0; fi\n'
+        "exec sleep 30\n",
+    )
+    spec = CheckSpec(type="external", interval=60, timeout=5, rise=1, fall=1, command=(str(tree), "8", "top"))
+    seen = []
+    checker = CheckerProcess(seen.append)
+    checker.update({"bomb": CheckTarget("bomb", "rs bomb", "10.0.0.1", 80, "10.0.0.2", 80, spec)})
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 1)
+        await asyncio.sleep(1.5)  # the tree would be whole after 0.5 s
+        started = recorded(pids)
+        assert len(started) < 100, len(started)
+        await wait_for(lambda: not any(alive(p) for p in recorded(pids)), timeout=5)
+    finally:
+        await checker.stop()
+        for pid in recorded(pids):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
