@@ -32,6 +32,7 @@ from typing import Any
 import re2
 from pydantic import BaseModel, ValidationError
 
+from checks.external import command_problem
 from checks.spec import CheckSpec
 from director.config.ha import parse_ha
 from director.config.issues import ConfigIssue, bounded, describe, quote
@@ -755,6 +756,11 @@ class _Builder:
             mine = [name for name in fields if name in own]
             if mine:
                 self.issue(base + (mine[0],), message)
+        if spec.type == "external" and spec.command and spec.command[0] and ("command" in own or not only_own):
+            # the checker refuses such a program at every run (a file deployed later is checked then)
+            problem = command_problem(spec.command[0], missing_ok=True)
+            if problem is not None:
+                self.issue(base + ("command",), bounded(problem, MAX_PATH_QUOTED + 80))
 
     # -- real servers and fallback
 

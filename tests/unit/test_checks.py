@@ -580,6 +580,40 @@ async def test_external_not_executable(tmp_path):
     assert result.reason == f"command not executable: {path}"
 
 
+async def test_external_program_others_could_replace_is_not_run(tmp_path):
+    # the checker runs as root: a script in a directory writable by all, or writable itself, could
+    # be anyone's code; a relative name or a directory is no program either
+    marker = tmp_path / "ran"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    cmd = script(shared, "check.sh", f"touch {marker}\nexit 0\n")
+    assert (await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)).ok
+    marker.unlink()
+    shared.chmod(0o777)
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)
+    assert (result.ok, result.reason) == (
+        False,
+        f"command not trusted: {shared} is writable by group or others (mode 0777)",
+    )
+    shared.chmod(0o1777)  # sticky, as /tmp: others cannot replace a file they do not own
+    assert (await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)).ok
+    marker.unlink()
+    cmd.chmod(0o777)
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)
+    assert result.reason == f"command not trusted: {cmd} is writable by group or others (mode 0777)"
+    link = tmp_path / "link"
+    link.symlink_to(cmd)  # a safe name for it does not help
+    result = await run_check(target(CheckSpec(type="external", command=(str(link),)), 80), None)
+    assert result.reason == f"command not trusted: {cmd} is writable by group or others (mode 0777)"
+    for command, reason in (
+        ("true", "command must be an absolute path, got 'true'"),
+        (str(shared), f"command not executable: {shared} is a directory"),
+    ):
+        result = await run_check(target(CheckSpec(type="external", command=(command,)), 80), None)
+        assert (result.ok, result.reason) == (False, reason)
+    assert not marker.exists()
+
+
 async def test_external_killed_by_signal(tmp_path):
     cmd = script(tmp_path, "segv.sh", "kill -SEGV $$\n")
     result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)
