@@ -116,9 +116,14 @@ ORPHAN_CHASE = 0.005
 FINAL_SWEEP = 2.0
 
 #: The child's entry point, run with ``python -I -c``: ``argv[1]`` is the directory holding
-#: the director's own `checks` package, the rest goes to `child_main`.
+#: the director's own `checks` package, the rest goes to `child_main`.  That package is loaded
+#: from there by its path alone: the directory is not put on the module path, where whatever
+#: else it holds would be found before the standard library (a ``json.py`` beside the package,
+#: a backport left in site-packages).
 _BOOTSTRAP = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "import sys, importlib.util as u; d = sys.argv[1] + '/checks'; "
+    "s = u.spec_from_file_location('checks', d + '/__init__.py', submodule_search_locations=[d]); "
+    "m = sys.modules['checks'] = u.module_from_spec(s); s.loader.exec_module(m); "
     "from checks.process import child_main; sys.exit(child_main(sys.argv[2:]))"
 )
 
