@@ -434,6 +434,8 @@ async def test_child_never_imports_a_checks_package_from_the_working_directory(p
     payload = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
     (evil / "__init__.py").write_text(payload)
     (evil / "process.py").write_text(payload)
+    # and a module of the standard library the child imports (PYTHONPATH comes before it)
+    (evil.parent / "pickle.py").write_text(payload)
     monkeypatch.chdir(evil.parent)
     monkeypatch.setenv("PYTHONPATH", str(evil.parent))
     try:

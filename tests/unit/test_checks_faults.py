@@ -130,10 +130,11 @@ async def test_abusive_commands_leave_no_process_and_no_descriptor(tmp_path, mon
 
 async def test_killed_checker_is_noticed_and_replaced_although_its_socket_stays_open(tmp_path, caplog):
     # the checker child's socket to the director is inherited by a process the child leaves
-    # behind (here its interpreter's wrapper starts it): end of file never comes; the death of
-    # the child must still be seen, logged and answered with a new child
+    # behind (here its interpreter's wrapper starts it, in a subshell that exits: the holder is
+    # not the child's own, which the child would kill, but in its session): end of file never
+    # comes; the death of the child must still be seen, logged and answered with a new child
     holder = tmp_path / "holder"
-    wrapper = script(tmp_path / "python", f'sleep 60 &\necho $! >> {holder}\nexec {sys.executable} "$@"\n')
+    wrapper = script(tmp_path / "python", f'(sleep 60 & echo $! >> {holder})\nexec {sys.executable} "$@"\n')
     targets, pids = abusive_targets(tmp_path)
     caplog.set_level(logging.INFO, logger="directord.checks")
     seen = []
