@@ -765,6 +765,47 @@ async def test_http_backtracking_body_regex_returns_promptly(session):
     assert out.decode().strip() == "False body does not match '(a+)+$'"
 
 
+#: An expect_body pattern of 934 RE2 instructions (under the limit of 1000) whose search of
+#: 64 KiB of random "a" and "b" takes RE2 half a second of CPU here (its DFA gives up).
+_SLOW_PATTERN = "(" + "|".join(f"[ab]{{{i}}}a[ab]{{{i}}}c" for i in range(1, 30)) + ")"
+
+
+async def test_http_slow_body_search_keeps_the_time_limit_and_the_loop(session):
+    # RE2 is linear in the body, but its slowest path grows with the pattern: searched on the
+    # event loop, such a search held every other check and outlasted the check's time limit
+    random = __import__("random").Random(1)
+    body = bytes(random.choice(b"ab") for _ in range(64 * 1024))
+    gaps = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with serve(HttpServer(body=body)) as srv:
+        ticks = asyncio.create_task(ticker())
+        try:
+            spec = CheckSpec(type="http", expect_body=_SLOW_PATTERN, timeout=0.15)
+            started = time.monotonic()
+            result = await run_check(target(spec, srv.port), session)
+            elapsed = time.monotonic() - started
+        finally:
+            ticks.cancel()
+    assert (result.ok, result.reason, result.timed_out) == (False, "timeout after 0.15 s", True)
+    assert elapsed < 0.3, elapsed
+    assert max(gaps) < 0.1, max(gaps)
+
+
+async def test_http_body_pattern_of_too_many_instructions_is_refused_without_request(session):
+    async with serve(HttpServer(body=b"ok")) as srv:
+        result = await run_check(target(CheckSpec(type="http", expect_body="x" * 1200), srv.port), session)
+        assert srv.connections == 0
+    assert (result.ok, result.reason) == (False, "bad expect_body regex: 1204 RE2 instructions; at most 1000")
+
+
 async def test_http_body_regex_re2_cannot_compile_is_a_failed_result_without_request(session):
     # RE2 has no lookaround nor backreferences: such a pattern fails the check, clearly
     async with serve(HttpServer(body=b"ok")) as srv:

@@ -867,6 +867,21 @@ def test_bad_regex():
     assert "use: missing ): ok( (it is matched with RE2" in issue.message
 
 
+def test_expect_body_of_too_many_instructions_is_refused():
+    # the checker's search time grows with the compiled pattern: a bound keeps it under a second
+    issue = only_issue(
+        """
+        virtual_services:
+          - address: 10.0.0.1
+            port: 80
+            check: {type: http, expect_body: "(?s).*a.{150}c"}
+        """
+    )
+    assert issue.field == "virtual_services[0].check.expect_body"
+    assert issue.message.startswith("expect_body compiles to 1063 RE2 instructions; at most 1000")
+    parse("virtual_services:\n  - {address: 10.0.0.1, port: 80, check: {type: http, expect_body: '(?s).*a.{100}c'}}\n")
+
+
 @pytest.mark.parametrize(
     ("check", "field", "text"),
     [
