@@ -20,8 +20,8 @@ Wire between the two: a Unix stream socket pair, frames of a 4-byte
 big-endian length followed by a pickle (`encode_frame`, `read_frame`); both
 ends are this same code, started by the director itself, so the pickles are
 trusted.  Director -> checker: ``("update", {id: CheckTarget})``,
-``("snapshot", request_id)``, ``("stop",)``.  Checker -> director:
-``("ready",)`` once its engine runs, ``("transition", Transition)``, ``("load", Load)`` when
+``("snapshot", request_id)``, ``("ping",)``, ``("stop",)``.  Checker -> director:
+``("ready",)`` once its engine runs, ``("pong",)``, ``("transition", Transition)``, ``("load", Load)`` when
 the cap on checks in flight starts or stops binding (`checks.engine.Load`),
 ``("snapshot", request_id, {id: HealthStatus}, more)``: a snapshot crosses in
 frames of at most `SNAPSHOT_CHUNK` targets, ``more`` true on all but the last,
@@ -40,6 +40,8 @@ in the child's session (its external checks' processes), starts a new one
 after `RESTART_DELAY` seconds and sends it the targets again; the
 real servers keep their last state until the new checker's first results
 (its first result per real server decides, as after a director restart).
+A child that is alive but answers nothing -- no frame for `HANG_LIMIT` seconds while pinged
+(stopped, deadlocked) -- is killed and replaced the same way, with its own log line.
 A process of an external check that left the child's session (a daemon,
 ``setsid``) and was still alive when the child died is re-parented to init
 and escapes that kill, unless the director is itself a child subreaper
@@ -99,6 +101,11 @@ MAX_FRAME = 256 * 1024 * 1024
 #: duration histogram, which doubled their decoding): decoding one takes about 1.5 ms here (30 ms in the
 #: emulated VM), and the director's loop runs between two frames.
 SNAPSHOT_CHUNK = 125
+
+#: Seconds a running checker child may go without sending a frame while it is pinged every
+#: third of that (``("ping",)``, answered by ``("pong",)``) before the director takes it for hung
+#: (stopped, deadlocked), kills it and starts another.
+HANG_LIMIT = 30.0
 
 #: Seconds a checker child has to exit after its socket reached end of file, before SIGKILL.
 EXIT_GRACE = 5.0
@@ -187,6 +194,8 @@ class CheckerProcess:
             ``directord.checks``); the daemon logs them as events instead.
         python: interpreter for the child, ``sys.executable`` by default.
         restart_delay: seconds before a dead child is replaced (`RESTART_DELAY`).
+        hang_limit: seconds a child that said ``ready`` may leave pings unanswered before it is
+            killed as hung and replaced (`HANG_LIMIT`).
         log_transitions: log each transition here (see ``on_transition``).
         on_load: called on the director's loop with the child's `checks.engine.Load` reports
             (its event loop fell behind, or caught up); without it they are logged here.
@@ -203,6 +212,7 @@ class CheckerProcess:
         *,
         python: str | None = None,
         restart_delay: float = RESTART_DELAY,
+        hang_limit: float = HANG_LIMIT,
         log_transitions: bool = True,
         on_load: Callable[[Load], None] | None = None,
         adopt_orphans: bool = False,
@@ -215,6 +225,8 @@ class CheckerProcess:
         self._log_transitions = log_transitions
         self._python = python or sys.executable
         self._restart_delay = restart_delay
+        self._hang_limit = hang_limit
+        self._last_frame = time.monotonic()  # when the current child last sent a frame
         self._targets: dict[Hashable, CheckTarget] = {}
         self._ids: dict[Hashable, int] = {}
         self._keys: dict[int, Hashable] = {}
@@ -507,8 +519,9 @@ class CheckerProcess:
         """
         frames = asyncio.ensure_future(self._read(reader))
         exited = asyncio.ensure_future(proc.wait())
+        watchdog = asyncio.ensure_future(self._watch(proc))
         try:
-            await asyncio.wait((frames, exited), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((frames, exited, watchdog), return_when=asyncio.FIRST_COMPLETED)
             if not exited.done():
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), EXIT_GRACE)
@@ -517,9 +530,9 @@ class CheckerProcess:
                     proc.kill()
             return await exited
         finally:
-            for task in (frames, exited):
+            for task in (frames, exited, watchdog):
                 task.cancel()
-            await asyncio.gather(frames, exited, return_exceptions=True)
+            await asyncio.gather(frames, exited, watchdog, return_exceptions=True)
 
     def _own_children(self) -> set[int]:
         return set() if self._proc is None else {self._proc.pid}
@@ -545,6 +558,28 @@ class CheckerProcess:
             if not self._spawning:
                 await self._kill_adopted(FINAL_SWEEP)
 
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Ping the child every third of ``hang_limit``; once it has said ``ready`` and then sent
+        nothing for ``hang_limit`` seconds, log it, kill it and return (its exit follows)."""
+        self._last_frame = time.monotonic()
+        while True:
+            await asyncio.sleep(self._hang_limit / 3)
+            silent = time.monotonic() - self._last_frame
+            if self._ready and silent > self._hang_limit:
+                log.error(
+                    "checker process %d has not answered for %.0f s (stopped or hung); killing it",
+                    proc.pid,
+                    silent,
+                )
+                proc.kill()
+                return
+            writer = self._writer
+            if self._ready and writer is not None and not writer.is_closing():
+                try:
+                    writer.write(encode_frame(("ping",)))
+                except (OSError, RuntimeError):
+                    pass
+
     async def _spawn_until_started(self) -> asyncio.StreamReader:
         """`_spawn`, again every ``restart_delay`` seconds while it raises OSError."""
         while True:
@@ -568,6 +603,7 @@ class CheckerProcess:
                 if self._proc is not None and self._proc.returncode is None:
                     self._proc.kill()
                 return
+            self._last_frame = time.monotonic()
             kind = message[0]
             if kind == "transition":
                 self._transition(message[1])
@@ -703,6 +739,8 @@ async def _serve(sock: socket.socket, subreaper: bool = False) -> None:
                     send(("snapshot", message[1], dict(items[start : start + SNAPSHOT_CHUNK]), more))
                 if not items:
                     send(("snapshot", message[1], {}, False))
+            elif kind == "ping":
+                send(("pong",))
             elif kind == "stop":
                 return
     finally:

@@ -257,3 +257,27 @@ async def test_a_daemonising_fork_bomb_is_cut_down_before_it_grows(tmp_path):
         for pid in recorded(pids):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_hung_checker_is_killed_and_replaced(tmp_path, caplog):
+    # a checker child that is alive but answers nothing (stopped here; deadlocked alike) used to
+    # freeze every real server's health for good, silently
+    targets, _ = abusive_targets(tmp_path)
+    caplog.set_level(logging.INFO, logger="directord.checks")
+    seen = []
+    checker = CheckerProcess(seen.append, restart_delay=0.1, hang_limit=1.5)
+    checker.update({"background": targets["background"]})
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 1 and checker._ready)
+        await asyncio.sleep(1.0)  # pinged and answering: left alone
+        first = checker.pid
+        assert first is not None and checker.restarts == 0
+        os.kill(first, signal.SIGSTOP)
+        await wait_for(lambda: checker.restarts == 1 and checker.pid not in (None, first), timeout=10)
+        assert f"checker process {first} has not answered for " in caplog.text
+        assert f"checker process {first} exited (status -9); starting another" in caplog.text
+        await wait_for(lambda: len(seen) == 2)  # the new child checks again
+        assert not alive(first)
+    finally:
+        await checker.stop()
