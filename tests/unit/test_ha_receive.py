@@ -125,6 +125,37 @@ def test_a_replayed_ack_is_old_not_accepted():
     assert node.counters["replay"] == 1 and node.counters["acks_received"] == 1
 
 
+def test_replayed_naks_and_rexmit_requests_are_neither_logged_nor_answered_per_datagram():
+    """An authentic NS_nak_rexmit or NS_rexmit of the peer's current generation carries no
+    seq: anybody on the link can replay one captured earlier. Each replayed nak logged an
+    ERROR (a thousand datagrams, a thousand lines), and each replayed request for a packet
+    out of our history sent an NS_nak_rexmit: a log flood and a reflector."""
+    node = node_up()
+    out = node.on_packet(status_pkt(3, "up"), "b", 0.60)  # seq 2 missing
+    nak = forge([("t", "NS_nak_rexmit"), ("firstseq", "2"), ("dest", "nodea"), ("info", "seqno too low")])
+    out = node.on_packet(nak, "b", 0.61)  # the peer gives seq 2 up: logged once
+    assert _logs(out).count("irretrievably lost packet") == 1 and node.counters["naks_received"] == 1
+    old = node.counters["old"]
+    out = []
+    for i in range(1000):
+        out += node.on_packet(nak, "b", 0.62 + i * 1e-4)
+    assert "irretrievably" not in _logs(out) and not [a for a in out if isinstance(a, Log)]
+    assert node.counters["naks_received"] == 1 and node.counters["old"] == old + 1000
+    # a request for seq 1, which our history no longer holds, replayed a thousand times
+    history = node._outbound.history
+    history.size = 1
+    t, target = 0.7, history.last_seq + 2
+    while history.last_seq < target:  # two more sent: only the last is kept
+        t += 0.05
+        node.on_tick(t)
+    assert len(history) == 1
+    request = forge([("t", "NS_rexmit"), ("dest", "nodea"), ("firstseq", "1"), ("lastseq", "1")], dest="nodea")
+    out = []
+    for i in range(1000):
+        out += node.on_packet(request, "b", t + i * 1e-4)  # 0.1 s: within one REXMIT_ACCEPT
+    assert _sent_types(out) == ["NS_nak_rexmit"] and node.counters["naks_sent"] == 1
+
+
 def test_acquisition_after_the_peers_standby_names_the_standby():
     sim = steady_pair()
     assert sim.holders() == {"nodea"}
