@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Union, cast
@@ -127,6 +128,9 @@ _NL_SYM = b"\x13"
 _STRUCT_SYMS = (20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 15, 16, 17, 18)
 _AUTH = "auth"
 _MAX_LEN_DIGITS = 6
+#: A MAC token: printable ASCII, no blank (checked by regex: a generator over the bytes
+#: was a fifth of the cost of rejecting a forged datagram).
+_MAC_TOKEN = re.compile(rb"[\x21-\x7e]+")
 _ENC = "utf-8"
 _ERRS = "surrogateescape"
 
@@ -800,7 +804,7 @@ def _parse_outer_auth(content: bytes) -> tuple[int, str]:
     idx, sep, mac = content.partition(b" ")
     if not sep or not idx.isdigit() or len(idx) > 3:
         raise _Bad(f"outer MAC {content[:40]!r} is not '<index> <hex>'")
-    if not mac or not all(0x21 <= c <= 0x7E for c in mac):
+    if _MAC_TOKEN.fullmatch(mac) is None:
         raise _Bad(f"outer MAC {content[:40]!r} has no printable MAC token")
     return int(idx), mac.decode("ascii")
 
@@ -934,7 +938,7 @@ def _text_signed(data: bytes) -> tuple[bytes, int, str]:
         raise BadAuth(f"message has {len(auths)} 'auth' fields")
     value = lines.pop(auths[0])[5:]
     idx, sep, mac = value.partition(b" ")
-    if not sep or not idx.isdigit() or len(idx) > 3 or not mac or not all(0x21 <= c <= 0x7E for c in mac):
+    if not sep or not idx.isdigit() or len(idx) > 3 or _MAC_TOKEN.fullmatch(mac) is None:
         raise BadAuth(f"inner 'auth' field {value[:40]!r} is not '<index> <hex>'")
     return b"\n".join(lines), int(idx), mac.decode("ascii")
 

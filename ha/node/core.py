@@ -176,6 +176,9 @@ class HeartbeatNode:
         self._deferred: deque[Callable[[], None]] = deque()
         self._now = 0.0
         self._due: float | None = None
+        #: `next_deadline()` as of the last `_finish` (None: not running): a datagram
+        #: dropped at admission changes no timer, so it need not recompute it
+        self._deadline: float | None = None
         self._log_times: dict[str, tuple[float, int]] = {}
 
     # ----------------------------------------------------------------- public entry points
@@ -199,13 +202,19 @@ class HeartbeatNode:
         """Process one received datagram from `source` (an address, for logs).
 
         Never raises: unusable packets are dropped and counted."""
+        stalls = self.counters["stalls"]
         self._begin(now)
         self.counters["received"] += 1
         try:
             if not self._running():
                 self.counters["ignored"] += 1
+            elif not self._receive(data, source) and self.counters["stalls"] == stalls and self._deadline is not None:
+                # dropped at admission: no state but counters changed, the timers stand
+                # (a flood of forged datagrams is rejected without recomputing them)
+                out, self._out = self._out, []
+                self._due = max(self._deadline, now)
+                return out
             else:
-                self._receive(data, source)
                 self._drain()
         except Exception as exc:  # a bug must not take the node down
             self.counters["internal_errors"] += 1
@@ -394,7 +403,9 @@ class HeartbeatNode:
     def _finish(self) -> list[Action]:
         out, self._out = self._out, []
         # lateness is measured from our last run, so a stall is counted once
-        self._due = max(self.next_deadline(), self._now) if self._running() else None
+        running = self._running()
+        self._deadline = self.next_deadline() if running else None
+        self._due = max(self._deadline, self._now) if self._deadline is not None else None
         return out
 
     def _drain(self) -> None:
@@ -474,7 +485,9 @@ class HeartbeatNode:
 
     # ------------------------------------------------------------------------ receiving
 
-    def _receive(self, data: bytes, source: str) -> None:
+    def _receive(self, data: bytes, source: str) -> bool:
+        """Handle one datagram; False if it was dropped at admission (`admit`: nothing
+        but counters, the per-source ledger and rate-limited logs changed)."""
         inbound = admit(data, source, self._keys, me=self._me, uuid=self.identity.uuid, peers=self._members.peers)
         if isinstance(inbound, Dropped):
             if inbound.per_source:
@@ -483,7 +496,7 @@ class HeartbeatNode:
                 self.counters[inbound.counter] += 1
             if inbound.log_key is not None:
                 self._log_limited(inbound.log_key, inbound.level, inbound.message)
-            return
+            return False
         msg, mtype, seq, gen, ts = inbound.msg, inbound.mtype, inbound.seq, inbound.gen, inbound.ts
         srcuuid = inbound.srcuuid
         peer = self._members.peers[inbound.peer_key]
@@ -498,21 +511,22 @@ class HeartbeatNode:
                 if not self._members.linksup:
                     self._check_comm_isup()
                 self._receiver.handle_noseq(peer, msg, mtype)
-            return
+            return True
 
         if mtype != "status" and self._receiver.from_dead(peer, gen):
             # a peer declared dead speaks again through its status first
             self.counters["from_dead"] += 1
-            return
+            return True
         result = self._receiver.sequence(peer, msg, mtype, seq, gen, ts)
         if result.new_gen:
             self._rsc.early_starting.discard(peer.key)
         if not result.keep:
-            return
+            return True
         self.counters["accepted"] += 1
         self._dispatch(peer, msg, mtype, seq, ts, restart=result.restart, healed=result.healed)
         if not self._members.linksup:
             self._check_comm_isup()
+        return True
 
     def _reject(self, source: str, reason: str) -> None:
         """Count a datagram dropped before it reached a peer, in total and per source address."""
