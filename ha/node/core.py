@@ -184,7 +184,8 @@ class HeartbeatNode:
     # ----------------------------------------------------------------- public entry points
 
     def start(self, now: float) -> list[Action]:
-        """Start heartbeating: three status messages (init, up, up).
+        """Start heartbeating: three status messages (init, up, up). A warning is
+        logged when authkeys has a crc index (it authenticates nothing).
 
         ``RuntimeError`` if called twice."""
         if self._started:
@@ -192,6 +193,15 @@ class HeartbeatNode:
         self._started = True
         self._begin(now)
         self._log(logging.INFO, f"heartbeat node {self.node} starting, generation {self.identity.generation}")
+        crc = sorted(i for i, m in self._keys.methods.items() if m.method == "crc")
+        if crc:
+            # a received packet is checked with the method of the index it names: one crc index is enough
+            self._log(
+                logging.WARNING,
+                f"{self._keys.path}: index {', '.join(map(str, crc))} uses crc, a checksum anybody can compute: "
+                "whoever can send to the heartbeat media can forge this cluster's messages and move its "
+                "resources; use sha1 unless the media are a private cable",
+            )
         self._members.start(now)  # initdead counts from our start
         self._rsc.table.release_all_at_start()
         self._outbound.start(now)

@@ -14,9 +14,14 @@ peer would (``test_ha_node.forge``).
 
 from __future__ import annotations
 
-from test_ha_node import KEYS, OTHER_KEYS, forge, new_node, status_pkt, steady_pair
+import logging
+import random
 
-from ha.node import MAX_REJECT_SOURCES, Acquire, Log, Send
+from test_ha_node import KEYS, OTHER_KEYS, UUIDS, forge, make_config, new_node, status_pkt, steady_pair
+
+from ha.auth import parse_authkeys
+from ha.model import NodeIdentity
+from ha.node import MAX_REJECT_SOURCES, Acquire, HeartbeatNode, Log, Send
 from ha.wire import decode_packet
 
 
@@ -82,6 +87,21 @@ def test_a_datagram_rejected_at_admission_does_not_recompute_the_timers(monkeypa
     calls.clear()
     node.on_packet(forged, "10.9.9.9:694", due + 5.0)  # the loop stalled for 5 s: counted, timers recomputed
     assert node.counters["stalls"] == 1 and calls == [1]
+
+
+def test_a_crc_index_in_authkeys_is_warned_about_at_start():
+    """crc is a checksum: with a crc index configured, a packet anybody forged is accepted
+    (here a status of nodeb's that nodeb never sent), so the node says so when it starts."""
+    crc_keys = parse_authkeys(b"auth 1\n1 sha1 secret\n2 crc\n", "/etc/ha.d/authkeys")
+    node = HeartbeatNode(make_config("nodea"), crc_keys, NodeIdentity(UUIDS["nodea"], 300), rng=random.Random(5))
+    out = node.start(0.0)
+    warnings = [a.message for a in out if isinstance(a, Log) and a.level == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("/etc/ha.d/authkeys: index 2 uses crc"), warnings
+    anybody = parse_authkeys(b"auth 2\n2 crc\n", "anybody")
+    forged = forge([("t", "status"), ("st", "active")], seq=1, hg=7, keys=anybody)
+    node.on_packet(forged, "10.9.9.9:694", 0.1)
+    assert node.counters["accepted"] == 1 and node.snapshot().peers[0].status == "active"
+    assert not [a for a in new_node().start(0.0) if isinstance(a, Log) and a.level >= logging.WARNING]
 
 
 def node_up():
