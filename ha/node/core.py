@@ -509,7 +509,7 @@ class HeartbeatNode:
     def _receive(self, data: bytes, source: str) -> bool:
         """Handle one datagram; False if it was dropped at admission (`admit`: nothing
         but counters, the per-source ledger and rate-limited logs changed)."""
-        kept = self._kept.get(data) if len(data) <= KEPT_MAX_BYTES else None
+        kept = self._kept.get(data) if isinstance(data, bytes) and len(data) <= KEPT_MAX_BYTES else None
         if kept is not None and not self._members.peers[kept[0]].dead:
             # a replay of a datagram we took: what `sequence` would say of it (a parse costs
             # ten times the rest; a replayed authentic status cost 150 us, a forged one 10 us)
@@ -552,7 +552,7 @@ class HeartbeatNode:
             self._kept.clear()
         if not result.keep:
             return True
-        if len(data) <= KEPT_MAX_BYTES:
+        if isinstance(data, bytes) and len(data) <= KEPT_MAX_BYTES:
             self._kept[data] = (peer.key, seq)
             if len(self._kept) > KEPT_PACKETS:
                 del self._kept[next(iter(self._kept))]

@@ -130,6 +130,9 @@ def test_a_replayed_authentic_datagram_is_old_or_duplicate_without_a_parse(monke
     node.on_packet(taken[3], "10.9.9.9:694", 0.71)
     assert node.counters["replay"] == 1 and node.counters["old"] == before["old"] + 500
     assert parses == [status_pkt(1, "up", hg=201), taken[3]]
+    # any bytes-like datagram, hashable or not, goes through
+    node.on_packet(bytearray(status_pkt(2, "up", hg=201)), "10.0.0.2:694", 0.72)
+    assert node.snapshot().peers[0].last_seq == 2 and node.counters["internal_errors"] == 0
 
 
 def node_up():
