@@ -153,6 +153,8 @@ class HeartbeatNode:
         #: datagrams (bytes) of the peers' current generations we kept -> (peer key, seq):
         #: the same bytes again are a duplicate or old, known without a MAC or a parse
         self._kept: dict[bytes, tuple[str, int]] = {}
+        #: where the datagram being handled came from (None outside `on_packet`)
+        self._source: str | None = None
         #: source address -> {"packets", per-reason counts, "last"}: see `rejected_sources`
         self.rejected_by_source: dict[str, dict[str, float]] = self._rejects.entries
 
@@ -228,7 +230,11 @@ class HeartbeatNode:
         try:
             if not self._running():
                 self.counters["ignored"] += 1
-            elif not self._receive(data, source) and self.counters["stalls"] == stalls and self._deadline is not None:
+            elif (
+                not self._receive_from(data, source)
+                and self.counters["stalls"] == stalls
+                and self._deadline is not None
+            ):
                 # dropped at admission: no state but counters changed, the timers stand
                 # (a flood of forged datagrams is rejected without recomputing them)
                 out, self._out = self._out, []
@@ -506,6 +512,13 @@ class HeartbeatNode:
 
     # ------------------------------------------------------------------------ receiving
 
+    def _receive_from(self, data: bytes, source: str) -> bool:
+        self._source = source
+        try:
+            return self._receive(data, source)
+        finally:
+            self._source = None
+
     def _receive(self, data: bytes, source: str) -> bool:
         """Handle one datagram; False if it was dropped at admission (`admit`: nothing
         but counters, the per-source ledger and rate-limited logs changed)."""
@@ -573,7 +586,8 @@ class HeartbeatNode:
         Returns ``[{"address": str, "packets": int, "<reason>": int, ...,
         "last_s": float}]``, at most `MAX_REJECT_SOURCES` entries; reasons are
         the counters ``bad_auth``, ``unknown_auth_index``, ``malformed``,
-        ``unknown_node``, ``name_conflict``; ``last_s`` is the seconds since the
+        ``unknown_node``, ``name_conflict`` and ``replay`` (an authentic packet
+        of a peer's earlier generation); ``last_s`` is the seconds since the
         last one (`now` is monotonic seconds).
         """
         return self._rejects.rows(now)
@@ -746,7 +760,10 @@ class _Host:
         self._node._deferred.append(fn)
 
     def count(self, counter: str, n: int = 1) -> None:
-        self._node.counters[counter] += n
+        node = self._node
+        node.counters[counter] += n
+        if counter == "replay" and node._source is not None:  # a replay of an earlier run: whose?
+            node._rejects.add(node._source, counter, node._now)
 
     def report(self, peer: Peer, status: str, reason: str) -> None:
         self._node._report(peer, status, reason)

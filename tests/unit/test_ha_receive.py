@@ -53,6 +53,18 @@ def test_rejected_datagrams_are_counted_per_source_address():
     assert sum(r["packets"] for r in node.rejected_sources(2.0)) == 6
 
 
+def test_replays_of_an_earlier_generation_are_counted_per_source_address():
+    """An authentic packet of the peer's earlier run is rejected as a replay: the table of
+    rejected datagrams says from where it came (it was counted in total only)."""
+    node = node_up()  # nodeb at generation 200
+    old_run = forge([("t", "status"), ("st", "up")], seq=9, hg=199)
+    for _ in range(3):
+        node.on_packet(old_run, "10.9.9.5:694", 1.0)
+    node.on_packet(forge([("t", "NS_ackmsg"), ("dest", "nodea"), ("ackseq", "1")], hg=199), "10.9.9.5:694", 1.5)
+    assert node.counters["replay"] == 4
+    assert node.rejected_sources(2.0) == [{"address": "10.9.9.5", "packets": 4, "replay": 4, "last_s": 0.5}]
+
+
 def test_the_per_source_table_is_bounded_and_keeps_the_busiest():
     node = node_up()
     for _ in range(50):
