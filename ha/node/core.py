@@ -32,6 +32,7 @@ from ha.node.api import (
     NodeSnapshot,
     PeerInfo,
     PeerStatus,
+    Send,
     Stopped,
     TimersLate,
 )
@@ -153,6 +154,9 @@ class HeartbeatNode:
         #: datagrams (bytes) of the peers' current generations we kept -> (peer key, seq):
         #: the same bytes again are a duplicate or old, known without a MAC or a parse
         self._kept: dict[bytes, tuple[str, int]] = {}
+        #: our own datagrams lately sent (as dict keys, oldest first): one coming back (our
+        #: broadcast, or anybody echoing it at us) is ours, known without a MAC or a parse
+        self._sent: dict[bytes, None] = {}
         #: where the datagram being handled came from (None outside `on_packet`)
         self._source: str | None = None
         #: source address -> {"packets", per-reason counts, "last"}: see `rejected_sources`
@@ -428,6 +432,11 @@ class HeartbeatNode:
 
     def _finish(self) -> list[Action]:
         out, self._out = self._out, []
+        for action in out:
+            if isinstance(action, Send) and len(action.payload) <= KEPT_MAX_BYTES:
+                self._sent[action.payload] = None
+                if len(self._sent) > KEPT_PACKETS:
+                    del self._sent[next(iter(self._sent))]
         # lateness is measured from our last run, so a stall is counted once
         running = self._running()
         self._deadline = self.next_deadline() if running else None
@@ -522,7 +531,12 @@ class HeartbeatNode:
     def _receive(self, data: bytes, source: str) -> bool:
         """Handle one datagram; False if it was dropped at admission (`admit`: nothing
         but counters, the per-source ledger and rate-limited logs changed)."""
-        kept = self._kept.get(data) if isinstance(data, bytes) and len(data) <= KEPT_MAX_BYTES else None
+        kept = None
+        if isinstance(data, bytes) and len(data) <= KEPT_MAX_BYTES:  # hashable, and cheap to hash
+            if data in self._sent:
+                self.counters["own"] += 1
+                return False
+            kept = self._kept.get(data)
         if kept is not None and not self._members.peers[kept[0]].dead:
             # a replay of a datagram we took: what `sequence` would say of it (a parse costs
             # ten times the rest; a replayed authentic status cost 150 us, a forged one 10 us)

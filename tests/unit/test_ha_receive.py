@@ -53,6 +53,27 @@ def test_rejected_datagrams_are_counted_per_source_address():
     assert sum(r["packets"] for r in node.rejected_sources(2.0)) == 6
 
 
+def test_our_own_datagrams_coming_back_are_known_without_a_parse(monkeypatch):
+    """Our broadcasts come back to us, and anybody can echo them at us: each is ours
+    (counted own) without a MAC or a parse (77 us each before, 1 us now)."""
+    import ha.wire as wire
+
+    node = node_up()
+    ours: list[bytes] = []
+    t = 0.5
+    while len(ours) < 5:
+        t += 0.05
+        ours += [a.payload for a in node.on_tick(t) if isinstance(a, Send)]
+    parses: list[bytes] = []
+    real = wire.parse_packet
+    monkeypatch.setattr(wire, "parse_packet", lambda data: parses.append(data) or real(data))
+    before = dict(node.counters)
+    for i in range(1000):
+        assert node.on_packet(ours[i % len(ours)], "10.9.9.9:694", t) == []
+    moved = {k: v - before[k] for k, v in node.counters.items() if v != before[k]}
+    assert moved == {"received": 1000, "own": 1000} and parses == [], (moved, len(parses))
+
+
 def test_replays_of_an_earlier_generation_are_counted_per_source_address():
     """An authentic packet of the peer's earlier run is rejected as a replay: the table of
     rejected datagrams says from where it came (it was counted in total only)."""
