@@ -21,6 +21,11 @@ process group gets ``SIGKILL`` (while the exited command is still an unreaped
 zombie, so its process group id cannot be reused), then the command is reaped.
 No process of the command that stayed in its group survives its check.
 
+The program must be named by an absolute path and be one no one but root (or
+the checker's own user) can replace (`command_problem`, checked before every
+run, as sshd's ``StrictModes`` checks the files it trusts): the checker runs it
+as root, so a script in a directory others can write would run their code.
+
 A process that leaves the group (``setsid``, ``setpgid``: a daemon) escapes the
 group kill.  The checker child (`checks.process`) makes itself a child
 subreaper (``PR_SET_CHILD_SUBREAPER``, prctl(2)), so such a process is adopted
@@ -33,13 +38,23 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import subprocess
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
 
-__all__ = ["check_external", "reap_orphans", "become_subreaper", "running_commands", "STDERR_TAIL", "MAX_OUTPUT"]
+__all__ = [
+    "check_external",
+    "command_problem",
+    "reap_orphans",
+    "become_subreaper",
+    "running_commands",
+    "STDERR_TAIL",
+    "MAX_OUTPUT",
+]
 
 #: Bytes of the command's stderr kept (the end of it) to find the last line.
 STDERR_TAIL = 4096
@@ -59,6 +74,62 @@ _running: set[int] = set()
 def running_commands() -> frozenset[int]:
     """Process ids of the external check commands running now in this process."""
     return frozenset(_running)
+
+
+def _unsafe(path: str, info: os.stat_result, euid: int) -> str | None:
+    """Why others could replace what ``path`` (``info``: its `os.stat`) holds, or ``None``."""
+    if info.st_uid not in (0, euid):
+        owners = "root" if euid == 0 else f"root or uid {euid}"
+        return f"{path} is owned by uid {info.st_uid}, not {owners}"
+    mode = stat.S_IMODE(info.st_mode)
+    sticky_dir = stat.S_ISDIR(info.st_mode) and mode & stat.S_ISVTX
+    if mode & 0o022 and not sticky_dir:
+        return f"{path} is writable by group or others (mode {mode:04o})"
+    return None
+
+
+def command_problem(path: str, *, missing_ok: bool = False) -> str | None:
+    """Why the checker must not run ``path`` as the program of an external check, or ``None``.
+
+    Refused, each with a reason naming the path: a path that is not absolute (the checker
+    runs from ``/`` without a ``PATH`` search); a missing file (unless ``missing_ok``: the
+    configuration may name a script deployed later); anything but an executable regular file;
+    and, as sshd's ``StrictModes``, a program others could replace: the file, or a directory
+    on its path (as written and after symbolic links are resolved), owned by a user other
+    than root or this process's effective user, the file writable by group or others, a
+    directory writable by group or others without the sticky bit (``/tmp`` is fine; a
+    directory of its own under it must be safe too).  A few ``stat`` calls; never raises.
+    """
+    if not os.path.isabs(path):
+        return f"command must be an absolute path, got {path!r}"
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None if missing_ok else f"command not found: {path}"
+    except OSError as exc:
+        return f"command not usable: {path}: {exc.strerror or exc}"
+    if stat.S_ISDIR(info.st_mode):
+        return f"command not executable: {path} is a directory"
+    if not stat.S_ISREG(info.st_mode) or not info.st_mode & 0o111:
+        return f"command not executable: {path}"
+    euid = os.geteuid()
+    real = os.path.realpath(path)
+    problem = _unsafe(real, info, euid)
+    if problem is not None:
+        return f"command not trusted: {problem}"
+    for start in (path, real):
+        parent = os.path.dirname(os.path.normpath(start))
+        while True:
+            try:
+                problem = _unsafe(parent, os.stat(parent), euid)
+            except OSError as exc:
+                return f"command not usable: {parent}: {exc.strerror or exc}"
+            if problem is not None:
+                return f"command not trusted: {problem}"
+            if parent == os.path.dirname(parent):
+                break
+            parent = os.path.dirname(parent)
+    return None
 
 
 def _last_line(data: bytes) -> str:
@@ -168,7 +239,9 @@ async def check_external(target: CheckTarget) -> tuple[bool, str]:
     Returns:
         ``(True, "exit 0")``, ``(False, "exit 1: <last stderr line>")``,
         ``(False, "killed by SIGSEGV")``, ``(False, "command not found: <path>")``,
-        ``(False, "command not executable: <path>")``, ``(False, "no command configured")``.
+        ``(False, "command not executable: <path>")``, ``(False, "no command configured")``,
+        ``(False, "command not trusted: <dir> is writable by group or others (mode 0777)")``
+        and the other reasons of `command_problem`.
 
     Raises:
         OSError: the command could not be started for another reason; the
@@ -181,6 +254,9 @@ async def check_external(target: CheckTarget) -> tuple[bool, str]:
     command = target.spec.command
     if not command:
         return False, "no command configured"
+    problem = command_problem(command[0])
+    if problem is not None:
+        return False, problem
     argv = (*command, target.vip or "", str(target.vport), target.rip, str(target.rport))
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()  # both close-on-exec; Popen puts write_fd on the command's fd 2
@@ -282,22 +358,27 @@ def _children() -> set[int]:
     return pids
 
 
-def reap_orphans() -> int:
+def reap_orphans(spare: Iterable[int] | None = None) -> int:
     """Kill and reap the processes this process adopted as a subreaper (`become_subreaper`).
 
-    Every child of this process that is not a running external check command
-    (`running_commands`) is a descendant of a command whose parent died: it
-    gets ``SIGKILL`` (its process group too when it leads one, as a daemon
-    that called ``setsid`` does) and is reaped if it has exited.  Its own
-    children are adopted in turn and handled by the next call.  Only for a
-    process that starts no children other than external check commands (the
-    checker child).  Never blocks.
+    Every child of this process that is not in ``spare`` (by default the
+    running external check commands, `running_commands`) is a descendant of a
+    process whose parent died: it gets ``SIGKILL`` (its process group too when
+    it leads one, as a daemon that called ``setsid`` does) and is reaped if it
+    has exited.  Its own children are adopted in turn and handled by the next
+    call.  Only for a process whose only children are the ones in ``spare``:
+    the checker child (its external check commands) and the director of
+    ``directord run`` (its checker child, `checks.process.CheckerProcess`).
+    Never blocks.
+
+    Args:
+        spare: process ids of this process's own children, left alone.
 
     Returns:
         The number of processes signalled or reaped.
     """
     count = 0
-    for pid in _children() - _running:
+    for pid in _children() - (_running if spare is None else set(spare)):
         # an unreaped child of ours: its pid (and a group it leads) cannot be reused meanwhile
         with contextlib.suppress(OSError):
             if os.getpgid(pid) == pid:

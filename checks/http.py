@@ -6,8 +6,14 @@ real server is up when the status is in ``spec.expect_status`` and, if
 ``spec.expect_body`` is set, the regular expression is found in the first
 64 KiB of the body.  ``expect_body`` is matched with RE2 (google-re2), whose
 time is linear in the body's length whatever the pattern: a pattern that
-backtracks catastrophically in Python's `re` cannot hold the checker.  RE2 has
-no backreferences nor lookaround; a pattern it cannot compile fails the check
+backtracks catastrophically in Python's `re` cannot hold the checker.  Its
+slowest path still grows with the compiled pattern (up to half a second for a
+64 KiB body at `checks.spec.MAX_BODY_PROGRAM` instructions), so a search that
+may take more than about a millisecond runs on a thread of its own (one, shared
+by all checks; RE2 releases the GIL): the event loop goes on and the check's
+time limit holds (a search still waiting for the thread when it fires is
+dropped).  RE2 has no backreferences nor lookaround; a pattern it cannot
+compile, or one of more instructions, fails the check
 (``"bad expect_body regex: ..."``) without a request.  Without ``expect_body`` the body is not read:
 the check ends with the status line and headers.
 
@@ -20,19 +26,29 @@ time limit is applied by the caller (`checks.base.run_check`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import aiohttp
 import re2
 
+from checks.spec import MAX_BODY_PROGRAM
+
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
 
-__all__ = ["check_http", "make_session", "build_url", "compile_body_pattern", "MAX_BODY", "USER_AGENT"]
+__all__ = ["check_http", "make_session", "build_url", "compile_body_pattern", "body_matches", "MAX_BODY", "USER_AGENT"]
 
 #: Bytes of the response body searched by ``expect_body`` (64 KiB).
 MAX_BODY = 64 * 1024
+
+#: Body bytes times pattern instructions up to which a body is searched on the event loop
+#: itself (a millisecond at worst); a larger search runs on the matcher thread.
+INLINE_SEARCH = 1 << 17
+
+_matcher: ThreadPoolExecutor | None = None
 
 #: User-Agent sent with every check, so real servers can tell checks apart in logs.
 USER_AGENT = "directord-healthcheck"
@@ -84,14 +100,39 @@ def compile_body_pattern(pattern: str) -> re2._Regexp | str:
 
     Returns:
         The compiled pattern, or, when RE2 cannot compile it (a syntax error,
-        a backreference, a lookaround, a pattern past RE2's memory budget), the
-        text of RE2's error.
+        a backreference, a lookaround, a pattern past RE2's memory budget) or it
+        compiles to more than `checks.spec.MAX_BODY_PROGRAM` instructions, the
+        text of the error.
     """
     try:
-        return re2.compile(pattern, _OPTIONS)
+        compiled = re2.compile(pattern, _OPTIONS)
     except re2.error as exc:
         detail = exc.args[0] if exc.args else exc
         return detail.decode("utf-8", errors="replace") if isinstance(detail, bytes) else str(detail)
+    if compiled.programsize > MAX_BODY_PROGRAM:
+        return f"{compiled.programsize} RE2 instructions; at most {MAX_BODY_PROGRAM}"
+    return compiled
+
+
+async def body_matches(pattern: re2._Regexp, body: str) -> bool:
+    """Whether ``pattern`` (from `compile_body_pattern`) is found in ``body``.
+
+    A search that may take more than about a millisecond (``len(body)`` times the pattern's
+    instructions above `INLINE_SEARCH`) runs on the matcher thread, so that the event loop
+    goes on and a cancellation (the check's time limit) ends the wait at once; a search that
+    has not started then is dropped, one that has runs to its end (bounded by
+    `checks.spec.MAX_BODY_PROGRAM`).
+    """
+    if len(body) * pattern.programsize <= INLINE_SEARCH:
+        return pattern.search(body) is not None
+    global _matcher
+    if _matcher is None:
+        _matcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expect_body")
+    return await asyncio.get_running_loop().run_in_executor(_matcher, _found, pattern, body)
+
+
+def _found(pattern: re2._Regexp, body: str) -> bool:
+    return pattern.search(body) is not None
 
 
 async def _read_prefix(response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -151,7 +192,7 @@ async def check_http(target: CheckTarget, session: aiohttp.ClientSession) -> tup
         if pattern is None:
             return True, f"HTTP {status}"
         body = await _read_prefix(response, MAX_BODY)
-        if pattern.search(body.decode("utf-8", errors="replace")) is None:
+        if not await body_matches(pattern, body.decode("utf-8", errors="replace")):
             return False, f"body does not match {spec.expect_body!r}"
         return True, f"HTTP {status}"
 

@@ -20,8 +20,8 @@ Wire between the two: a Unix stream socket pair, frames of a 4-byte
 big-endian length followed by a pickle (`encode_frame`, `read_frame`); both
 ends are this same code, started by the director itself, so the pickles are
 trusted.  Director -> checker: ``("update", {id: CheckTarget})``,
-``("snapshot", request_id)``, ``("stop",)``.  Checker -> director:
-``("ready",)`` once its engine runs, ``("transition", Transition)``, ``("load", Load)`` when
+``("snapshot", request_id)``, ``("ping",)``, ``("stop",)``.  Checker -> director:
+``("ready",)`` once its engine runs, ``("pong",)``, ``("transition", Transition)``, ``("load", Load)`` when
 the cap on checks in flight starts or stops binding (`checks.engine.Load`),
 ``("snapshot", request_id, {id: HealthStatus}, more)``: a snapshot crosses in
 frames of at most `SNAPSHOT_CHUNK` targets, ``more`` true on all but the last,
@@ -40,6 +40,13 @@ in the child's session (its external checks' processes), starts a new one
 after `RESTART_DELAY` seconds and sends it the targets again; the
 real servers keep their last state until the new checker's first results
 (its first result per real server decides, as after a director restart).
+A child that is alive but answers nothing -- no frame for `HANG_LIMIT` seconds while pinged
+(stopped, deadlocked) -- is killed and replaced the same way, with its own log line.
+A process of an external check that left the child's session (a daemon,
+``setsid``) and was still alive when the child died is re-parented to init
+and escapes that kill, unless the director is itself a child subreaper
+(``adopt_orphans``, which ``directord run`` sets): it then adopts such
+processes, kills them at once and sweeps for more every `ORPHAN_SWEEP` seconds.
 No child runs while there is nothing to check: the first targets start it.
 """
 
@@ -95,20 +102,35 @@ MAX_FRAME = 256 * 1024 * 1024
 #: emulated VM), and the director's loop runs between two frames.
 SNAPSHOT_CHUNK = 125
 
+#: Seconds a running checker child may go without sending a frame while it is pinged every
+#: third of that (``("ping",)``, answered by ``("pong",)``) before the director takes it for hung
+#: (stopped, deadlocked), kills it and starts another.
+HANG_LIMIT = 30.0
+
 #: Seconds a checker child has to exit after its socket reached end of file, before SIGKILL.
 EXIT_GRACE = 5.0
 
 #: Seconds between two sweeps of the checker child for processes its external checks left
 #: behind outside their process group (`checks.external.reap_orphans`).
-ORPHAN_SWEEP = 0.5
+ORPHAN_SWEEP = 0.1
+
+#: Seconds between two sweeps while the last one found something: a killed process's children
+#: are adopted at once and are the next sweep's, so a chain or a tree of daemons (a fork bomb
+#: that calls ``setsid``) loses a generation every few milliseconds, faster than it can grow.
+ORPHAN_CHASE = 0.005
 
 #: Most seconds the checker child spends at exit killing what its external checks left behind.
 FINAL_SWEEP = 2.0
 
 #: The child's entry point, run with ``python -I -c``: ``argv[1]`` is the directory holding
-#: the director's own `checks` package, the rest goes to `child_main`.
+#: the director's own `checks` package, the rest goes to `child_main`.  That package is loaded
+#: from there by its path alone: the directory is not put on the module path, where whatever
+#: else it holds would be found before the standard library (a ``json.py`` beside the package,
+#: a backport left in site-packages).
 _BOOTSTRAP = (
-    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "import sys, importlib.util as u; d = sys.argv[1] + '/checks'; "
+    "s = u.spec_from_file_location('checks', d + '/__init__.py', submodule_search_locations=[d]); "
+    "m = sys.modules['checks'] = u.module_from_spec(s); s.loader.exec_module(m); "
     "from checks.process import child_main; sys.exit(child_main(sys.argv[2:]))"
 )
 
@@ -172,9 +194,16 @@ class CheckerProcess:
             ``directord.checks``); the daemon logs them as events instead.
         python: interpreter for the child, ``sys.executable`` by default.
         restart_delay: seconds before a dead child is replaced (`RESTART_DELAY`).
+        hang_limit: seconds a child that said ``ready`` may leave pings unanswered before it is
+            killed as hung and replaced (`HANG_LIMIT`).
         log_transitions: log each transition here (see ``on_transition``).
         on_load: called on the director's loop with the child's `checks.engine.Load` reports
             (its event loop fell behind, or caught up); without it they are logged here.
+        adopt_orphans: make this process a child subreaper (``PR_SET_CHILD_SUBREAPER``) at
+            `start` and kill what it adopts: the processes external checks left behind when a
+            checker child died (`checks.external.reap_orphans`).  Only for a process that starts
+            no other children (the director of ``directord run``): every child but the checker
+            child gets ``SIGKILL``.
     """
 
     def __init__(
@@ -183,14 +212,21 @@ class CheckerProcess:
         *,
         python: str | None = None,
         restart_delay: float = RESTART_DELAY,
+        hang_limit: float = HANG_LIMIT,
         log_transitions: bool = True,
         on_load: Callable[[Load], None] | None = None,
+        adopt_orphans: bool = False,
     ) -> None:
         self._on_transition = on_transition
+        self._adopt_orphans = adopt_orphans
+        self._orphan_sweeper: asyncio.Task[None] | None = None
+        self._spawning = False  # a child is being started: its pid is not known yet
         self._on_load = on_load
         self._log_transitions = log_transitions
         self._python = python or sys.executable
         self._restart_delay = restart_delay
+        self._hang_limit = hang_limit
+        self._last_frame = time.monotonic()  # when the current child last sent a frame
         self._targets: dict[Hashable, CheckTarget] = {}
         self._ids: dict[Hashable, int] = {}
         self._keys: dict[int, Hashable] = {}
@@ -239,6 +275,10 @@ class CheckerProcess:
         if self._running:
             return
         self._running = True
+        if self._adopt_orphans and self._orphan_sweeper is None and become_subreaper():
+            self._orphan_sweeper = asyncio.get_running_loop().create_task(
+                self._sweep_orphans(), name="checker orphan sweep"
+            )
         if not self._targets:
             return
         try:
@@ -287,6 +327,11 @@ class CheckerProcess:
         for child in {proc, self._proc} - {None}:
             assert child is not None
             _kill_session(child.pid)
+        sweeper, self._orphan_sweeper = self._orphan_sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+            await self._kill_adopted(FINAL_SWEEP)
         self._disconnect()
 
     # --- targets -------------------------------------------------------------
@@ -370,6 +415,7 @@ class CheckerProcess:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         root = str(Path(__file__).resolve().parent.parent)
         level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+        self._spawning = True  # forked before its pid is known: no orphan sweep meanwhile
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 self._python,
@@ -389,6 +435,7 @@ class CheckerProcess:
             ours.close()
             raise
         finally:
+            self._spawning = False
             theirs.close()
         reader, self._writer = await asyncio.open_connection(sock=ours, limit=2**20)
         log.info("checker process %d started", self._proc.pid)
@@ -456,6 +503,8 @@ class CheckerProcess:
                     self._restart_delay,
                 )
             _kill_session(proc.pid)
+            if self._orphan_sweeper is not None:
+                await self._kill_adopted(FINAL_SWEEP)
             if not self._running:
                 return
             await asyncio.sleep(self._restart_delay)
@@ -470,8 +519,9 @@ class CheckerProcess:
         """
         frames = asyncio.ensure_future(self._read(reader))
         exited = asyncio.ensure_future(proc.wait())
+        watchdog = asyncio.ensure_future(self._watch(proc))
         try:
-            await asyncio.wait((frames, exited), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((frames, exited, watchdog), return_when=asyncio.FIRST_COMPLETED)
             if not exited.done():
                 try:
                     await asyncio.wait_for(asyncio.shield(exited), EXIT_GRACE)
@@ -480,9 +530,55 @@ class CheckerProcess:
                     proc.kill()
             return await exited
         finally:
-            for task in (frames, exited):
+            for task in (frames, exited, watchdog):
                 task.cancel()
-            await asyncio.gather(frames, exited, return_exceptions=True)
+            await asyncio.gather(frames, exited, watchdog, return_exceptions=True)
+
+    def _own_children(self) -> set[int]:
+        return set() if self._proc is None else {self._proc.pid}
+
+    async def _kill_adopted(self, limit: float) -> None:
+        """Kill what this process adopted (`adopt_orphans`) until none is left or ``limit``
+        seconds have passed; log how many."""
+        deadline = time.monotonic() + limit
+        count = 0
+        while not self._spawning:
+            killed = reap_orphans(self._own_children())
+            count += killed
+            if not killed or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(ORPHAN_CHASE)
+        if count:
+            log.warning("killed %d process(es) left behind by external checks outside the checker's session", count)
+
+    async def _sweep_orphans(self) -> None:
+        """Every `ORPHAN_SWEEP` seconds, kill what this process adopted (`adopt_orphans`)."""
+        while True:
+            await asyncio.sleep(ORPHAN_SWEEP)
+            if not self._spawning:
+                await self._kill_adopted(FINAL_SWEEP)
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """Ping the child every third of ``hang_limit``; once it has said ``ready`` and then sent
+        nothing for ``hang_limit`` seconds, log it, kill it and return (its exit follows)."""
+        self._last_frame = time.monotonic()
+        while True:
+            await asyncio.sleep(self._hang_limit / 3)
+            silent = time.monotonic() - self._last_frame
+            if self._ready and silent > self._hang_limit:
+                log.error(
+                    "checker process %d has not answered for %.0f s (stopped or hung); killing it",
+                    proc.pid,
+                    silent,
+                )
+                proc.kill()
+                return
+            writer = self._writer
+            if self._ready and writer is not None and not writer.is_closing():
+                try:
+                    writer.write(encode_frame(("ping",)))
+                except (OSError, RuntimeError):
+                    pass
 
     async def _spawn_until_started(self) -> asyncio.StreamReader:
         """`_spawn`, again every ``restart_delay`` seconds while it raises OSError."""
@@ -507,6 +603,7 @@ class CheckerProcess:
                 if self._proc is not None and self._proc.returncode is None:
                     self._proc.kill()
                 return
+            self._last_frame = time.monotonic()
             kind = message[0]
             if kind == "transition":
                 self._transition(message[1])
@@ -593,10 +690,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 async def _sweep_orphans(interval: float) -> None:
-    """Every ``interval`` seconds, kill what external checks left behind (`reap_orphans`)."""
+    """Every ``interval`` seconds, kill what external checks left behind (`reap_orphans`); while
+    a sweep finds some, sweep again after `ORPHAN_CHASE` seconds."""
     while True:
         await asyncio.sleep(interval)
-        reap_orphans()
+        while reap_orphans():
+            await asyncio.sleep(ORPHAN_CHASE)
 
 
 async def _final_sweep(limit: float) -> None:
@@ -640,6 +739,8 @@ async def _serve(sock: socket.socket, subreaper: bool = False) -> None:
                     send(("snapshot", message[1], dict(items[start : start + SNAPSHOT_CHUNK]), more))
                 if not items:
                     send(("snapshot", message[1], {}, False))
+            elif kind == "ping":
+                send(("pong",))
             elif kind == "stop":
                 return
     finally:

@@ -23,6 +23,12 @@ DEFAULT_TIMEOUT = 1.0  # seconds: hard bound on one whole check
 DEFAULT_RISE = 2  # consecutive successes to go up
 DEFAULT_FALL = 2  # consecutive failures to go down
 
+#: Most instructions of a compiled ``expect_body`` pattern (RE2's program size).  RE2's time is
+#: linear in the body, but its slowest path (when its DFA gives up) also grows with the program:
+#: about 7 ns per body byte and instruction here, so the longest search of a 64 KiB body is
+#: about half a second of CPU, which `checks.http` spends on a thread of its own.
+MAX_BODY_PROGRAM = 1000
+
 
 @dataclass(frozen=True)
 class CheckSpec:
@@ -52,8 +58,8 @@ class CheckSpec:
         expect_status: HTTP status codes counted as success.
         expect_body: a regular expression searched for in the first 64 KiB of
             the response body, with RE2 syntax and linear-time matching
-            (google-re2; no backreferences nor lookaround); ``None`` skips the
-            body test.
+            (google-re2; no backreferences nor lookaround), compiling to at
+            most `MAX_BODY_PROGRAM` instructions; ``None`` skips the body test.
         verify_tls: verify the server certificate for ``https``.
         command: argv of an ``external`` check; the engine appends
             VIP, virtual port, RIP and checked port as four more arguments

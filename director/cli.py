@@ -57,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     setup_logging(args.verbose, args.log_format)
-    return asyncio.run(Daemon(args.config, control_socket=args.control_socket).run())
+    return asyncio.run(Daemon(args.config, control_socket=args.control_socket, adopt_orphans=True).run())
 
 
 def cmd_check(args: argparse.Namespace) -> int:

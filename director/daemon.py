@@ -243,9 +243,13 @@ class Daemon:
     Args:
         config_path: path of the YAML configuration.
         control_socket: overrides the configuration's control socket path.
+        adopt_orphans: this process is the daemon's own (``directord run``), with no children
+            but the checker child: it adopts and kills what external checks leave behind when a
+            checker child dies (`checks.process.CheckerProcess`'s ``adopt_orphans``).  Not for a
+            daemon run inside another program, whose other children it would kill.
     """
 
-    def __init__(self, config_path: str, control_socket: str | None = None) -> None:
+    def __init__(self, config_path: str, control_socket: str | None = None, *, adopt_orphans: bool = False) -> None:
         self.config_path = config_path
         self._control_override = control_socket
         self.config: Config | None = None
@@ -256,7 +260,7 @@ class Daemon:
         self.events = EventBus(log=self._log_event)
         self.kernel = KernelIPVS()
         self.engine = CheckerProcess(  # transitions and load reports are logged as events
-            self._on_transition, log_transitions=False, on_load=self._on_load
+            self._on_transition, log_transitions=False, on_load=self._on_load, adopt_orphans=adopt_orphans
         )
         #: The operator's real-server states (`director.admin`), read from the state directory at start.
         self.admin = AdminStore(None)

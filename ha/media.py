@@ -112,6 +112,10 @@ class MediumSocket:
         sent / send_errors / received: counters.
         budget_exhausted: wake-ups that stopped reading at `RECEIVE_BUDGET`
             with datagrams possibly left in the socket (a flood).
+        copies_dropped: datagrams from a learned peer's address not delivered
+            because the same bytes were delivered lately (`seen_before`): about one
+            per broadcast of the peer's; far more means the same datagram came
+            over and over (a replay flood under the peer's address).
     """
 
     def __init__(self, medium: Medium, sock: socket.socket, destination: tuple[str, int]) -> None:
@@ -122,6 +126,7 @@ class MediumSocket:
         self.send_errors = 0
         self.received = 0
         self.budget_exhausted = 0
+        self.copies_dropped = 0
         #: (address, port) of an authenticated peer -> the socket connected to it
         self.peer_socks: dict[tuple[str, int], socket.socket] = {}
         self._recent: collections.deque[int] = collections.deque()
@@ -367,7 +372,10 @@ class Media:
                 log.debug("heartbeat medium %s: receive error: %s", describe(ms.medium), exc)
                 return
             if addr in ms.peer_socks and ms.seen_before(data):
-                continue  # the other copy of a broadcast, which the peer's own socket or the shared one had
+                ms.copies_dropped += (
+                    1  # the other copy of a broadcast, which the peer's own socket or the shared one had
+                )
+                continue
             ms.received += 1
             try:
                 self._on_packet(data, f"{addr[0]}:{addr[1]}")
@@ -392,7 +400,7 @@ class Media:
 
     def stats(self) -> list[dict]:
         """Per medium: ``{"medium", "destination", "sent", "send_errors", "received", "budget_exhausted",
-        "peer_sources"}``."""
+        "copies_dropped", "peer_sources"}`` (counts since start; `MediumSocket` says what each counts)."""
         return [
             {
                 "medium": describe(ms.medium),
@@ -401,6 +409,7 @@ class Media:
                 "send_errors": ms.send_errors,
                 "received": ms.received,
                 "budget_exhausted": ms.budget_exhausted,
+                "copies_dropped": ms.copies_dropped,
                 "peer_sources": [f"{a}:{p}" for a, p in ms.peer_socks],
             }
             for ms in self.sockets

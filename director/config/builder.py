@@ -32,7 +32,8 @@ from typing import Any
 import re2
 from pydantic import BaseModel, ValidationError
 
-from checks.spec import CheckSpec
+from checks.external import command_problem
+from checks.spec import MAX_BODY_PROGRAM, CheckSpec
 from director.config.ha import parse_ha
 from director.config.issues import ConfigIssue, bounded, describe, quote
 from director.config.located import Path, YamlMap, YamlSeq, field_path, locate
@@ -224,18 +225,24 @@ def re2_problem(pattern: str) -> str | None:
     body, so the pattern must be RE2 syntax (https://github.com/google/re2/wiki/Syntax):
     no backreferences (``\\1``), no lookahead or lookbehind (``(?=``, ``(?!``,
     ``(?<=``, ``(?<!``), no possessive or atomic groups.  At most
-    `MAX_EXPECT_BODY` characters.  Pure function; used by the loader and by
+    `MAX_EXPECT_BODY` characters, compiling to at most `checks.spec.MAX_BODY_PROGRAM`
+    instructions.  Pure function; used by the loader and by
     ``directord convert`` for ldirectord's ``receive=``.
     """
     if len(pattern) > MAX_EXPECT_BODY:
         return f"is {len(pattern)} characters long; at most {MAX_EXPECT_BODY}"
     try:
-        re2.compile(pattern, _RE2_OPTIONS)
+        compiled = re2.compile(pattern, _RE2_OPTIONS)
     except re2.error as err:
         reason = err.args[0].decode("utf-8", "replace") if err.args and isinstance(err.args[0], bytes) else str(err)
         return (
             f"is not a regular expression the checker can use: {bounded(reason, 120)} (it is matched "
             "with RE2 syntax: no backreferences, no lookahead or lookbehind)"
+        )
+    if compiled.programsize > MAX_BODY_PROGRAM:
+        return (
+            f"compiles to {compiled.programsize} RE2 instructions; at most {MAX_BODY_PROGRAM} (the time "
+            "to search a body grows with them): shorten it, or use fewer counted repetitions"
         )
     return None
 
@@ -755,6 +762,11 @@ class _Builder:
             mine = [name for name in fields if name in own]
             if mine:
                 self.issue(base + (mine[0],), message)
+        if spec.type == "external" and spec.command and spec.command[0] and ("command" in own or not only_own):
+            # the checker refuses such a program at every run (a file deployed later is checked then)
+            problem = command_problem(spec.command[0], missing_ok=True)
+            if problem is not None:
+                self.issue(base + ("command",), bounded(problem, MAX_PATH_QUOTED + 80))
 
     # -- real servers and fallback
 

@@ -3,7 +3,7 @@
 Run in the namespace of an intruder (``ip netns exec NS python -I FILE ...``):
 
     python -I director/lab/flood.py --packets FILE --dest ADDR [--port 694]
-        --seconds S [--rate N] [--max N] [--nice N]
+        --seconds S [--rate N] [--max N] [--nice N] [--source ADDR:PORT]
 
 ``FILE`` holds a JSON list of datagrams as hex strings (at most 1,000 are
 used, each at most 65,507 bytes: one UDP datagram).  Without ``--rate`` the
@@ -11,6 +11,11 @@ datagrams go as fast as one process can send them; with it, in bursts every
 20 ms at about N a second (a sender more than a second behind does not catch
 up).  ``ENOBUFS`` and other send errors are counted and the sender pauses
 0.5 ms.  Prints ``sent <n> errors <m>`` every 10 s and at the end.
+
+``--source ADDR:PORT`` sends from that address and port even when it is not
+the namespace's own (``IP_TRANSPARENT``, needs ``CAP_NET_ADMIN``): an
+intruder spoofing a director's heartbeat address, so that its datagrams
+reach the queue a node keeps for that peer. For lab namespaces only.
 
 The module imports nothing of directord's, so it runs as a file under
 ``python -I`` with whatever copy of the project started it.
@@ -65,6 +70,10 @@ def load_packets(path: str | os.PathLike[str]) -> list[bytes]:
     return packets
 
 
+#: ``IP_TRANSPARENT`` (linux/in.h): bind to an address that is not ours.
+_IP_TRANSPARENT = 19
+
+
 def flood(
     packets: Sequence[bytes],
     dest: tuple[str, int],
@@ -73,13 +82,16 @@ def flood(
     limit: int = 10_000_000,
     report: Callable[[int, int], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    source: tuple[str, int] | None = None,
 ) -> tuple[int, int]:
     """Send ``packets`` in turn to ``dest`` (broadcast allowed) for ``seconds`` seconds or until
     ``limit`` are sent; at about ``rate`` a second, or as fast as possible when ``None``.
-    ``report(sent, errors)`` is called every 10 s.  Returns ``(sent, errors)``.
+    ``report(sent, errors)`` is called every 10 s.  With ``source`` (address, port), the
+    datagrams leave from there, ours or not (``IP_TRANSPARENT``).  Returns ``(sent, errors)``.
 
     Raises:
         ValueError: no packets, or ``rate`` outside 1..`MAX_RATE`.
+        OSError: ``source`` cannot be bound (no ``CAP_NET_ADMIN``, port in use).
     """
     if not packets:
         raise ValueError("no datagram to send")
@@ -89,6 +101,10 @@ def flood(
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        if source is not None:
+            s.setsockopt(socket.SOL_IP, _IP_TRANSPARENT, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(source)
         per_slot = limit if rate is None else max(1, round(rate * SLOT))
         start = clock()
         end, next_slot, next_report = start + seconds, start, start + 10.0
@@ -131,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=None, help="datagrams a second (default: as fast as possible)")
     ap.add_argument("--max", type=int, default=10_000_000, help="stop after this many datagrams")
     ap.add_argument("--nice", type=int, default=0, help="nice increment of the flooder (0-19)")
+    ap.add_argument("--source", default=None, help="ADDR:PORT to send from, ours or not (spoofing)")
     a = ap.parse_args(argv)
     if not 0 < a.seconds <= MAX_SECONDS:
         ap.error(f"--seconds must be within 0..{MAX_SECONDS}")
@@ -138,6 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--port must be within 1..65535")
     if a.rate is not None and not 1 <= a.rate <= MAX_RATE:
         ap.error(f"--rate must be within 1..{MAX_RATE}")
+    source = None
+    if a.source is not None:
+        address, _, port = a.source.rpartition(":")
+        if not address or not port.isdigit() or not 1 <= int(port) <= 65535:
+            ap.error(f"--source must be ADDR:PORT, not {a.source!r}")
+        source = (address, int(port))
     if a.nice:
         os.nice(max(0, min(19, a.nice)))
     try:
@@ -149,7 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def report(sent: int, errors: int) -> None:
         print(f"sent {sent} errors {errors}", flush=True)
 
-    sent, errors = flood(packets, (a.dest, a.port), a.seconds, a.rate, max(1, a.max), report)
+    try:
+        sent, errors = flood(packets, (a.dest, a.port), a.seconds, a.rate, max(1, a.max), report, source=source)
+    except OSError as exc:
+        print(f"flood.py: cannot send from {a.source}: {exc}", file=sys.stderr)
+        return 2
     report(sent, errors)
     return 0
 

@@ -129,7 +129,7 @@ COUNTERS = (
     "name_conflict",  # our node name with another uuid
     "replay",  # lower generation than known: "attempted replay attack"
     "duplicate",  # same seq as the last one
-    "old",  # older seq not missing, or stale status
+    "old",  # older seq not missing, stale status, ack or nak of nothing new
     "not_for_us",  # addressed to another node
     "from_dead",  # non-status packet from a peer declared dead
     "ignored",  # received while not running

@@ -32,6 +32,7 @@ from ha.node.api import (
     NodeSnapshot,
     PeerInfo,
     PeerStatus,
+    Send,
     Stopped,
     TimersLate,
 )
@@ -68,6 +69,13 @@ def _default_loadavg() -> str:
 
 
 # --- the node --------------------------------------------------------------------------------
+
+
+#: Datagrams of the peers kept (accepted) that the node remembers, so that the same bytes
+#: again are dropped without a MAC or a parse (a replay flood of a captured status) ...
+KEPT_PACKETS = 256
+#: ... when at most this long (a status is 300-600 bytes).
+KEPT_MAX_BYTES = 2048
 
 
 class HeartbeatNode:
@@ -143,6 +151,14 @@ class HeartbeatNode:
 
         self.counters: dict[str, int] = {name: 0 for name in COUNTERS}
         self._rejects = RejectLedger()
+        #: datagrams (bytes) of the peers' current generations we kept -> (peer key, seq):
+        #: the same bytes again are a duplicate or old, known without a MAC or a parse
+        self._kept: dict[bytes, tuple[str, int]] = {}
+        #: our own datagrams lately sent (as dict keys, oldest first): one coming back (our
+        #: broadcast, or anybody echoing it at us) is ours, known without a MAC or a parse
+        self._sent: dict[bytes, None] = {}
+        #: where the datagram being handled came from (None outside `on_packet`)
+        self._source: str | None = None
         #: source address -> {"packets", per-reason counts, "last"}: see `rejected_sources`
         self.rejected_by_source: dict[str, dict[str, float]] = self._rejects.entries
 
@@ -176,12 +192,16 @@ class HeartbeatNode:
         self._deferred: deque[Callable[[], None]] = deque()
         self._now = 0.0
         self._due: float | None = None
+        #: `next_deadline()` as of the last `_finish` (None: not running): a datagram
+        #: dropped at admission changes no timer, so it need not recompute it
+        self._deadline: float | None = None
         self._log_times: dict[str, tuple[float, int]] = {}
 
     # ----------------------------------------------------------------- public entry points
 
     def start(self, now: float) -> list[Action]:
-        """Start heartbeating: three status messages (init, up, up).
+        """Start heartbeating: three status messages (init, up, up). A warning is
+        logged when authkeys has a crc index (it authenticates nothing).
 
         ``RuntimeError`` if called twice."""
         if self._started:
@@ -189,6 +209,15 @@ class HeartbeatNode:
         self._started = True
         self._begin(now)
         self._log(logging.INFO, f"heartbeat node {self.node} starting, generation {self.identity.generation}")
+        crc = sorted(i for i, m in self._keys.methods.items() if m.method == "crc")
+        if crc:
+            # a received packet is checked with the method of the index it names: one crc index is enough
+            self._log(
+                logging.WARNING,
+                f"{self._keys.path}: index {', '.join(map(str, crc))} uses crc, a checksum anybody can compute: "
+                "whoever can send to the heartbeat media can forge this cluster's messages and move its "
+                "resources; use sha1 unless the media are a private cable",
+            )
         self._members.start(now)  # initdead counts from our start
         self._rsc.table.release_all_at_start()
         self._outbound.start(now)
@@ -199,13 +228,23 @@ class HeartbeatNode:
         """Process one received datagram from `source` (an address, for logs).
 
         Never raises: unusable packets are dropped and counted."""
+        stalls = self.counters["stalls"]
         self._begin(now)
         self.counters["received"] += 1
         try:
             if not self._running():
                 self.counters["ignored"] += 1
+            elif (
+                not self._receive_from(data, source)
+                and self.counters["stalls"] == stalls
+                and self._deadline is not None
+            ):
+                # dropped at admission: no state but counters changed, the timers stand
+                # (a flood of forged datagrams is rejected without recomputing them)
+                out, self._out = self._out, []
+                self._due = max(self._deadline, now)
+                return out
             else:
-                self._receive(data, source)
                 self._drain()
         except Exception as exc:  # a bug must not take the node down
             self.counters["internal_errors"] += 1
@@ -393,8 +432,15 @@ class HeartbeatNode:
 
     def _finish(self) -> list[Action]:
         out, self._out = self._out, []
+        for action in out:
+            if isinstance(action, Send) and len(action.payload) <= KEPT_MAX_BYTES:
+                self._sent[action.payload] = None
+                if len(self._sent) > KEPT_PACKETS:
+                    del self._sent[next(iter(self._sent))]
         # lateness is measured from our last run, so a stall is counted once
-        self._due = max(self.next_deadline(), self._now) if self._running() else None
+        running = self._running()
+        self._deadline = self.next_deadline() if running else None
+        self._due = max(self._deadline, self._now) if self._deadline is not None else None
         return out
 
     def _drain(self) -> None:
@@ -471,10 +517,32 @@ class HeartbeatNode:
         self._rsc.recover_dead_resources(peer)
         peer.forget()
         self._receiver.forget(peer)
+        self._kept.clear()
 
     # ------------------------------------------------------------------------ receiving
 
-    def _receive(self, data: bytes, source: str) -> None:
+    def _receive_from(self, data: bytes, source: str) -> bool:
+        self._source = source
+        try:
+            return self._receive(data, source)
+        finally:
+            self._source = None
+
+    def _receive(self, data: bytes, source: str) -> bool:
+        """Handle one datagram; False if it was dropped at admission (`admit`: nothing
+        but counters, the per-source ledger and rate-limited logs changed)."""
+        kept = None
+        if isinstance(data, bytes) and len(data) <= KEPT_MAX_BYTES:  # hashable, and cheap to hash
+            if data in self._sent:
+                self.counters["own"] += 1
+                return False
+            kept = self._kept.get(data)
+        if kept is not None and not self._members.peers[kept[0]].dead:
+            # a replay of a datagram we took: what `sequence` would say of it (a parse costs
+            # ten times the rest; a replayed authentic status cost 150 us, a forged one 10 us)
+            key, seq = kept
+            self.counters["duplicate" if seq == self._receiver.streams[key].last_seq else "old"] += 1
+            return False
         inbound = admit(data, source, self._keys, me=self._me, uuid=self.identity.uuid, peers=self._members.peers)
         if isinstance(inbound, Dropped):
             if inbound.per_source:
@@ -483,7 +551,7 @@ class HeartbeatNode:
                 self.counters[inbound.counter] += 1
             if inbound.log_key is not None:
                 self._log_limited(inbound.log_key, inbound.level, inbound.message)
-            return
+            return False
         msg, mtype, seq, gen, ts = inbound.msg, inbound.mtype, inbound.seq, inbound.gen, inbound.ts
         srcuuid = inbound.srcuuid
         peer = self._members.peers[inbound.peer_key]
@@ -498,21 +566,28 @@ class HeartbeatNode:
                 if not self._members.linksup:
                     self._check_comm_isup()
                 self._receiver.handle_noseq(peer, msg, mtype)
-            return
+            return True
 
         if mtype != "status" and self._receiver.from_dead(peer, gen):
             # a peer declared dead speaks again through its status first
             self.counters["from_dead"] += 1
-            return
+            return True
         result = self._receiver.sequence(peer, msg, mtype, seq, gen, ts)
         if result.new_gen:
             self._rsc.early_starting.discard(peer.key)
+        if result.new_gen or result.healed:  # the peer's sequence tracking started over
+            self._kept.clear()
         if not result.keep:
-            return
+            return True
+        if isinstance(data, bytes) and len(data) <= KEPT_MAX_BYTES:
+            self._kept[data] = (peer.key, seq)
+            if len(self._kept) > KEPT_PACKETS:
+                del self._kept[next(iter(self._kept))]
         self.counters["accepted"] += 1
         self._dispatch(peer, msg, mtype, seq, ts, restart=result.restart, healed=result.healed)
         if not self._members.linksup:
             self._check_comm_isup()
+        return True
 
     def _reject(self, source: str, reason: str) -> None:
         """Count a datagram dropped before it reached a peer, in total and per source address."""
@@ -525,7 +600,8 @@ class HeartbeatNode:
         Returns ``[{"address": str, "packets": int, "<reason>": int, ...,
         "last_s": float}]``, at most `MAX_REJECT_SOURCES` entries; reasons are
         the counters ``bad_auth``, ``unknown_auth_index``, ``malformed``,
-        ``unknown_node``, ``name_conflict``; ``last_s`` is the seconds since the
+        ``unknown_node``, ``name_conflict`` and ``replay`` (an authentic packet
+        of a peer's earlier generation); ``last_s`` is the seconds since the
         last one (`now` is monotonic seconds).
         """
         return self._rejects.rows(now)
@@ -698,7 +774,10 @@ class _Host:
         self._node._deferred.append(fn)
 
     def count(self, counter: str, n: int = 1) -> None:
-        self._node.counters[counter] += n
+        node = self._node
+        node.counters[counter] += n
+        if counter == "replay" and node._source is not None:  # a replay of an earlier run: whose?
+            node._rejects.add(node._source, counter, node._now)
 
     def report(self, peer: Peer, status: str, reason: str) -> None:
         self._node._report(peer, status, reason)

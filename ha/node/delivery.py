@@ -103,6 +103,8 @@ class SendHistory:
         self.last_seq = 0
         self._packets: dict[int, _Sent] = {}
         self._order: deque[int] = deque()
+        #: seq -> when we last refused it (NS_nak_rexmit), monotonic; pruned in `answer`
+        self._refused: dict[int, float] = {}
 
     def next_seq(self) -> int:
         """Give out the next sequence number (the packet is then `record`ed)."""
@@ -127,28 +129,36 @@ class SendHistory:
             first, last: the requested range (``firstseq``/``lastseq``, 1 <= first <= last).
             acked: the highest of our packets this peer acknowledged; those are skipped.
             now: monotonic seconds; a packet resent less than `REXMIT_ACCEPT`
-                seconds ago is skipped (and does not count against the batch).
+                seconds ago is skipped (and does not count against the batch);
+                one refused less than `REXMIT_ACCEPT` seconds ago is not refused
+                again (and counts against the batch), so a replayed request
+                cannot make us send a refusal per datagram.
 
-        At most `MAX_REXMIT_BATCH` answers. A packet no longer in the history
-        is refused: ``seqno too low`` below the oldest one kept, else ``seqno
-        not found`` (heartbeat.c's ``nak_rexmit`` reasons).
+        At most `MAX_REXMIT_BATCH` answers; the work is bounded by the batch and
+        the history, not by the range or `acked`. A packet no longer in the
+        history is refused: ``seqno too low`` below the oldest one kept, else
+        ``seqno not found`` (heartbeat.c's ``nak_rexmit`` reasons).
         """
         low = self._order[0] if self._order else self.last_seq + 1
         answers: list[Retransmission] = []
         beyond = None
         count = 0
-        seq = first
+        seq = max(first, acked + 1)
+        if len(self._refused) > 4 * MAX_REXMIT_BATCH:
+            self._refused = {s: t for s, t in self._refused.items() if now - t < REXMIT_ACCEPT}
+            if len(self._refused) > 4 * MAX_REXMIT_BATCH:
+                self._refused.clear()
         while seq <= last and count < MAX_REXMIT_BATCH:
-            if seq <= acked:
-                seq += 1
-                continue
             if seq > self.last_seq:
                 beyond = seq
                 break
             entry = self._packets.get(seq)
             count += 1
             if entry is None:
-                answers.append(Retransmission(seq, None, "seqno too low" if seq < low else "seqno not found"))
+                refused = self._refused.get(seq)
+                if refused is None or now - refused >= REXMIT_ACCEPT:
+                    self._refused[seq] = now
+                    answers.append(Retransmission(seq, None, "seqno too low" if seq < low else "seqno not found"))
             elif entry.resent is not None and now - entry.resent < REXMIT_ACCEPT:
                 count -= 1
             else:

@@ -118,8 +118,9 @@ class Receiver:
 
     def accept_noseq(self, peer: Peer, msg: Message, mtype: str, gen: int) -> bool:
         """Check an ``NS_*`` message (no sequence number) from `peer`. An
-        ``NS_nak_rexmit`` is handled here. Returns True when accepted (counted):
-        then call `handle_noseq`."""
+        ``NS_nak_rexmit`` is handled here: it gives up a packet still missing
+        (logged), else it is old news (a replay: counted ``old``, not logged).
+        Returns True when accepted (counted): then call `handle_noseq`."""
         stream = self.streams[peer.key]
         if check_generation(stream.generation, gen, status=False) == Generation.REPLAY:
             # no seq to check, but the generation still tells a replay of an old run
@@ -135,9 +136,13 @@ class Receiver:
             if not nseq:
                 self._host.count("malformed")
                 return False
+            fill = stream.fill(nseq, self._outbound.flow_control)
+            if fill is None:  # not missing: a replay, or an answer to a request already filled
+                self._host.count("old")
+                return False
             self._host.count("naks_received")
             self._host.log(logging.ERROR, f"irretrievably lost packet: node {peer.name} seq {nseq}")
-            self._filled(peer, stream.fill(nseq, self._outbound.flow_control))
+            self._filled(peer, fill)
             return False
         dest = msg.get("dest")
         if dest is not None and dest.lower() != self._me:

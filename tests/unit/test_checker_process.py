@@ -3,12 +3,14 @@
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import pickle
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 
@@ -17,6 +19,7 @@ import pytest
 from checks.base import CheckResult, CheckTarget
 from checks.engine import CHECK_DURATION_BUCKETS, HealthEngine, HealthStatus
 from checks.process import (
+    _BOOTSTRAP,
     LOG_FORMAT,
     LOOP_ENV,
     MAX_FRAME,
@@ -431,6 +434,8 @@ async def test_child_never_imports_a_checks_package_from_the_working_directory(p
     payload = f"open({str(marker)!r}, 'a').write(__name__ + '\\n')\n"
     (evil / "__init__.py").write_text(payload)
     (evil / "process.py").write_text(payload)
+    # and a module of the standard library the child imports (PYTHONPATH comes before it)
+    (evil.parent / "pickle.py").write_text(payload)
     monkeypatch.chdir(evil.parent)
     monkeypatch.setenv("PYTHONPATH", str(evil.parent))
     try:
@@ -439,6 +444,27 @@ async def test_child_never_imports_a_checks_package_from_the_working_directory(p
             assert os.readlink(f"/proc/{checker.pid}/cwd") == "/"
     finally:
         assert not marker.exists(), f"imported from the working directory: {marker.read_text()}"
+
+
+def test_the_childs_entry_point_puts_nothing_before_the_standard_library(tmp_path):
+    # the directory of the director's `checks` package (site-packages, or a source tree) is not put
+    # on the module path: a module beside the package must not shadow the standard library's
+    root = tmp_path / "root"
+    (root / "checks").mkdir(parents=True)
+    (root / "checks" / "__init__.py").write_text("")
+    (root / "checks" / "helper.py").write_text("WHERE = __file__\n")
+    (root / "checks" / "process.py").write_text(
+        "import json, sys\nfrom checks.helper import WHERE\n"
+        "def child_main(argv):\n    print(json.__file__, WHERE, argv)\n    return 0\n"
+    )
+    (root / "json.py").write_text("raise SystemExit('json.py beside the package was imported')\n")
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _BOOTSTRAP, str(root), "7"], cwd="/", capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    stdlib_json, helper, argv = result.stdout.split(" ", 2)
+    assert stdlib_json == json.__file__ and helper == str(root / "checks" / "helper.py")
+    assert argv.strip() == "['7']"
 
 
 async def test_a_large_update_is_encoded_off_the_loop(ports):

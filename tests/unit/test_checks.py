@@ -580,6 +580,40 @@ async def test_external_not_executable(tmp_path):
     assert result.reason == f"command not executable: {path}"
 
 
+async def test_external_program_others_could_replace_is_not_run(tmp_path):
+    # the checker runs as root: a script in a directory writable by all, or writable itself, could
+    # be anyone's code; a relative name or a directory is no program either
+    marker = tmp_path / "ran"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    cmd = script(shared, "check.sh", f"touch {marker}\nexit 0\n")
+    assert (await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)).ok
+    marker.unlink()
+    shared.chmod(0o777)
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)
+    assert (result.ok, result.reason) == (
+        False,
+        f"command not trusted: {shared} is writable by group or others (mode 0777)",
+    )
+    shared.chmod(0o1777)  # sticky, as /tmp: others cannot replace a file they do not own
+    assert (await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)).ok
+    marker.unlink()
+    cmd.chmod(0o777)
+    result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)
+    assert result.reason == f"command not trusted: {cmd} is writable by group or others (mode 0777)"
+    link = tmp_path / "link"
+    link.symlink_to(cmd)  # a safe name for it does not help
+    result = await run_check(target(CheckSpec(type="external", command=(str(link),)), 80), None)
+    assert result.reason == f"command not trusted: {cmd} is writable by group or others (mode 0777)"
+    for command, reason in (
+        ("true", "command must be an absolute path, got 'true'"),
+        (str(shared), f"command not executable: {shared} is a directory"),
+    ):
+        result = await run_check(target(CheckSpec(type="external", command=(command,)), 80), None)
+        assert (result.ok, result.reason) == (False, reason)
+    assert not marker.exists()
+
+
 async def test_external_killed_by_signal(tmp_path):
     cmd = script(tmp_path, "segv.sh", "kill -SEGV $$\n")
     result = await run_check(target(CheckSpec(type="external", command=(str(cmd),)), 80), None)
@@ -749,6 +783,47 @@ async def test_http_backtracking_body_regex_returns_promptly(session):
             await proc.wait()
             pytest.fail("the check did not return in 30 s")
     assert out.decode().strip() == "False body does not match '(a+)+$'"
+
+
+#: An expect_body pattern of 934 RE2 instructions (under the limit of 1000) whose search of
+#: 64 KiB of random "a" and "b" takes RE2 half a second of CPU here (its DFA gives up).
+_SLOW_PATTERN = "(" + "|".join(f"[ab]{{{i}}}a[ab]{{{i}}}c" for i in range(1, 30)) + ")"
+
+
+async def test_http_slow_body_search_keeps_the_time_limit_and_the_loop(session):
+    # RE2 is linear in the body, but its slowest path grows with the pattern: searched on the
+    # event loop, such a search held every other check and outlasted the check's time limit
+    random = __import__("random").Random(1)
+    body = bytes(random.choice(b"ab") for _ in range(64 * 1024))
+    gaps = []
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.005)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    async with serve(HttpServer(body=body)) as srv:
+        ticks = asyncio.create_task(ticker())
+        try:
+            spec = CheckSpec(type="http", expect_body=_SLOW_PATTERN, timeout=0.15)
+            started = time.monotonic()
+            result = await run_check(target(spec, srv.port), session)
+            elapsed = time.monotonic() - started
+        finally:
+            ticks.cancel()
+    assert (result.ok, result.reason, result.timed_out) == (False, "timeout after 0.15 s", True)
+    assert elapsed < 0.3, elapsed
+    assert max(gaps) < 0.1, max(gaps)
+
+
+async def test_http_body_pattern_of_too_many_instructions_is_refused_without_request(session):
+    async with serve(HttpServer(body=b"ok")) as srv:
+        result = await run_check(target(CheckSpec(type="http", expect_body="x" * 1200), srv.port), session)
+        assert srv.connections == 0
+    assert (result.ok, result.reason) == (False, "bad expect_body regex: 1204 RE2 instructions; at most 1000")
 
 
 async def test_http_body_regex_re2_cannot_compile_is_a_failed_result_without_request(session):

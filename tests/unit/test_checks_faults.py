@@ -130,10 +130,11 @@ async def test_abusive_commands_leave_no_process_and_no_descriptor(tmp_path, mon
 
 async def test_killed_checker_is_noticed_and_replaced_although_its_socket_stays_open(tmp_path, caplog):
     # the checker child's socket to the director is inherited by a process the child leaves
-    # behind (here its interpreter's wrapper starts it): end of file never comes; the death of
-    # the child must still be seen, logged and answered with a new child
+    # behind (here its interpreter's wrapper starts it, in a subshell that exits: the holder is
+    # not the child's own, which the child would kill, but in its session): end of file never
+    # comes; the death of the child must still be seen, logged and answered with a new child
     holder = tmp_path / "holder"
-    wrapper = script(tmp_path / "python", f'sleep 60 &\necho $! >> {holder}\nexec {sys.executable} "$@"\n')
+    wrapper = script(tmp_path / "python", f'(sleep 60 & echo $! >> {holder})\nexec {sys.executable} "$@"\n')
     targets, pids = abusive_targets(tmp_path)
     caplog.set_level(logging.INFO, logger="directord.checks")
     seen = []
@@ -157,3 +158,126 @@ async def test_killed_checker_is_noticed_and_replaced_although_its_socket_stays_
     finally:
         await checker.stop()
     await wait_for(lambda: not any(alive(p) for p in recorded(pids) | recorded(holder)), timeout=5)
+
+
+DAEMON_CONFIG = """\
+global:
+  reconcile_interval: 5
+virtual_services:
+  - name: chain
+    address: 127.0.0.100
+    port: 80
+    forwarding: nat
+    check: {{type: external, command: [{command}, "6"], interval: 60, timeout: 5, rise: 1, fall: 1}}
+    real_servers:
+      - {{address: 127.0.0.1, port: 8001}}
+"""
+
+
+def children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as fh:
+            found.update(int(p) for p in fh.read().split())
+    return found
+
+
+async def test_daemons_of_a_killed_checker_are_killed_by_the_director(tmp_path):
+    # an external check that daemonises a chain of processes, each in a session of its own (out
+    # of the checker's session, which the director kills when the checker dies), and exits 3 s
+    # later: the checker would adopt and kill the chain then; SIGKILLed before, the chain is
+    # re-parented when the command is killed, to init unless the director of `directord run`
+    # adopts it
+    pids = tmp_path / "pids"
+    chain = script(
+        tmp_path / "chain.sh",
+        f"echo $$ >> {pids}\n"
+        f'if [ "$1" -gt 0 ]; then setsid {tmp_path}/chain.sh $(($1 - 1)) </dev/null >/dev/null 2>&1 & fi\n'
+        'if [ "$1" = 6 ]; then sleep 3; exit 0; fi\nexec sleep 60\n',
+    )
+    cfg = tmp_path / "directord.yaml"
+    cfg.write_text(DAEMON_CONFIG.format(command=chain))
+    log = tmp_path / "daemon.log"
+    source = str(Path(__file__).resolve().parents[2])
+    with open(log, "wb") as out:
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "director.cli", "run", "-c", str(cfg), "--control-socket", str(tmp_path / "sock"),
+            env={**os.environ, "PYTHONPATH": source}, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        await wait_for(lambda: len(recorded(pids)) == 7, timeout=30)  # the whole chain runs
+        (checker,) = children(daemon.pid)
+        before = recorded(pids)
+        os.kill(checker, signal.SIGKILL)
+        await wait_for(lambda: "exited (status -9)" in log.read_text(), timeout=10)
+        # what the dead checker left is gone long before the chain's 60 s, without a zombie left
+        # in the director
+        await wait_for(lambda: not any(alive(p) for p in before), timeout=5)
+        await wait_for(lambda: len(recorded(pids)) == 14, timeout=10)  # the new checker checks again
+        assert children(daemon.pid) - before == children(daemon.pid) and len(children(daemon.pid)) == 1
+        assert "left behind by external checks outside the checker's session" in log.read_text()
+    finally:
+        daemon.terminate()
+        await asyncio.wait_for(daemon.wait(), 15)
+        for pid in recorded(pids):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not any(alive(p) for p in recorded(pids)), "left running after the daemon stopped"
+
+
+async def test_a_daemonising_fork_bomb_is_cut_down_before_it_grows(tmp_path):
+    # a binary tree of daemons, each in a session of its own, each starting its two children
+    # 50 ms after it starts: 511 processes if nothing stops it; the checker kills each adopted
+    # generation as it appears, long before the tree is grown
+    pids = tmp_path / "pids"
+    tree = script(
+        tmp_path / "tree.sh",
+        f"echo $$ >> {pids}\n"
+        'if [ "$1" -gt 0 ]; then\n'
+        "  sleep 0.05\n"
+        f"  setsid {tmp_path}/tree.sh $(($1 - 1)) x </dev/null >/dev/null 2>&1 &\n"
+        f"  setsid {tmp_path}/tree.sh $(($1 - 1)) x </dev/null >/dev/null 2>&1 &\n"
+        "fi\n"
+        'if [ "$2" = top ]; then sleep 0.06; exit 0; fi\n'
+        "exec sleep 30\n",
+    )
+    spec = CheckSpec(type="external", interval=60, timeout=5, rise=1, fall=1, command=(str(tree), "8", "top"))
+    seen = []
+    checker = CheckerProcess(seen.append)
+    checker.update({"bomb": CheckTarget("bomb", "rs bomb", "10.0.0.1", 80, "10.0.0.2", 80, spec)})
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 1)
+        await asyncio.sleep(1.5)  # the tree would be whole after 0.5 s
+        started = recorded(pids)
+        assert len(started) < 100, len(started)
+        await wait_for(lambda: not any(alive(p) for p in recorded(pids)), timeout=5)
+    finally:
+        await checker.stop()
+        for pid in recorded(pids):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+async def test_a_hung_checker_is_killed_and_replaced(tmp_path, caplog):
+    # a checker child that is alive but answers nothing (stopped here; deadlocked alike) used to
+    # freeze every real server's health for good, silently
+    targets, _ = abusive_targets(tmp_path)
+    caplog.set_level(logging.INFO, logger="directord.checks")
+    seen = []
+    checker = CheckerProcess(seen.append, restart_delay=0.1, hang_limit=1.5)
+    checker.update({"background": targets["background"]})
+    await checker.start()
+    try:
+        await wait_for(lambda: len(seen) == 1 and checker._ready)
+        await asyncio.sleep(1.0)  # pinged and answering: left alone
+        first = checker.pid
+        assert first is not None and checker.restarts == 0
+        os.kill(first, signal.SIGSTOP)
+        await wait_for(lambda: checker.restarts == 1 and checker.pid not in (None, first), timeout=10)
+        assert f"checker process {first} has not answered for " in caplog.text
+        assert f"checker process {first} exited (status -9); starting another" in caplog.text
+        await wait_for(lambda: len(seen) == 2)  # the new child checks again
+        assert not alive(first)
+    finally:
+        await checker.stop()

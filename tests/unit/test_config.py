@@ -867,6 +867,21 @@ def test_bad_regex():
     assert "use: missing ): ok( (it is matched with RE2" in issue.message
 
 
+def test_expect_body_of_too_many_instructions_is_refused():
+    # the checker's search time grows with the compiled pattern: a bound keeps it under a second
+    issue = only_issue(
+        """
+        virtual_services:
+          - address: 10.0.0.1
+            port: 80
+            check: {type: http, expect_body: "(?s).*a.{150}c"}
+        """
+    )
+    assert issue.field == "virtual_services[0].check.expect_body"
+    assert issue.message.startswith("expect_body compiles to 1063 RE2 instructions; at most 1000")
+    parse("virtual_services:\n  - {address: 10.0.0.1, port: 80, check: {type: http, expect_body: '(?s).*a.{100}c'}}\n")
+
+
 @pytest.mark.parametrize(
     ("check", "field", "text"),
     [
@@ -895,6 +910,45 @@ def test_check_field_rules(check, field, text):
     assert issue.line == 4
     assert issue.field == f"virtual_services[0].check.{field}"
     assert text in issue.message
+
+
+def test_external_command_must_be_absolute_and_safe(tmp_path):
+    """The checker runs the program as root: a relative name (PATH search, working directory), a
+    directory, a file others can replace (in a directory writable by all, or writable itself)
+    is refused; a program not deployed yet is accepted (the checker refuses it while missing)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    for name in ("check", "writable"):
+        (shared / name).write_text("#!/bin/sh\nexit 0\n")
+    (shared / "check").chmod(0o755)
+    safe = tmp_path / "safe"
+    safe.mkdir()
+    (safe / "check").write_text("#!/bin/sh\nexit 0\n")
+    (safe / "check").chmod(0o755)
+    (safe / "writable").write_text("#!/bin/sh\nexit 0\n")
+    (safe / "writable").chmod(0o757)
+    cases = {
+        "check-port": "command must be an absolute path, got 'check-port'",
+        "bin/check": "command must be an absolute path, got 'bin/check'",
+        str(safe): f"command not executable: {safe} is a directory",
+        str(shared / "check"): f"command not trusted: {shared} is writable by group or others (mode 0777)",
+        str(safe / "writable"): f"command not trusted: {safe / 'writable'} is writable by group or others (mode 0757)",
+    }
+    for command, text in cases.items():
+        issue = only_issue(
+            f"""
+            virtual_services:
+              - address: 10.0.0.1
+                port: 80
+                check: {{type: external, command: ["{command}", "-v"]}}
+            """
+        )
+        assert (issue.line, issue.field) == (4, "virtual_services[0].check.command"), issue
+        assert issue.message == text
+    for command in (safe / "check", tmp_path / "not-yet-deployed"):
+        check = f"{{type: external, command: [{command}]}}"
+        parse(f"virtual_services:\n  - {{address: 10.0.0.1, port: 80, check: {check}}}\n")
 
 
 def test_service_check_problem_reported_once_not_per_real_server():

@@ -9,12 +9,17 @@ UDP 694: forged statuses (a real packet signed with the wrong key), 60 KB
 text-framed datagrams of 4,000 fields and 60 KB netstring datagrams under a
 made-up MAC (what used to cost a parse of 50-200 ms each), garbage, and
 replays of the pair's own authentic packets (current and older generation).
+A second intruder process spoofs dir1's heartbeat address and port (niced, as
+an attacker on another host takes no CPU of the directors): its forged
+datagrams, all different, land in the queue dir2 keeps for dir1's own
+datagrams, which a flood from any other source never reaches.
 
 Asserted: the VIP never leaves dir1 and never sits on both; neither daemon
 sees a keepalive interval above the deadtime or its peer leave (intervals
 above warntime are printed: on a loaded 2-core CI machine a process can be
 off the CPU for a few hundred ms); the flood really arrived (thousands of datagrams rejected, counted per
-source address in ``directord status``, the intruder's address first).
+source address in ``directord status``, the intruder's address first; on dir2, thousands
+more under dir1's address).
 """
 
 from __future__ import annotations
@@ -79,6 +84,11 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
             ]
             batch = tmp_path / "packets.json"
             flood_module.write_packets(batch, packets)
+            # as dir1: more distinct datagrams than the 512 a node remembers to deliver a broadcast once
+            spoofed = [resign(current, wrong, seq=b"%x" % (seq + 1 + i)) for i in range(600)]
+            spoofed += [many_ns[:-41] + b"%040x" % i + b"," for i in range(20)]
+            spoofed_batch = tmp_path / "spoofed.json"
+            flood_module.write_packets(spoofed_batch, spoofed)
             d1.past_startup_bonus()
             d2.past_startup_bonus()
             before = {d.role: d.status()["counters"] for d in dirs}
@@ -100,32 +110,30 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
                             ]
                         )
                     )
+                flooder = [sys.executable, "-I", flood_module.__file__, "--dest", lab.hb_broadcast]
+                flooder += ["--seconds", str(FLOOD_SECONDS), "--max", "2000000"]
+                intruder = ["ip", "netns", "exec", lab.ns("intruder")]
+                spoofer = subprocess.Popen(
+                    [*intruder, *flooder, "--packets", str(spoofed_batch), "--nice", "19"]
+                    + ["--source", f"{lab.hb_addr['dir1']}:694"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                procs.append(spoofer)
                 flood = subprocess.run(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        lab.ns("intruder"),
-                        sys.executable,
-                        "-I",
-                        flood_module.__file__,
-                        "--packets",
-                        str(batch),
-                        "--dest",
-                        lab.hb_broadcast,
-                        "--seconds",
-                        str(FLOOD_SECONDS),
-                        "--max",
-                        "2000000",
-                    ],
+                    [*intruder, *flooder, "--packets", str(batch)],
                     capture_output=True,
                     text=True,
                     timeout=FLOOD_SECONDS + 30,
                 )
                 assert flood.returncode == 0, flood.stderr
+                spoofed_out, spoofed_err = spoofer.communicate(timeout=30)
+                assert spoofer.returncode == 0, spoofed_err
                 time.sleep(1.0)  # roles keep still after the flood too
                 assert vips.seen(t0) == {ONLY1}, vips.seen(t0)
             sent = int(flood.stdout.split()[-3])  # the last "sent N errors M"
+            sent_spoofed = int(spoofed_out.split()[-3])
             after = {d.role: d.status() for d in dirs}
             for d in dirs:
                 doc = after[d.role]
@@ -133,7 +141,9 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
                 delta = {k: c[k] - before[d.role][k] for k in c}
                 rejected = delta["bad_auth"] + delta["malformed"]
                 print(
-                    f"\n{d.role}: flood sent {sent}, rejected {rejected}, replays {delta['replay']}, "
+                    f"\n{d.role}: flood sent {sent} (+{sent_spoofed} as dir1), rejected {rejected}, "
+                    f"by source {[(r['address'], r['packets']) for r in doc['rejected_sources']]}, "
+                    f"replays {delta['replay']}, "
                     f"old/dup {delta['old'] + delta['duplicate']}, late heartbeats {delta['late_heartbeats']}, "
                     f"media {doc['media']}"
                 )
@@ -142,8 +152,16 @@ def test_a_flood_of_hostile_datagrams_changes_nothing(tmp_path: Path):
                 assert "(> deadtime)" not in log_text and " is dead" not in log_text, log_text[-3000:]
                 assert delta["internal_errors"] == 0
                 assert doc["state"] == "active" and doc["peers"][0]["status"] == "active", doc
-                top = doc["rejected_sources"][0]
-                assert top["address"] == lab.hb_addr["intruder"] and top["packets"] >= rejected, doc["rejected_sources"]
+                by_source = {r["address"]: r["packets"] for r in doc["rejected_sources"]}
+                assert by_source[lab.hb_addr["intruder"]] > 2000, doc["rejected_sources"]
+                peer = "dir2" if d.role == "dir1" else "dir1"
+                assert doc["media"][0]["peer_sources"] == [f"{lab.hb_addr[peer]}:694"], doc["media"]
+            # dir1 drops datagrams from its own address at the kernel (a martian); dir2 takes them in
+            # through the queue it keeps for dir1, whose keepalives came through all the same
+            assert after["dir2"]["rejected_sources"][0]["address"] in (lab.hb_addr["intruder"], lab.hb_addr["dir1"])
+            spoofed_seen = {r["address"]: r["packets"] for r in after["dir2"]["rejected_sources"]}
+            assert spoofed_seen.get(lab.hb_addr["dir1"], 0) > 1000, (sent_spoofed, after["dir2"]["rejected_sources"])
+            assert lab.hb_addr["dir1"] not in {r["address"] for r in after["dir1"]["rejected_sources"]}
             assert after["dir1"]["groups"][0]["held"] and not after["dir2"]["groups"][0]["held"]
             wait_for(
                 lambda: all(d.status()["peers"][0]["last_heard_s"] < 0.5 for d in dirs),

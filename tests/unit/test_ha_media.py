@@ -359,11 +359,20 @@ def test_a_peer_learned_with_datagrams_queued_loses_none_and_duplicates_none(pai
         for i in range(3):
             peer.sendto(b"after %d" % i, (BRD, PORT))
         await asyncio.sleep(0.5)
+        info["after"] = media.stats()[0]["copies_dropped"]
+        for _ in range(100):  # one datagram over and over (a replay under the peer's address)
+            peer.sendto(b"again", (BRD, PORT))
+        await asyncio.sleep(0.5)
+        info["again"] = media.stats()[0]["copies_dropped"]
         media.close()
         peer.close()
 
+    info: dict = {}
     rx = run_in(b, receiver)
     rx.join(15)
     assert rx.error is None, rx.error
     from_peer = sorted(d for d, src in got if src == f"{A_ADDR}:6941")
-    assert from_peer == sorted([b"queued %d" % i for i in range(3)] + [b"after %d" % i for i in range(3)])
+    assert from_peer == sorted([b"queued %d" % i for i in range(3)] + [b"again"] + [b"after %d" % i for i in range(3)])
+    # each broadcast after learn_peer reached both sockets: one copy dropped each; the repeated
+    # datagram, delivered once, is counted 199 times (it was invisible in status before)
+    assert (info["after"], info["again"]) == (3, 3 + 199), info

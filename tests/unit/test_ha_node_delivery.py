@@ -5,6 +5,7 @@ requests and answers, acks, the reorder window and the generation checks
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -95,6 +96,40 @@ def test_a_seq_missing_inside_the_history_is_not_found():
     h2.next_seq()
     h2.record(h2.next_seq(), b"three")
     assert h2.answer(2, 2, 0, now=0.0).answers == (Retransmission(2, None, "seqno not found"),)
+
+
+def test_a_packet_is_refused_at_most_once_per_rexmit_accept_seconds():
+    """A replayed request for a packet out of the history gets one NS_nak_rexmit per
+    REXMIT_ACCEPT, not one per datagram; refusals skipped count against the batch."""
+    h = history_of(10, size=3)  # 1..7 are out of the history
+    assert [(a.seq, a.reason) for a in h.answer(2, 2, 0, now=50.0).answers] == [(2, "seqno too low")]
+    for i in range(1000):
+        assert h.answer(2, 2, 0, now=50.0 + i * REXMIT_ACCEPT / 1000).answers == ()
+    assert [a.seq for a in h.answer(2, 2, 0, now=50.0 + REXMIT_ACCEPT).answers] == [2]
+    assert len(h.answer(1, 7, 0, now=60.0).answers) == 7
+    assert [a.seq for a in h.answer(1, 10, 0, now=60.1).answers] == [8, 9, 10]
+    big = history_of(2 * MAX_REXMIT_BATCH, size=3)
+    assert len(big.answer(1, MAX_REXMIT_BATCH, 0, now=0.0).answers) == MAX_REXMIT_BATCH
+    assert big.answer(1, 2 * MAX_REXMIT_BATCH, 0, now=0.1).answers == ()  # the batch went to the skipped ones
+    # the memory of refusals stays bounded whatever is asked
+    for first in range(1, 100_000, 7):
+        h.answer(first, first + 6, 0, now=70.0)
+    assert len(h._refused) <= 4 * MAX_REXMIT_BATCH + MAX_REXMIT_BATCH
+
+
+def test_answering_a_huge_range_costs_the_batch_not_the_range():
+    """A request from seq 1 after a long run (everything up to `acked` acknowledged) starts
+    past `acked`: it did one step per acknowledged seq (10 million here, seconds of the loop)."""
+    h = SendHistory()
+    h.last_seq = 10_000_000  # a long run: 500 packets kept
+    for _ in range(5):
+        h.record(h.next_seq(), b"late")
+    t0 = time.process_time()
+    answer = h.answer(1, 2**62, acked=10_000_002, now=0.0)
+    spent = time.process_time() - t0
+    assert [a.seq for a in answer.answers] == [10_000_003, 10_000_004, 10_000_005]
+    assert answer.beyond == 10_000_006
+    assert spent < 0.05, spent
 
 
 def test_an_empty_history_refuses_nothing_it_never_sent():

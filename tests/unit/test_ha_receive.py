@@ -14,9 +14,14 @@ peer would (``test_ha_node.forge``).
 
 from __future__ import annotations
 
-from test_ha_node import KEYS, OTHER_KEYS, forge, new_node, status_pkt, steady_pair
+import logging
+import random
 
-from ha.node import MAX_REJECT_SOURCES, Acquire, Log, Send
+from test_ha_node import KEYS, OTHER_KEYS, UUIDS, forge, make_config, new_node, status_pkt, steady_pair
+
+from ha.auth import parse_authkeys
+from ha.model import NodeIdentity
+from ha.node import MAX_REJECT_SOURCES, Acquire, HeartbeatNode, Log, Send
 from ha.wire import decode_packet
 
 
@@ -48,6 +53,39 @@ def test_rejected_datagrams_are_counted_per_source_address():
     assert sum(r["packets"] for r in node.rejected_sources(2.0)) == 6
 
 
+def test_our_own_datagrams_coming_back_are_known_without_a_parse(monkeypatch):
+    """Our broadcasts come back to us, and anybody can echo them at us: each is ours
+    (counted own) without a MAC or a parse (77 us each before, 1 us now)."""
+    import ha.wire as wire
+
+    node = node_up()
+    ours: list[bytes] = []
+    t = 0.5
+    while len(ours) < 5:
+        t += 0.05
+        ours += [a.payload for a in node.on_tick(t) if isinstance(a, Send)]
+    parses: list[bytes] = []
+    real = wire.parse_packet
+    monkeypatch.setattr(wire, "parse_packet", lambda data: parses.append(data) or real(data))
+    before = dict(node.counters)
+    for i in range(1000):
+        assert node.on_packet(ours[i % len(ours)], "10.9.9.9:694", t) == []
+    moved = {k: v - before[k] for k, v in node.counters.items() if v != before[k]}
+    assert moved == {"received": 1000, "own": 1000} and parses == [], (moved, len(parses))
+
+
+def test_replays_of_an_earlier_generation_are_counted_per_source_address():
+    """An authentic packet of the peer's earlier run is rejected as a replay: the table of
+    rejected datagrams says from where it came (it was counted in total only)."""
+    node = node_up()  # nodeb at generation 200
+    old_run = forge([("t", "status"), ("st", "up")], seq=9, hg=199)
+    for _ in range(3):
+        node.on_packet(old_run, "10.9.9.5:694", 1.0)
+    node.on_packet(forge([("t", "NS_ackmsg"), ("dest", "nodea"), ("ackseq", "1")], hg=199), "10.9.9.5:694", 1.5)
+    assert node.counters["replay"] == 4
+    assert node.rejected_sources(2.0) == [{"address": "10.9.9.5", "packets": 4, "replay": 4, "last_s": 0.5}]
+
+
 def test_the_per_source_table_is_bounded_and_keeps_the_busiest():
     node = node_up()
     for _ in range(50):
@@ -58,6 +96,76 @@ def test_the_per_source_table_is_bounded_and_keeps_the_busiest():
     assert len(rows) == MAX_REJECT_SOURCES
     assert rows[0] == {"address": "10.1.0.1", "packets": 50, "malformed": 50, "last_s": 0.0}
     assert node.counters["malformed"] == 50 + 10 * MAX_REJECT_SOURCES
+
+
+def test_a_datagram_rejected_at_admission_does_not_recompute_the_timers(monkeypatch):
+    """Rejecting a forged datagram changes counters only: the node keeps the timers it had
+    instead of recomputing every deadline (a fifth of the cost of a rejection); an
+    accepted packet, or a stall seen on the way in, still recomputes them."""
+    node = node_up()
+    calls: list[float] = []
+    real = node.next_deadline
+    monkeypatch.setattr(node, "next_deadline", lambda: calls.append(1) or real())
+    due = node.next_deadline()
+    calls.clear()
+    forged = status_pkt(2, "up", keys=OTHER_KEYS)
+    stranger = forge([("t", "status"), ("st", "up")], src="stranger", seq=1)
+    for i, raw in enumerate((forged, b"garbage", stranger, b"###\n" + b"7:(0)a=bc," * 6000 + b"%%%\n")):
+        assert all(isinstance(a, Log) for a in node.on_packet(raw, "10.9.9.9:694", 0.6 + i * 0.01))
+    assert calls == [] and node.next_deadline() == due
+    assert node.counters["bad_auth"] == 2 and node.counters["malformed"] == 1 and node.counters["unknown_node"] == 1
+    calls.clear()
+    node.on_packet(status_pkt(2, "up"), "10.0.0.2:694", 0.7)
+    assert calls == [1]
+    calls.clear()
+    node.on_packet(forged, "10.9.9.9:694", due + 5.0)  # the loop stalled for 5 s: counted, timers recomputed
+    assert node.counters["stalls"] == 1 and calls == [1]
+
+
+def test_a_crc_index_in_authkeys_is_warned_about_at_start():
+    """crc is a checksum: with a crc index configured, a packet anybody forged is accepted
+    (here a status of nodeb's that nodeb never sent), so the node says so when it starts."""
+    crc_keys = parse_authkeys(b"auth 1\n1 sha1 secret\n2 crc\n", "/etc/ha.d/authkeys")
+    node = HeartbeatNode(make_config("nodea"), crc_keys, NodeIdentity(UUIDS["nodea"], 300), rng=random.Random(5))
+    out = node.start(0.0)
+    warnings = [a.message for a in out if isinstance(a, Log) and a.level == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("/etc/ha.d/authkeys: index 2 uses crc"), warnings
+    anybody = parse_authkeys(b"auth 2\n2 crc\n", "anybody")
+    forged = forge([("t", "status"), ("st", "active")], seq=1, hg=7, keys=anybody)
+    node.on_packet(forged, "10.9.9.9:694", 0.1)
+    assert node.counters["accepted"] == 1 and node.snapshot().peers[0].status == "active"
+    assert not [a for a in new_node().start(0.0) if isinstance(a, Log) and a.level >= logging.WARNING]
+
+
+def test_a_replayed_authentic_datagram_is_old_or_duplicate_without_a_parse(monkeypatch):
+    """The bytes of a datagram the node took, sent again (anybody on the link can capture
+    and replay one), are counted as `sequence` would count them, without a MAC or a parse:
+    a parse made a replayed status cost 150 us, fifteen times a forged one. A new
+    generation of the peer starts over: its old packets are then replays, parsed as such."""
+    import ha.wire as wire
+
+    node = node_up()  # seq 1 taken
+    taken = {seq: status_pkt(seq, "up") for seq in (2, 3)}
+    for seq, raw in taken.items():
+        node.on_packet(raw, "10.0.0.2:694", 0.5 + seq / 100)
+    parses: list[bytes] = []
+    real = wire.parse_packet
+    monkeypatch.setattr(wire, "parse_packet", lambda data: parses.append(data) or real(data))
+    before = dict(node.counters)
+    for _ in range(500):
+        node.on_packet(taken[2], "10.9.9.9:694", 0.6)
+        node.on_packet(taken[3], "10.9.9.9:694", 0.6)
+    moved = {k: v - before[k] for k, v in node.counters.items() if v != before[k]}
+    assert moved == {"received": 1000, "old": 500, "duplicate": 500}, moved
+    assert parses == [] and node.snapshot().peers[0].last_seq == 3
+    # the peer restarts (generation 201): what it sent before is a replay of an older run
+    node.on_packet(status_pkt(1, "up", hg=201), "10.0.0.2:694", 0.7)
+    node.on_packet(taken[3], "10.9.9.9:694", 0.71)
+    assert node.counters["replay"] == 1 and node.counters["old"] == before["old"] + 500
+    assert parses == [status_pkt(1, "up", hg=201), taken[3]]
+    # any bytes-like datagram, hashable or not, goes through
+    node.on_packet(bytearray(status_pkt(2, "up", hg=201)), "10.0.0.2:694", 0.72)
+    assert node.snapshot().peers[0].last_seq == 2 and node.counters["internal_errors"] == 0
 
 
 def node_up():
@@ -123,6 +231,37 @@ def test_a_replayed_ack_is_old_not_accepted():
     old_gen = forge([("t", "NS_ackmsg"), ("dest", "nodea"), ("ackseq", format(12, "x"))], dest="nodea", hg=199)
     node.on_packet(old_gen, "b", t)
     assert node.counters["replay"] == 1 and node.counters["acks_received"] == 1
+
+
+def test_replayed_naks_and_rexmit_requests_are_neither_logged_nor_answered_per_datagram():
+    """An authentic NS_nak_rexmit or NS_rexmit of the peer's current generation carries no
+    seq: anybody on the link can replay one captured earlier. Each replayed nak logged an
+    ERROR (a thousand datagrams, a thousand lines), and each replayed request for a packet
+    out of our history sent an NS_nak_rexmit: a log flood and a reflector."""
+    node = node_up()
+    out = node.on_packet(status_pkt(3, "up"), "b", 0.60)  # seq 2 missing
+    nak = forge([("t", "NS_nak_rexmit"), ("firstseq", "2"), ("dest", "nodea"), ("info", "seqno too low")])
+    out = node.on_packet(nak, "b", 0.61)  # the peer gives seq 2 up: logged once
+    assert _logs(out).count("irretrievably lost packet") == 1 and node.counters["naks_received"] == 1
+    old = node.counters["old"]
+    out = []
+    for i in range(1000):
+        out += node.on_packet(nak, "b", 0.62 + i * 1e-4)
+    assert "irretrievably" not in _logs(out) and not [a for a in out if isinstance(a, Log)]
+    assert node.counters["naks_received"] == 1 and node.counters["old"] == old + 1000
+    # a request for seq 1, which our history no longer holds, replayed a thousand times
+    history = node._outbound.history
+    history.size = 1
+    t, target = 0.7, history.last_seq + 2
+    while history.last_seq < target:  # two more sent: only the last is kept
+        t += 0.05
+        node.on_tick(t)
+    assert len(history) == 1
+    request = forge([("t", "NS_rexmit"), ("dest", "nodea"), ("firstseq", "1"), ("lastseq", "1")], dest="nodea")
+    out = []
+    for i in range(1000):
+        out += node.on_packet(request, "b", t + i * 1e-4)  # 0.1 s: within one REXMIT_ACCEPT
+    assert _sent_types(out) == ["NS_nak_rexmit"] and node.counters["naks_sent"] == 1
 
 
 def test_acquisition_after_the_peers_standby_names_the_standby():

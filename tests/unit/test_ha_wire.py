@@ -33,6 +33,7 @@ from ha.wire import (
     FT_STRUCT,
     FT_UNCOMPRESS,
     MAX_DEPTH,
+    MAX_ELEMENTS,
     MAX_FIELDS,
     BadAuth,
     Field,
@@ -918,3 +919,30 @@ def test_field_and_list_counts_are_bounded():
     with pytest.raises(MalformedPacket, match=f"more than {MAX_FIELDS} elements"):
         decode_packet(encode_packet(Message.from_pairs([("t", "x"), ("l", items)]), k), k)
     assert decode_packet(encode_packet(Message.from_pairs([("t", "x"), ("l", items[:-1])]), k), k).get_list("l")
+
+
+def test_fields_and_list_elements_are_bounded_in_all_across_nested_structs():
+    """`MAX_FIELDS` bounds each level; `MAX_ELEMENTS` bounds the whole datagram. A crc MAC
+    is no authenticator: anybody can sign 63 KB of 200 structs of 30 fields, or of lists,
+    and each cost 50-140 ms to parse before the bound (now refused within the budget)."""
+    k = keys("crc")
+    per_struct = Message.from_pairs([(f"f{i}", "v") for i in range(30)])
+    nested = Message.from_pairs([("t", "x")] + [(f"s{i}", per_struct) for i in range(150)])
+    listed = Message.from_pairs([("t", "x")] + [(f"l{i}", tuple(f"{j}" for j in range(250))) for i in range(20)])
+    for msg in (nested, listed):
+        raw = encode_packet(msg, k, inner_auth=False)
+        assert len(raw) > 20_000
+        with pytest.raises(MalformedPacket, match=f"more than {MAX_ELEMENTS} fields and list elements in all"):
+            decode_packet(raw, k)
+    # the same in text framing (structs carried by the depth symbols)
+    text_nested = Message.from_pairs([("t", "x")] + [(f"s{i}", per_struct) for i in range(20)])
+    with pytest.raises(MalformedPacket, match=f"more than {MAX_ELEMENTS} fields and list elements in all"):
+        decode_packet(to_text(with_inner_auth(text_nested, k)) + b"\0", k)
+    # at the bound exactly: accepted (16 structs of 30 fields, 15 fields beside them, 1 list element)
+    fits = Message.from_pairs(
+        [("t", "x"), ("l", ("e",))]
+        + [(f"s{i}", per_struct) for i in range(16)]
+        + [(f"f{i}", "v") for i in range(MAX_ELEMENTS - 16 * 31 - 3)]
+    )
+    assert len(decode_packet(encode_packet(fits, k, inner_auth=False), k)) == MAX_ELEMENTS - 16 * 31 - 3 + 18
+    assert MAX_ELEMENTS - 16 * 31 - 3 + 18 + 16 * 30 + 1 == MAX_ELEMENTS
