@@ -17,6 +17,9 @@ how many were lost so far. A client that takes more than `STREAM_STALL` seconds 
 is cut off. At most `MAX_STREAMS` streams are served at once; one more is refused with
 ``{"ok": false, "error": ...}``.
 
+A request line longer than `MAX_REQUEST` bytes, or not complete within `REQUEST_TIMEOUT`
+seconds, is hung up on without an answer; other clients are served meanwhile.
+
 The socket file is created with mode 0600 in a 0700 directory, so only root (the daemon's
 user) can talk to the daemon.
 
@@ -42,6 +45,8 @@ log = logging.getLogger("directord.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 MAX_REQUEST = 64 * 1024  # bytes
+#: Seconds a client may take to send its request line before it is hung up on.
+REQUEST_TIMEOUT = 5.0
 #: Events that may wait for one streaming client before its oldest are dropped.
 STREAM_QUEUE = 10_000
 #: Seconds a streaming client may take to accept one more line before it is cut off.
@@ -132,7 +137,7 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout=5)
+            line = await asyncio.wait_for(reader.readline(), timeout=REQUEST_TIMEOUT)
             try:
                 request = json.loads(line)
                 if not isinstance(request, dict):

@@ -362,7 +362,7 @@ class HeartbeatNode:
             raise AdminRefused(refusal)
         self._begin(now)
         self._log(logging.INFO, f"takeover requested [{which}]: asking the peer to go standby")
-        self._outbound.send([("t", TAKEOVER_TYPE), ("rsc_hold", rsc_name(rtype))])
+        self._rsc.ask_takeover(rsc_name(rtype))
         self._drain()
         return self._finish()
 

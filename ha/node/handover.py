@@ -27,7 +27,7 @@ from typing import Protocol
 
 from ha.connectivity import Connectivity
 from ha.model import HAConfig
-from ha.node.api import CONNECTIVITY_TYPE, TAKEOVER_TYPE
+from ha.node.api import CONNECTIVITY_TYPE
 from ha.node.groups import ALL, FOREIGN, LOCAL, rsc_name
 from ha.node.membership import Membership, Peer
 from ha.node.resources import ResourceProtocol
@@ -216,7 +216,7 @@ class ConnectivityHandover:
         self._host.log(logging.INFO, f"our connectivity recovered ({mine}): taking our groups back (auto_failback)")
         self.gave_up = False
         self.hold_until = now + CONN_HOLDOFF
-        self._host.send([("t", TAKEOVER_TYPE), ("rsc_hold", "local")])
+        self._rsc.ask_takeover("local")
 
     def _send_report(self) -> None:
         assert self.ours is not None

@@ -36,7 +36,7 @@ from typing import Protocol
 
 from ha.connectivity import Connectivity
 from ha.model import HAConfig
-from ha.node.api import REANNOUNCE_REASON
+from ha.node.api import REANNOUNCE_REASON, TAKEOVER_TYPE
 from ha.node.groups import (
     ALL,
     FOREIGN,
@@ -85,6 +85,9 @@ HB_RQSTDELAY = 10.0
 _STANDBY_FIRST_REPLY = 10.0  # STANDBY_INIT_TO_MS, seconds
 _STANDBY_RESOURCES = 3600.0  # HB_STANDBY_RSC_TO_MS, seconds
 _AUTOFAILBACK_RETRY = 1.0
+#: Seconds after our ``hb_takeover`` request during which the peer's standby is its answer
+#: (a heartbeat 3.0.6 peer answers through its ``rc.d/hb_takeover`` script, within a second or two).
+TAKEOVER_ANSWER_WAIT = 60.0
 #: Seconds a graceful stop waits for outstanding driver operations, then for the releases.
 STOP_WAIT = 30.0
 
@@ -152,6 +155,11 @@ class ResourceProtocol:
         self.takeover_in_progress = False
         self.rsc_needs_failback = False
         self.failback_in_progress = False
+        # the peer holds our groups since we came up (auto_failback on): its standby
+        # [foreign] that hands them back is the failback handshake
+        self.failback_expected = False
+        # monotonic seconds until which the peer's standby answers our hb_takeover request
+        self.takeover_asked_until: float | None = None
         self.going_standby = S_NOT
         self.standby_running: float | None = None
         self.standby_rsctype = ALL
@@ -296,7 +304,15 @@ class ResourceProtocol:
     def start_standby(self, rtype: int) -> None:
         """Hand the resource set `rtype` to the peer: ``ask_resources info=me``."""
         self.standby_rsctype = rtype
+        self.failback_expected = False
         self._send_standby_msg(S_ME)
+
+    def ask_takeover(self, which: str) -> None:
+        """Ask the peer for the resource set `which` (``all``/``local``/``foreign``, ours
+        point of view): ``hb_takeover rsc_hold=WHICH``. The peer's standby that follows
+        within `TAKEOVER_ANSWER_WAIT` seconds is logged as its answer."""
+        self.takeover_asked_until = self._host.now + TAKEOVER_ANSWER_WAIT
+        self._host.send([("t", TAKEOVER_TYPE), ("rsc_hold", which)])
 
     def send_shutdone(self) -> None:
         """Every group is released (or the wait is over): ``shutdone``."""
@@ -449,6 +465,8 @@ class ResourceProtocol:
         if (self.other_holds & FOREIGN or self.i_hold & LOCAL) and not getthemanyway:
             if self.going_standby == S_NOT:
                 self._host.log(logging.INFO, "local resource acquisition completed (none needed)")
+                # the peer holds our groups: with auto_failback it hands them back
+                self.failback_expected = self.failback and bool(self.other_holds & FOREIGN)
                 return
         self.i_hold |= LOCAL
         newly = [i for i in local if not self.groups[i].target]
@@ -467,6 +485,7 @@ class ResourceProtocol:
             self._host.log(logging.INFO, "resource takeover cancelled: shutdown in progress")
             return
         self._host.log(logging.INFO, f"resources being acquired from {peer.name} ({why})")
+        self.failback_expected = False
         if self.nice:
             self.i_hold |= FOREIGN
             self.other_holds = NONE
@@ -677,15 +696,27 @@ class ResourceProtocol:
             return
         self._host.log(logging.INFO, f"{op} {rsc_name(act)} groups (standby)")
         peer = next(iter(self._members.peers.values()), None)
+        name = peer.name if peer else "?"
         if op == "release":
-            reason = f"standby: handing {rsc_name(act)} groups to {peer.name if peer else '?'}"
+            reason = f"standby: handing {rsc_name(act)} groups to {name}"
             if self.failback_in_progress:
-                reason = f"failback to the preferred owner {peer.name if peer else '?'}"
-        elif resourceset == FOREIGN:
-            # the peer hands back what is foreign to it: ours (auto_failback, or its hb_standby foreign)
-            reason = "failback handshake: our groups are handed back"
+                reason = f"failback to the preferred owner {name}"
         else:
-            reason = f"the peer {peer.name if peer else '?'} went standby ({rsc_name(resourceset)}): taking its groups"
+            now = self._host.now
+            asked = self.takeover_asked_until is not None and now < self.takeover_asked_until
+            expected = self.failback_expected and resourceset == FOREIGN
+            self.takeover_asked_until = None
+            self.failback_expected = False
+            what = "our groups" if act == LOCAL else "its groups"
+            if asked:
+                # our hb_takeover: a heartbeat 3.0.6 peer answers with its hb_standby (rc.d/hb_takeover)
+                reason = f"takeover requested: the peer {name} went standby ({rsc_name(resourceset)}), taking {what}"
+            elif expected:
+                # the peer took our groups while we were away and hands them back (auto_failback)
+                reason = f"failback handshake: the peer {name} hands our groups back"
+            else:
+                # the peer's own standby (hb_standby / directord standby, any set)
+                reason = f"the peer {name} went standby ({rsc_name(resourceset)}): taking {what}"
 
         def done(now: float) -> None:
             self._host.log(logging.INFO, f"{rsc_name(act)} groups {op} completed (standby)")

@@ -404,6 +404,28 @@ exec {HEARTBEAT} -f -l
             pass
         self._proc = None
 
+    def run(self, argv: Sequence[str], timeout: float = 30.0) -> subprocess.CompletedProcess:
+        """Run ``argv`` inside the running node, as an administrator on its machine would:
+        in its network, mount, UTS and PID namespaces (its ``/etc/ha.d``,
+        ``/var/lib/heartbeat``, ``/run`` and host name), e.g.
+        ``["/usr/share/heartbeat/hb_standby", "foreign"]``. Returns the completed
+        process (text output captured; a non-zero exit status is not an error).
+
+        Raises:
+            RuntimeError: the node is not running.
+            subprocess.TimeoutExpired: not done within ``timeout`` seconds.
+        """
+        master = self.master_pid
+        if not self.running or master is None:
+            raise RuntimeError(f"heartbeat {self.node_name} is not running")
+        return subprocess.run(
+            ["nsenter", "-t", str(master), "-m", "-u", "-n", "-p", "--", *argv],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
     # -- observation -------------------------------------------------------------------
 
     def log_text(self) -> str:

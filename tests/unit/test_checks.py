@@ -712,6 +712,26 @@ def test_external_stderr_read_is_bounded(tmp_path, loop):
     assert gone
 
 
+def test_external_stderr_keeps_only_its_tail():
+    """Of what a command writes to stderr only the last STDERR_TAIL bytes are kept (its
+    last line goes into the reason), however much it writes up to MAX_OUTPUT."""
+    from checks.external import STDERR_TAIL, _Stderr
+
+    async def main() -> bytes:
+        r, w = os.pipe()
+        reader = _Stderr(asyncio.get_running_loop(), r)
+        try:
+            os.write(w, b"x" * 60000 + b"\nlast words\n")  # within the pipe's 64 KiB
+            reader.read()
+            return reader.tail
+        finally:
+            reader.close()
+            os.close(w)
+
+    tail = asyncio.run(main())
+    assert len(tail) == STDERR_TAIL and tail.endswith(b"\nlast words\n")
+
+
 @LOOPS
 def test_external_endless_stderr_ends_at_the_time_limit(tmp_path, loop):
     pidfile = tmp_path / "pid"

@@ -25,6 +25,7 @@ from director.config import (
     load_config,
     parse_config,
 )
+from ha.readfile import ReadFileError, read_regular_file
 
 SERVICE = """
 virtual_services:
@@ -98,6 +99,16 @@ def test_oversize_file_is_refused(tmp_path: Path):
     with open(path, "wb") as handle:
         handle.truncate(MAX_CONFIG_BYTES + 1)  # sparse: costs no disk
     assert str(load_issue(path)) == f"{path}: too large: {MAX_CONFIG_BYTES + 1} bytes, the limit is 8 MiB"
+
+
+def test_a_file_longer_than_its_reported_size_is_cut_at_the_limit():
+    """A regular file whose size says nothing of its content (a /proc file reports 0, a
+    file may grow while it is read) is still read only up to the limit."""
+    status = Path("/proc/self/status")
+    assert status.stat().st_size == 0 and len(status.read_bytes()) > 64
+    with pytest.raises(ReadFileError, match="too large: more than 64 bytes"):
+        read_regular_file(status, 64)
+    assert read_regular_file(status, 1 << 20).startswith(b"Name:")
 
 
 def test_symlink_to_regular_file_is_read(tmp_path: Path):

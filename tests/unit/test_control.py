@@ -3,6 +3,7 @@
 import asyncio
 import os
 import socket
+import threading
 
 import pytest
 
@@ -100,3 +101,77 @@ async def test_a_live_daemon_is_not_replaced(tmp_path):
         assert (await asyncio.to_thread(control.request, str(path), "status", 5.0))["ok"] is True
     finally:
         await first.stop()
+
+
+# --- abusive clients -------------------------------------------------------------------------
+
+
+def _connect(path, timeout: float) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(str(path))
+    return s
+
+
+def _hung_up(s: socket.socket) -> bool:
+    """True when the server closed the connection without answering (EOF within the timeout)."""
+    try:
+        return s.recv(1) == b""
+    except TimeoutError:
+        return False
+    finally:
+        s.close()
+
+
+async def test_a_silent_client_is_hung_up_on_and_others_are_served(tmp_path, monkeypatch):
+    monkeypatch.setattr(control, "REQUEST_TIMEOUT", 0.3)
+    path = tmp_path / "directord.sock"
+    server = ControlServer(str(path), answer)
+    await server.start()
+    try:
+        silent = await asyncio.to_thread(_connect, path, 3.0)
+        silent.sendall(b'{"command": "sta')  # half a request, then nothing
+        reply = await asyncio.to_thread(control.request, str(path), "status", 5.0)
+        assert reply == {"ok": True, "echo": "status"}
+        assert await asyncio.to_thread(_hung_up, silent)
+    finally:
+        await server.stop()
+
+
+async def test_an_oversized_request_is_hung_up_on_at_once(tmp_path):
+    path = tmp_path / "directord.sock"
+    server = ControlServer(str(path), answer)
+    await server.start()
+    try:
+        big = await asyncio.to_thread(_connect, path, 2.0)  # well below REQUEST_TIMEOUT
+        await asyncio.to_thread(big.sendall, b'{"command": "status", "x": "' + b"a" * control.MAX_REQUEST)
+        assert await asyncio.to_thread(_hung_up, big)
+        reply = await asyncio.to_thread(control.request, str(path), "status", 5.0)
+        assert reply == {"ok": True, "echo": "status"}
+    finally:
+        await server.stop()
+
+
+def test_the_stream_client_refuses_a_line_longer_than_its_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(control, "MAX_STREAM_LINE", 1024)
+    path = tmp_path / "fake.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b'{"ok": true}\n{"kind": "x", "pad": "' + b"a" * 4096 + b'"}\n')
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        lines = control.stream(str(path), timeout=5)
+        assert next(lines) == {"ok": True}
+        with pytest.raises(ValueError, match="longer than 1024 bytes"):
+            next(lines)
+    finally:
+        thread.join(5)
+        listener.close()

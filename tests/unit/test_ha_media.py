@@ -280,6 +280,29 @@ def test_a_flood_cannot_hold_the_loop_past_the_receive_budget(pair, tmp_path):
     assert info["rcvbuf"] >= RECEIVE_BUFFER
 
 
+def test_one_wake_up_reads_at_most_receive_batch_datagrams(monkeypatch):
+    """However cheap the datagrams and long the time budget, one wake-up of the reader takes
+    at most RECEIVE_BATCH of them; the rest wait for the next wake-up (loopback UDP)."""
+    from types import SimpleNamespace
+
+    from ha import media as media_module
+
+    monkeypatch.setattr(media_module, "RECEIVE_BUDGET", 60.0)  # only the count ends a wake-up here
+    batch = media_module.RECEIVE_BATCH
+    got: list[bytes] = []
+    media = Media([], lambda data, src: got.append(data))
+    ms = SimpleNamespace(peer_socks={}, seen_before=lambda data: False, received=0, budget_exhausted=0, medium=None)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        for i in range(3 * batch):
+            tx.sendto(b"datagram %d" % i, rx.getsockname())
+        media._readable(ms, rx, True)
+        assert len(got) == ms.received == batch
+        media._readable(ms, rx, True)
+        assert len(got) == 2 * batch and got[batch] == b"datagram %d" % batch
+
+
 def test_a_learned_peer_has_a_receive_queue_of_its_own(pair):
     """After `learn_peer`, the peer's broadcasts come once, through a socket connected
     to it, and a queue filled by another sender does not hold them back."""

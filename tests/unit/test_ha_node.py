@@ -1125,7 +1125,7 @@ def test_interop_failover_capture_as_nodea():
     assert sorted(real) == sorted(expected)  # (the real one sent "done" after the next message)
     assert ours == expected
     acq = [a for t, a in r2.out if isinstance(a, Acquire)]
-    assert acq == [Acquire(CAP_VIP, "failback handshake: our groups are handed back")]
+    assert acq == [Acquire(CAP_VIP, "failback handshake: the peer nodeb hands our groups back")]
 
     # nodeb's SIGTERM: it hands over at once (shutdone), later dies quietly: "unneeded"
     shut_b = [p.time for p in b_pkts if decode(p.payload).msg_type == "shutdone"][0]

@@ -273,3 +273,49 @@ def test_acquisition_after_the_peers_standby_names_the_standby():
     reasons = [a.reason for a in sim.actions("nodeb", Acquire, since=t0)]
     assert reasons and all("nodea went standby (all)" in r for r in reasons), reasons
     assert not any("failback" in r for r in reasons)
+
+
+def test_acquisition_after_our_takeover_request_names_the_request():
+    # nodeb asks for everything (heartbeat's hb_takeover): nodea goes standby, nodeb takes the VIP
+    sim = steady_pair()
+    t0 = sim.now
+    sim.handle("nodeb", sim.nodes["nodeb"].node.takeover(sim.now, "all"))
+    sim.run_until(lambda: sim.holders() == {"nodeb"}, t0 + 5)
+    reasons = [a.reason for a in sim.actions("nodeb", Acquire, since=t0)]
+    assert reasons == ["takeover requested: the peer nodea went standby (all), taking its groups"], reasons
+    # asking for the peer's groups only ("foreign", ours point of view): as Debian's
+    # rc.d/hb_takeover does, the peer goes standby for its local groups
+    sim = steady_pair()
+    t0 = sim.now
+    sim.handle("nodeb", sim.nodes["nodeb"].node.takeover(sim.now, "foreign"))
+    sim.run_until(lambda: sim.holders() == {"nodeb"}, t0 + 5)
+    reasons = [a.reason for a in sim.actions("nodeb", Acquire, since=t0)]
+    assert reasons == ["takeover requested: the peer nodea went standby (local), taking its groups"], reasons
+
+
+def test_the_peers_standby_foreign_is_not_a_failback_handshake():
+    # nodea hands everything to nodeb, which holds nodea's group from then on (no failback
+    # after a standby); later nodeb goes standby for its foreign groups (hb_standby foreign):
+    # nodea takes its group back because nodeb went standby, not in a failback handshake
+    sim = steady_pair()
+    sim.handle("nodea", sim.nodes["nodea"].node.standby(sim.now, "all"))
+    sim.run_until(lambda: sim.holders() == {"nodeb"}, sim.now + 5)
+    sim.run(sim.now + 5)
+    assert sim.holders() == {"nodeb"}
+    t0 = sim.now
+    sim.handle("nodeb", sim.nodes["nodeb"].node.standby(sim.now, "foreign"))
+    sim.run_until(lambda: sim.holders() == {"nodea"}, t0 + 5)
+    reasons = [a.reason for a in sim.actions("nodea", Acquire, since=t0)]
+    assert reasons == ["the peer nodeb went standby (foreign): taking our groups"], reasons
+
+
+def test_the_failback_handshake_after_a_restart_is_named_so():
+    # nodea crashes, nodeb takes its group, nodea restarts: nodeb hands it back (auto_failback)
+    sim = steady_pair()
+    sim.kill("nodea")
+    sim.run_until(lambda: sim.holders() == {"nodeb"}, sim.now + 5)
+    t0 = sim.now
+    sim.restart("nodea")
+    sim.run_until(lambda: sim.holders() == {"nodea"}, t0 + 30)
+    reasons = [a.reason for a in sim.actions("nodea", Acquire, since=t0)]
+    assert reasons == ["failback handshake: the peer nodeb hands our groups back"], reasons

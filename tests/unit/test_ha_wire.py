@@ -881,6 +881,19 @@ def test_forged_packets_are_rejected_before_any_field_is_parsed(monkeypatch, met
     assert seen == [good]
 
 
+def test_an_oversized_text_datagram_is_refused_by_its_line_count_before_its_mac(monkeypatch):
+    """A text datagram of more lines than MAX_FIELDS is malformed whatever its MAC: its
+    lines are counted before they are split, searched for ``auth`` or signed."""
+    k = keys("sha1")
+    macs = []
+    real_verify = type(k).verify
+    monkeypatch.setattr(type(k), "verify", lambda self, *a: macs.append(a) or real_verify(self, *a))
+    flood = b">>>\n" + b"a=b\n" * (MAX_FIELDS + 1) + b"auth=1 " + b"0" * 40 + b"\n<<<\n"
+    with pytest.raises(MalformedPacket, match=f"more than {MAX_FIELDS} fields"):
+        decode_packet(flood, k)
+    assert macs == []
+
+
 def test_wrong_mac_is_bad_auth_even_when_the_body_is_garbage():
     """The MAC decides first: a garbled body under a wrong MAC is a forgery, not a parse error."""
     with pytest.raises(BadAuth, match="does not match"):
