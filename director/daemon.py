@@ -302,7 +302,7 @@ class Daemon:
         )
         #: The operator's real-server states (`director.admin`), read from the state directory at start.
         self.admin = AdminStore(None)
-        self._instance_lock: NodeLock | None = None  # on STATE_DIR/directord.lock while running
+        self._instance_lock: NodeLock | None = None  # on STATE_DIR/INSTANCE_LOCK while running
         self._admin_lock = asyncio.Lock()
         self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish, admin=self._admin_for)
         self.control: ControlServer | None = None
