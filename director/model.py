@@ -433,6 +433,53 @@ class Settings:
     state_dir: str = "/var/lib/directord"
 
 
+#: The event kinds a notify hook may run on (`director.events`, `ha.events` and the daemon's
+#: ``service.down``/``service.up``), with what each means for the hook; the high-rate kinds
+#: (announcements, IPVS operations) are left out on purpose.
+HOOK_EVENTS: Mapping[str, str] = {
+    "ha.acquired": "this director took a resource group over: its addresses are up and announced",
+    "ha.released": "this director gave a resource group up: its addresses are gone",
+    "ha.acquire_failed": "adding an address of a resource group failed (the node retries)",
+    "ha.peer": "the peer director changed state (init, up, active, dead)",
+    "check.health": "a real server's health changed (up, down)",
+    "service.down": "a virtual service has no real server in service (all down, drained or disabled)",
+    "service.up": "a virtual service that was down has a real server in service again",
+    "rs.admin": "an operator drained, disabled or enabled a real server",
+    "config.reloaded": "a reload was accepted",
+    "config.refused": "a reload was refused (the previous configuration stays)",
+}
+#: Event kinds that concern one virtual service (a hook's ``service:`` filter applies to them).
+SERVICE_EVENTS = frozenset({"check.health", "service.down", "service.up", "rs.admin"})
+#: Default seconds a hook may run before it is killed, and default hooks running at once.
+DEFAULT_HOOK_TIMEOUT = 30.0
+DEFAULT_HOOKS_RUNNING = 4
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One notify hook: run ``command`` (an argv, no shell; ``command[0]`` an absolute path)
+    on each event whose kind is in ``events`` (`HOOK_EVENTS`), for at most ``timeout``
+    seconds.  ``service`` limits it to the events of that virtual service (`SERVICE_EVENTS`).
+    ``name`` names it in logs (default: the program's file name); ``line``, its place in the
+    file."""
+
+    events: frozenset[str]
+    command: tuple[str, ...]
+    timeout: float = DEFAULT_HOOK_TIMEOUT
+    service: str | None = None
+    name: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """The ``notify:`` section: the hooks in file order, and at most ``max_running`` of them
+    running at once besides the one HA hook that may be running (`director.hooks`)."""
+
+    hooks: tuple[Hook, ...] = ()
+    max_running: int = DEFAULT_HOOKS_RUNNING
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole validated configuration file."""
@@ -441,3 +488,4 @@ class Config:
     settings: Settings = field(default_factory=Settings)
     services: tuple[VirtualService, ...] = ()
     ha: HAConfig | None = None
+    notify: NotifySettings | None = None

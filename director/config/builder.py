@@ -20,6 +20,7 @@ section of the format.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -41,7 +42,9 @@ from director.config.schema import (
     LIST_OR_NULL,
     CheckSchema,
     FallbackSchema,
+    HookSchema,
     HTTPSchema,
+    NotifySchema,
     PersistenceSchema,
     RealServerSchema,
     RootSchema,
@@ -52,14 +55,18 @@ from director.config.schema import (
 )
 from director.model import (
     FAMILIES,
+    HOOK_EVENTS,
     IFNAME_MAX,
+    SERVICE_EVENTS,
     PROTOCOLS,
     SCHEDULER_FLAGS,
     SCHEDULERS,
     Config,
     FallbackServer,
     ForwardingName,
+    Hook,
     HTTPSettings,
+    NotifySettings,
     Persistence,
     RealServer,
     ServiceKey,
@@ -96,6 +103,14 @@ U32_MAX = 0xFFFFFFFF
 #: of 50,000 real servers held it about 1 s, past the shipped deadtime of 0.8 s).
 MAX_SERVICES = 5_000
 MAX_REAL_SERVERS = 20_000
+#: Bounds of the ``notify:`` section: hooks, hooks running at once, arguments of one command
+#: and characters of one argument; the range of a hook's timeout in seconds.
+MAX_HOOKS = 256
+MAX_HOOKS_RUNNING = 64
+MAX_HOOK_ARGS = 64
+MAX_HOOK_ARG = 4096
+HOOK_TIMEOUT_RANGE = (0.1, 3600.0)
+HOOK_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 #: Bounds of a health check's times in seconds and of its counts (keepalived's and
 #: ldirectord's users set intervals of seconds and timeouts of a few seconds).
 CHECK_INTERVAL_RANGE = (0.05, 3600.0)
@@ -425,15 +440,15 @@ class _Builder:
                     1,
                     "",
                     "the configuration file is empty (expected a mapping with "
-                    "global, virtual_services and ha sections)",
+                    "global, virtual_services, ha and notify sections)",
                 )
             )
             return None
         if not isinstance(root, dict):
-            self.issue((), f"the top level must be a mapping (global, virtual_services, ha), got {describe(root)}")
+            self.issue((), f"the top level must be a mapping (global, virtual_services, ha, notify), got {describe(root)}")
             return None
         self.duplicate_keys(root, (), set())
-        self.validate(RootSchema, root, (), drop=("global", "virtual_services"))
+        self.validate(RootSchema, root, (), drop=("global", "virtual_services", "notify"))
         settings_schema, _ = self.section(SettingsSchema, root, "global", ())
         settings = self.settings(settings_schema) if settings_schema is not None else Settings()
         services: list[VirtualService] = []
@@ -451,7 +466,89 @@ class _Builder:
         if isinstance(root.get("ha"), dict):
             ha, ha_issues = parse_ha(root, self.file)
             self.issues.extend(ha_issues)
-        return Config(path=self.file, settings=settings, services=tuple(services), ha=ha)
+        notify_schema, _ = self.section(NotifySchema, root, "notify", ())
+        notify = self.notify(notify_schema, services) if notify_schema is not None else None
+        return Config(path=self.file, settings=settings, services=tuple(services), ha=ha, notify=notify)
+
+    def notify(self, schema: NotifySchema, services: list[VirtualService]) -> NotifySettings:
+        """``notify:``: the hooks, each with known event kinds, a command whose program only
+        root can replace (`checks.external.command_problem`; a program deployed later is
+        checked again before every run), a timeout in range and, when given, a known service."""
+        base: Path = ("notify",)
+        low, high = HOOK_TIMEOUT_RANGE
+        if not low <= schema.timeout <= high:
+            self.issue(base + ("timeout",), f"must be {low:g}..{high:g} seconds, got {schema.timeout:g}")
+        if not 1 <= schema.max_running <= MAX_HOOKS_RUNNING:
+            self.issue(base + ("max_running",), f"must be 1..{MAX_HOOKS_RUNNING}, got {schema.max_running}")
+        if len(schema.hooks) > MAX_HOOKS:
+            self.issue(base + ("hooks",), f"at most {MAX_HOOKS} hooks, got {len(schema.hooks)}")
+            return NotifySettings(max_running=schema.max_running)
+        names = {svc.name for svc in services}
+        hooks = []
+        for index, item in enumerate(schema.hooks):
+            hook = self.hook(item, base + ("hooks", index), schema.timeout, names)
+            if hook is not None:
+                hooks.append(hook)
+        return NotifySettings(hooks=tuple(hooks), max_running=schema.max_running)
+
+    def hook(self, schema: HookSchema, path: Path, timeout: float, services: set[str]) -> Hook | None:
+        """One ``notify.hooks`` item, or None when it is invalid (reported)."""
+        ok = True
+        if not schema.events:
+            self.issue(path + ("events",), f"must name at least one event: {', '.join(HOOK_EVENTS)}")
+            ok = False
+        for index, kind in enumerate(schema.events):
+            if kind not in HOOK_EVENTS:
+                close = difflib.get_close_matches(kind, list(HOOK_EVENTS), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f"; valid: {', '.join(HOOK_EVENTS)}"
+                self.issue(path + ("events", index), f"unknown event {quote(kind)}{hint}")
+                ok = False
+        command = schema.command
+        if not command or not command[0]:
+            self.issue(path + ("command",), "must be a non-empty list: the program's absolute path, then its arguments")
+            ok = False
+        elif len(command) > MAX_HOOK_ARGS or any(len(arg) > MAX_HOOK_ARG or "\0" in arg for arg in command):
+            self.issue(
+                path + ("command",),
+                f"at most {MAX_HOOK_ARGS} arguments of at most {MAX_HOOK_ARG} characters, without NUL characters",
+            )
+            ok = False
+        else:
+            problem = command_problem(command[0], missing_ok=True)
+            if problem is not None:
+                self.issue(path + ("command",), bounded(problem, MAX_PATH_QUOTED + 80))
+                ok = False
+        low, high = HOOK_TIMEOUT_RANGE
+        if schema.timeout is not None and not low <= schema.timeout <= high:
+            self.issue(path + ("timeout",), f"must be {low:g}..{high:g} seconds, got {schema.timeout:g}")
+            ok = False
+        if schema.service is not None:
+            if schema.service not in services:
+                close = difflib.get_close_matches(schema.service, sorted(services), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                self.issue(path + ("service",), f"no virtual service is named {quote(schema.service)}{hint}")
+                ok = False
+            elif not SERVICE_EVENTS.intersection(schema.events):
+                self.issue(
+                    path + ("service",),
+                    "only applies to the events of a virtual service "
+                    f"({', '.join(sorted(SERVICE_EVENTS))}); this hook runs on none of them",
+                )
+                ok = False
+        name = schema.name if schema.name is not None else os.path.basename(command[0]) if command else ""
+        if schema.name is not None and not HOOK_NAME.fullmatch(schema.name):
+            self.issue(path + ("name",), f"must be 1-64 letters, digits and ._- characters, got {quote(schema.name)}")
+            ok = False
+        if not ok:
+            return None
+        return Hook(
+            events=frozenset(schema.events),
+            command=tuple(command),
+            timeout=float(schema.timeout if schema.timeout is not None else timeout),
+            service=schema.service,
+            name=name[:64],
+            line=self.line_of(path),
+        )
 
     def within_bounds(self, raw_services: list[Any]) -> bool:
         """False (with an issue) when the file has more than `MAX_SERVICES` virtual services or

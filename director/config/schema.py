@@ -20,6 +20,8 @@ from director.config.issues import describe, quote
 from director.config.located import Path
 from director.model import (
     DEFAULT_HTTP_HOST,
+    DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_HOOKS_RUNNING,
     DEFAULT_HTTP_PORT,
     PROTOCOLS,
     Family,
@@ -35,6 +37,8 @@ __all__ = [
     "CheckSchema",
     "FallbackSchema",
     "HTTPSchema",
+    "HookSchema",
+    "NotifySchema",
     "PersistenceSchema",
     "RealServerSchema",
     "RootSchema",
@@ -166,11 +170,32 @@ class SettingsSchema(_Schema):
     state_dir: str = Settings.state_dir
 
 
+class HookSchema(_Schema):
+    """One item of ``notify.hooks``: ``events`` (kinds of `director.model.HOOK_EVENTS`),
+    ``command`` (an argv), optional ``name``, ``service`` and ``timeout`` (seconds)."""
+
+    events: list[str]
+    command: list[str]
+    name: str | None = None
+    service: str | None = None
+    timeout: float | None = None
+
+
+class NotifySchema(_Schema):
+    """The ``notify:`` mapping: the hooks, their default ``timeout`` (seconds) and how many
+    run at once."""
+
+    timeout: float = DEFAULT_HOOK_TIMEOUT
+    max_running: int = DEFAULT_HOOKS_RUNNING
+    hooks: list[HookSchema] = Field(default_factory=list)
+
+
 class RootSchema(_Schema):
     """The whole file.  Every section is optional."""
 
     global_: SettingsSchema | None = Field(default=None, alias="global")
     virtual_services: list[ServiceSchema] | None = None
+    notify: NotifySchema | None = None
     # The ha section is checked and converted by director.config.ha.parse_ha.
     ha: dict[Any, Any] | None = None
 

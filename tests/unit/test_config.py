@@ -432,7 +432,7 @@ def test_unknown_top_level_key():
         """
     )
     assert (issue.line, issue.field) == (2, "frobnicate")
-    assert "global, ha, virtual_services" in issue.message
+    assert "global, ha, notify, virtual_services" in issue.message
 
 
 def test_wrong_type_string_for_int():
