@@ -48,7 +48,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "check_external",
+    "child_subreaper",
     "command_problem",
+    "set_child_subreaper",
     "reap_orphans",
     "become_subreaper",
     "running_commands",
@@ -337,6 +339,33 @@ def become_subreaper() -> bool:
 
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER = 36 (linux/prctl.h)
+    except (OSError, AttributeError):
+        return False
+
+
+def child_subreaper() -> bool:
+    """Whether this process is a child subreaper (``prctl(PR_GET_CHILD_SUBREAPER)``, Linux 3.4);
+    False where that cannot be read."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        value = ctypes.c_int(0)
+        return libc.prctl(37, ctypes.byref(value), 0, 0, 0) == 0 and value.value != 0  # PR_GET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def set_child_subreaper(on: bool) -> bool:
+    """Set or clear this process's child subreaper flag (``prctl(PR_SET_CHILD_SUBREAPER)``);
+    True when done.  While it is clear, orphaned descendants go to init (or the next subreaper
+    above): the director clears it for the moment it starts a process meant to live outside
+    its tree (`director.hooks`)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1 if on else 0, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER = 36
     except (OSError, AttributeError):
         return False
 

@@ -53,6 +53,7 @@ No child runs while there is nothing to check: the first targets start it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -62,7 +63,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from pathlib import Path
 
 from checks.base import CheckTarget
@@ -221,6 +222,7 @@ class CheckerProcess:
         self._adopt_orphans = adopt_orphans
         self._orphan_sweeper: asyncio.Task[None] | None = None
         self._spawning = False  # a child is being started: its pid is not known yet
+        self._held = 0  # `hold_sweep` depth
         self._on_load = on_load
         self._log_transitions = log_transitions
         self._python = python or sys.executable
@@ -534,6 +536,17 @@ class CheckerProcess:
                 task.cancel()
             await asyncio.gather(frames, exited, watchdog, return_exceptions=True)
 
+    @contextlib.contextmanager
+    def hold_sweep(self) -> Iterator[None]:
+        """While inside, the orphan sweep (`adopt_orphans`) kills nothing: for another part of
+        the director starting a child of its own (`director.hooks` starts its runner through a
+        short-lived ``setsid --fork``, which the sweep would otherwise take for an orphan)."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+
     def _own_children(self) -> set[int]:
         return set() if self._proc is None else {self._proc.pid}
 
@@ -542,7 +555,7 @@ class CheckerProcess:
         seconds have passed; log how many."""
         deadline = time.monotonic() + limit
         count = 0
-        while not self._spawning:
+        while not self._spawning and not self._held:
             killed = reap_orphans(self._own_children())
             count += killed
             if not killed or time.monotonic() >= deadline:
@@ -555,7 +568,7 @@ class CheckerProcess:
         """Every `ORPHAN_SWEEP` seconds, kill what this process adopted (`adopt_orphans`)."""
         while True:
             await asyncio.sleep(ORPHAN_SWEEP)
-            if not self._spawning:
+            if not self._spawning and not self._held:
                 await self._kill_adopted(FINAL_SWEEP)
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:

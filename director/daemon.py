@@ -52,11 +52,14 @@ from .events import (
     HealthChanged,
     ReloadAccepted,
     ReloadRefused,
+    ServiceDown,
+    ServiceUp,
     log_event,
     to_json,
 )
+from .hooks.dispatcher import HookDispatcher
 from .ipvs import IPVSError, KernelIPVS
-from .model import Config, DestKey, ServiceKey, VirtualService, canonical_ip
+from .model import Config, DestKey, NotifySettings, ServiceKey, VirtualService, canonical_ip
 from .planner import AdminState, HealthState
 from .reconciler import Reconciler
 from .status import build_status, printable
@@ -305,6 +308,11 @@ class Daemon:
         self._instance_lock: NodeLock | None = None  # on STATE_DIR/INSTANCE_LOCK while running
         self._admin_lock = asyncio.Lock()
         self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish, admin=self._admin_for)
+        #: The ``notify:`` hooks (`director.hooks`): every published event is offered to them.
+        self.hooks = HookDispatcher(NotifySettings(), self.events.publish, hold_sweep=self.engine.hold_sweep)
+        self._services: dict[ServiceKey, VirtualService] = {}  # the running configuration's, by key
+        #: per virtual service name: True while a real server is in service, False after `ServiceDown`
+        self._in_service: dict[str, bool] = {}
         self.control: ControlServer | None = None
         self.ha: HAService | None = None  # when the configuration has an ha section
         self.http: HTTPServer | None = None  # when the configuration has a global.http section
@@ -324,6 +332,7 @@ class Daemon:
         """The bus's first stop for every envelope: the log, then the metrics' tally."""
         log_event(envelope)
         self.tally.add(envelope)
+        self.hooks.offer(envelope)
 
     # --- health -----------------------------------------------------------------
 
@@ -351,6 +360,31 @@ class Daemon:
             HealthChanged(t.name, self.reconciler.service_name(service), str(dest), t.old, t.new, t.reason)
         )
         self.reconciler.on_health(service, dest)
+        svc = self._services.get(service)
+        if svc is not None:
+            self._judge_service(svc)
+
+    def _judge_service(self, svc: VirtualService) -> None:
+        """Publish `ServiceDown` when ``svc`` has no real server in service (up by its checks and
+        neither drained nor disabled) and all of them have been checked at least once (or it has
+        none); `ServiceUp` when it has one again after that (`HOOK_EVENTS`)."""
+        admin = self._admin_for(svc)
+        up = 0
+        unknown = False
+        for rs in svc.real_servers:
+            health = self._states.get((svc.key, rs.key), "unknown")
+            if health == "up" and admin.get(rs.key, "enabled") == "enabled":
+                up += 1
+            elif health == "unknown":
+                unknown = True
+        before = self._in_service.get(svc.name)
+        if up:
+            self._in_service[svc.name] = True
+            if before is False:
+                self.events.publish(ServiceUp(svc.name, up))
+        elif not unknown and before is not False:
+            self._in_service[svc.name] = False
+            self.events.publish(ServiceDown(svc.name, len(svc.real_servers)))
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -452,6 +486,7 @@ class Daemon:
                 await self.http.stop()
             await self.control.stop()
             await self.engine.stop()
+            await self.hooks.close()
             await self.reconciler.stop()
             await self.kernel.close()
         return 0
@@ -513,6 +548,12 @@ class Daemon:
         self.engine.update(prepared.targets)
         await self.reconciler.adopt_config(prepared.config)
         self.config = prepared.config
+        self._services = {svc.key: svc for svc in prepared.config.services}
+        names = {svc.name for svc in prepared.config.services}
+        self._in_service = {name: value for name, value in self._in_service.items() if name in names}
+        self.hooks.update(prepared.config.notify or NotifySettings())
+        for svc in prepared.config.services:
+            self._judge_service(svc)
 
     async def reload(self) -> bool:
         """Re-read the configuration file; keep the running one if it is invalid (`reload_report`).
@@ -749,6 +790,7 @@ class Daemon:
         entry = new.get(svc.name, str(rs.key))
         self.events.publish(AdminChanged(svc.name, str(rs.key), state, entry.reason if entry else ""))
         self.reconciler.on_health(svc.key, rs.key)
+        self._judge_service(svc)
         return {"ok": True, "message": f"rs {rs.key} of {printable(svc.name)}: {state}"}
 
 

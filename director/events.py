@@ -40,11 +40,15 @@ __all__ = [
     "CheckerBehind",
     "CheckerCaughtUp",
     "HealthChanged",
+    "HookFinished",
+    "HooksDropped",
     "JSONFormatter",
     "IPVSApplied",
     "IPVSFailed",
     "ReloadAccepted",
     "ReloadRefused",
+    "ServiceDown",
+    "ServiceUp",
     "Subscription",
     "log_event",
     "to_json",
@@ -220,6 +224,90 @@ class ReloadRefused:
 
     def __str__(self) -> str:
         return f"reload refused ({self.path}), keeping the running configuration: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ServiceDown:
+    """Virtual service ``service`` has no real server in service: every one is down (by its
+    checks), drained or disabled, or it has none (``real_servers``: how many it has). What
+    ``on_failure`` says happens now (the fallback server, if any, takes over)."""
+
+    kind: ClassVar[str] = "service.down"
+    logger: ClassVar[str] = "directord"
+    level: ClassVar[int] = logging.WARNING
+    service: str
+    real_servers: int
+
+    def __str__(self) -> str:
+        return f"virtual service {self.service} has no real server in service (of {self.real_servers})"
+
+
+@dataclass(frozen=True)
+class ServiceUp:
+    """Virtual service ``service``, down before (`ServiceDown`), has ``up`` real servers in
+    service again."""
+
+    kind: ClassVar[str] = "service.up"
+    logger: ClassVar[str] = "directord"
+    level: ClassVar[int] = logging.INFO
+    service: str
+    up: int
+
+    def __str__(self) -> str:
+        return f"virtual service {self.service} has {self.up} real server(s) in service again"
+
+
+@dataclass(frozen=True)
+class HookFinished:
+    """Notify hook ``hook`` ran for event ``event`` (its kind, seq ``event_seq``) as process
+    ``pid`` for ``seconds``: ``result`` is ``exit N``, ``signal N``, ``timeout`` (killed after its
+    timeout) or ``not run`` (``error`` says why: the program is missing or not trusted, the hook
+    runner is gone). ``output``: the end of what it wrote to stdout and stderr. Logged at INFO
+    when it exited 0, WARNING otherwise (`director.hooks`)."""
+
+    kind: ClassVar[str] = "hook.finished"
+    logger: ClassVar[str] = "directord.hooks"
+    hook: str
+    event: str
+    event_seq: int
+    result: str
+    seconds: float
+    pid: int | None = None
+    output: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """The hook ran and exited 0."""
+        return self.result == "exit 0"
+
+    @property
+    def level(self) -> int:
+        """INFO when the hook exited 0, WARNING otherwise."""
+        return logging.INFO if self.ok else logging.WARNING
+
+    def __str__(self) -> str:
+        text = f"hook {self.hook} ({self.event}): {self.result} after {self.seconds:.3f} s"
+        if self.error:
+            text += f": {self.error}"
+        if self.output and not self.ok:
+            text += f"; output: {self.output}"
+        return text
+
+
+@dataclass(frozen=True)
+class HooksDropped:
+    """``dropped`` events found ``queued`` hook runs waiting already (`director.hooks`'s bound):
+    their hooks were not run (counted since the last such event)."""
+
+    kind: ClassVar[str] = "hook.dropped"
+    logger: ClassVar[str] = "directord.hooks"
+    level: ClassVar[int] = logging.WARNING
+    dropped: int
+    queued: int
+
+    def __str__(self) -> str:
+        return f"{self.dropped} event(s) not given to their hooks: {self.queued} hook runs are waiting already"
 
 
 # --- envelopes and their JSON form ----------------------------------------------------------

@@ -57,10 +57,10 @@ from director.model import (
     FAMILIES,
     HOOK_EVENTS,
     IFNAME_MAX,
-    SERVICE_EVENTS,
     PROTOCOLS,
     SCHEDULER_FLAGS,
     SCHEDULERS,
+    SERVICE_EVENTS,
     Config,
     FallbackServer,
     ForwardingName,
@@ -445,7 +445,9 @@ class _Builder:
             )
             return None
         if not isinstance(root, dict):
-            self.issue((), f"the top level must be a mapping (global, virtual_services, ha, notify), got {describe(root)}")
+            self.issue(
+                (), f"the top level must be a mapping (global, virtual_services, ha, notify), got {describe(root)}"
+            )
             return None
         self.duplicate_keys(root, (), set())
         self.validate(RootSchema, root, (), drop=("global", "virtual_services", "notify"))

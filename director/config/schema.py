@@ -19,9 +19,9 @@ from checks.spec import CheckSpec, CheckType
 from director.config.issues import describe, quote
 from director.config.located import Path
 from director.model import (
-    DEFAULT_HTTP_HOST,
     DEFAULT_HOOK_TIMEOUT,
     DEFAULT_HOOKS_RUNNING,
+    DEFAULT_HTTP_HOST,
     DEFAULT_HTTP_PORT,
     PROTOCOLS,
     Family,
