@@ -27,7 +27,9 @@ advertisement schedule); ``fault_at`` in the JSON is its wall-clock time, to rea
 the daemons' logs.
 
 Systems (``--systems``): ``directord`` (shipped defaults: keepalive 0.2 s, deadtime 0.8 s;
-HTTP checks at defaults), ``directord-eq1`` (keepalive 1 s, deadtime 3.61 s = keepalived's
+HTTP checks at defaults), ``directord-hooks`` (the same, plus role hooks on both directors:
+on ``ha.acquired`` and ``ha.released`` one that sleeps 10 s and one that exits 3; compare its
+gap with ``directord``'s of the same boot), ``directord-eq1`` (keepalive 1 s, deadtime 3.61 s = keepalived's
 master-down interval at advert_int 1 and backup priority 100), ``directord-eq02``
 (keepalive 0.2 s, deadtime 0.72 s = the same at advert_int 0.2), ``keepalived-1``
 (advert_int 1), ``keepalived-0.2`` (advert_int 0.2, VRRPv3), ``heartbeat`` (heartbeat
@@ -75,6 +77,7 @@ DT_BUMP_S = 6.0
 
 SYSTEMS = (
     "directord",
+    "directord-hooks",
     "directord-eq1",
     "directord-eq02",
     "keepalived-1",
@@ -87,6 +90,7 @@ SYSTEMS = (
 #: heartbeat: ha.cf (None: heartbeat's default).
 DIRECTORD_TIMERS = {
     "directord": {},
+    "directord-hooks": {},
     "directord-eq1": {
         "keepalive": 1.0,
         "warntime": 2.0,
@@ -187,6 +191,31 @@ class Bench:
         inc.links_at_once(self.lab.ns(node), ("eth0", "eth1"), up=up)
 
 
+#: Where ``directord-hooks`` keeps its hook programs: a root-owned directory (a hook's program
+#: must be one only root can replace; the repository may be mounted with other owners in the VM).
+HOOKS_DIR = Path("/run/directord-bench-hooks")
+#: Seconds the slow role hook of ``directord-hooks`` sleeps.
+SLOW_HOOK = 10
+
+
+def role_hooks() -> str:
+    """The ``notify:`` section of ``directord-hooks`` (shipped timers plus role hooks): on
+    ``ha.acquired`` and ``ha.released``, a hook that sleeps `SLOW_HOOK` seconds and one that
+    fails (exit 3); the programs are written to `HOOKS_DIR`."""
+    HOOKS_DIR.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(HOOKS_DIR, 0o755)
+    slow, fail = HOOKS_DIR / "slow", HOOKS_DIR / "fail"
+    slow.write_text(f"#!/bin/sh\nsleep {SLOW_HOOK}\n")
+    fail.write_text("#!/bin/sh\necho failing on purpose; exit 3\n")
+    for path in (slow, fail):
+        path.chmod(0o755)
+    return (
+        "notify:\n  hooks:\n"
+        f"    - {{name: slow, events: [ha.acquired, ha.released], command: [{slow}], timeout: {SLOW_HOOK + 5}}}\n"
+        f"    - {{name: fail, events: [ha.acquired, ha.released], command: [{fail}]}}\n"
+    )
+
+
 class DirectordSys:
     def __init__(self, b: Bench, name: str, workdir: Path) -> None:
         self.b, self.name, self.dir = b, name, workdir
@@ -207,7 +236,8 @@ class DirectordSys:
                 "address": f"{b.vip}/32/eth0",
                 **DIRECTORD_TIMERS[name],
             }
-            conf.write_text(inc.directord_conf(b.service(), ha=ha))
+            hooks = role_hooks() if name == "directord-hooks" else ""
+            conf.write_text(inc.directord_conf(b.service(), ha=ha) + hooks)
             self.d[node] = inc.Daemon(
                 b.lab.ns(node),
                 inc.directord_argv(conf, workdir / node / "ctl.sock"),
