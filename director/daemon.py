@@ -552,6 +552,7 @@ class Daemon:
         names = {svc.name for svc in prepared.config.services}
         self._in_service = {name: value for name, value in self._in_service.items() if name in names}
         self.hooks.update(prepared.config.notify or NotifySettings())
+        self._warn_stale_admin(prepared.config)
         for svc in prepared.config.services:
             self._judge_service(svc)
 
@@ -769,6 +770,9 @@ class Daemon:
             return {"ok": False, "error": "rs needs action enable|drain|disable, service, real_server (ADDRESS:PORT)"}
         config = self.config
         svc = next((s for s in config.services if s.name == service), None) if config is not None else None
+        if state == "enabled" and self.admin.get(service, real_server) is not None:
+            if svc is None or not any(str(r.key) == real_server for r in svc.real_servers):
+                return await self._forget_stale(service, real_server)
         if svc is None:
             return {"ok": False, "error": f"no virtual service named '{_shown(service)}'"}
         rs = next((r for r in svc.real_servers if str(r.key) == _canonical_rs(real_server)), None)
@@ -792,6 +796,36 @@ class Daemon:
         self.reconciler.on_health(svc.key, rs.key)
         self._judge_service(svc)
         return {"ok": True, "message": f"rs {rs.key} of {printable(svc.name)}: {state}"}
+
+    async def _forget_stale(self, service: str, real_server: str) -> dict[str, Any]:
+        """``rs enable`` of an entry of the state file that names no configured real server (a
+        service renamed or a real server removed since): remove it from the file."""
+        async with self._admin_lock:
+            try:
+                new = self.admin.changed(service, real_server, "enabled", "", time.time())
+                await asyncio.to_thread(new.save)
+            except OSError as exc:
+                return {"ok": False, "error": f"cannot write {new.path}: {exc.strerror or exc}; nothing changed"}
+            self.admin = new
+        message = f"removed the state of {_shown(real_server)} of {_shown(service)} (not configured)"
+        return {"ok": True, "message": message}
+
+    def _warn_stale_admin(self, config: Config) -> None:
+        """Log the operator's states that name no configured real server (kept, not applied)."""
+        configured = {(svc.name, str(rs.key)) for svc in config.services for rs in svc.real_servers}
+        stale = [(name, rs, e.state) for (name, rs), e in self.admin.entries().items() if (name, rs) not in configured]
+        if not stale:
+            return
+        shown = ", ".join(f"{printable(rs)} of {printable(name)} ({state})" for name, rs, state in sorted(stale)[:10])
+        more = f" and {len(stale) - 10} more" if len(stale) > 10 else ""
+        log.warning(
+            "%d operator state(s) in %s name no configured real server (a service renamed or a real server "
+            "removed?): %s%s; they are kept but not applied: `directord rs enable SERVICE ADDRESS:PORT` removes one",
+            len(stale),
+            self.admin.path,
+            shown,
+            more,
+        )
 
 
 #: Characters of a value from a control request echoed in its error.

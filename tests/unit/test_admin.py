@@ -173,6 +173,30 @@ async def test_rs_drain_disable_enable_through_a_real_daemon_and_kept_across_a_r
         assert await asyncio.wait_for(task, 20) == 0
 
 
+async def test_states_of_a_renamed_service_are_reported_and_can_be_removed(tmp_path, caplog):
+    cfg, sock, state = tmp_path / "d.yaml", str(tmp_path / "d.sock"), tmp_path / "state"
+    write_config(cfg, CONFIG.format(socket=sock, state=state))
+    store = AdminStore(str(state / ADMIN_FILE)).changed("web", "127.0.0.1:8001", "drain", "kernel", 1.0)
+    state.mkdir()
+    store.save()
+    write_config(cfg, CONFIG.format(socket=sock, state=state).replace("name: web", "name: www"))
+    daemon = Daemon(str(cfg))
+    task = asyncio.create_task(daemon.run())
+    try:
+        doc = await wait_status(sock, lambda d: True, timeout=30)
+        assert rows(doc)["127.0.0.1:8001"]["admin"] == "enabled"  # not applied to the renamed service
+        assert "1 operator state(s) in " + str(state / ADMIN_FILE) + " name no configured real server" in caplog.text
+        assert "127.0.0.1:8001 of web (drain)" in caplog.text
+        rc, out, err = await directord("rs", "enable", "web", "127.0.0.1:8001", "--control-socket", sock)
+        assert rc == 0 and "removed the state of 127.0.0.1:8001 of web (not configured)" in out, err
+        assert json.loads((state / ADMIN_FILE).read_text())["real_servers"] == []
+        rc, _, err = await directord("rs", "enable", "web", "127.0.0.1:8001", "--control-socket", sock)
+        assert rc == 1 and "no virtual service named 'web'" in err  # nothing left to remove
+    finally:
+        daemon.stop()
+        assert await asyncio.wait_for(task, 20) == 0
+
+
 async def test_an_unwritable_state_changes_nothing_and_a_bad_state_file_stops_the_start(tmp_path):
     cfg, sock, state = tmp_path / "d.yaml", str(tmp_path / "d.sock"), tmp_path / "state"
     state.mkdir()
