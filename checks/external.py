@@ -43,6 +43,8 @@ import subprocess
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from checks.trust import replaceable, unsafe_directory
+
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
 
@@ -78,18 +80,6 @@ def running_commands() -> frozenset[int]:
     return frozenset(_running)
 
 
-def _unsafe(path: str, info: os.stat_result, euid: int) -> str | None:
-    """Why others could replace what ``path`` (``info``: its `os.stat`) holds, or ``None``."""
-    if info.st_uid not in (0, euid):
-        owners = "root" if euid == 0 else f"root or uid {euid}"
-        return f"{path} is owned by uid {info.st_uid}, not {owners}"
-    mode = stat.S_IMODE(info.st_mode)
-    sticky_dir = stat.S_ISDIR(info.st_mode) and mode & stat.S_ISVTX
-    if mode & 0o022 and not sticky_dir:
-        return f"{path} is writable by group or others (mode {mode:04o})"
-    return None
-
-
 def command_problem(path: str, *, missing_ok: bool = False) -> str | None:
     """Why the checker must not run ``path`` as the program of an external check, or ``None``.
 
@@ -116,21 +106,15 @@ def command_problem(path: str, *, missing_ok: bool = False) -> str | None:
         return f"command not executable: {path}"
     euid = os.geteuid()
     real = os.path.realpath(path)
-    problem = _unsafe(real, info, euid)
+    problem = replaceable(real, info, euid)
     if problem is not None:
         return f"command not trusted: {problem}"
-    for start in (path, real):
-        parent = os.path.dirname(os.path.normpath(start))
-        while True:
-            try:
-                problem = _unsafe(parent, os.stat(parent), euid)
-            except OSError as exc:
-                return f"command not usable: {parent}: {exc.strerror or exc}"
-            if problem is not None:
-                return f"command not trusted: {problem}"
-            if parent == os.path.dirname(parent):
-                break
-            parent = os.path.dirname(parent)
+    try:
+        found = unsafe_directory(path, euid)
+    except OSError as exc:
+        return f"command not usable: {exc.filename}: {exc.strerror or exc}"
+    if found is not None:
+        return f"command not trusted: {found[2]}"
     return None
 
 

@@ -9,7 +9,8 @@ they lead to must be regular.
 
 Used by the YAML loader (`director.config`), the authkeys loader (`ha.auth`)
 and ``directord convert`` for ldirectord's and heartbeat's files.  No import
-from ``director/`` or ``checks/``.
+from ``director/``; from ``checks/`` only `checks.trust` (the StrictModes walk shared with the
+programs of external checks and notify hooks).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
+
+from checks.trust import unsafe_directory
 
 __all__ = ["ReadFileError", "file_kind", "read_regular_file", "secret_file_problem", "secret_path_problem"]
 
@@ -144,33 +147,24 @@ def secret_path_problem(path: str | os.PathLike[str]) -> str | None:
     """Why the directories leading to a file holding a secret must not be trusted, or ``None``:
     the checks of sshd's ``StrictModes`` on the directories above the file.
 
-    Every directory above ``path``, and above the file a symbolic link leads to, up to ``/``,
-    must be owned by root or this process's effective user and must not be writable by group
-    or others unless its sticky bit is set (``/tmp``): whoever can write such a directory can
-    rename the file away and put their own in its place. A directory that cannot be examined
+    Every directory above ``path`` as written, and above the file its symbolic links lead to,
+    up to ``/`` (`checks.trust.unsafe_directory`), must be owned by root or this process's
+    effective user and must not be writable by group or others unless its sticky bit is set
+    (``/tmp``): whoever can write such a directory can rename the file away and put their own
+    in its place (or repoint a symbolic link on the way). A directory that cannot be examined
     is left to the reading of the file itself to report.
     """
-    name = os.path.abspath(os.fspath(path))
-    euid = os.geteuid()
-    seen: set[str] = set()
-    for start in (os.path.dirname(name), os.path.dirname(os.path.realpath(name))):
-        directory = os.path.realpath(start)
-        while directory not in seen:
-            seen.add(directory)
-            try:
-                info = os.stat(directory)
-            except OSError:
-                return None
-            mode = stat.S_IMODE(info.st_mode)
-            if info.st_uid not in (0, euid):
-                return f"directory {directory} is owned by uid {info.st_uid}, not root: its owner can replace the file"
-            if mode & 0o022 and not mode & stat.S_ISVTX:
-                return (
-                    f"directory {directory} has mode {mode:03o}: writable by group or others, who can "
-                    "replace the file; make it 755 or stricter"
-                )
-            parent = os.path.dirname(directory)
-            if parent == directory:
-                break
-            directory = parent
-    return None
+    try:
+        found = unsafe_directory(os.fspath(path))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    directory, info, _ = found
+    mode = stat.S_IMODE(info.st_mode)
+    if info.st_uid not in (0, os.geteuid()):
+        return f"directory {directory} is owned by uid {info.st_uid}, not root: its owner can replace the file"
+    return (
+        f"directory {directory} has mode {mode:03o}: writable by group or others, who can "
+        "replace the file; make it 755 or stricter"
+    )

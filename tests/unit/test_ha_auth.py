@@ -384,3 +384,21 @@ def test_load_refuses_a_file_in_a_directory_others_can_write(tmp_path):
         str(info.value)
         == f"{keyfile}: directory {shared} is owned by uid 1001, not root: its owner can replace the file"
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a safe directory owned by root needs root")
+def test_load_refuses_a_path_through_a_directory_link_others_could_repoint(tmp_path):
+    """/open/keys/authkeys with ``keys`` a symbolic link to a safe directory: whoever can write
+    ``/open`` can repoint ``keys`` to a directory of theirs, so ``/open`` (on the path as written,
+    not on the resolved one) is judged too."""
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o755)
+    shutil.copyfile(DATA / "authkeys.sha1", safe / "authkeys")
+    os.chmod(safe / "authkeys", 0o600)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    (open_dir / "keys").symlink_to(safe)
+    with pytest.raises(AuthKeysError, match=f"directory {open_dir} has mode 777"):
+        load_authkeys(open_dir / "keys" / "authkeys")
+    assert load_authkeys(safe / "authkeys").send_index == 1
