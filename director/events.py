@@ -2,7 +2,7 @@
 
 Producers hand events to `EventBus.publish`: the HA service (`ha.events`), the health checks
 (`HealthChanged`, from `checks.engine.Transition`), the reconciler (`IPVSApplied`,
-`IPVSFailed`) and the daemon (`ReloadAccepted`, `ReloadRefused`, `AdminChanged`). The bus stamps
+`IPVSFailed`, `IPVSDriftRepaired`) and the daemon (`ReloadAccepted`, `ReloadRefused`, `AdminChanged`). The bus stamps
 each with a sequence number and the wall-clock time (`Envelope`), keeps the last ones
 (`EventBus.recent`) and gives every subscriber its own bounded queue (`Subscription`): a slow
 consumer loses its oldest events, counted, and never slows the producers or the others.
@@ -34,6 +34,7 @@ __all__ = [
     "AdminChanged",
     "DEFAULT_HISTORY",
     "DEFAULT_QUEUE",
+    "DRIFT_OPERATIONS_SHOWN",
     "Envelope",
     "Event",
     "EventBus",
@@ -44,6 +45,7 @@ __all__ = [
     "HooksDropped",
     "JSONFormatter",
     "IPVSApplied",
+    "IPVSDriftRepaired",
     "IPVSFailed",
     "ReloadAccepted",
     "ReloadRefused",
@@ -176,6 +178,46 @@ class IPVSFailed:
         return (
             f"ipvs {self.op} (service {self.service}) failed: {self.error}; retrying on the next pass "
             "(logged again when the error changes or the command is accepted)"
+        )
+
+
+#: The `IPVSDriftRepaired.operations` an event and its log line name; the others are counted only.
+DRIFT_OPERATIONS_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class IPVSDriftRepaired:
+    """A full reconcile pass found the kernel's IPVS entry of the virtual service ``virtual``
+    (its key as text) named ``service`` changed outside directord (``ipvsadm``, another tool)
+    and put it back: ``counts`` gives the operations the kernel accepted for that, by kind
+    (`IPVSApplied` kinds, in the planner's order: pairs of kind and number, each kind at
+    most once); ``operations`` names the first `DRIFT_OPERATIONS_SHOWN` of them (``add_dest
+    10.0.0.12:80``). One event per service and pass, after that pass's `IPVSApplied` events
+    of those operations; an operation directord itself asked for (a reload, a health
+    transition, an operator's ``directord rs``) is never one of them."""
+
+    kind: ClassVar[str] = "ipvs.drift"
+    logger: ClassVar[str] = "directord.reconciler"
+    level: ClassVar[int] = logging.WARNING
+    service: str
+    virtual: str
+    counts: tuple[tuple[str, int], ...]
+    operations: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        """How many operations repaired the service (the sum of ``counts``)."""
+        return sum(n for _, n in self.counts)
+
+    def __str__(self) -> str:
+        total = self.total
+        named = ", ".join(self.operations)
+        more = total - len(self.operations)
+        if more > 0:
+            named += f" and {more} more" if named else f"{more} operations"
+        return (
+            f"ipvs {self.virtual} (service {self.service}) was changed outside directord: repaired with "
+            f"{total} operation{'s' if total != 1 else ''} nobody asked for: {named}"
         )
 
 

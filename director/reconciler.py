@@ -15,6 +15,15 @@ after each successful command.  Three things make it act:
   are deleted;
 * the periodic pass: a fresh dump and a full plan.
 
+A full pass also tells drift repairs from requested changes: an operation that only undoes a
+change made outside directord (an operator's ``ipvsadm -d``, another tool editing a managed
+service) is one whose target the cached table, as directord last knew it before this pass's
+dump, already held in the state the operation puts it in (`is_drift_repair`). Those done on a
+service are published after its `IPVSApplied` events as one `IPVSDriftRepaired` (``ipvs.drift``,
+a WARNING line) per service and pass, counted by the metrics. Nothing is counted at the first
+full pass, nor at the first one after the table could not be read: directord knew no table
+then, so a change made while it did not look (or was not running) is applied, not counted.
+
 Each full pass also keeps the kernel's IPVS sync daemons as ``global.sync_daemon``
 says (`director.ipvs.sync.plan_sync`): master and backup on its interface, started
 again if someone stopped them; when a reload removes the setting, the daemons
@@ -39,13 +48,14 @@ import asyncio
 import logging
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, get_args
 
 from ha.events import emit
 
-from .events import IPVSApplied, IPVSFailed
+from .events import DRIFT_OPERATIONS_SHOWN, IPVSApplied, IPVSDriftRepaired, IPVSFailed
 from .ipvs import IPVSError, IPVSUnavailable, KernelIPVS, SyncDaemon, plan_sync, sync_daemons_for
 from .model import Config, DesiredService, DestKey, KernelService, ServiceKey, VirtualService
 from .planner import (
@@ -56,6 +66,7 @@ from .planner import (
     OpKind,
     desired_service,
     desired_service_steps,
+    normalize_service_attrs,
     plan_chunks,
     plan_service,
     plan_service_parts,
@@ -74,6 +85,10 @@ _K = TypeVar("_K", bound=Hashable)
 _V = TypeVar("_V")
 #: What a refused command is about: (operation kind, service, destination or None).
 _Target = tuple[OpKind, ServiceKey, DestKey | None]
+#: The events the reconciler publishes.
+ReconcilerEvent = IPVSApplied | IPVSFailed | IPVSDriftRepaired
+#: The operation kinds in the planner's order (how an `IPVSDriftRepaired` lists its counts).
+_KINDS: tuple[OpKind, ...] = get_args(OpKind)
 
 
 class _Conditions(Generic[_K, _V]):
@@ -137,8 +152,8 @@ class Reconciler:
             destination key); ``unknown`` when there is no check result yet.
         clock: monotonic clock in seconds (injectable for tests).
         on_event: where each IPVS operation goes as an event (`director.events.IPVSApplied`,
-            `IPVSFailed`): the daemon's `EventBus.publish`, which logs it; without one, each
-            is logged.
+            `IPVSFailed`; a full pass's drift repairs as `IPVSDriftRepaired`, one per service):
+            the daemon's `EventBus.publish`, which logs it; without one, each is logged.
         admin: callable returning, for a configured virtual service, the operator's state of
             its real servers that are not ``enabled`` (`director.planner.AdminState`, by
             destination key); after a change, call `on_health` for that real server.
@@ -150,7 +165,7 @@ class Reconciler:
         health: Callable[[ServiceKey, DestKey], HealthState],
         *,
         clock: Callable[[], float] = time.monotonic,
-        on_event: Callable[[IPVSApplied | IPVSFailed], object] | None = None,
+        on_event: Callable[[ReconcilerEvent], object] | None = None,
         admin: Callable[[VirtualService], Mapping[DestKey, AdminState]] | None = None,
     ) -> None:
         self.kernel = kernel
@@ -331,8 +346,13 @@ class Reconciler:
     # --- passes ---------------------------------------------------------------
 
     async def full_pass(self) -> list[Op]:
-        """Dump the kernel table, plan every managed service and apply the plan."""
+        """Dump the kernel table, plan every managed service and apply the plan; the operations
+        that repair drift (`is_drift_repair` against the cached table before the dump, when it
+        was valid) are published per service as `IPVSDriftRepaired` too."""
         async with self._lock:
+            # the table as directord last knew it: the previous dump and its own commands since;
+            # the dump below takes its place, and nothing changes this dict from then on
+            known = self.table if self._table_valid else None
             try:
                 await self.kernel.open()
                 self.table = await self.kernel.dump()
@@ -356,7 +376,7 @@ class Reconciler:
             for part in plan_chunks(desired, self.table, self._retired):
                 ops.extend(part)
                 await asyncio.sleep(0)
-            refused = await self._apply(ops)
+            refused = await self._apply(ops, known)
             # a command refused before and not planned now (the configuration or the table
             # changed) is no longer refused: that condition ends too
             for (kind, key, dest), error in self._refused.only(refused).items():
@@ -555,15 +575,19 @@ class Reconciler:
             await asyncio.sleep(0)
         return ops
 
-    async def _apply(self, ops: list[Op]) -> set[_Target]:
+    async def _apply(self, ops: list[Op], known: Mapping[ServiceKey, KernelService] | None = None) -> set[_Target]:
         """Send ``ops``; each done is recorded in the cached table and published (`IPVSApplied`),
         each refused is counted in `errors` and published (`IPVSFailed`, ``repeated`` when the
         kernel refused it so the last time: logged at DEBUG). A refused command accepted now is
-        logged once. Returns the refused ones' targets (kind, service, destination)."""
+        logged once. With ``known`` (a full pass: the table as directord knew it before its
+        dump), those done that repair drift (`is_drift_repair`) are published once more per
+        service, after the others, as `IPVSDriftRepaired`. Returns the refused ones' targets
+        (kind, service, destination)."""
         refused: set[_Target] = set()
         if not ops:
             return refused
         result = await self.kernel.apply_all(ops)
+        repaired: dict[ServiceKey, list[Op]] = {}
         for op in result.done:
             record_op(self.table, op)
             name = self.service_name(op.service)
@@ -571,6 +595,8 @@ class Reconciler:
             error = self._refused.ends((op.kind, op.service, op.dest))
             if error is not None:
                 log.info("ipvs %s (service %s) accepted (it was refused: %s)", op, name, error)
+            if known is not None and is_drift_repair(op, known):
+                repaired.setdefault(op.service, []).append(op)
         self.ops_applied += len(result.done)
         for op, exc in result.failed:
             self.errors += 1
@@ -578,9 +604,11 @@ class Reconciler:
             refused.add(target)
             news = self._refused.holds(target, str(exc))
             self._emit(IPVSFailed(op.kind, self.service_name(op.service), str(exc), repeated=not news))
+        for key, done in repaired.items():
+            self._emit(_drift_repaired(key, self.service_name(key), done))
         return refused
 
-    def _emit(self, event: IPVSApplied | IPVSFailed) -> None:
+    def _emit(self, event: ReconcilerEvent) -> None:
         """Hand ``event`` to the sink (`ha.events.emit`: logged when there is none)."""
         emit(self._on_event, event)
 
@@ -600,4 +628,41 @@ def _applied(op: Op, name: str) -> IPVSApplied:
         weight=None if dest is None else dest.weight,
         forwarding=None if dest is None else str(dest.fwd_method),
         scheduler=None if dest is not None or service is None else service.scheduler,
+    )
+
+
+def is_drift_repair(op: Op, known: Mapping[ServiceKey, KernelService]) -> bool:
+    """Whether ``op`` only undoes a change made outside directord: ``known`` (the kernel table as
+    directord last knew it: its last dump and the commands it sent since) already holds the
+    operation's target as the operation leaves it, so no change that directord asked for (a
+    reload, a health transition, an operator's ``directord rs``) needs it: only the kernel
+    changing behind directord's back does. Pure; O(1).
+
+    * ``add_service``, ``set_service``: ``known`` has the service, with these attributes
+      (`normalize_service_attrs`: the kernel's own flag bits aside);
+    * ``del_service``: ``known`` lacks the service;
+    * ``add_dest``, ``set_dest``: ``known`` has the destination in the service, with these
+      attributes (connection counters aside);
+    * ``del_dest``: ``known`` lacks the destination (or its whole service).
+
+    An operation directord wants (a weight changed, a real server added) differs from ``known``
+    and is not a repair, even when someone also changed the same entry meanwhile.
+    """
+    service = known.get(op.service)
+    if op.kind == "del_service":
+        return service is None
+    if op.kind in ("add_service", "set_service"):
+        return service is not None and normalize_service_attrs(service.attrs) == op.service_attrs
+    dest = service.dests.get(op.dest) if service is not None and op.dest is not None else None
+    if op.kind == "del_dest":
+        return dest is None
+    return dest is not None and dest.attrs == op.dest_attrs
+
+
+def _drift_repaired(key: ServiceKey, name: str, done: list[Op]) -> IPVSDriftRepaired:
+    """The event of the drift repairs ``done`` (non-empty) on the service ``key`` named ``name``."""
+    counts = Counter(op.kind for op in done)
+    shown = tuple(op.kind if op.dest is None else f"{op.kind} {op.dest}" for op in done[:DRIFT_OPERATIONS_SHOWN])
+    return IPVSDriftRepaired(
+        name, str(key), tuple((kind, counts[kind]) for kind in _KINDS if counts[kind]), operations=shown
     )

@@ -46,7 +46,7 @@ from director.planner import ADMIN_STATES
 from director.status import printable
 from director.web.tally import EventTally
 
-__all__ = ["CHECK_OUTCOMES", "HA_REJECT_REASONS", "DaemonFacts", "Scrape", "families"]
+__all__ = ["CHECK_OUTCOMES", "HA_REJECT_REASONS", "IPVS_OPERATIONS", "DaemonFacts", "Scrape", "families"]
 
 #: Label names of a virtual service's series (node_exporter's, then ours).
 SERVICE_LABELS = ("local_address", "local_port", "proto", "local_mark", "service")
@@ -81,6 +81,8 @@ HA_COUNTERS = (
     "stalls",
     "partitions_healed",
 )
+#: The IPVS operations (`director.planner.Op` kinds): the ``op`` label of the reconciler's counters.
+IPVS_OPERATIONS = ("add_service", "set_service", "del_service", "add_dest", "set_dest", "del_dest")
 #: The states a real server's health can be in (`checks.engine.HealthStatus.state`).
 HEALTH_STATES = ("unknown", "up", "down")
 #: The roles a real server row can have (`director.status.build_status`).
@@ -386,9 +388,21 @@ def _reconciler(out: _Families, s: Scrape) -> None:
     failed = out.counter(
         "directord_ipvs_operation_failures", "IPVS operations the kernel refused, by operation", ["op"]
     )
-    for op in ("add_service", "set_service", "del_service", "add_dest", "set_dest", "del_dest"):
+    for op in IPVS_OPERATIONS:
         ops.add_metric([op], t.ipvs_ops[op])
         failed.add_metric([op], t.ipvs_failures[op])
+    drift = out.counter(
+        "directord_ipvs_drift_repairs",
+        "IPVS operations that put back the virtual service's kernel entry after a change made outside "
+        "directord (ipvsadm, another tool), by operation",
+        [*SERVICE_LABELS, "op"],
+    )
+    # every configured service has its series from the start, at 0: a series that appears at its
+    # first repair would be missed by increase() (one sample), and by an alert on it
+    for svc in s.config.services if s.config is not None else ():
+        labels, name = _service_labels(svc.key, svc.name), printable(svc.name)
+        for op in IPVS_OPERATIONS:
+            drift.add_metric([*labels, op], t.ipvs_drift_repairs[(name, op)])
     out.counter("directord_ipvs_kernel_errors", "IPVS commands and dumps the kernel refused").add_metric(
         [], d.kernel_errors
     )

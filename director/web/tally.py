@@ -29,6 +29,8 @@ class EventTally:
             ``ADDRESS:PORT``, new state).
         ipvs_ops: IPVS operations the kernel accepted, by operation (``add_dest``, ...).
         ipvs_failures: IPVS operations the kernel refused, by operation.
+        ipvs_drift_repairs: IPVS operations that repaired a change made outside directord
+            (`director.events.IPVSDriftRepaired`), by (service name, operation).
         announcements: gratuitous ARP / unsolicited NA rounds sent, by round (``first``,
             ``repeat``, ``refresh``).
         reloads: configuration loads by result (``adopted``, ``refused``).
@@ -45,6 +47,7 @@ class EventTally:
     transitions: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     ipvs_ops: Counter[str] = field(default_factory=Counter)
     ipvs_failures: Counter[str] = field(default_factory=Counter)
+    ipvs_drift_repairs: Counter[tuple[str, str]] = field(default_factory=Counter)
     announcements: Counter[str] = field(default_factory=Counter)
     reloads: Counter[str] = field(default_factory=Counter)
     last_reload_ok: bool | None = None
@@ -74,6 +77,9 @@ class EventTally:
             self.ipvs_ops[event.op] += 1
         elif kind == "ipvs.failed":
             self.ipvs_failures[event.op] += 1
+        elif kind == "ipvs.drift":
+            for op, n in event.counts:
+                self.ipvs_drift_repairs[(event.service, op)] += int(n)
         elif kind == "ha.announced":
             self.announcements[event.round] += 1
         elif kind in ("config.reloaded", "config.refused"):
@@ -95,6 +101,7 @@ class EventTally:
             transitions=Counter(self.transitions),
             ipvs_ops=Counter(self.ipvs_ops),
             ipvs_failures=Counter(self.ipvs_failures),
+            ipvs_drift_repairs=Counter(self.ipvs_drift_repairs),
             announcements=Counter(self.announcements),
             reloads=Counter(self.reloads),
         )

@@ -18,6 +18,7 @@ from director.events import (
     EventBus,
     HealthChanged,
     IPVSApplied,
+    IPVSDriftRepaired,
     IPVSFailed,
     JSONFormatter,
     ReloadAccepted,
@@ -164,6 +165,22 @@ def ticking_clock(start: float = 1_700_000_000.0, step: float = 0.5):
             "ipvs.failed",
             logging.DEBUG,
             "ipvs add-dest 10.0.0.2:80 (service web) still failing: ENOENT",
+        ),
+        (
+            IPVSDriftRepaired("web", "TCP 192.168.10.100:80", (("add_dest", 1),), ("add_dest 10.0.0.2:80",)),
+            "ipvs.drift",
+            logging.WARNING,
+            "ipvs TCP 192.168.10.100:80 (service web) was changed outside directord: repaired with 1 operation "
+            "nobody asked for: add_dest 10.0.0.2:80",
+        ),
+        (
+            IPVSDriftRepaired(
+                "web", "TCP 192.168.10.100:80", (("set_service", 1), ("add_dest", 11)), ("set_service", "add_dest a")
+            ),
+            "ipvs.drift",
+            logging.WARNING,
+            "ipvs TCP 192.168.10.100:80 (service web) was changed outside directord: repaired with 12 operations "
+            "nobody asked for: set_service, add_dest a and 10 more",
         ),
         (
             CheckerBehind(0.8744, 12, 6),
@@ -404,3 +421,17 @@ def test_a_checker_event_says_what_the_engines_load_report_says():
 
     assert str(CheckerBehind(0.25, 3, 4)) == str(Load(True, 0.25, 3, 4))
     assert str(CheckerCaughtUp()) == str(Load(False, 0.01, 0, None))
+
+
+def test_a_drift_event_in_json_carries_its_counts_and_operations():
+    event = IPVSDriftRepaired("web", "TCP 192.168.10.100:80", (("set_dest", 2),), ("set_dest a", "set_dest b"))
+    out = to_json(Envelope(1, 1_700_000_000.0, event))
+    assert (out["kind"], out["level"], out["service"], out["virtual"]) == (
+        "ipvs.drift",
+        "WARNING",
+        "web",
+        "TCP 192.168.10.100:80",
+    )
+    assert out["counts"] == [("set_dest", 2)] and out["operations"] == ["set_dest a", "set_dest b"]
+    assert json.loads(json.dumps(out))["counts"] == [["set_dest", 2]]
+    assert event.total == 2

@@ -6,13 +6,22 @@ from __future__ import annotations
 import re
 import socket
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from director.events import Envelope, HealthChanged, IPVSApplied, IPVSFailed, ReloadAccepted, ReloadRefused
+from director.events import (
+    Envelope,
+    HealthChanged,
+    IPVSApplied,
+    IPVSDriftRepaired,
+    IPVSFailed,
+    ReloadAccepted,
+    ReloadRefused,
+)
 from director.model import (
     Config,
     DestAttrs,
@@ -26,7 +35,7 @@ from director.model import (
     ServiceKey,
     VirtualService,
 )
-from director.web.metrics import DaemonFacts, Scrape
+from director.web.metrics import IPVS_OPERATIONS, DaemonFacts, Scrape
 from director.web.server import render_metrics
 from director.web.tally import EventTally
 from ha.events import AnnouncementSent, GroupAcquired, TimersLate
@@ -103,6 +112,7 @@ def scrape(**over) -> Scrape:
             HealthChanged("rs 10.0.0.12:80 of web", "web", "10.0.0.12:80", "unknown", "up", "HTTP 200"),
             IPVSApplied("set_dest", "web", str(WEB), "10.0.0.12:80", 0, "dr"),
             IPVSFailed("add_service", "web", "No such file or directory"),
+            IPVSDriftRepaired("web", str(WEB), (("add_dest", 1),), ("add_dest 10.0.0.12:80",)),
             ReloadAccepted("d.yaml", 1),
             ReloadRefused("d.yaml", "bad port"),
             GroupAcquired("dir1 10.0.0.100/32/eth0"),
@@ -208,6 +218,59 @@ def test_daemon_reconciler_and_checker():
     assert value(m, "directord_ipvs_kernel_errors_total") == 1
     assert value(m, "directord_checker_restarts_total") == 2
     assert value(m, "directord_events_total", kind="check.health") == 2
+
+
+def test_drift_repairs_per_configured_service_and_operation():
+    """Every configured service has a series per operation from the first scrape (at 0); the
+    repairs of ``ipvs.drift`` events add up per service and operation; other events, and a
+    service no longer configured, do not count."""
+    m = samples(scrape(tally=EventTally()))
+    assert len(m["directord_ipvs_drift_repairs_total"]) == 6
+    assert {v for _, v in m["directord_ipvs_drift_repairs_total"]} == {0}
+    tally = tally_of(
+        IPVSApplied("add_dest", "web", str(WEB), "10.0.0.12:80", 1, "dr"),
+        IPVSDriftRepaired("web", str(WEB), (("add_dest", 1),), ("add_dest 10.0.0.12:80",)),
+        IPVSDriftRepaired("web", str(WEB), (("set_service", 1), ("add_dest", 2)), ("set_service",)),
+        IPVSDriftRepaired("gone", "TCP 10.0.0.200:80", (("add_dest", 4),)),
+    )
+    m = samples(scrape(tally=tally))
+    assert value(m, "directord_ipvs_drift_repairs_total", op="add_dest", **WEB_LABELS) == 3
+    assert value(m, "directord_ipvs_drift_repairs_total", op="set_service", **WEB_LABELS) == 1
+    assert value(m, "directord_ipvs_drift_repairs_total", op="set_dest", **WEB_LABELS) == 0
+    assert {ls["service"] for ls, _ in m["directord_ipvs_drift_repairs_total"]} == {"web"}
+    assert value(m, "directord_ipvs_operations_total", op="add_dest") == 1
+    assert value(m, "directord_events_total", kind="ipvs.drift") == 3
+    assert "directord_ipvs_drift_repairs_total" not in samples(scrape(config=None))
+
+
+async def test_a_drift_repaired_by_the_reconciler_reaches_the_metrics():
+    """Kernel, reconciler, event bus, tally and scrape together: a real server deleted by hand
+    behind the reconciler's back is one ``add_dest`` repair of its service in the metrics; the
+    reload that came before it, none."""
+    from test_reconciler import MemoryKernel, tamper
+
+    from director.events import EventBus
+    from director.reconciler import Reconciler
+
+    tally = EventTally()
+    bus = EventBus(log=tally.add)
+    kernel = MemoryKernel()
+    web = scrape().config.services[0]
+    r = Reconciler(kernel, lambda s, d: "up", on_event=bus.publish)
+    r.set_config(Config("d.yaml", services=(web,)))
+    await r.full_pass()
+    r.set_config(Config("d.yaml", services=(replace(web, real_servers=web.real_servers[:1]),)))
+    await r.full_pass()
+    assert samples(scrape(tally=tally))["directord_ipvs_drift_repairs_total"] == [
+        ({**WEB_LABELS, "op": op}, 0.0) for op in IPVS_OPERATIONS
+    ]
+    tamper(kernel, WEB, {})
+    await r.full_pass()
+    m = samples(scrape(tally=tally, table=kernel.table))
+    # RS1 put back; the draining RS2 deleted by hand stays deleted (it was on its way out)
+    assert value(m, "directord_ipvs_drift_repairs_total", op="add_dest", **WEB_LABELS) == 1
+    assert sum(v for _, v in m["directord_ipvs_drift_repairs_total"]) == 1
+    assert set(kernel.table[WEB].dests) == {RS1}
 
 
 def test_without_ha_stats_or_health_the_families_stay_and_samples_go():

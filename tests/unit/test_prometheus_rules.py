@@ -1,7 +1,8 @@
 """Prometheus' own tool on what directord ships: ``promtool check metrics`` lints a full scrape
 (names, units, ``_total``, help texts), ``promtool check rules`` and ``promtool test rules`` run
 the alerting rules of ``etc/prometheus/directord-alerts.yaml`` against series as two directors
-expose them (split brain, every real server down, a director down)."""
+expose them (split brain, every real server down, a director down, an IPVS table changed outside
+directord)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,10 @@ def test_a_full_scrape_passes_promtool_check_metrics():
 def test_the_alerting_rules_are_valid():
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-    assert b"SUCCESS: 10 rules found" in result.stdout, result.stdout.decode()
+    assert b"SUCCESS: 11 rules found" in result.stdout, result.stdout.decode()
 
 
-def test_the_alerting_rules_fire_on_a_split_brain_a_dead_service_and_a_dead_director():
+def test_the_alerting_rules_fire_on_a_split_brain_a_dead_service_a_dead_director_and_drift():
     result = promtool("test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert b"SUCCESS" in result.stdout
@@ -54,6 +55,19 @@ def test_a_wrong_expectation_fails(tmp_path):
         "      - eval_time: 40s\n        alertname: VIPHeldByTwoDirectors",
         1,
     )
+    assert broken != text
+    (tmp_path / "t.yaml").write_text(broken)
+    result = promtool("test", "rules", "t.yaml", cwd=tmp_path)
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("when", ["2m", "25m"])
+def test_the_drift_alert_expectation_can_fail(tmp_path, when):
+    """The drift alert's test can fail: expecting it to fire before the repair (2m) or once the
+    repair left its 15-minute window (25m) fails."""
+    text = RULE_TESTS.read_text().replace("../../../etc", str(ROOT / "etc"))
+    firing = "      - eval_time: 5m\n        alertname: IPVSTableChangedOutsideDirectord\n"
+    broken = text.replace(firing, firing.replace("5m", when), 1)
     assert broken != text
     (tmp_path / "t.yaml").write_text(broken)
     result = promtool("test", "rules", "t.yaml", cwd=tmp_path)

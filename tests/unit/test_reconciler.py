@@ -374,3 +374,181 @@ async def test_first_pass_returns_after_the_first_full_pass_and_when_the_loop_di
     await asyncio.wait_for(broken.first_pass(), 5)  # the loop died: no wait forever
     with pytest.raises(RuntimeError):
         await broken.stop()  # stop hands the loop's death on
+
+
+# --- drift: changes made behind the reconciler's back ------------------------------------
+
+
+def recording(kernel, health, clock=None):
+    """A reconciler whose events are kept in ``r.events`` (in order)."""
+    from director.reconciler import Reconciler
+
+    events = []
+    r = Reconciler(kernel, lambda s, d: health.get((s, d), "unknown"), clock=clock or Clock(), on_event=events.append)
+    r.events = events
+    return r
+
+
+def drift_events(r):
+    return [e for e in r.events if e.kind == "ipvs.drift"]
+
+
+def tamper(kernel, key, dests=None, attrs=None):
+    """Change the kernel's entry of ``key`` as ``ipvsadm`` would, without telling anyone."""
+    old = kernel.table[key]
+    kernel.table[key] = KernelService(attrs or old.attrs, dict(old.dests) if dests is None else dests)
+
+
+async def test_requested_changes_are_not_counted_as_drift():
+    """A reload (a real server added, one removed and drained, the scheduler changed), a health
+    transition and the full pass that follows each: all requested, none a drift repair."""
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = recording(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80)]))
+    await r.full_pass()
+    r.set_config(config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)]))
+    await r.full_pass()
+    health[(WEB, RS1)] = "down"
+    r.on_health(WEB, RS1)
+    await r.service_pass()
+    health[(WEB, RS2)] = "down"  # a transition not yet passed on: the full pass applies it
+    r.on_health(WEB, RS2)
+    await r.full_pass()
+    cfg = config([RealServer("10.0.0.11", 80)])
+    r.set_config(Config(cfg.path, settings=cfg.settings, services=(replace(cfg.services[0], scheduler="wlc"),)))
+    await r.full_pass()
+    await r.full_pass()
+    kinds = [e.op for e in r.events if e.kind == "ipvs.applied"]
+    assert kinds == ["add_service", "add_dest", "add_dest", "set_dest", "set_dest", "set_service"], kinds
+    assert kernel.table[WEB].attrs.scheduler == "wlc" and r.draining() == {WEB: {RS2}}
+    assert drift_events(r) == []
+
+
+async def test_a_real_server_deleted_by_hand_is_put_back_and_counted_at_the_next_full_pass():
+    from director.events import IPVSApplied, IPVSDriftRepaired
+
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = recording(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)]))
+    await r.full_pass()
+    dests = dict(kernel.table[WEB].dests)
+    del dests[RS2]  # ipvsadm -d -t 10.0.0.100:80 -r 10.0.0.12:80
+    tamper(kernel, WEB, dests)
+    r.events.clear()
+    ops = await r.full_pass()
+    assert ops == [Op("add_dest", WEB, dest=RS2, dest_attrs=DestAttrs(3, 1))] and RS2 in kernel.table[WEB].dests
+    assert r.events == [
+        IPVSApplied("add_dest", "web", str(WEB), real_server="10.0.0.12:80", weight=1, forwarding="3"),
+        IPVSDriftRepaired("web", str(WEB), (("add_dest", 1),), ("add_dest 10.0.0.12:80",)),
+    ]
+    assert r.events[-1].level == logging.WARNING
+    await r.full_pass()  # repaired: nothing more
+    assert len(drift_events(r)) == 1
+
+
+async def test_each_kind_of_drift_is_counted_by_its_operation():
+    """A weight edited, a stranger real server added, the scheduler changed: set_dest, del_dest,
+    set_service; then the whole service deleted (``ipvsadm -D``): add_service and its add_dests."""
+    kernel = MemoryKernel()
+    health = {(WEB, RS1): "up", (WEB, RS2): "up"}
+    r = recording(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80), RealServer("10.0.0.12", 80)]))
+    await r.full_pass()
+    stranger = DestKey("10.0.0.99", 80)
+    dests = dict(kernel.table[WEB].dests)
+    dests[RS1] = KernelDest(DestAttrs(3, 7))
+    dests[stranger] = KernelDest(DestAttrs(3, 1))
+    tamper(kernel, WEB, dests, attrs=replace(kernel.table[WEB].attrs, scheduler="sh"))
+    await r.full_pass()
+    (event,) = drift_events(r)
+    assert event.counts == (("set_service", 1), ("set_dest", 1), ("del_dest", 1))
+    assert set(event.operations) == {"set_service", "set_dest 10.0.0.11:80", "del_dest 10.0.0.99:80"}
+    assert kernel.table[WEB].attrs.scheduler == "rr" and set(kernel.table[WEB].dests) == {RS1, RS2}
+    del kernel.table[WEB]  # ipvsadm -D -t 10.0.0.100:80
+    await r.full_pass()
+    assert drift_events(r)[1].counts == (("add_service", 1), ("add_dest", 2))
+    assert set(kernel.table[WEB].dests) == {RS1, RS2}
+
+
+async def test_drift_is_one_event_per_service_and_pass_and_names_at_most_ten_operations():
+    from director.events import DRIFT_OPERATIONS_SHOWN
+
+    servers = [RealServer(f"10.0.1.{i}", 80) for i in range(1, 26)]
+    kernel = MemoryKernel()
+    dns = VirtualService(name="dns", key=DNS, real_servers=(RealServer("10.0.0.11", 53),))
+    health = {(WEB, rs.key): "up" for rs in servers} | {(DNS, DestKey("10.0.0.11", 53)): "up"}
+    r = recording(kernel, health)
+    r.set_config(config(servers, services_extra=(dns,)))
+    await r.full_pass()
+    tamper(kernel, WEB, {})  # every real server of web deleted by hand
+    tamper(kernel, DNS, {})
+    await r.full_pass()
+    web, dns_event = drift_events(r)
+    assert (web.service, web.counts, dns_event.service, dns_event.counts) == (
+        "web",
+        (("add_dest", 25),),
+        "dns",
+        (("add_dest", 1),),
+    )
+    assert len(web.operations) == DRIFT_OPERATIONS_SHOWN == 10
+    assert str(web).endswith("and 15 more") and "25 operations nobody asked for" in str(web)
+
+
+async def test_nothing_is_counted_without_a_table_known_before_the_dump():
+    """The first full pass (a daemon started on a table someone else programmed) and the first
+    after the table could not be read apply the difference without counting it as drift; a
+    repair the kernel refuses is not counted either."""
+    kernel = MemoryKernel()
+    kernel.table[WEB] = KernelService(ServiceAttrs("sh"), {RS2: KernelDest(DestAttrs(3, 9))})
+    health = {(WEB, RS1): "up"}
+    r = recording(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80)]))
+    await r.full_pass()
+    assert set(kernel.table[WEB].dests) == {RS1} and drift_events(r) == []
+
+    class Unreadable(MemoryKernel):
+        broken = False
+
+        async def dump(self):
+            if self.broken:
+                raise IPVSError("ip_vs missing")
+            return await super().dump()
+
+    kernel = Unreadable()
+    r = recording(kernel, health)
+    r.set_config(config([RealServer("10.0.0.11", 80)]))
+    await r.full_pass()
+    kernel.broken = True
+    await r.full_pass()
+    del kernel.table[WEB]
+    kernel.broken = False
+    await r.full_pass()
+    assert WEB in kernel.table and drift_events(r) == []
+    kernel.fail[("add_dest", RS1)] = errno.ENOMEM
+    tamper(kernel, WEB, {})
+    await r.full_pass()
+    assert RS1 not in kernel.table[WEB].dests and drift_events(r) == []
+
+
+def test_is_drift_repair_compares_the_operation_with_the_table_known_before():
+    from director.reconciler import is_drift_repair
+
+    attrs = ServiceAttrs("rr")
+    known = {WEB: KernelService(replace(attrs, flags=attrs.flags | 0x2), {RS1: KernelDest(DestAttrs(3, 1), 5, 2)})}
+    # the table directord knew already held these: someone undid them
+    assert is_drift_repair(Op("add_service", WEB, service_attrs=attrs), known)  # kernel's HASHED bit aside
+    assert is_drift_repair(Op("set_dest", WEB, dest=RS1, dest_attrs=DestAttrs(3, 1)), known)  # counters aside
+    assert is_drift_repair(Op("add_dest", WEB, dest=RS1, dest_attrs=DestAttrs(3, 1)), known)
+    assert is_drift_repair(Op("del_dest", WEB, dest=RS2), known)
+    assert is_drift_repair(Op("del_dest", DNS, dest=RS2), known)
+    assert is_drift_repair(Op("del_service", DNS), known)
+    # changes directord asks for, even where someone also changed the entry meanwhile
+    assert not is_drift_repair(Op("set_service", WEB, service_attrs=ServiceAttrs("wlc")), known)
+    assert not is_drift_repair(Op("add_service", DNS, service_attrs=attrs), known)
+    assert not is_drift_repair(Op("set_dest", WEB, dest=RS1, dest_attrs=DestAttrs(3, 0)), known)
+    assert not is_drift_repair(Op("add_dest", WEB, dest=RS2, dest_attrs=DestAttrs(3, 1)), known)
+    assert not is_drift_repair(Op("add_dest", DNS, dest=RS2, dest_attrs=DestAttrs(3, 1)), known)
+    assert not is_drift_repair(Op("del_dest", WEB, dest=RS1), known)
+    assert not is_drift_repair(Op("del_service", WEB), known)
