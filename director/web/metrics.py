@@ -228,6 +228,11 @@ def _daemon(out: _Families, s: Scrape) -> None:
     if t.last_reload_ok is not None and t.last_reload_at is not None:
         ok.add_metric([], 1 if t.last_reload_ok else 0)
         when.add_metric([], t.last_reload_at)
+    hooks = out.counter(
+        "directord_hook_runs", "notify hook runs, by hook and result (ok, failed, timeout, not_run)", ["hook", "result"]
+    )
+    for (hook, result), n in sorted(t.hook_runs.items()):
+        hooks.add_metric([hook, result], n)
     events = out.counter("directord_events", "events published on the daemon's event stream, by kind", ["kind"])
     for kind, n in sorted(t.events.items()):
         events.add_metric([kind], n)

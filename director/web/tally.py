@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EventTally"]
+__all__ = ["EventTally", "hook_result"]
 
 log = logging.getLogger("directord.web")
 
@@ -34,6 +34,8 @@ class EventTally:
         announcements: gratuitous ARP / unsolicited NA rounds sent, by round (``first``,
             ``repeat``, ``refresh``).
         reloads: configuration loads by result (``adopted``, ``refused``).
+        hook_runs: notify hook runs (`director.events.HookFinished`) by (hook name, result:
+            ``ok``, ``failed`` (a non-zero exit or a signal), ``timeout``, ``not_run``).
         last_reload_ok: whether the last load was adopted; None before the first.
         last_reload_at: Unix time (seconds) of the last load's event; None before the first.
         checker_behind: whether the checker holds checks back (`director.events.CheckerBehind`).
@@ -50,6 +52,7 @@ class EventTally:
     ipvs_drift_repairs: Counter[tuple[str, str]] = field(default_factory=Counter)
     announcements: Counter[str] = field(default_factory=Counter)
     reloads: Counter[str] = field(default_factory=Counter)
+    hook_runs: Counter[tuple[str, str]] = field(default_factory=Counter)
     last_reload_ok: bool | None = None
     last_reload_at: float | None = None
     checker_behind: bool = False
@@ -86,6 +89,8 @@ class EventTally:
             ok = kind == "config.reloaded"
             self.reloads["adopted" if ok else "refused"] += 1
             self.last_reload_ok, self.last_reload_at = ok, at
+        elif kind == "hook.finished":
+            self.hook_runs[(event.hook, hook_result(event.result))] += 1
         elif kind == "check.behind":
             self.checker_behind, self.checker_limit, self.checker_late = True, event.limit, event.late
         elif kind == "check.caught_up":
@@ -104,4 +109,15 @@ class EventTally:
             ipvs_drift_repairs=Counter(self.ipvs_drift_repairs),
             announcements=Counter(self.announcements),
             reloads=Counter(self.reloads),
+            hook_runs=Counter(self.hook_runs),
         )
+
+
+def hook_result(result: str) -> str:
+    """The metrics' class of a hook's result (`director.events.HookFinished.result`): ``ok``
+    (``exit 0``), ``timeout``, ``not_run``, else ``failed``."""
+    if result == "exit 0":
+        return "ok"
+    if result in ("timeout", "not run"):
+        return result.replace(" ", "_")
+    return "failed"

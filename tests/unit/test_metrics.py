@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from director.events import (
     Envelope,
     HealthChanged,
+    HookFinished,
     IPVSApplied,
     IPVSDriftRepaired,
     IPVSFailed,
@@ -271,6 +272,25 @@ async def test_a_drift_repaired_by_the_reconciler_reaches_the_metrics():
     assert value(m, "directord_ipvs_drift_repairs_total", op="add_dest", **WEB_LABELS) == 1
     assert sum(v for _, v in m["directord_ipvs_drift_repairs_total"]) == 1
     assert set(kernel.table[WEB].dests) == {RS1}
+
+
+def test_hook_runs_by_hook_and_result():
+    def finished(hook, result):
+        return HookFinished(hook=hook, event="ha.acquired", event_seq=1, result=result, seconds=0.1)
+
+    tally = tally_of(
+        finished("httpd", "exit 0"),
+        finished("httpd", "exit 0"),
+        finished("httpd", "exit 3"),
+        finished("httpd", "signal 9"),
+        finished("page", "timeout"),
+        finished("page", "not run"),
+    )
+    m = samples(scrape(tally=tally))
+    assert value(m, "directord_hook_runs_total", hook="httpd", result="ok") == 2
+    assert value(m, "directord_hook_runs_total", hook="httpd", result="failed") == 2
+    assert value(m, "directord_hook_runs_total", hook="page", result="timeout") == 1
+    assert value(m, "directord_hook_runs_total", hook="page", result="not_run") == 1
 
 
 def test_without_ha_stats_or_health_the_families_stay_and_samples_go():
