@@ -108,6 +108,11 @@ SNAPSHOT_CHUNK = 125
 #: (stopped, deadlocked), kills it and starts another.
 HANG_LIMIT = 30.0
 
+#: Seconds a new checker child has to say ``ready`` (import its modules, start its engine:
+#: about 0.3 s here, seconds in the emulated test VM) before the director takes it for hung,
+#: kills it and starts another.
+START_LIMIT = 120.0
+
 #: Seconds a checker child has to exit after its socket reached end of file, before SIGKILL.
 EXIT_GRACE = 5.0
 
@@ -197,6 +202,8 @@ class CheckerProcess:
         restart_delay: seconds before a dead child is replaced (`RESTART_DELAY`).
         hang_limit: seconds a child that said ``ready`` may leave pings unanswered before it is
             killed as hung and replaced (`HANG_LIMIT`).
+        start_limit: seconds a new child may take to say ``ready`` before it is killed as hung
+            and replaced (`START_LIMIT`).
         log_transitions: log each transition here (see ``on_transition``).
         on_load: called on the director's loop with the child's `checks.engine.Load` reports
             (its event loop fell behind, or caught up); without it they are logged here.
@@ -214,6 +221,7 @@ class CheckerProcess:
         python: str | None = None,
         restart_delay: float = RESTART_DELAY,
         hang_limit: float = HANG_LIMIT,
+        start_limit: float = START_LIMIT,
         log_transitions: bool = True,
         on_load: Callable[[Load], None] | None = None,
         adopt_orphans: bool = False,
@@ -228,6 +236,7 @@ class CheckerProcess:
         self._python = python or sys.executable
         self._restart_delay = restart_delay
         self._hang_limit = hang_limit
+        self._start_limit = start_limit
         self._last_frame = time.monotonic()  # when the current child last sent a frame
         self._targets: dict[Hashable, CheckTarget] = {}
         self._ids: dict[Hashable, int] = {}
@@ -573,11 +582,20 @@ class CheckerProcess:
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """Ping the child every third of ``hang_limit``; once it has said ``ready`` and then sent
-        nothing for ``hang_limit`` seconds, log it, kill it and return (its exit follows)."""
-        self._last_frame = time.monotonic()
+        nothing for ``hang_limit`` seconds, or when it has not said ``ready`` within
+        ``start_limit`` seconds, log it, kill it and return (its exit follows)."""
+        started = self._last_frame = time.monotonic()
         while True:
-            await asyncio.sleep(self._hang_limit / 3)
+            await asyncio.sleep(min(self._hang_limit, self._start_limit) / 3)
             silent = time.monotonic() - self._last_frame
+            if not self._ready and time.monotonic() - started > self._start_limit:
+                log.error(
+                    "checker process %d has not started its checks within %.0f s (stopped or hung); killing it",
+                    proc.pid,
+                    self._start_limit,
+                )
+                proc.kill()
+                return
             if self._ready and silent > self._hang_limit:
                 log.error(
                     "checker process %d has not answered for %.0f s (stopped or hung); killing it",

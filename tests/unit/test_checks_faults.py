@@ -281,3 +281,22 @@ async def test_a_hung_checker_is_killed_and_replaced(tmp_path, caplog):
         assert not alive(first)
     finally:
         await checker.stop()
+
+
+async def test_a_checker_that_hangs_before_it_is_ready_is_killed_and_replaced(tmp_path, caplog):
+    # stopped before it could say "ready" (here by its own interpreter's wrapper): the pings only
+    # begin after "ready", so only the start limit catches it
+    targets, _ = abusive_targets(tmp_path)
+    caplog.set_level(logging.INFO, logger="directord.checks")
+    python = script(tmp_path / "python", f'kill -STOP $$\nexec {sys.executable} "$@"\n')
+    checker = CheckerProcess(lambda t: None, python=str(python), restart_delay=0.1, start_limit=1.0)
+    checker.update({"background": targets["background"]})
+    await checker.start()
+    try:
+        first = checker.pid
+        assert first is not None
+        await wait_for(lambda: checker.restarts >= 1 and checker.pid not in (None, first), timeout=10)
+        assert f"checker process {first} has not started its checks within 1 s (stopped or hung)" in caplog.text
+        assert not alive(first)
+    finally:
+        await checker.stop()
