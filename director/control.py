@@ -17,8 +17,9 @@ how many were lost so far. A client that takes more than `STREAM_STALL` seconds 
 is cut off. At most `MAX_STREAMS` streams are served at once; one more is refused with
 ``{"ok": false, "error": ...}``.
 
-A request line longer than `MAX_REQUEST` bytes, or not complete within `REQUEST_TIMEOUT`
-seconds, is hung up on without an answer; other clients are served meanwhile.
+A request line longer than `MAX_REQUEST` bytes is answered ``{"ok": false, "error": ...}``
+and hung up on; one not complete within `REQUEST_TIMEOUT` seconds is hung up on without an
+answer; other clients are served meanwhile.
 
 The socket file is created with mode 0600 in a 0700 directory, so only root (the daemon's
 user) can talk to the daemon.
@@ -137,7 +138,12 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), timeout=REQUEST_TIMEOUT)
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout=REQUEST_TIMEOUT)
+            except (ValueError, asyncio.LimitOverrunError):
+                writer.write(_encode({"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"}))
+                await writer.drain()
+                return
             try:
                 request = json.loads(line)
                 if not isinstance(request, dict):

@@ -1,6 +1,7 @@
 """The control socket's file: only a stale socket is replaced, only our own socket is removed."""
 
 import asyncio
+import json
 import os
 import socket
 import threading
@@ -138,14 +139,31 @@ async def test_a_silent_client_is_hung_up_on_and_others_are_served(tmp_path, mon
         await server.stop()
 
 
-async def test_an_oversized_request_is_hung_up_on_at_once(tmp_path):
+def _answer_then_eof(s: socket.socket) -> bytes | None:
+    """The server's answer when it then closed the connection (EOF within the timeout), else None."""
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+        return data
+    except TimeoutError:
+        return None
+    finally:
+        s.close()
+
+
+async def test_an_oversized_request_is_answered_and_hung_up_on_at_once(tmp_path):
     path = tmp_path / "directord.sock"
     server = ControlServer(str(path), answer)
     await server.start()
     try:
         big = await asyncio.to_thread(_connect, path, 2.0)  # well below REQUEST_TIMEOUT
         await asyncio.to_thread(big.sendall, b'{"command": "status", "x": "' + b"a" * control.MAX_REQUEST)
-        assert await asyncio.to_thread(_hung_up, big)
+        answer_text = await asyncio.to_thread(_answer_then_eof, big)
+        assert answer_text is not None and json.loads(answer_text) == {
+            "ok": False,
+            "error": f"request longer than {control.MAX_REQUEST} bytes",
+        }
         reply = await asyncio.to_thread(control.request, str(path), "status", 5.0)
         assert reply == {"ok": True, "echo": "status"}
     finally:
