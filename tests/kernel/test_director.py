@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from director import control
 from director.lab.drive import DirectordProcess as Director
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.kernel
 
 # Generous bounds: Python in the TCG guest is 10-25x slower than on a host.
 STARTUP_S = 120.0
+#: The director's metrics listener (``global.http``), on its namespace's loopback.
+METRICS = "127.0.0.1:9199"
 MARGIN_S = 8.0
 INTERVAL, TIMEOUT, RISE, FALL = 1.0, 1.0, 2, 2
 
@@ -67,7 +70,7 @@ def service_yaml(
     )
     fb = f"    fallback: {{address: {lab.rip(fallback)}, port: 80}}\n" if fallback else ""
     return (
-        f"global: {{reconcile_interval: {reconcile}, drain_timeout: 120}}\n"
+        f'global: {{reconcile_interval: {reconcile}, drain_timeout: 120, http: {{listen: "{METRICS}"}}}}\n'
         f"virtual_services:\n"
         f"  - name: web\n"
         f"    address: {lab.vip}\n"
@@ -78,6 +81,33 @@ def service_yaml(
         f"{fb}{extra}"
         f"    real_servers:\n{rs_lines}\n"
     )
+
+
+def scrape(lab) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """The director's ``/metrics`` (``global.http`` on its loopback), read with curl in its
+    namespace and parsed with prometheus-client's parser: samples by name."""
+    text = lab.exec(lab.director, ["curl", "-sS", "--max-time", "30", f"http://{METRICS}/metrics"], timeout=60).stdout
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return found
+
+
+def metric(found, name: str, **labels: str) -> float | None:
+    """The value of the one sample of ``name`` whose labels include ``labels``, or None."""
+    values = [v for have, v in found.get(name, []) if all(have.get(k) == w for k, w in labels.items())]
+    assert len(values) <= 1, (name, labels, values)
+    return values[0] if values else None
+
+
+def kernel_conns(lab) -> dict[str, int]:
+    """Connections scheduled per real server ``ADDRESS:PORT`` of the lab's service, as
+    ``ipvsadm -Ln --stats --exact`` (an independent reader of the kernel's counters) shows them."""
+    out = lab.exec(lab.director, ["ipvsadm", "-Ln", "--stats", "--exact", "-t", f"{lab.vip}:80"]).stdout
+    return {
+        f[1]: int(f[2]) for f in (line.split() for line in out.splitlines()) if f and f[0] == "->" and f[2].isdigit()
+    }
 
 
 def expect(pred, what: str, timeout: float, director: Director | None = None) -> float:
@@ -211,6 +241,15 @@ def test_killed_real_server_is_quiesced_then_returns(lab, fresh):
     assert quiesced[-1] in [e["seq"] for e in recent], recent
     seen = fetch(lab, 12)
     assert seen == Counter({"rs1": 6, "rs3": 6}), seen
+    # /metrics tells it too: rs2 down with its transition counted, and the connections the
+    # kernel scheduled to each real server equal to what ipvsadm reads from the kernel
+    m, kernel = scrape(lab), kernel_conns(lab)
+    assert metric(m, "directord_real_server_health", remote_address=rip, state="down", service="web") == 1
+    assert (metric(m, "directord_real_server_transitions_total", remote_address=rip, state="down") or 0) >= 1
+    for r in ("rs1", "rs2", "rs3"):
+        conns = metric(m, "directord_ipvs_backend_connections_total", remote_address=lab.rip(r), service="web")
+        assert conns == kernel[f"{lab.rip(r)}:80"], (r, conns, kernel)
+    assert kernel[f"{lab.rip('rs1')}:80"] >= 6
     lab.start_httpd("rs2")
     expect(lambda: weight_of(lab, rip) == 1, "rs2 back after rise", INTERVAL * RISE + TIMEOUT + MARGIN_S, fresh)
 
@@ -274,6 +313,9 @@ def test_manual_delete_is_repaired_on_the_next_pass(lab, fresh):
     # reading the table back here would race with the 2 s drift-repair pass.
     lab.exec(lab.director, ["ipvsadm", "-d", "-t", f"{lab.vip}:80", "-r", f"{lab.rip('rs1')}:80"])
     expect(lambda: weight_of(lab, lab.rip("rs1")) == 1, "rs1 restored by the drift-repair pass", 2 + MARGIN_S, fresh)
+    # counted as a drift repair of that service in the metrics
+    repairs = metric(scrape(lab), "directord_ipvs_drift_repairs_total", service="web", op="add_dest")
+    assert repairs is not None and repairs >= 1, repairs
 
 
 def test_foreign_service_is_left_alone(lab, fresh):
