@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from hapair import DEADTIME, Director, PairNet, VipSampler, netns_problem, wait_for, write_authkeys
+from prometheus_client.parser import text_string_to_metric_families
 
 from director.lab import netns as N
 
@@ -19,6 +20,23 @@ _problem = netns_problem()
 pytestmark = pytest.mark.skipif(_problem is not None, reason=_problem or "")
 
 SLOW = 10.0
+METRICS = "127.0.0.1:9199"
+
+
+def scrape(lab: PairNet, role: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """``/metrics`` of the daemon in ``role``'s namespace (curl on its loopback), by sample name."""
+    argv = ["curl", "-sS", "--max-time", "10", f"http://{METRICS}/metrics"]
+    text = N.exec_in_netns(lab.ns(role), argv, timeout=20).stdout
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return found
+
+
+def metric(found, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
+    return sum(v for have, v in found.get(name, []) if all(have.get(k) == w for k, w in labels.items()))
 
 
 def script(path: Path, body: str) -> Path:
@@ -49,12 +67,18 @@ def test_role_hooks_run_after_the_takeover_and_never_delay_or_reorder_it(tmp_pat
             f"    - {{name: slow, events: [ha.acquired], command: [{slow}], timeout: 30}}\n"
             f"    - {{name: released, events: [ha.released], command: [{released}]}}\n"
         )
+        for d in (d1, d2):  # the metrics listener on each director's loopback
+            d.config.write_text(f'global:\n  http: {{listen: "{METRICS}"}}\n' + d.config.read_text())
         dirs = (d1, d2)
         try:
             d1.start()
             d2.start()
             wait_for(lambda: lab.holds("dir1"), 20, "dir1 to take the VIP", dirs)
             d1.past_startup_bonus(1.5)
+            before = {role: scrape(lab, role) for role in ("dir1", "dir2")}
+            assert metric(before["dir1"], "directord_ha_group_held") == 1
+            assert metric(before["dir2"], "directord_ha_group_held") == 0
+            assert metric(before["dir2"], "directord_ha_peer_up", peer="dir1") == 1
 
             # node failure of dir1: dir2 takes over within the deadtime, as without hooks
             d1.crash()
@@ -69,6 +93,15 @@ def test_role_hooks_run_after_the_takeover_and_never_delay_or_reorder_it(tmp_pat
                 assert "end ha.acquired" not in log.read_text(), (
                     f"the failback ({failback:.1f} s after the takeover) waited for the {SLOW:g} s role hook"
                 )
+
+            # the role change on both directors, as their metrics show it
+            m1, m2 = scrape(lab, "dir1"), scrape(lab, "dir2")
+            assert metric(m1, "directord_ha_group_held") == 1
+            assert metric(m2, "directord_ha_group_held") == 0
+            assert (
+                metric(m2, "directord_ha_takeovers_total") == metric(before["dir2"], "directord_ha_takeovers_total") + 1
+            )
+            assert metric(m2, "directord_ha_releases_total") >= 1
 
             # the role hooks ran once the VIP was up, and were logged with their status
             start = log.read_text().split("\n")[0].split()
@@ -95,6 +128,10 @@ def test_role_hooks_run_after_the_takeover_and_never_delay_or_reorder_it(tmp_pat
                 ("released", "exit 0"),
             ]
             assert float(finished[1][2]) >= SLOW
+            m2 = scrape(lab, "dir2")
+            assert metric(m2, "directord_hook_runs_total", hook="fail", result="failed") == 1
+            assert metric(m2, "directord_hook_runs_total", hook="slow", result="ok") == 1
+            assert metric(m2, "directord_hook_runs_total", hook="released", result="ok") == 1
             print(
                 f"\ntakeover with a {SLOW:g} s and a failing role hook: {takeover:.3f} s (deadtime {DEADTIME} s); "
                 f"failback {failback:.3f} s after the takeover"
