@@ -7,8 +7,9 @@ What depends on the machine (interfaces and their addresses) is checked at start
 `ha.environment.check_ha_environment`, so that a file can be validated on another machine.
 heartbeat's own rules (time syntax, booleans, timer defaults) come from `ha.config`.
 
-Why this module is near 800 lines: the section has 22 keys, each with heartbeat's syntax and
-directord's mapping forms, and every rule reports a located, specific message.
+Why this module is near 1,150 lines: the section has 22 keys, each with heartbeat's syntax and
+directord's mapping forms, every rule reports a located, specific message, and every key is
+documented here (`KEY_DOCS` and the sub-key tables) for the configuration reference.
 
 The section (the sample ``etc/directord-ha.yaml`` documents it too)::
 
@@ -88,7 +89,7 @@ import difflib
 import ipaddress
 import math
 import os
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from director.config.issues import ConfigIssue, describe, quote
 from director.config.located import Path, field_path, locate
@@ -103,6 +104,11 @@ from ha.config import (
     resolve_timers,
 )
 from ha.model import (
+    DEFAULT_DEADTIME,
+    DEFAULT_INITDEAD,
+    DEFAULT_KEEPALIVE,
+    HEARTBEAT_DEADTIME,
+    HEARTBEAT_KEEPALIVE,
     NEIGH_LOCKTIME,
     UDP_PORT,
     HAConfig,
@@ -113,15 +119,20 @@ from ha.model import (
 )
 
 __all__ = [
+    "ADDRESS_KEY_DOCS",
     "KEYS",
+    "KEY_DOCS",
     "MAX_ANNOUNCE_INTERVAL",
     "MAX_ANNOUNCE_REFRESH",
     "MAX_ANNOUNCE_REPEATS",
     "MAX_MEDIA",
     "MAX_PING_NODES",
     "MAX_RESOURCE_ADDRESSES",
+    "MEDIUM_KEY_DOCS",
     "PING_TIME_RANGE",
+    "RESOURCE_KEY_DOCS",
     "TIMER_RANGES",
+    "KeyDoc",
     "parse_duration",
     "parse_ha",
 ]
@@ -151,6 +162,149 @@ KEYS = (
     "ping_fall",
     "link_monitor",
 )
+
+
+class KeyDoc(NamedTuple):
+    """The documentation of one key of the ``ha:`` section (or of one of its mappings), for the
+    configuration reference (`director.config.reference`): its ``type``, its ``default`` (text:
+    ``required``, a value, or what stands in for it) and its ``meaning``, in markdown."""
+
+    type: str
+    default: str
+    meaning: str
+
+
+_HA_DEFAULTS = HAConfig.__dataclass_fields__
+#: The documentation of every key of `KEYS`, in the order of the reference (tests hold the two together).
+KEY_DOCS: dict[str, KeyDoc] = {
+    "node": KeyDoc(
+        "string",
+        "the host name (`uname -n`)",
+        "Our node name, one of `nodes`. Node names are case-insensitive (heartbeat lowercases them).",
+    ),
+    "nodes": KeyDoc(
+        "list of strings",
+        "required",
+        'Every node of the pair, ours included (ha.cf "node"): one or two names.',
+    ),
+    "media": KeyDoc(
+        "list of strings or mappings",
+        "required",
+        "How heartbeats travel, one or more: heartbeat's ha.cf lines `bcast IF [IF...]` (one medium per "
+        "interface, sent to its IPv4 broadcast address), `mcast IF GROUP PORT TTL LOOP` (an IPv4 multicast "
+        "group, TTL 1-255, LOOP 0/1), `ucast IF PEER [PEER...]` (to the peers' IPv4 addresses, not host "
+        "names), or mappings (see the medium keys below).",
+    ),
+    "udpport": KeyDoc(
+        "integer",
+        f"{UDP_PORT}",
+        "UDP port of `bcast` and `ucast` media, and the default of `mcast`'s (1-65535).",
+    ),
+    "authkeys": KeyDoc(
+        "string",
+        "required",
+        "Path of heartbeat's authkeys file (`auth N` + `N sha1|md5|crc [KEY]`), mode 600: a file readable "
+        "by group or others is refused, as heartbeat does. A relative path is relative to the "
+        "configuration file's directory.",
+    ),
+    "keepalive": KeyDoc(
+        "time",
+        f"{DEFAULT_KEEPALIVE:g} (compat heartbeat: {HEARTBEAT_KEEPALIVE:g})",
+        "Seconds between heartbeats.",
+    ),
+    "warntime": KeyDoc(
+        "time",
+        "deadtime / 2",
+        "A heartbeat this late is logged. With compat directord it must be below `deadtime`.",
+    ),
+    "deadtime": KeyDoc(
+        "time",
+        f"{DEFAULT_DEADTIME:g} (compat heartbeat: {HEARTBEAT_DEADTIME:g})",
+        "A peer silent this long is dead; must exceed 2 x `keepalive`.",
+    ),
+    "initdead": KeyDoc(
+        "time",
+        f"max({DEFAULT_INITDEAD:g}, deadtime) (compat heartbeat: deadtime if deadtime > 10, 12 if deadtime "
+        "< 6, else 2 x deadtime)",
+        "The deadtime until the peer was first heard; at least `deadtime`.",
+    ),
+    "auto_failback": KeyDoc(
+        "boolean or `legacy`",
+        "`true` (compat heartbeat: `legacy`, as heartbeat)",
+        "`true`/`on`: the preferred owner takes its resources back when it returns; `false`/`off`: "
+        "resources stay where they are (heartbeat's nice_failback); `legacy`: heartbeat's old mode. "
+        "Standby, takeover, ping nodes and link monitoring need true or false.",
+    ),
+    "resources": KeyDoc(
+        "list of strings or mappings",
+        "none",
+        "Resource groups, as haresources lines: a preferred owner (one of the nodes) and one or more "
+        "addresses, each `IP/PREFIX/IF` or a mapping (see the resource keys below). A whole haresources "
+        "line is accepted too: `dir1 192.168.10.100/32/eth0` (an `IPaddr::` or `IPaddr2::` prefix is "
+        "allowed). Every address needs its prefix length and interface.",
+    ),
+    "ping_nodes": KeyDoc(
+        "list of strings",
+        "none",
+        "IP addresses (IPv4 or IPv6, not host names) probed with ICMP echo, heartbeat's `ping` acted upon "
+        "as its ipfail plugin does: while the peer is alive, the node that reaches fewer ping nodes hands "
+        "its resources to the other.",
+    ),
+    "compat": KeyDoc(
+        "`directord` or `heartbeat`",
+        "`directord`",
+        "`directord`: the fast defaults, failover in about a second on a LAN; `heartbeat`: heartbeat's own "
+        "defaults and rules, for a pair where one side still runs heartbeat.",
+    ),
+    "state_dir": KeyDoc(
+        "string",
+        f"`{_HA_DEFAULTS['state_dir'].default}`",
+        "Absolute path of the directory where the node keeps its uuid and generation counter.",
+    ),
+    "announce_repeats": KeyDoc(
+        "integer",
+        f"{_HA_DEFAULTS['announce_repeats'].default}",
+        "After a takeover, gratuitous ARP / unsolicited NA are sent in this many rounds.",
+    ),
+    "announce_interval": KeyDoc(
+        "time",
+        f"{_HA_DEFAULTS['announce_interval'].default:g}",
+        f"Seconds between two announcement rounds; more than {NEIGH_LOCKTIME:g} s (the kernel ignores a "
+        "neighbour update within its locktime of the previous one).",
+    ),
+    "announce_refresh": KeyDoc(
+        "time",
+        f"{_HA_DEFAULTS['announce_refresh'].default:g} (off)",
+        f"Seconds between re-announcements while active; 0 = off, else more than {NEIGH_LOCKTIME:g} s.",
+    ),
+    "ping_interval": KeyDoc(
+        "time",
+        f"{_HA_DEFAULTS['ping_interval'].default:g}",
+        "Seconds between two probes of each ping node.",
+    ),
+    "ping_timeout": KeyDoc(
+        "time",
+        f"{_HA_DEFAULTS['ping_timeout'].default:g}",
+        "Seconds a reply may take; at most `ping_interval`.",
+    ),
+    "ping_rise": KeyDoc(
+        "integer",
+        f"{_HA_DEFAULTS['ping_rise'].default}",
+        "Answered probes in a row that make a ping node reachable again (1-100).",
+    ),
+    "ping_fall": KeyDoc(
+        "integer",
+        f"{_HA_DEFAULTS['ping_fall'].default}",
+        "Missed probes in a row that make a ping node unreachable (1-100).",
+    ),
+    "link_monitor": KeyDoc(
+        "boolean",
+        f"`{str(_HA_DEFAULTS['link_monitor'].default).lower()}`",
+        "Watch the carrier of every interface that carries a resource address (as bonding's miimon does). "
+        "While the peer is alive, a node whose resource link is down hands its resources over; carrier "
+        "counts before ping nodes. Needs a directord peer (a heartbeat node sends no reports).",
+    ),
+}
 
 #: Accepted range of each timer, in seconds.  Heartbeat reads times in milliseconds
 #: (``cl_get_msec``), so 10 ms is the finest keepalive; its documented values are a
@@ -182,6 +336,46 @@ _MEDIUM_KEYS = {
 _RESOURCE_KEYS = ("owner", "addresses")
 _ADDRESS_KEYS = ("address", "prefix", "interface")
 _RESOURCE_AGENTS = ("IPaddr::", "IPaddr2::")
+
+#: The documentation of the keys of a medium mapping (every key of ``_MEDIUM_KEYS``): exactly
+#: one of ``bcast``, ``mcast``, ``ucast`` names the kind and its interface.
+MEDIUM_KEY_DOCS: dict[str, KeyDoc] = {
+    "bcast": KeyDoc(
+        "string",
+        "required (one of the three kinds)",
+        "`{bcast: IF}`: broadcast on this interface (its IPv4 broadcast address).",
+    ),
+    "mcast": KeyDoc(
+        "string",
+        "required (one of the three kinds)",
+        "`{mcast: IF, group: GROUP, ...}`: multicast from this interface (with `group`).",
+    ),
+    "group": KeyDoc("string", "required (mcast)", "The IPv4 multicast group (224.0.0.0/4)."),
+    "port": KeyDoc("integer", "`udpport`", "The multicast UDP port (1-65535)."),
+    "ttl": KeyDoc("integer", "1", "The multicast TTL (1-255)."),
+    "loop": KeyDoc("boolean", "`false`", "Whether multicast is looped back to this host."),
+    "ucast": KeyDoc(
+        "string",
+        "required (one of the three kinds)",
+        "`{ucast: IF, peer: ADDRESS}`: unicast from this interface (with `peer`).",
+    ),
+    "peer": KeyDoc("string", "required (ucast)", "The peer's IPv4 address (not a host name)."),
+}
+#: The documentation of the keys of a resource group mapping (``_RESOURCE_KEYS``).
+RESOURCE_KEY_DOCS: dict[str, KeyDoc] = {
+    "owner": KeyDoc("string", "required", "The preferred owner, one of `nodes` (haresources' first column)."),
+    "addresses": KeyDoc(
+        "list of strings or mappings",
+        "required",
+        "One or more addresses: `IP/PREFIX/IF` strings (`192.168.10.100/32/eth0`) or address mappings.",
+    ),
+}
+#: The documentation of the keys of an address mapping (``_ADDRESS_KEYS``), all required.
+ADDRESS_KEY_DOCS: dict[str, KeyDoc] = {
+    "address": KeyDoc("string", "required", "The IP address (IPv4 or IPv6; not unspecified or multicast)."),
+    "prefix": KeyDoc("integer", "required", "Its prefix length (1-32 for IPv4, 1-128 for IPv6)."),
+    "interface": KeyDoc("string", "required", "The interface it is added to."),
+}
 
 
 # --- pure helpers --------------------------------------------------------------------------

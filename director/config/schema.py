@@ -4,6 +4,11 @@ pydantic's errors written as plain-words messages (`pydantic_message`).
 Unknown keys are errors, types are strict (a string is not an integer, a boolean is not an
 integer; integers are accepted where a number of seconds is expected).  The ``ha:`` section is
 not modelled here: `director.config.ha` checks it.  Pure.
+
+Every field carries its meaning (``Field(description=...)``) and, where its default is worked out
+elsewhere (a ``None`` standing for "the virtual port"), the default to show (`_shown`), and where
+its annotation says too little, the type to show (``type_text``): `director.config.reference`
+renders them as docs/configuration.md.  None of them changes validation.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import difflib
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
 from pydantic_core import ErrorDetails
 
 from checks.spec import CheckSpec, CheckType
@@ -66,6 +71,13 @@ class _Schema(BaseModel):
 _SPEC = CheckSpec()
 
 
+def _shown(text: str) -> dict[str, JsonValue]:
+    """``json_schema_extra`` of a field whose default is worked out elsewhere (a ``None`` that
+    means "the service's port"): ``text`` is the default the reference shows
+    (`director.config.reference`).  Documentation only: validation ignores it."""
+    return {"default_text": text}
+
+
 class CheckSchema(_Schema):
     """A ``check:`` mapping (service level or real-server override).
 
@@ -75,20 +87,54 @@ class CheckSchema(_Schema):
     drift from it.  Times are seconds.
     """
 
-    type: CheckType = _SPEC.type
-    port: int | None = _SPEC.port
-    interval: float = _SPEC.interval
-    retry_interval: float = _SPEC.retry_interval
-    timeout: float = _SPEC.timeout
-    rise: int = _SPEC.rise
-    fall: int = _SPEC.fall
-    method: str = _SPEC.method
-    path: str = _SPEC.path
-    host: str | None = _SPEC.host
-    expect_status: list[int] = Field(default_factory=lambda: sorted(_SPEC.expect_status))
-    expect_body: str | None = _SPEC.expect_body
-    verify_tls: bool = _SPEC.verify_tls
-    command: list[str] = Field(default_factory=lambda: list(_SPEC.command))
+    type: CheckType = Field(
+        _SPEC.type,
+        description="`tcp` (connect), `http`, `https`, `none` (always up), `external` (a command). "
+        "UDP and SCTP services take `external` or `none`.",
+    )
+    port: int | None = Field(
+        _SPEC.port,
+        description="Port to check; required for fwmark services (unless the type is `none`).",
+        json_schema_extra=_shown("the real server's port"),
+    )
+    interval: float = Field(_SPEC.interval, description="Seconds between the starts of two checks.")
+    retry_interval: float = Field(
+        _SPEC.retry_interval,
+        description="Seconds between the starts of two checks while rise/fall counts (a failure while up, "
+        "a success while down); never more than `interval` (keepalived's `delay_before_retry`).",
+    )
+    timeout: float = Field(
+        _SPEC.timeout,
+        description="Seconds; hard bound on the whole check (connect + request + body, or the command).",
+    )
+    rise: int = Field(_SPEC.rise, description="Consecutive successes for a real server to come up.")
+    fall: int = Field(_SPEC.fall, description="Consecutive failures for a real server to go down.")
+    method: str = Field(_SPEC.method, description="HTTP request method (`http`, `https`): an HTTP token.")
+    path: str = Field(_SPEC.path, description="HTTP request path (`http`, `https`); starts with `/`.")
+    host: str | None = Field(
+        _SPEC.host,
+        description="The Host header (and TLS SNI) of the HTTP request.",
+        json_schema_extra=_shown("the real server's address"),
+    )
+    expect_status: list[int] = Field(
+        default_factory=lambda: sorted(_SPEC.expect_status),
+        description="Accepted HTTP status codes (100-599), at least one.",
+    )
+    expect_body: str | None = Field(
+        _SPEC.expect_body,
+        description="Regular expression searched in the first 64 KiB of the body, in RE2 syntax (linear time: "
+        "no backreferences or lookaround; `directord check` names what RE2 refuses). The worst search "
+        "takes about half a second, on a thread of its own: the check's timeout holds.",
+    )
+    verify_tls: bool = Field(_SPEC.verify_tls, description="Verify the server's certificate (`https`).")
+    command: list[str] = Field(
+        default_factory=lambda: list(_SPEC.command),
+        description="`external`: argv run without a shell from `/`, with VIP, virtual port, RIP and checked "
+        "port appended; its own exit status decides (0 = up), whatever processes it leaves behind. The "
+        "program is named by an absolute path and only root may be able to replace it (as sshd's "
+        "StrictModes: owned by root, not writable by group or others, nor any directory on its path unless "
+        "sticky like `/tmp`); `directord check` refuses one that is not, and the checker does not run it.",
+    )
 
 
 class PersistenceSchema(_Schema):
@@ -100,104 +146,234 @@ class PersistenceSchema(_Schema):
     ``255.255.255.255`` / ``128``.
     """
 
-    timeout: int = DEFAULT_PERSISTENCE_TIMEOUT
-    netmask: Any = None
+    timeout: int = Field(
+        DEFAULT_PERSISTENCE_TIMEOUT,
+        description="Seconds a client stays with the real server it was sent to (ipvsadm's `-p`).",
+    )
+    netmask: Any = Field(
+        None,
+        description="Clients whose addresses share this mask share a real server: a dotted netmask for an "
+        "IPv4 service (such as 255.255.255.0), a prefix length 1-128 for an IPv6 service.",
+        json_schema_extra={**_shown("`255.255.255.255` (IPv4), `128` (IPv6)"), "type_text": "string or integer"},
+    )
 
 
 class FallbackSchema(_Schema):
     """A ``fallback:`` mapping (sorry server).  Port, weight and forwarding default from the service."""
 
-    address: str
-    port: int | None = None
-    weight: int = 1
-    forwarding: ForwardingName | None = None
+    address: str = Field(description="The sorry server's IP address.")
+    port: int | None = Field(
+        None,
+        description="Its port (as a real server's).",
+        json_schema_extra=_shown("the virtual port"),
+    )
+    weight: int = Field(1, description="Its weight, 0-65535.")
+    forwarding: ForwardingName | None = Field(
+        None,
+        description="Its forwarding method (as a real server's).",
+        json_schema_extra=_shown("the service's"),
+    )
 
 
 class RealServerSchema(_Schema):
     """One entry of ``real_servers:``.  ``port`` defaults to the virtual port (0 for fwmark services)."""
 
-    address: str
-    port: int | None = None
-    weight: int = 1
-    forwarding: ForwardingName | None = None
-    upper_threshold: int = 0
-    lower_threshold: int = 0
-    check: CheckSchema | None = None
+    address: str = Field(
+        description="The real server's IP address (RIP). Another address family than the VIP's needs forwarding `tun`."
+    )
+    port: int | None = Field(
+        None,
+        description="The real port. With `dr` and `tun` it must equal the virtual port (the packet is not "
+        "rewritten); only `nat` may map ports. 0 (keep the packet's port) only in a fwmark service.",
+        json_schema_extra=_shown("the virtual port (0 for fwmark services)"),
+    )
+    weight: int = Field(1, description="Its weight, 0-65535 (0: no new connections).")
+    forwarding: ForwardingName | None = Field(
+        None,
+        description="`dr`, `nat` or `tun`, overriding the service's.",
+        json_schema_extra=_shown("the service's"),
+    )
+    upper_threshold: int = Field(
+        0,
+        description="Connections (active and inactive) at which the kernel sends it no new ones (0 = no threshold).",
+    )
+    lower_threshold: int = Field(
+        0,
+        description="Once over `upper_threshold`, it gets new connections again below this many (0: below "
+        "three quarters of `upper_threshold`, the kernel's rule); not above `upper_threshold`.",
+    )
+    check: CheckSchema | None = Field(
+        None,
+        description="Overrides single fields of the service's `check:`.",
+        json_schema_extra=_shown("the service's check"),
+    )
 
 
 class ServiceSchema(_Schema):
     """One entry of ``virtual_services:``: ``address`` + ``port`` (+ ``protocol``) or ``fwmark`` (+ ``family``)."""
 
-    name: str | None = None
-    address: str | None = None
-    port: int | None = None
-    protocol: ProtocolName | None = None
-    fwmark: int | None = None
-    family: Family | None = None
-    scheduler: str = "wlc"
-    scheduler_flags: list[str] = Field(default_factory=list)
-    forwarding: ForwardingName = "dr"
-    persistence: PersistenceSchema | None = None
-    on_failure: OnFailure = "quiescent"
-    check: CheckSchema | None = None
-    real_servers: list[RealServerSchema] | None = None
-    fallback: FallbackSchema | None = None
+    name: str | None = Field(
+        None,
+        description="Name in logs, status and hooks (`service:`); unique.",
+        json_schema_extra=_shown("the key's text, e.g. `tcp 10.0.0.1:80`"),
+    )
+    address: str | None = Field(
+        None, description="The VIP (IPv4 or IPv6), with `port` and `protocol`; not with `fwmark`."
+    )
+    port: int | None = Field(None, description="The virtual port, 1-65535; required with `address`.")
+    protocol: ProtocolName | None = Field(
+        None, description="The transport protocol of `address` and `port`.", json_schema_extra=_shown("`tcp`")
+    )
+    fwmark: int | None = Field(
+        None, description="Instead of address/port/protocol: a firewall-mark service, for packets of this mark."
+    )
+    family: Family | None = Field(
+        None,
+        description="`inet` (IPv4) or `inet6` (IPv6): the family of a fwmark service (with an address, it "
+        "must match it).",
+        json_schema_extra=_shown("`inet`"),
+    )
+    scheduler: str = Field(
+        "wlc",
+        description="The IPVS scheduler (`wlc` is the kernel's default; `twos` needs a kernel that has it).",
+    )
+    scheduler_flags: list[str] = Field(
+        default_factory=list,
+        description="Scheduler flags (ipvsadm's `-b`), each valid with its scheduler only.",
+    )
+    forwarding: ForwardingName = Field(
+        "dr",
+        description="`dr` (direct routing), `nat` (masquerading), `tun` (ipip tunnelling); real servers inherit it.",
+    )
+    persistence: PersistenceSchema | None = Field(None, description="Client persistence (sticky sessions).")
+    on_failure: OnFailure = Field(
+        "quiescent",
+        description="`quiescent`: a failed real server stays at weight 0 so its connections drain; "
+        "`remove`: it is deleted.",
+    )
+    check: CheckSchema | None = Field(
+        None,
+        description="The health check of every real server.",
+        json_schema_extra=_shown("a `tcp` check"),
+    )
+    real_servers: list[RealServerSchema] | None = Field(None, description="The real servers.")
+    fallback: FallbackSchema | None = Field(
+        None, description="The sorry server: in the table only while no real server is up."
+    )
 
 
 class SyncDaemonSchema(_Schema):
     """The ``global.sync_daemon:`` mapping (IPVS connection synchronisation)."""
 
-    interface: str
-    syncid: int = 0
+    interface: str = Field(
+        description="The interface the kernel's master and backup sync daemons run on (multicast "
+        "224.0.0.81, UDP 8848), so that the director that takes the VIP already knows the established "
+        "connections. Same setting on both directors."
+    )
+    syncid: int = Field(0, description="0-255; keeps pairs on one network apart.")
 
 
 class HTTPSchema(_Schema):
     """The ``global.http:`` mapping (metrics and the status page).  ``listen`` is
     ``ADDRESS:PORT`` (``[ADDRESS]:PORT`` for IPv6); ``token_file``, an absolute path."""
 
-    listen: str = host_port(DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT)
-    token_file: str | None = None
+    listen: str = Field(
+        host_port(DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT),
+        description="An IP address and a port (`[::1]:9199` for IPv6; no host names). Any address but "
+        "loopback needs `token_file`. A new `listen` applies at the next restart.",
+    )
+    token_file: str | None = Field(
+        None,
+        description="Absolute path of a file of mode 600 (root's) holding one token of 16 or more "
+        "characters (`openssl rand -hex 32`), which every request must send as `Authorization: Bearer "
+        "TOKEN`. A reload applies a new token at once.",
+    )
 
 
 class SettingsSchema(_Schema):
     """The ``global:`` mapping.  Times are seconds."""
 
-    reconcile_interval: float = Settings.reconcile_interval
-    drain_timeout: float = Settings.drain_timeout
-    control_socket: str = Settings.control_socket
-    sync_daemon: SyncDaemonSchema | None = None
-    http: HTTPSchema | None = None
-    state_dir: str = Settings.state_dir
+    reconcile_interval: float = Field(
+        Settings.reconcile_interval,
+        description="Seconds between drift-repair passes (full dump of the IPVS table).",
+    )
+    drain_timeout: float = Field(
+        Settings.drain_timeout, description="Seconds a removed real server may drain before it is deleted."
+    )
+    control_socket: str = Field(Settings.control_socket, description="The status/control socket: an absolute path.")
+    sync_daemon: SyncDaemonSchema | None = Field(
+        None,
+        description="IPVS connection synchronisation: the kernel's sync daemons (`directord status` lists them).",
+    )
+    http: HTTPSchema | None = Field(
+        None,
+        description="Metrics (and the status page) over HTTP; `{}` listens on the default address.",
+        json_schema_extra=_shown("none (no listener)"),
+    )
+    state_dir: str = Field(
+        Settings.state_dir,
+        description="The daemon's own state: the operator's real-server states (`admin.json`, see "
+        "`directord rs`); systemd's `StateDirectory=directord`.",
+    )
 
 
 class HookSchema(_Schema):
     """One item of ``notify.hooks``: ``events`` (kinds of `director.model.HOOK_EVENTS`),
     ``command`` (an argv), optional ``name``, ``service`` and ``timeout`` (seconds)."""
 
-    events: list[str]
-    command: list[str]
-    name: str | None = None
-    service: str | None = None
-    timeout: float | None = None
+    events: list[str] = Field(
+        description="The event kinds that run the hook (see the events below), at least one.",
+        json_schema_extra={"type_text": "list of event kinds"},
+    )
+    command: list[str] = Field(
+        description="An argv, run without a shell: the program's absolute path (only root may be able to "
+        "replace it, as for an `external` check), then its arguments."
+    )
+    name: str | None = Field(
+        None,
+        description="Its name in logs: 1-64 letters, digits and `._-` characters.",
+        json_schema_extra=_shown("the program's file name"),
+    )
+    service: str | None = Field(
+        None,
+        description="Only that virtual service's events (the `name` of a virtual service; for the events "
+        "of a service only).",
+    )
+    timeout: float | None = Field(
+        None,
+        description="Seconds it may run; then SIGTERM, SIGKILL 2 s later.",
+        json_schema_extra=_shown("`notify.timeout`"),
+    )
 
 
 class NotifySchema(_Schema):
     """The ``notify:`` mapping: the hooks, their default ``timeout`` (seconds) and how many
     run at once."""
 
-    timeout: float = DEFAULT_HOOK_TIMEOUT
-    max_running: int = DEFAULT_HOOKS_RUNNING
-    hooks: list[HookSchema] = Field(default_factory=list)
+    timeout: float = Field(
+        DEFAULT_HOOK_TIMEOUT,
+        description="Default seconds a hook may run; then SIGTERM, SIGKILL 2 s later.",
+    )
+    max_running: int = Field(DEFAULT_HOOKS_RUNNING, description="Hooks running at once, besides the one HA hook.")
+    hooks: list[HookSchema] = Field(default_factory=list, description="Programs run on events, in file order.")
 
 
 class RootSchema(_Schema):
     """The whole file.  Every section is optional."""
 
-    global_: SettingsSchema | None = Field(default=None, alias="global")
-    virtual_services: list[ServiceSchema] | None = None
-    notify: NotifySchema | None = None
+    global_: SettingsSchema | None = Field(
+        default=None, alias="global", description="Daemon-wide settings.", json_schema_extra=_shown("the defaults")
+    )
+    virtual_services: list[ServiceSchema] | None = Field(
+        None, description="The virtual services and their real servers."
+    )
+    notify: NotifySchema | None = Field(None, description="Programs run on events (hooks).")
     # The ha section is checked and converted by director.config.ha.parse_ha.
-    ha: dict[Any, Any] | None = None
+    ha: dict[Any, Any] | None = Field(
+        None,
+        description="High availability: a heartbeat 3.0.6-compatible pair of directors.",
+        json_schema_extra=_shown("none (a single director)"),
+    )
 
 
 #: A list or null, validated strictly (the ``virtual_services`` value).
