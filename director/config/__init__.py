@@ -8,6 +8,8 @@ importing only those listed before it:
 * `director.config.schema`: the pydantic models of the file's structure;
 * `director.config.ha`: the ``ha:`` section (heartbeat's rules come from `ha.config`);
 * `director.config.builder`: semantic checks and conversion of the whole document;
+* `director.config.reference`: the configuration reference (``docs/configuration.md``), rendered from
+  the schema's descriptions and the ``ha:`` key table (``python3 -m director.config.reference``);
 * this module: `load_config` and `parse_config`, the entry points.
 
 The format is defined by the sample ``etc/directord.yaml``.  Loading runs in
