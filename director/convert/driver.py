@@ -8,9 +8,11 @@ Usage::
 
 Layers:
 
-* `convert_text` is pure: file texts in, a `Conversion` (YAML text, issues)
-  out, or `ConvertError` with every error; it reads nothing and writes
-  nothing (host names are resolved through the resolver it is given);
+* `convert_text` takes file texts and gives a `Conversion` (YAML text,
+  issues), or `ConvertError` with every error; it reads no file and writes
+  nothing (host names are resolved through the resolver it is given; the
+  only file system access is the ``stat`` of haresources' scripts in the
+  directories of its `ResourceLookup`, which tests point elsewhere);
 * `convert_files` reads the inputs, converts, then loads the result with
   the configuration loader (`director.config.parse_config`, which also
   checks the authkeys file) and only then returns it: output that directord
@@ -24,7 +26,8 @@ Layers:
 
 The ldirectord semantics (defaults, quiescent) are those of ldirectord 4.12's
 code: see `director.convert.ldirectord` and `director.convert.services`;
-heartbeat's in `director.convert.heartbeat`.
+heartbeat's in `director.convert.heartbeat`; the ``notify:`` hooks (heartbeat's
+resource scripts, ldirectord's fallbackcommand) in `director.convert.notify`.
 """
 
 from __future__ import annotations
