@@ -10,6 +10,8 @@ and `ha.readfile`.  Its modules, each importing only ones listed before it:
 * `ldirectord`: reading ldirectord.cf as ldirectord 4.12 does (`parse_ldirectord`);
 * `services`: ldirectord's virtuals as ``virtual_services`` entries (`translate_services`);
 * `heartbeat`: ha.cf and haresources as the ``ha:`` section (`convert_ha`);
+* `notify`: haresources' resource scripts and ldirectord's ``fallbackcommand``
+  as ``notify:`` hooks (`resource_hooks`, `fallback_hooks`);
 * `driver`: the conversion as a whole (`convert_text`, `convert_files`,
   `write_atomic`) and the command (`cmd_convert`, `add_commands`).
 

@@ -8,9 +8,11 @@ Usage::
 
 Layers:
 
-* `convert_text` is pure: file texts in, a `Conversion` (YAML text, issues)
-  out, or `ConvertError` with every error; it reads nothing and writes
-  nothing (host names are resolved through the resolver it is given);
+* `convert_text` takes file texts and gives a `Conversion` (YAML text,
+  issues), or `ConvertError` with every error; it reads no file and writes
+  nothing (host names are resolved through the resolver it is given; the
+  only file system access is the ``stat`` of haresources' scripts in the
+  directories of its `ResourceLookup`, which tests point elsewhere);
 * `convert_files` reads the inputs, converts, then loads the result with
   the configuration loader (`director.config.parse_config`, which also
   checks the authkeys file) and only then returns it: output that directord
@@ -24,7 +26,8 @@ Layers:
 
 The ldirectord semantics (defaults, quiescent) are those of ldirectord 4.12's
 code: see `director.convert.ldirectord` and `director.convert.services`;
-heartbeat's in `director.convert.heartbeat`.
+heartbeat's in `director.convert.heartbeat`; the ``notify:`` hooks (heartbeat's
+resource scripts, ldirectord's fallbackcommand) in `director.convert.notify`.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from director.config import ConfigError, parse_config
+from director.config.builder import MAX_HOOKS
 from director.convert.heartbeat import convert_ha
 from director.convert.issues import ConvertError, Issue, Issues
 from director.convert.ldirectord import (
@@ -47,7 +51,8 @@ from director.convert.ldirectord import (
     SystemResolver,
     parse_ldirectord,
 )
-from director.convert.services import DEFAULTS, ServiceOut, translate_services
+from director.convert.notify import HOST_LOOKUP, HookOut, ResourceLookup, fallback_hooks, resource_hooks
+from director.convert.services import DEFAULTS, EMAIL_ALERT, ServiceOut, translate_services
 from ha.durable import write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
 
@@ -106,19 +111,24 @@ def _global_directives(cfg: LdConfig, issues: Issues) -> list[str]:
     """Report the global directives with no per-service effect; return header comment lines."""
     lines: list[str] = []
     unsupported = {
-        "fallbackcommand": "directord runs no command when a fallback server is switched on or off",
         "callback": "directord runs no command after reloading its configuration",
-        "emailalert": "e-mail alerts are not supported by directord",
-        "emailalertfreq": "e-mail alerts are not supported by directord",
-        "emailalertstatus": "e-mail alerts are not supported by directord",
-        "emailalertfrom": "e-mail alerts are not supported by directord",
-        "smtp": "e-mail alerts are not supported by directord",
+        "emailalert": EMAIL_ALERT,
+        "emailalertfreq": EMAIL_ALERT,
+        "emailalertstatus": EMAIL_ALERT,
+        "emailalertfrom": EMAIL_ALERT,
+        "smtp": EMAIL_ALERT,
         "maintenancedir": "directord has no maintenance directory; take a real server out by setting its "
         "weight to 0 or removing it from the configuration, then reload",
     }
     for name, what in unsupported.items():
         if cfg.opt(name) is not None:
             issues.warn(cfg.opt_line(name), name, f"not converted: {what}")
+    if cfg.opt("fallbackcommand") is not None and all(v.opt("fallbackcommand") is not None for v in cfg.virtuals):
+        issues.note(
+            cfg.opt_line("fallbackcommand"),
+            "fallbackcommand",
+            "every virtual has its own fallbackcommand (or there is none): the global one is never run; not converted",
+        )
     if cfg.opt("autoreload") == "yes":
         issues.warn(
             cfg.opt_line("autoreload"),
@@ -226,7 +236,12 @@ def _dump(data: Any, indent: str) -> str:
 
 
 def _render(
-    sources: list[str], header: list[str], services: list[ServiceOut], ha: dict[str, Any] | None, issues: list[Issue]
+    sources: list[str],
+    header: list[str],
+    services: list[ServiceOut],
+    ha: dict[str, Any] | None,
+    hooks: list[HookOut],
+    issues: list[Issue],
 ) -> str:
     out = ["# directord configuration converted by `directord convert` from:\n"]
     out += [f"#   {_yaml_printable(src).splitlines()[0] if src else src}\n" for src in sources]
@@ -257,6 +272,18 @@ def _render(
         if "node" not in ha:
             out.append("# node: not set: each director finds itself by its host name (uname -n), as heartbeat does.\n")
         out.append(_dump({"ha": ha}, ""))
+    if hooks:
+        out.append(
+            "\n# Hooks: heartbeat's resource scripts and ldirectord's fallbackcommand (each comment names its\n"
+            "# source). Hooks matching one event run one after another in this order; the ha.* hooks run one at\n"
+            "# a time, in event order (a stop never overtakes the start before it). No shell unless written.\n"
+            "notify:\n  hooks:\n"
+        )
+        for hook in hooks:
+            out.append("\n")
+            for text in hook.comments:
+                out.append(_comment(text, "    "))
+            out.append(_dump([hook.data], "    "))
     return "".join(out)
 
 
@@ -274,8 +301,10 @@ def convert_text(
     authkeys: str = "/etc/ha.d/authkeys",
     node: str | None = None,
     resolver: Resolver | None = None,
+    lookup: ResourceLookup = HOST_LOOKUP,
 ) -> Conversion:
-    """Convert file texts to a directord configuration (pure: no file access).
+    """Convert file texts to a directord configuration (no file is read or written; the only
+    file system access is the ``stat`` of haresources' scripts in ``lookup``).
 
     Args:
         ldirectord: ldirectord.cf's text; ``ldirectord_path`` names it in messages.
@@ -285,6 +314,10 @@ def convert_text(
         node: our node name for ``ha.node``; ``None`` leaves it out (host name).
         resolver: host/service name resolution (default `StaticResolver`:
             literals only, no I/O).
+        lookup: where haresources' resource scripts and systemd units are
+            looked for (`director.convert.notify.ResourceLookup`; default the
+            host's ``/etc/ha.d/resource.d``, ``/etc/init.d``, systemd's unit
+            directories).
 
     Returns:
         a `Conversion` (YAML text with comments, warnings and notes).
@@ -296,18 +329,24 @@ def convert_text(
     cfg = parse_ldirectord(ldirectord, ld_issues, resolver or StaticResolver())
     services: list[ServiceOut] = []
     header: list[str] = []
+    hooks: list[HookOut] = []
     if not ld_issues.has_errors:
         header = _global_directives(cfg, ld_issues)
         services = translate_services(cfg, ld_issues)
+        fallback = fallback_hooks(cfg, services, ldirectord_path, ld_issues)
+    else:
+        fallback = []
     all_issues = sorted(ld_issues.items, key=lambda issue: issue.line)
     ha = None
     sources = [ldirectord_path]
     if ha_cf is not None:
         ha_issues = Issues(ha_cf_path)
         res_issues = Issues(haresources_path)
-        ha = convert_ha(
+        ha, scripts = convert_ha(
             ha_cf, ha_issues, haresources=haresources, haresources_issues=res_issues, authkeys=authkeys, node=node
         )
+        if not res_issues.has_errors:
+            hooks += resource_hooks(scripts, haresources_path, res_issues, lookup)
         all_issues += sorted(ha_issues.items, key=lambda i: i.line) + sorted(res_issues.items, key=lambda i: i.line)
         sources.append(ha_cf_path)
         if haresources is not None:
@@ -315,11 +354,23 @@ def convert_text(
         sources.append(f"{authkeys} (referenced, not copied)")
     elif haresources is not None:
         all_issues.append(Issue("error", haresources_path, 0, "", "haresources needs ha.cf (--ha-cf)"))
+    hooks += fallback
+    if len(hooks) > MAX_HOOKS:
+        all_issues.append(
+            Issue(
+                "error",
+                ldirectord_path,
+                0,
+                "notify",
+                f"{len(hooks)} hooks would be needed (two per resource script, two per virtual service "
+                f"with a fallbackcommand); directord takes at most {MAX_HOOKS}",
+            )
+        )
     if any(i.severity == "error" for i in all_issues):
         errors = [i for i in all_issues if i.severity == "error"]
         raise ConvertError(errors + [i for i in all_issues if i.severity != "error"])
     kept = [i for i in all_issues if i.severity != "error"]
-    return Conversion(text=_render(sources, header, services, ha, kept), issues=kept)
+    return Conversion(text=_render(sources, header, services, ha, hooks, kept), issues=kept)
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -359,8 +410,12 @@ def convert_files(
     node: str | None = None,
     output: str | None = None,
     resolver: Resolver | None = None,
+    lookup: ResourceLookup = HOST_LOOKUP,
 ) -> Conversion:
     """Read the input files, convert them and check the result with directord's loader.
+
+    ``lookup`` says where haresources' scripts are looked for (default: this
+    host's directories, `director.convert.notify.HOST_LOOKUP`).
 
     ``authkeys`` defaults to ``authkeys`` next to ha.cf; it is written as an
     absolute path.  ``output`` (the future file's path) is only used in the
@@ -386,6 +441,7 @@ def convert_files(
         haresources_path=haresources or "haresources",
         authkeys=authkeys_abs,
         resolver=resolver or SystemResolver(),
+        lookup=lookup,
     )
     result = convert_text(ld_text, ldirectord, node=node, **kwargs)
     check_text = result.text

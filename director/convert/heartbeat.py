@@ -17,8 +17,11 @@ heartbeat facts (heartbeat 3.0.6, ``heartbeat/config.c``: ``parse_config``,
 * haresources: ``NODE RESOURCE...`` per line, ``\\`` continues a line; a
   resource is ``IPaddr::IP/PREFIX/IF[/BROADCAST]``, ``IPaddr2::...``,
   ``IPv6addr::IP/PREFIX/IF`` or a bare ``IP[/PREFIX[/IF]]`` (IPaddr);
-  other resource agents (``ldirectord``, ``httpd``...) are scripts heartbeat
-  starts, which directord does not run.
+  other resources (``httpd``, ``Filesystem::/dev/sda1::/data``...) are
+  scripts heartbeat's ResourceManager runs with ``start`` when it acquires
+  the group (in line order) and ``stop`` when it releases it (in reverse
+  order); they are returned as `ScriptResource` and become notify hooks
+  (`director.convert.notify`); ``ldirectord`` itself is replaced by directord.
 
 The converted section uses ``compat: heartbeat``, so that heartbeat's
 defaults and rules apply and a directord node can pair with a heartbeat node
@@ -28,6 +31,8 @@ during the migration.  The authkeys file is referenced, not copied.
 from __future__ import annotations
 
 import ipaddress
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from director.config import quote
@@ -36,7 +41,7 @@ from ha.config import FALSE_WORDS as _FALSE
 from ha.config import TRUE_WORDS as _TRUE
 from ha.config import heartbeat_time_msec
 
-__all__ = ["convert_ha"]
+__all__ = ["ScriptResource", "convert_ha"]
 
 
 #: Directives heartbeat accepts that the ha section has no counterpart for, with what they do.
@@ -207,7 +212,50 @@ def _parse_ha_cf(text: str, issues: Issues) -> dict[str, Any]:
     return ha
 
 
-def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ScriptResource:
+    """A haresources resource that is not an address: a script heartbeat runs.
+
+    Attributes:
+        line: its logical line in haresources (the first physical line).
+        group: 1-based index of its group among the converted ``ha.resources`` groups.
+        owner: the group's preferred node (lower case, as heartbeat's ResourceManager).
+        addresses: the group's addresses (``ADDRESS/PREFIX/IF``), for comments.
+        text: the resource as written (``NAME::arg1::arg2``).
+        name: the script's name (``NAME``).
+        args: its arguments (``arg1``, ``arg2``): the text after ``NAME::`` split
+            at ``::``, empty ones left out (ResourceManager's ``resource2arg``
+            and the shell's word splitting).
+    """
+
+    line: int
+    group: int
+    owner: str
+    addresses: tuple[str, ...]
+    text: str
+    name: str
+    args: tuple[str, ...]
+
+
+#: heartbeat's ``isip`` test (ResourceManager): a resource spelled like ``[0-9]*.[0-9]*.[0-9]*.[0-9]*``
+#: (shell glob) is an IPaddr resource.
+_ISIP = re.compile(r"[0-9].*\..*\..*\..*", re.DOTALL)
+#: Longest script name (a file name) and argument taken from haresources.
+_NAME_MAX = 255
+
+
+def _script_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a resource script's file name here, or ``None``."""
+    if not name or name in (".", "..") or "/" in name or ":" in name:
+        return "not a script file name (no '/' or ':'; not '.' or '..')"
+    if len(name.encode()) > _NAME_MAX or not name.isprintable():
+        return f"not a script file name (printable, at most {_NAME_MAX} bytes)"
+    return None
+
+
+def _parse_haresources(text: str, issues: Issues) -> tuple[list[dict[str, Any]], list[ScriptResource]]:
+    """The groups of haresources (``{"owner", "addresses"}``, in file order) and the script
+    resources of the groups kept (those with an address), in file order."""
     # Join continuation lines first, keeping the number of the first physical line.
     logical: list[tuple[int, str]] = []
     pending: tuple[int, str] | None = None
@@ -226,9 +274,11 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
     if pending is not None and pending[1].strip():
         logical.append(pending)
     groups: list[dict[str, Any]] = []
+    scripts: list[ScriptResource] = []
     for line, body in logical:
         owner, *resources = body.split()
         addresses: list[str] = []
+        found: list[tuple[str, str, tuple[str, ...]]] = []
         for resource in resources:
             agent, sep, args = resource.partition("::")
             try:
@@ -236,7 +286,10 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
                 agent, sep, args = "IPaddr", "", resource  # a bare address is an IPaddr resource
             except ValueError:
                 if not sep:
-                    agent, args = "IPaddr", resource
+                    if _ISIP.fullmatch(resource):
+                        agent, args = "IPaddr", resource
+                    else:
+                        agent = resource
             if agent not in ("IPaddr", "IPaddr2", "IPv6addr"):
                 if agent == "ldirectord":
                     issues.note(
@@ -252,21 +305,22 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
                         f"{resource}: the IPVS connection sync daemon is not managed by directord; not converted",
                     )
                 else:
-                    issues.warn(
-                        line,
-                        "haresources",
-                        f"{resource}: directord only moves addresses; this resource is not converted",
-                    )
+                    problem = _script_problem(agent)
+                    if problem is not None:
+                        issues.warn(line, "haresources", f"{resource}: {problem}; not converted")
+                    else:
+                        found.append((resource, agent, tuple(a for a in args.split("::") if a) if sep else ()))
                 continue
             parts = args.split("::")[0].split("/") if agent != "IPv6addr" else args.split("/")
             try:
                 address = str(ipaddress.ip_address(parts[0]))
             except ValueError:
-                if agent == "IPaddr" and not sep:
+                if not sep:
                     issues.warn(
                         line,
                         "haresources",
-                        f"{resource}: directord only moves addresses; this resource is not converted",
+                        f"{resource}: heartbeat takes it for an address resource, but it holds no IP "
+                        "address; not converted",
                     )
                 else:
                     issues.error(line, "haresources", f"{resource}: {quote(parts[0])} is not an IP address")
@@ -282,18 +336,41 @@ def _parse_haresources(text: str, issues: Issues) -> list[dict[str, Any]]:
             if not parts[1].isdigit():
                 issues.error(line, "haresources", f"{resource}: prefix length {quote(parts[1])} is not a number")
                 continue
-            if len(parts) > 3 or "::" in args:
-                issues.note(
+            interface, colon, label = parts[2].partition(":")
+            dropped = []
+            if colon:
+                dropped.append(f"the interface label {quote(label)} (the address is added to {interface} unlabelled)")
+            if len(parts) > 3:
+                dropped.append(
+                    f"the broadcast address {quote('/'.join(parts[3:]))} (the kernel's default broadcast is used)"
+                )
+            extra = args.split("::")[1:] if agent != "IPv6addr" else []
+            if extra:
+                dropped.append(f"the further arguments {quote('::'.join(extra))}")
+            if dropped:
+                issues.warn(
                     line,
                     "haresources",
-                    f"{resource}: broadcast address and further arguments left to the kernel's defaults",
+                    f"{resource}: the address {address}/{parts[1]}/{interface} is converted (directord adds it "
+                    f"itself, heartbeat's {agent} script does not run); not carried over: " + "; ".join(dropped),
                 )
-            addresses.append(f"{address}/{parts[1]}/{parts[2]}")
+            addresses.append(f"{address}/{parts[1]}/{interface}")
         if addresses:
             groups.append({"owner": owner.lower(), "addresses": addresses})
+            for resource, name, script_args in found:
+                scripts.append(
+                    ScriptResource(line, len(groups), owner.lower(), tuple(addresses), resource, name, script_args)
+                )
+        elif found:
+            issues.warn(
+                line,
+                "haresources",
+                f"no address in the group of {owner}: directord has no group to acquire, so "
+                f"{', '.join(r for r, _, _ in found)} {'is' if len(found) == 1 else 'are'} not converted",
+            )
         else:
             issues.warn(line, "haresources", f"no address in the group of {owner}: nothing to convert")
-    return groups
+    return groups, scripts
 
 
 def convert_ha(
@@ -304,8 +381,9 @@ def convert_ha(
     haresources_issues: Issues | None = None,
     authkeys: str,
     node: str | None = None,
-) -> dict[str, Any]:
-    """The ``ha:`` mapping for heartbeat's ha.cf (and haresources).
+) -> tuple[dict[str, Any], list[ScriptResource]]:
+    """The ``ha:`` mapping for heartbeat's ha.cf (and haresources), and haresources' script
+    resources (`ScriptResource`: what is not an address, for `director.convert.notify`).
 
     Args:
         ha_cf: ha.cf's text; its problems go to ``ha_cf_issues``.
@@ -316,7 +394,8 @@ def convert_ha(
 
     Returns:
         the mapping, in the key order of ``etc/directord-ha.yaml``; times in
-        seconds; ``compat: heartbeat``.
+        seconds; ``compat: heartbeat``; and the script resources of the groups
+        converted, in file order (empty without haresources).
     """
     parsed = _parse_ha_cf(ha_cf, ha_cf_issues)
     ha: dict[str, Any] = {}
@@ -330,9 +409,10 @@ def convert_ha(
     for key in ("keepalive", "warntime", "deadtime", "initdead", "auto_failback", "ping_nodes"):
         if key in parsed:
             ha[key] = parsed.pop(key)
+    scripts: list[ScriptResource] = []
     if haresources is not None:
-        groups = _parse_haresources(haresources, haresources_issues or ha_cf_issues)
+        groups, scripts = _parse_haresources(haresources, haresources_issues or ha_cf_issues)
         if groups:
             ha["resources"] = groups
     ha["compat"] = "heartbeat"
-    return ha
+    return ha, scripts

@@ -51,7 +51,13 @@ from director.convert.ldirectord import (
 )
 from director.model import SCHEDULERS
 
-__all__ = ["DEFAULTS", "HTTP_SUCCESS", "ServiceOut", "translate_services"]
+__all__ = ["DEFAULTS", "EMAIL_ALERT", "HTTP_SUCCESS", "ServiceOut", "translate_services"]
+
+#: Why ldirectord's e-mail alert directives are not converted, and what to use instead.
+EMAIL_ALERT = (
+    "directord sends no e-mail itself; a notify hook can: see the example hook etc/hooks/email-alert "
+    "and README.md, Migrating from ldirectord + heartbeat"
+)
 
 #: ldirectord's defaults (``set_defaults``; timeouts in seconds).
 DEFAULTS = {
@@ -221,12 +227,11 @@ class _Translator:
 
     def virtual_only_directives(self, v: LdVirtual) -> None:
         for name, what in (
-            ("emailalert", "e-mail alerts are not supported by directord"),
-            ("emailalertfreq", "e-mail alerts are not supported by directord"),
-            ("emailalertstatus", "e-mail alerts are not supported by directord"),
-            ("smtp", "e-mail alerts are not supported by directord"),
+            ("emailalert", EMAIL_ALERT),
+            ("emailalertfreq", EMAIL_ALERT),
+            ("emailalertstatus", EMAIL_ALERT),
+            ("smtp", EMAIL_ALERT),
             ("monitorfile", "directord logs check transitions to its log (stderr/journal), not to a monitor file"),
-            ("fallbackcommand", "directord runs no command when the fallback server is switched on or off"),
         ):
             if v.opt(name) is not None:
                 self.issues.warn(v.opt_line(name), name, f"not converted: {what}")

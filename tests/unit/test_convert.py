@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -478,7 +479,7 @@ def test_fallback6_and_wrong_family():
         ("cleanstop=yes", "warning"),
         ("cleanstop=no", "note"),
         ("maintenancedir=/var/lib/maint", "warning"),
-        ("fallbackcommand=/usr/local/bin/x", "warning"),
+        ("fallbackcommand=/usr/local/bin/x", "note"),  # converted to hooks, with a note
         ("checkcount=3", "note"),
     ],
 )
@@ -711,7 +712,11 @@ def test_haresources_forms():
         {"owner": "a", "addresses": ["192.168.6.240/24/eth0", "192.168.6.241/24/eth0"]},
         {"owner": "b", "addresses": ["2001:db8::10/64/eth0"]},
     ]
-    assert "haresources:1: haresources: httpd: directord only moves addresses" in messages(issues, "warning")
+    assert (
+        "haresources:1: haresources: IPaddr2::192.168.6.241/24/eth0/192.168.6.255: the address "
+        "192.168.6.241/24/eth0 is converted" in messages(issues, "warning")
+    )
+    assert "the broadcast address '192.168.6.255' (the kernel's default broadcast is used)" in messages(issues)
 
 
 def test_haresources_address_without_prefix_and_interface_is_an_error():
@@ -909,3 +914,350 @@ def test_write_atomic_syncs_the_directory_and_refuses_a_symlink(tmp_path, monkey
     with pytest.raises(OSError):
         write_atomic(str(link), "x: 2\n")
     assert victim.read_text() == "keep\n"
+
+
+# --- notify hooks: haresources' scripts, fallbackcommand ------------------------------------------
+#
+# heartbeat 3.0.6 (heartbeat/lib/ResourceManager.in): scriptpath looks for NAME in
+# $HA_RESOURCEDIR then $INITDIR, taking the first regular executable file; doscript runs
+# "SCRIPT arg1 arg2 start|stop"; acquireresourcegroup starts in line order,
+# giveupresourcegroup stops in reverse order. ldirectord 4.x (do_fallback_command): system()
+# of "TEXT start|stop VIP:PORT PROTOCOL".
+
+
+@pytest.fixture
+def lookup_dirs():
+    """Short-named lookup directories (so that YAML lines do not wrap differently from run to
+    run): resource.d, init.d, a unit directory and a systemctl; yields (root, ResourceLookup)."""
+    from director.convert.notify import ResourceLookup
+
+    root = Path(tempfile.mkdtemp(prefix="dc", dir="/tmp"))
+    try:
+        for name in ("resource.d", "init.d", "units", "bin"):
+            (root / name).mkdir()
+        lookup = ResourceLookup(
+            resource_d=str(root / "resource.d"),
+            init_d=str(root / "init.d"),
+            unit_dirs=(str(root / "units"),),
+            systemctl=(str(root / "nothere" / "systemctl"), str(root / "bin" / "systemctl")),
+        )
+        yield root, lookup
+    finally:
+        shutil.rmtree(root)
+
+
+def executable(path: Path, mode: int = 0o755) -> None:
+    path.write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(path, mode)
+
+
+def notify_section(text: str) -> str:
+    return text[text.index("\nnotify:\n") + 1 :]
+
+
+HTTPD_RESOURCES = "a 192.168.6.240/24/eth0 httpd Filesystem::/dev/sda1::/data::ext4 \\\n  nginx mailer::x\n"
+
+
+def test_haresources_scripts_become_hooks_in_heartbeats_order(lookup_dirs, authkeys):
+    root, lookup = lookup_dirs
+    executable(root / "init.d" / "httpd")
+    executable(root / "resource.d" / "httpd", 0o644)  # not executable: heartbeat's -x skips it
+    executable(root / "resource.d" / "Filesystem")  # resource.d comes before init.d
+    executable(root / "init.d" / "Filesystem")
+    (root / "units" / "nginx.service").write_text("[Service]\nExecStart=/bin/true\n")
+    executable(root / "bin" / "systemctl")
+    result = convert_text(
+        WEB, "x.cf", ha_cf=HA, haresources=HTTPD_RESOURCES, authkeys=authkeys, node="a", lookup=lookup
+    )
+    expected = """\
+notify:
+  hooks:
+
+    # haresources:1: httpd in group 1 (a: 192.168.6.240/24/eth0): start when a group is acquired
+    - name: g1-httpd
+      events: [ha.acquired]
+      command: [R/init.d/httpd, start]
+
+    # haresources:1: Filesystem::/dev/sda1::/data::ext4 in group 1 (a: 192.168.6.240/24/eth0): start
+    # when a group is acquired
+    - name: g1-Filesystem
+      events: [ha.acquired]
+      command: [R/resource.d/Filesystem, /dev/sda1, /data, ext4, start]
+
+    # haresources:1: nginx in group 1 (a: 192.168.6.240/24/eth0): start when a group is acquired
+    # no resource script; the systemd unit nginx.service
+    - name: g1-nginx
+      events: [ha.acquired]
+      command: [R/bin/systemctl, start, nginx.service]
+
+    # haresources:1: mailer::x in group 1 (a: 192.168.6.240/24/eth0): start when a group is acquired
+    # warning: the script was not found when converting
+    - name: g1-mailer
+      events: [ha.acquired]
+      command: [R/init.d/mailer, x, start]
+
+    # haresources:1: mailer::x in group 1 (a: 192.168.6.240/24/eth0): stop when a group is released
+    # (reverse order)
+    # warning: the script was not found when converting
+    - name: g1-mailer
+      events: [ha.released]
+      command: [R/init.d/mailer, x, stop]
+
+    # haresources:1: nginx in group 1 (a: 192.168.6.240/24/eth0): stop when a group is released
+    # (reverse order)
+    # no resource script; the systemd unit nginx.service
+    - name: g1-nginx
+      events: [ha.released]
+      command: [R/bin/systemctl, stop, nginx.service]
+
+    # haresources:1: Filesystem::/dev/sda1::/data::ext4 in group 1 (a: 192.168.6.240/24/eth0): stop
+    # when a group is released (reverse order)
+    - name: g1-Filesystem
+      events: [ha.released]
+      command: [R/resource.d/Filesystem, /dev/sda1, /data, ext4, stop]
+
+    # haresources:1: httpd in group 1 (a: 192.168.6.240/24/eth0): stop when a group is released
+    # (reverse order)
+    - name: g1-httpd
+      events: [ha.released]
+      command: [R/init.d/httpd, stop]
+""".replace("R/", f"{root}/")
+    assert notify_section(result.text) == expected
+    warnings = messages(result.issues, "warning")
+    assert f"haresources:1: haresources: mailer::x: no executable script mailer in {root}/resource.d or " in warnings
+    assert "httpd" not in warnings and "nginx" not in warnings and "several resource groups" not in warnings
+    # the output passes directord's configuration check (a missing program is accepted)
+    config = parse_config(result.text)
+    assert config.notify is not None
+    hooks = config.notify.hooks
+    assert [(h.name, sorted(h.events), h.command[-1]) for h in hooks][:2] == [
+        ("g1-httpd", ["ha.acquired"], "start"),
+        ("g1-Filesystem", ["ha.acquired"], "start"),
+    ]
+    assert hooks[0].service is None and len(hooks) == 8
+
+
+def test_systemctl_is_the_first_that_exists(lookup_dirs):
+    root, lookup = lookup_dirs
+    (root / "units" / "nginx.service").write_text("[Service]\n")
+    executable(root / "bin" / "systemctl")
+    result = convert_text(WEB, "x.cf", ha_cf=HA, haresources="a 10.0.0.1/24/eth0 nginx::arg\n", lookup=lookup)
+    data = yaml.safe_load(result.text)["notify"]["hooks"]
+    assert [h["command"] for h in data] == [
+        [f"{root}/bin/systemctl", "start", "nginx.service"],
+        [f"{root}/bin/systemctl", "stop", "nginx.service"],
+    ]
+    assert "the systemd unit nginx.service is started and stopped instead, without the arguments arg" in messages(
+        result.issues, "warning"
+    )
+
+
+def test_several_groups_with_scripts_are_named_by_group_and_warned(lookup_dirs):
+    root, lookup = lookup_dirs
+    for name in ("httpd", "postfix"):
+        executable(root / "init.d" / name)
+    result = convert_text(
+        WEB,
+        "x.cf",
+        ha_cf=HA,
+        haresources="a 10.0.0.1/24/eth0 httpd\nb 10.0.0.2/24/eth1 postfix\nb drbddisk\n",
+        lookup=lookup,
+    )
+    hooks = yaml.safe_load(result.text)["notify"]["hooks"]
+    assert [(h["name"], h["events"], h["command"][-1]) for h in hooks] == [
+        ("g1-httpd", ["ha.acquired"], "start"),
+        ("g1-httpd", ["ha.released"], "stop"),
+        ("g2-postfix", ["ha.acquired"], "start"),
+        ("g2-postfix", ["ha.released"], "stop"),
+    ]
+    warnings = messages(result.issues, "warning")
+    assert "haresources:2: haresources: several resource groups have scripts: directord's hooks have no group" in (
+        warnings
+    )
+    # a group without an address is no group for directord: its scripts are not converted
+    assert "haresources:3: haresources: no address in the group of b: directord has no group to acquire, so " in (
+        warnings
+    )
+    assert "drbddisk" not in notify_section(result.text)
+
+
+def test_one_group_with_scripts_is_not_warned_about_groups(lookup_dirs):
+    root, lookup = lookup_dirs
+    executable(root / "init.d" / "httpd")
+    result = convert_text(
+        WEB, "x.cf", ha_cf=HA, haresources="a 10.0.0.1/24/eth0 httpd\nb 10.0.0.2/24/eth1\n", lookup=lookup
+    )
+    assert "several resource groups" not in messages(result.issues)
+    assert len(yaml.safe_load(result.text)["notify"]["hooks"]) == 2
+
+
+@pytest.mark.parametrize("resource", ["../bin/sh", "a:b", "x/y::z"])
+def test_resource_names_that_are_no_file_name_are_not_converted(resource, lookup_dirs):
+    _, lookup = lookup_dirs
+    result = convert_text(WEB, "x.cf", ha_cf=HA, haresources=f"a 10.0.0.1/24/eth0 {resource}\n", lookup=lookup)
+    assert "notify" not in yaml.safe_load(result.text)
+    assert f"haresources:1: haresources: {resource}: not a script file name" in messages(result.issues, "warning")
+
+
+def test_ipaddr2_options_directord_cannot_express_are_reported():
+    ha, issues = ha_of(HA, "a IPaddr2::192.168.6.241/24/eth0:web/192.168.6.255::extra\n")
+    assert ha["resources"] == [{"owner": "a", "addresses": ["192.168.6.241/24/eth0"]}]
+    text = messages(issues, "warning")
+    assert "heartbeat's IPaddr2 script does not run" in text
+    assert "the interface label 'web' (the address is added to eth0 unlabelled)" in text
+    assert "the broadcast address '192.168.6.255'" in text and "the further arguments 'extra'" in text
+
+
+def test_old_fixtures_keep_their_ha_section_and_get_no_hooks(authkeys):
+    result = convert_files(
+        str(DATA / "debian-example.cf"),
+        ha_cf=str(DATA / "ha.cf"),
+        haresources=str(DATA / "haresources"),
+        authkeys=authkeys,
+    )
+    assert yaml.safe_load(result.text)["ha"] == {
+        "nodes": ["dir1", "dir2"],
+        "media": ["bcast eth1", "ucast eth0 192.168.6.12"],
+        "udpport": 694,
+        "authkeys": authkeys,
+        "keepalive": 0.5,
+        "warntime": 2,
+        "deadtime": 5,
+        "initdead": 15,
+        "auto_failback": True,
+        "ping_nodes": ["192.168.6.1"],
+        "resources": [{"owner": "dir1", "addresses": ["192.168.6.240/24/eth0"]}],
+        "compat": "heartbeat",
+    }
+    assert "\nnotify:" not in result.text  # ldirectord is replaced, not run
+    heartbeat = (DATA.parent / "heartbeat" / "haresources").read_text()
+    ha, _ = ha_of(HA, heartbeat)
+    assert ha["resources"] == [{"owner": "nodea", "addresses": ["10.250.0.100/24/eth0"]}]
+
+
+FALLBACK_CF = """\
+fallbackcommand=/usr/local/sbin/sorry --quiet
+virtual=192.168.6.240:80
+\tservicename=web
+\treal=192.168.6.2:80 gate
+virtual=192.168.6.240:443
+\treal=192.168.6.2:443 gate
+\tfallbackcommand="logger 'all down'; /usr/local/sbin/page"
+virtual6=[2001:db8::1]:53
+\tprotocol=udp
+\treal6=[2001:db8::2]:53 gate
+\tfallbackcommand=pager
+"""
+
+
+def test_fallbackcommand_global_and_per_service_with_and_without_shell():
+    result = convert_text(FALLBACK_CF, "ld.cf")
+    expected = """\
+notify:
+  hooks:
+
+    # ld.cf:1: fallbackcommand (global, for the virtual of line 2): start when web has no real
+    # server in service
+    - name: fallback-start-web
+      events: [service.down]
+      command: [/usr/local/sbin/sorry, --quiet, start, '192.168.6.240:80', tcp]
+      service: web
+
+    # ld.cf:1: fallbackcommand (global, for the virtual of line 2): stop when web has one again
+    - name: fallback-stop-web
+      events: [service.up]
+      command: [/usr/local/sbin/sorry, --quiet, stop, '192.168.6.240:80', tcp]
+      service: web
+
+    # ld.cf:7: fallbackcommand (the virtual of line 5): start when tcp 192.168.6.240:443 has no real
+    # server in service
+    # ldirectord runs this text through the shell: so does the hook, its arguments in "$@"
+    - name: fallback-start-tcp_192.168.6.240_443
+      events: [service.down]
+      command: [/bin/sh, -c, logger 'all down'; /usr/local/sbin/page "$@", sh, start, '192.168.6.240:443', tcp]
+      service: tcp 192.168.6.240:443
+
+    # ld.cf:7: fallbackcommand (the virtual of line 5): stop when tcp 192.168.6.240:443 has one
+    # again
+    # ldirectord runs this text through the shell: so does the hook, its arguments in "$@"
+    - name: fallback-stop-tcp_192.168.6.240_443
+      events: [service.up]
+      command: [/bin/sh, -c, logger 'all down'; /usr/local/sbin/page "$@", sh, stop, '192.168.6.240:443', tcp]
+      service: tcp 192.168.6.240:443
+
+    # ld.cf:11: fallbackcommand (the virtual of line 8): start when udp [2001:db8::1]:53 has no real
+    # server in service
+    # ldirectord runs this text through the shell: so does the hook, its arguments in "$@"
+    - name: fallback-start-udp__2001_db8__1__53
+      events: [service.down]
+      command: [/bin/sh, -c, pager "$@", sh, start, '[2001:db8::1]:53', udp]
+      service: udp [2001:db8::1]:53
+
+    # ld.cf:11: fallbackcommand (the virtual of line 8): stop when udp [2001:db8::1]:53 has one
+    # again
+    # ldirectord runs this text through the shell: so does the hook, its arguments in "$@"
+    - name: fallback-stop-udp__2001_db8__1__53
+      events: [service.up]
+      command: [/bin/sh, -c, pager "$@", sh, stop, '[2001:db8::1]:53', udp]
+      service: udp [2001:db8::1]:53
+"""
+    assert notify_section(result.text) == expected
+    notes = messages(result.issues, "note")
+    assert "ld.cf:1: fallbackcommand: converted to notify hooks" in notes and "run as its words" in notes
+    assert "ld.cf:7: fallbackcommand: converted to notify hooks" in notes and "through /bin/sh -c" in notes
+    assert not [i for i in result.issues if i.directive == "fallbackcommand" and i.severity == "warning"]
+    config = parse_config(result.text)
+    assert config.notify is not None
+    assert [(h.service, sorted(h.events)) for h in config.notify.hooks][::2] == [
+        ("web", ["service.down"]),
+        ("tcp 192.168.6.240:443", ["service.down"]),
+        ("udp [2001:db8::1]:53", ["service.down"]),
+    ]
+
+
+def test_fallbackcommand_shell_form_passes_ldirectords_arguments(tmp_path):
+    """The /bin/sh -c form runs the text with ldirectord's three arguments appended, as
+    ldirectord's system("TEXT start VIP:PORT PROTOCOL") does."""
+    out = tmp_path / "args"
+    script = tmp_path / "record"
+    script.write_text(f'#!/bin/sh\nprintf "%s|" "$@" > {out}\n')
+    script.chmod(0o755)
+    cf = f'virtual=192.168.6.240:80\n\treal=192.168.6.2:80 gate\n\tfallbackcommand="true && {script} one"\n'
+    hooks = yaml.safe_load(convert_text(cf, "ld.cf").text)["notify"]["hooks"]
+    subprocess.run(hooks[0]["command"], check=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert out.read_text() == "one|start|192.168.6.240:80|tcp|"
+    subprocess.run(hooks[1]["command"], check=True, cwd="/", env={"PATH": "/usr/bin:/bin"})
+    assert out.read_text() == "one|stop|192.168.6.240:80|tcp|"
+
+
+def test_fallbackcommand_of_a_fwmark_virtual_gets_ldirectords_arguments():
+    cf = "fallbackcommand=/usr/local/sbin/sorry\nvirtual=7\n\treal=192.168.6.2 gate\n\tcheckport=80\n"
+    hooks = yaml.safe_load(convert_text(cf, "ld.cf").text)["notify"]["hooks"]
+    # ldirectord: $v->{server} is undefined and $v->{port} "0" for a fwmark virtual
+    assert hooks[0]["command"] == ["/usr/local/sbin/sorry", "start", ":0", "fwm"]
+    assert hooks[0]["service"] == "fwmark 7 (inet)"
+
+
+def test_global_fallbackcommand_shadowed_everywhere_is_a_note():
+    cf = "fallbackcommand=/usr/local/sbin/sorry\n" + WEB + "\tfallbackcommand=/usr/local/sbin/own\n"
+    result = convert_text(cf, "ld.cf")
+    hooks = yaml.safe_load(result.text)["notify"]["hooks"]
+    assert [h["command"][0] for h in hooks] == ["/usr/local/sbin/own", "/usr/local/sbin/own"]
+    assert "ld.cf:1: fallbackcommand: every virtual has its own fallbackcommand" in messages(result.issues, "note")
+
+
+def test_more_hooks_than_directord_takes_is_an_error():
+    cf = "fallbackcommand=/usr/local/sbin/sorry\n" + "".join(
+        f"virtual=192.168.6.240:{port}\n\treal=192.168.6.2:{port} gate\n" for port in range(1000, 1129)
+    )
+    with pytest.raises(ConvertError) as info:
+        convert_text(cf, "ld.cf")
+    assert "ld.cf: notify: 258 hooks would be needed" in str(info.value)
+
+
+def test_emailalert_points_to_the_example_hook():
+    _, issues = conv('emailalert="root@example.com"\n' + WEB)
+    assert "etc/hooks/email-alert" in messages(issues, "warning")
+    hook = Path(__file__).resolve().parents[2] / "etc" / "hooks" / "email-alert"
+    assert os.access(hook, os.X_OK)
+    assert subprocess.run(["sh", "-n", str(hook)], check=False).returncode == 0

@@ -8,7 +8,8 @@ random text inserted).
 Properties:
 
 * generated valid inputs convert, and the result loads with directord's own
-  loader with every virtual service and real server kept;
+  loader with every virtual service and real server kept, and a pair of notify
+  hooks per resource script and per virtual with a fallbackcommand;
 * any input either converts or raises `ConvertError` whose errors each name
   one of the input files, a line (0 for the file as a whole) and a message;
   never another exception;
@@ -76,11 +77,27 @@ def virtuals(draw, index: int) -> tuple[str, int]:
     lines.append(f"\tquiescent={draw(st.sampled_from(['yes', 'no']))}")
     if draw(st.booleans()):
         lines.append(f"\tcheckinterval={draw(st.integers(1, 30))}")
+    if draw(st.integers(0, 3)) == 0:
+        lines.append(f"\tfallbackcommand={draw(FALLBACK_COMMANDS)}")
     return "\n".join(lines), len(hosts)
 
 
+#: fallbackcommand texts: plain words (run as an argv) and shell syntax (run through /bin/sh -c).
+FALLBACK_COMMANDS = st.sampled_from(
+    ["/usr/local/sbin/sorry", '"/usr/local/sbin/sorry --quiet"', "\"logger -t ld 'down' | cat\"", "pager"]
+)
 GLOBALS = st.lists(
-    st.sampled_from(["checktimeout=5", "checkinterval=2", "quiescent=yes", "autoreload=no", "fork=no"]),
+    st.sampled_from(
+        [
+            "checktimeout=5",
+            "checkinterval=2",
+            "quiescent=yes",
+            "autoreload=no",
+            "fork=no",
+            "fallbackcommand=/usr/local/sbin/sorry",
+            'fallbackcommand="$HOME/x" ; true',
+        ]
+    ),
     max_size=3,
     unique=True,
 )
@@ -110,9 +127,10 @@ def ha_files(draw) -> tuple[str, str]:
     lines.append(f"auto_failback {draw(st.sampled_from(['on', 'off', 'legacy']))}")
     if draw(st.booleans()):
         lines.append("ping 192.168.6.1")
-    resources = [f"dir1 IPaddr::10.0.0.{draw(st.integers(1, 250))}/24/eth0"]
+    scripts = st.lists(st.sampled_from(["httpd", "Filesystem::/dev/sdb1::/srv::ext4", "MailTo::root"]), max_size=2)
+    resources = [" ".join([f"dir1 IPaddr::10.0.0.{draw(st.integers(1, 250))}/24/eth0", *draw(scripts)])]
     if draw(st.booleans()):
-        resources.append(f"dir2 10.0.1.{draw(st.integers(1, 250))}/24/eth0")
+        resources.append(" ".join([f"dir2 10.0.1.{draw(st.integers(1, 250))}/24/eth0", *draw(scripts)]))
     return "\n".join(lines) + "\n", "\n".join(resources) + "\n"
 
 
@@ -234,6 +252,12 @@ def test_fuzz_valid_inputs_convert_and_load(authkeys, ld, ha):
     assert isinstance(config, Config), f"{config}\n{result.text}"
     assert [len(s.real_servers) for s in config.services] == counts
     assert (config.ha is not None) == (ha is not None)
+    has_global = "\nfallbackcommand=" in text
+    blocks = text.split("\nvirtual=")[1:]
+    fallback = sum(1 for block in blocks if has_global or "\tfallbackcommand=" in block)
+    scripts = sum(len(line.split()) - 2 for line in haresources.splitlines()) if haresources else 0
+    hooks = config.notify.hooks if config.notify is not None else ()
+    assert len(hooks) == 2 * (fallback + scripts), result.text
 
 
 @fuzz_settings(2)
