@@ -84,6 +84,7 @@ class HookDispatcher:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
+        self._prestart: asyncio.Task[None] | None = None
         self._answers: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
         self._closed = False
@@ -101,9 +102,26 @@ class HookDispatcher:
         return sum(self._busy.values())
 
     def update(self, notify: NotifySettings) -> None:
-        """Use ``notify`` from now on (a reload): queued runs keep the hooks they were made with."""
+        """Use ``notify`` from now on (a reload): queued runs keep the hooks they were made with.
+        With hooks, the runner is started now if none runs, so that its start (an interpreter:
+        seconds in an emulated VM) is not paid during a takeover."""
         self.notify = notify
+        if notify.hooks and not self._closed and self._prestart is None and not self.runner_running:
+            self._prestart = asyncio.get_running_loop().create_task(self._start_early(), name="hook runner start")
         self._pump()
+
+    @property
+    def runner_running(self) -> bool:
+        """A runner is connected."""
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def _start_early(self) -> None:
+        try:
+            await self._runner()
+        except OSError as exc:
+            log.warning("cannot start the hook runner: %s; retried at the first hook", exc)
+        finally:
+            self._prestart = None
 
     def offer(self, envelope: Envelope) -> None:
         """Queue the hooks ``envelope``'s event asks for (never raises, never waits)."""
@@ -296,6 +314,7 @@ class HookDispatcher:
             self._writer.close()
         for task in list(self._tasks):
             task.cancel()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
-        await asyncio.gather(*self._tasks, *(t for t in (self._reader_task,) if t), return_exceptions=True)
+        extra = [t for t in (self._reader_task, self._prestart) if t is not None]
+        for t in extra:
+            t.cancel()
+        await asyncio.gather(*self._tasks, *extra, return_exceptions=True)

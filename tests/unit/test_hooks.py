@@ -245,6 +245,19 @@ async def test_ha_hooks_run_one_at_a_time_in_event_order_and_others_up_to_the_li
     assert dispatcher.results == {"exit 0": 6}
 
 
+async def test_the_runner_starts_with_the_hooks_not_at_the_first_event(tmp_path):
+    hook = Hook(frozenset({"ha.acquired"}), (str(script(tmp_path / "h", "exit 0\n")),), name="h")
+    dispatcher = HookDispatcher(NotifySettings(), Published())
+    try:
+        dispatcher.update(NotifySettings())
+        await asyncio.sleep(0.2)
+        assert not dispatcher.runner_running  # no hooks: no runner
+        dispatcher.update(NotifySettings(hooks=(hook,)))
+        await wait_for(lambda: dispatcher.runner_running, timeout=20, what="the runner")
+    finally:
+        await dispatcher.close()
+
+
 async def test_a_full_queue_drops_and_reports_and_an_untrusted_program_is_not_run(tmp_path, monkeypatch):
     monkeypatch.setattr(dispatcher_module, "MAX_QUEUED", 2)
     open_dir = tmp_path / "open"
