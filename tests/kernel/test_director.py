@@ -105,9 +105,9 @@ def kernel_conns(lab) -> dict[str, int]:
     """Connections scheduled per real server ``ADDRESS:PORT`` of the lab's service, as
     ``ipvsadm -Ln --stats --exact`` (an independent reader of the kernel's counters) shows them."""
     out = lab.exec(lab.director, ["ipvsadm", "-Ln", "--stats", "--exact", "-t", f"{lab.vip}:80"]).stdout
-    return {
-        f[1]: int(f[2]) for f in (line.split() for line in out.splitlines()) if f and f[0] == "->" and f[2].isdigit()
-    }
+    rows = (line.split() for line in out.splitlines())
+    # the header's "  -> RemoteAddress:Port" has no counts
+    return {f[1]: int(f[2]) for f in rows if len(f) > 2 and f[0] == "->" and f[2].isdigit()}
 
 
 def expect(pred, what: str, timeout: float, director: Director | None = None) -> float:
