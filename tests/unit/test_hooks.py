@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_checks_faults import alive, script
 
 from director.events import (
     Envelope,
@@ -33,20 +34,6 @@ from director.model import Hook, NotifySettings
 from ha.events import GroupAcquired, GroupReleased
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def script(path: Path, body: str) -> Path:
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return path
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError):
-        return False
 
 
 def parent_of(pid: int) -> int:

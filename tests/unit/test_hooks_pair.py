@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hapair import DEADTIME, Director, PairNet, VipSampler, netns_problem, wait_for, write_authkeys
 from prometheus_client.parser import text_string_to_metric_families
+from test_checks_faults import script
 
 from director.lab import netns as N
 
@@ -37,12 +38,6 @@ def scrape(lab: PairNet, role: str) -> dict[str, list[tuple[dict[str, str], floa
 def metric(found, name: str, **labels: str) -> float:
     """The sum of the samples of ``name`` whose labels include ``labels`` (0 when none)."""
     return sum(v for have, v in found.get(name, []) if all(have.get(k) == w for k, w in labels.items()))
-
-
-def script(path: Path, body: str) -> Path:
-    path.write_text("#!/bin/sh\n" + body)
-    path.chmod(0o755)
-    return path
 
 
 def test_role_hooks_run_after_the_takeover_and_never_delay_or_reorder_it(tmp_path: Path):
