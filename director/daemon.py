@@ -782,31 +782,37 @@ class Daemon:
                 "ok": False,
                 "error": f"{_shown(real_server)} is not a real server of {printable(svc.name)} ({known})",
             }
-        async with self._admin_lock:  # one change at a time: each builds on the one before
-            try:
-                new = self.admin.changed(svc.name, str(rs.key), state, reason, time.time())
-                await asyncio.to_thread(new.save)
-            except AdminStateError as exc:
-                return {"ok": False, "error": str(exc)}
-            except OSError as exc:
-                return {"ok": False, "error": f"cannot write {new.path}: {exc.strerror or exc}; nothing changed"}
-            self.admin = new
+        new = await self._change_admin(svc.name, str(rs.key), state, reason)
+        if isinstance(new, dict):
+            return new
         entry = new.get(svc.name, str(rs.key))
         self.events.publish(AdminChanged(svc.name, str(rs.key), state, entry.reason if entry else ""))
         self.reconciler.on_health(svc.key, rs.key)
         self._judge_service(svc)
         return {"ok": True, "message": f"rs {rs.key} of {printable(svc.name)}: {state}"}
 
-    async def _forget_stale(self, service: str, real_server: str) -> dict[str, Any]:
-        """``rs enable`` of an entry of the state file that names no configured real server (a
-        service renamed or a real server removed since): remove it from the file."""
-        async with self._admin_lock:
+    async def _change_admin(
+        self, service: str, real_server: str, state: str, reason: str
+    ) -> AdminStore | dict[str, Any]:
+        """Write the operator's new ``state`` of that real server to the state file, then adopt
+        it; the new store when done, else the refusal to answer (nothing changed)."""
+        async with self._admin_lock:  # one change at a time: each builds on the one before
             try:
-                new = self.admin.changed(service, real_server, "enabled", "", time.time())
+                new = self.admin.changed(service, real_server, state, reason, time.time())
                 await asyncio.to_thread(new.save)
+            except AdminStateError as exc:
+                return {"ok": False, "error": str(exc)}
             except OSError as exc:
                 return {"ok": False, "error": f"cannot write {new.path}: {exc.strerror or exc}; nothing changed"}
             self.admin = new
+        return new
+
+    async def _forget_stale(self, service: str, real_server: str) -> dict[str, Any]:
+        """``rs enable`` of an entry of the state file that names no configured real server (a
+        service renamed or a real server removed since): remove it from the file."""
+        new = await self._change_admin(service, real_server, "enabled", "")
+        if isinstance(new, dict):
+            return new
         message = f"removed the state of {_shown(real_server)} of {_shown(service)} (not configured)"
         return {"ok": True, "message": message}
 
