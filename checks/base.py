@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import errno as _errno
+import importlib
 import os
 import re
 import ssl
@@ -143,10 +144,6 @@ async def _check_none(target: CheckTarget, session: aiohttp.ClientSession | None
     return True, "no check"
 
 
-async def _check_tcp(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
-    return await check_tcp(target.rip, target.rport)
-
-
 async def _check_http(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
     if session is None:
         return False, "no HTTP session"
@@ -157,9 +154,41 @@ async def _check_external(target: CheckTarget, session: aiohttp.ClientSession | 
     return await check_external(target)
 
 
+async def _check_protocol(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+    """The checks of one module each, imported at their first use (`PROTOCOL_CHECKS`)."""
+    spec = target.spec
+    if spec.type == "tcp" and not spec.dialogue and not spec.tls:
+        return await check_tcp(target.rip, target.rport)
+    module_name, function_name = PROTOCOL_CHECKS[spec.type]
+    check = getattr(importlib.import_module(module_name), function_name)
+    result: tuple[bool, str] = await check(target)
+    return result
+
+
+#: Check type -> (module, function): ``async def function(target: CheckTarget) -> (ok, reason)``,
+#: raising ``OSError``/``ssl.SSLError``/``ValueError`` for a failed check as `checks.tcp.check_tcp`
+#: does.  ``tcp`` goes there only with a ``dialogue`` or ``tls``.
+PROTOCOL_CHECKS: dict[str, tuple[str, str]] = {
+    "tcp": ("checks.dialogue", "check_dialogue"),
+    "dns": ("checks.dns", "check_dns"),
+    "udp": ("checks.udp", "check_udp"),
+    "ping": ("checks.ping", "check_ping"),
+    "radius": ("checks.radius", "check_radius"),
+    "sip": ("checks.sip", "check_sip"),
+    "mysql": ("checks.sql", "check_mysql"),
+    "pgsql": ("checks.sql", "check_pgsql"),
+}
+
 _DISPATCH = {
     "none": _check_none,
-    "tcp": _check_tcp,
+    "tcp": _check_protocol,
+    "dns": _check_protocol,
+    "udp": _check_protocol,
+    "ping": _check_protocol,
+    "radius": _check_protocol,
+    "sip": _check_protocol,
+    "mysql": _check_protocol,
+    "pgsql": _check_protocol,
     "http": _check_http,
     "https": _check_http,
     "external": _check_external,

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import aiohttp
 import re2
 
-from checks.spec import MAX_BODY_PROGRAM
+from checks.spec import MAX_BODY_PROGRAM, CheckSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
@@ -183,7 +184,7 @@ async def check_http(target: CheckTarget, session: aiohttp.ClientSession) -> tup
         url,
         headers=headers,
         allow_redirects=False,
-        ssl=https and spec.verify_tls,
+        ssl=_ssl_setting(spec) if https else False,
         server_hostname=server_hostname,
     ) as response:
         status = response.status
@@ -204,3 +205,14 @@ def _host_without_port(host: str) -> str:
     if host.count(":") == 1:
         return host.split(":", 1)[0]
     return host
+
+
+def _ssl_setting(spec: CheckSpec) -> bool | ssl.SSLContext:
+    """aiohttp's ``ssl=`` for ``spec.verify_tls``: ``False`` (no verification), a context that checks
+    the chain but not the name (``chain``), or one that checks both (``full``)."""
+    if spec.verify_tls == "none":
+        return False
+    context = ssl.create_default_context(cafile=spec.ca_file)
+    if spec.verify_tls == "chain":
+        context.check_hostname = False
+    return context

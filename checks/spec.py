@@ -10,7 +10,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-CheckType = Literal["tcp", "http", "https", "none", "external"]
+CheckType = Literal[
+    "tcp", "http", "https", "none", "external", "dns", "udp", "ping", "radius", "sip", "mysql", "pgsql"
+]  # fmt: skip
+
+#: TLS verification modes of ``https`` and of TLS in a ``tcp`` dialogue (`CheckSpec.verify_tls`).
+TLSVerify = Literal["none", "chain", "full"]
+
+#: Kinds of one step of a ``tcp`` dialogue (`CheckSpec.dialogue`).
+DialogueKind = Literal["send", "expect", "starttls"]
+
+#: Most steps of a ``tcp`` dialogue.
+MAX_DIALOGUE_STEPS = 32
+
+#: Bytes read while waiting for one ``expect`` (a dialogue step, a UDP or SIP reply): past this
+#: many bytes without a match the check fails (64 KiB, as an HTTP body).
+MAX_EXPECT_READ = 64 * 1024
 
 #: Defaults applied when the configuration leaves a field out.  Chosen so that a
 #: backend killed outright leaves rotation at most interval + (fall - 1) x
@@ -60,10 +75,41 @@ class CheckSpec:
             the response body, with RE2 syntax and linear-time matching
             (google-re2; no backreferences nor lookaround), compiling to at
             most `MAX_BODY_PROGRAM` instructions; ``None`` skips the body test.
-        verify_tls: verify the server certificate for ``https``.
+        verify_tls: how ``https`` (and TLS in a ``tcp`` check) judges the
+            server's certificate: ``"none"`` (not at all), ``"chain"`` (the
+            chain must lead to a trusted CA; any name), ``"full"`` (chain and
+            the name: ``sni``, else ``host`` without its port, else the RIP).
         command: argv of an ``external`` check; the engine appends
             VIP, virtual port, RIP and checked port as four more arguments
             (ldirectord's external-check convention).
+        ca_file: PEM file of the CAs trusted by ``chain``/``full``; ``None``
+            means the system's store.
+        sni: TLS server name sent (SNI, RFC 6066 section 3); ``None`` means
+            ``host`` without its port when set, else no SNI.
+        tls: ``tcp``: TLS from the first byte (smtps, pop3s, imaps, ldaps).
+        dialogue: ``tcp``: steps run in order after connecting, each
+            ``("send", text)`` (text sent as Latin-1 bytes), ``("expect",
+            regex)`` (read until the RE2 regex matches what arrived since the
+            previous send, at most `MAX_EXPECT_READ` bytes) or ``("starttls",
+            "")`` (TLS from here on, as `verify_tls`).  Empty: connect only.
+        send: ``udp``: the datagram sent (Latin-1 text).
+        expect: RE2 regex the answer must match: ``udp`` the reply datagram,
+            ``dns`` the answer section (one record per line in zone-file
+            text), ``mysql``/``pgsql`` the query's first row (values joined by
+            tabs), ``sip`` the reply's status line; ``None`` accepts any.
+        query_name: ``dns``: the name asked for.
+        query_type: ``dns``: the record type asked for (``A``, ``AAAA``,
+            ``MX``, ``SOA``...).
+        transport: ``dns``: ``udp`` or ``tcp``; ``None`` means the virtual
+            service's protocol (UDP for a fwmark service).
+        expect_rcode: ``dns``: the response code that passes (``NOERROR``,
+            ``NXDOMAIN``...).
+        login: ``radius``/``mysql``/``pgsql``: the user name; ``sip``: the
+            URI's ``user@host`` (as ldirectord's ``login``).
+        password: ``radius``/``mysql``/``pgsql``: the user's password.
+        secret: ``radius``: the shared secret (RFC 2865 section 3).
+        database: ``mysql``/``pgsql``: the database to connect to.
+        query: ``mysql``/``pgsql``: a query run after connecting.
     """
 
     type: CheckType = "tcp"
@@ -78,5 +124,20 @@ class CheckSpec:
     host: str | None = None
     expect_status: frozenset[int] = field(default_factory=lambda: frozenset({200}))
     expect_body: str | None = None
-    verify_tls: bool = False
+    verify_tls: TLSVerify = "none"
     command: tuple[str, ...] = ()
+    ca_file: str | None = None
+    sni: str | None = None
+    tls: bool = False
+    dialogue: tuple[tuple[DialogueKind, str], ...] = ()
+    send: str | None = None
+    expect: str | None = None
+    query_name: str | None = None
+    query_type: str = "A"
+    transport: Literal["udp", "tcp"] | None = None
+    expect_rcode: str = "NOERROR"
+    login: str | None = None
+    password: str | None = None
+    secret: str | None = None
+    database: str | None = None
+    query: str | None = None

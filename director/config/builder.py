@@ -34,7 +34,7 @@ import re2
 from pydantic import BaseModel, ValidationError
 
 from checks.external import command_problem
-from checks.spec import MAX_BODY_PROGRAM, CheckSpec
+from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS, CheckSpec
 from director.config.ha import parse_ha
 from director.config.issues import ConfigIssue, bounded, describe, quote
 from director.config.located import Path, YamlMap, YamlSeq, field_path, locate
@@ -126,6 +126,25 @@ MAX_CHECK_HOST = 260
 #: Most items of an external check's command, and longest item, in characters.
 MAX_COMMAND_ARGS = 256
 MAX_COMMAND_ARG = 4096
+#: The check types each protocol of a virtual service takes (a fwmark service takes them all).
+CHECK_TYPES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
+    "tcp": ("tcp", "http", "https", "dns", "mysql", "pgsql", "ping", "external", "none"),
+    "udp": ("udp", "dns", "radius", "sip", "ping", "external", "none"),
+    "sctp": ("ping", "external", "none"),
+}
+#: Longest text sent by a check (``send``, a dialogue's ``send``) and longest credential or query,
+#: characters.
+MAX_SEND = 4096
+MAX_CREDENTIAL = 4096
+#: DNS record types and response codes a ``dns`` check may name (RFC 1035, 3596, 2782, 4034,
+#: 6698, 8659, 9460; rcodes RFC 1035 section 4.1.1 and RFC 2136).
+DNS_TYPES = frozenset(
+    "A AAAA CAA CNAME DNSKEY DS HTTPS MX NAPTR NS PTR SOA SRV SSHFP SVCB TLSA TXT".split()
+)  # fmt: skip
+DNS_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_DNS_NAME = re.compile(rf"(?=.{{1,253}}$)({_LABEL}\.)*{_LABEL}\.?")
+_DNS_QUERY = re.compile(rf"\.|(\*\.)?({_LABEL}\.)*{_LABEL}\.?")
 #: Bounds of ``global.reconcile_interval`` and ``global.drain_timeout``, seconds.
 RECONCILE_INTERVAL_RANGE = (0.1, 3600.0)
 DRAIN_TIMEOUT_RANGE = (0.0, 86400.0)
@@ -175,16 +194,16 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
     normally reported.  ``protocol`` is ``tcp``/``udp``/``sctp``, or ``None``
     for a fwmark service.  Pure function.
     """
-    if protocol in ("udp", "sctp") and spec.type not in ("external", "none"):
-        name = protocol.upper()
+    allowed = CHECK_TYPES_BY_PROTOCOL.get(protocol or "", ())
+    if protocol is not None and spec.type not in allowed:
         yield (
             ("type",),
             (
-                f"a {name} virtual service allows only check types external and none "
-                f"(a {name} health check does not exist yet); the check type is {spec.type}"
+                f"a {protocol.upper()} virtual service takes check types {', '.join(allowed)}; "
+                f"the check type is {spec.type}"
             ),
         )
-    if fwmark and spec.type != "none" and spec.port is None:
+    if fwmark and spec.type not in ("none", "ping") and spec.port is None:
         yield (
             ("port", "type"),
             (
@@ -230,6 +249,7 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
         problem = re2_problem(spec.expect_body)
         if problem is not None:
             yield ("expect_body",), f"expect_body {problem}"
+    yield from _protocol_check_problems(spec)
     if spec.type == "external" and (not spec.command or not spec.command[0]):
         yield ("command", "type"), "an external check needs a non-empty command (a list: program and arguments)"
     if len(spec.command) > MAX_COMMAND_ARGS:
@@ -237,6 +257,73 @@ def check_problems(spec: CheckSpec, protocol: str | None, fwmark: bool) -> Itera
     longest = max((len(arg) for arg in spec.command), default=0)
     if longest > MAX_COMMAND_ARG:
         yield ("command",), f"a command argument is {longest} characters long; at most {MAX_COMMAND_ARG}"
+
+
+def _latin1_problem(text: str, name: str) -> str | None:
+    if len(text) > MAX_SEND:
+        return f"{name} is {len(text)} characters long; at most {MAX_SEND}"
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return f"{name} must be Latin-1 text (it is sent as bytes, one per character), got {quote(bounded(text, 60))}"
+    return None
+
+
+def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Problems of the keys of the protocol checks (tcp dialogue, udp, dns, radius, sip, sql, TLS)."""
+    if spec.ca_file is not None and not spec.ca_file.startswith("/"):
+        yield ("ca_file",), f"ca_file must be an absolute path, got {quote(bounded(spec.ca_file, MAX_PATH_QUOTED))}"
+    if spec.sni is not None and not _DNS_NAME.fullmatch(spec.sni):
+        yield ("sni",), f"sni must be a DNS name, got {quote(bounded(spec.sni, 60))}"
+    if spec.dialogue and spec.type != "tcp":
+        yield ("dialogue", "type"), f"dialogue is for tcp checks; the check type is {spec.type}"
+    if spec.tls and spec.type != "tcp":
+        yield ("tls", "type"), f"tls is for tcp checks (https has TLS already); the check type is {spec.type}"
+    if len(spec.dialogue) > MAX_DIALOGUE_STEPS:
+        yield ("dialogue",), f"dialogue has {len(spec.dialogue)} steps; at most {MAX_DIALOGUE_STEPS}"
+    tls = spec.tls
+    for i, (kind, text) in enumerate(spec.dialogue[:MAX_DIALOGUE_STEPS]):
+        where = f"dialogue step {i + 1}"
+        if kind == "send":
+            problem = _latin1_problem(text, f"{where}'s send")
+        elif kind == "expect":
+            problem = re2_problem(text)
+            problem = None if problem is None else f"{where}'s expect {problem}"
+        elif tls:
+            problem = f"{where} starts TLS on a connection that has TLS already"
+        else:
+            tls, problem = True, None
+        if problem is not None:
+            yield ("dialogue",), problem
+    if spec.type == "udp" and spec.send is None:
+        yield ("send", "type"), "a udp check needs send: the datagram it sends"
+    if spec.send is not None:
+        problem = _latin1_problem(spec.send, "send")
+        if problem is not None:
+            yield ("send",), problem
+    if spec.expect is not None:
+        problem = re2_problem(spec.expect)
+        if problem is not None:
+            yield ("expect",), f"expect {problem}"
+    if spec.type == "dns" and not spec.query_name:
+        yield ("query_name", "type"), "a dns check needs query_name: the name it asks for"
+    if spec.query_name is not None and (len(spec.query_name) > 253 or not _DNS_QUERY.fullmatch(spec.query_name)):
+        yield ("query_name",), f"query_name must be a DNS name, got {quote(bounded(spec.query_name, 60))}"
+    if spec.query_type.upper() not in DNS_TYPES:
+        yield ("query_type",), f"query_type must be one of {', '.join(sorted(DNS_TYPES))}, got {quote(spec.query_type)}"
+    if spec.expect_rcode.upper() not in DNS_RCODES:
+        yield (
+            ("expect_rcode",),
+            f"expect_rcode must be one of {', '.join(DNS_RCODES)}, got {quote(bounded(spec.expect_rcode, 40))}",
+        )
+    if spec.type == "radius" and not spec.secret:
+        yield ("secret", "type"), "a radius check needs secret: the shared secret of the RADIUS server"
+    if spec.type in ("mysql", "pgsql") and not spec.login:
+        yield ("login", "type"), f"a {spec.type} check needs login: the user it connects as"
+    for name in ("login", "password", "secret", "database", "query"):
+        value = getattr(spec, name)
+        if value is not None and len(value) > MAX_CREDENTIAL:
+            yield (name,), f"{name} is {len(value)} characters long; at most {MAX_CREDENTIAL}"
 
 
 _RE2_OPTIONS = re2.Options()
@@ -272,17 +359,35 @@ def re2_problem(pattern: str) -> str | None:
     return None
 
 
-def _make_check(fields: dict[str, Any]) -> CheckSpec:
-    """`CheckSpec` from merged schema fields (lists become tuples/frozensets, times floats)."""
+def _make_check(fields: dict[str, Any], protocol: str | None) -> CheckSpec:
+    """`CheckSpec` from merged schema fields (lists become tuples/frozensets, times floats,
+    ``verify_tls`` a mode, a ``dns`` check's ``transport`` the service's ``protocol``, or ``udp``
+    for a fwmark service)."""
     values = dict(fields)
+    if values.get("type") == "dns" and values.get("transport") is None:
+        values["transport"] = "tcp" if protocol == "tcp" else "udp"
     if "expect_status" in values:
         values["expect_status"] = frozenset(values["expect_status"])
     if "command" in values:
         values["command"] = tuple(values["command"])
+    if "verify_tls" in values and isinstance(values["verify_tls"], bool):
+        values["verify_tls"] = "full" if values["verify_tls"] else "none"
+    if "dialogue" in values:
+        values["dialogue"] = tuple(_dialogue_step(step) for step in values["dialogue"])
     for name in ("interval", "retry_interval", "timeout"):
         if name in values:
             values[name] = float(values[name])
     return CheckSpec(**values)
+
+
+def _dialogue_step(step: dict[str, Any]) -> tuple[str, str]:
+    """``{"send": "x"}`` -> ``("send", "x")``; ``{"starttls": True}`` -> ``("starttls", "")``.  A step
+    with no key or several has been reported (`_Builder.check_section`); it becomes an ``expect``
+    of its first text, or ``("starttls", "")``."""
+    for kind in ("send", "expect"):
+        if step.get(kind) is not None:
+            return kind, step[kind]
+    return "starttls", ""
 
 
 @dataclass
@@ -717,7 +822,7 @@ class _Builder:
             check_fields=check_fields,
             check_ok=check_ok,
         )
-        check = _make_check(check_fields)
+        check = _make_check(check_fields, ctx.protocol)
         if check_ok:
             self.report_check(check, ctx, check_fields, path + ("check",), only_own=False)
 
@@ -957,7 +1062,7 @@ class _Builder:
             )
         self.family_mismatch(family, forwarding, ctx, path + ("address",), f"real server {address}")
         own = check_schema.model_dump(exclude_unset=True) if check_schema else {}
-        check = _make_check({**ctx.check_fields, **own})
+        check = _make_check({**ctx.check_fields, **own}, ctx.protocol)
         if check_ok and ctx.check_ok:
             self.report_check(check, ctx, own, path + ("check",), only_own=True)
         if address is None:

@@ -24,11 +24,14 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from checks.spec import MAX_BODY_PROGRAM
+from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS
 from director.config.builder import (
     CHECK_COUNT_RANGE,
     CHECK_INTERVAL_RANGE,
     CHECK_TIMEOUT_RANGE,
+    CHECK_TYPES_BY_PROTOCOL,
+    DNS_RCODES,
+    DNS_TYPES,
     DRAIN_TIMEOUT_RANGE,
     HOOK_TIMEOUT_RANGE,
     MAX_CHECK_HOST,
@@ -42,6 +45,7 @@ from director.config.builder import (
     MAX_HOOKS_RUNNING,
     MAX_METHOD,
     MAX_REAL_SERVERS,
+    MAX_SEND,
     MAX_SERVICES,
     MAX_TOKEN_FILE,
     MAX_UNIX_PATH_BYTES,
@@ -65,6 +69,7 @@ from director.config.ha import (
 )
 from director.config.schema import (
     CheckSchema,
+    DialogueStepSchema,
     FallbackSchema,
     HookSchema,
     HTTPSchema,
@@ -120,6 +125,13 @@ RANGES: dict[tuple[type[BaseModel], str], str] = {
         f"at most {MAX_EXPECT_BODY:,} characters, compiling to at most {MAX_BODY_PROGRAM:,} RE2 instructions"
     ),
     (CheckSchema, "command"): f"at most {MAX_COMMAND_ARGS} items of at most {MAX_COMMAND_ARG:,} characters",
+    (CheckSchema, "dialogue"): f"at most {MAX_DIALOGUE_STEPS} steps",
+    (CheckSchema, "send"): f"at most {MAX_SEND:,} characters",
+    (CheckSchema, "query_type"): ", ".join(f"`{name}`" for name in sorted(DNS_TYPES)),
+    (CheckSchema, "expect_rcode"): ", ".join(f"`{name}`" for name in DNS_RCODES),
+    (CheckSchema, "type"): "; ".join(
+        f"{protocol.upper()} services: " + ", ".join(types) for protocol, types in CHECK_TYPES_BY_PROTOCOL.items()
+    ),
     (NotifySchema, "timeout"): _span(HOOK_TIMEOUT_RANGE, " s"),
     (NotifySchema, "max_running"): f"1-{MAX_HOOKS_RUNNING}",
     (NotifySchema, "hooks"): f"at most {MAX_HOOKS}",
@@ -187,6 +199,14 @@ MODEL_SECTIONS: dict[type[BaseModel], _Section] = {
         3,
         "The health check of a virtual service's real servers. A real server's own `check:` overrides single "
         "fields of its service's; what neither sets takes the default below.",
+    ),
+    DialogueStepSchema: _Section(
+        "`check.dialogue`",
+        4,
+        "A list; each entry is one step of a `tcp` check's conversation, a mapping of exactly one of these keys. "
+        "ldirectord's negotiate checks as dialogues: smtp `[{expect: '^220 '}, {send: \"EHLO directord\\r\\n\"}, "
+        "{expect: '(?m)^250 '}]`; pop `[{expect: '^\\+OK'}]`; imap `[{expect: '^\\* OK'}]`; nntp "
+        "`[{expect: '^20[01]'}]`; ftp `[{expect: '^220'}, {send: \"USER anonymous\\r\\n\"}, {expect: '^3'}]`.",
     ),
     NotifySchema: _Section(
         "`notify`",

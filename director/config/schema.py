@@ -17,7 +17,7 @@ import difflib
 import typing
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from checks.spec import CheckSpec, CheckType
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_PERSISTENCE_TIMEOUT",
     "LIST_OR_NULL",
     "CheckSchema",
+    "DialogueStepSchema",
     "FallbackSchema",
     "HTTPSchema",
     "HookSchema",
@@ -78,6 +79,26 @@ def _shown(text: str) -> dict[str, JsonValue]:
     return {"default_text": text}
 
 
+class DialogueStepSchema(_Schema):
+    """One step of a ``tcp`` check's ``dialogue``: exactly one of its keys."""
+
+    send: str | None = Field(None, description="Text sent (Latin-1 bytes).")
+    expect: str | None = Field(None, description="RE2 regex awaited in what arrives.")
+    starttls: bool | None = Field(None, description="`true`: start TLS here.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> DialogueStepSchema:
+        keys = [name for name in ("send", "expect", "starttls") if getattr(self, name) is not None]
+        if len(keys) != 1:
+            raise ValueError(
+                "a dialogue step is a mapping of exactly one key, send, expect or starttls; "
+                + (f"this one has {', '.join(keys)}" if keys else "this one has none")
+            )
+        if self.starttls is False:
+            raise ValueError("starttls: false is not a step; leave the step out")
+        return self
+
+
 class CheckSchema(_Schema):
     """A ``check:`` mapping (service level or real-server override).
 
@@ -89,8 +110,10 @@ class CheckSchema(_Schema):
 
     type: CheckType = Field(
         _SPEC.type,
-        description="`tcp` (connect), `http`, `https`, `none` (always up), `external` (a command). "
-        "UDP and SCTP services take `external` or `none`.",
+        description="`tcp` (connect, then an optional `dialogue`), `http`, `https`, `dns`, `udp` (a datagram and "
+        "its reply), `ping` (ICMP echo), `radius` (Access-Request), `sip` (OPTIONS), `mysql`, `pgsql`, `none` "
+        "(always up), `external` (a command). UDP services take `dns`, `udp`, `radius`, `sip`; every service takes "
+        "`ping`, `external`, `none`.",
     )
     port: int | None = Field(
         _SPEC.port,
@@ -126,7 +149,31 @@ class CheckSchema(_Schema):
         "no backreferences or lookaround; `directord check` names what RE2 refuses). The worst search "
         "takes about half a second, on a thread of its own: the check's timeout holds.",
     )
-    verify_tls: bool = Field(_SPEC.verify_tls, description="Verify the server's certificate (`https`).")
+    verify_tls: Literal[False, True, "none", "chain", "full"] = Field(
+        _SPEC.verify_tls,
+        description="How `https` (and TLS in a `tcp` check) judges the server's certificate: `none` (not at all), "
+        "`chain` (it must chain to a trusted CA, whatever its name: what ldirectord's `https` check does), `full` "
+        "(chain and name: `sni`, else `host` without its port, else the RIP). `true` is `full`, `false` is `none`.",
+    )
+
+    @field_validator("verify_tls", mode="before")
+    @classmethod
+    def _no_integer(cls, value: Any) -> Any:
+        # a Literal of True and False takes 1 and 0 too; the file's booleans are strict
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(f"expected true, false, none, chain or full, got {describe(value)}")
+        return value
+
+    ca_file: str | None = Field(
+        _SPEC.ca_file,
+        description="PEM file of the CAs that `chain` and `full` trust (an absolute path).",
+        json_schema_extra=_shown("the system's CA store"),
+    )
+    sni: str | None = Field(
+        _SPEC.sni,
+        description="The TLS server name sent (SNI) and, with `verify_tls: full`, checked.",
+        json_schema_extra=_shown("`host` without its port; none when `host` is unset"),
+    )
     command: list[str] = Field(
         default_factory=lambda: list(_SPEC.command),
         description="`external`: argv run without a shell from `/`, with VIP, virtual port, RIP and checked "
@@ -135,6 +182,40 @@ class CheckSchema(_Schema):
         "StrictModes: owned by root, not writable by group or others, nor any directory on its path unless "
         "sticky like `/tmp`); `directord check` refuses one that is not, and the checker does not run it.",
     )
+    tls: bool = Field(_SPEC.tls, description="`tcp`: TLS from the first byte (smtps, pop3s, imaps, ldaps).")
+    dialogue: list[DialogueStepSchema] = Field(
+        default_factory=list,
+        description="`tcp`: steps run in order once connected, each a mapping of one key: `send: TEXT` (sent as "
+        "Latin-1 bytes; write `\\r\\n` in a double-quoted YAML string), `expect: REGEX` (RE2; read until it "
+        "matches what arrived since the last send, at most 64 KiB), `starttls: true` (TLS from here on, as "
+        "`verify_tls`). Empty: connect only.",
+        json_schema_extra={"type_text": "list of mappings"},
+    )
+    send: str | None = Field(_SPEC.send, description="`udp`: the datagram sent (Latin-1 text).")
+    expect: str | None = Field(
+        _SPEC.expect,
+        description="RE2 regex the answer must match: `udp` the reply, `dns` the answer section (one record per "
+        "line, zone-file text), `mysql`/`pgsql` the query's first row (values joined by tabs), `sip` the status "
+        "line. Unset: any answer passes.",
+    )
+    query_name: str | None = Field(_SPEC.query_name, description="`dns`: the name asked for (required).")
+    query_type: str = Field(_SPEC.query_type, description="`dns`: the record type asked for: `A`, `AAAA`, `MX`...")
+    transport: Literal["udp", "tcp"] | None = Field(
+        _SPEC.transport,
+        description="`dns`: `udp` or `tcp`.",
+        json_schema_extra=_shown("the virtual service's protocol (udp for a fwmark service)"),
+    )
+    expect_rcode: str = Field(
+        _SPEC.expect_rcode, description="`dns`: the response code that passes: `NOERROR`, `NXDOMAIN`..."
+    )
+    login: str | None = Field(
+        _SPEC.login,
+        description="`radius`, `mysql`, `pgsql`: the user name; `sip`: the URI's `user@host` (ldirectord's `login`).",
+    )
+    password: str | None = Field(_SPEC.password, description="`radius`, `mysql`, `pgsql`: the password.")
+    secret: str | None = Field(_SPEC.secret, description="`radius`: the shared secret (RFC 2865).")
+    database: str | None = Field(_SPEC.database, description="`mysql`, `pgsql`: the database to connect to.")
+    query: str | None = Field(_SPEC.query, description="`mysql`, `pgsql`: a query run once connected.")
 
 
 class PersistenceSchema(_Schema):
@@ -438,4 +519,6 @@ def pydantic_message(schema: type[BaseModel] | None, err: ErrorDetails) -> str:
         return f"expected one of {err['ctx']['expected']}, got {describe(value)}"
     if kind == "finite_number":
         return f"expected a finite number, got {describe(value)}"
+    if kind == "value_error" and "error" in err.get("ctx", {}):
+        return str(err["ctx"]["error"])  # a model's own rule (`DialogueStepSchema`): its text as is
     return err["msg"]

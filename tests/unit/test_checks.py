@@ -438,7 +438,7 @@ async def test_http_closed_without_response(session):
 
 async def test_https_verify_off_succeeds(session, server_tls):
     async with serve(HttpServer(), ssl_context=server_tls) as srv:
-        spec = CheckSpec(type="https", verify_tls=False, expect_body="ok")
+        spec = CheckSpec(type="https", verify_tls="none", expect_body="ok")
         result = await run_check(target(spec, srv.port), session)
     assert result.ok, result
     assert result.reason == "HTTP 200"
@@ -447,7 +447,7 @@ async def test_https_verify_off_succeeds(session, server_tls):
 
 async def test_https_verify_on_fails_for_self_signed(session, server_tls):
     async with serve(HttpServer(), ssl_context=server_tls) as srv:
-        spec = CheckSpec(type="https", verify_tls=True)
+        spec = CheckSpec(type="https", verify_tls="full")
         result = await run_check(target(spec, srv.port), session)
     assert not result.ok
     assert result.reason == "TLS certificate verify failed: self-signed certificate", result.reason

@@ -112,7 +112,7 @@ def test_sample_udp_and_fwmark_services(sample):
     assert dns.check.command == ("/usr/local/lib/directord/check-dns",)
     assert dns.check.timeout == 2.0 and dns.check.interval == 1.0  # default interval
     assert [(r.address, r.port) for r in dns.real_servers] == [("192.168.10.11", 53), ("192.168.10.12", 53)]
-    assert fw.check.type == "https" and fw.check.port == 443 and fw.check.verify_tls is False
+    assert fw.check.type == "https" and fw.check.port == 443 and fw.check.verify_tls == "none"
     # real servers of a fwmark service keep the packet's port
     assert [(r.address, r.port) for r in fw.real_servers] == [("192.168.10.11", 0), ("192.168.10.12", 0)]
     assert all(r.check.port == 443 for r in fw.real_servers)
@@ -763,8 +763,8 @@ def test_udp_service_with_http_check():
         """
     )
     assert (issue.line, issue.field) == (6, "virtual_services[0].check.type")
-    assert "a UDP health check does not exist yet" in issue.message
-    assert "external and none" in issue.message
+    assert "a UDP virtual service takes check types udp, dns, radius, sip, ping, external, none" in issue.message
+    assert issue.message.endswith("external, none; the check type is http")
 
 
 def test_udp_service_with_default_check_is_rejected():
