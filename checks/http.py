@@ -36,6 +36,7 @@ import aiohttp
 import re2
 
 from checks.spec import MAX_BODY_PROGRAM, CheckSpec
+from checks.tls import context_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
@@ -208,11 +209,8 @@ def _host_without_port(host: str) -> str:
 
 
 def _ssl_setting(spec: CheckSpec) -> bool | ssl.SSLContext:
-    """aiohttp's ``ssl=`` for ``spec.verify_tls``: ``False`` (no verification), a context that checks
-    the chain but not the name (``chain``), or one that checks both (``full``)."""
+    """aiohttp's ``ssl=`` for ``spec.verify_tls``: ``False`` (no verification) or the shared
+    context of the mode (`checks.tls.context_for`)."""
     if spec.verify_tls == "none":
         return False
-    context = ssl.create_default_context(cafile=spec.ca_file)
-    if spec.verify_tls == "chain":
-        context.check_hostname = False
-    return context
+    return context_for(spec)
