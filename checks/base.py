@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from checks.agent import agent_weight, parse_agent_reply, query_agent
 from checks.external import check_external
 from checks.http import check_http
 from checks.spec import CheckSpec
@@ -49,6 +50,8 @@ class CheckTarget:
         rport: the port to check, already resolved by the caller
             (``spec.port`` or else the real server's port).
         spec: the check settings.
+        weight: the real server's configured weight: what an agent's percentage is a share of
+            (`checks.agent.agent_weight`).
     """
 
     key: Hashable
@@ -58,6 +61,7 @@ class CheckTarget:
     rip: str
     rport: int
     spec: CheckSpec
+    weight: int = 1
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,9 @@ class CheckResult:
             ``False`` for every other result, among them a socket's own ``ETIMEDOUT``
             ("connection timed out"), which is an error the real server's network
             reported, not the check's limit.  Never ``True`` with ``ok``.
+        weight: the IPVS weight the check asks for while the real server is up (an agent's
+            percentage of `CheckTarget.weight`, ``drain`` as 0, an ``external`` check's
+            ``dynamic_weight``); ``None``: the configured weight.
     """
 
     ok: bool
@@ -83,6 +90,7 @@ class CheckResult:
     duration: float
     at: float
     timed_out: bool = False
+    weight: int | None = None
 
 
 def format_seconds(seconds: float) -> str:
@@ -150,7 +158,9 @@ async def _check_http(target: CheckTarget, session: aiohttp.ClientSession | None
     return await check_http(target, session)
 
 
-async def _check_external(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+async def _check_external(
+    target: CheckTarget, session: aiohttp.ClientSession | None
+) -> tuple[bool, str] | tuple[bool, str, int]:
     return await check_external(target)
 
 
@@ -220,17 +230,22 @@ async def run_check(
     """
     spec = target.spec
     start = clock()
-    if spec.type == "none":
+    if spec.type == "none" and spec.agent_port is None:
         return CheckResult(True, "no check", 0.0, start)
     check = _DISPATCH.get(spec.type)
     limit = asyncio.timeout(spec.timeout)
     timed_out = False
+    weight: int | None = None
     try:
         if check is None:
             ok, reason = False, f"unknown check type {spec.type!r}"
         else:
             async with limit:
-                ok, reason = await check(target, session)
+                outcome = await check(target, session)
+            ok, reason = outcome[0], outcome[1]
+            weight = outcome[2] if len(outcome) > 2 else None
+            if ok and spec.agent_port is not None:
+                ok, reason, weight = await ask_agent(target, reason, weight)
     except TimeoutError as exc:
         # our own time limit fired (not a socket's ETIMEDOUT, nor a TimeoutError of the check's)
         if limit.expired():
@@ -240,4 +255,36 @@ async def run_check(
     except Exception as exc:  # noqa: BLE001 - a check never raises: errors are results
         ok, reason = False, describe_error(exc)
     end = clock()
-    return CheckResult(ok, reason, end - start, end, timed_out)
+    return CheckResult(ok, _clip(reason), end - start, end, timed_out, weight if ok else None)
+
+
+async def ask_agent(target: CheckTarget, reason: str, weight: int | None) -> tuple[bool, str, int | None]:
+    """Ask the real server's agent (``spec.agent_port``, `checks.agent`) after a passing check.
+
+    The agent has a time limit of its own, ``spec.timeout`` seconds, after the check's.  An agent
+    that cannot be reached (refused, silent past the limit, reset) leaves the check passed at
+    ``weight`` (HAProxy: an unreachable agent does not change a server's state), its error added
+    to the reason.
+
+    Returns:
+        ``(ok, reason, weight)``: ``(False, "HTTP 200; agent: maint", None)`` for a ``down``
+        reply; ``(True, "HTTP 200; agent: 50%", 5)`` for 50% of weight 10; ``(True, "HTTP 200;
+        agent: drain", 0)``.
+    """
+    spec = target.spec
+    send = (spec.agent_send or "").encode("latin-1", errors="replace")
+    limit = asyncio.timeout(spec.timeout)
+    try:
+        async with limit:
+            data = await query_agent(target.rip, spec.agent_port or 0, send)
+    except TimeoutError as exc:
+        detail = f"no reply in {format_seconds(spec.timeout)} s" if limit.expired() else describe_error(exc)
+        return True, f"{reason}; agent: {detail}", weight
+    except (OSError, ValueError) as exc:
+        return True, f"{reason}; agent: {describe_error(exc)}", weight
+    reply = parse_agent_reply(data)
+    if reply.state == "down":
+        return False, f"{reason}; agent: {reply.word}", None
+    said = " ".join(part for part in (reply.word, None if reply.percent is None else f"{reply.percent}%") if part)
+    asked = agent_weight(reply, target.weight)
+    return True, f"{reason}; agent: {said or 'up'}", weight if asked is None else asked

@@ -123,6 +123,9 @@ class HealthStatus:
             ``len(CHECK_DURATION_BUCKETS)`` ints, item ``i`` the number of checks that took at most
             ``CHECK_DURATION_BUCKETS[i]`` seconds (cumulative, as Prometheus's ``le`` buckets:
             non-decreasing, each at most ``checks``); the +Inf bucket is ``checks``.
+        weight: the IPVS weight the latest passing check asked for (`CheckResult.weight`: an
+            agent's, an ``external`` check's ``dynamic_weight``); ``None``: the configured one.
+            A failed check keeps it.
 
     ``checks``, ``passed_checks``, ``failed_checks``, ``timed_out_checks``, ``duration_sum`` and
     ``duration_buckets`` are cumulative since the target was added to the engine: kept when its
@@ -145,6 +148,7 @@ class HealthStatus:
     timed_out_checks: int = 0
     duration_sum: float = 0.0
     duration_buckets: tuple[int, ...] = _NO_DURATIONS
+    weight: int | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,8 @@ class Transition:
         new: state after (``"up"`` or ``"down"``).
         reason: e.g. ``"HTTP 503 after 2 failures"``, ``"HTTP 200 (first check)"``.
         result: the check result that caused the change.
+        weight: the weight the checks ask for from now on (`HealthStatus.weight`).  A change of
+            it alone, while up, is reported too, as a transition with ``old == new == "up"``.
     """
 
     key: Hashable
@@ -207,6 +213,7 @@ class Transition:
     new: State
     reason: str
     result: CheckResult
+    weight: int | None = None
 
 
 def _count(count: int, one: str, many: str) -> str:
@@ -276,6 +283,7 @@ def apply_result(
         timed_out_checks=timed_out,
         duration_sum=status.duration_sum + result.duration,
         duration_buckets=buckets,
+        weight=result.weight if result.ok else status.weight,
     )
     return new, reason
 
@@ -548,11 +556,13 @@ class HealthEngine:
         spec = target.spec
         slot.status, reason = apply_result(old, result, rise=spec.rise, fall=spec.fall, now=self._clock())
         if reason is None:
-            return
+            if slot.status.weight == old.weight or slot.status.state != "up":
+                return
+            reason = f"weight {'configured' if slot.status.weight is None else slot.status.weight}: {result.reason}"
         new_state = slot.status.state
         if self._log_transitions:
             log.info("%s %s: %s", target.name, new_state, reason)
-        transition = Transition(slot.key, target.name, old.state, new_state, reason, result)
+        transition = Transition(slot.key, target.name, old.state, new_state, reason, result, slot.status.weight)
         try:
             self._on_transition(transition)
         except Exception:  # noqa: BLE001 - a faulty listener must not stop checks

@@ -126,10 +126,12 @@ def _last_line(data: bytes) -> str:
     return ""
 
 
-def _verdict(status: int, tail: bytes) -> tuple[bool, str]:
+def _verdict(status: int, tail: bytes, dynamic: bool = False) -> tuple[bool, str] | tuple[bool, str, int]:
     code = os.waitstatus_to_exitcode(status)
     if code == 0:
         return True, "exit 0"
+    if dynamic and 2 <= code <= 255:
+        return True, f"exit {code}: weight {code - 2}", code - 2
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -219,11 +221,13 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-async def check_external(target: CheckTarget) -> tuple[bool, str]:
+async def check_external(target: CheckTarget) -> tuple[bool, str] | tuple[bool, str, int]:
     """Run ``spec.command VIP VPORT RIP RPORT`` and judge its exit status.
 
     Returns:
-        ``(True, "exit 0")``, ``(False, "exit 1: <last stderr line>")``,
+        ``(True, "exit 0")``, with ``spec.dynamic_weight`` ``(True, "exit 7: weight 5", 5)`` for
+        an exit status 2-255 (keepalived's ``misc_dynamic``: the real server is up at weight
+        status - 2), ``(False, "exit 1: <last stderr line>")``,
         ``(False, "killed by SIGSEGV")``, ``(False, "command not found: <path>")``,
         ``(False, "command not executable: <path>")``, ``(False, "no command configured")``,
         ``(False, "command not trusted: <dir> is writable by group or others (mode 0777)")``
@@ -281,7 +285,7 @@ async def check_external(target: CheckTarget) -> tuple[bool, str]:
     _kill_group(pid)  # its background processes: the group id is still held by the zombie
     stderr.close()
     status = _reap_now(process)
-    return _verdict(status, stderr.tail)
+    return _verdict(status, stderr.tail, target.spec.dynamic_weight)
 
 
 def _reap_now(process: subprocess.Popen[bytes]) -> int:

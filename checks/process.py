@@ -665,7 +665,7 @@ class CheckerProcess:
         t = dataclasses.replace(t, key=key)
         if self._log_transitions:
             log.info("%s %s: %s", t.name, t.new, t.reason)
-        self._known[key] = HealthStatus(state=t.new, since=time.monotonic(), last_result=t.result)
+        self._known[key] = HealthStatus(state=t.new, since=time.monotonic(), last_result=t.result, weight=t.weight)
         try:
             self._on_transition(t)
         except Exception:  # noqa: BLE001 - a faulty listener must not stop the checker

@@ -20,6 +20,9 @@ TLSVerify = Literal["none", "chain", "full"]
 #: Kinds of one step of a ``tcp`` dialogue (`CheckSpec.dialogue`).
 DialogueKind = Literal["send", "expect", "starttls"]
 
+#: Most weight steps of a slow start (`CheckSpec.slow_start`): each is one netlink message.
+SLOW_START_STEPS = 10
+
 #: Most steps of a ``tcp`` dialogue.
 MAX_DIALOGUE_STEPS = 32
 
@@ -110,6 +113,15 @@ class CheckSpec:
         secret: ``radius``: the shared secret (RFC 2865 section 3).
         database: ``mysql``/``pgsql``: the database to connect to.
         query: ``mysql``/``pgsql``: a query run after connecting.
+        agent_port: the port of the real server's agent (HAProxy's ``agent-check``,
+            `checks.agent`), asked after each passing check for a weight or a state;
+            ``None``: no agent.
+        agent_send: text sent to the agent once connected (HAProxy's ``agent-send``).
+        dynamic_weight: ``external``: exit statuses 2-255 mean up at weight status - 2
+            (keepalived's ``misc_dynamic``); without it any status but 0 is down.
+        slow_start: seconds over which a real server that comes back up (down -> up, not
+            at the director's start) ramps from weight 1 to its weight, in at most
+            `SLOW_START_STEPS` steps (HAProxy's ``slowstart``); 0: at once.
     """
 
     type: CheckType = "tcp"
@@ -141,3 +153,7 @@ class CheckSpec:
     secret: str | None = None
     database: str | None = None
     query: str | None = None
+    agent_port: int | None = None
+    agent_send: str | None = None
+    dynamic_weight: bool = False
+    slow_start: float = 0.0

@@ -54,6 +54,7 @@ from .events import (
     ReloadRefused,
     ServiceDown,
     ServiceUp,
+    WeightChanged,
     log_event,
     to_json,
 )
@@ -65,6 +66,7 @@ from .reconciler import Reconciler
 from .status import build_status, printable
 from .systemd import Notifier, status_line
 from .web.tally import EventTally
+from .weights import WeightBook
 
 if TYPE_CHECKING:
     from ha.service import HAService
@@ -116,6 +118,7 @@ def check_targets(config: Config, known: Mapping[TargetKey, TargetKey] | None = 
                 rip=rs.address,
                 rport=rs.check.port if rs.check.port is not None else rs.port,
                 spec=rs.check,
+                weight=rs.weight,
             )
     return targets
 
@@ -307,7 +310,17 @@ class Daemon:
         self.admin = AdminStore(None)
         self._instance_lock: NodeLock | None = None  # on STATE_DIR/INSTANCE_LOCK while running
         self._admin_lock = asyncio.Lock()
-        self.reconciler = Reconciler(self.kernel, self._health, on_event=self.events.publish, admin=self._admin_for)
+        #: Weights asked by checks (agents, dynamic external checks) and slow starts (`director.weights`).
+        self.weights = WeightBook()
+        self._targets: dict[tuple[ServiceKey, DestKey], CheckTarget] = {}  # the running configuration's
+        self._ramp_tasks: dict[tuple[ServiceKey, DestKey], asyncio.Task[None]] = {}
+        self.reconciler = Reconciler(
+            self.kernel,
+            self._health,
+            on_event=self.events.publish,
+            admin=self._admin_for,
+            weights=self._weights_for,
+        )
         #: The ``notify:`` hooks (`director.hooks`): every published event is offered to them.
         self.hooks = HookDispatcher(NotifySettings(), self.events.publish, hold_sweep=self.engine.hold_sweep)
         self._services: dict[ServiceKey, VirtualService] = {}  # the running configuration's, by key
@@ -353,16 +366,77 @@ class Daemon:
         else:
             self.events.publish(CheckerCaughtUp())
 
+    def _configured_weight(self, key: tuple[ServiceKey, DestKey]) -> int | None:
+        target = self._targets.get(key)
+        return None if target is None else target.weight
+
+    def _weights_for(self, service: ServiceKey) -> dict[DestKey, int] | None:
+        """The weights of ``service``'s up real servers that are not their configured ones."""
+        return self.weights.overrides(service, self._configured_weight, time.monotonic())
+
     def _on_transition(self, t: Transition) -> None:
         service, dest = t.key
-        self._states[t.key] = t.new
-        self.events.publish(
-            HealthChanged(t.name, self.reconciler.service_name(service), str(dest), t.old, t.new, t.reason)
-        )
+        key: tuple[ServiceKey, DestKey] = t.key
+        name = self.reconciler.service_name(service)
+        asked = self.weights.ask(key, t.weight)
+        if t.old == t.new:  # only the weight the checks ask for changed (`checks.engine.Transition`)
+            if asked:
+                self._publish_weight(key, t.name, t.reason)
+                self.reconciler.on_health(service, dest)
+            return
+        self._states[key] = t.new
+        self.events.publish(HealthChanged(t.name, name, str(dest), t.old, t.new, t.reason))
+        target = self._targets.get(key)
+        if t.new == "up" and t.old == "down" and target is not None and target.spec.slow_start > 0:
+            self._start_ramp(key, target)
+        elif t.new != "up":
+            self._stop_ramp(key)
         self.reconciler.on_health(service, dest)
         svc = self._services.get(service)
         if svc is not None:
             self._judge_service(svc)
+
+    def _publish_weight(self, key: tuple[ServiceKey, DestKey], name: str, reason: str) -> None:
+        configured = self._configured_weight(key)
+        if configured is None:
+            return
+        weight = self.weights.weight(key, configured, time.monotonic())
+        self.events.publish(
+            WeightChanged(
+                name,
+                self.reconciler.service_name(key[0]),
+                str(key[1]),
+                configured if weight is None else weight,
+                reason,
+            )
+        )
+
+    def _start_ramp(self, key: tuple[ServiceKey, DestKey], target: CheckTarget) -> None:
+        """Slow start of ``key`` (``check.slow_start``): wake the reconciler at each step."""
+        self._stop_ramp(key)
+        self.weights.start_ramp(key, time.monotonic(), target.spec.slow_start)
+        times = self.weights.step_times(key, target.weight)
+        if not times:
+            return
+        self._ramp_tasks[key] = asyncio.get_running_loop().create_task(
+            self._ramp(key, target.name, times), name=f"slow start {target.name}"
+        )
+        self._publish_weight(key, target.name, f"slow start 0/{len(times)}")
+
+    def _stop_ramp(self, key: tuple[ServiceKey, DestKey]) -> None:
+        task = self._ramp_tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+        self.weights.stop_ramp(key)
+
+    async def _ramp(self, key: tuple[ServiceKey, DestKey], name: str, times: list[float]) -> None:
+        for step, at in enumerate(times, 1):
+            await asyncio.sleep(max(0.0, at - time.monotonic()))
+            if step == len(times):
+                self.weights.stop_ramp(key)
+                self._ramp_tasks.pop(key, None)
+            self._publish_weight(key, name, f"slow start {step}/{len(times)}")
+            self.reconciler.on_health(*key)
 
     def _judge_service(self, svc: VirtualService) -> None:
         """Publish `ServiceDown` when ``svc`` has no real server in service (up by its checks and
@@ -486,6 +560,8 @@ class Daemon:
                 await self.http.stop()
             await self.control.stop()
             await self.engine.stop()
+            for task in self._ramp_tasks.values():
+                task.cancel()
             await self.hooks.close()
             await self.reconciler.stop()
             await self.kernel.close()
@@ -545,6 +621,9 @@ class Daemon:
     async def _adopt(self, prepared: Prepared) -> None:
         for key in prepared.gone:
             self._states.pop(key, None)
+            self._stop_ramp(key)
+        self.weights.forget(prepared.gone)
+        self._targets = prepared.targets
         self.engine.update(prepared.targets)
         await self.reconciler.adopt_config(prepared.config)
         self.config = prepared.config

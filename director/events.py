@@ -91,6 +91,26 @@ class HealthChanged:
 
 
 @dataclass(frozen=True)
+class WeightChanged:
+    """An up ``real_server`` of ``service`` is now asked to take ``weight`` (its IPVS weight from
+    the next command on) for ``reason``: its agent's answer or ``external`` check's status
+    (``agent: 50%``, ``exit 7: weight 5``), or a slow start's step (``slow start 3/10``), or
+    ``configured`` once neither applies (`director.weights`)."""
+
+    kind: ClassVar[str] = "check.weight"
+    logger: ClassVar[str] = "directord.checks"
+    level: ClassVar[int] = logging.INFO
+    name: str
+    service: str
+    real_server: str
+    weight: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.name} weight {self.weight}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class CheckerBehind:
     """The checker's event loop woke ``late`` seconds late with ``in_flight`` checks in flight:
     it now runs at most ``limit`` at a time, so real servers are checked less often until it

@@ -109,6 +109,7 @@ def desired_service(
     observed: KernelService | None,
     draining: Iterable[DestKey] = (),
     admin: Mapping[DestKey, AdminState] | None = None,
+    weights: Mapping[DestKey, int] | None = None,
 ) -> DesiredService:
     """The kernel entry one configured virtual service should have right now.
 
@@ -121,10 +122,13 @@ def desired_service(
         admin: the operator's state of real servers (missing = ``enabled``), which
             comes before their health: ``drain``: present at weight 0; ``disabled``:
             absent. Neither counts as up (for the fallback server).
+        weights: the weight of an ``up`` real server when it is not its configured one (an
+            agent's share, a slow start's step; missing = configured).  Weight 0 still counts
+            as up for the fallback server (the real server asked for it: ``drain``).
 
     Rules, per enabled real server:
 
-    * ``up``: present with its configured attributes;
+    * ``up``: present with its configured attributes (at ``weights[key]`` when given);
     * ``down``: present at weight 0 when ``on_failure`` is ``quiescent``,
       absent when it is ``remove``;
     * ``unknown`` (no check result yet, e.g. just after a start): left as the
@@ -141,7 +145,9 @@ def desired_service(
 
     `desired_service_steps` computes the same in steps.
     """
-    return run_steps(desired_service_steps(service, health, observed, draining, chunk=sys.maxsize, admin=admin))
+    return run_steps(
+        desired_service_steps(service, health, observed, draining, chunk=sys.maxsize, admin=admin, weights=weights)
+    )
 
 
 def run_steps(steps: Generator[None, None, _T]) -> _T:
@@ -161,6 +167,7 @@ def desired_service_steps(
     draining: Iterable[DestKey] = (),
     chunk: int = PLAN_BUDGET,
     admin: Mapping[DestKey, AdminState] | None = None,
+    weights: Mapping[DestKey, int] | None = None,
 ) -> Generator[None, None, DesiredService]:
     """`desired_service` in steps, for a caller on an event loop: a generator that yields
     (``None``) between two parts of ``chunk`` real servers and returns the `DesiredService` (the
@@ -192,7 +199,7 @@ def desired_service_steps(
             state = health.get(key, "unknown")
             if state == "up":
                 any_up = True
-                dests[key] = rs.dest_attrs()
+                dests[key] = rs.dest_attrs(weights.get(key) if weights else None)
             elif state == "down":
                 if quiescent:
                     dests[key] = rs.dest_attrs(weight=0)

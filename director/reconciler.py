@@ -157,6 +157,9 @@ class Reconciler:
         admin: callable returning, for a configured virtual service, the operator's state of
             its real servers that are not ``enabled`` (`director.planner.AdminState`, by
             destination key); after a change, call `on_health` for that real server.
+        weights: callable returning, for a configured virtual service's key, the weights of its
+            up real servers that are not their configured ones (by destination key: an agent's
+            share, a slow start's step); after a change, call `on_health` for that real server.
     """
 
     def __init__(
@@ -167,11 +170,13 @@ class Reconciler:
         clock: Callable[[], float] = time.monotonic,
         on_event: Callable[[ReconcilerEvent], object] | None = None,
         admin: Callable[[VirtualService], Mapping[DestKey, AdminState]] | None = None,
+        weights: Callable[[ServiceKey], Mapping[DestKey, int]] | None = None,
     ) -> None:
         self.kernel = kernel
         self._on_event = on_event
         self._health = health
         self._admin = admin
+        self._weights = weights
         self._clock = clock
         self.config: Config | None = None
         self._services: dict[ServiceKey, VirtualService] = {}
@@ -534,8 +539,17 @@ class Reconciler:
     def _desired(self, svc: VirtualService) -> DesiredService:
         health = {rs.key: self._health(svc.key, rs.key) for rs in svc.real_servers}
         return desired_service(
-            svc, health, self.table.get(svc.key), self._draining.get(svc.key, {}).keys(), self._admin_of(svc)
+            svc,
+            health,
+            self.table.get(svc.key),
+            self._draining.get(svc.key, {}).keys(),
+            self._admin_of(svc),
+            self._weights_of(svc.key),
         )
+
+    def _weights_of(self, key: ServiceKey) -> Mapping[DestKey, int] | None:
+        """The weights of ``key``'s up real servers that differ from their configured ones."""
+        return None if self._weights is None else self._weights(key)
 
     async def _desired_paced(self, svc: VirtualService, pacer: _Pacer) -> DesiredService:
         """`_desired`, yielding to the event loop every `PLAN_BUDGET` real servers (``pacer``
@@ -551,7 +565,13 @@ class Reconciler:
                 await asyncio.sleep(0)
         draining = tuple(self._draining.get(svc.key, {}))
         steps = desired_service_steps(
-            svc, health, self.table.get(svc.key), draining, PLAN_BUDGET, admin=self._admin_of(svc)
+            svc,
+            health,
+            self.table.get(svc.key),
+            draining,
+            PLAN_BUDGET,
+            admin=self._admin_of(svc),
+            weights=self._weights_of(svc.key),
         )
         while True:
             try:

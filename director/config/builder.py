@@ -132,6 +132,8 @@ CHECK_TYPES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
     "udp": ("udp", "dns", "radius", "sip", "ping", "external", "none"),
     "sctp": ("ping", "external", "none"),
 }
+#: Range of ``check.slow_start``, seconds (0: none).
+SLOW_START_RANGE = (0.0, 3600.0)
 #: Longest text sent by a check (``send``, a dialogue's ``send``) and longest credential or query,
 #: characters.
 MAX_SEND = 4096
@@ -316,6 +318,19 @@ def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...],
             ("expect_rcode",),
             f"expect_rcode must be one of {', '.join(DNS_RCODES)}, got {quote(bounded(spec.expect_rcode, 40))}",
         )
+    if spec.agent_port is not None and not 1 <= spec.agent_port <= 65535:
+        yield ("agent_port",), f"agent_port {spec.agent_port} is out of range 1..65535"
+    if spec.agent_send is not None:
+        problem = _latin1_problem(spec.agent_send, "agent_send")
+        if problem is not None:
+            yield ("agent_send",), problem
+    if spec.dynamic_weight and spec.type != "external":
+        yield ("dynamic_weight", "type"), f"dynamic_weight is for external checks; the check type is {spec.type}"
+    if not SLOW_START_RANGE[0] <= spec.slow_start <= SLOW_START_RANGE[1]:
+        yield (
+            ("slow_start",),
+            f"slow_start must be {SLOW_START_RANGE[0]:g}..{SLOW_START_RANGE[1]:g} seconds, got {spec.slow_start:g}",
+        )
     if spec.type == "radius" and not spec.secret:
         yield ("secret", "type"), "a radius check needs secret: the shared secret of the RADIUS server"
     if spec.type in ("mysql", "pgsql") and not spec.login:
@@ -374,7 +389,7 @@ def _make_check(fields: dict[str, Any], protocol: str | None) -> CheckSpec:
         values["verify_tls"] = "full" if values["verify_tls"] else "none"
     if "dialogue" in values:
         values["dialogue"] = tuple(_dialogue_step(step) for step in values["dialogue"])
-    for name in ("interval", "retry_interval", "timeout"):
+    for name in ("interval", "retry_interval", "timeout", "slow_start"):
         if name in values:
             values[name] = float(values[name])
     return CheckSpec(**values)

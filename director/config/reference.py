@@ -50,6 +50,7 @@ from director.config.builder import (
     MAX_TOKEN_FILE,
     MAX_UNIX_PATH_BYTES,
     RECONCILE_INTERVAL_RANGE,
+    SLOW_START_RANGE,
     U32_MAX,
 )
 from director.config.ha import (
@@ -127,6 +128,8 @@ RANGES: dict[tuple[type[BaseModel], str], str] = {
     (CheckSchema, "command"): f"at most {MAX_COMMAND_ARGS} items of at most {MAX_COMMAND_ARG:,} characters",
     (CheckSchema, "dialogue"): f"at most {MAX_DIALOGUE_STEPS} steps",
     (CheckSchema, "send"): f"at most {MAX_SEND:,} characters",
+    (CheckSchema, "slow_start"): _span(SLOW_START_RANGE, " s"),
+    (CheckSchema, "agent_port"): "1-65535",
     (CheckSchema, "query_type"): ", ".join(f"`{name}`" for name in sorted(DNS_TYPES)),
     (CheckSchema, "expect_rcode"): ", ".join(f"`{name}`" for name in DNS_RCODES),
     (CheckSchema, "type"): "; ".join(

@@ -216,6 +216,26 @@ class CheckSchema(_Schema):
     secret: str | None = Field(_SPEC.secret, description="`radius`: the shared secret (RFC 2865).")
     database: str | None = Field(_SPEC.database, description="`mysql`, `pgsql`: the database to connect to.")
     query: str | None = Field(_SPEC.query, description="`mysql`, `pgsql`: a query run once connected.")
+    agent_port: int | None = Field(
+        _SPEC.agent_port,
+        description="The port of an agent on the real server (HAProxy's agent-check), asked after each passing "
+        "check: `75%` sets the weight to that share of the configured one, `drain` to 0, `down`/`fail`/`stopped`/"
+        "`maint` fail the check, `up`/`ready` restore it. An agent that does not answer changes nothing.",
+        json_schema_extra=_shown("no agent"),
+    )
+    agent_send: str | None = Field(
+        _SPEC.agent_send, description="Text sent to the agent once connected (HAProxy's `agent-send`)."
+    )
+    dynamic_weight: bool = Field(
+        _SPEC.dynamic_weight,
+        description="`external`: exit status 2-255 means up at weight status - 2 (keepalived's `misc_dynamic`); "
+        "0 is up at the configured weight, 1 down.",
+    )
+    slow_start: float = Field(
+        _SPEC.slow_start,
+        description="Seconds over which a real server that comes back up ramps from weight 1 to its weight, in at "
+        "most 10 steps (HAProxy's `slowstart`); not at the director's start. 0: at once.",
+    )
 
 
 class PersistenceSchema(_Schema):

@@ -10,6 +10,7 @@ configuration it needs with SIGHUP, as an operator would.
 from __future__ import annotations
 
 import signal
+import socket
 import struct
 import subprocess
 import time
@@ -471,6 +472,106 @@ def test_operator_drain_and_disable_reach_the_kernel_and_outlive_a_restart(lab, 
     finally:
         rs("enable")
     expect(all_weights(lab, {"rs1": 1, "rs2": 1, "rs3": 1}), "rs2 back in", 30, fresh)
+
+
+# --- weights that follow load: agent, slow start ------------------------------------------
+
+AGENT_PORT = 9777
+
+
+class Agents:
+    """HAProxy-style agents on the real servers: a listening socket in each real server's
+    namespace (made from this process, `socket_in_netns`), answering each connection with the
+    line set in ``answers[rs]`` and closing it, as an agent does."""
+
+    def __init__(self, lab, names):
+        import threading
+
+        self.answers = {name: "up\n" for name in names}
+        self.asked = Counter()
+        self._socks = []
+        self._stop = threading.Event()
+        self._threads = []
+        for name in names:
+            sock = socket_in_netns(lab.ns(name))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((lab.rip(name), AGENT_PORT))
+            sock.listen(64)
+            sock.settimeout(0.2)
+            self._socks.append(sock)
+            thread = threading.Thread(target=self._serve, args=(name, sock), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _serve(self, name, sock):
+        while not self._stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            with conn:
+                self.asked[name] += 1
+                conn.sendall(self.answers[name].encode())
+
+    def close(self):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        for sock in self._socks:
+            sock.close()
+
+
+def health_of(d: Director, rip: str) -> str | None:
+    """The health `directord status` shows for the real server at ``rip`` of the lab's service."""
+    doc = control.request(d.socket, "status", timeout=30)["status"]
+    rows = [rs for svc in doc["services"] for rs in svc["real_servers"] if rs["address"] == rip]
+    return rows[0]["health"] if rows else None
+
+
+def test_agent_weights_and_slow_start_reach_the_kernel(lab, fresh):
+    """The agents' answers set the IPVS weights (ipvsadm reads them) and the clients' share of
+    requests follows them; a real server that comes back up ramps from weight 1 to its weight in
+    steps (``slow_start``) instead of taking its full share at once."""
+    agents = Agents(lab, ("rs1", "rs2"))
+    slow = 6.0
+    try:
+        agents.answers.update(rs1="50%\n", rs2="100%\n")
+        check = (
+            f"{{type: http, path: /healthz, expect_body: ok, interval: {INTERVAL}, timeout: {TIMEOUT}, "
+            f"rise: {RISE}, fall: {FALL}, agent_port: {AGENT_PORT}, slow_start: {slow}}}"
+        )
+        fresh.reload(service_yaml(lab, scheduler="wrr", weights=(10, 10), rs=("rs1", "rs2"), check=check))
+        expect(all_weights(lab, {"rs1": 5, "rs2": 10}), "agent: rs1 at 50% of 10", 60, fresh)
+        seen = fetch(lab, 150)
+        assert seen["rs1"] + seen["rs2"] == 150, seen
+        assert 40 <= seen["rs1"] <= 60 and 90 <= seen["rs2"] <= 110, seen  # 1:2 as the weights
+        agents.answers["rs1"] = "drain\n"
+        expect(all_weights(lab, {"rs1": 0, "rs2": 10}), "agent: rs1 drains", 30, fresh)
+        agents.answers["rs1"] = "maint\n"
+        expect(lambda: health_of(fresh, lab.rip("rs1")) == "down", "agent: rs1 maint fails its check", 30, fresh)
+        assert weight_of(lab, lab.rip("rs1")) == 0  # quiesced
+        agents.answers["rs1"] = "ready 100%\n"
+        # rs1 comes back up after rise: a slow start from 1 to 10 over `slow` seconds
+        weights = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            w = weight_of(lab, lab.rip("rs1"))
+            if not weights or weights[-1] != w:
+                weights.append(w)
+            if w == 10:
+                break
+            time.sleep(0.1)
+        steps = [w for w in weights if w not in (0, None)]
+        assert steps and steps[-1] == 10, weights
+        assert steps == sorted(steps), weights  # only up
+        assert len([w for w in steps if 1 <= w < 10]) >= 2, weights  # ramped through steps, not at once
+        events = [e for e in control.stream(fresh.socket, timeout=30, recent=1000, follow=False) if "kind" in e]
+        rs1 = f"{lab.rip('rs1')}:80"
+        ramp = [e["reason"] for e in events if e["kind"] == "check.weight" and e["real_server"] == rs1]
+        assert any(r.startswith("slow start 0/") for r in ramp) and any(r == "slow start 10/10" for r in ramp), ramp
+        assert agents.asked["rs1"] >= 4 and agents.asked["rs2"] >= 4, agents.asked
+    finally:
+        agents.close()
 
 
 # --- forwarding methods ------------------------------------------------------------------
