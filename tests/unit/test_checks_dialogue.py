@@ -1,0 +1,588 @@
+"""The ``tcp`` check's dialogue (checks.dialogue) against real servers on loopback.
+
+SMTP (with STARTTLS and with TLS from the start) is aiosmtpd's server, FTP pyftpdlib's; the
+hostile cases (silence, a flood, an early close, clear text before TLS) are small fake servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import os
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from checks.base import CheckResult, CheckTarget, run_check
+from checks.dialogue import (
+    LDIRECTORD_DIALOGUES,
+    LDIRECTORD_IMPLICIT_TLS,
+    SMTP_STARTTLS,
+    ldirectord_dialogue,
+)
+from checks.spec import MAX_EXPECT_READ, CheckSpec
+
+aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp", reason="aiosmtpd (test-only) is not installed")
+pytest.importorskip("pyftpdlib", reason="pyftpdlib (test-only) is not installed")
+
+SMTP = LDIRECTORD_DIALOGUES["smtp"]
+
+
+def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1") -> CheckTarget:
+    return CheckTarget(key=(rip, port), name=f"rs {rip}:{port}", vip="192.0.2.1", vport=port, rip=rip, rport=port,
+                       spec=spec)  # fmt: skip
+
+
+def spec(dialogue=(), **fields) -> CheckSpec:
+    return CheckSpec(type="tcp", dialogue=tuple(dialogue), timeout=fields.pop("timeout", 2.0), **fields)
+
+
+async def check(port: int, dialogue=(), **fields) -> CheckResult:
+    return await run_check(target(spec(dialogue, **fields), port), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+# --- certificates ----------------------------------------------------------------------------
+
+
+@dataclass
+class Pki:
+    ca_file: str  # PEM of the CA
+    signed: ssl.SSLContext  # server context: leaf signed by the CA, names mail.test and 127.0.0.1
+    self_signed: ssl.SSLContext  # server context: a self-signed certificate
+
+
+def _name(cn: str):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        names = [x509.DNSName(subject), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _server_context(tmp: Path, stem: str, certificate, key) -> ssl.SSLContext:
+    from cryptography.hazmat.primitives import serialization
+
+    cert_file, key_file = tmp / f"{stem}.pem", tmp / f"{stem}.key"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    pytest.importorskip("cryptography")
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    tmp = tmp_path_factory.mktemp("pki")
+    ca_key, leaf_key, own_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _certificate("Test CA", ca_key, "Test CA", ca_key, ca=True)
+    (tmp / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    leaf = _certificate("mail.test", leaf_key, "Test CA", ca_key, ca=False)
+    own = _certificate("mail.test", own_key, "mail.test", own_key, ca=False)
+    return Pki(str(tmp / "ca.pem"), _server_context(tmp, "leaf", leaf, leaf_key),
+               _server_context(tmp, "own", own, own_key))  # fmt: skip
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def smtp_server(host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None, **smtp) -> AsyncIterator[int]:
+    """aiosmtpd's SMTP server on loopback, in this loop; yields its port.  ``smtp``: arguments of
+    aiosmtpd.smtp.SMTP (tls_context, require_starttls); ``ssl_context``: TLS from the first byte."""
+    from aiosmtpd.handlers import Sink
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: aiosmtpd_smtp.SMTP(Sink(), hostname="mx.test", **smtp), host, 0, ssl=ssl_context
+    )
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the sessions' tasks see their connections lost
+
+
+@contextlib.contextmanager
+def ftp_server(tmp_path: Path, *, anonymous: bool = False) -> Iterator[int]:
+    """pyftpdlib's FTP server on loopback, in a thread of its own; user ``alice``, password
+    ``s3cret``; yields its port."""
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.servers import FTPServer
+
+    authorizer = DummyAuthorizer()
+    authorizer.add_user("alice", "s3cret", str(tmp_path), perm="elr")
+    if anonymous:
+        authorizer.add_anonymous(str(tmp_path))
+
+    class Handler(FTPHandler):
+        pass
+
+    Handler.authorizer = authorizer
+    Handler.auth_failed_timeout = 0.0  # answer a wrong password at once
+    server = FTPServer(("127.0.0.1", 0), Handler)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            server.serve_forever(timeout=0.02, blocking=False, handle_exit=False)
+        server.close_all()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield server.socket.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+@contextlib.asynccontextmanager
+async def fake_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], host: str = "127.0.0.1"
+) -> AsyncIterator[int]:
+    """A small hand-written server (the hostile cases); yields its port."""
+    tasks: set[asyncio.Task] = set()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks.add(asyncio.current_task())
+        try:
+            await handle(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(session, host, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- SMTP ------------------------------------------------------------------------------------
+
+
+async def test_smtp_dialogue_passes_against_aiosmtpd():
+    async with smtp_server() as port:
+        result = await check(port, SMTP)
+    assert result.ok, result.reason
+    assert result.reason == "dialogue ok"
+
+
+async def test_smtp_fails_when_the_server_is_stopped():
+    async with smtp_server() as port:
+        pass
+    result = await check(port, SMTP)
+    assert not result.ok and result.reason == "connection refused"
+
+
+async def test_smtp_wrong_reply_fails_when_the_server_closes():
+    # aiosmtpd answers "502 Command not implemented" to an unknown command, then QUIT closes
+    dialogue = (("expect", "^220 "), ("send", "BOGUS\r\nQUIT\r\n"), ("expect", "(?m)^250 "))
+    async with smtp_server() as port:
+        result = await check(port, dialogue)
+    assert not result.ok
+    assert result.reason.startswith("dialogue step 3: reply does not match '(?m)^250 ' (connection closed): \"5")
+    assert "221" in result.reason  # the quote shows what arrived, line breaks as spaces
+
+
+async def test_smtp_wrong_reply_on_an_open_connection_fails_at_the_time_limit():
+    dialogue = (("expect", "^220 "), ("send", "EHLO x\r\n"), ("expect", "^554 "))
+    async with smtp_server() as port:
+        start = time.monotonic()
+        result = await check(port, dialogue, timeout=0.3)
+    assert not result.ok and result.timed_out
+    assert time.monotonic() - start < 1.0
+
+
+async def test_smtp_starttls_verify_none_self_signed(pki):
+    async with smtp_server(tls_context=pki.self_signed, require_starttls=True) as port:
+        result = await check(port, SMTP_STARTTLS, verify_tls="none")
+    assert result.ok, result.reason
+
+
+async def test_smtp_starttls_verify_chain_refuses_self_signed(pki):
+    async with smtp_server(tls_context=pki.self_signed, require_starttls=True) as port:
+        result = await check(port, SMTP_STARTTLS, verify_tls="chain", ca_file=pki.ca_file)
+    assert not result.ok
+    assert result.reason.startswith("dialogue step 6: TLS certificate verify failed: self-signed certificate")
+
+
+async def test_smtp_starttls_verify_chain_and_full_accept_a_ca_signed_certificate(pki):
+    async with smtp_server(tls_context=pki.signed, require_starttls=True) as port:
+        chain = await check(port, SMTP_STARTTLS, verify_tls="chain", ca_file=pki.ca_file)
+        full = await check(port, SMTP_STARTTLS, verify_tls="full", ca_file=pki.ca_file, sni="mail.test")
+        full_rip = await check(port, SMTP_STARTTLS, verify_tls="full", ca_file=pki.ca_file)  # 127.0.0.1 in SAN
+        wrong_name = await check(port, SMTP_STARTTLS, verify_tls="full", ca_file=pki.ca_file, sni="other.test")
+    assert chain.ok, chain.reason
+    assert full.ok, full.reason
+    assert full_rip.ok, full_rip.reason
+    assert not wrong_name.ok
+    assert wrong_name.reason.startswith("dialogue step 6: TLS certificate verify failed: Hostname mismatch")
+
+
+async def test_smtp_requiring_starttls_refuses_mail_in_clear_but_accepts_it_after_starttls(pki):
+    # what TLS changes is seen by the server: MAIL FROM before STARTTLS gets 530
+    before = (("expect", "^220 "), ("send", "EHLO x\r\n"), ("expect", "(?m)^250 "),
+              ("send", "MAIL FROM:<a@b.test>\r\n"), ("expect", "^250 "))  # fmt: skip
+    after = SMTP_STARTTLS[:-1] + (("send", "MAIL FROM:<a@b.test>\r\n"), ("expect", "^250 "))
+    async with smtp_server(tls_context=pki.self_signed, require_starttls=True) as port:
+        clear = await check(port, before, timeout=0.3)
+        tls = await check(port, after)
+    assert not clear.ok and clear.timed_out
+    assert tls.ok, tls.reason
+
+
+async def test_implicit_tls_against_aiosmtpd_over_tls(pki):
+    async with smtp_server(ssl_context=pki.signed) as port:
+        ok = await check(port, SMTP, tls=True, verify_tls="full", ca_file=pki.ca_file, sni="mail.test")
+        handshake_only = await check(port, (), tls=True, verify_tls="chain", ca_file=pki.ca_file)
+        clear = await check(port, SMTP, timeout=0.3)  # no TLS: the server waits for a ClientHello
+        refused = await check(port, SMTP, tls=True, verify_tls="chain")  # the system's CAs
+    assert ok.ok, ok.reason
+    assert handshake_only.ok and handshake_only.reason == "TLS handshake ok"
+    assert not clear.ok and clear.timed_out
+    assert not refused.ok
+    assert refused.reason.startswith("TLS certificate verify failed: unable to get local issuer certificate")
+
+
+async def test_implicit_tls_against_a_clear_text_server_fails():
+    async def banner(reader, writer):
+        writer.write(b"220 clear text\r\n")
+        await reader.read(1000)
+
+    async with fake_server(banner) as port:
+        result = await check(port, SMTP, tls=True)
+    assert not result.ok
+    assert result.reason.startswith("TLS error") or result.reason == "data received before TLS started"
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 on loopback")
+async def test_smtp_over_ipv6():
+    async with smtp_server(host="::1") as port:
+        result = await run_check(target(spec(SMTP), port, rip="::1"), None)
+    assert result.ok, result.reason
+
+
+# --- FTP ---------------------------------------------------------------------------------------
+
+
+async def test_ftp_login_passes_against_pyftpdlib(tmp_path):
+    dialogue = ldirectord_dialogue("ftp", "alice", "s3cret", "/", "")
+    with ftp_server(tmp_path) as port:
+        result = await check(port, dialogue)
+    assert result.ok, result.reason
+
+
+async def test_ftp_anonymous_login_of_ldirectord_defaults(tmp_path):
+    with ftp_server(tmp_path, anonymous=True) as port:
+        anonymous = await check(port, LDIRECTORD_DIALOGUES["ftp"])
+    with ftp_server(tmp_path) as port:
+        refused = await check(port, LDIRECTORD_DIALOGUES["ftp"], timeout=0.5)
+    assert anonymous.ok, anonymous.reason
+    assert not refused.ok  # 530 to USER anonymous; pyftpdlib keeps the connection open
+
+
+async def test_ftp_wrong_password_fails(tmp_path):
+    dialogue = ldirectord_dialogue("ftp", "alice", "wrong", "/", "")
+    with ftp_server(tmp_path) as port:
+        start = time.monotonic()
+        result = await check(port, dialogue, timeout=0.5)
+    assert not result.ok
+    assert result.timed_out  # pyftpdlib answers 530 and waits for another try
+    assert time.monotonic() - start < 1.5
+
+
+async def test_ftp_wrong_password_fails_with_the_reply_when_the_server_closes(tmp_path):
+    dialogue = ldirectord_dialogue("ftp", "alice", "wrong", "/", "")
+    # QUIT before reading PASS's reply; 230 only, as QUIT's 221 is a 2xx too
+    dialogue = dialogue[:4] + (("send", "QUIT\r\n"), ("expect", "(?m)^230 "))
+    with ftp_server(tmp_path) as port:
+        result = await check(port, dialogue)
+    assert not result.ok
+    assert result.reason.startswith("dialogue step 6: reply does not match '(?m)^230 ' (connection closed): \"530 ")
+    assert "221 " in result.reason
+
+
+async def test_ftp_fails_when_the_server_is_stopped(tmp_path):
+    with ftp_server(tmp_path) as port:
+        pass
+    result = await check(port, LDIRECTORD_DIALOGUES["ftp"])
+    assert not result.ok and result.reason == "connection refused"
+
+
+# --- hostile servers -------------------------------------------------------------------------
+
+
+async def test_silent_server_times_out_within_the_limit():
+    async def silent(reader, writer):
+        await reader.read(1 << 20)
+        await asyncio.sleep(60)
+
+    async with fake_server(silent) as port:
+        start = time.monotonic()
+        result = await check(port, SMTP, timeout=0.3)
+        elapsed = time.monotonic() - start
+    assert not result.ok and result.timed_out and result.reason == "timeout after 0.3 s"
+    assert elapsed < 0.3 + 0.3
+
+
+async def test_flood_without_a_match_fails_after_64_kib_quickly():
+    async def flood(reader, writer):
+        chunk = b"x" * 65536
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+
+    async with fake_server(flood) as port:
+        start = time.monotonic()
+        result = await check(port, SMTP, timeout=5)
+        elapsed = time.monotonic() - start
+    assert not result.ok and not result.timed_out
+    quote = '"' + "x" * 57 + '..."'
+    assert result.reason == f"dialogue step 1: reply does not match '(?m)^220[ \\\\r\\\\n]' in 64 KiB: {quote}"
+    assert elapsed < 0.5
+
+
+async def test_a_match_just_within_64_kib_passes_and_past_it_fails():
+    async def late(reader, writer):
+        size = int((await reader.readline()).decode())
+        writer.write(b"x" * size + b"\r\n220 ok\r\n")
+        await asyncio.sleep(60)
+
+    dialogue = (("send", "{}\r\n"), ("expect", "(?m)^220 ok"))
+    async with fake_server(late) as port:
+        within = await check(port, ((dialogue[0][0], f"{MAX_EXPECT_READ - 10}\r\n"), dialogue[1]))
+        past = await check(port, ((dialogue[0][0], f"{MAX_EXPECT_READ - 5}\r\n"), dialogue[1]))
+    assert within.ok, within.reason
+    assert not past.ok and "in 64 KiB" in past.reason
+
+
+async def test_server_closing_mid_dialogue():
+    async def hang_up(reader, writer):
+        writer.write(b"220 hello\r\n")
+        await reader.readline()
+
+    async with fake_server(hang_up) as port:
+        after_send = await check(port, SMTP)
+        send_after_close = await check(port, (("expect", "^220"), ("send", "A\r\n"), ("expect", "^2"),
+                                              ("send", "B\r\n")))  # fmt: skip
+    assert not after_send.ok
+    assert after_send.reason == "dialogue step 3: connection closed before '(?m)^250[ \\\\r\\\\n]' matched"
+    assert not send_after_close.ok
+    assert send_after_close.reason == "dialogue step 3: connection closed before '^2' matched"
+
+
+async def test_expect_after_the_server_closed_quotes_what_arrived():
+    async def bye(reader, writer):
+        writer.write(b"220 bye\r\n")
+
+    async with fake_server(bye) as port:
+        result = await check(port, (("expect", "^220"), ("expect", "never"), ("send", "EHLO x\r\n")))
+    assert result.reason == "dialogue step 2: reply does not match 'never' (connection closed): \"220 bye\""
+
+
+async def test_server_resetting_mid_dialogue():
+    async def reset(reader, writer):
+        writer.write(b"220 hello\r\n")
+        await reader.readline()
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async with fake_server(reset) as port:
+        result = await check(port, SMTP)
+    assert not result.ok and result.reason == "dialogue step 3: connection reset"
+
+
+async def test_clear_text_after_the_go_ahead_is_refused_before_starttls():
+    async def inject(reader, writer):
+        writer.write(b"220 ready\r\n")
+        await reader.readline()
+        writer.write(b"220 go ahead\r\n250 injected\r\n")
+        await reader.read(1000)
+
+    dialogue = (("expect", "^220"), ("send", "STARTTLS\r\n"), ("expect", "^220 go ahead\r\n"), ("starttls", ""))
+    async with fake_server(inject) as port:
+        result = await check(port, dialogue)
+    assert not result.ok and result.reason == "dialogue step 4: data received before TLS started"
+
+
+async def test_starttls_refused_by_a_clear_text_server_fails():
+    async def no_tls(reader, writer):
+        writer.write(b"220 ready\r\n")
+        await reader.readline()
+        writer.write(b"220 go ahead\r\n")
+        await reader.read(1000)  # a ClientHello
+        writer.write(b"500 what?\r\n")
+
+    dialogue = (("expect", "^220"), ("send", "STARTTLS\r\n"), ("expect", "(?m)^220 go ahead\r\n"), ("starttls", ""))
+    async with fake_server(no_tls) as port:
+        result = await check(port, dialogue)
+    assert not result.ok
+    assert result.reason.startswith("dialogue step 4: TLS error") or result.reason.startswith(
+        "dialogue step 4: connection"
+    )
+
+
+async def test_binary_reply_is_quoted_printably():
+    async def garbage(reader, writer):
+        writer.write(bytes(range(256)))
+
+    async with fake_server(garbage) as port:
+        result = await check(port, (("expect", "^220"),))
+    assert not result.ok
+    # control bytes become dots, whitespace runs one space, the quote stops at 60 characters
+    quoted = ".........", ".............." + "".join(chr(c) for c in range(32, 64))
+    expected = '"' + (" ".join(quoted) + "@")[:57] + '..."'
+    assert result.reason == f"dialogue step 1: reply does not match '^220' (connection closed): {expected}"
+
+
+# --- no leak -----------------------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_no_socket_leaks_over_hundreds_of_checks(pki):
+    async def silent(reader, writer):  # ends its side when the check's side ends
+        while await reader.read(1024):
+            pass
+
+    async def flood(reader, writer):
+        while True:
+            writer.write(b"y" * 65536)
+            await writer.drain()
+
+    async with (
+        smtp_server(tls_context=pki.self_signed) as smtp,
+        fake_server(silent) as quiet,
+        fake_server(flood) as loud,
+    ):
+        refused = free_port()
+        await check(smtp, SMTP_STARTTLS)  # warm up: contexts, caches, the loop's own sockets
+        before = _open_fds()
+        results = []
+        for _ in range(25):
+            batch = [check(smtp, SMTP_STARTTLS) for _ in range(4)]
+            batch += [check(smtp, SMTP_STARTTLS, verify_tls="chain", ca_file=pki.ca_file) for _ in range(2)]
+            batch += [check(quiet, SMTP, timeout=0.05), check(loud, SMTP), check(refused, SMTP)]
+            batch += [check(smtp, SMTP, tls=True, timeout=0.2)]  # a TLS client against a clear server
+            results += await asyncio.gather(*batch)
+        await asyncio.sleep(0.2)  # transports close on the next loop iterations
+        after = _open_fds()
+    assert len(results) == 250
+    assert sum(r.ok for r in results) == 100
+    assert after <= before, (before, after)
+
+
+# --- the ldirectord table ----------------------------------------------------------------------
+
+
+def test_ldirectord_table_covers_the_text_protocols():
+    assert set(LDIRECTORD_DIALOGUES) == {"smtp", "submission", "ftp", "pop", "pops", "imap", "imaps", "nntp",
+                                         "simpletcp"}  # fmt: skip
+    assert LDIRECTORD_IMPLICIT_TLS == {"pops", "imaps"}
+    assert LDIRECTORD_DIALOGUES["nntp"] == (("expect", "^2"),)
+    assert LDIRECTORD_DIALOGUES["pop"] == (("expect", r"^\+OK"), ("send", "QUIT\r\n"))
+    assert ldirectord_dialogue("ldap", "", "", "/", "") is None
+    assert ldirectord_dialogue("http", "", "", "/", "") is None
+
+
+def test_ldirectord_logins():
+    ok = ("expect", r"(?m)^\+OK")
+    assert ldirectord_dialogue("pop", "bob", "pw", "/", "")[1:5] == (
+        ("send", "USER bob\r\n"),
+        ok,
+        ("send", "PASS pw\r\n"),
+        ok,
+    )
+    assert ldirectord_dialogue("imap", "bob", 'p"w\\', "/", "")[1] == ("send", 'a1 LOGIN "bob" "p\\"w\\\\"\r\n')
+    assert ldirectord_dialogue("ftp", "", "", "/", "")[1:4:2] == (
+        ("send", "USER anonymous\r\n"), ("send", "PASS directord@localhost\r\n"))  # fmt: skip
+    with pytest.raises(ValueError, match="login must not hold a line break"):
+        ldirectord_dialogue("pop", "bob\r\nDELE 1", "pw", "/", "")
+    with pytest.raises(ValueError, match="passwd must be Latin-1"):
+        ldirectord_dialogue("ftp", "bob", "\u20ac", "/", "")
+
+
+def test_ldirectord_simpletcp():
+    assert ldirectord_dialogue("simpletcp", "", "", "/PING\\n", "^PONG$") == (
+        ("send", "PING\n"), ("expect", "(?m)^PONG$"))  # fmt: skip
+    assert ldirectord_dialogue("simpletcp", "", "", "/", "") == (("expect", "(?s)."),)
+    with pytest.raises(ValueError, match="receive is not a regular expression"):
+        ldirectord_dialogue("simpletcp", "", "", "/x", "(?<=a)b")
+
+
+async def test_ldirectord_simpletcp_against_a_line_server():
+    async def pong(reader, writer):
+        if await reader.readline() == b"PING\n":
+            writer.write(b"hello\nPONG\n")
+        await reader.read(100)
+
+    async with fake_server(pong) as port:
+        ok = await check(port, ldirectord_dialogue("simpletcp", "", "", "/PING\\n", "^PONG$"))
+        wrong = await check(port, ldirectord_dialogue("simpletcp", "", "", "/PING\\n", "^PANG$"), timeout=0.3)
+    assert ok.ok, ok.reason
+    assert not wrong.ok and wrong.timed_out
+
+
+def test_checks_without_steps_or_with_a_bad_step_are_described():
+    spec_ = replace(spec(), dialogue=(("expect", "(?<=x)"),))
+    result = asyncio.run(run_check(target(spec_, free_port()), None))
+    assert not result.ok and result.reason.startswith("dialogue step 1: bad expect regex:")
