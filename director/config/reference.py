@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from checks.dialogue import LDIRECTORD_DIALOGUES
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS
 from director.config.builder import (
     CHECK_COUNT_RANGE,
@@ -94,6 +95,20 @@ COMMAND = "python3 -m director.config.reference > docs/configuration.md"
 def _span(bounds: tuple[float, float], unit: str = "") -> str:
     low, high = bounds
     return f"{low:g}-{high:g}{unit}"
+
+
+def _dialogue_yaml(steps: tuple[tuple[str, str], ...]) -> str:
+    """``[{expect: '^220'}, {send: "QUIT\\r\\n"}]``: a dialogue as it is written in YAML."""
+    out = []
+    for kind, text in steps:
+        if kind == "starttls":
+            out.append("{starttls: true}")
+        elif kind == "send":
+            escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\r").replace("\n", "\\n")
+            out.append(f'{{send: "{escaped}"}}')
+        else:
+            out.append("{expect: '" + text.replace("'", "''") + "'}")
+    return "[" + ", ".join(out) + "]"
 
 
 #: The range or bound of a schema field that `director.config.builder` enforces with a named
@@ -207,9 +222,9 @@ MODEL_SECTIONS: dict[type[BaseModel], _Section] = {
         "`check.dialogue`",
         4,
         "A list; each entry is one step of a `tcp` check's conversation, a mapping of exactly one of these keys. "
-        "ldirectord's negotiate checks as dialogues: smtp `[{expect: '^220 '}, {send: \"EHLO directord\\r\\n\"}, "
-        "{expect: '(?m)^250 '}]`; pop `[{expect: '^\\+OK'}]`; imap `[{expect: '^\\* OK'}]`; nntp "
-        "`[{expect: '^20[01]'}]`; ftp `[{expect: '^220'}, {send: \"USER anonymous\\r\\n\"}, {expect: '^3'}]`.",
+        "ldirectord's negotiate checks as dialogues (what `directord convert` writes, without a login): "
+        + "; ".join(f"{name} `{_dialogue_yaml(LDIRECTORD_DIALOGUES[name])}`" for name in ("smtp", "pop", "nntp"))
+        + ".",
     ),
     NotifySchema: _Section(
         "`notify`",
