@@ -198,7 +198,7 @@ def decode_reply(data: bytes, identifier: int, authenticator: bytes, secret: byt
         raise ValueError(f"RADIUS reply of {size} bytes; at least {HEADER}")
     if size > MAX_PACKET:
         raise ValueError(f"RADIUS reply longer than {MAX_PACKET} bytes")
-    code, reply_identifier, length = struct.unpack_from("!BBH", data)
+    code, reply_identifier, length = data[0], data[1], int.from_bytes(data[2:4])
     if reply_identifier != identifier:
         raise ValueError(f"RADIUS reply identifier {reply_identifier}, sent {identifier}")
     if not HEADER <= length <= size:
@@ -253,11 +253,12 @@ async def check_radius(target: CheckTarget) -> tuple[bool, str]:
     Returns:
         ``(True, "Access-Accept")`` (or ``"Access-Reject"``/``"Access-Challenge"``
         without ``login``); ``(False, "Access-Reject")``/``(False,
-        "Access-Challenge")`` with ``login``; ``(False, "ICMP port unreachable")``.
+        "Access-Challenge")`` with ``login``; ``(False, "ICMP port unreachable")``;
+        ``(False, reason)`` for a reply that is not a valid answer (`decode_reply`'s
+        reason, e.g. ``"reply authenticator does not match: wrong secret?"``).
 
     Raises:
-        ValueError: no ``secret``, a login or password too long, a reply that is
-            not a valid answer to the request (see `decode_reply`).
+        ValueError: no ``secret``, a login or password too long.
         OSError: a socket error (``EHOSTUNREACH``...).
     """
     spec = target.spec
@@ -269,9 +270,12 @@ async def check_radius(target: CheckTarget) -> tuple[bool, str]:
         nonce = os.urandom(17)
         identifier, authenticator = nonce[0], nonce[1:]
         request = encode_access_request(identifier, authenticator, user, password, secret, _local_address(sock))
-        code = await exchange(
-            sock, request, MAX_PACKET + 1, lambda data: decode_reply(data, identifier, authenticator, secret)
-        )
+        try:
+            code = await exchange(
+                sock, request, MAX_PACKET + 1, lambda data: decode_reply(data, identifier, authenticator, secret)
+            )
+        except ValueError as exc:  # the reply is not a valid answer: its reason as it is
+            return False, str(exc)
     except ConnectionRefusedError:
         return False, PORT_UNREACHABLE
     finally:

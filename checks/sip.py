@@ -232,12 +232,12 @@ async def check_sip(target: CheckTarget) -> tuple[bool, str]:
     Returns:
         ``(ok, reason)``: the reason is the status line (``"SIP/2.0 200 OK"``),
         with ``"does not match ..."`` when ``expect`` refused it, or
-        ``"ICMP port unreachable"``.
+        ``"ICMP port unreachable"``, or the reason a reply is not a valid answer
+        (`decode_reply`'s, e.g. ``"SIP reply Call-ID does not match"``, or more
+        than `MAX_PROVISIONAL` provisional responses).
 
     Raises:
-        ValueError: an ``expect`` RE2 cannot compile, a bad ``login``, a reply
-            that does not answer the request (see `decode_reply`), more than
-            `MAX_PROVISIONAL` provisional responses.
+        ValueError: an ``expect`` RE2 cannot compile, a bad ``login``.
         OSError: a socket error (``EHOSTUNREACH``...).
     """
     spec = target.spec
@@ -266,7 +266,10 @@ async def check_sip(target: CheckTarget) -> tuple[bool, str]:
         branch, tag, call_id = MAGIC_COOKIE + nonce[:16], nonce[16:24], nonce[24:]
         host, port = _local_host_port(sock)
         request = encode_options(login, host, port, branch, tag, call_id)
-        response = await exchange(sock, request, MAX_EXPECT_READ + 1, accept)
+        try:
+            response = await exchange(sock, request, MAX_EXPECT_READ + 1, accept)
+        except ValueError as exc:  # the reply is not a valid answer: its reason as it is
+            return False, str(exc)
     except ConnectionRefusedError:
         return False, PORT_UNREACHABLE
     finally:
