@@ -196,7 +196,7 @@ class CheckSchema(_Schema):
         _SPEC.expect,
         description="RE2 regex the answer must match: `udp` the reply, `dns` the answer section (one record per "
         "line, zone-file text), `mysql`/`pgsql` the query's first row (values joined by tabs), `sip` the status "
-        "line. Unset: any answer passes.",
+        "line. Unset: any answer passes (`sip`: status 200).",
     )
     query_name: str | None = Field(_SPEC.query_name, description="`dns`: the name asked for (required).")
     query_type: str = Field(_SPEC.query_type, description="`dns`: the record type asked for: `A`, `AAAA`, `MX`...")
@@ -210,7 +210,9 @@ class CheckSchema(_Schema):
     )
     login: str | None = Field(
         _SPEC.login,
-        description="`radius`, `mysql`, `pgsql`: the user name; `sip`: the URI's `user@host` (ldirectord's `login`).",
+        description="`radius`, `mysql`, `pgsql`: the user name; `sip`: the URI's `user@host` (ldirectord's `login`). "
+        "`radius` with a login passes on Access-Accept only (as ldirectord); without, it sends User-Name `directord` "
+        "and any authenticated answer passes (Accept, Reject, Challenge). `sip` without: `directord@<RIP>`.",
     )
     password: str | None = Field(_SPEC.password, description="`radius`, `mysql`, `pgsql`: the password.")
     secret: str | None = Field(_SPEC.secret, description="`radius`: the shared secret (RFC 2865).")
