@@ -595,6 +595,7 @@ class _Translator:
             )
             checktype = "negotiate"
         self.negotiated = checktype == "negotiate"
+        comments = len(out.comments)
         if checktype == "negotiate":
             per_real = self.negotiate(v, service, check, out, checktimeout, negotiatetimeout)
         elif checktype == "connect":
@@ -662,6 +663,7 @@ class _Translator:
                 f"check types {', '.join(allowed)}",
             )
             check.clear()
+            del out.comments[comments:]  # they described the check that is not kept
             check["type"] = "ping"
             check["timeout"] = checktimeout
             per_real = False
