@@ -4,7 +4,7 @@ Usage::
 
     directord convert --ldirectord /etc/ha.d/ldirectord.cf \\
         [--ha-cf /etc/ha.d/ha.cf --haresources /etc/ha.d/haresources --authkeys /etc/ha.d/authkeys] \\
-        [--node NAME] [-o /etc/directord/directord.yaml]
+        [--node NAME] [--strict] [-o /etc/directord/directord.yaml]
 
 Layers:
 
@@ -22,7 +22,9 @@ Layers:
   one;
 * `cmd_convert` is the command: errors, warnings and notes go to stderr as
   ``FILE:LINE: DIRECTIVE: message``; exit status 0 when written (warnings
-  allowed), 1 on errors (nothing written).
+  allowed), 1 on errors (nothing written).  With ``--strict`` a weaker check
+  (a virtual service whose real servers directord would check less than
+  ldirectord does: `Conversion.weaker`) is an error too.
 
 The ldirectord semantics (defaults, quiescent) are those of ldirectord 4.12's
 code: see `director.convert.ldirectord` and `director.convert.services`;
@@ -88,10 +90,19 @@ class Conversion:
         text: the directord YAML configuration.
         issues: warnings and notes, in input order per file (ldirectord.cf,
             ha.cf, haresources).
+        private: the text holds a check's password or RADIUS secret (copied
+            from ldirectord.cf): write it readable by its owner only.
     """
 
     text: str
     issues: list[Issue] = field(default_factory=list)
+    private: bool = False
+
+    @property
+    def weaker(self) -> list[Issue]:
+        """The weaker-check warnings (`Issue.weaker`): one per virtual service and shortfall,
+        each at the ``virtual=`` line, naming what ldirectord checks and what directord will."""
+        return [i for i in self.issues if i.weaker]
 
     @property
     def warnings(self) -> list[Issue]:
@@ -370,7 +381,8 @@ def convert_text(
         errors = [i for i in all_issues if i.severity == "error"]
         raise ConvertError(errors + [i for i in all_issues if i.severity != "error"])
     kept = [i for i in all_issues if i.severity != "error"]
-    return Conversion(text=_render(sources, header, services, ha, hooks, kept), issues=kept)
+    private = any(s.credentials for s in services)
+    return Conversion(text=_render(sources, header, services, ha, hooks, kept), issues=kept, private=private)
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -485,7 +497,12 @@ def write_atomic(path: str, text: str, mode: int = 0o644) -> None:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    """Run ``directord convert``; returns the exit status (0 written, 1 errors: nothing written)."""
+    """Run ``directord convert``; returns the exit status (0 written, 1 errors: nothing written).
+
+    With ``args.strict``, each weaker check (`Conversion.weaker`) is printed as an error and
+    the status is 1 (nothing written); without it they are warnings like the others, counted
+    in a last line.  A file holding a check's password or secret is written with mode 0600.
+    """
     if (args.haresources or args.authkeys) and not args.ha_cf:
         print("error: --haresources and --authkeys need --ha-cf", file=sys.stderr)
         return 1
@@ -504,12 +521,28 @@ def cmd_convert(args: argparse.Namespace) -> int:
         count = len(err.errors)
         print(f"{count} error{'s' if count != 1 else ''}; nothing written", file=sys.stderr)
         return 1
+    strict = getattr(args, "strict", False)
     for issue in result.issues:
-        if issue.severity == "warning" or args.verbose:
+        if issue.weaker and strict:
+            print(f"error: {issue}", file=sys.stderr)
+        elif issue.severity == "warning" or args.verbose:
             print(f"{issue.severity}: {issue}", file=sys.stderr)
+    weaker = len(result.weaker)
+    if weaker and strict:
+        print(
+            f"{weaker} weaker check{'s' if weaker != 1 else ''} than ldirectord's (--strict); nothing written",
+            file=sys.stderr,
+        )
+        return 1
+    if weaker:
+        print(
+            f"{weaker} weaker check{'s' if weaker != 1 else ''} than ldirectord's (listed above; "
+            "--strict refuses them)",
+            file=sys.stderr,
+        )
     if args.output:
         try:
-            write_atomic(args.output, result.text)
+            write_atomic(args.output, result.text, 0o600 if result.private else 0o644)
         except OSError as err:
             print(f"error: {args.output}: cannot write: {err.strerror or err}", file=sys.stderr)
             return 1
@@ -531,7 +564,9 @@ def add_commands(sub: Subcommands) -> None:
         help="convert an ldirectord.cf (and heartbeat's ha.cf/haresources) to directord YAML",
         description="Convert an ldirectord (+ heartbeat) configuration to directord's YAML. "
         "Errors name FILE:LINE and nothing is written; warnings name what directord "
-        "cannot express yet.",
+        "cannot express yet, among them each weaker check: a virtual service whose real "
+        "servers directord would check less than ldirectord does (a connect where ldirectord "
+        "negotiated, a receive pattern left out), listed at its virtual= line.",
     )
     p.add_argument("--ldirectord", required=True, metavar="FILE", help="ldirectord.cf to convert")
     p.add_argument("--ha-cf", metavar="FILE", help="heartbeat's ha.cf: adds the ha section")
@@ -544,4 +579,11 @@ def add_commands(sub: Subcommands) -> None:
     p.add_argument("--node", metavar="NAME", help="write ha.node (default: none, the host name is used)")
     p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
     p.add_argument("-v", "--verbose", action="store_true", help="also print the notes on stderr")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse (exit 1, nothing written) when a virtual service would be checked less than by "
+        "ldirectord (unchecked, a connect where ldirectord negotiated, a receive pattern left out...); "
+        "each is listed with the file:line of its virtual= block",
+    )
     p.set_defaults(func=cmd_convert)

@@ -9,6 +9,11 @@
 * a **note** says how a directive was carried over when the translation is
   not one-to-one but keeps its meaning (also written as a comment into the
   output).
+
+A warning may also mark a **weaker check** (`Issue.weaker`): a virtual service
+whose real servers directord would check less than ldirectord did (a connect
+where ldirectord negotiated, a receive pattern left out, no check at all).
+``directord convert --strict`` refuses to write while there is one.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class Issue:
         directive: the directive concerned (``quiescent``, ``real``...);
             ``""`` when none.
         message: plain words.
+        weaker: a warning saying that directord would check a virtual
+            service's real servers less than ldirectord does (``line`` is
+            then the ``virtual=`` line); ``--strict`` refuses those.
 
     ``str(issue)`` is ``FILE:LINE: DIRECTIVE: MESSAGE`` (``:LINE`` left out
     for line 0, ``DIRECTIVE: `` when empty).  The message is cut to 1000
@@ -43,6 +51,7 @@ class Issue:
     line: int
     directive: str
     message: str
+    weaker: bool = False
 
     def __post_init__(self) -> None:
         # One printable line of bounded length, whatever the input file held.
@@ -96,6 +105,19 @@ class Issues:
     def note(self, line: int, directive: str, message: str) -> None:
         """Add a note at ``line`` (1-based; 0: the file as a whole) about ``directive``."""
         self.items.append(Issue("note", self.file, line, directive, message))
+
+    def weaker(self, line: int, service: str, ldirectord: str, directord: str) -> None:
+        """Add a weaker-check warning (`Issue.weaker`) for the virtual of ``line``.
+
+        Args:
+            line: the ``virtual=`` line (1-based).
+            service: how the virtual is named (servicename, ``VIP:PORT/PROTO``,
+                ``fwmark N``) and its ldirectord service type.
+            ldirectord: what ldirectord's check does (after "ldirectord ").
+            directord: what directord's converted check does (after "directord ").
+        """
+        message = f"{service}: weaker check than ldirectord's: ldirectord {ldirectord}; directord {directord}"
+        self.items.append(Issue("warning", self.file, line, "check", message, weaker=True))
 
     @property
     def has_errors(self) -> bool:

@@ -16,9 +16,21 @@ its code (``ld_setup``, ``_check_real``, ``check_http``, ``check_connect``,
   the negotiate (HTTP/HTTPS) checks; each defaults to the other, then to 5 s
   and 30 s;
 * the HTTP(S) check (LWP) counts any 2xx answer as success (``is_success``)
-  with the ``receive`` regular expression searched in the body, sends
-  ``Host: virtualhost`` (default the real server's address) and does not
-  verify certificates;
+  with the ``receive`` regular expression searched in the body and sends
+  ``Host: virtualhost`` (default the real server's address); for HTTPS it
+  verifies the certificate chain but not the name (its user agent sets
+  ``verify_hostname => 0``, which leaves IO::Socket::SSL's ``SSL_verify_mode``
+  at ``SSL_VERIFY_PEER``: a self-signed backend fails with "certificate verify
+  failed"), which is ``verify_tls: chain``;
+* every other negotiate check becomes its directord counterpart
+  (`_Translator.negotiate`): dns, radius, sip, mysql and pgsql checks of their
+  own type, smtp/submission/ftp/pop/pops/imap/imaps/nntp a ``tcp`` check with
+  the dialogue of ldirectord's Perl client (`_dialogue_for`), simpletcp its
+  request and receive pattern; ``checktype=ping``, and ``connect`` on a UDP
+  service (which ldirectord runs as ``check_ping``), an ICMP echo.  What
+  directord cannot check as ldirectord does (ldap's bind and search, oracle's
+  login, http_proxy's fetch, ftp's download, a receive pattern RE2 cannot
+  compile) becomes a weaker check, listed as such (`Issues.weaker`);
 * a real server found down is deleted from the table unless ``quiescent`` is
   ``yes`` (then weight 0): the code's default is ``no``, the manual's ``yes``;
   a fallback server is always deleted when a real server comes back;
@@ -39,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from director.config import quote, re2_problem
+from director.config.builder import CHECK_TYPES_BY_PROTOCOL
 from director.convert.issues import Issues
 from director.convert.ldirectord import (
     FORWARD_NAMES,
@@ -76,16 +89,141 @@ DEFAULTS = {
 #: LWP's ``is_success`` accepts any 2xx, directord lists the codes it accepts.
 HTTP_SUCCESS = [200, 201, 202, 203, 204, 205, 206, 207, 208, 226]
 
-#: Services whose negotiate check directord has no counterpart for.
-_NO_COUNTERPART = sorted(set(SERVICE_PORTS) - {"http", "https"} | {"simpletcp"})
+
+#: The check directives each ldirectord negotiate check reads (``check_*`` in ``/usr/sbin/ldirectord``).
+_LD_USES: dict[str, frozenset[str]] = {
+    "http": frozenset({"request", "receive", "httpmethod", "virtualhost"}),
+    "https": frozenset({"request", "receive", "httpmethod", "virtualhost"}),
+    "http_proxy": frozenset({"request", "receive", "httpmethod"}),
+    "dns": frozenset({"request", "receive"}),
+    "simpletcp": frozenset({"request", "receive"}),
+    "ftp": frozenset({"request", "receive", "login", "passwd"}),
+    "ldap": frozenset({"request", "receive", "login", "passwd"}),
+    "ldaps": frozenset({"request", "receive", "login", "passwd"}),
+    "pop": frozenset({"login", "passwd"}),
+    "pops": frozenset({"login", "passwd"}),
+    "imap": frozenset({"login", "passwd"}),
+    "imaps": frozenset({"login", "passwd"}),
+    "radius": frozenset({"login", "passwd", "secret"}),
+    "sip": frozenset({"login"}),
+    "mysql": frozenset({"request", "login", "passwd", "database"}),
+    "pgsql": frozenset({"request", "login", "passwd", "database"}),
+    "oracle": frozenset({"request", "login", "passwd", "database"}),
+}
+#: The directives of `_LD_USES` the converted check carries (ftp's request/receive: the
+#: weaker-check warning names them when the content match is lost).
+_CONVERTED: dict[str, frozenset[str]] = {
+    **{name: uses for name, uses in _LD_USES.items() if name not in ("http_proxy", "ldap", "ldaps", "oracle")},
+}
+
+
+def _final_reply(code: str) -> str:
+    """RE2 pattern of the last line of a multi-line reply with status ``code`` (a pattern such as
+    ``2\\d\\d``): ``CODE SP text`` or ``CODE`` alone, at a line start (RFC 5321 section 4.2.1,
+    RFC 959 section 4.2; a ``CODE-`` line is a continuation)."""
+    return rf"(?m)^{code}(?: |\r?$)"
+
+
+def _imap_quoted(text: str) -> str:
+    """Net::IMAP::Simple's ``_escape``: ``"text"`` with ``\\`` and ``"`` backslash-escaped (RFC 3501 quoted)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dialogue_for(service: str, login: str, passwd: str, request: str, receive: str) -> list[dict[str, str]]:
+    """The ``dialogue`` of a ``tcp`` check doing what ldirectord's negotiate check of ``service`` does.
+
+    Args:
+        service: ``smtp``, ``submission``, ``ftp``, ``pop``, ``pops``, ``imap``, ``imaps``,
+            ``nntp`` or ``sip`` (SIP over a stream socket).
+        login, passwd: ldirectord's ``login``/``passwd`` (``""`` when unset: no login step,
+            except for ftp, whose caller passes Net::FTP's anonymous defaults).
+        request, receive: ldirectord's pair; unused by these dialogues (ftp's download and
+            match cannot be a text dialogue: see `_Translator.request_fields`).
+
+    Returns:
+        the YAML ``dialogue`` list, each step a mapping of one key (``expect``: an RE2 pattern
+        searched in what arrived since the previous send; ``send``: text).  Each ends with the
+        protocol's goodbye (QUIT, LOGOUT), as ldirectord's Perl clients do.
+
+    The steps follow the Perl clients ldirectord uses (``check_smtp``: Net::SMTP ``new``, a
+    2xx greeting then EHLO answered 2xx; ``check_ftp``: Net::FTP, a 2xx greeting, USER
+    answered 3xx, PASS answered 2xx; ``check_pop``: Mail::POP3Client, ``+OK`` greeting, then
+    USER/PASS each ``+OK`` with a login; ``check_imap``: Net::IMAP::Simple, ``* OK`` or
+    ``* PREAUTH`` greeting, then ``LOGIN`` answered ``OK`` with a login; ``check_nntp``: the
+    first bytes start with ``2``; ``check_sip``: OPTIONS answered ``SIP/2.0 200 OK``).  Where
+    directord differs: no HELO retry when EHLO is refused (Net::SMTP tries HELO); POP logs in
+    with USER/PASS only (Mail::POP3Client prefers APOP or CRAM-MD5 when offered); the SIP
+    request's Via names no address (over TCP the answer comes back on the connection,
+    RFC 3261 section 18.2.2).
+
+    Raises:
+        ValueError: ``service`` has no dialogue.
+    """
+    del request, receive  # part of the signature shared with the checks' own dialogue table
+    if service in ("smtp", "submission"):
+        return [
+            {"expect": _final_reply(r"2\d\d")},
+            {"send": "EHLO localhost.localdomain\r\n"},  # Net::SMTP's hello() default domain
+            {"expect": _final_reply(r"2\d\d")},
+            {"send": "QUIT\r\n"},
+        ]
+    if service == "ftp":
+        return [
+            {"expect": _final_reply(r"2\d\d")},
+            {"send": f"USER {login}\r\n"},
+            {"expect": _final_reply(r"3\d\d")},
+            {"send": f"PASS {passwd}\r\n"},
+            {"expect": _final_reply(r"2\d\d")},
+            {"send": "QUIT\r\n"},
+        ]
+    if service in ("pop", "pops"):
+        steps = [{"expect": r"(?i)^\+OK"}]
+        if login:
+            steps += [
+                {"send": f"USER {login}\r\n"},
+                {"expect": r"(?im)^\+OK"},
+                {"send": f"PASS {passwd}\r\n"},
+                {"expect": r"(?im)^\+OK"},
+            ]
+        return steps + [{"send": "QUIT\r\n"}]
+    if service in ("imap", "imaps"):
+        steps = [{"expect": r"(?i)^\*\s+(?:OK|PREAUTH)"}]
+        if login:
+            steps += [{"send": f"1 LOGIN {login} {_imap_quoted(passwd)}\r\n"}, {"expect": r"(?im)^1 OK"}]
+        return steps + [{"send": "2 LOGOUT\r\n"}]
+    if service == "nntp":
+        return [{"expect": r"^2"}, {"send": "QUIT\r\n"}]
+    if service == "sip":
+        uri = f"sip:{login or 'ldirectord@localhost'}"
+        return [
+            {
+                "send": f"OPTIONS {uri} SIP/2.0\r\n"
+                "Via: SIP/2.0/TCP directord.invalid;branch=z9hG4bKhjhs8ass877\r\n"
+                "Max-Forwards: 70\r\n"
+                f"To: <{uri}>\r\n"
+                f"From: <{uri}>;tag=1928301774\r\n"
+                "Call-ID: directord-check\r\n"
+                "CSeq: 63104 OPTIONS\r\n"
+                f"Contact: <{uri}>\r\n"
+                "Accept: application/sdp\r\n"
+                "Content-Length: 0\r\n\r\n"
+            },
+            {"expect": r"^SIP/2\.0 200 OK"},
+        ]
+    raise ValueError(f"no dialogue for service {service}")
 
 
 @dataclass
 class ServiceOut:
-    """One converted virtual service: YAML comments to put above it, and its mapping."""
+    """One converted virtual service: YAML comments to put above it, and its mapping.
+
+    ``credentials``: the check carries a password or a RADIUS secret (the output file is then
+    written readable by its owner only).
+    """
 
     comments: list[str] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    credentials: bool = False
 
 
 def _family_of(address: str) -> int:
@@ -98,6 +236,8 @@ class _Translator:
         self.issues = issues
         self.names: set[str] = set()
         self.service_name = "none"
+        self.base_fields: dict[str, Any] = {}  # the virtual's request_fields, which a real's pair overrides
+        self.negotiated = True  # the virtual's checktype is negotiate (or N: negotiate every time)
 
     def g(self, name: str) -> str:
         value = self.cfg.opt(name)
@@ -306,56 +446,145 @@ class _Translator:
             )
         return int(self.g("checkinterval"))
 
-    def receive_usable(self, receive: str, line: int, directive: str) -> bool:
-        """Whether ldirectord's ``receive`` pattern (a Perl regular expression) can be the ``expect_body``.
+    # -- health check: what ldirectord's check of each service type becomes
+
+    def label(self, v: LdVirtual) -> str:
+        """How the weaker-check list names a virtual: ``servicename (VIP:PORT/PROTO)``, its
+        address alone, or ``fwmark N``; then the ldirectord service type."""
+        if v.fwmark is not None:
+            where = f"fwmark {v.fwmark}"
+        elif v.family == socket.AF_INET6:
+            where = f"[{v.address}]:{v.port}/{v.protocol}"
+        else:
+            where = f"{v.address}:{v.port}/{v.protocol}"
+        name = (v.opt("servicename") or "").strip()
+        where = f"{name} ({where})" if name else where
+        return f"{where}, service {self.service_name}"
+
+    def weaker(self, v: LdVirtual, ldirectord: str, directord: str) -> None:
+        """Record that directord checks ``v``'s real servers less than ldirectord (see `Issues.weaker`)."""
+        self.issues.weaker(v.line, self.label(v), ldirectord, directord)
+
+    def receive_usable(self, v: LdVirtual, receive: str, line: int, what: str, instead: str) -> bool:
+        """Whether ldirectord's ``receive`` pattern (a Perl regular expression) can be matched by directord.
 
         directord's checker matches with RE2 (`director.config.re2_problem`);
         a pattern RE2 cannot compile (backreferences, lookaround...) is left
-        out with a warning: the check then tests the status only.
+        out and the virtual is listed as checked less than by ldirectord
+        (``what``: where ldirectord matches it; ``instead``: what directord
+        then checks).
         """
         problem = re2_problem(receive)
         if problem is None:
             return True
-        self.issues.warn(
-            line,
-            directive,
-            f"the receive pattern {quote(receive)} {problem}; left out: the HTTP check tests the status only",
+        self.weaker(
+            v,
+            f"matches the receive pattern {quote(receive)} (line {line}) on {what}",
+            f"{instead}: the pattern {problem}",
         )
         return False
 
+    def request_fields(
+        self, v: LdVirtual, service: str, request: str, receive: str, line: int, directive: str
+    ) -> dict[str, Any]:
+        """The check fields that ldirectord's ``request``/``receive`` pair decides for ``service``.
+
+        ``request`` is as stored by the parser (with its leading ``/``),
+        ``receive`` ``""`` when unset; ``line``/``directive`` say where the
+        pair was written (the virtual's ``request`` or a ``real`` line, whose
+        pair overrides the virtual's, as in ``ld_setup``).  Keys with ``None``
+        are left out of the check.  Services whose ldirectord check does not
+        use the pair (or whose use directord cannot express) give ``{}``.
+        """
+        if service in ("http", "https"):
+            if "://" in request:
+                path = "/" + request.split("://", 1)[1].partition("/")[2]
+                self.issues.warn(
+                    line,
+                    directive,
+                    f"the request {quote(request)} is a whole URL; directord "
+                    f"checks the real server itself with path {quote(path)}",
+                )
+                request = path
+            usable = bool(receive) and self.receive_usable(v, receive, line, "the body", "checks the status only")
+            return {"path": request, "expect_body": receive if usable else None}
+        if service == "dns":
+            return self.dns_fields(v, request, receive, line, directive)
+        if service == "simpletcp":
+            # check_simpletcp: substr($$r{request}, 1) with \n written as two characters made a
+            # newline; each line read is matched with the receive pattern.
+            text = request[1:].replace("\\n", "\n")
+            pattern = "(?s)."  # an empty receive matches any line
+            if receive:
+                if self.receive_usable(v, receive, line, "each line of the reply", "accepts any reply"):
+                    pattern = "(?m)" + receive
+            if v.protocol == "udp":
+                return {"send": text, "expect": pattern}
+            steps = ([{"send": text}] if text else []) + [{"expect": pattern}]
+            return {"dialogue": steps}
+        if service in ("mysql", "pgsql"):
+            return {"query": request[1:] if request.startswith("/") else request}
+        if service == "ftp" and receive:
+            self.weaker(
+                v,
+                f"downloads the file {quote(request[1:] or '/')} (line {line}) and matches its content "
+                f"with {quote(receive)}",
+                "logs in only (no data connection)",
+            )
+        return {}
+
+    def dns_fields(self, v: LdVirtual, request: str, receive: str, line: int, directive: str) -> dict[str, Any]:
+        """``check_dns``: Net::DNS's ``search(request)`` (type A; a PTR query when the request
+        is an address; the root when empty), up when an A record's address or a PTR record's
+        name matches ``receive``.  directord's ``expect`` is searched in the answer section as
+        zone-file text (``NAME TTL CLASS TYPE DATA`` per record), where the data is last on its
+        line: a receive anchored with ``^``/``$`` is anchored to the data's start/its line's end."""
+        name = request[1:] if request.startswith("/") else request
+        fields: dict[str, Any] = {"query_name": name or ".", "query_type": "A", "expect": None}
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            pass
+        else:
+            fields["query_name"], fields["query_type"] = address.reverse_pointer + ".", "PTR"
+        if not receive:
+            self.issues.warn(
+                line,
+                directive,
+                "no receive pattern: ldirectord's dns check then never succeeds (it needs an A or PTR "
+                "record matching it); directord accepts any answer with rcode NOERROR",
+            )
+            return fields
+        if self.receive_usable(v, receive, line, "the answer's A addresses and PTR names", "accepts any answer"):
+            pattern = receive
+            anchored_end = pattern.endswith("$") and not pattern.endswith("\\$")
+            if pattern.startswith("^"):
+                pattern = r"\s(?:" + pattern[1 : -1 if anchored_end else None] + ")"
+            elif anchored_end:
+                pattern = "(?:" + pattern[:-1] + ")"
+            if anchored_end:
+                pattern = "(?m)" + pattern + r"\.?$"
+            fields["expect"] = pattern
+        return fields
+
     def check(self, v: LdVirtual, out: ServiceOut) -> tuple[dict[str, Any], bool]:
-        """The service's ``check`` mapping; second value: whether per-real request/receive apply (HTTP)."""
+        """The service's ``check`` mapping; second value: whether a real server's own
+        request/receive pair changes its check (``ld_setup``: the pair overrides the virtual's)."""
         checktype = v.opt("checktype") or "negotiate"
         ct_line = v.opt_line("checktype")
         explicit_service = v.opt("service")
         if explicit_service is not None:
-            service, svc_line = explicit_service, v.opt_line("service")
+            service = explicit_service
         elif v.fwmark is not None:
-            service, svc_line = "none", v.line
+            service = "none"
         else:
-            service, svc_line = port_to_service(v.port), v.line
+            service = port_to_service(v.port)
         self.service_name = service
         checktimeout, negotiatetimeout = self.timeouts(v)
-        udp = v.protocol == "udp"
         fall = int(v.opt("failurecount") or self.g("failurecount"))
         check: dict[str, Any] = {}
-        http = False
-
-        def tcp_instead(line: int, directive: str, what: str, timeout: int) -> None:
-            if udp:
-                check["type"] = "none"
-                self.issues.warn(
-                    line,
-                    directive,
-                    f"{what} has no directord counterpart for UDP yet; the real "
-                    "servers are not checked (check type none)",
-                )
-            else:
-                check["type"] = "tcp"
-                check["timeout"] = timeout
-                self.issues.warn(
-                    line, directive, f"{what} has no directord counterpart yet; converted to a TCP connect check"
-                )
+        per_real = False
+        self.base_fields = {}
 
         if checktype.isdigit():
             self.issues.warn(
@@ -365,42 +594,28 @@ class _Translator:
                 "every N times): directord runs the negotiate check every time",
             )
             checktype = "negotiate"
+        self.negotiated = checktype == "negotiate"
+        comments = len(out.comments)
         if checktype == "negotiate":
-            if service in ("http", "https"):
-                http = True
-                check["type"] = service
-                check["timeout"] = negotiatetimeout
-                check["method"] = v.opt("httpmethod") or "GET"
-                check["path"] = v.opt("request") or "/"
-                host = v.opt("virtualhost")
-                if host:
-                    check["host"] = host
-                check["expect_status"] = HTTP_SUCCESS
-                receive = v.opt("receive")
-                if receive and self.receive_usable(receive, v.opt_line("receive"), "receive"):
-                    check["expect_body"] = receive
-                if service == "https":
-                    check["verify_tls"] = False
-                out.comments.append(
-                    f"{service} check: any 2xx answer counts, as for ldirectord (LWP); "
-                    "ldirectord's LWP also follows redirects, directord does not"
-                )
-            elif service == "none":
-                check["type"] = "none"
-                out.comments.append("service none: ldirectord's negotiate check always succeeds (check_none)")
-            else:
-                how = "explicit" if explicit_service else f"from port {v.port}" if v.fwmark is None else ""
-                tcp_instead(
-                    svc_line, "service", f"the {service} negotiate check ({how})".replace(" ()", ""), negotiatetimeout
-                )
+            per_real = self.negotiate(v, service, check, out, checktimeout, negotiatetimeout)
         elif checktype == "connect":
-            if udp:
-                tcp_instead(ct_line, "checktype", "checktype=connect on UDP (an ICMP ping in ldirectord)", checktimeout)
+            if v.protocol == "udp":
+                check["type"] = "ping"
+                check["timeout"] = checktimeout
+                self.issues.note(
+                    ct_line,
+                    "checktype",
+                    "checktype=connect on a UDP service: ldirectord pings the real server "
+                    "(check_ping), so the check is an ICMP echo (check type ping)",
+                )
+                self.ping_note(v)
             else:
                 check["type"] = "tcp"
                 check["timeout"] = checktimeout
         elif checktype == "ping":
-            tcp_instead(ct_line, "checktype", "checktype=ping (ICMP echo)", checktimeout)
+            check["type"] = "ping"
+            check["timeout"] = checktimeout
+            self.ping_note(v)
         elif checktype == "external":
             command = v.opt("checkcommand") or "/bin/true"
             check["type"] = "external"
@@ -437,25 +652,26 @@ class _Translator:
                 "checktype=off: ldirectord never brings a real server up (the fallback server "
                 "serves); an always failing check does the same"
             )
-        if not http:
-            for name in ("request", "receive", "httpmethod", "virtualhost"):
-                if v.opt(name) is not None:
-                    self.issues.warn(
-                        v.opt_line(name),
-                        name,
-                        "only used by checks directord does not run for this service; not converted",
-                    )
-        for name in ("login", "passwd", "database", "secret"):
-            if v.opt(name) is not None:
-                self.issues.warn(
-                    v.opt_line(name),
-                    name,
-                    f"only used by ldirectord's {service} check, which directord does not have; not converted",
-                )
+        allowed = CHECK_TYPES_BY_PROTOCOL.get(v.protocol)
+        if allowed is not None and check["type"] not in allowed:
+            # ldirectord's stream-socket checks (Net::SMTP, DBI...) on a UDP virtual, or its
+            # UDP RADIUS check on a TCP one: directord runs a check on the service's own protocol.
+            self.weaker(
+                v,
+                f"runs its {service} check over {'TCP' if v.protocol == 'udp' else 'UDP'}",
+                f"pings the real server (ICMP echo): a {v.protocol.upper()} virtual service takes "
+                f"check types {', '.join(allowed)}",
+            )
+            check.clear()
+            del out.comments[comments:]  # they described the check that is not kept
+            check["type"] = "ping"
+            check["timeout"] = checktimeout
+            per_real = False
+        self.unused_directives(v, service, checktype)
         port = v.opt("checkport")
-        if port is not None and check["type"] != "none":
+        if port is not None and check["type"] not in ("none", "ping"):
             check["port"] = int(port)
-        elif v.fwmark is not None and check["type"] not in ("none",):
+        elif v.fwmark is not None and check["type"] not in ("none", "ping"):
             known = SERVICE_PORTS.get(service)
             real_ports = {r.port for r in v.reals}
             if len(real_ports) == 1 and 0 not in real_ports:
@@ -489,10 +705,200 @@ class _Translator:
             "host",
             "expect_status",
             "expect_body",
+            "tls",
             "verify_tls",
+            "dialogue",
+            "send",
+            "expect",
+            "query_name",
+            "query_type",
+            "transport",
+            "login",
+            "password",
+            "secret",
+            "database",
+            "query",
             "command",
         )
-        return {k: check[k] for k in order if k in check}, http
+        return {k: check[k] for k in order if k in check}, per_real
+
+    def ping_note(self, v: LdVirtual) -> None:
+        """``check_ping`` sends up to ``checkcount`` echoes, each waiting ``checktimeout``."""
+        count = v.opt("checkcount") or self.cfg.opt("checkcount")
+        if count is not None and int(count) > 1:
+            line = v.opt_line("checkcount") if v.opt("checkcount") is not None else self.cfg.opt_line("checkcount")
+            self.issues.note(
+                line,
+                "checkcount",
+                f"ldirectord's ping check sends up to {count} echoes, each waiting checktimeout; "
+                "directord sends one per check and counts failed checks with fall",
+            )
+
+    def negotiate(
+        self,
+        v: LdVirtual,
+        service: str,
+        check: dict[str, Any],
+        out: ServiceOut,
+        checktimeout: int,
+        negotiatetimeout: int,
+    ) -> bool:
+        """Fill ``check`` with the counterpart of ldirectord's negotiate check of ``service``
+        (``_check_real``'s dispatch); return whether a real server's own request/receive pair
+        changes it.  Timeouts are the ones each ldirectord check uses (``negotiatetimeout``,
+        ``checktimeout`` for the RADIUS alarm)."""
+        request = v.opt("request") or "/"
+        receive = v.opt("receive") or ""
+        where = (v.opt_line("request") if v.opt("request") is not None else v.opt_line("receive"), "request")
+        login = v.opt("login") or ""
+        passwd = v.opt("passwd") or ""
+        check["timeout"] = negotiatetimeout
+        stream = v.protocol != "udp"  # ld_open_socket: a stream socket unless the virtual is UDP
+        per_real = service in ("http", "https", "dns", "simpletcp", "mysql", "pgsql", "ftp")
+        if service in ("http", "https"):
+            check["type"] = service
+            check["method"] = v.opt("httpmethod") or "GET"
+            host = v.opt("virtualhost")
+            if host:
+                check["host"] = host
+            check["expect_status"] = HTTP_SUCCESS
+            if service == "https":
+                check["verify_tls"] = "chain"
+                out.comments.append(
+                    "https check: the certificate must chain to a trusted CA, its name is not compared, "
+                    "as ldirectord's LWP check does (verify_hostname => 0)"
+                )
+            out.comments.append(
+                f"{service} check: any 2xx answer counts, as for ldirectord (LWP); "
+                "ldirectord's LWP also follows redirects, directord does not"
+            )
+        elif service == "none":
+            check["type"] = "none"
+            check.pop("timeout")
+            out.comments.append("service none: ldirectord's negotiate check always succeeds (check_none)")
+        elif service == "dns":
+            check["type"] = "dns"
+            check["transport"] = "tcp" if v.protocol == "tcp" else "udp"  # check_dns: usevc for tcp only
+        elif service == "radius":
+            secret = v.opt("secret")
+            if not secret:
+                self.issues.error(
+                    v.line,
+                    "secret",
+                    "a radius check without secret: ldirectord signs its Access-Request with an empty "
+                    "secret, which a RADIUS server drops, so its check never succeeds; write the "
+                    "server's shared secret with secret=",
+                )
+            check["type"] = "radius"
+            check["timeout"] = checktimeout  # check_radius: alarm checktimeout around the request
+            check["login"], check["password"], check["secret"] = login, passwd, secret or ""
+            out.credentials = True
+        elif service == "sip":
+            if stream:
+                check["type"] = "tcp"
+                check["dialogue"] = _dialogue_for("sip", login, passwd, request, receive)
+            else:
+                check["type"] = "sip"
+                if login:
+                    check["login"] = login
+                check["expect"] = r"^SIP/2\.0 200 OK"
+            if not login:
+                self.issues.note(
+                    v.line,
+                    "login",
+                    "sip without login: ldirectord asks for sip:ldirectord@HOSTNAME when service=sip is "
+                    "written (sip: with nothing otherwise); directord asks for its own default URI",
+                )
+        elif service in ("mysql", "pgsql"):
+            if not login or request in ("", "/"):
+                self.issues.error(
+                    v.line,
+                    "login" if not login else "request",
+                    f"a {service} check needs login= and request= (the query): without them "
+                    "ldirectord's check never succeeds (check_sql: 'Must specify a login and request "
+                    "string'); write both",
+                )
+            check["type"] = service
+            check["login"] = login
+            if passwd:
+                check["password"] = passwd
+                out.credentials = True
+            database = v.opt("database")
+            if database:
+                check["database"] = database
+            out.comments.append(
+                f"{service} check: ldirectord counts a real server up when the query returns at least one row"
+            )
+        elif service == "simpletcp":
+            check["type"] = "tcp" if stream else "udp"
+            if stream:
+                out.comments.append(
+                    "simpletcp check: ldirectord also half-closes the connection after sending the "
+                    "request (shutdown SHUT_WR); directord keeps it open until the reply matches"
+                )
+        elif service in ("smtp", "submission", "ftp", "pop", "pops", "imap", "imaps", "nntp"):
+            check["type"] = "tcp"
+            if service in ("pops", "imaps"):
+                check["tls"] = True
+                check["verify_tls"] = "full"
+                out.comments.append(
+                    f"{service}: TLS from the first byte; the certificate must chain to a trusted CA and "
+                    "name the real server's address, as IO::Socket::SSL's defaults (ldirectord) require"
+                )
+            if service == "ftp":
+                login = login or "anonymous"  # Net::FTP's login: $user ||= "anonymous"
+                passwd = passwd or "anonymous@"
+            check["dialogue"] = _dialogue_for(service, login, passwd, request, receive)
+            if v.opt("passwd"):
+                out.credentials = True
+        elif service in ("ldap", "ldaps"):
+            check["type"] = "tcp"
+            what = "a TLS handshake (certificate not verified, as Net::LDAP's default)" if service == "ldaps" else ""
+            if service == "ldaps":
+                check["tls"] = True
+                check["verify_tls"] = "none"
+            search = f"reads the entry {quote(request[1:])}" if request[1:] else "searches the root DSE"
+            self.weaker(
+                v,
+                f"binds ({'as ' + quote(login) if login and passwd else 'anonymously'}) and {search}"
+                + (f", matching its DN with {quote(receive)}" if receive else ""),
+                "connects" + (f" and completes {what}" if what else "") + " only (no LDAP bind)",
+            )
+        elif service == "oracle":
+            check["type"] = "tcp"
+            self.weaker(v, "logs in to Oracle and runs the request query", "connects only (no Oracle driver)")
+        else:  # http_proxy
+            check["type"] = "tcp"
+            self.weaker(
+                v,
+                f"fetches {quote(request[1:])} through the real server as an HTTP proxy",
+                "connects only",
+            )
+        if per_real:
+            base = self.request_fields(v, service, request, receive, *where)
+            self.base_fields = base
+            check.update({k: value for k, value in base.items() if value is not None})
+        return per_real
+
+    def unused_directives(self, v: LdVirtual, service: str, checktype: str) -> None:
+        """Report the check directives the converted check does not carry (``_LD_USES``)."""
+        negotiated = checktype == "negotiate"
+        used = _LD_USES.get(service, frozenset()) if negotiated else frozenset()
+        converted = _CONVERTED.get(service, frozenset()) if negotiated else frozenset()
+        for name in ("request", "receive", "httpmethod", "virtualhost", "login", "passwd", "database", "secret"):
+            if v.opt(name) is None or name in converted:
+                continue
+            line = v.opt_line(name)
+            if name in used:
+                self.issues.warn(
+                    line,
+                    name,
+                    f"used by ldirectord's {service} check, which directord runs differently "
+                    f"(see the weaker-check warning of line {v.line}); not converted",
+                )
+            else:
+                what = f"{service} negotiate check" if negotiated else f"checktype={checktype}"
+                self.issues.note(line, name, f"not used by ldirectord's {what} either; not converted")
 
     # -- fallback and real servers
 
@@ -550,7 +956,7 @@ class _Translator:
         return r.port
 
     def reals(
-        self, v: LdVirtual, forwarding: str, http: bool, check: dict[str, Any], fallback: dict[str, Any] | None
+        self, v: LdVirtual, forwarding: str, per_real: bool, check: dict[str, Any], fallback: dict[str, Any] | None
     ) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         seen: dict[tuple[str, int], int] = {}
@@ -603,7 +1009,8 @@ class _Translator:
                     f"with {r.forward} the kernel keeps the virtual port {v.port}; "
                     f"the check still goes to port {r.port}, as ldirectord's does",
                 )
-            if checked and "port" not in check and check["type"] not in ("none", "external") and checked != port:
+            unported = ("none", "external", "ping")
+            if checked and "port" not in check and check["type"] not in unported and checked != port:
                 own["port"] = checked
             known = SERVICE_PORTS.get(self.service_name)
             if (
@@ -612,7 +1019,7 @@ class _Translator:
                 and "port" not in check
                 and known
                 and known != port
-                and check["type"] not in ("none", "external")
+                and check["type"] not in unported
             ):
                 self.issues.note(
                     r.line,
@@ -627,30 +1034,32 @@ class _Translator:
                 and checked
                 and check.get("port") not in (None, checked)
                 and v.opt("checkport") is None
-                and check["type"] != "none"
+                and check["type"] not in ("none", "ping")
             ):
                 own["port"] = checked
             if r.request is not None or r.receive is not None:
-                if http:
-                    request = r.request or "/"
-                    if "://" in request:
-                        path = "/" + request.split("://", 1)[1].partition("/")[2]
-                        self.issues.warn(
-                            r.line,
-                            directive,
-                            f"the request {quote(request)} is a whole URL; directord "
-                            f"checks the real server itself with path {quote(path)}",
-                        )
-                        request = path
-                    own["path"] = request
-                    usable = r.receive and self.receive_usable(r.receive, r.line, directive)
-                    own["expect_body"] = r.receive if usable else None
-                else:
+                if per_real:
+                    base = self.base_fields
+                    fields = self.request_fields(
+                        v, self.service_name, r.request or "/", r.receive or "", r.line, directive
+                    )
+                    for key in [*base, *(k for k in fields if k not in base)]:
+                        if fields.get(key) != base.get(key):
+                            own[key] = fields.get(key)
+                elif "request" in _LD_USES.get(self.service_name, ()) and self.negotiated:
                     self.issues.warn(
                         r.line,
                         directive,
-                        "the per-real request/receive pair is only used by checks "
-                        "directord does not run for this service; not converted",
+                        f"the per-real request/receive pair is used by ldirectord's {self.service_name} "
+                        f"check, which directord runs differently (see the weaker-check warning of line "
+                        f"{v.line}); not converted",
+                    )
+                else:
+                    self.issues.note(
+                        r.line,
+                        directive,
+                        "the per-real request/receive pair is not used by this service's ldirectord "
+                        "check either; not converted",
                     )
             if own:
                 item["check"] = own

@@ -92,14 +92,18 @@ def test_check_from_the_virtual_port(port, kind):
     s, _ = service(f"virtual=192.168.6.240:{port}\n\treal=192.168.6.2:{port} gate\n")
     assert s["check"]["type"] == kind
     if kind == "https":
-        assert s["check"]["verify_tls"] is False
+        # LWP's verify_hostname => 0 leaves IO::Socket::SSL verifying the chain, not the name.
+        assert s["check"]["verify_tls"] == "chain"
 
 
-def test_port_53_is_udp_and_its_dns_check_is_reported():
+def test_port_53_is_udp_and_its_dns_check_is_a_dns_query():
     s, issues = service("virtual=192.168.6.240:53\n\treal=192.168.6.2:53 gate\n")
     assert s["protocol"] == "udp"
-    assert s["check"]["type"] == "none"
-    assert "test.cf:1: service: the dns negotiate check" in messages(issues, "warning")
+    c = s["check"]
+    # check_dns with the default request "/": Net::DNS search('') asks for the root, type A.
+    assert (c["type"], c["query_name"], c["query_type"], c["transport"]) == ("dns", ".", "A", "udp")
+    assert "expect" not in c
+    assert "test.cf:1: request: no receive pattern" in messages(issues, "warning")
 
 
 # --- virtual -----------------------------------------------------------------------------
@@ -273,7 +277,7 @@ def test_timeouts_default_to_each_other():
         ("off", "external", False),
         ("external", "external", False),
         ("external-perl", "external", True),
-        ("ping", "tcp", True),
+        ("ping", "ping", False),
         ("3", "http", True),
     ],
 )
@@ -292,36 +296,21 @@ def test_external_checkcommand():
     assert s["check"]["command"] == ["/usr/local/bin/check"] and s["check"]["timeout"] == 3
 
 
-def test_connect_on_udp_has_no_counterpart():
+def test_connect_on_udp_is_a_ping_as_in_ldirectord():
+    # _check_real: checktype connect on a UDP virtual runs check_ping.
     s, issues = service("virtual=192.168.6.240:53\n\treal=192.168.6.2:53 gate\n\tchecktype=connect\n")
-    assert s["check"]["type"] == "none"
-    assert "test.cf:3: checktype" in messages(issues, "warning")
+    assert s["check"]["type"] == "ping" and s["check"]["timeout"] == 5
+    assert "port" not in s["check"] and "check" not in s["real_servers"][0]
+    assert not messages(issues, "warning")
+    assert "test.cf:3: checktype: checktype=connect on a UDP service" in messages(issues, "note")
 
 
-@pytest.mark.parametrize(
-    "svc",
-    [
-        "ftp",
-        "smtp",
-        "pop",
-        "pops",
-        "imap",
-        "imaps",
-        "ldap",
-        "nntp",
-        "mysql",
-        "pgsql",
-        "oracle",
-        "sip",
-        "simpletcp",
-        "submission",
-        "http_proxy",
-    ],
-)
-def test_services_without_counterpart_become_tcp_connect(svc):
+@pytest.mark.parametrize("svc", ["ldap", "ldaps", "oracle", "http_proxy"])
+def test_services_without_counterpart_become_tcp_connect_listed_as_weaker(svc):
     s, issues = service(WEB + f"\tservice={svc}\n")
-    assert s["check"]["type"] == "tcp"
-    assert f"test.cf:3: service: the {svc} negotiate check" in messages(issues, "warning")
+    assert s["check"]["type"] == "tcp" and "dialogue" not in s["check"]
+    weaker = [i for i in issues if i.weaker]
+    assert len(weaker) == 1 and str(weaker[0]).startswith(f"test.cf:1: check: 192.168.6.240:80/tcp, service {svc}:")
 
 
 def test_http_directives():
@@ -362,14 +351,16 @@ def test_virtual_directive_errors_name_file_and_line(line, needle):
     assert any(e.startswith("test.cf:3:") and needle in e for e in errs), errs
 
 
-def test_per_real_request_receive_needs_an_http_check():
+def test_per_real_request_receive_unused_by_the_service_is_a_note():
+    # check_smtp reads neither request nor receive: nothing is lost.
     s, issues = service('virtual=192.168.6.240:25\n\treal=192.168.6.2:25 gate 1 "/x", "y"\n')
     assert "check" not in s["real_servers"][0]
-    assert "test.cf:2: real: the per-real request/receive" in messages(issues, "warning")
+    assert "test.cf:2: real: the per-real request/receive pair is not used" in messages(issues, "note")
+    assert not messages(issues, "warning")
 
 
 def test_login_and_password_are_reported_without_their_values():
-    _, issues = service(WEB + '\tservice=ftp\n\tlogin="anon"\n\tpasswd="s3cret-value"\n')
+    _, issues = service(WEB + '\tservice=ldap\n\tlogin="anon"\n\tpasswd="s3cret-value"\n')
     text = messages(issues)
     assert "test.cf:4: login" in text and "test.cf:5: passwd" in text
     assert "s3cret-value" not in text
@@ -555,10 +546,6 @@ def test_every_directive_sample_reports_each_unconverted_directive():
         "execute",
         "monitorfile",
         "ops",
-        "login",
-        "passwd",
-        "database",
-        "secret",
         "load",
         "logfile",
         "fork",
@@ -569,6 +556,12 @@ def test_every_directive_sample_reports_each_unconverted_directive():
         where = [n for n, line in enumerate(lines, 1) if line.strip().startswith(name + "=")]
         assert where, name
         assert any((n, name) in warned for n in where), name
+    # The credentials are carried by the checks that use them (pop, mysql, radius).
+    checks = {s["port"]: s["check"] for s in yaml.safe_load(result.text)["virtual_services"] if "port" in s}
+    assert "PASS secret-password\r\n" in [step.get("send") for step in checks[110]["dialogue"]]
+    assert (checks[3306]["login"], checks[3306]["password"], checks[3306]["database"]) == ("readuser", "pw", "portal")
+    assert checks[1812]["secret"] == "shared" and checks[1812]["type"] == "radius"
+    assert result.private
 
 
 def test_debian_sample_converts_as_shipped():
@@ -804,18 +797,29 @@ def test_fwmark_virtual6():
 def test_receive_re2_cannot_match_is_left_out_with_a_warning(pattern, reason):
     s, issues = service(WEB + "\tservice=http\n" + f'\treceive="{pattern}"\n')
     assert "expect_body" not in s["check"]
-    warning = messages(issues, "warning")
-    assert (
-        f"test.cf:4: receive: the receive pattern {pattern!r} is not a regular expression the checker can use: "
-        f"{reason} (it is matched with RE2 syntax" in warning
+    (weaker,) = [i for i in issues if i.weaker]
+    assert str(weaker) == (
+        "test.cf:1: check: 192.168.6.240:80/tcp, service http: weaker check than ldirectord's: ldirectord "
+        f"matches the receive pattern {pattern!r} (line 4) on the body; directord checks the status only: "
+        f"the pattern is not a regular expression the checker can use: {reason} (it is matched with RE2 "
+        "syntax: no backreferences, no lookahead or lookbehind)"
     )
-    assert "left out: the HTTP check tests the status only" in warning
+    assert messages(issues, "warning") == f"warning: {weaker}"
 
 
 def test_per_real_receive_re2_cannot_match_is_left_out_with_a_warning():
     s, issues = service('virtual=192.168.6.240:80\n\treal=192.168.6.9:80 gate 2 "ready.html", "(?<=x)ready"\n')
+    # The virtual has no receive pattern either: the real only overrides the path.
+    assert s["real_servers"][0]["check"] == {"path": "/ready.html"}
+    assert (
+        "test.cf:1: check: 192.168.6.240:80/tcp, service http: weaker check than ldirectord's: ldirectord "
+        "matches the receive pattern '(?<=x)ready' (line 2)" in messages(issues, "warning")
+    )
+    s, _ = service(
+        'virtual=192.168.6.240:80\n\treal=192.168.6.9:80 gate 2 "ready.html", "(?<=x)ready"\n\treceive="up"\n'
+    )
+    assert s["check"]["expect_body"] == "up"
     assert s["real_servers"][0]["check"] == {"path": "/ready.html", "expect_body": None}
-    assert "test.cf:2: real: the receive pattern '(?<=x)ready' is not a regular expression" in messages(issues)
 
 
 def test_receive_in_re2_syntax_is_kept():
