@@ -187,6 +187,8 @@ PROTOCOL_CHECKS: dict[str, tuple[str, str]] = {
     "sip": ("checks.sip", "check_sip"),
     "mysql": ("checks.sql", "check_mysql"),
     "pgsql": ("checks.sql", "check_pgsql"),
+    "ldap": ("checks.ldap", "check_ldap"),
+    "ftp": ("checks.ftp", "check_ftp"),
 }
 
 _DISPATCH = {
@@ -199,6 +201,8 @@ _DISPATCH = {
     "sip": _check_protocol,
     "mysql": _check_protocol,
     "pgsql": _check_protocol,
+    "ldap": _check_protocol,
+    "ftp": _check_protocol,
     "http": _check_http,
     "https": _check_http,
     "external": _check_external,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 CheckType = Literal[
-    "tcp", "http", "https", "none", "external", "dns", "udp", "ping", "radius", "sip", "mysql", "pgsql"
+    "tcp", "http", "https", "none", "external", "dns", "udp", "ping", "radius", "sip", "mysql", "pgsql", "ldap", "ftp"
 ]  # fmt: skip
 
 #: TLS verification modes of ``https`` and of TLS in a ``tcp`` dialogue (`CheckSpec.verify_tls`).
@@ -89,7 +89,7 @@ class CheckSpec:
             means the system's store.
         sni: TLS server name sent (SNI, RFC 6066 section 3); ``None`` means
             ``host`` without its port when set, else no SNI.
-        tls: ``tcp``: TLS from the first byte (smtps, pop3s, imaps, ldaps).
+        tls: ``tcp``, ``ldap``: TLS from the first byte (smtps, pop3s, imaps, ldaps).
         dialogue: ``tcp``: steps run in order after connecting, each
             ``("send", text)`` (text sent as Latin-1 bytes), ``("expect",
             regex)`` (read until the RE2 regex matches what arrived since the
@@ -107,12 +107,15 @@ class CheckSpec:
             service's protocol (UDP for a fwmark service).
         expect_rcode: ``dns``: the response code that passes (``NOERROR``,
             ``NXDOMAIN``...).
-        login: ``radius``/``mysql``/``pgsql``: the user name; ``sip``: the
-            URI's ``user@host`` (as ldirectord's ``login``).
+        login: ``radius``/``mysql``/``pgsql``/``ftp``: the user name; ``ldap``: the bind
+            DN (anonymous bind when unset); ``sip``: the URI's ``user@host`` (as
+            ldirectord's ``login``).
         password: ``radius``/``mysql``/``pgsql``: the user's password.
         secret: ``radius``: the shared secret (RFC 2865 section 3).
         database: ``mysql``/``pgsql``: the database to connect to.
-        query: ``mysql``/``pgsql``: a query run after connecting.
+        query: ``mysql``/``pgsql``: a query run after connecting; ``ldap``: the base DN
+            of a base-scope search for ``(objectClass=*)`` that must find one entry;
+            ``ftp``: the path of a file fetched (its first 64 KiB matched by ``expect``).
         agent_port: the port of the real server's agent (HAProxy's ``agent-check``,
             `checks.agent`), asked after each passing check for a weight or a state;
             ``None``: no agent.

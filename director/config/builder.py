@@ -128,7 +128,7 @@ MAX_COMMAND_ARGS = 256
 MAX_COMMAND_ARG = 4096
 #: The check types each protocol of a virtual service takes (a fwmark service takes them all).
 CHECK_TYPES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
-    "tcp": ("tcp", "http", "https", "dns", "mysql", "pgsql", "ping", "external", "none"),
+    "tcp": ("tcp", "http", "https", "dns", "mysql", "pgsql", "ldap", "ftp", "ping", "external", "none"),
     "udp": ("udp", "dns", "radius", "sip", "ping", "external", "none"),
     "sctp": ("ping", "external", "none"),
 }
@@ -279,8 +279,8 @@ def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...],
         yield ("sni",), f"sni must be a DNS name, got {quote(bounded(spec.sni, 60))}"
     if spec.dialogue and spec.type != "tcp":
         yield ("dialogue", "type"), f"dialogue is for tcp checks; the check type is {spec.type}"
-    if spec.tls and spec.type != "tcp":
-        yield ("tls", "type"), f"tls is for tcp checks (https has TLS already); the check type is {spec.type}"
+    if spec.tls and spec.type not in ("tcp", "ldap"):
+        yield ("tls", "type"), f"tls is for tcp and ldap checks (https has TLS already); the check type is {spec.type}"
     if len(spec.dialogue) > MAX_DIALOGUE_STEPS:
         yield ("dialogue",), f"dialogue has {len(spec.dialogue)} steps; at most {MAX_DIALOGUE_STEPS}"
     tls = spec.tls

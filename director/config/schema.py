@@ -111,7 +111,8 @@ class CheckSchema(_Schema):
     type: CheckType = Field(
         _SPEC.type,
         description="`tcp` (connect, then an optional `dialogue`), `http`, `https`, `dns`, `udp` (a datagram and "
-        "its reply), `ping` (ICMP echo), `radius` (Access-Request), `sip` (OPTIONS), `mysql`, `pgsql`, `none` "
+        "its reply), `ping` (ICMP echo), `radius` (Access-Request), `sip` (OPTIONS), `mysql`, `pgsql`, `ldap` (bind "
+        "and a base search), `ftp` (login and an optional download), `none` "
         "(always up), `external` (a command). UDP services take `dns`, `udp`, `radius`, `sip`; every service takes "
         "`ping`, `external`, `none`.",
     )
@@ -182,7 +183,7 @@ class CheckSchema(_Schema):
         "StrictModes: owned by root, not writable by group or others, nor any directory on its path unless "
         "sticky like `/tmp`); `directord check` refuses one that is not, and the checker does not run it.",
     )
-    tls: bool = Field(_SPEC.tls, description="`tcp`: TLS from the first byte (smtps, pop3s, imaps, ldaps).")
+    tls: bool = Field(_SPEC.tls, description="`tcp`, `ldap`: TLS from the first byte (smtps, pop3s, imaps, ldaps).")
     dialogue: list[DialogueStepSchema] = Field(
         default_factory=list,
         description="`tcp`: steps run in order once connected, each a mapping of one key: `send: TEXT` (sent as "
@@ -210,14 +211,20 @@ class CheckSchema(_Schema):
     )
     login: str | None = Field(
         _SPEC.login,
-        description="`radius`, `mysql`, `pgsql`: the user name; `sip`: the URI's `user@host` (ldirectord's `login`). "
+        description="`radius`, `mysql`, `pgsql`, `ftp`: the user name; `ldap`: the bind DN (unset: anonymous); `sip`: "
+        "the URI's `user@host` (ldirectord's `login`). "
         "`radius` with a login passes on Access-Accept only (as ldirectord); without, it sends User-Name `directord` "
         "and any authenticated answer passes (Accept, Reject, Challenge). `sip` without: `directord@<RIP>`.",
     )
     password: str | None = Field(_SPEC.password, description="`radius`, `mysql`, `pgsql`: the password.")
     secret: str | None = Field(_SPEC.secret, description="`radius`: the shared secret (RFC 2865).")
     database: str | None = Field(_SPEC.database, description="`mysql`, `pgsql`: the database to connect to.")
-    query: str | None = Field(_SPEC.query, description="`mysql`, `pgsql`: a query run once connected.")
+    query: str | None = Field(
+        _SPEC.query,
+        description="`mysql`, `pgsql`: a query run once connected; `ldap`: the base DN of a base-scope search that "
+        "must find one entry (its DN matched by `expect`); `ftp`: a file downloaded (its first 64 KiB matched by "
+        "`expect`).",
+    )
     agent_port: int | None = Field(
         _SPEC.agent_port,
         description="The port of an agent on the real server (HAProxy's agent-check), asked after each passing "
