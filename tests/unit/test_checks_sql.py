@@ -106,6 +106,13 @@ class Silent:
         self.server.close()
 
 
+async def other_tasks() -> set[asyncio.Task[object]]:
+    """The event loop's tasks besides the test's own, once those that are ending have ended."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    return asyncio.all_tasks() - {asyncio.current_task()}  # type: ignore[operator]
+
+
 async def assert_times_out(check_type: str, spec: dict[str, object]) -> None:
     """run_check against a listener that never answers: timed out, in time, socket closed."""
     silent = await Silent.start()
@@ -124,6 +131,7 @@ async def assert_times_out(check_type: str, spec: dict[str, object]) -> None:
                 break
             await asyncio.sleep(0.01)
         assert silent.closed == 1
+        assert await other_tasks() == set()  # nothing left running
     finally:
         await silent.stop()
 
@@ -200,7 +208,11 @@ class PgCluster:
         )
 
     def start(self) -> None:
-        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off"
+        # client_connection_check_interval: a backend ends soon after its client closes, even in a query
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+            "-c client_connection_check_interval=100ms"
+        )
         self.pg_ctl("-w", "-t", "20", "-l", str(self.root / "log"), "-o", options, "start")
 
     def stop(self) -> None:
@@ -322,11 +334,28 @@ async def test_pgsql_stopped_server_fails_refused(pg):
     assert (await run_check(pg_target(pg), None)).ok  # and up again once restarted
 
 
-async def test_pgsql_query_past_the_timeout_times_out(pg):
+async def check_sessions(pg: PgCluster) -> int:
+    """How many sessions the checks have open on the server (their application_name)."""
+    conn = await asyncpg.connect(host=str(pg.root), port=pg.port, user="postgres", database="postgres")
+    try:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'directord'"
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+async def test_pgsql_query_past_the_timeout_times_out_and_its_session_ends(pg):
     start = time.monotonic()
     result = await run_check(pg_target(pg, query="SELECT pg_sleep(5)", timeout=0.5), None)
     assert result.timed_out and result.reason == "timeout after 0.5 s"
     assert time.monotonic() - start < 1.0
+    assert await other_tasks() == set()  # asyncpg's CancelRequest task is cancelled with the connection
+    # the check closed its connection: the backend, still in pg_sleep, notices and ends
+    for _ in range(40):
+        if await check_sessions(pg) == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await check_sessions(pg) == 0
 
 
 async def test_pgsql_server_that_never_answers_times_out_and_the_socket_is_closed():
