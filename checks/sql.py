@@ -317,7 +317,8 @@ async def check_mysql(target: CheckTarget) -> tuple[bool, str]:
     Returns:
         ``(True, "logged in")`` without a query; ``(True, "query returned a row")``,
         ``(True, "row matches 'RE'")``; ``(False, reason)`` for an error the server
-        reported (``MySQL error 1045: Access denied for user ...``), a query without
+        reported (``MySQL error 1045: Access denied for user ...``, ``query failed:
+        MySQL error 1064: You have an error in your SQL syntax...``), a query without
         rows, a row that does not match, a server that sent too much before the first
         row (``server sent more than 1 MiB``), or a missing aiomysql
         (`MISSING_AIOMYSQL`).
@@ -347,6 +348,7 @@ async def check_mysql(target: CheckTarget) -> tuple[bool, str]:
         connect_timeout=spec.timeout,
         program_name=_CLIENT_NAME,
     )
+    stage = ""
     try:
         try:
             # aiomysql.connect() is this, but returns the connection only once logged in:
@@ -355,6 +357,7 @@ async def check_mysql(target: CheckTarget) -> tuple[bool, str]:
             if spec.query is None:
                 result = True, "logged in"
             else:
+                stage = "query failed: "
                 cursor = await conn.cursor(aiomysql.SSCursor)
                 await cursor.execute(spec.query)
                 row = await cursor.fetchone()
@@ -369,8 +372,8 @@ async def check_mysql(target: CheckTarget) -> tuple[bool, str]:
             cause = exc.__cause__
             if isinstance(cause, OSError) and not isinstance(cause, TimeoutError):
                 raise cause from None
-            return False, _message(exc)
+            return False, stage + _message(exc)
         except ReadLimitError as exc:
-            return False, str(exc)
+            return False, stage + str(exc)
     finally:
         conn.close()

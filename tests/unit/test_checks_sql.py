@@ -487,7 +487,7 @@ async def test_mysql_query_without_rows_fails(mariadb):
 async def test_mysql_query_error_fails_with_the_servers_message(mariadb):
     result = await run_check(my_target(mariadb, query="SELEC 1"), None)
     assert not result.ok
-    assert result.reason.startswith("MySQL error 1064: You have an error in your SQL syntax")
+    assert result.reason.startswith("query failed: MySQL error 1064: You have an error in your SQL syntax")
 
 
 async def test_mysql_wrong_password_fails(mariadb):
