@@ -35,6 +35,7 @@ from pydantic import BaseModel, ValidationError
 
 from checks.external import command_problem
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS, CheckSpec
+from checks.sql import missing_driver
 from director.config.ha import parse_ha
 from director.config.issues import ConfigIssue, bounded, describe, quote
 from director.config.located import Path, YamlMap, YamlSeq, field_path, locate
@@ -335,6 +336,9 @@ def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...],
         yield ("secret", "type"), "a radius check needs secret: the shared secret of the RADIUS server"
     if spec.type in ("mysql", "pgsql") and not spec.login:
         yield ("login", "type"), f"a {spec.type} check needs login: the user it connects as"
+    missing = missing_driver(spec.type)
+    if missing is not None:  # every real server of the service would be down
+        yield ("type",), missing
     for name in ("login", "password", "secret", "database", "query"):
         value = getattr(spec, name)
         if value is not None and len(value) > MAX_CREDENTIAL:

@@ -30,6 +30,7 @@ import pytest
 from checks import sql
 from checks.base import CheckTarget, run_check
 from checks.spec import MAX_EXPECT_READ, CheckSpec
+from director.config import ConfigError, parse_config
 
 try:
     import asyncpg
@@ -169,7 +170,15 @@ async def test_a_missing_driver_fails_the_check_naming_the_extra(monkeypatch, ch
     assert not result.ok
     assert result.reason == reason
     assert f"directord[{check_type}]" in reason
-    assert sql.missing_driver(check_type) == reason  # what the configuration loader can say
+    assert sql.missing_driver(check_type) == reason
+    # and the configuration loader refuses such a check, naming the extra at the check's type
+    text = (
+        "virtual_services:\n  - {address: 10.0.0.1, port: 5432, real_servers: [{address: 10.0.0.2}],\n"
+        f"     check: {{type: {check_type}, login: {LOGIN}}}}}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.yaml")
+    assert [(i.line, i.field, i.message) for i in info.value.issues] == [(3, "virtual_services[0].check.type", reason)]
 
 
 @pytest.mark.parametrize(("check_type", "module"), [("pgsql", asyncpg), ("mysql", aiomysql), ("tcp", "no driver")])
