@@ -196,8 +196,8 @@ class CheckSchema(_Schema):
     expect: str | None = Field(
         _SPEC.expect,
         description="RE2 regex the answer must match: `udp` the reply, `dns` the answer section (one record per "
-        "line, zone-file text), `mysql`/`pgsql` the query's first row (values joined by tabs, NULL as empty), `sip` the status "
-        "line. Unset: any answer passes (`sip`: status 200).",
+        "line, zone-file text), `mysql`/`pgsql` the query's first row (values joined by tabs, NULL as empty), "
+        "`sip` the status line. Unset: any answer passes (`sip`: status 200).",
     )
     query_name: str | None = Field(_SPEC.query_name, description="`dns`: the name asked for (required).")
     query_type: str = Field(_SPEC.query_type, description="`dns`: the record type asked for: `A`, `AAAA`, `MX`...")
