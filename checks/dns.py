@@ -11,7 +11,8 @@ or TCP with the 2-byte length prefix of RFC 1035 section 4.2.2.
   (``ok.test. 0 IN A 192.0.2.7``), matches that RE2 regex (reason ``"DNS NOERROR, 1 answer"``);
 - fails: another rcode (``"DNS rcode NXDOMAIN"``); the answer does not match (``"answer does not
   match '192\\.0\\.2\\.7'"``); a truncated UDP reply (``"reply truncated (TC); use transport:
-  tcp"``); a malformed reply; an ICMP port unreachable (``"ICMP port unreachable"``, at once);
+  tcp"``); a malformed reply; an ICMP port unreachable (``"ICMP port unreachable"``, at once)
+  or another ICMP error (``"no route to host"``..., at once too: `checks.udp.report_icmp_errors`);
   a refused TCP connection; no reply within ``spec.timeout`` (`checks.base.run_check`'s
   ``timed_out``).
 
@@ -45,6 +46,7 @@ import dns.rdatatype
 
 from checks.http import body_matches, compile_body_pattern
 from checks.tcp import socket_address
+from checks.udp import report_icmp_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
@@ -196,6 +198,7 @@ async def check_dns(target: CheckTarget) -> tuple[bool, str]:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        report_icmp_errors(sock, family)
         sock.connect(sockaddr)  # UDP: no packet, never blocks; from now on only its datagrams arrive
         await loop.sock_sendall(sock, query)
         for _ in range(MAX_STRAYS + 1):

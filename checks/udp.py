@@ -8,7 +8,8 @@ socket receives from its peer only):
   decoded as Latin-1 (reason ``"reply of 4 bytes"``);
 - fails: the reply does not match (``"reply does not match 'PONG'"``); an ICMP port
   unreachable comes back (the connected socket's ``ECONNREFUSED``: ``"ICMP port
-  unreachable"``, at once); another ICMP error (``"no route to host"``...); no reply within
+  unreachable"``, at once); another ICMP error (``"no route to host"``..., at once too:
+  `report_icmp_errors`); no reply within
   ``spec.timeout`` (`checks.base.run_check`'s ``timed_out``).
 
 ldirectord has no UDP check of its own (its UDP services are checked with ``ping``, ``dns``,
@@ -31,7 +32,27 @@ from checks.tcp import socket_address
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
 
-__all__ = ["check_udp", "datagram_of"]
+__all__ = ["check_udp", "datagram_of", "report_icmp_errors"]
+
+_IP_RECVERR = 11  # <linux/in.h>
+_IPV6_RECVERR = 25  # <linux/in6.h>
+
+
+def report_icmp_errors(sock: socket.socket, family: int) -> None:
+    """Have every ICMP error about ``sock``'s datagrams fail its next receive at once.
+
+    Without it Linux reports only the "hard" errors to a connected datagram socket (port or
+    protocol unreachable: ``ECONNREFUSED``...); with ``IP_RECVERR`` / ``IPV6_RECVERR`` (ip(7),
+    ipv6(7)) also a host or network unreachable from a router on the way (``EHOSTUNREACH``,
+    ``ENETUNREACH``), which would otherwise leave the check waiting for its time limit.
+
+    Raises:
+        OSError: the option cannot be set (not an IP socket).
+    """
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -69,6 +90,7 @@ async def check_udp(target: CheckTarget) -> tuple[bool, str]:
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
+        report_icmp_errors(sock, family)
         sock.connect(sockaddr)  # UDP: no packet, never blocks; from now on only its replies arrive
         await loop.sock_sendall(sock, datagram_of(spec.send))
         reply = await loop.sock_recv(sock, MAX_EXPECT_READ)
