@@ -16,8 +16,11 @@ namespace, is ``1 0``: nobody, root included.  The kernel then picks the echo id
 in the checksum, and hands the socket only the replies carrying that identifier.  When such a
 socket is refused (``EACCES``), the check uses a raw socket (``CAP_NET_RAW``, as root) from then
 on for that address family, connected to the RIP (the kernel delivers it only packets from the
-RIP) and filtered to echo replies (``ICMP_FILTER``, ``ICMP6_FILTER`` of RFC 3542 section 3.2);
-the identifier is then this process's (`IDENT`) and the sequence number tells the checks apart.
+RIP), filtered to echo replies (``ICMP_FILTER``, ``ICMP6_FILTER`` of RFC 3542 section 3.2) and
+to its own identifier and sequence number (a classic BPF program, `filter_echo_reply`): the
+identifier is then this process's (`IDENT`) and the sequence number tells the checks apart.
+Without that filter every raw socket would get a copy of every echo reply from its RIP: the
+checks of the services sharing a real server would read each other's replies.
 `ha.probe` pings the HA layer's ping nodes from raw sockets with the same codec
 (`checks.icmp`), another identifier and another payload.
 
@@ -31,6 +34,7 @@ an echo reply from the RIP.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import os
 import socket
@@ -44,7 +48,15 @@ from checks.udp import report_icmp_errors
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
 
-__all__ = ["check_ping", "open_icmp_socket", "IDENT", "PAYLOAD", "MAX_STRAYS"]
+__all__ = [
+    "check_ping",
+    "open_icmp_socket",
+    "echo_reply_filter",
+    "filter_echo_reply",
+    "IDENT",
+    "PAYLOAD",
+    "MAX_STRAYS",
+]
 
 #: The echo payload of the check (16 bytes), compared in the reply.
 PAYLOAD = b"directord-check\x00"
@@ -113,6 +125,59 @@ def open_icmp_socket(family: int) -> tuple[socket.socket, bool]:
     return sock, True
 
 
+# classic BPF, <linux/filter.h>
+_BPF_LD, _BPF_LDX, _BPF_JMP, _BPF_RET = 0x00, 0x01, 0x05, 0x06
+_BPF_H, _BPF_B = 0x08, 0x10
+_BPF_ABS, _BPF_IND, _BPF_MSH = 0x20, 0x40, 0xA0
+_BPF_JEQ, _BPF_K = 0x10, 0x00
+_SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>
+_INSN = struct.Struct("=HBBI")  # struct sock_filter: code, jt, jf, k
+
+
+def echo_reply_filter(ident: int, seq: int, *, ipv6: bool) -> bytes:
+    """A classic BPF program (an array of ``struct sock_filter``) for a raw ICMP socket that
+    accepts only the messages with identifier ``ident`` and sequence number ``seq`` (bytes 4-7
+    of the ICMP header, RFC 792 / RFC 4443 section 4.2) and drops every other.
+
+    An IPv4 raw socket's filter sees the IP header first (its length from the IHL field: the
+    ``BPF_MSH`` load); an ICMPv6 raw socket's sees the ICMPv6 message.  The message type is
+    left to ``ICMP_FILTER``/``ICMP6_FILTER`` (`open_icmp_socket`).
+
+    Raises:
+        ValueError: ident or seq out of 0..65535.
+    """
+    if not (0 <= ident <= 0xFFFF and 0 <= seq <= 0xFFFF):
+        raise ValueError("ident and seq are 16-bit values")
+    if ipv6:
+        mode, start = _BPF_ABS, []
+    else:
+        mode, start = _BPF_IND, [(_BPF_LDX | _BPF_B | _BPF_MSH, 0, 0, 0)]  # X = 4 * (IP[0] & 0x0f)
+    program = [
+        *start,
+        (_BPF_LD | _BPF_H | mode, 0, 0, 4),  # A = identifier
+        (_BPF_JMP | _BPF_JEQ | _BPF_K, 0, 3, ident),
+        (_BPF_LD | _BPF_H | mode, 0, 0, 6),  # A = sequence number
+        (_BPF_JMP | _BPF_JEQ | _BPF_K, 0, 1, seq),
+        (_BPF_RET | _BPF_K, 0, 0, 0xFFFF),  # accept (up to 65535 bytes)
+        (_BPF_RET | _BPF_K, 0, 0, 0),  # drop
+    ]
+    return b"".join(_INSN.pack(*insn) for insn in program)
+
+
+def filter_echo_reply(sock: socket.socket, ident: int, seq: int) -> None:
+    """Attach `echo_reply_filter` to the raw ICMP or ICMPv6 socket ``sock`` (``SO_ATTACH_FILTER``,
+    socket(7)); the kernel copies the program.
+
+    Raises:
+        OSError: the kernel refuses the filter.
+        ValueError: ident or seq out of range.
+    """
+    program = echo_reply_filter(ident, seq, ipv6=sock.family == socket.AF_INET6)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("@HP", len(program) // _INSN.size, ctypes.addressof(buffer))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)
+
+
 async def check_ping(target: CheckTarget) -> tuple[bool, str]:
     """Send one echo request to ``target.rip`` and wait for its reply (``target.rport`` is unused).
 
@@ -134,8 +199,12 @@ async def check_ping(target: CheckTarget) -> tuple[bool, str]:
     try:
         sock.setblocking(False)
         report_icmp_errors(sock, family)
+        ident = IDENT
+        if raw:
+            filter_echo_reply(sock, ident, seq)
         sock.connect(sockaddr)  # no packet; the kernel delivers this socket only the RIP's packets
-        ident = IDENT if raw else sock.getsockname()[1]
+        if not raw:
+            ident = sock.getsockname()[1]  # the kernel's (see the module's docstring)
         await loop.sock_sendall(sock, encode_echo_request(ident, seq, PAYLOAD, ipv6=ipv6))
         for _ in range(MAX_STRAYS + 1):
             data = await loop.sock_recv(sock, _READ)

@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 
 import pytest
 from netnsprobe import netns_problem, netns_skip
 
 import checks.ping
 from checks.base import CheckTarget, run_check
+from checks.icmp import decode_echo_message, decode_echo_reply, encode_echo_request
+from checks.ping import echo_reply_filter, filter_echo_reply
 from checks.spec import CheckSpec
 from director.lab import netns as N
 
@@ -126,3 +129,76 @@ def test_udp_and_dns_fail_at_once_on_icmp_errors(pair):
         (False, "network is unreachable", False),
     ] * 2
     assert all(r.duration < 0.2 for r in results), [r.duration for r in results]
+
+
+def test_echo_reply_filter_program():
+    """The classic BPF programs, instruction by instruction, as ``tcpdump -dd`` prints them
+    (``{ code, jt, jf, k }``; codes from <linux/filter.h>)."""
+
+    def decode(program: bytes) -> list[tuple[int, int, int, int]]:
+        return [tuple(insn) for insn in struct.iter_unpack("=HBBI", program)]  # type: ignore[misc]
+
+    assert decode(echo_reply_filter(0x1234, 7, ipv6=True)) == [
+        (0x28, 0, 0, 4),  # ldh [4]: the identifier (the ICMPv6 message comes first)
+        (0x15, 0, 3, 0x1234),  # jeq #0x1234, else drop
+        (0x28, 0, 0, 6),  # ldh [6]: the sequence number
+        (0x15, 0, 1, 7),  # jeq #7, else drop
+        (0x06, 0, 0, 0xFFFF),  # ret #65535: accept
+        (0x06, 0, 0, 0),  # ret #0: drop
+    ]
+    assert decode(echo_reply_filter(0xFFFF, 0, ipv6=False)) == [
+        (0xB1, 0, 0, 0),  # ldxb 4*([0]&0xf): X = the IPv4 header's length
+        (0x48, 0, 0, 4),  # ldh [x + 4]
+        (0x15, 0, 3, 0xFFFF),
+        (0x48, 0, 0, 6),  # ldh [x + 6]
+        (0x15, 0, 1, 0),
+        (0x06, 0, 0, 0xFFFF),
+        (0x06, 0, 0, 0),
+    ]
+    with pytest.raises(ValueError):
+        echo_reply_filter(0x10000, 0, ipv6=False)
+
+
+@needs_netns
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_raw_socket_gets_only_its_reply(pair, address):
+    """Inside a namespace: echo requests with three (identifier, sequence) pairs to ``address``;
+    the raw socket filtered for one of them reads that reply alone, an unfiltered one all three."""
+    a, _b = pair
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+
+    def scenario() -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        sender = socket.socket(family, socket.SOCK_RAW, proto)
+        filtered = socket.socket(family, socket.SOCK_RAW, proto)
+        unfiltered = socket.socket(family, socket.SOCK_RAW, proto)
+        try:
+            filter_echo_reply(filtered, 0x4321, 9)
+            for sock in (filtered, unfiltered):
+                sock.connect((address, 0))
+                sock.settimeout(0.2)
+            for ident, seq in ((0x4321, 10), (0x4322, 9), (0x4321, 9)):
+                sender.sendto(encode_echo_request(ident, seq, b"x", ipv6=family == socket.AF_INET6), (address, 0))
+            seen = []
+            for sock in (filtered, unfiltered):
+                got = []
+                while True:
+                    try:
+                        data = sock.recv(512)
+                    except TimeoutError:
+                        break
+                    if family == socket.AF_INET6:
+                        reply = decode_echo_message(data, ipv6=True)
+                    else:
+                        reply = decode_echo_reply(data)
+                    if reply is not None:  # the unfiltered one also reads the requests
+                        got.append(reply[:2])
+                seen.append(got)
+            return seen[0], seen[1]
+        finally:
+            for sock in (sender, filtered, unfiltered):
+                sock.close()
+
+    filtered, unfiltered = N.call_in_netns(a, scenario)
+    assert filtered == [(0x4321, 9)]
+    assert sorted(unfiltered) == [(0x4321, 9), (0x4321, 10), (0x4322, 9)]
