@@ -2,8 +2,9 @@
 
 The query (RFC 1035 section 4.1) asks for ``spec.query_name`` / ``spec.query_type`` in class
 IN, with recursion desired (RD) and no EDNS, as ldirectord's ``check_dns`` does through
-Net::DNS's resolver.  It goes to RIP:port over ``spec.transport``: UDP from a connected socket,
-or TCP with the 2-byte length prefix of RFC 1035 section 4.2.2.
+Net::DNS's resolver (Net::DNS 1.36: RD set, a UDP size of 512, so no OPT record).  It goes to
+RIP:port over ``spec.transport``, by default the virtual service's protocol as in ldirectord:
+UDP from a connected socket, or TCP with the 2-byte length prefix of RFC 1035 section 4.2.2.
 
 - passes: a reply to this query (same ID, QR set, same question; RFC 1035 section 7.3) whose
   rcode is ``spec.expect_rcode`` (RFC 1035 section 4.1.1; default ``NOERROR``) and, when
@@ -12,10 +13,10 @@ or TCP with the 2-byte length prefix of RFC 1035 section 4.2.2.
   Without ``expect`` only the header and the question are read (`judge_reply`);
 - fails: another rcode (``"DNS rcode NXDOMAIN"``); the answer does not match (``"answer does not
   match '192\\.0\\.2\\.7'"``); a truncated UDP reply (``"reply truncated (TC); use transport:
-  tcp"``); a malformed answer section (with ``expect``); an ICMP port unreachable (``"ICMP port unreachable"``, at once)
-  or another ICMP error (``"no route to host"``..., at once too: `checks.udp.report_icmp_errors`);
-  a refused TCP connection; no reply within ``spec.timeout`` (`checks.base.run_check`'s
-  ``timed_out``).
+  tcp"``); a malformed answer section (with ``expect``); an ICMP port unreachable (``"ICMP port
+  unreachable"``, at once) or another ICMP error (``"no route to host"``..., at once too:
+  `checks.udp.report_icmp_errors`); a refused TCP connection; no reply within ``spec.timeout``
+  (`checks.base.run_check`'s ``timed_out``).
 
 Over UDP a datagram that is not a reply to this query (another ID or question: a stray or a
 spoofed one) is ignored and the check goes on waiting, up to `MAX_STRAYS` of them.  Over TCP
