@@ -12,35 +12,16 @@ is alive:
   interface that carries a resource address.
 
 `Connectivity` is what a node reports to its peer; the node with the worse
-report hands its groups to the other (`ha.node`). The ICMP echo codec here
-is pure and byte-tested; the probing I/O is `ha.probe`.
-
-Sources: RFC 792 (ICMP echo, the Internet checksum of RFC 1071), RFC 4443
-(ICMPv6 echo: type 128/129; the kernel fills in the ICMPv6 checksum of a raw
-socket, RFC 3542 section 3.1).
+report hands its groups to the other (`ha.node`). The probing I/O is
+`ha.probe`, with the ICMP echo codec of `checks.icmp` (shared with the ``ping``
+health check).
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
-__all__ = [
-    "Connectivity",
-    "PingTracker",
-    "ICMP_ECHO_REQUEST",
-    "ICMP_ECHO_REPLY",
-    "ICMPV6_ECHO_REQUEST",
-    "ICMPV6_ECHO_REPLY",
-    "internet_checksum",
-    "encode_echo_request",
-    "decode_echo_reply",
-]
-
-ICMP_ECHO_REQUEST = 8  # RFC 792
-ICMP_ECHO_REPLY = 0
-ICMPV6_ECHO_REQUEST = 128  # RFC 4443 section 4.1
-ICMPV6_ECHO_REPLY = 129
+__all__ = ["Connectivity", "PingTracker"]
 
 
 @dataclass(frozen=True)
@@ -136,59 +117,3 @@ class PingTracker:
             self._run = 0
             return True
         return False
-
-
-def internet_checksum(data: bytes) -> int:
-    """The 16-bit one's complement of the one's complement sum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def encode_echo_request(ident: int, seq: int, payload: bytes, *, ipv6: bool = False) -> bytes:
-    """An ICMP (RFC 792) or ICMPv6 (RFC 4443) echo request.
-
-    Args:
-        ident: identifier, 0..65535.
-        seq: sequence number, 0..65535.
-        payload: data echoed back by the target.
-        ipv6: ICMPv6 (type 128, checksum left 0: the kernel computes it for
-            raw ICMPv6 sockets) instead of ICMP (type 8, checksum filled in).
-
-    Raises:
-        ValueError: ident or seq out of range.
-    """
-    if not (0 <= ident <= 0xFFFF and 0 <= seq <= 0xFFFF):
-        raise ValueError("ident and seq are 16-bit values")
-    kind = ICMPV6_ECHO_REQUEST if ipv6 else ICMP_ECHO_REQUEST
-    header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
-    if ipv6:
-        return header + payload
-    checksum = internet_checksum(header + payload)
-    return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + payload
-
-
-def decode_echo_reply(packet: bytes, *, ipv6: bool = False) -> tuple[int, int, bytes] | None:
-    """``(ident, seq, payload)`` of an echo reply, or None for anything else.
-
-    Args:
-        packet: what a raw socket returned: for IPv4 the IP header comes
-            first (its length from the IHL field), for IPv6 the ICMPv6
-            message alone.
-        ipv6: decode ICMPv6 (type 129) instead of ICMP (type 0).
-
-    Never raises: short or foreign packets give None.
-    """
-    if not ipv6:
-        if len(packet) < 20 or packet[0] >> 4 != 4:
-            return None
-        packet = packet[(packet[0] & 0x0F) * 4 :]
-    if len(packet) < 8:
-        return None
-    kind, code, _checksum, ident, seq = struct.unpack("!BBHHH", packet[:8])
-    if kind != (ICMPV6_ECHO_REPLY if ipv6 else ICMP_ECHO_REPLY) or code != 0:
-        return None
-    return ident, seq, packet[8:]

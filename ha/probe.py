@@ -3,7 +3,8 @@
 * `Pinger` sends one ICMP (RFC 792) / ICMPv6 (RFC 4443) echo request to each
   ping node every ``interval`` seconds from raw sockets (root, as heartbeat's
   ``ping`` medium does) and counts an answer within ``timeout`` seconds as
-  success, through `ha.connectivity.PingTracker` (rise/fall).
+  success, through `ha.connectivity.PingTracker` (rise/fall); the echo codec
+  is `checks.icmp`'s.
 * `LinkMonitor` polls the carrier state of named interfaces over rtnetlink
   every `LINK_POLL_INTERVAL` seconds (``IFLA_CARRIER`` and ``IFF_UP``, via
   pyroute2, `ha.rtnl`), as bonding's ``miimon`` does.
@@ -24,7 +25,8 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 
-from ha.connectivity import PingTracker, decode_echo_reply, encode_echo_request
+from checks.icmp import decode_echo_reply, encode_echo_request
+from ha.connectivity import PingTracker
 from ha.rtnl import NLM_F_REQUEST, RTM_GETLINK, async_iproute, netlink_error
 
 log = logging.getLogger("directord.ha")

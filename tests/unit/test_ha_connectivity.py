@@ -1,52 +1,16 @@
-"""ICMP echo codec (byte for byte), and the probes (`ha.probe`) in network namespaces."""
+"""The probes (`ha.probe`) in network namespaces; the ICMP echo codec is tested in test_checks_icmp.py."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import os
-import struct
 import subprocess
 import time
 
 import pytest
 
 from director.lab import netns as N
-from ha.connectivity import decode_echo_reply, encode_echo_request, internet_checksum
-
-
-def test_internet_checksum_rfc1071_example():
-    # RFC 1071 section 3: the sum of 0001 f203 f4f5 f6f7 is ddf2 (one's complement), checksum 220d
-    assert internet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0x220D
-    assert internet_checksum(bytes.fromhex("0001f203f4f5f6")) == internet_checksum(bytes.fromhex("0001f203f4f5f600"))
-
-
-def test_echo_request_bytes():
-    packet = encode_echo_request(0x1234, 7, b"abc")
-    assert packet[:2] == b"\x08\x00" and packet[4:8] == b"\x12\x34\x00\x07" and packet[8:] == b"abc"
-    # a correct checksum makes the whole message sum to zero
-    assert internet_checksum(packet) == 0
-    assert encode_echo_request(1, 2, b"", ipv6=True) == bytes.fromhex("8000000000010002")
-    with pytest.raises(ValueError):
-        encode_echo_request(0x10000, 1, b"")
-
-
-def test_echo_reply_decoding():
-    icmp = struct.pack("!BBHHH", 0, 0, 0, 0x1234, 7) + b"payload"
-    ip = bytes([0x45]) + bytes(19)  # a 20-byte IPv4 header
-    assert decode_echo_reply(ip + icmp) == (0x1234, 7, b"payload")
-    options = bytes([0x46]) + bytes(23)  # IHL 6: 24 bytes of header
-    assert decode_echo_reply(options + icmp) == (0x1234, 7, b"payload")
-    assert decode_echo_reply(ip + b"\x08" + icmp[1:]) is None  # a request, not a reply
-    assert decode_echo_reply(ip + icmp[:5]) is None
-    assert decode_echo_reply(b"\x60" + bytes(40)) is None  # not IPv4
-    v6 = struct.pack("!BBHHH", 129, 0, 0, 9, 10) + b"x"
-    assert decode_echo_reply(v6, ipv6=True) == (9, 10, b"x")
-    assert decode_echo_reply(v6, ipv6=False) is None
-    assert decode_echo_reply(b"\x81\x00", ipv6=True) is None
-
-
-# --- probes in namespaces -------------------------------------------------------------------
 
 PREFIX = f"hcn{os.getpid()}"
 
