@@ -43,7 +43,8 @@ def test_dialogue_steps_become_pairs_and_verify_tls_a_mode():
     check = (
         parse(
             service(
-                '{type: tcp, verify_tls: true, dialogue: [{expect: "^220 "}, {send: "EHLO x\\r\\n"}, {starttls: true}]}',
+                '{type: tcp, verify_tls: true, dialogue: [{expect: "^220 "}, {send: "EHLO x\\r\\n"}, '
+                "{starttls: true}]}",
                 port=25,
             )
         )
