@@ -114,11 +114,17 @@ def login_problem(login: str) -> str | None:
 
     Refused: an empty login, white space, control characters (CR, LF, NUL and the other C0
     codes, DEL), ``<`` and ``>``: each would end a header line early or the ``<sip:...>`` of
-    To, From and Contact, and let the login write headers of its own.  The configuration
-    loader refuses such a login with this text.
+    To, From and Contact, and let the login write headers of its own; a lone surrogate (the
+    request is UTF-8).  The configuration
+    loader refuses such a login with this text (which quotes at most 60 characters of it).
     """
     if not login or any(ch.isspace() or ord(ch) < 0x20 or ch in "<>\x7f" for ch in login):
-        return f"sip login must be user@host without spaces, control characters or <>, got {login!r}"
+        shown = login if len(login) <= 60 else login[:60] + "..."
+        return f"sip login must be user@host without spaces, control characters or <>, got {shown!r}"
+    try:
+        login.encode()
+    except UnicodeEncodeError:
+        return "sip login must be text UTF-8 can encode (it holds a lone surrogate)"
     return None
 
 
