@@ -34,51 +34,72 @@ closed): \\"554 no service\\""``, ``"dialogue step 2: connection closed before '
 ``"dialogue step 5: data received before TLS started"``; errors of the connection itself (refused,
 implicit TLS failing) are raised and named by `checks.base.describe_error`.
 
-ldirectord's negotiate checks as dialogues (`ldirectord_dialogue`, `LDIRECTORD_DIALOGUES`; read
-from ``/usr/sbin/ldirectord`` 4.x and the Perl modules it calls on Debian 12):
+ldirectord's negotiate checks as dialogues (`ldirectord_dialogue`, `LDIRECTORD_DIALOGUES`; the one
+source of them: ``directord convert`` writes these steps; read from ``/usr/sbin/ldirectord`` 4.x
+and the Perl clients it calls on Debian 12: Net::SMTP and Net::FTP with Net::Cmd, Mail::POP3Client
+2.x, Net::IMAP::Simple 1.2x).  A reply of Net::Cmd (SMTP, FTP) is read up to its last line, ``CODE
+SP text`` or ``CODE`` alone (a ``CODE-`` line continues it; RFC 5321 section 4.2.1, RFC 959
+section 4.2): the pattern of a status class ``2\\d\\d`` is ``(?m)^2\\d\\d(?: |\\r?\\n)``, which a
+continuation line or a reply cut after its code does not match.
 
-- ``smtp``, ``submission`` (``sub check_smtp``, Net::SMTP): Net::SMTP reads the greeting (any 2xx
-  reply, RFC 5321 section 4.2), sends ``EHLO localhost.localdomain`` and needs a 2xx reply
-  (falling back to ``HELO`` on a 5xx), then ``QUIT``.  Dialogue: expect ``(?m)^220[ \\r\\n]``
-  (the last line of the greeting), send ``EHLO localhost.localdomain``, expect
-  ``(?m)^250[ \\r\\n]`` (the last line of the EHLO reply), send ``QUIT``.  directord does not
-  fall back to ``HELO`` (every SMTP server of this century answers ``EHLO``).  `SMTP_STARTTLS`
-  adds ``STARTTLS`` (RFC 3207: 220, handshake, a new ``EHLO``) for a server that must offer TLS.
-- ``ftp`` (``sub check_ftp``, Net::FTP): logs in (``login``, default ``anonymous``; ``passwd``,
-  default ``ldirectord@HOST``), then fetches the file ``request`` over a passive data connection
-  and is up when its content matches ``receive``; a failed login is not itself a failure there.
-  Dialogue: expect ``(?m)^220[ \\r\\n]``, send ``USER login``, expect ``(?m)^3\\d\\d[ \\r\\n]``
-  (331: password needed), send ``PASS passwd``, expect ``(?m)^2\\d\\d[ \\r\\n]`` (230 logged in),
-  send ``QUIT`` (RFC 959 sections 4.1.1 and 5.4).  The file fetch is not reproduced (it needs a
-  second, data connection): ``request``/``receive`` are ignored; an ``external`` check (``curl
+- ``smtp``, ``submission`` (``sub check_smtp``, Net::SMTP ``new``): up when the greeting is any
+  2xx reply and ``EHLO localhost.localdomain`` (Net::SMTP's ``hello`` default) is answered 2xx;
+  then ``QUIT``.  Dialogue: expect a final 2xx line, send ``EHLO localhost.localdomain``, expect a
+  final 2xx line, send ``QUIT``.  directord does not fall back to ``HELO`` when EHLO gets a 5xx
+  (Net::SMTP does; every SMTP server of this century answers ``EHLO``).  `SMTP_STARTTLS` adds
+  ``STARTTLS`` (RFC 3207: 220, handshake, a new ``EHLO``) for a server that must offer TLS.
+- ``ftp`` (``sub check_ftp``, Net::FTP): ``login`` defaults to ``anonymous`` and ``passwd`` to
+  ``ldirectord@HOSTNAME`` (ldirectord's parser); a 2xx greeting, ``USER`` answered 3xx, ``PASS``
+  answered 2xx, then the file ``request`` is fetched over a passive data connection and the
+  server is up when its content matches ``receive`` (a failed login is not itself a failure
+  there).  Dialogue: expect a final 2xx line, send ``USER login``, expect a final 3xx line (331:
+  password needed), send ``PASS passwd``, expect a final 2xx line (230 logged in), send ``QUIT``
+  (RFC 959 sections 4.1.1 and 5.4); an empty ``passwd`` becomes ``directord@localhost`` (this
+  host's name means nothing to the real server).  The file fetch is not reproduced (it needs a
+  second, data connection): ``request``/``receive`` are not used; an ``external`` check (``curl
   ftp://...``) can fetch a file.  A server logging in on ``USER`` alone (230 at once) fails.
 - ``pop``, ``pops`` (``sub check_pop``, Mail::POP3Client; ``pops`` with TLS from the start):
   without ``login`` ldirectord counts the server up whatever happens (Mail::POP3Client->new returns
-  an object even when it cannot connect); with it, the banner must be ``+OK`` and the login
-  (USER/PASS, after APOP or CRAM-MD5 when the server offers them) must succeed.  Dialogue: expect
-  ``^\\+OK`` (RFC 1939 section 4), then with ``login``: send ``USER login``, expect
-  ``(?m)^\\+OK``, send ``PASS passwd``, expect ``(?m)^\\+OK``; then send ``QUIT``.  directord
-  always requires the banner, and logs in with USER/PASS only.
+  an object even when it cannot connect); with it, the banner must match ``/^\\+OK/i`` and the login
+  must succeed: ``USER`` answered ``/^\\+/``, ``PASS`` answered ``/^\\+OK/`` (after APOP or CRAM-MD5
+  when the server offers them), then ``STAT``.  Dialogue: expect ``(?i)^\\+OK`` (RFC 1939 section
+  4), then with ``login``: send ``USER login``, expect ``^\\+``, send ``PASS passwd``, expect
+  ``^\\+OK``; then send ``QUIT``.  directord always requires the banner, logs in with USER/PASS
+  only and sends no ``STAT``.
 - ``imap``, ``imaps`` (``sub check_imap``/``check_imaps``, Net::IMAP::Simple): the greeting's
-  first line must be ``* OK`` or ``* PREAUTH``; with ``login``, ``LOGIN`` must get a tagged
-  ``OK``; then ``LOGOUT``.  Dialogue: expect ``(?i)^\\* (?:OK|PREAUTH)`` (RFC 3501 section 7.1),
-  then with ``login``: send ``a1 LOGIN "login" "passwd"`` (both quoted strings, RFC 3501 section
-  9; Net::IMAP::Simple leaves the user name unquoted), expect ``(?m)^a1 (?i:OK)``; then send ``a2
-  LOGOUT``.
-- ``nntp`` (``sub check_nntp``): the first read (64 bytes at most) must start with ``2``.
-  Dialogue: expect ``^2`` (200/201, RFC 3977 section 5.1).
+  first line must match ``/^\\*\\s+(?:OK|PREAUTH)/i``; with ``login``, ``LOGIN`` must get a tagged
+  ``/^TAG\\s+OK/i``; then ``EXPUNGE`` and ``LOGOUT``.  Dialogue: expect ``(?i)^\\*\\s+(?:OK|PREAUTH)``
+  (RFC 3501 section 7.1), then with ``login``: send ``1 LOGIN login "passwd"``, expect
+  ``(?im)^1\\s+OK``; then send ``2 LOGOUT``.  The password is a quoted string with ``\\`` and
+  ``"`` escaped (Net::IMAP::Simple's ``_escape``, RFC 3501 section 4.3); the user name is sent as
+  it is when it is an IMAP atom, as Net::IMAP::Simple sends it, and quoted the same way
+  otherwise (sent bare, a name with a space or a quote is a syntax error the server answers
+  ``BAD``).  directord sends no ``EXPUNGE`` (it changes nothing before a mailbox is selected).
+- ``nntp`` (``sub check_nntp``): the first read (64 bytes at most) must start with ``2``; then
+  the connection is closed without a word.  Dialogue: expect ``^2`` (200/201, RFC 3977 section 5.1).
 - ``simpletcp`` (``sub check_simpletcp``): sends ``request`` without its leading ``/`` and with
   ``\\n`` (backslash, n) turned into a line feed, shuts its sending side down, then reads lines
   until one matches ``receive`` (a Perl regex).  Dialogue: send the same text (when not empty),
   expect ``(?m)`` + ``receive`` (a line start or end is ``^``/``$`` as in ldirectord's per-line
   match; an empty ``receive`` waits for any byte).  directord does not shut its sending side down:
   a server that answers only at end of input never answers.  ``receive`` must be RE2 syntax.
+- ``sip`` over a stream socket (``sub check_sip`` on a TCP virtual service; a UDP one has the
+  ``sip`` check type, `checks.sip`): the OPTIONS request of `checks.sip.encode_options` for
+  ``sip:login`` (``login`` defaults to ``directord@localhost``; ldirectord's is
+  ``ldirectord@HOSTNAME``) with ldirectord's constant branch, tag and CSeq, a Via of transport
+  ``TCP`` naming no address (over TCP the answer comes back on the connection, RFC 3261 section
+  18.2.2), then expect ``^SIP/2\\.0 200 OK`` (ldirectord's test of the status line).
 - ``ldap``, ``ldaps`` (``sub check_ldap``, Net::LDAP): a bind (anonymous, or ``login`` and
   ``passwd``), then a base-scope search of ``request`` whose one entry's DN must match
   ``receive``.  That is BER (RFC 4511), not text: no dialogue reproduces it, and
   `ldirectord_dialogue` returns ``None``.  directord offers a connect check for ``ldap`` and a TLS
   handshake (``tls: true``, no dialogue) for ``ldaps``, or an ``external`` check running
   ``ldapsearch``.
+
+A setting that cannot go into a dialogue raises `SettingError` (a ``ValueError`` naming
+ldirectord's key): a ``login``/``passwd`` holding CR, LF or NUL (it would end the command line
+early and send a command of its own; `line_problem`), text that is not Latin-1, a ``receive``
+RE2 cannot compile, a ``sip`` login `checks.sip.login_problem` refuses.
 
 `LDIRECTORD_IMPLICIT_TLS` names the services whose dialogue runs over TLS from the first byte.
 """
@@ -87,6 +108,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import socket
 import ssl
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +117,8 @@ from typing import TYPE_CHECKING
 import re2
 
 from checks.http import INLINE_SEARCH, compile_body_pattern
+from checks.sip import DEFAULT_USER as SIP_DEFAULT_USER
+from checks.sip import encode_options
 from checks.spec import MAX_EXPECT_READ, CheckSpec, DialogueKind
 from checks.tcp import socket_address
 from checks.tls import context_for, server_name
@@ -105,6 +129,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "check_dialogue",
     "ldirectord_dialogue",
+    "line_problem",
+    "LINE_BREAKS",
+    "SettingError",
     "LDIRECTORD_DIALOGUES",
     "LDIRECTORD_IMPLICIT_TLS",
     "SMTP_STARTTLS",
@@ -116,24 +143,57 @@ Step = tuple[DialogueKind, str]
 #: Characters of a reply quoted in a reason, and of a regex.
 QUOTE_CHARS = 60
 
-_EHLO = "EHLO localhost.localdomain\r\n"
+#: Characters a text sent inside one command line must not hold: the line's end (CR, LF; a bare
+#: LF ends a line for many servers) and NUL (C servers stop reading a string there).
+LINE_BREAKS = "\r\n\0"
+
+
+def _final_reply(code: str) -> str:
+    """RE2 pattern of the last line of a Net::Cmd reply with status ``code`` (a pattern such as
+    ``2\\d\\d``): ``CODE SP text`` or ``CODE`` alone at a line start (RFC 5321 section 4.2.1,
+    RFC 959 section 4.2; a ``CODE-`` line continues the reply)."""
+    return rf"(?m)^{code}(?: |\r?\n)"
+
+
+_REPLY_2XX = _final_reply(r"2\d\d")
+_EHLO = "EHLO localhost.localdomain\r\n"  # Net::SMTP's hello() default domain
+_QUIT = "QUIT\r\n"
 
 #: SMTP with STARTTLS (RFC 3207 section 4): the greeting, EHLO, STARTTLS and its 220, the
 #: handshake, EHLO again over TLS (section 4.2: the server forgets what it said before), QUIT.
 SMTP_STARTTLS: tuple[Step, ...] = (
-    ("expect", r"(?m)^220[ \r\n]"),
+    ("expect", _REPLY_2XX),
     ("send", _EHLO),
-    ("expect", r"(?m)^250[ \r\n]"),
+    ("expect", _REPLY_2XX),
     ("send", "STARTTLS\r\n"),
-    ("expect", r"(?m)^220[ \r\n]"),
+    ("expect", _final_reply("220")),
     ("starttls", ""),
     ("send", _EHLO),
-    ("expect", r"(?m)^250[ \r\n]"),
-    ("send", "QUIT\r\n"),
+    ("expect", _REPLY_2XX),
+    ("send", _QUIT),
 )
 
 #: ldirectord services whose check runs over TLS from the first byte (``tls: true``).
 LDIRECTORD_IMPLICIT_TLS = frozenset({"pops", "imaps"})
+
+#: The SIP OPTIONS over a stream socket: ldirectord's constant branch, tag and CSeq
+#: (``sub check_sip``); its Call-ID is random, this one fixed (one request per connection).
+_SIP_BRANCH, _SIP_TAG, _SIP_CALL_ID, _SIP_CSEQ = "z9hG4bKhjhs8ass877", "1928301774", "directord-check", 63104
+#: Host of the SIP Via over TCP (RFC 6761 section 6.4: a name that resolves nowhere).
+_SIP_VIA_HOST = "directord.invalid"
+
+
+class SettingError(ValueError):
+    """An ldirectord setting that cannot be put into a dialogue.
+
+    Attributes:
+        setting: ldirectord's key (``login``, ``passwd``, ``request``, ``receive``); the
+            message starts with it.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def ldirectord_dialogue(service: str, login: str, passwd: str, request: str, receive: str) -> tuple[Step, ...] | None:
@@ -144,11 +204,13 @@ def ldirectord_dialogue(service: str, login: str, passwd: str, request: str, rec
 
     Args:
         service: ldirectord's ``service`` (``smtp``, ``submission``, ``ftp``, ``pop``, ``pops``,
-            ``imap``, ``imaps``, ``nntp``, ``simpletcp``; any other gives ``None``).
+            ``imap``, ``imaps``, ``nntp``, ``simpletcp``, ``sip`` over a stream socket; any other
+            gives ``None``).
         login: ldirectord's ``login`` (``""`` when unset); used by ftp (``anonymous`` when
-            empty), pop/pops and imap/imaps (no login step when empty).
-        passwd: ldirectord's ``passwd`` (``""`` when unset); ftp uses ``directord@localhost``
-            when it is empty and ``login`` is empty or ``anonymous``.
+            empty), pop/pops and imap/imaps (no login step when empty), sip (the URI's
+            ``user@host``, ``directord@localhost`` when empty).
+        passwd: ldirectord's ``passwd`` (``""`` when unset); ftp sends ``directord@localhost``
+            when it is empty.
         request: ldirectord's ``request``, with or without the leading ``/`` ldirectord adds;
             used by simpletcp only.
         receive: ldirectord's ``receive``; used by simpletcp only (RE2 syntax required).
@@ -158,49 +220,44 @@ def ldirectord_dialogue(service: str, login: str, passwd: str, request: str, rec
         the check (``ldap``, ``ldaps``: binary BER; ``http``, ``dns``...: other check types).
 
     Raises:
-        ValueError: a setting cannot be put into the dialogue: ``login``/``passwd`` with a line
-            break or NUL (it would end the command early and inject another), text that is not
-            Latin-1, a ``receive`` RE2 cannot compile.  The message names the setting.
+        SettingError: a setting cannot be put into the dialogue (see the module's docstring);
+            its ``setting`` is ldirectord's key, its message starts with that key and does not
+            quote a ``passwd``.
     """
     if service in ("smtp", "submission"):
-        return (
-            ("expect", r"(?m)^220[ \r\n]"),
-            ("send", _EHLO),
-            ("expect", r"(?m)^250[ \r\n]"),
-            ("send", "QUIT\r\n"),
-        )
+        return (("expect", _REPLY_2XX), ("send", _EHLO), ("expect", _REPLY_2XX), ("send", _QUIT))
     if service == "nntp":
         return (("expect", "^2"),)
     if service == "ftp":
         user = _command_argument("login", login) or "anonymous"
-        password = _command_argument("passwd", passwd)
-        if not password and user == "anonymous":
-            password = "directord@localhost"
+        password = _command_argument("passwd", passwd) or "directord@localhost"
         return (
-            ("expect", r"(?m)^220[ \r\n]"),
+            ("expect", _REPLY_2XX),
             ("send", f"USER {user}\r\n"),
-            ("expect", r"(?m)^3\d\d[ \r\n]"),
+            ("expect", _final_reply(r"3\d\d")),
             ("send", f"PASS {password}\r\n"),
-            ("expect", r"(?m)^2\d\d[ \r\n]"),
-            ("send", "QUIT\r\n"),
+            ("expect", _REPLY_2XX),
+            ("send", _QUIT),
         )
     if service in ("pop", "pops"):
-        steps: tuple[Step, ...] = (("expect", r"^\+OK"),)
+        steps: tuple[Step, ...] = (("expect", r"(?i)^\+OK"),)
         if login:
             user, password = _command_argument("login", login), _command_argument("passwd", passwd)
             steps += (
                 ("send", f"USER {user}\r\n"),
-                ("expect", r"(?m)^\+OK"),
+                ("expect", r"^\+"),
                 ("send", f"PASS {password}\r\n"),
-                ("expect", r"(?m)^\+OK"),
+                ("expect", r"^\+OK"),
             )
-        return steps + (("send", "QUIT\r\n"),)
+        return steps + (("send", _QUIT),)
     if service in ("imap", "imaps"):
-        steps = (("expect", r"(?i)^\* (?:OK|PREAUTH)"),)
+        steps = (("expect", r"(?i)^\*\s+(?:OK|PREAUTH)"),)
         if login:
-            user, password = _imap_quoted("login", login), _imap_quoted("passwd", passwd)
-            steps += (("send", f"a1 LOGIN {user} {password}\r\n"), ("expect", r"(?m)^a1 (?i:OK)"))
-        return steps + (("send", "a2 LOGOUT\r\n"),)
+            user = _command_argument("login", login)
+            user = user if _IMAP_ATOM.fullmatch(user) else _imap_quoted(user)
+            password = _imap_quoted(_command_argument("passwd", passwd))
+            steps += (("send", f"1 LOGIN {user} {password}\r\n"), ("expect", r"(?im)^1\s+OK"))
+        return steps + (("send", "2 LOGOUT\r\n"),)
     if service == "simpletcp":
         text = request[1:] if request.startswith("/") else request
         text = text.replace("\\n", "\n")
@@ -209,8 +266,32 @@ def ldirectord_dialogue(service: str, login: str, passwd: str, request: str, rec
         pattern = f"(?m){receive}" if receive else "(?s)."
         compiled = compile_body_pattern(pattern)
         if isinstance(compiled, str):
-            raise ValueError(f"receive is not a regular expression RE2 can match: {compiled}")
+            raise SettingError("receive", f"receive is not a regular expression RE2 can match: {compiled}")
         return ((("send", text),) if text else ()) + (("expect", pattern),)
+    if service == "sip":
+        try:
+            options = encode_options(
+                login or f"{SIP_DEFAULT_USER}@localhost",
+                _SIP_VIA_HOST,
+                None,
+                _SIP_BRANCH,
+                _SIP_TAG,
+                _SIP_CALL_ID,
+                _SIP_CSEQ,
+                transport="TCP",
+            )
+        except ValueError as exc:
+            raise SettingError("login", str(exc)) from None
+        return (("send", options.decode("latin-1")), ("expect", r"^SIP/2\.0 200 OK"))
+    return None
+
+
+def line_problem(name: str, text: str) -> str | None:
+    """Why ``text`` cannot be sent inside one command line, or ``None``: it holds CR, LF or NUL
+    (`LINE_BREAKS`), which would end the command early and let the rest be a command of its
+    own.  The message starts with ``name`` and does not quote ``text`` (it may be a password)."""
+    if any(c in text for c in LINE_BREAKS):
+        return f"{name} must not hold a line break (CR, LF) or NUL: it is sent inside one command line"
     return None
 
 
@@ -218,20 +299,26 @@ def _latin1(name: str, text: str) -> None:
     try:
         text.encode("latin-1")
     except UnicodeEncodeError:
-        raise ValueError(f"{name} must be Latin-1 text (it is sent one byte per character)") from None
+        raise SettingError(name, f"{name} must be Latin-1 text (it is sent one byte per character)") from None
 
 
 def _command_argument(name: str, text: str) -> str:
     """``text`` checked for use inside one command line (no CR, LF or NUL; Latin-1)."""
-    if any(c in text for c in "\r\n\0"):
-        raise ValueError(f"{name} must not hold a line break or NUL (it is sent inside one command line)")
+    problem = line_problem(name, text)
+    if problem is not None:
+        raise SettingError(name, problem)
     _latin1(name, text)
     return text
 
 
-def _imap_quoted(name: str, text: str) -> str:
-    """An IMAP quoted string (RFC 3501 section 4.3 and the ``quoted`` rule of section 9)."""
-    text = _command_argument(name, text)
+#: An IMAP atom (RFC 3501 section 9: ``ATOM-CHAR``, with the ``]`` of ``ASTRING-CHAR``): printable
+#: ASCII but ``( ) { SP % * " \``.
+_IMAP_ATOM = re.compile(r"[!#$&\'+,\-./0-9:;<=>?@A-Z\[\]^_`a-z|}~]+")
+
+
+def _imap_quoted(text: str) -> str:
+    """Net::IMAP::Simple's ``_escape``: ``"text"`` with ``\\`` and ``"`` backslash-escaped (an
+    IMAP quoted string, RFC 3501 section 4.3)."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -239,7 +326,7 @@ def _imap_quoted(name: str, text: str) -> str:
 #: ``request`` ``/``, ``receive`` empty); `ldirectord_dialogue` builds one from other settings.
 LDIRECTORD_DIALOGUES: dict[str, tuple[Step, ...]] = {
     service: steps
-    for service in ("smtp", "submission", "ftp", "pop", "pops", "imap", "imaps", "nntp", "simpletcp")
+    for service in ("smtp", "submission", "ftp", "pop", "pops", "imap", "imaps", "nntp", "simpletcp", "sip")
     if (steps := ldirectord_dialogue(service, "", "", "/", "")) is not None
 }
 

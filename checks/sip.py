@@ -58,7 +58,15 @@ from checks.spec import MAX_EXPECT_READ
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
 
-__all__ = ["check_sip", "encode_options", "parse_response", "decode_reply", "default_login", "SipResponse"]
+__all__ = [
+    "check_sip",
+    "encode_options",
+    "parse_response",
+    "decode_reply",
+    "default_login",
+    "login_problem",
+    "SipResponse",
+]
 
 #: User part of the URI when ``spec.login`` is unset: ``directord@<RIP>``.
 DEFAULT_USER = "directord"
@@ -101,24 +109,56 @@ def default_login(rip: str) -> str:
     return f"{DEFAULT_USER}@[{address}]" if ":" in address else f"{DEFAULT_USER}@{address}"
 
 
+def login_problem(login: str) -> str | None:
+    """Why ``login`` cannot be the OPTIONS request's ``user@host``, or ``None`` when it can.
+
+    Refused: an empty login, white space, control characters (CR, LF, NUL and the other C0
+    codes, DEL), ``<`` and ``>``: each would end a header line early or the ``<sip:...>`` of
+    To, From and Contact, and let the login write headers of its own; a lone surrogate (the
+    request is UTF-8).  The configuration
+    loader refuses such a login with this text (which quotes at most 60 characters of it).
+    """
+    if not login or any(ch.isspace() or ord(ch) < 0x20 or ch in "<>\x7f" for ch in login):
+        shown = login if len(login) <= 60 else login[:60] + "..."
+        return f"sip login must be user@host without spaces, control characters or <>, got {shown!r}"
+    try:
+        login.encode()
+    except UnicodeEncodeError:
+        return "sip login must be text UTF-8 can encode (it holds a lone surrogate)"
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def _checked_login(login: str) -> str:
-    if not login or any(ch.isspace() or ord(ch) < 0x20 or ch in "<>\x7f" for ch in login):
-        raise ValueError(f"sip login must be user@host without spaces, control characters or <>, got {login!r}")
+    problem = login_problem(login)
+    if problem is not None:
+        raise ValueError(problem)
     return login
 
 
-def encode_options(login: str, host: str, port: int, branch: str, tag: str, call_id: str, cseq: int = CSEQ) -> bytes:
+def encode_options(
+    login: str,
+    host: str,
+    port: int | None,
+    branch: str,
+    tag: str,
+    call_id: str,
+    cseq: int = CSEQ,
+    transport: str = "UDP",
+) -> bytes:
     """The OPTIONS request (RFC 3261 section 11.1) as ldirectord's ``check_sip`` sends it.
 
     Args:
         login: the Request-URI's ``user@host`` (also To, From and Contact).
-        host: our local address, in the Via (IPv6 is put in brackets here).
-        port: our local UDP port, in the Via.
+        host: our local address (or a name), in the Via (IPv6 is put in brackets here).
+        port: our local port, in the Via; ``None`` writes the Via's sent-by without a port
+            (RFC 3261 section 20.42: the port is optional).
         branch: the Via branch, starting with ``z9hG4bK``.
         tag: the From tag.
         call_id: the Call-ID.
         cseq: the CSeq number.
+        transport: the Via's transport, ``UDP`` or ``TCP`` (section 18: over TCP the response
+            comes back on the request's connection, whatever the Via names).
 
     Returns:
         The request, UTF-8, CRLF line ends, no body.
@@ -129,9 +169,10 @@ def encode_options(login: str, host: str, port: int, branch: str, tag: str, call
     """
     login = _checked_login(login)
     via_host = f"[{host}]" if ":" in host else host
+    sent_by = via_host if port is None else f"{via_host}:{port}"
     return (
         f"OPTIONS sip:{login} SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP {via_host}:{port};branch={branch}\r\n"
+        f"Via: SIP/2.0/{transport} {sent_by};branch={branch}\r\n"
         "Max-Forwards: 70\r\n"
         f"To: <sip:{login}>\r\n"
         f"From: <sip:{login}>;tag={tag}\r\n"

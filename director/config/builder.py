@@ -33,7 +33,11 @@ from typing import Any
 import re2
 from pydantic import BaseModel, ValidationError
 
+from checks.dialogue import line_problem
 from checks.external import command_problem
+from checks.radius import MAX_PASSWORD as RADIUS_MAX_PASSWORD
+from checks.radius import MAX_VALUE as RADIUS_MAX_VALUE
+from checks.sip import login_problem as sip_login_problem
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS, CheckSpec
 from checks.sql import missing_driver
 from director.config.ha import parse_ha
@@ -343,6 +347,47 @@ def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...],
         value = getattr(spec, name)
         if value is not None and len(value) > MAX_CREDENTIAL:
             yield (name,), f"{name} is {len(value)} characters long; at most {MAX_CREDENTIAL}"
+    yield from _credential_problems(spec)
+
+
+#: Check types that send ``login``/``password`` inside a line of text (a CR, LF or NUL there
+#: would end the line and let the rest be a line of its own), and which of the two they send.
+TEXT_CREDENTIALS: dict[str, tuple[str, ...]] = {"sip": ("login",)}
+#: Longest radius ``login`` and ``password`` in bytes of UTF-8 (RFC 2865 sections 5.1 and 5.2),
+#: with the section that says so.
+_RADIUS_LIMITS = (
+    ("login", RADIUS_MAX_VALUE, "5.1 (User-Name)"),
+    ("password", RADIUS_MAX_PASSWORD, "5.2 (User-Password)"),
+)
+
+
+def _credential_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...], str]]:
+    """What the radius and sip checks would refuse at run time in ``login``/``password``
+    (`checks.radius`, `checks.sip.login_problem`), and line breaks in the credentials of the
+    types of `TEXT_CREDENTIALS`; one problem per field at most."""
+    refused: set[str] = set()
+    for name in TEXT_CREDENTIALS.get(spec.type, ()):
+        value = getattr(spec, name)
+        problem = None if value is None else line_problem(name, value)
+        if problem is not None:
+            refused.add(name)
+            yield (name,), problem
+    if spec.type == "radius":
+        for name, limit, section in _RADIUS_LIMITS:
+            value = getattr(spec, name)
+            if value is None or len(value) > MAX_CREDENTIAL:
+                continue  # too long already said
+            try:
+                size = len(value.encode())
+            except UnicodeEncodeError:
+                yield (name,), f"a radius {name} must be text UTF-8 can encode (it holds a lone surrogate)"
+                continue
+            if size > limit:
+                yield (name,), f"a radius {name} is at most {limit} bytes (RFC 2865 section {section}), got {size}"
+    if spec.type == "sip" and spec.login and "login" not in refused and len(spec.login) <= MAX_CREDENTIAL:
+        problem = sip_login_problem(spec.login)
+        if problem is not None:
+            yield ("login",), problem
 
 
 _RE2_OPTIONS = re2.Options()

@@ -25,8 +25,8 @@ its code (``ld_setup``, ``_check_real``, ``check_http``, ``check_connect``,
 * every other negotiate check becomes its directord counterpart
   (`_Translator.negotiate`): dns, radius, sip, mysql and pgsql checks of their
   own type, smtp/submission/ftp/pop/pops/imap/imaps/nntp a ``tcp`` check with
-  the dialogue of ldirectord's Perl client (`_dialogue_for`), simpletcp its
-  request and receive pattern; ``checktype=ping``, and ``connect`` on a UDP
+  the dialogue of ldirectord's Perl client (`checks.dialogue.ldirectord_dialogue`,
+  also simpletcp's request and receive pattern and sip over TCP); ``checktype=ping``, and ``connect`` on a UDP
   service (which ldirectord runs as ``check_ping``), an ICMP echo.  What
   directord cannot check as ldirectord does (ldap's bind and search, oracle's
   login, http_proxy's fetch, ftp's download, a receive pattern RE2 cannot
@@ -50,6 +50,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from checks.dialogue import LDIRECTORD_IMPLICIT_TLS, SettingError, ldirectord_dialogue
 from director.config import quote, re2_problem
 from director.config.builder import CHECK_TYPES_BY_PROTOCOL
 from director.convert.issues import Issues
@@ -117,100 +118,9 @@ _CONVERTED: dict[str, frozenset[str]] = {
 }
 
 
-def _final_reply(code: str) -> str:
-    """RE2 pattern of the last line of a multi-line reply with status ``code`` (a pattern such as
-    ``2\\d\\d``): ``CODE SP text`` or ``CODE`` alone, at a line start (RFC 5321 section 4.2.1,
-    RFC 959 section 4.2; a ``CODE-`` line is a continuation)."""
-    return rf"(?m)^{code}(?: |\r?$)"
-
-
-def _imap_quoted(text: str) -> str:
-    """Net::IMAP::Simple's ``_escape``: ``"text"`` with ``\\`` and ``"`` backslash-escaped (RFC 3501 quoted)."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _dialogue_for(service: str, login: str, passwd: str, request: str, receive: str) -> list[dict[str, str]]:
-    """The ``dialogue`` of a ``tcp`` check doing what ldirectord's negotiate check of ``service`` does.
-
-    Args:
-        service: ``smtp``, ``submission``, ``ftp``, ``pop``, ``pops``, ``imap``, ``imaps``,
-            ``nntp`` or ``sip`` (SIP over a stream socket).
-        login, passwd: ldirectord's ``login``/``passwd`` (``""`` when unset: no login step,
-            except for ftp, whose caller passes Net::FTP's anonymous defaults).
-        request, receive: ldirectord's pair; unused by these dialogues (ftp's download and
-            match cannot be a text dialogue: see `_Translator.request_fields`).
-
-    Returns:
-        the YAML ``dialogue`` list, each step a mapping of one key (``expect``: an RE2 pattern
-        searched in what arrived since the previous send; ``send``: text).  Each ends with the
-        protocol's goodbye (QUIT, LOGOUT), as ldirectord's Perl clients do.
-
-    The steps follow the Perl clients ldirectord uses (``check_smtp``: Net::SMTP ``new``, a
-    2xx greeting then EHLO answered 2xx; ``check_ftp``: Net::FTP, a 2xx greeting, USER
-    answered 3xx, PASS answered 2xx; ``check_pop``: Mail::POP3Client, ``+OK`` greeting, then
-    USER/PASS each ``+OK`` with a login; ``check_imap``: Net::IMAP::Simple, ``* OK`` or
-    ``* PREAUTH`` greeting, then ``LOGIN`` answered ``OK`` with a login; ``check_nntp``: the
-    first bytes start with ``2``; ``check_sip``: OPTIONS answered ``SIP/2.0 200 OK``).  Where
-    directord differs: no HELO retry when EHLO is refused (Net::SMTP tries HELO); POP logs in
-    with USER/PASS only (Mail::POP3Client prefers APOP or CRAM-MD5 when offered); the SIP
-    request's Via names no address (over TCP the answer comes back on the connection,
-    RFC 3261 section 18.2.2).
-
-    Raises:
-        ValueError: ``service`` has no dialogue.
-    """
-    del request, receive  # part of the signature shared with the checks' own dialogue table
-    if service in ("smtp", "submission"):
-        return [
-            {"expect": _final_reply(r"2\d\d")},
-            {"send": "EHLO localhost.localdomain\r\n"},  # Net::SMTP's hello() default domain
-            {"expect": _final_reply(r"2\d\d")},
-            {"send": "QUIT\r\n"},
-        ]
-    if service == "ftp":
-        return [
-            {"expect": _final_reply(r"2\d\d")},
-            {"send": f"USER {login}\r\n"},
-            {"expect": _final_reply(r"3\d\d")},
-            {"send": f"PASS {passwd}\r\n"},
-            {"expect": _final_reply(r"2\d\d")},
-            {"send": "QUIT\r\n"},
-        ]
-    if service in ("pop", "pops"):
-        steps = [{"expect": r"(?i)^\+OK"}]
-        if login:
-            steps += [
-                {"send": f"USER {login}\r\n"},
-                {"expect": r"(?im)^\+OK"},
-                {"send": f"PASS {passwd}\r\n"},
-                {"expect": r"(?im)^\+OK"},
-            ]
-        return steps + [{"send": "QUIT\r\n"}]
-    if service in ("imap", "imaps"):
-        steps = [{"expect": r"(?i)^\*\s+(?:OK|PREAUTH)"}]
-        if login:
-            steps += [{"send": f"1 LOGIN {login} {_imap_quoted(passwd)}\r\n"}, {"expect": r"(?im)^1 OK"}]
-        return steps + [{"send": "2 LOGOUT\r\n"}]
-    if service == "nntp":
-        return [{"expect": r"^2"}, {"send": "QUIT\r\n"}]
-    if service == "sip":
-        uri = f"sip:{login or 'ldirectord@localhost'}"
-        return [
-            {
-                "send": f"OPTIONS {uri} SIP/2.0\r\n"
-                "Via: SIP/2.0/TCP directord.invalid;branch=z9hG4bKhjhs8ass877\r\n"
-                "Max-Forwards: 70\r\n"
-                f"To: <{uri}>\r\n"
-                f"From: <{uri}>;tag=1928301774\r\n"
-                "Call-ID: directord-check\r\n"
-                "CSeq: 63104 OPTIONS\r\n"
-                f"Contact: <{uri}>\r\n"
-                "Accept: application/sdp\r\n"
-                "Content-Length: 0\r\n\r\n"
-            },
-            {"expect": r"^SIP/2\.0 200 OK"},
-        ]
-    raise ValueError(f"no dialogue for service {service}")
+def _yaml_steps(steps: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    """Dialogue steps as the YAML ``dialogue`` list writes them: one mapping of one key each."""
+    return [{kind: text} for kind, text in steps]
 
 
 @dataclass
@@ -511,17 +421,16 @@ class _Translator:
         if service == "dns":
             return self.dns_fields(v, request, receive, line, directive)
         if service == "simpletcp":
-            # check_simpletcp: substr($$r{request}, 1) with \n written as two characters made a
-            # newline; each line read is matched with the receive pattern.
-            text = request[1:].replace("\\n", "\n")
-            pattern = "(?s)."  # an empty receive matches any line
-            if receive:
-                if self.receive_usable(v, receive, line, "each line of the reply", "accepts any reply"):
-                    pattern = "(?m)" + receive
-            if v.protocol == "udp":
-                return {"send": text, "expect": pattern}
-            steps = ([{"send": text}] if text else []) + [{"expect": pattern}]
-            return {"dialogue": steps}
+            if receive and not self.receive_usable(v, receive, line, "each line of the reply", "accepts any reply"):
+                receive = ""  # an empty receive matches any line
+            try:
+                steps = ldirectord_dialogue(service, "", "", request, receive) or ()
+            except SettingError as err:
+                self.issues.error(line, directive, str(err))
+                return {}
+            if v.protocol == "udp":  # the same datagram and pattern, without a connection
+                return {"send": "".join(text for kind, text in steps if kind == "send"), "expect": steps[-1][1]}
+            return {"dialogue": _yaml_steps(steps)}
         if service in ("mysql", "pgsql"):
             return {"query": request[1:] if request.startswith("/") else request}
         if service == "ftp" and receive:
@@ -796,7 +705,7 @@ class _Translator:
         elif service == "sip":
             if stream:
                 check["type"] = "tcp"
-                check["dialogue"] = _dialogue_for("sip", login, passwd, request, receive)
+                check["dialogue"] = self.dialogue(v, "sip", login, passwd, request, receive)
             else:
                 check["type"] = "sip"
                 if login:
@@ -838,17 +747,14 @@ class _Translator:
                 )
         elif service in ("smtp", "submission", "ftp", "pop", "pops", "imap", "imaps", "nntp"):
             check["type"] = "tcp"
-            if service in ("pops", "imaps"):
+            if service in LDIRECTORD_IMPLICIT_TLS:
                 check["tls"] = True
                 check["verify_tls"] = "full"
                 out.comments.append(
                     f"{service}: TLS from the first byte; the certificate must chain to a trusted CA and "
                     "name the real server's address, as IO::Socket::SSL's defaults (ldirectord) require"
                 )
-            if service == "ftp":
-                login = login or "anonymous"  # Net::FTP's login: $user ||= "anonymous"
-                passwd = passwd or "anonymous@"
-            check["dialogue"] = _dialogue_for(service, login, passwd, request, receive)
+            check["dialogue"] = self.dialogue(v, service, login, passwd, request, receive)
             if v.opt("passwd"):
                 out.credentials = True
         elif service in ("ldap", "ldaps"):
@@ -879,6 +785,20 @@ class _Translator:
             self.base_fields = base
             check.update({k: value for k, value in base.items() if value is not None})
         return per_real
+
+    def dialogue(
+        self, v: LdVirtual, service: str, login: str, passwd: str, request: str, receive: str
+    ) -> list[dict[str, str]]:
+        """The YAML ``dialogue`` of ldirectord's negotiate check of ``service``
+        (`checks.dialogue.ldirectord_dialogue`); a setting it cannot carry (a login with a line
+        break or NUL, text that is not Latin-1) is an error at that directive's line."""
+        try:
+            steps = ldirectord_dialogue(service, login, passwd, request, receive)
+        except SettingError as err:
+            self.issues.error(v.opt_line(err.setting), err.setting, str(err))
+            return []
+        assert steps is not None, service
+        return _yaml_steps(steps)
 
     def unused_directives(self, v: LdVirtual, service: str, checktype: str) -> None:
         """Report the check directives the converted check does not carry (``_LD_USES``)."""

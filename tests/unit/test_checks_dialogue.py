@@ -27,6 +27,7 @@ from checks.dialogue import (
     LDIRECTORD_DIALOGUES,
     LDIRECTORD_IMPLICIT_TLS,
     SMTP_STARTTLS,
+    SettingError,
     ldirectord_dialogue,
 )
 from checks.spec import MAX_EXPECT_READ, CheckSpec
@@ -35,6 +36,9 @@ aiosmtpd_smtp = pytest.importorskip("aiosmtpd.smtp", reason="aiosmtpd (test-only
 pytest.importorskip("pyftpdlib", reason="pyftpdlib (test-only) is not installed")
 
 SMTP = LDIRECTORD_DIALOGUES["smtp"]
+# Net::Cmd's reply (Net::SMTP, Net::FTP): lines "CODE-text" continue it, "CODE SP text" or "CODE"
+# alone ends it (RFC 5321 section 4.2.1, RFC 959 section 4.2).
+REPLY_2XX = r"(?m)^2\d\d(?: |\r?\n)"
 
 
 def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1") -> CheckTarget:
@@ -395,7 +399,8 @@ async def test_flood_without_a_match_fails_after_64_kib_quickly():
         elapsed = time.monotonic() - start
     assert not result.ok and not result.timed_out
     quote = '"' + "x" * 57 + '..."'
-    assert result.reason == f"dialogue step 1: reply does not match '(?m)^220[ \\\\r\\\\n]' in 64 KiB: {quote}"
+    regex = repr(REPLY_2XX)
+    assert result.reason == f"dialogue step 1: reply does not match {regex} in 64 KiB: {quote}"
     assert elapsed < 0.5
 
 
@@ -423,7 +428,7 @@ async def test_server_closing_mid_dialogue():
         send_after_close = await check(port, (("expect", "^220"), ("send", "A\r\n"), ("expect", "^2"),
                                               ("send", "B\r\n")))  # fmt: skip
     assert not after_send.ok
-    assert after_send.reason == "dialogue step 3: connection closed before '(?m)^250[ \\\\r\\\\n]' matched"
+    assert after_send.reason == f"dialogue step 3: connection closed before {REPLY_2XX!r} matched"
     assert not send_after_close.ok
     assert send_after_close.reason == "dialogue step 3: connection closed before '^2' matched"
 
@@ -536,37 +541,141 @@ async def test_no_socket_leaks_over_hundreds_of_checks(pki):
 
 def test_ldirectord_table_covers_the_text_protocols():
     assert set(LDIRECTORD_DIALOGUES) == {"smtp", "submission", "ftp", "pop", "pops", "imap", "imaps", "nntp",
-                                         "simpletcp"}  # fmt: skip
+                                         "simpletcp", "sip"}  # fmt: skip
     assert LDIRECTORD_IMPLICIT_TLS == {"pops", "imaps"}
-    assert LDIRECTORD_DIALOGUES["nntp"] == (("expect", "^2"),)
-    assert LDIRECTORD_DIALOGUES["pop"] == (("expect", r"^\+OK"), ("send", "QUIT\r\n"))
     assert ldirectord_dialogue("ldap", "", "", "/", "") is None
     assert ldirectord_dialogue("http", "", "", "/", "") is None
 
 
-def test_ldirectord_logins():
-    ok = ("expect", r"(?m)^\+OK")
-    assert ldirectord_dialogue("pop", "bob", "pw", "/", "")[1:5] == (
-        ("send", "USER bob\r\n"),
-        ok,
-        ("send", "PASS pw\r\n"),
-        ok,
+def test_ldirectord_smtp_is_net_smtp_new_then_quit():
+    # Net::SMTP->new: any 2xx greeting, "EHLO localhost.localdomain" (hello()'s default) answered
+    # 2xx; check_smtp then calls quit.
+    for service in ("smtp", "submission"):
+        assert LDIRECTORD_DIALOGUES[service] == (
+            ("expect", REPLY_2XX),
+            ("send", "EHLO localhost.localdomain\r\n"),
+            ("expect", REPLY_2XX),
+            ("send", "QUIT\r\n"),
+        )
+
+
+@pytest.mark.parametrize(
+    "reply,final",
+    [
+        ("220 mx.example.com ESMTP\r\n", True),
+        ("220\r\n", True),  # a code alone
+        ("220-mx.example.com\r\n", False),  # a continuation line alone
+        ("220-mx.example.com\r\n220 ready\r\n", True),
+        ("250-mx.example.com\r\n250-PIPELINING\r\n250 HELP\r\n", True),
+        ("220", False),  # cut after the code: a "-" may follow
+        ("554 no service\r\n", False),
+        ("2200 x\r\n", False),
+    ],
+)
+def test_ldirectord_final_reply_line(reply, final):
+    import re2
+
+    assert (re2.compile(REPLY_2XX).search(reply) is not None) is final
+
+
+def test_ldirectord_ftp_is_net_ftp_login_with_ldirectords_defaults():
+    # ldirectord's parser: login "anonymous", passwd "ldirectord@HOSTNAME" when unset (here
+    # directord@localhost); Net::FTP: 2xx greeting, USER answered 3xx, PASS answered 2xx.
+    assert LDIRECTORD_DIALOGUES["ftp"] == (
+        ("expect", REPLY_2XX),
+        ("send", "USER anonymous\r\n"),
+        ("expect", r"(?m)^3\d\d(?: |\r?\n)"),
+        ("send", "PASS directord@localhost\r\n"),
+        ("expect", REPLY_2XX),
+        ("send", "QUIT\r\n"),
     )
-    assert ldirectord_dialogue("imap", "bob", 'p"w\\', "/", "")[1] == ("send", 'a1 LOGIN "bob" "p\\"w\\\\"\r\n')
-    assert ldirectord_dialogue("ftp", "", "", "/", "")[1:4:2] == (
-        ("send", "USER anonymous\r\n"), ("send", "PASS directord@localhost\r\n"))  # fmt: skip
-    with pytest.raises(ValueError, match="login must not hold a line break"):
-        ldirectord_dialogue("pop", "bob\r\nDELE 1", "pw", "/", "")
-    with pytest.raises(ValueError, match="passwd must be Latin-1"):
-        ldirectord_dialogue("ftp", "bob", "\u20ac", "/", "")
+    assert ldirectord_dialogue("ftp", "bob", "", "/", "")[1:4:2] == (
+        ("send", "USER bob\r\n"), ("send", "PASS directord@localhost\r\n"))  # fmt: skip
+
+
+def test_ldirectord_pop_is_mail_pop3client():
+    # Connect: banner /^\+OK/i; Login_Pass: USER answered /^\+/, PASS answered /^\+OK/; Close: QUIT.
+    assert LDIRECTORD_DIALOGUES["pop"] == LDIRECTORD_DIALOGUES["pops"] == (
+        ("expect", r"(?i)^\+OK"), ("send", "QUIT\r\n"))  # fmt: skip
+    assert ldirectord_dialogue("pop", "bob", "pw", "/", "") == (
+        ("expect", r"(?i)^\+OK"),
+        ("send", "USER bob\r\n"),
+        ("expect", r"^\+"),
+        ("send", "PASS pw\r\n"),
+        ("expect", r"^\+OK"),
+        ("send", "QUIT\r\n"),
+    )
+
+
+def test_ldirectord_imap_is_net_imap_simple():
+    # new: greeting /^\*\s+(?:OK|PREAUTH)/i; login: "LOGIN user " . _escape(pass), tagged
+    # /^TAG\s+OK/i; quit: LOGOUT.
+    assert LDIRECTORD_DIALOGUES["imap"] == LDIRECTORD_DIALOGUES["imaps"] == (
+        ("expect", r"(?i)^\*\s+(?:OK|PREAUTH)"), ("send", "2 LOGOUT\r\n"))  # fmt: skip
+    assert ldirectord_dialogue("imap", "bob", 'p"w\\', "/", "")[1:3] == (
+        ("send", '1 LOGIN bob "p\\"w\\\\"\r\n'),  # RFC 3501 section 4.3: \" and \\ in a quoted string
+        ("expect", r"(?im)^1\s+OK"),
+    )
+    # A user name that is not an atom (RFC 3501 section 9) is quoted the same way.
+    assert ldirectord_dialogue("imap", 'bob "b" smith', "pw", "/", "")[1] == (
+        "send", '1 LOGIN "bob \\"b\\" smith" "pw"\r\n')  # fmt: skip
+
+
+def test_ldirectord_nntp_reads_the_banner_only():
+    assert LDIRECTORD_DIALOGUES["nntp"] == (("expect", "^2"),)
+
+
+def test_ldirectord_sip_over_a_stream_socket_byte_for_byte():
+    # check_sip's request (RFC 3261 section 11.1) with its constant branch, tag and CSeq; a TCP
+    # Via without address (section 18.2.2: the answer comes back on the connection).
+    send, expect = ldirectord_dialogue("sip", "probe@example.com", "", "/", "")
+    assert send == (
+        "send",
+        "OPTIONS sip:probe@example.com SIP/2.0\r\n"
+        "Via: SIP/2.0/TCP directord.invalid;branch=z9hG4bKhjhs8ass877\r\n"
+        "Max-Forwards: 70\r\n"
+        "To: <sip:probe@example.com>\r\n"
+        "From: <sip:probe@example.com>;tag=1928301774\r\n"
+        "Call-ID: directord-check\r\n"
+        "CSeq: 63104 OPTIONS\r\n"
+        "Contact: <sip:probe@example.com>\r\n"
+        "Accept: application/sdp\r\n"
+        "Content-Length: 0\r\n\r\n",
+    )
+    assert expect == ("expect", r"^SIP/2\.0 200 OK")
+    assert LDIRECTORD_DIALOGUES["sip"][0][1].startswith("OPTIONS sip:directord@localhost SIP/2.0\r\n")
+
+
+@pytest.mark.parametrize(
+    "service,login,passwd,setting,message",
+    [
+        ("pop", "bob\r\nDELE 1", "pw", "login", "login must not hold a line break"),
+        ("pop", "bob", "pw\nDELE 1", "passwd", "passwd must not hold a line break"),
+        ("imap", "bob", "pw\r", "passwd", "passwd must not hold a line break"),
+        ("imap", "bob\0", "pw", "login", "login must not hold a line break"),
+        ("ftp", "bob\n", "", "login", "login must not hold a line break"),
+        ("ftp", "bob", "\u20ac", "passwd", "passwd must be Latin-1"),
+        ("sip", "bob smith@example.com", "", "login", "sip login must be user@host"),
+        ("sip", "bob@example.com>\r\nX: y", "", "login", "sip login must be user@host"),
+    ],
+)
+def test_ldirectord_settings_that_would_break_a_command_are_refused(service, login, passwd, setting, message):
+    with pytest.raises(SettingError, match=message) as info:
+        ldirectord_dialogue(service, login, passwd, "/", "")
+    assert isinstance(info.value, ValueError) and info.value.setting == setting
+    assert "DELE" not in str(info.value)  # the message does not carry the value (a password)
 
 
 def test_ldirectord_simpletcp():
     assert ldirectord_dialogue("simpletcp", "", "", "/PING\\n", "^PONG$") == (
         ("send", "PING\n"), ("expect", "(?m)^PONG$"))  # fmt: skip
     assert ldirectord_dialogue("simpletcp", "", "", "/", "") == (("expect", "(?s)."),)
-    with pytest.raises(ValueError, match="receive is not a regular expression"):
+    with pytest.raises(SettingError, match="receive is not a regular expression") as info:
         ldirectord_dialogue("simpletcp", "", "", "/x", "(?<=a)b")
+    assert info.value.setting == "receive"
+    with pytest.raises(SettingError, match="request must be Latin-1") as info:
+        ldirectord_dialogue("simpletcp", "", "", "/\u20ac", "")
+    assert info.value.setting == "request"
 
 
 async def test_ldirectord_simpletcp_against_a_line_server():

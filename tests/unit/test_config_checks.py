@@ -86,6 +86,30 @@ def test_agent_and_slow_start_keys():
         ("{type: http, dynamic_weight: true}", "tcp", "dynamic_weight", "dynamic_weight is for external checks"),
         ("{type: http, slow_start: -1}", "tcp", "slow_start", "slow_start must be 0..3600 seconds"),
         ("{type: ping}", "sctp", None, None),
+        # what checks.radius and checks.sip would refuse at run time
+        (
+            "{type: radius, secret: s, login: " + "u" * 254 + "}",
+            "udp",
+            "login",
+            "at most 253 bytes (RFC 2865 section 5.1",
+        ),
+        ("{type: radius, secret: s, login: " + "é" * 127 + "}", "udp", "login", "got 254"),  # bytes, not characters
+        ("{type: radius, secret: s, login: u, password: " + "p" * 129 + "}", "udp", "password", "at most 128 bytes"),
+        ('{type: radius, secret: s, login: "\\ud800"}', "udp", "login", "a radius login must be text UTF-8 can"),
+        ("{type: sip, login: alice smith@example.com}", "udp", "login", "sip login must be user@host without spaces"),
+        ("{type: sip, login: 'alice@example.com>;x'}", "udp", "login", "sip login must be user@host"),
+        ('{type: sip, login: "alice\\x1b@example.com"}', "udp", "login", "control characters"),
+        (
+            '{type: sip, login: "a@b\\r\\nX-Evil: 1"}',
+            "udp",
+            "login",
+            "login must not hold a line break (CR, LF) or NUL",
+        ),
+        ('{type: sip, login: "a@b\\0"}', "udp", "login", "login must not hold a line break"),
+        ('{type: sip, login: "\\ud800@b"}', "udp", "login", "sip login must be text UTF-8 can encode"),
+        ("{type: radius, secret: s, login: " + "u" * 253 + ", password: " + "p" * 128 + "}", "udp", None, None),
+        ('{type: radius, secret: s, login: "a b\\tc", password: "p\\r\\nq"}', "udp", None, None),  # binary attributes
+        ("{type: sip, login: alice@example.com}", "udp", None, None),
     ],
 )
 def test_bad_check_keys_are_located(check, protocol, field, message):
@@ -98,3 +122,24 @@ def test_bad_check_keys_are_located(check, protocol, field, message):
     line, where, said = found[0]
     assert line == 6 and where == f"virtual_services[0].check.{field}", found
     assert message in said, said
+
+
+def test_a_credential_problem_is_located_at_its_own_line():
+    text = """
+        virtual_services:
+          - name: s
+            address: 10.0.0.1
+            port: 5060
+            protocol: udp
+            check:
+              type: sip
+              login: "alice@example.com\\r\\nVia: x"
+            real_servers: [{address: 10.0.0.2, weight: 10}]
+        """
+    assert issues(text) == [
+        (
+            8,
+            "virtual_services[0].check.login",
+            "login must not hold a line break (CR, LF) or NUL: it is sent inside one command line",
+        )
+    ]
