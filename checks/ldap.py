@@ -488,7 +488,12 @@ async def check_ldap(target: CheckTarget) -> tuple[bool, str]:
 
 
 async def _converse(
-    writer: asyncio.StreamWriter, messages: _Reader, bind: bytes, search: bytes, pattern: re2._Regexp | None, expect: str | None
+    writer: asyncio.StreamWriter,
+    messages: _Reader,
+    bind: bytes,
+    search: bytes,
+    pattern: re2._Regexp | None,
+    expect: str | None,
 ) -> tuple[bool, str]:
     writer.write(bind)
     message = await messages.next()

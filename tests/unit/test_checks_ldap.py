@@ -68,12 +68,7 @@ def test_anonymous_bind_request_bytes():
 
 
 def test_named_bind_request_bytes():
-    expected = (
-        bytes.fromhex("30 1a 02 01 01 60 15 02 01 03 04 08")
-        + b"cn=admin"
-        + bytes.fromhex("80 06")
-        + b"secret"
-    )
+    expected = bytes.fromhex("30 1a 02 01 01 60 15 02 01 03 04 08") + b"cn=admin" + bytes.fromhex("80 06") + b"secret"
     assert ldap.encode_bind_request(1, b"cn=admin", b"secret") == expected
 
 
@@ -342,7 +337,9 @@ def _wait_listening(port: int, process: subprocess.Popen, seconds: float = 10.0)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"slapd exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}")
+            raise RuntimeError(
+                f"slapd exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.05)
@@ -473,7 +470,9 @@ async def test_stopped_server_fails(tmp_path):
 
 
 @contextlib.asynccontextmanager
-async def fake_server(handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> AsyncIterator[int]:
+async def fake_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
     """A small hand-written server on loopback; yields its port."""
     tasks: set[asyncio.Task] = set()
 
