@@ -50,7 +50,7 @@ import asyncio
 import functools
 import re
 import socket
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from checks.http import body_matches, compile_body_pattern
 from checks.spec import MAX_EXPECT_READ
@@ -312,7 +312,7 @@ async def _passive_port(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
     return parse_pasv(reply.text)
 
 
-def _with_port(sockaddr: tuple, port: int) -> tuple:
+def _with_port(sockaddr: tuple[Any, ...], port: int) -> tuple[Any, ...]:
     """``sockaddr`` (IPv4 ``(host, port)`` or IPv6 ``(host, port, flowinfo, scope_id)``) with
     another port."""
     return (sockaddr[0], port, *sockaddr[2:])
