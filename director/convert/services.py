@@ -24,13 +24,13 @@ its code (``ld_setup``, ``_check_real``, ``check_http``, ``check_connect``,
   failed"), which is ``verify_tls: chain``;
 * every other negotiate check becomes its directord counterpart
   (`_Translator.negotiate`): dns, radius, sip, mysql and pgsql checks of their
-  own type, smtp/submission/ftp/pop/pops/imap/imaps/nntp a ``tcp`` check with
-  the dialogue of ldirectord's Perl client (`checks.dialogue.ldirectord_dialogue`,
-  also simpletcp's request and receive pattern and sip over TCP); ``checktype=ping``, and ``connect`` on a UDP
-  service (which ldirectord runs as ``check_ping``), an ICMP echo.  What
-  directord cannot check as ldirectord does (ldap's bind and search, oracle's
-  login, http_proxy's fetch, ftp's download, a receive pattern RE2 cannot
-  compile) becomes a weaker check, listed as such (`Issues.weaker`);
+  own type, ldap/ldaps an ``ldap`` check (bind and base search), ftp with a receive pattern
+  an ``ftp`` check (login and download), smtp/submission/ftp/pop/pops/imap/imaps/nntp a ``tcp``
+  check with the dialogue of ldirectord's Perl client (`checks.dialogue.ldirectord_dialogue`,
+  also simpletcp's request and receive pattern and sip over TCP); ``checktype=ping``, and
+  ``connect`` on a UDP service (which ldirectord runs as ``check_ping``), an ICMP echo.  What
+  directord cannot check as ldirectord does (oracle's login, http_proxy's fetch, a receive
+  pattern RE2 cannot compile) becomes a weaker check, listed as such (`Issues.weaker`);
 * a real server found down is deleted from the table unless ``quiescent`` is
   ``yes`` (then weight 0): the code's default is ``no``, the manual's ``yes``;
   a fallback server is always deleted when a real server comes back;
@@ -111,10 +111,10 @@ _LD_USES: dict[str, frozenset[str]] = {
     "pgsql": frozenset({"request", "login", "passwd", "database"}),
     "oracle": frozenset({"request", "login", "passwd", "database"}),
 }
-#: The directives of `_LD_USES` the converted check carries (ftp's request/receive: the
-#: weaker-check warning names them when the content match is lost).
+#: The directives of `_LD_USES` the converted check carries (a receive pattern RE2 cannot take
+#: is named by the weaker-check warning instead).
 _CONVERTED: dict[str, frozenset[str]] = {
-    **{name: uses for name, uses in _LD_USES.items() if name not in ("http_proxy", "ldap", "ldaps", "oracle")},
+    **{name: uses for name, uses in _LD_USES.items() if name not in ("http_proxy", "oracle")},
 }
 
 
@@ -434,12 +434,11 @@ class _Translator:
         if service in ("mysql", "pgsql"):
             return {"query": request[1:] if request.startswith("/") else request}
         if service == "ftp" and receive:
-            self.weaker(
-                v,
-                f"downloads the file {quote(request[1:] or '/')} (line {line}) and matches its content "
-                f"with {quote(receive)}",
-                "logs in only (no data connection)",
-            )
+            usable = self.receive_usable(v, receive, line, "the downloaded file", "downloads it only")
+            return {"query": request, "expect": receive if usable else None}
+        if service in ("ldap", "ldaps"):
+            usable = bool(receive) and self.receive_usable(v, receive, line, "the entry's DN", "finds the entry only")
+            return {"query": request[1:], "expect": receive if usable else None}
         return {}
 
     def dns_fields(self, v: LdVirtual, request: str, receive: str, line: int, directive: str) -> dict[str, Any]:
@@ -663,7 +662,7 @@ class _Translator:
         passwd = v.opt("passwd") or ""
         check["timeout"] = negotiatetimeout
         stream = v.protocol != "udp"  # ld_open_socket: a stream socket unless the virtual is UDP
-        per_real = service in ("http", "https", "dns", "simpletcp", "mysql", "pgsql", "ftp")
+        per_real = service in ("http", "https", "dns", "simpletcp", "mysql", "pgsql", "ftp", "ldap", "ldaps")
         if service in ("http", "https"):
             check["type"] = service
             check["method"] = v.opt("httpmethod") or "GET"
@@ -745,6 +744,18 @@ class _Translator:
                     "simpletcp check: ldirectord also half-closes the connection after sending the "
                     "request (shutdown SHUT_WR); directord keeps it open until the reply matches"
                 )
+        elif service == "ftp" and receive:
+            # check_ftp: Net::FTP logs in, fetches the request in passive mode and matches receive
+            # on what arrived; the ftp check does that on its own data connection
+            check["type"] = "ftp"
+            check["login"] = login or "anonymous"
+            if passwd:
+                check["password"] = passwd
+                out.credentials = True
+            out.comments.append(
+                "ftp check: log in, download the request (first 64 KiB) and match receive on it, as "
+                "ldirectord's check_ftp; a failed login fails the check (ldirectord only looks at the download)"
+            )
         elif service in ("smtp", "submission", "ftp", "pop", "pops", "imap", "imaps", "nntp"):
             check["type"] = "tcp"
             if service in LDIRECTORD_IMPLICIT_TLS:
@@ -758,18 +769,16 @@ class _Translator:
             if v.opt("passwd"):
                 out.credentials = True
         elif service in ("ldap", "ldaps"):
-            check["type"] = "tcp"
-            what = "a TLS handshake (certificate not verified, as Net::LDAP's default)" if service == "ldaps" else ""
+            # check_ldap: Net::LDAP binds (as login when login and passwd are both set, else
+            # anonymously), reads the entry named by the request (base scope) and matches its DN
+            check["type"] = "ldap"
+            if login and passwd:
+                check["login"], check["password"] = login, passwd
+                out.credentials = True
             if service == "ldaps":
                 check["tls"] = True
                 check["verify_tls"] = "none"
-            search = f"reads the entry {quote(request[1:])}" if request[1:] else "searches the root DSE"
-            self.weaker(
-                v,
-                f"binds ({'as ' + quote(login) if login and passwd else 'anonymously'}) and {search}"
-                + (f", matching its DN with {quote(receive)}" if receive else ""),
-                "connects" + (f" and completes {what}" if what else "") + " only (no LDAP bind)",
-            )
+                out.comments.append("ldaps: TLS from the first byte, its certificate not verified (Net::LDAP)")
         elif service == "oracle":
             check["type"] = "tcp"
             self.weaker(v, "logs in to Oracle and runs the request query", "connects only (no Oracle driver)")

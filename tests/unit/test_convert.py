@@ -305,7 +305,7 @@ def test_connect_on_udp_is_a_ping_as_in_ldirectord():
     assert "test.cf:3: checktype: checktype=connect on a UDP service" in messages(issues, "note")
 
 
-@pytest.mark.parametrize("svc", ["ldap", "ldaps", "oracle", "http_proxy"])
+@pytest.mark.parametrize("svc", ["oracle", "http_proxy"])
 def test_services_without_counterpart_become_tcp_connect_listed_as_weaker(svc):
     s, issues = service(WEB + f"\tservice={svc}\n")
     assert s["check"]["type"] == "tcp" and "dialogue" not in s["check"]
@@ -360,7 +360,7 @@ def test_per_real_request_receive_unused_by_the_service_is_a_note():
 
 
 def test_login_and_password_are_reported_without_their_values():
-    _, issues = service(WEB + '\tservice=ldap\n\tlogin="anon"\n\tpasswd="s3cret-value"\n')
+    _, issues = service(WEB + '\tservice=oracle\n\tlogin="anon"\n\tpasswd="s3cret-value"\n')
     text = messages(issues)
     assert "test.cf:4: login" in text and "test.cf:5: passwd" in text
     assert "s3cret-value" not in text

@@ -97,17 +97,29 @@ def test_smtp_and_submission_dialogue():
         assert not weaker(issues)
 
 
-def test_ftp_logs_in_and_lists_the_lost_download():
+def test_ftp_logs_in_or_downloads_and_matches():
     c, issues = check_of("service=ftp", 21)
     assert c["dialogue"] == steps("ftp") and not weaker(issues)
+    # with a receive pattern ldirectord downloads the request and matches it: the ftp check does
     c, issues = check_of('service=ftp\nlogin="bob"\npasswd="pw"\nrequest="welcome.msg"\nreceive="test"', 21)
-    assert c["dialogue"] == steps("ftp", "bob", "pw")
-    assert weaker(issues) == [
-        "t.cf:1: check: 192.168.6.240:21/tcp, service ftp: weaker check than ldirectord's: ldirectord downloads "
-        "the file 'welcome.msg' (line 7) and matches its content with 'test'; directord logs in only (no data "
-        "connection)"
-    ]
-    assert c.get("password") is None  # the password is in the dialogue only
+    got = (c["type"], c["login"], c["password"], c["query"], c["expect"])
+    assert got == ("ftp", "bob", "pw", "/welcome.msg", "test")
+    assert "dialogue" not in c and not weaker(issues)
+    c, issues = check_of('service=ftp\nrequest="welcome.msg"\nreceive="(a)\\1"', 21)
+    assert (c["type"], c["login"], c.get("expect")) == ("ftp", "anonymous", None)
+    assert [w.split("directord ")[-1] for w in weaker(issues)][0].startswith("downloads it only")
+
+
+@pytest.mark.parametrize(("svc", "tls"), [("ldap", False), ("ldaps", True)])
+def test_ldap_binds_and_reads_the_requested_entry(svc, tls):
+    c, issues = check_of(f'service={svc}\nrequest="dc=example,dc=com"\nreceive="^dc=example"', 389)
+    got = (c["type"], c["query"], c["expect"], c.get("tls", False))
+    assert got == ("ldap", "dc=example,dc=com", "^dc=example", tls)
+    assert "login" not in c and not weaker(issues)  # an anonymous bind, as ldirectord without login and passwd
+    c, _ = check_of(f'service={svc}\nlogin="cn=admin"\npasswd="pw"', 389)
+    assert (c["login"], c["password"], c["query"]) == ("cn=admin", "pw", "")
+    c, _ = check_of(f'service={svc}\nlogin="cn=admin"', 389)
+    assert "login" not in c  # a login without passwd binds anonymously (check_ldap)
 
 
 @pytest.mark.parametrize("svc,port,tls", [("pop", 110, False), ("pops", 995, True)])
@@ -272,12 +284,12 @@ def test_debian_example_with_every_sample_uncommented(debian_all, tmp_path, caps
         "http",
         "http",
         "https",
+        "ftp",
         "tcp",
         "tcp",
         "tcp",
         "tcp",
-        "tcp",
-        "tcp",
+        "ldap",
         "tcp",
         "dns",
         "mysql",
@@ -289,10 +301,10 @@ def test_debian_example_with_every_sample_uncommented(debian_all, tmp_path, caps
         "sip",
         "tcp",
     ]
-    assert all("dialogue" in s["check"] for s in services if s.get("port") in (21, 25, 587, 110, 143, 119))
-    # Debian's samples that directord checks less than ldirectord: ftp's download, ldap, oracle.
+    assert all("dialogue" in s["check"] for s in services if s.get("port") in (25, 587, 110, 143, 119))
+    # Debian's only sample that directord checks less than ldirectord: oracle (no Oracle driver).
     listed = weaker(result.issues)
-    assert [line.split(", service ")[1].split(":")[0] for line in listed] == ["ftp", "ldap", "oracle"]
+    assert [line.split(", service ")[1].split(":")[0] for line in listed] == ["oracle"]
     lines = debian_all.read_text().splitlines()
     for entry in listed:
         line = int(entry.split(":")[1])
@@ -300,18 +312,18 @@ def test_debian_example_with_every_sample_uncommented(debian_all, tmp_path, caps
     # The written file passes `directord check`.
     out = tmp_path / "directord.yaml"
     assert cli_main(["convert", "--ldirectord", str(debian_all), "-o", str(out)]) == 0
-    assert "3 weaker checks than ldirectord's" in capsys.readouterr().err
+    assert "1 weaker check than ldirectord's" in capsys.readouterr().err
     assert cli_main(["check", "-c", str(out)]) == 0
     assert os.stat(out).st_mode & 0o777 == 0o600  # it holds the SQL and RADIUS passwords
     parse_config(out.read_text(), str(out))
-    # --strict refuses those three and passes once they are gone.
+    # --strict refuses it and passes once it is gone.
     assert cli_main(["convert", "--strict", "--ldirectord", str(debian_all), "-o", str(tmp_path / "x.yaml")]) == 1
     assert not (tmp_path / "x.yaml").exists()
     kept = []
     skip = False
     for line in lines:
         if line.startswith("virtual"):
-            skip = any(f":{p}" in line for p in ("21", "389", "1521"))
+            skip = ":1521" in line
         elif not line.startswith(("\t", " ")):
             skip = False
         if not skip:
@@ -324,12 +336,12 @@ def test_debian_example_with_every_sample_uncommented(debian_all, tmp_path, caps
     assert cli_main(["check", "-c", str(tmp_path / "s.yaml")]) == 0
 
 
-LDAP_AND_PERL_RECEIVE = """\
-virtual=192.168.84.5:389
-\treal=10.0.1.4:389 masq
-\tservice=ldap
-\trequest="dc=example,dc=com"
-\treceive="dc=example"
+ORACLE_AND_PERL_RECEIVE = """\
+virtual=192.168.84.5:1521
+\treal=10.0.1.4:1521 masq
+\tservice=oracle
+\tlogin="scott"
+\trequest="select 1 from dual"
 
 virtual=192.168.6.240:80
 \treal=192.168.6.2:80 gate
@@ -338,17 +350,16 @@ virtual=192.168.6.240:80
 """
 
 
-def test_strict_refuses_ldap_and_a_perl_only_receive(tmp_path, capsys):
+def test_strict_refuses_oracle_and_a_perl_only_receive(tmp_path, capsys):
     cf = tmp_path / "ldirectord.cf"
-    cf.write_text(LDAP_AND_PERL_RECEIVE)
+    cf.write_text(ORACLE_AND_PERL_RECEIVE)
     out = tmp_path / "directord.yaml"
     assert cli_main(["convert", "--strict", "--ldirectord", str(cf), "-o", str(out)]) == 1
     err = capsys.readouterr().err
     assert not out.exists()
     assert (
-        f"error: {cf}:1: check: 192.168.84.5:389/tcp, service ldap: weaker check than ldirectord's: ldirectord "
-        "binds (anonymously) and reads the entry 'dc=example,dc=com', matching its DN with 'dc=example'; "
-        "directord connects only (no LDAP bind)" in err
+        f"error: {cf}:1: check: 192.168.84.5:1521/tcp, service oracle: weaker check than ldirectord's: ldirectord "
+        "logs in to Oracle and runs the request query; directord connects only (no Oracle driver)" in err
     )
     assert (
         f"error: {cf}:7: check: 192.168.6.240:80/tcp, service http: weaker check than ldirectord's: ldirectord "
@@ -358,7 +369,7 @@ def test_strict_refuses_ldap_and_a_perl_only_receive(tmp_path, capsys):
     # Without --strict: the same two lines as warnings, and the file is written.
     assert cli_main(["convert", "--ldirectord", str(cf), "-o", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"warning: {cf}:1: check: 192.168.84.5:389/tcp, service ldap: weaker check" in err
+    assert f"warning: {cf}:1: check: 192.168.84.5:1521/tcp, service oracle: weaker check" in err
     assert f"warning: {cf}:7: check: 192.168.6.240:80/tcp, service http: weaker check" in err
     assert "2 weaker checks than ldirectord's (listed above; --strict refuses them)" in err
     assert out.exists() and os.stat(out).st_mode & 0o777 == 0o644
