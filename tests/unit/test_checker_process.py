@@ -157,7 +157,7 @@ def alive(pid: int) -> bool:
     try:  # a zombie is dead too
         with open(f"/proc/{pid}/stat") as fh:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped meanwhile: reading its stat gives ESRCH
         return False
 
 
