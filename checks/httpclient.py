@@ -113,6 +113,8 @@ class _Head(asyncio.Protocol):
         self.done = done
         self.request = request
         self.parser = httptools.HttpResponseParser(self)
+        # lines ended by a bare LF are accepted, as aiohttp and LWP (ldirectord) accept them
+        self.parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
         self.head_left = MAX_HEAD  # bytes still allowed before the end of the headers; -1 after
         self.status = 0
 
