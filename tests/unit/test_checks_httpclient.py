@@ -229,3 +229,35 @@ async def test_fetch_refuses_a_name():
 
 def test_response_error_is_the_reason():
     assert str(ResponseError("server closed the connection")) == "server closed the connection"
+
+
+# --- on uvloop, the checker child's loop ---------------------------------------------------------
+
+
+def test_checks_on_uvloop():
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[tuple[bool, str]]:
+        results = []
+        chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+        async with raw_server(chunked) as (port, heads):
+            results.append(await run_check(http_target(port, expect_body="^ok$", timeout=2.0)))
+            tcp = CheckTarget("k", "rs", None, 80, "127.0.0.1", port, CheckSpec(type="tcp", timeout=2.0))
+            results.append(await run_check(tcp))
+        async with raw_server(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n") as (port, _):
+            results.append(await run_check(http_target(port, timeout=2.0)))
+        async with raw_server(b"garbage\r\n\r\n") as (port, _):
+            results.append(await run_check(http_target(port, timeout=2.0)))
+        results.append(await run_check(http_target(port, timeout=2.0)))  # closed: refused
+        results.append(await run_check(CheckTarget("k", "rs", None, 80, "127.0.0.1", port, CheckSpec(type="tcp"))))
+        assert heads[0].startswith(b"GET / HTTP/1.1\r\n")
+        return [(r.ok, r.reason) for r in results]
+
+    assert uvloop.run(main()) == [
+        (True, "HTTP 200"),
+        (True, "connected"),
+        (False, "HTTP 503"),
+        (False, "bad HTTP response: expected HTTP/, RTSP/ or ICE/"),
+        (False, "connection refused"),
+        (False, "connection refused"),
+    ]

@@ -208,3 +208,24 @@ async def test_full_fails_self_signed_even_with_the_right_name(pki):
     async with https_backend(pki.self_signed) as backend:
         result = await check(backend, verify_tls="full", ca_file=str(pki.ca), sni=LEAF_NAME)
     assert (result.ok, result.reason) == (False, "TLS certificate verify failed: self-signed certificate")
+
+
+def test_modes_on_uvloop(pki):
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[tuple[bool, str]]:
+        async with https_backend(pki.self_signed) as backend:
+            results = [await check(backend, verify_tls="none"), await check(backend, verify_tls="chain")]
+        async with https_backend(pki.ca_signed) as backend:
+            results.append(await check(backend, verify_tls="chain", ca_file=str(pki.ca)))
+            results.append(await check(backend, verify_tls="full", ca_file=str(pki.ca), sni=LEAF_NAME))
+            results.append(await check(backend, verify_tls="full", ca_file=str(pki.ca), sni="other.example.org"))
+        return [(r.ok, r.reason) for r in results]
+
+    assert uvloop.run(main()) == [
+        (True, "HTTP 200"),
+        (False, "TLS certificate verify failed: self-signed certificate"),
+        (True, "HTTP 200"),
+        (True, "HTTP 200"),
+        (False, "TLS certificate verify failed: Hostname mismatch, certificate is not valid for 'other.example.org'."),
+    ]
