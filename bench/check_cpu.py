@@ -25,7 +25,9 @@ per check (microseconds), CPU as a share of one core, and the summed RSS of the 
 processes (``VmRSS``) at the end of the window.
 
 Output: a markdown table on stdout, ``<out-dir>/check_cpu.json`` and each system's
-configuration and log under ``<out-dir>/check_cpu/<system>/``.
+configuration and log under ``<out-dir>/check_cpu/<system>/``. Exit status 2, before any
+namespace is made, when a chosen system's program (keepalived, ldirectord) is not installed
+(`incumbents.missing_incumbents`: the message names the ``apt-get install`` command).
 """
 
 from __future__ import annotations
@@ -190,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a complete table")
     ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"))
     args = ap.parse_args(argv)
+    missing = inc.missing_incumbents(args.systems)
+    if missing:  # refused before the namespaces are built, not found out by a table timeout
+        for line in missing:
+            print(f"check_cpu: cannot run: {line}", file=sys.stderr)
+        return 2
     if os.geteuid() != 0:
         print("check_cpu: needs root (network namespaces, ip_vs)", file=sys.stderr)
         return 2

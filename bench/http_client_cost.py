@@ -1,5 +1,6 @@
-"""What one HTTP health check costs in CPU, layer by layer: directord's HTTP check (aiohttp)
-against the floor a bare asyncio protocol sets on the same event loop and kernel.
+"""What one HTTP health check costs in CPU, layer by layer: directord's HTTP check
+(`checks.httpclient`) against the floor a bare asyncio protocol sets on the same event loop and
+kernel, and a bare TCP connect check.
 
 Runs anywhere (loopback only, no root):
 
@@ -11,13 +12,15 @@ this process, for each client and each event loop (asyncio, and uvloop when inst
 warm-up of 200; the CPU time (user + sys) of this process per request, median of
 ``--runs`` runs. Clients:
 
-* ``directord check_http``: `checks.http.check_http` with the daemon's shared session
-  (`checks.http.make_session`), through `checks.base.run_check` as the engine calls it;
+* ``directord check_http``: `checks.http.check_http` through `checks.base.run_check` as the
+  engine calls it;
 * ``bare protocol``: an `asyncio.Protocol` that connects, writes one fixed request, reads
   up to the end of the headers and closes; no HTTP library. It is the floor, not a
-  candidate: it handles no chunking, redirects, TLS or body limits.
+  candidate: it handles no chunking, redirects, TLS or body limits;
+* ``tcp connect``: `checks.tcp.check_tcp` through `checks.base.run_check`: connect and close,
+  no request (the socket's own cost).
 
-The difference between the two rows is the HTTP client library's share of a check. Prints
+The difference between the first two rows is the HTTP client's share of a check. Prints
 a markdown table; ``--json PATH`` writes the rows.
 """
 
@@ -38,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from check_cost import server_script  # noqa: E402
 
 from checks.base import CheckTarget, run_check  # noqa: E402
-from checks.http import make_session  # noqa: E402
 from checks.spec import CheckSpec  # noqa: E402
 
 WARMUP = 200
@@ -68,13 +70,13 @@ class _Bare(asyncio.Protocol):
 async def _run(client: str, port: int, requests: int, concurrency: int) -> float:
     """CPU microseconds per request over ``requests`` requests (after the warm-up)."""
     loop = asyncio.get_running_loop()
-    session = make_session()
     target = CheckTarget("k", "bench", "127.0.0.1", port, "127.0.0.1", port, CheckSpec(type="http", timeout=2.0))
+    tcp_target = CheckTarget("k", "bench", "127.0.0.1", port, "127.0.0.1", port, CheckSpec(type="tcp", timeout=2.0))
     request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: bench\r\nConnection: close\r\n\r\n".encode()
 
     async def one() -> None:
-        if client == "check_http":
-            result = await run_check(target, session)
+        if client in ("check_http", "tcp"):
+            result = await run_check(target if client == "check_http" else tcp_target, None)
             if not result.ok:
                 raise RuntimeError(f"check failed: {result.reason}")
         else:
@@ -89,13 +91,10 @@ async def _run(client: str, port: int, requests: int, concurrency: int) -> float
         async with sem:
             await one()
 
-    try:
-        await asyncio.gather(*(limited() for _ in range(WARMUP)))
-        cpu0 = time.process_time()
-        await asyncio.gather(*(limited() for _ in range(requests)))
-        return (time.process_time() - cpu0) / requests * 1e6
-    finally:
-        await session.close()
+    await asyncio.gather(*(limited() for _ in range(WARMUP)))
+    cpu0 = time.process_time()
+    await asyncio.gather(*(limited() for _ in range(requests)))
+    return (time.process_time() - cpu0) / requests * 1e6
 
 
 def measure(client: str, loop_kind: str, port: int, requests: int, concurrency: int) -> float:
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         assert server.stdout is not None
         port = int(server.stdout.readline())
         for loop_kind in loops:
-            for client in ("check_http", "bare"):
+            for client in ("check_http", "bare", "tcp"):
                 runs = [measure(client, loop_kind, port, a.requests, a.concurrency) for _ in range(a.runs)]
                 rows.append(
                     {
@@ -141,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         server.terminate()
         server.wait(10)
-    names = {"check_http": "directord check_http (aiohttp)", "bare": "bare asyncio protocol (floor)"}
+    names = {
+        "check_http": "directord check_http",
+        "bare": "bare asyncio protocol (floor)",
+        "tcp": "directord tcp check (connect, close)",
+    }
     print(
         f"HTTP check CPU per request, loopback, {a.requests} requests, {a.concurrency} at a time, "
         f"median of {a.runs} runs\n"

@@ -1,8 +1,8 @@
 """Admission control: how many checks may be in flight when the checker runs short of CPU.
 
 A check is cheap in wall time but not in CPU (a TCP handshake, an HTTP request
-and response through aiohttp: about 0.3-0.6 ms of CPU on a server, ten times
-that in an emulated guest).  When the checks due each second need more CPU
+and response: about 0.1 ms of CPU on a server, ten times that or more in an
+emulated guest).  When the checks due each second need more CPU
 than the checker has, its event loop falls behind: responses sit unread in
 socket buffers while the loop works through its backlog, and checks that
 would have passed hit their timeout.  Without a limit that feeds itself:

@@ -20,11 +20,10 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-import aiohttp
-
 from checks.agent import agent_weight, parse_agent_reply, query_agent
 from checks.external import check_external
 from checks.http import check_http
+from checks.httpclient import ResponseError
 from checks.spec import CheckSpec
 from checks.tcp import check_tcp
 
@@ -106,29 +105,19 @@ def _clip(text: str) -> str:
 def describe_error(exc: BaseException) -> str:
     """A short reason text for an exception raised while checking.
 
-    TLS errors are named as such; socket errors are named by their errno
-    (``"connection refused"``, ``"no route to host"``), aiohttp protocol errors
-    by what went wrong; anything else by its type and message.
+    TLS errors are named as such (``"TLS certificate verify failed: self-signed
+    certificate"``, ``"TLS error: wrong version number"``); socket errors are named by their
+    errno (``"connection refused"``, ``"no route to host"``), a bad HTTP reply by what went
+    wrong (`checks.httpclient.ResponseError`: ``"server closed the connection"``, ``"bad HTTP
+    response: ..."``); anything else by its type and message.
     """
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        cert_error = exc.certificate_error
-        detail = getattr(cert_error, "verify_message", None) or str(cert_error)
-        return _clip(f"TLS certificate verify failed: {detail}")
-    if isinstance(exc, aiohttp.ClientConnectorSSLError):
-        exc = getattr(exc, "os_error", exc)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return _clip(f"TLS certificate verify failed: {exc.verify_message or exc}")
     if isinstance(exc, ssl.SSLError):
         detail = exc.reason.lower().replace("_", " ") if exc.reason else str(exc)
         return _clip(f"TLS error: {detail}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return "server closed the connection"
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return _clip(f"bad HTTP response: {exc.message}")
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return _clip(f"bad HTTP body: {exc}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        exc = exc.os_error
+    if isinstance(exc, ResponseError):
+        return _clip(str(exc))
     if isinstance(exc, OSError):
         code = exc.errno
         if code == _errno.ECONNREFUSED:
@@ -148,23 +137,11 @@ def describe_error(exc: BaseException) -> str:
     return _clip(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
 
 
-async def _check_none(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+async def _check_none(target: CheckTarget) -> tuple[bool, str]:
     return True, "no check"
 
 
-async def _check_http(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
-    if session is None:
-        return False, "no HTTP session"
-    return await check_http(target, session)
-
-
-async def _check_external(
-    target: CheckTarget, session: aiohttp.ClientSession | None
-) -> tuple[bool, str] | tuple[bool, str, int]:
-    return await check_external(target)
-
-
-async def _check_protocol(target: CheckTarget, session: aiohttp.ClientSession | None) -> tuple[bool, str]:
+async def _check_protocol(target: CheckTarget) -> tuple[bool, str]:
     """The checks of one module each, imported at their first use (`PROTOCOL_CHECKS`)."""
     spec = target.spec
     if spec.type == "tcp" and not spec.dialogue and not spec.tls:
@@ -203,30 +180,31 @@ _DISPATCH = {
     "pgsql": _check_protocol,
     "ldap": _check_protocol,
     "ftp": _check_protocol,
-    "http": _check_http,
-    "https": _check_http,
-    "external": _check_external,
+    "http": check_http,
+    "https": check_http,
+    "external": check_external,
 }
 
 
 async def run_check(
     target: CheckTarget,
-    session: aiohttp.ClientSession | None,
+    session: object = None,
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> CheckResult:
     """Run one check of ``target`` and return its result; never raises.
 
     The type comes from ``target.spec.type``: ``none`` (up at once), ``tcp``
-    (`checks.tcp`), ``http``/``https`` (`checks.http`, needs ``session``,
-    normally `checks.http.make_session`'s), ``external`` (`checks.external`).
+    (`checks.tcp`, or `PROTOCOL_CHECKS`), ``http``/``https`` (`checks.http`), ``external``
+    (`checks.external`), and the other types of `PROTOCOL_CHECKS`.
     The whole check -- connect, request, response body or command run -- is
     bounded by ``spec.timeout`` seconds (`asyncio.timeout`); past it the check
     fails with reason ``"timeout after <timeout> s"`` and `CheckResult.timed_out` set.
 
     Args:
         target: what to check.
-        session: the shared aiohttp session for HTTP(S) checks, else unused.
+        session: unused; accepted so that callers passing a second argument (the engine's
+            ``runner(target, None)``) keep working.
         clock: monotonic clock in seconds for ``duration`` and ``at``.
 
     Raises:
@@ -245,7 +223,7 @@ async def run_check(
             ok, reason = False, f"unknown check type {spec.type!r}"
         else:
             async with limit:
-                outcome = await check(target, session)
+                outcome = await check(target)
             ok, reason = outcome[0], outcome[1]
             weight = outcome[2] if len(outcome) > 2 else None
             if ok and spec.agent_port is not None:

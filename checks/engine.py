@@ -51,11 +51,8 @@ from dataclasses import dataclass, replace
 from operator import add
 from typing import Literal
 
-import aiohttp
-
 from checks.admission import MAX_LIMIT, OVERLOAD_LAG, PROBE_INTERVAL, START_LIMIT, Gate, next_limit
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
-from checks.http import make_session
 
 __all__ = [
     "CHECK_DURATION_BUCKETS",
@@ -77,8 +74,9 @@ log = logging.getLogger("directord.checks")
 
 State = Literal["unknown", "up", "down"]
 
-#: The check function the engine calls: ``runner(target, session) -> CheckResult``.
-Runner = Callable[[CheckTarget, "aiohttp.ClientSession | None"], Awaitable[CheckResult]]
+#: The check function the engine calls: ``runner(target, None) -> CheckResult`` (the second
+#: argument is always ``None``; `checks.base.run_check` ignores it).
+Runner = Callable[[CheckTarget, None], Awaitable[CheckResult]]
 
 #: Upper bounds, seconds, ascending, of the buckets of the check-duration histogram
 #: (`HealthStatus.duration_buckets`, one count per bound; a check of exactly a bound's duration
@@ -341,9 +339,7 @@ class HealthEngine:
     """Runs the health checks of a changing set of targets and reports transitions.
 
     Lifecycle: ``await start()``, any number of ``update(targets)`` (before or
-    after start), ``await stop()``.  The engine owns one shared
-    `aiohttp.ClientSession` (`checks.http.make_session`), created by `start`
-    and closed by `stop`.
+    after start), ``await stop()``.
 
     Args:
         on_transition: called on the event loop, synchronously, for every
@@ -375,7 +371,6 @@ class HealthEngine:
         self._runner: Runner = runner if runner is not None else run_check
         self._slots: dict[Hashable, _Slot] = {}
         self._stopping: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
         self._running = False
         self._gate = Gate(START_LIMIT)
         self._probe_task: asyncio.Task[None] | None = None
@@ -388,19 +383,13 @@ class HealthEngine:
         """``True`` between `start` and `stop`."""
         return self._running
 
-    @property
-    def session(self) -> aiohttp.ClientSession | None:
-        """The shared HTTP session (``None`` before `start`)."""
-        return self._session
-
     async def start(self) -> None:
-        """Create the HTTP session and start checking every known target.
+        """Start checking every known target.
 
         Idempotent while running.
         """
         if self._running:
             return
-        self._session = make_session()
         self._running = True
         self._gate.set_limit(START_LIMIT)
         self._overloaded = False
@@ -408,7 +397,7 @@ class HealthEngine:
         self._launch_spread(list(self._slots.values()))
 
     async def stop(self) -> None:
-        """Cancel every check task, wait for all of them, close the HTTP session.
+        """Cancel every check task and wait for all of them.
 
         Target states are kept; a later `start` resumes checking them.
         """
@@ -425,9 +414,6 @@ class HealthEngine:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         self._stopping.clear()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
 
     # --- targets -------------------------------------------------------------
 
@@ -510,7 +496,7 @@ class HealthEngine:
             await self._gate.acquire()
             started = loop.time()
             try:
-                result = await runner(target, self._session)
+                result = await runner(target, None)
             except Exception as exc:  # noqa: BLE001 - a broken runner must not end checking
                 log.exception("check of %s raised", target.name)
                 result = CheckResult(False, describe_error(exc), loop.time() - started, self._clock())

@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import pickle
@@ -91,6 +92,15 @@ log = logging.getLogger("directord.checks")
 #: Environment variable choosing the checker child's event loop: ``uvloop`` (the default,
 #: when installed) or ``asyncio``.
 LOOP_ENV = "DIRECTORD_CHECKER_LOOP"
+
+#: The checker child's threshold of young-generation collections (`gc.set_threshold`; Python's
+#: default is 700).  A check in flight holds a few dozen container objects (its task, coroutines,
+#: futures, transport, timer), so with hundreds of checks in flight the default threshold is
+#: crossed every few checks and each collection walks all of them: about a tenth of the child's
+#: CPU at 2,000 HTTP checks per second.  The checks make no reference cycles on uvloop, so the
+#: collections freed nothing; at this threshold they are rare, and a collection of up to this
+#: many objects takes a few milliseconds.
+CHILD_GC_THRESHOLD = 20_000
 
 #: Seconds between the death of a checker child and the start of the next one.
 RESTART_DELAY = 1.0
@@ -808,6 +818,7 @@ def child_main(argv: list[str]) -> int:
     os.set_inheritable(fd, False)
     sock = socket.socket(fileno=fd)
     subreaper = become_subreaper()
+    gc.set_threshold(CHILD_GC_THRESHOLD, *gc.get_threshold()[1:])
     if os.environ.get(LOOP_ENV, "uvloop") != "asyncio":
         try:
             import uvloop

@@ -361,3 +361,18 @@ def test_a_benchmark_refuses_a_missing_incumbent_before_building_anything(
     err = capsys.readouterr().err
     assert f"{tmp_path / 'keepalived'} is not installed (needed by {system}): apt-get install keepalived" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("system, package", [("keepalived", "keepalived"), ("ldirectord", "ldirectord")])
+def test_check_cpu_refuses_a_missing_incumbent_at_once(system, package, tmp_path, monkeypatch, capsys):
+    import check_cpu
+
+    def build(*args, **kwargs):
+        raise AssertionError(f"the lab was built although {system} is missing")
+
+    monkeypatch.setattr(check_cpu.det, "Topo", build)
+    monkeypatch.setitem(inc.INCUMBENTS, system, ((str(tmp_path / system), package),))
+    assert check_cpu.main(["--systems", "directord", system, "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / system} is not installed (needed by {system}): apt-get install {package}" in err
+    assert not (tmp_path / "out").exists()
