@@ -1,5 +1,5 @@
 """What one HTTP health check costs in CPU, layer by layer: directord's HTTP check
-(`checks.httpclient`) against the floor a bare asyncio protocol sets on the same event loop and
+(`checks.protocols.httpclient`) against the floor a bare asyncio protocol sets on the same event loop and
 kernel, and a bare TCP connect check.
 
 Runs anywhere (loopback only, no root):
@@ -12,12 +12,12 @@ this process, for each client and each event loop (asyncio, and uvloop when inst
 warm-up of 200; the CPU time (user + sys) of this process per request, median of
 ``--runs`` runs. Clients:
 
-* ``directord check_http``: `checks.http.check_http` through `checks.base.run_check` as the
+* ``directord check_http``: `checks.protocols.http.check_http` through `checks.base.run_check` as the
   engine calls it;
 * ``bare protocol``: an `asyncio.Protocol` that connects, writes one fixed request, reads
   up to the end of the headers and closes; no HTTP library. It is the floor, not a
   candidate: it handles no chunking, redirects, TLS or body limits;
-* ``tcp connect``: `checks.tcp.check_tcp` through `checks.base.run_check`: connect and close,
+* ``tcp connect``: `checks.protocols.tcp.check_tcp` through `checks.base.run_check`: connect and close,
   no request (the socket's own cost).
 
 The difference between the first two rows is the HTTP client's share of a check. Prints

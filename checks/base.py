@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from checks.agent import agent_weight, parse_agent_reply, query_agent
-from checks.external import check_external
-from checks.http import check_http
-from checks.httpclient import ResponseError
+from checks.protocols.agent import agent_weight, parse_agent_reply, query_agent
+from checks.protocols.external import check_external
+from checks.protocols.http import check_http
+from checks.protocols.httpclient import ResponseError
+from checks.protocols.tcp import check_tcp
 from checks.spec import CheckSpec
-from checks.tcp import check_tcp
 
 __all__ = ["CheckTarget", "CheckResult", "run_check", "describe_error", "format_seconds"]
 
@@ -50,7 +50,7 @@ class CheckTarget:
             (``spec.port`` or else the real server's port).
         spec: the check settings.
         weight: the real server's configured weight: what an agent's percentage is a share of
-            (`checks.agent.agent_weight`).
+            (`checks.protocols.agent.agent_weight`).
     """
 
     key: Hashable
@@ -108,7 +108,7 @@ def describe_error(exc: BaseException) -> str:
     TLS errors are named as such (``"TLS certificate verify failed: self-signed
     certificate"``, ``"TLS error: wrong version number"``); socket errors are named by their
     errno (``"connection refused"``, ``"no route to host"``), a bad HTTP reply by what went
-    wrong (`checks.httpclient.ResponseError`: ``"server closed the connection"``, ``"bad HTTP
+    wrong (`checks.protocols.httpclient.ResponseError`: ``"server closed the connection"``, ``"bad HTTP
     response: ..."``); anything else by its type and message.
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -153,19 +153,19 @@ async def _check_protocol(target: CheckTarget) -> tuple[bool, str]:
 
 
 #: Check type -> (module, function): ``async def function(target: CheckTarget) -> (ok, reason)``,
-#: raising ``OSError``/``ssl.SSLError``/``ValueError`` for a failed check as `checks.tcp.check_tcp`
+#: raising ``OSError``/``ssl.SSLError``/``ValueError`` for a failed check as `checks.protocols.tcp.check_tcp`
 #: does.  ``tcp`` goes there only with a ``dialogue`` or ``tls``.
 PROTOCOL_CHECKS: dict[str, tuple[str, str]] = {
-    "tcp": ("checks.dialogue", "check_dialogue"),
-    "dns": ("checks.dns", "check_dns"),
-    "udp": ("checks.udp", "check_udp"),
-    "ping": ("checks.ping", "check_ping"),
-    "radius": ("checks.radius", "check_radius"),
-    "sip": ("checks.sip", "check_sip"),
-    "mysql": ("checks.sql", "check_mysql"),
-    "pgsql": ("checks.sql", "check_pgsql"),
-    "ldap": ("checks.ldap", "check_ldap"),
-    "ftp": ("checks.ftp", "check_ftp"),
+    "tcp": ("checks.protocols.dialogue", "check_dialogue"),
+    "dns": ("checks.protocols.dns", "check_dns"),
+    "udp": ("checks.protocols.udp", "check_udp"),
+    "ping": ("checks.protocols.ping", "check_ping"),
+    "radius": ("checks.protocols.radius", "check_radius"),
+    "sip": ("checks.protocols.sip", "check_sip"),
+    "mysql": ("checks.protocols.sql", "check_mysql"),
+    "pgsql": ("checks.protocols.sql", "check_pgsql"),
+    "ldap": ("checks.protocols.ldap", "check_ldap"),
+    "ftp": ("checks.protocols.ftp", "check_ftp"),
 }
 
 _DISPATCH = {
@@ -195,8 +195,8 @@ async def run_check(
     """Run one check of ``target`` and return its result; never raises.
 
     The type comes from ``target.spec.type``: ``none`` (up at once), ``tcp``
-    (`checks.tcp`, or `PROTOCOL_CHECKS`), ``http``/``https`` (`checks.http`), ``external``
-    (`checks.external`), and the other types of `PROTOCOL_CHECKS`.
+    (`checks.protocols.tcp`, or `PROTOCOL_CHECKS`), ``http``/``https`` (`checks.protocols.http`), ``external``
+    (`checks.protocols.external`), and the other types of `PROTOCOL_CHECKS`.
     The whole check -- connect, request, response body or command run -- is
     bounded by ``spec.timeout`` seconds (`asyncio.timeout`); past it the check
     fails with reason ``"timeout after <timeout> s"`` and `CheckResult.timed_out` set.
@@ -241,7 +241,7 @@ async def run_check(
 
 
 async def ask_agent(target: CheckTarget, reason: str, weight: int | None) -> tuple[bool, str, int | None]:
-    """Ask the real server's agent (``spec.agent_port``, `checks.agent`) after a passing check.
+    """Ask the real server's agent (``spec.agent_port``, `checks.protocols.agent`) after a passing check.
 
     The agent has a time limit of its own, ``spec.timeout`` seconds, after the check's.  An agent
     that cannot be reached (refused, silent past the limit, reset) leaves the check passed at

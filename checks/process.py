@@ -69,8 +69,8 @@ from pathlib import Path
 
 from checks.base import CheckTarget
 from checks.engine import HealthEngine, HealthStatus, Load, Transition, report_load
-from checks.external import become_subreaper, reap_orphans
 from checks.logs import LOG_FORMAT, journal_stream, text_formatter
+from checks.protocols.external import become_subreaper, reap_orphans
 
 __all__ = [
     "CheckerProcess",
@@ -127,7 +127,7 @@ START_LIMIT = 120.0
 EXIT_GRACE = 5.0
 
 #: Seconds between two sweeps of the checker child for processes its external checks left
-#: behind outside their process group (`checks.external.reap_orphans`).
+#: behind outside their process group (`checks.protocols.external.reap_orphans`).
 ORPHAN_SWEEP = 0.1
 
 #: Seconds between two sweeps while the last one found something: a killed process's children
@@ -219,7 +219,7 @@ class CheckerProcess:
             (its event loop fell behind, or caught up); without it they are logged here.
         adopt_orphans: make this process a child subreaper (``PR_SET_CHILD_SUBREAPER``) at
             `start` and kill what it adopts: the processes external checks left behind when a
-            checker child died (`checks.external.reap_orphans`).  Only for a process that starts
+            checker child died (`checks.protocols.external.reap_orphans`).  Only for a process that starts
             no other children (the director of ``directord run``): every child but the checker
             child gets ``SIGKILL``.
     """
@@ -805,7 +805,7 @@ def child_main(argv: list[str]) -> int:
     """Entry point of the checker child, ``FD PARENT_PID LOG_LEVEL`` (`_BOOTSTRAP`, or
     ``python -m checks.process``): serve the engine on the inherited socket ``FD`` (see the
     module docstring).  The child is a subreaper of what its external checks leave behind
-    (`checks.external.reap_orphans`).  Returns the exit status."""
+    (`checks.protocols.external.reap_orphans`).  Returns the exit status."""
     fd, parent, level = int(argv[0]), int(argv[1]), argv[2] if len(argv) > 2 else "INFO"
     _die_with_parent(parent)
     # ignored by a handler that does nothing, not SIG_IGN: an ignored disposition would be

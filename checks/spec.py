@@ -44,7 +44,7 @@ DEFAULT_FALL = 2  # consecutive failures to go down
 #: Most instructions of a compiled ``expect_body`` pattern (RE2's program size).  RE2's time is
 #: linear in the body, but its slowest path (when its DFA gives up) also grows with the program:
 #: about 7 ns per body byte and instruction here, so the longest search of a 64 KiB body is
-#: about half a second of CPU, which `checks.http` spends on a thread of its own.
+#: about half a second of CPU, which `checks.protocols.http` spends on a thread of its own.
 MAX_BODY_PROGRAM = 1000
 
 
@@ -117,7 +117,7 @@ class CheckSpec:
             of a base-scope search for ``(objectClass=*)`` that must find one entry;
             ``ftp``: the path of a file fetched (its first 64 KiB matched by ``expect``).
         agent_port: the port of the real server's agent (HAProxy's ``agent-check``,
-            `checks.agent`), asked after each passing check for a weight or a state;
+            `checks.protocols.agent`), asked after each passing check for a weight or a state;
             ``None``: no agent.
         agent_send: text sent to the agent once connected (HAProxy's ``agent-send``).
         dynamic_weight: ``external``: exit statuses 2-255 mean up at weight status - 2

@@ -2,7 +2,7 @@
 
 `replaceable` judges one file or directory; `unsafe_directory` walks the directories above a
 path, as written and after symbolic links are resolved, up to ``/``.  Used for the programs of
-external checks and notify hooks (`checks.external.command_problem`) and for the files holding
+external checks and notify hooks (`checks.protocols.external.command_problem`) and for the files holding
 secrets (``ha.readfile.secret_path_problem``); each caller words its own messages.  A few
 ``stat`` calls, no other I/O.
 """

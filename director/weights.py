@@ -3,7 +3,7 @@
 Two things move a real server's IPVS weight away from its configured weight while it is up:
 
 - its checks ask for a weight (`checks.engine.Transition.weight`): an agent's percentage
-  (`checks.agent`), ``drain`` (0), an ``external`` check's ``dynamic_weight``;
+  (`checks.protocols.agent`), ``drain`` (0), an ``external`` check's ``dynamic_weight``;
 - a slow start (``check.slow_start``, HAProxy's ``slowstart``): a real server that comes back
   up (down -> up; not unknown -> up, so a restarted director does not ramp healthy servers)
   ramps from weight 1 to its weight in at most `checks.spec.SLOW_START_STEPS` steps

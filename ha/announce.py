@@ -49,7 +49,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from checks.icmp import internet_checksum
+from checks.protocols.icmp import internet_checksum
 
 from .model import NEIGH_LOCKTIME
 from .rtnl import async_iproute, in_thread, iproute

@@ -13,7 +13,7 @@ is alive:
 
 `Connectivity` is what a node reports to its peer; the node with the worse
 report hands its groups to the other (`ha.node`). The probing I/O is
-`ha.probe`, with the ICMP echo codec of `checks.icmp` (shared with the ``ping``
+`ha.probe`, with the ICMP echo codec of `checks.protocols.icmp` (shared with the ``ping``
 health check).
 """
 

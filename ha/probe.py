@@ -4,7 +4,7 @@
   ping node every ``interval`` seconds from raw sockets (root, as heartbeat's
   ``ping`` medium does) and counts an answer within ``timeout`` seconds as
   success, through `ha.connectivity.PingTracker` (rise/fall); the echo codec
-  is `checks.icmp`'s.
+  is `checks.protocols.icmp`'s.
 * `LinkMonitor` polls the carrier state of named interfaces over rtnetlink
   every `LINK_POLL_INTERVAL` seconds (``IFLA_CARRIER`` and ``IFF_UP``, via
   pyroute2, `ha.rtnl`), as bonding's ``miimon`` does.
@@ -25,7 +25,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 
-from checks.icmp import decode_echo_reply, encode_echo_request
+from checks.protocols.icmp import decode_echo_reply, encode_echo_request
 from ha.connectivity import PingTracker
 from ha.rtnl import NLM_F_REQUEST, RTM_GETLINK, async_iproute, netlink_error
 

@@ -33,13 +33,13 @@ from typing import Any
 import re2
 from pydantic import BaseModel, ValidationError
 
-from checks.dialogue import line_problem
-from checks.external import command_problem
-from checks.radius import MAX_PASSWORD as RADIUS_MAX_PASSWORD
-from checks.radius import MAX_VALUE as RADIUS_MAX_VALUE
-from checks.sip import login_problem as sip_login_problem
+from checks.protocols.dialogue import line_problem
+from checks.protocols.external import command_problem
+from checks.protocols.radius import MAX_PASSWORD as RADIUS_MAX_PASSWORD
+from checks.protocols.radius import MAX_VALUE as RADIUS_MAX_VALUE
+from checks.protocols.sip import login_problem as sip_login_problem
+from checks.protocols.sql import missing_driver
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS, CheckSpec
-from checks.sql import missing_driver
 from director.config.ha import parse_ha
 from director.config.issues import ConfigIssue, bounded, describe, quote
 from director.config.located import Path, YamlMap, YamlSeq, field_path, locate
@@ -363,7 +363,7 @@ _RADIUS_LIMITS = (
 
 def _credential_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...], str]]:
     """What the radius and sip checks would refuse at run time in ``login``/``password``
-    (`checks.radius`, `checks.sip.login_problem`), and line breaks in the credentials of the
+    (`checks.protocols.radius`, `checks.protocols.sip.login_problem`), and line breaks in the credentials of the
     types of `TEXT_CREDENTIALS`; one problem per field at most."""
     refused: set[str] = set()
     for name in TEXT_CREDENTIALS.get(spec.type, ()):
@@ -643,7 +643,7 @@ class _Builder:
 
     def notify(self, schema: NotifySchema, services: list[VirtualService]) -> NotifySettings:
         """``notify:``: the hooks, each with known event kinds, a command whose program only
-        root can replace (`checks.external.command_problem`; a program deployed later is
+        root can replace (`checks.protocols.external.command_problem`; a program deployed later is
         checked again before every run), a timeout in range and, when given, a known service."""
         base: Path = ("notify",)
         low, high = HOOK_TIMEOUT_RANGE

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from checks.dialogue import LDIRECTORD_DIALOGUES
+from checks.protocols.dialogue import LDIRECTORD_DIALOGUES
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS
 from director.config.builder import (
     CHECK_COUNT_RANGE,

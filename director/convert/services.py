@@ -26,7 +26,7 @@ its code (``ld_setup``, ``_check_real``, ``check_http``, ``check_connect``,
   (`_Translator.negotiate`): dns, radius, sip, mysql and pgsql checks of their
   own type, ldap/ldaps an ``ldap`` check (bind and base search), ftp with a receive pattern
   an ``ftp`` check (login and download), smtp/submission/ftp/pop/pops/imap/imaps/nntp a ``tcp``
-  check with the dialogue of ldirectord's Perl client (`checks.dialogue.ldirectord_dialogue`,
+  check with the dialogue of ldirectord's Perl client (`checks.protocols.dialogue.ldirectord_dialogue`,
   also simpletcp's request and receive pattern and sip over TCP); ``checktype=ping``, and
   ``connect`` on a UDP service (which ldirectord runs as ``check_ping``), an ICMP echo.  What
   directord cannot check as ldirectord does (oracle's login, http_proxy's fetch, a receive
@@ -50,7 +50,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from checks.dialogue import LDIRECTORD_IMPLICIT_TLS, SettingError, ldirectord_dialogue
+from checks.protocols.dialogue import LDIRECTORD_IMPLICIT_TLS, SettingError, ldirectord_dialogue
 from director.config import quote, re2_problem
 from director.config.builder import CHECK_TYPES_BY_PROTOCOL
 from director.convert.issues import Issues
@@ -799,7 +799,7 @@ class _Translator:
         self, v: LdVirtual, service: str, login: str, passwd: str, request: str, receive: str
     ) -> list[dict[str, str]]:
         """The YAML ``dialogue`` of ldirectord's negotiate check of ``service``
-        (`checks.dialogue.ldirectord_dialogue`); a setting it cannot carry (a login with a line
+        (`checks.protocols.dialogue.ldirectord_dialogue`); a setting it cannot carry (a login with a line
         break or NUL, text that is not Latin-1) is an error at that directive's line."""
         try:
             steps = ldirectord_dialogue(service, login, passwd, request, receive)

@@ -11,7 +11,7 @@ Each hook goes to the runner process (`director.hooks.runner`), started at the f
 through ``setsid --fork`` with the director's child-subreaper flag cleared for that moment, so
 that the daemons hooks start live outside the director's tree and its orphan sweep
 (`checks.process`).  Before every run the program is judged again as the configuration check
-judges it (`checks.external.command_problem`).  Each result is published as a
+judges it (`checks.protocols.external.command_problem`).  Each result is published as a
 `director.events.HookFinished` (its exit status, time, the end of its output).
 
 Nothing here waits on a hook from the code that published the event: the HA service adds and
@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from checks.external import child_subreaper, command_problem, set_child_subreaper
+from checks.protocols.external import child_subreaper, command_problem, set_child_subreaper
 from director.events import Envelope, Event, HookFinished, HooksDropped
 from director.hooks.plan import HookRun, matching
 from director.model import Hook, NotifySettings

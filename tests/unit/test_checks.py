@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
-from checks.http import build_url
+from checks.protocols.http import build_url
 from checks.spec import CheckSpec
 
 # --- helpers ----------------------------------------------------------------
@@ -716,7 +716,7 @@ def test_external_stderr_read_is_bounded(tmp_path, loop):
 def test_external_stderr_keeps_only_its_tail():
     """Of what a command writes to stderr only the last STDERR_TAIL bytes are kept (its
     last line goes into the reason), however much it writes up to MAX_OUTPUT."""
-    from checks.external import STDERR_TAIL, _Stderr
+    from checks.protocols.external import STDERR_TAIL, _Stderr
 
     async def main() -> bytes:
         r, w = os.pipe()

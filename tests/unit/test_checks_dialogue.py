@@ -1,4 +1,4 @@
-"""The ``tcp`` check's dialogue (checks.dialogue) against real servers on loopback.
+"""The ``tcp`` check's dialogue (checks.protocols.dialogue) against real servers on loopback.
 
 SMTP (with STARTTLS and with TLS from the start) is aiosmtpd's server, FTP pyftpdlib's; the
 hostile cases (silence, a flood, an early close, clear text before TLS) are small fake servers.
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from checks.base import CheckResult, CheckTarget, run_check
-from checks.dialogue import (
+from checks.protocols.dialogue import (
     LDIRECTORD_DIALOGUES,
     LDIRECTORD_IMPLICIT_TLS,
     SMTP_STARTTLS,

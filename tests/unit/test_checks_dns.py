@@ -1,4 +1,4 @@
-"""The ``dns`` check (`checks.dns`): its query and reply matching byte for byte, against a real
+"""The ``dns`` check (`checks.protocols.dns`): its query and reply matching byte for byte, against a real
 DNS server (dnsmasq, `dnsserver`), and against hostile fake servers (strays, spoofs, garbage,
 truncation, silence)."""
 
@@ -12,7 +12,7 @@ import pytest
 from dnsserver import free_port, start_dnsmasq
 
 from checks.base import CheckTarget, run_check
-from checks.dns import MAX_STRAYS, TRUNCATED, answers_query, judge_reply, query_wire
+from checks.protocols.dns import MAX_STRAYS, TRUNCATED, answers_query, judge_reply, query_wire
 from checks.spec import CheckSpec
 
 # RFC 1035 section 4.1.1 header: ID 0; flags 0x0100 (QR 0, opcode 0 QUERY, RD 1); QDCOUNT 1;

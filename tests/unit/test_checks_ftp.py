@@ -1,4 +1,4 @@
-"""The ``ftp`` check (checks.ftp) against pyftpdlib's FTP server on loopback.
+"""The ``ftp`` check (checks.protocols.ftp) against pyftpdlib's FTP server on loopback.
 
 The hostile cases (silence, garbage, a PASV reply naming another address, a server that logs in
 on USER alone) are small fake servers.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import ftp
 from checks.base import CheckResult, CheckTarget, run_check
+from checks.protocols import ftp
 from checks.spec import CheckSpec
 
 pytest.importorskip("pyftpdlib", reason="pyftpdlib (test-only) is not installed")

@@ -1,4 +1,4 @@
-"""The HTTP check's own client (`checks.httpclient`): request bytes, response framing, and
+"""The HTTP check's own client (`checks.protocols.httpclient`): request bytes, response framing, and
 hostile replies (garbage, endless headers, bodies cut short), against raw servers on loopback."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from checks.base import CheckTarget, run_check
-from checks.httpclient import MAX_HEAD, ResponseError, encode_request, fetch, host_header
+from checks.protocols.httpclient import MAX_HEAD, ResponseError, encode_request, fetch, host_header
 from checks.spec import CheckSpec
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -1,4 +1,4 @@
-"""ICMP / ICMPv6 echo codec (`checks.icmp`), byte for byte."""
+"""ICMP / ICMPv6 echo codec (`checks.protocols.icmp`), byte for byte."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from checks.icmp import decode_echo_message, decode_echo_reply, encode_echo_request, internet_checksum
+from checks.protocols.icmp import decode_echo_message, decode_echo_reply, encode_echo_request, internet_checksum
 
 
 def test_internet_checksum_rfc1071_example():

@@ -1,4 +1,4 @@
-"""The ``ldap`` check (checks.ldap): its BER codec byte for byte, and the check against OpenLDAP.
+"""The ``ldap`` check (checks.protocols.ldap): its BER codec byte for byte, and the check against OpenLDAP.
 
 The real server is Debian's slapd (packages ``slapd``, ``ldap-utils``), started in a temporary
 directory on loopback with an mdb database (suffix ``dc=example,dc=test``), in clear and over
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import ldap
 from checks.base import CheckResult, CheckTarget, run_check
+from checks.protocols import ldap
 from checks.spec import CheckSpec
 
 SUFFIX = "dc=example,dc=test"

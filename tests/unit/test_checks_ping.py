@@ -1,4 +1,4 @@
-"""The ``ping`` check (`checks.ping`) inside two network namespaces joined by a veth pair: live
+"""The ``ping`` check (`checks.protocols.ping`) inside two network namespaces joined by a veth pair: live
 addresses answer, a missing one times out, an ICMP error fails at once; with raw sockets (the
 default ``net.ipv4.ping_group_range`` of a new namespace) and with datagram ICMP sockets."""
 
@@ -12,10 +12,10 @@ import struct
 import pytest
 from netnsprobe import netns_problem, netns_skip
 
-import checks.ping
+import checks.protocols.ping
 from checks.base import CheckTarget, run_check
-from checks.icmp import decode_echo_message, decode_echo_reply, encode_echo_request
-from checks.ping import echo_reply_filter, filter_echo_reply
+from checks.protocols.icmp import decode_echo_message, decode_echo_reply, encode_echo_request
+from checks.protocols.ping import echo_reply_filter, filter_echo_reply
 from checks.spec import CheckSpec
 from director.lab import netns as N
 
@@ -94,12 +94,12 @@ def test_ping(pair, kind):
     assert N.get_sysctl(a, "net.ipv4.ping_group_range").split() == ["1", "0"]
     if kind == "datagram":
         N.set_sysctl(a, "net.ipv4.ping_group_range", f"{os.getgid()} {os.getgid()}")
-    checks.ping._raw_families.clear()
+    checks.protocols.ping._raw_families.clear()
     try:
         results = _check_all(a)
-        used_raw = set(checks.ping._raw_families)
+        used_raw = set(checks.protocols.ping._raw_families)
     finally:
-        checks.ping._raw_families.clear()
+        checks.protocols.ping._raw_families.clear()
         N.set_sysctl(a, "net.ipv4.ping_group_range", "1 0")
     assert used_raw == ({socket.AF_INET, socket.AF_INET6} if kind == "raw" else set())
     assert {rip: result[:3] for rip, result in results.items()} == RIPS
@@ -110,7 +110,7 @@ def test_ping(pair, kind):
 
 @needs_netns
 def test_udp_and_dns_fail_at_once_on_icmp_errors(pair):
-    """The datagram checks get the router's host/network unreachable too (`checks.udp.report_icmp_errors`),
+    """The datagram checks get the router's host/network unreachable too (`checks.protocols.udp.report_icmp_errors`),
     not only a port unreachable: they fail at once instead of at their time limit."""
     a, _b = pair
 

@@ -20,7 +20,7 @@ from typing import cast
 import pytest
 
 from checks.base import CheckTarget, run_check
-from checks.radius import (
+from checks.protocols.radius import (
     MAX_PACKET,
     attribute,
     decode_reply,

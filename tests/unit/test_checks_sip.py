@@ -16,7 +16,7 @@ from typing import cast
 import pytest
 
 from checks.base import CheckTarget, run_check
-from checks.sip import (
+from checks.protocols.sip import (
     MAX_HEADERS,
     MAX_PROVISIONAL,
     SipResponse,

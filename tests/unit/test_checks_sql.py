@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from checks import sql
 from checks.base import CheckTarget, run_check
+from checks.protocols import sql
 from checks.spec import MAX_EXPECT_READ, CheckSpec
 from director.config import ConfigError, parse_config
 

@@ -1,4 +1,4 @@
-"""TLS verification modes of ``https`` checks (`checks.tls`): ``none``, ``chain``, ``full``,
+"""TLS verification modes of ``https`` checks (`checks.protocols.tls`): ``none``, ``chain``, ``full``,
 against a self-signed backend and one whose certificate a CA of the test signed.
 
 ``chain`` is what ldirectord 4.12 on Debian 12 does (LWP with ``verify_hostname => 0``: the

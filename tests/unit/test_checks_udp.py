@@ -1,4 +1,4 @@
-"""The ``udp`` check (`checks.udp`): against a real UDP service (dnsmasq's DNS port, asked with a
+"""The ``udp`` check (`checks.protocols.udp`): against a real UDP service (dnsmasq's DNS port, asked with a
 raw DNS query as ``send``), a stopped one, a silent one, and huge or non-matching replies."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import socket
 from dnsserver import OK_QUERY, start_dnsmasq
 
 from checks.base import CheckTarget, run_check
+from checks.protocols.udp import datagram_of
 from checks.spec import CheckSpec
-from checks.udp import datagram_of
 
 #: `dnsserver.OK_QUERY` as the Latin-1 text of ``send`` (one character per byte)
 SEND = OK_QUERY.decode("latin-1")

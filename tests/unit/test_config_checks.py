@@ -86,7 +86,7 @@ def test_agent_and_slow_start_keys():
         ("{type: http, dynamic_weight: true}", "tcp", "dynamic_weight", "dynamic_weight is for external checks"),
         ("{type: http, slow_start: -1}", "tcp", "slow_start", "slow_start must be 0..3600 seconds"),
         ("{type: ping}", "sctp", None, None),
-        # what checks.radius and checks.sip would refuse at run time
+        # what checks.protocols.radius and checks.protocols.sip would refuse at run time
         (
             "{type: radius, secret: s, login: " + "u" * 254 + "}",
             "udp",

@@ -18,7 +18,7 @@ import pytest
 import re2
 import yaml
 
-from checks.dialogue import ldirectord_dialogue
+from checks.protocols.dialogue import ldirectord_dialogue
 from director.cli import main as cli_main
 from director.config import parse_config
 from director.convert import ConvertError, convert_files, convert_text
@@ -84,7 +84,7 @@ def debian_all(tmp_path) -> Path:
 
 def steps(service: str, login: str = "", passwd: str = "") -> list[dict[str, str]]:
     """The YAML ``dialogue`` convert writes for ldirectord's ``service`` check: the steps of
-    checks.dialogue.ldirectord_dialogue (whose content test_checks_dialogue.py pins), one mapping each."""
+    checks.protocols.dialogue.ldirectord_dialogue (whose content test_checks_dialogue.py pins), one mapping each."""
     return [{kind: text} for kind, text in ldirectord_dialogue(service, login, passwd, "/", "")]
 
 
@@ -209,7 +209,7 @@ def test_sip_over_tcp_is_an_options_dialogue():
         ("service=radius", 1812, "udp", "t.cf:1: secret: a radius check without secret"),
         ('service=mysql\nrequest="SELECT 1"', 3306, "tcp", "t.cf:1: login: a mysql check needs login= and request="),
         ('service=pgsql\nlogin="u"', 5432, "tcp", "t.cf:1: request: a pgsql check needs login= and request="),
-        # settings a dialogue cannot carry (checks.dialogue.SettingError), at their own line
+        # settings a dialogue cannot carry (checks.protocols.dialogue.SettingError), at their own line
         ('service=pop\nlogin="bob\x00"\npasswd="pw"', 110, "tcp", "t.cf:5: login: login must not hold a line break"),
         ('service=imap\nlogin="bob"\npasswd="p\x00w"', 143, "tcp", "t.cf:6: passwd: passwd must not hold a line break"),
         ('service=ftp\npasswd="\u20ac"', 21, "tcp", "t.cf:5: passwd: passwd must be Latin-1 text"),

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from checks.agent import AgentReply, agent_weight, parse_agent_reply
 from checks.base import CheckResult, CheckTarget, run_check
 from checks.engine import HealthEngine, Transition
+from checks.protocols.agent import AgentReply, agent_weight, parse_agent_reply
 from checks.spec import CheckSpec
 from director.model import DestKey, RealServer, ServiceKey, VirtualService
 from director.planner import desired_service

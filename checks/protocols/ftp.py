@@ -52,9 +52,9 @@ import re
 import socket
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from checks.http import body_matches, compile_body_pattern
+from checks.protocols.http import body_matches, compile_body_pattern
+from checks.protocols.tcp import socket_address
 from checks.spec import MAX_EXPECT_READ
-from checks.tcp import socket_address
 
 if TYPE_CHECKING:  # pragma: no cover
     import re2

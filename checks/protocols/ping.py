@@ -4,7 +4,7 @@
 - passes: an echo reply with our identifier, sequence number and payload arrives from the RIP
   (reason ``"echo reply"``);
 - fails: an ICMP error about the request comes back (``"no route to host"`` for a host
-  unreachable, ``"network is unreachable"``...: at once, `checks.udp.report_icmp_errors`);
+  unreachable, ``"network is unreachable"``...: at once, `checks.protocols.udp.report_icmp_errors`);
   sending fails (no route); or no reply within ``spec.timeout`` (`checks.base.run_check`'s
   ``timed_out``).  Other ICMP messages are ignored, up to `MAX_STRAYS` of them.
 
@@ -22,7 +22,7 @@ identifier is then this process's (`IDENT`) and the sequence number tells the ch
 Without that filter every raw socket would get a copy of every echo reply from its RIP: the
 checks of the services sharing a real server would read each other's replies.
 `ha.probe` pings the HA layer's ping nodes from raw sockets with the same codec
-(`checks.icmp`), another identifier and another payload.
+(`checks.protocols.icmp`), another identifier and another payload.
 
 ldirectord (``sub check_ping``) sends with ``Net::Ping->new("icmp", 1, 64)`` up to
 ``checkcount`` echo requests, each waiting ``checktimeout`` seconds, and passes at the first
@@ -41,9 +41,15 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from checks.icmp import ICMP_ECHO_REPLY, ICMPV6_ECHO_REPLY, decode_echo_message, decode_echo_reply, encode_echo_request
-from checks.tcp import socket_address
-from checks.udp import report_icmp_errors
+from checks.protocols.icmp import (
+    ICMP_ECHO_REPLY,
+    ICMPV6_ECHO_REPLY,
+    decode_echo_message,
+    decode_echo_reply,
+    encode_echo_request,
+)
+from checks.protocols.tcp import socket_address
+from checks.protocols.udp import report_icmp_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget

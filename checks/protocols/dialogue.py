@@ -8,7 +8,7 @@ TLS at once when ``spec.tls`` is set (smtps, pop3s, imaps), then runs ``spec.dia
   ``send`` (or ``starttls``; from the connection's start for the first steps), decoded as
   Latin-1.  The regex is searched, not anchored (``^`` is the start of that text; write ``(?m)``
   to make it the start of any line), with RE2 (google-re2: linear time whatever the pattern;
-  compiled once, `checks.http.compile_body_pattern`).  The step fails when the server closes the
+  compiled once, `checks.protocols.http.compile_body_pattern`).  The step fails when the server closes the
   connection first, or when more than `checks.spec.MAX_EXPECT_READ` (64 KiB) bytes arrived
   without a match.  Two ``expect`` steps in a row search the same text;
 - ``("starttls", "")``: TLS from here on (RFC 3207 for SMTP, RFC 2595 for POP3 and IMAP).  The
@@ -19,8 +19,8 @@ TLS at once when ``spec.tls`` is set (smtps, pop3s, imaps), then runs ``spec.dia
 
 Then the connection is closed at once (no TLS close_notify, no lingering): the check holds no
 socket past its end, whatever the server does.  TLS uses the check's shared client context
-(`checks.tls.context_for`: ``verify_tls`` none, chain or full, ``ca_file``) and sends
-`checks.tls.server_name` as SNI; with ``full`` and no name, the RIP is checked against the
+(`checks.protocols.tls.context_for`: ``verify_tls`` none, chain or full, ``ca_file``) and sends
+`checks.protocols.tls.server_name` as SNI; with ``full`` and no name, the RIP is checked against the
 certificate's IP addresses.
 
 A reply that does not match and a server that keeps the connection open make the check wait for
@@ -84,7 +84,7 @@ continuation line or a reply cut after its code does not match.
   match; an empty ``receive`` waits for any byte).  directord does not shut its sending side down:
   a server that answers only at end of input never answers.  ``receive`` must be RE2 syntax.
 - ``sip`` over a stream socket (``sub check_sip`` on a TCP virtual service; a UDP one has the
-  ``sip`` check type, `checks.sip`): the OPTIONS request of `checks.sip.encode_options` for
+  ``sip`` check type, `checks.protocols.sip`): the OPTIONS request of `checks.protocols.sip.encode_options` for
   ``sip:login`` (``login`` defaults to ``directord@localhost``; ldirectord's is
   ``ldirectord@HOSTNAME``) with ldirectord's constant branch, tag and CSeq, a Via of transport
   ``TCP`` naming no address (over TCP the answer comes back on the connection, RFC 3261 section
@@ -99,7 +99,7 @@ continuation line or a reply cut after its code does not match.
 A setting that cannot go into a dialogue raises `SettingError` (a ``ValueError`` naming
 ldirectord's key): a ``login``/``passwd`` holding CR, LF or NUL (it would end the command line
 early and send a command of its own; `line_problem`), text that is not Latin-1, a ``receive``
-RE2 cannot compile, a ``sip`` login `checks.sip.login_problem` refuses.
+RE2 cannot compile, a ``sip`` login `checks.protocols.sip.login_problem` refuses.
 
 `LDIRECTORD_IMPLICIT_TLS` names the services whose dialogue runs over TLS from the first byte.
 """
@@ -116,12 +116,12 @@ from typing import TYPE_CHECKING
 
 import re2
 
-from checks.http import INLINE_SEARCH, compile_body_pattern
-from checks.sip import DEFAULT_USER as SIP_DEFAULT_USER
-from checks.sip import encode_options
+from checks.protocols.http import INLINE_SEARCH, compile_body_pattern
+from checks.protocols.sip import DEFAULT_USER as SIP_DEFAULT_USER
+from checks.protocols.sip import encode_options
+from checks.protocols.tcp import socket_address
+from checks.protocols.tls import context_for, server_name
 from checks.spec import MAX_EXPECT_READ, CheckSpec, DialogueKind
-from checks.tcp import socket_address
-from checks.tls import context_for, server_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
@@ -374,7 +374,7 @@ def _match_end(pattern: re2._Regexp, text: str) -> int:
 
 async def _search(pattern: re2._Regexp, text: str) -> int:
     """End of ``pattern``'s first match in ``text``, or -1.  A search that may take more than about
-    a millisecond runs on a thread of its own (RE2 releases the GIL), as `checks.http.body_matches`."""
+    a millisecond runs on a thread of its own (RE2 releases the GIL), as `checks.protocols.http.body_matches`."""
     if len(text) * pattern.programsize <= INLINE_SEARCH:
         return _match_end(pattern, text)
     global _matcher

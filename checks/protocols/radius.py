@@ -56,7 +56,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING
 
-from checks.datagram import PORT_UNREACHABLE, connected_udp_socket, exchange
+from checks.protocols.datagram import PORT_UNREACHABLE, connected_udp_socket, exchange
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget

@@ -1,4 +1,4 @@
-"""HTTP and HTTPS checks: one request on a connection of its own (`checks.httpclient`).
+"""HTTP and HTTPS checks: one request on a connection of its own (`checks.protocols.httpclient`).
 
 One request per check: ``spec.method`` on ``spec.path`` of the real server, with ``Host``
 ``spec.host`` or else the RIP (IPv6 in brackets, RFC 3986 section 3.2.2) followed by
@@ -20,12 +20,12 @@ the check ends with the status line and headers.
 
 No connection is kept alive between checks, redirects are not followed (a 301 is status
 301), no cookies are kept, no proxy is used.  ``https`` verifies the server's certificate as
-``spec.verify_tls`` says (`checks.tls`), sending ``spec.sni`` (else ``spec.host`` without its
+``spec.verify_tls`` says (`checks.protocols.tls`), sending ``spec.sni`` (else ``spec.host`` without its
 port) as TLS server name.  The time limit is applied by the caller (`checks.base.run_check`).
 
 ldirectord (``sub check_http``) also counts a server up on a status and a regular
 expression of the page; it follows no redirect either.  Its ``https`` verifies the chain but
-not the name (``verify_tls: chain`` here, see `checks.tls`).
+not the name (``verify_tls: chain`` here, see `checks.protocols.tls`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING
 
 import re2
 
-from checks.httpclient import MAX_BODY, USER_AGENT, encode_request, fetch, host_header
+from checks.protocols.httpclient import MAX_BODY, USER_AGENT, encode_request, fetch, host_header
+from checks.protocols.tls import context_for, server_name
 from checks.spec import MAX_BODY_PROGRAM
-from checks.tls import context_for, server_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget
@@ -124,8 +124,8 @@ async def check_http(target: CheckTarget) -> tuple[bool, str]:
         missing ): (")`` (RE2 cannot compile the pattern: no request is made).
 
     Raises:
-        OSError, ssl.SSLError, checks.httpclient.ResponseError, ValueError: the request
-            failed (`checks.httpclient.fetch`); the caller turns the error into a failed result.
+        OSError, ssl.SSLError, checks.protocols.httpclient.ResponseError, ValueError: the request
+            failed (`checks.protocols.httpclient.fetch`); the caller turns the error into a failed result.
     """
     spec = target.spec
     https = spec.type == "https"

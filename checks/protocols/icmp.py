@@ -1,6 +1,6 @@
 """ICMP and ICMPv6 echo messages, as pure functions (byte-tested).
 
-Used by the ``ping`` check (`checks.ping`) and by the HA layer's ping nodes (`ha.probe`);
+Used by the ``ping`` check (`checks.protocols.ping`) and by the HA layer's ping nodes (`ha.probe`);
 `internet_checksum` also by `ha.announce`.
 
 Sources: RFC 792 (ICMP echo: type 8 request, type 0 reply), RFC 1071 (the Internet
@@ -51,7 +51,7 @@ def encode_echo_request(ident: int, seq: int, payload: bytes, *, ipv6: bool = Fa
 
     Args:
         ident: identifier, 0..65535 (an unprivileged ``SOCK_DGRAM`` ICMP socket replaces it
-            with its own: see `checks.ping`).
+            with its own: see `checks.protocols.ping`).
         seq: sequence number, 0..65535.
         payload: data echoed back by the target.
         ipv6: ICMPv6 (type 128, checksum left 0: the kernel computes it) instead of ICMP

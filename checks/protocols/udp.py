@@ -25,9 +25,9 @@ import functools
 import socket
 from typing import TYPE_CHECKING
 
-from checks.http import body_matches, compile_body_pattern
+from checks.protocols.http import body_matches, compile_body_pattern
+from checks.protocols.tcp import socket_address
 from checks.spec import MAX_EXPECT_READ
-from checks.tcp import socket_address
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget

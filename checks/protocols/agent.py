@@ -33,7 +33,7 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
-from checks.tcp import socket_address
+from checks.protocols.tcp import socket_address
 
 __all__ = ["AgentReply", "MAX_AGENT_REPLY", "agent_weight", "parse_agent_reply", "query_agent"]
 

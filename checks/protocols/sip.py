@@ -51,8 +51,8 @@ import os
 import socket
 from typing import TYPE_CHECKING, NamedTuple
 
-from checks.datagram import PORT_UNREACHABLE, connected_udp_socket, exchange
-from checks.http import body_matches, compile_body_pattern
+from checks.protocols.datagram import PORT_UNREACHABLE, connected_udp_socket, exchange
+from checks.protocols.http import body_matches, compile_body_pattern
 from checks.spec import MAX_EXPECT_READ
 
 if TYPE_CHECKING:  # pragma: no cover

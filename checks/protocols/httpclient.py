@@ -5,7 +5,7 @@
 returns its status and, when asked, the first `MAX_BODY` bytes of its body.  Then the
 connection is aborted (see `fetch`).  It does what a check needs and nothing else: no
 keep-alive, no redirects, no cookies, no proxies, no content decoding (the request asks for
-none), no DNS (addresses are numeric, `checks.tcp.socket_address`).  A check costs a socket,
+none), no DNS (addresses are numeric, `checks.protocols.tcp.socket_address`).  A check costs a socket,
 a transport, a protocol, a parser and two futures; no stream reader or writer.
 
 Hostile responses are bounded: at most `MAX_HEAD` bytes (64 KiB) of status line and
@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import httptools
 
-from checks.tcp import socket_address
+from checks.protocols.tcp import socket_address
 
 __all__ = ["fetch", "encode_request", "host_header", "ResponseError", "MAX_BODY", "MAX_HEAD", "USER_AGENT"]
 
@@ -257,7 +257,7 @@ async def fetch(
         address: the real server's numeric IPv4/IPv6 address (scoped ``fe80::1%eth0`` too).
         port: its TCP port.
         request: the request's bytes.
-        tls: the client context for HTTPS (`checks.tls.context_for`), ``None`` for plain HTTP.
+        tls: the client context for HTTPS (`checks.protocols.tls.context_for`), ``None`` for plain HTTP.
         server_hostname: the TLS server name (SNI and the name ``full`` verification checks);
             ``None`` means the address (no SNI is sent for an address).
         body: read the body (up to `MAX_BODY` bytes) rather than stop at the end of the headers.

@@ -1,6 +1,6 @@
 """One request datagram and its replies, on a connected non-blocking UDP socket.
 
-The UDP checks (`checks.radius`, `checks.sip`) send one datagram to the real
+The UDP checks (`checks.protocols.radius`, `checks.protocols.sip`) send one datagram to the real
 server and read replies on the running event loop until one decides the check.
 The socket is *connected* to the real server, so the kernel drops datagrams
 from any other address or port, and an ICMP port unreachable answering the
@@ -15,7 +15,7 @@ import socket
 from collections.abc import Callable
 from typing import TypeVar
 
-from checks.tcp import socket_address
+from checks.protocols.tcp import socket_address
 
 __all__ = ["PORT_UNREACHABLE", "connected_udp_socket", "exchange"]
 

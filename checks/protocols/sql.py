@@ -69,8 +69,8 @@ from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from checks.protocols.tcp import socket_address
 from checks.spec import MAX_EXPECT_READ
-from checks.tcp import socket_address
 
 if TYPE_CHECKING:
     from checks.base import CheckTarget
@@ -176,7 +176,7 @@ async def _judge_row(values: Iterable[object] | None, expect: str | None) -> tup
     if expect is None:
         return True, "query returned a row"
     # here, not at the top: `missing_driver` is for the configuration loader, which need not load aiohttp
-    from checks.http import body_matches, compile_body_pattern
+    from checks.protocols.http import body_matches, compile_body_pattern
 
     pattern = compile_body_pattern(expect)
     if isinstance(pattern, str):

@@ -15,7 +15,7 @@ UDP from a connected socket, or TCP with the 2-byte length prefix of RFC 1035 se
   match '192\\.0\\.2\\.7'"``); a truncated UDP reply (``"reply truncated (TC); use transport:
   tcp"``); a malformed answer section (with ``expect``); an ICMP port unreachable (``"ICMP port
   unreachable"``, at once) or another ICMP error (``"no route to host"``..., at once too:
-  `checks.udp.report_icmp_errors`); a refused TCP connection; no reply within ``spec.timeout``
+  `checks.protocols.udp.report_icmp_errors`); a refused TCP connection; no reply within ``spec.timeout``
   (`checks.base.run_check`'s ``timed_out``).
 
 Over UDP a datagram that is not a reply to this query (another ID or question: a stray or a
@@ -46,9 +46,9 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from checks.http import body_matches, compile_body_pattern
-from checks.tcp import socket_address
-from checks.udp import report_icmp_errors
+from checks.protocols.http import body_matches, compile_body_pattern
+from checks.protocols.tcp import socket_address
+from checks.protocols.udp import report_icmp_errors
 
 if TYPE_CHECKING:  # pragma: no cover
     from checks.base import CheckTarget

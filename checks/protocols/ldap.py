@@ -7,8 +7,8 @@ leading ``/``) with scope ``base`` and filter ``(objectClass=*)``; the server is
 returns exactly one entry and, when ``receive`` is set, that entry's DN matches it.
 
 What `check_ldap` sends, over one TCP connection to ``RIP:port`` (TLS from the first byte when
-``spec.tls``, with the check's shared context `checks.tls.context_for` and SNI
-`checks.tls.server_name`; with ``verify_tls: full`` and no name, the RIP is checked against the
+``spec.tls``, with the check's shared context `checks.protocols.tls.context_for` and SNI
+`checks.protocols.tls.server_name`; with ``verify_tls: full`` and no name, the RIP is checked against the
 certificate's IP addresses):
 
 1. a BindRequest (RFC 4511 section 4.2), message ID 1: version 3, name ``spec.login`` and simple
@@ -55,9 +55,9 @@ import math
 import socket
 from typing import TYPE_CHECKING, NamedTuple
 
-from checks.http import body_matches, compile_body_pattern
-from checks.tcp import socket_address
-from checks.tls import context_for, server_name
+from checks.protocols.http import body_matches, compile_body_pattern
+from checks.protocols.tcp import socket_address
+from checks.protocols.tls import context_for, server_name
 
 if TYPE_CHECKING:  # pragma: no cover
     import re2
