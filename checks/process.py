@@ -241,6 +241,8 @@ class CheckerProcess:
         self._orphan_sweeper: asyncio.Task[None] | None = None
         self._spawning = False  # a child is being started: its pid is not known yet
         self._held = 0  # `hold_sweep` depth
+        #: `start` asked to become a child subreaper while the sweep was held: done when released
+        self._subreaper_pending = False
         self._on_load = on_load
         self._log_transitions = log_transitions
         self._python = python or sys.executable
@@ -296,10 +298,15 @@ class CheckerProcess:
         if self._running:
             return
         self._running = True
-        if self._adopt_orphans and self._orphan_sweeper is None and become_subreaper():
-            self._orphan_sweeper = asyncio.get_running_loop().create_task(
-                self._sweep_orphans(), name="checker orphan sweep"
-            )
+        if self._adopt_orphans and self._orphan_sweeper is None:
+            # while another part of the director starts a child of its own with the subreaper flag
+            # cleared (`hold_sweep`: the hook runner's ``setsid --fork``), setting the flag now
+            # would make that child ours when its short-lived parent exits: set it once released
+            self._subreaper_pending = bool(self._held)
+            if self._subreaper_pending or become_subreaper():
+                self._orphan_sweeper = asyncio.get_running_loop().create_task(
+                    self._sweep_orphans(), name="checker orphan sweep"
+                )
         if not self._targets:
             return
         try:
@@ -565,6 +572,9 @@ class CheckerProcess:
             yield
         finally:
             self._held -= 1
+            if not self._held and self._subreaper_pending:
+                self._subreaper_pending = False
+                become_subreaper()
 
     def _own_children(self) -> set[int]:
         return set() if self._proc is None else {self._proc.pid}

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -570,3 +571,28 @@ async def test_a_stopped_child_reports_falling_behind_then_catching_up_to_on_loa
     behind, caught_up = loads[:2]
     assert behind.behind and behind.late > 0.3 and behind.in_flight >= 1
     assert not caught_up.behind
+
+
+def test_a_checker_started_while_the_sweep_is_held_becomes_a_subreaper_only_once_released():
+    """The hook runner starts through a short-lived ``setsid --fork`` with the subreaper flag
+    cleared and the sweep held (`hold_sweep`); a checker starting meanwhile must not set the flag
+    under it (the runner would become the director's orphan, and the sweep would kill it and the
+    daemons its hooks start). Run in a child interpreter: the flag is process-wide."""
+    code = (
+        "import asyncio\n"
+        "from checks.external import child_subreaper\n"
+        "from checks.process import CheckerProcess\n"
+        "async def main():\n"
+        "    checker = CheckerProcess(lambda t: None, adopt_orphans=True)\n"
+        "    with checker.hold_sweep():\n"
+        "        await checker.start()\n"
+        "        held = child_subreaper()\n"
+        "    released = child_subreaper()\n"
+        "    await checker.stop()\n"
+        "    print(held, released)\n"
+        "asyncio.run(main())\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True"]
