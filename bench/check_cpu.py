@@ -1,9 +1,9 @@
 """Health-check cost of whole daemons: CPU per check and RSS of directord, keepalived's
-checker and ldirectord, each checking the same real servers over HTTP every second.
+checker and ldirectord, each checking the same real servers over HTTP (or HTTPS) every second.
 
 Run inside the stock-kernel VM (root, ip_vs), one guest boot for every system:
 
-    directord lab vm --timeout 1800 -- python bench/check_cpu.py [--real-servers 200] [--seconds 60]
+    directord lab vm --timeout 1800 -- python bench/check_cpu.py [--real-servers 200] [--seconds 60] [--scheme https]
 
 Topology: the one of ``bench/detection.py`` (``client`` -- ``dir`` -- ``farm``; NAT
 forwarding), with ``--real-servers`` backends served by one process in ``farm`` that counts
@@ -17,6 +17,14 @@ service holding every backend and an HTTP check of each every second:
 * ``ldirectord``: ``ldirectord`` with checkinterval 1, checktimeout 1 (negotiate check of the
   same URL), as far as it keeps up.
 
+``--scheme https``: the farm serves TLS on the same port with a self-signed certificate
+(ECDSA P-256, made once per run with ``openssl req`` into ``<out-dir>/check_cpu/``) and
+every system checks over HTTPS: directord ``type: https, verify_tls: none``, keepalived
+``SSL_GET`` (no ``SSL`` block: no verification), ldirectord ``service=https``, whose LWP
+skips the name but always verifies the chain, so it is given the farm's certificate as its
+CA (``PERL_LWP_SSL_CA_FILE``; one signature check per handshake more than the others).
+Each check is a fresh connection, so a full TLS handshake. Everything else is the same.
+
 Once every backend is in the table, after a warm-up of ``--warmup`` seconds, the bench
 reads over ``--seconds`` seconds: the CPU time (user + sys, including reaped children,
 from ``/proc/PID/stat``) of the system's processes, and the requests the farm received
@@ -24,7 +32,7 @@ from ``/proc/PID/stat``) of the system's processes, and the requests the farm re
 per check (microseconds), CPU as a share of one core, and the summed RSS of the system's
 processes (``VmRSS``) at the end of the window.
 
-Output: a markdown table on stdout, ``<out-dir>/check_cpu.json`` and each system's
+Output: a markdown table on stdout, ``<out-dir>/check_cpu.json`` (with the scheme) and each system's
 configuration and log under ``<out-dir>/check_cpu/<system>/``. Exit status 2, before any
 namespace is made, when a chosen system's program (keepalived, ldirectord) is not installed
 (`incumbents.missing_incumbents`: the message names the ``apt-get install`` command).
@@ -51,10 +59,18 @@ from director.lab.netns import exec_in_netns  # noqa: E402
 
 #: System name here -> the configuration detection.make_daemon writes for it.
 SYSTEMS = {"directord": "directord", "keepalived": "keepalived-tuned", "ldirectord": "ldirectord-tuned"}
+#: Scheme -> system -> its check settings in words (the table's settings column).
 SETTINGS = {
-    "directord": "HTTP check, interval 1 s, timeout 1 s",
-    "keepalived": "HTTP_GET, delay_loop 1, connect_timeout 1 (checker process + parent)",
-    "ldirectord": "negotiate http, checkinterval 1, checktimeout 1",
+    "http": {
+        "directord": "HTTP check, interval 1 s, timeout 1 s",
+        "keepalived": "HTTP_GET, delay_loop 1, connect_timeout 1 (checker process + parent)",
+        "ldirectord": "negotiate http, checkinterval 1, checktimeout 1",
+    },
+    "https": {
+        "directord": "HTTPS check (verify_tls none), interval 1 s, timeout 1 s",
+        "keepalived": "SSL_GET, delay_loop 1, connect_timeout 1 (checker process + parent)",
+        "ldirectord": "negotiate https (farm certificate as CA), checkinterval 1, checktimeout 1",
+    },
 }
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -94,14 +110,23 @@ def cpu_of(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def measure(t: det.Topo, system: str, n: int, seconds: float, warmup: float, timeout: float, out: Path) -> dict:
-    """Run ``system`` against ``n`` backends; returns its row (see the module notes)."""
-    res: dict = {"system": system, "settings": SETTINGS[system], "real_servers": n, "problems": []}
+def measure(
+    t: det.Topo, system: str, n: int, seconds: float, warmup: float, timeout: float, out: Path, scheme: str = "http"
+) -> dict:
+    """Run ``system`` against ``n`` backends, checking over ``scheme`` (``t``'s farm must serve it);
+    returns its row (see the module notes)."""
+    res: dict = {
+        "system": system,
+        "scheme": scheme,
+        "settings": SETTINGS[scheme][system],
+        "real_servers": n,
+        "problems": [],
+    }
     workdir = inc.local_dir(f"cpu-{system}")
     service = inc.Service(det.VIP, det.PORT, tuple(det.rip(i) for i in range(n)), "nat")
     t.start_farm(workdir, [])
     exec_in_netns(t.dir, ["ipvsadm", "-C"], check=False)
-    d = det.make_daemon(t, SYSTEMS[system], service, workdir)
+    d = det.make_daemon(t, SYSTEMS[system], service, workdir, scheme)
     watch = inc.TableWatch(t.dir, t0=time.monotonic(), interval=0.5)
     watch.start()
     try:
@@ -190,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds after the table is complete")
     ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for a complete table")
+    ap.add_argument("--scheme", default="http", choices=("http", "https"), help="the checks' protocol")
     ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"))
     args = ap.parse_args(argv)
     missing = inc.missing_incumbents(args.systems)
@@ -206,19 +232,30 @@ def main(argv: list[str] | None = None) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     out = Path(args.out_dir)
-    t = det.Topo(f"bcp{os.getpid() % 10000}", args.real_servers)
+    tls = None
+    if args.scheme == "https":  # one certificate for the whole run
+        tls = (out / "check_cpu" / "farm-cert.pem", out / "check_cpu" / "farm-key.pem")
+        try:
+            inc.self_signed_cert(*tls)
+        except (OSError, subprocess.CalledProcessError) as e:
+            print(f"check_cpu: cannot make the farm's certificate with openssl: {e}", file=sys.stderr)
+            return 2
+    t = det.Topo(f"bcp{os.getpid() % 10000}", args.real_servers, tls)
     rows = []
     try:
         t.build()
         for system in args.systems:
             log(f"system {system}")
-            rows.append(measure(t, system, args.real_servers, args.seconds, args.warmup, args.timeout, out))
+            rows.append(
+                measure(t, system, args.real_servers, args.seconds, args.warmup, args.timeout, out, args.scheme)
+            )
     finally:
         t.close()
     doc = {
         "date": time.strftime("%Y-%m-%d"),
         "kernel": platform.release(),
         "command": "python bench/check_cpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "scheme": args.scheme,
         "results": rows,
     }
     inc.write_json(out / "check_cpu.json", doc)

@@ -88,10 +88,11 @@ def log(msg: str) -> None:
 
 
 class Topo:
-    """client -- dir -- farm; ``n`` backend addresses in farm."""
+    """client -- dir -- farm; ``n`` backend addresses in farm. ``tls``: ``(certificate, key)``
+    PEM files with which the farm serves HTTPS on the same port (None: plain HTTP)."""
 
-    def __init__(self, prefix: str, n: int) -> None:
-        self.prefix, self.n = prefix, n
+    def __init__(self, prefix: str, n: int, tls: tuple[Path, Path] | None = None) -> None:
+        self.prefix, self.n, self.tls = prefix, n, tls
         self.client, self.dir, self.farm = (f"{prefix}-client", f"{prefix}-dir", f"{prefix}-farm")
         self.farm_proc: inc.Daemon | None = None
 
@@ -120,6 +121,8 @@ class Topo:
         argv = [sys.executable, str(Path(__file__).resolve().parent / "incumbents.py"), "farm", "--port", str(PORT)]
         for h in hung:
             argv += ["--hang", h]
+        if self.tls is not None:
+            argv += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         argv += [rip(i) for i in range(self.n)]
         self.farm_proc = inc.Daemon(self.farm, argv, workdir / "farm.log", "incumbents.py", env=inc.repo_env())
         self.farm_proc.start()
@@ -135,12 +138,15 @@ class Topo:
         cleanup_netns(self.prefix)
 
 
-def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path) -> inc.Daemon:
-    """Write ``system``'s configuration into ``workdir``; the daemon that runs it in ``dir``."""
+def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path, scheme: str = "http") -> inc.Daemon:
+    """Write ``system``'s configuration into ``workdir``; the daemon that runs it in ``dir``.
+    ``scheme`` ``"https"``: its checks use HTTPS without verifying the certificate, except
+    ldirectord's, which cannot skip the chain: it is given the farm's certificate (``t.tls``) as
+    its CA (``PERL_LWP_SSL_CA_FILE``), the name is not checked."""
     workdir.mkdir(parents=True, exist_ok=True)
     if system == "directord":
         conf = workdir / "directord.yaml"
-        conf.write_text(inc.directord_conf(service))
+        conf.write_text(inc.directord_conf(service, scheme=scheme))
         return inc.Daemon(
             t.dir,
             inc.directord_argv(conf, workdir / "ctl.sock"),
@@ -157,16 +163,26 @@ def make_daemon(t: Topo, system: str, service: inc.Service, workdir: Path) -> in
                 checkinterval=1 if tuned else None,
                 checktimeout=1 if tuned else None,
                 logfile=str(workdir / "ldirectord-own.log"),
+                scheme=scheme,
             )
         )
-        return inc.Daemon(t.dir, [inc.LDIRECTORD, "-d", str(conf), "start"], workdir / "ldirectord.log", str(conf))
+        env = dict(os.environ, PERL_LWP_SSL_CA_FILE=str(t.tls[0])) if scheme == "https" and t.tls else None
+        return inc.Daemon(
+            t.dir, [inc.LDIRECTORD, "-d", str(conf), "start"], workdir / "ldirectord.log", str(conf), env=env
+        )
     conf = workdir / "keepalived.conf"
     if system.endswith("tuned"):
         text = inc.keepalived_conf(
-            router_id="dir", service=service, delay_loop=1, connect_timeout=1, retry=1, delay_before_retry=0.5
+            router_id="dir",
+            service=service,
+            delay_loop=1,
+            connect_timeout=1,
+            retry=1,
+            delay_before_retry=0.5,
+            scheme=scheme,
         )
     else:
-        text = inc.keepalived_conf(router_id="dir", service=service)
+        text = inc.keepalived_conf(router_id="dir", service=service, scheme=scheme)
     conf.write_text(text)
     return inc.Daemon(
         t.dir, inc.keepalived_argv(conf, workdir, "ka", check_only=True), workdir / "keepalived.log", str(conf)

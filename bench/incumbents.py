@@ -13,7 +13,8 @@ I/O part: `SteadyClient` (requests through the VIP from the client namespace),
 started with ``ip netns exec`` and killed by namespace + command line), and the
 ``farm`` mode of this file (``python bench/incumbents.py farm ...``): many real servers'
 HTTP listeners in one namespace, each address switchable at run time between serving,
-stopped (connection refused) and hung (accepts, never answers).
+stopped (connection refused) and hung (accepts, never answers), over HTTPS when given a
+certificate (`self_signed_cert`).
 
 Protocol facts used: the VRRP master-down interval is ``3 x advert_int + skew`` with
 ``skew = (256 - priority) / 256 x advert_int`` (RFC 5798 section 6.1; RFC 3768 has the
@@ -31,6 +32,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -131,6 +133,7 @@ def keepalived_conf(
     connect_timeout: float | None = None,
     retry: int | None = None,
     delay_before_retry: float | None = None,
+    scheme: str = "http",
 ) -> str:
     """keepalived.conf text (keepalived 2.2 syntax; pure).
 
@@ -138,9 +141,10 @@ def keepalived_conf(
     ``interface``, ``vrid``, ``priority``, ``advert_int`` (seconds; below 1 selects VRRP
     version 3, which allows centisecond intervals), ``vip`` and optional ``prefixlen``
     (default 32). ``service``: the virtual_server with one ``HTTP_GET`` checker per real
-    server (``status_code 200`` on ``service.path``); a checker setting left None is
-    omitted (keepalived's default applies: delay_loop 60, connect_timeout 5, retry 1,
-    delay_before_retry 1).
+    server (``status_code 200`` on ``service.path``; ``SSL_GET`` when ``scheme`` is
+    ``"https"``, without an ``SSL`` block: the server's certificate is not verified); a checker
+    setting left None is omitted (keepalived's default applies: delay_loop 60, connect_timeout
+    5, retry 1, delay_before_retry 1).
     """
     out = [f"global_defs {{\n  router_id {router_id}\n  vrrp_garp_master_delay 1\n}}\n"]
     if vrrp is not None:
@@ -166,7 +170,7 @@ def keepalived_conf(
             lines += [
                 f"  real_server {rip} {service.port} {{",
                 "    weight 1",
-                "    HTTP_GET {",
+                f"    {'SSL_GET' if scheme == 'https' else 'HTTP_GET'} {{",
                 f"      url {{\n        path {service.path}\n        status_code 200\n      }}",
             ]
             if connect_timeout is not None:
@@ -188,9 +192,12 @@ def ldirectord_cf(
     checktimeout: float | None = None,
     quiescent: bool = False,
     logfile: str | None = None,
+    scheme: str = "http",
 ) -> str:
     """ldirectord.cf text (ldirectord 4.12 syntax; pure): one virtual service, an HTTP
-    ``negotiate`` check of ``service.path`` expecting the text ``ok``. Timers left None are
+    ``negotiate`` check of ``service.path`` expecting the text ``ok`` (``service=https`` when
+    ``scheme`` is ``"https"``: ldirectord's LWP skips the name but verifies the chain, against
+    the CA file of ``PERL_LWP_SSL_CA_FILE`` when set). Timers left None are
     omitted (ldirectord's defaults: checkinterval 10, checktimeout 5, negotiatetimeout 30,
     failurecount 1). ``quiescent`` no: a failed real server is removed from the table. ``logfile``: a
     file path (None: ldirectord's default)."""
@@ -205,7 +212,7 @@ def ldirectord_cf(
     v = [f"virtual={service.vip}:{service.port}"]
     v += [f"\treal={rip}:{service.port} {_LD_KIND[service.forwarding]}" for rip in service.rips]
     v += [
-        "\tservice=http",
+        f"\tservice={scheme}",
         "\tscheduler=rr",
         "\tprotocol=tcp",
         "\tchecktype=negotiate",
@@ -246,19 +253,26 @@ def heartbeat_haresources(owner: str, vip: str, prefixlen: int, ifname: str) -> 
 
 
 def directord_conf(
-    service: Service, *, check: Mapping[str, float] | None = None, ha: Mapping[str, object] | None = None
+    service: Service,
+    *,
+    check: Mapping[str, float] | None = None,
+    ha: Mapping[str, object] | None = None,
+    scheme: str = "http",
 ) -> str:
     """``directord run`` YAML (the format of etc/directord.yaml; pure).
 
     ``check``: extra keys of the HTTP check (``interval``, ``timeout``, ``rise``, ``fall``);
     omitted keys take directord's defaults (interval 1 s, timeout 1 s, rise 2, fall 2).
+    ``scheme`` ``"https"``: an ``https`` check with ``verify_tls: none``.
     ``ha``: None for a single director, else a mapping with ``node``, ``nodes``,
     ``media`` (list of heartbeat-syntax media lines), ``authkeys`` (path), ``state_dir``,
     ``owner``, ``address`` (``VIP/len/ifname``) and optional timers ``keepalive``,
     ``deadtime``, ``warntime``, ``initdead`` (seconds; omitted ones take directord's
     defaults).
     """
-    chk = "{type: http, path: " + service.path + "".join(f", {k}: {v:g}" for k, v in (check or {}).items()) + "}"
+    keys = "".join(f", {k}: {v:g}" for k, v in (check or {}).items())
+    tls = ", verify_tls: none" if scheme == "https" else ""
+    chk = f"{{type: {scheme}, path: {service.path}{tls}{keys}}}"
     rs = "\n".join(f"      - {{address: {r}, port: {service.port}}}" for r in service.rips)
     text = f"""\
 global:
@@ -732,7 +746,20 @@ def links_at_once(ns: str, names: Sequence[str], *, up: bool) -> None:
 FARM_CONTROL_PORT = 9999
 
 
-async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
+def self_signed_cert(cert: Path, key: Path) -> None:
+    """Write a self-signed certificate (ECDSA P-256, CN ``farm``, valid 2 days) and its
+    unencrypted key as PEM to ``cert`` and ``key`` with ``openssl req`` (parent folders made).
+    Raises FileNotFoundError without openssl, CalledProcessError when it fails."""
+    cert.parent.mkdir(parents=True, exist_ok=True)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=farm", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+async def _farm(addrs: Sequence[str], port: int, hung: set[str], tls: ssl.SSLContext | None = None) -> None:
     servers: dict[str, asyncio.base_events.Server] = {}
     mode = {a: ("hang" if a in hung else "serve") for a in addrs}
     held: list[asyncio.StreamWriter] = []
@@ -762,7 +789,9 @@ async def _farm(addrs: Sequence[str], port: int, hung: set[str]) -> None:
         return handle
 
     async def listen(a: str) -> None:
-        servers[a] = await asyncio.start_server(handler(a), a, port, reuse_address=True, backlog=128)
+        servers[a] = await asyncio.start_server(
+            handler(a), a, port, reuse_address=True, backlog=128, ssl=tls, ssl_handshake_timeout=5 if tls else None
+        )
 
     for a in addrs:
         await listen(a)
@@ -819,15 +848,22 @@ def farm_requests(ns: str, timeout: float = 5.0) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``farm --port P [--hang ADDR ...] ADDR ...``: serve the listeners until killed."""
+    """``farm --port P [--hang ADDR ...] [--tls-cert PEM --tls-key PEM] ADDR ...``: serve the
+    listeners (HTTPS with the certificate, when given) until killed."""
     ap = argparse.ArgumentParser(prog="incumbents.py")
     sub = ap.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("farm")
     f.add_argument("--port", type=int, default=80)
     f.add_argument("--hang", action="append", default=[])
+    f.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    f.add_argument("--tls-key", help="its private key (PEM)")
     f.add_argument("addrs", nargs="+")
     a = ap.parse_args(argv)
-    asyncio.run(_farm(a.addrs, a.port, set(a.hang)))
+    tls = None
+    if a.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(a.tls_cert, a.tls_key)
+    asyncio.run(_farm(a.addrs, a.port, set(a.hang), tls))
     return 0
 
 

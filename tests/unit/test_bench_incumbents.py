@@ -193,8 +193,9 @@ def test_farm_counts_the_requests_it_receives():
 
     from director.lab import netns as N
 
-    ns = f"bfarm{os.getpid()}"
-    N.cleanup_netns(ns)
+    pre = f"bfarm{os.getpid()}"
+    ns = f"{pre}-farm"
+    N.cleanup_netns(pre)
     N.create_netns(ns)
     proc = None
     try:
@@ -231,7 +232,7 @@ def test_farm_counts_the_requests_it_receives():
         if proc is not None:
             proc.kill()
             proc.wait(5)
-        N.cleanup_netns(ns)
+        N.cleanup_netns(pre)  # <pre>-*: the namespace itself
 
 
 def test_setlink_batch_bytes():
