@@ -580,7 +580,7 @@ def test_a_checker_started_while_the_sweep_is_held_becomes_a_subreaper_only_once
     daemons its hooks start). Run in a child interpreter: the flag is process-wide."""
     code = (
         "import asyncio\n"
-        "from checks.external import child_subreaper\n"
+        "from checks.protocols.external import child_subreaper\n"
         "from checks.process import CheckerProcess\n"
         "async def main():\n"
         "    checker = CheckerProcess(lambda t: None, adopt_orphans=True)\n"
