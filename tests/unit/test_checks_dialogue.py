@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from test_checks import free_port, ipv6_loopback
 
 from checks.base import CheckResult, CheckTarget, run_check
 from checks.protocols.dialogue import (
@@ -52,21 +53,6 @@ def spec(dialogue=(), **fields) -> CheckSpec:
 
 async def check(port: int, dialogue=(), **fields) -> CheckResult:
     return await run_check(target(spec(dialogue, **fields), port), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 # --- certificates ----------------------------------------------------------------------------

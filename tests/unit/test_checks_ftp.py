@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from test_checks import free_port
 
 from checks.base import CheckResult, CheckTarget, run_check
 from checks.protocols import ftp
@@ -36,12 +37,6 @@ def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1") -> CheckTarget:
 async def check(port: int, rip: str = "127.0.0.1", **fields) -> CheckResult:
     spec = CheckSpec(type="ftp", timeout=fields.pop("timeout", 2.0), **fields)
     return await run_check(target(spec, port, rip), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_checks import free_port
 
 from checks.base import CheckResult, CheckTarget, run_check
 from checks.protocols import ldap
@@ -41,12 +42,6 @@ def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1") -> CheckTarget:
 async def check(port: int, **fields) -> CheckResult:
     spec = CheckSpec(type="ldap", timeout=fields.pop("timeout", 2.0), **fields)
     return await run_check(target(spec, port), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the codec, byte for byte --------------------------------------------------------------------

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_checks import free_port
 
 from checks.base import CheckTarget, run_check
 from checks.protocols import sql
@@ -57,12 +58,6 @@ def target(port: int, rip: str = "127.0.0.1", **spec: object) -> CheckTarget:
         rport=port,
         spec=CheckSpec(**spec),  # type: ignore[arg-type]
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_listening(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
