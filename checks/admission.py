@@ -91,18 +91,25 @@ class Gate:
         """Checks waiting for a slot."""
         return sum(1 for f in self._waiters if not f.done())
 
-    async def acquire(self) -> None:
-        """Take a slot, waiting for one if need be.
-
-        Raises:
-            asyncio.CancelledError: cancelled while waiting (no slot is kept).
-        """
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits for one: `acquire` without waiting.
+        Returns whether a slot was taken."""
         if self._busy is not None:
             if not self._busy.done():
                 self._busy.set_result(None)
             self._busy = None
         if self.in_flight < self.limit and not self._waiters:
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting for one if need be.
+
+        Raises:
+            asyncio.CancelledError: cancelled while waiting (no slot is kept).
+        """
+        if self.try_acquire():
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)

@@ -26,6 +26,7 @@ from checks.protocols.http import check_http
 from checks.protocols.httpclient import ResponseError
 from checks.protocols.tcp import check_tcp
 from checks.spec import CheckSpec
+from checks.timers import Deadlines, deadlines_for
 
 __all__ = ["CheckTarget", "CheckResult", "run_check", "describe_error", "format_seconds"]
 
@@ -198,8 +199,9 @@ async def run_check(
     (`checks.protocols.tcp`, or `PROTOCOL_CHECKS`), ``http``/``https`` (`checks.protocols.http`), ``external``
     (`checks.protocols.external`), and the other types of `PROTOCOL_CHECKS`.
     The whole check -- connect, request, response body or command run -- is
-    bounded by ``spec.timeout`` seconds (`asyncio.timeout`); past it the check
-    fails with reason ``"timeout after <timeout> s"`` and `CheckResult.timed_out` set.
+    bounded by ``spec.timeout`` seconds (`checks.timers.Deadlines`: as ``asyncio.timeout``, up to
+    `checks.timers.DEADLINE_TICK` s later); past it the check fails with reason
+    ``"timeout after <timeout> s"`` and `CheckResult.timed_out` set.
 
     Args:
         target: what to check.
@@ -215,25 +217,31 @@ async def run_check(
     if spec.type == "none" and spec.agent_port is None:
         return CheckResult(True, "no check", 0.0, start)
     check = _DISPATCH.get(spec.type)
-    limit = asyncio.timeout(spec.timeout)
     timed_out = False
     weight: int | None = None
     try:
         if check is None:
             ok, reason = False, f"unknown check type {spec.type!r}"
         else:
-            async with limit:
+            task = asyncio.current_task()
+            assert task is not None, "run_check runs in a task"
+            tasks = deadlines_for(task.get_loop()).add(task, spec.timeout)
+            try:
                 outcome = await check(target)
+            except (asyncio.CancelledError, Exception):
+                # the limit cancelled the check, which may have turned the cancellation into an
+                # error of its own (asyncpg raises TimeoutError); else an outside cancellation or
+                # the check's own error, described below
+                if not Deadlines.end(tasks, task):
+                    raise
+                outcome = (False, f"timeout after {format_seconds(spec.timeout)} s")
+                timed_out = True
+            finally:
+                Deadlines.end(tasks, task)
             ok, reason = outcome[0], outcome[1]
             weight = outcome[2] if len(outcome) > 2 else None
             if ok and spec.agent_port is not None:
                 ok, reason, weight = await ask_agent(target, reason, weight)
-    except TimeoutError as exc:
-        # our own time limit fired (not a socket's ETIMEDOUT, nor a TimeoutError of the check's)
-        if limit.expired():
-            ok, reason, timed_out = False, f"timeout after {format_seconds(spec.timeout)} s", True
-        else:
-            ok, reason = False, describe_error(exc)
     except Exception as exc:  # noqa: BLE001 - a check never raises: errors are results
         ok, reason = False, describe_error(exc)
     end = clock()

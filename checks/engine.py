@@ -15,7 +15,8 @@ instant: their first checks are spread over one interval in batches
 `SPREAD_TICK` apart (`spread_offsets`).  Each target's checks are due on a
 fixed grid from its first (due times, not actual start times, advance by the
 interval), so a batch stays together: its checks share the event loop's
-wake-ups, which costs half the CPU of checks that each wake the loop alone,
+wake-ups, and one loop timer for their start and one for their time limits
+(`checks.timers`), which costs half the CPU of checks that each wake the loop alone,
 while no single burst is large (200 real servers every second: 10 checks every
 50 ms rather than 200 at once, a burst that keeps a slow CPU busy past the
 check timeout and fails the checks at its tail).  A check that outlasts its
@@ -53,6 +54,7 @@ from typing import Literal
 
 from checks.admission import MAX_LIMIT, OVERLOAD_LAG, PROBE_INTERVAL, START_LIMIT, Gate, next_limit
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
+from checks.timers import WakeUps
 
 __all__ = [
     "CHECK_DURATION_BUCKETS",
@@ -375,6 +377,7 @@ class HealthEngine:
         self._gate = Gate(START_LIMIT)
         self._probe_task: asyncio.Task[None] | None = None
         self._overloaded = False
+        self._wake_ups: WakeUps | None = None  # of the loop `start` ran on
 
     # --- lifecycle -----------------------------------------------------------
 
@@ -393,7 +396,9 @@ class HealthEngine:
         self._running = True
         self._gate.set_limit(START_LIMIT)
         self._overloaded = False
-        self._probe_task = asyncio.get_running_loop().create_task(self._probe(), name="check admission probe")
+        loop = asyncio.get_running_loop()
+        self._wake_ups = WakeUps(loop)
+        self._probe_task = loop.create_task(self._probe(), name="check admission probe")
         self._launch_spread(list(self._slots.values()))
 
     async def stop(self) -> None:
@@ -489,11 +494,12 @@ class HealthEngine:
         change is pending), or at once when the previous check outlasted that."""
         loop = asyncio.get_running_loop()
         interval, retry_interval = target.spec.interval, target.spec.retry_interval
-        runner = self._runner
+        runner, gate, wake_ups = self._runner, self._gate, self._wake_ups
+        assert wake_ups is not None
         while True:
-            delay = due - loop.time()
-            await asyncio.sleep(delay if delay > 0 else 0)  # always yields, even when late
-            await self._gate.acquire()
+            await wake_ups.at(due)  # always yields, even when late
+            if not gate.try_acquire():
+                await gate.acquire()
             started = loop.time()
             try:
                 result = await runner(target, None)
@@ -501,7 +507,7 @@ class HealthEngine:
                 log.exception("check of %s raised", target.name)
                 result = CheckResult(False, describe_error(exc), loop.time() - started, self._clock())
             finally:
-                self._gate.release()
+                gate.release()
             if slot.target is not target:  # replaced meanwhile; its new task reports
                 return
             self._record(slot, target, result)

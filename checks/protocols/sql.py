@@ -110,6 +110,10 @@ _MESSAGE = 160
 #: ``pg_stat_activity`` and ``SHOW PROCESSLIST``.
 _CLIENT_NAME = "directord"
 
+#: Seconds the drivers' own connect timeouts run past ``spec.timeout``: the check's time limit
+#: (`checks.base.run_check`) ends the check first and reports it as timed out; theirs is a backstop.
+DRIVER_TIMEOUT_MARGIN = 1.0
+
 
 _TOO_MUCH = f"server sent more than {MAX_MYSQL_READ // (1024 * 1024)} MiB"
 
@@ -217,8 +221,9 @@ async def check_pgsql(target: CheckTarget) -> tuple[bool, str]:
     ldirectord's ``check_pgsql`` (``sub check_sql``); the module's docstring says what
     is matched and where directord differs.  The connection is made in clear (no TLS),
     as ``spec.login`` with ``spec.password`` (empty when unset) to ``spec.database``
-    (``login`` when unset), asyncpg's own connect timeout set to ``spec.timeout``
-    seconds; the query's first row only is fetched (asyncpg ``fetchrow``).
+    (``login`` when unset), asyncpg's own connect timeout a second past ``spec.timeout``
+    (`DRIVER_TIMEOUT_MARGIN`: `run_check`'s limit comes first); the query's first row only is
+    fetched (asyncpg ``fetchrow``).
 
     Returns:
         ``(True, "logged in")`` without a query; ``(True, "query returned a row")``,
@@ -249,7 +254,7 @@ async def check_pgsql(target: CheckTarget) -> tuple[bool, str]:
             ssl=False,
             direct_tls=False,
             target_session_attrs="any",
-            timeout=spec.timeout,
+            timeout=spec.timeout + DRIVER_TIMEOUT_MARGIN,
             statement_cache_size=0,
             server_settings={"application_name": _CLIENT_NAME},
         )
@@ -310,8 +315,8 @@ async def check_mysql(target: CheckTarget) -> tuple[bool, str]:
     is matched and where directord differs.  The connection is made in clear (no TLS,
     as DBD::mysql's default), as ``spec.login`` with ``spec.password`` (empty when
     unset) to ``spec.database`` (none when unset), with ``utf8mb4``, the server's own
-    autocommit, ``LOAD DATA LOCAL`` refused, aiomysql's TCP connect timeout set to
-    ``spec.timeout`` seconds.  The query runs unbuffered: its first row is read,
+    autocommit, ``LOAD DATA LOCAL`` refused, aiomysql's TCP connect timeout a second past
+    ``spec.timeout`` (`DRIVER_TIMEOUT_MARGIN`).  The query runs unbuffered: its first row is read,
     then the rest of the result within `MAX_MYSQL_READ` bytes, then ``COM_QUIT``.
 
     Returns:
@@ -345,7 +350,7 @@ async def check_mysql(target: CheckTarget) -> tuple[bool, str]:
         conv={},  # no decoders: values stay the server's text
         autocommit=None,  # the server's own: no SET autocommit round trip
         local_infile=False,
-        connect_timeout=spec.timeout,
+        connect_timeout=spec.timeout + DRIVER_TIMEOUT_MARGIN,
         program_name=_CLIENT_NAME,
     )
     stage = ""
