@@ -116,14 +116,19 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 KEEPALIVE = 0.2  # seconds: the lag probe's timer, the shipped heartbeat keepalive
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + sys CPU seconds of this process, or of process ``pid`` (``/proc/PID/stat``)."""
+def cpu_times(pid: int | None = None) -> tuple[float, float]:
+    """``(user, sys)`` CPU seconds of this process, or of process ``pid`` (``/proc/PID/stat``)."""
     if pid is None:
         r = resource.getrusage(resource.RUSAGE_SELF)
-        return r.ru_utime + r.ru_stime
+        return r.ru_utime, r.ru_stime
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + sys CPU seconds of this process, or of process ``pid`` (``/proc/PID/stat``)."""
+    return sum(cpu_times(pid))
 
 
 def rss_mib(pid: int | str = "self") -> tuple[float, float]:
@@ -166,9 +171,9 @@ async def measure(addresses: list[str], kind: str, interval: float, seconds: flo
         await asyncio.sleep(2 * interval)
         checks0 = sum(s.checks for s in (await checker.snapshot()).values())
         del lags[:]
-        cpu0, child0, t0 = cpu_seconds(), cpu_seconds(child) if child else 0.0, time.monotonic()
+        cpu0, child0, t0 = cpu_times(), cpu_times(child) if child else (0.0, 0.0), time.monotonic()
         await asyncio.sleep(seconds)
-        cpu1, child1, t1 = cpu_seconds(), cpu_seconds(child) if child else 0.0, time.monotonic()
+        cpu1, child1, t1 = cpu_times(), cpu_times(child) if child else (0.0, 0.0), time.monotonic()
         window_lags = list(lags)
         status = await checker.snapshot()
         checks1 = sum(s.checks for s in status.values())
@@ -183,7 +188,10 @@ async def measure(addresses: list[str], kind: str, interval: float, seconds: flo
         probe.cancel()
         await checker.stop()
     checks = checks1 - checks0
-    cpu = (cpu1 - cpu0) + (child1 - child0)
+    user = (cpu1[0] - cpu0[0]) + (child1[0] - child0[0])
+    system = (cpu1[1] - cpu0[1]) + (child1[1] - child0[1])
+    cpu = user + system
+    child_cpu = sum(child1) - sum(child0)
     return {
         "where": where,
         "real_servers": len(addresses),
@@ -195,8 +203,10 @@ async def measure(addresses: list[str], kind: str, interval: float, seconds: flo
         "expected_checks_per_s": round(len(addresses) / interval, 1),
         "cpu_s": round(cpu, 3),
         "cpu_per_check_us": round(cpu / checks * 1e6, 1) if checks else None,
+        "user_per_check_us": round(user / checks * 1e6, 1) if checks else None,
+        "sys_per_check_us": round(system / checks * 1e6, 1) if checks else None,
         "cpu_percent_of_one_core": round(cpu / (t1 - t0) * 100, 1),
-        "checker_cpu_percent_of_one_core": round((child1 - child0) / (t1 - t0) * 100, 1) if child else None,
+        "checker_cpu_percent_of_one_core": round(child_cpu / (t1 - t0) * 100, 1) if child else None,
         "director_loop_lag_ms": {
             "median": round(percentile(window_lags, 0.5) * 1e3, 1),
             "p99": round(percentile(window_lags, 0.99) * 1e3, 1),
@@ -270,14 +280,15 @@ def main(argv: list[str] | None = None) -> int:
         else f"directord check engine on the director's loop ({args.loop})"
     )
     print(
-        "| system | real servers | check | interval s | checks/s (expected) | CPU % of a core | CPU µs/check "
-        "| RSS MiB (peak) | up at end | director loop lag ms (median / p99 / max) |"
+        "| system | real servers | check | interval s | checks/s (expected) | CPU % of a core "
+        "| CPU µs/check (user + sys) | RSS MiB (peak) | up at end | director loop lag ms (median / p99 / max) |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {system} | {row['real_servers']} | {row['type']} | {row['interval_s']:g} | "
         f"{row['checks_per_s']} ({row['expected_checks_per_s']}) | {row['cpu_percent_of_one_core']} | "
-        f"{row['cpu_per_check_us']} | {row['rss_mib']} ({row['rss_peak_mib']}) | {row['up']} | "
+        f"{row['cpu_per_check_us']} ({row['user_per_check_us']} + {row['sys_per_check_us']}) | "
+        f"{row['rss_mib']} ({row['rss_peak_mib']}) | {row['up']} | "
         f"{lag['median']} / {lag['p99']} / {lag['max']} |"
     )
     out = Path(args.json)
