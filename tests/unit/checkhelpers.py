@@ -5,8 +5,9 @@ on loopback, certificates and a count of open descriptors.
 * Targets: `target` (a real server at ``rip:port``), `bare_target` and `run_checks` (targets
   run one after the other, results as tuples).
 * Servers: `fake_server` (a hand-written TCP server: the hostile cases), its handler `silent`
-  (accepts and never answers), `udp_server` (answers each datagram with what a function
-  returns), `ftp_server` (pyftpdlib's, in a thread), `wait_listening` and `stop_process` for a server process.
+  (accepts and never answers), `timed_against` (one check against such a server, timed),
+  `udp_server` (answers each datagram with what a function returns), `ftp_server` (pyftpdlib's,
+  in a thread), `wait_listening` and `stop_process` for a server process.
 * Certificates (``cryptography``, imported when called): `ec_key`, `certificate` (self-signed or
   signed by a CA of the test), `write_pem`, `server_context`, `self_signed`.
 * `open_fds`: the descriptors this process holds (the no-leak tests).
@@ -28,7 +29,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 
@@ -109,6 +110,7 @@ def run_checks(targets: Sequence[CheckTarget]) -> list[tuple[bool, str, bool, fl
 # --- servers -----------------------------------------------------------------------------------
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+R = TypeVar("R")
 
 
 @contextlib.asynccontextmanager
@@ -140,6 +142,16 @@ async def fake_server(handle: Handler, host: str = "127.0.0.1", port: int = 0) -
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def timed_against(handle: Handler, run: Callable[[int], Awaitable[R]]) -> tuple[R, float]:
+    """Start ``fake_server(handle)`` and await ``run(port)`` against it; returns what ``run``
+    returned and how long it took, in seconds (the server stops afterwards)."""
+    async with fake_server(handle) as port:
+        start = time.monotonic()
+        result = await run(port)
+        elapsed = time.monotonic() - start
+    return result, elapsed
 
 
 async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -27,6 +27,7 @@ from checkhelpers import (
     server_context,
     silent,
     target,
+    timed_against,
     write_pem,
 )
 
@@ -262,10 +263,7 @@ async def test_silent_server_times_out_within_the_limit():
         await reader.read(1 << 20)
         await asyncio.sleep(60)
 
-    async with fake_server(silent) as port:
-        start = time.monotonic()
-        result = await check(port, SMTP, timeout=0.3)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(silent, lambda port: check(port, SMTP, timeout=0.3))
     assert not result.ok and result.timed_out and result.reason == "timeout after 0.3 s"
     assert elapsed < 0.3 + 0.3
 
@@ -277,10 +275,7 @@ async def test_flood_without_a_match_fails_after_64_kib_quickly():
             writer.write(chunk)
             await writer.drain()
 
-    async with fake_server(flood) as port:
-        start = time.monotonic()
-        result = await check(port, SMTP, timeout=5)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(flood, lambda port: check(port, SMTP, timeout=5))
     assert not result.ok and not result.timed_out
     quote = '"' + "x" * 57 + '..."'
     regex = repr(REPLY_2XX)

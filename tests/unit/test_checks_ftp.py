@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from checkhelpers import fake_server, free_port, ftp_server, open_fds, silent, target
+from checkhelpers import fake_server, free_port, ftp_server, open_fds, silent, target, timed_against
 
 from checks.base import CheckResult, run_check
 from checks.protocols import ftp
@@ -201,10 +201,7 @@ def _scripted(replies: dict[str, bytes], greeting: bytes = b"220 fake\r\n"):
 
 
 async def test_silent_server_times_out_within_the_limit():
-    async with fake_server(silent) as port:
-        start = time.monotonic()
-        result = await check(port, timeout=0.3)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(silent, lambda port: check(port, timeout=0.3))
     assert not result.ok and result.timed_out
     assert result.reason == "timeout after 0.3 s"
     assert elapsed < 0.3 + 0.25

@@ -12,13 +12,22 @@ import asyncio
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from checkhelpers import fake_server, free_port, open_fds, self_signed, silent, stop_process, target, wait_listening
+from checkhelpers import (
+    fake_server,
+    free_port,
+    open_fds,
+    self_signed,
+    silent,
+    stop_process,
+    target,
+    timed_against,
+    wait_listening,
+)
 
 from checks.base import CheckResult, run_check
 from checks.protocols import ldap
@@ -415,10 +424,7 @@ async def test_stopped_server_fails(tmp_path):
 
 
 async def test_silent_server_times_out_within_the_limit():
-    async with fake_server(silent) as port:
-        start = time.monotonic()
-        result = await check(port, timeout=0.3)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(silent, lambda port: check(port, timeout=0.3))
     assert not result.ok and result.timed_out
     assert result.reason == "timeout after 0.3 s"
     assert elapsed < 0.3 + 0.25
@@ -445,10 +451,7 @@ async def test_huge_length_prefix_fails_without_reading_it():
         sent.append(True)
         await silent(reader, writer)  # keeps the connection open: the check must not wait
 
-    async with fake_server(huge) as port:
-        start = time.monotonic()
-        result = await check(port, timeout=2.0)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(huge, lambda port: check(port, timeout=2.0))
     assert sent and not result.ok and not result.timed_out
     assert result.reason == "LDAP message of 2147483653 bytes; at most 65536"
     assert elapsed < 1.0
