@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from checkhelpers import stop_process
 
 DNSMASQ = shutil.which("dnsmasq") or (
     "/usr/sbin/dnsmasq" if shutil.which("dnsmasq", path="/usr/sbin") else None
@@ -84,11 +85,4 @@ def start_dnsmasq() -> Iterator[int]:
             time.sleep(0.05)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        stop_process(proc)

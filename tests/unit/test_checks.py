@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import errno
-import ipaddress
 import os
 import shutil
 import socket
@@ -19,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from checkhelpers import free_port, needs_ipv6, self_signed
 
 from checks.base import CheckResult, CheckTarget, describe_error, run_check
 from checks.protocols.http import build_url
@@ -31,28 +30,6 @@ def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1", vip: str | None =
     return CheckTarget(
         key=("svc", rip, port), name=f"rs {rip}:{port} of test", vip=vip, vport=80, rip=rip, rport=port, spec=spec
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on (bound then released)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 on loopback")
 
 
 @dataclass
@@ -146,42 +123,11 @@ def session():
 # --- self-signed certificate ---------------------------------------------------
 
 
-def _cert_with_cryptography(cert: Path, key: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    private = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(private, hashes.SHA256())
-    )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-
-
 @pytest.fixture
 def server_tls(tmp_path: Path) -> ssl.SSLContext:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     try:
-        _cert_with_cryptography(cert, key)
+        self_signed(cert, key, "localhost")
     except ImportError:
         if shutil.which("openssl") is None:
             pytest.skip("neither the cryptography package nor openssl is available")

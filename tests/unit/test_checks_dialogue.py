@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import ipaddress
-import os
 import socket
 import ssl
 import struct
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
-from test_checks import free_port, ipv6_loopback
+from checkhelpers import (
+    certificate,
+    ec_key,
+    fake_server,
+    free_port,
+    ftp_server,
+    needs_ipv6,
+    open_fds,
+    server_context,
+    silent,
+    target,
+    timed_against,
+    write_pem,
+)
 
-from checks.base import CheckResult, CheckTarget, run_check
+from checks.base import CheckResult, run_check
 from checks.protocols.dialogue import (
     LDIRECTORD_DIALOGUES,
     LDIRECTORD_IMPLICIT_TLS,
@@ -40,11 +48,6 @@ SMTP = LDIRECTORD_DIALOGUES["smtp"]
 # Net::Cmd's reply (Net::SMTP, Net::FTP): lines "CODE-text" continue it, "CODE SP text" or "CODE"
 # alone ends it (RFC 5321 section 4.2.1, RFC 959 section 4.2).
 REPLY_2XX = r"(?m)^2\d\d(?: |\r?\n)"
-
-
-def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1") -> CheckTarget:
-    return CheckTarget(key=(rip, port), name=f"rs {rip}:{port}", vip="192.0.2.1", vport=port, rip=rip, rport=port,
-                       spec=spec)  # fmt: skip
 
 
 def spec(dialogue=(), **fields) -> CheckSpec:
@@ -65,61 +68,18 @@ class Pki:
     self_signed: ssl.SSLContext  # server context: a self-signed certificate
 
 
-def _name(cn: str):
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        names = [x509.DNSName(subject), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _server_context(tmp: Path, stem: str, certificate, key) -> ssl.SSLContext:
-    from cryptography.hazmat.primitives import serialization
-
-    cert_file, key_file = tmp / f"{stem}.pem", tmp / f"{stem}.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    return context
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory) -> Pki:
     pytest.importorskip("cryptography")
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     tmp = tmp_path_factory.mktemp("pki")
-    ca_key, leaf_key, own_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
-    ca = _certificate("Test CA", ca_key, "Test CA", ca_key, ca=True)
-    (tmp / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    leaf = _certificate("mail.test", leaf_key, "Test CA", ca_key, ca=False)
-    own = _certificate("mail.test", own_key, "mail.test", own_key, ca=False)
-    return Pki(str(tmp / "ca.pem"), _server_context(tmp, "leaf", leaf, leaf_key),
-               _server_context(tmp, "own", own, own_key))  # fmt: skip
+    ca_key, leaf_key, own_key = (ec_key() for _ in range(3))
+    ca = certificate("Test CA", ca_key, ca=True)
+    write_pem(ca, tmp / "ca.pem")
+    leaf = certificate("mail.test", leaf_key, "Test CA", ca_key, ca=False, names=("mail.test", "127.0.0.1"))
+    own = certificate("mail.test", own_key, ca=False, names=("mail.test", "127.0.0.1"))
+    return Pki(
+        str(tmp / "ca.pem"), server_context(tmp, "leaf", leaf, leaf_key), server_context(tmp, "own", own, own_key)
+    )
 
 
 # --- servers ---------------------------------------------------------------------------------
@@ -141,67 +101,6 @@ async def smtp_server(host: str = "127.0.0.1", ssl_context: ssl.SSLContext | Non
         server.close()
         await server.wait_closed()
         await asyncio.sleep(0.05)  # the sessions' tasks see their connections lost
-
-
-@contextlib.contextmanager
-def ftp_server(tmp_path: Path, *, anonymous: bool = False) -> Iterator[int]:
-    """pyftpdlib's FTP server on loopback, in a thread of its own; user ``alice``, password
-    ``s3cret``; yields its port."""
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.servers import FTPServer
-
-    authorizer = DummyAuthorizer()
-    authorizer.add_user("alice", "s3cret", str(tmp_path), perm="elr")
-    if anonymous:
-        authorizer.add_anonymous(str(tmp_path))
-
-    class Handler(FTPHandler):
-        pass
-
-    Handler.authorizer = authorizer
-    Handler.auth_failed_timeout = 0.0  # answer a wrong password at once
-    server = FTPServer(("127.0.0.1", 0), Handler)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            server.serve_forever(timeout=0.02, blocking=False, handle_exit=False)
-        server.close_all()
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
-        yield server.socket.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-
-
-@contextlib.asynccontextmanager
-async def fake_server(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]], host: str = "127.0.0.1"
-) -> AsyncIterator[int]:
-    """A small hand-written server (the hostile cases); yields its port."""
-    tasks: set[asyncio.Task] = set()
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks.add(asyncio.current_task())
-        try:
-            await handle(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(session, host, 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 # --- SMTP ------------------------------------------------------------------------------------
@@ -302,7 +201,7 @@ async def test_implicit_tls_against_a_clear_text_server_fails():
     assert result.reason.startswith("TLS error") or result.reason == "data received before TLS started"
 
 
-@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 on loopback")
+@needs_ipv6
 async def test_smtp_over_ipv6():
     async with smtp_server(host="::1") as port:
         result = await run_check(target(spec(SMTP), port, rip="::1"), None)
@@ -364,10 +263,7 @@ async def test_silent_server_times_out_within_the_limit():
         await reader.read(1 << 20)
         await asyncio.sleep(60)
 
-    async with fake_server(silent) as port:
-        start = time.monotonic()
-        result = await check(port, SMTP, timeout=0.3)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(silent, lambda port: check(port, SMTP, timeout=0.3))
     assert not result.ok and result.timed_out and result.reason == "timeout after 0.3 s"
     assert elapsed < 0.3 + 0.3
 
@@ -379,10 +275,7 @@ async def test_flood_without_a_match_fails_after_64_kib_quickly():
             writer.write(chunk)
             await writer.drain()
 
-    async with fake_server(flood) as port:
-        start = time.monotonic()
-        result = await check(port, SMTP, timeout=5)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(flood, lambda port: check(port, SMTP, timeout=5))
     assert not result.ok and not result.timed_out
     quote = '"' + "x" * 57 + '..."'
     regex = repr(REPLY_2XX)
@@ -486,15 +379,7 @@ async def test_binary_reply_is_quoted_printably():
 # --- no leak -----------------------------------------------------------------------------------
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 async def test_no_socket_leaks_over_hundreds_of_checks(pki):
-    async def silent(reader, writer):  # ends its side when the check's side ends
-        while await reader.read(1024):
-            pass
-
     async def flood(reader, writer):
         while True:
             writer.write(b"y" * 65536)
@@ -502,12 +387,12 @@ async def test_no_socket_leaks_over_hundreds_of_checks(pki):
 
     async with (
         smtp_server(tls_context=pki.self_signed) as smtp,
-        fake_server(silent) as quiet,
+        fake_server(silent) as quiet,  # ends its side when the check's side ends
         fake_server(flood) as loud,
     ):
         refused = free_port()
         await check(smtp, SMTP_STARTTLS)  # warm up: contexts, caches, the loop's own sockets
-        before = _open_fds()
+        before = open_fds()
         results = []
         for _ in range(25):
             batch = [check(smtp, SMTP_STARTTLS) for _ in range(4)]
@@ -516,7 +401,7 @@ async def test_no_socket_leaks_over_hundreds_of_checks(pki):
             batch += [check(smtp, SMTP, tls=True, timeout=0.2)]  # a TLS client against a clear server
             results += await asyncio.gather(*batch)
         await asyncio.sleep(0.2)  # transports close on the next loop iterations
-        after = _open_fds()
+        after = open_fds()
     assert len(results) == 250
     assert sum(r.ok for r in results) == 100
     assert after <= before, (before, after)

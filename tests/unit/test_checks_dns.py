@@ -9,11 +9,11 @@ import socket
 import time
 
 import pytest
+from checkhelpers import bare_target, run_checks
 from dnsserver import free_port, start_dnsmasq
 
 from checks.base import CheckTarget, run_check
 from checks.protocols.dns import MAX_STRAYS, TRUNCATED, answers_query, judge_reply, query_wire
-from checks.spec import CheckSpec
 
 # RFC 1035 section 4.1.1 header: ID 0; flags 0x0100 (QR 0, opcode 0 QUERY, RD 1); QDCOUNT 1;
 # AN/NS/ARCOUNT 0.  Section 4.1.2 question: QNAME as labels (2 "ok", 4 "test", root 0), QTYPE
@@ -91,19 +91,9 @@ def test_judge_reply_bytes():
 
 
 def _target(port: int, rip: str = "127.0.0.1", **spec) -> CheckTarget:
-    values = {"type": "dns", "query_name": "ok.test", "transport": "udp", "timeout": 2.0} | spec
-    return CheckTarget(key="rs", name="rs", vip=None, vport=0, rip=rip, rport=port, spec=CheckSpec(**values))
-
-
-def _run(targets: list[CheckTarget]) -> list[tuple[bool, str, bool, float]]:
-    async def scenario():
-        results = []
-        for target in targets:
-            result = await run_check(target, None)
-            results.append((result.ok, result.reason, result.timed_out, result.duration))
-        return results
-
-    return asyncio.run(scenario())
+    return bare_target(
+        port, rip, **({"type": "dns", "query_name": "ok.test", "transport": "udp", "timeout": 2.0} | spec)
+    )
 
 
 def test_against_dnsmasq():
@@ -121,8 +111,8 @@ def test_against_dnsmasq():
             "truncated": _target(port, query_name="big.test", query_type="TXT"),
             "big over tcp": _target(port, query_name="big.test", query_type="TXT", transport="tcp", expect="11x{98}"),
         }
-        results = dict(zip(cases, _run(list(cases.values())), strict=True))
-    stopped = _run([_target(port), _target(port, transport="tcp")])
+        results = dict(zip(cases, run_checks(list(cases.values())), strict=True))
+    stopped = run_checks([_target(port), _target(port, transport="tcp")])
     seen = {name: result[:2] for name, result in results.items()}
     assert seen == {
         "udp": (True, "DNS NOERROR, 1 answer"),
@@ -152,7 +142,7 @@ def test_silent_servers_time_out():
         udp.bind(("127.0.0.1", 0))
         tcp.bind(("127.0.0.1", 0))
         tcp.listen(8)
-        results = _run(
+        results = run_checks(
             [
                 _target(udp.getsockname()[1], timeout=0.3),
                 _target(tcp.getsockname()[1], transport="tcp", timeout=0.3),

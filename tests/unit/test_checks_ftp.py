@@ -7,18 +7,15 @@ on USER alone) are small fake servers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import socket
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_checks import free_port
+from checkhelpers import fake_server, free_port, ftp_server, open_fds, silent, target, timed_against
 
-from checks.base import CheckResult, CheckTarget, run_check
+from checks.base import CheckResult, run_check
 from checks.protocols import ftp
 from checks.spec import CheckSpec
 
@@ -27,11 +24,6 @@ pytest.importorskip("pyftpdlib", reason="pyftpdlib (test-only) is not installed"
 HELLO = b"hello from the real server\r\n"
 #: A 1 MiB file: EARLY inside its first 64 KiB, LATE past them.
 EARLY, LATE = b"EARLY-MARK", b"LATE-MARK"
-
-
-def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1") -> CheckTarget:
-    return CheckTarget(key=(rip, port), name=f"rs {rip}:{port}", vip="192.0.2.1", vport=port, rip=rip, rport=port,
-                       spec=spec)  # fmt: skip
 
 
 async def check(port: int, rip: str = "127.0.0.1", **fields) -> CheckResult:
@@ -50,46 +42,9 @@ def files(tmp_path_factory) -> Path:
     return root
 
 
-@contextlib.contextmanager
-def ftp_server(root: Path, *, banner: str | None = None, host: str = "127.0.0.1") -> Iterator[int]:
-    """pyftpdlib's FTP server in a thread of its own: user ``alice`` (password ``s3cret``) and
-    anonymous, both reading ``root``; yields its port."""
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.ioloop import IOLoop
-    from pyftpdlib.servers import FTPServer
-
-    authorizer = DummyAuthorizer()
-    authorizer.add_user("alice", "s3cret", str(root), perm="elr")
-    authorizer.add_anonymous(str(root))
-
-    class Handler(FTPHandler):
-        pass
-
-    Handler.authorizer = authorizer
-    Handler.auth_failed_timeout = 0.0  # answer a wrong password at once
-    if banner is not None:
-        Handler.banner = banner
-    server = FTPServer((host, 0), Handler, ioloop=IOLoop())  # a loop of its own: servers run side by side
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            server.serve_forever(timeout=0.02, blocking=False, handle_exit=False)
-        server.close_all()
-
-    thread = threading.Thread(target=serve)
-    thread.start()
-    try:
-        yield server.socket.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-
-
 @pytest.fixture(scope="module")
 def server(files) -> Iterator[int]:
-    with ftp_server(files) as port:
+    with ftp_server(files, anonymous=True) as port:
         yield port
 
 
@@ -140,13 +95,13 @@ async def test_only_the_first_64_kib_of_a_large_file_are_read(server):
 async def test_multi_line_greeting_is_read_whole(files):
     # pyftpdlib sends a banner of more than 75 characters as "220-<banner>" and a last line "220 "
     banner = "Welcome to the real server\r\n 220 indented: not the end\r\n221 another code: not the end\r\n" + "=" * 80
-    with ftp_server(files, banner=banner) as port:
+    with ftp_server(files, anonymous=True, banner=banner) as port:
         result = await check(port, query="hello.txt", expect="hello")
     assert result.ok, result.reason
 
 
 async def test_stopped_server_fails(files):
-    with ftp_server(files) as port:
+    with ftp_server(files, anonymous=True) as port:
         assert (await check(port)).ok
     result = await check(port)
     assert not result.ok and result.reason == "connection refused"
@@ -158,7 +113,7 @@ async def test_ipv6_loopback(files):
             s.bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback")
-    with ftp_server(files, host="::1") as port:
+    with ftp_server(files, anonymous=True, host="::1") as port:
         result = await check(port, rip="::1", query="hello.txt", expect="hello")
     assert result.ok, result.reason
 
@@ -226,41 +181,6 @@ def test_passive_replies():
 # --- hostile servers -----------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def fake_server(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-    host: str = "127.0.0.1",
-    port: int = 0,
-) -> AsyncIterator[int]:
-    """A small hand-written server; yields its port."""
-    tasks: set[asyncio.Task] = set()
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handle(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(session, host, port)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _silent(reader, writer):
-    while await reader.read(1024):
-        pass
-
-
 def _scripted(replies: dict[str, bytes], greeting: bytes = b"220 fake\r\n"):
     """A control connection answering each command's verb from ``replies`` (``500`` otherwise);
     records the commands in ``handle.commands``."""
@@ -281,10 +201,7 @@ def _scripted(replies: dict[str, bytes], greeting: bytes = b"220 fake\r\n"):
 
 
 async def test_silent_server_times_out_within_the_limit():
-    async with fake_server(_silent) as port:
-        start = time.monotonic()
-        result = await check(port, timeout=0.3)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(silent, lambda port: check(port, timeout=0.3))
     assert not result.ok and result.timed_out
     assert result.reason == "timeout after 0.3 s"
     assert elapsed < 0.3 + 0.25
@@ -302,7 +219,7 @@ async def test_a_refused_data_connection_is_named():
 async def test_garbage_greeting_fails_cleanly():
     async def garbage(reader, writer):
         writer.write(b"SSH-2.0-OpenSSH_9.2\r\n")
-        await _silent(reader, writer)
+        await silent(reader, writer)
 
     async with fake_server(garbage) as port:
         result = await check(port)
@@ -375,15 +292,11 @@ async def test_a_whole_file_needs_the_final_reply():
 # --- no leak -------------------------------------------------------------------------------------
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 async def test_no_socket_leaks_over_hundreds_of_checks(server):
-    async with fake_server(_silent) as quiet:
+    async with fake_server(silent) as quiet:
         refused = free_port()
         await check(server, query="hello.txt")  # warm up: caches, the loop's own sockets
-        before = _open_fds()
+        before = open_fds()
         results = []
         for _ in range(25):
             batch = [check(server, query="hello.txt", expect="hello") for _ in range(2)]
@@ -392,7 +305,7 @@ async def test_no_socket_leaks_over_hundreds_of_checks(server):
             batch += [check(quiet, timeout=0.05), check(refused)]
             results += await asyncio.gather(*batch)
         await asyncio.sleep(0.3)  # transports close on the next loop iterations
-        after = _open_fds()
+        after = open_fds()
     assert len(results) == 200
     assert sum(r.ok for r in results) == 100
     assert after <= before, (before, after)

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import os
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_checks import free_port
+from checkhelpers import (
+    fake_server,
+    free_port,
+    open_fds,
+    self_signed,
+    silent,
+    stop_process,
+    target,
+    timed_against,
+    wait_listening,
+)
 
-from checks.base import CheckResult, CheckTarget, run_check
+from checks.base import CheckResult, run_check
 from checks.protocols import ldap
 from checks.spec import CheckSpec
 
@@ -32,11 +38,6 @@ ROOT_DN = f"cn=admin,{SUFFIX}"
 ROOT_PASSWORD = "r00tpw"
 USER_DN = f"cn=checker,ou=people,{SUFFIX}"
 USER_PASSWORD = "s3cret"
-
-
-def target(spec: CheckSpec, port: int, rip: str = "127.0.0.1") -> CheckTarget:
-    return CheckTarget(key=(rip, port), name=f"rs {rip}:{port}", vip="192.0.2.1", vport=port, rip=rip, rport=port,
-                       spec=spec)  # fmt: skip
 
 
 async def check(port: int, **fields) -> CheckResult:
@@ -297,48 +298,13 @@ userPassword: {USER_PASSWORD}
 
 
 def _self_signed(tmp: Path) -> None:
+    """``cert.pem`` and ``key.pem`` in ``tmp``: a self-signed certificate for ldap.test (and
+    127.0.0.1) with an RSA key."""
     pytest.importorskip("cryptography")
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ldap.test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("ldap.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    (tmp / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (tmp / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-
-
-def _wait_listening(port: int, process: subprocess.Popen, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"slapd exited with {process.returncode}: {process.stderr.read() if process.stderr else ''}"
-            )
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"slapd does not listen on port {port}")
+    self_signed(tmp / "cert.pem", tmp / "key.pem", "ldap.test", key)
 
 
 @contextlib.contextmanager
@@ -363,18 +329,11 @@ def run_slapd(tmp: Path) -> Iterator[Slapd]:
     process = subprocess.Popen([slapd, "-d", "0", "-h", urls, "-f", str(conf)], stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        _wait_listening(port, process)
-        _wait_listening(tls_port, process)
+        wait_listening(port, process, name="slapd")
+        wait_listening(tls_port, process, name="slapd")
         yield Slapd(port, tls_port, process)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+        stop_process(process, 10)
 
 
 @pytest.fixture(scope="module")
@@ -464,44 +423,8 @@ async def test_stopped_server_fails(tmp_path):
 # --- hostile servers -----------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def fake_server(
-    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-) -> AsyncIterator[int]:
-    """A small hand-written server on loopback; yields its port."""
-    tasks: set[asyncio.Task] = set()
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handle(reader, writer)
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(session, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def _silent(reader, writer):
-    while await reader.read(1024):
-        pass
-
-
 async def test_silent_server_times_out_within_the_limit():
-    async with fake_server(_silent) as port:
-        start = time.monotonic()
-        result = await check(port, timeout=0.3)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(silent, lambda port: check(port, timeout=0.3))
     assert not result.ok and result.timed_out
     assert result.reason == "timeout after 0.3 s"
     assert elapsed < 0.3 + 0.25
@@ -511,7 +434,7 @@ async def test_garbage_reply_fails_cleanly():
     async def garbage(reader, writer):
         await reader.read(1024)
         writer.write(b"HTTP/1.0 400 Bad Request\r\n\r\n")
-        await _silent(reader, writer)
+        await silent(reader, writer)
 
     async with fake_server(garbage) as port:
         result = await check(port)
@@ -526,12 +449,9 @@ async def test_huge_length_prefix_fails_without_reading_it():
         await reader.read(1024)
         writer.write(b"\x30\x84\x7f\xff\xff\xff" + b"\x00" * 100)
         sent.append(True)
-        await _silent(reader, writer)  # keeps the connection open: the check must not wait
+        await silent(reader, writer)  # keeps the connection open: the check must not wait
 
-    async with fake_server(huge) as port:
-        start = time.monotonic()
-        result = await check(port, timeout=2.0)
-        elapsed = time.monotonic() - start
+    result, elapsed = await timed_against(huge, lambda port: check(port, timeout=2.0))
     assert sent and not result.ok and not result.timed_out
     assert result.reason == "LDAP message of 2147483653 bytes; at most 65536"
     assert elapsed < 1.0
@@ -545,7 +465,7 @@ async def test_server_closing_mid_message_and_wrong_ids_fail():
     async def other_id(reader, writer):
         await reader.read(1024)
         writer.write(bytes.fromhex("30 0c 02 01 07 61 07 0a 01 00 04 00 04 00"))
-        await _silent(reader, writer)
+        await silent(reader, writer)
 
     async def notice(reader, writer):  # Notice of Disconnection (section 4.4.1): unavailable
         await reader.read(1024)
@@ -570,14 +490,14 @@ async def test_many_entries_or_a_search_without_end_fail():
         writer.write(bind_ok)
         await reader.read(1024)
         writer.write(entry * 2)
-        await _silent(reader, writer)
+        await silent(reader, writer)
 
     async def endless_references(reader, writer):
         await reader.read(1024)
         writer.write(bind_ok)
         await reader.read(1024)
         writer.write(reference * 100)
-        await _silent(reader, writer)
+        await silent(reader, writer)
 
     async with fake_server(two_entries) as a, fake_server(endless_references) as b:
         results = [await check(port) for port in (a, b)]
@@ -593,7 +513,7 @@ async def test_search_without_entry_fails():
         writer.write(bytes.fromhex("30 0c 02 01 01 61 07 0a 01 00 04 00 04 00"))
         await reader.read(1024)
         writer.write(bytes.fromhex("30 0c 02 01 02 65 07 0a 01 00 04 00 04 00"))
-        await _silent(reader, writer)
+        await silent(reader, writer)
 
     async with fake_server(empty) as port:
         result = await check(port)
@@ -603,15 +523,11 @@ async def test_search_without_entry_fails():
 # --- no leak -------------------------------------------------------------------------------------
 
 
-def _open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 async def test_no_socket_leaks_over_hundreds_of_checks(slapd):
-    async with fake_server(_silent) as quiet:
+    async with fake_server(silent) as quiet:
         refused = free_port()
         await check(slapd.tls_port, tls=True)  # warm up: contexts, caches, the loop's own sockets
-        before = _open_fds()
+        before = open_fds()
         results = []
         for _ in range(25):
             batch = [check(slapd.port, query=SUFFIX) for _ in range(2)]
@@ -621,7 +537,7 @@ async def test_no_socket_leaks_over_hundreds_of_checks(slapd):
             batch += [check(quiet, timeout=0.05), check(refused), check(slapd.port, tls=True, timeout=0.2)]
             results += await asyncio.gather(*batch)
         await asyncio.sleep(0.2)  # transports close on the next loop iterations
-        after = _open_fds()
+        after = open_fds()
     assert len(results) == 200
     assert sum(r.ok for r in results) == 75
     assert after <= before, (before, after)

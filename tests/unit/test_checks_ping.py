@@ -11,6 +11,7 @@ import struct
 
 import pytest
 from netnsprobe import netns_problem, netns_skip
+from nspair import eth0_link
 
 import checks.protocols.ping
 from checks.base import CheckTarget, run_check
@@ -31,33 +32,20 @@ def pair():
     b forwards, and has "unreachable" routes for 10.230.0.0/24 and fd00:230::/64 (a's routes to
     them go through b): b answers a packet to them with an ICMP destination unreachable.
     """
-    N.cleanup_netns(PREFIX)
-    a, b = f"{PREFIX}-a", f"{PREFIX}-b"
-    try:
-        for ns in (a, b):
-            N.create_netns(ns)
-            N.set_sysctls(ns, {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"})
-        # b forwards, and sends every ICMP error (no rate limit per destination: 1 s by default)
-        N.set_sysctls(
-            b,
-            {
-                "net.ipv4.ip_forward": "1",
-                "net.ipv6.conf.all.forwarding": "1",
-                "net.ipv4.icmp_ratelimit": "0",
-                "net.ipv6.icmp.ratelimit": "0",
-            },
-        )
-        N.add_veth(a, "eth0", b, "eth0")
-        for ns, n in ((a, 1), (b, 2)):
-            N.add_address(ns, "eth0", f"10.219.0.{n}/24")
-            N.add_address(ns, "eth0", f"fd00:219::{n}/64")
+    no_dad = {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0"}
+    # b forwards, and sends every ICMP error (no rate limit per destination: 1 s by default)
+    router = {
+        "net.ipv4.ip_forward": "1",
+        "net.ipv6.conf.all.forwarding": "1",
+        "net.ipv4.icmp_ratelimit": "0",
+        "net.ipv6.icmp.ratelimit": "0",
+    }
+    with eth0_link(PREFIX, 219, no_dad, router) as (a, b):
         N.exec_in_netns(a, ["ip", "route", "add", "10.230.0.0/24", "via", "10.219.0.2"])
         N.exec_in_netns(a, ["ip", "-6", "route", "add", "fd00:230::/64", "via", "fd00:219::2"])
         N.exec_in_netns(b, ["ip", "route", "add", "unreachable", "10.230.0.0/24"])
         N.exec_in_netns(b, ["ip", "-6", "route", "add", "unreachable", "fd00:230::/64"])
         yield a, b
-    finally:
-        N.cleanup_netns(PREFIX)
 
 
 def _target(rip: str, timeout: float = 2.0) -> CheckTarget:

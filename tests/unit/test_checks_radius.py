@@ -3,7 +3,6 @@ against FreeRADIUS on loopback, a stopped server, a silent one and hostile ones.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -13,11 +12,11 @@ import socket
 import struct
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import cast
 
 import pytest
+from checkhelpers import free_udp_port, stop_process, udp_server
 
 from checks.base import CheckTarget, run_check
 from checks.protocols.radius import (
@@ -216,40 +215,6 @@ def target(port: int, rip: str = "127.0.0.1", timeout: float = 1.0, **settings: 
     )
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-class _Responder(asyncio.DatagramProtocol):
-    def __init__(self, respond: Callable[[bytes], list[bytes]]) -> None:
-        self.respond = respond
-        self.received: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.received.append(data)
-        for reply in self.respond(data):
-            self.transport.sendto(reply, addr)
-
-
-@contextlib.asynccontextmanager
-async def udp_server(
-    respond: Callable[[bytes], list[bytes]], host: str = "127.0.0.1"
-) -> AsyncIterator[tuple[int, _Responder]]:
-    """A UDP server on loopback answering each datagram with ``respond(datagram)``."""
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(lambda: _Responder(respond), local_addr=(host, 0))
-    try:
-        yield transport.get_extra_info("sockname")[1], protocol
-    finally:
-        transport.close()
-
-
 FREERADIUS_CONF = """\
 prefix = /usr
 exec_prefix = /usr
@@ -336,12 +301,7 @@ def freeradius(directory: Path) -> Iterator[int]:
             time.sleep(0.05)
         yield port
     finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 @pytest.fixture(scope="module")

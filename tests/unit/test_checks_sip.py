@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import cast
 
 import pytest
+from checkhelpers import free_udp_port, stop_process, udp_server
 
 from checks.base import CheckTarget, run_check
 from checks.protocols.sip import (
@@ -165,12 +164,6 @@ def target(port: int, rip: str = "127.0.0.1", timeout: float = 1.0, **settings: 
     )
 
 
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 #: A SIPp UAS scenario: every OPTIONS is answered, optionally first with 100 Trying.
 SCENARIO = """\
 <?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -233,14 +226,7 @@ async def sipp(directory: Path, status: str = "200 OK", *, trying: bool = False)
             await asyncio.sleep(0.05)
         yield port
     finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        assert server.stderr is not None
-        server.stderr.close()
+        stop_process(server)
 
 
 @needs_sipp
@@ -275,32 +261,6 @@ async def test_a_provisional_response_is_skipped(tmp_path: Path):
     assert (result.ok, result.reason) == (True, "SIP/2.0 200 OK")
     (log,) = tmp_path.glob("uas_*_messages.log")
     assert log.read_text().count("SIP/2.0 100 Trying") >= 1  # SIPp did send one before the 200
-
-
-class _Responder(asyncio.DatagramProtocol):
-    def __init__(self, respond: Callable[[bytes], list[bytes]]) -> None:
-        self.respond = respond
-        self.received: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.received.append(data)
-        for reply in self.respond(data):
-            self.transport.sendto(reply, addr)
-
-
-@contextlib.asynccontextmanager
-async def udp_server(
-    respond: Callable[[bytes], list[bytes]], host: str = "127.0.0.1"
-) -> AsyncIterator[tuple[int, _Responder]]:
-    loop = asyncio.get_running_loop()
-    transport, protocol = await loop.create_datagram_endpoint(lambda: _Responder(respond), local_addr=(host, 0))
-    try:
-        yield transport.get_extra_info("sockname")[1], protocol
-    finally:
-        transport.close()
 
 
 def answer(status: str, *, count: int = 1, call_id: str | None = None) -> Callable[[bytes], list[bytes]]:

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from checkhelpers import certificate, ec_key, server_context, write_pem
 
 from checks.base import CheckTarget, run_check
 from checks.spec import CheckSpec
 
-x509 = pytest.importorskip("cryptography.x509")
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
+pytest.importorskip("cryptography.x509")
 
 LEAF_NAME = "www.example.com"
 
@@ -33,63 +30,20 @@ class Pki:
     ca_signed: ssl.SSLContext  # server context: a leaf for LEAF_NAME signed by the CA
 
 
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-
-
-def _cert(subject: str, key, issuer: str, issuer_key, *, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
-        ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    else:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(LEAF_NAME)]), critical=False)
-        builder = builder.add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _server_context(cert: x509.Certificate, key, directory: Path, stem: str) -> ssl.SSLContext:
-    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(key_path, key)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_path, key_path)
-    return context
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _cert("directord test CA", ca_key, "directord test CA", ca_key, ca=True)
-    (directory / "ca.pem").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    leaf = _cert(LEAF_NAME, leaf_key, "directord test CA", ca_key, ca=False)
-    own_key = ec.generate_private_key(ec.SECP256R1())
-    own = _cert(LEAF_NAME, own_key, LEAF_NAME, own_key, ca=False)
+    ca_key = ec_key()
+    ca_cert = certificate("directord test CA", ca_key, ca=True, key_ids=True)
+    write_pem(ca_cert, directory / "ca.pem")
+    leaf_key = ec_key()
+    leaf = certificate(LEAF_NAME, leaf_key, "directord test CA", ca_key, ca=False, names=(LEAF_NAME,), key_ids=True)
+    own_key = ec_key()
+    own = certificate(LEAF_NAME, own_key, ca=False, names=(LEAF_NAME,), key_ids=True)
     return Pki(
         ca=directory / "ca.pem",
-        self_signed=_server_context(own, own_key, directory, "self"),
-        ca_signed=_server_context(leaf, leaf_key, directory, "leaf"),
+        self_signed=server_context(directory, "self", own, own_key),
+        ca_signed=server_context(directory, "leaf", leaf, leaf_key),
     )
 
 

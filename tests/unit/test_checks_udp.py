@@ -6,30 +6,18 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from checkhelpers import bare_target, run_checks
 from dnsserver import OK_QUERY, start_dnsmasq
 
 from checks.base import CheckTarget, run_check
 from checks.protocols.udp import datagram_of
-from checks.spec import CheckSpec
 
 #: `dnsserver.OK_QUERY` as the Latin-1 text of ``send`` (one character per byte)
 SEND = OK_QUERY.decode("latin-1")
 
 
 def _target(port: int, rip: str = "127.0.0.1", **spec) -> CheckTarget:
-    values = {"type": "udp", "send": SEND, "timeout": 2.0} | spec
-    return CheckTarget(key="rs", name="rs", vip=None, vport=0, rip=rip, rport=port, spec=CheckSpec(**values))
-
-
-def _run(targets: list[CheckTarget]) -> list[tuple[bool, str, bool, float]]:
-    async def scenario():
-        results = []
-        for target in targets:
-            result = await run_check(target, None)
-            results.append((result.ok, result.reason, result.timed_out, result.duration))
-        return results
-
-    return asyncio.run(scenario())
+    return bare_target(port, rip, **({"type": "udp", "send": SEND, "timeout": 2.0} | spec))
 
 
 def test_datagram_is_latin1():
@@ -41,7 +29,7 @@ def test_against_dnsmasq():
     # the reply to OK_QUERY: ID 4242, then flags 8580 (QR AA RD RA, NOERROR), ..., and the
     # address 192.0.2.7 (c0 00 02 07) at its end
     with start_dnsmasq() as port:
-        results = _run(
+        results = run_checks(
             [
                 _target(port),
                 _target(port, expect=r"^\x42\x42\x85\x80"),
@@ -49,7 +37,7 @@ def test_against_dnsmasq():
                 _target(port, expect="PONG"),
             ]
         )
-    stopped = _run([_target(port)])
+    stopped = run_checks([_target(port)])
     assert [result[:2] for result in results] == [
         (True, "reply of 41 bytes"),
         (True, "reply of 41 bytes"),
@@ -63,7 +51,7 @@ def test_against_dnsmasq():
 def test_silent_server_times_out():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
-        [(ok, reason, timed_out, duration)] = _run([_target(silent.getsockname()[1], timeout=0.3)])
+        [(ok, reason, timed_out, duration)] = run_checks([_target(silent.getsockname()[1], timeout=0.3)])
         assert silent.recv(512) == OK_QUERY  # it did receive the datagram
     assert (ok, reason, timed_out) == (False, "timeout after 0.3 s", True)
     assert 0.3 <= duration < 0.6

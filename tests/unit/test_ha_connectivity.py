@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from nspair import eth0_link
 
 from director.lab import netns as N
 
@@ -20,27 +21,13 @@ def link():
     """Namespaces a (10.218.0.1, fd00:218::1 on eth0) and b (.2, ::2), one veth between them."""
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
-    N.cleanup_netns(PREFIX)
-    a, b = f"{PREFIX}-a", f"{PREFIX}-b"
-    try:
-        N.create_netns(a)
-        N.create_netns(b)
-        for ns in (a, b):
-            N.set_sysctls(
-                ns,
-                {
-                    "net.ipv6.conf.all.accept_dad": "0",
-                    "net.ipv6.conf.default.accept_dad": "0",
-                    "net.ipv6.conf.all.keep_addr_on_down": "1",
-                },
-            )
-        N.add_veth(a, "eth0", b, "eth0")
-        for ns, n in ((a, 1), (b, 2)):
-            N.add_address(ns, "eth0", f"10.218.0.{n}/24")
-            N.add_address(ns, "eth0", f"fd00:218::{n}/64")
-        yield a, b
-    finally:
-        N.cleanup_netns(PREFIX)
+    sysctls = {
+        "net.ipv6.conf.all.accept_dad": "0",
+        "net.ipv6.conf.default.accept_dad": "0",
+        "net.ipv6.conf.all.keep_addr_on_down": "1",
+    }
+    with eth0_link(PREFIX, 218, sysctls) as names:
+        yield names
 
 
 def run_in(ns: str, coro_factory):

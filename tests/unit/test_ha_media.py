@@ -19,6 +19,7 @@ import threading
 import time
 
 import pytest
+from nspair import broadcast_pair, ip
 
 from director.lab import flood as flood_module
 from director.lab import netns as N
@@ -32,31 +33,10 @@ GROUP = "239.214.0.1"
 PORT = 694
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def pair():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    a, b = f"{PREFIX}-a", f"{PREFIX}-b"
-    N.cleanup_netns(PREFIX)
-    try:
-        N.create_netns(a)
-        N.create_netns(b)
-    except OSError as err:
-        N.cleanup_netns(PREFIX)
-        pytest.skip(f"cannot create network namespaces: {err}")
-    try:
-        N.add_veth(a, "a0", b, "b0")
-        N.add_veth(a, "c0", b, "d0")
-        _ip("-n", a, "addr", "add", f"{A_ADDR}/24", "brd", "+", "dev", "a0")
-        _ip("-n", b, "addr", "add", f"{B_ADDR}/24", "brd", "+", "dev", "b0")
-        _ip("-n", a, "addr", "add", "10.214.1.1/24", "dev", "c0")  # no broadcast address
-        yield a, b
-    finally:
-        N.cleanup_netns(PREFIX)
+    with broadcast_pair(PREFIX, 214) as names:
+        yield names
 
 
 def run_in(ns: str, coro_fn) -> threading.Thread:
@@ -178,7 +158,7 @@ def test_send_errors_are_counted_not_raised(pair):
     async def go() -> dict:
         media = Media([Medium("ucast", "a0", PORT, peer=B_ADDR)], lambda d, s: None)
         await media.start()
-        _ip("-n", a, "link", "set", "a0", "down")
+        ip("-n", a, "link", "set", "a0", "down")
         assert media.send(b"x" * 70000) == 0  # too big for a datagram: refused, logged
         stats = media.stats()[0]
         media.close()

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from nspair import broadcast_pair
 from scapy.layers.l2 import ARP, Ether
 
 from director.lab import netns as N
@@ -36,31 +36,10 @@ FAST = Timers(keepalive=0.1, warntime=0.3, deadtime=0.5, initdead=0.5)
 MEDIA = (Medium("bcast", "a0"),)  # the default media of config()
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def pair():
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    a, b = f"{PREFIX}-a", f"{PREFIX}-b"
-    N.cleanup_netns(PREFIX)
-    try:
-        N.create_netns(a)
-        N.create_netns(b)
-    except OSError as err:
-        N.cleanup_netns(PREFIX)
-        pytest.skip(f"cannot create network namespaces: {err}")
-    try:
-        N.add_veth(a, "a0", b, "b0")
-        N.add_veth(a, "c0", b, "d0")
-        _ip("-n", a, "addr", "add", f"{A_ADDR}/24", "brd", "+", "dev", "a0")
-        _ip("-n", b, "addr", "add", f"{B_ADDR}/24", "brd", "+", "dev", "b0")
-        _ip("-n", a, "addr", "add", "10.215.1.1/24", "dev", "c0")  # no broadcast address
-        yield a, b
-    finally:
-        N.cleanup_netns(PREFIX)
+    with broadcast_pair(PREFIX, 215) as names:
+        yield names
 
 
 def authkeys(tmp_path: Path, mode: int = 0o600) -> str:
