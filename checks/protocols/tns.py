@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import cast
 
 __all__ = ["TnsGuard", "MAX_ORACLE_READ", "TNS_HEADER"]
 
@@ -72,8 +73,7 @@ class _DriverSide(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are no asyncio.Transport subclass
         self.guard.driver_connected(self)
 
     def data_received(self, data: bytes) -> None:
@@ -109,7 +109,7 @@ class TnsGuard:
         self._await_driver = False  # ACCEPT relayed: the server must wait for the driver's answer
         self._closed = False
 
-    async def open(self, family: int, sockaddr: tuple) -> int:
+    async def open(self, family: int, sockaddr: tuple[object, ...]) -> int:
         """Connect to the real server at ``sockaddr`` and listen on 127.0.0.1; return the port.
 
         Raises:

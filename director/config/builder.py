@@ -339,7 +339,8 @@ def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...],
     if spec.type == "radius" and not spec.secret:
         yield ("secret", "type"), "a radius check needs secret: the shared secret of the RADIUS server"
     if spec.type in ("mysql", "pgsql", "oracle") and not spec.login:
-        yield ("login", "type"), f"a {spec.type} check needs login: the user it connects as"
+        article = "an" if spec.type == "oracle" else "a"
+        yield ("login", "type"), f"{article} {spec.type} check needs login: the user it connects as"
     if spec.type == "oracle":
         problem = oracle_database_problem(spec.database)
         if problem is not None:
