@@ -23,6 +23,10 @@ aborted, the reason kept in `TnsGuard.failure` -- when the server:
   connect there past this guard; the check fails instead;
 * sends more than `MAX_ORACLE_READ` bytes in one check.
 
+The connect descriptor the server receives names the relay's address
+(``(HOST=127.0.0.1)(PORT=...)``): a listener routes by SID or service name, not by that
+address, which only shows in its log.
+
 Cost: one listening socket and one more connection over loopback per check.  A
 local process can connect to the one-use listener before the driver does: the
 driver's connection is then refused and the check fails (nothing of the real
