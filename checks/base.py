@@ -165,6 +165,7 @@ PROTOCOL_CHECKS: dict[str, tuple[str, str]] = {
     "sip": ("checks.protocols.sip", "check_sip"),
     "mysql": ("checks.protocols.sql", "check_mysql"),
     "pgsql": ("checks.protocols.sql", "check_pgsql"),
+    "oracle": ("checks.protocols.sql", "check_oracle"),
     "ldap": ("checks.protocols.ldap", "check_ldap"),
     "ftp": ("checks.protocols.ftp", "check_ftp"),
 }
@@ -179,6 +180,7 @@ _DISPATCH = {
     "sip": _check_protocol,
     "mysql": _check_protocol,
     "pgsql": _check_protocol,
+    "oracle": _check_protocol,
     "ldap": _check_protocol,
     "ftp": _check_protocol,
     "http": check_http,

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 CheckType = Literal[
-    "tcp", "http", "https", "none", "external", "dns", "udp", "ping", "radius", "sip", "mysql", "pgsql", "ldap", "ftp"
+    "tcp", "http", "https", "none", "external", "dns", "udp", "ping", "radius", "sip", "mysql", "pgsql", "oracle",
+    "ldap", "ftp",
 ]  # fmt: skip
 
 #: TLS verification modes of ``https`` and of TLS in a ``tcp`` dialogue (`CheckSpec.verify_tls`).
@@ -98,8 +99,8 @@ class CheckSpec:
         send: ``udp``: the datagram sent (Latin-1 text).
         expect: RE2 regex the answer must match: ``udp`` the reply datagram,
             ``dns`` the answer section (one record per line in zone-file
-            text), ``mysql``/``pgsql`` the query's first row (values joined by
-            tabs), ``sip`` the reply's status line; ``None`` accepts any.
+            text), ``mysql``/``pgsql``/``oracle`` the query's first row (values
+            joined by tabs), ``sip`` the reply's status line; ``None`` accepts any.
         query_name: ``dns``: the name asked for.
         query_type: ``dns``: the record type asked for (``A``, ``AAAA``,
             ``MX``, ``SOA``...).
@@ -107,13 +108,14 @@ class CheckSpec:
             service's protocol (UDP for a fwmark service).
         expect_rcode: ``dns``: the response code that passes (``NOERROR``,
             ``NXDOMAIN``...).
-        login: ``radius``/``mysql``/``pgsql``/``ftp``: the user name; ``ldap``: the bind
+        login: ``radius``/``mysql``/``pgsql``/``oracle``/``ftp``: the user name; ``ldap``: the bind
             DN (anonymous bind when unset); ``sip``: the URI's ``user@host`` (as
             ldirectord's ``login``).
-        password: ``radius``/``mysql``/``pgsql``: the user's password.
+        password: ``radius``/``mysql``/``pgsql``/``oracle``: the user's password.
         secret: ``radius``: the shared secret (RFC 2865 section 3).
-        database: ``mysql``/``pgsql``: the database to connect to.
-        query: ``mysql``/``pgsql``: a query run after connecting; ``ldap``: the base DN
+        database: ``mysql``/``pgsql``: the database to connect to; ``oracle``: the
+            instance's SID, or ``service:NAME`` for a service name.
+        query: ``mysql``/``pgsql``/``oracle``: a query run after connecting; ``ldap``: the base DN
             of a base-scope search for ``(objectClass=*)`` that must find one entry;
             ``ftp``: the path of a file fetched (its first 64 KiB matched by ``expect``).
         agent_port: the port of the real server's agent (HAProxy's ``agent-check``,

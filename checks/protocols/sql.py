@@ -1,15 +1,16 @@
-"""The ``mysql`` and ``pgsql`` checks: log in to the database server, optionally run a query.
+"""The ``mysql``, ``pgsql`` and ``oracle`` checks: log in to the database server, optionally run a query.
 
-As ldirectord's ``check_mysql`` and ``check_pgsql`` (both its ``sub check_sql``, through
-Perl DBI): connect to the real server's address and port as ``spec.login`` with
+As ldirectord's ``check_mysql``, ``check_pgsql`` and ``check_oracle`` (all its ``sub
+check_sql``, through Perl DBI): connect to the real server's address and port as ``spec.login`` with
 ``spec.password`` to ``spec.database``; with ``spec.query`` set, run it and count the
 server up only when it returns at least one row (ldirectord: ``$sth->rows`` > 0); with
 ``spec.expect`` set too, that first row must match the RE2 regex ``spec.expect``.
 
 The drivers are optional extras, imported at the first check of their type:
 PostgreSQL through asyncpg (``pip install 'directord[pgsql]'``), MySQL and MariaDB
-through aiomysql (``pip install 'directord[mysql]'``).  Without its driver a check
-fails with a reason that names the extra.
+through aiomysql (``pip install 'directord[mysql]'``), Oracle Database through
+python-oracledb in its thin mode (``pip install 'directord[oracle]'``; no Oracle Client
+libraries).  Without its driver a check fails with a reason that names the extra.
 
 The row matched by ``expect``: its values as text, joined by one tab, NULL as the empty
 string (psql's unaligned output, Perl DBI's ``undef`` as text), cut to
@@ -20,11 +21,42 @@ back as text: numbers, strings, dates as PostgreSQL writes them, booleans as ``t
 (psql's), ``bytea`` as ``\\x`` and hex (PostgreSQL's ``bytea_output = hex``); arrays,
 JSON, time stamps with a time zone and a few others may differ from psql in spelling:
 cast to text in the query (``SELECT now()::text``) to match the server's own text.
+Oracle values are decoded by python-oracledb and written back as text: ``NUMBER`` as a
+Python ``int`` or ``float`` (``42``, ``0.5``), ``DATE`` and ``TIMESTAMP`` as
+``2026-12-07 13:59:53``, ``RAW`` and ``BLOB`` in upper-case hex (``RAWTOHEX``),
+``BOOLEAN`` as ``TRUE``/``FALSE``, ``CLOB`` and ``BLOB`` their first
+`checks.spec.MAX_EXPECT_READ` characters or bytes; use ``TO_CHAR`` in the query to
+match the server's own text.
+
+The ``oracle`` check and its ``database``: ``database`` is the instance's SID, as
+ldirectord's ``dbi:Oracle:sid=DATABASE`` (``SELECT 1 FROM DUAL`` is the usual query);
+``service:NAME`` names a service instead (Oracle's ``SERVICE_NAME``, the only way to
+reach a pluggable database: ``service:FREEPDB1``).  SID and service name are letters,
+digits and ``_ . $ # -`` (`oracle_database_problem`).  python-oracledb gets the host,
+port and SID or service name as parameters, never a connect string: it reads no
+``tnsnames.ora`` (``$TNS_ADMIN``, ``$ORACLE_HOME/network/admin``; the thin mode reads
+that file only to look up a connect alias), no ``sqlnet.ora`` (the thin mode never
+does), no wallet (the check speaks TCP, not TCPS), and makes no connection of its own
+to the real server: it connects to `checks.protocols.tns.TnsGuard`, which relays to
+the real server after checking the TNS framing (python-oracledb 26.1 spins without end
+on a packet of length 0 from the server), bounds what is read to
+`checks.protocols.tns.MAX_ORACLE_READ` bytes and refuses a listener's ``REDIRECT``
+(shared-server dispatchers, RAC SCAN listeners: point the check at the instance's own
+listener port instead).  The environment variable ``PYO_DEBUG_PACKETS`` (read by
+python-oracledb when it is imported) makes it print every packet, the password's
+exchange included, on standard output: do not set it for directord.  The passing path
+of the ``oracle`` check has not been tested against an Oracle Database (none can be
+installed where directord is tested): its tests cover refused, silent, garbage and
+oversized servers and the configuration.
 
 Where directord differs from ldirectord, and why:
 
 * ``query`` is optional: without it, logging in is the check (ldirectord refuses a
   check without ``request``).
+* Oracle: ldirectord's DBD::Oracle needs the Oracle Client libraries (Debian does not
+  package it, so Debian's ldirectord cannot run ``service=oracle`` at all);
+  directord's thin driver needs none.  ldirectord fetches the first row
+  (``fetchrow_hashref``) and counts ``rows``, as directord does.
 * Only a result set counts: a statement that returns no rows (``UPDATE``, ``SET``) fails,
   where ldirectord's DBI counted the rows an ``UPDATE`` changed; a health check does not
   write.  ldirectord strips one leading ``/`` from ``request`` (its parser adds one to
@@ -65,11 +97,13 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import re
 from collections.abc import Iterable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from checks.protocols.tcp import socket_address
+from checks.protocols.tns import TnsGuard
 from checks.spec import MAX_EXPECT_READ
 
 if TYPE_CHECKING:
@@ -78,12 +112,15 @@ if TYPE_CHECKING:
 __all__ = [
     "check_mysql",
     "check_pgsql",
+    "check_oracle",
     "missing_driver",
+    "oracle_database_problem",
     "row_text",
     "DRIVERS",
     "MAX_MYSQL_READ",
     "MISSING_ASYNCPG",
     "MISSING_AIOMYSQL",
+    "MISSING_ORACLEDB",
 ]
 
 #: Bytes read from a MySQL server in one check, handshake included (1 MiB): past it the
@@ -96,8 +133,11 @@ MISSING_ASYNCPG = "the pgsql check needs asyncpg: pip install 'directord[pgsql]'
 #: Reason of a ``mysql`` check when aiomysql cannot be imported.
 MISSING_AIOMYSQL = "the mysql check needs aiomysql: pip install 'directord[mysql]'"
 
+#: Reason of an ``oracle`` check when python-oracledb cannot be imported.
+MISSING_ORACLEDB = "the oracle check needs oracledb: pip install 'directord[oracle]'"
+
 #: The driver module of each check type; the extra of the same name as the type installs it.
-DRIVERS: dict[str, str] = {"pgsql": "asyncpg", "mysql": "aiomysql"}
+DRIVERS: dict[str, str] = {"pgsql": "asyncpg", "mysql": "aiomysql", "oracle": "oracledb"}
 
 #: Characters of the first row shown in a failure's reason.
 _ROW_SHOWN = 40
@@ -382,3 +422,149 @@ async def check_mysql(target: CheckTarget) -> tuple[bool, str]:
             return False, stage + str(exc)
     finally:
         conn.close()
+
+
+# -- Oracle Database -------------------------------------------------------------------
+
+#: Prefix of a ``database`` that names an Oracle service (``SERVICE_NAME``) rather than a SID.
+ORACLE_SERVICE_PREFIX = "service:"
+
+#: A SID or service name: letters, digits and ``_ . $ # -``, at most 128 characters (it is
+#: written into the connect descriptor, where parentheses and ``=`` would be syntax).
+_ORACLE_NAME = re.compile(r"[A-Za-z0-9_.$#-]{1,128}")
+
+
+def oracle_database_problem(database: str | None) -> str | None:
+    """Why ``database`` cannot name an Oracle instance, or ``None`` when it can.
+
+    ``database`` is a SID (``ORCL``) or ``service:NAME`` (``service:FREEPDB1``); the name
+    is 1 to 128 letters, digits and ``_ . $ # -``.
+    """
+    if not database:
+        return "an oracle check needs database: the instance's SID, or service:NAME for a service"
+    name = database.removeprefix(ORACLE_SERVICE_PREFIX)
+    if not _ORACLE_NAME.fullmatch(name):
+        kind = "service name" if database.startswith(ORACLE_SERVICE_PREFIX) else "SID"
+        return f"an oracle {kind} is 1 to 128 letters, digits and _ . $ # -, got {name[:60]!r}"
+    return None
+
+
+@functools.cache
+def _oracledb() -> ModuleType | None:
+    """python-oracledb, or ``None`` when it is not installed (looked for once per process)."""
+    try:
+        return importlib.import_module("oracledb")
+    except ImportError:
+        return None
+
+
+_CONNECTION_ID = re.compile(r"\s*\(CONNECTION_ID=[^)]*\)")
+
+
+def _oracle_message(exc: BaseException) -> str:
+    """python-oracledb's text of an error without its ``Help:`` link and connection id:
+    ``ORA-01017: invalid credential...``; a failed connect as ``cannot connect: DPY-4011: ...``."""
+    error = exc.args[0] if exc.args else None
+    message = getattr(error, "message", None)
+    text = message if isinstance(message, str) and message else str(exc)
+    lines = [_CONNECTION_ID.sub("", line) for line in text.splitlines() if line and not line.startswith("Help:")]
+    if len(lines) > 1 and lines[0].startswith("DPY-6005:"):
+        lines[0] = "cannot connect:"
+    text = " ".join(" ".join(lines).split()) or type(exc).__name__
+    return text if len(text) <= _MESSAGE else text[: _MESSAGE - 3] + "..."
+
+
+async def _oracle_values(oracledb: Any, row: tuple[object, ...]) -> list[object]:
+    """A row's values ready for `row_text`: LOBs read (at most `MAX_EXPECT_READ`), ``RAW`` as
+    upper-case hex, ``BOOLEAN`` as ``TRUE``/``FALSE``."""
+    values: list[object] = []
+    for value in row:
+        if isinstance(value, oracledb.AsyncLOB):
+            value = await value.read(1, MAX_EXPECT_READ)
+        if isinstance(value, bytes):
+            value = value[:MAX_EXPECT_READ].hex().upper()
+        elif isinstance(value, bool):
+            value = "TRUE" if value else "FALSE"
+        values.append(value)
+    return values
+
+
+async def check_oracle(target: CheckTarget) -> tuple[bool, str]:
+    """Log in to the Oracle Database ``target.rip``:``target.rport`` and run ``spec.query``.
+
+    ldirectord's ``check_oracle`` (``sub check_sql`` with ``dbi:Oracle:sid=``); the
+    module's docstring says what is matched, how ``database`` names a SID or a service,
+    what python-oracledb reads and where directord differs.  python-oracledb's thin mode
+    (no Oracle Client), async API, connects as ``spec.login`` with ``spec.password``
+    (empty when unset), through `checks.protocols.tns.TnsGuard`; the query's first row
+    only is fetched (``prefetchrows`` and ``arraysize`` 1), then the session is logged
+    off.  Not tested against an Oracle Database: see the module's docstring.
+
+    Returns:
+        ``(True, "logged in")`` without a query; ``(True, "query returned a row")``,
+        ``(True, "row matches 'RE'")``; ``(False, reason)`` for an error the server
+        reported (``ORA-01017: invalid credential or not authorized; logon denied``,
+        ``query failed: ORA-00942: table or view does not exist``), one of the guard's
+        (``bad TNS packet: length 0``, ``server sent more than 1 MiB``), a query without
+        rows, a row that does not match, a bad ``database``, or a missing
+        python-oracledb (`MISSING_ORACLEDB`).
+
+    Raises:
+        OSError: the connection to the real server failed (refused, unreachable).
+        ValueError: ``target.rip`` is not an IP address.
+        asyncio.CancelledError: the check was cancelled (its time limit); both
+            connections are aborted first.
+    """
+    oracledb = _oracledb()
+    if oracledb is None:
+        return False, MISSING_ORACLEDB
+    family, sockaddr = socket_address(target.rip, target.rport)
+    spec = target.spec
+    problem = oracle_database_problem(spec.database)
+    if problem is not None:
+        return False, problem
+    database = spec.database or ""
+    if database.startswith(ORACLE_SERVICE_PREFIX):
+        names = {"service_name": database.removeprefix(ORACLE_SERVICE_PREFIX)}
+    else:
+        names = {"sid": database}
+    guard = TnsGuard()
+    try:
+        port = await guard.open(family, sockaddr)
+        try:
+            conn = await oracledb.connect_async(
+                user=spec.login or "",
+                password=spec.password or "",
+                host="127.0.0.1",
+                port=port,
+                **names,
+                program=_CLIENT_NAME,
+                disable_oob=True,  # no out-of-band break test at connect: the check never interrupts a call
+                retry_count=0,
+                expire_time=0,
+                stmtcachesize=0,
+                tcp_connect_timeout=spec.timeout,
+            )
+        except oracledb.Error as exc:
+            return False, guard.failure or _oracle_message(exc)
+        if spec.query is None:
+            result = True, "logged in"
+        else:
+            try:
+                cursor = conn.cursor()
+                cursor.prefetchrows = 1
+                cursor.arraysize = 1
+                await cursor.execute(spec.query)
+                row = await cursor.fetchone()
+                values = None if row is None else await _oracle_values(oracledb, row)
+            except oracledb.Error as exc:
+                result = False, guard.failure or f"query failed: {_oracle_message(exc)}"
+            else:
+                result = await _judge_row(values, spec.expect)
+        try:
+            await conn.close()  # rollback and logoff: the server logs no lost connection
+        except oracledb.Error:
+            pass
+        return result
+    finally:
+        guard.close()

@@ -38,7 +38,7 @@ from checks.protocols.external import command_problem
 from checks.protocols.radius import MAX_PASSWORD as RADIUS_MAX_PASSWORD
 from checks.protocols.radius import MAX_VALUE as RADIUS_MAX_VALUE
 from checks.protocols.sip import login_problem as sip_login_problem
-from checks.protocols.sql import missing_driver
+from checks.protocols.sql import missing_driver, oracle_database_problem
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS, CheckSpec
 from director.config.ha import parse_ha
 from director.config.issues import ConfigIssue, bounded, describe, quote
@@ -133,7 +133,7 @@ MAX_COMMAND_ARGS = 256
 MAX_COMMAND_ARG = 4096
 #: The check types each protocol of a virtual service takes (a fwmark service takes them all).
 CHECK_TYPES_BY_PROTOCOL: dict[str, tuple[str, ...]] = {
-    "tcp": ("tcp", "http", "https", "dns", "mysql", "pgsql", "ldap", "ftp", "ping", "external", "none"),
+    "tcp": ("tcp", "http", "https", "dns", "mysql", "pgsql", "oracle", "ldap", "ftp", "ping", "external", "none"),
     "udp": ("udp", "dns", "radius", "sip", "ping", "external", "none"),
     "sctp": ("ping", "external", "none"),
 }
@@ -338,8 +338,13 @@ def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...],
         )
     if spec.type == "radius" and not spec.secret:
         yield ("secret", "type"), "a radius check needs secret: the shared secret of the RADIUS server"
-    if spec.type in ("mysql", "pgsql") and not spec.login:
-        yield ("login", "type"), f"a {spec.type} check needs login: the user it connects as"
+    if spec.type in ("mysql", "pgsql", "oracle") and not spec.login:
+        article = "an" if spec.type == "oracle" else "a"
+        yield ("login", "type"), f"{article} {spec.type} check needs login: the user it connects as"
+    if spec.type == "oracle":
+        problem = oracle_database_problem(spec.database)
+        if problem is not None:
+            yield ("database", "type"), problem
     missing = missing_driver(spec.type)
     if missing is not None:  # every real server of the service would be down
         yield ("type",), missing

@@ -111,8 +111,8 @@ class CheckSchema(_Schema):
     type: CheckType = Field(
         _SPEC.type,
         description="`tcp` (connect, then an optional `dialogue`), `http`, `https`, `dns`, `udp` (a datagram and "
-        "its reply), `ping` (ICMP echo), `radius` (Access-Request), `sip` (OPTIONS), `mysql`, `pgsql`, `ldap` (bind "
-        "and a base search), `ftp` (login and an optional download), `none` "
+        "its reply), `ping` (ICMP echo), `radius` (Access-Request), `sip` (OPTIONS), `mysql`, `pgsql`, `oracle`, "
+        "`ldap` (bind and a base search), `ftp` (login and an optional download), `none` "
         "(always up), `external` (a command). UDP services take `dns`, `udp`, `radius`, `sip`; every service takes "
         "`ping`, `external`, `none`.",
     )
@@ -196,7 +196,7 @@ class CheckSchema(_Schema):
     expect: str | None = Field(
         _SPEC.expect,
         description="RE2 regex the answer must match: `udp` the reply, `dns` the answer section (one record per "
-        "line, zone-file text), `mysql`/`pgsql` the query's first row (values joined by tabs, NULL as empty), "
+        "line, zone-file text), `mysql`/`pgsql`/`oracle` the query's first row (values joined by tabs, NULL as empty), "
         "`sip` the status line. Unset: any answer passes (`sip`: status 200).",
     )
     query_name: str | None = Field(_SPEC.query_name, description="`dns`: the name asked for (required).")
@@ -211,19 +211,23 @@ class CheckSchema(_Schema):
     )
     login: str | None = Field(
         _SPEC.login,
-        description="`radius`, `mysql`, `pgsql`, `ftp`: the user name; `ldap`: the bind DN (unset: anonymous); `sip`: "
-        "the URI's `user@host` (ldirectord's `login`). "
+        description="`radius`, `mysql`, `pgsql`, `oracle`, `ftp`: the user name; `ldap`: the bind DN (unset: "
+        "anonymous); `sip`: the URI's `user@host` (ldirectord's `login`). "
         "`radius` with a login passes on Access-Accept only (as ldirectord); without, it sends User-Name `directord` "
         "and any authenticated answer passes (Accept, Reject, Challenge). `sip` without: `directord@<RIP>`.",
     )
-    password: str | None = Field(_SPEC.password, description="`radius`, `mysql`, `pgsql`: the password.")
+    password: str | None = Field(_SPEC.password, description="`radius`, `mysql`, `pgsql`, `oracle`: the password.")
     secret: str | None = Field(_SPEC.secret, description="`radius`: the shared secret (RFC 2865).")
-    database: str | None = Field(_SPEC.database, description="`mysql`, `pgsql`: the database to connect to.")
+    database: str | None = Field(
+        _SPEC.database,
+        description="`mysql`, `pgsql`: the database to connect to; `oracle` (required): the instance's SID, or "
+        "`service:NAME` for a service name (a pluggable database: `service:FREEPDB1`).",
+    )
     query: str | None = Field(
         _SPEC.query,
-        description="`mysql`, `pgsql`: a query run once connected; `ldap`: the base DN of a base-scope search that "
-        "must find one entry (its DN matched by `expect`); `ftp`: a file downloaded (its first 64 KiB matched by "
-        "`expect`).",
+        description="`mysql`, `pgsql`, `oracle`: a query run once connected; `ldap`: the base DN of a base-scope "
+        "search that must find one entry (its DN matched by `expect`); `ftp`: a file downloaded (its first 64 KiB "
+        "matched by `expect`).",
     )
     agent_port: int | None = Field(
         _SPEC.agent_port,

@@ -23,13 +23,13 @@ its code (``ld_setup``, ``_check_real``, ``check_http``, ``check_connect``,
   at ``SSL_VERIFY_PEER``: a self-signed backend fails with "certificate verify
   failed"), which is ``verify_tls: chain``;
 * every other negotiate check becomes its directord counterpart
-  (`_Translator.negotiate`): dns, radius, sip, mysql and pgsql checks of their
+  (`_Translator.negotiate`): dns, radius, sip, mysql, pgsql and oracle checks of their
   own type, ldap/ldaps an ``ldap`` check (bind and base search), ftp with a receive pattern
   an ``ftp`` check (login and download), smtp/submission/ftp/pop/pops/imap/imaps/nntp a ``tcp``
   check with the dialogue of ldirectord's Perl client (`checks.protocols.dialogue.ldirectord_dialogue`,
   also simpletcp's request and receive pattern and sip over TCP); ``checktype=ping``, and
   ``connect`` on a UDP service (which ldirectord runs as ``check_ping``), an ICMP echo.  What
-  directord cannot check as ldirectord does (oracle's login, http_proxy's fetch, a receive
+  directord cannot check as ldirectord does (http_proxy's fetch, a receive
   pattern RE2 cannot compile) becomes a weaker check, listed as such (`Issues.weaker`);
 * a real server found down is deleted from the table unless ``quiescent`` is
   ``yes`` (then weight 0): the code's default is ``no``, the manual's ``yes``;
@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from checks.protocols.dialogue import LDIRECTORD_IMPLICIT_TLS, SettingError, ldirectord_dialogue
+from checks.protocols.sql import oracle_database_problem
 from director.config import quote, re2_problem
 from director.config.builder import CHECK_TYPES_BY_PROTOCOL
 from director.convert.issues import Issues
@@ -114,7 +115,7 @@ _LD_USES: dict[str, frozenset[str]] = {
 #: The directives of `_LD_USES` the converted check carries (a receive pattern RE2 cannot take
 #: is named by the weaker-check warning instead).
 _CONVERTED: dict[str, frozenset[str]] = {
-    **{name: uses for name, uses in _LD_USES.items() if name not in ("http_proxy", "oracle")},
+    **{name: uses for name, uses in _LD_USES.items() if name != "http_proxy"},
 }
 
 
@@ -431,7 +432,7 @@ class _Translator:
             if v.protocol == "udp":  # the same datagram and pattern, without a connection
                 return {"send": "".join(text for kind, text in steps if kind == "send"), "expect": steps[-1][1]}
             return {"dialogue": _yaml_steps(steps)}
-        if service in ("mysql", "pgsql"):
+        if service in ("mysql", "pgsql", "oracle"):
             return {"query": request[1:] if request.startswith("/") else request}
         if service == "ftp" and receive:
             usable = self.receive_usable(v, receive, line, "the downloaded file", "downloads it only")
@@ -662,7 +663,7 @@ class _Translator:
         passwd = v.opt("passwd") or ""
         check["timeout"] = negotiatetimeout
         stream = v.protocol != "udp"  # ld_open_socket: a stream socket unless the virtual is UDP
-        per_real = service in ("http", "https", "dns", "simpletcp", "mysql", "pgsql", "ftp", "ldap", "ldaps")
+        per_real = service in ("http", "https", "dns", "simpletcp", "mysql", "pgsql", "oracle", "ftp", "ldap", "ldaps")
         if service in ("http", "https"):
             check["type"] = service
             check["method"] = v.opt("httpmethod") or "GET"
@@ -717,12 +718,13 @@ class _Translator:
                     "sip without login: ldirectord asks for sip:ldirectord@HOSTNAME when service=sip is "
                     "written (sip: with nothing otherwise); directord asks for its own default URI",
                 )
-        elif service in ("mysql", "pgsql"):
+        elif service in ("mysql", "pgsql", "oracle"):
             if not login or request in ("", "/"):
                 self.issues.error(
                     v.line,
                     "login" if not login else "request",
-                    f"a {service} check needs login= and request= (the query): without them "
+                    f"{'an' if service == 'oracle' else 'a'} {service} check needs login= and request= (the "
+                    "query): without them "
                     "ldirectord's check never succeeds (check_sql: 'Must specify a login and request "
                     "string'); write both",
                 )
@@ -734,6 +736,16 @@ class _Translator:
             database = v.opt("database")
             if database:
                 check["database"] = database
+            if service == "oracle":
+                # check_oracle: dbi:Oracle:sid=DATABASE (an empty SID when unset, which no listener serves)
+                problem = oracle_database_problem(database)
+                if not database:
+                    problem = (
+                        "an oracle check needs database=: ldirectord connects with sid=DATABASE, and no listener "
+                        "serves an empty SID; write the instance's SID"
+                    )
+                if problem is not None:
+                    self.issues.error(v.opt_line("database") if database else v.line, "database", problem)
             out.comments.append(
                 f"{service} check: ldirectord counts a real server up when the query returns at least one row"
             )
@@ -779,9 +791,6 @@ class _Translator:
                 check["tls"] = True
                 check["verify_tls"] = "none"
                 out.comments.append("ldaps: TLS from the first byte, its certificate not verified (Net::LDAP)")
-        elif service == "oracle":
-            check["type"] = "tcp"
-            self.weaker(v, "logs in to Oracle and runs the request query", "connects only (no Oracle driver)")
         else:  # http_proxy
             check["type"] = "tcp"
             self.weaker(

@@ -305,12 +305,22 @@ def test_connect_on_udp_is_a_ping_as_in_ldirectord():
     assert "test.cf:3: checktype: checktype=connect on a UDP service" in messages(issues, "note")
 
 
-@pytest.mark.parametrize("svc", ["oracle", "http_proxy"])
-def test_services_without_counterpart_become_tcp_connect_listed_as_weaker(svc):
-    s, issues = service(WEB + f"\tservice={svc}\n")
+def test_http_proxy_becomes_a_tcp_connect_listed_as_weaker():
+    s, issues = service(WEB + "\tservice=http_proxy\n")
     assert s["check"]["type"] == "tcp" and "dialogue" not in s["check"]
     weaker = [i for i in issues if i.weaker]
-    assert len(weaker) == 1 and str(weaker[0]).startswith(f"test.cf:1: check: 192.168.6.240:80/tcp, service {svc}:")
+    assert len(weaker) == 1 and str(weaker[0]).startswith("test.cf:1: check: 192.168.6.240:80/tcp, service http_proxy:")
+
+
+def test_oracle_becomes_an_oracle_check():
+    s, issues = service(WEB + '\tservice=oracle\n\tlogin="r"\n\tdatabase="ORCL"\n\trequest="/SELECT 1 FROM DUAL"\n')
+    assert {k: s["check"][k] for k in ("type", "login", "database", "query")} == {
+        "type": "oracle",
+        "login": "r",
+        "database": "ORCL",
+        "query": "SELECT 1 FROM DUAL",  # check_sql strips one leading "/"
+    }
+    assert not [i for i in issues if i.weaker]
 
 
 def test_http_directives():
@@ -360,7 +370,7 @@ def test_per_real_request_receive_unused_by_the_service_is_a_note():
 
 
 def test_login_and_password_are_reported_without_their_values():
-    _, issues = service(WEB + '\tservice=oracle\n\tlogin="anon"\n\tpasswd="s3cret-value"\n')
+    _, issues = service(WEB + '\tservice=http_proxy\n\tlogin="anon"\n\tpasswd="s3cret-value"\n')
     text = messages(issues)
     assert "test.cf:4: login" in text and "test.cf:5: passwd" in text
     assert "s3cret-value" not in text
