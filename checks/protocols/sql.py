@@ -543,7 +543,7 @@ async def check_oracle(target: CheckTarget) -> tuple[bool, str]:
                 retry_count=0,
                 expire_time=0,
                 stmtcachesize=0,
-                tcp_connect_timeout=spec.timeout,
+                tcp_connect_timeout=spec.timeout + DRIVER_TIMEOUT_MARGIN,
             )
         except oracledb.Error as exc:
             return False, guard.failure or _oracle_message(exc)

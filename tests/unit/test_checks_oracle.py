@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_checks import free_port, ipv6_loopback
+from checkhelpers import free_port, ipv6_loopback
 
 from checks.base import CheckTarget, run_check
 from checks.protocols import sql, tns

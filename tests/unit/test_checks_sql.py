@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_checks import free_port
+from checkhelpers import free_port
 
 from checks.base import CheckTarget, run_check
 from checks.protocols import sql
