@@ -110,6 +110,14 @@ def cpu_of(pids: list[int]) -> dict[int, float]:
     return out
 
 
+def command_of(pid: int) -> str:
+    """The first 60 characters of process ``pid``'s command line (``?`` once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:60]
+    except OSError:
+        return "?"
+
+
 def measure(
     t: det.Topo, system: str, n: int, seconds: float, warmup: float, timeout: float, out: Path, scheme: str = "http"
 ) -> dict:
@@ -164,6 +172,12 @@ def measure(
                 "cpu_percent_of_one_core": round(cpu / window * 100, 1),
                 "cpu_per_check_us": round(cpu / checks * 1e6) if checks else None,
                 "rss_mib": round(rss, 1),
+                # each process's share: which of the system's processes spends the CPU
+                "cpu_per_check_us_by_process": {
+                    f"{p} {command_of(p)}": round((cpu1[p] - cpu0[p]) / checks * 1e6) if checks else None
+                    for p in cpu0
+                    if p in cpu1
+                },
             }
         )
         log(f"{system}: {res['checks_per_s']} checks/s, {res['cpu_per_check_us']} µs/check, {res['rss_mib']} MiB")
