@@ -247,10 +247,11 @@ def _message(exc: BaseException) -> str:
 
 
 @functools.cache
-def _asyncpg() -> ModuleType | None:
-    """asyncpg, or ``None`` when it is not installed (looked for once per process)."""
+def _driver(module: str) -> ModuleType | None:
+    """The driver module ``module`` (``"asyncpg"``, ``"oracledb"``), or ``None`` when it is not
+    installed (looked for once per process)."""
     try:
-        return importlib.import_module("asyncpg")
+        return importlib.import_module(module)
     except ImportError:
         return None
 
@@ -278,7 +279,7 @@ async def check_pgsql(target: CheckTarget) -> tuple[bool, str]:
         asyncio.CancelledError: the check was cancelled (its time limit); the
             connection is closed first.
     """
-    asyncpg = _asyncpg()
+    asyncpg = _driver("asyncpg")
     if asyncpg is None:
         return False, MISSING_ASYNCPG
     socket_address(target.rip, target.rport)  # an IP address: asyncpg would resolve a name
@@ -449,15 +450,6 @@ def oracle_database_problem(database: str | None) -> str | None:
     return None
 
 
-@functools.cache
-def _oracledb() -> ModuleType | None:
-    """python-oracledb, or ``None`` when it is not installed (looked for once per process)."""
-    try:
-        return importlib.import_module("oracledb")
-    except ImportError:
-        return None
-
-
 _CONNECTION_ID = re.compile(r"\s*\(CONNECTION_ID=[^)]*\)")
 
 
@@ -515,7 +507,7 @@ async def check_oracle(target: CheckTarget) -> tuple[bool, str]:
         asyncio.CancelledError: the check was cancelled (its time limit); both
             connections are aborted first.
     """
-    oracledb = _oracledb()
+    oracledb = _driver("oracledb")
     if oracledb is None:
         return False, MISSING_ORACLEDB
     family, sockaddr = socket_address(target.rip, target.rport)

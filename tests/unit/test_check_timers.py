@@ -96,24 +96,26 @@ def test_deadline_cancels_the_task_and_end_says_it_was_the_limit():
     assert cancelling == 0
 
 
-def test_an_outside_cancel_is_not_taken_for_the_limit():
-    async def worker(started: asyncio.Event, out: list[bool]):
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        tasks = deadlines_for(loop).add(task, 5.0)
-        try:
-            started.set()
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            out.append(Deadlines.end(tasks, task))
-            raise
-        finally:
-            Deadlines.end(tasks, task)
+async def limited_sleeper(timeout: float, out: list[bool]) -> None:
+    """Sleep 10 s under a time limit of ``timeout`` s; on cancellation, append what
+    `Deadlines.end` says (was it the limit alone?) to ``out`` and let the cancellation go on."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    tasks = deadlines_for(loop).add(task, timeout)
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        out.append(Deadlines.end(tasks, task))
+        raise
+    finally:
+        Deadlines.end(tasks, task)
 
+
+def test_an_outside_cancel_is_not_taken_for_the_limit():
     async def main():
-        started, out = asyncio.Event(), []
-        task = asyncio.get_running_loop().create_task(worker(started, out))
-        await started.wait()
+        out: list[bool] = []
+        task = asyncio.get_running_loop().create_task(limited_sleeper(5.0, out))
+        await asyncio.sleep(0)  # the sleeper has its limit
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -123,23 +125,11 @@ def test_an_outside_cancel_is_not_taken_for_the_limit():
 
 
 def test_an_outside_cancel_at_the_limit_still_propagates():
-    async def worker(out: list[bool]):
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        tasks = deadlines_for(loop).add(task, 0.02)
-        try:
-            await asyncio.sleep(10)
-        except asyncio.CancelledError:
-            out.append(Deadlines.end(tasks, task))
-            raise
-        finally:
-            Deadlines.end(tasks, task)
-
     async def main():
         out: list[bool] = []
         loop = asyncio.get_running_loop()
-        task = loop.create_task(worker(out))
-        await asyncio.sleep(0)  # the worker has its limit
+        task = loop.create_task(limited_sleeper(0.02, out))
+        await asyncio.sleep(0)  # the sleeper has its limit
         deadlines = deadlines_for(loop)
         for tick in list(deadlines._ticks):  # the limit fires ...
             deadlines._fire(tick)

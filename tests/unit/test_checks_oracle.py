@@ -286,7 +286,7 @@ def test_frame_problem_counts_every_byte_read():
 
 
 async def test_a_missing_driver_fails_the_check_naming_the_extra(monkeypatch):
-    sql._oracledb.cache_clear()
+    sql._driver.cache_clear()
     monkeypatch.setitem(sys.modules, "oracledb", None)  # import raises ImportError
     try:
         result = await run_check(target(free_port()), None)
@@ -303,7 +303,7 @@ async def test_a_missing_driver_fails_the_check_naming_the_extra(monkeypatch):
             (3, "virtual_services[0].check.type", sql.MISSING_ORACLEDB)
         ]
     finally:
-        sql._oracledb.cache_clear()
+        sql._driver.cache_clear()
 
 
 def test_missing_driver_is_none_when_the_driver_is_installed():

@@ -150,7 +150,7 @@ def test_row_text_is_cut_at_the_expect_read_limit():
 @pytest.mark.parametrize(
     ("check_type", "module", "loader", "reason"),
     [
-        ("pgsql", "asyncpg", "_asyncpg", sql.MISSING_ASYNCPG),
+        ("pgsql", "asyncpg", "_driver", sql.MISSING_ASYNCPG),
         ("mysql", "aiomysql", "_aiomysql", sql.MISSING_AIOMYSQL),
     ],
 )
