@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from checkhelpers import free_udp_port, stop_process, udp_server
+from checkhelpers import free_port, free_udp_port, stop_process, udp_server, wait_listening
 
 from checks.base import CheckTarget, run_check
+from checks.protocols.dialogue import ldirectord_dialogue
 from checks.protocols.sip import (
     MAX_HEADERS,
     MAX_PROVISIONAL,
@@ -344,3 +345,40 @@ async def test_a_bad_login_or_expect_fails_without_sending():
         result = await run_check(target(port, expect="(a"), None)
         assert not result.ok and result.reason.startswith("ValueError: bad expect regex: ")
     assert server.received == []
+
+
+@contextlib.contextmanager
+def sipp_tcp(directory: Path, status: str = "200 OK"):
+    """SIPp as a UAS over TCP on 127.0.0.1 answering every OPTIONS with ``status``; yields its port."""
+    directory.mkdir(parents=True, exist_ok=True)
+    scenario = directory / "uas.xml"
+    scenario.write_text(SCENARIO.format(status=status, provisional=""))
+    port = free_port()
+    server = subprocess.Popen(
+        ["sipp", "-sf", str(scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "t1", "-nostdin"],
+        cwd=directory,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_listening(port, server, name="SIPp")
+        yield port
+    finally:
+        stop_process(server)
+
+
+@needs_sipp
+@pytest.mark.parametrize(("status", "ok"), [("200 OK", True), ("404 Not Found", False)])
+async def test_ldirectord_sip_over_tcp_dialogue_against_sipp(tmp_path: Path, status: str, ok: bool):
+    # convert's check of ldirectord's sip negotiate check on a TCP service: OPTIONS over TCP
+    steps = ldirectord_dialogue("sip", "", "", "", "")
+    spec = CheckSpec(type="tcp", dialogue=steps, timeout=2.0)
+    with sipp_tcp(tmp_path, status) as port:
+        result = await run_check(
+            CheckTarget(key="rs", name="rs", vip=None, vport=0, rip="127.0.0.1", rport=port, spec=spec), None
+        )
+    assert result.ok is ok, result.reason
+    if not ok:  # SIPp keeps the connection open after its answer: the expect fails at the limit
+        assert result.timed_out, result.reason
