@@ -19,7 +19,7 @@ CheckType = Literal[
 TLSVerify = Literal["none", "chain", "full"]
 
 #: Kinds of one step of a ``tcp`` dialogue (`CheckSpec.dialogue`).
-DialogueKind = Literal["send", "expect", "starttls"]
+DialogueKind = Literal["send", "expect", "fail", "starttls"]
 
 #: Most weight steps of a slow start (`CheckSpec.slow_start`): each is one netlink message.
 SLOW_START_STEPS = 10

@@ -11,6 +11,9 @@ TLS at once when ``spec.tls`` is set (smtps, pop3s, imaps), then runs ``spec.dia
   compiled once, `checks.protocols.http.compile_body_pattern`).  The step fails when the server closes the
   connection first, or when more than `checks.spec.MAX_EXPECT_READ` (64 KiB) bytes arrived
   without a match.  Two ``expect`` steps in a row search the same text;
+- ``("fail", regex)``, right after an ``expect`` (or another ``fail``): while that ``expect``
+  waits, the check fails at once when ``regex`` matches what arrived and the ``expect``'s own
+  regex does not (a server that answers ``-ERR`` or ``535`` and keeps the connection open);
 - ``("starttls", "")``: TLS from here on (RFC 3207 for SMTP, RFC 2595 for POP3 and IMAP).  The
   rest of the line in which the last ``expect``'s match ended is awaited and dropped (the
   server's go-ahead, ``220 Ready to start TLS``); bytes received past that line are refused (the
@@ -23,13 +26,15 @@ socket past its end, whatever the server does.  TLS uses the check's shared clie
 `checks.protocols.tls.server_name` as SNI; with ``full`` and no name, the RIP is checked against the
 certificate's IP addresses.
 
-A reply that does not match and a server that keeps the connection open make the check wait for
-its time limit (``spec.timeout``, applied by `checks.base.run_check`): a dialogue has no notion of
-a "complete" reply, so a wrong answer fails fast only when the server then closes or floods.
+A reply that matches neither the ``expect`` nor one of its ``fail`` patterns, from a server that
+keeps the connection open, makes the check wait for its time limit (``spec.timeout``, applied by
+`checks.base.run_check`): a dialogue has no notion of a "complete" reply, so a wrong answer fails
+fast only when a ``fail`` pattern names it, or when the server then closes or floods.
 
 Reasons: ``"dialogue ok"``, ``"dialogue step 3: reply does not match '(?m)^250 ' (connection
 closed): \\"554 no service\\""``, ``"dialogue step 2: connection closed before '^220' matched"``,
-``"dialogue step 4: connection closed"`` (a ``send`` after the server closed),
+``"dialogue step 4: connection closed"`` (a ``send`` after the server closed), ``"dialogue step
+6: reply matches fail '^-ERR': \\"-ERR [AUTH] Authentication failed.\\""``,
 ``"dialogue step 5: TLS certificate verify failed: self-signed certificate"``,
 ``"dialogue step 5: data received before TLS started"``; errors of the connection itself (refused,
 implicit TLS failing) are raised and named by `checks.base.describe_error`.
@@ -96,6 +101,13 @@ continuation line or a reply cut after its code does not match.
   handshake (``tls: true``, no dialogue) for ``ldaps``, or an ``external`` check running
   ``ldapsearch``.
 
+Each ``expect`` of these dialogues is followed by ``fail`` steps for the answers on which the
+Perl client returns a failure at once: a final 4xx/5xx reply for SMTP and FTP (for FTP's ``USER``
+also a final 2xx: a login without password), ``-ERR`` for POP3, a ``BYE`` greeting or a tagged
+``NO``/``BAD`` for IMAP, a 4xx/5xx greeting for NNTP, a final 3xx-6xx answer for SIP.  So a server
+that refuses and keeps the connection open fails the check on its answer, as under ldirectord,
+not at the time limit.
+
 A setting that cannot go into a dialogue raises `SettingError` (a ``ValueError`` naming
 ldirectord's key): a ``login``/``passwd`` holding CR, LF or NUL (it would end the command line
 early and send a command of its own; `line_problem`), text that is not Latin-1, a ``receive``
@@ -156,6 +168,8 @@ def _final_reply(code: str) -> str:
 
 
 _REPLY_2XX = _final_reply(r"2\d\d")
+_REPLY_45X = _final_reply(r"[45]\d\d")  # a refusal: transient or permanent negative completion
+_POP_ERR = r"(?i)^-ERR"  # RFC 1939 section 3: a negative response
 _EHLO = "EHLO localhost.localdomain\r\n"  # Net::SMTP's hello() default domain
 _QUIT = "QUIT\r\n"
 
@@ -225,38 +239,54 @@ def ldirectord_dialogue(service: str, login: str, passwd: str, request: str, rec
             quote a ``passwd``.
     """
     if service in ("smtp", "submission"):
-        return (("expect", _REPLY_2XX), ("send", _EHLO), ("expect", _REPLY_2XX), ("send", _QUIT))
+        return (
+            ("expect", _REPLY_2XX),
+            ("fail", _REPLY_45X),
+            ("send", _EHLO),
+            ("expect", _REPLY_2XX),
+            ("fail", _REPLY_45X),
+            ("send", _QUIT),
+        )
     if service == "nntp":
-        return (("expect", "^2"),)
+        return (("expect", "^2"), ("fail", "^[45]"))
     if service == "ftp":
         user = _command_argument("login", login) or "anonymous"
         password = _command_argument("passwd", passwd) or "directord@localhost"
         return (
             ("expect", _REPLY_2XX),
+            ("fail", _REPLY_45X),
             ("send", f"USER {user}\r\n"),
             ("expect", _final_reply(r"3\d\d")),
+            ("fail", _final_reply(r"[245]\d\d")),
             ("send", f"PASS {password}\r\n"),
             ("expect", _REPLY_2XX),
+            ("fail", _REPLY_45X),
             ("send", _QUIT),
         )
     if service in ("pop", "pops"):
-        steps: tuple[Step, ...] = (("expect", r"(?i)^\+OK"),)
+        steps: tuple[Step, ...] = (("expect", r"(?i)^\+OK"), ("fail", _POP_ERR))
         if login:
             user, password = _command_argument("login", login), _command_argument("passwd", passwd)
             steps += (
                 ("send", f"USER {user}\r\n"),
                 ("expect", r"^\+"),
+                ("fail", _POP_ERR),
                 ("send", f"PASS {password}\r\n"),
                 ("expect", r"^\+OK"),
+                ("fail", _POP_ERR),
             )
         return steps + (("send", _QUIT),)
     if service in ("imap", "imaps"):
-        steps = (("expect", r"(?i)^\*\s+(?:OK|PREAUTH)"),)
+        steps = (("expect", r"(?i)^\*\s+(?:OK|PREAUTH)"), ("fail", r"(?i)^\*\s+BYE"))
         if login:
             user = _command_argument("login", login)
             user = user if _IMAP_ATOM.fullmatch(user) else _imap_quoted(user)
             password = _imap_quoted(_command_argument("passwd", passwd))
-            steps += (("send", f"1 LOGIN {user} {password}\r\n"), ("expect", r"(?im)^1\s+OK"))
+            steps += (
+                ("send", f"1 LOGIN {user} {password}\r\n"),
+                ("expect", r"(?im)^1\s+OK"),
+                ("fail", r"(?im)^1\s+(?:NO|BAD)"),
+            )
         return steps + (("send", "2 LOGOUT\r\n"),)
     if service == "simpletcp":
         text = request[1:] if request.startswith("/") else request
@@ -282,7 +312,11 @@ def ldirectord_dialogue(service: str, login: str, passwd: str, request: str, rec
             )
         except ValueError as exc:
             raise SettingError("login", str(exc)) from None
-        return (("send", options.decode("latin-1")), ("expect", r"^SIP/2\.0 200 OK"))
+        return (
+            ("send", options.decode("latin-1")),
+            ("expect", r"^SIP/2\.0 200 OK"),
+            ("fail", r"(?m)^SIP/2\.0 [3-6]\d\d "),  # a final answer other than 2xx
+        )
     return None
 
 
@@ -333,11 +367,13 @@ LDIRECTORD_DIALOGUES: dict[str, tuple[Step, ...]] = {
 
 # --- the check -----------------------------------------------------------------------------------
 
-_SEND, _EXPECT, _STARTTLS = 0, 1, 2
-_KINDS = {"send": _SEND, "expect": _EXPECT, "starttls": _STARTTLS}
+_SEND, _EXPECT, _STARTTLS, _FAIL = 0, 1, 2, 3
+_KINDS = {"send": _SEND, "expect": _EXPECT, "starttls": _STARTTLS, "fail": _FAIL}
 
-#: A planned step: (kind, data, text): data is the bytes sent, the compiled regex, or ``None``.
-_Planned = tuple[int, "bytes | re2._Regexp | None", str]
+#: A planned step: (kind, data, text, fails): data is the bytes sent, the compiled regex, or
+#: ``None``; fails are the compiled ``fail`` regexes of an expect (the ``fail`` steps after it,
+#: which are planned as steps that do nothing).
+_Planned = tuple[int, "bytes | re2._Regexp | None", str, "tuple[re2._Regexp, ...]"]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -345,20 +381,31 @@ def _plan(dialogue: tuple[Step, ...]) -> tuple[_Planned, ...] | str:
     """The steps with their bytes encoded and regexes compiled, or the reason of a step that
     cannot run (the loader refuses them already; this keeps the check honest without it)."""
     planned: list[_Planned] = []
+    expect = -1  # index in planned of the expect the next fail steps belong to; -1: none
     for number, (kind, text) in enumerate(dialogue, 1):
         code = _KINDS.get(kind)
         if code == _SEND:
             try:
-                planned.append((_SEND, text.encode("latin-1"), text))
+                planned.append((_SEND, text.encode("latin-1"), text, ()))
             except UnicodeEncodeError:
                 return f"dialogue step {number}: send is not Latin-1 text"
-        elif code == _EXPECT:
+            expect = -1
+        elif code == _EXPECT or code == _FAIL:
             compiled = compile_body_pattern(text)
             if isinstance(compiled, str):
-                return _clip(f"dialogue step {number}: bad expect regex: {compiled}")
-            planned.append((_EXPECT, compiled, text))
+                return _clip(f"dialogue step {number}: bad {kind} regex: {compiled}")
+            if code == _EXPECT:
+                expect = len(planned)
+                planned.append((_EXPECT, compiled, text, ()))
+            elif expect < 0:
+                return f"dialogue step {number}: fail must follow an expect step"
+            else:
+                step = planned[expect]
+                planned[expect] = (step[0], step[1], step[2], step[3] + (compiled,))
+                planned.append((_FAIL, None, text, ()))
         elif code == _STARTTLS:
-            planned.append((_STARTTLS, None, text))
+            planned.append((_STARTTLS, None, text, ()))
+            expect = -1
         else:
             return _clip(f"dialogue step {number}: unknown step {kind!r}")
     return tuple(planned)
@@ -495,7 +542,9 @@ async def _converse(
     loop: asyncio.AbstractEventLoop, conversation: _Conversation, plan: tuple[_Planned, ...], spec: CheckSpec, rip: str
 ) -> tuple[bool, str]:
     consumed = -1  # end of the furthest expect match in conversation.received; -1: none since the send
-    for number, (kind, data, text) in enumerate(plan, 1):
+    for number, (kind, data, text, fails) in enumerate(plan, 1):
+        if kind == _FAIL:
+            continue  # its regex is its expect's (`_plan`)
         if kind == _SEND:
             if conversation.closed:
                 return False, _closed(number, conversation)
@@ -505,7 +554,7 @@ async def _converse(
             conversation.transport.write(data)
         elif kind == _EXPECT:
             assert not isinstance(data, bytes) and data is not None
-            end = await _expect(conversation, data)
+            end = await _expect(conversation, data, fails)
             if isinstance(end, str):
                 return False, f"dialogue step {number}: {end}" if end else _closed(number, conversation, text)
             consumed = max(consumed, end)
@@ -546,18 +595,22 @@ async def _line_end(conversation: _Conversation, consumed: int) -> int:
     return newline + 1
 
 
-async def _expect(conversation: _Conversation, pattern: re2._Regexp) -> int | str:
+async def _expect(conversation: _Conversation, pattern: re2._Regexp, fails: tuple[re2._Regexp, ...] = ()) -> int | str:
     """Read until ``pattern`` matches; the end of its match, ``""`` when the connection ended
-    first, or the reason of a failure."""
+    first, or the reason of a failure (one of ``fails`` matched first, or no match in time)."""
     received = conversation.received
     searched = -1
     while True:
         size = min(len(received), MAX_EXPECT_READ + 1)
         if size != searched:
             searched = size
-            end = await _search(pattern, received[:MAX_EXPECT_READ].decode("latin-1"))
+            text = received[:MAX_EXPECT_READ].decode("latin-1")
+            end = await _search(pattern, text)
             if end >= 0:
                 return end
+            for fail in fails:
+                if await _search(fail, text) >= 0:
+                    return _clip(f"reply matches fail {_quote_regex(fail.pattern)}: {_quote(received)}")
             continue  # more may have come during the search
         if size > MAX_EXPECT_READ:
             return _no_match(pattern, received, f"in {MAX_EXPECT_READ // 1024} KiB")

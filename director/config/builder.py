@@ -289,19 +289,23 @@ def _protocol_check_problems(spec: CheckSpec) -> Iterator[tuple[tuple[str, ...],
     if len(spec.dialogue) > MAX_DIALOGUE_STEPS:
         yield ("dialogue",), f"dialogue has {len(spec.dialogue)} steps; at most {MAX_DIALOGUE_STEPS}"
     tls = spec.tls
+    previous = None
     for i, (kind, text) in enumerate(spec.dialogue[:MAX_DIALOGUE_STEPS]):
         where = f"dialogue step {i + 1}"
         if kind == "send":
             problem = _latin1_problem(text, f"{where}'s send")
-        elif kind == "expect":
+        elif kind == "fail" and previous not in ("expect", "fail"):
+            problem = f"{where}'s fail must follow an expect step (it ends that step early)"
+        elif kind in ("expect", "fail"):
             problem = re2_problem(text)
-            problem = None if problem is None else f"{where}'s expect {problem}"
+            problem = None if problem is None else f"{where}'s {kind} {problem}"
         elif tls:
             problem = f"{where} starts TLS on a connection that has TLS already"
         else:
             tls, problem = True, None
         if problem is not None:
             yield ("dialogue",), problem
+        previous = kind
     if spec.type == "udp" and spec.send is None:
         yield ("send", "type"), "a udp check needs send: the datagram it sends"
     if spec.send is not None:
@@ -453,7 +457,7 @@ def _dialogue_step(step: dict[str, Any]) -> tuple[str, str]:
     """``{"send": "x"}`` -> ``("send", "x")``; ``{"starttls": True}`` -> ``("starttls", "")``.  A step
     with no key or several has been reported (`_Builder.check_section`); it becomes an ``expect``
     of its first text, or ``("starttls", "")``."""
-    for kind in ("send", "expect"):
+    for kind in ("send", "expect", "fail"):
         if step.get(kind) is not None:
             return kind, step[kind]
     return "starttls", ""

@@ -84,14 +84,17 @@ class DialogueStepSchema(_Schema):
 
     send: str | None = Field(None, description="Text sent (Latin-1 bytes).")
     expect: str | None = Field(None, description="RE2 regex awaited in what arrives.")
+    fail: str | None = Field(
+        None, description="RE2 regex: the `expect` step before it fails at once when this matches first."
+    )
     starttls: bool | None = Field(None, description="`true`: start TLS here.")
 
     @model_validator(mode="after")
     def _one_key(self) -> DialogueStepSchema:
-        keys = [name for name in ("send", "expect", "starttls") if getattr(self, name) is not None]
+        keys = [name for name in ("send", "expect", "fail", "starttls") if getattr(self, name) is not None]
         if len(keys) != 1:
             raise ValueError(
-                "a dialogue step is a mapping of exactly one key, send, expect or starttls; "
+                "a dialogue step is a mapping of exactly one key, send, expect, fail or starttls; "
                 + (f"this one has {', '.join(keys)}" if keys else "this one has none")
             )
         if self.starttls is False:
@@ -188,8 +191,9 @@ class CheckSchema(_Schema):
         default_factory=list,
         description="`tcp`: steps run in order once connected, each a mapping of one key: `send: TEXT` (sent as "
         "Latin-1 bytes; write `\\r\\n` in a double-quoted YAML string), `expect: REGEX` (RE2; read until it "
-        "matches what arrived since the last send, at most 64 KiB), `starttls: true` (TLS from here on, as "
-        "`verify_tls`). Empty: connect only.",
+        "matches what arrived since the last send, at most 64 KiB), `fail: REGEX` (RE2; after an `expect`: that "
+        "step fails at once when this matches first, e.g. `-ERR` from a server that keeps the connection open), "
+        "`starttls: true` (TLS from here on, as `verify_tls`). Empty: connect only.",
         json_schema_extra={"type_text": "list of mappings"},
     )
     send: str | None = Field(_SPEC.send, description="`udp`: the datagram sent (Latin-1 text).")

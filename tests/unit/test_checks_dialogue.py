@@ -48,6 +48,7 @@ SMTP = LDIRECTORD_DIALOGUES["smtp"]
 # Net::Cmd's reply (Net::SMTP, Net::FTP): lines "CODE-text" continue it, "CODE SP text" or "CODE"
 # alone ends it (RFC 5321 section 4.2.1, RFC 959 section 4.2).
 REPLY_2XX = r"(?m)^2\d\d(?: |\r?\n)"
+REPLY_45X = r"(?m)^[45]\d\d(?: |\r?\n)"
 
 
 def spec(dialogue=(), **fields) -> CheckSpec:
@@ -231,20 +232,22 @@ async def test_ftp_wrong_password_fails(tmp_path):
     dialogue = ldirectord_dialogue("ftp", "alice", "wrong", "/", "")
     with ftp_server(tmp_path) as port:
         start = time.monotonic()
-        result = await check(port, dialogue, timeout=0.5)
+        result = await check(port, dialogue, timeout=2.0)
     assert not result.ok
-    assert result.timed_out  # pyftpdlib answers 530 and waits for another try
+    # pyftpdlib answers 530 and waits for another try: the fail step ends the check at once
+    assert not result.timed_out
+    assert result.reason.startswith(f'dialogue step 7: reply matches fail {REPLY_45X!r}: "530 '), result.reason
     assert time.monotonic() - start < 1.5
 
 
 async def test_ftp_wrong_password_fails_with_the_reply_when_the_server_closes(tmp_path):
     dialogue = ldirectord_dialogue("ftp", "alice", "wrong", "/", "")
     # QUIT before reading PASS's reply; 230 only, as QUIT's 221 is a 2xx too
-    dialogue = dialogue[:4] + (("send", "QUIT\r\n"), ("expect", "(?m)^230 "))
+    dialogue = dialogue[:6] + (("send", "QUIT\r\n"), ("expect", "(?m)^230 "))
     with ftp_server(tmp_path) as port:
         result = await check(port, dialogue)
     assert not result.ok
-    assert result.reason.startswith("dialogue step 6: reply does not match '(?m)^230 ' (connection closed): \"530 ")
+    assert result.reason.startswith("dialogue step 8: reply does not match '(?m)^230 ' (connection closed): \"530 ")
     assert "221 " in result.reason
 
 
@@ -307,7 +310,7 @@ async def test_server_closing_mid_dialogue():
         send_after_close = await check(port, (("expect", "^220"), ("send", "A\r\n"), ("expect", "^2"),
                                               ("send", "B\r\n")))  # fmt: skip
     assert not after_send.ok
-    assert after_send.reason == f"dialogue step 3: connection closed before {REPLY_2XX!r} matched"
+    assert after_send.reason == f"dialogue step 4: connection closed before {REPLY_2XX!r} matched"
     assert not send_after_close.ok
     assert send_after_close.reason == "dialogue step 3: connection closed before '^2' matched"
 
@@ -330,7 +333,7 @@ async def test_server_resetting_mid_dialogue():
 
     async with fake_server(reset) as port:
         result = await check(port, SMTP)
-    assert not result.ok and result.reason == "dialogue step 3: connection reset"
+    assert not result.ok and result.reason == "dialogue step 4: connection reset"
 
 
 async def test_clear_text_after_the_go_ahead_is_refused_before_starttls():
@@ -420,12 +423,14 @@ def test_ldirectord_table_covers_the_text_protocols():
 
 def test_ldirectord_smtp_is_net_smtp_new_then_quit():
     # Net::SMTP->new: any 2xx greeting, "EHLO localhost.localdomain" (hello()'s default) answered
-    # 2xx; check_smtp then calls quit.
+    # 2xx; check_smtp then calls quit.  A final 4xx/5xx fails at once, as Net::Cmd returns it.
     for service in ("smtp", "submission"):
         assert LDIRECTORD_DIALOGUES[service] == (
             ("expect", REPLY_2XX),
+            ("fail", REPLY_45X),
             ("send", "EHLO localhost.localdomain\r\n"),
             ("expect", REPLY_2XX),
+            ("fail", REPLY_45X),
             ("send", "QUIT\r\n"),
         )
 
@@ -454,26 +459,33 @@ def test_ldirectord_ftp_is_net_ftp_login_with_ldirectords_defaults():
     # directord@localhost); Net::FTP: 2xx greeting, USER answered 3xx, PASS answered 2xx.
     assert LDIRECTORD_DIALOGUES["ftp"] == (
         ("expect", REPLY_2XX),
+        ("fail", REPLY_45X),
         ("send", "USER anonymous\r\n"),
         ("expect", r"(?m)^3\d\d(?: |\r?\n)"),
+        ("fail", r"(?m)^[245]\d\d(?: |\r?\n)"),  # 230 at once is no password asked: a failure too
         ("send", "PASS directord@localhost\r\n"),
         ("expect", REPLY_2XX),
+        ("fail", REPLY_45X),
         ("send", "QUIT\r\n"),
     )
-    assert ldirectord_dialogue("ftp", "bob", "", "/", "")[1:4:2] == (
+    assert ldirectord_dialogue("ftp", "bob", "", "/", "")[2:6:3] == (
         ("send", "USER bob\r\n"), ("send", "PASS directord@localhost\r\n"))  # fmt: skip
 
 
 def test_ldirectord_pop_is_mail_pop3client():
     # Connect: banner /^\+OK/i; Login_Pass: USER answered /^\+/, PASS answered /^\+OK/; Close: QUIT.
+    # -ERR (RFC 1939 section 3) fails at once, as Mail::POP3Client returns at it.
     assert LDIRECTORD_DIALOGUES["pop"] == LDIRECTORD_DIALOGUES["pops"] == (
-        ("expect", r"(?i)^\+OK"), ("send", "QUIT\r\n"))  # fmt: skip
+        ("expect", r"(?i)^\+OK"), ("fail", r"(?i)^-ERR"), ("send", "QUIT\r\n"))  # fmt: skip
     assert ldirectord_dialogue("pop", "bob", "pw", "/", "") == (
         ("expect", r"(?i)^\+OK"),
+        ("fail", r"(?i)^-ERR"),
         ("send", "USER bob\r\n"),
         ("expect", r"^\+"),
+        ("fail", r"(?i)^-ERR"),
         ("send", "PASS pw\r\n"),
         ("expect", r"^\+OK"),
+        ("fail", r"(?i)^-ERR"),
         ("send", "QUIT\r\n"),
     )
 
@@ -481,25 +493,27 @@ def test_ldirectord_pop_is_mail_pop3client():
 def test_ldirectord_imap_is_net_imap_simple():
     # new: greeting /^\*\s+(?:OK|PREAUTH)/i; login: "LOGIN user " . _escape(pass), tagged
     # /^TAG\s+OK/i; quit: LOGOUT.
+    # A BYE greeting or a tagged NO/BAD (RFC 3501 sections 7.1.5, 6.2.3) fails at once.
     assert LDIRECTORD_DIALOGUES["imap"] == LDIRECTORD_DIALOGUES["imaps"] == (
-        ("expect", r"(?i)^\*\s+(?:OK|PREAUTH)"), ("send", "2 LOGOUT\r\n"))  # fmt: skip
-    assert ldirectord_dialogue("imap", "bob", 'p"w\\', "/", "")[1:3] == (
+        ("expect", r"(?i)^\*\s+(?:OK|PREAUTH)"), ("fail", r"(?i)^\*\s+BYE"), ("send", "2 LOGOUT\r\n"))  # fmt: skip
+    assert ldirectord_dialogue("imap", "bob", 'p"w\\', "/", "")[2:5] == (
         ("send", '1 LOGIN bob "p\\"w\\\\"\r\n'),  # RFC 3501 section 4.3: \" and \\ in a quoted string
         ("expect", r"(?im)^1\s+OK"),
+        ("fail", r"(?im)^1\s+(?:NO|BAD)"),
     )
     # A user name that is not an atom (RFC 3501 section 9) is quoted the same way.
-    assert ldirectord_dialogue("imap", 'bob "b" smith', "pw", "/", "")[1] == (
+    assert ldirectord_dialogue("imap", 'bob "b" smith', "pw", "/", "")[2] == (
         "send", '1 LOGIN "bob \\"b\\" smith" "pw"\r\n')  # fmt: skip
 
 
 def test_ldirectord_nntp_reads_the_banner_only():
-    assert LDIRECTORD_DIALOGUES["nntp"] == (("expect", "^2"),)
+    assert LDIRECTORD_DIALOGUES["nntp"] == (("expect", "^2"), ("fail", "^[45]"))
 
 
 def test_ldirectord_sip_over_a_stream_socket_byte_for_byte():
     # check_sip's request (RFC 3261 section 11.1) with its constant branch, tag and CSeq; a TCP
     # Via without address (section 18.2.2: the answer comes back on the connection).
-    send, expect = ldirectord_dialogue("sip", "probe@example.com", "", "/", "")
+    send, expect, fail = ldirectord_dialogue("sip", "probe@example.com", "", "/", "")
     assert send == (
         "send",
         "OPTIONS sip:probe@example.com SIP/2.0\r\n"
@@ -514,6 +528,7 @@ def test_ldirectord_sip_over_a_stream_socket_byte_for_byte():
         "Content-Length: 0\r\n\r\n",
     )
     assert expect == ("expect", r"^SIP/2\.0 200 OK")
+    assert fail == ("fail", r"(?m)^SIP/2\.0 [3-6]\d\d ")  # a final answer other than 2xx
     assert LDIRECTORD_DIALOGUES["sip"][0][1].startswith("OPTIONS sip:directord@localhost SIP/2.0\r\n")
 
 
@@ -566,3 +581,57 @@ def test_checks_without_steps_or_with_a_bad_step_are_described():
     spec_ = replace(spec(), dialogue=(("expect", "(?<=x)"),))
     result = asyncio.run(run_check(target(spec_, free_port()), None))
     assert not result.ok and result.reason.startswith("dialogue step 1: bad expect regex:")
+
+
+# --- fail steps ------------------------------------------------------------------------------
+
+
+def says(*lines: bytes):
+    """A session that sends ``lines`` one by one and then keeps the connection open."""
+
+    async def session(reader, writer):
+        for line in lines:
+            writer.write(line)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        await reader.read()
+
+    return session
+
+
+async def test_a_fail_step_ends_its_expect_at_once():
+    async with fake_server(says(b"-ERR [AUTH] no\r\n")) as port:
+        start = time.monotonic()
+        result = await check(port, (("expect", r"^\+OK"), ("fail", "^-ERR")), timeout=2.0)
+    assert (result.ok, result.timed_out) == (False, False)
+    assert result.reason == "dialogue step 1: reply matches fail '^-ERR': \"-ERR [AUTH] no\""
+    assert time.monotonic() - start < 1.0
+
+
+async def test_the_expect_wins_over_its_fail_and_a_later_fail_counts_too():
+    async with fake_server(says(b"+OK ready -ERR is not at the start\r\n")) as port:
+        both = await check(port, (("expect", r"^\+OK"), ("fail", "ERR")), timeout=2.0)
+
+    async def refuse_ehlo(reader, writer):
+        writer.write(b"220 x\r\n")
+        await reader.readline()
+        writer.write(b"554 go away\r\n")
+        await reader.read()
+
+    dialogue = (("expect", "^220 "), ("send", "EHLO x\r\n"), ("expect", "^250 "), ("fail", "^421"), ("fail", "^554"))
+    async with fake_server(refuse_ehlo) as port:
+        later = await check(port, dialogue, timeout=2.0)
+    assert both.ok, both.reason
+    assert not later.ok and not later.timed_out
+    assert later.reason == "dialogue step 3: reply matches fail '^554': \"554 go away\""
+
+
+async def test_without_a_fail_step_a_refusal_on_an_open_connection_waits_for_the_time_limit():
+    async with fake_server(says(b"-ERR no\r\n")) as port:
+        result = await check(port, (("expect", r"^\+OK"),), timeout=0.3)
+    assert (result.ok, result.timed_out) == (False, True)
+
+
+async def test_a_fail_step_not_after_an_expect_is_refused_without_connecting():
+    result = await check(free_port(), (("send", "x"), ("fail", "y")))
+    assert (result.ok, result.reason) == (False, "dialogue step 2: fail must follow an expect step")

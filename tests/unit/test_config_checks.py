@@ -43,7 +43,7 @@ def test_dialogue_steps_become_pairs_and_verify_tls_a_mode():
     check = (
         parse(
             service(
-                '{type: tcp, verify_tls: true, dialogue: [{expect: "^220 "}, {send: "EHLO x\\r\\n"}, '
+                '{type: tcp, verify_tls: true, dialogue: [{expect: "^220 "}, {fail: "^5"}, {send: "EHLO x\\r\\n"}, '
                 "{starttls: true}]}",
                 port=25,
             )
@@ -51,7 +51,7 @@ def test_dialogue_steps_become_pairs_and_verify_tls_a_mode():
         .services[0]
         .check
     )
-    assert check.dialogue == (("expect", "^220 "), ("send", "EHLO x\r\n"), ("starttls", ""))
+    assert check.dialogue == (("expect", "^220 "), ("fail", "^5"), ("send", "EHLO x\r\n"), ("starttls", ""))
     assert check.verify_tls == "full"
     assert parse(service("{type: https, verify_tls: chain}", port=443)).services[0].check.verify_tls == "chain"
     assert parse(service("{type: https, verify_tls: false}", port=443)).services[0].check.verify_tls == "none"
@@ -78,6 +78,9 @@ def test_agent_and_slow_start_keys():
         ("{type: http, dialogue: [{send: x}]}", "tcp", "dialogue", "dialogue is for tcp checks"),
         ("{type: tcp, dialogue: [{send: x, expect: y}]}", "tcp", "dialogue[0]", "exactly one key"),
         ("{type: tcp, dialogue: [{starttls: false}]}", "tcp", "dialogue[0]", "starttls: false is not a step"),
+        ("{type: tcp, dialogue: [{send: x}, {fail: y}]}", "tcp", "dialogue", "step 2's fail must follow an expect"),
+        ("{type: tcp, dialogue: [{fail: y}]}", "tcp", "dialogue", "step 1's fail must follow an expect step"),
+        ("{type: tcp, dialogue: [{expect: x}, {fail: '(a'}]}", "tcp", "dialogue", "step 2's fail is not a regular"),
         ("{type: tcp, tls: true, dialogue: [{starttls: true}]}", "tcp", "dialogue", "has TLS already"),
         ("{type: https, verify_tls: 1}", "tcp", "verify_tls", "expected true, false, none, chain or full"),
         ("{type: https, verify_tls: maybe}", "tcp", "verify_tls", "expected one of"),

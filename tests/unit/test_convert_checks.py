@@ -93,7 +93,7 @@ def test_smtp_and_submission_dialogue():
         c, issues = check_of(f"service={svc}", port)
         assert c["type"] == "tcp" and "tls" not in c
         assert c["dialogue"] == steps(svc)
-        assert c["dialogue"][1] == {"send": "EHLO localhost.localdomain\r\n"}  # the YAML shape, once
+        assert c["dialogue"][2] == {"send": "EHLO localhost.localdomain\r\n"}  # the YAML shape, once
         assert not weaker(issues)
 
 
