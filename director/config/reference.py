@@ -106,8 +106,8 @@ def _dialogue_yaml(steps: tuple[tuple[str, str], ...]) -> str:
         elif kind == "send":
             escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", "\\r").replace("\n", "\\n")
             out.append(f'{{send: "{escaped}"}}')
-        else:
-            out.append("{expect: '" + text.replace("'", "''") + "'}")
+        else:  # expect, fail: a regex in a single-quoted YAML string
+            out.append(f"{{{kind}: '" + text.replace("'", "''") + "'}")
     return "[" + ", ".join(out) + "]"
 
 

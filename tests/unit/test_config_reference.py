@@ -151,3 +151,16 @@ def test_a_pipe_in_a_cell_is_escaped():
     row = re.search(r"^\| `authkeys` \|.*$", render_reference(), re.M)
     assert row is not None and "sha1\\|md5\\|crc" in row.group(0)
     assert row.group(0).replace("\\|", "").count("|") == 6  # five cells
+
+
+@pytest.mark.parametrize("service", ["smtp", "ftp", "pop", "imap", "nntp", "sip"])
+def test_the_dialogue_examples_are_yaml_that_loads_back_to_the_steps(service):
+    import yaml
+
+    from checks.protocols.dialogue import LDIRECTORD_DIALOGUES
+    from director.config.builder import _dialogue_step
+    from director.config.reference import _dialogue_yaml
+
+    steps = LDIRECTORD_DIALOGUES[service]
+    loaded = yaml.safe_load(_dialogue_yaml(steps))
+    assert tuple(_dialogue_step(step) for step in loaded) == steps
