@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from checkhelpers import free_port, ipv6_loopback
+from checkhelpers import free_port, ipv6_loopback, open_fds
 
 from checks.base import CheckTarget, run_check
 from checks.protocols import sql, tns
@@ -47,10 +47,6 @@ def target(port: int, rip: str = "127.0.0.1", **spec: object) -> CheckTarget:
         rport=port,
         spec=CheckSpec(**fields),  # type: ignore[arg-type]
     )
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def other_tasks() -> set[asyncio.Task[object]]:
