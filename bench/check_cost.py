@@ -135,11 +135,6 @@ def cpu_times(pid: int | None = None) -> tuple[float, float]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """User + sys CPU seconds of this process, or of process ``pid`` (``/proc/PID/stat``)."""
-    return sum(cpu_times(pid))
-
-
 def rss_mib(pid: int | str = "self") -> tuple[float, float]:
     """(current, peak) RSS of this process (or of ``pid``) in MiB."""
     cur = peak = 0.0
