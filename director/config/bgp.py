@@ -64,7 +64,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from director.config.ha import KeyDoc, ifname_problem, parse_duration
 from director.config.issues import ConfigIssue, describe, quote
@@ -228,7 +228,7 @@ NEIGHBOR_KEY_DOCS: dict[str, KeyDoc] = {
     "password": KeyDoc(
         "string",
         "none",
-        "The TCP MD5 signature key (RFC 2385): printable ASCII without `\"` or `\\`.",
+        'The TCP MD5 signature key (RFC 2385): printable ASCII without `"` or `\\`.',
     ),
     "source_address": KeyDoc(
         "string",
@@ -293,10 +293,11 @@ SPEAKER_KEY_DOCS: dict[str, KeyDoc] = {
 
 _ECMP_SCHEDULER = "mh"
 _WARN_SCHEDULER = (
-    "flows a router rehashes to another director land on another real server; use mh (Maglev hashing) "
-    "for active-active"
+    "flows a router rehashes to another director land on another real server; use mh (Maglev hashing) for active-active"
 )
-_WARN_NAT = "replies of a NAT service must pass the director that took the request; with ECMP they may not; use dr or tun"
+_WARN_NAT = (
+    "replies of a NAT service must pass the director that took the request; with ECMP they may not; use dr or tun"
+)
 
 
 def _vip_problem(address: str) -> str | None:
@@ -474,7 +475,7 @@ class _BgpParser:
         return DEFAULT_KERNEL_TABLE if table is None else table
 
     def interface(self) -> str:
-        default: str = BgpConfig.__dataclass_fields__["interface"].default
+        default = cast(str, BgpConfig.__dataclass_fields__["interface"].default)  # a Field's default is untyped
         value = self.section.get("interface")
         if value is None:
             return default
@@ -568,9 +569,8 @@ class _BgpParser:
                 continue
             if neighbor.name in names:
                 where = rel + ("name",) if isinstance(item.get("name"), str) else rel
-                self.issue(
-                    where, f"duplicate neighbour name {quote(neighbor.name)} (same as neighbors[{names[neighbor.name]}])"
-                )
+                first = names[neighbor.name]
+                self.issue(where, f"duplicate neighbour name {quote(neighbor.name)} (same as neighbors[{first}])")
                 continue
             addresses[neighbor.address] = index
             names[neighbor.name] = index
@@ -785,14 +785,14 @@ class _BgpParser:
         if isinstance(value, str):
             match = _PERCENT.fullmatch(value.strip()) if len(value) <= 16 else None
             if match is None:
-                self.issue(rel, f"expected a count (2) or a percentage (\"50%\"), got {quote(value)}")
+                self.issue(rel, f'expected a count (2) or a percentage ("50%"), got {quote(value)}')
                 return None
             percent = float(match.group(1))
             if not 1 <= percent <= 100:
                 self.issue(rel, f"a percentage must be 1..100%, got {quote(value)}")
                 return None
             return MinHealthy(count=None, percent=percent)
-        self.issue(rel, f"expected a count (2) or a percentage (\"50%\"), got {describe(value)}")
+        self.issue(rel, f'expected a count (2) or a percentage ("50%"), got {describe(value)}')
         return None
 
     def communities(self, value: Any, rel: Path, parts: int, high: int) -> list[tuple[int, ...]]:
