@@ -849,12 +849,12 @@ class _BgpParser:
                             path + ("real_servers", j, "forwarding"),
                             f"real server {server.address} of {what} forwards with nat: {_WARN_NAT}",
                         )
-            count = vip.min_healthy.count
-            if vip.min_healthy.percent is None and count is not None and count > len(service.real_servers):
+            total = len(service.real_servers)
+            if vip.min_healthy.needed(total) > total:
                 self.warn(
                     path,
-                    f"{what} has {len(service.real_servers)} real servers, fewer than the VIP's min_healthy "
-                    f"{count}: the VIP is never announced",
+                    f"{what} has {total} real servers, fewer than the VIP's min_healthy "
+                    f"{vip.min_healthy.text()}: the VIP is never announced",
                 )
 
 
