@@ -72,6 +72,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"{args.config}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     n_rs = sum(len(s.real_servers) for s in config.services)
     print(f"{args.config}: OK ({len(config.services)} virtual services, {n_rs} real servers)")
     return 0

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from checks.spec import CheckSpec
+from ha.bgp.model import BgpConfig
 from ha.model import HAConfig
 
 # --- kernel constants (include/uapi/linux/ip_vs.h) ---------------------------
@@ -489,3 +490,8 @@ class Config:
     services: tuple[VirtualService, ...] = ()
     ha: HAConfig | None = None
     notify: NotifySettings | None = None
+    #: the ``bgp:`` section (active-active directors announcing their VIPs), or None
+    bgp: BgpConfig | None = None
+    #: what the file does that works but is likely a mistake, each one line as a located
+    #: problem is written (``FILE:LINE:COL: FIELD: MESSAGE``); ``directord check`` prints them
+    warnings: tuple[str, ...] = ()

@@ -1,15 +1,18 @@
 """Configuration loader: a YAML file in, a validated `director.model.Config` out.
 
-One configuration system for the whole file, the ``ha:`` section included.  Its modules, each
-importing only those listed before it:
+One configuration system for the whole file, the ``ha:`` and ``bgp:`` sections included.  Its
+modules, each importing only those listed before it:
 
 * `director.config.issues`: `ConfigIssue`, `ConfigError`, and the quoting of values in messages;
 * `director.config.located`: the located, bounded YAML loader (`LocatedLoader`, `locate`);
 * `director.config.schema`: the pydantic models of the file's structure;
 * `director.config.ha`: the ``ha:`` section (heartbeat's rules come from `ha.config`);
+* `director.config.bgp`: the ``bgp:`` section (its model is `ha.bgp.model`), and the warnings
+  about the virtual services of its VIPs;
 * `director.config.builder`: semantic checks and conversion of the whole document;
 * `director.config.reference`: the configuration reference (``docs/configuration.md``), rendered from
-  the schema's descriptions and the ``ha:`` key table (``python3 -m director.config.reference``);
+  the schema's descriptions and the ``ha:`` and ``bgp:`` key tables
+  (``python3 -m director.config.reference``);
 * this module: `load_config` and `parse_config`, the entry points.
 
 The format is defined by the sample ``etc/directord.yaml``.  Loading runs in
@@ -42,7 +45,10 @@ characters of a value, control characters escaped (`quote`).
 
 Problems are `ConfigIssue` objects (file, 1-based line and column, dotted field
 path such as ``virtual_services[0].real_servers[1].weight``, message) carried
-by one `ConfigError`.
+by one `ConfigError`.  Warnings (a file that works but is likely a mistake, such as a
+virtual service of a BGP VIP whose scheduler is not ``mh``) are located the same
+way and kept, as text, in `director.model.Config.warnings`; ``directord check``
+prints them.
 
 Kernel facts behind some rules: the kernel rejects a destination whose lower
 connection threshold is above its upper one (``ip_vs_add_dest`` in

@@ -5,7 +5,9 @@
 the problems of the others), then the ranges and cross-field rules (fwmark vs address services,
 scheduler flags, address families, forwarding methods, duplicates), merges service-level and
 real-server-level ``check`` mappings, and hands the ``ha:`` section to
-`director.config.ha.parse_ha`.  Every problem is collected as a located `ConfigIssue`.
+`director.config.ha.parse_ha` and the ``bgp:`` section to `director.config.bgp.parse_bgp`.  Every
+problem is collected as a located `ConfigIssue`; so is every warning (a file that works but is
+likely a mistake), which ends up in `director.model.Config.warnings` as text.
 
 Kernel facts behind some rules: the kernel rejects a destination whose lower connection threshold
 is above its upper one (``ip_vs_add_dest`` in ``net/netfilter/ipvs/ip_vs_ctl.c`` returns
@@ -40,6 +42,7 @@ from checks.protocols.radius import MAX_VALUE as RADIUS_MAX_VALUE
 from checks.protocols.sip import login_problem as sip_login_problem
 from checks.protocols.sql import missing_driver, oracle_database_problem
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS, CheckSpec
+from director.config.bgp import parse_bgp
 from director.config.ha import parse_ha
 from director.config.issues import ConfigIssue, bounded, describe, quote
 from director.config.located import Path, YamlMap, YamlSeq, field_path, locate
@@ -618,20 +621,20 @@ class _Builder:
                     1,
                     "",
                     "the configuration file is empty (expected a mapping with "
-                    "global, virtual_services, ha and notify sections)",
+                    "global, virtual_services, ha, bgp and notify sections)",
                 )
             )
             return None
         if not isinstance(root, dict):
             self.issue(
-                (), f"the top level must be a mapping (global, virtual_services, ha, notify), got {describe(root)}"
+                (), f"the top level must be a mapping (global, virtual_services, ha, bgp, notify), got {describe(root)}"
             )
             return None
         self.duplicate_keys(root, (), set())
         self.validate(RootSchema, root, (), drop=("global", "virtual_services", "notify"))
         settings_schema, _ = self.section(SettingsSchema, root, "global", ())
         settings = self.settings(settings_schema) if settings_schema is not None else Settings()
-        services: list[VirtualService] = []
+        indexed: list[tuple[int, VirtualService]] = []  # each with its index in virtual_services
         raw_services = root.get("virtual_services")
         if (
             self.validate_list(raw_services, ("virtual_services",))
@@ -641,14 +644,29 @@ class _Builder:
             for index, raw in enumerate(raw_services):
                 service = self.service(index, raw)
                 if service is not None:
-                    services.append(service)
+                    indexed.append((index, service))
+        services = [service for _, service in indexed]
         ha = None
         if isinstance(root.get("ha"), dict):
             ha, ha_issues = parse_ha(root, self.file)
             self.issues.extend(ha_issues)
+        bgp = None
+        warnings: list[ConfigIssue] = []
+        if isinstance(root.get("bgp"), dict):
+            bgp, bgp_issues, warnings = parse_bgp(root, self.file, indexed, ha)
+            self.issues.extend(bgp_issues)
         notify_schema, _ = self.section(NotifySchema, root, "notify", ())
         notify = self.notify(notify_schema, services) if notify_schema is not None else None
-        return Config(path=self.file, settings=settings, services=tuple(services), ha=ha, notify=notify)
+        warnings.sort(key=lambda issue: (issue.line, issue.column))
+        return Config(
+            path=self.file,
+            settings=settings,
+            services=tuple(services),
+            ha=ha,
+            notify=notify,
+            bgp=bgp,
+            warnings=tuple(str(warning) for warning in warnings),
+        )
 
     def notify(self, schema: NotifySchema, services: list[VirtualService]) -> NotifySettings:
         """``notify:``: the hooks, each with known event kinds, a command whose program only

@@ -133,6 +133,7 @@ __all__ = [
     "RESOURCE_KEY_DOCS",
     "TIMER_RANGES",
     "KeyDoc",
+    "ifname_problem",
     "parse_duration",
     "parse_ha",
 ]
@@ -413,7 +414,7 @@ def parse_duration(value: Any) -> float:
     return math.floor(seconds * 1000.0 + 0.5) / 1000.0
 
 
-def _ifname_problem(name: str) -> str | None:
+def ifname_problem(name: str) -> str | None:
     """Why ``name`` cannot be a Linux interface name (``dev_valid_name`` in net/core/dev.c), or ``None``."""
     if not name:
         return "an interface name must not be empty"
@@ -650,7 +651,7 @@ class _HAParser:
         return media
 
     def interface(self, name: str, rel: Path) -> bool:
-        problem = _ifname_problem(name)
+        problem = ifname_problem(name)
         if problem:
             self.issue(rel, problem)
         return problem is None

@@ -3,8 +3,9 @@
 `render_reference` builds the markdown from the pydantic models of `director.config.schema` (each
 field's type, default and ``description``), the ranges and bounds that `director.config.builder`
 enforces (its named constants, `RANGES`), the ``ha:`` section's key documentation
-(`director.config.ha.KEY_DOCS` and its sub-key tables, ranges from its constants) and the hook
-events of `director.model.HOOK_EVENTS`.  So the reference cannot drift from the code:
+(`director.config.ha.KEY_DOCS` and its sub-key tables, ranges from its constants), the ``bgp:``
+section's (`director.config.bgp.KEY_DOCS` and its sub-key tables) and the hook events of
+`director.model.HOOK_EVENTS`.  So the reference cannot drift from the code:
 tests/unit/test_config_reference.py compares the committed file with the output, byte for byte.
 
 Regenerate it with `COMMAND` (this module's ``main`` prints the markdown on stdout).  Pure, apart
@@ -26,6 +27,22 @@ from pydantic.fields import FieldInfo
 
 from checks.protocols.dialogue import LDIRECTORD_DIALOGUES
 from checks.spec import MAX_BODY_PROGRAM, MAX_DIALOGUE_STEPS
+from director.config.bgp import (
+    BFD_INTERVAL_MS_RANGE,
+    BFD_KEY_DOCS,
+    BFD_MULTIPLIER_RANGE,
+    GRACEFUL_SHUTDOWN_WAIT_RANGE,
+    HOLD_TIME_RANGE,
+    MAX_COMMUNITIES,
+    MAX_PASSWORD,
+    MAX_PREPEND,
+    MULTIHOP_RANGE,
+    NEIGHBOR_KEY_DOCS,
+    RESERVED_TABLES,
+    SPEAKER_KEY_DOCS,
+    VIP_KEY_DOCS,
+)
+from director.config.bgp import KEY_DOCS as BGP_KEY_DOCS
 from director.config.builder import (
     CHECK_COUNT_RANGE,
     CHECK_INTERVAL_RANGE,
@@ -84,9 +101,20 @@ from director.config.schema import (
     SyncDaemonSchema,
 )
 from director.model import HOOK_EVENTS, SCHEDULER_FLAGS, SCHEDULERS, SERVICE_EVENTS
+from ha.bgp.model import MAX_NEIGHBORS, MAX_VIPS
 from ha.model import NEIGH_LOCKTIME
 
-__all__ = ["COMMAND", "HA_RANGES", "MODEL_SECTIONS", "RANGES", "main", "render_reference", "schema_models", "slug"]
+__all__ = [
+    "BGP_RANGES",
+    "COMMAND",
+    "HA_RANGES",
+    "MODEL_SECTIONS",
+    "RANGES",
+    "main",
+    "render_reference",
+    "schema_models",
+    "slug",
+]
 
 #: The command that writes docs/configuration.md (named in the file and in the test's failure).
 COMMAND = "python3 -m director.config.reference > docs/configuration.md"
@@ -170,6 +198,28 @@ HA_RANGES: dict[str, str] = {
     "resources": f"at most {MAX_RESOURCE_ADDRESSES:,} addresses in all",
 }
 
+#: The range or bound of a ``bgp:`` key, and of its mappings' keys (``mapping.key``), from
+#: `director.config.bgp`'s constants and `ha.bgp.model`'s.
+BGP_RANGES: dict[str, str] = {
+    "local_as": f"1-{U32_MAX}",
+    "neighbors": f"at most {MAX_NEIGHBORS}",
+    "graceful_shutdown_wait": _span(GRACEFUL_SHUTDOWN_WAIT_RANGE, " s"),
+    "kernel_table": f"1-{U32_MAX}, not " + ", ".join(str(table) for table in RESERVED_TABLES),
+    "vips": f"at most {MAX_VIPS:,}",
+    "neighbors.as": f"1-{U32_MAX}",
+    "neighbors.hold_time": _span(HOLD_TIME_RANGE, " s"),
+    "neighbors.password": f"1-{MAX_PASSWORD} characters",
+    "neighbors.multihop": _span(MULTIHOP_RANGE),
+    "neighbors.port": "1-65535",
+    "vips.min_healthy": f"1-{U32_MAX}, or 1-100%",
+    "vips.communities": f"at most {MAX_COMMUNITIES}; each part 0-65535",
+    "vips.large_communities": f"at most {MAX_COMMUNITIES}; each part 0-{U32_MAX}",
+    "vips.med": f"0-{U32_MAX}",
+    "vips.prepend": f"0-{MAX_PREPEND}",
+    "bfd.interval": f"{BFD_INTERVAL_MS_RANGE[0]}ms-{BFD_INTERVAL_MS_RANGE[1] // 1000}s",
+    "bfd.multiplier": _span(BFD_MULTIPLIER_RANGE),
+}
+
 
 @dataclass(frozen=True)
 class _Section:
@@ -185,8 +235,8 @@ MODEL_SECTIONS: dict[type[BaseModel], _Section] = {
     RootSchema: _Section(
         "The file",
         2,
-        "A mapping of four sections, each optional. The samples `etc/directord.yaml` and "
-        "`etc/directord-ha.yaml` show them in use.",
+        "A mapping of five sections, each optional. The samples `etc/directord.yaml`, "
+        "`etc/directord-ha.yaml` and `etc/directord-bgp.yaml` show them in use.",
     ),
     SettingsSchema: _Section("`global`", 2, "Daemon-wide settings."),
     HTTPSchema: _Section(
@@ -237,6 +287,11 @@ MODEL_SECTIONS: dict[type[BaseModel], _Section] = {
 }
 
 _HA_TITLE = "`ha`"
+_BGP_TITLE = "`bgp`"
+_NEIGHBOR_TITLE = "`bgp.neighbors` mappings"
+_VIP_TITLE = "`bgp.vips` mappings"
+_BFD_TITLE = "`bgp.bfd`"
+_SPEAKER_TITLE = "`bgp.speaker`"
 _EVENTS_TITLE = "Events"
 _MEDIUM_TITLE = "`ha.media` mappings"
 _RESOURCE_TITLE = "`ha.resources` mappings"
@@ -358,7 +413,8 @@ def _model_rows(model: type[BaseModel]) -> list[tuple[str, ...]]:
             raise ValueError(f"{model.__name__}.{name} has no description")
         type_text = _extra(info, "type_text")
         if type_text is None:
-            type_text = f"mapping ({_link(_HA_TITLE)})" if key == "ha" else _type_text(info.annotation)
+            titles = {"ha": _HA_TITLE, "bgp": _BGP_TITLE}
+            type_text = f"mapping ({_link(titles[key])})" if key in titles else _type_text(info.annotation)
         rows.append((f"`{key}`", type_text, _default_text(info), RANGES.get((model, name), ""), info.description))
     return rows
 
@@ -382,7 +438,7 @@ _HEADER = ("key", "type", "default", "range", "meaning")
 def render_reference() -> str:
     """docs/configuration.md: the markdown reference of every key of the configuration file, one
     table per section (key, type, default, range, meaning), nested mappings linked, then the hook
-    events and the ``ha:`` section.  Ends with a newline.
+    events, the ``ha:`` section and the ``bgp:`` section.  Ends with a newline.
 
     Raises:
         ValueError: a schema field without a description, a model of the schema without a section
@@ -396,7 +452,8 @@ def render_reference() -> str:
         "# Configuration reference",
         "",
         f"*Generated by `{COMMAND}` from director/config/schema.py, director/config/ha.py,",
-        "director/config/builder.py and director/model.py; do not edit: change the code and regenerate.*",
+        "director/config/bgp.py, director/config/builder.py and director/model.py; do not edit: change the",
+        "code and regenerate.*",
         "",
         "directord's configuration is one YAML file (`/etc/directord/directord.yaml` by default;",
         "`directord check FILE` validates one). Times are seconds (fractions allowed), counts are",
@@ -442,7 +499,40 @@ def render_reference() -> str:
     for title, intro, docs, links in sub_tables:
         out += ["", f"### {title}", "", intro, ""]
         out += _table(_HEADER, _ha_rows(docs, {}, links))
+    out += _bgp_section()
     return "\n".join(out) + "\n"
+
+
+def _bgp_section() -> list[str]:
+    """The ``bgp:`` section's tables: its keys, then those of a neighbour, a VIP mapping, ``bfd``
+    and ``speaker``."""
+    out = [
+        "",
+        f"## {_BGP_TITLE}",
+        "",
+        "Active-active directors: every director announces the VIPs to its routers over BGP, and the "
+        "routers spread the flows over the directors that announce them (ECMP). directord runs and "
+        "supervises a BIRD 2 for it. A VIP is announced while each of its virtual services has "
+        "`min_healthy` real servers in service, and withdrawn when the director is drained or stops. "
+        "`directord check` warns about a virtual service of a VIP whose scheduler is not `mh` (another "
+        "director would send a flow to another real server) or that forwards with `nat` (the reply must "
+        "pass the director that took the request). A *time* is seconds or a string with a unit, "
+        "`500ms`, `5s`.",
+        "",
+    ]
+    links = {"neighbors": _NEIGHBOR_TITLE, "vips": _VIP_TITLE, "bfd": _BFD_TITLE, "speaker": _SPEAKER_TITLE}
+    out += _table(_HEADER, _ha_rows(BGP_KEY_DOCS, BGP_RANGES, links))
+    sub_tables: tuple[tuple[str, str, str, dict[str, KeyDoc]], ...] = (
+        (_NEIGHBOR_TITLE, "neighbors", "A router this director opens a BGP session with.", NEIGHBOR_KEY_DOCS),
+        (_VIP_TITLE, "vips", "A VIP given as a mapping instead of an address.", VIP_KEY_DOCS),
+        (_BFD_TITLE, "bfd", "BFD timers (RFC 5880) of the neighbours with `bfd: true`.", BFD_KEY_DOCS),
+        (_SPEAKER_TITLE, "speaker", "The BIRD that directord runs.", SPEAKER_KEY_DOCS),
+    )
+    for title, key, intro, docs in sub_tables:
+        ranges = {name.split(".", 1)[1]: text for name, text in BGP_RANGES.items() if name.startswith(key + ".")}
+        out += ["", f"### {title}", "", intro, ""]
+        out += _table(_HEADER, _ha_rows(docs, ranges, {}))
+    return out
 
 
 def main() -> int:

@@ -2,8 +2,8 @@
 pydantic's errors written as plain-words messages (`pydantic_message`).
 
 Unknown keys are errors, types are strict (a string is not an integer, a boolean is not an
-integer; integers are accepted where a number of seconds is expected).  The ``ha:`` section is
-not modelled here: `director.config.ha` checks it.  Pure.
+integer; integers are accepted where a number of seconds is expected).  The ``ha:`` and ``bgp:``
+sections are not modelled here: `director.config.ha` and `director.config.bgp` check them.  Pure.
 
 Every field carries its meaning (``Field(description=...)``) and, where its default is worked out
 elsewhere (a ``None`` standing for "the virtual port"), the default to show (`_shown`), and where
@@ -491,6 +491,12 @@ class RootSchema(_Schema):
         None,
         description="High availability: a heartbeat 3.0.6-compatible pair of directors.",
         json_schema_extra=_shown("none (a single director)"),
+    )
+    # The bgp section is checked and converted by director.config.bgp.parse_bgp.
+    bgp: dict[Any, Any] | None = Field(
+        None,
+        description="Active-active: every director announces the VIPs to its routers over BGP.",
+        json_schema_extra=_shown("none (no BGP)"),
     )
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from director.config import ha, reference, schema
+from director.config import bgp, ha, reference, schema
 from director.config.builder import CHECK_INTERVAL_RANGE, MAX_HOOKS
 from director.config.reference import COMMAND, render_reference, schema_models, slug
+from ha.bgp.model import DEFAULT_KERNEL_TABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
@@ -106,6 +107,39 @@ def test_every_ha_key_has_a_row_in_the_reference():
     assert set(table_keys(section(text, "### `ha.media` mappings"))) == set(ha.MEDIUM_KEY_DOCS)
     assert table_keys(section(text, "### `ha.resources` mappings")) == list(ha._RESOURCE_KEYS)
     assert table_keys(section(text, "### `ha.resources[].addresses` mappings")) == list(ha._ADDRESS_KEYS)
+
+
+def test_the_bgp_key_docs_cover_every_key_and_nothing_else():
+    assert list(bgp.KEY_DOCS) == list(bgp.KEYS)
+    assert list(bgp.NEIGHBOR_KEY_DOCS) == list(bgp.NEIGHBOR_KEYS)
+    assert list(bgp.VIP_KEY_DOCS) == list(bgp.VIP_KEYS)
+    assert list(bgp.BFD_KEY_DOCS) == list(bgp.BFD_KEYS)
+    assert list(bgp.SPEAKER_KEY_DOCS) == list(bgp.SPEAKER_KEYS)
+    for docs in (bgp.KEY_DOCS, bgp.NEIGHBOR_KEY_DOCS, bgp.VIP_KEY_DOCS, bgp.BFD_KEY_DOCS, bgp.SPEAKER_KEY_DOCS):
+        for key, doc in docs.items():
+            assert all(text.strip() and "\n" not in text for text in doc), key
+
+
+def test_every_bgp_key_has_a_row_in_the_reference():
+    text = render_reference()
+    assert table_keys(section(text, "## `bgp`")) == list(bgp.KEYS)
+    assert table_keys(section(text, "### `bgp.neighbors` mappings")) == list(bgp.NEIGHBOR_KEYS)
+    assert table_keys(section(text, "### `bgp.vips` mappings")) == list(bgp.VIP_KEYS)
+    assert table_keys(section(text, "### `bgp.bfd`")) == list(bgp.BFD_KEYS)
+    assert table_keys(section(text, "### `bgp.speaker`")) == list(bgp.SPEAKER_KEYS)
+    row = re.search(r"^\| `bgp` \|.*$", section(text, "## The file"), re.M)
+    assert row is not None and "[`bgp`](#bgp)" in row.group(0)
+
+
+def test_the_bgp_ranges_name_real_keys_and_follow_the_constants():
+    subs = {"neighbors": bgp.NEIGHBOR_KEYS, "vips": bgp.VIP_KEYS, "bfd": bgp.BFD_KEYS, "speaker": bgp.SPEAKER_KEYS}
+    for name in reference.BGP_RANGES:
+        parent, _, key = name.partition(".")
+        assert (key in subs[parent]) if key else (parent in bgp.KEYS), name
+    hold = re.search(r"^\| `hold_time` \|.*$", section(render_reference(), "### `bgp.neighbors` mappings"), re.M)
+    low, high = bgp.HOLD_TIME_RANGE
+    assert hold is not None and f"| {low}-{high} s |" in hold.group(0)
+    assert bgp.KEY_DOCS["kernel_table"].default == str(DEFAULT_KERNEL_TABLE)
 
 
 def test_the_ha_defaults_come_from_the_code():
