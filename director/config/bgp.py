@@ -295,6 +295,18 @@ _ECMP_SCHEDULER = "mh"
 _WARN_SCHEDULER = (
     "flows a router rehashes to another director land on another real server; use mh (Maglev hashing) for active-active"
 )
+# ip_vs_mh.c: a destination set to weight 0 keeps its last weight, so its slots in the lookup
+# table stay and other flows do not move; without mh-fallback a new flow hashed to it is dropped
+_WARN_MH_FALLBACK = (
+    "a real server at weight 0 keeps its slots in mh's table, so a new flow hashed to it is dropped; "
+    "add mh-fallback to send those flows to the next real server"
+)
+# ip_vs_mh.c builds the table from the destinations in list order; a destination deleted and added
+# again goes elsewhere in the list, so directors with another history build another table
+_WARN_MH_REMOVE = (
+    "deleting and re-adding a real server rebuilds mh's table in another order than on the other "
+    "directors, so they choose other real servers for some flows; use on_failure: quiescent"
+)
 _WARN_NAT = (
     "replies of a NAT service must pass the director that took the request; with ECMP they may not; use dr or tun"
 )
@@ -840,6 +852,11 @@ class _BgpParser:
             what = f"virtual service {service.name} on BGP VIP {vip.address}"
             if service.scheduler != _ECMP_SCHEDULER:
                 self.warn(path + ("scheduler",), f"{what} uses scheduler {service.scheduler}: {_WARN_SCHEDULER}")
+            else:
+                if "mh-fallback" not in service.scheduler_flags:
+                    self.warn(path + ("scheduler_flags",), f"{what} has no mh-fallback: {_WARN_MH_FALLBACK}")
+                if service.on_failure == "remove":
+                    self.warn(path + ("on_failure",), f"{what} removes failed real servers: {_WARN_MH_REMOVE}")
             if service.forwarding == "nat":
                 self.warn(path + ("forwarding",), f"{what} forwards with nat: {_WARN_NAT}")
             else:

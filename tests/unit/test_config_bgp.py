@@ -33,24 +33,26 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "etc" / "directord-bgp.yaml"
 HB_DATA = ROOT / "tests" / "data" / "heartbeat"
 
-#: Virtual services on 192.0.2.10 (two), 2001:db8::10 and a fwmark service; lines 1-23.
+#: Virtual services on 192.0.2.10 (two), 2001:db8::10 and a fwmark service; lines 1-25.
 SERVICES = """\
 virtual_services:
   - name: web
     address: 192.0.2.10
     port: 80
     scheduler: mh
-    scheduler_flags: [mh-port]
+    scheduler_flags: [mh-port, mh-fallback]
     real_servers: [{address: 10.0.1.21}, {address: 10.0.1.22}]
   - name: web443
     address: 192.0.2.10
     port: 443
     scheduler: mh
+    scheduler_flags: [mh-fallback]
     real_servers: [{address: 10.0.1.21}, {address: 10.0.1.22}]
   - name: web6
     address: "2001:db8::10"
     port: 80
     scheduler: mh
+    scheduler_flags: [mh-fallback]
     real_servers: [{address: "2001:db8:1::21"}]
   - name: marked
     fwmark: 7
@@ -115,13 +117,16 @@ def keys(tmp_path: Path) -> str:
     return str(path)
 
 
+#: web443's scheduler lines in SERVICES.
+WEB443_MH = "port: 443\n    scheduler: mh\n    scheduler_flags: [mh-fallback]"
+
 # --- the sample and the model ---------------------------------------------------------------
 
 
 def test_the_sample_file_loads_into_the_model():
     config = load_config(str(SAMPLE))
     assert [(s.name, s.scheduler, sorted(s.scheduler_flags), s.forwarding) for s in config.services] == [
-        ("web", "mh", ["mh-port"], "dr")
+        ("web", "mh", ["mh-fallback", "mh-port"], "dr")
     ]
     assert config.bgp == BgpConfig(
         local_as=65001,
@@ -934,7 +939,12 @@ def located(text: str, marked: str, field: str, message: str) -> str:
 
 
 def test_a_scheduler_other_than_mh_is_a_warning():
-    text = doc(MINIMAL, SERVICES.replace("port: 443\n    scheduler: mh", "port: 443\n    scheduler: wlc"))
+    text = doc(
+        MINIMAL,
+        SERVICES.replace(
+            "port: 443\n    scheduler: mh\n    scheduler_flags: [mh-fallback]", "port: 443\n    scheduler: wlc"
+        ),
+    )
     assert warnings_of(text) == [
         located(
             text,
@@ -964,11 +974,13 @@ def test_nat_is_a_warning_at_the_service_or_at_the_real_server():
     services = textwrap.dedent(
         """\
         virtual_services:
-          - {name: a, address: 192.0.2.10, port: 1, forwarding: nat, scheduler: mh, real_servers: [{address: 10.1.1.9}]}
+          - {name: a, address: 192.0.2.10, port: 1, forwarding: nat, scheduler: mh, scheduler_flags: [mh-fallback],
+              real_servers: [{address: 10.1.1.9}]}
           - name: b
             address: 192.0.2.10
             port: 81
             scheduler: mh
+            scheduler_flags: [mh-fallback]
             forwarding: tun
             real_servers: [{address: 10.0.1.21}, {address: 10.0.1.22, port: 8080, forwarding: nat}]
         """
@@ -992,7 +1004,33 @@ def test_nat_is_a_warning_at_the_service_or_at_the_real_server():
 
 def test_mh_and_dr_give_no_warning_with_or_without_mh_port():
     assert warnings_of(doc(MINIMAL)) == []
-    assert warnings_of(doc(MINIMAL, SERVICES.replace("    scheduler_flags: [mh-port]\n", ""))) == []
+    no_port = SERVICES.replace("    scheduler_flags: [mh-port, mh-fallback]\n", "    scheduler_flags: [mh-fallback]\n")
+    assert warnings_of(doc(MINIMAL, no_port)) == []
+
+
+def test_mh_without_mh_fallback_or_with_on_failure_remove_is_a_warning():
+    services = SERVICES.replace("[mh-port, mh-fallback]", "[mh-port]").replace(
+        "  - name: web443\n", "  - name: web443\n    on_failure: remove\n"
+    )
+    text = doc(MINIMAL, services)
+    assert warnings_of(text) == [
+        located(
+            text,
+            "scheduler_flags: »[mh-port]",
+            "virtual_services[0].scheduler_flags",
+            "virtual service web on BGP VIP 192.0.2.10 has no mh-fallback: a real server at weight 0 keeps its "
+            "slots in mh's table, so a new flow hashed to it is dropped; add mh-fallback to send those flows to "
+            "the next real server",
+        ),
+        located(
+            text,
+            "on_failure: »remove",
+            "virtual_services[1].on_failure",
+            "virtual service web443 on BGP VIP 192.0.2.10 removes failed real servers: deleting and re-adding a "
+            "real server rebuilds mh's table in another order than on the other directors, so they choose other "
+            "real servers for some flows; use on_failure: quiescent",
+        ),
+    ]
 
 
 def test_services_of_other_addresses_and_fwmark_services_give_no_warning():
@@ -1021,7 +1059,14 @@ def test_a_min_healthy_above_the_real_servers_is_a_warning():
 
 def test_directord_check_prints_the_warnings_and_passes(tmp_path, capsys):
     path = tmp_path / "d.yaml"
-    path.write_text(doc(MINIMAL, SERVICES.replace("port: 443\n    scheduler: mh", "port: 443\n    scheduler: rr")))
+    path.write_text(
+        doc(
+            MINIMAL,
+            SERVICES.replace(
+                "port: 443\n    scheduler: mh\n    scheduler_flags: [mh-fallback]", "port: 443\n    scheduler: rr"
+            ),
+        )
+    )
     assert cli_main(["check", "-c", str(path)]) == 0
     out, err = capsys.readouterr()
     assert out == f"{path}: OK (5 virtual services, 7 real servers)\n"
