@@ -225,9 +225,10 @@ def router_bird_conf(plan: EcmpPlan, *, log_path: str) -> str:
 def director_config(plan: EcmpPlan, node: str, *, state_dir: str, bgp_run_dir: str, port: int = 80) -> str:
     """The ``directord run`` configuration of director ``node`` (pure; YAML text).
 
-    One virtual service ``web`` on VIP:port (tcp; scheduler ``mh`` with flag ``mh-port``, so
-    that every director picks the same real server for a flow; DR; the lab's HTTP check;
-    quiescent real servers) over every real server, and a ``bgp`` section: the director's
+    One virtual service ``web`` on VIP:port (tcp; scheduler ``mh`` with flags ``mh-port``, so
+    that every director picks the same real server for a flow, and ``mh-fallback``, so that a
+    flow hashed to a real server at weight 0 goes to the next one instead of being dropped;
+    DR; the lab's HTTP check; quiescent real servers) over every real server, and a ``bgp`` section: the director's
     AS and router id (its address), the router as its one neighbour (hold time in seconds,
     BFD), BFD ``interval`` (ms) and ``multiplier``, the GRACEFUL_SHUTDOWN wait (seconds), the
     BIRD it runs in ``bgp_run_dir``, and the VIP to announce.
@@ -239,7 +240,13 @@ def director_config(plan: EcmpPlan, node: str, *, state_dir: str, bgp_run_dir: s
         raise ValueError(f"{node!r} is not a director of the plan")
     rips = [plan.lab.addr[r] for r in plan.lab.real_servers]
     services = service_yaml(
-        plan.vip, port, rips, scheduler="mh", scheduler_flags=["mh-port"], forwarding="dr", on_failure="quiescent"
+        plan.vip,
+        port,
+        rips,
+        scheduler="mh",
+        scheduler_flags=["mh-fallback", "mh-port"],
+        forwarding="dr",
+        on_failure="quiescent",
     )
     me = plan.lab.addr[node]
     return f"""\
