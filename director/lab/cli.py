@@ -1,4 +1,5 @@
-"""`directord lab ...`: the HA pair lab (up, down, status, drill), the demo and the stock-kernel VM runner.
+"""`directord lab ...`: the HA pair lab and the routed ECMP lab (up, down, status), drills, the demo and
+the stock-kernel VM runner.
 
 ``lab up`` / ``lab down`` / ``lab status`` act on this machine's kernel: they
 need root and ``ip_vs`` and say so otherwise. A lab built inside the VM
@@ -77,6 +78,15 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.topology == "ecmp" and (args.mode != "dr" or args.bond):
+        print("directord lab up: --mode and --bond are options of the pair topology", file=sys.stderr)
+        return 2
+    if args.topology == "pair" and args.directors not in (None, 2):
+        print(
+            "directord lab up: the pair topology has two directors (--directors is for --topology ecmp)",
+            file=sys.stderr,
+        )
+        return 2
     rc = _no_ipvs("up")
     if rc is not None:
         return rc
@@ -87,57 +97,107 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.topology == "ecmp":
+        return _ecmp_up(args)
     pair = PairLab(_options(args))
     p = pair.plan
-    print(
+    return _build(
+        pair,
+        args,
         f"building the lab {args.prefix}: client, dir1, dir2, {args.real_servers} real servers ({args.mode}"
         f"{', bonded uplinks' if args.bond else ''}), heartbeat bridge on eth1",
-        flush=True,
-    )
-    try:
-        pair.up(timeout=args.timeout)
-    except (TimeoutError, RuntimeError, OSError) as e:
-        print(f"directord lab up: {e}", file=sys.stderr)
-        return 1
-    print(
         f"client {p.addr['client']}; dir1 {p.addr['dir1']}, dir2 {p.addr['dir2']} (service interface "
         f"{p.service_if}, heartbeat {p.heartbeat_if} {p.hb_addr['dir1']}/{p.hb_addr['dir2']}); VIP {p.vip}; "
         f"real servers {', '.join(pair.lab.rips)}"
-        f"{' prepared with directord realserver prep' if pair.use_prep_cmd else ''}"
-    )
-    for node in ("dir1", "dir2"):
-        print(f"\n--- {pair.config_path(node)} (directord run in {pair.lab.ns(node)}, log {pair.log_path(node)})")
-        print(pair.config_text(node), end="")
-    print(
-        f"\nthe lab is up: dir1 holds the VIP. Try:\n"
+        f"{' prepared with directord realserver prep' if pair.use_prep_cmd else ''}",
+        f"the lab is up: dir1 holds the VIP. Try:\n"
         f"  ip netns exec {pair.lab.client} curl -s http://{p.vip}/\n"
         f"  directord lab status --prefix {args.prefix}\n"
         f"  directord lab drill fail-active --prefix {args.prefix}\n"
-        f"  directord lab down --prefix {args.prefix}"
+        f"  directord lab down --prefix {args.prefix}",
     )
+
+
+def _ecmp_up(args: argparse.Namespace) -> int:
+    from .ecmp_site import EcmpLab, EcmpOptions
+
+    try:
+        lab = EcmpLab(EcmpOptions(prefix=args.prefix, directors=args.directors or 3, real_servers=args.real_servers))
+    except ValueError as e:
+        print(f"directord lab up: {e}", file=sys.stderr)
+        return 2
+    e, p = lab.ecmp, lab.plan
+    return _build(
+        lab,
+        args,
+        f"building the lab {args.prefix}: client, router (BIRD), {', '.join(lab.directors)}, "
+        f"{args.real_servers} real servers (dr)",
+        f"client {p.addr['client']} via router {e.router_client_addr}; router {e.router_addr} (AS {e.router_as}, "
+        f"BIRD socket {lab.bird_socket}); directors "
+        + ", ".join(f"{d} {p.addr[d]} (AS {e.director_as[d]})" for d in lab.directors)
+        + f"; VIP {p.vip}; real servers {', '.join(lab.lab.rips)}"
+        f"{' prepared with directord realserver prep' if lab.use_prep_cmd else ''}",
+        f"the lab is up; the directors announce {p.vip} once their real servers are healthy. Try:\n"
+        f"  directord lab status --prefix {args.prefix}\n"
+        f"  ip netns exec {lab.lab.client} curl -s http://{p.vip}/\n"
+        f"  birdc -s {lab.bird_socket} show route {p.vip}/32 all\n"
+        f"  directord lab down --prefix {args.prefix}",
+    )
+
+
+def _build(lab, args: argparse.Namespace, building: str, summary: str, ready: str) -> int:
+    """Build ``lab`` (`up` with ``--timeout``) between the ``building`` line and the ``summary``,
+    each director's configuration and the ``ready`` text; 1 when it failed."""
+    print(building, flush=True)
+    try:
+        lab.up(timeout=args.timeout)
+    except (TimeoutError, RuntimeError, OSError) as e:
+        print(f"directord lab up: {e}", file=sys.stderr)
+        return 1
+    print(summary)
+    for node in lab.directors:
+        print(f"\n--- {lab.config_path(node)} (directord run in {lab.lab.ns(node)}, log {lab.log_path(node)})")
+        print(lab.config_text(node), end="")
+    print("\n" + ready)
     return 0
+
+
+def _attach(prefix: str):
+    """The lab of ``prefix`` (pair or ecmp, from its state file), or None when there is none."""
+    from .pair import PairLab, read_state
+
+    try:
+        topology = read_state(prefix)["topology"]
+    except FileNotFoundError:
+        return None
+    if topology == "ecmp":
+        from .ecmp_site import EcmpLab
+
+        return EcmpLab.attach(prefix)
+    return PairLab.attach(prefix)
 
 
 def cmd_lab_down(args: argparse.Namespace) -> int:
     from .netns import cleanup_netns
-    from .pair import PairLab
 
-    if PairLab.exists(args.prefix):
-        gone = PairLab.attach(args.prefix).down()
-    else:
-        gone = cleanup_netns(args.prefix)
+    lab = _attach(args.prefix)
+    gone = lab.down() if lab is not None else cleanup_netns(args.prefix)
     print(f"lab {args.prefix}: " + (f"removed {len(gone)} namespaces" if gone else "nothing to remove"))
     return 0
 
 
 def cmd_lab_status(args: argparse.Namespace) -> int:
-    from .pair import PairLab, render_status
+    from . import ecmp_site, pair
 
-    if not PairLab.exists(args.prefix):
+    lab = _attach(args.prefix)
+    if lab is None:
         print(f"no lab {args.prefix} (no state file); `directord lab up --prefix {args.prefix}` builds one")
         return 1
-    doc = PairLab.attach(args.prefix).status()
-    print(json.dumps(doc, indent=2, default=str) if args.json else render_status(doc))
+    doc = lab.status()
+    if doc["topology"] == "ecmp":
+        print(json.dumps(doc, indent=2, default=str) if args.json else ecmp_site.render_status(doc))
+        return 0 if doc["namespaces"] and doc["router"].get("next_hops") else 1
+    print(json.dumps(doc, indent=2, default=str) if args.json else pair.render_status(doc))
     return 0 if doc["namespaces"] and doc["holders"] else 1
 
 
@@ -166,9 +226,26 @@ def add_commands(sub: Subcommands) -> None:
     lab = sub.add_parser("lab", help="namespace labs: an HA pair of directors, failover drills, the stock-kernel VM")
     labsub = lab.add_subparsers(dest="lab_command", required=True)
 
-    up = labsub.add_parser("up", help="build the HA pair lab and start both directors (needs root and ip_vs)")
+    up = labsub.add_parser(
+        "up", help="build the HA pair lab (or the routed ECMP lab) and start the directors (needs root and ip_vs)"
+    )
     _lab_options(up, "dlab")
-    up.add_argument("--timeout", type=float, default=300, help="seconds to wait for the pair to settle")
+    up.add_argument(
+        "--topology",
+        choices=["pair", "ecmp"],
+        default="pair",
+        help="pair: two directors, active/standby (default); ecmp: a client behind a router running BIRD, "
+        "N active directors announcing the VIP over BGP, ECMP over them",
+    )
+    up.add_argument(
+        "--directors", type=int, default=None, metavar="N", help="directors of the ecmp topology, 2-8 (default 3)"
+    )
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=300,
+        help="seconds to wait for the pair to settle (ecmp: for the router's BIRD to answer)",
+    )
     up.add_argument("--vm", action="store_true", help=argparse.SUPPRESS)
     up.set_defaults(func=cmd_lab_up)
 
@@ -176,7 +253,11 @@ def add_commands(sub: Subcommands) -> None:
     _lab_options(down, "dlab", shape=False)
     down.set_defaults(func=cmd_lab_down)
 
-    status = labsub.add_parser("status", help="namespaces, processes, VIP holder and IPVS tables of the lab")
+    status = labsub.add_parser(
+        "status",
+        help="namespaces, processes, VIP holder and IPVS tables of the lab (ecmp: the router's BGP sessions, "
+        "route and next hops)",
+    )
     _lab_options(status, "dlab", shape=False)
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_lab_status)

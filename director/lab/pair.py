@@ -53,14 +53,11 @@ from .netns import (
     socket_in_netns,
 )
 from .scenarios import (
-    CHECK_FALL,
-    CHECK_INTERVAL,
-    CHECK_RISE,
-    CHECK_TIMEOUT,
     DEADTIME,
     DIRECTORS,
     INITDEAD,
     KEEPALIVE,
+    service_yaml,
     table_shape,
 )
 from .site import Lab
@@ -90,6 +87,20 @@ class PairOptions:
 def state_file(prefix: str) -> Path:
     """``/run/directord-lab/<prefix>.json``."""
     return STATE_ROOT / f"{prefix}.json"
+
+
+def read_state(prefix: str) -> dict[str, Any]:
+    """The state file of the lab ``prefix`` (`DaemonLab.save_state`); ``"topology"`` is
+    ``"pair"`` in a file written before there were other topologies.
+
+    Raises:
+        FileNotFoundError: no state file; ValueError: not a JSON object.
+    """
+    doc = json.loads(state_file(prefix).read_text())
+    if not isinstance(doc, dict):
+        raise ValueError(f"{state_file(prefix)}: not a JSON object")
+    doc.setdefault("topology", "pair")
+    return doc
 
 
 def workdir_of(prefix: str) -> Path:
@@ -126,11 +137,6 @@ def pair_config(plan: LabPlan, node: str, *, authkeys: str, state_dir: str, port
         raise ValueError("the plan has no heartbeat link (plan_lab(..., ha_link=True))")
     if node not in plan.directors:
         raise ValueError(f"{node!r} is not a director of the plan")
-    rs = "\n".join(f"      - {{address: {plan.addr[r]}, port: {port}}}" for r in plan.real_servers)
-    check = (
-        f"{{type: http, path: /healthz, interval: {CHECK_INTERVAL:g}, timeout: {CHECK_TIMEOUT:g}, "
-        f"rise: {CHECK_RISE}, fall: {CHECK_FALL}}}"
-    )
     addresses = [f"{plan.vip}/32/{plan.service_if}"]
     if plan.mode == "nat" and plan.nat_gateway and plan.inside_if:
         inside_len = next(c.split("/")[1] for i, c in plan.node("dir1").addresses if i == plan.inside_if)
@@ -140,15 +146,7 @@ def pair_config(plan: LabPlan, node: str, *, authkeys: str, state_dir: str, port
 global:
   reconcile_interval: 5
   state_dir: {state_dir}
-virtual_services:
-  - name: web
-    address: {plan.vip}
-    port: {port}
-    scheduler: rr
-    forwarding: {FORWARDING[plan.mode]}
-    check: {check}
-    real_servers:
-{rs}
+{service_yaml(plan.vip, port, [plan.addr[r] for r in plan.real_servers], forwarding=FORWARDING[plan.mode])}\
 ha:
   node: {node}
   nodes: [{", ".join(plan.directors)}]
@@ -260,46 +258,51 @@ def _iface_state(ifname: str, vip: str) -> tuple[bool, bool]:
         return up, has
 
 
-class PairLab:
-    """A two-director HA lab (see the module doc). Build with `up`, find again with `attach`,
-    remove with `down`. Every method blocks; not thread-safe except `holders`, which the drill's
-    sampler calls from its own thread.
+class DaemonLab:
+    """A namespace lab whose directors run ``directord run``, kept between commands.
+
+    The common part of `PairLab` and `director.lab.ecmp_site.EcmpLab`: each director's files
+    (configuration, control socket, log) under ``<workdir>/<director>/``, its daemon found
+    again by namespace and command line, the real servers prepared with ``directord realserver
+    prep``, the state file (`state_file`) that lets a later command (``status``, ``drill``,
+    ``down``) find the lab, and the teardown. Every method blocks; not thread-safe.
+
+    A subclass sets `TOPOLOGY` (the state file's ``topology``) and `OPTIONS` (the dataclass
+    of its build options, stored in the state file and given back to its constructor).
 
     Args:
-        options: the build options.
-        workdir: where configurations/logs go (default `workdir_of`).
+        options: the build options (a dataclass with ``prefix``).
+        lab: the namespaces (not built yet).
+        workdir: where configurations/logs go.
+        use_prep_cmd: prepare the real servers with ``directord realserver prep``.
     """
 
-    def __init__(self, options: PairOptions, workdir: str | os.PathLike | None = None) -> None:
+    TOPOLOGY = ""
+    OPTIONS: type = object
+
+    def __init__(self, options: Any, lab: Lab, workdir: Path, *, use_prep_cmd: bool) -> None:
         self.options = options
-        self.workdir = Path(workdir) if workdir else workdir_of(options.prefix)
-        self.use_prep_cmd = options.mode in ("dr", "tun") and realserver_prep_available()
-        self.lab = Lab(
-            options.prefix,
-            real_servers=options.real_servers,
-            directors=2,
-            mode=options.mode,
-            ha_link=True,
-            bond=options.bond,
-            prepare_real_servers=not self.use_prep_cmd,
-            vip_on_director=False,
-            http_port=options.port,
-            log_dir=self.workdir / "logs",
-            ready_timeout=120.0,
-        )
-        self.plan = self.lab.plan
+        self.lab = lab
+        self.plan = lab.plan
+        self.workdir = workdir
+        self.use_prep_cmd = use_prep_cmd
 
     # -- names ------------------------------------------------------------------------
 
     @property
     def prefix(self) -> str:
         """The namespace prefix."""
-        return self.options.prefix
+        return str(self.options.prefix)
 
     @property
     def vip(self) -> str:
         """The VIP."""
         return self.plan.vip
+
+    @property
+    def directors(self) -> tuple[str, ...]:
+        """The directors' roles: ``("dir1", "dir2", ...)``."""
+        return self.plan.directors
 
     def config_path(self, node: str) -> Path:
         """``<workdir>/<node>/directord.yaml``."""
@@ -313,53 +316,78 @@ class PairLab:
         """The daemon's control socket."""
         return self.workdir / node / "directord.sock"
 
-    def config_text(self, node: str) -> str:
-        """The generated configuration of ``node`` (see `pair_config`)."""
-        return pair_config(
-            self.plan,
-            node,
-            authkeys=str(self.workdir / "authkeys"),
-            state_dir=str(self.workdir / node / "state"),
-            port=self.options.port,
-        )
+    # -- state file and files ----------------------------------------------------------
 
-    # -- life cycle ----------------------------------------------------------------------
+    def save_state(self) -> None:
+        """Write the state file (topology, options, workdir, build time)."""
+        STATE_ROOT.mkdir(parents=True, exist_ok=True)
+        doc = {
+            "topology": self.TOPOLOGY,
+            "options": asdict(self.options),
+            "workdir": str(self.workdir),
+            "created": time.time(),
+            "realserver_prep": self.use_prep_cmd,
+        }
+        write_file_atomic(state_file(self.prefix), (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
 
-    def up(self, *, wait: bool = True, timeout: float = 300.0) -> PairLab:
-        """Build the namespaces, prepare and start the real servers, write the configurations,
-        start both daemons and (with ``wait``) wait until `settled` (``timeout`` seconds).
-
-        Leftovers of the same prefix are removed first. On any error everything is torn down.
+    @classmethod
+    def attach(cls, prefix: str) -> Any:
+        """The lab ``lab up`` built with this prefix.
 
         Raises:
-            TimeoutError: not settled in time; RuntimeError: a daemon exited;
-            OSError / pyroute2.NetlinkError: the kernel refused (not root, no bonding/ipip).
+            FileNotFoundError: no state file for ``prefix``.
+            ValueError: the state file is of another topology.
         """
-        self._remove_files()
-        try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self.lab.build()
-            if self.use_prep_cmd:
-                self._prep_real_servers()
-            keys = self.workdir / "authkeys"
-            # 0600 from the start: the key is never readable by others, not even briefly
-            write_file_atomic(keys, ("auth 1\n1 sha1 " + os.urandom(12).hex() + "\n").encode(), 0o600)
-            for node in DIRECTORS:
-                (self.workdir / node / "state").mkdir(parents=True, exist_ok=True)
-                write_file_atomic(self.config_path(node), self.config_text(node).encode(), 0o644)
-                # reschedule DR connections that reuse a client port (net/netfilter/ipvs: conn_reuse_mode)
-                self.lab.sysctl(node, "net.ipv4.vs.conn_reuse_mode", 3)
-            for node in DIRECTORS:
-                self.start_daemon(node)
-            self.save_state()
-            if wait:
-                self.wait_settled(timeout)
-        except BaseException:
-            self.down()
-            raise
-        return self
+        doc = read_state(prefix)
+        if doc.get("topology", "pair") != cls.TOPOLOGY:
+            raise ValueError(f"the lab {prefix} is a {doc.get('topology', 'pair')} lab, not {cls.TOPOLOGY}")
+        return cls(cls.OPTIONS(**doc["options"]), doc["workdir"])
 
-    def _prep_real_servers(self) -> None:
+    @staticmethod
+    def exists(prefix: str) -> bool:
+        """True when a state file for ``prefix`` exists."""
+        return state_file(prefix).exists()
+
+    def _remove_files(self) -> None:
+        state_file(self.prefix).unlink(missing_ok=True)
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def down(self) -> list[str]:
+        """Stop everything and delete the namespaces, the state file and the work folder.
+
+        Daemons get SIGTERM first (they release what they hold), for up to 20 seconds, then
+        whatever is left in the namespaces is killed. Idempotent, never raises. Returns the
+        namespaces deleted.
+        """
+        for node in self.directors:
+            try:
+                self.signal_daemon(node, signal.SIGTERM)
+            except Exception:
+                pass
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and any(self.daemon_pid(n) for n in self.directors):
+            time.sleep(0.2)
+        gone = []
+        try:
+            gone = [n for n in list_netns() if n.startswith(self.prefix + "-")]
+            self.lab.close()
+        except Exception:
+            pass
+        gone = sorted(set(gone + cleanup_netns(self.prefix)))
+        self._remove_files()
+        return gone
+
+    # -- real servers ----------------------------------------------------------------------
+
+    def prep_real_servers(self) -> None:
+        """Run ``directord realserver prep --vip VIP --mode MODE`` in every real server (all at
+        once, each up to 300 seconds; its state file in the work folder).
+
+        Raises:
+            RuntimeError: a prep exited non-zero (its output is in the message).
+        """
+
         def argv(rs: str) -> list[str]:
             return [
                 sys.executable,
@@ -370,7 +398,7 @@ class PairLab:
                 "--vip",
                 self.vip,
                 "--mode",
-                self.options.mode,
+                self.plan.mode,
                 "--state-file",
                 str(self.workdir / f"{rs}-realserver.json"),
             ]
@@ -383,59 +411,6 @@ class PairLab:
             out, _ = p.communicate(timeout=300)
             if p.returncode != 0:
                 raise RuntimeError(f"directord realserver prep in {rs} exited {p.returncode}: {out[-2000:]}")
-
-    def save_state(self) -> None:
-        """Write the state file (options, workdir, build time)."""
-        STATE_ROOT.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "options": asdict(self.options),
-            "workdir": str(self.workdir),
-            "created": time.time(),
-            "realserver_prep": self.use_prep_cmd,
-        }
-        write_file_atomic(state_file(self.prefix), (json.dumps(doc, indent=2) + "\n").encode(), 0o644)
-
-    @classmethod
-    def attach(cls, prefix: str) -> PairLab:
-        """The lab ``lab up`` built with this prefix.
-
-        Raises:
-            FileNotFoundError: no state file for ``prefix``.
-        """
-        doc = json.loads(state_file(prefix).read_text())
-        return cls(PairOptions(**doc["options"]), doc["workdir"])
-
-    @staticmethod
-    def exists(prefix: str) -> bool:
-        """True when a state file for ``prefix`` exists."""
-        return state_file(prefix).exists()
-
-    def down(self) -> list[str]:
-        """Stop everything and delete the namespaces, the state file and the work folder.
-
-        Daemons get SIGTERM first (they release the VIP), then whatever is left in the
-        namespaces is killed. Idempotent, never raises. Returns the namespaces deleted.
-        """
-        for node in DIRECTORS:
-            try:
-                self.signal_daemon(node, signal.SIGTERM)
-            except Exception:
-                pass
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(self.daemon_pid(n) for n in DIRECTORS):
-            time.sleep(0.2)
-        try:
-            self.lab.close()
-        except Exception:
-            pass
-        gone = cleanup_netns(self.prefix)
-        self._remove_files()
-        return gone
-
-    def _remove_files(self) -> None:
-        state_file(self.prefix).unlink(missing_ok=True)
-        if self.workdir.exists():
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -507,6 +482,137 @@ class PairLab:
         """All of a node's own links up/down (a node failure: its cables pulled)."""
         for ifname, _bridge in self.plan.node(role).links:
             link_set(self.lab.ns(role), ifname, up=up)
+
+    # -- observation -------------------------------------------------------------------------
+
+    def log_tail(self, node: str, chars: int = 2500) -> str:
+        """The end of ``node``'s daemon log."""
+        try:
+            return self.log_path(node).read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+    def namespaces(self) -> dict[str, list[tuple[int, str]]]:
+        """The lab's namespaces now, each with its processes: ``{name: [(pid, command line)]}``."""
+        return {
+            name: [(pid, " ".join(_cmdline(pid))) for pid in sorted(pids_in_netns(name))]
+            for name in list_netns()
+            if name.startswith(self.prefix + "-")
+        }
+
+    def daemon_status(self, node: str) -> Any:
+        """``directord status`` of ``node``'s daemon over its control socket (a dict), or a
+        sentence saying why there is none (5 seconds at the most)."""
+        if not self.socket_path(node).exists():
+            return "no control socket"
+        try:
+            return request(str(self.socket_path(node)), "status", timeout=5.0).get("status") or {}
+        except Exception as e:
+            return f"{type(e).__name__}: {e}"
+
+    def status(self) -> dict[str, Any]:
+        """What exists now: ``{"prefix", "topology", "options", "workdir", "vip", "namespaces":
+        {name: [(pid, command line)]}, "daemons": {node: pid or None}, "daemon_status": {node:
+        `daemon_status`}, "ipvs": {node: ipvsadm -Ln or its error}}``."""
+        doc: dict[str, Any] = {
+            "prefix": self.prefix,
+            "topology": self.TOPOLOGY,
+            "options": asdict(self.options),
+            "workdir": str(self.workdir),
+            "vip": self.vip,
+            "namespaces": self.namespaces(),
+            "daemons": {},
+            "daemon_status": {},
+            "ipvs": {},
+        }
+        for node in self.directors:
+            doc["daemons"][node] = self.daemon_pid(node)
+            if not netns_exists(self.lab.ns(node)):
+                continue
+            r = self.lab.exec(node, ["ipvsadm", "-Ln"], check=False)
+            doc["ipvs"][node] = r.stdout if r.returncode == 0 else r.stderr.strip()
+            doc["daemon_status"][node] = self.daemon_status(node)
+        return doc
+
+
+class PairLab(DaemonLab):
+    """A two-director HA lab (see the module doc). Build with `up`, find again with `attach`,
+    remove with `down`. Every method blocks; not thread-safe except `holders`, which the drill's
+    sampler calls from its own thread.
+
+    Args:
+        options: the build options.
+        workdir: where configurations/logs go (default `workdir_of`).
+    """
+
+    TOPOLOGY = "pair"
+    OPTIONS = PairOptions
+
+    def __init__(self, options: PairOptions, workdir: str | os.PathLike | None = None) -> None:
+        wd = Path(workdir) if workdir else workdir_of(options.prefix)
+        use_prep_cmd = options.mode in ("dr", "tun") and realserver_prep_available()
+        lab = Lab(
+            options.prefix,
+            real_servers=options.real_servers,
+            directors=2,
+            mode=options.mode,
+            ha_link=True,
+            bond=options.bond,
+            prepare_real_servers=not use_prep_cmd,
+            vip_on_director=False,
+            http_port=options.port,
+            log_dir=wd / "logs",
+            ready_timeout=120.0,
+        )
+        super().__init__(options, lab, wd, use_prep_cmd=use_prep_cmd)
+
+    def config_text(self, node: str) -> str:
+        """The generated configuration of ``node`` (see `pair_config`)."""
+        return pair_config(
+            self.plan,
+            node,
+            authkeys=str(self.workdir / "authkeys"),
+            state_dir=str(self.workdir / node / "state"),
+            port=self.options.port,
+        )
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def up(self, *, wait: bool = True, timeout: float = 300.0) -> PairLab:
+        """Build the namespaces, prepare and start the real servers, write the configurations,
+        start both daemons and (with ``wait``) wait until `settled` (``timeout`` seconds).
+
+        Leftovers of the same prefix are removed first. On any error everything is torn down.
+
+        Raises:
+            TimeoutError: not settled in time; RuntimeError: a daemon exited;
+            OSError / pyroute2.NetlinkError: the kernel refused (not root, no bonding/ipip).
+        """
+        self._remove_files()
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.lab.build()
+            if self.use_prep_cmd:
+                self.prep_real_servers()
+            keys = self.workdir / "authkeys"
+            # 0600 from the start: the key is never readable by others, not even briefly
+            write_file_atomic(keys, ("auth 1\n1 sha1 " + os.urandom(12).hex() + "\n").encode(), 0o600)
+            for node in DIRECTORS:
+                (self.workdir / node / "state").mkdir(parents=True, exist_ok=True)
+                write_file_atomic(self.config_path(node), self.config_text(node).encode(), 0o644)
+                # reschedule DR connections that reuse a client port (net/netfilter/ipvs: conn_reuse_mode)
+                self.lab.sysctl(node, "net.ipv4.vs.conn_reuse_mode", 3)
+            for node in DIRECTORS:
+                self.start_daemon(node)
+            self.save_state()
+            if wait:
+                self.wait_settled(timeout)
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    # -- links ---------------------------------------------------------------------------------
 
     def heartbeat_ports(self, *, up: bool) -> None:
         """The heartbeat bridge's ports (switch side of each director's ``eth1``) up/down."""
@@ -621,62 +727,42 @@ class PairLab:
                 samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
         return samples
 
-    def log_tail(self, node: str, chars: int = 2500) -> str:
-        """The end of ``node``'s daemon log."""
-        try:
-            return self.log_path(node).read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
     def status(self) -> dict[str, Any]:
-        """What exists now: ``{"prefix", "options", "workdir", "namespaces": {name: [(pid, argv)]},
-        "holders", "daemons": {node: pid}, "ha": {node: ha status or error}, "ipvs": {node: ipvsadm -Ln}}``."""
-        doc: dict[str, Any] = {
-            "prefix": self.prefix,
-            "options": asdict(self.options),
-            "workdir": str(self.workdir),
-            "vip": self.vip,
-            "namespaces": {},
-            "daemons": {},
-            "ha": {},
-            "ipvs": {},
-        }
-        for name in list_netns():
-            if name.startswith(self.prefix + "-"):
-                doc["namespaces"][name] = [(pid, " ".join(_cmdline(pid))) for pid in sorted(pids_in_netns(name))]
+        """What exists now: `DaemonLab.status` with ``"holders"`` (directors holding the VIP) and
+        ``"ha": {node: the daemon's HA status, or why there is none}``."""
+        doc = super().status()
         doc["holders"] = list(self.holders()) if doc["namespaces"] else []
-        for node in DIRECTORS:
-            doc["daemons"][node] = self.daemon_pid(node)
-            if not netns_exists(self.lab.ns(node)):
-                continue
-            r = self.lab.exec(node, ["ipvsadm", "-Ln"], check=False)
-            doc["ipvs"][node] = r.stdout if r.returncode == 0 else r.stderr.strip()
-            doc["ha"][node] = self._ha_status(node)
+        doc["ha"] = {n: s.get("ha") if isinstance(s, dict) else s for n, s in doc.pop("daemon_status").items()}
         return doc
 
-    def _ha_status(self, node: str) -> Any:
-        if not self.socket_path(node).exists():
-            return "no control socket"
-        try:
-            return (request(str(self.socket_path(node)), "status", timeout=5.0).get("status") or {}).get("ha")
-        except Exception as e:
-            return f"{type(e).__name__}: {e}"
+
+def namespace_lines(namespaces: dict[str, list[tuple[int, str]]]) -> list[str]:
+    """Status lines of `DaemonLab.namespaces`: a heading, then each namespace with its
+    processes (command lines cut at 90 characters)."""
+    lines = ["namespaces and processes:"]
+    for name, procs in namespaces.items():
+        lines.append(f"  {name}: " + ("; ".join(f"{pid} {cmd[:90]}" for pid, cmd in procs) or "-"))
+    return lines
+
+
+def status_head(doc: dict[str, Any], shape: str, up_command: str) -> list[str]:
+    """The first lines of a `DaemonLab.status` text: the lab, its ``shape``, VIP and files,
+    and when no namespace exists, a line saying so and naming ``up_command``."""
+    lines = [f"lab {doc['prefix']}: {shape}; VIP {doc['vip']}; files in {doc['workdir']}"]
+    if not doc["namespaces"]:
+        lines.append(f"no namespaces exist (run `{up_command}`)")
+    return lines
 
 
 def render_status(doc: dict[str, Any]) -> str:
     """Text of `PairLab.status` for ``directord lab status``."""
     o = doc["options"]
-    lines = [
-        f"lab {doc['prefix']}: {o['mode']} forwarding, {o['real_servers']} real servers"
-        f"{', bonded uplinks' if o['bond'] else ''}; VIP {doc['vip']}; files in {doc['workdir']}"
-    ]
+    shape = f"{o['mode']} forwarding, {o['real_servers']} real servers{', bonded uplinks' if o['bond'] else ''}"
+    lines = status_head(doc, shape, "directord lab up")
     if not doc["namespaces"]:
-        lines.append("no namespaces exist (run `directord lab up`)")
         return "\n".join(lines)
     lines.append("VIP held by: " + (" and ".join(doc["holders"]) or "nobody"))
-    lines.append("namespaces and processes:")
-    for name, procs in doc["namespaces"].items():
-        lines.append(f"  {name}: " + ("; ".join(f"{pid} {cmd[:90]}" for pid, cmd in procs) or "-"))
+    lines += namespace_lines(doc["namespaces"])
     for node in DIRECTORS:
         ha = doc["ha"].get(node)
         if isinstance(ha, dict):

@@ -49,6 +49,48 @@ MOVE_SLACK = 0.5
 DIRECTORS = ("dir1", "dir2")
 
 
+def service_yaml(
+    vip: str,
+    port: int,
+    rips: Sequence[str],
+    *,
+    scheduler: str = "rr",
+    scheduler_flags: Sequence[str] = (),
+    forwarding: str = "dr",
+    on_failure: str | None = None,
+) -> str:
+    """The ``virtual_services:`` section of a lab director's configuration (YAML text, pure).
+
+    One virtual service ``web`` on ``vip:port`` (tcp) with ``scheduler`` (and its
+    ``scheduler_flags``), the ``forwarding`` method, an HTTP check of ``/healthz`` every
+    `CHECK_INTERVAL` seconds (timeout `CHECK_TIMEOUT` seconds, rise `CHECK_RISE`, fall
+    `CHECK_FALL`), ``on_failure`` when given, and one real server per address of ``rips``
+    on ``port``. The values are the lab's own (addresses, names of the schema): no quoting.
+    """
+    rs = "\n".join(f"      - {{address: {rip}, port: {port}}}" for rip in rips)
+    check = (
+        f"{{type: http, path: /healthz, interval: {CHECK_INTERVAL:g}, timeout: {CHECK_TIMEOUT:g}, "
+        f"rise: {CHECK_RISE}, fall: {CHECK_FALL}}}"
+    )
+    extra = ""
+    if scheduler_flags:
+        extra += f"    scheduler_flags: [{', '.join(scheduler_flags)}]\n"
+    if on_failure:
+        extra += f"    on_failure: {on_failure}\n"
+    return f"""\
+virtual_services:
+  - name: web
+    address: {vip}
+    port: {port}
+    protocol: tcp
+    scheduler: {scheduler}
+{extra}    forwarding: {forwarding}
+    check: {check}
+    real_servers:
+{rs}
+"""
+
+
 # --- what the runner records ------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from .netns import (
     set_sysctls,
     tcp_connectable,
 )
-from .topology import Mode, Node, plan_lab, port_name
+from .topology import LabPlan, Mode, Node, plan_lab, port_name
 
 log = logging.getLogger("directord.lab")
 
@@ -83,6 +83,10 @@ class Lab:
     may be called from an asyncio event-loop thread (netlink work happens in
     worker threads) but blocks it for its duration.
 
+    ``plan``: build this plan (of `plan_lab` or a routed topology such as
+    `director.lab.ecmp.plan_ecmp`) instead of planning one from the shape
+    arguments, which are then ignored; ``prefix`` must be the plan's.
+
     Raises (from ``build``): OSError / pyroute2.NetlinkError on kernel
     refusal (not root, missing module such as ``ipip`` for ``tun``),
     TimeoutError if a real server's httpd does not come up.
@@ -107,8 +111,9 @@ class Lab:
         ready_timeout: float = 60.0,
         log_dir: str | os.PathLike | None = None,
         python: str | None = None,
+        plan: LabPlan | None = None,
     ) -> None:
-        self.plan = plan_lab(
+        self.plan = plan or plan_lab(
             prefix,
             real_servers=real_servers,
             directors=directors,
@@ -120,8 +125,10 @@ class Lab:
             bond=bond,
             prepare_real_servers=prepare_real_servers,
         )
+        if self.plan.prefix != prefix:
+            raise ValueError(f"the plan is of the prefix {self.plan.prefix!r}, not {prefix!r}")
         self.prefix = prefix
-        self.mode: Mode = mode
+        self.mode: Mode = self.plan.mode
         self.http_port = http_port
         self.ready_timeout = ready_timeout
         self.python = python or sys.executable

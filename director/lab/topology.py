@@ -111,6 +111,7 @@ def plan_lab(
     heartbeat_subnet: str = "10.77.2.0/24",
     bond: bool = False,
     prepare_real_servers: bool = True,
+    vip: str | None = None,
 ) -> LabPlan:
     """Plan a lab: namespaces, links, addresses, routes and sysctls (pure).
 
@@ -149,8 +150,11 @@ def plan_lab(
     the plan (no VIP, no ARP or rp_filter sysctls on the real servers), for a
     caller that prepares them with ``directord realserver prep``.
 
+    ``vip``: the IPv4 VIP when it is not the front subnet's ``.100`` (a routed
+    lab announces a VIP outside every subnet).
+
     Raises:
-        ValueError: bad counts, mode or subnets too small.
+        ValueError: bad counts, mode, subnets too small or a VIP that is not IPv4.
     """
     if mode not in ("dr", "nat", "tun"):
         raise ValueError(f"unknown forwarding mode {mode!r}")
@@ -173,7 +177,10 @@ def plan_lab(
     ns = lambda role: f"{prefix}-{role}"  # noqa: E731
     dir_roles = tuple(f"dir{i}" for i in range(1, directors + 1))
     rs_roles = tuple(f"rs{i}" for i in range(1, real_servers + 1))
-    vip = _host(front, 100)
+    if vip is None:
+        vip = _host(front, 100)
+    elif ipaddress.ip_address(vip).version != 4:
+        raise ValueError(f"the VIP must be IPv4: {vip!r}")
     vip6 = _host(front6, 0x100) if ipv6 else None
     addr: dict[str, str] = {"client": _host(front, 2)}
     addr6: dict[str, str] = {"client": _host(front6, 2)} if ipv6 else {}
