@@ -4,8 +4,9 @@ BIRD listens on a unix stream socket (``bird -s PATH``; ``birdc`` is its own cli
 protocol, from BIRD's ``nest/cli.c`` and ``doc/reply_codes`` (checked against BIRD 2.0.12):
 
 * on connect BIRD sends a greeting, ``0001 BIRD 2.0.12 ready.``;
-* a request is one line of text ending in ``\\n`` (at most 4095 bytes: BIRD's
-  ``CLI_RX_BUF_SIZE`` is 4096, a longer one is answered ``9000 Command too long``);
+* a request is one line of text ending in ``\\n``; BIRD 2.0.12 reads it into a 1024-byte
+  socket buffer and closes the connection on a line of 1024 bytes or more with its newline
+  (measured; `MAX_COMMAND_BYTES`);
 * a reply is a sequence of lines.  A line starts with a 4-digit code followed by ``-`` (more
   lines follow) or by a space (the last line of the reply).  A line starting with a space
   continues the previous code (BIRD writes it so when a ``-`` line has the same code as the line
@@ -56,8 +57,9 @@ __all__ = [
 DEFAULT_TIMEOUT = 2.0
 #: Bytes a whole exchange may read by default (greeting included).
 DEFAULT_MAX_BYTES = 1 << 20
-#: Longest command, in bytes of UTF-8 (BIRD's ``CLI_RX_BUF_SIZE`` 4096, less the newline and NUL).
-MAX_COMMAND_BYTES = 4094
+#: Longest command, in bytes of UTF-8 without the newline: BIRD 2.0.12 answers a 1022-byte command
+#: and drops the connection of a longer one (its CLI socket's 1024-byte read buffer).
+MAX_COMMAND_BYTES = 1022
 #: Longest reply line, in bytes.  BIRD formats each line into a 512-byte buffer
 #: (``CLI_LINE_SIZE``); spontaneous printouts are log lines of up to about 1 KiB.
 MAX_LINE_BYTES = 4096
