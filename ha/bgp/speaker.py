@@ -135,7 +135,8 @@ class BirdSpeaker:
         backoff_initial, backoff_max, backoff_reset: restart delays: the first, the largest
             (each failure doubles it), and the uptime after which it is back to the first.
         command_timeout: seconds for one command on the control socket.
-        pdeathsig: start BIRD through `SETPRIV` so that it gets SIGTERM when directord dies.
+        pdeathsig: start BIRD through `SETPRIV` so that it gets SIGTERM when directord dies
+            (without it, with a warning, when `SETPRIV` is missing).
     """
 
     def __init__(
@@ -170,7 +171,12 @@ class BirdSpeaker:
         self.backoff_max = backoff_max
         self.backoff_reset = backoff_reset
         self.command_timeout = command_timeout
-        self.pdeathsig = pdeathsig
+        self._setpriv: str | None = None
+        if pdeathsig:
+            if os.access(SETPRIV, os.X_OK):
+                self._setpriv = SETPRIV
+            else:
+                log.warning("%s is missing: BIRD will not be stopped if directord dies (package util-linux)", SETPRIV)
         self._config = config
         self._proc: asyncio.subprocess.Process | None = None
         self._output_task: asyncio.Task[None] | None = None
@@ -272,7 +278,7 @@ class BirdSpeaker:
     # --- processes ----------------------------------------------------------------------------
 
     def _argv(self, *bird_args: str) -> list[str]:
-        prefix = [SETPRIV, "--pdeathsig", "TERM", "--"] if self.pdeathsig else []
+        prefix = [self._setpriv, "--pdeathsig", "TERM", "--"] if self._setpriv else []
         return [*prefix, *self.command_prefix, self.binary, *bird_args]
 
     async def _check(self, path: str) -> None:
@@ -491,12 +497,12 @@ class BirdSpeaker:
         """Stop BIRD (SIGTERM; SIGKILL after ``stop_timeout`` s) and remove its pid file and
         socket.  Idempotent; BIRD's graceful stop sends each neighbour a Cease NOTIFICATION."""
         self._stopping = True
-        supervisor, self._supervisor = self._supervisor, None
-        if supervisor is not None:
-            supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await supervisor
         async with self._lock:
+            supervisor, self._supervisor = self._supervisor, None
+            if supervisor is not None:
+                supervisor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await supervisor
             proc = self._proc
             if proc is not None:
                 await self._terminate(proc)

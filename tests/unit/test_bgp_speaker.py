@@ -277,3 +277,68 @@ def test_bird_dies_with_directord(tmp_path):
         parent.kill()
         parent.wait(5)
         N.cleanup_netns(PREFIX)
+
+
+async def test_restarts_back_off_until_bird_starts_again(tmp_path):
+    """Failed restarts double the delay up to the maximum; a BIRD that stayed up
+    ``backoff_reset`` seconds is restarted after the first delay again.
+
+    BIRD is run through a script that execs the real BIRD unless a marker file exists."""
+    ns = f"{PREFIX}-q"
+    N.cleanup_netns(PREFIX)
+    N.create_netns(ns)
+    marker = tmp_path / "fail"
+    wrapper = tmp_path / "bird"
+    wrapper.write_text(f'#!/bin/sh\n[ -e {marker} ] && {{ echo "no BIRD today" >&2; exit 3; }}\nexec {BIRD} "$@"\n')
+    wrapper.chmod(0o755)
+    events: list[tuple[float, SpeakerEvent]] = []
+    speaker = BirdSpeaker(
+        str(tmp_path / "run"),
+        "router id 10.0.0.1;\nprotocol device {}\n",
+        binary=str(wrapper),
+        command_prefix=("ip", "netns", "exec", ns),
+        on_event=lambda e: events.append((time.monotonic(), e)),
+        backoff_initial=0.1,
+        backoff_max=0.8,
+        backoff_reset=1.0,
+    )
+    try:
+        await speaker.start()
+        marker.write_text("")
+        os.kill(speaker.pid, signal.SIGKILL)
+
+        async def failures(n):
+            return sum(e.kind == "restart_failed" for _, e in events) >= n
+
+        await wait_for(lambda: failures(3), 5, "three failed restarts")
+        marker.unlink()
+
+        async def restarted():
+            return speaker.restarts == 1 and speaker.running
+
+        await wait_for(restarted, 5, "restart")
+        kinds = [e.kind for _, e in events]
+        assert kinds[:2] == ["started", "exited"] and kinds[-1] == "restarted"
+        failed = [e.detail for _, e in events if e.kind == "restart_failed"]
+        assert "exit code 3" in failed[0] and "no BIRD today" in failed[0]
+        assert [d.rsplit("next attempt in ", 1)[1] for d in failed[:3]] == ["0.2 s", "0.4 s", "0.8 s"]
+        # the delays were waited: 0.1 s before the first attempt, then 0.2 s, 0.4 s
+        times = [t for t, e in events if e.kind in ("exited", "restart_failed")]
+        gaps = [b - a for a, b in zip(times, times[1:])][:3]
+        assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and gaps[2] >= 0.4, gaps
+        assert await speaker.sessions() == []  # BIRD answers; it has no BGP protocol
+
+        # up for longer than backoff_reset: the next restart comes after 0.1 s, not 0.8 s
+        await asyncio.sleep(1.1)
+        os.kill(speaker.pid, signal.SIGKILL)
+
+        async def restarted_again():
+            return speaker.restarts == 2 and speaker.running
+
+        await wait_for(restarted_again, 5, "second restart", step=0.02)
+        (t_exit, exited), (t_restart, again) = events[-2:]
+        assert (exited.kind, again.kind) == ("exited", "restarted")
+        assert 0.1 <= t_restart - t_exit < 0.6, t_restart - t_exit
+    finally:
+        await speaker.stop()
+        N.cleanup_netns(PREFIX)
