@@ -99,7 +99,8 @@ class SpeakerEvent:
     ``kind`` is one of ``"started"`` (BIRD answers on its socket; detail: pid), ``"exited"``
     (BIRD exited unexpectedly; detail: status and its last lines), ``"restart_failed"`` (a
     restart did not come up; detail: why, and the next delay), ``"restarted"`` (detail: pid),
-    ``"reconfigured"`` (detail: BIRD's answer), ``"stopped"``."""
+    ``"reconfigured"`` (detail: BIRD's answer), ``"stopped"``, ``"supervision_failed"`` (a bug:
+    BIRD is no longer restarted)."""
 
     kind: str
     detail: str
@@ -418,6 +419,13 @@ class BirdSpeaker:
             self._output_task.cancel()
 
     async def _supervise(self) -> None:
+        try:
+            await self._supervise_loop()
+        except Exception as err:  # a bug here must not end the supervision silently
+            log.exception("the supervision of BIRD failed")
+            self._emit("supervision_failed", repr(err)[:500])
+
+    async def _supervise_loop(self) -> None:
         delay = self.backoff_initial
         while True:
             proc = self._proc
@@ -430,9 +438,9 @@ class BirdSpeaker:
             uptime = time.monotonic() - started
             if uptime >= self.backoff_reset:
                 delay = self.backoff_initial
-            self._emit(
-                "exited", f"{_status(proc.returncode or 0)} after {uptime:.1f} s: " + " | ".join(_clip(self._tail))
-            )
+            tail = " | ".join(_clip(self._tail))
+            status = f"{_status(proc.returncode or 0)} after {uptime:.1f} s"
+            self._emit("exited", f"{status}: {tail}" if tail else status)
             while True:
                 await asyncio.sleep(delay)
                 async with self._lock:
