@@ -9,4 +9,6 @@ removing routes in a kernel routing table BIRD learns from (no process spawned p
 * `ha.bgp.model`: the ``bgp:`` section as frozen dataclasses (pure).
 * `ha.bgp.bird`: BIRD's configuration rendered from the model (pure).
 * `ha.bgp.policy`: which VIPs are announced, from health, drain and stop (pure).
+* `ha.bgp.birdctl`: a client of BIRD's control socket, and parsers of its replies (pure).
+* `ha.bgp.speaker`: the BIRD directord runs: its file, its process, its restarts.
 """
