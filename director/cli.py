@@ -206,6 +206,34 @@ def cmd_rs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bgp(args: argparse.Namespace) -> int:
+    """``directord bgp drain|undrain|status``: the announcements of an active-active director.
+    drain: GRACEFUL_SHUTDOWN on its VIPs, then withdrawn (kept across restarts); undrain:
+    announced again while healthy; status: sessions and VIPs.  Exit 0 done, 1 refused (why on
+    stderr), 2 no daemon could be asked."""
+    from . import control
+    from .status import printable, render_bgp
+
+    path = _socket_path(args)
+    try:
+        reply = control.request(path, "bgp", action=args.action)
+    except PermissionError:
+        print(_permission_text(path), file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"no directord answering on {path}: {exc}; nothing changed", file=sys.stderr)
+        return 2
+    if not reply.get("ok"):
+        print(printable(reply.get("error", "refused")), file=sys.stderr)
+        return 1
+    if args.action == "status":
+        doc = reply.get("bgp") or {}
+        print(json.dumps(doc, indent=2, sort_keys=True) if args.json else "\n".join(map(printable, render_bgp(doc))))
+        return 0
+    print(printable(reply.get("message", "done")))
+    return 0
+
+
 def cmd_install_units(args: argparse.Namespace) -> int:
     """``directord install-units``: the shipped units with this directord's path (`director.units`)."""
     from . import units
@@ -480,6 +508,18 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("-c", "--config", help="read the control socket path from this configuration")
     rs.add_argument("--control-socket")
     rs.set_defaults(func=cmd_rs)
+
+    bgp = sub.add_parser(
+        "bgp",
+        help="drain or undrain this active-active director's BGP announcements (kept across restarts), or show them",
+        description="drain: the VIPs get the GRACEFUL_SHUTDOWN community, then are withdrawn after "
+        "bgp.graceful_shutdown_wait; undrain: announced again while healthy; status: BGP sessions and VIPs.",
+    )
+    bgp.add_argument("action", choices=["drain", "undrain", "status"])
+    bgp.add_argument("--json", action="store_true", help="status as JSON")
+    bgp.add_argument("-c", "--config", help="read the control socket path from this configuration")
+    bgp.add_argument("--control-socket")
+    bgp.set_defaults(func=cmd_bgp)
 
     units = sub.add_parser(
         "install-units",

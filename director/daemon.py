@@ -69,12 +69,16 @@ from .web.tally import EventTally
 from .weights import WeightBook
 
 if TYPE_CHECKING:
+    from ha.bgp.service import BgpService
     from ha.service import HAService
 
     from .web.metrics import Scrape
     from .web.server import HTTPServer
 
 log = logging.getLogger("directord")
+
+#: Seconds between two recomputations of the bgp VIPs' health without an event (`Daemon._bgp_ticker`).
+BGP_TICK = 1.0
 
 
 def raise_nofile_limit() -> int:
@@ -328,6 +332,11 @@ class Daemon:
         self._in_service: dict[str, bool] = {}
         self.control: ControlServer | None = None
         self.ha: HAService | None = None  # when the configuration has an ha section
+        self.bgp: BgpService | None = None  # when the configuration has a bgp section
+        self._bgp_due = False  # a recomputation of the VIPs' health is scheduled
+        self._bgp_tick: asyncio.Task[None] | None = None
+        #: the kernel switches of the bgp mode that could not be set (`director.bgp.prepare_sysctls`)
+        self.bgp_problems: list[str] = []
         self.http: HTTPServer | None = None  # when the configuration has a global.http section
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -395,6 +404,7 @@ class Daemon:
         svc = self._services.get(service)
         if svc is not None:
             self._judge_service(svc)
+        self._bgp_changed()
 
     def _publish_weight(self, key: tuple[ServiceKey, DestKey], name: str, reason: str) -> None:
         configured = self._configured_weight(key)
@@ -488,6 +498,8 @@ class Daemon:
             log.error("invalid configuration %s, not starting: %s", self.config_path, _load_failure(exc))
             return 1
         raise_nofile_limit()
+        for warning in prepared.config.warnings:
+            log.warning("configuration: %s", warning)
         state_dir = prepared.config.settings.state_dir
         try:
             self._instance_lock = await asyncio.to_thread(lock_state_dir, state_dir)
@@ -529,10 +541,17 @@ class Daemon:
                 await self.ha.stop()
                 await self.control.stop()
                 return 1
+        if config.bgp is not None and not await self._start_bgp(config):
+            if self.ha is not None:
+                await self.ha.stop()
+            await self.control.stop()
+            return 1
         try:
             await self.engine.start()
         except OSError as exc:
             log.error("cannot start the checker process: %s", exc)
+            if self.bgp is not None:
+                await self._stop_bgp()
             if self.ha is not None:
                 await self.ha.stop()
             await self.control.stop()
@@ -554,6 +573,8 @@ class Daemon:
         finally:
             log.info("stopping (the IPVS table is left in place)")
             self.systemd.stopping()
+            if self.bgp is not None:  # first: routers move the flows away while this director forwards
+                await self._stop_bgp()
             if self.ha is not None:
                 await self.ha.stop()
             if self.http is not None:
@@ -566,6 +587,90 @@ class Daemon:
             await self.reconciler.stop()
             await self.kernel.close()
         return 0
+
+    # --- bgp (active-active) ---------------------------------------------------------
+
+    async def _start_bgp(self, config: Config) -> bool:
+        """Start the BGP service of the ``bgp:`` section (`ha.bgp.service`); False when it cannot
+        start (logged).  The kernel switches it needs are set here first (`director.bgp`)."""
+        from ha.bgp.service import BgpService, BgpStateError  # imported here for start-up time
+        from ha.bgp.speaker import SpeakerError
+
+        from .bgp import prepare_sysctls
+
+        assert config.bgp is not None
+        self.bgp_problems = await asyncio.to_thread(prepare_sysctls)
+        for problem in self.bgp_problems:
+            log.error("bgp: %s", problem)
+        self.bgp = BgpService(
+            config.bgp, source=config.path, state_dir=config.settings.state_dir, on_event=self.events.publish
+        )
+        try:
+            await self.bgp.start()
+        except (BgpStateError, SpeakerError, OSError, ValueError) as exc:
+            log.error("cannot start the BGP service: %s", exc)
+            await self._stop_bgp()
+            return False
+        self._bgp_tick = asyncio.get_running_loop().create_task(self._bgp_ticker(), name="bgp health")
+        self._bgp_changed()
+        return True
+
+    async def _stop_bgp(self) -> None:
+        if self._bgp_tick is not None:
+            self._bgp_tick.cancel()
+            self._bgp_tick = None
+        if self.bgp is not None:
+            await self.bgp.stop()
+
+    def _bgp_changed(self) -> None:
+        """Health, an operator's state or the kernel table changed: tell the BGP service the
+        VIPs' health soon (once for all the changes of one loop iteration)."""
+        if self.bgp is None or self._bgp_due:
+            return
+        self._bgp_due = True
+        asyncio.get_running_loop().call_soon(self._bgp_update)
+
+    def _bgp_update(self) -> None:
+        self._bgp_due = False
+        if self.bgp is None or self.config is None:
+            return
+        from .bgp import vip_health
+
+        self.bgp.update(
+            vip_health(self.config, self.bgp.config, self._health, self._admin_for, self.reconciler.programmed)
+        )
+
+    async def _bgp_ticker(self) -> None:
+        """Every second: the VIPs' health again, so that what the reconciler programmed (or
+        lost) in the kernel reaches the announcements without an event of its own."""
+        while True:
+            await asyncio.sleep(BGP_TICK)
+            self._bgp_changed()
+
+    async def _bgp_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The control ``bgp`` request: ``action`` drain, undrain or status."""
+        if self.bgp is None:
+            return {"ok": False, "error": "this director announces nothing over BGP (no bgp section)"}
+        action = request.get("action")
+        if action == "status":
+            return {"ok": True, "bgp": self.bgp_status()}
+        if action not in ("drain", "undrain"):
+            return {"ok": False, "error": "bgp needs action drain, undrain or status"}
+        try:
+            await (self.bgp.drain() if action == "drain" else self.bgp.undrain())
+        except OSError as exc:
+            return {"ok": False, "error": f"cannot keep the drain in the state directory: {exc}; nothing changed"}
+        if action == "drain":
+            wait = self.bgp.config.graceful_shutdown_wait
+            return {"ok": True, "message": f"drained: GRACEFUL_SHUTDOWN now, VIPs withdrawn in {wait:g} s"}
+        return {"ok": True, "message": "undrained: healthy VIPs announced"}
+
+    def bgp_status(self) -> dict[str, Any]:
+        """The ``bgp`` part of the status document."""
+        assert self.bgp is not None
+        doc = self.bgp.status()
+        doc["problems"] = list(self.bgp_problems)
+        return doc
 
     async def _start_http(self, config: Config) -> None:
         """Start the metrics listener of ``global.http``; a failure is logged and the daemon runs
@@ -634,6 +739,7 @@ class Daemon:
         self._warn_stale_admin(prepared.config)
         for svc in prepared.config.services:
             self._judge_service(svc)
+        self._bgp_changed()
 
     async def reload(self) -> bool:
         """Re-read the configuration file; keep the running one if it is invalid (`reload_report`).
@@ -697,10 +803,17 @@ class Daemon:
                 "error": refusal_text(self.config_path, exc),
                 "errors": errors,
             }
-        warnings = []
+        warnings = list(prepared.config.warnings)
+        for warning in warnings:
+            log.warning("configuration: %s", warning)
         if not _same_ha(self.config, prepared.config):
             warnings.append(
                 "the ha section changed: HA changes need a restart; the running HA service (if any) is kept"
+            )
+            log.warning("%s", warnings[-1])
+        if (self.config.bgp if self.config else None) != prepared.config.bgp:
+            warnings.append(
+                "the bgp section changed: BGP changes need a restart; the running BGP service (if any) is kept"
             )
             log.warning("%s", warnings[-1])
         old_dir = self.config.settings.state_dir if self.config is not None else None
@@ -808,6 +921,8 @@ class Daemon:
         )
         if self.ha is not None:
             doc["ha"] = self.ha.snapshot()
+        if self.bgp is not None:
+            doc["bgp"] = self.bgp_status()
         doc["recent_events"] = [to_json(envelope) for envelope in self.events.recent(events)]
         return doc
 
@@ -819,6 +934,8 @@ class Daemon:
             return await self.systemd.reloading(self.reload_report)
         if command == "rs":
             return await self._rs_admin(request)
+        if command == "bgp":
+            return await self._bgp_request(request)
         if command in ("standby", "takeover"):
             if self.ha is None:
                 return {"ok": False, "error": "this director runs no HA (no ha section)"}
@@ -868,6 +985,7 @@ class Daemon:
         self.events.publish(AdminChanged(svc.name, str(rs.key), state, entry.reason if entry else ""))
         self.reconciler.on_health(svc.key, rs.key)
         self._judge_service(svc)
+        self._bgp_changed()
         return {"ok": True, "message": f"rs {rs.key} of {printable(svc.name)}: {state}"}
 
     async def _change_admin(

@@ -527,6 +527,11 @@ class Reconciler:
     def _interval(self) -> float:
         return self.config.settings.reconcile_interval if self.config else 10.0
 
+    def programmed(self, key: ServiceKey) -> bool:
+        """True when the virtual service ``key`` is in the kernel's IPVS table as directord last
+        read or changed it (False while the table cannot be read)."""
+        return self._table_valid and key in self.table
+
     def service_name(self, key: ServiceKey) -> str:
         """The configured name of the service ``key`` (printable), or the key as text when unknown."""
         svc = self._services.get(key)

@@ -260,6 +260,10 @@ def render_status(doc: Mapping[str, Any]) -> str:
                 f"  ping node {ping.get('address')}: {'reachable' if ping.get('reachable') else 'UNREACHABLE'} "
                 f"({ping.get('answered')}/{ping.get('sent')} answered)"
             )
+    bgp = doc.get("bgp")
+    if bgp:
+        lines.append("")
+        lines.extend(render_bgp(bgp))
     recent = doc.get("recent_events")
     if recent:
         lines.append("")
@@ -269,6 +273,27 @@ def render_status(doc: Mapping[str, Any]) -> str:
             when = time.strftime("%H:%M:%S", time.localtime(at)) if isinstance(at, (int, float)) else "-"
             lines.append(f"  {when} {_fmt(event.get('kind'))}: {_fmt(event.get('message'))}")
     return "\n".join(printable(line) for line in lines)
+
+
+def render_bgp(bgp: Mapping[str, Any]) -> list[str]:
+    """The ``bgp`` part of the status document (`ha.bgp.service.BgpService.status`) as lines:
+    the speaker, each BGP session, each VIP's announcement and why."""
+    drained = ", DRAINED (directord bgp undrain)" if bgp.get("drained") else ""
+    lines = [f"BGP: speaker (BIRD) {bgp.get('speaker')}{drained}"]
+    for problem in bgp.get("problems", []):
+        lines.append(f"  problem: {problem}")
+    for session in bgp.get("sessions", []):
+        info = f" ({session.get('info')})" if session.get("info") else ""
+        lines.append(
+            f"  neighbor {session.get('neighbor')} {session.get('address')} AS {session.get('as')}: "
+            f"{session.get('state')}{info}"
+        )
+    words = {"announced": "announced", "graceful_shutdown": "announced with GRACEFUL_SHUTDOWN"}
+    for vip in bgp.get("vips", []):
+        route = vip.get("route")
+        state = words.get(route, "withdrawn") if vip.get("announced") or route == "withdrawn" else "NOT announced"
+        lines.append(f"  VIP {vip.get('vip')}: {state} ({vip.get('reason')}; min_healthy {vip.get('min_healthy')})")
+    return lines
 
 
 def _conn_text(conn: dict[str, Any] | None) -> str:

@@ -1,0 +1,242 @@
+"""`ha.bgp.service.BgpService` with a real BIRD: the director's service runs in one network
+namespace (through ``bgp_service_driver.py``), a plain BIRD plays the router in another, and
+what the router receives is read from it (``show route all``).
+
+Shows: nothing is announced before the services are healthy; a VIP is announced with its
+communities and MED when its services have min_healthy real servers in service and withdrawn
+at once when not; a drain sends GRACEFUL_SHUTDOWN (65535,0), then withdraws after the wait and
+is kept across a restart; undrain announces again; a BIRD killed is restarted and announces
+again; a stop sends GRACEFUL_SHUTDOWN, withdraws, ends the session and removes the VIPs from
+``lo`` and the routes from the kernel table.
+
+Root only; skipped without /usr/sbin/bird (Debian package bird2)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from nspair import eth0_link
+
+from ha.bgp.birdctl import bird_command
+
+BIRD = "/usr/sbin/bird"
+PREFIX = f"bsv{os.getpid()}"
+NET = 232
+DIRECTOR = f"10.{NET}.0.1"
+ROUTER = f"10.{NET}.0.2"
+VIP_A, VIP_B = "192.0.2.10", "192.0.2.11"
+DRIVER = Path(__file__).resolve().parent / "bgp_service_driver.py"
+GSHUT = "(65535,0)"
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.skipif(not os.path.exists(BIRD), reason="BIRD 2 (/usr/sbin/bird, package bird2) is not installed"),
+]
+
+ROUTER_CONFIG = textwrap.dedent(
+    f"""\
+    router id {ROUTER};
+    protocol device {{}}
+    protocol bgp dir1 {{
+        local {ROUTER} as 65000;
+        neighbor {DIRECTOR} as 65001;
+        passive on;
+        hold time 3;
+        error wait time 1, 2;
+        ipv4 {{ import all; export none; }};
+    }}
+    """
+)
+
+
+class Driver:
+    """The service in the director's namespace, spoken to line by line."""
+
+    def __init__(self, ns: str, config: dict, state_dir: Path) -> None:
+        self.events: list[dict] = []
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, str(DRIVER), json.dumps(config), str(state_dir)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.expect("started", 15)
+
+    def expect(self, key: str, timeout: float = 10) -> dict:
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"the driver ended before {key!r}; events {self.events}")
+            doc = json.loads(line)
+            if "event" in doc:
+                self.events.append(doc)
+            if key in doc:
+                return doc
+        raise AssertionError(f"no {key!r} within {timeout} s")
+
+    def send(self, cmd: dict, key: str = "ok") -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        return self.expect(key)
+
+    def routes(self) -> list[dict]:
+        return [e for e in self.events if e["event"] == "bgp.route"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+def router_view(ctl: str) -> dict[str, str]:
+    """The router's routes: VIP -> its BGP.community line ("" when it has none)."""
+    reply = asyncio.run(bird_command(ctl, "show route all"))
+    communities: dict[str, str] = {}
+    meds: dict[str, str] = {}
+    current = None
+    for line in reply.lines:
+        text = line.text.strip()
+        if line.code == 1007 and "/32" in text:
+            current = text.split("/")[0]
+            communities[current] = ""
+        elif current and text.startswith("BGP.community:"):
+            communities[current] = text.split(":", 1)[1].strip()
+        elif current and text.startswith("BGP.med:"):
+            meds[current] = f" med {text.split(':', 1)[1].strip()}"
+    return {k: (v + meds.get(k, "")).strip() for k, v in communities.items()}
+
+
+def wait_view(ctl: str, want, timeout: float = 8.0, what: str = "") -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    view: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        view = router_view(ctl)
+        if want(view):
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: the router has {view}")
+
+
+def ns_output(ns: str, *args: str) -> str:
+    return subprocess.run(["ip", "-n", ns, *args], capture_output=True, text=True, check=True, timeout=10).stdout
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """(director namespace, router's control socket, the service's JSON config, state dir)."""
+    with eth0_link(PREFIX, NET, {}) as (a, b):
+        subprocess.run(["ip", "-n", a, "link", "set", "lo", "up"], check=True)
+        conf = tmp_path / "router.conf"
+        conf.write_text(ROUTER_CONFIG)
+        ctl = str(tmp_path / "router.ctl")
+        router = subprocess.Popen(
+            ["ip", "netns", "exec", b, BIRD, "-f", "-c", str(conf), "-s", ctl, "-P", str(tmp_path / "r.pid")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        config = {
+            "local_as": 65001,
+            "router_id": DIRECTOR,
+            "neighbors": [{"address": ROUTER, "remote_as": 65000, "name": "r1", "bfd": False}],
+            "vips": [
+                {"address": VIP_A, "communities": [[65001, 100]], "med": 50},
+                {"address": VIP_B, "min_healthy": 2},
+            ],
+            "graceful_shutdown_wait": 1.0,
+            "run_dir": str(tmp_path / "run"),
+        }
+        state = tmp_path / "state"
+        state.mkdir()
+        try:
+            yield a, ctl, config, state
+        finally:
+            router.terminate()
+            try:
+                router.wait(3)
+            except subprocess.TimeoutExpired:
+                router.kill()
+                router.wait()
+
+
+def test_announcements_follow_health_drain_and_stop(lab):
+    ns, ctl, config, state = lab
+    d = Driver(ns, config, state)
+    try:
+        # the VIPs are local addresses on lo, labelled as directord's
+        addrs = ns_output(ns, "-4", "addr", "show", "dev", "lo")
+        assert f"inet {VIP_A}/32 scope global lo:dd" in addrs and f"inet {VIP_B}/32" in addrs
+        # nothing before health is known
+        time.sleep(2.0)  # long enough for the session (connect delay 1 s)
+        assert router_view(ctl) == {}
+        # A healthy (1 of 1), B not (1 of 3, needs 2)
+        d.send({"health": {VIP_A: [1, 1, 1], VIP_B: [1, 3, 1]}})
+        view = wait_view(ctl, lambda v: VIP_A in v, what="A announced")
+        assert view == {VIP_A: "(65001,100) med 50"}
+        status = d.send({"do": "status"}, "status")["status"]
+        reasons = {v["vip"]: (v["route"], v["reason"]) for v in status["vips"]}
+        assert reasons[VIP_B] == ("withdrawn", "virtual service web: 1/3 real servers in service, needs 2")
+        # B healthy; A's service not programmed -> A withdrawn at once
+        d.send({"health": {VIP_A: [1, 1, 0], VIP_B: [2, 3, 1]}})
+        view = wait_view(ctl, lambda v: VIP_B in v and VIP_A not in v, what="B in, A out")
+        assert view == {VIP_B: ""}
+        table = ns_output(ns, "route", "show", "table", "221").split()
+        assert table == [VIP_B, "dev", "lo", "proto", "221", "scope", "link"]
+        # drain: GRACEFUL_SHUTDOWN first, withdrawn after the 1 s wait, kept in the state dir
+        d.send({"health": {VIP_A: [1, 1, 1], VIP_B: [2, 3, 1]}})
+        wait_view(ctl, lambda v: set(v) == {VIP_A, VIP_B}, what="both announced")
+        drained_at = time.monotonic()
+        d.send({"do": "drain"})
+        view = wait_view(ctl, lambda v: v.get(VIP_B) == GSHUT, timeout=0.9, what="GRACEFUL_SHUTDOWN")
+        assert view[VIP_A] == f"(65001,100) {GSHUT} med 50"
+        wait_view(ctl, lambda v: v == {}, what="withdrawn after the wait")
+        assert time.monotonic() - drained_at >= 0.9
+        assert json.loads((state / "bgp-drain.json").read_text()) == {"drained": True}
+        d.send({"do": "stop"})
+    finally:
+        d.close()
+    # a restart stays drained until undrain
+    d = Driver(ns, config, state)
+    try:
+        d.send({"health": {VIP_A: [1, 1, 1], VIP_B: [3, 3, 1]}})
+        time.sleep(2.0)
+        assert router_view(ctl) == {}
+        assert d.send({"do": "status"}, "status")["status"]["drained"] is True
+        d.send({"do": "undrain"})
+        wait_view(ctl, lambda v: set(v) == {VIP_A, VIP_B}, what="announced after undrain")
+        assert not (state / "bgp-drain.json").exists()
+        # BIRD killed: reported, restarted, announcing again
+        d.send({"do": "kill_bird"})
+        wait_view(ctl, lambda v: v == {}, what="the router lost the dead BIRD's routes")
+        wait_view(ctl, lambda v: set(v) == {VIP_A, VIP_B}, timeout=12, what="announced again after the restart")
+        d.send({"do": "status"}, "status")  # reads the events written so far
+        kinds = [(e["event"], e.get("state")) for e in d.events if e["event"] == "bgp.speaker"]
+        assert ("bgp.speaker", "exited") in kinds and kinds[-1] == ("bgp.speaker", "running")
+        # stop: GRACEFUL_SHUTDOWN, withdraw, then the session ends and lo and table 221 are clean
+        d.proc.stdin.write(json.dumps({"do": "stop"}) + "\n")  # type: ignore[union-attr]
+        d.proc.stdin.flush()  # type: ignore[union-attr]
+        wait_view(ctl, lambda v: v.get(VIP_B) == GSHUT, timeout=0.9, what="GRACEFUL_SHUTDOWN at stop")
+        d.expect("ok", 10)
+        assert router_view(ctl) == {}
+        assert VIP_A not in ns_output(ns, "addr", "show", "dev", "lo")
+        assert ns_output(ns, "route", "show", "table", "221").strip() == ""
+        routes = [(e["vip"], e["route"]) for e in d.routes()]
+        assert routes[-4:] == [
+            (VIP_A, "graceful_shutdown"),
+            (VIP_B, "graceful_shutdown"),
+            (VIP_A, "withdrawn"),
+            (VIP_B, "withdrawn"),
+        ]
+    finally:
+        d.close()
