@@ -172,8 +172,8 @@ def router_bird_conf(plan: EcmpPlan, *, log_path: str) -> str:
     directors become one ECMP route; BIRD 2.0 User's Guide, Kernel protocol, "merge paths");
     ``protocol bfd`` on the service interface (``interval`` ms, ``multiplier``); one
     ``protocol bgp dirK`` per director: passive (the director connects), eBGP from the
-    router's AS to the director's, ``hold time``, ``bfd on``, importing every route and
-    exporting none. Log lines go to ``log_path`` (a path without ``"``).
+    router's AS to the director's, ``hold time``, ``bfd on``, importing every route (one with
+    the GRACEFUL_SHUTDOWN community at LOCAL_PREF 0, RFC 8326) and exporting none. Log lines go to ``log_path`` (a path without ``"``).
 
     Raises:
         ValueError: ``log_path`` contains ``"`` or a newline.
@@ -197,6 +197,13 @@ def router_bird_conf(plan: EcmpPlan, *, log_path: str) -> str:
         f"  merge paths on limit {plan.merge_limit};",
         "}",
         "",
+        "# RFC 8326: a route with GRACEFUL_SHUTDOWN gets LOCAL_PREF 0, which takes it out of the",
+        "# ECMP route while the other directors' routes are there",
+        "filter directord_gshut {",
+        "  if (65535, 0) ~ bgp_community then bgp_local_pref = 0;",
+        "  accept;",
+        "}",
+        "",
         "protocol bfd {",
         f'  interface "{service_if}" {{',
         f"    interval {plan.bfd_interval_ms} ms;",
@@ -214,7 +221,7 @@ def router_bird_conf(plan: EcmpPlan, *, log_path: str) -> str:
             f"  hold time {plan.hold_time};",
             "  bfd on;",
             "  ipv4 {",
-            "    import all;",
+            "    import filter directord_gshut;",
             "    export none;",
             "  };",
             "}",
