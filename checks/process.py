@@ -64,7 +64,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 from checks.base import CheckTarget
@@ -238,6 +238,9 @@ class CheckerProcess:
     ) -> None:
         self._on_transition = on_transition
         self._adopt_orphans = adopt_orphans
+        #: the pids of other children of this process that the orphan sweep must leave alone
+        #: (``directord run``'s BIRD, `ha.bgp.service.BgpService.child_pids`)
+        self.spare_children: Callable[[], Iterable[int]] | None = None
         self._orphan_sweeper: asyncio.Task[None] | None = None
         self._spawning = False  # a child is being started: its pid is not known yet
         self._held = 0  # `hold_sweep` depth
@@ -577,7 +580,10 @@ class CheckerProcess:
                 become_subreaper()
 
     def _own_children(self) -> set[int]:
-        return set() if self._proc is None else {self._proc.pid}
+        own = set() if self._proc is None else {self._proc.pid}
+        if self.spare_children is not None:
+            own |= set(self.spare_children())
+        return own
 
     async def _kill_adopted(self, limit: float) -> None:
         """Kill what this process adopted (`adopt_orphans`) until none is left or ``limit``

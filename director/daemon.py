@@ -602,9 +602,15 @@ class Daemon:
         self.bgp_problems = await asyncio.to_thread(prepare_sysctls)
         for problem in self.bgp_problems:
             log.error("bgp: %s", problem)
-        self.bgp = BgpService(
-            config.bgp, source=config.path, state_dir=config.settings.state_dir, on_event=self.events.publish
+        bgp = BgpService(
+            config.bgp,
+            source=config.path,
+            state_dir=config.settings.state_dir,
+            on_event=self.events.publish,
+            spawn_guard=self.engine.hold_sweep,  # BIRD is our child: not an orphan to sweep
         )
+        self.bgp = bgp
+        self.engine.spare_children = bgp.child_pids
         try:
             await self.bgp.start()
         except (BgpStateError, SpeakerError, OSError, ValueError) as exc:

@@ -173,7 +173,8 @@ def router_bird_conf(plan: EcmpPlan, *, log_path: str) -> str:
     ``protocol bfd`` on the service interface (``interval`` ms, ``multiplier``); one
     ``protocol bgp dirK`` per director: passive (the director connects), eBGP from the
     router's AS to the director's, ``hold time``, ``bfd on``, importing every route (one with
-    the GRACEFUL_SHUTDOWN community at LOCAL_PREF 0, RFC 8326) and exporting none. Log lines go to ``log_path`` (a path without ``"``).
+    the GRACEFUL_SHUTDOWN community at LOCAL_PREF 0, RFC 8326) and exporting none.  Log lines
+    go to ``log_path`` (a path without ``"``).
 
     Raises:
         ValueError: ``log_path`` contains ``"`` or a newline.

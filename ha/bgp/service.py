@@ -24,6 +24,7 @@ announced meanwhile.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -105,6 +106,7 @@ class BgpService:
         state_dir: where the drain is kept (`DRAIN_FILE`).
         on_event: where the `ha.bgp.events` go (the daemon's event bus), on the loop's thread.
         command_prefix: words run before BIRD's command line (``ip netns exec NS`` in tests).
+        spawn_guard: held while BIRD is started (`ha.bgp.speaker.BirdSpeaker`'s ``spawn_guard``).
         clock: the monotonic clock, seconds.
     """
 
@@ -116,6 +118,7 @@ class BgpService:
         state_dir: str,
         on_event: Callable[[Any], None] | None = None,
         command_prefix: tuple[str, ...] = (),
+        spawn_guard: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -125,6 +128,7 @@ class BgpService:
         self._clock = clock
         self.policy = AnnouncePolicy(config)
         self._command_prefix = command_prefix
+        self._spawn_guard = spawn_guard
         #: the BIRD this service runs (made by `start`, with the rendered configuration)
         self.speaker: BirdSpeaker | None = None
         self._health: dict[str, tuple[ServiceHealth, ...]] = {}
@@ -168,6 +172,7 @@ class BgpService:
             binary=self.config.speaker.binary,
             command_prefix=self._command_prefix,
             on_event=self._speaker_event,
+            spawn_guard=self._spawn_guard,
         )
         await self.speaker.start()
         self._poller = asyncio.get_running_loop().create_task(self._poll_sessions(), name="bgp sessions")
@@ -179,6 +184,11 @@ class BgpService:
         ``stopped``); a BIRD that exited carried the announcements with it."""
         state = _SPEAKER_STATES.get(event.kind, event.kind)
         emit(self._on_event, BgpSpeakerChanged(state, event.detail))
+
+    def child_pids(self) -> set[int]:
+        """The processes this service started that are this process's children (BIRD)."""
+        pid = self.speaker.child_pid if self.speaker is not None else None
+        return set() if pid is None else {pid}
 
     @property
     def running(self) -> bool:

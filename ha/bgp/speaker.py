@@ -138,6 +138,10 @@ class BirdSpeaker:
         command_timeout: seconds for one command on the control socket.
         pdeathsig: start BIRD through `SETPRIV` so that it gets SIGTERM when directord dies
             (without it, with a warning, when `SETPRIV` is missing).
+        spawn_guard: a context manager factory held while a child is started and until its
+            pid is known (`child_pid`), and while ``bird -p`` runs: ``directord run`` passes
+            the checker's ``hold_sweep``, so that its sweep of adopted orphans (it is a child
+            subreaper) does not take BIRD for one.
     """
 
     def __init__(
@@ -156,6 +160,7 @@ class BirdSpeaker:
         backoff_reset: float = 60.0,
         command_timeout: float = 2.0,
         pdeathsig: bool = True,
+        spawn_guard: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self.run_dir = os.path.abspath(run_dir)
         self.config_path = os.path.join(self.run_dir, CONFIG_NAME)
@@ -172,6 +177,7 @@ class BirdSpeaker:
         self.backoff_max = backoff_max
         self.backoff_reset = backoff_reset
         self.command_timeout = command_timeout
+        self.spawn_guard = spawn_guard
         self._setpriv: str | None = None
         if pdeathsig:
             if os.access(SETPRIV, os.X_OK):
@@ -193,6 +199,12 @@ class BirdSpeaker:
     def running(self) -> bool:
         """True while a BIRD started by this speaker is alive (it may not answer yet)."""
         return self._proc is not None and self._proc.returncode is None
+
+    @property
+    def child_pid(self) -> int | None:
+        """The pid of the last BIRD started, running or exited and not yet replaced (a child of
+        this process until the next start), or None."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -283,6 +295,16 @@ class BirdSpeaker:
         return [*prefix, *self.command_prefix, self.binary, *bird_args]
 
     async def _check(self, path: str) -> None:
+        """``bird -p -c PATH``: BIRD parses the file and exits (0 when it is valid); run inside
+        ``spawn_guard``.
+
+        Raises:
+            BirdConfigError, SpeakerError: as `_check_unguarded`.
+        """
+        with self.spawn_guard():
+            await self._check_unguarded(path)
+
+    async def _check_unguarded(self, path: str) -> None:
         """``bird -p -c PATH``: BIRD parses the file and exits (0 when it is valid).
 
         Raises:
@@ -367,18 +389,19 @@ class BirdSpeaker:
         await asyncio.to_thread(self._remove_runtime_files)
         self._tail.clear()
         argv = self._argv("-f", "-c", self.config_path, "-s", self.socket_path, "-P", self.pid_path)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as err:
-            raise SpeakerError(f"cannot run {self.binary}: {err}") from None
+        with self.spawn_guard():  # until the child's pid is known (`child_pid`)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            except OSError as err:
+                raise SpeakerError(f"cannot run {self.binary}: {err}") from None
+            self._proc = proc
         assert proc.stdout is not None
-        self._proc = proc
         self._output_task = asyncio.create_task(self._read_output(proc.stdout), name="bird-output")
         deadline = time.monotonic() + self.ready_timeout
         while True:
