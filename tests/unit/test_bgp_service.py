@@ -5,7 +5,8 @@ what the router receives is read from it (``show route all``).
 Shows: nothing is announced before the services are healthy; a VIP is announced with its
 communities and MED when its services have min_healthy real servers in service and withdrawn
 at once when not; a drain sends GRACEFUL_SHUTDOWN (65535,0), then withdraws after the wait and
-is kept across a restart; undrain announces again; a BIRD killed is restarted and announces
+is kept across a restart; undrain announces again; a second neighbour that never answers holds
+up nothing; a BIRD killed is restarted and announces
 again; a stop sends GRACEFUL_SHUTDOWN, withdraws, ends the session and removes the VIPs from
 ``lo`` and the routes from the kernel table.
 
@@ -33,6 +34,7 @@ NET = 232
 DIRECTOR = f"10.{NET}.0.1"
 ROUTER = f"10.{NET}.0.2"
 VIP_A, VIP_B = "192.0.2.10", "192.0.2.11"
+UNREACHABLE = f"10.{NET}.0.99"
 DRIVER = Path(__file__).resolve().parent / "bgp_service_driver.py"
 GSHUT = "(65535,0)"
 
@@ -149,7 +151,11 @@ def lab(tmp_path):
         config = {
             "local_as": 65001,
             "router_id": DIRECTOR,
-            "neighbors": [{"address": ROUTER, "remote_as": 65000, "name": "r1", "bfd": False}],
+            "neighbors": [
+                {"address": ROUTER, "remote_as": 65000, "name": "r1", "bfd": False},
+                # a second router that never answers: it must not hold up the first
+                {"address": UNREACHABLE, "remote_as": 65000, "name": "r2", "bfd": False},
+            ],
             "vips": [
                 {"address": VIP_A, "communities": [[65001, 100]], "med": 50},
                 {"address": VIP_B, "min_healthy": 2},
@@ -185,6 +191,8 @@ def test_announcements_follow_health_drain_and_stop(lab):
         view = wait_view(ctl, lambda v: VIP_A in v, what="A announced")
         assert view == {VIP_A: "(65001,100) med 50"}
         status = d.send({"do": "status"}, "status")["status"]
+        sessions = {x["neighbor"]: x["state"] for x in status["sessions"]}
+        assert sessions["r1"] == "Established" and sessions["r2"] in ("Active", "Connect", "Idle")
         reasons = {v["vip"]: (v["route"], v["reason"]) for v in status["vips"]}
         assert reasons[VIP_B] == ("withdrawn", "virtual service web: 1/3 real servers in service, needs 2")
         # B healthy; A's service not programmed -> A withdrawn at once
