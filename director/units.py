@@ -58,6 +58,12 @@ Restart=on-failure
 RestartSec=2
 # stopping leaves the IPVS table in place, so a restart changes nothing
 KillSignal=SIGTERM
+# SIGTERM to the daemon alone: it stops its own children in order. With a bgp section its
+# BIRD must keep the sessions up through the graceful shutdown (GRACEFUL_SHUTDOWN, the
+# bgp.graceful_shutdown_wait, the withdraw), which the default control-group mode would cut
+# short by signalling BIRD too; what is left after the daemon exits gets SIGKILL. Keep
+# TimeoutStopSec (90 s by default) above graceful_shutdown_wait.
+KillMode=mixed
 LimitNOFILE=65536
 
 # Sandboxing (systemd.exec(5)). The daemon runs as root with these capabilities only:
