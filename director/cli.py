@@ -185,14 +185,26 @@ def cmd_rs(args: argparse.Namespace) -> int:
     """``directord rs enable|drain|disable SERVICE REAL_SERVER``: the operator's state of one real
     server, applied and kept by the running daemon. Exit 0 done, 1 refused (why on stderr),
     2 no daemon could be asked."""
+    from .status import printable
+
+    reply = _change_request(
+        args, "rs", action=args.action, service=args.service, real_server=args.real_server, reason=args.reason
+    )
+    if isinstance(reply, int):
+        return reply
+    print(printable(reply.get("message", "done")))
+    return 0
+
+
+def _change_request(args: argparse.Namespace, command: str, **fields: Any) -> dict[str, Any] | int:
+    """Send a request that changes the daemon's state; its accepted reply, or the exit status
+    after writing why on stderr: 1 refused, 2 no daemon could be asked (nothing changed)."""
     from . import control
     from .status import printable
 
     path = _socket_path(args)
     try:
-        reply = control.request(
-            path, "rs", action=args.action, service=args.service, real_server=args.real_server, reason=args.reason
-        )
+        reply = control.request(path, command, **fields)
     except PermissionError:
         print(_permission_text(path), file=sys.stderr)
         return 2
@@ -202,8 +214,7 @@ def cmd_rs(args: argparse.Namespace) -> int:
     if not reply.get("ok"):
         print(printable(reply.get("error", "refused")), file=sys.stderr)
         return 1
-    print(printable(reply.get("message", "done")))
-    return 0
+    return reply
 
 
 def cmd_bgp(args: argparse.Namespace) -> int:
@@ -211,21 +222,11 @@ def cmd_bgp(args: argparse.Namespace) -> int:
     drain: GRACEFUL_SHUTDOWN on its VIPs, then withdrawn (kept across restarts); undrain:
     announced again while healthy; status: sessions and VIPs.  Exit 0 done, 1 refused (why on
     stderr), 2 no daemon could be asked."""
-    from . import control
     from .status import printable, render_bgp
 
-    path = _socket_path(args)
-    try:
-        reply = control.request(path, "bgp", action=args.action)
-    except PermissionError:
-        print(_permission_text(path), file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"no directord answering on {path}: {exc}; nothing changed", file=sys.stderr)
-        return 2
-    if not reply.get("ok"):
-        print(printable(reply.get("error", "refused")), file=sys.stderr)
-        return 1
+    reply = _change_request(args, "bgp", action=args.action)
+    if isinstance(reply, int):
+        return reply
     if args.action == "status":
         doc = reply.get("bgp") or {}
         print(json.dumps(doc, indent=2, sort_keys=True) if args.json else "\n".join(map(printable, render_bgp(doc))))
