@@ -715,6 +715,7 @@ class Daemon:
             health=health,
             draining=self.reconciler.draining(),
             ha=self.ha.snapshot() if self.ha is not None else None,
+            bgp=self.bgp_status() if self.bgp is not None else None,
             tally=self.tally.copy(),
             daemon=DaemonFacts(
                 version=version(),

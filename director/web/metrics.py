@@ -138,6 +138,7 @@ class Scrape:
         health: `checks.engine.HealthStatus` per (service key, real server key).
         draining: real servers being drained, per service key.
         ha: the HA part of the status document (`ha.service.HAService.snapshot`), or None.
+        bgp: the BGP part of the status document (`ha.bgp.service.BgpService.status`), or None.
         tally: counts of the events published since start.
         daemon: the daemon's own numbers.
         check_buckets: upper bounds (seconds) of the check duration histogram's buckets
@@ -155,6 +156,7 @@ class Scrape:
     daemon: DaemonFacts
     check_buckets: tuple[float, ...] = field(default=())
     admin: Mapping[tuple[str, str], Any] = field(default_factory=dict)
+    bgp: Mapping[str, Any] | None = None
 
 
 def _service_labels(key: ServiceKey, name: str) -> list[str]:
@@ -213,6 +215,7 @@ def families(scrape: Scrape) -> list[Metric]:
     _reconciler(out, scrape)
     _checker(out, scrape)
     _ha(out, scrape)
+    _bgp(out, scrape)
     return out.all()
 
 
@@ -508,3 +511,40 @@ def _ha(out: _Families, s: Scrape) -> None:
     out.gauge(
         "directord_ha_timers_last_late_seconds", "how late the HA node's timers ran the last time they did"
     ).add_metric([], t.ha_timers_late)
+
+
+def _bgp(out: _Families, s: Scrape) -> None:
+    """The BGP families, with a bgp section only (`ha.bgp.service.BgpService.status`)."""
+    bgp, t = s.bgp, s.tally
+    if bgp is None:
+        return
+    out.gauge("directord_bgp_speaker_up", "1 while the BIRD directord runs is running").add_metric(
+        [], 1 if bgp.get("speaker") == "running" else 0
+    )
+    out.gauge("directord_bgp_drained", "1 while the operator has drained this director").add_metric(
+        [], 1 if bgp.get("drained") else 0
+    )
+    sessions = out.gauge(
+        "directord_bgp_session_up", "1 while the BGP session with the neighbour is established", ["neighbor", "address"]
+    )
+    for session in bgp.get("sessions", ()):
+        sessions.add_metric(
+            [printable(str(session.get("neighbor", ""))), str(session.get("address", ""))],
+            1 if session.get("state") == "Established" else 0,
+        )
+    announced = out.gauge(
+        "directord_bgp_vip_announced",
+        "1 while the VIP is announced (2 with the GRACEFUL_SHUTDOWN community), 0 when withdrawn",
+        ["vip"],
+    )
+    for vip in bgp.get("vips", ()):
+        level = 0
+        if vip.get("announced"):
+            level = 2 if vip.get("route") == "graceful_shutdown" else 1
+        announced.add_metric([str(vip.get("vip", ""))], level)
+    out.counter("directord_bgp_route_changes_total", "changes of a VIP's announcement").add_metric(
+        [], t.events["bgp.route"]
+    )
+    out.counter("directord_bgp_speaker_events_total", "BIRD started, exited, restarted or stopped").add_metric(
+        [], t.events["bgp.speaker"]
+    )

@@ -39,6 +39,7 @@ from director.model import (
 from director.web.metrics import IPVS_OPERATIONS, DaemonFacts, Scrape
 from director.web.server import render_metrics
 from director.web.tally import EventTally
+from ha.bgp.events import BgpRouteChanged, BgpSpeakerChanged
 from ha.events import AnnouncementSent, GroupAcquired, TimersLate
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -108,6 +109,20 @@ def scrape(**over) -> Scrape:
             "media": [{"medium": "bcast eth1", "sent": 50, "received": 48, "send_errors": 1}],
             "counters": {"received": 60, "accepted": 48, "bad_auth": 12, "address_repairs": 2, "stalls": 1},
         },
+        bgp={
+            "speaker": "running",
+            "drained": False,
+            "sessions": [
+                {"neighbor": "r1", "address": "10.0.9.1", "state": "Established"},
+                {"neighbor": "r2", "address": "10.0.9.2", "state": "Active"},
+            ],
+            "vips": [
+                {"vip": "192.0.2.10", "route": "announced", "announced": True},
+                {"vip": "192.0.2.11", "route": "graceful_shutdown", "announced": True},
+                {"vip": "192.0.2.12", "route": "announced", "announced": False},  # its BIRD is down
+                {"vip": "192.0.2.13", "route": "withdrawn", "announced": False},
+            ],
+        },
         tally=tally_of(
             HealthChanged("rs 10.0.0.12:80 of web", "web", "10.0.0.12:80", "up", "down", "timeout"),
             HealthChanged("rs 10.0.0.12:80 of web", "web", "10.0.0.12:80", "unknown", "up", "HTTP 200"),
@@ -120,6 +135,9 @@ def scrape(**over) -> Scrape:
             AnnouncementSent("10.0.0.100/32/eth0", "first"),
             AnnouncementSent("10.0.0.100/32/eth0", "repeats"),
             TimersLate(0.35),
+            BgpRouteChanged("192.0.2.10", "announced", "web: 2/2 in service"),
+            BgpRouteChanged("192.0.2.11", "graceful_shutdown", "director drained"),
+            BgpSpeakerChanged("running", "pid 7"),
         ),
         daemon=DaemonFacts("1.2.3", 1700000000.0, 5, 1, True, 2, True),
         check_buckets=BUCKETS,
@@ -308,6 +326,17 @@ def test_a_tally_never_raises_into_the_publisher():
     tally.add(SimpleNamespace(event=object(), at=0.0))
     tally.add(Envelope(1, 0.0, ReloadAccepted("d.yaml", 1)))
     assert tally.errors == 1 and tally.reloads == Counter(adopted=1)
+
+
+def test_bgp_families():
+    m = samples(scrape())
+    assert value(m, "directord_bgp_speaker_up") == 1 and value(m, "directord_bgp_drained") == 0
+    assert value(m, "directord_bgp_session_up", neighbor="r1", address="10.0.9.1") == 1
+    assert value(m, "directord_bgp_session_up", neighbor="r2") == 0
+    assert [value(m, "directord_bgp_vip_announced", vip=f"192.0.2.1{i}") for i in range(4)] == [1, 2, 0, 0]
+    assert value(m, "directord_bgp_route_changes_total") == 2
+    assert value(m, "directord_bgp_speaker_events_total") == 1
+    assert not any(name.startswith("directord_bgp_") for name in samples(scrape(bgp=None)))
 
 
 def test_readme_lists_every_metric():
