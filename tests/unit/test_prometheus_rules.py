@@ -2,7 +2,7 @@
 (names, units, ``_total``, help texts), ``promtool check rules`` and ``promtool test rules`` run
 the alerting rules of ``etc/prometheus/directord-alerts.yaml`` against series as two directors
 expose them (split brain, every real server down, a director down, an IPVS table changed outside
-directord)."""
+directord, a BGP VIP announced by no director, a BGP session down)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_a_full_scrape_passes_promtool_check_metrics():
 def test_the_alerting_rules_are_valid():
     result = promtool("check", "rules", str(RULES))
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
-    assert b"SUCCESS: 11 rules found" in result.stdout, result.stdout.decode()
+    assert b"SUCCESS: 14 rules found" in result.stdout, result.stdout.decode()
 
 
 def test_the_alerting_rules_fire_on_a_split_brain_a_dead_service_a_dead_director_and_drift():
