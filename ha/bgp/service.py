@@ -142,6 +142,7 @@ class BgpService:
         self._lock = asyncio.Lock()
         self._wake: asyncio.TimerHandle | None = None
         self._pending: asyncio.Task[None] | None = None
+        self._again = False  # a pass was asked for while one ran
         self._poller: asyncio.Task[None] | None = None
         self._oif = 0
         self.errors = 0
@@ -202,8 +203,19 @@ class BgpService:
         self._schedule()
 
     def _schedule(self) -> None:
+        """Run `_apply` soon; when a pass is under way, once more after it (so that what
+        changed while it waited on the kernel is not left for the next change)."""
         if self._pending is None or self._pending.done():
-            self._pending = asyncio.get_running_loop().create_task(self._apply(), name="bgp routes")
+            self._pending = asyncio.get_running_loop().create_task(self._passes(), name="bgp routes")
+        else:
+            self._again = True
+
+    async def _passes(self) -> None:
+        while True:
+            self._again = False
+            await self._apply()
+            if not self._again:
+                return
 
     async def _apply(self) -> None:
         """One pass of the policy, and the routes that changed set in the kernel table."""
