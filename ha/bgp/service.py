@@ -143,6 +143,7 @@ class BgpService:
         self._wake: asyncio.TimerHandle | None = None
         self._pending: asyncio.Task[None] | None = None
         self._again = False  # a pass was asked for while one ran
+        self._stopped = False  # past the graceful part of `stop`: no more passes
         self._poller: asyncio.Task[None] | None = None
         self._oif = 0
         self.errors = 0
@@ -205,6 +206,8 @@ class BgpService:
     def _schedule(self) -> None:
         """Run `_apply` soon; when a pass is under way, once more after it (so that what
         changed while it waited on the kernel is not left for the next change)."""
+        if self._stopped:
+            return
         if self._pending is None or self._pending.done():
             self._pending = asyncio.get_running_loop().create_task(self._passes(), name="bgp routes")
         else:
@@ -289,6 +292,7 @@ class BgpService:
                     await self._apply()
         except Exception:
             log.exception("graceful shutdown of the BGP announcements failed; withdrawing")
+        self._stopped = True
         if self._wake is not None:
             self._wake.cancel()
         for task in (self._pending, self._poller):
