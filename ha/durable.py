@@ -38,6 +38,7 @@ __all__ = [
     "NotRegularFileError",
     "fsync_directory",
     "make_directories",
+    "move_file_into_place",
     "remove_file",
     "replace_symlink",
     "write_file_atomic",
@@ -166,6 +167,23 @@ def write_file_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o6
         _discard(tmp)
         raise
     _rename_into_place(tmp, path, directory)
+
+
+def move_file_into_place(source: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Rename the regular file ``source`` over ``path`` (a regular file, or absent) in the same
+    directory, then ``fsync`` the directory: a file written and checked under another name
+    takes the place of the old one atomically and durably.  On failure ``source`` is removed.
+
+    Raises:
+        NotRegularFileError: ``source`` or ``path`` is something else than a regular file.
+        OSError: the rename or the directory ``fsync`` failed.
+    """
+    src, dst = os.fspath(source), os.fspath(path)
+    st = os.lstat(src)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFileError(errno.EINVAL, f"is {_kind(st.st_mode)}, not a regular file", src)
+    _check_target(dst)
+    _rename_into_place(src, dst, os.path.dirname(os.path.abspath(dst)))
 
 
 def make_directories(path: str | os.PathLike[str], mode: int = 0o755) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ha.bgp.birdctl import BirdError, ProtocolState, bird_command, bird_configure, parse_protocols
-from ha.durable import fsync_directory, make_directories, remove_file, write_file_atomic
+from ha.durable import make_directories, move_file_into_place, remove_file, write_file_atomic
 
 __all__ = [
     "CONFIG_NAME",
@@ -250,8 +250,7 @@ class BirdSpeaker:
             log.warning("cannot remove %s: %s", self.candidate_path, err)
 
     def _install_candidate(self) -> None:
-        os.replace(self.candidate_path, self.config_path)
-        fsync_directory(self.run_dir)
+        move_file_into_place(self.candidate_path, self.config_path)
 
     def _remove_runtime_files(self) -> None:
         for path in (self.pid_path, self.socket_path):

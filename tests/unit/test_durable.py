@@ -249,3 +249,21 @@ def _calls_outside(owner: str, names: set[str]) -> list[str]:
 
 def test_ha_durable_is_the_only_module_that_syncs_or_renames_files():
     assert _calls_outside("ha/durable.py", {"fsync", "fdatasync", "replace", "rename", "renames"}) == []
+
+
+def test_move_file_into_place_replaces_a_regular_file_only(tmp_path):
+    from ha.durable import NotRegularFileError, move_file_into_place
+
+    new, old = tmp_path / "bird.conf.new", tmp_path / "bird.conf"
+    new.write_text("new")
+    old.write_text("old")
+    move_file_into_place(new, old)
+    assert old.read_text() == "new" and not new.exists()
+    new.write_text("newer")
+    (tmp_path / "dir").mkdir()
+    with pytest.raises(NotRegularFileError):
+        move_file_into_place(new, tmp_path / "dir")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(NotRegularFileError):
+        move_file_into_place(tmp_path / "fifo", old)
+    assert old.read_text() == "new"
