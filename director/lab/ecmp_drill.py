@@ -1,0 +1,460 @@
+"""`directord lab drill NAME --topology ecmp`: the drills of the routed lab (the I/O).
+
+The runner drives a `director.lab.ecmp_site.EcmpLab`: it settles the lab (links up, the
+daemons the drill wants running, the router's ECMP route over them, every real server
+answering), opens the long-lived connections (`LongLivedClient`: HTTP/1.1, a request every
+100 ms each), starts the steady client (`director.lab.drill.SteadyClient`: a new connection
+per request) and a sampler of the router's next hops (``ip route`` in the router's
+namespace, about every 0.1 s), reads each director's IPVS connection table (``ipvsadm
+-Lnc``: which director each long-lived connection goes through), carries out the scenario's
+steps, waits for its end condition, lets the clients run two more seconds and reads the
+connection tables again. The record goes to `director.lab.ecmp_scenarios` for the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import vm as vmrun
+from .drill import SteadyClient
+from .drive import ipvsadm_table
+from .ecmp_scenarios import (
+    ECMP_SCENARIOS,
+    EcmpRecord,
+    LongLived,
+    evaluate,
+    parse_ipvsadm_connections,
+    render,
+    summary,
+)
+from .ecmp_site import EcmpLab, EcmpOptions
+from .netns import enter_netns, parse_http_response
+from .pair import ipvs_problem
+from .scenarios import Event
+
+#: Client traffic before the fault and after the end condition (seconds).
+LEAD_S, TAIL_S = 2.0, 2.0
+#: How long settling or the end condition may take (seconds; the VM is slow).
+WAIT_S = 120.0
+#: Long-lived connections by default, and the most accepted.
+LONG_LIVED, MAX_LONG_LIVED = 12, 200
+#: Seconds between two requests of a long-lived connection, and the longest wait for an answer.
+LL_PERIOD_S, LL_TIMEOUT_S = 0.1, 5.0
+DEFAULT_PREFIX = "ddrill"
+MAX_ANSWER = 65536
+
+
+class LongLivedClient(threading.Thread):
+    """One persistent HTTP/1.1 connection from the client to the VIP: a request every
+    `LL_PERIOD_S` seconds, each answer read (``LL_TIMEOUT_S`` seconds at most), until ``halt``
+    is set or the connection is lost. Fills ``rec`` (a `LongLived`); ``ready`` is set after
+    the first answer (or the loss)."""
+
+    def __init__(self, lab: EcmpLab, t0: float, rec: LongLived) -> None:
+        super().__init__(daemon=True, name=f"drill-long-{rec.index}")
+        self.lab, self.t0, self.rec = lab, t0, rec
+        self.halt, self.ready = threading.Event(), threading.Event()
+
+    def _lose(self, why: str) -> None:
+        if self.rec.lost is None and not self.halt.is_set():
+            self.rec.lost, self.rec.lost_t = why, round(time.monotonic() - self.t0, 3)
+            if self.rec.last_ok is not None:
+                self.rec.max_gap_s = round(max(self.rec.max_gap_s, self.rec.lost_t - self.rec.last_ok), 3)
+
+    def run(self) -> None:
+        enter_netns(self.lab.lab.client)
+        vip, port, rec = self.lab.vip, self.lab.options.port, self.rec
+        request = f"GET / HTTP/1.1\r\nHost: {vip}\r\n\r\n".encode()
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.settimeout(LL_TIMEOUT_S)
+                try:
+                    sock.connect((vip, port))
+                except OSError as e:
+                    self._lose(f"connect ({type(e).__name__})")
+                    return
+                rec.port = sock.getsockname()[1]
+                buf = b""
+                while not self.halt.is_set():
+                    try:
+                        sock.sendall(request)
+                        answer, buf = _read_answer(sock, buf)
+                    except ConnectionResetError:
+                        self._lose("reset")
+                        return
+                    except TimeoutError:
+                        self._lose("timeout")
+                        return
+                    except (OSError, ValueError) as e:
+                        self._lose("closed" if isinstance(e, EOFError) else f"error: {type(e).__name__}")
+                        return
+                    now = round(time.monotonic() - self.t0, 3)
+                    if rec.real_server is None:
+                        rec.real_server = answer
+                    elif answer != rec.real_server:
+                        self._lose(f"wrong real server ({answer})")
+                        return
+                    if rec.last_ok is not None:
+                        rec.max_gap_s = round(max(rec.max_gap_s, now - rec.last_ok), 3)
+                    rec.last_ok = now
+                    rec.answers += 1
+                    self.ready.set()
+                    self.halt.wait(LL_PERIOD_S)
+        finally:
+            self.ready.set()
+
+
+class _Closed(EOFError, OSError):
+    """The server closed the connection."""
+
+
+def _read_answer(sock: socket.socket, buf: bytes) -> tuple[str, bytes]:
+    """One HTTP answer from ``sock`` (``buf``: bytes already read); ``(body stripped, the rest)``.
+
+    Raises:
+        _Closed: the peer closed; TimeoutError; OSError; ValueError: not HTTP, not 200, too long.
+    """
+    while b"\r\n\r\n" not in buf:
+        if len(buf) > MAX_ANSWER:
+            raise ValueError("answer head too long")
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise _Closed("closed by the server")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = min(int(value.strip()), MAX_ANSWER)
+    while len(rest) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise _Closed("closed by the server")
+        rest += chunk
+    status, body = parse_http_response(head + b"\r\n\r\n" + rest[:length])
+    if status != 200:
+        raise ValueError(f"HTTP {status}")
+    return body.strip(), rest[length:]
+
+
+class NextHopSampler(threading.Thread):
+    """Polls the router's next hops for the VIP (`EcmpLab.vip_next_hops`) every ``interval``
+    seconds; ``changes`` holds ``(seconds since t0, directors)`` at each change."""
+
+    def __init__(self, lab: EcmpLab, t0: float, interval: float = 0.1) -> None:
+        super().__init__(daemon=True, name="drill-next-hops")
+        self.lab, self.t0, self.interval = lab, t0, interval
+        self.changes: list[tuple[float, tuple[str, ...]]] = []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                hops = tuple(sorted(self.lab.vip_next_hops()))
+            except (OSError, subprocess.SubprocessError):
+                hops = None
+            if hops is not None and (not self.changes or self.changes[-1][1] != hops):
+                self.changes.append((round(time.monotonic() - self.t0, 3), hops))
+            self.halt.wait(self.interval)
+
+    def now(self) -> tuple[str, ...] | None:
+        """The latest next hops, or None before the first sample."""
+        return self.changes[-1][1] if self.changes else None
+
+
+def connection_directors(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[int, str]:
+    """``{client source port: director}`` from each running director's ``ipvsadm -Lnc``
+    (entries from the client to the VIP); a port listed by two directors goes to the one read
+    last (both hold an entry after a move; the older one expires)."""
+    client = lab.plan.addr["client"]
+    out: dict[int, str] = {}
+    for node in nodes:
+        r = lab.lab.exec(node, ["ipvsadm", "-Lnc"], check=False)
+        for state, source, virtual, _dest in parse_ipvsadm_connections(r.stdout if r.returncode == 0 else ""):
+            addr, _, port = source.rpartition(":")
+            if addr == client and virtual.startswith(f"{lab.vip}:") and state == "ESTABLISHED" and port.isdigit():
+                out[int(port)] = node
+    return out
+
+
+def victim_weights(lab: EcmpLab, rs: str) -> dict[str, int | None]:
+    """``{director: weight of real server rs in its IPVS table (ipvsadm -Ln), None if absent}``."""
+    port, rip = lab.options.port, lab.lab.rip(rs)
+    out: dict[str, int | None] = {}
+    for node in lab.directors:
+        service = ipvsadm_table(lab.lab, node).get(f"TCP {lab.vip}:{port}") or {"dests": {}}
+        dest = service["dests"].get(f"{rip}:{port}")
+        out[node] = None if dest is None else dest[1]
+    return out
+
+
+def _wait(pred: Callable[[], bool], timeout: float = WAIT_S, interval: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -> float:
+    """Bring the lab to the drill's start: every node's links up, the HTTP servers running,
+    the daemons of ``running`` started (the others stopped with SIGTERM), the router's next
+    hops exactly ``running``, and a request through the VIP answered. Returns seconds waited.
+
+    Raises:
+        TimeoutError: not reached within `WAIT_S` seconds.
+    """
+    t = time.monotonic()
+    for node in lab.directors:
+        lab.node_links(node, up=True)
+    for rs in lab.plan.real_servers:
+        lab.node_links(rs, up=True)
+    lab.lab.reset_real_servers()
+    for node in lab.directors:
+        pid = lab.daemon_pid(node)
+        if node in running and pid is None:
+            lab.start_daemon(node)
+        elif node not in running and pid is not None:
+            lab.signal_daemon(node, signal.SIGTERM)
+    want = tuple(sorted(running))
+
+    def ready() -> bool:
+        if tuple(sorted(lab.vip_next_hops())) != want:
+            return False
+        if any(lab.daemon_pid(n) is not None for n in lab.directors if n not in running):
+            return False
+        try:
+            return lab.client_get(timeout=1.0)[0] == 200
+        except (OSError, ValueError):
+            return False
+
+    if not _wait(ready):
+        raise TimeoutError(
+            f"the router's next hops did not become {', '.join(want)} in {WAIT_S:.0f} s "
+            f"(now: {', '.join(lab.vip_next_hops()) or 'none'})"
+        )
+    waited = time.monotonic() - t
+    say(f"lab settled ({waited:.1f} s): the router spreads {lab.vip} over {', '.join(want)}")
+    return waited
+
+
+class EcmpDrill:
+    """One run of drill ``name`` on ``lab``; `run` returns the `EcmpRecord`.
+
+    Args:
+        lab: the routed lab (built).
+        name: an `ECMP_SCENARIOS` name.
+        rate: new connections per second; long_lived: long-lived connections (1..200).
+        say: progress printer, or None.
+    """
+
+    def __init__(
+        self,
+        lab: EcmpLab,
+        name: str,
+        *,
+        rate: float = 50.0,
+        long_lived: int = LONG_LIVED,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
+        if not 1 <= long_lived <= MAX_LONG_LIVED:
+            raise ValueError(f"long-lived connections: 1..{MAX_LONG_LIVED}, not {long_lived}")
+        self.lab, self.scn, self.rate, self.n_long = lab, ECMP_SCENARIOS[name], rate, long_lived
+        self.say = say or (lambda _t: None)
+        dirs = lab.directors
+        victim = {"first": dirs[0], "last": dirs[-1]}.get(self.scn.victim, self.scn.victim)
+        self.record = EcmpRecord(name, lab.options.scheduler, dirs, victim)
+        self.t0 = 0.0
+
+    def now(self) -> float:
+        """Seconds since t0."""
+        return time.monotonic() - self.t0
+
+    def mark(self, kind: str, text: str, t: float | None = None) -> None:
+        """A drill event (at ``t``, default now), said too."""
+        t = round(self.now() if t is None else t, 3)
+        self.record.events.append(Event(t, "drill", kind, text))
+        self.say(f"  {t:8.3f} s  {text}")
+
+    def run(self) -> EcmpRecord:
+        """Settle, start the clients, carry out the steps, wait for the end, collect. Runner
+        problems go into ``record.problems``; interruptions are re-raised."""
+        lab, rec = self.lab, self.record
+        dirs = lab.directors
+        running = tuple(d for d in dirs if not (rec.scenario == "add-director" and d == rec.victim))
+        settle(lab, running, self.say)
+        self.t0 = time.monotonic()
+        self.lls = [LongLivedClient(lab, self.t0, LongLived(i + 1)) for i in range(self.n_long)]
+        for c in self.lls:
+            c.start()
+        for c in self.lls:
+            c.ready.wait(LL_TIMEOUT_S * 2)
+        rec.long_lived = [c.rec for c in self.lls]
+        self.client = SteadyClient(lab, self.t0, self.rate, 0.5)  # type: ignore[arg-type]
+        self.hops = NextHopSampler(lab, self.t0)
+        threads: list[threading.Thread] = [self.client, self.hops]
+        for t in threads:
+            t.start()
+        self.mark("step", f"{self.n_long} long-lived connections open; client started: {self.rate:g} new/s")
+        try:
+            time.sleep(LEAD_S)
+            before = connection_directors(lab, running)
+            for c in rec.long_lived:
+                c.director_before = before.get(c.port)
+            rec.fault_t = round(self.now(), 3)
+            rec.settled = self.steps()
+            if not rec.settled:
+                rec.problems.append(f"end condition of {rec.scenario} not reached in {WAIT_S:.0f} s")
+            time.sleep(TAIL_S)
+            alive = tuple(d for d in dirs if lab.daemon_pid(d) is not None)
+            after = connection_directors(lab, alive)
+            for c in rec.long_lived:
+                c.director_after = after.get(c.port)
+        finally:
+            for t in [*threads, *self.lls]:
+                t.halt.set()  # type: ignore[attr-defined]
+            for t in [*threads, *self.lls]:
+                t.join(10)
+        rec.samples = list(self.client.samples)
+        rec.next_hops = list(self.hops.changes)
+        return rec
+
+    def steps(self) -> bool:
+        """The scenario's steps from the fault to its end condition; True when it was reached."""
+        lab, rec, v = self.lab, self.record, self.record.victim
+        scn = rec.scenario
+        if scn == "fail-director":
+            pid = lab.signal_daemon(v, signal.SIGKILL)
+            lab.node_links(v, up=False)
+            self.mark("fault", f"FAULT: SIGKILL to {v}'s daemon (pid {pid}), its links down", rec.fault_t)
+            return _wait(lambda: self._hops_without(v) and self._served_since(rec.fault_t))
+        if scn == "drain-director":
+            r = subprocess.run(
+                [sys.executable, "-m", "director.cli", "bgp", "drain", "--control-socket", str(lab.socket_path(v))],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            self.mark("fault", f"directord bgp drain on {v}: exit {r.returncode} {r.stdout.strip()[:200]}", rec.fault_t)
+            if r.returncode != 0:
+                rec.problems.append(f"bgp drain on {v} exited {r.returncode}: {r.stderr.strip()[:500]}")
+                return False
+            if not _wait(lambda: self._hops_without(v)):
+                return False
+            self.mark("step", f"the router dropped {v}; SIGTERM to its daemon")
+            lab.signal_daemon(v, signal.SIGTERM)
+            ok = _wait(lambda: lab.daemon_pid(v) is None)
+            if ok:
+                self.mark("step", f"{v}'s daemon exited")
+            return ok
+        if scn == "add-director":
+            pid = lab.start_daemon(v)
+            self.mark("fault", f"{v}'s daemon started (pid {pid})", rec.fault_t)
+            return _wait(lambda: v in (self.hops.now() or ()))
+        # realserver-down-everywhere
+        pid = lab.kill_httpd(v)
+        self.mark("fault", f"SIGKILL to {v}'s HTTP server (pid {pid})", rec.fault_t)
+
+        def quiesced() -> bool:
+            rec.weights = victim_weights(lab, v)
+            return all(w == 0 for w in rec.weights.values())
+
+        ok = _wait(quiesced)
+        if ok:
+            rec.quiesced_t = round(self.now(), 3)
+            self.mark("step", f"{v} at weight 0 in every director's table (ipvsadm -Ln)")
+            time.sleep(2.0)  # new requests after the change, for the verdict
+        return ok
+
+    def _hops_without(self, v: str) -> bool:
+        hops = self.hops.now()
+        return bool(hops) and v not in (hops or ())
+
+    def _served_since(self, t: float) -> bool:
+        return any(s.ok and s.start > t for s in self.client.samples[-200:])
+
+
+def run_ecmp_scenario(
+    lab: EcmpLab,
+    name: str,
+    *,
+    rate: float = 50.0,
+    long_lived: int = LONG_LIVED,
+    say: Callable[[str], None] | None = None,
+) -> dict:
+    """Run drill ``name`` on the built ``lab``; returns the `director.lab.ecmp_scenarios.summary`
+    report (``report["ok"]``: every expectation held). The lab is left as the drill leaves it
+    (the next run settles it again).
+
+    Raises:
+        KeyError: unknown drill; TimeoutError: the lab did not settle before the drill.
+    """
+    record = EcmpDrill(lab, name, rate=rate, long_lived=long_lived, say=say).run()
+    return summary(record, evaluate(record))
+
+
+def run_drill(name: str, *, options: EcmpOptions, rate: float, long_lived: int, as_json: bool) -> int:
+    """Build a lab for the drill (refused when one of the prefix exists), run it, remove the lab
+    (also on interruption), print the report; 0 when every expectation held."""
+    say = (lambda _t: None) if as_json else (lambda t: print(t, flush=True))
+    if EcmpLab.exists(options.prefix):
+        print(
+            f"directord lab drill: the lab {options.prefix} exists; `directord lab down --prefix {options.prefix}` "
+            "first (an ecmp drill builds its own lab)",
+            file=sys.stderr,
+        )
+        return 2
+    lab = EcmpLab(options, Path(tempfile.mkdtemp(prefix=f"directord-drill-{options.prefix}-")))
+    try:
+        say(
+            f"building the lab {options.prefix}: client, router (BIRD), {', '.join(lab.directors)} "
+            f"(scheduler {options.scheduler}), {options.real_servers} real servers (dr)"
+        )
+        lab.up(start_daemons=False)
+        report = run_ecmp_scenario(lab, name, rate=rate, long_lived=long_lived, say=say)
+    finally:
+        lab.down()
+    print(json.dumps(report, indent=2) if as_json else "\n" + render(report), flush=True)
+    return 0 if report["ok"] else 1
+
+
+def main(
+    name: str,
+    *,
+    options: EcmpOptions,
+    vm: bool = False,
+    as_json: bool = False,
+    rate: float = 50.0,
+    long_lived: int = LONG_LIVED,
+) -> int:
+    """Entry point of ``directord lab drill NAME --topology ecmp``; with ``vm`` in the stock-kernel
+    VM (one boot). Exit status: 0 all expectations held, 1 some failed, 2 cannot run here."""
+    if name not in ECMP_SCENARIOS:
+        print(f"unknown ecmp drill {name!r}: {', '.join(ECMP_SCENARIOS)}", file=sys.stderr)
+        return 2
+    if vm:
+        vmrun.ensure_vm_prerequisites()
+        argv = [sys.executable, "-m", "director.cli", "lab", "drill", name, "--topology", "ecmp"]
+        argv += ["--directors", str(options.directors), "--scheduler", options.scheduler, "--rate", f"{rate:g}"]
+        argv += ["--long-lived", str(long_lived), "--real-servers", str(options.real_servers)]
+        argv += ["--prefix", options.prefix] + (["--json"] if as_json else [])
+        return vmrun.run_in_vm(argv, out_dir=tempfile.mkdtemp(prefix="directord-drill-vm-"), timeout_s=1800)
+    problem = ipvs_problem()
+    if problem:
+        print(f"directord lab drill: {problem}; run it in the stock-kernel VM with --vm", file=sys.stderr)
+        return 2
+    return run_drill(name, options=options, rate=rate, long_lived=long_lived, as_json=as_json)
+
+
+__all__ = ["EcmpDrill", "LongLivedClient", "NextHopSampler", "run_ecmp_scenario", "run_drill", "main", "settle"]
