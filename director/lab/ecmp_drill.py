@@ -148,24 +148,60 @@ def _read_answer(sock: socket.socket, buf: bytes) -> tuple[str, bytes]:
 
 
 class NextHopSampler(threading.Thread):
-    """Polls the router's next hops for the VIP (`EcmpLab.vip_next_hops`) every ``interval``
-    seconds; ``changes`` holds ``(seconds since t0, directors)`` at each change."""
+    """The router's next hops for the VIP (`EcmpLab.vip_next_hops`), read about every
+    ``interval`` seconds and whenever ``ip monitor route`` in the router's namespace prints a
+    line about the VIP; ``changes`` holds ``(seconds since t0, directors)`` at each change,
+    stamped with the first monitor line about the VIP since the previous read (the kernel's
+    change as it happened; reading ``ip route`` in the slow VM takes a good part of a second),
+    else with the read's start."""
 
     def __init__(self, lab: EcmpLab, t0: float, interval: float = 0.1) -> None:
         super().__init__(daemon=True, name="drill-next-hops")
         self.lab, self.t0, self.interval = lab, t0, interval
         self.changes: list[tuple[float, tuple[str, ...]]] = []
         self.halt = threading.Event()
+        self.stamps: list[float] = []
+        self.poke = threading.Event()
+
+    def _watch(self, mon: subprocess.Popen) -> None:
+        assert mon.stdout is not None
+        for line in mon.stdout:
+            if f"{self.lab.vip} " in line or f"{self.lab.vip}/" in line:
+                if len(self.stamps) < 100_000:
+                    self.stamps.append(time.monotonic() - self.t0)
+                self.poke.set()
 
     def run(self) -> None:
-        while not self.halt.is_set():
+        mon = self.lab.lab.popen(
+            self.lab.router,
+            ["ip", "monitor", "route"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        threading.Thread(target=self._watch, args=(mon,), daemon=True, name="drill-ip-monitor").start()
+        prev = 0.0
+        try:
+            while not self.halt.is_set():
+                started = time.monotonic() - self.t0
+                self.poke.clear()
+                try:
+                    hops: tuple[str, ...] | None = tuple(sorted(self.lab.vip_next_hops()))
+                except (OSError, subprocess.SubprocessError):
+                    hops = None
+                if hops is not None and (not self.changes or self.changes[-1][1] != hops):
+                    seen = [t for t in self.stamps[-50:] if prev < t <= started]
+                    self.changes.append((round(min(seen) if seen else started, 3), hops))
+                if hops is not None:
+                    prev = started
+                self.poke.wait(self.interval)
+        finally:
+            mon.terminate()
             try:
-                hops = tuple(sorted(self.lab.vip_next_hops()))
-            except (OSError, subprocess.SubprocessError):
-                hops = None
-            if hops is not None and (not self.changes or self.changes[-1][1] != hops):
-                self.changes.append((round(time.monotonic() - self.t0, 3), hops))
-            self.halt.wait(self.interval)
+                mon.wait(5)
+            except subprocess.TimeoutExpired:
+                mon.kill()
 
     def now(self) -> tuple[str, ...] | None:
         """The latest next hops, or None before the first sample."""
