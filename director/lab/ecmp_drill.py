@@ -37,7 +37,7 @@ from .ecmp_scenarios import (
     summary,
 )
 from .ecmp_site import EcmpLab, EcmpOptions
-from .netns import enter_netns, parse_http_response
+from .netns import enter_netns, parse_http_response, wait_until
 from .pair import ipvs_problem
 from .scenarios import Event
 
@@ -234,13 +234,13 @@ def victim_weights(lab: EcmpLab, rs: str) -> dict[str, int | None]:
     return out
 
 
-def _wait(pred: Callable[[], bool], timeout: float = WAIT_S, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    return False
+def _wait(pred: Callable[[], bool], timeout: float = WAIT_S) -> bool:
+    """`wait_until` (every 0.2 s) as a bool: False when ``pred`` stayed false for ``timeout`` s."""
+    try:
+        wait_until(pred, timeout, 0.2)
+    except TimeoutError:
+        return False
+    return True
 
 
 def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -> float:
