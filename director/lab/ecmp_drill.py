@@ -373,7 +373,9 @@ class EcmpDrill:
         if scn == "fail-director":
             pid = lab.signal_daemon(v, signal.SIGKILL)
             lab.node_links(v, up=False)
+            rec.fault_end_t = round(self.now(), 3)
             self.mark("fault", f"FAULT: SIGKILL to {v}'s daemon (pid {pid}), its links down", rec.fault_t)
+            self.mark("step", f"{v}'s daemon killed and its links down (the fault is complete)", rec.fault_end_t)
             return _wait(lambda: self._hops_without(v) and self._served_since(rec.fault_t))
         if scn == "drain-director":
             r = subprocess.run(

@@ -114,7 +114,8 @@ class EcmpRecord:
     the router's ``ip route``), ``events`` (drill steps), ``settled`` (the end condition was
     reached), ``quiesced_t`` (realserver drill: when every director showed the real server at
     weight 0), ``weights`` (realserver drill: ``{director: weight or None}`` at the end),
-    ``problems`` (what went wrong in the runner).
+    ``problems`` (what went wrong in the runner), ``fault_end_t`` (when the fault's actions
+    had all been carried out: a node failure's links are down then; None: as ``fault_t``).
     """
 
     scenario: str
@@ -130,6 +131,7 @@ class EcmpRecord:
     quiesced_t: float | None = None
     weights: dict[str, int | None] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    fault_end_t: float | None = None
 
 
 @dataclass(frozen=True)
@@ -287,14 +289,16 @@ def evaluate(record: EcmpRecord) -> list[Check]:
 
 def summary(record: EcmpRecord, checks: Sequence[Check]) -> dict[str, Any]:
     """The report as a JSON-ready dict (``--json``): scenario, summary, scheduler, ok, fault_t,
-    figures (requests, failed, failed_results, longest_gap_s, first_success_s,
+    figures (requests, failed, failed_results, longest_gap_s, fault_end_s, first_success_s (of a
+    request started after the fault's end),
     next_hops_changed_s, long_lived, long_lived_lost, lost_reasons, long_lived_via_victim,
     long_lived_via_victim_max_gap_s: seconds; None when it did not happen), next_hops,
     long_lived (one dict each), timeline, checks, problems."""
     fault = record.fault_t
     failed = [s for s in record.samples if not s.ok]
     gap, gap_at = longest_gap(record.samples, fault)
-    fs = first_success(record.samples, fault)
+    fault_end = max(fault, record.fault_end_t or fault)
+    fs = first_success(record.samples, fault_end)
     changed = _affected_window(record)
     via = _via(record)
     lost = [c for c in record.long_lived if c.lost]
@@ -328,6 +332,7 @@ def summary(record: EcmpRecord, checks: Sequence[Check]) -> dict[str, Any]:
             "failed_results": sorted({s.result for s in failed}),
             "longest_gap_s": round(gap, 3),
             "gap_starts_s": round(gap_at, 3),
+            "fault_end_s": round(fault_end - fault, 3),
             "first_success_s": round(fs.end - fault, 3) if fs else None,
             "change_s": round(changed - fault, 3) if changed is not None else None,
             "long_lived": len(record.long_lived),
@@ -370,8 +375,9 @@ def render(report: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"new connections: {f['requests']} requests, {f['failed']} failed ({', '.join(f['failed_results']) or '-'}); "
-        f"longest gap {f['longest_gap_s']:.2f} s (from {f['gap_starts_s']:.2f} s); change {fmt(f['change_s'])} "
-        f"after the fault; first success {fmt(f['first_success_s'])}",
+        f"longest gap {f['longest_gap_s']:.2f} s (from {f['gap_starts_s']:.2f} s); fault in place after "
+        f"{fmt(f['fault_end_s'])}; change {fmt(f['change_s'])} after the fault; "
+        f"first success {fmt(f['first_success_s'])}",
         f"long-lived: {f['long_lived']} held, {f['long_lived'] - f['long_lived_lost']} kept, "
         f"{f['long_lived_lost']} lost {f['lost_reasons'] or ''}; {f['long_lived_via_victim']} through the victim "
         f"(longest gap {f['long_lived_via_victim_max_gap_s']:.2f} s)",
