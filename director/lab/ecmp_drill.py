@@ -371,10 +371,12 @@ class EcmpDrill:
         lab, rec, v = self.lab, self.record, self.record.victim
         scn = rec.scenario
         if scn == "fail-director":
-            pid = lab.signal_daemon(v, signal.SIGKILL)
+            # Links first: the router must find out by BFD (a killed daemon's BIRD may close its
+            # session with a notification while the links are still up, which no dead node does).
             lab.node_links(v, up=False)
+            pid = lab.signal_daemon(v, signal.SIGKILL)
             rec.fault_end_t = round(self.now(), 3)
-            self.mark("fault", f"FAULT: SIGKILL to {v}'s daemon (pid {pid}), its links down", rec.fault_t)
+            self.mark("fault", f"FAULT: {v}'s links down, SIGKILL to its daemon (pid {pid})", rec.fault_t)
             self.mark("step", f"{v}'s daemon killed and its links down (the fault is complete)", rec.fault_end_t)
             return _wait(lambda: self._hops_without(v) and self._served_since(rec.fault_t))
         if scn == "drain-director":

@@ -51,7 +51,7 @@ ECMP_SCENARIOS: dict[str, EcmpScenario] = {
     for s in (
         EcmpScenario(
             "fail-director",
-            "node failure of dir1 (daemon SIGKILLed, all its links down) under new and long-lived connections: "
+            "node failure of dir1 (all its links down, its daemon SIGKILLed) under new and long-lived connections: "
             "the router drops it from its next hops (BFD); with mh no long-lived connection is lost",
             "first",
         ),
