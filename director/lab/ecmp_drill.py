@@ -224,6 +224,13 @@ def connection_directors(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[int, str]
     return out
 
 
+def dest_orders(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[str, list[str]]:
+    """``{director: real server addresses (addr:port) of the lab's service in the order
+    ipvsadm -Ln lists them}`` (the kernel's list order)."""
+    key = f"TCP {lab.vip}:{lab.options.port}"
+    return {n: list((ipvsadm_table(lab.lab, n).get(key) or {"dests": {}})["dests"]) for n in nodes}
+
+
 def victim_weights(lab: EcmpLab, rs: str) -> dict[str, int | None]:
     """``{director: weight of real server rs in its IPVS table (ipvsadm -Ln), None if absent}``."""
     port, rip = lab.options.port, lab.lab.rip(rs)
@@ -346,6 +353,7 @@ class EcmpDrill:
         self.mark("step", f"{self.n_long} long-lived connections open; client started: {self.rate:g} new/s")
         try:
             time.sleep(LEAD_S)
+            rec.orders["before"] = dest_orders(lab, running)
             before = connection_directors(lab, running)
             for c in rec.long_lived:
                 c.director_before = before.get(c.port)
@@ -356,6 +364,7 @@ class EcmpDrill:
             time.sleep(TAIL_S)
             alive = tuple(d for d in dirs if lab.daemon_pid(d) is not None)
             after = connection_directors(lab, alive)
+            rec.orders["after"] = dest_orders(lab, alive)
             for c in rec.long_lived:
                 c.director_after = after.get(c.port)
         finally:

@@ -115,7 +115,10 @@ class EcmpRecord:
     reached), ``quiesced_t`` (realserver drill: when every director showed the real server at
     weight 0), ``weights`` (realserver drill: ``{director: weight or None}`` at the end),
     ``problems`` (what went wrong in the runner), ``fault_end_t`` (when the fault's actions
-    had all been carried out: a node failure's links are down then; None: as ``fault_t``).
+    had all been carried out: a node failure's links are down then; None: as ``fault_t``),
+    ``orders`` (``{"before"|"after": {director: real server addresses in the order of its
+    ipvsadm -Ln}}``: the kernel fills an mh table by walking the real servers in that order,
+    so directors that list them in different orders may pick different real servers for a flow).
     """
 
     scenario: str
@@ -132,6 +135,7 @@ class EcmpRecord:
     weights: dict[str, int | None] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     fault_end_t: float | None = None
+    orders: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,7 @@ def evaluate(record: EcmpRecord) -> list[Check]:
     """
     checks = [
         Check("runner", not record.problems, "; ".join(record.problems) or "no problems"),
+        *order_checks(record),
         Check("settled", record.settled, "end condition reached" if record.settled else "end condition not reached"),
     ]
     scn, fault = record.scenario, record.fault_t
@@ -287,6 +292,24 @@ def evaluate(record: EcmpRecord) -> list[Check]:
     return checks
 
 
+def order_checks(record: EcmpRecord) -> list[Check]:
+    """``info`` checks: every director listed the real servers in the same order (before the
+    fault, at the end). With mh a different order makes a different lookup table (the kernel's
+    ip_vs_mh.c fills it by taking the real servers in turn in their list order)."""
+    out = []
+    for when, orders in sorted(record.orders.items()):
+        distinct = {tuple(v) for v in orders.values()}
+        out.append(
+            Check(
+                f"real server order {when}",
+                len(distinct) <= 1,
+                "; ".join(f"{d}: {' '.join(v) or '-'}" for d, v in sorted(orders.items())),
+                info=True,
+            )
+        )
+    return out
+
+
 def summary(record: EcmpRecord, checks: Sequence[Check]) -> dict[str, Any]:
     """The report as a JSON-ready dict (``--json``): scenario, summary, scheduler, ok, fault_t,
     figures (requests, failed, failed_results, longest_gap_s, fault_end_s, first_success_s (of a
@@ -344,6 +367,7 @@ def summary(record: EcmpRecord, checks: Sequence[Check]) -> dict[str, Any]:
         "next_hops": [{"t": t, "hops": list(h)} for t, h in record.next_hops],
         "long_lived": [asdict(c) for c in record.long_lived],
         "weights": dict(record.weights),
+        "orders": {k: dict(v) for k, v in record.orders.items()},
         "timeline": [asdict(e) for e in timeline],
         "checks": [asdict(c) for c in checks],
         "problems": list(record.problems),

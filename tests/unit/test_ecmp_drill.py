@@ -162,3 +162,13 @@ def test_persistent_connection_on_loopback():
         server.shutdown()
         server.server_close()
     assert issubclass(_Closed, OSError)
+
+
+def test_real_server_order_is_an_info_check():
+    rec = _record("fail-director")
+    rec.orders = {"before": {"dir1": ["a:80", "b:80"], "dir2": ["b:80", "a:80"]}, "after": {"dir2": ["b:80"]}}
+    checks = evaluate(rec)
+    before, after = _check(checks, "real server order before"), _check(checks, "real server order after")
+    assert not before.ok and before.info and after.ok
+    assert "dir2: b:80 a:80" in before.detail
+    assert summary(rec, checks)["ok"]
