@@ -32,6 +32,7 @@ from .ecmp_scenarios import (
     ECMP_SCENARIOS,
     EcmpRecord,
     LongLived,
+    director_log_events,
     evaluate,
     parse_ipvsadm_connections,
     render,
@@ -338,7 +339,10 @@ class EcmpDrill:
         dirs = lab.directors
         running = tuple(d for d in dirs if not (rec.scenario == "add-director" and d == rec.victim))
         settle(lab, running, self.say)
+        victim_log = lab.log_path(rec.victim) if rec.victim in dirs else None
+        offset = victim_log.stat().st_size if victim_log is not None and victim_log.exists() else 0
         self.t0 = time.monotonic()
+        t0_epoch = time.time()
         self.lls = [LongLivedClient(lab, self.t0, LongLived(i + 1)) for i in range(self.n_long)]
         for c in self.lls:
             c.start()
@@ -374,6 +378,14 @@ class EcmpDrill:
                 t.join(10)
         rec.samples = list(self.client.samples)
         rec.next_hops = list(self.hops.changes)
+        if victim_log is not None:
+            try:
+                with open(victim_log, "rb") as f:
+                    f.seek(offset)
+                    text = f.read(4 << 20).decode(errors="replace")
+            except OSError:
+                text = ""
+            rec.events += director_log_events(text.splitlines(), rec.victim, t0_epoch)
         return rec
 
     def steps(self) -> bool:

@@ -23,7 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .scenarios import Event, Sample, first_success, longest_gap
+from .scenarios import Event, Sample, first_success, longest_gap, parse_log_line
+
+#: Words that make a victim director's log line a timeline event (BGP and health), and the most kept.
+LOG_WORDS, MAX_LOG_EVENTS = ("bgp", "bird", "announc", "withdr", "session", "drain", "real server"), 40
 
 #: Seconds after the router's next hops changed (or the real server left every table)
 #: within which a new connection may still fail: it started before the change reached it.
@@ -290,6 +293,23 @@ def evaluate(record: EcmpRecord) -> list[Check]:
             )
         )
     return checks
+
+
+def director_log_events(lines: Sequence[str], node: str, t0_epoch: float) -> list[Event]:
+    """``log`` events of a director's JSON log lines (``directord run --log-format json``)
+    whose message mentions one of `LOG_WORDS`; times in seconds since the drill's t0 (given as
+    a Unix time, seconds); at most `MAX_LOG_EVENTS`, the first ones."""
+    out = []
+    for line in lines:
+        record = parse_log_line(line)
+        if record is None:
+            continue
+        message = str(record.get("message", ""))
+        if any(w in message.lower() for w in LOG_WORDS):
+            out.append(Event(round(record["at"] - t0_epoch, 3), node, "log", message[:300]))
+            if len(out) >= MAX_LOG_EVENTS:
+                break
+    return out
 
 
 def order_checks(record: EcmpRecord) -> list[Check]:

@@ -13,6 +13,7 @@ from director.lab.ecmp_drill import _Closed, _read_answer
 from director.lab.ecmp_scenarios import (
     EcmpRecord,
     LongLived,
+    director_log_events,
     evaluate,
     parse_ipvsadm_connections,
     render,
@@ -172,3 +173,13 @@ def test_real_server_order_is_an_info_check():
     assert not before.ok and before.info and after.ok
     assert "dir2: b:80 a:80" in before.detail
     assert summary(rec, checks)["ok"]
+
+
+def test_director_log_events_keep_bgp_lines():
+    lines = [
+        '{"at": 1010.5, "level": "INFO", "message": "bgp: session with router Established"}',
+        '{"at": 1011.0, "level": "INFO", "message": "reconcile: nothing to do"}',
+        "Traceback (most recent call last):",
+    ]
+    evs = director_log_events(lines, "dir3", 1000.0)
+    assert [(e.t, e.source, e.kind) for e in evs] == [(10.5, "dir3", "log")]
