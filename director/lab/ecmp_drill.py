@@ -38,7 +38,7 @@ from .ecmp_scenarios import (
     render,
     summary,
 )
-from .ecmp_site import EcmpLab, EcmpOptions
+from .ecmp_site import EcmpLab, EcmpOptions, parse_next_hops
 from .netns import enter_netns, parse_http_response, wait_until
 from .pair import ipvs_problem
 from .scenarios import Event
@@ -150,63 +150,63 @@ def _read_answer(sock: socket.socket, buf: bytes) -> tuple[str, bytes]:
 
 
 class NextHopSampler(threading.Thread):
-    """The router's next hops for the VIP (`EcmpLab.vip_next_hops`), read about every
-    ``interval`` seconds and whenever ``ip monitor route`` in the router's namespace prints a
-    line about the VIP; ``changes`` holds ``(seconds since t0, directors)`` at each change,
-    stamped with the first monitor line about the VIP since the previous read (the kernel's
-    change as it happened; reading ``ip route`` in the slow VM takes a good part of a second),
-    else with the read's start."""
+    """The router's next hops for the VIP as its kernel changes them: read once
+    (`EcmpLab.vip_next_hops`), then followed with ``ip -o monitor route`` in the router's
+    namespace (one line per route message, RTM_NEWROUTE / RTM_DELROUTE; a deleted route
+    leaves no next hop). ``changes`` holds ``(seconds since t0, directors sorted)`` at each
+    change, stamped when the monitor's line arrived (reading ``ip route`` again in the slow VM
+    would take a good part of a second)."""
 
-    def __init__(self, lab: EcmpLab, t0: float, interval: float = 0.1) -> None:
+    def __init__(self, lab: EcmpLab, t0: float) -> None:
         super().__init__(daemon=True, name="drill-next-hops")
-        self.lab, self.t0, self.interval = lab, t0, interval
+        self.lab, self.t0 = lab, t0
         self.changes: list[tuple[float, tuple[str, ...]]] = []
         self.halt = threading.Event()
-        self.stamps: list[float] = []
-        self.poke = threading.Event()
+        self.by_addr = {lab.plan.addr[d]: d for d in lab.directors}
 
-    def _watch(self, mon: subprocess.Popen) -> None:
-        assert mon.stdout is not None
-        for line in mon.stdout:
-            if f"{self.lab.vip} " in line or f"{self.lab.vip}/" in line:
-                if len(self.stamps) < 100_000:
-                    self.stamps.append(time.monotonic() - self.t0)
-                self.poke.set()
+    def _add(self, t: float, hops: tuple[str, ...]) -> None:
+        if (not self.changes or self.changes[-1][1] != hops) and len(self.changes) < 100_000:
+            self.changes.append((round(t, 3), hops))
+
+    def hops_of(self, line: str) -> tuple[str, ...] | None:
+        """The next hops a monitor line gives the VIP's route, None when it is about another route."""
+        words = line.split()
+        deleted = bool(words) and words[0] == "Deleted"
+        dest = words[1 if deleted else 0] if len(words) > int(deleted) else ""
+        if dest not in (self.lab.vip, f"{self.lab.vip}/32"):
+            return None
+        if deleted:
+            return ()
+        return tuple(sorted(self.by_addr.get(a, a) for a in parse_next_hops(line)))
 
     def run(self) -> None:
         mon = self.lab.lab.popen(
             self.lab.router,
-            ["ip", "monitor", "route"],
+            ["ip", "-o", "monitor", "route"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
         )
-        threading.Thread(target=self._watch, args=(mon,), daemon=True, name="drill-ip-monitor").start()
-        prev = 0.0
+        threading.Thread(target=self._stop_on_halt, args=(mon,), daemon=True, name="drill-ip-monitor-stop").start()
         try:
-            while not self.halt.is_set():
-                started = time.monotonic() - self.t0
-                self.poke.clear()
-                try:
-                    hops: tuple[str, ...] | None = tuple(sorted(self.lab.vip_next_hops()))
-                except (OSError, subprocess.SubprocessError):
-                    hops = None
-                if hops is not None and (not self.changes or self.changes[-1][1] != hops):
-                    seen = [t for t in self.stamps[-50:] if prev < t <= started]
-                    self.changes.append((round(min(seen) if seen else started, 3), hops))
+            time.sleep(0.2)  # let the monitor subscribe before the first read
+            self._add(time.monotonic() - self.t0, tuple(sorted(self.lab.vip_next_hops())))
+            assert mon.stdout is not None
+            for line in mon.stdout:
+                hops = self.hops_of(line[:MAX_ANSWER])
                 if hops is not None:
-                    prev = started
-                self.poke.wait(self.interval)
+                    self._add(time.monotonic() - self.t0, hops)
         finally:
-            mon.terminate()
-            try:
-                mon.wait(5)
-            except subprocess.TimeoutExpired:
-                mon.kill()
+            mon.kill()
+            mon.wait(5)
+
+    def _stop_on_halt(self, mon: subprocess.Popen) -> None:
+        self.halt.wait()
+        mon.terminate()
 
     def now(self) -> tuple[str, ...] | None:
-        """The latest next hops, or None before the first sample."""
+        """The latest next hops, or None before the first read."""
         return self.changes[-1][1] if self.changes else None
 
 

@@ -183,3 +183,20 @@ def test_director_log_events_keep_bgp_lines():
     ]
     evs = director_log_events(lines, "dir3", 1000.0)
     assert [(e.t, e.source, e.kind) for e in evs] == [(10.5, "dir3", "log")]
+
+
+def test_next_hops_of_ip_monitor_lines(tmp_path):
+    from director.lab.ecmp_drill import NextHopSampler
+    from director.lab.ecmp_site import EcmpLab, EcmpOptions
+
+    sampler = NextHopSampler(EcmpLab(EcmpOptions(prefix="tnh"), tmp_path), 0.0)
+    multipath = (
+        "10.77.100.1 proto bird metric 32 \\\tnexthop via 10.77.0.11 dev eth1 weight 1 "
+        "\\\tnexthop via 10.77.0.10 dev eth1 weight 1 "
+    )
+    assert sampler.hops_of(multipath) == ("dir1", "dir2")
+    assert sampler.hops_of("10.77.100.1 via 10.77.0.12 dev eth1 proto bird metric 32") == ("dir3",)
+    assert sampler.hops_of("Deleted 10.77.100.1 via 10.77.0.12 dev eth1 proto bird metric 32") == ()
+    assert sampler.hops_of("10.77.100.10 via 10.77.0.12 dev eth1 proto bird") is None
+    assert sampler.hops_of("local 10.77.100.1 dev lo table local") is None
+    assert sampler.hops_of("") is None
