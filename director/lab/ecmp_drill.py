@@ -254,8 +254,10 @@ def _wait(pred: Callable[[], bool], timeout: float = WAIT_S) -> bool:
 
 def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -> float:
     """Bring the lab to the drill's start: every node's links up, the HTTP servers running,
-    the daemons of ``running`` started (the others stopped with SIGTERM), the router's next
-    hops exactly ``running``, and a request through the VIP answered. Returns seconds waited.
+    the daemons of ``running`` started (the others stopped with SIGTERM) and undrained (``bgp
+    undrain`` over the control socket while one is not among the next hops: a drain outlives
+    a restart), the router's next hops exactly ``running``, and a request through the VIP
+    answered. Returns seconds waited.
 
     Raises:
         TimeoutError: not reached within `WAIT_S` seconds.
@@ -275,7 +277,14 @@ def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -
     want = tuple(sorted(running))
 
     def ready() -> bool:
-        if tuple(sorted(lab.vip_next_hops())) != want:
+        hops = tuple(sorted(lab.vip_next_hops()))
+        for node in set(want) - set(hops):
+            # a drain is kept across restarts: undrain the director (once its daemon answers)
+            try:
+                control.request(str(lab.socket_path(node)), "bgp", timeout=5.0, action="undrain")
+            except (OSError, ValueError):
+                pass
+        if hops != want:
             return False
         if any(lab.daemon_pid(n) is not None for n in lab.directors if n not in running):
             return False
