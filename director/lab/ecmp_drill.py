@@ -212,17 +212,19 @@ class NextHopSampler(threading.Thread):
 
 def connection_directors(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[int, str]:
     """``{client source port: director}`` from each running director's ``ipvsadm -Lnc``
-    (entries from the client to the VIP); a port listed by two directors goes to the one read
-    last (both hold an entry after a move; the older one expires)."""
+    (established entries from the client to the VIP). A port listed by two directors (after a
+    move both hold an entry until the old one expires) goes to the one whose entry expires last:
+    each packet renews the entry of the director that forwards it."""
     client = lab.plan.addr["client"]
-    out: dict[int, str] = {}
+    best: dict[int, tuple[int, str]] = {}
     for node in nodes:
         r = lab.lab.exec(node, ["ipvsadm", "-Lnc"], check=False)
-        for state, source, virtual, _dest in parse_ipvsadm_connections(r.stdout if r.returncode == 0 else ""):
+        for state, expire, source, virtual, _dest in parse_ipvsadm_connections(r.stdout if r.returncode == 0 else ""):
             addr, _, port = source.rpartition(":")
             if addr == client and virtual.startswith(f"{lab.vip}:") and state == "ESTABLISHED" and port.isdigit():
-                out[int(port)] = node
-    return out
+                if int(port) not in best or expire > best[int(port)][0]:
+                    best[int(port)] = (expire, node)
+    return {port: node for port, (_e, node) in best.items()}
 
 
 def dest_orders(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[str, list[str]]:

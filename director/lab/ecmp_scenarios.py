@@ -152,15 +152,17 @@ class Check:
     info: bool = False
 
 
-def parse_ipvsadm_connections(text: str) -> list[tuple[str, str, str, str]]:
-    """The entries of ``ipvsadm -Lnc`` output as ``(state, source, virtual, destination)``
-    (``addr:port`` strings); header lines and malformed lines are skipped (at most 100,000
-    lines read)."""
+def parse_ipvsadm_connections(text: str) -> list[tuple[str, int, str, str, str]]:
+    """The entries of ``ipvsadm -Lnc`` output as ``(state, expire in seconds, source, virtual,
+    destination)`` (``addr:port`` strings; ipvsadm prints the expiry as ``mm:ss``, -1 when it
+    cannot be read); header lines and malformed lines are skipped (at most 100,000 lines read)."""
     rows = []
     for line in text.splitlines()[:100_000]:
         f = line.split()
         if len(f) >= 6 and f[0] in ("TCP", "UDP", "SCTP") and ":" in f[3]:
-            rows.append((f[2], f[3], f[4], f[5]))
+            mm, _, ss = f[1].partition(":")
+            expire = int(mm) * 60 + int(ss) if mm.isdigit() and ss.isdigit() else -1
+            rows.append((f[2], expire, f[3], f[4], f[5]))
     return rows
 
 
