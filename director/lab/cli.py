@@ -18,6 +18,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from .ecmp_scenarios import ECMP_SCENARIOS
 from .scenarios import SCENARIOS, scenario_names
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -206,6 +207,26 @@ def cmd_lab_drill(args: argparse.Namespace) -> int:
     from . import drill
 
     setup_logging(False)
+    if (args.topology == "ecmp") != (args.scenario in ECMP_SCENARIOS):
+        print(
+            f"directord lab drill: {args.scenario} is a drill of the "
+            f"{'pair' if args.topology == 'ecmp' else 'ecmp'} topology (--topology)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.topology == "ecmp":
+        from . import ecmp_drill
+        from .ecmp_site import EcmpOptions
+
+        if args.mode != "dr" or args.bond:
+            print("directord lab drill: --mode and --bond are options of the pair topology", file=sys.stderr)
+            return 2
+        opts = EcmpOptions(
+            prefix=args.prefix, directors=args.directors, real_servers=args.real_servers, scheduler=args.scheduler
+        )
+        return ecmp_drill.main(
+            args.scenario, options=opts, vm=args.vm, as_json=args.json, rate=args.rate, long_lived=args.long_lived
+        )
     return drill.main(args.scenario, vm=args.vm, as_json=args.json, rate=args.rate, options=_options(args))
 
 
@@ -274,7 +295,29 @@ def add_commands(sub: Subcommands) -> None:
         description="Runs on the lab `lab up` built with the same --prefix (and leaves it up), or builds a lab "
         "for the drill and removes it afterwards. Exit status 0 when every expectation held.",
     )
-    drill.add_argument("scenario", choices=scenario_names(), metavar="SCENARIO", help=", ".join(SCENARIOS))
+    epilog += "\n\necmp drills (--topology ecmp):\n" + "\n".join(
+        f"  {s.name}: {s.summary}" for s in ECMP_SCENARIOS.values()
+    )
+    drill.epilog = epilog
+    drill.add_argument(
+        "scenario",
+        choices=scenario_names() + list(ECMP_SCENARIOS),
+        metavar="SCENARIO",
+        help=", ".join([*SCENARIOS, *ECMP_SCENARIOS]),
+    )
+    drill.add_argument(
+        "--topology",
+        choices=["pair", "ecmp"],
+        default="pair",
+        help="pair: the HA pair's drills (default); ecmp: the routed lab's drills",
+    )
+    drill.add_argument("--directors", type=int, default=3, metavar="N", help="ecmp: directors, 2-8 (default 3)")
+    drill.add_argument(
+        "--scheduler", choices=["mh", "wlc"], default="mh", help="ecmp: the virtual service's scheduler (default mh)"
+    )
+    drill.add_argument(
+        "--long-lived", type=int, default=12, metavar="M", help="ecmp: long-lived connections held (default 12)"
+    )
     drill.add_argument("--rate", type=float, default=50.0, help="client requests per second (default 50)")
     drill.add_argument("--json", action="store_true", help="print the report as JSON")
     drill.add_argument("--vm", action="store_true", help="boot the stock-kernel VM and run the drill there")

@@ -230,7 +230,9 @@ def router_bird_conf(plan: EcmpPlan, *, log_path: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def director_config(plan: EcmpPlan, node: str, *, state_dir: str, bgp_run_dir: str, port: int = 80) -> str:
+def director_config(
+    plan: EcmpPlan, node: str, *, state_dir: str, bgp_run_dir: str, port: int = 80, scheduler: str = "mh"
+) -> str:
     """The ``directord run`` configuration of director ``node`` (pure; YAML text).
 
     One virtual service ``web`` on VIP:port (tcp; scheduler ``mh`` with flags ``mh-port``, so
@@ -239,20 +241,23 @@ def director_config(plan: EcmpPlan, node: str, *, state_dir: str, bgp_run_dir: s
     DR; the lab's HTTP check; quiescent real servers) over every real server, and a ``bgp`` section: the director's
     AS and router id (its address), the router as its one neighbour (hold time in seconds,
     BFD), BFD ``interval`` (ms) and ``multiplier``, the GRACEFUL_SHUTDOWN wait (seconds), the
-    BIRD it runs in ``bgp_run_dir``, and the VIP to announce.
+    BIRD it runs in ``bgp_run_dir``, and the VIP to announce. ``scheduler`` ``"wlc"`` instead
+    of ``mh`` (no flags: each director picks real servers for itself; the drills compare).
 
     Raises:
-        ValueError: ``node`` is not a director of the plan.
+        ValueError: ``node`` is not a director of the plan, or a scheduler other than mh/wlc.
     """
     if node not in plan.directors:
         raise ValueError(f"{node!r} is not a director of the plan")
+    if scheduler not in ("mh", "wlc"):
+        raise ValueError(f"scheduler {scheduler!r}: the lab uses mh or wlc")
     rips = [plan.lab.addr[r] for r in plan.lab.real_servers]
     services = service_yaml(
         plan.vip,
         port,
         rips,
-        scheduler="mh",
-        scheduler_flags=["mh-fallback", "mh-port"],
+        scheduler=scheduler,
+        scheduler_flags=["mh-fallback", "mh-port"] if scheduler == "mh" else [],
         forwarding="dr",
         on_failure="quiescent",
     )

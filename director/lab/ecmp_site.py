@@ -41,12 +41,13 @@ MAX_OUTPUT = 20000
 @dataclass(frozen=True)
 class EcmpOptions:
     """How a routed lab is built: namespace ``prefix``, ``directors`` (2..8), ``real_servers``
-    count, HTTP ``port``."""
+    count, HTTP ``port``, the virtual service's ``scheduler`` (``mh`` or ``wlc``)."""
 
     prefix: str = "dlab"
     directors: int = 3
     real_servers: int = 3
     port: int = 80
+    scheduler: str = "mh"
 
 
 def parse_protocols(text: str) -> list[dict[str, str]]:
@@ -139,6 +140,7 @@ class EcmpLab(DaemonLab):
             state_dir=str(self.workdir / node / "state"),
             bgp_run_dir=str(self.workdir / node / "bgp"),
             port=self.options.port,
+            scheduler=self.options.scheduler,
         )
 
     # -- life cycle ----------------------------------------------------------------------

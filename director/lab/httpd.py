@@ -13,8 +13,12 @@ for drills and health-check tests:
   restarting the process (starting Python is slow in the test VM).
 
 Only the standard library's threaded ``socketserver`` is used (one thread per
-connection, fresh connection per request: ``Connection: close``), to keep
-start-up cheap. IPv6: ``--bind ::`` (the default) listens dual-stack
+connection), to keep start-up cheap. An HTTP/1.0 request gets its answer and
+``Connection: close``; an HTTP/1.1 request without ``Connection: close`` gets an
+HTTP/1.1 answer and the connection stays open for the next request (persistent
+connections, RFC 9112 section 9.3; at most `MAX_KEEPALIVE_REQUESTS` on one
+connection, 30 s idle at most), so that a drill can hold long-lived connections.
+IPv6: ``--bind ::`` (the default) listens dual-stack
 (``IPV6_V6ONLY`` off) and falls back to ``0.0.0.0`` where IPv6 is disabled.
 The server prints ``listening <addr> <port>`` on stdout once it accepts.
 HTTP message syntax: RFC 9112.
@@ -47,6 +51,8 @@ REASONS = {
 }
 
 MAX_HEAD_BYTES = 16384
+#: Requests answered on one persistent connection before it is closed.
+MAX_KEEPALIVE_REQUESTS = 1_000_000
 
 
 @dataclass
@@ -60,12 +66,13 @@ class ServerState:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
-def build_response(state: ServerState, method: str, path: str) -> bytes:
-    """The complete HTTP/1.0 response (bytes) for one request line.
+def build_response(state: ServerState, method: str, path: str, *, keep_alive: bool = False) -> bytes:
+    """The complete HTTP response (bytes) for one request line.
 
     Pure function: ``method`` is the request method, ``path`` the request
     target. GET/HEAD on ``/healthz`` answer ``"ok\\n"`` (with ``state.status``),
-    any other GET/HEAD ``"<name>\\n"``; other methods get 405.
+    any other GET/HEAD ``"<name>\\n"``; other methods get 405. HTTP/1.0 with
+    ``Connection: close``, or with ``keep_alive`` HTTP/1.1 with ``Connection: keep-alive``.
     """
     if method not in ("GET", "HEAD"):
         status, body = 405, b"method not allowed\n"
@@ -74,13 +81,14 @@ def build_response(state: ServerState, method: str, path: str) -> bytes:
     else:
         status, body = state.status, (state.name + "\n").encode()
     reason = REASONS.get(status, "Status")
+    version, connection = ("HTTP/1.1", "keep-alive") if keep_alive else ("HTTP/1.0", "close")
     head = (
-        f"HTTP/1.0 {status} {reason}\r\n"
+        f"{version} {status} {reason}\r\n"
         f"Server: directord-lab\r\n"
         f"X-Real-Server: {state.name}\r\n"
         f"Content-Type: text/plain\r\n"
         f"Content-Length: {len(body)}\r\n"
-        f"Connection: close\r\n\r\n"
+        f"Connection: {connection}\r\n\r\n"
     ).encode()
     return head if method == "HEAD" else head + body
 
@@ -94,21 +102,46 @@ def parse_request_line(head: bytes) -> tuple[str, str] | None:
     return parts[0].upper(), parts[1]
 
 
+def wants_keep_alive(head: bytes) -> bool:
+    """True when a request head asks for a persistent connection: an HTTP/1.1 request line
+    without a ``Connection: close`` header (RFC 9112 section 9.3; HTTP/1.0 keep-alive is not
+    offered)."""
+    lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
+    if not lines[0].rstrip().endswith("HTTP/1.1"):
+        return False
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep and name.strip().lower() == "connection" and "close" in value.lower():
+            return False
+    return True
+
+
 class _Handler(socketserver.BaseRequestHandler):
     server: _Server
 
     def handle(self) -> None:
         sock: socket.socket = self.request
         sock.settimeout(30.0)
-        head = b""
-        try:
-            while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) < MAX_HEAD_BYTES:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                head += chunk
-        except OSError:
-            return
+        buf = b""
+        for _ in range(MAX_KEEPALIVE_REQUESTS):
+            try:
+                while b"\r\n\r\n" not in buf and b"\n\n" not in buf and len(buf) < MAX_HEAD_BYTES:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+            except OSError:
+                return
+            if not buf:
+                return
+            end = buf.find(b"\r\n\r\n")
+            end = end + 4 if end >= 0 else (buf.find(b"\n\n") + 2 if b"\n\n" in buf else len(buf))
+            head, buf = buf[:end], buf[end:]
+            if not self._answer(sock, head):
+                return
+
+    def _answer(self, sock: socket.socket, head: bytes) -> bool:
+        """Answer one request head; True when the connection stays open for another."""
         state = self.server.state
         if state.hang:
             # Keep the connection open and silent until the client closes it.
@@ -118,18 +151,20 @@ class _Handler(socketserver.BaseRequestHandler):
                     pass
             except OSError:
                 pass
-            return
+            return False
         req = parse_request_line(head)
+        keep = req is not None and wants_keep_alive(head)
         if req is None:
             payload = b"HTTP/1.0 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         else:
-            payload = build_response(state, *req)
+            payload = build_response(state, *req, keep_alive=keep)
         with state.lock:
             state.served += 1
         try:
             sock.sendall(payload)
         except OSError:
-            pass
+            return False
+        return keep
 
 
 class _Server(socketserver.ThreadingTCPServer):
