@@ -48,7 +48,8 @@ def vip_health(
     """Each bgp VIP's virtual services (VIP address -> their `ServiceHealth`).
 
     A real server is in service when its checks say ``up`` and the operator has it
-    ``enabled``; ``programmed`` says whether a service is in the kernel's IPVS table.
+    ``enabled``; unknown when its checks have no result yet and the operator has not disabled
+    it; ``programmed`` says whether a service is in the kernel's IPVS table.
     """
     wanted = {v.address for v in bgp.vips}
     found: dict[str, list[ServiceHealth]] = {a: [] for a in wanted}
@@ -57,12 +58,14 @@ def vip_health(
         if address not in wanted:
             continue
         states = admin(svc)
-        up = sum(
-            1
-            for rs in svc.real_servers
-            if health(svc.key, rs.key) == "up" and states.get(rs.key, "enabled") == "enabled"
-        )
-        found[address].append(ServiceHealth(svc.name, programmed(svc.key), up, len(svc.real_servers)))
+        up = unknown = 0
+        for rs in svc.real_servers:
+            state, operator = health(svc.key, rs.key), states.get(rs.key, "enabled")
+            if state == "up" and operator == "enabled":
+                up += 1
+            elif state == "unknown" and operator != "disabled":
+                unknown += 1
+        found[address].append(ServiceHealth(svc.name, programmed(svc.key), up, len(svc.real_servers), unknown))
     return {a: tuple(s) for a, s in found.items()}
 
 

@@ -133,7 +133,10 @@ def desired_service(
       absent when it is ``remove``;
     * ``unknown`` (no check result yet, e.g. just after a start): left as the
       kernel has it (present with the kernel's attributes, or absent).  This is
-      what makes a restart against a programmed kernel issue no change.
+      what makes a restart against a programmed kernel issue no change.  With the
+      ``mh`` scheduler and ``quiescent``, an absent one is added at weight 0, so that
+      all are added together, in the same order on every director (the order
+      ``ip_vs_mh.c`` builds its table in).
 
     The fallback server is present while no real server is up and none is
     unknown; while some are unknown it is left as the kernel has it.  A
@@ -185,6 +188,10 @@ def desired_service_steps(
     any_unknown = False
     servers = service.real_servers
     quiescent = service.on_failure == "quiescent"
+    # mh builds its lookup table from the destinations in the kernel's list order
+    # (ip_vs_mh.c): added all at once (sorted, by `plan_service`), at weight 0 until checked,
+    # every director has the same order, whichever real server's check passes first
+    keep_order = quiescent and service.scheduler == "mh"
     for start in range(0, len(servers), chunk):
         if start:
             yield
@@ -208,6 +215,8 @@ def desired_service_steps(
                 current = kernel_dests.get(key)
                 if current is not None:
                     dests[key] = current.attrs
+                elif keep_order:
+                    dests[key] = rs.dest_attrs(weight=0)
     for key in draining:
         if key in dests:
             continue

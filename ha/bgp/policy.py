@@ -39,25 +39,31 @@ class ServiceHealth:
         programmed: the service is in the kernel's IPVS table as configured.
         in_service: real servers up by their checks and enabled by the operator.
         total: real servers configured.
+        unknown: real servers not disabled by the operator whose checks have no result yet.
     """
 
     name: str
     programmed: bool
     in_service: int
     total: int
+    unknown: int = 0
 
 
 def vip_ready(services: tuple[ServiceHealth, ...], min_healthy: MinHealthy) -> tuple[bool, str]:
     """Whether a VIP with ``services`` may be announced, and why (a short text for the operator).
 
-    Not ready when it has no service, when one is not programmed, or when one has fewer real
-    servers in service than ``min_healthy`` asks of it.
+    Not ready when it has no service, when one is not programmed, when one has a real server
+    not checked yet (a director that just started would otherwise announce with fewer real
+    servers than the others, and with ``mh`` send a moved flow to another real server), or
+    when one has fewer real servers in service than ``min_healthy`` asks of it.
     """
     if not services:
         return False, "no virtual service on this VIP"
     for svc in services:
         if not svc.programmed:
             return False, f"virtual service {svc.name} not programmed in IPVS"
+        if svc.unknown:
+            return False, f"virtual service {svc.name}: {svc.unknown} real servers not checked yet"
         needed = min_healthy.needed(svc.total)
         if svc.in_service < needed:
             counts = f"{svc.in_service}/{svc.total} real servers in service"

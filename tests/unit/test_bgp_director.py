@@ -26,15 +26,17 @@ def test_vip_health_counts_up_and_enabled_real_servers_per_service() -> None:
     bgp = BgpConfig(65001, (Neighbor("10.0.1.1", 65000, "r1"),), (VipAnnouncement(VIP), VipAnnouncement("192.0.2.99")))
     up = {(web.key, web.real_servers[0].key), (web.key, web.real_servers[1].key), (tls.key, tls.real_servers[1].key)}
 
+    unknown = {(web.key, web.real_servers[2].key), (other.key, other.real_servers[0].key)}
+
     def health(s: ServiceKey, d: DestKey) -> str:
-        return "up" if (s, d) in up else "down"
+        return "up" if (s, d) in up else "unknown" if (s, d) in unknown else "down"
 
     def admin(svc: VirtualService) -> dict[DestKey, str]:
         return {svc.real_servers[1].key: "drain"} if svc.name == "web" else {}
 
     got = vip_health(config, bgp, health, admin, lambda key: key.port == 80)  # type: ignore[arg-type]
     assert got == {
-        VIP: (ServiceHealth("web", True, 1, 3), ServiceHealth("tls", False, 1, 2)),
+        VIP: (ServiceHealth("web", True, 1, 3, unknown=1), ServiceHealth("tls", False, 1, 2)),
         "192.0.2.99": (),
     }
 

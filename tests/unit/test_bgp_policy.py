@@ -44,6 +44,8 @@ def test_ready_needs_every_service_programmed_and_healthy() -> None:
     assert ok and why == "web: 1/4 in service, tls: 1/4 in service"
     ok, why = vip_ready((svc(4), svc(4, programmed=False, name="tls")), MinHealthy())
     assert not ok and why == "virtual service tls not programmed in IPVS"
+    ok, why = vip_ready((svc(4), ServiceHealth("tls", True, 3, 4, unknown=1)), MinHealthy())
+    assert not ok and why == "virtual service tls: 1 real servers not checked yet"
     ok, why = vip_ready((svc(4), svc(1, name="tls")), MinHealthy(2))
     assert not ok and why == "virtual service tls: 1/4 real servers in service, needs 2"
 

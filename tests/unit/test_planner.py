@@ -418,3 +418,25 @@ def test_admin_in_steps_equals_at_once():
     at_once = desired_service(svc, health, None, admin=admin)
     stepped = run_steps(desired_service_steps(svc, health, None, chunk=7, admin=admin))
     assert stepped == at_once and len(at_once.dests) == 39 - sum(1 for s in admin.values() if s == "disabled")
+
+
+def test_mh_adds_every_real_server_together_in_one_order_whichever_check_passes_first():
+    """mh (quiescent): real servers not checked yet are added at weight 0, so the first pass
+    adds all of them, in the sorted order `plan_service` uses, whichever is up first (the
+    table ``ip_vs_mh.c`` builds depends on the kernel's list order); another scheduler
+    leaves them out until checked."""
+    servers = tuple(RealServer(k.address, 80) for k in (RS3, RS1, RS2))
+    mh = VirtualService("web", WEB, scheduler="mh", real_servers=servers)
+    for first_up in (RS1, RS3):
+        desired = desired_service(mh, {first_up: "up"}, None)
+        ops = plan_service(WEB, desired, None)
+        assert [(op.kind, op.dest, op.dest_attrs.weight if op.dest_attrs else None) for op in ops[1:]] == [
+            ("add_dest", k, 1 if k == first_up else 0) for k in (RS1, RS2, RS3)
+        ]
+    # what the kernel has is kept (a restart changes nothing)
+    kernel = KernelService(ServiceAttrs("mh"), {RS1: KernelDest(DestAttrs(3, 1))})
+    assert desired_service(mh, {}, kernel).dests[RS1] == DestAttrs(3, 1)
+    wlc = VirtualService("web", WEB, scheduler="wlc", real_servers=servers)
+    assert set(desired_service(wlc, {RS1: "up"}, None).dests) == {RS1}
+    removing = VirtualService("web", WEB, scheduler="mh", real_servers=servers, on_failure="remove")
+    assert set(desired_service(removing, {RS1: "up"}, None).dests) == {RS1}
