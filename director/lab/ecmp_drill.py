@@ -368,6 +368,7 @@ class EcmpDrill:
         self.mark("step", f"{self.n_long} long-lived connections open; client started: {self.rate:g} new/s")
         try:
             time.sleep(LEAD_S)
+            self._all_hops_before_the_fault(running)
             rec.orders["before"] = dest_orders(lab, running)
             before = connection_directors(lab, running)
             for c in rec.long_lived:
@@ -398,6 +399,21 @@ class EcmpDrill:
                 text = ""
             rec.events += director_log_events(text.splitlines(), rec.victim, t0_epoch)
         return rec
+
+    def _all_hops_before_the_fault(self, running: tuple[str, ...]) -> None:
+        """Wait (at most `WAIT_S`) until the router forwards to every running director again,
+        so that the fault meets the lab it is about: a BFD session with 100 ms timers can flap
+        in the emulated VM under load, and the router then drops a director for a few seconds.
+        The wait is in the timeline; not getting there is a runner problem."""
+        want = sorted(running)
+        if sorted(self.lab.vip_next_hops()) == want:
+            return
+        started = time.monotonic()
+        self.mark("step", f"before the fault the router forwards to {self.lab.vip_next_hops()}, not {want}: waiting")
+        if _wait(lambda: sorted(self.lab.vip_next_hops()) == want):
+            self.mark("step", f"the router forwards to {', '.join(want)} again ({time.monotonic() - started:.1f} s)")
+        else:
+            self.record.problems.append(f"the router did not forward to all of {want} before the fault")
 
     def steps(self) -> bool:
         """The scenario's steps from the fault to its end condition; True when it was reached."""
