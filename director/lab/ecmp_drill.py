@@ -115,6 +115,14 @@ class LongLivedClient(threading.Thread):
             self.ready.set()
 
 
+def _size(path: Path) -> int:
+    """``path``'s size in bytes; 0 when it does not exist (yet)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class _Closed(EOFError, OSError):
     """The server closed the connection."""
 
@@ -350,8 +358,9 @@ class EcmpDrill:
         dirs = lab.directors
         running = tuple(d for d in dirs if not (rec.scenario == "add-director" and d == rec.victim))
         settle(lab, running, self.say)
-        victim_log = lab.log_path(rec.victim) if rec.victim in dirs else None
-        offset = victim_log.stat().st_size if victim_log is not None and victim_log.exists() else 0
+        # every director's log from here on: the victim's BGP steps, and a health change on any
+        # director (one that quiesces a real server alone breaks flows moved to it)
+        offsets = {d: _size(lab.log_path(d)) for d in dirs}
         self.t0 = time.monotonic()
         t0_epoch = time.time()
         self.lls = [LongLivedClient(lab, self.t0, LongLived(i + 1)) for i in range(self.n_long)]
@@ -390,14 +399,14 @@ class EcmpDrill:
                 t.join(10)
         rec.samples = list(self.client.samples)
         rec.next_hops = list(self.hops.changes)
-        if victim_log is not None:
+        for d, offset in offsets.items():
             try:
-                with open(victim_log, "rb") as f:
+                with open(lab.log_path(d), "rb") as f:
                     f.seek(offset)
                     text = f.read(4 << 20).decode(errors="replace")
             except OSError:
-                text = ""
-            rec.events += director_log_events(text.splitlines(), rec.victim, t0_epoch)
+                continue
+            rec.events += director_log_events(text.splitlines(), d, t0_epoch)
         return rec
 
     def _all_hops_before_the_fault(self, running: tuple[str, ...]) -> None:

@@ -27,6 +27,10 @@ from .scenarios import Event, Sample, first_success, longest_gap, parse_log_line
 
 #: Words that make a victim director's log line a timeline event (BGP and health), and the most kept.
 LOG_WORDS, MAX_LOG_EVENTS = ("bgp", "bird", "announc", "withdr", "session", "drain", "real server"), 40
+#: Event kinds of a director's log that go into the timeline whatever their text: a health
+#: change on any director (a real server quiesced on one director and not on the others sends
+#: a flow moved between them to another real server).
+LOG_KINDS = frozenset({"check.health"})
 
 #: Seconds after the router's next hops changed (or the real server left every table)
 #: within which a new connection may still fail: it started before the change reached it.
@@ -299,15 +303,16 @@ def evaluate(record: EcmpRecord) -> list[Check]:
 
 def director_log_events(lines: Sequence[str], node: str, t0_epoch: float) -> list[Event]:
     """``log`` events of a director's JSON log lines (``directord run --log-format json``)
-    whose message mentions one of `LOG_WORDS`; times in seconds since the drill's t0 (given as
-    a Unix time, seconds); at most `MAX_LOG_EVENTS`, the first ones."""
+    whose message mentions one of `LOG_WORDS` or whose event kind is in `LOG_KINDS`; times in
+    seconds since the drill's t0 (given as a Unix time, seconds); at most `MAX_LOG_EVENTS`,
+    the first ones."""
     out = []
     for line in lines:
         record = parse_log_line(line)
         if record is None:
             continue
         message = str(record.get("message", ""))
-        if any(w in message.lower() for w in LOG_WORDS):
+        if record.get("kind") in LOG_KINDS or any(w in message.lower() for w in LOG_WORDS):
             out.append(Event(round(record["at"] - t0_epoch, 3), node, "log", message[:300]))
             if len(out) >= MAX_LOG_EVENTS:
                 break

@@ -185,6 +185,17 @@ def test_director_log_events_keep_bgp_lines():
     assert [(e.t, e.source, e.kind) for e in evs] == [(10.5, "dir3", "log")]
 
 
+def test_director_log_events_keep_health_changes_of_any_wording():
+    # a health change on any director goes into the timeline: one that quiesces a real server
+    # alone sends the flows moved to it to another real server (mh-fallback)
+    lines = [
+        '{"at": 1012.25, "level": "INFO", "kind": "check.health", "message": "rs 10.77.0.21:80 of web down: timeout"}',
+        '{"at": 1012.5, "level": "INFO", "kind": "check.result", "message": "rs 10.77.0.22:80 of web ok"}',
+    ]
+    evs = director_log_events(lines, "dir1", 1000.0)
+    assert [(e.t, e.source, e.text) for e in evs] == [(12.25, "dir1", "rs 10.77.0.21:80 of web down: timeout")]
+
+
 def test_next_hops_of_ip_monitor_lines(tmp_path):
     from director.lab.ecmp_drill import NextHopSampler
     from director.lab.ecmp_site import EcmpLab, EcmpOptions
