@@ -1,0 +1,185 @@
+"""Node failure of one director: the active/standby pair against active-active directors over
+BGP, in one boot of the stock-kernel VM.
+
+    directord lab vm --timeout 3600 --out DIR -- python bench/active_active.py [--repeat 3] [--out-dir DIR]
+
+Two labs are built one after the other, each with the same client (``--rate`` new TCP
+connections per second, one HTTP request each, 0.5 s per request at most) and three DR
+real servers:
+
+* ``pair``: `director.lab.pair.PairLab` at the shipped timers (keepalive 0.2 s, deadtime
+  0.8 s); the drill ``fail-active`` (the active director's daemon SIGKILLed and all its
+  links down; the standby takes the VIP over and announces it by gratuitous ARP). Every
+  new connection goes through the one active director, so every flow is affected.
+* ``ecmp-mh`` and ``ecmp-wlc``: `director.lab.ecmp_site.EcmpLab` with three directors
+  announcing the VIP to a router (BIRD, ECMP with L4 hashing, BFD 100 ms x 3); the drill
+  ``fail-director`` (one director's links down, its daemon SIGKILLed) with 12 long-lived
+  HTTP/1.1 connections besides the new ones. Scheduler mh (flags mh-port, mh-fallback) or wlc.
+
+Per repetition: the client's longest gap between two successful answers around the fault
+(seconds), the failed requests, the *affected share* (failed requests over the requests
+started between the fault and the last failure: 1.0 when every flow fails, about 1/N when
+only the flows hashed to the dead director of N fail) and, for the ECMP labs, the long-lived
+connections lost. Output: a markdown table on stdout (median and max over the repetitions),
+``DIR/active_active.json`` with every repetition's figures.
+
+Times in the VM (QEMU TCG) are 10-25x slower than on hardware for Python; compare rows of one
+run, never against fixed numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import incumbents as inc  # noqa: E402
+
+from director.lab import drill as pair_drill  # noqa: E402
+from director.lab.ecmp_drill import EcmpDrill, settle  # noqa: E402
+from director.lab.ecmp_scenarios import evaluate as ecmp_evaluate  # noqa: E402
+from director.lab.ecmp_scenarios import summary as ecmp_summary  # noqa: E402
+from director.lab.ecmp_site import EcmpLab, EcmpOptions  # noqa: E402
+from director.lab.pair import PairLab, PairOptions  # noqa: E402
+from director.lab.scenarios import Sample, scenario  # noqa: E402
+from director.lab.verdict import evaluate as pair_evaluate  # noqa: E402
+from director.lab.verdict import summary as pair_summary  # noqa: E402
+
+SYSTEMS = ("pair", "ecmp-mh", "ecmp-wlc")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def affected_share(samples: Sequence[Sample], fault_t: float) -> float | None:
+    """Failed requests over the requests started from ``fault_t`` (seconds since the drill's
+    t0) to the start of the last failed one; None when none failed (pure)."""
+    failed = [s for s in samples if not s.ok and s.start >= fault_t]
+    if not failed:
+        return None
+    last = max(s.start for s in failed)
+    window = [s for s in samples if fault_t <= s.start <= last]
+    return round(len(failed) / len(window), 3)
+
+
+def repetition(report: Mapping[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
+    """One repetition's figures from a drill report (`director.lab.verdict.summary` or
+    `director.lab.ecmp_scenarios.summary`) and its client samples (pure): ``gap_s``,
+    ``failed``, ``requests``, ``share``, ``long_lived_lost`` (None for the pair), ``ok``."""
+    f = report["figures"]
+    return {
+        "gap_s": f["longest_gap_s"],
+        "failed": f["failed"],
+        "requests": f["requests"],
+        "share": affected_share(samples, report["fault_t"]),
+        "long_lived_lost": f.get("long_lived_lost"),
+        "long_lived": f.get("long_lived"),
+        "ok": report["ok"],
+    }
+
+
+def render(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
+    """Markdown table, one row per system (pure): repetitions, gap median/max (s), failed
+    requests (sum), affected share (median), long-lived connections lost (sum of held)."""
+    headers = ["system", "n", "gap median (s)", "gap max (s)", "failed requests", "affected share", "long-lived lost"]
+    rows = []
+    for system, reps in results.items():
+        gaps = inc.stats([r["gap_s"] for r in reps])
+        shares = inc.stats([r["share"] for r in reps])
+        held = [r for r in reps if r.get("long_lived")]
+        lost = f"{sum(r['long_lived_lost'] for r in held)} of {sum(r['long_lived'] for r in held)}" if held else "-"
+        share = "-" if shares["median"] is None else f"{shares['median']:.2f}"
+        rows.append(
+            [
+                system,
+                len(reps),
+                inc.fmt_s(gaps["median"]),
+                inc.fmt_s(gaps["max"]),
+                f"{sum(r['failed'] for r in reps)} of {sum(r['requests'] for r in reps)}",
+                share,
+                lost,
+            ]
+        )
+    return inc.markdown_table(headers, rows)
+
+
+def run_pair(repeat: int, rate: float, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """``repeat`` fail-active drills on one pair lab (restored between them)."""
+    scn = scenario("fail-active")
+    pair = PairLab(PairOptions(prefix=f"aap{os.getpid() % 10000}"), Path(tempfile.mkdtemp(prefix="aa-pair-")))
+    out = []
+    try:
+        pair.up()
+        for i in range(repeat):
+            if i:
+                pair.restore()
+            record = pair_drill.Drill(pair, scn, rate, say).run()
+            report = pair_summary(record, pair_evaluate(scn.expect, record, pair.vip), scn)
+            out.append(repetition(report, record.samples))
+            log(f"pair #{i + 1}: {out[-1]}")
+    finally:
+        pair.down()
+    return out
+
+
+def run_ecmp(scheduler: str, repeat: int, rate: float, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """``repeat`` fail-director drills on one routed lab of three directors (settled again
+    before each)."""
+    options = EcmpOptions(prefix=f"aae{os.getpid() % 10000}", directors=3, scheduler=scheduler)
+    lab = EcmpLab(options, Path(tempfile.mkdtemp(prefix="aa-ecmp-")))
+    out = []
+    try:
+        lab.up()
+        settle(lab, lab.directors, say)
+        for i in range(repeat):
+            record = EcmpDrill(lab, "fail-director", rate=rate, say=say).run()
+            report = ecmp_summary(record, ecmp_evaluate(record))
+            out.append(repetition(report, record.samples))
+            log(f"ecmp-{scheduler} #{i + 1}: {out[-1]}")
+    finally:
+        lab.down()
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rate", type=float, default=20.0, help="new connections per second")
+    ap.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=SYSTEMS)
+    ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"))
+    ap.add_argument("--verbose", action="store_true", help="print the drills' progress")
+    a = ap.parse_args(argv)
+    if not os.path.exists("/proc/net/ip_vs"):
+        os.system("modprobe ip_vs >/dev/null 2>&1")
+    if not os.path.exists("/proc/net/ip_vs"):
+        log("cannot run: no ip_vs here; run it in the stock-kernel VM (`directord lab vm -- ...`)")
+        return 2
+    say = (lambda t: log(t)) if a.verbose else (lambda _t: None)
+    results: dict[str, list[dict[str, Any]]] = {}
+    for system in a.systems:
+        log(f"system {system}")
+        try:
+            if system == "pair":
+                results[system] = run_pair(a.repeat, a.rate, say)
+            else:
+                results[system] = run_ecmp(system.split("-", 1)[1], a.repeat, a.rate, say)
+        except Exception as e:  # keep the other systems' numbers
+            log(f"{system} failed: {type(e).__name__}: {e}")
+            results.setdefault(system, [])
+    doc = {"kernel": os.uname().release, "rate": a.rate, "repeat": a.repeat, "results": results}
+    inc.write_json(Path(a.out_dir) / "active_active.json", doc)
+    print(render({k: v for k, v in results.items() if v}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
