@@ -342,3 +342,12 @@ async def test_restarts_back_off_until_bird_starts_again(tmp_path):
     finally:
         await speaker.stop()
         N.cleanup_netns(PREFIX)
+
+
+async def test_missing_binary_is_a_speaker_error(tmp_path):
+    speaker = BirdSpeaker(
+        str(tmp_path / "run"), "router id 10.0.0.1;\n", binary=str(tmp_path / "no-bird"), pdeathsig=False
+    )
+    with pytest.raises(SpeakerError, match=r"cannot run .*no-bird: \[Errno 2\]"):
+        await speaker.start()
+    assert not speaker.running
