@@ -130,6 +130,8 @@ class BirdSpeaker:
         command_prefix: words put before the BIRD command lines, e.g.
             ``("ip", "netns", "exec", "NS")`` to run BIRD in a network namespace.
         on_event: called with each `SpeakerEvent` (exceptions it raises are logged and dropped).
+            Each event is also logged (``BIRD KIND: DETAIL``, logger ``directord.bgp``): at
+            INFO without ``on_event``, at DEBUG with it (the sink is then the one to report it).
         ready_timeout: seconds a started BIRD has to answer on its control socket.
         check_timeout: seconds ``bird -p`` may run.
         stop_timeout: seconds between SIGTERM and SIGKILL at a stop.
@@ -212,13 +214,14 @@ class BirdSpeaker:
         return self._proc.pid if self.running and self._proc is not None else None
 
     def _emit(self, kind: str, detail: str) -> None:
-        log.info("BIRD %s: %s", kind, detail)
         if self.on_event is None:
+            log.info("BIRD %s: %s", kind, detail)
             return
+        log.debug("BIRD %s: %s", kind, detail)  # the sink reports it (directord's event log)
         try:
             self.on_event(SpeakerEvent(kind, detail))
         except Exception:
-            log.exception("the BGP speaker's event callback failed on %s", kind)
+            log.exception("the BGP speaker's event callback failed on BIRD %s: %s", kind, detail)
 
     # --- files --------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ Root only; skipped when /usr/sbin/bird is missing (Debian package bird2)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -351,3 +352,33 @@ async def test_missing_binary_is_a_speaker_error(tmp_path):
     with pytest.raises(SpeakerError, match=r"cannot run .*no-bird: \[Errno 2\]"):
         await speaker.start()
     assert not speaker.running
+
+
+@pytest.mark.parametrize("sink", [False, True], ids=["no-sink", "sink"])
+async def test_events_are_logged_at_debug_when_a_sink_reports_them(tmp_path, caplog, sink):
+    """Without ``on_event`` the speaker logs its events at INFO; with one (the service turns
+    them into ``bgp.speaker`` events, which the event log writes), at DEBUG, so that one fact
+    is not logged twice."""
+    ns = f"{PREFIX}-l"
+    N.cleanup_netns(PREFIX)
+    N.create_netns(ns)
+    events: list[SpeakerEvent] = []
+    speaker = BirdSpeaker(
+        str(tmp_path / "run"),
+        "router id 10.0.0.1;\nprotocol device {}\n",
+        command_prefix=("ip", "netns", "exec", ns),
+        on_event=events.append if sink else None,
+    )
+    caplog.set_level(logging.DEBUG, logger="directord.bgp")
+    try:
+        await speaker.start()
+        pid = speaker.pid
+    finally:
+        await speaker.stop()
+        N.cleanup_netns(PREFIX)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "directord.bgp"]
+    level = logging.DEBUG if sink else logging.INFO
+    assert (level, f"BIRD started: pid {pid}") in lines
+    assert (level, "BIRD stopped: exit code 0") in lines
+    assert [m for lv, m in lines if m.startswith(("BIRD started", "BIRD stopped")) and lv != level] == []
+    assert [e.kind for e in events] == (["started", "stopped"] if sink else [])
