@@ -1,5 +1,5 @@
 """`ha.bgp.speaker.BirdSpeaker` running a real BIRD 2 in a network namespace, with a second,
-plain BIRD in another namespace as the router (joined by a veth).
+plain BIRD in another namespace as the router (joined by a veth; ``routerbird.py``).
 
 Root only; skipped when /usr/sbin/bird is missing (Debian package bird2)."""
 
@@ -15,23 +15,19 @@ import textwrap
 import time
 
 import pytest
-from nspair import eth0_link
+from routerbird import BIRD, director_address, needs_bird, router_address, router_pair
 
 from director.lab import netns as N
 from ha.bgp.birdctl import bird_command, parse_bgp_detail
 from ha.bgp.speaker import BirdConfigError, BirdSpeaker, SpeakerError, SpeakerEvent
 
-BIRD = "/usr/sbin/bird"
 PREFIX = f"bsp{os.getpid()}"
 NET = 231
-DIRECTOR = f"10.{NET}.0.1"
-ROUTER = f"10.{NET}.0.2"
+DIRECTOR = director_address(NET)
+ROUTER = router_address(NET)
 VIP = "192.0.2.10"
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(not os.path.exists(BIRD), reason="BIRD 2 (/usr/sbin/bird, package bird2) is not installed"),
-]
+pytestmark = needs_bird
 
 
 def director_config(extra: str = "") -> str:
@@ -62,45 +58,12 @@ def director_config(extra: str = "") -> str:
     )
 
 
-ROUTER_CONFIG = textwrap.dedent(
-    f"""\
-    router id {ROUTER};
-    protocol device {{}}
-    protocol bgp dir1 {{
-        local {ROUTER} as 65000;
-        neighbor {DIRECTOR} as 65001;
-        passive on;
-        hold time 3;
-        error wait time 1, 2;
-        ipv4 {{ import all; export none; }};
-    }}
-    """
-)
-
-
 @pytest.fixture
 def pair(tmp_path):
     """Namespaces (director, router) on one veth; a BIRD runs in the router's namespace.
     Yields (director namespace, router namespace, router's control socket)."""
-    with eth0_link(PREFIX, NET, {}) as (a, b):
-        conf = tmp_path / "router.conf"
-        conf.write_text(ROUTER_CONFIG)
-        ctl = str(tmp_path / "router.ctl")
-        router = subprocess.Popen(
-            ["ip", "netns", "exec", b, BIRD, "-f", "-c", str(conf), "-s", ctl, "-P", str(tmp_path / "router.pid")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            yield a, b, ctl
-        finally:
-            router.terminate()
-            try:
-                router.wait(3)
-            except subprocess.TimeoutExpired:
-                router.kill()
-                router.wait()
+    with router_pair(PREFIX, NET, tmp_path) as names:
+        yield names
 
 
 async def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
