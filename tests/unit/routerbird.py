@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from checkhelpers import stop_process
 from nspair import eth0_link
 
 BIRD = "/usr/sbin/bird"
@@ -80,9 +81,4 @@ def router_pair(prefix: str, net: int, directory: Path) -> Iterator[tuple[str, s
         try:
             yield a, b, ctl
         finally:
-            router.terminate()
-            try:
-                router.wait(3)
-            except subprocess.TimeoutExpired:
-                router.kill()
-                router.wait()
+            stop_process(router, 3.0)
