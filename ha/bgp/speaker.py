@@ -130,6 +130,8 @@ class BirdSpeaker:
         command_prefix: words put before the BIRD command lines, e.g.
             ``("ip", "netns", "exec", "NS")`` to run BIRD in a network namespace.
         on_event: called with each `SpeakerEvent` (exceptions it raises are logged and dropped).
+            Each event is also logged (``BIRD KIND: DETAIL``, logger ``directord.bgp``): at
+            INFO without ``on_event``, at DEBUG with it (the sink is then the one to report it).
         ready_timeout: seconds a started BIRD has to answer on its control socket.
         check_timeout: seconds ``bird -p`` may run.
         stop_timeout: seconds between SIGTERM and SIGKILL at a stop.
@@ -212,13 +214,14 @@ class BirdSpeaker:
         return self._proc.pid if self.running and self._proc is not None else None
 
     def _emit(self, kind: str, detail: str) -> None:
-        log.info("BIRD %s: %s", kind, detail)
         if self.on_event is None:
+            log.info("BIRD %s: %s", kind, detail)
             return
+        log.debug("BIRD %s: %s", kind, detail)  # the sink reports it (directord's event log)
         try:
             self.on_event(SpeakerEvent(kind, detail))
         except Exception:
-            log.exception("the BGP speaker's event callback failed on %s", kind)
+            log.exception("the BGP speaker's event callback failed on BIRD %s: %s", kind, detail)
 
     # --- files --------------------------------------------------------------------------------
 
@@ -293,6 +296,24 @@ class BirdSpeaker:
         prefix = [self._setpriv, "--pdeathsig", "TERM", "--"] if self._setpriv else []
         return [*prefix, *self.command_prefix, self.binary, *bird_args]
 
+    async def _exec(self, *bird_args: str) -> asyncio.subprocess.Process:
+        """Start ``bird BIRD_ARGS`` (through `SETPRIV` and ``command_prefix``, `_argv`) in a
+        session of its own, stdin from /dev/null, stdout and stderr on one pipe (``stdout``).
+
+        Raises:
+            SpeakerError: it could not be run (the executable is missing, ...).
+        """
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self._argv(*bird_args),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as err:
+            raise SpeakerError(f"cannot run {self.binary}: {err}") from None
+
     async def _check(self, path: str) -> None:
         """``bird -p -c PATH``: BIRD parses the file and exits (0 when it is valid); run inside
         ``spawn_guard``.
@@ -311,16 +332,7 @@ class BirdSpeaker:
                 ``check_timeout`` seconds.
             SpeakerError: BIRD could not be run.
         """
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self._argv("-p", "-c", path),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as err:
-            raise SpeakerError(f"cannot run {self.binary}: {err}") from None
+        proc = await self._exec("-p", "-c", path)
         assert proc.stdout is not None
         output = bytearray()
         try:
@@ -387,18 +399,8 @@ class BirdSpeaker:
             raise SpeakerError(f"a BIRD already answers on {self.socket_path}; not starting another")
         await asyncio.to_thread(self._remove_runtime_files)
         self._tail.clear()
-        argv = self._argv("-f", "-c", self.config_path, "-s", self.socket_path, "-P", self.pid_path)
         with self.spawn_guard():  # until the child's pid is known (`child_pid`)
-            try:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            except OSError as err:
-                raise SpeakerError(f"cannot run {self.binary}: {err}") from None
+            proc = await self._exec("-f", "-c", self.config_path, "-s", self.socket_path, "-P", self.pid_path)
             self._proc = proc
         assert proc.stdout is not None
         self._output_task = asyncio.create_task(self._read_output(proc.stdout), name="bird-output")

@@ -1,6 +1,6 @@
 """`ha.bgp.service.BgpService` with a real BIRD: the director's service runs in one network
 namespace (through ``bgp_service_driver.py``), a plain BIRD plays the router in another, and
-what the router receives is read from it (``show route all``).
+what the router receives is read from it (``show route all``; the pair: ``routerbird.py``).
 
 Shows: nothing is announced before the services are healthy; a VIP is announced with its
 communities and MED when its services have min_healthy real servers in service and withdrawn
@@ -19,44 +19,24 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from nspair import eth0_link
+from routerbird import director_address, needs_bird, router_address, router_pair
 
 from ha.bgp.birdctl import bird_command
 
-BIRD = "/usr/sbin/bird"
 PREFIX = f"bsv{os.getpid()}"
 NET = 232
-DIRECTOR = f"10.{NET}.0.1"
-ROUTER = f"10.{NET}.0.2"
+DIRECTOR = director_address(NET)
+ROUTER = router_address(NET)
 VIP_A, VIP_B = "192.0.2.10", "192.0.2.11"
 UNREACHABLE = f"10.{NET}.0.99"
 DRIVER = Path(__file__).resolve().parent / "bgp_service_driver.py"
 GSHUT = "(65535,0)"
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(not os.path.exists(BIRD), reason="BIRD 2 (/usr/sbin/bird, package bird2) is not installed"),
-]
-
-ROUTER_CONFIG = textwrap.dedent(
-    f"""\
-    router id {ROUTER};
-    protocol device {{}}
-    protocol bgp dir1 {{
-        local {ROUTER} as 65000;
-        neighbor {DIRECTOR} as 65001;
-        passive on;
-        hold time 3;
-        error wait time 1, 2;
-        ipv4 {{ import all; export none; }};
-    }}
-    """
-)
+pytestmark = needs_bird
 
 
 class Driver:
@@ -137,17 +117,8 @@ def ns_output(ns: str, *args: str) -> str:
 @pytest.fixture
 def lab(tmp_path):
     """(director namespace, router's control socket, the service's JSON config, state dir)."""
-    with eth0_link(PREFIX, NET, {}) as (a, b):
+    with router_pair(PREFIX, NET, tmp_path) as (a, _, ctl):
         subprocess.run(["ip", "-n", a, "link", "set", "lo", "up"], check=True)
-        conf = tmp_path / "router.conf"
-        conf.write_text(ROUTER_CONFIG)
-        ctl = str(tmp_path / "router.ctl")
-        router = subprocess.Popen(
-            ["ip", "netns", "exec", b, BIRD, "-f", "-c", str(conf), "-s", ctl, "-P", str(tmp_path / "r.pid")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         config = {
             "local_as": 65001,
             "router_id": DIRECTOR,
@@ -165,15 +136,7 @@ def lab(tmp_path):
         }
         state = tmp_path / "state"
         state.mkdir()
-        try:
-            yield a, ctl, config, state
-        finally:
-            router.terminate()
-            try:
-                router.wait(3)
-            except subprocess.TimeoutExpired:
-                router.kill()
-                router.wait()
+        yield a, ctl, config, state
 
 
 def test_announcements_follow_health_drain_and_stop(lab):

@@ -1,11 +1,12 @@
 """`ha.bgp.speaker.BirdSpeaker` running a real BIRD 2 in a network namespace, with a second,
-plain BIRD in another namespace as the router (joined by a veth).
+plain BIRD in another namespace as the router (joined by a veth; ``routerbird.py``).
 
 Root only; skipped when /usr/sbin/bird is missing (Debian package bird2)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -14,23 +15,19 @@ import textwrap
 import time
 
 import pytest
-from nspair import eth0_link
+from routerbird import BIRD, director_address, needs_bird, router_address, router_pair
 
 from director.lab import netns as N
 from ha.bgp.birdctl import bird_command, parse_bgp_detail
 from ha.bgp.speaker import BirdConfigError, BirdSpeaker, SpeakerError, SpeakerEvent
 
-BIRD = "/usr/sbin/bird"
 PREFIX = f"bsp{os.getpid()}"
 NET = 231
-DIRECTOR = f"10.{NET}.0.1"
-ROUTER = f"10.{NET}.0.2"
+DIRECTOR = director_address(NET)
+ROUTER = router_address(NET)
 VIP = "192.0.2.10"
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
-    pytest.mark.skipif(not os.path.exists(BIRD), reason="BIRD 2 (/usr/sbin/bird, package bird2) is not installed"),
-]
+pytestmark = needs_bird
 
 
 def director_config(extra: str = "") -> str:
@@ -61,45 +58,12 @@ def director_config(extra: str = "") -> str:
     )
 
 
-ROUTER_CONFIG = textwrap.dedent(
-    f"""\
-    router id {ROUTER};
-    protocol device {{}}
-    protocol bgp dir1 {{
-        local {ROUTER} as 65000;
-        neighbor {DIRECTOR} as 65001;
-        passive on;
-        hold time 3;
-        error wait time 1, 2;
-        ipv4 {{ import all; export none; }};
-    }}
-    """
-)
-
-
 @pytest.fixture
 def pair(tmp_path):
     """Namespaces (director, router) on one veth; a BIRD runs in the router's namespace.
     Yields (director namespace, router namespace, router's control socket)."""
-    with eth0_link(PREFIX, NET, {}) as (a, b):
-        conf = tmp_path / "router.conf"
-        conf.write_text(ROUTER_CONFIG)
-        ctl = str(tmp_path / "router.ctl")
-        router = subprocess.Popen(
-            ["ip", "netns", "exec", b, BIRD, "-f", "-c", str(conf), "-s", ctl, "-P", str(tmp_path / "router.pid")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            yield a, b, ctl
-        finally:
-            router.terminate()
-            try:
-                router.wait(3)
-            except subprocess.TimeoutExpired:
-                router.kill()
-                router.wait()
+    with router_pair(PREFIX, NET, tmp_path) as names:
+        yield names
 
 
 async def wait_for(predicate, timeout: float, what: str, step: float = 0.1):
@@ -342,3 +306,42 @@ async def test_restarts_back_off_until_bird_starts_again(tmp_path):
     finally:
         await speaker.stop()
         N.cleanup_netns(PREFIX)
+
+
+async def test_missing_binary_is_a_speaker_error(tmp_path):
+    speaker = BirdSpeaker(
+        str(tmp_path / "run"), "router id 10.0.0.1;\n", binary=str(tmp_path / "no-bird"), pdeathsig=False
+    )
+    with pytest.raises(SpeakerError, match=r"cannot run .*no-bird: \[Errno 2\]"):
+        await speaker.start()
+    assert not speaker.running
+
+
+@pytest.mark.parametrize("sink", [False, True], ids=["no-sink", "sink"])
+async def test_events_are_logged_at_debug_when_a_sink_reports_them(tmp_path, caplog, sink):
+    """Without ``on_event`` the speaker logs its events at INFO; with one (the service turns
+    them into ``bgp.speaker`` events, which the event log writes), at DEBUG, so that one fact
+    is not logged twice."""
+    ns = f"{PREFIX}-l"
+    N.cleanup_netns(PREFIX)
+    N.create_netns(ns)
+    events: list[SpeakerEvent] = []
+    speaker = BirdSpeaker(
+        str(tmp_path / "run"),
+        "router id 10.0.0.1;\nprotocol device {}\n",
+        command_prefix=("ip", "netns", "exec", ns),
+        on_event=events.append if sink else None,
+    )
+    caplog.set_level(logging.DEBUG, logger="directord.bgp")
+    try:
+        await speaker.start()
+        pid = speaker.pid
+    finally:
+        await speaker.stop()
+        N.cleanup_netns(PREFIX)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "directord.bgp"]
+    level = logging.DEBUG if sink else logging.INFO
+    assert (level, f"BIRD started: pid {pid}") in lines
+    assert (level, "BIRD stopped: exit code 0") in lines
+    assert [m for lv, m in lines if m.startswith(("BIRD started", "BIRD stopped")) and lv != level] == []
+    assert [e.kind for e in events] == (["started", "stopped"] if sink else [])
