@@ -337,6 +337,8 @@ class Daemon:
         self._bgp_tick: asyncio.Task[None] | None = None
         #: the kernel switches of the bgp mode that could not be set (`director.bgp.prepare_sysctls`)
         self.bgp_problems: list[str] = []
+        #: where `_start_bgp` recorded the switches it changed, until `_stop_bgp` restores them
+        self._bgp_state_dir: str | None = None
         self.http: HTTPServer | None = None  # when the configuration has a global.http section
         self._stop = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -592,14 +594,17 @@ class Daemon:
 
     async def _start_bgp(self, config: Config) -> bool:
         """Start the BGP service of the ``bgp:`` section (`ha.bgp.service`); False when it cannot
-        start (logged).  The kernel switches it needs are set here first (`director.bgp`)."""
+        start (logged, and `_stop_bgp` has undone what was done).  The kernel switches it needs
+        are set here first, their previous values recorded in the state directory
+        (`director.bgp.prepare_sysctls`)."""
         from ha.bgp.service import BgpService, BgpStateError  # imported here for start-up time
         from ha.bgp.speaker import SpeakerError
 
         from .bgp import prepare_sysctls
 
         assert config.bgp is not None
-        self.bgp_problems = await asyncio.to_thread(prepare_sysctls)
+        self._bgp_state_dir = config.settings.state_dir
+        self.bgp_problems = await asyncio.to_thread(prepare_sysctls, self._bgp_state_dir)
         for problem in self.bgp_problems:
             log.error("bgp: %s", problem)
         bgp = BgpService(
@@ -622,11 +627,18 @@ class Daemon:
         return True
 
     async def _stop_bgp(self) -> None:
+        """Stop the BGP service (VIPs withdrawn, BIRD stopped, VIPs off ``lo``), then put back the
+        kernel switches `_start_bgp` changed (`director.bgp.restore_sysctls`).  Never raises."""
         if self._bgp_tick is not None:
             self._bgp_tick.cancel()
             self._bgp_tick = None
         if self.bgp is not None:
             await self.bgp.stop()
+        if self._bgp_state_dir is not None:
+            from .bgp import restore_sysctls
+
+            state_dir, self._bgp_state_dir = self._bgp_state_dir, None
+            await asyncio.to_thread(restore_sysctls, state_dir)
 
     def _bgp_changed(self) -> None:
         """Health, an operator's state or the kernel table changed: tell the BGP service the
