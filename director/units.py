@@ -88,6 +88,9 @@ PrivateTmp=yes
 PrivateDevices=yes
 PrivateMounts=yes
 ProtectKernelTunables=yes
+# With a bgp: section the daemon sets the ARP and IPVS switches active-active directors need
+# (conf/all/arp_ignore, arp_announce, vs/sloppy_tcp, vs/sloppy_sctp) and puts them back at stop.
+ReadWritePaths=/proc/sys/net/ipv4
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
