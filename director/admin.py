@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ha.durable import write_file_atomic
-from ha.readfile import ReadFileError, read_regular_file
+from ha.readfile import ReadFileError, read_regular_file_if_exists
 
 from .planner import ADMIN_STATES, AdminState
 
@@ -166,12 +166,12 @@ class AdminStore:
         if self.path is None:
             return
         try:
-            data = read_regular_file(self.path, MAX_FILE)
+            data = read_regular_file_if_exists(self.path, MAX_FILE)
         except ReadFileError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                self._entries = {}
-                return
             raise AdminStateError(str(exc)) from None
+        if data is None:
+            self._entries = {}
+            return
         self._entries = decode(data, self.path)
         self._by_service = None
 

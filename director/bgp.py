@@ -38,7 +38,7 @@ from typing import NamedTuple
 from ha.bgp.model import BgpConfig
 from ha.bgp.policy import ServiceHealth
 from ha.durable import remove_file, write_file_atomic
-from ha.readfile import ReadFileError, read_regular_file
+from ha.readfile import ReadFileError, read_regular_file_if_exists
 
 from .model import Config, DestKey, ServiceKey, VirtualService
 from .planner import AdminState, HealthState
@@ -238,11 +238,11 @@ def load_sysctl_record(state_dir: str) -> dict[str, str] | None:
     """
     path = os.path.join(state_dir, SYSCTL_FILE)
     try:
-        data = read_regular_file(path, _MAX_SYSCTL_FILE)
+        data = read_regular_file_if_exists(path, _MAX_SYSCTL_FILE)
     except ReadFileError as exc:
-        if isinstance(exc.__cause__, FileNotFoundError):
-            return None
         raise SysctlRecordError(str(exc)) from exc
+    if data is None:
+        return None
     try:
         return parse_sysctl_record(data)
     except ValueError as exc:

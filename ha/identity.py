@@ -54,7 +54,7 @@ from typing import Self
 
 from ha.durable import make_directories, write_file_atomic
 from ha.model import MAX_GENERATION, NodeIdentity
-from ha.readfile import ReadFileError, read_regular_file
+from ha.readfile import ReadFileError, read_regular_file_if_exists
 
 __all__ = [
     "IdentityError",
@@ -122,10 +122,8 @@ def _write_atomic(path: str, data: bytes, mode: int) -> None:
 def _read(path: str) -> bytes | None:
     """The regular file `path` (at most `_MAX_FILE` bytes; a FIFO does not block), None if absent."""
     try:
-        return read_regular_file(path, _MAX_FILE)
+        return read_regular_file_if_exists(path, _MAX_FILE)
     except ReadFileError as exc:
-        if isinstance(exc.__cause__, FileNotFoundError):
-            return None
         raise IdentityError(path, exc.reason) from exc
 
 

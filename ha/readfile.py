@@ -21,7 +21,14 @@ from collections.abc import Callable
 
 from checks.trust import unsafe_directory
 
-__all__ = ["ReadFileError", "file_kind", "read_regular_file", "secret_file_problem", "secret_path_problem"]
+__all__ = [
+    "ReadFileError",
+    "file_kind",
+    "read_regular_file",
+    "read_regular_file_if_exists",
+    "secret_file_problem",
+    "secret_path_problem",
+]
 
 #: Bytes asked of the kernel per ``read`` call.
 _CHUNK = 1 << 16
@@ -168,3 +175,21 @@ def secret_path_problem(path: str | os.PathLike[str]) -> str | None:
         f"directory {directory} has mode {mode:03o}: writable by group or others, who can "
         "replace the file; make it 755 or stricter"
     )
+
+
+def read_regular_file_if_exists(
+    path: str | os.PathLike[str],
+    max_bytes: int,
+    check: Callable[[os.stat_result], str | None] | None = None,
+) -> bytes | None:
+    """`read_regular_file`, or None when nothing is at ``path`` (a state file not written yet).
+
+    Raises:
+        ReadFileError: as `read_regular_file`, for any other reason than a missing file.
+    """
+    try:
+        return read_regular_file(path, max_bytes, check)
+    except ReadFileError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return None
+        raise

@@ -15,7 +15,7 @@ import os
 from collections.abc import Mapping
 
 from ha.durable import make_directories, remove_file, write_file_atomic
-from ha.readfile import ReadFileError, read_regular_file
+from ha.readfile import ReadFileError, read_regular_file_if_exists
 
 from .model import RealServerError, explain_error
 
@@ -66,13 +66,8 @@ def read_text_file(path: str, limit: int) -> str | None:
         ReadFileError: not a regular file (a FIFO does not block), too large, unreadable.
         UnicodeDecodeError: not UTF-8.
     """
-    try:
-        data = read_regular_file(path, limit)
-    except ReadFileError as exc:
-        if isinstance(exc.__cause__, FileNotFoundError):
-            return None
-        raise
-    return data.decode("utf-8")
+    data = read_regular_file_if_exists(path, limit)
+    return None if data is None else data.decode("utf-8")
 
 
 def load_state(path: str) -> dict | None:

@@ -42,7 +42,7 @@ from ha.bgp.speaker import BirdSpeaker, SpeakerEvent
 from ha.durable import remove_file, write_file_atomic
 from ha.events import emit
 from ha.model import Resource
-from ha.readfile import ReadFileError, read_regular_file
+from ha.readfile import ReadFileError, read_regular_file_if_exists
 from ha.vip import add_vip, remove_vip
 
 log = logging.getLogger("directord.bgp")
@@ -83,11 +83,11 @@ def read_drained(state_dir: str) -> bool:
     """
     path = os.path.join(state_dir, DRAIN_FILE)
     try:
-        data = read_regular_file(path, _MAX_DRAIN_FILE)
+        data = read_regular_file_if_exists(path, _MAX_DRAIN_FILE)
     except ReadFileError as exc:
-        if isinstance(exc.__cause__, FileNotFoundError):
-            return False
         raise BgpStateError(str(exc)) from exc
+    if data is None:
+        return False
     try:
         doc = json.loads(data)
     except ValueError as exc:

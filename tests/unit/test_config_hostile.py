@@ -25,7 +25,7 @@ from director.config import (
     load_config,
     parse_config,
 )
-from ha.readfile import ReadFileError, read_regular_file
+from ha.readfile import ReadFileError, read_regular_file, read_regular_file_if_exists
 
 SERVICE = """
 virtual_services:
@@ -109,6 +109,17 @@ def test_a_file_longer_than_its_reported_size_is_cut_at_the_limit():
     with pytest.raises(ReadFileError, match="too large: more than 64 bytes"):
         read_regular_file(status, 64)
     assert read_regular_file(status, 1 << 20).startswith(b"Name:")
+
+
+def test_a_missing_state_file_is_none_and_anything_else_still_refused(tmp_path: Path):
+    assert read_regular_file_if_exists(tmp_path / "absent.json", 64) is None
+    (tmp_path / "state.json").write_bytes(b"{}")
+    assert read_regular_file_if_exists(tmp_path / "state.json", 64) == b"{}"
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(ReadFileError, match="not a regular file"):
+        read_regular_file_if_exists(tmp_path / "fifo", 64)
+    with pytest.raises(ReadFileError, match="not a regular file"):
+        read_regular_file_if_exists(tmp_path, 64)
 
 
 def test_symlink_to_regular_file_is_read(tmp_path: Path):
