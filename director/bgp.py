@@ -9,7 +9,15 @@ Kernel switches (Documentation/networking/ipvs-sysctl.rst and ip-sysctl.rst):
   not ARP, pick the director), as on a DR real server;
 * ``net.ipv4.vs.sloppy_tcp=1`` and ``sloppy_sctp=1``: IPVS creates a connection entry for a
   packet in the middle of a flow, not only for a SYN (INIT), so a connection a router rehashes
-  to another director goes on there (with ``mh``, to the same real server).
+  to another director goes on there (with ``mh``, to the same real server);
+* ``net.ipv4.vs.conn_reuse_mode=3`` and ``expire_nodest_conn=1``: a new connection (a SYN)
+  that meets an old entry of the same addresses and ports is scheduled afresh, not sent where
+  the old entry says: the default mode 1 does that only from TIME_WAIT, while a director in DR
+  mode, seeing one direction only, holds finished connections in FIN_WAIT (bit 2 covers
+  them) and the entries of connections a real server reset in any state until they expire
+  (``expire_nodest_conn`` covers an entry whose real server is at weight 0, ip_vs_core.c
+  ``ip_vs_in``); without them a client port reused within minutes goes to a quiesced real
+  server.
 
 The ``vs`` keys exist once ``ip_vs`` is loaded.  A switch that cannot be written (``/proc/sys``
 is read-only under systemd's ``ProtectKernelTunables=``) is reported, with the line to put in
@@ -67,12 +75,14 @@ BGP_SYSCTLS: tuple[tuple[str, str], ...] = (
     ("net/ipv4/conf/all/arp_announce", "2"),
     ("net/ipv4/vs/sloppy_tcp", "1"),
     ("net/ipv4/vs/sloppy_sctp", "1"),
+    ("net/ipv4/vs/conn_reuse_mode", "3"),
+    ("net/ipv4/vs/expire_nodest_conn", "1"),
 )
 
 #: The switches' values before directord changed them, in the state directory:
 #: ``{"sysctls": {KEY: VALUE, ...}}`` (keys in path form, of `BGP_SYSCTLS`); absent = nothing to undo.
 SYSCTL_FILE = "bgp-sysctls.json"
-#: Bytes; the file holds at most four short entries.
+#: Bytes; the file holds at most six short entries.
 _MAX_SYSCTL_FILE = 4096
 #: A recorded value: an integer, as the kernel shows these switches.
 _VALUE = re.compile(r"-?[0-9]{1,20}")

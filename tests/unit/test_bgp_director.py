@@ -65,6 +65,7 @@ def test_vip_health_counts_up_and_enabled_real_servers_per_service() -> None:
 
 ARP_IGNORE, ARP_ANNOUNCE = "net/ipv4/conf/all/arp_ignore", "net/ipv4/conf/all/arp_announce"
 SLOPPY_TCP, SLOPPY_SCTP = "net/ipv4/vs/sloppy_tcp", "net/ipv4/vs/sloppy_sctp"
+REUSE, EXPIRE = "net/ipv4/vs/conn_reuse_mode", "net/ipv4/vs/expire_nodest_conn"
 
 
 def proc_keys() -> list[str]:
@@ -73,10 +74,12 @@ def proc_keys() -> list[str]:
 
 class FakeProcSys:
     """/proc/sys for `prepare_sysctls` and `restore_sysctls`: a key absent from ``values`` does
-    not exist; a key in ``refuse`` cannot be written (read-only /proc/sys)."""
+    not exist, except conn_reuse_mode and expire_nodest_conn, already at the bgp mode's values
+    unless ``values`` says otherwise; a key in ``refuse`` cannot be written (read-only
+    /proc/sys)."""
 
     def __init__(self, values: dict[str, str], refuse: Collection[str] = ()) -> None:
-        self.values = dict(values)
+        self.values = {REUSE: "3", EXPIRE: "1"} | dict(values)
         self.refuse = set(refuse)
         self.written: list[tuple[str, object]] = []
 
@@ -94,8 +97,23 @@ class FakeProcSys:
         self.values[key] = str(value)
 
 
-def test_the_switches_are_the_four_of_the_bgp_mode() -> None:
-    assert BGP_SYSCTLS == ((ARP_IGNORE, "1"), (ARP_ANNOUNCE, "2"), (SLOPPY_TCP, "1"), (SLOPPY_SCTP, "1"))
+def test_the_switches_are_the_six_of_the_bgp_mode() -> None:
+    assert BGP_SYSCTLS == (
+        (ARP_IGNORE, "1"),
+        (ARP_ANNOUNCE, "2"),
+        (SLOPPY_TCP, "1"),
+        (SLOPPY_SCTP, "1"),
+        (REUSE, "3"),
+        (EXPIRE, "1"),
+    )
+
+
+def test_a_reused_client_port_is_scheduled_afresh(tmp_path) -> None:
+    # the kernel's defaults (conn_reuse_mode 1, expire_nodest_conn 0) are changed and recorded
+    proc = FakeProcSys(dict(BGP_SYSCTLS) | {REUSE: "1", EXPIRE: "0"})
+    assert prepare_sysctls(str(tmp_path), proc.read, proc.write) == []
+    assert proc.written == [(REUSE, "3"), (EXPIRE, "1")]
+    assert load_sysctl_record(str(tmp_path)) == {REUSE: "1", EXPIRE: "0"}
 
 
 def test_prepare_sysctls_sets_what_differs_and_reports_what_it_cannot(tmp_path) -> None:
@@ -205,7 +223,8 @@ def test_parse_sysctl_record_gives_the_values_in_the_switches_order() -> None:
         (
             b'{"sysctls": {"net/ipv4/conf/../../../kernel/x": "1"}}',
             "unknown key 'net/ipv4/conf/../../../kernel/x' (known: net/ipv4/conf/all/arp_ignore, "
-            "net/ipv4/conf/all/arp_announce, net/ipv4/vs/sloppy_tcp, net/ipv4/vs/sloppy_sctp)",
+            "net/ipv4/conf/all/arp_announce, net/ipv4/vs/sloppy_tcp, net/ipv4/vs/sloppy_sctp, "
+            "net/ipv4/vs/conn_reuse_mode, net/ipv4/vs/expire_nodest_conn)",
         ),
         (
             b'{"sysctls": {"net/ipv4/vs/sloppy_tcp": 0}}',
@@ -283,11 +302,11 @@ def test_restore_sysctls_writes_back_logs_and_removes_the_record(tmp_path, caplo
     caplog.set_level(logging.INFO, "directord.bgp")
     proc = FakeProcSys({ARP_IGNORE: "0", ARP_ANNOUNCE: "1", SLOPPY_TCP: "0"})
     prepare_sysctls(str(tmp_path), proc.read, proc.write)
-    assert proc.values == {ARP_IGNORE: "1", ARP_ANNOUNCE: "2", SLOPPY_TCP: "1"}
+    assert proc.values == {ARP_IGNORE: "1", ARP_ANNOUNCE: "2", SLOPPY_TCP: "1", REUSE: "3", EXPIRE: "1"}
     proc.written.clear()
     restore_sysctls(str(tmp_path), proc.read, proc.write)
     assert proc.written == [(ARP_IGNORE, "0"), (ARP_ANNOUNCE, "1"), (SLOPPY_TCP, "0")]
-    assert proc.values == {ARP_IGNORE: "0", ARP_ANNOUNCE: "1", SLOPPY_TCP: "0"}
+    assert proc.values == {ARP_IGNORE: "0", ARP_ANNOUNCE: "1", SLOPPY_TCP: "0", REUSE: "3", EXPIRE: "1"}
     assert os.listdir(tmp_path) == []
     assert [r.getMessage() for r in caplog.records] == [
         "bgp: restored net.ipv4.conf.all.arp_ignore=0",
