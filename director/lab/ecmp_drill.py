@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ha.bgp.service import DRAIN_FILE
+
 from .. import control
 from . import vm as vmrun
 from .drill import SteadyClient
@@ -218,21 +220,23 @@ class NextHopSampler(threading.Thread):
         return self.changes[-1][1] if self.changes else None
 
 
-def connection_directors(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[int, str]:
-    """``{client source port: director}`` from each running director's ``ipvsadm -Lnc``
-    (established entries from the client to the VIP). A port listed by two directors (after a
-    move both hold an entry until the old one expires) goes to the one whose entry expires last:
-    each packet renews the entry of the director that forwards it."""
+def connection_directors(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[int, tuple[str, str]]:
+    """``{client source port: (director, real server)}`` from each running director's
+    ``ipvsadm -Lnc`` (established entries from the client to the VIP; the real server by its
+    lab name, or its address when not one of the lab's). A port listed by two directors (after
+    a move both hold an entry until the old one expires) goes to the one whose entry expires
+    last: each packet renews the entry of the director that forwards it."""
     client = lab.plan.addr["client"]
-    best: dict[int, tuple[int, str]] = {}
+    names = {f"{lab.lab.rip(rs)}:{lab.options.port}": rs for rs in lab.plan.real_servers}
+    best: dict[int, tuple[int, str, str]] = {}
     for node in nodes:
         r = lab.lab.exec(node, ["ipvsadm", "-Lnc"], check=False)
-        for state, expire, source, virtual, _dest in parse_ipvsadm_connections(r.stdout if r.returncode == 0 else ""):
+        for state, expire, source, virtual, dest in parse_ipvsadm_connections(r.stdout if r.returncode == 0 else ""):
             addr, _, port = source.rpartition(":")
             if addr == client and virtual.startswith(f"{lab.vip}:") and state == "ESTABLISHED" and port.isdigit():
                 if int(port) not in best or expire > best[int(port)][0]:
-                    best[int(port)] = (expire, node)
-    return {port: node for port, (_e, node) in best.items()}
+                    best[int(port)] = (expire, node, names.get(dest, dest))
+    return {port: (node, dest) for port, (_e, node, dest) in best.items()}
 
 
 def dest_orders(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[str, list[str]]:
@@ -266,8 +270,8 @@ def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -
     """Bring the lab to the drill's start: every node's links up, the HTTP servers running,
     the daemons of ``running`` started (the others stopped with SIGTERM) and undrained (``bgp
     undrain`` over the control socket while one is not among the next hops: a drain outlives
-    a restart), the router's next hops exactly ``running``, and a request through the VIP
-    answered. Returns seconds waited.
+    a restart; the others' drain files removed once they stopped), the router's next hops
+    exactly ``running``, and a request through the VIP answered. Returns seconds waited.
 
     Raises:
         TimeoutError: not reached within `WAIT_S` seconds.
@@ -298,6 +302,9 @@ def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -
             return False
         if any(lab.daemon_pid(n) is not None for n in lab.directors if n not in running):
             return False
+        for node in set(lab.directors) - set(running):
+            # a director the drill starts later (add-director) starts undrained
+            (lab.state_dir(node) / DRAIN_FILE).unlink(missing_ok=True)
         try:
             return lab.client_get(timeout=1.0)[0] == 200
         except (OSError, ValueError):
@@ -381,7 +388,7 @@ class EcmpDrill:
             rec.orders["before"] = dest_orders(lab, running)
             before = connection_directors(lab, running)
             for c in rec.long_lived:
-                c.director_before = before.get(c.port)
+                c.director_before = before[c.port][0] if c.port in before else None
             rec.fault_t = round(self.now(), 3)
             rec.settled = self.steps()
             if not rec.settled:
@@ -391,7 +398,7 @@ class EcmpDrill:
             after = connection_directors(lab, alive)
             rec.orders["after"] = dest_orders(lab, alive)
             for c in rec.long_lived:
-                c.director_after = after.get(c.port)
+                c.director_after, c.entry_after = after.get(c.port, (None, None))
         finally:
             for t in [*threads, *self.lls]:
                 t.halt.set()  # type: ignore[attr-defined]

@@ -97,7 +97,10 @@ class LongLived:
     server (rsK)``, ``error: ...``), ``lost_t`` (seconds since t0), ``last_ok`` (end of the last
     answer), ``max_gap_s`` (longest time between two answers, or from the last answer to the
     loss), ``director_before`` / ``director_after`` (whose IPVS connection table listed it
-    before the fault and at the end; None: in none)."""
+    before the fault and at the end; None: in none), ``entry_after`` (the real server the
+    entry of ``director_after`` forwards to; another one than ``real_server`` means that
+    director sent the flow elsewhere: an older entry of the same addresses and ports, or its
+    own weights at the time it created the entry)."""
 
     index: int
     port: int = 0
@@ -109,6 +112,7 @@ class LongLived:
     max_gap_s: float = 0.0
     director_before: str | None = None
     director_after: str | None = None
+    entry_after: str | None = None
 
 
 @dataclass
@@ -210,6 +214,7 @@ def evaluate(record: EcmpRecord) -> list[Check]:
     checks = [
         Check("runner", not record.problems, "; ".join(record.problems) or "no problems"),
         *order_checks(record),
+        entry_check(record),
         Check("settled", record.settled, "end condition reached" if record.settled else "end condition not reached"),
     ]
     scn, fault = record.scenario, record.fault_t
@@ -319,6 +324,24 @@ def director_log_events(lines: Sequence[str], node: str, t0_epoch: float) -> lis
     return out
 
 
+def entry_check(record: EcmpRecord) -> Check:
+    """``info``: at the end, the IPVS entry of each long-lived connection forwards it to the
+    real server that answered it (`LongLived.entry_after`); the detail names each that does
+    not, the cause of a loss on a director the flow moved to."""
+    wrong = [c for c in record.long_lived if c.entry_after and c.real_server and c.entry_after != c.real_server]
+    detail = "; ".join(
+        f"#{c.index} (port {c.port}): answered by {c.real_server}, the entry on {c.director_after} "
+        f"forwards to {c.entry_after}"
+        for c in wrong
+    )
+    return Check(
+        "long-lived entries at the end",
+        not wrong,
+        detail or "each forwards to the real server that answered",
+        info=True,
+    )
+
+
 def order_checks(record: EcmpRecord) -> list[Check]:
     """``info`` checks: every director listed the real servers in the same order (before the
     fault, at the end). With mh a different order makes a different lookup table (the kernel's
@@ -413,11 +436,16 @@ def render(report: Mapping[str, Any]) -> str:
     for e in report["timeline"]:
         rel = f"(+{e['t'] - fault:.2f})" if e["t"] >= fault else ""
         lines.append(f"  {e['t']:8.3f} {rel:>9}  {e['source']:<6} {e['kind']:<13} {e['text']}")
-    lines += ["", "long-lived connections:", "  #   port   before  after   real server  answers  max gap  result"]
+    lines += [
+        "",
+        "long-lived connections:",
+        "  #   port   before  after   real server  entry after  answers  max gap  result",
+    ]
     for c in report["long_lived"]:
         lines.append(
             f"  {c['index']:<3} {c['port']:<6} {c['director_before'] or '-':<7} {c['director_after'] or '-':<7} "
-            f"{c['real_server'] or '-':<12} {c['answers']:<8} {c['max_gap_s']:6.2f} s  {c['lost'] or 'kept'}"
+            f"{c['real_server'] or '-':<12} {c.get('entry_after') or '-':<12} {c['answers']:<8} "
+            f"{c['max_gap_s']:6.2f} s  {c['lost'] or 'kept'}"
         )
 
     def fmt(v: float | None) -> str:

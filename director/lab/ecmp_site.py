@@ -132,12 +132,16 @@ class EcmpLab(DaemonLab):
         """The router BIRD's control socket."""
         return self.bird_dir / "bird.ctl"
 
+    def state_dir(self, node: str) -> Path:
+        """Director ``node``'s ``global.state_dir`` (its drain file, its recorded sysctls)."""
+        return self.workdir / node / "state"
+
     def config_text(self, node: str) -> str:
         """The generated configuration of director ``node`` (see `director_config`)."""
         return director_config(
             self.ecmp,
             node,
-            state_dir=str(self.workdir / node / "state"),
+            state_dir=str(self.state_dir(node)),
             bgp_run_dir=str(self.workdir / node / "bgp"),
             port=self.options.port,
             scheduler=self.options.scheduler,

@@ -211,3 +211,19 @@ def test_next_hops_of_ip_monitor_lines(tmp_path):
     assert sampler.hops_of("10.77.100.10 via 10.77.0.12 dev eth1 proto bird") is None
     assert sampler.hops_of("local 10.77.100.1 dev lo table local") is None
     assert sampler.hops_of("") is None
+
+
+def test_an_entry_forwarding_a_long_lived_connection_elsewhere_is_named():
+    rec = _record("drain-director", victim="dir3")
+    for c in rec.long_lived:
+        c.director_after, c.entry_after = "dir2", "rs2"
+    rec.long_lived[2].entry_after = "rs3"
+    rec.long_lived[2].lost = "reset"
+    checks = evaluate(rec)
+    entries = _check(checks, "long-lived entries at the end")
+    assert not entries.ok and entries.info
+    assert entries.detail == "#2 (port 40002): answered by rs2, the entry on dir2 forwards to rs3"
+    text = render(summary(rec, checks))
+    assert "  2   40002  dir3    dir2    rs2          rs3          50" in text
+    rec.long_lived[2].entry_after = "rs2"
+    assert _check(evaluate(rec), "long-lived entries at the end").ok
