@@ -257,6 +257,20 @@ def victim_weights(lab: EcmpLab, rs: str) -> dict[str, int | None]:
     return out
 
 
+def out_of_service(lab: EcmpLab, nodes: tuple[str, ...]) -> list[str]:
+    """``["dirN: rsK"]`` for each real server not at a weight above 0 in the IPVS table of
+    each director of ``nodes`` (``ipvsadm -Ln``); empty when all are in service everywhere."""
+    port = lab.options.port
+    out = []
+    for node in nodes:
+        service = ipvsadm_table(lab.lab, node).get(f"TCP {lab.vip}:{port}") or {"dests": {}}
+        for rs in lab.plan.real_servers:
+            dest = service["dests"].get(f"{lab.lab.rip(rs)}:{port}")
+            if dest is None or dest[1] <= 0:
+                out.append(f"{node}: {rs}")
+    return out
+
+
 def _wait(pred: Callable[[], bool], timeout: float = WAIT_S) -> bool:
     """`wait_until` (every 0.2 s) as a bool: False when ``pred`` stayed false for ``timeout`` s."""
     try:
@@ -271,7 +285,8 @@ def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -
     the daemons of ``running`` started (the others stopped with SIGTERM) and undrained (``bgp
     undrain`` over the control socket while one is not among the next hops: a drain outlives
     a restart; the others' drain files removed once they stopped), the router's next hops
-    exactly ``running``, and a request through the VIP answered. Returns seconds waited.
+    exactly ``running``, every real server at a weight above 0 in every running director's
+    table, and a request through the VIP answered. Returns seconds waited.
 
     Raises:
         TimeoutError: not reached within `WAIT_S` seconds.
@@ -305,6 +320,10 @@ def settle(lab: EcmpLab, running: tuple[str, ...], say: Callable[[str], None]) -
         for node in set(lab.directors) - set(running):
             # a director the drill starts later (add-director) starts undrained
             (lab.state_dir(node) / DRAIN_FILE).unlink(missing_ok=True)
+        if out_of_service(lab, want):
+            # every real server up on every director: a flow placed while its real server was
+            # at weight 0 (mh-fallback) goes to that real server on the next director it meets
+            return False
         try:
             return lab.client_get(timeout=1.0)[0] == 200
         except (OSError, ValueError):
