@@ -3,12 +3,13 @@ from `COMMAND_MODULES`.
 
 Each command function imports what it needs when it runs (start-up time, not import cycles):
 `directord status` or `check` should not pay for the daemon's modules, nor `run` for the tools'.
+Building the parser imports only the light modules of `COMMAND_MODULES`, whose commands import
+their implementation when they run too.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import json
 import logging
@@ -18,12 +19,12 @@ from typing import Any, Protocol
 from checks.logs import LOG_FORMAT as LOG_FORMAT  # the checker child's too (tests compare)
 from checks.logs import JournalFormatter, journal_stream, text_formatter
 
-from .events import JSONFormatter
-
 DEFAULT_CONFIG = "/etc/directord/directord.yaml"
 DEFAULT_SOCKET = "/run/directord/directord.sock"
-#: Modules that register further subcommands: each has ``add_commands(subparsers)``.
-COMMAND_MODULES = ("director.lab.cli", "director.realserver", "director.convert")
+#: Modules that register further subcommands: each has ``add_commands(subparsers)`` and imports
+#: little more than argparse (every command builds the whole parser); their commands import their
+#: implementation when they run.
+COMMAND_MODULES = ("director.lab.cli", "director.realserver.cli", "director.convert.cli")
 
 
 class Subcommands(Protocol):
@@ -46,6 +47,8 @@ def setup_logging(verbose: bool, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     journal = journal_stream(sys.stderr)
     if log_format == "json":
+        from .events import JSONFormatter
+
         handler.setFormatter(JournalFormatter(JSONFormatter()) if journal else JSONFormatter())
     else:
         handler.setFormatter(text_formatter(journal))
@@ -54,6 +57,8 @@ def setup_logging(verbose: bool, log_format: str = "text") -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from .daemon import Daemon
 
     setup_logging(args.verbose, args.log_format)
@@ -142,6 +147,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (OSError, ValueError):
         doc = None
     if doc is None:
+        import asyncio
+
         from .ipvs import IPVSError, KernelIPVS
 
         async def dump():

@@ -1,7 +1,7 @@
 """`directord convert`: an ldirectord (+ heartbeat) site as a directord configuration.
 
 The migration tool, apart from the daemon: no module of the daemon imports
-this package (`director.cli` loads it by name, from ``COMMAND_MODULES``); it
+this package (`director.cli` loads its `cli` by name, from ``COMMAND_MODULES``); it
 uses `director.config` (quoting, and the loader that checks its output),
 `director.model`, and `ha.config` (heartbeat's words and times), `ha.durable`
 and `ha.readfile`.  Its modules, each importing only ones listed before it:
@@ -13,26 +13,20 @@ and `ha.readfile`.  Its modules, each importing only ones listed before it:
 * `notify`: haresources' resource scripts and ldirectord's ``fallbackcommand``
   as ``notify:`` hooks (`resource_hooks`, `fallback_hooks`);
 * `driver`: the conversion as a whole (`convert_text`, `convert_files`,
-  `write_atomic`) and the command (`cmd_convert`, `add_commands`).
+  `write_atomic`) and the command's implementation (`driver.cmd_convert`);
+* `cli`: the command's arguments (`add_commands`, which `director.cli` calls)
+  and its entry point `cmd_convert`, which imports `driver` when it runs.
 
-This module re-exports the driver's public names, which `director.cli`
-(through ``add_commands``) and the tests use.
+This module offers the public names of `driver`, `issues` and `cli`, each
+imported from its module on first use (PEP 562 ``__getattr__``): every
+``directord`` command imports this package to build its parser, and `driver`
+brings the configuration loader (a fifth of a second).
 """
 
 from __future__ import annotations
 
-from director.convert.driver import (
-    MAX_INPUT_BYTES,
-    QUIESCENT_NOTE,
-    Conversion,
-    ConvertError,
-    Issue,
-    add_commands,
-    cmd_convert,
-    convert_files,
-    convert_text,
-    write_atomic,
-)
+import importlib
+from typing import Any
 
 __all__ = [
     "MAX_INPUT_BYTES",
@@ -46,3 +40,30 @@ __all__ = [
     "convert_text",
     "write_atomic",
 ]
+
+#: The module of each name of `__all__`, imported when the name is first asked for.
+_SOURCES = {
+    "cli": ("add_commands", "cmd_convert"),
+    "issues": ("ConvertError", "Issue"),
+    "driver": ("MAX_INPUT_BYTES", "QUIESCENT_NOTE", "Conversion", "convert_files", "convert_text", "write_atomic"),
+}
+_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """The public ``name``, imported from its module (`_SOURCES`) on first use and kept here.
+
+    Raises:
+        AttributeError: not a name of this package (nor a submodule imported already).
+    """
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The names of this package, those not imported yet included."""
+    return sorted(set(globals()) | set(__all__))

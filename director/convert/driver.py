@@ -24,7 +24,9 @@ Layers:
   ``FILE:LINE: DIRECTIVE: message``; exit status 0 when written (warnings
   allowed), 1 on errors (nothing written).  With ``--strict`` a weaker check
   (a virtual service whose real servers directord would check less than
-  ldirectord does: `Conversion.weaker`) is an error too.
+  ldirectord does: `Conversion.weaker`) is an error too.  Its arguments are
+  registered by `director.convert.cli`, which imports this module only when
+  the command runs.
 
 The ldirectord semantics (defaults, quiescent) are those of ldirectord 4.12's
 code: see `director.convert.ldirectord` and `director.convert.services`;
@@ -38,7 +40,7 @@ import argparse
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -58,16 +60,12 @@ from director.convert.services import DEFAULTS, EMAIL_ALERT, ServiceOut, transla
 from ha.durable import write_file_atomic
 from ha.readfile import ReadFileError, read_regular_file
 
-if TYPE_CHECKING:  # pragma: no cover
-    from director.cli import Subcommands
-
 __all__ = [
     "MAX_INPUT_BYTES",
     "QUIESCENT_NOTE",
     "Conversion",
     "ConvertError",
     "Issue",
-    "add_commands",
     "cmd_convert",
     "convert_files",
     "convert_text",
@@ -555,35 +553,3 @@ def cmd_convert(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(result.text)
     return 0
-
-
-def add_commands(sub: Subcommands) -> None:
-    """Register ``directord convert`` on the top-level subparsers ``sub``."""
-    p = sub.add_parser(
-        "convert",
-        help="convert an ldirectord.cf (and heartbeat's ha.cf/haresources) to directord YAML",
-        description="Convert an ldirectord (+ heartbeat) configuration to directord's YAML. "
-        "Errors name FILE:LINE and nothing is written; warnings name what directord "
-        "cannot express yet, among them each weaker check: a virtual service whose real "
-        "servers directord would check less than ldirectord does (a connect where ldirectord "
-        "negotiated, a receive pattern left out), listed at its virtual= line.",
-    )
-    p.add_argument("--ldirectord", required=True, metavar="FILE", help="ldirectord.cf to convert")
-    p.add_argument("--ha-cf", metavar="FILE", help="heartbeat's ha.cf: adds the ha section")
-    p.add_argument("--haresources", metavar="FILE", help="heartbeat's haresources: the ha resources (VIPs)")
-    p.add_argument(
-        "--authkeys",
-        metavar="FILE",
-        help="heartbeat's authkeys file, referenced by path (default: authkeys next to ha.cf)",
-    )
-    p.add_argument("--node", metavar="NAME", help="write ha.node (default: none, the host name is used)")
-    p.add_argument("-o", "--output", metavar="FILE", help="write here (atomically) instead of stdout")
-    p.add_argument("-v", "--verbose", action="store_true", help="also print the notes on stderr")
-    p.add_argument(
-        "--strict",
-        action="store_true",
-        help="refuse (exit 1, nothing written) when a virtual service would be checked less than by "
-        "ldirectord (unchecked, a connect where ldirectord negotiated, a receive pattern left out...); "
-        "each is listed with the file:line of its virtual= block",
-    )
-    p.set_defaults(func=cmd_convert)

@@ -8,18 +8,19 @@ cannot outlive the VM's single command, so ``--vm`` belongs to ``lab drill``
 boot. ``lab vm -- CMD`` runs any command in that VM.
 
 `directord` builds its parser from this module for every subcommand, ``run`` included, so the
-command functions import the lab's modules when they run (start-up time, not import cycles).
+command functions import the lab's modules when they run (start-up time, not import cycles), and
+the drills' names and summaries (``lab drill``'s choices, help and epilog) are read from the
+scenario modules when first asked for (`_drills`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
-from typing import TYPE_CHECKING
-
-from .ecmp_scenarios import ECMP_SCENARIOS
-from .scenarios import SCENARIOS, scenario_names
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..cli import Subcommands
@@ -205,6 +206,7 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 def cmd_lab_drill(args: argparse.Namespace) -> int:
     from ..cli import setup_logging
     from . import drill
+    from .ecmp_scenarios import ECMP_SCENARIOS
 
     setup_logging(False)
     if (args.topology == "ecmp") != (args.scenario in ECMP_SCENARIOS):
@@ -242,10 +244,94 @@ def _lab_options(p: argparse.ArgumentParser, default_prefix: str, shape: bool = 
         )
 
 
+class _Drills(NamedTuple):
+    """What ``lab drill`` says of its scenarios (`_drills`).
+
+    Attributes:
+        names: the SCENARIO names it accepts: the pair's drills (aliases included), then the
+            ecmp topology's.
+        help: SCENARIO's help: the drills' names.
+        epilog: each drill's name (and aliases) with its summary.
+    """
+
+    names: list[str]
+    help: str
+    epilog: str
+
+
+@functools.cache
+def _drills() -> _Drills:
+    """``lab drill``'s scenarios, from the scenario modules, imported now (they take some
+    milliseconds, which every other command would pay if the parser imported them)."""
+    from .ecmp_scenarios import ECMP_SCENARIOS
+    from .scenarios import SCENARIOS, scenario_names
+
+    epilog = "scenarios:\n" + "\n".join(
+        f"  {s.name}{' (alias ' + ', '.join(s.aliases) + ')' if s.aliases else ''}: {s.summary}"
+        for s in SCENARIOS.values()
+    )
+    epilog += "\n\necmp drills (--topology ecmp):\n" + "\n".join(
+        f"  {s.name}: {s.summary}" for s in ECMP_SCENARIOS.values()
+    )
+    return _Drills(scenario_names() + list(ECMP_SCENARIOS), ", ".join([*SCENARIOS, *ECMP_SCENARIOS]), epilog)
+
+
+class _LabParser(argparse.ArgumentParser):
+    """The parser of a ``directord lab`` subcommand. Its epilog may be left to a function of no
+    arguments, `epilog_later`, called when the epilog is first read (the help, the manual page)."""
+
+    epilog_later: Callable[[], str] | None = None
+    _epilog: str | None
+
+    @property
+    def epilog(self) -> str | None:
+        """The text after the arguments' help, or None."""
+        if self.epilog_later is not None:
+            self._epilog, self.epilog_later = self.epilog_later(), None
+        return self._epilog
+
+    @epilog.setter
+    def epilog(self, value: str | None) -> None:
+        self._epilog, self.epilog_later = value, None
+
+
+class _ScenarioArgument(argparse.Action):
+    """``lab drill SCENARIO``, stored as given. Its ``choices`` and ``help`` are the drills' names,
+    read from the scenario modules (`_drills`) when first asked for (parsing SCENARIO, the help,
+    the completion script), not when the parser is built."""
+
+    @property
+    def choices(self) -> Iterable[Any] | None:
+        """The scenario names accepted."""
+        return _drills().names
+
+    @choices.setter
+    def choices(self, value: Iterable[Any] | None) -> None:  # argparse.Action.__init__ sets None
+        pass
+
+    @property
+    def help(self) -> str | None:
+        """The help of SCENARIO: the drills' names."""
+        return _drills().help
+
+    @help.setter
+    def help(self, value: str | None) -> None:  # argparse.Action.__init__ sets None
+        pass
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+
+
 def add_commands(sub: Subcommands) -> None:
     """Register ``directord lab ...`` on the top-level subparsers ``sub``."""
     lab = sub.add_parser("lab", help="namespace labs: an HA pair of directors, failover drills, the stock-kernel VM")
-    labsub = lab.add_subparsers(dest="lab_command", required=True)
+    labsub = lab.add_subparsers(dest="lab_command", required=True, parser_class=_LabParser)
 
     up = labsub.add_parser(
         "up", help="build the HA pair lab (or the routed ECMP lab) and start the directors (needs root and ip_vs)"
@@ -283,28 +369,15 @@ def add_commands(sub: Subcommands) -> None:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_lab_status)
 
-    epilog = "scenarios:\n" + "\n".join(
-        f"  {s.name}{' (alias ' + ', '.join(s.aliases) + ')' if s.aliases else ''}: {s.summary}"
-        for s in SCENARIOS.values()
-    )
     drill = labsub.add_parser(
         "drill",
         help="a failover drill: two directors, real IPVS, a steady client, one fault",
-        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Runs on the lab `lab up` built with the same --prefix (and leaves it up), or builds a lab "
         "for the drill and removes it afterwards. Exit status 0 when every expectation held.",
     )
-    epilog += "\n\necmp drills (--topology ecmp):\n" + "\n".join(
-        f"  {s.name}: {s.summary}" for s in ECMP_SCENARIOS.values()
-    )
-    drill.epilog = epilog
-    drill.add_argument(
-        "scenario",
-        choices=scenario_names() + list(ECMP_SCENARIOS),
-        metavar="SCENARIO",
-        help=", ".join([*SCENARIOS, *ECMP_SCENARIOS]),
-    )
+    drill.epilog_later = lambda: _drills().epilog
+    drill.add_argument("scenario", action=_ScenarioArgument, metavar="SCENARIO")
     drill.add_argument(
         "--topology",
         choices=["pair", "ecmp"],

@@ -44,73 +44,20 @@ Modules, each importing only ones listed before it:
   :func:`save_state`, :func:`default_state_file`);
 * :mod:`~director.realserver.kernel`: :func:`gather` and :class:`KernelBackend`
   (rtnetlink, ``/proc/sys``, ``modprobe``);
-* :mod:`~director.realserver.commands`: ``prep``, ``undo``, ``status`` and
-  :func:`add_commands`, which ``director.cli`` calls.
+* :mod:`~director.realserver.commands`: ``prep``, ``undo`` and ``status``;
+* :mod:`~director.realserver.cli`: their arguments and :func:`add_commands`,
+  which ``director.cli`` calls, and their entry points (``cmd_prep``...),
+  which import :mod:`~director.realserver.commands` when they run.
 
-This module re-exports their public names.
+This module offers their public names, each imported from its module on first
+use (PEP 562 ``__getattr__``): every ``directord`` command imports this
+package to build its parser, and most never touch a real server.
 """
 
 from __future__ import annotations
 
-from . import sysctl
-from .changes import ApplyError, Backend, apply, apply_one, describe_record, merge_records, revert
-from .commands import (
-    add_commands,
-    cmd_prep,
-    cmd_status,
-    cmd_undo,
-    prep,
-    request_from_args,
-    status,
-    undo,
-)
-from .kernel import (
-    IFF_LOOPBACK,
-    IFF_NOARP,
-    MAX_PERSIST_FILE_BYTES,
-    KernelBackend,
-    gather,
-    ipip_available,
-)
-from .model import (
-    KERNEL_LACKS_IPIP,
-    Address,
-    Change,
-    HostState,
-    IPAddress,
-    Item,
-    Link,
-    Mode,
-    Plan,
-    RealServerError,
-    Request,
-    explain_error,
-    parse_vip,
-)
-from .persist import (
-    ENV_FILE,
-    ENV_VAR,
-    SYSCTL_CONF,
-    UNIT_FALLBACK,
-    UNIT_FILE,
-    UNIT_LINK,
-    UNIT_NAME,
-    PersistPaths,
-    env_file_text,
-    plan_persist,
-    sysctl_conf_text,
-    unit_text,
-)
-from .planner import arp_interfaces, is_ours, plan, vip_device
-from .statefile import (
-    MAX_STATE_BYTES,
-    STATE_DIR,
-    current_netns_name,
-    default_state_file,
-    load_state,
-    read_text_file,
-    save_state,
-)
+import importlib
+from typing import Any
 
 __all__ = [
     "ENV_FILE",
@@ -172,3 +119,74 @@ __all__ = [
     "unit_text",
     "vip_device",
 ]
+
+#: The module of each name of `__all__`, imported when the name is first asked for
+#: (``sysctl`` is the module itself).
+_SOURCES = {
+    "sysctl": ("sysctl",),
+    "changes": ("ApplyError", "Backend", "apply", "apply_one", "describe_record", "merge_records", "revert"),
+    "cli": ("add_commands", "cmd_prep", "cmd_status", "cmd_undo"),
+    "commands": ("prep", "request_from_args", "status", "undo"),
+    "kernel": ("IFF_LOOPBACK", "IFF_NOARP", "MAX_PERSIST_FILE_BYTES", "KernelBackend", "gather", "ipip_available"),
+    "model": (
+        "KERNEL_LACKS_IPIP",
+        "Address",
+        "Change",
+        "HostState",
+        "IPAddress",
+        "Item",
+        "Link",
+        "Mode",
+        "Plan",
+        "RealServerError",
+        "Request",
+        "explain_error",
+        "parse_vip",
+    ),
+    "persist": (
+        "ENV_FILE",
+        "ENV_VAR",
+        "SYSCTL_CONF",
+        "UNIT_FALLBACK",
+        "UNIT_FILE",
+        "UNIT_LINK",
+        "UNIT_NAME",
+        "PersistPaths",
+        "env_file_text",
+        "plan_persist",
+        "sysctl_conf_text",
+        "unit_text",
+    ),
+    "planner": ("arp_interfaces", "is_ours", "plan", "vip_device"),
+    "statefile": (
+        "MAX_STATE_BYTES",
+        "STATE_DIR",
+        "current_netns_name",
+        "default_state_file",
+        "load_state",
+        "read_text_file",
+        "save_state",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """The public ``name``, imported from its module (`_SOURCES`) on first use and kept here.
+
+    Raises:
+        AttributeError: not a name of this package (nor a submodule imported already).
+    """
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = importlib.import_module(f"{__name__}.{module}")
+    if name != module:
+        value = getattr(value, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The names of this package, those not imported yet included."""
+    return sorted(set(globals()) | set(__all__))

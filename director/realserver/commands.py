@@ -1,36 +1,32 @@
-"""The commands ``directord realserver prep|undo|status`` and their arguments.
+"""The commands ``directord realserver prep|undo|status``: what they do with their parsed arguments.
 
 Each command reads the host (:func:`~director.realserver.kernel.gather`),
 plans (:func:`~director.realserver.planner.plan`, with
 :func:`~director.realserver.persist.plan_persist` for ``--persist``),
 applies through a :class:`~director.realserver.changes.Backend` and journals
 in the state file (:mod:`director.realserver.statefile`); it reports on
-stdout, errors on stderr, and returns the exit status. :func:`add_commands`
-registers them with the ``directord`` parser (``director.cli.COMMAND_MODULES``).
+stdout, errors on stderr, and returns the exit status. Their arguments are
+registered by :mod:`director.realserver.cli`, which imports this module only
+when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
 from . import sysctl as rsysctl
 from .changes import ApplyError, Backend, apply, describe_record, merge_records, revert
 from .kernel import KernelBackend, gather
-from .model import Change, HostState, IPAddress, Item, RealServerError, Request, explain_error, parse_vip
-from .persist import ENV_FILE, SYSCTL_CONF, UNIT_NAME, PersistPaths, plan_persist
+from .model import Change, HostState, Item, RealServerError, Request, explain_error
+from .persist import PersistPaths, plan_persist
 from .planner import plan
 from .statefile import current_netns_name, default_state_file, load_state, save_state
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..cli import Subcommands
 
 
 def _out(line: str) -> None:
@@ -261,56 +257,6 @@ def status(
     return 0 if p.ready else 1
 
 
-# --- argument parsing ---------------------------------------------------------------------------
-
-
-def _vip_arg(text: str) -> IPAddress:
-    try:
-        return parse_vip(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _ip_arg(text: str) -> IPAddress:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
-
-
-def _add_request_args(p: argparse.ArgumentParser, *, required_mode_default: bool) -> None:
-    p.add_argument(
-        "--vip",
-        action="extend",
-        nargs="+",
-        type=_vip_arg,
-        metavar="VIP",
-        help="virtual IP address served by this real server (repeatable; IPv4 or IPv6)",
-    )
-    p.add_argument(
-        "--mode",
-        choices=("dr", "tun", "nat"),
-        default="dr" if required_mode_default else None,
-        help="forwarding method of the director (default dr)",
-    )
-    p.add_argument(
-        "--interface",
-        action="extend",
-        nargs="+",
-        metavar="IF",
-        help="set the ARP sysctls on these interfaces only (default: every interface that hears ARP)",
-    )
-    p.add_argument(
-        "--director", type=_ip_arg, metavar="DIP", help="nat: the director's address, expected as the default gateway"
-    )
-    p.add_argument(
-        "--state-file",
-        metavar="PATH",
-        help="where prep records what it changed, for undo "
-        "(default /var/lib/directord/realserver.json, realserver-<netns>.json in a namespace)",
-    )
-
-
 def cmd_prep(args: argparse.Namespace) -> int:
     """``directord realserver prep`` (see :func:`prep`)."""
     request = request_from_args(args)
@@ -340,30 +286,3 @@ def cmd_status(args: argparse.Namespace) -> int:
             recorded.vips, args.mode or recorded.mode, request.interfaces or recorded.interfaces, recorded.director
         )
     return status(request, as_json=args.json)
-
-
-def add_commands(sub: Subcommands) -> None:
-    """Register ``directord realserver prep|undo|status`` on the top-level subparsers ``sub``."""
-    rs = sub.add_parser("realserver", help="prepare this host as a real server (VIP, ARP and rp_filter sysctls)")
-    rssub = rs.add_subparsers(dest="realserver_command", required=True)
-
-    p = rssub.add_parser("prep", help="configure the VIPs and sysctls a real server needs (idempotent)")
-    _add_request_args(p, required_mode_default=True)
-    p.add_argument("--dry-run", action="store_true", help="print every change, change nothing")
-    p.add_argument(
-        "--persist",
-        action="store_true",
-        help=f"also write /{SYSCTL_CONF}, /{ENV_FILE} and install and enable {UNIT_NAME}",
-    )
-    p.add_argument("--persist-root", metavar="DIR", help="write the --persist files below DIR instead of /")
-    p.set_defaults(func=cmd_prep)
-
-    u = rssub.add_parser("undo", help="revert what prep changed (recorded in the state file)")
-    u.add_argument("--state-file", metavar="PATH", help="the state file prep wrote (same default as prep)")
-    u.add_argument("--dry-run", action="store_true", help="print what would be reverted")
-    u.set_defaults(func=cmd_undo)
-
-    s = rssub.add_parser("status", help="what is in place and what is missing; exit 0 only when ready")
-    _add_request_args(s, required_mode_default=False)
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.set_defaults(func=cmd_status)
