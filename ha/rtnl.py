@@ -53,9 +53,9 @@ def _pyroute2() -> ModuleType:
     """The ``pyroute2`` package, imported on first use (with ``pyroute2.netns``, which it loads)."""
     global _module
     if _module is None:
-        # Imported lazily: pyroute2 takes 0.1-0.2 s to import, and every ``directord`` command
-        # loads the modules that use it (director.cli.COMMAND_MODULES), most of them without
-        # ever touching netlink (``status``, ``convert``, ``check``, ...).
+        # Imported lazily: pyroute2 takes 0.1-0.2 s to import, and many modules that use it
+        # are loaded by commands that never touch netlink (``check``, the daemon's start-up
+        # before it programs anything, ...).
         import pyroute2
 
         _module = pyroute2

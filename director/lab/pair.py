@@ -164,8 +164,8 @@ ha:
 
 
 def realserver_prep_available() -> bool:
-    """True when ``directord realserver prep`` exists: the `director.realserver` package imports
-    (its kernel layer needs pyroute2) and offers the command's entry point, `cmd_prep`."""
+    """True when ``directord realserver prep`` exists: the `director.realserver` package offers
+    the command's entry point, `cmd_prep`."""
     try:
         from director.realserver import cmd_prep  # noqa: F401
     except ImportError:

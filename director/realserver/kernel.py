@@ -6,9 +6,8 @@ and routes through rtnetlink (pyroute2), sysctls through ``/proc/sys``
 :mod:`ha.vip` (directord's mark: IPv4 label ``<ifname>:dd``, IPv6
 ``IFA_PROTO``), kernel modules with ``modprobe``, the ``--persist`` files
 atomically and durably (:mod:`ha.durable`). rtnetlink sockets come from
-:mod:`ha.rtnl` (which imports pyroute2 on first use: every ``directord``
-command loads this package, ``director.cli.COMMAND_MODULES``, most of
-them without touching netlink), ``/proc/sys`` paths from :mod:`director.sysctl`.
+:mod:`ha.rtnl` (which imports pyroute2 on first use: ``realserver status``
+and a dry run do not touch netlink), ``/proc/sys`` paths from :mod:`director.sysctl`.
 """
 
 from __future__ import annotations
