@@ -227,3 +227,21 @@ def test_an_entry_forwarding_a_long_lived_connection_elsewhere_is_named():
     assert "  2   40002  dir3    dir2    rs2          rs3          50" in text
     rec.long_lived[2].entry_after = "rs2"
     assert _check(evaluate(rec), "long-lived entries at the end").ok
+
+
+def test_failures_before_the_fault_are_the_labs_not_the_drains():
+    # a BFD flap as the clients start: three requests fail before the drain
+    rec = _record("drain-director", victim="dir3")
+    rec.next_hops = [(0.0, DIRS), (2.4, ("dir1", "dir2"))]
+    for i in (5, 6, 7):
+        rec.samples[i] = Sample(i / 10, i / 10 + 0.5, False, "TimeoutError")
+    checks = evaluate(rec)
+    assert _check(checks, "failed requests").ok
+    early = _check(checks, "failed before the fault")
+    assert not early.ok and early.info and early.detail.startswith("3 ended before the fault (first at 0.50 s")
+    report = summary(rec, checks)
+    assert report["ok"] and report["figures"]["failed"] == 0 and report["figures"]["failed_before_fault"] == 3
+    assert "0 failed (-) and 3 before the fault; " in render(report)
+    # one that ends after the fault is the drill's
+    rec.samples[19] = Sample(1.9, 2.1, False, "TimeoutError")
+    assert not _check(evaluate(rec), "failed requests").ok
