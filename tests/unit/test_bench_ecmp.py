@@ -1,5 +1,5 @@
-"""bench/active_active.py's pure parts: the affected share of a drill's client samples and the
-table."""
+"""The pure parts of bench/active_active.py (the affected share of a drill's client samples,
+the table) and of bench/ecmp_drills.py (its table)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import active_active as aa  # noqa: E402
+import ecmp_drills  # noqa: E402
 
 from director.lab.scenarios import Sample  # noqa: E402
 
@@ -54,3 +55,20 @@ def test_table_rows():
     )
     assert lines[2] == "| pair | 1 | 1.20 | 1.20 | 20 of 200 | 1.00 | - |"
     assert lines[3] == "| ecmp-mh | 2 | 0.60 | 0.70 | 5 of 410 | 0.46 | 1 of 24 |"
+
+
+def test_drills_table():
+    from director.lab.ecmp_scenarios import EcmpRecord, LongLived, evaluate, summary
+
+    rec = EcmpRecord("fail-director", "mh", ("dir1", "dir2", "dir3"), "dir1", fault_t=2.0, settled=True)
+    rec.next_hops = [(0.0, ("dir1", "dir2", "dir3")), (2.4, ("dir2", "dir3"))]
+    rec.samples = _samples("." * 10 + "x" + "." * 30, start=1.0, period=0.1)
+    rec.samples[2] = Sample(1.2, 1.3, False, "TimeoutError")  # before the fault
+    rec.long_lived = [
+        LongLived(i, port=40000 + i, answers=9, real_server="rs1", director_before="dir1") for i in (1, 2)
+    ]
+    rec.long_lived[1].lost = "reset"
+    table = ecmp_drills.render_table([summary(rec, evaluate(rec))])
+    assert table.splitlines()[2] == (
+        "| fail-director | 0.40 | 1 of 41 (+1 before the fault) | 0.20 | 1 of 2 (reset 1) | 2 | FAILED |"
+    )
