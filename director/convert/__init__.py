@@ -18,15 +18,15 @@ and `ha.readfile`.  Its modules, each importing only ones listed before it:
   and its entry point `cmd_convert`, which imports `driver` when it runs.
 
 This module offers the public names of `driver`, `issues` and `cli`, each
-imported from its module on first use (PEP 562 ``__getattr__``): every
-``directord`` command imports this package to build its parser, and `driver`
-brings the configuration loader (a fifth of a second).
+imported from its module on first use (PEP 562 ``__getattr__``, made by
+`director.lazy.lazy_package`): every ``directord`` command imports this package
+to build its parser, and `driver` brings the configuration loader (a fifth of a
+second).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_package
 
 __all__ = [
     "MAX_INPUT_BYTES",
@@ -47,23 +47,4 @@ _SOURCES = {
     "issues": ("ConvertError", "Issue"),
     "driver": ("MAX_INPUT_BYTES", "QUIESCENT_NOTE", "Conversion", "convert_files", "convert_text", "write_atomic"),
 }
-_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """The public ``name``, imported from its module (`_SOURCES`) on first use and kept here.
-
-    Raises:
-        AttributeError: not a name of this package (nor a submodule imported already).
-    """
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The names of this package, those not imported yet included."""
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_package(__name__, _SOURCES)

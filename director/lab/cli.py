@@ -19,8 +19,10 @@ import argparse
 import functools
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from ..lazy import LazyHelpAction
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..cli import Subcommands
@@ -295,7 +297,7 @@ class _LabParser(argparse.ArgumentParser):
         self._epilog, self.epilog_later = value, None
 
 
-class _ScenarioArgument(argparse.Action):
+class _ScenarioArgument(LazyHelpAction):
     """``lab drill SCENARIO``, stored as given. Its ``choices`` and ``help`` are the drills' names,
     read from the scenario modules (`_drills`) when first asked for (parsing SCENARIO, the help,
     the completion script), not when the parser is built."""
@@ -309,23 +311,9 @@ class _ScenarioArgument(argparse.Action):
     def choices(self, value: Iterable[Any] | None) -> None:  # argparse.Action.__init__ sets None
         pass
 
-    @property
-    def help(self) -> str | None:
+    def help_text(self) -> str:
         """The help of SCENARIO: the drills' names."""
         return _drills().help
-
-    @help.setter
-    def help(self, value: str | None) -> None:  # argparse.Action.__init__ sets None
-        pass
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        setattr(namespace, self.dest, values)
 
 
 def add_commands(sub: Subcommands) -> None:

@@ -50,14 +50,14 @@ Modules, each importing only ones listed before it:
   which import :mod:`~director.realserver.commands` when they run.
 
 This module offers their public names, each imported from its module on first
-use (PEP 562 ``__getattr__``): every ``directord`` command imports this
-package to build its parser, and most never touch a real server.
+use (PEP 562 ``__getattr__``, made by :func:`director.lazy.lazy_package`):
+every ``directord`` command imports this package to build its parser, and most
+never touch a real server.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_package
 
 __all__ = [
     "ENV_FILE",
@@ -168,25 +168,4 @@ _SOURCES = {
         "save_state",
     ),
 }
-_MODULE_OF = {name: module for module, names in _SOURCES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """The public ``name``, imported from its module (`_SOURCES`) on first use and kept here.
-
-    Raises:
-        AttributeError: not a name of this package (nor a submodule imported already).
-    """
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = importlib.import_module(f"{__name__}.{module}")
-    if name != module:
-        value = getattr(value, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    """The names of this package, those not imported yet included."""
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_package(__name__, _SOURCES)

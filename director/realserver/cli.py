@@ -14,6 +14,8 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..lazy import LazyHelpAction
+
 if TYPE_CHECKING:  # pragma: no cover
     from ..cli import Subcommands
     from .model import IPAddress
@@ -91,32 +93,18 @@ def _add_request_args(p: argparse.ArgumentParser, *, required_mode_default: bool
     )
 
 
-class _PersistFlag(argparse.Action):
+class _PersistFlag(LazyHelpAction):
     """``prep --persist``: a flag (``store_true``) whose help names the files it writes, read from
     :mod:`~director.realserver.persist` when the help is shown, not when the parser is built."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, const=True, default=False, **kwargs)
 
-    @property
-    def help(self) -> str | None:
+    def help_text(self) -> str:
         """The files ``--persist`` writes and the unit it enables."""
         from .persist import ENV_FILE, SYSCTL_CONF, UNIT_NAME
 
         return f"also write /{SYSCTL_CONF}, /{ENV_FILE} and install and enable {UNIT_NAME}"
-
-    @help.setter
-    def help(self, value: str | None) -> None:  # argparse.Action.__init__ sets None
-        pass
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        setattr(namespace, self.dest, True)
 
 
 def add_commands(sub: Subcommands) -> None:
