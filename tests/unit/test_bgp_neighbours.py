@@ -38,10 +38,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bgp_driver_client import Driver
+from polling import wait_for
 from routerbird import birdc, director_address, needs_bird, router_bird, router_host, router_pair
 
 PREFIX = f"bnb{os.getpid()}"
@@ -150,18 +150,6 @@ def kernel_view(ns: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         ip_lines(ns, "route", "show", "table", "221"),
         ip_lines(ns, "-4", "addr", "show", "dev", "lo", keep=lambda line: line.startswith("inet ")),
     )
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    """Call ``predicate`` until it returns a true value (returned); AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
 
 
 @dataclass
