@@ -1,5 +1,6 @@
 """Runs `ha.bgp.service.BgpService` in the calling network namespace for
-``test_bgp_service.py`` and ``test_bgp_neighbours.py`` (started there with ``ip netns exec``).
+``test_bgp_service.py`` and ``test_bgp_neighbours.py`` (started with ``ip netns exec`` and
+spoken to by ``bgp_driver_client.py``).
 
 Usage: ``python3 bgp_service_driver.py CONFIG_JSON STATE_DIR``, CONFIG_JSON the `BgpConfig`
 as the test writes it.  Reads one command per line on standard input and answers each with

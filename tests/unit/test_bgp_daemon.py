@@ -23,6 +23,7 @@ import time
 
 import pytest
 from netnsprobe import netns_problem, netns_skip
+from polling import wait_for
 
 import director.bgp
 import ha.bgp.service
@@ -66,17 +67,6 @@ def bgp_status(lab: EcmpLab, node: str) -> dict:
     return json.loads(done.stdout)
 
 
-def wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not within {timeout} s (last {last!r})")
-
-
 def switches(lab: EcmpLab, node: str) -> dict[str, str]:
     """The bgp mode's kernel switches in ``node``'s namespace (path-form key -> value; those that
     do not exist, the ``vs`` ones without ip_vs, left out)."""
@@ -113,13 +103,14 @@ def lab(tmp_path):
 
 @needs_lab
 def test_the_daemon_runs_bird_and_answers_bgp_commands(lab):
-    sessions = wait(
+    sessions = wait_for(
         lambda: (
             all(row.get("info", "").startswith("Established") for row in lab.bgp_sessions().values())
             and lab.bgp_sessions()
         ),
         20,
         "both directors' sessions established at the router",
+        step=0.2,
     )
     assert set(sessions) == {"dir1", "dir2"}
     pid = bgp_status(lab, "dir1")  # BIRD still runs a while later: not swept as an orphan
@@ -150,17 +141,18 @@ def test_the_daemon_runs_bird_and_answers_bgp_commands(lab):
     assert all(running[key] != value for key, value in recorded.items())  # only what was changed
     # a stop: the daemon exits, its BIRD with it, the VIP leaves lo, the router's session ends
     lab.signal_daemon("dir1", signal.SIGTERM)
-    wait(lambda: lab.daemon_pid("dir1") is None, 20, "dir1's daemon stopped")
+    wait_for(lambda: lab.daemon_pid("dir1") is None, 20, "dir1's daemon stopped", step=0.2)
     lo = subprocess.run(["ip", "-n", f"{PREFIX}-dir1", "addr", "show", "dev", "lo"], capture_output=True, text=True)
     assert f"{lab.vip}/32" not in lo.stdout
     # and the switches are back as they were, the record gone
     back = switches(lab, "dir1")
     assert back == {**running, **recorded} and {key: back[key] for key in ARP} == ARP
     assert not os.path.exists(os.path.join(state_dir, SYSCTL_FILE))
-    wait(
+    wait_for(
         lambda: not lab.bgp_sessions().get("dir1", {}).get("info", "").startswith("Established"),
         10,
         "the router's session with dir1 ended",
+        step=0.2,
     )
     assert directord(lab, "dir2", "bgp", "status").returncode == 0
     assert directord(lab, "dir1", "bgp", "status").returncode == 2  # no daemon answering

@@ -1,8 +1,9 @@
 """`ha.bgp.service.BgpService` with three routers, one that refuses the session and one that
 flaps: neither disturbs the other session, the VIPs or the kernel's table.
 
-The director's service runs in one network namespace (through ``bgp_service_driver.py``); three
-plain BIRDs play three routers in the other, each on an address of its own (``routerbird.py``):
+The director's service runs in one network namespace (through ``bgp_service_driver.py``, spoken
+to by ``bgp_driver_client.py``); three plain BIRDs play three routers in the other, each on an
+address of its own (``routerbird.py``):
 
 * ``good`` accepts the session and keeps it;
 * ``rejecting`` expects another AS (65099) and answers the director's OPEN with a
@@ -28,21 +29,19 @@ Root only; skipped without /usr/sbin/bird (Debian package bird2)."""
 
 from __future__ import annotations
 
-import json
 import os
-import queue
 import re
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
+from bgp_driver_client import Driver
+from polling import wait_for
 from routerbird import birdc, director_address, needs_bird, router_bird, router_host, router_pair
 
 PREFIX = f"bnb{os.getpid()}"
@@ -56,7 +55,6 @@ WANTED = {
     f"{VIP_A}/32": ("BGP.as_path: 65001", "BGP.community: (65001,200)", "BGP.med: 30"),
     f"{VIP_B}/32": ("BGP.as_path: 65001",),
 }
-DRIVER = Path(__file__).resolve().parent / "bgp_service_driver.py"
 FLAPS = 5
 #: seconds between two samples of the routers' and the kernel's views
 SAMPLE_EVERY = 0.1
@@ -154,18 +152,6 @@ def kernel_view(ns: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     )
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    """Call ``predicate`` until it returns a true value (returned); AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout} s (last: {last!r})")
-
-
 @dataclass
 class Watch:
     """What the sampler saw change from one sample to the next, and go wrong, while it ran."""
@@ -204,63 +190,6 @@ def sample(director_ns: str, ctls: dict[str, str], stop: threading.Event, watch:
             stop.wait(SAMPLE_EVERY)
     except BaseException as exc:  # reported by the test
         watch.errors.append(exc)
-
-
-# --- the director ------------------------------------------------------------------------------
-
-
-class Driver:
-    """The service in the director's namespace (``bgp_service_driver.py``), spoken to line by line."""
-
-    def __init__(self, ns: str, config: dict, state_dir: Path) -> None:
-        self.events: list[dict] = []
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, str(DRIVER), json.dumps(config), str(state_dir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        self.expect("started", 20)
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line)
-        self._lines.put("")
-
-    def expect(self, key: str, timeout: float = 15) -> dict:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if not line:
-                raise AssertionError(f"the driver ended before {key!r}; events {self.events}")
-            doc = json.loads(line)
-            if "event" in doc:
-                self.events.append(doc)
-            if key in doc:
-                return doc
-        raise AssertionError(f"no {key!r} within {timeout} s")
-
-    def send(self, cmd: dict, key: str = "ok") -> dict:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return self.expect(key)
-
-    def sessions(self) -> dict[str, tuple[str, str]]:
-        """The service's `status` of each session: name -> (state, info)."""
-        status = self.send({"do": "status"}, "status")["status"]
-        return {s["neighbor"]: (s["state"], s["info"]) for s in status["sessions"]}
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 @pytest.fixture
@@ -371,7 +300,7 @@ def test_a_rejecting_and_a_flapping_neighbour_disturb_nothing(lab):
         refusing = protocol(ctls["rejecting"], "rejecting")
         assert refusing.state != "up" and "BGP Error: Bad peer AS" in refusing.info, refusing
         # nor did the service change a route, or see good's session change, through it all
-        assert [e for e in d.events if e["event"] == "bgp.route"] == [
+        assert d.routes() == [
             {"event": "bgp.route", "vip": vip, "route": "announced", "reason": "web: 1/1 in service"}
             for vip in (VIP_A, VIP_B)
         ]

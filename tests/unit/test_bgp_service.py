@@ -1,6 +1,7 @@
 """`ha.bgp.service.BgpService` with a real BIRD: the director's service runs in one network
-namespace (through ``bgp_service_driver.py``), a plain BIRD plays the router in another, and
-what the router receives is read from it (``show route all``; the pair: ``routerbird.py``).
+namespace (through ``bgp_service_driver.py``, spoken to by ``bgp_driver_client.py``), a plain
+BIRD plays the router in another, and what the router receives is read from it (``show route
+all``; the pair: ``routerbird.py``).
 
 Shows: nothing is announced before the services are healthy; a VIP is announced with its
 communities and MED when its services have min_healthy real servers in service and withdrawn
@@ -18,11 +19,10 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from bgp_driver_client import Driver
 from routerbird import director_address, needs_bird, router_address, router_pair
 
 from ha.bgp.birdctl import bird_command
@@ -33,52 +33,9 @@ DIRECTOR = director_address(NET)
 ROUTER = router_address(NET)
 VIP_A, VIP_B = "192.0.2.10", "192.0.2.11"
 UNREACHABLE = f"10.{NET}.0.99"
-DRIVER = Path(__file__).resolve().parent / "bgp_service_driver.py"
 GSHUT = "(65535,0)"
 
 pytestmark = needs_bird
-
-
-class Driver:
-    """The service in the director's namespace, spoken to line by line."""
-
-    def __init__(self, ns: str, config: dict, state_dir: Path) -> None:
-        self.events: list[dict] = []
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, str(DRIVER), json.dumps(config), str(state_dir)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.expect("started", 15)
-
-    def expect(self, key: str, timeout: float = 10) -> dict:
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise AssertionError(f"the driver ended before {key!r}; events {self.events}")
-            doc = json.loads(line)
-            if "event" in doc:
-                self.events.append(doc)
-            if key in doc:
-                return doc
-        raise AssertionError(f"no {key!r} within {timeout} s")
-
-    def send(self, cmd: dict, key: str = "ok") -> dict:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(cmd) + "\n")
-        self.proc.stdin.flush()
-        return self.expect(key)
-
-    def routes(self) -> list[dict]:
-        return [e for e in self.events if e["event"] == "bgp.route"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
 
 
 def router_view(ctl: str) -> dict[str, str]:
@@ -195,8 +152,7 @@ def test_announcements_follow_health_drain_and_stop(lab):
         kinds = [(e["event"], e.get("state")) for e in d.events if e["event"] == "bgp.speaker"]
         assert ("bgp.speaker", "exited") in kinds and kinds[-1] == ("bgp.speaker", "running")
         # stop: GRACEFUL_SHUTDOWN, withdraw, then the session ends and lo and table 221 are clean
-        d.proc.stdin.write(json.dumps({"do": "stop"}) + "\n")  # type: ignore[union-attr]
-        d.proc.stdin.flush()  # type: ignore[union-attr]
+        d.write({"do": "stop"})
         wait_view(ctl, lambda v: v.get(VIP_B) == GSHUT, timeout=0.9, what="GRACEFUL_SHUTDOWN at stop")
         d.expect("ok", 10)
         assert router_view(ctl) == {}

@@ -5,14 +5,8 @@ its implementation when it runs. The packages keep offering their names (lazily)
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from freshpython import fresh_modules
 
 #: Modules a light command must not import (each costs milliseconds to tens of milliseconds).
 HEAVY = (
@@ -24,22 +18,6 @@ HEAVY = (
     "director.realserver.kernel",
     "director.realserver.persist",
 )
-
-
-def run_fresh(code: str) -> dict:
-    """Run ``code`` in a fresh interpreter (this checkout first on the path); it leaves its result
-    in ``result``; returns ``{"result": ..., "modules": [every module in sys.modules]}``."""
-    probe = code + "\nimport json, sys\nprint(json.dumps({'result': result, 'modules': sorted(sys.modules)}))\n"
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.splitlines()[-1])
 
 
 @pytest.mark.parametrize(
@@ -57,9 +35,9 @@ def test_a_light_command_imports_no_tool(tmp_path, argv, status):
     code = "from director import cli\nresult = cli.build_parser() and None\n"
     if argv is not None:
         code += f"result = cli.main({argv + ['--control-socket', socket]!r})\n"
-    doc = run_fresh(code)
-    assert doc["result"] == status
-    loaded = set(doc["modules"])
+    result, modules = fresh_modules(code)
+    assert result == status
+    loaded = set(modules)
     assert "director.cli" in loaded
     assert [m for m in HEAVY if m in loaded] == []
 
@@ -75,8 +53,8 @@ def test_the_packages_still_offer_every_name():
         "result.append(C.convert_files is convert_files and 'director.convert.driver' in sys.modules)\n"
         "result.append(R.plan.__module__)\n"
     )
-    doc = run_fresh(code)
-    assert doc["result"] == [[], [], [], True, "director.realserver.planner"]
+    result, _ = fresh_modules(code)
+    assert result == [[], [], [], True, "director.realserver.planner"]
 
 
 def test_an_unknown_name_of_a_package_is_an_attribute_error():

@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import importlinter  # noqa: F401 - a test dependency (pyproject.toml [test]): missing, the module fails
 import pytest
+from freshpython import ROOT, fresh_modules, python_in
 
-ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("director", "ha", "checks")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     """import-linter on the packages under ``root`` with ``root``'s pyproject.toml."""
     code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root), "HOME": str(root)},
-    )
+    return python_in(root, code, timeout=300)
 
 
 def test_the_import_contracts_are_kept():
@@ -71,17 +63,8 @@ def test_a_reverse_import_breaks_a_contract(tmp_path, module, line, contract):
 def modules_loaded_by(code: str) -> set[str]:
     """Top-level package names in ``sys.modules`` after running ``code`` in a fresh interpreter
     (this checkout first on the path)."""
-    probe = code + "\nimport sys\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    out = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stderr
-    return set(out.stdout.split())
+    _, modules = fresh_modules(code)
+    return {m.split(".")[0] for m in modules}
 
 
 @pytest.mark.parametrize(
