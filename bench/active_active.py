@@ -158,9 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out-dir", default=str(inc.REPO / "out" / "bench"))
     ap.add_argument("--verbose", action="store_true", help="print the drills' progress")
     a = ap.parse_args(argv)
-    if not os.path.exists("/proc/net/ip_vs"):
-        os.system("modprobe ip_vs >/dev/null 2>&1")
-    if not os.path.exists("/proc/net/ip_vs"):
+    if not inc.ip_vs_here():
         log("cannot run: no ip_vs here; run it in the stock-kernel VM (`directord lab vm -- ...`)")
         return 2
     say = (lambda t: log(t)) if a.verbose else (lambda _t: None)

@@ -365,6 +365,13 @@ def stats(values: Iterable[float | None]) -> dict[str, float | int | None]:
     return {"n": len(vals), "median": statistics.median(vals), "max": max(vals), "min": min(vals), "missing": missing}
 
 
+def ip_vs_here() -> bool:
+    """True when this kernel has IPVS (``/proc/net/ip_vs``), loading ``ip_vs`` first if needed."""
+    if not os.path.exists("/proc/net/ip_vs"):
+        subprocess.run(["modprobe", "ip_vs"], check=False, capture_output=True)
+    return os.path.exists("/proc/net/ip_vs")
+
+
 def fmt_s(v: float | None) -> str:
     """Seconds with two decimals, ``-`` for None."""
     return "-" if v is None else f"{v:.2f}"
