@@ -16,12 +16,15 @@ real servers:
   ``fail-director`` (one director's links down, its daemon SIGKILLed) with 12 long-lived
   HTTP/1.1 connections besides the new ones. Scheduler mh (flags mh-port, mh-fallback) or wlc.
 
-Per repetition: the client's longest gap between two successful answers around the fault
-(seconds), the failed requests, the *affected share* (failed requests over the requests
-started between the fault and the last failure: 1.0 when every flow fails, about 1/N when
-only the flows hashed to the dead director of N fail) and, for the ECMP labs, the long-lived
-connections lost. Output: a markdown table on stdout (median and max over the repetitions),
-``DIR/active_active.json`` with every repetition's figures.
+Per repetition: the change after the fault (the standby holds the VIP; the router dropped
+the dead director), the longest time an affected flow went unserved (the pair: the client's
+longest gap between two answers, since every flow goes through the active director; the
+routed lab: the longest gap of the long-lived connections through the dead director, the
+others never stop), the flows affected (the pair: all; the routed lab: the long-lived
+connections that went through the dead director, about 1/N), the new connections that
+failed, and for the routed lab the long-lived connections lost. Output: a markdown table on
+stdout (medians and max over the repetitions), ``DIR/active_active.json`` with every
+repetition's figures and each drill's whole report.
 
 Times in the VM (QEMU TCG) are 10-25x slower than on hardware for Python; compare rows of one
 run, never against fixed numbers.
@@ -49,7 +52,7 @@ from director.lab.ecmp_scenarios import evaluate as ecmp_evaluate  # noqa: E402
 from director.lab.ecmp_scenarios import summary as ecmp_summary  # noqa: E402
 from director.lab.ecmp_site import EcmpLab, EcmpOptions  # noqa: E402
 from director.lab.pair import PairLab, PairOptions  # noqa: E402
-from director.lab.scenarios import Sample, scenario  # noqa: E402
+from director.lab.scenarios import scenario  # noqa: E402
 from director.lab.verdict import evaluate as pair_evaluate  # noqa: E402
 from director.lab.verdict import summary as pair_summary  # noqa: E402
 
@@ -60,60 +63,84 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def affected_share(samples: Sequence[Sample], fault_t: float) -> float | None:
-    """Failed requests over the requests started from ``fault_t`` (seconds since the drill's
-    t0) to the start of the last failed one; None when none failed (pure)."""
-    failed = [s for s in samples if not s.ok and s.start >= fault_t]
-    if not failed:
-        return None
-    last = max(s.start for s in failed)
-    window = [s for s in samples if fault_t <= s.start <= last]
-    return round(len(failed) / len(window), 3)
+def repetition(report: Mapping[str, Any], *, pair: bool) -> dict[str, Any]:
+    """One repetition's figures from a drill report (pure): the pair's
+    (`director.lab.verdict.summary`) or the routed lab's (`director.lab.ecmp_scenarios.summary`).
 
-
-def repetition(report: Mapping[str, Any], samples: Sequence[Sample]) -> dict[str, Any]:
-    """One repetition's figures from a drill report (`director.lab.verdict.summary` or
-    `director.lab.ecmp_scenarios.summary`) and its client samples (pure): ``gap_s``,
-    ``failed``, ``requests``, ``share``, ``long_lived_lost`` (None for the pair), ``ok``."""
+    ``change_s``: seconds from the fault until the VIP moved (pair: the standby holds it) or
+    the router dropped the dead director. ``gap_s``: the longest time an affected flow went
+    unserved (seconds): for the pair the client's longest gap between two answers (every flow
+    goes through the one active director), for the routed lab the longest gap of the
+    long-lived connections through the dead director (the other flows never stop).
+    ``affected``/``flows``: the flows that went through the failed director, of those
+    watched (pair: None, every flow). ``failed``/``requests``: new connections that failed
+    (ended at or after the fault). ``long_lived_lost``/``long_lived`` (routed lab only)."""
     f = report["figures"]
+    if pair:
+        return {
+            "change_s": f["vip_moved_s"],
+            "gap_s": f["longest_gap_s"],
+            "affected": None,
+            "flows": None,
+            "failed": f["failed"],
+            "requests": f["requests"],
+            "long_lived_lost": None,
+            "long_lived": None,
+            "ok": report["ok"],
+        }
     return {
-        "gap_s": f["longest_gap_s"],
+        "change_s": f["change_s"],
+        "gap_s": f["long_lived_via_victim_max_gap_s"] if f["long_lived_via_victim"] else None,
+        "affected": f["long_lived_via_victim"],
+        "flows": f["long_lived"],
         "failed": f["failed"],
         "requests": f["requests"],
-        "share": affected_share(samples, report["fault_t"]),
-        "long_lived_lost": f.get("long_lived_lost"),
-        "long_lived": f.get("long_lived"),
+        "long_lived_lost": f["long_lived_lost"],
+        "long_lived": f["long_lived"],
         "ok": report["ok"],
     }
 
 
 def render(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> str:
-    """Markdown table, one row per system (pure): repetitions, gap median/max (s), failed
-    requests (sum), affected share (median), long-lived connections lost (sum of held)."""
-    headers = ["system", "n", "gap median (s)", "gap max (s)", "failed requests", "affected share", "long-lived lost"]
+    """Markdown table, one row per system (pure): repetitions, the change after the fault
+    (median, s), the longest gap of an affected flow (median and max, s), the flows affected,
+    new connections failed, long-lived connections lost."""
+    headers = [
+        "system",
+        "n",
+        "change (s)",
+        "gap of affected flows median (s)",
+        "max (s)",
+        "flows affected",
+        "new connections failed",
+        "long-lived lost",
+    ]
     rows = []
     for system, reps in results.items():
+        changes = inc.stats([r["change_s"] for r in reps])
         gaps = inc.stats([r["gap_s"] for r in reps])
-        shares = inc.stats([r["share"] for r in reps])
+        watched = [r for r in reps if r.get("flows")]
+        affected = f"{sum(r['affected'] for r in watched)} of {sum(r['flows'] for r in watched)}" if watched else "all"
         held = [r for r in reps if r.get("long_lived")]
         lost = f"{sum(r['long_lived_lost'] for r in held)} of {sum(r['long_lived'] for r in held)}" if held else "-"
-        share = "-" if shares["median"] is None else f"{shares['median']:.2f}"
         rows.append(
             [
                 system,
                 len(reps),
+                inc.fmt_s(changes["median"]),
                 inc.fmt_s(gaps["median"]),
                 inc.fmt_s(gaps["max"]),
+                affected,
                 f"{sum(r['failed'] for r in reps)} of {sum(r['requests'] for r in reps)}",
-                share,
                 lost,
             ]
         )
     return inc.markdown_table(headers, rows)
 
 
-def run_pair(repeat: int, rate: float, say: Callable[[str], None]) -> list[dict[str, Any]]:
-    """``repeat`` fail-active drills on one pair lab (restored between them)."""
+def run_pair(repeat: int, rate: float, say: Callable[[str], None], reports: list[dict]) -> list[dict[str, Any]]:
+    """``repeat`` fail-active drills on one pair lab (restored between them); each drill's
+    whole report is appended to ``reports``."""
     scn = scenario("fail-active")
     pair = PairLab(PairOptions(prefix=f"aap{os.getpid() % 10000}"), Path(tempfile.mkdtemp(prefix="aa-pair-")))
     out = []
@@ -124,16 +151,19 @@ def run_pair(repeat: int, rate: float, say: Callable[[str], None]) -> list[dict[
                 pair.restore()
             record = pair_drill.Drill(pair, scn, rate, say).run()
             report = pair_summary(record, pair_evaluate(scn.expect, record, pair.vip), scn)
-            out.append(repetition(report, record.samples))
+            out.append(repetition(report, pair=True))
+            reports.append(report)
             log(f"pair #{i + 1}: {out[-1]}")
     finally:
         pair.down()
     return out
 
 
-def run_ecmp(scheduler: str, repeat: int, rate: float, say: Callable[[str], None]) -> list[dict[str, Any]]:
+def run_ecmp(
+    scheduler: str, repeat: int, rate: float, say: Callable[[str], None], reports: list[dict]
+) -> list[dict[str, Any]]:
     """``repeat`` fail-director drills on one routed lab of three directors (settled again
-    before each)."""
+    before each); each drill's whole report is appended to ``reports``."""
     options = EcmpOptions(prefix=f"aae{os.getpid() % 10000}", directors=3, scheduler=scheduler)
     lab = EcmpLab(options, Path(tempfile.mkdtemp(prefix="aa-ecmp-")))
     out = []
@@ -143,7 +173,8 @@ def run_ecmp(scheduler: str, repeat: int, rate: float, say: Callable[[str], None
         for i in range(repeat):
             record = EcmpDrill(lab, "fail-director", rate=rate, say=say).run()
             report = ecmp_summary(record, ecmp_evaluate(record))
-            out.append(repetition(report, record.samples))
+            out.append(repetition(report, pair=False))
+            reports.append(report)
             log(f"ecmp-{scheduler} #{i + 1}: {out[-1]}")
     finally:
         lab.down()
@@ -163,17 +194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     say = (lambda t: log(t)) if a.verbose else (lambda _t: None)
     results: dict[str, list[dict[str, Any]]] = {}
+    reports: dict[str, list[dict[str, Any]]] = {}
     for system in a.systems:
         log(f"system {system}")
         try:
             if system == "pair":
-                results[system] = run_pair(a.repeat, a.rate, say)
+                results[system] = run_pair(a.repeat, a.rate, say, reports.setdefault(system, []))
             else:
-                results[system] = run_ecmp(system.split("-", 1)[1], a.repeat, a.rate, say)
+                results[system] = run_ecmp(
+                    system.split("-", 1)[1], a.repeat, a.rate, say, reports.setdefault(system, [])
+                )
         except Exception as e:  # keep the other systems' numbers
             log(f"{system} failed: {type(e).__name__}: {e}")
             results.setdefault(system, [])
-    doc = {"kernel": os.uname().release, "rate": a.rate, "repeat": a.repeat, "results": results}
+    doc = {"kernel": os.uname().release, "rate": a.rate, "repeat": a.repeat, "results": results, "reports": reports}
     inc.write_json(Path(a.out_dir) / "active_active.json", doc)
     print(render({k: v for k, v in results.items() if v}))
     return 0

@@ -1,5 +1,5 @@
-"""The pure parts of bench/active_active.py (the affected share of a drill's client samples,
-the table) and of bench/ecmp_drills.py (its table)."""
+"""The pure parts of bench/active_active.py (a repetition's figures, the table) and of
+bench/ecmp_drills.py (its table)."""
 
 from __future__ import annotations
 
@@ -22,39 +22,39 @@ def _samples(spec: str, start: float = 10.0, period: float = 0.05) -> list[Sampl
     ]
 
 
-def test_every_flow_failing_is_a_share_of_one():
-    assert aa.affected_share(_samples("....xxxxxx...."), 10.2) == 1.0
+def _pair_report(change: float, gap: float, failed: int, requests: int) -> dict:
+    f = {"vip_moved_s": change, "longest_gap_s": gap, "failed": failed, "requests": requests}
+    return {"figures": f, "ok": True}
 
 
-def test_one_flow_in_three_failing():
-    # the fault at 10.2 s: from then to the last failure, 3 of 9 requests failed
-    assert aa.affected_share(_samples("....x..x..x...."), 10.2) == round(3 / 7, 3)
+def _ecmp_report(change: float, gap: float, via: int, failed: int, requests: int, lost: int) -> dict:
+    f = {
+        "change_s": change,
+        "long_lived_via_victim_max_gap_s": gap,
+        "long_lived_via_victim": via,
+        "long_lived": 12,
+        "long_lived_lost": lost,
+        "failed": failed,
+        "requests": requests,
+    }
+    return {"figures": f, "ok": lost == 0}
 
 
-def test_failures_before_the_fault_do_not_count_and_none_failed_is_none():
-    assert aa.affected_share(_samples("x......"), 10.1) is None
-
-
-def _report(gap: float, failed: int, requests: int, fault_t: float, lost: int | None = None) -> dict:
-    f = {"longest_gap_s": gap, "failed": failed, "requests": requests}
-    if lost is not None:
-        f |= {"long_lived_lost": lost, "long_lived": 12}
-    return {"figures": f, "fault_t": fault_t, "ok": True}
-
-
-def test_table_rows():
-    pair = [aa.repetition(_report(1.2, 20, 200, 10.2), _samples("....xxxxxx...."))]
+def test_active_active_table_rows():
+    pair = [aa.repetition(_pair_report(1.0, 1.05, 2, 90), pair=True) for _ in range(2)]
     ecmp = [
-        aa.repetition(_report(0.5, 3, 200, 10.2, 0), _samples("....x..x..x...")),
-        aa.repetition(_report(0.7, 2, 210, 10.2, 1), _samples("....x..x......")),
+        aa.repetition(_ecmp_report(0.33, 0.52, 4, 1, 200, 0), pair=False),
+        aa.repetition(_ecmp_report(0.65, 0.62, 5, 0, 210, 1), pair=False),
+        # no long-lived connection went through the dead director: no gap to tell
+        aa.repetition(_ecmp_report(0.40, 0.0, 0, 0, 190, 0), pair=False),
     ]
-    table = aa.render({"pair": pair, "ecmp-mh": ecmp})
-    lines = table.splitlines()
+    lines = aa.render({"pair": pair, "ecmp-mh": ecmp}).splitlines()
     assert lines[0] == (
-        "| system | n | gap median (s) | gap max (s) | failed requests | affected share | long-lived lost |"
+        "| system | n | change (s) | gap of affected flows median (s) | max (s) | flows affected "
+        "| new connections failed | long-lived lost |"
     )
-    assert lines[2] == "| pair | 1 | 1.20 | 1.20 | 20 of 200 | 1.00 | - |"
-    assert lines[3] == "| ecmp-mh | 2 | 0.60 | 0.70 | 5 of 410 | 0.46 | 1 of 24 |"
+    assert lines[2] == "| pair | 2 | 1.00 | 1.05 | 1.05 | all | 4 of 180 | - |"
+    assert lines[3] == "| ecmp-mh | 3 | 0.40 | 0.57 | 0.62 | 9 of 36 | 1 of 600 | 1 of 36 |"
 
 
 def test_drills_table():
