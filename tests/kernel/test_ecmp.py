@@ -102,9 +102,9 @@ def test_drain_director_loses_nothing(ecmp, report_dir):
     assert f["requests"] > 0 and f["long_lived"] == 12
     _same_orders(report)
     if f["long_lived_lost"]:
-        # seen once in ten runs, before the lab's settling waited for every real server on every
+        # seen once in four runs, before the lab's settling waited for every real server on every
         # director: 2 of 12 reset after the router moved them off the drained director. Not seen
-        # in the runs since; kept as an expected failure until the cause is shown (the report's
+        # in nine drains since; kept as an expected failure until the cause is shown (the report's
         # "long-lived entries at the end" names an entry that forwards a flow elsewhere, and the
         # timeline every director's health changes)
         pytest.xfail(
