@@ -239,34 +239,39 @@ def connection_directors(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[int, tupl
     return {port: (node, dest) for port, (_e, node, dest) in best.items()}
 
 
+def service_dests(lab: EcmpLab, node: str) -> dict[str, tuple]:
+    """``{real server addr:port: (forwarding, weight, ...)}`` of the lab's virtual service in
+    director ``node``'s IPVS table (``ipvsadm -Ln``, `director.lab.drive.ipvsadm_table`), in
+    the kernel's list order; empty when the service is absent."""
+    service = ipvsadm_table(lab.lab, node).get(f"TCP {lab.vip}:{lab.options.port}") or {"dests": {}}
+    return service["dests"]
+
+
 def dest_orders(lab: EcmpLab, nodes: tuple[str, ...]) -> dict[str, list[str]]:
     """``{director: real server addresses (addr:port) of the lab's service in the order
     ipvsadm -Ln lists them}`` (the kernel's list order)."""
-    key = f"TCP {lab.vip}:{lab.options.port}"
-    return {n: list((ipvsadm_table(lab.lab, n).get(key) or {"dests": {}})["dests"]) for n in nodes}
+    return {n: list(service_dests(lab, n)) for n in nodes}
 
 
 def victim_weights(lab: EcmpLab, rs: str) -> dict[str, int | None]:
     """``{director: weight of real server rs in its IPVS table (ipvsadm -Ln), None if absent}``."""
-    port, rip = lab.options.port, lab.lab.rip(rs)
+    dest = f"{lab.lab.rip(rs)}:{lab.options.port}"
     out: dict[str, int | None] = {}
     for node in lab.directors:
-        service = ipvsadm_table(lab.lab, node).get(f"TCP {lab.vip}:{port}") or {"dests": {}}
-        dest = service["dests"].get(f"{rip}:{port}")
-        out[node] = None if dest is None else dest[1]
+        found = service_dests(lab, node).get(dest)
+        out[node] = None if found is None else found[1]
     return out
 
 
 def out_of_service(lab: EcmpLab, nodes: tuple[str, ...]) -> list[str]:
     """``["dirN: rsK"]`` for each real server not at a weight above 0 in the IPVS table of
     each director of ``nodes`` (``ipvsadm -Ln``); empty when all are in service everywhere."""
-    port = lab.options.port
     out = []
     for node in nodes:
-        service = ipvsadm_table(lab.lab, node).get(f"TCP {lab.vip}:{port}") or {"dests": {}}
+        dests = service_dests(lab, node)
         for rs in lab.plan.real_servers:
-            dest = service["dests"].get(f"{lab.lab.rip(rs)}:{port}")
-            if dest is None or dest[1] <= 0:
+            found = dests.get(f"{lab.lab.rip(rs)}:{lab.options.port}")
+            if found is None or found[1] <= 0:
                 out.append(f"{node}: {rs}")
     return out
 
